@@ -1,0 +1,76 @@
+# The two commands a user needs: `make demo` and `make test`. Everything installs itself.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+export VIRTUAL_ENV := $(abspath $(VENV))
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+# Tests may not leave a process-wide hypothesis database in the clone.
+export HYPOTHESIS_STORAGE_DIRECTORY := $(abspath $(VENV))/hypothesis
+
+.PHONY: all demo test test-rust test-python loom bench stress lint fmt wheel develop clean
+
+all: test
+
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+
+$(VENV)/.dev-stamp: requirements/dev.txt | $(VPY)
+	$(VPY) -m pip install -q -r requirements/dev.txt
+	touch $@
+
+$(VENV)/.bench-stamp: requirements/bench.txt $(VENV)/.dev-stamp
+	$(VPY) -m pip install -q -r requirements/bench.txt
+	touch $@
+
+# Builds the extension (optimised: benchmarks and the demo measure it) into the venv.
+develop: $(VENV)/.dev-stamp
+	$(VENV)/bin/maturin develop --release --quiet
+
+demo: develop
+	$(VPY) -m admission demo
+
+test: test-rust test-python
+
+test-rust:
+	cargo test -p admission-core --quiet
+	$(MAKE) --no-print-directory loom
+
+# Model-checks the lock-free core under every interleaving loom can find.
+loom:
+	RUSTFLAGS="--cfg loom" cargo test -p admission-core --release --test loom --quiet \
+	  --target-dir target/loom
+
+test-python: develop
+	$(VPY) -m pytest tests -q -m "not stress"
+
+stress: develop
+	$(VPY) -m pytest tests -q -m stress
+
+bench: develop $(VENV)/.bench-stamp
+	$(VPY) -m pytest benches -q --benchmark-only --benchmark-sort=mean \
+	  --benchmark-columns=min,median,mean,stddev,rounds
+
+lint: $(VENV)/.dev-stamp
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --quiet -- -D warnings
+	$(VENV)/bin/ruff check python tests benches
+	$(VENV)/bin/ruff format --check python tests benches
+	$(VENV)/bin/mypy
+	$(VPY) -m mypy.stubtest admission._native --allowlist .stubtest-allowlist
+
+fmt: $(VENV)/.dev-stamp
+	cargo fmt --all
+	$(VENV)/bin/ruff format python tests benches
+	$(VENV)/bin/ruff check --fix python tests benches
+
+# A release wheel in dist/ (abi3: one wheel for CPython >= 3.10).
+wheel: $(VENV)/.dev-stamp
+	rm -rf dist
+	$(VENV)/bin/maturin build --release --out dist --quiet
+	$(VENV)/bin/maturin sdist --out dist
+
+clean:
+	rm -rf $(VENV) target dist .pytest_cache .mypy_cache .ruff_cache .hypothesis

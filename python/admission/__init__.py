@@ -1,0 +1,40 @@
+"""admission: fast, correct admission control for Python services.
+
+Rate limits, bounded concurrency and their accounting, decided in Rust in nanoseconds.
+
+>>> import admission as adm
+>>> rpm = adm.TokenBucket(rate=60, per=60.0, burst=10)   # 60 per minute, bursts of 10
+>>> llm = adm.Semaphore(10, name="llm")                  # at most 10 calls in flight
+>>> if rpm.try_acquire():
+...     with llm:
+...         pass  # call the API
+>>> rpm.stats().admitted
+1
+"""
+
+from __future__ import annotations
+
+from admission import testing
+from admission._native import MAX_PERMITS, Decision
+from admission.concurrency import Semaphore
+from admission.errors import AcquireTimeout, AdmissionError, CapacityError, Closed, RateLimited
+from admission.rate import SlidingWindow, TokenBucket
+from admission.stats import LimiterStats, SemaphoreStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MAX_PERMITS",
+    "AcquireTimeout",
+    "AdmissionError",
+    "CapacityError",
+    "Closed",
+    "Decision",
+    "LimiterStats",
+    "RateLimited",
+    "Semaphore",
+    "SemaphoreStats",
+    "SlidingWindow",
+    "TokenBucket",
+    "testing",
+]

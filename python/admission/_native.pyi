@@ -1,0 +1,131 @@
+"""Type stubs of the native extension. Import `admission`, not this module."""
+
+from collections.abc import Callable
+from typing import Literal, final
+
+MAX_PERMITS: int
+
+def monotonic_ns() -> int: ...
+
+@final
+class ManualClock:
+    """A clock that moves only when told to, for deterministic tests."""
+
+    def __new__(cls, start: float = 0.0) -> ManualClock: ...
+    def now(self) -> float:
+        """Current time in seconds."""
+    def now_ns(self) -> int:
+        """Current time in nanoseconds."""
+    def advance(self, seconds: float) -> float:
+        """Moves time forward by ``seconds`` (>= 0); returns the new time in seconds."""
+
+@final
+class Decision:
+    """What a limiter would decide for a request now. Returned by ``peek()``."""
+
+    allowed: bool
+    remaining: int
+    retry_after: float
+    reset_after: float
+    def __new__(
+        cls, allowed: bool, remaining: int, retry_after: float, reset_after: float
+    ) -> Decision: ...
+    def __bool__(self) -> bool: ...
+
+class TokenBucket:
+    def __new__(
+        cls,
+        rate: float,
+        per: float = 1.0,
+        burst: int | None = None,
+        *,
+        clock: ManualClock | None = None,
+        name: str | None = None,
+    ) -> TokenBucket: ...
+    def try_acquire(self, cost: int = 1) -> bool:
+        """Admits ``cost`` tokens now if the bucket holds them; never waits."""
+    def peek(self, cost: int = 1) -> Decision:
+        """What ``try_acquire(cost)`` would decide now, without consuming anything."""
+    def _reserve(self, cost: int, max_wait: float | None = None) -> tuple[bool, float, int]: ...
+    def _commit(self, cost: int) -> None: ...
+    def _refund(self, cost: int, token: int, timed_out: bool = False) -> None: ...
+    def _counters(self) -> tuple[int, int, int, int, int]: ...
+    @property
+    def rate(self) -> float: ...
+    @property
+    def per(self) -> float: ...
+    @property
+    def burst(self) -> int: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def clock(self) -> ManualClock | None: ...
+    @property
+    def emission_interval(self) -> float:
+        """Seconds per token, as used internally (rounded up to whole nanoseconds)."""
+
+class SlidingWindow:
+    def __new__(
+        cls,
+        limit: int,
+        window: float,
+        *,
+        clock: ManualClock | None = None,
+        name: str | None = None,
+    ) -> SlidingWindow: ...
+    def try_acquire(self, cost: int = 1) -> bool:
+        """Admits ``cost`` now if it fits in the window; never waits."""
+    def peek(self, cost: int = 1) -> Decision:
+        """What ``try_acquire(cost)`` would decide now, without consuming anything."""
+    def _reserve(self, cost: int, max_wait: float | None = None) -> tuple[bool, float, int]: ...
+    def _commit(self, cost: int) -> None: ...
+    def _refund(self, cost: int, token: int, timed_out: bool = False) -> None: ...
+    def _counters(self) -> tuple[int, int, int, int, int]: ...
+    def _log_len(self) -> int: ...
+    @property
+    def limit(self) -> int: ...
+    @property
+    def window(self) -> float: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def clock(self) -> ManualClock | None: ...
+
+_Outcome = Literal["waiting", "granted", "closed", "cancelled", "too_large"]
+
+@final
+class Ticket:
+    """A queued request for permits."""
+
+    @property
+    def n(self) -> int: ...
+    @property
+    def outcome(self) -> _Outcome: ...
+
+class Semaphore:
+    def __new__(cls, limit: int, *, name: str | None = None) -> Semaphore: ...
+    def try_acquire(self, n: int = 1) -> bool:
+        """Takes ``n`` permits if free and nobody is waiting; never waits."""
+    def release(self, n: int = 1) -> None:
+        """Gives back ``n`` permits; the longest waiter gets them first."""
+    def _enqueue(self, n: int, waker: Callable[[], object]) -> Ticket | None: ...
+    def _cancel(self, ticket: Ticket, timed_out: bool = False) -> _Outcome: ...
+    def close(self) -> None:
+        """Refuses new requests and wakes every waiter with ``Closed``."""
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def limit(self) -> int: ...
+    @limit.setter
+    def limit(self, value: int) -> None: ...
+    @property
+    def in_use(self) -> int: ...
+    @property
+    def available(self) -> int: ...
+    @property
+    def waiting(self) -> int: ...
+    @property
+    def high_water(self) -> int: ...
+    @property
+    def name(self) -> str | None: ...
+    def _counters(self) -> tuple[int, int, int, int, int]: ...

@@ -1,0 +1,113 @@
+"""Bounded concurrency: `Semaphore`, FIFO, resizable, closable, with full accounting."""
+
+from __future__ import annotations
+
+import threading
+from types import TracebackType
+from typing import final
+
+from admission import _native
+from admission._validate import timeout_seconds
+from admission.errors import AcquireTimeout, CapacityError, Closed
+from admission.stats import SemaphoreStats
+
+__all__ = ["Semaphore"]
+
+
+@final
+class Semaphore(_native.Semaphore):
+    """A counting semaphore of ``limit`` permits.
+
+    - Lock-free permit accounting; waiting is strictly FIFO, multi-permit requests included
+      (a large request is never starved by small ones; newcomers never barge past waiters).
+    - ``limit`` can be changed at any time. Lowering it never revokes held permits: ``in_use``
+      may exceed the new limit until releases bring it down.
+    - ``close()`` wakes every waiter with `Closed`; held permits stay valid until released.
+    - Releasing more permits than are held raises `ValueError`.
+
+    >>> import admission as adm
+    >>> s = adm.Semaphore(10, name="llm")
+    >>> s.try_acquire(n=3)
+    True
+    >>> s.in_use, s.available
+    (3, 7)
+    >>> s.release(3)
+    >>> with s:
+    ...     s.in_use
+    1
+
+    Raises:
+        ValueError: ``limit`` outside ``1..MAX_PERMITS``.
+    """
+
+    __slots__ = ()
+
+    def acquire_blocking(self, n: int = 1, timeout: float | None = None) -> None:
+        """Waits in this thread until ``n`` permits are held (FIFO).
+
+        Raises:
+            AcquireTimeout: not admitted within ``timeout`` seconds.
+            CapacityError: ``n`` exceeds the limit (now, or after a resize while waiting).
+            Closed: the semaphore is closed, or was closed while waiting.
+        """
+        timeout = timeout_seconds(timeout)
+        event = threading.Event()
+        ticket = self._enqueue(n, event.set)
+        if ticket is None:
+            return
+        try:
+            woken = event.wait(timeout)
+        except BaseException:
+            if self._cancel(ticket) == "granted":
+                self.release(n)  # handed over as we were interrupted: pass it on
+            raise
+        if not woken:
+            outcome = self._cancel(ticket, timed_out=True)
+            if outcome != "granted":
+                raise AcquireTimeout(timeout if timeout is not None else 0.0)
+            # Granted just as the timeout expired: it is ours, keep it.
+            return
+        outcome = ticket.outcome
+        if outcome == "granted":
+            return
+        if outcome == "closed":
+            raise Closed("the semaphore was closed while waiting")
+        if outcome == "too_large":
+            raise CapacityError(n, self.limit)
+        raise RuntimeError(f"unexpected semaphore outcome {outcome!r}")  # pragma: no cover
+
+    def __enter__(self) -> Semaphore:
+        self.acquire_blocking(1)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release(1)
+
+    def stats(self) -> SemaphoreStats:
+        """Gauges (limit, in_use, available, waiting, high_water) and exact counters."""
+        admitted, admitted_cost, rejected, timed_out, cancelled = self._counters()
+        return SemaphoreStats(
+            name=self.name,
+            limit=self.limit,
+            in_use=self.in_use,
+            available=self.available,
+            waiting=self.waiting,
+            high_water=self.high_water,
+            admitted=admitted,
+            admitted_cost=admitted_cost,
+            rejected=rejected,
+            timed_out=timed_out,
+            cancelled=cancelled,
+        )
+
+    def __repr__(self) -> str:
+        name = f", name={self.name!r}" if self.name is not None else ""
+        return (
+            f"Semaphore({self.limit}{name}, in_use={self.in_use}, waiting={self.waiting}"
+            f"{', closed' if self.closed else ''})"
+        )

@@ -1,0 +1,175 @@
+"""Rate limiters: `TokenBucket` (GCRA) and `SlidingWindow` (exact).
+
+Both share one surface:
+
+- ``try_acquire(cost=1) -> bool`` admits now or refuses now; never blocks.
+- ``peek(cost=1) -> Decision`` says what ``try_acquire`` would do; consumes nothing.
+- ``acquire_blocking(cost=1, timeout=None)`` and ``with limiter:`` wait (in this thread) until
+  admitted, FIFO; a timeout that cannot be met fails at once with the time it would need.
+- ``stats() -> LimiterStats``: exact counters.
+
+The decisions are native (Rust); this module adds the waiting and the Python conveniences.
+"""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+from typing import Protocol, final
+
+from admission import _native
+from admission._validate import timeout_seconds
+from admission.errors import AcquireTimeout
+from admission.stats import LimiterStats
+
+__all__ = ["SlidingWindow", "TokenBucket"]
+
+
+class _Reservable(Protocol):
+    """The native reservation protocol both rate limiters implement."""
+
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def clock(self) -> _native.ManualClock | None: ...
+    def _reserve(self, cost: int, max_wait: float | None = None) -> tuple[bool, float, int]: ...
+    def _commit(self, cost: int) -> None: ...
+    def _refund(self, cost: int, token: int, timed_out: bool = False) -> None: ...
+    def _counters(self) -> tuple[int, int, int, int, int]: ...
+
+
+def _acquire_blocking(limiter: _Reservable, cost: int, timeout: float | None) -> None:
+    timeout = timeout_seconds(timeout)
+    reserved, wait, token = limiter._reserve(cost, timeout)
+    if not reserved:
+        raise AcquireTimeout(timeout if timeout is not None else 0.0, needed=wait)
+    if wait > 0:
+        try:
+            clock = limiter.clock
+            if clock is None:
+                time.sleep(wait)
+            else:
+                # Virtual time: the wait passes at once, so tests never hang or sleep.
+                clock.advance(wait)
+        except BaseException:
+            # Interrupted (KeyboardInterrupt, a signal handler's exception): give it back.
+            limiter._refund(cost, token, False)
+            raise
+    limiter._commit(cost)
+
+
+def _stats(limiter: _Reservable) -> LimiterStats:
+    admitted, admitted_cost, rejected, timed_out, cancelled = limiter._counters()
+    return LimiterStats(
+        name=limiter.name,
+        admitted=admitted,
+        admitted_cost=admitted_cost,
+        rejected=rejected,
+        timed_out=timed_out,
+        cancelled=cancelled,
+    )
+
+
+@final
+class TokenBucket(_native.TokenBucket):
+    """A token bucket: ``rate`` tokens per ``per`` seconds, bursts of up to ``burst``.
+
+    Implemented as GCRA on one atomic word: a decision is a clock read and a compare-and-swap,
+    lock-free, and a refused request writes nothing. The bucket starts full. Over any interval
+    of ``t`` seconds it admits at most ``burst + rate * t / per`` cost, and a steady caller
+    gets exactly the rate. ``burst`` defaults to ``rate`` (at least 1).
+
+    >>> import admission as adm
+    >>> b = adm.TokenBucket(rate=50, per=60.0, burst=10)   # 50 per minute, bursts of 10
+    >>> b.try_acquire()
+    True
+    >>> b.try_acquire(cost=3)
+    True
+    >>> b.peek().remaining
+    6
+
+    Args:
+        rate: tokens added per ``per`` seconds (> 0).
+        per: the period, in seconds (> 0). Default 1.0.
+        burst: the capacity: the most tokens a single burst can take (integer >= 1).
+        clock: a `admission.testing.ManualClock` for deterministic tests; default monotonic.
+        name: a label for stats and metrics.
+
+    Raises:
+        ValueError: a non-positive, NaN or infinite ``rate``/``per``, or ``burst < 1``.
+        TypeError: an argument of the wrong type.
+    """
+
+    __slots__ = ()
+
+    def acquire_blocking(self, cost: int = 1, timeout: float | None = None) -> None:
+        """Waits in this thread until ``cost`` tokens are admitted (FIFO).
+
+        Raises `AcquireTimeout` at once, without waiting, if admission would take longer
+        than ``timeout`` seconds; `CapacityError` if ``cost > burst``.
+        """
+        _acquire_blocking(self, cost, timeout)
+
+    def __enter__(self) -> TokenBucket:
+        _acquire_blocking(self, 1, None)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    def stats(self) -> LimiterStats:
+        """Exact counters: admitted, rejected, timed out, cancelled."""
+        return _stats(self)
+
+    def __repr__(self) -> str:
+        name = f", name={self.name!r}" if self.name is not None else ""
+        return f"TokenBucket(rate={self.rate!r}, per={self.per!r}, burst={self.burst}{name})"
+
+
+@final
+class SlidingWindow(_native.SlidingWindow):
+    """At most ``limit`` cost in any window of ``window`` seconds, exactly.
+
+    Keeps a log of the admissions still inside the window: memory is at most 16 bytes per
+    unit of ``limit`` (1.6 MB for a limit of 100,000). When a steady rate with bursts is
+    what you need, `TokenBucket` is O(1) in memory and faster.
+
+    >>> import admission as adm
+    >>> w = adm.SlidingWindow(limit=2, window=60.0)
+    >>> w.try_acquire(), w.try_acquire(), w.try_acquire()
+    (True, True, False)
+
+    Raises:
+        ValueError: ``limit < 1``, or a non-positive, NaN or infinite ``window``.
+    """
+
+    __slots__ = ()
+
+    def acquire_blocking(self, cost: int = 1, timeout: float | None = None) -> None:
+        """Waits in this thread until ``cost`` is admitted (FIFO). See `TokenBucket`."""
+        _acquire_blocking(self, cost, timeout)
+
+    def __enter__(self) -> SlidingWindow:
+        _acquire_blocking(self, 1, None)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    def stats(self) -> LimiterStats:
+        """Exact counters: admitted, rejected, timed out, cancelled."""
+        return _stats(self)
+
+    def __repr__(self) -> str:
+        name = f", name={self.name!r}" if self.name is not None else ""
+        return f"SlidingWindow(limit={self.limit}, window={self.window!r}{name})"

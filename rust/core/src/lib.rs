@@ -1,0 +1,28 @@
+//! Pure-Rust core of `admission`: the decisions, with no Python in sight.
+//!
+//! Every algorithm here takes the current time as an argument (`now` in monotonic
+//! nanoseconds) instead of reading a clock itself. That keeps the core deterministic,
+//! lets the bindings choose the clock (real, manual, or the event loop's), and makes
+//! each decision testable and model-checkable.
+
+pub mod clock;
+pub mod error;
+pub mod gcra;
+pub mod padded;
+pub mod semaphore;
+pub mod stats;
+mod sync;
+pub mod window;
+
+pub use error::{AcquireError, ConfigError};
+pub use gcra::{Decision, Gcra};
+pub use semaphore::{Enqueued, Outcome, Semaphore, SemaphoreError, Ticket, MAX_PERMITS};
+pub use stats::{Counters, CountersSnapshot};
+pub use window::SlidingWindow;
+
+/// Nanoseconds in one second.
+pub const NANOS_PER_SEC: u64 = 1_000_000_000;
+
+/// Largest span of time (about 73 years) a limiter may need to represent. Configurations whose
+/// full-capacity window exceeds it are refused, so no arithmetic on timestamps can overflow.
+pub const MAX_SPAN_NS: u64 = 1 << 61;

@@ -1,0 +1,640 @@
+//! Counting semaphore accounting: lock-free permits, FIFO waiters, hand-off on release.
+//!
+//! The permit state is one atomic word: `in_use` (32 bits), `limit` (30 bits), a `CLOSED` bit
+//! and a `QUEUED` bit. Every decision is one CAS on that word, so `in_use <= limit` is checked
+//! and enforced atomically even while the limit is being resized.
+//!
+//! Fast paths touch only the word: `try_acquire` succeeds when nobody is queued and the
+//! request fits; `release` gives permits back when nobody is queued. Once anyone waits, the
+//! `QUEUED` bit sends releases through the queue's mutex, which hands the freed permits to the
+//! head of the queue (no barging: newcomers fail their fast path while `QUEUED` is set), so
+//! waiting is strictly FIFO, multi-permit requests included.
+//!
+//! The core never wakes anyone itself. Operations that grant permits to waiters return their
+//! wakers (`W`: a thread handle, an asyncio future, ...) for the caller to wake after the lock
+//! is released, so no foreign code ever runs under the lock.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::padded::CachePadded;
+use crate::stats::Counters;
+use crate::sync::{AtomicU64, AtomicU8, Mutex, MutexGuard, Ordering};
+
+const IN_USE_MASK: u64 = (1 << 32) - 1;
+const LIMIT_SHIFT: u32 = 32;
+const LIMIT_MASK: u64 = (1 << 30) - 1;
+const CLOSED: u64 = 1 << 62;
+const QUEUED: u64 = 1 << 63;
+
+/// Largest permit count a semaphore can hold.
+pub const MAX_PERMITS: u64 = LIMIT_MASK;
+
+#[inline(always)]
+fn in_use_of(word: u64) -> u64 {
+    word & IN_USE_MASK
+}
+
+#[inline(always)]
+fn limit_of(word: u64) -> u64 {
+    (word >> LIMIT_SHIFT) & LIMIT_MASK
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SemaphoreError {
+    Closed,
+    /// `n` permits can never be held at once under the current `limit`.
+    Capacity { n: u64, limit: u64 },
+    /// Released `n` permits while only `in_use` are held.
+    OverRelease { n: u64, in_use: u64 },
+    /// `limit` outside `1..=MAX_PERMITS`.
+    BadLimit { limit: u64 },
+}
+
+impl std::fmt::Display for SemaphoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Closed => f.write_str("the semaphore is closed"),
+            Self::Capacity { n, limit } => write!(
+                f,
+                "{n} permits requested but the limit is {limit}: it can never be admitted"
+            ),
+            Self::OverRelease { n, in_use } => write!(
+                f,
+                "release of {n} permits but only {in_use} are in use"
+            ),
+            Self::BadLimit { limit } => {
+                write!(f, "limit must be between 1 and {MAX_PERMITS}, got {limit}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SemaphoreError {}
+
+/// Where a queued request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Outcome {
+    Waiting = 0,
+    /// The permits were handed over: the waiter holds them and must release them.
+    Granted = 1,
+    /// The semaphore was closed while waiting; nothing is held.
+    Closed = 2,
+    /// Withdrawn by the waiter; nothing is held.
+    Cancelled = 3,
+    /// The limit was lowered below the request while it waited; nothing is held.
+    TooLarge = 4,
+}
+
+impl Outcome {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Granted,
+            2 => Self::Closed,
+            3 => Self::Cancelled,
+            4 => Self::TooLarge,
+            _ => Self::Waiting,
+        }
+    }
+}
+
+/// A queued request, held by the waiter. Its outcome is final once it leaves `Waiting`.
+#[derive(Debug)]
+pub struct Ticket {
+    n: u64,
+    outcome: AtomicU8,
+}
+
+impl Ticket {
+    pub fn n(&self) -> u64 {
+        self.n
+    }
+
+    /// Settled under the queue lock; readable without it (Acquire pairs with the Release).
+    pub fn outcome(&self) -> Outcome {
+        Outcome::from_u8(self.outcome.load(Ordering::Acquire))
+    }
+
+    fn settle(&self, outcome: Outcome) {
+        self.outcome.store(outcome as u8, Ordering::Release);
+    }
+}
+
+struct Entry<W> {
+    ticket: Arc<Ticket>,
+    waker: W,
+}
+
+/// Result of [`Semaphore::enqueue`].
+pub enum Enqueued {
+    /// Admitted at once; nothing was queued.
+    Acquired,
+    /// Queued: wait for the waker, then read the ticket's outcome.
+    Queued(Arc<Ticket>),
+}
+
+pub struct Semaphore<W> {
+    word: CachePadded<AtomicU64>,
+    high_water: CachePadded<AtomicU64>,
+    waiting: AtomicU64,
+    queue: Mutex<VecDeque<Entry<W>>>,
+    counters: Counters,
+}
+
+impl<W> std::fmt::Debug for Semaphore<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Semaphore")
+            .field("in_use", &self.in_use())
+            .field("limit", &self.limit())
+            .field("waiting", &self.waiting())
+            .finish()
+    }
+}
+
+impl<W> Semaphore<W> {
+    pub fn new(limit: u64) -> Result<Self, SemaphoreError> {
+        if limit == 0 || limit > MAX_PERMITS {
+            return Err(SemaphoreError::BadLimit { limit });
+        }
+        Ok(Self {
+            word: CachePadded::new(AtomicU64::new(limit << LIMIT_SHIFT)),
+            high_water: CachePadded::new(AtomicU64::new(0)),
+            waiting: AtomicU64::new(0),
+            queue: Mutex::new(VecDeque::new()),
+            counters: Counters::default(),
+        })
+    }
+
+    pub fn in_use(&self) -> u64 {
+        in_use_of(self.word.load(Ordering::Acquire))
+    }
+
+    pub fn limit(&self) -> u64 {
+        limit_of(self.word.load(Ordering::Acquire))
+    }
+
+    /// Permits free right now (0 while `in_use` exceeds a lowered limit).
+    pub fn available(&self) -> u64 {
+        let w = self.word.load(Ordering::Acquire);
+        limit_of(w).saturating_sub(in_use_of(w))
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.word.load(Ordering::Acquire) & CLOSED != 0
+    }
+
+    pub fn waiting(&self) -> u64 {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    pub fn high_water(&self) -> u64 {
+        self.high_water.load(Ordering::Relaxed)
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Entry<W>>> {
+        // Every mutation under this lock is completed before anything that can panic, so a
+        // poisoned queue is still consistent.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    #[inline(always)]
+    fn note_in_use(&self, in_use: u64) {
+        // A load first: the common case (no new peak) then costs no write.
+        if in_use > self.high_water.load(Ordering::Relaxed) {
+            self.high_water.fetch_max(in_use, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes `n` permits if they are free and nobody is queued ahead. Never waits.
+    #[inline]
+    pub fn try_acquire(&self, n: u64) -> Result<bool, SemaphoreError> {
+        let mut w = self.word.load(Ordering::Acquire);
+        loop {
+            if w & CLOSED != 0 {
+                return Err(SemaphoreError::Closed);
+            }
+            let limit = limit_of(w);
+            if n > limit {
+                return Err(SemaphoreError::Capacity { n, limit });
+            }
+            let in_use = in_use_of(w) + n;
+            if w & QUEUED != 0 || in_use > limit {
+                self.counters.rejected();
+                return Ok(false);
+            }
+            match self
+                .word
+                .compare_exchange_weak(w, w + n, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    self.counters.admitted(n);
+                    self.note_in_use(in_use);
+                    return Ok(true);
+                }
+                Err(actual) => w = actual,
+            }
+        }
+    }
+
+    /// Gives back `n` permits, handing them to queued waiters in FIFO order.
+    ///
+    /// Returns the wakers of the waiters that were granted permits; wake each of them.
+    #[inline]
+    pub fn release(&self, n: u64) -> Result<Vec<W>, SemaphoreError> {
+        let mut w = self.word.load(Ordering::Acquire);
+        loop {
+            if in_use_of(w) < n {
+                return Err(SemaphoreError::OverRelease {
+                    n,
+                    in_use: in_use_of(w),
+                });
+            }
+            if w & QUEUED != 0 {
+                return self.release_to_queue(n);
+            }
+            match self
+                .word
+                .compare_exchange_weak(w, w - n, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Ok(Vec::new()),
+                Err(actual) => w = actual,
+            }
+        }
+    }
+
+    fn release_to_queue(&self, n: u64) -> Result<Vec<W>, SemaphoreError> {
+        let mut queue = self.lock();
+        let mut w = self.word.load(Ordering::Acquire);
+        loop {
+            if in_use_of(w) < n {
+                return Err(SemaphoreError::OverRelease {
+                    n,
+                    in_use: in_use_of(w),
+                });
+            }
+            match self
+                .word
+                .compare_exchange_weak(w, w - n, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(actual) => w = actual,
+            }
+        }
+        Ok(self.grant(&mut queue))
+    }
+
+    /// Admits at once if possible (nobody queued and the request fits), otherwise queues it.
+    pub fn enqueue(&self, n: u64, waker: W) -> Result<Enqueued, SemaphoreError> {
+        let mut queue = self.lock();
+        let mut w = self.word.load(Ordering::Acquire);
+        loop {
+            if w & CLOSED != 0 {
+                return Err(SemaphoreError::Closed);
+            }
+            let limit = limit_of(w);
+            if n > limit {
+                return Err(SemaphoreError::Capacity { n, limit });
+            }
+            let in_use = in_use_of(w) + n;
+            let (next, admit) = if queue.is_empty() && in_use <= limit {
+                (w + n, true)
+            } else {
+                // Setting QUEUED with a CAS on the same word as the permits means a release
+                // that slipped in since our load makes this fail and re-check: no lost wake-up.
+                (w | QUEUED, false)
+            };
+            match self
+                .word
+                .compare_exchange_weak(w, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) if admit => {
+                    self.counters.admitted(n);
+                    self.note_in_use(in_use);
+                    return Ok(Enqueued::Acquired);
+                }
+                Ok(_) => break,
+                Err(actual) => w = actual,
+            }
+        }
+        let ticket = Arc::new(Ticket {
+            n,
+            outcome: AtomicU8::new(Outcome::Waiting as u8),
+        });
+        queue.push_back(Entry {
+            ticket: Arc::clone(&ticket),
+            waker,
+        });
+        self.waiting.store(queue.len() as u64, Ordering::Relaxed);
+        Ok(Enqueued::Queued(ticket))
+    }
+
+    /// Withdraws a queued request (its waiter was cancelled or timed out).
+    ///
+    /// Returns the ticket's final outcome and the wakers of waiters granted permits because
+    /// this one left the head of the queue. If the outcome is `Granted`, the permits were
+    /// handed over before the withdrawal: the caller holds them and must release them (or use
+    /// them), otherwise they are lost.
+    pub fn cancel(&self, ticket: &Arc<Ticket>, timed_out: bool) -> (Outcome, Vec<W>) {
+        let mut queue = self.lock();
+        let outcome = ticket.outcome();
+        if outcome != Outcome::Waiting {
+            return (outcome, Vec::new());
+        }
+        if let Some(pos) = queue.iter().position(|e| Arc::ptr_eq(&e.ticket, ticket)) {
+            queue.remove(pos);
+        }
+        ticket.settle(Outcome::Cancelled);
+        if timed_out {
+            self.counters.timed_out();
+        } else {
+            self.counters.cancelled();
+        }
+        let woken = self.grant(&mut queue);
+        (Outcome::Cancelled, woken)
+    }
+
+    /// Changes the limit. Raising it admits queued waiters that now fit; lowering it never
+    /// revokes held permits (`in_use` may stay above the new limit until releases bring it
+    /// down), and waiters that can no longer ever fit are woken with `TooLarge`.
+    pub fn set_limit(&self, limit: u64) -> Result<Vec<W>, SemaphoreError> {
+        if limit == 0 || limit > MAX_PERMITS {
+            return Err(SemaphoreError::BadLimit { limit });
+        }
+        let mut queue = self.lock();
+        let mut w = self.word.load(Ordering::Acquire);
+        loop {
+            let next = (w & !(LIMIT_MASK << LIMIT_SHIFT)) | (limit << LIMIT_SHIFT);
+            match self
+                .word
+                .compare_exchange_weak(w, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(actual) => w = actual,
+            }
+        }
+        let mut woken = Vec::new();
+        let mut i = 0;
+        while i < queue.len() {
+            if queue[i].ticket.n > limit {
+                if let Some(entry) = queue.remove(i) {
+                    entry.ticket.settle(Outcome::TooLarge);
+                    self.counters.rejected();
+                    woken.push(entry.waker);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        woken.extend(self.grant(&mut queue));
+        Ok(woken)
+    }
+
+    /// Refuses all new requests and wakes every waiter with `Closed`. Held permits stay valid
+    /// and can still be released.
+    pub fn close(&self) -> Vec<W> {
+        let mut queue = self.lock();
+        self.word.fetch_or(CLOSED, Ordering::AcqRel);
+        let woken = queue
+            .drain(..)
+            .map(|entry| {
+                entry.ticket.settle(Outcome::Closed);
+                self.counters.rejected();
+                entry.waker
+            })
+            .collect();
+        self.clear_queued(&queue);
+        woken
+    }
+
+    /// Calls `f` on every queued waker, if the queue is not locked right now (for a garbage
+    /// collector's traversal, which must not block).
+    pub fn visit_waiters(&self, mut f: impl FnMut(&W)) {
+        if let Ok(queue) = self.queue.try_lock() {
+            queue.iter().for_each(|e| f(&e.waker));
+        }
+    }
+
+    /// Removes every waiter without waking it (their tickets read `Cancelled`); for tearing
+    /// down an object that is being garbage collected. Returns the wakers to drop.
+    pub fn abandon_waiters(&self) -> Vec<W> {
+        let mut queue = self.lock();
+        let wakers = queue
+            .drain(..)
+            .map(|entry| {
+                entry.ticket.settle(Outcome::Cancelled);
+                self.counters.cancelled();
+                entry.waker
+            })
+            .collect();
+        self.clear_queued(&queue);
+        wakers
+    }
+
+    /// Hands free permits to the head of the queue while it fits. Called with the lock held.
+    fn grant(&self, queue: &mut VecDeque<Entry<W>>) -> Vec<W> {
+        let mut woken = Vec::new();
+        while let Some(head) = queue.front() {
+            let n = head.ticket.n;
+            let mut w = self.word.load(Ordering::Acquire);
+            let granted = loop {
+                let in_use = in_use_of(w) + n;
+                if w & CLOSED != 0 || in_use > limit_of(w) {
+                    break None;
+                }
+                match self
+                    .word
+                    .compare_exchange_weak(w, w + n, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => break Some(in_use),
+                    Err(actual) => w = actual,
+                }
+            };
+            let Some(in_use) = granted else { break };
+            if let Some(entry) = queue.pop_front() {
+                entry.ticket.settle(Outcome::Granted);
+                self.counters.admitted(n);
+                self.note_in_use(in_use);
+                woken.push(entry.waker);
+            }
+        }
+        self.clear_queued(queue);
+        woken
+    }
+
+    /// Keeps the `QUEUED` bit and the `waiting` gauge in step with the queue. Lock held.
+    fn clear_queued(&self, queue: &VecDeque<Entry<W>>) {
+        self.waiting.store(queue.len() as u64, Ordering::Relaxed);
+        if queue.is_empty() {
+            self.word.fetch_and(!QUEUED, Ordering::AcqRel);
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    type Sem = Semaphore<&'static str>;
+
+    fn queued(e: Enqueued) -> Arc<Ticket> {
+        match e {
+            Enqueued::Queued(t) => t,
+            Enqueued::Acquired => panic!("expected to queue"),
+        }
+    }
+
+    #[test]
+    fn try_acquire_and_release_account_permits() {
+        let s = Sem::new(3).unwrap();
+        assert_eq!(s.try_acquire(2), Ok(true));
+        assert_eq!(s.try_acquire(2), Ok(false));
+        assert_eq!(s.try_acquire(1), Ok(true));
+        assert_eq!((s.in_use(), s.available(), s.high_water()), (3, 0, 3));
+        assert!(s.release(3).unwrap().is_empty());
+        assert_eq!(s.in_use(), 0);
+        assert_eq!(
+            s.release(1),
+            Err(SemaphoreError::OverRelease { n: 1, in_use: 0 })
+        );
+        assert_eq!(
+            s.try_acquire(4),
+            Err(SemaphoreError::Capacity { n: 4, limit: 3 })
+        );
+        let c = s.counters().snapshot();
+        assert_eq!((c.admitted, c.rejected, c.admitted_cost), (2, 1, 3));
+    }
+
+    #[test]
+    fn fifo_hand_off_with_multi_permit_head() {
+        let s = Sem::new(4).unwrap();
+        assert_eq!(s.try_acquire(3), Ok(true));
+        let big = queued(s.enqueue(4, "big").unwrap());
+        let small = queued(s.enqueue(1, "small").unwrap());
+        // One permit is free, but the big request is ahead: the small one must not barge.
+        assert_eq!(s.try_acquire(1), Ok(false));
+        assert_eq!(s.waiting(), 2);
+        assert_eq!(s.release(3).unwrap(), vec!["big"]);
+        assert_eq!(big.outcome(), Outcome::Granted);
+        assert_eq!(small.outcome(), Outcome::Waiting);
+        assert_eq!(s.release(4).unwrap(), vec!["small"]);
+        assert_eq!(s.waiting(), 0);
+        assert_eq!(s.in_use(), 1);
+        assert_eq!(s.try_acquire(3), Ok(true));
+    }
+
+    #[test]
+    fn cancelling_the_head_lets_the_next_through() {
+        let s = Sem::new(2).unwrap();
+        assert_eq!(s.try_acquire(1), Ok(true));
+        let big = queued(s.enqueue(2, "big").unwrap());
+        let _small = queued(s.enqueue(1, "small").unwrap());
+        let (outcome, woken) = s.cancel(&big, true);
+        assert_eq!(outcome, Outcome::Cancelled);
+        assert_eq!(woken, vec!["small"]);
+        assert_eq!(s.in_use(), 2);
+        assert_eq!(s.counters().snapshot().timed_out, 1);
+    }
+
+    #[test]
+    fn cancel_after_grant_reports_granted() {
+        let s = Sem::new(1).unwrap();
+        assert_eq!(s.try_acquire(1), Ok(true));
+        let t = queued(s.enqueue(1, "w").unwrap());
+        assert_eq!(s.release(1).unwrap(), vec!["w"]);
+        let (outcome, woken) = s.cancel(&t, false);
+        assert_eq!(outcome, Outcome::Granted);
+        assert!(woken.is_empty());
+        assert_eq!(s.in_use(), 1, "the permit is held by the ticket's owner");
+    }
+
+    #[test]
+    fn resize_never_revokes_and_grants_on_growth() {
+        let s = Sem::new(2).unwrap();
+        assert_eq!(s.try_acquire(2), Ok(true));
+        let t = queued(s.enqueue(1, "w").unwrap());
+        assert!(s.set_limit(1).unwrap().is_empty());
+        assert_eq!((s.in_use(), s.limit(), s.available()), (2, 1, 0));
+        assert!(s.release(1).unwrap().is_empty(), "in_use 1 is not below limit 1");
+        assert_eq!(s.set_limit(3).unwrap(), vec!["w"]);
+        assert_eq!(t.outcome(), Outcome::Granted);
+        assert_eq!(s.in_use(), 2);
+    }
+
+    #[test]
+    fn shrinking_below_a_waiter_wakes_it_with_too_large() {
+        let s = Sem::new(4).unwrap();
+        assert_eq!(s.try_acquire(4), Ok(true));
+        let t = queued(s.enqueue(3, "w").unwrap());
+        assert_eq!(s.set_limit(2).unwrap(), vec!["w"]);
+        assert_eq!(t.outcome(), Outcome::TooLarge);
+        assert_eq!(s.waiting(), 0);
+        assert_eq!(s.try_acquire(0), Ok(false), "still over the new limit");
+    }
+
+    #[test]
+    fn close_wakes_everyone_and_keeps_held_permits() {
+        let s = Sem::new(1).unwrap();
+        assert_eq!(s.try_acquire(1), Ok(true));
+        let t = queued(s.enqueue(1, "w").unwrap());
+        assert_eq!(s.close(), vec!["w"]);
+        assert_eq!(t.outcome(), Outcome::Closed);
+        assert_eq!(s.try_acquire(1), Err(SemaphoreError::Closed));
+        assert!(matches!(s.enqueue(1, "x"), Err(SemaphoreError::Closed)));
+        assert!(s.release(1).unwrap().is_empty());
+        assert_eq!(s.in_use(), 0);
+    }
+
+    #[test]
+    fn bad_limits_are_refused() {
+        assert!(Sem::new(0).is_err());
+        assert!(Sem::new(MAX_PERMITS + 1).is_err());
+        let s = Sem::new(1).unwrap();
+        assert_eq!(s.set_limit(0), Err(SemaphoreError::BadLimit { limit: 0 }));
+    }
+
+    #[test]
+    fn threads_never_exceed_the_limit() {
+        use std::sync::atomic::AtomicU64 as StdAtomic;
+        let s = Arc::new(Semaphore::<std::thread::Thread>::new(3).unwrap());
+        let inside = Arc::new(StdAtomic::new(0));
+        let peak = Arc::new(StdAtomic::new(0));
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (s, inside, peak) = (s.clone(), inside.clone(), peak.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..2_000 {
+                        let ticket = match s.enqueue(1, std::thread::current()).unwrap() {
+                            Enqueued::Acquired => None,
+                            Enqueued::Queued(t) => Some(t),
+                        };
+                        if let Some(t) = ticket {
+                            while t.outcome() == Outcome::Waiting {
+                                std::thread::park();
+                            }
+                            assert_eq!(t.outcome(), Outcome::Granted);
+                        }
+                        let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                        peak.fetch_max(now, Ordering::SeqCst);
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        for t in s.release(1).unwrap() {
+                            t.unpark();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert!(peak.load(Ordering::SeqCst) <= 3);
+        assert_eq!(s.in_use(), 0);
+        assert_eq!(s.waiting(), 0);
+        let c = s.counters().snapshot();
+        assert_eq!(c.admitted, 16_000);
+    }
+}

@@ -1,0 +1,2 @@
+//! Loom models of the lock-free core (run with `make loom`).
+#![cfg(loom)]

@@ -1,0 +1,92 @@
+//! Conversions of user arguments, with errors that name the argument and the value.
+//!
+//! PyO3's own extraction errors do not always name the argument ("must be real number, not
+//! str"), so every user-facing argument goes through these.
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyFloat, PyInt};
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
+/// A non-negative integer (cost, permit count, limit). `None` means `default`.
+#[inline(always)]
+pub fn count(arg: &str, obj: Option<&Bound<'_, PyAny>>, default: u64) -> PyResult<u64> {
+    let Some(obj) = obj else { return Ok(default) };
+    if obj.is_instance_of::<PyBool>() || !obj.is_instance_of::<PyInt>() {
+        // Also accept integer-like objects (numpy ints) through __index__, never floats.
+        if obj.is_instance_of::<PyBool>() || obj.is_instance_of::<PyFloat>() {
+            return Err(not_an_integer(arg, obj));
+        }
+        let index = obj
+            .call_method0("__index__")
+            .map_err(|_| not_an_integer(arg, obj))?;
+        return count(arg, Some(&index), default);
+    }
+    match obj.extract::<i64>() {
+        Ok(v) if v >= 0 => Ok(v as u64),
+        Ok(v) => Err(PyValueError::new_err(format!(
+            "{arg} must be a non-negative integer, got {v}"
+        ))),
+        Err(_) => Err(PyValueError::new_err(format!(
+            "{arg} is out of range: {}",
+            obj.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))),
+    }
+}
+
+fn not_an_integer(arg: &str, obj: &Bound<'_, PyAny>) -> PyErr {
+    PyTypeError::new_err(format!(
+        "{arg} must be an integer, got {} ({})",
+        obj.repr().map(|r| r.to_string()).unwrap_or_default(),
+        type_name(obj)
+    ))
+}
+
+/// A real number (int or float, not bool). Range checks are the core's.
+pub fn real(arg: &str, obj: &Bound<'_, PyAny>) -> PyResult<f64> {
+    if obj.is_instance_of::<PyBool>() {
+        return Err(not_a_number(arg, obj));
+    }
+    obj.extract::<f64>().map_err(|_| not_a_number(arg, obj))
+}
+
+fn not_a_number(arg: &str, obj: &Bound<'_, PyAny>) -> PyErr {
+    PyTypeError::new_err(format!(
+        "{arg} must be a number, got {} ({})",
+        obj.repr().map(|r| r.to_string()).unwrap_or_default(),
+        type_name(obj)
+    ))
+}
+
+/// An optional wait bound in seconds: `None` is unbounded; negative or NaN is an error.
+pub fn max_wait_ns(arg: &str, seconds: Option<f64>) -> PyResult<u64> {
+    match seconds {
+        None => Ok(u64::MAX),
+        Some(s) if s.is_nan() || s < 0.0 => Err(PyValueError::new_err(format!(
+            "{arg} must be a number of seconds >= 0 or None, got {s}"
+        ))),
+        // `as` saturates: +inf and huge values mean "unbounded".
+        Some(s) => Ok((s * 1e9) as u64),
+    }
+}
+
+pub fn ns_to_s(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+/// A non-negative integer from a private method's `i64` argument.
+#[inline(always)]
+pub fn count_i64(arg: &str, value: i64) -> PyResult<u64> {
+    if value < 0 {
+        return Err(PyValueError::new_err(format!(
+            "{arg} must be a non-negative integer, got {value}"
+        )));
+    }
+    Ok(value as u64)
+}

@@ -1,0 +1,188 @@
+//! `Semaphore` binding over the core permit accounting and FIFO queue.
+//!
+//! Waiters are queued with a Python callable as their waker (a `threading.Event.set`, or a
+//! function that resolves an asyncio future). The core returns the wakers it granted; they are
+//! called here, after the core's lock is released.
+
+use std::sync::Arc;
+
+use admission_core::semaphore::{Enqueued, Outcome, Semaphore as CoreSemaphore, Ticket as CoreTicket};
+use pyo3::prelude::*;
+use pyo3::{PyTraverseError, PyVisit};
+
+use crate::args::{count, count_i64};
+use crate::errors;
+
+fn outcome_name(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Waiting => "waiting",
+        Outcome::Granted => "granted",
+        Outcome::Closed => "closed",
+        Outcome::Cancelled => "cancelled",
+        Outcome::TooLarge => "too_large",
+    }
+}
+
+/// Calls every waker; a failing waker does not stop the others. Raises the first failure.
+fn wake_all(py: Python<'_>, wakers: Vec<Py<PyAny>>) -> PyResult<()> {
+    let mut first_error = None;
+    for waker in wakers {
+        if let Err(e) = waker.call0(py) {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// A queued request for permits. Its `outcome` is final once it is not `"waiting"`.
+#[pyclass(frozen, module = "admission._native")]
+pub struct Ticket {
+    inner: Arc<CoreTicket>,
+}
+
+#[pymethods]
+impl Ticket {
+    /// Permits requested.
+    #[getter]
+    fn n(&self) -> u64 {
+        self.inner.n()
+    }
+
+    /// `"waiting"`, `"granted"`, `"closed"`, `"cancelled"` or `"too_large"`.
+    #[getter]
+    fn outcome(&self) -> &'static str {
+        outcome_name(self.inner.outcome())
+    }
+}
+
+/// Native semaphore. The public class is `admission.Semaphore`.
+#[pyclass(frozen, subclass, weakref, module = "admission._native")]
+pub struct Semaphore {
+    core: CoreSemaphore<Py<PyAny>>,
+    name: Option<String>,
+}
+
+#[pymethods]
+impl Semaphore {
+    #[new]
+    #[pyo3(signature = (limit, *, name=None))]
+    fn new(py: Python<'_>, limit: &Bound<'_, PyAny>, name: Option<String>) -> PyResult<Self> {
+        let limit = count("limit", Some(limit), 0)?;
+        let core = CoreSemaphore::new(limit).map_err(|e| errors::semaphore(py, e))?;
+        Ok(Self { core, name })
+    }
+
+    /// Takes `n` permits if they are free and nobody is waiting; never waits.
+    #[pyo3(signature = (n=None))]
+    #[inline]
+    fn try_acquire(&self, py: Python<'_>, n: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+        let n = count("n", n, 1)?;
+        self.core
+            .try_acquire(n)
+            .map_err(|e| errors::semaphore(py, e))
+    }
+
+    /// Gives back `n` permits; the longest waiter gets them first.
+    #[pyo3(signature = (n=None))]
+    #[inline]
+    fn release(&self, py: Python<'_>, n: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let n = count("n", n, 1)?;
+        let wakers = self
+            .core
+            .release(n)
+            .map_err(|e| errors::semaphore(py, e))?;
+        if wakers.is_empty() {
+            return Ok(());
+        }
+        wake_all(py, wakers)
+    }
+
+    /// Admits at once (returns None) or queues the request (returns its Ticket); `waker` is
+    /// called with no arguments when the ticket's outcome is settled by someone else.
+    fn _enqueue(&self, py: Python<'_>, n: i64, waker: Py<PyAny>) -> PyResult<Option<Ticket>> {
+        let n = count_i64("n", n)?;
+        match self.core.enqueue(n, waker) {
+            Ok(Enqueued::Acquired) => Ok(None),
+            Ok(Enqueued::Queued(inner)) => Ok(Some(Ticket { inner })),
+            Err(e) => Err(errors::semaphore(py, e)),
+        }
+    }
+
+    /// Withdraws a queued request; returns its final outcome. `"granted"` means the permits
+    /// were handed over first: the caller holds them and must release them.
+    #[pyo3(signature = (ticket, timed_out=false))]
+    fn _cancel(&self, py: Python<'_>, ticket: &Ticket, timed_out: bool) -> PyResult<&'static str> {
+        let (outcome, wakers) = self.core.cancel(&ticket.inner, timed_out);
+        wake_all(py, wakers)?;
+        Ok(outcome_name(outcome))
+    }
+
+    /// Refuses new requests and wakes every waiter with `Closed`; held permits stay valid.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        wake_all(py, self.core.close())
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.core.is_closed()
+    }
+
+    #[getter]
+    fn limit(&self) -> u64 {
+        self.core.limit()
+    }
+
+    #[setter]
+    fn set_limit(&self, py: Python<'_>, limit: &Bound<'_, PyAny>) -> PyResult<()> {
+        let limit = count("limit", Some(limit), 0)?;
+        let wakers = self
+            .core
+            .set_limit(limit)
+            .map_err(|e| errors::semaphore(py, e))?;
+        wake_all(py, wakers)
+    }
+
+    #[getter]
+    fn in_use(&self) -> u64 {
+        self.core.in_use()
+    }
+
+    #[getter]
+    fn available(&self) -> u64 {
+        self.core.available()
+    }
+
+    #[getter]
+    fn waiting(&self) -> u64 {
+        self.core.waiting()
+    }
+
+    #[getter]
+    fn high_water(&self) -> u64 {
+        self.core.high_water()
+    }
+
+    #[getter]
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    fn _counters(&self) -> (u64, u64, u64, u64, u64) {
+        let c = self.core.counters().snapshot();
+        (c.admitted, c.admitted_cost, c.rejected, c.timed_out, c.cancelled)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        let mut result = Ok(());
+        self.core.visit_waiters(|w| {
+            if result.is_ok() {
+                result = visit.call(w);
+            }
+        });
+        result
+    }
+
+    fn __clear__(&self) {
+        drop(self.core.abandon_waiters());
+    }
+}
