@@ -8,6 +8,7 @@ from typing import final
 
 from admission import _native
 from admission._validate import timeout_seconds
+from admission._waiting import current_waiter
 from admission.errors import AcquireTimeout, CapacityError, Closed
 from admission.stats import SemaphoreStats
 
@@ -35,6 +36,10 @@ class Semaphore(_native.Semaphore):
     >>> with s:
     ...     s.in_use
     1
+
+    In async code, ``async with s:`` and ``await s.acquire(n, timeout=...)``; when permits are
+    free this completes without suspending and without creating a Task or Future. A waiter
+    that is cancelled leaves no trace; permits handed to it at that instant are passed on.
 
     Raises:
         ValueError: ``limit`` outside ``1..MAX_PERMITS``.
@@ -67,7 +72,28 @@ class Semaphore(_native.Semaphore):
                 raise AcquireTimeout(timeout if timeout is not None else 0.0)
             # Granted just as the timeout expired: it is ours, keep it.
             return
-        outcome = ticket.outcome
+        self._check_outcome(ticket.outcome, n)
+
+    async def _acquire_slow(self, n: int, timeout: float | None) -> None:
+        """The waiting path of ``await acquire()`` / ``async with``: queue FIFO and wait."""
+        waiter = current_waiter()
+        ticket = self._enqueue(n, waiter.wake)
+        if ticket is None:
+            return
+        try:
+            woken = await waiter.wait(timeout)
+        except BaseException:
+            # Cancelled. If the permits were handed over in the same instant, pass them on.
+            if self._cancel(ticket) == "granted":
+                self.release(n)
+            raise
+        if not woken:
+            if self._cancel(ticket, timed_out=True) == "granted":
+                return  # granted just as the timeout expired: it is ours, keep it
+            raise AcquireTimeout(timeout if timeout is not None else 0.0)
+        self._check_outcome(ticket.outcome, n)
+
+    def _check_outcome(self, outcome: str, n: int) -> None:
         if outcome == "granted":
             return
         if outcome == "closed":

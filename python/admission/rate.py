@@ -4,8 +4,11 @@ Both share one surface:
 
 - ``try_acquire(cost=1) -> bool`` admits now or refuses now; never blocks.
 - ``peek(cost=1) -> Decision`` says what ``try_acquire`` would do; consumes nothing.
-- ``acquire_blocking(cost=1, timeout=None)`` and ``with limiter:`` wait (in this thread) until
-  admitted, FIFO; a timeout that cannot be met fails at once with the time it would need.
+- ``await acquire(cost=1, timeout=None)`` and ``async with limiter:`` wait (in this task) until
+  admitted, FIFO; immediate admission completes without suspending or creating a Task.
+- ``acquire_blocking(cost=1, timeout=None)`` and ``with limiter:`` wait (in this thread).
+- A timeout that cannot be met fails at once with `AcquireTimeout`, whose ``needed`` is the
+  wait it would have taken. A cancelled waiter's reservation is refunded.
 - ``stats() -> LimiterStats``: exact counters.
 
 The decisions are native (Rust); this module adds the waiting and the Python conveniences.
@@ -19,6 +22,7 @@ from typing import Protocol, final
 
 from admission import _native
 from admission._validate import timeout_seconds
+from admission._waiting import sleep
 from admission.errors import AcquireTimeout
 from admission.stats import LimiterStats
 
@@ -34,15 +38,22 @@ class _Reservable(Protocol):
     def clock(self) -> _native.ManualClock | None: ...
     def _reserve(self, cost: int, max_wait: float | None = None) -> tuple[bool, float, int]: ...
     def _commit(self, cost: int) -> None: ...
-    def _refund(self, cost: int, token: int, timed_out: bool = False) -> None: ...
+    def _refund(self, cost: int, token: int, outcome: _native._Refusal) -> None: ...
+    def _count(self, outcome: _native._Refusal) -> None: ...
     def _counters(self) -> tuple[int, int, int, int, int]: ...
 
 
-def _acquire_blocking(limiter: _Reservable, cost: int, timeout: float | None) -> None:
-    timeout = timeout_seconds(timeout)
+def _reserve(limiter: _Reservable, cost: int, timeout: float | None) -> tuple[float, int]:
+    """Reserves ``cost`` (FIFO); fails at once when the wait would exceed ``timeout``."""
     reserved, wait, token = limiter._reserve(cost, timeout)
     if not reserved:
+        limiter._count("timed_out")
         raise AcquireTimeout(timeout if timeout is not None else 0.0, needed=wait)
+    return wait, token
+
+
+def _acquire_blocking(limiter: _Reservable, cost: int, timeout: float | None) -> None:
+    wait, token = _reserve(limiter, cost, timeout_seconds(timeout))
     if wait > 0:
         try:
             clock = limiter.clock
@@ -53,8 +64,25 @@ def _acquire_blocking(limiter: _Reservable, cost: int, timeout: float | None) ->
                 clock.advance(wait)
         except BaseException:
             # Interrupted (KeyboardInterrupt, a signal handler's exception): give it back.
-            limiter._refund(cost, token, False)
+            limiter._refund(cost, token, "cancelled")
             raise
+    limiter._commit(cost)
+
+
+async def _acquire_async(limiter: _Reservable, cost: int, timeout: float | None) -> None:
+    """The waiting path of ``await limiter.acquire()``: sleep until the reservation is due."""
+    wait, token = _reserve(limiter, cost, timeout)
+    try:
+        clock = limiter.clock
+        if clock is None:
+            await sleep(wait)
+        else:
+            clock.advance(wait)
+            await sleep(0)
+    except BaseException:
+        # Cancelled while waiting: the reservation goes back, nothing is lost.
+        limiter._refund(cost, token, "cancelled")
+        raise
     limiter._commit(cost)
 
 
@@ -122,6 +150,9 @@ class TokenBucket(_native.TokenBucket):
     ) -> None:
         return None
 
+    async def _acquire_slow(self, cost: int, timeout: float | None) -> None:
+        await _acquire_async(self, cost, timeout)
+
     def stats(self) -> LimiterStats:
         """Exact counters: admitted, rejected, timed out, cancelled."""
         return _stats(self)
@@ -165,6 +196,9 @@ class SlidingWindow(_native.SlidingWindow):
         tb: TracebackType | None,
     ) -> None:
         return None
+
+    async def _acquire_slow(self, cost: int, timeout: float | None) -> None:
+        await _acquire_async(self, cost, timeout)
 
     def stats(self) -> LimiterStats:
         """Exact counters: admitted, rejected, timed out, cancelled."""

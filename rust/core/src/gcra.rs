@@ -16,7 +16,7 @@
 
 use crate::error::{positive_finite, AcquireError, ConfigError};
 use crate::padded::CachePadded;
-use crate::stats::Counters;
+use crate::stats::{Counters, Refusal};
 use crate::sync::{AtomicU64, Ordering};
 use crate::{MAX_SPAN_NS, NANOS_PER_SEC};
 
@@ -113,12 +113,10 @@ impl Gcra {
                 return Ok(false);
             }
             // AcqRel: a successful CAS orders this admission after every admission it observed.
-            match self.tat.compare_exchange_weak(
-                tat,
-                new_tat,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
+            match self
+                .tat
+                .compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Relaxed)
+            {
                 Ok(_) => {
                     self.counters.admitted(cost);
                     return Ok(true);
@@ -158,7 +156,8 @@ impl Gcra {
     /// are served in the order they are made (FIFO by construction: each one pushes `tat`), so
     /// a large request is never starved by small ones. A reservation that would need longer than
     /// `max_wait_ns` fails at once with the time it would need and writes nothing. The caller
-    /// must end every successful reservation with [`Gcra::commit`] or [`Gcra::refund`].
+    /// must end every successful reservation with [`Gcra::commit`] or [`Gcra::refund`]; a
+    /// failed one counts nothing (the caller knows which outcome it is).
     pub fn reserve(&self, now: u64, cost: u64, max_wait_ns: u64) -> Result<u64, AcquireError> {
         let increment = self.check_cost(cost)?;
         let limit = now.saturating_add(self.capacity_ns);
@@ -169,12 +168,10 @@ impl Gcra {
             if wait > max_wait_ns {
                 return Err(AcquireError::WouldExceedDeadline { needed_ns: wait });
             }
-            match self.tat.compare_exchange_weak(
-                tat,
-                new_tat,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
+            match self
+                .tat
+                .compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Relaxed)
+            {
                 Ok(_) => return Ok(wait),
                 Err(actual) => tat = actual,
             }
@@ -186,11 +183,11 @@ impl Gcra {
         self.counters.admitted(cost);
     }
 
-    /// Gives back a reservation that will not be used (cancelled or timed out while waiting).
+    /// Gives back a reservation that will not be used, counting it as `how`.
     ///
     /// Later reservations keep their already-computed times; they become conservative, never
-    /// early, so the rate bound still holds. `timed_out` chooses which counter records it.
-    pub fn refund(&self, cost: u64, timed_out: bool) {
+    /// early, so the rate bound still holds.
+    pub fn refund(&self, cost: u64, how: Refusal) {
         let decrement = cost.min(self.burst) * self.emission_ns;
         // fetch_update never fails with a closure that always returns Some.
         let _ = self
@@ -198,16 +195,7 @@ impl Gcra {
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |tat| {
                 Some(tat.saturating_sub(decrement))
             });
-        if timed_out {
-            self.counters.timed_out();
-        } else {
-            self.counters.cancelled();
-        }
-    }
-
-    /// Counts a request that gave up before reserving (deadline it could not meet).
-    pub fn count_timed_out(&self) {
-        self.counters.timed_out();
+        self.counters.refused(how);
     }
 }
 
@@ -332,8 +320,8 @@ mod tests {
         );
         // A failed reservation wrote nothing.
         assert_eq!(b.reserve(0, 1, 3 * S), Ok(3 * S));
-        b.refund(1, false);
-        b.refund(1, true);
+        b.refund(1, Refusal::Cancelled);
+        b.refund(1, Refusal::TimedOut);
         assert_eq!(b.reserve(0, 1, 10 * S), Ok(2 * S));
         let c = b.counters().snapshot();
         assert_eq!((c.cancelled, c.timed_out), (1, 1));
@@ -354,7 +342,10 @@ mod tests {
 
     #[test]
     fn emission_interval_rounds_up_only_real_fractions() {
-        assert_eq!(Gcra::new(50.0, 60.0, 1).unwrap().emission_ns(), 1_200_000_000);
+        assert_eq!(
+            Gcra::new(50.0, 60.0, 1).unwrap().emission_ns(),
+            1_200_000_000
+        );
         assert_eq!(Gcra::new(3.0, 1.0, 1).unwrap().emission_ns(), 333_333_334);
         assert_eq!(Gcra::new(0.1, 1.0, 1).unwrap().emission_ns(), 10 * S);
     }
@@ -388,6 +379,9 @@ mod tests {
         // And a steady caller gets the rate: roughly 7/s over the run.
         let total: u64 = admitted.iter().map(|a| a.1).sum();
         let expected = 5 + now / t;
-        assert!(total <= expected && total + 10 >= expected, "{total} vs {expected}");
+        assert!(
+            total <= expected && total + 10 >= expected,
+            "{total} vs {expected}"
+        );
     }
 }

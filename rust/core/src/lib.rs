@@ -9,6 +9,7 @@ pub mod clock;
 pub mod error;
 pub mod gcra;
 pub mod padded;
+pub mod rate;
 pub mod semaphore;
 pub mod stats;
 mod sync;
@@ -16,8 +17,9 @@ pub mod window;
 
 pub use error::{AcquireError, ConfigError};
 pub use gcra::{Decision, Gcra};
+pub use rate::{RateLimit, Reservation};
 pub use semaphore::{Enqueued, Outcome, Semaphore, SemaphoreError, Ticket, MAX_PERMITS};
-pub use stats::{Counters, CountersSnapshot};
+pub use stats::{Counters, CountersSnapshot, Refusal};
 pub use window::SlidingWindow;
 
 /// Nanoseconds in one second.

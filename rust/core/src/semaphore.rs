@@ -44,11 +44,19 @@ fn limit_of(word: u64) -> u64 {
 pub enum SemaphoreError {
     Closed,
     /// `n` permits can never be held at once under the current `limit`.
-    Capacity { n: u64, limit: u64 },
+    Capacity {
+        n: u64,
+        limit: u64,
+    },
     /// Released `n` permits while only `in_use` are held.
-    OverRelease { n: u64, in_use: u64 },
+    OverRelease {
+        n: u64,
+        in_use: u64,
+    },
     /// `limit` outside `1..=MAX_PERMITS`.
-    BadLimit { limit: u64 },
+    BadLimit {
+        limit: u64,
+    },
 }
 
 impl std::fmt::Display for SemaphoreError {
@@ -59,10 +67,9 @@ impl std::fmt::Display for SemaphoreError {
                 f,
                 "{n} permits requested but the limit is {limit}: it can never be admitted"
             ),
-            Self::OverRelease { n, in_use } => write!(
-                f,
-                "release of {n} permits but only {in_use} are in use"
-            ),
+            Self::OverRelease { n, in_use } => {
+                write!(f, "release of {n} permits but only {in_use} are in use")
+            }
             Self::BadLimit { limit } => {
                 write!(f, "limit must be between 1 and {MAX_PERMITS}, got {limit}")
             }
@@ -213,6 +220,17 @@ impl<W> Semaphore<W> {
     /// Takes `n` permits if they are free and nobody is queued ahead. Never waits.
     #[inline]
     pub fn try_acquire(&self, n: u64) -> Result<bool, SemaphoreError> {
+        let taken = self.try_take(n)?;
+        if !taken {
+            self.counters.rejected();
+        }
+        Ok(taken)
+    }
+
+    /// Like [`Semaphore::try_acquire`] but a refusal is not counted: for a fast path whose
+    /// caller falls back to [`Semaphore::enqueue`], which counts the request's real outcome.
+    #[inline]
+    pub fn try_take(&self, n: u64) -> Result<bool, SemaphoreError> {
         let mut w = self.word.load(Ordering::Acquire);
         loop {
             if w & CLOSED != 0 {
@@ -224,7 +242,6 @@ impl<W> Semaphore<W> {
             }
             let in_use = in_use_of(w) + n;
             if w & QUEUED != 0 || in_use > limit {
-                self.counters.rejected();
                 return Ok(false);
             }
             match self
@@ -559,7 +576,10 @@ mod tests {
         let t = queued(s.enqueue(1, "w").unwrap());
         assert!(s.set_limit(1).unwrap().is_empty());
         assert_eq!((s.in_use(), s.limit(), s.available()), (2, 1, 0));
-        assert!(s.release(1).unwrap().is_empty(), "in_use 1 is not below limit 1");
+        assert!(
+            s.release(1).unwrap().is_empty(),
+            "in_use 1 is not below limit 1"
+        );
         assert_eq!(s.set_limit(3).unwrap(), vec!["w"]);
         assert_eq!(t.outcome(), Outcome::Granted);
         assert_eq!(s.in_use(), 2);

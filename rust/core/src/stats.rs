@@ -9,6 +9,17 @@
 use crate::padded::CachePadded;
 use crate::sync::{AtomicU64, Ordering};
 
+/// How a request that was not admitted ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Refused at once (`try_acquire` found no room; or a waiter was refused: closed, too big).
+    Rejected,
+    /// Gave up at its deadline, or knew at once it could not make it.
+    TimedOut,
+    /// Withdrawn by its caller while waiting (task cancelled, thread interrupted).
+    Cancelled,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     admitted: AtomicU64,
@@ -48,6 +59,14 @@ impl Counters {
     #[inline(always)]
     pub fn rejected(&self) {
         self.0.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+    #[inline]
+    pub fn refused(&self, how: Refusal) {
+        match how {
+            Refusal::Rejected => self.rejected(),
+            Refusal::TimedOut => self.timed_out(),
+            Refusal::Cancelled => self.cancelled(),
+        }
     }
     #[inline]
     pub fn timed_out(&self) {

@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 
 use crate::error::{seconds_to_ns, AcquireError, ConfigError};
 use crate::gcra::Decision;
-use crate::stats::Counters;
+use crate::stats::{Counters, Refusal};
 use crate::sync::Mutex;
 
 #[derive(Debug, Default)]
@@ -127,7 +127,9 @@ impl SlidingWindow {
     fn lock(&self) -> crate::sync::MutexGuard<'_, Log> {
         // A panic while holding this lock can only come from a bug in this module; the log is
         // still consistent (every mutation is a single step), so keep serving.
-        self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Admits `cost` now if it fits in the window. Counts the outcome.
@@ -198,7 +200,7 @@ impl SlidingWindow {
     }
 
     /// Removes a reservation made at `at` that will not be used.
-    pub fn refund(&self, at: u64, cost: u64, timed_out: bool) {
+    pub fn refund(&self, at: u64, cost: u64, how: Refusal) {
         let mut log = self.lock();
         let mut left = cost;
         let mut index = log.entries.len();
@@ -220,16 +222,7 @@ impl SlidingWindow {
             }
         }
         drop(log);
-        if timed_out {
-            self.counters.timed_out();
-        } else {
-            self.counters.cancelled();
-        }
-    }
-
-    /// Counts a request that gave up before reserving (deadline it could not meet).
-    pub fn count_timed_out(&self) {
-        self.counters.timed_out();
+        self.counters.refused(how);
     }
 
     /// Entries currently held: the memory cost is 16 bytes each.
@@ -296,8 +289,8 @@ mod tests {
         );
         // Someone waits: no barging even when the window would have room at that instant.
         assert_eq!(w.try_acquire(S, 1), Ok(false));
-        w.refund(2 * S, 1, false);
-        w.refund(S, 1, true);
+        w.refund(2 * S, 1, Refusal::Cancelled);
+        w.refund(S, 1, Refusal::TimedOut);
         assert_eq!(w.try_acquire(S, 1), Ok(true));
     }
 

@@ -90,3 +90,19 @@ pub fn count_i64(arg: &str, value: i64) -> PyResult<u64> {
     }
     Ok(value as u64)
 }
+
+/// An optional timeout in seconds: `None`, or a number >= 0 (not NaN, not bool).
+#[inline(always)]
+pub fn timeout(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<f64>> {
+    let Some(obj) = obj else { return Ok(None) };
+    if obj.is_none() {
+        return Ok(None);
+    }
+    let value = real("timeout", obj)?;
+    if value.is_nan() || value < 0.0 {
+        return Err(PyValueError::new_err(format!(
+            "timeout must be a number of seconds >= 0 or None, got {value}"
+        )));
+    }
+    Ok(Some(value))
+}

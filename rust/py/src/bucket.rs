@@ -1,22 +1,21 @@
 //! `TokenBucket` binding over the core GCRA.
 
-use admission_core::{AcquireError, Gcra};
+use admission_core::Gcra;
 use pyo3::prelude::*;
 
-use crate::args::{count, count_i64, max_wait_ns, ns_to_s, real};
-use crate::clock::{Clock, ManualClock};
+use crate::args::{count, ns_to_s, real};
+use crate::clock::ManualClock;
 use crate::decision::Decision;
 use crate::errors;
+use crate::rate::RateState;
+use crate::ready::ready;
 
 /// Native token bucket (GCRA). The public class is `admission.TokenBucket`.
 #[pyclass(frozen, subclass, weakref, module = "admission._native")]
 pub struct TokenBucket {
-    core: Gcra,
-    clock: Clock,
-    clock_obj: Option<Py<ManualClock>>,
+    state: RateState<Gcra>,
     rate: f64,
     per: f64,
-    name: Option<String>,
 }
 
 #[pymethods]
@@ -41,68 +40,63 @@ impl TokenBucket {
         let burst = count("burst", burst, default_burst)?;
         let core = Gcra::new(rate, per, burst).map_err(errors::config)?;
         Ok(Self {
-            core,
-            clock: Clock::from_arg(clock),
-            clock_obj: clock.map(|c| c.clone().unbind()),
+            state: RateState::new(core, clock, name),
             rate,
             per,
-            name,
         })
     }
 
     /// Admits `cost` now if the bucket holds that many tokens; never waits.
     #[pyo3(signature = (cost=None))]
-    #[inline]
     fn try_acquire(&self, py: Python<'_>, cost: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
-        let cost = count("cost", cost, 1)?;
-        self.core
-            .try_acquire(self.clock.now(), cost)
-            .map_err(|e| errors::acquire(py, e))
+        self.state.try_acquire(py, cost)
     }
 
     /// What `try_acquire(cost)` would decide now, without consuming anything.
     #[pyo3(signature = (cost=None))]
     fn peek(&self, py: Python<'_>, cost: Option<&Bound<'_, PyAny>>) -> PyResult<Decision> {
-        let cost = count("cost", cost, 1)?;
-        self.core
-            .peek(self.clock.now(), cost)
-            .map(Decision::from)
-            .map_err(|e| errors::acquire(py, e))
+        self.state.peek(py, cost)
     }
 
-    /// Reserves `cost` at the earliest time it fits, if within `max_wait` seconds.
-    /// Returns `(reserved, seconds, token)`: when reserved, wait `seconds` then `_commit`
-    /// (or `_refund(cost, token, ...)`); when not, `seconds` is the wait it would have needed.
+    /// Awaitable admission of `cost`: immediate when tokens are there, else FIFO wait.
+    #[pyo3(signature = (cost=None, timeout=None))]
+    fn acquire<'py>(
+        slf: &Bound<'py, Self>,
+        cost: Option<&Bound<'py, PyAny>>,
+        timeout: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        slf.get().state.acquire(slf.as_any(), cost, timeout)
+    }
+
+    fn __aenter__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        slf.get().state.acquire(slf.as_any(), None, None)
+    }
+
+    #[pyo3(signature = (*_exc_info))]
+    fn __aexit__(&self, py: Python<'_>, _exc_info: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        ready(py)
+    }
+
     #[pyo3(signature = (cost, max_wait=None))]
     fn _reserve(&self, py: Python<'_>, cost: i64, max_wait: Option<f64>) -> PyResult<(bool, f64, u64)> {
-        let cost = count_i64("cost", cost)?;
-        let max_wait = max_wait_ns("timeout", max_wait)?;
-        match self.core.reserve(self.clock.now(), cost, max_wait) {
-            Ok(wait) => Ok((true, ns_to_s(wait), 0)),
-            Err(AcquireError::WouldExceedDeadline { needed_ns }) => {
-                self.core.count_timed_out();
-                Ok((false, ns_to_s(needed_ns), 0))
-            }
-            Err(e) => Err(errors::acquire(py, e)),
-        }
+        self.state.reserve(py, cost, max_wait)
     }
 
     fn _commit(&self, cost: i64) -> PyResult<()> {
-        self.core.commit(count_i64("cost", cost)?);
-        Ok(())
+        self.state.commit(cost)
     }
 
-    #[pyo3(signature = (cost, token, timed_out=false))]
-    fn _refund(&self, cost: i64, token: u64, timed_out: bool) -> PyResult<()> {
-        let _ = token; // a bucket refund needs no position: GCRA state is one number
-        self.core.refund(count_i64("cost", cost)?, timed_out);
-        Ok(())
+    fn _refund(&self, cost: i64, token: u64, outcome: &str) -> PyResult<()> {
+        self.state.refund(cost, token, outcome)
+    }
+
+    fn _count(&self, outcome: &str) -> PyResult<()> {
+        self.state.count(outcome)
     }
 
     /// `(admitted, admitted_cost, rejected, timed_out, cancelled)`.
     fn _counters(&self) -> (u64, u64, u64, u64, u64) {
-        let c = self.core.counters().snapshot();
-        (c.admitted, c.admitted_cost, c.rejected, c.timed_out, c.cancelled)
+        self.state.counters()
     }
 
     #[getter]
@@ -117,22 +111,22 @@ impl TokenBucket {
 
     #[getter]
     fn burst(&self) -> u64 {
-        self.core.burst()
+        self.state.core.burst()
     }
 
     #[getter]
     fn name(&self) -> Option<&str> {
-        self.name.as_deref()
+        self.state.name()
     }
 
     #[getter]
     fn clock(&self, py: Python<'_>) -> Option<Py<ManualClock>> {
-        self.clock_obj.as_ref().map(|c| c.clone_ref(py))
+        self.state.clock(py)
     }
 
     /// Seconds per token, as used internally (rounded up to whole nanoseconds).
     #[getter]
     fn emission_interval(&self) -> f64 {
-        ns_to_s(self.core.emission_ns())
+        ns_to_s(self.state.core.emission_ns())
     }
 }

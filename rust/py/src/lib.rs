@@ -8,6 +8,8 @@ mod bucket;
 mod clock;
 mod decision;
 mod errors;
+mod rate;
+mod ready;
 mod semaphore;
 mod window;
 
@@ -22,6 +24,8 @@ mod _native {
     use crate::clock::ManualClock;
     #[pymodule_export]
     use crate::decision::Decision;
+    #[pymodule_export]
+    use crate::ready::Ready;
     #[pymodule_export]
     use crate::semaphore::{Semaphore, Ticket};
     #[pymodule_export]

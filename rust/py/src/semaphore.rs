@@ -6,11 +6,15 @@
 
 use std::sync::Arc;
 
-use admission_core::semaphore::{Enqueued, Outcome, Semaphore as CoreSemaphore, Ticket as CoreTicket};
+use admission_core::semaphore::{
+    Enqueued, Outcome, Semaphore as CoreSemaphore, Ticket as CoreTicket,
+};
 use pyo3::prelude::*;
 use pyo3::{PyTraverseError, PyVisit};
 
-use crate::args::{count, count_i64};
+use crate::args::{count, count_i64, timeout};
+use crate::ready::ready;
+use pyo3::intern;
 use crate::errors;
 
 fn outcome_name(outcome: Outcome) -> &'static str {
@@ -62,6 +66,32 @@ pub struct Semaphore {
     name: Option<String>,
 }
 
+impl Semaphore {
+    #[inline(always)]
+    fn acquire_n(slf: &Bound<'_, Self>, n: u64, limit: Option<f64>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        match slf.get().core.try_take(n) {
+            Ok(true) => ready(py),
+            Ok(false) => Ok(slf
+                .call_method1(intern!(py, "_acquire_slow"), (n, limit))?
+                .unbind()),
+            Err(e) => Err(errors::semaphore(py, e)),
+        }
+    }
+
+    #[inline(always)]
+    fn release_n(&self, py: Python<'_>, n: u64) -> PyResult<()> {
+        let wakers = self
+            .core
+            .release(n)
+            .map_err(|e| errors::semaphore(py, e))?;
+        if wakers.is_empty() {
+            return Ok(());
+        }
+        wake_all(py, wakers)
+    }
+}
+
 #[pymethods]
 impl Semaphore {
     #[new]
@@ -87,14 +117,35 @@ impl Semaphore {
     #[inline]
     fn release(&self, py: Python<'_>, n: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let n = count("n", n, 1)?;
-        let wakers = self
-            .core
-            .release(n)
-            .map_err(|e| errors::semaphore(py, e))?;
+        let wakers = self.core.release(n).map_err(|e| errors::semaphore(py, e))?;
         if wakers.is_empty() {
             return Ok(());
         }
         wake_all(py, wakers)
+    }
+
+    /// Awaitable acquisition of `n` permits: immediate when free and nobody waits (no Task,
+    /// no Future, no suspension), else the Python slow path `_acquire_slow(n, timeout)`.
+    #[pyo3(signature = (n=None, timeout=None))]
+    #[inline]
+    fn acquire<'py>(
+        slf: &Bound<'py, Self>,
+        n: Option<&Bound<'py, PyAny>>,
+        timeout: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let n = count("n", n, 1)?;
+        let limit = self::timeout(timeout)?;
+        Self::acquire_n(slf, n, limit)
+    }
+
+    fn __aenter__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Self::acquire_n(slf, 1, None)
+    }
+
+    #[pyo3(signature = (*_exc_info))]
+    fn __aexit__(&self, py: Python<'_>, _exc_info: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        self.release_n(py, 1)?;
+        ready(py)
     }
 
     /// Admits at once (returns None) or queues the request (returns its Ticket); `waker` is
@@ -169,7 +220,13 @@ impl Semaphore {
 
     fn _counters(&self) -> (u64, u64, u64, u64, u64) {
         let c = self.core.counters().snapshot();
-        (c.admitted, c.admitted_cost, c.rejected, c.timed_out, c.cancelled)
+        (
+            c.admitted,
+            c.admitted_cost,
+            c.rejected,
+            c.timed_out,
+            c.cancelled,
+        )
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

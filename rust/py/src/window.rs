@@ -1,20 +1,19 @@
 //! `SlidingWindow` binding over the core exact sliding log.
 
-use admission_core::{AcquireError, SlidingWindow as CoreWindow};
+use admission_core::SlidingWindow as CoreWindow;
 use pyo3::prelude::*;
 
-use crate::args::{count, count_i64, max_wait_ns, ns_to_s, real};
-use crate::clock::{Clock, ManualClock};
+use crate::args::{count, ns_to_s, real};
+use crate::clock::ManualClock;
 use crate::decision::Decision;
 use crate::errors;
+use crate::rate::RateState;
+use crate::ready::ready;
 
 /// Native exact sliding window. The public class is `admission.SlidingWindow`.
 #[pyclass(frozen, subclass, weakref, module = "admission._native")]
 pub struct SlidingWindow {
-    core: CoreWindow,
-    clock: Clock,
-    clock_obj: Option<Py<ManualClock>>,
-    name: Option<String>,
+    state: RateState<CoreWindow>,
 }
 
 #[pymethods]
@@ -31,86 +30,84 @@ impl SlidingWindow {
         let window = real("window", window)?;
         let core = CoreWindow::new(limit, window).map_err(errors::config)?;
         Ok(Self {
-            core,
-            clock: Clock::from_arg(clock),
-            clock_obj: clock.map(|c| c.clone().unbind()),
-            name,
+            state: RateState::new(core, clock, name),
         })
     }
 
     /// Admits `cost` now if it fits in the window; never waits.
     #[pyo3(signature = (cost=None))]
     fn try_acquire(&self, py: Python<'_>, cost: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
-        let cost = count("cost", cost, 1)?;
-        self.core
-            .try_acquire(self.clock.now(), cost)
-            .map_err(|e| errors::acquire(py, e))
+        self.state.try_acquire(py, cost)
     }
 
     /// What `try_acquire(cost)` would decide now, without consuming anything.
     #[pyo3(signature = (cost=None))]
     fn peek(&self, py: Python<'_>, cost: Option<&Bound<'_, PyAny>>) -> PyResult<Decision> {
-        let cost = count("cost", cost, 1)?;
-        self.core
-            .peek(self.clock.now(), cost)
-            .map(Decision::from)
-            .map_err(|e| errors::acquire(py, e))
+        self.state.peek(py, cost)
     }
 
-    /// See `TokenBucket._reserve`; the token is the reservation's timestamp.
+    /// Awaitable admission of `cost`: immediate when it fits, else FIFO wait.
+    #[pyo3(signature = (cost=None, timeout=None))]
+    fn acquire<'py>(
+        slf: &Bound<'py, Self>,
+        cost: Option<&Bound<'py, PyAny>>,
+        timeout: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        slf.get().state.acquire(slf.as_any(), cost, timeout)
+    }
+
+    fn __aenter__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        slf.get().state.acquire(slf.as_any(), None, None)
+    }
+
+    #[pyo3(signature = (*_exc_info))]
+    fn __aexit__(&self, py: Python<'_>, _exc_info: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        ready(py)
+    }
+
     #[pyo3(signature = (cost, max_wait=None))]
     fn _reserve(&self, py: Python<'_>, cost: i64, max_wait: Option<f64>) -> PyResult<(bool, f64, u64)> {
-        let cost = count_i64("cost", cost)?;
-        let max_wait = max_wait_ns("timeout", max_wait)?;
-        let now = self.clock.now();
-        match self.core.reserve(now, cost, max_wait) {
-            Ok(at) => Ok((true, ns_to_s(at - now), at)),
-            Err(AcquireError::WouldExceedDeadline { needed_ns }) => {
-                self.core.count_timed_out();
-                Ok((false, ns_to_s(needed_ns), 0))
-            }
-            Err(e) => Err(errors::acquire(py, e)),
-        }
+        self.state.reserve(py, cost, max_wait)
     }
 
     fn _commit(&self, cost: i64) -> PyResult<()> {
-        self.core.commit(count_i64("cost", cost)?);
-        Ok(())
+        self.state.commit(cost)
     }
 
-    #[pyo3(signature = (cost, token, timed_out=false))]
-    fn _refund(&self, cost: i64, token: u64, timed_out: bool) -> PyResult<()> {
-        self.core.refund(token, count_i64("cost", cost)?, timed_out);
-        Ok(())
+    fn _refund(&self, cost: i64, token: u64, outcome: &str) -> PyResult<()> {
+        self.state.refund(cost, token, outcome)
+    }
+
+    fn _count(&self, outcome: &str) -> PyResult<()> {
+        self.state.count(outcome)
     }
 
     fn _counters(&self) -> (u64, u64, u64, u64, u64) {
-        let c = self.core.counters().snapshot();
-        (c.admitted, c.admitted_cost, c.rejected, c.timed_out, c.cancelled)
+        self.state.counters()
     }
 
     /// Entries in the window's log right now (each costs 16 bytes).
     fn _log_len(&self) -> usize {
-        self.core.log_len()
+        self.state.core.log_len()
     }
 
     #[getter]
     fn limit(&self) -> u64 {
-        self.core.limit()
+        self.state.core.limit()
     }
 
     #[getter]
     fn window(&self) -> f64 {
-        ns_to_s(self.core.window_ns())
+        ns_to_s(self.state.core.window_ns())
     }
 
     #[getter]
     fn name(&self) -> Option<&str> {
-        self.name.as_deref()
+        self.state.name()
     }
 
     #[getter]
     fn clock(&self, py: Python<'_>) -> Option<Py<ManualClock>> {
-        self.clock_obj.as_ref().map(|c| c.clone_ref(py))
+        self.state.clock(py)
     }
 }

@@ -1,0 +1,131 @@
+//! What the two rate-limiter classes share: clock, reservation protocol, async fast path.
+//!
+//! Each `#[pyclass]` holds a `RateState<L>` and its methods are one-line delegations here,
+//! so `TokenBucket` and `SlidingWindow` cannot drift apart.
+
+use admission_core::{AcquireError, CountersSnapshot, Decision as CoreDecision, RateLimit, Refusal};
+use pyo3::exceptions::PyValueError;
+use pyo3::intern;
+use pyo3::prelude::*;
+
+use crate::args::{count, count_i64, max_wait_ns, ns_to_s, timeout};
+use crate::clock::{Clock, ManualClock};
+use crate::decision::Decision;
+use crate::errors;
+use crate::ready::ready;
+
+pub struct RateState<L> {
+    pub core: L,
+    clock: Clock,
+    clock_obj: Option<Py<ManualClock>>,
+    name: Option<String>,
+}
+
+pub fn refusal(outcome: &str) -> PyResult<Refusal> {
+    match outcome {
+        "rejected" => Ok(Refusal::Rejected),
+        "timed_out" => Ok(Refusal::TimedOut),
+        "cancelled" => Ok(Refusal::Cancelled),
+        other => Err(PyValueError::new_err(format!(
+            "outcome must be 'rejected', 'timed_out' or 'cancelled', got {other:?}"
+        ))),
+    }
+}
+
+impl<L: RateLimit> RateState<L> {
+    pub fn new(core: L, clock: Option<&Bound<'_, ManualClock>>, name: Option<String>) -> Self {
+        Self {
+            core,
+            clock: Clock::from_arg(clock),
+            clock_obj: clock.map(|c| c.clone().unbind()),
+            name,
+        }
+    }
+
+    #[inline(always)]
+    pub fn try_acquire(&self, py: Python<'_>, cost: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+        let cost = count("cost", cost, 1)?;
+        self.core
+            .try_acquire(self.clock.now(), cost)
+            .map_err(|e| errors::acquire(py, e))
+    }
+
+    pub fn peek(&self, py: Python<'_>, cost: Option<&Bound<'_, PyAny>>) -> PyResult<Decision> {
+        let cost = count("cost", cost, 1)?;
+        self.core
+            .peek(self.clock.now(), cost)
+            .map(|d: CoreDecision| Decision::from(d))
+            .map_err(|e| errors::acquire(py, e))
+    }
+
+    /// Immediate admission (returns the shared `Ready`), else the Python slow path's coroutine
+    /// `slf._acquire_slow(cost, timeout)`, which waits for a reservation.
+    #[inline(always)]
+    pub fn acquire<'py>(
+        &self,
+        slf: &Bound<'py, PyAny>,
+        cost: Option<&Bound<'py, PyAny>>,
+        timeout_arg: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let cost = count("cost", cost, 1)?;
+        let limit = timeout(timeout_arg)?;
+        match self.core.reserve(self.clock.now(), cost, 0) {
+            Ok(r) => {
+                debug_assert_eq!(r.wait_ns, 0);
+                self.core.commit(cost);
+                ready(py)
+            }
+            Err(AcquireError::WouldExceedDeadline { .. }) => Ok(slf
+                .call_method1(intern!(py, "_acquire_slow"), (cost, limit))?
+                .unbind()),
+            Err(e) => Err(errors::acquire(py, e)),
+        }
+    }
+
+    pub fn reserve(
+        &self,
+        py: Python<'_>,
+        cost: i64,
+        max_wait: Option<f64>,
+    ) -> PyResult<(bool, f64, u64)> {
+        let cost = count_i64("cost", cost)?;
+        let max_wait = max_wait_ns("timeout", max_wait)?;
+        match self.core.reserve(self.clock.now(), cost, max_wait) {
+            Ok(r) => Ok((true, ns_to_s(r.wait_ns), r.token)),
+            Err(AcquireError::WouldExceedDeadline { needed_ns }) => {
+                Ok((false, ns_to_s(needed_ns), 0))
+            }
+            Err(e) => Err(errors::acquire(py, e)),
+        }
+    }
+
+    pub fn commit(&self, cost: i64) -> PyResult<()> {
+        self.core.commit(count_i64("cost", cost)?);
+        Ok(())
+    }
+
+    pub fn refund(&self, cost: i64, token: u64, outcome: &str) -> PyResult<()> {
+        self.core
+            .refund(count_i64("cost", cost)?, token, refusal(outcome)?);
+        Ok(())
+    }
+
+    pub fn count(&self, outcome: &str) -> PyResult<()> {
+        self.core.counters().refused(refusal(outcome)?);
+        Ok(())
+    }
+
+    pub fn counters(&self) -> (u64, u64, u64, u64, u64) {
+        let c: CountersSnapshot = self.core.counters().snapshot();
+        (c.admitted, c.admitted_cost, c.rejected, c.timed_out, c.cancelled)
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    pub fn clock(&self, py: Python<'_>) -> Option<Py<ManualClock>> {
+        self.clock_obj.as_ref().map(|c| c.clone_ref(py))
+    }
+}
