@@ -44,7 +44,7 @@ loom:
 	  --target-dir target/loom
 
 test-python: develop
-	$(VPY) -m pytest tests -q -m "not stress"
+	$(VPY) -m pytest -q -m "not stress"
 
 stress: develop
 	$(VPY) -m pytest tests -q -m stress

@@ -16,10 +16,14 @@ from __future__ import annotations
 
 from admission import testing
 from admission._native import MAX_PERMITS, Decision
+from admission.combine import AllOf, all_of
 from admission.concurrency import Semaphore
 from admission.errors import AcquireTimeout, AdmissionError, CapacityError, Closed, RateLimited
+from admission.gather import gather, map
+from admission.pool import TaskPool
 from admission.rate import SlidingWindow, TokenBucket
 from admission.stats import LimiterStats, SemaphoreStats
+from admission.threads import to_thread
 
 __version__ = "0.1.0"
 
@@ -27,6 +31,7 @@ __all__ = [
     "MAX_PERMITS",
     "AcquireTimeout",
     "AdmissionError",
+    "AllOf",
     "CapacityError",
     "Closed",
     "Decision",
@@ -35,6 +40,11 @@ __all__ = [
     "Semaphore",
     "SemaphoreStats",
     "SlidingWindow",
+    "TaskPool",
     "TokenBucket",
+    "all_of",
+    "gather",
+    "map",
     "testing",
+    "to_thread",
 ]

@@ -113,8 +113,9 @@ class TokenBucket(_native.TokenBucket):
     True
     >>> b.try_acquire(cost=3)
     True
-    >>> b.peek().remaining
-    6
+    >>> d = b.peek()   # what one more would get: allowed, with 5 left after it
+    >>> d.allowed, d.remaining
+    (True, 5)
 
     Args:
         rate: tokens added per ``per`` seconds (> 0).

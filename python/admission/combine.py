@@ -1,0 +1,178 @@
+"""`all_of`: several rate limits taken together, all or nothing (e.g. requests/min + tokens/min)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from types import TracebackType
+from typing import final
+
+from admission._native import Decision
+from admission._validate import timeout_seconds
+from admission._waiting import sleep
+from admission.errors import AcquireTimeout
+from admission.rate import SlidingWindow, TokenBucket
+
+__all__ = ["AllOf", "all_of"]
+
+_Limiter = TokenBucket | SlidingWindow
+
+
+@final
+class AllOf:
+    """Rate limiters acquired together: either every one admits its cost, or none is charged.
+
+    Typical use is a provider's request *and* token quotas:
+
+    >>> import admission as adm
+    >>> rpm = adm.TokenBucket(rate=60, per=60.0)
+    >>> tpm = adm.TokenBucket(rate=90_000, per=60.0)
+    >>> both = adm.all_of(rpm, tpm)
+    >>> both.try_acquire(costs=(1, 850))
+    True
+    >>> both.try_acquire(costs=(1, 100_000))   # over the token burst: refused, rpm not charged
+    Traceback (most recent call last):
+    admission.errors.CapacityError: cost 100000 exceeds the capacity 90000: ...
+
+    Waiting (``await both.acquire(costs=...)``) reserves a slot in every limiter at once, FIFO
+    in each, and proceeds when the latest is due; a cancelled or timed-out wait refunds all.
+    """
+
+    __slots__ = ("_limiters",)
+
+    def __init__(self, *limiters: _Limiter) -> None:
+        if not limiters:
+            raise ValueError("all_of() needs at least one rate limiter")
+        for lim in limiters:
+            if not isinstance(lim, (TokenBucket, SlidingWindow)):
+                raise TypeError(
+                    f"all_of() takes TokenBucket or SlidingWindow objects, got {lim!r}"
+                )
+        self._limiters: tuple[_Limiter, ...] = limiters
+
+    @property
+    def limiters(self) -> tuple[_Limiter, ...]:
+        return self._limiters
+
+    def _costs(self, costs: Sequence[int] | None) -> tuple[int, ...]:
+        if costs is None:
+            return (1,) * len(self._limiters)
+        costs = tuple(costs)
+        if len(costs) != len(self._limiters):
+            raise ValueError(
+                f"costs must have one entry per limiter ({len(self._limiters)}), got {costs!r}"
+            )
+        return costs
+
+    def _reserve_all(
+        self, costs: tuple[int, ...], max_wait: float | None, refusal: str
+    ) -> tuple[float, list[tuple[_Limiter, int, int]]] | float:
+        """Reserves in every limiter; on a miss refunds the others and returns the need."""
+        taken: list[tuple[_Limiter, int, int]] = []
+        wait = 0.0
+        try:
+            for lim, cost in zip(self._limiters, costs):
+                ok, seconds, token = lim._reserve(cost, max_wait)
+                if not ok:
+                    for other, c, t in taken:
+                        other._refund(c, t, refusal)  # type: ignore[arg-type]
+                    lim._count(refusal)  # type: ignore[arg-type]
+                    return max(wait, seconds)
+                taken.append((lim, cost, token))
+                wait = max(wait, seconds)
+        except BaseException:
+            for other, c, t in taken:
+                other._refund(c, t, "cancelled")
+            raise
+        return wait, taken
+
+    def try_acquire(self, costs: Sequence[int] | None = None) -> bool:
+        """Admits now in every limiter, or in none; never waits."""
+        result = self._reserve_all(self._costs(costs), 0.0, "rejected")
+        if isinstance(result, float):
+            return False
+        for lim, cost, _ in result[1]:
+            lim._commit(cost)
+        return True
+
+    def peek(self, costs: Sequence[int] | None = None) -> Decision:
+        """The combined decision: allowed if all allow; the longest retry and reset."""
+        ds = [lim.peek(c) for lim, c in zip(self._limiters, self._costs(costs))]
+        return Decision(
+            all(d.allowed for d in ds),
+            min(d.remaining for d in ds),
+            max(d.retry_after for d in ds),
+            max(d.reset_after for d in ds),
+        )
+
+    async def acquire(
+        self, costs: Sequence[int] | None = None, timeout: float | None = None
+    ) -> None:
+        """Waits until every limiter admits its cost (FIFO in each); all or nothing."""
+        costs_t = self._costs(costs)
+        timeout = timeout_seconds(timeout)
+        result = self._reserve_all(costs_t, timeout, "timed_out")
+        if isinstance(result, float):
+            raise AcquireTimeout(timeout if timeout is not None else 0.0, needed=result)
+        wait, taken = result
+        try:
+            if wait > 0:
+                await sleep(wait)
+        except BaseException:
+            for lim, cost, token in taken:
+                lim._refund(cost, token, "cancelled")
+            raise
+        for lim, cost, _ in taken:
+            lim._commit(cost)
+
+    def acquire_blocking(
+        self, costs: Sequence[int] | None = None, timeout: float | None = None
+    ) -> None:
+        """Like `acquire`, waiting in this thread."""
+        costs_t = self._costs(costs)
+        timeout = timeout_seconds(timeout)
+        result = self._reserve_all(costs_t, timeout, "timed_out")
+        if isinstance(result, float):
+            raise AcquireTimeout(timeout if timeout is not None else 0.0, needed=result)
+        wait, taken = result
+        try:
+            if wait > 0:
+                time.sleep(wait)
+        except BaseException:
+            for lim, cost, token in taken:
+                lim._refund(cost, token, "cancelled")
+            raise
+        for lim, cost, _ in taken:
+            lim._commit(cost)
+
+    async def __aenter__(self) -> AllOf:
+        await self.acquire()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    def __enter__(self) -> AllOf:
+        self.acquire_blocking()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"all_of({', '.join(map(repr, self._limiters))})"
+
+
+def all_of(*limiters: _Limiter) -> AllOf:
+    """Combines rate limiters so that they are acquired together, all or nothing."""
+    return AllOf(*limiters)

@@ -1,0 +1,178 @@
+"""`TaskPool`: a task group that runs at most ``limit`` tasks at once."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections import deque
+from collections.abc import Awaitable, Coroutine
+from types import TracebackType
+from typing import Any, Protocol, final
+
+from admission._aws import discard
+from admission._validate import positive_int, timeout_seconds
+from admission.errors import Closed
+
+__all__ = ["TaskPool"]
+
+
+class _Acquirable(Protocol):
+    def acquire(self, cost: int = 1, timeout: float | None = None) -> Awaitable[None]: ...
+
+
+@final
+class TaskPool:
+    """A structured, bounded task group.
+
+    Semantics of ``asyncio.TaskGroup`` (on trio: a nursery): an error in one task cancels the
+    others and the ``async with`` body, exit waits for every task, and errors are raised
+    together as an ``ExceptionGroup``. On top of that:
+
+    - at most ``limit`` tasks run at once; spawned coroutines wait in a FIFO queue, as
+      coroutines (no Task is created until a slot is free, so a million spawns cost a million
+      small objects, not a million Tasks);
+    - with ``rate``, each task first acquires one unit from that rate limiter;
+    - with ``timeout``, each task is cancelled after that many seconds and fails the pool
+      with ``TimeoutError``.
+
+    >>> import asyncio, admission as adm
+    >>> async def main():
+    ...     done = []
+    ...     async def work(i):
+    ...         await asyncio.sleep(0)
+    ...         done.append(i)
+    ...     async with adm.TaskPool(limit=2) as pool:
+    ...         for i in range(5):
+    ...             pool.spawn(work(i))
+    ...     return sorted(done)
+    >>> asyncio.run(main())
+    [0, 1, 2, 3, 4]
+
+    On asyncio it needs Python 3.11+ (it is built on ``asyncio.TaskGroup``).
+    """
+
+    __slots__ = (
+        "_closed",
+        "_group",
+        "_limit",
+        "_nursery",
+        "_queue",
+        "_rate",
+        "_running",
+        "_spawned",
+        "_timeout",
+        "_workers",
+    )
+
+    def __init__(
+        self,
+        limit: int,
+        *,
+        rate: _Acquirable | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self._limit = positive_int(limit, "limit")
+        self._rate = rate
+        self._timeout = timeout_seconds(timeout)
+        self._queue: deque[Coroutine[Any, Any, Any]] = deque()
+        self._workers = 0
+        self._running = 0
+        self._spawned = 0
+        self._group: Any = None
+        self._nursery: Any = None
+        self._closed = True
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
+    def running(self) -> int:
+        """Tasks running right now (at most ``limit``)."""
+        return self._running
+
+    @property
+    def queued(self) -> int:
+        """Spawned coroutines waiting for a free slot."""
+        return len(self._queue)
+
+    @property
+    def spawned(self) -> int:
+        """Coroutines spawned so far."""
+        return self._spawned
+
+    async def __aenter__(self) -> TaskPool:
+        if not self._closed:
+            raise RuntimeError("this TaskPool is already open")
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            import trio
+
+            self._nursery = trio.open_nursery()
+            self._group = await self._nursery.__aenter__()
+        else:
+            if sys.version_info < (3, 11):  # pragma: no cover
+                raise RuntimeError("TaskPool on asyncio needs Python 3.11+ (asyncio.TaskGroup)")
+            self._nursery = asyncio.TaskGroup()
+            self._group = await self._nursery.__aenter__()
+        self._closed = False
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        try:
+            return bool(await self._nursery.__aexit__(exc_type, exc, tb))
+        finally:
+            self._closed = True
+            # Cancelled or failed before their turn: close them so nothing warns.
+            discard(self._queue)
+            self._queue.clear()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Queues ``coro``; it starts as soon as fewer than ``limit`` tasks are running."""
+        if self._closed:
+            discard([coro])
+            raise Closed("spawn() on a TaskPool that is not open (use `async with`)")
+        self._spawned += 1
+        self._queue.append(coro)
+        if self._workers < self._limit:
+            self._workers += 1
+            if isinstance(self._group, asyncio.TaskGroup):
+                self._group.create_task(self._worker())
+            else:
+                self._group.start_soon(self._worker)
+
+    async def _worker(self) -> None:
+        try:
+            while self._queue:
+                coro = self._queue.popleft()
+                self._running += 1
+                try:
+                    await self._run(coro)
+                finally:
+                    self._running -= 1
+        finally:
+            self._workers -= 1
+
+    async def _run(self, coro: Coroutine[Any, Any, Any]) -> None:
+        try:
+            if self._rate is not None:
+                await self._rate.acquire()
+        except BaseException:
+            coro.close()
+            raise
+        if self._timeout is None:
+            await coro
+        elif isinstance(self._group, asyncio.TaskGroup):
+            async with asyncio.timeout(self._timeout):
+                await coro
+        else:
+            import trio
+
+            with trio.fail_after(self._timeout):
+                await coro
