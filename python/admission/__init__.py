@@ -15,7 +15,7 @@ Rate limits, bounded concurrency and their accounting, decided in Rust in nanose
 from __future__ import annotations
 
 from admission import testing
-from admission._native import MAX_PERMITS, Decision
+from admission._native import MAX_PERMITS, Decision, LoopClock
 from admission.combine import AllOf, all_of
 from admission.concurrency import Semaphore
 from admission.errors import AcquireTimeout, AdmissionError, CapacityError, Closed, RateLimited
@@ -36,6 +36,7 @@ __all__ = [
     "Closed",
     "Decision",
     "LimiterStats",
+    "LoopClock",
     "RateLimited",
     "Semaphore",
     "SemaphoreStats",

@@ -21,6 +21,19 @@ class ManualClock:
         """Moves time forward by ``seconds`` (>= 0); returns the new time in seconds."""
 
 @final
+class LoopClock:
+    """The running event loop's clock (asyncio ``loop.time()``, ``trio.current_time()``).
+
+    Pass it as ``clock=`` to limiters used under fake loop time (trio's autojump MockClock,
+    asyncio loop-time mocks): waits then follow the loop's virtual time. Opt-in: each
+    decision calls into Python, and it works only inside a running loop.
+    """
+
+    def __new__(cls) -> LoopClock: ...
+    def now(self) -> float:
+        """Current loop time in seconds."""
+
+@final
 class Decision:
     """What a limiter would decide for a request now. Returned by ``peek()``."""
 
@@ -40,7 +53,7 @@ class TokenBucket:
         per: float = 1.0,
         burst: int | None = None,
         *,
-        clock: ManualClock | None = None,
+        clock: ManualClock | LoopClock | None = None,
         name: str | None = None,
     ) -> TokenBucket: ...
     def try_acquire(self, cost: int = 1) -> bool:
@@ -81,7 +94,7 @@ class SlidingWindow:
         limit: int,
         window: float,
         *,
-        clock: ManualClock | None = None,
+        clock: ManualClock | LoopClock | None = None,
         name: str | None = None,
     ) -> SlidingWindow: ...
     def try_acquire(self, cost: int = 1) -> bool:

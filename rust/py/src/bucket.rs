@@ -4,7 +4,7 @@ use admission_core::Gcra;
 use pyo3::prelude::*;
 
 use crate::args::{count, ns_to_s, real};
-use crate::clock::ManualClock;
+use crate::clock::{ClockArg, ManualClock};
 use crate::decision::Decision;
 use crate::errors;
 use crate::rate::RateState;
@@ -26,7 +26,7 @@ impl TokenBucket {
         rate: &Bound<'_, PyAny>,
         per: Option<&Bound<'_, PyAny>>,
         burst: Option<&Bound<'_, PyAny>>,
-        clock: Option<&Bound<'_, ManualClock>>,
+        clock: Option<ClockArg<'_>>,
         name: Option<String>,
     ) -> PyResult<Self> {
         let rate = real("rate", rate)?;
@@ -40,7 +40,7 @@ impl TokenBucket {
         let burst = count("burst", burst, default_burst)?;
         let core = Gcra::new(rate, per, burst).map_err(errors::config)?;
         Ok(Self {
-            state: RateState::new(core, clock, name),
+            state: RateState::new(core, clock.as_ref(), name),
             rate,
             per,
         })

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use admission_core::clock::{monotonic_ns, ManualClock as CoreManualClock};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::intern;
+use pyo3::sync::PyOnceLock;
 use pyo3::prelude::*;
 
 use crate::args::ns_to_s;
@@ -14,22 +16,85 @@ use crate::args::ns_to_s;
 pub enum Clock {
     Monotonic,
     Manual(Arc<CoreManualClock>),
+    /// The running event loop's clock (`loop.time()` on asyncio, `trio.current_time()`).
+    Loop,
+}
+
+/// A clock argument: `ManualClock`, `LoopClock`, or nothing (the monotonic clock).
+#[derive(FromPyObject)]
+pub enum ClockArg<'py> {
+    Manual(Bound<'py, ManualClock>),
+    Loop(#[allow(dead_code)] Bound<'py, LoopClock>), // only its type matters
 }
 
 impl Clock {
-    pub fn from_arg(clock: Option<&Bound<'_, ManualClock>>) -> Self {
+    pub fn from_arg(clock: Option<&ClockArg<'_>>) -> Self {
         match clock {
             None => Self::Monotonic,
-            Some(c) => Self::Manual(Arc::clone(&c.get().inner)),
+            Some(ClockArg::Manual(c)) => Self::Manual(Arc::clone(&c.get().inner)),
+            Some(ClockArg::Loop(_)) => Self::Loop,
         }
     }
 
     #[inline(always)]
-    pub fn now(&self) -> u64 {
+    pub fn now(&self, py: Python<'_>) -> PyResult<u64> {
         match self {
-            Self::Monotonic => monotonic_ns(),
-            Self::Manual(c) => c.now_ns(),
+            Self::Monotonic => Ok(monotonic_ns()),
+            Self::Manual(c) => Ok(c.now_ns()),
+            Self::Loop => loop_now_ns(py),
         }
+    }
+}
+
+static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Now on the running event loop's clock, in nanoseconds.
+fn loop_now_ns(py: Python<'_>) -> PyResult<u64> {
+    // `asyncio._get_running_loop` returns None instead of raising when no loop runs.
+    let get_loop = GET_RUNNING_LOOP.import(py, "asyncio", "_get_running_loop")?;
+    let lp = get_loop.call0()?;
+    let seconds: f64 = if !lp.is_none() {
+        lp.call_method0(intern!(py, "time"))?.extract()?
+    } else {
+        let trio = py.import("sys")?.getattr("modules")?.get_item("trio").ok();
+        let now = trio.and_then(|t| t.getattr("current_time").ok()?.call0().ok());
+        match now {
+            Some(t) => t.extract()?,
+            None => {
+                return Err(PyRuntimeError::new_err(
+                    "LoopClock needs a running event loop (asyncio or trio) in this thread",
+                ))
+            }
+        }
+    };
+    if !(seconds.is_finite() && seconds >= 0.0) {
+        return Err(PyRuntimeError::new_err(format!(
+            "the event loop's clock returned {seconds}, not a time >= 0"
+        )));
+    }
+    Ok((seconds * 1e9) as u64)
+}
+
+/// The running event loop's clock, for limiters used under a fake or virtual loop clock
+/// (trio's `MockClock(autojump_threshold=0)`, asyncio loop-time mocks). Opt-in: reading it
+/// costs a call into Python per decision, and it works only inside a running loop.
+#[pyclass(frozen, module = "admission._native")]
+pub struct LoopClock;
+
+#[pymethods]
+impl LoopClock {
+    #[new]
+    fn new() -> Self {
+        Self
+    }
+
+    /// Current loop time in seconds.
+    fn now(&self, py: Python<'_>) -> PyResult<f64> {
+        Ok(ns_to_s(loop_now_ns(py)?))
+    }
+
+    fn __repr__(&self) -> &'static str {
+        "LoopClock()"
     }
 }
 

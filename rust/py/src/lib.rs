@@ -21,7 +21,7 @@ mod _native {
     #[pymodule_export]
     use crate::bucket::TokenBucket;
     #[pymodule_export]
-    use crate::clock::ManualClock;
+    use crate::clock::{LoopClock, ManualClock};
     #[pymodule_export]
     use crate::decision::Decision;
     #[pymodule_export]

@@ -9,7 +9,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 
 use crate::args::{count, count_i64, max_wait_ns, ns_to_s, timeout};
-use crate::clock::{Clock, ManualClock};
+use crate::clock::{Clock, ClockArg, ManualClock};
 use crate::decision::Decision;
 use crate::errors;
 use crate::ready::ready;
@@ -17,6 +17,7 @@ use crate::ready::ready;
 pub struct RateState<L> {
     pub core: L,
     clock: Clock,
+    /// The manual clock, when there is one: blocking waits advance it instead of sleeping.
     clock_obj: Option<Py<ManualClock>>,
     name: Option<String>,
 }
@@ -33,11 +34,15 @@ pub fn refusal(outcome: &str) -> PyResult<Refusal> {
 }
 
 impl<L: RateLimit> RateState<L> {
-    pub fn new(core: L, clock: Option<&Bound<'_, ManualClock>>, name: Option<String>) -> Self {
+    pub fn new(core: L, clock: Option<&ClockArg<'_>>, name: Option<String>) -> Self {
+        let clock_obj = match clock {
+            Some(ClockArg::Manual(c)) => Some(c.clone().unbind()),
+            _ => None,
+        };
         Self {
             core,
             clock: Clock::from_arg(clock),
-            clock_obj: clock.map(|c| c.clone().unbind()),
+            clock_obj,
             name,
         }
     }
@@ -46,14 +51,14 @@ impl<L: RateLimit> RateState<L> {
     pub fn try_acquire(&self, py: Python<'_>, cost: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
         let cost = count("cost", cost, 1)?;
         self.core
-            .try_acquire(self.clock.now(), cost)
+            .try_acquire(self.clock.now(py)?, cost)
             .map_err(|e| errors::acquire(py, e))
     }
 
     pub fn peek(&self, py: Python<'_>, cost: Option<&Bound<'_, PyAny>>) -> PyResult<Decision> {
         let cost = count("cost", cost, 1)?;
         self.core
-            .peek(self.clock.now(), cost)
+            .peek(self.clock.now(py)?, cost)
             .map(|d: CoreDecision| Decision::from(d))
             .map_err(|e| errors::acquire(py, e))
     }
@@ -70,7 +75,7 @@ impl<L: RateLimit> RateState<L> {
         let py = slf.py();
         let cost = count("cost", cost, 1)?;
         let limit = timeout(timeout_arg)?;
-        match self.core.reserve(self.clock.now(), cost, 0) {
+        match self.core.reserve(self.clock.now(py)?, cost, 0) {
             Ok(r) => {
                 debug_assert_eq!(r.wait_ns, 0);
                 self.core.commit(cost);
@@ -91,7 +96,7 @@ impl<L: RateLimit> RateState<L> {
     ) -> PyResult<(bool, f64, u64)> {
         let cost = count_i64("cost", cost)?;
         let max_wait = max_wait_ns("timeout", max_wait)?;
-        match self.core.reserve(self.clock.now(), cost, max_wait) {
+        match self.core.reserve(self.clock.now(py)?, cost, max_wait) {
             Ok(r) => Ok((true, ns_to_s(r.wait_ns), r.token)),
             Err(AcquireError::WouldExceedDeadline { needed_ns }) => {
                 Ok((false, ns_to_s(needed_ns), 0))

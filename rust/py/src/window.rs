@@ -4,7 +4,7 @@ use admission_core::SlidingWindow as CoreWindow;
 use pyo3::prelude::*;
 
 use crate::args::{count, ns_to_s, real};
-use crate::clock::ManualClock;
+use crate::clock::{ClockArg, ManualClock};
 use crate::decision::Decision;
 use crate::errors;
 use crate::rate::RateState;
@@ -23,14 +23,14 @@ impl SlidingWindow {
     fn new(
         limit: &Bound<'_, PyAny>,
         window: &Bound<'_, PyAny>,
-        clock: Option<&Bound<'_, ManualClock>>,
+        clock: Option<ClockArg<'_>>,
         name: Option<String>,
     ) -> PyResult<Self> {
         let limit = count("limit", Some(limit), 0)?;
         let window = real("window", window)?;
         let core = CoreWindow::new(limit, window).map_err(errors::config)?;
         Ok(Self {
-            state: RateState::new(core, clock, name),
+            state: RateState::new(core, clock.as_ref(), name),
         })
     }
 
