@@ -20,7 +20,7 @@ from admission.combine import AllOf, all_of
 from admission.concurrency import Semaphore
 from admission.errors import AcquireTimeout, AdmissionError, CapacityError, Closed, RateLimited
 from admission.gather import gather, map
-from admission.pool import TaskPool
+from admission.taskpool import TaskPool
 from admission.rate import SlidingWindow, TokenBucket
 from admission.stats import LimiterStats, SemaphoreStats
 from admission.threads import to_thread
