@@ -9,7 +9,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 # Tests may not leave a process-wide hypothesis database in the clone.
 export HYPOTHESIS_STORAGE_DIRECTORY := $(abspath $(VENV))/hypothesis
 
-.PHONY: all demo test test-rust test-python loom bench stress lint fmt wheel develop clean
+.PHONY: all demo test test-rust test-python loom bench stress lint fmt wheel develop clean services
 
 all: test
 
@@ -29,8 +29,15 @@ $(VENV)/.bench-stamp: requirements/bench.txt $(VENV)/.dev-stamp
 develop: $(VENV)/.dev-stamp
 	$(VENV)/bin/maturin develop --release --quiet
 
-demo: develop
-	$(VPY) -m admission demo
+$(VENV)/.demo-stamp: requirements/demo.txt | $(VPY)
+	$(VPY) -m pip install -q -r requirements/demo.txt
+	touch $@
+
+# The main demo: 2,000 LLM calls against a local provider, unbounded vs with admission.
+# Options: make demo DEMO_ARGS="--calls 500 --server-rate 100" (see python -m admission demo --help).
+DEMO_ARGS ?=
+demo: develop $(VENV)/.demo-stamp
+	$(VPY) -m admission demo $(DEMO_ARGS)
 
 test: test-rust test-python
 
@@ -43,13 +50,21 @@ loom:
 	RUSTFLAGS="--cfg loom" cargo test -p admission-core --release --test loom --quiet \
 	  --target-dir target/loom
 
-test-python: develop
+# Servers the integration tests start themselves (never skipped): PostgreSQL, Redis.
+# Installed from the distribution's packages when missing.
+services:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; fi
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; fi
+
+test-python: develop services
 	$(VPY) -m pytest -q -m "not stress"
 
 stress: develop
 	$(VPY) -m pytest tests -q -m stress
 
-bench: develop $(VENV)/.bench-stamp
+bench: develop services $(VENV)/.bench-stamp
 	$(VPY) -m pytest benches -q --benchmark-only --benchmark-sort=mean \
 	  --benchmark-columns=min,median,mean,stddev,rounds
 

@@ -14,15 +14,40 @@ Rate limits, bounded concurrency and their accounting, decided in Rust in nanose
 
 from __future__ import annotations
 
-from admission import testing
+from admission import alerts, metrics, policies, testing
 from admission._native import MAX_PERMITS, Decision, LoopClock
 from admission.combine import AllOf, all_of
 from admission.concurrency import Semaphore
-from admission.errors import AcquireTimeout, AdmissionError, CapacityError, Closed, RateLimited
+from admission.config import Config
+from admission.durations import Rate, parse_duration, parse_rate
+from admission.errors import (
+    AcquireTimeout,
+    AdmissionError,
+    CapacityError,
+    Closed,
+    ConfigError,
+    RateLimited,
+    UnknownLimit,
+)
 from admission.gather import gather, map
-from admission.taskpool import TaskPool
+from admission.manager import ConcurrencyManager, LimitStats
+from admission.policies import Policy
+from admission.pools import (
+    PoolClosed,
+    PoolConfig,
+    PoolConnectError,
+    PoolConnectionLost,
+    PoolError,
+    PoolManager,
+    PoolOverloaded,
+    PoolStats,
+    PoolTimeout,
+    PoolUnavailable,
+    UnknownPool,
+)
 from admission.rate import SlidingWindow, TokenBucket
-from admission.stats import LimiterStats, SemaphoreStats
+from admission.stats import LimiterStats, SemaphoreStats, WaitHistogram
+from admission.taskpool import TaskPool
 from admission.threads import to_thread
 
 __version__ = "0.1.0"
@@ -34,18 +59,42 @@ __all__ = [
     "AllOf",
     "CapacityError",
     "Closed",
+    "ConcurrencyManager",
+    "Config",
+    "ConfigError",
     "Decision",
+    "LimitStats",
     "LimiterStats",
     "LoopClock",
+    "Policy",
+    "PoolClosed",
+    "PoolConfig",
+    "PoolConnectError",
+    "PoolConnectionLost",
+    "PoolError",
+    "PoolManager",
+    "PoolOverloaded",
+    "PoolStats",
+    "PoolTimeout",
+    "PoolUnavailable",
+    "Rate",
     "RateLimited",
     "Semaphore",
     "SemaphoreStats",
     "SlidingWindow",
     "TaskPool",
     "TokenBucket",
+    "UnknownLimit",
+    "UnknownPool",
+    "WaitHistogram",
+    "alerts",
     "all_of",
     "gather",
     "map",
+    "metrics",
+    "parse_duration",
+    "parse_rate",
+    "policies",
     "testing",
     "to_thread",
 ]

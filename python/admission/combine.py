@@ -68,6 +68,10 @@ class AllOf:
         self, costs: tuple[int, ...], max_wait: float | None, refusal: str
     ) -> tuple[float, list[tuple[_Limiter, int, int]]] | float:
         """Reserves in every limiter; on a miss refunds the others and returns the need."""
+        # A cost that can never fit is refused before anything is reserved, so no limiter
+        # is charged or counted for it.
+        for lim, cost in zip(self._limiters, costs):
+            lim.peek(cost)  # raises CapacityError (and checks the cost's type) only
         taken: list[tuple[_Limiter, int, int]] = []
         wait = 0.0
         try:
@@ -85,6 +89,19 @@ class AllOf:
                 other._refund(c, t, "cancelled")
             raise
         return wait, taken
+
+    def _advance_manual_clocks(self, wait: float) -> bool:
+        """Virtual time, as for a single limiter: when every limiter runs on a
+        `ManualClock`, the wait advances those clocks (each once) instead of sleeping."""
+        clocks = [lim.clock for lim in self._limiters]
+        if any(c is None for c in clocks):
+            return False
+        seen: list[object] = []
+        for clock in clocks:
+            if clock is not None and not any(clock is s for s in seen):
+                seen.append(clock)
+                clock.advance(wait)
+        return True
 
     def try_acquire(self, costs: Sequence[int] | None = None) -> bool:
         """Admits now in every limiter, or in none; never waits."""
@@ -117,13 +134,14 @@ class AllOf:
         wait, taken = result
         try:
             if wait > 0:
-                await sleep(wait)
+                if not self._advance_manual_clocks(wait):
+                    await sleep(wait)
         except BaseException:
             for lim, cost, token in taken:
                 lim._refund(cost, token, "cancelled")
             raise
         for lim, cost, _ in taken:
-            lim._commit(cost)
+            lim._commit(cost, wait if wait > 0 else None)  # records the wait in each
 
     def acquire_blocking(
         self, costs: Sequence[int] | None = None, timeout: float | None = None
@@ -136,14 +154,14 @@ class AllOf:
             raise AcquireTimeout(timeout if timeout is not None else 0.0, needed=result)
         wait, taken = result
         try:
-            if wait > 0:
+            if wait > 0 and not self._advance_manual_clocks(wait):
                 time.sleep(wait)
         except BaseException:
             for lim, cost, token in taken:
                 lim._refund(cost, token, "cancelled")
             raise
         for lim, cost, _ in taken:
-            lim._commit(cost)
+            lim._commit(cost, wait if wait > 0 else None)  # records the wait in each
 
     async def __aenter__(self) -> AllOf:
         await self.acquire()

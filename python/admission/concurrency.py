@@ -6,11 +6,11 @@ import threading
 from types import TracebackType
 from typing import final
 
-from admission import _native
+from admission import _native, _registry
 from admission._validate import timeout_seconds
 from admission._waiting import current_waiter
 from admission.errors import AcquireTimeout, CapacityError, Closed
-from admission.stats import SemaphoreStats
+from admission.stats import SemaphoreStats, WaitHistogram
 
 __all__ = ["Semaphore"]
 
@@ -47,6 +47,11 @@ class Semaphore(_native.Semaphore):
 
     __slots__ = ()
 
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        # The native __new__ has parsed and checked the arguments; this makes the semaphore
+        # visible to metrics and alerts (a weak reference: it never keeps it alive).
+        _registry.register(self)
+
     def acquire_blocking(self, n: int = 1, timeout: float | None = None) -> None:
         """Waits in this thread until ``n`` permits are held (FIFO).
 
@@ -68,9 +73,11 @@ class Semaphore(_native.Semaphore):
             raise
         if not woken:
             outcome = self._cancel(ticket, timed_out=True)
-            if outcome != "granted":
+            if outcome == "cancelled":
                 raise AcquireTimeout(timeout if timeout is not None else 0.0)
-            # Granted just as the timeout expired: it is ours, keep it.
+            # Settled just as the timeout expired: granted (it is ours, keep it), or closed /
+            # too large, which say more than a timeout would.
+            self._check_outcome(outcome, n)
             return
         self._check_outcome(ticket.outcome, n)
 
@@ -88,9 +95,11 @@ class Semaphore(_native.Semaphore):
                 self.release(n)
             raise
         if not woken:
-            if self._cancel(ticket, timed_out=True) == "granted":
-                return  # granted just as the timeout expired: it is ours, keep it
-            raise AcquireTimeout(timeout if timeout is not None else 0.0)
+            outcome = self._cancel(ticket, timed_out=True)
+            if outcome == "cancelled":
+                raise AcquireTimeout(timeout if timeout is not None else 0.0)
+            self._check_outcome(outcome, n)  # settled as the timeout expired (see above)
+            return
         self._check_outcome(ticket.outcome, n)
 
     def _check_outcome(self, outcome: str, n: int) -> None:
@@ -115,7 +124,9 @@ class Semaphore(_native.Semaphore):
         self.release(1)
 
     def stats(self) -> SemaphoreStats:
-        """Gauges (limit, in_use, available, waiting, high_water) and exact counters."""
+        """Gauges (limit, in_use, available, waiting, high_water, oldest_wait), exact
+        counters, and a histogram of how long admitted requests waited (timed natively from
+        queueing to being granted; immediate admissions count as zero waits)."""
         admitted, admitted_cost, rejected, timed_out, cancelled = self._counters()
         return SemaphoreStats(
             name=self.name,
@@ -129,6 +140,8 @@ class Semaphore(_native.Semaphore):
             rejected=rejected,
             timed_out=timed_out,
             cancelled=cancelled,
+            oldest_wait=self._oldest_wait(),
+            wait=WaitHistogram._from_native(self._wait_histogram()),
         )
 
     def __repr__(self) -> str:

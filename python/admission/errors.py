@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["AcquireTimeout", "AdmissionError", "CapacityError", "Closed", "RateLimited"]
+__all__ = [
+    "AcquireTimeout",
+    "AdmissionError",
+    "CapacityError",
+    "Closed",
+    "ConfigError",
+    "RateLimited",
+    "UnknownLimit",
+]
 
 
 class AdmissionError(Exception):
@@ -70,3 +78,54 @@ class AcquireTimeout(AdmissionError, TimeoutError):
 
     def __reduce__(self) -> tuple[type[AcquireTimeout], tuple[float, float | None]]:
         return (type(self), (self.timeout, self.needed))
+
+
+class ConfigError(AdmissionError, ValueError):
+    """Invalid configuration: says where (file or variable), which key, what was expected and found.
+
+    >>> import admission as adm
+    >>> adm.parse_duration("ten seconds", key="limits.rag.timeout")
+    Traceback (most recent call last):
+    admission.errors.ConfigError: limits.rag.timeout: expected a duration such as "10s", ...
+    """
+
+    def __init__(self, problem: str, *, key: str | None = None, source: str | None = None) -> None:
+        where = ": ".join(part for part in (source, key) if part)
+        super().__init__(f"{where}: {problem}" if where else problem)
+        self.problem = problem
+        self.key = key
+        self.source = source
+
+    def at(self, source: str) -> ConfigError:
+        """The same error, located in ``source`` (a file, or an environment variable)."""
+        return ConfigError(self.problem, key=self.key, source=self.source or source)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_config_error, (self.problem, self.key, self.source))
+
+
+def _config_error(problem: str, key: str | None, source: str | None) -> ConfigError:
+    return ConfigError(problem, key=key, source=source)
+
+
+class UnknownLimit(AdmissionError, KeyError):
+    """No limit of that name (or it lacks the limiter asked for); the message lists the known ones.
+
+    >>> import admission as adm
+    >>> m = adm.ConcurrencyManager.from_dict({"limits": {"openai": {"policy": "openai"}}})
+    >>> m.semaphore("opena")
+    Traceback (most recent call last):
+    admission.errors.UnknownLimit: no limit named 'opena' (did you mean 'openai'?); known: openai
+    """
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+        self.message = message
+
+    def __str__(self) -> str:
+        # KeyError's str() shows the repr of its argument; a message reads better plainly.
+        return self.message
+
+    def __reduce__(self) -> tuple[type[UnknownLimit], tuple[str, str]]:
+        return (type(self), (self.name, self.message))

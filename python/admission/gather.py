@@ -60,7 +60,11 @@ async def gather(
 
     Works on asyncio (and uvloop) and on trio.
     """
-    limit = positive_int(limit, "limit")
+    try:
+        limit = positive_int(limit, "limit")
+    except (TypeError, ValueError):
+        discard(aws)  # refused: close them so none warns "never awaited"
+        raise
     items = list(aws)
     if not items:
         return []

@@ -9,7 +9,8 @@ Both share one surface:
 - ``acquire_blocking(cost=1, timeout=None)`` and ``with limiter:`` wait (in this thread).
 - A timeout that cannot be met fails at once with `AcquireTimeout`, whose ``needed`` is the
   wait it would have taken. A cancelled waiter's reservation is refunded.
-- ``stats() -> LimiterStats``: exact counters.
+- ``stats() -> LimiterStats``: exact counters, the requests waiting now, and a histogram of
+  how long admitted requests waited (recorded by waiters only: immediate admission is free).
 
 The decisions are native (Rust); this module adds the waiting and the Python conveniences.
 """
@@ -20,11 +21,11 @@ import time
 from types import TracebackType
 from typing import Protocol, final
 
-from admission import _native
+from admission import _native, _registry
 from admission._validate import timeout_seconds
 from admission._waiting import sleep
 from admission.errors import AcquireTimeout
-from admission.stats import LimiterStats
+from admission.stats import LimiterStats, WaitHistogram
 
 __all__ = ["SlidingWindow", "TokenBucket"]
 
@@ -37,7 +38,11 @@ class _Reservable(Protocol):
     @property
     def clock(self) -> _native.ManualClock | None: ...
     def _reserve(self, cost: int, max_wait: float | None = None) -> tuple[bool, float, int]: ...
-    def _commit(self, cost: int) -> None: ...
+    def _commit(self, cost: int, waited: float | None = None) -> None: ...
+    def _add_waiting(self, delta: int) -> None: ...
+    def _wait_histogram(self) -> tuple[list[float], list[int], float]: ...
+    @property
+    def waiting(self) -> int: ...
     def _refund(self, cost: int, token: int, outcome: _native._Refusal) -> None: ...
     def _count(self, outcome: _native._Refusal) -> None: ...
     def _counters(self) -> tuple[int, int, int, int, int]: ...
@@ -52,9 +57,23 @@ def _reserve(limiter: _Reservable, cost: int, timeout: float | None) -> tuple[fl
     return wait, token
 
 
+def _waited(limiter: _Reservable, wait: float, start_ns: int) -> float:
+    """How long an admitted waiter waited, for the wait histogram.
+
+    The reserved wait under a manual clock (virtual time: exact and deterministic); otherwise
+    the real time since the request arrived, and at least the reserved wait (a loop whose
+    clock is virtual, e.g. trio's autojump, sleeps for no real time).
+    """
+    if limiter.clock is not None:
+        return wait
+    return max(wait, (time.monotonic_ns() - start_ns) / 1e9)
+
+
 def _acquire_blocking(limiter: _Reservable, cost: int, timeout: float | None) -> None:
+    start = time.monotonic_ns()
     wait, token = _reserve(limiter, cost, timeout_seconds(timeout))
     if wait > 0:
+        limiter._add_waiting(1)
         try:
             clock = limiter.clock
             if clock is None:
@@ -66,12 +85,18 @@ def _acquire_blocking(limiter: _Reservable, cost: int, timeout: float | None) ->
             # Interrupted (KeyboardInterrupt, a signal handler's exception): give it back.
             limiter._refund(cost, token, "cancelled")
             raise
-    limiter._commit(cost)
+        finally:
+            limiter._add_waiting(-1)
+        limiter._commit(cost, _waited(limiter, wait, start))
+    else:
+        limiter._commit(cost)
 
 
 async def _acquire_async(limiter: _Reservable, cost: int, timeout: float | None) -> None:
     """The waiting path of ``await limiter.acquire()``: sleep until the reservation is due."""
+    start = time.monotonic_ns()
     wait, token = _reserve(limiter, cost, timeout)
+    limiter._add_waiting(1)
     try:
         clock = limiter.clock
         if clock is None:
@@ -83,7 +108,9 @@ async def _acquire_async(limiter: _Reservable, cost: int, timeout: float | None)
         # Cancelled while waiting: the reservation goes back, nothing is lost.
         limiter._refund(cost, token, "cancelled")
         raise
-    limiter._commit(cost)
+    finally:
+        limiter._add_waiting(-1)
+    limiter._commit(cost, _waited(limiter, wait, start) if wait > 0 else None)
 
 
 def _stats(limiter: _Reservable) -> LimiterStats:
@@ -95,6 +122,8 @@ def _stats(limiter: _Reservable) -> LimiterStats:
         rejected=rejected,
         timed_out=timed_out,
         cancelled=cancelled,
+        waiting=limiter.waiting,
+        wait=WaitHistogram._from_native(limiter._wait_histogram()),
     )
 
 
@@ -130,6 +159,11 @@ class TokenBucket(_native.TokenBucket):
     """
 
     __slots__ = ()
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        # The native __new__ has parsed and checked the arguments; this makes the limiter
+        # visible to metrics and alerts (a weak reference: it never keeps it alive).
+        _registry.register(self)
 
     def acquire_blocking(self, cost: int = 1, timeout: float | None = None) -> None:
         """Waits in this thread until ``cost`` tokens are admitted (FIFO).
@@ -181,6 +215,11 @@ class SlidingWindow(_native.SlidingWindow):
     """
 
     __slots__ = ()
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        # The native __new__ has parsed and checked the arguments; this makes the limiter
+        # visible to metrics and alerts (a weak reference: it never keeps it alive).
+        _registry.register(self)
 
     def acquire_blocking(self, cost: int = 1, timeout: float | None = None) -> None:
         """Waits in this thread until ``cost`` is admitted (FIFO). See `TokenBucket`."""

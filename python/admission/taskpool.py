@@ -174,5 +174,9 @@ class TaskPool:
         else:
             import trio
 
-            with trio.fail_after(self._timeout):
-                await coro
+            try:
+                with trio.fail_after(self._timeout):
+                    await coro
+            except trio.TooSlowError as exc:
+                # The same exception on every framework, as documented.
+                raise TimeoutError(f"task exceeded the pool's timeout of {self._timeout} s") from exc

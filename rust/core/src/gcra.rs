@@ -15,9 +15,11 @@
 //! `1 ns / T`, e.g. 8e-10 for 50 per minute) and is never faster than asked.
 
 use crate::error::{positive_finite, AcquireError, ConfigError};
+use crate::histogram::{HistogramSnapshot, WaitHistogram};
 use crate::padded::CachePadded;
+use crate::rate::Reservation;
 use crate::stats::{Counters, Refusal};
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Mutex, Ordering};
 use crate::{MAX_SPAN_NS, NANOS_PER_SEC};
 
 /// What a request would get now; returned by `peek`, which consumes nothing.
@@ -41,7 +43,17 @@ pub struct Gcra {
     capacity_ns: u64,
     burst: u64,
     counters: Counters,
+    /// Waits of the requests that reserved ahead ([`Gcra::commit_waited`]); never touched by
+    /// an immediate admission.
+    waits: WaitHistogram,
+    /// Refunds parked because later reservations were queued behind them: `(end, cost·T)`.
+    /// Slow path only (cancellations); see [`Gcra::refund`].
+    parked: Mutex<Vec<(u64, u64)>>,
 }
+
+/// Most parked refunds kept per bucket; beyond it the oldest is dropped (its slot stays
+/// spent: conservative).
+const MAX_PARKED: usize = 1024;
 
 impl Gcra {
     /// `rate` units of cost per `per_s` seconds, bursts of up to `burst`.
@@ -73,6 +85,8 @@ impl Gcra {
             capacity_ns,
             burst,
             counters: Counters::default(),
+            waits: WaitHistogram::new(),
+            parked: Mutex::new(Vec::new()),
         })
     }
 
@@ -143,7 +157,8 @@ impl Gcra {
         } else {
             Ok(Decision {
                 allowed: false,
-                remaining: (limit - tat) / self.emission_ns,
+                // `tat` is past `limit` while reservations are queued beyond the burst.
+                remaining: limit.saturating_sub(tat) / self.emission_ns,
                 retry_after_ns: new_tat - limit,
                 reset_after_ns,
             })
@@ -158,7 +173,12 @@ impl Gcra {
     /// `max_wait_ns` fails at once with the time it would need and writes nothing. The caller
     /// must end every successful reservation with [`Gcra::commit`] or [`Gcra::refund`]; a
     /// failed one counts nothing (the caller knows which outcome it is).
-    pub fn reserve(&self, now: u64, cost: u64, max_wait_ns: u64) -> Result<u64, AcquireError> {
+    pub fn reserve(
+        &self,
+        now: u64,
+        cost: u64,
+        max_wait_ns: u64,
+    ) -> Result<Reservation, AcquireError> {
         let increment = self.check_cost(cost)?;
         let limit = now.saturating_add(self.capacity_ns);
         let mut tat = self.tat.load(Ordering::Relaxed);
@@ -172,7 +192,12 @@ impl Gcra {
                 .tat
                 .compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Relaxed)
             {
-                Ok(_) => return Ok(wait),
+                Ok(_) => {
+                    return Ok(Reservation {
+                        wait_ns: wait,
+                        token: new_tat,
+                    })
+                }
                 Err(actual) => tat = actual,
             }
         }
@@ -183,18 +208,55 @@ impl Gcra {
         self.counters.admitted(cost);
     }
 
-    /// Gives back a reservation that will not be used, counting it as `how`.
+    /// Like [`Gcra::commit`], for a request that waited `waited_ns`: also records the wait.
+    pub fn commit_waited(&self, cost: u64, waited_ns: u64) {
+        self.waits
+            .observe_admission(waited_ns, || self.counters.admitted(cost));
+    }
+
+    /// How long every admitted request waited (immediate admissions as zero waits).
+    pub fn wait_histogram(&self) -> HistogramSnapshot {
+        self.waits.snapshot(|| self.counters.snapshot().admitted)
+    }
+
+    /// Ends a reservation that will not be used, counting it as `how`; `token` is the
+    /// reservation's `token` (the `tat` it left behind).
     ///
-    /// Later reservations keep their already-computed times; they become conservative, never
-    /// early, so the rate bound still holds.
-    pub fn refund(&self, cost: u64, how: Refusal) {
+    /// The cost goes back at once if this is still the latest reservation (`tat == token`:
+    /// one CAS). Otherwise later reservations are scheduled behind it, and handing its slot to
+    /// a newcomer would double-book the time already promised to them: the refund is parked,
+    /// and applied when the reservations behind it are refunded in turn and `tat` walks back
+    /// to its end (a whole cancelled queue is refunded, in any order). If a later reservation
+    /// is used instead, the parked slot stays spent: the limiter runs below the rate for that
+    /// slot, never above it.
+    pub fn refund(&self, cost: u64, token: u64, how: Refusal) {
         let decrement = cost.min(self.burst) * self.emission_ns;
-        // fetch_update never fails with a closure that always returns Some.
-        let _ = self
-            .tat
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |tat| {
-                Some(tat.saturating_sub(decrement))
-            });
+        if decrement > 0 {
+            let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
+            let mut end = token;
+            let mut step = decrement;
+            loop {
+                let start = end.saturating_sub(step);
+                if self
+                    .tat
+                    .compare_exchange(end, start, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_err()
+                {
+                    if end == token {
+                        if parked.len() >= MAX_PARKED {
+                            parked.remove(0);
+                        }
+                        parked.push((token, decrement));
+                    }
+                    break;
+                }
+                // The tail moved back to `start`: a reservation parked there is now the tail.
+                match parked.iter().position(|&(e, _)| e == start) {
+                    Some(i) => (end, step) = parked.swap_remove(i),
+                    None => break,
+                }
+            }
+        }
         self.counters.refused(how);
     }
 }
@@ -311,20 +373,92 @@ mod tests {
     #[test]
     fn reservations_are_fifo_and_refunds_give_back() {
         let b = Gcra::new(1.0, 1.0, 1).unwrap();
-        assert_eq!(b.reserve(0, 1, 0), Ok(0));
-        assert_eq!(b.reserve(0, 1, 10 * S), Ok(S));
-        assert_eq!(b.reserve(0, 1, 10 * S), Ok(2 * S));
+        let wait = |r: Result<Reservation, AcquireError>| r.map(|r| r.wait_ns);
+        assert_eq!(wait(b.reserve(0, 1, 0)), Ok(0));
+        assert_eq!(wait(b.reserve(0, 1, 10 * S)), Ok(S));
+        let third = b.reserve(0, 1, 10 * S).unwrap();
+        assert_eq!(third.wait_ns, 2 * S);
         assert_eq!(
-            b.reserve(0, 1, S),
+            wait(b.reserve(0, 1, S)),
             Err(AcquireError::WouldExceedDeadline { needed_ns: 3 * S })
         );
         // A failed reservation wrote nothing.
-        assert_eq!(b.reserve(0, 1, 3 * S), Ok(3 * S));
-        b.refund(1, Refusal::Cancelled);
-        b.refund(1, Refusal::TimedOut);
-        assert_eq!(b.reserve(0, 1, 10 * S), Ok(2 * S));
+        let fourth = b.reserve(0, 1, 3 * S).unwrap();
+        assert_eq!(fourth.wait_ns, 3 * S);
+        // Refunds from the tail give the slots back, latest first.
+        b.refund(1, fourth.token, Refusal::Cancelled);
+        b.refund(1, third.token, Refusal::TimedOut);
+        assert_eq!(wait(b.reserve(0, 1, 10 * S)), Ok(2 * S));
         let c = b.counters().snapshot();
         assert_eq!((c.cancelled, c.timed_out), (1, 1));
+    }
+
+    #[test]
+    fn refunding_a_reservation_in_the_middle_never_double_books() {
+        // Burst 1, one per second, drained: A due at 1 s, B at 2 s. A is cancelled, then C
+        // arrives: C must not get B's slot at 2 s (the slot of A stays spent instead).
+        let b = Gcra::new(1.0, 1.0, 1).unwrap();
+        assert_eq!(b.try_acquire(0, 1), Ok(true));
+        let a = b.reserve(0, 1, 10 * S).unwrap();
+        let bee = b.reserve(0, 1, 10 * S).unwrap();
+        assert_eq!((a.wait_ns, bee.wait_ns), (S, 2 * S));
+        b.refund(1, a.token, Refusal::Cancelled);
+        let c = b.reserve(0, 1, 10 * S).unwrap();
+        assert_eq!(c.wait_ns, 3 * S);
+    }
+
+    #[test]
+    fn a_whole_cancelled_queue_is_refunded_in_any_order() {
+        let b = Gcra::new(1.0, 1.0, 1).unwrap();
+        assert_eq!(b.try_acquire(0, 1), Ok(true));
+        let r: Vec<_> = (0..4).map(|_| b.reserve(0, 1, 10 * S).unwrap()).collect();
+        // FIFO order: each refund but the last is parked, then the last unwinds them all.
+        for x in &r {
+            b.refund(1, x.token, Refusal::Cancelled);
+        }
+        assert_eq!(b.reserve(0, 1, 10 * S).unwrap().wait_ns, S);
+        assert_eq!(b.counters().snapshot().cancelled, 4);
+    }
+
+    #[test]
+    fn a_parked_refund_behind_a_used_reservation_stays_spent() {
+        let b = Gcra::new(1.0, 1.0, 1).unwrap();
+        assert_eq!(b.try_acquire(0, 1), Ok(true));
+        let a = b.reserve(0, 1, 10 * S).unwrap();
+        let used = b.reserve(0, 1, 10 * S).unwrap();
+        b.refund(1, a.token, Refusal::Cancelled);
+        b.commit(1);
+        let _ = used;
+        assert_eq!(b.reserve(0, 1, 10 * S).unwrap().wait_ns, 3 * S);
+    }
+
+    #[test]
+    fn peek_while_reservations_queue_past_the_burst() {
+        let b = Gcra::new(1.0, 1.0, 1).unwrap();
+        assert_eq!(b.reserve(0, 1, 0).unwrap().wait_ns, 0);
+        assert_eq!(b.reserve(0, 1, 10 * S).unwrap().wait_ns, S);
+        assert_eq!(b.reserve(0, 1, 10 * S).unwrap().wait_ns, 2 * S);
+        let d = b.peek(0, 1).unwrap();
+        assert!(!d.allowed);
+        assert_eq!(d.remaining, 0);
+        assert_eq!(d.retry_after_ns, 3 * S);
+    }
+
+    #[test]
+    fn waited_commits_fill_the_histogram_immediate_ones_count_as_zero() {
+        use crate::histogram::bucket_of;
+        let b = Gcra::new(1.0, 1.0, 2).unwrap();
+        assert_eq!(b.try_acquire(0, 1), Ok(true));
+        assert_eq!(b.try_acquire(0, 1), Ok(true));
+        assert_eq!(b.try_acquire(0, 1), Ok(false));
+        let wait = b.reserve(0, 1, 10 * S).unwrap().wait_ns;
+        assert_eq!(wait, S);
+        b.commit_waited(1, wait);
+        let h = b.wait_histogram();
+        assert_eq!(h.count(), b.counters().snapshot().admitted);
+        assert_eq!(h.counts[0], 2);
+        assert_eq!(h.counts[bucket_of(S)], 1);
+        assert_eq!(h.sum_ns, S);
     }
 
     #[test]

@@ -8,8 +8,10 @@
 pub mod clock;
 pub mod error;
 pub mod gcra;
+pub mod histogram;
 pub mod padded;
 pub mod rate;
+pub mod retired;
 pub mod semaphore;
 pub mod stats;
 mod sync;
@@ -17,6 +19,7 @@ pub mod window;
 
 pub use error::{AcquireError, ConfigError};
 pub use gcra::{Decision, Gcra};
+pub use histogram::{HistogramSnapshot, WaitHistogram, WAIT_BOUNDS_NS, WAIT_BUCKETS};
 pub use rate::{RateLimit, Reservation};
 pub use semaphore::{Enqueued, Outcome, Semaphore, SemaphoreError, Ticket, MAX_PERMITS};
 pub use stats::{Counters, CountersSnapshot, Refusal};

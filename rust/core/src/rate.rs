@@ -2,6 +2,7 @@
 
 use crate::error::AcquireError;
 use crate::gcra::{Decision, Gcra};
+use crate::histogram::HistogramSnapshot;
 use crate::stats::{Counters, Refusal};
 use crate::window::SlidingWindow;
 
@@ -25,6 +26,15 @@ pub trait RateLimit: Send + Sync {
     /// Ends a reservation that will not be used, giving it back.
     fn refund(&self, cost: u64, token: u64, how: Refusal);
     fn counters(&self) -> &Counters;
+    /// Ends a reservation that was used after waiting `waited_ns`, recording the wait.
+    fn commit_waited(&self, cost: u64, _waited_ns: u64) {
+        self.commit(cost)
+    }
+    /// Every admission's wait, immediate admissions as zero waits (a limiter that records no
+    /// waits reports them all as zero).
+    fn wait_histogram(&self) -> HistogramSnapshot {
+        HistogramSnapshot::immediate(self.counters().snapshot().admitted)
+    }
 }
 
 impl RateLimit for Gcra {
@@ -37,16 +47,22 @@ impl RateLimit for Gcra {
     }
     #[inline]
     fn reserve(&self, now: u64, cost: u64, max_wait_ns: u64) -> Result<Reservation, AcquireError> {
-        Gcra::reserve(self, now, cost, max_wait_ns).map(|wait_ns| Reservation { wait_ns, token: 0 })
+        Gcra::reserve(self, now, cost, max_wait_ns)
     }
     fn commit(&self, cost: u64) {
         Gcra::commit(self, cost)
     }
-    fn refund(&self, cost: u64, _token: u64, how: Refusal) {
-        Gcra::refund(self, cost, how)
+    fn refund(&self, cost: u64, token: u64, how: Refusal) {
+        Gcra::refund(self, cost, token, how)
     }
     fn counters(&self) -> &Counters {
         Gcra::counters(self)
+    }
+    fn commit_waited(&self, cost: u64, waited_ns: u64) {
+        Gcra::commit_waited(self, cost, waited_ns)
+    }
+    fn wait_histogram(&self) -> HistogramSnapshot {
+        Gcra::wait_histogram(self)
     }
 }
 
@@ -73,5 +89,11 @@ impl RateLimit for SlidingWindow {
     }
     fn counters(&self) -> &Counters {
         SlidingWindow::counters(self)
+    }
+    fn commit_waited(&self, cost: u64, waited_ns: u64) {
+        SlidingWindow::commit_waited(self, cost, waited_ns)
+    }
+    fn wait_histogram(&self) -> HistogramSnapshot {
+        SlidingWindow::wait_histogram(self)
     }
 }

@@ -10,6 +10,10 @@
 //! head of the queue (no barging: newcomers fail their fast path while `QUEUED` is set), so
 //! waiting is strictly FIFO, multi-permit requests included.
 //!
+//! Waits are timed on the waiting path only: a ticket notes when it was queued, and the grant
+//! that admits it records the wait in the semaphore's [`WaitHistogram`]. An immediate admission
+//! reads no clock and writes nothing but the permit word and its counters.
+//!
 //! The core never wakes anyone itself. Operations that grant permits to waiters return their
 //! wakers (`W`: a thread handle, an asyncio future, ...) for the caller to wake after the lock
 //! is released, so no foreign code ever runs under the lock.
@@ -17,6 +21,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use crate::histogram::{HistogramSnapshot, WaitHistogram};
 use crate::padded::CachePadded;
 use crate::stats::Counters;
 use crate::sync::{AtomicU64, AtomicU8, Mutex, MutexGuard, Ordering};
@@ -111,6 +116,8 @@ impl Outcome {
 pub struct Ticket {
     n: u64,
     outcome: AtomicU8,
+    /// When it was queued, on the semaphore's clock.
+    enqueued_ns: u64,
 }
 
 impl Ticket {
@@ -147,6 +154,9 @@ pub struct Semaphore<W> {
     waiting: AtomicU64,
     queue: Mutex<VecDeque<Entry<W>>>,
     counters: Counters,
+    waits: WaitHistogram,
+    /// Read only on the waiting path (queueing, granting to a waiter, `oldest_wait_ns`).
+    clock: fn() -> u64,
 }
 
 impl<W> std::fmt::Debug for Semaphore<W> {
@@ -161,6 +171,11 @@ impl<W> std::fmt::Debug for Semaphore<W> {
 
 impl<W> Semaphore<W> {
     pub fn new(limit: u64) -> Result<Self, SemaphoreError> {
+        Self::with_clock(limit, crate::clock::monotonic_ns)
+    }
+
+    /// A semaphore that times its waiters with `clock` (monotonic nanoseconds).
+    pub fn with_clock(limit: u64, clock: fn() -> u64) -> Result<Self, SemaphoreError> {
         if limit == 0 || limit > MAX_PERMITS {
             return Err(SemaphoreError::BadLimit { limit });
         }
@@ -170,6 +185,8 @@ impl<W> Semaphore<W> {
             waiting: AtomicU64::new(0),
             queue: Mutex::new(VecDeque::new()),
             counters: Counters::default(),
+            waits: WaitHistogram::new(),
+            clock,
         })
     }
 
@@ -201,6 +218,21 @@ impl<W> Semaphore<W> {
 
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// How long every admitted request waited, from being queued to being granted its permits
+    /// (immediate admissions as zero waits).
+    pub fn wait_histogram(&self) -> HistogramSnapshot {
+        self.waits.snapshot(|| self.counters.snapshot().admitted)
+    }
+
+    /// How long the head of the queue has been waiting so far, in nanoseconds (0: nobody
+    /// waits). Takes the queue lock briefly.
+    pub fn oldest_wait_ns(&self) -> u64 {
+        let queue = self.lock();
+        queue
+            .front()
+            .map_or(0, |e| (self.clock)().saturating_sub(e.ticket.enqueued_ns))
     }
 
     fn lock(&self) -> MutexGuard<'_, VecDeque<Entry<W>>> {
@@ -341,6 +373,7 @@ impl<W> Semaphore<W> {
         let ticket = Arc::new(Ticket {
             n,
             outcome: AtomicU8::new(Outcome::Waiting as u8),
+            enqueued_ns: (self.clock)(),
         });
         queue.push_back(Entry {
             ticket: Arc::clone(&ticket),
@@ -455,6 +488,7 @@ impl<W> Semaphore<W> {
     /// Hands free permits to the head of the queue while it fits. Called with the lock held.
     fn grant(&self, queue: &mut VecDeque<Entry<W>>) -> Vec<W> {
         let mut woken = Vec::new();
+        let mut now = None;
         while let Some(head) = queue.front() {
             let n = head.ticket.n;
             let mut w = self.word.load(Ordering::Acquire);
@@ -474,7 +508,10 @@ impl<W> Semaphore<W> {
             let Some(in_use) = granted else { break };
             if let Some(entry) = queue.pop_front() {
                 entry.ticket.settle(Outcome::Granted);
-                self.counters.admitted(n);
+                let now = *now.get_or_insert_with(self.clock);
+                let waited = now.saturating_sub(entry.ticket.enqueued_ns);
+                self.waits
+                    .observe_admission(waited, || self.counters.admitted(n));
                 self.note_in_use(in_use);
                 woken.push(entry.waker);
             }
@@ -607,6 +644,30 @@ mod tests {
         assert!(matches!(s.enqueue(1, "x"), Err(SemaphoreError::Closed)));
         assert!(s.release(1).unwrap().is_empty());
         assert_eq!(s.in_use(), 0);
+    }
+
+    #[test]
+    fn grants_record_the_wait_from_queueing() {
+        use crate::histogram::bucket_of;
+        use std::sync::atomic::AtomicU64 as StdAtomic;
+        static NOW: StdAtomic = StdAtomic::new(0);
+        fn clock() -> u64 {
+            NOW.load(Ordering::Relaxed)
+        }
+        let s = Semaphore::<&str>::with_clock(1, clock).unwrap();
+        assert_eq!(s.try_acquire(1), Ok(true));
+        NOW.store(1_000, Ordering::Relaxed);
+        let _t = queued(s.enqueue(1, "w").unwrap());
+        assert_eq!(s.oldest_wait_ns(), 0);
+        NOW.store(5_001_000, Ordering::Relaxed);
+        assert_eq!(s.oldest_wait_ns(), 5_000_000);
+        assert_eq!(s.release(1).unwrap(), vec!["w"]);
+        assert_eq!(s.oldest_wait_ns(), 0);
+        let h = s.wait_histogram();
+        assert_eq!(h.count(), 2);
+        assert_eq!(h.counts[0], 1, "the immediate admission");
+        assert_eq!(h.counts[bucket_of(5_000_000)], 1);
+        assert_eq!(h.sum_ns, 5_000_000);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::collections::VecDeque;
 
 use crate::error::{seconds_to_ns, AcquireError, ConfigError};
 use crate::gcra::Decision;
+use crate::histogram::{HistogramSnapshot, WaitHistogram};
 use crate::stats::{Counters, Refusal};
 use crate::sync::Mutex;
 
@@ -77,6 +78,8 @@ pub struct SlidingWindow {
     limit: u64,
     window_ns: u64,
     counters: Counters,
+    /// Waits of the requests that reserved ahead; never touched by an immediate admission.
+    waits: WaitHistogram,
 }
 
 impl SlidingWindow {
@@ -99,6 +102,7 @@ impl SlidingWindow {
             limit,
             window_ns,
             counters: Counters::default(),
+            waits: WaitHistogram::new(),
         })
     }
 
@@ -159,7 +163,8 @@ impl SlidingWindow {
         let at = at.max(log.newest().unwrap_or(0));
         let allowed = at <= now;
         let total_after = if allowed { log.total + cost } else { log.total };
-        let last = if allowed {
+        // A zero-cost request adds nothing to the log, so it cannot move the reset time.
+        let last = if allowed && cost > 0 {
             now
         } else {
             log.newest().unwrap_or(now)
@@ -197,6 +202,17 @@ impl SlidingWindow {
     /// Ends a reservation whose wait completed: counts it admitted.
     pub fn commit(&self, cost: u64) {
         self.counters.admitted(cost);
+    }
+
+    /// Like [`SlidingWindow::commit`], for a request that waited `waited_ns`: also records it.
+    pub fn commit_waited(&self, cost: u64, waited_ns: u64) {
+        self.waits
+            .observe_admission(waited_ns, || self.counters.admitted(cost));
+    }
+
+    /// How long every admitted request waited (immediate admissions as zero waits).
+    pub fn wait_histogram(&self) -> HistogramSnapshot {
+        self.waits.snapshot(|| self.counters.snapshot().admitted)
     }
 
     /// Removes a reservation made at `at` that will not be used.

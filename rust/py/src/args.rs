@@ -71,8 +71,10 @@ pub fn max_wait_ns(arg: &str, seconds: Option<f64>) -> PyResult<u64> {
         Some(s) if s.is_nan() || s < 0.0 => Err(PyValueError::new_err(format!(
             "{arg} must be a number of seconds >= 0 or None, got {s}"
         ))),
-        // `as` saturates: +inf and huge values mean "unbounded".
-        Some(s) => Ok((s * 1e9) as u64),
+        // Round, not truncate: a timeout equal to the needed wait (0.008333334 s is
+        // 8333333.999... ns in floating point) must be met. `as` saturates: +inf and huge
+        // values mean "unbounded".
+        Some(s) => Ok((s * 1e9).round() as u64),
     }
 }
 

@@ -78,12 +78,36 @@ impl TokenBucket {
     }
 
     #[pyo3(signature = (cost, max_wait=None))]
-    fn _reserve(&self, py: Python<'_>, cost: i64, max_wait: Option<f64>) -> PyResult<(bool, f64, u64)> {
+    fn _reserve(
+        &self,
+        py: Python<'_>,
+        cost: &Bound<'_, PyAny>,
+        max_wait: Option<f64>,
+    ) -> PyResult<(bool, f64, u64)> {
         self.state.reserve(py, cost, max_wait)
     }
 
-    fn _commit(&self, cost: i64) -> PyResult<()> {
-        self.state.commit(cost)
+    /// Ends a used reservation; `waited` (seconds) records the request's wait.
+    #[pyo3(signature = (cost, waited=None))]
+    fn _commit(&self, cost: i64, waited: Option<f64>) -> PyResult<()> {
+        self.state.commit(cost, waited)
+    }
+
+    /// Moves the gauge of requests sleeping on a reservation (the slow path keeps it).
+    fn _add_waiting(&self, delta: i64) {
+        self.state.add_waiting(delta)
+    }
+
+    /// `(upper bounds in seconds, per-bucket counts with +Inf last, sum of waits in seconds)`;
+    /// admissions that never waited are counted as zero waits.
+    fn _wait_histogram(&self) -> (Vec<f64>, Vec<u64>, f64) {
+        self.state.wait_histogram()
+    }
+
+    /// Requests waiting for a reservation to come due right now.
+    #[getter]
+    fn waiting(&self) -> u64 {
+        self.state.waiting()
     }
 
     fn _refund(&self, cost: i64, token: u64, outcome: &str) -> PyResult<()> {
@@ -128,5 +152,11 @@ impl TokenBucket {
     #[getter]
     fn emission_interval(&self) -> f64 {
         ns_to_s(self.state.core.emission_ns())
+    }
+}
+
+impl Drop for TokenBucket {
+    fn drop(&mut self) {
+        self.state.retire("token_bucket");
     }
 }

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use admission_core::clock::{monotonic_ns, ManualClock as CoreManualClock};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::intern;
-use pyo3::sync::PyOnceLock;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 
-use crate::args::ns_to_s;
+use crate::args::{ns_to_s, real};
 
 /// Where a limiter gets `now` from. An enum, not a trait object: the default arm is inlined
 /// into the hot path.
@@ -116,8 +116,9 @@ pub struct ManualClock {
 #[pymethods]
 impl ManualClock {
     #[new]
-    #[pyo3(signature = (start=0.0))]
-    fn new(start: f64) -> PyResult<Self> {
+    #[pyo3(signature = (start=None))]
+    fn new(start: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let start = start.map_or(Ok(0.0), |s| real("start", s))?;
         Ok(Self {
             inner: Arc::new(CoreManualClock::new(seconds_to_ns("start", start)?)),
         })
@@ -134,8 +135,8 @@ impl ManualClock {
     }
 
     /// Moves time forward by `seconds`; returns the new time in seconds.
-    fn advance(&self, seconds: f64) -> PyResult<f64> {
-        let delta = seconds_to_ns("seconds", seconds)?;
+    fn advance(&self, seconds: &Bound<'_, PyAny>) -> PyResult<f64> {
+        let delta = seconds_to_ns("seconds", real("seconds", seconds)?)?;
         Ok(ns_to_s(self.inner.advance(delta)))
     }
 }

@@ -40,9 +40,49 @@ mod _native {
         admission_core::clock::monotonic_ns()
     }
 
+    /// Starts (or stops) keeping the final counters of dropped primitives for the metrics
+    /// exporter, so aggregated counters never go down when a primitive is dropped.
+    #[pyfunction]
+    fn _track_retired(enabled: bool) {
+        admission_core::retired::set_enabled(enabled)
+    }
+
+    /// Figures of the primitives dropped since the last call, one entry per (kind, name):
+    /// `(kind, name, primitives, counters, histogram counts, histogram sum in seconds)`.
+    #[pyfunction]
+    #[allow(clippy::type_complexity)]
+    fn _drain_retired() -> Vec<(
+        &'static str,
+        Option<String>,
+        u64,
+        (u64, u64, u64, u64, u64),
+        Vec<u64>,
+        f64,
+    )> {
+        admission_core::retired::drain()
+            .into_iter()
+            .map(|(kind, name, r)| {
+                let (_, counts, sum) = crate::rate::histogram_tuple(&r.waits);
+                (
+                    kind,
+                    name,
+                    r.primitives,
+                    crate::rate::counters_tuple(&r.counters),
+                    counts,
+                    sum,
+                )
+            })
+            .collect()
+    }
+
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("MAX_PERMITS", admission_core::MAX_PERMITS)?;
+        let bounds: Vec<f64> = admission_core::WAIT_BOUNDS_NS
+            .iter()
+            .map(|&b| b as f64 / 1e9)
+            .collect();
+        m.add("WAIT_BOUNDS", pyo3::types::PyTuple::new(m.py(), bounds)?)?;
         Ok(())
     }
 }

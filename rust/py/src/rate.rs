@@ -3,7 +3,12 @@
 //! Each `#[pyclass]` holds a `RateState<L>` and its methods are one-line delegations here,
 //! so `TokenBucket` and `SlidingWindow` cannot drift apart.
 
-use admission_core::{AcquireError, CountersSnapshot, Decision as CoreDecision, RateLimit, Refusal};
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use admission_core::{
+    retired, AcquireError, CountersSnapshot, Decision as CoreDecision, HistogramSnapshot,
+    RateLimit, Refusal, WAIT_BOUNDS_NS,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -20,6 +25,28 @@ pub struct RateState<L> {
     /// The manual clock, when there is one: blocking waits advance it instead of sleeping.
     clock_obj: Option<Py<ManualClock>>,
     name: Option<String>,
+    /// Requests sleeping on a reservation right now (kept by the Python slow path).
+    waiting: AtomicI64,
+}
+
+/// `(finite upper bounds in seconds, per-bucket counts including +Inf, sum in seconds)`.
+pub fn histogram_tuple(h: &HistogramSnapshot) -> (Vec<f64>, Vec<u64>, f64) {
+    (
+        WAIT_BOUNDS_NS.iter().map(|&b| ns_to_s(b)).collect(),
+        h.counts.to_vec(),
+        ns_to_s(h.sum_ns),
+    )
+}
+
+/// `(admitted, admitted_cost, rejected, timed_out, cancelled)`.
+pub fn counters_tuple(c: &CountersSnapshot) -> (u64, u64, u64, u64, u64) {
+    (
+        c.admitted,
+        c.admitted_cost,
+        c.rejected,
+        c.timed_out,
+        c.cancelled,
+    )
 }
 
 pub fn refusal(outcome: &str) -> PyResult<Refusal> {
@@ -44,6 +71,7 @@ impl<L: RateLimit> RateState<L> {
             clock: Clock::from_arg(clock),
             clock_obj,
             name,
+            waiting: AtomicI64::new(0),
         }
     }
 
@@ -91,10 +119,10 @@ impl<L: RateLimit> RateState<L> {
     pub fn reserve(
         &self,
         py: Python<'_>,
-        cost: i64,
+        cost: &Bound<'_, PyAny>,
         max_wait: Option<f64>,
     ) -> PyResult<(bool, f64, u64)> {
-        let cost = count_i64("cost", cost)?;
+        let cost = count("cost", Some(cost), 1)?;
         let max_wait = max_wait_ns("timeout", max_wait)?;
         match self.core.reserve(self.clock.now(py)?, cost, max_wait) {
             Ok(r) => Ok((true, ns_to_s(r.wait_ns), r.token)),
@@ -105,9 +133,40 @@ impl<L: RateLimit> RateState<L> {
         }
     }
 
-    pub fn commit(&self, cost: i64) -> PyResult<()> {
-        self.core.commit(count_i64("cost", cost)?);
+    /// Ends a used reservation; `waited` (seconds) records how long the request waited.
+    pub fn commit(&self, cost: i64, waited: Option<f64>) -> PyResult<()> {
+        let cost = count_i64("cost", cost)?;
+        match waited {
+            None => self.core.commit(cost),
+            Some(w) => self
+                .core
+                .commit_waited(cost, max_wait_ns("waited", Some(w))?),
+        }
         Ok(())
+    }
+
+    pub fn add_waiting(&self, delta: i64) {
+        self.waiting.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    pub fn waiting(&self) -> u64 {
+        self.waiting.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    pub fn wait_histogram(&self) -> (Vec<f64>, Vec<u64>, f64) {
+        histogram_tuple(&self.core.wait_histogram())
+    }
+
+    /// Adds this limiter's final figures to the retired totals (see `admission_core::retired`).
+    pub fn retire(&self, kind: &'static str) {
+        if retired::enabled() {
+            retired::retire(
+                kind,
+                self.name.as_deref(),
+                self.core.counters().snapshot(),
+                self.core.wait_histogram(),
+            );
+        }
     }
 
     pub fn refund(&self, cost: i64, token: u64, outcome: &str) -> PyResult<()> {
@@ -122,8 +181,7 @@ impl<L: RateLimit> RateState<L> {
     }
 
     pub fn counters(&self) -> (u64, u64, u64, u64, u64) {
-        let c: CountersSnapshot = self.core.counters().snapshot();
-        (c.admitted, c.admitted_cost, c.rejected, c.timed_out, c.cancelled)
+        counters_tuple(&self.core.counters().snapshot())
     }
 
     pub fn name(&self) -> Option<&str> {

@@ -12,10 +12,12 @@ use admission_core::semaphore::{
 use pyo3::prelude::*;
 use pyo3::{PyTraverseError, PyVisit};
 
-use crate::args::{count, count_i64, timeout};
+use admission_core::retired;
+
+use crate::args::{count, ns_to_s, timeout};
+use crate::errors;
 use crate::ready::ready;
 use pyo3::intern;
-use crate::errors;
 
 fn outcome_name(outcome: Outcome) -> &'static str {
     match outcome {
@@ -81,10 +83,7 @@ impl Semaphore {
 
     #[inline(always)]
     fn release_n(&self, py: Python<'_>, n: u64) -> PyResult<()> {
-        let wakers = self
-            .core
-            .release(n)
-            .map_err(|e| errors::semaphore(py, e))?;
+        let wakers = self.core.release(n).map_err(|e| errors::semaphore(py, e))?;
         if wakers.is_empty() {
             return Ok(());
         }
@@ -150,8 +149,13 @@ impl Semaphore {
 
     /// Admits at once (returns None) or queues the request (returns its Ticket); `waker` is
     /// called with no arguments when the ticket's outcome is settled by someone else.
-    fn _enqueue(&self, py: Python<'_>, n: i64, waker: Py<PyAny>) -> PyResult<Option<Ticket>> {
-        let n = count_i64("n", n)?;
+    fn _enqueue(
+        &self,
+        py: Python<'_>,
+        n: &Bound<'_, PyAny>,
+        waker: Py<PyAny>,
+    ) -> PyResult<Option<Ticket>> {
+        let n = count("n", Some(n), 1)?;
         match self.core.enqueue(n, waker) {
             Ok(Enqueued::Acquired) => Ok(None),
             Ok(Enqueued::Queued(inner)) => Ok(Some(Ticket { inner })),
@@ -219,14 +223,18 @@ impl Semaphore {
     }
 
     fn _counters(&self) -> (u64, u64, u64, u64, u64) {
-        let c = self.core.counters().snapshot();
-        (
-            c.admitted,
-            c.admitted_cost,
-            c.rejected,
-            c.timed_out,
-            c.cancelled,
-        )
+        crate::rate::counters_tuple(&self.core.counters().snapshot())
+    }
+
+    /// `(upper bounds in seconds, per-bucket counts with +Inf last, sum of waits in seconds)`:
+    /// waits from queueing to being granted; admissions that never waited count as zero waits.
+    fn _wait_histogram(&self) -> (Vec<f64>, Vec<u64>, f64) {
+        crate::rate::histogram_tuple(&self.core.wait_histogram())
+    }
+
+    /// Seconds the head of the queue has waited so far (0.0 when nobody waits).
+    fn _oldest_wait(&self) -> f64 {
+        ns_to_s(self.core.oldest_wait_ns())
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -241,5 +249,18 @@ impl Semaphore {
 
     fn __clear__(&self) {
         drop(self.core.abandon_waiters());
+    }
+}
+
+impl Drop for Semaphore {
+    fn drop(&mut self) {
+        if retired::enabled() {
+            retired::retire(
+                "semaphore",
+                self.name.as_deref(),
+                self.core.counters().snapshot(),
+                self.core.wait_histogram(),
+            );
+        }
     }
 }

@@ -1,0 +1,325 @@
+"""Configuration of named limits: from TOML, YAML or JSON files, a dict, or the environment.
+
+The schema (every table optional; strings for durations and rates everywhere)::
+
+    [defaults]              # overrides of the "default" policy, inherited by all the others
+    timeout = "30s"
+
+    [policies.batch]        # add a policy, or change a built-in one (see admission.policies)
+    parent = "default"      # a new policy inherits "default" unless told otherwise
+    concurrency = 3
+
+    [limits.openai]         # a named limit: inherits its policy, overrides any field
+    policy = "openai"       # default: "default"
+    concurrency = 20        # calls in flight ("none": unbounded, still counted)
+    rate = "60/min"         # requests per period ("none": no rate limit)
+    burst = 10              # requests at once on a full bucket (default: one period's worth)
+    tokens = "90000/min"    # tokens per period, charged by manager.limit("openai", tokens=n)
+    token_burst = 90000     # capacity of the tokens bucket (default: one period's worth)
+    timeout = "60s"         # admission wait before AcquireTimeout ("none": no limit)
+    alert_threshold = 0.8   # utilization that alerts on (0.8 or "80%")
+
+Environment variables ``ADMISSION_<NAME>_<FIELD>`` override (or add) a limit's field, e.g.
+``ADMISSION_OPENAI_RATE=30/min`` or ``ADMISSION_RAG_CONCURRENCY=4``; the name is the limit's
+name upper-cased with every character other than letters and digits turned into ``_``.
+``ADMISSION_DEFAULTS_<FIELD>`` overrides ``[defaults]``; ``ADMISSION_CONFIG`` names the file
+that `Config.from_env` reads.
+
+Errors are `admission.ConfigError` (a `ValueError`) and say where, which key, what was
+expected and what was found:
+
+>>> Config.from_dict({"limits": {"rag": {"policy": "database", "concurrency": 0}}})
+Traceback (most recent call last):
+admission.errors.ConfigError: <dict>: limits.rag.concurrency: expected an integer from 1 ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from admission.errors import ConfigError
+from admission.policies import DEFAULT, FIELDS, Policy, PolicySet, coerce_fields, hint
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+__all__ = ["ENV_PREFIX", "Config"]
+
+ENV_PREFIX = "ADMISSION_"
+"""Prefix of the environment variables that override the configuration."""
+
+_SECTIONS = ("defaults", "policies", "limits")
+_NAME = re.compile(r"[A-Za-z0-9_.:-]+")
+_ENV_FIELDS = ("policy", *FIELDS)
+# Longest first, so that ..._TOKEN_BURST is the field token_burst, not a limit "x_token".
+_ENV_FIELDS_BY_LENGTH = sorted(_ENV_FIELDS, key=len, reverse=True)
+
+Environ = Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A validated configuration: the policies in force and every named limit, resolved.
+
+    >>> cfg = Config.from_dict({
+    ...     "defaults": {"timeout": "20s"},
+    ...     "limits": {
+    ...         "openai": {"policy": "openai", "tokens": "90000/min"},
+    ...         "rag": {"policy": "database", "concurrency": 10},
+    ...         "misc": {},
+    ...     },
+    ... })
+    >>> cfg.limits["openai"].rate, cfg.limits["openai"].timeout
+    (Rate(count=60, per=60.0), 60.0)
+    >>> cfg.limits["misc"].parent, cfg.limits["misc"].timeout
+    ('default', 20.0)
+    """
+
+    limits: Mapping[str, Policy]
+    """Every named limit, resolved: its policy's values with its own overrides."""
+    policies: PolicySet = field(default_factory=lambda: DEFAULT)
+    """The policies in force (`admission.policies.DEFAULT` plus the file's changes)."""
+    source: str = "<dict>"
+    """Where it came from, as shown in errors: a path, ``<dict>`` or ``environment``."""
+    path: Path | None = None
+    """The file it was read from, if any (what `reread` and the file watcher read)."""
+    env: bool | Environ = field(default=False, repr=False)
+    """Whether environment overrides apply: ``True`` for ``os.environ``, or a mapping."""
+
+    @classmethod
+    def from_dict(
+        cls, data: Mapping[str, Any], *, env: bool | Environ = False, source: str = "<dict>"
+    ) -> Config:
+        """Validates ``data`` (the schema above as nested dicts), plus environment overrides.
+
+        >>> data = {"limits": {"x": {"rate": "10/s"}}}
+        >>> Config.from_dict(data).limits["x"].rate
+        Rate(count=10, per=1.0)
+        >>> Config.from_dict(data, env={"ADMISSION_X_RATE": "5/s"}).limits["x"].rate
+        Rate(count=5, per=1.0)
+        """
+        return _build(data, source=source, env=env, path=None)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], *, env: bool | Environ = True) -> Config:
+        """Reads a ``.toml`` file (or ``.yaml``/``.yml`` with the ``yaml`` extra, or ``.json``).
+
+        Environment overrides apply by default (``env=False`` to ignore them), so a deployment
+        can change a limit without editing the file.
+        """
+        path = Path(path)
+        return _build(_read(path), source=str(path), env=env, path=path)
+
+    @classmethod
+    def from_env(cls, environ: Environ | None = None) -> Config:
+        """The file named by ``ADMISSION_CONFIG`` (if set) with every ``ADMISSION_*`` override.
+
+        >>> Config.from_env({"ADMISSION_RAG_POLICY": "database"}).limits["rag"].timeout
+        10.0
+        """
+        env: bool | Environ = True if environ is None else environ
+        variables = os.environ if environ is None else environ
+        path = variables.get(f"{ENV_PREFIX}CONFIG")
+        if path:
+            return cls.from_file(path, env=env)
+        return _build({}, source="environment", env=env, path=None)
+
+    def reread(self) -> Config:
+        """The same source read again (the file, and the environment if it applied).
+
+        Raises `ConfigError` when the configuration did not come from a file.
+        """
+        if self.path is None:
+            raise ConfigError(
+                f"not read from a file, so it cannot be read again (from {self.source})"
+            )
+        return Config.from_file(self.path, env=self.env)
+
+
+def _read(path: Path) -> Mapping[str, Any]:
+    suffix = path.suffix.lower()
+    data = path.read_bytes()
+    source = str(path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"expected UTF-8 text: {exc}", source=source) from None
+    loaded: object
+    if suffix in (".yaml", ".yml"):
+        loaded = _read_yaml(text, source)
+    elif suffix == ".json":
+        try:
+            loaded = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"invalid JSON: {exc}", source=source) from None
+    else:
+        try:
+            loaded = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"invalid TOML: {exc}", source=source) from None
+    if loaded is None:  # an empty YAML document
+        return {}
+    if not isinstance(loaded, Mapping):
+        raise ConfigError(
+            f"expected a table at the top, got {type(loaded).__name__}", source=source
+        )
+    return loaded
+
+
+def _read_yaml(text: str, source: str) -> object:
+    try:
+        import yaml
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError(
+            f"reading YAML ({source}) needs PyYAML: pip install 'admission[yaml]'", name="yaml"
+        ) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"invalid YAML{where}: {exc.problem}", source=source) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}", source=source) from None
+
+
+def _table(value: object, key: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"expected a table, got {value!r}", key=key)
+    for name in value:
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise ConfigError(
+                f"expected names of letters, digits, '_', '.', ':' or '-', got {name!r}", key=key
+            )
+    return value
+
+
+def _build(
+    data: Mapping[str, Any], *, source: str, env: bool | Environ, path: Path | None
+) -> Config:
+    origins: dict[str, str] = {}  # key -> the environment variable that set it
+    try:
+        top = _table(data, "")
+        if env is not False:
+            top, origins = _with_env(top, os.environ if env is True else env)
+        return _validate(top, source=source, env=env, path=path)
+    except ConfigError as exc:
+        raise exc.at(origins.get(exc.key or "", source)) from None
+
+
+def _validate(
+    top: Mapping[str, Any], *, source: str, env: bool | Environ, path: Path | None
+) -> Config:
+    for key in top:
+        if key not in _SECTIONS:
+            raise ConfigError(
+                f"unknown key{hint(key, _SECTIONS)}; expected one of: {', '.join(_SECTIONS)}",
+                key=key,
+            )
+    overrides = {
+        name: _table(table, f"policies.{name}")
+        for name, table in _table(top.get("policies", {}), "policies").items()
+    }
+    defaults = coerce_fields(_table(top.get("defaults", {}), "defaults"), "defaults.")
+    if defaults:
+        overrides["default"] = {**defaults, **overrides.get("default", {})}
+    policies = DEFAULT.with_overrides(overrides) if overrides else DEFAULT
+    limits: dict[str, Policy] = {}
+    for name, table in _table(top.get("limits", {}), "limits").items():
+        fields = dict(_table(table, f"limits.{name}"))
+        parent = fields.pop("policy", "default")
+        if not isinstance(parent, str) or parent not in policies:
+            suggestion = hint(parent, policies) if isinstance(parent, str) else ""
+            raise ConfigError(
+                f"expected one of the policies: {', '.join(policies)}, got {parent!r}{suggestion}",
+                key=f"limits.{name}.policy",
+            )
+        own = coerce_fields(fields, f"limits.{name}.")
+        limits[name] = dataclasses.replace(policies[parent], name=name, parent=parent, **own)
+    return Config(MappingProxyType(limits), policies, source, path, env)
+
+
+def env_name(name: str) -> str:
+    """The ``<NAME>`` part of a limit's environment variables.
+
+    >>> env_name("openai-batch")
+    'OPENAI_BATCH'
+    """
+    return re.sub(r"[^0-9A-Za-z]", "_", name).upper()
+
+
+def _with_env(top: Mapping[str, Any], environ: Environ) -> tuple[dict[str, Any], dict[str, str]]:
+    """``top`` with every ``ADMISSION_<NAME>_<FIELD>`` applied; and which key came from where."""
+    merged: dict[str, Any] = dict(top)
+    limits = {
+        name: dict(_table(t, f"limits.{name}"))
+        for name, t in _table(top.get("limits", {}), "limits").items()
+    }
+    defaults = dict(_table(top.get("defaults", {}), "defaults"))
+    by_env_name: dict[str, str] = {}
+    clashes: dict[str, list[str]] = {}
+    for name in limits:
+        if by_env_name.setdefault(env_name(name), name) != name:
+            clashes.setdefault(env_name(name), [by_env_name[env_name(name)]]).append(name)
+    origins: dict[str, str] = {}
+    for variable in sorted(environ):
+        if not variable.startswith(ENV_PREFIX) or variable == f"{ENV_PREFIX}CONFIG":
+            continue
+        value = environ[variable]
+        rest = variable[len(ENV_PREFIX) :]
+        name, field_name = _split_env(rest, by_env_name, variable)
+        if name in clashes:
+            raise ConfigError(
+                f"limits {' and '.join(map(repr, clashes[name]))} have the same environment "
+                f"name {name}: rename one",
+                source=f"environment variable {variable}",
+            )
+        if name == "DEFAULTS":
+            if field_name == "policy":
+                raise ConfigError(
+                    "the defaults have no policy: they change the default policy itself",
+                    source=f"environment variable {variable}",
+                )
+            defaults[field_name] = value
+            key = f"defaults.{field_name}"
+        else:
+            limit = by_env_name.setdefault(name, name.lower())
+            limits.setdefault(limit, {})[field_name] = value
+            key = f"limits.{limit}.{field_name}"
+        origins[key] = f"environment variable {variable}"
+    if defaults:
+        merged["defaults"] = defaults
+    if limits:
+        merged["limits"] = limits
+    return merged, origins
+
+
+def _split_env(rest: str, known: Mapping[str, str], variable: str) -> tuple[str, str]:
+    """``OPENAI_TOKEN_BURST`` -> ``("OPENAI", "token_burst")``, preferring configured names."""
+    splits = [
+        (rest[: -len(f) - 1], f)
+        for f in _ENV_FIELDS_BY_LENGTH
+        if rest.endswith(f"_{f.upper()}") and len(rest) > len(f) + 1
+    ]
+    for name, field_name in splits:
+        if name in known:
+            return name, field_name
+    if not splits:
+        raise ConfigError(
+            f"expected {ENV_PREFIX}<LIMIT>_<FIELD> with FIELD one of: "
+            f"{', '.join(f.upper() for f in _ENV_FIELDS)} (or {ENV_PREFIX}CONFIG), "
+            f"got {variable}",
+            source="environment",
+        )
+    return splits[0]

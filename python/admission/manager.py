@@ -1,0 +1,600 @@
+"""`ConcurrencyManager`: every named limit of a process, configured and steered from one place.
+
+>>> import admission as adm
+>>> manager = adm.ConcurrencyManager.from_dict({
+...     "limits": {
+...         "openai": {"policy": "openai", "concurrency": 20, "tokens": "90000/min"},
+...         "rag": {"policy": "database", "concurrency": 10},
+...     }
+... })
+>>> async def ask() -> None:
+...     async with manager.limit("openai", tokens=850):   # permit + request + 850 tokens
+...         pass                                          # call the API
+>>> with manager.limit("rag"):                            # from a thread: blocks it
+...     manager.semaphore("rag").in_use
+1
+>>> manager.reload({"limits": {"rag": {"policy": "database", "concurrency": 4}}})
+Config(limits=...)
+>>> manager.semaphore("rag").limit, "openai" in manager
+(4, False)
+
+Each limit owns a `Semaphore` (named like the limit, always there: with ``concurrency =
+"none"`` it is unbounded but still counts), and a `TokenBucket` for requests (``<name>.rate``)
+and one for tokens (``<name>.tokens``) when its policy has them. ``limit(name)`` takes the
+permit first, then the rate limits, so a request goes out as soon as its rate allows and the
+provider sees the configured rate; both are bounded by one timeout, the policy's by default.
+
+`reload` changes limits while they are in use; nothing held, queued or counted is lost:
+
+- Semaphores are resized in place (``s.limit = n``): held permits stay valid, waiters keep
+  their place in the queue, and nobody is admitted beyond the new limit.
+- A rate limiter whose rate changes is replaced, because a bucket's rate is fixed. The new one
+  starts as used as the old one was (its recent admissions are carried over, up to its burst),
+  so a reload is never a fresh burst. Requests already waiting on the old one are admitted by
+  it. The old one is kept: `stats` adds its counters to the new one's, so totals never drop.
+  Ask the manager for ``rate(name)`` each time rather than keeping the object.
+- A limit removed from the configuration raises `UnknownLimit` from then on; its semaphore is
+  opened (its waiters go in) and kept, so that if it comes back its accounting continues.
+
+Pools (and any other resource) hook in with `ConcurrencyManager.attach`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType, TracebackType
+from typing import Any, Protocol
+
+from admission._native import MAX_PERMITS, LoopClock, ManualClock, Ready
+from admission.combine import AllOf
+from admission.concurrency import Semaphore
+from admission.config import Config
+from admission.durations import Rate, parse_duration
+from admission.errors import ConfigError, UnknownLimit
+from admission.policies import Policy, hint
+from admission.rate import TokenBucket
+from admission.stats import LimiterStats, SemaphoreStats
+from admission.watcher import ConfigWatcher
+
+__all__ = ["Attachment", "ConcurrencyManager", "Lease", "LimitStats"]
+
+_Clock = ManualClock | LoopClock | None
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<policy timeout>"
+
+
+_POLICY_TIMEOUT = _Unset()
+
+
+class Attachment(Protocol):
+    """What a resource managed by name (a connection pool, ...) implements to follow reloads.
+
+    ``apply`` is called with the limit's resolved policy when attached and after each reload,
+    or with ``None`` when the limit is no longer configured. It must not block.
+    """
+
+    def apply(self, policy: Policy | None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One limit's objects. Replaced whole on reload; a request keeps the one it started with."""
+
+    policy: Policy
+    semaphore: Semaphore
+    rate: TokenBucket | None
+    tokens: TokenBucket | None
+    both: AllOf | None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitStats:
+    """One named limit at one instant: its policy and the stats of each of its limiters.
+
+    Rate counters include those of the limiters a reload replaced, so they only ever grow.
+
+    >>> m = ConcurrencyManager.from_dict({"limits": {"db": {"concurrency": 4}}})
+    >>> with m.limit("db"):
+    ...     s = m.stats()["db"]
+    >>> s.concurrency.in_use, s.utilization, s.policy.timeout, s.rate
+    (1, 0.25, 30.0, None)
+    """
+
+    name: str
+    policy: Policy
+    """The resolved policy in force (its ``parent`` is the policy the limit inherits)."""
+    concurrency: SemaphoreStats
+    rate: LimiterStats | None
+    tokens: LimiterStats | None
+
+    @property
+    def utilization(self) -> float:
+        """Permits in use / the concurrency limit (0.0 when concurrency is unbounded)."""
+        if self.policy.concurrency is None:
+            return 0.0
+        return self.concurrency.in_use / self.concurrency.limit
+
+
+class Lease:
+    """The admission ``manager.limit(name)`` returns: ``async with`` it, or ``with`` in threads.
+
+    Entering takes a permit, then the rate limits (all or nothing), within the timeout, and
+    raises `AcquireTimeout` past it; leaving gives the permit back. A lease holds no state of
+    its own: it can be entered any number of times, by any number of tasks and threads.
+
+    >>> m = ConcurrencyManager.from_dict({"limits": {"db": {"concurrency": 1}}})
+    >>> lease = m.limit("db", timeout="50ms")
+    >>> with lease:
+    ...     with m.limit("db", timeout=0.01):
+    ...         pass
+    Traceback (most recent call last):
+    admission.errors.AcquireTimeout: not admitted within the timeout of 0.010 s
+    >>> m.semaphore("db").in_use
+    0
+    """
+
+    __slots__ = ("_cost", "_entry", "_timeout", "_tokens")
+
+    def __init__(self, entry: _Entry, cost: int, tokens: int, timeout: float | None) -> None:
+        self._entry = entry
+        self._cost = cost
+        self._tokens = tokens
+        self._timeout = timeout
+
+    def __aenter__(self) -> Awaitable[None]:
+        # Not a coroutine: when everything admits at once this returns the native `Ready`
+        # (no coroutine, no Task), which makes ``async with manager.limit(...)`` about as
+        # cheap as ``async with semaphore``. ``as`` therefore binds None.
+        entry = self._entry
+        waiting = entry.semaphore.acquire(1, self._timeout)
+        if entry.rate is None and not (entry.tokens is not None and self._tokens):
+            return waiting  # a semaphore only: its awaitable is the whole admission
+        if type(waiting) is not Ready or (entry.both is not None and self._tokens):
+            return self._enter_slow(waiting)
+        # The permit is held; now the rate limit, giving the permit back if that fails.
+        try:
+            rated = self._rate(self._timeout)
+        except BaseException:
+            entry.semaphore.release(1)
+            raise
+        if rated is None or type(rated) is Ready:
+            return waiting  # the (stateless) Ready of the semaphore: nothing left to wait for
+        return self._await_rate(rated)
+
+    async def _enter_slow(self, waiting: Awaitable[None]) -> None:
+        timeout = self._timeout
+        if timeout is not None and type(waiting) is not Ready:
+            # It had to queue: whatever the wait took comes off the rate limits' share.
+            start = time.monotonic()
+            await waiting
+            timeout = max(0.0, timeout - (time.monotonic() - start))
+        else:
+            await waiting
+        try:
+            rated = self._rate(timeout)
+            if rated is not None:
+                await rated
+        except BaseException:
+            self._entry.semaphore.release(1)
+            raise
+
+    async def _await_rate(self, rated: Awaitable[None]) -> None:
+        try:
+            await rated
+        except BaseException:
+            self._entry.semaphore.release(1)
+            raise
+
+    def _rate(self, timeout: float | None) -> Awaitable[None] | None:
+        """The rate limits' admission (None: nothing to take)."""
+        entry = self._entry
+        if entry.both is not None and self._tokens:
+            return entry.both.acquire(costs=(self._cost, self._tokens), timeout=timeout)
+        if entry.rate is not None:
+            return entry.rate.acquire(self._cost, timeout)
+        if entry.tokens is not None and self._tokens:
+            return entry.tokens.acquire(self._tokens, timeout)
+        return None
+
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Awaitable[None]:
+        return self._entry.semaphore.__aexit__(exc_type, exc, tb)  # releases; returns Ready
+
+    def __enter__(self) -> Lease:
+        entry = self._entry
+        timeout = self._timeout
+        start = time.monotonic()
+        entry.semaphore.acquire_blocking(1, timeout)
+        try:
+            if timeout is not None:
+                timeout = max(0.0, timeout - (time.monotonic() - start))
+            if entry.both is not None and self._tokens:
+                entry.both.acquire_blocking(costs=(self._cost, self._tokens), timeout=timeout)
+            elif entry.rate is not None:
+                entry.rate.acquire_blocking(self._cost, timeout)
+            elif entry.tokens is not None and self._tokens:
+                entry.tokens.acquire_blocking(self._tokens, timeout)
+        except BaseException:
+            entry.semaphore.release(1)
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._entry.semaphore.release(1)
+
+    def __repr__(self) -> str:
+        return f"<Lease {self._entry.policy.name!r} timeout={self._timeout!r}>"
+
+
+def _sum_stats(current: TokenBucket, retired: list[TokenBucket]) -> LimiterStats:
+    """``current``'s stats plus the counters (and waits) of the buckets it replaced."""
+    total = current.stats()
+    for old in retired:
+        past = old.stats()
+        # Every field but the name is a count (or a histogram, which adds up too).
+        total = dataclasses.replace(
+            total,
+            **{
+                f.name: getattr(total, f.name) + getattr(past, f.name)
+                for f in dataclasses.fields(total)
+                if f.name != "name"
+            },
+        )
+    return total
+
+
+class ConcurrencyManager:
+    """Named semaphores and rate limits, built from a `Config` and changed with `reload`.
+
+    >>> import admission as adm
+    >>> m = adm.ConcurrencyManager.from_dict({"limits": {"llm": {"policy": "llm"}}})
+    >>> m.semaphore("llm").limit, m.policy("llm").timeout, m.names
+    (20, 60.0, ('llm',))
+    >>> m.stats()["llm"].concurrency.in_use
+    0
+
+    Args:
+        config: a `Config`, or a dict of the configuration schema (see `admission.config`).
+        clock: passed to every rate limiter (`admission.testing.ManualClock` in tests).
+    """
+
+    def __init__(self, config: Config | Mapping[str, Any] | None = None, *, clock: _Clock = None):
+        self._clock = clock
+        self._lock = threading.Lock()  # one reload at a time; readers never take it
+        self._entries: Mapping[str, _Entry] = MappingProxyType({})
+        self._leases: Mapping[str, Lease] = {}  # limit(name) with the defaults, by name
+        self._config = Config(MappingProxyType({}))
+        self._semaphores: dict[str, Semaphore] = {}
+        self._retired: dict[str, list[TokenBucket]] = {}  # by limiter name
+        self._attached: dict[str, list[Attachment]] = {}
+        self._watchers: list[ConfigWatcher] = []
+        self.reload(config if config is not None else self._config)
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        env: bool | Mapping[str, str] = True,
+        clock: _Clock = None,
+    ) -> ConcurrencyManager:
+        """A manager configured by a TOML (YAML, JSON) file, plus environment overrides."""
+        return cls(Config.from_file(path, env=env), clock=clock)
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        env: bool | Mapping[str, str] = False,
+        clock: _Clock = None,
+    ) -> ConcurrencyManager:
+        """A manager configured by a dict of the file's schema."""
+        return cls(Config.from_dict(data, env=env), clock=clock)
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, clock: _Clock = None
+    ) -> ConcurrencyManager:
+        """A manager configured by ``ADMISSION_CONFIG`` and ``ADMISSION_*`` variables."""
+        return cls(Config.from_env(environ), clock=clock)
+
+    # -- using the limits -------------------------------------------------------------------
+
+    def limit(
+        self,
+        name: str,
+        *,
+        tokens: int = 0,
+        cost: int = 1,
+        timeout: float | str | _Unset | None = _POLICY_TIMEOUT,
+    ) -> Lease:
+        """The admission for one call under the limit ``name``: ``async with`` (or ``with``) it.
+
+        Takes one permit, then ``cost`` requests and ``tokens`` tokens from the rate limits
+        (those the limit has; ``tokens`` counts only when it has a tokens limit), all within
+        ``timeout`` (default: the policy's; a number of seconds, ``"10s"``, or ``None``).
+
+        Raises:
+            UnknownLimit: no limit of that name.
+            AcquireTimeout: not admitted within the timeout.
+            CapacityError: ``cost`` or ``tokens`` larger than the bucket's burst.
+        """
+        if tokens == 0 and cost == 1 and timeout is _POLICY_TIMEOUT:
+            # The common call: a shared, prebuilt Lease (it is stateless), no allocation.
+            lease = self._leases.get(name)
+            if lease is not None:
+                return lease
+        entry = self._entry(name)
+        if isinstance(timeout, _Unset):
+            seconds = entry.policy.timeout
+        else:
+            seconds = None if timeout is None else parse_duration(timeout, "timeout")
+        return Lease(entry, cost, tokens, seconds)
+
+    def semaphore(self, name: str) -> Semaphore:
+        """The semaphore of the limit ``name`` (the same object across reloads)."""
+        return self._entry(name).semaphore
+
+    def rate(self, name: str) -> TokenBucket:
+        """The requests rate limiter of ``name``; a reload may replace it, so do not keep it."""
+        entry = self._entry(name)
+        if entry.rate is None:
+            raise UnknownLimit(name, f"the limit {name!r} has no rate limit (its rate is none)")
+        return entry.rate
+
+    def tokens(self, name: str) -> TokenBucket:
+        """The tokens rate limiter of ``name``; a reload may replace it, so do not keep it."""
+        entry = self._entry(name)
+        if entry.tokens is None:
+            raise UnknownLimit(name, f"the limit {name!r} has no tokens limit (its tokens is none)")
+        return entry.tokens
+
+    def policy(self, name: str) -> Policy:
+        """The resolved policy of the limit ``name``."""
+        return self._entry(name).policy
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The configured limits' names."""
+        return tuple(self._entries)
+
+    @property
+    def config(self) -> Config:
+        """The configuration in force."""
+        return self._config
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def _entry(self, name: str) -> _Entry:
+        entry = self._entries.get(name)
+        if entry is None:
+            known = ", ".join(sorted(self._entries)) or "none (no limit is configured)"
+            raise UnknownLimit(
+                name, f"no limit named {name!r}{hint(name, self._entries)}; known: {known}"
+            )
+        return entry
+
+    def stats(self) -> dict[str, LimitStats]:
+        """Every limit's policy and counters, by name."""
+        return {
+            name: LimitStats(
+                name,
+                entry.policy,
+                entry.semaphore.stats(),
+                self._rate_stats(entry.rate),
+                self._rate_stats(entry.tokens),
+            )
+            for name, entry in self._entries.items()
+        }
+
+    def _rate_stats(self, bucket: TokenBucket | None) -> LimiterStats | None:
+        if bucket is None:
+            return None
+        return _sum_stats(bucket, self._retired.get(bucket.name or "", []))
+
+    # -- changing them ----------------------------------------------------------------------
+
+    def reload(
+        self, config: Config | Mapping[str, Any] | str | os.PathLike[str] | None = None
+    ) -> Config:
+        """Puts ``config`` in force (a `Config`, a dict, a file path; ``None``: read the file
+        the current configuration came from again) and returns it.
+
+        Either everything changes or, on an error (`ConfigError`), nothing does. Safe to call
+        from any thread while limits are in use; see the module documentation for what
+        happens to held permits, waiters and counters.
+        """
+        new = self._load(config)
+        with self._lock:
+            old = self._entries
+            built = {
+                name: self._build(name, p, old.get(name), new) for name, p in new.limits.items()
+            }
+            # From here on nothing can fail: the manager is never left half reloaded.
+            for name, entry in built.items():
+                self._semaphores[name] = entry.semaphore
+                entry.semaphore.limit = entry.policy.concurrency or MAX_PERMITS
+                previous = old.get(name)
+                if previous is not None:
+                    self._retire(previous.rate, entry.rate)
+                    self._retire(previous.tokens, entry.tokens)
+            for name, entry in old.items():
+                if name not in built:
+                    entry.semaphore.limit = MAX_PERMITS  # no longer a limit: let its waiters in
+                    self._retire(entry.rate, None)
+                    self._retire(entry.tokens, None)
+            self._entries = MappingProxyType(built)
+            self._leases = {n: Lease(e, 1, 0, e.policy.timeout) for n, e in built.items()}
+            self._config = new
+            for name, resources in self._attached.items():
+                for resource in resources:
+                    resource.apply(new.limits.get(name))
+        return new
+
+    def _load(self, config: Config | Mapping[str, Any] | str | os.PathLike[str] | None) -> Config:
+        if isinstance(config, Config):
+            return config
+        if config is None:
+            return self._config.reread()
+        if isinstance(config, (str, os.PathLike)):
+            # Environment overrides as for the file in force (on by default, like from_file).
+            env = self._config.env if self._config.path is not None else True
+            return Config.from_file(config, env=env)
+        return Config.from_dict(config)
+
+    def _build(self, name: str, policy: Policy, old: _Entry | None, config: Config) -> _Entry:
+        """The objects of one limit, reusing the old ones where the policy did not change them.
+
+        Creates objects but changes none that is in use.
+        """
+        semaphore = self._semaphores.get(name)
+        if semaphore is None:
+            semaphore = Semaphore(policy.concurrency or MAX_PERMITS, name=name)
+        try:
+            rate = self._bucket(f"{name}.rate", policy.rate, policy.burst, old, "rate")
+            tokens = self._bucket(
+                f"{name}.tokens", policy.tokens, policy.token_burst, old, "tokens"
+            )
+        except ValueError as exc:
+            if isinstance(exc, ConfigError):
+                raise
+            raise ConfigError(str(exc), key=f"limits.{name}", source=config.source) from None
+        if old is not None and old.rate is rate and old.tokens is tokens:
+            both = old.both
+        else:
+            both = AllOf(rate, tokens) if rate is not None and tokens is not None else None
+        return _Entry(policy, semaphore, rate, tokens, both)
+
+    def _bucket(
+        self, name: str, rate: Rate | None, burst: int | None, old: _Entry | None, role: str
+    ) -> TokenBucket | None:
+        if rate is None:
+            return None
+        previous: TokenBucket | None = None
+        if old is not None:
+            previous = old.rate if role == "rate" else old.tokens
+            old_burst = old.policy.burst if role == "rate" else old.policy.token_burst
+            old_rate = old.policy.rate if role == "rate" else old.policy.tokens
+            if previous is not None and old_rate == rate and old_burst == burst:
+                return previous
+        bucket = TokenBucket(rate.count, rate.per, burst, clock=self._clock, name=name)
+        if previous is not None:
+            _carry_over(previous, bucket)
+        return bucket
+
+    def _retire(self, old: TokenBucket | None, new: TokenBucket | None) -> None:
+        if old is not None and old is not new:
+            # Kept alive so that waiters it admits later are still counted in stats().
+            self._retired.setdefault(old.name or "", []).append(old)
+
+    def attach(self, name: str, resource: Attachment) -> None:
+        """Has ``resource`` follow the limit ``name``: ``resource.apply(policy)`` now and on
+        every reload (``None`` once the limit is gone). The hook for connection pools.
+
+        >>> class Pool:
+        ...     def apply(self, policy):
+        ...         self.size = policy.concurrency if policy else None
+        >>> m = ConcurrencyManager.from_dict({"limits": {"rag": {"concurrency": 8}}})
+        >>> pool = Pool()
+        >>> m.attach("rag", pool)
+        >>> pool.size
+        8
+        """
+        with self._lock:
+            resource.apply(self._entry(name).policy)
+            self._attached.setdefault(name, []).append(resource)
+
+    # -- watching the file ------------------------------------------------------------------
+
+    def watch(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        interval: float | str = 1.0,
+        on_reload: Callable[[Config], object] | None = None,
+        on_error: Callable[[Exception], object] | None = None,
+    ) -> ConfigWatcher:
+        """Starts a thread that reloads when the file (default: the configuration's) changes.
+
+        It polls the file's modification time every ``interval`` (seconds or ``"2s"``). A file
+        that fails to load is logged (logger ``admission.config``) and passed to
+        ``on_error``; the limits in force stay. Stop it with ``watcher.stop()`` or
+        `close`; the thread also ends by itself if the manager is garbage collected.
+        """
+        if path is None:
+            if self._config.path is None:
+                raise ConfigError(
+                    f"the configuration was not read from a file ({self._config.source}): "
+                    "pass the path to watch"
+                )
+            path = self._config.path
+        env = self._config.env if self._config.path is not None else True
+        watcher = ConfigWatcher(
+            self,
+            path,
+            interval=parse_duration(interval, "interval"),
+            env=env,
+            on_reload=on_reload,
+            on_error=on_error,
+        )
+        self._watchers = [w for w in self._watchers if w.running]
+        self._watchers.append(watcher)
+        return watcher.start()
+
+    def close(self) -> None:
+        """Stops the file watchers. The limits keep working."""
+        for watcher in self._watchers:
+            watcher.stop()
+        self._watchers.clear()
+
+    def __enter__(self) -> ConcurrencyManager:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"<ConcurrencyManager {', '.join(self._entries) or 'empty'} from {self._config.source}>"
+        )
+
+
+def _carry_over(old: TokenBucket, new: TokenBucket) -> None:
+    """Makes ``new`` start as used as ``old`` is: a rate change is not a free burst."""
+    try:
+        # reset_after: how long until the old bucket is full again, i.e. its recent use.
+        used = old.peek(0).reset_after / old.emission_interval
+    except RuntimeError:
+        return  # a LoopClock read outside its loop: nothing to carry, the new one starts full
+    debt = min(new.burst, math.floor(used + 1e-9))
+    if debt > 0:
+        # A reservation never committed: it moves the bucket's clock without counting anything.
+        new._reserve(debt, None)

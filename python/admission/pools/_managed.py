@@ -1,0 +1,564 @@
+"""One pool's life: open, hand out connections, notice outages, reconnect, check, close.
+
+The asyncpg pool owns the connections; the admission `Semaphore` of ``max_size`` permits
+owns the queue in front of it. A caller holds a permit for exactly as long as it holds a
+connection, so the asyncpg pool always has one free for a permit holder and never queues
+anyone itself: waiting is FIFO, timed, bounded by ``max_waiters``, cancellation-safe and
+counted, all by the semaphore.
+
+States (`PoolState`): ``new`` → ``up`` ⇄ ``down`` → ``closing`` → ``closed``. ``down`` means
+opening a connection failed for a reason that may pass (refused, reset, timed out, the
+server starting or shutting down): every call then fails at once with `PoolUnavailable`
+while one background task probes the server with exponential backoff and full jitter,
+and the pool is ``up`` again as soon as a probe's ``SELECT 1`` succeeds. Nothing a caller
+ran is ever retried: only the caller knows whether its work may run twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+from collections.abc import Awaitable
+from typing import Any, NoReturn, Protocol
+
+from admission.concurrency import Semaphore
+from admission.pools._deadlines import PermitWaiters
+from admission.pools.config import PoolConfig
+from admission.pools.dsn import parse_dsn, scrub
+from admission.pools.errors import (
+    PoolClosed,
+    PoolConnectError,
+    PoolConnectionLost,
+    PoolOverloaded,
+    PoolTimeout,
+    PoolUnavailable,
+)
+from admission.pools.stats import PoolCheck, PoolState, PoolStats
+from admission.pools.tls import SslChoice, choose_ssl, root_cert_path
+
+__all__ = ["ManagedPool", "discard", "driver", "is_closed"]
+
+log = logging.getLogger("admission.pools")
+
+# asyncio.TimeoutError is a distinct class before Python 3.11.
+_TIMEOUTS = (TimeoutError, asyncio.TimeoutError)
+
+
+def driver() -> Any:
+    """The asyncpg module (imported on first use: it is an optional dependency)."""
+    try:
+        import asyncpg  # type: ignore[import-untyped]
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "admission's PoolManager needs asyncpg: pip install 'admission[postgres]'"
+        ) from exc
+    return asyncpg
+
+
+def is_closed(conn: Any) -> bool:
+    """Whether a pool connection is dead.
+
+    When a connection dies, asyncpg detaches it from its proxy at once, and the proxy then
+    raises InterfaceError for every call, ``is_closed()`` included: that means closed.
+    """
+    try:
+        return bool(conn.is_closed())
+    except Exception:
+        return True
+
+
+def discard(conn: Any) -> None:
+    """Terminates a pool connection whose state cannot be trusted (it is then replaced)."""
+    with contextlib.suppress(Exception):  # already dead and detached: nothing to do
+        conn.terminate()
+
+
+class AsyncpgPool(Protocol):
+    """The part of ``asyncpg.Pool`` used here (asyncpg ships no type hints)."""
+
+    def acquire(self, *, timeout: float | None = None) -> Awaitable[Any]: ...
+    async def release(self, connection: Any) -> None: ...
+    async def close(self) -> None: ...
+    def terminate(self) -> None: ...
+    async def expire_connections(self) -> None: ...
+    def get_size(self) -> int: ...
+    def get_idle_size(self) -> int: ...
+
+
+class ManagedPool:
+    """One named pool of a `PoolManager` (internal: use the manager's methods)."""
+
+    def __init__(self, name: str, config: PoolConfig) -> None:
+        self.name = name
+        self.config = config
+        parsed = parse_dsn(config.dsn)
+        self._dsn = parsed
+        secrets = list(parsed.secrets)
+        if config.password:
+            secrets.append(config.password)
+        self._secrets = tuple(secrets)
+        self.semaphore = Semaphore(config.max_size, name=f"pool:{name}")
+        self._waiters = PermitWaiters(self.semaphore)
+        self.pool: AsyncpgPool | None = None
+        self.state: PoolState = "new"
+        self.ssl: SslChoice | None = None
+        self._pg: Any = None
+        self._kwargs: dict[str, Any] = {}
+        self._reconnector: asyncio.Task[None] | None = None
+        self._health: asyncio.Task[None] | None = None
+        self._next_probe = 0.0
+        self._expired = False
+        # Counters (the semaphore counts timeouts and cancellations itself).
+        self.acquired = 0
+        self._overloaded = 0
+        self._unavailable = 0
+        self._lost = 0
+        self._outages = 0
+        self.last_error: str | None = None
+
+    # ---------------------------------------------------------------- opening and closing
+
+    def _connect_kwargs(self, choice: SslChoice) -> dict[str, Any]:
+        cfg = self.config
+        settings = dict(cfg.server_settings or {})
+        if "application_name" not in settings and "application_name" not in self._dsn.params:
+            settings["application_name"] = cfg.application_name or f"admission:{self.name}"
+        kwargs: dict[str, Any] = {
+            "min_size": cfg.min_size,
+            "max_size": cfg.max_size,
+            "timeout": cfg.connect_timeout,
+            "command_timeout": cfg.command_timeout,
+            "max_inactive_connection_lifetime": cfg.max_inactive_connection_lifetime,
+            "server_settings": settings,
+            **cfg.connect_kwargs,
+        }
+        if cfg.init is not None:
+            kwargs["init"] = cfg.init
+        if cfg.password is not None:
+            kwargs["password"] = cfg.password
+        if choice.arg is not None:
+            kwargs["ssl"] = choice.arg
+        return kwargs
+
+    async def open(self) -> None:
+        """Creates the asyncpg pool; if the database is unreachable, comes up ``down``.
+
+        Raises:
+            PoolConnectError: connecting failed for a reason waiting will not fix.
+        """
+        if self.state != "new":
+            return
+        self._pg = driver()
+        choice = choose_ssl(self.config.ssl, root_cert_path(self.config.ssl_root_cert), self._dsn)
+        self.ssl = choice
+        log.info("pool %r (%s): %s", self.name, self.config.redacted_dsn, choice)
+        self._kwargs = self._connect_kwargs(choice)
+        try:
+            self.pool = await self._create()
+        except Exception as exc:
+            if not self._transient(exc):
+                self.state = "closed"
+                raise self._connect_error(exc) from exc
+            self._go_down(exc)  # start-up with the database down: come up by ourselves
+        else:
+            self.state = "up"
+        if self.config.health_check_interval is not None:
+            self._health = asyncio.get_running_loop().create_task(
+                self._health_loop(self.config.health_check_interval),
+                name=f"admission pool {self.name!r} health",
+            )
+
+    async def _create(self) -> AsyncpgPool:
+        pool: AsyncpgPool = await self._pg.create_pool(self.config.dsn, **self._kwargs)
+        return pool
+
+    async def close(self) -> None:
+        """Stops admitting, waits for connections in use up to ``close_timeout``, then
+        terminates what is left."""
+        if self.state in ("closing", "closed"):
+            return
+        self.state = "closing"
+        self.semaphore.close()  # queued callers get PoolClosed now
+        self._waiters.close()
+        for task in (self._reconnector, self._health):
+            if task is not None:
+                task.cancel()
+        for task in (self._reconnector, self._health):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._reconnector = self._health = None
+        pool = self.pool
+        if pool is not None:
+            in_use = self.semaphore.in_use
+            try:
+                # asyncpg's close() waits for every connection to come back; if cancelled
+                # (here: by the deadline) it terminates them all.
+                await asyncio.wait_for(pool.close(), self.config.close_timeout)
+            except _TIMEOUTS:
+                log.warning(
+                    "pool %r: %d connection(s) still in use after close_timeout=%gs: terminated",
+                    self.name,
+                    max(in_use, 1),
+                    self.config.close_timeout,
+                )
+            except Exception:
+                pool.terminate()
+                log.exception("pool %r: error while closing; connections terminated", self.name)
+        self.state = "closed"
+
+    # ------------------------------------------------------------------ handing out
+
+    def refuse(self) -> NoReturn:
+        """Raises the error that explains why the pool hands out nothing now."""
+        if self.state == "down":
+            self._unavailable += 1
+            retry_after = max(0.0, self._next_probe - time.monotonic())
+            raise PoolUnavailable(
+                self.name,
+                f"pool {self.name!r}: the database is unreachable ({self.last_error}); "
+                "failing fast while the pool reconnects in the background",
+                retry_after,
+            )
+        if self.state == "new":
+            raise PoolClosed(
+                self.name,
+                f"pool {self.name!r} is not open yet: use `async with pools:` "
+                "or `await pools.open()` first",
+            )
+        raise PoolClosed(self.name, f"pool {self.name!r} is {self.state}: no new connections")
+
+    def _serving(self) -> bool:
+        # A method, not an inline test: the state changes while a caller is suspended.
+        return self.state == "up"
+
+    def _overloaded_error(self) -> PoolOverloaded:
+        self._overloaded += 1
+        return PoolOverloaded(
+            self.name,
+            f"pool {self.name!r}: {self.semaphore.waiting} callers already wait for a "
+            f"connection (max_waiters={self.config.max_waiters}): refused at once; shed load "
+            "or raise max_size",
+        )
+
+    async def acquire(self, holder: Any = None) -> Any:
+        """A connection, with its permit held; give both back with `release`.
+
+        ``holder``, if given, gets it as ``holder._conn`` too (saves the context managers a
+        coroutine frame: this is the hot path).
+        """
+        if self.state != "up":
+            self.refuse()
+        sem = self.semaphore
+        if not sem.try_acquire():
+            # Queue FIFO (bounded, timed, counted).
+            limit = self.config.max_waiters
+            if limit is not None and sem.waiting >= limit:
+                raise self._overloaded_error()
+            outcome = await self._waiters.wait(self.config.acquire_timeout)
+            if outcome != "granted":
+                if outcome == "timed_out":
+                    raise PoolTimeout(self.name, self.config.acquire_timeout or 0.0)
+                raise PoolClosed(self.name, f"pool {self.name!r} was closed while waiting")
+            if not self._serving():  # went down (or closed) while we queued
+                sem.release()
+                self.refuse()
+        try:
+            conn = await self.pool.acquire()  # type: ignore[union-attr]  # up => pool set
+        except BaseException as exc:
+            sem.release()
+            self._acquire_failed(exc)
+            raise
+        self.acquired += 1
+        if holder is not None:
+            holder._conn = conn
+        return conn
+
+    def _acquire_failed(self, exc: BaseException) -> None:
+        """Opening a connection for a caller failed: raise the clear error, if there is one."""
+        if self.state in ("closing", "closed"):
+            raise PoolClosed(self.name, f"pool {self.name!r} is {self.state}") from exc
+        if not isinstance(exc, Exception) or self._pg is None:
+            return  # cancelled: propagate as is
+        if self._transient(exc):
+            self._go_down(exc)
+            self._unavailable += 1
+            raise PoolUnavailable(
+                self.name,
+                f"pool {self.name!r}: cannot connect to the database ({self.last_error}); "
+                "failing fast while the pool reconnects in the background",
+                max(0.0, self._next_probe - time.monotonic()),
+            ) from exc
+        if self._fatal(exc):
+            self._go_down(exc)  # e.g. the password was changed: keep probing, fail fast
+            raise self._connect_error(exc) from exc
+
+    async def release(self, conn: Any, exc: BaseException | None, committing: bool = False) -> None:
+        """Gives a connection and its permit back; a broken connection is discarded.
+
+        Raises `PoolConnectionLost` (chained to ``exc``) when ``exc`` says the connection
+        broke. A failure to reset a connection after a block that succeeded is not the
+        block's failure: the connection is discarded and nothing is raised, so a caller
+        never retries (runs twice) work that was done.
+        """
+        lost = exc is not None and self._broken(exc, conn)
+        try:
+            if lost:
+                discard(conn)
+            await self.pool.release(conn)  # type: ignore[union-attr]
+        except Exception as reset_error:
+            log.debug("pool %r: connection discarded on release: %r", self.name, reset_error)
+        finally:
+            self.semaphore.release()
+        if lost:
+            assert exc is not None
+            self._lost += 1
+            outcome = (
+                "; the COMMIT was in flight: it may or may not have happened" if committing else ""
+            )
+            raise PoolConnectionLost(
+                self.name,
+                f"pool {self.name!r}: the connection broke while in use "
+                f"({self.describe(exc)}); it was discarded, nothing was retried{outcome}",
+            ) from exc
+
+    # ------------------------------------------------------------- outages and health
+
+    def _transient(self, exc: BaseException) -> bool:
+        """A connection failure that may pass by itself (the server is down or restarting)."""
+        pg = self._pg
+        if self._fatal(exc):
+            return False
+        return isinstance(
+            exc,
+            (
+                OSError,
+                *_TIMEOUTS,
+                pg.PostgresConnectionError,
+                pg.CannotConnectNowError,
+                pg.AdminShutdownError,
+                pg.CrashShutdownError,
+                pg.TooManyConnectionsError,
+            ),
+        )
+
+    def _fatal(self, exc: BaseException) -> bool:
+        """A connection failure that retrying cannot fix: the configuration is wrong."""
+        pg = self._pg
+        if isinstance(exc, ConnectionError) and "rejected SSL" in str(exc):
+            return True  # ssl=require against a server without TLS: a ConnectionError
+        return isinstance(
+            exc,
+            (
+                pg.InvalidAuthorizationSpecificationError,  # wrong password, unknown role
+                pg.InvalidCatalogNameError,  # unknown database
+                pg.InsufficientPrivilegeError,
+                pg.exceptions.ClientConfigurationError,
+                ssl.SSLError,
+                ValueError,
+                TypeError,
+            ),
+        )
+
+    def _broken(self, exc: BaseException, conn: Any) -> bool:
+        """Did ``exc`` come from the connection breaking (as opposed to the caller's work)?"""
+        pg = self._pg
+        if isinstance(
+            exc,
+            (
+                pg.PostgresConnectionError,  # includes "closed in the middle of operation"
+                pg.AdminShutdownError,
+                pg.CrashShutdownError,
+                pg.CannotConnectNowError,
+                pg.IdleSessionTimeoutError,
+                # The driver's protocol state is corrupt (seen when the server shuts down
+                # between two statements): the connection cannot be trusted any more.
+                pg.exceptions.InternalClientError,
+                ConnectionError,
+            ),
+        ):
+            return True
+        return isinstance(exc, (pg.InterfaceError, OSError)) and is_closed(conn)
+
+    def describe(self, exc: BaseException) -> str:
+        """``Type: message`` of a driver error, with every known secret masked."""
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return scrub(text, self._secrets)
+
+    def _connect_error(self, exc: BaseException) -> PoolConnectError:
+        return PoolConnectError(
+            self.name,
+            f"pool {self.name!r} ({self.config.redacted_dsn}): cannot connect: "
+            f"{self.describe(exc)}; waiting will not fix this, check the configuration",
+        )
+
+    def _go_down(self, exc: BaseException) -> None:
+        self.last_error = self.describe(exc)
+        if self.state in ("down", "closing", "closed"):
+            return
+        self.state = "down"
+        self._outages += 1
+        self._expired = False
+        log.warning(
+            "pool %r (%s): database unreachable (%s); calls fail fast while reconnecting",
+            self.name,
+            self.config.redacted_dsn,
+            self.last_error,
+        )
+        self._reconnector = asyncio.get_running_loop().create_task(
+            self._reconnect(), name=f"admission pool {self.name!r} reconnect"
+        )
+
+    async def _reconnect(self) -> None:
+        """Probes until the database answers: exponential backoff, full jitter, no give-up."""
+        base, cap = self.config.reconnect_base, self.config.reconnect_cap
+        started = time.monotonic()
+        attempt = 0
+        reported = self.last_error
+        while True:
+            # Full jitter: many clients restarting together do not probe in lockstep.
+            delay = random.uniform(0.0, min(cap, base * 2.0**attempt))
+            attempt = min(attempt + 1, 64)
+            self._next_probe = time.monotonic() + delay
+            await asyncio.sleep(delay)
+            try:
+                await self._probe()
+            except Exception as exc:
+                self.last_error = self.describe(exc)
+                if self.last_error != reported:  # log changes, not every attempt
+                    reported = self.last_error
+                    log.warning("pool %r: still unreachable (%s)", self.name, reported)
+                continue
+            break
+        self._reconnector = None
+        self.state = "up"
+        log.warning(
+            "pool %r: database reachable again after %.1f s; serving",
+            self.name,
+            time.monotonic() - started,
+        )
+
+    async def _probe(self) -> None:
+        timeout = self.config.connect_timeout
+        if self.pool is None:  # never opened: the first connections are the probe
+            self.pool = await self._create()
+            return
+        pool = self.pool
+        # A permit, like any caller: the probe's connection counts towards max_size.
+        await self.semaphore.acquire(1, timeout)
+        try:
+            if not self._expired:
+                # Connections opened before the outage are not trusted; they are replaced
+                # as they come back (idle ones at their next use).
+                await pool.expire_connections()
+                self._expired = True
+            conn = await pool.acquire(timeout=2 * timeout)
+            try:
+                await conn.fetchval("SELECT 1", timeout=timeout)
+            except BaseException:
+                discard(conn)
+                raise
+            finally:
+                await pool.release(conn)
+        finally:
+            self.semaphore.release()
+
+    async def _health_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if self.state != "up" or self.pool is None:
+                continue
+            try:
+                await self._ping_idle(self.pool)
+            except Exception as exc:  # the loop must survive anything a ping raises
+                log.debug("pool %r: health check failed: %r", self.name, exc)
+
+    async def _ping_idle(self, pool: AsyncpgPool) -> None:
+        """``SELECT 1`` on each idle connection; broken ones are terminated (replaced)."""
+        # Only permits nobody waits for: a health check never delays a caller.
+        taken = 0
+        idle = pool.get_idle_size()
+        while taken < idle and self.semaphore.try_acquire():
+            taken += 1
+        if not taken:
+            return
+        try:
+            results = await asyncio.gather(
+                *(self._ping_one(pool) for _ in range(taken)), return_exceptions=True
+            )
+        finally:
+            self.semaphore.release(taken)
+        for result in results:
+            if isinstance(result, Exception) and self._transient(result):
+                self._go_down(result)
+                return
+
+    async def _ping_one(self, pool: AsyncpgPool) -> None:
+        conn = await pool.acquire(timeout=2 * self.config.connect_timeout)
+        try:
+            await conn.fetchval("SELECT 1", timeout=self.config.connect_timeout)
+        except Exception as exc:
+            log.info("pool %r: idle connection failed its health check: %r", self.name, exc)
+            discard(conn)
+        finally:
+            await pool.release(conn)
+
+    async def check(self, timeout: float) -> PoolCheck:
+        """``SELECT 1`` through the normal path, within ``timeout`` seconds."""
+        if self.state != "up":
+            try:
+                self.refuse()
+            except (PoolUnavailable, PoolClosed) as exc:
+                return PoolCheck(self.name, False, str(exc))
+
+        async def select_one() -> None:
+            conn = await self.acquire()
+            error: BaseException | None = None
+            try:
+                await conn.fetchval("SELECT 1")
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                await self.release(conn, error)
+
+        try:
+            await asyncio.wait_for(select_one(), timeout)
+        except _TIMEOUTS:
+            return PoolCheck(self.name, False, f"pool {self.name!r}: no answer within {timeout} s")
+        except Exception as exc:
+            return PoolCheck(self.name, False, scrub(str(exc), self._secrets) or repr(exc))
+        return PoolCheck(self.name, True, None)
+
+    # -------------------------------------------------------------------- observing
+
+    def stats(self) -> PoolStats:
+        sem = self.semaphore.stats()
+        pool = self.pool
+        alive = pool is not None and self.state not in ("closed", "new")
+        return PoolStats(
+            name=self.name,
+            state=self.state,
+            min_size=self.config.min_size,
+            max_size=self.config.max_size,
+            size=pool.get_size() if alive and pool is not None else 0,
+            idle=pool.get_idle_size() if alive and pool is not None else 0,
+            in_use=sem.in_use,
+            waiting=sem.waiting,
+            high_water=sem.high_water,
+            acquired=self.acquired,
+            waited=self._waiters.waited,
+            wait_seconds_total=self._waiters.wait_total,
+            wait_seconds_max=self._waiters.wait_max,
+            timed_out=sem.timed_out,
+            cancelled=sem.cancelled,
+            overloaded=self._overloaded,
+            unavailable=self._unavailable,
+            connections_lost=self._lost,
+            outages=self._outages,
+            last_error=self.last_error,
+        )

@@ -1,0 +1,95 @@
+"""Typed snapshots of a pool's state: `PoolStats`, and readiness results: `Readiness`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["PoolCheck", "PoolState", "PoolStats", "Readiness"]
+
+PoolState = Literal["new", "up", "down", "closing", "closed"]
+"""``new``: not opened yet; ``up``: serving; ``down``: the database is unreachable and the
+pool is reconnecting in the background (calls fail at once); ``closing``, ``closed``."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """One pool at one instant: gauges, exact counters and how long callers waited.
+
+    ``acquired + timed_out + cancelled + overloaded + unavailable`` counts every call of
+    ``connection()``/``transaction()`` that has finished acquiring.
+
+    >>> import admission as adm
+    >>> pools = adm.PoolManager({"rag": adm.PoolConfig("postgresql://app@db/rag", max_size=20)})
+    >>> s = pools.stats("rag")
+    >>> (s.state, s.max_size, s.in_use, s.waiting, s.acquired)
+    ('new', 20, 0, 0, 0)
+    """
+
+    name: str
+    state: PoolState
+    min_size: int
+    max_size: int
+    size: int
+    """Open connections (idle or in use)."""
+    idle: int
+    """Open connections nobody holds."""
+    in_use: int
+    """Connections handed out to callers right now."""
+    waiting: int
+    """Callers queued for a connection (FIFO)."""
+    high_water: int
+    """The most connections ever handed out at once."""
+    acquired: int
+    """Connections handed out so far."""
+    waited: int
+    """Of those, how many had to queue first."""
+    wait_seconds_total: float
+    """Summed queueing time of the ``waited`` acquisitions."""
+    wait_seconds_max: float
+    """The longest queueing time so far."""
+    timed_out: int
+    """Callers that gave up after ``acquire_timeout`` (`PoolTimeout`)."""
+    cancelled: int
+    """Callers cancelled while queued."""
+    overloaded: int
+    """Callers refused at once because ``max_waiters`` were already queued."""
+    unavailable: int
+    """Callers refused at once because the database was unreachable (`PoolUnavailable`)."""
+    connections_lost: int
+    """Connections that broke while in use and were discarded (`PoolConnectionLost`)."""
+    outages: int
+    """Times the pool went down (could not connect) since it was opened."""
+    last_error: str | None
+    """The last connection error, passwords redacted; ``None`` if there was none."""
+
+    @property
+    def wait_seconds_mean(self) -> float:
+        """Mean queueing time of the acquisitions that queued (0.0 if none did)."""
+        return self.wait_seconds_total / self.waited if self.waited else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PoolCheck:
+    """The readiness of one pool: ``ok``, or why not (passwords redacted)."""
+
+    name: str
+    ok: bool
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """What ``await pools.check()`` found; true when every pool answered ``SELECT 1``.
+
+    >>> r = Readiness(ok=False, pools={"rag": PoolCheck("rag", False, "pool 'rag' is down")})
+    >>> bool(r), r.pools["rag"].error
+    (False, "pool 'rag' is down")
+    """
+
+    ok: bool
+    pools: Mapping[str, PoolCheck]
+
+    def __bool__(self) -> bool:
+        return self.ok

@@ -1,0 +1,163 @@
+"""`ConfigWatcher`: reloads a `ConcurrencyManager` when its configuration file changes.
+
+Made by ``manager.watch()``. A thread polls the file's modification time (and size and inode,
+so that an editor's save-by-rename is seen too); polling, not inotify, because it works the
+same everywhere and costs one ``stat`` per interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from admission.config import Config
+
+if TYPE_CHECKING:
+    from admission.manager import ConcurrencyManager
+
+__all__ = ["ConfigWatcher"]
+
+logger = logging.getLogger("admission.config")
+
+_Signature = tuple[int, int, int] | None
+
+
+def _signature(path: Path) -> _Signature:
+    try:
+        st = path.stat()
+    except OSError:
+        return None  # missing for a moment (being replaced): compare again next time
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+class ConfigWatcher:
+    """Polls ``path`` every ``interval`` seconds; on a change, reloads the manager from it.
+
+    >>> import admission as adm, pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "admission.toml"
+    >>> _ = path.write_text('[limits.rag]\\nconcurrency = 2\\n')
+    >>> manager = adm.ConcurrencyManager.from_file(path, env=False)
+    >>> with manager.watch(interval=60) as watcher:       # a thread, stopped on exit
+    ...     _ = path.write_text('[limits.rag]\\nconcurrency = 30\\n')
+    ...     watcher.check()                               # what the thread does each interval
+    ...     manager.semaphore("rag").limit
+    True
+    30
+
+    A file that fails to load is logged as a warning and passed to ``on_error``; the limits in
+    force stay until a good file arrives. ``on_reload(config)`` and ``on_error(exc)`` run in
+    the watcher's thread (or the caller of `check`).
+    """
+
+    def __init__(
+        self,
+        manager: ConcurrencyManager,
+        path: str | os.PathLike[str],
+        *,
+        interval: float = 1.0,
+        env: bool | Mapping[str, str] = True,
+        on_reload: Callable[[Config], object] | None = None,
+        on_error: Callable[[Exception], object] | None = None,
+    ) -> None:
+        if not interval > 0:
+            raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
+        # Weak: a forgotten watcher must not keep its manager (and itself) alive forever.
+        self._manager = weakref.ref(manager)
+        self._path = Path(path)
+        self._interval = interval
+        self._env = env
+        self._on_reload = on_reload
+        self._on_error = on_error
+        self._seen = _signature(self._path)
+        self._stop = threading.Event()
+        self._check_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.reloads = 0
+        """Successful reloads so far."""
+        self.errors = 0
+        """Failed attempts so far."""
+        self.last_error: Exception | None = None
+        """The latest failure, if any."""
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def running(self) -> bool:
+        """Whether the polling thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> ConfigWatcher:
+        """Starts the polling thread (once); returns ``self``."""
+        if self._thread is None:
+            # Daemon, so that a forgotten watcher never keeps the process from exiting; stop()
+            # (or the manager's close()) ends and joins it.
+            self._thread = threading.Thread(
+                target=self._run, name=f"admission-watch:{self._path.name}", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stops the thread and waits (up to ``timeout`` seconds) until it has ended."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            if self._manager() is None:
+                return  # the manager is gone: nothing left to reload
+            try:
+                self.check()
+            except Exception:
+                # A failing on_reload/on_error callback must not end the watching.
+                logger.exception("admission: a config watcher callback failed")
+
+    def check(self) -> bool:
+        """Reloads now if the file changed since the last look; True if it reloaded."""
+        with self._check_lock:
+            seen = _signature(self._path)
+            if seen is None or seen == self._seen:
+                return False
+            self._seen = seen
+            manager = self._manager()
+            if manager is None:
+                return False
+            try:
+                config = manager.reload(Config.from_file(self._path, env=self._env))
+            except Exception as exc:
+                self.errors += 1
+                self.last_error = exc
+                logger.warning("admission: kept the limits in force: %s", exc)
+                if self._on_error is not None:
+                    self._on_error(exc)
+                return False
+            self.reloads += 1
+            logger.info("admission: reloaded the limits from %s", self._path)
+            if self._on_reload is not None:
+                self._on_reload(config)
+            return True
+
+    def __enter__(self) -> ConfigWatcher:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<ConfigWatcher {str(self._path)!r} every {self._interval} s, {state}>"

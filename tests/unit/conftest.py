@@ -1,0 +1,91 @@
+"""Fixtures for the async unit tests: the event loops every async test runs on.
+
+- ``anyio_backend``: each ``@pytest.mark.anyio`` test runs on asyncio, asyncio + uvloop and trio.
+- ``virtual``: a runner whose clock is virtual and jumps to the next timer whenever every task
+  is blocked (trio's ``MockClock(autojump_threshold=0)``, and the same for asyncio), so tests
+  about waits of seconds or minutes run in no real time and assert on exact virtual times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import selectors
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+
+T = TypeVar("T")
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("asyncio", id="asyncio"),
+        pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
+        pytest.param("trio", id="trio"),
+    ]
+)
+def anyio_backend(request: pytest.FixtureRequest) -> Any:
+    return request.param
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An asyncio loop on virtual time: whenever it would block waiting for a timer, its clock
+    jumps to that timer instead (what trio's ``MockClock(autojump_threshold=0)`` does).
+
+    I/O still works (a zero-timeout poll runs first), so wake-ups from other threads arrive;
+    only the waiting for timers is skipped.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(selectors.DefaultSelector())
+        self._virtual_now = 0.0
+        real_select = self._selector.select  # type: ignore[attr-defined]
+
+        def select(timeout: float | None = None) -> list[Any]:
+            if timeout is None or timeout <= 0:
+                return real_select(timeout)
+            events = real_select(0)
+            if not events:
+                self._virtual_now += timeout
+            return events
+
+        self._selector.select = select  # type: ignore[attr-defined]
+
+    def time(self) -> float:
+        return self._virtual_now
+
+
+class VirtualRunner:
+    """Runs an async function on ``backend`` under a virtual, autojumping clock."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+
+    def run(self, fn: Callable[[], Awaitable[T]]) -> T:
+        if self.backend == "trio":
+            import trio
+            import trio.testing
+
+            return trio.run(fn, clock=trio.testing.MockClock(autojump_threshold=0))
+
+        async def main() -> T:
+            return await fn()
+
+        with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+            return runner.run(main())
+
+    def __repr__(self) -> str:
+        return f"VirtualRunner({self.backend!r})"
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def virtual(request: pytest.FixtureRequest) -> VirtualRunner:
+    """A virtual-time runner on asyncio and on trio; read its time with ``anyio.current_time()``."""
+    return VirtualRunner(request.param)
+
+
+@pytest.fixture
+def virtual_asyncio() -> VirtualRunner:
+    """The asyncio half of ``virtual``, for APIs that are asyncio-only (``adm.map``)."""
+    return VirtualRunner("asyncio")

@@ -1,0 +1,611 @@
+"""Semaphore in async code: fast path, FIFO, cancellation, timeouts, close, resize.
+
+Every ``@pytest.mark.anyio`` test runs on asyncio, asyncio + uvloop and trio (see conftest.py).
+Waiting for other tasks is done with ``sleep(0)`` loops and events, never with timed sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+import admission as adm
+
+ASYNCIO_ONLY = pytest.mark.parametrize(
+    "anyio_backend",
+    [
+        pytest.param("asyncio", id="asyncio"),
+        pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
+    ],
+)
+
+
+async def wait_until(predicate: Callable[[], bool], what: str = "the condition") -> None:
+    """Lets other tasks run (checkpoints, no time passes) until ``predicate()`` holds."""
+    for _ in range(5_000):
+        if predicate():
+            return
+        await anyio.lowlevel.checkpoint()
+    raise AssertionError(f"never reached: {what}")
+
+
+async def yield_many(times: int = 50) -> None:
+    for _ in range(times):
+        await anyio.lowlevel.checkpoint()
+
+
+def assert_idle(s: adm.Semaphore) -> None:
+    """Nothing held, nobody waiting: the semaphore is back to its initial state."""
+    assert (s.in_use, s.waiting, s.available) == (0, 0, s.limit)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fast path
+
+
+@pytest.mark.anyio
+async def test_immediate_admission_does_not_suspend() -> None:
+    s = adm.Semaphore(3)
+    other_ran = False
+
+    async def other() -> None:
+        nonlocal other_ran
+        other_ran = True
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(other)  # scheduled, but runs only when this task suspends
+        assert await s.acquire() is None
+        assert await s.acquire(2) is None
+        s.release(3)
+        async with s:
+            assert s.in_use == 1
+        assert not other_ran, "an immediate admission suspended the task"
+    assert other_ran
+    assert_idle(s)
+    assert s.stats().admitted == 3
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_immediate_admission_does_not_suspend_on_the_asyncio_loop() -> None:
+    # The strictest form: a callback already in the loop's ready queue has not run after
+    # `await acquire()`, so the task never yielded to the loop (no Task or Future involved).
+    loop = asyncio.get_running_loop()
+    s = adm.Semaphore(1)
+    ran: list[int] = []
+    tasks_before = len(asyncio.all_tasks())
+    loop.call_soon(ran.append, 1)
+    await s.acquire()
+    assert ran == []
+    assert len(asyncio.all_tasks()) == tasks_before
+    s.release()
+    loop.call_soon(ran.append, 2)
+    async with s:
+        pass
+    assert ran == []
+    await asyncio.sleep(0)
+    assert ran == [1, 2]
+
+
+@pytest.mark.anyio
+async def test_immediate_admission_returns_one_shared_ready_object() -> None:
+    s = adm.Semaphore(4)
+    first = s.acquire()
+    second = s.acquire(2)
+    entered = s.__aenter__()
+    assert first is second is entered
+    assert not inspect.iscoroutine(first)
+    assert not asyncio.isfuture(first)
+    assert type(first).__name__ == "Ready"
+    # The permits were taken by the calls themselves; awaiting the Ready just returns None.
+    assert s.in_use == 4
+    for aw in (first, second, entered):
+        assert await aw is None
+    s.release(4)
+    assert_idle(s)
+
+
+@pytest.mark.anyio
+async def test_only_a_waiter_gets_a_coroutine() -> None:
+    s = adm.Semaphore(1)
+    s.try_acquire()
+    slow = s.acquire()
+    assert inspect.iscoroutine(slow), "the waiting path is the Python coroutine"
+    slow.close()  # never started: it queued nothing
+    assert s.waiting == 0
+    s.release()
+    assert_idle(s)
+
+
+# ---------------------------------------------------------------------------------------------
+# FIFO
+
+
+@pytest.mark.anyio
+async def test_large_request_queued_first_is_served_before_small_ones() -> None:
+    s = adm.Semaphore(4)
+    assert s.try_acquire(3)
+    order: list[str] = []
+
+    async def take(name: str, n: int) -> None:
+        await s.acquire(n)
+        order.append(name)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(take, "big", 4)
+        await wait_until(lambda: s.waiting == 1)
+        for i in range(3):
+            tg.start_soon(take, f"small{i}", 1)
+            await wait_until(lambda i=i: s.waiting == 2 + i)
+        # One permit is free, yet nobody barges past the big request.
+        await yield_many()
+        assert order == []
+        assert s.available == 1
+        assert not s.try_acquire(1), "try_acquire barged past a waiter"
+        tg.start_soon(take, "newcomer", 1)  # an async newcomer queues too
+        await wait_until(lambda: s.waiting == 5)
+        await yield_many()
+        assert order == []
+
+        s.release(3)
+        await wait_until(lambda: order == ["big"])
+        await yield_many()
+        assert order == ["big"], "small requests were admitted alongside the big one"
+        assert (s.in_use, s.waiting) == (4, 4)
+
+        # One permit at a time: each goes to the longest waiter.
+        for step, expected in enumerate(("small0", "small1", "small2", "newcomer")):
+            s.release(1)
+            await wait_until(lambda step=step: len(order) == step + 2)
+            await yield_many()
+            assert order[-1] == expected
+            assert len(order) == step + 2
+    assert order == ["big", "small0", "small1", "small2", "newcomer"]
+    assert s.in_use == 4
+    s.release(4)
+    assert_idle(s)
+
+
+@pytest.mark.anyio
+async def test_grants_follow_arrival_order_for_mixed_sizes() -> None:
+    # Holders release one at a time; after each release the set of tasks ever granted must be
+    # a prefix of the arrival order (trio runs woken tasks in random order, so the order in
+    # which tasks *record* their grant within one batch proves nothing; prefixes do).
+    limit = 5
+    sizes = [3, 1, 5, 2, 2, 4, 1, 1, 5, 3, 2, 1, 4, 2, 3, 1]
+    s = adm.Semaphore(limit)
+    assert s.try_acquire(limit)
+    granted: list[int] = []
+    held: list[int] = []
+
+    async def take(i: int, n: int) -> None:
+        await s.acquire(n)
+        granted.append(i)
+        held.append(n)
+
+    async with anyio.create_task_group() as tg:
+        for i, n in enumerate(sizes):
+            tg.start_soon(take, i, n)
+            await wait_until(lambda i=i: s.waiting == i + 1)
+        s.release(limit)
+        while True:
+            await wait_until(lambda: sum(held) == s.in_use, "woken tasks recorded their grants")
+            await yield_many(5)
+            assert sorted(granted) == list(range(len(granted))), "a later waiter went first"
+            assert s.in_use <= limit
+            assert s.waiting == len(sizes) - len(granted)
+            if len(granted) == len(sizes):
+                break
+            s.release(held.pop(0))
+    s.release(sum(held))
+    assert_idle(s)
+    stats = s.stats()
+    assert stats.admitted == len(sizes) + 1
+    assert stats.admitted_cost == sum(sizes) + limit
+
+
+@pytest.mark.anyio
+async def test_many_tasks_never_exceed_the_limit_and_counters_add_up() -> None:
+    s = adm.Semaphore(3)
+    inside = peak = 0
+    tasks, rounds = 40, 10
+
+    async def worker() -> None:
+        nonlocal inside, peak
+        for _ in range(rounds):
+            async with s:
+                inside += 1
+                peak = max(peak, inside)
+                await anyio.lowlevel.checkpoint()
+                inside -= 1
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(tasks):
+            tg.start_soon(worker)
+    assert peak == 3
+    assert_idle(s)
+    stats = s.stats()
+    assert stats.high_water == 3
+    assert (stats.admitted, stats.rejected, stats.timed_out, stats.cancelled) == (
+        tasks * rounds,
+        0,
+        0,
+        0,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Cancellation
+
+
+@pytest.mark.anyio
+async def test_cancelled_waiter_leaves_no_trace() -> None:
+    s = adm.Semaphore(1)
+    assert s.try_acquire()
+    got: list[str] = []
+    scope_a = anyio.CancelScope()
+
+    async def a() -> None:
+        with scope_a:
+            await s.acquire()
+            got.append("a")
+
+    async def b() -> None:
+        await s.acquire()
+        got.append("b")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(a)
+        await wait_until(lambda: s.waiting == 1)
+        tg.start_soon(b)
+        await wait_until(lambda: s.waiting == 2)
+        scope_a.cancel()
+        await wait_until(lambda: s.waiting == 1)
+        assert s.stats().cancelled == 1
+        assert s.in_use == 1
+        s.release()
+    assert got == ["b"]
+    assert (s.in_use, s.waiting) == (1, 0)
+    s.release()
+    assert_idle(s)
+    stats = s.stats()
+    assert (stats.admitted, stats.cancelled, stats.timed_out, stats.rejected) == (2, 1, 0, 0)
+
+
+@pytest.mark.anyio
+async def test_cancelling_a_large_head_admits_the_smaller_waiters_behind_it() -> None:
+    s = adm.Semaphore(3)
+    assert s.try_acquire(1)
+    got: list[str] = []
+    scope = anyio.CancelScope()
+
+    async def big() -> None:
+        with scope:
+            await s.acquire(3)
+            got.append("big")
+
+    async def small(name: str) -> None:
+        await s.acquire(1)
+        got.append(name)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(big)
+        await wait_until(lambda: s.waiting == 1)
+        tg.start_soon(small, "s1")
+        await wait_until(lambda: s.waiting == 2)
+        tg.start_soon(small, "s2")
+        await wait_until(lambda: s.waiting == 3)
+        await yield_many()
+        assert got == []
+        scope.cancel()  # no release needed: the two free permits go to the waiters behind
+        await wait_until(lambda: len(got) == 2)
+    assert sorted(got) == ["s1", "s2"]
+    assert (s.in_use, s.waiting) == (3, 0)
+    s.release(3)
+    assert_idle(s)
+    assert s.stats().cancelled == 1
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_permit_granted_in_the_same_instant_as_cancel_is_passed_on() -> None:
+    # gh-90155 class: release() hands the permit to A (its future is resolved), then A is
+    # cancelled before it runs. A must pass the permit on to B, not lose it.
+    s = adm.Semaphore(1)
+    assert s.try_acquire()
+    got: list[str] = []
+
+    async def take(name: str) -> None:
+        await s.acquire()
+        got.append(name)
+
+    a = asyncio.ensure_future(take("a"))
+    await wait_until(lambda: s.waiting == 1)
+    b = asyncio.ensure_future(take("b"))
+    await wait_until(lambda: s.waiting == 2)
+
+    s.release()  # granted to A right here: A's future is resolved, A has not run yet
+    assert (s.in_use, s.waiting) == (1, 1)
+    assert a.cancel()
+    await asyncio.wait([a, b])
+
+    assert a.cancelled()
+    assert b.result() is None
+    assert got == ["b"]
+    assert (s.in_use, s.waiting) == (1, 0), "the permit was lost or duplicated"
+    stats = s.stats()
+    # A was granted (counted admitted) and gave its permit straight to B.
+    assert (stats.admitted, stats.cancelled) == (3, 0)
+    s.release()
+    assert_idle(s)
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_permit_granted_in_the_same_instant_as_cancel_returns_when_nobody_waits() -> None:
+    s = adm.Semaphore(2)
+    assert s.try_acquire(2)
+    a = asyncio.ensure_future(s.acquire(2))
+    await wait_until(lambda: s.waiting == 1)
+    s.release(2)
+    assert s.in_use == 2  # handed to A
+    a.cancel()
+    await asyncio.wait([a])
+    assert a.cancelled()
+    assert_idle(s)
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_timeout_and_grant_in_the_same_instant_keeps_the_permit() -> None:
+    # The grant arrives first, the timer fires in the same loop iteration: the waiter keeps
+    # the permits it was handed (no AcquireTimeout, nothing lost).
+    s = adm.Semaphore(1)
+    assert s.try_acquire()
+    task = asyncio.ensure_future(s.acquire(timeout=0.0))
+    await asyncio.sleep(0)  # the task queues and arms its 0 s timer
+    assert s.waiting == 1
+    s.release()
+    await asyncio.wait([task])
+    assert task.result() is None
+    assert (s.in_use, s.waiting) == (1, 0)
+    s.release()
+    assert s.stats().timed_out == 0
+
+
+@pytest.mark.anyio
+async def test_release_then_immediate_cancel_never_loses_the_permit() -> None:
+    # The same race on every backend: on trio the woken task owns the permit and gives it
+    # back when its cancellation arrives at the next checkpoint inside `async with`.
+    s = adm.Semaphore(1)
+    assert s.try_acquire()
+    got: list[str] = []
+    scope = anyio.CancelScope()
+
+    async def a() -> None:
+        with scope:
+            async with s:
+                got.append("a")
+                await anyio.lowlevel.checkpoint()
+                got.append("a-after-checkpoint")
+
+    async def b() -> None:
+        async with s:
+            got.append("b")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(a)
+        await wait_until(lambda: s.waiting == 1)
+        tg.start_soon(b)
+        await wait_until(lambda: s.waiting == 2)
+        s.release()
+        scope.cancel()
+    assert "b" in got
+    assert "a-after-checkpoint" not in got
+    assert_idle(s)
+
+
+@pytest.mark.anyio
+async def test_cancelling_many_waiters_at_once() -> None:
+    s = adm.Semaphore(2)
+    assert s.try_acquire(2)
+
+    async def take(n: int) -> None:
+        await s.acquire(n)
+        s.release(n)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(20):
+            tg.start_soon(take, 1 + i % 2)
+        await wait_until(lambda: s.waiting == 20)
+        tg.cancel_scope.cancel()
+    assert (s.in_use, s.waiting) == (2, 0)
+    assert s.stats().cancelled == 20
+    s.release(2)
+    assert_idle(s)
+
+
+# ---------------------------------------------------------------------------------------------
+# Timeouts
+
+
+@pytest.mark.anyio
+async def test_acquire_timeout_leaves_no_trace() -> None:
+    s = adm.Semaphore(1)
+    assert s.try_acquire()
+    for timeout in (0.0, 0.01):
+        with pytest.raises(adm.AcquireTimeout) as info:
+            await s.acquire(timeout=timeout)
+        assert isinstance(info.value, TimeoutError)
+        assert isinstance(info.value, adm.AdmissionError)
+        assert info.value.timeout == timeout
+        assert info.value.needed is None  # a semaphore cannot know how long it would take
+        assert (s.in_use, s.waiting) == (1, 0)
+    stats = s.stats()
+    assert (stats.admitted, stats.timed_out, stats.cancelled, stats.rejected) == (1, 2, 0, 0)
+    s.release()
+    assert_idle(s)
+    await s.acquire(timeout=0.0)  # free: admitted at once, the timeout is irrelevant
+    s.release()
+
+
+@pytest.mark.anyio
+async def test_acquire_within_timeout_succeeds() -> None:
+    s = adm.Semaphore(1)
+    assert s.try_acquire()
+    done = anyio.Event()
+
+    async def waiter() -> None:
+        await s.acquire(timeout=3600.0)
+        done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        await wait_until(lambda: s.waiting == 1)
+        s.release()
+        await done.wait()
+    assert (s.in_use, s.stats().timed_out) == (1, 0)
+    s.release()
+    assert_idle(s)
+
+
+def test_timed_out_head_lets_the_next_waiter_through(virtual: Any) -> None:
+    s = adm.Semaphore(2)
+    events: list[tuple[str, float]] = []
+
+    async def main() -> None:
+        assert s.try_acquire(1)
+        t0 = anyio.current_time()
+
+        async def big() -> None:
+            try:
+                await s.acquire(2, timeout=5.0)
+            except adm.AcquireTimeout:
+                events.append(("big-timeout", anyio.current_time() - t0))
+
+        async def small() -> None:
+            await s.acquire(1)
+            events.append(("small", anyio.current_time() - t0))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(big)
+            await wait_until(lambda: s.waiting == 1)
+            tg.start_soon(small)
+            await wait_until(lambda: s.waiting == 2)
+
+    virtual.run(main)
+    assert [name for name, _ in events] == ["big-timeout", "small"]
+    assert all(t == pytest.approx(5.0) for _, t in events)
+    assert (s.in_use, s.waiting) == (2, 0)
+    assert s.stats().timed_out == 1
+
+
+@pytest.mark.anyio
+async def test_bad_arguments_are_refused() -> None:
+    s = adm.Semaphore(2)
+    with pytest.raises(ValueError, match="timeout"):
+        await s.acquire(timeout=-1)
+    with pytest.raises(TypeError):
+        await s.acquire(1.5)  # type: ignore[arg-type]
+    with pytest.raises(adm.CapacityError):
+        await s.acquire(3)  # can never fit: fails at once, never waits
+    assert_idle(s)
+
+
+# ---------------------------------------------------------------------------------------------
+# close()
+
+
+@pytest.mark.anyio
+async def test_close_wakes_every_waiter_with_closed_and_held_permits_stay_valid() -> None:
+    s = adm.Semaphore(3)
+    assert s.try_acquire(2)
+    outcomes: dict[str, str] = {}
+    holder_inside = anyio.Event()
+    holder_may_leave = anyio.Event()
+
+    async def holder() -> None:
+        async with s:
+            holder_inside.set()
+            await holder_may_leave.wait()
+        outcomes["holder"] = "released"
+
+    async def waiter(name: str, n: int) -> None:
+        try:
+            await s.acquire(n)
+        except adm.Closed:
+            outcomes[name] = "closed"
+        else:  # pragma: no cover - the failure mode
+            outcomes[name] = "admitted"
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(holder)
+        await holder_inside.wait()
+        for i, (name, n) in enumerate((("three", 3), ("one", 1), ("two", 2))):
+            tg.start_soon(waiter, name, n)
+            await wait_until(lambda i=i: s.waiting == i + 1)
+        s.close()
+        await wait_until(lambda: len(outcomes) == 3)
+        assert outcomes == {"three": "closed", "one": "closed", "two": "closed"}
+        assert s.closed
+        assert (s.in_use, s.waiting) == (3, 0), "close() must not revoke held permits"
+        holder_may_leave.set()
+    assert outcomes["holder"] == "released"
+    assert s.in_use == 2
+    s.release(2)
+    assert s.in_use == 0
+
+    with pytest.raises(adm.Closed):
+        await s.acquire()
+    with pytest.raises(adm.Closed):
+        async with s:
+            pass  # pragma: no cover
+    with pytest.raises(adm.Closed):
+        s.try_acquire()
+    stats = s.stats()
+    assert stats.rejected == 3  # the three woken waiters
+    assert stats.admitted == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Resizing
+
+
+@pytest.mark.anyio
+async def test_raising_the_limit_admits_waiters_and_lowering_it_refuses_too_large_ones() -> None:
+    s = adm.Semaphore(2)
+    assert s.try_acquire(2)
+    outcomes: dict[str, Any] = {}
+
+    async def take(name: str, n: int) -> None:
+        try:
+            await s.acquire(n)
+        except adm.CapacityError as exc:
+            outcomes[name] = exc
+        else:
+            outcomes[name] = "admitted"
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(take, "two", 2)
+        await wait_until(lambda: s.waiting == 1)
+        tg.start_soon(take, "one", 1)
+        await wait_until(lambda: s.waiting == 2)
+        s.limit = 1  # "two" can never fit any more; "one" waits (in_use 2 > limit 1)
+        await wait_until(lambda: "two" in outcomes)
+        assert isinstance(outcomes["two"], adm.CapacityError)
+        assert (s.in_use, s.available, s.waiting) == (2, 0, 1)
+        s.release(1)  # in_use 1 == limit: still no room
+        await yield_many()
+        assert "one" not in outcomes
+        s.limit = 2  # room for one more: granted by the resize itself
+        await wait_until(lambda: "one" in outcomes)
+    assert outcomes["one"] == "admitted"
+    assert (s.in_use, s.limit, s.waiting) == (2, 2, 0)
+    s.release(2)
+    assert_idle(s)

@@ -1,0 +1,304 @@
+"""TaskPool: TaskGroup semantics plus a concurrency limit, a rate limiter and a per-task timeout.
+
+Runs on asyncio (TaskGroup), uvloop and trio (nursery).
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+import admission as adm
+
+
+async def wait_until(predicate: Callable[[], bool], what: str = "the condition") -> None:
+    for _ in range(5_000):
+        if predicate():
+            return
+        await anyio.lowlevel.checkpoint()
+    raise AssertionError(f"never reached: {what}")
+
+
+async def yields(n: int) -> None:
+    for _ in range(n):
+        await anyio.lowlevel.checkpoint()
+
+
+class Tracker:
+    """Records, per task: started, how it ended; and the peak number running at once."""
+
+    def __init__(self) -> None:
+        self.started: list[int] = []
+        self.ended: dict[int, str] = {}
+        self.running = 0
+        self.peak = 0
+        self.coros: list[Coroutine[Any, Any, Any]] = []
+
+    def make(self, i: int, body: Callable[[int], Coroutine[Any, Any, Any]]) -> Any:
+        async def run() -> None:
+            self.started.append(i)
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            outcome = "error"
+            try:
+                await body(i)
+                outcome = "done"
+            except anyio.get_cancelled_exc_class():
+                outcome = "cancelled"
+                raise
+            finally:
+                self.running -= 1
+                self.ended[i] = outcome
+
+        coro = run()
+        self.coros.append(coro)
+        return coro
+
+    def assert_no_orphans(self) -> None:
+        assert self.running == 0
+        assert sorted(self.ended) == sorted(self.started)
+        assert all(inspect.getcoroutinestate(c) == "CORO_CLOSED" for c in self.coros)
+
+
+if sys.version_info < (3, 11):  # pragma: no cover - 3.10 only
+    from exceptiongroup import BaseExceptionGroup, ExceptionGroup
+
+
+def leaves(group: BaseException) -> list[BaseException]:
+    if isinstance(group, BaseExceptionGroup):
+        return [leaf for exc in group.exceptions for leaf in leaves(exc)]
+    return [group]
+
+
+@pytest.mark.anyio
+async def test_runs_everything_at_most_limit_at_once() -> None:
+    t = Tracker()
+    observed: list[tuple[int, int]] = []
+
+    async def body(i: int) -> None:
+        await yields(1 + i % 4)
+
+    async with adm.TaskPool(limit=3) as pool:
+        assert (pool.limit, pool.running, pool.queued) == (3, 0, 0)
+        for i in range(20):
+            pool.spawn(t.make(i, body))
+        assert pool.spawned == 20
+        while pool.running or pool.queued:
+            observed.append((pool.running, pool.queued))
+            await anyio.lowlevel.checkpoint()
+    assert t.peak == 3
+    assert all(running <= 3 for running, _ in observed)
+    assert t.ended == dict.fromkeys(range(20), "done")
+    assert t.started == list(range(20)), "queued coroutines start in spawn order"
+    assert (pool.running, pool.queued) == (0, 0)
+    t.assert_no_orphans()
+
+
+@pytest.mark.anyio
+async def test_exit_waits_for_every_task() -> None:
+    t = Tracker()
+
+    async def body(i: int) -> None:
+        await yields(10 * (i + 1))
+
+    async with adm.TaskPool(limit=2) as pool:
+        for i in range(5):
+            pool.spawn(t.make(i, body))
+    assert t.ended == dict.fromkeys(range(5), "done")
+    t.assert_no_orphans()
+
+
+@pytest.mark.anyio
+async def test_an_error_cancels_siblings_and_the_body_and_is_grouped() -> None:
+    t = Tracker()
+    body_outcome: list[str] = []
+
+    async def body(i: int) -> None:
+        if i == 1:
+            await yields(3)
+            raise ValueError("task 1 failed")
+        await anyio.sleep_forever()
+
+    pool = adm.TaskPool(limit=3)
+
+    async def run_pool() -> None:
+        async with pool:
+            for i in range(6):
+                pool.spawn(t.make(i, body))
+            try:
+                await anyio.sleep_forever()
+            except anyio.get_cancelled_exc_class():
+                body_outcome.append("cancelled")
+                raise
+
+    with pytest.raises(BaseExceptionGroup) as info:
+        await run_pool()
+    assert isinstance(info.value, ExceptionGroup)
+    assert [type(e) for e in leaves(info.value)] == [ValueError]
+    assert str(leaves(info.value)[0]) == "task 1 failed"
+    assert body_outcome == ["cancelled"]
+    assert t.ended == {0: "cancelled", 1: "error", 2: "cancelled"}
+    # The three still queued never started, and were closed (no "never awaited" warning).
+    assert sorted(t.started) == [0, 1, 2]
+    t.assert_no_orphans()
+    assert (pool.running, pool.queued) == (0, 0)
+
+
+@pytest.mark.anyio
+async def test_an_error_in_the_body_cancels_the_tasks() -> None:
+    t = Tracker()
+
+    async def body(i: int) -> None:
+        await anyio.sleep_forever()
+
+    async def run_pool() -> None:
+        async with adm.TaskPool(limit=2) as pool:
+            for i in range(4):
+                pool.spawn(t.make(i, body))
+            await wait_until(lambda: len(t.started) == 2)
+            raise KeyError("body")
+
+    with pytest.raises(BaseExceptionGroup) as info:
+        await run_pool()
+    assert [type(e) for e in leaves(info.value)] == [KeyError]
+    assert t.ended == {0: "cancelled", 1: "cancelled"}
+    t.assert_no_orphans()
+
+
+@pytest.mark.anyio
+async def test_cancelling_the_pool_from_outside_cancels_everything() -> None:
+    t = Tracker()
+
+    async def body(i: int) -> None:
+        await anyio.sleep_forever()
+
+    with anyio.CancelScope() as scope:
+        async with adm.TaskPool(limit=2) as pool:
+            for i in range(5):
+                pool.spawn(t.make(i, body))
+            await wait_until(lambda: len(t.started) == 2)
+            scope.cancel()
+    assert scope.cancelled_caught
+    assert t.ended == {0: "cancelled", 1: "cancelled"}
+    t.assert_no_orphans()
+
+
+@pytest.mark.anyio
+async def test_spawn_outside_async_with_raises_closed_and_closes_the_coroutine() -> None:
+    t = Tracker()
+
+    async def body(i: int) -> None:
+        pass  # pragma: no cover
+
+    pool = adm.TaskPool(limit=2)
+    before = t.make(0, body)
+    with pytest.raises(adm.Closed):
+        pool.spawn(before)
+    assert inspect.getcoroutinestate(before) == "CORO_CLOSED"
+
+    async with pool:
+        pass
+    after = t.make(1, body)
+    with pytest.raises(adm.Closed):
+        pool.spawn(after)
+    assert inspect.getcoroutinestate(after) == "CORO_CLOSED"
+    assert t.started == []
+    assert pool.spawned == 0
+
+
+@pytest.mark.anyio
+async def test_arguments_are_validated() -> None:
+    with pytest.raises(ValueError, match="limit"):
+        adm.TaskPool(limit=0)
+    with pytest.raises(TypeError, match="limit"):
+        adm.TaskPool(limit=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="timeout"):
+        adm.TaskPool(limit=1, timeout=-1.0)
+    pool = adm.TaskPool(limit=1)
+    async with pool:
+        with pytest.raises(RuntimeError, match="already open"):
+            await pool.__aenter__()
+
+
+def test_rate_limiter_spaces_the_task_starts(virtual: Any) -> None:
+    starts: list[float] = []
+
+    async def main() -> None:
+        b = adm.TokenBucket(rate=1, per=10.0, burst=1, clock=adm.LoopClock())
+        t0 = anyio.current_time()
+
+        async def work() -> None:
+            starts.append(anyio.current_time() - t0)
+
+        async with adm.TaskPool(limit=10, rate=b) as pool:
+            for _ in range(4):
+                pool.spawn(work())
+
+    virtual.run(main)
+    assert starts == [pytest.approx(t) for t in (0.0, 10.0, 20.0, 30.0)]
+
+
+def test_per_task_timeout_raises_timeout_error_inside_the_group(virtual: Any) -> None:
+    got: dict[str, Any] = {}
+
+    async def main() -> None:
+        t0 = anyio.current_time()
+        ended: dict[str, float] = {}
+
+        async def quick() -> None:
+            await anyio.sleep(1.0)
+            ended["quick"] = anyio.current_time() - t0
+
+        async def slow() -> None:
+            await anyio.sleep(100.0)
+            ended["slow"] = anyio.current_time() - t0  # pragma: no cover
+
+        try:
+            async with adm.TaskPool(limit=2, timeout=5.0) as pool:
+                pool.spawn(quick())
+                pool.spawn(slow())
+        except BaseExceptionGroup as group:
+            got["group"] = group
+        got["ended"] = ended
+        got["elapsed"] = anyio.current_time() - t0
+
+    virtual.run(main)
+    assert got["ended"] == {"quick": pytest.approx(1.0)}
+    assert got["elapsed"] == pytest.approx(5.0)
+    errors = leaves(got["group"])
+    assert len(errors) == 1
+    assert isinstance(errors[0], TimeoutError), f"got {errors[0]!r}, not a TimeoutError"
+
+
+def test_cancelled_pool_closes_tasks_waiting_for_the_rate_and_refunds_them(virtual: Any) -> None:
+    got: dict[str, Any] = {}
+
+    async def main() -> None:
+        b = adm.TokenBucket(rate=1, per=10.0, burst=1, clock=adm.LoopClock())
+        t = Tracker()
+
+        async def body(i: int) -> None:
+            await anyio.lowlevel.checkpoint()
+
+        with anyio.move_on_after(5.0):
+            async with adm.TaskPool(limit=3, rate=b) as pool:
+                for i in range(3):
+                    pool.spawn(t.make(i, body))
+        # Task 0 ran at once; 1 and 2 were waiting for the slots at 10 and 20 s: their
+        # coroutines are closed unstarted and their reservations given back.
+        got["started"] = list(t.started)
+        t.assert_no_orphans()
+        got["stats"] = b.stats()
+        await anyio.sleep(5.0)
+        got["try_at_10"] = b.try_acquire()
+
+    virtual.run(main)
+    assert got["started"] == [0]
+    assert (got["stats"].admitted, got["stats"].cancelled) == (1, 2)
+    assert got["try_at_10"] is True
