@@ -13,9 +13,11 @@ Both pools hold ``MAX_SIZE`` = 20 connections, opened before timing (``min_size`
 The server is a throwaway PostgreSQL on 127.0.0.1 (tests/integration/postgres.py).
 
 One round is ``OPS`` operations spread over 50 concurrent workers; rounds of the three
-implementations are interleaved, so a noisy neighbour hits them alike.
+implementations are interleaved, so a noisy neighbour hits them alike, and the ratio to the
+raw pool is taken per pair of neighbouring rounds. The client's own CPU time per operation
+is reported too: it is what the PoolManager adds to, whatever the server and the machine do.
 
-    .venv/bin/python benches/bench_pool.py            # the markdown table for RESULTS.md
+    .venv/bin/python benches/bench_pool.py [ROUNDS=40] [SCALE=0.5]   # the RESULTS.md table
     .venv/bin/python -m pytest benches/bench_pool.py --benchmark-only   # pytest-benchmark
 """
 
@@ -146,42 +148,55 @@ def test_select_1(benchmark: Any, server: PostgresServer, key: str) -> None:
 # ------------------------------------------------------------------ standalone: the table
 
 
-async def interleaved(dsn: str, rounds: int) -> dict[str, list[float]]:
-    """ops/s of each round of each implementation, rounds interleaved."""
+async def interleaved(
+    dsn: str, rounds: int, scale: float
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """ops/s and client CPU microseconds per op of each round of each implementation,
+    rounds interleaved (``scale`` multiplies the ops per round)."""
     contenders = Contenders(dsn)
     await contenders.open()
     rates: dict[str, list[float]] = {key: [] for key, *_ in contenders.table()}
+    cpu: dict[str, list[float]] = {key: [] for key, *_ in contenders.table()}
     try:
         for _, _, op, ops in contenders.table():
             await run_round(op, ops // 4)  # warm-up: prepared statements, caches
         for _ in range(rounds):
             for key, _, op, ops in contenders.table():
-                rates[key].append(ops / await run_round(op, ops))
+                n = max(CONCURRENCY, int(ops * scale))
+                started = time.process_time()
+                rates[key].append(n / await run_round(op, n))
+                cpu[key].append((time.process_time() - started) / n * 1e6)
     finally:
         await contenders.close()
-    return rates
+    return rates, cpu
 
 
 def main() -> None:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 15
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 40
+    scale = float(sys.argv[2]) if len(sys.argv) > 2 else 0.5
     with PostgresServer() as pg:
-        rates = asyncio.run(interleaved(pg.dsn(), rounds))
+        rates, cpu = asyncio.run(interleaved(pg.dsn(), rounds, scale))
     labels = {key: label for key, label, *_ in Contenders("").table()}
-    raw = statistics.median(rates["asyncpg.create_pool"])
-    print(f"{rounds} interleaved rounds; ops/s per round: median (min-max)\n")
-    print("| implementation | ops/s (median) | min - max | vs raw pool |")
-    print("| --- | ---: | ---: | ---: |")
+    raw_key = "asyncpg.create_pool"
+    raw = statistics.median(rates[raw_key])
+    print(f"{rounds} interleaved rounds; per round: ops/s and this process's CPU per op\n")
+    print(
+        "| implementation | ops/s (median) | ops/s (min - max) | vs raw pool "
+        "| client CPU us/op (median) |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: |")
     for key, values in rates.items():
         med = statistics.median(values)
         print(
             f"| {labels[key]} | {med:,.0f} | {min(values):,.0f} - {max(values):,.0f} | "
-            f"{med / raw:.3f} |"
+            f"{med / raw:.3f} | {statistics.median(cpu[key]):.1f} |"
         )
     manager = rates["admission.PoolManager"]
-    pairs = [m / r for m, r in zip(manager, rates["asyncpg.create_pool"], strict=True)]
+    pairs = [m / r for m, r in zip(manager, rates[raw_key], strict=True)]
     print(
-        f"\nPoolManager / raw pool, per interleaved pair: median {statistics.median(pairs):.3f} "
-        f"(min {min(pairs):.3f}, max {max(pairs):.3f})"
+        f"\nPoolManager / raw pool, ratio of ops/s per interleaved pair: median "
+        f"{statistics.median(pairs):.3f} (quartiles {statistics.quantiles(pairs, n=4)[0]:.3f}"
+        f" - {statistics.quantiles(pairs, n=4)[2]:.3f})"
     )
 
 

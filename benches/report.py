@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,11 +73,12 @@ def _pick(rows: list[Row], *, role: str, baseline: bool = False) -> Row | None:
     return None
 
 
-def ratio(value: float, reference: Row | None) -> str:
-    if reference is None:
-        return "-"
-    r = value / reference.ns
+def _x(r: float) -> str:
     return f"{r:.2f}x" if r < 10 else f"{r:.0f}x"
+
+
+def ratio(value: float, reference: Row | None) -> str:
+    return "-" if reference is None else _x(value / reference.ns)
 
 
 def table(rows: list[Row]) -> str:
@@ -101,39 +103,57 @@ def _find(rows: list[Row], group: str, key: str) -> Row | None:
 
 
 def targets(rows: list[Row]) -> str:
-    """The issue-2 targets, checked against this run."""
+    """The issue-2 targets, checked against this run.
+
+    Each is judged on the medians and on the fastest rounds. On a quiet machine they agree; on
+    a shared one a neighbour landing on one benchmark's second of rounds moves its median (not
+    its fastest round), so a target met on fastest rounds only is reported as such, with both
+    numbers, rather than hidden either way.
+    """
     admitted, rejected = "try_acquire admitted", "try_acquire rejected"
     sem_group = "semaphore try_acquire+release"
     out = []
 
-    def check(ok: bool | None, text: str) -> None:
-        mark = "n/a" if ok is None else ("met" if ok else "NOT met")
-        out.append(f"- {text}: **{mark}**")
+    def verdict(on_median: bool, on_min: bool) -> str:
+        if on_median and on_min:
+            return "met"
+        if on_min:
+            return "met on fastest rounds; median disturbed (noise?)"
+        if on_median:
+            return "met on medians only"
+        return "NOT met"
+
+    def check(a: Row, b: Row, ok: Callable[[float, float], bool], text: str) -> None:
+        """``ok(a_ns, b_ns)`` on medians and on fastest rounds."""
+        mark = verdict(ok(a.ns, b.ns), ok(a.min_ns, b.min_ns))
+        out.append(
+            f"- {text}: median {a.ns:,.0f} vs {b.ns:,.0f} ns = {_x(a.ns / b.ns)}; "
+            f"fastest rounds {a.min_ns:,.0f} vs {b.min_ns:,.0f} ns = "
+            f"{_x(a.min_ns / b.min_ns)}: **{mark}**"
+        )
 
     bucket = _find(rows, admitted, "admission.TokenBucket")
     clock = _find(rows, admitted, "time.monotonic_ns")
     moving = _find(rows, admitted, "limits.moving")
     if bucket and clock:
-        r = bucket.ns / clock.ns
         check(
-            r <= 2.0,
-            f"admitted path <= 2 x `time.monotonic_ns()`: {bucket.ns:,.0f} ns vs "
-            f"{clock.ns:,.0f} ns = {r:.2f} x",
+            bucket,
+            clock,
+            lambda a, b: a <= 2 * b,
+            "admitted path <= 2 x `time.monotonic_ns()` (TokenBucket vs floor)",
         )
     if bucket and moving:
-        r = moving.ns / bucket.ns
         check(
-            r >= 30,
-            f">= 30 x faster than limits' moving window: {moving.ns:,.0f} ns vs "
-            f"{bucket.ns:,.0f} ns = {r:.0f} x",
+            moving,
+            bucket,
+            lambda a, b: a >= 30 * b,
+            ">= 30 x faster than limits' moving window (limits vs TokenBucket)",
         )
-        others = [
-            r for r in rows if r.group == admitted and r.key.startswith("limits.") and r.ns > 0
-        ]
+        others = [r for r in rows if r.group == admitted and r.key.startswith("limits.")]
         if others:
             fastest = min(others, key=lambda r: r.ns)
             out.append(
-                f"  - fastest limits strategy ({fastest.impl}): "
+                f"  - and than every limits strategy: the fastest, {fastest.impl}, takes "
                 f"{fastest.ns / bucket.ns:.0f} x admission's time"
             )
     for key in ("admission.TokenBucket", "admission.SlidingWindow"):
@@ -141,10 +161,10 @@ def targets(rows: list[Row]) -> str:
         adm_no = _find(rows, rejected, key)
         if adm_ok and adm_no:
             check(
-                adm_no.ns <= adm_ok.ns,
-                f"{key} rejected path no slower than admitted: {adm_no.ns:,.0f} ns vs "
-                f"{adm_ok.ns:,.0f} ns ({adm_no.ns / adm_ok.ns - 1:+.0%}; fastest rounds "
-                f"{adm_no.min_ns:,.0f} vs {adm_ok.min_ns:,.0f} ns)",
+                adm_no,
+                adm_ok,
+                lambda a, b: a <= b,
+                f"{key} rejected path no slower than admitted (rejected vs admitted)",
             )
     sem = _find(rows, sem_group, "admission.Semaphore")
     if sem:

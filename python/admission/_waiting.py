@@ -11,6 +11,7 @@ call more than once and after the waiter gave up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import threading
 from typing import Any, Protocol
@@ -42,11 +43,9 @@ class _AsyncioWaiter:
         if threading.get_ident() == self._thread:
             self._settle(True)
             return
-        try:
+        # A closed loop raises RuntimeError: its tasks are gone, nobody is left to wake.
+        with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._settle, True)
-        except RuntimeError:
-            # The loop is closed: its tasks are gone and nobody can be woken any more.
-            pass
 
     async def wait(self, timeout: float | None) -> bool:
         if timeout is None:
@@ -83,10 +82,8 @@ class _TrioWaiter:
         if threading.get_ident() == self._thread:
             self._reschedule()
             return
-        try:
+        with contextlib.suppress(RuntimeError):  # the trio run finished: nobody to wake
             self._token.run_sync_soon(self._reschedule)
-        except RuntimeError:
-            pass  # trio run finished: nobody left to wake
 
     async def wait(self, timeout: float | None) -> bool:
         import trio

@@ -64,17 +64,25 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
             "calls succeeded, 429s, errors, peak in-flight requests (client and server),\n"
             "peak open sockets, wall time, p50/p99 latency. The defaults take well under a\n"
             "minute.\n\n"
+            "The unbounded run holds two open files per call (client and server side): the\n"
+            "soft open-file limit is raised to the hard one for it, or the run is capped.\n\n"
             "Exit status: 0 when the run with admission had no 429 and no error, else 1."
         ),
     )
-    server = demo.add_argument_group("the provider (server)")
-    server.add_argument(
+    run = demo.add_argument_group("the runs")
+    run.add_argument(
         "--calls",
         type=_positive_int,
         default=2000,
         metavar="N",
         help="calls per run (default 2000)",
     )
+    run.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no live progress line (it is off anyway when stderr is not a terminal)",
+    )
+    server = demo.add_argument_group("the provider (server)")
     server.add_argument(
         "--server-concurrency",
         type=_positive_int,
@@ -127,11 +135,6 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         default=None,
         metavar="N",
         help="token-bucket burst (default: a tenth of the provider's burst)",
-    )
-    demo.add_argument(
-        "--no-progress",
-        action="store_true",
-        help="no live progress line (it is off anyway when stderr is not a terminal)",
     )
 
 

@@ -45,9 +45,7 @@ class AllOf:
             raise ValueError("all_of() needs at least one rate limiter")
         for lim in limiters:
             if not isinstance(lim, (TokenBucket, SlidingWindow)):
-                raise TypeError(
-                    f"all_of() takes TokenBucket or SlidingWindow objects, got {lim!r}"
-                )
+                raise TypeError(f"all_of() takes TokenBucket or SlidingWindow objects, got {lim!r}")
         self._limiters: tuple[_Limiter, ...] = limiters
 
     @property
@@ -70,12 +68,12 @@ class AllOf:
         """Reserves in every limiter; on a miss refunds the others and returns the need."""
         # A cost that can never fit is refused before anything is reserved, so no limiter
         # is charged or counted for it.
-        for lim, cost in zip(self._limiters, costs):
+        for lim, cost in zip(self._limiters, costs, strict=True):
             lim.peek(cost)  # raises CapacityError (and checks the cost's type) only
         taken: list[tuple[_Limiter, int, int]] = []
         wait = 0.0
         try:
-            for lim, cost in zip(self._limiters, costs):
+            for lim, cost in zip(self._limiters, costs, strict=True):
                 ok, seconds, token = lim._reserve(cost, max_wait)
                 if not ok:
                     for other, c, t in taken:
@@ -114,7 +112,7 @@ class AllOf:
 
     def peek(self, costs: Sequence[int] | None = None) -> Decision:
         """The combined decision: allowed if all allow; the longest retry and reset."""
-        ds = [lim.peek(c) for lim, c in zip(self._limiters, self._costs(costs))]
+        ds = [lim.peek(c) for lim, c in zip(self._limiters, self._costs(costs), strict=True)]
         return Decision(
             all(d.allowed for d in ds),
             min(d.remaining for d in ds),
@@ -122,46 +120,54 @@ class AllOf:
             max(d.reset_after for d in ds),
         )
 
+    def _begin(
+        self, costs: Sequence[int] | None, timeout: float | None
+    ) -> tuple[float, float, list[tuple[_Limiter, int, int]]]:
+        """Reserves in every limiter; returns the wait, the part of it to sleep (none on
+        manual clocks, which it advances instead) and the reservations. Raises
+        `AcquireTimeout` at once if the wait cannot be met."""
+        timeout = timeout_seconds(timeout)
+        result = self._reserve_all(self._costs(costs), timeout, "timed_out")
+        if isinstance(result, float):
+            raise AcquireTimeout(timeout if timeout is not None else 0.0, needed=result)
+        wait, taken = result
+        if wait > 0 and self._advance_manual_clocks(wait):
+            return wait, 0.0, taken
+        return wait, wait, taken
+
+    @staticmethod
+    def _end(taken: list[tuple[_Limiter, int, int]], waited: float, used: bool) -> None:
+        for lim, cost, token in taken:
+            if used:
+                lim._commit(cost, waited if waited > 0 else None)  # records the wait in each
+            else:
+                lim._refund(cost, token, "cancelled")
+
     async def acquire(
         self, costs: Sequence[int] | None = None, timeout: float | None = None
     ) -> None:
         """Waits until every limiter admits its cost (FIFO in each); all or nothing."""
-        costs_t = self._costs(costs)
-        timeout = timeout_seconds(timeout)
-        result = self._reserve_all(costs_t, timeout, "timed_out")
-        if isinstance(result, float):
-            raise AcquireTimeout(timeout if timeout is not None else 0.0, needed=result)
-        wait, taken = result
+        wait, sleep_for, taken = self._begin(costs, timeout)
         try:
-            if wait > 0:
-                if not self._advance_manual_clocks(wait):
-                    await sleep(wait)
+            if sleep_for > 0:
+                await sleep(sleep_for)
         except BaseException:
-            for lim, cost, token in taken:
-                lim._refund(cost, token, "cancelled")
+            self._end(taken, wait, used=False)
             raise
-        for lim, cost, _ in taken:
-            lim._commit(cost, wait if wait > 0 else None)  # records the wait in each
+        self._end(taken, wait, used=True)
 
     def acquire_blocking(
         self, costs: Sequence[int] | None = None, timeout: float | None = None
     ) -> None:
         """Like `acquire`, waiting in this thread."""
-        costs_t = self._costs(costs)
-        timeout = timeout_seconds(timeout)
-        result = self._reserve_all(costs_t, timeout, "timed_out")
-        if isinstance(result, float):
-            raise AcquireTimeout(timeout if timeout is not None else 0.0, needed=result)
-        wait, taken = result
+        wait, sleep_for, taken = self._begin(costs, timeout)
         try:
-            if wait > 0 and not self._advance_manual_clocks(wait):
-                time.sleep(wait)
+            if sleep_for > 0:
+                time.sleep(sleep_for)
         except BaseException:
-            for lim, cost, token in taken:
-                lim._refund(cost, token, "cancelled")
+            self._end(taken, wait, used=False)
             raise
-        for lim, cost, _ in taken:
-            lim._commit(cost, wait if wait > 0 else None)  # records the wait in each
+        self._end(taken, wait, used=True)
 
     async def __aenter__(self) -> AllOf:
         await self.acquire()

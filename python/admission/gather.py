@@ -102,7 +102,7 @@ def _on_asyncio() -> bool:
 async def _run_asyncio(worker: Callable[[], Awaitable[None]], count: int) -> None:
     tasks = [asyncio.ensure_future(worker()) for _ in range(count)]
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     except BaseException:
         # gather itself was cancelled: take the workers down with it, and wait for them.
         for t in tasks:
@@ -147,7 +147,7 @@ if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
     from exceptiongroup import BaseExceptionGroup
 
 
-async def map(  # noqa: A001 - mirrors the builtin on purpose
+async def map(  # mirrors the builtin on purpose
     fn: Callable[[T], Awaitable[R]],
     items: Iterable[T] | AsyncIterable[T],
     *,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from types import TracebackType
-from typing import Protocol, final
+from typing import Protocol, TypeVar, final
 
 from admission import _native, _registry
 from admission._validate import timeout_seconds
@@ -127,8 +127,49 @@ def _stats(limiter: _Reservable) -> LimiterStats:
     )
 
 
+_L = TypeVar("_L", bound=_Reservable)
+
+
+class _RateLimiter:
+    """What `TokenBucket` and `SlidingWindow` add to their native halves, written once."""
+
+    __slots__ = ()
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        # The native __new__ has parsed and checked the arguments; this makes the limiter
+        # visible to metrics and alerts (a weak reference: it never keeps it alive).
+        _registry.register(self)
+
+    def acquire_blocking(self: _L, cost: int = 1, timeout: float | None = None) -> None:
+        """Waits in this thread until ``cost`` is admitted (FIFO).
+
+        Raises `AcquireTimeout` at once, without waiting, if admission would take longer
+        than ``timeout`` seconds; `CapacityError` if ``cost`` exceeds the capacity.
+        """
+        _acquire_blocking(self, cost, timeout)
+
+    def __enter__(self: _L) -> _L:
+        _acquire_blocking(self, 1, None)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    async def _acquire_slow(self: _L, cost: int, timeout: float | None) -> None:
+        await _acquire_async(self, cost, timeout)
+
+    def stats(self: _L) -> LimiterStats:
+        """Exact counters: admitted, rejected, timed out, cancelled; and the wait histogram."""
+        return _stats(self)
+
+
 @final
-class TokenBucket(_native.TokenBucket):
+class TokenBucket(_RateLimiter, _native.TokenBucket):
     """A token bucket: ``rate`` tokens per ``per`` seconds, bursts of up to ``burst``.
 
     Implemented as GCRA on one atomic word: a decision is a clock read and a compare-and-swap,
@@ -160,45 +201,13 @@ class TokenBucket(_native.TokenBucket):
 
     __slots__ = ()
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        # The native __new__ has parsed and checked the arguments; this makes the limiter
-        # visible to metrics and alerts (a weak reference: it never keeps it alive).
-        _registry.register(self)
-
-    def acquire_blocking(self, cost: int = 1, timeout: float | None = None) -> None:
-        """Waits in this thread until ``cost`` tokens are admitted (FIFO).
-
-        Raises `AcquireTimeout` at once, without waiting, if admission would take longer
-        than ``timeout`` seconds; `CapacityError` if ``cost > burst``.
-        """
-        _acquire_blocking(self, cost, timeout)
-
-    def __enter__(self) -> TokenBucket:
-        _acquire_blocking(self, 1, None)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
-
-    async def _acquire_slow(self, cost: int, timeout: float | None) -> None:
-        await _acquire_async(self, cost, timeout)
-
-    def stats(self) -> LimiterStats:
-        """Exact counters: admitted, rejected, timed out, cancelled."""
-        return _stats(self)
-
     def __repr__(self) -> str:
         name = f", name={self.name!r}" if self.name is not None else ""
         return f"TokenBucket(rate={self.rate!r}, per={self.per!r}, burst={self.burst}{name})"
 
 
 @final
-class SlidingWindow(_native.SlidingWindow):
+class SlidingWindow(_RateLimiter, _native.SlidingWindow):
     """At most ``limit`` cost in any window of ``window`` seconds, exactly.
 
     Keeps a log of the admissions still inside the window: memory is at most 16 bytes per
@@ -215,34 +224,6 @@ class SlidingWindow(_native.SlidingWindow):
     """
 
     __slots__ = ()
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        # The native __new__ has parsed and checked the arguments; this makes the limiter
-        # visible to metrics and alerts (a weak reference: it never keeps it alive).
-        _registry.register(self)
-
-    def acquire_blocking(self, cost: int = 1, timeout: float | None = None) -> None:
-        """Waits in this thread until ``cost`` is admitted (FIFO). See `TokenBucket`."""
-        _acquire_blocking(self, cost, timeout)
-
-    def __enter__(self) -> SlidingWindow:
-        _acquire_blocking(self, 1, None)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
-
-    async def _acquire_slow(self, cost: int, timeout: float | None) -> None:
-        await _acquire_async(self, cost, timeout)
-
-    def stats(self) -> LimiterStats:
-        """Exact counters: admitted, rejected, timed out, cancelled."""
-        return _stats(self)
 
     def __repr__(self) -> str:
         name = f", name={self.name!r}" if self.name is not None else ""

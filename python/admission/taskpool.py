@@ -179,4 +179,6 @@ class TaskPool:
                     await coro
             except trio.TooSlowError as exc:
                 # The same exception on every framework, as documented.
-                raise TimeoutError(f"task exceeded the pool's timeout of {self._timeout} s") from exc
+                raise TimeoutError(
+                    f"task exceeded the pool's timeout of {self._timeout} s"
+                ) from exc

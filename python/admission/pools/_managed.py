@@ -20,13 +20,20 @@ import asyncio
 import contextlib
 import logging
 import random
-import ssl
 import time
-from collections.abc import Awaitable
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn
 
 from admission.concurrency import Semaphore
 from admission.pools._deadlines import PermitWaiters
+from admission.pools._driver import (
+    TIMEOUTS,
+    AsyncpgPool,
+    broken,
+    discard,
+    driver,
+    fatal,
+    transient,
+)
 from admission.pools.config import PoolConfig
 from admission.pools.dsn import parse_dsn, scrub
 from admission.pools.errors import (
@@ -40,53 +47,9 @@ from admission.pools.errors import (
 from admission.pools.stats import PoolCheck, PoolState, PoolStats
 from admission.pools.tls import SslChoice, choose_ssl, root_cert_path
 
-__all__ = ["ManagedPool", "discard", "driver", "is_closed"]
+__all__ = ["ManagedPool"]
 
 log = logging.getLogger("admission.pools")
-
-# asyncio.TimeoutError is a distinct class before Python 3.11.
-_TIMEOUTS = (TimeoutError, asyncio.TimeoutError)
-
-
-def driver() -> Any:
-    """The asyncpg module (imported on first use: it is an optional dependency)."""
-    try:
-        import asyncpg  # type: ignore[import-untyped]
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "admission's PoolManager needs asyncpg: pip install 'admission[postgres]'"
-        ) from exc
-    return asyncpg
-
-
-def is_closed(conn: Any) -> bool:
-    """Whether a pool connection is dead.
-
-    When a connection dies, asyncpg detaches it from its proxy at once, and the proxy then
-    raises InterfaceError for every call, ``is_closed()`` included: that means closed.
-    """
-    try:
-        return bool(conn.is_closed())
-    except Exception:
-        return True
-
-
-def discard(conn: Any) -> None:
-    """Terminates a pool connection whose state cannot be trusted (it is then replaced)."""
-    with contextlib.suppress(Exception):  # already dead and detached: nothing to do
-        conn.terminate()
-
-
-class AsyncpgPool(Protocol):
-    """The part of ``asyncpg.Pool`` used here (asyncpg ships no type hints)."""
-
-    def acquire(self, *, timeout: float | None = None) -> Awaitable[Any]: ...
-    async def release(self, connection: Any) -> None: ...
-    async def close(self) -> None: ...
-    def terminate(self) -> None: ...
-    async def expire_connections(self) -> None: ...
-    def get_size(self) -> int: ...
-    def get_idle_size(self) -> int: ...
 
 
 class ManagedPool:
@@ -160,7 +123,7 @@ class ManagedPool:
         try:
             self.pool = await self._create()
         except Exception as exc:
-            if not self._transient(exc):
+            if not transient(self._pg, exc):
                 self.state = "closed"
                 raise self._connect_error(exc) from exc
             self._go_down(exc)  # start-up with the database down: come up by ourselves
@@ -194,16 +157,15 @@ class ManagedPool:
         self._reconnector = self._health = None
         pool = self.pool
         if pool is not None:
-            in_use = self.semaphore.in_use
             try:
                 # asyncpg's close() waits for every connection to come back; if cancelled
                 # (here: by the deadline) it terminates them all.
                 await asyncio.wait_for(pool.close(), self.config.close_timeout)
-            except _TIMEOUTS:
+            except TIMEOUTS:
                 log.warning(
                     "pool %r: %d connection(s) still in use after close_timeout=%gs: terminated",
                     self.name,
-                    max(in_use, 1),
+                    self.semaphore.in_use,
                     self.config.close_timeout,
                 )
             except Exception:
@@ -284,7 +246,7 @@ class ManagedPool:
             raise PoolClosed(self.name, f"pool {self.name!r} is {self.state}") from exc
         if not isinstance(exc, Exception) or self._pg is None:
             return  # cancelled: propagate as is
-        if self._transient(exc):
+        if transient(self._pg, exc):
             self._go_down(exc)
             self._unavailable += 1
             raise PoolUnavailable(
@@ -293,7 +255,7 @@ class ManagedPool:
                 "failing fast while the pool reconnects in the background",
                 max(0.0, self._next_probe - time.monotonic()),
             ) from exc
-        if self._fatal(exc):
+        if fatal(self._pg, exc):
             self._go_down(exc)  # e.g. the password was changed: keep probing, fail fast
             raise self._connect_error(exc) from exc
 
@@ -305,7 +267,7 @@ class ManagedPool:
         block's failure: the connection is discarded and nothing is raised, so a caller
         never retries (runs twice) work that was done.
         """
-        lost = exc is not None and self._broken(exc, conn)
+        lost = exc is not None and broken(self._pg, exc, conn)
         try:
             if lost:
                 discard(conn)
@@ -316,6 +278,12 @@ class ManagedPool:
             self.semaphore.release()
         if lost:
             assert exc is not None
+            if self.state in ("closing", "closed"):
+                raise PoolClosed(
+                    self.name,
+                    f"pool {self.name!r}: the connection was terminated by close() after "
+                    f"close_timeout={self.config.close_timeout:g}s",
+                ) from exc
             self._lost += 1
             outcome = (
                 "; the COMMIT was in flight: it may or may not have happened" if committing else ""
@@ -327,62 +295,6 @@ class ManagedPool:
             ) from exc
 
     # ------------------------------------------------------------- outages and health
-
-    def _transient(self, exc: BaseException) -> bool:
-        """A connection failure that may pass by itself (the server is down or restarting)."""
-        pg = self._pg
-        if self._fatal(exc):
-            return False
-        return isinstance(
-            exc,
-            (
-                OSError,
-                *_TIMEOUTS,
-                pg.PostgresConnectionError,
-                pg.CannotConnectNowError,
-                pg.AdminShutdownError,
-                pg.CrashShutdownError,
-                pg.TooManyConnectionsError,
-            ),
-        )
-
-    def _fatal(self, exc: BaseException) -> bool:
-        """A connection failure that retrying cannot fix: the configuration is wrong."""
-        pg = self._pg
-        if isinstance(exc, ConnectionError) and "rejected SSL" in str(exc):
-            return True  # ssl=require against a server without TLS: a ConnectionError
-        return isinstance(
-            exc,
-            (
-                pg.InvalidAuthorizationSpecificationError,  # wrong password, unknown role
-                pg.InvalidCatalogNameError,  # unknown database
-                pg.InsufficientPrivilegeError,
-                pg.exceptions.ClientConfigurationError,
-                ssl.SSLError,
-                ValueError,
-                TypeError,
-            ),
-        )
-
-    def _broken(self, exc: BaseException, conn: Any) -> bool:
-        """Did ``exc`` come from the connection breaking (as opposed to the caller's work)?"""
-        pg = self._pg
-        if isinstance(
-            exc,
-            (
-                pg.PostgresConnectionError,  # includes "closed in the middle of operation"
-                pg.AdminShutdownError,
-                pg.CrashShutdownError,
-                pg.CannotConnectNowError,
-                pg.IdleSessionTimeoutError,
-                # The driver's protocol state is corrupt (seen when the server shuts down
-                # between two statements): the connection cannot be trusted any more.
-                pg.exceptions.InternalClientError,
-                ConnectionError,
-            ),
-        ):
-            return True
-        return isinstance(exc, (pg.InterfaceError, OSError)) and is_closed(conn)
 
     def describe(self, exc: BaseException) -> str:
         """``Type: message`` of a driver error, with every known secret masked."""
@@ -493,7 +405,7 @@ class ManagedPool:
         finally:
             self.semaphore.release(taken)
         for result in results:
-            if isinstance(result, Exception) and self._transient(result):
+            if isinstance(result, Exception) and transient(self._pg, result):
                 self._go_down(result)
                 return
 
@@ -528,7 +440,7 @@ class ManagedPool:
 
         try:
             await asyncio.wait_for(select_one(), timeout)
-        except _TIMEOUTS:
+        except TIMEOUTS:
             return PoolCheck(self.name, False, f"pool {self.name!r}: no answer within {timeout} s")
         except Exception as exc:
             return PoolCheck(self.name, False, scrub(str(exc), self._secrets) or repr(exc))

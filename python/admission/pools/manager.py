@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Mapping
 from types import TracebackType
 from typing import Any, final
 
-from admission.pools._managed import ManagedPool, discard, is_closed
+from admission.pools._driver import discard, is_closed
+from admission.pools._managed import ManagedPool
 from admission.pools.config import PoolConfig
 from admission.pools.errors import UnknownPool
 from admission.pools.stats import PoolStats, Readiness

@@ -17,8 +17,10 @@ pool is reconnecting in the background (calls fail at once); ``closing``, ``clos
 class PoolStats:
     """One pool at one instant: gauges, exact counters and how long callers waited.
 
-    ``acquired + timed_out + cancelled + overloaded + unavailable`` counts every call of
-    ``connection()``/``transaction()`` that has finished acquiring.
+    Counters are cumulative since the manager was built; gauges are read at the call. A
+    caller that asked for a connection ends in one of ``acquired``, ``timed_out``,
+    ``cancelled`` (while queued), ``overloaded``, ``unavailable``, or an error raised at
+    once for a closed pool or a configuration that cannot connect.
 
     >>> import admission as adm
     >>> pools = adm.PoolManager({"rag": adm.PoolConfig("postgresql://app@db/rag", max_size=20)})

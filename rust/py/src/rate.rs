@@ -192,3 +192,111 @@ impl<L: RateLimit> RateState<L> {
         self.clock_obj.as_ref().map(|c| c.clone_ref(py))
     }
 }
+
+/// The `#[pymethods]` block of a rate-limiter class: the methods every rate limiter shares,
+/// delegating to its `state: RateState<_>`, followed by the class's own `$extra` items
+/// (constructor, specific getters). PyO3 allows one `#[pymethods]` block per class, hence
+/// one macro rather than a trait. Also retires the limiter's counters on drop, as `$kind`.
+macro_rules! rate_limiter_pymethods {
+    ($ty:ident, $kind:literal, { $($extra:tt)* }) => {
+        #[pyo3::pymethods]
+        impl $ty {
+            $($extra)*
+
+            /// Admits `cost` now if it fits; never waits.
+            #[pyo3(signature = (cost=None))]
+            fn try_acquire(&self, py: Python<'_>, cost: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+                self.state.try_acquire(py, cost)
+            }
+
+            /// What `try_acquire(cost)` would decide now, without consuming anything.
+            #[pyo3(signature = (cost=None))]
+            fn peek(&self, py: Python<'_>, cost: Option<&Bound<'_, PyAny>>) -> PyResult<Decision> {
+                self.state.peek(py, cost)
+            }
+
+            /// Awaitable admission of `cost`: immediate when it fits, else FIFO wait.
+            #[pyo3(signature = (cost=None, timeout=None))]
+            fn acquire<'py>(
+                slf: &Bound<'py, Self>,
+                cost: Option<&Bound<'py, PyAny>>,
+                timeout: Option<&Bound<'py, PyAny>>,
+            ) -> PyResult<Py<PyAny>> {
+                slf.get().state.acquire(slf.as_any(), cost, timeout)
+            }
+
+            fn __aenter__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+                slf.get().state.acquire(slf.as_any(), None, None)
+            }
+
+            #[pyo3(signature = (*_exc_info))]
+            fn __aexit__(&self, py: Python<'_>, _exc_info: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+                ready(py)
+            }
+
+            #[pyo3(signature = (cost, max_wait=None))]
+            fn _reserve(
+                &self,
+                py: Python<'_>,
+                cost: &Bound<'_, PyAny>,
+                max_wait: Option<f64>,
+            ) -> PyResult<(bool, f64, u64)> {
+                self.state.reserve(py, cost, max_wait)
+            }
+
+            /// Ends a used reservation; `waited` (seconds) records the request's wait.
+            #[pyo3(signature = (cost, waited=None))]
+            fn _commit(&self, cost: i64, waited: Option<f64>) -> PyResult<()> {
+                self.state.commit(cost, waited)
+            }
+
+            /// Moves the gauge of requests sleeping on a reservation (the slow path keeps it).
+            fn _add_waiting(&self, delta: i64) {
+                self.state.add_waiting(delta)
+            }
+
+            /// `(upper bounds in seconds, per-bucket counts with +Inf last, sum of waits in seconds)`;
+            /// admissions that never waited are counted as zero waits.
+            fn _wait_histogram(&self) -> (Vec<f64>, Vec<u64>, f64) {
+                self.state.wait_histogram()
+            }
+
+            /// Requests waiting for a reservation to come due right now.
+            #[getter]
+            fn waiting(&self) -> u64 {
+                self.state.waiting()
+            }
+
+            fn _refund(&self, cost: i64, token: u64, outcome: &str) -> PyResult<()> {
+                self.state.refund(cost, token, outcome)
+            }
+
+            fn _count(&self, outcome: &str) -> PyResult<()> {
+                self.state.count(outcome)
+            }
+
+            /// `(admitted, admitted_cost, rejected, timed_out, cancelled)`.
+            fn _counters(&self) -> (u64, u64, u64, u64, u64) {
+                self.state.counters()
+            }
+
+            #[getter]
+            fn name(&self) -> Option<&str> {
+                self.state.name()
+            }
+
+            #[getter]
+            fn clock(&self, py: Python<'_>) -> Option<Py<ManualClock>> {
+                self.state.clock(py)
+            }
+        }
+
+        impl Drop for $ty {
+            fn drop(&mut self) {
+                self.state.retire($kind);
+            }
+        }
+    };
+}
+
+pub(crate) use rate_limiter_pymethods;
