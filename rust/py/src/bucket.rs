@@ -20,7 +20,10 @@ pub struct TokenBucket {
 
 rate_limiter_pymethods!(TokenBucket, "token_bucket", {
     #[new]
-    #[pyo3(signature = (rate, per=None, burst=None, *, clock=None, name=None))]
+    #[pyo3(
+        signature = (rate, per=None, burst=None, *, clock=None, name=None),
+        text_signature = "(rate, per=1.0, burst=None, *, clock=None, name=None)"
+    )]
     fn new(
         rate: &Bound<'_, PyAny>,
         per: Option<&Bound<'_, PyAny>>,

@@ -116,7 +116,7 @@ pub struct ManualClock {
 #[pymethods]
 impl ManualClock {
     #[new]
-    #[pyo3(signature = (start=None))]
+    #[pyo3(signature = (start=None), text_signature = "(start=0.0)")]
     fn new(start: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let start = start.map_or(Ok(0.0), |s| real("start", s))?;
         Ok(Self {

@@ -204,19 +204,19 @@ macro_rules! rate_limiter_pymethods {
             $($extra)*
 
             /// Admits `cost` now if it fits; never waits.
-            #[pyo3(signature = (cost=None))]
+            #[pyo3(signature = (cost=None), text_signature = "($self, cost=1)")]
             fn try_acquire(&self, py: Python<'_>, cost: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
                 self.state.try_acquire(py, cost)
             }
 
             /// What `try_acquire(cost)` would decide now, without consuming anything.
-            #[pyo3(signature = (cost=None))]
+            #[pyo3(signature = (cost=None), text_signature = "($self, cost=1)")]
             fn peek(&self, py: Python<'_>, cost: Option<&Bound<'_, PyAny>>) -> PyResult<Decision> {
                 self.state.peek(py, cost)
             }
 
             /// Awaitable admission of `cost`: immediate when it fits, else FIFO wait.
-            #[pyo3(signature = (cost=None, timeout=None))]
+            #[pyo3(signature = (cost=None, timeout=None), text_signature = "($self, cost=1, timeout=None)")]
             fn acquire<'py>(
                 slf: &Bound<'py, Self>,
                 cost: Option<&Bound<'py, PyAny>>,

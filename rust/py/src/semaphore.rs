@@ -102,7 +102,7 @@ impl Semaphore {
     }
 
     /// Takes `n` permits if they are free and nobody is waiting; never waits.
-    #[pyo3(signature = (n=None))]
+    #[pyo3(signature = (n=None), text_signature = "($self, n=1)")]
     #[inline]
     fn try_acquire(&self, py: Python<'_>, n: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
         let n = count("n", n, 1)?;
@@ -112,7 +112,7 @@ impl Semaphore {
     }
 
     /// Gives back `n` permits; the longest waiter gets them first.
-    #[pyo3(signature = (n=None))]
+    #[pyo3(signature = (n=None), text_signature = "($self, n=1)")]
     #[inline]
     fn release(&self, py: Python<'_>, n: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let n = count("n", n, 1)?;
@@ -125,7 +125,7 @@ impl Semaphore {
 
     /// Awaitable acquisition of `n` permits: immediate when free and nobody waits (no Task,
     /// no Future, no suspension), else the Python slow path `_acquire_slow(n, timeout)`.
-    #[pyo3(signature = (n=None, timeout=None))]
+    #[pyo3(signature = (n=None, timeout=None), text_signature = "($self, n=1, timeout=None)")]
     #[inline]
     fn acquire<'py>(
         slf: &Bound<'py, Self>,
