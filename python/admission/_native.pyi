@@ -10,6 +10,7 @@ __all__ = [
     "MAX_PERMITS",
     "WAIT_BOUNDS",
     "Decision",
+    "FutureWaker",
     "LoopClock",
     "ManualClock",
     "Ready",
@@ -172,6 +173,13 @@ class Ready:
     def __iter__(self) -> Ready: ...
     def __next__(self) -> None: ...
     def send(self, value: object) -> None: ...
+
+@final
+class FutureWaker:
+    """Resolves an asyncio future with True on its loop's thread, from any thread."""
+
+    def __new__(cls, event_loop: object, future: object) -> FutureWaker: ...
+    def __call__(self) -> None: ...
 
 @final
 class Ticket:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from asyncio.events import _get_running_loop
 from types import TracebackType
 from typing import final
 
@@ -83,6 +85,31 @@ class Semaphore(_native.Semaphore):
 
     async def _acquire_slow(self, n: int, timeout: float | None) -> None:
         """The waiting path of ``await acquire()`` / ``async with``: queue FIFO and wait."""
+        loop = _get_running_loop()
+        if loop is None:  # trio (or no loop: current_waiter says so)
+            await self._acquire_slow_any(n, timeout)
+            return
+        # asyncio, inlined: one future, resolved by a native waker (no Python frame between
+        # the release and the future), and one timer only when there is a timeout.
+        future: asyncio.Future[bool] = loop.create_future()
+        ticket = self._enqueue(n, _native.FutureWaker(loop, future))
+        if ticket is None:
+            return
+        timer = None if timeout is None else loop.call_later(timeout, _expire, future)
+        try:
+            woken = await future
+        except BaseException:
+            # Cancelled. If the permits were handed over in the same instant, pass them on.
+            if self._cancel(ticket) == "granted":
+                self.release(n)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        self._after_wait(ticket, woken, n, timeout)
+
+    async def _acquire_slow_any(self, n: int, timeout: float | None) -> None:
+        """The waiting path on any framework (trio), through `current_waiter`."""
         waiter = current_waiter()
         ticket = self._enqueue(n, waiter.wake)
         if ticket is None:
@@ -94,6 +121,11 @@ class Semaphore(_native.Semaphore):
             if self._cancel(ticket) == "granted":
                 self.release(n)
             raise
+        self._after_wait(ticket, woken, n, timeout)
+
+    def _after_wait(
+        self, ticket: _native.Ticket, woken: bool, n: int, timeout: float | None
+    ) -> None:
         if not woken:
             outcome = self._cancel(ticket, timed_out=True)
             if outcome == "cancelled":
@@ -150,3 +182,9 @@ class Semaphore(_native.Semaphore):
             f"Semaphore({self.limit}{name}, in_use={self.in_use}, waiting={self.waiting}"
             f"{', closed' if self.closed else ''})"
         )
+
+
+def _expire(future: asyncio.Future[bool]) -> None:
+    """The timeout of a waiting acquisition: resolves its future with False, if pending."""
+    if not future.done():
+        future.set_result(False)

@@ -11,6 +11,7 @@ mod errors;
 mod rate;
 mod ready;
 mod semaphore;
+mod waker;
 mod window;
 
 /// Native half of `admission`. Import `admission`, not this module.
@@ -28,6 +29,8 @@ mod _native {
     use crate::ready::Ready;
     #[pymodule_export]
     use crate::semaphore::{Semaphore, Ticket};
+    #[pymodule_export]
+    use crate::waker::FutureWaker;
     #[pymodule_export]
     use crate::window::SlidingWindow;
 
