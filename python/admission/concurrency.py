@@ -99,13 +99,16 @@ class Semaphore(_native.Semaphore):
         try:
             woken = await future
         except BaseException:
+            if timer is not None:
+                timer.cancel()
             # Cancelled. If the permits were handed over in the same instant, pass them on.
             if self._cancel(ticket) == "granted":
                 self.release(n)
             raise
-        finally:
-            if timer is not None:
-                timer.cancel()
+        if timer is not None:
+            timer.cancel()
+        if woken and ticket.outcome == "granted":
+            return  # the common case, without a further call
         self._after_wait(ticket, woken, n, timeout)
 
     async def _acquire_slow_any(self, n: int, timeout: float | None) -> None:

@@ -24,6 +24,7 @@ import time
 from typing import Any, NoReturn
 
 from admission.concurrency import Semaphore
+from admission.pools import metrics
 from admission.pools._deadlines import PermitWaiters
 from admission.pools._driver import (
     TIMEOUTS,
@@ -81,6 +82,7 @@ class ManagedPool:
         self._unavailable = 0
         self._lost = 0
         self._outages = 0
+        self._reconnects = 0
         self.last_error: str | None = None
 
     # ---------------------------------------------------------------- opening and closing
@@ -129,6 +131,7 @@ class ManagedPool:
             self._go_down(exc)  # start-up with the database down: come up by ourselves
         else:
             self.state = "up"
+        metrics.track(self)  # admission_pool_* from now on, until closed
         if self.config.health_check_interval is not None:
             self._health = asyncio.get_running_loop().create_task(
                 self._health_loop(self.config.health_check_interval),
@@ -172,6 +175,7 @@ class ManagedPool:
                 pool.terminate()
                 log.exception("pool %r: error while closing; connections terminated", self.name)
         self.state = "closed"
+        metrics.untrack(self)
 
     # ------------------------------------------------------------------ handing out
 
@@ -348,6 +352,7 @@ class ManagedPool:
             break
         self._reconnector = None
         self.state = "up"
+        self._reconnects += 1
         log.warning(
             "pool %r: database reachable again after %.1f s; serving",
             self.name,
@@ -473,4 +478,6 @@ class ManagedPool:
             connections_lost=self._lost,
             outages=self._outages,
             last_error=self.last_error,
+            reconnects=self._reconnects,
+            wait=sem.wait,
         )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+
+from admission.stats import WaitHistogram
 
 __all__ = ["PoolCheck", "PoolState", "PoolStats", "Readiness"]
 
@@ -65,6 +67,12 @@ class PoolStats:
     """Times the pool went down (could not connect) since it was opened."""
     last_error: str | None
     """The last connection error, passwords redacted; ``None`` if there was none."""
+    reconnects: int = 0
+    """Times the pool came back up by itself after going down."""
+    wait: WaitHistogram = field(default_factory=WaitHistogram.empty, compare=False)
+    """How long permits of the pool's semaphore waited, from queueing to being granted
+    (log-spaced buckets; immediate grants count as 0). It counts every permit: callers',
+    and those of the reconnect probes and health checks."""
 
     @property
     def wait_seconds_mean(self) -> float:

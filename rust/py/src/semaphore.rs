@@ -56,8 +56,9 @@ impl Ticket {
 
     /// `"waiting"`, `"granted"`, `"closed"`, `"cancelled"` or `"too_large"`.
     #[getter]
-    fn outcome(&self) -> &'static str {
-        outcome_name(self.inner.outcome())
+    fn outcome<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyString> {
+        // Interned: read once per waiter on the slow path; no new string each time.
+        pyo3::types::PyString::intern(py, outcome_name(self.inner.outcome()))
     }
 }
 
