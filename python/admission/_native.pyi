@@ -2,7 +2,7 @@
 
 from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
-from typing import Literal, final
+from typing import Literal, Self, final
 
 from typing_extensions import disjoint_base
 
@@ -83,7 +83,7 @@ class TokenBucket:
         *,
         clock: ManualClock | LoopClock | None = None,
         name: str | None = None,
-    ) -> TokenBucket: ...
+    ) -> Self: ...
     def try_acquire(self, cost: int = 1) -> bool:
         """Admits ``cost`` tokens now if the bucket holds them; never waits."""
     def peek(self, cost: int = 1) -> Decision:
@@ -129,7 +129,7 @@ class SlidingWindow:
         *,
         clock: ManualClock | LoopClock | None = None,
         name: str | None = None,
-    ) -> SlidingWindow: ...
+    ) -> Self: ...
     def try_acquire(self, cost: int = 1) -> bool:
         """Admits ``cost`` now if it fits in the window; never waits."""
     def peek(self, cost: int = 1) -> Decision:
@@ -192,7 +192,7 @@ class Ticket:
 
 @disjoint_base
 class Semaphore:
-    def __new__(cls, limit: int, *, name: str | None = None) -> Semaphore: ...
+    def __new__(cls, limit: int, *, name: str | None = None) -> Self: ...
     def try_acquire(self, n: int = 1) -> bool:
         """Takes ``n`` permits if free and nobody is waiting; never waits."""
     def release(self, n: int = 1) -> None:

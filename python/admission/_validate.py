@@ -7,10 +7,17 @@ import math
 __all__ = ["positive_int", "timeout_seconds"]
 
 
-def timeout_seconds(timeout: float | None, arg: str = "timeout") -> float | None:
-    """Returns ``timeout`` as a float, or ``None``; refuses negative, NaN and non-numbers."""
+def timeout_seconds(timeout: float | str | None, arg: str = "timeout") -> float | None:
+    """Returns ``timeout`` as a float, or ``None``; refuses negative, NaN and non-numbers.
+
+    Duration strings are accepted everywhere a timeout is: ``"10s"``, ``"250ms"``, ``"1m"``.
+    """
     if timeout is None:
         return None
+    if isinstance(timeout, str):
+        from admission.durations import parse_duration  # "10s", "250ms"
+
+        return parse_duration(timeout, arg)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"{arg} must be a number of seconds or None, got {timeout!r}")
     value = float(timeout)

@@ -24,6 +24,7 @@ from typing import Protocol, TypeVar, final
 from admission import _native, _registry
 from admission._validate import timeout_seconds
 from admission._waiting import sleep
+from admission.durations import parse_duration, parse_rate
 from admission.errors import AcquireTimeout
 from admission.stats import LimiterStats, WaitHistogram
 
@@ -201,6 +202,30 @@ class TokenBucket(_RateLimiter, _native.TokenBucket):
 
     __slots__ = ()
 
+    def __new__(
+        cls,
+        rate: float | str,
+        per: float | str | None = None,
+        burst: int | None = None,
+        *,
+        clock: _native.ManualClock | _native.LoopClock | None = None,
+        name: str | None = None,
+    ) -> TokenBucket:
+        # Rate and duration strings ("60/min", per="1m") are accepted here as everywhere;
+        # numbers go straight to the native constructor, which checks everything.
+        if isinstance(rate, str):
+            if per is not None:
+                raise ValueError(
+                    f"rate {rate!r} already says its period: do not also give per={per!r}"
+                )
+            parsed = parse_rate(rate, "rate")
+            rate, per = parsed.count, parsed.per
+        elif isinstance(per, str):
+            per = parse_duration(per, "per")
+        return super().__new__(
+            cls, rate, 1.0 if per is None else per, burst, clock=clock, name=name
+        )
+
     def __repr__(self) -> str:
         name = f", name={self.name!r}" if self.name is not None else ""
         return f"TokenBucket(rate={self.rate!r}, per={self.per!r}, burst={self.burst}{name})"
@@ -224,6 +249,18 @@ class SlidingWindow(_RateLimiter, _native.SlidingWindow):
     """
 
     __slots__ = ()
+
+    def __new__(
+        cls,
+        limit: int,
+        window: float | str,
+        *,
+        clock: _native.ManualClock | _native.LoopClock | None = None,
+        name: str | None = None,
+    ) -> SlidingWindow:
+        if isinstance(window, str):  # "1m", "30s"
+            window = parse_duration(window, "window")
+        return super().__new__(cls, limit, window, clock=clock, name=name)
 
     def __repr__(self) -> str:
         name = f", name={self.name!r}" if self.name is not None else ""

@@ -39,7 +39,8 @@ BUCKET_ARGS = [
     ({"rate": -INF}, ValueError, "rate"),
     ({"rate": 1e10}, ValueError, "rate"),  # finer than 1 ns per token
     ({"rate": 1e-300}, ValueError, "rate"),  # one token per 70+ years
-    ({"rate": "1"}, TypeError, "rate"),
+    ({"rate": b"1"}, TypeError, "rate"),  # strings are rates ("60/min"); bytes are not
+    ({"rate": "sixty"}, ValueError, "rate"),
     ({"rate": True}, TypeError, "rate"),
     ({"rate": False}, TypeError, "rate"),
     ({"rate": None}, TypeError, "rate"),
@@ -49,7 +50,8 @@ BUCKET_ARGS = [
     ({"rate": 1, "per": -1.0}, ValueError, "per"),
     ({"rate": 1, "per": NAN}, ValueError, "per"),
     ({"rate": 1, "per": INF}, ValueError, "per"),
-    ({"rate": 1, "per": "1"}, TypeError, "per"),
+    ({"rate": 1, "per": b"1"}, TypeError, "per"),
+    ({"rate": 1, "per": "a while"}, ValueError, "per"),
     ({"rate": 1, "per": True}, TypeError, "per"),
     # burst
     ({"rate": 1, "burst": 0}, ValueError, "burst"),
@@ -85,7 +87,8 @@ WINDOW_ARGS = [
     ({"limit": 1, "window": 1e-12}, ValueError, "window"),  # under 1 ns
     ({"limit": 1, "window": 1e12}, ValueError, "window"),  # beyond any clock span
     ({"limit": 1, "window": None}, TypeError, "window"),
-    ({"limit": 1, "window": "1"}, TypeError, "window"),
+    ({"limit": 1, "window": b"1"}, TypeError, "window"),
+    ({"limit": 1, "window": "a while"}, ValueError, "window"),
     ({"limit": 1, "window": True}, TypeError, "window"),
 ]
 
@@ -206,7 +209,9 @@ BAD_TIMEOUTS = [
     (-0.001, ValueError),
     (NAN, ValueError),
     (-INF, ValueError),
-    ("1", TypeError),
+    (b"1", TypeError),  # duration strings ("1s") are timeouts; bytes are not
+    ("soon", ValueError),
+    ("-1s", ValueError),
     (True, TypeError),
     ([1.0], TypeError),
 ]

@@ -5,7 +5,10 @@
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyFloat, PyInt};
+
+static PARSE_DURATION: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type()
@@ -99,6 +102,13 @@ pub fn timeout(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<f64>> {
     let Some(obj) = obj else { return Ok(None) };
     if obj.is_none() {
         return Ok(None);
+    }
+    if obj.is_instance_of::<pyo3::types::PyString>() {
+        // "10s", "250ms": the one parser the whole library uses (a ConfigError, which is a
+        // ValueError, names the argument). Only reached when a string is passed.
+        let parse = PARSE_DURATION.import(obj.py(), "admission.durations", "parse_duration")?;
+        let seconds: f64 = parse.call1((obj, "timeout"))?.extract()?;
+        return Ok(Some(seconds));
     }
     let value = real("timeout", obj)?;
     if value.is_nan() || value < 0.0 {
