@@ -19,6 +19,11 @@ The schema (every table optional; strings for durations and rates everywhere)::
     timeout = "60s"         # admission wait before AcquireTimeout ("none": no limit)
     alert_threshold = 0.8   # utilization that alerts on (0.8 or "80%")
 
+    [pools.rag]             # an asyncpg pool the manager owns (see admission.pools.settings)
+    dsn_env = "RAG_DSN"     # the DSN, from this environment variable (or dsn = "postgresql://...")
+    policy = "database"     # default; its timeout is the pool's acquire_timeout unless set
+    max_size = 20
+
 Environment variables ``ADMISSION_<NAME>_<FIELD>`` override (or add) a limit's field, e.g.
 ``ADMISSION_OPENAI_RATE=30/min`` or ``ADMISSION_RAG_CONCURRENCY=4``; the name is the limit's
 name upper-cased with every character other than letters and digits turned into ``_``.
@@ -48,6 +53,8 @@ from typing import Any
 
 from admission.errors import ConfigError
 from admission.policies import DEFAULT, FIELDS, Policy, PolicySet, coerce_fields, hint
+from admission.pools.config import PoolConfig
+from admission.pools.settings import pool_configs
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,7 +66,7 @@ __all__ = ["ENV_PREFIX", "Config"]
 ENV_PREFIX = "ADMISSION_"
 """Prefix of the environment variables that override the configuration."""
 
-_SECTIONS = ("defaults", "policies", "limits")
+_SECTIONS = ("defaults", "policies", "limits", "pools")
 _NAME = re.compile(r"[A-Za-z0-9_.:-]+")
 _ENV_FIELDS = ("policy", *FIELDS)
 # Longest first, so that ..._TOKEN_BURST is the field token_burst, not a limit "x_token".
@@ -96,6 +103,9 @@ class Config:
     """The file it was read from, if any (what `reread` and the file watcher read)."""
     env: bool | Environ = field(default=False, repr=False)
     """Whether environment overrides apply: ``True`` for ``os.environ``, or a mapping."""
+    pools: Mapping[str, PoolConfig] = field(default_factory=lambda: MappingProxyType({}))
+    """The ``[pools.NAME]`` tables, checked (their ``dsn_env`` read from the mapping given
+    as ``env``, else ``os.environ``). DSNs are shown redacted."""
 
     @classmethod
     def from_dict(
@@ -247,7 +257,12 @@ def _validate(
             )
         own = coerce_fields(fields, f"limits.{name}.")
         limits[name] = dataclasses.replace(policies[parent], name=name, parent=parent, **own)
-    return Config(MappingProxyType(limits), policies, source, path, env)
+    pools = pool_configs(
+        _table(top.get("pools", {}), "pools"),
+        policies,
+        env if isinstance(env, Mapping) else os.environ,
+    )
+    return Config(MappingProxyType(limits), policies, source, path, env, MappingProxyType(pools))
 
 
 def env_name(name: str) -> str:

@@ -31,12 +31,34 @@ provider sees the configured rate; both are bounded by one timeout, the policy's
 - A rate limiter whose rate changes is replaced, because a bucket's rate is fixed. The new one
   starts as used as the old one was (its recent admissions are carried over, up to its burst),
   so a reload is never a fresh burst. Requests already waiting on the old one are admitted by
-  it. The old one is kept: `stats` adds its counters to the new one's, so totals never drop.
-  Ask the manager for ``rate(name)`` each time rather than keeping the object.
+  it. `stats` adds the old one's counters to the new one's, so totals never drop, but the
+  manager does not keep the old object alive (else the exporter's gauges, such as
+  ``admission_tokens_capacity``, would count both): it holds it strongly only while requests
+  wait on it, then weakly with its last stats, which are frozen into a total once it is
+  gone. Small gap: an admission the old bucket makes after that point (a request that took
+  its `Lease` before the reload and was still queued for the permit, an ``all_of`` waiter,
+  code that kept ``rate(name)``) reaches `stats` only if a `stats` call runs while the old
+  bucket is still alive. The exporter's counters have no gap (a dropped primitive's counts
+  stay in its series). Ask the manager for ``rate(name)`` each time rather than keeping it.
 - A limit removed from the configuration raises `UnknownLimit` from then on; its semaphore is
   opened (its waiters go in) and kept, so that if it comes back its accounting continues.
 
-Pools (and any other resource) hook in with `ConcurrencyManager.attach`.
+Connection pools: each ``[pools.NAME]`` table of the configuration (see
+`admission.pools.settings`) is a pool of the manager's `PoolManager` (``manager.pools``),
+opened and closed with the manager (``async with manager:``); its ``acquire_timeout`` is its
+policy's timeout (``database``: 10 s) unless set. A reload may change a pool's
+``acquire_timeout`` and ``max_waiters`` (its policy's timeout too); any other change to the
+pools is refused with a `ConfigError` (restart to apply), so a reload never drops a pool.
+
+>>> m = adm.ConcurrencyManager.from_dict({"pools": {"rag": {"dsn": "postgresql://app@db/rag"}}})
+>>> async def query() -> None:
+...     async with m:                                 # opens the pools, closes them on exit
+...         async with m.connection("rag") as conn:   # waits at most 10 s for a connection
+...             await conn.fetchval("select 1")
+>>> m.pools.stats("rag").max_size, m.pools.stats("rag").state
+(10, 'new')
+
+Other resources hook in with `ConcurrencyManager.attach`.
 """
 
 from __future__ import annotations
@@ -46,6 +68,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
@@ -58,6 +81,8 @@ from admission.config import Config
 from admission.durations import Rate, parse_duration
 from admission.errors import ConfigError, UnknownLimit
 from admission.policies import Policy, hint
+from admission.pools.errors import UnknownPool
+from admission.pools.manager import PoolManager, _ConnectionBlock
 from admission.rate import TokenBucket
 from admission.stats import LimiterStats, SemaphoreStats
 from admission.watcher import ConfigWatcher
@@ -244,21 +269,83 @@ class Lease:
         return f"<Lease {self._entry.policy.name!r} timeout={self._timeout!r}>"
 
 
-def _sum_stats(current: TokenBucket, retired: list[TokenBucket]) -> LimiterStats:
-    """``current``'s stats plus the counters (and waits) of the buckets it replaced."""
-    total = current.stats()
-    for old in retired:
-        past = old.stats()
-        # Every field but the name is a count (or a histogram, which adds up too).
-        total = dataclasses.replace(
-            total,
-            **{
-                f.name: getattr(total, f.name) + getattr(past, f.name)
-                for f in dataclasses.fields(total)
-                if f.name != "name"
-            },
-        )
-    return total
+def _add_stats(total: LimiterStats, past: LimiterStats) -> LimiterStats:
+    """``total`` with the counters, waiters and waits of ``past`` added (its name kept)."""
+    # Every field but the name is a count (or a histogram, which adds up too).
+    return dataclasses.replace(
+        total,
+        **{
+            f.name: getattr(total, f.name) + getattr(past, f.name)
+            for f in dataclasses.fields(total)
+            if f.name != "name"
+        },
+    )
+
+
+class _Replaced:
+    """A bucket a reload replaced: held strongly only while requests wait on it (they are
+    still to be counted), else weakly, with the stats it last showed."""
+
+    __slots__ = ("held", "last", "ref")
+
+    def __init__(self, bucket: TokenBucket) -> None:
+        self.ref = weakref.ref(bucket)
+        self.last = bucket.stats()
+        self.held: TokenBucket | None = bucket if self.last.waiting else None
+
+    def read(self) -> LimiterStats | None:
+        """Its stats now, or None once it is gone (then `last` are its final ones: it was
+        not held, so nobody waited on it at the last read)."""
+        bucket = self.held if self.held is not None else self.ref()
+        if bucket is None:
+            return None
+        self.last = bucket.stats()
+        self.held = bucket if self.last.waiting else None
+        return self.last
+
+
+class _Retired:
+    """The buckets reloads replaced under one limiter name, for `ConcurrencyManager.stats`.
+
+    Keeps the replaced buckets' counters, not the buckets: those that are gone are one frozen
+    `LimiterStats`; the others are tracked by `_Replaced` until they go.
+    """
+
+    __slots__ = ("_frozen", "_lock", "_replaced")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._frozen: LimiterStats | None = None
+        self._replaced: list[_Replaced] = []
+
+    def add(self, bucket: TokenBucket) -> None:
+        with self._lock:
+            self._replaced.append(_Replaced(bucket))
+            self._read()  # folds the ones that are gone: memory stays bounded
+
+    def _read(self) -> list[LimiterStats]:
+        live = []
+        kept = []
+        for replaced in self._replaced:
+            stats = replaced.read()
+            if stats is None:
+                last = replaced.last
+                self._frozen = last if self._frozen is None else _add_stats(self._frozen, last)
+            else:
+                live.append(stats)
+                kept.append(replaced)
+        self._replaced = kept
+        return live
+
+    def add_to(self, stats: LimiterStats) -> LimiterStats:
+        """``stats`` (the current bucket's) plus every replaced bucket's."""
+        with self._lock:
+            parts = self._read()
+            if self._frozen is not None:
+                parts.append(self._frozen)
+        for past in parts:
+            stats = _add_stats(stats, past)
+        return stats
 
 
 class ConcurrencyManager:
@@ -283,10 +370,13 @@ class ConcurrencyManager:
         self._leases: Mapping[str, Lease] = {}  # limit(name) with the defaults, by name
         self._config = Config(MappingProxyType({}))
         self._semaphores: dict[str, Semaphore] = {}
-        self._retired: dict[str, list[TokenBucket]] = {}  # by limiter name
+        self._retired: dict[str, _Retired] = {}  # replaced rate limiters, by limiter name
         self._attached: dict[str, list[Attachment]] = {}
         self._watchers: list[ConfigWatcher] = []
+        self._pools: PoolManager | None = None
+        self._started = False  # the first reload (from here) may create the pools
         self.reload(config if config is not None else self._config)
+        self._started = True
 
     @classmethod
     def from_file(
@@ -368,6 +458,58 @@ class ConcurrencyManager:
             raise UnknownLimit(name, f"the limit {name!r} has no tokens limit (its tokens is none)")
         return entry.tokens
 
+    @property
+    def pools(self) -> PoolManager:
+        """The pools of the ``[pools]`` tables (one `PoolManager`, the same across reloads).
+
+        Raises:
+            UnknownPool: no pool is configured.
+        """
+        if self._pools is None:
+            raise UnknownPool(
+                "", f"no pool is configured ({self._config.source} has no [pools.<name>] table)"
+            )
+        return self._pools
+
+    def connection(self, name: str) -> _ConnectionBlock:
+        """``async with manager.connection(name) as conn``: a connection of the pool ``name``
+        for the block (see `PoolManager.connection`); open the manager first.
+
+        Raises:
+            UnknownPool: no pool of that name (on the call); on entry, the pool errors
+                (`PoolTimeout` after its ``acquire_timeout``, `PoolUnavailable`, ...).
+        """
+        if self._pools is None:
+            raise UnknownPool(
+                name,
+                f"no pool named {name!r}: no pool is configured (add a [pools.{name}] table "
+                f"to {self._config.source})",
+            )
+        return self._pools.connection(name)
+
+    async def open(self) -> None:
+        """Opens the pools (if any; see `PoolManager.open`). Idempotent."""
+        if self._pools is not None:
+            await self._pools.open()
+
+    async def aclose(self) -> None:
+        """Closes the pools gracefully (see `PoolManager.close`) and stops the file watchers."""
+        self.close()
+        if self._pools is not None:
+            await self._pools.close()
+
+    async def __aenter__(self) -> ConcurrencyManager:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
     def policy(self, name: str) -> Policy:
         """The resolved policy of the limit ``name``."""
         return self._entry(name).policy
@@ -413,7 +555,8 @@ class ConcurrencyManager:
     def _rate_stats(self, bucket: TokenBucket | None) -> LimiterStats | None:
         if bucket is None:
             return None
-        return _sum_stats(bucket, self._retired.get(bucket.name or "", []))
+        retired = self._retired.get(bucket.name or "")
+        return bucket.stats() if retired is None else retired.add_to(bucket.stats())
 
     # -- changing them ----------------------------------------------------------------------
 
@@ -433,6 +576,7 @@ class ConcurrencyManager:
             built = {
                 name: self._build(name, p, old.get(name), new) for name, p in new.limits.items()
             }
+            pools = self._pools_for(new)
             # From here on nothing can fail: the manager is never left half reloaded.
             for name, entry in built.items():
                 self._semaphores[name] = entry.semaphore
@@ -449,10 +593,41 @@ class ConcurrencyManager:
             self._entries = MappingProxyType(built)
             self._leases = {n: Lease(e, 1, 0, e.policy.timeout) for n, e in built.items()}
             self._config = new
+            if pools is not None:
+                self._pools = pools
+                pools.reconfigure(new.pools)  # checked by _pools_for: only live settings
             for name, resources in self._attached.items():
                 for resource in resources:
                     resource.apply(new.limits.get(name))
         return new
+
+    def _pools_for(self, new: Config) -> PoolManager | None:
+        """The pool manager that ``new`` keeps (or creates, on the first load).
+
+        Raises `ConfigError` if ``new`` changes the pools beyond their live settings; then
+        nothing has changed.
+        """
+        if self._pools is None:
+            if not new.pools:
+                return None
+            if self._started:
+                raise ConfigError(
+                    "pools cannot be added by a reload: restart to apply",
+                    key="pools",
+                    source=new.source,
+                )
+            return PoolManager(new.pools)
+        if not new.pools:
+            raise ConfigError(
+                "the pools cannot be removed by a reload: restart to apply",
+                key="pools",
+                source=new.source,
+            )
+        try:
+            self._pools.reconfigure(new.pools, check_only=True)
+        except ValueError as exc:
+            raise ConfigError(str(exc), key="pools", source=new.source) from None
+        return self._pools
 
     def _load(self, config: Config | Mapping[str, Any] | str | os.PathLike[str] | None) -> Config:
         if isinstance(config, Config):
@@ -507,8 +682,8 @@ class ConcurrencyManager:
 
     def _retire(self, old: TokenBucket | None, new: TokenBucket | None) -> None:
         if old is not None and old is not new:
-            # Kept alive so that waiters it admits later are still counted in stats().
-            self._retired.setdefault(old.name or "", []).append(old)
+            # Its counters (and those of waiters it admits later) stay in stats().
+            self._retired.setdefault(old.name or "", _Retired()).add(old)
 
     def attach(self, name: str, resource: Attachment) -> None:
         """Has ``resource`` follow the limit ``name``: ``resource.apply(policy)`` now and on
@@ -565,7 +740,7 @@ class ConcurrencyManager:
         return watcher.start()
 
     def close(self) -> None:
-        """Stops the file watchers. The limits keep working."""
+        """Stops the file watchers. The limits keep working (and the pools: see `aclose`)."""
         for watcher in self._watchers:
             watcher.stop()
         self._watchers.clear()

@@ -15,6 +15,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 import admission as adm
+from admission.pools.metrics import families as pool_families
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -104,24 +105,26 @@ def test_dashboard_covers_the_issue_panels() -> None:
 @pytest.fixture
 def exported_names() -> set[str]:
     """Every sample and family name the exporter reports, with one primitive of each kind
-    (in every state the dashboard looks at)."""
+    (in every state the dashboard looks at), and a PoolManager's pool (its figures, as an
+    open pool reports them: tests/integration/test_pool_metrics.py checks those against a
+    real server)."""
     clock = adm.testing.ManualClock()
     sem = adm.Semaphore(2, name="deploy-test")
-    pool = adm.Semaphore(2, name="pool:deploy-test")
     bucket = adm.TokenBucket(rate=1, burst=1, clock=clock, name="deploy-test")
     window = adm.SlidingWindow(limit=1, window=1.0, clock=clock, name="deploy-test")
     assert sem.try_acquire()
-    assert pool.try_acquire()
     assert bucket.try_acquire()
     assert window.try_acquire()
+    pools = adm.PoolManager({"deploy-test": adm.PoolConfig("postgresql://app:pw@db/test")})
+    remove_pools = adm.metrics.add_source(lambda: pool_families([pools.stats("deploy-test")]))
     registry = prometheus_client.CollectorRegistry()
     adm.metrics.register(registry)
     try:
         text = prometheus_client.generate_latest(registry).decode()
     finally:
         adm.metrics.unregister(registry)
+        remove_pools()
         sem.release()
-        pool.release()
     names = set()
     for family in text_string_to_metric_families(text):
         names.add(family.name)

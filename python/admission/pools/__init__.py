@@ -4,7 +4,9 @@ Needs the ``postgres`` extra (``pip install 'admission[postgres]'``); asyncpg is
 only when a manager opens.
 
 Modules: `config` (`PoolConfig`), `manager` (`PoolManager`), `stats` (snapshots),
-`errors`, `dsn` (parsing and redaction), `tls` (the automatic SSL choice).
+`errors`, `dsn` (parsing and redaction), `tls` (the automatic SSL choice), `metrics` (the
+``admission_pool_*`` Prometheus families of every open pool), `settings` (``[pools.NAME]``
+tables of a `ConcurrencyManager` configuration file).
 """
 
 from __future__ import annotations

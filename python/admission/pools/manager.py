@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Mapping
 from types import TracebackType
 from typing import Any, final
@@ -13,7 +14,10 @@ from admission.pools.config import PoolConfig
 from admission.pools.errors import UnknownPool
 from admission.pools.stats import PoolStats, Readiness
 
-__all__ = ["PoolManager"]
+__all__ = ["LIVE_SETTINGS", "PoolManager"]
+
+LIVE_SETTINGS = ("acquire_timeout", "max_waiters")
+"""The `PoolConfig` settings `PoolManager.reconfigure` can change while pools are open."""
 
 Connection = Any
 """An asyncpg connection (asyncpg ships no type hints); valid only inside its block."""
@@ -241,6 +245,53 @@ class PoolManager:
         pools = [self._get(n) for n in names] if names else list(self._pools.values())
         checks = await asyncio.gather(*(p.check(timeout) for p in pools))
         return Readiness(ok=all(c.ok for c in checks), pools={c.name: c for c in checks})
+
+    def reconfigure(self, pools: Mapping[str, PoolConfig], *, check_only: bool = False) -> None:
+        """Puts new settings in force for the same pools, while they are in use.
+
+        Only `LIVE_SETTINGS` (``acquire_timeout``, ``max_waiters``) can change: they apply
+        to the next callers. Everything else shapes the open connections and needs a new
+        manager. Either every pool changes or none does; ``check_only=True`` only checks.
+
+        >>> import admission as adm
+        >>> pools = adm.PoolManager({"rag": adm.PoolConfig("postgresql://db/rag")})
+        >>> pools.reconfigure({"rag": adm.PoolConfig("postgresql://db/rag", acquire_timeout=5)})
+        >>> pools.reconfigure({"rag": adm.PoolConfig("postgresql://db/rag", max_size=50)})
+        Traceback (most recent call last):
+        ValueError: pool 'rag': max_size cannot change while the pools exist ...
+
+        Raises:
+            ValueError: a pool is added or removed, or a setting other than those changes
+                (the message names the settings, never their values).
+        """
+        if set(pools) != set(self._pools):
+            added = ", ".join(repr(n) for n in pools if n not in self._pools)
+            removed = ", ".join(repr(n) for n in self._pools if n not in pools)
+            change = "; ".join(
+                part
+                for part in (added and f"added {added}", removed and f"removed {removed}")
+                if part
+            )
+            raise ValueError(f"pools cannot be added or removed while they exist ({change})")
+        for name, config in pools.items():
+            if not isinstance(config, PoolConfig):
+                raise TypeError(
+                    f"pool {name!r}: expected a PoolConfig, got {type(config).__name__}"
+                )
+            old = self._pools[name].config
+            fixed = [
+                f.name
+                for f in dataclasses.fields(PoolConfig)
+                if f.name not in LIVE_SETTINGS and getattr(old, f.name) != getattr(config, f.name)
+            ]
+            if fixed:
+                raise ValueError(
+                    f"pool {name!r}: {', '.join(fixed)} cannot change while the pools exist "
+                    f"(only {', '.join(LIVE_SETTINGS)} can): restart to apply"
+                )
+        if not check_only:
+            for name, config in pools.items():
+                self._pools[name].config = config  # read by each acquisition
 
     def __repr__(self) -> str:
         configs = {name: p.config for name, p in self._pools.items()}
