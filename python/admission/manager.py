@@ -63,23 +63,21 @@ Other resources hook in with `ConcurrencyManager.attach`.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 import threading
-import time
-import weakref
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Any, Protocol
 
-from admission._native import MAX_PERMITS, LoopClock, ManualClock, Ready
+from admission._native import MAX_PERMITS, LoopClock, ManualClock
+from admission._replaced import _carry_over, _Retired
 from admission.combine import AllOf
 from admission.concurrency import Semaphore
 from admission.config import Config
 from admission.durations import Rate, parse_duration
 from admission.errors import ConfigError, UnknownLimit
+from admission.lease import Lease, _Entry
 from admission.policies import Policy, hint
 from admission.pools.errors import UnknownPool
 from admission.pools.manager import PoolManager, _ConnectionBlock
@@ -111,17 +109,6 @@ class Attachment(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class _Entry:
-    """One limit's objects. Replaced whole on reload; a request keeps the one it started with."""
-
-    policy: Policy
-    semaphore: Semaphore
-    rate: TokenBucket | None
-    tokens: TokenBucket | None
-    both: AllOf | None
-
-
-@dataclass(frozen=True, slots=True)
 class LimitStats:
     """One named limit at one instant: its policy and the stats of each of its limiters.
 
@@ -147,205 +134,6 @@ class LimitStats:
         if self.policy.concurrency is None:
             return 0.0
         return self.concurrency.in_use / self.concurrency.limit
-
-
-class Lease:
-    """The admission ``manager.limit(name)`` returns: ``async with`` it, or ``with`` in threads.
-
-    Entering takes a permit, then the rate limits (all or nothing), within the timeout, and
-    raises `AcquireTimeout` past it; leaving gives the permit back. A lease holds no state of
-    its own: it can be entered any number of times, by any number of tasks and threads.
-
-    >>> m = ConcurrencyManager.from_dict({"limits": {"db": {"concurrency": 1}}})
-    >>> lease = m.limit("db", timeout="50ms")
-    >>> with lease:
-    ...     with m.limit("db", timeout=0.01):
-    ...         pass
-    Traceback (most recent call last):
-    admission.errors.AcquireTimeout: not admitted within the timeout of 0.010 s
-    >>> m.semaphore("db").in_use
-    0
-    """
-
-    __slots__ = ("_cost", "_entry", "_timeout", "_tokens")
-
-    def __init__(self, entry: _Entry, cost: int, tokens: int, timeout: float | None) -> None:
-        self._entry = entry
-        self._cost = cost
-        self._tokens = tokens
-        self._timeout = timeout
-
-    def __aenter__(self) -> Awaitable[None]:
-        # Not a coroutine: when everything admits at once this returns the native `Ready`
-        # (no coroutine, no Task), which makes ``async with manager.limit(...)`` about as
-        # cheap as ``async with semaphore``. ``as`` therefore binds None.
-        entry = self._entry
-        waiting = entry.semaphore.acquire(1, self._timeout)
-        if entry.rate is None and not (entry.tokens is not None and self._tokens):
-            return waiting  # a semaphore only: its awaitable is the whole admission
-        if type(waiting) is not Ready or (entry.both is not None and self._tokens):
-            return self._enter_slow(waiting)
-        # The permit is held; now the rate limit, giving the permit back if that fails.
-        try:
-            rated = self._rate(self._timeout)
-        except BaseException:
-            entry.semaphore.release(1)
-            raise
-        if rated is None or type(rated) is Ready:
-            return waiting  # the (stateless) Ready of the semaphore: nothing left to wait for
-        return self._await_rate(rated)
-
-    async def _enter_slow(self, waiting: Awaitable[None]) -> None:
-        timeout = self._timeout
-        if timeout is not None and type(waiting) is not Ready:
-            # It had to queue: whatever the wait took comes off the rate limits' share.
-            start = time.monotonic()
-            await waiting
-            timeout = max(0.0, timeout - (time.monotonic() - start))
-        else:
-            await waiting
-        try:
-            rated = self._rate(timeout)
-            if rated is not None:
-                await rated
-        except BaseException:
-            self._entry.semaphore.release(1)
-            raise
-
-    async def _await_rate(self, rated: Awaitable[None]) -> None:
-        try:
-            await rated
-        except BaseException:
-            self._entry.semaphore.release(1)
-            raise
-
-    def _rate(self, timeout: float | None) -> Awaitable[None] | None:
-        """The rate limits' admission (None: nothing to take)."""
-        entry = self._entry
-        if entry.both is not None and self._tokens:
-            return entry.both.acquire(costs=(self._cost, self._tokens), timeout=timeout)
-        if entry.rate is not None:
-            return entry.rate.acquire(self._cost, timeout)
-        if entry.tokens is not None and self._tokens:
-            return entry.tokens.acquire(self._tokens, timeout)
-        return None
-
-    def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> Awaitable[None]:
-        return self._entry.semaphore.__aexit__(exc_type, exc, tb)  # releases; returns Ready
-
-    def __enter__(self) -> Lease:
-        entry = self._entry
-        timeout = self._timeout
-        start = time.monotonic()
-        entry.semaphore.acquire_blocking(1, timeout)
-        try:
-            if timeout is not None:
-                timeout = max(0.0, timeout - (time.monotonic() - start))
-            if entry.both is not None and self._tokens:
-                entry.both.acquire_blocking(costs=(self._cost, self._tokens), timeout=timeout)
-            elif entry.rate is not None:
-                entry.rate.acquire_blocking(self._cost, timeout)
-            elif entry.tokens is not None and self._tokens:
-                entry.tokens.acquire_blocking(self._tokens, timeout)
-        except BaseException:
-            entry.semaphore.release(1)
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._entry.semaphore.release(1)
-
-    def __repr__(self) -> str:
-        return f"<Lease {self._entry.policy.name!r} timeout={self._timeout!r}>"
-
-
-def _add_stats(total: LimiterStats, past: LimiterStats) -> LimiterStats:
-    """``total`` with the counters, waiters and waits of ``past`` added (its name kept)."""
-    # Every field but the name is a count (or a histogram, which adds up too).
-    return dataclasses.replace(
-        total,
-        **{
-            f.name: getattr(total, f.name) + getattr(past, f.name)
-            for f in dataclasses.fields(total)
-            if f.name != "name"
-        },
-    )
-
-
-class _Replaced:
-    """A bucket a reload replaced: held strongly only while requests wait on it (they are
-    still to be counted), else weakly, with the stats it last showed."""
-
-    __slots__ = ("held", "last", "ref")
-
-    def __init__(self, bucket: TokenBucket) -> None:
-        self.ref = weakref.ref(bucket)
-        self.last = bucket.stats()
-        self.held: TokenBucket | None = bucket if self.last.waiting else None
-
-    def read(self) -> LimiterStats | None:
-        """Its stats now, or None once it is gone (then `last` are its final ones: it was
-        not held, so nobody waited on it at the last read)."""
-        bucket = self.held if self.held is not None else self.ref()
-        if bucket is None:
-            return None
-        self.last = bucket.stats()
-        self.held = bucket if self.last.waiting else None
-        return self.last
-
-
-class _Retired:
-    """The buckets reloads replaced under one limiter name, for `ConcurrencyManager.stats`.
-
-    Keeps the replaced buckets' counters, not the buckets: those that are gone are one frozen
-    `LimiterStats`; the others are tracked by `_Replaced` until they go.
-    """
-
-    __slots__ = ("_frozen", "_lock", "_replaced")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._frozen: LimiterStats | None = None
-        self._replaced: list[_Replaced] = []
-
-    def add(self, bucket: TokenBucket) -> None:
-        with self._lock:
-            self._replaced.append(_Replaced(bucket))
-            self._read()  # folds the ones that are gone: memory stays bounded
-
-    def _read(self) -> list[LimiterStats]:
-        live = []
-        kept = []
-        for replaced in self._replaced:
-            stats = replaced.read()
-            if stats is None:
-                last = replaced.last
-                self._frozen = last if self._frozen is None else _add_stats(self._frozen, last)
-            else:
-                live.append(stats)
-                kept.append(replaced)
-        self._replaced = kept
-        return live
-
-    def add_to(self, stats: LimiterStats) -> LimiterStats:
-        """``stats`` (the current bucket's) plus every replaced bucket's."""
-        with self._lock:
-            parts = self._read()
-            if self._frozen is not None:
-                parts.append(self._frozen)
-        for past in parts:
-            stats = _add_stats(stats, past)
-        return stats
 
 
 class ConcurrencyManager:
@@ -760,16 +548,3 @@ class ConcurrencyManager:
         return (
             f"<ConcurrencyManager {', '.join(self._entries) or 'empty'} from {self._config.source}>"
         )
-
-
-def _carry_over(old: TokenBucket, new: TokenBucket) -> None:
-    """Makes ``new`` start as used as ``old`` is: a rate change is not a free burst."""
-    try:
-        # reset_after: how long until the old bucket is full again, i.e. its recent use.
-        used = old.peek(0).reset_after / old.emission_interval
-    except RuntimeError:
-        return  # a LoopClock read outside its loop: nothing to carry, the new one starts full
-    debt = min(new.burst, math.floor(used + 1e-9))
-    if debt > 0:
-        # A reservation never committed: it moves the bucket's clock without counting anything.
-        new._reserve(debt, None)

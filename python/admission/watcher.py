@@ -50,9 +50,11 @@ class ConfigWatcher:
     True
     30
 
-    A file that fails to load is logged as a warning and passed to ``on_error``; the limits in
-    force stay until a good file arrives. ``on_reload(config)`` and ``on_error(exc)`` run in
-    the watcher's thread (or the caller of `check`).
+    The thread reloads a changed file once it has held still for one interval (so a file
+    caught half-written is never loaded). A file that fails to load is logged as a warning and
+    passed to ``on_error``; the limits in force stay until a good file arrives.
+    ``on_reload(config)`` and ``on_error(exc)`` run in the watcher's thread (or the caller of
+    `check`).
     """
 
     def __init__(
@@ -113,9 +115,21 @@ class ConfigWatcher:
             thread.join(timeout)
 
     def _run(self) -> None:
+        pending: _Signature = None
         while not self._stop.wait(self._interval):
             if self._manager() is None:
                 return  # the manager is gone: nothing left to reload
+            current = _signature(self._path)
+            if current is None or current == self._seen:
+                pending = None
+                continue
+            if current != pending:
+                # Changed since the last look, so it may still be being written (an editor
+                # or `write_text` truncates, then writes): reload only once the file has held
+                # still for a whole interval, never from a half-written file.
+                pending = current
+                continue
+            pending = None
             try:
                 self.check()
             except Exception:

@@ -1,0 +1,107 @@
+"""The rate limiters a `ConcurrencyManager.reload` replaced: their counters, kept for
+`ConcurrencyManager.stats` without keeping the limiters alive, and the use carried over from
+each one to its replacement (see the `admission.manager` documentation)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import weakref
+
+from admission.rate import TokenBucket
+from admission.stats import LimiterStats
+
+__all__ = ["_Retired", "_carry_over"]
+
+
+def _add_stats(total: LimiterStats, past: LimiterStats) -> LimiterStats:
+    """``total`` with the counters, waiters and waits of ``past`` added (its name kept)."""
+    # Every field but the name is a count (or a histogram, which adds up too).
+    return dataclasses.replace(
+        total,
+        **{
+            f.name: getattr(total, f.name) + getattr(past, f.name)
+            for f in dataclasses.fields(total)
+            if f.name != "name"
+        },
+    )
+
+
+class _Replaced:
+    """A bucket a reload replaced: held strongly only while requests wait on it (they are
+    still to be counted), else weakly, with the stats it last showed."""
+
+    __slots__ = ("held", "last", "ref")
+
+    def __init__(self, bucket: TokenBucket) -> None:
+        self.ref = weakref.ref(bucket)
+        self.last = bucket.stats()
+        self.held: TokenBucket | None = bucket if self.last.waiting else None
+
+    def read(self) -> LimiterStats | None:
+        """Its stats now, or None once it is gone (then `last` are its final ones: it was
+        not held, so nobody waited on it at the last read)."""
+        bucket = self.held if self.held is not None else self.ref()
+        if bucket is None:
+            return None
+        self.last = bucket.stats()
+        self.held = bucket if self.last.waiting else None
+        return self.last
+
+
+class _Retired:
+    """The buckets reloads replaced under one limiter name, for `ConcurrencyManager.stats`.
+
+    Keeps the replaced buckets' counters, not the buckets: those that are gone are one frozen
+    `LimiterStats`; the others are tracked by `_Replaced` until they go.
+    """
+
+    __slots__ = ("_frozen", "_lock", "_replaced")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._frozen: LimiterStats | None = None
+        self._replaced: list[_Replaced] = []
+
+    def add(self, bucket: TokenBucket) -> None:
+        with self._lock:
+            self._replaced.append(_Replaced(bucket))
+            self._read()  # folds the ones that are gone: memory stays bounded
+
+    def _read(self) -> list[LimiterStats]:
+        live = []
+        kept = []
+        for replaced in self._replaced:
+            stats = replaced.read()
+            if stats is None:
+                last = replaced.last
+                self._frozen = last if self._frozen is None else _add_stats(self._frozen, last)
+            else:
+                live.append(stats)
+                kept.append(replaced)
+        self._replaced = kept
+        return live
+
+    def add_to(self, stats: LimiterStats) -> LimiterStats:
+        """``stats`` (the current bucket's) plus every replaced bucket's."""
+        with self._lock:
+            parts = self._read()
+            if self._frozen is not None:
+                parts.append(self._frozen)
+        for past in parts:
+            stats = _add_stats(stats, past)
+        return stats
+
+
+def _carry_over(old: TokenBucket, new: TokenBucket) -> None:
+    """Makes ``new`` start as used as ``old`` is: a rate change is not a free burst."""
+    try:
+        # reset_after: how long until the old bucket is full again, i.e. its recent use.
+        used = old.peek(0).reset_after / old.emission_interval
+    except RuntimeError:
+        return  # a LoopClock read outside its loop: nothing to carry, the new one starts full
+    debt = min(new.burst, math.floor(used + 1e-9))
+    if debt > 0:
+        # A reservation never committed: it moves the bucket's clock without counting anything.
+        new._reserve(debt, None)

@@ -1,0 +1,149 @@
+"""`Lease`, the admission ``ConcurrencyManager.limit(name)`` returns, and `_Entry`, the objects
+of one limit that it admits against."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from types import TracebackType
+
+from admission._native import Ready
+from admission.combine import AllOf
+from admission.concurrency import Semaphore
+from admission.policies import Policy
+from admission.rate import TokenBucket
+
+__all__ = ["Lease"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One limit's objects. Replaced whole on reload; a request keeps the one it started with."""
+
+    policy: Policy
+    semaphore: Semaphore
+    rate: TokenBucket | None
+    tokens: TokenBucket | None
+    both: AllOf | None
+
+
+class Lease:
+    """The admission ``manager.limit(name)`` returns: ``async with`` it, or ``with`` in threads.
+
+    Entering takes a permit, then the rate limits (all or nothing), within the timeout, and
+    raises `AcquireTimeout` past it; leaving gives the permit back. A lease holds no state of
+    its own: it can be entered any number of times, by any number of tasks and threads.
+
+    >>> from admission import ConcurrencyManager
+    >>> m = ConcurrencyManager.from_dict({"limits": {"db": {"concurrency": 1}}})
+    >>> lease = m.limit("db", timeout="50ms")
+    >>> with lease:
+    ...     with m.limit("db", timeout=0.01):
+    ...         pass
+    Traceback (most recent call last):
+    admission.errors.AcquireTimeout: not admitted within the timeout of 0.010 s
+    >>> m.semaphore("db").in_use
+    0
+    """
+
+    __slots__ = ("_cost", "_entry", "_timeout", "_tokens")
+
+    def __init__(self, entry: _Entry, cost: int, tokens: int, timeout: float | None) -> None:
+        self._entry = entry
+        self._cost = cost
+        self._tokens = tokens
+        self._timeout = timeout
+
+    def __aenter__(self) -> Awaitable[None]:
+        # Not a coroutine: when everything admits at once this returns the native `Ready`
+        # (no coroutine, no Task), which makes ``async with manager.limit(...)`` about as
+        # cheap as ``async with semaphore``. ``as`` therefore binds None.
+        entry = self._entry
+        waiting = entry.semaphore.acquire(1, self._timeout)
+        if entry.rate is None and not (entry.tokens is not None and self._tokens):
+            return waiting  # a semaphore only: its awaitable is the whole admission
+        if type(waiting) is not Ready or (entry.both is not None and self._tokens):
+            return self._enter_slow(waiting)
+        # The permit is held; now the rate limit, giving the permit back if that fails.
+        try:
+            rated = self._rate(self._timeout)
+        except BaseException:
+            entry.semaphore.release(1)
+            raise
+        if rated is None or type(rated) is Ready:
+            return waiting  # the (stateless) Ready of the semaphore: nothing left to wait for
+        return self._await_rate(rated)
+
+    async def _enter_slow(self, waiting: Awaitable[None]) -> None:
+        timeout = self._timeout
+        if timeout is not None and type(waiting) is not Ready:
+            # It had to queue: whatever the wait took comes off the rate limits' share.
+            start = time.monotonic()
+            await waiting
+            timeout = max(0.0, timeout - (time.monotonic() - start))
+        else:
+            await waiting
+        try:
+            rated = self._rate(timeout)
+            if rated is not None:
+                await rated
+        except BaseException:
+            self._entry.semaphore.release(1)
+            raise
+
+    async def _await_rate(self, rated: Awaitable[None]) -> None:
+        try:
+            await rated
+        except BaseException:
+            self._entry.semaphore.release(1)
+            raise
+
+    def _rate(self, timeout: float | None) -> Awaitable[None] | None:
+        """The rate limits' admission (None: nothing to take)."""
+        entry = self._entry
+        if entry.both is not None and self._tokens:
+            return entry.both.acquire(costs=(self._cost, self._tokens), timeout=timeout)
+        if entry.rate is not None:
+            return entry.rate.acquire(self._cost, timeout)
+        if entry.tokens is not None and self._tokens:
+            return entry.tokens.acquire(self._tokens, timeout)
+        return None
+
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Awaitable[None]:
+        return self._entry.semaphore.__aexit__(exc_type, exc, tb)  # releases; returns Ready
+
+    def __enter__(self) -> Lease:
+        entry = self._entry
+        timeout = self._timeout
+        start = time.monotonic()
+        entry.semaphore.acquire_blocking(1, timeout)
+        try:
+            if timeout is not None:
+                timeout = max(0.0, timeout - (time.monotonic() - start))
+            if entry.both is not None and self._tokens:
+                entry.both.acquire_blocking(costs=(self._cost, self._tokens), timeout=timeout)
+            elif entry.rate is not None:
+                entry.rate.acquire_blocking(self._cost, timeout)
+            elif entry.tokens is not None and self._tokens:
+                entry.tokens.acquire_blocking(self._tokens, timeout)
+        except BaseException:
+            entry.semaphore.release(1)
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._entry.semaphore.release(1)
+
+    def __repr__(self) -> str:
+        return f"<Lease {self._entry.policy.name!r} timeout={self._timeout!r}>"
