@@ -89,10 +89,11 @@ class Semaphore(_native.Semaphore):
         if loop is None:  # trio (or no loop: current_waiter says so)
             await self._acquire_slow_any(n, timeout)
             return
-        # asyncio, inlined: one future, resolved by a native waker (no Python frame between
-        # the release and the future), and one timer only when there is a timeout.
+        # asyncio, inlined: one future, and one native object that is both the ticket and the
+        # waker resolving the future (no Python frame between the release and the future);
+        # one timer only when there is a timeout.
         future: asyncio.Future[bool] = loop.create_future()
-        ticket = self._enqueue(n, _native.FutureWaker(loop, future))
+        ticket = self._enqueue_future(n, loop, future)
         if ticket is None:
             return
         timer = None if timeout is None else loop.call_later(timeout, _expire, future)
@@ -127,7 +128,11 @@ class Semaphore(_native.Semaphore):
         self._after_wait(ticket, woken, n, timeout)
 
     def _after_wait(
-        self, ticket: _native.Ticket, woken: bool, n: int, timeout: float | None
+        self,
+        ticket: _native.Ticket | _native.FutureWaker,
+        woken: bool,
+        n: int,
+        timeout: float | None,
     ) -> None:
         if not woken:
             outcome = self._cancel(ticket, timed_out=True)

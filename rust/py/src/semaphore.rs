@@ -16,10 +16,11 @@ use admission_core::retired;
 
 use crate::args::{count, ns_to_s, timeout};
 use crate::errors;
+use crate::waker::FutureWaker;
 use crate::ready::ready;
 use pyo3::intern;
 
-fn outcome_name(outcome: Outcome) -> &'static str {
+pub(crate) fn outcome_name(outcome: Outcome) -> &'static str {
     match outcome {
         Outcome::Waiting => "waiting",
         Outcome::Granted => "granted",
@@ -38,6 +39,13 @@ fn wake_all(py: Python<'_>, wakers: Vec<Py<PyAny>>) -> PyResult<()> {
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// Either kind of ticket: a plain `Ticket` or a `FutureWaker` made by `_enqueue_future`.
+#[derive(FromPyObject)]
+enum TicketArg<'py> {
+    Ticket(Bound<'py, Ticket>),
+    Waker(Bound<'py, FutureWaker>),
 }
 
 /// A queued request for permits. Its `outcome` is final once it is not `"waiting"`.
@@ -167,10 +175,49 @@ impl Semaphore {
     /// Withdraws a queued request; returns its final outcome. `"granted"` means the permits
     /// were handed over first: the caller holds them and must release them.
     #[pyo3(signature = (ticket, timed_out=false))]
-    fn _cancel(&self, py: Python<'_>, ticket: &Ticket, timed_out: bool) -> PyResult<&'static str> {
-        let (outcome, wakers) = self.core.cancel(&ticket.inner, timed_out);
+    fn _cancel(
+        &self,
+        py: Python<'_>,
+        ticket: TicketArg<'_>,
+        timed_out: bool,
+    ) -> PyResult<&'static str> {
+        let inner = match &ticket {
+            TicketArg::Ticket(t) => Arc::clone(&t.get().inner),
+            TicketArg::Waker(w) => match w.get().ticket.get() {
+                Some(t) => Arc::clone(t),
+                None => {
+                    return Err(pyo3::exceptions::PyValueError::new_err(
+                        "this FutureWaker was never queued",
+                    ))
+                }
+            },
+        };
+        let (outcome, wakers) = self.core.cancel(&inner, timed_out);
         wake_all(py, wakers)?;
         Ok(outcome_name(outcome))
+    }
+
+    /// The asyncio waiting path in one native call: queues `n` with a `FutureWaker` that
+    /// resolves `future` on `event_loop` and is also the ticket. Returns None when admitted at
+    /// once (nothing queued).
+    fn _enqueue_future(
+        &self,
+        py: Python<'_>,
+        n: &Bound<'_, PyAny>,
+        event_loop: Py<PyAny>,
+        future: Py<PyAny>,
+    ) -> PyResult<Option<Py<FutureWaker>>> {
+        let n = count("n", Some(n), 1)?;
+        let waker = Py::new(py, FutureWaker::create(event_loop, future))?;
+        match self.core.enqueue(n, waker.clone_ref(py).into_any()) {
+            Ok(Enqueued::Acquired) => Ok(None),
+            Ok(Enqueued::Queued(inner)) => {
+                // Cannot be set already: the waker was made just above.
+                let _ = waker.get().ticket.set(inner);
+                Ok(Some(waker))
+            }
+            Err(e) => Err(errors::semaphore(py, e)),
+        }
     }
 
     /// Refuses new requests and wakes every waiter with `Closed`; held permits stay valid.

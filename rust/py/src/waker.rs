@@ -4,17 +4,35 @@
 //! case: resolve the future directly, no Python frame in between) or another thread or loop
 //! (hop onto the waiter's loop with `call_soon_threadsafe`, then resolve it there).
 
+use std::sync::{Arc, OnceLock};
 use std::thread::{self, ThreadId};
 
+use admission_core::Ticket as CoreTicket;
 use pyo3::intern;
 use pyo3::prelude::*;
 
-/// Resolves `future` with `True` on its loop's thread, if it is still pending.
+use crate::semaphore::outcome_name;
+
+/// Resolves `future` with `True` on its loop's thread, if it is still pending. When made by
+/// `Semaphore._enqueue_future` it is also the waiter's ticket (one object per waiter).
 #[pyclass(frozen, module = "admission._native")]
 pub struct FutureWaker {
     event_loop: Py<PyAny>,
     future: Py<PyAny>,
     thread: ThreadId,
+    /// Set once the request is queued.
+    pub(crate) ticket: OnceLock<Arc<CoreTicket>>,
+}
+
+impl FutureWaker {
+    pub(crate) fn create(event_loop: Py<PyAny>, future: Py<PyAny>) -> Self {
+        Self {
+            event_loop,
+            future,
+            thread: thread::current().id(),
+            ticket: OnceLock::new(),
+        }
+    }
 }
 
 #[pymethods]
@@ -22,11 +40,17 @@ impl FutureWaker {
     /// Made on the loop's thread, by the task that will await `future`.
     #[new]
     fn new(event_loop: Py<PyAny>, future: Py<PyAny>) -> Self {
-        Self {
-            event_loop,
-            future,
-            thread: thread::current().id(),
-        }
+        Self::create(event_loop, future)
+    }
+
+    /// The queued request's outcome (see `Ticket.outcome`); `"waiting"` until settled.
+    #[getter]
+    fn outcome<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyString> {
+        let name = self
+            .ticket
+            .get()
+            .map_or("waiting", |t| outcome_name(t.outcome()));
+        pyo3::types::PyString::intern(py, name)
     }
 
     fn __call__(slf: &Bound<'_, Self>) -> PyResult<()> {
