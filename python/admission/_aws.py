@@ -1,13 +1,21 @@
-"""Helpers for awaitables that will never be awaited (so they warn nobody)."""
+"""Awaitables: those that will never be awaited (closed, so they warn nobody), and the
+shape of a rate limiter the async helpers acquire from."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 from collections.abc import Awaitable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["discard"]
+__all__ = ["Acquirable", "discard"]
+
+
+class Acquirable(Protocol):
+    """What `gather.map` and `TaskPool` take as ``rate=``: any limiter with an awaitable
+    ``acquire`` (`TokenBucket`, `SlidingWindow`, `Semaphore`)."""
+
+    def acquire(self, cost: int = 1, timeout: float | None = None) -> Awaitable[None]: ...
 
 
 def discard(aws: Iterable[Awaitable[Any]]) -> None:

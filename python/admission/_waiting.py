@@ -1,11 +1,13 @@
-"""How a task waits, on whichever async framework is running it (asyncio, uvloop, trio).
+"""Which async framework is running, and how a task waits on it (asyncio, uvloop, trio).
 
-Only the slow path comes here: an admission that is immediate never suspends and never
-creates a Task or Future (see ``Ready`` in the native module).
+Only slow paths come here: an admission that is immediate never suspends and never creates a
+Task or Future (see ``Ready`` in the native module). On asyncio a waiting semaphore task
+awaits one future resolved by the native ``FutureWaker`` (see ``Semaphore._acquire_slow``);
+trio has no futures, so its waiters park the task (`TrioWaiter`).
 
-A `Waiter` is made by the task that will wait. Its ``wake`` may be called from any thread
-(a semaphore is released by whoever holds it, a thread or another event loop); it is safe to
-call more than once and after the waiter gave up.
+A waiter's ``wake`` may be called from any thread (a semaphore is released by whoever holds
+it, a thread or another event loop); it is safe to call more than once and after the waiter
+gave up.
 """
 
 from __future__ import annotations
@@ -14,51 +16,24 @@ import asyncio
 import contextlib
 import sys
 import threading
-from typing import Any, Protocol
+from asyncio.events import _get_running_loop
+from typing import Any
 
-__all__ = ["Waiter", "current_waiter", "sleep"]
-
-
-class Waiter(Protocol):
-    def wake(self) -> None: ...
-
-    async def wait(self, timeout: float | None) -> bool:
-        """Suspends until woken (True) or until ``timeout`` seconds pass (False)."""
-        ...
+__all__ = ["TrioWaiter", "running_loop", "sleep", "trio_waiter"]
 
 
-class _AsyncioWaiter:
-    __slots__ = ("_future", "_loop", "_thread")
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The running asyncio (or uvloop) loop, or None (on trio, or outside any loop).
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._future: asyncio.Future[bool] = loop.create_future()
-        self._thread = threading.get_ident()
-
-    def _settle(self, value: bool) -> None:
-        if not self._future.done():
-            self._future.set_result(value)
-
-    def wake(self) -> None:
-        if threading.get_ident() == self._thread:
-            self._settle(True)
-            return
-        # A closed loop raises RuntimeError: its tasks are gone, nobody is left to wake.
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._settle, True)
-
-    async def wait(self, timeout: float | None) -> bool:
-        if timeout is None:
-            return await self._future
-        # A timer resolving the same future: no extra Task, unlike asyncio.wait_for.
-        timer = self._loop.call_later(timeout, self._settle, False)
-        try:
-            return await self._future
-        finally:
-            timer.cancel()
+    The C helper behind ``asyncio.get_running_loop``, without its exception: one call on the
+    slow paths that ask, "asyncio or trio?".
+    """
+    return _get_running_loop()
 
 
-class _TrioWaiter:
+class TrioWaiter:
+    """Parks the running trio task until `wake` (from any thread) or a timeout."""
+
     __slots__ = ("_aborted", "_task", "_thread", "_token", "_woken")
 
     def __init__(self) -> None:
@@ -98,26 +73,16 @@ class _TrioWaiter:
         return False
 
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-def current_waiter() -> Waiter:
-    """A waiter for the running task, on the running framework."""
-    loop = _running_loop()
-    if loop is not None:
-        return _AsyncioWaiter(loop)
+def trio_waiter() -> TrioWaiter:
+    """A waiter for the running trio task; the caller has checked that asyncio is not running."""
     if "trio" in sys.modules:
-        return _TrioWaiter()
+        return TrioWaiter()
     raise RuntimeError("admission: no running event loop (asyncio or trio) in this thread")
 
 
 async def sleep(seconds: float) -> None:
     """Sleeps on the running framework."""
-    if _running_loop() is not None:
+    if running_loop() is not None:
         await asyncio.sleep(seconds)
         return
     import trio

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from asyncio.events import _get_running_loop
 from types import TracebackType
 from typing import final
 
 from admission import _native, _registry
 from admission._validate import timeout_seconds
-from admission._waiting import current_waiter
+from admission._waiting import running_loop, trio_waiter
 from admission.errors import AcquireTimeout, CapacityError, Closed
 from admission.stats import SemaphoreStats, WaitHistogram
 
@@ -85,9 +84,9 @@ class Semaphore(_native.Semaphore):
 
     async def _acquire_slow(self, n: int, timeout: float | None) -> None:
         """The waiting path of ``await acquire()`` / ``async with``: queue FIFO and wait."""
-        loop = _get_running_loop()
-        if loop is None:  # trio (or no loop: current_waiter says so)
-            await self._acquire_slow_any(n, timeout)
+        loop = running_loop()
+        if loop is None:  # trio (or no loop at all: trio_waiter says so)
+            await self._acquire_slow_trio(n, timeout)
             return
         # asyncio, inlined: one future, and one native object that is both the ticket and the
         # waker resolving the future (no Python frame between the release and the future);
@@ -112,9 +111,9 @@ class Semaphore(_native.Semaphore):
             return  # the common case, without a further call
         self._after_wait(ticket, woken, n, timeout)
 
-    async def _acquire_slow_any(self, n: int, timeout: float | None) -> None:
-        """The waiting path on any framework (trio), through `current_waiter`."""
-        waiter = current_waiter()
+    async def _acquire_slow_trio(self, n: int, timeout: float | None) -> None:
+        """The waiting path on trio: the task is parked until its waker runs."""
+        waiter = trio_waiter()
         ticket = self._enqueue(n, waiter.wake)
         if ticket is None:
             return

@@ -17,19 +17,16 @@ from collections.abc import (
     Callable,
     Iterable,
 )
-from typing import Any, Literal, Protocol, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
-from admission._aws import discard
+from admission._aws import Acquirable, discard
 from admission._validate import positive_int
+from admission._waiting import running_loop
 
 __all__ = ["gather", "map"]
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-class _Acquirable(Protocol):
-    def acquire(self, cost: int = 1, timeout: float | None = None) -> Awaitable[None]: ...
 
 
 @overload
@@ -82,21 +79,13 @@ async def gather(
 
     workers = min(limit, len(items))
     try:
-        if _on_asyncio():
+        if running_loop() is not None:
             await _run_asyncio(worker, workers)
         else:
             await _run_trio(worker, workers)
     finally:
         discard(aw for _, aw in source)  # whatever never started
     return results
-
-
-def _on_asyncio() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 async def _run_asyncio(worker: Callable[[], Awaitable[None]], count: int) -> None:
@@ -152,7 +141,7 @@ async def map(  # mirrors the builtin on purpose
     items: Iterable[T] | AsyncIterable[T],
     *,
     limit: int,
-    rate: _Acquirable | None = None,
+    rate: Acquirable | None = None,
 ) -> AsyncIterator[R]:
     """Yields ``await fn(item)`` for each item, in input order, at most ``limit`` at once.
 

@@ -5,19 +5,16 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import deque
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Coroutine
 from types import TracebackType
-from typing import Any, Protocol, final
+from typing import Any, final
 
-from admission._aws import discard
+from admission._aws import Acquirable, discard
 from admission._validate import positive_int, timeout_seconds
+from admission._waiting import running_loop
 from admission.errors import Closed
 
 __all__ = ["TaskPool"]
-
-
-class _Acquirable(Protocol):
-    def acquire(self, cost: int = 1, timeout: float | None = None) -> Awaitable[None]: ...
 
 
 @final
@@ -68,7 +65,7 @@ class TaskPool:
         self,
         limit: int,
         *,
-        rate: _Acquirable | None = None,
+        rate: Acquirable | None = None,
         timeout: float | None = None,
     ) -> None:
         self._limit = positive_int(limit, "limit")
@@ -104,18 +101,15 @@ class TaskPool:
     async def __aenter__(self) -> TaskPool:
         if not self._closed:
             raise RuntimeError("this TaskPool is already open")
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
+        if running_loop() is None:
             import trio
 
             self._nursery = trio.open_nursery()
-            self._group = await self._nursery.__aenter__()
+        elif sys.version_info < (3, 11):  # pragma: no cover
+            raise RuntimeError("TaskPool on asyncio needs Python 3.11+ (asyncio.TaskGroup)")
         else:
-            if sys.version_info < (3, 11):  # pragma: no cover
-                raise RuntimeError("TaskPool on asyncio needs Python 3.11+ (asyncio.TaskGroup)")
             self._nursery = asyncio.TaskGroup()
-            self._group = await self._nursery.__aenter__()
+        self._group = await self._nursery.__aenter__()
         self._closed = False
         return self
 

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ParamSpec, TypeVar
 
+from admission._waiting import running_loop
+
 __all__ = ["to_thread"]
 
 P = ParamSpec("P")
@@ -44,9 +46,7 @@ async def to_thread(
 
 
 async def _run(call: Callable[[], R]) -> R:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
+    if running_loop() is None:
         import trio
 
         return await trio.to_thread.run_sync(call)
