@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiolimiter
 import aiometer
@@ -37,19 +37,36 @@ def loop() -> Any:
     lp.close()
 
 
+class Row(NamedTuple):
+    """One implementation in a group: its labels (see conftest.py) and what it is made from."""
+
+    key: str
+    impl: str
+    role: str
+    baseline: bool
+    #: Makes the limiter (``async with`` and tasks groups), or is the round itself (gather).
+    make: Callable[[], Any]
+
+
+def parametrize_rows(
+    table: list[tuple[str, str, str, bool, Callable[[], Any]]],
+) -> pytest.MarkDecorator:
+    """Runs the benchmark once per row of ``table``, as ``row``, with the row's key as its id."""
+    return pytest.mark.parametrize("row", [Row(*r) for r in table], ids=[r[0] for r in table])
+
+
 def run_rounds(
     benchmark: Any,
     loop: asyncio.AbstractEventLoop,
     make_round: Callable[[], Awaitable[None]],
+    row: Row,
     *,
-    key: str,
-    impl: str,
-    role: str,
     calls: int,
-    baseline: bool = False,
     rounds: int = 20,
 ) -> None:
-    benchmark.extra_info.update(key=key, impl=impl, role=role, baseline=baseline, calls=calls)
+    benchmark.extra_info.update(
+        key=row.key, impl=row.impl, role=row.role, baseline=row.baseline, calls=calls
+    )
     benchmark.pedantic(
         lambda: loop.run_until_complete(make_round()), rounds=rounds, iterations=1, warmup_rounds=2
     )
@@ -101,23 +118,10 @@ UNCONTENDED = [
 
 
 @pytest.mark.benchmark(group="async with, uncontended")
-@pytest.mark.parametrize(
-    ("key", "impl", "role", "baseline", "make"), UNCONTENDED, ids=[u[0] for u in UNCONTENDED]
-)
-def test_async_with_uncontended(
-    benchmark: Any, loop: Any, key: str, impl: str, role: str, baseline: bool, make: Any
-) -> None:
-    limiter = loop.run_until_complete(_make_in_loop(make))
-    run_rounds(
-        benchmark,
-        loop,
-        _async_with_round(limiter),
-        key=key,
-        impl=impl,
-        role=role,
-        calls=UNCONTENDED_CALLS,
-        baseline=baseline,
-    )
+@parametrize_rows(UNCONTENDED)
+def test_async_with_uncontended(benchmark: Any, loop: Any, row: Row) -> None:
+    limiter = loop.run_until_complete(_make_in_loop(row.make))
+    run_rounds(benchmark, loop, _async_with_round(limiter), row, calls=UNCONTENDED_CALLS)
 
 
 async def _make_in_loop(make: Callable[[], Any]) -> Any:
@@ -162,23 +166,10 @@ CONTENDED = [
 
 
 @pytest.mark.benchmark(group="1,000 tasks through a limit of 10, sleep(0) body")
-@pytest.mark.parametrize(
-    ("key", "impl", "role", "baseline", "make"), CONTENDED, ids=[c[0] for c in CONTENDED]
-)
-def test_tasks_through_limit(
-    benchmark: Any, loop: Any, key: str, impl: str, role: str, baseline: bool, make: Any
-) -> None:
-    limiter = loop.run_until_complete(_make_in_loop(make))
-    run_rounds(
-        benchmark,
-        loop,
-        _tasks_round(limiter),
-        key=key,
-        impl=impl,
-        role=role,
-        calls=TASKS,
-        baseline=baseline,
-    )
+@parametrize_rows(CONTENDED)
+def test_tasks_through_limit(benchmark: Any, loop: Any, row: Row) -> None:
+    limiter = loop.run_until_complete(_make_in_loop(row.make))
+    run_rounds(benchmark, loop, _tasks_round(limiter), row, calls=TASKS)
     if isinstance(limiter, adm.Semaphore):
         assert limiter.stats().high_water == 10  # the bound really was reached, and held
 
@@ -227,20 +218,6 @@ GATHERS = [
 
 
 @pytest.mark.benchmark(group="gather 10,000 trivial coroutines, 10 at once")
-@pytest.mark.parametrize(
-    ("key", "impl", "role", "baseline", "fn"), GATHERS, ids=[g[0] for g in GATHERS]
-)
-def test_bounded_gather(
-    benchmark: Any, loop: Any, key: str, impl: str, role: str, baseline: bool, fn: Any
-) -> None:
-    run_rounds(
-        benchmark,
-        loop,
-        fn,
-        key=key,
-        impl=impl,
-        role=role,
-        calls=GATHER_ITEMS,
-        baseline=baseline,
-        rounds=10,
-    )
+@parametrize_rows(GATHERS)
+def test_bounded_gather(benchmark: Any, loop: Any, row: Row) -> None:
+    run_rounds(benchmark, loop, row.make, row, calls=GATHER_ITEMS, rounds=10)

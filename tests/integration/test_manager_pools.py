@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
@@ -17,12 +16,6 @@ import admission as adm
 
 ENV = "ADM_TEST_RAG_DSN"
 APP = "adm-test-manager-pools"
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    with PostgresServer() as server:
-        yield server
 
 
 def toml(path: Path, extra: str = "", **pool: str) -> Path:

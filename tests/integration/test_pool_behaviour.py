@@ -9,19 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
-from collections.abc import Iterator
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 from postgres import APP_PASSWORD, PostgresServer, run, settle, wait_until
 
 import admission as adm
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    with PostgresServer() as server:
-        yield server
 
 
 def manager(pg: PostgresServer, **kwargs: object) -> adm.PoolManager:

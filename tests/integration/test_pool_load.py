@@ -8,19 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 from postgres import PostgresServer, run, sessions, settle
 
 import admission as adm
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    with PostgresServer() as server:
-        yield server
 
 
 def test_500_concurrent_operations_through_20_connections(pg: PostgresServer) -> None:

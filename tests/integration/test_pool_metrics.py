@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
 
 import prometheus_client
 import pytest
@@ -15,20 +14,6 @@ from prometheus_client.parser import text_string_to_metric_families
 import admission as adm
 
 Scrape = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    with PostgresServer() as server:
-        yield server
-
-
-@pytest.fixture
-def registry() -> Iterator[prometheus_client.CollectorRegistry]:
-    reg = prometheus_client.CollectorRegistry()
-    adm.metrics.register(reg)
-    yield reg
-    adm.metrics.unregister(reg)
 
 
 def exposition(registry: prometheus_client.CollectorRegistry) -> str:

@@ -10,19 +10,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import Counter
-from collections.abc import Iterator
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 from postgres import PostgresServer, run, settle, wait_until
 
 import admission as adm
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    with PostgresServer() as server:
-        yield server
 
 
 def test_restart_under_load(pg: PostgresServer) -> None:

@@ -9,16 +9,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 
 import pytest
+from support import unique
 
 import admission as adm
 from admission.alerts import AlertEvent
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def kinds(events: list[AlertEvent]) -> list[str]:

@@ -9,74 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
+from support import ASYNCIO_ONLY, Tracker, wait_until, yields
 
 import admission as adm
-
-ASYNCIO_ONLY = pytest.mark.parametrize(
-    "anyio_backend",
-    [
-        pytest.param("asyncio", id="asyncio"),
-        pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
-    ],
-)
-
-
-async def wait_until(predicate: Callable[[], bool], what: str = "the condition") -> None:
-    for _ in range(5_000):
-        if predicate():
-            return
-        await anyio.lowlevel.checkpoint()
-    raise AssertionError(f"never reached: {what}")
-
-
-class Tracker:
-    """Makes coroutines that record when they start, how they end, and the peak concurrency."""
-
-    def __init__(self) -> None:
-        self.started: list[int] = []
-        self.ended: dict[int, str] = {}
-        self.running = 0
-        self.peak = 0
-        self.coros: list[Coroutine[Any, Any, Any]] = []
-
-    def make(self, i: int, body: Callable[[int], Coroutine[Any, Any, Any]]) -> Any:
-        async def run() -> Any:
-            self.started.append(i)
-            self.running += 1
-            self.peak = max(self.peak, self.running)
-            outcome = "error"
-            try:
-                result = await body(i)
-                outcome = "done"
-                return result
-            except anyio.get_cancelled_exc_class():
-                outcome = "cancelled"
-                raise
-            finally:
-                self.running -= 1
-                self.ended[i] = outcome
-
-        coro = run()
-        self.coros.append(coro)
-        return coro
-
-    def assert_no_orphans(self) -> None:
-        assert self.running == 0
-        assert sorted(self.ended) == sorted(self.started), "a started body never finished"
-        states = [inspect.getcoroutinestate(c) for c in self.coros]
-        assert states == ["CORO_CLOSED"] * len(self.coros), "a coroutine was left unfinished"
-
-
-async def yields(n: int) -> None:
-    for _ in range(n):
-        await anyio.lowlevel.checkpoint()
 
 
 @pytest.mark.anyio

@@ -13,18 +13,11 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+from support import wait_until
 
 import admission as adm
 
 pytestmark = pytest.mark.anyio
-
-
-async def wait_until(predicate: Callable[[], bool], what: str = "the condition") -> None:
-    for _ in range(5_000):
-        if predicate():
-            return
-        await anyio.lowlevel.checkpoint()
-    raise AssertionError(f"never reached: {what}")
 
 
 class Gauge:

@@ -10,25 +10,16 @@ from __future__ import annotations
 
 import inspect
 import itertools
-from collections.abc import Callable
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
+from support import wait_until
 
 import admission as adm
 
 Limiter = adm.TokenBucket | adm.SlidingWindow
-
-
-async def wait_until(predicate: Callable[[], bool], what: str = "the condition") -> None:
-    """Lets other tasks run (checkpoints, no time passes) until ``predicate()`` holds."""
-    for _ in range(5_000):
-        if predicate():
-            return
-        await anyio.lowlevel.checkpoint()
-    raise AssertionError(f"never reached: {what}")
 
 
 def one_per(seconds: float, clock: Any = None, *, kind: str = "bucket") -> Limiter:

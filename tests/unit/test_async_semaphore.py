@@ -8,31 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
+from support import ASYNCIO_ONLY, wait_until
 
 import admission as adm
-
-ASYNCIO_ONLY = pytest.mark.parametrize(
-    "anyio_backend",
-    [
-        pytest.param("asyncio", id="asyncio"),
-        pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
-    ],
-)
-
-
-async def wait_until(predicate: Callable[[], bool], what: str = "the condition") -> None:
-    """Lets other tasks run (checkpoints, no time passes) until ``predicate()`` holds."""
-    for _ in range(5_000):
-        if predicate():
-            return
-        await anyio.lowlevel.checkpoint()
-    raise AssertionError(f"never reached: {what}")
 
 
 async def yield_many(times: int = 50) -> None:

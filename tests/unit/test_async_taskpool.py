@@ -7,64 +7,14 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
+from support import Tracker, wait_until, yields
 
 import admission as adm
-
-
-async def wait_until(predicate: Callable[[], bool], what: str = "the condition") -> None:
-    for _ in range(5_000):
-        if predicate():
-            return
-        await anyio.lowlevel.checkpoint()
-    raise AssertionError(f"never reached: {what}")
-
-
-async def yields(n: int) -> None:
-    for _ in range(n):
-        await anyio.lowlevel.checkpoint()
-
-
-class Tracker:
-    """Records, per task: started, how it ended; and the peak number running at once."""
-
-    def __init__(self) -> None:
-        self.started: list[int] = []
-        self.ended: dict[int, str] = {}
-        self.running = 0
-        self.peak = 0
-        self.coros: list[Coroutine[Any, Any, Any]] = []
-
-    def make(self, i: int, body: Callable[[int], Coroutine[Any, Any, Any]]) -> Any:
-        async def run() -> None:
-            self.started.append(i)
-            self.running += 1
-            self.peak = max(self.peak, self.running)
-            outcome = "error"
-            try:
-                await body(i)
-                outcome = "done"
-            except anyio.get_cancelled_exc_class():
-                outcome = "cancelled"
-                raise
-            finally:
-                self.running -= 1
-                self.ended[i] = outcome
-
-        coro = run()
-        self.coros.append(coro)
-        return coro
-
-    def assert_no_orphans(self) -> None:
-        assert self.running == 0
-        assert sorted(self.ended) == sorted(self.started)
-        assert all(inspect.getcoroutinestate(c) == "CORO_CLOSED" for c in self.coros)
-
 
 if sys.version_info < (3, 11):  # pragma: no cover - 3.10 only
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup

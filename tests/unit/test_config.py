@@ -14,6 +14,8 @@ import admission as adm
 from admission.config import Config, env_name
 from admission.durations import Rate
 
+pytestmark = pytest.mark.usefixtures("no_admission_variables")
+
 EXAMPLE = Path(__file__).parents[2] / "examples" / "admission.toml"
 
 TOML = """
@@ -60,15 +62,6 @@ DATA: dict[str, Any] = {
         "rag": {"policy": "database", "concurrency": 10},
     },
 }
-
-
-@pytest.fixture(autouse=True)
-def _no_admission_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("ADMISSION_"):
-            monkeypatch.delenv(name)
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

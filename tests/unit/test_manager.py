@@ -17,14 +17,7 @@ import admission as adm
 from admission.durations import Rate
 from admission.manager import ConcurrencyManager
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def _no_admission_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("ADMISSION_"):
-            monkeypatch.delenv(name)
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("no_admission_variables")]
 
 
 EXAMPLE = {

@@ -4,8 +4,6 @@ counters never go down, and `ConcurrencyManager.stats` keeps the old bucket's co
 from __future__ import annotations
 
 import itertools
-import os
-from collections.abc import Iterator
 
 import anyio
 import anyio.lowlevel
@@ -15,22 +13,9 @@ import pytest
 import admission as adm
 from admission.manager import ConcurrencyManager
 
+pytestmark = pytest.mark.usefixtures("no_admission_variables")
+
 _names = itertools.count()
-
-
-@pytest.fixture(autouse=True)
-def _no_admission_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("ADMISSION_"):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def registry() -> Iterator[prometheus_client.CollectorRegistry]:
-    reg = prometheus_client.CollectorRegistry()
-    adm.metrics.register(reg)  # from here on, dropped buckets keep their counts in the series
-    yield reg
-    adm.metrics.unregister(reg)
 
 
 class Series:

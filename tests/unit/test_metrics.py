@@ -10,8 +10,6 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -19,23 +17,12 @@ import anyio.lowlevel
 import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support import unique
 
 import admission as adm
 from admission import _native
 
 Labels = dict[str, str]
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def registry() -> Iterator[prometheus_client.CollectorRegistry]:
-    reg = prometheus_client.CollectorRegistry()
-    adm.metrics.register(reg)
-    yield reg
-    adm.metrics.unregister(reg)
 
 
 class Scrape:
