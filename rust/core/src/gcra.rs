@@ -118,13 +118,28 @@ impl Gcra {
     #[inline]
     pub fn try_acquire(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
         let increment = self.check_cost(cost)?;
+        let admitted = self.advance(now, increment, 0).is_ok();
+        if admitted {
+            self.counters.admitted(cost);
+        } else {
+            self.counters.rejected();
+        }
+        Ok(admitted)
+    }
+
+    /// The one CAS loop of admission (`try_acquire` is `reserve` with no wait allowed): pushes
+    /// `tat` by `increment` from `max(tat, now)` if the request is then due within
+    /// `max_wait_ns`. Returns the reservation, or the wait it would need, having written
+    /// nothing.
+    #[inline(always)]
+    fn advance(&self, now: u64, increment: u64, max_wait_ns: u64) -> Result<Reservation, u64> {
         let limit = now.saturating_add(self.capacity_ns);
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
             let new_tat = tat.max(now) + increment;
-            if new_tat > limit {
-                self.counters.rejected();
-                return Ok(false);
+            let wait = new_tat.saturating_sub(limit);
+            if wait > max_wait_ns {
+                return Err(wait);
             }
             // AcqRel: a successful CAS orders this admission after every admission it observed.
             match self
@@ -132,8 +147,10 @@ impl Gcra {
                 .compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Relaxed)
             {
                 Ok(_) => {
-                    self.counters.admitted(cost);
-                    return Ok(true);
+                    return Ok(Reservation {
+                        wait_ns: wait,
+                        token: new_tat,
+                    })
                 }
                 Err(actual) => tat = actual,
             }
@@ -180,27 +197,8 @@ impl Gcra {
         max_wait_ns: u64,
     ) -> Result<Reservation, AcquireError> {
         let increment = self.check_cost(cost)?;
-        let limit = now.saturating_add(self.capacity_ns);
-        let mut tat = self.tat.load(Ordering::Relaxed);
-        loop {
-            let new_tat = tat.max(now) + increment;
-            let wait = new_tat.saturating_sub(limit);
-            if wait > max_wait_ns {
-                return Err(AcquireError::WouldExceedDeadline { needed_ns: wait });
-            }
-            match self
-                .tat
-                .compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(_) => {
-                    return Ok(Reservation {
-                        wait_ns: wait,
-                        token: new_tat,
-                    })
-                }
-                Err(actual) => tat = actual,
-            }
-        }
+        self.advance(now, increment, max_wait_ns)
+            .map_err(|needed_ns| AcquireError::WouldExceedDeadline { needed_ns })
     }
 
     /// Ends a reservation whose wait completed: counts it admitted.

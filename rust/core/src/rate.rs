@@ -27,14 +27,9 @@ pub trait RateLimit: Send + Sync {
     fn refund(&self, cost: u64, token: u64, how: Refusal);
     fn counters(&self) -> &Counters;
     /// Ends a reservation that was used after waiting `waited_ns`, recording the wait.
-    fn commit_waited(&self, cost: u64, _waited_ns: u64) {
-        self.commit(cost)
-    }
-    /// Every admission's wait, immediate admissions as zero waits (a limiter that records no
-    /// waits reports them all as zero).
-    fn wait_histogram(&self) -> HistogramSnapshot {
-        HistogramSnapshot::immediate(self.counters().snapshot().admitted)
-    }
+    fn commit_waited(&self, cost: u64, waited_ns: u64);
+    /// Every admission's wait, immediate admissions as zero waits.
+    fn wait_histogram(&self) -> HistogramSnapshot;
 }
 
 impl RateLimit for Gcra {

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use crate::histogram::{HistogramSnapshot, WaitHistogram};
 use crate::padded::CachePadded;
-use crate::stats::Counters;
+use crate::stats::{Counters, Refusal};
 use crate::sync::{AtomicU64, AtomicU8, Mutex, MutexGuard, Ordering};
 
 const IN_USE_MASK: u64 = (1 << 32) - 1;
@@ -399,11 +399,11 @@ impl<W> Semaphore<W> {
             queue.remove(pos);
         }
         ticket.settle(Outcome::Cancelled);
-        if timed_out {
-            self.counters.timed_out();
+        self.counters.refused(if timed_out {
+            Refusal::TimedOut
         } else {
-            self.counters.cancelled();
-        }
+            Refusal::Cancelled
+        });
         let woken = self.grant(&mut queue);
         (Outcome::Cancelled, woken)
     }

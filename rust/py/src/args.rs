@@ -67,17 +67,24 @@ fn not_a_number(arg: &str, obj: &Bound<'_, PyAny>) -> PyErr {
     ))
 }
 
+/// `seconds` itself if it is >= 0 (+inf included); NaN or negative is an error naming `arg`.
+fn non_negative_seconds(arg: &str, seconds: f64) -> PyResult<f64> {
+    if seconds.is_nan() || seconds < 0.0 {
+        return Err(PyValueError::new_err(format!(
+            "{arg} must be a number of seconds >= 0 or None, got {seconds}"
+        )));
+    }
+    Ok(seconds)
+}
+
 /// An optional wait bound in seconds: `None` is unbounded; negative or NaN is an error.
 pub fn max_wait_ns(arg: &str, seconds: Option<f64>) -> PyResult<u64> {
     match seconds {
         None => Ok(u64::MAX),
-        Some(s) if s.is_nan() || s < 0.0 => Err(PyValueError::new_err(format!(
-            "{arg} must be a number of seconds >= 0 or None, got {s}"
-        ))),
         // Round, not truncate: a timeout equal to the needed wait (0.008333334 s is
         // 8333333.999... ns in floating point) must be met. `as` saturates: +inf and huge
         // values mean "unbounded".
-        Some(s) => Ok((s * 1e9).round() as u64),
+        Some(s) => Ok((non_negative_seconds(arg, s)? * 1e9).round() as u64),
     }
 }
 
@@ -110,11 +117,5 @@ pub fn timeout(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<f64>> {
         let seconds: f64 = parse.call1((obj, "timeout"))?.extract()?;
         return Ok(Some(seconds));
     }
-    let value = real("timeout", obj)?;
-    if value.is_nan() || value < 0.0 {
-        return Err(PyValueError::new_err(format!(
-            "timeout must be a number of seconds >= 0 or None, got {value}"
-        )));
-    }
-    Ok(Some(value))
+    non_negative_seconds("timeout", real("timeout", obj)?).map(Some)
 }

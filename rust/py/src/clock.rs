@@ -47,6 +47,7 @@ impl Clock {
 }
 
 static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static SYS_MODULES: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// Now on the running event loop's clock, in nanoseconds.
 fn loop_now_ns(py: Python<'_>) -> PyResult<u64> {
@@ -56,8 +57,11 @@ fn loop_now_ns(py: Python<'_>) -> PyResult<u64> {
     let seconds: f64 = if !lp.is_none() {
         lp.call_method0(intern!(py, "time"))?.extract()?
     } else {
-        let trio = py.import("sys")?.getattr("modules")?.get_item("trio").ok();
-        let now = trio.and_then(|t| t.getattr("current_time").ok()?.call0().ok());
+        // Per decision under trio: the lookups are cached (`sys.modules` is one dict for the
+        // process's life) and the keys interned.
+        let modules = SYS_MODULES.import(py, "sys", "modules")?;
+        let trio = modules.get_item(intern!(py, "trio")).ok();
+        let now = trio.and_then(|t| t.getattr(intern!(py, "current_time")).ok()?.call0().ok());
         match now {
             Some(t) => t.extract()?,
             None => {

@@ -65,14 +65,13 @@ mod _native {
         admission_core::retired::drain()
             .into_iter()
             .map(|(kind, name, r)| {
-                let (_, counts, sum) = crate::rate::histogram_tuple(&r.waits);
                 (
                     kind,
                     name,
                     r.primitives,
                     crate::rate::counters_tuple(&r.counters),
-                    counts,
-                    sum,
+                    r.waits.counts.to_vec(),
+                    crate::args::ns_to_s(r.waits.sum_ns),
                 )
             })
             .collect()
@@ -81,10 +80,7 @@ mod _native {
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("MAX_PERMITS", admission_core::MAX_PERMITS)?;
-        let bounds: Vec<f64> = admission_core::WAIT_BOUNDS_NS
-            .iter()
-            .map(|&b| b as f64 / 1e9)
-            .collect();
+        let bounds = crate::rate::wait_bounds_s();
         m.add("WAIT_BOUNDS", pyo3::types::PyTuple::new(m.py(), bounds)?)?;
         Ok(())
     }

@@ -6,18 +6,17 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use admission_core::{
-    retired, AcquireError, CountersSnapshot, Decision as CoreDecision, HistogramSnapshot,
+    retired, AcquireError, Counters, CountersSnapshot, Decision as CoreDecision, HistogramSnapshot,
     RateLimit, Refusal, WAIT_BOUNDS_NS,
 };
 use pyo3::exceptions::PyValueError;
-use pyo3::intern;
 use pyo3::prelude::*;
 
 use crate::args::{count, count_i64, max_wait_ns, ns_to_s, timeout};
 use crate::clock::{Clock, ClockArg, ManualClock};
 use crate::decision::Decision;
 use crate::errors;
-use crate::ready::ready;
+use crate::ready::{acquire_slow, ready};
 
 pub struct RateState<L> {
     pub core: L,
@@ -29,13 +28,27 @@ pub struct RateState<L> {
     waiting: AtomicI64,
 }
 
+/// The finite upper bounds of the wait histogram's buckets, in seconds.
+pub fn wait_bounds_s() -> Vec<f64> {
+    WAIT_BOUNDS_NS.iter().map(|&b| ns_to_s(b)).collect()
+}
+
 /// `(finite upper bounds in seconds, per-bucket counts including +Inf, sum in seconds)`.
 pub fn histogram_tuple(h: &HistogramSnapshot) -> (Vec<f64>, Vec<u64>, f64) {
-    (
-        WAIT_BOUNDS_NS.iter().map(|&b| ns_to_s(b)).collect(),
-        h.counts.to_vec(),
-        ns_to_s(h.sum_ns),
-    )
+    (wait_bounds_s(), h.counts.to_vec(), ns_to_s(h.sum_ns))
+}
+
+/// Adds a dropped primitive's final figures to the retired totals when a metrics exporter
+/// keeps them (see `admission_core::retired`); only then are they read.
+pub fn retire(
+    kind: &'static str,
+    name: Option<&str>,
+    counters: &Counters,
+    waits: impl FnOnce() -> HistogramSnapshot,
+) {
+    if retired::enabled() {
+        retired::retire(kind, name, counters.snapshot(), waits());
+    }
 }
 
 /// `(admitted, admitted_cost, rejected, timed_out, cancelled)`.
@@ -109,9 +122,7 @@ impl<L: RateLimit> RateState<L> {
                 self.core.commit(cost);
                 ready(py)
             }
-            Err(AcquireError::WouldExceedDeadline { .. }) => Ok(slf
-                .call_method1(intern!(py, "_acquire_slow"), (cost, limit))?
-                .unbind()),
+            Err(AcquireError::WouldExceedDeadline { .. }) => acquire_slow(slf, cost, limit),
             Err(e) => Err(errors::acquire(py, e)),
         }
     }
@@ -157,16 +168,11 @@ impl<L: RateLimit> RateState<L> {
         histogram_tuple(&self.core.wait_histogram())
     }
 
-    /// Adds this limiter's final figures to the retired totals (see `admission_core::retired`).
+    /// Adds this limiter's final figures to the retired totals (see [`retire`]).
     pub fn retire(&self, kind: &'static str) {
-        if retired::enabled() {
-            retired::retire(
-                kind,
-                self.name.as_deref(),
-                self.core.counters().snapshot(),
-                self.core.wait_histogram(),
-            );
-        }
+        retire(kind, self.name.as_deref(), self.core.counters(), || {
+            self.core.wait_histogram()
+        });
     }
 
     pub fn refund(&self, cost: i64, token: u64, outcome: &str) -> PyResult<()> {

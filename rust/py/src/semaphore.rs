@@ -9,25 +9,27 @@ use std::sync::Arc;
 use admission_core::semaphore::{
     Enqueued, Outcome, Semaphore as CoreSemaphore, Ticket as CoreTicket,
 };
+use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::types::PyString;
 use pyo3::{PyTraverseError, PyVisit};
-
-use admission_core::retired;
 
 use crate::args::{count, ns_to_s, timeout};
 use crate::errors;
+use crate::rate::{counters_tuple, histogram_tuple, retire};
+use crate::ready::{acquire_slow, ready};
 use crate::waker::FutureWaker;
-use crate::ready::ready;
-use pyo3::intern;
 
-pub(crate) fn outcome_name(outcome: Outcome) -> &'static str {
+/// The outcome's name, as a Python string made once per name and then shared.
+pub(crate) fn outcome_str(py: Python<'_>, outcome: Outcome) -> Bound<'_, PyString> {
     match outcome {
-        Outcome::Waiting => "waiting",
-        Outcome::Granted => "granted",
-        Outcome::Closed => "closed",
-        Outcome::Cancelled => "cancelled",
-        Outcome::TooLarge => "too_large",
+        Outcome::Waiting => intern!(py, "waiting"),
+        Outcome::Granted => intern!(py, "granted"),
+        Outcome::Closed => intern!(py, "closed"),
+        Outcome::Cancelled => intern!(py, "cancelled"),
+        Outcome::TooLarge => intern!(py, "too_large"),
     }
+    .clone()
 }
 
 /// Calls every waker; a failing waker does not stop the others. Raises the first failure.
@@ -64,9 +66,8 @@ impl Ticket {
 
     /// `"waiting"`, `"granted"`, `"closed"`, `"cancelled"` or `"too_large"`.
     #[getter]
-    fn outcome<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyString> {
-        // Interned: read once per waiter on the slow path; no new string each time.
-        pyo3::types::PyString::intern(py, outcome_name(self.inner.outcome()))
+    fn outcome<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
+        outcome_str(py, self.inner.outcome())
     }
 }
 
@@ -80,13 +81,10 @@ pub struct Semaphore {
 impl Semaphore {
     #[inline(always)]
     fn acquire_n(slf: &Bound<'_, Self>, n: u64, limit: Option<f64>) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
         match slf.get().core.try_take(n) {
-            Ok(true) => ready(py),
-            Ok(false) => Ok(slf
-                .call_method1(intern!(py, "_acquire_slow"), (n, limit))?
-                .unbind()),
-            Err(e) => Err(errors::semaphore(py, e)),
+            Ok(true) => ready(slf.py()),
+            Ok(false) => acquire_slow(slf.as_any(), n, limit),
+            Err(e) => Err(errors::semaphore(slf.py(), e)),
         }
     }
 
@@ -124,12 +122,7 @@ impl Semaphore {
     #[pyo3(signature = (n=None), text_signature = "($self, n=1)")]
     #[inline]
     fn release(&self, py: Python<'_>, n: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let n = count("n", n, 1)?;
-        let wakers = self.core.release(n).map_err(|e| errors::semaphore(py, e))?;
-        if wakers.is_empty() {
-            return Ok(());
-        }
-        wake_all(py, wakers)
+        self.release_n(py, count("n", n, 1)?)
     }
 
     /// Awaitable acquisition of `n` permits: immediate when free and nobody waits (no Task,
@@ -175,12 +168,12 @@ impl Semaphore {
     /// Withdraws a queued request; returns its final outcome. `"granted"` means the permits
     /// were handed over first: the caller holds them and must release them.
     #[pyo3(signature = (ticket, timed_out=false))]
-    fn _cancel(
+    fn _cancel<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         ticket: TicketArg<'_>,
         timed_out: bool,
-    ) -> PyResult<&'static str> {
+    ) -> PyResult<Bound<'py, PyString>> {
         let inner = match &ticket {
             TicketArg::Ticket(t) => Arc::clone(&t.get().inner),
             TicketArg::Waker(w) => match w.get().ticket.get() {
@@ -194,7 +187,7 @@ impl Semaphore {
         };
         let (outcome, wakers) = self.core.cancel(&inner, timed_out);
         wake_all(py, wakers)?;
-        Ok(outcome_name(outcome))
+        Ok(outcome_str(py, outcome))
     }
 
     /// The asyncio waiting path in one native call: queues `n` with a `FutureWaker` that
@@ -271,13 +264,13 @@ impl Semaphore {
     }
 
     fn _counters(&self) -> (u64, u64, u64, u64, u64) {
-        crate::rate::counters_tuple(&self.core.counters().snapshot())
+        counters_tuple(&self.core.counters().snapshot())
     }
 
     /// `(upper bounds in seconds, per-bucket counts with +Inf last, sum of waits in seconds)`:
     /// waits from queueing to being granted; admissions that never waited count as zero waits.
     fn _wait_histogram(&self) -> (Vec<f64>, Vec<u64>, f64) {
-        crate::rate::histogram_tuple(&self.core.wait_histogram())
+        histogram_tuple(&self.core.wait_histogram())
     }
 
     /// Seconds the head of the queue has waited so far (0.0 when nobody waits).
@@ -302,13 +295,11 @@ impl Semaphore {
 
 impl Drop for Semaphore {
     fn drop(&mut self) {
-        if retired::enabled() {
-            retired::retire(
-                "semaphore",
-                self.name.as_deref(),
-                self.core.counters().snapshot(),
-                self.core.wait_histogram(),
-            );
-        }
+        retire(
+            "semaphore",
+            self.name.as_deref(),
+            self.core.counters(),
+            || self.core.wait_histogram(),
+        );
     }
 }

@@ -7,11 +7,11 @@
 use std::sync::{Arc, OnceLock};
 use std::thread::{self, ThreadId};
 
-use admission_core::Ticket as CoreTicket;
+use admission_core::{Outcome, Ticket as CoreTicket};
 use pyo3::intern;
 use pyo3::prelude::*;
 
-use crate::semaphore::outcome_name;
+use crate::semaphore::outcome_str;
 
 /// Resolves `future` with `True` on its loop's thread, if it is still pending. When made by
 /// `Semaphore._enqueue_future` it is also the waiter's ticket (one object per waiter).
@@ -46,11 +46,8 @@ impl FutureWaker {
     /// The queued request's outcome (see `Ticket.outcome`); `"waiting"` until settled.
     #[getter]
     fn outcome<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyString> {
-        let name = self
-            .ticket
-            .get()
-            .map_or("waiting", |t| outcome_name(t.outcome()));
-        pyo3::types::PyString::intern(py, name)
+        let outcome = self.ticket.get().map_or(Outcome::Waiting, |t| t.outcome());
+        outcome_str(py, outcome)
     }
 
     fn __call__(slf: &Bound<'_, Self>) -> PyResult<()> {
