@@ -121,6 +121,9 @@ class Lease:
     def __enter__(self) -> Lease:
         entry = self._entry
         timeout = self._timeout
+        if entry.rate is None and not (entry.tokens is not None and self._tokens):
+            entry.semaphore.acquire_blocking(1, timeout)  # a semaphore only: nothing to time
+            return self
         start = time.monotonic()
         entry.semaphore.acquire_blocking(1, timeout)
         try:

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -206,21 +206,15 @@ def _client(keepalive: int) -> httpx.AsyncClient:
     )
 
 
-def _gather() -> Callable[..., Awaitable[list[Any]]] | None:
-    """``adm.gather`` (bounded), where this version of the package has it."""
-    gather: Callable[..., Awaitable[list[Any]]] | None = getattr(adm, "gather", None)
-    return gather
-
-
 def _describe(name: str, config: DemoConfig, cap: int | None) -> str:
     if name == "unbounded":
         if cap is not None:
             return f"asyncio.gather(*calls): {cap} calls at once (the open-file limit)"
         return "asyncio.gather(*calls): every call at once"
-    rate = f"TokenBucket(rate={config.rate:g}/s, burst={config.burst})"
-    if _gather() is not None:
-        return f"adm.gather(*calls, limit={config.limit}) + {rate}"
-    return f"adm.Semaphore({config.limit}) + asyncio.gather(*calls) + {rate}"
+    return (
+        f"adm.gather(*calls, limit={config.limit}) + "
+        f"TokenBucket(rate={config.rate:g}/s, burst={config.burst})"
+    )
 
 
 async def _unbounded(
@@ -250,17 +244,7 @@ async def _bounded(client: httpx.AsyncClient, url: str, config: DemoConfig, tall
         await bucket.acquire()
         await _call(client, url, i, tally)
 
-    gather = _gather()
-    if gather is not None:
-        await gather(*(admitted(i) for i in range(config.calls)), limit=config.limit)
-        return
-    sem = adm.Semaphore(config.limit, name="provider-concurrency")
-
-    async def guarded(i: int) -> None:
-        async with sem:
-            await admitted(i)
-
-    await asyncio.gather(*(guarded(i) for i in range(config.calls)))
+    await adm.gather(*(admitted(i) for i in range(config.calls)), limit=config.limit)
 
 
 # progress -----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from admission import _registry
+from admission._native import WAIT_BOUNDS
 from admission.concurrency import Semaphore
 from admission.metrics.families import (
     _OUTCOMES,
@@ -188,7 +189,7 @@ def limiters() -> list[LimiterSeries]:
         hist = (
             WaitHistogram.empty()
             if a.counts is None
-            else WaitHistogram(WaitHistogram.empty().bounds, tuple(a.counts), a.sum)
+            else WaitHistogram(WAIT_BOUNDS, tuple(a.counts), a.sum)
         )
         admitted, admitted_cost, rejected, timed_out, cancelled = a.counters
         live = a.primitives > 0

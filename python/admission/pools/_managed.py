@@ -182,14 +182,7 @@ class ManagedPool:
     def refuse(self) -> NoReturn:
         """Raises the error that explains why the pool hands out nothing now."""
         if self.state == "down":
-            self._unavailable += 1
-            retry_after = max(0.0, self._next_probe - time.monotonic())
-            raise PoolUnavailable(
-                self.name,
-                f"pool {self.name!r}: the database is unreachable ({self.last_error}); "
-                "failing fast while the pool reconnects in the background",
-                retry_after,
-            )
+            raise self._unavailable_error("the database is unreachable")
         if self.state == "new":
             raise PoolClosed(
                 self.name,
@@ -201,6 +194,15 @@ class ManagedPool:
     def _serving(self) -> bool:
         # A method, not an inline test: the state changes while a caller is suspended.
         return self.state == "up"
+
+    def _unavailable_error(self, what: str) -> PoolUnavailable:
+        self._unavailable += 1
+        return PoolUnavailable(
+            self.name,
+            f"pool {self.name!r}: {what} ({self.last_error}); "
+            "failing fast while the pool reconnects in the background",
+            max(0.0, self._next_probe - time.monotonic()),  # retry_after
+        )
 
     def _overloaded_error(self) -> PoolOverloaded:
         self._overloaded += 1
@@ -252,13 +254,7 @@ class ManagedPool:
             return  # cancelled: propagate as is
         if transient(self._pg, exc):
             self._go_down(exc)
-            self._unavailable += 1
-            raise PoolUnavailable(
-                self.name,
-                f"pool {self.name!r}: cannot connect to the database ({self.last_error}); "
-                "failing fast while the pool reconnects in the background",
-                max(0.0, self._next_probe - time.monotonic()),
-            ) from exc
+            raise self._unavailable_error("cannot connect to the database") from exc
         if fatal(self._pg, exc):
             self._go_down(exc)  # e.g. the password was changed: keep probing, fail fast
             raise self._connect_error(exc) from exc

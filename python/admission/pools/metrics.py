@@ -88,21 +88,20 @@ def _source() -> list[Family]:
     return families(p.stats() for p in pools)
 
 
-def _gauges() -> tuple[tuple[str, str, Callable[[PoolStats], float]], ...]:
-    return (
-        (
-            "up",
-            "1 when the pool serves connections; 0 when the database is unreachable (the pool "
-            "fails fast and reconnects) or the pool is closing.",
-            lambda s: 1.0 if s.state == "up" else 0.0,
-        ),
-        ("size", "Open connections of the pool (idle or in use).", lambda s: s.size),
-        ("idle", "Open connections nobody holds.", lambda s: s.idle),
-        ("in_use", "Connections handed out now.", lambda s: s.in_use),
-        ("waiting", "Callers queued for a connection (FIFO).", lambda s: s.waiting),
-        ("min_size", "Connections the pool keeps open at least.", lambda s: s.min_size),
-        ("max_size", "Connections the pool opens at most.", lambda s: s.max_size),
-    )
+_GAUGES: tuple[tuple[str, str, Callable[[PoolStats], float]], ...] = (
+    (
+        "up",
+        "1 when the pool serves connections; 0 when the database is unreachable (the pool "
+        "fails fast and reconnects) or the pool is closing.",
+        lambda s: 1.0 if s.state == "up" else 0.0,
+    ),
+    ("size", "Open connections of the pool (idle or in use).", lambda s: s.size),
+    ("idle", "Open connections nobody holds.", lambda s: s.idle),
+    ("in_use", "Connections handed out now.", lambda s: s.in_use),
+    ("waiting", "Callers queued for a connection (FIFO).", lambda s: s.waiting),
+    ("min_size", "Connections the pool keeps open at least.", lambda s: s.min_size),
+    ("max_size", "Connections the pool opens at most.", lambda s: s.max_size),
+)
 
 
 def families(stats: Iterable[PoolStats]) -> list[Family]:
@@ -116,7 +115,7 @@ def families(stats: Iterable[PoolStats]) -> list[Family]:
         by_name.setdefault(s.name, []).append(s)
     names = sorted(by_name)
     out: list[Family] = []
-    for metric, help_text, read in _gauges():
+    for metric, help_text, read in _GAUGES:
         combine: Callable[[Iterable[float]], float] = min if metric == "up" else math.fsum
         gauge = tuple(
             Sample({"pool": n}, float(combine(read(s) for s in by_name[n]))) for n in names
