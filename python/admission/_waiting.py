@@ -2,7 +2,7 @@
 
 Only slow paths come here: an admission that is immediate never suspends and never creates a
 Task or Future (see ``Ready`` in the native module). On asyncio a waiting semaphore task
-awaits one future resolved by the native ``FutureWaker`` (see ``Semaphore._acquire_slow``);
+blocks on one native ``Waiter`` (the awaitable, queue ticket, waker and future in one object);
 trio has no futures, so its waiters park the task (`TrioWaiter`).
 
 A waiter's ``wake`` may be called from any thread (a semaphore is released by whoever holds

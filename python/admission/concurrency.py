@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from types import TracebackType
 from typing import final
 
 from admission import _native, _registry
 from admission._validate import timeout_seconds
-from admission._waiting import running_loop, trio_waiter
+from admission._waiting import trio_waiter
 from admission.errors import AcquireTimeout, CapacityError, Closed
 from admission.stats import SemaphoreStats, WaitHistogram
 
@@ -83,36 +82,12 @@ class Semaphore(_native.Semaphore):
         self._check_outcome(ticket.outcome, n)
 
     async def _acquire_slow(self, n: int, timeout: float | None) -> None:
-        """The waiting path of ``await acquire()`` / ``async with``: queue FIFO and wait."""
-        loop = running_loop()
-        if loop is None:  # trio (or no loop at all: trio_waiter says so)
-            await self._acquire_slow_trio(n, timeout)
-            return
-        # asyncio, inlined: one future, and one native object that is both the ticket and the
-        # waker resolving the future (no Python frame between the release and the future);
-        # one timer only when there is a timeout.
-        future: asyncio.Future[bool] = loop.create_future()
-        ticket = self._enqueue_future(n, loop, future)
-        if ticket is None:
-            return
-        timer = None if timeout is None else loop.call_later(timeout, _expire, future)
-        try:
-            woken = await future
-        except BaseException:
-            if timer is not None:
-                timer.cancel()
-            # Cancelled. If the permits were handed over in the same instant, pass them on.
-            if self._cancel(ticket) == "granted":
-                self.release(n)
-            raise
-        if timer is not None:
-            timer.cancel()
-        if woken and ticket.outcome == "granted":
-            return  # the common case, without a further call
-        self._after_wait(ticket, woken, n, timeout)
+        """The waiting path of ``await acquire()`` / ``async with`` on trio.
 
-    async def _acquire_slow_trio(self, n: int, timeout: float | None) -> None:
-        """The waiting path on trio: the task is parked until its waker runs."""
+        On asyncio (and uvloop) the native ``acquire`` returns a native waiter instead (the
+        task blocks on it directly: no coroutine, no Future); trio has no futures, so its
+        task is parked until the waker runs.
+        """
         waiter = trio_waiter()
         ticket = self._enqueue(n, waiter.wake)
         if ticket is None:
@@ -128,7 +103,7 @@ class Semaphore(_native.Semaphore):
 
     def _after_wait(
         self,
-        ticket: _native.Ticket | _native.FutureWaker,
+        ticket: _native.Ticket,
         woken: bool,
         n: int,
         timeout: float | None,
@@ -189,9 +164,3 @@ class Semaphore(_native.Semaphore):
             f"Semaphore({self.limit}{name}, in_use={self.in_use}, waiting={self.waiting}"
             f"{', closed' if self.closed else ''})"
         )
-
-
-def _expire(future: asyncio.Future[bool]) -> None:
-    """The timeout of a waiting acquisition: resolves its future with False, if pending."""
-    if not future.done():
-        future.set_result(False)

@@ -142,6 +142,11 @@ def test_gauges_counters_and_waits_of_a_pool_in_use(
             assert under_50ms is not None
             assert under_50ms <= count - 1
             assert s.get("admission_pool_acquire_wait_seconds_bucket", le="+Inf") == count
+            # The pool's semaphore counts each request once, by its outcome: a caller that
+            # queued is not also a refusal (the overloaded one never reached the queue).
+            sem = pools._get(name).semaphore.stats()
+            assert (sem.admitted, sem.timed_out, sem.cancelled) == (17, 1, 1)
+            assert sem.rejected == 0
             # Labels are pool names: no DSN, host, user or password anywhere.
             for secret in (APP_PASSWORD, "s3cr", pg.app_dsn(), f"{pg.host}:{pg.port}"):
                 assert secret not in s.text

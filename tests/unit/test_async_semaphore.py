@@ -95,11 +95,13 @@ async def test_immediate_admission_returns_one_shared_ready_object() -> None:
 
 
 @pytest.mark.anyio
-async def test_only_a_waiter_gets_a_coroutine() -> None:
+async def test_a_waiting_acquisition_queues_nothing_until_awaited() -> None:
     s = adm.Semaphore(1)
     s.try_acquire()
     slow = s.acquire()
-    assert inspect.iscoroutine(slow), "the waiting path is the Python coroutine"
+    assert type(slow).__name__ != "Ready", "no permit was free: this is the waiting path"
+    assert s.waiting == 0, "queued only when awaited"
+    assert not asyncio.isfuture(slow), "before it is awaited it is a plain awaitable"
     slow.close()  # never started: it queued nothing
     assert s.waiting == 0
     s.release()

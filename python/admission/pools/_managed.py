@@ -222,7 +222,7 @@ class ManagedPool:
         if self.state != "up":
             self.refuse()
         sem = self.semaphore
-        if not sem.try_acquire():
+        if not sem._try_take(1):  # uncounted: a queued request is counted by its outcome
             # Queue FIFO (bounded, timed, counted).
             limit = self.config.max_waiters
             if limit is not None and sem.waiting >= limit:
@@ -395,7 +395,7 @@ class ManagedPool:
         # Only permits nobody waits for: a health check never delays a caller.
         taken = 0
         idle = pool.get_idle_size()
-        while taken < idle and self.semaphore.try_acquire():
+        while taken < idle and self.semaphore._try_take(1):  # a refusal here is no request
             taken += 1
         if not taken:
             return

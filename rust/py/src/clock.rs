@@ -49,12 +49,17 @@ impl Clock {
 static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static SYS_MODULES: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-/// Now on the running event loop's clock, in nanoseconds.
-fn loop_now_ns(py: Python<'_>) -> PyResult<u64> {
+/// The asyncio (or uvloop) loop running in this thread; None on trio or outside any loop.
+pub(crate) fn running_loop(py: Python<'_>) -> PyResult<Option<Bound<'_, PyAny>>> {
     // `asyncio._get_running_loop` returns None instead of raising when no loop runs.
     let get_loop = GET_RUNNING_LOOP.import(py, "asyncio", "_get_running_loop")?;
     let lp = get_loop.call0()?;
-    let seconds: f64 = if !lp.is_none() {
+    Ok((!lp.is_none()).then_some(lp))
+}
+
+/// Now on the running event loop's clock, in nanoseconds.
+fn loop_now_ns(py: Python<'_>) -> PyResult<u64> {
+    let seconds: f64 = if let Some(lp) = running_loop(py)? {
         lp.call_method0(intern!(py, "time"))?.extract()?
     } else {
         // Per decision under trio: the lookups are cached (`sys.modules` is one dict for the

@@ -11,6 +11,9 @@ use pyo3::types::PyType;
 
 static CAPACITY_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static CLOSED: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static ACQUIRE_TIMEOUT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static CANCELLED: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static INVALID_STATE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
 fn raise<'py>(
     py: Python<'py>,
@@ -18,7 +21,17 @@ fn raise<'py>(
     name: &str,
     args: impl pyo3::call::PyCallArgs<'py>,
 ) -> PyErr {
-    match cell.import(py, "admission.errors", name) {
+    raise_from(py, cell, "admission.errors", name, args)
+}
+
+fn raise_from<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyType>>,
+    module: &str,
+    name: &str,
+    args: impl pyo3::call::PyCallArgs<'py>,
+) -> PyErr {
+    match cell.import(py, module, name) {
         Ok(cls) => match cls.call1(args) {
             Ok(exc) => PyErr::from_value(exc),
             Err(e) => e,
@@ -51,4 +64,38 @@ pub fn semaphore(py: Python<'_>, err: SemaphoreError) -> PyErr {
             PyValueError::new_err(err.to_string())
         }
     }
+}
+
+/// A semaphore waiter woken by `close()`.
+pub fn closed_while_waiting(py: Python<'_>) -> PyErr {
+    raise(
+        py,
+        &CLOSED,
+        "Closed",
+        ("the semaphore was closed while waiting",),
+    )
+}
+
+/// A waiter not admitted within `timeout` seconds (the wait depended on other holders).
+pub fn acquire_timeout(py: Python<'_>, timeout: f64) -> PyErr {
+    raise(py, &ACQUIRE_TIMEOUT, "AcquireTimeout", (timeout,))
+}
+
+/// `asyncio.CancelledError`, with the message given to `cancel(msg)` if any.
+pub fn cancelled(py: Python<'_>, msg: Option<&Py<PyAny>>) -> PyErr {
+    match msg {
+        Some(msg) => raise_from(py, &CANCELLED, "asyncio", "CancelledError", (msg,)),
+        None => raise_from(py, &CANCELLED, "asyncio", "CancelledError", ()),
+    }
+}
+
+/// `asyncio.InvalidStateError`: a future's result asked for before it is done.
+pub fn invalid_state(py: Python<'_>, message: &str) -> PyErr {
+    raise_from(
+        py,
+        &INVALID_STATE,
+        "asyncio",
+        "InvalidStateError",
+        (message,),
+    )
 }

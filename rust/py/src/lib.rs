@@ -4,6 +4,7 @@
 use pyo3::prelude::*;
 
 mod args;
+mod batch;
 mod bucket;
 mod clock;
 mod decision;
@@ -11,6 +12,7 @@ mod errors;
 mod rate;
 mod ready;
 mod semaphore;
+mod waiter;
 mod waker;
 mod window;
 
@@ -19,6 +21,8 @@ mod window;
 // thread safety is proven by its own tests and loom models).
 #[pymodule(gil_used = true)]
 mod _native {
+    #[pymodule_export]
+    use crate::batch::WakeBatch;
     #[pymodule_export]
     use crate::bucket::TokenBucket;
     #[pymodule_export]
@@ -29,6 +33,8 @@ mod _native {
     use crate::ready::Ready;
     #[pymodule_export]
     use crate::semaphore::{Semaphore, Ticket};
+    #[pymodule_export]
+    use crate::waiter::Waiter;
     #[pymodule_export]
     use crate::waker::FutureWaker;
     #[pymodule_export]

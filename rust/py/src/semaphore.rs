@@ -15,9 +15,11 @@ use pyo3::types::PyString;
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::args::{count, ns_to_s, timeout};
+use crate::clock::running_loop;
 use crate::errors;
 use crate::rate::{counters_tuple, histogram_tuple, retire};
 use crate::ready::{acquire_slow, ready};
+use crate::waiter::Waiter;
 use crate::waker::FutureWaker;
 
 /// The outcome's name, as a Python string made once per name and then shared.
@@ -33,10 +35,16 @@ pub(crate) fn outcome_str(py: Python<'_>, outcome: Outcome) -> Bound<'_, PyStrin
 }
 
 /// Calls every waker; a failing waker does not stop the others. Raises the first failure.
-fn wake_all(py: Python<'_>, wakers: Vec<Py<PyAny>>) -> PyResult<()> {
+pub(crate) fn wake_all(py: Python<'_>, wakers: Vec<Py<PyAny>>) -> PyResult<()> {
     let mut first_error = None;
     for waker in wakers {
-        if let Err(e) = waker.call0(py) {
+        let waker = waker.into_bound(py);
+        // asyncio waiters are native: woken without a Python call.
+        let woken = match waker.cast::<Waiter>() {
+            Ok(waiter) => Waiter::wake(waiter),
+            Err(_) => waker.call0().map(drop),
+        };
+        if let Err(e) = woken {
             first_error.get_or_insert(e);
         }
     }
@@ -74,7 +82,7 @@ impl Ticket {
 /// Native semaphore. The public class is `admission.Semaphore`.
 #[pyclass(frozen, subclass, weakref, module = "admission._native")]
 pub struct Semaphore {
-    core: CoreSemaphore<Py<PyAny>>,
+    pub(crate) core: CoreSemaphore<Py<PyAny>>,
     name: Option<String>,
 }
 
@@ -83,13 +91,17 @@ impl Semaphore {
     fn acquire_n(slf: &Bound<'_, Self>, n: u64, limit: Option<f64>) -> PyResult<Py<PyAny>> {
         match slf.get().core.try_take(n) {
             Ok(true) => ready(slf.py()),
-            Ok(false) => acquire_slow(slf.as_any(), n, limit),
+            // asyncio (and uvloop) wait natively; trio through the Python slow path.
+            Ok(false) => match running_loop(slf.py())? {
+                Some(event_loop) => Waiter::create(slf, n, limit, event_loop),
+                None => acquire_slow(slf.as_any(), n, limit),
+            },
             Err(e) => Err(errors::semaphore(slf.py(), e)),
         }
     }
 
     #[inline(always)]
-    fn release_n(&self, py: Python<'_>, n: u64) -> PyResult<()> {
+    pub(crate) fn release_n(&self, py: Python<'_>, n: u64) -> PyResult<()> {
         let wakers = self.core.release(n).map_err(|e| errors::semaphore(py, e))?;
         if wakers.is_empty() {
             return Ok(());
@@ -118,6 +130,12 @@ impl Semaphore {
             .map_err(|e| errors::semaphore(py, e))
     }
 
+    /// Like `try_acquire`, but a refusal is not counted: for a caller that queues next, whose
+    /// request is then counted once, by its real outcome.
+    fn _try_take(&self, py: Python<'_>, n: u64) -> PyResult<bool> {
+        self.core.try_take(n).map_err(|e| errors::semaphore(py, e))
+    }
+
     /// Gives back `n` permits; the longest waiter gets them first.
     #[pyo3(signature = (n=None), text_signature = "($self, n=1)")]
     #[inline]
@@ -126,7 +144,8 @@ impl Semaphore {
     }
 
     /// Awaitable acquisition of `n` permits: immediate when free and nobody waits (no Task,
-    /// no Future, no suspension), else the Python slow path `_acquire_slow(n, timeout)`.
+    /// no Future, no suspension); else a native `Waiter` on asyncio, or the Python slow path
+    /// `_acquire_slow(n, timeout)` on trio.
     #[pyo3(signature = (n=None, timeout=None), text_signature = "($self, n=1, timeout=None)")]
     #[inline]
     fn acquire<'py>(

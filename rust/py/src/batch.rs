@@ -1,0 +1,173 @@
+//! Running the done-callbacks of native waiters: one loop handle per wave of wake-ups.
+//!
+//! An `asyncio.Future` schedules each done-callback with its own `loop.call_soon`, which
+//! builds a `Handle` in Python: about a microsecond per woken task, most of the cost of a
+//! contended semaphore. A release often wakes several waiters in one turn of the loop (each
+//! holder releasing in turn), so the callbacks are collected in a `WakeBatch` instead, and
+//! the batch is scheduled once: the first wake-up of a turn pays one `call_soon`, the others
+//! an append. Each callback still runs in its own context (the task's, as `Handle` runs it),
+//! in the order the waiters were woken, with errors reported to the loop's exception handler.
+//!
+//! The open batch is per thread (a thread runs one loop at a time) and remembers its loop:
+//! a wake-up for another loop starts a new batch. The thread only has a weak reference to it;
+//! the loop's ready queue owns it, so a batch left on a loop that is closed without running
+//! it is freed with that queue (and the permits of the waiters in it are given back). A batch detaches itself before it runs, so
+//! wake-ups caused by the callbacks it runs go to the next turn, as with `call_soon`: a
+//! chain of waiters cannot monopolise one turn of the loop.
+
+use std::cell::RefCell;
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyWeakrefMethods, PyWeakrefReference};
+
+/// A done-callback, its context and the future it is called with.
+pub(crate) struct Callback {
+    pub func: Py<PyAny>,
+    pub context: Py<PyAny>,
+}
+
+/// Callbacks to run in the next turn of one event loop (scheduled there by `call_soon`).
+#[pyclass(weakref, module = "admission._native")]
+pub struct WakeBatch {
+    event_loop: Py<PyAny>,
+    entries: Vec<(Callback, Py<PyAny>)>,
+}
+
+thread_local! {
+    /// The batch that this thread's wake-ups join, until it starts running.
+    static OPEN: RefCell<Option<Py<PyWeakrefReference>>> = const { RefCell::new(None) };
+}
+
+/// Schedules `callbacks`, each to be called with `future`, on `event_loop`, which runs in
+/// this thread. A closed loop has nothing left to wake: they are dropped.
+pub(crate) fn schedule(
+    py: Python<'_>,
+    event_loop: &Bound<'_, PyAny>,
+    future: &Bound<'_, PyAny>,
+    callbacks: Vec<Callback>,
+) -> PyResult<()> {
+    if callbacks.is_empty() {
+        return Ok(());
+    }
+    let entries = callbacks
+        .into_iter()
+        .map(|cb| (cb, future.clone().unbind()));
+    // No borrow of OPEN is held while Python code runs (`call_soon` is Python).
+    if let Some(batch) = open_batch(py)? {
+        let mut batch = batch.borrow_mut();
+        if batch.event_loop.bind(py).is(event_loop) {
+            batch.entries.extend(entries);
+            return Ok(());
+        }
+    }
+    let batch = Py::new(
+        py,
+        WakeBatch {
+            event_loop: event_loop.clone().unbind(),
+            entries: entries.collect(),
+        },
+    )?;
+    match event_loop.call_method1(intern!(py, "call_soon"), (batch.clone_ref(py),)) {
+        Ok(_) => {
+            let weak = PyWeakrefReference::new(batch.bind(py))?.unbind();
+            OPEN.with(|o| *o.borrow_mut() = Some(weak));
+            Ok(())
+        }
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyRuntimeError>(py) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// This thread's open batch, if it is still alive.
+fn open_batch(py: Python<'_>) -> PyResult<Option<Bound<'_, WakeBatch>>> {
+    let weak = OPEN.with(|o| o.borrow().as_ref().map(|w| w.clone_ref(py)));
+    match weak {
+        Some(weak) => weak.bind(py).upgrade_as::<WakeBatch>(),
+        None => Ok(None),
+    }
+}
+
+#[pymethods]
+impl WakeBatch {
+    fn __call__(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        if open_batch(py)?.is_some_and(|b| b.is(slf)) {
+            OPEN.with(|o| *o.borrow_mut() = None);
+        }
+        let (event_loop, entries) = {
+            let mut this = slf.borrow_mut();
+            (
+                this.event_loop.clone_ref(py),
+                std::mem::take(&mut this.entries),
+            )
+        };
+        let event_loop = event_loop.bind(py);
+        let mut entries = entries.into_iter();
+        while let Some((cb, future)) = entries.next() {
+            let run = cb
+                .context
+                .bind(py)
+                .call_method1(intern!(py, "run"), (&cb.func, &future));
+            let Err(err) = run else { continue };
+            if err.is_instance_of::<PyKeyboardInterrupt>(py)
+                || err.is_instance_of::<PySystemExit>(py)
+            {
+                // Propagates, as from a `Handle`; the callbacks not run yet go to the next
+                // turn instead of being lost.
+                let rest: Vec<_> = entries.collect();
+                if !rest.is_empty() {
+                    let next = Py::new(
+                        py,
+                        WakeBatch {
+                            event_loop: event_loop.clone().unbind(),
+                            entries: rest,
+                        },
+                    )?;
+                    event_loop.call_method1(intern!(py, "call_soon"), (next,))?;
+                }
+                return Err(err);
+            }
+            report(py, event_loop, &cb.func, err)?;
+        }
+        Ok(())
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<admission wake batch of {} callbacks>", self.entries.len())
+    }
+
+    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        visit.call(&self.event_loop)?;
+        for (cb, future) in &self.entries {
+            visit.call(&cb.func)?;
+            visit.call(&cb.context)?;
+            visit.call(future)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.entries.clear();
+    }
+}
+
+/// What `Handle._run` does with a callback's exception: the loop's exception handler.
+fn report(
+    py: Python<'_>,
+    event_loop: &Bound<'_, PyAny>,
+    func: &Py<PyAny>,
+    err: PyErr,
+) -> PyResult<()> {
+    let context = PyDict::new(py);
+    let func_repr = func
+        .bind(py)
+        .repr()
+        .map(|r| r.to_string())
+        .unwrap_or_default();
+    context.set_item("message", format!("Exception in callback {func_repr}"))?;
+    context.set_item("exception", err.value(py))?;
+    event_loop.call_method1(intern!(py, "call_exception_handler"), (context,))?;
+    Ok(())
+}

@@ -1,0 +1,251 @@
+"""The native asyncio waiting path of `Semaphore.acquire()` (``_native.Waiter``).
+
+On asyncio a waiting acquisition is one native object that the task blocks on directly (the
+future protocol). These tests hold it to what an ``asyncio.Future`` guarantees, plus what a
+semaphore must: nothing lost when the awaiting coroutine is cancelled, thrown into, closed
+or dropped at any point; wake-ups in the task's own context; callbacks' errors reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import gc
+import threading
+from typing import Any
+
+import pytest
+from support import ASYNCIO_ONLY, wait_until
+
+import admission as adm
+
+
+def held(s: adm.Semaphore) -> tuple[int, int]:
+    return s.in_use, s.waiting
+
+
+def full(limit: int = 1) -> adm.Semaphore:
+    """A semaphore whose permits are all taken: the next acquisition waits."""
+    s = adm.Semaphore(limit)
+    assert s.try_acquire(limit)
+    return s
+
+
+async def queued(s: adm.Semaphore, *requests: int) -> list[asyncio.Future[None]]:
+    """Tasks acquiring ``requests`` permits each, once all of them wait in ``s``'s queue."""
+    tasks = [asyncio.ensure_future(s.acquire(n)) for n in requests]
+    await wait_until(lambda: s.waiting == len(requests))
+    return tasks
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_waiting_task_blocks_on_the_waiter_itself() -> None:
+    s = full()
+    [task] = await queued(s, 1)
+    waiter = task._fut_waiter  # type: ignore[attr-defined]
+    assert type(waiter).__name__ == "Waiter"
+    assert asyncio.isfuture(waiter)
+    assert not waiter.done()
+    assert waiter.get_loop() is asyncio.get_running_loop()
+    s.release()
+    await task
+    assert waiter.done()
+    assert waiter.result() is None
+    assert waiter.exception() is None
+    assert held(s) == (1, 0)
+    s.release()
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_grant_then_cancel_before_the_task_resumes_passes_the_permit_on() -> None:
+    s = full()
+    first, second = await queued(s, 1, 1)
+    s.release()  # granted to `first`, whose task has not resumed yet
+    assert held(s) == (1, 1)
+    first.cancel()  # its waiter is settled: the task throws CancelledError into it
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    await asyncio.wait_for(second, 5)  # the permit went on to the next waiter
+    assert held(s) == (1, 0)
+    s.release()
+    assert held(s) == (0, 0)
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_grant_then_cancel_with_nobody_behind_returns_the_permit() -> None:
+    s = full(2)
+    [task] = await queued(s, 2)
+    s.release(2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert held(s) == (0, 0)
+    assert s.stats().admitted == 2  # the two immediate permits, then the granted request
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_cancel_message_reaches_the_task() -> None:
+    s = full()
+    [task] = await queued(s, 1)
+    task.cancel("shutting down")
+    with pytest.raises(asyncio.CancelledError, match="shutting down"):
+        await task
+    assert held(s) == (1, 0)
+    assert s.stats().cancelled == 1
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_an_exception_thrown_into_a_granted_waiter_releases_it() -> None:
+    s = full()
+    waiter = s.acquire()
+    assert next(waiter.__await__()) is waiter  # queued, as a task's first step would
+    s.release()
+    assert waiter.done()
+    assert held(s) == (1, 0)
+    with pytest.raises(KeyError):
+        waiter.throw(KeyError("boom"))
+    assert held(s) == (0, 0), "granted but never seen: passed back"
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_closing_a_queued_waiter_withdraws_it() -> None:
+    s = full()
+    waiter = s.acquire()
+    next(waiter.__await__())
+    assert held(s) == (1, 1)
+    waiter.close()
+    assert held(s) == (1, 0)
+    s.release()
+    assert held(s) == (0, 0)
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_an_awaited_acquisition_cannot_be_awaited_again() -> None:
+    s = full()
+    waiter = s.acquire()
+    task = asyncio.ensure_future(_await(waiter))
+    await wait_until(lambda: s.waiting == 1)
+    s.release()
+    await task
+    with pytest.raises(RuntimeError, match="already awaited"):
+        await waiter
+    assert held(s) == (1, 0), "the second await took nothing"
+    s.release()
+
+
+async def _await(aw: Any) -> Any:
+    return await aw
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_wait_for_and_gather_accept_a_waiting_acquisition() -> None:
+    s = full()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(s.acquire(), 0.01)
+    assert held(s) == (1, 0)
+    gathered = asyncio.gather(s.acquire(), s.acquire())
+    await wait_until(lambda: s.waiting == 2)
+    s.release()
+    await wait_until(lambda: s.waiting == 1)
+    s.release()
+    assert await asyncio.wait_for(gathered, 5) == [None, None]
+    assert held(s) == (1, 0)
+    s.release()
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_the_task_resumes_in_its_own_context() -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var")
+    s = full()
+
+    async def worker(name: str) -> str:
+        var.set(name)
+        async with s:
+            return var.get()
+
+    tasks = [asyncio.ensure_future(worker(f"w{i}")) for i in range(5)]
+    await wait_until(lambda: s.waiting == 5)
+    s.release()
+    assert await asyncio.wait_for(asyncio.gather(*tasks), 5) == [f"w{i}" for i in range(5)]
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_a_failing_done_callback_is_reported_and_the_others_still_run() -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        s = full()
+        waiter = s.acquire()
+        next(waiter.__await__())
+        ran: list[str] = []
+
+        def boom(_fut: Any) -> None:
+            raise ValueError("callback failed")
+
+        waiter.add_done_callback(boom)
+        waiter.add_done_callback(lambda fut: ran.append(type(fut).__name__))
+        s.release()
+        await wait_until(lambda: bool(ran))
+        assert ran == ["Waiter"]
+        assert [type(c["exception"]) for c in reported] == [ValueError]
+        assert "Exception in callback" in reported[0]["message"]
+    finally:
+        loop.set_exception_handler(previous)
+    assert waiter.remove_done_callback(boom) == 0  # already called: nothing registered
+    waiter.close()  # the test is done with it without seeing the grant: passed back
+    assert held(s) == (0, 0)
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_timeout_raises_and_counts() -> None:
+    s = full()
+    with pytest.raises(adm.AcquireTimeout) as info:
+        await s.acquire(timeout=0.01)
+    assert info.value.timeout == pytest.approx(0.01)
+    assert held(s) == (1, 0)
+    assert s.stats().timed_out == 1
+    s.release()
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_release_from_another_thread_wakes_the_waiter() -> None:
+    s = full()
+    [task] = await queued(s, 1)
+    thread = threading.Thread(target=s.release)
+    thread.start()
+    thread.join()
+    await asyncio.wait_for(task, 5)
+    assert held(s) == (1, 0)
+    s.release()
+
+
+def test_a_granted_waiter_whose_loop_closed_gives_its_permit_back() -> None:
+    s = full()
+    loop = asyncio.new_event_loop()
+
+    async def wait() -> None:
+        await s.acquire()
+
+    task = loop.create_task(wait())
+    loop.run_until_complete(asyncio.sleep(0))
+    assert held(s) == (1, 1)
+    s.release()  # granted; the task's wake-up is scheduled on a loop that will never run it
+    assert held(s) == (1, 0)
+    loop.close()
+    del task
+    gc.collect()
+    assert held(s) == (0, 0)
