@@ -1,6 +1,6 @@
 """`PoolConfig` takes durations as everything else in admission does: a number of seconds or a
 duration string ("10s", "250ms", "1m"), stored as float seconds; bad values are refused naming
-the setting and the value.
+the setting and the value. The same from a configuration file's ``[pools.NAME]`` tables.
 
 No server: nothing here opens a pool (the pools' behaviour is in tests/integration)."""
 
@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import admission as adm
+from admission.config import Config
 
 DSN = "postgresql://app:s3cret@db.internal/rag"
 
@@ -167,3 +169,115 @@ def test_counts_at_their_bounds() -> None:
 def test_replace_takes_duration_strings_too() -> None:
     cfg = dataclasses.replace(pool(), acquire_timeout="2s", max_size=20)
     assert (cfg.acquire_timeout, cfg.max_size, cfg.reconnect_cap) == (2.0, 20, 86400.0)
+
+
+# ------------------------------------------------------------------ configuration files
+
+EVERY_DURATION = {
+    "acquire_timeout": "250ms",
+    "connect_timeout": "2s",
+    "command_timeout": "1m",
+    "close_timeout": "0s",
+    "health_check_interval": "30s",
+    "max_inactive_connection_lifetime": "5m",
+    "reconnect_base": "100ms",
+    "reconnect_cap": "1.5s",
+}
+EVERY_SECONDS = {
+    "acquire_timeout": 0.25,
+    "connect_timeout": 2.0,
+    "command_timeout": 60.0,
+    "close_timeout": 0.0,
+    "health_check_interval": 30.0,
+    "max_inactive_connection_lifetime": 300.0,
+    "reconnect_base": 0.1,
+    "reconnect_cap": 1.5,
+}
+
+
+def seconds_of(cfg: adm.PoolConfig) -> dict[str, float | None]:
+    return {name: getattr(cfg, name) for name in DURATIONS}
+
+
+def test_a_pool_table_takes_every_duration_as_a_string() -> None:
+    assert set(EVERY_DURATION) == set(DURATIONS)
+    cfg = Config.from_dict({"pools": {"rag": {"dsn": DSN, **EVERY_DURATION}}})
+    assert seconds_of(cfg.pools["rag"]) == EVERY_SECONDS
+
+
+def test_a_toml_pool_table(tmp_path: Path) -> None:
+    lines = "\n".join(f'{name} = "{value}"' for name, value in EVERY_DURATION.items())
+    path = tmp_path / "admission.toml"
+    path.write_text(f'[pools.rag]\ndsn_env = "RAG_DSN"\nmax_size = 4\n{lines}\n', "utf-8")
+    cfg = Config.from_file(path, env={"RAG_DSN": DSN})
+    assert seconds_of(cfg.pools["rag"]) == EVERY_SECONDS
+    assert cfg.pools["rag"].max_size == 4
+
+
+def test_a_yaml_pool_table(tmp_path: Path) -> None:
+    pytest.importorskip("yaml")
+    lines = "\n".join(f"    {name}: {value}" for name, value in EVERY_DURATION.items())
+    path = tmp_path / "admission.yaml"
+    path.write_text(f"pools:\n  rag:\n    dsn: {DSN}\n{lines}\n", "utf-8")
+    assert seconds_of(Config.from_file(path, env={}).pools["rag"]) == EVERY_SECONDS
+
+
+def test_a_pool_table_takes_numbers_and_none() -> None:
+    table = {"dsn": DSN, "acquire_timeout": "none", "command_timeout": 1.5, "close_timeout": 3}
+    cfg = Config.from_dict({"pools": {"rag": table}}).pools["rag"]
+    assert (cfg.acquire_timeout, cfg.command_timeout, cfg.close_timeout) == (None, 1.5, 3.0)
+
+
+def test_a_yaml_or_json_null_switches_an_optional_setting_off(tmp_path: Path) -> None:
+    pytest.importorskip("yaml")
+    path = tmp_path / "admission.yaml"
+    path.write_text(
+        f"pools:\n  rag:\n    dsn: {DSN}\n    acquire_timeout: null\n    max_waiters: ~\n",
+        "utf-8",
+    )
+    cfg = Config.from_file(path, env={}).pools["rag"]
+    assert (cfg.acquire_timeout, cfg.max_waiters) == (None, None)
+    table = {"dsn": DSN, "command_timeout": None, "health_check_interval": None}
+    cfg = Config.from_dict({"pools": {"rag": table}}).pools["rag"]
+    assert (cfg.command_timeout, cfg.health_check_interval) == (None, None)
+    with pytest.raises(adm.ConfigError, match=r"pools\.rag\.connect_timeout: .* got None"):
+        Config.from_dict({"pools": {"rag": {"dsn": DSN, "connect_timeout": None}}})
+
+
+def test_the_policy_timeout_from_the_environment_is_the_acquire_timeout() -> None:
+    data = {"pools": {"rag": {"dsn": DSN, "policy": "default"}}}
+    cfg = Config.from_dict(data, env={"ADMISSION_DEFAULTS_TIMEOUT": "1500ms"})
+    assert cfg.pools["rag"].acquire_timeout == 1.5
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"acquire_timeout": "soon"}, r"pools\.rag\.acquire_timeout: expected a duration .*'soon'"),
+        ({"connect_timeout": "none"}, r"pools\.rag\.connect_timeout: expected a duration"),
+        ({"reconnect_cap": True}, r"pools\.rag\.reconnect_cap: expected a duration .*True"),
+        (
+            {"connect_timeout": "0s"},
+            r"pools\.rag: connect_timeout must be a finite number of seconds > 0, got 0\.0",
+        ),
+        ({"health_check_interval": "-5s"}, r"pools\.rag\.health_check_interval: .*'-5s'"),
+    ],
+)
+def test_bad_durations_in_a_pool_table_name_the_key(setting: dict[str, Any], message: str) -> None:
+    with pytest.raises(adm.ConfigError, match=rf"^<dict>: {message}"):
+        Config.from_dict({"pools": {"rag": {"dsn": DSN, **setting}}})
+
+
+def test_a_reload_changes_the_acquire_timeout_given_as_a_string() -> None:
+    table = {"dsn": DSN, "acquire_timeout": "10s", "connect_timeout": "5s"}
+    m = adm.ConcurrencyManager.from_dict({"pools": {"rag": table}})
+    pools = m.pools
+    assert pools._pools["rag"].config.acquire_timeout == 10.0
+    # The fixed settings spelled another way are no change: only acquire_timeout changes.
+    m.reload({"pools": {"rag": {**table, "acquire_timeout": "250ms", "connect_timeout": 5}}})
+    assert m.pools is pools
+    assert m.config.pools["rag"].acquire_timeout == 0.25
+    assert pools._pools["rag"].config.acquire_timeout == 0.25
+    with pytest.raises(adm.ConfigError, match=r"pool 'rag': connect_timeout cannot change"):
+        m.reload({"pools": {"rag": {**table, "connect_timeout": "6s"}}})
+    assert pools._pools["rag"].config.acquire_timeout == 0.25
