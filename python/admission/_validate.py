@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["positive_int", "timeout_seconds"]
+__all__ = ["duration_seconds", "nonnegative_int", "positive_int", "timeout_seconds"]
 
 
 def timeout_seconds(timeout: float | str | None, arg: str = "timeout") -> float | None:
@@ -14,22 +14,60 @@ def timeout_seconds(timeout: float | str | None, arg: str = "timeout") -> float 
     """
     if timeout is None:
         return None
-    if isinstance(timeout, str):
+    return _seconds(timeout, arg, " or None", finite=False, positive=False)
+
+
+def duration_seconds(value: float | str, arg: str, *, positive: bool = False) -> float:
+    """A setting that must be a duration: `timeout_seconds` without ``None`` or infinity.
+
+    ``value`` is a number of seconds or a duration string (``"10s"``, ``"250ms"``); the
+    result is finite and >= 0, or > 0 with ``positive``. Raises naming ``arg``.
+
+    >>> duration_seconds("250ms", "connect_timeout"), duration_seconds(2, "close_timeout")
+    (0.25, 2.0)
+    >>> duration_seconds("0s", "connect_timeout", positive=True)
+    Traceback (most recent call last):
+    ValueError: connect_timeout must be a finite number of seconds > 0, got '0s'
+    """
+    return _seconds(value, arg, "", finite=True, positive=positive)
+
+
+def _seconds(value: object, arg: str, or_none: str, *, finite: bool, positive: bool) -> float:
+    if isinstance(value, str):
         from admission.durations import parse_duration  # "10s", "250ms"
 
-        return parse_duration(timeout, arg)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"{arg} must be a number of seconds or None, got {timeout!r}")
-    value = float(timeout)
-    if math.isnan(value) or value < 0:
-        raise ValueError(f"{arg} must be >= 0 seconds or None, got {timeout!r}")
-    return value
+        seconds = parse_duration(value, arg)  # raises ConfigError naming arg and value
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"{arg} must be a number of seconds, a duration string{or_none}, got {value!r}"
+        )
+    else:
+        seconds = float(value)
+    if (
+        math.isnan(seconds)
+        or seconds < 0
+        or (finite and math.isinf(seconds))
+        or (positive and seconds == 0)
+    ):
+        number = "a finite number" if finite else "a number"
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(f"{arg} must be {number} of seconds {bound}{or_none}, got {value!r}")
+    return seconds
 
 
 def positive_int(value: int, arg: str) -> int:
     """Returns ``value`` if it is an int >= 1 (not a bool); raises naming ``arg`` otherwise."""
+    return _int_at_least(value, arg, 1)
+
+
+def nonnegative_int(value: int, arg: str) -> int:
+    """Returns ``value`` if it is an int >= 0 (not a bool); raises naming ``arg`` otherwise."""
+    return _int_at_least(value, arg, 0)
+
+
+def _int_at_least(value: object, arg: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{arg} must be an integer >= 1, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{arg} must be an integer >= 1, got {value!r}")
+        raise TypeError(f"{arg} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{arg} must be an integer >= {minimum}, got {value!r}")
     return value

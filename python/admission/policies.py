@@ -65,13 +65,14 @@ def hint(word: str, known: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _is_none(value: object) -> bool:
-    # TOML has no null: the string "none" switches an inherited limit off.
+def is_none(value: object) -> bool:
+    """Whether a configuration value switches a setting off: ``"none"`` (TOML has no null)
+    or a YAML/JSON null."""
     return value is None or (isinstance(value, str) and value.strip().lower() == "none")
 
 
 def _count(value: object, key: str, *, top: int, optional: bool) -> int | None:
-    if optional and _is_none(value):
+    if optional and is_none(value):
         return None
     number: object = value
     if isinstance(value, str) and value.strip().isdigit():
@@ -83,11 +84,11 @@ def _count(value: object, key: str, *, top: int, optional: bool) -> int | None:
 
 
 def _rate(value: object, key: str) -> Rate | None:
-    return None if _is_none(value) else parse_rate(value, key)  # type: ignore[arg-type]
+    return None if is_none(value) else parse_rate(value, key)  # type: ignore[arg-type]
 
 
 def _timeout(value: object, key: str) -> float | None:
-    return None if _is_none(value) else parse_duration(value, key)  # type: ignore[arg-type]
+    return None if is_none(value) else parse_duration(value, key)  # type: ignore[arg-type]
 
 
 def _threshold(value: object, key: str) -> float:

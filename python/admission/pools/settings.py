@@ -14,7 +14,8 @@
     ssl = "auto"               # or a libpq sslmode, or true/false; ssl_root_cert = "ca.pem"
     application_name = "rag"
 
-Durations take numbers of seconds or strings (``"250ms"``, ``"1m"``). The DSN (and so its
+Durations take numbers of seconds or strings (``"250ms"``, ``"1m"``), as `PoolConfig` does;
+``"none"`` (or a YAML/JSON null) switches an optional setting off. The DSN (and so its
 password) is never shown: errors name the key and the environment variable, not the value.
 
 >>> from admission.policies import DEFAULT
@@ -34,7 +35,7 @@ from typing import Any
 
 from admission.durations import parse_duration
 from admission.errors import ConfigError
-from admission.policies import PolicySet, hint
+from admission.policies import PolicySet, hint, is_none
 from admission.pools.config import PoolConfig
 
 __all__ = ["POOL_KEYS", "pool_configs"]
@@ -43,14 +44,9 @@ DEFAULT_POLICY = "database"
 """The policy a pool follows unless its table names another."""
 
 
-def _none(value: object) -> bool:
-    # TOML has no null: "none" switches an optional setting off.
-    return isinstance(value, str) and value.strip().lower() == "none"
-
-
 def _duration(optional: bool) -> Callable[[object, str], object]:
     def coerce(value: object, key: str) -> object:
-        if optional and _none(value):
+        if optional and is_none(value):
             return None
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise ConfigError(f'expected a duration such as "10s", got {value!r}', key=key)
@@ -61,7 +57,7 @@ def _duration(optional: bool) -> Callable[[object, str], object]:
 
 def _integer(optional: bool) -> Callable[[object, str], object]:
     def coerce(value: object, key: str) -> object:
-        if optional and _none(value):
+        if optional and is_none(value):
             return None
         if isinstance(value, bool) or not isinstance(value, int):
             none = ', or "none"' if optional else ""
