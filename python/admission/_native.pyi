@@ -10,8 +10,8 @@ from typing_extensions import disjoint_base
 __all__ = [
     "MAX_PERMITS",
     "WAIT_BOUNDS",
+    "Deadlines",
     "Decision",
-    "FutureWaker",
     "LoopClock",
     "ManualClock",
     "Ready",
@@ -178,16 +178,6 @@ class Ready:
     def send(self, value: object) -> None: ...
 
 @final
-class FutureWaker:
-    """Resolves an asyncio future with True on its loop's thread, from any thread."""
-
-    def __new__(cls, event_loop: object, future: object) -> FutureWaker: ...
-    def __call__(self) -> None: ...
-    @property
-    def outcome(self) -> _Outcome:
-        """The queued request's outcome, when made by ``Semaphore._enqueue_future``."""
-
-@final
 class Waiter:
     """A waiting asyncio acquisition of semaphore permits: the awaitable ``acquire()``
     returns when no permit is free. Queued when first awaited; the task blocks on it (it
@@ -211,7 +201,12 @@ class Waiter:
     def result(self) -> None: ...
     def exception(self) -> BaseException | None: ...
     def __call__(self) -> None: ...
-    def _expire(self) -> None: ...
+
+@final
+class Deadlines:
+    """The timeouts of one semaphore's waiters on one event loop, on one loop timer."""
+
+    def __call__(self) -> None: ...
 
 @final
 class WakeBatch:
@@ -246,8 +241,7 @@ class Semaphore:
     ) -> Awaitable[None]: ...
     def _try_take(self, n: int) -> bool: ...
     def _enqueue(self, n: int, waker: Callable[[], object]) -> Ticket | None: ...
-    def _enqueue_future(self, n: int, event_loop: object, future: object) -> FutureWaker | None: ...
-    def _cancel(self, ticket: Ticket | FutureWaker, timed_out: bool = False) -> _Outcome: ...
+    def _cancel(self, ticket: Ticket, timed_out: bool = False) -> _Outcome: ...
     def close(self) -> None:
         """Refuses new requests and wakes every waiter with ``Closed``."""
     @property

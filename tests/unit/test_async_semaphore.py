@@ -491,6 +491,48 @@ def test_timed_out_head_lets_the_next_waiter_through(virtual: Any) -> None:
     assert s.stats().timed_out == 1
 
 
+def test_each_waiter_times_out_at_its_own_deadline_whatever_the_order(virtual: Any) -> None:
+    # Timeouts of 5, 3, 5, 1 and none s, queued in that order; one is served at 2 s. On
+    # asyncio the deadlines share one loop timer per semaphore: a shorter timeout queued
+    # behind longer ones must still fire first, and a served waiter must not time out.
+    s = adm.Semaphore(1)
+    ends: dict[str, tuple[str, float]] = {}
+
+    async def main() -> None:
+        assert s.try_acquire()
+        t0 = anyio.current_time()
+
+        async def wait(name: str, seconds: float | None) -> None:
+            try:
+                await s.acquire(timeout=seconds)
+            except adm.AcquireTimeout:
+                ends[name] = ("timeout", anyio.current_time() - t0)
+                return
+            ends[name] = ("granted", anyio.current_time() - t0)
+            await anyio.sleep(10)
+            s.release()
+
+        async with anyio.create_task_group() as tg:
+            for i, (name, timeout) in enumerate(
+                [("a", 5.0), ("b", 3.0), ("c", 5.0), ("d", 1.0), ("e", None)]
+            ):
+                tg.start_soon(wait, name, timeout)
+                await wait_until(lambda i=i: s.waiting == i + 1)  # type: ignore[misc]
+            await anyio.sleep(2)
+            s.release()  # to "a", the head
+
+    virtual.run(main)
+    assert ends == {
+        "d": ("timeout", pytest.approx(1.0)),
+        "a": ("granted", pytest.approx(2.0)),
+        "b": ("timeout", pytest.approx(3.0)),
+        "c": ("timeout", pytest.approx(5.0)),
+        "e": ("granted", pytest.approx(12.0)),
+    }
+    assert (s.in_use, s.waiting) == (0, 0)
+    assert s.stats().timed_out == 3
+
+
 @pytest.mark.anyio
 async def test_bad_arguments_are_refused() -> None:
     s = adm.Semaphore(2)

@@ -24,8 +24,8 @@ import time
 from typing import Any, NoReturn
 
 from admission.concurrency import Semaphore
+from admission.errors import AcquireTimeout, Closed
 from admission.pools import metrics
-from admission.pools._deadlines import PermitWaiters
 from admission.pools._driver import (
     TIMEOUTS,
     AsyncpgPool,
@@ -66,7 +66,6 @@ class ManagedPool:
             secrets.append(config.password)
         self._secrets = tuple(secrets)
         self.semaphore = Semaphore(config.max_size, name=f"pool:{name}")
-        self._waiters = PermitWaiters(self.semaphore)
         self.pool: AsyncpgPool | None = None
         self.state: PoolState = "new"
         self.ssl: SslChoice | None = None
@@ -78,6 +77,9 @@ class ManagedPool:
         self._expired = False
         # Counters (the semaphore counts timeouts and cancellations itself).
         self.acquired = 0
+        self._waited = 0  # acquisitions that queued, then got their permit
+        self._wait_total = 0.0  # their summed waits, seconds
+        self._wait_max = 0.0  # the longest of them, seconds
         self._overloaded = 0
         self._unavailable = 0
         self._lost = 0
@@ -149,7 +151,6 @@ class ManagedPool:
             return
         self.state = "closing"
         self.semaphore.close()  # queued callers get PoolClosed now
-        self._waiters.close()
         for task in (self._reconnector, self._health):
             if task is not None:
                 task.cancel()
@@ -227,11 +228,17 @@ class ManagedPool:
             limit = self.config.max_waiters
             if limit is not None and sem.waiting >= limit:
                 raise self._overloaded_error()
-            outcome = await self._waiters.wait(self.config.acquire_timeout)
-            if outcome != "granted":
-                if outcome == "timed_out":
-                    raise PoolTimeout(self.name, self.config.acquire_timeout or 0.0)
-                raise PoolClosed(self.name, f"pool {self.name!r} was closed while waiting")
+            # The semaphore's FIFO queue: its waiters' timeouts share one loop timer.
+            timeout = self.config.acquire_timeout
+            start = time.monotonic()
+            try:
+                await sem.acquire(1, timeout)
+            except AcquireTimeout:
+                raise PoolTimeout(self.name, timeout or 0.0) from None
+            except Closed:
+                closed = f"pool {self.name!r} was closed while waiting"
+                raise PoolClosed(self.name, closed) from None
+            self._note_wait(time.monotonic() - start)
             if not self._serving():  # went down (or closed) while we queued
                 sem.release()
                 self.refuse()
@@ -245,6 +252,12 @@ class ManagedPool:
         if holder is not None:
             holder._conn = conn
         return conn
+
+    def _note_wait(self, waited: float) -> None:
+        self._waited += 1
+        self._wait_total += waited
+        if waited > self._wait_max:
+            self._wait_max = waited
 
     def _acquire_failed(self, exc: BaseException) -> None:
         """Opening a connection for a caller failed: raise the clear error, if there is one."""
@@ -464,9 +477,9 @@ class ManagedPool:
             waiting=sem.waiting,
             high_water=sem.high_water,
             acquired=self.acquired,
-            waited=self._waiters.waited,
-            wait_seconds_total=self._waiters.wait_total,
-            wait_seconds_max=self._waiters.wait_max,
+            waited=self._waited,
+            wait_seconds_total=self._wait_total,
+            wait_seconds_max=self._wait_max,
             timed_out=sem.timed_out,
             cancelled=sem.cancelled,
             overloaded=self._overloaded,

@@ -7,13 +7,13 @@ mod args;
 mod batch;
 mod bucket;
 mod clock;
+mod deadlines;
 mod decision;
 mod errors;
 mod rate;
 mod ready;
 mod semaphore;
 mod waiter;
-mod waker;
 mod window;
 
 /// Native half of `admission`. Import `admission`, not this module.
@@ -28,6 +28,8 @@ mod _native {
     #[pymodule_export]
     use crate::clock::{LoopClock, ManualClock};
     #[pymodule_export]
+    use crate::deadlines::Deadlines;
+    #[pymodule_export]
     use crate::decision::Decision;
     #[pymodule_export]
     use crate::ready::Ready;
@@ -35,8 +37,6 @@ mod _native {
     use crate::semaphore::{Semaphore, Ticket};
     #[pymodule_export]
     use crate::waiter::Waiter;
-    #[pymodule_export]
-    use crate::waker::FutureWaker;
     #[pymodule_export]
     use crate::window::SlidingWindow;
 

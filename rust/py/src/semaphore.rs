@@ -4,7 +4,7 @@
 //! function that resolves an asyncio future). The core returns the wakers it granted; they are
 //! called here, after the core's lock is released.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use admission_core::semaphore::{
     Enqueued, Outcome, Semaphore as CoreSemaphore, Ticket as CoreTicket,
@@ -16,14 +16,14 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use crate::args::{count, ns_to_s, timeout};
 use crate::clock::running_loop;
+use crate::deadlines::Deadlines;
 use crate::errors;
 use crate::rate::{counters_tuple, histogram_tuple, retire};
 use crate::ready::{acquire_slow, ready};
 use crate::waiter::Waiter;
-use crate::waker::FutureWaker;
 
 /// The outcome's name, as a Python string made once per name and then shared.
-pub(crate) fn outcome_str(py: Python<'_>, outcome: Outcome) -> Bound<'_, PyString> {
+fn outcome_str(py: Python<'_>, outcome: Outcome) -> Bound<'_, PyString> {
     match outcome {
         Outcome::Waiting => intern!(py, "waiting"),
         Outcome::Granted => intern!(py, "granted"),
@@ -49,13 +49,6 @@ pub(crate) fn wake_all(py: Python<'_>, wakers: Vec<Py<PyAny>>) -> PyResult<()> {
         }
     }
     first_error.map_or(Ok(()), Err)
-}
-
-/// Either kind of ticket: a plain `Ticket` or a `FutureWaker` made by `_enqueue_future`.
-#[derive(FromPyObject)]
-enum TicketArg<'py> {
-    Ticket(Bound<'py, Ticket>),
-    Waker(Bound<'py, FutureWaker>),
 }
 
 /// A queued request for permits. Its `outcome` is final once it is not `"waiting"`.
@@ -84,9 +77,37 @@ impl Ticket {
 pub struct Semaphore {
     pub(crate) core: CoreSemaphore<Py<PyAny>>,
     name: Option<String>,
+    /// The shared timeout timer of this semaphore's asyncio waiters, one per event loop.
+    deadlines: Mutex<Vec<(Py<PyAny>, Py<Deadlines>)>>,
 }
 
 impl Semaphore {
+    /// The deadline queue of this semaphore's waiters on `event_loop` (made on first use).
+    pub(crate) fn deadlines<'py>(
+        &self,
+        event_loop: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, Deadlines>> {
+        let py = event_loop.py();
+        let found = self
+            .lock_deadlines()
+            .iter()
+            .find(|(lp, _)| lp.bind(py).is(event_loop))
+            .map(|(_, d)| d.clone_ref(py));
+        if let Some(found) = found {
+            return Ok(found.into_bound(py));
+        }
+        // Made outside the lock: an allocation can run the garbage collector, whose
+        // traversal of this semaphore takes the lock.
+        let fresh = Bound::new(py, Deadlines::new(event_loop.clone().unbind()))?;
+        self.lock_deadlines()
+            .push((event_loop.clone().unbind(), fresh.clone().unbind()));
+        Ok(fresh)
+    }
+
+    fn lock_deadlines(&self) -> std::sync::MutexGuard<'_, Vec<(Py<PyAny>, Py<Deadlines>)>> {
+        self.deadlines.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     #[inline(always)]
     fn acquire_n(slf: &Bound<'_, Self>, n: u64, limit: Option<f64>) -> PyResult<Py<PyAny>> {
         match slf.get().core.try_take(n) {
@@ -117,7 +138,11 @@ impl Semaphore {
     fn new(py: Python<'_>, limit: &Bound<'_, PyAny>, name: Option<String>) -> PyResult<Self> {
         let limit = count("limit", Some(limit), 0)?;
         let core = CoreSemaphore::new(limit).map_err(|e| errors::semaphore(py, e))?;
-        Ok(Self { core, name })
+        Ok(Self {
+            core,
+            name,
+            deadlines: Mutex::new(Vec::new()),
+        })
     }
 
     /// Takes `n` permits if they are free and nobody is waiting; never waits.
@@ -190,46 +215,12 @@ impl Semaphore {
     fn _cancel<'py>(
         &self,
         py: Python<'py>,
-        ticket: TicketArg<'_>,
+        ticket: &Bound<'_, Ticket>,
         timed_out: bool,
     ) -> PyResult<Bound<'py, PyString>> {
-        let inner = match &ticket {
-            TicketArg::Ticket(t) => Arc::clone(&t.get().inner),
-            TicketArg::Waker(w) => match w.get().ticket.get() {
-                Some(t) => Arc::clone(t),
-                None => {
-                    return Err(pyo3::exceptions::PyValueError::new_err(
-                        "this FutureWaker was never queued",
-                    ))
-                }
-            },
-        };
-        let (outcome, wakers) = self.core.cancel(&inner, timed_out);
+        let (outcome, wakers) = self.core.cancel(&ticket.get().inner, timed_out);
         wake_all(py, wakers)?;
         Ok(outcome_str(py, outcome))
-    }
-
-    /// The asyncio waiting path in one native call: queues `n` with a `FutureWaker` that
-    /// resolves `future` on `event_loop` and is also the ticket. Returns None when admitted at
-    /// once (nothing queued).
-    fn _enqueue_future(
-        &self,
-        py: Python<'_>,
-        n: &Bound<'_, PyAny>,
-        event_loop: Py<PyAny>,
-        future: Py<PyAny>,
-    ) -> PyResult<Option<Py<FutureWaker>>> {
-        let n = count("n", Some(n), 1)?;
-        let waker = Py::new(py, FutureWaker::create(event_loop, future))?;
-        match self.core.enqueue(n, waker.clone_ref(py).into_any()) {
-            Ok(Enqueued::Acquired) => Ok(None),
-            Ok(Enqueued::Queued(inner)) => {
-                // Cannot be set already: the waker was made just above.
-                let _ = waker.get().ticket.set(inner);
-                Ok(Some(waker))
-            }
-            Err(e) => Err(errors::semaphore(py, e)),
-        }
     }
 
     /// Refuses new requests and wakes every waiter with `Closed`; held permits stay valid.
@@ -304,11 +295,22 @@ impl Semaphore {
                 result = visit.call(w);
             }
         });
-        result
+        result?;
+        // Never blocks: a traversal can start while this thread holds the lock.
+        if let Ok(all) = self.deadlines.try_lock() {
+            for (event_loop, deadlines) in all.iter() {
+                visit.call(event_loop)?;
+                visit.call(deadlines)?;
+            }
+        }
+        Ok(())
     }
 
     fn __clear__(&self) {
         drop(self.core.abandon_waiters());
+        // Dropped after the lock is released: dropping them can run Python code.
+        let deadlines = std::mem::take(&mut *self.lock_deadlines());
+        drop(deadlines);
     }
 }
 

@@ -30,6 +30,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
 use crate::batch::{self, Callback};
+use crate::deadlines::Deadlines;
 use crate::errors;
 use crate::semaphore::{wake_all, Semaphore};
 
@@ -68,7 +69,6 @@ pub struct Waiter {
     /// The awaiting coroutine has seen the end (or gave up): nothing more to hand over.
     consumed: bool,
     callbacks: Vec<Callback>,
-    timer: Option<Py<PyAny>>,
 }
 
 static COPY_CONTEXT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -92,7 +92,6 @@ impl Waiter {
             blocking: None,
             consumed: false,
             callbacks: Vec::new(),
-            timer: None,
         };
         Ok(Py::new(semaphore.py(), waiter)?.into_any())
     }
@@ -128,22 +127,41 @@ impl Waiter {
         Self::settle(slf, end)
     }
 
-    /// Records the end, stops the timer and schedules the done-callbacks.
+    /// Records the end and schedules the done-callbacks. (A deadline it had is left in its
+    /// semaphore's queue: dropped from there once it reaches the head.)
     fn settle(slf: &Bound<'_, Self>, end: End) -> PyResult<()> {
         let py = slf.py();
-        let (timer, callbacks, event_loop) = {
+        let (callbacks, event_loop) = {
             let mut this = slf.borrow_mut();
             this.phase = Phase::Settled(end);
             (
-                this.timer.take(),
                 std::mem::take(&mut this.callbacks),
                 this.event_loop.clone_ref(py),
             )
         };
-        if let Some(timer) = timer {
-            timer.call_method0(py, intern!(py, "cancel"))?;
-        }
         batch::schedule(py, event_loop.bind(py), slf.as_any(), callbacks)
+    }
+
+    /// Still in the semaphore's queue.
+    pub(crate) fn is_queued(&self) -> bool {
+        matches!(self.phase, Phase::Queued(_))
+    }
+
+    /// The deadline came: leave the queue, unless the permits were granted first.
+    pub(crate) fn expire(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let ticket = match &slf.borrow().phase {
+            Phase::Queued(ticket) => Arc::clone(ticket),
+            Phase::Idle | Phase::Settled(_) => return Ok(()),
+        };
+        let (outcome, wakers) = Self::withdraw(slf, &ticket, true);
+        let end = match outcome {
+            Outcome::Granted => End::Granted, // granted as the timeout expired: keep it
+            Outcome::Closed => End::Closed,
+            Outcome::TooLarge => End::TooLarge,
+            Outcome::Cancelled | Outcome::Waiting => End::TimedOut,
+        };
+        Self::settle(slf, end)?;
+        wake_all(slf.py(), wakers)
     }
 
     /// Withdraws the queued `ticket`. Returns its final outcome (`Granted`: the permits were
@@ -177,11 +195,7 @@ impl Waiter {
         this.consumed = true;
         this.callbacks.clear();
         let previous = std::mem::replace(&mut this.phase, Phase::Settled(End::Cancelled(None)));
-        let timer = this.timer.take();
         drop(this);
-        if let Some(timer) = timer {
-            timer.call_method0(py, intern!(py, "cancel"))?;
-        }
         match previous {
             Phase::Queued(ticket) => {
                 let (outcome, wakers) = Self::withdraw(slf, &ticket, false);
@@ -214,6 +228,19 @@ impl Waiter {
             Phase::Settled(End::Cancelled(msg)) => Err(errors::cancelled(py, msg.as_ref())),
             Phase::Idle | Phase::Queued(_) => Err(errors::invalid_state(py, "Result is not set.")),
         }
+    }
+
+    /// Registers the deadline `timeout` seconds from now with the semaphore's shared timer.
+    fn time_out_after(
+        slf: &Bound<'_, Self>,
+        semaphore: &Py<Semaphore>,
+        event_loop: &Bound<'_, PyAny>,
+        timeout: f64,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let now: f64 = event_loop.call_method0(intern!(py, "time"))?.extract()?;
+        let deadlines = semaphore.get().deadlines(event_loop)?;
+        Deadlines::add(&deadlines, now + timeout, slf)
     }
 
     /// One step of the awaiting coroutine: `Some(self)` to wait, `None` when admitted.
@@ -253,19 +280,15 @@ impl Waiter {
                 this.phase = Phase::Queued(ticket);
                 this.blocking = Some(true);
                 let timeout = this.timeout.filter(|t| t.is_finite());
+                let semaphore = this.semaphore.clone_ref(py);
                 let event_loop = this.event_loop.clone_ref(py);
                 drop(this);
                 if let Some(timeout) = timeout {
-                    let expire = slf.getattr(intern!(py, "_expire"))?;
-                    match event_loop
-                        .bind(py)
-                        .call_method1(intern!(py, "call_later"), (timeout, expire))
+                    if let Err(e) =
+                        Self::time_out_after(slf, &semaphore, event_loop.bind(py), timeout)
                     {
-                        Ok(timer) => slf.borrow_mut().timer = Some(timer.unbind()),
-                        Err(e) => {
-                            Self::abandon(slf)?;
-                            return Err(e);
-                        }
+                        Self::abandon(slf)?;
+                        return Err(e);
                     }
                 }
                 Ok(Some(slf.clone().into_any().unbind()))
@@ -431,27 +454,6 @@ impl Waiter {
         Self::wake(slf)
     }
 
-    /// The timeout expired: leave the queue, unless the permits were granted first.
-    fn _expire(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let ticket = {
-            let mut this = slf.borrow_mut();
-            this.timer = None;
-            match &this.phase {
-                Phase::Queued(ticket) => Arc::clone(ticket),
-                Phase::Idle | Phase::Settled(_) => return Ok(()),
-            }
-        };
-        let (outcome, wakers) = Self::withdraw(slf, &ticket, true);
-        let end = match outcome {
-            Outcome::Granted => End::Granted, // granted as the timeout expired: keep it
-            Outcome::Closed => End::Closed,
-            Outcome::TooLarge => End::TooLarge,
-            Outcome::Cancelled | Outcome::Waiting => End::TimedOut,
-        };
-        Self::settle(slf, end)?;
-        wake_all(slf.py(), wakers)
-    }
-
     fn __repr__(&self) -> String {
         let state = match &self.phase {
             Phase::Idle => "not awaited",
@@ -472,9 +474,6 @@ impl Waiter {
             visit.call(&cb.func)?;
             visit.call(&cb.context)?;
         }
-        if let Some(timer) = &self.timer {
-            visit.call(timer)?;
-        }
         if let Phase::Settled(End::Cancelled(Some(msg))) = &self.phase {
             visit.call(msg)?;
         }
@@ -483,7 +482,6 @@ impl Waiter {
 
     fn __clear__(&mut self) {
         self.callbacks.clear();
-        self.timer = None;
     }
 }
 
