@@ -2,7 +2,9 @@
 
 - ``async with`` on a free limiter: admission vs asyncio.Semaphore, aiolimiter, anyio.
 - 1,000 tasks through a limit of 10, each ``await asyncio.sleep(0)``: the per-task overhead
-  over the same 1,000 tasks with no limit.
+  over the same 1,000 tasks with no limit; and the same with a 30 s acquisition timeout
+  (``acquire(timeout=30)`` vs the usual ``asyncio.wait_for(sem.acquire(), 30)`` and
+  ``asyncio.timeout(30)``).
 - ``gather`` of 10,000 trivial coroutines with at most 10 at once: admission.gather vs
   aiometer.run_all vs the usual hand-written ``asyncio.Semaphore`` + ``asyncio.gather``.
 
@@ -172,6 +174,71 @@ def test_tasks_through_limit(benchmark: Any, loop: Any, row: Row) -> None:
     run_rounds(benchmark, loop, _tasks_round(limiter), row, calls=TASKS)
     if isinstance(limiter, adm.Semaphore):
         assert limiter.stats().high_water == 10  # the bound really was reached, and held
+
+
+# --- the same, with an acquisition timeout --------------------------------------------------------
+
+ACQUIRE_TIMEOUT = 30.0
+
+
+def _timed_round(acquire: Callable[[], Awaitable[Any]], release: Callable[[], None]) -> Any:
+    async def task() -> None:
+        await acquire()
+        try:
+            await asyncio.sleep(0)
+        finally:
+            release()
+
+    async def one_round() -> None:
+        await asyncio.gather(*(task() for _ in range(TASKS)))
+
+    return one_round
+
+
+def _timed_admission() -> Any:
+    s = adm.Semaphore(10)
+    return _timed_round(lambda: s.acquire(timeout=ACQUIRE_TIMEOUT), s.release)
+
+
+def _timed_wait_for() -> Any:
+    s = asyncio.Semaphore(10)
+    return _timed_round(lambda: asyncio.wait_for(s.acquire(), ACQUIRE_TIMEOUT), s.release)
+
+
+def _timed_timeout_cm() -> Any:
+    s = asyncio.Semaphore(10)
+
+    async def acquire() -> None:
+        async with asyncio.timeout(ACQUIRE_TIMEOUT):
+            await s.acquire()
+
+    return _timed_round(acquire, s.release)
+
+
+TIMED = [
+    ("admission.Semaphore", "admission acquire(timeout=30)", "admission", True, _timed_admission),
+    (
+        "asyncio.wait_for",
+        "asyncio.Semaphore + wait_for(acquire(), 30)",
+        "peer",
+        False,
+        _timed_wait_for,
+    ),
+    (
+        "asyncio.timeout",
+        "asyncio.Semaphore + async with timeout(30)",
+        "peer",
+        False,
+        _timed_timeout_cm,
+    ),
+]
+
+
+@pytest.mark.benchmark(group="1,000 tasks through a limit of 10, 30 s acquire timeout")
+@parametrize_rows(TIMED)
+def test_tasks_through_limit_with_timeout(benchmark: Any, loop: Any, row: Row) -> None:
+    one_round = loop.run_until_complete(_make_in_loop(row.make))
+    run_rounds(benchmark, loop, one_round, row, calls=TASKS)
 
 
 # --- bounded gather -----------------------------------------------------------------------------
