@@ -339,6 +339,18 @@ impl<W> Semaphore<W> {
 
     /// Admits at once if possible (nobody queued and the request fits), otherwise queues it.
     pub fn enqueue(&self, n: u64, waker: W) -> Result<Enqueued, SemaphoreError> {
+        self.enqueue_reusing(n, waker, None)
+    }
+
+    /// `enqueue`, with `spare` (a ticket of an earlier, finished wait) made into the new
+    /// ticket if nothing else references it, instead of allocating one. Callers that wait
+    /// often keep their finished tickets for this: a wait then touches no allocator.
+    pub fn enqueue_reusing(
+        &self,
+        n: u64,
+        waker: W,
+        spare: Option<Arc<Ticket>>,
+    ) -> Result<Enqueued, SemaphoreError> {
         let mut queue = self.lock();
         let mut w = self.word.load(Ordering::Acquire);
         loop {
@@ -370,11 +382,21 @@ impl<W> Semaphore<W> {
                 Err(actual) => w = actual,
             }
         }
-        let ticket = Arc::new(Ticket {
+        let fresh = Ticket {
             n,
             outcome: AtomicU8::new(Outcome::Waiting as u8),
             enqueued_ns: (self.clock)(),
-        });
+        };
+        let ticket = match spare {
+            Some(mut spare) => match Arc::get_mut(&mut spare) {
+                Some(slot) => {
+                    *slot = fresh;
+                    spare
+                }
+                None => Arc::new(fresh),
+            },
+            None => Arc::new(fresh),
+        };
         queue.push_back(Entry {
             ticket: Arc::clone(&ticket),
             waker,
@@ -668,6 +690,28 @@ mod tests {
         assert_eq!(h.counts[0], 1, "the immediate admission");
         assert_eq!(h.counts[bucket_of(5_000_000)], 1);
         assert_eq!(h.sum_ns, 5_000_000);
+    }
+
+    #[test]
+    fn a_spare_ticket_is_reused_only_when_unshared() {
+        let s = Sem::new(1).unwrap();
+        assert_eq!(s.try_acquire(1), Ok(true));
+        let first = queued(s.enqueue(1, "a").unwrap());
+        assert_eq!(s.release(1).unwrap(), vec!["a"]);
+        assert_eq!(first.outcome(), Outcome::Granted);
+        let address = Arc::as_ptr(&first);
+        // Unshared: becomes the new ticket, reset to waiting.
+        let second = queued(s.enqueue_reusing(1, "b", Some(first)).unwrap());
+        assert_eq!(Arc::as_ptr(&second), address);
+        assert_eq!(second.outcome(), Outcome::Waiting);
+        // Still referenced elsewhere: left alone, a fresh ticket is made.
+        let shared = Arc::clone(&second);
+        let third = queued(s.enqueue_reusing(1, "c", Some(shared)).unwrap());
+        assert_ne!(Arc::as_ptr(&third), address);
+        assert_eq!(second.outcome(), Outcome::Waiting);
+        assert_eq!(s.release(1).unwrap(), vec!["b"]);
+        assert_eq!(second.outcome(), Outcome::Granted);
+        assert_eq!(third.outcome(), Outcome::Waiting);
     }
 
     #[test]

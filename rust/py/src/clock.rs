@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
 use crate::args::{ns_to_s, real};
+use crate::running::running_loop;
 
 /// Where a limiter gets `now` from. An enum, not a trait object: the default arm is inlined
 /// into the hot path.
@@ -46,16 +47,7 @@ impl Clock {
     }
 }
 
-static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static SYS_MODULES: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-
-/// The asyncio (or uvloop) loop running in this thread; None on trio or outside any loop.
-pub(crate) fn running_loop(py: Python<'_>) -> PyResult<Option<Bound<'_, PyAny>>> {
-    // `asyncio._get_running_loop` returns None instead of raising when no loop runs.
-    let get_loop = GET_RUNNING_LOOP.import(py, "asyncio", "_get_running_loop")?;
-    let lp = get_loop.call0()?;
-    Ok((!lp.is_none()).then_some(lp))
-}
 
 /// Now on the running event loop's clock, in nanoseconds.
 fn loop_now_ns(py: Python<'_>) -> PyResult<u64> {

@@ -63,17 +63,13 @@ impl Deadlines {
         Ok(())
     }
 
-    /// Served or withdrawn waiters leave from the head (a waiter being settled right now is
-    /// borrowed: it stays, and goes next time).
+    /// Served or withdrawn waiters leave from the head.
     fn drop_settled_head(&mut self, py: Python<'_>) {
         while let Some((_, waiter)) = self.queue.front() {
-            match waiter.bind(py).try_borrow() {
-                Ok(w) if !w.is_queued() => {
-                    drop(w);
-                    self.queue.pop_front();
-                }
-                _ => break,
+            if waiter.get().is_queued(py) {
+                break;
             }
+            self.queue.pop_front();
         }
     }
 

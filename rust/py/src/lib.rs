@@ -10,8 +10,10 @@ mod clock;
 mod deadlines;
 mod decision;
 mod errors;
+mod gilcell;
 mod rate;
 mod ready;
+mod running;
 mod semaphore;
 mod waiter;
 mod window;
@@ -33,6 +35,8 @@ mod _native {
     use crate::decision::Decision;
     #[pymodule_export]
     use crate::ready::Ready;
+    #[pymodule_export]
+    use crate::running::_forget_running_loop;
     #[pymodule_export]
     use crate::semaphore::{Semaphore, Ticket};
     #[pymodule_export]
@@ -88,6 +92,6 @@ mod _native {
         m.add("MAX_PERMITS", admission_core::MAX_PERMITS)?;
         let bounds = crate::rate::wait_bounds_s();
         m.add("WAIT_BOUNDS", pyo3::types::PyTuple::new(m.py(), bounds)?)?;
-        Ok(())
+        crate::running::register_fork_hook(m)
     }
 }

@@ -235,8 +235,16 @@ macro_rules! rate_limiter_pymethods {
                 slf.get().state.acquire(slf.as_any(), None, None)
             }
 
-            #[pyo3(signature = (*_exc_info))]
-            fn __aexit__(&self, py: Python<'_>, _exc_info: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+            // Three optional positionals, not `*args`: no tuple is built per call.
+            #[pyo3(signature = (exc_type=None, exc=None, tb=None))]
+            fn __aexit__(
+                &self,
+                py: Python<'_>,
+                exc_type: Option<&Bound<'_, PyAny>>,
+                exc: Option<&Bound<'_, PyAny>>,
+                tb: Option<&Bound<'_, PyAny>>,
+            ) -> PyResult<Py<PyAny>> {
+                let _ = (exc_type, exc, tb);
                 ready(py)
             }
 

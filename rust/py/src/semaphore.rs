@@ -15,11 +15,11 @@ use pyo3::types::PyString;
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::args::{count, ns_to_s, timeout};
-use crate::clock::running_loop;
 use crate::deadlines::Deadlines;
 use crate::errors;
 use crate::rate::{counters_tuple, histogram_tuple, retire};
 use crate::ready::{acquire_slow, ready};
+use crate::running::running_loop;
 use crate::waiter::Waiter;
 
 /// The outcome's name, as a Python string made once per name and then shared.
@@ -187,8 +187,16 @@ impl Semaphore {
         Self::acquire_n(slf, 1, None)
     }
 
-    #[pyo3(signature = (*_exc_info))]
-    fn __aexit__(&self, py: Python<'_>, _exc_info: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    // Three optional positionals, not `*args`: no tuple is built per call.
+    #[pyo3(signature = (exc_type=None, exc=None, tb=None))]
+    fn __aexit__(
+        &self,
+        py: Python<'_>,
+        exc_type: Option<&Bound<'_, PyAny>>,
+        exc: Option<&Bound<'_, PyAny>>,
+        tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let _ = (exc_type, exc, tb);
         self.release_n(py, 1)?;
         ready(py)
     }

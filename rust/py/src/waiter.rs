@@ -20,8 +20,9 @@
 //! or whose coroutine is thrown into or closed before it saw them, are released (passed to
 //! the next waiter), and so are permits of a granted waiter that is dropped unseen.
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::{self, ThreadId};
 
 use admission_core::semaphore::{Enqueued, Outcome, SemaphoreError, Ticket as CoreTicket};
 use pyo3::exceptions::{PyBaseException, PyRuntimeError, PyStopIteration};
@@ -29,9 +30,10 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
-use crate::batch::{self, Callback};
+use crate::batch::{self, Callback, Callbacks};
 use crate::deadlines::Deadlines;
 use crate::errors;
+use crate::gilcell::GilCell;
 use crate::semaphore::{wake_all, Semaphore};
 
 /// How a waiter's wait ended.
@@ -53,25 +55,70 @@ enum Phase {
     Settled(End),
 }
 
-/// A queued asyncio acquisition of semaphore permits (see the module documentation).
-#[pyclass(module = "admission._native")]
-pub struct Waiter {
-    semaphore: Py<Semaphore>,
-    n: u64,
-    /// Seconds; `None` (or infinite) waits as long as it takes.
-    timeout: Option<f64>,
-    event_loop: Py<PyAny>,
-    thread: ThreadId,
+/// What changes during a waiter's life (guarded by the GIL: see `GilCell`).
+struct State {
     phase: Phase,
     /// `_asyncio_future_blocking`: `None` until yielded to a task, so that before it is
     /// awaited `asyncio.isfuture` says no and `ensure_future` wraps it like any awaitable.
     blocking: Option<bool>,
     /// The awaiting coroutine has seen the end (or gave up): nothing more to hand over.
     consumed: bool,
-    callbacks: Vec<Callback>,
+    callbacks: Callbacks,
+}
+
+/// A queued asyncio acquisition of semaphore permits (see the module documentation).
+#[pyclass(frozen, module = "admission._native")]
+pub struct Waiter {
+    semaphore: Py<Semaphore>,
+    n: u64,
+    /// Seconds; `None` (or infinite) waits as long as it takes.
+    timeout: Option<f64>,
+    /// The loop it waits on, as the struct member `_loop`: with no `get_loop` method, that is
+    /// where asyncio's Task looks, reading it without a call or a bound-method object.
+    #[pyo3(get, name = "_loop")]
+    event_loop: Py<PyAny>,
+    /// The loop's thread (`this_thread()` when made).
+    thread: u64,
+    state: GilCell<State>,
 }
 
 static COPY_CONTEXT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Spare tickets kept per thread: at most this many (a few tens of kilobytes).
+const MAX_SPARE_TICKETS: usize = 1024;
+
+thread_local! {
+    /// Tickets of finished waits, made into the tickets of the next waits on this thread.
+    /// Without them each wait allocated one on the Rust heap, and glibc's malloc later
+    /// consolidated the thousand freed blocks of a burst in one costly sweep.
+    static SPARE_TICKETS: RefCell<Vec<Arc<CoreTicket>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// This thread's number: unique for the process's life, and cheaper than
+/// `thread::current().id()` (which clones the thread handle).
+fn this_thread() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static ID: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    ID.with(|id| *id)
+}
+
+/// Keeps a finished wait's ticket for reuse, if nothing else references it.
+fn recycle(ticket: Arc<CoreTicket>) {
+    if Arc::strong_count(&ticket) == 1 {
+        SPARE_TICKETS.with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < MAX_SPARE_TICKETS {
+                spare.push(ticket);
+            }
+        });
+    }
+}
+
+fn spare_ticket() -> Option<Arc<CoreTicket>> {
+    SPARE_TICKETS.with(|spare| spare.borrow_mut().pop())
+}
 
 impl Waiter {
     /// The waiting acquisition of `n` permits of `semaphore`, on `event_loop` (running in
@@ -87,11 +134,13 @@ impl Waiter {
             n,
             timeout,
             event_loop: event_loop.unbind(),
-            thread: thread::current().id(),
-            phase: Phase::Idle,
-            blocking: None,
-            consumed: false,
-            callbacks: Vec::new(),
+            thread: this_thread(),
+            state: GilCell::new(State {
+                phase: Phase::Idle,
+                blocking: None,
+                consumed: false,
+                callbacks: Callbacks::default(),
+            }),
         };
         Ok(Py::new(semaphore.py(), waiter)?.into_any())
     }
@@ -99,30 +148,28 @@ impl Waiter {
     /// Called by the semaphore when a release, close or resize settled the ticket.
     pub(crate) fn wake(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let end = {
-            let this = slf.borrow();
-            if thread::current().id() != this.thread {
-                // Released from another thread: continue on the loop's thread. A closed
-                // loop has no tasks left to wake.
-                let event_loop = this.event_loop.clone_ref(py);
-                drop(this);
-                return match event_loop
-                    .bind(py)
-                    .call_method1(intern!(py, "call_soon_threadsafe"), (slf,))
-                {
-                    Err(e) if e.is_instance_of::<PyRuntimeError>(py) => Ok(()),
-                    other => other.map(drop),
-                };
-            }
-            let Phase::Queued(ticket) = &this.phase else {
-                return Ok(()); // settled already (cancelled or timed out first)
+        let this = slf.get();
+        if this_thread() != this.thread {
+            // Released from another thread: continue on the loop's thread. A closed loop has
+            // no tasks left to wake.
+            return match this
+                .event_loop
+                .bind(py)
+                .call_method1(intern!(py, "call_soon_threadsafe"), (slf,))
+            {
+                Err(e) if e.is_instance_of::<PyRuntimeError>(py) => Ok(()),
+                other => other.map(drop),
             };
-            match ticket.outcome() {
-                Outcome::Granted => End::Granted,
-                Outcome::Closed => End::Closed,
-                Outcome::TooLarge => End::TooLarge,
-                Outcome::Waiting | Outcome::Cancelled => return Ok(()),
-            }
+        }
+        let outcome = this.state.with(py, |s| match &s.phase {
+            Phase::Queued(ticket) => Some(ticket.outcome()),
+            Phase::Idle | Phase::Settled(_) => None, // settled already (cancelled, timed out)
+        });
+        let end = match outcome {
+            Some(Outcome::Granted) => End::Granted,
+            Some(Outcome::Closed) => End::Closed,
+            Some(Outcome::TooLarge) => End::TooLarge,
+            Some(Outcome::Waiting | Outcome::Cancelled) | None => return Ok(()),
         };
         Self::settle(slf, end)
     }
@@ -131,29 +178,38 @@ impl Waiter {
     /// semaphore's queue: dropped from there once it reaches the head.)
     fn settle(slf: &Bound<'_, Self>, end: End) -> PyResult<()> {
         let py = slf.py();
-        let (callbacks, event_loop) = {
-            let mut this = slf.borrow_mut();
-            this.phase = Phase::Settled(end);
-            (
-                std::mem::take(&mut this.callbacks),
-                this.event_loop.clone_ref(py),
-            )
-        };
-        batch::schedule(py, event_loop.bind(py), slf.as_any(), callbacks)
+        let this = slf.get();
+        let (previous, callbacks) = this.state.with(py, |s| {
+            let previous = std::mem::replace(&mut s.phase, Phase::Settled(end));
+            (previous, std::mem::take(&mut s.callbacks))
+        });
+        if let Phase::Queued(ticket) = previous {
+            recycle(ticket);
+        }
+        batch::schedule(py, this.event_loop.bind(py), slf.as_any(), callbacks)
     }
 
-    /// Still in the semaphore's queue.
-    pub(crate) fn is_queued(&self) -> bool {
-        matches!(self.phase, Phase::Queued(_))
+    /// Still in the semaphore's queue (or being settled right now).
+    pub(crate) fn is_queued(&self, py: Python<'_>) -> bool {
+        self.state
+            .try_with(py, |s| matches!(s.phase, Phase::Queued(_)))
+            .unwrap_or(true)
+    }
+
+    /// The queued ticket, if it is queued.
+    fn ticket(&self, py: Python<'_>) -> Option<Arc<CoreTicket>> {
+        self.state.with(py, |s| match &s.phase {
+            Phase::Queued(ticket) => Some(Arc::clone(ticket)),
+            Phase::Idle | Phase::Settled(_) => None,
+        })
     }
 
     /// The deadline came: leave the queue, unless the permits were granted first.
     pub(crate) fn expire(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let ticket = match &slf.borrow().phase {
-            Phase::Queued(ticket) => Arc::clone(ticket),
-            Phase::Idle | Phase::Settled(_) => return Ok(()),
+        let Some(ticket) = slf.get().ticket(slf.py()) else {
+            return Ok(());
         };
-        let (outcome, wakers) = Self::withdraw(slf, &ticket, true);
+        let (outcome, wakers) = slf.get().withdraw(&ticket, true);
         let end = match outcome {
             Outcome::Granted => End::Granted, // granted as the timeout expired: keep it
             Outcome::Closed => End::Closed,
@@ -161,132 +217,149 @@ impl Waiter {
             Outcome::Cancelled | Outcome::Waiting => End::TimedOut,
         };
         Self::settle(slf, end)?;
+        recycle(ticket);
         wake_all(slf.py(), wakers)
     }
 
     /// Withdraws the queued `ticket`. Returns its final outcome (`Granted`: the permits were
     /// handed over first and are held) and the wakers of the waiters its leaving let in:
     /// wake them after settling this waiter, so that it is scheduled first.
-    fn withdraw(
-        slf: &Bound<'_, Self>,
-        ticket: &Arc<CoreTicket>,
-        timed_out: bool,
-    ) -> (Outcome, Vec<Py<PyAny>>) {
-        slf.borrow().semaphore.get().core.cancel(ticket, timed_out)
+    fn withdraw(&self, ticket: &Arc<CoreTicket>, timed_out: bool) -> (Outcome, Vec<Py<PyAny>>) {
+        self.semaphore.get().core.cancel(ticket, timed_out)
     }
 
     /// Gives the waiter's permits back (to the next waiter, if any).
-    fn release(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let (semaphore, n) = {
-            let this = slf.borrow();
-            (this.semaphore.clone_ref(py), this.n)
-        };
-        semaphore.get().release_n(py, n)
+    fn release(&self, py: Python<'_>) -> PyResult<()> {
+        self.semaphore.get().release_n(py, self.n)
     }
 
     /// The awaiting coroutine will not see the end: withdraw, or pass granted permits on.
     fn abandon(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let mut this = slf.borrow_mut();
-        if this.consumed {
-            return Ok(());
-        }
-        this.consumed = true;
-        this.callbacks.clear();
-        let previous = std::mem::replace(&mut this.phase, Phase::Settled(End::Cancelled(None)));
-        drop(this);
+        let this = slf.get();
+        let previous = this.state.with(py, |s| {
+            if s.consumed {
+                return None;
+            }
+            s.consumed = true;
+            s.callbacks.clear();
+            Some(std::mem::replace(
+                &mut s.phase,
+                Phase::Settled(End::Cancelled(None)),
+            ))
+        });
         match previous {
-            Phase::Queued(ticket) => {
-                let (outcome, wakers) = Self::withdraw(slf, &ticket, false);
+            Some(Phase::Queued(ticket)) => {
+                let (outcome, wakers) = this.withdraw(&ticket, false);
+                recycle(ticket);
                 wake_all(py, wakers)?;
                 if outcome == Outcome::Granted {
-                    Self::release(slf)?;
+                    this.release(py)?;
                 }
             }
-            Phase::Settled(End::Granted) => Self::release(slf)?,
-            Phase::Idle | Phase::Settled(_) => {}
+            Some(Phase::Settled(End::Granted)) => this.release(py)?,
+            Some(Phase::Idle | Phase::Settled(_)) | None => {}
         }
         Ok(())
     }
 
     /// The end as the awaiting coroutine sees it: `Ok` (permits held) or the exception.
     fn outcome(&self, py: Python<'_>) -> PyResult<()> {
-        match &self.phase {
-            Phase::Settled(End::Granted) => Ok(()),
-            Phase::Settled(End::Closed) => Err(errors::closed_while_waiting(py)),
-            Phase::Settled(End::TooLarge) => Err(errors::semaphore(
+        let end = self.state.with(py, |s| match &s.phase {
+            Phase::Settled(End::Granted) => Ok(None),
+            Phase::Settled(End::Closed) => Ok(Some(Failure::Closed)),
+            Phase::Settled(End::TooLarge) => Ok(Some(Failure::TooLarge)),
+            Phase::Settled(End::TimedOut) => Ok(Some(Failure::TimedOut)),
+            Phase::Settled(End::Cancelled(msg)) => Ok(Some(Failure::Cancelled(
+                msg.as_ref().map(|m| m.clone_ref(py)),
+            ))),
+            Phase::Idle | Phase::Queued(_) => Err(()),
+        });
+        match end {
+            Ok(None) => Ok(()),
+            Ok(Some(failure)) => Err(self.error(py, failure)),
+            Err(()) => Err(errors::invalid_state(py, "Result is not set.")),
+        }
+    }
+
+    /// The exception for a wait that ended without the permits.
+    fn error(&self, py: Python<'_>, failure: Failure) -> PyErr {
+        match failure {
+            Failure::Closed => errors::closed_while_waiting(py),
+            Failure::TooLarge => errors::semaphore(
                 py,
                 SemaphoreError::Capacity {
                     n: self.n,
                     limit: self.semaphore.get().core.limit(),
                 },
-            )),
-            Phase::Settled(End::TimedOut) => {
-                Err(errors::acquire_timeout(py, self.timeout.unwrap_or(0.0)))
-            }
-            Phase::Settled(End::Cancelled(msg)) => Err(errors::cancelled(py, msg.as_ref())),
-            Phase::Idle | Phase::Queued(_) => Err(errors::invalid_state(py, "Result is not set.")),
+            ),
+            Failure::TimedOut => errors::acquire_timeout(py, self.timeout.unwrap_or(0.0)),
+            Failure::Cancelled(msg) => errors::cancelled(py, msg.as_ref()),
         }
     }
 
     /// Registers the deadline `timeout` seconds from now with the semaphore's shared timer.
-    fn time_out_after(
-        slf: &Bound<'_, Self>,
-        semaphore: &Py<Semaphore>,
-        event_loop: &Bound<'_, PyAny>,
-        timeout: f64,
-    ) -> PyResult<()> {
+    fn time_out_after(slf: &Bound<'_, Self>, timeout: f64) -> PyResult<()> {
         let py = slf.py();
+        let this = slf.get();
+        let event_loop = this.event_loop.bind(py);
         let now: f64 = event_loop.call_method0(intern!(py, "time"))?.extract()?;
-        let deadlines = semaphore.get().deadlines(event_loop)?;
+        let deadlines = this.semaphore.get().deadlines(event_loop)?;
         Deadlines::add(&deadlines, now + timeout, slf)
     }
 
     /// One step of the awaiting coroutine: `Some(self)` to wait, `None` when admitted.
     fn step(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
         let py = slf.py();
-        let mut this = slf.borrow_mut();
-        if this.consumed {
-            return Err(PyRuntimeError::new_err(
-                "cannot reuse an already awaited acquisition",
-            ));
-        }
-        match &this.phase {
-            Phase::Idle => {}
-            Phase::Queued(_) => {
-                // Resumed without being settled: wait on.
-                this.blocking = Some(true);
-                return Ok(Some(slf.clone().into_any().unbind()));
+        let this = slf.get();
+        let next = this.state.with(py, |s| {
+            if s.consumed {
+                return Step::Reused;
             }
-            Phase::Settled(_) => {
-                this.consumed = true;
-                return this.outcome(py).map(|()| None);
+            match &s.phase {
+                Phase::Idle => Step::Enqueue,
+                Phase::Queued(_) => {
+                    // Resumed without being settled: wait on.
+                    s.blocking = Some(true);
+                    Step::Wait
+                }
+                Phase::Settled(_) => {
+                    s.consumed = true;
+                    Step::Done
+                }
             }
+        });
+        match next {
+            Step::Reused => {
+                return Err(PyRuntimeError::new_err(
+                    "cannot reuse an already awaited acquisition",
+                ))
+            }
+            Step::Wait => return Ok(Some(slf.clone().into_any().unbind())),
+            Step::Done => return this.outcome(py).map(|()| None),
+            Step::Enqueue => {}
         }
-        let enqueued = this
-            .semaphore
-            .get()
-            .core
-            .enqueue(this.n, slf.clone().into_any().unbind());
+        let enqueued = this.semaphore.get().core.enqueue_reusing(
+            this.n,
+            slf.clone().into_any().unbind(),
+            spare_ticket(),
+        );
         match enqueued {
             Ok(Enqueued::Acquired) => {
                 // Permits were freed between the call and the first step.
-                this.phase = Phase::Settled(End::Granted);
-                this.consumed = true;
+                this.state.with(py, |s| {
+                    s.phase = Phase::Settled(End::Granted);
+                    s.consumed = true;
+                });
                 Ok(None)
             }
             Ok(Enqueued::Queued(ticket)) => {
-                this.phase = Phase::Queued(ticket);
-                this.blocking = Some(true);
-                let timeout = this.timeout.filter(|t| t.is_finite());
-                let semaphore = this.semaphore.clone_ref(py);
-                let event_loop = this.event_loop.clone_ref(py);
-                drop(this);
-                if let Some(timeout) = timeout {
-                    if let Err(e) =
-                        Self::time_out_after(slf, &semaphore, event_loop.bind(py), timeout)
-                    {
+                this.state.with(py, |s| {
+                    s.phase = Phase::Queued(ticket);
+                    s.blocking = Some(true);
+                });
+                if let Some(timeout) = this.timeout.filter(|t| t.is_finite()) {
+                    if let Err(e) = Self::time_out_after(slf, timeout) {
                         Self::abandon(slf)?;
                         return Err(e);
                     }
@@ -294,11 +367,27 @@ impl Waiter {
                 Ok(Some(slf.clone().into_any().unbind()))
             }
             Err(e) => {
-                this.consumed = true;
+                this.state.with(py, |s| s.consumed = true);
                 Err(errors::semaphore(py, e))
             }
         }
     }
+}
+
+/// What `step` does next, decided under the state's guard.
+enum Step {
+    Reused,
+    Enqueue,
+    Wait,
+    Done,
+}
+
+/// A wait that ended without the permits (the exception is built outside the state's guard).
+enum Failure {
+    Closed,
+    TooLarge,
+    TimedOut,
+    Cancelled(Option<Py<PyAny>>),
 }
 
 #[pymethods]
@@ -348,19 +437,16 @@ impl Waiter {
     }
 
     // --- the future protocol, as asyncio's Task uses it -------------------------------
+    // (The loop is the `_loop` member; see the struct.)
 
     #[getter(_asyncio_future_blocking)]
-    fn get_blocking(&self) -> Option<bool> {
-        self.blocking
+    fn get_blocking(&self, py: Python<'_>) -> Option<bool> {
+        self.state.with(py, |s| s.blocking)
     }
 
     #[setter(_asyncio_future_blocking)]
-    fn set_blocking(&mut self, value: bool) {
-        self.blocking = Some(value);
-    }
-
-    fn get_loop(&self, py: Python<'_>) -> Py<PyAny> {
-        self.event_loop.clone_ref(py)
+    fn set_blocking(&self, py: Python<'_>, value: bool) {
+        self.state.with(py, |s| s.blocking = Some(value));
     }
 
     #[pyo3(signature = (func, *, context=None))]
@@ -377,31 +463,50 @@ impl Waiter {
                 .call0()?
                 .unbind(),
         };
+        let this = slf.get();
         let callback = Callback { func, context };
-        let mut this = slf.borrow_mut();
-        if !matches!(this.phase, Phase::Settled(_)) {
-            this.callbacks.push(callback);
-            return Ok(());
+        let callback = this.state.with(py, |s| {
+            if matches!(s.phase, Phase::Settled(_)) {
+                return Some(callback);
+            }
+            s.callbacks.push(callback);
+            None
+        });
+        match callback {
+            None => Ok(()),
+            Some(callback) => batch::schedule(
+                py,
+                this.event_loop.bind(py),
+                slf.as_any(),
+                Callbacks::one(callback),
+            ),
         }
-        let event_loop = this.event_loop.clone_ref(py);
-        drop(this);
-        batch::schedule(py, event_loop.bind(py), slf.as_any(), vec![callback])
     }
 
     /// Removes every registration of `func`; returns how many there were.
-    fn remove_done_callback(&mut self, py: Python<'_>, func: &Bound<'_, PyAny>) -> PyResult<usize> {
-        let before = self.callbacks.len();
+    fn remove_done_callback(&self, py: Python<'_>, func: &Bound<'_, PyAny>) -> PyResult<usize> {
+        // Compared outside the guard (`==` may run Python code); callbacks added meanwhile
+        // are kept after the survivors.
+        let mut callbacks = self.state.with(py, |s| std::mem::take(&mut s.callbacks));
+        let before = callbacks.len();
         let mut error = None;
-        self.callbacks.retain(|cb| match cb.func.bind(py).eq(func) {
+        callbacks.retain(|cb| match cb.func.bind(py).eq(func) {
             Ok(equal) => !equal,
             Err(e) => {
                 error.get_or_insert(e);
                 true
             }
         });
+        let removed = before - callbacks.len();
+        self.state.with(py, |s| {
+            let added = std::mem::replace(&mut s.callbacks, callbacks);
+            for cb in added {
+                s.callbacks.push(cb);
+            }
+        });
         match error {
             Some(e) => Err(e),
-            None => Ok(before - self.callbacks.len()),
+            None => Ok(removed),
         }
     }
 
@@ -409,30 +514,38 @@ impl Waiter {
     /// are passed on) and the waiting task gets `CancelledError`. False once settled.
     #[pyo3(signature = (msg=None))]
     fn cancel(slf: &Bound<'_, Self>, msg: Option<Py<PyAny>>) -> PyResult<bool> {
-        let ticket = match &slf.borrow().phase {
-            Phase::Settled(_) => return Ok(false),
-            Phase::Idle => None,
-            Phase::Queued(ticket) => Some(Arc::clone(ticket)),
+        let py = slf.py();
+        let this = slf.get();
+        let phase = this.state.with(py, |s| match &s.phase {
+            Phase::Settled(_) => None,
+            Phase::Idle => Some(None),
+            Phase::Queued(ticket) => Some(Some(Arc::clone(ticket))),
+        });
+        let Some(ticket) = phase else {
+            return Ok(false);
         };
         let Some(ticket) = ticket else {
             Self::settle(slf, End::Cancelled(msg))?;
             return Ok(true);
         };
-        let (outcome, wakers) = Self::withdraw(slf, &ticket, false);
+        let (outcome, wakers) = this.withdraw(&ticket, false);
         Self::settle(slf, End::Cancelled(msg))?;
-        wake_all(slf.py(), wakers)?;
+        recycle(ticket);
+        wake_all(py, wakers)?;
         if outcome == Outcome::Granted {
-            Self::release(slf)?; // handed over as it was cancelled: pass it on
+            this.release(py)?; // handed over as it was cancelled: pass it on
         }
         Ok(true)
     }
 
-    fn cancelled(&self) -> bool {
-        matches!(self.phase, Phase::Settled(End::Cancelled(_)))
+    fn cancelled(&self, py: Python<'_>) -> bool {
+        self.state
+            .with(py, |s| matches!(s.phase, Phase::Settled(End::Cancelled(_))))
     }
 
-    fn done(&self) -> bool {
-        matches!(self.phase, Phase::Settled(_))
+    fn done(&self, py: Python<'_>) -> bool {
+        self.state
+            .with(py, |s| matches!(s.phase, Phase::Settled(_)))
     }
 
     fn result(&self, py: Python<'_>) -> PyResult<()> {
@@ -440,13 +553,20 @@ impl Waiter {
     }
 
     fn exception(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        match &self.phase {
-            Phase::Idle | Phase::Queued(_) => {
-                Err(errors::invalid_state(py, "Exception is not set."))
+        let (settled, cancelled) = self.state.with(py, |s| match &s.phase {
+            Phase::Idle | Phase::Queued(_) => (false, None),
+            Phase::Settled(End::Cancelled(msg)) => {
+                (true, Some(msg.as_ref().map(|m| m.clone_ref(py))))
             }
-            Phase::Settled(End::Cancelled(msg)) => Err(errors::cancelled(py, msg.as_ref())),
-            Phase::Settled(_) => Ok(self.outcome(py).err().map(|e| e.into_value(py).into_any())),
+            Phase::Settled(_) => (true, None),
+        });
+        if !settled {
+            return Err(errors::invalid_state(py, "Exception is not set."));
         }
+        if let Some(msg) = cancelled {
+            return Err(errors::cancelled(py, msg.as_ref()));
+        }
+        Ok(self.outcome(py).err().map(|e| e.into_value(py).into_any()))
     }
 
     /// The waker: the semaphore calls it when it settled the ticket (any thread).
@@ -454,8 +574,8 @@ impl Waiter {
         Self::wake(slf)
     }
 
-    fn __repr__(&self) -> String {
-        let state = match &self.phase {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let state = self.state.with(py, |s| match &s.phase {
             Phase::Idle => "not awaited",
             Phase::Queued(_) => "waiting",
             Phase::Settled(End::Granted) => "granted",
@@ -463,25 +583,31 @@ impl Waiter {
             Phase::Settled(End::TooLarge) => "too large",
             Phase::Settled(End::TimedOut) => "timed out",
             Phase::Settled(End::Cancelled(_)) => "cancelled",
-        };
+        });
         format!("<admission semaphore waiter n={} {state}>", self.n)
     }
 
     fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
         visit.call(&self.semaphore)?;
         visit.call(&self.event_loop)?;
-        for cb in &self.callbacks {
+        // SAFETY: the collector calls this with the GIL held and runs no Python code while
+        // traversing.
+        let Some(state) = (unsafe { self.state.peek_for_gc() }) else {
+            return Ok(());
+        };
+        for cb in state.callbacks.iter() {
             visit.call(&cb.func)?;
             visit.call(&cb.context)?;
         }
-        if let Phase::Settled(End::Cancelled(Some(msg))) = &self.phase {
+        if let Phase::Settled(End::Cancelled(Some(msg))) = &state.phase {
             visit.call(msg)?;
         }
         Ok(())
     }
 
-    fn __clear__(&mut self) {
-        self.callbacks.clear();
+    fn __clear__(&self, py: Python<'_>) {
+        let callbacks = self.state.with(py, |s| std::mem::take(&mut s.callbacks));
+        drop(callbacks); // outside the guard: dropping may run finalizers
     }
 }
 
@@ -489,7 +615,8 @@ impl Drop for Waiter {
     fn drop(&mut self) {
         // Granted, but the coroutine never resumed to see it (its task was destroyed, or
         // its loop closed first): the permits go back rather than leak.
-        if !self.consumed && matches!(self.phase, Phase::Settled(End::Granted)) {
+        let state = self.state.get_mut();
+        if !state.consumed && matches!(state.phase, Phase::Settled(End::Granted)) {
             Python::attach(|py| {
                 let _ = self.semaphore.get().release_n(py, self.n);
             });
