@@ -1,0 +1,102 @@
+"""Instructions per task for 1,000 tasks through a limit of 10, counted by callgrind.
+
+The machines are shared and their timings noisy; instruction counts are not. This runs the
+same workload as the "1,000 tasks through a limit of 10, sleep(0) body" benchmark under
+``valgrind --tool=callgrind`` twice per implementation (few and more rounds) and reports the
+difference per task, so start-up and import costs cancel out. Instructions are not time
+(cache misses, system calls and locked instructions cost more than they count), so this is
+a noise-free companion to the timed benchmark, not a replacement.
+
+Usage: .venv/bin/python benches/contended_instructions.py [ROUNDS_FEW ROUNDS_MORE]
+Needs valgrind. Takes about two minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+TASKS = 1000
+LIMIT = 10
+IMPLEMENTATIONS = ("none", "admission", "asyncio")
+
+
+def workload(which: str, rounds: int) -> None:
+    import admission as adm
+
+    loop = asyncio.new_event_loop()
+
+    async def make() -> object:
+        if which == "admission":
+            return adm.Semaphore(LIMIT)
+        if which == "asyncio":
+            return asyncio.Semaphore(LIMIT)
+        return None
+
+    limiter = loop.run_until_complete(make())
+
+    async def task() -> None:
+        if limiter is None:
+            await asyncio.sleep(0)
+            return
+        async with limiter:  # type: ignore[attr-defined]
+            await asyncio.sleep(0)
+
+    async def one_round() -> None:
+        await asyncio.gather(*(task() for _ in range(TASKS)))
+
+    for _ in range(rounds):
+        loop.run_until_complete(one_round())
+    loop.close()
+
+
+def count(which: str, rounds: int) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        run = subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}",
+                sys.executable,
+                __file__,
+                "--workload",
+                which,
+                str(rounds),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    found = re.search(r"Collected : (\d+)", run.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count in valgrind's output:\n{run.stderr}")
+    return int(found.group(1))
+
+
+def main() -> None:
+    few, more = (int(a) for a in sys.argv[1:3]) if len(sys.argv) >= 3 else (10, 30)
+    per_task = {
+        which: (count(which, more) - count(which, few)) / ((more - few) * TASKS)
+        for which in IMPLEMENTATIONS
+    }
+    base = per_task["none"]
+    print(f"instructions per task, {TASKS} tasks through a limit of {LIMIT}, sleep(0) body")
+    print(f"(callgrind, rounds {few} and {more}; the difference per task)\n")
+    print("| implementation | instructions per task | over no limit |")
+    print("| --- | ---: | ---: |")
+    for which, n in per_task.items():
+        print(f"| {which} | {n:,.0f} | {n - base:,.0f} |")
+    ours, theirs = per_task["admission"] - base, per_task["asyncio"] - base
+    print(f"\nadmission's overhead / asyncio.Semaphore's: {ours / theirs:.2f}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--workload":
+        workload(sys.argv[2], int(sys.argv[3]))
+    else:
+        main()
