@@ -75,7 +75,8 @@ def test_nested_loop_in_a_worker_thread_is_its_own() -> None:
         outer.run_until_complete(main())
     finally:
         outer.close()
-    assert results["outer"] is outer and results["outer again"] is outer
+    assert results["outer"] is outer
+    assert results["outer again"] is outer
     assert isinstance(results["worker"], asyncio.AbstractEventLoop)
     assert results["worker"] is not outer
 
@@ -99,7 +100,7 @@ def test_no_loop_after_the_loop_stopped() -> None:
 def test_a_forked_child_does_not_see_the_parents_loop() -> None:
     read_end, write_end = os.pipe()
 
-    async def parent() -> None:
+    async def parent() -> int:
         s = adm.Semaphore(1)
         await wait_once(s)  # the cache now holds this loop
         pid = os.fork()
@@ -116,9 +117,9 @@ def test_a_forked_child_does_not_see_the_parents_loop() -> None:
             finally:
                 os.write(write_end, bytes([code]))
                 os._exit(0)
-        os.waitpid(pid, 0)
+        return pid
 
-    asyncio.run(parent())
+    os.waitpid(asyncio.run(parent()), 0)
     assert os.read(read_end, 1) == b"\x00"
     os.close(read_end)
     os.close(write_end)
