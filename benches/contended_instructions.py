@@ -20,35 +20,25 @@ import sys
 import tempfile
 from pathlib import Path
 
-TASKS = 1000
+import admission as adm
+
+# The timed benchmark's own round (bench_async.py is next to this file, on sys.path).
+from bench_async import TASKS, _make_in_loop, _tasks_round
+
 LIMIT = 10
+
 IMPLEMENTATIONS = ("none", "admission", "asyncio")
 
 
 def workload(which: str, rounds: int) -> None:
-    import admission as adm
-
+    makers = {
+        "none": lambda: None,
+        "admission": lambda: adm.Semaphore(LIMIT),
+        "asyncio": lambda: asyncio.Semaphore(LIMIT),
+    }
     loop = asyncio.new_event_loop()
-
-    async def make() -> object:
-        if which == "admission":
-            return adm.Semaphore(LIMIT)
-        if which == "asyncio":
-            return asyncio.Semaphore(LIMIT)
-        return None
-
-    limiter = loop.run_until_complete(make())
-
-    async def task() -> None:
-        if limiter is None:
-            await asyncio.sleep(0)
-            return
-        async with limiter:  # type: ignore[attr-defined]
-            await asyncio.sleep(0)
-
-    async def one_round() -> None:
-        await asyncio.gather(*(task() for _ in range(TASKS)))
-
+    limiter = loop.run_until_complete(_make_in_loop(makers[which]))
+    one_round = _tasks_round(limiter)
     for _ in range(rounds):
         loop.run_until_complete(one_round())
     loop.close()
