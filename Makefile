@@ -81,7 +81,7 @@ fmt: $(VENV)/.dev-stamp
 	$(VENV)/bin/ruff format python tests benches
 	$(VENV)/bin/ruff check --fix python tests benches
 
-# A release wheel in dist/ (abi3: one wheel for CPython >= 3.10).
+# A release wheel in dist/ for this CPython (one per version: the bindings are not abi3).
 wheel: $(VENV)/.dev-stamp
 	rm -rf dist
 	$(VENV)/bin/maturin build --release --out dist --quiet

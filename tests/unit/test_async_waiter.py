@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import ctypes
 import gc
 import threading
 from typing import Any
@@ -208,6 +209,72 @@ async def test_a_failing_done_callback_is_reported_and_the_others_still_run() ->
     assert waiter.remove_done_callback(boom) == 0  # already called: nothing registered
     waiter.close()  # the test is done with it without seeing the grant: passed back
     assert held(s) == (0, 0)
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_a_done_callback_context_must_be_a_context() -> None:
+    s = full()
+    waiter = s.acquire()
+    next(waiter.__await__())
+    with pytest.raises(TypeError, match=r"contextvars\.Context, not dict"):
+        waiter.add_done_callback(print, context={})  # type: ignore[arg-type]
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="outside")
+    seen: list[str] = []
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, "inside")
+    waiter.add_done_callback(lambda _fut: seen.append(var.get()), context=ctx)
+    waiter.add_done_callback(lambda _fut: seen.append(var.get()))  # the current context
+    s.release()
+    await wait_until(lambda: len(seen) == 2)
+    assert seen == ["inside", "outside"]
+    waiter.close()
+    assert held(s) == (0, 0)
+
+
+def _getattr_by_c_string(obj: object, name: bytes) -> Any:
+    """``PyObject_GetAttrString(obj, name)``: the lookup asyncio's Task makes for ``result``."""
+    get = ctypes.pythonapi.PyObject_GetAttrString
+    get.restype = ctypes.py_object
+    get.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    return get(obj, name)
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_lookups_by_c_string_match_lookups_by_str() -> None:
+    # The Task wakes with PyObject_CallMethod(waiter, "result", NULL); the waiter answers
+    # that C-string lookup with itself, whose call is result(). Everything else is generic.
+    s = full()
+    waiter = s.acquire()
+    next(waiter.__await__())
+    result = _getattr_by_c_string(waiter, b"result")
+    assert result is waiter  # the fast path is in place (no string, no bound method)
+    with pytest.raises(asyncio.InvalidStateError, match="Result is not set"):
+        result()
+    with pytest.raises(asyncio.InvalidStateError, match="Result is not set"):
+        waiter.result()
+    assert _getattr_by_c_string(waiter, b"done")() is False
+    assert _getattr_by_c_string(waiter, b"_loop") is asyncio.get_running_loop()
+    with pytest.raises(AttributeError, match="get_loop"):
+        _getattr_by_c_string(waiter, b"get_loop")
+    assert waiter.result != waiter  # Python's lookups are unchanged: a bound method
+    s.release()
+    assert result() is None
+    assert waiter() is None
+    assert waiter.result() is None
+    waiter.close()  # granted, never seen by a coroutine: passed back
+    assert held(s) == (0, 0)
+
+    # Ended without the permits: the call raises what result() raises.
+    s = full()
+    cancelled = s.acquire()
+    next(cancelled.__await__())
+    assert cancelled.cancel("bye")
+    with pytest.raises(asyncio.CancelledError, match="bye"):
+        _getattr_by_c_string(cancelled, b"result")()
+    assert held(s) == (1, 0)
+    s.release()
 
 
 @pytest.mark.anyio

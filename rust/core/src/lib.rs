@@ -15,6 +15,7 @@ pub mod retired;
 pub mod semaphore;
 pub mod stats;
 mod sync;
+pub mod wakers;
 pub mod window;
 
 pub use error::{AcquireError, ConfigError};
@@ -23,6 +24,7 @@ pub use histogram::{HistogramSnapshot, WaitHistogram, WAIT_BOUNDS_NS, WAIT_BUCKE
 pub use rate::{RateLimit, Reservation};
 pub use semaphore::{Enqueued, Outcome, Semaphore, SemaphoreError, Ticket, MAX_PERMITS};
 pub use stats::{Counters, CountersSnapshot, Refusal};
+pub use wakers::Wakers;
 pub use window::SlidingWindow;
 
 /// Nanoseconds in one second.

@@ -25,6 +25,7 @@ use crate::histogram::{HistogramSnapshot, WaitHistogram};
 use crate::padded::CachePadded;
 use crate::stats::{Counters, Refusal};
 use crate::sync::{AtomicU64, AtomicU8, Mutex, MutexGuard, Ordering};
+use crate::wakers::Wakers;
 
 const IN_USE_MASK: u64 = (1 << 32) - 1;
 const LIMIT_SHIFT: u32 = 32;
@@ -294,7 +295,7 @@ impl<W> Semaphore<W> {
     ///
     /// Returns the wakers of the waiters that were granted permits; wake each of them.
     #[inline]
-    pub fn release(&self, n: u64) -> Result<Vec<W>, SemaphoreError> {
+    pub fn release(&self, n: u64) -> Result<Wakers<W>, SemaphoreError> {
         let mut w = self.word.load(Ordering::Acquire);
         loop {
             if in_use_of(w) < n {
@@ -310,13 +311,13 @@ impl<W> Semaphore<W> {
                 .word
                 .compare_exchange_weak(w, w - n, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => return Ok(Vec::new()),
+                Ok(_) => return Ok(Wakers::new()),
                 Err(actual) => w = actual,
             }
         }
     }
 
-    fn release_to_queue(&self, n: u64) -> Result<Vec<W>, SemaphoreError> {
+    fn release_to_queue(&self, n: u64) -> Result<Wakers<W>, SemaphoreError> {
         let mut queue = self.lock();
         let mut w = self.word.load(Ordering::Acquire);
         loop {
@@ -411,11 +412,11 @@ impl<W> Semaphore<W> {
     /// this one left the head of the queue. If the outcome is `Granted`, the permits were
     /// handed over before the withdrawal: the caller holds them and must release them (or use
     /// them), otherwise they are lost.
-    pub fn cancel(&self, ticket: &Arc<Ticket>, timed_out: bool) -> (Outcome, Vec<W>) {
+    pub fn cancel(&self, ticket: &Arc<Ticket>, timed_out: bool) -> (Outcome, Wakers<W>) {
         let mut queue = self.lock();
         let outcome = ticket.outcome();
         if outcome != Outcome::Waiting {
-            return (outcome, Vec::new());
+            return (outcome, Wakers::new());
         }
         if let Some(pos) = queue.iter().position(|e| Arc::ptr_eq(&e.ticket, ticket)) {
             queue.remove(pos);
@@ -433,7 +434,7 @@ impl<W> Semaphore<W> {
     /// Changes the limit. Raising it admits queued waiters that now fit; lowering it never
     /// revokes held permits (`in_use` may stay above the new limit until releases bring it
     /// down), and waiters that can no longer ever fit are woken with `TooLarge`.
-    pub fn set_limit(&self, limit: u64) -> Result<Vec<W>, SemaphoreError> {
+    pub fn set_limit(&self, limit: u64) -> Result<Wakers<W>, SemaphoreError> {
         if limit == 0 || limit > MAX_PERMITS {
             return Err(SemaphoreError::BadLimit { limit });
         }
@@ -449,7 +450,7 @@ impl<W> Semaphore<W> {
                 Err(actual) => w = actual,
             }
         }
-        let mut woken = Vec::new();
+        let mut woken = Wakers::new();
         let mut i = 0;
         while i < queue.len() {
             if queue[i].ticket.n > limit {
@@ -468,7 +469,7 @@ impl<W> Semaphore<W> {
 
     /// Refuses all new requests and wakes every waiter with `Closed`. Held permits stay valid
     /// and can still be released.
-    pub fn close(&self) -> Vec<W> {
+    pub fn close(&self) -> Wakers<W> {
         let mut queue = self.lock();
         self.word.fetch_or(CLOSED, Ordering::AcqRel);
         let woken = queue
@@ -493,7 +494,7 @@ impl<W> Semaphore<W> {
 
     /// Removes every waiter without waking it (their tickets read `Cancelled`); for tearing
     /// down an object that is being garbage collected. Returns the wakers to drop.
-    pub fn abandon_waiters(&self) -> Vec<W> {
+    pub fn abandon_waiters(&self) -> Wakers<W> {
         let mut queue = self.lock();
         let wakers = queue
             .drain(..)
@@ -508,8 +509,8 @@ impl<W> Semaphore<W> {
     }
 
     /// Hands free permits to the head of the queue while it fits. Called with the lock held.
-    fn grant(&self, queue: &mut VecDeque<Entry<W>>) -> Vec<W> {
-        let mut woken = Vec::new();
+    fn grant(&self, queue: &mut VecDeque<Entry<W>>) -> Wakers<W> {
+        let mut woken = Wakers::new();
         let mut now = None;
         while let Some(head) = queue.front() {
             let n = head.ticket.n;
@@ -611,7 +612,7 @@ mod tests {
         let _small = queued(s.enqueue(1, "small").unwrap());
         let (outcome, woken) = s.cancel(&big, true);
         assert_eq!(outcome, Outcome::Cancelled);
-        assert_eq!(woken, vec!["small"]);
+        assert_eq!(Vec::from(woken), vec!["small"]);
         assert_eq!(s.in_use(), 2);
         assert_eq!(s.counters().snapshot().timed_out, 1);
     }

@@ -332,7 +332,7 @@ fn semaphore_cancelled_head_passes_the_permit_on() {
             }
             (outcome, woken)
         });
-        let mut woken = a.join().unwrap();
+        let mut woken = Vec::from(a.join().unwrap());
         let (outcome, by_b) = b.join().unwrap();
         woken.extend(by_b);
         woken.sort_unstable();

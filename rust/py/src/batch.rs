@@ -18,6 +18,7 @@
 use std::cell::RefCell;
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyWeakrefMethods, PyWeakrefReference};
@@ -171,11 +172,9 @@ impl WakeBatch {
         let event_loop = event_loop.bind(py);
         let mut entries = entries.into_iter();
         while let Some((cb, future)) = entries.next() {
-            let run = cb
-                .context
-                .bind(py)
-                .call_method1(intern!(py, "run"), (&cb.func, &future));
-            let Err(err) = run else { continue };
+            let Err(err) = run_in_context(py, &cb, &future) else {
+                continue;
+            };
             if err.is_instance_of::<PyKeyboardInterrupt>(py)
                 || err.is_instance_of::<PySystemExit>(py)
             {
@@ -215,6 +214,26 @@ impl WakeBatch {
 
     fn __clear__(&mut self) {
         self.entries.clear();
+    }
+}
+
+/// `cb.context.run(cb.func, future)`, without looking up and binding `run`.
+fn run_in_context(py: Python<'_>, cb: &Callback, future: &Py<PyAny>) -> PyResult<()> {
+    let context = cb.context.as_ptr();
+    // SAFETY: we hold the GIL and every pointer is a live object we hold a reference to.
+    // `add_done_callback` only accepts a `contextvars.Context` (`PyContext_Enter` checks it
+    // again). The context is left whatever the call did, as `Context.run` does: entering
+    // succeeded, so it is this thread's current context again once the call has returned.
+    unsafe {
+        if ffi::PyContext_Enter(context) < 0 {
+            return Err(PyErr::fetch(py));
+        }
+        let result = ffi::PyObject_CallOneArg(cb.func.as_ptr(), future.as_ptr());
+        let called = Bound::from_owned_ptr_or_err(py, result).map(drop);
+        if ffi::PyContext_Exit(context) < 0 {
+            return Err(PyErr::fetch(py));
+        }
+        called
     }
 }
 

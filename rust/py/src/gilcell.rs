@@ -2,10 +2,10 @@
 //!
 //! A non-frozen pyclass checks every borrow with atomic read-modify-writes (PyO3 keeps them
 //! atomic for free-threaded builds). A waiting acquisition borrows its waiter about ten times,
-//! so those locked instructions were a measurable part of its cost. This extension module is
-//! built for the stable ABI, which CPython only offers with a GIL, and declares
-//! `gil_used = true`; holding a `Python<'_>` token therefore means holding the GIL, and the
-//! GIL alone serialises every access here. A plain flag catches re-entry (a second `with` on
+//! so those locked instructions were a measurable part of its cost. This extension module
+//! refuses to compile for free-threaded CPython (`lib.rs`), and declares `gil_used = true`;
+//! holding a `Python<'_>` token therefore means holding the GIL, and the GIL alone
+//! serialises every access here. A plain flag catches re-entry (a second `with` on
 //! the same cell while the first is running, in this thread or in another one that got the
 //! GIL while the first released it): it panics (an exception in Python), never aliases.
 
@@ -20,7 +20,7 @@ pub(crate) struct GilCell<T> {
 
 // SAFETY: every access to `value` and `busy` goes through `with` (or `peek`), which need a
 // `Python<'_>` token, i.e. the calling thread holds the GIL (see the module documentation:
-// this module only runs on GIL builds). The GIL is a mutex: accesses from different threads
+// this module only compiles for GIL builds). The GIL is a mutex: accesses from different threads
 // are serialised and ordered by its release/acquire, so there is no data race, and `busy`
 // rules out two `&mut T` at once. `T: Send` because the value may be used from any thread
 // that holds the GIL.

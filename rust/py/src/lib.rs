@@ -3,6 +3,15 @@
 
 use pyo3::prelude::*;
 
+// `GilCell` (the asyncio waiters' state) is guarded by the GIL, and the waiter's `tp_getattr`
+// slot is written through the full `PyTypeObject`: neither exists on these builds.
+#[cfg(Py_GIL_DISABLED)]
+compile_error!("admission's bindings need a GIL: free-threaded CPython builds are not supported");
+#[cfg(Py_LIMITED_API)]
+compile_error!("admission's bindings use the full C API: they cannot be built for abi3");
+#[cfg(any(PyPy, GraalPy))]
+compile_error!("admission's bindings are for CPython");
+
 mod args;
 mod batch;
 mod bucket;
@@ -92,6 +101,7 @@ mod _native {
         m.add("MAX_PERMITS", admission_core::MAX_PERMITS)?;
         let bounds = crate::rate::wait_bounds_s();
         m.add("WAIT_BOUNDS", pyo3::types::PyTuple::new(m.py(), bounds)?)?;
+        crate::waiter::install_getattr_string(m.py());
         crate::running::register_fork_hook(m)
     }
 }

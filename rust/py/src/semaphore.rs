@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use admission_core::semaphore::{
     Enqueued, Outcome, Semaphore as CoreSemaphore, Ticket as CoreTicket,
 };
+use admission_core::Wakers;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
@@ -35,7 +36,7 @@ fn outcome_str(py: Python<'_>, outcome: Outcome) -> Bound<'_, PyString> {
 }
 
 /// Calls every waker; a failing waker does not stop the others. Raises the first failure.
-pub(crate) fn wake_all(py: Python<'_>, wakers: Vec<Py<PyAny>>) -> PyResult<()> {
+pub(crate) fn wake_all(py: Python<'_>, wakers: Wakers<Py<PyAny>>) -> PyResult<()> {
     let mut first_error = None;
     for waker in wakers {
         let waker = waker.into_bound(py);

@@ -21,11 +21,14 @@
 //! the next waiter), and so are permits of a granted waiter that is dropped unseen.
 
 use std::cell::RefCell;
+use std::ffi::{c_char, CStr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use admission_core::semaphore::{Enqueued, Outcome, SemaphoreError, Ticket as CoreTicket};
-use pyo3::exceptions::{PyBaseException, PyRuntimeError, PyStopIteration};
+use admission_core::Wakers;
+use pyo3::exceptions::{PyBaseException, PyRuntimeError, PyStopIteration, PyTypeError};
+use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -152,11 +155,10 @@ impl Waiter {
         if this_thread() != this.thread {
             // Released from another thread: continue on the loop's thread. A closed loop has
             // no tasks left to wake.
-            return match this
-                .event_loop
-                .bind(py)
-                .call_method1(intern!(py, "call_soon_threadsafe"), (slf,))
-            {
+            return match this.event_loop.bind(py).call_method1(
+                intern!(py, "call_soon_threadsafe"),
+                (slf.getattr(intern!(py, "_wake"))?,),
+            ) {
                 Err(e) if e.is_instance_of::<PyRuntimeError>(py) => Ok(()),
                 other => other.map(drop),
             };
@@ -224,7 +226,7 @@ impl Waiter {
     /// Withdraws the queued `ticket`. Returns its final outcome (`Granted`: the permits were
     /// handed over first and are held) and the wakers of the waiters its leaving let in:
     /// wake them after settling this waiter, so that it is scheduled first.
-    fn withdraw(&self, ticket: &Arc<CoreTicket>, timed_out: bool) -> (Outcome, Vec<Py<PyAny>>) {
+    fn withdraw(&self, ticket: &Arc<CoreTicket>, timed_out: bool) -> (Outcome, Wakers<Py<PyAny>>) {
         self.semaphore.get().core.cancel(ticket, timed_out)
     }
 
@@ -457,7 +459,14 @@ impl Waiter {
     ) -> PyResult<()> {
         let py = slf.py();
         let context = match context {
-            Some(c) if !c.is_none(py) => c,
+            // SAFETY: a type check of a live object, with the GIL held.
+            Some(c) if unsafe { ffi::PyContext_CheckExact(c.as_ptr()) } != 0 => c,
+            Some(c) if !c.is_none(py) => {
+                return Err(PyTypeError::new_err(format!(
+                    "context must be a contextvars.Context, not {}",
+                    c.bind(py).get_type().name()?
+                )))
+            }
             _ => COPY_CONTEXT
                 .import(py, "contextvars", "copy_context")?
                 .call0()?
@@ -569,9 +578,16 @@ impl Waiter {
         Ok(self.outcome(py).err().map(|e| e.into_value(py).into_any()))
     }
 
-    /// The waker: the semaphore calls it when it settled the ticket (any thread).
-    fn __call__(slf: &Bound<'_, Self>) -> PyResult<()> {
+    /// Settles the waiter from its ticket's outcome (a wake-up from another thread, run on
+    /// the loop's thread).
+    fn _wake(slf: &Bound<'_, Self>) -> PyResult<()> {
         Self::wake(slf)
+    }
+
+    /// Same as `result()`: what `PyObject_GetAttrString(waiter, "result")` returns (see
+    /// `getattr_string`).
+    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        self.outcome(py)
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
@@ -608,6 +624,48 @@ impl Waiter {
     fn __clear__(&self, py: Python<'_>) {
         let callbacks = self.state.with(py, |s| std::mem::take(&mut s.callbacks));
         drop(callbacks); // outside the guard: dropping may run finalizers
+    }
+}
+
+/// The `tp_getattr` slot: the lookup by C string of `PyObject_GetAttrString`, which asyncio's
+/// Task uses for the one call it makes on every wake-up, `PyObject_CallMethod(fut, "result",
+/// NULL)`. By the generic path that call makes a new `str`, hashes it, misses the type's
+/// attribute cache (it is keyed by the string's address), walks the MRO, binds a method
+/// object and frees both: about a thousand instructions per wait. Here `"result"` is the
+/// waiter itself, whose call is `result()`; every other name goes the generic way.
+/// Lookups by `str` (`getattr`, `waiter.result` in Python) use `tp_getattro` and are unchanged.
+unsafe extern "C" fn getattr_string(
+    obj: *mut ffi::PyObject,
+    name: *mut c_char,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls the slot with the GIL held, a live object of this type and a
+    // NUL-terminated name; the new reference returned is the caller's.
+    unsafe {
+        if CStr::from_ptr(name).to_bytes() == b"result" {
+            ffi::Py_INCREF(obj);
+            return obj;
+        }
+        let name = ffi::PyUnicode_FromString(name);
+        if name.is_null() {
+            return std::ptr::null_mut();
+        }
+        let attr = ffi::PyObject_GenericGetAttr(obj, name);
+        ffi::Py_DECREF(name);
+        attr
+    }
+}
+
+/// Installs `getattr_string` on the `Waiter` type; called once, from the module's init.
+pub(crate) fn install_getattr_string(py: Python<'_>) {
+    let ty = py.get_type::<Waiter>();
+    // SAFETY: the type is a heap type this module just made (PyO3 makes it on first use, here
+    // at init), and no instance exists yet; we hold the GIL, so nothing reads the slot while it
+    // is written. `tp_getattro` stays `PyObject_GenericGetAttr`, so it takes precedence for
+    // every lookup by `str`; `tp_getattr` is only read by lookups by C string. The function has
+    // the slot's signature and cannot unwind.
+    unsafe {
+        (*ty.as_type_ptr()).tp_getattr = Some(getattr_string);
+        ffi::PyType_Modified(ty.as_type_ptr());
     }
 }
 
