@@ -3,9 +3,11 @@
 //! When permits are not free, `acquire()` returns a `Waiter` instead of a coroutine. It is
 //! the awaitable, the queued ticket, the waker and the future the task blocks on, all at
 //! once: an asyncio `Task` accepts any object that follows the future protocol
-//! (`_asyncio_future_blocking`, `get_loop`, `add_done_callback`, `cancel`, `result`), so no
+//! (`_asyncio_future_blocking`, `_loop`, `add_done_callback`, `cancel`, `result`), so no
 //! coroutine frame, `asyncio.Future` or Python-level waker exists per waiter, and the
-//! task's wake-up goes through a shared `WakeBatch` instead of one `Handle` per task.
+//! task's wake-up goes through a shared `WakeBatch` instead of one `Handle` per task. The
+//! Task's C code reads `result` by C string on every wake-up; the type answers that lookup
+//! without making a string or a bound method (`getattr_string`).
 //!
 //! Life of a waiter, all on its loop's thread (wakes from other threads hop there first):
 //! 1. The first `__next__` (the task's first step) queues the request, or is admitted at
@@ -649,7 +651,7 @@ unsafe extern "C" fn getattr_string(
         if name.is_null() {
             return std::ptr::null_mut();
         }
-        let attr = ffi::PyObject_GenericGetAttr(obj, name);
+        let attr = ffi::PyObject_GetAttr(obj, name); // by `tp_getattro`: the generic lookup
         ffi::Py_DECREF(name);
         attr
     }
