@@ -280,3 +280,16 @@ def test_map_applies_the_rate_limiter(virtual_asyncio: Any) -> None:
 
     virtual_asyncio.run(main)
     assert times == [pytest.approx(t) for t in (0.0, 10.0, 20.0, 30.0)]
+
+
+def test_map_outside_asyncio_says_what_to_use_instead() -> None:
+    async def double(x: int) -> int:
+        return 2 * x
+
+    async def main() -> list[int]:
+        return [r async for r in adm.map(double, range(3), limit=2)]
+
+    with pytest.raises(
+        RuntimeError, match=r"asyncio only.*admission\.gather or admission\.TaskPool"
+    ):
+        anyio.run(main, backend="trio")
