@@ -9,7 +9,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 # Tests may not leave a process-wide hypothesis database in the clone.
 export HYPOTHESIS_STORAGE_DIRECTORY := $(abspath $(VENV))/hypothesis
 
-.PHONY: all demo test test-rust test-python loom bench stress lint fmt wheel develop clean services
+.PHONY: all demo test test-rust test-python test-versions loom bench stress lint fmt wheel develop clean services
 
 all: test
 
@@ -60,6 +60,25 @@ services:
 
 test-python: develop services
 	$(VPY) -m pytest -q -m "not stress"
+
+# The unit suite against a wheel built for each of these other CPythons (names on PATH or paths,
+# e.g. PYTHONS="$(pyenv root)/versions/3.1*/bin/python3.1?" from a shell), each in
+# a fresh venv (opt-in: `make test` covers the venv's own CPython). Missing ones are skipped.
+PYTHONS ?= python3.10 python3.12 python3.13 python3.14
+VERSION_TEST_DEPS = "pytest>=8" "hypothesis>=6.100" "anyio>=4.6" "trio>=0.27" "uvloop>=0.21" \
+  "prometheus_client>=0.20" "opentelemetry-sdk>=1.25" "pyyaml>=6"
+
+test-versions: $(VENV)/.dev-stamp
+	@set -e; for py in $(PYTHONS); do \
+	  if ! $$py -c "" 2>/dev/null; then echo "== $$py: not found, skipped"; continue; fi; \
+	  tmp=$$(mktemp -d); echo "== $$py"; \
+	  $(VENV)/bin/maturin build --release -i $$py --out $$tmp/dist --quiet; \
+	  $$py -m venv $$tmp/venv; \
+	  $$tmp/venv/bin/python -m pip install -q $$tmp/dist/*.whl $(VERSION_TEST_DEPS); \
+	  (cd $$tmp && venv/bin/python -m pytest $(CURDIR)/tests/unit -q -p no:cacheprovider \
+	    --rootdir=$(CURDIR) -c $(CURDIR)/pyproject.toml) || { rm -rf $$tmp; exit 1; }; \
+	  rm -rf $$tmp; \
+	done
 
 stress: develop
 	$(VPY) -m pytest tests -q -m stress

@@ -58,6 +58,7 @@ class TaskPool:
         "_running",
         "_spawned",
         "_timeout",
+        "_trio",
         "_workers",
     )
 
@@ -77,6 +78,8 @@ class TaskPool:
         self._spawned = 0
         self._group: Any = None
         self._nursery: Any = None
+        #: Open on trio (a nursery) rather than asyncio (a TaskGroup).
+        self._trio = False
         self._closed = True
 
     @property
@@ -101,7 +104,8 @@ class TaskPool:
     async def __aenter__(self) -> TaskPool:
         if not self._closed:
             raise RuntimeError("this TaskPool is already open")
-        if running_loop() is None:
+        self._trio = running_loop() is None
+        if self._trio:
             import trio
 
             self._nursery = trio.open_nursery()
@@ -136,10 +140,10 @@ class TaskPool:
         self._queue.append(coro)
         if self._workers < self._limit:
             self._workers += 1
-            if isinstance(self._group, asyncio.TaskGroup):
-                self._group.create_task(self._worker())
-            else:
+            if self._trio:
                 self._group.start_soon(self._worker)
+            else:
+                self._group.create_task(self._worker())
 
     async def _worker(self) -> None:
         try:
@@ -162,7 +166,7 @@ class TaskPool:
             raise
         if self._timeout is None:
             await coro
-        elif isinstance(self._group, asyncio.TaskGroup):
+        elif not self._trio:
             async with asyncio.timeout(self._timeout):
                 await coro
         else:

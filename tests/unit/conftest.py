@@ -75,8 +75,12 @@ class VirtualRunner:
         async def main() -> T:
             return await fn()
 
-        with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
-            return runner.run(main())
+        loop = VirtualTimeLoop()  # asyncio.Runner(loop_factory=...) is 3.11+
+        try:
+            return loop.run_until_complete(main())
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
 
     def __repr__(self) -> str:
         return f"VirtualRunner({self.backend!r})"

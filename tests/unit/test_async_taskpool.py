@@ -20,6 +20,35 @@ if sys.version_info < (3, 11):  # pragma: no cover - 3.10 only
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
 
 
+ASYNCIO_NEEDS_311 = "TaskPool on asyncio needs Python 3.11+ (asyncio.TaskGroup)"
+
+
+def _on_asyncio(request: pytest.FixtureRequest) -> bool:
+    params = getattr(request.node, "callspec", None)
+    values = params.params.values() if params is not None else ()
+    names = {v[0] if isinstance(v, tuple) else v for v in values}
+    return "asyncio" in names or "uvloop" in names
+
+
+@pytest.fixture(autouse=True)
+def _asyncio_task_group(request: pytest.FixtureRequest) -> None:
+    """Skips the asyncio runs before 3.11, where TaskPool refuses (see the test below)."""
+    if sys.version_info < (3, 11) and _on_asyncio(request):
+        pytest.skip(ASYNCIO_NEEDS_311)
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 11), reason="asyncio.TaskGroup exists")
+def test_on_asyncio_before_311_entering_says_why_it_cannot() -> None:
+    import asyncio
+
+    async def main() -> None:
+        async with adm.TaskPool(limit=1):
+            pass
+
+    with pytest.raises(RuntimeError, match=r"needs Python 3\.11\+"):
+        asyncio.run(main())
+
+
 def leaves(group: BaseException) -> list[BaseException]:
     if isinstance(group, BaseExceptionGroup):
         return [leaf for exc in group.exceptions for leaf in leaves(exc)]
