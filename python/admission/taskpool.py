@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, final
 
@@ -15,6 +15,13 @@ from admission._waiting import running_loop
 from admission.errors import Closed
 
 __all__ = ["TaskPool"]
+
+#: The asyncio task group a pool runs on: asyncio's own from 3.11, a backport on 3.10.
+TASK_GROUP: Callable[[], Any]
+if sys.version_info >= (3, 11):
+    TASK_GROUP = asyncio.TaskGroup
+else:  # pragma: no cover - 3.10 only
+    from admission._taskgroup import TaskGroup as TASK_GROUP
 
 
 @final
@@ -45,7 +52,8 @@ class TaskPool:
     >>> asyncio.run(main())
     [0, 1, 2, 3, 4]
 
-    On asyncio it needs Python 3.11+ (it is built on ``asyncio.TaskGroup``).
+    On asyncio it is built on ``asyncio.TaskGroup`` (on Python 3.10, which has none, on a
+    backport with the same semantics).
     """
 
     __slots__ = (
@@ -109,10 +117,8 @@ class TaskPool:
             import trio
 
             self._nursery = trio.open_nursery()
-        elif sys.version_info < (3, 11):  # pragma: no cover
-            raise RuntimeError("TaskPool on asyncio needs Python 3.11+ (asyncio.TaskGroup)")
         else:
-            self._nursery = asyncio.TaskGroup()
+            self._nursery = TASK_GROUP()
         self._group = await self._nursery.__aenter__()
         self._closed = False
         return self
@@ -167,8 +173,17 @@ class TaskPool:
         if self._timeout is None:
             await coro
         elif not self._trio:
-            async with asyncio.timeout(self._timeout):
-                await coro
+            if sys.version_info >= (3, 11):
+                async with asyncio.timeout(self._timeout):
+                    await coro
+            else:  # pragma: no cover - 3.10 only
+                try:
+                    await asyncio.wait_for(coro, self._timeout)
+                except asyncio.TimeoutError as exc:
+                    # The builtin TimeoutError, as from asyncio.timeout on 3.11+.
+                    raise TimeoutError(
+                        f"task exceeded the pool's timeout of {self._timeout} s"
+                    ) from exc
         else:
             import trio
 

@@ -15,38 +15,30 @@ import pytest
 from support import Tracker, wait_until, yields
 
 import admission as adm
+from admission import taskpool
+from admission._taskgroup import TaskGroup
 
 if sys.version_info < (3, 11):  # pragma: no cover - 3.10 only
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
 
 
-ASYNCIO_NEEDS_311 = "TaskPool on asyncio needs Python 3.11+ (asyncio.TaskGroup)"
-
-
 def _on_asyncio(request: pytest.FixtureRequest) -> bool:
     params = getattr(request.node, "callspec", None)
-    values = params.params.values() if params is not None else ()
+    values = [v for k, v in params.params.items() if k != "task_group"] if params else []
     names = {v[0] if isinstance(v, tuple) else v for v in values}
     return "asyncio" in names or "uvloop" in names
 
 
-@pytest.fixture(autouse=True)
-def _asyncio_task_group(request: pytest.FixtureRequest) -> None:
-    """Skips the asyncio runs before 3.11, where TaskPool refuses (see the test below)."""
-    if sys.version_info < (3, 11) and _on_asyncio(request):
-        pytest.skip(ASYNCIO_NEEDS_311)
-
-
-@pytest.mark.skipif(sys.version_info >= (3, 11), reason="asyncio.TaskGroup exists")
-def test_on_asyncio_before_311_entering_says_why_it_cannot() -> None:
-    import asyncio
-
-    async def main() -> None:
-        async with adm.TaskPool(limit=1):
-            pass
-
-    with pytest.raises(RuntimeError, match=r"needs Python 3\.11\+"):
-        asyncio.run(main())
+@pytest.fixture(autouse=True, params=["asyncio.TaskGroup", "backport"])
+def task_group(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """On asyncio, each test runs on asyncio.TaskGroup (3.11+) and on the 3.10 backport."""
+    if request.param == "backport":
+        if not _on_asyncio(request):
+            pytest.skip("trio runs on a nursery: nothing to backport")
+        monkeypatch.setattr(taskpool, "TASK_GROUP", TaskGroup)
+    elif sys.version_info < (3, 11) and _on_asyncio(request):
+        pytest.skip("no asyncio.TaskGroup before 3.11 (the backport run covers it)")
+    return str(request.param)
 
 
 def leaves(group: BaseException) -> list[BaseException]:

@@ -77,7 +77,6 @@ def test_async_timeouts_take_duration_strings() -> None:
     asyncio.run(main())
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="TaskPool on asyncio needs 3.11+")
 def test_task_pool_timeout_takes_a_duration_string() -> None:
     async def main() -> None:
         async with adm.TaskPool(limit=2, timeout="10ms") as pool:
