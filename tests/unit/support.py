@@ -1,6 +1,7 @@
 """Small helpers shared by the unit tests (the async ones mostly); imported, not fixtures.
 
-- ``ASYNCIO_ONLY``: narrows an ``@pytest.mark.anyio`` test to asyncio and asyncio + uvloop.
+- ``ASYNCIO_ONLY``: narrows an ``@pytest.mark.anyio`` test to asyncio and asyncio + uvloop
+  (``UVLOOP``: that backend, skipped where uvloop is not installed).
 - ``wait_until`` / ``yields``: let other tasks run at checkpoints, no time passing.
 - ``Tracker``: coroutines that record how they started and ended, for "no orphans" checks.
 - ``unique``: a fresh primitive name, since the set of live primitives is process-wide.
@@ -8,6 +9,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import uuid
 from collections.abc import Callable, Coroutine
@@ -17,12 +19,18 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+#: asyncio + uvloop as an anyio backend; skipped where uvloop is not installed (Windows).
+UVLOOP = pytest.param(
+    ("asyncio", {"use_uvloop": True}),
+    id="uvloop",
+    marks=pytest.mark.skipif(
+        importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed"
+    ),
+)
+
 ASYNCIO_ONLY = pytest.mark.parametrize(
     "anyio_backend",
-    [
-        pytest.param("asyncio", id="asyncio"),
-        pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
-    ],
+    [pytest.param("asyncio", id="asyncio"), UVLOOP],
 )
 
 
