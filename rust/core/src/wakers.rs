@@ -1,8 +1,9 @@
-//! `Wakers`: the wakers a semaphore call settled, to be woken once its lock is released.
+//! `Wakers`: the wakers a semaphore call settled, to be woken once its lock is released (and,
+//! in the bindings, a future's done-callbacks: the wakers of the tasks waiting on it).
 //!
-//! A release nearly always hands its permits to one waiter, so the first waker is kept
-//! inline and only a second one allocates: a `Vec` per release cost a heap allocation and a
-//! free on every contended hand-over.
+//! A release nearly always hands its permits to one waiter, and a future nearly always has
+//! one task waiting, so the first waker is kept inline and only a second one allocates: a
+//! `Vec` per release cost a heap allocation and a free on every contended hand-over.
 
 /// Wakers in the order their waiters were settled (FIFO).
 #[derive(Debug)]
@@ -41,6 +42,16 @@ impl<W> Wakers<W> {
     pub fn len(&self) -> usize {
         usize::from(self.first.is_some()) + self.rest.len()
     }
+
+    pub fn iter(&self) -> impl Iterator<Item = &W> {
+        self.first.iter().chain(&self.rest)
+    }
+
+    /// Keeps the wakers for which `keep` is true, in order.
+    pub fn retain(&mut self, mut keep: impl FnMut(&W) -> bool) {
+        let all = std::mem::take(self);
+        self.extend(all.into_iter().filter(|w| keep(w)));
+    }
 }
 
 // `first` is only empty when `rest` is: pushes fill it first and nothing removes from it.
@@ -77,7 +88,7 @@ impl<W: PartialEq> PartialEq for Wakers<W> {
 
 impl<W: PartialEq> PartialEq<Vec<W>> for Wakers<W> {
     fn eq(&self, other: &Vec<W>) -> bool {
-        self.len() == other.len() && self.first.iter().chain(&self.rest).eq(other)
+        self.len() == other.len() && self.iter().eq(other)
     }
 }
 
@@ -121,6 +132,19 @@ mod tests {
         let mut empty = Wakers::new();
         empty.extend([7]);
         assert_eq!(Vec::from(empty), vec![7]);
+    }
+
+    #[test]
+    fn retain_keeps_the_order_and_refills_the_inline_slot() {
+        let mut w: Wakers<i32> = (1..=5).collect();
+        w.retain(|&x| x != 1 && x != 4);
+        assert_eq!(w.iter().copied().collect::<Vec<_>>(), vec![2, 3, 5]);
+        w.push(6);
+        assert_eq!(w, vec![2, 3, 5, 6]);
+        w.retain(|_| false);
+        assert!(w.is_empty());
+        w.push(7);
+        assert_eq!(w, vec![7]);
     }
 
     #[test]

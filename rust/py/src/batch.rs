@@ -17,6 +17,7 @@
 
 use std::cell::RefCell;
 
+use admission_core::Wakers;
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::ffi;
 use pyo3::intern;
@@ -29,64 +30,10 @@ pub(crate) struct Callback {
     pub context: Py<PyAny>,
 }
 
-/// A future's done-callbacks, in registration order. A task registers exactly one, so the
-/// first is kept inline: no allocation, and no separate cache line to fetch when it wakes.
-#[derive(Default)]
-pub(crate) struct Callbacks {
-    first: Option<Callback>,
-    more: Vec<Callback>,
-}
-
-impl Callbacks {
-    pub fn one(callback: Callback) -> Self {
-        Self {
-            first: Some(callback),
-            more: Vec::new(),
-        }
-    }
-
-    pub fn push(&mut self, callback: Callback) {
-        if self.first.is_none() && self.more.is_empty() {
-            self.first = Some(callback);
-        } else {
-            self.more.push(callback);
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.first.is_none() && self.more.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        usize::from(self.first.is_some()) + self.more.len()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Callback> {
-        self.first.iter().chain(&self.more)
-    }
-
-    /// Keeps the callbacks for which `keep` is true, in order.
-    pub fn retain(&mut self, mut keep: impl FnMut(&Callback) -> bool) {
-        if self.first.as_ref().is_some_and(|cb| !keep(cb)) {
-            self.first = None;
-        }
-        self.more.retain(keep);
-    }
-
-    pub fn clear(&mut self) {
-        self.first = None;
-        self.more.clear();
-    }
-}
-
-impl IntoIterator for Callbacks {
-    type Item = Callback;
-    type IntoIter = std::iter::Chain<std::option::IntoIter<Callback>, std::vec::IntoIter<Callback>>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.first.into_iter().chain(self.more)
-    }
-}
+/// A future's done-callbacks, in registration order. A task registers exactly one, and
+/// `Wakers` keeps the first inline: no allocation, and no separate cache line to fetch when
+/// it wakes.
+pub(crate) type Callbacks = Wakers<Callback>;
 
 /// Room for the wake-ups of a typical turn (one per holder releasing), so that a batch
 /// rarely grows.
@@ -128,15 +75,8 @@ pub(crate) fn schedule(
     }
     let mut batch_entries = Vec::with_capacity(BATCH_CAPACITY);
     batch_entries.extend(entries);
-    let batch = Py::new(
-        py,
-        WakeBatch {
-            event_loop: event_loop.clone().unbind(),
-            entries: batch_entries,
-        },
-    )?;
-    match event_loop.call_method1(intern!(py, "call_soon"), (batch.clone_ref(py),)) {
-        Ok(_) => {
+    match post(event_loop, batch_entries) {
+        Ok(batch) => {
             let weak = PyWeakrefReference::new(batch.bind(py))?.unbind();
             OPEN.with(|o| *o.borrow_mut() = Some(weak));
             Ok(())
@@ -144,6 +84,24 @@ pub(crate) fn schedule(
         Err(e) if e.is_instance_of::<pyo3::exceptions::PyRuntimeError>(py) => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// A new batch of `entries`, scheduled with `event_loop.call_soon` (which raises
+/// `RuntimeError` if the loop is closed).
+fn post(
+    event_loop: &Bound<'_, PyAny>,
+    entries: Vec<(Callback, Py<PyAny>)>,
+) -> PyResult<Py<WakeBatch>> {
+    let py = event_loop.py();
+    let batch = Py::new(
+        py,
+        WakeBatch {
+            event_loop: event_loop.clone().unbind(),
+            entries,
+        },
+    )?;
+    event_loop.call_method1(intern!(py, "call_soon"), (batch.clone_ref(py),))?;
+    Ok(batch)
 }
 
 /// This thread's open batch, if it is still alive.
@@ -182,14 +140,7 @@ impl WakeBatch {
                 // turn instead of being lost.
                 let rest: Vec<_> = entries.collect();
                 if !rest.is_empty() {
-                    let next = Py::new(
-                        py,
-                        WakeBatch {
-                            event_loop: event_loop.clone().unbind(),
-                            entries: rest,
-                        },
-                    )?;
-                    event_loop.call_method1(intern!(py, "call_soon"), (next,))?;
+                    post(event_loop, rest)?;
                 }
                 return Err(err);
             }

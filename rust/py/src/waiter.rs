@@ -241,17 +241,16 @@ impl Waiter {
     fn abandon(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let previous = this.state.with(py, |s| {
+        let taken = this.state.with(py, |s| {
             if s.consumed {
                 return None;
             }
             s.consumed = true;
-            s.callbacks.clear();
-            Some(std::mem::replace(
-                &mut s.phase,
-                Phase::Settled(End::Cancelled(None)),
-            ))
+            let phase = std::mem::replace(&mut s.phase, Phase::Settled(End::Cancelled(None)));
+            Some((phase, std::mem::take(&mut s.callbacks)))
         });
+        // The callbacks are dropped here, outside the guard: dropping one may run finalizers.
+        let previous = taken.map(|(phase, _callbacks)| phase);
         match previous {
             Some(Phase::Queued(ticket)) => {
                 let (outcome, wakers) = this.withdraw(&ticket, false);
@@ -489,7 +488,7 @@ impl Waiter {
                 py,
                 this.event_loop.bind(py),
                 slf.as_any(),
-                Callbacks::one(callback),
+                Callbacks::from_iter([callback]),
             ),
         }
     }
