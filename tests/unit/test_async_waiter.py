@@ -14,6 +14,7 @@ import ctypes
 import gc
 import sys
 import threading
+import weakref
 from typing import Any
 
 import pytest
@@ -323,3 +324,22 @@ def test_a_granted_waiter_whose_loop_closed_gives_its_permit_back() -> None:
     del task
     gc.collect()
     assert held(s) == (0, 0)
+
+
+def test_timed_waits_on_many_loops_do_not_keep_the_closed_loops_alive() -> None:
+    # A semaphore keeps one deadline timer per loop its timed waiters used; a long-lived
+    # semaphore used by one `asyncio.run` after another must not keep every closed loop.
+    s = full()
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def timed_out_wait() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        with pytest.raises(adm.AcquireTimeout):
+            await s.acquire(timeout=0.001)
+
+    for _ in range(3):
+        asyncio.run(timed_out_wait())
+    gc.collect()
+    assert [ref() is None for ref in loops[:-1]] == [True, True]
+    assert held(s) == (1, 0)
+    s.release()

@@ -100,8 +100,32 @@ impl Semaphore {
         // Made outside the lock: an allocation can run the garbage collector, whose
         // traversal of this semaphore takes the lock.
         let fresh = Bound::new(py, Deadlines::new(event_loop.clone().unbind()))?;
-        self.lock_deadlines()
-            .push((event_loop.clone().unbind(), fresh.clone().unbind()));
+        // A new loop is the moment to forget the loops closed since (one per `asyncio.run`
+        // for a long-lived semaphore): asked outside the lock, as that is Python code.
+        let known: Vec<Py<PyAny>> = self
+            .lock_deadlines()
+            .iter()
+            .map(|(lp, _)| lp.clone_ref(py))
+            .collect();
+        let mut closed = Vec::new();
+        for lp in known {
+            if lp
+                .call_method0(py, intern!(py, "is_closed"))?
+                .is_truthy(py)?
+            {
+                closed.push(lp);
+            }
+        }
+        let forgotten: Vec<_> = {
+            let mut all = self.lock_deadlines();
+            let (gone, kept) = std::mem::take(&mut *all)
+                .into_iter()
+                .partition(|(lp, _)| closed.iter().any(|c| c.is(lp)));
+            *all = kept;
+            all.push((event_loop.clone().unbind(), fresh.clone().unbind()));
+            gone
+        };
+        drop(forgotten); // after the lock: dropping them can run Python code
         Ok(fresh)
     }
 
