@@ -22,8 +22,6 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple};
 
 static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-/// Whether this interpreter's `_get_running_loop` makes a system call (before 3.12).
-static SLOW_LOOKUP: PyOnceLock<bool> = PyOnceLock::new();
 
 /// asyncio's own key for the running-loop holder (its C accelerator, 3.7 to 3.11).
 const HOLDER_KEY: &str = "__asyncio_running_event_loop__";
@@ -32,9 +30,9 @@ const CACHE_KEY: &str = "__admission_running_loop__";
 
 /// The asyncio (or uvloop) loop running in this thread; None on trio or outside any loop.
 pub(crate) fn running_loop(py: Python<'_>) -> PyResult<Option<Bound<'_, PyAny>>> {
-    let slow = *SLOW_LOOKUP.get_or_init(py, || py.version_info() < (3, 12));
-    if !slow {
-        return lookup(py);
+    // Each build targets one CPython version (`Py_3_12` comes from pyo3-build-config).
+    if cfg!(Py_3_12) {
+        return lookup(py); // no system call from 3.12 on
     }
     let Some(dict) = thread_dict(py) else {
         return lookup(py);
