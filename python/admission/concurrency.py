@@ -71,15 +71,7 @@ class Semaphore(_native.Semaphore):
             if self._cancel(ticket) == "granted":
                 self.release(n)  # handed over as we were interrupted: pass it on
             raise
-        if not woken:
-            outcome = self._cancel(ticket, timed_out=True)
-            if outcome == "cancelled":
-                raise AcquireTimeout(timeout if timeout is not None else 0.0)
-            # Settled just as the timeout expired: granted (it is ours, keep it), or closed /
-            # too large, which say more than a timeout would.
-            self._check_outcome(outcome, n)
-            return
-        self._check_outcome(ticket.outcome, n)
+        self._after_wait(ticket, woken, n, timeout)
 
     async def _acquire_slow(self, n: int, timeout: float | None) -> None:
         """The waiting path of ``await acquire()`` / ``async with`` on trio.
@@ -108,11 +100,14 @@ class Semaphore(_native.Semaphore):
         n: int,
         timeout: float | None,
     ) -> None:
+        """Ends a wait that was woken (or not: timed out) without an exception."""
         if not woken:
             outcome = self._cancel(ticket, timed_out=True)
             if outcome == "cancelled":
                 raise AcquireTimeout(timeout if timeout is not None else 0.0)
-            self._check_outcome(outcome, n)  # settled as the timeout expired (see above)
+            # Settled just as the timeout expired: granted (it is ours, keep it), or closed /
+            # too large, which say more than a timeout would.
+            self._check_outcome(outcome, n)
             return
         self._check_outcome(ticket.outcome, n)
 

@@ -163,13 +163,11 @@ async def map(  # mirrors the builtin on purpose
     [0, 2, 4, 6]
     """
     limit = positive_int(limit, "limit")
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
+    if running_loop() is None:
         raise RuntimeError(
             "admission.map runs on asyncio only (trio forbids yielding from inside a "
             "nursery); on trio, use admission.gather or admission.TaskPool"
-        ) from None
+        )
     pending: list[asyncio.Task[R]] = []  # in input order
 
     async def call(item: T) -> R:

@@ -181,9 +181,7 @@ class TaskPool:
                     await asyncio.wait_for(coro, self._timeout)
                 except asyncio.TimeoutError as exc:
                     # The builtin TimeoutError, as from asyncio.timeout on 3.11+.
-                    raise TimeoutError(
-                        f"task exceeded the pool's timeout of {self._timeout} s"
-                    ) from exc
+                    raise self._too_slow() from exc
         else:
             import trio
 
@@ -191,7 +189,8 @@ class TaskPool:
                 with trio.fail_after(self._timeout):
                     await coro
             except trio.TooSlowError as exc:
-                # The same exception on every framework, as documented.
-                raise TimeoutError(
-                    f"task exceeded the pool's timeout of {self._timeout} s"
-                ) from exc
+                raise self._too_slow() from exc
+
+    def _too_slow(self) -> TimeoutError:
+        """The same exception on every framework, as documented."""
+        return TimeoutError(f"task exceeded the pool's timeout of {self._timeout} s")

@@ -6,10 +6,14 @@ exporter (Prometheus, OpenTelemetry); `add_source` adds a source of families to 
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from admission.stats import WaitHistogram
 
 __all__ = [
     "PREFIX",
@@ -54,6 +58,12 @@ class HistogramSample:
     @property
     def count(self) -> int:
         return self.buckets[-1][1] if self.buckets else 0
+
+    @classmethod
+    def of(cls, labels: Mapping[str, str], wait: WaitHistogram) -> HistogramSample:
+        """The sample of a wait histogram (its buckets made cumulative, ``+Inf`` last)."""
+        bounds = (*wait.bounds, math.inf)
+        return cls(labels, tuple(zip(bounds, wait.cumulative(), strict=True)), wait.sum)
 
 
 @dataclass(frozen=True, slots=True)

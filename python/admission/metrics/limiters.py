@@ -7,7 +7,6 @@ series into families and adds those of every source (see `admission.metrics.add_
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -250,12 +249,7 @@ def _primitive_families() -> list[Family]:
         )
     )
     histograms = tuple(
-        HistogramSample(
-            {"kind": s.kind, "limiter": s.limiter},
-            tuple(zip((*s.wait.bounds, math.inf), s.wait.cumulative(), strict=True)),
-            s.wait.sum,
-        )
-        for s in series
+        HistogramSample.of({"kind": s.kind, "limiter": s.limiter}, s.wait) for s in series
     )
     return [
         _gauge("limiters", "Live primitives in the series.", series, lambda s: s.primitives),

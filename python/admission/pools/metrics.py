@@ -166,13 +166,7 @@ def families(stats: Iterable[PoolStats]) -> list[Family]:
         wait = by_name[n][0].wait
         for s in by_name[n][1:]:
             wait = wait + s.wait
-        histograms.append(
-            HistogramSample(
-                {"pool": n},
-                tuple(zip((*wait.bounds, math.inf), wait.cumulative(), strict=True)),
-                wait.sum,
-            )
-        )
+        histograms.append(HistogramSample.of({"pool": n}, wait))
     out.append(
         Family(
             f"{PREFIX}pool_acquire_wait_seconds",
