@@ -131,16 +131,21 @@ class ConfigWatcher:
                 continue
             pending = None
             try:
-                self.check()
+                self._check(held=current)
             except Exception:
                 # A failing on_reload/on_error callback must not end the watching.
                 logger.exception("admission: a config watcher callback failed")
 
     def check(self) -> bool:
         """Reloads now if the file changed since the last look; True if it reloaded."""
+        return self._check(held=None)
+
+    def _check(self, held: _Signature) -> bool:
+        """`check`; from the polling thread, ``held`` is the signature that held still for an
+        interval: if the file no longer has it, it is being written again, and waits."""
         with self._check_lock:
             seen = _signature(self._path)
-            if seen is None or seen == self._seen:
+            if seen is None or seen == self._seen or (held is not None and seen != held):
                 return False
             self._seen = seen
             manager = self._manager()

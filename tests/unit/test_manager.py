@@ -506,6 +506,24 @@ def test_watcher_check_without_thread(tmp_path: Path, caplog: pytest.LogCaptureF
         adm.watcher.ConfigWatcher(m, path, interval=0)
 
 
+def test_watcher_thread_does_not_reload_a_file_changed_again_since_it_held_still(
+    tmp_path: Path,
+) -> None:
+    # The polling thread reloads a signature that held still for an interval; if the file
+    # changed again before the reload, it is being written: wait for it to hold still.
+    path = tmp_path / "admission.toml"
+    path.write_text("[limits.rag]\nconcurrency = 2\n", encoding="utf-8")
+    m = ConcurrencyManager.from_file(path, env=False)
+    watcher = adm.watcher.ConfigWatcher(m, path, env=False)
+    _rewrite(path, "[limits.rag]\nconcurrency = 5\n")
+    held = adm.watcher._signature(path)
+    _rewrite(path, "[limits.rag]\nconcurrency = 6\n")
+    assert watcher._check(held=held) is False
+    assert (m.semaphore("rag").limit, watcher.reloads) == (2, 0)
+    assert watcher._check(held=adm.watcher._signature(path)) is True
+    assert m.semaphore("rag").limit == 6
+
+
 def test_close_stops_watchers_and_a_dropped_manager_ends_its_thread(tmp_path: Path) -> None:
     path = tmp_path / "admission.toml"
     path.write_text("[limits.rag]\nconcurrency = 2\n", encoding="utf-8")
