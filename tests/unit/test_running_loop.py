@@ -10,9 +10,11 @@ loop in every way a program can and check each wait is served on the loop that r
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import sys
 import threading
+from typing import Any
 
 import pytest
 
@@ -98,8 +100,6 @@ def test_no_loop_after_the_loop_stopped() -> None:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_does_not_see_the_parents_loop() -> None:
-    read_end, write_end = os.pipe()
-
     async def parent() -> int:
         s = adm.Semaphore(1)
         await wait_once(s)  # the cache now holds this loop
@@ -115,14 +115,11 @@ def test_a_forked_child_does_not_see_the_parents_loop() -> None:
                 served = asyncio.run(wait_once(adm.Semaphore(1)))
                 code = 0 if kind != "Waiter" and served is not None else 2
             finally:
-                os.write(write_end, bytes([code]))
-                os._exit(0)
+                os._exit(code)  # its exit status is the verdict
         return pid
 
-    os.waitpid(asyncio.run(parent()), 0)
-    assert os.read(read_end, 1) == b"\x00"
-    os.close(read_end)
-    os.close(write_end)
+    _, status = os.waitpid(asyncio.run(parent()), 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_forgetting_is_harmless_in_any_state() -> None:
@@ -139,14 +136,30 @@ def test_forgetting_is_harmless_in_any_state() -> None:
 
 @pytest.mark.skipif(sys.version_info >= (3, 12), reason="the cache is only used before 3.12")
 def test_the_cache_lives_in_the_thread_state_next_to_asyncios_holder() -> None:
-    # The design this relies on: asyncio keeps a holder per running-loop setting.
+    # The design this relies on: asyncio keeps a holder per running-loop setting in the
+    # thread-state dict, and the cache is (that holder, the loop) under its own key.
+    c_get_dict = ctypes.pythonapi.PyThreadState_GetDict
+    c_get_dict.restype = ctypes.c_void_p  # a borrowed reference: not a py_object, which steals
+    c_get_dict.argtypes = []
+
+    def get_dict() -> dict[str, Any]:
+        state: dict[str, Any] = ctypes.cast(c_get_dict(), ctypes.py_object).value
+        return state
+
     async def main() -> None:
         await wait_once(adm.Semaphore(1))
+        state = get_dict()
+        holder, cached = state["__admission_running_loop__"]
+        assert holder is state["__asyncio_running_event_loop__"]
+        assert cached is asyncio.get_running_loop()
 
     asyncio.run(main())
     # After the loop stopped, asyncio set a new holder: the cached one is stale and unused.
+    state = get_dict()
+    assert state["__admission_running_loop__"][0] is not state["__asyncio_running_event_loop__"]
     s = adm.Semaphore(1)
     assert s.try_acquire(1)
     pending = s.acquire()
     assert type(pending).__name__ != "Waiter"
     pending.close()  # type: ignore[attr-defined]
+    s.release()
