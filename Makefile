@@ -65,19 +65,21 @@ test-python: develop services
 # e.g. PYTHONS="$(pyenv root)/versions/3.1*/bin/python3.1?" from a shell), each in
 # a fresh venv (opt-in: `make test` covers the venv's own CPython). Missing ones are skipped.
 PYTHONS ?= python3.10 python3.12 python3.13 python3.14
-VERSION_TEST_DEPS = "pytest>=8" "hypothesis>=6.100" "anyio>=4.6" "trio>=0.27" "uvloop>=0.21" \
-  "prometheus_client>=0.20" "opentelemetry-sdk>=1.25" "pyyaml>=6"
+# The test tools: the same list cibuildwheel installs to test each wheel.
+TEST_REQUIRES = $(VPY) -c 'import tomllib; \
+  print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["tool"]["cibuildwheel"]["test-requires"]))'
 
 test-versions: $(VENV)/.dev-stamp
 	@set -e; for py in $(PYTHONS); do \
 	  if ! $$py -c "" 2>/dev/null; then echo "== $$py: not found, skipped"; continue; fi; \
-	  tmp=$$(mktemp -d); echo "== $$py"; \
-	  $(VENV)/bin/maturin build --release -i $$py --out $$tmp/dist --quiet; \
-	  $$py -m venv $$tmp/venv; \
-	  $$tmp/venv/bin/python -m pip install -q $$tmp/dist/*.whl $(VERSION_TEST_DEPS); \
-	  (cd $$tmp && venv/bin/python -m pytest $(CURDIR)/tests/unit -q -p no:cacheprovider \
-	    --rootdir=$(CURDIR) -c $(CURDIR)/pyproject.toml) || { rm -rf $$tmp; exit 1; }; \
-	  rm -rf $$tmp; \
+	  echo "== $$py"; \
+	  ( tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; set -e; \
+	    $(VENV)/bin/maturin build --release -i $$py --out $$tmp/dist --quiet; \
+	    $$py -m venv $$tmp/venv; \
+	    $(TEST_REQUIRES) > $$tmp/test-requires.txt; \
+	    $$tmp/venv/bin/python -m pip install -q $$tmp/dist/*.whl -r $$tmp/test-requires.txt; \
+	    cd $$tmp && venv/bin/python -m pytest $(CURDIR)/tests/unit -q -p no:cacheprovider \
+	      --rootdir=$(CURDIR) -c $(CURDIR)/pyproject.toml ); \
 	done
 
 stress: develop

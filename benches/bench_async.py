@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
@@ -227,14 +228,17 @@ TIMED = [
         False,
         _timed_wait_for,
     ),
-    (
-        "asyncio.timeout",
-        "asyncio.Semaphore + async with timeout(30)",
-        "peer",
-        False,
-        _timed_timeout_cm,
-    ),
 ]
+if sys.version_info >= (3, 11):  # asyncio.timeout is 3.11+
+    TIMED.append(
+        (
+            "asyncio.timeout",
+            "asyncio.Semaphore + async with timeout(30)",
+            "peer",
+            False,
+            _timed_timeout_cm,
+        )
+    )
 
 
 @pytest.mark.benchmark(group="1,000 tasks through a limit of 10, 30 s acquire timeout")

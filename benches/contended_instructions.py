@@ -21,24 +21,20 @@ import sys
 import tempfile
 from pathlib import Path
 
-import admission as adm
-
 # The timed benchmark's own round (bench_async.py is next to this file, on sys.path).
-from bench_async import TASKS, _make_in_loop, _tasks_round
+from bench_async import CONTENDED, TASKS, _make_in_loop, _tasks_round
 
 LIMIT = 10
 
-IMPLEMENTATIONS = ("none", "admission", "asyncio")
+#: This script's names for the rows of the timed benchmark it counts.
+ROWS = {"none": "no limit", "admission": "admission.Semaphore", "asyncio": "asyncio.Semaphore"}
+IMPLEMENTATIONS = tuple(ROWS)
 
 
 def workload(which: str, rounds: int) -> None:
-    makers = {
-        "none": lambda: None,
-        "admission": lambda: adm.Semaphore(LIMIT),
-        "asyncio": lambda: asyncio.Semaphore(LIMIT),
-    }
+    [make] = [row[4] for row in CONTENDED if row[0] == ROWS[which]]
     loop = asyncio.new_event_loop()
-    limiter = loop.run_until_complete(_make_in_loop(makers[which]))
+    limiter = loop.run_until_complete(_make_in_loop(make))
     one_round = _tasks_round(limiter)
     # The modules imported so far (pytest, anyio, ...) are a large heap that every full
     # collection would traverse; a full collection is a rare, discrete event, so whether one

@@ -79,8 +79,14 @@ class VirtualRunner:
         loop = VirtualTimeLoop()  # asyncio.Runner(loop_factory=...) is 3.11+
         try:
             return loop.run_until_complete(main())
-        finally:
+        finally:  # what asyncio.Runner.close does
+            leftover = asyncio.all_tasks(loop)
+            for task in leftover:
+                task.cancel()
+            if leftover:
+                loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
             loop.close()
 
     def __repr__(self) -> str:

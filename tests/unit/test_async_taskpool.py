@@ -23,10 +23,10 @@ if sys.version_info < (3, 11):  # pragma: no cover - 3.10 only
 
 
 def _on_asyncio(request: pytest.FixtureRequest) -> bool:
-    params = getattr(request.node, "callspec", None)
-    values = [v for k, v in params.params.items() if k != "task_group"] if params else []
-    names = {v[0] if isinstance(v, tuple) else v for v in values}
-    return "asyncio" in names or "uvloop" in names
+    """Whether the test runs on asyncio (or uvloop): an anyio backend or a virtual runner."""
+    params = request.node.callspec.params
+    backend = params.get("anyio_backend", params.get("virtual"))
+    return (backend[0] if isinstance(backend, tuple) else backend) == "asyncio"
 
 
 @pytest.fixture(autouse=True, params=["asyncio.TaskGroup", "backport"])

@@ -103,7 +103,7 @@ def test_dashboard_covers_the_issue_panels() -> None:
 
 
 @pytest.fixture
-def exported_names() -> set[str]:
+def exported_names(registry: prometheus_client.CollectorRegistry) -> set[str]:
     """Every sample and family name the exporter reports, with one primitive of each kind
     (in every state the dashboard looks at), and a PoolManager's pool (its figures, as an
     open pool reports them: tests/integration/test_pool_metrics.py checks those against a
@@ -117,12 +117,9 @@ def exported_names() -> set[str]:
     assert window.try_acquire()
     pools = adm.PoolManager({"deploy-test": adm.PoolConfig("postgresql://app:pw@db/test")})
     remove_pools = adm.metrics.add_source(lambda: pool_families([pools.stats("deploy-test")]))
-    registry = prometheus_client.CollectorRegistry()
-    adm.metrics.register(registry)
     try:
         text = prometheus_client.generate_latest(registry).decode()
     finally:
-        adm.metrics.unregister(registry)
         remove_pools()
         sem.release()
     names = set()

@@ -3,19 +3,16 @@ counters never go down, and `ConcurrencyManager.stats` keeps the old bucket's co
 
 from __future__ import annotations
 
-import itertools
-
 import anyio
 import anyio.lowlevel
 import prometheus_client
 import pytest
+from support import unique, wait_until
 
 import admission as adm
 from admission.manager import ConcurrencyManager
 
 pytestmark = pytest.mark.usefixtures("no_admission_variables")
-
-_names = itertools.count()
 
 
 class Series:
@@ -47,7 +44,7 @@ def limits(name: str, rate: str, burst: int) -> dict[str, object]:
 def test_reload_replaces_the_bucket_in_the_gauges_and_keeps_the_counters(
     registry: prometheus_client.CollectorRegistry,
 ) -> None:
-    name = f"gauge-reload-{next(_names)}"
+    name = unique("gauge-reload")
     clock = adm.testing.ManualClock()
     m = ConcurrencyManager.from_dict(limits(name, "60/min", 5), clock=clock)
     series = Series(registry, f"{name}.rate")
@@ -78,7 +75,7 @@ async def test_a_waiter_on_the_replaced_bucket_is_still_counted(
     """A request sleeping on the old bucket at the reload is admitted by it, and counted
     both by the manager (which holds the old bucket while someone waits on it) and by the
     exporter (whose gauges count the old bucket only as long as it lives)."""
-    name = f"gauge-waiter-{next(_names)}"
+    name = unique("gauge-waiter")
     m = ConcurrencyManager.from_dict(limits(name, "20/s", 1))  # real clock: waits 50 ms
     series = Series(registry, f"{name}.rate")
 
@@ -96,11 +93,7 @@ async def test_a_waiter_on_the_replaced_bucket_is_still_counted(
                 pass
 
         tg.start_soon(waiter)
-        for _ in range(10_000):
-            if waiting() == 1:
-                break
-            await anyio.lowlevel.checkpoint()
-        assert waiting() == 1
+        await wait_until(lambda: waiting() == 1, "the waiter sleeping for the next token")
         m.reload(limits(name, "40/s", 2))
         # While the waiter sleeps, the old bucket lives: both are in the gauges.
         assert series.value("admission_tokens_capacity") == 1 + 2
