@@ -95,13 +95,16 @@ class _Retired:
 
 
 def _carry_over(old: TokenBucket, new: TokenBucket) -> None:
-    """Makes ``new`` start as used as ``old`` is: a rate change is not a free burst."""
+    """Makes ``new`` start as used as ``old`` is, its queue included: a reload is never a
+    free burst. The old bucket still admits the requests queued on it, at its own rate; the
+    new one counts them as spent already, so together they never admit more than either
+    configuration would alone."""
     try:
-        # reset_after: how long until the old bucket is full again, i.e. its recent use.
+        # reset_after: how long until the old bucket is full again, counting its waiters.
         used = old.peek(0).reset_after / old.emission_interval
     except RuntimeError:
         return  # a LoopClock read outside its loop: nothing to carry, the new one starts full
-    debt = min(new.burst, math.floor(used + 1e-9))
+    debt = math.ceil(used - 1e-9)
     if debt > 0:
-        # A reservation never committed: it moves the bucket's clock without counting anything.
-        new._reserve(debt, None)
+        # Charged, not admitted: it moves the bucket's clock without counting anything.
+        new._charge(debt)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import final
 
+from admission import _native, _rate_wait
 from admission._native import Decision
 from admission._validate import timeout_seconds
-from admission._waiting import sleep
 from admission.errors import AcquireTimeout
 from admission.rate import SlidingWindow, TokenBucket
 
@@ -34,8 +34,9 @@ class AllOf:
     Traceback (most recent call last):
     admission.errors.CapacityError: cost 100000 exceeds the capacity 90000: ...
 
-    Waiting (``await both.acquire(costs=...)``) reserves a slot in every limiter at once, FIFO
-    in each, and proceeds when the latest is due; a cancelled or timed-out wait refunds all.
+    Waiting (``await both.acquire(costs=...)``) takes what is free and queues in the other
+    limiters, FIFO in each, and proceeds once every one has admitted its cost; a cancelled or
+    timed-out wait gives back everything it held (queued places, grants, admissions).
     """
 
     __slots__ = ("_limiters",)
@@ -62,51 +63,33 @@ class AllOf:
             )
         return costs
 
-    def _reserve_all(
-        self, costs: tuple[int, ...], max_wait: float | None, refusal: str
-    ) -> tuple[float, list[tuple[_Limiter, int, int]]] | float:
-        """Reserves in every limiter; on a miss refunds the others and returns the need."""
-        # A cost that can never fit is refused before anything is reserved, so no limiter
-        # is charged or counted for it.
+    def _take_all(
+        self, costs: tuple[int, ...], refusal: _native._Refusal
+    ) -> list[tuple[_Limiter, int, tuple[int, int]]] | None:
+        """Admits in every limiter now, counting nothing yet; on a refusal undoes the ones
+        taken, counts ``refusal`` in each limiter asked, and returns None."""
+        # A cost that can never fit is refused before anything is taken, so no limiter is
+        # charged or counted for it.
         for lim, cost in zip(self._limiters, costs, strict=True):
             lim.peek(cost)  # raises CapacityError (and checks the cost's type) only
-        taken: list[tuple[_Limiter, int, int]] = []
-        wait = 0.0
-        try:
-            for lim, cost in zip(self._limiters, costs, strict=True):
-                ok, seconds, token = lim._reserve(cost, max_wait)
-                if not ok:
-                    for other, c, t in taken:
-                        other._refund(c, t, refusal)  # type: ignore[arg-type]
-                    lim._count(refusal)  # type: ignore[arg-type]
-                    return max(wait, seconds)
-                taken.append((lim, cost, token))
-                wait = max(wait, seconds)
-        except BaseException:
-            for other, c, t in taken:
-                other._refund(c, t, "cancelled")
-            raise
-        return wait, taken
-
-    def _advance_manual_clocks(self, wait: float) -> bool:
-        """Virtual time, as for a single limiter: when every limiter runs on a
-        `ManualClock`, the wait advances those clocks (each once) instead of sleeping."""
-        clocks = [lim.clock for lim in self._limiters]
-        if any(c is None for c in clocks):
-            return False
-        seen: list[object] = []
-        for clock in clocks:
-            if clock is not None and not any(clock is s for s in seen):
-                seen.append(clock)
-                clock.advance(wait)
-        return True
+        taken: list[tuple[_Limiter, int, tuple[int, int]]] = []
+        for lim, cost in zip(self._limiters, costs, strict=True):
+            got = lim._take(cost)
+            if got is None:
+                _rate_wait.give_up((), taken, timed_out=False, counted=False)
+                for other, _, _ in taken:
+                    other._count(refusal)
+                lim._count(refusal)
+                return None
+            taken.append((lim, cost, got))
+        return taken
 
     def try_acquire(self, costs: Sequence[int] | None = None) -> bool:
-        """Admits now in every limiter, or in none; never waits."""
-        result = self._reserve_all(self._costs(costs), 0.0, "rejected")
-        if isinstance(result, float):
+        """Admits now in every limiter, or in none (a refusal charges none); never waits."""
+        taken = self._take_all(self._costs(costs), "rejected")
+        if taken is None:
             return False
-        for lim, cost, _ in result[1]:
+        for lim, cost, _ in taken:
             lim._commit(cost)
         return True
 
@@ -120,54 +103,87 @@ class AllOf:
             max(d.reset_after for d in ds),
         )
 
-    def _begin(
-        self, costs: Sequence[int] | None, timeout: float | None
-    ) -> tuple[float, float, list[tuple[_Limiter, int, int]]]:
-        """Reserves in every limiter; returns the wait, the part of it to sleep (none on
-        manual clocks, which it advances instead) and the reservations. Raises
-        `AcquireTimeout` at once if the wait cannot be met."""
-        timeout = timeout_seconds(timeout)
-        result = self._reserve_all(self._costs(costs), timeout, "timed_out")
-        if isinstance(result, float):
-            raise AcquireTimeout(timeout if timeout is not None else 0.0, needed=result)
-        wait, taken = result
-        if wait > 0 and self._advance_manual_clocks(wait):
-            return wait, 0.0, taken
-        return wait, wait, taken
+    def _enqueue_all(
+        self, costs: tuple[int, ...], timeout: float | None, wake: Callable[[], None]
+    ) -> tuple[
+        list[tuple[_Limiter, _native.RateTicket]], list[tuple[_Limiter, int, tuple[int, int]]]
+    ]:
+        """Takes what is free now and queues in the other limiters (FIFO in each). Raises
+        `AcquireTimeout` at once, holding nothing, if one of them cannot make the deadline."""
+        for lim, cost in zip(self._limiters, costs, strict=True):
+            lim.peek(cost)  # CapacityError before anything is taken
+        waits: list[tuple[_Limiter, _native.RateTicket]] = []
+        taken: list[tuple[_Limiter, int, tuple[int, int]]] = []
+        try:
+            for lim, cost in zip(self._limiters, costs, strict=True):
+                got = lim._take(cost)
+                if got is not None:
+                    taken.append((lim, cost, got))
+                    continue
+                # Always queued (never admitted here): an admission is only counted once
+                # every limiter has admitted, and a queued ticket can be given back.
+                ticket = lim._enqueue(cost, timeout, wake, False)
+                assert ticket is not None
+                waits.append((lim, ticket))
+        except AcquireTimeout:
+            # That limiter counted it; the others are given back and counted the same.
+            _rate_wait.give_up(waits, taken, timed_out=True)
+            raise
+        except BaseException:
+            _rate_wait.give_up(waits, taken, timed_out=False)
+            raise
+        return waits, taken
 
     @staticmethod
-    def _end(taken: list[tuple[_Limiter, int, int]], waited: float, used: bool) -> None:
-        for lim, cost, token in taken:
-            if used:
-                lim._commit(cost, waited if waited > 0 else None)  # records the wait in each
-            else:
-                lim._refund(cost, token, "cancelled")
+    def _admitted(
+        waits: _rate_wait.Waits, taken: list[tuple[_Limiter, int, tuple[int, int]]], start: float
+    ) -> None:
+        """Counts the admission in every limiter, with the wait of the whole request."""
+        _rate_wait.consume(waits)
+        waited = time.monotonic() - start if waits else None
+        for lim, cost, _ in taken:
+            lim._commit(cost, waited)
 
     async def acquire(
         self, costs: Sequence[int] | None = None, timeout: float | None = None
     ) -> None:
-        """Waits until every limiter admits its cost (FIFO in each); all or nothing."""
-        wait, sleep_for, taken = self._begin(costs, timeout)
+        """Waits until every limiter admits its cost (FIFO in each); all or nothing: a
+        cancelled or timed-out wait gives back what it held."""
+        start = time.monotonic()
+        timeout = timeout_seconds(timeout)
+        costs_ = self._costs(costs)
+        wake = _rate_wait.async_waker()
+        waits, taken = self._enqueue_all(costs_, timeout, wake)
         try:
-            if sleep_for > 0:
-                await sleep(sleep_for)
+            await _rate_wait.wait_async(waits, timeout, wake)
+        except _rate_wait.TimedOut:
+            _rate_wait.give_up(waits, taken, timed_out=True)
+            raise AcquireTimeout(timeout if timeout is not None else 0.0) from None
         except BaseException:
-            self._end(taken, wait, used=False)
+            _rate_wait.give_up(waits, taken, timed_out=False)
             raise
-        self._end(taken, wait, used=True)
+        self._admitted(waits, taken, start)
 
     def acquire_blocking(
         self, costs: Sequence[int] | None = None, timeout: float | None = None
     ) -> None:
         """Like `acquire`, waiting in this thread."""
-        wait, sleep_for, taken = self._begin(costs, timeout)
+        start = time.monotonic()
+        timeout = timeout_seconds(timeout)
+        costs_ = self._costs(costs)
+        wake = _rate_wait.ThreadWake()
+        waits, taken = self._enqueue_all(costs_, timeout, wake)
         try:
-            if sleep_for > 0:
-                time.sleep(sleep_for)
+            if waits:
+                _rate_wait.check_blocking_allowed(waits)
+            _rate_wait.wait_blocking(waits, timeout, wake)
+        except _rate_wait.TimedOut:
+            _rate_wait.give_up(waits, taken, timed_out=True)
+            raise AcquireTimeout(timeout if timeout is not None else 0.0) from None
         except BaseException:
-            self._end(taken, wait, used=False)
+            _rate_wait.give_up(waits, taken, timed_out=False)
             raise
-        self._end(taken, wait, used=True)
+        self._admitted(waits, taken, start)
 
     async def __aenter__(self) -> AllOf:
         await self.acquire()

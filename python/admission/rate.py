@@ -8,7 +8,8 @@ Both share one surface:
   admitted, FIFO; immediate admission completes without suspending or creating a Task.
 - ``acquire_blocking(cost=1, timeout=None)`` and ``with limiter:`` wait (in this thread).
 - A timeout that cannot be met fails at once with `AcquireTimeout`, whose ``needed`` is the
-  wait it would have taken. A cancelled waiter's reservation is refunded.
+  wait it would have taken. Waiters hold a place in the queue, not a slot of time: one that
+  gives up (timeout, cancellation of any kind) leaves, and the ones behind it move up.
 - ``stats() -> LimiterStats``: exact counters, the requests waiting now, and a histogram of
   how long admitted requests waited (recorded by waiters only: immediate admission is free).
 
@@ -17,13 +18,12 @@ The decisions are native (Rust); this module adds the waiting and the Python con
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol, TypeVar, final
 
-from admission import _native, _registry
+from admission import _native, _rate_wait, _registry
 from admission._validate import timeout_seconds
-from admission._waiting import sleep
 from admission.durations import parse_duration, parse_rate
 from admission.errors import AcquireTimeout
 from admission.stats import LimiterStats, WaitHistogram
@@ -32,86 +32,64 @@ __all__ = ["SlidingWindow", "TokenBucket"]
 
 
 class _Reservable(Protocol):
-    """The native reservation protocol both rate limiters implement."""
+    """The native queue protocol both rate limiters implement."""
 
     @property
     def name(self) -> str | None: ...
     @property
     def clock(self) -> _native.ManualClock | None: ...
-    def _reserve(self, cost: int, max_wait: float | None = None) -> tuple[bool, float, int]: ...
-    def _commit(self, cost: int, waited: float | None = None) -> None: ...
-    def _add_waiting(self, delta: int) -> None: ...
+    def _enqueue(
+        self, cost: int, timeout: float | None, waker: Callable[[], None], admit_now: bool = True
+    ) -> _native.RateTicket | None: ...
+    def _status(self, ticket: _native.RateTicket) -> tuple[str, float]: ...
+    def _poll(self) -> None: ...
+    def _withdraw(self, ticket: _native.RateTicket, timed_out: bool = False) -> str: ...
+    def _consume(self, ticket: _native.RateTicket) -> bool: ...
+    def _untake(self, cost: int, record: int, taken_at: int) -> None: ...
     def _wait_histogram(self) -> tuple[list[float], list[int], float]: ...
     @property
     def waiting(self) -> int: ...
-    def _refund(self, cost: int, token: int, outcome: _native._Refusal) -> None: ...
     def _count(self, outcome: _native._Refusal) -> None: ...
     def _counters(self) -> tuple[int, int, int, int, int]: ...
 
 
-def _reserve(limiter: _Reservable, cost: int, timeout: float | None) -> tuple[float, int]:
-    """Reserves ``cost`` (FIFO); fails at once when the wait would exceed ``timeout``."""
-    reserved, wait, token = limiter._reserve(cost, timeout)
-    if not reserved:
-        limiter._count("timed_out")
-        raise AcquireTimeout(timeout if timeout is not None else 0.0, needed=wait)
-    return wait, token
-
-
-def _waited(limiter: _Reservable, wait: float, start_ns: int) -> float:
-    """How long an admitted waiter waited, for the wait histogram.
-
-    The reserved wait under a manual clock (virtual time: exact and deterministic); otherwise
-    the real time since the request arrived, and at least the reserved wait (a loop whose
-    clock is virtual, e.g. trio's autojump, sleeps for no real time).
-    """
-    if limiter.clock is not None:
-        return wait
-    return max(wait, (time.monotonic_ns() - start_ns) / 1e9)
-
-
 def _acquire_blocking(limiter: _Reservable, cost: int, timeout: float | None) -> None:
-    start = time.monotonic_ns()
-    wait, token = _reserve(limiter, cost, timeout_seconds(timeout))
-    if wait > 0:
-        limiter._add_waiting(1)
-        try:
-            clock = limiter.clock
-            if clock is None:
-                time.sleep(wait)
-            else:
-                # Virtual time: the wait passes at once, so tests never hang or sleep.
-                clock.advance(wait)
-        except BaseException:
-            # Interrupted (KeyboardInterrupt, a signal handler's exception): give it back.
-            limiter._refund(cost, token, "cancelled")
-            raise
-        finally:
-            limiter._add_waiting(-1)
-        limiter._commit(cost, _waited(limiter, wait, start))
-    else:
-        limiter._commit(cost)
+    timeout = timeout_seconds(timeout)
+    wake = _rate_wait.ThreadWake()
+    ticket = limiter._enqueue(cost, timeout, wake)
+    if ticket is None:
+        return
+    waits = ((limiter, ticket),)
+    try:
+        _rate_wait.check_blocking_allowed(waits)
+        _rate_wait.wait_blocking(waits, timeout, wake)
+    except _rate_wait.TimedOut:
+        _rate_wait.give_up(waits, (), timed_out=True)
+        raise AcquireTimeout(timeout if timeout is not None else 0.0) from None
+    except BaseException:
+        # Interrupted (KeyboardInterrupt, a signal handler's exception): nothing is kept.
+        _rate_wait.give_up(waits, (), timed_out=False)
+        raise
+    _rate_wait.consume(waits)
 
 
 async def _acquire_async(limiter: _Reservable, cost: int, timeout: float | None) -> None:
-    """The waiting path of ``await limiter.acquire()``: sleep until the reservation is due."""
-    start = time.monotonic_ns()
-    wait, token = _reserve(limiter, cost, timeout)
-    limiter._add_waiting(1)
+    """The waiting path of ``await limiter.acquire()``: queue, wait for the turn, take it."""
+    wake = _rate_wait.async_waker()
+    ticket = limiter._enqueue(cost, timeout, wake)
+    if ticket is None:
+        return
+    waits = ((limiter, ticket),)
     try:
-        clock = limiter.clock
-        if clock is None:
-            await sleep(wait)
-        else:
-            clock.advance(wait)
-            await sleep(0)
+        await _rate_wait.wait_async(waits, timeout, wake)
+    except _rate_wait.TimedOut:
+        _rate_wait.give_up(waits, (), timed_out=True)
+        raise AcquireTimeout(timeout if timeout is not None else 0.0) from None
     except BaseException:
-        # Cancelled while waiting: the reservation goes back, nothing is lost.
-        limiter._refund(cost, token, "cancelled")
+        # Cancelled, however the caller gave up: nothing is kept, a grant goes back.
+        _rate_wait.give_up(waits, (), timed_out=False)
         raise
-    finally:
-        limiter._add_waiting(-1)
-    limiter._commit(cost, _waited(limiter, wait, start) if wait > 0 else None)
+    _rate_wait.consume(waits)
 
 
 def _stats(limiter: _Reservable) -> LimiterStats:

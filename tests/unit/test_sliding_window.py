@@ -238,16 +238,17 @@ def test_a_timeout_equal_to_the_needed_wait_is_met() -> None:
     assert clock.now_ns() == 8_333_334
 
 
-def test_a_pending_reservation_blocks_barging_and_refunds_cleanly() -> None:
+def test_a_waiter_blocks_barging_and_leaves_nothing_behind() -> None:
     clock, window, _ = manual(limit=1, window_ns=S)
     assert window.try_acquire()
-    ok, wait, token = window._reserve(1, None)
-    assert (ok, wait) == (True, 1.0)
+    ticket = window._enqueue(1, None, lambda: None)
+    assert ticket is not None
+    assert window._status(ticket) == ("head", 1.0)
     # Someone is waiting for t = 1 s: newcomers queue behind, even once the window has room.
     assert window.peek() == adm.Decision(False, 0, 2.0, 2.0)
     advance_ns(clock, S)
     assert not window.try_acquire()
-    window._refund(1, token, "cancelled")
+    assert window._withdraw(ticket) == "removed"
     assert window.try_acquire()
     s = window.stats()
     assert (s.admitted, s.rejected, s.cancelled) == (2, 1, 1)

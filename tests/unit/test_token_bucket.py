@@ -369,21 +369,29 @@ def test_a_timeout_equal_to_the_needed_wait_is_met(rate: int) -> None:
     assert clock.now_ns() == model.T
 
 
-def test_blocking_waiters_are_served_in_order_of_arrival() -> None:
-    """Reservations push the schedule: a big request is not overtaken by later small ones."""
+def test_waiters_are_served_in_order_of_arrival() -> None:
+    """The queue is FIFO: a big request is not overtaken by later small ones, nobody barges
+    past it, and a waiter that leaves lets the next one move up."""
     clock, bucket, _ = manual(rate=1, per=1.0, burst=4)
     assert bucket.try_acquire(4)
-    ok, wait_big, big = bucket._reserve(4, None)
-    assert (ok, wait_big) == (True, 4.0)
-    ok, wait_small, small = bucket._reserve(1, None)
-    assert (ok, wait_small) == (True, 5.0), "the small request queues behind the big one"
-    assert not bucket.try_acquire(), "no barging past reservations"
-    bucket._refund(4, big, "timed_out")  # not the tail: parked until the small one goes
-    bucket._refund(1, small, "cancelled")
+    woken: list[str] = []
+    big = bucket._enqueue(4, None, lambda: woken.append("big"))
+    small = bucket._enqueue(1, None, lambda: woken.append("small"))
+    assert big is not None
+    assert small is not None
+    assert bucket._status(big) == ("head", 4.0)
+    assert bucket._status(small) == ("queued", 0.0), "the small request queues behind"
+    assert not bucket.try_acquire(), "no barging past the queue"
+    assert bucket.waiting == 2
+    assert bucket._withdraw(big, timed_out=True) == "removed"
+    assert woken == ["small"], "the new head is told to time its turn"
+    assert bucket._status(small) == ("head", 1.0), "it moved up: due in 1 s, not 5 s"
+    assert bucket._withdraw(small) == "removed"
+    assert bucket._withdraw(small) == "ended"
     s = bucket.stats()
-    assert (s.admitted, s.rejected, s.timed_out, s.cancelled) == (1, 1, 1, 1)
+    assert (s.admitted, s.rejected, s.timed_out, s.cancelled, s.waiting) == (1, 1, 1, 1, 0)
     advance_ns(clock, 4 * S)
-    assert bucket.try_acquire(4), "refunds gave the reservations back"
+    assert bucket.try_acquire(4), "the waiters that left took nothing"
 
 
 def test_peek_while_a_reservation_is_pending() -> None:
@@ -393,9 +401,10 @@ def test_peek_while_a_reservation_is_pending() -> None:
     _, bucket, model = manual(rate=1, per=1.0, burst=1)
     assert bucket.try_acquire()
     assert model.try_acquire(0, 1)
-    ok, wait, _ = bucket._reserve(1, None)
-    assert (ok, wait) == (True, 1.0)
-    model.tat += model.T  # the model's view of that reservation
+    ticket = bucket._enqueue(1, None, lambda: None)
+    assert ticket is not None
+    assert bucket._status(ticket) == ("head", 1.0)
+    model.tat += model.T  # the model's view of that waiter
     for cost in (1, 0):
         m = model.peek(0, cost)
         assert m == ModelDecision(False, 0, S * (1 + cost), 2 * S)

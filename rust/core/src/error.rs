@@ -34,6 +34,9 @@ pub enum AcquireError {
     Capacity { cost: u64, capacity: u64 },
     /// Waiting would exceed the caller's deadline; `needed_ns` is how long it would take.
     WouldExceedDeadline { needed_ns: u64 },
+    /// The clock reads a time the limiter cannot represent (a manual clock advanced by
+    /// decades): refused rather than wrapped.
+    ClockOutOfRange { now_ns: u64 },
 }
 
 impl fmt::Display for AcquireError {
@@ -47,6 +50,12 @@ impl fmt::Display for AcquireError {
                 f,
                 "admission needs {:.6} s, more than the time allowed",
                 *needed_ns as f64 / 1e9
+            ),
+            Self::ClockOutOfRange { now_ns } => write!(
+                f,
+                "the clock reads {:.3} s, beyond the {:.3} s a limiter can represent",
+                *now_ns as f64 / 1e9,
+                crate::gcra::MAX_TIME_NS as f64 / 1e9
             ),
         }
     }

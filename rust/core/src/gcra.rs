@@ -17,10 +17,19 @@
 use crate::error::{positive_finite, AcquireError, ConfigError};
 use crate::histogram::{HistogramSnapshot, WaitHistogram};
 use crate::padded::CachePadded;
-use crate::rate::Reservation;
 use crate::stats::{Counters, Refusal};
-use crate::sync::{AtomicU64, Mutex, Ordering};
+use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
+use crate::waitq::{Entered, Ledger, RateTicket, Status, WaitQueue, Withdrawal};
+use crate::wakers::Wakers;
 use crate::{MAX_SPAN_NS, NANOS_PER_SEC};
+
+/// The top bit of the state word: someone waits in the queue. It makes the word larger than
+/// any time, so the immediate paths refuse without a second load (no barging past waiters).
+const QUEUED: u64 = 1 << 63;
+
+/// Latest time (ns) a bucket accepts: `tat` stays below the `QUEUED` bit, with room for a
+/// full queue of reservations ahead of it (about 73 years of clock).
+pub const MAX_TIME_NS: u64 = 1 << 61;
 
 /// What a request would get now; returned by `peek`, which consumes nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,8 +43,8 @@ pub struct Decision {
     pub reset_after_ns: u64,
 }
 
-#[derive(Debug)]
-pub struct Gcra {
+pub struct Gcra<W = ()> {
+    /// The theoretical arrival time `tat` of the admitted requests, with the `QUEUED` bit.
     tat: CachePadded<AtomicU64>,
     /// `T`: nanoseconds per unit of cost.
     emission_ns: u64,
@@ -43,19 +52,108 @@ pub struct Gcra {
     capacity_ns: u64,
     burst: u64,
     counters: Counters,
-    /// Waits of the requests that reserved ahead ([`Gcra::commit_waited`]); never touched by
-    /// an immediate admission.
+    /// Waits of the requests that queued; never touched by an immediate admission.
     waits: WaitHistogram,
-    /// Refunds parked because later reservations were queued behind them: `(end, cost·T)`.
-    /// Slow path only (cancellations); see [`Gcra::refund`].
-    parked: Mutex<Vec<(u64, u64)>>,
+    /// The waiting requests. Slow path only: the immediate paths never take this lock.
+    queue: Mutex<WaitQueue<W>>,
+    waiting: AtomicU64,
 }
 
-/// Most parked refunds kept per bucket; beyond it the oldest is dropped (its slot stays
-/// spent: conservative).
-const MAX_PARKED: usize = 1024;
+impl<W> std::fmt::Debug for Gcra<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gcra")
+            .field("emission_ns", &self.emission_ns)
+            .field("burst", &self.burst)
+            .field("waiting", &self.waiting.load(Ordering::Relaxed))
+            .finish()
+    }
+}
 
-impl Gcra {
+/// The bucket seen by its queue, under the queue's lock.
+struct BucketLedger<'a> {
+    tat: &'a AtomicU64,
+    emission_ns: u64,
+    capacity_ns: u64,
+}
+
+impl BucketLedger<'_> {
+    fn tat(&self) -> u64 {
+        self.tat.load(Ordering::Acquire) & !QUEUED
+    }
+
+    /// Rewrites `tat` (keeping or setting the bit) with a CAS loop: while the bit is clear
+    /// the immediate paths may move `tat` concurrently.
+    fn update(&self, f: impl Fn(u64) -> u64, queued: bool) -> u64 {
+        let mut word = self.tat.load(Ordering::Acquire);
+        loop {
+            let next = f(word & !QUEUED);
+            let with_bit = if queued { next | QUEUED } else { next };
+            match self.tat.compare_exchange_weak(
+                word,
+                with_bit,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return next,
+                Err(actual) => word = actual,
+            }
+        }
+    }
+}
+
+impl Ledger for BucketLedger<'_> {
+    fn due(&mut self, now: u64, cost: u64) -> u64 {
+        // cost <= burst was checked on the way in, so this is at most `tat`.
+        (self.tat().max(now) + cost * self.emission_ns)
+            .saturating_sub(self.capacity_ns)
+            .max(now)
+    }
+
+    fn due_after(&mut self, now: u64, ahead: u64, cost: u64) -> (u64, bool) {
+        // Queued costs are each <= burst, and the queue is finite: saturate rather than wrap.
+        let span = ahead.saturating_add(cost).saturating_mul(self.emission_ns);
+        let at = self
+            .tat()
+            .max(now)
+            .saturating_add(span)
+            .saturating_sub(self.capacity_ns)
+            .max(now);
+        (at, true)
+    }
+
+    fn admit(&mut self, now: u64, cost: u64, still_queued: bool) -> u64 {
+        let increment = cost * self.emission_ns;
+        self.update(|tat| tat.max(now) + increment, still_queued)
+    }
+
+    fn give_back(&mut self, _now: u64, cost: u64, record: u64) -> bool {
+        // Exact only if nothing was admitted since (`tat` is still what this grant left):
+        // with later admissions in between, undoing it could hand out time they were given.
+        let word = self.tat.load(Ordering::Acquire);
+        if word & !QUEUED != record {
+            return false;
+        }
+        let back = record - cost * self.emission_ns;
+        self.tat
+            .compare_exchange(
+                word,
+                back | (word & QUEUED),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    fn set_queued(&mut self, queued: bool) {
+        if queued {
+            self.tat.fetch_or(QUEUED, Ordering::AcqRel);
+        } else {
+            self.tat.fetch_and(!QUEUED, Ordering::AcqRel);
+        }
+    }
+}
+
+impl<W: Clone> Gcra<W> {
     /// `rate` units of cost per `per_s` seconds, bursts of up to `burst`.
     pub fn new(rate: f64, per_s: f64, burst: u64) -> Result<Self, ConfigError> {
         let rate = positive_finite("rate", rate)?;
@@ -86,7 +184,8 @@ impl Gcra {
             burst,
             counters: Counters::default(),
             waits: WaitHistogram::new(),
-            parked: Mutex::new(Vec::new()),
+            queue: Mutex::new(WaitQueue::default()),
+            waiting: AtomicU64::new(0),
         })
     }
 
@@ -102,23 +201,31 @@ impl Gcra {
         &self.counters
     }
 
+    /// Requests waiting in the queue right now.
+    pub fn waiting(&self) -> u64 {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
     #[inline(always)]
-    fn check_cost(&self, cost: u64) -> Result<u64, AcquireError> {
+    fn check(&self, now: u64, cost: u64) -> Result<u64, AcquireError> {
         if cost > self.burst {
             return Err(AcquireError::Capacity {
                 cost,
                 capacity: self.burst,
             });
         }
+        if now >= MAX_TIME_NS {
+            return Err(AcquireError::ClockOutOfRange { now_ns: now });
+        }
         // Cannot overflow: cost <= burst and burst * T < MAX_SPAN_NS.
         Ok(cost * self.emission_ns)
     }
 
-    /// Admits `cost` now if it fits, without waiting. Counts the outcome.
+    /// Admits `cost` now if it fits and nobody waits; never waits. Counts the outcome.
     #[inline]
     pub fn try_acquire(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
-        let increment = self.check_cost(cost)?;
-        let admitted = self.advance(now, increment, 0).is_ok();
+        let increment = self.check(now, cost)?;
+        let admitted = self.advance(now, increment);
         if admitted {
             self.counters.admitted(cost);
         } else {
@@ -127,44 +234,142 @@ impl Gcra {
         Ok(admitted)
     }
 
-    /// The one CAS loop of admission (`try_acquire` is `reserve` with no wait allowed): pushes
-    /// `tat` by `increment` from `max(tat, now)` if the request is then due within
-    /// `max_wait_ns`. Returns the reservation, or the wait it would need, having written
-    /// nothing.
-    #[inline(always)]
-    fn advance(&self, now: u64, increment: u64, max_wait_ns: u64) -> Result<Reservation, u64> {
-        let limit = now.saturating_add(self.capacity_ns);
+    /// Like [`Gcra::try_acquire`], but a refusal is not counted: for a caller that queues
+    /// next ([`Gcra::enqueue`]), whose request is then counted once, by its real outcome.
+    #[inline]
+    pub fn try_take(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
+        let increment = self.check(now, cost)?;
+        let admitted = self.advance(now, increment);
+        if admitted {
+            self.counters.admitted(cost);
+        }
+        Ok(admitted)
+    }
+
+    /// Admits `cost` now if it fits and nobody waits, counting nothing; returns what
+    /// [`Gcra::untake`] needs to undo it. For a caller taking several limits at once, which
+    /// counts the request once it knows its outcome.
+    pub fn take(&self, now: u64, cost: u64) -> Result<Option<u64>, AcquireError> {
+        let increment = self.check(now, cost)?;
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
             let new_tat = tat.max(now) + increment;
-            let wait = new_tat.saturating_sub(limit);
-            if wait > max_wait_ns {
-                return Err(wait);
+            if new_tat > now + self.capacity_ns {
+                return Ok(None);
+            }
+            match self
+                .tat
+                .compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return Ok(Some(new_tat)),
+                Err(actual) => tat = actual,
+            }
+        }
+    }
+
+    /// Undoes a [`Gcra::take`] of `cost` made at `taken_at` that left `record`, at `now`;
+    /// returns the wakers of waiters that can go now.
+    ///
+    /// Exact when nothing was admitted since, or when the bucket owed more than the time that
+    /// has passed (no later admission could have found it full without this one). Otherwise
+    /// the time since the take is kept as spent: the bucket never gives back more than this
+    /// take could have cost anyone.
+    pub fn untake(&self, taken_at: u64, now: u64, cost: u64, record: u64) -> Wakers<W> {
+        let increment = cost * self.emission_ns;
+        let before = record - increment;
+        let mut word = self.tat.load(Ordering::Acquire);
+        loop {
+            let tat = word & !QUEUED;
+            let back = if tat == record || before >= now {
+                increment
+            } else {
+                increment.saturating_sub(now.saturating_sub(taken_at))
+            };
+            let next = (tat - back.min(tat)) | (word & QUEUED);
+            match self
+                .tat
+                .compare_exchange_weak(word, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(actual) => word = actual,
+            }
+        }
+        if word & QUEUED != 0 {
+            self.poll(now)
+        } else {
+            Wakers::new()
+        }
+    }
+
+    /// Counts an admission made with [`Gcra::take`], and its wait if it waited.
+    pub fn commit(&self, cost: u64, waited_ns: Option<u64>) {
+        match waited_ns {
+            None => self.counters.admitted(cost),
+            Some(w) => self
+                .waits
+                .observe_admission(w, || self.counters.admitted(cost)),
+        }
+    }
+
+    /// The one CAS loop of immediate admission: pushes `tat` by `increment` from
+    /// `max(tat, now)` if that stays within the burst. A refusal writes nothing. While anyone
+    /// waits, the `QUEUED` bit makes the word exceed every limit: refused, no barging.
+    #[inline(always)]
+    fn advance(&self, now: u64, increment: u64) -> bool {
+        let limit = now + self.capacity_ns;
+        let mut tat = self.tat.load(Ordering::Relaxed);
+        loop {
+            // No overflow: `tat` (with the bit) < 2^63 + 2^62 and increment < 2^61.
+            let new_tat = tat.max(now) + increment;
+            if new_tat > limit {
+                return false;
             }
             // AcqRel: a successful CAS orders this admission after every admission it observed.
             match self
                 .tat
                 .compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Relaxed)
             {
-                Ok(_) => {
-                    return Ok(Reservation {
-                        wait_ns: wait,
-                        token: new_tat,
-                    })
-                }
+                Ok(_) => return true,
                 Err(actual) => tat = actual,
             }
         }
     }
 
+    fn lock(&self) -> MutexGuard<'_, WaitQueue<W>> {
+        // Every mutation under this lock completes before anything that can panic.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ledger(&self) -> BucketLedger<'_> {
+        BucketLedger {
+            tat: &self.tat,
+            emission_ns: self.emission_ns,
+            capacity_ns: self.capacity_ns,
+        }
+    }
+
+    fn note_waiting(&self, queue: &WaitQueue<W>) {
+        self.waiting.store(queue.len() as u64, Ordering::Relaxed);
+    }
+
     /// What `try_acquire(cost)` would decide now; changes nothing and counts nothing.
+    /// While requests wait, it is refused with the time it would take behind them.
     pub fn peek(&self, now: u64, cost: u64) -> Result<Decision, AcquireError> {
-        let increment = self.check_cost(cost)?;
-        let tat = self.tat.load(Ordering::Acquire).max(now);
-        let limit = now.saturating_add(self.capacity_ns);
-        let new_tat = tat + increment;
-        let reset_after_ns = tat - now;
-        if new_tat <= limit {
+        let increment = self.check(now, cost)?;
+        let mut word = self.tat.load(Ordering::Acquire);
+        let mut ahead = 0;
+        let _queue = if word & QUEUED != 0 {
+            let queue = self.lock();
+            word = self.tat.load(Ordering::Acquire);
+            ahead = queue.queued_cost() * self.emission_ns;
+            Some(queue)
+        } else {
+            None
+        };
+        let tat = (word & !QUEUED).max(now);
+        let limit = now + self.capacity_ns;
+        let new_tat = tat + ahead + increment;
+        if ahead == 0 && new_tat <= limit {
             Ok(Decision {
                 allowed: true,
                 remaining: (limit - new_tat) / self.emission_ns,
@@ -174,42 +379,98 @@ impl Gcra {
         } else {
             Ok(Decision {
                 allowed: false,
-                // `tat` is past `limit` while reservations are queued beyond the burst.
-                remaining: limit.saturating_sub(tat) / self.emission_ns,
-                retry_after_ns: new_tat - limit,
-                reset_after_ns,
+                remaining: limit.saturating_sub(tat + ahead) / self.emission_ns,
+                retry_after_ns: new_tat.saturating_sub(limit),
+                reset_after_ns: tat + ahead - now,
             })
         }
     }
 
-    /// Reserves `cost` for the earliest moment it fits, if that is at most `max_wait_ns` away.
-    ///
-    /// Returns how long the caller must wait before proceeding (0: proceed now). Reservations
-    /// are served in the order they are made (FIFO by construction: each one pushes `tat`), so
-    /// a large request is never starved by small ones. A reservation that would need longer than
-    /// `max_wait_ns` fails at once with the time it would need and writes nothing. The caller
-    /// must end every successful reservation with [`Gcra::commit`] or [`Gcra::refund`]; a
-    /// failed one counts nothing (the caller knows which outcome it is).
-    pub fn reserve(
+    /// Admits `cost` at once if nobody waits and it fits (unless `admit_now` is false: then it
+    /// always queues, and is granted by the next `poll`); otherwise queues it behind the
+    /// waiters (FIFO: a large request is never starved by small ones), if it would be
+    /// admitted within `max_wait_ns`. A request that would need longer fails at once with
+    /// the time it would need, writes nothing, and is counted as timed out.
+    pub fn enqueue(
         &self,
         now: u64,
         cost: u64,
         max_wait_ns: u64,
-    ) -> Result<Reservation, AcquireError> {
-        let increment = self.check_cost(cost)?;
-        self.advance(now, increment, max_wait_ns)
-            .map_err(|needed_ns| AcquireError::WouldExceedDeadline { needed_ns })
+        waker: W,
+        admit_now: bool,
+    ) -> Result<Entered, AcquireError> {
+        let increment = self.check(now, cost)?;
+        let mut queue = self.lock();
+        if admit_now && queue.is_empty() && self.advance(now, increment) {
+            self.counters.admitted(cost);
+            return Ok(Entered::Admitted);
+        }
+        match queue.push(&mut self.ledger(), now, cost, max_wait_ns, waker) {
+            Ok((ticket, head_due)) => {
+                self.note_waiting(&queue);
+                Ok(Entered::Queued { ticket, head_due })
+            }
+            Err(needed_ns) => {
+                drop(queue);
+                self.counters.timed_out();
+                Err(AcquireError::WouldExceedDeadline { needed_ns })
+            }
+        }
     }
 
-    /// Ends a reservation whose wait completed: counts it admitted.
-    pub fn commit(&self, cost: u64) {
-        self.counters.admitted(cost);
+    /// Grants the waiters at the head of the queue whose turn has come; returns the wakers
+    /// to call (those granted, and a new head, which must time its turn).
+    pub fn poll(&self, now: u64) -> Wakers<W> {
+        let mut queue = self.lock();
+        let woken = queue.grant_due(&mut self.ledger(), now);
+        self.note_waiting(&queue);
+        woken
     }
 
-    /// Like [`Gcra::commit`], for a request that waited `waited_ns`: also records the wait.
-    pub fn commit_waited(&self, cost: u64, waited_ns: u64) {
-        self.waits
-            .observe_admission(waited_ns, || self.counters.admitted(cost));
+    /// What a waiter should do next.
+    pub fn status(&self, ticket: &RateTicket, now: u64) -> Status {
+        self.lock().status(&mut self.ledger(), ticket, now)
+    }
+
+    /// Takes a granted request, counting it admitted after waiting `waited_ns`. False if it
+    /// was not granted.
+    pub fn consume(&self, ticket: &RateTicket, waited_ns: u64) -> bool {
+        let taken = self.lock().consume(ticket);
+        if taken {
+            self.waits
+                .observe_admission(waited_ns, || self.counters.admitted(ticket.cost()));
+        }
+        taken
+    }
+
+    /// Withdraws a request whose waiter gave up (counted as `how`); an unused grant goes back
+    /// (see [`WaitQueue::withdraw`]). Returns what happened and the wakers to call.
+    pub fn withdraw(&self, ticket: &RateTicket, now: u64, how: Refusal) -> (Withdrawal, Wakers<W>) {
+        let mut queue = self.lock();
+        let (what, woken) = queue.withdraw(&mut self.ledger(), ticket, now);
+        self.note_waiting(&queue);
+        drop(queue);
+        if !matches!(what, Withdrawal::AlreadyEnded(_)) {
+            self.counters.refused(how);
+        }
+        (what, woken)
+    }
+
+    /// Charges `cost` as used at `now` without admitting or counting anything, even beyond
+    /// the burst (then the next requests wait): a replacement bucket that inherits its
+    /// predecessor's use.
+    pub fn charge(&self, now: u64, cost: u64) {
+        let queue = self.lock();
+        let queued = !queue.is_empty();
+        let increment = cost.saturating_mul(self.emission_ns).min(MAX_SPAN_NS);
+        self.ledger().update(
+            |tat| {
+                tat.max(now)
+                    .saturating_add(increment)
+                    .min(MAX_TIME_NS + MAX_SPAN_NS)
+            },
+            queued,
+        );
     }
 
     /// How long every admitted request waited (immediate admissions as zero waits).
@@ -217,45 +478,32 @@ impl Gcra {
         self.waits.snapshot(|| self.counters.snapshot().admitted)
     }
 
-    /// Ends a reservation that will not be used, counting it as `how`; `token` is the
-    /// reservation's `token` (the `tat` it left behind).
-    ///
-    /// The cost goes back at once if this is still the latest reservation (`tat == token`:
-    /// one CAS). Otherwise later reservations are scheduled behind it, and handing its slot to
-    /// a newcomer would double-book the time already promised to them: the refund is parked,
-    /// and applied when the reservations behind it are refunded in turn and `tat` walks back
-    /// to its end (a whole cancelled queue is refunded, in any order). If a later reservation
-    /// is used instead, the parked slot stays spent: the limiter runs below the rate for that
-    /// slot, never above it.
-    pub fn refund(&self, cost: u64, token: u64, how: Refusal) {
-        let decrement = cost.min(self.burst) * self.emission_ns;
-        if decrement > 0 {
-            let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
-            let mut end = token;
-            let mut step = decrement;
-            loop {
-                let start = end.saturating_sub(step);
-                if self
-                    .tat
-                    .compare_exchange(end, start, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_err()
-                {
-                    if end == token {
-                        if parked.len() >= MAX_PARKED {
-                            parked.remove(0);
-                        }
-                        parked.push((token, decrement));
-                    }
-                    break;
-                }
-                // The tail moved back to `start`: a reservation parked there is now the tail.
-                match parked.iter().position(|&(e, _)| e == start) {
-                    Some(i) => (end, step) = parked.swap_remove(i),
-                    None => break,
-                }
-            }
+    /// Removes every waiter without waking it, counting each cancelled; returns the wakers to
+    /// drop (a bucket being collected).
+    pub fn abandon_waiters(&self) -> Wakers<W> {
+        let mut queue = self.lock();
+        let (n, wakers) = queue.abandon(&mut self.ledger());
+        self.note_waiting(&queue);
+        drop(queue);
+        for _ in 0..n {
+            self.counters.cancelled();
         }
-        self.counters.refused(how);
+        wakers
+    }
+
+    /// Calls `f` on every queued waker if the queue is not locked right now (a garbage
+    /// collector's traversal must not block).
+    pub fn visit_waiters(&self, f: impl FnMut(&W)) {
+        if let Ok(queue) = self.queue.try_lock() {
+            queue.visit(f);
+        }
+    }
+
+    /// How long the head of the queue has waited so far (0: nobody waits).
+    pub fn oldest_wait_ns(&self, now: u64) -> u64 {
+        self.lock()
+            .oldest_enqueued_ns()
+            .map_or(0, |t| now.saturating_sub(t))
     }
 }
 
@@ -291,12 +539,287 @@ fn emission_interval_ns(rate: f64, per_s: f64) -> Result<u64, ConfigError> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     const S: u64 = NANOS_PER_SEC;
 
+    /// Test buckets wake waiters named by numbers.
+    type B = Gcra<u32>;
+
+    fn queued(e: Result<Entered, AcquireError>) -> (Arc<RateTicket>, Option<u64>) {
+        match e {
+            Ok(Entered::Queued { ticket, head_due }) => (ticket, head_due),
+            Ok(Entered::Admitted) => panic!("admitted at once"),
+            Err(e) => panic!("refused: {e}"),
+        }
+    }
+
+    fn woken(w: Wakers<u32>) -> Vec<u32> {
+        w.into_iter().collect()
+    }
+
+    /// A bucket at one per second, burst 1, drained at 0 (its next token is due at 1 s).
+    fn drained() -> B {
+        let b = B::new(1.0, 1.0, 1).unwrap();
+        assert_eq!(b.try_acquire(0, 1), Ok(true));
+        b
+    }
+
+    #[test]
+    fn waiters_queue_in_order_and_only_the_head_is_due() {
+        let b = drained();
+        let (a, a_due) = queued(b.enqueue(0, 1, u64::MAX, 1, true));
+        let (c, c_due) = queued(b.enqueue(0, 1, u64::MAX, 2, true));
+        assert_eq!((a_due, c_due), (Some(S), None));
+        assert_eq!(b.waiting(), 2);
+        // Nobody barges past the queue, even once a token is there.
+        assert_eq!(b.try_acquire(S, 1), Ok(false));
+        assert!(!b.peek(S, 1).unwrap().allowed);
+        assert_eq!(b.status(&c, 0), Status::Queued);
+        assert_eq!(woken(b.poll(S - 1)), Vec::<u32>::new());
+        // A is granted; C, the new head, is told to time its turn.
+        assert_eq!(woken(b.poll(S)), vec![1, 2]);
+        assert_eq!(b.status(&a, S), Status::Granted);
+        assert_eq!(b.status(&c, S), Status::Head { due_ns: 2 * S });
+        assert!(b.consume(&a, S));
+        assert!(!b.consume(&a, S));
+        assert_eq!(woken(b.poll(2 * S)), vec![2]);
+        assert!(b.consume(&c, 2 * S));
+        assert_eq!(b.waiting(), 0);
+        let h = b.wait_histogram();
+        assert_eq!(h.count(), 3);
+        assert_eq!(h.sum_ns, 3 * S);
+        assert_eq!(b.counters().snapshot().admitted, 3);
+    }
+
+    #[test]
+    fn a_waiter_cancelled_in_the_middle_moves_the_ones_behind_up() {
+        let b = drained();
+        let (_a, _) = queued(b.enqueue(0, 1, u64::MAX, 1, true));
+        let (m, _) = queued(b.enqueue(0, 1, u64::MAX, 2, true));
+        let (c, _) = queued(b.enqueue(0, 1, u64::MAX, 3, true));
+        let (what, w) = b.withdraw(&m, 0, Refusal::Cancelled);
+        assert_eq!((what, woken(w)), (Withdrawal::Removed, vec![]));
+        assert_eq!(woken(b.poll(S)), vec![1, 3]);
+        // C is due when the middle one would have been: 2 s, not 3 s.
+        assert_eq!(b.status(&c, S), Status::Head { due_ns: 2 * S });
+        // A newcomer's deadline is judged behind C only.
+        assert_eq!(
+            b.enqueue(S, 1, S, 4, true).err(),
+            Some(AcquireError::WouldExceedDeadline { needed_ns: 2 * S })
+        );
+        let c = b.counters().snapshot();
+        assert_eq!((c.cancelled, c.timed_out), (1, 1));
+    }
+
+    #[test]
+    fn a_whole_cancelled_queue_comes_back_in_any_order() {
+        for order in 0..3 {
+            let b = drained();
+            let mut tickets: Vec<_> = (0..2_000)
+                .map(|i| queued(b.enqueue(0, 1, u64::MAX, i, true)).0)
+                .collect();
+            match order {
+                0 => {}
+                1 => tickets.reverse(),
+                _ => {
+                    let mut seed = 0x2545_F491_4F6C_DD1D_u64;
+                    for i in (1..tickets.len()).rev() {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        tickets.swap(i, (seed % (i as u64 + 1)) as usize);
+                    }
+                }
+            }
+            for t in &tickets {
+                b.withdraw(t, S / 2, Refusal::Cancelled);
+            }
+            assert_eq!(b.waiting(), 0);
+            // As if nobody had queued: the next token is due at 1 s.
+            let d = b.peek(S / 2, 1).unwrap();
+            assert_eq!(d.retry_after_ns, S / 2, "order {order}");
+            assert_eq!(b.try_acquire(S, 1), Ok(true));
+            assert_eq!(b.counters().snapshot().cancelled, 2_000);
+        }
+    }
+
+    #[test]
+    fn a_grant_given_up_before_use_goes_back_exactly() {
+        let b = drained();
+        let (a, _) = queued(b.enqueue(0, 1, u64::MAX, 1, true));
+        assert_eq!(woken(b.poll(S)), vec![1]);
+        let (what, _) = b.withdraw(&a, S, Refusal::Cancelled);
+        assert_eq!(what, Withdrawal::GaveBack);
+        assert!(!b.consume(&a, S));
+        // Nothing was admitted after it: the token is back in the bucket.
+        assert_eq!(b.try_acquire(S, 1), Ok(true));
+        let c = b.counters().snapshot();
+        assert_eq!((c.admitted, c.cancelled), (2, 1));
+        assert_eq!(b.wait_histogram().count(), 2);
+    }
+
+    #[test]
+    fn a_grant_given_up_after_later_admissions_passes_to_the_next_waiter() {
+        let b = B::new(1.0, 1.0, 2).unwrap();
+        assert_eq!(b.try_acquire(0, 2), Ok(true));
+        let (a, _) = queued(b.enqueue(0, 1, u64::MAX, 1, true));
+        let (x, _) = queued(b.enqueue(0, 1, u64::MAX, 2, true));
+        let (c, _) = queued(b.enqueue(0, 1, u64::MAX, 3, true));
+        // At 2 s two tokens are back: A and X are granted together; C is the head.
+        assert_eq!(woken(b.poll(2 * S)), vec![1, 2, 3]);
+        assert_eq!(b.status(&c, 2 * S), Status::Head { due_ns: 3 * S });
+        // A gives up: X was admitted after it, so its slot goes to C at once.
+        let (what, w) = b.withdraw(&a, 2 * S, Refusal::Cancelled);
+        assert_eq!((what, woken(w)), (Withdrawal::GaveBack, vec![3]));
+        assert!(b.consume(&x, 2 * S));
+        assert!(b.consume(&c, 2 * S));
+        // The bucket is exactly as drained as if A had never queued.
+        assert!(!b.peek(2 * S, 1).unwrap().allowed);
+        assert_eq!(b.peek(2 * S, 1).unwrap().retry_after_ns, S);
+    }
+
+    #[test]
+    fn a_large_head_is_not_starved_and_its_withdrawal_admits_the_small_ones() {
+        let b = B::new(1.0, 1.0, 4).unwrap();
+        assert_eq!(b.try_acquire(0, 4), Ok(true));
+        let (big, due) = queued(b.enqueue(0, 4, u64::MAX, 1, true));
+        assert_eq!(due, Some(4 * S));
+        let (small, _) = queued(b.enqueue(0, 1, u64::MAX, 2, true));
+        assert_eq!(woken(b.poll(2 * S)), vec![]);
+        let (_, w) = b.withdraw(&big, 2 * S, Refusal::TimedOut);
+        // Behind the big one, the small one fits at once.
+        assert_eq!(woken(w), vec![2]);
+        assert_eq!(b.status(&small, 2 * S), Status::Granted);
+    }
+
+    #[test]
+    fn the_queued_flag_never_leaks_into_times() {
+        let b = drained();
+        let (a, _) = queued(b.enqueue(0, 1, u64::MAX, 1, true));
+        let d = b.peek(0, 1).unwrap();
+        assert_eq!(
+            (d.allowed, d.remaining, d.retry_after_ns),
+            (false, 0, 2 * S)
+        );
+        assert_eq!(d.reset_after_ns, 2 * S);
+        b.withdraw(&a, 0, Refusal::Cancelled);
+        let d = b.peek(0, 1).unwrap();
+        assert_eq!(
+            (d.allowed, d.retry_after_ns, d.reset_after_ns),
+            (false, S, S)
+        );
+        assert_eq!(b.oldest_wait_ns(5), 0);
+    }
+
+    #[test]
+    fn times_beyond_the_representable_range_are_refused() {
+        let b = B::new(1.0, 2e9, 1).unwrap();
+        assert_eq!(
+            b.try_acquire(MAX_TIME_NS, 1),
+            Err(AcquireError::ClockOutOfRange {
+                now_ns: MAX_TIME_NS
+            })
+        );
+        assert!(b.peek(u64::MAX, 1).is_err());
+        assert!(b.enqueue(u64::MAX, 1, 0, 1, true).is_err());
+        // A long queue on a slow bucket saturates instead of wrapping: nobody is let through.
+        assert_eq!(b.try_acquire(0, 1), Ok(true));
+        let dues: Vec<_> = (0..12)
+            .map(|i| queued(b.enqueue(0, 1, u64::MAX, i, true)).0)
+            .collect();
+        assert_eq!(woken(b.poll(MAX_TIME_NS - 1)), vec![0, 1]);
+        assert_eq!(b.status(&dues[0], MAX_TIME_NS - 1), Status::Granted);
+        assert!(matches!(
+            b.status(&dues[1], MAX_TIME_NS - 1),
+            Status::Head { .. }
+        ));
+    }
+
+    #[test]
+    fn charge_goes_beyond_the_burst_without_counting() {
+        let b = B::new(1.0, 1.0, 2).unwrap();
+        b.charge(0, 5);
+        assert_eq!(b.try_acquire(0, 1), Ok(false));
+        assert_eq!(b.peek(0, 1).unwrap().retry_after_ns, 4 * S);
+        assert_eq!(b.counters().snapshot().admitted, 0);
+    }
+
+    /// Random arrivals, cancellations and polls: the admitted cost never exceeds the bound
+    /// over any interval, and while demand lasts no slot is lost to the cancellations.
+    #[test]
+    fn cancellations_anywhere_keep_the_bound_and_the_rate() {
+        let b = B::new(10.0, 1.0, 3).unwrap();
+        let t = b.emission_ns();
+        let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut now = 0;
+        let mut waiting: Vec<Arc<RateTicket>> = Vec::new();
+        let mut admitted: Vec<(u64, u64)> = Vec::new();
+        let horizon = 2_000 * t;
+        let settle = |b: &B, waiting: &mut Vec<Arc<RateTicket>>, admitted: &mut Vec<_>, at| {
+            b.poll(at);
+            waiting.retain(|w| {
+                if b.consume(w, 0) {
+                    admitted.push((at, w.cost()));
+                    false
+                } else {
+                    true
+                }
+            });
+        };
+        while now < horizon {
+            let next = now + rand() % (t / 3);
+            // The head's waiter polls at its due time (a timer that is never late).
+            while let Some(due) = waiting.iter().find_map(|w| match b.status(w, now) {
+                Status::Head { due_ns } if due_ns <= next => Some(due_ns),
+                _ => None,
+            }) {
+                now = due.max(now);
+                settle(&b, &mut waiting, &mut admitted, now);
+            }
+            now = next;
+            for _ in 0..rand() % 4 {
+                let cost = 1 + rand() % 3;
+                match b.enqueue(now, cost, u64::MAX, 0, true).unwrap() {
+                    Entered::Admitted => admitted.push((now, cost)),
+                    Entered::Queued { ticket, .. } => waiting.push(ticket),
+                }
+            }
+            // Cancel from anywhere, but keep demand above the rate.
+            if waiting.len() > 30 {
+                for _ in 0..rand() % 5 {
+                    let i = (rand() % waiting.len() as u64) as usize;
+                    let gone = waiting.swap_remove(i);
+                    b.withdraw(&gone, now, Refusal::Cancelled);
+                }
+            }
+            settle(&b, &mut waiting, &mut admitted, now);
+        }
+        for (i, &(start, _)) in admitted.iter().enumerate() {
+            let mut sum = 0;
+            for &(when, cost) in &admitted[i..] {
+                sum += cost;
+                assert!(
+                    sum <= 3 + (when - start) / t,
+                    "{sum} admitted in {} ns",
+                    when - start
+                );
+            }
+        }
+        let total: u64 = admitted.iter().map(|a| a.1).sum();
+        let bound = 3 + now / t;
+        assert!(total + 3 >= bound, "{total} admitted, {bound} possible");
+    }
+
     #[test]
     fn starts_full_and_refills_continuously() {
-        let b = Gcra::new(1.0, 1.0, 3).unwrap();
+        let b = B::new(1.0, 1.0, 3).unwrap();
         assert_eq!(b.emission_ns(), S);
         for _ in 0..3 {
             assert_eq!(b.try_acquire(0, 1), Ok(true));
@@ -312,7 +835,7 @@ mod tests {
 
     #[test]
     fn rejection_writes_nothing() {
-        let b = Gcra::new(1.0, 1.0, 1).unwrap();
+        let b = B::new(1.0, 1.0, 1).unwrap();
         assert_eq!(b.try_acquire(0, 1), Ok(true));
         let before = b.tat.load(Ordering::Relaxed);
         for _ in 0..100 {
@@ -324,7 +847,7 @@ mod tests {
 
     #[test]
     fn cost_over_burst_is_a_capacity_error() {
-        let b = Gcra::new(10.0, 1.0, 5).unwrap();
+        let b = B::new(10.0, 1.0, 5).unwrap();
         assert_eq!(
             b.try_acquire(0, 6),
             Err(AcquireError::Capacity {
@@ -333,13 +856,13 @@ mod tests {
             })
         );
         assert!(b.peek(0, 6).is_err());
-        assert!(b.reserve(0, 6, u64::MAX).is_err());
+        assert!(b.enqueue(0, 6, u64::MAX, 0, true).is_err());
         assert_eq!(b.try_acquire(0, 5), Ok(true));
     }
 
     #[test]
     fn peek_matches_try_acquire_and_changes_nothing() {
-        let b = Gcra::new(2.0, 1.0, 4).unwrap();
+        let b = B::new(2.0, 1.0, 4).unwrap();
         let d = b.peek(0, 1).unwrap();
         assert_eq!(
             d,
@@ -363,129 +886,35 @@ mod tests {
 
     #[test]
     fn zero_cost_is_always_admitted() {
-        let b = Gcra::new(1.0, 1.0, 1).unwrap();
+        let b = B::new(1.0, 1.0, 1).unwrap();
         assert_eq!(b.try_acquire(0, 1), Ok(true));
         assert_eq!(b.try_acquire(0, 0), Ok(true));
     }
 
     #[test]
-    fn reservations_are_fifo_and_refunds_give_back() {
-        let b = Gcra::new(1.0, 1.0, 1).unwrap();
-        let wait = |r: Result<Reservation, AcquireError>| r.map(|r| r.wait_ns);
-        assert_eq!(wait(b.reserve(0, 1, 0)), Ok(0));
-        assert_eq!(wait(b.reserve(0, 1, 10 * S)), Ok(S));
-        let third = b.reserve(0, 1, 10 * S).unwrap();
-        assert_eq!(third.wait_ns, 2 * S);
-        assert_eq!(
-            wait(b.reserve(0, 1, S)),
-            Err(AcquireError::WouldExceedDeadline { needed_ns: 3 * S })
-        );
-        // A failed reservation wrote nothing.
-        let fourth = b.reserve(0, 1, 3 * S).unwrap();
-        assert_eq!(fourth.wait_ns, 3 * S);
-        // Refunds from the tail give the slots back, latest first.
-        b.refund(1, fourth.token, Refusal::Cancelled);
-        b.refund(1, third.token, Refusal::TimedOut);
-        assert_eq!(wait(b.reserve(0, 1, 10 * S)), Ok(2 * S));
-        let c = b.counters().snapshot();
-        assert_eq!((c.cancelled, c.timed_out), (1, 1));
-    }
-
-    #[test]
-    fn refunding_a_reservation_in_the_middle_never_double_books() {
-        // Burst 1, one per second, drained: A due at 1 s, B at 2 s. A is cancelled, then C
-        // arrives: C must not get B's slot at 2 s (the slot of A stays spent instead).
-        let b = Gcra::new(1.0, 1.0, 1).unwrap();
-        assert_eq!(b.try_acquire(0, 1), Ok(true));
-        let a = b.reserve(0, 1, 10 * S).unwrap();
-        let bee = b.reserve(0, 1, 10 * S).unwrap();
-        assert_eq!((a.wait_ns, bee.wait_ns), (S, 2 * S));
-        b.refund(1, a.token, Refusal::Cancelled);
-        let c = b.reserve(0, 1, 10 * S).unwrap();
-        assert_eq!(c.wait_ns, 3 * S);
-    }
-
-    #[test]
-    fn a_whole_cancelled_queue_is_refunded_in_any_order() {
-        let b = Gcra::new(1.0, 1.0, 1).unwrap();
-        assert_eq!(b.try_acquire(0, 1), Ok(true));
-        let r: Vec<_> = (0..4).map(|_| b.reserve(0, 1, 10 * S).unwrap()).collect();
-        // FIFO order: each refund but the last is parked, then the last unwinds them all.
-        for x in &r {
-            b.refund(1, x.token, Refusal::Cancelled);
-        }
-        assert_eq!(b.reserve(0, 1, 10 * S).unwrap().wait_ns, S);
-        assert_eq!(b.counters().snapshot().cancelled, 4);
-    }
-
-    #[test]
-    fn a_parked_refund_behind_a_used_reservation_stays_spent() {
-        let b = Gcra::new(1.0, 1.0, 1).unwrap();
-        assert_eq!(b.try_acquire(0, 1), Ok(true));
-        let a = b.reserve(0, 1, 10 * S).unwrap();
-        let used = b.reserve(0, 1, 10 * S).unwrap();
-        b.refund(1, a.token, Refusal::Cancelled);
-        b.commit(1);
-        let _ = used;
-        assert_eq!(b.reserve(0, 1, 10 * S).unwrap().wait_ns, 3 * S);
-    }
-
-    #[test]
-    fn peek_while_reservations_queue_past_the_burst() {
-        let b = Gcra::new(1.0, 1.0, 1).unwrap();
-        assert_eq!(b.reserve(0, 1, 0).unwrap().wait_ns, 0);
-        assert_eq!(b.reserve(0, 1, 10 * S).unwrap().wait_ns, S);
-        assert_eq!(b.reserve(0, 1, 10 * S).unwrap().wait_ns, 2 * S);
-        let d = b.peek(0, 1).unwrap();
-        assert!(!d.allowed);
-        assert_eq!(d.remaining, 0);
-        assert_eq!(d.retry_after_ns, 3 * S);
-    }
-
-    #[test]
-    fn waited_commits_fill_the_histogram_immediate_ones_count_as_zero() {
-        use crate::histogram::bucket_of;
-        let b = Gcra::new(1.0, 1.0, 2).unwrap();
-        assert_eq!(b.try_acquire(0, 1), Ok(true));
-        assert_eq!(b.try_acquire(0, 1), Ok(true));
-        assert_eq!(b.try_acquire(0, 1), Ok(false));
-        let wait = b.reserve(0, 1, 10 * S).unwrap().wait_ns;
-        assert_eq!(wait, S);
-        b.commit_waited(1, wait);
-        let h = b.wait_histogram();
-        assert_eq!(h.count(), b.counters().snapshot().admitted);
-        assert_eq!(h.counts[0], 2);
-        assert_eq!(h.counts[bucket_of(S)], 1);
-        assert_eq!(h.sum_ns, S);
-    }
-
-    #[test]
     fn bad_configuration_names_the_argument() {
-        assert_eq!(Gcra::new(0.0, 1.0, 1).unwrap_err().arg, "rate");
-        assert_eq!(Gcra::new(-1.0, 1.0, 1).unwrap_err().arg, "rate");
-        assert_eq!(Gcra::new(f64::NAN, 1.0, 1).unwrap_err().arg, "rate");
-        assert_eq!(Gcra::new(f64::INFINITY, 1.0, 1).unwrap_err().arg, "rate");
-        assert_eq!(Gcra::new(1.0, 0.0, 1).unwrap_err().arg, "per");
-        assert_eq!(Gcra::new(1.0, f64::NAN, 1).unwrap_err().arg, "per");
-        assert_eq!(Gcra::new(1.0, 1.0, 0).unwrap_err().arg, "burst");
-        assert_eq!(Gcra::new(1e10, 1.0, 1).unwrap_err().arg, "rate");
-        assert_eq!(Gcra::new(1.0, 1.0, u64::MAX).unwrap_err().arg, "burst");
+        assert_eq!(B::new(0.0, 1.0, 1).unwrap_err().arg, "rate");
+        assert_eq!(B::new(-1.0, 1.0, 1).unwrap_err().arg, "rate");
+        assert_eq!(B::new(f64::NAN, 1.0, 1).unwrap_err().arg, "rate");
+        assert_eq!(B::new(f64::INFINITY, 1.0, 1).unwrap_err().arg, "rate");
+        assert_eq!(B::new(1.0, 0.0, 1).unwrap_err().arg, "per");
+        assert_eq!(B::new(1.0, f64::NAN, 1).unwrap_err().arg, "per");
+        assert_eq!(B::new(1.0, 1.0, 0).unwrap_err().arg, "burst");
+        assert_eq!(B::new(1e10, 1.0, 1).unwrap_err().arg, "rate");
+        assert_eq!(B::new(1.0, 1.0, u64::MAX).unwrap_err().arg, "burst");
     }
 
     #[test]
     fn emission_interval_rounds_up_only_real_fractions() {
-        assert_eq!(
-            Gcra::new(50.0, 60.0, 1).unwrap().emission_ns(),
-            1_200_000_000
-        );
-        assert_eq!(Gcra::new(3.0, 1.0, 1).unwrap().emission_ns(), 333_333_334);
-        assert_eq!(Gcra::new(0.1, 1.0, 1).unwrap().emission_ns(), 10 * S);
+        assert_eq!(B::new(50.0, 60.0, 1).unwrap().emission_ns(), 1_200_000_000);
+        assert_eq!(B::new(3.0, 1.0, 1).unwrap().emission_ns(), 333_333_334);
+        assert_eq!(B::new(0.1, 1.0, 1).unwrap().emission_ns(), 10 * S);
     }
 
     #[test]
     fn interval_bound_holds_on_a_long_pseudo_random_run() {
         // Admitted cost over any window [a, a + t] is at most burst + t / T.
-        let b = Gcra::new(7.0, 1.0, 5).unwrap();
+        let b = B::new(7.0, 1.0, 5).unwrap();
         let t = b.emission_ns();
         let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
         let mut now = 0u64;

@@ -15,15 +15,17 @@ pub mod retired;
 pub mod semaphore;
 pub mod stats;
 mod sync;
+pub mod waitq;
 pub mod wakers;
 pub mod window;
 
 pub use error::{AcquireError, ConfigError};
-pub use gcra::{Decision, Gcra};
+pub use gcra::{Decision, Gcra, MAX_TIME_NS};
 pub use histogram::{HistogramSnapshot, WaitHistogram, WAIT_BOUNDS_NS, WAIT_BUCKETS};
-pub use rate::{RateLimit, Reservation};
+pub use rate::RateLimit;
 pub use semaphore::{Enqueued, Outcome, Semaphore, SemaphoreError, Ticket, MAX_PERMITS};
 pub use stats::{Counters, CountersSnapshot, Refusal};
+pub use waitq::{Entered, RateTicket, Stand, Status, Withdrawal};
 pub use wakers::Wakers;
 pub use window::SlidingWindow;
 

@@ -4,91 +4,126 @@ use crate::error::AcquireError;
 use crate::gcra::{Decision, Gcra};
 use crate::histogram::HistogramSnapshot;
 use crate::stats::{Counters, Refusal};
+use crate::waitq::{Entered, RateTicket, Status, Withdrawal};
+use crate::wakers::Wakers;
 use crate::window::SlidingWindow;
 
-/// A successful reservation: wait `wait_ns`, then commit or refund with `token`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reservation {
-    pub wait_ns: u64,
-    /// What the limiter needs to find this reservation again on refund.
-    pub token: u64,
-}
-
-pub trait RateLimit: Send + Sync {
-    /// Admits now or refuses now; counts the outcome.
+/// A rate limiter with a FIFO queue of waiters whose wakers are `W`.
+pub trait RateLimit<W>: Send + Sync {
+    /// Admits now or refuses now (refused while anyone waits); counts the outcome.
     fn try_acquire(&self, now: u64, cost: u64) -> Result<bool, AcquireError>;
+    /// `try_acquire` that counts only an admission (the caller queues on a refusal).
+    fn try_take(&self, now: u64, cost: u64) -> Result<bool, AcquireError>;
     /// What `try_acquire` would decide; changes and counts nothing.
     fn peek(&self, now: u64, cost: u64) -> Result<Decision, AcquireError>;
-    /// Reserves the earliest slot within `max_wait_ns` (FIFO); counts nothing.
-    fn reserve(&self, now: u64, cost: u64, max_wait_ns: u64) -> Result<Reservation, AcquireError>;
-    /// Ends a reservation that was used.
-    fn commit(&self, cost: u64);
-    /// Ends a reservation that will not be used, giving it back.
-    fn refund(&self, cost: u64, token: u64, how: Refusal);
+    /// Admits at once, or queues if admission is due within `max_wait_ns`.
+    fn enqueue(
+        &self,
+        now: u64,
+        cost: u64,
+        max_wait_ns: u64,
+        waker: W,
+        admit_now: bool,
+    ) -> Result<Entered, AcquireError>;
+    /// Admits now without counting; returns the record `untake` needs.
+    fn take(&self, now: u64, cost: u64) -> Result<Option<u64>, AcquireError>;
+    /// Undoes a `take` (as exactly as it can be); returns wakers of waiters that can go.
+    fn untake(&self, taken_at: u64, now: u64, cost: u64, record: u64) -> Wakers<W>;
+    /// Counts an admission made with `take` (and its wait, if it waited).
+    fn commit(&self, cost: u64, waited_ns: Option<u64>);
+    /// Grants the heads whose turn has come.
+    fn poll(&self, now: u64) -> Wakers<W>;
+    /// What a waiter should do next.
+    fn status(&self, ticket: &RateTicket, now: u64) -> Status;
+    /// Takes a granted request (counts it admitted); false if it was not granted.
+    fn consume(&self, ticket: &RateTicket, waited_ns: u64) -> bool;
+    /// Withdraws a request whose waiter gave up.
+    fn withdraw(&self, ticket: &RateTicket, now: u64, how: Refusal) -> (Withdrawal, Wakers<W>);
     fn counters(&self) -> &Counters;
-    /// Ends a reservation that was used after waiting `waited_ns`, recording the wait.
-    fn commit_waited(&self, cost: u64, waited_ns: u64);
     /// Every admission's wait, immediate admissions as zero waits.
     fn wait_histogram(&self) -> HistogramSnapshot;
+    /// Requests queued right now.
+    fn waiting(&self) -> u64;
+    /// How long the head of the queue has waited (0: nobody waits).
+    fn oldest_wait_ns(&self, now: u64) -> u64;
+    /// Removes every waiter without waking it (a limiter being collected).
+    fn abandon_waiters(&self) -> Wakers<W>;
+    /// Visits the queued wakers if the lock is free (a garbage collector's traversal).
+    fn visit_waiters(&self, f: &mut dyn FnMut(&W));
 }
 
-impl RateLimit for Gcra {
-    #[inline]
-    fn try_acquire(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
-        Gcra::try_acquire(self, now, cost)
-    }
-    fn peek(&self, now: u64, cost: u64) -> Result<Decision, AcquireError> {
-        Gcra::peek(self, now, cost)
-    }
-    #[inline]
-    fn reserve(&self, now: u64, cost: u64, max_wait_ns: u64) -> Result<Reservation, AcquireError> {
-        Gcra::reserve(self, now, cost, max_wait_ns)
-    }
-    fn commit(&self, cost: u64) {
-        Gcra::commit(self, cost)
-    }
-    fn refund(&self, cost: u64, token: u64, how: Refusal) {
-        Gcra::refund(self, cost, token, how)
-    }
-    fn counters(&self) -> &Counters {
-        Gcra::counters(self)
-    }
-    fn commit_waited(&self, cost: u64, waited_ns: u64) {
-        Gcra::commit_waited(self, cost, waited_ns)
-    }
-    fn wait_histogram(&self) -> HistogramSnapshot {
-        Gcra::wait_histogram(self)
-    }
+/// Implements `RateLimit` by delegating to the type's inherent methods of the same names.
+macro_rules! delegate_rate_limit {
+    ($ty:ident) => {
+        impl<W: Clone + Send + Sync> RateLimit<W> for $ty<W> {
+            #[inline]
+            fn try_acquire(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
+                $ty::try_acquire(self, now, cost)
+            }
+            #[inline]
+            fn try_take(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
+                $ty::try_take(self, now, cost)
+            }
+            fn peek(&self, now: u64, cost: u64) -> Result<Decision, AcquireError> {
+                $ty::peek(self, now, cost)
+            }
+            fn enqueue(
+                &self,
+                now: u64,
+                cost: u64,
+                max_wait_ns: u64,
+                waker: W,
+                admit_now: bool,
+            ) -> Result<Entered, AcquireError> {
+                $ty::enqueue(self, now, cost, max_wait_ns, waker, admit_now)
+            }
+            fn take(&self, now: u64, cost: u64) -> Result<Option<u64>, AcquireError> {
+                $ty::take(self, now, cost)
+            }
+            fn untake(&self, taken_at: u64, now: u64, cost: u64, record: u64) -> Wakers<W> {
+                $ty::untake(self, taken_at, now, cost, record)
+            }
+            fn commit(&self, cost: u64, waited_ns: Option<u64>) {
+                $ty::commit(self, cost, waited_ns)
+            }
+            fn poll(&self, now: u64) -> Wakers<W> {
+                $ty::poll(self, now)
+            }
+            fn status(&self, ticket: &RateTicket, now: u64) -> Status {
+                $ty::status(self, ticket, now)
+            }
+            fn consume(&self, ticket: &RateTicket, waited_ns: u64) -> bool {
+                $ty::consume(self, ticket, waited_ns)
+            }
+            fn withdraw(
+                &self,
+                ticket: &RateTicket,
+                now: u64,
+                how: Refusal,
+            ) -> (Withdrawal, Wakers<W>) {
+                $ty::withdraw(self, ticket, now, how)
+            }
+            fn counters(&self) -> &Counters {
+                $ty::counters(self)
+            }
+            fn wait_histogram(&self) -> HistogramSnapshot {
+                $ty::wait_histogram(self)
+            }
+            fn waiting(&self) -> u64 {
+                $ty::waiting(self)
+            }
+            fn oldest_wait_ns(&self, now: u64) -> u64 {
+                $ty::oldest_wait_ns(self, now)
+            }
+            fn abandon_waiters(&self) -> Wakers<W> {
+                $ty::abandon_waiters(self)
+            }
+            fn visit_waiters(&self, f: &mut dyn FnMut(&W)) {
+                $ty::visit_waiters(self, f)
+            }
+        }
+    };
 }
 
-impl RateLimit for SlidingWindow {
-    #[inline]
-    fn try_acquire(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
-        SlidingWindow::try_acquire(self, now, cost)
-    }
-    fn peek(&self, now: u64, cost: u64) -> Result<Decision, AcquireError> {
-        SlidingWindow::peek(self, now, cost)
-    }
-    #[inline]
-    fn reserve(&self, now: u64, cost: u64, max_wait_ns: u64) -> Result<Reservation, AcquireError> {
-        SlidingWindow::reserve(self, now, cost, max_wait_ns).map(|at| Reservation {
-            wait_ns: at - now,
-            token: at,
-        })
-    }
-    fn commit(&self, cost: u64) {
-        SlidingWindow::commit(self, cost)
-    }
-    fn refund(&self, cost: u64, token: u64, how: Refusal) {
-        SlidingWindow::refund(self, token, cost, how)
-    }
-    fn counters(&self) -> &Counters {
-        SlidingWindow::counters(self)
-    }
-    fn commit_waited(&self, cost: u64, waited_ns: u64) {
-        SlidingWindow::commit_waited(self, cost, waited_ns)
-    }
-    fn wait_histogram(&self) -> HistogramSnapshot {
-        SlidingWindow::wait_histogram(self)
-    }
-}
+delegate_rate_limit!(Gcra);
+delegate_rate_limit!(SlidingWindow);

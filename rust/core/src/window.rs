@@ -12,14 +12,19 @@
 //!
 //! Rejections change no decision: the only write they make is dropping entries that have
 //! already left the window, which every later decision would ignore anyway.
+//!
+//! Waiting requests queue in a [`WaitQueue`] under the same lock; the log holds admissions
+//! only, so a waiter that gives up leaves nothing behind.
 
 use std::collections::VecDeque;
 
 use crate::error::{seconds_to_ns, AcquireError, ConfigError};
-use crate::gcra::Decision;
+use crate::gcra::{Decision, MAX_TIME_NS};
 use crate::histogram::{HistogramSnapshot, WaitHistogram};
 use crate::stats::{Counters, Refusal};
-use crate::sync::Mutex;
+use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
+use crate::waitq::{Entered, Ledger, RateTicket, Status, WaitQueue, Withdrawal};
+use crate::wakers::Wakers;
 
 #[derive(Debug, Default)]
 struct Log {
@@ -70,19 +75,98 @@ impl Log {
         // Unreachable while cost <= limit: expiring every entry frees the whole window.
         floor.max(self.newest().unwrap_or(0) + window_ns)
     }
+
+    /// Removes `cost` admitted at `ts`, if it is still in the log (false if it was not).
+    fn remove(&mut self, ts: u64, cost: u64) -> bool {
+        // Entries are in time order: search from the newest, where a fresh grant is.
+        let Some(index) = self.entries.iter().rposition(|&(t, _)| t <= ts) else {
+            return false;
+        };
+        let (t, c) = self.entries[index];
+        if t != ts || c < cost {
+            return false;
+        }
+        self.total -= cost;
+        if c == cost {
+            self.entries.remove(index);
+        } else {
+            self.entries[index].1 -= cost;
+        }
+        true
+    }
+}
+
+/// The log and the waiters, under one lock.
+#[derive(Debug)]
+struct State<W> {
+    log: Log,
+    queue: WaitQueue<W>,
+}
+
+/// The window seen by its queue.
+struct WindowLedger<'a> {
+    log: &'a mut Log,
+    limit: u64,
+    window_ns: u64,
+}
+
+impl Ledger for WindowLedger<'_> {
+    fn due(&mut self, now: u64, cost: u64) -> u64 {
+        self.log.evict(now, self.window_ns);
+        self.log.earliest_fit(now, cost, self.limit, self.window_ns)
+    }
+
+    fn due_after(&mut self, now: u64, ahead: u64, cost: u64) -> (u64, bool) {
+        self.log.evict(now, self.window_ns);
+        let all = ahead.saturating_add(cost);
+        if all <= self.limit {
+            // Everything queued is admitted before this one and is still inside the window
+            // when it is (all within one window of now): exact.
+            return (
+                self.log.earliest_fit(now, all, self.limit, self.window_ns),
+                true,
+            );
+        }
+        // More than one window's worth: any `limit + 1` consecutive units span more than a
+        // window, so the last one comes at least a window per `limit` units after the first
+        // (a lower bound; the exact figure would replay the whole queue).
+        let windows = (all - 1) / self.limit;
+        let first = self.log.earliest_fit(now, 1, self.limit, self.window_ns);
+        (
+            first.saturating_add(windows.saturating_mul(self.window_ns)),
+            false,
+        )
+    }
+
+    fn admit(&mut self, now: u64, cost: u64, _still_queued: bool) -> u64 {
+        self.log.push(now, cost);
+        now
+    }
+
+    fn give_back(&mut self, now: u64, cost: u64, record: u64) -> bool {
+        // Exact: the admission is one entry of the log. Evicted already, it no longer counts
+        // against anyone: nothing to give back.
+        self.log.evict(now, self.window_ns);
+        self.log.remove(record, cost) || record.saturating_add(self.window_ns) <= now
+    }
+
+    fn set_queued(&mut self, _queued: bool) {
+        // The immediate paths look at the queue itself, under the same lock.
+    }
 }
 
 #[derive(Debug)]
-pub struct SlidingWindow {
-    log: Mutex<Log>,
+pub struct SlidingWindow<W = ()> {
+    state: Mutex<State<W>>,
     limit: u64,
     window_ns: u64,
     counters: Counters,
-    /// Waits of the requests that reserved ahead; never touched by an immediate admission.
+    /// Waits of the requests that queued; never touched by an immediate admission.
     waits: WaitHistogram,
+    waiting: AtomicU64,
 }
 
-impl SlidingWindow {
+impl<W: Clone> SlidingWindow<W> {
     pub fn new(limit: u64, window_s: f64) -> Result<Self, ConfigError> {
         if limit < 1 {
             return Err(ConfigError::new(
@@ -98,11 +182,15 @@ impl SlidingWindow {
         }
         let window_ns = seconds_to_ns("window", window_s)?;
         Ok(Self {
-            log: Mutex::new(Log::default()),
+            state: Mutex::new(State {
+                log: Log::default(),
+                queue: WaitQueue::default(),
+            }),
             limit,
             window_ns,
             counters: Counters::default(),
             waits: WaitHistogram::new(),
+            waiting: AtomicU64::new(0),
         })
     }
 
@@ -118,49 +206,130 @@ impl SlidingWindow {
         &self.counters
     }
 
-    fn check_cost(&self, cost: u64) -> Result<(), AcquireError> {
+    /// Requests waiting in the queue right now.
+    pub fn waiting(&self) -> u64 {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    fn check(&self, now: u64, cost: u64) -> Result<(), AcquireError> {
         if cost > self.limit {
             return Err(AcquireError::Capacity {
                 cost,
                 capacity: self.limit,
             });
         }
+        if now >= MAX_TIME_NS {
+            return Err(AcquireError::ClockOutOfRange { now_ns: now });
+        }
         Ok(())
     }
 
-    fn lock(&self) -> crate::sync::MutexGuard<'_, Log> {
-        // A panic while holding this lock can only come from a bug in this module; the log is
-        // still consistent (every mutation is a single step), so keep serving.
-        self.log
+    fn lock(&self) -> MutexGuard<'_, State<W>> {
+        // A panic while holding this lock can only come from a bug in this module; the state
+        // is still consistent (every mutation is a single step), so keep serving.
+        self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Admits `cost` now if it fits in the window. Counts the outcome.
-    pub fn try_acquire(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
-        self.check_cost(cost)?;
-        let mut log = self.lock();
-        log.evict(now, self.window_ns);
-        // A reservation in the future means someone is already waiting: no barging past them.
-        let queued = log.newest().is_some_and(|ts| ts > now);
-        if queued || log.total + cost > self.limit {
-            drop(log);
-            self.counters.rejected();
+    /// Runs `f` on the queue and a ledger over the log, under the lock; keeps `waiting`.
+    fn with_queue<R>(&self, f: impl FnOnce(&mut WaitQueue<W>, &mut WindowLedger<'_>) -> R) -> R {
+        let mut state = self.lock();
+        let State { log, queue } = &mut *state;
+        let mut ledger = WindowLedger {
+            log,
+            limit: self.limit,
+            window_ns: self.window_ns,
+        };
+        let result = f(queue, &mut ledger);
+        self.waiting.store(queue.len() as u64, Ordering::Relaxed);
+        result
+    }
+
+    /// Admits `cost` now if nobody waits and it fits; counts admissions only.
+    fn take_counted(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
+        self.check(now, cost)?;
+        let mut state = self.lock();
+        state.log.evict(now, self.window_ns);
+        // Someone waits: no barging past them.
+        if !state.queue.is_empty() || state.log.total + cost > self.limit {
             return Ok(false);
         }
-        log.push(now, cost);
-        drop(log);
+        state.log.push(now, cost);
+        drop(state);
         self.counters.admitted(cost);
         Ok(true)
     }
 
+    /// Admits `cost` now if it fits in the window and nobody waits. Counts the outcome.
+    pub fn try_acquire(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
+        let admitted = self.take_counted(now, cost)?;
+        if !admitted {
+            self.counters.rejected();
+        }
+        Ok(admitted)
+    }
+
+    /// Like [`SlidingWindow::try_acquire`], but a refusal is not counted (the caller queues
+    /// next, and the request is counted by its real outcome).
+    pub fn try_take(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
+        self.take_counted(now, cost)
+    }
+
+    /// Admits `cost` now if it fits and nobody waits, counting nothing; returns what
+    /// [`SlidingWindow::untake`] needs to undo it (the admission's timestamp).
+    pub fn take(&self, now: u64, cost: u64) -> Result<Option<u64>, AcquireError> {
+        self.check(now, cost)?;
+        let mut state = self.lock();
+        state.log.evict(now, self.window_ns);
+        if !state.queue.is_empty() || state.log.total + cost > self.limit {
+            return Ok(None);
+        }
+        state.log.push(now, cost);
+        Ok(Some(now))
+    }
+
+    /// Undoes a [`SlidingWindow::take`] exactly; returns the wakers of waiters that can go.
+    pub fn untake(&self, _taken_at: u64, now: u64, cost: u64, record: u64) -> Wakers<W> {
+        self.with_queue(|queue, ledger| {
+            ledger.log.remove(record, cost);
+            queue.grant_due(ledger, now)
+        })
+    }
+
+    /// Counts an admission made with [`SlidingWindow::take`], and its wait if it waited.
+    pub fn commit(&self, cost: u64, waited_ns: Option<u64>) {
+        match waited_ns {
+            None => self.counters.admitted(cost),
+            Some(w) => self
+                .waits
+                .observe_admission(w, || self.counters.admitted(cost)),
+        }
+    }
+
     /// What `try_acquire(cost)` would decide now; admits nothing and counts nothing.
     pub fn peek(&self, now: u64, cost: u64) -> Result<Decision, AcquireError> {
-        self.check_cost(cost)?;
-        let mut log = self.lock();
+        self.check(now, cost)?;
+        let mut state = self.lock();
+        let State { log, queue } = &mut *state;
         log.evict(now, self.window_ns);
-        let at = log.earliest_fit(now, cost, self.limit, self.window_ns);
-        let at = at.max(log.newest().unwrap_or(0));
+        let ahead = queue.queued_cost();
+        let mut ledger = WindowLedger {
+            log,
+            limit: self.limit,
+            window_ns: self.window_ns,
+        };
+        // While requests wait, this one would come after them; and the window is empty again
+        // a window after the last of them.
+        let (at, queue_done) = if ahead == 0 {
+            (ledger.due(now, cost), now)
+        } else {
+            (
+                ledger.due_after(now, ahead, cost).0.max(now + 1),
+                ledger.due_after(now, ahead, 0).0,
+            )
+        };
+        let log = &state.log;
         let allowed = at <= now;
         let total_after = if allowed { log.total + cost } else { log.total };
         // A zero-cost request adds nothing to the log, so it cannot move the reset time.
@@ -169,45 +338,88 @@ impl SlidingWindow {
         } else {
             log.newest().unwrap_or(now)
         };
+        let reset_at = if ahead > 0 {
+            queue_done + self.window_ns
+        } else if total_after == 0 {
+            now
+        } else {
+            last + self.window_ns
+        };
         Ok(Decision {
             allowed,
-            remaining: self.limit.saturating_sub(total_after),
-            retry_after_ns: at.saturating_sub(now),
-            reset_after_ns: if total_after == 0 {
+            remaining: if ahead > 0 {
                 0
             } else {
-                (last + self.window_ns).saturating_sub(now)
+                self.limit.saturating_sub(total_after)
             },
+            retry_after_ns: at.saturating_sub(now),
+            reset_after_ns: reset_at.saturating_sub(now),
         })
     }
 
-    /// Reserves `cost` at the earliest time it fits, after every earlier reservation (FIFO),
-    /// if that is at most `max_wait_ns` away. Returns the reserved timestamp; the caller waits
-    /// until then and ends the reservation with [`SlidingWindow::commit`] or
-    /// [`SlidingWindow::refund`].
-    pub fn reserve(&self, now: u64, cost: u64, max_wait_ns: u64) -> Result<u64, AcquireError> {
-        self.check_cost(cost)?;
-        let mut log = self.lock();
-        log.evict(now, self.window_ns);
-        let floor = now.max(log.newest().unwrap_or(0));
-        let at = log.earliest_fit(floor, cost, self.limit, self.window_ns);
-        let wait = at - now;
-        if wait > max_wait_ns {
-            return Err(AcquireError::WouldExceedDeadline { needed_ns: wait });
+    /// Admits `cost` at once if nobody waits and it fits (unless `admit_now` is false: then it
+    /// always queues, and is granted by the next `poll`); otherwise queues it behind the
+    /// waiters (FIFO), if it could be admitted within `max_wait_ns`. One that cannot fails
+    /// at once with the time it would need (counted as timed out); with more than a window's
+    /// worth queued ahead that time is a lower bound, and a request that fits under it waits
+    /// and times out at its deadline if the queue is slower.
+    pub fn enqueue(
+        &self,
+        now: u64,
+        cost: u64,
+        max_wait_ns: u64,
+        waker: W,
+        admit_now: bool,
+    ) -> Result<Entered, AcquireError> {
+        self.check(now, cost)?;
+        let pushed = self.with_queue(|queue, ledger| {
+            if admit_now && queue.is_empty() && ledger.due(now, cost) <= now {
+                ledger.log.push(now, cost);
+                return Ok(None);
+            }
+            queue.push(ledger, now, cost, max_wait_ns, waker).map(Some)
+        });
+        match pushed {
+            Ok(None) => {
+                self.counters.admitted(cost);
+                Ok(Entered::Admitted)
+            }
+            Ok(Some((ticket, head_due))) => Ok(Entered::Queued { ticket, head_due }),
+            Err(needed_ns) => {
+                self.counters.timed_out();
+                Err(AcquireError::WouldExceedDeadline { needed_ns })
+            }
         }
-        log.push(at, cost);
-        Ok(at)
     }
 
-    /// Ends a reservation whose wait completed: counts it admitted.
-    pub fn commit(&self, cost: u64) {
-        self.counters.admitted(cost);
+    /// Grants the waiters at the head whose turn has come; returns the wakers to call.
+    pub fn poll(&self, now: u64) -> Wakers<W> {
+        self.with_queue(|queue, ledger| queue.grant_due(ledger, now))
     }
 
-    /// Like [`SlidingWindow::commit`], for a request that waited `waited_ns`: also records it.
-    pub fn commit_waited(&self, cost: u64, waited_ns: u64) {
-        self.waits
-            .observe_admission(waited_ns, || self.counters.admitted(cost));
+    /// What a waiter should do next.
+    pub fn status(&self, ticket: &RateTicket, now: u64) -> Status {
+        self.with_queue(|queue, ledger| queue.status(ledger, ticket, now))
+    }
+
+    /// Takes a granted request, counting it admitted after waiting `waited_ns`.
+    pub fn consume(&self, ticket: &RateTicket, waited_ns: u64) -> bool {
+        let taken = self.lock().queue.consume(ticket);
+        if taken {
+            self.waits
+                .observe_admission(waited_ns, || self.counters.admitted(ticket.cost()));
+        }
+        taken
+    }
+
+    /// Withdraws a request whose waiter gave up (counted as `how`); an unused grant is taken
+    /// out of the log again. Returns what happened and the wakers to call.
+    pub fn withdraw(&self, ticket: &RateTicket, now: u64, how: Refusal) -> (Withdrawal, Wakers<W>) {
+        let (what, woken) = self.with_queue(|queue, ledger| queue.withdraw(ledger, ticket, now));
+        if !matches!(what, Withdrawal::AlreadyEnded(_)) {
+            self.counters.refused(how);
+        }
+        (what, woken)
     }
 
     /// How long every admitted request waited (immediate admissions as zero waits).
@@ -215,35 +427,33 @@ impl SlidingWindow {
         self.waits.snapshot(|| self.counters.snapshot().admitted)
     }
 
-    /// Removes a reservation made at `at` that will not be used.
-    pub fn refund(&self, at: u64, cost: u64, how: Refusal) {
-        let mut log = self.lock();
-        let mut left = cost;
-        let mut index = log.entries.len();
-        while left > 0 && index > 0 {
-            index -= 1;
-            let (ts, c) = log.entries[index];
-            if ts < at {
-                break; // already evicted, or never there: nothing to give back
-            }
-            if ts == at {
-                let take = c.min(left);
-                left -= take;
-                log.total -= take;
-                if take == c {
-                    log.entries.remove(index);
-                } else {
-                    log.entries[index].1 -= take;
-                }
-            }
+    /// Removes every waiter without waking it, counting each cancelled.
+    pub fn abandon_waiters(&self) -> Wakers<W> {
+        let (n, wakers) = self.with_queue(|queue, ledger| queue.abandon(ledger));
+        for _ in 0..n {
+            self.counters.cancelled();
         }
-        drop(log);
-        self.counters.refused(how);
+        wakers
+    }
+
+    /// Calls `f` on every queued waker if the lock is free right now.
+    pub fn visit_waiters(&self, f: impl FnMut(&W)) {
+        if let Ok(state) = self.state.try_lock() {
+            state.queue.visit(f);
+        }
+    }
+
+    /// How long the head of the queue has waited so far (0: nobody waits).
+    pub fn oldest_wait_ns(&self, now: u64) -> u64 {
+        self.lock()
+            .queue
+            .oldest_enqueued_ns()
+            .map_or(0, |t| now.saturating_sub(t))
     }
 
     /// Entries currently held: the memory cost is 16 bytes each.
     pub fn log_len(&self) -> usize {
-        self.lock().entries.len()
+        self.lock().log.entries.len()
     }
 }
 
@@ -253,9 +463,19 @@ mod tests {
 
     const S: u64 = 1_000_000_000;
 
+    type W = SlidingWindow<u32>;
+
+    fn queued(e: Result<Entered, AcquireError>) -> (std::sync::Arc<RateTicket>, Option<u64>) {
+        match e {
+            Ok(Entered::Queued { ticket, head_due }) => (ticket, head_due),
+            Ok(Entered::Admitted) => panic!("admitted at once"),
+            Err(e) => panic!("refused: {e}"),
+        }
+    }
+
     #[test]
     fn never_more_than_limit_in_any_window() {
-        let w = SlidingWindow::new(3, 1.0).unwrap();
+        let w = W::new(3, 1.0).unwrap();
         assert_eq!(w.try_acquire(0, 2), Ok(true));
         assert_eq!(w.try_acquire(S / 2, 1), Ok(true));
         assert_eq!(w.try_acquire(S / 2, 1), Ok(false));
@@ -268,7 +488,7 @@ mod tests {
 
     #[test]
     fn peek_reports_retry_and_reset() {
-        let w = SlidingWindow::new(2, 10.0).unwrap();
+        let w = W::new(2, 10.0).unwrap();
         assert_eq!(w.try_acquire(0, 1), Ok(true));
         assert_eq!(w.try_acquire(S, 1), Ok(true));
         let d = w.peek(2 * S, 1).unwrap();
@@ -286,7 +506,7 @@ mod tests {
 
     #[test]
     fn capacity_error_for_cost_over_limit() {
-        let w = SlidingWindow::new(2, 1.0).unwrap();
+        let w = W::new(2, 1.0).unwrap();
         assert!(matches!(
             w.try_acquire(0, 3),
             Err(AcquireError::Capacity { .. })
@@ -294,25 +514,83 @@ mod tests {
     }
 
     #[test]
-    fn reservations_are_fifo_block_barging_and_refund() {
-        let w = SlidingWindow::new(1, 1.0).unwrap();
+    fn waiters_queue_in_order_block_barging_and_leave_nothing_when_withdrawn() {
+        let w = W::new(1, 1.0).unwrap();
         assert_eq!(w.try_acquire(0, 1), Ok(true));
-        assert_eq!(w.reserve(0, 1, 5 * S), Ok(S));
-        assert_eq!(w.reserve(0, 1, 5 * S), Ok(2 * S));
+        let (a, due) = queued(w.enqueue(0, 1, 5 * S, 1, true));
+        assert_eq!(due, Some(S));
+        let (b, due) = queued(w.enqueue(0, 1, 5 * S, 2, true));
+        assert_eq!(due, None);
         assert_eq!(
-            w.reserve(0, 1, S),
-            Err(AcquireError::WouldExceedDeadline { needed_ns: 3 * S })
+            w.enqueue(0, 1, S, 3, true).err(),
+            Some(AcquireError::WouldExceedDeadline { needed_ns: 3 * S })
         );
-        // Someone waits: no barging even when the window would have room at that instant.
+        // Someone waits: no barging even when the window has room at that instant.
         assert_eq!(w.try_acquire(S, 1), Ok(false));
-        w.refund(2 * S, 1, Refusal::Cancelled);
-        w.refund(S, 1, Refusal::TimedOut);
+        // The log holds admissions only (the first one left it at 1 s): withdrawing the
+        // waiters leaves nothing behind.
+        w.withdraw(&b, S, Refusal::Cancelled);
+        w.withdraw(&a, S, Refusal::TimedOut);
+        assert_eq!(w.log_len(), 0);
+        assert_eq!(w.try_acquire(S, 1), Ok(true));
+        let c = w.counters().snapshot();
+        assert_eq!(
+            (c.admitted, c.cancelled, c.timed_out, c.rejected),
+            (2, 1, 2, 1)
+        );
+    }
+
+    #[test]
+    fn the_head_is_granted_when_it_fits_and_the_next_becomes_head() {
+        let w = W::new(2, 1.0).unwrap();
+        assert_eq!(w.try_acquire(0, 2), Ok(true));
+        let (a, _) = queued(w.enqueue(S / 2, 1, u64::MAX, 1, true));
+        let (b, _) = queued(w.enqueue(S / 2, 2, u64::MAX, 2, true));
+        assert_eq!(w.poll(S).into_iter().collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(w.status(&a, S), Status::Granted);
+        // B needs both units: A's leaves at 2 s.
+        assert_eq!(w.status(&b, S), Status::Head { due_ns: 2 * S });
+        assert!(w.consume(&a, S / 2));
+        assert_eq!(w.poll(2 * S).into_iter().collect::<Vec<_>>(), vec![2]);
+        assert!(w.consume(&b, 3 * S / 2));
+        assert_eq!(w.counters().snapshot().admitted, 3);
+        assert_eq!(w.wait_histogram().sum_ns, 2 * S);
+    }
+
+    #[test]
+    fn a_grant_given_up_before_use_leaves_the_log() {
+        let w = W::new(1, 1.0).unwrap();
+        assert_eq!(w.try_acquire(0, 1), Ok(true));
+        let (a, _) = queued(w.enqueue(0, 1, u64::MAX, 1, true));
+        let (b, _) = queued(w.enqueue(0, 1, u64::MAX, 2, true));
+        w.poll(S);
+        let (what, woken) = w.withdraw(&a, S, Refusal::Cancelled);
+        assert_eq!(what, Withdrawal::GaveBack);
+        // Its slot was given back, so B, behind it, is granted at once.
+        assert_eq!(woken.into_iter().collect::<Vec<_>>(), vec![2]);
+        assert!(w.consume(&b, S));
+        assert_eq!(w.log_len(), 1);
+    }
+
+    #[test]
+    fn cancelling_a_long_queue_oldest_first_is_not_quadratic() {
+        // 50,000 withdrawals from the front: O(log n) each (this test would take minutes if
+        // each one walked the queue).
+        let w = W::new(1, 1.0).unwrap();
+        assert_eq!(w.try_acquire(0, 1), Ok(true));
+        let tickets: Vec<_> = (0..50_000)
+            .map(|i| queued(w.enqueue(0, 1, u64::MAX, i, true)).0)
+            .collect();
+        for t in &tickets {
+            w.withdraw(t, 0, Refusal::Cancelled);
+        }
+        assert_eq!(w.waiting(), 0);
         assert_eq!(w.try_acquire(S, 1), Ok(true));
     }
 
     #[test]
     fn memory_is_bounded_by_limit() {
-        let w = SlidingWindow::new(100, 1.0).unwrap();
+        let w = W::new(100, 1.0).unwrap();
         for i in 0..10_000u64 {
             let _ = w.try_acquire(i * 1_000_000, 1);
             assert!(w.log_len() <= 100);
@@ -321,9 +599,9 @@ mod tests {
 
     #[test]
     fn bad_configuration_names_the_argument() {
-        assert_eq!(SlidingWindow::new(0, 1.0).unwrap_err().arg, "limit");
-        assert_eq!(SlidingWindow::new(1, 0.0).unwrap_err().arg, "window");
-        assert_eq!(SlidingWindow::new(1, f64::NAN).unwrap_err().arg, "window");
-        assert_eq!(SlidingWindow::new(1, 1e-12).unwrap_err().arg, "window");
+        assert_eq!(W::new(0, 1.0).unwrap_err().arg, "limit");
+        assert_eq!(W::new(1, 0.0).unwrap_err().arg, "window");
+        assert_eq!(W::new(1, f64::NAN).unwrap_err().arg, "window");
+        assert_eq!(W::new(1, 1e-12).unwrap_err().arg, "window");
     }
 }

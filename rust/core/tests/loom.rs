@@ -9,7 +9,9 @@
 //! passing permits on) and fails on it.
 #![cfg(loom)]
 
-use admission_core::{Enqueued, Gcra, Outcome, Refusal, Semaphore, Ticket, NANOS_PER_SEC};
+use admission_core::{
+    Enqueued, Entered, Gcra, Outcome, Refusal, Semaphore, Ticket, Withdrawal, NANOS_PER_SEC,
+};
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
@@ -19,7 +21,7 @@ const NOW: u64 = 10 * NANOS_PER_SEC;
 /// Emission interval of `bucket(burst)`: one token per second.
 const T: u64 = NANOS_PER_SEC;
 
-fn bucket(burst: u64) -> Arc<Gcra> {
+fn bucket(burst: u64) -> Arc<Gcra<usize>> {
     Arc::new(Gcra::new(1.0, 1.0, burst).unwrap())
 }
 
@@ -95,62 +97,61 @@ fn gcra_racing_costs_never_exceed_burst() {
     });
 }
 
-/// A reservation that is refunded, racing a `try_acquire`: the refund gives back exactly what
-/// the reservation took, whatever the order, so the bucket ends with one token consumed iff
-/// the `try_acquire` was admitted.
+/// A request queues (setting the `QUEUED` bit) while another thread takes the last token on
+/// the lock-free path: whichever order, nobody is admitted beyond the burst, a waiter is never
+/// overtaken once it is queued, and withdrawing it leaves the bucket as the admissions left it.
 #[test]
-fn gcra_reserve_refund_races_try_acquire() {
+fn gcra_enqueue_withdraw_races_try_acquire() {
     loom::model(|| {
         let b = bucket(1);
         let b2 = b.clone();
-        let h = thread::spawn(move || {
-            let r = b2.reserve(NOW, 1, 10 * T).unwrap();
-            b2.refund(1, r.token, Refusal::Cancelled);
-            r.wait_ns
+        let h = thread::spawn(move || match b2.enqueue(NOW, 1, 10 * T, 0, true).unwrap() {
+            Entered::Admitted => None,
+            Entered::Queued { ticket, head_due } => {
+                assert_eq!(head_due, Some(NOW + T));
+                let (what, woken) = b2.withdraw(&ticket, NOW, Refusal::Cancelled);
+                assert_eq!(what, Withdrawal::Removed);
+                assert!(woken.is_empty());
+                Some(ticket)
+            }
         });
         let admitted = b.try_acquire(NOW, 1).unwrap();
-        let wait = h.join().unwrap();
-        // The reservation either came first (no wait) or queued behind the admitted token.
-        assert!(
-            wait == 0 || (admitted && wait == T),
-            "wait {wait}, admitted {admitted}"
-        );
+        let queued = h.join().unwrap();
+        // Exactly one of the two had the token.
+        assert_eq!(admitted, queued.is_some());
         let c = b.counters().snapshot();
-        assert_eq!(c.admitted, u64::from(admitted));
+        assert_eq!(c.admitted, 1);
         assert_eq!(c.rejected, u64::from(!admitted));
-        assert_eq!(c.cancelled, 1);
-        assert_eq!(b.peek(NOW, 1).unwrap().allowed, !admitted);
+        assert_eq!(c.cancelled, u64::from(queued.is_some()));
+        assert_eq!(b.waiting(), 0);
+        // The bit is clear and the bucket one token down: the next token is due in T.
+        assert_eq!(b.peek(NOW, 1).unwrap().retry_after_ns, T);
+        assert!(b.try_acquire(NOW + T, 1).unwrap());
     });
 }
 
-/// Two reservations get distinct slots (FIFO, nobody admitted early); one is refunded and the
-/// other committed: the bucket ends exactly one token down.
+/// A head granted by one thread's poll while another withdraws it: either the grant goes
+/// back (nothing was admitted after it) or the withdrawal came first; the bucket ends full
+/// again at the same instant either way, and the counters name one outcome.
 #[test]
-fn gcra_racing_reservations_get_distinct_slots() {
+fn gcra_grant_racing_withdraw_loses_no_token() {
     loom::model(|| {
         let b = bucket(1);
+        assert!(b.try_acquire(NOW, 1).unwrap());
+        let ticket = match b.enqueue(NOW, 1, 10 * T, 0, true).unwrap() {
+            Entered::Queued { ticket, .. } => ticket,
+            Entered::Admitted => panic!("the bucket was drained"),
+        };
         let b2 = b.clone();
-        let h = thread::spawn(move || {
-            let r = b2.reserve(NOW, 1, 10 * T).unwrap();
-            b2.refund(1, r.token, Refusal::TimedOut);
-            r.wait_ns
-        });
-        let mine = b.reserve(NOW, 1, 10 * T).unwrap().wait_ns;
-        b.commit(1);
-        let theirs = h.join().unwrap();
-        // Either the other reservation was refunded before this one was made (both saw a full
-        // bucket), or the two got the slots 0 and T in some order.
-        let mut waits = [mine, theirs];
-        waits.sort_unstable();
-        assert!(waits == [0, 0] || waits == [0, T], "waits {waits:?}");
+        let h = thread::spawn(move || b2.poll(NOW + T).len());
+        let (what, _) = b.withdraw(&ticket, NOW + T, Refusal::Cancelled);
+        let woken = h.join().unwrap();
+        assert!(matches!(what, Withdrawal::Removed | Withdrawal::GaveBack));
+        assert_eq!(woken, usize::from(what == Withdrawal::GaveBack));
+        assert!(!b.consume(&ticket, T));
         let c = b.counters().snapshot();
-        assert_eq!((c.admitted, c.timed_out, c.cancelled), (1, 1, 0));
-        let d = b.peek(NOW, 1).unwrap();
-        assert!(!d.allowed);
-        // A refund only gives the slot back while it is the latest reservation; if ours was
-        // queued behind theirs first, their slot stays spent (never double-booked).
-        let expected = if theirs == 0 && mine == T { 2 * T } else { T };
-        assert_eq!(d.retry_after_ns, expected, "mine {mine}, theirs {theirs}");
+        assert_eq!((c.admitted, c.cancelled), (1, 1));
+        assert!(b.try_acquire(NOW + T, 1).unwrap(), "the token was lost");
     });
 }
 
@@ -434,14 +435,19 @@ fn histogram_snapshots_never_go_down_while_waiters_commit() {
     use admission_core::histogram::bucket_of;
     loom::model(|| {
         let b = bucket(1);
-        let wait = b.reserve(NOW, 1, 0).unwrap().wait_ns;
-        assert_eq!(wait, 0);
-        let waited = b.reserve(NOW, 1, 10 * T).unwrap().wait_ns; // due in one second
-        assert_eq!(waited, T);
+        let ticket = match b.enqueue(NOW, 1, 10 * T, 0, true).unwrap() {
+            Entered::Admitted => match b.enqueue(NOW, 1, 10 * T, 0, true).unwrap() {
+                Entered::Queued { ticket, .. } => ticket, // due in one second
+                Entered::Admitted => panic!("burst 1 admitted two"),
+            },
+            Entered::Queued { .. } => panic!("a full bucket queued"),
+        };
+        assert_eq!(b.poll(NOW + T).len(), 1);
+        let waited = T;
         let bw = b.clone();
-        let waiter = thread::spawn(move || bw.commit_waited(1, waited));
+        let waiter = thread::spawn(move || assert!(bw.consume(&ticket, waited)));
         let bi = b.clone();
-        let immediate = thread::spawn(move || bi.commit(1));
+        let immediate = thread::spawn(move || assert!(bi.try_acquire(NOW + 3 * T, 1).unwrap()));
         let first = b.wait_histogram().cumulative();
         let second = b.wait_histogram().cumulative();
         for i in 0..first.len() {
@@ -450,9 +456,9 @@ fn histogram_snapshots_never_go_down_while_waiters_commit() {
         waiter.join().unwrap();
         immediate.join().unwrap();
         let h = b.wait_histogram();
-        assert_eq!(h.count(), 2);
+        assert_eq!(h.count(), 3);
         assert_eq!(h.count(), b.counters().snapshot().admitted);
-        assert_eq!(h.counts[0], 1);
+        assert_eq!(h.counts[0], 2);
         assert_eq!(h.counts[bucket_of(T)], 1);
         assert_eq!(h.sum_ns, T);
         let last = h.cumulative();
@@ -462,21 +468,25 @@ fn histogram_snapshots_never_go_down_while_waiters_commit() {
     });
 }
 
-/// Two queued reservations cancelled at the same time, in either order: the one that is not the
-/// tail is parked and unwound by the other, so the bucket ends exactly as before both.
+/// Two waiters withdrawn at the same time, in either order: the bucket ends exactly as
+/// before both (nothing was taken while they waited).
 #[test]
-fn gcra_concurrent_cancellations_refund_the_whole_queue() {
+fn gcra_concurrent_withdrawals_leave_the_bucket_as_it_was() {
     loom::model(|| {
         let b = bucket(1);
         assert!(b.try_acquire(NOW, 1).unwrap());
-        let first = b.reserve(NOW, 1, 10 * T).unwrap();
-        let second = b.reserve(NOW, 1, 10 * T).unwrap();
-        assert_eq!((first.wait_ns, second.wait_ns), (T, 2 * T));
+        let queue = |b: &Gcra<usize>| match b.enqueue(NOW, 1, 10 * T, 0, true).unwrap() {
+            Entered::Queued { ticket, .. } => ticket,
+            Entered::Admitted => panic!("the bucket was drained"),
+        };
+        let first = queue(&b);
+        let second = queue(&b);
         let b2 = b.clone();
-        let h = thread::spawn(move || b2.refund(1, first.token, Refusal::Cancelled));
-        b.refund(1, second.token, Refusal::Cancelled);
+        let h = thread::spawn(move || b2.withdraw(&first, NOW, Refusal::Cancelled));
+        b.withdraw(&second, NOW, Refusal::Cancelled);
         h.join().unwrap();
         assert_eq!(b.peek(NOW, 1).unwrap().retry_after_ns, T);
         assert_eq!(b.counters().snapshot().cancelled, 2);
+        assert_eq!(b.waiting(), 0);
     });
 }

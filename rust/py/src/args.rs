@@ -92,17 +92,6 @@ pub fn ns_to_s(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
 
-/// A non-negative integer from a private method's `i64` argument.
-#[inline(always)]
-pub fn count_i64(arg: &str, value: i64) -> PyResult<u64> {
-    if value < 0 {
-        return Err(PyValueError::new_err(format!(
-            "{arg} must be a non-negative integer, got {value}"
-        )));
-    }
-    Ok(value as u64)
-}
-
 /// An optional timeout in seconds: `None`, or a number >= 0 (not NaN, not bool).
 #[inline(always)]
 pub fn timeout(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<f64>> {

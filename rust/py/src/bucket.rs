@@ -7,13 +7,13 @@ use crate::args::{count, ns_to_s, real};
 use crate::clock::{ClockArg, ManualClock};
 use crate::decision::Decision;
 use crate::errors;
-use crate::rate::{rate_limiter_pymethods, RateState};
+use crate::rate::{rate_limiter_pymethods, PyWaker, RateState};
 use crate::ready::ready;
 
 /// Native token bucket (GCRA). The public class is `admission.TokenBucket`.
 #[pyclass(frozen, subclass, weakref, module = "admission._native")]
 pub struct TokenBucket {
-    state: RateState<Gcra>,
+    state: RateState<Gcra<PyWaker>>,
     rate: f64,
     per: f64,
 }
@@ -61,6 +61,13 @@ rate_limiter_pymethods!(TokenBucket, "token_bucket", {
     #[getter]
     fn burst(&self) -> u64 {
         self.state.core.burst()
+    }
+
+    /// Charges `cost` tokens as used, beyond the burst if need be, counting nothing: a
+    /// replacement bucket inheriting its predecessor's use (and queue).
+    fn _charge(&self, py: Python<'_>, cost: u64) -> PyResult<()> {
+        self.state.core.charge(self.state.now(py)?, cost);
+        Ok(())
     }
 
     /// Seconds per token, as used internally (rounded up to whole nanoseconds).

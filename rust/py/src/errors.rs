@@ -4,7 +4,7 @@
 //! with attributes); they are imported once and cached.
 
 use admission_core::{AcquireError, ConfigError, SemaphoreError};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyOverflowError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
@@ -49,8 +49,9 @@ pub fn acquire(py: Python<'_>, err: AcquireError) -> PyErr {
         AcquireError::Capacity { cost, capacity } => {
             raise(py, &CAPACITY_ERROR, "CapacityError", (cost, capacity))
         }
-        // Callers turn deadline misses into a result, never an exception from here.
+        // Callers turn deadline misses into `AcquireTimeout` with their own timeout.
         AcquireError::WouldExceedDeadline { .. } => PyValueError::new_err(err.to_string()),
+        AcquireError::ClockOutOfRange { .. } => PyOverflowError::new_err(err.to_string()),
     }
 }
 
@@ -79,6 +80,11 @@ pub fn closed_while_waiting(py: Python<'_>) -> PyErr {
 /// A waiter not admitted within `timeout` seconds (the wait depended on other holders).
 pub fn acquire_timeout(py: Python<'_>, timeout: f64) -> PyErr {
     raise(py, &ACQUIRE_TIMEOUT, "AcquireTimeout", (timeout,))
+}
+
+/// `AcquireTimeout` for a request known at once to need `needed` seconds, over its timeout.
+pub fn acquire_timeout_needed(py: Python<'_>, timeout: f64, needed: f64) -> PyErr {
+    raise(py, &ACQUIRE_TIMEOUT, "AcquireTimeout", (timeout, needed))
 }
 
 /// `asyncio.CancelledError`, with the message given to `cancel(msg)` if any.

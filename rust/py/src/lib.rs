@@ -43,6 +43,8 @@ mod _native {
     #[pymodule_export]
     use crate::decision::Decision;
     #[pymodule_export]
+    use crate::rate::RateTicket;
+    #[pymodule_export]
     use crate::ready::Ready;
     #[pymodule_export]
     use crate::running::_forget_running_loop;

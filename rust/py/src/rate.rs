@@ -3,29 +3,68 @@
 //! Each `#[pyclass]` holds a `RateState<L>` and its methods are one-line delegations here,
 //! so `TokenBucket` and `SlidingWindow` cannot drift apart.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
 use admission_core::{
-    retired, AcquireError, Counters, CountersSnapshot, Decision as CoreDecision, HistogramSnapshot,
-    RateLimit, Refusal, WAIT_BOUNDS_NS,
+    retired, AcquireError, Counters, CountersSnapshot, Decision as CoreDecision, Entered,
+    HistogramSnapshot, RateLimit, RateTicket as CoreTicket, Refusal, Status, Wakers, Withdrawal,
+    WAIT_BOUNDS_NS,
 };
 use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::types::PyString;
+use pyo3::{PyTraverseError, PyVisit};
 
-use crate::args::{count, count_i64, max_wait_ns, ns_to_s, timeout};
+use crate::args::{count, max_wait_ns, ns_to_s, timeout};
 use crate::clock::{Clock, ClockArg, ManualClock};
 use crate::decision::Decision;
 use crate::errors;
 use crate::ready::{acquire_slow, ready};
 
+/// A waiter's waker: a Python callable, called with no arguments (maybe twice: when the
+/// waiter becomes the head of the queue, and when it is granted).
+pub struct PyWaker(Py<PyAny>);
+
+impl Clone for PyWaker {
+    fn clone(&self) -> Self {
+        // The core clones a waker under its lock, always called from a method holding the GIL.
+        Python::attach(|py| Self(self.0.clone_ref(py)))
+    }
+}
+
+/// Calls every waker; a failing one does not stop the others. Raises the first failure.
+fn wake_all(py: Python<'_>, wakers: Wakers<PyWaker>) -> PyResult<()> {
+    let mut first_error = None;
+    for waker in wakers {
+        if let Err(e) = waker.0.call0(py) {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// A request waiting on a rate limiter (see `admission_core::waitq`).
+#[pyclass(frozen, module = "admission._native")]
+pub struct RateTicket {
+    inner: Arc<CoreTicket>,
+}
+
+#[pymethods]
+impl RateTicket {
+    /// Units of cost requested.
+    #[getter]
+    fn cost(&self) -> u64 {
+        self.inner.cost()
+    }
+}
+
 pub struct RateState<L> {
     pub core: L,
     clock: Clock,
-    /// The manual clock, when there is one: blocking waits advance it instead of sleeping.
+    /// The manual clock, when there is one: waits advance it instead of sleeping.
     clock_obj: Option<Py<ManualClock>>,
     name: Option<String>,
-    /// Requests sleeping on a reservation right now (kept by the Python slow path).
-    waiting: AtomicI64,
 }
 
 /// The finite upper bounds of the wait histogram's buckets, in seconds.
@@ -73,7 +112,7 @@ pub fn refusal(outcome: &str) -> PyResult<Refusal> {
     }
 }
 
-impl<L: RateLimit> RateState<L> {
+impl<L: RateLimit<PyWaker>> RateState<L> {
     pub fn new(core: L, clock: Option<&ClockArg<'_>>, name: Option<String>) -> Self {
         let clock_obj = match clock {
             Some(ClockArg::Manual(c)) => Some(c.clone().unbind()),
@@ -84,7 +123,6 @@ impl<L: RateLimit> RateState<L> {
             clock: Clock::from_arg(clock),
             clock_obj,
             name,
-            waiting: AtomicI64::new(0),
         }
     }
 
@@ -105,7 +143,7 @@ impl<L: RateLimit> RateState<L> {
     }
 
     /// Immediate admission (returns the shared `Ready`), else the Python slow path's coroutine
-    /// `slf._acquire_slow(cost, timeout)`, which waits for a reservation.
+    /// `slf._acquire_slow(cost, timeout)`, which queues and waits.
     #[inline(always)]
     pub fn acquire<'py>(
         &self,
@@ -116,52 +154,130 @@ impl<L: RateLimit> RateState<L> {
         let py = slf.py();
         let cost = count("cost", cost, 1)?;
         let limit = timeout(timeout_arg)?;
-        match self.core.reserve(self.clock.now(py)?, cost, 0) {
-            Ok(r) => {
-                debug_assert_eq!(r.wait_ns, 0);
-                self.core.commit(cost);
-                ready(py)
-            }
-            Err(AcquireError::WouldExceedDeadline { .. }) => acquire_slow(slf, cost, limit),
+        match self.core.try_take(self.clock.now(py)?, cost) {
+            Ok(true) => ready(py),
+            Ok(false) => acquire_slow(slf, cost, limit),
             Err(e) => Err(errors::acquire(py, e)),
         }
     }
 
-    pub fn reserve(
+    /// Admits at once (None), or queues the request (its ticket); `waker` is called when it
+    /// becomes the head and when it is granted. Raises `AcquireTimeout` (counted) when it
+    /// could not be admitted within `timeout` seconds, without queueing.
+    pub fn enqueue(
         &self,
         py: Python<'_>,
         cost: &Bound<'_, PyAny>,
-        max_wait: Option<f64>,
-    ) -> PyResult<(bool, f64, u64)> {
+        timeout_s: Option<f64>,
+        waker: Py<PyAny>,
+        admit_now: bool,
+    ) -> PyResult<Option<RateTicket>> {
         let cost = count("cost", Some(cost), 1)?;
-        let max_wait = max_wait_ns("timeout", max_wait)?;
-        match self.core.reserve(self.clock.now(py)?, cost, max_wait) {
-            Ok(r) => Ok((true, ns_to_s(r.wait_ns), r.token)),
-            Err(AcquireError::WouldExceedDeadline { needed_ns }) => {
-                Ok((false, ns_to_s(needed_ns), 0))
-            }
+        let max_wait = max_wait_ns("timeout", timeout_s)?;
+        let now = self.clock.now(py)?;
+        match self
+            .core
+            .enqueue(now, cost, max_wait, PyWaker(waker), admit_now)
+        {
+            Ok(Entered::Admitted) => Ok(None),
+            Ok(Entered::Queued { ticket, .. }) => Ok(Some(RateTicket { inner: ticket })),
+            Err(AcquireError::WouldExceedDeadline { needed_ns }) => Err(
+                errors::acquire_timeout_needed(py, timeout_s.unwrap_or(0.0), ns_to_s(needed_ns)),
+            ),
             Err(e) => Err(errors::acquire(py, e)),
         }
     }
 
-    /// Ends a used reservation; `waited` (seconds) records how long the request waited.
-    pub fn commit(&self, cost: i64, waited: Option<f64>) -> PyResult<()> {
-        let cost = count_i64("cost", cost)?;
-        match waited {
-            None => self.core.commit(cost),
-            Some(w) => self
-                .core
-                .commit_waited(cost, max_wait_ns("waited", Some(w))?),
+    /// Grants the heads whose turn has come and wakes them (and a new head).
+    pub fn poll(&self, py: Python<'_>) -> PyResult<()> {
+        let wakers = self.core.poll(self.clock.now(py)?);
+        wake_all(py, wakers)
+    }
+
+    /// `("granted" | "head" | "queued" | "ended", seconds until the head's turn)`.
+    pub fn status<'py>(
+        &self,
+        py: Python<'py>,
+        ticket: &RateTicket,
+    ) -> PyResult<(Bound<'py, PyString>, f64)> {
+        let now = self.clock.now(py)?;
+        Ok(match self.core.status(&ticket.inner, now) {
+            Status::Granted => (intern!(py, "granted").clone(), 0.0),
+            Status::Head { due_ns } => (intern!(py, "head").clone(), ns_to_s(due_ns - now)),
+            Status::Queued => (intern!(py, "queued").clone(), 0.0),
+            Status::Ended => (intern!(py, "ended").clone(), 0.0),
+        })
+    }
+
+    /// Takes a granted request, counting it admitted with its wait (on this limiter's clock,
+    /// so virtual time under a manual or loop clock).
+    pub fn consume(&self, py: Python<'_>, ticket: &RateTicket) -> PyResult<bool> {
+        let waited = self
+            .clock
+            .now(py)?
+            .saturating_sub(ticket.inner.enqueued_ns());
+        Ok(self.core.consume(&ticket.inner, waited))
+    }
+
+    /// Admits `cost` now without counting it: `(record, time)` for `untake`, or None.
+    pub fn take(&self, py: Python<'_>, cost: &Bound<'_, PyAny>) -> PyResult<Option<(u64, u64)>> {
+        let cost = count("cost", Some(cost), 1)?;
+        let now = self.clock.now(py)?;
+        match self.core.take(now, cost) {
+            Ok(taken) => Ok(taken.map(|record| (record, now))),
+            Err(e) => Err(errors::acquire(py, e)),
         }
+    }
+
+    /// Undoes a `take`.
+    pub fn untake(&self, py: Python<'_>, cost: u64, record: u64, taken_at: u64) -> PyResult<()> {
+        let wakers = self
+            .core
+            .untake(taken_at, self.clock.now(py)?, cost, record);
+        wake_all(py, wakers)
+    }
+
+    /// Counts an admission made with `take`; `waited` (seconds) records its wait.
+    pub fn commit(&self, cost: u64, waited: Option<f64>) -> PyResult<()> {
+        let waited = waited.map(|w| max_wait_ns("waited", Some(w))).transpose()?;
+        self.core.commit(cost, waited);
         Ok(())
     }
 
-    pub fn add_waiting(&self, delta: i64) {
-        self.waiting.fetch_add(delta, Ordering::Relaxed);
+    /// Withdraws a request whose waiter gave up; an unused grant goes back. Returns
+    /// `"removed"`, `"gave_back"` or `"ended"` (it had ended before: nothing changed).
+    pub fn withdraw<'py>(
+        &self,
+        py: Python<'py>,
+        ticket: &RateTicket,
+        timed_out: bool,
+    ) -> PyResult<Bound<'py, PyString>> {
+        let how = if timed_out {
+            Refusal::TimedOut
+        } else {
+            Refusal::Cancelled
+        };
+        let (what, wakers) = self.core.withdraw(&ticket.inner, self.clock.now(py)?, how);
+        wake_all(py, wakers)?;
+        Ok(match what {
+            Withdrawal::Removed => intern!(py, "removed"),
+            Withdrawal::GaveBack => intern!(py, "gave_back"),
+            Withdrawal::AlreadyEnded(_) => intern!(py, "ended"),
+        }
+        .clone())
+    }
+
+    /// Now, on this limiter's clock.
+    pub fn now(&self, py: Python<'_>) -> PyResult<u64> {
+        self.clock.now(py)
     }
 
     pub fn waiting(&self) -> u64 {
-        self.waiting.load(Ordering::Relaxed).max(0) as u64
+        self.core.waiting()
+    }
+
+    pub fn oldest_wait(&self, py: Python<'_>) -> PyResult<f64> {
+        Ok(ns_to_s(self.core.oldest_wait_ns(self.clock.now(py)?)))
     }
 
     pub fn wait_histogram(&self) -> (Vec<f64>, Vec<u64>, f64) {
@@ -173,12 +289,6 @@ impl<L: RateLimit> RateState<L> {
         retire(kind, self.name.as_deref(), self.core.counters(), || {
             self.core.wait_histogram()
         });
-    }
-
-    pub fn refund(&self, cost: i64, token: u64, outcome: &str) -> PyResult<()> {
-        self.core
-            .refund(count_i64("cost", cost)?, token, refusal(outcome)?);
-        Ok(())
     }
 
     pub fn count(&self, outcome: &str) -> PyResult<()> {
@@ -196,6 +306,24 @@ impl<L: RateLimit> RateState<L> {
 
     pub fn clock(&self, py: Python<'_>) -> Option<Py<ManualClock>> {
         self.clock_obj.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        let mut result = Ok(());
+        self.core.visit_waiters(&mut |w: &PyWaker| {
+            if result.is_ok() {
+                result = visit.call(&w.0);
+            }
+        });
+        if let Some(c) = &self.clock_obj {
+            visit.call(c)?;
+        }
+        result
+    }
+
+    pub fn clear(&self) {
+        // Dropped after the lock is released: dropping them can run Python code.
+        drop(self.core.abandon_waiters());
     }
 }
 
@@ -248,25 +376,65 @@ macro_rules! rate_limiter_pymethods {
                 ready(py)
             }
 
-            #[pyo3(signature = (cost, max_wait=None))]
-            fn _reserve(
+            /// Admits at once (None) or queues the request (its ticket); `waker` is called
+            /// when it becomes the head of the queue and when it is granted.
+            /// With `admit_now=False` it always queues (granted by the next `_poll`).
+            #[pyo3(signature = (cost, timeout, waker, admit_now=true))]
+            fn _enqueue(
                 &self,
                 py: Python<'_>,
                 cost: &Bound<'_, PyAny>,
-                max_wait: Option<f64>,
-            ) -> PyResult<(bool, f64, u64)> {
-                self.state.reserve(py, cost, max_wait)
+                timeout: Option<f64>,
+                waker: Py<PyAny>,
+                admit_now: bool,
+            ) -> PyResult<Option<crate::rate::RateTicket>> {
+                self.state.enqueue(py, cost, timeout, waker, admit_now)
             }
 
-            /// Ends a used reservation; `waited` (seconds) records the request's wait.
+            /// Admits `cost` now without counting it: `(record, time)` for `_untake`, or None.
+            fn _take(&self, py: Python<'_>, cost: &Bound<'_, PyAny>) -> PyResult<Option<(u64, u64)>> {
+                self.state.take(py, cost)
+            }
+
+            /// Undoes a `_take` (all-or-nothing acquisitions of several limiters).
+            fn _untake(&self, py: Python<'_>, cost: u64, record: u64, taken_at: u64) -> PyResult<()> {
+                self.state.untake(py, cost, record, taken_at)
+            }
+
+            /// Counts an admission made with `_take`; `waited` (seconds) records its wait.
             #[pyo3(signature = (cost, waited=None))]
-            fn _commit(&self, cost: i64, waited: Option<f64>) -> PyResult<()> {
+            fn _commit(&self, cost: u64, waited: Option<f64>) -> PyResult<()> {
                 self.state.commit(cost, waited)
             }
 
-            /// Moves the gauge of requests sleeping on a reservation (the slow path keeps it).
-            fn _add_waiting(&self, delta: i64) {
-                self.state.add_waiting(delta)
+            /// Grants the waiters whose turn has come and wakes them.
+            fn _poll(&self, py: Python<'_>) -> PyResult<()> {
+                self.state.poll(py)
+            }
+
+            /// `(stand, seconds until the head's turn)`.
+            fn _status<'py>(
+                &self,
+                py: Python<'py>,
+                ticket: &crate::rate::RateTicket,
+            ) -> PyResult<(Bound<'py, pyo3::types::PyString>, f64)> {
+                self.state.status(py, ticket)
+            }
+
+            /// Takes a granted request, counting it admitted with its wait.
+            fn _consume(&self, py: Python<'_>, ticket: &crate::rate::RateTicket) -> PyResult<bool> {
+                self.state.consume(py, ticket)
+            }
+
+            /// Withdraws a request whose waiter gave up (an unused grant goes back).
+            #[pyo3(signature = (ticket, timed_out=false))]
+            fn _withdraw<'py>(
+                &self,
+                py: Python<'py>,
+                ticket: &crate::rate::RateTicket,
+                timed_out: bool,
+            ) -> PyResult<Bound<'py, pyo3::types::PyString>> {
+                self.state.withdraw(py, ticket, timed_out)
             }
 
             /// `(upper bounds in seconds, per-bucket counts with +Inf last, sum of waits in seconds)`;
@@ -275,14 +443,23 @@ macro_rules! rate_limiter_pymethods {
                 self.state.wait_histogram()
             }
 
-            /// Requests waiting for a reservation to come due right now.
+            /// Requests waiting in the queue right now.
             #[getter]
             fn waiting(&self) -> u64 {
                 self.state.waiting()
             }
 
-            fn _refund(&self, cost: i64, token: u64, outcome: &str) -> PyResult<()> {
-                self.state.refund(cost, token, outcome)
+            /// Seconds the head of the queue has waited so far (0.0 when nobody waits).
+            fn _oldest_wait(&self, py: Python<'_>) -> PyResult<f64> {
+                self.state.oldest_wait(py)
+            }
+
+            fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+                self.state.traverse(&visit)
+            }
+
+            fn __clear__(&self) {
+                self.state.clear()
             }
 
             fn _count(&self, outcome: &str) -> PyResult<()> {

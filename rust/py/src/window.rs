@@ -7,13 +7,13 @@ use crate::args::{count, ns_to_s, real};
 use crate::clock::{ClockArg, ManualClock};
 use crate::decision::Decision;
 use crate::errors;
-use crate::rate::{rate_limiter_pymethods, RateState};
+use crate::rate::{rate_limiter_pymethods, PyWaker, RateState};
 use crate::ready::ready;
 
 /// Native exact sliding window. The public class is `admission.SlidingWindow`.
 #[pyclass(frozen, subclass, weakref, module = "admission._native")]
 pub struct SlidingWindow {
-    state: RateState<CoreWindow>,
+    state: RateState<CoreWindow<PyWaker>>,
 }
 
 rate_limiter_pymethods!(SlidingWindow, "sliding_window", {

@@ -1,0 +1,290 @@
+"""Waiting in rate limiters' queues: one plan for asyncio, trio and threads, over one limiter
+or several taken together (`all_of`).
+
+A waiting request holds a place in each limiter's queue (a native ticket), not a slot of
+time. Only the head of a queue is ever due: its waiter sleeps until then and polls the
+limiter, which grants every head that fits and wakes them, and wakes the new head so that it
+starts timing its turn. A waiter that gives up withdraws its tickets, wherever they stand:
+the waiters behind move up, and a grant it had not used yet goes back.
+
+`_steps` is that plan as a generator of "wait this long" instructions, so the asyncio, trio
+and thread drivers below share it and differ only in how they sleep and are woken. A waker
+may be called from any thread, more than once, and after its waiter gave up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import threading
+import time
+from collections.abc import Generator, Sequence
+from typing import Any, Protocol
+
+from admission import _native
+from admission._waiting import running_loop
+
+__all__ = [
+    "Taken",
+    "ThreadWake",
+    "TimedOut",
+    "Waits",
+    "async_waker",
+    "check_blocking_allowed",
+    "consume",
+    "give_up",
+    "wait_async",
+    "wait_blocking",
+]
+
+# A timeout this long (about 31 years) or longer is no limit: timers refuse such values.
+_FOREVER = 1e9
+
+
+class _Limiter(Protocol):
+    @property
+    def clock(self) -> _native.ManualClock | None: ...
+    def _status(self, ticket: _native.RateTicket) -> tuple[str, float]: ...
+    def _poll(self) -> None: ...
+    def _withdraw(self, ticket: _native.RateTicket, timed_out: bool = False) -> str: ...
+    def _consume(self, ticket: _native.RateTicket) -> bool: ...
+    def _untake(self, cost: int, record: int, taken_at: int) -> None: ...
+    def _count(self, outcome: _native._Refusal) -> None: ...
+
+
+# (limiter, ticket) for each queue the request waits in.
+Waits = Sequence[tuple[_Limiter, _native.RateTicket]]
+# (limiter, cost, (record, time)) for each immediate admission held meanwhile (`all_of`).
+Taken = Sequence[tuple[_Limiter, int, tuple[int, int]]]
+
+
+class TimedOut(Exception):
+    """The deadline passed before every ticket was granted."""
+
+
+class _Wake(Protocol):
+    def arm(self) -> None: ...
+    def __call__(self) -> None: ...
+
+
+def _manual_clocks(waits: Waits) -> list[_native.ManualClock] | None:
+    """The distinct manual clocks, if every limiter runs on one (virtual time)."""
+    clocks: list[_native.ManualClock] = []
+    for limiter, _ in waits:
+        clock = limiter.clock
+        if clock is None:
+            return None
+        if not any(clock is c for c in clocks):
+            clocks.append(clock)
+    return clocks
+
+
+def _steps(
+    waits: Waits, timeout: float | None, wake: _Wake, now: Any
+) -> Generator[float | None, None, None]:
+    """Yields how long to wait (None: until woken; 0: a checkpoint) until every ticket is
+    granted; raises `TimedOut` at the deadline. ``now()`` is the clock the waits sleep on."""
+    manual = _manual_clocks(waits)
+    clock_now = manual[0].now if manual else now
+    deadline = None if timeout is None or timeout >= _FOREVER else clock_now() + timeout
+    while True:
+        wake.arm()  # before reading the stands: a wake from now on is not lost
+        head_due: float | None = None
+        pending = False
+        for limiter, ticket in waits:
+            stand, due_in = limiter._status(ticket)
+            if stand == "granted":
+                continue
+            if stand != "head" and stand != "queued":  # pragma: no cover - a bug if reached
+                raise RuntimeError(f"admission: a waiting ticket reads {stand!r}")
+            pending = True
+            if stand == "head":
+                head_due = due_in if head_due is None else min(head_due, due_in)
+        if not pending:
+            return
+        left = None if deadline is None else deadline - clock_now()
+        if left is not None and left <= 0:
+            raise TimedOut
+        if head_due is not None and manual:
+            # Virtual time: the turn comes at once, so tests never hang or sleep.
+            if head_due > 0:
+                for clock in manual:
+                    clock.advance(head_due)
+            _poll(waits)
+            yield 0
+            continue
+        if head_due is not None and (left is None or head_due <= left):
+            yield head_due
+            _poll(waits)
+        else:
+            yield None if manual else left
+
+
+def _poll(waits: Waits) -> None:
+    for limiter, ticket in waits:
+        if limiter._status(ticket)[0] != "granted":
+            limiter._poll()
+
+
+def consume(waits: Waits) -> None:
+    """Takes every granted ticket (each counted admitted with its wait)."""
+    for limiter, ticket in waits:
+        limiter._consume(ticket)
+
+
+def give_up(waits: Waits, taken: Taken, timed_out: bool, counted: bool = True) -> None:
+    """Withdraws every ticket and undoes every immediate admission held, each counted once
+    in its limiter as timed out or cancelled (the admissions only if ``counted``). Grants
+    not used yet go back."""
+    for limiter, ticket in waits:
+        limiter._withdraw(ticket, timed_out)
+    for limiter, cost, (record, at) in taken:
+        limiter._untake(cost, record, at)
+        if counted:
+            limiter._count("timed_out" if timed_out else "cancelled")
+
+
+class _AsyncioWake:
+    """Wakes a task on an asyncio loop: resolves the future it waits on."""
+
+    __slots__ = ("_future", "_loop", "_thread")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread = threading.get_ident()
+        self._future: asyncio.Future[None] | None = None
+
+    def arm(self) -> None:
+        self._future = self._loop.create_future()
+
+    def _set(self) -> None:
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def __call__(self) -> None:
+        if threading.get_ident() == self._thread:
+            self._set()
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to wake
+            self._loop.call_soon_threadsafe(self._set)
+
+    async def wait(self, seconds: float | None) -> None:
+        future = self._future
+        assert future is not None
+        if seconds is None:
+            await future
+            return
+        timer = self._loop.call_later(seconds, self._set)
+        try:
+            await future
+        finally:
+            timer.cancel()
+
+
+class _TrioWake:
+    """Wakes a task parked on trio (from any thread)."""
+
+    __slots__ = ("_parked", "_signalled", "_task", "_thread", "_token")
+
+    def __init__(self) -> None:
+        import trio
+
+        self._task = trio.lowlevel.current_task()
+        self._token = trio.lowlevel.current_trio_token()
+        self._thread = threading.get_ident()
+        self._parked = False
+        self._signalled = False
+
+    def arm(self) -> None:
+        self._signalled = False
+
+    def _signal(self) -> None:
+        import trio
+
+        # On the trio thread. Only a parked task may be rescheduled; otherwise note it.
+        if self._parked:
+            self._parked = False
+            trio.lowlevel.reschedule(self._task)
+        else:
+            self._signalled = True
+
+    def __call__(self) -> None:
+        if threading.get_ident() == self._thread:
+            self._signal()
+            return
+        with contextlib.suppress(RuntimeError):  # the trio run finished: nobody to wake
+            self._token.run_sync_soon(self._signal)
+
+    async def wait(self, seconds: float | None) -> None:
+        import trio
+
+        if self._signalled:
+            await trio.lowlevel.checkpoint()
+            return
+
+        def abort(_raise_cancel: Any) -> Any:
+            self._parked = False
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        with trio.move_on_after(math.inf if seconds is None else seconds):
+            self._parked = True
+            await trio.lowlevel.wait_task_rescheduled(abort)
+
+
+class ThreadWake:
+    """Wakes a thread blocked in `wait_blocking`."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def arm(self) -> None:
+        self._event.clear()
+
+    def __call__(self) -> None:
+        self._event.set()
+
+    def wait(self, seconds: float | None) -> None:
+        self._event.wait(seconds)
+
+
+def async_waker() -> _AsyncioWake | _TrioWake:
+    """The waker for the running task (asyncio or trio)."""
+    loop = running_loop()
+    return _AsyncioWake(loop) if loop is not None else _TrioWake()
+
+
+async def wait_async(waits: Waits, timeout: float | None, wake: _AsyncioWake | _TrioWake) -> None:
+    """Waits in this task until every ticket is granted; raises `TimedOut` at the deadline
+    (the caller gives up its tickets on any exception)."""
+    if isinstance(wake, _AsyncioWake):
+        now = wake._loop.time
+    else:
+        import trio
+
+        now = trio.current_time
+    for seconds in _steps(waits, timeout, wake, now):
+        if seconds == 0 and isinstance(wake, _AsyncioWake):
+            await asyncio.sleep(0)
+        else:
+            await wake.wait(seconds)
+
+
+def wait_blocking(waits: Waits, timeout: float | None, wake: ThreadWake) -> None:
+    """Waits in this thread until every ticket is granted; raises `TimedOut` at the deadline."""
+    for seconds in _steps(waits, timeout, wake, time.monotonic):
+        if seconds != 0:
+            wake.wait(seconds)
+
+
+def check_blocking_allowed(waits: Waits) -> None:
+    """Refuses to block a thread that runs an event loop (it would stall every task on it),
+    unless every limiter runs on virtual time (a manual clock: the wait passes at once)."""
+    if running_loop() is not None and _manual_clocks(waits) is None:
+        raise RuntimeError(
+            "admission: a blocking acquire (`with limiter:` or `acquire_blocking`) would block "
+            "the running event loop: use `async with limiter:` or `await limiter.acquire()`"
+        )

@@ -1,0 +1,389 @@
+//! The queue of requests waiting on a rate limiter, and the hand-over rules `Gcra` and
+//! `SlidingWindow` share.
+//!
+//! A waiting request holds a place in the queue, not a slot of time: nothing is taken from
+//! the limiter until the request is granted. Only the head of the queue is ever due; the
+//! waiter at the head sleeps until its cost fits and then calls [`WaitQueue::grant_due`],
+//! which grants every head that fits, in order. A request that gives up is removed in
+//! O(log n), wherever it stands, and the ones behind it move up: they are admitted when they
+//! would have been had it never queued, so no pattern of cancellations lowers the rate.
+//!
+//! While anyone waits, the limiter's immediate paths refuse (no barging past the queue), so
+//! the queue's figures (`queued_cost`, the head's due time) are exact.
+//!
+//! The core wakes nobody itself: operations return the wakers to call after the lock is
+//! released. A waiter is woken when it is granted, and when it becomes the head (so that it
+//! starts timing its turn); a waker may therefore be called twice, and must be cheap to copy.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::sync::{AtomicU64, AtomicU8, Ordering};
+use crate::wakers::Wakers;
+
+/// Where a waiting request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Stand {
+    Waiting = 0,
+    /// Admitted by the limiter; the waiter has not taken it yet ([`WaitQueue::consume`]).
+    Granted = 1,
+    /// Withdrawn by its waiter: nothing is held.
+    Withdrawn = 2,
+    /// Taken by its waiter: counted as admitted.
+    Consumed = 3,
+}
+
+impl Stand {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Granted,
+            2 => Self::Withdrawn,
+            3 => Self::Consumed,
+            _ => Self::Waiting,
+        }
+    }
+}
+
+/// No exact give-back is possible for this grant (it was passed on from another one).
+const NO_RECORD: u64 = u64::MAX;
+
+/// A waiting request, held by its waiter.
+#[derive(Debug)]
+pub struct RateTicket {
+    seq: u64,
+    cost: u64,
+    enqueued_ns: u64,
+    stand: AtomicU8,
+    /// What the limiter noted when it granted this request, to take the grant back exactly if
+    /// the waiter gives up before using it. Only touched under the limiter's lock.
+    record: AtomicU64,
+}
+
+impl RateTicket {
+    pub fn cost(&self) -> u64 {
+        self.cost
+    }
+
+    /// When it was queued, on the limiter's clock.
+    pub fn enqueued_ns(&self) -> u64 {
+        self.enqueued_ns
+    }
+
+    /// Settled under the limiter's lock; readable without it.
+    pub fn stand(&self) -> Stand {
+        Stand::from_u8(self.stand.load(Ordering::Acquire))
+    }
+
+    fn settle(&self, stand: Stand) {
+        self.stand.store(stand as u8, Ordering::Release);
+    }
+}
+
+/// Result of a limiter's `enqueue`.
+pub enum Entered {
+    /// Admitted at once (counted); nothing was queued.
+    Admitted,
+    /// Queued: `head_due` is its due time if it is the head (time it, then `poll`); otherwise
+    /// wait to be woken, then ask `status`.
+    Queued {
+        ticket: Arc<RateTicket>,
+        head_due: Option<u64>,
+    },
+}
+
+/// What a waiter should do next ([`WaitQueue::status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Granted: take it with `consume`.
+    Granted,
+    /// At the head of the queue: due at `due_ns` (on the limiter's clock); then call `poll`.
+    Head { due_ns: u64 },
+    /// Behind others: wait to be woken.
+    Queued,
+    /// Withdrawn or consumed already.
+    Ended,
+}
+
+/// How a withdrawal ended ([`WaitQueue::withdraw`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Withdrawal {
+    /// Removed from the queue; nothing was held.
+    Removed,
+    /// It had been granted: the grant went back to the limiter or to the waiters behind.
+    GaveBack,
+    /// It had ended before (consumed or withdrawn): nothing changed.
+    AlreadyEnded(Stand),
+}
+
+/// The limiter under a queue: what "fits" means, and how an admission is written.
+pub(crate) trait Ledger {
+    /// Earliest time `>= now` at which `cost` fits, counting admissions only.
+    fn due(&mut self, now: u64, cost: u64) -> u64;
+    /// When a request of `cost` queued behind `ahead` cost of waiters would be admitted:
+    /// `(time, exact)`; when not exact, a lower bound.
+    fn due_after(&mut self, now: u64, ahead: u64, cost: u64) -> (u64, bool);
+    /// Admits `cost` at `now` (it fits); returns what `give_back` needs to undo it.
+    fn admit(&mut self, now: u64, cost: u64, still_queued: bool) -> u64;
+    /// Undoes the admission noted as `record` if that can be done exactly; false otherwise.
+    fn give_back(&mut self, now: u64, cost: u64, record: u64) -> bool;
+    /// Tells the immediate paths whether anyone waits (they refuse while someone does).
+    fn set_queued(&mut self, queued: bool);
+}
+
+struct Entry<W> {
+    ticket: Arc<RateTicket>,
+    waker: W,
+}
+
+/// The waiting requests of one limiter, in arrival order. Lives under the limiter's lock.
+pub struct WaitQueue<W> {
+    entries: BTreeMap<u64, Entry<W>>,
+    next_seq: u64,
+    /// Sum of the costs of the entries.
+    queued_cost: u64,
+    /// The head that was told it is the head (woken to time its turn).
+    told_head: Option<u64>,
+}
+
+impl<W> Default for WaitQueue<W> {
+    fn default() -> Self {
+        Self {
+            entries: BTreeMap::new(),
+            next_seq: 0,
+            queued_cost: 0,
+            told_head: None,
+        }
+    }
+}
+
+impl<W> std::fmt::Debug for WaitQueue<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WaitQueue")
+            .field("len", &self.entries.len())
+            .field("queued_cost", &self.queued_cost)
+            .finish()
+    }
+}
+
+impl<W: Clone> WaitQueue<W> {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn queued_cost(&self) -> u64 {
+        self.queued_cost
+    }
+
+    /// When the oldest waiter was queued.
+    pub fn oldest_enqueued_ns(&self) -> Option<u64> {
+        self.entries.values().next().map(|e| e.ticket.enqueued_ns)
+    }
+
+    /// Queues `cost` behind everyone, if it can be admitted within `max_wait_ns`; the caller
+    /// has found that it cannot be admitted at once. Returns the ticket and, when it is the
+    /// head, its due time; or the wait it would need (nothing queued).
+    pub(crate) fn push(
+        &mut self,
+        ledger: &mut impl Ledger,
+        now: u64,
+        cost: u64,
+        max_wait_ns: u64,
+        waker: W,
+    ) -> Result<(Arc<RateTicket>, Option<u64>), u64> {
+        let first = self.entries.is_empty();
+        if first {
+            // Before reading the limiter: from here on its state can only change under this
+            // lock, so the figures below stay true.
+            ledger.set_queued(true);
+        }
+        let (at, exact) = ledger.due_after(now, self.queued_cost, cost);
+        let needed = at.saturating_sub(now);
+        if needed > max_wait_ns && (exact || needed > 0) {
+            if first {
+                ledger.set_queued(false);
+            }
+            return Err(needed);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let ticket = Arc::new(RateTicket {
+            seq,
+            cost,
+            enqueued_ns: now,
+            stand: AtomicU8::new(Stand::Waiting as u8),
+            record: AtomicU64::new(NO_RECORD),
+        });
+        self.entries.insert(
+            seq,
+            Entry {
+                ticket: Arc::clone(&ticket),
+                waker,
+            },
+        );
+        self.queued_cost += cost;
+        let head_due = if first {
+            self.told_head = Some(seq);
+            Some(ledger.due(now, cost))
+        } else {
+            None
+        };
+        Ok((ticket, head_due))
+    }
+
+    /// Grants every head of the queue that fits at `now`, in order, then tells the new head
+    /// (if it changed) to time its turn. Returns the wakers to call.
+    pub(crate) fn grant_due(&mut self, ledger: &mut impl Ledger, now: u64) -> Wakers<W> {
+        let mut woken = Wakers::new();
+        while let Some(entry) = self.entries.first_entry() {
+            let cost = entry.get().ticket.cost;
+            if ledger.due(now, cost) > now {
+                break;
+            }
+            let entry = entry.remove();
+            let still_queued = !self.entries.is_empty();
+            let record = ledger.admit(now, cost, still_queued);
+            self.granted(entry, record, &mut woken);
+        }
+        self.tell_head(&mut woken);
+        woken
+    }
+
+    fn granted(&mut self, entry: Entry<W>, record: u64, woken: &mut Wakers<W>) {
+        self.queued_cost -= entry.ticket.cost;
+        if self.told_head == Some(entry.ticket.seq) {
+            self.told_head = None;
+        }
+        entry.ticket.record.store(record, Ordering::Relaxed);
+        entry.ticket.settle(Stand::Granted);
+        woken.push(entry.waker);
+    }
+
+    fn tell_head(&mut self, woken: &mut Wakers<W>) {
+        if let Some((&seq, head)) = self.entries.first_key_value() {
+            if self.told_head != Some(seq) {
+                self.told_head = Some(seq);
+                woken.push(head.waker.clone());
+            }
+        }
+    }
+
+    /// What `ticket`'s waiter should do next.
+    pub(crate) fn status(
+        &mut self,
+        ledger: &mut impl Ledger,
+        ticket: &RateTicket,
+        now: u64,
+    ) -> Status {
+        match ticket.stand() {
+            Stand::Granted => Status::Granted,
+            Stand::Withdrawn | Stand::Consumed => Status::Ended,
+            Stand::Waiting => match self.entries.first_key_value() {
+                Some((&seq, _)) if seq == ticket.seq => {
+                    self.told_head = Some(seq);
+                    Status::Head {
+                        due_ns: ledger.due(now, ticket.cost),
+                    }
+                }
+                _ => Status::Queued,
+            },
+        }
+    }
+
+    /// Takes a granted request: true if it was granted (count it admitted), false if it was
+    /// not (still waiting, withdrawn, or taken already).
+    pub(crate) fn consume(&mut self, ticket: &RateTicket) -> bool {
+        if ticket.stand() == Stand::Granted {
+            ticket.settle(Stand::Consumed);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Withdraws a request whose waiter gave up, wherever it stands. A grant it had not
+    /// used yet goes back: exactly to the limiter if the limiter can undo it, else to the
+    /// waiters behind (the slot is theirs, granted at once), else it stays spent (the limiter
+    /// runs below its rate for that slot, never above it). Returns what happened and the
+    /// wakers to call.
+    pub(crate) fn withdraw(
+        &mut self,
+        ledger: &mut impl Ledger,
+        ticket: &RateTicket,
+        now: u64,
+    ) -> (Withdrawal, Wakers<W>) {
+        let mut woken = Wakers::new();
+        let what = match ticket.stand() {
+            Stand::Waiting => {
+                if let Some(entry) = self.entries.remove(&ticket.seq) {
+                    self.queued_cost -= entry.ticket.cost;
+                    if self.told_head == Some(ticket.seq) {
+                        self.told_head = None;
+                    }
+                    if self.entries.is_empty() {
+                        ledger.set_queued(false);
+                    }
+                }
+                ticket.settle(Stand::Withdrawn);
+                Withdrawal::Removed
+            }
+            Stand::Granted => {
+                ticket.settle(Stand::Withdrawn);
+                let record = ticket.record.load(Ordering::Relaxed);
+                let exact = record != NO_RECORD && ledger.give_back(now, ticket.cost, record);
+                if !exact {
+                    self.pass_on(ticket.cost, &mut woken);
+                }
+                Withdrawal::GaveBack
+            }
+            ended => return (Withdrawal::AlreadyEnded(ended), woken),
+        };
+        // The head may have changed, or room been made: grant what fits now.
+        let more = self.grant_due(ledger, now);
+        woken.extend(more);
+        (what, woken)
+    }
+
+    /// Grants heads of the queue out of `credit` units of an unused grant, while they fit
+    /// in it: the slot was taken from the limiter already, so they take it over.
+    fn pass_on(&mut self, mut credit: u64, woken: &mut Wakers<W>) {
+        while let Some(entry) = self.entries.first_entry() {
+            let cost = entry.get().ticket.cost;
+            if cost > credit {
+                break;
+            }
+            credit -= cost;
+            let entry = entry.remove();
+            self.granted(entry, NO_RECORD, woken);
+        }
+    }
+
+    /// Removes every waiter without waking it (their tickets read `Withdrawn`); returns how
+    /// many and their wakers, for tearing down a limiter that is being collected.
+    pub(crate) fn abandon(&mut self, ledger: &mut impl Ledger) -> (u64, Wakers<W>) {
+        let entries = std::mem::take(&mut self.entries);
+        self.queued_cost = 0;
+        self.told_head = None;
+        if !entries.is_empty() {
+            ledger.set_queued(false);
+        }
+        let n = entries.len() as u64;
+        let wakers = entries
+            .into_values()
+            .map(|e| {
+                e.ticket.settle(Stand::Withdrawn);
+                e.waker
+            })
+            .collect();
+        (n, wakers)
+    }
+
+    /// Calls `f` on every queued waker (a garbage collector's traversal).
+    pub fn visit(&self, mut f: impl FnMut(&W)) {
+        self.entries.values().for_each(|e| f(&e.waker));
+    }
+}
