@@ -33,7 +33,6 @@ UVLOOP = pytest.param(
 )
 
 
-
 class _Only(type):
     """``isinstance(e, Only[T])``: ``e`` is a ``T``, or an exception group (a task group's)
     whose every leaf is a ``T``; what an ``xfail(raises=...)`` accepts when the expected

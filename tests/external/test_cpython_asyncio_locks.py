@@ -101,9 +101,11 @@ async def test_lock_by_with_statement() -> None:
     for lock in primitives:
         await asyncio.sleep(0.01)
         assert not lock.locked()  # type: ignore[attr-defined]
-        with pytest.raises(TypeError, match=r"object \w+ can't be used in 'await' expression"):
-            with await lock:  # type: ignore[misc]
-                pass
+        with (
+            pytest.raises(TypeError, match=r"object \w+ can't be used in 'await' expression"),
+            await lock,  # type: ignore[misc]
+        ):
+            pass
         assert not lock.locked()  # type: ignore[attr-defined]
 
 
@@ -259,7 +261,7 @@ async def test_lock_cancel_release_race() -> None:
     assert lock_count == 1
     # While 3 calls were made to lockit()
     assert call_count == 3
-    assert t1.cancelled() and t2.done()
+    assert t1.cancelled() and t2.done()  # noqa: PT018 (upstream's assertion)
 
     # Cleanup the task that is stuck on acquire.
     t3.cancel()

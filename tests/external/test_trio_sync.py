@@ -89,7 +89,7 @@ async def acquire(s: adm.Semaphore) -> None:
         ),
     ],
 )
-async def test_Semaphore(unbounded: bool) -> None:  # noqa: N802 (upstream's name)
+async def test_Semaphore(unbounded: bool) -> None:
     # "bounded": the same test with its one assertion of unboundedness (max_value is None)
     # replaced by admission's documented bound, so that the rest of it runs.
     with pytest.raises(TypeError):
@@ -141,7 +141,7 @@ async def test_Semaphore(unbounded: bool) -> None:  # noqa: N802 (upstream's nam
 
 
 @pytest.mark.xfail(raises=TypeError, reason=README_NO_INITIAL_VALUE, strict=True)
-def test_Semaphore_bounded() -> None:  # noqa: N802 (upstream's name)
+def test_Semaphore_bounded() -> None:
     with pytest.raises(TypeError):
         adm.Semaphore(limit=1.0)  # type: ignore[arg-type]  # Semaphore(1, max_value=1.0)
     with pytest.raises(ValueError, match=r"^max_values must be >= initial_value$"):
@@ -159,7 +159,7 @@ def test_Semaphore_bounded() -> None:  # noqa: N802 (upstream's name)
 
 
 @pytest.mark.xfail(raises=TypeError, reason=README_LIMIT, strict=True)
-async def test_CapacityLimiter_inf() -> None:  # noqa: N802 (upstream's name)
+async def test_CapacityLimiter_inf() -> None:
     from math import inf
 
     c = adm.Semaphore(inf)  # type: ignore[arg-type]
@@ -176,7 +176,7 @@ async def test_CapacityLimiter_inf() -> None:  # noqa: N802 (upstream's name)
 
 
 # regression test for issue #548
-async def test_CapacityLimiter_memleak_548() -> None:  # noqa: N802 (upstream's name)
+async def test_CapacityLimiter_memleak_548() -> None:
     limiter = adm.Semaphore(limit=1)
     await limiter.acquire()
 
@@ -285,4 +285,3 @@ async def test_generic_lock_acquire_nowait_blocks_acquire(lock_factory: Any) -> 
         await wait_all_tasks_blocked()
         assert record == ["started"]
         lock_like.release()
-
