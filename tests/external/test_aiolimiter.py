@@ -47,6 +47,11 @@ README_NO_BARGING = (
     "(and admission_tokens_available: 0 when 'waiters are ahead: no barging'); aiolimiter "
     "lets any request that fits the bucket's level pass waiting ones"
 )
+README_NEVER_FITS = (
+    "README, What you get: 'CapacityError (also a ValueError) is raised at once for a request "
+    "that can never fit (cost > burst)': by peek(42) on a burst of 1 too, where aiolimiter's "
+    "has_capacity(42) answers False"
+)
 README_LOOPS = (
     "README, Async: 'Sync (with, threads) and async use of one limiter at once stay correct: "
     "a waiter is woken on its own loop or thread': one limiter on several loops is supported, "
@@ -103,11 +108,8 @@ def test_attributes() -> None:
     assert limiter.per == 81
 
 
-@pytest.mark.xfail(raises=adm.CapacityError, reason="see the test's comment", strict=True)
+@pytest.mark.xfail(raises=adm.CapacityError, reason=README_NEVER_FITS, strict=True)
 async def test_has_capacity() -> None:
-    # Documented difference: 'CapacityError (also a ValueError) is raised at once for a
-    # request that can never fit (cost > burst)' (README, What you get) -- by peek() too,
-    # where aiolimiter's has_capacity(42) answers False.
     limiter = AsyncLimiter(1)
     assert has_capacity(limiter)
     assert not has_capacity(limiter, 42)
