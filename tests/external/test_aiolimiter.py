@@ -239,19 +239,6 @@ async def test_decreasing_acquire() -> None:
         assert not pending
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    reason=(
-        "BUG: a cancelled TokenBucket reservation with another waiter queued behind it is "
-        "neither refunded nor passed on: after the first of two queued acquire(3) on "
-        "TokenBucket(rate=3, per=3, burst=3) (1 token already taken at t=0) is cancelled, the "
-        "second still sleeps until its original slot (t=4, not t=1) and the bucket stays "
-        "charged for the cancelled 3 tokens (peek(1) still refused at t=4, reset_after "
-        "unchanged); the README promises that 'a cancelled token-bucket reservation is "
-        "refunded'"
-    ),
-    strict=True,
-)
 async def test_task_cancelled() -> None:
     limiter = AsyncLimiter(3, 3, clock=adm.LoopClock())
     with MockLoopTime() as mocked_time:
