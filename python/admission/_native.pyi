@@ -1,6 +1,6 @@
 """Type stubs of the native extension. Import `admission`, not this module."""
 
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from contextvars import Context
 from types import TracebackType
 from typing import Any, Literal, Self, final
@@ -10,6 +10,7 @@ from typing_extensions import disjoint_base
 __all__ = [
     "MAX_PERMITS",
     "WAIT_BOUNDS",
+    "AllOf",
     "Deadlines",
     "Decision",
     "LoopClock",
@@ -112,6 +113,14 @@ class TokenBucket:
         waker: Callable[[], object],
         admit_now: bool = True,
     ) -> RateTicket | None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc: BaseException | None = None,
+        tb: TracebackType | None = None,
+    ) -> None: ...
+    def _try_take(self, cost: int) -> bool: ...
     def _poll(self) -> None: ...
     def _status(self, ticket: RateTicket) -> tuple[str, float]: ...
     def _consume(self, ticket: RateTicket) -> bool: ...
@@ -170,6 +179,14 @@ class SlidingWindow:
         waker: Callable[[], object],
         admit_now: bool = True,
     ) -> RateTicket | None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc: BaseException | None = None,
+        tb: TracebackType | None = None,
+    ) -> None: ...
+    def _try_take(self, cost: int) -> bool: ...
     def _poll(self) -> None: ...
     def _status(self, ticket: RateTicket) -> tuple[str, float]: ...
     def _consume(self, ticket: RateTicket) -> bool: ...
@@ -194,6 +211,20 @@ class SlidingWindow:
     def clock(self) -> ManualClock | None: ...
 
 _Refusal = Literal["rejected", "timed_out", "cancelled"]
+
+@disjoint_base
+class AllOf:
+    def __new__(cls, *limiters: TokenBucket | SlidingWindow) -> Self: ...
+    @property
+    def limiters(self) -> tuple[TokenBucket | SlidingWindow, ...]: ...
+    def try_acquire(self, costs: Sequence[int] | None = None) -> bool:
+        """Admits now in every limiter, or in none (a refusal charges none); never waits."""
+    def _try_take(self, costs: Sequence[int] | None = None) -> bool: ...
+    def acquire(
+        self, costs: Sequence[int] | None = None, timeout: float | None = None
+    ) -> Awaitable[None]:
+        """Waits until every limiter admits its cost (FIFO in each); all or nothing."""
+    def __aenter__(self) -> Awaitable[None]: ...
 
 @final
 class RateTicket:

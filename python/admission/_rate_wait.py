@@ -24,14 +24,13 @@ from typing import Any, Protocol
 
 from admission import _native
 from admission._waiting import running_loop
+from admission.errors import AcquireTimeout
 
 __all__ = [
     "Taken",
     "ThreadWake",
-    "TimedOut",
     "Waits",
     "async_waker",
-    "check_blocking_allowed",
     "consume",
     "give_up",
     "wait_async",
@@ -59,7 +58,7 @@ Waits = Sequence[tuple[_Limiter, _native.RateTicket]]
 Taken = Sequence[tuple[_Limiter, int, tuple[int, int]]]
 
 
-class TimedOut(Exception):
+class _TimedOut(Exception):
     """The deadline passed before every ticket was granted."""
 
 
@@ -84,7 +83,7 @@ def _steps(
     waits: Waits, timeout: float | None, wake: _Wake, now: Any
 ) -> Generator[float | None, None, None]:
     """Yields how long to wait (None: until woken; 0: a checkpoint) until every ticket is
-    granted; raises `TimedOut` at the deadline. ``now()`` is the clock the waits sleep on."""
+    granted; raises `_TimedOut` at the deadline. ``now()`` is the clock the waits sleep on."""
     manual = _manual_clocks(waits)
     clock_now = manual[0].now if manual else now
     deadline = None if timeout is None or timeout >= _FOREVER else clock_now() + timeout
@@ -105,7 +104,7 @@ def _steps(
             return
         left = None if deadline is None else deadline - clock_now()
         if left is not None and left <= 0:
-            raise TimedOut
+            raise _TimedOut
         if head_due is not None and manual:
             # Virtual time: the turn comes at once, so tests never hang or sleep.
             if head_due > 0:
@@ -257,9 +256,23 @@ def async_waker() -> _AsyncioWake | _TrioWake:
     return _AsyncioWake(loop) if loop is not None else _TrioWake()
 
 
-async def wait_async(waits: Waits, timeout: float | None, wake: _AsyncioWake | _TrioWake) -> None:
-    """Waits in this task until every ticket is granted; raises `TimedOut` at the deadline
-    (the caller gives up its tickets on any exception)."""
+async def wait_async(
+    waits: Waits, taken: Taken, timeout: float | None, wake: _AsyncioWake | _TrioWake
+) -> None:
+    """Waits in this task until every ticket is granted. On any way out but that, gives
+    everything up (`give_up`): `AcquireTimeout` at the deadline, or the exception."""
+    try:
+        await _wait_async(waits, timeout, wake)
+    except _TimedOut:
+        give_up(waits, taken, timed_out=True)
+        raise AcquireTimeout(timeout if timeout is not None else 0.0) from None
+    except BaseException:
+        # Cancelled, however the caller gave up: nothing is kept, a grant goes back.
+        give_up(waits, taken, timed_out=False)
+        raise
+
+
+async def _wait_async(waits: Waits, timeout: float | None, wake: _AsyncioWake | _TrioWake) -> None:
     if isinstance(wake, _AsyncioWake):
         now = wake._loop.time
     else:
@@ -273,18 +286,24 @@ async def wait_async(waits: Waits, timeout: float | None, wake: _AsyncioWake | _
             await wake.wait(seconds)
 
 
-def wait_blocking(waits: Waits, timeout: float | None, wake: ThreadWake) -> None:
-    """Waits in this thread until every ticket is granted; raises `TimedOut` at the deadline."""
-    for seconds in _steps(waits, timeout, wake, time.monotonic):
-        if seconds != 0:
-            wake.wait(seconds)
-
-
-def check_blocking_allowed(waits: Waits) -> None:
-    """Refuses to block a thread that runs an event loop (it would stall every task on it),
-    unless every limiter runs on virtual time (a manual clock: the wait passes at once)."""
-    if running_loop() is not None and _manual_clocks(waits) is None:
-        raise RuntimeError(
-            "admission: a blocking acquire (`with limiter:` or `acquire_blocking`) would block "
-            "the running event loop: use `async with limiter:` or `await limiter.acquire()`"
-        )
+def wait_blocking(waits: Waits, taken: Taken, timeout: float | None, wake: ThreadWake) -> None:
+    """Waits in this thread until every ticket is granted, like `wait_async`. Refuses to
+    block a thread that runs an event loop (it would stall every task on it), unless every
+    limiter runs on virtual time (a manual clock: the wait passes at once)."""
+    try:
+        if running_loop() is not None and _manual_clocks(waits) is None:
+            raise RuntimeError(
+                "admission: a blocking acquire (`with limiter:` or `acquire_blocking`) would "
+                "block the running event loop: use `async with limiter:` or "
+                "`await limiter.acquire()`"
+            )
+        for seconds in _steps(waits, timeout, wake, time.monotonic):
+            if seconds != 0:
+                wake.wait(seconds)
+    except _TimedOut:
+        give_up(waits, taken, timed_out=True)
+        raise AcquireTimeout(timeout if timeout is not None else 0.0) from None
+    except BaseException:
+        # Interrupted (KeyboardInterrupt, a signal handler's exception): nothing is kept.
+        give_up(waits, taken, timed_out=False)
+        raise

@@ -11,15 +11,18 @@ from admission import _native, _rate_wait
 from admission._native import Decision
 from admission._validate import timeout_seconds
 from admission.errors import AcquireTimeout
-from admission.rate import SlidingWindow, TokenBucket
 
 __all__ = ["AllOf", "all_of"]
 
-_Limiter = TokenBucket | SlidingWindow
+# The limiters as the native half holds them (the public classes are their subclasses).
+_Limiter = _native.TokenBucket | _native.SlidingWindow
+# An immediate admission held while the other limiters are waited for: (limiter, cost,
+# (record, time)) for `_untake`.
+_Held = tuple[_Limiter, int, tuple[int, int]]
 
 
 @final
-class AllOf:
+class AllOf(_native.AllOf):
     """Rate limiters acquired together: either every one admits its cost, or none is charged.
 
     Typical use is a provider's request *and* token quotas:
@@ -34,68 +37,29 @@ class AllOf:
     Traceback (most recent call last):
     admission.errors.CapacityError: cost 100000 exceeds the capacity 90000: ...
 
-    Waiting (``await both.acquire(costs=...)``) takes what is free and queues in the other
-    limiters, FIFO in each, and proceeds once every one has admitted its cost; a cancelled or
-    timed-out wait gives back everything it held (queued places, grants, admissions).
+    ``try_acquire``, and ``await both.acquire(costs=...)`` when every limiter admits at once,
+    are one native call. Waiting takes what is free and queues in the other limiters, FIFO in
+    each, and proceeds once every one has admitted its cost; a cancelled or timed-out wait
+    gives back everything it held (queued places, grants, admissions).
     """
 
-    __slots__ = ("_limiters",)
+    __slots__ = ()
 
-    def __init__(self, *limiters: _Limiter) -> None:
-        if not limiters:
-            raise ValueError("all_of() needs at least one rate limiter")
-        for lim in limiters:
-            if not isinstance(lim, (TokenBucket, SlidingWindow)):
-                raise TypeError(f"all_of() takes TokenBucket or SlidingWindow objects, got {lim!r}")
-        self._limiters: tuple[_Limiter, ...] = limiters
-
-    @property
-    def limiters(self) -> tuple[_Limiter, ...]:
-        return self._limiters
+    # The native half checks the limiters and holds them (`limiters`), and runs
+    # `try_acquire` and the immediate path of `acquire`.
 
     def _costs(self, costs: Sequence[int] | None) -> tuple[int, ...]:
+        n = len(self.limiters)
         if costs is None:
-            return (1,) * len(self._limiters)
+            return (1,) * n
         costs = tuple(costs)
-        if len(costs) != len(self._limiters):
-            raise ValueError(
-                f"costs must have one entry per limiter ({len(self._limiters)}), got {costs!r}"
-            )
+        if len(costs) != n:
+            raise ValueError(f"costs must have one entry per limiter ({n}), got {costs!r}")
         return costs
-
-    def _take_all(
-        self, costs: tuple[int, ...], refusal: _native._Refusal
-    ) -> list[tuple[_Limiter, int, tuple[int, int]]] | None:
-        """Admits in every limiter now, counting nothing yet; on a refusal undoes the ones
-        taken, counts ``refusal`` in each limiter asked, and returns None."""
-        # A cost that can never fit is refused before anything is taken, so no limiter is
-        # charged or counted for it.
-        for lim, cost in zip(self._limiters, costs, strict=True):
-            lim.peek(cost)  # raises CapacityError (and checks the cost's type) only
-        taken: list[tuple[_Limiter, int, tuple[int, int]]] = []
-        for lim, cost in zip(self._limiters, costs, strict=True):
-            got = lim._take(cost)
-            if got is None:
-                _rate_wait.give_up((), taken, timed_out=False, counted=False)
-                for other, _, _ in taken:
-                    other._count(refusal)
-                lim._count(refusal)
-                return None
-            taken.append((lim, cost, got))
-        return taken
-
-    def try_acquire(self, costs: Sequence[int] | None = None) -> bool:
-        """Admits now in every limiter, or in none (a refusal charges none); never waits."""
-        taken = self._take_all(self._costs(costs), "rejected")
-        if taken is None:
-            return False
-        for lim, cost, _ in taken:
-            lim._commit(cost)
-        return True
 
     def peek(self, costs: Sequence[int] | None = None) -> Decision:
         """The combined decision: allowed if all allow; the longest retry and reset."""
-        ds = [lim.peek(c) for lim, c in zip(self._limiters, self._costs(costs), strict=True)]
+        ds = [lim.peek(c) for lim, c in zip(self.limiters, self._costs(costs), strict=True)]
         return Decision(
             all(d.allowed for d in ds),
             min(d.remaining for d in ds),
@@ -105,17 +69,15 @@ class AllOf:
 
     def _enqueue_all(
         self, costs: tuple[int, ...], timeout: float | None, wake: Callable[[], None]
-    ) -> tuple[
-        list[tuple[_Limiter, _native.RateTicket]], list[tuple[_Limiter, int, tuple[int, int]]]
-    ]:
+    ) -> tuple[list[tuple[_Limiter, _native.RateTicket]], list[_Held]]:
         """Takes what is free now and queues in the other limiters (FIFO in each). Raises
         `AcquireTimeout` at once, holding nothing, if one of them cannot make the deadline."""
-        for lim, cost in zip(self._limiters, costs, strict=True):
+        for lim, cost in zip(self.limiters, costs, strict=True):
             lim.peek(cost)  # CapacityError before anything is taken
         waits: list[tuple[_Limiter, _native.RateTicket]] = []
-        taken: list[tuple[_Limiter, int, tuple[int, int]]] = []
+        taken: list[_Held] = []
         try:
-            for lim, cost in zip(self._limiters, costs, strict=True):
+            for lim, cost in zip(self.limiters, costs, strict=True):
                 got = lim._take(cost)
                 if got is not None:
                     taken.append((lim, cost, got))
@@ -135,59 +97,34 @@ class AllOf:
         return waits, taken
 
     @staticmethod
-    def _admitted(
-        waits: _rate_wait.Waits, taken: list[tuple[_Limiter, int, tuple[int, int]]], start: float
-    ) -> None:
+    def _admitted(waits: _rate_wait.Waits, taken: list[_Held], start: float) -> None:
         """Counts the admission in every limiter, with the wait of the whole request."""
         _rate_wait.consume(waits)
-        waited = time.monotonic() - start if waits else None
+        waited = time.monotonic() - start
         for lim, cost, _ in taken:
             lim._commit(cost, waited)
 
-    async def acquire(
-        self, costs: Sequence[int] | None = None, timeout: float | None = None
-    ) -> None:
-        """Waits until every limiter admits its cost (FIFO in each); all or nothing: a
-        cancelled or timed-out wait gives back what it held."""
+    async def _acquire_slow(self, costs: tuple[int, ...], timeout: float | None) -> None:
+        """The waiting path of ``await acquire()`` (the native half found a limiter full)."""
         start = time.monotonic()
-        timeout = timeout_seconds(timeout)
-        costs_ = self._costs(costs)
         wake = _rate_wait.async_waker()
-        waits, taken = self._enqueue_all(costs_, timeout, wake)
-        try:
-            await _rate_wait.wait_async(waits, timeout, wake)
-        except _rate_wait.TimedOut:
-            _rate_wait.give_up(waits, taken, timed_out=True)
-            raise AcquireTimeout(timeout if timeout is not None else 0.0) from None
-        except BaseException:
-            _rate_wait.give_up(waits, taken, timed_out=False)
-            raise
+        waits, taken = self._enqueue_all(costs, timeout, wake)
+        await _rate_wait.wait_async(waits, taken, timeout, wake)
         self._admitted(waits, taken, start)
 
     def acquire_blocking(
         self, costs: Sequence[int] | None = None, timeout: float | None = None
     ) -> None:
         """Like `acquire`, waiting in this thread."""
-        start = time.monotonic()
-        timeout = timeout_seconds(timeout)
         costs_ = self._costs(costs)
+        timeout = timeout_seconds(timeout)
+        if self._try_take(costs_):
+            return
+        start = time.monotonic()
         wake = _rate_wait.ThreadWake()
         waits, taken = self._enqueue_all(costs_, timeout, wake)
-        try:
-            if waits:
-                _rate_wait.check_blocking_allowed(waits)
-            _rate_wait.wait_blocking(waits, timeout, wake)
-        except _rate_wait.TimedOut:
-            _rate_wait.give_up(waits, taken, timed_out=True)
-            raise AcquireTimeout(timeout if timeout is not None else 0.0) from None
-        except BaseException:
-            _rate_wait.give_up(waits, taken, timed_out=False)
-            raise
+        _rate_wait.wait_blocking(waits, taken, timeout, wake)
         self._admitted(waits, taken, start)
-
-    async def __aenter__(self) -> AllOf:
-        await self.acquire()
-        return self
 
     async def __aexit__(
         self,
@@ -210,7 +147,7 @@ class AllOf:
         return None
 
     def __repr__(self) -> str:
-        return f"all_of({', '.join(map(repr, self._limiters))})"
+        return f"all_of({', '.join(map(repr, self.limiters))})"
 
 
 def all_of(*limiters: _Limiter) -> AllOf:

@@ -19,13 +19,11 @@ The decisions are native (Rust); this module adds the waiting and the Python con
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import TracebackType
 from typing import Protocol, TypeVar, final
 
 from admission import _native, _rate_wait, _registry
 from admission._validate import timeout_seconds
 from admission.durations import parse_duration, parse_rate
-from admission.errors import AcquireTimeout
 from admission.stats import LimiterStats, WaitHistogram
 
 __all__ = ["SlidingWindow", "TokenBucket"]
@@ -45,6 +43,7 @@ class _Reservable(Protocol):
     def _poll(self) -> None: ...
     def _withdraw(self, ticket: _native.RateTicket, timed_out: bool = False) -> str: ...
     def _consume(self, ticket: _native.RateTicket) -> bool: ...
+    def _try_take(self, cost: int) -> bool: ...
     def _untake(self, cost: int, record: int, taken_at: int) -> None: ...
     def _wait_histogram(self) -> tuple[list[float], list[int], float]: ...
     @property
@@ -55,41 +54,24 @@ class _Reservable(Protocol):
 
 def _acquire_blocking(limiter: _Reservable, cost: int, timeout: float | None) -> None:
     timeout = timeout_seconds(timeout)
+    if limiter._try_take(cost):
+        return
     wake = _rate_wait.ThreadWake()
     ticket = limiter._enqueue(cost, timeout, wake)
-    if ticket is None:
-        return
-    waits = ((limiter, ticket),)
-    try:
-        _rate_wait.check_blocking_allowed(waits)
-        _rate_wait.wait_blocking(waits, timeout, wake)
-    except _rate_wait.TimedOut:
-        _rate_wait.give_up(waits, (), timed_out=True)
-        raise AcquireTimeout(timeout if timeout is not None else 0.0) from None
-    except BaseException:
-        # Interrupted (KeyboardInterrupt, a signal handler's exception): nothing is kept.
-        _rate_wait.give_up(waits, (), timed_out=False)
-        raise
-    _rate_wait.consume(waits)
+    if ticket is not None:
+        waits = ((limiter, ticket),)
+        _rate_wait.wait_blocking(waits, (), timeout, wake)
+        _rate_wait.consume(waits)
 
 
 async def _acquire_async(limiter: _Reservable, cost: int, timeout: float | None) -> None:
     """The waiting path of ``await limiter.acquire()``: queue, wait for the turn, take it."""
     wake = _rate_wait.async_waker()
     ticket = limiter._enqueue(cost, timeout, wake)
-    if ticket is None:
-        return
-    waits = ((limiter, ticket),)
-    try:
-        await _rate_wait.wait_async(waits, timeout, wake)
-    except _rate_wait.TimedOut:
-        _rate_wait.give_up(waits, (), timed_out=True)
-        raise AcquireTimeout(timeout if timeout is not None else 0.0) from None
-    except BaseException:
-        # Cancelled, however the caller gave up: nothing is kept, a grant goes back.
-        _rate_wait.give_up(waits, (), timed_out=False)
-        raise
-    _rate_wait.consume(waits)
+    if ticket is not None:
+        waits = ((limiter, ticket),)
+        await _rate_wait.wait_async(waits, (), timeout, wake)
+        _rate_wait.consume(waits)
 
 
 def _stats(limiter: _Reservable) -> LimiterStats:
@@ -126,18 +108,6 @@ class _RateLimiter:
         than ``timeout`` seconds; `CapacityError` if ``cost`` exceeds the capacity.
         """
         _acquire_blocking(self, cost, timeout)
-
-    def __enter__(self: _L) -> _L:
-        _acquire_blocking(self, 1, None)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
 
     async def _acquire_slow(self: _L, cost: int, timeout: float | None) -> None:
         await _acquire_async(self, cost, timeout)

@@ -52,6 +52,46 @@ pub trait RateLimit<W>: Send + Sync {
     fn visit_waiters(&self, f: &mut dyn FnMut(&W));
 }
 
+/// One limit of an all-or-nothing acquisition: the limiter, `now` on its clock, the cost.
+pub struct Part<'a, W> {
+    pub limit: &'a dyn RateLimit<W>,
+    pub now: u64,
+    pub cost: u64,
+}
+
+/// Admits every part's cost now, or none (no waiting: each must fit, with nobody queued).
+///
+/// Returns `Ok(())` when all were admitted (each counted). Otherwise, nothing is counted and
+/// the parts taken before the refusal are returned with their records (`Taken`), for the
+/// caller to undo with [`untake_all`] at a fresh reading of each clock; the error says which
+/// part refused (`Err(Ok(i))`) or that a cost can never fit (`Err(Err(e))`).
+#[allow(clippy::type_complexity)]
+pub fn take_all<W>(parts: &[Part<'_, W>]) -> Result<(), (Result<usize, AcquireError>, Vec<u64>)> {
+    let mut records = Vec::with_capacity(parts.len());
+    for (i, part) in parts.iter().enumerate() {
+        match part.limit.take(part.now, part.cost) {
+            Ok(Some(record)) => records.push(record),
+            Ok(None) => return Err((Ok(i), records)),
+            Err(e) => return Err((Err(e), records)),
+        }
+    }
+    for part in parts {
+        part.limit.commit(part.cost, None);
+    }
+    Ok(())
+}
+
+/// Undoes the takes of a refused [`take_all`]: `records[i]` was taken in `parts[i]` at
+/// `parts[i].now`, and `now[i]` is a fresh reading of its clock. Returns the wakers of the
+/// waiters this lets through.
+pub fn untake_all<W>(parts: &[Part<'_, W>], records: &[u64], now: &[u64]) -> Wakers<W> {
+    let mut woken = Wakers::new();
+    for ((part, &record), &now) in parts.iter().zip(records).zip(now) {
+        woken.extend(part.limit.untake(part.now, now, part.cost, record));
+    }
+    woken
+}
+
 /// Implements `RateLimit` by delegating to the type's inherent methods of the same names.
 macro_rules! delegate_rate_limit {
     ($ty:ident) => {

@@ -13,7 +13,7 @@ use crate::ready::ready;
 /// Native token bucket (GCRA). The public class is `admission.TokenBucket`.
 #[pyclass(frozen, subclass, weakref, module = "admission._native")]
 pub struct TokenBucket {
-    state: RateState<Gcra<PyWaker>>,
+    pub(crate) state: RateState<Gcra<PyWaker>>,
     rate: f64,
     per: f64,
 }

@@ -12,6 +12,7 @@ compile_error!("admission's bindings use the full C API: they cannot be built fo
 #[cfg(any(PyPy, GraalPy))]
 compile_error!("admission's bindings are for CPython");
 
+mod allof;
 mod args;
 mod batch;
 mod bucket;
@@ -32,6 +33,8 @@ mod window;
 // thread safety is proven by its own tests and loom models).
 #[pymodule(gil_used = true)]
 mod _native {
+    #[pymodule_export]
+    use crate::allof::AllOf;
     #[pymodule_export]
     use crate::batch::WakeBatch;
     #[pymodule_export]

@@ -34,7 +34,7 @@ impl Clone for PyWaker {
 }
 
 /// Calls every waker; a failing one does not stop the others. Raises the first failure.
-fn wake_all(py: Python<'_>, wakers: Wakers<PyWaker>) -> PyResult<()> {
+pub(crate) fn wake_all(py: Python<'_>, wakers: Wakers<PyWaker>) -> PyResult<()> {
     let mut first_error = None;
     for waker in wakers {
         if let Err(e) = waker.0.call0(py) {
@@ -139,6 +139,14 @@ impl<L: RateLimit<PyWaker>> RateState<L> {
         self.core
             .peek(self.clock.now(py)?, cost)
             .map(|d: CoreDecision| Decision::from(d))
+            .map_err(|e| errors::acquire(py, e))
+    }
+
+    /// Admits `cost` now if it fits and nobody waits, counting only an admission.
+    #[inline(always)]
+    pub fn try_take(&self, py: Python<'_>, cost: u64) -> PyResult<bool> {
+        self.core
+            .try_take(self.clock.now(py)?, cost)
             .map_err(|e| errors::acquire(py, e))
     }
 
@@ -361,6 +369,33 @@ macro_rules! rate_limiter_pymethods {
 
             fn __aenter__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
                 slf.get().state.acquire(slf.as_any(), None, None)
+            }
+
+            /// `with limiter:` (threads): admits natively when it fits and nobody waits;
+            /// otherwise waits in `acquire_blocking(1)`.
+            fn __enter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, Self>> {
+                let py = slf.py();
+                if !slf.get().state.try_take(py, 1)? {
+                    slf.call_method1(pyo3::intern!(py, "acquire_blocking"), (1,))?;
+                }
+                Ok(slf.clone())
+            }
+
+            // Three optional positionals, not `*args`: no tuple is built per call.
+            #[pyo3(signature = (exc_type=None, exc=None, tb=None))]
+            fn __exit__(
+                &self,
+                exc_type: Option<&Bound<'_, PyAny>>,
+                exc: Option<&Bound<'_, PyAny>>,
+                tb: Option<&Bound<'_, PyAny>>,
+            ) {
+                let _ = (exc_type, exc, tb);
+            }
+
+            /// Admits `cost` now if it fits and nobody waits; a refusal is not counted (the
+            /// caller queues next, and is counted by its outcome).
+            fn _try_take(&self, py: Python<'_>, cost: &Bound<'_, PyAny>) -> PyResult<bool> {
+                self.state.try_take(py, crate::args::count("cost", Some(cost), 1)?)
             }
 
             // Three optional positionals, not `*args`: no tuple is built per call.

@@ -13,7 +13,7 @@ use crate::ready::ready;
 /// Native exact sliding window. The public class is `admission.SlidingWindow`.
 #[pyclass(frozen, subclass, weakref, module = "admission._native")]
 pub struct SlidingWindow {
-    state: RateState<CoreWindow<PyWaker>>,
+    pub(crate) state: RateState<CoreWindow<PyWaker>>,
 }
 
 rate_limiter_pymethods!(SlidingWindow, "sliding_window", {

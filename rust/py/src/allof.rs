@@ -1,0 +1,193 @@
+//! `AllOf` binding: several rate limiters acquired together, all or nothing.
+//!
+//! The immediate paths (`try_acquire`, and `acquire()` when every limiter admits at once) are
+//! one native call over `admission_core::take_all`. Waiting goes to the Python class's
+//! `_acquire_slow`, which queues in each limiter.
+
+use admission_core::{take_all, untake_all, Part, RateLimit};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+
+use crate::args::{count, timeout};
+use crate::bucket::TokenBucket;
+use crate::errors;
+use crate::rate::{wake_all, PyWaker};
+use crate::ready::ready;
+use crate::window::SlidingWindow;
+
+enum Member {
+    Bucket(Py<TokenBucket>),
+    Window(Py<SlidingWindow>),
+}
+
+impl Member {
+    fn limit(&self) -> &dyn RateLimit<PyWaker> {
+        match self {
+            Self::Bucket(b) => &b.get().state.core,
+            Self::Window(w) => &w.get().state.core,
+        }
+    }
+
+    fn now(&self, py: Python<'_>) -> PyResult<u64> {
+        match self {
+            Self::Bucket(b) => b.get().state.now(py),
+            Self::Window(w) => w.get().state.now(py),
+        }
+    }
+
+    fn object(&self, py: Python<'_>) -> Py<PyAny> {
+        match self {
+            Self::Bucket(b) => b.clone_ref(py).into_any(),
+            Self::Window(w) => w.clone_ref(py).into_any(),
+        }
+    }
+}
+
+/// Native half of `admission.AllOf`.
+#[pyclass(frozen, subclass, module = "admission._native")]
+pub struct AllOf {
+    members: Vec<Member>,
+}
+
+/// How an immediate all-or-nothing attempt ended.
+enum Attempt {
+    Admitted,
+    /// Refused by the member at this index (the ones before it were asked too).
+    Refused(usize),
+}
+
+impl AllOf {
+    /// The cost for each member: all 1 when `costs` is None.
+    fn costs(&self, costs: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<u64>> {
+        let n = self.members.len();
+        let Some(costs) = costs.filter(|c| !c.is_none()) else {
+            return Ok(vec![1; n]);
+        };
+        let items: Vec<Bound<'_, PyAny>> = match costs.cast::<PyTuple>() {
+            Ok(t) => t.iter().collect(),
+            Err(_) => costs.try_iter()?.collect::<PyResult<_>>()?,
+        };
+        if items.len() != n {
+            return Err(PyValueError::new_err(format!(
+                "costs must have one entry per limiter ({n}), got {}",
+                costs.repr()?
+            )));
+        }
+        items.iter().map(|c| count("cost", Some(c), 1)).collect()
+    }
+
+    fn attempt(&self, py: Python<'_>, costs: &[u64]) -> PyResult<Attempt> {
+        let parts = self
+            .members
+            .iter()
+            .zip(costs)
+            .map(|(m, &cost)| {
+                Ok(Part {
+                    limit: m.limit(),
+                    now: m.now(py)?,
+                    cost,
+                })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let (outcome, records) = match take_all(&parts) {
+            Ok(()) => return Ok(Attempt::Admitted),
+            Err(refused) => refused,
+        };
+        let now = parts[..records.len()]
+            .iter()
+            .zip(&self.members)
+            .map(|(part, m)| m.now(py).map(|n| n.max(part.now)))
+            .collect::<PyResult<Vec<_>>>()?;
+        wake_all(py, untake_all(&parts, &records, &now))?;
+        match outcome {
+            Ok(i) => Ok(Attempt::Refused(i)),
+            Err(e) => Err(errors::acquire(py, e)),
+        }
+    }
+}
+
+#[pymethods]
+impl AllOf {
+    #[new]
+    #[pyo3(signature = (*limiters))]
+    fn new(limiters: &Bound<'_, PyTuple>) -> PyResult<Self> {
+        if limiters.is_empty() {
+            return Err(PyValueError::new_err(
+                "all_of() needs at least one rate limiter",
+            ));
+        }
+        let members = limiters
+            .iter()
+            .map(|lim| {
+                if let Ok(b) = lim.cast::<TokenBucket>() {
+                    Ok(Member::Bucket(b.clone().unbind()))
+                } else if let Ok(w) = lim.cast::<SlidingWindow>() {
+                    Ok(Member::Window(w.clone().unbind()))
+                } else {
+                    Err(PyTypeError::new_err(format!(
+                        "all_of() takes TokenBucket or SlidingWindow objects, got {}",
+                        lim.repr()?
+                    )))
+                }
+            })
+            .collect::<PyResult<_>>()?;
+        Ok(Self { members })
+    }
+
+    /// The limiters, in the order given.
+    #[getter]
+    fn limiters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, self.members.iter().map(|m| m.object(py)))
+    }
+
+    /// Admits now in every limiter, or in none (a refusal charges none); never waits.
+    #[pyo3(signature = (costs=None))]
+    fn try_acquire(&self, py: Python<'_>, costs: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+        let costs = self.costs(costs)?;
+        match self.attempt(py, &costs)? {
+            Attempt::Admitted => Ok(true),
+            Attempt::Refused(i) => {
+                // Each limiter asked counts the refusal, as it would for its own try_acquire.
+                for m in &self.members[..=i] {
+                    m.limit().counters().rejected();
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// Like `try_acquire`, but a refusal is not counted: for a caller that waits next, whose
+    /// request is then counted once, by its real outcome.
+    #[pyo3(signature = (costs=None))]
+    fn _try_take(&self, py: Python<'_>, costs: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+        let costs = self.costs(costs)?;
+        Ok(matches!(self.attempt(py, &costs)?, Attempt::Admitted))
+    }
+
+    /// Awaitable: immediate when every limiter admits at once (the shared `Ready`), else
+    /// the Python slow path `_acquire_slow(costs, timeout)`, which queues in each.
+    #[pyo3(signature = (costs=None, timeout=None))]
+    fn acquire<'py>(
+        slf: &Bound<'py, Self>,
+        costs: Option<&Bound<'py, PyAny>>,
+        timeout: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let parsed = slf.get().costs(costs)?;
+        let limit = self::timeout(timeout)?;
+        match slf.get().attempt(py, &parsed)? {
+            Attempt::Admitted => ready(py),
+            Attempt::Refused(_) => Ok(slf
+                .call_method1(
+                    pyo3::intern!(py, "_acquire_slow"),
+                    (PyTuple::new(py, &parsed)?, limit),
+                )?
+                .unbind()),
+        }
+    }
+
+    fn __aenter__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Self::acquire(slf, None, None)
+    }
+}
