@@ -208,17 +208,23 @@ impl<W: Clone> Gcra<W> {
 
     #[inline(always)]
     fn check(&self, now: u64, cost: u64) -> Result<u64, AcquireError> {
-        if cost > self.burst {
-            return Err(AcquireError::Capacity {
-                cost,
-                capacity: self.burst,
-            });
-        }
-        if now >= MAX_TIME_NS {
-            return Err(AcquireError::ClockOutOfRange { now_ns: now });
+        if cost > self.burst || now >= MAX_TIME_NS {
+            return Err(self.refusal(now, cost));
         }
         // Cannot overflow: cost <= burst and burst * T < MAX_SPAN_NS.
         Ok(cost * self.emission_ns)
+    }
+
+    #[cold]
+    fn refusal(&self, now: u64, cost: u64) -> AcquireError {
+        if cost > self.burst {
+            AcquireError::Capacity {
+                cost,
+                capacity: self.burst,
+            }
+        } else {
+            AcquireError::ClockOutOfRange { now_ns: now }
+        }
     }
 
     /// Admits `cost` now if it fits and nobody waits; never waits. Counts the outcome.

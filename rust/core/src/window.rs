@@ -211,6 +211,7 @@ impl<W: Clone> SlidingWindow<W> {
         self.waiting.load(Ordering::Relaxed)
     }
 
+    #[inline(always)]
     fn check(&self, now: u64, cost: u64) -> Result<(), AcquireError> {
         if cost > self.limit {
             return Err(AcquireError::Capacity {
