@@ -1,6 +1,6 @@
 //! The clock a limiter reads: the process's monotonic clock, or a shared manual clock.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use admission_core::clock::{monotonic_ns, ManualClock as CoreManualClock};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
@@ -17,8 +17,41 @@ use crate::running::running_loop;
 pub enum Clock {
     Monotonic,
     Manual(Arc<CoreManualClock>),
-    /// The running event loop's clock (`loop.time()` on asyncio, `trio.current_time()`).
-    Loop,
+    /// The running event loop's clock (`loop.time()` on asyncio, `trio.current_time()`),
+    /// carried on across loops (see [`LoopTime`]).
+    Loop(Arc<Mutex<LoopTime>>),
+}
+
+/// A limiter's time on `LoopClock`: the running loop's clock, rebased whenever the limiter
+/// finds itself under another loop so that its time carries on from where it was.
+///
+/// Loops' clocks have their own origins (trio's starts at a large random offset; a virtual
+/// asyncio loop at 0). Read raw, a limiter used under one loop and then another would see
+/// its time jump back by hours (blocked until it catches up) or forward. Rebased, no time
+/// passes between the last read under the old loop and the first under the new one.
+#[derive(Debug, Default)]
+pub struct LoopTime {
+    /// Identity of the loop (asyncio loop object or trio run token) read last.
+    source: usize,
+    /// Its last raw reading, to notice a new loop at a reused address (time going back).
+    last_raw: u64,
+    /// Added to the raw reading.
+    offset: i128,
+    /// The last time returned.
+    last: u64,
+}
+
+impl LoopTime {
+    fn rebase(&mut self, source: usize, raw: u64) -> u64 {
+        if source != self.source || raw < self.last_raw {
+            self.offset = i128::from(self.last) - i128::from(raw);
+            self.source = source;
+        }
+        self.last_raw = raw;
+        let now = (i128::from(raw) + self.offset).clamp(0, i128::from(u64::MAX)) as u64;
+        self.last = self.last.max(now);
+        self.last
+    }
 }
 
 /// A clock argument: `ManualClock`, `LoopClock`, or nothing (the monotonic clock).
@@ -33,7 +66,7 @@ impl Clock {
         match clock {
             None => Self::Monotonic,
             Some(ClockArg::Manual(c)) => Self::Manual(Arc::clone(&c.get().inner)),
-            Some(ClockArg::Loop(_)) => Self::Loop,
+            Some(ClockArg::Loop(_)) => Self::Loop(Arc::default()),
         }
     }
 
@@ -42,7 +75,11 @@ impl Clock {
         match self {
             Self::Monotonic => Ok(monotonic_ns()),
             Self::Manual(c) => Ok(c.now_ns()),
-            Self::Loop => loop_now_ns(py),
+            Self::Loop(time) => {
+                let (source, raw) = loop_now(py)?;
+                let mut time = time.lock().unwrap_or_else(|p| p.into_inner());
+                Ok(time.rebase(source, raw))
+            }
         }
     }
 }
@@ -51,16 +88,34 @@ static SYS_MODULES: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// Now on the running event loop's clock, in nanoseconds.
 fn loop_now_ns(py: Python<'_>) -> PyResult<u64> {
-    let seconds: f64 = if let Some(lp) = running_loop(py)? {
-        lp.call_method0(intern!(py, "time"))?.extract()?
+    loop_now(py).map(|(_, ns)| ns)
+}
+
+/// The running loop's identity (its address) and its clock's reading, in nanoseconds.
+fn loop_now(py: Python<'_>) -> PyResult<(usize, u64)> {
+    let (source, seconds): (usize, f64) = if let Some(lp) = running_loop(py)? {
+        (
+            lp.as_ptr() as usize,
+            lp.call_method0(intern!(py, "time"))?.extract()?,
+        )
     } else {
         // Per decision under trio: the lookups are cached (`sys.modules` is one dict for the
         // process's life) and the keys interned.
         let modules = SYS_MODULES.import(py, "sys", "modules")?;
         let trio = modules.get_item(intern!(py, "trio")).ok();
-        let now = trio.and_then(|t| t.getattr(intern!(py, "current_time")).ok()?.call0().ok());
-        match now {
-            Some(t) => t.extract()?,
+        let reading = trio.and_then(|t| {
+            let now = t.getattr(intern!(py, "current_time")).ok()?.call0().ok()?;
+            let token = t
+                .getattr(intern!(py, "lowlevel"))
+                .ok()?
+                .getattr(intern!(py, "current_trio_token"))
+                .ok()?
+                .call0()
+                .ok()?;
+            Some((token.as_ptr() as usize, now))
+        });
+        match reading {
+            Some((token, t)) => (token, t.extract()?),
             None => {
                 return Err(PyRuntimeError::new_err(
                     "LoopClock needs a running event loop (asyncio or trio) in this thread",
@@ -73,7 +128,7 @@ fn loop_now_ns(py: Python<'_>) -> PyResult<u64> {
             "the event loop's clock returned {seconds}, not a time >= 0"
         )));
     }
-    Ok((seconds * 1e9) as u64)
+    Ok((source, (seconds * 1e9) as u64))
 }
 
 /// The running event loop's clock, for limiters used under a fake or virtual loop clock
