@@ -129,12 +129,15 @@ class GcraModel:
         self.T = emission_interval_ns(self.rate, self.per)
         self.capacity_ns = self.burst * self.T
 
-    def _check(self, cost: int) -> None:
+    def _check(self, cost: int, attempt: bool = False) -> None:
+        """An attempt refused by a capacity error counts as rejected (peek counts nothing)."""
         if cost > self.burst:
+            if attempt:
+                self.counters.rejected += 1
             raise ModelCapacityError(cost, self.burst)
 
     def try_acquire(self, now: int, cost: int) -> bool:
-        self._check(cost)
+        self._check(cost, attempt=True)
         new_tat = max(self.tat, now) + cost * self.T
         if new_tat > now + self.capacity_ns:
             self.counters.rejected += 1
@@ -158,7 +161,7 @@ class GcraModel:
     def acquire_blocking(self, now: int, cost: int, max_wait_ns: int | None) -> int:
         """Reserves the earliest slot; returns the wait. Raises ModelTimeout (writing nothing
         but the timed-out count) if the wait exceeds ``max_wait_ns``."""
-        self._check(cost)
+        self._check(cost, attempt=True)
         new_tat = max(self.tat, now) + cost * self.T
         wait = max(0, new_tat - (now + self.capacity_ns))
         if max_wait_ns is not None and wait > max_wait_ns:
@@ -205,8 +208,11 @@ class WindowModel:
     log: list[tuple[int, int]] = field(default_factory=list)
     counters: Counters = field(default_factory=Counters)
 
-    def _check(self, cost: int) -> None:
+    def _check(self, cost: int, attempt: bool = False) -> None:
+        """An attempt refused by a capacity error counts as rejected (peek counts nothing)."""
         if cost > self.limit:
+            if attempt:
+                self.counters.rejected += 1
             raise ModelCapacityError(cost, self.limit)
 
     def _prune(self, now: int) -> None:
@@ -227,7 +233,7 @@ class WindowModel:
         raise AssertionError("unreachable while cost <= limit")  # pragma: no cover
 
     def try_acquire(self, now: int, cost: int) -> bool:
-        self._check(cost)
+        self._check(cost, attempt=True)
         self._prune(now)
         if self.used(now) + cost > self.limit:
             self.counters.rejected += 1
@@ -253,7 +259,7 @@ class WindowModel:
         return ModelDecision(allowed, self.limit - after, retry, reset)
 
     def acquire_blocking(self, now: int, cost: int, max_wait_ns: int | None) -> int:
-        self._check(cost)
+        self._check(cost, attempt=True)
         self._prune(now)
         at = self.earliest_fit(now, cost)
         wait = at - now

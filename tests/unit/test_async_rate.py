@@ -444,9 +444,12 @@ def test_all_of_capacity_error_charges_and_counts_nothing_on_the_other_limiters(
     with pytest.raises(adm.CapacityError):
         both.try_acquire(costs=(1, 5_000))
     assert (decision(rpm), decision(tpm)) == before[:2]
-    # Not a waiting request withdrawn by cancellation: it must not be counted as one.
-    assert rpm.stats() == before[2], "a CapacityError was counted as a cancelled wait on rpm"
-    assert tpm.stats() == before[3]
+    # Not a waiting request withdrawn by cancellation: it must not be counted as one. The
+    # limiter that raised counts the call as rejected (refused at call time); rpm, whose
+    # take was undone, counts nothing.
+    assert rpm.stats() == before[2], "a CapacityError was counted on rpm"
+    after = tpm.stats()
+    assert (after.rejected, after.attempts) == (before[3].rejected + 1, before[3].attempts + 1)
 
 
 def test_all_of_acquire_waits_for_the_latest_limiter(virtual: Any) -> None:

@@ -148,7 +148,8 @@ def test_cost_over_limit_is_a_capacity_error_at_once(call: str) -> None:
         getattr(window, call)(4)
     assert (info.value.cost, info.value.capacity) == (4, 3)
     assert clock.now_ns() == 0
-    assert window.stats().attempts == 0
+    # Refused by an error at call time: counted as rejected (peek counts nothing).
+    assert window.stats().rejected == window.stats().attempts == (0 if call == "peek" else 1)
     assert window.try_acquire(3)
 
 

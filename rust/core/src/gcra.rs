@@ -215,6 +215,13 @@ impl<W: Clone> Gcra<W> {
         Ok(cost * self.emission_ns)
     }
 
+    /// `check` for a request that counts as an attempt: refused by an error, it is counted
+    /// as rejected.
+    #[inline(always)]
+    fn check_counted(&self, now: u64, cost: u64) -> Result<u64, AcquireError> {
+        self.check(now, cost).inspect_err(|_| self.counters.rejected())
+    }
+
     #[cold]
     fn refusal(&self, now: u64, cost: u64) -> AcquireError {
         if cost > self.burst {
@@ -230,7 +237,7 @@ impl<W: Clone> Gcra<W> {
     /// Admits `cost` now if it fits and nobody waits; never waits. Counts the outcome.
     #[inline]
     pub fn try_acquire(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
-        let increment = self.check(now, cost)?;
+        let increment = self.check_counted(now, cost)?;
         let admitted = self.advance(now, increment);
         if admitted {
             self.counters.admitted(cost);
@@ -244,7 +251,7 @@ impl<W: Clone> Gcra<W> {
     /// next ([`Gcra::enqueue`]), whose request is then counted once, by its real outcome.
     #[inline]
     pub fn try_take(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
-        let increment = self.check(now, cost)?;
+        let increment = self.check_counted(now, cost)?;
         let admitted = self.advance(now, increment);
         if admitted {
             self.counters.admitted(cost);
@@ -405,7 +412,7 @@ impl<W: Clone> Gcra<W> {
         waker: W,
         admit_now: bool,
     ) -> Result<Entered, AcquireError> {
-        let increment = self.check(now, cost)?;
+        let increment = self.check_counted(now, cost)?;
         let mut queue = self.lock();
         if admit_now && queue.is_empty() && self.advance(now, increment) {
             self.counters.admitted(cost);

@@ -225,6 +225,12 @@ impl<W: Clone> SlidingWindow<W> {
         Ok(())
     }
 
+    /// `check` for a request that counts as an attempt: refused by an error, it is counted
+    /// as rejected.
+    fn check_counted(&self, now: u64, cost: u64) -> Result<(), AcquireError> {
+        self.check(now, cost).inspect_err(|_| self.counters.rejected())
+    }
+
     fn lock(&self) -> MutexGuard<'_, State<W>> {
         // A panic while holding this lock can only come from a bug in this module; the state
         // is still consistent (every mutation is a single step), so keep serving.
@@ -249,7 +255,7 @@ impl<W: Clone> SlidingWindow<W> {
 
     /// Admits `cost` now if nobody waits and it fits; counts admissions only.
     fn take_counted(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
-        self.check(now, cost)?;
+        self.check_counted(now, cost)?;
         let mut state = self.lock();
         state.log.evict(now, self.window_ns);
         // Someone waits: no barging past them.
@@ -372,7 +378,7 @@ impl<W: Clone> SlidingWindow<W> {
         waker: W,
         admit_now: bool,
     ) -> Result<Entered, AcquireError> {
-        self.check(now, cost)?;
+        self.check_counted(now, cost)?;
         let pushed = self.with_queue(|queue, ledger| {
             if admit_now && queue.is_empty() && ledger.due(now, cost) <= now {
                 ledger.log.push(now, cost);

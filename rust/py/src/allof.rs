@@ -102,7 +102,11 @@ impl AllOf {
         wake_all(py, untake_all(&parts, &records, &now))?;
         match outcome {
             Ok(i) => Ok(Attempt::Refused(i)),
-            Err(e) => Err(errors::acquire(py, e)),
+            Err(e) => {
+                // Refused by an error (a cost over the capacity): counted where it was raised.
+                self.members[records.len()].limit().counters().rejected();
+                Err(errors::acquire(py, e))
+            }
         }
     }
 }
