@@ -219,7 +219,8 @@ impl<W: Clone> Gcra<W> {
     /// as rejected.
     #[inline(always)]
     fn check_counted(&self, now: u64, cost: u64) -> Result<u64, AcquireError> {
-        self.check(now, cost).inspect_err(|_| self.counters.rejected())
+        self.check(now, cost)
+            .inspect_err(|_| self.counters.rejected())
     }
 
     #[cold]

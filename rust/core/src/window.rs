@@ -228,7 +228,8 @@ impl<W: Clone> SlidingWindow<W> {
     /// `check` for a request that counts as an attempt: refused by an error, it is counted
     /// as rejected.
     fn check_counted(&self, now: u64, cost: u64) -> Result<(), AcquireError> {
-        self.check(now, cost).inspect_err(|_| self.counters.rejected())
+        self.check(now, cost)
+            .inspect_err(|_| self.counters.rejected())
     }
 
     fn lock(&self) -> MutexGuard<'_, State<W>> {
