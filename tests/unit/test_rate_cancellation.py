@@ -282,3 +282,42 @@ def test_a_loop_clock_limiter_carries_its_time_across_loops(first: str) -> None:
     else:
         asyncio.run(on_asyncio(take))
         trio.run(check, clock=clock)
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. A reload is never a free burst
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_reload_with_waiters_queued_is_never_a_free_burst(virtual: Any) -> None:
+    """10/s, burst 1, 49 waiters queued on the old bucket; the reload raises the burst to 2
+    and 50 more callers come: in 5 s at most 2 + 5 x 10 = 52 are admitted in all (the old
+    bucket draining its queue while the new one started with its own budget admitted 99)."""
+    clock = adm.LoopClock()
+    limits = {"api": {"rate": "10/s", "burst": 1, "concurrency": "none"}}
+    m = adm.ConcurrencyManager.from_dict({"limits": limits}, clock=clock)
+    admitted: list[float] = []
+
+    async def call() -> None:
+        async with m.limit("api", timeout=None):
+            admitted.append(anyio.current_time())
+
+    async def main() -> None:
+        start = anyio.current_time()
+        old = m.rate("api")
+        assert old is not None
+        with anyio.move_on_after(5.0):
+            async with anyio.create_task_group() as tg:
+                for _ in range(50):
+                    tg.start_soon(call)
+                await wait_until(lambda: old.waiting == 49, "49 waiters queued on the old bucket")
+                limits["api"]["burst"] = 2
+                m.reload({"limits": limits})
+                assert m.rate("api") is not old
+                for _ in range(50):
+                    tg.start_soon(call)
+        in_window = [t for t in admitted if t - start <= 5.0]
+        assert len(in_window) <= 52, f"{len(in_window)} admitted in 5 s"
+        assert len(in_window) >= 45, "the limit still admits at its rate"
+
+    virtual.run(main)
