@@ -120,3 +120,56 @@ def test_call_floor(measure: Any) -> None:
         stmt="acquire(); release()",
         env={"acquire": noop, "release": noop},
     )
+
+
+# --- `with semaphore:` in a thread, uncontended (issue 11, case 14) ---------------------------
+#
+# The sync context manager as threads use it, on a semaphore nobody else holds: admission's
+# `with` against `threading.Semaphore`'s `with` in the same run (target: at most a quarter of
+# its time), and `_thread.lock`'s `with` as the C reference.
+
+WITH_GROUP = "semaphore with (thread)"
+
+
+@pytest.mark.benchmark(group=WITH_GROUP)
+def test_with_admission(measure: Any) -> None:
+    sem = adm.Semaphore(LIMIT)
+    measured = measure(
+        key="admission.Semaphore.with",
+        impl="admission Semaphore `with`",
+        role="admission",
+        baseline=True,
+        stmt="with sem: pass",
+        env={"sem": sem},
+    )
+    stats = sem.stats()
+    assert (stats.admitted, stats.rejected, stats.in_use) == (measured.total_calls, 0, 0)
+
+
+@pytest.mark.benchmark(group=WITH_GROUP)
+@pytest.mark.parametrize(
+    "cls", [threading.Semaphore, threading.BoundedSemaphore], ids=lambda c: c.__name__
+)
+def test_with_threading(measure: Any, cls: type[threading.Semaphore]) -> None:
+    sem = cls(LIMIT)
+    measure(
+        key=f"threading.{cls.__name__}.with",
+        impl=f"threading.{cls.__name__} `with`",
+        role="peer",
+        stmt="with sem: pass",
+        env={"sem": sem},
+    )
+    assert sem._value == LIMIT
+
+
+@pytest.mark.benchmark(group=WITH_GROUP)
+def test_with_c_lock(measure: Any) -> None:
+    lock = _thread.allocate_lock()
+    measure(
+        key="_thread.lock.with",
+        impl="_thread.lock `with` (C lock)",
+        role="reference",
+        stmt="with lock: pass",
+        env={"lock": lock},
+    )
+    assert not lock.locked()

@@ -69,7 +69,7 @@ class Semaphore(_native.Semaphore):
             woken = event.wait(timeout)
         except BaseException:
             if self._cancel(ticket) == "granted":
-                self.release(n)  # handed over as we were interrupted: pass it on
+                self._pass_on(ticket)  # handed over as we were interrupted: pass it on
             raise
         self._after_wait(ticket, woken, n, timeout)
 
@@ -89,7 +89,7 @@ class Semaphore(_native.Semaphore):
         except BaseException:
             # Cancelled. If the permits were handed over in the same instant, pass them on.
             if self._cancel(ticket) == "granted":
-                self.release(n)
+                self._pass_on(ticket)
             raise
         self._after_wait(ticket, woken, n, timeout)
 
@@ -107,12 +107,13 @@ class Semaphore(_native.Semaphore):
                 raise AcquireTimeout(timeout if timeout is not None else 0.0)
             # Settled just as the timeout expired: granted (it is ours, keep it), or closed /
             # too large, which say more than a timeout would.
-            self._check_outcome(outcome, n)
+            self._check_outcome(ticket, outcome, n)
             return
-        self._check_outcome(ticket.outcome, n)
+        self._check_outcome(ticket, ticket.outcome, n)
 
-    def _check_outcome(self, outcome: str, n: int) -> None:
+    def _check_outcome(self, ticket: _native.Ticket, outcome: str, n: int) -> None:
         if outcome == "granted":
+            self._commit(ticket)  # taken: now it counts as admitted
             return
         if outcome == "closed":
             raise Closed("the semaphore was closed while waiting")

@@ -325,8 +325,10 @@ async def test_permit_granted_in_the_same_instant_as_cancel_is_passed_on() -> No
     assert got == ["b"]
     assert (s.in_use, s.waiting) == (1, 0), "the permit was lost or duplicated"
     stats = s.stats()
-    # A was granted (counted admitted) and gave its permit straight to B.
-    assert (stats.admitted, stats.cancelled) == (3, 0)
+    # A was granted but cancelled before it took the permit: it passed it to B and counts as
+    # cancelled, not admitted (issue 11, case 6); the wait histogram has B, not A.
+    assert (stats.admitted, stats.cancelled) == (2, 1)
+    assert stats.wait.count == 2
     s.release()
     assert_idle(s)
 
@@ -596,8 +598,10 @@ async def test_close_wakes_every_waiter_with_closed_and_held_permits_stay_valid(
     with pytest.raises(adm.Closed):
         s.try_acquire()
     stats = s.stats()
-    assert stats.rejected == 3  # the three woken waiters
+    # The three woken waiters, and the three calls refused at once (issue 11, case 9).
+    assert stats.rejected == 6
     assert stats.admitted == 2
+    assert stats.admitted + stats.rejected + stats.timed_out + stats.cancelled == 8
 
 
 # ---------------------------------------------------------------------------------------------

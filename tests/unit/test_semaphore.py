@@ -178,7 +178,12 @@ def test_a_cancelled_head_lets_the_next_waiter_through() -> None:
     assert s._cancel(small) == "granted", "too late: the permits were handed over"
     assert (s.in_use, s.waiting) == (2, 0)
     st_ = s.stats()
+    # A grant counts as admitted when its waiter takes it (`_commit`), not before.
+    assert (st_.admitted, st_.cancelled, st_.attempts) == (1, 1, 2)
+    s._commit(small)
+    st_ = s.stats()
     assert (st_.admitted, st_.cancelled, st_.attempts) == (2, 1, 3)
+    assert st_.wait.count == 2
 
 
 def test_a_timed_out_waiter_leaves_no_trace_and_unblocks_the_queue() -> None:
@@ -304,7 +309,8 @@ def test_close_wakes_blocked_waiters_and_keeps_held_permits() -> None:
     s.release()  # held permits stay valid and can be given back
     assert s.in_use == 0
     st_ = s.stats()
-    assert (st_.admitted, st_.rejected, st_.timed_out, st_.cancelled) == (1, 2, 0, 0)
+    # The two woken waiters, and the three calls refused at once (issue 11, case 9).
+    assert (st_.admitted, st_.rejected, st_.timed_out, st_.cancelled) == (1, 5, 0, 0)
     assert "closed" in repr(s)
     s.close()  # idempotent
 
@@ -372,11 +378,13 @@ class SemaphoreMachine(RuleBasedStateMachine):
         except ModelClosed:
             with pytest.raises(adm.Closed):
                 self.sem.try_acquire(n)
+            self.attempts += 1  # refused by an error: counted as rejected
             return
         except ModelCapacityError:
             with pytest.raises(adm.CapacityError) as info:
                 self.sem.try_acquire(n)
             assert (info.value.cost, info.value.capacity) == (n, self.model.limit)
+            self.attempts += 1
             return
         assert self.sem.try_acquire(n) is want
         self.attempts += 1
@@ -394,16 +402,24 @@ class SemaphoreMachine(RuleBasedStateMachine):
     def enqueue(self, n: int) -> object:
         ident = self.next_id
         self.next_id += 1
-        waker = functools.partial(self.woken.append, ident)
+
+        def waker() -> None:
+            self.woken.append(ident)
+            ticket = self.handles[ident]
+            if ticket.outcome == "granted":
+                self.sem._commit(ticket)  # its waiter takes the permits: now it is admitted
+
         try:
             admitted = self.model.enqueue(ident, n)
         except ModelClosed:
             with pytest.raises(adm.Closed):
                 self.sem._enqueue(n, waker)
+            self.attempts += 1  # refused by an error: counted as rejected
             return multiple()
         except ModelCapacityError:
             with pytest.raises(adm.CapacityError):
                 self.sem._enqueue(n, waker)
+            self.attempts += 1
             return multiple()
         ticket = self.sem._enqueue(n, waker)
         self.attempts += 1

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use admission_core::semaphore::{
     Enqueued, Outcome, Semaphore as CoreSemaphore, Ticket as CoreTicket,
 };
-use admission_core::Wakers;
+use admission_core::{Refusal, Wakers};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
@@ -146,6 +146,16 @@ impl Semaphore {
         }
     }
 
+    /// Passes on `n` permits granted to a waiter that gave up before taking them (counted as
+    /// `how`, not admitted), waking whoever they go to.
+    pub(crate) fn pass_on_n(&self, py: Python<'_>, n: u64, how: Refusal) -> PyResult<()> {
+        let wakers = self
+            .core
+            .pass_on(n, how)
+            .map_err(|e| errors::semaphore(py, e))?;
+        wake_all(py, wakers)
+    }
+
     #[inline(always)]
     pub(crate) fn release_n(&self, py: Python<'_>, n: u64) -> PyResult<()> {
         let wakers = self.core.release(n).map_err(|e| errors::semaphore(py, e))?;
@@ -254,6 +264,28 @@ impl Semaphore {
         let (outcome, wakers) = self.core.cancel(&ticket.get().inner, timed_out);
         wake_all(py, wakers)?;
         Ok(outcome_str(py, outcome))
+    }
+
+    /// Ends a granted ticket whose waiter takes the permits: counts the admission and its wait.
+    fn _commit(&self, ticket: &Bound<'_, Ticket>) {
+        self.core.commit(&ticket.get().inner);
+    }
+
+    /// Ends a granted ticket whose waiter gave up before taking the permits: counts it as
+    /// cancelled (timed out with `timed_out`) and passes the permits on.
+    #[pyo3(signature = (ticket, timed_out=false))]
+    fn _pass_on(
+        &self,
+        py: Python<'_>,
+        ticket: &Bound<'_, Ticket>,
+        timed_out: bool,
+    ) -> PyResult<()> {
+        let how = if timed_out {
+            Refusal::TimedOut
+        } else {
+            Refusal::Cancelled
+        };
+        self.pass_on_n(py, ticket.get().inner.n(), how)
     }
 
     /// Refuses new requests and wakes every waiter with `Closed`; held permits stay valid.
