@@ -19,7 +19,7 @@ import threading
 from asyncio.events import _get_running_loop
 from typing import Any
 
-__all__ = ["TrioWaiter", "running_loop", "sleep", "trio_waiter"]
+__all__ = ["TrioWaiter", "on_trio", "running_loop", "sleep", "trio_waiter"]
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:
@@ -29,6 +29,22 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
     slow paths that ask, "asyncio or trio?".
     """
     return _get_running_loop()
+
+
+def on_trio() -> bool:
+    """Whether this thread is running a trio task (asked only once trio is imported and no
+    asyncio loop runs here: the native acquisitions' first step)."""
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return False
+    try:
+        return bool(trio.lowlevel.in_trio_task())
+    except AttributeError:  # pragma: no cover - trio < 0.27 has no in_trio_task
+        try:
+            trio.lowlevel.current_task()
+        except RuntimeError:
+            return False
+        return True
 
 
 class TrioWaiter:

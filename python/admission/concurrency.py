@@ -74,15 +74,25 @@ class Semaphore(_native.Semaphore):
         self._after_wait(ticket, woken, n, timeout)
 
     async def _acquire_slow(self, n: int, timeout: float | None) -> None:
-        """The waiting path of ``await acquire()`` / ``async with`` on trio.
+        """``await acquire()`` / ``async with`` on trio, waiting or not.
 
-        On asyncio (and uvloop) the native ``acquire`` returns a native waiter instead (the
-        task blocks on it directly: no coroutine, no Future); trio has no futures, so its
-        task is parked until the waker runs.
+        On asyncio (and uvloop) the native ``acquire`` never comes here: it admits at once,
+        or returns a native waiter (the task blocks on it directly: no coroutine, no Future).
+        trio has no futures, so its task is parked until the waker runs; and every call is a
+        checkpoint, as trio requires of an async call: an already-cancelled caller raises
+        ``Cancelled`` and takes nothing, and one admitted at once still lets the other tasks
+        run (a task that re-acquires in a loop does not starve the queue).
         """
-        waiter = trio_waiter()
+        waiter = trio_waiter()  # the running trio task (or a clear error outside any loop)
+        import trio
+
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._try_take(n):
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
         ticket = self._enqueue(n, waiter.wake)
-        if ticket is None:
+        if ticket is None:  # freed meanwhile (by another thread): admitted
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return
         try:
             woken = await waiter.wait(timeout)

@@ -33,7 +33,9 @@ def assert_idle(s: adm.Semaphore) -> None:
 
 
 @pytest.mark.anyio
+@ASYNCIO_ONLY
 async def test_immediate_admission_does_not_suspend() -> None:
+    # On asyncio; trio requires every async call to be a checkpoint (the tests below).
     s = adm.Semaphore(3)
     other_ran = False
 
@@ -77,19 +79,24 @@ async def test_immediate_admission_does_not_suspend_on_the_asyncio_loop() -> Non
 
 
 @pytest.mark.anyio
-async def test_immediate_admission_returns_one_shared_ready_object() -> None:
+@ASYNCIO_ONLY
+async def test_immediate_admission_awaits_one_shared_ready_object() -> None:
     s = adm.Semaphore(4)
     first = s.acquire()
     second = s.acquire(2)
-    entered = s.__aenter__()
-    assert first is second is entered
-    assert not inspect.iscoroutine(first)
-    assert not asyncio.isfuture(first)
-    assert type(first).__name__ == "Ready"
-    # The permits were taken by the calls themselves; awaiting the Ready just returns None.
+    assert type(first).__name__ == "Acquire"
+    assert s.in_use == 0, "acquire() takes nothing until it is awaited"
+    # The first step hands back the shared, already-completed Ready: no Task, no Future.
+    first_it = first.__await__()
+    second_it = second.__await__()
+    entered = s.__aenter__()  # async with awaits at once: decided at the call
+    assert first_it is second_it is entered
+    assert not inspect.iscoroutine(first_it)
+    assert not asyncio.isfuture(first_it)
+    assert type(first_it).__name__ == "Ready"
     assert s.in_use == 4
-    for aw in (first, second, entered):
-        assert await aw is None
+    with pytest.raises(StopIteration):
+        next(first_it)
     s.release(4)
     assert_idle(s)
 
@@ -105,6 +112,174 @@ async def test_a_waiting_acquisition_queues_nothing_until_awaited() -> None:
     slow.close()  # never started: it queued nothing
     assert s.waiting == 0
     s.release()
+    assert_idle(s)
+
+
+# ---------------------------------------------------------------------------------------------
+# An acquisition that never runs takes nothing (issue 11, case 4)
+
+
+@pytest.mark.anyio
+async def test_an_acquisition_that_is_never_awaited_takes_nothing() -> None:
+    s = adm.Semaphore(2)
+    forgotten = s.acquire()  # a forgotten `await`
+    also = s.acquire(2, timeout=1)
+    assert (s.in_use, s.waiting) == (0, 0), "acquire() took permits before it was awaited"
+    del forgotten, also
+    assert_idle(s)
+    assert s.stats().attempts == 0
+    unstarted = s.acquire()
+    unstarted.close()  # type: ignore[attr-defined]
+    with pytest.raises(KeyError):  # thrown into before its first step: raised, nothing taken
+        s.acquire().throw(KeyError("boom"))  # type: ignore[attr-defined]
+    assert_idle(s)
+    assert s.stats().attempts == 0
+    await s.acquire()  # and awaiting one does take
+    assert s.in_use == 1
+    s.release()
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_wait_for_with_a_zero_timeout_takes_nothing_if_it_never_ran() -> None:
+    # On 3.11 wait_for(aw, 0) wraps the awaitable in a Task and cancels it before it runs.
+    s = adm.Semaphore(1)
+    for _ in range(3):
+        try:
+            await asyncio.wait_for(s.acquire(), timeout=0)
+        except asyncio.TimeoutError:
+            pass
+        else:  # 3.12+ may run it first: then it holds the permit, as it says
+            s.release()
+        assert_idle(s)
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_a_task_cancelled_before_its_first_step_takes_nothing() -> None:
+    s = adm.Semaphore(1)
+    for contended in (False, True):
+        if contended:
+            assert s.try_acquire()
+        task = asyncio.ensure_future(s.acquire())
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert (s.in_use, s.waiting) == (int(contended), 0)
+    s.release()
+    assert_idle(s)
+    assert s.stats().attempts == 1  # only the try_acquire
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_create_task_accepts_an_acquisition_free_or_contended() -> None:
+    s = adm.Semaphore(1)
+    assert asyncio.iscoroutine(s.acquire())
+    free = asyncio.create_task(s.acquire())  # a permit is free
+    assert s.in_use == 0, "taken by the task's first step, not by the call"
+    assert await free is None
+    assert s.in_use == 1
+    contended = asyncio.create_task(s.acquire())
+    await wait_until(lambda: s.waiting == 1)
+    assert "acquire" in repr(contended)
+    s.release()
+    assert await asyncio.wait_for(contended, 5) is None
+    assert (s.in_use, s.waiting) == (1, 0)
+    # Cancelled while queued: withdrawn.
+    waiting = asyncio.create_task(s.acquire())
+    await wait_until(lambda: s.waiting == 1)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert (s.in_use, s.waiting) == (1, 0)
+    s.release()
+    assert_idle(s)
+    stats = s.stats()
+    assert (stats.admitted, stats.cancelled, stats.attempts) == (2, 1, 3)
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_an_acquisition_driven_by_hand_follows_the_coroutine_protocol() -> None:
+    s = adm.Semaphore(1)
+    assert s.try_acquire()
+    aw = s.acquire()
+    with pytest.raises(TypeError, match="non-None"):
+        aw.send(1)  # type: ignore[attr-defined]
+    waiter = aw.send(None)  # type: ignore[attr-defined]  # queued: yields its future
+    assert asyncio.isfuture(waiter)
+    assert s.waiting == 1
+    s.release()  # granted
+    with pytest.raises(StopIteration):
+        aw.send(None)  # type: ignore[attr-defined]
+    assert (s.in_use, s.waiting) == (1, 0)
+    with pytest.raises(RuntimeError, match="already awaited"):
+        aw.send(None)  # type: ignore[attr-defined]
+    # Thrown into while queued: withdrawn, the exception propagates.
+    queued = s.acquire()
+    queued.send(None)  # type: ignore[attr-defined]
+    assert s.waiting == 1
+    with pytest.raises(KeyError):
+        queued.throw(KeyError("boom"))  # type: ignore[attr-defined]
+    assert (s.in_use, s.waiting) == (1, 0)
+    s.release()
+    assert_idle(s)
+
+
+# ---------------------------------------------------------------------------------------------
+# Every trio acquisition is a checkpoint (issue 11, case 5)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_every_acquisition_is_a_checkpoint_on_trio() -> None:
+    import trio
+    import trio.testing
+
+    s = adm.Semaphore(2)
+    with trio.testing.assert_checkpoints():
+        await s.acquire()
+    with trio.testing.assert_checkpoints():
+        async with s:
+            pass
+    s.release()
+    assert_idle(s)
+
+    # Already cancelled: Cancelled is raised and nothing is taken.
+    reached = []
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await s.acquire()
+        reached.append("acquire")  # pragma: no cover - the failure mode
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        async with s:
+            reached.append("async with")  # pragma: no cover - the failure mode
+    assert reached == []
+    assert_idle(s)
+    assert s.stats().attempts == 2, "the cancelled calls never asked"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_a_reacquiring_trio_task_lets_the_others_in() -> None:
+    # trio's own Semaphore does the same: the immediate path reschedules the task, so a task
+    # that re-acquires in a loop does not keep the others from ever running.
+    s = adm.Semaphore(1)
+    order: list[str] = []
+
+    async def loop(name: str) -> None:
+        for _ in range(20):
+            async with s:
+                order.append(name)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(loop, "a")
+        tg.start_soon(loop, "b")
+    assert sorted(order) == ["a"] * 20 + ["b"] * 20
+    first_b = order.index("b")
+    assert first_b < order.index("a") + 20 - 1, f"one task ran alone: {order}"
     assert_idle(s)
 
 

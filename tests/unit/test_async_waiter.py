@@ -114,7 +114,7 @@ async def test_cancel_message_reaches_the_task() -> None:
 @ASYNCIO_ONLY
 async def test_an_exception_thrown_into_a_granted_waiter_releases_it() -> None:
     s = full()
-    waiter = s.acquire()
+    waiter = s.acquire().__await__()
     assert next(waiter.__await__()) is waiter  # queued, as a task's first step would
     s.release()
     assert waiter.done()
@@ -128,7 +128,7 @@ async def test_an_exception_thrown_into_a_granted_waiter_releases_it() -> None:
 @ASYNCIO_ONLY
 async def test_closing_a_queued_waiter_withdraws_it() -> None:
     s = full()
-    waiter = s.acquire()
+    waiter = s.acquire().__await__()
     next(waiter.__await__())
     assert held(s) == (1, 1)
     waiter.close()
@@ -199,7 +199,7 @@ async def test_a_failing_done_callback_is_reported_and_the_others_still_run() ->
     loop.set_exception_handler(lambda _loop, context: reported.append(context))
     try:
         s = full()
-        waiter = s.acquire()
+        waiter = s.acquire().__await__()
         next(waiter.__await__())
         ran: list[str] = []
 
@@ -224,7 +224,7 @@ async def test_a_failing_done_callback_is_reported_and_the_others_still_run() ->
 @ASYNCIO_ONLY
 async def test_a_done_callback_context_must_be_a_context() -> None:
     s = full()
-    waiter = s.acquire()
+    waiter = s.acquire().__await__()
     next(waiter.__await__())
     with pytest.raises(TypeError, match=r"contextvars\.Context, not dict"):
         waiter.add_done_callback(print, context={})  # type: ignore[arg-type]
@@ -255,7 +255,7 @@ async def test_lookups_by_c_string_match_lookups_by_str() -> None:
     # The Task wakes with PyObject_CallMethod(waiter, "result", NULL); the waiter answers
     # that C-string lookup with itself, whose call is result(). Everything else is generic.
     s = full()
-    waiter = s.acquire()
+    waiter = s.acquire().__await__()
     next(waiter.__await__())
     result = _getattr_by_c_string(waiter, b"result")
     assert result is waiter  # the fast path is in place (no string, no bound method)
@@ -277,7 +277,7 @@ async def test_lookups_by_c_string_match_lookups_by_str() -> None:
 
     # Ended without the permits: the call raises what result() raises.
     s = full()
-    cancelled = s.acquire()
+    cancelled = s.acquire().__await__()
     next(cancelled.__await__())
     assert cancelled.cancel("bye")
     with pytest.raises(asyncio.CancelledError, match="bye"):
@@ -360,7 +360,7 @@ async def test_counters_match_what_tasks_saw_under_many_wait_for_cancellations()
     async def worker(i: int) -> None:
         for j in range(150):
             try:
-                # Timeouts from 0 to 0.5 ms: many expire in the turn the permit is granted.
+                # Timeouts of 0.1 to 0.5 ms: many expire in the turn the permit is granted.
                 await asyncio.wait_for(s.acquire(), timeout=(1 + (i * 7 + j) % 5) * 1e-4)
             except asyncio.TimeoutError:
                 seen["failed"] += 1

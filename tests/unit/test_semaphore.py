@@ -511,3 +511,23 @@ def test_the_lock_free_fast_path_and_the_queue_agree_under_threads() -> None:
     assert (s.in_use, s.waiting) == (0, 0)
     st_ = s.stats()
     assert st_.attempts == st_.admitted + st_.rejected
+
+
+def test_an_explicit_none_count_is_refused() -> None:
+    # Issue 11, case 12: the stubs say `n: int`; None used to be taken as the default 1.
+    s = adm.Semaphore(2)
+    calls = [
+        lambda: s.try_acquire(None),  # type: ignore[arg-type]
+        lambda: s.try_acquire(n=None),  # type: ignore[arg-type]
+        lambda: s.release(None),  # type: ignore[arg-type]
+        lambda: s.acquire(None),  # type: ignore[arg-type]
+        lambda: s.acquire_blocking(None),  # type: ignore[arg-type]
+    ]
+    for call in calls:
+        with pytest.raises(TypeError, match=r"n must be an integer, got None \(NoneType\)"):
+            call()
+    assert (s.in_use, s.stats().attempts) == (0, 0)
+    assert s.try_acquire()  # omitted: the default, one permit
+    assert s.in_use == 1
+    s.release()
+    assert s.in_use == 0

@@ -1,0 +1,416 @@
+//! `Acquire`: the awaitable an `acquire(...)` call returns, which decides on its first step.
+//!
+//! Calling `acquire()` only records the request: nothing is taken until the awaitable runs.
+//! So an acquisition that never runs (a forgotten `await`, `asyncio.wait_for(acquire(), 0)`
+//! on 3.11, a task cancelled before its first step) holds nothing. The first step is either
+//! `__await__` (`await limiter.acquire()`, the usual case) or the first `send`/`__next__`
+//! when a Task drives the object itself as its coroutine (`asyncio.create_task(acquire())`:
+//! the type is registered as a `collections.abc.Coroutine`, so asyncio accepts it).
+//!
+//! The first step decides, by the framework running in this thread:
+//! - asyncio (and uvloop), or no framework at all (a coroutine driven by hand with `send`):
+//!   the owner's native fast path. Admitted at once, the await finishes without suspending
+//!   (no Task, no Future, no yield: `__await__` hands back the shared `Ready`); otherwise the
+//!   owner's waiting awaitable (the semaphore's native `Waiter`).
+//! - trio: the owner's Python slow path `_acquire_slow(n, timeout)`, which makes every call
+//!   a checkpoint, as trio requires (`checkpoint_if_cancelled`, then
+//!   `cancel_shielded_checkpoint` when admitted at once). trio is looked for only when it is
+//!   imported and no asyncio loop runs here.
+//!
+//! # Entry point for a limiter
+//! Add a variant to [`Owner`] with its two arms in [`Owner::try_now`] and [`Owner::wait`],
+//! then return [`acquire`]`(py, Owner::Yours(slf), n, timeout)` from the limiter's
+//! `acquire` method, and [`enter`] (the same decision, made at once) from `__aenter__`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use pyo3::exceptions::{PyBaseException, PyRuntimeError, PyStopIteration, PyTypeError};
+use pyo3::ffi;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyDict;
+
+use crate::errors;
+use crate::gilcell::GilCell;
+use crate::ready::{acquire_slow, ready};
+use crate::running::running_loop;
+use crate::semaphore::Semaphore;
+use crate::waiter::Waiter;
+
+/// The limiter an acquisition is for.
+pub(crate) enum Owner {
+    Semaphore(Py<Semaphore>),
+}
+
+impl Owner {
+    /// Admits `n` now if the limiter can without waiting (counted as admitted); `false` if
+    /// the request must wait. An error refuses it (and is counted by the limiter).
+    #[inline(always)]
+    fn try_now(&self, py: Python<'_>, n: u64) -> PyResult<bool> {
+        match self {
+            Owner::Semaphore(s) => s
+                .get()
+                .core
+                .try_take(n)
+                .map_err(|e| errors::semaphore(py, e)),
+        }
+    }
+
+    /// The awaitable that waits for `n` on `event_loop` (asyncio), or on trio (`None`).
+    fn wait(
+        &self,
+        py: Python<'_>,
+        n: u64,
+        timeout: Option<f64>,
+        event_loop: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        match self {
+            Owner::Semaphore(s) => match event_loop {
+                Some(event_loop) => Waiter::create(s.bind(py), n, timeout, event_loop),
+                None => acquire_slow(s.bind(py).as_any(), n, timeout),
+            },
+        }
+    }
+
+    /// The method's qualified name, for reprs (asyncio's Task shows its coroutine's).
+    fn qualname(&self) -> &'static str {
+        match self {
+            Owner::Semaphore(_) => "Semaphore.acquire",
+        }
+    }
+
+    fn visit(&self, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        match self {
+            Owner::Semaphore(s) => visit.call(s),
+        }
+    }
+}
+
+/// What the first step decided.
+enum First {
+    /// Admitted at once: nothing to wait for.
+    Admitted,
+    /// Wait on (or, on trio, run) this awaitable.
+    Wait(Py<PyAny>),
+}
+
+/// Set once `trio` has been seen in `sys.modules`.
+static TRIO_SEEN: AtomicBool = AtomicBool::new(false);
+static ON_TRIO: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Whether trio has been imported in this process (a dict lookup until it has).
+#[inline(always)]
+fn trio_imported(py: Python<'_>) -> bool {
+    if TRIO_SEEN.load(Ordering::Relaxed) {
+        return true;
+    }
+    // SAFETY: the GIL is held; `PyImport_GetModuleDict` returns a borrowed reference to the
+    // interpreter's `sys.modules` dict, which outlives this call, and we take our own
+    // reference at once.
+    let modules = unsafe {
+        Bound::from_borrowed_ptr(py, ffi::PyImport_GetModuleDict()).cast_into_unchecked::<PyDict>()
+    };
+    let seen = modules.contains(intern!(py, "trio")).unwrap_or(false);
+    if seen {
+        TRIO_SEEN.store(true, Ordering::Relaxed);
+    }
+    seen
+}
+
+/// trio's run context (a `threading.local` holding `task` while a trio task runs here), or
+/// `None` if this trio keeps it elsewhere (then `admission._waiting.on_trio` asks trio).
+static TRIO_CONTEXT: PyOnceLock<Option<Py<PyAny>>> = PyOnceLock::new();
+
+/// Whether a trio task is running in this thread (trio is imported): what
+/// `trio.lowlevel.in_trio_task()` says, without the exception its `hasattr` makes when not.
+fn trio_running(py: Python<'_>) -> PyResult<bool> {
+    let context = TRIO_CONTEXT.get_or_init(py, || {
+        py.import("trio._core._run")
+            .and_then(|m| m.getattr("GLOBAL_RUN_CONTEXT"))
+            .ok()
+            .map(Bound::unbind)
+    });
+    if let Some(context) = context {
+        if let Ok(dict) = context.bind(py).getattr(intern!(py, "__dict__")) {
+            if let Ok(dict) = dict.cast::<PyDict>() {
+                return dict.contains(intern!(py, "task"));
+            }
+        }
+    }
+    let on_trio = ON_TRIO.import(py, "admission._waiting", "on_trio")?;
+    on_trio.call0()?.is_truthy()
+}
+
+/// The first step: decide by the framework running in this thread (see the module docs).
+/// The running asyncio loop is looked up only when the request must wait.
+#[inline(always)]
+fn first_step(py: Python<'_>, owner: &Owner, n: u64, timeout: Option<f64>) -> PyResult<First> {
+    if trio_imported(py) && trio_running(py)? {
+        // trio: the Python path, a checkpoint whether or not it must wait.
+        return owner.wait(py, n, timeout, None).map(First::Wait);
+    }
+    // asyncio, or no framework (a coroutine driven by hand): the native fast path.
+    if owner.try_now(py, n)? {
+        return Ok(First::Admitted);
+    }
+    owner
+        .wait(py, n, timeout, running_loop(py)?)
+        .map(First::Wait)
+}
+
+/// The awaitable of `owner.acquire(n, timeout)`: decides on its first step (module docs).
+/// This is the entry point a limiter's `acquire` method returns.
+#[inline(always)]
+pub(crate) fn acquire(
+    py: Python<'_>,
+    owner: Owner,
+    n: u64,
+    timeout: Option<f64>,
+) -> PyResult<Py<PyAny>> {
+    let acquisition = Acquire {
+        owner,
+        n,
+        timeout,
+        state: GilCell::new(State::Fresh),
+    };
+    Ok(Py::new(py, acquisition)?.into_any())
+}
+
+/// What `__aenter__` returns: the same decision, made now (`async with` awaits at once, so
+/// nothing can come between the call and the first step). Shared `Ready` when admitted.
+#[inline(always)]
+pub(crate) fn enter(
+    py: Python<'_>,
+    owner: Owner,
+    n: u64,
+    timeout: Option<f64>,
+) -> PyResult<Py<PyAny>> {
+    match first_step(py, &owner, n, timeout)? {
+        First::Admitted => ready(py),
+        First::Wait(awaitable) => Ok(awaitable),
+    }
+}
+
+enum State {
+    /// Not started: nothing taken, nothing queued.
+    Fresh,
+    /// Driven as a coroutine (by a Task's `send`), delegating to the waiting awaitable.
+    Delegating(Py<PyAny>),
+    /// Finished, awaited, thrown into or closed.
+    Done,
+}
+
+/// An acquisition that has not run yet (see the module documentation). Not constructible
+/// from Python.
+#[pyclass(frozen, freelist = 64, module = "admission._native")]
+pub struct Acquire {
+    owner: Owner,
+    n: u64,
+    timeout: Option<f64>,
+    state: GilCell<State>,
+}
+
+/// What to do next, decided under the state's guard.
+enum Next {
+    Start,
+    Forward(Py<PyAny>),
+    Finished,
+}
+
+impl Acquire {
+    fn next_step(&self, py: Python<'_>) -> Next {
+        self.state.with(py, |s| match s {
+            State::Fresh => Next::Start,
+            State::Delegating(inner) => Next::Forward(inner.clone_ref(py)),
+            State::Done => Next::Finished,
+        })
+    }
+
+    fn set(&self, py: Python<'_>, state: State) {
+        let previous = self.state.with(py, |s| std::mem::replace(s, state));
+        drop(previous); // outside the guard: dropping may run Python code
+    }
+
+    fn reused() -> PyErr {
+        PyRuntimeError::new_err("cannot reuse an already awaited acquisition")
+    }
+
+    /// One step as a coroutine: `Some(yielded)`, or `None` when finished (admitted).
+    fn step(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
+        let py = slf.py();
+        let this = slf.get();
+        let inner = match this.next_step(py) {
+            Next::Finished => return Err(Self::reused()),
+            Next::Forward(inner) => inner,
+            Next::Start => {
+                if !value.is_none() {
+                    return Err(PyTypeError::new_err(
+                        "can't send non-None value to a just-started coroutine",
+                    ));
+                }
+                this.set(py, State::Done);
+                match first_step(py, &this.owner, this.n, this.timeout)? {
+                    First::Admitted => return Ok(None),
+                    First::Wait(awaitable) => {
+                        // A coroutine (trio's path) is sent to directly; the Waiter is its
+                        // own iterator.
+                        this.set(py, State::Delegating(awaitable.clone_ref(py)));
+                        awaitable
+                    }
+                }
+            }
+        };
+        let mut result: *mut ffi::PyObject = std::ptr::null_mut();
+        // SAFETY: GIL held; `inner` and `value` are live objects; `result` receives a new
+        // reference (or NULL with an exception set on error).
+        let status = unsafe { ffi::PyIter_Send(inner.as_ptr(), value.as_ptr(), &mut result) };
+        match status {
+            ffi::PySendResult::PYGEN_NEXT => {
+                // SAFETY: a new reference, per PyIter_Send's contract.
+                Ok(Some(unsafe { Bound::from_owned_ptr(py, result) }.unbind()))
+            }
+            ffi::PySendResult::PYGEN_RETURN => {
+                // SAFETY: as above; the return value (None) is dropped.
+                drop(unsafe { Bound::from_owned_ptr(py, result) });
+                this.set(py, State::Done);
+                Ok(None)
+            }
+            ffi::PySendResult::PYGEN_ERROR => {
+                this.set(py, State::Done);
+                Err(PyErr::fetch(py))
+            }
+        }
+    }
+}
+
+/// The exception `throw(typ, val, tb)` raises (the generator protocol's forms).
+pub(crate) fn thrown(typ: &Bound<'_, PyAny>, val: Option<&Bound<'_, PyAny>>) -> PyResult<PyErr> {
+    Ok(match val {
+        Some(v) if v.is_instance_of::<PyBaseException>() => PyErr::from_value(v.clone()),
+        Some(v) if !v.is_none() => PyErr::from_value(typ.call1((v,))?),
+        _ => PyErr::from_value(typ.clone()),
+    })
+}
+
+#[pymethods]
+impl Acquire {
+    /// `await acquire()`: the first step. Returns the shared `Ready` when admitted at once,
+    /// else the waiting awaitable's iterator (the awaiting coroutine then talks to it
+    /// directly).
+    fn __await__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        if !matches!(this.next_step(py), Next::Start) {
+            return Err(Self::reused());
+        }
+        this.set(py, State::Done);
+        match first_step(py, &this.owner, this.n, this.timeout)? {
+            First::Admitted => ready(py),
+            First::Wait(awaitable) => {
+                let bound = awaitable.bind(py);
+                if bound.is_instance_of::<Waiter>() {
+                    return Ok(awaitable);
+                }
+                Ok(bound.call_method0(intern!(py, "__await__"))?.unbind())
+            }
+        }
+    }
+
+    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        let none = slf.py().None().into_bound(slf.py());
+        Self::step(slf, &none)
+    }
+
+    /// Coroutine protocol: the first `send(None)` is the first step.
+    fn send(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        match Self::step(slf, value)? {
+            Some(yielded) => Ok(yielded),
+            None => Err(PyStopIteration::new_err(())),
+        }
+    }
+
+    /// Coroutine protocol: into an unstarted acquisition, the exception is raised and nothing
+    /// is taken; into a waiting one, the wait ends (permits granted to it are passed on).
+    #[pyo3(signature = (typ, val=None, tb=None))]
+    fn throw(
+        slf: &Bound<'_, Self>,
+        typ: &Bound<'_, PyAny>,
+        val: Option<&Bound<'_, PyAny>>,
+        tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let Next::Forward(inner) = this.next_step(py) else {
+            this.set(py, State::Done);
+            return Err(thrown(typ, val)?);
+        };
+        let inner = inner.bind(py);
+        // Forwarded with as many arguments as given (3.12 deprecates the three-argument form).
+        let result = match (val, tb) {
+            (None, None) => inner.call_method1(intern!(py, "throw"), (typ,)),
+            (val, None) => inner.call_method1(intern!(py, "throw"), (typ, val)),
+            (val, tb) => inner.call_method1(intern!(py, "throw"), (typ, val, tb)),
+        };
+        match result {
+            Ok(yielded) => Ok(yielded.unbind()),
+            Err(e) => {
+                this.set(py, State::Done);
+                Err(e)
+            }
+        }
+    }
+
+    /// Coroutine protocol: an unstarted acquisition is dropped (nothing was taken); a waiting
+    /// one is withdrawn (permits granted to it are passed on).
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let previous = this.state.with(py, |s| std::mem::replace(s, State::Done));
+        if let State::Delegating(inner) = previous {
+            inner.call_method0(py, intern!(py, "close"))?;
+        }
+        Ok(())
+    }
+
+    #[getter]
+    fn __qualname__(&self) -> &'static str {
+        self.owner.qualname()
+    }
+
+    #[getter]
+    fn __name__(&self) -> &'static str {
+        "acquire"
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let state = self.state.with(py, |s| match s {
+            State::Fresh => "not started",
+            State::Delegating(_) => "waiting",
+            State::Done => "done",
+        });
+        format!("<admission acquire n={} {state}>", self.n)
+    }
+
+    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        self.owner.visit(&visit)?;
+        // SAFETY: the collector calls this with the GIL held and runs no Python code while
+        // traversing.
+        if let Some(State::Delegating(inner)) = unsafe { self.state.peek_for_gc() } {
+            visit.call(inner)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self, py: Python<'_>) {
+        self.set(py, State::Done);
+    }
+}
+
+/// Registers `Acquire` as a `collections.abc.Coroutine` (module init), so that asyncio's
+/// `create_task` and `ensure_future` accept it.
+pub(crate) fn register_coroutine(py: Python<'_>) -> PyResult<()> {
+    let coroutine = py.import("collections.abc")?.getattr("Coroutine")?;
+    coroutine.call_method1("register", (py.get_type::<Acquire>(),))?;
+    Ok(())
+}
