@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import threading
-from types import TracebackType
 from typing import final
 
 from admission import _native, _registry
-from admission._validate import timeout_seconds
-from admission._waiting import trio_waiter
+from admission._validate import blocking_timeout, timeout_seconds
+from admission._waiting import on_trio, running_loop, trio_waiter
 from admission.errors import AcquireTimeout, CapacityError, Closed
 from admission.stats import SemaphoreStats, WaitHistogram
 
@@ -52,21 +51,36 @@ class Semaphore(_native.Semaphore):
         # visible to metrics and alerts (a weak reference: it never keeps it alive).
         _registry.register(self)
 
-    def acquire_blocking(self, n: int = 1, timeout: float | None = None) -> None:
+    def acquire_blocking(self, n: int = 1, timeout: float | str | None = None) -> None:
         """Waits in this thread until ``n`` permits are held (FIFO).
+
+        ``timeout`` is seconds or a duration string; ``None``, infinity or any time too long
+        to wait for (beyond ``threading.TIMEOUT_MAX``) waits as long as it takes.
 
         Raises:
             AcquireTimeout: not admitted within ``timeout`` seconds.
             CapacityError: ``n`` exceeds the limit (now, or after a resize while waiting).
             Closed: the semaphore is closed, or was closed while waiting.
+            RuntimeError: it would have to wait in the thread of a running event loop
+                (asyncio or trio), which it would block: use ``await s.acquire()`` or
+                ``async with s:`` there. Admission without waiting is allowed anywhere.
         """
         timeout = timeout_seconds(timeout)
+        if self._try_take(n):
+            return
+        if running_loop() is not None or on_trio():
+            self._reject()
+            raise RuntimeError(
+                "Semaphore.acquire_blocking (or `with semaphore:`) would block the event loop "
+                "running in this thread: use `await semaphore.acquire()` or "
+                "`async with semaphore:` in async code"
+            )
         event = threading.Event()
         ticket = self._enqueue(n, event.set)
         if ticket is None:
             return
         try:
-            woken = event.wait(timeout)
+            woken = event.wait(blocking_timeout(timeout))
         except BaseException:
             if self._cancel(ticket) == "granted":
                 self._pass_on(ticket)  # handed over as we were interrupted: pass it on
@@ -131,17 +145,8 @@ class Semaphore(_native.Semaphore):
             raise CapacityError(n, self.limit)
         raise RuntimeError(f"unexpected semaphore outcome {outcome!r}")  # pragma: no cover
 
-    def __enter__(self) -> Semaphore:
-        self.acquire_blocking(1)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release(1)
+    # `with s:` is native (`__enter__` takes a free permit without any Python code, and calls
+    # `acquire_blocking(1)` only when it must wait; `__exit__` releases).
 
     def stats(self) -> SemaphoreStats:
         """Gauges (limit, in_use, available, waiting, high_water, oldest_wait), exact

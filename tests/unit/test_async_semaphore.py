@@ -815,3 +815,24 @@ async def test_raising_the_limit_admits_waiters_and_lowering_it_refuses_too_larg
     assert (s.in_use, s.limit, s.waiting) == (2, 2, 0)
     s.release(2)
     assert_idle(s)
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocking calls in an event loop's thread (issue 11, case 16)
+
+
+@pytest.mark.anyio
+async def test_a_blocking_wait_in_the_loops_thread_is_refused() -> None:
+    s = adm.Semaphore(1)
+    with s:  # admitted at once: allowed anywhere, the loop is not blocked
+        assert s.in_use == 1
+        with pytest.raises(RuntimeError, match=r"async with semaphore"), s:
+            pass  # pragma: no cover - the failure mode: this would block the loop forever
+        with pytest.raises(RuntimeError, match=r"await semaphore\.acquire\(\)"):
+            s.acquire_blocking(timeout=10)
+        assert (s.in_use, s.waiting) == (1, 0)
+    assert_idle(s)
+    s.acquire_blocking()
+    s.release()
+    stats = s.stats()
+    assert (stats.admitted, stats.rejected, stats.attempts) == (2, 2, 4)

@@ -531,3 +531,57 @@ def test_an_explicit_none_count_is_refused() -> None:
     assert s.in_use == 1
     s.release()
     assert s.in_use == 0
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), 1e10, 2**63, "200000d"], ids=repr)
+def test_an_infinite_or_huge_timeout_waits_without_limit(timeout: Any) -> None:
+    # Issue 11, case 10: Event.wait refuses floats beyond threading.TIMEOUT_MAX with an
+    # OverflowError, which used to end the wait (counted as cancelled).
+    s = adm.Semaphore(1)
+    assert s.try_acquire()
+    waiter = blocked(s, 1, timeout=timeout)
+    s.release()
+    waiter.finish()  # re-raises what the thread raised
+    assert (s.in_use, s.waiting) == (1, 0)
+    s.release()
+    stats = s.stats()
+    assert (stats.admitted, stats.cancelled, stats.timed_out) == (2, 0, 0)
+
+
+def test_with_takes_a_free_permit_and_waits_for_a_busy_one() -> None:
+    # `with` is native (issue 11, case 14): the same semantics as acquire_blocking(1).
+    s = adm.Semaphore(1)
+    with s as entered:
+        assert entered is s
+        assert s.in_use == 1
+        waiter = Worker(lambda: s.__enter__())
+        waiter.start()
+        wait_until(lambda: s.waiting == 1)
+    assert waiter.finish() is s  # handed the permit by the `with` block's exit
+    assert (s.in_use, s.waiting) == (1, 0)
+    s.__exit__(None, None, None)
+    assert s.in_use == 0
+    with pytest.raises(KeyError), s:
+        raise KeyError("released on the way out")
+    assert s.in_use == 0
+    stats = s.stats()
+    assert (stats.admitted, stats.attempts) == (3, 3)
+
+
+def test_locked_says_whether_one_permit_would_have_to_wait() -> None:
+    s = adm.Semaphore(2)
+    assert not s.locked()
+    assert s.try_acquire(2)
+    assert s.locked()  # nothing free
+    s.release()
+    assert not s.locked()
+    queued = s._enqueue(2, lambda: None)
+    assert queued is not None
+    assert s.available == 1
+    assert s.locked(), "a permit is free, but a newcomer would queue behind the waiter"
+    s._cancel(queued)
+    assert not s.locked()
+    s.limit = 1  # in_use 1 of a lowered limit of 1
+    assert s.locked()
+    s.close()
+    assert not s.locked(), "closed: an acquisition is refused, it does not wait"

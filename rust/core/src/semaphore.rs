@@ -224,6 +224,13 @@ impl<W> Semaphore<W> {
         limit_of(w).saturating_sub(in_use_of(w))
     }
 
+    /// Whether a request for one permit would have to wait now: none is free, or someone is
+    /// queued (a newcomer never passes a waiter). False once closed (it would be refused).
+    pub fn locked(&self) -> bool {
+        let w = self.word.load(Ordering::Acquire);
+        w & CLOSED == 0 && (w & QUEUED != 0 || in_use_of(w) >= limit_of(w))
+    }
+
     pub fn is_closed(&self) -> bool {
         self.word.load(Ordering::Acquire) & CLOSED != 0
     }

@@ -179,8 +179,48 @@ impl Semaphore {
 
     /// Like `try_acquire`, but a refusal is not counted: for a caller that queues next, whose
     /// request is then counted once, by its real outcome.
-    fn _try_take(&self, py: Python<'_>, n: u64) -> PyResult<bool> {
+    fn _try_take(&self, py: Python<'_>, n: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let n = count("n", Some(n), 1)?;
         self.core.try_take(n).map_err(|e| errors::semaphore(py, e))
+    }
+
+    /// Counts a request refused without an outcome of the core's (it may not wait here).
+    fn _reject(&self) {
+        self.core.counters().rejected();
+    }
+
+    /// True when an acquisition of one permit would have to wait: no permit is free, or
+    /// someone is queued (newcomers never pass a waiter).
+    fn locked(&self) -> bool {
+        self.core.locked()
+    }
+
+    /// `with semaphore:` takes a free permit natively; only when it must wait does it call
+    /// the Python blocking path, `acquire_blocking(1)`.
+    fn __enter__(slf: &Bound<'_, Self>) -> PyResult<Py<Self>> {
+        let py = slf.py();
+        let taken = slf
+            .get()
+            .core
+            .try_take(1)
+            .map_err(|e| errors::semaphore(py, e))?;
+        if !taken {
+            slf.call_method1(intern!(py, "acquire_blocking"), (1,))?;
+        }
+        Ok(slf.clone().unbind())
+    }
+
+    // Three optional positionals, not `*args`: no tuple is built per call.
+    #[pyo3(signature = (exc_type=None, exc=None, tb=None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: Option<&Bound<'_, PyAny>>,
+        exc: Option<&Bound<'_, PyAny>>,
+        tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let _ = (exc_type, exc, tb);
+        self.release_n(py, 1)
     }
 
     /// Gives back `n` permits; the longest waiter gets them first.
