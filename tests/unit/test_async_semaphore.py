@@ -7,7 +7,9 @@ Waiting for other tasks is done with ``sleep(0)`` loops and events, never with t
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
+import weakref
 from typing import Any
 
 import anyio
@@ -836,3 +838,24 @@ async def test_a_blocking_wait_in_the_loops_thread_is_refused() -> None:
     s.release()
     stats = s.stats()
     assert (stats.admitted, stats.rejected, stats.attempts) == (2, 2, 4)
+
+
+def test_an_acquisition_object_is_reused_only_when_nobody_holds_it() -> None:
+    # acquire() keeps its last object and reuses it once only that cache references it, so
+    # `await s.acquire()` allocates nothing; an object somebody holds is never touched.
+    s = adm.Semaphore(3)
+    first = s.acquire()
+    second = s.acquire(2)
+    assert first is not second
+    assert "n=1 not started" in repr(first)
+    assert "n=2 not started" in repr(second)
+    first.close()  # type: ignore[attr-defined]
+    assert "n=1 done" in repr(first), "still held: not reused"
+    # A forgotten acquisition keeps its semaphore alive until the next acquire() call.
+    ref = weakref.ref(s)
+    del first, second, s
+    gc.collect()
+    other = adm.Semaphore(1)
+    other.acquire().close()  # type: ignore[attr-defined]
+    gc.collect()
+    assert ref() is None

@@ -161,6 +161,10 @@ fn first_step(py: Python<'_>, owner: &Owner, n: u64, timeout: Option<f64>) -> Py
 
 /// The awaitable of `owner.acquire(n, timeout)`: decides on its first step (module docs).
 /// This is the entry point a limiter's `acquire` method returns.
+///
+/// Allocation-free in the common case: the last `Acquire` made is kept, and reused as soon
+/// as nothing else references it (an `await acquire()` drops it at its first step). Only the
+/// cache holds it then, so nobody can tell it is the same object.
 #[inline(always)]
 pub(crate) fn acquire(
     py: Python<'_>,
@@ -168,14 +172,45 @@ pub(crate) fn acquire(
     n: u64,
     timeout: Option<f64>,
 ) -> PyResult<Py<PyAny>> {
-    let acquisition = Acquire {
-        owner,
-        n,
-        timeout,
-        state: GilCell::new(State::Fresh),
-    };
-    Ok(Py::new(py, acquisition)?.into_any())
+    let request = Request { owner, n, timeout };
+    let spare = SPARE.with(py, |spare| {
+        spare
+            .as_ref()
+            // SAFETY: reading the reference count of a live object, with the GIL held.
+            .filter(|obj| unsafe { ffi::Py_REFCNT(obj.as_ptr()) } == 1)
+            .map(|obj| obj.clone_ref(py))
+    });
+    if let Some(obj) = spare {
+        // Replaced outside the guard: what it held (an acquisition dropped unstarted keeps
+        // its owner until now) may run Python code when dropped.
+        let previous = obj.get().inner.with(py, |i| {
+            i.qualname = request.owner.qualname();
+            i.n = request.n;
+            std::mem::replace(&mut i.state, State::Fresh(request))
+        });
+        drop(previous);
+        return Ok(obj.into_any());
+    }
+    let obj = Py::new(
+        py,
+        Acquire {
+            inner: GilCell::new(Inner {
+                qualname: request.owner.qualname(),
+                n: request.n,
+                state: State::Fresh(request),
+            }),
+        },
+    )?;
+    SPARE.with(py, |spare| {
+        if spare.is_none() {
+            *spare = Some(obj.clone_ref(py));
+        }
+    });
+    Ok(obj.into_any())
 }
+
+/// The `Acquire` kept for reuse (see [`acquire`]).
+static SPARE: GilCell<Option<Py<Acquire>>> = GilCell::new(None);
 
 /// What `__aenter__` returns: the same decision, made now (`async with` awaits at once, so
 /// nothing can come between the call and the first step). Shared `Ready` when admitted.
@@ -192,44 +227,68 @@ pub(crate) fn enter(
     }
 }
 
+/// An acquisition not started yet.
+struct Request {
+    owner: Owner,
+    n: u64,
+    timeout: Option<f64>,
+}
+
 enum State {
     /// Not started: nothing taken, nothing queued.
-    Fresh,
+    Fresh(Request),
     /// Driven as a coroutine (by a Task's `send`), delegating to the waiting awaitable.
     Delegating(Py<PyAny>),
     /// Finished, awaited, thrown into or closed.
     Done,
 }
 
-/// An acquisition that has not run yet (see the module documentation). Not constructible
-/// from Python.
-#[pyclass(frozen, freelist = 64, module = "admission._native")]
-pub struct Acquire {
-    owner: Owner,
+struct Inner {
+    state: State,
+    /// For reprs: the method's qualified name and the request's size.
+    qualname: &'static str,
     n: u64,
-    timeout: Option<f64>,
-    state: GilCell<State>,
 }
 
-/// What to do next, decided under the state's guard.
-enum Next {
-    Start,
-    Forward(Py<PyAny>),
-    Finished,
+/// An acquisition that has not run yet (see the module documentation). Not constructible
+/// from Python.
+#[pyclass(frozen, module = "admission._native")]
+pub struct Acquire {
+    inner: GilCell<Inner>,
 }
 
 impl Acquire {
-    fn next_step(&self, py: Python<'_>) -> Next {
-        self.state.with(py, |s| match s {
-            State::Fresh => Next::Start,
-            State::Delegating(inner) => Next::Forward(inner.clone_ref(py)),
-            State::Done => Next::Finished,
-        })
+    /// Takes the state out, leaving `Done`; returns the request if it had not started.
+    fn start(&self, py: Python<'_>) -> PyResult<Request> {
+        match self.take(py) {
+            State::Fresh(request) => Ok(request),
+            other => {
+                let restore = matches!(other, State::Delegating(_));
+                if restore {
+                    self.set(py, other);
+                }
+                Err(Self::reused())
+            }
+        }
+    }
+
+    fn take(&self, py: Python<'_>) -> State {
+        self.inner
+            .with(py, |i| std::mem::replace(&mut i.state, State::Done))
     }
 
     fn set(&self, py: Python<'_>, state: State) {
-        let previous = self.state.with(py, |s| std::mem::replace(s, state));
+        let previous = self
+            .inner
+            .with(py, |i| std::mem::replace(&mut i.state, state));
         drop(previous); // outside the guard: dropping may run Python code
+    }
+
+    fn delegate(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.inner.with(py, |i| match &i.state {
+            State::Delegating(inner) => Some(inner.clone_ref(py)),
+            State::Fresh(_) | State::Done => None,
+        })
     }
 
     fn reused() -> PyErr {
@@ -240,17 +299,16 @@ impl Acquire {
     fn step(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
         let py = slf.py();
         let this = slf.get();
-        let inner = match this.next_step(py) {
-            Next::Finished => return Err(Self::reused()),
-            Next::Forward(inner) => inner,
-            Next::Start => {
-                if !value.is_none() {
+        let inner = match this.delegate(py) {
+            Some(inner) => inner,
+            None => {
+                if !value.is_none() && matches!(this.peek(py), Peek::Fresh) {
                     return Err(PyTypeError::new_err(
                         "can't send non-None value to a just-started coroutine",
                     ));
                 }
-                this.set(py, State::Done);
-                match first_step(py, &this.owner, this.n, this.timeout)? {
+                let request = this.start(py)?;
+                match first_step(py, &request.owner, request.n, request.timeout)? {
                     First::Admitted => return Ok(None),
                     First::Wait(awaitable) => {
                         // A coroutine (trio's path) is sent to directly; the Waiter is its
@@ -282,10 +340,24 @@ impl Acquire {
             }
         }
     }
+
+    fn peek(&self, py: Python<'_>) -> Peek {
+        self.inner.with(py, |i| match &i.state {
+            State::Fresh(_) => Peek::Fresh,
+            State::Delegating(_) => Peek::Waiting,
+            State::Done => Peek::Done,
+        })
+    }
+}
+
+enum Peek {
+    Fresh,
+    Waiting,
+    Done,
 }
 
 /// The exception `throw(typ, val, tb)` raises (the generator protocol's forms).
-pub(crate) fn thrown(typ: &Bound<'_, PyAny>, val: Option<&Bound<'_, PyAny>>) -> PyResult<PyErr> {
+fn thrown(typ: &Bound<'_, PyAny>, val: Option<&Bound<'_, PyAny>>) -> PyResult<PyErr> {
     Ok(match val {
         Some(v) if v.is_instance_of::<PyBaseException>() => PyErr::from_value(v.clone()),
         Some(v) if !v.is_none() => PyErr::from_value(typ.call1((v,))?),
@@ -300,12 +372,8 @@ impl Acquire {
     /// directly).
     fn __await__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let this = slf.get();
-        if !matches!(this.next_step(py), Next::Start) {
-            return Err(Self::reused());
-        }
-        this.set(py, State::Done);
-        match first_step(py, &this.owner, this.n, this.timeout)? {
+        let request = slf.get().start(py)?;
+        match first_step(py, &request.owner, request.n, request.timeout)? {
             First::Admitted => ready(py),
             First::Wait(awaitable) => {
                 let bound = awaitable.bind(py);
@@ -341,7 +409,7 @@ impl Acquire {
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let this = slf.get();
-        let Next::Forward(inner) = this.next_step(py) else {
+        let Some(inner) = this.delegate(py) else {
             this.set(py, State::Done);
             return Err(thrown(typ, val)?);
         };
@@ -365,17 +433,15 @@ impl Acquire {
     /// one is withdrawn (permits granted to it are passed on).
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let this = slf.get();
-        let previous = this.state.with(py, |s| std::mem::replace(s, State::Done));
-        if let State::Delegating(inner) = previous {
+        if let State::Delegating(inner) = slf.get().take(py) {
             inner.call_method0(py, intern!(py, "close"))?;
         }
         Ok(())
     }
 
     #[getter]
-    fn __qualname__(&self) -> &'static str {
-        self.owner.qualname()
+    fn __qualname__(&self, py: Python<'_>) -> &'static str {
+        self.inner.with(py, |i| i.qualname)
     }
 
     #[getter]
@@ -384,22 +450,25 @@ impl Acquire {
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
-        let state = self.state.with(py, |s| match s {
-            State::Fresh => "not started",
-            State::Delegating(_) => "waiting",
-            State::Done => "done",
+        let (state, n) = self.inner.with(py, |i| {
+            let state = match &i.state {
+                State::Fresh(_) => "not started",
+                State::Delegating(_) => "waiting",
+                State::Done => "done",
+            };
+            (state, i.n)
         });
-        format!("<admission acquire n={} {state}>", self.n)
+        format!("<admission acquire n={n} {state}>")
     }
 
     fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
-        self.owner.visit(&visit)?;
         // SAFETY: the collector calls this with the GIL held and runs no Python code while
         // traversing.
-        if let Some(State::Delegating(inner)) = unsafe { self.state.peek_for_gc() } {
-            visit.call(inner)?;
+        match unsafe { self.inner.peek_for_gc() }.map(|i| &i.state) {
+            Some(State::Fresh(request)) => request.owner.visit(&visit),
+            Some(State::Delegating(inner)) => visit.call(inner),
+            Some(State::Done) | None => Ok(()),
         }
-        Ok(())
     }
 
     fn __clear__(&self, py: Python<'_>) {
