@@ -173,3 +173,40 @@ def test_with_c_lock(measure: Any) -> None:
         env={"lock": lock},
     )
     assert not lock.locked()
+
+
+# --- withdrawing waiters from a long queue (issue 11, case 3) -----------------------------------
+#
+# 50,000 requests queued behind a held permit, then all withdrawn (`_cancel`, what a cancelled
+# or timed-out waiter does), oldest first or newest first. Each withdrawal is O(1): both orders
+# cost the same per call. (A search of the queue made newest-first quadratic: minutes.)
+
+CANCEL_GROUP = "semaphore cancel, 50,000 queued"
+QUEUED = 50_000
+
+
+@pytest.mark.benchmark(group=CANCEL_GROUP)
+@pytest.mark.parametrize("order", ["oldest first", "newest first"])
+def test_cancel_from_a_long_queue(benchmark: Any, order: str) -> None:
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        sem = adm.Semaphore(1)
+        assert sem.try_acquire()
+        tickets = [sem._enqueue(1, int) for _ in range(QUEUED)]
+        if order == "newest first":
+            tickets.reverse()
+        return (sem, tickets), {}
+
+    def withdraw_all(sem: adm.Semaphore, tickets: list[Any]) -> None:
+        cancel = sem._cancel
+        for ticket in tickets:
+            cancel(ticket)
+        assert sem.waiting == 0
+
+    benchmark.extra_info.update(
+        key=f"admission.Semaphore._cancel.{order}",
+        impl=f"admission Semaphore, {order}",
+        role="admission",
+        baseline=order == "oldest first",
+        calls=QUEUED,
+    )
+    benchmark.pedantic(withdraw_all, setup=setup, rounds=5, iterations=1)

@@ -36,9 +36,25 @@ class Semaphore(_native.Semaphore):
     ...     s.in_use
     1
 
+    ``locked()`` says whether acquiring one permit would have to wait (no permit free, or
+    someone queued: newcomers never pass a waiter), as ``asyncio.Semaphore.locked()`` does:
+
+    >>> one = adm.Semaphore(1)
+    >>> one.locked()
+    False
+    >>> one.try_acquire()
+    True
+    >>> one.locked()
+    True
+    >>> one.release()
+
     In async code, ``async with s:`` and ``await s.acquire(n, timeout=...)``; when permits are
-    free this completes without suspending and without creating a Task or Future. A waiter
-    that is cancelled leaves no trace; permits handed to it at that instant are passed on.
+    free this completes without suspending and without creating a Task or Future (asyncio; on
+    trio every acquisition is a checkpoint, as trio requires). ``acquire()`` takes nothing
+    until it is awaited: a forgotten ``await`` holds no permit. A waiter that is cancelled
+    leaves no trace; permits handed to it at that instant are passed on, and it counts as
+    cancelled. ``with s:`` (or ``acquire_blocking``) that would have to wait in the thread of a
+    running event loop raises `RuntimeError` rather than block the loop.
 
     Raises:
         ValueError: ``limit`` outside ``1..MAX_PERMITS``.
