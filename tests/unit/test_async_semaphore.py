@@ -859,3 +859,45 @@ def test_an_acquisition_object_is_reused_only_when_nobody_holds_it() -> None:
     other.acquire().close()  # type: ignore[attr-defined]
     gc.collect()
     assert ref() is None
+
+
+def test_trio_is_recognised_in_every_thread_and_run() -> None:
+    # The first step asks "is a trio task running in this thread?" through a per-thread
+    # cache: a thread that runs asyncio, then trio, then asyncio again gets each one right.
+    import threading
+
+    import trio
+    import trio.testing
+
+    s = adm.Semaphore(1)
+    seen: list[str] = []
+
+    async def on_trio() -> None:
+        with trio.testing.assert_checkpoints():
+            async with s:
+                pass
+        seen.append("trio")
+
+    async def on_asyncio() -> None:
+        loop = asyncio.get_running_loop()
+        ran: list[int] = []
+        loop.call_soon(ran.append, 1)
+        async with s:
+            pass
+        assert ran == [], "the asyncio immediate path suspended"
+        seen.append("asyncio")
+
+    def worker() -> None:
+        asyncio.run(on_asyncio())
+        trio.run(on_trio)
+        trio.run(on_trio)
+        asyncio.run(on_asyncio())
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    trio.run(on_trio)
+    assert sorted(seen) == ["asyncio"] * 4 + ["trio"] * 5
+    assert_idle(s)
