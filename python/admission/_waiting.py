@@ -1,7 +1,8 @@
 """Which async framework is running, and how a task waits on it (asyncio, uvloop, trio).
 
-Only slow paths come here: an admission that is immediate never suspends and never creates a
-Task or Future (see ``Ready`` in the native module). On asyncio a waiting semaphore task
+Only slow paths come here: on asyncio an admission that is immediate never suspends and never
+creates a Task or Future (see ``Ready`` in the native module); on trio every acquisition is a
+checkpoint (``on_trio`` tells the native first step which). On asyncio a waiting semaphore task
 blocks on one native ``Waiter`` (the awaitable, queue ticket, waker and future in one object);
 trio has no futures, so its waiters park the task (`TrioWaiter`).
 

@@ -1,6 +1,7 @@
 //! `Waiter`: the asyncio waiting path of `Semaphore.acquire()` in one native object.
 //!
-//! When permits are not free, `acquire()` returns a `Waiter` instead of a coroutine. It is
+//! When permits are not free at the first step of `acquire()` (see `acquire.rs`), the
+//! awaiting coroutine is handed a `Waiter` instead of a coroutine. It is
 //! the awaitable, the queued ticket, the waker and the future the task blocks on, all at
 //! once: an asyncio `Task` accepts any object that follows the future protocol
 //! (`_asyncio_future_blocking`, `_loop`, `add_done_callback`, `cancel`, `result`), so no
