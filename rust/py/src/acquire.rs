@@ -22,6 +22,7 @@
 //! then return [`acquire`]`(py, Owner::Yours(slf), n, timeout)` from the limiter's
 //! `acquire` method, and [`enter`] (the same decision, made at once) from `__aenter__`.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use pyo3::exceptions::{PyBaseException, PyRuntimeError, PyStopIteration, PyTypeError};
@@ -136,41 +137,45 @@ static MODULES_SEEN: AtomicUsize = AtomicUsize::new(usize::MAX);
 /// `None` if this trio keeps it elsewhere (then `admission._waiting.on_trio` asks trio).
 static TRIO_CONTEXT: PyOnceLock<Option<Py<PyAny>>> = PyOnceLock::new();
 
-/// Where this thread's dict of trio's run context is kept: in the thread state's dict (so it
-/// lives exactly as long as the thread state, and the context's own dict for this thread,
-/// which is what it is, stays the same object for that long).
+/// Where this thread's dict of trio's run context is kept alive: in the thread state's dict,
+/// so exactly as long as the thread state (and the context's own dict for this thread is the
+/// same object for that long).
 const TRIO_LOCALS_KEY: &str = "__admission_trio_locals__";
+
+thread_local! {
+    /// `(thread state id, that thread state's dict of trio's run context)`, the dict kept
+    /// alive by the thread state (`TRIO_LOCALS_KEY`). Thread state ids are never reused, so a
+    /// matching id means the pointer is live; 0 is never an id.
+    static TRIO_LOCALS: Cell<(i64, *mut ffi::PyObject)> =
+        const { Cell::new((0, std::ptr::null_mut())) };
+}
 
 /// Whether a trio task is running in this thread (trio is imported): what
 /// `trio.lowlevel.in_trio_task()` says, without its `hasattr` (an exception when not) and,
-/// after the first call in a thread, without an attribute lookup: two dict lookups.
+/// after the first call in a thread, with one dict lookup.
+#[inline(always)]
 fn trio_running(py: Python<'_>) -> PyResult<bool> {
-    let key = intern!(py, TRIO_LOCALS_KEY);
-    let task = intern!(py, "task");
-    // SAFETY: the GIL is held. `PyThreadState_GetDict` returns a borrowed reference to this
-    // thread state's dict (or NULL); `PyDict_GetItemWithError` returns borrowed references
-    // (or NULL, with an exception only on error), used before any Python code can run.
-    unsafe {
-        let state = ffi::PyThreadState_GetDict();
-        if !state.is_null() {
-            let locals = ffi::PyDict_GetItemWithError(state, key.as_ptr());
-            if !locals.is_null() && ffi::PyDict_CheckExact(locals) != 0 {
-                let found = ffi::PyDict_GetItemWithError(locals, task.as_ptr());
-                if found.is_null() && !ffi::PyErr_Occurred().is_null() {
-                    return Err(PyErr::fetch(py));
-                }
-                return Ok(!found.is_null());
-            }
-            if !ffi::PyErr_Occurred().is_null() {
-                return Err(PyErr::fetch(py));
-            }
-        }
+    // SAFETY: the GIL is held, so this thread has a thread state.
+    let id = unsafe { ffi::PyThreadState_GetID(ffi::PyThreadState_Get()) };
+    let (cached, locals) = TRIO_LOCALS.with(Cell::get);
+    if cached != id || locals.is_null() {
+        return trio_running_slow(py, id);
     }
-    trio_running_slow(py)
+    let task = intern!(py, "task");
+    // SAFETY: `locals` is a dict kept alive by this very thread state (see `TRIO_LOCALS`);
+    // the GIL is held; the result is a borrowed reference only compared with NULL, and an
+    // exception is set only on error.
+    unsafe {
+        let found = ffi::PyDict_GetItemWithError(locals, task.as_ptr());
+        if found.is_null() && !ffi::PyErr_Occurred().is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(!found.is_null())
+    }
 }
 
 #[cold]
-fn trio_running_slow(py: Python<'_>) -> PyResult<bool> {
+fn trio_running_slow(py: Python<'_>, id: i64) -> PyResult<bool> {
     let context = TRIO_CONTEXT.get_or_init(py, || {
         py.import("trio._core._run")
             .and_then(|m| m.getattr("GLOBAL_RUN_CONTEXT"))
@@ -191,6 +196,7 @@ fn trio_running_slow(py: Python<'_>) -> PyResult<bool> {
         // SAFETY: `state` is a live dict (see above); we take our own reference at once.
         let state = unsafe { Bound::from_borrowed_ptr(py, state) };
         state.set_item(intern!(py, TRIO_LOCALS_KEY), &locals)?;
+        TRIO_LOCALS.with(|c| c.set((id, locals.as_ptr())));
     }
     locals.contains(intern!(py, "task"))
 }
