@@ -1,6 +1,6 @@
 """Type stubs of the native extension. Import `admission`, not this module."""
 
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from contextvars import Context
 from types import TracebackType
 from typing import Any, Literal, Self, final
@@ -10,6 +10,7 @@ from typing_extensions import disjoint_base
 __all__ = [
     "MAX_PERMITS",
     "WAIT_BOUNDS",
+    "Acquire",
     "AllOf",
     "Deadlines",
     "Decision",
@@ -245,6 +246,25 @@ class Ready:
     def send(self, value: object) -> None: ...
 
 @final
+class Acquire:
+    """What ``acquire()`` returns: an acquisition that takes nothing until it runs.
+
+    Its first step decides (``await``, or a Task's first ``send`` when it is the Task's
+    coroutine): admitted at once without suspending on asyncio, queued otherwise; on trio a
+    checkpoint either way. Registered as a ``collections.abc.Coroutine``, so
+    ``asyncio.create_task(s.acquire())`` works. Not constructible from Python."""
+
+    def __await__(self) -> Generator[Any]: ...
+    def __next__(self) -> Any: ...
+    def send(self, value: object) -> Any: ...
+    def throw(self, typ: object, val: object = None, tb: object = None) -> Any: ...
+    def close(self) -> None: ...
+    @property
+    def __qualname__(self) -> str: ...
+    @property
+    def __name__(self) -> str: ...
+
+@final
 class Waiter:
     """A waiting asyncio acquisition of semaphore permits: the awaitable ``acquire()``
     returns when no permit is free. Queued when first awaited; the task blocks on it (it
@@ -298,8 +318,9 @@ class Semaphore:
         """Takes ``n`` permits if free and nobody is waiting; never waits."""
     def release(self, n: int = 1) -> None:
         """Gives back ``n`` permits; the longest waiter gets them first."""
-    def acquire(self, n: int = 1, timeout: float | None = None) -> Awaitable[None]:
-        """Awaitable admission; immediate admission completes without suspending."""
+    def acquire(self, n: int = 1, timeout: float | str | None = None) -> Coroutine[Any, Any, None]:
+        """An `Acquire`: takes nothing until awaited; then immediate admission completes
+        without suspending (asyncio), and every acquisition is a checkpoint on trio."""
     def __aenter__(self) -> Awaitable[None]: ...
     def __aexit__(
         self,
@@ -308,8 +329,23 @@ class Semaphore:
         tb: TracebackType | None = None,
     ) -> Awaitable[None]: ...
     def _try_take(self, n: int) -> bool: ...
+    def _reject(self) -> None: ...
+    def locked(self) -> bool:
+        """True when acquiring one permit would have to wait: none is free, or someone is
+        queued (newcomers never pass a waiter). False once closed."""
+    def __enter__(self) -> Self:
+        """Takes a free permit at once, or waits in this thread (``acquire_blocking(1)``)."""
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc: BaseException | None = None,
+        tb: TracebackType | None = None,
+    ) -> None: ...
+    def _acquire_now(self, n: int, timeout: float | str | None = None) -> Awaitable[None]: ...
     def _enqueue(self, n: int, waker: Callable[[], object]) -> Ticket | None: ...
     def _cancel(self, ticket: Ticket, timed_out: bool = False) -> _Outcome: ...
+    def _commit(self, ticket: Ticket) -> None: ...
+    def _pass_on(self, ticket: Ticket, timed_out: bool = False) -> None: ...
     def close(self) -> None:
         """Refuses new requests and wakes every waiter with ``Closed``."""
     @property

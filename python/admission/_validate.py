@@ -3,8 +3,28 @@
 from __future__ import annotations
 
 import math
+import threading
 
-__all__ = ["duration_seconds", "nonnegative_int", "positive_int", "timeout_seconds"]
+__all__ = [
+    "blocking_timeout",
+    "duration_seconds",
+    "nonnegative_int",
+    "positive_int",
+    "timeout_seconds",
+]
+
+
+def blocking_timeout(seconds: float | None) -> float | None:
+    """``seconds`` as a timeout for ``Event.wait``, ``Condition.wait``, ``Lock.acquire`` or
+    ``Thread.join``: ``None`` (no limit) for ``None``, infinity and anything beyond
+    ``threading.TIMEOUT_MAX`` (those calls raise ``OverflowError`` for it).
+
+    >>> blocking_timeout(1.5), blocking_timeout(float("inf")), blocking_timeout(2**63)
+    (1.5, None, None)
+    """
+    if seconds is None or seconds > threading.TIMEOUT_MAX:
+        return None
+    return seconds
 
 
 def timeout_seconds(timeout: float | str | None, arg: str = "timeout") -> float | None:

@@ -1,7 +1,8 @@
 """Which async framework is running, and how a task waits on it (asyncio, uvloop, trio).
 
-Only slow paths come here: an admission that is immediate never suspends and never creates a
-Task or Future (see ``Ready`` in the native module). On asyncio a waiting semaphore task
+Only slow paths come here: on asyncio an admission that is immediate never suspends and never
+creates a Task or Future (see ``Ready`` in the native module); on trio every acquisition is a
+checkpoint (``on_trio`` tells the native first step which). On asyncio a waiting semaphore task
 blocks on one native ``Waiter`` (the awaitable, queue ticket, waker and future in one object);
 trio has no futures, so its waiters park the task (`TrioWaiter`).
 
@@ -19,7 +20,7 @@ import threading
 from asyncio.events import _get_running_loop
 from typing import Any
 
-__all__ = ["TrioWaiter", "running_loop", "sleep", "trio_waiter"]
+__all__ = ["TrioWaiter", "on_trio", "running_loop", "sleep", "trio_waiter"]
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:
@@ -29,6 +30,22 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
     slow paths that ask, "asyncio or trio?".
     """
     return _get_running_loop()
+
+
+def on_trio() -> bool:
+    """Whether this thread is running a trio task (asked only once trio is imported and no
+    asyncio loop runs here: the native acquisitions' first step)."""
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return False
+    try:
+        return bool(trio.lowlevel.in_trio_task())
+    except AttributeError:  # pragma: no cover - trio < 0.27 has no in_trio_task
+        try:
+            trio.lowlevel.current_task()
+        except RuntimeError:
+            return False
+        return True
 
 
 class TrioWaiter:

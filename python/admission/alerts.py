@@ -56,6 +56,7 @@ from types import TracebackType
 from typing import Literal, final
 
 from admission import _native
+from admission._validate import blocking_timeout
 from admission.concurrency import Semaphore
 from admission.metrics import UNNAMED, LimiterSeries, limiters
 from admission.rate import SlidingWindow, TokenBucket
@@ -244,7 +245,8 @@ class UtilizationAlert:
         return self
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        # An infinite (or huge) interval waits for stop() only: Event.wait refuses it.
+        while not self._stop.wait(blocking_timeout(self.interval)):
             try:
                 self.check()
             except Exception:  # pragma: no cover - check() already guards the callbacks

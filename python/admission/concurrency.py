@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import threading
-from types import TracebackType
 from typing import final
 
 from admission import _native, _registry
-from admission._validate import timeout_seconds
-from admission._waiting import trio_waiter
+from admission._validate import blocking_timeout, timeout_seconds
+from admission._waiting import on_trio, running_loop, trio_waiter
 from admission.errors import AcquireTimeout, CapacityError, Closed
 from admission.stats import SemaphoreStats, WaitHistogram
 
@@ -37,9 +36,25 @@ class Semaphore(_native.Semaphore):
     ...     s.in_use
     1
 
+    ``locked()`` says whether acquiring one permit would have to wait (no permit free, or
+    someone queued: newcomers never pass a waiter), as ``asyncio.Semaphore.locked()`` does:
+
+    >>> one = adm.Semaphore(1)
+    >>> one.locked()
+    False
+    >>> one.try_acquire()
+    True
+    >>> one.locked()
+    True
+    >>> one.release()
+
     In async code, ``async with s:`` and ``await s.acquire(n, timeout=...)``; when permits are
-    free this completes without suspending and without creating a Task or Future. A waiter
-    that is cancelled leaves no trace; permits handed to it at that instant are passed on.
+    free this completes without suspending and without creating a Task or Future (asyncio; on
+    trio every acquisition is a checkpoint, as trio requires). ``acquire()`` takes nothing
+    until it is awaited: a forgotten ``await`` holds no permit. A waiter that is cancelled
+    leaves no trace; permits handed to it at that instant are passed on, and it counts as
+    cancelled. ``with s:`` (or ``acquire_blocking``) that would have to wait in the thread of a
+    running event loop raises `RuntimeError` rather than block the loop.
 
     Raises:
         ValueError: ``limit`` outside ``1..MAX_PERMITS``.
@@ -52,44 +67,69 @@ class Semaphore(_native.Semaphore):
         # visible to metrics and alerts (a weak reference: it never keeps it alive).
         _registry.register(self)
 
-    def acquire_blocking(self, n: int = 1, timeout: float | None = None) -> None:
+    def acquire_blocking(self, n: int = 1, timeout: float | str | None = None) -> None:
         """Waits in this thread until ``n`` permits are held (FIFO).
+
+        ``timeout`` is seconds or a duration string; ``None``, infinity or any time too long
+        to wait for (beyond ``threading.TIMEOUT_MAX``) waits as long as it takes.
 
         Raises:
             AcquireTimeout: not admitted within ``timeout`` seconds.
             CapacityError: ``n`` exceeds the limit (now, or after a resize while waiting).
             Closed: the semaphore is closed, or was closed while waiting.
+            RuntimeError: it would have to wait in the thread of a running event loop
+                (asyncio or trio), which it would block: use ``await s.acquire()`` or
+                ``async with s:`` there. Admission without waiting is allowed anywhere.
         """
         timeout = timeout_seconds(timeout)
+        if self._try_take(n):
+            return
+        if running_loop() is not None or on_trio():
+            self._reject()
+            raise RuntimeError(
+                "Semaphore.acquire_blocking (or `with semaphore:`) would block the event loop "
+                "running in this thread: use `await semaphore.acquire()` or "
+                "`async with semaphore:` in async code"
+            )
         event = threading.Event()
         ticket = self._enqueue(n, event.set)
         if ticket is None:
             return
         try:
-            woken = event.wait(timeout)
+            woken = event.wait(blocking_timeout(timeout))
         except BaseException:
             if self._cancel(ticket) == "granted":
-                self.release(n)  # handed over as we were interrupted: pass it on
+                self._pass_on(ticket)  # handed over as we were interrupted: pass it on
             raise
         self._after_wait(ticket, woken, n, timeout)
 
     async def _acquire_slow(self, n: int, timeout: float | None) -> None:
-        """The waiting path of ``await acquire()`` / ``async with`` on trio.
+        """``await acquire()`` / ``async with`` on trio, waiting or not.
 
-        On asyncio (and uvloop) the native ``acquire`` returns a native waiter instead (the
-        task blocks on it directly: no coroutine, no Future); trio has no futures, so its
-        task is parked until the waker runs.
+        On asyncio (and uvloop) the native ``acquire`` never comes here: it admits at once,
+        or returns a native waiter (the task blocks on it directly: no coroutine, no Future).
+        trio has no futures, so its task is parked until the waker runs; and every call is a
+        checkpoint, as trio requires of an async call: an already-cancelled caller raises
+        ``Cancelled`` and takes nothing, and one admitted at once still lets the other tasks
+        run (a task that re-acquires in a loop does not starve the queue).
         """
-        waiter = trio_waiter()
+        waiter = trio_waiter()  # the running trio task (or a clear error outside any loop)
+        import trio
+
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._try_take(n):
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
         ticket = self._enqueue(n, waiter.wake)
-        if ticket is None:
+        if ticket is None:  # freed meanwhile (by another thread): admitted
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return
         try:
             woken = await waiter.wait(timeout)
         except BaseException:
             # Cancelled. If the permits were handed over in the same instant, pass them on.
             if self._cancel(ticket) == "granted":
-                self.release(n)
+                self._pass_on(ticket)
             raise
         self._after_wait(ticket, woken, n, timeout)
 
@@ -107,12 +147,13 @@ class Semaphore(_native.Semaphore):
                 raise AcquireTimeout(timeout if timeout is not None else 0.0)
             # Settled just as the timeout expired: granted (it is ours, keep it), or closed /
             # too large, which say more than a timeout would.
-            self._check_outcome(outcome, n)
+            self._check_outcome(ticket, outcome, n)
             return
-        self._check_outcome(ticket.outcome, n)
+        self._check_outcome(ticket, ticket.outcome, n)
 
-    def _check_outcome(self, outcome: str, n: int) -> None:
+    def _check_outcome(self, ticket: _native.Ticket, outcome: str, n: int) -> None:
         if outcome == "granted":
+            self._commit(ticket)  # taken: now it counts as admitted
             return
         if outcome == "closed":
             raise Closed("the semaphore was closed while waiting")
@@ -120,17 +161,8 @@ class Semaphore(_native.Semaphore):
             raise CapacityError(n, self.limit)
         raise RuntimeError(f"unexpected semaphore outcome {outcome!r}")  # pragma: no cover
 
-    def __enter__(self) -> Semaphore:
-        self.acquire_blocking(1)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release(1)
+    # `with s:` is native (`__enter__` takes a free permit without any Python code, and calls
+    # `acquire_blocking(1)` only when it must wait; `__exit__` releases).
 
     def stats(self) -> SemaphoreStats:
         """Gauges (limit, in_use, available, waiting, high_water, oldest_wait), exact

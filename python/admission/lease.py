@@ -60,7 +60,8 @@ class Lease:
         # (no coroutine, no Task), which makes ``async with manager.limit(...)`` about as
         # cheap as ``async with semaphore``. ``as`` therefore binds None.
         entry = self._entry
-        waiting = entry.semaphore.acquire(1, self._timeout)
+        # Decided now, not at the first step like ``acquire()``: ``async with`` awaits at once.
+        waiting = entry.semaphore._acquire_now(1, self._timeout)
         if entry.rate is None and not (entry.tokens is not None and self._tokens):
             return waiting  # a semaphore only: its awaitable is the whole admission
         if type(waiting) is not Ready or (entry.both is not None and self._tokens):

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from admission._validate import blocking_timeout
 from admission.config import Config
 
 if TYPE_CHECKING:
@@ -112,11 +113,11 @@ class ConfigWatcher:
         self._stop.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+            thread.join(blocking_timeout(timeout))
 
     def _run(self) -> None:
         pending: _Signature = None
-        while not self._stop.wait(self._interval):
+        while not self._stop.wait(blocking_timeout(self._interval)):
             if self._manager() is None:
                 return  # the manager is gone: nothing left to reload
             current = _signature(self._path)

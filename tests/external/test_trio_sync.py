@@ -57,12 +57,6 @@ README_NO_INITIAL_VALUE = (
     "README, What you get: `Semaphore(limit, name=None)`: a semaphore starts with all of "
     "its limit free; there is no initial value apart from the bound to refuse"
 )
-BUG_CHECKPOINT = (
-    "BUG: `await s.acquire()` and `async with s` on a free semaphore are not trio "
-    "checkpoints (immediate admission neither yields nor checks for cancellation), so "
-    "trio.testing.assert_checkpoints() fails; trio requires every await of a trio API to "
-    "be a checkpoint"
-)
 
 
 @pytest.fixture
@@ -82,11 +76,7 @@ async def acquire(s: adm.Semaphore) -> None:
             id="as-upstream",
             marks=pytest.mark.xfail(raises=AssertionError, reason=README_BOUNDED, strict=True),
         ),
-        pytest.param(
-            False,
-            id="bounded",
-            marks=pytest.mark.xfail(raises=AssertionError, reason=BUG_CHECKPOINT, strict=True),
-        ),
+        pytest.param(False, id="bounded"),
     ],
 )
 async def test_Semaphore(unbounded: bool) -> None:
@@ -232,17 +222,6 @@ async def test_generic_lock_exclusion(lock_factory: Any) -> None:
 
 # Several workers queue on the same lock; make sure they each get it, in
 # order.
-@pytest.mark.xfail(
-    raises=AssertionError,
-    reason=(
-        "BUG: no schedule point on the immediate path under trio: a task that releases "
-        "and re-enters `async with s` before anyone else has queued is admitted again "
-        "without yielding, so the first task takes all 5 rounds (record [3, 3, 3, ...]) "
-        "instead of the three tasks alternating; with trio's own Semaphore the acquire is "
-        "a checkpoint and the others queue in between"
-    ),
-    strict=True,
-)
 @generic_lock_test
 async def test_generic_lock_fifo_fairness(lock_factory: Any) -> None:
     initial_order = []

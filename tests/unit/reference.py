@@ -421,9 +421,12 @@ class SemaphoreModel:
             self.woken.append(ident)
 
     def _check(self, n: int) -> None:
+        # A request refused by an error is counted as rejected (issue 11, case 9).
         if self.closed:
+            self.counters.rejected += 1
             raise ModelClosed
         if n > self.limit:
+            self.counters.rejected += 1
             raise ModelCapacityError(n, self.limit)
 
     def try_acquire(self, n: int) -> bool:

@@ -266,3 +266,20 @@ def test_bad_arguments() -> None:
     alert = adm.alerts.on_utilization(0.1, recover_below=None, start=False)
     assert alert.recover_below == 0.0
     assert not alert.running
+
+
+def test_an_infinite_interval_waits_for_stop() -> None:
+    # Issue 11, case 10: Event.wait(inf) raised OverflowError and killed the thread (and
+    # pytest turns an exception in a thread into an error).
+    alert = adm.alerts.on_utilization(0.5, lambda event: None, [], interval=float("inf"))
+    try:
+        waiters = alert._stop._cond._waiters  # type: ignore[attr-defined]
+        for _ in range(5_000):  # until the thread waits on the event (or dies)
+            if waiters or not alert.running:
+                break
+            time.sleep(0.001)
+        assert len(waiters) == 1, "the thread is not waiting for stop()"
+        assert alert.running
+    finally:
+        alert.stop()
+    assert not alert.running

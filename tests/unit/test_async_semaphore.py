@@ -7,7 +7,9 @@ Waiting for other tasks is done with ``sleep(0)`` loops and events, never with t
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
+import weakref
 from typing import Any
 
 import anyio
@@ -33,7 +35,9 @@ def assert_idle(s: adm.Semaphore) -> None:
 
 
 @pytest.mark.anyio
+@ASYNCIO_ONLY
 async def test_immediate_admission_does_not_suspend() -> None:
+    # On asyncio; trio requires every async call to be a checkpoint (the tests below).
     s = adm.Semaphore(3)
     other_ran = False
 
@@ -77,19 +81,24 @@ async def test_immediate_admission_does_not_suspend_on_the_asyncio_loop() -> Non
 
 
 @pytest.mark.anyio
-async def test_immediate_admission_returns_one_shared_ready_object() -> None:
+@ASYNCIO_ONLY
+async def test_immediate_admission_awaits_one_shared_ready_object() -> None:
     s = adm.Semaphore(4)
     first = s.acquire()
     second = s.acquire(2)
-    entered = s.__aenter__()
-    assert first is second is entered
-    assert not inspect.iscoroutine(first)
-    assert not asyncio.isfuture(first)
-    assert type(first).__name__ == "Ready"
-    # The permits were taken by the calls themselves; awaiting the Ready just returns None.
+    assert type(first).__name__ == "Acquire"
+    assert s.in_use == 0, "acquire() takes nothing until it is awaited"
+    # The first step hands back the shared, already-completed Ready: no Task, no Future.
+    first_it = first.__await__()
+    second_it = second.__await__()
+    entered = s.__aenter__()  # async with awaits at once: decided at the call
+    assert first_it is second_it is entered
+    assert not inspect.iscoroutine(first_it)
+    assert not asyncio.isfuture(first_it)
+    assert type(first_it).__name__ == "Ready"
     assert s.in_use == 4
-    for aw in (first, second, entered):
-        assert await aw is None
+    with pytest.raises(StopIteration):
+        next(first_it)
     s.release(4)
     assert_idle(s)
 
@@ -105,6 +114,174 @@ async def test_a_waiting_acquisition_queues_nothing_until_awaited() -> None:
     slow.close()  # never started: it queued nothing
     assert s.waiting == 0
     s.release()
+    assert_idle(s)
+
+
+# ---------------------------------------------------------------------------------------------
+# An acquisition that never runs takes nothing (issue 11, case 4)
+
+
+@pytest.mark.anyio
+async def test_an_acquisition_that_is_never_awaited_takes_nothing() -> None:
+    s = adm.Semaphore(2)
+    forgotten = s.acquire()  # a forgotten `await`
+    also = s.acquire(2, timeout=1)
+    assert (s.in_use, s.waiting) == (0, 0), "acquire() took permits before it was awaited"
+    del forgotten, also
+    assert_idle(s)
+    assert s.stats().attempts == 0
+    unstarted = s.acquire()
+    unstarted.close()  # type: ignore[attr-defined]
+    with pytest.raises(KeyError):  # thrown into before its first step: raised, nothing taken
+        s.acquire().throw(KeyError("boom"))  # type: ignore[attr-defined]
+    assert_idle(s)
+    assert s.stats().attempts == 0
+    await s.acquire()  # and awaiting one does take
+    assert s.in_use == 1
+    s.release()
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_wait_for_with_a_zero_timeout_takes_nothing_if_it_never_ran() -> None:
+    # On 3.11 wait_for(aw, 0) wraps the awaitable in a Task and cancels it before it runs.
+    s = adm.Semaphore(1)
+    for _ in range(3):
+        try:
+            await asyncio.wait_for(s.acquire(), timeout=0)
+        except asyncio.TimeoutError:
+            pass
+        else:  # 3.12+ may run it first: then it holds the permit, as it says
+            s.release()
+        assert_idle(s)
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_a_task_cancelled_before_its_first_step_takes_nothing() -> None:
+    s = adm.Semaphore(1)
+    for contended in (False, True):
+        if contended:
+            assert s.try_acquire()
+        task = asyncio.ensure_future(s.acquire())
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert (s.in_use, s.waiting) == (int(contended), 0)
+    s.release()
+    assert_idle(s)
+    assert s.stats().attempts == 1  # only the try_acquire
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_create_task_accepts_an_acquisition_free_or_contended() -> None:
+    s = adm.Semaphore(1)
+    assert asyncio.iscoroutine(s.acquire())
+    free = asyncio.create_task(s.acquire())  # a permit is free
+    assert s.in_use == 0, "taken by the task's first step, not by the call"
+    assert await free is None
+    assert s.in_use == 1
+    contended = asyncio.create_task(s.acquire())
+    await wait_until(lambda: s.waiting == 1)
+    assert "acquire" in repr(contended)
+    s.release()
+    assert await asyncio.wait_for(contended, 5) is None
+    assert (s.in_use, s.waiting) == (1, 0)
+    # Cancelled while queued: withdrawn.
+    waiting = asyncio.create_task(s.acquire())
+    await wait_until(lambda: s.waiting == 1)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert (s.in_use, s.waiting) == (1, 0)
+    s.release()
+    assert_idle(s)
+    stats = s.stats()
+    assert (stats.admitted, stats.cancelled, stats.attempts) == (2, 1, 3)
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_an_acquisition_driven_by_hand_follows_the_coroutine_protocol() -> None:
+    s = adm.Semaphore(1)
+    assert s.try_acquire()
+    aw = s.acquire()
+    with pytest.raises(TypeError, match="non-None"):
+        aw.send(1)  # type: ignore[attr-defined]
+    waiter = aw.send(None)  # type: ignore[attr-defined]  # queued: yields its future
+    assert asyncio.isfuture(waiter)
+    assert s.waiting == 1
+    s.release()  # granted
+    with pytest.raises(StopIteration):
+        aw.send(None)  # type: ignore[attr-defined]
+    assert (s.in_use, s.waiting) == (1, 0)
+    with pytest.raises(RuntimeError, match="already awaited"):
+        aw.send(None)  # type: ignore[attr-defined]
+    # Thrown into while queued: withdrawn, the exception propagates.
+    queued = s.acquire()
+    queued.send(None)  # type: ignore[attr-defined]
+    assert s.waiting == 1
+    with pytest.raises(KeyError):
+        queued.throw(KeyError("boom"))  # type: ignore[attr-defined]
+    assert (s.in_use, s.waiting) == (1, 0)
+    s.release()
+    assert_idle(s)
+
+
+# ---------------------------------------------------------------------------------------------
+# Every trio acquisition is a checkpoint (issue 11, case 5)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_every_acquisition_is_a_checkpoint_on_trio() -> None:
+    import trio
+    import trio.testing
+
+    s = adm.Semaphore(2)
+    with trio.testing.assert_checkpoints():
+        await s.acquire()
+    with trio.testing.assert_checkpoints():
+        async with s:
+            pass
+    s.release()
+    assert_idle(s)
+
+    # Already cancelled: Cancelled is raised and nothing is taken.
+    reached = []
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await s.acquire()
+        reached.append("acquire")  # pragma: no cover - the failure mode
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        async with s:
+            reached.append("async with")  # pragma: no cover - the failure mode
+    assert reached == []
+    assert_idle(s)
+    assert s.stats().attempts == 2, "the cancelled calls never asked"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_a_reacquiring_trio_task_lets_the_others_in() -> None:
+    # trio's own Semaphore does the same: the immediate path reschedules the task, so a task
+    # that re-acquires in a loop does not keep the others from ever running.
+    s = adm.Semaphore(1)
+    order: list[str] = []
+
+    async def loop(name: str) -> None:
+        for _ in range(20):
+            async with s:
+                order.append(name)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(loop, "a")
+        tg.start_soon(loop, "b")
+    assert sorted(order) == ["a"] * 20 + ["b"] * 20
+    first_b = order.index("b")
+    assert first_b < order.index("a") + 20 - 1, f"one task ran alone: {order}"
     assert_idle(s)
 
 
@@ -325,8 +502,10 @@ async def test_permit_granted_in_the_same_instant_as_cancel_is_passed_on() -> No
     assert got == ["b"]
     assert (s.in_use, s.waiting) == (1, 0), "the permit was lost or duplicated"
     stats = s.stats()
-    # A was granted (counted admitted) and gave its permit straight to B.
-    assert (stats.admitted, stats.cancelled) == (3, 0)
+    # A was granted but cancelled before it took the permit: it passed it to B and counts as
+    # cancelled, not admitted (issue 11, case 6); the wait histogram has B, not A.
+    assert (stats.admitted, stats.cancelled) == (2, 1)
+    assert stats.wait.count == 2
     s.release()
     assert_idle(s)
 
@@ -596,8 +775,10 @@ async def test_close_wakes_every_waiter_with_closed_and_held_permits_stay_valid(
     with pytest.raises(adm.Closed):
         s.try_acquire()
     stats = s.stats()
-    assert stats.rejected == 3  # the three woken waiters
+    # The three woken waiters, and the three calls refused at once (issue 11, case 9).
+    assert stats.rejected == 6
     assert stats.admitted == 2
+    assert stats.admitted + stats.rejected + stats.timed_out + stats.cancelled == 8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -635,4 +816,88 @@ async def test_raising_the_limit_admits_waiters_and_lowering_it_refuses_too_larg
     assert outcomes["one"] == "admitted"
     assert (s.in_use, s.limit, s.waiting) == (2, 2, 0)
     s.release(2)
+    assert_idle(s)
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocking calls in an event loop's thread (issue 11, case 16)
+
+
+@pytest.mark.anyio
+async def test_a_blocking_wait_in_the_loops_thread_is_refused() -> None:
+    s = adm.Semaphore(1)
+    with s:  # admitted at once: allowed anywhere, the loop is not blocked
+        assert s.in_use == 1
+        with pytest.raises(RuntimeError, match=r"async with semaphore"), s:
+            pass  # pragma: no cover - the failure mode: this would block the loop forever
+        with pytest.raises(RuntimeError, match=r"await semaphore\.acquire\(\)"):
+            s.acquire_blocking(timeout=10)
+        assert (s.in_use, s.waiting) == (1, 0)
+    assert_idle(s)
+    s.acquire_blocking()
+    s.release()
+    stats = s.stats()
+    assert (stats.admitted, stats.rejected, stats.attempts) == (2, 2, 4)
+
+
+def test_an_acquisition_object_is_reused_only_when_nobody_holds_it() -> None:
+    # acquire() keeps its last object and reuses it once only that cache references it, so
+    # `await s.acquire()` allocates nothing; an object somebody holds is never touched.
+    s = adm.Semaphore(3)
+    first = s.acquire()
+    second = s.acquire(2)
+    assert first is not second
+    assert "n=1 not started" in repr(first)
+    assert "n=2 not started" in repr(second)
+    first.close()  # type: ignore[attr-defined]
+    assert "n=1 done" in repr(first), "still held: not reused"
+    # A forgotten acquisition keeps its semaphore alive until the next acquire() call.
+    ref = weakref.ref(s)
+    del first, second, s
+    gc.collect()
+    other = adm.Semaphore(1)
+    other.acquire().close()  # type: ignore[attr-defined]
+    gc.collect()
+    assert ref() is None
+
+
+def test_trio_is_recognised_in_every_thread_and_run() -> None:
+    # The first step asks "is a trio task running in this thread?" through a per-thread
+    # cache: a thread that runs asyncio, then trio, then asyncio again gets each one right.
+    import threading
+
+    import trio
+    import trio.testing
+
+    s = adm.Semaphore(1)
+    seen: list[str] = []
+
+    async def on_trio() -> None:
+        with trio.testing.assert_checkpoints():
+            async with s:
+                pass
+        seen.append("trio")
+
+    async def on_asyncio() -> None:
+        loop = asyncio.get_running_loop()
+        ran: list[int] = []
+        loop.call_soon(ran.append, 1)
+        async with s:
+            pass
+        assert ran == [], "the asyncio immediate path suspended"
+        seen.append("asyncio")
+
+    def worker() -> None:
+        asyncio.run(on_asyncio())
+        trio.run(on_trio)
+        trio.run(on_trio)
+        asyncio.run(on_asyncio())
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    trio.run(on_trio)
+    assert sorted(seen) == ["asyncio"] * 4 + ["trio"] * 5
     assert_idle(s)

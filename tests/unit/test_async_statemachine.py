@@ -129,12 +129,14 @@ class SemaphoreMachine(RuleBasedStateMachine):
     def new_waiter(self, n: int, timeout: float | None) -> Waiter:
         w = Waiter(id=next(self.ids), n=n)
         self.all.append(w)
+        self.attempts += 1  # refusals by an error count too (issue 11, case 9)
         if self.closed:
             w.expected = "refused_closed"
+            self.counts["rejected"] += 1
         elif n > self.limit:
             w.expected = "refused_capacity"
+            self.counts["rejected"] += 1
         else:
-            self.attempts += 1
             if not self.queue and self.in_use + n <= self.limit:
                 self.in_use += n
                 self.counts["admitted"] += 1
@@ -219,6 +221,9 @@ class SemaphoreMachine(RuleBasedStateMachine):
         if w in self.held:  # granted by that release: its task passes the permits on
             event("a permit was granted in the instant of cancellation")
             w.expected = "cancelled"
+            # It never took the grant: counted as cancelled, not admitted (issue 11, case 6).
+            self.counts["admitted"] -= 1
+            self.counts["cancelled"] += 1
             self.model_release(w)
         else:
             self.model_withdraw(w, "cancelled")

@@ -88,7 +88,10 @@ async def test_grant_then_cancel_with_nobody_behind_returns_the_permit() -> None
     with pytest.raises(asyncio.CancelledError):
         await task
     assert held(s) == (0, 0)
-    assert s.stats().admitted == 2  # the two immediate permits, then the granted request
+    stats = s.stats()
+    # The two immediate permits; the grant the task never took counts as cancelled.
+    assert (stats.admitted, stats.cancelled) == (1, 1)
+    assert stats.wait.count == 1
 
 
 @pytest.mark.anyio
@@ -111,7 +114,7 @@ async def test_cancel_message_reaches_the_task() -> None:
 @ASYNCIO_ONLY
 async def test_an_exception_thrown_into_a_granted_waiter_releases_it() -> None:
     s = full()
-    waiter = s.acquire()
+    waiter = s.acquire().__await__()
     assert next(waiter.__await__()) is waiter  # queued, as a task's first step would
     s.release()
     assert waiter.done()
@@ -125,7 +128,7 @@ async def test_an_exception_thrown_into_a_granted_waiter_releases_it() -> None:
 @ASYNCIO_ONLY
 async def test_closing_a_queued_waiter_withdraws_it() -> None:
     s = full()
-    waiter = s.acquire()
+    waiter = s.acquire().__await__()
     next(waiter.__await__())
     assert held(s) == (1, 1)
     waiter.close()
@@ -196,7 +199,7 @@ async def test_a_failing_done_callback_is_reported_and_the_others_still_run() ->
     loop.set_exception_handler(lambda _loop, context: reported.append(context))
     try:
         s = full()
-        waiter = s.acquire()
+        waiter = s.acquire().__await__()
         next(waiter.__await__())
         ran: list[str] = []
 
@@ -221,7 +224,7 @@ async def test_a_failing_done_callback_is_reported_and_the_others_still_run() ->
 @ASYNCIO_ONLY
 async def test_a_done_callback_context_must_be_a_context() -> None:
     s = full()
-    waiter = s.acquire()
+    waiter = s.acquire().__await__()
     next(waiter.__await__())
     with pytest.raises(TypeError, match=r"contextvars\.Context, not dict"):
         waiter.add_done_callback(print, context={})  # type: ignore[arg-type]
@@ -252,7 +255,7 @@ async def test_lookups_by_c_string_match_lookups_by_str() -> None:
     # The Task wakes with PyObject_CallMethod(waiter, "result", NULL); the waiter answers
     # that C-string lookup with itself, whose call is result(). Everything else is generic.
     s = full()
-    waiter = s.acquire()
+    waiter = s.acquire().__await__()
     next(waiter.__await__())
     result = _getattr_by_c_string(waiter, b"result")
     assert result is waiter  # the fast path is in place (no string, no bound method)
@@ -274,7 +277,7 @@ async def test_lookups_by_c_string_match_lookups_by_str() -> None:
 
     # Ended without the permits: the call raises what result() raises.
     s = full()
-    cancelled = s.acquire()
+    cancelled = s.acquire().__await__()
     next(cancelled.__await__())
     assert cancelled.cancel("bye")
     with pytest.raises(asyncio.CancelledError, match="bye"):
@@ -343,3 +346,50 @@ def test_timed_waits_on_many_loops_do_not_keep_the_closed_loops_alive() -> None:
     assert [ref() is None for ref in loops[:-1]] == [True, True]
     assert held(s) == (1, 0)
     s.release()
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_counters_match_what_tasks_saw_under_many_wait_for_cancellations() -> None:
+    # Issue 11, case 6: a waiter granted a permit and cancelled in the same loop turn (here by
+    # wait_for's timeout, or by hand right after a release) raises CancelledError; it must be
+    # counted cancelled, not admitted, and its wait must not reach the histogram.
+    s = adm.Semaphore(3)
+    seen = {"admitted": 0, "failed": 0}
+
+    async def worker(i: int) -> None:
+        for j in range(150):
+            try:
+                # Timeouts of 0.1 to 0.5 ms: many expire in the turn the permit is granted.
+                await asyncio.wait_for(s.acquire(), timeout=(1 + (i * 7 + j) % 5) * 1e-4)
+            except asyncio.TimeoutError:
+                seen["failed"] += 1
+                continue
+            seen["admitted"] += 1
+            await asyncio.sleep(0)
+            s.release()
+
+    await asyncio.gather(*(worker(i) for i in range(12)))
+    before = s.stats()
+    assert (s.in_use, s.waiting) == (0, 0)
+    assert before.admitted == seen["admitted"]
+    assert before.timed_out + before.cancelled + before.rejected == seen["failed"]
+    assert before.wait.count == before.admitted
+    assert before.attempts == 12 * 150
+    assert seen["failed"] > 0
+
+    # Deterministic: the permit is handed to the queued task, which is cancelled at once.
+    cancelled_after_grant = 0
+    for _ in range(200):
+        s = full()
+        waiting = asyncio.ensure_future(s.acquire())
+        await wait_until(lambda s=s: s.waiting == 1)
+        s.release()  # granted to `waiting`, which has not run yet
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        stats = s.stats()
+        assert held(s) == (0, 0)
+        assert (stats.admitted, stats.cancelled, stats.wait.count) == (1, 1, 1)
+        cancelled_after_grant += 1
+    assert cancelled_after_grant == 200

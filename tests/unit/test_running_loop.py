@@ -25,7 +25,7 @@ from admission import _native
 async def wait_once(s: adm.Semaphore) -> asyncio.AbstractEventLoop:
     """Waits for a permit that a later step of this loop frees; returns the waiter's loop."""
     assert s.try_acquire(1)
-    waiter = s.acquire()
+    waiter = s.acquire().__await__()
     assert type(waiter).__name__ == "Waiter", "the native asyncio path was not taken"
     loop = asyncio.get_running_loop()
     loop.call_soon(s.release)
@@ -92,7 +92,7 @@ def test_no_loop_after_the_loop_stopped() -> None:
         loop.close()
     assert s.try_acquire(1)
     # Outside any loop nothing is cached as running: the call gives the portable awaitable.
-    pending = s.acquire()
+    pending = s.acquire().__await__()
     assert type(pending).__name__ != "Waiter"
     pending.close()  # type: ignore[attr-defined]
     s.release()
@@ -108,7 +108,7 @@ def test_a_forked_child_does_not_see_the_parents_loop() -> None:
             code = 1
             try:
                 assert s.try_acquire(1)
-                pending = s.acquire()
+                pending = s.acquire().__await__()
                 kind = type(pending).__name__
                 pending.close()  # type: ignore[attr-defined]
                 s.release()
@@ -159,7 +159,7 @@ def test_the_cache_lives_in_the_thread_state_next_to_asyncios_holder() -> None:
     assert state["__admission_running_loop__"][0] is not state["__asyncio_running_event_loop__"]
     s = adm.Semaphore(1)
     assert s.try_acquire(1)
-    pending = s.acquire()
+    pending = s.acquire().__await__()
     assert type(pending).__name__ != "Waiter"
     pending.close()  # type: ignore[attr-defined]
     s.release()

@@ -178,7 +178,12 @@ def test_a_cancelled_head_lets_the_next_waiter_through() -> None:
     assert s._cancel(small) == "granted", "too late: the permits were handed over"
     assert (s.in_use, s.waiting) == (2, 0)
     st_ = s.stats()
+    # A grant counts as admitted when its waiter takes it (`_commit`), not before.
+    assert (st_.admitted, st_.cancelled, st_.attempts) == (1, 1, 2)
+    s._commit(small)
+    st_ = s.stats()
     assert (st_.admitted, st_.cancelled, st_.attempts) == (2, 1, 3)
+    assert st_.wait.count == 2
 
 
 def test_a_timed_out_waiter_leaves_no_trace_and_unblocks_the_queue() -> None:
@@ -304,7 +309,8 @@ def test_close_wakes_blocked_waiters_and_keeps_held_permits() -> None:
     s.release()  # held permits stay valid and can be given back
     assert s.in_use == 0
     st_ = s.stats()
-    assert (st_.admitted, st_.rejected, st_.timed_out, st_.cancelled) == (1, 2, 0, 0)
+    # The two woken waiters, and the three calls refused at once (issue 11, case 9).
+    assert (st_.admitted, st_.rejected, st_.timed_out, st_.cancelled) == (1, 5, 0, 0)
     assert "closed" in repr(s)
     s.close()  # idempotent
 
@@ -372,11 +378,13 @@ class SemaphoreMachine(RuleBasedStateMachine):
         except ModelClosed:
             with pytest.raises(adm.Closed):
                 self.sem.try_acquire(n)
+            self.attempts += 1  # refused by an error: counted as rejected
             return
         except ModelCapacityError:
             with pytest.raises(adm.CapacityError) as info:
                 self.sem.try_acquire(n)
             assert (info.value.cost, info.value.capacity) == (n, self.model.limit)
+            self.attempts += 1
             return
         assert self.sem.try_acquire(n) is want
         self.attempts += 1
@@ -394,16 +402,24 @@ class SemaphoreMachine(RuleBasedStateMachine):
     def enqueue(self, n: int) -> object:
         ident = self.next_id
         self.next_id += 1
-        waker = functools.partial(self.woken.append, ident)
+
+        def waker() -> None:
+            self.woken.append(ident)
+            ticket = self.handles[ident]
+            if ticket.outcome == "granted":
+                self.sem._commit(ticket)  # its waiter takes the permits: now it is admitted
+
         try:
             admitted = self.model.enqueue(ident, n)
         except ModelClosed:
             with pytest.raises(adm.Closed):
                 self.sem._enqueue(n, waker)
+            self.attempts += 1  # refused by an error: counted as rejected
             return multiple()
         except ModelCapacityError:
             with pytest.raises(adm.CapacityError):
                 self.sem._enqueue(n, waker)
+            self.attempts += 1
             return multiple()
         ticket = self.sem._enqueue(n, waker)
         self.attempts += 1
@@ -495,3 +511,77 @@ def test_the_lock_free_fast_path_and_the_queue_agree_under_threads() -> None:
     assert (s.in_use, s.waiting) == (0, 0)
     st_ = s.stats()
     assert st_.attempts == st_.admitted + st_.rejected
+
+
+def test_an_explicit_none_count_is_refused() -> None:
+    # Issue 11, case 12: the stubs say `n: int`; None used to be taken as the default 1.
+    s = adm.Semaphore(2)
+    calls = [
+        lambda: s.try_acquire(None),  # type: ignore[arg-type]
+        lambda: s.try_acquire(n=None),  # type: ignore[arg-type]
+        lambda: s.release(None),  # type: ignore[arg-type]
+        lambda: s.acquire(None),  # type: ignore[arg-type]
+        lambda: s.acquire_blocking(None),  # type: ignore[arg-type]
+    ]
+    for call in calls:
+        with pytest.raises(TypeError, match=r"n must be an integer, got None \(NoneType\)"):
+            call()
+    assert (s.in_use, s.stats().attempts) == (0, 0)
+    assert s.try_acquire()  # omitted: the default, one permit
+    assert s.in_use == 1
+    s.release()
+    assert s.in_use == 0
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), 1e10, 2**63, "200000d"], ids=repr)
+def test_an_infinite_or_huge_timeout_waits_without_limit(timeout: Any) -> None:
+    # Issue 11, case 10: Event.wait refuses floats beyond threading.TIMEOUT_MAX with an
+    # OverflowError, which used to end the wait (counted as cancelled).
+    s = adm.Semaphore(1)
+    assert s.try_acquire()
+    waiter = blocked(s, 1, timeout=timeout)
+    s.release()
+    waiter.finish()  # re-raises what the thread raised
+    assert (s.in_use, s.waiting) == (1, 0)
+    s.release()
+    stats = s.stats()
+    assert (stats.admitted, stats.cancelled, stats.timed_out) == (2, 0, 0)
+
+
+def test_with_takes_a_free_permit_and_waits_for_a_busy_one() -> None:
+    # `with` is native (issue 11, case 14): the same semantics as acquire_blocking(1).
+    s = adm.Semaphore(1)
+    with s as entered:
+        assert entered is s
+        assert s.in_use == 1
+        waiter = Worker(lambda: s.__enter__())
+        waiter.start()
+        wait_until(lambda: s.waiting == 1)
+    assert waiter.finish() is s  # handed the permit by the `with` block's exit
+    assert (s.in_use, s.waiting) == (1, 0)
+    s.__exit__(None, None, None)
+    assert s.in_use == 0
+    with pytest.raises(KeyError), s:
+        raise KeyError("released on the way out")
+    assert s.in_use == 0
+    stats = s.stats()
+    assert (stats.admitted, stats.attempts) == (3, 3)
+
+
+def test_locked_says_whether_one_permit_would_have_to_wait() -> None:
+    s = adm.Semaphore(2)
+    assert not s.locked()
+    assert s.try_acquire(2)
+    assert s.locked()  # nothing free
+    s.release()
+    assert not s.locked()
+    queued = s._enqueue(2, lambda: None)
+    assert queued is not None
+    assert s.available == 1
+    assert s.locked(), "a permit is free, but a newcomer would queue behind the waiter"
+    s._cancel(queued)
+    assert not s.locked()
+    s.limit = 1  # in_use 1 of a lowered limit of 1
+    assert s.locked()
+    s.close()
+    assert not s.locked(), "closed: an acquisition is refused, it does not wait"

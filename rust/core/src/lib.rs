@@ -10,6 +10,7 @@ pub mod error;
 pub mod gcra;
 pub mod histogram;
 pub mod padded;
+mod queue;
 pub mod rate;
 pub mod retired;
 pub mod semaphore;

@@ -212,6 +212,7 @@ fn semaphore_enqueue_park_release_unpark() {
                             thread::park();
                         }
                         assert_eq!(t.outcome(), Outcome::Granted);
+                        s.commit(&t);
                     }
                     assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders");
                     inside.fetch_sub(1, Ordering::SeqCst);
@@ -255,6 +256,7 @@ fn semaphore_release_racing_enqueue_loses_no_wakeup() {
             Some(t) => {
                 assert_eq!(t.outcome(), Outcome::Granted, "queued B was never granted");
                 assert_eq!(woken, vec![B], "A's release must return B's waker");
+                s.commit(&t); // B takes the grant
             }
         }
         assert_eq!(s.in_use(), 1, "B holds the permit");
@@ -271,8 +273,8 @@ fn semaphore_release_racing_enqueue_loses_no_wakeup() {
 // ---------------------------------------------------------------------------------------------
 
 /// B's queued request is withdrawn while A releases the permit it waits for. The ticket ends
-/// `Cancelled` (the permit stays free) or `Granted` (the canceller holds it and releases it):
-/// either way the permit is never lost and the counters record exactly one outcome.
+/// `Cancelled` (the permit stays free) or `Granted` (the canceller holds it and passes it on):
+/// either way the permit is never lost and B is counted once, as cancelled.
 #[test]
 fn semaphore_cancel_racing_release_loses_no_permit() {
     const B: usize = 7;
@@ -289,7 +291,7 @@ fn semaphore_cancel_racing_release_loses_no_permit() {
             assert_eq!(t.outcome(), outcome);
             if outcome == Outcome::Granted {
                 assert_eq!(sb.in_use(), 1, "the granted permit is held by B");
-                assert!(sb.release(1).unwrap().is_empty());
+                assert!(sb.pass_on(1, Refusal::Cancelled).unwrap().is_empty());
             }
             outcome
         });
@@ -297,16 +299,12 @@ fn semaphore_cancel_racing_release_loses_no_permit() {
         let outcome = b.join().unwrap();
         let c = s.counters().snapshot();
         match outcome {
-            Outcome::Granted => {
-                assert_eq!(woken, vec![B]);
-                assert_eq!((c.admitted, c.cancelled), (2, 0));
-            }
-            Outcome::Cancelled => {
-                assert!(woken.is_empty(), "a cancelled waiter must not be woken");
-                assert_eq!((c.admitted, c.cancelled), (1, 1));
-            }
+            Outcome::Granted => assert_eq!(woken, vec![B]),
+            Outcome::Cancelled => assert!(woken.is_empty(), "a cancelled waiter must not be woken"),
             other => panic!("unexpected outcome {other:?}"),
         }
+        // A grant B never took is not an admission: only A's is.
+        assert_eq!((c.admitted, c.cancelled), (1, 1));
         assert_idle(&s);
     });
 }
@@ -329,7 +327,7 @@ fn semaphore_cancelled_head_passes_the_permit_on() {
         let b = thread::spawn(move || {
             let (outcome, mut woken) = sb.cancel(&tb, true);
             if outcome == Outcome::Granted {
-                woken.extend(sb.release(1).unwrap());
+                woken.extend(sb.pass_on(1, Refusal::TimedOut).unwrap());
             }
             (outcome, woken)
         });
@@ -343,6 +341,13 @@ fn semaphore_cancelled_head_passes_the_permit_on() {
             other => panic!("unexpected outcome {other:?}"),
         }
         assert_eq!(tc.outcome(), Outcome::Granted);
+        s.commit(&tc);
+        let c = s.counters().snapshot();
+        assert_eq!(
+            (c.admitted, c.timed_out),
+            (2, 1),
+            "A and C admitted, B timed out"
+        );
         assert_eq!(s.in_use(), 1, "C holds the permit");
         assert_eq!(s.waiting(), 0);
         assert!(s.release(1).unwrap().is_empty());
@@ -408,7 +413,7 @@ fn semaphore_enqueue_then_cancel_racing_release() {
                 let (outcome, woken) = sb.cancel(&t, true);
                 assert!(woken.is_empty());
                 if outcome == Outcome::Granted {
-                    assert!(sb.release(1).unwrap().is_empty());
+                    assert!(sb.pass_on(1, Refusal::TimedOut).unwrap().is_empty());
                 }
                 outcome
             }

@@ -7,6 +7,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyFloat, PyInt};
+use pyo3::Borrowed;
 
 static PARSE_DURATION: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
@@ -17,7 +18,40 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
         .unwrap_or_else(|_| "?".to_owned())
 }
 
-/// A non-negative integer (cost, permit count, limit). `None` means `default`.
+/// An optional argument that tells an omitted argument from an explicit `None`.
+///
+/// PyO3 maps an explicit `None` to `None` for an `Option<T>` argument, so `n: Option<..>` with
+/// `signature = (n=None)` cannot refuse `try_acquire(None)`. Declare the argument as
+/// `n: Arg<'_, '_>` with `signature = (n=Arg::OMITTED)` instead and read it with
+/// [`count_arg`]: omitted gives the default, `None` (like any non-integer) a `TypeError`.
+#[derive(Clone, Copy)]
+pub struct Arg<'a, 'py>(Option<Borrowed<'a, 'py, PyAny>>);
+
+impl Arg<'_, '_> {
+    /// The argument was not passed.
+    pub const OMITTED: Self = Arg(None);
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Arg<'a, 'py> {
+    type Error = PyErr;
+
+    #[inline(always)]
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        Ok(Arg(Some(obj)))
+    }
+}
+
+/// [`count`] of an [`Arg`]: `default` when omitted; an explicit `None` is a `TypeError`.
+#[inline(always)]
+pub fn count_arg(arg: &str, obj: Arg<'_, '_>, default: u64) -> PyResult<u64> {
+    match obj.0 {
+        None => Ok(default),
+        Some(obj) => count(arg, Some(&obj), default),
+    }
+}
+
+/// A non-negative integer (cost, permit count, limit). `None` (the Rust `Option`: an omitted
+/// argument) means `default`; see [`Arg`] to refuse a Python `None`.
 #[inline(always)]
 pub fn count(arg: &str, obj: Option<&Bound<'_, PyAny>>, default: u64) -> PyResult<u64> {
     let Some(obj) = obj else { return Ok(default) };

@@ -12,6 +12,7 @@ compile_error!("admission's bindings use the full C API: they cannot be built fo
 #[cfg(any(PyPy, GraalPy))]
 compile_error!("admission's bindings are for CPython");
 
+mod acquire;
 mod allof;
 mod args;
 mod batch;
@@ -33,6 +34,8 @@ mod window;
 // thread safety is proven by its own tests and loom models).
 #[pymodule(gil_used = true)]
 mod _native {
+    #[pymodule_export]
+    use crate::acquire::Acquire;
     #[pymodule_export]
     use crate::allof::AllOf;
     #[pymodule_export]
@@ -107,6 +110,7 @@ mod _native {
         let bounds = crate::rate::wait_bounds_s();
         m.add("WAIT_BOUNDS", pyo3::types::PyTuple::new(m.py(), bounds)?)?;
         crate::waiter::install_getattr_string(m.py());
+        crate::acquire::register_coroutine(m.py())?;
         crate::running::register_fork_hook(m)
     }
 }

@@ -9,18 +9,18 @@ use std::sync::{Arc, Mutex};
 use admission_core::semaphore::{
     Enqueued, Outcome, Semaphore as CoreSemaphore, Ticket as CoreTicket,
 };
-use admission_core::Wakers;
+use admission_core::{Refusal, Wakers};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 use pyo3::{PyTraverseError, PyVisit};
 
-use crate::args::{count, ns_to_s, timeout};
+use crate::acquire::{self, Owner};
+use crate::args::{count, count_arg, ns_to_s, timeout, Arg};
 use crate::deadlines::Deadlines;
 use crate::errors;
 use crate::rate::{counters_tuple, histogram_tuple, retire};
-use crate::ready::{acquire_slow, ready};
-use crate::running::running_loop;
+use crate::ready::ready;
 use crate::waiter::Waiter;
 
 /// The outcome's name, as a Python string made once per name and then shared.
@@ -133,17 +133,14 @@ impl Semaphore {
         self.deadlines.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    #[inline(always)]
-    fn acquire_n(slf: &Bound<'_, Self>, n: u64, limit: Option<f64>) -> PyResult<Py<PyAny>> {
-        match slf.get().core.try_take(n) {
-            Ok(true) => ready(slf.py()),
-            // asyncio (and uvloop) wait natively; trio through the Python slow path.
-            Ok(false) => match running_loop(slf.py())? {
-                Some(event_loop) => Waiter::create(slf, n, limit, event_loop),
-                None => acquire_slow(slf.as_any(), n, limit),
-            },
-            Err(e) => Err(errors::semaphore(slf.py(), e)),
-        }
+    /// Passes on `n` permits granted to a waiter that gave up before taking them (counted as
+    /// `how`, not admitted), waking whoever they go to.
+    pub(crate) fn pass_on_n(&self, py: Python<'_>, n: u64, how: Refusal) -> PyResult<()> {
+        let wakers = self
+            .core
+            .pass_on(n, how)
+            .map_err(|e| errors::semaphore(py, e))?;
+        wake_all(py, wakers)
     }
 
     #[inline(always)]
@@ -171,10 +168,10 @@ impl Semaphore {
     }
 
     /// Takes `n` permits if they are free and nobody is waiting; never waits.
-    #[pyo3(signature = (n=None), text_signature = "($self, n=1)")]
+    #[pyo3(signature = (n=Arg::OMITTED), text_signature = "($self, n=1)")]
     #[inline]
-    fn try_acquire(&self, py: Python<'_>, n: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
-        let n = count("n", n, 1)?;
+    fn try_acquire(&self, py: Python<'_>, n: Arg<'_, '_>) -> PyResult<bool> {
+        let n = count_arg("n", n, 1)?;
         self.core
             .try_acquire(n)
             .map_err(|e| errors::semaphore(py, e))
@@ -182,34 +179,89 @@ impl Semaphore {
 
     /// Like `try_acquire`, but a refusal is not counted: for a caller that queues next, whose
     /// request is then counted once, by its real outcome.
-    fn _try_take(&self, py: Python<'_>, n: u64) -> PyResult<bool> {
+    fn _try_take(&self, py: Python<'_>, n: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let n = count("n", Some(n), 1)?;
         self.core.try_take(n).map_err(|e| errors::semaphore(py, e))
     }
 
-    /// Gives back `n` permits; the longest waiter gets them first.
-    #[pyo3(signature = (n=None), text_signature = "($self, n=1)")]
-    #[inline]
-    fn release(&self, py: Python<'_>, n: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        self.release_n(py, count("n", n, 1)?)
+    /// Counts a request refused without an outcome of the core's (it may not wait here).
+    fn _reject(&self) {
+        self.core.counters().rejected();
     }
 
-    /// Awaitable acquisition of `n` permits: immediate when free and nobody waits (no Task,
-    /// no Future, no suspension); else a native `Waiter` on asyncio, or the Python slow path
-    /// `_acquire_slow(n, timeout)` on trio.
-    #[pyo3(signature = (n=None, timeout=None), text_signature = "($self, n=1, timeout=None)")]
+    /// True when an acquisition of one permit would have to wait: no permit is free, or
+    /// someone is queued (newcomers never pass a waiter).
+    fn locked(&self) -> bool {
+        self.core.locked()
+    }
+
+    /// `with semaphore:` takes a free permit natively; only when it must wait does it call
+    /// the Python blocking path, `acquire_blocking(1)`.
+    fn __enter__(slf: &Bound<'_, Self>) -> PyResult<Py<Self>> {
+        let py = slf.py();
+        let taken = slf
+            .get()
+            .core
+            .try_take(1)
+            .map_err(|e| errors::semaphore(py, e))?;
+        if !taken {
+            slf.call_method1(intern!(py, "acquire_blocking"), (1,))?;
+        }
+        Ok(slf.clone().unbind())
+    }
+
+    // Three optional positionals, not `*args`: no tuple is built per call.
+    #[pyo3(signature = (exc_type=None, exc=None, tb=None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: Option<&Bound<'_, PyAny>>,
+        exc: Option<&Bound<'_, PyAny>>,
+        tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let _ = (exc_type, exc, tb);
+        self.release_n(py, 1)
+    }
+
+    /// Gives back `n` permits; the longest waiter gets them first.
+    #[pyo3(signature = (n=Arg::OMITTED), text_signature = "($self, n=1)")]
+    #[inline]
+    fn release(&self, py: Python<'_>, n: Arg<'_, '_>) -> PyResult<()> {
+        self.release_n(py, count_arg("n", n, 1)?)
+    }
+
+    /// Awaitable acquisition of `n` permits (an `Acquire`): nothing is taken until it is
+    /// awaited (or run as a Task's coroutine). Then immediate when free and nobody waits (no
+    /// Task, no Future, no suspension); else a native `Waiter` on asyncio; on trio the Python
+    /// path `_acquire_slow(n, timeout)`, a checkpoint either way.
+    #[pyo3(signature = (n=Arg::OMITTED, timeout=None), text_signature = "($self, n=1, timeout=None)")]
     #[inline]
     fn acquire<'py>(
         slf: &Bound<'py, Self>,
-        n: Option<&Bound<'py, PyAny>>,
+        n: Arg<'_, 'py>,
         timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let n = count("n", n, 1)?;
+        let n = count_arg("n", n, 1)?;
         let limit = self::timeout(timeout)?;
-        Self::acquire_n(slf, n, limit)
+        acquire::acquire(slf.py(), Owner::Semaphore(slf.clone().unbind()), n, limit)
     }
 
+    /// `async with`: the acquisition's decision made at once (it is awaited at once).
     fn __aenter__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        Self::acquire_n(slf, 1, None)
+        acquire::enter(slf.py(), Owner::Semaphore(slf.clone().unbind()), 1, None)
+    }
+
+    /// `acquire(n, timeout)` decided now, for an `__aenter__` built on it (awaited at once):
+    /// the shared `Ready` when admitted, else what to wait on.
+    #[pyo3(signature = (n, timeout=None))]
+    fn _acquire_now<'py>(
+        slf: &Bound<'py, Self>,
+        n: &Bound<'py, PyAny>,
+        timeout: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let n = count("n", Some(n), 1)?;
+        let limit = self::timeout(timeout)?;
+        acquire::enter(slf.py(), Owner::Semaphore(slf.clone().unbind()), n, limit)
     }
 
     // Three optional positionals, not `*args`: no tuple is built per call.
@@ -254,6 +306,28 @@ impl Semaphore {
         let (outcome, wakers) = self.core.cancel(&ticket.get().inner, timed_out);
         wake_all(py, wakers)?;
         Ok(outcome_str(py, outcome))
+    }
+
+    /// Ends a granted ticket whose waiter takes the permits: counts the admission and its wait.
+    fn _commit(&self, ticket: &Bound<'_, Ticket>) {
+        self.core.commit(&ticket.get().inner);
+    }
+
+    /// Ends a granted ticket whose waiter gave up before taking the permits: counts it as
+    /// cancelled (timed out with `timed_out`) and passes the permits on.
+    #[pyo3(signature = (ticket, timed_out=false))]
+    fn _pass_on(
+        &self,
+        py: Python<'_>,
+        ticket: &Bound<'_, Ticket>,
+        timed_out: bool,
+    ) -> PyResult<()> {
+        let how = if timed_out {
+            Refusal::TimedOut
+        } else {
+            Refusal::Cancelled
+        };
+        self.pass_on_n(py, ticket.get().inner.n(), how)
     }
 
     /// Refuses new requests and wakes every waiter with `Closed`; held permits stay valid.

@@ -1,6 +1,7 @@
 //! `Waiter`: the asyncio waiting path of `Semaphore.acquire()` in one native object.
 //!
-//! When permits are not free, `acquire()` returns a `Waiter` instead of a coroutine. It is
+//! When permits are not free at the first step of `acquire()` (see `acquire.rs`), the
+//! awaiting coroutine is handed a `Waiter` instead of a coroutine. It is
 //! the awaitable, the queued ticket, the waker and the future the task blocks on, all at
 //! once: an asyncio `Task` accepts any object that follows the future protocol
 //! (`_asyncio_future_blocking`, `_loop`, `add_done_callback`, `cancel`, `result`), so no
@@ -19,8 +20,10 @@
 //!    (`None`, or the exception) from `__next__`.
 //!
 //! No permit is ever lost: permits granted to a waiter that is cancelled at the same moment,
-//! or whose coroutine is thrown into or closed before it saw them, are released (passed to
-//! the next waiter), and so are permits of a granted waiter that is dropped unseen.
+//! or whose coroutine is thrown into or closed before it saw them, are passed on to the next
+//! waiter, and so are permits of a granted waiter that is dropped unseen. A grant is counted
+//! as admitted (and its wait recorded) only when the coroutine takes it; one passed on is
+//! counted as cancelled.
 
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr};
@@ -43,8 +46,9 @@ use crate::semaphore::{wake_all, Semaphore};
 
 /// How a waiter's wait ended.
 enum End {
-    /// The permits are held by the waiter.
-    Granted,
+    /// The permits are held by the waiter, granted after waiting this many nanoseconds
+    /// (counted as admitted only when the awaiting coroutine takes them: see `step`).
+    Granted(u64),
     Closed,
     /// The limit was lowered below the request.
     TooLarge,
@@ -165,12 +169,12 @@ impl Waiter {
                 other => other.map(drop),
             };
         }
-        let outcome = this.state.with(py, |s| match &s.phase {
-            Phase::Queued(ticket) => Some(ticket.outcome()),
-            Phase::Idle | Phase::Settled(_) => None, // settled already (cancelled, timed out)
+        let (outcome, waited_ns) = this.state.with(py, |s| match &s.phase {
+            Phase::Queued(ticket) => (Some(ticket.outcome()), ticket.waited_ns()),
+            Phase::Idle | Phase::Settled(_) => (None, 0), // settled already (cancelled, timed out)
         });
         let end = match outcome {
-            Some(Outcome::Granted) => End::Granted,
+            Some(Outcome::Granted) => End::Granted(waited_ns),
             Some(Outcome::Closed) => End::Closed,
             Some(Outcome::TooLarge) => End::TooLarge,
             Some(Outcome::Waiting | Outcome::Cancelled) | None => return Ok(()),
@@ -215,7 +219,8 @@ impl Waiter {
         };
         let (outcome, wakers) = slf.get().withdraw(&ticket, true);
         let end = match outcome {
-            Outcome::Granted => End::Granted, // granted as the timeout expired: keep it
+            // Granted as the timeout expired: keep it.
+            Outcome::Granted => End::Granted(ticket.waited_ns()),
             Outcome::Closed => End::Closed,
             Outcome::TooLarge => End::TooLarge,
             Outcome::Cancelled | Outcome::Waiting => End::TimedOut,
@@ -232,9 +237,12 @@ impl Waiter {
         self.semaphore.get().core.cancel(ticket, timed_out)
     }
 
-    /// Gives the waiter's permits back (to the next waiter, if any).
-    fn release(&self, py: Python<'_>) -> PyResult<()> {
-        self.semaphore.get().release_n(py, self.n)
+    /// Passes the permits granted to this waiter on (to the next waiter, if any), counted as
+    /// cancelled: the awaiting coroutine never took them.
+    fn pass_on(&self, py: Python<'_>) -> PyResult<()> {
+        self.semaphore
+            .get()
+            .pass_on_n(py, self.n, admission_core::Refusal::Cancelled)
     }
 
     /// The awaiting coroutine will not see the end: withdraw, or pass granted permits on.
@@ -257,10 +265,10 @@ impl Waiter {
                 recycle(ticket);
                 wake_all(py, wakers)?;
                 if outcome == Outcome::Granted {
-                    this.release(py)?;
+                    this.pass_on(py)?;
                 }
             }
-            Some(Phase::Settled(End::Granted)) => this.release(py)?,
+            Some(Phase::Settled(End::Granted(_))) => this.pass_on(py)?,
             Some(Phase::Idle | Phase::Settled(_)) | None => {}
         }
         Ok(())
@@ -269,7 +277,7 @@ impl Waiter {
     /// The end as the awaiting coroutine sees it: `Ok` (permits held) or the exception.
     fn outcome(&self, py: Python<'_>) -> PyResult<()> {
         let end = self.state.with(py, |s| match &s.phase {
-            Phase::Settled(End::Granted) => Ok(None),
+            Phase::Settled(End::Granted(_)) => Ok(None),
             Phase::Settled(End::Closed) => Ok(Some(Failure::Closed)),
             Phase::Settled(End::TooLarge) => Ok(Some(Failure::TooLarge)),
             Phase::Settled(End::TimedOut) => Ok(Some(Failure::TimedOut)),
@@ -326,9 +334,12 @@ impl Waiter {
                     s.blocking = Some(true);
                     Step::Wait
                 }
-                Phase::Settled(_) => {
+                Phase::Settled(end) => {
                     s.consumed = true;
-                    Step::Done
+                    match end {
+                        End::Granted(waited_ns) => Step::Taken(*waited_ns),
+                        _ => Step::Done,
+                    }
                 }
             }
         });
@@ -340,6 +351,11 @@ impl Waiter {
             }
             Step::Wait => return Ok(Some(slf.clone().into_any().unbind())),
             Step::Done => return this.outcome(py).map(|()| None),
+            Step::Taken(waited_ns) => {
+                // The coroutine takes its grant: now it is an admission.
+                this.semaphore.get().core.commit_grant(this.n, waited_ns);
+                return Ok(None);
+            }
             Step::Enqueue => {}
         }
         let enqueued = this.semaphore.get().core.enqueue_reusing(
@@ -351,7 +367,7 @@ impl Waiter {
             Ok(Enqueued::Acquired) => {
                 // Permits were freed between the call and the first step.
                 this.state.with(py, |s| {
-                    s.phase = Phase::Settled(End::Granted);
+                    s.phase = Phase::Settled(End::Granted(0));
                     s.consumed = true;
                 });
                 Ok(None)
@@ -382,7 +398,10 @@ enum Step {
     Reused,
     Enqueue,
     Wait,
+    /// Settled without the permits: raise the end.
     Done,
+    /// Granted after waiting this many nanoseconds: taken now.
+    Taken(u64),
 }
 
 /// A wait that ended without the permits (the exception is built outside the state's guard).
@@ -543,7 +562,7 @@ impl Waiter {
         recycle(ticket);
         wake_all(py, wakers)?;
         if outcome == Outcome::Granted {
-            this.release(py)?; // handed over as it was cancelled: pass it on
+            this.pass_on(py)?; // handed over as it was cancelled: pass it on
         }
         Ok(true)
     }
@@ -595,7 +614,7 @@ impl Waiter {
         let state = self.state.with(py, |s| match &s.phase {
             Phase::Idle => "not awaited",
             Phase::Queued(_) => "waiting",
-            Phase::Settled(End::Granted) => "granted",
+            Phase::Settled(End::Granted(_)) => "granted",
             Phase::Settled(End::Closed) => "closed",
             Phase::Settled(End::TooLarge) => "too large",
             Phase::Settled(End::TimedOut) => "timed out",
@@ -675,9 +694,9 @@ impl Drop for Waiter {
         // Granted, but the coroutine never resumed to see it (its task was destroyed, or
         // its loop closed first): the permits go back rather than leak.
         let state = self.state.get_mut();
-        if !state.consumed && matches!(state.phase, Phase::Settled(End::Granted)) {
+        if !state.consumed && matches!(state.phase, Phase::Settled(End::Granted(_))) {
             Python::attach(|py| {
-                let _ = self.semaphore.get().release_n(py, self.n);
+                let _ = self.pass_on(py);
             });
         }
     }
