@@ -1,11 +1,8 @@
 """Shared by the ported upstream suites in this directory; imported, not fixtures.
 
 - ``UVLOOP``: asyncio + uvloop as an anyio backend (skipped where uvloop is not installed).
-- ``NO_LOCKED``: the xfail for tests that call ``Semaphore.locked()``, which admission does
-  not have yet. It applies only while the method is missing and only to the
-  ``AttributeError`` it raises, so once ``locked()`` exists these tests run for real (and a
-  test that still fails for another reason carries a second, specific xfail under it).
-  ``only(...)`` makes such an xfail accept the error inside a task group's exception group.
+- ``only(...)``: the ``raises=`` of an xfail whose error arrives inside a task group's
+  exception group.
 - ``held``: a semaphore of ``limit`` permits, ``limit - value`` of them held: how the ports
   spell an upstream semaphore whose value starts below its bound (``asyncio.Semaphore(0)``
   that the test then releases ``k`` times is ``held(k)``), since admission's limit is at
@@ -49,14 +46,6 @@ class _Only(type):
 def only(*kinds: type[BaseException]) -> type:
     """The ``raises=`` for an xfail whose error may arrive wrapped in exception groups."""
     return _Only("only", (), {"kinds": kinds})
-
-
-NO_LOCKED = pytest.mark.xfail(
-    not hasattr(adm.Semaphore, "locked"),
-    reason="BUG: no locked() (Semaphore has no locked(); being added)",
-    raises=only(AttributeError),
-    strict=True,
-)
 
 
 def held(limit: int, value: int = 0) -> adm.Semaphore:

@@ -49,7 +49,7 @@ from anyio import (
     wait_all_tasks_blocked,
 )
 from anyio.lowlevel import checkpoint
-from external_support import NO_LOCKED, UVLOOP, held
+from external_support import UVLOOP, held, only
 
 import admission as adm
 
@@ -64,6 +64,26 @@ README_LIMIT = (
     "README, Configuration: a concurrency limit is 'an integer from 1 to 1073741823' "
     "(Semaphore docstring: TypeError/ValueError otherwise): no limit of 0, no infinite limit"
 )
+README_TRIO_CHECKPOINT = (
+    "README, Async: 'trio checkpoints: on trio, await s.acquire() and async with s: are "
+    "checkpoints even when a permit is free', as trio requires of every await; anyio's "
+    "fast_acquire=True opts out of that, admission does not"
+)
+
+
+def trio_checkpoints(request: pytest.FixtureRequest, anyio_backend: Any) -> None:
+    """Marks the running test as the documented difference when it runs on trio. Not strict:
+    at a checkpoint trio's scheduler runs the ready tasks in a random order, so the other
+    task runs first only about half the time."""
+    name = anyio_backend if isinstance(anyio_backend, str) else anyio_backend[0]
+    if name == "trio":
+        request.applymarker(
+            pytest.mark.xfail(
+                raises=only(AssertionError), reason=README_TRIO_CHECKPOINT, strict=False
+            )
+        )
+
+
 README_BOUNDED = (
     "README, What you get, Semaphore: every admission semaphore is bounded by its limit "
     "('releasing more than held raises'); there is no max_value=None"
@@ -83,10 +103,9 @@ async def acquire(s: adm.Semaphore) -> None:
 
 
 class TestLock:
-    @NO_LOCKED
     async def test_contextmanager(self) -> None:
         async def task() -> None:
-            assert lock.locked()  # type: ignore[attr-defined]
+            assert lock.locked()
             async with lock:
                 results.append("2")
 
@@ -97,13 +116,12 @@ class TestLock:
             await wait_all_tasks_blocked()
             results.append("1")
 
-        assert not lock.locked()  # type: ignore[attr-defined]
+        assert not lock.locked()
         assert results == ["1", "2"]
 
-    @NO_LOCKED
     async def test_manual_acquire(self) -> None:
         async def task() -> None:
-            assert lock.locked()  # type: ignore[attr-defined]
+            assert lock.locked()
             await lock.acquire()
             try:
                 results.append("2")
@@ -121,15 +139,16 @@ class TestLock:
             finally:
                 lock.release()
 
-        assert not lock.locked()  # type: ignore[attr-defined]
+        assert not lock.locked()
         assert results == ["1", "2"]
 
-    async def test_fast_acquire(self) -> None:
+    async def test_fast_acquire(self, request: pytest.FixtureRequest, anyio_backend: Any) -> None:
         """
         Test that fast_acquire=True does not yield back control to the event loop when
         there is no contention.
 
         """
+        trio_checkpoints(request, anyio_backend)
         other_task_called = False
 
         async def other_task() -> None:
@@ -142,27 +161,24 @@ class TestLock:
             async with lock:
                 assert not other_task_called
 
-    @NO_LOCKED
     async def test_acquire_nowait(self) -> None:
         lock = adm.Semaphore(1)
         assert lock.try_acquire()
-        assert lock.locked()  # type: ignore[attr-defined]
+        assert lock.locked()
 
-    @NO_LOCKED
     async def test_acquire_nowait_wouldblock(self) -> None:
         async def try_lock() -> None:
             assert not lock.try_acquire()
 
         lock = adm.Semaphore(1)
         async with lock, create_task_group() as tg:
-            assert lock.locked()  # type: ignore[attr-defined]
+            assert lock.locked()
             tg.start_soon(try_lock)
 
     @pytest.mark.parametrize(
         "release_first",
         [pytest.param(False, id="releaselast"), pytest.param(True, id="releasefirst")],
     )
-    @NO_LOCKED
     async def test_cancel_during_acquire(self, release_first: bool) -> None:
         acquired = False
 
@@ -186,9 +202,8 @@ class TestLock:
                     lock.release()
 
         assert not acquired
-        assert not lock.locked()  # type: ignore[attr-defined]
+        assert not lock.locked()
 
-    @NO_LOCKED
     async def test_statistics(self) -> None:
         async def waiter() -> None:
             async with lock:
@@ -196,17 +211,17 @@ class TestLock:
 
         lock = adm.Semaphore(1)
         async with create_task_group() as tg:
-            assert not lock.locked()  # type: ignore[attr-defined]
+            assert not lock.locked()
             assert lock.waiting == 0
             async with lock:
-                assert lock.locked()  # type: ignore[attr-defined]
+                assert lock.locked()
                 assert lock.waiting == 0
                 for i in range(1, 3):
                     tg.start_soon(waiter)
                     await wait_all_tasks_blocked()
                     assert lock.waiting == i
 
-        assert not lock.locked()  # type: ignore[attr-defined]
+        assert not lock.locked()
         assert lock.waiting == 0
 
     @pytest.mark.parametrize("anyio_backend", asyncio_params)
@@ -270,12 +285,13 @@ class TestSemaphore:
 
         assert semaphore.available == 2
 
-    async def test_fast_acquire(self) -> None:
+    async def test_fast_acquire(self, request: pytest.FixtureRequest, anyio_backend: Any) -> None:
         """
         Test that fast_acquire=True does not yield back control to the event loop when
         there is no contention.
 
         """
+        trio_checkpoints(request, anyio_backend)
         other_task_called = False
 
         async def other_task() -> None:

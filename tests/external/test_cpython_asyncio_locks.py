@@ -31,7 +31,7 @@ import sys
 from typing import Any
 
 import pytest
-from external_support import NO_LOCKED, UVLOOP, held
+from external_support import UVLOOP, held
 
 import admission as adm
 
@@ -69,14 +69,13 @@ async def acquire(sem: adm.Semaphore) -> bool:
 # LockTests, against adm.Semaphore(1)
 
 
-@NO_LOCKED
 async def test_lock_lock() -> None:
     lock = adm.Semaphore(1)
 
     with pytest.raises(TypeError, match="object Semaphore can't be used in 'await' expression"):
         await lock  # type: ignore[misc]
 
-    assert not lock.locked()  # type: ignore[attr-defined]
+    assert not lock.locked()
 
 
 async def test_lock_doesnt_accept_loop_parameter() -> None:
@@ -94,19 +93,18 @@ async def test_lock_doesnt_accept_loop_parameter() -> None:
             cls(1, loop=loop)  # type: ignore[call-arg]
 
 
-@NO_LOCKED
 async def test_lock_by_with_statement() -> None:
     primitives = [adm.Semaphore(1)]  # Lock(), Semaphore(), BoundedSemaphore()
 
     for lock in primitives:
         await asyncio.sleep(0.01)
-        assert not lock.locked()  # type: ignore[attr-defined]
+        assert not lock.locked()
         with (
             pytest.raises(TypeError, match=r"object \w+ can't be used in 'await' expression"),
             await lock,  # type: ignore[misc]
         ):
             pass
-        assert not lock.locked()  # type: ignore[attr-defined]
+        assert not lock.locked()
 
 
 async def test_lock_acquire() -> None:
@@ -172,7 +170,6 @@ async def test_lock_acquire_cancel() -> None:
     assert lock.waiting == 0  # not lock._waiters
 
 
-@NO_LOCKED
 async def test_lock_cancel_race() -> None:
     # Several tasks:
     # - A acquires the lock
@@ -201,7 +198,7 @@ async def test_lock_cancel_race() -> None:
     fa = asyncio.get_running_loop().create_future()
     ta = asyncio.create_task(lockit("A", fa))
     await asyncio.sleep(0)
-    assert lock.locked()  # type: ignore[attr-defined]
+    assert lock.locked()
     tb = asyncio.create_task(lockit("B", None))
     await asyncio.sleep(0)
     assert lock.waiting == 1
@@ -217,7 +214,7 @@ async def test_lock_cancel_race() -> None:
     # exposed, so the public form: B's cancellation is requested and not yet delivered.
     assert tb.cancelling()
     await asyncio.sleep(0)
-    assert not lock.locked()  # type: ignore[attr-defined]
+    assert not lock.locked()
     assert ta.done()
     assert tb.cancelled()
     await tc
@@ -269,12 +266,11 @@ async def test_lock_cancel_release_race() -> None:
     assert t3.cancelled()
 
 
-@NO_LOCKED
 async def test_lock_finished_waiter_cancelled() -> None:
     lock = adm.Semaphore(1)
 
     await lock.acquire()
-    assert lock.locked()  # type: ignore[attr-defined]
+    assert lock.locked()
 
     tb = asyncio.create_task(acquire(lock))
     await asyncio.sleep(0)
@@ -287,7 +283,7 @@ async def test_lock_finished_waiter_cancelled() -> None:
     lock.release()
     await asyncio.sleep(0)
 
-    assert lock.locked()  # type: ignore[attr-defined]
+    assert lock.locked()
     assert tb.cancelled()
 
     # Cleanup
@@ -302,25 +298,23 @@ async def test_lock_release_not_acquired() -> None:
         lock.release()
 
 
-@NO_LOCKED
 async def test_lock_release_no_waiters() -> None:
     lock = adm.Semaphore(1)
     await lock.acquire()
-    assert lock.locked()  # type: ignore[attr-defined]
+    assert lock.locked()
 
     lock.release()
-    assert not lock.locked()  # type: ignore[attr-defined]
+    assert not lock.locked()
 
 
-@NO_LOCKED
 async def test_lock_context_manager() -> None:
     lock = adm.Semaphore(1)
-    assert not lock.locked()  # type: ignore[attr-defined]
+    assert not lock.locked()
 
     async with lock:
-        assert lock.locked()  # type: ignore[attr-defined]
+        assert lock.locked()
 
-    assert not lock.locked()  # type: ignore[attr-defined]
+    assert not lock.locked()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,10 +324,9 @@ async def test_lock_context_manager() -> None:
 @pytest.mark.xfail(raises=ValueError, reason=README_LIMIT, strict=True)
 def test_initial_value_zero() -> None:
     sem = adm.Semaphore(0)
-    assert sem.locked()  # type: ignore[attr-defined]
+    assert sem.locked()
 
 
-@NO_LOCKED
 async def test_semaphore() -> None:
     sem = adm.Semaphore(1)
     assert sem.available == 1
@@ -341,7 +334,7 @@ async def test_semaphore() -> None:
     with pytest.raises(TypeError, match="object Semaphore can't be used in 'await' expression"):
         await sem  # type: ignore[misc]
 
-    assert not sem.locked()  # type: ignore[attr-defined]
+    assert not sem.locked()
     assert sem.available == 1
 
 
@@ -350,14 +343,13 @@ def test_semaphore_value() -> None:
         adm.Semaphore(-1)
 
 
-@NO_LOCKED
 async def test_acquire() -> None:
     sem = adm.Semaphore(3)
     result = []
 
     assert await acquire(sem)
     assert await acquire(sem)
-    assert not sem.locked()  # type: ignore[attr-defined]
+    assert not sem.locked()
 
     async def c1(result: list[int]) -> bool:
         await sem.acquire()
@@ -385,7 +377,7 @@ async def test_acquire() -> None:
 
     await asyncio.sleep(0)
     assert result == [1]
-    assert sem.locked()  # type: ignore[attr-defined]
+    assert sem.locked()
     assert sem.waiting == 2
     assert sem.available == 0
 
@@ -398,7 +390,7 @@ async def test_acquire() -> None:
     await asyncio.sleep(0)
     assert sem.available == 0
     assert len(result) == 3
-    assert sem.locked()  # type: ignore[attr-defined]
+    assert sem.locked()
     assert sem.waiting == 1
     assert sem.available == 0
 
@@ -451,7 +443,6 @@ async def test_acquire_cancel_before_awoken() -> None:
     await asyncio.sleep(0)
 
 
-@NO_LOCKED
 async def test_acquire_hang() -> None:
     sem = held(1)  # asyncio.Semaphore(value=0), released once
 
@@ -463,7 +454,7 @@ async def test_acquire_hang() -> None:
     sem.release()
     await asyncio.sleep(0)
     await asyncio.sleep(0)
-    assert sem.locked()  # type: ignore[attr-defined]
+    assert sem.locked()
     assert t2.done()
 
 
@@ -496,14 +487,13 @@ def test_release_not_acquired() -> None:
         sem.release()
 
 
-@NO_LOCKED
 async def test_release_no_waiters() -> None:
     sem = adm.Semaphore(1)
     await sem.acquire()
-    assert sem.locked()  # type: ignore[attr-defined]
+    assert sem.locked()
 
     sem.release()
-    assert not sem.locked()  # type: ignore[attr-defined]
+    assert not sem.locked()
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.TaskGroup is 3.11+")
@@ -631,14 +621,14 @@ async def test_acquire_fifo_order_4() -> None:
         sem.release()
         assert sem.available == 2
         # It is locked, because c1 hasn't woken up yet.
-        assert sem.locked()  # type: ignore[attr-defined]
+        assert sem.locked()
         await sem.acquire()
         result.append(2)
         return True
 
     async def c3(result: list[int]) -> bool:
         await sem.acquire()
-        assert sem.locked()  # type: ignore[attr-defined]
+        assert sem.locked()
         result.append(3)
         return True
 
