@@ -98,8 +98,11 @@ class TokenBucket:
         """Admits ``cost`` tokens now if the bucket holds them; never waits."""
     def peek(self, cost: int = 1) -> Decision:
         """What ``try_acquire(cost)`` would decide now, without consuming anything."""
-    def acquire(self, cost: int = 1, timeout: float | None = None) -> Awaitable[None]:
-        """Awaitable admission; immediate admission completes without suspending."""
+    def acquire(
+        self, cost: int = 1, timeout: float | str | None = None
+    ) -> Coroutine[Any, Any, None]:
+        """An `Acquire`: takes nothing until awaited; then immediate admission completes
+        without suspending (asyncio), and every acquisition is a checkpoint on trio."""
     def __aenter__(self) -> Awaitable[None]: ...
     def __aexit__(
         self,
@@ -164,8 +167,11 @@ class SlidingWindow:
         """Admits ``cost`` now if it fits in the window; never waits."""
     def peek(self, cost: int = 1) -> Decision:
         """What ``try_acquire(cost)`` would decide now, without consuming anything."""
-    def acquire(self, cost: int = 1, timeout: float | None = None) -> Awaitable[None]:
-        """Awaitable admission; immediate admission completes without suspending."""
+    def acquire(
+        self, cost: int = 1, timeout: float | str | None = None
+    ) -> Coroutine[Any, Any, None]:
+        """An `Acquire`: takes nothing until awaited; then immediate admission completes
+        without suspending (asyncio), and every acquisition is a checkpoint on trio."""
     def __aenter__(self) -> Awaitable[None]: ...
     def __aexit__(
         self,
@@ -222,9 +228,10 @@ class AllOf:
         """Admits now in every limiter, or in none (a refusal charges none); never waits."""
     def _try_take(self, costs: Sequence[int] | None = None) -> bool: ...
     def acquire(
-        self, costs: Sequence[int] | None = None, timeout: float | None = None
-    ) -> Awaitable[None]:
-        """Waits until every limiter admits its cost (FIFO in each); all or nothing."""
+        self, costs: Sequence[int] | None = None, timeout: float | str | None = None
+    ) -> Coroutine[Any, Any, None]:
+        """Waits until every limiter admits its cost (FIFO in each); all or nothing. An
+        `Acquire`: takes nothing until awaited."""
     def __aenter__(self) -> Awaitable[None]: ...
 
 @final

@@ -33,6 +33,7 @@ __all__ = [
     "async_waker",
     "consume",
     "give_up",
+    "on_trio",
     "wait_async",
     "wait_blocking",
 ]
@@ -248,6 +249,11 @@ class ThreadWake:
 
     def wait(self, seconds: float | None) -> None:
         self._event.wait(seconds)
+
+
+def on_trio(wake: _AsyncioWake | _TrioWake) -> bool:
+    """Whether ``wake`` (from `async_waker`) wakes a trio task."""
+    return isinstance(wake, _TrioWake)
 
 
 def async_waker() -> _AsyncioWake | _TrioWake:

@@ -105,9 +105,17 @@ class AllOf(_native.AllOf):
             lim._commit(cost, waited)
 
     async def _acquire_slow(self, costs: tuple[int, ...], timeout: float | None) -> None:
-        """The waiting path of ``await acquire()`` (the native half found a limiter full)."""
+        """The waiting path of ``await acquire()``: on asyncio when a limiter was full; on
+        trio always, since every call must be a checkpoint (as for a single limiter)."""
         start = time.monotonic()
         wake = _rate_wait.async_waker()
+        if _rate_wait.on_trio(wake):
+            import trio
+
+            await trio.lowlevel.checkpoint_if_cancelled()
+            if self._try_take(costs):
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return
         waits, taken = self._enqueue_all(costs, timeout, wake)
         await _rate_wait.wait_async(waits, taken, timeout, wake)
         self._admitted(waits, taken, start)

@@ -65,13 +65,29 @@ def _acquire_blocking(limiter: _Reservable, cost: int, timeout: float | None) ->
 
 
 async def _acquire_async(limiter: _Reservable, cost: int, timeout: float | None) -> None:
-    """The waiting path of ``await limiter.acquire()``: queue, wait for the turn, take it."""
+    """The waiting path of ``await limiter.acquire()``: queue, wait for the turn, take it.
+
+    On asyncio the native ``acquire`` comes here only when it must wait. On trio it always
+    does, since every call must be a checkpoint: an already-cancelled caller raises
+    ``Cancelled`` and takes nothing, and one admitted at once still lets the others run.
+    """
     wake = _rate_wait.async_waker()
+    on_trio = _rate_wait.on_trio(wake)
+    if on_trio:
+        import trio
+
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if limiter._try_take(cost):
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
     ticket = limiter._enqueue(cost, timeout, wake)
-    if ticket is not None:
-        waits = ((limiter, ticket),)
-        await _rate_wait.wait_async(waits, (), timeout, wake)
-        _rate_wait.consume(waits)
+    if ticket is None:  # admitted at once (room was made meanwhile)
+        if on_trio:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return
+    waits = ((limiter, ticket),)
+    await _rate_wait.wait_async(waits, (), timeout, wake)
+    _rate_wait.consume(waits)
 
 
 def _stats(limiter: _Reservable) -> LimiterStats:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import sys
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
-from support import wait_until
+from support import ASYNCIO_ONLY, wait_until
 
 import admission as adm
 
@@ -41,16 +42,20 @@ KINDS = pytest.mark.parametrize("kind", ["bucket", "window"])
 # Fast path
 
 
+def limiter(kind: str, burst: int = 10) -> Limiter:
+    """A limiter with ``burst`` free now and nothing more for an hour."""
+    if kind == "bucket":
+        return adm.TokenBucket(rate=burst, per=3600.0, burst=burst)
+    return adm.SlidingWindow(limit=burst, window=3600.0)
+
+
 @pytest.mark.anyio
+@ASYNCIO_ONLY
 @KINDS
-async def test_immediate_admission_returns_the_shared_ready_object_without_suspending(
+async def test_immediate_admission_awaits_the_shared_ready_object_without_suspending(
     kind: str,
 ) -> None:
-    lim: Limiter
-    if kind == "bucket":
-        lim = adm.TokenBucket(rate=10, per=3600.0, burst=10)
-    else:
-        lim = adm.SlidingWindow(limit=10, window=3600.0)
+    lim = limiter(kind)
     other_ran = False
 
     async def other() -> None:
@@ -61,16 +66,91 @@ async def test_immediate_admission_returns_the_shared_ready_object_without_suspe
         tg.start_soon(other)
         first = lim.acquire()
         second = lim.acquire(cost=2)
-        assert first is second is lim.__aenter__()
-        assert not inspect.iscoroutine(first)
-        assert await first is None
-        assert await second is None
+        assert type(first).__name__ == "Acquire"
+        assert lim.stats().attempts == 0, "acquire() takes nothing until it is awaited"
+        # The first step hands back the shared, already-completed Ready: no Task, no Future.
+        first_it = first.__await__()
+        second_it = second.__await__()
+        assert first_it is second_it is lim.__aenter__()
+        assert not inspect.iscoroutine(first_it)
+        assert type(first_it).__name__ == "Ready"
+        with pytest.raises(StopIteration):
+            next(first_it)
+        assert await lim.acquire() is None
         async with lim:
             pass
         assert not other_ran, "an immediate admission suspended the task"
     stats = lim.stats()
-    assert (stats.admitted, stats.admitted_cost) == (4, 5)
-    assert not lim.try_acquire(6)
+    assert (stats.admitted, stats.admitted_cost) == (5, 6)
+    assert not lim.try_acquire(5)
+
+
+@pytest.mark.anyio
+@KINDS
+async def test_an_acquisition_that_never_runs_takes_nothing(kind: str) -> None:
+    lim = limiter(kind, burst=1)
+    forgotten = lim.acquire()  # never awaited
+    del forgotten
+    assert lim.peek().allowed
+    assert lim.stats().attempts == 0
+    assert lim.try_acquire()
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+@KINDS
+async def test_an_acquisition_cancelled_before_it_ran_takes_nothing(kind: str) -> None:
+    import asyncio
+
+    lim = limiter(kind, burst=1)
+    task = asyncio.ensure_future(lim.acquire())
+    task.cancel()  # before its first step
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    if sys.version_info < (3, 12):
+        # wait_for with a zero timeout cancels the task before it ever runs.
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(lim.acquire(), timeout=0)
+    assert lim.stats().attempts == 0
+    assert lim.peek().allowed
+    # create_task accepts an acquisition, whether it is admitted at once or must wait.
+    await asyncio.create_task(lim.acquire())
+    waiting = asyncio.create_task(lim.acquire())
+    await wait_until(lambda: lim.stats().waiting == 1, "the second one waits")
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    stats = lim.stats()
+    assert (stats.admitted, stats.cancelled, stats.attempts, stats.waiting) == (1, 1, 2, 0)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+@KINDS
+async def test_every_rate_acquisition_is_a_checkpoint_on_trio(kind: str) -> None:
+    import trio
+    import trio.testing
+
+    lim = limiter(kind, burst=3)
+    with trio.testing.assert_checkpoints():
+        await lim.acquire()
+    with trio.testing.assert_checkpoints():
+        async with lim:
+            pass
+    # Already cancelled: Cancelled is raised and nothing is taken.
+    reached = []
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await lim.acquire()
+        reached.append("acquire")  # pragma: no cover - the failure mode
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        async with lim:
+            reached.append("async with")  # pragma: no cover - the failure mode
+    assert reached == []
+    stats = lim.stats()
+    assert (stats.admitted, stats.attempts) == (2, 2), "the cancelled calls never asked"
+    assert lim.try_acquire()
 
 
 @pytest.mark.anyio
@@ -542,3 +622,35 @@ def test_all_of_argument_checks() -> None:
         adm.all_of(b, adm.Semaphore(1))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="one entry per limiter"):
         adm.all_of(b, b).try_acquire(costs=(1,))
+
+
+@pytest.mark.anyio
+async def test_an_all_of_acquisition_takes_nothing_until_it_runs() -> None:
+    rpm, tpm = limiter("bucket", burst=2), limiter("bucket", burst=2000)
+    both = adm.all_of(rpm, tpm)
+    forgotten = both.acquire(costs=(1, 1000))  # never awaited
+    del forgotten
+    assert (rpm.stats().attempts, tpm.stats().attempts) == (0, 0)
+    await both.acquire(costs=(1, 1000))
+    async with both:
+        pass
+    assert (rpm.stats().admitted, tpm.stats().admitted_cost) == (2, 1001)
+    assert not both.try_acquire(costs=(1, 1))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_every_all_of_acquisition_is_a_checkpoint_on_trio() -> None:
+    import trio
+    import trio.testing
+
+    both = adm.all_of(limiter("bucket"), limiter("window"))
+    with trio.testing.assert_checkpoints():
+        await both.acquire()
+    with trio.testing.assert_checkpoints():
+        async with both:
+            pass
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await both.acquire()
+    assert [lim.stats().attempts for lim in both.limiters] == [2, 2]

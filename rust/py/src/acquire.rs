@@ -32,16 +32,23 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 
+use crate::allof::AllOf;
+use crate::bucket::TokenBucket;
 use crate::errors;
 use crate::gilcell::GilCell;
 use crate::ready::{acquire_slow, ready};
 use crate::running::running_loop;
 use crate::semaphore::Semaphore;
 use crate::waiter::Waiter;
+use crate::window::SlidingWindow;
 
 /// The limiter an acquisition is for.
 pub(crate) enum Owner {
     Semaphore(Py<Semaphore>),
+    TokenBucket(Py<TokenBucket>),
+    SlidingWindow(Py<SlidingWindow>),
+    /// Several rate limiters together, with a cost for each (the request's `n` is unused).
+    AllOf(Py<AllOf>, Vec<u64>),
 }
 
 impl Owner {
@@ -55,6 +62,9 @@ impl Owner {
                 .core
                 .try_take(n)
                 .map_err(|e| errors::semaphore(py, e)),
+            Owner::TokenBucket(b) => b.get().state.try_take(py, n),
+            Owner::SlidingWindow(w) => w.get().state.try_take(py, n),
+            Owner::AllOf(a, costs) => a.get().try_take(py, costs),
         }
     }
 
@@ -71,6 +81,16 @@ impl Owner {
                 Some(event_loop) => Waiter::create(s.bind(py), n, timeout, event_loop),
                 None => acquire_slow(s.bind(py).as_any(), n, timeout),
             },
+            // Rate limiters wait in Python on every framework (`admission._rate_wait`).
+            Owner::TokenBucket(b) => acquire_slow(b.bind(py).as_any(), n, timeout),
+            Owner::SlidingWindow(w) => acquire_slow(w.bind(py).as_any(), n, timeout),
+            Owner::AllOf(a, costs) => Ok(a
+                .bind(py)
+                .call_method1(
+                    intern!(py, "_acquire_slow"),
+                    (pyo3::types::PyTuple::new(py, costs)?, timeout),
+                )?
+                .unbind()),
         }
     }
 
@@ -78,12 +98,18 @@ impl Owner {
     fn qualname(&self) -> &'static str {
         match self {
             Owner::Semaphore(_) => "Semaphore.acquire",
+            Owner::TokenBucket(_) => "TokenBucket.acquire",
+            Owner::SlidingWindow(_) => "SlidingWindow.acquire",
+            Owner::AllOf(..) => "AllOf.acquire",
         }
     }
 
     fn visit(&self, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
         match self {
             Owner::Semaphore(s) => visit.call(s),
+            Owner::TokenBucket(b) => visit.call(b),
+            Owner::SlidingWindow(w) => visit.call(w),
+            Owner::AllOf(a, _) => visit.call(a),
         }
     }
 }

@@ -9,11 +9,11 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
+use crate::acquire::{self, Owner};
 use crate::args::{count, timeout};
 use crate::bucket::TokenBucket;
 use crate::errors;
 use crate::rate::{wake_all, PyWaker};
-use crate::ready::ready;
 use crate::window::SlidingWindow;
 
 enum Member {
@@ -58,6 +58,11 @@ enum Attempt {
 }
 
 impl AllOf {
+    /// Admits `costs` in every member now, or in none; a refusal is not counted.
+    pub(crate) fn try_take(&self, py: Python<'_>, costs: &[u64]) -> PyResult<bool> {
+        Ok(matches!(self.attempt(py, costs)?, Attempt::Admitted))
+    }
+
     /// The cost for each member: all 1 when `costs` is None.
     fn costs(&self, costs: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<u64>> {
         let n = self.members.len();
@@ -166,32 +171,31 @@ impl AllOf {
     #[pyo3(signature = (costs=None))]
     fn _try_take(&self, py: Python<'_>, costs: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
         let costs = self.costs(costs)?;
-        Ok(matches!(self.attempt(py, &costs)?, Attempt::Admitted))
+        self.try_take(py, &costs)
     }
 
-    /// Awaitable: immediate when every limiter admits at once (the shared `Ready`), else
-    /// the Python slow path `_acquire_slow(costs, timeout)`, which queues in each.
+    /// Awaitable (an `Acquire`): nothing is taken until it is awaited; then immediate when
+    /// every limiter admits at once, else the Python slow path `_acquire_slow(costs,
+    /// timeout)`, which queues in each. On trio, a checkpoint either way.
     #[pyo3(signature = (costs=None, timeout=None))]
     fn acquire<'py>(
         slf: &Bound<'py, Self>,
         costs: Option<&Bound<'py, PyAny>>,
         timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
         let parsed = slf.get().costs(costs)?;
         let limit = self::timeout(timeout)?;
-        match slf.get().attempt(py, &parsed)? {
-            Attempt::Admitted => ready(py),
-            Attempt::Refused(_) => Ok(slf
-                .call_method1(
-                    pyo3::intern!(py, "_acquire_slow"),
-                    (PyTuple::new(py, &parsed)?, limit),
-                )?
-                .unbind()),
-        }
+        acquire::acquire(
+            slf.py(),
+            Owner::AllOf(slf.clone().unbind(), parsed),
+            0,
+            limit,
+        )
     }
 
+    /// `async with`: the acquisition's decision made at once (it is awaited at once).
     fn __aenter__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        Self::acquire(slf, None, None)
+        let costs = vec![1; slf.get().members.len()];
+        acquire::enter(slf.py(), Owner::AllOf(slf.clone().unbind(), costs), 0, None)
     }
 }

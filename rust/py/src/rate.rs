@@ -16,11 +16,10 @@ use pyo3::prelude::*;
 use pyo3::types::PyString;
 use pyo3::{PyTraverseError, PyVisit};
 
-use crate::args::{count, max_wait_ns, ns_to_s, timeout};
+use crate::args::{count, max_wait_ns, ns_to_s};
 use crate::clock::{Clock, ClockArg, ManualClock};
 use crate::decision::Decision;
 use crate::errors;
-use crate::ready::{acquire_slow, ready};
 
 /// A waiter's waker: a Python callable, called with no arguments (maybe twice: when the
 /// waiter becomes the head of the queue, and when it is granted).
@@ -127,15 +126,13 @@ impl<L: RateLimit<PyWaker>> RateState<L> {
     }
 
     #[inline(always)]
-    pub fn try_acquire(&self, py: Python<'_>, cost: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
-        let cost = count("cost", cost, 1)?;
+    pub fn try_acquire(&self, py: Python<'_>, cost: u64) -> PyResult<bool> {
         self.core
             .try_acquire(self.clock.now(py)?, cost)
             .map_err(|e| errors::acquire(py, e))
     }
 
-    pub fn peek(&self, py: Python<'_>, cost: Option<&Bound<'_, PyAny>>) -> PyResult<Decision> {
-        let cost = count("cost", cost, 1)?;
+    pub fn peek(&self, py: Python<'_>, cost: u64) -> PyResult<Decision> {
         self.core
             .peek(self.clock.now(py)?, cost)
             .map(|d: CoreDecision| Decision::from(d))
@@ -148,25 +145,6 @@ impl<L: RateLimit<PyWaker>> RateState<L> {
         self.core
             .try_take(self.clock.now(py)?, cost)
             .map_err(|e| errors::acquire(py, e))
-    }
-
-    /// Immediate admission (returns the shared `Ready`), else the Python slow path's coroutine
-    /// `slf._acquire_slow(cost, timeout)`, which queues and waits.
-    #[inline(always)]
-    pub fn acquire<'py>(
-        &self,
-        slf: &Bound<'py, PyAny>,
-        cost: Option<&Bound<'py, PyAny>>,
-        timeout_arg: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        let cost = count("cost", cost, 1)?;
-        let limit = timeout(timeout_arg)?;
-        match self.core.try_take(self.clock.now(py)?, cost) {
-            Ok(true) => ready(py),
-            Ok(false) => acquire_slow(slf, cost, limit),
-            Err(e) => Err(errors::acquire(py, e)),
-        }
     }
 
     /// Admits at once (None), or queues the request (its ticket); `waker` is called when it
@@ -340,35 +318,43 @@ impl<L: RateLimit<PyWaker>> RateState<L> {
 /// (constructor, specific getters). PyO3 allows one `#[pymethods]` block per class, hence
 /// one macro rather than a trait. Also retires the limiter's counters on drop, as `$kind`.
 macro_rules! rate_limiter_pymethods {
-    ($ty:ident, $kind:literal, { $($extra:tt)* }) => {
+    ($ty:ident, $kind:literal, $owner:path, { $($extra:tt)* }) => {
         #[pyo3::pymethods]
         impl $ty {
             $($extra)*
 
             /// Admits `cost` now if it fits; never waits.
-            #[pyo3(signature = (cost=None), text_signature = "($self, cost=1)")]
-            fn try_acquire(&self, py: Python<'_>, cost: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
-                self.state.try_acquire(py, cost)
+            #[pyo3(signature = (cost=crate::args::Arg::OMITTED), text_signature = "($self, cost=1)")]
+            fn try_acquire(&self, py: Python<'_>, cost: crate::args::Arg<'_, '_>) -> PyResult<bool> {
+                self.state.try_acquire(py, crate::args::count_arg("cost", cost, 1)?)
             }
 
             /// What `try_acquire(cost)` would decide now, without consuming anything.
-            #[pyo3(signature = (cost=None), text_signature = "($self, cost=1)")]
-            fn peek(&self, py: Python<'_>, cost: Option<&Bound<'_, PyAny>>) -> PyResult<Decision> {
-                self.state.peek(py, cost)
+            #[pyo3(signature = (cost=crate::args::Arg::OMITTED), text_signature = "($self, cost=1)")]
+            fn peek(&self, py: Python<'_>, cost: crate::args::Arg<'_, '_>) -> PyResult<Decision> {
+                self.state.peek(py, crate::args::count_arg("cost", cost, 1)?)
             }
 
-            /// Awaitable admission of `cost`: immediate when it fits, else FIFO wait.
-            #[pyo3(signature = (cost=None, timeout=None), text_signature = "($self, cost=1, timeout=None)")]
+            /// Awaitable admission of `cost` (an `Acquire`): nothing is taken until it is
+            /// awaited (or run as a Task's coroutine); then immediate when it fits and nobody
+            /// waits, else a FIFO wait. On trio, a checkpoint either way.
+            #[pyo3(
+                signature = (cost=crate::args::Arg::OMITTED, timeout=None),
+                text_signature = "($self, cost=1, timeout=None)"
+            )]
             fn acquire<'py>(
                 slf: &Bound<'py, Self>,
-                cost: Option<&Bound<'py, PyAny>>,
+                cost: crate::args::Arg<'_, 'py>,
                 timeout: Option<&Bound<'py, PyAny>>,
             ) -> PyResult<Py<PyAny>> {
-                slf.get().state.acquire(slf.as_any(), cost, timeout)
+                let cost = crate::args::count_arg("cost", cost, 1)?;
+                let limit = crate::args::timeout(timeout)?;
+                crate::acquire::acquire(slf.py(), $owner(slf.clone().unbind()), cost, limit)
             }
 
+            /// `async with`: the acquisition's decision made at once (it is awaited at once).
             fn __aenter__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-                slf.get().state.acquire(slf.as_any(), None, None)
+                crate::acquire::enter(slf.py(), $owner(slf.clone().unbind()), 1, None)
             }
 
             /// `with limiter:` (threads): admits natively when it fits and nobody waits;
