@@ -1,10 +1,11 @@
-//! `Fifo`: the semaphore's wait queue, a doubly linked list threaded through a slab.
+//! `Fifo`: the wait queue of the semaphore and of the rate limiters (`waitq`), a doubly linked
+//! list threaded through a slab.
 //!
 //! Every entry lives in a slot of one `Vec`; the slots of the queued entries are linked in
 //! arrival order, and the free slots in a free list. So pushing at the back, popping at the
 //! front and removing any entry by its slot number are all O(1), with no allocation once the
 //! slab has grown to the longest queue seen (it is given back when a long queue drains).
-//! A queued request remembers its slot (the semaphore's ticket stores it), which is what
+//! A queued request remembers its slot (the tickets store it), which is what
 //! makes withdrawing it from anywhere in the queue O(1) instead of a search.
 
 /// No slot: the end of a list.

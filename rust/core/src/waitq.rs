@@ -4,9 +4,10 @@
 //! A waiting request holds a place in the queue, not a slot of time: nothing is taken from
 //! the limiter until the request is granted. Only the head of the queue is ever due; the
 //! waiter at the head sleeps until its cost fits and then calls [`WaitQueue::grant_due`],
-//! which grants every head that fits, in order. A request that gives up is removed in
-//! O(log n), wherever it stands, and the ones behind it move up: they are admitted when they
-//! would have been had it never queued, so no pattern of cancellations lowers the rate.
+//! which grants every head that fits, in order. A request that gives up is removed in O(1),
+//! wherever it stands (the queue is the semaphore's slab-backed [`Fifo`]; the ticket knows its
+//! slot), and the ones behind it move up: they are admitted when they would have been had it
+//! never queued, so no pattern of cancellations lowers the rate.
 //!
 //! While anyone waits, the limiter's immediate paths refuse (no barging past the queue), so
 //! the queue's figures (`queued_cost`, the head's due time) are exact.
@@ -15,9 +16,9 @@
 //! released. A waiter is woken when it is granted, and when it becomes the head (so that it
 //! starts timing its turn); a waker may therefore be called twice, and must be cheap to copy.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::queue::Fifo;
 use crate::sync::{AtomicU64, AtomicU8, Ordering};
 use crate::wakers::Wakers;
 
@@ -51,7 +52,10 @@ const NO_RECORD: u64 = u64::MAX;
 /// A waiting request, held by its waiter.
 #[derive(Debug)]
 pub struct RateTicket {
+    /// Arrival number: identifies the request (slots are reused).
     seq: u64,
+    /// Its slot in the queue while it waits (valid only while `Waiting`).
+    slot: AtomicU64,
     cost: u64,
     enqueued_ns: u64,
     stand: AtomicU8,
@@ -138,7 +142,7 @@ struct Entry<W> {
 
 /// The waiting requests of one limiter, in arrival order. Lives under the limiter's lock.
 pub struct WaitQueue<W> {
-    entries: BTreeMap<u64, Entry<W>>,
+    entries: Fifo<Entry<W>>,
     next_seq: u64,
     /// Sum of the costs of the entries.
     queued_cost: u64,
@@ -149,7 +153,7 @@ pub struct WaitQueue<W> {
 impl<W> Default for WaitQueue<W> {
     fn default() -> Self {
         Self {
-            entries: BTreeMap::new(),
+            entries: Fifo::new(),
             next_seq: 0,
             queued_cost: 0,
             told_head: None,
@@ -181,7 +185,7 @@ impl<W: Clone> WaitQueue<W> {
 
     /// When the oldest waiter was queued.
     pub fn oldest_enqueued_ns(&self) -> Option<u64> {
-        self.entries.values().next().map(|e| e.ticket.enqueued_ns)
+        self.entries.front().map(|e| e.ticket.enqueued_ns)
     }
 
     /// Queues `cost` behind everyone, if it can be admitted within `max_wait_ns`; the caller
@@ -213,18 +217,16 @@ impl<W: Clone> WaitQueue<W> {
         self.next_seq += 1;
         let ticket = Arc::new(RateTicket {
             seq,
+            slot: AtomicU64::new(self.entries.vacant() as u64),
             cost,
             enqueued_ns: now,
             stand: AtomicU8::new(Stand::Waiting as u8),
             record: AtomicU64::new(NO_RECORD),
         });
-        self.entries.insert(
-            seq,
-            Entry {
-                ticket: Arc::clone(&ticket),
-                waker,
-            },
-        );
+        self.entries.push_back(Entry {
+            ticket: Arc::clone(&ticket),
+            waker,
+        });
         self.queued_cost += cost;
         let head_due = if first {
             self.told_head = Some(seq);
@@ -239,12 +241,14 @@ impl<W: Clone> WaitQueue<W> {
     /// (if it changed) to time its turn. Returns the wakers to call.
     pub(crate) fn grant_due(&mut self, ledger: &mut impl Ledger, now: u64) -> Wakers<W> {
         let mut woken = Wakers::new();
-        while let Some(entry) = self.entries.first_entry() {
-            let cost = entry.get().ticket.cost;
+        while let Some(entry) = self.entries.front() {
+            let cost = entry.ticket.cost;
             if ledger.due(now, cost) > now {
                 break;
             }
-            let entry = entry.remove();
+            let Some(entry) = self.entries.pop_front() else {
+                break;
+            };
             let still_queued = !self.entries.is_empty();
             let record = ledger.admit(now, cost, still_queued);
             self.granted(entry, record, &mut woken);
@@ -264,7 +268,8 @@ impl<W: Clone> WaitQueue<W> {
     }
 
     fn tell_head(&mut self, woken: &mut Wakers<W>) {
-        if let Some((&seq, head)) = self.entries.first_key_value() {
+        if let Some(head) = self.entries.front() {
+            let seq = head.ticket.seq;
             if self.told_head != Some(seq) {
                 self.told_head = Some(seq);
                 woken.push(head.waker.clone());
@@ -282,8 +287,8 @@ impl<W: Clone> WaitQueue<W> {
         match ticket.stand() {
             Stand::Granted => Status::Granted,
             Stand::Withdrawn | Stand::Consumed => Status::Ended,
-            Stand::Waiting => match self.entries.first_key_value() {
-                Some((&seq, _)) if seq == ticket.seq => {
+            Stand::Waiting => match self.entries.front().map(|e| e.ticket.seq) {
+                Some(seq) if seq == ticket.seq => {
                     self.told_head = Some(seq);
                     Status::Head {
                         due_ns: ledger.due(now, ticket.cost),
@@ -319,7 +324,9 @@ impl<W: Clone> WaitQueue<W> {
         let mut woken = Wakers::new();
         let what = match ticket.stand() {
             Stand::Waiting => {
-                if let Some(entry) = self.entries.remove(&ticket.seq) {
+                // A waiting ticket is in its slot (it leaves it only by being settled).
+                let slot = ticket.slot.load(Ordering::Relaxed) as usize;
+                if let Some(entry) = self.entries.remove(slot) {
                     self.queued_cost -= entry.ticket.cost;
                     if self.told_head == Some(ticket.seq) {
                         self.told_head = None;
@@ -351,13 +358,15 @@ impl<W: Clone> WaitQueue<W> {
     /// Grants heads of the queue out of `credit` units of an unused grant, while they fit
     /// in it: the slot was taken from the limiter already, so they take it over.
     fn pass_on(&mut self, mut credit: u64, woken: &mut Wakers<W>) {
-        while let Some(entry) = self.entries.first_entry() {
-            let cost = entry.get().ticket.cost;
+        while let Some(entry) = self.entries.front() {
+            let cost = entry.ticket.cost;
             if cost > credit {
                 break;
             }
             credit -= cost;
-            let entry = entry.remove();
+            let Some(entry) = self.entries.pop_front() else {
+                break;
+            };
             self.granted(entry, NO_RECORD, woken);
         }
     }
@@ -365,7 +374,7 @@ impl<W: Clone> WaitQueue<W> {
     /// Removes every waiter without waking it (their tickets read `Withdrawn`); returns how
     /// many and their wakers, for tearing down a limiter that is being collected.
     pub(crate) fn abandon(&mut self, ledger: &mut impl Ledger) -> (u64, Wakers<W>) {
-        let entries = std::mem::take(&mut self.entries);
+        let entries = self.entries.drain();
         self.queued_cost = 0;
         self.told_head = None;
         if !entries.is_empty() {
@@ -373,7 +382,7 @@ impl<W: Clone> WaitQueue<W> {
         }
         let n = entries.len() as u64;
         let wakers = entries
-            .into_values()
+            .into_iter()
             .map(|e| {
                 e.ticket.settle(Stand::Withdrawn);
                 e.waker
@@ -384,6 +393,6 @@ impl<W: Clone> WaitQueue<W> {
 
     /// Calls `f` on every queued waker (a garbage collector's traversal).
     pub fn visit(&self, mut f: impl FnMut(&W)) {
-        self.entries.values().for_each(|e| f(&e.waker));
+        self.entries.iter().for_each(|e| f(&e.waker));
     }
 }
