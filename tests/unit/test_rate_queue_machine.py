@@ -136,12 +136,15 @@ class QueueModel:
                 return False
             self.lim.tat -= cost * self.lim.T
             return True
+        # The grant's units at its timestamp leave the log (entries of one instant are one).
+        left = cost
         log = self.lim.log
         for i, (ts, c) in enumerate(log):
-            if ts == record and c >= cost:
-                log[i] = (ts, c - cost)
-                return True
-        return True  # left the window already: nothing holds it
+            if ts == record and left:
+                take = min(c, left)
+                log[i] = (ts, c - take)
+                left -= take
+        return True  # or it left the window already: nothing holds it
 
     def status(self, ident: int, now: int) -> tuple[str, int]:
         stand = self.outcome[ident]

@@ -691,6 +691,9 @@ mod tests {
         // The bucket is exactly as drained as if A had never queued.
         assert!(!b.peek(2 * S, 1).unwrap().allowed);
         assert_eq!(b.peek(2 * S, 1).unwrap().retry_after_ns, S);
+        // Nobody waits any more: the immediate paths work again (the queued flag is clear).
+        assert_eq!(b.waiting(), 0);
+        assert_eq!(b.try_acquire(3 * S, 1), Ok(true));
     }
 
     #[test]

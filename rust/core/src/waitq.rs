@@ -343,7 +343,7 @@ impl<W: Clone> WaitQueue<W> {
                 let record = ticket.record.load(Ordering::Relaxed);
                 let exact = record != NO_RECORD && ledger.give_back(now, ticket.cost, record);
                 if !exact {
-                    self.pass_on(ticket.cost, &mut woken);
+                    self.pass_on(ledger, ticket.cost, &mut woken);
                 }
                 Withdrawal::GaveBack
             }
@@ -357,7 +357,7 @@ impl<W: Clone> WaitQueue<W> {
 
     /// Grants heads of the queue out of `credit` units of an unused grant, while they fit
     /// in it: the slot was taken from the limiter already, so they take it over.
-    fn pass_on(&mut self, mut credit: u64, woken: &mut Wakers<W>) {
+    fn pass_on(&mut self, ledger: &mut impl Ledger, mut credit: u64, woken: &mut Wakers<W>) {
         while let Some(entry) = self.entries.front() {
             let cost = entry.ticket.cost;
             if cost > credit {
@@ -368,6 +368,10 @@ impl<W: Clone> WaitQueue<W> {
                 break;
             };
             self.granted(entry, NO_RECORD, woken);
+            if self.entries.is_empty() {
+                // Nobody waits any more: the immediate paths may admit again.
+                ledger.set_queued(false);
+            }
         }
     }
 
