@@ -9,6 +9,7 @@ are exact and independent of the machine's load.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import sys
 import threading
@@ -321,3 +322,50 @@ def test_a_reload_with_waiters_queued_is_never_a_free_burst(virtual: Any) -> Non
         assert len(in_window) >= 45, "the limit still admits at its rate"
 
     virtual.run(main)
+
+
+# ---------------------------------------------------------------------------------------------
+# 10, 12, 16. Timeouts without limit, an explicit None, blocking inside a running loop
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("timeout", [math.inf, 1e10, 2**63, "200000d"])
+def test_an_infinite_or_huge_timeout_waits_without_limit(timeout: Any) -> None:
+    bucket = adm.TokenBucket(rate=50, burst=1)  # one token per 20 ms, on the real clock
+    assert bucket.try_acquire()
+    bucket.acquire_blocking(timeout=timeout)  # waits ~20 ms, no OverflowError
+    stats = bucket.stats()
+    assert (stats.admitted, stats.cancelled, stats.timed_out) == (2, 0, 0)
+
+
+def test_an_explicit_none_cost_is_refused() -> None:
+    bucket = adm.TokenBucket(rate=2, burst=2)
+    window = adm.SlidingWindow(2, 60.0)
+    for lim in (bucket, window):
+        calls = [
+            lambda: lim.try_acquire(None),  # type: ignore[arg-type]
+            lambda: lim.try_acquire(cost=None),  # type: ignore[arg-type]
+            lambda: lim.peek(None),  # type: ignore[arg-type]
+            lambda: lim.acquire(None),  # type: ignore[arg-type]
+        ]
+        for call in calls:
+            with pytest.raises(TypeError, match=r"cost must be an integer, got None"):
+                call()
+        assert lim.stats().attempts == 0
+        assert lim.try_acquire()  # omitted: the default, a cost of 1
+
+
+def test_a_blocking_wait_in_a_running_loops_thread_is_refused() -> None:
+    bucket = adm.TokenBucket(rate=1, per=3600.0, burst=1)
+
+    async def main() -> None:
+        with bucket:  # free: admitted at once, allowed
+            pass
+        with pytest.raises(RuntimeError, match="would block the running event loop"):
+            with bucket:
+                pass  # pragma: no cover - the failure mode
+        with pytest.raises(RuntimeError, match="async with"):
+            adm.all_of(bucket).acquire_blocking()
+
+    asyncio.run(main())
+    assert bucket.waiting == 0
