@@ -342,15 +342,11 @@ def test_an_explicit_none_cost_is_refused() -> None:
     bucket = adm.TokenBucket(rate=2, burst=2)
     window = adm.SlidingWindow(2, 60.0)
     for lim in (bucket, window):
-        calls = [
-            lambda: lim.try_acquire(None),  # type: ignore[arg-type]
-            lambda: lim.try_acquire(cost=None),  # type: ignore[arg-type]
-            lambda: lim.peek(None),  # type: ignore[arg-type]
-            lambda: lim.acquire(None),  # type: ignore[arg-type]
-        ]
-        for call in calls:
+        for call in (lim.try_acquire, lim.peek, lim.acquire):
             with pytest.raises(TypeError, match=r"cost must be an integer, got None"):
-                call()
+                call(None)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"cost must be an integer, got None"):
+            lim.try_acquire(cost=None)  # type: ignore[arg-type]
         assert lim.stats().attempts == 0
         assert lim.try_acquire()  # omitted: the default, a cost of 1
 
@@ -361,9 +357,8 @@ def test_a_blocking_wait_in_a_running_loops_thread_is_refused() -> None:
     async def main() -> None:
         with bucket:  # free: admitted at once, allowed
             pass
-        with pytest.raises(RuntimeError, match="would block the running event loop"):
-            with bucket:
-                pass  # pragma: no cover - the failure mode
+        with pytest.raises(RuntimeError, match="would block the running event loop"), bucket:
+            pass  # pragma: no cover - the failure mode
         with pytest.raises(RuntimeError, match="async with"):
             adm.all_of(bucket).acquire_blocking()
 
