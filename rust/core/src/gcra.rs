@@ -451,8 +451,7 @@ impl<W: Clone> Gcra<W> {
     pub fn consume(&self, ticket: &RateTicket, waited_ns: u64) -> bool {
         let taken = self.lock().consume(ticket);
         if taken {
-            self.waits
-                .observe_admission(waited_ns, || self.counters.admitted(ticket.cost()));
+            self.commit(ticket.cost(), Some(waited_ns));
         }
         taken
     }

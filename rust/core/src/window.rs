@@ -414,8 +414,7 @@ impl<W: Clone> SlidingWindow<W> {
     pub fn consume(&self, ticket: &RateTicket, waited_ns: u64) -> bool {
         let taken = self.lock().queue.consume(ticket);
         if taken {
-            self.waits
-                .observe_admission(waited_ns, || self.counters.admitted(ticket.cost()));
+            self.commit(ticket.cost(), Some(waited_ns));
         }
         taken
     }
