@@ -23,6 +23,7 @@ from collections.abc import Generator, Sequence
 from typing import Any, Protocol
 
 from admission import _native
+from admission._waiting import on_trio as on_trio_thread
 from admission._waiting import running_loop
 from admission.errors import AcquireTimeout
 
@@ -34,6 +35,7 @@ __all__ = [
     "consume",
     "give_up",
     "on_trio",
+    "refuse_blocking_in_a_loop",
     "wait_async",
     "wait_blocking",
 ]
@@ -292,17 +294,26 @@ async def _wait_async(waits: Waits, timeout: float | None, wake: _AsyncioWake | 
             await wake.wait(seconds)
 
 
+def refuse_blocking_in_a_loop(limiters: Sequence[_Limiter]) -> None:
+    """Raises `RuntimeError` (counted as rejected in each limiter) in the thread of a running
+    event loop (asyncio or trio), which a blocking wait would stall with every task on it;
+    unless every limiter runs on virtual time (a manual clock: the wait passes at once).
+    Called when the request would have to wait."""
+    if running_loop() is None and not on_trio_thread():
+        return
+    if all(limiter.clock is not None for limiter in limiters):
+        return
+    for limiter in limiters:
+        limiter._count("rejected")
+    raise RuntimeError(
+        "admission: a blocking acquire (`with limiter:` or `acquire_blocking`) would block "
+        "the running event loop: use `async with limiter:` or `await limiter.acquire()`"
+    )
+
+
 def wait_blocking(waits: Waits, taken: Taken, timeout: float | None, wake: ThreadWake) -> None:
-    """Waits in this thread until every ticket is granted, like `wait_async`. Refuses to
-    block a thread that runs an event loop (it would stall every task on it), unless every
-    limiter runs on virtual time (a manual clock: the wait passes at once)."""
+    """Waits in this thread until every ticket is granted, like `wait_async`."""
     try:
-        if running_loop() is not None and _manual_clocks(waits) is None:
-            raise RuntimeError(
-                "admission: a blocking acquire (`with limiter:` or `acquire_blocking`) would "
-                "block the running event loop: use `async with limiter:` or "
-                "`await limiter.acquire()`"
-            )
         for seconds in _steps(waits, timeout, wake, time.monotonic):
             if seconds != 0:
                 wake.wait(seconds)

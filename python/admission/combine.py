@@ -128,6 +128,7 @@ class AllOf(_native.AllOf):
         timeout = timeout_seconds(timeout)
         if self._try_take(costs_):
             return
+        _rate_wait.refuse_blocking_in_a_loop(self.limiters)
         start = time.monotonic()
         wake = _rate_wait.ThreadWake()
         waits, taken = self._enqueue_all(costs_, timeout, wake)

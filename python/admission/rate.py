@@ -56,6 +56,7 @@ def _acquire_blocking(limiter: _Reservable, cost: int, timeout: float | None) ->
     timeout = timeout_seconds(timeout)
     if limiter._try_take(cost):
         return
+    _rate_wait.refuse_blocking_in_a_loop((limiter,))
     wake = _rate_wait.ThreadWake()
     ticket = limiter._enqueue(cost, timeout, wake)
     if ticket is not None:

@@ -351,7 +351,8 @@ def test_an_explicit_none_cost_is_refused() -> None:
         assert lim.try_acquire()  # omitted: the default, a cost of 1
 
 
-def test_a_blocking_wait_in_a_running_loops_thread_is_refused() -> None:
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_blocking_wait_in_a_running_loops_thread_is_refused(backend: str) -> None:
     bucket = adm.TokenBucket(rate=1, per=3600.0, burst=1)
 
     async def main() -> None:
@@ -362,5 +363,12 @@ def test_a_blocking_wait_in_a_running_loops_thread_is_refused() -> None:
         with pytest.raises(RuntimeError, match="async with"):
             adm.all_of(bucket).acquire_blocking()
 
-    asyncio.run(main())
-    assert bucket.waiting == 0
+    if backend == "trio":
+        import trio
+
+        trio.run(main)
+    else:
+        asyncio.run(main())
+    stats = bucket.stats()
+    # Refused before queueing: counted as rejected, nothing waits.
+    assert (stats.admitted, stats.rejected, stats.waiting) == (1, 2, 0)
