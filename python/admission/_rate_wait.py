@@ -42,11 +42,15 @@ __all__ = [
 
 # A timeout this long (about 31 years) or longer is no limit: timers refuse such values.
 _FOREVER = 1e9
+# One nanosecond, the clocks' tick: float seconds closer than this are the same instant.
+_NS = 1e-9
 
 
 class _Limiter(Protocol):
     @property
     def clock(self) -> _native.ManualClock | None: ...
+    @property
+    def _clock_kind(self) -> str: ...
     def _status(self, ticket: _native.RateTicket) -> tuple[str, float]: ...
     def _poll(self) -> None: ...
     def _withdraw(self, ticket: _native.RateTicket, timed_out: bool = False) -> str: ...
@@ -86,9 +90,17 @@ def _steps(
     waits: Waits, timeout: float | None, wake: _Wake, now: Any
 ) -> Generator[float | None, None, None]:
     """Yields how long to wait (None: until woken; 0: a checkpoint) until every ticket is
-    granted; raises `_TimedOut` at the deadline. ``now()`` is the clock the waits sleep on."""
+    granted; raises `_TimedOut` at the deadline. ``now()`` is the clock the waits sleep on
+    (the loop's); the deadline is kept on the limiters' own clock when they all read the
+    process's monotonic clock (a real-clock limiter under a virtual loop is timed in real
+    time, like its decisions)."""
     manual = _manual_clocks(waits)
-    clock_now = manual[0].now if manual else now
+    if manual:
+        clock_now = manual[0].now
+    elif all(limiter._clock_kind == "monotonic" for limiter, _ in waits):
+        clock_now = time.monotonic
+    else:
+        clock_now = now
     deadline = None if timeout is None or timeout >= _FOREVER else clock_now() + timeout
     while True:
         wake.arm()  # before reading the stands: a wake from now on is not lost
@@ -103,17 +115,26 @@ def _steps(
             pending = True
             if stand == "head":
                 head_due = due_in if head_due is None else min(head_due, due_in)
-        if not pending:
-            return
         left = None if deadline is None else deadline - clock_now()
+        if not pending:
+            # On virtual time another waiter may have moved the clock past this one's
+            # deadline before granting it: a real wait would have given up by then.
+            if manual and left is not None and left < -_NS:
+                raise _TimedOut
+            return
         if left is not None and left <= 0:
             raise _TimedOut
         if head_due is not None and manual:
-            # Virtual time: the turn comes at once, so tests never hang or sleep.
-            if head_due > 0:
+            # Virtual time: the turn comes at once, so tests never hang or sleep; but not
+            # past the deadline (then the next look times out, as a real wait would).
+            # (float seconds: within a tick of the deadline is on time)
+            due = left is None or head_due <= left + _NS
+            step = head_due if left is None or due else left
+            if step > 0:
                 for clock in manual:
-                    clock.advance(head_due)
-            _poll(waits)
+                    clock.advance(step)
+            if due:
+                _poll(waits)
             yield 0
             continue
         if head_due is not None and (left is None or head_due <= left):
@@ -139,12 +160,23 @@ def give_up(waits: Waits, taken: Taken, timed_out: bool, counted: bool = True) -
     """Withdraws every ticket and undoes every immediate admission held, each counted once
     in its limiter as timed out or cancelled (the admissions only if ``counted``). Grants
     not used yet go back."""
+    # Each one is given up even if another raises (a LoopClock read outside its loop): the
+    # first error is raised at the end, after nothing is held any more.
+    errors: list[BaseException] = []
     for limiter, ticket in waits:
-        limiter._withdraw(ticket, timed_out)
+        try:
+            limiter._withdraw(ticket, timed_out)
+        except Exception as exc:
+            errors.append(exc)
     for limiter, cost, (record, at) in taken:
-        limiter._untake(cost, record, at)
+        try:
+            limiter._untake(cost, record, at)
+        except Exception as exc:
+            errors.append(exc)
         if counted:
             limiter._count("timed_out" if timed_out else "cancelled")
+    if errors:
+        raise errors[0]
 
 
 class _AsyncioWake:
@@ -166,11 +198,13 @@ class _AsyncioWake:
             future.set_result(None)
 
     def __call__(self) -> None:
-        if threading.get_ident() == self._thread:
-            self._set()
-            return
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to wake
-            self._loop.call_soon_threadsafe(self._set)
+        # Never raises into the request that happens to wake this one: a closed loop has
+        # nobody left to wake.
+        with contextlib.suppress(RuntimeError):
+            if threading.get_ident() == self._thread:
+                self._set()
+            else:
+                self._loop.call_soon_threadsafe(self._set)
 
     async def wait(self, seconds: float | None) -> None:
         future = self._future

@@ -372,3 +372,21 @@ def test_a_blocking_wait_in_a_running_loops_thread_is_refused(backend: str) -> N
     stats = bucket.stats()
     # Refused before queueing: counted as rejected, nothing waits.
     assert (stats.admitted, stats.rejected, stats.waiting) == (1, 2, 0)
+
+
+def test_a_real_clock_limiter_under_a_virtual_loop_is_timed_in_real_time() -> None:
+    """Review finding: the deadline of a limiter on the real clock was judged on the loop's
+    virtual time, so under trio's autojump clock `acquire(timeout=1)` needing 50 ms failed at
+    once. Its decisions and its deadline now use the same (real) clock."""
+    import trio
+    import trio.testing
+
+    bucket = adm.TokenBucket(rate=20, burst=1)  # real clock: one token per 50 ms
+    assert bucket.try_acquire()
+
+    async def main() -> None:
+        await bucket.acquire(timeout=1.0)
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    stats = bucket.stats()
+    assert (stats.admitted, stats.timed_out) == (2, 0)

@@ -10,7 +10,8 @@ admissions-only state of `GcraModel` / `WindowModel` from `reference.py`:
 - only the head is ever granted, when it fits; heads are granted in order;
 - a waiting request that leaves is removed, and those behind move up;
 - a grant given up before use goes back: exactly to the limiter if nothing was admitted since
-  (token bucket) or always (sliding window: it leaves the log), else to the waiters behind;
+  or the bucket still owed more than the time since (token bucket), else less that time; on
+  a sliding window always exactly (it leaves the log); then the heads that fit are granted;
 - counters count each request once, by its outcome; admitted only when taken.
 """
 
@@ -42,9 +43,11 @@ class QueueModel:
     def __init__(self, limiter: GcraModel | WindowModel) -> None:
         self.lim = limiter
         self.queue: list[tuple[int, int]] = []  # (ident, cost), head first
-        self.granted: dict[int, tuple[int, int]] = {}  # ident -> (cost, record)
+        self.granted: dict[int, tuple[int, int, int]] = {}  # ident -> (cost, record, at)
         self.outcome: dict[int, str] = {}
         self.woken: list[int] = []
+        # Every admission that was used, at the time it was made: (time, cost).
+        self.admissions: list[tuple[int, int]] = []
 
     @property
     def is_bucket(self) -> bool:
@@ -79,6 +82,7 @@ class QueueModel:
         if not self.queue and self.fits(now, cost):
             self.admit(now, cost)
             self.lim.counters.admit(cost)
+            self.admissions.append((now, cost))
             self.outcome[ident] = "admitted"
             return "admitted"
         if max_wait is not None and self.due_after(now, cost) - now > max_wait:
@@ -92,14 +96,15 @@ class QueueModel:
     def poll(self, now: int) -> None:
         while self.queue and self.fits(now, self.queue[0][1]):
             ident, cost = self.queue.pop(0)
-            self.granted[ident] = (cost, self.admit(now, cost))
+            self.granted[ident] = (cost, self.admit(now, cost), now)
             self.outcome[ident] = "granted"
 
     def take(self, ident: int) -> bool:
         if self.outcome.get(ident) != "granted":
             return False
-        cost, _ = self.granted.pop(ident)
+        cost, _, at = self.granted.pop(ident)
         self.lim.counters.admit(cost)
+        self.admissions.append((at, cost))
         self.outcome[ident] = "consumed"
         return True
 
@@ -109,14 +114,8 @@ class QueueModel:
             self.queue = [q for q in self.queue if q[0] != ident]
             what = "removed"
         elif stand == "granted":
-            cost, record = self.granted.pop(ident)
-            if not self.give_back(now, cost, record):
-                credit = cost
-                while self.queue and self.queue[0][1] <= credit:
-                    head, c = self.queue.pop(0)
-                    credit -= c
-                    self.granted[head] = (c, -1)  # passed on: no exact give-back
-                    self.outcome[head] = "granted"
+            cost, record, at = self.granted.pop(ident)
+            self.give_back(now, cost, record, at)
             what = "gave_back"
         else:
             return "ended"
@@ -128,14 +127,13 @@ class QueueModel:
         self.poll(now)
         return what
 
-    def give_back(self, now: int, cost: int, record: int) -> bool:
-        if record < 0:
-            return False
+    def give_back(self, now: int, cost: int, record: int, at: int) -> None:
         if isinstance(self.lim, GcraModel):
-            if self.lim.tat != record:
-                return False
-            self.lim.tat -= cost * self.lim.T
-            return True
+            increment = cost * self.lim.T
+            exact = self.lim.tat == record or record - increment >= now
+            back = increment if exact else max(0, increment - (now - at))
+            self.lim.tat -= min(back, self.lim.tat)
+            return
         # The grant's units at its timestamp leave the log (entries of one instant are one).
         left = cost
         log = self.lim.log
@@ -144,7 +142,7 @@ class QueueModel:
                 take = min(c, left)
                 log[i] = (ts, c - take)
                 left -= take
-        return True  # or it left the window already: nothing holds it
+        # (or it left the window already: nothing holds it)
 
     def status(self, ident: int, now: int) -> tuple[str, int]:
         stand = self.outcome[ident]
@@ -239,6 +237,7 @@ class RateQueueMachine(RuleBasedStateMachine):
         if want:
             self.model.admit(self.now, cost)
             self.model.lim.counters.admit(cost)
+            self.model.admissions.append((self.now, cost))
         else:
             self.model.lim.counters.rejected += 1
         assert self.lim.try_acquire(cost) is want
@@ -271,6 +270,23 @@ class RateQueueMachine(RuleBasedStateMachine):
             return
         assert self.lim._counters() == self.model.lim.counters.as_tuple()
         assert self.lim.waiting == len(self.model.queue)
+
+    @invariant()
+    def the_limit_holds_over_every_interval(self) -> None:
+        """What was used never exceeds the limit: a bucket's burst plus one unit per T over
+        any interval, a window's limit in any window (grants given up do not count)."""
+        if self.model is None:
+            return
+        lim = self.model.lim
+        used = sorted(self.model.admissions)
+        for i, (start, _) in enumerate(used):
+            total = 0
+            for when, cost in used[i:]:
+                total += cost
+                if isinstance(lim, GcraModel):
+                    assert total * lim.T <= lim.capacity_ns + (when - start), used
+                elif when - start < lim.window_ns:
+                    assert total <= lim.limit, used
 
     @invariant()
     def decisions_match(self) -> None:

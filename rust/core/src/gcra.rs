@@ -126,22 +126,30 @@ impl Ledger for BucketLedger<'_> {
         self.update(|tat| tat.max(now) + increment, still_queued)
     }
 
-    fn give_back(&mut self, _now: u64, cost: u64, record: u64) -> bool {
-        // Exact only if nothing was admitted since (`tat` is still what this grant left):
-        // with later admissions in between, undoing it could hand out time they were given.
-        let word = self.tat.load(Ordering::Acquire);
-        if word & !QUEUED != record {
-            return false;
+    fn give_back(&mut self, now: u64, cost: u64, record: u64, admitted_at: u64) {
+        // Exact when nothing was admitted since (`tat` is still what this admission left), or
+        // when the bucket owed more than the time that has passed since (no admission in
+        // between could have found it full without this one). Otherwise the time since is
+        // kept as spent: never more is given back than this admission could have cost anyone.
+        let increment = cost * self.emission_ns;
+        let before = record - increment;
+        let mut word = self.tat.load(Ordering::Acquire);
+        loop {
+            let tat = word & !QUEUED;
+            let back = if tat == record || before >= now {
+                increment
+            } else {
+                increment.saturating_sub(now.saturating_sub(admitted_at))
+            };
+            let next = (tat - back.min(tat)) | (word & QUEUED);
+            match self
+                .tat
+                .compare_exchange_weak(word, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return,
+                Err(actual) => word = actual,
+            }
         }
-        let back = record - cost * self.emission_ns;
-        self.tat
-            .compare_exchange(
-                word,
-                back | (word & QUEUED),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_ok()
     }
 
     fn set_queued(&mut self, queued: bool) {
@@ -281,38 +289,20 @@ impl<W: Clone> Gcra<W> {
         }
     }
 
-    /// Undoes a [`Gcra::take`] of `cost` made at `taken_at` that left `record`, at `now`;
-    /// returns the wakers of waiters that can go now.
-    ///
-    /// Exact when nothing was admitted since, or when the bucket owed more than the time that
-    /// has passed (no later admission could have found it full without this one). Otherwise
-    /// the time since the take is kept as spent: the bucket never gives back more than this
-    /// take could have cost anyone.
+    /// Undoes a [`Gcra::take`] of `cost` made at `taken_at` that left `record`, at `now`
+    /// (as exactly as that can be done: see `give_back`); returns the wakers of waiters that
+    /// can go now.
     pub fn untake(&self, taken_at: u64, now: u64, cost: u64, record: u64) -> Wakers<W> {
-        let increment = cost * self.emission_ns;
-        let before = record - increment;
-        let mut word = self.tat.load(Ordering::Acquire);
-        loop {
-            let tat = word & !QUEUED;
-            let back = if tat == record || before >= now {
-                increment
-            } else {
-                increment.saturating_sub(now.saturating_sub(taken_at))
-            };
-            let next = (tat - back.min(tat)) | (word & QUEUED);
-            match self
-                .tat
-                .compare_exchange_weak(word, next, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => break,
-                Err(actual) => word = actual,
-            }
+        let mut queue = self.lock();
+        let mut ledger = self.ledger();
+        ledger.give_back(now, cost, record, taken_at);
+        if queue.is_empty() {
+            return Wakers::new();
         }
-        if word & QUEUED != 0 {
-            self.poll(now)
-        } else {
-            Wakers::new()
-        }
+        queue.retell();
+        let woken = queue.grant_due(&mut ledger, now);
+        self.note_waiting(&queue);
+        woken
     }
 
     /// Counts an admission made with [`Gcra::take`], and its wait if it waited.
@@ -693,6 +683,38 @@ mod tests {
         // Nobody waits any more: the immediate paths work again (the queued flag is clear).
         assert_eq!(b.waiting(), 0);
         assert_eq!(b.try_acquire(3 * S, 1), Ok(true));
+    }
+
+    #[test]
+    fn a_stale_grant_given_up_never_lets_the_bucket_exceed_its_burst() {
+        // Review finding: a grant held unused for a long time (an all_of waiting for its
+        // other limiter) and given up after the bucket refilled and was used again must not
+        // hand a slot on beyond the burst.
+        let b = B::new(1.0, 1.0, 2).unwrap();
+        assert_eq!(b.try_acquire(0, 2), Ok(true));
+        let (g, _) = queued(b.enqueue(0, 1, u64::MAX, 1, true));
+        assert_eq!(woken(b.poll(S)), vec![1]); // granted at 1 s, never used
+        assert_eq!(b.try_acquire(100 * S, 2), Ok(true)); // refilled, used again at 100 s
+        let (c, _) = queued(b.enqueue(100 * S, 1, u64::MAX, 2, true));
+        let (what, w) = b.withdraw(&g, 100 * S, Refusal::Cancelled);
+        assert_eq!(what, Withdrawal::GaveBack);
+        assert_eq!(woken(w), vec![2], "the head is told again, not granted");
+        assert_eq!(b.status(&c, 100 * S), Status::Head { due_ns: 101 * S });
+    }
+
+    #[test]
+    fn a_grant_given_back_tells_the_head_its_earlier_turn() {
+        // Review finding: room given back makes the head due sooner; its waiter must hear.
+        let b = B::new(1.0, 1.0, 2).unwrap();
+        assert_eq!(b.try_acquire(0, 2), Ok(true));
+        let (g, _) = queued(b.enqueue(0, 1, u64::MAX, 1, true));
+        assert_eq!(woken(b.poll(S)), vec![1]); // G granted at 1 s (tat 3 s)
+        let (h, due) = queued(b.enqueue(S, 2, u64::MAX, 2, true));
+        assert_eq!(due, Some(3 * S));
+        // G gives up at once: given back exactly, H's turn moves to 2 s; it is told again.
+        let (_, w) = b.withdraw(&g, S, Refusal::Cancelled);
+        assert_eq!(woken(w), vec![2]);
+        assert_eq!(b.status(&h, S), Status::Head { due_ns: 2 * S });
     }
 
     #[test]

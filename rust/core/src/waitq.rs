@@ -46,9 +46,6 @@ impl Stand {
     }
 }
 
-/// No exact give-back is possible for this grant (it was passed on from another one).
-const NO_RECORD: u64 = u64::MAX;
-
 /// A waiting request, held by its waiter.
 #[derive(Debug)]
 pub struct RateTicket {
@@ -59,9 +56,10 @@ pub struct RateTicket {
     cost: u64,
     enqueued_ns: u64,
     stand: AtomicU8,
-    /// What the limiter noted when it granted this request, to take the grant back exactly if
-    /// the waiter gives up before using it. Only touched under the limiter's lock.
+    /// What the limiter noted when it granted this request, and when: to give the grant back
+    /// if the waiter gives up before using it. Only touched under the limiter's lock.
     record: AtomicU64,
+    granted_at: AtomicU64,
 }
 
 impl RateTicket {
@@ -129,8 +127,10 @@ pub(crate) trait Ledger {
     fn due_after(&mut self, now: u64, ahead: u64, cost: u64) -> (u64, bool);
     /// Admits `cost` at `now` (it fits); returns what `give_back` needs to undo it.
     fn admit(&mut self, now: u64, cost: u64, still_queued: bool) -> u64;
-    /// Undoes the admission noted as `record` if that can be done exactly; false otherwise.
-    fn give_back(&mut self, now: u64, cost: u64, record: u64) -> bool;
+    /// Gives back, at `now`, an admission of `cost` made at `admitted_at` and noted as
+    /// `record`: all of it if that is exact, else never more than no later admission could
+    /// have been refused for (the limiter runs below its rate for the rest, never above).
+    fn give_back(&mut self, now: u64, cost: u64, record: u64, admitted_at: u64);
     /// Tells the immediate paths whether anyone waits (they refuse while someone does).
     fn set_queued(&mut self, queued: bool);
 }
@@ -221,7 +221,8 @@ impl<W: Clone> WaitQueue<W> {
             cost,
             enqueued_ns: now,
             stand: AtomicU8::new(Stand::Waiting as u8),
-            record: AtomicU64::new(NO_RECORD),
+            record: AtomicU64::new(0),
+            granted_at: AtomicU64::new(0),
         });
         self.entries.push_back(Entry {
             ticket: Arc::clone(&ticket),
@@ -251,18 +252,19 @@ impl<W: Clone> WaitQueue<W> {
             };
             let still_queued = !self.entries.is_empty();
             let record = ledger.admit(now, cost, still_queued);
-            self.granted(entry, record, &mut woken);
+            self.granted(entry, record, now, &mut woken);
         }
         self.tell_head(&mut woken);
         woken
     }
 
-    fn granted(&mut self, entry: Entry<W>, record: u64, woken: &mut Wakers<W>) {
+    fn granted(&mut self, entry: Entry<W>, record: u64, now: u64, woken: &mut Wakers<W>) {
         self.queued_cost -= entry.ticket.cost;
         if self.told_head == Some(entry.ticket.seq) {
             self.told_head = None;
         }
         entry.ticket.record.store(record, Ordering::Relaxed);
+        entry.ticket.granted_at.store(now, Ordering::Relaxed);
         entry.ticket.settle(Stand::Granted);
         woken.push(entry.waker);
     }
@@ -311,10 +313,8 @@ impl<W: Clone> WaitQueue<W> {
     }
 
     /// Withdraws a request whose waiter gave up, wherever it stands. A grant it had not
-    /// used yet goes back: exactly to the limiter if the limiter can undo it, else to the
-    /// waiters behind (the slot is theirs, granted at once), else it stays spent (the limiter
-    /// runs below its rate for that slot, never above it). Returns what happened and the
-    /// wakers to call.
+    /// used yet goes back to the limiter (see [`Ledger::give_back`]), and the waiters behind
+    /// get what fits now. Returns what happened and the wakers to call.
     pub(crate) fn withdraw(
         &mut self,
         ledger: &mut impl Ledger,
@@ -341,10 +341,10 @@ impl<W: Clone> WaitQueue<W> {
             Stand::Granted => {
                 ticket.settle(Stand::Withdrawn);
                 let record = ticket.record.load(Ordering::Relaxed);
-                let exact = record != NO_RECORD && ledger.give_back(now, ticket.cost, record);
-                if !exact {
-                    self.pass_on(ledger, ticket.cost, &mut woken);
-                }
+                let granted_at = ticket.granted_at.load(Ordering::Relaxed);
+                ledger.give_back(now, ticket.cost, record, granted_at);
+                // The head may be due sooner now: tell it again.
+                self.retell();
                 Withdrawal::GaveBack
             }
             ended => return (Withdrawal::AlreadyEnded(ended), woken),
@@ -355,24 +355,10 @@ impl<W: Clone> WaitQueue<W> {
         (what, woken)
     }
 
-    /// Grants heads of the queue out of `credit` units of an unused grant, while they fit
-    /// in it: the slot was taken from the limiter already, so they take it over.
-    fn pass_on(&mut self, ledger: &mut impl Ledger, mut credit: u64, woken: &mut Wakers<W>) {
-        while let Some(entry) = self.entries.front() {
-            let cost = entry.ticket.cost;
-            if cost > credit {
-                break;
-            }
-            credit -= cost;
-            let Some(entry) = self.entries.pop_front() else {
-                break;
-            };
-            self.granted(entry, NO_RECORD, woken);
-            if self.entries.is_empty() {
-                // Nobody waits any more: the immediate paths may admit again.
-                ledger.set_queued(false);
-            }
-        }
+    /// Makes the next `grant_due` tell the head again (room was given back: it may be due
+    /// sooner than it was told).
+    pub(crate) fn retell(&mut self) {
+        self.told_head = None;
     }
 
     /// Removes every waiter without waking it (their tickets read `Withdrawn`); returns how

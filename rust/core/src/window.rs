@@ -143,11 +143,11 @@ impl Ledger for WindowLedger<'_> {
         now
     }
 
-    fn give_back(&mut self, now: u64, cost: u64, record: u64) -> bool {
+    fn give_back(&mut self, now: u64, cost: u64, record: u64, _admitted_at: u64) {
         // Exact: the admission is one entry of the log. Evicted already, it no longer counts
         // against anyone: nothing to give back.
         self.log.evict(now, self.window_ns);
-        self.log.remove(record, cost) || record.saturating_add(self.window_ns) <= now
+        self.log.remove(record, cost);
     }
 
     fn set_queued(&mut self, _queued: bool) {
@@ -301,6 +301,7 @@ impl<W: Clone> SlidingWindow<W> {
     pub fn untake(&self, _taken_at: u64, now: u64, cost: u64, record: u64) -> Wakers<W> {
         self.with_queue(|queue, ledger| {
             ledger.log.remove(record, cost);
+            queue.retell(); // the head may be due sooner now
             queue.grant_due(ledger, now)
         })
     }

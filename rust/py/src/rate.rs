@@ -290,6 +290,14 @@ impl<L: RateLimit<PyWaker>> RateState<L> {
         self.name.as_deref()
     }
 
+    pub fn clock_kind(&self) -> &'static str {
+        match self.clock {
+            Clock::Monotonic => "monotonic",
+            Clock::Manual(_) => "manual",
+            Clock::Loop(_) => "loop",
+        }
+    }
+
     pub fn clock(&self, py: Python<'_>) -> Option<Py<ManualClock>> {
         self.clock_obj.as_ref().map(|c| c.clone_ref(py))
     }
@@ -500,6 +508,12 @@ macro_rules! rate_limiter_pymethods {
             #[getter]
             fn clock(&self, py: Python<'_>) -> Option<Py<ManualClock>> {
                 self.state.clock(py)
+            }
+
+            /// `"monotonic"`, `"manual"` or `"loop"`: the clock the limiter decides on.
+            #[getter]
+            fn _clock_kind(&self) -> &'static str {
+                self.state.clock_kind()
             }
         }
 
