@@ -26,6 +26,7 @@ from admission.errors import (
     CapacityError,
     Closed,
     ConfigError,
+    PortInUseError,
     RateLimited,
     UnknownLimit,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "PoolStats",
     "PoolTimeout",
     "PoolUnavailable",
+    "PortInUseError",
     "Rate",
     "RateLimited",
     "Semaphore",

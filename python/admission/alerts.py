@@ -136,6 +136,12 @@ class UtilizationAlert:
         recover_below: float | None,
         wait_bound: float | None,
     ) -> None:
+        _number(threshold, "threshold", "a number in (0, 1]")
+        if recover_below is not None:
+            _number(recover_below, "recover_below", "a number in [0, threshold] or None")
+        _number(interval, "interval", "a number of seconds > 0")
+        if wait_bound is not None:
+            _number(wait_bound, "wait_bound", "a number of seconds >= 0 or None")
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
         # (rounded: 0.8 - 0.1 is 0.7000000000000001 in binary floating point)
@@ -154,7 +160,7 @@ class UtilizationAlert:
         self.interval = interval
         self.wait_bound = wait_bound
         self._callback = callback if callback is not None else _log_event
-        self._names = None if limiters is None else frozenset(_label(x) for x in limiters)
+        self._names = None if limiters is None else _names(limiters)
         self._clock = clock
         self._states: dict[tuple[str, str], _State] = {}
         self._lock = threading.Lock()
@@ -289,6 +295,34 @@ def _longest_lower_bound(s: LimiterSeries) -> float:
         if h.counts[i]:
             return h.bounds[i - 1]
     return 0.0
+
+
+def _number(value: object, arg: str, what: str) -> None:
+    """Refuses what is not an int or a float (a bool, a string, ...) with a TypeError naming
+    ``arg``: checked before any comparison, which would fail without saying which argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{arg} must be {what}, got {value!r}")
+
+
+def _names(limiters: object) -> frozenset[str]:
+    """The watched series' names. A bare string is refused: iterating it would watch each of
+    its characters."""
+    if isinstance(limiters, (str, bytes)):
+        raise TypeError(
+            "limiters must be a collection of names or primitives (a list, a set, ...), "
+            f"not a single string: got {limiters!r} (for one name: [{limiters!r}])"
+        )
+    if isinstance(limiters, (Semaphore, TokenBucket, SlidingWindow)):
+        raise TypeError(
+            "limiters must be a collection of names or primitives (a list, a set, ...), "
+            f"not a single primitive: got {limiters!r} (wrap it in a list)"
+        )
+    if not isinstance(limiters, Iterable):
+        raise TypeError(
+            "limiters must be a collection of names or primitives (a list, a set, ...) or "
+            f"None, got {limiters!r}"
+        )
+    return frozenset(_label(x) for x in limiters)
 
 
 def _label(x: object) -> str:

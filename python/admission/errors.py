@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "AcquireTimeout",
     "AdmissionError",
     "CapacityError",
     "Closed",
     "ConfigError",
+    "PortInUseError",
     "RateLimited",
     "UnknownLimit",
 ]
@@ -106,6 +109,38 @@ class ConfigError(AdmissionError, ValueError):
 
 def _config_error(problem: str, key: str | None, source: str | None) -> ConfigError:
     return ConfigError(problem, key=key, source=source)
+
+
+class PortInUseError(AdmissionError, OSError):
+    """`admission.metrics.serve` could not listen: another process (or exporter) has the port.
+
+    An `OSError` with ``errno.EADDRINUSE``; ``port`` and ``addr`` say which. Typical cause:
+    several worker processes (``uvicorn --workers 2``, gunicorn) each calling ``serve`` with
+    the same port. Give each process its own port (see the README's "Metrics" section).
+
+    >>> import errno
+    >>> e = PortInUseError(9464, "127.0.0.1")
+    >>> e.errno == errno.EADDRINUSE, isinstance(e, OSError), e.port
+    (True, True, 9464)
+    """
+
+    def __init__(self, port: int, addr: str) -> None:
+        host = f"[{addr}]" if ":" in addr else addr
+        self.message = (
+            f"cannot serve metrics on {host}:{port} (port={port}): the address is already in "
+            "use, by another process or exporter (several worker processes each calling "
+            "serve() with one port?); give each process its own port, e.g. "
+            "serve(port=9464 + worker_index), or serve(port=0) for a free one"
+        )
+        super().__init__(errno.EADDRINUSE, self.message)
+        self.port = port
+        self.addr = addr
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[type[PortInUseError], tuple[int, str]]:
+        return (type(self), (self.port, self.addr))
 
 
 class UnknownLimit(AdmissionError, KeyError):

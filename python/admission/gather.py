@@ -19,7 +19,7 @@ from collections.abc import (
 )
 from typing import Any, Literal, TypeVar, overload
 
-from admission._aws import Acquirable, discard
+from admission._aws import Acquirable, discard, rate_limiter
 from admission._validate import positive_int
 from admission._waiting import running_loop
 
@@ -136,7 +136,7 @@ if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
     from exceptiongroup import BaseExceptionGroup
 
 
-async def map(  # mirrors the builtin on purpose
+def map(  # mirrors the builtin on purpose
     fn: Callable[[T], Awaitable[R]],
     items: Iterable[T] | AsyncIterable[T],
     *,
@@ -151,6 +151,10 @@ async def map(  # mirrors the builtin on purpose
     so memory stays bounded whatever the input size. On an error, or when the consumer stops
     early, the running calls are cancelled and awaited.
 
+    ``limit`` and ``rate`` are checked by this call (``ValueError``/``TypeError`` naming the
+    argument), before anything runs: ``rate`` must be a `TokenBucket`, a `SlidingWindow`, an
+    `AllOf` or ``None``.
+
     asyncio only (trio forbids yielding from inside a nursery); on trio use `gather` or
     `TaskPool`.
 
@@ -162,7 +166,15 @@ async def map(  # mirrors the builtin on purpose
     >>> asyncio.run(main())
     [0, 2, 4, 6]
     """
-    limit = positive_int(limit, "limit")
+    return _map(fn, items, positive_int(limit, "limit"), rate_limiter(rate))
+
+
+async def _map(
+    fn: Callable[[T], Awaitable[R]],
+    items: Iterable[T] | AsyncIterable[T],
+    limit: int,
+    rate: Acquirable | None,
+) -> AsyncIterator[R]:
     if running_loop() is None:
         raise RuntimeError(
             "admission.map runs on asyncio only (trio forbids yielding from inside a "

@@ -202,9 +202,12 @@ class TokenBucket(_RateLimiter, _native.TokenBucket):
 class SlidingWindow(_RateLimiter, _native.SlidingWindow):
     """At most ``limit`` cost in any window of ``window`` seconds, exactly.
 
-    Keeps a log of the admissions still inside the window: memory is at most 16 bytes per
-    unit of ``limit`` (1.6 MB for a limit of 100,000). When a steady rate with bursts is
-    what you need, `TokenBucket` is O(1) in memory and faster.
+    Keeps a log of the admissions still inside the window, at most 16 bytes per unit of cost
+    admitted in the last ``window``: at most 16 bytes per unit of ``limit`` (1.6 MB for a
+    limit of 100,000), allocated with at most twice that. The memory follows the log back
+    down: once the log falls to a quarter of its allocation, the allocation is halved
+    (amortized, not on every call), and a drained window keeps about 1 KiB. When a steady
+    rate with bursts is what you need, `TokenBucket` is O(1) in memory and faster.
 
     >>> import admission as adm
     >>> w = adm.SlidingWindow(limit=2, window=60.0)

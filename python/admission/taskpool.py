@@ -9,7 +9,7 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, final
 
-from admission._aws import Acquirable, discard
+from admission._aws import Acquirable, discard, rate_limiter
 from admission._validate import positive_int, timeout_seconds
 from admission._waiting import running_loop
 from admission.errors import Closed
@@ -35,7 +35,8 @@ class TaskPool:
     - at most ``limit`` tasks run at once; spawned coroutines wait in a FIFO queue, as
       coroutines (no Task is created until a slot is free, so a million spawns cost a million
       small objects, not a million Tasks);
-    - with ``rate``, each task first acquires one unit from that rate limiter;
+    - with ``rate`` (a `TokenBucket`, a `SlidingWindow` or an `AllOf`; anything else is a
+      ``TypeError`` here, at construction), each task first acquires one unit from it;
     - with ``timeout``, each task is cancelled after that many seconds and fails the pool
       with ``TimeoutError``.
 
@@ -78,7 +79,7 @@ class TaskPool:
         timeout: float | None = None,
     ) -> None:
         self._limit = positive_int(limit, "limit")
-        self._rate = rate
+        self._rate = rate_limiter(rate)
         self._timeout = timeout_seconds(timeout)
         self._queue: deque[Coroutine[Any, Any, Any]] = deque()
         self._workers = 0

@@ -3,6 +3,9 @@ and parsed with prometheus_client's parser."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -67,3 +70,45 @@ def test_exporter_is_a_context_manager() -> None:
     adm.metrics.unregister(registry)
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(exporter.url, timeout=2)
+
+
+def test_a_second_process_on_the_same_port_gets_a_clear_error() -> None:
+    # Issue 12 (9): uvicorn --workers 2, each worker calling serve(port=...) with one port.
+    registry = prometheus_client.CollectorRegistry()
+    with adm.metrics.serve(port=0, registry=registry) as exporter:
+        script = (
+            "import admission as adm\n"
+            f"try:\n    adm.metrics.serve(port={exporter.port})\n"
+            "except adm.metrics.PortInUseError as e:\n"
+            "    import errno; assert e.errno == errno.EADDRINUSE and isinstance(e, OSError)\n"
+            "    print(e.port, e)\n"
+            "else:\n    raise SystemExit('served')\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(f"{exporter.port} cannot serve metrics on 127.0.0.1:")
+        assert "own port" in done.stdout
+        # The first exporter still serves.
+        assert scrape(exporter.url)
+    adm.metrics.unregister(registry)
+
+
+def test_port_in_use_leaves_the_registry_as_it_was() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        sem = adm.Semaphore(3, name=f"in-use-{uuid.uuid4().hex[:8]}")
+        labels = {"kind": "semaphore", "limiter": sem.name or ""}
+        registry = prometheus_client.CollectorRegistry()
+        with pytest.raises(adm.metrics.PortInUseError, match=rf"port={port}\b"):
+            adm.metrics.serve(port=port, registry=registry)
+        assert registry.get_sample_value("admission_permits_limit", labels) is None
+        # Registered before: stays registered.
+        adm.metrics.register(registry)
+        with pytest.raises(OSError, match="already in use"):
+            adm.metrics.serve(port=port, registry=registry)
+        assert registry.get_sample_value("admission_permits_limit", labels) == 3
+        adm.metrics.unregister(registry)

@@ -7,6 +7,7 @@ Deterministic: alerts run with ``start=False`` on a `ManualClock` and are steppe
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 
@@ -283,3 +284,42 @@ def test_an_infinite_interval_waits_for_stop() -> None:
     finally:
         alert.stop()
     assert not alert.running
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "arg"),
+    [
+        ({"threshold": True}, "threshold"),
+        ({"threshold": "0.8"}, "threshold"),
+        ({"threshold": None}, "threshold"),
+        ({"interval": True}, "interval"),
+        ({"interval": "5s"}, "interval"),
+        ({"recover_below": False}, "recover_below"),
+        ({"recover_below": "0.5"}, "recover_below"),
+        ({"wait_bound": True}, "wait_bound"),
+        ({"wait_bound": "1"}, "wait_bound"),
+    ],
+)
+def test_non_numbers_are_refused_naming_the_argument(kwargs: dict[str, object], arg: str) -> None:
+    # Issue 12 (13): bools were taken as 1/0, strings failed in a bare comparison.
+    value = next(iter(kwargs.values()))
+    kwargs = {"threshold": 0.8, **kwargs, "start": False}
+    with pytest.raises(TypeError, match=rf"^{arg} must be .*, got {re.escape(repr(value))}$"):
+        adm.alerts.on_utilization(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_bare_string_of_limiters_is_refused() -> None:
+    # Issue 12 (13): limiters="abc" watched "a", "b" and "c".
+    with pytest.raises(TypeError, match=r"^limiters must be a collection .*'abc'.*\['abc'\]"):
+        adm.alerts.on_utilization(0.5, limiters="abc", start=False)
+    with pytest.raises(TypeError, match=r"^limiters must be a collection"):
+        adm.alerts.on_utilization(0.5, limiters=b"abc", start=False)
+    sem = adm.Semaphore(1, name=unique("single"))
+    with pytest.raises(TypeError, match=r"^limiters must be a collection .*single primitive"):
+        adm.alerts.on_utilization(0.5, limiters=sem, start=False)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^limiters must be a collection .* or None, got 42"):
+        adm.alerts.on_utilization(0.5, limiters=42, start=False)  # type: ignore[arg-type]
+    # Collections of names still work, a tuple, a set or a generator alike.
+    for names in (("abc",), {"abc"}, (n for n in ["abc"])):
+        alert = adm.alerts.on_utilization(0.5, limiters=names, start=False)
+        assert alert._names == frozenset({"abc"})

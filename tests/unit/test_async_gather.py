@@ -293,3 +293,39 @@ def test_map_outside_asyncio_says_what_to_use_instead() -> None:
         RuntimeError, match=r"asyncio only.*admission\.gather or admission\.TaskPool"
     ):
         anyio.run(main, backend="trio")
+
+
+@pytest.mark.parametrize(
+    "rate", [5, 2.5, "10/s", adm.Semaphore(2), [adm.TokenBucket(rate=1)], True]
+)
+def test_map_checks_rate_at_the_call(rate: object) -> None:
+    # Issue 12 (13): a bad rate failed only when the first call ran, inside a task.
+    async def fn(x: int) -> int:
+        return x
+
+    with pytest.raises(TypeError, match=r"^rate must be a TokenBucket, a SlidingWindow, an AllOf"):
+        adm.map(fn, range(3), limit=2, rate=rate)  # type: ignore[arg-type]
+
+
+def test_map_checks_limit_at_the_call() -> None:
+    async def fn(x: int) -> int:
+        return x
+
+    with pytest.raises(ValueError, match=r"^limit must be"):
+        adm.map(fn, range(3), limit=0)
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_map_takes_every_kind_of_rate_limiter() -> None:
+    async def fn(x: int) -> int:
+        return x
+
+    for rate in (
+        adm.TokenBucket(rate=100, burst=10),
+        adm.SlidingWindow(limit=10, window=1.0),
+        adm.all_of(adm.TokenBucket(rate=100, burst=10), adm.SlidingWindow(10, 1.0)),
+        None,
+    ):
+        it = adm.map(fn, range(3), limit=2, rate=rate)
+        assert [r async for r in it] == [0, 1, 2]

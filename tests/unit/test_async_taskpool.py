@@ -273,3 +273,27 @@ def test_cancelled_pool_closes_tasks_waiting_for_the_rate_and_refunds_them(virtu
     assert got["started"] == [0]
     assert (got["stats"].admitted, got["stats"].cancelled) == (1, 2)
     assert got["try_at_10"] is True
+
+
+@pytest.mark.parametrize(
+    "rate", [5, 2.5, "10/s", adm.Semaphore(2), [adm.TokenBucket(rate=1)], True]
+)
+def test_taskpool_checks_rate_at_construction(rate: object) -> None:
+    # Issue 12 (13): a bad rate failed only when the first task ran.
+    with pytest.raises(TypeError, match=r"^rate must be a TokenBucket, a SlidingWindow, an AllOf"):
+        adm.TaskPool(3, rate=rate)  # type: ignore[arg-type]
+
+
+def test_taskpool_refuses_a_semaphore_as_rate_saying_why() -> None:
+    with pytest.raises(TypeError, match="permits would never be released"):
+        adm.TaskPool(3, rate=adm.Semaphore(2))  # type: ignore[arg-type]
+
+
+def test_taskpool_takes_every_kind_of_rate_limiter() -> None:
+    for rate in (
+        adm.TokenBucket(rate=100, burst=10),
+        adm.SlidingWindow(limit=10, window=1.0),
+        adm.all_of(adm.TokenBucket(rate=100, burst=10), adm.SlidingWindow(10, 1.0)),
+        None,
+    ):
+        assert adm.TaskPool(3, rate=rate).limit == 3

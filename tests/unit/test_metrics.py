@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import threading
 from typing import Any
 
@@ -477,3 +478,40 @@ def test_opentelemetry_export() -> None:
         handle.stop()
         provider.shutdown()
     s.release(2)
+
+
+@pytest.mark.parametrize(
+    ("port", "error"),
+    [
+        (-1, ValueError),
+        (70000, ValueError),
+        (65536, ValueError),
+        ("abc", TypeError),
+        (True, TypeError),
+        (9464.0, TypeError),
+        (None, TypeError),
+    ],
+)
+def test_serve_refuses_a_bad_port_naming_it(port: object, error: type[Exception]) -> None:
+    # Issue 12 (9): checked before anything is registered or bound.
+    registry = prometheus_client.CollectorRegistry()
+    with pytest.raises(error, match=rf"^port must be .*got {re.escape(repr(port))}$"):
+        adm.metrics.serve(port=port, registry=registry)  # type: ignore[arg-type]
+    assert list(registry.collect()) == []
+
+
+def test_port_in_use_error_is_an_oserror_naming_the_port() -> None:
+    import errno
+    import pickle
+
+    e = adm.metrics.PortInUseError(9464, "127.0.0.1")
+    assert adm.PortInUseError is adm.metrics.PortInUseError
+    assert isinstance(e, OSError)
+    assert isinstance(e, adm.AdmissionError)
+    assert e.errno == errno.EADDRINUSE
+    assert (e.port, e.addr) == (9464, "127.0.0.1")
+    assert "127.0.0.1:9464 (port=9464)" in str(e)
+    assert "own port" in str(e)
+    assert "[::1]:9464" in str(adm.metrics.PortInUseError(9464, "::1"))
+    copy = pickle.loads(pickle.dumps(e))
+    assert (type(copy), str(copy), copy.port) == (type(e), str(e), 9464)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import re
 import threading
 import weakref
 from typing import Any
@@ -585,3 +586,23 @@ def test_locked_says_whether_one_permit_would_have_to_wait() -> None:
     assert s.locked()
     s.close()
     assert not s.locked(), "closed: an acquisition is refused, it does not wait"
+
+
+@pytest.mark.parametrize("name", [5, b"llm", 1.5, ["llm"], True])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda name: adm.Semaphore(2, name=name),
+        lambda name: adm.TokenBucket(rate=5, name=name),
+        lambda name: adm.SlidingWindow(5, 1.0, name=name),
+    ],
+    ids=["Semaphore", "TokenBucket", "SlidingWindow"],
+)
+def test_a_name_that_is_not_a_str_is_refused_naming_the_argument(make: Any, name: object) -> None:
+    # Issue 12 (13): PyO3 said only "'int' object is not an instance of 'str'".
+    with pytest.raises(
+        TypeError, match=rf"^name must be a str or None, got {re.escape(repr(name))} "
+    ):
+        make(name)
+    assert make(None).name is None
+    assert make("llm").name == "llm"

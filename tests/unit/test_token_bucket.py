@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import re
+from typing import Any
 
 import pytest
 from hypothesis import assume, given
@@ -449,3 +451,21 @@ def test_properties_and_repr() -> None:
     assert bucket.clock is clock
     assert repr(bucket) == "TokenBucket(rate=50.0, per=60.0, burst=10, name='rpm')"
     assert bucket.stats().name == "rpm"
+
+
+@pytest.mark.parametrize(
+    ("make", "shown"),
+    [
+        (lambda: adm.TokenBucket(rate=1e300), "rate 1e+300 per 1 s"),
+        (lambda: adm.TokenBucket(rate=1e-300), "rate 1e-300 per 1 s"),
+        (lambda: adm.TokenBucket(rate=5, per=1e300), "rate 5 per 1e+300 s"),
+        (lambda: adm.TokenBucket(rate=5, per=1e-300), "rate 5 per 1e-300 s"),
+        (lambda: adm.SlidingWindow(5, 1e300), "window is too long: 1e+300 s"),
+        (lambda: adm.SlidingWindow(5, 1e-300), "got 1e-300 s"),
+    ],
+)
+def test_huge_and_tiny_values_are_shown_short(make: Any, shown: str) -> None:
+    # Issue 12 (13): TokenBucket(rate=1e300) printed a 301-digit number.
+    with pytest.raises(ValueError, match=re.escape(shown)) as info:
+        make()
+    assert len(str(info.value)) < 120, str(info.value)

@@ -64,7 +64,13 @@ from admission.metrics.families import (
 from admission.metrics.families import Source as Source
 from admission.metrics.limiters import Kind as Kind
 from admission.metrics.limiters import LimiterSeries, collect, limiters
-from admission.metrics.prometheus import Exporter, register, serve, unregister
+from admission.metrics.prometheus import (
+    Exporter,
+    PortInUseError,
+    register,
+    serve,
+    unregister,
+)
 
 __all__ = [
     "PREFIX",
@@ -73,6 +79,7 @@ __all__ = [
     "Family",
     "HistogramSample",
     "LimiterSeries",
+    "PortInUseError",
     "Sample",
     "add_source",
     "collect",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import math
 import threading
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, final
 
 from admission import _registry
+from admission.errors import PortInUseError
 from admission.metrics.families import HistogramSample, Sample
 from admission.metrics.limiters import collect
 
@@ -17,7 +19,7 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
     from prometheus_client.registry import CollectorRegistry
 
-__all__ = ["Exporter", "register", "serve", "unregister"]
+__all__ = ["Exporter", "PortInUseError", "register", "serve", "unregister"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,6 +149,11 @@ class Exporter:
         return f"Exporter({self.url!r})"
 
 
+def _is_addr_in_use(e: OSError) -> bool:
+    # POSIX errno, or Windows' WSAEADDRINUSE.
+    return e.errno == errno.EADDRINUSE or getattr(e, "winerror", None) == 10048
+
+
 def serve(
     port: int = 9464, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None
 ) -> Exporter:
@@ -156,10 +163,35 @@ def serve(
     Registers the collector in ``registry`` first (default ``prometheus_client.REGISTRY``,
     which also carries prometheus_client's process and runtime metrics). The default address
     is loopback: exposing metrics beyond the host is a decision to make explicitly.
+
+    One exporter per process: the figures are the process's own limits. With several worker
+    processes, give each its own port (the README's "Metrics" section).
+
+    Raises:
+        TypeError: ``port`` is not an int (a bool is refused), or ``addr`` not a str.
+        ValueError: ``port`` is outside 0..65535.
+        PortInUseError: the port is taken (an `OSError`, ``errno.EADDRINUSE``), e.g. by
+            another worker process that called ``serve`` with the same port. The collector
+            is left as it was (not registered by this call).
     """
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"port must be an int in 0..65535 (0: a free port), got {port!r}")
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be in 0..65535 (0: a free port), got {port!r}")
+    if not isinstance(addr, str):
+        raise TypeError(f"addr must be a str (an IP address or host name), got {addr!r}")
     from prometheus_client import REGISTRY, start_http_server
 
     registry = REGISTRY if registry is None else registry
+    with _registered_lock:
+        was_registered = id(registry) in _registered
     register(registry)
-    server, thread = start_http_server(port, addr=addr, registry=registry)
+    try:
+        server, thread = start_http_server(port, addr=addr, registry=registry)
+    except OSError as e:
+        if not was_registered:
+            unregister(registry)
+        if _is_addr_in_use(e):
+            raise PortInUseError(port, addr) from e
+        raise
     return Exporter(server, thread, addr)

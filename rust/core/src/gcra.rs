@@ -14,7 +14,7 @@
 //! limiter may be slower than asked by less than 1 ns per token (a relative error below
 //! `1 ns / T`, e.g. 8e-10 for 50 per minute) and is never faster than asked.
 
-use crate::error::{positive_finite, AcquireError, ConfigError};
+use crate::error::{positive_finite, AcquireError, ConfigError, Num};
 use crate::histogram::{HistogramSnapshot, WaitHistogram};
 use crate::padded::CachePadded;
 use crate::stats::{Counters, Refusal};
@@ -180,8 +180,10 @@ impl<W: Clone> Gcra<W> {
                 ConfigError::new(
                     "burst",
                     format!(
-                        "burst {burst} at {rate} per {per_s} s takes too long to refill \
-                         (over 70 years)"
+                        "burst {burst} at {} per {} s takes too long to refill \
+                         (over 70 years)",
+                        Num(rate),
+                        Num(per_s)
                     ),
                 )
             })?;
@@ -525,15 +527,21 @@ fn emission_interval_ns(rate: f64, per_s: f64) -> Result<u64, ConfigError> {
         return Err(ConfigError::new(
             "rate",
             format!(
-                "rate {rate} per {per_s} s is over 1e9 per second, finer than the clock's \
-                 1 ns resolution"
+                "rate {} per {} s is over 1e9 per second, finer than the clock's \
+                 1 ns resolution",
+                Num(rate),
+                Num(per_s)
             ),
         ));
     }
     if t >= MAX_SPAN_NS as f64 {
         return Err(ConfigError::new(
             "rate",
-            format!("rate {rate} per {per_s} s is too slow (one unit per 70+ years)"),
+            format!(
+                "rate {} per {} s is too slow (one unit per 70+ years)",
+                Num(rate),
+                Num(per_s)
+            ),
         ));
     }
     Ok(t as u64)

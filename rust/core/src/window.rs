@@ -6,7 +6,12 @@
 //! plus their running total, behind a mutex held for a few nanoseconds.
 //!
 //! Memory: at most one 16-byte entry per unit of cost admitted within the last `window`, so
-//! at most `16 × limit` bytes (1.6 MB for a limit of 100,000), plus the deque's slack. For
+//! at most `16 × limit` bytes (1.6 MB for a limit of 100,000), plus the deque's slack. The
+//! memory follows the log back down: when entries leave and the log falls to a quarter of its
+//! capacity, the capacity is halved towards twice the log's length (never below
+//! [`MIN_CAPACITY`] entries), so a drained window holds at most 1 KiB of log. Each shrink
+//! copies at most a quarter of the old capacity and needs as many removals before the next,
+//! so the cost is amortized O(1) per entry. For
 //! very large limits where an approximation is acceptable, a token bucket with
 //! `burst = limit, rate = limit per window` is O(1) in memory.
 //!
@@ -26,6 +31,9 @@ use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::waitq::{Entered, Ledger, RateTicket, Status, WaitQueue, Withdrawal};
 use crate::wakers::Wakers;
 
+/// The capacity, in entries, below which the log never gives memory back (1 KiB).
+pub const MIN_CAPACITY: usize = 64;
+
 #[derive(Debug, Default)]
 struct Log {
     entries: VecDeque<(u64, u64)>,
@@ -35,12 +43,28 @@ struct Log {
 impl Log {
     /// Drops entries that have left the window ending at `now`.
     fn evict(&mut self, now: u64, window_ns: u64) {
+        let before = self.entries.len();
         while let Some(&(ts, cost)) = self.entries.front() {
             if ts.saturating_add(window_ns) > now {
                 break;
             }
             self.total -= cost;
             self.entries.pop_front();
+        }
+        if self.entries.len() != before {
+            self.release();
+        }
+    }
+
+    /// Gives memory back once the log has fallen to a quarter of its capacity: shrinks to
+    /// twice its length (at least [`MIN_CAPACITY`]). Amortized: after a shrink from `c` to at
+    /// most `c / 2`, the next one needs the log to halve again, and growing back to `c` needs
+    /// as many pushes as the copy cost.
+    fn release(&mut self) {
+        let capacity = self.entries.capacity();
+        let len = self.entries.len();
+        if capacity > MIN_CAPACITY && len <= capacity / 4 {
+            self.entries.shrink_to((len * 2).max(MIN_CAPACITY));
         }
     }
 
@@ -89,6 +113,7 @@ impl Log {
         self.total -= cost;
         if c == cost {
             self.entries.remove(index);
+            self.release();
         } else {
             self.entries[index].1 -= cost;
         }
@@ -463,6 +488,11 @@ impl<W: Clone> SlidingWindow<W> {
     pub fn log_len(&self) -> usize {
         self.lock().log.entries.len()
     }
+
+    /// Entries the log has room for without reallocating (what its memory holds).
+    pub fn log_capacity(&self) -> usize {
+        self.lock().log.entries.capacity()
+    }
 }
 
 #[cfg(all(test, not(loom)))]
@@ -603,6 +633,72 @@ mod tests {
             let _ = w.try_acquire(i * 1_000_000, 1);
             assert!(w.log_len() <= 100);
         }
+    }
+
+    #[test]
+    fn a_drained_window_gives_its_memory_back() {
+        // Issue 12 (14): one entry per nanosecond, a million of them, then the window drains.
+        let n = 1_000_000u64;
+        let w = W::new(n, 1.0).unwrap();
+        for i in 0..n {
+            assert_eq!(w.try_acquire(i, 1), Ok(true));
+        }
+        assert_eq!(w.log_len(), n as usize);
+        assert!(w.log_capacity() >= n as usize);
+        // Everything has left the window: the next decision evicts it all.
+        assert_eq!(w.try_acquire(S + n, 1), Ok(true));
+        assert_eq!(w.log_len(), 1);
+        assert!(w.log_capacity() <= MIN_CAPACITY, "{}", w.log_capacity());
+    }
+
+    #[test]
+    fn a_log_far_below_its_capacity_shrinks_gradually() {
+        let n = 100_000u64;
+        let w = W::new(n, 1.0).unwrap();
+        for i in 0..n {
+            assert_eq!(w.try_acquire(i, 1), Ok(true));
+        }
+        let full = w.log_capacity();
+        // Slide the window so that only the newest tenth stays.
+        let keep = n / 10;
+        assert_eq!(w.try_acquire(S + n - keep, 1), Ok(true));
+        assert_eq!(w.log_len(), keep as usize);
+        let cap = w.log_capacity();
+        assert!(cap < full / 2, "{cap} of {full}");
+        assert!(cap >= w.log_len(), "{cap}");
+        // Removing a few more does not reallocate on every call.
+        assert_eq!(w.try_acquire(S + n - keep + 1, 1), Ok(true));
+        assert_eq!(w.log_capacity(), cap);
+    }
+
+    #[test]
+    fn a_steady_log_keeps_its_capacity() {
+        // One admission per millisecond in a one-second window: the log stays near 1,000
+        // entries, and its capacity must not oscillate with it.
+        let w = W::new(2_000, 1.0).unwrap();
+        let mut caps = std::collections::BTreeSet::new();
+        for i in 0..10_000u64 {
+            assert_eq!(w.try_acquire(i * 1_000_000, 1), Ok(true));
+            if i > 2_000 {
+                caps.insert(w.log_capacity());
+            }
+        }
+        assert_eq!(caps.len(), 1, "{caps:?}");
+    }
+
+    #[test]
+    fn withdrawn_grants_give_memory_back() {
+        let w = W::new(10_000, 1.0).unwrap();
+        let mut records = Vec::new();
+        for i in 0..10_000u64 {
+            records.push(w.take(i, 1).unwrap().unwrap());
+        }
+        assert!(w.log_capacity() >= 10_000);
+        for (i, r) in records.into_iter().enumerate().rev() {
+            let _ = w.untake(i as u64, 10_000, 1, r);
+        }
+        assert_eq!(w.log_len(), 0);
+        assert!(w.log_capacity() <= MIN_CAPACITY, "{}", w.log_capacity());
     }
 
     #[test]

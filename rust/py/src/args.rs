@@ -9,6 +9,8 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyFloat, PyInt};
 use pyo3::Borrowed;
 
+use admission_core::error::Num;
+
 static PARSE_DURATION: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
@@ -85,6 +87,23 @@ fn not_an_integer(arg: &str, obj: &Bound<'_, PyAny>) -> PyErr {
     ))
 }
 
+/// An optional label: `None` (omitted or explicit) or a `str`; anything else is a `TypeError`
+/// naming `arg` and the value (PyO3's own says only "'int' object is not an instance of
+/// 'str'").
+pub fn label(arg: &str, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<String>> {
+    match obj {
+        None => Ok(None),
+        Some(obj) if obj.is_none() => Ok(None),
+        Some(obj) => obj.extract::<String>().map(Some).map_err(|_| {
+            PyTypeError::new_err(format!(
+                "{arg} must be a str or None, got {} ({})",
+                obj.repr().map(|r| r.to_string()).unwrap_or_default(),
+                type_name(obj)
+            ))
+        }),
+    }
+}
+
 /// A real number (int or float, not bool). Range checks are the core's.
 pub fn real(arg: &str, obj: &Bound<'_, PyAny>) -> PyResult<f64> {
     if obj.is_instance_of::<PyBool>() {
@@ -105,7 +124,8 @@ fn not_a_number(arg: &str, obj: &Bound<'_, PyAny>) -> PyErr {
 fn non_negative_seconds(arg: &str, seconds: f64) -> PyResult<f64> {
     if seconds.is_nan() || seconds < 0.0 {
         return Err(PyValueError::new_err(format!(
-            "{arg} must be a number of seconds >= 0 or None, got {seconds}"
+            "{arg} must be a number of seconds >= 0 or None, got {}",
+            Num(seconds)
         )));
     }
     Ok(seconds)

@@ -3,7 +3,7 @@
 use admission_core::Gcra;
 use pyo3::prelude::*;
 
-use crate::args::{count, ns_to_s, real};
+use crate::args::{count, label, ns_to_s, real};
 use crate::clock::{ClockArg, ManualClock};
 use crate::decision::Decision;
 use crate::errors;
@@ -33,8 +33,9 @@ rate_limiter_pymethods!(
             per: Option<&Bound<'_, PyAny>>,
             burst: Option<&Bound<'_, PyAny>>,
             clock: Option<ClockArg<'_>>,
-            name: Option<String>,
+            name: Option<&Bound<'_, PyAny>>,
         ) -> PyResult<Self> {
+            let name = label("name", name)?;
             let rate = real("rate", rate)?;
             let per = per.map_or(Ok(1.0), |p| real("per", p))?;
             // Default burst: one period's worth (at least 1), the usual "N per period" reading.

@@ -125,7 +125,8 @@ fn loop_now(py: Python<'_>) -> PyResult<(usize, u64)> {
     };
     if !(seconds.is_finite() && seconds >= 0.0) {
         return Err(PyRuntimeError::new_err(format!(
-            "the event loop's clock returned {seconds}, not a time >= 0"
+            "the event loop's clock returned {}, not a time >= 0",
+            admission_core::error::Num(seconds)
         )));
     }
     Ok((source, (seconds * 1e9) as u64))
@@ -157,7 +158,8 @@ impl LoopClock {
 fn seconds_to_ns(arg: &str, seconds: f64) -> PyResult<u64> {
     if seconds.is_nan() || seconds < 0.0 || seconds.is_infinite() {
         return Err(PyValueError::new_err(format!(
-            "{arg} must be a finite number of seconds >= 0, got {seconds}"
+            "{arg} must be a finite number of seconds >= 0, got {}",
+            admission_core::error::Num(seconds)
         )));
     }
     Ok((seconds * 1e9).round() as u64)

@@ -16,7 +16,7 @@ use pyo3::types::PyString;
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::acquire::{self, Owner};
-use crate::args::{count, count_arg, ns_to_s, timeout, Arg};
+use crate::args::{count, count_arg, label, ns_to_s, timeout, Arg};
 use crate::deadlines::Deadlines;
 use crate::errors;
 use crate::rate::{counters_tuple, histogram_tuple, retire};
@@ -157,8 +157,13 @@ impl Semaphore {
 impl Semaphore {
     #[new]
     #[pyo3(signature = (limit, *, name=None))]
-    fn new(py: Python<'_>, limit: &Bound<'_, PyAny>, name: Option<String>) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        limit: &Bound<'_, PyAny>,
+        name: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
         let limit = count("limit", Some(limit), 0)?;
+        let name = label("name", name)?;
         let core = CoreSemaphore::new(limit).map_err(|e| errors::semaphore(py, e))?;
         Ok(Self {
             core,

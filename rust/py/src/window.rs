@@ -3,7 +3,7 @@
 use admission_core::SlidingWindow as CoreWindow;
 use pyo3::prelude::*;
 
-use crate::args::{count, ns_to_s, real};
+use crate::args::{count, label, ns_to_s, real};
 use crate::clock::{ClockArg, ManualClock};
 use crate::decision::Decision;
 use crate::errors;
@@ -27,8 +27,9 @@ rate_limiter_pymethods!(
             limit: &Bound<'_, PyAny>,
             window: &Bound<'_, PyAny>,
             clock: Option<ClockArg<'_>>,
-            name: Option<String>,
+            name: Option<&Bound<'_, PyAny>>,
         ) -> PyResult<Self> {
+            let name = label("name", name)?;
             let limit = count("limit", Some(limit), 0)?;
             let window = real("window", window)?;
             let core = CoreWindow::new(limit, window).map_err(errors::config)?;
