@@ -21,6 +21,8 @@ import pytest
 from asyncpg.connect_utils import (  # type: ignore[import-untyped]
     _parse_connect_dsn_and_args,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from postgres import APP_USER, DATABASE, PostgresServer
 
 import admission as adm
@@ -273,6 +275,46 @@ def test_driver_messages_are_scrubbed_of_every_password(monkeypatch: pytest.Monk
         assert HEAD not in text, text
         assert TAIL not in text, text
         assert "***" in text
+
+
+PRINTABLE = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # env set once
+@given(
+    user=st.text(PRINTABLE, min_size=1, max_size=6),
+    middle=st.text(PRINTABLE, max_size=10),
+    encode=st.sampled_from(["none", "all", "user", "password"]),
+    in_query=st.booleans(),
+)
+def test_any_password_is_refused_or_read_as_asyncpg_reads_it_and_never_shown(
+    user: str, middle: str, encode: str, in_query: bool, clean_env: None
+) -> None:
+    """Any printable password, in the userinfo or the query, encoded or not: admission
+    refuses the DSN or reads it as asyncpg does, and no part of the password shows."""
+    password = HEAD + middle + TAIL
+    u = quote(user, safe="") if encode in ("all", "user") else user
+    p = quote(password, safe="") if encode in ("all", "password") else password
+    hosts = "127.0.0.1:5432,[::1]"
+    if in_query:
+        dsn = f"postgresql://{u}@{hosts}/db?sslmode=disable&password={p}&application_name=x"
+    else:
+        dsn = f"postgresql://{u}:{p}@{hosts}/db?sslmode=disable"
+    try:
+        parsed = parse_dsn(dsn)
+    except ValueError as error:
+        shown = [str(error), redact_dsn(dsn)]
+    else:
+        _, params = oracle(dsn)
+        if params.password:
+            assert params.password in parsed.secrets
+        shown = [parsed.redacted, repr(parsed), redact_dsn(dsn)]
+        if encode == "all":  # encoded: read exactly as meant
+            assert (params.user, params.password, params.database) == (user, password, "db")
+            assert parsed.hosts == ("127.0.0.1", "::1")
+    for text in shown:
+        assert HEAD not in text, (dsn, text)
+        assert TAIL not in text, (dsn, text)
 
 
 # ---------------------------------------------------------------- against a real server

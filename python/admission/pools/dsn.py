@@ -39,6 +39,15 @@ _IPV6 = re.compile(r"\[([^\]]+)\](?::([0-9]+))?")  # what asyncpg matches (a pre
 _SAFE_USER = re.compile(r"[A-Za-z0-9._~%+-]*")
 _SAFE_HOSTS = re.compile(r"[A-Za-z0-9._~%\[\]:,-]*")
 _SAFE_PATH = re.compile(r"/[A-Za-z0-9._~%+/-]*")
+# The query keys asyncpg reads itself (and application_name); any other is a server setting.
+_DRIVER_KEYS = frozenset(
+    {
+        "host", "port", "dbname", "database", "user", "passfile", "service", "sslmode",
+        "sslcert", "sslkey", "sslrootcert", "sslnegotiation", "sslcrl",
+        "ssl_min_protocol_version", "ssl_max_protocol_version", "target_session_attrs",
+        "krbsrvname", "gsslib", "application_name",
+    }
+)  # fmt: skip
 _NOT_A_URL = "it is not a URL starting with postgresql:// or postgres://"
 _AT = "it has an unencoded '@' outside the user:password@ separator"
 _BAD_PORT = "it has a port that is not a number"
@@ -67,8 +76,9 @@ class ParsedDsn:
     """One per host: the port given for it, or ``None`` (``PGPORT`` or 5432)."""
     database: str | None
     """The database (path, else ``dbname=``/``database=``), decoded; ``None``: not given."""
-    params: dict[str, str]
-    """Query parameters, decoded, last value of a repeated key; secrets left out."""
+    params: dict[str, str] = field(repr=False)
+    """Query parameters, decoded, last value of a repeated key; secrets left out (not in the
+    repr: what follows a password with an unencoded ``&`` could be the rest of it)."""
     redacted: str
     """The DSN as given, with every password replaced by ``***``."""
     secrets: tuple[str, ...] = field(repr=False)
@@ -143,11 +153,17 @@ def _parse(dsn: str) -> ParsedDsn:
             fields = parse_qsl(url.query, strict_parsing=True)
         except ValueError:
             raise _Refused("it has a query field without '=' (or an empty one)") from None
+        after_secret = False
         for raw in url.query.split("&"):
             raw_key, _, raw_value = raw.partition("=")
-            if _is_secret_key(unquote_plus(raw_key)):
+            key = unquote_plus(raw_key)
+            if _is_secret_key(key):
                 secrets += [raw_value, unquote_plus(raw_value)]
                 raw = f"{raw_key}={MASK}"
+                after_secret = True
+            elif after_secret and key not in _DRIVER_KEYS:
+                # Could be the rest of a password with an unencoded "&": hidden whole.
+                raw = MASK
             shown_query.append(raw)
     params = {k: v for k, v in fields if not _is_secret_key(k)}
 
