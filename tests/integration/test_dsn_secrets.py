@@ -355,14 +355,40 @@ def test_real_login_with_a_hostile_password(
         assert form not in everything
 
 
+WRONG = f"{TAIL}?#/@%{HEAD}"
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "userinfo:{encoded}",
+        "query:password={encoded}",
+        "query:pass%77ord={encoded}",
+        "argument",
+        "PGPASSWORD",
+    ],
+)
 def test_wrong_password_error_has_no_secret(
-    pg: PostgresServer, caplog: pytest.LogCaptureFixture
+    pg: PostgresServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    spelling: str,
 ) -> None:
     pg.psql(f"ALTER ROLE {APP_USER} PASSWORD '{ROLE_PASSWORD}'")
-    wrong = f"{TAIL}?#/@%{HEAD}"
-    dsn = f"postgresql://{APP_USER}:{quote(wrong, safe='')}@{pg.host}:{pg.port}/{DATABASE}"
+    base = f"postgresql://{APP_USER}@{pg.host}:{pg.port}/{DATABASE}"
+    encoded = quote(WRONG, safe="")
+    password = None
+    if spelling.startswith("userinfo:"):
+        dsn = base.replace(f"{APP_USER}@", f"{APP_USER}:{encoded}@")
+    elif spelling.startswith("query:"):
+        dsn = base + "?" + spelling.removeprefix("query:").format(encoded=encoded)
+    elif spelling == "argument":
+        dsn, password = base, WRONG
+    else:
+        dsn = base
+        monkeypatch.setenv("PGPASSWORD", WRONG)
     caplog.set_level(logging.DEBUG)
-    manager = adm.PoolManager({"db": adm.PoolConfig(dsn)})
+    manager = adm.PoolManager({"db": adm.PoolConfig(dsn, password=password)})
     with pytest.raises(adm.PoolConnectError) as info:
         asyncio.run(manager.open())
     assert "password authentication failed" in str(info.value)
@@ -374,5 +400,5 @@ def test_wrong_password_error_has_no_secret(
         + repr(manager)
         + repr(manager.stats("db"))
     )
-    for form in forms("", wrong) + forms("", ROLE_PASSWORD):
+    for form in forms("", WRONG) + forms("", ROLE_PASSWORD):
         assert form not in everything
