@@ -86,7 +86,11 @@ def test_password_never_in_reprs() -> None:
         ("postgresql://app:p@ss/w@h/db", "postgresql://app:***@h/db"),  # unencoded @ and /
         ("postgres://app@h1:5432,h2:5433/db", "postgres://app@h1:5432,h2:5433/db"),
         (f"postgresql://h/db?user=a&password={SECRET}", "postgresql://h/db?user=a&password=***"),
-        (f"postgresql://h/db?sslpassword={SECRET}&x=1", "postgresql://h/db?sslpassword=***&x=1"),
+        (f"postgresql://h/db?sslpassword={SECRET}&x=1", "postgresql://h/db?sslpassword=***&***"),
+        (
+            f"postgresql://h/db?x=1&password={SECRET}&sslmode=disable",
+            "postgresql://h/db?x=1&password=***&sslmode=disable",
+        ),
         ("postgresql:///db?host=/run/postgresql", "postgresql:///db?host=/run/postgresql"),
         (f"not a url {SECRET}", "***"),
     ],

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 from typing import Any, NoReturn
@@ -61,9 +62,11 @@ class ManagedPool:
         self.config = config
         parsed = parse_dsn(config.dsn)
         self._dsn = parsed
+        # Whatever asyncpg may take as the password: the DSN's, ``password=``, PGPASSWORD.
         secrets = list(parsed.secrets)
-        if config.password:
-            secrets.append(config.password)
+        for extra in (config.password, os.environ.get("PGPASSWORD")):
+            if extra:
+                secrets.append(extra)
         self._secrets = tuple(secrets)
         self.semaphore = Semaphore(config.max_size, name=f"pool:{name}")
         self.pool: AsyncpgPool | None = None
