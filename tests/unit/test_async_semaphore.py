@@ -869,7 +869,9 @@ def test_trio_is_recognised_in_every_thread_and_run() -> None:
     import trio
     import trio.testing
 
-    s = adm.Semaphore(1)
+    # One permit per thread: an acquisition never has to wait for the other thread's (the
+    # asyncio check below is about the immediate path).
+    s = adm.Semaphore(2)
     seen: list[str] = []
 
     async def on_trio() -> None:
