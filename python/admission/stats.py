@@ -122,13 +122,15 @@ class LimiterStats:
     admitted_cost: int
     """Sum of the admitted requests' costs (tokens)."""
     rejected: int
-    """``try_acquire`` calls refused because the limit was reached."""
+    """Requests refused at once: ``try_acquire`` found no room (or someone waiting), or the
+    call was refused by an error (a cost over the capacity, a blocking wait in a running
+    loop's thread)."""
     timed_out: int
     """Waiting requests that gave up at their timeout (or knew at once they could not make it)."""
     cancelled: int
-    """Waiting requests withdrawn by cancellation; their reservations were refunded."""
+    """Waiting requests withdrawn by cancellation; nothing of theirs is kept."""
     waiting: int = 0
-    """Requests waiting for their reservation to come due right now."""
+    """Requests waiting in the limiter's queue right now."""
     wait: WaitHistogram = field(default_factory=WaitHistogram.empty, compare=False)
     """How long the admitted requests waited (``wait.count == admitted``). Not compared by
     ``==``, which compares the counters."""
