@@ -671,7 +671,7 @@ mod tests {
     }
 
     #[test]
-    fn a_grant_given_up_after_later_admissions_passes_to_the_next_waiter() {
+    fn a_grant_given_up_after_later_admissions_goes_to_the_next_waiter() {
         let b = B::new(1.0, 1.0, 2).unwrap();
         assert_eq!(b.try_acquire(0, 2), Ok(true));
         let (a, _) = queued(b.enqueue(0, 1, u64::MAX, 1, true));

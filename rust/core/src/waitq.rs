@@ -13,8 +13,9 @@
 //! the queue's figures (`queued_cost`, the head's due time) are exact.
 //!
 //! The core wakes nobody itself: operations return the wakers to call after the lock is
-//! released. A waiter is woken when it is granted, and when it becomes the head (so that it
-//! starts timing its turn); a waker may therefore be called twice, and must be cheap to copy.
+//! released. A waiter is woken when it is granted, and when it becomes the head or its turn
+//! as the head moves earlier (so that it times its turn again); a waker may therefore be
+//! called several times, and must be cheap to copy.
 
 use std::sync::Arc;
 
