@@ -166,18 +166,22 @@ def _read(path: Path) -> Mapping[str, Any]:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"expected UTF-8 text: {exc}", source=source) from None
     loaded: object
-    if suffix in (".yaml", ".yml"):
-        loaded = _read_yaml(text, source)
-    elif suffix == ".json":
-        try:
+    kind = "YAML" if suffix in (".yaml", ".yml") else "JSON" if suffix == ".json" else "TOML"
+    try:
+        if kind == "YAML":
+            loaded = _read_yaml(text, source)
+        elif kind == "JSON":
             loaded = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"invalid JSON: {exc}", source=source) from None
-    else:
-        try:
+        else:
             loaded = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"invalid TOML: {exc}", source=source) from None
+    except ConfigError:
+        raise
+    except RecursionError:
+        raise ConfigError(f"invalid {kind}: nested too deeply", source=source) from None
+    except ValueError as exc:
+        # JSONDecodeError, TOMLDecodeError, and the parsers' int() of a number with more
+        # digits than Python converts (sys.get_int_max_str_digits()).
+        raise ConfigError(f"invalid {kind}: {exc}", source=source) from None
     if loaded is None:  # an empty YAML document
         return {}
     if not isinstance(loaded, Mapping):
