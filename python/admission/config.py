@@ -24,11 +24,14 @@ The schema (every table optional; strings for durations and rates everywhere)::
     policy = "database"     # default; its timeout is the pool's acquire_timeout unless set
     max_size = 20
 
-Environment variables ``ADMISSION_<NAME>_<FIELD>`` override (or add) a limit's field, e.g.
-``ADMISSION_OPENAI_RATE=30/min`` or ``ADMISSION_RAG_CONCURRENCY=4``; the name is the limit's
-name upper-cased with every character other than letters and digits turned into ``_``.
+Environment variables ``ADMISSION_<NAME>_<FIELD>`` override a field of a configured limit,
+e.g. ``ADMISSION_OPENAI_RATE=30/min`` or ``ADMISSION_RAG_CONCURRENCY=4``; the name is the
+limit's name upper-cased with every character other than letters and digits turned into ``_``.
 ``ADMISSION_DEFAULTS_<FIELD>`` overrides ``[defaults]``; ``ADMISSION_CONFIG`` names the file
-that `Config.from_env` reads.
+that `Config.from_env` reads. A variable is only read when ``ADMISSION_`` is followed by a
+configured limit's name (or ``DEFAULTS``) and ``_``: it never adds a limit, and any other
+``ADMISSION_*`` variable (``ADMISSION_API_KEY``) is ignored; an unknown field after a known
+name (``ADMISSION_RAG_SPEED``) is a `ConfigError` naming the variable.
 
 Errors are `admission.ConfigError` (a `ValueError`) and say where, which key, what was
 expected and what was found:
@@ -45,7 +48,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -135,8 +138,8 @@ class Config:
     def from_env(cls, environ: Environ | None = None) -> Config:
         """The file named by ``ADMISSION_CONFIG`` (if set) with every ``ADMISSION_*`` override.
 
-        >>> Config.from_env({"ADMISSION_RAG_POLICY": "database"}).limits["rag"].timeout
-        10.0
+        >>> Config.from_env({"ADMISSION_DEFAULTS_TIMEOUT": "5s"}).policies["default"].timeout
+        5.0
         """
         env: bool | Environ = True if environ is None else environ
         variables = os.environ if environ is None else environ
@@ -166,18 +169,22 @@ def _read(path: Path) -> Mapping[str, Any]:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"expected UTF-8 text: {exc}", source=source) from None
     loaded: object
-    if suffix in (".yaml", ".yml"):
-        loaded = _read_yaml(text, source)
-    elif suffix == ".json":
-        try:
+    kind = "YAML" if suffix in (".yaml", ".yml") else "JSON" if suffix == ".json" else "TOML"
+    try:
+        if kind == "YAML":
+            loaded = _read_yaml(text, source)
+        elif kind == "JSON":
             loaded = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"invalid JSON: {exc}", source=source) from None
-    else:
-        try:
+        else:
             loaded = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"invalid TOML: {exc}", source=source) from None
+    except ConfigError:
+        raise
+    except RecursionError:
+        raise ConfigError(f"invalid {kind}: nested too deeply", source=source) from None
+    except ValueError as exc:
+        # JSONDecodeError, TOMLDecodeError, and the parsers' int() of a number with more
+        # digits than Python converts (sys.get_int_max_str_digits()).
+        raise ConfigError(f"invalid {kind}: {exc}", source=source) from None
     if loaded is None:  # an empty YAML document
         return {}
     if not isinstance(loaded, Mapping):
@@ -291,9 +298,12 @@ def _with_env(top: Mapping[str, Any], environ: Environ) -> tuple[dict[str, Any],
     for variable in sorted(environ):
         if not variable.startswith(ENV_PREFIX) or variable == f"{ENV_PREFIX}CONFIG":
             continue
-        value = environ[variable]
         rest = variable[len(ENV_PREFIX) :]
-        name, field_name = _split_env(rest, by_env_name, variable)
+        split = _split_env(rest, (*by_env_name, *clashes, "DEFAULTS"), variable)
+        if split is None:
+            continue  # not about a known limit (ADMISSION_API_KEY): someone else's variable
+        name, field_name = split
+        value = environ[variable]
         if name in clashes:
             raise ConfigError(
                 f"limits {' and '.join(map(repr, clashes[name]))} have the same environment "
@@ -309,8 +319,8 @@ def _with_env(top: Mapping[str, Any], environ: Environ) -> tuple[dict[str, Any],
             defaults[field_name] = value
             key = f"defaults.{field_name}"
         else:
-            limit = by_env_name.setdefault(name, name.lower())
-            limits.setdefault(limit, {})[field_name] = value
+            limit = by_env_name[name]
+            limits[limit][field_name] = value
             key = f"limits.{limit}.{field_name}"
         origins[key] = f"environment variable {variable}"
     if defaults:
@@ -320,21 +330,25 @@ def _with_env(top: Mapping[str, Any], environ: Environ) -> tuple[dict[str, Any],
     return merged, origins
 
 
-def _split_env(rest: str, known: Mapping[str, str], variable: str) -> tuple[str, str]:
-    """``OPENAI_TOKEN_BURST`` -> ``("OPENAI", "token_burst")``, preferring configured names."""
-    splits = [
-        (rest[: -len(f) - 1], f)
-        for f in _ENV_FIELDS_BY_LENGTH
-        if rest.endswith(f"_{f.upper()}") and len(rest) > len(f) + 1
-    ]
-    for name, field_name in splits:
-        if name in known:
+def _split_env(rest: str, known: Iterable[str], variable: str) -> tuple[str, str] | None:
+    """``OPENAI_TOKEN_BURST`` -> ``("OPENAI", "token_burst")`` when ``OPENAI`` is known.
+
+    ``None`` when ``rest`` does not start with a known name and ``_`` (the variable is not
+    about a configured limit); a `ConfigError` when it does but the field is unknown.
+    """
+    prefixes = sorted((k for k in known if rest.startswith(f"{k}_")), key=len, reverse=True)
+    for name in prefixes:
+        field_name = rest[len(name) + 1 :].lower()
+        if field_name in _ENV_FIELDS:
             return name, field_name
-    if not splits:
-        raise ConfigError(
-            f"expected {ENV_PREFIX}<LIMIT>_<FIELD> with FIELD one of: "
-            f"{', '.join(f.upper() for f in _ENV_FIELDS)} (or {ENV_PREFIX}CONFIG), "
-            f"got {variable}",
-            source="environment",
-        )
-    return splits[0]
+    if not prefixes:
+        return None
+    name = prefixes[0]
+    field_name = rest[len(name) + 1 :]
+    what = "[defaults]" if name == "DEFAULTS" else f"the limit {name}"
+    raise ConfigError(
+        f"{what} has no field {field_name}{hint(field_name.lower(), _ENV_FIELDS)}; "
+        f"expected {ENV_PREFIX}{name}_<FIELD> with FIELD one of: "
+        f"{', '.join(f.upper() for f in _ENV_FIELDS)}",
+        source=f"environment variable {variable}",
+    )

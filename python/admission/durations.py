@@ -18,6 +18,7 @@ A bad value raises `admission.ConfigError` (a `ValueError`) naming the key and t
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Iterator, Sequence
@@ -54,7 +55,8 @@ _UNITS: dict[str, Decimal] = {
     "day": Decimal("86400.0"),
     "days": Decimal("86400.0"),
 }
-_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
+# ASCII digits only: other scripts' digits (Arabic-Indic 10 s, say) are refused.
+_NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
 _PART = re.compile(rf"({_NUMBER})\s*([a-zµμ]+)")
 _DURATION = re.compile(rf"(?:\s*{_NUMBER}\s*[a-zµμ]+)+")
 _BARE_NUMBER = re.compile(rf"\s*{_NUMBER}\s*")
@@ -68,7 +70,10 @@ _PERIOD_NAMES = ((86400.0, "d"), (3600.0, "h"), (60.0, "min"), (1.0, "s"))
 def _number(value: float, key: str, expected: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"expected {expected}, got {value!r}", key=key)
-    result = float(value)
+    try:
+        result = float(value)
+    except OverflowError:  # an int beyond the largest float
+        result = math.inf
     if not math.isfinite(result) or result < 0:
         raise ConfigError(f"expected {expected} (finite, >= 0), got {value!r}", key=key)
     return result
@@ -86,12 +91,17 @@ def parse_duration(value: str | float, key: str = "duration") -> float:
     if not isinstance(value, str):
         return _number(value, key, _DURATION_EXPECTED)
     text = value.strip().lower()
+    result: float | None = None
     if _BARE_NUMBER.fullmatch(text):
-        return float(text)
-    if _DURATION.fullmatch(text):
+        result = float(text)
+    elif _DURATION.fullmatch(text):
         parts = _PART.findall(text)
-        if all(unit in _UNITS for _, unit in parts):
-            return float(sum(Decimal(number) * _UNITS[unit] for number, unit in parts))
+        units = [_UNITS.get(unit, Decimal(0)) for _, unit in parts]
+        # Each unit once, largest first ("1h30m"): "30m1h" and "1s1s1s" are typos.
+        if all(units) and all(a > b for a, b in itertools.pairwise(units)):
+            result = float(sum(Decimal(n) * _UNITS[u] for n, u in parts))
+    if result is not None and math.isfinite(result):
+        return result
     raise ConfigError(f"expected {_DURATION_EXPECTED}, got {value!r}", key=key)
 
 
@@ -130,7 +140,8 @@ class Rate:
 
 
 def _count(text: str) -> float:
-    return int(text) if text.isdigit() else float(text)
+    # Whole numbers stay ints (exact), unless too long for one (then float: inf, refused).
+    return int(text) if text.isdigit() and len(text) <= 300 else float(text)
 
 
 def parse_rate(value: str | float | Rate | Sequence[str | float], key: str = "rate") -> Rate:

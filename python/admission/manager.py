@@ -499,6 +499,7 @@ class ConcurrencyManager:
         interval: float | str = 1.0,
         on_reload: Callable[[Config], object] | None = None,
         on_error: Callable[[Exception], object] | None = None,
+        allow_empty: bool = False,
     ) -> ConfigWatcher:
         """Starts a thread that reloads when the file (default: the configuration's) changes.
 
@@ -506,6 +507,8 @@ class ConcurrencyManager:
         that fails to load is logged (logger ``admission.config``) and passed to
         ``on_error``; the limits in force stay. Stop it with ``watcher.stop()`` or
         `close`; the thread also ends by itself if the manager is garbage collected.
+        A file that defines no limits is refused while limits are in force (an empty or
+        truncated file must not remove them all) unless ``allow_empty=True``.
         """
         if path is None:
             if self._config.path is None:
@@ -522,6 +525,7 @@ class ConcurrencyManager:
             env=env,
             on_reload=on_reload,
             on_error=on_error,
+            allow_empty=allow_empty,
         )
         self._watchers = [w for w in self._watchers if w.running]
         self._watchers.append(watcher)

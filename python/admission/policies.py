@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -71,11 +72,15 @@ def is_none(value: object) -> bool:
     return value is None or (isinstance(value, str) and value.strip().lower() == "none")
 
 
+# ASCII digits only ("²".isdigit() is true), and few enough that int() never refuses them.
+_DIGITS = re.compile(r"[0-9]{1,30}")
+
+
 def _count(value: object, key: str, *, top: int, optional: bool) -> int | None:
     if optional and is_none(value):
         return None
     number: object = value
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
         number = int(value.strip())  # environment variables are strings
     if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= top:
         none = ', or "none"' if optional else ""
@@ -232,25 +237,44 @@ class PolicySet(Mapping[str, Policy]):
                 for name, (parent, own) in specs.items()
             }
         )
+        resolved: dict[str, Policy] = {}
+        for name in self._specs:
+            self._resolve(name, resolved)
         self._resolved: Mapping[str, Policy] = MappingProxyType(
-            {name: self._resolve(name, ()) for name in self._specs}
+            {name: resolved[name] for name in self._specs}
         )
 
-    def _resolve(self, name: str, chain: tuple[str, ...]) -> Policy:
-        spec = self._specs[name]
-        if name in chain:
-            cycle = " -> ".join((*chain[chain.index(name) :], name))
-            raise ConfigError(f"inheritance cycle: {cycle}", key=f"policies.{chain[-1]}.parent")
-        if spec.parent is None:
-            return Policy(name=name, **spec.own)
-        if spec.parent not in self._specs:
-            raise ConfigError(
-                f"expected one of the policies: {', '.join(self._specs)}, "
-                f"got {spec.parent!r}{hint(spec.parent, self._specs)}",
-                key=f"policies.{name}.parent",
-            )
-        base = self._resolve(spec.parent, (*chain, name))
-        return dataclasses.replace(base, name=name, parent=spec.parent, **spec.own)
+    def _resolve(self, name: str, resolved: dict[str, Policy]) -> Policy:
+        # A loop, not recursion: a parent chain thousands deep is a ConfigError at worst,
+        # never a RecursionError.
+        chain: list[str] = []
+        on_chain: set[str] = set()
+        current = name
+        while current not in resolved:
+            if current in on_chain:
+                cycle = " -> ".join((*chain[chain.index(current) :], current))
+                raise ConfigError(f"inheritance cycle: {cycle}", key=f"policies.{chain[-1]}.parent")
+            chain.append(current)
+            on_chain.add(current)
+            parent = self._specs[current].parent
+            if parent is None:
+                break
+            if parent not in self._specs:
+                raise ConfigError(
+                    f"expected one of the policies: {', '.join(self._specs)}, "
+                    f"got {parent!r}{hint(parent, self._specs)}",
+                    key=f"policies.{current}.parent",
+                )
+            current = parent
+        for link in reversed(chain):
+            spec = self._specs[link]
+            if spec.parent is None:
+                resolved[link] = Policy(name=link, **spec.own)
+            else:
+                resolved[link] = dataclasses.replace(
+                    resolved[spec.parent], name=link, parent=spec.parent, **spec.own
+                )
+        return resolved[name]
 
     def with_overrides(self, policies: Mapping[str, Mapping[str, object]]) -> PolicySet:
         """A new set where ``policies`` (name -> fields, plus ``parent``) change or add policies.

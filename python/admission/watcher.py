@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from admission._validate import blocking_timeout
 from admission.config import Config
+from admission.errors import ConfigError
 
 if TYPE_CHECKING:
     from admission.manager import ConcurrencyManager
@@ -54,6 +55,11 @@ class ConfigWatcher:
     The thread reloads a changed file once it has held still for one interval (so a file
     caught half-written is never loaded). A file that fails to load is logged as a warning and
     passed to ``on_error``; the limits in force stay until a good file arrives.
+
+    A file that defines no limits (empty, blank or only comments: what a writer that truncates
+    and then pauses, ``render > admission.toml``, leaves for a while) is refused with a
+    `ConfigError` while limits are in force, so that it never removes every limit by accident;
+    ``allow_empty=True`` lets such a file through (every limit removed).
     ``on_reload(config)`` and ``on_error(exc)`` run in the watcher's thread (or the caller of
     `check`).
     """
@@ -67,6 +73,7 @@ class ConfigWatcher:
         env: bool | Mapping[str, str] = True,
         on_reload: Callable[[Config], object] | None = None,
         on_error: Callable[[Exception], object] | None = None,
+        allow_empty: bool = False,
     ) -> None:
         if not interval > 0:
             raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
@@ -77,6 +84,7 @@ class ConfigWatcher:
         self._env = env
         self._on_reload = on_reload
         self._on_error = on_error
+        self._allow_empty = allow_empty
         self._seen = _signature(self._path)
         self._stop = threading.Event()
         self._check_lock = threading.Lock()
@@ -153,7 +161,15 @@ class ConfigWatcher:
             if manager is None:
                 return False
             try:
-                config = manager.reload(Config.from_file(self._path, env=self._env))
+                config = Config.from_file(self._path, env=self._env)
+                if not self._allow_empty and not config.limits and manager.config.limits:
+                    raise ConfigError(
+                        "defines no limits, which would remove all "
+                        f"{len(manager.config.limits)} in force (an empty or truncated file?): "
+                        "refused; pass allow_empty=True to allow it",
+                        source=str(self._path),
+                    )
+                config = manager.reload(config)
             except Exception as exc:
                 self.errors += 1
                 self.last_error = exc

@@ -326,15 +326,15 @@ def test_env_mapping_every_field() -> None:
     )
 
 
-def test_env_adds_limits_and_defaults() -> None:
+def test_env_overrides_known_limits_and_defaults_only() -> None:
     env = {
-        "ADMISSION_BATCH_JOBS_POLICY": "stress",
+        "ADMISSION_BATCH_JOBS_POLICY": "stress",  # no limit batch_jobs: ignored, not added
         "ADMISSION_DEFAULTS_TIMEOUT": "12s",
         "ADMISSION_SEARCH_RATE": "none",
         "UNRELATED": "1",
     }
     cfg = Config.from_dict({"limits": {"search": {"rate": "5/s"}}}, env=env)
-    assert (cfg.limits["batch_jobs"].concurrency, cfg.limits["batch_jobs"].timeout) == (5, 12.0)
+    assert list(cfg.limits) == ["search"]
     assert (cfg.limits["search"].rate, cfg.limits["search"].timeout) == (None, 12.0)
 
 
@@ -351,9 +351,39 @@ def test_env_names_of_limits() -> None:
     assert "x" not in cfg.limits
 
 
-def test_env_token_burst_of_a_new_limit() -> None:
-    cfg = Config.from_dict({}, env={"ADMISSION_LLM_TOKEN_BURST": "9"})
-    assert cfg.limits["llm"].token_burst == 9
+def test_env_never_creates_a_limit() -> None:
+    # Issue 12 case 12: ADMISSION_B_RATE_BURST=3 made a limit "b_rate".
+    cfg = Config.from_dict(
+        {}, env={"ADMISSION_LLM_TOKEN_BURST": "9", "ADMISSION_B_RATE_BURST": "3"}
+    )
+    assert dict(cfg.limits) == {}
+    # With a limit "b", RATE_BURST is an unknown field of it: an error naming the variable.
+    with pytest.raises(
+        adm.ConfigError,
+        match=r"^environment variable ADMISSION_B_RATE_BURST: the limit B has no field RATE_BURST",
+    ):
+        Config.from_dict({"limits": {"b": {}}}, env={"ADMISSION_B_RATE_BURST": "3"})
+
+
+def test_env_prefers_the_longest_configured_name() -> None:
+    cfg = Config.from_dict(
+        {"limits": {"b": {}, "b_rate": {}}},
+        env={"ADMISSION_B_RATE_BURST": "3", "ADMISSION_B_RATE": "4/s"},
+    )
+    assert (cfg.limits["b_rate"].burst, cfg.limits["b"].rate) == (3, Rate(4, 1.0))
+
+
+def test_unrelated_admission_variables_are_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, "admission.toml", "[limits.rag]\nconcurrency = 2\n")
+    monkeypatch.setenv("ADMISSION_API_KEY", "secret")
+    monkeypatch.setenv("ADMISSION_LOG_LEVEL", "debug")
+    monkeypatch.setenv("ADMISSION_RAG_CONCURRENCY", "3")
+    cfg = Config.from_file(path)
+    assert list(cfg.limits) == ["rag"]
+    assert cfg.limits["rag"].concurrency == 3
+    assert adm.ConcurrencyManager.from_file(path).semaphore("rag").limit == 3
 
 
 @pytest.mark.parametrize(
@@ -381,10 +411,18 @@ def test_env_token_burst_of_a_new_limit() -> None:
         ),
         (
             {"ADMISSION_RAG_SPEED": "3"},
-            r"^environment: expected ADMISSION_<LIMIT>_<FIELD> with FIELD one of: "
-            r"POLICY, CONCURRENCY, .* got ADMISSION_RAG_SPEED$",
+            r"^environment variable ADMISSION_RAG_SPEED: the limit RAG has no field SPEED; "
+            r"expected ADMISSION_RAG_<FIELD> with FIELD one of: POLICY, CONCURRENCY, ",
         ),
-        ({"ADMISSION_TIMEOUT": "3s"}, r"got ADMISSION_TIMEOUT$"),
+        (
+            {"ADMISSION_OPENAI_RATE_LIMIT": "3"},
+            r"^environment variable ADMISSION_OPENAI_RATE_LIMIT: the limit OPENAI has no field",
+        ),
+        (
+            {"ADMISSION_DEFAULTS_TIMEOT": "3s"},
+            r"^environment variable ADMISSION_DEFAULTS_TIMEOT: \[defaults\] has no field "
+            r"TIMEOT \(did you mean 'timeout'\?\)",
+        ),
         (
             {"ADMISSION_DEFAULTS_POLICY": "llm"},
             r"^environment variable ADMISSION_DEFAULTS_POLICY: the defaults have no policy",

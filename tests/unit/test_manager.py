@@ -544,3 +544,48 @@ def test_close_stops_watchers_and_a_dropped_manager_ends_its_thread(tmp_path: Pa
 def test_watch_needs_a_file() -> None:
     with pytest.raises(adm.ConfigError, match="pass the path to watch"):
         manager({}).watch()
+
+
+def test_watcher_refuses_a_truncated_file_that_held_still(tmp_path: Path) -> None:
+    # `render > admission.toml`: the shell truncates, the writer pauses; the empty file holds
+    # still for an interval and parses, but must not remove every limit.
+    path = tmp_path / "admission.toml"
+    path.write_text("[limits.rag]\nconcurrency = 2\n", encoding="utf-8")
+    m = ConcurrencyManager.from_file(path, env=False)
+    watcher = adm.watcher.ConfigWatcher(m, path, env=False)
+    for empty in ("", "\n  \n", "# being rendered\n"):
+        _rewrite(path, empty)
+        held = adm.watcher._signature(path)
+        assert watcher._check(held=held) is False
+        assert isinstance(watcher.last_error, adm.ConfigError)
+        assert str(path) in str(watcher.last_error)
+        assert "no limits" in str(watcher.last_error)
+        assert m.semaphore("rag").limit == 2  # still in force: no UnknownLimit
+    assert (watcher.reloads, watcher.errors) == (0, 3)
+    _rewrite(path, "[limits.rag]\nconcurrency = 3\n")  # the writer finishes
+    assert watcher._check(held=adm.watcher._signature(path)) is True
+    assert m.semaphore("rag").limit == 3
+
+
+def test_watcher_thread_keeps_limits_while_the_file_is_empty(tmp_path: Path) -> None:
+    path = tmp_path / "admission.toml"
+    path.write_text("[limits.rag]\nconcurrency = 1\n", encoding="utf-8")
+    m = ConcurrencyManager.from_file(path, env=False)
+    failed = threading.Event()
+    with m.watch(interval=0.005, on_error=lambda e: failed.set()) as watcher:
+        _rewrite(path, "")
+        assert failed.wait(10)
+        assert m.semaphore("rag").limit == 1
+        assert m.semaphore("rag").try_acquire() is True
+        assert m.semaphore("rag").try_acquire() is False  # nobody let in beyond the limit
+        assert watcher.reloads == 0
+
+
+def test_watcher_allow_empty_removes_every_limit(tmp_path: Path) -> None:
+    path = tmp_path / "admission.toml"
+    path.write_text("[limits.rag]\nconcurrency = 2\n", encoding="utf-8")
+    m = ConcurrencyManager.from_file(path, env=False)
+    watcher = adm.watcher.ConfigWatcher(m, path, env=False, allow_empty=True)
+    _rewrite(path, "")
+    assert watcher.check() is True
+    assert dict(m.config.limits) == {}
