@@ -193,7 +193,11 @@ class ManagedPool:
                 f"pool {self.name!r} is not open yet: use `async with pools:` "
                 "or `await pools.open()` first",
             )
-        raise PoolClosed(self.name, f"pool {self.name!r} is {self.state}: no new connections")
+        raise PoolClosed(
+            self.name,
+            f"pool {self.name!r} is {self.state}: no new connections (a closed PoolManager "
+            "is not reopened: create a new PoolManager to connect again)",
+        )
 
     def _serving(self) -> bool:
         # A method, not an inline test: the state changes while a caller is suspended.
