@@ -178,3 +178,26 @@ def test_connection_after_close_raises_a_clear_error(pg: PostgresServer) -> None
         assert NEW_MANAGER in (ready.pools["db"].error or "")
 
     run(scenario())
+
+
+def test_close_while_open_is_connecting_leaves_nothing_open(pg: PostgresServer) -> None:
+    app = "adm-test-close-during-open"
+
+    async def scenario() -> None:
+        monitor = await asyncpg.connect(pg.dsn())
+        try:
+            pools = manager(pg, app, min_size=2, max_size=2)
+            opening = asyncio.create_task(pools.open())
+            await asyncio.sleep(0)  # open() is now connecting
+            await pools.close()
+            with pytest.raises(adm.PoolClosed):
+                await opening
+            assert pools.stats("db").state == "closed"
+            assert await settle(monitor, app, 0) == 0
+            with pytest.raises(adm.PoolClosed, match=NEW_MANAGER):
+                async with pools.connection("db"):
+                    pytest.fail("admitted after close")
+        finally:
+            await monitor.close()
+
+    run(scenario())
