@@ -128,13 +128,19 @@ class ManagedPool:
         log.info("pool %r (%s): %s", self.name, self.config.redacted_dsn, choice)
         self._kwargs = self._connect_kwargs(choice)
         try:
-            self.pool = await self._create()
+            pool = await self._create()
         except Exception as exc:
+            if self._closed_meanwhile():
+                raise PoolClosed(self.name, f"pool {self.name!r} was closed while opening") from exc
             if not transient(self._pg, exc):
                 self.state = "closed"
                 raise self._connect_error(exc) from exc
             self._go_down(exc)  # start-up with the database down: come up by ourselves
         else:
+            if self._closed_meanwhile():  # close() found no pool to close: close it here
+                await self._close_pool(pool)
+                raise PoolClosed(self.name, f"pool {self.name!r} was closed while opening")
+            self.pool = pool
             self.state = "up"
         metrics.track(self)  # admission_pool_* from now on, until closed
         if self.config.health_check_interval is not None:
@@ -142,6 +148,10 @@ class ManagedPool:
                 self._health_loop(self.config.health_check_interval),
                 name=f"admission pool {self.name!r} health",
             )
+
+    def _closed_meanwhile(self) -> bool:
+        # A method, not an inline test: close() may run while open() is connecting.
+        return self.state != "new"
 
     async def _create(self) -> AsyncpgPool:
         pool: AsyncpgPool = await self._pg.create_pool(self.config.dsn, **self._kwargs)
@@ -162,24 +172,27 @@ class ManagedPool:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._reconnector = self._health = None
-        pool = self.pool
-        if pool is not None:
-            try:
-                # asyncpg's close() waits for every connection to come back; if cancelled
-                # (here: by the deadline) it terminates them all.
-                await asyncio.wait_for(pool.close(), self.config.close_timeout)
-            except TIMEOUTS:
-                log.warning(
-                    "pool %r: %d connection(s) still in use after close_timeout=%gs: terminated",
-                    self.name,
-                    self.semaphore.in_use,
-                    self.config.close_timeout,
-                )
-            except Exception:
-                pool.terminate()
-                log.exception("pool %r: error while closing; connections terminated", self.name)
+        if self.pool is not None:
+            await self._close_pool(self.pool)
         self.state = "closed"
         metrics.untrack(self)
+
+    async def _close_pool(self, pool: AsyncpgPool) -> None:
+        """Closes an asyncpg pool gracefully, terminating it at ``close_timeout``."""
+        try:
+            # asyncpg's close() waits for every connection to come back; if cancelled
+            # (here: by the deadline) it terminates them all.
+            await asyncio.wait_for(pool.close(), self.config.close_timeout)
+        except TIMEOUTS:
+            log.warning(
+                "pool %r: %d connection(s) still in use after close_timeout=%gs: terminated",
+                self.name,
+                self.semaphore.in_use,
+                self.config.close_timeout,
+            )
+        except Exception:
+            pool.terminate()
+            log.exception("pool %r: error while closing; connections terminated", self.name)
 
     # ------------------------------------------------------------------ handing out
 
@@ -193,7 +206,11 @@ class ManagedPool:
                 f"pool {self.name!r} is not open yet: use `async with pools:` "
                 "or `await pools.open()` first",
             )
-        raise PoolClosed(self.name, f"pool {self.name!r} is {self.state}: no new connections")
+        raise PoolClosed(
+            self.name,
+            f"pool {self.name!r} is {self.state}: no new connections (a closed PoolManager "
+            "is not reopened: create a new PoolManager to connect again)",
+        )
 
     def _serving(self) -> bool:
         # A method, not an inline test: the state changes while a caller is suspended.

@@ -11,7 +11,7 @@ from typing import Any, final
 from admission.pools._driver import discard, is_closed
 from admission.pools._managed import ManagedPool
 from admission.pools.config import PoolConfig
-from admission.pools.errors import UnknownPool
+from admission.pools.errors import PoolClosed, UnknownPool
 from admission.pools.stats import PoolStats, Readiness
 
 __all__ = ["LIVE_SETTINGS", "PoolManager"]
@@ -130,7 +130,7 @@ class PoolManager:
         TypeError, ValueError: ``pools`` is not a non-empty mapping of names to `PoolConfig`.
     """
 
-    __slots__ = ("_open_lock", "_pools")
+    __slots__ = ("_closing", "_open_lock", "_pools")
 
     def __init__(self, pools: Mapping[str, PoolConfig]) -> None:
         if not isinstance(pools, Mapping):
@@ -146,6 +146,8 @@ class PoolManager:
                 )
         self._pools = {name: ManagedPool(name, config) for name, config in pools.items()}
         self._open_lock: asyncio.Lock | None = None
+        # Set by the first close(): a closed manager is never reopened (see `open`).
+        self._closing: asyncio.Future[None] | None = None
 
     def _get(self, name: str) -> ManagedPool:
         try:
@@ -160,19 +162,26 @@ class PoolManager:
         return tuple(self._pools)
 
     async def open(self) -> None:
-        """Opens every pool (concurrently). Idempotent.
+        """Opens every pool (concurrently). Idempotent while open.
 
         A pool whose database is unreachable opens ``down`` and comes up by itself; its
         calls fail fast meanwhile (use `check` to gate readiness).
 
+        A manager is opened once: after `close` (or an `open` that failed) it is closed
+        for good, and ``open()`` (``async with pools:`` again) raises `PoolClosed`. Create
+        a new `PoolManager` from the same configurations instead.
+
         Raises:
+            PoolClosed: the manager was closed (or is closing).
             PoolConnectError: a pool cannot connect for a reason waiting will not fix
                 (wrong password, unknown database, certificate); the pools already
-                opened are closed again.
+                opened are closed again, and so is the manager.
         """
+        self._refuse_if_closed()
         if self._open_lock is None:
             self._open_lock = asyncio.Lock()
         async with self._open_lock:
+            self._refuse_if_closed()  # closed while this call waited for the lock
             pools = list(self._pools.values())
             results = await asyncio.gather(*(p.open() for p in pools), return_exceptions=True)
             errors = [r for r in results if isinstance(r, BaseException)]
@@ -180,12 +189,31 @@ class PoolManager:
                 await self.close()
                 raise errors[0]
 
+    def _refuse_if_closed(self) -> None:
+        if self._closing is not None:
+            raise PoolClosed(
+                ", ".join(self._pools),
+                "this PoolManager was closed and cannot be reopened (its connections and "
+                "background tasks are gone): create a new PoolManager with the same "
+                "configurations to connect again",
+            )
+
     async def close(self) -> None:
         """Closes every pool gracefully (concurrently). Idempotent.
 
         New calls are refused with `PoolClosed` at once, queued callers too; connections
-        in use are waited for up to each pool's ``close_timeout``, then terminated.
+        in use are waited for up to each pool's ``close_timeout``, then terminated. A
+        second ``close()``, also one made while the first is still running, returns when
+        every pool is closed. The manager cannot be opened again.
         """
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close_pools())
+        elif self._closing.done():
+            return  # closed already (perhaps on another event loop)
+        # Shielded: a caller that gives up does not leave the pools half closed.
+        await asyncio.shield(self._closing)
+
+    async def _close_pools(self) -> None:
         await asyncio.gather(*(p.close() for p in self._pools.values()))
 
     async def __aenter__(self) -> PoolManager:
