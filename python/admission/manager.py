@@ -276,7 +276,8 @@ class ConcurrencyManager:
         return self._pools.connection(name)
 
     async def open(self) -> None:
-        """Opens the pools (if any; see `PoolManager.open`). Idempotent."""
+        """Opens the pools (if any; see `PoolManager.open`). Idempotent while open; after
+        `aclose()` it raises `PoolClosed` (a closed manager is closed for good)."""
         if self._pools is not None:
             await self._pools.open()
 
