@@ -23,8 +23,7 @@ from collections.abc import Generator, Sequence
 from typing import Any, Protocol
 
 from admission import _native
-from admission._waiting import on_trio as on_trio_thread
-from admission._waiting import running_loop
+from admission._waiting import in_event_loop_thread, running_loop
 from admission.errors import AcquireTimeout
 
 __all__ = [
@@ -333,7 +332,7 @@ def refuse_blocking_in_a_loop(limiters: Sequence[_Limiter]) -> None:
     event loop (asyncio or trio), which a blocking wait would stall with every task on it;
     unless every limiter runs on virtual time (a manual clock: the wait passes at once).
     Called when the request would have to wait."""
-    if running_loop() is None and not on_trio_thread():
+    if not in_event_loop_thread():
         return
     if all(limiter.clock is not None for limiter in limiters):
         return

@@ -18,6 +18,7 @@ import contextlib
 import sys
 import threading
 from asyncio.events import _get_running_loop
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["TrioWaiter", "on_trio", "running_loop", "sleep", "trio_waiter"]
@@ -95,6 +96,26 @@ def trio_waiter() -> TrioWaiter:
     if "trio" in sys.modules:
         return TrioWaiter()
     raise RuntimeError("admission: no running event loop (asyncio or trio) in this thread")
+
+
+def in_event_loop_thread() -> bool:
+    """Whether an event loop (asyncio or trio) runs in this thread: a blocking wait here would
+    stall it, with every task on it."""
+    return running_loop() is not None or on_trio()
+
+
+async def trio_take_now(take: Callable[[], bool]) -> bool:
+    """trio's first step of an acquisition, a checkpoint whether or not it waits: raises
+    ``Cancelled`` (having taken nothing) in a cancelled scope; then ``take()``, and if that
+    admits, a shielded schedule point (so a task that re-acquires in a loop lets the others
+    run) and True. False: the caller must wait."""
+    import trio
+
+    await trio.lowlevel.checkpoint_if_cancelled()
+    if not take():
+        return False
+    await trio.lowlevel.cancel_shielded_checkpoint()
+    return True
 
 
 async def sleep(seconds: float) -> None:

@@ -10,6 +10,7 @@ from typing import final
 from admission import _native, _rate_wait
 from admission._native import Decision
 from admission._validate import timeout_seconds
+from admission._waiting import trio_take_now
 from admission.errors import AcquireTimeout
 
 __all__ = ["AllOf", "all_of"]
@@ -109,13 +110,8 @@ class AllOf(_native.AllOf):
         trio always, since every call must be a checkpoint (as for a single limiter)."""
         start = time.monotonic()
         wake = _rate_wait.async_waker()
-        if _rate_wait.on_trio(wake):
-            import trio
-
-            await trio.lowlevel.checkpoint_if_cancelled()
-            if self._try_take(costs):
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return
+        if _rate_wait.on_trio(wake) and await trio_take_now(lambda: self._try_take(costs)):
+            return
         waits, taken = self._enqueue_all(costs, timeout, wake)
         await _rate_wait.wait_async(waits, taken, timeout, wake)
         self._admitted(waits, taken, start)

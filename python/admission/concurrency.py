@@ -7,7 +7,7 @@ from typing import final
 
 from admission import _native, _registry
 from admission._validate import blocking_timeout, timeout_seconds
-from admission._waiting import on_trio, running_loop, trio_waiter
+from admission._waiting import in_event_loop_thread, trio_take_now, trio_waiter
 from admission.errors import AcquireTimeout, CapacityError, Closed
 from admission.stats import SemaphoreStats, WaitHistogram
 
@@ -84,7 +84,7 @@ class Semaphore(_native.Semaphore):
         timeout = timeout_seconds(timeout)
         if self._try_take(n):
             return
-        if running_loop() is not None or on_trio():
+        if in_event_loop_thread():
             self._reject()
             raise RuntimeError(
                 "Semaphore.acquire_blocking (or `with semaphore:`) would block the event loop "
@@ -114,14 +114,12 @@ class Semaphore(_native.Semaphore):
         run (a task that re-acquires in a loop does not starve the queue).
         """
         waiter = trio_waiter()  # the running trio task (or a clear error outside any loop)
-        import trio
-
-        await trio.lowlevel.checkpoint_if_cancelled()
-        if self._try_take(n):
-            await trio.lowlevel.cancel_shielded_checkpoint()
+        if await trio_take_now(lambda: self._try_take(n)):
             return
         ticket = self._enqueue(n, waiter.wake)
         if ticket is None:  # freed meanwhile (by another thread): admitted
+            import trio
+
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
         try:

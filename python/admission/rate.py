@@ -23,6 +23,7 @@ from typing import Protocol, TypeVar, final
 
 from admission import _native, _rate_wait, _registry
 from admission._validate import timeout_seconds
+from admission._waiting import trio_take_now
 from admission.durations import parse_duration, parse_rate
 from admission.stats import LimiterStats, WaitHistogram
 
@@ -76,16 +77,13 @@ async def _acquire_async(limiter: _Reservable, cost: int, timeout: float | None)
     """
     wake = _rate_wait.async_waker()
     on_trio = _rate_wait.on_trio(wake)
-    if on_trio:
-        import trio
-
-        await trio.lowlevel.checkpoint_if_cancelled()
-        if limiter._try_take(cost):
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return
+    if on_trio and await trio_take_now(lambda: limiter._try_take(cost)):
+        return
     ticket = limiter._enqueue(cost, timeout, wake)
     if ticket is None:  # admitted at once (room was made meanwhile)
         if on_trio:
+            import trio
+
             await trio.lowlevel.cancel_shielded_checkpoint()
         return
     waits = ((limiter, ticket),)

@@ -249,7 +249,7 @@ impl<W: Clone> Gcra<W> {
     #[inline]
     pub fn try_acquire(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
         let increment = self.check_counted(now, cost)?;
-        let admitted = self.advance(now, increment);
+        let admitted = self.advance(now, increment).is_some();
         if admitted {
             self.counters.admitted(cost);
         } else {
@@ -263,7 +263,7 @@ impl<W: Clone> Gcra<W> {
     #[inline]
     pub fn try_take(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
         let increment = self.check_counted(now, cost)?;
-        let admitted = self.advance(now, increment);
+        let admitted = self.advance(now, increment).is_some();
         if admitted {
             self.counters.admitted(cost);
         }
@@ -275,20 +275,7 @@ impl<W: Clone> Gcra<W> {
     /// counts the request once it knows its outcome.
     pub fn take(&self, now: u64, cost: u64) -> Result<Option<u64>, AcquireError> {
         let increment = self.check(now, cost)?;
-        let mut tat = self.tat.load(Ordering::Relaxed);
-        loop {
-            let new_tat = tat.max(now) + increment;
-            if new_tat > now + self.capacity_ns {
-                return Ok(None);
-            }
-            match self
-                .tat
-                .compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(_) => return Ok(Some(new_tat)),
-                Err(actual) => tat = actual,
-            }
-        }
+        Ok(self.advance(now, increment))
     }
 
     /// Undoes a [`Gcra::take`] of `cost` made at `taken_at` that left `record`, at `now`
@@ -318,24 +305,25 @@ impl<W: Clone> Gcra<W> {
     }
 
     /// The one CAS loop of immediate admission: pushes `tat` by `increment` from
-    /// `max(tat, now)` if that stays within the burst. A refusal writes nothing. While anyone
+    /// `max(tat, now)` if that stays within the burst, returning the new `tat` (what `untake`
+    /// needs). A refusal writes nothing. While anyone
     /// waits, the `QUEUED` bit makes the word exceed every limit: refused, no barging.
     #[inline(always)]
-    fn advance(&self, now: u64, increment: u64) -> bool {
+    fn advance(&self, now: u64, increment: u64) -> Option<u64> {
         let limit = now + self.capacity_ns;
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
             // No overflow: `tat` (with the bit) < 2^63 + 2^62 and increment < 2^61.
             let new_tat = tat.max(now) + increment;
             if new_tat > limit {
-                return false;
+                return None;
             }
             // AcqRel: a successful CAS orders this admission after every admission it observed.
             match self
                 .tat
                 .compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Relaxed)
             {
-                Ok(_) => return true,
+                Ok(_) => return Some(new_tat),
                 Err(actual) => tat = actual,
             }
         }
@@ -407,7 +395,7 @@ impl<W: Clone> Gcra<W> {
     ) -> Result<Entered, AcquireError> {
         let increment = self.check_counted(now, cost)?;
         let mut queue = self.lock();
-        if admit_now && queue.is_empty() && self.advance(now, increment) {
+        if admit_now && queue.is_empty() && self.advance(now, increment).is_some() {
             self.counters.admitted(cost);
             return Ok(Entered::Admitted);
         }

@@ -282,16 +282,23 @@ impl<W: Clone> SlidingWindow<W> {
     /// Admits `cost` now if nobody waits and it fits; counts admissions only.
     fn take_counted(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
         self.check_counted(now, cost)?;
+        let admitted = self.admit_now(now, cost);
+        if admitted {
+            self.counters.admitted(cost);
+        }
+        Ok(admitted)
+    }
+
+    /// Writes `cost` into the log at `now` if it fits and nobody waits; counts nothing.
+    fn admit_now(&self, now: u64, cost: u64) -> bool {
         let mut state = self.lock();
         state.log.evict(now, self.window_ns);
         // Someone waits: no barging past them.
         if !state.queue.is_empty() || state.log.total + cost > self.limit {
-            return Ok(false);
+            return false;
         }
         state.log.push(now, cost);
-        drop(state);
-        self.counters.admitted(cost);
-        Ok(true)
+        true
     }
 
     /// Admits `cost` now if it fits in the window and nobody waits. Counts the outcome.
@@ -313,13 +320,7 @@ impl<W: Clone> SlidingWindow<W> {
     /// [`SlidingWindow::untake`] needs to undo it (the admission's timestamp).
     pub fn take(&self, now: u64, cost: u64) -> Result<Option<u64>, AcquireError> {
         self.check(now, cost)?;
-        let mut state = self.lock();
-        state.log.evict(now, self.window_ns);
-        if !state.queue.is_empty() || state.log.total + cost > self.limit {
-            return Ok(None);
-        }
-        state.log.push(now, cost);
-        Ok(Some(now))
+        Ok(self.admit_now(now, cost).then_some(now))
     }
 
     /// Undoes a [`SlidingWindow::take`] exactly; returns the wakers of waiters that can go.
