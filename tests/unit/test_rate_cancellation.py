@@ -34,12 +34,13 @@ def _limiter(kind: str) -> adm.TokenBucket | adm.SlidingWindow:
     return adm.SlidingWindow(100, 0.1, clock=adm.LoopClock())
 
 
+@pytest.mark.parametrize("how", ["wait_for", "timeout"])
 @pytest.mark.parametrize("kind", ["bucket", "window"])
 def test_callers_giving_up_with_their_own_timeout_do_not_lower_the_rate(
-    virtual: Any, kind: str
+    virtual: Any, kind: str, how: str
 ) -> None:
-    """200 tasks each doing ``wait_for(acquire(), 0.05)`` (asyncio) or
-    ``move_on_after(0.05)`` (trio) in a loop: the admitted rate stays within 5 % of the
+    """200 tasks each doing ``wait_for(acquire(), 0.05)`` or ``async with
+    asyncio.timeout(0.05)`` (asyncio; ``how``) or ``move_on_after(0.05)`` (trio) in a loop: the admitted rate stays within 5 % of the
     configured 1,000/s, and the limiter is not left refusing afterwards."""
     lim = _limiter(kind)
     seconds = 2.0
@@ -57,6 +58,14 @@ def test_callers_giving_up_with_their_own_timeout_do_not_lower_the_rate(
                     admitted += 1
                     continue
                 gave_up += 1
+            elif how == "timeout" and sys.version_info >= (3, 11):
+                try:
+                    async with asyncio.timeout(0.05):
+                        await lim.acquire()
+                except TimeoutError:
+                    gave_up += 1
+                else:
+                    admitted += 1
             else:
                 try:
                     await asyncio.wait_for(lim.acquire(), 0.05)
