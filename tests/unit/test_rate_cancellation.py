@@ -40,8 +40,9 @@ def test_callers_giving_up_with_their_own_timeout_do_not_lower_the_rate(
     virtual: Any, kind: str, how: str
 ) -> None:
     """200 tasks each doing ``wait_for(acquire(), 0.05)`` or ``async with
-    asyncio.timeout(0.05)`` (asyncio; ``how``) or ``move_on_after(0.05)`` (trio) in a loop: the admitted rate stays within 5 % of the
-    configured 1,000/s, and the limiter is not left refusing afterwards."""
+    asyncio.timeout(0.05)`` (asyncio; ``how``) or ``move_on_after(0.05)`` (trio) in a
+    loop: the admitted rate stays within 5 % of the configured 1,000/s, and the limiter is
+    not left refusing afterwards."""
     lim = _limiter(kind)
     seconds = 2.0
     admitted = 0
