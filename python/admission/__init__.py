@@ -14,6 +14,8 @@ Rate limits, bounded concurrency and their accounting, decided in Rust in nanose
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from admission import alerts, metrics, policies, testing
 from admission._native import MAX_PERMITS, Decision, LoopClock
 from admission.combine import AllOf, all_of
@@ -27,10 +29,12 @@ from admission.errors import (
     Closed,
     ConfigError,
     PortInUseError,
-    RateLimited,
     UnknownLimit,
 )
-from admission.gather import gather, map
+from admission.gather import gather
+
+# `adm.map`, but not in __all__: `from admission import *` must not shadow the builtin.
+from admission.gather import map as map
 from admission.manager import ConcurrencyManager, LimitStats
 from admission.policies import Policy
 from admission.pools import (
@@ -51,7 +55,25 @@ from admission.stats import LimiterStats, SemaphoreStats, WaitHistogram
 from admission.taskpool import TaskPool
 from admission.threads import to_thread
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    __version__: str
+    """The installed version (``"0.1.0"``), from the package metadata: maturin writes it from
+    ``Cargo.toml``, the one place the version is kept."""
+else:
+
+    def __getattr__(name: str) -> str:
+        # Read on first use: importing importlib.metadata would add a fifth to `import admission`.
+        if name == "__version__":
+            from importlib.metadata import PackageNotFoundError, version
+
+            try:
+                found = version("admission")
+            except PackageNotFoundError:  # pragma: no cover - a source tree never installed
+                found = "0+unknown"
+            globals()["__version__"] = found
+            return found
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "MAX_PERMITS",
@@ -80,7 +102,6 @@ __all__ = [
     "PoolUnavailable",
     "PortInUseError",
     "Rate",
-    "RateLimited",
     "Semaphore",
     "SemaphoreStats",
     "SlidingWindow",
@@ -92,7 +113,6 @@ __all__ = [
     "alerts",
     "all_of",
     "gather",
-    "map",
     "metrics",
     "parse_duration",
     "parse_rate",

@@ -3,9 +3,9 @@
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from contextvars import Context
 from types import TracebackType
-from typing import Any, Literal, Self, final
+from typing import Any, Literal, final
 
-from typing_extensions import disjoint_base
+from typing_extensions import Self, disjoint_base
 
 __all__ = [
     "MAX_PERMITS",

@@ -62,9 +62,10 @@ class Semaphore(_native.Semaphore):
 
     __slots__ = ()
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, limit: int, *, name: str | None = None) -> None:
         # The native __new__ has parsed and checked the arguments; this makes the semaphore
-        # visible to metrics and alerts (a weak reference: it never keeps it alive).
+        # visible to metrics and alerts (a weak reference: it never keeps it alive). The
+        # signature is __new__'s, so that type checkers check calls against it.
         _registry.register(self)
 
     def acquire_blocking(self, n: int = 1, timeout: float | str | None = None) -> None:

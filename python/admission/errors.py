@@ -11,7 +11,6 @@ __all__ = [
     "Closed",
     "ConfigError",
     "PortInUseError",
-    "RateLimited",
     "UnknownLimit",
 ]
 
@@ -44,17 +43,6 @@ class CapacityError(AdmissionError, ValueError):
         return (type(self), (self.cost, self.capacity))
 
 
-class RateLimited(AdmissionError):
-    """A request refused by a rate limit; ``retry_after`` is the seconds until it would fit."""
-
-    def __init__(self, retry_after: float, message: str | None = None) -> None:
-        super().__init__(message or f"rate limited: retry after {retry_after:.3f} s")
-        self.retry_after = retry_after
-
-    def __reduce__(self) -> tuple[type[RateLimited], tuple[float, str]]:
-        return (type(self), (self.retry_after, str(self)))
-
-
 class Closed(AdmissionError):
     """The primitive was closed: it admits nothing new. Permits already held stay valid."""
 
@@ -65,6 +53,20 @@ class AcquireTimeout(AdmissionError, TimeoutError):
     ``needed`` is the wait, in seconds, admission would have needed when it was known up front
     (rate limits know it exactly and fail at once instead of sleeping until the deadline);
     ``None`` when it depended on other holders (semaphores).
+
+    This is how a rate limit refuses a request that must not wait (there is no separate
+    "rate limited" error): ``timeout=0`` asks for now or never, and ``needed`` is the
+    retry-after to pass on, e.g. as a 429's ``Retry-After``:
+
+    >>> import admission as adm
+    >>> clock = adm.testing.ManualClock()
+    >>> bucket = adm.TokenBucket(rate=1, burst=1, clock=clock)
+    >>> bucket.acquire_blocking()
+    >>> try:
+    ...     bucket.acquire_blocking(timeout=0)
+    ... except adm.AcquireTimeout as e:
+    ...     print(f"retry after {e.needed} s")
+    retry after 1.0 s
     """
 
     def __init__(self, timeout: float, needed: float | None = None) -> None:

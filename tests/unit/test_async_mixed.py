@@ -5,6 +5,7 @@ and ``to_thread`` bounded by a limiter. Concurrency is measured with a threading
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -197,7 +198,8 @@ async def test_to_thread_is_bounded_by_the_limiter() -> None:
         return i * scale
 
     results = await adm.gather(
-        *(adm.to_thread(work, i, scale=10, limiter=s) for i in range(calls)), limit=calls
+        *(adm.to_thread(functools.partial(work, i, scale=10), limiter=s) for i in range(calls)),
+        limit=calls,
     )
     assert results == [i * 10 for i in range(calls)]
     assert gauge.peak == limit
@@ -226,11 +228,21 @@ async def test_to_thread_passes_arguments_but_not_the_limiter() -> None:
         return "ok"
 
     s = adm.Semaphore(2)
-    assert await adm.to_thread(fn, 1, 2, key="v", limiter=s) == "ok"
+    assert await adm.to_thread(fn, 1, 2, limiter=s) == "ok"
     assert seen["args"] == (1, 2)
-    assert seen["kwargs"] == {"key": "v"}
+    assert seen["kwargs"] == {}
     assert seen["thread"] != threading.get_ident()
+    # Keyword arguments for fn go through functools.partial (trio's and anyio's rule).
+    assert await adm.to_thread(functools.partial(fn, 3, key="v"), limiter=s) == "ok"
+    assert (seen["args"], seen["kwargs"]) == ((3,), {"key": "v"})
     assert await adm.to_thread(sum, [1, 2, 3]) == 6  # no limiter at all
+
+
+async def test_to_thread_refuses_other_keywords_before_taking_anything() -> None:
+    s = adm.Semaphore(1)
+    with pytest.raises(TypeError, match="key"):
+        await adm.to_thread(print, 1, key="v", limiter=s)  # type: ignore[call-arg]
+    assert s.stats().attempts == 0
 
 
 async def test_to_thread_with_a_rate_limiter() -> None:

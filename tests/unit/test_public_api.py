@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import builtins
 import pickle
 
 import pytest
 
 import admission as adm
+from admission.gather import map as gather_map
 
 
 def test_every_public_name_exists_and_is_documented() -> None:
@@ -34,7 +36,6 @@ def test_bucket_surface_from_the_issue() -> None:
 def test_errors_pickle_with_their_attributes() -> None:
     for exc in (
         adm.CapacityError(5, 3),
-        adm.RateLimited(1.5),
         adm.AcquireTimeout(2.0, needed=3.0),
         adm.Closed("closed"),
     ):
@@ -52,3 +53,13 @@ def test_exception_family() -> None:
     with pytest.raises(adm.CapacityError) as info:
         adm.TokenBucket(rate=10, burst=5).try_acquire(cost=6)
     assert (info.value.cost, info.value.capacity) == (6, 5)
+
+
+def test_a_star_import_shadows_no_builtin() -> None:
+    namespace: dict[str, object] = {}
+    exec("from admission import *", namespace)
+    shadowed = sorted(set(namespace) & set(dir(builtins)) - {"__builtins__"})
+    assert shadowed == []
+    assert "map" not in adm.__all__
+    # Still there under its module's name.
+    assert adm.map is gather_map

@@ -25,9 +25,8 @@ Series and labels:
 - ``kind``: ``semaphore``, ``token_bucket`` or ``sliding_window``.
 - ``limiter``: the primitive's ``name``. Primitives of one kind with the same name share one
   series (their figures are added up), and so do all unnamed primitives of a kind, under
-  ``limiter="unnamed"`` (`UNNAMED`): there is never one series per object, and keys of keyed
-  limiters are never labels. A primitive that is dropped keeps its counts in its series'
-  counters, so they never go down.
+  ``limiter="unnamed"`` (`UNNAMED`): there is never one series per object. A primitive that
+  is dropped keeps its counts in its series' counters, so they never go down.
 
 The metrics (see the README's "Metrics" section for the full table):
 

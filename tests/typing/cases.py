@@ -1,0 +1,71 @@
+# pyright: strict
+"""Calls a type checker must accept, and calls it must reject (each ending in ``# error``).
+
+Checked by test_typing.py with mypy --strict and pyright (strict), for Python 3.10: the lines
+either checker reports must be exactly the lines marked ``# error``, one mistake per line.
+Nothing here runs: the cases are in functions no one calls.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import admission as adm
+
+
+def metadata() -> None:
+    version: str = adm.__version__
+    print(version)
+    print(adm.RateLimited)  # error
+
+
+def constructors() -> None:
+    adm.Semaphore(10, name="llm")
+    adm.TokenBucket(rate=50, per=60.0, burst=10, name="rpm")
+    adm.TokenBucket("60/min")
+    adm.TokenBucket(50, per="1m")
+    adm.SlidingWindow(limit=60, window=60.0)
+    adm.SlidingWindow(60, "1m", clock=adm.testing.ManualClock())
+    adm.Semaphore("ten")  # error
+    adm.Semaphore(10, bogus=1)  # error
+    adm.Semaphore(10, "llm")  # error
+    adm.Semaphore()  # error
+    adm.TokenBucket(rate=50, bogus=1)  # error
+    adm.TokenBucket(rate=50, burst=2.5)  # error
+    adm.TokenBucket(rate=50, name=3)  # error
+    adm.SlidingWindow("sixty", 60.0)  # error
+    adm.SlidingWindow(60, 60.0, bogus=1)  # error
+    adm.SlidingWindow(limit=60)  # error
+
+
+def widen(x: int) -> float:
+    return x * 1.5
+
+
+def scale(x: int, *, by: int) -> int:
+    return x * by
+
+
+async def threads(sem: adm.Semaphore, bucket: adm.TokenBucket) -> None:
+    a: float = await adm.to_thread(widen, 2, limiter=sem)
+    b: int = await adm.to_thread(sum, [1, 2, 3], limiter=bucket)
+    c: int = await adm.to_thread(functools.partial(scale, 2, by=3), limiter=sem)
+    d: int = await adm.to_thread(len, "abc")
+    print(a, b, c, d)
+    await adm.to_thread(widen, "2", limiter=sem)  # error
+    await adm.to_thread(widen, 2, 3)  # error
+    await adm.to_thread(scale, 2, by=3, limiter=sem)  # error
+    await adm.to_thread(widen, 2, limiter=3)  # error
+    e: str = await adm.to_thread(widen, 2)  # error
+    print(e)
+
+
+async def awidened(x: int) -> float:
+    return x * 1.5
+
+
+async def mapping() -> None:
+    # `adm.map` stays public (only `from admission import *` leaves it out).
+    async for item in adm.map(awidened, [1, 2], limit=2):
+        print(item + 1.0)
+    adm.map(widen, [1, 2], limit=2)  # error
