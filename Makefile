@@ -29,14 +29,12 @@ $(VENV)/.bench-stamp: requirements/bench.txt $(VENV)/.dev-stamp
 develop: $(VENV)/.dev-stamp
 	$(VENV)/bin/maturin develop --release --quiet
 
-$(VENV)/.demo-stamp: requirements/demo.txt | $(VPY)
-	$(VPY) -m pip install -q -r requirements/demo.txt
-	touch $@
-
 # The main demo: 2,000 LLM calls against a local provider, unbounded vs with admission.
 # Options: make demo DEMO_ARGS="--calls 500 --server-rate 100" (see python -m admission demo --help).
+# Its dependencies are the `demo` extra of pyproject.toml, installed by the same build.
 DEMO_ARGS ?=
-demo: develop $(VENV)/.demo-stamp
+demo: $(VENV)/.dev-stamp
+	$(VENV)/bin/maturin develop --release --quiet --extras demo
 	$(VPY) -m admission demo $(DEMO_ARGS)
 
 test: test-rust test-python

@@ -1,4 +1,5 @@
-"""Command line: ``python -m admission demo [--help]`` and ``python -m admission threads-demo``."""
+"""Command line: ``python -m admission demo [--help]``, ``python -m admission threads-demo`` and
+``python -m admission --version``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import argparse
 import math
 import sys
 from collections.abc import Sequence
+
+import admission
+from admission._extras import require
 
 __all__ = ["main"]
 
@@ -163,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m admission",
         description="admission: fast, correct admission control for Python services.",
     )
+    parser.add_argument("--version", action="version", version=f"admission {admission.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_demo(commands)
     _add_threads_demo(commands)
@@ -181,15 +186,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.command == "demo":
         try:
-            from admission.demo import llm
-        except ImportError as exc:
-            if exc.name != "httpx":
-                raise
-            print(
-                "the demo needs httpx: `pip install httpx` (`make demo` installs it)",
-                file=sys.stderr,
-            )
+            require("httpx", "demo", "`python -m admission demo`")
+        except ModuleNotFoundError as exc:
+            print(f"{exc} (`make demo` installs it in a clone)", file=sys.stderr)
             return 2
+        from admission.demo import llm
+
         config = llm.DemoConfig(
             calls=args.calls,
             server_concurrency=args.server_concurrency,

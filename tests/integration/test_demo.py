@@ -17,8 +17,8 @@ try:
     import httpx
 except ImportError:  # pragma: no cover - the Makefile installs it
     pytest.fail(
-        "httpx is not installed: the demo needs it (requirements/dev.txt and "
-        "requirements/demo.txt list it; `make test` and `make demo` install them)",
+        "httpx is not installed: the demo needs it (requirements/dev.txt and the `demo` "
+        "extra list it; `make test` and `make demo` install them)",
         pytrace=False,
     )
 

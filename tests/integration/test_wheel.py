@@ -5,12 +5,18 @@ by this environment's pip with ``--python``, from the file alone: ``--no-index -
 exercised by a script run in isolated mode from outside the repository, so nothing can be
 imported from the source tree by accident. The builds reuse the repository's cargo target
 directory, so after ``make develop`` they are incremental (about a second each).
+
+The installed metadata is checked against its sources (the version against Cargo.toml, the
+extras against pyproject.toml, the license file against LICENSE), and the ``demo`` extra is
+installed as a user would, from the package index (its packages are pip-cached after the
+first run), to run ``python -m admission demo`` from that venv.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,14 +24,30 @@ import tarfile
 import textwrap
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import admission
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "python" / "admission"
 BIN = "Scripts" if os.name == "nt" else "bin"
+
+
+def _toml(name: str) -> dict[str, Any]:
+    with (REPO / name).open("rb") as f:
+        return tomllib.load(f)
+
+
+# The sources the built metadata must agree with.
+VERSION: str = _toml("Cargo.toml")["workspace"]["package"]["version"]
+PROJECT: dict[str, Any] = _toml("pyproject.toml")["project"]
 
 
 def _tool(name: str) -> str:
@@ -37,8 +59,10 @@ def _tool(name: str) -> str:
     return found
 
 
-def _run(*args: str | Path, cwd: Path = REPO, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(
+def _proc(
+    *args: str | Path, cwd: Path = REPO, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [str(a) for a in args],
         cwd=cwd,
         env=env,
@@ -47,6 +71,10 @@ def _run(*args: str | Path, cwd: Path = REPO, env: dict[str, str] | None = None)
         timeout=900,
         check=False,
     )
+
+
+def _run(*args: str | Path, cwd: Path = REPO, env: dict[str, str] | None = None) -> str:
+    proc = _proc(*args, cwd=cwd, env=env)
     if proc.returncode != 0:
         pytest.fail(
             f"{' '.join(map(str, args))} exited with {proc.returncode}\n"
@@ -61,6 +89,22 @@ def _clean_env() -> dict[str, str]:
     for var in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP", "PYTHONSAFEPATH"):
         env.pop(var, None)
     return env
+
+
+def _pip(python: Path, *args: str | Path) -> str:
+    """This environment's pip, acting on the venv of ``python`` (which has no pip of its own)."""
+    return _run(
+        sys.executable, "-m", "pip", "--python", python, *args, "--disable-pip-version-check"
+    )
+
+
+def _fresh_venv(where: Path, wheel: Path) -> Path:
+    """A new venv with the wheel alone installed in it (no dependencies, nothing downloaded)."""
+    venv = where / "venv"
+    _run(sys.executable, "-m", "venv", "--without-pip", venv, env=_clean_env())
+    python = venv / BIN / ("python.exe" if os.name == "nt" else "python")
+    _pip(python, "install", "--quiet", "--no-index", "--no-deps", "--no-cache-dir", wheel)
+    return python
 
 
 def _git_files(under: str, suffix: str) -> set[str]:
@@ -100,6 +144,7 @@ def test_wheel_is_for_this_cpython_with_stubs(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "admission/py.typed" in names
     assert "admission/_native.pyi" in names
+    assert f"admission-{VERSION}.dist-info/licenses/LICENSE" in names
     natives = [
         n for n in names if n.startswith("admission/_native.") and n != "admission/_native.pyi"
     ]
@@ -167,23 +212,8 @@ SCRIPT = textwrap.dedent(
 
 
 def test_wheel_installs_into_a_fresh_venv_and_works(wheel: Path, tmp_path: Path) -> None:
-    venv = tmp_path / "venv"
-    _run(sys.executable, "-m", "venv", "--without-pip", venv, env=_clean_env())
-    python = venv / BIN / ("python.exe" if os.name == "nt" else "python")
-    _run(
-        sys.executable,
-        "-m",
-        "pip",
-        "--python",
-        python,
-        "install",
-        "--quiet",
-        "--no-index",
-        "--no-deps",
-        "--no-cache-dir",
-        "--disable-pip-version-check",
-        wheel,
-    )
+    python = _fresh_venv(tmp_path, wheel)
+    venv = python.parents[1]
     script = tmp_path / "use_admission.py"
     script.write_text(SCRIPT)
     # -I: isolated mode (no cwd or script dir on sys.path, no PYTHON* variables, no user site).
@@ -201,6 +231,108 @@ def test_wheel_installs_into_a_fresh_venv_and_works(wheel: Path, tmp_path: Path)
     assert got["all"] == sorted(admission.__all__)
 
 
+METADATA_SCRIPT = textwrap.dedent(
+    """
+    import json
+    from importlib import metadata
+
+    import admission
+
+    meta = metadata.metadata("admission")
+    print(json.dumps({
+        "version": metadata.version("admission"),
+        "__version__": admission.__version__,
+        "license_expression": meta["License-Expression"],
+        "license_files": meta.get_all("License-File"),
+        "license_text": metadata.distribution("admission").read_text("licenses/LICENSE"),
+        "extras": meta.get_all("Provides-Extra"),
+        "requires": meta.get_all("Requires-Dist"),
+        "classifiers": meta.get_all("Classifier"),
+        "requires_python": meta["Requires-Python"],
+    }))
+    """
+)
+
+
+def _requirement(text: str) -> tuple[str, str | None]:
+    """``("httpx", "demo")`` from ``httpx>=0.27 ; extra == 'demo'`` (names normalized)."""
+    spec, _, marker = text.partition(";")
+    name = re.split(r"[<>=!~\[ ]", spec.strip(), maxsplit=1)[0]
+    extra = re.search(r"extra == ['\"](\w+)['\"]", marker)
+    return re.sub(r"[-_.]+", "-", name).lower(), extra.group(1) if extra else None
+
+
+def test_installed_wheel_reports_version_license_and_extras(wheel: Path, tmp_path: Path) -> None:
+    python = _fresh_venv(tmp_path, wheel)
+    script = tmp_path / "metadata.py"
+    script.write_text(METADATA_SCRIPT)
+    got = json.loads(_run(python, "-I", script, cwd=tmp_path, env=_clean_env()))
+
+    # The version: Cargo.toml's, in the metadata, in the package and on the command line.
+    assert got["version"] == got["__version__"] == VERSION
+    cli = _run(python, "-I", "-m", "admission", "--version", cwd=tmp_path, env=_clean_env())
+    assert cli == f"admission {VERSION}\n"
+
+    # The license: an SPDX expression and the file itself.
+    assert got["license_expression"] == PROJECT["license"] == "MIT"
+    assert got["license_files"] == ["LICENSE"]
+    assert got["license_text"] == (REPO / "LICENSE").read_text()
+
+    # The extras, each with the packages pyproject.toml lists for it.
+    declared = PROJECT["optional-dependencies"]
+    assert sorted(got["extras"]) == sorted(declared)
+    assert "demo" in declared
+    assert {_requirement(r) for r in got["requires"] if _requirement(r)[1]} == {
+        (_requirement(r)[0], extra) for extra, reqs in declared.items() for r in reqs
+    }
+
+    # Classifiers: every CPython a wheel is built for, and the package is typed.
+    assert got["requires_python"] == PROJECT["requires-python"]
+    built = _toml("pyproject.toml")["tool"]["cibuildwheel"]["build"]
+    versions = [re.fullmatch(r"cp3(\d+)-\*", b) for b in built]
+    assert all(versions), built
+    for v in versions:
+        assert v is not None
+        assert f"Programming Language :: Python :: 3.{v.group(1)}" in got["classifiers"]
+    assert "Typing :: Typed" in got["classifiers"]
+
+    # What `pip show` tells a user.
+    shown = _pip(python, "show", "admission")
+    assert f"Version: {VERSION}\n" in shown
+    assert "License-Expression: MIT\n" in shown
+
+
+def test_demo_extra_runs_the_demo_from_the_wheel(wheel: Path, tmp_path: Path) -> None:
+    python = _fresh_venv(tmp_path, wheel)
+    demo = (python, "-I", "-m", "admission", "demo", "--calls", "100", "--no-progress")
+    # Without the extra: the install hint, not a traceback.
+    missing = _proc(*demo, cwd=tmp_path, env=_clean_env())
+    assert missing.returncode == 2, missing.stderr
+    assert "pip install 'admission[demo]'" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+    # As a user would: `pip install 'admission[demo]'`, from the index.
+    _pip(python, "install", "--quiet", f"{wheel}[demo]")
+    out = _run(*demo, cwd=tmp_path, env=_clean_env())
+    assert "admission: all 100 calls succeeded, no 429" in out
+    # The metrics demo's exporter (prometheus_client) comes with the extra too.
+    metrics = _run(
+        python,
+        "-I",
+        "-m",
+        "admission.demo.metrics",
+        "--port",
+        "0",
+        "--duration",
+        "0.5",
+        "--tasks",
+        "4",
+        cwd=tmp_path,
+        env=_clean_env(),
+    )
+    assert "serving metrics on http://127.0.0.1:" in metrics
+
+
 def test_sdist_holds_everything_a_build_needs(sdist: Path) -> None:
     with tarfile.open(sdist) as tar:
         members = tar.getnames()
@@ -212,6 +344,7 @@ def test_sdist_holds_everything_a_build_needs(sdist: Path) -> None:
         "Cargo.toml",
         "Cargo.lock",
         "README.md",
+        "LICENSE",
         "rust/core/Cargo.toml",
         "rust/py/Cargo.toml",
         "python/admission/__init__.py",

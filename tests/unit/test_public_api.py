@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import builtins
 import pickle
+import sys
+from importlib import metadata
+from pathlib import Path
 
 import pytest
 
 import admission as adm
+from admission import cli
 from admission.gather import map as gather_map
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_every_public_name_exists_and_is_documented() -> None:
@@ -63,3 +74,21 @@ def test_a_star_import_shadows_no_builtin() -> None:
     assert "map" not in adm.__all__
     # Still there under its module's name.
     assert adm.map is gather_map
+
+
+def test_the_version_is_cargos_as_installed() -> None:
+    with (REPO / "Cargo.toml").open("rb") as f:
+        cargo = tomllib.load(f)["workspace"]["package"]["version"]
+    with (REPO / "pyproject.toml").open("rb") as f:
+        project = tomllib.load(f)["project"]
+    # One source: Cargo.toml. pyproject.toml asks maturin for it instead of repeating it.
+    assert "version" not in project
+    assert project["dynamic"] == ["version"]
+    assert adm.__version__ == metadata.version("admission") == cargo
+
+
+def test_cli_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"admission {adm.__version__}\n"

@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, final
 
 from admission import _registry
+from admission._extras import require
 from admission.errors import PortInUseError
 from admission.metrics.families import HistogramSample, Sample
 from admission.metrics.limiters import collect
@@ -82,6 +83,7 @@ def register(registry: CollectorRegistry | None = None) -> _Collector:
     it again for the same registry returns the installed collector. From the first call on,
     dropped primitives keep their counts in their series (see the module docs).
     """
+    require("prometheus_client", "metrics", "admission.metrics.register()")
     if registry is None:
         from prometheus_client import REGISTRY
 
@@ -99,6 +101,7 @@ def register(registry: CollectorRegistry | None = None) -> _Collector:
 
 def unregister(registry: CollectorRegistry | None = None) -> None:
     """Removes the collector installed by `register` from ``registry`` (if any)."""
+    require("prometheus_client", "metrics", "admission.metrics.unregister()")
     if registry is None:
         from prometheus_client import REGISTRY
 
@@ -180,6 +183,7 @@ def serve(
         raise ValueError(f"port must be in 0..65535 (0: a free port), got {port!r}")
     if not isinstance(addr, str):
         raise TypeError(f"addr must be a str (an IP address or host name), got {addr!r}")
+    require("prometheus_client", "metrics", "admission.metrics.serve()")
     from prometheus_client import REGISTRY, start_http_server
 
     registry = REGISTRY if registry is None else registry
