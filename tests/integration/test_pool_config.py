@@ -126,6 +126,7 @@ def test_errors_pickle() -> None:
     for exc in (
         adm.PoolUnavailable("rag", "down", retry_after=0.5),
         adm.PoolConnectionLost("rag", "lost"),
+        adm.PoolServerFull("rag", "too many connections", retry_after=0.5),
         adm.PoolTimeout("rag", 2.0),
         adm.PoolOverloaded("rag", "too many"),
         adm.PoolClosed("rag", "closed"),
@@ -138,6 +139,8 @@ def test_errors_pickle() -> None:
     assert isinstance(timeout, adm.PoolTimeout)
     assert isinstance(timeout, TimeoutError)
     assert timeout.timeout == 2.0
+    full = pickle.loads(pickle.dumps(adm.PoolServerFull("rag", "full", retry_after=0.5)))
+    assert full.retry_after == 0.5
 
 
 # ----------------------------------------------------------------------- the SSL choice

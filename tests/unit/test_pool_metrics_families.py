@@ -37,8 +37,10 @@ def test_one_series_per_pool_name_and_same_names_added_up() -> None:
     wait = WaitHistogram.empty()
     one_wait = WaitHistogram(wait.bounds, (1, *wait.counts[1:]), 0.0)
     a = stats(state="up", in_use=2, size=3, acquired=10, timed_out=1, reconnects=1, wait=one_wait)
+    a = dataclasses.replace(a, capacity=2, capacity_limited=True, capacity_refusals=3)
     b = stats(state="down", in_use=1, size=1, acquired=5, unavailable=7, wait=one_wait)
-    other = stats("other", state="up", in_use=4)
+    b = dataclasses.replace(b, capacity=4, capacity_refusals=1)
+    other = stats("other", state="up", in_use=4, capacity=4)
     f = by_name(families([a, b, other]))
 
     def value(name: str, pool: str, **labels: str) -> float:
@@ -58,6 +60,10 @@ def test_one_series_per_pool_name_and_same_names_added_up() -> None:
     assert value("admission_pool_acquisitions", "rag", outcome="timeout") == 1
     assert value("admission_pool_acquisitions", "rag", outcome="unavailable") == 7
     assert value("admission_pool_reconnects", "rag") == 1
+    assert value("admission_pool_capacity_limited", "rag") == 1  # one of them is limited
+    assert value("admission_pool_capacity_limited", "other") == 0
+    assert value("admission_pool_capacity", "rag") == 6
+    assert value("admission_pool_capacity_refusals", "rag") == 4
     outcomes = {s.labels["outcome"] for s in f["admission_pool_acquisitions"].samples}
     assert outcomes == set(OUTCOMES)
     assert f["admission_pool_acquisitions"].type == "counter"

@@ -1,10 +1,12 @@
 """The asyncpg boundary: importing it, typing the part used, and reading its errors.
 
 asyncpg is optional (the ``postgres`` extra) and ships no type hints, so it is imported on
-first use and seen through a small Protocol. Its errors are sorted here into three kinds
-the pool acts on: *transient* connection failures (the server is down or restarting: go
-``down``, fail fast, reconnect), *fatal* ones (the configuration is wrong: say so), and
-*broken* connections (the connection died under a caller: discard it, report it).
+first use and seen through a small Protocol. Its errors are sorted here into the kinds the
+pool acts on: *transient* connection failures (the server is down or restarting: go
+``down``, fail fast, reconnect), refusals *at capacity* (the server is up but allows no more
+connections: serve with those open, grow later), *fatal* ones (the configuration is wrong:
+say so), and *broken* connections (the connection died under a caller: discard it, report
+it).
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from typing import Any, Protocol
 __all__ = [
     "TIMEOUTS",
     "AsyncpgPool",
+    "at_capacity",
     "broken",
     "discard",
     "driver",
     "fatal",
     "is_closed",
+    "prefer_connected",
     "transient",
 ]
 
@@ -71,9 +75,23 @@ class AsyncpgPool(Protocol):
     def get_idle_size(self) -> int: ...
 
 
+def at_capacity(pg: Any, exc: BaseException) -> bool:
+    """The server refused a new connection for capacity, not because it is down.
+
+    SQLSTATE 53300 ``too_many_connections``: a role's or a database's ``CONNECTION LIMIT``,
+    ``max_connections`` ("sorry, too many clients already"), and the slots reserved for
+    superusers or replication ("remaining connection slots are reserved ..."); and 53400
+    ``configuration_limit_exceeded``. The connections already open keep working.
+    """
+    return isinstance(exc, (pg.TooManyConnectionsError, pg.ConfigurationLimitExceededError))
+
+
 def transient(pg: Any, exc: BaseException) -> bool:
-    """A connection failure that may pass by itself (the server is down or restarting)."""
-    if fatal(pg, exc):
+    """A connection failure that may pass by itself (the server is down or restarting).
+
+    A refusal `at_capacity` is not one: the server is up (see there).
+    """
+    if fatal(pg, exc) or at_capacity(pg, exc):
         return False
     return isinstance(
         exc,
@@ -84,7 +102,6 @@ def transient(pg: Any, exc: BaseException) -> bool:
             pg.CannotConnectNowError,
             pg.AdminShutdownError,
             pg.CrashShutdownError,
-            pg.TooManyConnectionsError,
         ),
     )
 
@@ -105,6 +122,21 @@ def fatal(pg: Any, exc: BaseException) -> bool:
             TypeError,
         ),
     )
+
+
+def prefer_connected(pool: AsyncpgPool) -> None:
+    """Makes the pool hand out its open connections before it opens a new one.
+
+    asyncpg before 0.32 keeps its connection slots in a plain LIFO queue, so a slot whose
+    connection the server just refused goes back on top and the next ``acquire()`` tries to
+    connect it again, while open connections sit idle below it. This sorts the open ones on
+    top (keeping the LIFO order within each group), which asyncpg 0.32's queue does itself
+    (a subclass: left alone).
+    """
+    queue = getattr(pool, "_queue", None)
+    if type(queue) is asyncio.LifoQueue:
+        slots: list[Any] = queue._queue  # type: ignore[attr-defined]  # the top is the end
+        slots.sort(key=lambda slot: bool(slot.is_connected()))
 
 
 def broken(pg: Any, exc: BaseException, conn: Any) -> bool:

@@ -12,6 +12,14 @@ server starting or shutting down): every call then fails at once with `PoolUnava
 while one background task probes the server with exponential backoff and full jitter,
 and the pool is ``up`` again as soon as a probe's ``SELECT 1`` succeeds. Nothing a caller
 ran is ever retried: only the caller knows whether its work may run twice.
+
+A server that refuses a connection for capacity ("too many connections": a ``CONNECTION
+LIMIT``, ``max_connections``) is up, not down. If the pool has connections open, it stays
+``up`` and *capacity limited*: the semaphore's limit is lowered to the connections open (so
+no more callers try to connect than can be served), the refused caller queues again for one
+of them, and one background task lifts the limit one connection at a time with the same
+backoff, lengthened by each refusal, until it stands at ``max_size`` again. Only with no
+connection open is it ``down``, and callers get `PoolServerFull`.
 """
 
 from __future__ import annotations
@@ -30,10 +38,12 @@ from admission.pools import metrics
 from admission.pools._driver import (
     TIMEOUTS,
     AsyncpgPool,
+    at_capacity,
     broken,
     discard,
     driver,
     fatal,
+    prefer_connected,
     transient,
 )
 from admission.pools.config import PoolConfig
@@ -43,6 +53,7 @@ from admission.pools.errors import (
     PoolConnectError,
     PoolConnectionLost,
     PoolOverloaded,
+    PoolServerFull,
     PoolTimeout,
     PoolUnavailable,
 )
@@ -76,6 +87,7 @@ class ManagedPool:
         self._kwargs: dict[str, Any] = {}
         self._reconnector: asyncio.Task[None] | None = None
         self._health: asyncio.Task[None] | None = None
+        self._grower: asyncio.Task[None] | None = None  # runs while capacity limited
         self._next_probe = 0.0
         self._expired = False
         # Counters (the semaphore counts timeouts and cancellations itself).
@@ -88,7 +100,9 @@ class ManagedPool:
         self._lost = 0
         self._outages = 0
         self._reconnects = 0
+        self._capacity_refusals = 0
         self.last_error: str | None = None
+        self._full = False  # last_error is a refusal for capacity ("too many connections")
 
     # ---------------------------------------------------------------- opening and closing
 
@@ -132,10 +146,10 @@ class ManagedPool:
         except Exception as exc:
             if self._closed_meanwhile():
                 raise PoolClosed(self.name, f"pool {self.name!r} was closed while opening") from exc
-            if not transient(self._pg, exc):
+            if not (transient(self._pg, exc) or at_capacity(self._pg, exc)):
                 self.state = "closed"
                 raise self._connect_error(exc) from exc
-            self._go_down(exc)  # start-up with the database down: come up by ourselves
+            self._go_down(exc)  # start-up with the database down or full: come up by ourselves
         else:
             if self._closed_meanwhile():  # close() found no pool to close: close it here
                 await self._close_pool(pool)
@@ -164,14 +178,13 @@ class ManagedPool:
             return
         self.state = "closing"
         self.semaphore.close()  # queued callers get PoolClosed now
-        for task in (self._reconnector, self._health):
-            if task is not None:
-                task.cancel()
-        for task in (self._reconnector, self._health):
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._reconnector = self._health = None
+        tasks = [t for t in (self._reconnector, self._health, self._grower) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._reconnector = self._health = self._grower = None
         if self.pool is not None:
             await self._close_pool(self.pool)
         self.state = "closed"
@@ -218,11 +231,20 @@ class ManagedPool:
 
     def _unavailable_error(self, what: str) -> PoolUnavailable:
         self._unavailable += 1
+        retry_after = max(0.0, self._next_probe - time.monotonic())
+        if self._full:
+            return PoolServerFull(
+                self.name,
+                f"pool {self.name!r}: the server is at its connection limit and refuses new "
+                f"connections ({self.last_error}), and none is open; failing fast while the "
+                "pool retries in the background",
+                retry_after,
+            )
         return PoolUnavailable(
             self.name,
             f"pool {self.name!r}: {what} ({self.last_error}); "
             "failing fast while the pool reconnects in the background",
-            max(0.0, self._next_probe - time.monotonic()),  # retry_after
+            retry_after,
         )
 
     def _overloaded_error(self) -> PoolOverloaded:
@@ -243,35 +265,53 @@ class ManagedPool:
         if self.state != "up":
             self.refuse()
         sem = self.semaphore
+        queued = granted = 0.0  # when this caller first queued and last got a permit
         if not sem._try_take(1):  # uncounted: a queued request is counted by its outcome
-            # Queue FIFO (bounded, timed, counted).
-            limit = self.config.max_waiters
-            if limit is not None and sem.waiting >= limit:
-                raise self._overloaded_error()
-            # The semaphore's FIFO queue: its waiters' timeouts share one loop timer.
-            timeout = self.config.acquire_timeout
-            start = time.monotonic()
+            queued = time.monotonic()
+            granted = await self._wait_for_permit(queued)
+        while True:
             try:
-                await sem.acquire(1, timeout)
-            except AcquireTimeout:
-                raise PoolTimeout(self.name, timeout or 0.0) from None
-            except Closed:
-                closed = f"pool {self.name!r} was closed while waiting"
-                raise PoolClosed(self.name, closed) from None
-            self._note_wait(time.monotonic() - start)
-            if not self._serving():  # went down (or closed) while we queued
-                sem.release()
-                self.refuse()
-        try:
-            conn = await self.pool.acquire()  # type: ignore[union-attr]  # up => pool set
-        except BaseException as exc:
+                conn = await self.pool.acquire()  # type: ignore[union-attr]  # up => pool set
+                break
+            except BaseException as exc:
+                if not self._limit_to_open(exc):
+                    sem.release()
+                    self._acquire_failed(exc)
+                    raise
+            # The server is full but connections are open: wait for one of them. The limit
+            # was lowered first, so this permit goes to nobody who would try to connect.
             sem.release()
-            self._acquire_failed(exc)
-            raise
+            queued = queued or time.monotonic()
+            granted = await self._wait_for_permit(queued)
+        if queued:
+            self._note_wait(granted - queued)
         self.acquired += 1
         if holder is not None:
             holder._conn = conn
         return conn
+
+    async def _wait_for_permit(self, queued: float) -> float:
+        """Queues FIFO for a permit (bounded, timed from ``queued``, counted); returns when
+        it was granted."""
+        sem = self.semaphore
+        limit = self.config.max_waiters
+        if limit is not None and sem.waiting >= limit:
+            raise self._overloaded_error()
+        # The semaphore's FIFO queue: its waiters' timeouts share one loop timer.
+        timeout = self.config.acquire_timeout
+        left = None if timeout is None else max(0.0, timeout - (time.monotonic() - queued))
+        try:
+            await sem.acquire(1, left)
+        except AcquireTimeout:
+            raise PoolTimeout(self.name, timeout or 0.0) from None
+        except Closed:
+            closed = f"pool {self.name!r} was closed while waiting"
+            raise PoolClosed(self.name, closed) from None
+        granted = time.monotonic()
+        if not self._serving():  # went down (or closed) while we queued
+            sem.release()
+            self.refuse()
+        return granted
 
     def _note_wait(self, waited: float) -> None:
         self._waited += 1
@@ -285,7 +325,7 @@ class ManagedPool:
             raise PoolClosed(self.name, f"pool {self.name!r} is {self.state}") from exc
         if not isinstance(exc, Exception) or self._pg is None:
             return  # cancelled: propagate as is
-        if transient(self._pg, exc):
+        if transient(self._pg, exc) or at_capacity(self._pg, exc):  # full, none open: down
             self._go_down(exc)
             raise self._unavailable_error("cannot connect to the database") from exc
         if fatal(self._pg, exc):
@@ -341,50 +381,162 @@ class ManagedPool:
             f"{self.describe(exc)}; waiting will not fix this, check the configuration",
         )
 
-    def _go_down(self, exc: BaseException) -> None:
+    def _connect_failed(self, exc: BaseException) -> None:
+        """Remembers why opening a connection failed (and counts refusals for capacity)."""
         self.last_error = self.describe(exc)
+        self._full = self._pg is not None and at_capacity(self._pg, exc)
+        if self._full:
+            self._capacity_refusals += 1
+
+    def _backoff(self, attempt: int) -> float:
+        """The wait before retry ``attempt`` (0, 1, ...): exponential from ``reconnect_base``
+        up to ``reconnect_cap``, with full jitter, so that many clients restarting together
+        do not retry in lockstep."""
+        cfg = self.config
+        return random.uniform(
+            0.0, min(cfg.reconnect_cap, cfg.reconnect_base * 2.0 ** min(attempt, 64))
+        )
+
+    def _go_down(self, exc: BaseException) -> None:
+        self._connect_failed(exc)
         if self.state in ("down", "closing", "closed"):
             return
         self.state = "down"
         self._outages += 1
         self._expired = False
-        log.warning(
-            "pool %r (%s): database unreachable (%s); calls fail fast while reconnecting",
-            self.name,
-            self.config.redacted_dsn,
-            self.last_error,
-        )
+        if self._full:
+            log.warning(
+                "pool %r (%s): the server is at its connection limit and refuses every new "
+                "connection (%s), and none is open; calls fail fast (PoolServerFull) while "
+                "the pool retries",
+                self.name,
+                self.config.redacted_dsn,
+                self.last_error,
+            )
+        else:
+            log.warning(
+                "pool %r (%s): database unreachable (%s); calls fail fast while reconnecting",
+                self.name,
+                self.config.redacted_dsn,
+                self.last_error,
+            )
         self._reconnector = asyncio.get_running_loop().create_task(
             self._reconnect(), name=f"admission pool {self.name!r} reconnect"
         )
 
     async def _reconnect(self) -> None:
         """Probes until the database answers: exponential backoff, full jitter, no give-up."""
-        base, cap = self.config.reconnect_base, self.config.reconnect_cap
         started = time.monotonic()
         attempt = 0
         reported = self.last_error
         while True:
-            # Full jitter: many clients restarting together do not probe in lockstep.
-            delay = random.uniform(0.0, min(cap, base * 2.0**attempt))
-            attempt = min(attempt + 1, 64)
+            delay = self._backoff(attempt)
+            attempt += 1
             self._next_probe = time.monotonic() + delay
             await asyncio.sleep(delay)
             try:
                 await self._probe()
             except Exception as exc:
-                self.last_error = self.describe(exc)
+                self._connect_failed(exc)
                 if self.last_error != reported:  # log changes, not every attempt
                     reported = self.last_error
-                    log.warning("pool %r: still unreachable (%s)", self.name, reported)
+                    still = (
+                        "the server still refuses connections"
+                        if self._full
+                        else "still unreachable"
+                    )
+                    log.warning("pool %r: %s (%s)", self.name, still, reported)
                 continue
             break
+        full, self._full = self._full, False
         self._reconnector = None
         self.state = "up"
         self._reconnects += 1
-        log.warning(
-            "pool %r: database reachable again after %.1f s; serving",
+        # A full server letting the pool in is no outage ending: the server was up all along.
+        log.log(
+            logging.INFO if full else logging.WARNING,
+            "pool %r: %s again after %.1f s; serving",
             self.name,
+            "the server accepts connections" if full else "database reachable",
+            time.monotonic() - started,
+        )
+
+    # ------------------------------------------------------------ the server's limit
+
+    def _limit_to_open(self, exc: BaseException) -> bool:
+        """If ``exc`` is the server refusing one more connection while the pool has some
+        open: caps the pool at those and returns True (the caller then waits for one).
+
+        The cap is set before the refused caller gives its permit back, so the permit goes
+        to no waiter who would try to connect again. The first refusal logs once and starts
+        `_grow_back`; later ones (its lifts being refused) are only counted.
+        """
+        pool = self.pool
+        if not (
+            isinstance(exc, Exception)
+            and self._pg is not None
+            and at_capacity(self._pg, exc)
+            and self.state == "up"
+            and pool is not None
+        ):
+            return False
+        open_now = pool.get_size()
+        if not open_now:
+            return False  # nothing to serve with: down (`_acquire_failed`)
+        self._connect_failed(exc)
+        prefer_connected(pool)
+        self.semaphore.limit = open_now
+        if self._grower is None:
+            log.warning(
+                "pool %r (%s): the server is at its connection limit (%s): serving with the "
+                "%d connection(s) open (max_size=%d), growing again when the server allows "
+                "(retried with a backoff; the next line is when this clears)",
+                self.name,
+                self.config.redacted_dsn,
+                self.last_error,
+                open_now,
+                self.config.max_size,
+            )
+            self._grower = asyncio.get_running_loop().create_task(
+                self._grow_back(), name=f"admission pool {self.name!r} grow back"
+            )
+        return True
+
+    async def _grow_back(self) -> None:
+        """While capacity limited: lifts the cap by one connection at a time, to ``max_size``.
+
+        A lift lets one more caller open a connection. The backoff before the next lift
+        (`_backoff`) grows with each lift the server refused (a refusal puts the cap back
+        at the connections open) and starts over once a lift stands; the state clears when
+        a lift to ``max_size`` has stood for one backoff. While nobody needs more
+        connections, lifts are not tried by anyone and the cap climbs back.
+        """
+        sem = self.semaphore
+        max_size = self.config.max_size
+        started = time.monotonic()
+        attempt = 0
+        lifted = False  # a lift is waiting to be refused or not
+        refusals = self._capacity_refusals
+        while True:
+            await asyncio.sleep(self._backoff(attempt))
+            if self._capacity_refusals != refusals:  # refused again: wait longer, then lift
+                refusals = self._capacity_refusals
+                attempt += 1
+                lifted = False
+                continue
+            if lifted:
+                attempt = 0
+                if sem.limit >= max_size:
+                    break
+            if self.state == "up" and self.pool is not None:  # no lifts during an outage
+                sem.limit = min(max_size, max(sem.limit, self.pool.get_size()) + 1)
+                lifted = True
+        self._grower = None
+        log.info(
+            "pool %r: the server's connection limit no longer holds the pool back: max_size=%d "
+            "again after %.1f s",
+            self.name,
+            max_size,
             time.monotonic() - started,
         )
 
@@ -486,6 +638,7 @@ class ManagedPool:
         sem = self.semaphore.stats()
         pool = self.pool
         alive = pool is not None and self.state not in ("closed", "new")
+        refused_all = self.state == "down" and self._full
         return PoolStats(
             name=self.name,
             state=self.state,
@@ -509,4 +662,7 @@ class ManagedPool:
             last_error=self.last_error,
             reconnects=self._reconnects,
             wait=sem.wait,
+            capacity=0 if refused_all else sem.limit,
+            capacity_limited=refused_all or self._grower is not None,
+            capacity_refusals=self._capacity_refusals,
         )

@@ -13,6 +13,7 @@ __all__ = [
     "PoolConnectionLost",
     "PoolError",
     "PoolOverloaded",
+    "PoolServerFull",
     "PoolTimeout",
     "PoolUnavailable",
     "UnknownPool",
@@ -70,6 +71,23 @@ class PoolConnectionLost(PoolUnavailable):
     The broken connection was discarded, not put back. The pool never re-runs anything: if
     the block was committing, the commit may or may not have happened (check before retrying
     work that is not idempotent). The original driver error is chained as ``__cause__``.
+    """
+
+
+class PoolServerFull(PoolUnavailable):
+    """The server refuses every new connection for capacity, and the pool has none open.
+
+    "Too many connections" (a role's or a database's ``CONNECTION LIMIT``,
+    ``max_connections``): the server is up but full, not unreachable. The call failed at
+    once; the pool retries in the background (``retry_after`` is a hint) and serves as soon
+    as the server lets it open a connection. A `PoolUnavailable`, so handlers of outages
+    catch it too; the fix is on the server's side (raise the limit, or lower ``max_size``
+    across the clients sharing it). While the pool has at least one connection open, a
+    full server is no error: callers wait for the connections it has.
+
+    >>> import admission as adm
+    >>> issubclass(adm.PoolServerFull, adm.PoolUnavailable)
+    True
     """
 
 

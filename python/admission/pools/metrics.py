@@ -17,6 +17,8 @@ Sample(labels={'pool': 'rag'}, value=20.0)
 
 =============================================  =========  ========================================
 ``admission_pool_up``                          gauge      1 serving, 0 down (reconnecting)/closing
+``admission_pool_capacity_limited``            gauge      1 while the server's limit caps the pool
+``admission_pool_capacity``                    gauge      connections the pool opens at most now
 ``admission_pool_size``                        gauge      open connections (idle or in use)
 ``admission_pool_idle``                        gauge      open connections nobody holds
 ``admission_pool_in_use``                      gauge      connections handed out now
@@ -26,12 +28,14 @@ Sample(labels={'pool': 'rag'}, value=20.0)
 ``admission_pool_acquisitions_total``          counter    callers by ``outcome``
 ``admission_pool_connections_lost_total``      counter    connections that broke in use
 ``admission_pool_reconnects_total``            counter    times the pool came back up by itself
+``admission_pool_capacity_refusals_total``     counter    connections the full server refused
 ``admission_pool_acquire_wait_seconds``        histogram  queueing time for a connection's permit
 =============================================  =========  ========================================
 
 ``outcome``: ``acquired`` (a connection was handed out), ``timeout`` (gave up after
 ``acquire_timeout``), ``cancelled`` (while queued), ``overloaded`` (refused at once: ``max_waiters``
-already queued), ``unavailable`` (refused at once: the database is down).
+already queued), ``unavailable`` (refused at once: the database is down, or full with no
+connection open).
 """
 
 from __future__ import annotations
@@ -91,9 +95,22 @@ def _source() -> list[Family]:
 _GAUGES: tuple[tuple[str, str, Callable[[PoolStats], float]], ...] = (
     (
         "up",
-        "1 when the pool serves connections; 0 when the database is unreachable (the pool "
-        "fails fast and reconnects) or the pool is closing.",
+        "1 when the pool serves connections; 0 when the database is unreachable or refuses "
+        "every connection (the pool fails fast and reconnects) or the pool is closing.",
         lambda s: 1.0 if s.state == "up" else 0.0,
+    ),
+    (
+        "capacity_limited",
+        "1 while the server refuses the pool more connections (too many connections: a "
+        "CONNECTION LIMIT or max_connections) and the pool serves with those it has, below "
+        "max_size, growing back with a backoff.",
+        lambda s: 1.0 if s.capacity_limited else 0.0,
+    ),
+    (
+        "capacity",
+        "Connections the pool opens at most now: max_size, or while capacity_limited its "
+        "lowered cap (lifted by one per backoff step; 0 while the server allows none).",
+        lambda s: s.capacity,
     ),
     ("size", "Open connections of the pool (idle or in use).", lambda s: s.size),
     ("idle", "Open connections nobody holds.", lambda s: s.idle),
@@ -102,6 +119,9 @@ _GAUGES: tuple[tuple[str, str, Callable[[PoolStats], float]], ...] = (
     ("min_size", "Connections the pool keeps open at least.", lambda s: s.min_size),
     ("max_size", "Connections the pool opens at most.", lambda s: s.max_size),
 )
+
+# Pools of equal names: up only if all are, limited if any is; other figures are added up.
+_COMBINE: dict[str, Callable[[Iterable[float]], float]] = {"up": min, "capacity_limited": max}
 
 
 def families(stats: Iterable[PoolStats]) -> list[Family]:
@@ -116,7 +136,7 @@ def families(stats: Iterable[PoolStats]) -> list[Family]:
     names = sorted(by_name)
     out: list[Family] = []
     for metric, help_text, read in _GAUGES:
-        combine: Callable[[Iterable[float]], float] = min if metric == "up" else math.fsum
+        combine = _COMBINE.get(metric, math.fsum)
         gauge = tuple(
             Sample({"pool": n}, float(combine(read(s) for s in by_name[n]))) for n in names
         )
@@ -137,7 +157,8 @@ def families(stats: Iterable[PoolStats]) -> list[Family]:
             f"{PREFIX}pool_acquisitions",
             "counter",
             "Callers asking for a connection, by outcome: acquired, timeout, cancelled (while "
-            "queued), overloaded (max_waiters reached), unavailable (the database is down).",
+            "queued), overloaded (max_waiters reached), unavailable (the database is down, or "
+            "full with no connection open).",
             tuple(
                 Sample({"pool": n, "outcome": outcome}, total(n, read))
                 for n in names
@@ -159,6 +180,14 @@ def families(stats: Iterable[PoolStats]) -> list[Family]:
             "counter",
             "Times the pool came back up by itself after the database was unreachable.",
             tuple(Sample({"pool": n}, total(n, lambda s: s.reconnects)) for n in names),
+        )
+    )
+    out.append(
+        Family(
+            f"{PREFIX}pool_capacity_refusals",
+            "counter",
+            "Connection attempts the server refused for capacity (too many connections).",
+            tuple(Sample({"pool": n}, total(n, lambda s: s.capacity_refusals)) for n in names),
         )
     )
     histograms = []

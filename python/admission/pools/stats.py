@@ -11,8 +11,10 @@ from admission.stats import WaitHistogram
 __all__ = ["PoolCheck", "PoolState", "PoolStats", "Readiness"]
 
 PoolState = Literal["new", "up", "down", "closing", "closed"]
-"""``new``: not opened yet; ``up``: serving; ``down``: the database is unreachable and the
-pool is reconnecting in the background (calls fail at once); ``closing``, ``closed``."""
+"""``new``: not opened yet; ``up``: serving (with fewer connections than ``max_size`` while
+`PoolStats.capacity_limited`); ``down``: the database is unreachable, or refuses every
+connection for capacity, and the pool is reconnecting in the background (calls fail at
+once); ``closing``, ``closed``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +62,8 @@ class PoolStats:
     overloaded: int
     """Callers refused at once because ``max_waiters`` were already queued."""
     unavailable: int
-    """Callers refused at once because the database was unreachable (`PoolUnavailable`)."""
+    """Callers refused at once because the database was unreachable or refused every
+    connection (`PoolUnavailable`, `PoolServerFull`)."""
     connections_lost: int
     """Connections that broke while in use and were discarded (`PoolConnectionLost`)."""
     outages: int
@@ -73,6 +76,17 @@ class PoolStats:
     """How long permits of the pool's semaphore waited, from queueing to being granted
     (log-spaced buckets; immediate grants count as 0). It counts every permit: callers',
     and those of the reconnect probes and health checks."""
+    capacity: int = 0
+    """The most connections the pool opens now: ``max_size``, or while ``capacity_limited``
+    its lowered cap (the connections open at the server's last refusal, lifted by one per
+    backoff step; 0 while the server allows none)."""
+    capacity_limited: bool = False
+    """The server refused a connection for capacity ("too many connections": a role's or a
+    database's ``CONNECTION LIMIT``, ``max_connections``) and the pool has not grown back to
+    ``max_size`` since. It serves with the connections it has meanwhile."""
+    capacity_refusals: int = 0
+    """Connection attempts the server refused for capacity (callers', probes' and growth
+    attempts', which are spaced out with a backoff)."""
 
     @property
     def wait_seconds_mean(self) -> float:
