@@ -5,6 +5,7 @@
 //! lets the bindings choose the clock (real, manual, or the event loop's), and makes
 //! each decision testable and model-checkable.
 
+pub mod breaker;
 pub mod clock;
 pub mod error;
 pub mod gcra;

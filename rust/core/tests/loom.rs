@@ -9,6 +9,7 @@
 //! passing permits on) and fails on it.
 #![cfg(loom)]
 
+use admission_core::breaker::{Breaker, BreakerConfig, CallOutcome, Mode, Refused, WindowKind};
 use admission_core::{
     Enqueued, Entered, Gcra, Outcome, Refusal, Semaphore, Ticket, Withdrawal, NANOS_PER_SEC,
 };
@@ -493,5 +494,157 @@ fn gcra_concurrent_withdrawals_leave_the_bucket_as_it_was() {
         assert_eq!(b.peek(NOW, 1).unwrap().retry_after_ns, T);
         assert_eq!(b.counters().snapshot().cancelled, 2);
         assert_eq!(b.waiting(), 0);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// (d) Circuit breaker: the half-open probe budget
+// ---------------------------------------------------------------------------------------------
+
+/// A breaker with `half_open_calls` probes, tripped at 0 and due to probe at `NOW`.
+fn tripped_breaker(half_open_calls: u32) -> Arc<Breaker> {
+    let b = Breaker::new(BreakerConfig {
+        failure_rate: 1.0,
+        slow_call_rate: 1.0,
+        slow_call_ns: u64::MAX,
+        window: WindowKind::Calls(1),
+        min_calls: 1,
+        open_ns: NANOS_PER_SEC,
+        open_max_ns: NANOS_PER_SEC,
+        half_open_calls,
+    })
+    .unwrap();
+    let (permit, _) = b.try_acquire(0).unwrap();
+    assert!(b.record(permit, CallOutcome::Failure, 0, 0).is_some());
+    Arc::new(b)
+}
+
+/// Two threads race for the last probe place: exactly one gets it.
+#[test]
+fn breaker_half_open_admits_exactly_its_probes() {
+    loom::model(|| {
+        let b = tripped_breaker(2);
+        let (first, transition) = b.try_acquire(NOW).unwrap();
+        assert!(first.is_probe() && transition.is_some());
+        let granted = race_for_probes(&b);
+        assert_eq!(granted, (1, 0));
+        assert_eq!(b.probes(), (2, 0));
+    });
+}
+
+/// Two threads race to turn an open breaker half-open with one probe place: exactly one gets
+/// the probe and reports the transition.
+#[test]
+fn breaker_one_thread_turns_it_half_open() {
+    loom::model(|| {
+        let b = tripped_breaker(1);
+        assert_eq!(race_for_probes(&b), (1, 1));
+        assert_eq!(b.probes(), (1, 0));
+    });
+}
+
+/// Two threads ask for a probe at once: (probes granted, transitions reported).
+fn race_for_probes(b: &Arc<Breaker>) -> (usize, usize) {
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let b = b.clone();
+            thread::spawn(move || match b.try_acquire(NOW) {
+                Ok((permit, transition)) => {
+                    assert!(permit.is_probe());
+                    (1, usize::from(transition.is_some()))
+                }
+                Err(refused) => {
+                    assert_eq!(refused, Refused::Probing);
+                    (0, 0)
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().fold((0, 0), |(g, t), thread| {
+        let (dg, dt) = thread.join().unwrap();
+        (g + dg, t + dt)
+    })
+}
+
+/// A probe succeeds (closing the breaker: the last of one) while another thread asks: the
+/// other is refused, or gets a closed-state permit once the breaker has closed.
+#[test]
+fn breaker_last_probe_closes_under_a_racing_ask() {
+    loom::model(|| {
+        let b = tripped_breaker(1);
+        let (probe, _) = b.try_acquire(NOW).unwrap();
+        let b2 = b.clone();
+        let asker = thread::spawn(move || b2.try_acquire(NOW));
+        let t = b.record(probe, CallOutcome::Success, 0, NOW).unwrap();
+        assert_eq!(t.to, Mode::Closed);
+        let in_flight = match asker.join().unwrap() {
+            Ok((permit, _)) => {
+                assert!(!permit.is_probe());
+                1
+            }
+            Err(refused) => {
+                assert_eq!(refused, Refused::Probing);
+                0
+            }
+        };
+        assert_eq!(b.mode(), Mode::Closed);
+        let counts = b.counts();
+        assert_eq!(
+            counts.permitted,
+            counts.success + counts.failure + in_flight
+        );
+    });
+}
+
+/// A probe given back while another thread asks: the place is reused at most once, and the
+/// probation ends only after the one probe that ran succeeds.
+#[test]
+fn breaker_released_probe_is_reused_once() {
+    loom::model(|| {
+        let b = tripped_breaker(1);
+        let (first, _) = b.try_acquire(NOW).unwrap();
+        assert!(first.is_probe());
+        let b2 = b.clone();
+        let asker = thread::spawn(move || b2.try_acquire(NOW));
+        b.release(first);
+        // A second give-back of the same permit must not free a second place.
+        b.release(first);
+        match asker.join().unwrap() {
+            Ok((permit, _)) => {
+                assert!(permit.is_probe());
+                assert!(b.try_acquire(NOW).is_err(), "a place was freed twice");
+                assert!(b.record(permit, CallOutcome::Success, 0, NOW).is_some());
+                assert_eq!(b.mode(), Mode::Closed);
+            }
+            Err(Refused::Probing) => {
+                let (permit, _) = b.try_acquire(NOW).unwrap();
+                assert!(b.try_acquire(NOW).is_err(), "a place was freed twice");
+                b.release(permit);
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+    });
+}
+
+/// A failed probe reopens the breaker while another thread asks for a probe: the other either
+/// gets a probe of the old probation (its outcome then counts for nothing) or is refused; the
+/// breaker ends open with its time set.
+#[test]
+fn breaker_failed_probe_reopens_under_a_racing_ask() {
+    loom::model(|| {
+        let b = tripped_breaker(2);
+        let (failing, _) = b.try_acquire(NOW).unwrap();
+        let b2 = b.clone();
+        let asker = thread::spawn(move || {
+            if let Ok((permit, _)) = b2.try_acquire(NOW) {
+                assert!(b2.record(permit, CallOutcome::Success, 0, NOW).is_none());
+            }
+        });
+        let t = b.record(failing, CallOutcome::Failure, 0, NOW).unwrap();
+        assert_eq!(t.to, Mode::Open);
+        asker.join().unwrap();
+        assert_eq!(b.mode(), Mode::Open);
+        // Open for `open_for` doubled, capped at `open_for_max` (both one second here).
+        assert_eq!(b.retry_after_ns(NOW), NANOS_PER_SEC);
     });
 }
