@@ -965,7 +965,8 @@ mod tests {
 
     #[test]
     fn bad_settings_name_the_argument() {
-        let cases: [(&str, fn(&mut BreakerConfig)); 8] = [
+        type Edit = fn(&mut BreakerConfig);
+        let cases: [(&str, Edit); 8] = [
             ("failure_rate", |c| c.failure_rate = f64::NAN),
             ("failure_rate", |c| c.failure_rate = 0.0),
             ("slow_call_rate", |c| c.slow_call_rate = 1.5),
