@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from admission import alerts, metrics, policies, testing
 from admission._native import MAX_PERMITS, Decision, LoopClock
+from admission.breaker import BreakerStats, CircuitBreaker
 from admission.combine import AllOf, all_of
 from admission.concurrency import Semaphore
 from admission.config import Config
@@ -26,6 +27,7 @@ from admission.errors import (
     AcquireTimeout,
     AdmissionError,
     CapacityError,
+    CircuitOpen,
     Closed,
     ConfigError,
     PortInUseError,
@@ -81,7 +83,10 @@ __all__ = [
     "AcquireTimeout",
     "AdmissionError",
     "AllOf",
+    "BreakerStats",
     "CapacityError",
+    "CircuitBreaker",
+    "CircuitOpen",
     "Closed",
     "ConcurrencyManager",
     "Config",

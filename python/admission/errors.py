@@ -8,6 +8,7 @@ __all__ = [
     "AcquireTimeout",
     "AdmissionError",
     "CapacityError",
+    "CircuitOpen",
     "Closed",
     "ConfigError",
     "PortInUseError",
@@ -41,6 +42,33 @@ class CapacityError(AdmissionError, ValueError):
 
     def __reduce__(self) -> tuple[type[CapacityError], tuple[int, int]]:
         return (type(self), (self.cost, self.capacity))
+
+
+class CircuitOpen(AdmissionError):
+    """A call refused by an open `CircuitBreaker` (or a half-open one with every probe out).
+
+    ``retry_after`` is the seconds until the breaker lets a probe through (0.0 when half-open:
+    the verdict is due when the probes finish); ``breaker`` its name; ``state`` "open" or
+    "half_open". Nothing was called.
+
+    >>> e = CircuitOpen(12.5, "openai")
+    >>> e.retry_after, str(e)
+    (12.5, "circuit breaker 'openai' is open: retry after 12.500 s")
+    """
+
+    def __init__(self, retry_after: float, breaker: str | None = None, state: str = "open") -> None:
+        who = "circuit breaker" if breaker is None else f"circuit breaker {breaker!r}"
+        if state == "half_open":
+            message = f"{who} is half-open and every probe is out: retry shortly"
+        else:
+            message = f"{who} is open: retry after {retry_after:.3f} s"
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.breaker = breaker
+        self.state = state
+
+    def __reduce__(self) -> tuple[type[CircuitOpen], tuple[float, str | None, str]]:
+        return (type(self), (self.retry_after, self.breaker, self.state))
 
 
 class Closed(AdmissionError):

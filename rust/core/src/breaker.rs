@@ -520,6 +520,27 @@ impl Breaker {
         }
     }
 
+    /// The permit of "a call ending now", for callers that keep no permit (a `try_acquire`
+    /// that answers only yes or no): it belongs to the current state, so its outcome counts
+    /// there, as resilience4j counts a `onSuccess` after `tryAcquirePermission`.
+    pub fn current_permit(&self) -> Permit {
+        let word = self.load();
+        Permit {
+            gen: word.gen(),
+            probe: word.mode() == HALF_OPEN,
+        }
+    }
+
+    /// The permit of a closed-state call that kept none: its outcome counts if the breaker is
+    /// still closed when it arrives (possibly in a later closed period: a late but real
+    /// outcome), and only in the totals otherwise. Never a probe's.
+    pub fn closed_permit(&self) -> Permit {
+        Permit {
+            gen: self.load().gen(),
+            probe: false,
+        }
+    }
+
     /// Gives back a permit whose call did not run (or ended in an ignored error). A probe's
     /// place is freed for another call; anything else only counts.
     pub fn release(&self, permit: Permit) {

@@ -227,11 +227,17 @@ fn trio_running_slow(py: Python<'_>, id: i64) -> PyResult<bool> {
     locals.contains(intern!(py, "task"))
 }
 
+/// Whether a trio task is running in this thread (cheap when trio was never imported).
+#[inline(always)]
+pub(crate) fn on_trio(py: Python<'_>) -> PyResult<bool> {
+    Ok(trio_imported(py) && trio_running(py)?)
+}
+
 /// The first step: decide by the framework running in this thread (see the module docs).
 /// The running asyncio loop is looked up only when the request must wait.
 #[inline(always)]
 fn first_step(py: Python<'_>, owner: &Owner, n: u64, timeout: Option<f64>) -> PyResult<First> {
-    if trio_imported(py) && trio_running(py)? {
+    if on_trio(py)? {
         // trio: the Python path, a checkpoint whether or not it must wait.
         return owner.wait(py, n, timeout, None).map(First::Wait);
     }

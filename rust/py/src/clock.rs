@@ -70,6 +70,15 @@ impl Clock {
         }
     }
 
+    /// "monotonic", "manual" or "loop".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Monotonic => "monotonic",
+            Self::Manual(_) => "manual",
+            Self::Loop(_) => "loop",
+        }
+    }
+
     #[inline(always)]
     pub fn now(&self, py: Python<'_>) -> PyResult<u64> {
         match self {

@@ -16,8 +16,10 @@ mod acquire;
 mod allof;
 mod args;
 mod batch;
+mod breaker;
 mod bucket;
 mod clock;
+mod contextvar;
 mod deadlines;
 mod decision;
 mod errors;
@@ -40,6 +42,8 @@ mod _native {
     use crate::allof::AllOf;
     #[pymodule_export]
     use crate::batch::WakeBatch;
+    #[pymodule_export]
+    use crate::breaker::{BreakerCall, CircuitBreaker};
     #[pymodule_export]
     use crate::bucket::TokenBucket;
     #[pymodule_export]

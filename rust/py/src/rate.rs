@@ -291,11 +291,7 @@ impl<L: RateLimit<PyWaker>> RateState<L> {
     }
 
     pub fn clock_kind(&self) -> &'static str {
-        match self.clock {
-            Clock::Monotonic => "monotonic",
-            Clock::Manual(_) => "manual",
-            Clock::Loop(_) => "loop",
-        }
+        self.clock.kind()
     }
 
     pub fn clock(&self, py: Python<'_>) -> Option<Py<ManualClock>> {
