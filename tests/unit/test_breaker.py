@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import admission as adm
@@ -84,9 +85,8 @@ def test_open_fails_at_once_with_the_time_left_and_calls_nothing() -> None:
     trip(b)
     clock.advance(4)
     ran = []
-    with pytest.raises(adm.CircuitOpen) as info:
-        with b:
-            ran.append(1)
+    with pytest.raises(adm.CircuitOpen) as info, b:
+        ran.append(1)
     assert ran == []
     assert info.value.retry_after == pytest.approx(6.0)
     assert (info.value.breaker, info.value.state) == ("dep", "open")
@@ -101,7 +101,8 @@ def test_half_open_admits_exactly_the_probes_then_closes() -> None:
     trip(b)
     clock.advance(10)
     p1, p2 = b._call(), b._call()
-    assert p1.probe and p2.probe
+    assert p1.probe
+    assert p2.probe
     assert b.state == "half_open"
     with pytest.raises(adm.CircuitOpen) as info:
         b._call()
@@ -226,7 +227,7 @@ async def test_async_with_decorator_and_call(anyio_backend: str) -> None:
 
     @b
     async def echo(x: int) -> int:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         return x
 
     assert await echo(3) == 3
@@ -284,7 +285,7 @@ async def test_cancelled_probe_gives_its_place_back(anyio_backend: str) -> None:
         for _ in range(100):
             if b.stats().probes_in_flight == 2:
                 break
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
         assert b.stats().probes_in_flight == 2
         tg.cancel_scope.cancel()
     s = b.stats()
@@ -359,7 +360,8 @@ def test_try_acquire_record_release() -> None:
     assert b.try_acquire()
     b.release()
     assert b.stats().probes_in_flight == 0
-    assert b.try_acquire() and b.try_acquire()
+    assert b.try_acquire()
+    assert b.try_acquire()
     b.record(True, 0.1)
     b.record(True, 0.1)
     assert b.state == "closed"
@@ -449,7 +451,8 @@ def test_settings_read_back() -> None:
         "x", window=timedelta(minutes=1), slow_call_duration="5s", open_for="30s"
     )
     assert (b.window, b.slow_call_duration, b.open_for, b.open_for_max) == (60.0, 5.0, 30.0, 300)
-    assert b.failure_on == (Exception,) and b.ignore == ()
+    assert b.failure_on == (Exception,)
+    assert b.ignore == ()
     assert "CircuitBreaker('x'" in repr(b)
 
 
