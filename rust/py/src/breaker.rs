@@ -69,6 +69,9 @@ pub struct CircuitBreaker {
     ignore: Py<PyTuple>,
     /// This breaker's `ContextVar`: the innermost `BreakerCall` of the current context.
     calls: Py<PyAny>,
+    /// Whether `calls` was ever set in any context; until then it is not read (a closed
+    /// breaker whose calls are not timed never sets it).
+    calls_used: AtomicBool,
 }
 
 impl CircuitBreaker {
@@ -171,10 +174,15 @@ impl CircuitBreaker {
         let (permit, start) = Self::permit(slf, py)?;
         let this = slf.get();
         let calls = this.calls.bind(py);
-        let outer = contextvar::get(calls)?.filter(|o| !o.is_none());
+        let outer = if this.calls_used.load(Ordering::Relaxed) {
+            contextvar::get(calls)?.filter(|o| !o.is_none())
+        } else {
+            None
+        };
         if !permit.is_probe() && !this.times_calls() && outer.is_none() {
             return Ok(());
         }
+        this.calls_used.store(true, Ordering::Relaxed);
         let call = BreakerCall {
             breaker: slf.clone().unbind(),
             permit,
@@ -189,7 +197,11 @@ impl CircuitBreaker {
         let py = slf.py();
         let this = slf.get();
         let calls = this.calls.bind(py);
-        let current = contextvar::get(calls)?.filter(|o| !o.is_none());
+        let current = if this.calls_used.load(Ordering::Relaxed) {
+            contextvar::get(calls)?.filter(|o| !o.is_none())
+        } else {
+            None
+        };
         let Some(current) = current else {
             // A closed-state call that kept no state (see `enter`).
             return Self::finish(slf, this.core.closed_permit(), 0, Some(exc));
@@ -286,6 +298,7 @@ impl CircuitBreaker {
             failure_on: exception_classes("failure_on", failure_on)?.unbind(),
             ignore: exception_classes("ignore", ignore)?.unbind(),
             calls,
+            calls_used: AtomicBool::new(false),
         })
     }
 
