@@ -316,6 +316,24 @@ def test_wait_for_timeout_of_a_probe_gives_its_place_back() -> None:
     assert b.state == "closed"
 
 
+def test_a_probe_of_an_earlier_probation_frees_no_place_in_this_one() -> None:
+    clock = ManualClock()
+    b = breaker(clock)
+    trip(b)
+    clock.advance(10)
+    old = b._call()
+    b._call().end(ConnectionError())  # the other probe fails: open for 20 s
+    clock.advance(20)
+    new1, new2 = b._call(), b._call()
+    assert (new1.probe, new2.probe) == (True, True)
+    old.release()  # late: belongs to the first probation
+    assert b.stats().probes_in_flight == 2
+    with pytest.raises(adm.CircuitOpen):
+        b._call()
+    new1.release()
+    assert b.stats().probes_in_flight == 1
+
+
 def test_a_call_never_ended_gives_its_probe_back_when_dropped() -> None:
     clock = ManualClock()
     b = breaker(clock, half_open_calls=1)

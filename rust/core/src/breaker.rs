@@ -917,6 +917,24 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_of_an_earlier_probation_frees_no_place_in_this_one() {
+        let b = Breaker::new(config()).unwrap();
+        trip(&b, 0);
+        let (old, _) = b.try_acquire(1_000 * MS).unwrap();
+        let (failing, _) = b.try_acquire(1_000 * MS).unwrap();
+        b.record(failing, CallOutcome::Failure, MS, 1_000 * MS);
+        // Open for 2 s; then a new probation with both places taken.
+        let (p1, _) = b.try_acquire(4_000 * MS).unwrap();
+        let (_p2, _) = b.try_acquire(4_000 * MS).unwrap();
+        b.release(old);
+        assert_eq!(b.record(old, CallOutcome::Success, MS, 4_000 * MS), None);
+        assert_eq!(b.probes(), (2, 0));
+        assert_eq!(b.try_acquire(4_000 * MS), Err(Refused::Probing));
+        b.release(p1);
+        assert_eq!(b.probes(), (1, 0));
+    }
+
+    #[test]
     fn slow_calls_trip_at_the_slow_rate_and_keep_probation_open() {
         let b = Breaker::new(config()).unwrap();
         for _ in 0..4 {
