@@ -14,42 +14,66 @@ Rate limits, bounded concurrency and their accounting, decided in Rust in nanose
 
 from __future__ import annotations
 
-from admission import alerts, metrics, policies, testing
-from admission._native import MAX_PERMITS, Decision, LoopClock
-from admission.combine import AllOf, all_of
-from admission.concurrency import Semaphore
-from admission.config import Config
-from admission.durations import Rate, parse_duration, parse_rate
-from admission.errors import (
-    AcquireTimeout,
-    AdmissionError,
-    CapacityError,
-    Closed,
-    ConfigError,
-    PortInUseError,
-    RateLimited,
-    UnknownLimit,
-)
-from admission.gather import gather, map
-from admission.manager import ConcurrencyManager, LimitStats
-from admission.policies import Policy
-from admission.pools import (
-    PoolClosed,
-    PoolConfig,
-    PoolConnectError,
-    PoolConnectionLost,
-    PoolError,
-    PoolManager,
-    PoolOverloaded,
-    PoolStats,
-    PoolTimeout,
-    PoolUnavailable,
-    UnknownPool,
-)
-from admission.rate import SlidingWindow, TokenBucket
-from admission.stats import LimiterStats, SemaphoreStats, WaitHistogram
-from admission.taskpool import TaskPool
-from admission.threads import to_thread
+import importlib as _importlib
+from typing import TYPE_CHECKING
+
+# `admission.audit` is pure Python and must import where the extension is not built (a
+# pre-commit hook in a fresh environment): without it, the package imports and every other
+# name raises the ImportError that says why.
+try:
+    _importlib.import_module("admission._native")
+except ImportError as _error:
+    _NATIVE_ERROR: ImportError | None = _error
+else:
+    _NATIVE_ERROR = None
+
+if TYPE_CHECKING or _NATIVE_ERROR is None:
+    from admission import alerts, metrics, policies, testing
+    from admission._native import MAX_PERMITS, Decision, LoopClock
+    from admission.combine import AllOf, all_of
+    from admission.concurrency import Semaphore
+    from admission.config import Config
+    from admission.durations import Rate, parse_duration, parse_rate
+    from admission.errors import (
+        AcquireTimeout,
+        AdmissionError,
+        CapacityError,
+        Closed,
+        ConfigError,
+        PortInUseError,
+        RateLimited,
+        UnknownLimit,
+    )
+    from admission.gather import gather, map
+    from admission.manager import ConcurrencyManager, LimitStats
+    from admission.policies import Policy
+    from admission.pools import (
+        PoolClosed,
+        PoolConfig,
+        PoolConnectError,
+        PoolConnectionLost,
+        PoolError,
+        PoolManager,
+        PoolOverloaded,
+        PoolStats,
+        PoolTimeout,
+        PoolUnavailable,
+        UnknownPool,
+    )
+    from admission.rate import SlidingWindow, TokenBucket
+    from admission.stats import LimiterStats, SemaphoreStats, WaitHistogram
+    from admission.taskpool import TaskPool
+    from admission.threads import to_thread
+
+else:
+
+    def __getattr__(name: str) -> object:
+        raise ImportError(
+            f"admission.{name} needs the native extension admission._native, which did not "
+            f"import ({_NATIVE_ERROR}): install the wheel for this platform, or build it in a "
+            "clone with `make develop`. Only admission.audit works without it."
+        ) from _NATIVE_ERROR
+
 
 __version__ = "0.1.0"
 
