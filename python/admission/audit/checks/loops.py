@@ -49,7 +49,25 @@ def _catches_runtime_error(handlers: list[ast.ExceptHandler]) -> bool:
     return False
 
 
+def _returns_early_on_version(function: ast.AST) -> bool:
+    """``if sys.version_info >= ...: return ...`` (or ``hasattr``) at the top of the
+    function: the code after it is the old versions' branch."""
+    body = getattr(function, "body", [])
+    for statement in body if isinstance(body, list) else []:
+        if (
+            isinstance(statement, ast.If)
+            and _version_test(statement.test)
+            and statement.body
+            and isinstance(statement.body[-1], ast.Return | ast.Raise)
+        ):
+            return True
+    return False
+
+
 def _shim(ctx: Context, site: Site) -> bool:
+    function = site.scope.function()
+    if function is not None and _returns_early_on_version(function.node):
+        return True
     for kind, node in ctx.guarded_by(site):
         if kind in (IF, ELSE):
             assert isinstance(node, ast.If)

@@ -227,14 +227,22 @@ def _thread_classes(ctx: Context) -> set[str]:
     return found
 
 
+def _owners(ctx: Context, target: str, scope: Scope) -> list[Scope]:
+    """The functions where ``target`` names the same object: its own function for a local
+    name, every method of the class for ``self.x``."""
+    if target.startswith(("self.", "cls.")):
+        function = scope.function()
+        cls = function.cls if function is not None else None
+        if cls is not None:
+            return list(ctx.facts.methods.get(cls.name, {}).values())
+    return [scope]
+
+
 def _joined(ctx: Context, target: str, site: Site) -> bool:
     """Whether the object bound to ``target`` is joined/shut down or handed to the caller:
     directly, through a list it was appended to, or (for ``self.x``) in any method."""
     scope = site.scope
-    scopes: list[Scope] = [scope]
-    if target.startswith(("self.", "cls.")):
-        scopes = list(ctx.facts.functions)
-    for current in scopes:
+    for current in _owners(ctx, target, scope):
         if target in current.joined or target in current.returned:
             return True
     # appended to a list (`threads.append(t)`, `self.workers.append(t)`) that is joined
@@ -244,11 +252,11 @@ def _joined(ctx: Context, target: str, site: Site) -> bool:
         for name, items in scope.appends.items()
         if any(dotted(value) == target for value, _ in items)
     ]
-    return any(_container_joined(ctx, c) for c in containers)
+    return any(_container_joined(ctx, c, scope) for c in containers)
 
 
-def _container_joined(ctx: Context, container: str) -> bool:
-    for current in ctx.facts.functions:
+def _container_joined(ctx: Context, container: str, scope: Scope) -> bool:
+    for current in _owners(ctx, container, scope):
         if container in current.returned:
             return True
         for name, iterables in current.for_targets.items():
@@ -280,17 +288,19 @@ def check_thread(ctx: Context, site: Site) -> None:
     if target is not None and _joined(ctx, target, site):
         return
     container = _element_of(ctx, call, site)
-    if container is not None and _container_joined(ctx, container):
+    if container is not None and _container_joined(ctx, container, site.scope):
         return
     if target is None and container is None:
         # appended as it is built: `threads.append(Thread(...))`
         for name, items in site.scope.appends.items():
-            if any(value is call for value, _ in items) and _container_joined(ctx, name):
+            if any(value is call for value, _ in items) and _container_joined(
+                ctx, name, site.scope
+            ):
                 return
     daemon = any(
         k.arg == "daemon" and isinstance(k.value, ast.Constant) and k.value.value is True
         for k in call.keywords
-    ) or (target is not None and any(target in s.daemons for s in ctx.facts.functions))
+    ) or (target is not None and any(target in s.daemons for s in _owners(ctx, target, site.scope)))
     name = last_name(call.func) or "Thread"
     if daemon:
         ctx.report(
