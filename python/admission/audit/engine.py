@@ -9,12 +9,14 @@ goes on.
 from __future__ import annotations
 
 import ast
+import hashlib
 import io
 import os
 import tokenize
 import traceback
+from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from admission.audit.checks import Context, interesting_names, run_checks
@@ -103,7 +105,21 @@ def audit_source(
             and not any(f.code.startswith(code) for code in ignored)
         ]
     findings.sort()
-    return findings, []
+    return _fingerprinted(findings, relative_path or path, lines), []
+
+
+def _fingerprinted(findings: list[Finding], path: str, lines: list[str]) -> list[Finding]:
+    """The findings with their fingerprints (see `Finding.fingerprint`)."""
+    seen: Counter[tuple[str, str]] = Counter()
+    stamped = []
+    for finding in findings:
+        text = " ".join(lines[finding.line - 1].split()) if finding.line <= len(lines) else ""
+        occurrence = seen[(finding.code, text)]
+        seen[(finding.code, text)] += 1
+        key = "\0".join((finding.code, path, text, str(occurrence)))
+        digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+        stamped.append(replace(finding, fingerprint=digest))
+    return stamped
 
 
 def _relative(path: Path, base: Path) -> str:

@@ -50,6 +50,9 @@ class Finding:
     # (a daemon thread that is never joined)
     severity: str = "warning"
     fix: Fix | None = field(default=None, compare=False)
+    # stable across runs and line moves: rule, path, the line's text, and which occurrence
+    # of that text it is (SARIF partialFingerprints, JSON)
+    fingerprint: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, order=True)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DOCS_PATH", "RULES", "Rule", "rule"]
+__all__ = ["DOCS_PATH", "DOCS_URL", "RULES", "Rule", "rule"]
 
-# Where the rule pages live in the source tree (``docs/audit/ADM101.md``). The project has no
-# public home yet to turn this into a help URL; SARIF carries each rule's help text instead.
+# Where the rule pages live in the source tree (``docs/audit/ADM101.md``).
 DOCS_PATH = "docs/audit/{code}.md"
+# Their public address, for SARIF's helpUri. None until the project has a public home (see
+# pyproject.toml's [project.urls]); until then SARIF carries each rule's help text instead.
+DOCS_URL: str | None = None
 
 
 @dataclass(frozen=True)

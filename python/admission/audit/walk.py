@@ -75,6 +75,7 @@ class Scope:
         "params",
         "parent",
         "returned",
+        "vararg",
         "withs",
     )
 
@@ -109,6 +110,8 @@ class Scope:
         self.calls: set[str] = set()
         # parameter name -> its annotation (None when not annotated)
         self.params: dict[str, ast.expr | None] = {}
+        # the name of `*args`, if any
+        self.vararg: str | None = None
         # the with / async with statements directly in this scope
         self.withs: list[ast.With | ast.AsyncWith] = []
         # whether the body calls some `.acquire()` (a semaphore, a pool, a lock)
@@ -215,6 +218,8 @@ def _is_main_test(test: ast.expr) -> bool:
     return bool(names) and bool(consts)
 
 
+# methods that wait for a thread or pool to end (`finish`: a Thread subclass's own join)
+_JOINS = frozenset({"join", "shutdown", "finish", "stop", "terminate", "kill", "result", "wait"})
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
 _CALL_OR_COMPREHENSION = (ast.Call, *_COMPREHENSIONS)
 _TRY_TYPES: tuple[type, ...] = (
@@ -246,6 +251,7 @@ class _Walker:
             ast.Await: self._await,  # type: ignore[dict-item]
             ast.Assign: self._assign,  # type: ignore[dict-item]
             ast.Return: self._return,  # type: ignore[dict-item]
+            ast.AugAssign: self._augassign,  # type: ignore[dict-item]
             ast.AnnAssign: self._annassign,  # type: ignore[dict-item]
             ast.Import: self._import,  # type: ignore[dict-item]
             ast.ImportFrom: self._import,  # type: ignore[dict-item]
@@ -314,6 +320,8 @@ class _Walker:
                 all_args.append(extra)
         for arg in all_args:
             scope.params[arg.arg] = arg.annotation
+        if node.args.vararg is not None:
+            scope.vararg = node.args.vararg.arg
         facts = self.facts
         facts.functions.append(scope)
         facts.by_name.setdefault(node.name, []).append(scope)
@@ -463,6 +471,13 @@ class _Walker:
             if not isinstance(target, ast.Name):
                 self.visit(target)
 
+    def _augassign(self, node: ast.AugAssign) -> None:
+        self.visit(node.value)
+        if isinstance(node.target, ast.Name) and isinstance(node.op, ast.Add):
+            # `items += [...]`: another source of the list's elements
+            self.scope.assigns.setdefault(node.target.id, []).append(node.value)
+        self.visit(node.target)
+
     def _return(self, node: ast.Return) -> None:
         if node.value is not None:
             text = dotted(node.value)
@@ -503,7 +518,7 @@ class _Walker:
                 text = dotted(receiver)
                 if text is not None and node.args:
                     scope.appends.setdefault(text, []).append((node.args[0], tuple(self.blocks)))
-            elif name in ("join", "shutdown"):
+            elif name in _JOINS:
                 text = dotted(receiver)
                 if text is not None:
                     scope.joined.add(text)

@@ -364,7 +364,9 @@ class ManagedPool:
         started = time.monotonic()
         attempt = 0
         reported = self.last_error
-        while True:
+        # No attempt limit on purpose (ADM402): a background reconnector that probes until the
+        # database answers; close() cancels it.
+        while True:  # noqa: ADM402
             # Full jitter: many clients restarting together do not probe in lockstep.
             delay = random.uniform(0.0, min(cap, base * 2.0**attempt))
             attempt = min(attempt + 1, 64)

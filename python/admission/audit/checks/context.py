@@ -106,6 +106,51 @@ _BATCHERS = frozenset(
     }
 )
 _BATCH_WORDS = frozenset({"batch", "batches", "chunk", "chunks", "page", "pages", "window"})
+# Collections of the program's own resources: sized by its configuration, not by the data
+# (`for pool in self._pools.values()`, `for handler in self.handlers`).
+_OWNED_WORDS = frozenset(
+    {
+        "pools",
+        "connections",
+        "conns",
+        "clients",
+        "sessions",
+        "workers",
+        "handlers",
+        "callbacks",
+        "listeners",
+        "subscribers",
+        "observers",
+        "hooks",
+        "plugins",
+        "services",
+        "servers",
+        "nodes",
+        "shards",
+        "replicas",
+        "backends",
+        "consumers",
+        "producers",
+        "channels",
+        "sockets",
+        "loops",
+        "threads",
+        "processes",
+        "children",
+        "peers",
+        "watchers",
+        "engines",
+        "limiters",
+        "semaphores",
+        "executors",
+        "exporters",
+        "sinks",
+        "streams",
+        "tasks",
+        "futures",
+        "waiters",
+    }
+)
 
 
 def words(name: str) -> list[str]:
@@ -384,6 +429,8 @@ class Context:
             return False
         func = work.func
         name = last_name(func)
+        if name == "acquire":
+            return True  # each task is an acquisition of a limiter
         if name == "partial" and work.args:
             return self.work_bounded(work.args[0], scope)
         passes_through = name in _PASSTHROUGH or name == "start_soon"
@@ -432,8 +479,10 @@ class Context:
             if name == "zip":
                 return any(self.iterable_bounded(a, scope, seen + 1) for a in node.args)
             return False
+        if isinstance(node, ast.Attribute):
+            return any(w in _OWNED_WORDS for w in words(node.attr))
         if isinstance(node, ast.Name):
-            if any(w in _BATCH_WORDS for w in words(node.id)):
+            if any(w in _BATCH_WORDS or w in _OWNED_WORDS for w in words(node.id)):
                 return True
             current: Scope | None = scope
             while current is not None:
@@ -444,7 +493,8 @@ class Context:
                 if values:
                     return all(self.iterable_bounded(v, current, seen + 1) for v in values)
                 if node.id in current.params:
-                    return False
+                    # `*args`: the items the caller wrote out
+                    return node.id == current.vararg
                 current = current.parent
             return False
         return False

@@ -64,6 +64,42 @@ def _report_misplaced_limiter(ctx: Context, site: Site, what: str) -> bool:
     return True
 
 
+# Methods that end or wait for an object the program owns: `gather(*(c.close() for c in
+# clients))` shuts down what exists, it does not start work per item of data.
+_LIFECYCLE = frozenset(
+    {
+        "close",
+        "aclose",
+        "stop",
+        "shutdown",
+        "cancel",
+        "wait",
+        "wait_closed",
+        "join",
+        "disconnect",
+        "terminate",
+        "kill",
+        "release",
+        "flush",
+        "cleanup",
+        "__aexit__",
+    }
+)
+
+
+def _lifecycle(node: ast.ListComp | ast.SetComp | ast.GeneratorExp) -> bool:
+    element = node.elt
+    if not isinstance(element, ast.Call) or not isinstance(element.func, ast.Attribute):
+        return False
+    receiver = element.func.value
+    targets = {t.id for g in node.generators for t in ast.walk(g.target) if isinstance(t, ast.Name)}
+    return (
+        isinstance(receiver, ast.Name)
+        and receiver.id in targets
+        and element.func.attr in _LIFECYCLE
+    )
+
+
 def _collection(
     ctx: Context, node: ast.expr, site: Site, direct: bool = True
 ) -> list[ast.expr] | None:
@@ -79,6 +115,8 @@ def _collection(
             return None
         if not direct and isinstance(node.elt, ast.Call) and _is_spawn(ctx, node.elt):
             # tasks spawned in a comprehension and gathered later: ADM102 reports the spawn
+            return None
+        if _lifecycle(node):
             return None
         return [node.elt]
     if isinstance(node, ast.Call):

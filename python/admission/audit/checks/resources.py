@@ -245,6 +245,12 @@ def _joined(ctx: Context, target: str, site: Site) -> bool:
     for current in _owners(ctx, target, scope):
         if target in current.joined or target in current.returned:
             return True
+        # through a local alias: `thread = self._thread; thread.join()`
+        for name, values in current.assigns.items():
+            if name in current.joined and any(dotted(v) == target for v in values):
+                return True
+        if _handed_over(current, target):
+            return True
     # appended to a list (`threads.append(t)`, `self.workers.append(t)`) that is joined
     # item by item (`for t in threads: t.join()`)
     containers = [
@@ -255,10 +261,26 @@ def _joined(ctx: Context, target: str, site: Site) -> bool:
     return any(_container_joined(ctx, c, scope) for c in containers)
 
 
+def _handed_over(scope: Scope, target: str) -> bool:
+    """Whether ``target`` is passed to a call (``join_all(threads)``, ``wait([t])``): its
+    new owner may join it."""
+    body = getattr(scope.node, "body", [])
+    for statement in body if isinstance(body, list) else []:
+        for node in ast.walk(statement):
+            if not isinstance(node, ast.Call):
+                continue
+            for arg in [*node.args, *(k.value for k in node.keywords)]:
+                items = arg.elts if isinstance(arg, ast.List | ast.Tuple | ast.Set) else [arg]
+                if any(dotted(item) == target for item in items):
+                    return True
+    return False
+
+
 def _container_joined(ctx: Context, container: str, scope: Scope) -> bool:
     for current in _owners(ctx, container, scope):
-        if container in current.returned:
+        if container in current.returned or _handed_over(current, container):
             return True
+        # `[w.finish() for w in workers]`, `for t in threads: t.join()`
         for name, iterables in current.for_targets.items():
             if name in current.joined and any(dotted(i) == container for i in iterables):
                 return True
