@@ -9,6 +9,7 @@ goes on.
 from __future__ import annotations
 
 import ast
+import gc
 import hashlib
 import io
 import os
@@ -178,7 +179,19 @@ def discover(paths: Iterable[Path], settings: Settings, errors: list[str]) -> It
 
 def audit_paths(paths: Iterable[Path], settings: Settings | None = None) -> AuditResult:
     """Audit every Python file under ``paths``; nothing stops the run but the end of it."""
-    settings = settings or Settings()
+    # Syntax trees and the facts built on them hold no reference cycles: reference counting
+    # frees each file's as soon as it is done, and the cycle collector's passes over millions
+    # of fresh nodes would only cost time (about a sixth of the run).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _audit_paths(paths, settings or Settings())
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _audit_paths(paths: Iterable[Path], settings: Settings) -> AuditResult:
     result = AuditResult()
     for file in discover(paths, settings, result.io_errors):
         shown = _display(file)

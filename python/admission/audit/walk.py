@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Callable, Iterable
-from typing import Final
+from typing import Any, Final
 
 from admission.audit.names import Imports, dotted
 
@@ -236,38 +236,13 @@ class _Walker:
         self.scope = facts.module
         self.blocks: list[Block] = []
         self.class_stack: list[ast.ClassDef] = []
-        handlers: dict[type, Callable[[ast.AST], None]] = {
-            ast.FunctionDef: self._function,  # type: ignore[dict-item]
-            ast.AsyncFunctionDef: self._function,  # type: ignore[dict-item]
-            ast.Lambda: self._lambda,  # type: ignore[dict-item]
-            ast.ClassDef: self._class,  # type: ignore[dict-item]
-            ast.For: self._for,  # type: ignore[dict-item]
-            ast.AsyncFor: self._for,  # type: ignore[dict-item]
-            ast.While: self._while,  # type: ignore[dict-item]
-            ast.With: self._with,  # type: ignore[dict-item]
-            ast.AsyncWith: self._with,  # type: ignore[dict-item]
-            ast.If: self._if,  # type: ignore[dict-item]
-            ast.Call: self._call,  # type: ignore[dict-item]
-            ast.Await: self._await,  # type: ignore[dict-item]
-            ast.Assign: self._assign,  # type: ignore[dict-item]
-            ast.Return: self._return,  # type: ignore[dict-item]
-            ast.AugAssign: self._augassign,  # type: ignore[dict-item]
-            ast.AnnAssign: self._annassign,  # type: ignore[dict-item]
-            ast.Import: self._import,  # type: ignore[dict-item]
-            ast.ImportFrom: self._import,  # type: ignore[dict-item]
-        }
-        for try_type in _TRY_TYPES:
-            handlers[try_type] = self._try  # type: ignore[assignment]
-        for comp in _COMPREHENSIONS:
-            handlers[comp] = self._comprehension  # type: ignore[assignment]
-        self.handlers = handlers
 
     # -- generic traversal -------------------------------------------------------------
 
     def visit(self, node: ast.AST) -> None:
-        handler = self.handlers.get(type(node))
+        handler = _HANDLERS.get(type(node))
         if handler is not None:
-            handler(node)
+            handler(self, node)
         elif not isinstance(node, _LEAVES):
             self.children(node)
 
@@ -368,6 +343,11 @@ class _Walker:
             if cls is not None:
                 key = (cls.name, target.attr)
                 self.facts.self_assigns.setdefault(key, []).append(value)
+        elif isinstance(target, ast.Subscript):
+            # `registry[key] = value`: the value joins the container, as with append()
+            text = dotted(target.value)
+            if text is not None:
+                self.scope.appends.setdefault(text, []).append((value, tuple(self.blocks)))
 
     def _for(self, node: ast.For | ast.AsyncFor) -> None:
         self.visit(node.iter)
@@ -550,6 +530,32 @@ class _Walker:
             if isinstance(keyword.value, _CALL_OR_COMPREHENSION):
                 argument_of[id(keyword.value)] = node
         self.children(node)
+
+
+# Node type -> the walker's method for it (unbound: a dict of bound methods on the walker
+# would be a reference cycle keeping every file's tree alive until the cycle collector ran).
+_HANDLERS: dict[type, Callable[[_Walker, Any], None]] = {
+    ast.FunctionDef: _Walker._function,
+    ast.AsyncFunctionDef: _Walker._function,
+    ast.Lambda: _Walker._lambda,
+    ast.ClassDef: _Walker._class,
+    ast.For: _Walker._for,
+    ast.AsyncFor: _Walker._for,
+    ast.While: _Walker._while,
+    ast.With: _Walker._with,
+    ast.AsyncWith: _Walker._with,
+    ast.If: _Walker._if,
+    ast.Call: _Walker._call,
+    ast.Await: _Walker._await,
+    ast.Assign: _Walker._assign,
+    ast.Return: _Walker._return,
+    ast.AugAssign: _Walker._augassign,
+    ast.AnnAssign: _Walker._annassign,
+    ast.Import: _Walker._import,
+    ast.ImportFrom: _Walker._import,
+    **{try_type: _Walker._try for try_type in _TRY_TYPES},
+    **{comp: _Walker._comprehension for comp in _COMPREHENSIONS},
+}
 
 
 def _target_names(target: ast.expr) -> list[str]:

@@ -271,3 +271,29 @@ def test_audit_imports_and_runs_without_the_native_extension() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["['ADM201']", "ImportError: True"]
     assert "admission._native" not in done.stderr
+
+
+# -- memory -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", [SLEEPY * 20, "def f(:\n"], ids=["parses", "does not parse"])
+def test_a_file_leaves_no_reference_cycle_behind(source: str) -> None:
+    # audit_paths runs with the cycle collector off (speed): each file's tree and facts must
+    # be freed by reference counting alone, or memory grows with the corpus
+    import gc
+
+    audit_source(source, "m.py")  # imports and caches warmed up
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        audit_source(source, "m.py")
+        unreachable = gc.collect()
+        kinds = sorted({type(o).__name__ for o in gc.garbage})
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        if enabled:
+            gc.enable()
+    assert (unreachable, kinds) == (0, [])

@@ -13,7 +13,7 @@ import ast
 
 from admission.audit.checks.context import Context, matches
 from admission.audit.names import dotted, last_name
-from admission.audit.walk import LOOP, MODULE, TRY, Scope, Site
+from admission.audit.walk import IF, LOOP, MODULE, TRY, Scope, Site
 
 __all__ = ["check_client", "check_executor", "check_thread"]
 
@@ -181,11 +181,35 @@ def _set_up(ctx: Context, function: Scope) -> bool:
     return False
 
 
+def _created_once(site: Site) -> bool:
+    """Under ``if x is None:`` / ``if not x:``: a lazily created, shared object."""
+    for kind, node in site.blocks:
+        if kind != IF:
+            continue
+        assert isinstance(node, ast.If)
+        for test in ast.walk(node.test):
+            if (
+                isinstance(test, ast.Compare)
+                and any(isinstance(op, ast.Is) for op in test.ops)
+                and any(isinstance(c, ast.Constant) and c.value is None for c in test.comparators)
+            ):
+                return True
+            if (
+                isinstance(test, ast.UnaryOp)
+                and isinstance(test.op, ast.Not)
+                and isinstance(test.operand, ast.Name | ast.Attribute)
+            ):
+                return True
+    return False
+
+
 def _per_operation(ctx: Context, site: Site) -> str | None:
     """Why a construction runs per operation ("in a loop", "in a request handler"), if it
     does; None at module level, in set-up code and in bounded or reconnect loops."""
     function = site.scope.function()
     if function is None or ctx.in_main_block(site) or _set_up(ctx, function):
+        return None
+    if _created_once(site):
         return None
     for index in range(len(site.blocks) - 1, -1, -1):
         kind, node = site.blocks[index]
@@ -276,13 +300,39 @@ def _handed_over(scope: Scope, target: str) -> bool:
     return False
 
 
+def _iterated(iterable: ast.expr) -> str | None:
+    """What a loop runs over, seen through copies and views (``list(self._threads.values())``
+    -> ``self._threads``)."""
+    while isinstance(iterable, ast.Call):
+        name = last_name(iterable.func)
+        if name in ("values", "keys", "items", "copy") and isinstance(iterable.func, ast.Attribute):
+            iterable = iterable.func.value
+        elif name in ("list", "tuple", "sorted", "reversed", "set") and iterable.args:
+            iterable = iterable.args[0]
+        else:
+            return None
+    return dotted(iterable)
+
+
 def _container_joined(ctx: Context, container: str, scope: Scope) -> bool:
     for current in _owners(ctx, container, scope):
         if container in current.returned or _handed_over(current, container):
             return True
-        # `[w.finish() for w in workers]`, `for t in threads: t.join()`
+        # copies of the container (`threads = [t for t in list(self._threads.values())]`)
+        names = {container} | {
+            name
+            for name, values in current.assigns.items()
+            if any(
+                (
+                    isinstance(v, ast.ListComp | ast.GeneratorExp | ast.SetComp)
+                    and _iterated(v.generators[0].iter) == container
+                )
+                or (isinstance(v, ast.Call) and _iterated(v) == container)
+                for v in values
+            )
+        }
         for name, iterables in current.for_targets.items():
-            if name in current.joined and any(dotted(i) == container for i in iterables):
+            if name in current.joined and any(_iterated(i) in names for i in iterables):
                 return True
     return False
 
@@ -305,6 +355,8 @@ def check_thread(ctx: Context, site: Site) -> None:
         return
     function = site.scope.function()
     if function is None or ctx.in_main_block(site) or function.name in ("__init__", "main"):
+        return
+    if _created_once(site):
         return
     target = ctx.facts.bound_to.get(id(call))
     if target is not None and _joined(ctx, target, site):
@@ -350,6 +402,8 @@ def check_executor(ctx: Context, site: Site) -> None:
         return
     function = site.scope.function()
     if function is None or ctx.in_main_block(site) or _set_up(ctx, function):
+        return
+    if _created_once(site):
         return
     reason = None
     if function.kind == "async def":

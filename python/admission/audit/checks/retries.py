@@ -211,13 +211,48 @@ def _retry_loop(loop: ast.AST) -> bool:
     body = getattr(loop, "body", [])
     for attempt in _tries(body):
         succeeds = _exits(attempt.body) or _exits(attempt.orelse)
-        if not succeeds:
+        if not succeeds and attempt in body:
             # `try: ... except: continue` then `break` after it
-            succeeds = _exits([s for s in body if not isinstance(s, ast.Try)])
-        retries = any(not _always_leaves(h.body) for h in attempt.handlers)
+            succeeds = _exits(body[body.index(attempt) + 1 :])
+        retries = any(not _always_leaves(h.body) and not _interruption(h) for h in attempt.handlers)
         if succeeds and retries:
             return True
     return False
+
+
+# Exceptions that interrupt an operation without saying the dependency failed: going round
+# again after one of these restarts the operation, it does not retry a failure.
+_INTERRUPTIONS = frozenset(
+    {
+        "KeyboardInterrupt",
+        "CancelledError",
+        "InterruptedError",
+        "BlockingIOError",
+        "StopIteration",
+        "StopAsyncIteration",
+        "GeneratorExit",
+        "SystemExit",
+        "WouldBlock",
+        # nor do lookups and programming errors: nothing transient to wait out
+        "KeyError",
+        "IndexError",
+        "LookupError",
+        "AttributeError",
+        "TypeError",
+        "NameError",
+        "AssertionError",
+        "NotImplementedError",
+        "ZeroDivisionError",
+        "UnicodeDecodeError",
+    }
+)
+
+
+def _interruption(handler: ast.ExceptHandler) -> bool:
+    if handler.type is None:
+        return False
+    types = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return all(last_name(t) in _INTERRUPTIONS for t in types)
 
 
 def _always_leaves(statements: list[ast.stmt]) -> bool:
