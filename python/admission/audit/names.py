@@ -13,17 +13,22 @@ import ast
 __all__ = ["Imports", "dotted", "last_name"]
 
 
-def dotted(node: ast.expr) -> str | None:
-    """The dotted text of a name or attribute chain (``self.pool.acquire``), else None."""
-    parts: list[str] = []
+def _chain(node: ast.expr) -> tuple[str, list[str]] | None:
+    """The root name and the attributes after it (``a.b.c`` -> ``("a", ["b", "c"])``)."""
+    attributes: list[str] = []
     while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
+        attributes.append(node.attr)
         node = node.value
     if not isinstance(node, ast.Name):
         return None
-    parts.append(node.id)
-    parts.reverse()
-    return ".".join(parts)
+    attributes.reverse()
+    return node.id, attributes
+
+
+def dotted(node: ast.expr) -> str | None:
+    """The dotted text of a name or attribute chain (``self.pool.acquire``), else None."""
+    chain = _chain(node)
+    return None if chain is None else ".".join([chain[0], *chain[1]])
 
 
 def last_name(node: ast.expr) -> str | None:
@@ -107,18 +112,11 @@ class Imports:
         ``asyncio.gather`` -> ``asyncio.gather``; ``gather`` after ``from asyncio import
         gather`` -> ``asyncio.gather``; ``self.loop.create_task`` -> None.
         """
-        parts: list[str] = []
-        while isinstance(node, ast.Attribute):
-            parts.append(node.attr)
-            node = node.value
-        if not isinstance(node, ast.Name):
+        chain = _chain(node)
+        root = None if chain is None else self._aliases.get(chain[0])
+        if chain is None or root is None:
             return None
-        root = self._aliases.get(node.id)
-        if root is None:
-            return None
-        parts.append(root)
-        parts.reverse()
-        return ".".join(parts)
+        return ".".join([root, *chain[1]])
 
     def is_imported(self, name: str) -> bool:
         """Whether a local name is bound by an import."""

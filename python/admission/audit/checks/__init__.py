@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from admission.audit.checks.blocking import (
     BLOCKING_HTTP,
+    CLIENT_METHODS,
     SYNC_DATABASES,
     check_blocking_call,
     check_blocking_method,
@@ -55,22 +56,7 @@ def _routes() -> dict[str, tuple[Check, ...]]:
     add({"gather", "wait", "as_completed"}, check_fan_out)
     add({"create_task", "ensure_future", "start_soon"}, check_spawn)
     add(
-        _last(SLEEPS)
-        | _last(BLOCKING_HTTP)
-        | _last(SYNC_DATABASES)
-        | {
-            "get",
-            "post",
-            "put",
-            "patch",
-            "delete",
-            "head",
-            "options",
-            "request",
-            "send",
-            "stream",
-            "close",
-        },
+        _last(SLEEPS) | _last(BLOCKING_HTTP) | _last(SYNC_DATABASES) | CLIENT_METHODS,
         check_blocking_call,
     )
     add(_last(CLIENTS), check_client)

@@ -15,9 +15,18 @@ from admission.audit.checks.context import Context
 from admission.audit.names import dotted
 from admission.audit.walk import Scope, Site
 
-__all__ = ["check_blocking_call", "check_blocking_method"]
+__all__ = [
+    "BLOCKING_HTTP",
+    "CLIENT_METHODS",
+    "HTTP_VERBS",
+    "SYNC_DATABASES",
+    "check_blocking_call",
+    "check_blocking_method",
+]
 
-_VERBS = ("get", "post", "put", "patch", "delete", "head", "options", "connect", "trace")
+HTTP_VERBS = frozenset(
+    {"get", "post", "put", "patch", "delete", "head", "options", "connect", "trace"}
+)
 BLOCKING_HTTP = frozenset(
     {
         "urllib.request.urlopen",
@@ -27,8 +36,8 @@ BLOCKING_HTTP = frozenset(
         "requests.request",
         "httpx.request",
         "httpx.stream",
-        *(f"requests.{verb}" for verb in _VERBS),
-        *(f"httpx.{verb}" for verb in _VERBS),
+        *(f"requests.{verb}" for verb in HTTP_VERBS),
+        *(f"httpx.{verb}" for verb in HTTP_VERBS),
     }
 )
 SYNC_HTTP_CLIENTS = frozenset(
@@ -42,21 +51,9 @@ SYNC_HTTP_CLIENTS = frozenset(
         "urllib3.HTTPSConnectionPool",
     }
 )
-_CLIENT_METHODS = frozenset(
-    {
-        "get",
-        "post",
-        "put",
-        "patch",
-        "delete",
-        "head",
-        "options",
-        "request",
-        "send",
-        "stream",
-        "close",
-        "urlopen",
-    }
+# methods of a synchronous HTTP client that do I/O (ruff's ASYNC212 list, and urlopen)
+CLIENT_METHODS = frozenset(
+    {*HTTP_VERBS, "request", "send", "stream", "close", "urlopen"} - {"connect", "trace"}
 )
 SYNC_DATABASES = frozenset(
     {
@@ -160,7 +157,7 @@ def check_blocking_method(ctx: Context, site: Site) -> None:
     assert isinstance(call.func, ast.Attribute)
     receiver = call.func.value
     method = call.func.attr
-    if method in _CLIENT_METHODS:
+    if method in CLIENT_METHODS:
         client = _origin(ctx, receiver, site.scope, SYNC_HTTP_CLIENTS)
         if client is not None:
             ctx.report(

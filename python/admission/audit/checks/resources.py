@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 
+from admission.audit.checks.blocking import HTTP_VERBS
 from admission.audit.checks.context import Context, matches
 from admission.audit.names import dotted, last_name
 from admission.audit.walk import IF, LOOP, MODULE, TRY, Scope, Site
@@ -111,22 +112,7 @@ _SET_UP = frozenset(
         "start",
     }
 )
-_ROUTE_VERBS = frozenset(
-    {
-        "get",
-        "post",
-        "put",
-        "patch",
-        "delete",
-        "head",
-        "options",
-        "route",
-        "api_route",
-        "websocket",
-        "view",
-        "trace",
-    }
-)
+_ROUTE_VERBS = HTTP_VERBS | {"route", "api_route", "websocket", "view"}
 _HOOK_DECORATORS = (
     "fixture",
     "on_event",
