@@ -68,6 +68,7 @@ class Scope:
         "decorators",
         "def_blocks",
         "for_targets",
+        "globals",
         "joined",
         "kind",
         "name",
@@ -120,6 +121,8 @@ class Scope:
         self.joined: set[str] = set()
         # names returned (`return t`): the caller owns them
         self.returned: set[str] = set()
+        # names declared `global`: module state, set once for the process
+        self.globals: set[str] = set()
         # receivers made daemons by assignment (`t.daemon = True`)
         self.daemons: set[str] = set()
 
@@ -426,6 +429,9 @@ class _Walker:
 
     # -- statements and expressions ------------------------------------------------------
 
+    def _global(self, node: ast.Global) -> None:
+        self.scope.globals.update(node.names)
+
     def _import(self, node: ast.Import | ast.ImportFrom) -> None:
         if self.scope.kind != MODULE:
             self.facts.imports.add(node)
@@ -551,6 +557,7 @@ _HANDLERS: dict[type, Callable[[_Walker, Any], None]] = {
     ast.Return: _Walker._return,
     ast.AugAssign: _Walker._augassign,
     ast.AnnAssign: _Walker._annassign,
+    ast.Global: _Walker._global,
     ast.Import: _Walker._import,
     ast.ImportFrom: _Walker._import,
     **{try_type: _Walker._try for try_type in _TRY_TYPES},

@@ -107,50 +107,81 @@ _BATCHERS = frozenset(
 )
 _BATCH_WORDS = frozenset({"batch", "batches", "chunk", "chunks", "page", "pages", "window"})
 # Collections of the program's own resources: sized by its configuration, not by the data
-# (`for pool in self._pools.values()`, `for handler in self.handlers`).
-_OWNED_WORDS = frozenset(
+# (`for pool in self._pools.values()`, `for handler in self.handlers`, `for broker_id in
+# brokers`). Matched against the words of the iterable's name and of the loop variable, in
+# the singular or the plural.
+_OWNED_ROOTS = frozenset(
     {
-        "pools",
-        "connections",
-        "conns",
-        "clients",
-        "sessions",
-        "workers",
-        "handlers",
-        "callbacks",
-        "listeners",
-        "subscribers",
-        "observers",
-        "hooks",
-        "plugins",
-        "services",
-        "servers",
-        "nodes",
-        "shards",
-        "replicas",
-        "backends",
-        "consumers",
-        "producers",
-        "channels",
-        "sockets",
-        "loops",
-        "threads",
-        "processes",
+        "backend",
+        "broker",
+        "callback",
+        "channel",
+        "child",
         "children",
-        "peers",
-        "watchers",
-        "engines",
-        "limiters",
-        "semaphores",
-        "executors",
-        "exporters",
-        "sinks",
-        "streams",
-        "tasks",
-        "futures",
-        "waiters",
+        "client",
+        "cluster",
+        "conn",
+        "connection",
+        "consumer",
+        "coordinator",
+        "cron",
+        "deployment",
+        "endpoint",
+        "engine",
+        "executor",
+        "exporter",
+        "extension",
+        "filter",
+        "handler",
+        "hook",
+        "host",
+        "limiter",
+        "listener",
+        "loop",
+        "middleware",
+        "node",
+        "observer",
+        "partition",
+        "peer",
+        "plugin",
+        "pool",
+        "producer",
+        "provider",
+        "region",
+        "replica",
+        "schedule",
+        "semaphore",
+        "server",
+        "service",
+        "session",
+        "shard",
+        "sink",
+        "socket",
+        "stage",
+        "subscriber",
+        "thread",
+        "validator",
+        "watcher",
+        "worker",
     }
 )
+
+
+# Existing tasks and futures: gathering them starts nothing (plural names of collections only:
+# a loop variable `task` is as often a job to run).
+_OWNED_COLLECTIONS = frozenset({"tasks", "futures", "futs", "waiters"})
+
+
+def owned(name: str, *, collection: bool = False) -> bool:
+    """Whether a name is one of the program's own resources (see `_OWNED_ROOTS`)."""
+    for word in words(name):
+        if collection and word in _OWNED_COLLECTIONS:
+            return True
+        if word in _OWNED_ROOTS or word.removesuffix("s") in _OWNED_ROOTS:
+            return True
+        if word.endswith("es") and word[:-2] in _OWNED_ROOTS:
+            return True
+    return False
 
 
 def words(name: str) -> list[str]:
@@ -480,9 +511,9 @@ class Context:
                 return any(self.iterable_bounded(a, scope, seen + 1) for a in node.args)
             return False
         if isinstance(node, ast.Attribute):
-            return any(w in _OWNED_WORDS for w in words(node.attr))
+            return owned(node.attr, collection=True)
         if isinstance(node, ast.Name):
-            if any(w in _BATCH_WORDS or w in _OWNED_WORDS for w in words(node.id)):
+            if owned(node.id, collection=True) or any(w in _BATCH_WORDS for w in words(node.id)):
                 return True
             current: Scope | None = scope
             while current is not None:
@@ -529,11 +560,14 @@ class Context:
     def loop_bounded(self, loop: ast.AST, scope: Scope) -> bool:
         """Whether a loop runs a small, fixed number of times (see `iterable_bounded`)."""
         if isinstance(loop, ast.For | ast.AsyncFor):
-            return self.iterable_bounded(loop.iter, scope)
+            return _owned_target(loop.target) or self.iterable_bounded(loop.iter, scope)
         if isinstance(loop, ast.While):
             return _compares_len(loop.test)
         if isinstance(loop, ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp):
-            return all(self.iterable_bounded(g.iter, scope) for g in loop.generators)
+            return all(
+                _owned_target(g.target) or self.iterable_bounded(g.iter, scope)
+                for g in loop.generators
+            )
         return False
 
     # -- where ---------------------------------------------------------------------------
@@ -572,6 +606,11 @@ class Context:
             if kind == LOOP:
                 return node
         return None
+
+
+def _owned_target(target: ast.expr) -> bool:
+    """A loop variable that names one of the program's resources (``for broker_id in ...``)."""
+    return any(owned(n.id) for n in ast.walk(target) if isinstance(n, ast.Name))
 
 
 def _compares_len(test: ast.expr) -> bool:

@@ -113,12 +113,15 @@ def _collection(
     if isinstance(node, ast.ListComp | ast.SetComp | ast.GeneratorExp):
         if ctx.loop_bounded(node, scope):
             return None
-        if not direct and isinstance(node.elt, ast.Call) and _is_spawn(ctx, node.elt):
+        element = node.elt.value if isinstance(node.elt, ast.Await) else node.elt
+        if not isinstance(element, ast.Call):
+            return None  # existing tasks or futures (`[b.future for b in batches]`): no new work
+        if not direct and _is_spawn(ctx, element):
             # tasks spawned in a comprehension and gathered later: ADM102 reports the spawn
             return None
         if _lifecycle(node):
             return None
-        return [node.elt]
+        return [element]
     if isinstance(node, ast.Call):
         name = last_name(node.func)
         if isinstance(node.func, ast.Name) and not ctx.facts.imports.is_imported(name or ""):
@@ -162,7 +165,15 @@ def _filled_in_loop(ctx: Context, name: str, site: Site) -> list[ast.expr] | Non
         loops = [node for kind, node in blocks if kind == LOOP]
         if not loops or all(ctx.loop_bounded(loop, scope) for loop in loops):
             continue
-        if isinstance(value, ast.Call) and _is_spawn(ctx, value):
+        if isinstance(value, ast.Name):
+            # `task = create_task(...)` / `coro = fetch(u)` then `tasks.append(task)`
+            calls = [v for v in scope.assigns.get(value.id, ()) if isinstance(v, ast.Call)]
+            if not calls:
+                continue  # an existing object, not new work
+            value = calls[0]
+        if not isinstance(value, ast.Call):
+            continue
+        if _is_spawn(ctx, value):
             return None
         work.append(value)
     return work or None
@@ -194,6 +205,9 @@ def check_fan_out(ctx: Context, site: Site) -> None:
     work: list[ast.expr] = []
     for collection in collections:
         work.extend(_collection(ctx, collection, site) or ())
+    if short == "wait":
+        # asyncio.wait() takes tasks, it starts nothing: only tasks spawned for it here count
+        work = [w for w in work if isinstance(w, ast.Call) and _is_spawn(ctx, w)]
     if not work or all(ctx.work_bounded(w, site.scope) for w in work):
         return
     if _report_misplaced_limiter(ctx, site, f"`asyncio.{short}`"):
@@ -229,6 +243,27 @@ def _loop_has_bound(loop: ast.AST) -> bool:
                 return True
             if isinstance(node, ast.If | ast.While) and _waits_on_len(node):
                 return True
+    return False
+
+
+def _then_leaves(loop: ast.AST, call: ast.Call) -> bool:
+    """The spawn is followed by ``break`` or ``return`` in its block: it happens once."""
+    stack: list[list[ast.stmt]] = [getattr(loop, "body", [])]
+    while stack:
+        statements = stack.pop()
+        for index, statement in enumerate(statements):
+            if any(node is call for node in ast.walk(statement)) and not isinstance(
+                statement, ast.If | ast.With | ast.AsyncWith | ast.Try
+            ):
+                return any(isinstance(s, ast.Break | ast.Return) for s in statements[index:])
+            for field in ("body", "orelse", "finalbody"):
+                inner = getattr(statement, field, None)
+                if isinstance(inner, list) and not isinstance(
+                    statement, ast.For | ast.AsyncFor | ast.While
+                ):
+                    stack.append(inner)
+            for handler in getattr(statement, "handlers", []):
+                stack.append(handler.body)
     return False
 
 
@@ -274,7 +309,7 @@ def check_spawn(ctx: Context, site: Site) -> None:
         consumer = ctx.facts.argument_of.get(id(loop))
         if consumer is not None and ctx.resolve(consumer.func) in _FAN_OUT:
             return
-    if ctx.loop_bounded(loop, site.scope) or _loop_has_bound(loop):
+    if ctx.loop_bounded(loop, site.scope) or _loop_has_bound(loop) or _then_leaves(loop, call):
         return
     if call.args and ctx.work_bounded(call, site.scope):
         return

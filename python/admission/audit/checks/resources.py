@@ -167,8 +167,12 @@ def _set_up(ctx: Context, function: Scope) -> bool:
     return False
 
 
-def _created_once(site: Site) -> bool:
-    """Under ``if x is None:`` / ``if not x:``: a lazily created, shared object."""
+def _created_once(ctx: Context, site: Site) -> bool:
+    """Under ``if x is None:`` / ``if not x:`` (a lazily created, shared object), or bound
+    to a ``global`` (module state: `_EXECUTOR = ThreadPoolExecutor()` after a fork)."""
+    target = ctx.facts.bound_to.get(id(site.node))
+    if target is not None and target in site.scope.globals:
+        return True
     for kind, node in site.blocks:
         if kind != IF:
             continue
@@ -195,7 +199,7 @@ def _per_operation(ctx: Context, site: Site) -> str | None:
     function = site.scope.function()
     if function is None or ctx.in_main_block(site) or _set_up(ctx, function):
         return None
-    if _created_once(site):
+    if _created_once(ctx, site):
         return None
     for index in range(len(site.blocks) - 1, -1, -1):
         kind, node = site.blocks[index]
@@ -342,7 +346,7 @@ def check_thread(ctx: Context, site: Site) -> None:
     function = site.scope.function()
     if function is None or ctx.in_main_block(site) or function.name in ("__init__", "main"):
         return
-    if _created_once(site):
+    if _created_once(ctx, site):
         return
     target = ctx.facts.bound_to.get(id(call))
     if target is not None and _joined(ctx, target, site):
@@ -389,7 +393,7 @@ def check_executor(ctx: Context, site: Site) -> None:
     function = site.scope.function()
     if function is None or ctx.in_main_block(site) or _set_up(ctx, function):
         return
-    if _created_once(site):
+    if _created_once(ctx, site):
         return
     reason = None
     if function.kind == "async def":

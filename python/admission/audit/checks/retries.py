@@ -285,10 +285,16 @@ def check_sleep(ctx: Context, site: Site) -> None:
     loop = site.blocks[loop_index][1]
     if not isinstance(loop, ast.For | ast.AsyncFor | ast.While):
         return
-    in_handler = any(kind == HANDLER for kind, _ in site.blocks[loop_index + 1 :])
-    if not in_handler and not _retry_loop(loop):
+    handlers = [
+        node
+        for kind, node in site.blocks[loop_index + 1 :]
+        if kind == HANDLER and isinstance(node, ast.ExceptHandler)
+    ]
+    if not handlers and not _retry_loop(loop):
         return
-    if _is_random(ctx, delay, site.scope):
+    if handlers and _periodic(ctx, loop, call):
+        return
+    if _server_directed(delay, handlers) or _is_random(ctx, delay, site.scope):
         return
     ctx.report(
         call,
@@ -297,6 +303,44 @@ def check_sleep(ctx: Context, site: Site) -> None:
         "together: add jitter (`adm.Retry(jitter='full')`, or `delay * random.uniform(0.5, "
         "1.5)`)",
     )
+
+
+def _periodic(ctx: Context, loop: ast.AST, sleep: ast.Call) -> bool:
+    """The loop sleeps on its success path too: a periodic task whose failures wait out
+    the same period (`while True: try: sync(); await sleep(60) except: log; await
+    sleep(60)`), not a retry with backoff."""
+    for statement in getattr(loop, "body", []):
+        for node in ast.walk(statement):
+            if isinstance(node, ast.ExceptHandler):
+                continue
+            if (
+                isinstance(node, ast.Call)
+                and node is not sleep
+                and ctx.resolve(node.func) in SLEEPS
+                and not any(node is n for h in _handlers_of(statement) for n in ast.walk(h))
+            ):
+                return True
+    return False
+
+
+def _handlers_of(statement: ast.stmt) -> list[ast.ExceptHandler]:
+    return [n for n in ast.walk(statement) if isinstance(n, ast.ExceptHandler)]
+
+
+# Delays the server or the error dictates (`retry_after`, `e.seconds` of a flood wait):
+# waiting exactly that long is the protocol, not a fixed backoff.
+_DIRECTED_WORDS = frozenset({"after", "reset", "header", "headers"})
+
+
+def _server_directed(delay: ast.expr, handlers: list[ast.ExceptHandler]) -> bool:
+    caught = {h.name for h in handlers if h.name}
+    for node in ast.walk(delay):
+        if isinstance(node, ast.Name) and node.id in caught:
+            return True
+        name = last_name(node) if isinstance(node, ast.Name | ast.Attribute) else None
+        if name is not None and any(w in _DIRECTED_WORDS for w in words(name)):
+            return True
+    return False
 
 
 def _keyword(call: ast.Call, name: str) -> ast.expr | None:
