@@ -492,6 +492,9 @@ class Context:
             return not any(isinstance(e, ast.Starred) for e in node.elts)
         if isinstance(node, ast.Dict | ast.Constant | ast.JoinedStr):
             return True
+        if isinstance(node, ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp):
+            # as many items as its loops give: `[watch() for _ in range(workers)]`
+            return all(self.iterable_bounded(g.iter, scope, seen + 1) for g in node.generators)
         if isinstance(node, ast.Subscript):
             if isinstance(node.slice, ast.Slice):
                 return node.slice.upper is not None

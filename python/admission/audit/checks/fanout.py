@@ -247,24 +247,28 @@ def _loop_has_bound(loop: ast.AST) -> bool:
 
 
 def _then_leaves(loop: ast.AST, call: ast.Call) -> bool:
-    """The spawn is followed by ``break`` or ``return`` in its block: it happens once."""
-    stack: list[list[ast.stmt]] = [getattr(loop, "body", [])]
-    while stack:
-        statements = stack.pop()
+    """The spawn is followed by ``break`` or ``return`` (in its block or a block around it,
+    inside the loop): it happens once."""
+
+    def contains(statement: ast.stmt) -> bool:
+        return any(node is call for node in ast.walk(statement))
+
+    def leaves_after(statements: list[ast.stmt]) -> bool | None:
         for index, statement in enumerate(statements):
-            if any(node is call for node in ast.walk(statement)) and not isinstance(
-                statement, ast.If | ast.With | ast.AsyncWith | ast.Try
-            ):
-                return any(isinstance(s, ast.Break | ast.Return) for s in statements[index:])
-            for field in ("body", "orelse", "finalbody"):
-                inner = getattr(statement, field, None)
-                if isinstance(inner, list) and not isinstance(
-                    statement, ast.For | ast.AsyncFor | ast.While
-                ):
-                    stack.append(inner)
-            for handler in getattr(statement, "handlers", []):
-                stack.append(handler.body)
-    return False
+            if not contains(statement):
+                continue
+            rest = statements[index + 1 :]
+            if isinstance(statement, ast.If | ast.With | ast.AsyncWith | ast.Try):
+                inner_lists = [
+                    getattr(statement, field, None) for field in ("body", "orelse", "finalbody")
+                ] + [h.body for h in getattr(statement, "handlers", [])]
+                for inner in inner_lists:
+                    if isinstance(inner, list) and leaves_after(inner):
+                        return True
+            return any(isinstance(s, ast.Break | ast.Return) for s in rest)
+        return None
+
+    return bool(leaves_after(getattr(loop, "body", [])))
 
 
 def _waits_on_len(node: ast.If | ast.While) -> bool:

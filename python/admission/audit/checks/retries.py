@@ -306,25 +306,31 @@ def check_sleep(ctx: Context, site: Site) -> None:
 
 
 def _periodic(ctx: Context, loop: ast.AST, sleep: ast.Call) -> bool:
-    """The loop sleeps on its success path too: a periodic task whose failures wait out
-    the same period (`while True: try: sync(); await sleep(60) except: log; await
-    sleep(60)`), not a retry with backoff."""
-    for statement in getattr(loop, "body", []):
-        for node in ast.walk(statement):
-            if isinstance(node, ast.ExceptHandler):
-                continue
+    """The loop also sleeps unconditionally on its success path: a periodic task whose
+    failures wait out the same period (`while True: try: sync(); await sleep(60) except:
+    log; await sleep(60)`), not a retry with backoff."""
+
+    def sleeps(statements: list[ast.stmt]) -> bool:
+        for statement in statements:
+            value = statement.value if isinstance(statement, ast.Expr) else None
+            if isinstance(value, ast.Await):
+                value = value.value
             if (
-                isinstance(node, ast.Call)
-                and node is not sleep
-                and ctx.resolve(node.func) in SLEEPS
-                and not any(node is n for h in _handlers_of(statement) for n in ast.walk(h))
+                isinstance(value, ast.Call)
+                and value is not sleep
+                and ctx.resolve(value.func) in SLEEPS
             ):
                 return True
-    return False
+        return False
 
-
-def _handlers_of(statement: ast.stmt) -> list[ast.ExceptHandler]:
-    return [n for n in ast.walk(statement) if isinstance(n, ast.ExceptHandler)]
+    body = getattr(loop, "body", [])
+    if sleeps(body):
+        return True
+    return any(
+        sleeps(statement.body) or sleeps(statement.orelse)
+        for statement in body
+        if isinstance(statement, ast.Try)
+    )
 
 
 # Delays the server or the error dictates (`retry_after`, `e.seconds` of a flood wait):
