@@ -9,7 +9,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 # Tests may not leave a process-wide hypothesis database in the clone.
 export HYPOTHESIS_STORAGE_DIRECTORY := $(abspath $(VENV))/hypothesis
 
-.PHONY: all demo test test-rust test-python test-versions loom bench stress lint fmt wheel develop clean services
+.PHONY: all demo test test-rust test-python test-versions loom bench stress lint fmt wheel develop clean services audit-eval
 
 all: test
 
@@ -86,6 +86,15 @@ stress: develop
 bench: develop services $(VENV)/.bench-stamp
 	$(VPY) -m pytest benches -q --benchmark-only --benchmark-sort=mean \
 	  --benchmark-columns=min,median,mean,stddev,rounds
+
+$(VENV)/.audit-eval-stamp: requirements/audit-eval.txt $(VENV)/.dev-stamp
+	$(VPY) -m pip install -q -r requirements/audit-eval.txt
+	touch $@
+
+# The audit's precision on real code (opt-in, needs the package index): pinned sdists from
+# benches/audit_eval/corpus.txt, labels in labels.csv, beside ruff and flake8-async.
+audit-eval: develop $(VENV)/.audit-eval-stamp
+	$(VPY) benches/audit_eval/run.py
 
 lint: $(VENV)/.dev-stamp
 	cargo fmt --all --check

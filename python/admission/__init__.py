@@ -14,49 +14,61 @@ Rate limits, bounded concurrency and their accounting, decided in Rust in nanose
 
 from __future__ import annotations
 
+import importlib as _importlib
 from typing import TYPE_CHECKING
 
-from admission import alerts, metrics, policies, testing
-from admission._native import MAX_PERMITS, Decision, LoopClock
-from admission.breaker import BreakerStats, CircuitBreaker
-from admission.combine import AllOf, all_of
-from admission.concurrency import Semaphore
-from admission.config import Config
-from admission.durations import Rate, parse_duration, parse_rate
-from admission.errors import (
-    AcquireTimeout,
-    AdmissionError,
-    CapacityError,
-    CircuitOpen,
-    Closed,
-    ConfigError,
-    PortInUseError,
-    UnknownLimit,
-)
-from admission.gather import gather
+# `admission.audit` is pure Python and must import where the extension is not built (a
+# pre-commit hook in a fresh environment): without it, the package imports and every other
+# name raises the ImportError that says why.
+try:
+    _importlib.import_module("admission._native")
+except ImportError as _error:
+    _NATIVE_ERROR: ImportError | None = _error
+else:
+    _NATIVE_ERROR = None
 
-# `adm.map`, but not in __all__: `from admission import *` must not shadow the builtin.
-from admission.gather import map as map
-from admission.manager import ConcurrencyManager, LimitStats
-from admission.policies import Policy
-from admission.pools import (
-    PoolClosed,
-    PoolConfig,
-    PoolConnectError,
-    PoolConnectionLost,
-    PoolError,
-    PoolManager,
-    PoolOverloaded,
-    PoolServerFull,
-    PoolStats,
-    PoolTimeout,
-    PoolUnavailable,
-    UnknownPool,
-)
-from admission.rate import SlidingWindow, TokenBucket
-from admission.stats import LimiterStats, SemaphoreStats, WaitHistogram
-from admission.taskpool import TaskPool
-from admission.threads import to_thread
+if TYPE_CHECKING or _NATIVE_ERROR is None:
+    from admission import alerts, metrics, policies, testing
+    from admission._native import MAX_PERMITS, Decision, LoopClock
+    from admission.breaker import BreakerStats, CircuitBreaker
+    from admission.combine import AllOf, all_of
+    from admission.concurrency import Semaphore
+    from admission.config import Config
+    from admission.durations import Rate, parse_duration, parse_rate
+    from admission.errors import (
+        AcquireTimeout,
+        AdmissionError,
+        CapacityError,
+        CircuitOpen,
+        Closed,
+        ConfigError,
+        PortInUseError,
+        UnknownLimit,
+    )
+    from admission.gather import gather
+
+    # `adm.map`, but not in __all__: `from admission import *` must not shadow the builtin.
+    from admission.gather import map as map
+    from admission.manager import ConcurrencyManager, LimitStats
+    from admission.policies import Policy
+    from admission.pools import (
+        PoolClosed,
+        PoolConfig,
+        PoolConnectError,
+        PoolConnectionLost,
+        PoolError,
+        PoolManager,
+        PoolOverloaded,
+        PoolServerFull,
+        PoolStats,
+        PoolTimeout,
+        PoolUnavailable,
+        UnknownPool,
+    )
+    from admission.rate import SlidingWindow, TokenBucket
+    from admission.stats import LimiterStats, SemaphoreStats, WaitHistogram
+    from admission.taskpool import TaskPool
+    from admission.threads import to_thread
 
 if TYPE_CHECKING:
     __version__: str
@@ -75,6 +87,12 @@ else:
                 found = "0+unknown"
             globals()["__version__"] = found
             return found
+        if _NATIVE_ERROR is not None:
+            raise ImportError(
+                f"admission.{name} needs the native extension admission._native, which did not "
+                f"import ({_NATIVE_ERROR}): install the wheel for this platform, or build it in "
+                "a clone with `make develop`. Only admission.audit works without it."
+            ) from _NATIVE_ERROR
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

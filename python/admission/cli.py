@@ -1,5 +1,6 @@
 """Command line: ``python -m admission demo [--help]``, ``python -m admission threads-demo`` and
-``python -m admission --version``."""
+``python -m admission --version`` and ``python -m admission audit [PATH...]`` (the ``admission``
+console script is the same)."""
 
 from __future__ import annotations
 
@@ -163,6 +164,12 @@ def _add_threads_demo(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["audit"]:
+        # its own parser, and nothing here that needs the native extension
+        from admission.audit.cli import main as audit
+
+        return audit(arguments[1:], prog="admission audit")
     parser = argparse.ArgumentParser(
         prog="python -m admission",
         description="admission: fast, correct admission control for Python services.",
@@ -171,6 +178,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_demo(commands)
     _add_threads_demo(commands)
+    commands.add_parser(
+        "audit",
+        add_help=False,
+        help="find unbounded fan-out, per-operation clients, retries without jitter, ... in "
+        "Python code (admission audit --help)",
+    )
     args = parser.parse_args(argv)
 
     if args.command == "threads-demo":

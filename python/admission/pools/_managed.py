@@ -429,7 +429,9 @@ class ManagedPool:
         started = time.monotonic()
         attempt = 0
         reported = self.last_error
-        while True:
+        # No attempt limit on purpose (ADM402): a background reconnector that probes until the
+        # database answers; close() cancels it.
+        while True:  # noqa: ADM402
             delay = self._backoff(attempt)
             attempt += 1
             self._next_probe = time.monotonic() + delay

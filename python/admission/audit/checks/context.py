@@ -1,0 +1,626 @@
+"""What every rule check is handed: the file's facts, the settings, and a way to report.
+
+Also the judgements several rules share: is this expression a limiter, is this loop over data
+of unbounded size, does this function bound its own concurrency. Each is a conservative
+reading of one file: when the code does not say, the answer is the one that reports less.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import re
+from collections.abc import Iterable, Iterator
+
+from admission.audit.config import Settings
+from admission.audit.findings import Finding, Fix
+from admission.audit.names import dotted, last_name
+from admission.audit.rules import rule
+from admission.audit.walk import (
+    ASYNC,
+    ELSE,
+    IF,
+    LOOP,
+    MAIN,
+    TRY,
+    WITH,
+    Block,
+    FileFacts,
+    Scope,
+    Site,
+)
+
+__all__ = ["Context"]
+
+# Loops over ranges up to this many items count as bounded (`for i in range(8)`).
+SMALL_RANGE = 100
+
+_WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
+
+# Words in a name that say "this bounds concurrency" (semaphores, limiters, locks, ...).
+_LIMITER_WORDS = frozenset(
+    {
+        "sem",
+        "sems",
+        "sema",
+        "lock",
+        "locks",
+        "mutex",
+        "rate",
+        "bulkhead",
+        "throttle",
+        "throttler",
+        "bucket",
+        "buckets",
+        "permit",
+        "permits",
+        "slot",
+        "slots",
+    }
+)
+_LIMITER_PREFIXES = ("semaphore", "limit", "throttl", "capacit", "concurren")
+_BREAKER_WORDS = frozenset({"breaker", "breakers", "circuit", "cb"})
+
+# Constructors of limiters, by qualified name (admission's own are recognised by module).
+LIMITER_TYPES = frozenset(
+    {
+        "asyncio.Semaphore",
+        "asyncio.BoundedSemaphore",
+        "asyncio.Lock",
+        "asyncio.Condition",
+        "trio.Semaphore",
+        "trio.CapacityLimiter",
+        "trio.Lock",
+        "trio.StrictFIFOLock",
+        "anyio.Semaphore",
+        "anyio.CapacityLimiter",
+        "anyio.Lock",
+        "threading.Semaphore",
+        "threading.BoundedSemaphore",
+        "threading.Lock",
+        "threading.RLock",
+        "aiolimiter.AsyncLimiter",
+        "asyncio_throttle.Throttler",
+        "pyrate_limiter.Limiter",
+    }
+)
+
+# Calls that wrap a coroutine and run it as it is: look through them to the coroutine.
+_PASSTHROUGH = frozenset({"create_task", "ensure_future", "wait_for", "shield", "Task"})
+
+# Iterables that yield bounded batches of their input (`for batch in batched(items, 50)`).
+_BATCHERS = frozenset(
+    {
+        "batched",
+        "chunked",
+        "chunks",
+        "chunk",
+        "batch",
+        "batches",
+        "grouper",
+        "ichunked",
+        "sliced",
+        "split_every",
+        "partition_all",
+        "paginate",
+    }
+)
+_BATCH_WORDS = frozenset({"batch", "batches", "chunk", "chunks", "page", "pages", "window"})
+# Collections of the program's own resources: sized by its configuration, not by the data
+# (`for pool in self._pools.values()`, `for handler in self.handlers`, `for broker_id in
+# brokers`). Matched against the words of the iterable's name and of the loop variable, in
+# the singular or the plural.
+_OWNED_ROOTS = frozenset(
+    {
+        "backend",
+        "broker",
+        "callback",
+        "channel",
+        "child",
+        "children",
+        "client",
+        "cluster",
+        "conn",
+        "connection",
+        "consumer",
+        "coordinator",
+        "cron",
+        "deployment",
+        "endpoint",
+        "engine",
+        "executor",
+        "exporter",
+        "extension",
+        "filter",
+        "handler",
+        "hook",
+        "host",
+        "limiter",
+        "listener",
+        "loop",
+        "middleware",
+        "node",
+        "observer",
+        "partition",
+        "peer",
+        "plugin",
+        "pool",
+        "producer",
+        "provider",
+        "region",
+        "replica",
+        "schedule",
+        "semaphore",
+        "server",
+        "service",
+        "session",
+        "shard",
+        "sink",
+        "socket",
+        "stage",
+        "subscriber",
+        "thread",
+        "validator",
+        "watcher",
+        "worker",
+    }
+)
+
+
+# Existing tasks and futures: gathering them starts nothing (plural names of collections only:
+# a loop variable `task` is as often a job to run).
+_OWNED_COLLECTIONS = frozenset({"tasks", "futures", "futs", "waiters"})
+
+
+def owned(name: str, *, collection: bool = False) -> bool:
+    """Whether a name is one of the program's own resources (see `_OWNED_ROOTS`)."""
+    for word in words(name):
+        if collection and word in _OWNED_COLLECTIONS:
+            return True
+        if word in _OWNED_ROOTS or word.removesuffix("s") in _OWNED_ROOTS:
+            return True
+        if word.endswith("es") and word[:-2] in _OWNED_ROOTS:
+            return True
+    return False
+
+
+def words(name: str) -> list[str]:
+    """The lower-case words of an identifier: ``maxRetries_count`` -> max, retries, count."""
+    return [w.lower() for w in _WORD.findall(name)]
+
+
+def _limiter_name(name: str) -> bool:
+    return any(w in _LIMITER_WORDS or w.startswith(_LIMITER_PREFIXES) for w in words(name))
+
+
+def _breaker_name(name: str) -> bool:
+    return any(w in _BREAKER_WORDS for w in words(name))
+
+
+def matches(patterns: Iterable[str], *texts: str | None) -> bool:
+    """Whether any of the names matches any glob (``*.fetch`` matches ``client.fetch``)."""
+    for text in texts:
+        if text is None:
+            continue
+        for pattern in patterns:
+            if fnmatch.fnmatchcase(text, pattern):
+                return True
+    return False
+
+
+class Context:
+    """One file being checked: its facts, the settings, and the findings so far."""
+
+    def __init__(self, facts: FileFacts, settings: Settings, path: str, lines: list[str]):
+        self.facts = facts
+        self.settings = settings
+        self.path = path
+        self.lines = lines
+        self.findings: list[Finding] = []
+        # ids of nodes already reported per code (one finding per node and rule)
+        self._reported: set[tuple[int, str]] = set()
+        self._enters: dict[int, bool] = {}
+
+    # -- reporting -----------------------------------------------------------------------
+
+    def column(self, line: int, byte_offset: int) -> int:
+        """A 1-based character column from the parser's 0-based UTF-8 byte offset."""
+        if 1 <= line <= len(self.lines):
+            text = self.lines[line - 1]
+            if not text.isascii():
+                return len(text.encode()[:byte_offset].decode(errors="replace")) + 1
+        return byte_offset + 1
+
+    def report(
+        self,
+        node: ast.AST,
+        code: str,
+        message: str,
+        *,
+        severity: str | None = None,
+        fix: Fix | None = None,
+        end: ast.AST | None = None,
+    ) -> None:
+        """Record a finding at ``node`` (once per node and code), up to the end of ``end``
+        if given (the head of a statement rather than all of its body)."""
+        key = (id(node), code)
+        if key in self._reported or not self.settings.enabled(code):
+            return
+        self._reported.add(key)
+        last = end if end is not None else node
+        line = getattr(node, "lineno", 1)
+        end_line = getattr(last, "end_lineno", None) or line
+        column = self.column(line, getattr(node, "col_offset", 0))
+        end_column = self.column(end_line, getattr(last, "end_col_offset", None) or 0)
+        self.findings.append(
+            Finding(
+                self.path,
+                line,
+                column,
+                end_line,
+                end_column,
+                code,
+                message,
+                severity or rule(code).severity,
+                fix,
+            )
+        )
+
+    # -- names ---------------------------------------------------------------------------
+
+    def resolve(self, node: ast.expr) -> str | None:
+        """The qualified name of an expression through the file's imports."""
+        return self.facts.imports.resolve(node)
+
+    def bindings(self, node: ast.expr, scope: Scope) -> list[ast.expr]:
+        """The values a name or ``self.attr`` may hold, from assignments in this file.
+
+        A plain name is looked up in its scope and the enclosing ones (closures, module);
+        ``self.x`` in the methods of the enclosing class.
+        """
+        if isinstance(node, ast.Name):
+            found: list[ast.expr] = []
+            current: Scope | None = scope
+            while current is not None:
+                values = current.assigns.get(node.id)
+                if values:
+                    found.extend(values)
+                    break
+                if node.id in current.params:
+                    break
+                current = current.parent
+            return found
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in ("self", "cls")
+        ):
+            function = scope.function()
+            cls = function.cls if function is not None else None
+            if cls is None:
+                # a nested function inside a method: the method's class
+                outer = function.parent if function is not None else None
+                while outer is not None and cls is None:
+                    cls = outer.cls
+                    outer = outer.parent
+            if cls is not None:
+                return list(self.facts.self_assigns.get((cls.name, node.attr), ()))
+        return []
+
+    def constructed(self, node: ast.expr, scope: Scope) -> Iterator[str]:
+        """Qualified names of the calls a name was bound to (``s = httpx.Client()``)."""
+        for value in self.bindings(node, scope):
+            if isinstance(value, ast.Call):
+                resolved = self.resolve(value.func)
+                if resolved is not None:
+                    yield resolved
+
+    def annotation(self, node: ast.expr, scope: Scope) -> str | None:
+        """The qualified annotation of a parameter (``client: httpx.Client``)."""
+        if not isinstance(node, ast.Name):
+            return None
+        current: Scope | None = scope
+        while current is not None:
+            if node.id in current.params:
+                annotation = current.params[node.id]
+                if annotation is None:
+                    return None
+                if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
+                    try:
+                        annotation = ast.parse(annotation.value, mode="eval").body
+                    except SyntaxError:
+                        return None
+                return self.resolve(annotation)
+            if node.id in current.assigns:
+                return None
+            current = current.parent
+        return None
+
+    # -- limiters ------------------------------------------------------------------------
+
+    def is_limiter(self, node: ast.expr, scope: Scope, *, breaker: bool = False) -> bool:
+        """Whether entering ``node`` (``async with node:``) bounds concurrency.
+
+        A limiter type (asyncio/trio/anyio/threading semaphores and locks, aiolimiter,
+        anything of admission's), an ``x.acquire()`` call, or a name that says so
+        (``sem``, ``self._limiter``, ``rate_limit``). ``breaker=True`` also accepts circuit
+        breakers.
+        """
+        if isinstance(node, ast.Await):
+            node = node.value
+        if isinstance(node, ast.Call):
+            resolved = self.resolve(node.func)
+            if resolved is not None and (
+                resolved in LIMITER_TYPES or resolved.startswith("admission.")
+            ):
+                return True
+            name = last_name(node.func)
+            if name in ("acquire", "reserve"):
+                return True
+            if name is not None and (_limiter_name(name) or (breaker and _breaker_name(name))):
+                return True
+            node = node.func.value if isinstance(node.func, ast.Attribute) else node.func
+        if isinstance(node, ast.Subscript):
+            node = node.value
+        name = last_name(node)
+        if name is None:
+            return False
+        if _limiter_name(name) or (breaker and _breaker_name(name)):
+            return True
+        for resolved in self.constructed(node, scope):
+            if resolved in LIMITER_TYPES or resolved.startswith("admission."):
+                return True
+        return False
+
+    def is_limiter_decorator(self, decorator: ast.expr, *, breaker: bool = False) -> bool:
+        """``@limiter``, ``@sem_limited(5)``, ``@adm.something``, ``@breaker`` (if asked)."""
+        func = decorator.func if isinstance(decorator, ast.Call) else decorator
+        resolved = self.resolve(func)
+        if resolved is not None and resolved.startswith("admission."):
+            return True
+        text = dotted(func)
+        if text is None:
+            return False
+        return any(
+            _limiter_name(part) or (breaker and _breaker_name(part)) for part in text.split(".")
+        )
+
+    def enclosing_limiter(
+        self, site: Site, *, breaker: bool = False, after: int = 0
+    ) -> ast.expr | None:
+        """The limiter of the innermost ``with`` around the site that enters one, if any.
+
+        Only blocks from index ``after`` on count (to look inside a loop only).
+        """
+        for kind, node in reversed(site.blocks[after:]):
+            if kind == WITH:
+                assert isinstance(node, ast.With | ast.AsyncWith)
+                for item in node.items:
+                    if self.is_limiter(item.context_expr, site.scope, breaker=breaker):
+                        return item.context_expr
+        return None
+
+    def enters_limiter(self, scope: Scope) -> bool:
+        """Whether a function enters a limiter in its own body (``async with sem``)."""
+        cached = self._enters.get(id(scope))
+        if cached is not None:
+            return cached
+        result = scope.acquires or any(
+            self.is_limiter(item.context_expr, scope) for w in scope.withs for item in w.items
+        )
+        result = result or any(self.is_limiter_decorator(d) for d in scope.decorators)
+        self._enters[id(scope)] = result
+        return result
+
+    def callees(self, func: ast.expr, scope: Scope) -> list[Scope]:
+        """The functions of this file a call may reach: ``f`` by name, ``self.m`` in the class
+        (else any method ``m``), ``obj.m`` in any class."""
+        if isinstance(func, ast.Name):
+            return list(self.facts.by_name.get(func.id, ()))
+        if isinstance(func, ast.Attribute):
+            if isinstance(func.value, ast.Name) and func.value.id in ("self", "cls"):
+                function = scope.function()
+                cls = function.cls if function is not None else None
+                if cls is not None:
+                    method = self.facts.methods.get(cls.name, {}).get(func.attr)
+                    if method is not None:
+                        return [method]
+            return list(self.facts.methods_by_name.get(func.attr, ()))
+        return []
+
+    def function_bounded(self, func: ast.expr, scope: Scope, depth: int = 2) -> bool:
+        """Whether calling ``func`` enters a limiter within ``depth`` call levels."""
+        if matches(self.settings.bounded_callables, self.resolve(func), dotted(func)):
+            return True
+        for callee in self.callees(func, scope):
+            if self.enters_limiter(callee):
+                return True
+            if depth > 1:
+                for called in callee.calls:
+                    target: ast.expr = (
+                        ast.Attribute(ast.Name("self"), called[1:])
+                        if called.startswith(".")
+                        else ast.Name(called)
+                    )
+                    if self.function_bounded(target, callee, depth - 1):
+                        return True
+        return False
+
+    def work_bounded(self, work: ast.expr, scope: Scope) -> bool:
+        """Whether one element of a fan-out (a coroutine call, a function reference, a
+        lambda) bounds itself: it enters a limiter within two call levels, is a configured
+        bounded callable, or is handed a limiter."""
+        if isinstance(work, ast.Await):
+            work = work.value
+        if isinstance(work, ast.Lambda):
+            return self.work_bounded(work.body, scope)
+        if isinstance(work, ast.Name | ast.Attribute):
+            return self.function_bounded(work, scope)
+        if not isinstance(work, ast.Call):
+            return False
+        func = work.func
+        name = last_name(func)
+        if name == "acquire":
+            return True  # each task is an acquisition of a limiter
+        if name == "partial" and work.args:
+            return self.work_bounded(work.args[0], scope)
+        passes_through = name in _PASSTHROUGH or name == "start_soon"
+        if passes_through and work.args and self.work_bounded(work.args[0], scope):
+            return True
+        arguments = [*work.args, *(k.value for k in work.keywords)]
+        if any(
+            self.is_limiter(a, scope)
+            for a in arguments
+            if isinstance(a, ast.Name | ast.Attribute | ast.Subscript)
+        ):
+            return True
+        return self.function_bounded(func, scope)
+
+    # -- sizes ---------------------------------------------------------------------------
+
+    def iterable_bounded(self, node: ast.expr, scope: Scope, seen: int = 0) -> bool:
+        """Whether iterating ``node`` yields a small, fixed number of items.
+
+        Literals, ``range`` with constant or configuration arguments (not ``len(...)``),
+        slices with an upper bound, and batches (``for batch in batched(items, 50)``: a
+        ``batch`` is bounded). Anything else (parameters, attributes, query results, ...) is
+        data whose size the code does not bound.
+        """
+        if seen > 4:
+            return False
+        if isinstance(node, ast.List | ast.Tuple | ast.Set):
+            return not any(isinstance(e, ast.Starred) for e in node.elts)
+        if isinstance(node, ast.Dict | ast.Constant | ast.JoinedStr):
+            return True
+        if isinstance(node, ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp):
+            # as many items as its loops give: `[watch() for _ in range(workers)]`
+            return all(self.iterable_bounded(g.iter, scope, seen + 1) for g in node.generators)
+        if isinstance(node, ast.Subscript):
+            if isinstance(node.slice, ast.Slice):
+                return node.slice.upper is not None
+            return False
+        if isinstance(node, ast.Call):
+            name = last_name(node.func)
+            if isinstance(node.func, ast.Name) and name == "range":
+                return self._range_bounded(node)
+            if name in ("enumerate", "reversed", "sorted", "list", "tuple", "set", "iter") or (
+                name in ("items", "keys", "values") and isinstance(node.func, ast.Attribute)
+            ):
+                inner = node.args[0] if node.args else None
+                if isinstance(node.func, ast.Attribute) and name in ("items", "keys", "values"):
+                    inner = node.func.value
+                return inner is not None and self.iterable_bounded(inner, scope, seen + 1)
+            if name == "zip":
+                return any(self.iterable_bounded(a, scope, seen + 1) for a in node.args)
+            return False
+        if isinstance(node, ast.Attribute):
+            return owned(node.attr, collection=True)
+        if isinstance(node, ast.Name):
+            if owned(node.id, collection=True) or any(w in _BATCH_WORDS for w in words(node.id)):
+                return True
+            current: Scope | None = scope
+            while current is not None:
+                iterables = current.for_targets.get(node.id)
+                if iterables:
+                    return all(self._yields_batches(i) for i in iterables)
+                values = current.assigns.get(node.id)
+                if values:
+                    return all(self.iterable_bounded(v, current, seen + 1) for v in values)
+                if node.id in current.params:
+                    # `*args`: the items the caller wrote out
+                    return node.id == current.vararg
+                current = current.parent
+            return False
+        return False
+
+    def _yields_batches(self, iterable: ast.expr) -> bool:
+        if isinstance(iterable, ast.Call):
+            name = last_name(iterable.func)
+            if name in _BATCHERS:
+                return True
+            if name == "range" and len(iterable.args) == 3:
+                # for i in range(0, len(items), 100): items[i:i + 100]
+                return False
+        name = last_name(iterable)
+        return name is not None and any(w in _BATCH_WORDS for w in words(name))
+
+    def _range_bounded(self, call: ast.Call) -> bool:
+        for arg in call.args:
+            for node in ast.walk(arg):
+                if isinstance(node, ast.Call) and last_name(node.func) == "len":
+                    return False
+        if call.args and all(isinstance(a, ast.Constant) for a in call.args):
+            values = [a.value for a in call.args if isinstance(a, ast.Constant)]
+            numbers = [v for v in values if isinstance(v, int)]
+            if len(numbers) == len(values) and (len(numbers) < 3 or numbers[2]):
+                try:
+                    return len(range(*numbers)) <= SMALL_RANGE
+                except (TypeError, ValueError):
+                    return False
+        # range(workers), range(self.concurrency): a setting, not the size of the data
+        return True
+
+    def loop_bounded(self, loop: ast.AST, scope: Scope) -> bool:
+        """Whether a loop runs a small, fixed number of times (see `iterable_bounded`)."""
+        if isinstance(loop, ast.For | ast.AsyncFor):
+            return _owned_target(loop.target) or self.iterable_bounded(loop.iter, scope)
+        if isinstance(loop, ast.While):
+            return _compares_len(loop.test)
+        if isinstance(loop, ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp):
+            return all(
+                _owned_target(g.target) or self.iterable_bounded(g.iter, scope)
+                for g in loop.generators
+            )
+        return False
+
+    # -- where ---------------------------------------------------------------------------
+
+    def in_async(self, site: Site) -> bool:
+        """Directly inside ``async def`` (not in a nested ``def``, ``lambda`` or class)."""
+        return site.scope.kind == ASYNC
+
+    @staticmethod
+    def in_main_block(site: Site) -> bool:
+        """Inside ``if __name__ == "__main__":`` (the site's scope or one around it)."""
+        scope: Scope | None = site.scope
+        blocks: tuple[Block, ...] = site.blocks
+        while scope is not None:
+            if any(kind == MAIN for kind, _ in blocks):
+                return True
+            blocks = scope.def_blocks
+            scope = scope.parent
+        return False
+
+    def guarded_by(self, site: Site) -> Iterator[tuple[str, ast.AST]]:
+        """The ``if``/``else``/``try`` blocks around a site, in its scope and the ones around
+        it (a function defined under ``if sys.version_info < ...`` is guarded too)."""
+        scope: Scope | None = site.scope
+        blocks: tuple[Block, ...] = site.blocks
+        while scope is not None:
+            for kind, node in reversed(blocks):
+                if kind in (IF, ELSE, TRY) or kind == "except":
+                    yield kind, node
+            blocks = scope.def_blocks
+            scope = scope.parent
+
+    def inner_loop(self, site: Site) -> ast.AST | None:
+        """The innermost loop around the site within its scope."""
+        for kind, node in reversed(site.blocks):
+            if kind == LOOP:
+                return node
+        return None
+
+
+def _owned_target(target: ast.expr) -> bool:
+    """A loop variable that names one of the program's resources (``for broker_id in ...``)."""
+    return any(owned(n.id) for n in ast.walk(target) if isinstance(n, ast.Name))
+
+
+def _compares_len(test: ast.expr) -> bool:
+    """Whether a condition compares a ``len(...)`` (``while len(pending) >= limit``)."""
+    for node in ast.walk(test):
+        if isinstance(node, ast.Compare):
+            for side in (node.left, *node.comparators):
+                if isinstance(side, ast.Call) and last_name(side.func) == "len":
+                    return True
+    return False

@@ -1,0 +1,339 @@
+"""ADM101, ADM102, ADM103: fan-out whose width grows with the data.
+
+ADM101: ``gather``/``wait``/``as_completed`` over a collection built from data of unbounded
+size, or a task group spawning in a loop over such data. ADM102: ``create_task`` /
+``ensure_future`` / ``start_soon`` in such a loop, outside a task group of the same function.
+ADM103: either one under a limiter entered once around the whole fan-out (the one finding
+for that site: the limiter is there, in the wrong place). Each finding names the fix.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from admission.audit.checks.context import Context
+from admission.audit.names import dotted, last_name
+from admission.audit.walk import LOOP, Site
+
+__all__ = ["check_fan_out", "check_spawn"]
+
+_FAN_OUT = frozenset(
+    {
+        "asyncio.gather",
+        "asyncio.wait",
+        "asyncio.as_completed",
+        "asyncio.tasks.gather",
+        "asyncio.tasks.wait",
+        "asyncio.tasks.as_completed",
+    }
+)
+_SPAWN_FUNCTIONS = frozenset(
+    {
+        "asyncio.create_task",
+        "asyncio.ensure_future",
+        "asyncio.tasks.create_task",
+        "asyncio.tasks.ensure_future",
+    }
+)
+_SPAWN_METHODS = frozenset({"create_task", "start_soon", "ensure_future"})
+_TASK_GROUPS = frozenset(
+    {
+        "asyncio.TaskGroup",
+        "asyncio.taskgroups.TaskGroup",
+        "anyio.create_task_group",
+        "trio.open_nursery",
+        "taskgroup.TaskGroup",
+        "exceptiongroup.TaskGroup",
+    }
+)
+
+
+def _report_misplaced_limiter(ctx: Context, site: Site, what: str) -> bool:
+    """ADM103 if a limiter is entered around the fan-out; True if so (nothing else to say)."""
+    limiter = ctx.enclosing_limiter(site)
+    if limiter is None:
+        return False
+    name = dotted(limiter.func if isinstance(limiter, ast.Call) else limiter) or "the limiter"
+    ctx.report(
+        limiter,
+        "ADM103",
+        f"`{name}` is entered once around the whole fan-out ({what}), so the tasks inside "
+        "still all run at once: enter it inside each task, or use "
+        "`adm.gather(*aws, limit=N)` / `adm.TaskPool(limit=N)`",
+    )
+    return True
+
+
+# Methods that end or wait for an object the program owns: `gather(*(c.close() for c in
+# clients))` shuts down what exists, it does not start work per item of data.
+_LIFECYCLE = frozenset(
+    {
+        "close",
+        "aclose",
+        "stop",
+        "shutdown",
+        "cancel",
+        "wait",
+        "wait_closed",
+        "join",
+        "disconnect",
+        "terminate",
+        "kill",
+        "release",
+        "flush",
+        "cleanup",
+        "__aexit__",
+    }
+)
+
+
+def _lifecycle(node: ast.ListComp | ast.SetComp | ast.GeneratorExp) -> bool:
+    element = node.elt
+    if not isinstance(element, ast.Call) or not isinstance(element.func, ast.Attribute):
+        return False
+    receiver = element.func.value
+    targets = {t.id for g in node.generators for t in ast.walk(g.target) if isinstance(t, ast.Name)}
+    return (
+        isinstance(receiver, ast.Name)
+        and receiver.id in targets
+        and element.func.attr in _LIFECYCLE
+    )
+
+
+def _collection(
+    ctx: Context, node: ast.expr, site: Site, direct: bool = True
+) -> list[ast.expr] | None:
+    """The per-item work of a fan-out collection of unbounded size, else None.
+
+    A comprehension or ``map`` over data, or a list filled in a loop over data. None when
+    the size is bounded or unknown (a parameter, an attribute), or when the items are tasks
+    already spawned in the loop (ADM102 reports the spawn).
+    """
+    scope = site.scope
+    if isinstance(node, ast.ListComp | ast.SetComp | ast.GeneratorExp):
+        if ctx.loop_bounded(node, scope):
+            return None
+        element = node.elt.value if isinstance(node.elt, ast.Await) else node.elt
+        if not isinstance(element, ast.Call):
+            return None  # existing tasks or futures (`[b.future for b in batches]`): no new work
+        if not direct and _is_spawn(ctx, element):
+            # tasks spawned in a comprehension and gathered later: ADM102 reports the spawn
+            return None
+        if _lifecycle(node):
+            return None
+        return [element]
+    if isinstance(node, ast.Call):
+        name = last_name(node.func)
+        if isinstance(node.func, ast.Name) and not ctx.facts.imports.is_imported(name or ""):
+            if name == "map" and len(node.args) >= 2:
+                if all(ctx.iterable_bounded(a, scope) for a in node.args[1:]):
+                    return None
+                return [node.args[0]]
+            if name in ("list", "tuple", "set") and len(node.args) == 1:
+                return _collection(ctx, node.args[0], site, direct)
+        return None
+    if isinstance(node, ast.Name):
+        values = scope.assigns.get(node.id)
+        if not values or node.id in scope.params:
+            return None
+        work: list[ast.expr] = []
+        for value in values:
+            if (isinstance(value, ast.List | ast.Set) and not value.elts) or (
+                isinstance(value, ast.Call)
+                and not value.args
+                and last_name(value.func)
+                in (
+                    "list",
+                    "set",
+                    "deque",
+                )
+            ):
+                work.extend(_filled_in_loop(ctx, node.id, site) or ())
+            else:
+                found = _collection(ctx, value, site, direct=False)
+                if found:
+                    work.extend(found)
+        return work or None
+    return None
+
+
+def _filled_in_loop(ctx: Context, name: str, site: Site) -> list[ast.expr] | None:
+    """The values appended to ``name`` inside a loop over data of unbounded size."""
+    scope = site.scope
+    work: list[ast.expr] = []
+    for value, blocks in scope.appends.get(name, ()):
+        loops = [node for kind, node in blocks if kind == LOOP]
+        if not loops or all(ctx.loop_bounded(loop, scope) for loop in loops):
+            continue
+        if isinstance(value, ast.Name):
+            # `task = create_task(...)` / `coro = fetch(u)` then `tasks.append(task)`
+            calls = [v for v in scope.assigns.get(value.id, ()) if isinstance(v, ast.Call)]
+            if not calls:
+                continue  # an existing object, not new work
+            value = calls[0]
+        if not isinstance(value, ast.Call):
+            continue
+        if _is_spawn(ctx, value):
+            return None
+        work.append(value)
+    return work or None
+
+
+def _is_spawn(ctx: Context, call: ast.Call) -> bool:
+    func = call.func
+    if ctx.resolve(func) in _SPAWN_FUNCTIONS:
+        return True
+    return isinstance(func, ast.Attribute) and func.attr in _SPAWN_METHODS
+
+
+def check_fan_out(ctx: Context, site: Site) -> None:
+    """ADM101 (or ADM103) at ``asyncio.gather(*E)`` / ``wait(E)`` / ``as_completed(E)``."""
+    call = site.node
+    assert isinstance(call, ast.Call)
+    resolved = ctx.resolve(call.func)
+    if resolved not in _FAN_OUT:
+        return
+    short = resolved.rsplit(".", 1)[-1]
+    if short == "gather":
+        collections = [a.value for a in call.args if isinstance(a, ast.Starred)]
+    else:
+        first = call.args[0] if call.args else None
+        for keyword in call.keywords:
+            if keyword.arg in ("fs", "aws"):
+                first = keyword.value
+        collections = [first] if first is not None else []
+    work: list[ast.expr] = []
+    for collection in collections:
+        work.extend(_collection(ctx, collection, site) or ())
+    if short == "wait":
+        # asyncio.wait() takes tasks, it starts nothing: only tasks spawned for it here count
+        work = [w for w in work if isinstance(w, ast.Call) and _is_spawn(ctx, w)]
+    if not work or all(ctx.work_bounded(w, site.scope) for w in work):
+        return
+    if _report_misplaced_limiter(ctx, site, f"`asyncio.{short}`"):
+        return
+    ctx.report(
+        call,
+        "ADM101",
+        f"`asyncio.{short}` over a collection of unbounded size starts every task at once: "
+        "use `adm.gather(*aws, limit=N)`, or enter a semaphore inside each task",
+    )
+
+
+def _awaited_in_loop(ctx: Context, call: ast.Call, site: Site) -> bool:
+    """The spawned task is awaited right away (`await create_task(...)`, or bound to a
+    name that the same scope awaits): one at a time, not a fan-out."""
+    if id(call) in ctx.facts.awaited_calls:
+        return True
+    target = ctx.facts.bound_to.get(id(call))
+    return target is not None and target in site.scope.awaited_names
+
+
+def _loop_has_bound(loop: ast.AST) -> bool:
+    """A bound inside the loop: ``await sem.acquire()`` before spawning, or a wait while
+    ``len(pending) >= N``."""
+    body = getattr(loop, "body", [])
+    for statement in body:
+        for node in ast.walk(statement):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "acquire"
+            ):
+                return True
+            if isinstance(node, ast.If | ast.While) and _waits_on_len(node):
+                return True
+    return False
+
+
+def _then_leaves(loop: ast.AST, call: ast.Call) -> bool:
+    """The spawn is followed by ``break`` or ``return`` (in its block or a block around it,
+    inside the loop): it happens once."""
+
+    def contains(statement: ast.stmt) -> bool:
+        return any(node is call for node in ast.walk(statement))
+
+    def leaves_after(statements: list[ast.stmt]) -> bool | None:
+        for index, statement in enumerate(statements):
+            if not contains(statement):
+                continue
+            rest = statements[index + 1 :]
+            if isinstance(statement, ast.If | ast.With | ast.AsyncWith | ast.Try):
+                inner_lists = [
+                    getattr(statement, field, None) for field in ("body", "orelse", "finalbody")
+                ] + [h.body for h in getattr(statement, "handlers", [])]
+                for inner in inner_lists:
+                    if isinstance(inner, list) and leaves_after(inner):
+                        return True
+            return any(isinstance(s, ast.Break | ast.Return) for s in rest)
+        return None
+
+    return bool(leaves_after(getattr(loop, "body", [])))
+
+
+def _waits_on_len(node: ast.If | ast.While) -> bool:
+    compares_len = False
+    for inner in ast.walk(node.test):
+        if isinstance(inner, ast.Compare):
+            for side in (inner.left, *inner.comparators):
+                if isinstance(side, ast.Call) and last_name(side.func) == "len":
+                    compares_len = True
+    if not compares_len:
+        return False
+    return any(isinstance(n, ast.Await) for s in node.body for n in ast.walk(s))
+
+
+def _task_group(ctx: Context, func: ast.expr, site: Site) -> str | None:
+    """The task group a method is called on, if a `with` of this scope opened it."""
+    if not isinstance(func, ast.Attribute) or not isinstance(func.value, ast.Name):
+        return None
+    for value in site.scope.assigns.get(func.value.id, ()):
+        if isinstance(value, ast.Call) and ctx.resolve(value.func) in _TASK_GROUPS:
+            return func.value.id
+    return None
+
+
+def check_spawn(ctx: Context, site: Site) -> None:
+    """ADM102 (ADM101 for a task group, ADM103 under a misplaced limiter) at a spawn in a
+    loop over data."""
+    call = site.node
+    assert isinstance(call, ast.Call)
+    if not _is_spawn(ctx, call):
+        return
+    if _awaited_in_loop(ctx, call, site):
+        return
+    outer = ctx.facts.argument_of.get(id(call))
+    if outer is not None and ctx.resolve(outer.func) in _FAN_OUT:
+        return
+    loop = ctx.inner_loop(site)
+    if loop is None:
+        return
+    if isinstance(loop, ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp):
+        # a comprehension of tasks handed to gather/wait is ADM101's (the collection)
+        consumer = ctx.facts.argument_of.get(id(loop))
+        if consumer is not None and ctx.resolve(consumer.func) in _FAN_OUT:
+            return
+    if ctx.loop_bounded(loop, site.scope) or _loop_has_bound(loop) or _then_leaves(loop, call):
+        return
+    if call.args and ctx.work_bounded(call, site.scope):
+        return
+    spawner = dotted(call.func) or "create_task"
+    if _report_misplaced_limiter(ctx, site, f"`{spawner}` in a loop"):
+        return
+    group = _task_group(ctx, call.func, site)
+    if group is not None:
+        ctx.report(
+            call,
+            "ADM101",
+            f"task group `{group}` spawns a task per item of data of unbounded size, all "
+            "running at once: use `adm.TaskPool(limit=N)`, or enter a semaphore inside each "
+            "task",
+        )
+        return
+    ctx.report(
+        call,
+        "ADM102",
+        f"`{spawner}` in a loop with no bound on the tasks running at once: acquire a "
+        "semaphore before each spawn (release it when the task ends), wait while "
+        "`len(pending) >= N`, or use `adm.TaskPool(limit=N)`",
+    )

@@ -1,0 +1,125 @@
+"""ADM501, ADM502: ``asyncio.get_event_loop()``.
+
+ADM501: inside a coroutine, where ``asyncio.get_running_loop()`` is what is meant (with a fix
+that rewrites ``asyncio.get_event_loop()`` to it). ADM502: at module level or in synchronous
+code, where it raises RuntimeError since Python 3.14 when no loop runs. Neither fires in a
+version-guarded shim: under a ``sys.version_info`` / ``hasattr`` test, in a ``try`` that
+catches the RuntimeError, or in the fallback of a ``get_running_loop()`` that failed.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from admission.audit.checks.context import Context, words
+from admission.audit.findings import Edit, Fix
+from admission.audit.names import dotted, last_name
+from admission.audit.walk import ELSE, IF, TRY, Site
+
+__all__ = ["check_get_event_loop"]
+
+_GET_EVENT_LOOP = frozenset({"asyncio.get_event_loop", "asyncio.events.get_event_loop"})
+_CAUGHT = frozenset(
+    {"RuntimeError", "Exception", "BaseException", "DeprecationWarning", "AttributeError"}
+)
+
+
+def _version_test(test: ast.expr) -> bool:
+    for node in ast.walk(test):
+        if isinstance(node, ast.Attribute) and node.attr in ("version_info", "hexversion"):
+            return True
+        if isinstance(node, ast.Call) and last_name(node.func) in ("hasattr", "getattr"):
+            return True
+        if isinstance(node, ast.Name | ast.Attribute):
+            name = last_name(node) or ""
+            if any(w.startswith(("py3", "py2", "python3", "version")) for w in words(name)):
+                return True
+            if name.upper() == name and name.startswith("PY"):
+                return True
+    return False
+
+
+def _catches_runtime_error(handlers: list[ast.ExceptHandler]) -> bool:
+    for handler in handlers:
+        if handler.type is None:
+            return True
+        types = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+        if any(last_name(t) in _CAUGHT for t in types):
+            return True
+    return False
+
+
+def _returns_early_on_version(function: ast.AST) -> bool:
+    """``if sys.version_info >= ...: return ...`` (or ``hasattr``) at the top of the
+    function: the code after it is the old versions' branch."""
+    body = getattr(function, "body", [])
+    for statement in body if isinstance(body, list) else []:
+        if (
+            isinstance(statement, ast.If)
+            and _version_test(statement.test)
+            and statement.body
+            and isinstance(statement.body[-1], ast.Return | ast.Raise)
+        ):
+            return True
+    return False
+
+
+def _shim(ctx: Context, site: Site) -> bool:
+    function = site.scope.function()
+    if function is not None and _returns_early_on_version(function.node):
+        return True
+    for kind, node in ctx.guarded_by(site):
+        if kind in (IF, ELSE):
+            assert isinstance(node, ast.If)
+            if _version_test(node.test):
+                return True
+        elif kind == TRY:
+            assert isinstance(node, ast.Try)
+            if _catches_runtime_error(node.handlers):
+                return True
+        else:
+            # an except handler: the fallback after get_running_loop() failed
+            assert isinstance(node, ast.ExceptHandler)
+            if _catches_runtime_error([node]):
+                return True
+    return False
+
+
+def check_get_event_loop(ctx: Context, site: Site) -> None:
+    """ADM501 in a coroutine, ADM502 elsewhere."""
+    call = site.node
+    assert isinstance(call, ast.Call)
+    if ctx.resolve(call.func) not in _GET_EVENT_LOOP or _shim(ctx, site):
+        return
+    if ctx.in_async(site):
+        fix = None
+        func = call.func
+        if (
+            isinstance(func, ast.Attribute)
+            and not call.args
+            and not call.keywords
+            and func.end_lineno is not None
+            and func.end_col_offset is not None
+        ):
+            line = func.end_lineno
+            end = ctx.column(line, func.end_col_offset)
+            start = end - len("get_event_loop")
+            fix = Fix(
+                "Replace with `get_running_loop()`",
+                (Edit(line, start, line, end, "get_running_loop"),),
+            )
+        ctx.report(
+            call,
+            "ADM501",
+            f"`{dotted(call.func)}()` in a coroutine: use `asyncio.get_running_loop()`, "
+            "which always returns the loop running this coroutine",
+            fix=fix,
+        )
+        return
+    ctx.report(
+        call,
+        "ADM502",
+        f"`{dotted(call.func)}()` outside a coroutine raises RuntimeError when no loop is "
+        "running (Python 3.14+): run coroutines with `asyncio.run(main())`, or create a loop "
+        "with `asyncio.new_event_loop()`",
+    )

@@ -1,0 +1,417 @@
+"""ADM301, ADM302, ADM303: connections, clients, threads and executors made per operation.
+
+ADM301: a client, session, connection or pool constructed inside a loop over data or a
+request handler. ADM302: a ``threading.Thread`` started per call and never joined (an error
+when it is a daemon). ADM303: a ``ThreadPoolExecutor`` built per call. None of them fires at
+module level, in ``__init__``/``__aenter__``/``__enter__``, app start-up or lifespan hooks,
+fixtures, ``main()`` or under ``if __name__ == "__main__":``.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from admission.audit.checks.blocking import HTTP_VERBS
+from admission.audit.checks.context import Context, matches
+from admission.audit.names import dotted, last_name
+from admission.audit.walk import IF, LOOP, MODULE, TRY, Scope, Site
+
+__all__ = ["check_client", "check_executor", "check_thread"]
+
+CLIENTS = frozenset(
+    {
+        "asyncpg.connect",
+        "asyncpg.create_pool",
+        "asyncpg.pool.create_pool",
+        "aiohttp.ClientSession",
+        "aiohttp.client.ClientSession",
+        "aiohttp.TCPConnector",
+        "httpx.AsyncClient",
+        "httpx.Client",
+        "requests.Session",
+        "requests.session",
+        "requests.sessions.Session",
+        "aiomysql.connect",
+        "aiomysql.create_pool",
+        "aiopg.connect",
+        "aiopg.create_pool",
+        "aiosqlite.connect",
+        "psycopg.connect",
+        "psycopg.AsyncConnection.connect",
+        "psycopg.Connection.connect",
+        "psycopg_pool.AsyncConnectionPool",
+        "psycopg_pool.ConnectionPool",
+        "psycopg2.connect",
+        "psycopg2.pool.SimpleConnectionPool",
+        "psycopg2.pool.ThreadedConnectionPool",
+        "pymysql.connect",
+        "redis.Redis",
+        "redis.StrictRedis",
+        "redis.from_url",
+        "redis.Redis.from_url",
+        "redis.ConnectionPool",
+        "redis.asyncio.Redis",
+        "redis.asyncio.from_url",
+        "redis.asyncio.Redis.from_url",
+        "redis.asyncio.ConnectionPool",
+        "aioredis.from_url",
+        "aioredis.Redis",
+        "aioredis.create_redis_pool",
+        "motor.motor_asyncio.AsyncIOMotorClient",
+        "pymongo.MongoClient",
+        "openai.OpenAI",
+        "openai.AsyncOpenAI",
+        "openai.AzureOpenAI",
+        "openai.AsyncAzureOpenAI",
+        "anthropic.Anthropic",
+        "anthropic.AsyncAnthropic",
+        "sqlalchemy.create_engine",
+        "sqlalchemy.ext.asyncio.create_async_engine",
+        "grpc.insecure_channel",
+        "grpc.secure_channel",
+        "grpc.aio.insecure_channel",
+        "grpc.aio.secure_channel",
+        "boto3.client",
+        "boto3.resource",
+        "aioboto3.Session",
+    }
+)
+THREADS = frozenset({"threading.Thread"})
+EXECUTORS = frozenset(
+    {"concurrent.futures.ThreadPoolExecutor", "concurrent.futures.thread.ThreadPoolExecutor"}
+)
+
+# Functions that run once per process or per object: building a client there is the fix.
+_SET_UP = frozenset(
+    {
+        "__init__",
+        "__post_init__",
+        "__aenter__",
+        "__enter__",
+        "__new__",
+        "main",
+        "setup",
+        "set_up",
+        "setUp",
+        "asyncSetUp",
+        "setUpClass",
+        "setup_class",
+        "setup_method",
+        "startup",
+        "on_startup",
+        "start_up",
+        "lifespan",
+        "init",
+        "initialize",
+        "create_app",
+        "make_app",
+        "get_app",
+        "build_app",
+        "connect",
+        "open",
+        "start",
+    }
+)
+_ROUTE_VERBS = HTTP_VERBS | {"route", "api_route", "websocket", "view"}
+_HOOK_DECORATORS = (
+    "fixture",
+    "on_event",
+    "on_startup",
+    "before_serving",
+    "before_first_request",
+    "asynccontextmanager",
+    "contextmanager",
+    "lru_cache",
+    "cache",
+    "cached",
+)
+
+
+def _decorator_text(ctx: Context, decorator: ast.expr) -> tuple[str | None, str | None]:
+    func = decorator.func if isinstance(decorator, ast.Call) else decorator
+    return dotted(func), ctx.resolve(func)
+
+
+def is_handler(ctx: Context, function: Scope) -> bool:
+    """A request handler: a route decorator with a path (``@app.get("/items")``,
+    ``@router.post(path="/x")``, ``@bp.route("/")``, ``@routes.get("/")``) or one of the
+    ``handler-decorators`` settings."""
+    for decorator in function.decorators:
+        text, resolved = _decorator_text(ctx, decorator)
+        if matches(ctx.settings.handler_decorators, text, resolved):
+            return True
+        if not isinstance(decorator, ast.Call) or not isinstance(decorator.func, ast.Attribute):
+            continue
+        if decorator.func.attr not in _ROUTE_VERBS:
+            continue
+        paths = [*decorator.args[:1], *(k.value for k in decorator.keywords if k.arg == "path")]
+        if any(
+            isinstance(p, ast.Constant) and isinstance(p.value, str) and p.value.startswith("/")
+            for p in paths
+        ):
+            return True
+    return False
+
+
+def _set_up(ctx: Context, function: Scope) -> bool:
+    """A function that runs once: constructors, start-up, lifespan, fixtures, main."""
+    scope: Scope | None = function
+    while scope is not None and scope.kind != MODULE:
+        if scope.name in _SET_UP or "lifespan" in scope.name or scope.name.startswith("setup"):
+            return True
+        for decorator in scope.decorators:
+            text, _ = _decorator_text(ctx, decorator)
+            if text is not None and text.rsplit(".", 1)[-1] in _HOOK_DECORATORS:
+                return True
+        scope = scope.parent
+    return False
+
+
+def _created_once(ctx: Context, site: Site) -> bool:
+    """Under ``if x is None:`` / ``if not x:`` (a lazily created, shared object), or bound
+    to a ``global`` (module state: `_EXECUTOR = ThreadPoolExecutor()` after a fork)."""
+    target = ctx.facts.bound_to.get(id(site.node))
+    if target is not None and target in site.scope.globals:
+        return True
+    for kind, node in site.blocks:
+        if kind != IF:
+            continue
+        assert isinstance(node, ast.If)
+        for test in ast.walk(node.test):
+            if (
+                isinstance(test, ast.Compare)
+                and any(isinstance(op, ast.Is) for op in test.ops)
+                and any(isinstance(c, ast.Constant) and c.value is None for c in test.comparators)
+            ):
+                return True
+            if (
+                isinstance(test, ast.UnaryOp)
+                and isinstance(test.op, ast.Not)
+                and isinstance(test.operand, ast.Name | ast.Attribute)
+            ):
+                return True
+    return False
+
+
+def _per_operation(ctx: Context, site: Site) -> str | None:
+    """Why a construction runs per operation ("in a loop", "in a request handler"), if it
+    does; None at module level, in set-up code and in bounded or reconnect loops."""
+    function = site.scope.function()
+    if function is None or ctx.in_main_block(site) or _set_up(ctx, function):
+        return None
+    if _created_once(ctx, site):
+        return None
+    for index in range(len(site.blocks) - 1, -1, -1):
+        kind, node = site.blocks[index]
+        if kind != LOOP or ctx.loop_bounded(node, site.scope):
+            continue
+        if isinstance(node, ast.While) and any(k == TRY for k, _ in site.blocks[index:]):
+            # `while True: try: connect() ... except: sleep`: a reconnect loop
+            continue
+        return "in a loop"
+    if function.kind != "lambda" and is_handler(ctx, function):
+        return f"in request handler `{function.name}`"
+    return None
+
+
+def check_client(ctx: Context, site: Site) -> None:
+    """ADM301 at a client / connection / pool constructor run per operation."""
+    call = site.node
+    assert isinstance(call, ast.Call)
+    resolved = ctx.resolve(call.func)
+    if resolved not in CLIENTS:
+        return
+    where = _per_operation(ctx, site)
+    if where is None:
+        return
+    ctx.report(
+        call,
+        "ADM301",
+        f"`{resolved}` is created {where}: each operation pays a new connection and escapes "
+        "every pool limit; create it once (start-up or lifespan) and share it",
+    )
+
+
+def _thread_classes(ctx: Context) -> set[str]:
+    """Classes of this file that subclass ``threading.Thread``."""
+    found = set()
+    for name, bases in ctx.facts.bases.items():
+        if any(ctx.resolve(b) in THREADS for b in bases):
+            found.add(name)
+    return found
+
+
+def _owners(ctx: Context, target: str, scope: Scope) -> list[Scope]:
+    """The functions where ``target`` names the same object: its own function for a local
+    name, every method of the class for ``self.x``."""
+    if target.startswith(("self.", "cls.")):
+        function = scope.function()
+        cls = function.cls if function is not None else None
+        if cls is not None:
+            return list(ctx.facts.methods.get(cls.name, {}).values())
+    return [scope]
+
+
+def _joined(ctx: Context, target: str, site: Site) -> bool:
+    """Whether the object bound to ``target`` is joined/shut down or handed to the caller:
+    directly, through a list it was appended to, or (for ``self.x``) in any method."""
+    scope = site.scope
+    for current in _owners(ctx, target, scope):
+        if target in current.joined or target in current.returned:
+            return True
+        # through a local alias: `thread = self._thread; thread.join()`
+        for name, values in current.assigns.items():
+            if name in current.joined and any(dotted(v) == target for v in values):
+                return True
+        if _handed_over(current, target):
+            return True
+    # appended to a list (`threads.append(t)`, `self.workers.append(t)`) that is joined
+    # item by item (`for t in threads: t.join()`)
+    containers = [
+        name
+        for name, items in scope.appends.items()
+        if any(dotted(value) == target for value, _ in items)
+    ]
+    return any(_container_joined(ctx, c, scope) for c in containers)
+
+
+def _handed_over(scope: Scope, target: str) -> bool:
+    """Whether ``target`` is passed to a call (``join_all(threads)``, ``wait([t])``): its
+    new owner may join it."""
+    body = getattr(scope.node, "body", [])
+    for statement in body if isinstance(body, list) else []:
+        for node in ast.walk(statement):
+            if not isinstance(node, ast.Call):
+                continue
+            for arg in [*node.args, *(k.value for k in node.keywords)]:
+                items = arg.elts if isinstance(arg, ast.List | ast.Tuple | ast.Set) else [arg]
+                if any(dotted(item) == target for item in items):
+                    return True
+    return False
+
+
+def _iterated(iterable: ast.expr) -> str | None:
+    """What a loop runs over, seen through copies and views (``list(self._threads.values())``
+    -> ``self._threads``)."""
+    while isinstance(iterable, ast.Call):
+        name = last_name(iterable.func)
+        if name in ("values", "keys", "items", "copy") and isinstance(iterable.func, ast.Attribute):
+            iterable = iterable.func.value
+        elif name in ("list", "tuple", "sorted", "reversed", "set") and iterable.args:
+            iterable = iterable.args[0]
+        else:
+            return None
+    return dotted(iterable)
+
+
+def _container_joined(ctx: Context, container: str, scope: Scope) -> bool:
+    for current in _owners(ctx, container, scope):
+        if container in current.returned or _handed_over(current, container):
+            return True
+        # copies of the container (`threads = [t for t in list(self._threads.values())]`)
+        names = {container} | {
+            name
+            for name, values in current.assigns.items()
+            if any(
+                (
+                    isinstance(v, ast.ListComp | ast.GeneratorExp | ast.SetComp)
+                    and _iterated(v.generators[0].iter) == container
+                )
+                or (isinstance(v, ast.Call) and _iterated(v) == container)
+                for v in values
+            )
+        }
+        for name, iterables in current.for_targets.items():
+            if name in current.joined and any(_iterated(i) in names for i in iterables):
+                return True
+    return False
+
+
+def _element_of(ctx: Context, call: ast.Call, site: Site) -> str | None:
+    """The list a comprehension of threads is bound to (``ts = [Thread(...) for ...]``)."""
+    for name, values in site.scope.assigns.items():
+        for value in values:
+            if isinstance(value, ast.ListComp | ast.SetComp) and value.elt is call:
+                return name
+    return None
+
+
+def check_thread(ctx: Context, site: Site) -> None:
+    """ADM302 at ``threading.Thread(...)`` built in a function and never joined."""
+    call = site.node
+    assert isinstance(call, ast.Call)
+    subclass = isinstance(call.func, ast.Name) and call.func.id in _thread_classes(ctx)
+    if ctx.resolve(call.func) not in THREADS and not subclass:
+        return
+    function = site.scope.function()
+    if function is None or ctx.in_main_block(site) or function.name in ("__init__", "main"):
+        return
+    if _created_once(ctx, site):
+        return
+    target = ctx.facts.bound_to.get(id(call))
+    if target is not None and _joined(ctx, target, site):
+        return
+    container = _element_of(ctx, call, site)
+    if container is not None and _container_joined(ctx, container, site.scope):
+        return
+    if target is None and container is None:
+        # appended as it is built: `threads.append(Thread(...))`
+        for name, items in site.scope.appends.items():
+            if any(value is call for value, _ in items) and _container_joined(
+                ctx, name, site.scope
+            ):
+                return
+    daemon = any(
+        k.arg == "daemon" and isinstance(k.value, ast.Constant) and k.value.value is True
+        for k in call.keywords
+    ) or (target is not None and any(target in s.daemons for s in _owners(ctx, target, site.scope)))
+    name = last_name(call.func) or "Thread"
+    if daemon:
+        ctx.report(
+            call,
+            "ADM302",
+            f"a daemon `{name}` is started per call of `{function.name}` and never joined: "
+            "threads grow with the load and are killed mid-work at exit; use one shared "
+            "executor or `adm.to_thread(..., limiter=...)`",
+            severity="error",
+        )
+    else:
+        ctx.report(
+            call,
+            "ADM302",
+            f"a `{name}` is started per call of `{function.name}` and never joined: threads "
+            "grow with the load; use one shared executor or `adm.to_thread(..., limiter=...)`",
+        )
+
+
+def check_executor(ctx: Context, site: Site) -> None:
+    """ADM303 at ``ThreadPoolExecutor()`` built per call."""
+    call = site.node
+    assert isinstance(call, ast.Call)
+    if ctx.resolve(call.func) not in EXECUTORS:
+        return
+    function = site.scope.function()
+    if function is None or ctx.in_main_block(site) or _set_up(ctx, function):
+        return
+    if _created_once(ctx, site):
+        return
+    reason = None
+    if function.kind == "async def":
+        reason = "in a coroutine"
+    elif ctx.inner_loop(site) is not None:
+        reason = "in a loop"
+    elif is_handler(ctx, function):
+        reason = f"in request handler `{function.name}`"
+    elif id(call) not in ctx.facts.with_items:
+        target = ctx.facts.bound_to.get(id(call))
+        if target is None or not _joined(ctx, target, site):
+            reason = "and never shut down"
+    if reason is None:
+        return
+    ctx.report(
+        call,
+        "ADM303",
+        f"a `ThreadPoolExecutor` is built per call of `{function.name}` ({reason}): fresh "
+        "threads every time, no bound across calls; build it once (module level or "
+        "`__init__`) and share it, or use `adm.to_thread`",
+    )

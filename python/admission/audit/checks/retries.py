@@ -1,0 +1,469 @@
+"""ADM401, ADM402: retries that storm.
+
+ADM401: a retry loop (a loop around ``try``/``except`` that sleeps before trying again) whose
+delay has no randomness, tenacity's ``wait_exponential``/``wait_fixed``/... with no random
+wait added, backoff's ``jitter=None``, redis-py's ``ConstantBackoff``/``ExponentialBackoff``.
+ADM402: a ``while True`` retry loop with neither an attempt count nor a deadline.
+A delay computed by a helper of the same file is read through one call level.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from admission.audit.checks.context import Context, words
+from admission.audit.names import last_name
+from admission.audit.walk import HANDLER, LOOP, WITH, Scope, Site
+
+__all__ = ["check_backoff_policy", "check_forever_loop", "check_sleep"]
+
+SLEEPS = frozenset(
+    {
+        "time.sleep",
+        "asyncio.sleep",
+        "trio.sleep",
+        "anyio.sleep",
+        "gevent.sleep",
+        "eventlet.sleep",
+        "asyncio.tasks.sleep",
+    }
+)
+_RANDOM_MODULES = ("random.", "secrets.", "numpy.random.", "np.random.")
+_RANDOM_WORDS = frozenset(
+    {
+        "random",
+        "rand",
+        "jitter",
+        "jittered",
+        "uniform",
+        "randint",
+        "randrange",
+        "gauss",
+        "triangular",
+        "expovariate",
+        "betavariate",
+        "normalvariate",
+        "choice",
+        "shuffle",
+    }
+)
+# calls that only reshape a number: no randomness, nothing hidden
+_ARITHMETIC = frozenset({"min", "max", "float", "int", "round", "abs", "pow", "sum"})
+
+_TENACITY_ENTRIES = frozenset(
+    {
+        "tenacity.retry",
+        "tenacity.Retrying",
+        "tenacity.AsyncRetrying",
+        "tenacity.asyncio.AsyncRetrying",
+        "tenacity.retry_base",
+    }
+)
+_TENACITY_FIXED = frozenset(
+    {
+        "wait_exponential",
+        "wait_fixed",
+        "wait_incrementing",
+        "wait_chain",
+        "wait_combine",
+        "wait_none",
+    }
+)
+_TENACITY_RANDOM = frozenset(
+    {"wait_random", "wait_random_exponential", "wait_exponential_jitter", "wait_full_jitter"}
+)
+_BACKOFF_DECORATORS = frozenset({"backoff.on_exception", "backoff.on_predicate"})
+_REDIS_FIXED = frozenset(
+    {
+        "redis.backoff.ConstantBackoff",
+        "redis.backoff.ExponentialBackoff",
+        "redis.asyncio.backoff.ConstantBackoff",
+        "redis.asyncio.backoff.ExponentialBackoff",
+    }
+)
+# names in a condition that say "attempt count" or "deadline"
+_BOUND_WORDS = frozenset(
+    {
+        "attempt",
+        "attempts",
+        "retry",
+        "retries",
+        "tries",
+        "try",
+        "count",
+        "counter",
+        "deadline",
+        "timeout",
+        "elapsed",
+        "remaining",
+        "max",
+        "limit",
+        "budget",
+        "until",
+        "expires",
+        "expiry",
+        "left",
+        "n",
+        "i",
+        "num",
+        "times",
+        "giveup",
+        "give",
+        "stop",
+        "end",
+        "time",
+    }
+)
+_TIMEOUT_CONTEXTS = frozenset(
+    {"timeout", "timeout_at", "fail_after", "fail_at", "move_on_after", "move_on_at"}
+)
+
+
+def _is_random(ctx: Context, node: ast.expr, scope: Scope, depth: int = 0) -> bool:
+    """Whether a delay expression draws on randomness, or on something this file cannot
+    see into (an unknown call is given the benefit of the doubt)."""
+    if depth > 3:
+        return False
+    for inner in ast.walk(node):
+        if isinstance(inner, ast.Call):
+            resolved = ctx.resolve(inner.func) or ""
+            name = last_name(inner.func) or ""
+            if resolved.startswith(_RANDOM_MODULES) or any(w in _RANDOM_WORDS for w in words(name)):
+                return True
+            if name in _ARITHMETIC or resolved.startswith("math."):
+                continue
+            callees = ctx.callees(inner.func, scope)
+            if not callees:
+                return True  # a helper from elsewhere: cannot tell
+            for callee in callees:
+                body = getattr(callee.node, "body", [])
+                statements = body if isinstance(body, list) else [body]
+                if any(
+                    _is_random(ctx, s.value, callee, depth + 1)
+                    for s in statements
+                    if isinstance(s, ast.Return) and s.value is not None
+                ) or any(_random_call(ctx, n) for s in statements for n in ast.walk(s)):
+                    return True
+        elif isinstance(inner, ast.Name | ast.Attribute):
+            name = last_name(inner) or ""
+            if any(w in _RANDOM_WORDS for w in words(name)):
+                return True
+            if isinstance(inner, ast.Name):
+                for value in scope.assigns.get(inner.id, ()):
+                    if value is not node and _is_random(ctx, value, scope, depth + 1):
+                        return True
+    return False
+
+
+def _random_call(ctx: Context, node: ast.AST) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    resolved = ctx.resolve(node.func) or ""
+    name = last_name(node.func) or ""
+    return resolved.startswith(_RANDOM_MODULES) or any(w in _RANDOM_WORDS for w in words(name))
+
+
+def _exits(statements: list[ast.stmt]) -> bool:
+    """Whether a statement list leaves the loop on some path (``break``/``return``),
+    not counting nested loops and functions."""
+    stack: list[ast.AST] = list(statements)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Break | ast.Return):
+            return True
+        if isinstance(
+            node,
+            ast.For
+            | ast.AsyncFor
+            | ast.While
+            | ast.FunctionDef
+            | ast.AsyncFunctionDef
+            | ast.ClassDef
+            | ast.Lambda,
+        ):
+            continue
+        if isinstance(node, ast.stmt):
+            stack.extend(ast.iter_child_nodes(node))
+    return False
+
+
+def _tries(statements: list[ast.stmt]) -> list[ast.Try]:
+    """The ``try`` statements of a loop body (also under ``if``/``with``, not in inner
+    loops or functions)."""
+    found: list[ast.Try] = []
+    stack: list[ast.stmt] = list(statements)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
+            found.append(node)  # type: ignore[arg-type]
+            stack.extend(node.body)  # type: ignore[attr-defined]
+        elif isinstance(node, ast.If):
+            stack.extend(node.body)
+            stack.extend(node.orelse)
+        elif isinstance(node, ast.With | ast.AsyncWith):
+            stack.extend(node.body)
+    return found
+
+
+def _retry_loop(loop: ast.AST) -> bool:
+    """A loop whose body tries something, leaves the loop when it works and goes round
+    again when it fails."""
+    body = getattr(loop, "body", [])
+    for attempt in _tries(body):
+        succeeds = _exits(attempt.body) or _exits(attempt.orelse)
+        if not succeeds and attempt in body:
+            # `try: ... except: continue` then `break` after it
+            succeeds = _exits(body[body.index(attempt) + 1 :])
+        retries = any(not _always_leaves(h.body) and not _interruption(h) for h in attempt.handlers)
+        if succeeds and retries:
+            return True
+    return False
+
+
+# Exceptions that interrupt an operation without saying the dependency failed: going round
+# again after one of these restarts the operation, it does not retry a failure.
+_INTERRUPTIONS = frozenset(
+    {
+        "KeyboardInterrupt",
+        "CancelledError",
+        "InterruptedError",
+        "BlockingIOError",
+        "StopIteration",
+        "StopAsyncIteration",
+        "GeneratorExit",
+        "SystemExit",
+        "WouldBlock",
+        # nor do lookups and programming errors: nothing transient to wait out
+        "KeyError",
+        "IndexError",
+        "LookupError",
+        "AttributeError",
+        "TypeError",
+        "NameError",
+        "AssertionError",
+        "NotImplementedError",
+        "ZeroDivisionError",
+        "UnicodeDecodeError",
+    }
+)
+
+
+def _interruption(handler: ast.ExceptHandler) -> bool:
+    if handler.type is None:
+        return False
+    types = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return all(last_name(t) in _INTERRUPTIONS for t in types)
+
+
+def _always_leaves(statements: list[ast.stmt]) -> bool:
+    return bool(statements) and isinstance(statements[-1], ast.Raise | ast.Return | ast.Break)
+
+
+def check_sleep(ctx: Context, site: Site) -> None:
+    """ADM401 at a sleep without randomness in a retry loop."""
+    call = site.node
+    assert isinstance(call, ast.Call)
+    if ctx.resolve(call.func) not in SLEEPS:
+        return
+    delay = call.args[0] if call.args else None
+    for keyword in call.keywords:
+        if keyword.arg in ("seconds", "delay", "secs", "secs_"):
+            delay = keyword.value
+    if delay is None:
+        return
+    if isinstance(delay, ast.Constant) and (
+        not isinstance(delay.value, int | float) or delay.value <= 0
+    ):
+        return  # sleep(0): a yield, not a wait
+    loop_index = None
+    for index in range(len(site.blocks) - 1, -1, -1):
+        if site.blocks[index][0] == LOOP:
+            loop_index = index
+            break
+    if loop_index is None:
+        return
+    loop = site.blocks[loop_index][1]
+    if not isinstance(loop, ast.For | ast.AsyncFor | ast.While):
+        return
+    handlers = [
+        node
+        for kind, node in site.blocks[loop_index + 1 :]
+        if kind == HANDLER and isinstance(node, ast.ExceptHandler)
+    ]
+    if not handlers and not _retry_loop(loop):
+        return
+    if handlers and _periodic(ctx, loop, call):
+        return
+    if _server_directed(delay, handlers) or _is_random(ctx, delay, site.scope):
+        return
+    ctx.report(
+        call,
+        "ADM401",
+        "this retry waits without randomness, so clients that failed together retry "
+        "together: add jitter (`adm.Retry(jitter='full')`, or `delay * random.uniform(0.5, "
+        "1.5)`)",
+    )
+
+
+def _periodic(ctx: Context, loop: ast.AST, sleep: ast.Call) -> bool:
+    """The loop also sleeps unconditionally on its success path: a periodic task whose
+    failures wait out the same period (`while True: try: sync(); await sleep(60) except:
+    log; await sleep(60)`), not a retry with backoff."""
+
+    def sleeps(statements: list[ast.stmt]) -> bool:
+        for statement in statements:
+            value = statement.value if isinstance(statement, ast.Expr) else None
+            if isinstance(value, ast.Await):
+                value = value.value
+            if (
+                isinstance(value, ast.Call)
+                and value is not sleep
+                and ctx.resolve(value.func) in SLEEPS
+            ):
+                return True
+        return False
+
+    body = getattr(loop, "body", [])
+    if sleeps(body):
+        return True
+    return any(
+        sleeps(statement.body) or sleeps(statement.orelse)
+        for statement in body
+        if isinstance(statement, ast.Try)
+    )
+
+
+# Delays the server or the error dictates (`retry_after`, `e.seconds` of a flood wait):
+# waiting exactly that long is the protocol, not a fixed backoff.
+_DIRECTED_WORDS = frozenset({"after", "reset", "header", "headers"})
+
+
+def _server_directed(delay: ast.expr, handlers: list[ast.ExceptHandler]) -> bool:
+    caught = {h.name for h in handlers if h.name}
+    for node in ast.walk(delay):
+        if isinstance(node, ast.Name) and node.id in caught:
+            return True
+        name = last_name(node) if isinstance(node, ast.Name | ast.Attribute) else None
+        if name is not None and any(w in _DIRECTED_WORDS for w in words(name)):
+            return True
+    return False
+
+
+def _keyword(call: ast.Call, name: str) -> ast.expr | None:
+    for keyword in call.keywords:
+        if keyword.arg == name:
+            return keyword.value
+    return None
+
+
+def _tenacity_waits(ctx: Context, node: ast.expr, scope: Scope, depth: int = 0) -> set[str]:
+    """The tenacity wait strategies an expression combines (``wait_fixed(1) + wait_random(0,
+    1)`` -> wait_fixed, wait_random), through module-level names one level deep."""
+    found: set[str] = set()
+    for inner in ast.walk(node):
+        if isinstance(inner, ast.Call):
+            resolved = ctx.resolve(inner.func) or ""
+            if resolved.startswith("tenacity."):
+                found.add(resolved.rsplit(".", 1)[-1])
+            elif depth == 0:
+                found.add("?")  # a helper: cannot tell
+        elif isinstance(inner, ast.Name) and depth == 0:
+            for value in ctx.bindings(inner, scope):
+                found |= _tenacity_waits(ctx, value, scope, depth + 1)
+    return found
+
+
+def check_backoff_policy(ctx: Context, site: Site) -> None:
+    """ADM401 at tenacity's fixed waits, backoff's ``jitter=None``, redis-py's fixed
+    backoffs."""
+    call = site.node
+    assert isinstance(call, ast.Call)
+    resolved = ctx.resolve(call.func)
+    if resolved in _TENACITY_ENTRIES:
+        wait = _keyword(call, "wait")
+        if wait is None:
+            return
+        waits = _tenacity_waits(ctx, wait, site.scope)
+        if waits & _TENACITY_FIXED and not waits & _TENACITY_RANDOM and "?" not in waits:
+            ctx.report(
+                wait,
+                "ADM401",
+                "tenacity waits without randomness, so clients retry in lock-step: use "
+                "`wait_random_exponential(...)` or add `wait_random(0, 1)`",
+            )
+    elif resolved in _BACKOFF_DECORATORS:
+        jitter = _keyword(call, "jitter")
+        if isinstance(jitter, ast.Constant) and jitter.value is None:
+            ctx.report(
+                jitter,
+                "ADM401",
+                "`jitter=None` makes backoff retry in lock-step: keep the default "
+                "`backoff.full_jitter`",
+            )
+    elif resolved in _REDIS_FIXED:
+        name = resolved.rsplit(".", 1)[-1]
+        ctx.report(
+            call,
+            "ADM401",
+            f"redis-py's `{name}` retries without jitter: use `ExponentialWithJitterBackoff` "
+            "or `FullJitterBackoff`",
+        )
+
+
+def _bounded_forever(ctx: Context, loop: ast.While, site: Site) -> bool:
+    """Whether a ``while True`` retry loop counts attempts or watches a deadline."""
+    counters: set[str] = set()
+    for node in ast.walk(loop):
+        if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name | ast.Attribute):
+            counters.add(last_name(node.target) or "")
+    for node in ast.walk(loop):
+        if isinstance(node, ast.If | ast.While) and node is not loop:
+            test = node.test
+            for inner in ast.walk(test):
+                if isinstance(inner, ast.Call):
+                    resolved = ctx.resolve(inner.func) or ""
+                    if resolved.startswith(("time.", "datetime.")) or last_name(inner.func) in (
+                        "time",
+                        "monotonic",
+                        "perf_counter",
+                        "now",
+                        "utcnow",
+                        "should_retry",
+                    ):
+                        return True
+                if isinstance(inner, ast.Name | ast.Attribute):
+                    name = last_name(inner) or ""
+                    if name in counters or any(w in _BOUND_WORDS for w in words(name)):
+                        return True
+        if isinstance(node, ast.ExceptHandler):
+            # a conditional give-up in a handler (`if ...: raise`)
+            for statement in node.body:
+                if isinstance(statement, ast.If) and any(
+                    isinstance(n, ast.Raise) for s in statement.body for n in ast.walk(s)
+                ):
+                    return True
+    # a deadline around the loop: `async with asyncio.timeout(30):`
+    for kind, node in site.blocks:
+        if kind == WITH:
+            assert isinstance(node, ast.With | ast.AsyncWith)
+            for item in node.items:
+                expr = item.context_expr
+                if isinstance(expr, ast.Call) and last_name(expr.func) in _TIMEOUT_CONTEXTS:
+                    return True
+    return False
+
+
+def check_forever_loop(ctx: Context, site: Site) -> None:
+    """ADM402 at a ``while True`` retry loop that never gives up."""
+    loop = site.node
+    assert isinstance(loop, ast.While)
+    if not _retry_loop(loop) or _bounded_forever(ctx, loop, site):
+        return
+    ctx.report(
+        loop,
+        "ADM402",
+        "this `while True` retry loop has neither an attempt limit nor a deadline: a "
+        "dependency that stays down is retried forever; stop after N attempts or a deadline "
+        "(`adm.Retry(attempts=5, deadline='30s')`)",
+        end=loop.test,
+    )
