@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
@@ -519,9 +520,22 @@ class ConcurrencyManager:
                 )
             path = self._config.path
         env = self._config.env if self._config.path is not None else True
+        # Weak: a forgotten watcher must not keep its manager (and itself) alive forever.
+        ref = weakref.ref(self)
+
+        def reload(config: Config) -> None:
+            manager = ref()
+            if manager is not None:
+                manager.reload(config)
+
+        def in_force() -> Config | None:
+            manager = ref()
+            return None if manager is None else manager._config
+
         watcher = ConfigWatcher(
-            self,
+            reload,
             path,
+            in_force=in_force,
             interval=parse_duration(interval, "interval"),
             env=env,
             on_reload=on_reload,

@@ -1,8 +1,11 @@
-"""`ConfigWatcher`: reloads a `ConcurrencyManager` when its configuration file changes.
+"""`ConfigWatcher`: reloads a configuration (a `ConcurrencyManager`'s) when its file changes.
 
-Made by ``manager.watch()``. A thread polls the file's modification time (and size and inode,
-so that an editor's save-by-rename is seen too); polling, not inotify, because it works the
-same everywhere and costs one ``stat`` per interval.
+Made by ``manager.watch()``. It knows nothing of the manager: it is given the function that
+puts a configuration in force and the one that tells which is in force.
+
+A thread polls the file's modification time (and size and inode, so that an editor's
+save-by-rename is seen too); polling, not inotify, because it works the same everywhere and
+costs one ``stat`` per interval.
 """
 
 from __future__ import annotations
@@ -10,18 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 from admission._validate import blocking_timeout
 from admission.config import Config
 from admission.errors import ConfigError
-
-if TYPE_CHECKING:
-    from admission.manager import ConcurrencyManager
 
 __all__ = ["ConfigWatcher"]
 
@@ -39,7 +37,11 @@ def _signature(path: Path) -> _Signature:
 
 
 class ConfigWatcher:
-    """Polls ``path`` every ``interval`` seconds; on a change, reloads the manager from it.
+    """Polls ``path`` every ``interval`` seconds; on a change, loads it and passes it to
+    ``reload`` (which puts it in force, or raises and changes nothing).
+
+    ``in_force()`` returns the configuration in force, or None once there is nothing to
+    reload any more (the manager was garbage collected): then the thread ends.
 
     >>> import admission as adm, pathlib, tempfile
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "admission.toml"
@@ -66,9 +68,10 @@ class ConfigWatcher:
 
     def __init__(
         self,
-        manager: ConcurrencyManager,
+        reload: Callable[[Config], object],
         path: str | os.PathLike[str],
         *,
+        in_force: Callable[[], Config | None],
         interval: float = 1.0,
         env: bool | Mapping[str, str] = True,
         on_reload: Callable[[Config], object] | None = None,
@@ -77,8 +80,8 @@ class ConfigWatcher:
     ) -> None:
         if not interval > 0:
             raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
-        # Weak: a forgotten watcher must not keep its manager (and itself) alive forever.
-        self._manager = weakref.ref(manager)
+        self._reload = reload
+        self._in_force = in_force
         self._path = Path(path)
         self._interval = interval
         self._env = env
@@ -126,8 +129,8 @@ class ConfigWatcher:
     def _run(self) -> None:
         pending: _Signature = None
         while not self._stop.wait(blocking_timeout(self._interval)):
-            if self._manager() is None:
-                return  # the manager is gone: nothing left to reload
+            if self._in_force() is None:
+                return  # nothing left to reload (the manager is gone)
             current = _signature(self._path)
             if current is None or current == self._seen:
                 pending = None
@@ -157,19 +160,19 @@ class ConfigWatcher:
             if seen is None or seen == self._seen or (held is not None and seen != held):
                 return False
             self._seen = seen
-            manager = self._manager()
-            if manager is None:
+            current = self._in_force()
+            if current is None:
                 return False
             try:
                 config = Config.from_file(self._path, env=self._env)
-                if not self._allow_empty and not config.limits and manager.config.limits:
+                if not self._allow_empty and not config.limits and current.limits:
                     raise ConfigError(
                         "defines no limits, which would remove all "
-                        f"{len(manager.config.limits)} in force (an empty or truncated file?): "
+                        f"{len(current.limits)} in force (an empty or truncated file?): "
                         "refused; pass allow_empty=True to allow it",
                         source=str(self._path),
                     )
-                config = manager.reload(config)
+                self._reload(config)
             except Exception as exc:
                 self.errors += 1
                 self.last_error = exc

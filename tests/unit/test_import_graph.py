@@ -167,7 +167,6 @@ def test_no_module_level_cycle() -> None:
     assert cycles(_union("module")) == []
 
 
-@pytest.mark.xfail(strict=True, reason="watcher -> manager (TYPE_CHECKING): goes next commit")
 def test_no_cycle_counting_function_level_and_type_only_imports() -> None:
     # A cycle closed only by an import inside a function is still two modules that need
     # each other; a TYPE_CHECKING one, two modules that cannot be understood apart.

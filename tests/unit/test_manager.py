@@ -488,7 +488,7 @@ def test_watcher_check_without_thread(tmp_path: Path, caplog: pytest.LogCaptureF
     path = tmp_path / "admission.toml"
     path.write_text("[limits.rag]\nconcurrency = 2\n", encoding="utf-8")
     m = ConcurrencyManager.from_file(path, env={"ADMISSION_RAG_TIMEOUT": "1s"})
-    watcher = adm.watcher.ConfigWatcher(m, path, env=m.config.env)
+    watcher = adm.watcher.ConfigWatcher(m.reload, path, in_force=lambda: m.config, env=m.config.env)
     assert watcher.check() is False  # unchanged
     _rewrite(path, "[limits.rag]\nconcurrency = 5\n")
     assert watcher.check() is True
@@ -501,7 +501,7 @@ def test_watcher_check_without_thread(tmp_path: Path, caplog: pytest.LogCaptureF
     path.unlink()
     assert watcher.check() is False  # a missing file is not a change yet
     with pytest.raises(ValueError, match="interval must be > 0"):
-        adm.watcher.ConfigWatcher(m, path, interval=0)
+        adm.watcher.ConfigWatcher(m.reload, path, in_force=lambda: m.config, interval=0)
 
 
 def test_watcher_thread_does_not_reload_a_file_changed_again_since_it_held_still(
@@ -512,7 +512,7 @@ def test_watcher_thread_does_not_reload_a_file_changed_again_since_it_held_still
     path = tmp_path / "admission.toml"
     path.write_text("[limits.rag]\nconcurrency = 2\n", encoding="utf-8")
     m = ConcurrencyManager.from_file(path, env=False)
-    watcher = adm.watcher.ConfigWatcher(m, path, env=False)
+    watcher = adm.watcher.ConfigWatcher(m.reload, path, in_force=lambda: m.config, env=False)
     _rewrite(path, "[limits.rag]\nconcurrency = 5\n")
     held = adm.watcher._signature(path)
     _rewrite(path, "[limits.rag]\nconcurrency = 6\n")
@@ -541,6 +541,36 @@ def test_close_stops_watchers_and_a_dropped_manager_ends_its_thread(tmp_path: Pa
     assert not thread.is_alive()
 
 
+def test_watcher_needs_no_manager_only_the_callables_it_is_given(tmp_path: Path) -> None:
+    # The watcher reloads through `reload` and reads what is in force from `in_force`; once
+    # `in_force` says there is nothing left (None), its thread ends by itself.
+    path = tmp_path / "admission.toml"
+    path.write_text("[limits.rag]\nconcurrency = 2\n", encoding="utf-8")
+    state: dict[str, adm.Config | None] = {"config": adm.Config.from_file(path, env=False)}
+    reloaded: list[adm.Config] = []
+
+    def reload(config: adm.Config) -> None:
+        reloaded.append(config)
+        state["config"] = config
+
+    watcher = adm.watcher.ConfigWatcher(
+        reload, path, in_force=lambda: state["config"], interval=0.005, env=False
+    )
+    _rewrite(path, "[limits.rag]\nconcurrency = 3\n")
+    assert watcher.check() is True
+    assert [c.limits["rag"].concurrency for c in reloaded] == [3]
+    _rewrite(path, "")  # no limits while some are in force: refused, nothing reloaded
+    assert watcher.check() is False
+    assert len(reloaded) == 1
+    assert "no limits" in str(watcher.last_error)
+    watcher.start()
+    state["config"] = None
+    thread = watcher._thread
+    assert thread is not None
+    thread.join(10)
+    assert not thread.is_alive()
+
+
 def test_watch_needs_a_file() -> None:
     with pytest.raises(adm.ConfigError, match="pass the path to watch"):
         manager({}).watch()
@@ -552,7 +582,7 @@ def test_watcher_refuses_a_truncated_file_that_held_still(tmp_path: Path) -> Non
     path = tmp_path / "admission.toml"
     path.write_text("[limits.rag]\nconcurrency = 2\n", encoding="utf-8")
     m = ConcurrencyManager.from_file(path, env=False)
-    watcher = adm.watcher.ConfigWatcher(m, path, env=False)
+    watcher = adm.watcher.ConfigWatcher(m.reload, path, in_force=lambda: m.config, env=False)
     for empty in ("", "\n  \n", "# being rendered\n"):
         _rewrite(path, empty)
         held = adm.watcher._signature(path)
@@ -585,7 +615,9 @@ def test_watcher_allow_empty_removes_every_limit(tmp_path: Path) -> None:
     path = tmp_path / "admission.toml"
     path.write_text("[limits.rag]\nconcurrency = 2\n", encoding="utf-8")
     m = ConcurrencyManager.from_file(path, env=False)
-    watcher = adm.watcher.ConfigWatcher(m, path, env=False, allow_empty=True)
+    watcher = adm.watcher.ConfigWatcher(
+        m.reload, path, in_force=lambda: m.config, env=False, allow_empty=True
+    )
     _rewrite(path, "")
     assert watcher.check() is True
     assert dict(m.config.limits) == {}
