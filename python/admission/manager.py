@@ -64,6 +64,7 @@ Other resources hook in with `ConcurrencyManager.attach`.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -86,6 +87,9 @@ from admission.rate import TokenBucket
 from admission.stats import LimiterStats, SemaphoreStats
 from admission.watcher import ConfigWatcher
 
+if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
+    from exceptiongroup import ExceptionGroup
+
 __all__ = ["Attachment", "ConcurrencyManager", "Lease", "LimitStats"]
 
 _Clock = ManualClock | LoopClock | None
@@ -103,10 +107,32 @@ class Attachment(Protocol):
     """What a resource managed by name (a connection pool, ...) implements to follow reloads.
 
     ``apply`` is called with the limit's resolved policy when attached and after each reload,
-    or with ``None`` when the limit is no longer configured. It must not block.
+    or with ``None`` when the limit is no longer configured. It is called outside the
+    manager's lock, never twice at once for one resource, and may use the manager (even
+    reload it); it should not block for long, since the reload waits for it.
     """
 
     def apply(self, policy: Policy | None) -> None: ...
+
+
+class _Follower:
+    """An attached resource, and the generation of the configuration it last applied."""
+
+    __slots__ = ("applied", "busy", "name", "resource")
+
+    def __init__(self, name: str, resource: Attachment, applied: int) -> None:
+        self.name = name
+        self.resource = resource
+        self.applied = applied
+        self.busy = False  # some thread is calling its apply (outside the lock)
+
+
+def _failed_to_apply(errors: list[Exception]) -> ExceptionGroup:
+    return ExceptionGroup(
+        f"admission: the configuration is in force, but {len(errors)} attached "
+        f"resource{'s' if len(errors) > 1 else ''} failed to apply it",
+        errors,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +186,8 @@ class ConcurrencyManager:
         self._config = Config(MappingProxyType({}))
         self._semaphores: dict[str, Semaphore] = {}
         self._retired: dict[str, _Retired] = {}  # replaced rate limiters, by limiter name
-        self._attached: dict[str, list[Attachment]] = {}
+        self._followers: list[_Follower] = []  # attached resources
+        self._generation = 0  # of the configuration in force: one more on each reload
         self._watchers: list[ConfigWatcher] = []
         self._pools: PoolManager | None = None
         self._started = False  # the first reload (from here) may create the pools
@@ -359,6 +386,10 @@ class ConcurrencyManager:
         Either everything changes or, on an error (`ConfigError`), nothing does. Safe to call
         from any thread while limits are in use; see the module documentation for what
         happens to held permits, waiters and counters.
+
+        Then each attached resource's ``apply`` is called (see `attach`), outside the lock;
+        one that raises does not stop the others. Their errors are raised together as an
+        ``ExceptionGroup`` once all have been called: the configuration is in force then.
         """
         new = self._load(config)
         with self._lock:
@@ -386,10 +417,41 @@ class ConcurrencyManager:
             if pools is not None:
                 self._pools = pools
                 pools.reconfigure(new.pools)  # checked by _pools_for: only live settings
-            for name, resources in self._attached.items():
-                for resource in resources:
-                    resource.apply(new.limits.get(name))
+            self._generation += 1
+        errors = self._bring_followers_up()
+        if errors:
+            raise _failed_to_apply(errors)
         return new
+
+    def _bring_followers_up(self) -> list[Exception]:
+        """Calls ``apply`` of every attached resource behind the configuration in force,
+        outside the lock (user code: it may reload, from this thread or another), until none
+        is behind; returns the errors raised.
+
+        A resource busy in another thread is left to that thread, which looks again when it
+        is done: so a reload that lands during an ``apply`` is applied after it, and each
+        resource ends with the configuration in force.
+        """
+        errors: list[Exception] = []
+        while True:
+            with self._lock:
+                generation = self._generation
+                due = [f for f in self._followers if not f.busy and f.applied != generation]
+                if not due:
+                    return errors
+                for follower in due:
+                    follower.busy = True
+                entries = self._entries
+            for follower in due:
+                entry = entries.get(follower.name)
+                try:
+                    follower.resource.apply(None if entry is None else entry.policy)
+                except Exception as exc:
+                    errors.append(exc)
+                finally:
+                    with self._lock:
+                        follower.busy = False
+                        follower.applied = generation  # a failure is not retried until then
 
     def _pools_for(self, new: Config) -> PoolManager | None:
         """The pool manager that ``new`` keeps (or creates, on the first load).
@@ -487,10 +549,29 @@ class ConcurrencyManager:
         >>> m.attach("rag", pool)
         >>> pool.size
         8
+
+        ``apply`` runs outside the manager's lock, so it may call the manager, even
+        `reload`. If the first ``apply`` raises, ``resource`` is not attached and the error
+        propagates. A reload that lands meanwhile is applied next, before this returns
+        (errors as for `reload`).
         """
         with self._lock:
-            resource.apply(self._entry(name).policy)
-            self._attached.setdefault(name, []).append(resource)
+            entry = self._entry(name)
+            follower = _Follower(name, resource, self._generation)
+            follower.busy = True  # reloads leave it to this thread until it is attached
+            self._followers.append(follower)
+        try:
+            resource.apply(entry.policy)
+        except BaseException:
+            with self._lock:
+                self._followers.remove(follower)
+            raise
+        finally:
+            with self._lock:
+                follower.busy = False
+        errors = self._bring_followers_up()
+        if errors:
+            raise _failed_to_apply(errors)
 
     # -- watching the file ------------------------------------------------------------------
 

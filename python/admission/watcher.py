@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -20,6 +21,9 @@ from types import TracebackType
 from admission._validate import blocking_timeout
 from admission.config import Config
 from admission.errors import ConfigError
+
+if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
+    from exceptiongroup import ExceptionGroup
 
 __all__ = ["ConfigWatcher"]
 
@@ -41,7 +45,9 @@ class ConfigWatcher:
     ``reload`` (which puts it in force, or raises and changes nothing).
 
     ``in_force()`` returns the configuration in force, or None once there is nothing to
-    reload any more (the manager was garbage collected): then the thread ends.
+    reload any more (the manager was garbage collected): then the thread ends. An
+    ``ExceptionGroup`` from ``reload`` means the configuration went in force but some of the
+    resources that follow it failed: it counts as a reload and as an error.
 
     >>> import admission as adm, pathlib, tempfile
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "admission.toml"
@@ -173,18 +179,24 @@ class ConfigWatcher:
                         source=str(self._path),
                     )
                 self._reload(config)
+            except ExceptionGroup as group:
+                # In force; some of the resources that follow it failed (their errors).
+                self._failed(group, f"reloaded the limits from {self._path}, but")
             except Exception as exc:
-                self.errors += 1
-                self.last_error = exc
-                logger.warning("admission: kept the limits in force: %s", exc)
-                if self._on_error is not None:
-                    self._on_error(exc)
+                self._failed(exc, "kept the limits in force")
                 return False
             self.reloads += 1
             logger.info("admission: reloaded the limits from %s", self._path)
             if self._on_reload is not None:
                 self._on_reload(config)
             return True
+
+    def _failed(self, exc: Exception, what: str) -> None:
+        self.errors += 1
+        self.last_error = exc
+        logger.warning("admission: %s: %s", what, exc)
+        if self._on_error is not None:
+            self._on_error(exc)
 
     def __enter__(self) -> ConfigWatcher:
         return self.start()
