@@ -70,8 +70,9 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from admission import _sections
 from admission._native import MAX_PERMITS, LoopClock, ManualClock
 from admission._replaced import _carry_over, _Retired
 from admission.combine import AllOf
@@ -81,11 +82,12 @@ from admission.durations import Rate, parse_duration
 from admission.errors import ConfigError, UnknownLimit
 from admission.lease import Lease, _Entry
 from admission.policies import Policy, hint
-from admission.pools.errors import UnknownPool
-from admission.pools.manager import PoolManager, _ConnectionBlock
 from admission.rate import TokenBucket
 from admission.stats import LimiterStats, SemaphoreStats
 from admission.watcher import ConfigWatcher
+
+if TYPE_CHECKING:
+    from admission.pools import PoolManager
 
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
     from exceptiongroup import ExceptionGroup
@@ -189,8 +191,8 @@ class ConcurrencyManager:
         self._followers: list[_Follower] = []  # attached resources
         self._generation = 0  # of the configuration in force: one more on each reload
         self._watchers: list[ConfigWatcher] = []
-        self._pools: PoolManager | None = None
-        self._started = False  # the first reload (from here) may create the pools
+        self._sections = _sections.sections()  # what the other tables ([pools]) configure
+        self._started = False  # the first reload (from here) may create what they hold
         self.reload(config if config is not None else self._config)
         self._started = True
 
@@ -281,13 +283,9 @@ class ConcurrencyManager:
         Raises:
             UnknownPool: no pool is configured.
         """
-        if self._pools is None:
-            raise UnknownPool(
-                "", f"no pool is configured ({self._config.source} has no [pools.<name>] table)"
-            )
-        return self._pools
+        return _sections.pool_manager(self._sections, self._config.source)
 
-    def connection(self, name: str) -> _ConnectionBlock:
+    def connection(self, name: str) -> _sections.ConnectionBlock:
         """``async with manager.connection(name) as conn``: a connection of the pool ``name``
         for the block (see `PoolManager.connection`); open the manager first.
 
@@ -295,25 +293,19 @@ class ConcurrencyManager:
             UnknownPool: no pool of that name (on the call); on entry, the pool errors
                 (`PoolTimeout` after its ``acquire_timeout``, `PoolUnavailable`, ...).
         """
-        if self._pools is None:
-            raise UnknownPool(
-                name,
-                f"no pool named {name!r}: no pool is configured (add a [pools.{name}] table "
-                f"to {self._config.source})",
-            )
-        return self._pools.connection(name)
+        return _sections.connection(self._sections, name, self._config.source)
 
     async def open(self) -> None:
         """Opens the pools (if any; see `PoolManager.open`). Idempotent while open; after
         `aclose()` it raises `PoolClosed` (a closed manager is closed for good)."""
-        if self._pools is not None:
-            await self._pools.open()
+        for section in self._sections.values():
+            await section.open()
 
     async def aclose(self) -> None:
         """Closes the pools gracefully (see `PoolManager.close`) and stops the file watchers."""
         self.close()
-        if self._pools is not None:
-            await self._pools.close()
+        for section in self._sections.values():
+            await section.aclose()
 
     async def __aenter__(self) -> ConcurrencyManager:
         await self.open()
@@ -397,7 +389,10 @@ class ConcurrencyManager:
             built = {
                 name: self._build(name, p, old.get(name), new) for name, p in new.limits.items()
             }
-            pools = self._pools_for(new)
+            put_in_force = [
+                section.prepare(new.sections.get(name, {}), new.source, not self._started)
+                for name, section in self._sections.items()
+            ]
             # From here on nothing can fail: the manager is never left half reloaded.
             for name, entry in built.items():
                 self._semaphores[name] = entry.semaphore
@@ -414,9 +409,8 @@ class ConcurrencyManager:
             self._entries = MappingProxyType(built)
             self._leases = {n: Lease(e, 1, 0, e.policy.timeout) for n, e in built.items()}
             self._config = new
-            if pools is not None:
-                self._pools = pools
-                pools.reconfigure(new.pools)  # checked by _pools_for: only live settings
+            for section_in_force in put_in_force:
+                section_in_force()
             self._generation += 1
         errors = self._bring_followers_up()
         if errors:
@@ -452,34 +446,6 @@ class ConcurrencyManager:
                     with self._lock:
                         follower.busy = False
                         follower.applied = generation  # a failure is not retried until then
-
-    def _pools_for(self, new: Config) -> PoolManager | None:
-        """The pool manager that ``new`` keeps (or creates, on the first load).
-
-        Raises `ConfigError` if ``new`` changes the pools beyond their live settings; then
-        nothing has changed.
-        """
-        if self._pools is None:
-            if not new.pools:
-                return None
-            if self._started:
-                raise ConfigError(
-                    "pools cannot be added by a reload: restart to apply",
-                    key="pools",
-                    source=new.source,
-                )
-            return PoolManager(new.pools)
-        if not new.pools:
-            raise ConfigError(
-                "the pools cannot be removed by a reload: restart to apply",
-                key="pools",
-                source=new.source,
-            )
-        try:
-            self._pools.reconfigure(new.pools, check_only=True)
-        except ValueError as exc:
-            raise ConfigError(str(exc), key="pools", source=new.source) from None
-        return self._pools
 
     def _load(self, config: Config | Mapping[str, Any] | str | os.PathLike[str] | None) -> Config:
         if isinstance(config, Config):

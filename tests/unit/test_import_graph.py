@@ -173,6 +173,15 @@ def test_no_cycle_counting_function_level_and_type_only_imports() -> None:
     assert cycles(_union(*KINDS)) == []
 
 
+def test_the_manager_and_the_configuration_do_not_import_the_pools() -> None:
+    # Pools are a section of the configuration that `_sections` wires in; the manager and
+    # the configuration reach them only through it (type hints aside).
+    for module in ("admission.manager", "admission.config", "admission.watcher"):
+        imported = _union("module", "function")[module]
+        assert not {m for m in imported if m.startswith("admission.pools")}, module
+    assert "admission.manager" not in _union(*KINDS)["admission.watcher"]
+
+
 @pytest.mark.parametrize(
     ("graph", "expected"),
     [
