@@ -74,20 +74,21 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from admission import _sections
 from admission._native import MAX_PERMITS, LoopClock, ManualClock
-from admission._replaced import _carry_over, _Retired
+from admission._replaced import Buckets
 from admission.combine import AllOf
 from admission.concurrency import Semaphore
 from admission.config import Config
-from admission.durations import Rate, parse_duration
+from admission.durations import parse_duration
 from admission.errors import ConfigError, UnknownLimit
 from admission.lease import Lease, _Entry
 from admission.policies import Policy, hint
-from admission.rate import TokenBucket
 from admission.stats import LimiterStats, SemaphoreStats
 from admission.watcher import ConfigWatcher
 
 if TYPE_CHECKING:
+    from admission.durations import Rate
     from admission.pools import PoolManager
+    from admission.rate import TokenBucket
 
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
     from exceptiongroup import ExceptionGroup
@@ -95,6 +96,7 @@ if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
 __all__ = ["Attachment", "ConcurrencyManager", "Lease", "LimitStats"]
 
 _Clock = ManualClock | LoopClock | None
+_Previous = tuple["TokenBucket | None", "Rate | None", "int | None"]
 
 
 class _Unset:
@@ -181,13 +183,12 @@ class ConcurrencyManager:
     """
 
     def __init__(self, config: Config | Mapping[str, Any] | None = None, *, clock: _Clock = None):
-        self._clock = clock
         self._lock = threading.Lock()  # one reload at a time; readers never take it
         self._entries: Mapping[str, _Entry] = MappingProxyType({})
         self._leases: Mapping[str, Lease] = {}  # limit(name) with the defaults, by name
         self._config = Config(MappingProxyType({}))
         self._semaphores: dict[str, Semaphore] = {}
-        self._retired: dict[str, _Retired] = {}  # replaced rate limiters, by limiter name
+        self._buckets = Buckets(clock)  # the rate limits' buckets, and those reloads replaced
         self._followers: list[_Follower] = []  # attached resources
         self._generation = 0  # of the configuration in force: one more on each reload
         self._watchers: list[ConfigWatcher] = []
@@ -355,17 +356,11 @@ class ConcurrencyManager:
                 name,
                 entry.policy,
                 entry.semaphore.stats(),
-                self._rate_stats(entry.rate),
-                self._rate_stats(entry.tokens),
+                self._buckets.stats(entry.rate),
+                self._buckets.stats(entry.tokens),
             )
             for name, entry in self._entries.items()
         }
-
-    def _rate_stats(self, bucket: TokenBucket | None) -> LimiterStats | None:
-        if bucket is None:
-            return None
-        retired = self._retired.get(bucket.name or "")
-        return bucket.stats() if retired is None else retired.add_to(bucket.stats())
 
     # -- changing them ----------------------------------------------------------------------
 
@@ -399,13 +394,13 @@ class ConcurrencyManager:
                 entry.semaphore.limit = entry.policy.concurrency or MAX_PERMITS
                 previous = old.get(name)
                 if previous is not None:
-                    self._retire(previous.rate, entry.rate)
-                    self._retire(previous.tokens, entry.tokens)
+                    self._buckets.retire(previous.rate, entry.rate)
+                    self._buckets.retire(previous.tokens, entry.tokens)
             for name, entry in old.items():
                 if name not in built:
                     entry.semaphore.limit = MAX_PERMITS  # no longer a limit: let its waiters in
-                    self._retire(entry.rate, None)
-                    self._retire(entry.tokens, None)
+                    self._buckets.retire(entry.rate, None)
+                    self._buckets.retire(entry.tokens, None)
             self._entries = MappingProxyType(built)
             self._leases = {n: Lease(e, 1, 0, e.policy.timeout) for n, e in built.items()}
             self._config = new
@@ -466,10 +461,17 @@ class ConcurrencyManager:
         semaphore = self._semaphores.get(name)
         if semaphore is None:
             semaphore = Semaphore(policy.concurrency or MAX_PERMITS, name=name)
+        # (bucket, rate, burst) of the requests and the tokens limits in force.
+        was: tuple[_Previous, _Previous] = ((None, None, None), (None, None, None))
+        if old is not None:
+            was = (
+                (old.rate, old.policy.rate, old.policy.burst),
+                (old.tokens, old.policy.tokens, old.policy.token_burst),
+            )
         try:
-            rate = self._bucket(f"{name}.rate", policy.rate, policy.burst, old, "rate")
-            tokens = self._bucket(
-                f"{name}.tokens", policy.tokens, policy.token_burst, old, "tokens"
+            rate = self._buckets.bucket(f"{name}.rate", policy.rate, policy.burst, *was[0])
+            tokens = self._buckets.bucket(
+                f"{name}.tokens", policy.tokens, policy.token_burst, *was[1]
             )
         except ValueError as exc:
             if isinstance(exc, ConfigError):
@@ -480,28 +482,6 @@ class ConcurrencyManager:
         else:
             both = AllOf(rate, tokens) if rate is not None and tokens is not None else None
         return _Entry(policy, semaphore, rate, tokens, both)
-
-    def _bucket(
-        self, name: str, rate: Rate | None, burst: int | None, old: _Entry | None, role: str
-    ) -> TokenBucket | None:
-        if rate is None:
-            return None
-        previous: TokenBucket | None = None
-        if old is not None:
-            previous = old.rate if role == "rate" else old.tokens
-            old_burst = old.policy.burst if role == "rate" else old.policy.token_burst
-            old_rate = old.policy.rate if role == "rate" else old.policy.tokens
-            if previous is not None and old_rate == rate and old_burst == burst:
-                return previous
-        bucket = TokenBucket(rate.count, rate.per, burst, clock=self._clock, name=name)
-        if previous is not None:
-            _carry_over(previous, bucket)
-        return bucket
-
-    def _retire(self, old: TokenBucket | None, new: TokenBucket | None) -> None:
-        if old is not None and old is not new:
-            # Its counters (and those of waiters it admits later) stay in stats().
-            self._retired.setdefault(old.name or "", _Retired()).add(old)
 
     def attach(self, name: str, resource: Attachment) -> None:
         """Has ``resource`` follow the limit ``name``: ``resource.apply(policy)`` now and on
