@@ -7,10 +7,9 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import final
 
-from admission import _native, _rate_wait
+from admission import _backend, _native, _rate_wait
 from admission._native import Decision
 from admission._validate import timeout_seconds
-from admission._waiting import trio_take_now
 from admission.errors import AcquireTimeout
 
 __all__ = ["AllOf", "all_of"]
@@ -109,11 +108,12 @@ class AllOf(_native.AllOf):
         """The waiting path of ``await acquire()``: on asyncio when a limiter was full; on
         trio always, since every call must be a checkpoint (as for a single limiter)."""
         start = time.monotonic()
-        wake = _rate_wait.async_waker()
-        if _rate_wait.on_trio(wake) and await trio_take_now(lambda: self._try_take(costs)):
+        backend = _backend.current()
+        if await backend.first_step(lambda: self._try_take(costs)):
             return
+        wake = backend.waker()
         waits, taken = self._enqueue_all(costs, timeout, wake)
-        await _rate_wait.wait_async(waits, taken, timeout, wake)
+        await _rate_wait.wait_async(waits, taken, timeout, backend, wake)
         self._admitted(waits, taken, start)
 
     def acquire_blocking(
@@ -126,7 +126,7 @@ class AllOf(_native.AllOf):
             return
         _rate_wait.refuse_blocking_in_a_loop(self.limiters)
         start = time.monotonic()
-        wake = _rate_wait.ThreadWake()
+        wake = _backend.ThreadWaker()
         waits, taken = self._enqueue_all(costs_, timeout, wake)
         _rate_wait.wait_blocking(waits, taken, timeout, wake)
         self._admitted(waits, taken, start)

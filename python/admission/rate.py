@@ -21,9 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, TypeVar, final
 
-from admission import _native, _rate_wait, _registry
+from admission import _backend, _native, _rate_wait, _registry
 from admission._validate import timeout_seconds
-from admission._waiting import trio_take_now
 from admission.durations import parse_duration, parse_rate
 from admission.stats import LimiterStats, WaitHistogram
 
@@ -60,7 +59,7 @@ def _acquire_blocking(limiter: _Reservable, cost: int, timeout: float | None) ->
     if limiter._try_take(cost):
         return
     _rate_wait.refuse_blocking_in_a_loop((limiter,))
-    wake = _rate_wait.ThreadWake()
+    wake = _backend.ThreadWaker()
     ticket = limiter._enqueue(cost, timeout, wake)
     if ticket is not None:
         waits = ((limiter, ticket),)
@@ -75,19 +74,16 @@ async def _acquire_async(limiter: _Reservable, cost: int, timeout: float | None)
     does, since every call must be a checkpoint: an already-cancelled caller raises
     ``Cancelled`` and takes nothing, and one admitted at once still lets the others run.
     """
-    wake = _rate_wait.async_waker()
-    on_trio = _rate_wait.on_trio(wake)
-    if on_trio and await trio_take_now(lambda: limiter._try_take(cost)):
+    backend = _backend.current()
+    if await backend.first_step(lambda: limiter._try_take(cost)):
         return
+    wake = backend.waker()
     ticket = limiter._enqueue(cost, timeout, wake)
     if ticket is None:  # admitted at once (room was made meanwhile)
-        if on_trio:
-            import trio
-
-            await trio.lowlevel.cancel_shielded_checkpoint()
+        await backend.admitted()
         return
     waits = ((limiter, ticket),)
-    await _rate_wait.wait_async(waits, (), timeout, wake)
+    await _rate_wait.wait_async(waits, (), timeout, backend, wake)
     _rate_wait.consume(waits)
 
 
