@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator, Sequence
-from typing import Protocol
+from typing import TypeAlias
 
 from admission import _native
 from admission._backend import AsyncWaker, Backend, ThreadWaker, Waker, in_event_loop_thread
 from admission.errors import AcquireTimeout
 
 __all__ = [
+    "RateLimiter",
     "Taken",
     "Waits",
     "consume",
@@ -38,23 +39,17 @@ _FOREVER = 1e9
 _NS = 1e-9
 
 
-class _Limiter(Protocol):
-    @property
-    def clock(self) -> _native.ManualClock | None: ...
-    @property
-    def _clock_kind(self) -> str: ...
-    def _status(self, ticket: _native.RateTicket) -> tuple[str, float]: ...
-    def _poll(self) -> None: ...
-    def _withdraw(self, ticket: _native.RateTicket, timed_out: bool = False) -> str: ...
-    def _consume(self, ticket: _native.RateTicket) -> bool: ...
-    def _untake(self, cost: int, record: int, taken_at: int) -> None: ...
-    def _count(self, outcome: _native._Refusal) -> None: ...
-
+RateLimiter: TypeAlias = "_native.TokenBucket | _native.SlidingWindow"
+"""A rate limiter as its native half: the private reservation protocol the waiting paths use
+(``_enqueue``, ``_status``, ``_poll``, ``_withdraw``, ``_consume``, ``_take``, ``_untake``,
+``_count``, ...) is defined once natively (one macro of pymethods, ``rust/py/src/rate.rs``) and
+typed by ``_native.pyi``, which stubtest checks against it (each class in full, since stubtest
+checks only what a stub class defines itself)."""
 
 # (limiter, ticket) for each queue the request waits in.
-Waits = Sequence[tuple[_Limiter, _native.RateTicket]]
+Waits: TypeAlias = "Sequence[tuple[RateLimiter, _native.RateTicket]]"
 # (limiter, cost, (record, time)) for each immediate admission held meanwhile (`all_of`).
-Taken = Sequence[tuple[_Limiter, int, tuple[int, int]]]
+Taken: TypeAlias = "Sequence[tuple[RateLimiter, int, tuple[int, int]]]"
 
 
 class _TimedOut(Exception):
@@ -192,7 +187,7 @@ async def _wait_async(
             await wake.wait(seconds)
 
 
-def refuse_blocking_in_a_loop(limiters: Sequence[_Limiter]) -> None:
+def refuse_blocking_in_a_loop(limiters: Sequence[RateLimiter]) -> None:
     """Raises `RuntimeError` (counted as rejected in each limiter) in the thread of a running
     event loop (asyncio or trio), which a blocking wait would stall with every task on it;
     unless every limiter runs on virtual time (a manual clock: the wait passes at once).

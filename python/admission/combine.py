@@ -9,16 +9,15 @@ from typing import final
 
 from admission import _backend, _native, _rate_wait
 from admission._native import Decision
+from admission._rate_wait import RateLimiter
 from admission._validate import timeout_seconds
 from admission.errors import AcquireTimeout
 
 __all__ = ["AllOf", "all_of"]
 
-# The limiters as the native half holds them (the public classes are their subclasses).
-_Limiter = _native.TokenBucket | _native.SlidingWindow
 # An immediate admission held while the other limiters are waited for: (limiter, cost,
 # (record, time)) for `_untake`.
-_Held = tuple[_Limiter, int, tuple[int, int]]
+_Held = tuple[RateLimiter, int, tuple[int, int]]
 
 
 @final
@@ -69,12 +68,12 @@ class AllOf(_native.AllOf):
 
     def _enqueue_all(
         self, costs: tuple[int, ...], timeout: float | None, wake: Callable[[], None]
-    ) -> tuple[list[tuple[_Limiter, _native.RateTicket]], list[_Held]]:
+    ) -> tuple[list[tuple[RateLimiter, _native.RateTicket]], list[_Held]]:
         """Takes what is free now and queues in the other limiters (FIFO in each). Raises
         `AcquireTimeout` at once, holding nothing, if one of them cannot make the deadline."""
         for lim, cost in zip(self.limiters, costs, strict=True):
             lim.peek(cost)  # CapacityError before anything is taken
-        waits: list[tuple[_Limiter, _native.RateTicket]] = []
+        waits: list[tuple[RateLimiter, _native.RateTicket]] = []
         taken: list[_Held] = []
         try:
             for lim, cost in zip(self.limiters, costs, strict=True):
@@ -155,6 +154,6 @@ class AllOf(_native.AllOf):
         return f"all_of({', '.join(map(repr, self.limiters))})"
 
 
-def all_of(*limiters: _Limiter) -> AllOf:
+def all_of(*limiters: RateLimiter) -> AllOf:
     """Combines rate limiters so that they are acquired together, all or nothing."""
     return AllOf(*limiters)

@@ -75,10 +75,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from admission import _sections
 from admission._native import MAX_PERMITS, LoopClock, ManualClock
 from admission._replaced import Buckets
+from admission._validate import timeout_seconds
 from admission.combine import AllOf
 from admission.concurrency import Semaphore
 from admission.config import Config
-from admission.durations import parse_duration
 from admission.errors import ConfigError, UnknownLimit
 from admission.lease import Lease, _Entry
 from admission.policies import Policy, hint
@@ -254,10 +254,8 @@ class ConcurrencyManager:
                 return lease
         entry = self._entry(name)
         if isinstance(timeout, _Unset):
-            seconds = entry.policy.timeout
-        else:
-            seconds = None if timeout is None else parse_duration(timeout, "timeout")
-        return Lease(entry, cost, tokens, seconds)
+            return Lease(entry, cost, tokens, entry.policy.timeout)
+        return Lease(entry, cost, tokens, timeout_seconds(timeout))
 
     def semaphore(self, name: str) -> Semaphore:
         """The semaphore of the limit ``name`` (the same object across reloads)."""
@@ -563,7 +561,7 @@ class ConcurrencyManager:
             reload,
             path,
             in_force=in_force,
-            interval=parse_duration(interval, "interval"),
+            interval=interval,
             env=env,
             on_reload=on_reload,
             on_error=on_error,

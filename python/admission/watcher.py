@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
-from admission._validate import blocking_timeout
+from admission._validate import blocking_timeout, duration_seconds
 from admission.config import Config
 from admission.errors import ConfigError
 
@@ -78,14 +78,13 @@ class ConfigWatcher:
         path: str | os.PathLike[str],
         *,
         in_force: Callable[[], Config | None],
-        interval: float = 1.0,
+        interval: float | str = 1.0,
         env: bool | Mapping[str, str] = True,
         on_reload: Callable[[Config], object] | None = None,
         on_error: Callable[[Exception], object] | None = None,
         allow_empty: bool = False,
     ) -> None:
-        if not interval > 0:
-            raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
+        interval = duration_seconds(interval, "interval", positive=True)
         self._reload = reload
         self._in_force = in_force
         self._path = Path(path)

@@ -182,6 +182,18 @@ def test_the_manager_and_the_configuration_do_not_import_the_pools() -> None:
     assert "admission.manager" not in _union(*KINDS)["admission.watcher"]
 
 
+def test_the_reservation_protocol_is_declared_only_by_the_stub() -> None:
+    # The rate limiters' private queue protocol is native (one Rust macro) and typed by
+    # _native.pyi; Python code names it `_rate_wait.RateLimiter` and never re-declares it.
+    declared = {
+        path.name
+        for path in PACKAGE.rglob("*.py*")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.FunctionDef) and node.name in ("_enqueue", "_status", "_withdraw")
+    }
+    assert declared == {"_native.pyi"}
+
+
 @pytest.mark.parametrize(
     ("graph", "expected"),
     [

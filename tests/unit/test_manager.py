@@ -608,7 +608,7 @@ def test_watcher_check_without_thread(tmp_path: Path, caplog: pytest.LogCaptureF
     assert "invalid TOML" in caplog.text
     path.unlink()
     assert watcher.check() is False  # a missing file is not a change yet
-    with pytest.raises(ValueError, match="interval must be > 0"):
+    with pytest.raises(ValueError, match="interval must be a finite number of seconds > 0"):
         adm.watcher.ConfigWatcher(m.reload, path, in_force=lambda: m.config, interval=0)
 
 
