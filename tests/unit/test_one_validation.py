@@ -164,3 +164,13 @@ def test_configuration_says_the_same_with_the_key(
     assert type(call.value) is error
     assert str(call.value).startswith(f"close_timeout must be {expected}")
     assert str(call.value).endswith(f", got {value!r}")
+
+
+def test_the_breakers_duration_strings_are_call_arguments_too() -> None:
+    with pytest.raises(ValueError, match=r"^open_for") as info:
+        adm.CircuitBreaker("x", open_for="ten")
+    assert type(info.value) is ValueError
+    assert str(info.value) == (
+        'open_for must be a duration such as "10s", "250ms", "1.5m", "1h30m" or a number of '
+        "seconds, got 'ten'"
+    )
