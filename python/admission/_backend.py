@@ -19,8 +19,8 @@ looking at what is waited for, so that a wake from then on is not lost; calling 
 wakes the waiter, from any thread, any number of times, also after the waiter gave up;
 ``wait(seconds)`` returns True once woken, False when the time ran out (raises if the waiter
 is cancelled). Its adapters: asyncio (a future), trio (a parked task), threads
-(`ThreadWaker`); an asyncio semaphore waiter is native and keeps the same contract
-(``rust/py/src/waiter.rs``).
+(`ThreadWaker`); an asyncio semaphore waiter is native (``_native.Waiter``) and keeps the
+same contract.
 """
 
 from __future__ import annotations
