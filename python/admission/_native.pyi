@@ -85,6 +85,12 @@ class Decision:
     ) -> Decision: ...
     def __bool__(self) -> bool: ...
 
+# TokenBucket and SlidingWindow share their methods natively (one macro of pymethods,
+# rust/py/src/rate.rs), among them the private reservation protocol of the waiting paths
+# (`_enqueue` ... `_counters`; the Python side names the pair `_rate_wait.RateLimiter`).
+# Each class lists them in full: stubtest checks only what a stub class defines itself, so a
+# shared stub-only base would leave them unchecked.
+
 @disjoint_base
 class TokenBucket:
     def __new__(

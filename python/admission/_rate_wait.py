@@ -7,33 +7,27 @@ limiter, which grants every head that fits and wakes them, and wakes the new hea
 starts timing its turn. A waiter that gives up withdraws its tickets, wherever they stand:
 the waiters behind move up, and a grant it had not used yet goes back.
 
-`_steps` is that plan as a generator of "wait this long" instructions, so the asyncio, trio
-and thread drivers below share it and differ only in how they sleep and are woken. A waker
-may be called from any thread, more than once, and after its waiter gave up.
+`_steps` is that plan as a generator of "wait this long" instructions, so the task and
+thread drivers below share it and differ only in how they sleep and are woken: by the
+wakers of `admission._backend` (one contract for asyncio, trio and threads).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import math
-import threading
 import time
-from collections.abc import Generator, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Generator, Sequence
+from typing import TypeAlias
 
 from admission import _native
-from admission._waiting import in_event_loop_thread, running_loop
+from admission._backend import AsyncWaker, Backend, ThreadWaker, Waker, in_event_loop_thread
 from admission.errors import AcquireTimeout
 
 __all__ = [
+    "RateLimiter",
     "Taken",
-    "ThreadWake",
     "Waits",
-    "async_waker",
     "consume",
     "give_up",
-    "on_trio",
     "refuse_blocking_in_a_loop",
     "wait_async",
     "wait_blocking",
@@ -45,32 +39,21 @@ _FOREVER = 1e9
 _NS = 1e-9
 
 
-class _Limiter(Protocol):
-    @property
-    def clock(self) -> _native.ManualClock | None: ...
-    @property
-    def _clock_kind(self) -> str: ...
-    def _status(self, ticket: _native.RateTicket) -> tuple[str, float]: ...
-    def _poll(self) -> None: ...
-    def _withdraw(self, ticket: _native.RateTicket, timed_out: bool = False) -> str: ...
-    def _consume(self, ticket: _native.RateTicket) -> bool: ...
-    def _untake(self, cost: int, record: int, taken_at: int) -> None: ...
-    def _count(self, outcome: _native._Refusal) -> None: ...
-
+RateLimiter: TypeAlias = "_native.TokenBucket | _native.SlidingWindow"
+"""A rate limiter as its native half: the private reservation protocol the waiting paths use
+(``_enqueue``, ``_status``, ``_poll``, ``_withdraw``, ``_consume``, ``_take``, ``_untake``,
+``_count``, ...) is defined once natively (one macro of pymethods, ``rust/py/src/rate.rs``) and
+typed by ``_native.pyi``, which stubtest checks against it (each class in full, since stubtest
+checks only what a stub class defines itself)."""
 
 # (limiter, ticket) for each queue the request waits in.
-Waits = Sequence[tuple[_Limiter, _native.RateTicket]]
+Waits: TypeAlias = "Sequence[tuple[RateLimiter, _native.RateTicket]]"
 # (limiter, cost, (record, time)) for each immediate admission held meanwhile (`all_of`).
-Taken = Sequence[tuple[_Limiter, int, tuple[int, int]]]
+Taken: TypeAlias = "Sequence[tuple[RateLimiter, int, tuple[int, int]]]"
 
 
 class _TimedOut(Exception):
     """The deadline passed before every ticket was granted."""
-
-
-class _Wake(Protocol):
-    def arm(self) -> None: ...
-    def __call__(self) -> None: ...
 
 
 def _manual_clocks(waits: Waits) -> list[_native.ManualClock] | None:
@@ -86,7 +69,7 @@ def _manual_clocks(waits: Waits) -> list[_native.ManualClock] | None:
 
 
 def _steps(
-    waits: Waits, timeout: float | None, wake: _Wake, now: Any
+    waits: Waits, timeout: float | None, wake: Waker, now: Callable[[], float]
 ) -> Generator[float | None, None, None]:
     """Yields how long to wait (None: until woken; 0: a checkpoint) until every ticket is
     granted; raises `_TimedOut` at the deadline. ``now()`` is the clock the waits sleep on
@@ -178,132 +161,13 @@ def give_up(waits: Waits, taken: Taken, timed_out: bool, counted: bool = True) -
         raise errors[0]
 
 
-class _AsyncioWake:
-    """Wakes a task on an asyncio loop: resolves the future it waits on."""
-
-    __slots__ = ("_future", "_loop", "_thread")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._thread = threading.get_ident()
-        self._future: asyncio.Future[None] | None = None
-
-    def arm(self) -> None:
-        self._future = self._loop.create_future()
-
-    def _set(self) -> None:
-        future = self._future
-        if future is not None and not future.done():
-            future.set_result(None)
-
-    def __call__(self) -> None:
-        # Never raises into the request that happens to wake this one: a closed loop has
-        # nobody left to wake.
-        with contextlib.suppress(RuntimeError):
-            if threading.get_ident() == self._thread:
-                self._set()
-            else:
-                self._loop.call_soon_threadsafe(self._set)
-
-    async def wait(self, seconds: float | None) -> None:
-        future = self._future
-        assert future is not None
-        if seconds is None:
-            await future
-            return
-        timer = self._loop.call_later(seconds, self._set)
-        try:
-            await future
-        finally:
-            timer.cancel()
-
-
-class _TrioWake:
-    """Wakes a task parked on trio (from any thread)."""
-
-    __slots__ = ("_parked", "_signalled", "_task", "_thread", "_token")
-
-    def __init__(self) -> None:
-        import trio
-
-        self._task = trio.lowlevel.current_task()
-        self._token = trio.lowlevel.current_trio_token()
-        self._thread = threading.get_ident()
-        self._parked = False
-        self._signalled = False
-
-    def arm(self) -> None:
-        self._signalled = False
-
-    def _signal(self) -> None:
-        import trio
-
-        # On the trio thread. Only a parked task may be rescheduled; otherwise note it.
-        if self._parked:
-            self._parked = False
-            trio.lowlevel.reschedule(self._task)
-        else:
-            self._signalled = True
-
-    def __call__(self) -> None:
-        if threading.get_ident() == self._thread:
-            self._signal()
-            return
-        with contextlib.suppress(RuntimeError):  # the trio run finished: nobody to wake
-            self._token.run_sync_soon(self._signal)
-
-    async def wait(self, seconds: float | None) -> None:
-        import trio
-
-        if self._signalled:
-            await trio.lowlevel.checkpoint()
-            return
-
-        def abort(_raise_cancel: Any) -> Any:
-            self._parked = False
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        with trio.move_on_after(math.inf if seconds is None else seconds):
-            self._parked = True
-            await trio.lowlevel.wait_task_rescheduled(abort)
-
-
-class ThreadWake:
-    """Wakes a thread blocked in `wait_blocking`."""
-
-    __slots__ = ("_event",)
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def arm(self) -> None:
-        self._event.clear()
-
-    def __call__(self) -> None:
-        self._event.set()
-
-    def wait(self, seconds: float | None) -> None:
-        self._event.wait(seconds)
-
-
-def on_trio(wake: _AsyncioWake | _TrioWake) -> bool:
-    """Whether ``wake`` (from `async_waker`) wakes a trio task."""
-    return isinstance(wake, _TrioWake)
-
-
-def async_waker() -> _AsyncioWake | _TrioWake:
-    """The waker for the running task (asyncio or trio)."""
-    loop = running_loop()
-    return _AsyncioWake(loop) if loop is not None else _TrioWake()
-
-
 async def wait_async(
-    waits: Waits, taken: Taken, timeout: float | None, wake: _AsyncioWake | _TrioWake
+    waits: Waits, taken: Taken, timeout: float | None, backend: Backend, wake: AsyncWaker
 ) -> None:
     """Waits in this task until every ticket is granted. On any way out but that, gives
     everything up (`give_up`): `AcquireTimeout` at the deadline, or the exception."""
     try:
-        await _wait_async(waits, timeout, wake)
+        await _wait_async(waits, timeout, backend, wake)
     except _TimedOut:
         give_up(waits, taken, timed_out=True)
         raise AcquireTimeout(timeout if timeout is not None else 0.0) from None
@@ -313,21 +177,17 @@ async def wait_async(
         raise
 
 
-async def _wait_async(waits: Waits, timeout: float | None, wake: _AsyncioWake | _TrioWake) -> None:
-    if isinstance(wake, _AsyncioWake):
-        now = wake._loop.time
-    else:
-        import trio
-
-        now = trio.current_time
-    for seconds in _steps(waits, timeout, wake, now):
-        if seconds == 0 and isinstance(wake, _AsyncioWake):
-            await asyncio.sleep(0)
+async def _wait_async(
+    waits: Waits, timeout: float | None, backend: Backend, wake: AsyncWaker
+) -> None:
+    for seconds in _steps(waits, timeout, wake, backend.time):
+        if seconds == 0:
+            await backend.checkpoint()
         else:
             await wake.wait(seconds)
 
 
-def refuse_blocking_in_a_loop(limiters: Sequence[_Limiter]) -> None:
+def refuse_blocking_in_a_loop(limiters: Sequence[RateLimiter]) -> None:
     """Raises `RuntimeError` (counted as rejected in each limiter) in the thread of a running
     event loop (asyncio or trio), which a blocking wait would stall with every task on it;
     unless every limiter runs on virtual time (a manual clock: the wait passes at once).
@@ -344,7 +204,7 @@ def refuse_blocking_in_a_loop(limiters: Sequence[_Limiter]) -> None:
     )
 
 
-def wait_blocking(waits: Waits, taken: Taken, timeout: float | None, wake: ThreadWake) -> None:
+def wait_blocking(waits: Waits, taken: Taken, timeout: float | None, wake: ThreadWaker) -> None:
     """Waits in this thread until every ticket is granted, like `wait_async`."""
     try:
         for seconds in _steps(waits, timeout, wake, time.monotonic):

@@ -1,6 +1,7 @@
-"""The rate limiters a `ConcurrencyManager.reload` replaced: their counters, kept for
-`ConcurrencyManager.stats` without keeping the limiters alive, and the use carried over from
-each one to its replacement (see the `admission.manager` documentation)."""
+"""The token buckets of a `ConcurrencyManager`'s limits across reloads (`Buckets`): kept while
+their settings hold, replaced when they change, the use carried over from each one to its
+replacement, and the replaced ones' counters kept for `ConcurrencyManager.stats` without
+keeping the buckets alive (see the `admission.manager` documentation)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,57 @@ import math
 import threading
 import weakref
 
+from admission._native import LoopClock, ManualClock
+from admission.durations import Rate
 from admission.rate import TokenBucket
 from admission.stats import LimiterStats
 
-__all__ = ["_Retired", "_carry_over"]
+__all__ = ["Buckets"]
+
+
+class Buckets:
+    """A manager's token buckets across reloads, and the counters of those it replaced."""
+
+    __slots__ = ("_clock", "_retired")
+
+    def __init__(self, clock: ManualClock | LoopClock | None) -> None:
+        self._clock = clock
+        self._retired: dict[str, _Retired] = {}  # replaced buckets, by name
+
+    def bucket(
+        self,
+        name: str,
+        rate: Rate | None,
+        burst: int | None,
+        previous: TokenBucket | None,
+        previous_rate: Rate | None,
+        previous_burst: int | None,
+    ) -> TokenBucket | None:
+        """The bucket ``name`` for ``rate`` and ``burst`` (None: no rate limit): ``previous``
+        if it had these settings, else a new one that starts as used as ``previous`` was.
+        Creates a bucket, changes none that is in use. Raises `ValueError` for settings no
+        bucket takes."""
+        if rate is None:
+            return None
+        if previous is not None and (previous_rate, previous_burst) == (rate, burst):
+            return previous
+        bucket = TokenBucket(rate.count, rate.per, burst, clock=self._clock, name=name)
+        if previous is not None:
+            _carry_over(previous, bucket)
+        return bucket
+
+    def retire(self, old: TokenBucket | None, new: TokenBucket | None) -> None:
+        """Notes that ``new`` took the place of ``old`` (None: the limit is gone)."""
+        if old is not None and old is not new:
+            # Its counters (and those of waiters it admits later) stay in stats().
+            self._retired.setdefault(old.name or "", _Retired()).add(old)
+
+    def stats(self, bucket: TokenBucket | None) -> LimiterStats | None:
+        """``bucket``'s stats plus those of every bucket it replaced (so they never drop)."""
+        if bucket is None:
+            return None
+        retired = self._retired.get(bucket.name or "")
+        return bucket.stats() if retired is None else retired.add_to(bucket.stats())
 
 
 def _add_stats(total: LimiterStats, past: LimiterStats) -> LimiterStats:

@@ -1,9 +1,11 @@
-"""Argument checks shared by the Python-level API (the native methods check their own)."""
+"""Argument checks of calls (never configuration: that raises `ConfigError`), shared by the
+Python-level API; durations and timeouts by the one check of `admission.durations`."""
 
 from __future__ import annotations
 
-import math
 import threading
+
+from admission.durations import seconds
 
 __all__ = [
     "blocking_timeout",
@@ -28,13 +30,17 @@ def blocking_timeout(seconds: float | None) -> float | None:
 
 
 def timeout_seconds(timeout: float | str | None, arg: str = "timeout") -> float | None:
-    """Returns ``timeout`` as a float, or ``None``; refuses negative, NaN and non-numbers.
+    """``timeout`` as seconds, or ``None`` (no limit): a number >= 0 (infinity included) or a
+    duration string (``"10s"``, ``"250ms"``, ``"1m"``). The native methods hand this every
+    ``timeout`` that is not a plain number, so that each mistake has one message.
 
-    Duration strings are accepted everywhere a timeout is: ``"10s"``, ``"250ms"``, ``"1m"``.
+    >>> timeout_seconds("1m"), timeout_seconds(None), timeout_seconds(float("inf"))
+    (60.0, None, inf)
+    >>> timeout_seconds(float("nan"))
+    Traceback (most recent call last):
+    ValueError: timeout must be a number of seconds >= 0 or None, got nan
     """
-    if timeout is None:
-        return None
-    return _seconds(timeout, arg, " or None", finite=False, positive=False)
+    return seconds(timeout, arg, none=True, infinite=True)
 
 
 def duration_seconds(value: float | str, arg: str, *, positive: bool = False) -> float:
@@ -49,30 +55,7 @@ def duration_seconds(value: float | str, arg: str, *, positive: bool = False) ->
     Traceback (most recent call last):
     ValueError: connect_timeout must be a finite number of seconds > 0, got '0s'
     """
-    return _seconds(value, arg, "", finite=True, positive=positive)
-
-
-def _seconds(value: object, arg: str, or_none: str, *, finite: bool, positive: bool) -> float:
-    if isinstance(value, str):
-        from admission.durations import parse_duration  # "10s", "250ms"
-
-        seconds = parse_duration(value, arg)  # raises ConfigError naming arg and value
-    elif isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"{arg} must be a number of seconds, a duration string{or_none}, got {value!r}"
-        )
-    else:
-        seconds = float(value)
-    if (
-        math.isnan(seconds)
-        or seconds < 0
-        or (finite and math.isinf(seconds))
-        or (positive and seconds == 0)
-    ):
-        number = "a finite number" if finite else "a number"
-        bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{arg} must be {number} of seconds {bound}{or_none}, got {value!r}")
-    return seconds
+    return seconds(value, arg, positive=positive)
 
 
 def positive_int(value: int, arg: str) -> int:

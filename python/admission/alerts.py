@@ -58,6 +58,7 @@ from typing import Literal, final
 from admission import _native
 from admission._validate import blocking_timeout
 from admission.concurrency import Semaphore
+from admission.durations import seconds
 from admission.metrics import UNNAMED, LimiterSeries, limiters
 from admission.rate import SlidingWindow, TokenBucket
 
@@ -131,17 +132,16 @@ class UtilizationAlert:
         threshold: float,
         callback: Callable[[AlertEvent], object] | None,
         limiters: Iterable[object] | None,
-        interval: float,
+        interval: float | str,
         clock: _native.ManualClock | None,
         recover_below: float | None,
-        wait_bound: float | None,
+        wait_bound: float | str | None,
     ) -> None:
         _number(threshold, "threshold", "a number in (0, 1]")
         if recover_below is not None:
             _number(recover_below, "recover_below", "a number in [0, threshold] or None")
-        _number(interval, "interval", "a number of seconds > 0")
-        if wait_bound is not None:
-            _number(wait_bound, "wait_bound", "a number of seconds >= 0 or None")
+        interval = seconds(interval, "interval", positive=True, infinite=True)
+        wait_bound = seconds(wait_bound, "wait_bound", none=True, infinite=True)
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
         # (rounded: 0.8 - 0.1 is 0.7000000000000001 in binary floating point)
@@ -151,10 +151,6 @@ class UtilizationAlert:
             raise ValueError(
                 f"recover_below must be between 0 and threshold ({threshold}), got {recover!r}"
             )
-        if not interval > 0.0:
-            raise ValueError(f"interval must be a number of seconds > 0, got {interval!r}")
-        if wait_bound is not None and not wait_bound >= 0.0:
-            raise ValueError(f"wait_bound must be a number of seconds >= 0, got {wait_bound!r}")
         self.threshold = threshold
         self.recover_below = recover
         self.interval = interval
@@ -338,9 +334,9 @@ def on_utilization(
     callback: Callable[[AlertEvent], object] | None = None,
     limiters: Iterable[object] | None = None,
     *,
-    interval: float = 5.0,
+    interval: float | str = 5.0,
     recover_below: float | None = None,
-    wait_bound: float | None = None,
+    wait_bound: float | str | None = None,
     clock: _native.ManualClock | None = None,
     start: bool = True,
 ) -> UtilizationAlert:
@@ -351,12 +347,12 @@ def on_utilization(
         callback: called with each `AlertEvent`; default: log it (``admission.alerts``).
         limiters: names (or primitives, standing for their name's series) to watch;
             default every primitive, including ones created later.
-        interval: seconds between checks, and the least time between two events of one
-            limiter.
+        interval: seconds (or a duration string, ``"5s"``) between checks, and the least
+            time between two events of one limiter.
         recover_below: utilization under which a high limiter has recovered; default
             ``threshold - 0.1`` (at least 0).
         wait_bound: also fire ``"long_wait"`` when a request waits longer than this many
-            seconds (see the module docs); default off.
+            seconds (or a duration string; see the module docs); default off.
         clock: time source for ``interval`` and event times (a `admission.testing.ManualClock`
             in tests); default ``time.monotonic``.
         start: start the background thread now; with ``start=False`` nothing runs until

@@ -31,8 +31,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar, cast, final, overload
 
-from admission import _native, _registry
-from admission.durations import parse_duration
+from admission import _backend, _native, _registry, durations
 
 __all__ = ["BreakerStats", "CircuitBreaker"]
 
@@ -49,7 +48,7 @@ def _seconds(arg: str, value: object) -> float:
     if isinstance(value, timedelta):
         return value.total_seconds()
     if isinstance(value, str):
-        return parse_duration(value, arg)
+        return durations.seconds(value, arg)  # a call argument: ValueError, not ConfigError
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(
             f'{arg} must be seconds, a duration such as "30s" or a timedelta, got {value!r}'
@@ -131,6 +130,7 @@ class CircuitBreaker(_native.CircuitBreaker):
     Traceback (most recent call last):
     admission.errors.CircuitOpen: circuit breaker 'api' is open: retry after 30.000 s
     >>> clock.advance(30)
+    30.0
     >>> with breaker:   # the first probe (half_open_calls=5: four more must succeed)
     ...     pass
     >>> breaker.state
@@ -264,12 +264,13 @@ class CircuitBreaker(_native.CircuitBreaker):
 
     async def _aenter_trio(self) -> None:
         # trio's contract: an `await` is a checkpoint. An already cancelled caller takes no
-        # permit; one that gets a permit is not cancelled before the block starts.
-        import trio
+        # permit; one that gets a permit is not cancelled before the block starts (the first
+        # step of every acquisition on trio). `__enter__` admits or raises `CircuitOpen`.
+        def enter() -> bool:
+            self.__enter__()
+            return True
 
-        await trio.lowlevel.checkpoint_if_cancelled()
-        self.__enter__()
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        await _backend.current().first_step(enter)
 
     @overload
     def __call__(

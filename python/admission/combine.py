@@ -7,19 +7,17 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import final
 
-from admission import _native, _rate_wait
+from admission import _backend, _native, _rate_wait
 from admission._native import Decision
+from admission._rate_wait import RateLimiter
 from admission._validate import timeout_seconds
-from admission._waiting import trio_take_now
 from admission.errors import AcquireTimeout
 
 __all__ = ["AllOf", "all_of"]
 
-# The limiters as the native half holds them (the public classes are their subclasses).
-_Limiter = _native.TokenBucket | _native.SlidingWindow
 # An immediate admission held while the other limiters are waited for: (limiter, cost,
 # (record, time)) for `_untake`.
-_Held = tuple[_Limiter, int, tuple[int, int]]
+_Held = tuple[RateLimiter, int, tuple[int, int]]
 
 
 @final
@@ -70,12 +68,12 @@ class AllOf(_native.AllOf):
 
     def _enqueue_all(
         self, costs: tuple[int, ...], timeout: float | None, wake: Callable[[], None]
-    ) -> tuple[list[tuple[_Limiter, _native.RateTicket]], list[_Held]]:
+    ) -> tuple[list[tuple[RateLimiter, _native.RateTicket]], list[_Held]]:
         """Takes what is free now and queues in the other limiters (FIFO in each). Raises
         `AcquireTimeout` at once, holding nothing, if one of them cannot make the deadline."""
         for lim, cost in zip(self.limiters, costs, strict=True):
             lim.peek(cost)  # CapacityError before anything is taken
-        waits: list[tuple[_Limiter, _native.RateTicket]] = []
+        waits: list[tuple[RateLimiter, _native.RateTicket]] = []
         taken: list[_Held] = []
         try:
             for lim, cost in zip(self.limiters, costs, strict=True):
@@ -109,11 +107,12 @@ class AllOf(_native.AllOf):
         """The waiting path of ``await acquire()``: on asyncio when a limiter was full; on
         trio always, since every call must be a checkpoint (as for a single limiter)."""
         start = time.monotonic()
-        wake = _rate_wait.async_waker()
-        if _rate_wait.on_trio(wake) and await trio_take_now(lambda: self._try_take(costs)):
+        backend = _backend.current()
+        if await backend.first_step(lambda: self._try_take(costs)):
             return
+        wake = backend.waker()
         waits, taken = self._enqueue_all(costs, timeout, wake)
-        await _rate_wait.wait_async(waits, taken, timeout, wake)
+        await _rate_wait.wait_async(waits, taken, timeout, backend, wake)
         self._admitted(waits, taken, start)
 
     def acquire_blocking(
@@ -126,7 +125,7 @@ class AllOf(_native.AllOf):
             return
         _rate_wait.refuse_blocking_in_a_loop(self.limiters)
         start = time.monotonic()
-        wake = _rate_wait.ThreadWake()
+        wake = _backend.ThreadWaker()
         waits, taken = self._enqueue_all(costs_, timeout, wake)
         _rate_wait.wait_blocking(waits, taken, timeout, wake)
         self._admitted(waits, taken, start)
@@ -155,6 +154,6 @@ class AllOf(_native.AllOf):
         return f"all_of({', '.join(map(repr, self.limiters))})"
 
 
-def all_of(*limiters: _Limiter) -> AllOf:
+def all_of(*limiters: RateLimiter) -> AllOf:
     """Combines rate limiters so that they are acquired together, all or nothing."""
     return AllOf(*limiters)

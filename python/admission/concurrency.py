@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 from typing import final
 
-from admission import _native, _registry
+from admission import _backend, _native, _registry
 from admission._validate import blocking_timeout, timeout_seconds
-from admission._waiting import in_event_loop_thread, trio_take_now, trio_waiter
 from admission.errors import AcquireTimeout, CapacityError, Closed
 from admission.stats import SemaphoreStats, WaitHistogram
 
@@ -85,22 +83,21 @@ class Semaphore(_native.Semaphore):
         timeout = timeout_seconds(timeout)
         if self._try_take(n):
             return
-        if in_event_loop_thread():
+        if _backend.in_event_loop_thread():
             self._reject()
             raise RuntimeError(
                 "Semaphore.acquire_blocking (or `with semaphore:`) would block the event loop "
                 "running in this thread: use `await semaphore.acquire()` or "
                 "`async with semaphore:` in async code"
             )
-        event = threading.Event()
-        ticket = self._enqueue(n, event.set)
+        waker = _backend.ThreadWaker()
+        ticket = self._enqueue(n, waker)
         if ticket is None:
             return
         try:
-            woken = event.wait(blocking_timeout(timeout))
+            woken = waker.wait(blocking_timeout(timeout))
         except BaseException:
-            if self._cancel(ticket) == "granted":
-                self._pass_on(ticket)  # handed over as we were interrupted: pass it on
+            self._give_up(ticket)  # interrupted (KeyboardInterrupt, a signal handler's error)
             raise
         self._after_wait(ticket, woken, n, timeout)
 
@@ -108,29 +105,32 @@ class Semaphore(_native.Semaphore):
         """``await acquire()`` / ``async with`` on trio, waiting or not.
 
         On asyncio (and uvloop) the native ``acquire`` never comes here: it admits at once,
-        or returns a native waiter (the task blocks on it directly: no coroutine, no Future).
-        trio has no futures, so its task is parked until the waker runs; and every call is a
-        checkpoint, as trio requires of an async call: an already-cancelled caller raises
-        ``Cancelled`` and takes nothing, and one admitted at once still lets the other tasks
-        run (a task that re-acquires in a loop does not starve the queue).
+        or returns a native waiter (the task blocks on it directly: no coroutine, no Future;
+        the same waker contract as here, see `admission._backend`). trio has no futures, so
+        its task is parked until the waker runs; and every call is a checkpoint, as trio
+        requires of an async call: an already-cancelled caller raises ``Cancelled`` and
+        takes nothing, and one admitted at once still lets the other tasks run (a task that
+        re-acquires in a loop does not starve the queue).
         """
-        waiter = trio_waiter()  # the running trio task (or a clear error outside any loop)
-        if await trio_take_now(lambda: self._try_take(n)):
+        backend = _backend.current()  # (a clear error outside any loop)
+        if await backend.first_step(lambda: self._try_take(n)):
             return
-        ticket = self._enqueue(n, waiter.wake)
+        waker = backend.waker()
+        ticket = self._enqueue(n, waker)
         if ticket is None:  # freed meanwhile (by another thread): admitted
-            import trio
-
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            await backend.admitted()
             return
         try:
-            woken = await waiter.wait(timeout)
+            woken = await waker.wait(timeout)
         except BaseException:
-            # Cancelled. If the permits were handed over in the same instant, pass them on.
-            if self._cancel(ticket) == "granted":
-                self._pass_on(ticket)
+            self._give_up(ticket)  # cancelled
             raise
         self._after_wait(ticket, woken, n, timeout)
+
+    def _give_up(self, ticket: _native.Ticket) -> None:
+        """Leaves the queue; permits handed over in the same instant are passed on."""
+        if self._cancel(ticket) == "granted":
+            self._pass_on(ticket)
 
     def _after_wait(
         self,

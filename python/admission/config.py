@@ -52,12 +52,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from admission._sections import PARSERS
 from admission.errors import ConfigError
 from admission.policies import DEFAULT, FIELDS, Policy, PolicySet, coerce_fields, hint
-from admission.pools.config import PoolConfig
-from admission.pools.settings import pool_configs
+
+if TYPE_CHECKING:
+    from admission.pools.config import PoolConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -69,7 +71,7 @@ __all__ = ["ENV_PREFIX", "Config"]
 ENV_PREFIX = "ADMISSION_"
 """Prefix of the environment variables that override the configuration."""
 
-_SECTIONS = ("defaults", "policies", "limits", "pools")
+_SECTIONS = ("defaults", "policies", "limits", *PARSERS)
 _NAME = re.compile(r"[A-Za-z0-9_.:-]+")
 _ENV_FIELDS = ("policy", *FIELDS)
 # Longest first, so that ..._TOKEN_BURST is the field token_burst, not a limit "x_token".
@@ -106,9 +108,14 @@ class Config:
     """The file it was read from, if any (what `reread` and the file watcher read)."""
     env: bool | Environ = field(default=False, repr=False)
     """Whether environment overrides apply: ``True`` for ``os.environ``, or a mapping."""
-    pools: Mapping[str, PoolConfig] = field(default_factory=lambda: MappingProxyType({}))
-    """The ``[pools.NAME]`` tables, checked (their ``dsn_env`` read from the mapping given
-    as ``env``, else ``os.environ``). DSNs are shown redacted."""
+    sections: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+    """The other tables, each checked by its section (``pools``: see `pools`), by name."""
+
+    @property
+    def pools(self) -> Mapping[str, PoolConfig]:
+        """The ``[pools.NAME]`` tables, checked (their ``dsn_env`` read from the mapping given
+        as ``env``, else ``os.environ``). DSNs are shown redacted."""
+        return self.sections.get("pools", MappingProxyType({}))
 
     @classmethod
     def from_dict(
@@ -264,12 +271,12 @@ def _validate(
             )
         own = coerce_fields(fields, f"limits.{name}.")
         limits[name] = dataclasses.replace(policies[parent], name=name, parent=parent, **own)
-    pools = pool_configs(
-        _table(top.get("pools", {}), "pools"),
-        policies,
-        env if isinstance(env, Mapping) else os.environ,
-    )
-    return Config(MappingProxyType(limits), policies, source, path, env, MappingProxyType(pools))
+    environ = env if isinstance(env, Mapping) else os.environ
+    sections = {
+        name: MappingProxyType(dict(parse(_table(top.get(name, {}), name), policies, environ)))
+        for name, parse in PARSERS.items()
+    }
+    return Config(MappingProxyType(limits), policies, source, path, env, MappingProxyType(sections))
 
 
 def env_name(name: str) -> str:

@@ -19,9 +19,9 @@ from collections.abc import (
 )
 from typing import Any, Literal, TypeVar, overload
 
+from admission import _backend
 from admission._aws import Acquirable, discard, rate_limiter
 from admission._validate import positive_int
-from admission._waiting import running_loop
 
 __all__ = ["gather", "map"]
 
@@ -79,50 +79,17 @@ async def gather(
 
     workers = min(limit, len(items))
     try:
-        if running_loop() is not None:
-            await _run_asyncio(worker, workers)
-        else:
-            await _run_trio(worker, workers)
+        # The first error cancels the other workers (and so the running awaitables), and
+        # leaving waits for them all. Cancelling gather does the same.
+        async with _backend.current().task_group() as group:
+            for _ in range(workers):
+                group.start_soon(worker)
+    except BaseExceptionGroup as errors:
+        # gather's contract: the first error itself, not a group.
+        raise _first_leaf(errors) from None
     finally:
         discard(aw for _, aw in source)  # whatever never started
     return results
-
-
-async def _run_asyncio(worker: Callable[[], Awaitable[None]], count: int) -> None:
-    tasks = [asyncio.ensure_future(worker()) for _ in range(count)]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    except BaseException:
-        # gather itself was cancelled: take the workers down with it, and wait for them.
-        for t in tasks:
-            t.cancel()
-        await asyncio.wait(tasks)
-        raise
-    failed = next((t for t in tasks if t.done() and not t.cancelled() and t.exception()), None)
-    if failed is None:
-        return
-    for t in tasks:
-        t.cancel()
-    await asyncio.wait(tasks)
-    for t in tasks:  # retrieve every exception so none is reported as "never retrieved"
-        if not t.cancelled():
-            t.exception()
-    exc = failed.exception()
-    assert exc is not None
-    raise exc
-
-
-async def _run_trio(worker: Callable[[], Awaitable[None]], count: int) -> None:
-    import trio
-
-    try:
-        async with trio.open_nursery() as nursery:
-            for _ in range(count):
-                nursery.start_soon(worker)
-    except BaseExceptionGroup as group:
-        # Keep gather's contract on trio too: raise the first error itself, not a group.
-        first = _first_leaf(group)
-        raise first from None
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -175,7 +142,7 @@ async def _map(
     limit: int,
     rate: Acquirable | None,
 ) -> AsyncIterator[R]:
-    if running_loop() is None:
+    if _backend.current().name != "asyncio":
         raise RuntimeError(
             "admission.map runs on asyncio only (trio forbids yielding from inside a "
             "nursery); on trio, use admission.gather or admission.TaskPool"

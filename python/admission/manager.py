@@ -64,30 +64,39 @@ Other resources hook in with `ConcurrencyManager.attach`.
 from __future__ import annotations
 
 import os
+import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from admission import _sections
 from admission._native import MAX_PERMITS, LoopClock, ManualClock
-from admission._replaced import _carry_over, _Retired
+from admission._replaced import Buckets
+from admission._validate import timeout_seconds
 from admission.combine import AllOf
 from admission.concurrency import Semaphore
 from admission.config import Config
-from admission.durations import Rate, parse_duration
 from admission.errors import ConfigError, UnknownLimit
 from admission.lease import Lease, _Entry
 from admission.policies import Policy, hint
-from admission.pools.errors import UnknownPool
-from admission.pools.manager import PoolManager, _ConnectionBlock
-from admission.rate import TokenBucket
 from admission.stats import LimiterStats, SemaphoreStats
 from admission.watcher import ConfigWatcher
+
+if TYPE_CHECKING:
+    from admission.durations import Rate
+    from admission.pools import PoolManager
+    from admission.rate import TokenBucket
+
+if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
+    from exceptiongroup import ExceptionGroup
 
 __all__ = ["Attachment", "ConcurrencyManager", "Lease", "LimitStats"]
 
 _Clock = ManualClock | LoopClock | None
+_Previous = tuple["TokenBucket | None", "Rate | None", "int | None"]
 
 
 class _Unset:
@@ -102,10 +111,32 @@ class Attachment(Protocol):
     """What a resource managed by name (a connection pool, ...) implements to follow reloads.
 
     ``apply`` is called with the limit's resolved policy when attached and after each reload,
-    or with ``None`` when the limit is no longer configured. It must not block.
+    or with ``None`` when the limit is no longer configured. It is called outside the
+    manager's lock, never twice at once for one resource, and may use the manager (even
+    reload it); it should not block for long, since the reload waits for it.
     """
 
     def apply(self, policy: Policy | None) -> None: ...
+
+
+class _Follower:
+    """An attached resource, and the generation of the configuration it last applied."""
+
+    __slots__ = ("applied", "busy", "name", "resource")
+
+    def __init__(self, name: str, resource: Attachment, applied: int) -> None:
+        self.name = name
+        self.resource = resource
+        self.applied = applied
+        self.busy = False  # some thread is calling its apply (outside the lock)
+
+
+def _failed_to_apply(errors: list[Exception]) -> ExceptionGroup:
+    return ExceptionGroup(
+        f"admission: the configuration is in force, but {len(errors)} attached "
+        f"resource{'s' if len(errors) > 1 else ''} failed to apply it",
+        errors,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,17 +183,17 @@ class ConcurrencyManager:
     """
 
     def __init__(self, config: Config | Mapping[str, Any] | None = None, *, clock: _Clock = None):
-        self._clock = clock
         self._lock = threading.Lock()  # one reload at a time; readers never take it
         self._entries: Mapping[str, _Entry] = MappingProxyType({})
         self._leases: Mapping[str, Lease] = {}  # limit(name) with the defaults, by name
         self._config = Config(MappingProxyType({}))
         self._semaphores: dict[str, Semaphore] = {}
-        self._retired: dict[str, _Retired] = {}  # replaced rate limiters, by limiter name
-        self._attached: dict[str, list[Attachment]] = {}
+        self._buckets = Buckets(clock)  # the rate limits' buckets, and those reloads replaced
+        self._followers: list[_Follower] = []  # attached resources
+        self._generation = 0  # of the configuration in force: one more on each reload
         self._watchers: list[ConfigWatcher] = []
-        self._pools: PoolManager | None = None
-        self._started = False  # the first reload (from here) may create the pools
+        self._sections = _sections.sections()  # what the other tables ([pools]) configure
+        self._started = False  # the first reload (from here) may create what they hold
         self.reload(config if config is not None else self._config)
         self._started = True
 
@@ -223,10 +254,8 @@ class ConcurrencyManager:
                 return lease
         entry = self._entry(name)
         if isinstance(timeout, _Unset):
-            seconds = entry.policy.timeout
-        else:
-            seconds = None if timeout is None else parse_duration(timeout, "timeout")
-        return Lease(entry, cost, tokens, seconds)
+            return Lease(entry, cost, tokens, entry.policy.timeout)
+        return Lease(entry, cost, tokens, timeout_seconds(timeout))
 
     def semaphore(self, name: str) -> Semaphore:
         """The semaphore of the limit ``name`` (the same object across reloads)."""
@@ -253,13 +282,9 @@ class ConcurrencyManager:
         Raises:
             UnknownPool: no pool is configured.
         """
-        if self._pools is None:
-            raise UnknownPool(
-                "", f"no pool is configured ({self._config.source} has no [pools.<name>] table)"
-            )
-        return self._pools
+        return _sections.pool_manager(self._sections, self._config.source)
 
-    def connection(self, name: str) -> _ConnectionBlock:
+    def connection(self, name: str) -> _sections.ConnectionBlock:
         """``async with manager.connection(name) as conn``: a connection of the pool ``name``
         for the block (see `PoolManager.connection`); open the manager first.
 
@@ -267,25 +292,19 @@ class ConcurrencyManager:
             UnknownPool: no pool of that name (on the call); on entry, the pool errors
                 (`PoolTimeout` after its ``acquire_timeout``, `PoolUnavailable`, ...).
         """
-        if self._pools is None:
-            raise UnknownPool(
-                name,
-                f"no pool named {name!r}: no pool is configured (add a [pools.{name}] table "
-                f"to {self._config.source})",
-            )
-        return self._pools.connection(name)
+        return _sections.connection(self._sections, name, self._config.source)
 
     async def open(self) -> None:
         """Opens the pools (if any; see `PoolManager.open`). Idempotent while open; after
         `aclose()` it raises `PoolClosed` (a closed manager is closed for good)."""
-        if self._pools is not None:
-            await self._pools.open()
+        for section in self._sections.values():
+            await section.open()
 
     async def aclose(self) -> None:
         """Closes the pools gracefully (see `PoolManager.close`) and stops the file watchers."""
         self.close()
-        if self._pools is not None:
-            await self._pools.close()
+        for section in self._sections.values():
+            await section.aclose()
 
     async def __aenter__(self) -> ConcurrencyManager:
         await self.open()
@@ -335,17 +354,11 @@ class ConcurrencyManager:
                 name,
                 entry.policy,
                 entry.semaphore.stats(),
-                self._rate_stats(entry.rate),
-                self._rate_stats(entry.tokens),
+                self._buckets.stats(entry.rate),
+                self._buckets.stats(entry.tokens),
             )
             for name, entry in self._entries.items()
         }
-
-    def _rate_stats(self, bucket: TokenBucket | None) -> LimiterStats | None:
-        if bucket is None:
-            return None
-        retired = self._retired.get(bucket.name or "")
-        return bucket.stats() if retired is None else retired.add_to(bucket.stats())
 
     # -- changing them ----------------------------------------------------------------------
 
@@ -358,6 +371,10 @@ class ConcurrencyManager:
         Either everything changes or, on an error (`ConfigError`), nothing does. Safe to call
         from any thread while limits are in use; see the module documentation for what
         happens to held permits, waiters and counters.
+
+        Then each attached resource's ``apply`` is called (see `attach`), outside the lock;
+        one that raises does not stop the others. Their errors are raised together as an
+        ``ExceptionGroup`` once all have been called: the configuration is in force then.
         """
         new = self._load(config)
         with self._lock:
@@ -365,58 +382,63 @@ class ConcurrencyManager:
             built = {
                 name: self._build(name, p, old.get(name), new) for name, p in new.limits.items()
             }
-            pools = self._pools_for(new)
+            put_in_force = [
+                section.prepare(new.sections.get(name, {}), new.source, not self._started)
+                for name, section in self._sections.items()
+            ]
             # From here on nothing can fail: the manager is never left half reloaded.
             for name, entry in built.items():
                 self._semaphores[name] = entry.semaphore
                 entry.semaphore.limit = entry.policy.concurrency or MAX_PERMITS
                 previous = old.get(name)
                 if previous is not None:
-                    self._retire(previous.rate, entry.rate)
-                    self._retire(previous.tokens, entry.tokens)
+                    self._buckets.retire(previous.rate, entry.rate)
+                    self._buckets.retire(previous.tokens, entry.tokens)
             for name, entry in old.items():
                 if name not in built:
                     entry.semaphore.limit = MAX_PERMITS  # no longer a limit: let its waiters in
-                    self._retire(entry.rate, None)
-                    self._retire(entry.tokens, None)
+                    self._buckets.retire(entry.rate, None)
+                    self._buckets.retire(entry.tokens, None)
             self._entries = MappingProxyType(built)
             self._leases = {n: Lease(e, 1, 0, e.policy.timeout) for n, e in built.items()}
             self._config = new
-            if pools is not None:
-                self._pools = pools
-                pools.reconfigure(new.pools)  # checked by _pools_for: only live settings
-            for name, resources in self._attached.items():
-                for resource in resources:
-                    resource.apply(new.limits.get(name))
+            for section_in_force in put_in_force:
+                section_in_force()
+            self._generation += 1
+        errors = self._bring_followers_up()
+        if errors:
+            raise _failed_to_apply(errors)
         return new
 
-    def _pools_for(self, new: Config) -> PoolManager | None:
-        """The pool manager that ``new`` keeps (or creates, on the first load).
+    def _bring_followers_up(self) -> list[Exception]:
+        """Calls ``apply`` of every attached resource behind the configuration in force,
+        outside the lock (user code: it may reload, from this thread or another), until none
+        is behind; returns the errors raised.
 
-        Raises `ConfigError` if ``new`` changes the pools beyond their live settings; then
-        nothing has changed.
+        A resource busy in another thread is left to that thread, which looks again when it
+        is done: so a reload that lands during an ``apply`` is applied after it, and each
+        resource ends with the configuration in force.
         """
-        if self._pools is None:
-            if not new.pools:
-                return None
-            if self._started:
-                raise ConfigError(
-                    "pools cannot be added by a reload: restart to apply",
-                    key="pools",
-                    source=new.source,
-                )
-            return PoolManager(new.pools)
-        if not new.pools:
-            raise ConfigError(
-                "the pools cannot be removed by a reload: restart to apply",
-                key="pools",
-                source=new.source,
-            )
-        try:
-            self._pools.reconfigure(new.pools, check_only=True)
-        except ValueError as exc:
-            raise ConfigError(str(exc), key="pools", source=new.source) from None
-        return self._pools
+        errors: list[Exception] = []
+        while True:
+            with self._lock:
+                generation = self._generation
+                due = [f for f in self._followers if not f.busy and f.applied != generation]
+                if not due:
+                    return errors
+                for follower in due:
+                    follower.busy = True
+                entries = self._entries
+            for follower in due:
+                entry = entries.get(follower.name)
+                try:
+                    follower.resource.apply(None if entry is None else entry.policy)
+                except Exception as exc:
+                    errors.append(exc)
+                finally:
+                    with self._lock:
+                        follower.busy = False
+                        follower.applied = generation  # a failure is not retried until then
 
     def _load(self, config: Config | Mapping[str, Any] | str | os.PathLike[str] | None) -> Config:
         if isinstance(config, Config):
@@ -437,10 +459,17 @@ class ConcurrencyManager:
         semaphore = self._semaphores.get(name)
         if semaphore is None:
             semaphore = Semaphore(policy.concurrency or MAX_PERMITS, name=name)
+        # (bucket, rate, burst) of the requests and the tokens limits in force.
+        was: tuple[_Previous, _Previous] = ((None, None, None), (None, None, None))
+        if old is not None:
+            was = (
+                (old.rate, old.policy.rate, old.policy.burst),
+                (old.tokens, old.policy.tokens, old.policy.token_burst),
+            )
         try:
-            rate = self._bucket(f"{name}.rate", policy.rate, policy.burst, old, "rate")
-            tokens = self._bucket(
-                f"{name}.tokens", policy.tokens, policy.token_burst, old, "tokens"
+            rate = self._buckets.bucket(f"{name}.rate", policy.rate, policy.burst, *was[0])
+            tokens = self._buckets.bucket(
+                f"{name}.tokens", policy.tokens, policy.token_burst, *was[1]
             )
         except ValueError as exc:
             if isinstance(exc, ConfigError):
@@ -451,28 +480,6 @@ class ConcurrencyManager:
         else:
             both = AllOf(rate, tokens) if rate is not None and tokens is not None else None
         return _Entry(policy, semaphore, rate, tokens, both)
-
-    def _bucket(
-        self, name: str, rate: Rate | None, burst: int | None, old: _Entry | None, role: str
-    ) -> TokenBucket | None:
-        if rate is None:
-            return None
-        previous: TokenBucket | None = None
-        if old is not None:
-            previous = old.rate if role == "rate" else old.tokens
-            old_burst = old.policy.burst if role == "rate" else old.policy.token_burst
-            old_rate = old.policy.rate if role == "rate" else old.policy.tokens
-            if previous is not None and old_rate == rate and old_burst == burst:
-                return previous
-        bucket = TokenBucket(rate.count, rate.per, burst, clock=self._clock, name=name)
-        if previous is not None:
-            _carry_over(previous, bucket)
-        return bucket
-
-    def _retire(self, old: TokenBucket | None, new: TokenBucket | None) -> None:
-        if old is not None and old is not new:
-            # Its counters (and those of waiters it admits later) stay in stats().
-            self._retired.setdefault(old.name or "", _Retired()).add(old)
 
     def attach(self, name: str, resource: Attachment) -> None:
         """Has ``resource`` follow the limit ``name``: ``resource.apply(policy)`` now and on
@@ -486,10 +493,29 @@ class ConcurrencyManager:
         >>> m.attach("rag", pool)
         >>> pool.size
         8
+
+        ``apply`` runs outside the manager's lock, so it may call the manager, even
+        `reload`. If the first ``apply`` raises, ``resource`` is not attached and the error
+        propagates. A reload that lands meanwhile is applied next, before this returns
+        (errors as for `reload`).
         """
         with self._lock:
-            resource.apply(self._entry(name).policy)
-            self._attached.setdefault(name, []).append(resource)
+            entry = self._entry(name)
+            follower = _Follower(name, resource, self._generation)
+            follower.busy = True  # reloads leave it to this thread until it is attached
+            self._followers.append(follower)
+        try:
+            resource.apply(entry.policy)
+        except BaseException:
+            with self._lock:
+                self._followers.remove(follower)
+            raise
+        finally:
+            with self._lock:
+                follower.busy = False
+        errors = self._bring_followers_up()
+        if errors:
+            raise _failed_to_apply(errors)
 
     # -- watching the file ------------------------------------------------------------------
 
@@ -519,10 +545,23 @@ class ConcurrencyManager:
                 )
             path = self._config.path
         env = self._config.env if self._config.path is not None else True
+        # Weak: a forgotten watcher must not keep its manager (and itself) alive forever.
+        ref = weakref.ref(self)
+
+        def reload(config: Config) -> None:
+            manager = ref()
+            if manager is not None:
+                manager.reload(config)
+
+        def in_force() -> Config | None:
+            manager = ref()
+            return None if manager is None else manager._config
+
         watcher = ConfigWatcher(
-            self,
+            reload,
             path,
-            interval=parse_duration(interval, "interval"),
+            in_force=in_force,
+            interval=interval,
             env=env,
             on_reload=on_reload,
             on_error=on_error,

@@ -18,49 +18,22 @@ The decisions are native (Rust); this module adds the waiting and the Python con
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol, TypeVar, final
+from typing import cast, final
 
-from admission import _native, _rate_wait, _registry
+from admission import _backend, _native, _rate_wait, _registry, durations
+from admission._rate_wait import RateLimiter
 from admission._validate import timeout_seconds
-from admission._waiting import trio_take_now
-from admission.durations import parse_duration, parse_rate
 from admission.stats import LimiterStats, WaitHistogram
 
 __all__ = ["SlidingWindow", "TokenBucket"]
 
 
-class _Reservable(Protocol):
-    """The native queue protocol both rate limiters implement."""
-
-    @property
-    def name(self) -> str | None: ...
-    @property
-    def clock(self) -> _native.ManualClock | None: ...
-    @property
-    def _clock_kind(self) -> str: ...
-    def _enqueue(
-        self, cost: int, timeout: float | None, waker: Callable[[], None], admit_now: bool = True
-    ) -> _native.RateTicket | None: ...
-    def _status(self, ticket: _native.RateTicket) -> tuple[str, float]: ...
-    def _poll(self) -> None: ...
-    def _withdraw(self, ticket: _native.RateTicket, timed_out: bool = False) -> str: ...
-    def _consume(self, ticket: _native.RateTicket) -> bool: ...
-    def _try_take(self, cost: int) -> bool: ...
-    def _untake(self, cost: int, record: int, taken_at: int) -> None: ...
-    def _wait_histogram(self) -> tuple[list[float], list[int], float]: ...
-    @property
-    def waiting(self) -> int: ...
-    def _count(self, outcome: _native._Refusal) -> None: ...
-    def _counters(self) -> tuple[int, int, int, int, int]: ...
-
-
-def _acquire_blocking(limiter: _Reservable, cost: int, timeout: float | None) -> None:
+def _acquire_blocking(limiter: RateLimiter, cost: int, timeout: float | str | None) -> None:
     timeout = timeout_seconds(timeout)
     if limiter._try_take(cost):
         return
     _rate_wait.refuse_blocking_in_a_loop((limiter,))
-    wake = _rate_wait.ThreadWake()
+    wake = _backend.ThreadWaker()
     ticket = limiter._enqueue(cost, timeout, wake)
     if ticket is not None:
         waits = ((limiter, ticket),)
@@ -68,30 +41,27 @@ def _acquire_blocking(limiter: _Reservable, cost: int, timeout: float | None) ->
         _rate_wait.consume(waits)
 
 
-async def _acquire_async(limiter: _Reservable, cost: int, timeout: float | None) -> None:
+async def _acquire_async(limiter: RateLimiter, cost: int, timeout: float | None) -> None:
     """The waiting path of ``await limiter.acquire()``: queue, wait for the turn, take it.
 
     On asyncio the native ``acquire`` comes here only when it must wait. On trio it always
     does, since every call must be a checkpoint: an already-cancelled caller raises
     ``Cancelled`` and takes nothing, and one admitted at once still lets the others run.
     """
-    wake = _rate_wait.async_waker()
-    on_trio = _rate_wait.on_trio(wake)
-    if on_trio and await trio_take_now(lambda: limiter._try_take(cost)):
+    backend = _backend.current()
+    if await backend.first_step(lambda: limiter._try_take(cost)):
         return
+    wake = backend.waker()
     ticket = limiter._enqueue(cost, timeout, wake)
     if ticket is None:  # admitted at once (room was made meanwhile)
-        if on_trio:
-            import trio
-
-            await trio.lowlevel.cancel_shielded_checkpoint()
+        await backend.admitted()
         return
     waits = ((limiter, ticket),)
-    await _rate_wait.wait_async(waits, (), timeout, wake)
+    await _rate_wait.wait_async(waits, (), timeout, backend, wake)
     _rate_wait.consume(waits)
 
 
-def _stats(limiter: _Reservable) -> LimiterStats:
+def _stats(limiter: RateLimiter) -> LimiterStats:
     admitted, admitted_cost, rejected, timed_out, cancelled = limiter._counters()
     return LimiterStats(
         name=limiter.name,
@@ -105,9 +75,6 @@ def _stats(limiter: _Reservable) -> LimiterStats:
     )
 
 
-_L = TypeVar("_L", bound=_Reservable)
-
-
 class _RateLimiter:
     """What `TokenBucket` and `SlidingWindow` add to their native halves, written once."""
 
@@ -118,20 +85,24 @@ class _RateLimiter:
         # visible to metrics and alerts (a weak reference: it never keeps it alive).
         _registry.register(self)
 
-    def acquire_blocking(self: _L, cost: int = 1, timeout: float | None = None) -> None:
+    def _limiter(self) -> RateLimiter:
+        # Always combined with its native half (`TokenBucket`, `SlidingWindow` below).
+        return cast("RateLimiter", self)
+
+    def acquire_blocking(self, cost: int = 1, timeout: float | str | None = None) -> None:
         """Waits in this thread until ``cost`` is admitted (FIFO).
 
         Raises `AcquireTimeout` at once, without waiting, if admission would take longer
         than ``timeout`` seconds; `CapacityError` if ``cost`` exceeds the capacity.
         """
-        _acquire_blocking(self, cost, timeout)
+        _acquire_blocking(self._limiter(), cost, timeout)
 
-    async def _acquire_slow(self: _L, cost: int, timeout: float | None) -> None:
-        await _acquire_async(self, cost, timeout)
+    async def _acquire_slow(self, cost: int, timeout: float | None) -> None:
+        await _acquire_async(self._limiter(), cost, timeout)
 
-    def stats(self: _L) -> LimiterStats:
+    def stats(self) -> LimiterStats:
         """Exact counters: admitted, rejected, timed out, cancelled; and the wait histogram."""
-        return _stats(self)
+        return _stats(self._limiter())
 
 
 @final
@@ -177,19 +148,15 @@ class TokenBucket(_RateLimiter, _native.TokenBucket):
         name: str | None = None,
     ) -> TokenBucket:
         # Rate and duration strings ("60/min", per="1m") are accepted here as everywhere;
-        # numbers go straight to the native constructor, which checks everything.
+        # both are checked by the library's one check of a rate and of a duration, then
+        # the native constructor checks them together (at most 1e9 per second, ...).
+        if isinstance(rate, str) and per is not None:
+            raise ValueError(f"rate {rate!r} already says its period: do not also give per={per!r}")
+        parsed = durations.rate(rate, "rate")
         if isinstance(rate, str):
-            if per is not None:
-                raise ValueError(
-                    f"rate {rate!r} already says its period: do not also give per={per!r}"
-                )
-            parsed = parse_rate(rate, "rate")
             rate, per = parsed.count, parsed.per
-        elif isinstance(per, str):
-            per = parse_duration(per, "per")
-        return super().__new__(
-            cls, rate, 1.0 if per is None else per, burst, clock=clock, name=name
-        )
+        per = 1.0 if per is None else durations.seconds(per, "per", positive=True)
+        return super().__new__(cls, rate, per, burst, clock=clock, name=name)
 
     def __repr__(self) -> str:
         name = f", name={self.name!r}" if self.name is not None else ""
@@ -226,8 +193,7 @@ class SlidingWindow(_RateLimiter, _native.SlidingWindow):
         clock: _native.ManualClock | _native.LoopClock | None = None,
         name: str | None = None,
     ) -> SlidingWindow:
-        if isinstance(window, str):  # "1m", "30s"
-            window = parse_duration(window, "window")
+        window = durations.seconds(window, "window", positive=True)  # also "1m", "30s"
         return super().__new__(cls, limit, window, clock=clock, name=name)
 
     def __repr__(self) -> str:

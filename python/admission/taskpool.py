@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, final
 
+from admission import _backend
 from admission._aws import Acquirable, discard, rate_limiter
 from admission._validate import positive_int, timeout_seconds
-from admission._waiting import running_loop
 from admission.errors import Closed
 
 __all__ = ["TaskPool"]
-
-#: The asyncio task group a pool runs on: asyncio's own from 3.11, a backport on 3.10.
-TASK_GROUP: Callable[[], Any]
-if sys.version_info >= (3, 11):
-    TASK_GROUP = asyncio.TaskGroup
-else:  # pragma: no cover - 3.10 only
-    from admission._taskgroup import TaskGroup as TASK_GROUP
 
 
 @final
@@ -58,6 +50,7 @@ class TaskPool:
     """
 
     __slots__ = (
+        "_backend",
         "_closed",
         "_group",
         "_limit",
@@ -67,7 +60,6 @@ class TaskPool:
         "_running",
         "_spawned",
         "_timeout",
-        "_trio",
         "_workers",
     )
 
@@ -85,10 +77,9 @@ class TaskPool:
         self._workers = 0
         self._running = 0
         self._spawned = 0
-        self._group: Any = None
-        self._nursery: Any = None
-        #: Open on trio (a nursery) rather than asyncio (a TaskGroup).
-        self._trio = False
+        self._backend: _backend.Backend | None = None  # while open: the framework it runs on
+        self._nursery: AbstractAsyncContextManager[_backend.TaskGroup] | None = None
+        self._group: _backend.TaskGroup | None = None
         self._closed = True
 
     @property
@@ -113,13 +104,8 @@ class TaskPool:
     async def __aenter__(self) -> TaskPool:
         if not self._closed:
             raise RuntimeError("this TaskPool is already open")
-        self._trio = running_loop() is None
-        if self._trio:
-            import trio
-
-            self._nursery = trio.open_nursery()
-        else:
-            self._nursery = TASK_GROUP()
+        self._backend = _backend.current()
+        self._nursery = self._backend.task_group()
         self._group = await self._nursery.__aenter__()
         self._closed = False
         return self
@@ -130,6 +116,7 @@ class TaskPool:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
+        assert self._nursery is not None
         try:
             return bool(await self._nursery.__aexit__(exc_type, exc, tb))
         finally:
@@ -146,11 +133,9 @@ class TaskPool:
         self._spawned += 1
         self._queue.append(coro)
         if self._workers < self._limit:
+            assert self._group is not None
             self._workers += 1
-            if self._trio:
-                self._group.start_soon(self._worker)
-            else:
-                self._group.create_task(self._worker())
+            self._group.start_soon(self._worker)
 
     async def _worker(self) -> None:
         try:
@@ -173,24 +158,9 @@ class TaskPool:
             raise
         if self._timeout is None:
             await coro
-        elif not self._trio:
-            if sys.version_info >= (3, 11):
-                async with asyncio.timeout(self._timeout):
-                    await coro
-            else:  # pragma: no cover - 3.10 only
-                try:
-                    await asyncio.wait_for(coro, self._timeout)
-                except asyncio.TimeoutError as exc:
-                    # The builtin TimeoutError, as from asyncio.timeout on 3.11+.
-                    raise self._too_slow() from exc
         else:
-            import trio
-
-            try:
-                with trio.fail_after(self._timeout):
-                    await coro
-            except trio.TooSlowError as exc:
-                raise self._too_slow() from exc
+            assert self._backend is not None
+            await self._backend.within(self._timeout, coro, self._too_slow)
 
     def _too_slow(self) -> TimeoutError:
         """The same exception on every framework, as documented."""

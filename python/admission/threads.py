@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import sys
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from admission._waiting import running_loop
+from admission import _backend
 
 if sys.version_info >= (3, 11):
     from typing import TypeVarTuple, Unpack
@@ -65,15 +64,8 @@ async def to_thread(
     ``trio.to_thread.run_sync`` on trio.
     """
     call = functools.partial(fn, *args)
+    backend = _backend.current()
     if limiter is None:
-        return await _run(call)
+        return await backend.to_thread(call)
     async with limiter:
-        return await _run(call)
-
-
-async def _run(call: Callable[[], R]) -> R:
-    if running_loop() is None:
-        import trio
-
-        return await trio.to_thread.run_sync(call)
-    return await asyncio.to_thread(call)
+        return await backend.to_thread(call)

@@ -1,27 +1,29 @@
-"""`ConfigWatcher`: reloads a `ConcurrencyManager` when its configuration file changes.
+"""`ConfigWatcher`: reloads a configuration (a `ConcurrencyManager`'s) when its file changes.
 
-Made by ``manager.watch()``. A thread polls the file's modification time (and size and inode,
-so that an editor's save-by-rename is seen too); polling, not inotify, because it works the
-same everywhere and costs one ``stat`` per interval.
+Made by ``manager.watch()``. It knows nothing of the manager: it is given the function that
+puts a configuration in force and the one that tells which is in force.
+
+A thread polls the file's modification time (and size and inode, so that an editor's
+save-by-rename is seen too); polling, not inotify, because it works the same everywhere and
+costs one ``stat`` per interval.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
-import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
 
-from admission._validate import blocking_timeout
+from admission._validate import blocking_timeout, duration_seconds
 from admission.config import Config
 from admission.errors import ConfigError
 
-if TYPE_CHECKING:
-    from admission.manager import ConcurrencyManager
+if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
+    from exceptiongroup import ExceptionGroup
 
 __all__ = ["ConfigWatcher"]
 
@@ -39,7 +41,13 @@ def _signature(path: Path) -> _Signature:
 
 
 class ConfigWatcher:
-    """Polls ``path`` every ``interval`` seconds; on a change, reloads the manager from it.
+    """Polls ``path`` every ``interval`` seconds; on a change, loads it and passes it to
+    ``reload`` (which puts it in force, or raises and changes nothing).
+
+    ``in_force()`` returns the configuration in force, or None once there is nothing to
+    reload any more (the manager was garbage collected): then the thread ends. An
+    ``ExceptionGroup`` from ``reload`` means the configuration went in force but some of the
+    resources that follow it failed: it counts as a reload and as an error.
 
     >>> import admission as adm, pathlib, tempfile
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "admission.toml"
@@ -66,19 +74,19 @@ class ConfigWatcher:
 
     def __init__(
         self,
-        manager: ConcurrencyManager,
+        reload: Callable[[Config], object],
         path: str | os.PathLike[str],
         *,
-        interval: float = 1.0,
+        in_force: Callable[[], Config | None],
+        interval: float | str = 1.0,
         env: bool | Mapping[str, str] = True,
         on_reload: Callable[[Config], object] | None = None,
         on_error: Callable[[Exception], object] | None = None,
         allow_empty: bool = False,
     ) -> None:
-        if not interval > 0:
-            raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
-        # Weak: a forgotten watcher must not keep its manager (and itself) alive forever.
-        self._manager = weakref.ref(manager)
+        interval = duration_seconds(interval, "interval", positive=True)
+        self._reload = reload
+        self._in_force = in_force
         self._path = Path(path)
         self._interval = interval
         self._env = env
@@ -126,8 +134,8 @@ class ConfigWatcher:
     def _run(self) -> None:
         pending: _Signature = None
         while not self._stop.wait(blocking_timeout(self._interval)):
-            if self._manager() is None:
-                return  # the manager is gone: nothing left to reload
+            if self._in_force() is None:
+                return  # nothing left to reload (the manager is gone)
             current = _signature(self._path)
             if current is None or current == self._seen:
                 pending = None
@@ -157,31 +165,37 @@ class ConfigWatcher:
             if seen is None or seen == self._seen or (held is not None and seen != held):
                 return False
             self._seen = seen
-            manager = self._manager()
-            if manager is None:
+            current = self._in_force()
+            if current is None:
                 return False
             try:
                 config = Config.from_file(self._path, env=self._env)
-                if not self._allow_empty and not config.limits and manager.config.limits:
+                if not self._allow_empty and not config.limits and current.limits:
                     raise ConfigError(
                         "defines no limits, which would remove all "
-                        f"{len(manager.config.limits)} in force (an empty or truncated file?): "
+                        f"{len(current.limits)} in force (an empty or truncated file?): "
                         "refused; pass allow_empty=True to allow it",
                         source=str(self._path),
                     )
-                config = manager.reload(config)
+                self._reload(config)
+            except ExceptionGroup as group:
+                # In force; some of the resources that follow it failed (their errors).
+                self._failed(group, f"reloaded the limits from {self._path}, but")
             except Exception as exc:
-                self.errors += 1
-                self.last_error = exc
-                logger.warning("admission: kept the limits in force: %s", exc)
-                if self._on_error is not None:
-                    self._on_error(exc)
+                self._failed(exc, "kept the limits in force")
                 return False
             self.reloads += 1
             logger.info("admission: reloaded the limits from %s", self._path)
             if self._on_reload is not None:
                 self._on_reload(config)
             return True
+
+    def _failed(self, exc: Exception, what: str) -> None:
+        self.errors += 1
+        self.last_error = exc
+        logger.warning("admission: %s: %s", what, exc)
+        if self._on_error is not None:
+            self._on_error(exc)
 
     def __enter__(self) -> ConfigWatcher:
         return self.start()

@@ -293,11 +293,11 @@ def test_an_infinite_interval_waits_for_stop() -> None:
         ({"threshold": "0.8"}, "threshold"),
         ({"threshold": None}, "threshold"),
         ({"interval": True}, "interval"),
-        ({"interval": "5s"}, "interval"),
+        ({"interval": b"5s"}, "interval"),
         ({"recover_below": False}, "recover_below"),
         ({"recover_below": "0.5"}, "recover_below"),
         ({"wait_bound": True}, "wait_bound"),
-        ({"wait_bound": "1"}, "wait_bound"),
+        ({"wait_bound": [1]}, "wait_bound"),
     ],
 )
 def test_non_numbers_are_refused_naming_the_argument(kwargs: dict[str, object], arg: str) -> None:
@@ -306,6 +306,13 @@ def test_non_numbers_are_refused_naming_the_argument(kwargs: dict[str, object], 
     kwargs = {"threshold": 0.8, **kwargs, "start": False}
     with pytest.raises(TypeError, match=rf"^{arg} must be .*, got {re.escape(repr(value))}$"):
         adm.alerts.on_utilization(**kwargs)  # type: ignore[arg-type]
+
+
+def test_durations_take_strings_as_everywhere() -> None:
+    alert = adm.alerts.on_utilization(0.5, interval="2m", wait_bound="250ms", start=False)
+    assert (alert.interval, alert.wait_bound) == (120.0, 0.25)
+    with pytest.raises(ValueError, match=r"^interval must be a duration such as .*'soon'$"):
+        adm.alerts.on_utilization(0.5, interval="soon", start=False)
 
 
 def test_a_bare_string_of_limiters_is_refused() -> None:

@@ -15,7 +15,7 @@ import pytest
 from support import Tracker, wait_until, yields
 
 import admission as adm
-from admission import taskpool
+from admission import _backend
 from admission._taskgroup import TaskGroup
 
 if sys.version_info < (3, 11):  # pragma: no cover - 3.10 only
@@ -35,7 +35,7 @@ def task_group(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     if request.param == "backport":
         if not _on_asyncio(request):
             pytest.skip("trio runs on a nursery: nothing to backport")
-        monkeypatch.setattr(taskpool, "TASK_GROUP", TaskGroup)
+        monkeypatch.setattr(_backend, "TASK_GROUP", TaskGroup)
     elif sys.version_info < (3, 11) and _on_asyncio(request):
         pytest.skip("no asyncio.TaskGroup before 3.11 (the backport run covers it)")
     return str(request.param)
@@ -245,6 +245,26 @@ def test_per_task_timeout_raises_timeout_error_inside_the_group(virtual: Any) ->
     errors = leaves(got["group"])
     assert len(errors) == 1
     assert isinstance(errors[0], TimeoutError), f"got {errors[0]!r}, not a TimeoutError"
+    # The same error on every framework (asyncio's own timeout said nothing).
+    assert str(errors[0]) == "task exceeded the pool's timeout of 5.0 s"
+
+
+def test_a_tasks_own_timeout_error_is_not_taken_for_the_pools(virtual: Any) -> None:
+    got: dict[str, Any] = {}
+
+    async def main() -> None:
+        async def own() -> None:
+            await anyio.sleep(1.0)
+            raise TimeoutError("the task's own")
+
+        try:
+            async with adm.TaskPool(limit=1, timeout=5.0) as pool:
+                pool.spawn(own())
+        except BaseExceptionGroup as group:
+            got["group"] = group
+
+    virtual.run(main)
+    assert [str(e) for e in leaves(got["group"])] == ["the task's own"]
 
 
 def test_cancelled_pool_closes_tasks_waiting_for_the_rate_and_refunds_them(virtual: Any) -> None:

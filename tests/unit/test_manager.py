@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import random
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,9 @@ import pytest
 import admission as adm
 from admission.durations import Rate
 from admission.manager import ConcurrencyManager
+
+if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
+    from exceptiongroup import ExceptionGroup
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("no_admission_variables")]
 
@@ -453,6 +457,110 @@ def test_attach_follows_reloads() -> None:
         m.attach("nope", Pool())
 
 
+class Recorder:
+    """An attached resource that records each policy it is given; ``fail`` makes its next
+    ``apply`` raise (after recording), ``then`` runs inside its next ``apply``."""
+
+    def __init__(self) -> None:
+        self.seen: list[int | None] = []
+        self.fail: Exception | None = None
+        self.then: Any = None
+
+    def apply(self, policy: adm.Policy | None) -> None:
+        self.seen.append(None if policy is None else policy.concurrency)
+        then, self.then = self.then, None
+        if then is not None:
+            then()
+        fail, self.fail = self.fail, None
+        if fail is not None:
+            raise fail
+
+
+def test_a_failing_apply_neither_stops_the_reload_nor_the_other_resources() -> None:
+    m = manager({"a": {"concurrency": 1}, "b": {"concurrency": 2, "rate": "10/s"}})
+    first, failing, last = Recorder(), Recorder(), Recorder()
+    m.attach("a", first)
+    m.attach("b", failing)
+    m.attach("b", last)  # attached after the failing one: still told
+    old_rate = m.rate("b")
+    boom = RuntimeError("pool resize failed")
+    failing.fail = boom
+    with pytest.raises(ExceptionGroup) as info:
+        m.reload({"limits": {"a": {"concurrency": 3}, "b": {"concurrency": 4, "rate": "20/s"}}})
+    assert info.value.exceptions == (boom,)  # reported, once, as raised
+    assert "in force" in str(info.value)
+    # Fully applied: every limit, every resource.
+    assert (m.semaphore("a").limit, m.semaphore("b").limit) == (3, 4)
+    assert m.rate("b") is not old_rate
+    assert m.rate("b").rate == 20
+    assert m.config.limits["b"].concurrency == 4
+    assert (first.seen, failing.seen, last.seen) == ([1, 3], [2, 4], [2, 4])
+    # The failing one is still attached and told again next time.
+    m.reload({"limits": {"a": {"concurrency": 5}}})
+    assert (first.seen[-1], failing.seen[-1], last.seen[-1]) == (5, None, None)
+
+
+def test_an_attach_whose_first_apply_fails_attaches_nothing() -> None:
+    m = manager({"a": {"concurrency": 1}})
+    broken = Recorder()
+    broken.fail = ValueError("no")
+    with pytest.raises(ValueError, match="no"):
+        m.attach("a", broken)
+    m.reload({"limits": {"a": {"concurrency": 2}}})
+    assert broken.seen == [1]  # not attached: never told of the reload
+
+
+def _bounded(target: Any) -> None:
+    """Runs ``target`` in a thread and fails if it has not returned within 10 s (a
+    deadlock); the thread is a daemon, so a deadlocked one does not hang the suite."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            target()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "deadlocked: apply() was called under the manager's lock"
+    assert errors == []
+
+
+def test_an_apply_that_reloads_does_not_deadlock_and_ends_up_in_force() -> None:
+    m = manager({"a": {"concurrency": 1}})
+    resource = Recorder()
+    resource.then = lambda: m.reload({"limits": {"a": {"concurrency": 7}}})
+    _bounded(lambda: m.attach("a", resource))
+    # The reload landed during the first apply: applied right after it, by the same thread.
+    assert resource.seen == [1, 7]
+    assert m.semaphore("a").limit == 7
+    # The same from inside a reload's apply.
+    resource.then = lambda: m.reload({"limits": {"a": {"concurrency": 9}}})
+    _bounded(lambda: m.reload({"limits": {"a": {"concurrency": 8}}}))
+    assert resource.seen == [1, 7, 8, 9]
+    assert m.semaphore("a").limit == 9
+
+
+def test_an_apply_that_waits_for_a_reload_in_another_thread_does_not_deadlock() -> None:
+    m = manager({"a": {"concurrency": 1}})
+    resource = Recorder()
+
+    def reload_elsewhere() -> None:
+        other = threading.Thread(
+            target=m.reload, args=({"limits": {"a": {"concurrency": 6}}},), daemon=True
+        )
+        other.start()
+        other.join(10)
+        assert not other.is_alive()
+
+    resource.then = reload_elsewhere
+    _bounded(lambda: m.attach("a", resource))
+    assert resource.seen == [1, 6]  # the other thread left it to this one: in force
+    assert m.semaphore("a").limit == 6
+
+
 # -- the file watcher ----------------------------------------------------------------------
 
 
@@ -488,7 +596,7 @@ def test_watcher_check_without_thread(tmp_path: Path, caplog: pytest.LogCaptureF
     path = tmp_path / "admission.toml"
     path.write_text("[limits.rag]\nconcurrency = 2\n", encoding="utf-8")
     m = ConcurrencyManager.from_file(path, env={"ADMISSION_RAG_TIMEOUT": "1s"})
-    watcher = adm.watcher.ConfigWatcher(m, path, env=m.config.env)
+    watcher = adm.watcher.ConfigWatcher(m.reload, path, in_force=lambda: m.config, env=m.config.env)
     assert watcher.check() is False  # unchanged
     _rewrite(path, "[limits.rag]\nconcurrency = 5\n")
     assert watcher.check() is True
@@ -500,8 +608,8 @@ def test_watcher_check_without_thread(tmp_path: Path, caplog: pytest.LogCaptureF
     assert "invalid TOML" in caplog.text
     path.unlink()
     assert watcher.check() is False  # a missing file is not a change yet
-    with pytest.raises(ValueError, match="interval must be > 0"):
-        adm.watcher.ConfigWatcher(m, path, interval=0)
+    with pytest.raises(ValueError, match="interval must be a finite number of seconds > 0"):
+        adm.watcher.ConfigWatcher(m.reload, path, in_force=lambda: m.config, interval=0)
 
 
 def test_watcher_thread_does_not_reload_a_file_changed_again_since_it_held_still(
@@ -512,7 +620,7 @@ def test_watcher_thread_does_not_reload_a_file_changed_again_since_it_held_still
     path = tmp_path / "admission.toml"
     path.write_text("[limits.rag]\nconcurrency = 2\n", encoding="utf-8")
     m = ConcurrencyManager.from_file(path, env=False)
-    watcher = adm.watcher.ConfigWatcher(m, path, env=False)
+    watcher = adm.watcher.ConfigWatcher(m.reload, path, in_force=lambda: m.config, env=False)
     _rewrite(path, "[limits.rag]\nconcurrency = 5\n")
     held = adm.watcher._signature(path)
     _rewrite(path, "[limits.rag]\nconcurrency = 6\n")
@@ -541,6 +649,56 @@ def test_close_stops_watchers_and_a_dropped_manager_ends_its_thread(tmp_path: Pa
     assert not thread.is_alive()
 
 
+def test_watcher_needs_no_manager_only_the_callables_it_is_given(tmp_path: Path) -> None:
+    # The watcher reloads through `reload` and reads what is in force from `in_force`; once
+    # `in_force` says there is nothing left (None), its thread ends by itself.
+    path = tmp_path / "admission.toml"
+    path.write_text("[limits.rag]\nconcurrency = 2\n", encoding="utf-8")
+    state: dict[str, adm.Config | None] = {"config": adm.Config.from_file(path, env=False)}
+    reloaded: list[adm.Config] = []
+
+    def reload(config: adm.Config) -> None:
+        reloaded.append(config)
+        state["config"] = config
+
+    watcher = adm.watcher.ConfigWatcher(
+        reload, path, in_force=lambda: state["config"], interval=0.005, env=False
+    )
+    _rewrite(path, "[limits.rag]\nconcurrency = 3\n")
+    assert watcher.check() is True
+    assert [c.limits["rag"].concurrency for c in reloaded] == [3]
+    _rewrite(path, "")  # no limits while some are in force: refused, nothing reloaded
+    assert watcher.check() is False
+    assert len(reloaded) == 1
+    assert "no limits" in str(watcher.last_error)
+    watcher.start()
+    state["config"] = None
+    thread = watcher._thread
+    assert thread is not None
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_watcher_reports_resources_that_failed_but_counts_the_reload(tmp_path: Path) -> None:
+    path = tmp_path / "admission.toml"
+    path.write_text("[limits.rag]\nconcurrency = 2\n", encoding="utf-8")
+    m = ConcurrencyManager.from_file(path, env=False)
+    resource = Recorder()
+    m.attach("rag", resource)
+    resource.fail = RuntimeError("resize failed")
+    reloaded: list[adm.Config] = []
+    failed: list[Exception] = []
+    with m.watch(interval=3600, on_reload=reloaded.append, on_error=failed.append) as watcher:
+        _rewrite(path, "[limits.rag]\nconcurrency = 3\n")
+        assert watcher.check() is True  # in force
+    assert m.semaphore("rag").limit == 3
+    assert (watcher.reloads, watcher.errors) == (1, 1)
+    assert [c.limits["rag"].concurrency for c in reloaded] == [3]
+    assert isinstance(watcher.last_error, ExceptionGroup)
+    assert failed == [watcher.last_error]
+    assert [str(e) for e in watcher.last_error.exceptions] == ["resize failed"]
+
+
 def test_watch_needs_a_file() -> None:
     with pytest.raises(adm.ConfigError, match="pass the path to watch"):
         manager({}).watch()
@@ -552,7 +710,7 @@ def test_watcher_refuses_a_truncated_file_that_held_still(tmp_path: Path) -> Non
     path = tmp_path / "admission.toml"
     path.write_text("[limits.rag]\nconcurrency = 2\n", encoding="utf-8")
     m = ConcurrencyManager.from_file(path, env=False)
-    watcher = adm.watcher.ConfigWatcher(m, path, env=False)
+    watcher = adm.watcher.ConfigWatcher(m.reload, path, in_force=lambda: m.config, env=False)
     for empty in ("", "\n  \n", "# being rendered\n"):
         _rewrite(path, empty)
         held = adm.watcher._signature(path)
@@ -585,7 +743,9 @@ def test_watcher_allow_empty_removes_every_limit(tmp_path: Path) -> None:
     path = tmp_path / "admission.toml"
     path.write_text("[limits.rag]\nconcurrency = 2\n", encoding="utf-8")
     m = ConcurrencyManager.from_file(path, env=False)
-    watcher = adm.watcher.ConfigWatcher(m, path, env=False, allow_empty=True)
+    watcher = adm.watcher.ConfigWatcher(
+        m.reload, path, in_force=lambda: m.config, env=False, allow_empty=True
+    )
     _rewrite(path, "")
     assert watcher.check() is True
     assert dict(m.config.limits) == {}

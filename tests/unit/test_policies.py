@@ -106,7 +106,7 @@ def test_policy_constructor_validates_and_parses() -> None:
         ("rate", 0, "expected a rate"),
         ("tokens", "0/min", "expected a rate > 0"),
         ("timeout", "soon", "expected a duration such as"),
-        ("timeout", -1, "expected a duration"),
+        ("timeout", -1, "expected a finite number of seconds >= 0"),
         ("alert_threshold", 0, "expected a fraction in (0, 1]"),
         ("alert_threshold", 1.5, "got 1.5"),
         ("alert_threshold", "high", "got 'high'"),

@@ -36,7 +36,8 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, final
 
 from admission import _registry
-from admission import metrics as _metrics
+from admission.metrics.families import Family, Sample
+from admission.metrics.limiters import collect
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -58,7 +59,7 @@ class Registration:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._cache: tuple[float, dict[str, _metrics.Family]] | None = None
+        self._cache: tuple[float, dict[str, Family]] | None = None
         self._stopped = False
         self.instruments: list[str] = []
         """Names of the instruments created."""
@@ -66,12 +67,12 @@ class Registration:
     def stop(self) -> None:
         self._stopped = True
 
-    def _families(self) -> dict[str, _metrics.Family]:
+    def _families(self) -> dict[str, Family]:
         now = time.monotonic()
         with self._lock:
             if self._cache is not None and now - self._cache[0] < _CACHE_SECONDS:
                 return self._cache[1]
-            families = {f.name: f for f in _metrics.collect()}
+            families = {f.name: f for f in collect()}
             self._cache = (now, families)
             return families
 
@@ -87,7 +88,7 @@ class Registration:
             out: list[Observation] = []
             for s in family.samples:
                 attrs = dict(s.labels)
-                if isinstance(s, _metrics.Sample):
+                if isinstance(s, Sample):
                     out.append(Observation(s.value, attrs))
                 elif part == "bucket":
                     for le, count in s.buckets:
@@ -111,7 +112,7 @@ def register(meter: Meter) -> Registration:
     """
     reg = Registration()
     _registry.track_retired()
-    for family in _metrics.collect():
+    for family in collect():
         unit = _UNITS.get(family.unit, family.unit)
         if family.type == "gauge":
             meter.create_observable_gauge(

@@ -160,7 +160,7 @@ fn trio_imported(py: Python<'_>) -> bool {
 static MODULES_SEEN: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 /// trio's run context (a `threading.local` holding `task` while a trio task runs here), or
-/// `None` if this trio keeps it elsewhere (then `admission._waiting.on_trio` asks trio).
+/// `None` if this trio keeps it elsewhere (then `admission._backend.on_trio` asks trio).
 static TRIO_CONTEXT: PyOnceLock<Option<Py<PyAny>>> = PyOnceLock::new();
 
 /// Where this thread's dict of trio's run context is kept alive: in the thread state's dict,
@@ -213,7 +213,7 @@ fn trio_running_slow(py: Python<'_>, id: i64) -> PyResult<bool> {
         .and_then(|c| c.bind(py).getattr(intern!(py, "__dict__")).ok())
         .and_then(|d| d.cast_into::<PyDict>().ok());
     let Some(locals) = locals else {
-        let on_trio = ON_TRIO.import(py, "admission._waiting", "on_trio")?;
+        let on_trio = ON_TRIO.import(py, "admission._backend", "on_trio")?;
         return on_trio.call0()?.is_truthy();
     };
     // SAFETY: the GIL is held; a borrowed reference to this thread state's dict, or NULL.

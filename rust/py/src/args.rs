@@ -11,7 +11,7 @@ use pyo3::Borrowed;
 
 use admission_core::error::Num;
 
-static PARSE_DURATION: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static CHECK_TIMEOUT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type()
@@ -146,19 +146,25 @@ pub fn ns_to_s(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
 
-/// An optional timeout in seconds: `None`, or a number >= 0 (not NaN, not bool).
+/// An optional timeout in seconds: `None`, or a number >= 0 (+inf: no limit).
+///
+/// A plain number >= 0 is taken here; anything else (a duration string such as "10s", a bad
+/// number, a bool, another type) goes to the library's one check of a timeout,
+/// `admission._validate.timeout_seconds`, which converts it or raises the error every other
+/// `timeout=` raises for the same mistake.
 #[inline(always)]
 pub fn timeout(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<f64>> {
     let Some(obj) = obj else { return Ok(None) };
     if obj.is_none() {
         return Ok(None);
     }
-    if obj.is_instance_of::<pyo3::types::PyString>() {
-        // "10s", "250ms": the one parser the whole library uses (a ConfigError, which is a
-        // ValueError, names the argument). Only reached when a string is passed.
-        let parse = PARSE_DURATION.import(obj.py(), "admission.durations", "parse_duration")?;
-        let seconds: f64 = parse.call1((obj, "timeout"))?.extract()?;
-        return Ok(Some(seconds));
+    if !obj.is_instance_of::<PyBool>() {
+        if let Ok(seconds) = obj.extract::<f64>() {
+            if seconds >= 0.0 {
+                return Ok(Some(seconds)); // (NaN is not >= 0)
+            }
+        }
     }
-    non_negative_seconds("timeout", real("timeout", obj)?).map(Some)
+    let check = CHECK_TIMEOUT.import(obj.py(), "admission._validate", "timeout_seconds")?;
+    check.call1((obj,))?.extract()
 }
