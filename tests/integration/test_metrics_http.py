@@ -406,13 +406,23 @@ def test_http_keep_alive_pipelining_head_gzip_and_errors() -> None:
                 b"GET /favicon.ico HTTP/1.1\r\nHost: x\r\n\r\n"
                 b"GET /metrics HTTP/1.0\r\n\r\n"
             )
-            answers = read_all(raw)
-        assert answers.count(b"HTTP/1.1 200 OK\r\n") == 2
-        assert answers.count(b"HTTP/1.1 404 Not Found\r\n") == 1
-        last = answers.rsplit(b"HTTP/1.1 200 OK\r\n", 1)[1]
+            replies = read_all(raw)
+        assert replies.count(b"HTTP/1.1 200 OK\r\n") == 2
+        assert replies.count(b"HTTP/1.1 404 Not Found\r\n") == 1
+        last = replies.rsplit(b"HTTP/1.1 200 OK\r\n", 1)[1]
         assert b"Connection: close\r\n" in last
         assert b"Transfer-Encoding" not in last
         assert b"\napp_jobs_total 3.0\n" in last  # whole: the end of the body is the close
+        # Hundreds pipelined at once are answered one after the other (not recursively), and
+        # an HTTP/1.0 client asking to keep the connection gets no chunked body: it closes.
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
+            raw.sendall(
+                b"GET /favicon.ico HTTP/1.1\r\nHost: x\r\n\r\n" * 500
+                + b"GET /metrics HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+            )
+            replies = read_all(raw)
+        assert replies.count(b"HTTP/1.1 404 Not Found\r\n") == 500
+        assert b"Transfer-Encoding" not in replies.rsplit(b"HTTP/1.1 200 OK\r\n", 1)[1]
         # Malformed and oversized requests: an error, then closed.
         with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
             raw.sendall(b"nonsense\r\n\r\n")

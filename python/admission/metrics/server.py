@@ -20,6 +20,7 @@ It serves GET and HEAD; the application (`App`) decides what every path returns.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import selectors
@@ -124,6 +125,7 @@ class Server:
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._paused_until: float | None = None  # not accepting until then (out of fds)
+        self._pipelined: collections.deque[_Conn] = collections.deque()
         self._stopping = threading.Event()
         self._done = threading.Event()
         sock.setblocking(False)
@@ -172,21 +174,25 @@ class Server:
             elif key.fileobj is self._wake_r:
                 self._wake_r.recv(64)
             elif (conn := self._conns.get(key.fileobj)) is not None:  # type: ignore[call-overload]
-                try:
-                    if mask & selectors.EVENT_READ:
-                        self._read(conn)
-                    elif mask & selectors.EVENT_WRITE:
-                        self._write(conn)
-                except Exception:
-                    # One client's trouble (or a bug) never ends the exporter.
-                    _log.exception("metrics exporter: a connection failed")
-                    self._close(conn)
+                self._guarded(conn, self._read if mask & selectors.EVENT_READ else self._write)
+        while self._pipelined:
+            conn = self._pipelined.popleft()
+            if conn.sock in self._conns and not conn.sending:
+                self._guarded(conn, self._next_request)
         now = self._clock()
         for conn in [c for c in self._conns.values() if now >= c.deadline]:
             self._close(conn)
         if self._paused_until is not None and now >= self._paused_until:
             self._paused_until = None
             self._selector.register(self._listener, selectors.EVENT_READ, None)
+
+    def _guarded(self, conn: _Conn, step: Callable[[_Conn], None]) -> None:
+        try:
+            step(conn)
+        except Exception:
+            # One client's trouble (or a bug) never ends the exporter.
+            _log.exception("metrics exporter: a connection failed")
+            self._close(conn)
 
     def _accept(self) -> None:
         while True:
@@ -279,11 +285,22 @@ class Server:
         except Exception:
             _log.exception("metrics exporter failed to answer %s %s", request.method, request.path)
             response = _error(500, "the exporter failed; see its log")
-        self._respond(conn, response, close=close, head=request.method == "HEAD")
+        chunked = request.version == "HTTP/1.1"
+        self._respond(conn, response, close=close, head=request.method == "HEAD", chunked=chunked)
 
     # -- sending a response ---------------------------------------------------------------
 
-    def _respond(self, conn: _Conn, response: Response, *, close: bool, head: bool = False) -> None:
+    def _respond(
+        self,
+        conn: _Conn,
+        response: Response,
+        *,
+        close: bool,
+        head: bool = False,
+        chunked: bool = False,
+    ) -> None:
+        """Starts sending ``response``. ``chunked``: the client takes a chunked body
+        (HTTP/1.1); a body of unknown length otherwise ends with the connection."""
         body = iter(response.body)
         first = b""
         if not head:
@@ -300,7 +317,7 @@ class Server:
             body = iter(())
         headers = [(k, v) for k, v in response.headers if k.lower() != "connection"]
         has_length = any(k.lower() == "content-length" for k, _ in headers)
-        conn.framed = not head and not has_length and not close
+        conn.framed = chunked and not head and not has_length and not close
         if conn.framed:
             headers.append(("Transfer-Encoding", "chunked"))
         elif not has_length and not head:
@@ -371,8 +388,8 @@ class Server:
         conn.sending = False
         conn.deadline = self._clock() + self._idle_timeout
         self._selector.modify(conn.sock, selectors.EVENT_READ, None)
-        if conn.inbuf:  # a pipelined request
-            self._next_request(conn)
+        if conn.inbuf:  # a pipelined request: answered by the loop, not from in here
+            self._pipelined.append(conn)
 
 
 def _close_body(body: Iterator[bytes]) -> None:

@@ -4,8 +4,10 @@
 //! The Python layer (`admission.metrics.limiters`) feeds a [`Scrape`] the live primitives in
 //! slices (so no call holds the GIL for long), adds the retired totals it keeps, then either
 //! turns it into `LimiterSeries` (`rows`) or renders the text exposition from it in chunks
-//! (`render`). Which family shows which figure, and every name and label, is decided there;
-//! this only reads, sums and formats.
+//! (`render`). The families (names, help, which figure, the values of their extra label) are
+//! defined there (`FAMILIES`); here, which gauges apply to a series (a semaphore's to a live
+//! semaphore, a rate limiter's to a live rate limiter), for `rows` and `render` alike, and the
+//! series labels `kind` and `limiter`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -24,7 +26,7 @@ use crate::semaphore::Semaphore;
 use crate::window::SlidingWindow;
 
 /// The kinds of primitive, in the order of their names (the order of the series).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
     Semaphore,
     SlidingWindow,
