@@ -15,9 +15,11 @@ windows, one admission each), so N ``(kind, limiter)`` series of ~39 samples. Pa
 
 Each round scrapes twice: once alone, once while an application thread runs
 ``try_acquire(); release()`` on a semaphore in a loop. The longest gap between two of its
-iterations is the stall it saw; the same thread is then watched for as long with no scrape,
-which gives the host's own noise. Times are wall clock, the median of ``--rounds``; stalls
-the longest over the rounds.
+iterations is the stall it saw; the same thread is then watched for as long with no scrape
+(10 s at most), which gives the host's own noise. Times are wall clock, the median of
+``--rounds``; stalls the longest over the rounds. Last, where the exporter renders natively,
+the longest call of each native method during one exposition, in thread CPU time: how long
+one call can hold the GIL (``Scrape.sort`` releases it).
 
     .venv/bin/python benches/scrape_cost.py [N ...] [--rounds R] [--paths serve,collector,reference]
 """
@@ -211,8 +213,38 @@ def measure(app: AppThread, scrape: Scrape) -> Row:
     with app.watch() as worst:
         busy, _ = scrape.run()
     with app.watch() as idle:
-        time.sleep(busy)
+        time.sleep(min(busy, 10.0))
     return Row(alone, busy, worst[0], idle[0], size)
+
+
+def longest_native_calls() -> dict[str, float]:
+    """The longest call of each method of the native scrape during one exposition, in thread
+    CPU time (what a call can hold the GIL for; the sort runs without it). Only where the
+    exporter renders natively (not before issue 12 case 7)."""
+    if not hasattr(_native, "Scrape"):
+        return {}
+    from admission.metrics import exposition
+
+    worst: dict[str, float] = {}
+    started: list[float] = []
+
+    def hook(frame: Any, event: str, arg: Any) -> None:
+        name = getattr(arg, "__qualname__", "")
+        if not name.startswith("Scrape."):
+            return
+        if event == "c_call":
+            started.append(time.thread_time())
+        elif event in ("c_return", "c_exception") and started:
+            took = time.thread_time() - started.pop()
+            worst[name] = max(worst.get(name, 0.0), took)
+
+    sys.setprofile(hook)
+    try:
+        for _ in exposition.chunks():
+            pass
+    finally:
+        sys.setprofile(None)
+    return worst
 
 
 def main() -> None:
@@ -257,6 +289,13 @@ def main() -> None:
                 f"{n:>7,} {label:38} {row.alone:8.3f} s {row.busy:8.3f} s  stall "
                 f"{row.stall * 1e3:7.1f} ms (idle {row.idle_stall * 1e3:5.1f})  "
                 f"{row.size / 2**20:6.1f} MiB",
+                flush=True,
+            )
+        holds = longest_native_calls()
+        if holds:
+            print(
+                f"{n:>7,} longest native calls (thread CPU ms): "
+                + ", ".join(f"{k} {v * 1e3:.2f}" for k, v in sorted(holds.items())),
                 flush=True,
             )
         if exporter is not None:

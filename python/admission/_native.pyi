@@ -84,6 +84,8 @@ class Scrape:
         counts: list[int],
         sum_ns: int,
     ) -> None: ...
+    def sort(self) -> None:
+        """Sorts the series (without the GIL); it takes no more figures after."""
     def __len__(self) -> int: ...
     def rows(self, start: int = 0, stop: int | None = None) -> list[_ScrapeRow]:
         """The series ``start`` to ``stop``, sorted by kind and label."""

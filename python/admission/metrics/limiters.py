@@ -95,6 +95,7 @@ def _scrape() -> _native.Scrape:
     # While objs holds every primitive read: none of them can retire meanwhile.
     retired.add_to(scrape)
     del objs
+    scrape.sort()
     return scrape
 
 

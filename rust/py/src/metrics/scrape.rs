@@ -363,6 +363,12 @@ impl Scrape {
         Ok(())
     }
 
+    /// Sorts the series by kind and label, without the GIL (also done by the first `rows`
+    /// or `render`); it takes no more figures after.
+    fn sort(&self, py: Python<'_>) {
+        drop(self.sorted(py));
+    }
+
     fn __len__(&self) -> usize {
         self.lock().series.len()
     }
