@@ -30,6 +30,7 @@ import pytest
 
 import admission as adm
 from admission import _native
+from admission.metrics.retired import MAX_PENDING
 
 BUCKET = adm.TokenBucket(rate=1e9, burst=10**9, name="bench-metrics")
 SEM = adm.Semaphore(10**6, name="bench-metrics")
@@ -45,10 +46,10 @@ def metrics_state(request: pytest.FixtureRequest) -> Iterator[str]:
     registry = prometheus_client.CollectorRegistry()
     if variant.startswith("on"):
         adm.metrics.register(registry)
-        _native._track_retired(True)
+        _native._track_retired(True, MAX_PENDING)
         prometheus_client.generate_latest(registry)  # a scrape before timing
     else:
-        _native._track_retired(False)
+        _native._track_retired(False, MAX_PENDING)
     try:
         yield variant
     finally:

@@ -20,6 +20,7 @@ __all__ = [
     "ManualClock",
     "RateTicket",
     "Ready",
+    "Scrape",
     "Semaphore",
     "SlidingWindow",
     "Ticket",
@@ -37,13 +38,69 @@ WAIT_BOUNDS: tuple[float, ...]
 """Finite upper bounds (seconds) of the wait-time histogram's buckets; +Inf follows."""
 
 def monotonic_ns() -> int: ...
-def _track_retired(enabled: bool) -> None: ...
+def _track_retired(enabled: bool, max_keys: int) -> None:
+    """Starts (or stops) keeping the final counters of dropped primitives, for at most
+    ``max_keys`` distinct (kind, name) between two drains."""
+
 def _forget_running_loop() -> None:
     """Drops this thread's cached running loop (run in a forked child)."""
 
-def _drain_retired() -> list[
-    tuple[str, str | None, int, tuple[int, int, int, int, int], list[int], float]
-]: ...
+def _drain_retired() -> tuple[
+    list[tuple[str, str | None, tuple[int, int, int, int, int], list[int], int]], int
+]:
+    """The dropped primitives since the last call per (kind, name): ``(kind, name, counters,
+    histogram counts, histogram sum in ns)``; and how many were discarded (``max_keys``)."""
+
+_ScrapeRow = tuple[
+    str,
+    str,
+    int,
+    int,
+    float,
+    tuple[int, int, int] | None,
+    tuple[int | None, int] | None,
+    tuple[int, int, int, int, int],
+    list[int],
+    float,
+]
+"""``(kind, label, primitives, waiters, oldest_wait, (in_use, limit, high_water) or None,
+(tokens_available, tokens_capacity) or None, counters, wait counts, wait sum in seconds)``."""
+
+@final
+class Scrape:
+    """The series of one scrape, summed per (kind, label): filled by ``read`` and
+    ``add_retired``, then read by ``rows`` or ``render`` (after which it takes no more)."""
+
+    def __new__(cls, unnamed: str, expected: int = 0) -> Scrape:
+        """``expected``: about how many series (room is made for them at once)."""
+    def read(self, objs: list[Any]) -> None:
+        """Adds the figures of each primitive in ``objs`` (other objects are skipped)."""
+    def is_live(self, kind: str, label: str) -> bool: ...
+    def add_retired(
+        self,
+        kind: str,
+        label: str,
+        counters: tuple[int, int, int, int, int],
+        counts: list[int],
+        sum_ns: int,
+    ) -> None: ...
+    def sort(self) -> None:
+        """Sorts the series (without the GIL); it takes no more figures after."""
+    def __len__(self) -> int: ...
+    def rows(self, start: int = 0, stop: int | None = None) -> list[_ScrapeRow]:
+        """The series ``start`` to ``stop``, sorted by kind and label."""
+    def render(
+        self,
+        field: str,
+        name: str,
+        start: int,
+        budget: int,
+        live_only: bool = False,
+        label: str = "",
+        values: list[str] = ...,
+    ) -> tuple[bytes, int]:
+        """The text lines of one family from series ``start`` on, about ``budget`` bytes:
+        ``(bytes, next start)``."""
 
 _WaitHistogram = tuple[list[float], list[int], float]
 

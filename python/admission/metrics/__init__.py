@@ -26,7 +26,9 @@ Series and labels:
 - ``limiter``: the primitive's ``name``. Primitives of one kind with the same name share one
   series (their figures are added up), and so do all unnamed primitives of a kind, under
   ``limiter="unnamed"`` (`UNNAMED`): there is never one series per object. A primitive that
-  is dropped keeps its counts in its series' counters, so they never go down.
+  is dropped keeps its counts in its series' counters, so they never go down; a name whose
+  primitives are all dropped leaves the exporters after a while, and only so many such names
+  are kept (`set_retention`).
 
 The metrics (see the README's "Metrics" section for the full table):
 
@@ -70,6 +72,7 @@ from admission.metrics.prometheus import (
     serve,
     unregister,
 )
+from admission.metrics.retired import set_retention
 
 __all__ = [
     "PREFIX",
@@ -87,5 +90,6 @@ __all__ = [
     "register",
     "remove_source",
     "serve",
+    "set_retention",
     "unregister",
 ]

@@ -23,6 +23,7 @@ __all__ = [
     "Sample",
     "Source",
     "add_source",
+    "le_label",
     "remove_source",
 ]
 
@@ -32,6 +33,12 @@ UNNAMED = "unnamed"
 """The ``limiter`` label of the series that aggregates the unnamed primitives of a kind."""
 
 _OUTCOMES = ("admitted", "rejected", "timeout", "cancelled")
+
+
+def le_label(bound: float) -> str:
+    """A histogram bucket's upper bound as its ``le`` label: ``"0.001"``, ``"1e-06"``,
+    ``"+Inf"`` (Python's float repr, as every admission exporter has written them)."""
+    return "+Inf" if bound == math.inf else repr(float(bound))
 
 
 # ---------------------------------------------------------------------------------------------

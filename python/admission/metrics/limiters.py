@@ -7,13 +7,13 @@ series into families and adds those of every source (see `admission.metrics.add_
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from admission import _registry
+from admission import _native, _registry
 from admission._native import WAIT_BOUNDS
-from admission.concurrency import Semaphore
+from admission.metrics import retired
 from admission.metrics.families import (
     _OUTCOMES,
     PREFIX,
@@ -24,10 +24,9 @@ from admission.metrics.families import (
     _sources,
     _sources_lock,
 )
-from admission.rate import SlidingWindow, TokenBucket
 from admission.stats import WaitHistogram
 
-__all__ = ["Kind", "LimiterSeries", "collect", "limiters"]
+__all__ = ["FAMILIES", "Kind", "LimiterSeries", "collect", "limiters"]
 
 _log = logging.getLogger("admission.metrics")
 
@@ -77,65 +76,52 @@ class LimiterSeries:
         return None
 
 
-def _kind_of(obj: object) -> Kind | None:
-    if isinstance(obj, Semaphore):
-        return "semaphore"
-    if isinstance(obj, TokenBucket):
-        return "token_bucket"
-    if isinstance(obj, SlidingWindow):
-        return "sliding_window"
-    return None
+# Primitives (or series) read per native call: each holds the GIL for about a millisecond.
+_READ_SLICE = 1_000
+
+_KINDS: dict[str, Kind] = {
+    "semaphore": "semaphore",
+    "token_bucket": "token_bucket",
+    "sliding_window": "sliding_window",
+}
 
 
-def _tokens_available(limiter: TokenBucket | SlidingWindow) -> int | None:
-    """The largest cost ``try_acquire`` would admit right now: ``peek(1).remaining + 1`` when a
-    cost of 1 would be admitted, else 0 (nothing fits, or waiters are ahead)."""
-    try:
-        d = limiter.peek(1)
-    except Exception:
-        # A LoopClock limiter outside its loop (the exporter's thread): no reading.
-        return None
-    return d.remaining + 1 if d.allowed else 0
+def _scrape() -> _native.Scrape:
+    """One scrape's series: every live primitive read natively, plus the retired totals."""
+    objs = _registry.live()
+    scrape = _native.Scrape(UNNAMED, len(objs) + retired.kept())
+    for i in range(0, len(objs), _READ_SLICE):
+        scrape.read(objs[i : i + _READ_SLICE])
+    # While objs holds every primitive read: none of them can retire meanwhile.
+    retired.add_to(scrape)
+    del objs
+    scrape.sort()
+    return scrape
 
 
-class _Acc:
-    """Accumulates one series."""
-
-    __slots__ = (
-        "available",
-        "capacity",
-        "counters",
-        "counts",
-        "high_water",
-        "in_use",
-        "limit",
-        "oldest",
-        "primitives",
-        "sum",
-        "waiters",
+def _series(row: _native._ScrapeRow) -> LimiterSeries:
+    kind, label, primitives, waiters, oldest, semaphore, rate, counters, counts, total = row
+    in_use, limit, high_water = semaphore or (None, None, None)
+    available, capacity = rate or (None, None)
+    admitted, admitted_cost, rejected, timed_out, cancelled = counters
+    return LimiterSeries(
+        kind=_KINDS[kind],
+        limiter=label,
+        primitives=primitives,
+        waiters=waiters,
+        admitted=admitted,
+        admitted_cost=admitted_cost,
+        rejected=rejected,
+        timed_out=timed_out,
+        cancelled=cancelled,
+        wait=WaitHistogram(WAIT_BOUNDS, tuple(counts), total),
+        oldest_wait=oldest,
+        in_use=in_use,
+        limit=limit,
+        high_water=high_water,
+        tokens_available=available,
+        tokens_capacity=capacity,
     )
-
-    def __init__(self) -> None:
-        self.primitives = 0
-        self.waiters = 0
-        self.oldest = 0.0
-        self.counters = [0, 0, 0, 0, 0]
-        self.counts: list[int] | None = None
-        self.sum = 0.0
-        self.in_use = 0
-        self.limit = 0
-        self.high_water = 0
-        self.available: int | None = None
-        self.capacity = 0
-
-    def add_counts(self, counters: Iterable[int], counts: list[int], total: float) -> None:
-        self.counters = [a + b for a, b in zip(self.counters, counters, strict=True)]
-        self.counts = (
-            counts
-            if self.counts is None
-            else [a + b for a, b in zip(self.counts, counts, strict=True)]
-        )
-        self.sum += total
 
 
 def limiters() -> list[LimiterSeries]:
@@ -149,173 +135,138 @@ def limiters() -> list[LimiterSeries]:
     >>> api.primitives, api.admitted, api.admitted_cost, api.tokens_available
     (2, 2, 4, 16)
     """
-    objs, retired = _registry.snapshot()
-    accs: dict[tuple[Kind, str], _Acc] = {}
-
-    def acc(kind: Kind, name: str | None) -> _Acc:
-        key = (kind, UNNAMED if name is None else name)
-        a = accs.get(key)
-        if a is None:
-            a = accs[key] = _Acc()
-        return a
-
-    for obj in objs:
-        kind = _kind_of(obj)
-        if kind is None:
-            continue
-        a = acc(kind, obj.name)
-        a.primitives += 1
-        _bounds, counts, total = obj._wait_histogram()
-        a.add_counts(obj._counters(), counts, total)
-        a.waiters += obj.waiting
-        if isinstance(obj, Semaphore):
-            a.in_use += obj.in_use
-            a.limit += obj.limit
-            a.high_water += obj.high_water
-            a.oldest = max(a.oldest, obj._oldest_wait())
-        else:
-            tokens = _tokens_available(obj)
-            if tokens is not None:
-                a.available = tokens + (a.available or 0)
-            a.capacity += obj.burst if isinstance(obj, TokenBucket) else obj.limit
-    for (kind_s, name), r in retired.items():
-        kind = _kind_of_name(kind_s)
-        if kind is not None:
-            acc(kind, name).add_counts(r.counters, r.counts, r.sum)
-
-    out = []
-    for (kind, label), a in sorted(accs.items()):
-        hist = (
-            WaitHistogram.empty()
-            if a.counts is None
-            else WaitHistogram(WAIT_BOUNDS, tuple(a.counts), a.sum)
-        )
-        admitted, admitted_cost, rejected, timed_out, cancelled = a.counters
-        live = a.primitives > 0
-        sem = kind == "semaphore"
-        out.append(
-            LimiterSeries(
-                kind=kind,
-                limiter=label,
-                primitives=a.primitives,
-                waiters=a.waiters,
-                admitted=admitted,
-                admitted_cost=admitted_cost,
-                rejected=rejected,
-                timed_out=timed_out,
-                cancelled=cancelled,
-                wait=hist,
-                oldest_wait=a.oldest,
-                in_use=a.in_use if sem and live else None,
-                limit=a.limit if sem and live else None,
-                high_water=a.high_water if sem and live else None,
-                tokens_available=a.available if not sem and live else None,
-                # (None too when no limiter of the series could be read: see _tokens_available)
-                tokens_capacity=a.capacity if not sem and live else None,
-            )
-        )
+    scrape = _scrape()
+    out: list[LimiterSeries] = []
+    for i in range(0, len(scrape), _READ_SLICE):  # no native call holds the GIL for long
+        out += map(_series, scrape.rows(i, i + _READ_SLICE))
     return out
 
 
-def _kind_of_name(kind: str) -> Kind | None:
-    if kind == "semaphore":
-        return "semaphore"
-    if kind == "token_bucket":
-        return "token_bucket"
-    if kind == "sliding_window":
-        return "sliding_window"
-    return None
+# ---------------------------------------------------------------------------------------------
+# The families of the primitives' series
+# ---------------------------------------------------------------------------------------------
 
 
-def _gauge(
-    name: str, help: str, series: list[LimiterSeries], value: Callable[[LimiterSeries], Any]
-) -> Family:
-    samples = tuple(
-        Sample({"kind": s.kind, "limiter": s.limiter}, float(v))
-        for s in series
-        if (v := value(s)) is not None
-    )
-    return Family(PREFIX + name, "gauge", help, samples)
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    """A family of the primitives' series: the figure it shows, and for which series."""
+
+    name: str
+    type: Literal["gauge", "counter", "histogram"]
+    help: str
+    field: str
+    """A `LimiterSeries` attribute; ``acquisitions``: the outcome counters (label
+    ``outcome``); ``wait``: the wait histogram."""
+    live_only: bool = False
+    """Only the series with a live primitive (a gauge that does not apply has no sample)."""
+    unit: str = ""
 
 
-def _primitive_families() -> list[Family]:
-    series = limiters()
-    live = [s for s in series if s.primitives > 0]
-    acquisitions = tuple(
-        Sample({"kind": s.kind, "limiter": s.limiter, "outcome": outcome}, float(v))
-        for s in series
-        for outcome, v in zip(
-            _OUTCOMES, (s.admitted, s.rejected, s.timed_out, s.cancelled), strict=True
+FAMILIES = (
+    _Spec(PREFIX + "limiters", "gauge", "Live primitives in the series.", "primitives"),
+    _Spec(PREFIX + "permits_in_use", "gauge", "Semaphore permits held now.", "in_use", True),
+    _Spec(PREFIX + "permits_limit", "gauge", "Semaphore permit limits.", "limit", True),
+    _Spec(
+        PREFIX + "high_water",
+        "gauge",
+        "Most semaphore permits ever held at once (summed over the series' semaphores).",
+        "high_water",
+        True,
+    ),
+    _Spec(PREFIX + "waiters", "gauge", "Requests waiting to be admitted now.", "waiters", True),
+    _Spec(
+        PREFIX + "oldest_wait_seconds",
+        "gauge",
+        "How long the longest current semaphore waiter has waited so far.",
+        "oldest_wait",
+        True,
+    ),
+    _Spec(
+        PREFIX + "tokens_available",
+        "gauge",
+        "Largest cost a rate limiter's try_acquire would admit now "
+        "(peek(1).remaining + 1, or 0 when nothing fits or waiters are ahead).",
+        "tokens_available",
+        True,
+    ),
+    _Spec(
+        PREFIX + "tokens_capacity",
+        "gauge",
+        "Rate limiter capacity: a token bucket's burst, a sliding window's limit.",
+        "tokens_capacity",
+        True,
+    ),
+    _Spec(
+        PREFIX + "acquisitions",
+        "counter",
+        "Requests by outcome: admitted, rejected (refused at once), timeout, cancelled.",
+        "acquisitions",
+    ),
+    _Spec(
+        PREFIX + "admitted_cost",
+        "counter",
+        "Sum of the costs (tokens, permits) of the admitted requests.",
+        "admitted_cost",
+    ),
+    _Spec(
+        PREFIX + "wait_seconds",
+        "histogram",
+        "How long admitted requests waited for admission (0 for immediate admissions).",
+        "wait",
+        unit="seconds",
+    ),
+)
+"""The primitives' families, in exposition order: `collect` builds them from `limiters`, the
+HTTP exporter renders the same natively (`admission.metrics.exposition`)."""
+
+
+def _gauge(s: LimiterSeries, field: str) -> float | None:
+    if field == "oldest_wait" and s.kind != "semaphore":
+        return None  # 0.0 in a rate limiter's LimiterSeries: a semaphore gauge only
+    value: int | float | None = getattr(s, field)
+    return None if value is None else float(value)
+
+
+def _family(spec: _Spec, series: list[LimiterSeries]) -> Family:
+    rows = [s for s in series if s.primitives > 0] if spec.live_only else series
+    samples: tuple[Sample, ...] | tuple[HistogramSample, ...]
+    if spec.field == "acquisitions":
+        samples = tuple(
+            Sample({"kind": s.kind, "limiter": s.limiter, "outcome": outcome}, float(v))
+            for s in rows
+            for outcome, v in zip(
+                _OUTCOMES, (s.admitted, s.rejected, s.timed_out, s.cancelled), strict=True
+            )
         )
-    )
-    histograms = tuple(
-        HistogramSample.of({"kind": s.kind, "limiter": s.limiter}, s.wait) for s in series
-    )
-    return [
-        _gauge("limiters", "Live primitives in the series.", series, lambda s: s.primitives),
-        _gauge("permits_in_use", "Semaphore permits held now.", live, lambda s: s.in_use),
-        _gauge("permits_limit", "Semaphore permit limits.", live, lambda s: s.limit),
-        _gauge(
-            "high_water",
-            "Most semaphore permits ever held at once (summed over the series' semaphores).",
-            live,
-            lambda s: s.high_water,
-        ),
-        _gauge("waiters", "Requests waiting to be admitted now.", live, lambda s: s.waiters),
-        _gauge(
-            "oldest_wait_seconds",
-            "How long the longest current semaphore waiter has waited so far.",
-            [s for s in live if s.kind == "semaphore"],
-            lambda s: s.oldest_wait,
-        ),
-        _gauge(
-            "tokens_available",
-            "Largest cost a rate limiter's try_acquire would admit now "
-            "(peek(1).remaining + 1, or 0 when nothing fits or waiters are ahead).",
-            live,
-            lambda s: s.tokens_available,
-        ),
-        _gauge(
-            "tokens_capacity",
-            "Rate limiter capacity: a token bucket's burst, a sliding window's limit.",
-            live,
-            lambda s: s.tokens_capacity,
-        ),
-        Family(
-            PREFIX + "acquisitions",
-            "counter",
-            "Requests by outcome: admitted, rejected (refused at once), timeout, cancelled.",
-            acquisitions,
-        ),
-        Family(
-            PREFIX + "admitted_cost",
-            "counter",
-            "Sum of the costs (tokens, permits) of the admitted requests.",
-            tuple(
-                Sample({"kind": s.kind, "limiter": s.limiter}, float(s.admitted_cost))
-                for s in series
-            ),
-        ),
-        Family(
-            PREFIX + "wait_seconds",
-            "histogram",
-            "How long admitted requests waited for admission (0 for immediate admissions).",
-            histograms,
-            unit="seconds",
-        ),
-    ]
+    elif spec.field == "wait":
+        samples = tuple(
+            HistogramSample.of({"kind": s.kind, "limiter": s.limiter}, s.wait) for s in rows
+        )
+    else:
+        samples = tuple(
+            Sample({"kind": s.kind, "limiter": s.limiter}, v)
+            for s in rows
+            if (v := _gauge(s, spec.field)) is not None
+        )
+    return Family(spec.name, spec.type, spec.help, samples, spec.unit)
 
 
-def collect() -> list[Family]:
-    """Every family now: the primitives', then each source's, merged by name."""
-    families = _primitive_families()
+def _source_families() -> list[Family]:
+    """The families of every source added with `add_source` (a failing one is skipped)."""
     with _sources_lock:
         sources = list(_sources)
+    families: list[Family] = []
     for source in sources:
         try:
             families.extend(source())
         except Exception:
             _log.exception("metrics source %r failed; skipped in this scrape", source)
+    return families
+
+
+def _merge(families: Iterable[Family]) -> list[Family]:
+    """Families with one name merged into one, in the order of their first appearance (one
+    reported with two types: the first kept, the others logged and left out)."""
     merged: dict[str, Family] = {}
     for f in families:
         prev = merged.get(f.name)
@@ -329,3 +280,9 @@ def collect() -> list[Family]:
             samples: Any = prev.samples + f.samples
             merged[f.name] = Family(prev.name, prev.type, prev.help, samples, prev.unit)
     return list(merged.values())
+
+
+def collect() -> list[Family]:
+    """Every family now: the primitives', then each source's, merged by name."""
+    series = limiters()
+    return _merge([*(_family(spec, series) for spec in FAMILIES), *_source_families()])

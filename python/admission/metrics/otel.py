@@ -35,8 +35,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, final
 
-from admission import _registry
-from admission.metrics.families import Family, Sample
+from admission.metrics import retired
+from admission.metrics.families import Family, Sample, le_label
 from admission.metrics.limiters import collect
 
 if TYPE_CHECKING:
@@ -92,8 +92,7 @@ class Registration:
                     out.append(Observation(s.value, attrs))
                 elif part == "bucket":
                     for le, count in s.buckets:
-                        le_s = "+Inf" if le == float("inf") else repr(le)
-                        out.append(Observation(count, {**attrs, "le": le_s}))
+                        out.append(Observation(count, {**attrs, "le": le_label(le)}))
                 elif part == "count":
                     out.append(Observation(s.count, attrs))
                 else:
@@ -111,7 +110,7 @@ def register(meter: Meter) -> Registration:
     reporting later has no instrument (OpenTelemetry instruments are created up front).
     """
     reg = Registration()
-    _registry.track_retired()
+    retired.track()
     for family in collect():
         unit = _UNITS.get(family.unit, family.unit)
         if family.type == "gauge":

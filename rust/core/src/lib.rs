@@ -13,7 +13,6 @@ pub mod histogram;
 pub mod padded;
 mod queue;
 pub mod rate;
-pub mod retired;
 pub mod semaphore;
 pub mod stats;
 mod sync;

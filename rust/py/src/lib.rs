@@ -24,6 +24,7 @@ mod deadlines;
 mod decision;
 mod errors;
 mod gilcell;
+mod metrics;
 mod rate;
 mod ready;
 mod running;
@@ -53,6 +54,8 @@ mod _native {
     #[pymodule_export]
     use crate::decision::Decision;
     #[pymodule_export]
+    use crate::metrics::{_drain_retired, _track_retired, Scrape};
+    #[pymodule_export]
     use crate::rate::RateTicket;
     #[pymodule_export]
     use crate::ready::Ready;
@@ -72,40 +75,6 @@ mod _native {
     #[pyfunction]
     fn monotonic_ns() -> u64 {
         admission_core::clock::monotonic_ns()
-    }
-
-    /// Starts (or stops) keeping the final counters of dropped primitives for the metrics
-    /// exporter, so aggregated counters never go down when a primitive is dropped.
-    #[pyfunction]
-    fn _track_retired(enabled: bool) {
-        admission_core::retired::set_enabled(enabled)
-    }
-
-    /// Figures of the primitives dropped since the last call, one entry per (kind, name):
-    /// `(kind, name, primitives, counters, histogram counts, histogram sum in seconds)`.
-    #[pyfunction]
-    #[allow(clippy::type_complexity)]
-    fn _drain_retired() -> Vec<(
-        &'static str,
-        Option<String>,
-        u64,
-        (u64, u64, u64, u64, u64),
-        Vec<u64>,
-        f64,
-    )> {
-        admission_core::retired::drain()
-            .into_iter()
-            .map(|(kind, name, r)| {
-                (
-                    kind,
-                    name,
-                    r.primitives,
-                    crate::rate::counters_tuple(&r.counters),
-                    r.waits.counts.to_vec(),
-                    crate::args::ns_to_s(r.waits.sum_ns),
-                )
-            })
-            .collect()
     }
 
     #[pymodule_init]

@@ -6,9 +6,8 @@
 use std::sync::Arc;
 
 use admission_core::{
-    retired, AcquireError, Counters, CountersSnapshot, Decision as CoreDecision, Entered,
-    HistogramSnapshot, RateLimit, RateTicket as CoreTicket, Refusal, Status, Wakers, Withdrawal,
-    WAIT_BOUNDS_NS,
+    AcquireError, CountersSnapshot, Decision as CoreDecision, Entered, HistogramSnapshot,
+    RateLimit, RateTicket as CoreTicket, Refusal, Status, Wakers, Withdrawal, WAIT_BOUNDS_NS,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
@@ -74,19 +73,6 @@ pub fn wait_bounds_s() -> Vec<f64> {
 /// `(finite upper bounds in seconds, per-bucket counts including +Inf, sum in seconds)`.
 pub fn histogram_tuple(h: &HistogramSnapshot) -> (Vec<f64>, Vec<u64>, f64) {
     (wait_bounds_s(), h.counts.to_vec(), ns_to_s(h.sum_ns))
-}
-
-/// Adds a dropped primitive's final figures to the retired totals when a metrics exporter
-/// keeps them (see `admission_core::retired`); only then are they read.
-pub fn retire(
-    kind: &'static str,
-    name: Option<&str>,
-    counters: &Counters,
-    waits: impl FnOnce() -> HistogramSnapshot,
-) {
-    if retired::enabled() {
-        retired::retire(kind, name, counters.snapshot(), waits());
-    }
 }
 
 /// `(admitted, admitted_cost, rejected, timed_out, cancelled)`.
@@ -270,9 +256,9 @@ impl<L: RateLimit<PyWaker>> RateState<L> {
         histogram_tuple(&self.core.wait_histogram())
     }
 
-    /// Adds this limiter's final figures to the retired totals (see [`retire`]).
+    /// Adds this limiter's final figures to the retired totals (see [`crate::metrics::retire`]).
     pub fn retire(&self, kind: &'static str) {
-        retire(kind, self.name.as_deref(), self.core.counters(), || {
+        crate::metrics::retire(kind, self.name.as_deref(), self.core.counters(), || {
             self.core.wait_histogram()
         });
     }

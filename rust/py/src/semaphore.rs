@@ -19,7 +19,8 @@ use crate::acquire::{self, Owner};
 use crate::args::{count, count_arg, label, ns_to_s, timeout, Arg};
 use crate::deadlines::Deadlines;
 use crate::errors;
-use crate::rate::{counters_tuple, histogram_tuple, retire};
+use crate::metrics::retire;
+use crate::rate::{counters_tuple, histogram_tuple};
 use crate::ready::ready;
 use crate::waiter::Waiter;
 
@@ -381,7 +382,7 @@ impl Semaphore {
     }
 
     #[getter]
-    fn name(&self) -> Option<&str> {
+    pub(crate) fn name(&self) -> Option<&str> {
         self.name.as_deref()
     }
 
