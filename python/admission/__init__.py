@@ -47,6 +47,8 @@ from admission.pools import (
     UnknownPool,
 )
 from admission.rate import SlidingWindow, TokenBucket
+from admission.retry import Attempt, Retry, RetryStats
+from admission.retry_budget import RetryBudget, RetryBudgetStats
 from admission.stats import LimiterStats, SemaphoreStats, WaitHistogram
 from admission.taskpool import TaskPool
 from admission.threads import to_thread
@@ -58,6 +60,7 @@ __all__ = [
     "AcquireTimeout",
     "AdmissionError",
     "AllOf",
+    "Attempt",
     "CapacityError",
     "Closed",
     "ConcurrencyManager",
@@ -81,6 +84,10 @@ __all__ = [
     "PortInUseError",
     "Rate",
     "RateLimited",
+    "Retry",
+    "RetryBudget",
+    "RetryBudgetStats",
+    "RetryStats",
     "Semaphore",
     "SemaphoreStats",
     "SlidingWindow",
