@@ -34,6 +34,7 @@ iterators share; they differ only in how they call and sleep.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import inspect
 import itertools
@@ -197,7 +198,7 @@ class RetryStats:
     """Calls ended by cancellation, ``KeyboardInterrupt`` or another non-`Exception`."""
     gave_up: Mapping[str, int]
     """Calls that gave up on a retryable failure, by reason: ``"attempts"`` (none left),
-    ``"deadline"`` (the wait, or the server's hint, would end past it), ``"budget"`` (the
+    ``"deadline"`` (the wait, or the server's hint, would end at or past it), ``"budget"`` (the
     `RetryBudget` refused)."""
     waited: float
     """Seconds spent in backoff waits, in total."""
@@ -303,6 +304,13 @@ def _no_time() -> float:
     return 0.0
 
 
+def _refuse_loop_clock() -> float:
+    raise RuntimeError(
+        "admission: this Retry's clock is a LoopClock, which follows an event loop: use "
+        "`await retry.call(...)` there, or no clock in threads"
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Retry
 # ---------------------------------------------------------------------------------------------
@@ -315,6 +323,14 @@ _Outcome = tuple[BaseException | None, Any]
 # (send back None, or throw what interrupted the wait). It returns the call's result or
 # raises its exception.
 _Plan = Generator[float | None, Any, Any]
+# (started, first_ok, now, retry_if, deposit): see Retry._fast_path.
+_FastPath = tuple[
+    Callable[[], int],
+    Callable[[], int],
+    Callable[[], float],
+    Callable[[Any], bool] | None,
+    Callable[[], None] | None,
+]
 
 
 @final
@@ -340,8 +356,8 @@ class Retry:
     Args:
         attempts: attempts per call, the first included (``None``: as many as the deadline
             allows). Default 5.
-        deadline: seconds (or ``"30s"``) from the start of the call after which no attempt
-            starts: a wait that would end past it, or a server's hint that would, gives up
+        deadline: seconds (or ``"30s"``) from the start of the call, at and after which no
+            attempt starts: a wait that would end there, or a server's hint that would, gives up
             at once instead of waiting. An attempt already running is not interrupted (put
             a timeout on the call itself for that). ``None``: no deadline. Default 30 s.
         base: the first retry's backoff ceiling; each retry doubles it. Default 100 ms.
@@ -386,6 +402,8 @@ class Retry:
         "_clock",
         "_counts",
         "_deadline",
+        "_fast_async",
+        "_fast_blocking",
         "_manual",
         "_retry_if",
         "_retryable",
@@ -464,6 +482,8 @@ class Retry:
         self._clock = clock
         self._manual = clock if isinstance(clock, ManualClock) else None
         self._counts = _Counts()
+        self._fast_async = self._fast_path(self._now_async())
+        self._fast_blocking = self._fast_path(self._now_blocking())
         _track(self)
 
     # --- configuration, read-only ----------------------------------------------------------
@@ -475,7 +495,7 @@ class Retry:
 
     @property
     def deadline(self) -> float | None:
-        """Seconds after the start of a call past which no attempt starts, or None."""
+        """Seconds from the start of a call at and after which no attempt starts, or None."""
         return self._deadline
 
     @property
@@ -522,18 +542,15 @@ class Retry:
     # --- time ------------------------------------------------------------------------------
 
     def _now_async(self) -> Callable[[], float]:
-        if self._manual is not None:
-            return self._manual.now
-        return _loop_time
+        """The clock of async calls: the manual clock, or the running loop's."""
+        return self._manual.now if self._manual is not None else _loop_time
 
     def _now_blocking(self) -> Callable[[], float]:
+        """The clock of calls in threads: the manual clock, or the monotonic clock."""
         if self._manual is not None:
             return self._manual.now
         if isinstance(self._clock, LoopClock):
-            raise RuntimeError(
-                "admission: this Retry's clock is a LoopClock, which follows an event loop: "
-                "use `await retry.call(...)` there, or no clock in threads"
-            )
+            return _refuse_loop_clock
         return time.monotonic
 
     async def _sleep_async(self, seconds: float) -> None:
@@ -564,8 +581,8 @@ class Retry:
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorates ``fn`` (sync or async) to retry it. ``wrapped.retry`` is this `Retry`.
 
-        Only the first attempt runs on the fast path: it calls ``fn`` once and enters the
-        retry logic only if that fails (no extra coroutine, no allocation when it succeeds).
+        The wrapper is `call` (or `call_blocking`) with ``fn``: the first attempt calls ``fn``
+        once, and the retry logic is entered only if it fails.
         """
         if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
             raise TypeError(
@@ -578,9 +595,9 @@ class Retry:
         if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
             getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
         ):
-            wrapper = self._async_wrapper(fn)  # type: ignore[arg-type]
+            wrapper = self._async(fn)  # type: ignore[arg-type]
         else:
-            wrapper = self._blocking_wrapper(fn)
+            wrapper = self._blocking(fn)
         functools.update_wrapper(wrapper, fn)
         wrapper.retry = self
         return wrapper  # type: ignore[no-any-return]
@@ -590,88 +607,96 @@ class Retry:
 
         On asyncio (and uvloop) and trio; waits are the loop's sleeps.
         """
-        return await self._async_wrapper(fn)(*args, **kwargs)
+        return await self._async(fn)(*args, **kwargs)
 
     def call_blocking(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Calls ``fn(*args, **kwargs)`` in this thread, retrying it (waits block the thread).
 
         Raises `RuntimeError` instead of sleeping in the thread of a running event loop.
         """
-        return self._blocking_wrapper(fn)(*args, **kwargs)
+        return self._blocking(fn)(*args, **kwargs)
 
-    def _async_wrapper(self, fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
-        counts = self._counts
-        started = counts.started.__next__
-        first_ok = counts.first_ok.__next__
-        now = self._now_async() if self._deadline is not None else _no_time
-        retry_if = self._retry_if
-        deposit = self._budget.deposit if self._budget is not None else None
-        drive = self._drive_async
+    # The fast path: the first attempt calls ``fn`` once, counted by two ``next()``s, and
+    # the plan (a generator) is made only if it fails. Its start time is read from the
+    # clock the plan will use (the loop's, or the manual clock) so that a deadline counts
+    # the first attempt's (virtual) time too.
 
+    def _async(self, fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+        """``fn`` retried on the running event loop."""
+        started, first_ok, now, retry_if, deposit = self._fast_async
+        retry = self
         if self._breaker is not None:
 
-            async def plan_only(*args: Any, **kwargs: Any) -> R:
+            async def through_the_breaker(*args: Any, **kwargs: Any) -> Any:
                 started()
                 if deposit is not None:
                     deposit()
-                plan = self._plan(self._now_async()(), _PENDING, _PENDING, blocking=False)
-                return await drive(plan, fn, args, kwargs)  # type: ignore[no-any-return]
+                steps = retry._plan(now(), _PENDING, _PENDING, False)
+                return await retry._drive_async(steps, fn, args, kwargs)
 
-            return plan_only
+            return through_the_breaker
 
-        async def retrying(*args: Any, **kwargs: Any) -> R:
-            start = now()
+        async def retrying(*args: Any, **kwargs: Any) -> Any:
             started()
             if deposit is not None:
                 deposit()
+            start = now()
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
-                plan = self._plan(start, exc, None, blocking=False)
-                return await drive(plan, fn, args, kwargs)  # type: ignore[no-any-return]
+                return await retry._drive_async(
+                    retry._plan(start, exc, None, False), fn, args, kwargs
+                )
             if retry_if is not None and retry_if(result):
-                plan = self._plan(start, None, result, blocking=False)
-                return await drive(plan, fn, args, kwargs)  # type: ignore[no-any-return]
+                return await retry._drive_async(
+                    retry._plan(start, None, result, False), fn, args, kwargs
+                )
             first_ok()
             return result
 
         return retrying
 
-    def _blocking_wrapper(self, fn: Callable[..., R]) -> Callable[..., R]:
-        counts = self._counts
-        started = counts.started.__next__
-        first_ok = counts.first_ok.__next__
-        now = self._now_blocking() if self._deadline is not None else _no_time
-        retry_if = self._retry_if
-        deposit = self._budget.deposit if self._budget is not None else None
-        drive = self._drive_blocking
-
+    def _blocking(self, fn: Callable[..., R]) -> Callable[..., R]:
+        """``fn`` retried in the calling thread."""
+        started, first_ok, now, retry_if, deposit = self._fast_blocking
+        retry = self
         if self._breaker is not None:
 
-            def plan_only(*args: Any, **kwargs: Any) -> R:
+            def through_the_breaker(*args: Any, **kwargs: Any) -> Any:
                 started()
                 if deposit is not None:
                     deposit()
-                plan = self._plan(self._now_blocking()(), _PENDING, _PENDING, blocking=True)
-                return drive(plan, fn, args, kwargs)  # type: ignore[no-any-return]
+                return retry._drive_blocking(
+                    retry._plan(now(), _PENDING, _PENDING, True), fn, args, kwargs
+                )
 
-            return plan_only
+            return through_the_breaker
 
-        def retrying(*args: Any, **kwargs: Any) -> R:
-            start = now()
+        def retrying(*args: Any, **kwargs: Any) -> Any:
             started()
             if deposit is not None:
                 deposit()
+            start = now()
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
-                return drive(self._plan(start, exc, None, blocking=True), fn, args, kwargs)  # type: ignore[no-any-return]
+                return retry._drive_blocking(retry._plan(start, exc, None, True), fn, args, kwargs)
             if retry_if is not None and retry_if(result):
-                return drive(self._plan(start, None, result, blocking=True), fn, args, kwargs)  # type: ignore[no-any-return]
+                return retry._drive_blocking(
+                    retry._plan(start, None, result, True), fn, args, kwargs
+                )
             first_ok()
             return result
 
         return retrying
+
+    def _fast_path(self, now: Callable[[], float]) -> _FastPath:
+        """What a fast path reads, bound once (no reference back to this Retry: no cycle)."""
+        counts = self._counts
+        if self._deadline is None and self._breaker is None:
+            now = _no_time  # nothing would look at the start time
+        deposit = self._budget.deposit if self._budget is not None else None
+        return counts.started.__next__, counts.first_ok.__next__, now, self._retry_if, deposit
 
     async def _drive_async(
         self, plan: _Plan, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any
@@ -761,7 +786,7 @@ class Retry:
                     hint = retry_after(exc if exc is not None else result)
                     if hint is not None and hint > wait:
                         wait = hint
-                    if deadline_at is not None and now() + wait > deadline_at:
+                    if deadline_at is not None and now() + wait >= deadline_at:
                         reason = "deadline"
                     else:
                         if blocking:
@@ -1010,6 +1035,10 @@ class _Attempts:
 
 _live_lock = threading.Lock()
 _live: weakref.WeakSet[Retry] = weakref.WeakSet()
+# The final counters of dropped retries, until a scrape adds them to `_retired`. Appended by
+# a finalizer, which may run inside any allocation (a garbage collection), even one made
+# with `_live_lock` held: so it takes no lock (deque.append is atomic).
+_dropped: collections.deque[tuple[str, RetryStats]] = collections.deque()
 
 
 @dataclass(slots=True)
@@ -1042,14 +1071,16 @@ def _track(retry: Retry) -> None:
 
 
 def _retire(name: str, counts: _Counts) -> None:
-    stats = counts.snapshot()
-    with _live_lock:
-        _retired.setdefault(name, _Totals()).add(stats)
+    # The retry is gone, so nobody else holds its counters' lock.
+    _dropped.append((name, counts.snapshot()))
 
 
 def _families() -> Iterable[Family]:
     with _live_lock:
-        live = list(_live)
+        live = list(_live)  # strong references: none of these retires while we read
+        while _dropped:  # every retry not in `live` is dropped, and already in `_dropped`
+            name, stats = _dropped.popleft()
+            _retired.setdefault(name, _Totals()).add(stats)
         totals = {
             name: _Totals(t.retried, dict(t.calls), dict(t.gave_up)) for name, t in _retired.items()
         }

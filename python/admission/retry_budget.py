@@ -80,11 +80,13 @@ class RetryBudget:
     """
 
     __slots__ = (
+        "_bucket_end",
         "_buckets_calls",
         "_buckets_retries",
         "_calls",
         "_epoch",
         "_floor",
+        "_index",
         "_lock",
         "_now",
         "_ratio",
@@ -123,6 +125,8 @@ class RetryBudget:
         self._window_calls = 0
         self._window_retries = 0
         self._epoch: int | None = None
+        self._index = 0  # the current bucket
+        self._bucket_end = -math.inf  # when the current bucket ends: roll from then on
         self._calls = 0
         self._retries = 0
         self._refused = 0
@@ -146,8 +150,9 @@ class RetryBudget:
         """Counts one call (a first attempt). `admission.Retry` calls it for you."""
         now = self._now()
         with self._lock:
-            index = self._roll(now)
-            self._buckets_calls[index] += 1
+            if now >= self._bucket_end:
+                self._roll(now)
+            self._buckets_calls[self._index] += 1
             self._window_calls += 1
             self._calls += 1
 
@@ -158,11 +163,12 @@ class RetryBudget:
         """
         now = self._now()
         with self._lock:
-            index = self._roll(now)
+            if now >= self._bucket_end:
+                self._roll(now)
             if self._window_retries + 1 > self._allowed() + _SLACK:
                 self._refused += 1
                 return False
-            self._buckets_retries[index] += 1
+            self._buckets_retries[self._index] += 1
             self._window_retries += 1
             self._retries += 1
             return True
@@ -171,7 +177,8 @@ class RetryBudget:
         """The totals and the current window."""
         now = self._now()
         with self._lock:
-            self._roll(now)
+            if now >= self._bucket_end:
+                self._roll(now)
             available = max(0, math.floor(self._allowed() + _SLACK) - self._window_retries)
             return RetryBudgetStats(
                 calls=self._calls,
@@ -185,25 +192,26 @@ class RetryBudget:
     def _allowed(self) -> float:
         return self._ratio * self._window_calls + self._floor
 
-    def _roll(self, now: float) -> int:
-        """Drops the buckets that left the window; returns the current bucket's index.
-        Called with the lock held."""
+    def _roll(self, now: float) -> None:
+        """Moves to the bucket of ``now``, dropping the buckets that left the window.
+        Called with the lock held, once ``now`` is past the current bucket's end."""
         epoch = math.floor(now / self._width)
         last = self._epoch
-        if last is None or epoch > last:
-            if last is not None:
-                # At most one full turn: older buckets are all gone anyway.
-                for step in range(1, min(epoch - last, _BUCKETS) + 1):
-                    index = (last + step) % _BUCKETS
-                    self._window_calls -= self._buckets_calls[index]
-                    self._window_retries -= self._buckets_retries[index]
-                    self._buckets_calls[index] = 0
-                    self._buckets_retries[index] = 0
-            self._epoch = epoch
-            return epoch % _BUCKETS
-        # The same bucket; or a clock that went back (a LoopClock read on another loop):
-        # counted in the newest bucket rather than in one the window already dropped.
-        return last % _BUCKETS
+        if last is not None and epoch <= last:
+            # Float rounding at a bucket's edge, or a clock that went back (a LoopClock read
+            # on another loop): counted in the newest bucket, not in one already dropped.
+            return
+        if last is not None:
+            # At most one full turn: older buckets are all gone anyway.
+            for step in range(1, min(epoch - last, _BUCKETS) + 1):
+                index = (last + step) % _BUCKETS
+                self._window_calls -= self._buckets_calls[index]
+                self._window_retries -= self._buckets_retries[index]
+                self._buckets_calls[index] = 0
+                self._buckets_retries[index] = 0
+        self._epoch = epoch
+        self._index = epoch % _BUCKETS
+        self._bucket_end = (epoch + 1) * self._width
 
     def __repr__(self) -> str:
         return (

@@ -312,11 +312,13 @@ def test_deadline_counts_the_attempts_time(h: Harness) -> None:
     assert run.end == 7.0
 
 
-def test_a_wait_ending_exactly_at_the_deadline_is_made(h: Harness) -> None:
+def test_a_wait_ending_at_the_deadline_gives_up(h: Harness) -> None:
+    # As tenacity's stop_before_delay: an attempt starting at the deadline has no time left.
     retry = h.retry(attempts=10, deadline=3, base=1, jitter="none")
     run = h.run(retry, [ConnectionError, ConnectionError, "ok"])
-    assert run.result == "ok"
-    assert run.starts == [0.0, 1.0, 3.0]
+    assert isinstance(run.error, ConnectionError)
+    assert run.starts == [0.0, 1.0]
+    assert run.end == 1.0
 
 
 def test_deadline_alone_bounds_unlimited_attempts(h: Harness) -> None:
@@ -922,3 +924,27 @@ def test_durations_as_strings() -> None:
     retry = adm.Retry(deadline="1m30s", base="250ms", cap="2s")
     assert (retry.deadline, retry.base, retry.cap) == (90.0, 0.25, 2.0)
     assert "Retry(attempts=5, deadline=90.0" in repr(retry)
+
+
+def test_a_retry_dropped_while_the_registry_is_locked() -> None:
+    # A finalizer may run inside any allocation, e.g. within `_track` or a scrape, which hold
+    # the registry's lock: retiring a dropped retry must not take that lock (it deadlocked).
+    from admission import retry as module
+
+    def drop() -> None:
+        retry = adm.Retry(name="doc-dropped-in-lock")
+        retry.call_blocking(lambda: 1)
+        with module._live_lock:
+            del retry  # the last reference: its finalizer runs here, lock held
+
+    worker = threading.Thread(target=drop, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive(), "retiring a retry deadlocked on the registry's lock"
+    families = {f.name: f for f in adm.metrics.collect()}
+    calls = {
+        s.labels["outcome"]: s.value
+        for s in families["admission_retry_calls"].samples
+        if s.labels["retry"] == "doc-dropped-in-lock"
+    }
+    assert calls["succeeded"] == 1.0
