@@ -264,22 +264,17 @@ class _Counts:
 # ---------------------------------------------------------------------------------------------
 
 
-def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
-    """The running asyncio (or uvloop) loop; None means trio.
-
-    The only place this module tells the two apart (every async time read and sleep goes
-    through it), so that it can move to the library's backend seam in one edit.
-    """
-    return _get_running_loop()
+# The running asyncio (or uvloop) loop; None means trio. The only place this module tells the
+# two apart (every async time read and sleep goes through it), so that it can move to the
+# library's backend seam in one edit. asyncio's C function itself: no Python frame on the
+# success path, which reads the loop's clock when the retry has a deadline.
+_asyncio_loop: Callable[[], asyncio.AbstractEventLoop | None] = _get_running_loop
 
 
-def _loop_time() -> float:
-    loop = _asyncio_loop()
-    if loop is not None:
-        return loop.time()
-    import trio
-
-    return trio.current_time()
+# The running loop's clock (``loop.time()``, ``trio.current_time()``), read natively: the
+# extension finds the asyncio loop without asyncio's system call (3.10, 3.11). Stateless, so
+# one serves every thread and loop.
+_loop_time = LoopClock().now
 
 
 async def _loop_sleep(seconds: float) -> None:
