@@ -97,7 +97,8 @@ def transient(exc: BaseException) -> bool:
     """The default ``retry_on``: failures that a later attempt may not meet.
 
     - connection errors and timeouts (``ConnectionError``, ``TimeoutError``; on 3.10 also
-      ``asyncio.TimeoutError``), and every ``httpx.TransportError``;
+      ``asyncio.TimeoutError``), and every ``httpx.TransportError`` but the client's own
+      mistakes (``UnsupportedProtocol``, ``LocalProtocolError``);
     - an HTTP error whose status is in `RETRYABLE_STATUS` (``.response.status_code`` as on
       ``httpx.HTTPStatusError`` and ``requests.HTTPError``, or ``.status_code`` as on the
       SDKs' errors): 408, 425, 429, 500, 502, 503, 504;
@@ -114,14 +115,16 @@ def transient(exc: BaseException) -> bool:
         return True
     httpx = sys.modules.get("httpx")
     if httpx is not None and isinstance(exc, httpx.TransportError):
-        return True
-    if getattr(exc, "retry_after", None) is not None:
-        return True
+        # Except the client's own mistakes: a URL without a usable scheme, a request that
+        # breaks HTTP itself. They would fail the same way every time.
+        return not isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError))
     try:
+        if getattr(exc, "retry_after", None) is not None:
+            return True
         status = getattr(getattr(exc, "response", None), "status_code", None)
         if status is None:
             status = getattr(exc, "status_code", None)
-    except Exception:  # a property that raises: no status
+    except Exception:  # a property that raises: no hint, no status
         return False
     return status in RETRYABLE_STATUS
 
@@ -246,6 +249,8 @@ class _Counts:
 
     def snapshot(self) -> RetryStats:
         with self.lock:
+            # Successes before starts: a call counted in one but not the other reads as in
+            # flight, never as a negative number of them.
             first_ok = _count_of(self.first_ok)
             return RetryStats(
                 calls=_count_of(self.started),
@@ -265,9 +270,8 @@ class _Counts:
 
 
 # The running asyncio (or uvloop) loop; None means trio. The only place this module tells the
-# two apart (every async time read and sleep goes through it), so that it can move to the
-# library's backend seam in one edit. asyncio's C function itself: no Python frame on the
-# success path, which reads the loop's clock when the retry has a deadline.
+# two apart (every async sleep goes through it; time is read through `LoopClock`, which asks
+# the extension), so that it can move to the library's backend seam in one edit.
 _asyncio_loop: Callable[[], asyncio.AbstractEventLoop | None] = _get_running_loop
 
 
@@ -368,7 +372,8 @@ class Retry:
             up, that last result is returned.
         budget: a `admission.RetryBudget` shared with other retries: a retry it refuses
             gives up at once.
-        name: labels the metrics (``admission_retries_total{retry=name}``).
+        name: names this retry in its log lines and metrics series (retries of one name
+            share a series).
         breaker: a circuit breaker (see `Breaker`): no attempt goes through an open one.
         clock: a `admission.testing.ManualClock`: deadlines are read from it and waits
             advance it instead of sleeping (sync and async). Or `admission.LoopClock` (the
@@ -400,9 +405,9 @@ class Retry:
         "_fast_async",
         "_fast_blocking",
         "_manual",
+        "_name",
         "_retry_if",
         "_retryable",
-        "name",
     )
 
     def __init__(
@@ -468,7 +473,7 @@ class Retry:
         self._breaker = breaker
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, got {name!r}")
-        self.name = name
+        self._name = name
         if clock is not None and not isinstance(clock, (ManualClock, LoopClock)):
             raise TypeError(
                 f"clock must be an admission.testing.ManualClock, an admission.LoopClock or "
@@ -482,6 +487,11 @@ class Retry:
         _track(self)
 
     # --- configuration, read-only ----------------------------------------------------------
+
+    @property
+    def name(self) -> str | None:
+        """The name given, if any."""
+        return self._name
 
     @property
     def attempts(self) -> int | None:
@@ -576,8 +586,8 @@ class Retry:
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorates ``fn`` (sync or async) to retry it. ``wrapped.retry`` is this `Retry`.
 
-        The wrapper is `call` (or `call_blocking`) with ``fn``: the first attempt calls ``fn``
-        once, and the retry logic is entered only if it fails.
+        The wrapper runs what `call` (or `call_blocking`) runs, bound once: the first attempt
+        calls ``fn`` once, and the retry logic is entered only if it fails.
         """
         if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
             raise TypeError(
@@ -639,15 +649,15 @@ class Retry:
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
-                return await retry._drive_async(
-                    retry._plan(start, exc, None, False), fn, args, kwargs
-                )
-            if retry_if is not None and retry_if(result):
-                return await retry._drive_async(
-                    retry._plan(start, None, result, False), fn, args, kwargs
-                )
-            first_ok()
-            return result
+                failure: BaseException | None = exc
+            else:
+                if retry_if is None or not retry_if(result):
+                    first_ok()
+                    return result
+                failure = None
+            # Out of the except block: what the plan raises later is not chained to this.
+            steps = retry._plan(start, failure, result if failure is None else None, False)
+            return await retry._drive_async(steps, fn, args, kwargs)
 
         return retrying
 
@@ -675,13 +685,14 @@ class Retry:
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
-                return retry._drive_blocking(retry._plan(start, exc, None, True), fn, args, kwargs)
-            if retry_if is not None and retry_if(result):
-                return retry._drive_blocking(
-                    retry._plan(start, None, result, True), fn, args, kwargs
-                )
-            first_ok()
-            return result
+                failure: BaseException | None = exc
+            else:
+                if retry_if is None or not retry_if(result):
+                    first_ok()
+                    return result
+                failure = None
+            steps = retry._plan(start, failure, result if failure is None else None, True)
+            return retry._drive_blocking(steps, fn, args, kwargs)
 
         return retrying
 

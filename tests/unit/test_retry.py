@@ -80,6 +80,17 @@ def test_gives_up_after_attempts_with_the_last_exception(h: Harness, api: str) -
     assert (s.attempts, s.retries, s.succeeded, s.in_flight) == (3, 2, 0, 0)
 
 
+def test_the_last_exception_is_not_chained_to_earlier_attempts(h: Harness, api: str) -> None:
+    # Raised as the caller would have seen it without retries: no "During handling of the
+    # above exception, another exception occurred" naming the attempts before.
+    retry = h.retry(attempts=3, base=1, jitter="none")
+    run = h.run(retry, [ConnectionError("1"), ConnectionError("2"), ConnectionError("3")], api=api)
+    assert str(run.error) == "3"
+    assert run.error is not None
+    assert run.error.__context__ is None
+    assert run.error.__cause__ is None
+
+
 def test_not_retryable_is_raised_at_once(h: Harness, api: str) -> None:
     retry = h.retry(attempts=5, retry_on=ConnectionError)
     bug = ValueError("bad request")
@@ -428,7 +439,10 @@ def test_httpx_transport_errors_are_transient() -> None:
     request = httpx.Request("GET", "https://api.example/")
     assert transient(httpx.ConnectError("refused", request=request))
     assert transient(httpx.ReadTimeout("slow", request=request))
+    assert transient(httpx.RemoteProtocolError("server hung up", request=request))
     assert not transient(httpx.InvalidURL("nope"))
+    assert not transient(httpx.UnsupportedProtocol("no scheme", request=request))
+    assert not transient(httpx.LocalProtocolError("bad header", request=request))
     assert not transient(ValueError())
     assert transient(adm.RateLimited(1.0))
     assert transient(adm.AcquireTimeout(1.0))
