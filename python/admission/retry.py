@@ -771,21 +771,25 @@ class Retry:
         retry_if = self._retry_if if results else None
         attempt = 1
         previous = self._backoff.base  # the last backoff (decorrelated jitter grows from it)
-        refused = False  # the outcome is a breaker's refusal, no attempt was made
         ended = False
         if exc is not _PENDING:
             with counts.lock:
                 counts.attempts += 1
         try:
             while True:
+                refused, began = False, None
                 if exc is _PENDING:
-                    exc, result, refused = yield from self._attempt(now)
-                if exc is None and not (retry_if is not None and retry_if(result)):
+                    exc, result, refused, began = yield from self._attempt(now)
+                reason = self._verdict(exc, result, refused, retry_if)
+                if began is not None:
+                    self._report(reason, now() - began)
+                if reason == "succeeded":
                     with counts.lock:
                         counts.succeeded += 1
                     ended = True
                     return result
-                reason = self._give_up_reason(exc, attempt, refused)
+                if reason is None and self._attempts is not None and attempt >= self._attempts:
+                    reason = "attempts"
                 if reason is None:
                     wait = self._backoff.wait(attempt, previous)
                     previous = wait
@@ -820,44 +824,52 @@ class Retry:
                 self._end("failed" if isinstance(interrupted, Exception) else "cancelled")
             raise
 
+    def _verdict(
+        self,
+        exc: BaseException | None,
+        result: Any,
+        refused: bool,
+        retry_if: Callable[[Any], bool] | None,
+    ) -> str | None:
+        """What an attempt's outcome means: ``"succeeded"``; ``"failed"`` (not retryable) or
+        ``"cancelled"`` (not an `Exception`), raised at once; None: worth retrying (a
+        breaker's refusal always is)."""
+        if exc is None:
+            return None if retry_if is not None and retry_if(result) else "succeeded"
+        if not isinstance(exc, Exception):
+            return "cancelled"
+        if refused or self._retryable(exc):
+            return None
+        return "failed"
+
     def _attempt(
         self, now: Callable[[], float]
-    ) -> Generator[None, _Outcome, tuple[Any, Any, bool]]:
-        """One attempt, through the breaker if there is one: ``(exc, result, refused)``."""
+    ) -> Generator[None, _Outcome, tuple[Any, Any, bool, float | None]]:
+        """One attempt, through the breaker if there is one: ``(exc, result, refused,
+        began)``; ``began`` (when the breaker let it through) is None without a breaker."""
         breaker = self._breaker
         if breaker is not None and not breaker.try_acquire():
-            return breaker.refusal(), None, True
+            return breaker.refusal(), None, True, None
         with self._counts.lock:
             self._counts.attempts += 1
-        if breaker is None:
-            exc, result = yield None
-            return exc, result, False
-        began = now()
+        began = None if breaker is None else now()
         try:
             exc, result = yield None
         except BaseException:
-            breaker.release()
+            if breaker is not None:  # the call was dropped during the attempt
+                breaker.release()
             raise
-        if exc is not None and not isinstance(exc, Exception):
-            breaker.release()  # cancelled: says nothing about the dependency
-        else:
-            failed = (exc is not None and self._retryable(exc)) or (
-                exc is None and self._retry_if is not None and self._retry_if(result)
-            )
-            breaker.record(not failed, now() - began)
-        return exc, result, False
+        return exc, result, False, began
 
-    def _give_up_reason(self, exc: BaseException | None, attempt: int, refused: bool) -> str | None:
-        """Why not to retry this failure (``"cancelled"``, ``"failed"``, ``"attempts"``), or
-        None. A breaker's refusal is always worth waiting for."""
-        if exc is not None:
-            if not isinstance(exc, Exception):
-                return "cancelled"
-            if not refused and not self._retryable(exc):
-                return "failed"
-        if self._attempts is not None and attempt >= self._attempts:
-            return "attempts"
-        return None
+    def _report(self, verdict: str | None, duration: float) -> None:
+        """Tells the breaker how a permitted attempt went: a failure this retry would retry
+        is not ok; a cancelled one says nothing about the dependency (its slot goes back)."""
+        breaker = self._breaker
+        assert breaker is not None
+        if verdict == "cancelled":
+            breaker.release()
+        else:
+            breaker.record(verdict in ("succeeded", "failed"), duration)
 
     def _end(self, reason: str, outcome: object = None, attempt: int = 0) -> None:
         """Counts how a call ended (``reason``: a `GIVE_UP_REASONS`, "failed", "cancelled")."""

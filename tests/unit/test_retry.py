@@ -963,3 +963,31 @@ def test_a_retry_dropped_while_the_registry_is_locked() -> None:
         if s.labels["retry"] == "doc-dropped-in-lock"
     }
     assert calls["succeeded"] == 1.0
+
+
+@pytest.mark.parametrize("kind", ["asyncio", "trio"])
+def test_breaker_seam_a_cancelled_attempt_releases_its_permission(kind: str) -> None:
+    breaker = FakeBreaker(refusals=0, retry_after=1)
+    retry = adm.Retry(breaker=breaker)
+
+    async def slow() -> None:
+        await anyio.sleep(100)
+
+    async def main() -> None:
+        with anyio.move_on_after(5):
+            await retry.call(slow)
+
+    Harness(kind).run_async(main)
+    assert (breaker.released, breaker.records) == (1, [])
+    assert retry.stats().cancelled == 1
+
+
+def test_breaker_seam_in_iteration(h: Harness) -> None:
+    breaker = FakeBreaker(refusals=2, retry_after=3)
+    retry = h.retry(base=0.1, jitter="none", breaker=breaker)
+    run = h.run(retry, [ConnectionError, "ok"], api="iterate")
+    assert run.result == "ok"
+    # Two refusals of 3 s each; the attempt at 6 s is the third (refusals count), so its
+    # backoff is 0.1 * 2 ** 2.
+    assert run.starts == [6.0, pytest.approx(6.4)]
+    assert [ok for ok, _ in breaker.records] == [False, True]
