@@ -165,6 +165,7 @@ class Breaker(Protocol):
     its deadline allows, else gives up with it. A permitted attempt is reported with
     ``record(ok, duration)`` (``ok`` False for the failures this retry retries), or with
     ``release()`` if it never finished (cancelled), so a half-open probe slot is not lost.
+    A refusal counts as an attempt (towards ``attempts`` and the backoff's exponent).
     """
 
     def try_acquire(self) -> bool: ...
