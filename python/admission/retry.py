@@ -634,19 +634,20 @@ class Retry:
         if self._breaker is not None:
 
             async def through_the_breaker(*args: Any, **kwargs: Any) -> Any:
+                start = now()
                 started()
                 if deposit is not None:
                     deposit()
-                steps = retry._plan(now(), _PENDING, _PENDING, False)
+                steps = retry._plan(start, _PENDING, _PENDING, False)
                 return await retry._drive_async(steps, fn, args, kwargs)
 
             return through_the_breaker
 
         async def retrying(*args: Any, **kwargs: Any) -> Any:
+            start = now()  # first: if it raises (no loop), nothing was counted
             started()
             if deposit is not None:
                 deposit()
-            start = now()
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
@@ -669,20 +670,20 @@ class Retry:
         if self._breaker is not None:
 
             def through_the_breaker(*args: Any, **kwargs: Any) -> Any:
+                start = now()
                 started()
                 if deposit is not None:
                     deposit()
-                return retry._drive_blocking(
-                    retry._plan(now(), _PENDING, _PENDING, True), fn, args, kwargs
-                )
+                steps = retry._plan(start, _PENDING, _PENDING, True)
+                return retry._drive_blocking(steps, fn, args, kwargs)
 
             return through_the_breaker
 
         def retrying(*args: Any, **kwargs: Any) -> Any:
+            start = now()  # first: if it raises (no loop), nothing was counted
             started()
             if deposit is not None:
                 deposit()
-            start = now()
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
@@ -964,17 +965,18 @@ class _Attempts:
         self._number = 0
 
     def _advance(self) -> bool:
-        """Before a wait: starts the plan, or ends it (False) if the previous attempt's block
-        never ended (a body without ``with attempt:`` that did not raise: a success)."""
+        """Before handing out an attempt: starts the plan, or ends it (False) if the previous
+        attempt's block never ended (a body without ``with attempt:`` that did not raise: a
+        success)."""
         if self._plan is None:
             if self._number:
                 return False  # ended: succeeded, or given up (its error left the loop)
             retry = self._retry
-            now = retry._now_blocking() if self._blocking else retry._now_async()
+            start = (retry._now_blocking() if self._blocking else retry._now_async())()
             next(retry._counts.started)
             if retry._budget is not None:
                 retry._budget.deposit()
-            self._plan = retry._plan(now(), _PENDING, _PENDING, self._blocking, results=False)
+            self._plan = retry._plan(start, _PENDING, _PENDING, self._blocking, results=False)
             self._step = next(self._plan)
         elif self._step is _PENDING:
             self._send((None, None))

@@ -673,6 +673,9 @@ def test_loop_clock_refused_in_threads() -> None:
     retry = adm.Retry(clock=adm.LoopClock())
     with pytest.raises(RuntimeError, match="LoopClock"):
         retry.call_blocking(lambda: 1)
+    with pytest.raises(RuntimeError, match="LoopClock"):
+        next(iter(retry))
+    assert retry.stats().calls == 0  # refused before anything was counted
 
 
 def test_blocking_retry_in_an_event_loop_thread_is_refused() -> None:
