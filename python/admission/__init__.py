@@ -66,6 +66,8 @@ if TYPE_CHECKING or _NATIVE_ERROR is None:
         UnknownPool,
     )
     from admission.rate import SlidingWindow, TokenBucket
+    from admission.retry import Attempt, Retry, RetryStats
+    from admission.retry_budget import RetryBudget, RetryBudgetStats
     from admission.stats import LimiterStats, SemaphoreStats, WaitHistogram
     from admission.taskpool import TaskPool
     from admission.threads import to_thread
@@ -127,6 +129,10 @@ __all__ = [
     "PoolUnavailable",
     "PortInUseError",
     "Rate",
+    "Retry",
+    "RetryBudget",
+    "RetryBudgetStats",
+    "RetryStats",
     "Semaphore",
     "SemaphoreStats",
     "SlidingWindow",

@@ -5,19 +5,25 @@
 - ``wait_until`` / ``yields``: let other tasks run at checkpoints, no time passing.
 - ``Tracker``: coroutines that record how they started and ended, for "no orphans" checks.
 - ``unique``: a fresh primitive name, since the set of live primitives is process-wide.
+- ``VirtualRunner``: runs an async function on asyncio or trio under a virtual, autojumping
+  clock (the ``virtual`` fixture's runner; importable, unlike conftest.py, from test helpers).
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import inspect
+import selectors
 import uuid
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import anyio
 import anyio.lowlevel
 import pytest
+
+T = TypeVar("T")
 
 #: asyncio + uvloop as an anyio backend; skipped where uvloop is not installed (Windows).
 UVLOOP = pytest.param(
@@ -88,3 +94,63 @@ class Tracker:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An asyncio loop on virtual time: whenever it would block waiting for a timer, its clock
+    jumps to that timer instead (what trio's ``MockClock(autojump_threshold=0)`` does).
+
+    I/O still works (a zero-timeout poll runs first), so wake-ups from other threads arrive;
+    only the waiting for timers is skipped.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(selectors.DefaultSelector())
+        self._virtual_now = 0.0
+        real_select = self._selector.select  # type: ignore[attr-defined]
+
+        def select(timeout: float | None = None) -> list[Any]:
+            if timeout is None or timeout <= 0:
+                return real_select(timeout)
+            events = real_select(0)
+            if not events:
+                self._virtual_now += timeout
+            return events
+
+        self._selector.select = select  # type: ignore[attr-defined]
+
+    def time(self) -> float:
+        return self._virtual_now
+
+
+class VirtualRunner:
+    """Runs an async function on ``backend`` under a virtual, autojumping clock."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+
+    def run(self, fn: Callable[[], Awaitable[T]]) -> T:
+        if self.backend == "trio":
+            import trio
+            import trio.testing
+
+            return trio.run(fn, clock=trio.testing.MockClock(autojump_threshold=0))
+
+        async def main() -> T:
+            return await fn()
+
+        loop = VirtualTimeLoop()  # asyncio.Runner(loop_factory=...) is 3.11+
+        try:
+            return loop.run_until_complete(main())
+        finally:  # what asyncio.Runner.close does
+            leftover = asyncio.all_tasks(loop)
+            for task in leftover:
+                task.cancel()
+            if leftover:
+                loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
+
+    def __repr__(self) -> str:
+        return f"VirtualRunner({self.backend!r})"
