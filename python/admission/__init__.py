@@ -103,6 +103,7 @@ __all__ = [
     "AcquireTimeout",
     "AdmissionError",
     "AllOf",
+    "Attempt",
     "BreakerStats",
     "CapacityError",
     "CircuitBreaker",

@@ -110,6 +110,9 @@ class Backend(Protocol):
         """Lets the other tasks run; raises if this one is cancelled. (The framework's own
         awaitable, not a coroutine of ours: one frame less on the waiting paths.)"""
 
+    def sleep(self, seconds: float) -> Awaitable[None]:
+        """Sleeps ``seconds`` on the loop's clock (cancellable at once)."""
+
     def waker(self) -> AsyncWaker:
         """A waker for the running task."""
 
@@ -148,6 +151,9 @@ class _Asyncio:
 
     def checkpoint(self) -> Awaitable[None]:
         return asyncio.sleep(0)
+
+    def sleep(self, seconds: float) -> Awaitable[None]:
+        return asyncio.sleep(seconds)
 
     def waker(self) -> AsyncWaker:
         return _AsyncioWaker(asyncio.get_running_loop())
@@ -198,6 +204,11 @@ class _Trio:
         import trio
 
         return trio.lowlevel.checkpoint()  # noqa: ASYNC105 - awaited by the caller at once
+
+    def sleep(self, seconds: float) -> Awaitable[None]:
+        import trio
+
+        return trio.sleep(seconds)  # noqa: ASYNC105 - awaited by the caller at once
 
     def waker(self) -> AsyncWaker:
         return _TrioWaker()

@@ -4,7 +4,7 @@
 any HTTP library (duck typing: httpx, requests and most SDKs fit):
 
 - a ``retry_after`` attribute in seconds (a number, a `datetime.timedelta`, or a header
-  value), as on `admission.RateLimited` and the SDKs' rate-limit errors;
+  value), as on `admission.CircuitOpen` and the SDKs' rate-limit errors;
 - otherwise the ``retry-after-ms`` (milliseconds, as OpenAI sends) or ``Retry-After``
   (seconds, or an HTTP date) header of ``.response.headers`` (``httpx.HTTPStatusError``,
   ``requests.HTTPError``) or ``.headers`` (a response itself, a result).

@@ -44,7 +44,6 @@ import sys
 import threading
 import time
 import weakref
-from asyncio.events import _get_running_loop
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -58,11 +57,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar, final
 
+from admission import _backend
+from admission._backend import in_event_loop_thread
 from admission._backoff import JITTERS, Backoff, Jitter
 from admission._hints import retry_after
 from admission._native import LoopClock, ManualClock
 from admission._validate import duration_seconds
-from admission._waiting import in_event_loop_thread
 from admission.metrics.families import UNNAMED, Family, Sample
 from admission.retry_budget import RetryBudget
 
@@ -102,7 +102,7 @@ def transient(exc: BaseException) -> bool:
     - an HTTP error whose status is in `RETRYABLE_STATUS` (``.response.status_code`` as on
       ``httpx.HTTPStatusError`` and ``requests.HTTPError``, or ``.status_code`` as on the
       SDKs' errors): 408, 425, 429, 500, 502, 503, 504;
-    - anything that carries a ``retry_after`` hint (`admission.RateLimited`, a circuit
+    - anything that carries a ``retry_after`` hint (`admission.CircuitOpen`, a circuit
       breaker's refusal).
 
     Anything else is a bug or a refusal that would repeat (a 400, a 404, a ``TypeError``)
@@ -270,34 +270,10 @@ class _Counts:
 # ---------------------------------------------------------------------------------------------
 
 
-# The running asyncio (or uvloop) loop; None means trio. The only place this module tells the
-# two apart (every async sleep goes through it; time is read through `LoopClock`, which asks
-# the extension), so that it can move to the library's backend seam in one edit.
-_asyncio_loop: Callable[[], asyncio.AbstractEventLoop | None] = _get_running_loop
-
-
 # The running loop's clock (``loop.time()``, ``trio.current_time()``), read natively: the
 # extension finds the asyncio loop without asyncio's system call (3.10, 3.11). Stateless, so
-# one serves every thread and loop.
+# one serves every thread and loop. Sleeps and checkpoints ask the backend seam (`_backend`).
 _loop_time = LoopClock().now
-
-
-async def _loop_sleep(seconds: float) -> None:
-    if _asyncio_loop() is not None:
-        await asyncio.sleep(seconds)
-        return
-    import trio
-
-    await trio.sleep(seconds)
-
-
-async def _checkpoint() -> None:
-    if _asyncio_loop() is not None:
-        await asyncio.sleep(0)
-        return
-    import trio
-
-    await trio.lowlevel.checkpoint()
 
 
 def _no_time() -> float:
@@ -561,10 +537,10 @@ class Retry:
 
     async def _sleep_async(self, seconds: float) -> None:
         if self._manual is None:
-            await _loop_sleep(seconds)
+            await _backend.current().sleep(seconds)
         else:
             self._manual.advance(seconds)
-            await _checkpoint()
+            await _backend.current().checkpoint()
 
     def _sleep_blocking(self, seconds: float) -> None:
         if self._manual is None:

@@ -38,7 +38,7 @@ def api(request: pytest.FixtureRequest) -> str:
 
 
 class Hinted(Exception):
-    """A retryable error carrying a server hint, like `adm.RateLimited`."""
+    """A retryable error carrying a server hint, like `adm.CircuitOpen`."""
 
     def __init__(self, retry_after: Any) -> None:
         super().__init__(f"retry after {retry_after!r}")
@@ -372,7 +372,7 @@ def test_hint_past_the_deadline_gives_up_at_once(h: Harness, api: str) -> None:
 
 def test_rate_limited_is_retried_after_its_hint(h: Harness) -> None:
     retry = h.retry(base=0.1, jitter="none")
-    run = h.run(retry, [adm.RateLimited(2.5), "ok"])
+    run = h.run(retry, [adm.CircuitOpen(2.5, "api"), "ok"])
     assert run.waits == [2.5]
 
 
@@ -444,7 +444,7 @@ def test_httpx_transport_errors_are_transient() -> None:
     assert not transient(httpx.UnsupportedProtocol("no scheme", request=request))
     assert not transient(httpx.LocalProtocolError("bad header", request=request))
     assert not transient(ValueError())
-    assert transient(adm.RateLimited(1.0))
+    assert transient(adm.CircuitOpen(1.0, "api"))
     assert transient(adm.AcquireTimeout(1.0))
 
 
