@@ -10,7 +10,8 @@
 #![cfg(loom)]
 
 use admission_core::{
-    Enqueued, Entered, Gcra, Outcome, Refusal, Semaphore, Ticket, Withdrawal, NANOS_PER_SEC,
+    Enqueued, Entered, Gcra, Outcome, RateLimit, Refusal, Semaphore, Ticket, Withdrawal,
+    NANOS_PER_SEC,
 };
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;

@@ -219,7 +219,7 @@ impl<L: RateLimit<PyWaker>> RateState<L> {
     pub fn untake(&self, py: Python<'_>, cost: u64, record: u64, taken_at: u64) -> PyResult<()> {
         let wakers = self
             .core
-            .untake(taken_at, self.clock.now(py)?, cost, record);
+            .untake(self.clock.now(py)?, cost, record, taken_at);
         wake_all(py, wakers)
     }
 
