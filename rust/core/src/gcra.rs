@@ -15,7 +15,7 @@
 //! `1 ns / T`, e.g. 8e-10 for 50 per minute) and is never faster than asked.
 
 use crate::error::{positive_finite, AcquireError, ConfigError, Num};
-use crate::histogram::{HistogramSnapshot, WaitHistogram};
+use crate::histogram::HistogramSnapshot;
 use crate::padded::CachePadded;
 use crate::rate::{Decision, RateLimit};
 use crate::stats::{Counters, Refusal};
@@ -37,8 +37,6 @@ pub struct Gcra<W = ()> {
     capacity_ns: u64,
     burst: u64,
     counters: Counters,
-    /// Waits of the requests that queued; never touched by an immediate admission.
-    waits: WaitHistogram,
     /// The waiting requests. Slow path only: the immediate paths never take this lock.
     queue: Mutex<WaitQueue<W>>,
     waiting: AtomicU64,
@@ -178,7 +176,6 @@ impl<W: Clone> Gcra<W> {
             capacity_ns,
             burst,
             counters: Counters::default(),
-            waits: WaitHistogram::new(),
             queue: Mutex::new(WaitQueue::default()),
             waiting: AtomicU64::new(0),
         })
@@ -342,12 +339,7 @@ impl<W: Clone + Send + Sync> RateLimit<W> for Gcra<W> {
 
     /// Counts an admission made with [`Gcra::take`], and its wait if it waited.
     fn commit(&self, cost: u64, waited_ns: Option<u64>) {
-        match waited_ns {
-            None => self.counters.admitted(cost),
-            Some(w) => self
-                .waits
-                .observe_admission(w, || self.counters.admitted(cost)),
-        }
+        self.counters.commit(cost, waited_ns);
     }
 
     /// What `try_acquire(cost)` would decide now; changes nothing and counts nothing.
@@ -455,7 +447,7 @@ impl<W: Clone + Send + Sync> RateLimit<W> for Gcra<W> {
 
     /// How long every admitted request waited (immediate admissions as zero waits).
     fn wait_histogram(&self) -> HistogramSnapshot {
-        self.waits.snapshot(|| self.counters.snapshot().admitted)
+        self.counters.wait_histogram()
     }
 
     /// Removes every waiter without waking it, counting each cancelled; returns the wakers to
@@ -465,9 +457,7 @@ impl<W: Clone + Send + Sync> RateLimit<W> for Gcra<W> {
         let (n, wakers) = queue.abandon(&mut self.ledger());
         self.note_waiting(&queue);
         drop(queue);
-        for _ in 0..n {
-            self.counters.cancelled();
-        }
+        self.counters.cancelled_many(n);
         wakers
     }
 

@@ -4,6 +4,10 @@
 //! nanoseconds) instead of reading a clock itself. That keeps the core deterministic,
 //! lets the bindings choose the clock (real, manual, or the event loop's), and makes
 //! each decision testable and model-checkable.
+//!
+//! No `unsafe` anywhere in the core: the lock-free parts are atomics and compare-and-swap
+//! loops (checked by the loom models in `tests/loom.rs`), the rest is behind mutexes.
+#![forbid(unsafe_code)]
 
 pub mod clock;
 pub mod error;

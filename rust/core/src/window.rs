@@ -24,7 +24,7 @@
 use std::collections::VecDeque;
 
 use crate::error::{seconds_to_ns, AcquireError, ConfigError};
-use crate::histogram::{HistogramSnapshot, WaitHistogram};
+use crate::histogram::HistogramSnapshot;
 use crate::rate::{Decision, RateLimit};
 use crate::stats::{Counters, Refusal};
 use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
@@ -187,8 +187,6 @@ pub struct SlidingWindow<W = ()> {
     limit: u64,
     window_ns: u64,
     counters: Counters,
-    /// Waits of the requests that queued; never touched by an immediate admission.
-    waits: WaitHistogram,
     waiting: AtomicU64,
 }
 
@@ -215,7 +213,6 @@ impl<W: Clone> SlidingWindow<W> {
             limit,
             window_ns,
             counters: Counters::default(),
-            waits: WaitHistogram::new(),
             waiting: AtomicU64::new(0),
         })
     }
@@ -347,12 +344,7 @@ impl<W: Clone + Send + Sync> RateLimit<W> for SlidingWindow<W> {
 
     /// Counts an admission made with [`SlidingWindow::take`], and its wait if it waited.
     fn commit(&self, cost: u64, waited_ns: Option<u64>) {
-        match waited_ns {
-            None => self.counters.admitted(cost),
-            Some(w) => self
-                .waits
-                .observe_admission(w, || self.counters.admitted(cost)),
-        }
+        self.counters.commit(cost, waited_ns);
     }
 
     /// What `try_acquire(cost)` would decide now; admits nothing and counts nothing.
@@ -471,15 +463,13 @@ impl<W: Clone + Send + Sync> RateLimit<W> for SlidingWindow<W> {
 
     /// How long every admitted request waited (immediate admissions as zero waits).
     fn wait_histogram(&self) -> HistogramSnapshot {
-        self.waits.snapshot(|| self.counters.snapshot().admitted)
+        self.counters.wait_histogram()
     }
 
     /// Removes every waiter without waking it, counting each cancelled.
     fn abandon_waiters(&self) -> Wakers<W> {
         let (n, wakers) = self.with_queue(|queue, ledger| queue.abandon(ledger));
-        for _ in 0..n {
-            self.counters.cancelled();
-        }
+        self.counters.cancelled_many(n);
         wakers
     }
 
