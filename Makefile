@@ -92,15 +92,16 @@ bench: develop services $(VENV)/.bench-stamp
 lint: $(VENV)/.dev-stamp
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
-	$(VENV)/bin/ruff check python tests benches
-	$(VENV)/bin/ruff format --check python tests benches
+	$(VPY) rust/module_cycles.py rust/core/src rust/py/src
+	$(VENV)/bin/ruff check python tests benches rust
+	$(VENV)/bin/ruff format --check python tests benches rust
 	$(VENV)/bin/mypy
 	$(VPY) -m mypy.stubtest admission._native --allowlist .stubtest-allowlist
 
 fmt: $(VENV)/.dev-stamp
 	cargo fmt --all
-	$(VENV)/bin/ruff format python tests benches
-	$(VENV)/bin/ruff check --fix python tests benches
+	$(VENV)/bin/ruff format python tests benches rust
+	$(VENV)/bin/ruff check --fix python tests benches rust
 
 # A release wheel in dist/ for this CPython (one per version: the bindings are not abi3).
 wheel: $(VENV)/.dev-stamp

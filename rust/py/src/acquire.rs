@@ -18,11 +18,13 @@
 //!   imported and no asyncio loop runs here.
 //!
 //! # Entry point for a limiter
-//! Add a variant to [`Owner`] with its two arms in [`Owner::try_now`] and [`Owner::wait`],
-//! then return [`acquire`]`(py, Owner::Yours(slf), n, timeout)` from the limiter's
-//! `acquire` method, and [`enter`] (the same decision, made at once) from `__aenter__`.
+//! Implement [`Limiter`] for the limiter's class, then return
+//! [`acquire`]`(py, Owner::new(slf, costs), n, timeout)` from its `acquire` method, and
+//! [`enter`] (the same decision, made at once) from `__aenter__`. This module names no
+//! limiter: the limiters depend on it, not the other way round.
 
 use std::cell::Cell;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use pyo3::exceptions::{PyBaseException, PyRuntimeError, PyStopIteration, PyTypeError};
@@ -31,44 +33,120 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
+use pyo3::PyClass;
 
-use crate::allof::AllOf;
-use crate::bucket::TokenBucket;
-use crate::errors;
+use crate::asyncio::{running_loop, Waiter};
 use crate::gilcell::GilCell;
-use crate::ready::{acquire_slow, ready};
-use crate::running::running_loop;
-use crate::semaphore::Semaphore;
-use crate::waiter::Waiter;
-use crate::window::SlidingWindow;
+use crate::ready::ready;
 
-/// The limiter an acquisition is for.
-pub(crate) enum Owner {
-    Semaphore(Py<Semaphore>),
-    TokenBucket(Py<TokenBucket>),
-    SlidingWindow(Py<SlidingWindow>),
-    /// Several rate limiters together, with a cost for each (the request's `n` is unused).
-    AllOf(Py<AllOf>, Vec<u64>),
+/// A limiter an `acquire()` can be for: its class implements this next to its `acquire`.
+pub(crate) trait Limiter:
+    PyClass<Frozen = pyo3::pyclass::boolean_struct::True> + Sync
+{
+    /// The `acquire` method's qualified name, for reprs (asyncio's Task shows its
+    /// coroutine's).
+    const QUALNAME: &'static str;
+
+    /// Admits `n` (or `costs`, one per limiter of an `all_of`) now if the limiter can without
+    /// waiting (counted as admitted); `false` if the request must wait. An error refuses it
+    /// (and is counted by the limiter).
+    fn try_now(&self, py: Python<'_>, n: u64, costs: &[u64]) -> PyResult<bool>;
+
+    /// The awaitable that waits for it on `event_loop` (asyncio), or on trio (`None`).
+    fn wait(
+        slf: &Bound<'_, Self>,
+        n: u64,
+        costs: &[u64],
+        timeout: Option<f64>,
+        event_loop: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>>;
+}
+
+/// The limiter an acquisition is for, whatever its class (see [`Limiter`]).
+pub(crate) struct Owner {
+    limiter: Py<PyAny>,
+    /// `Limiter` of the class `limiter` was made from ([`Owner::new`], the one constructor).
+    kind: &'static Kind,
+    /// An `all_of`'s cost for each of its limiters (empty for a single limiter).
+    costs: Vec<u64>,
+}
+
+/// A [`Limiter`]'s methods for an object known to be of its class.
+struct Kind {
+    qualname: &'static str,
+    /// # Safety
+    /// The object is of the class this `Kind` was made for.
+    try_now: unsafe fn(&Bound<'_, PyAny>, u64, &[u64]) -> PyResult<bool>,
+    /// # Safety
+    /// As for `try_now`.
+    #[allow(clippy::type_complexity)]
+    wait: unsafe fn(
+        &Bound<'_, PyAny>,
+        u64,
+        &[u64],
+        Option<f64>,
+        Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>>,
+}
+
+struct KindOf<L>(PhantomData<L>);
+
+impl<L: Limiter> KindOf<L> {
+    const KIND: Kind = Kind {
+        qualname: L::QUALNAME,
+        try_now: try_now_of::<L>,
+        wait: wait_of::<L>,
+    };
+}
+
+/// # Safety
+/// `limiter` is an `L`.
+#[inline(always)]
+unsafe fn try_now_of<L: Limiter>(
+    limiter: &Bound<'_, PyAny>,
+    n: u64,
+    costs: &[u64],
+) -> PyResult<bool> {
+    debug_assert!(limiter.is_instance_of::<L>());
+    // SAFETY: the caller's contract.
+    let limiter = unsafe { limiter.cast_unchecked::<L>() };
+    limiter.get().try_now(limiter.py(), n, costs)
+}
+
+/// # Safety
+/// `limiter` is an `L`.
+unsafe fn wait_of<L: Limiter>(
+    limiter: &Bound<'_, PyAny>,
+    n: u64,
+    costs: &[u64],
+    timeout: Option<f64>,
+    event_loop: Option<Bound<'_, PyAny>>,
+) -> PyResult<Py<PyAny>> {
+    debug_assert!(limiter.is_instance_of::<L>());
+    // SAFETY: the caller's contract.
+    let limiter = unsafe { limiter.cast_unchecked::<L>() };
+    L::wait(limiter, n, costs, timeout, event_loop)
 }
 
 impl Owner {
-    /// Admits `n` now if the limiter can without waiting (counted as admitted); `false` if
-    /// the request must wait. An error refuses it (and is counted by the limiter).
-    #[inline(always)]
-    fn try_now(&self, py: Python<'_>, n: u64) -> PyResult<bool> {
-        match self {
-            Owner::Semaphore(s) => s
-                .get()
-                .core
-                .try_take(n)
-                .map_err(|e| errors::semaphore(py, e)),
-            Owner::TokenBucket(b) => b.get().state.try_take(py, n),
-            Owner::SlidingWindow(w) => w.get().state.try_take(py, n),
-            Owner::AllOf(a, costs) => a.get().try_take(py, costs),
+    /// An acquisition for `limiter`; `costs` are an `all_of`'s (else empty).
+    pub(crate) fn new<L: Limiter>(limiter: Py<L>, costs: Vec<u64>) -> Self {
+        Self {
+            limiter: limiter.into_any(),
+            kind: &KindOf::<L>::KIND,
+            costs,
         }
     }
 
-    /// The awaitable that waits for `n` on `event_loop` (asyncio), or on trio (`None`).
+    /// See [`Limiter::try_now`].
+    #[inline(always)]
+    fn try_now(&self, py: Python<'_>, n: u64) -> PyResult<bool> {
+        // SAFETY: `kind` was made for the class of `limiter` (`Owner::new`; the fields are
+        // private to this module, which never changes them).
+        unsafe { (self.kind.try_now)(self.limiter.bind(py), n, &self.costs) }
+    }
+
+    /// See [`Limiter::wait`].
     fn wait(
         &self,
         py: Python<'_>,
@@ -76,42 +154,31 @@ impl Owner {
         timeout: Option<f64>,
         event_loop: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        match self {
-            Owner::Semaphore(s) => match event_loop {
-                Some(event_loop) => Waiter::create(s.bind(py), n, timeout, event_loop),
-                None => acquire_slow(s.bind(py).as_any(), n, timeout),
-            },
-            // Rate limiters wait in Python on every framework (`admission._rate_wait`).
-            Owner::TokenBucket(b) => acquire_slow(b.bind(py).as_any(), n, timeout),
-            Owner::SlidingWindow(w) => acquire_slow(w.bind(py).as_any(), n, timeout),
-            Owner::AllOf(a, costs) => Ok(a
-                .bind(py)
-                .call_method1(
-                    intern!(py, "_acquire_slow"),
-                    (pyo3::types::PyTuple::new(py, costs)?, timeout),
-                )?
-                .unbind()),
-        }
+        // SAFETY: as in `try_now`.
+        unsafe { (self.kind.wait)(self.limiter.bind(py), n, &self.costs, timeout, event_loop) }
     }
 
-    /// The method's qualified name, for reprs (asyncio's Task shows its coroutine's).
     fn qualname(&self) -> &'static str {
-        match self {
-            Owner::Semaphore(_) => "Semaphore.acquire",
-            Owner::TokenBucket(_) => "TokenBucket.acquire",
-            Owner::SlidingWindow(_) => "SlidingWindow.acquire",
-            Owner::AllOf(..) => "AllOf.acquire",
-        }
+        self.kind.qualname
     }
 
     fn visit(&self, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
-        match self {
-            Owner::Semaphore(s) => visit.call(s),
-            Owner::TokenBucket(b) => visit.call(b),
-            Owner::SlidingWindow(w) => visit.call(w),
-            Owner::AllOf(a, _) => visit.call(a),
-        }
+        visit.call(&self.limiter)
     }
+}
+
+/// The waiting path of an awaitable acquisition that could not be admitted at once, where
+/// it is written in Python: the coroutine `limiter._acquire_slow(n, timeout)`.
+#[cold]
+pub(crate) fn acquire_slow<'py>(
+    limiter: &Bound<'py, PyAny>,
+    n: impl IntoPyObject<'py>,
+    timeout: Option<f64>,
+) -> PyResult<Py<PyAny>> {
+    let py = limiter.py();
+    Ok(limiter
+        .call_method1(intern!(py, "_acquire_slow"), (n, timeout))?
+        .unbind())
 }
 
 /// What the first step decided.

@@ -1,5 +1,10 @@
 //! Python bindings of the admission core: argument checks, clock choice, error mapping.
 //! No decisions are made here; each method is one call into `admission_core`.
+//!
+//! Two parts: the bindings of the primitives (`semaphore`, `bucket` and `window` with what
+//! they share in `rate`, `allof`, the awaitable `acquire`, `clock`, ...), and `asyncio`, the
+//! runtime their asyncio waiters run on (see its module documentation). The bindings use the
+//! runtime; the runtime uses no binding.
 
 use pyo3::prelude::*;
 
@@ -15,18 +20,15 @@ compile_error!("admission's bindings are for CPython");
 mod acquire;
 mod allof;
 mod args;
-mod batch;
+mod asyncio;
 mod bucket;
 mod clock;
-mod deadlines;
 mod decision;
 mod errors;
 mod gilcell;
 mod rate;
 mod ready;
-mod running;
 mod semaphore;
-mod waiter;
 mod window;
 
 /// Native half of `admission`. Import `admission`, not this module.
@@ -39,13 +41,11 @@ mod _native {
     #[pymodule_export]
     use crate::allof::AllOf;
     #[pymodule_export]
-    use crate::batch::WakeBatch;
+    use crate::asyncio::{_forget_running_loop, Deadlines, Waiter, WakeBatch};
     #[pymodule_export]
     use crate::bucket::TokenBucket;
     #[pymodule_export]
     use crate::clock::{LoopClock, ManualClock};
-    #[pymodule_export]
-    use crate::deadlines::Deadlines;
     #[pymodule_export]
     use crate::decision::Decision;
     #[pymodule_export]
@@ -53,11 +53,7 @@ mod _native {
     #[pymodule_export]
     use crate::ready::Ready;
     #[pymodule_export]
-    use crate::running::_forget_running_loop;
-    #[pymodule_export]
     use crate::semaphore::{Semaphore, Ticket};
-    #[pymodule_export]
-    use crate::waiter::Waiter;
     #[pymodule_export]
     use crate::window::SlidingWindow;
 
@@ -109,8 +105,7 @@ mod _native {
         m.add("MAX_PERMITS", admission_core::MAX_PERMITS)?;
         let bounds = crate::rate::wait_bounds_s();
         m.add("WAIT_BOUNDS", pyo3::types::PyTuple::new(m.py(), bounds)?)?;
-        crate::waiter::install_getattr_string(m.py());
         crate::acquire::register_coroutine(m.py())?;
-        crate::running::register_fork_hook(m)
+        crate::asyncio::init(m)
     }
 }

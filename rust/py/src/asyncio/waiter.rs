@@ -1,7 +1,7 @@
 //! `Waiter`: the asyncio waiting path of `Semaphore.acquire()` in one native object.
 //!
 //! When permits are not free at the first step of `acquire()` (see `acquire.rs`), the
-//! awaiting coroutine is handed a `Waiter` instead of a coroutine. It is
+//! awaiting coroutine is handed a `Waiter` (made by [`super::wait`]) instead of a coroutine. It is
 //! the awaitable, the queued ticket, the waker and the future the task blocks on, all at
 //! once: an asyncio `Task` accepts any object that follows the future protocol
 //! (`_asyncio_future_blocking`, `_loop`, `add_done_callback`, `cancel`, `result`), so no
@@ -31,18 +31,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use admission_core::semaphore::{Enqueued, Outcome, SemaphoreError, Ticket as CoreTicket};
-use admission_core::Wakers;
+use admission_core::{Refusal, Wakers};
 use pyo3::exceptions::{PyBaseException, PyRuntimeError, PyStopIteration, PyTypeError};
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
-use crate::batch::{self, Callback, Callbacks};
-use crate::deadlines::Deadlines;
+use super::batch::{self, Callback, Callbacks};
+use super::deadlines::{Deadlines, Expiry};
+use super::permits::Permits;
 use crate::errors;
 use crate::gilcell::GilCell;
-use crate::semaphore::{wake_all, Semaphore};
 
 /// How a waiter's wait ended.
 enum End {
@@ -78,7 +78,11 @@ struct State {
 /// A queued asyncio acquisition of semaphore permits (see the module documentation).
 #[pyclass(frozen, module = "admission._native")]
 pub struct Waiter {
-    semaphore: Py<Semaphore>,
+    /// The semaphore's Python object: kept alive while this waits (and visited by the garbage
+    /// collector, which breaks the cycle through the semaphore's queue).
+    owner: Py<PyAny>,
+    /// What it waits on: the semaphore's permits and deadline timers.
+    permits: Arc<Permits>,
     n: u64,
     /// Seconds; `None` (or infinite) waits as long as it takes.
     timeout: Option<f64>,
@@ -129,17 +133,50 @@ fn spare_ticket() -> Option<Arc<CoreTicket>> {
     SPARE_TICKETS.with(|spare| spare.borrow_mut().pop())
 }
 
+/// Calls every waker of a semaphore: a native waiter is woken without a Python call, any
+/// other waker (the thread and trio paths' callables) is called. A failing waker does not
+/// stop the others; the first failure is raised.
+pub(crate) fn wake_all(py: Python<'_>, wakers: Wakers<Py<PyAny>>) -> PyResult<()> {
+    let mut first_error = None;
+    for waker in wakers {
+        let waker = waker.into_bound(py);
+        let woken = match waker.cast::<Waiter>() {
+            Ok(waiter) => Waiter::wake(waiter),
+            Err(_) => waker.call0().map(drop),
+        };
+        if let Err(e) = woken {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// How a semaphore's [`Deadlines`] see its waiters.
+static EXPIRY: Expiry = Expiry {
+    waiting: |entry| {
+        entry
+            .cast::<Waiter>()
+            .is_ok_and(|w| w.get().is_queued(w.py()))
+    },
+    expire: |entry| match entry.cast::<Waiter>() {
+        Ok(waiter) => Waiter::expire(waiter),
+        Err(_) => Ok(()),
+    },
+};
+
 impl Waiter {
-    /// The waiting acquisition of `n` permits of `semaphore`, on `event_loop` (running in
-    /// this thread).
+    /// The waiting acquisition of `n` permits of `permits` (whose Python object is `owner`),
+    /// on `event_loop` (running in this thread).
     pub(crate) fn create(
-        semaphore: &Bound<'_, Semaphore>,
+        owner: &Bound<'_, PyAny>,
+        permits: &Arc<Permits>,
         n: u64,
         timeout: Option<f64>,
         event_loop: Bound<'_, PyAny>,
     ) -> PyResult<Py<PyAny>> {
         let waiter = Self {
-            semaphore: semaphore.clone().unbind(),
+            owner: owner.clone().unbind(),
+            permits: Arc::clone(permits),
             n,
             timeout,
             event_loop: event_loop.unbind(),
@@ -151,11 +188,11 @@ impl Waiter {
                 callbacks: Callbacks::default(),
             }),
         };
-        Ok(Py::new(semaphore.py(), waiter)?.into_any())
+        Ok(Py::new(owner.py(), waiter)?.into_any())
     }
 
     /// Called by the semaphore when a release, close or resize settled the ticket.
-    pub(crate) fn wake(slf: &Bound<'_, Self>) -> PyResult<()> {
+    fn wake(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         if this_thread() != this.thread {
@@ -198,7 +235,7 @@ impl Waiter {
     }
 
     /// Still in the semaphore's queue (or being settled right now).
-    pub(crate) fn is_queued(&self, py: Python<'_>) -> bool {
+    fn is_queued(&self, py: Python<'_>) -> bool {
         self.state
             .try_with(py, |s| matches!(s.phase, Phase::Queued(_)))
             .unwrap_or(true)
@@ -213,7 +250,7 @@ impl Waiter {
     }
 
     /// The deadline came: leave the queue, unless the permits were granted first.
-    pub(crate) fn expire(slf: &Bound<'_, Self>) -> PyResult<()> {
+    fn expire(slf: &Bound<'_, Self>) -> PyResult<()> {
         let Some(ticket) = slf.get().ticket(slf.py()) else {
             return Ok(());
         };
@@ -234,15 +271,18 @@ impl Waiter {
     /// handed over first and are held) and the wakers of the waiters its leaving let in:
     /// wake them after settling this waiter, so that it is scheduled first.
     fn withdraw(&self, ticket: &Arc<CoreTicket>, timed_out: bool) -> (Outcome, Wakers<Py<PyAny>>) {
-        self.semaphore.get().core.cancel(ticket, timed_out)
+        self.permits.core.cancel(ticket, timed_out)
     }
 
     /// Passes the permits granted to this waiter on (to the next waiter, if any), counted as
     /// cancelled: the awaiting coroutine never took them.
     fn pass_on(&self, py: Python<'_>) -> PyResult<()> {
-        self.semaphore
-            .get()
-            .pass_on_n(py, self.n, admission_core::Refusal::Cancelled)
+        let wakers = self
+            .permits
+            .core
+            .pass_on(self.n, Refusal::Cancelled)
+            .map_err(|e| errors::semaphore(py, e))?;
+        wake_all(py, wakers)
     }
 
     /// The awaiting coroutine will not see the end: withdraw, or pass granted permits on.
@@ -301,7 +341,7 @@ impl Waiter {
                 py,
                 SemaphoreError::Capacity {
                     n: self.n,
-                    limit: self.semaphore.get().core.limit(),
+                    limit: self.permits.core.limit(),
                 },
             ),
             Failure::TimedOut => errors::acquire_timeout(py, self.timeout.unwrap_or(0.0)),
@@ -315,8 +355,8 @@ impl Waiter {
         let this = slf.get();
         let event_loop = this.event_loop.bind(py);
         let now: f64 = event_loop.call_method0(intern!(py, "time"))?.extract()?;
-        let deadlines = this.semaphore.get().deadlines(event_loop)?;
-        Deadlines::add(&deadlines, now + timeout, slf)
+        let deadlines = this.permits.deadlines.on(event_loop, &EXPIRY)?;
+        Deadlines::add(&deadlines, now + timeout, slf.as_any())
     }
 
     /// One step of the awaiting coroutine: `Some(self)` to wait, `None` when admitted.
@@ -353,12 +393,12 @@ impl Waiter {
             Step::Done => return this.outcome(py).map(|()| None),
             Step::Taken(waited_ns) => {
                 // The coroutine takes its grant: now it is an admission.
-                this.semaphore.get().core.commit_grant(this.n, waited_ns);
+                this.permits.core.commit_grant(this.n, waited_ns);
                 return Ok(None);
             }
             Step::Enqueue => {}
         }
-        let enqueued = this.semaphore.get().core.enqueue_reusing(
+        let enqueued = this.permits.core.enqueue_reusing(
             this.n,
             slf.clone().into_any().unbind(),
             spare_ticket(),
@@ -624,7 +664,7 @@ impl Waiter {
     }
 
     fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
-        visit.call(&self.semaphore)?;
+        visit.call(&self.owner)?;
         visit.call(&self.event_loop)?;
         // SAFETY: the collector calls this with the GIL held and runs no Python code while
         // traversing.

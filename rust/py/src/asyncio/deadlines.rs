@@ -7,39 +7,52 @@
 //! before their deadline are dropped from the head as new ones arrive (and when the timer
 //! fires), so with a shared timeout the queue holds about as many entries as there are
 //! waiters. A deadline earlier than the head (a shorter timeout) re-arms the timer.
+//!
+//! This module does not know what it times out: the waiter module hands it an [`Expiry`],
+//! two functions that say whether an entry still waits and time it out.
 
 use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
 
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::{PyTraverseError, PyVisit};
 
-use crate::waiter::Waiter;
+/// How the deadlines see what they time out.
+pub(crate) struct Expiry {
+    /// Whether the entry still waits (one that does not is dropped without a call).
+    pub waiting: fn(&Bound<'_, PyAny>) -> bool,
+    /// Its deadline has come: time it out (unless it was settled first).
+    pub expire: fn(&Bound<'_, PyAny>) -> PyResult<()>,
+}
 
 /// The deadlines of one semaphore's waiters on one event loop, and the loop timer for the
 /// earliest. Called by that timer.
 #[pyclass(module = "admission._native")]
 pub struct Deadlines {
     event_loop: Py<PyAny>,
+    expiry: &'static Expiry,
     /// Sorted by deadline (the loop's clock); equal deadlines in arrival order.
-    queue: VecDeque<(f64, Py<Waiter>)>,
+    queue: VecDeque<(f64, Py<PyAny>)>,
     /// The armed timer and the deadline it is armed for.
     timer: Option<(f64, Py<PyAny>)>,
 }
 
 impl Deadlines {
-    pub(crate) fn new(event_loop: Py<PyAny>) -> Self {
+    fn new(event_loop: Py<PyAny>, expiry: &'static Expiry) -> Self {
         Self {
             event_loop,
+            expiry,
             queue: VecDeque::new(),
             timer: None,
         }
     }
 
-    /// Times `waiter` out at `deadline` (on the loop's clock) unless it is settled first.
+    /// Times `entry` out at `deadline` (on the loop's clock) unless it is settled first.
     pub(crate) fn add(
         slf: &Bound<'_, Self>,
         deadline: f64,
-        waiter: &Bound<'_, Waiter>,
+        entry: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let py = slf.py();
         let rearm = {
@@ -51,7 +64,7 @@ impl Deadlines {
             } else {
                 queue.partition_point(|(d, _)| *d <= deadline)
             };
-            queue.insert(at, (deadline, waiter.clone().unbind()));
+            queue.insert(at, (deadline, entry.clone().unbind()));
             match &this.timer {
                 None => true,
                 Some((armed, _)) => deadline < *armed,
@@ -65,8 +78,8 @@ impl Deadlines {
 
     /// Served or withdrawn waiters leave from the head.
     fn drop_settled_head(&mut self, py: Python<'_>) {
-        while let Some((_, waiter)) = self.queue.front() {
-            if waiter.get().is_queued(py) {
+        while let Some((_, entry)) = self.queue.front() {
+            if (self.expiry.waiting)(entry.bind(py)) {
                 break;
             }
             self.queue.pop_front();
@@ -98,10 +111,10 @@ impl Deadlines {
     /// settled first); then the timer is armed for the next live deadline.
     fn __call__(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let (armed, event_loop) = {
+        let (armed, event_loop, expiry) = {
             let mut this = slf.borrow_mut();
             let armed = this.timer.take().map(|(d, _)| d);
-            (armed, this.event_loop.clone_ref(py))
+            (armed, this.event_loop.clone_ref(py), this.expiry)
         };
         // The loop runs a timer up to its clock resolution early: the deadline it was armed
         // for counts as come.
@@ -118,8 +131,8 @@ impl Deadlines {
                     _ => None,
                 }
             };
-            let Some((_, waiter)) = next else { break };
-            if let Err(e) = Waiter::expire(waiter.bind(py)) {
+            let Some((_, entry)) = next else { break };
+            if let Err(e) = (expiry.expire)(entry.bind(py)) {
                 first_error.get_or_insert(e);
             }
         }
@@ -132,10 +145,10 @@ impl Deadlines {
         format!("<admission deadlines of {} waiters>", self.queue.len())
     }
 
-    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.event_loop)?;
-        for (_, waiter) in &self.queue {
-            visit.call(waiter)?;
+        for (_, entry) in &self.queue {
+            visit.call(entry)?;
         }
         if let Some((_, timer)) = &self.timer {
             visit.call(timer)?;
@@ -146,5 +159,76 @@ impl Deadlines {
     fn __clear__(&mut self) {
         self.queue.clear();
         self.timer = None;
+    }
+}
+
+/// The [`Deadlines`] of one semaphore, one per event loop its waiters wait on.
+#[derive(Default)]
+pub(crate) struct DeadlinesByLoop(Mutex<Vec<(Py<PyAny>, Py<Deadlines>)>>);
+
+impl DeadlinesByLoop {
+    fn lock(&self) -> MutexGuard<'_, Vec<(Py<PyAny>, Py<Deadlines>)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The deadlines on `event_loop` (made on first use, timing out with `expiry`).
+    pub(crate) fn on<'py>(
+        &self,
+        event_loop: &Bound<'py, PyAny>,
+        expiry: &'static Expiry,
+    ) -> PyResult<Bound<'py, Deadlines>> {
+        let py = event_loop.py();
+        let found = self
+            .lock()
+            .iter()
+            .find(|(lp, _)| lp.bind(py).is(event_loop))
+            .map(|(_, d)| d.clone_ref(py));
+        if let Some(found) = found {
+            return Ok(found.into_bound(py));
+        }
+        // Made outside the lock: an allocation can run the garbage collector, whose
+        // traversal of the semaphore takes the lock.
+        let fresh = Bound::new(py, Deadlines::new(event_loop.clone().unbind(), expiry))?;
+        // A new loop is the moment to forget the loops closed since (one per `asyncio.run`
+        // for a long-lived semaphore): asked outside the lock, as that is Python code.
+        let known: Vec<Py<PyAny>> = self.lock().iter().map(|(lp, _)| lp.clone_ref(py)).collect();
+        let mut closed = Vec::new();
+        for lp in known {
+            if lp
+                .call_method0(py, intern!(py, "is_closed"))?
+                .is_truthy(py)?
+            {
+                closed.push(lp);
+            }
+        }
+        let forgotten: Vec<_> = {
+            let mut all = self.lock();
+            let (gone, kept) = std::mem::take(&mut *all)
+                .into_iter()
+                .partition(|(lp, _)| closed.iter().any(|c| c.is(lp)));
+            *all = kept;
+            all.push((event_loop.clone().unbind(), fresh.clone().unbind()));
+            gone
+        };
+        drop(forgotten); // after the lock: dropping them can run Python code
+        Ok(fresh)
+    }
+
+    /// The garbage collector's traversal; never blocks (it can start while this thread holds
+    /// the lock).
+    pub(crate) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Ok(all) = self.0.try_lock() {
+            for (event_loop, deadlines) in all.iter() {
+                visit.call(event_loop)?;
+                visit.call(deadlines)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets every loop's deadlines (the semaphore is being collected).
+    pub(crate) fn clear(&self) {
+        let all = std::mem::take(&mut *self.lock());
+        drop(all); // after the lock: dropping them can run Python code
     }
 }
