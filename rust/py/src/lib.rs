@@ -41,7 +41,9 @@ mod _native {
     #[pymodule_export]
     use crate::allof::AllOf;
     #[pymodule_export]
-    use crate::asyncio::{_forget_running_loop, Deadlines, Waiter, WakeBatch};
+    use crate::asyncio::{
+        _count_result_lookups, _forget_running_loop, Deadlines, Waiter, WakeBatch,
+    };
     #[pymodule_export]
     use crate::bucket::TokenBucket;
     #[pymodule_export]

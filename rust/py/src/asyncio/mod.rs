@@ -10,13 +10,16 @@
 //! - [`init`]: the module initialisation it needs; and the classes the extension exports.
 //!
 //! Inside: `waiter` (the `Waiter`), `batch` (one `call_soon` per loop turn for the wake-ups),
-//! `deadlines` (one loop timer per semaphore and loop for the timeouts), `permits`, and
-//! `running` (the running loop without a system call on 3.10/3.11). It depends on the core and
+//! `deadlines` (one loop timer per semaphore and loop for the timeouts), `permits`,
+//! `result_lookup` (the Task's lookup of `result` by C string, answered without a string:
+//! the one `tp_getattr` slot, and why it is sound), and `running` (the running loop without
+//! a system call on 3.10/3.11). It depends on the core and
 //! on the bindings' shared helpers (`errors`, `gilcell`), never on a limiter's binding.
 
 mod batch;
 mod deadlines;
 mod permits;
+mod result_lookup;
 mod running;
 mod waiter;
 
@@ -28,7 +31,7 @@ pub(crate) use batch::WakeBatch;
 pub(crate) use deadlines::Deadlines;
 pub(crate) use permits::Permits;
 pub(crate) use running::{_forget_running_loop, running_loop};
-pub(crate) use waiter::{wake_all, Waiter};
+pub(crate) use waiter::{_count_result_lookups, wake_all, Waiter};
 
 /// The awaitable of an asyncio acquisition of `n` of `permits` that could not be admitted at
 /// once, on `event_loop` (running in this thread); `owner` is the semaphore's Python object.
@@ -47,6 +50,6 @@ pub(crate) fn wait(
 /// Module initialisation: the waiter's `result` lookup by C string, and forgetting the
 /// cached running loop in forked children.
 pub(crate) fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    waiter::install_getattr_string(m.py());
+    waiter::install_result_shortcut(m.py());
     running::register_fork_hook(m)
 }

@@ -8,7 +8,7 @@
 //! coroutine frame, `asyncio.Future` or Python-level waker exists per waiter, and the
 //! task's wake-up goes through a shared `WakeBatch` instead of one `Handle` per task. The
 //! Task's C code reads `result` by C string on every wake-up; the type answers that lookup
-//! without making a string or a bound method (`getattr_string`).
+//! without making a string or a bound method (`result_lookup`).
 //!
 //! Life of a waiter, all on its loop's thread (wakes from other threads hop there first):
 //! 1. The first `__next__` (the task's first step) queues the request, or is admitted at
@@ -26,7 +26,6 @@
 //! counted as cancelled.
 
 use std::cell::RefCell;
-use std::ffi::{c_char, CStr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -37,10 +36,12 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
+use pyo3::types::PyString;
 
 use super::batch::{self, Callback, Callbacks};
 use super::deadlines::{Deadlines, Expiry};
 use super::permits::Permits;
+use super::result_lookup;
 use crate::errors;
 use crate::gilcell::GilCell;
 
@@ -645,7 +646,7 @@ impl Waiter {
     }
 
     /// Same as `result()`: what `PyObject_GetAttrString(waiter, "result")` returns (see
-    /// `getattr_string`).
+    /// `result_lookup`).
     fn __call__(&self, py: Python<'_>) -> PyResult<()> {
         self.outcome(py)
     }
@@ -687,46 +688,18 @@ impl Waiter {
     }
 }
 
-/// The `tp_getattr` slot: the lookup by C string of `PyObject_GetAttrString`, which asyncio's
-/// Task uses for the one call it makes on every wake-up, `PyObject_CallMethod(fut, "result",
-/// NULL)`. By the generic path that call makes a new `str`, hashes it, misses the type's
-/// attribute cache (it is keyed by the string's address), walks the MRO, binds a method
-/// object and frees both: about a thousand instructions per wait. Here `"result"` is the
-/// waiter itself, whose call is `result()`; every other name goes the generic way.
-/// Lookups by `str` (`getattr`, `waiter.result` in Python) use `tp_getattro` and are unchanged.
-unsafe extern "C" fn getattr_string(
-    obj: *mut ffi::PyObject,
-    name: *mut c_char,
-) -> *mut ffi::PyObject {
-    // SAFETY: CPython calls the slot with the GIL held, a live object of this type and a
-    // NUL-terminated name; the new reference returned is the caller's.
-    unsafe {
-        if CStr::from_ptr(name).to_bytes() == b"result" {
-            ffi::Py_INCREF(obj);
-            return obj;
-        }
-        let name = ffi::PyUnicode_FromString(name);
-        if name.is_null() {
-            return std::ptr::null_mut();
-        }
-        let attr = ffi::PyObject_GetAttr(obj, name); // by `tp_getattro`: the generic lookup
-        ffi::Py_DECREF(name);
-        attr
-    }
+/// Gives the `Waiter` type the `result` shortcut (see `result_lookup`); called once, from
+/// the module's init, before any waiter exists.
+pub(super) fn install_result_shortcut(py: Python<'_>) {
+    result_lookup::install(&py.get_type::<Waiter>());
 }
 
-/// Installs `getattr_string` on the `Waiter` type; called once, from the module's init.
-pub(crate) fn install_getattr_string(py: Python<'_>) {
-    let ty = py.get_type::<Waiter>();
-    // SAFETY: the type is a heap type this module just made (PyO3 makes it on first use, here
-    // at init), and no instance exists yet; we hold the GIL, so nothing reads the slot while it
-    // is written. `tp_getattro` stays `PyObject_GenericGetAttr`, so it takes precedence for
-    // every lookup by `str`; `tp_getattr` is only read by lookups by C string. The function has
-    // the slot's signature and cannot unwind.
-    unsafe {
-        (*ty.as_type_ptr()).tp_getattr = Some(getattr_string);
-        ffi::PyType_Modified(ty.as_type_ptr());
-    }
+/// Counts asyncio's lookups of `result` by C string on waiters from now on (`True`), or stops
+/// counting (`False`); returns the lookups counted since counting started. For the test that
+/// checks the Task still looks `result` up that way (`result_lookup`); single-threaded use only.
+#[pyfunction]
+pub(crate) fn _count_result_lookups(py: Python<'_>, counting: bool) -> u64 {
+    result_lookup::count_lookups(&py.get_type::<Waiter>(), counting)
 }
 
 impl Drop for Waiter {
@@ -736,8 +709,17 @@ impl Drop for Waiter {
         let state = self.state.get_mut();
         if !state.consumed && matches!(state.phase, Phase::Settled(End::Granted(_))) {
             Python::attach(|py| {
-                let _ = self.pass_on(py);
+                if let Err(e) = self.pass_on(py) {
+                    // Nobody to raise to: reported as `sys.unraisablehook` reports it, with
+                    // what failed in place of the object (this one is being destroyed).
+                    let context = PyString::new(py, DROPPED_GRANT);
+                    e.write_unraisable(py, Some(context.as_any()));
+                }
             });
         }
     }
 }
+
+/// What `Drop for Waiter` reports a failure of.
+const DROPPED_GRANT: &str =
+    "admission: passing on the permits of a semaphore waiter dropped before it took them";
