@@ -23,7 +23,7 @@
 //! [`enter`] (the same decision, made at once) from `__aenter__`. This module names no
 //! limiter: the limiters depend on it, not the other way round.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -36,7 +36,7 @@ use pyo3::types::PyDict;
 use pyo3::PyClass;
 
 use crate::asyncio::{running_loop, Waiter};
-use crate::gilcell::GilCell;
+use crate::critical::{with_state, CriticalCell, Guarded};
 use crate::ready::ready;
 
 /// A limiter an `acquire()` can be for: its class implements this next to its `acquire`.
@@ -325,17 +325,18 @@ pub(crate) fn acquire(
     timeout: Option<f64>,
 ) -> PyResult<Py<PyAny>> {
     let request = Request { owner, n, timeout };
-    let spare = SPARE.with(py, |spare| {
+    let spare = SPARE.with(|spare| {
         spare
+            .borrow()
             .as_ref()
-            // SAFETY: reading the reference count of a live object, with the GIL held.
+            // SAFETY: reading the reference count of a live object, with the thread attached.
             .filter(|obj| unsafe { ffi::Py_REFCNT(obj.as_ptr()) } == 1)
             .map(|obj| obj.clone_ref(py))
     });
     if let Some(obj) = spare {
         // Replaced outside the guard: what it held (an acquisition dropped unstarted keeps
         // its owner until now) may run Python code when dropped.
-        let previous = obj.get().inner.with(py, |i| {
+        let previous = with_state(obj.bind(py), |i| {
             i.qualname = request.owner.qualname();
             i.n = request.n;
             std::mem::replace(&mut i.state, State::Fresh(request))
@@ -346,23 +347,23 @@ pub(crate) fn acquire(
     let obj = Py::new(
         py,
         Acquire {
-            inner: GilCell::new(Inner {
+            inner: CriticalCell::new(Inner {
                 qualname: request.owner.qualname(),
                 n: request.n,
                 state: State::Fresh(request),
             }),
         },
     )?;
-    SPARE.with(py, |spare| {
-        if spare.is_none() {
-            *spare = Some(obj.clone_ref(py));
-        }
+    SPARE.with(|spare| {
+        spare.borrow_mut().get_or_insert_with(|| obj.clone_ref(py));
     });
     Ok(obj.into_any())
 }
 
-/// The `Acquire` kept for reuse (see [`acquire`]).
-static SPARE: GilCell<Option<Py<Acquire>>> = GilCell::new(None);
+thread_local! {
+    /// The `Acquire` kept for reuse by this thread's acquisitions (see [`acquire`]).
+    static SPARE: RefCell<Option<Py<Acquire>>> = const { RefCell::new(None) };
+}
 
 /// What `__aenter__` returns: the same decision, made now (`async with` awaits at once, so
 /// nothing can come between the call and the first step). Shared `Ready` when admitted.
@@ -395,7 +396,7 @@ enum State {
     Done,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     state: State,
     /// For reprs: the method's qualified name and the request's size.
     qualname: &'static str,
@@ -406,39 +407,43 @@ struct Inner {
 /// from Python.
 #[pyclass(frozen, module = "admission._native")]
 pub struct Acquire {
-    inner: GilCell<Inner>,
+    inner: CriticalCell<Inner>,
+}
+
+impl Guarded for Acquire {
+    type State = Inner;
+    fn cell(&self) -> &CriticalCell<Inner> {
+        &self.inner
+    }
 }
 
 impl Acquire {
     /// Takes the state out, leaving `Done`; returns the request if it had not started.
-    fn start(&self, py: Python<'_>) -> PyResult<Request> {
-        match self.take(py) {
+    fn start(slf: &Bound<'_, Self>) -> PyResult<Request> {
+        match Self::take(slf) {
             State::Fresh(request) => Ok(request),
             other => {
                 let restore = matches!(other, State::Delegating(_));
                 if restore {
-                    self.set(py, other);
+                    Self::set(slf, other);
                 }
                 Err(Self::reused())
             }
         }
     }
 
-    fn take(&self, py: Python<'_>) -> State {
-        self.inner
-            .with(py, |i| std::mem::replace(&mut i.state, State::Done))
+    fn take(slf: &Bound<'_, Self>) -> State {
+        with_state(slf, |i| std::mem::replace(&mut i.state, State::Done))
     }
 
-    fn set(&self, py: Python<'_>, state: State) {
-        let previous = self
-            .inner
-            .with(py, |i| std::mem::replace(&mut i.state, state));
+    fn set(slf: &Bound<'_, Self>, state: State) {
+        let previous = with_state(slf, |i| std::mem::replace(&mut i.state, state));
         drop(previous); // outside the guard: dropping may run Python code
     }
 
-    fn delegate(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.inner.with(py, |i| match &i.state {
-            State::Delegating(inner) => Some(inner.clone_ref(py)),
+    fn delegate(slf: &Bound<'_, Self>) -> Option<Py<PyAny>> {
+        with_state(slf, |i| match &i.state {
+            State::Delegating(inner) => Some(inner.clone_ref(slf.py())),
             State::Fresh(_) | State::Done => None,
         })
     }
@@ -450,22 +455,21 @@ impl Acquire {
     /// One step as a coroutine: `Some(yielded)`, or `None` when finished (admitted).
     fn step(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
         let py = slf.py();
-        let this = slf.get();
-        let inner = match this.delegate(py) {
+        let inner = match Self::delegate(slf) {
             Some(inner) => inner,
             None => {
-                if !value.is_none() && matches!(this.peek(py), Peek::Fresh) {
+                if !value.is_none() && matches!(Self::peek(slf), Peek::Fresh) {
                     return Err(PyTypeError::new_err(
                         "can't send non-None value to a just-started coroutine",
                     ));
                 }
-                let request = this.start(py)?;
+                let request = Self::start(slf)?;
                 match first_step(py, &request.owner, request.n, request.timeout)? {
                     First::Admitted => return Ok(None),
                     First::Wait(awaitable) => {
                         // A coroutine (trio's path) is sent to directly; the Waiter is its
                         // own iterator.
-                        this.set(py, State::Delegating(awaitable.clone_ref(py)));
+                        Self::set(slf, State::Delegating(awaitable.clone_ref(py)));
                         awaitable
                     }
                 }
@@ -483,18 +487,18 @@ impl Acquire {
             ffi::PySendResult::PYGEN_RETURN => {
                 // SAFETY: as above; the return value (None) is dropped.
                 drop(unsafe { Bound::from_owned_ptr(py, result) });
-                this.set(py, State::Done);
+                Self::set(slf, State::Done);
                 Ok(None)
             }
             ffi::PySendResult::PYGEN_ERROR => {
-                this.set(py, State::Done);
+                Self::set(slf, State::Done);
                 Err(PyErr::fetch(py))
             }
         }
     }
 
-    fn peek(&self, py: Python<'_>) -> Peek {
-        self.inner.with(py, |i| match &i.state {
+    fn peek(slf: &Bound<'_, Self>) -> Peek {
+        with_state(slf, |i| match &i.state {
             State::Fresh(_) => Peek::Fresh,
             State::Delegating(_) => Peek::Waiting,
             State::Done => Peek::Done,
@@ -524,7 +528,7 @@ impl Acquire {
     /// directly).
     fn __await__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let request = slf.get().start(py)?;
+        let request = Self::start(slf)?;
         match first_step(py, &request.owner, request.n, request.timeout)? {
             First::Admitted => ready(py),
             First::Wait(awaitable) => {
@@ -560,9 +564,8 @@ impl Acquire {
         tb: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let this = slf.get();
-        let Some(inner) = this.delegate(py) else {
-            this.set(py, State::Done);
+        let Some(inner) = Self::delegate(slf) else {
+            Self::set(slf, State::Done);
             return Err(thrown(typ, val)?);
         };
         let inner = inner.bind(py);
@@ -575,7 +578,7 @@ impl Acquire {
         match result {
             Ok(yielded) => Ok(yielded.unbind()),
             Err(e) => {
-                this.set(py, State::Done);
+                Self::set(slf, State::Done);
                 Err(e)
             }
         }
@@ -585,15 +588,15 @@ impl Acquire {
     /// one is withdrawn (permits granted to it are passed on).
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        if let State::Delegating(inner) = slf.get().take(py) {
+        if let State::Delegating(inner) = Self::take(slf) {
             inner.call_method0(py, intern!(py, "close"))?;
         }
         Ok(())
     }
 
     #[getter]
-    fn __qualname__(&self, py: Python<'_>) -> &'static str {
-        self.inner.with(py, |i| i.qualname)
+    fn __qualname__(slf: &Bound<'_, Self>) -> &'static str {
+        with_state(slf, |i| i.qualname)
     }
 
     #[getter]
@@ -601,8 +604,8 @@ impl Acquire {
         "acquire"
     }
 
-    fn __repr__(&self, py: Python<'_>) -> String {
-        let (state, n) = self.inner.with(py, |i| {
+    fn __repr__(slf: &Bound<'_, Self>) -> String {
+        let (state, n) = with_state(slf, |i| {
             let state = match &i.state {
                 State::Fresh(_) => "not started",
                 State::Delegating(_) => "waiting",
@@ -614,8 +617,7 @@ impl Acquire {
     }
 
     fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
-        // SAFETY: the collector calls this with the GIL held and runs no Python code while
-        // traversing.
+        // SAFETY: the collector's traversal (see `peek_for_gc`).
         match unsafe { self.inner.peek_for_gc() }.map(|i| &i.state) {
             Some(State::Fresh(request)) => request.owner.visit(&visit),
             Some(State::Delegating(inner)) => visit.call(inner),
@@ -623,8 +625,8 @@ impl Acquire {
         }
     }
 
-    fn __clear__(&self, py: Python<'_>) {
-        self.set(py, State::Done);
+    fn __clear__(slf: &Bound<'_, Self>) {
+        Self::set(slf, State::Done);
     }
 }
 

@@ -18,6 +18,8 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::{PyTraverseError, PyVisit};
 
+use crate::critical::{with_state, CriticalCell, Guarded};
+
 /// How the deadlines see what they time out.
 pub(crate) struct Expiry {
     /// Whether the entry still waits (one that does not is dropped without a call).
@@ -28,14 +30,25 @@ pub(crate) struct Expiry {
 
 /// The deadlines of one semaphore's waiters on one event loop, and the loop timer for the
 /// earliest. Called by that timer.
-#[pyclass(module = "admission._native")]
+#[pyclass(frozen, module = "admission._native")]
 pub struct Deadlines {
     event_loop: Py<PyAny>,
     expiry: &'static Expiry,
+    state: CriticalCell<Timers>,
+}
+
+pub(crate) struct Timers {
     /// Sorted by deadline (the loop's clock); equal deadlines in arrival order.
     queue: VecDeque<(f64, Py<PyAny>)>,
     /// The armed timer and the deadline it is armed for.
     timer: Option<(f64, Py<PyAny>)>,
+}
+
+impl Guarded for Deadlines {
+    type State = Timers;
+    fn cell(&self) -> &CriticalCell<Timers> {
+        &self.state
+    }
 }
 
 impl Deadlines {
@@ -43,8 +56,10 @@ impl Deadlines {
         Self {
             event_loop,
             expiry,
-            queue: VecDeque::new(),
-            timer: None,
+            state: CriticalCell::new(Timers {
+                queue: VecDeque::new(),
+                timer: None,
+            }),
         }
     }
 
@@ -54,52 +69,58 @@ impl Deadlines {
         deadline: f64,
         entry: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let py = slf.py();
-        let rearm = {
-            let mut this = slf.borrow_mut();
-            this.drop_settled_head(py);
-            let queue = &mut this.queue;
+        Self::drop_settled_head(slf);
+        let rearm = with_state(slf, |t| {
+            let queue = &mut t.queue;
             let at = if queue.back().map_or(true, |(last, _)| *last <= deadline) {
                 queue.len() // the usual case: one timeout for all, so deadlines only grow
             } else {
                 queue.partition_point(|(d, _)| *d <= deadline)
             };
             queue.insert(at, (deadline, entry.clone().unbind()));
-            match &this.timer {
+            match &t.timer {
                 None => true,
                 Some((armed, _)) => deadline < *armed,
             }
-        };
+        });
         if rearm {
             Self::arm(slf)?;
         }
         Ok(())
     }
 
-    /// Served or withdrawn waiters leave from the head.
-    fn drop_settled_head(&mut self, py: Python<'_>) {
-        while let Some((_, entry)) = self.queue.front() {
-            if (self.expiry.waiting)(entry.bind(py)) {
-                break;
+    /// Served or withdrawn waiters leave from the head. (Each is asked outside this object's
+    /// state, and dropped outside it: the last reference to a waiter may be this one.)
+    fn drop_settled_head(slf: &Bound<'_, Self>) {
+        let py = slf.py();
+        loop {
+            let head = with_state(slf, |t| t.queue.front().map(|(_, e)| e.clone_ref(py)));
+            let Some(head) = head else { return };
+            if (slf.get().expiry.waiting)(head.bind(py)) {
+                return;
             }
-            self.queue.pop_front();
+            let settled = with_state(slf, |t| match t.queue.front() {
+                Some((_, e)) if e.is(&head) => t.queue.pop_front(),
+                _ => None,
+            });
+            drop(settled);
         }
     }
 
     /// (Re-)arms the timer for the head's deadline; stops it when the queue is empty.
     fn arm(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let (old, head, event_loop) = {
-            let mut this = slf.borrow_mut();
-            let head = this.queue.front().map(|(d, _)| *d);
-            (this.timer.take(), head, this.event_loop.clone_ref(py))
-        };
+        let (old, head) = with_state(slf, |t| (t.timer.take(), t.queue.front().map(|(d, _)| *d)));
         if let Some((_, timer)) = old {
             timer.call_method0(py, intern!(py, "cancel"))?;
         }
         if let Some(deadline) = head {
-            let timer = event_loop.call_method1(py, intern!(py, "call_at"), (deadline, slf))?;
-            slf.borrow_mut().timer = Some((deadline, timer));
+            let timer =
+                slf.get()
+                    .event_loop
+                    .call_method1(py, intern!(py, "call_at"), (deadline, slf))?;
+            let replaced = with_state(slf, |t| t.timer.replace((deadline, timer)));
+            drop(replaced);
         }
         Ok(())
     }
@@ -111,54 +132,54 @@ impl Deadlines {
     /// settled first); then the timer is armed for the next live deadline.
     fn __call__(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let (armed, event_loop, expiry) = {
-            let mut this = slf.borrow_mut();
-            let armed = this.timer.take().map(|(d, _)| d);
-            (armed, this.event_loop.clone_ref(py), this.expiry)
-        };
+        let this = slf.get();
+        let armed = with_state(slf, |t| t.timer.take()).map(|(d, _)| d);
         // The loop runs a timer up to its clock resolution early: the deadline it was armed
         // for counts as come.
-        let now: f64 = event_loop
+        let now: f64 = this
+            .event_loop
             .call_method0(py, intern!(py, "time"))?
             .extract(py)?;
         let due = armed.map_or(now, |a| a.max(now));
         let mut first_error = None;
         loop {
-            let next = {
-                let mut this = slf.borrow_mut();
-                match this.queue.front() {
-                    Some((deadline, _)) if *deadline <= due => this.queue.pop_front(),
-                    _ => None,
-                }
-            };
+            let next = with_state(slf, |t| match t.queue.front() {
+                Some((deadline, _)) if *deadline <= due => t.queue.pop_front(),
+                _ => None,
+            });
             let Some((_, entry)) = next else { break };
-            if let Err(e) = (expiry.expire)(entry.bind(py)) {
+            if let Err(e) = (this.expiry.expire)(entry.bind(py)) {
                 first_error.get_or_insert(e);
             }
         }
-        slf.borrow_mut().drop_settled_head(py);
+        Self::drop_settled_head(slf);
         Self::arm(slf)?;
         first_error.map_or(Ok(()), Err)
     }
 
-    fn __repr__(&self) -> String {
-        format!("<admission deadlines of {} waiters>", self.queue.len())
+    fn __repr__(slf: &Bound<'_, Self>) -> String {
+        let n = with_state(slf, |t| t.queue.len());
+        format!("<admission deadlines of {n} waiters>")
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.event_loop)?;
-        for (_, entry) in &self.queue {
+        // SAFETY: the collector's traversal (see `peek_for_gc`).
+        let Some(t) = (unsafe { self.state.peek_for_gc() }) else {
+            return Ok(());
+        };
+        for (_, entry) in &t.queue {
             visit.call(entry)?;
         }
-        if let Some((_, timer)) = &self.timer {
+        if let Some((_, timer)) = &t.timer {
             visit.call(timer)?;
         }
         Ok(())
     }
 
-    fn __clear__(&mut self) {
-        self.queue.clear();
-        self.timer = None;
+    fn __clear__(slf: &Bound<'_, Self>) {
+        let cleared = with_state(slf, |t| (std::mem::take(&mut t.queue), t.timer.take()));
+        drop(cleared); // outside the guard: dropping may run finalizers
     }
 }
 

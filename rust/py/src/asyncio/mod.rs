@@ -14,7 +14,7 @@
 //! `result_lookup` (the Task's lookup of `result` by C string, answered without a string:
 //! the one `tp_getattr` slot, and why it is sound), and `running` (the running loop without
 //! a system call on 3.10/3.11). It depends on the core and
-//! on the bindings' shared helpers (`errors`, `gilcell`), never on a limiter's binding.
+//! on the bindings' shared helpers (`errors`, `critical`), never on a limiter's binding.
 
 mod batch;
 mod deadlines;

@@ -42,8 +42,8 @@ use super::batch::{self, Callback, Callbacks};
 use super::deadlines::{Deadlines, Expiry};
 use super::permits::Permits;
 use super::result_lookup;
+use crate::critical::{try_with_state, with_state, CriticalCell, Guarded};
 use crate::errors;
-use crate::gilcell::GilCell;
 
 /// How a waiter's wait ended.
 enum End {
@@ -65,8 +65,9 @@ enum Phase {
     Settled(End),
 }
 
-/// What changes during a waiter's life (guarded by the GIL: see `GilCell`).
-struct State {
+/// What changes during a waiter's life (guarded by the waiter's critical section: see
+/// `CriticalCell`).
+pub(crate) struct State {
     phase: Phase,
     /// `_asyncio_future_blocking`: `None` until yielded to a task, so that before it is
     /// awaited `asyncio.isfuture` says no and `ensure_future` wraps it like any awaitable.
@@ -93,7 +94,14 @@ pub struct Waiter {
     event_loop: Py<PyAny>,
     /// The loop's thread (`this_thread()` when made).
     thread: u64,
-    state: GilCell<State>,
+    state: CriticalCell<State>,
+}
+
+impl Guarded for Waiter {
+    type State = State;
+    fn cell(&self) -> &CriticalCell<State> {
+        &self.state
+    }
 }
 
 static COPY_CONTEXT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -154,11 +162,7 @@ pub(crate) fn wake_all(py: Python<'_>, wakers: Wakers<Py<PyAny>>) -> PyResult<()
 
 /// How a semaphore's [`Deadlines`] see its waiters.
 static EXPIRY: Expiry = Expiry {
-    waiting: |entry| {
-        entry
-            .cast::<Waiter>()
-            .is_ok_and(|w| w.get().is_queued(w.py()))
-    },
+    waiting: |entry| entry.cast::<Waiter>().is_ok_and(Waiter::is_queued),
     expire: |entry| match entry.cast::<Waiter>() {
         Ok(waiter) => Waiter::expire(waiter),
         Err(_) => Ok(()),
@@ -182,7 +186,7 @@ impl Waiter {
             timeout,
             event_loop: event_loop.unbind(),
             thread: this_thread(),
-            state: GilCell::new(State {
+            state: CriticalCell::new(State {
                 phase: Phase::Idle,
                 blocking: None,
                 consumed: false,
@@ -207,7 +211,7 @@ impl Waiter {
                 other => other.map(drop),
             };
         }
-        let (outcome, waited_ns) = this.state.with(py, |s| match &s.phase {
+        let (outcome, waited_ns) = with_state(slf, |s| match &s.phase {
             Phase::Queued(ticket) => (Some(ticket.outcome()), ticket.waited_ns()),
             Phase::Idle | Phase::Settled(_) => (None, 0), // settled already (cancelled, timed out)
         });
@@ -225,7 +229,7 @@ impl Waiter {
     fn settle(slf: &Bound<'_, Self>, end: End) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let (previous, callbacks) = this.state.with(py, |s| {
+        let (previous, callbacks) = with_state(slf, |s| {
             let previous = std::mem::replace(&mut s.phase, Phase::Settled(end));
             (previous, std::mem::take(&mut s.callbacks))
         });
@@ -236,15 +240,13 @@ impl Waiter {
     }
 
     /// Still in the semaphore's queue (or being settled right now).
-    fn is_queued(&self, py: Python<'_>) -> bool {
-        self.state
-            .try_with(py, |s| matches!(s.phase, Phase::Queued(_)))
-            .unwrap_or(true)
+    fn is_queued(slf: &Bound<'_, Self>) -> bool {
+        try_with_state(slf, |s| matches!(s.phase, Phase::Queued(_))).unwrap_or(true)
     }
 
     /// The queued ticket, if it is queued.
-    fn ticket(&self, py: Python<'_>) -> Option<Arc<CoreTicket>> {
-        self.state.with(py, |s| match &s.phase {
+    fn ticket(slf: &Bound<'_, Self>) -> Option<Arc<CoreTicket>> {
+        with_state(slf, |s| match &s.phase {
             Phase::Queued(ticket) => Some(Arc::clone(ticket)),
             Phase::Idle | Phase::Settled(_) => None,
         })
@@ -252,7 +254,7 @@ impl Waiter {
 
     /// The deadline came: leave the queue, unless the permits were granted first.
     fn expire(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let Some(ticket) = slf.get().ticket(slf.py()) else {
+        let Some(ticket) = Self::ticket(slf) else {
             return Ok(());
         };
         let (outcome, wakers) = slf.get().withdraw(&ticket, true);
@@ -290,7 +292,7 @@ impl Waiter {
     fn abandon(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let taken = this.state.with(py, |s| {
+        let taken = with_state(slf, |s| {
             if s.consumed {
                 return None;
             }
@@ -316,8 +318,9 @@ impl Waiter {
     }
 
     /// The end as the awaiting coroutine sees it: `Ok` (permits held) or the exception.
-    fn outcome(&self, py: Python<'_>) -> PyResult<()> {
-        let end = self.state.with(py, |s| match &s.phase {
+    fn outcome(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let end = with_state(slf, |s| match &s.phase {
             Phase::Settled(End::Granted(_)) => Ok(None),
             Phase::Settled(End::Closed) => Ok(Some(Failure::Closed)),
             Phase::Settled(End::TooLarge) => Ok(Some(Failure::TooLarge)),
@@ -329,7 +332,7 @@ impl Waiter {
         });
         match end {
             Ok(None) => Ok(()),
-            Ok(Some(failure)) => Err(self.error(py, failure)),
+            Ok(Some(failure)) => Err(slf.get().error(py, failure)),
             Err(()) => Err(errors::invalid_state(py, "Result is not set.")),
         }
     }
@@ -364,7 +367,7 @@ impl Waiter {
     fn step(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
         let py = slf.py();
         let this = slf.get();
-        let next = this.state.with(py, |s| {
+        let next = with_state(slf, |s| {
             if s.consumed {
                 return Step::Reused;
             }
@@ -391,7 +394,7 @@ impl Waiter {
                 ))
             }
             Step::Wait => return Ok(Some(slf.clone().into_any().unbind())),
-            Step::Done => return this.outcome(py).map(|()| None),
+            Step::Done => return Self::outcome(slf).map(|()| None),
             Step::Taken(waited_ns) => {
                 // The coroutine takes its grant: now it is an admission.
                 this.permits.core.commit_grant(this.n, waited_ns);
@@ -407,14 +410,14 @@ impl Waiter {
         match enqueued {
             Ok(Enqueued::Acquired) => {
                 // Permits were freed between the call and the first step.
-                this.state.with(py, |s| {
+                with_state(slf, |s| {
                     s.phase = Phase::Settled(End::Granted(0));
                     s.consumed = true;
                 });
                 Ok(None)
             }
             Ok(Enqueued::Queued(ticket)) => {
-                this.state.with(py, |s| {
+                with_state(slf, |s| {
                     s.phase = Phase::Queued(ticket);
                     s.blocking = Some(true);
                 });
@@ -427,7 +430,7 @@ impl Waiter {
                 Ok(Some(slf.clone().into_any().unbind()))
             }
             Err(e) => {
-                this.state.with(py, |s| s.consumed = true);
+                with_state(slf, |s| s.consumed = true);
                 Err(errors::semaphore(py, e))
             }
         }
@@ -503,13 +506,13 @@ impl Waiter {
     // (The loop is the `_loop` member; see the struct.)
 
     #[getter(_asyncio_future_blocking)]
-    fn get_blocking(&self, py: Python<'_>) -> Option<bool> {
-        self.state.with(py, |s| s.blocking)
+    fn get_blocking(slf: &Bound<'_, Self>) -> Option<bool> {
+        with_state(slf, |s| s.blocking)
     }
 
     #[setter(_asyncio_future_blocking)]
-    fn set_blocking(&self, py: Python<'_>, value: bool) {
-        self.state.with(py, |s| s.blocking = Some(value));
+    fn set_blocking(slf: &Bound<'_, Self>, value: bool) {
+        with_state(slf, |s| s.blocking = Some(value));
     }
 
     #[pyo3(signature = (func, *, context=None))]
@@ -535,7 +538,7 @@ impl Waiter {
         };
         let this = slf.get();
         let callback = Callback { func, context };
-        let callback = this.state.with(py, |s| {
+        let callback = with_state(slf, |s| {
             if matches!(s.phase, Phase::Settled(_)) {
                 return Some(callback);
             }
@@ -554,10 +557,11 @@ impl Waiter {
     }
 
     /// Removes every registration of `func`; returns how many there were.
-    fn remove_done_callback(&self, py: Python<'_>, func: &Bound<'_, PyAny>) -> PyResult<usize> {
+    fn remove_done_callback(slf: &Bound<'_, Self>, func: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let py = slf.py();
         // Compared outside the guard (`==` may run Python code); callbacks added meanwhile
         // are kept after the survivors.
-        let mut callbacks = self.state.with(py, |s| std::mem::take(&mut s.callbacks));
+        let mut callbacks = with_state(slf, |s| std::mem::take(&mut s.callbacks));
         let before = callbacks.len();
         let mut error = None;
         callbacks.retain(|cb| match cb.func.bind(py).eq(func) {
@@ -568,7 +572,7 @@ impl Waiter {
             }
         });
         let removed = before - callbacks.len();
-        self.state.with(py, |s| {
+        with_state(slf, |s| {
             let added = std::mem::replace(&mut s.callbacks, callbacks);
             for cb in added {
                 s.callbacks.push(cb);
@@ -586,7 +590,7 @@ impl Waiter {
     fn cancel(slf: &Bound<'_, Self>, msg: Option<Py<PyAny>>) -> PyResult<bool> {
         let py = slf.py();
         let this = slf.get();
-        let phase = this.state.with(py, |s| match &s.phase {
+        let phase = with_state(slf, |s| match &s.phase {
             Phase::Settled(_) => None,
             Phase::Idle => Some(None),
             Phase::Queued(ticket) => Some(Some(Arc::clone(ticket))),
@@ -608,22 +612,23 @@ impl Waiter {
         Ok(true)
     }
 
-    fn cancelled(&self, py: Python<'_>) -> bool {
-        self.state
-            .with(py, |s| matches!(s.phase, Phase::Settled(End::Cancelled(_))))
+    fn cancelled(slf: &Bound<'_, Self>) -> bool {
+        with_state(slf, |s| {
+            matches!(s.phase, Phase::Settled(End::Cancelled(_)))
+        })
     }
 
-    fn done(&self, py: Python<'_>) -> bool {
-        self.state
-            .with(py, |s| matches!(s.phase, Phase::Settled(_)))
+    fn done(slf: &Bound<'_, Self>) -> bool {
+        with_state(slf, |s| matches!(s.phase, Phase::Settled(_)))
     }
 
-    fn result(&self, py: Python<'_>) -> PyResult<()> {
-        self.outcome(py)
+    fn result(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::outcome(slf)
     }
 
-    fn exception(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        let (settled, cancelled) = self.state.with(py, |s| match &s.phase {
+    fn exception(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        let py = slf.py();
+        let (settled, cancelled) = with_state(slf, |s| match &s.phase {
             Phase::Idle | Phase::Queued(_) => (false, None),
             Phase::Settled(End::Cancelled(msg)) => {
                 (true, Some(msg.as_ref().map(|m| m.clone_ref(py))))
@@ -636,7 +641,9 @@ impl Waiter {
         if let Some(msg) = cancelled {
             return Err(errors::cancelled(py, msg.as_ref()));
         }
-        Ok(self.outcome(py).err().map(|e| e.into_value(py).into_any()))
+        Ok(Self::outcome(slf)
+            .err()
+            .map(|e| e.into_value(py).into_any()))
     }
 
     /// Settles the waiter from its ticket's outcome (a wake-up from another thread, run on
@@ -647,12 +654,12 @@ impl Waiter {
 
     /// Same as `result()`: what `PyObject_GetAttrString(waiter, "result")` returns (see
     /// `result_lookup`).
-    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
-        self.outcome(py)
+    fn __call__(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::outcome(slf)
     }
 
-    fn __repr__(&self, py: Python<'_>) -> String {
-        let state = self.state.with(py, |s| match &s.phase {
+    fn __repr__(slf: &Bound<'_, Self>) -> String {
+        let state = with_state(slf, |s| match &s.phase {
             Phase::Idle => "not awaited",
             Phase::Queued(_) => "waiting",
             Phase::Settled(End::Granted(_)) => "granted",
@@ -661,14 +668,13 @@ impl Waiter {
             Phase::Settled(End::TimedOut) => "timed out",
             Phase::Settled(End::Cancelled(_)) => "cancelled",
         });
-        format!("<admission semaphore waiter n={} {state}>", self.n)
+        format!("<admission semaphore waiter n={} {state}>", slf.get().n)
     }
 
     fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
         visit.call(&self.owner)?;
         visit.call(&self.event_loop)?;
-        // SAFETY: the collector calls this with the GIL held and runs no Python code while
-        // traversing.
+        // SAFETY: the collector's traversal (see `peek_for_gc`).
         let Some(state) = (unsafe { self.state.peek_for_gc() }) else {
             return Ok(());
         };
@@ -682,8 +688,8 @@ impl Waiter {
         Ok(())
     }
 
-    fn __clear__(&self, py: Python<'_>) {
-        let callbacks = self.state.with(py, |s| std::mem::take(&mut s.callbacks));
+    fn __clear__(slf: &Bound<'_, Self>) {
+        let callbacks = with_state(slf, |s| std::mem::take(&mut s.callbacks));
         drop(callbacks); // outside the guard: dropping may run finalizers
     }
 }
