@@ -9,7 +9,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 # Tests may not leave a process-wide hypothesis database in the clone.
 export HYPOTHESIS_STORAGE_DIRECTORY := $(abspath $(VENV))/hypothesis
 
-.PHONY: all demo test test-rust test-python test-versions loom bench stress lint fmt wheel develop clean services audit-eval
+.PHONY: all demo test test-rust test-python test-versions loom bench stress lint fmt wheel develop clean services audit-eval check-free-threaded
 
 all: test
 
@@ -99,15 +99,28 @@ audit-eval: develop $(VENV)/.audit-eval-stamp
 lint: $(VENV)/.dev-stamp
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
-	$(VENV)/bin/ruff check python tests benches
-	$(VENV)/bin/ruff format --check python tests benches
+	$(VPY) rust/module_cycles.py rust/core/src rust/py/src
+	$(MAKE) --no-print-directory check-free-threaded
+	$(VENV)/bin/ruff check python tests benches rust
+	$(VENV)/bin/ruff format --check python tests benches rust
 	$(VENV)/bin/mypy
 	$(VPY) -m mypy.stubtest admission._native --allowlist .stubtest-allowlist
 
+# The bindings build for a free-threaded CPython 3.14 too (clippy, warnings as errors). No such
+# interpreter is needed: PyO3 reads the build's configuration from a file.
+FT_CONFIG := target/free-threaded/pyo3-config.txt
+check-free-threaded:
+	@mkdir -p $(dir $(FT_CONFIG))
+	@printf '%s\n' implementation=CPython version=3.14 shared=true abi3=false \
+	  build_flags=Py_GIL_DISABLED suppress_build_script_link_lines=true pointer_width=64 \
+	  > $(FT_CONFIG)
+	PYO3_CONFIG_FILE=$(abspath $(FT_CONFIG)) cargo clippy -p admission-py --quiet \
+	  --target-dir target/free-threaded -- -D warnings
+
 fmt: $(VENV)/.dev-stamp
 	cargo fmt --all
-	$(VENV)/bin/ruff format python tests benches
-	$(VENV)/bin/ruff check --fix python tests benches
+	$(VENV)/bin/ruff format python tests benches rust
+	$(VENV)/bin/ruff check --fix python tests benches rust
 
 # A release wheel in dist/ for this CPython (one per version: the bindings are not abi3).
 wheel: $(VENV)/.dev-stamp

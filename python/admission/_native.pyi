@@ -27,6 +27,7 @@ __all__ = [
     "TokenBucket",
     "Waiter",
     "WakeBatch",
+    "_count_result_lookups",
     "_drain_retired",
     "_forget_running_loop",
     "_track_retired",
@@ -44,6 +45,10 @@ def _track_retired(enabled: bool, max_keys: int) -> None:
 
 def _forget_running_loop() -> None:
     """Drops this thread's cached running loop (run in a forked child)."""
+
+def _count_result_lookups(counting: bool) -> int:
+    """Counts asyncio's lookups of ``result`` by C string on waiters (``True``), or stops
+    (``False``); returns the lookups counted since counting started. Tests only."""
 
 def _drain_retired() -> tuple[
     list[tuple[str, str | None, tuple[int, int, int, int, int], list[int], int]], int

@@ -21,6 +21,7 @@ import pytest
 from support import ASYNCIO_ONLY, wait_until
 
 import admission as adm
+from admission import _native
 
 
 def held(s: adm.Semaphore) -> tuple[int, int]:
@@ -284,6 +285,85 @@ async def test_lookups_by_c_string_match_lookups_by_str() -> None:
         _getattr_by_c_string(cancelled, b"result")()
     assert held(s) == (1, 0)
     s.release()
+
+
+TASKS = 20
+
+
+def _result_lookups_by_c_string(task_factory: Any) -> int:
+    """Lookups of ``result`` by C string on waiters while ``TASKS`` tasks, made by
+    ``task_factory`` (None: asyncio's own), pass one at a time through a semaphore: all but
+    the first wait on a native waiter, and their task wakes from it once."""
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_task_factory(task_factory)
+        s = adm.Semaphore(1)
+
+        async def one() -> None:
+            async with s:
+                await asyncio.sleep(0)
+
+        await asyncio.gather(*(one() for _ in range(TASKS)))
+        assert s.stats().admitted == TASKS
+
+    _native._count_result_lookups(True)
+    try:
+        asyncio.run(main())
+    finally:
+        counted = _native._count_result_lookups(False)
+    return counted
+
+
+def test_asyncio_task_looks_result_up_by_c_string() -> None:
+    # The shortcut in rust/py/src/asyncio/result_lookup.rs answers the Task's lookup of
+    # `result` by C string (PyObject_CallMethod(fut, "result", NULL) in task_wakeup). If
+    # CPython stops looking it up that way, the shortcut is dead code and every wake-up takes
+    # the generic lookup again: remove or move the shortcut then.
+    assert asyncio.Task is asyncio.tasks._CTask  # type: ignore[attr-defined]
+    counted = _result_lookups_by_c_string(None)
+    assert counted == TASKS - 1, (
+        f"asyncio's Task looked `result` up by C string {counted} times for {TASKS - 1} "
+        "wake-ups: CPython changed how its Task reads a future's result, and the tp_getattr "
+        "shortcut (rust/py/src/asyncio/result_lookup.rs) no longer applies"
+    )
+
+
+def test_the_lookup_count_tells_c_string_lookups_from_str_lookups() -> None:
+    # asyncio's pure-Python Task reads `future.result` as an attribute (by str): the same
+    # waits count nothing, so the count above measures what the C Task does.
+    def python_task(loop: Any, coro: Any, **kwargs: Any) -> Any:
+        return asyncio.tasks._PyTask(coro, loop=loop, **kwargs)  # type: ignore[attr-defined]
+
+    assert _result_lookups_by_c_string(python_task) == 0
+    assert _result_lookups_by_c_string(None) == TASKS - 1  # and counting stopped in between
+
+
+def test_a_failure_to_pass_on_a_dropped_waiters_permits_is_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A granted waiter dropped before its coroutine took the permits passes them on. If that
+    # fails (here: the caller released the waiter's permit itself), the error goes to
+    # sys.unraisablehook instead of vanishing.
+    reported: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+
+    async def main() -> adm.Semaphore:
+        s = full()
+        waiter = s.acquire().__await__()
+        assert next(waiter) is waiter  # queued
+        s.release()  # granted to the waiter: it holds the permit
+        assert held(s) == (1, 0)
+        s.release()  # a caller's bug: the waiter's permit released by someone else
+        del waiter  # dropped unseen: nothing left to pass on
+        gc.collect()
+        return s
+
+    s = asyncio.run(main())
+    assert len(reported) == 1, reported
+    assert isinstance(reported[0].exc_value, ValueError)
+    assert "release of 1 permits but only 0 are in use" in str(reported[0].exc_value)
+    assert "dropped before it took them" in str(reported[0].object)
+    assert held(s) == (0, 0)
 
 
 @pytest.mark.anyio

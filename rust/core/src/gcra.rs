@@ -15,33 +15,18 @@
 //! `1 ns / T`, e.g. 8e-10 for 50 per minute) and is never faster than asked.
 
 use crate::error::{positive_finite, AcquireError, ConfigError, Num};
-use crate::histogram::{HistogramSnapshot, WaitHistogram};
+use crate::histogram::HistogramSnapshot;
 use crate::padded::CachePadded;
+use crate::rate::{Decision, RateLimit};
 use crate::stats::{Counters, Refusal};
 use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::waitq::{Entered, Ledger, RateTicket, Status, WaitQueue, Withdrawal};
 use crate::wakers::Wakers;
-use crate::{MAX_SPAN_NS, NANOS_PER_SEC};
+use crate::{MAX_SPAN_NS, MAX_TIME_NS, NANOS_PER_SEC};
 
 /// The top bit of the state word: someone waits in the queue. It makes the word larger than
 /// any time, so the immediate paths refuse without a second load (no barging past waiters).
 const QUEUED: u64 = 1 << 63;
-
-/// Latest time (ns) a bucket accepts: `tat` stays below the `QUEUED` bit, with room for a
-/// full queue of reservations ahead of it (about 73 years of clock).
-pub const MAX_TIME_NS: u64 = 1 << 61;
-
-/// What a request would get now; returned by `peek`, which consumes nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decision {
-    pub allowed: bool,
-    /// Whole units of cost that could be admitted right now (after this request, if allowed).
-    pub remaining: u64,
-    /// Nanoseconds until this request would be admitted; 0 when allowed.
-    pub retry_after_ns: u64,
-    /// Nanoseconds until the limiter is back to full capacity.
-    pub reset_after_ns: u64,
-}
 
 pub struct Gcra<W = ()> {
     /// The theoretical arrival time `tat` of the admitted requests, with the `QUEUED` bit.
@@ -52,8 +37,6 @@ pub struct Gcra<W = ()> {
     capacity_ns: u64,
     burst: u64,
     counters: Counters,
-    /// Waits of the requests that queued; never touched by an immediate admission.
-    waits: WaitHistogram,
     /// The waiting requests. Slow path only: the immediate paths never take this lock.
     queue: Mutex<WaitQueue<W>>,
     waiting: AtomicU64,
@@ -193,7 +176,6 @@ impl<W: Clone> Gcra<W> {
             capacity_ns,
             burst,
             counters: Counters::default(),
-            waits: WaitHistogram::new(),
             queue: Mutex::new(WaitQueue::default()),
             waiting: AtomicU64::new(0),
         })
@@ -205,15 +187,6 @@ impl<W: Clone> Gcra<W> {
 
     pub fn emission_ns(&self) -> u64 {
         self.emission_ns
-    }
-
-    pub fn counters(&self) -> &Counters {
-        &self.counters
-    }
-
-    /// Requests waiting in the queue right now.
-    pub fn waiting(&self) -> u64 {
-        self.waiting.load(Ordering::Relaxed)
     }
 
     #[inline(always)]
@@ -242,65 +215,6 @@ impl<W: Clone> Gcra<W> {
             }
         } else {
             AcquireError::ClockOutOfRange { now_ns: now }
-        }
-    }
-
-    /// Admits `cost` now if it fits and nobody waits; never waits. Counts the outcome.
-    #[inline]
-    pub fn try_acquire(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
-        let increment = self.check_counted(now, cost)?;
-        let admitted = self.advance(now, increment).is_some();
-        if admitted {
-            self.counters.admitted(cost);
-        } else {
-            self.counters.rejected();
-        }
-        Ok(admitted)
-    }
-
-    /// Like [`Gcra::try_acquire`], but a refusal is not counted: for a caller that queues
-    /// next ([`Gcra::enqueue`]), whose request is then counted once, by its real outcome.
-    #[inline]
-    pub fn try_take(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
-        let increment = self.check_counted(now, cost)?;
-        let admitted = self.advance(now, increment).is_some();
-        if admitted {
-            self.counters.admitted(cost);
-        }
-        Ok(admitted)
-    }
-
-    /// Admits `cost` now if it fits and nobody waits, counting nothing; returns what
-    /// [`Gcra::untake`] needs to undo it. For a caller taking several limits at once, which
-    /// counts the request once it knows its outcome.
-    pub fn take(&self, now: u64, cost: u64) -> Result<Option<u64>, AcquireError> {
-        let increment = self.check(now, cost)?;
-        Ok(self.advance(now, increment))
-    }
-
-    /// Undoes a [`Gcra::take`] of `cost` made at `taken_at` that left `record`, at `now`
-    /// (as exactly as that can be done: see `give_back`); returns the wakers of waiters that
-    /// can go now.
-    pub fn untake(&self, taken_at: u64, now: u64, cost: u64, record: u64) -> Wakers<W> {
-        let mut queue = self.lock();
-        let mut ledger = self.ledger();
-        ledger.give_back(now, cost, record, taken_at);
-        if queue.is_empty() {
-            return Wakers::new();
-        }
-        queue.retell();
-        let woken = queue.grant_due(&mut ledger, now);
-        self.note_waiting(&queue);
-        woken
-    }
-
-    /// Counts an admission made with [`Gcra::take`], and its wait if it waited.
-    pub fn commit(&self, cost: u64, waited_ns: Option<u64>) {
-        match waited_ns {
-            None => self.counters.admitted(cost),
-            Some(w) => self
-                .waits
-                .observe_admission(w, || self.counters.admitted(cost)),
         }
     }
 
@@ -346,9 +260,91 @@ impl<W: Clone> Gcra<W> {
         self.waiting.store(queue.len() as u64, Ordering::Relaxed);
     }
 
+    /// Charges `cost` as used at `now` without admitting or counting anything, even beyond
+    /// the burst (then the next requests wait): a replacement bucket that inherits its
+    /// predecessor's use.
+    pub fn charge(&self, now: u64, cost: u64) {
+        let queue = self.lock();
+        let queued = !queue.is_empty();
+        let increment = cost.saturating_mul(self.emission_ns).min(MAX_SPAN_NS);
+        self.ledger().update(
+            |tat| {
+                tat.max(now)
+                    .saturating_add(increment)
+                    .min(MAX_TIME_NS + MAX_SPAN_NS)
+            },
+            queued,
+        );
+    }
+}
+
+impl<W: Clone + Send + Sync> RateLimit<W> for Gcra<W> {
+    fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Requests waiting in the queue right now.
+    fn waiting(&self) -> u64 {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Admits `cost` now if it fits and nobody waits; never waits. Counts the outcome.
+    #[inline]
+    fn try_acquire(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
+        let increment = self.check_counted(now, cost)?;
+        let admitted = self.advance(now, increment).is_some();
+        if admitted {
+            self.counters.admitted(cost);
+        } else {
+            self.counters.rejected();
+        }
+        Ok(admitted)
+    }
+
+    /// Like [`Gcra::try_acquire`], but a refusal is not counted: for a caller that queues
+    /// next ([`Gcra::enqueue`]), whose request is then counted once, by its real outcome.
+    #[inline]
+    fn try_take(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
+        let increment = self.check_counted(now, cost)?;
+        let admitted = self.advance(now, increment).is_some();
+        if admitted {
+            self.counters.admitted(cost);
+        }
+        Ok(admitted)
+    }
+
+    /// Admits `cost` now if it fits and nobody waits, counting nothing; returns what
+    /// [`Gcra::untake`] needs to undo it. For a caller taking several limits at once, which
+    /// counts the request once it knows its outcome.
+    fn take(&self, now: u64, cost: u64) -> Result<Option<u64>, AcquireError> {
+        let increment = self.check(now, cost)?;
+        Ok(self.advance(now, increment))
+    }
+
+    /// Undoes, at `now`, a [`Gcra::take`] of `cost` that left `record` at `taken_at` (as
+    /// exactly as that can be done: see `give_back`); returns the wakers of waiters that can
+    /// go now.
+    fn untake(&self, now: u64, cost: u64, record: u64, taken_at: u64) -> Wakers<W> {
+        let mut queue = self.lock();
+        let mut ledger = self.ledger();
+        ledger.give_back(now, cost, record, taken_at);
+        if queue.is_empty() {
+            return Wakers::new();
+        }
+        queue.retell();
+        let woken = queue.grant_due(&mut ledger, now);
+        self.note_waiting(&queue);
+        woken
+    }
+
+    /// Counts an admission made with [`Gcra::take`], and its wait if it waited.
+    fn commit(&self, cost: u64, waited_ns: Option<u64>) {
+        self.counters.commit(cost, waited_ns);
+    }
+
     /// What `try_acquire(cost)` would decide now; changes nothing and counts nothing.
     /// While requests wait, it is refused with the time it would take behind them.
-    pub fn peek(&self, now: u64, cost: u64) -> Result<Decision, AcquireError> {
+    fn peek(&self, now: u64, cost: u64) -> Result<Decision, AcquireError> {
         let increment = self.check(now, cost)?;
         let mut word = self.tat.load(Ordering::Acquire);
         let mut ahead = 0;
@@ -385,7 +381,7 @@ impl<W: Clone> Gcra<W> {
     /// waiters (FIFO: a large request is never starved by small ones), if it would be
     /// admitted within `max_wait_ns`. A request that would need longer fails at once with
     /// the time it would need, writes nothing, and is counted as timed out.
-    pub fn enqueue(
+    fn enqueue(
         &self,
         now: u64,
         cost: u64,
@@ -414,7 +410,7 @@ impl<W: Clone> Gcra<W> {
 
     /// Grants the waiters at the head of the queue whose turn has come; returns the wakers
     /// to call (those granted, and a new head, which must time its turn).
-    pub fn poll(&self, now: u64) -> Wakers<W> {
+    fn poll(&self, now: u64) -> Wakers<W> {
         let mut queue = self.lock();
         let woken = queue.grant_due(&mut self.ledger(), now);
         self.note_waiting(&queue);
@@ -422,13 +418,13 @@ impl<W: Clone> Gcra<W> {
     }
 
     /// What a waiter should do next.
-    pub fn status(&self, ticket: &RateTicket, now: u64) -> Status {
+    fn status(&self, ticket: &RateTicket, now: u64) -> Status {
         self.lock().status(&mut self.ledger(), ticket, now)
     }
 
     /// Takes a granted request, counting it admitted after waiting `waited_ns`. False if it
     /// was not granted.
-    pub fn consume(&self, ticket: &RateTicket, waited_ns: u64) -> bool {
+    fn consume(&self, ticket: &RateTicket, waited_ns: u64) -> bool {
         let taken = self.lock().consume(ticket);
         if taken {
             self.commit(ticket.cost(), Some(waited_ns));
@@ -438,7 +434,7 @@ impl<W: Clone> Gcra<W> {
 
     /// Withdraws a request whose waiter gave up (counted as `how`); an unused grant goes back
     /// (see [`WaitQueue::withdraw`]). Returns what happened and the wakers to call.
-    pub fn withdraw(&self, ticket: &RateTicket, now: u64, how: Refusal) -> (Withdrawal, Wakers<W>) {
+    fn withdraw(&self, ticket: &RateTicket, now: u64, how: Refusal) -> (Withdrawal, Wakers<W>) {
         let mut queue = self.lock();
         let (what, woken) = queue.withdraw(&mut self.ledger(), ticket, now);
         self.note_waiting(&queue);
@@ -449,51 +445,32 @@ impl<W: Clone> Gcra<W> {
         (what, woken)
     }
 
-    /// Charges `cost` as used at `now` without admitting or counting anything, even beyond
-    /// the burst (then the next requests wait): a replacement bucket that inherits its
-    /// predecessor's use.
-    pub fn charge(&self, now: u64, cost: u64) {
-        let queue = self.lock();
-        let queued = !queue.is_empty();
-        let increment = cost.saturating_mul(self.emission_ns).min(MAX_SPAN_NS);
-        self.ledger().update(
-            |tat| {
-                tat.max(now)
-                    .saturating_add(increment)
-                    .min(MAX_TIME_NS + MAX_SPAN_NS)
-            },
-            queued,
-        );
-    }
-
     /// How long every admitted request waited (immediate admissions as zero waits).
-    pub fn wait_histogram(&self) -> HistogramSnapshot {
-        self.waits.snapshot(|| self.counters.snapshot().admitted)
+    fn wait_histogram(&self) -> HistogramSnapshot {
+        self.counters.wait_histogram()
     }
 
     /// Removes every waiter without waking it, counting each cancelled; returns the wakers to
     /// drop (a bucket being collected).
-    pub fn abandon_waiters(&self) -> Wakers<W> {
+    fn abandon_waiters(&self) -> Wakers<W> {
         let mut queue = self.lock();
         let (n, wakers) = queue.abandon(&mut self.ledger());
         self.note_waiting(&queue);
         drop(queue);
-        for _ in 0..n {
-            self.counters.cancelled();
-        }
+        self.counters.cancelled_many(n);
         wakers
     }
 
     /// Calls `f` on every queued waker if the queue is not locked right now (a garbage
     /// collector's traversal must not block).
-    pub fn visit_waiters(&self, f: impl FnMut(&W)) {
+    fn visit_waiters(&self, f: &mut dyn FnMut(&W)) {
         if let Ok(queue) = self.queue.try_lock() {
             queue.visit(f);
         }
     }
 
     /// How long the head of the queue has waited so far (0: nobody waits).
-    pub fn oldest_wait_ns(&self, now: u64) -> u64 {
+    fn oldest_wait_ns(&self, now: u64) -> u64 {
         self.lock()
             .oldest_enqueued_ns()
             .map_or(0, |t| now.saturating_sub(t))
@@ -936,6 +913,18 @@ mod tests {
         assert_eq!(B::new(1.0, 1.0, 0).unwrap_err().arg, "burst");
         assert_eq!(B::new(1e10, 1.0, 1).unwrap_err().arg, "rate");
         assert_eq!(B::new(1.0, 1.0, u64::MAX).unwrap_err().arg, "burst");
+    }
+
+    #[test]
+    fn huge_and_tiny_arguments_give_short_messages() {
+        // Issue 12 (13): TokenBucket(rate=1e300) printed a 301-digit number.
+        let e = B::new(1e300, 1.0, 1).unwrap_err();
+        assert_eq!(e.arg, "rate");
+        assert!(e.message.contains("rate 1e+300 per 1 s"), "{}", e.message);
+        let e = B::new(1e-300, 1.0, 1).unwrap_err();
+        assert!(e.message.contains("rate 1e-300 per 1 s"), "{}", e.message);
+        let e = B::new(5.0, 1e300, 1).unwrap_err();
+        assert!(e.message.len() < 100, "{}", e.message);
     }
 
     #[test]

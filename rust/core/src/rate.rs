@@ -1,12 +1,26 @@
-//! The surface every rate limiter shares, so bindings and combinators treat them alike.
+//! The surface every rate limiter shares, so bindings and combinators treat them alike:
+//! [`RateLimit`], which `Gcra` and `SlidingWindow` each implement, what it answers
+//! ([`Decision`]), and the all-or-nothing acquisition of several limits ([`take_all`]).
+//!
+//! This module names no limiter: the limiters depend on it, never the other way round.
 
 use crate::error::AcquireError;
-use crate::gcra::{Decision, Gcra};
 use crate::histogram::HistogramSnapshot;
 use crate::stats::{Counters, Refusal};
 use crate::waitq::{Entered, RateTicket, Status, Withdrawal};
 use crate::wakers::Wakers;
-use crate::window::SlidingWindow;
+
+/// What a request would get now; returned by `peek`, which consumes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Whole units of cost that could be admitted right now (after this request, if allowed).
+    pub remaining: u64,
+    /// Nanoseconds until this request would be admitted; 0 when allowed.
+    pub retry_after_ns: u64,
+    /// Nanoseconds until the limiter is back to full capacity.
+    pub reset_after_ns: u64,
+}
 
 /// A rate limiter with a FIFO queue of waiters whose wakers are `W`.
 pub trait RateLimit<W>: Send + Sync {
@@ -27,8 +41,10 @@ pub trait RateLimit<W>: Send + Sync {
     ) -> Result<Entered, AcquireError>;
     /// Admits now without counting; returns the record `untake` needs.
     fn take(&self, now: u64, cost: u64) -> Result<Option<u64>, AcquireError>;
-    /// Undoes a `take` (as exactly as it can be); returns wakers of waiters that can go.
-    fn untake(&self, taken_at: u64, now: u64, cost: u64, record: u64) -> Wakers<W>;
+    /// Undoes, at `now`, a `take` of `cost` that returned `record` at `taken_at` (as exactly
+    /// as it can be); returns wakers of waiters that can go. The same arguments, in the same
+    /// order, as the queue's `Ledger::give_back` of an unused grant.
+    fn untake(&self, now: u64, cost: u64, record: u64, taken_at: u64) -> Wakers<W>;
     /// Counts an admission made with `take` (and its wait, if it waited).
     fn commit(&self, cost: u64, waited_ns: Option<u64>);
     /// Grants the heads whose turn has come.
@@ -87,83 +103,7 @@ pub fn take_all<W>(parts: &[Part<'_, W>]) -> Result<(), (Result<usize, AcquireEr
 pub fn untake_all<W>(parts: &[Part<'_, W>], records: &[u64], now: &[u64]) -> Wakers<W> {
     let mut woken = Wakers::new();
     for ((part, &record), &now) in parts.iter().zip(records).zip(now) {
-        woken.extend(part.limit.untake(part.now, now, part.cost, record));
+        woken.extend(part.limit.untake(now, part.cost, record, part.now));
     }
     woken
 }
-
-/// Implements `RateLimit` by delegating to the type's inherent methods of the same names.
-macro_rules! delegate_rate_limit {
-    ($ty:ident) => {
-        impl<W: Clone + Send + Sync> RateLimit<W> for $ty<W> {
-            #[inline]
-            fn try_acquire(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
-                $ty::try_acquire(self, now, cost)
-            }
-            #[inline]
-            fn try_take(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
-                $ty::try_take(self, now, cost)
-            }
-            fn peek(&self, now: u64, cost: u64) -> Result<Decision, AcquireError> {
-                $ty::peek(self, now, cost)
-            }
-            fn enqueue(
-                &self,
-                now: u64,
-                cost: u64,
-                max_wait_ns: u64,
-                waker: W,
-                admit_now: bool,
-            ) -> Result<Entered, AcquireError> {
-                $ty::enqueue(self, now, cost, max_wait_ns, waker, admit_now)
-            }
-            fn take(&self, now: u64, cost: u64) -> Result<Option<u64>, AcquireError> {
-                $ty::take(self, now, cost)
-            }
-            fn untake(&self, taken_at: u64, now: u64, cost: u64, record: u64) -> Wakers<W> {
-                $ty::untake(self, taken_at, now, cost, record)
-            }
-            fn commit(&self, cost: u64, waited_ns: Option<u64>) {
-                $ty::commit(self, cost, waited_ns)
-            }
-            fn poll(&self, now: u64) -> Wakers<W> {
-                $ty::poll(self, now)
-            }
-            fn status(&self, ticket: &RateTicket, now: u64) -> Status {
-                $ty::status(self, ticket, now)
-            }
-            fn consume(&self, ticket: &RateTicket, waited_ns: u64) -> bool {
-                $ty::consume(self, ticket, waited_ns)
-            }
-            fn withdraw(
-                &self,
-                ticket: &RateTicket,
-                now: u64,
-                how: Refusal,
-            ) -> (Withdrawal, Wakers<W>) {
-                $ty::withdraw(self, ticket, now, how)
-            }
-            fn counters(&self) -> &Counters {
-                $ty::counters(self)
-            }
-            fn wait_histogram(&self) -> HistogramSnapshot {
-                $ty::wait_histogram(self)
-            }
-            fn waiting(&self) -> u64 {
-                $ty::waiting(self)
-            }
-            fn oldest_wait_ns(&self, now: u64) -> u64 {
-                $ty::oldest_wait_ns(self, now)
-            }
-            fn abandon_waiters(&self) -> Wakers<W> {
-                $ty::abandon_waiters(self)
-            }
-            fn visit_waiters(&self, f: &mut dyn FnMut(&W)) {
-                $ty::visit_waiters(self, f)
-            }
-        }
-    };
-}
-
-delegate_rate_limit!(Gcra);
-delegate_rate_limit!(SlidingWindow);

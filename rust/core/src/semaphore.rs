@@ -21,7 +21,7 @@
 //! over at once (they are the waiter's, `in_use` includes them), but between the grant and the
 //! waiter's resumption the waiter may be cancelled, and then the permits are passed on. So the
 //! waiter's owner ends every granted ticket with [`Semaphore::commit`] (admitted, its wait
-//! recorded in the [`WaitHistogram`]) or [`Semaphore::pass_on`] (counted as the refusal it was,
+//! recorded in its [`Counters`]) or [`Semaphore::pass_on`] (counted as the refusal it was,
 //! permits released). Requests refused by an error (`Closed`, `Capacity`) count as rejected.
 //!
 //! The core never wakes anyone itself. Operations that grant permits to waiters return their
@@ -30,7 +30,7 @@
 
 use std::sync::Arc;
 
-use crate::histogram::{HistogramSnapshot, WaitHistogram};
+use crate::histogram::HistogramSnapshot;
 use crate::padded::CachePadded;
 use crate::queue::Fifo;
 use crate::stats::{Counters, Refusal};
@@ -54,6 +54,30 @@ fn in_use_of(word: u64) -> u64 {
 #[inline(always)]
 fn limit_of(word: u64) -> u64 {
     (word >> LIMIT_SHIFT) & LIMIT_MASK
+}
+
+/// Whether a request for `n` permits is refused by an error, whatever it would wait for: the
+/// semaphore is closed, or `n` exceeds its limit.
+#[inline(always)]
+fn refusal(word: u64, n: u64) -> Result<(), SemaphoreError> {
+    if word & CLOSED != 0 {
+        return Err(SemaphoreError::Closed);
+    }
+    let limit = limit_of(word);
+    if n > limit {
+        return Err(SemaphoreError::Capacity { n, limit });
+    }
+    Ok(())
+}
+
+/// Whether a release of `n` permits is refused: fewer are held (a caller's bug).
+#[inline(always)]
+fn over_release(word: u64, n: u64) -> Result<(), SemaphoreError> {
+    let in_use = in_use_of(word);
+    if in_use < n {
+        return Err(SemaphoreError::OverRelease { n, in_use });
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,7 +198,6 @@ pub struct Semaphore<W> {
     waiting: AtomicU64,
     queue: Mutex<Fifo<Entry<W>>>,
     counters: Counters,
-    waits: WaitHistogram,
     /// Read only on the waiting path (queueing, granting to a waiter, `oldest_wait_ns`).
     clock: fn() -> u64,
 }
@@ -205,7 +228,6 @@ impl<W> Semaphore<W> {
             waiting: AtomicU64::new(0),
             queue: Mutex::new(Fifo::new()),
             counters: Counters::default(),
-            waits: WaitHistogram::new(),
             clock,
         })
     }
@@ -250,7 +272,7 @@ impl<W> Semaphore<W> {
     /// How long every admitted request waited, from being queued to being granted its permits
     /// (immediate admissions as zero waits; a granted waiter once it [`Semaphore::commit`]s).
     pub fn wait_histogram(&self) -> HistogramSnapshot {
-        self.waits.snapshot(|| self.counters.snapshot().admitted)
+        self.counters.wait_histogram()
     }
 
     /// How long the head of the queue has been waiting so far, in nanoseconds (0: nobody
@@ -291,28 +313,40 @@ impl<W> Semaphore<W> {
     /// An error (closed, or `n` over the limit) ends the request: it is counted as rejected.
     #[inline]
     pub fn try_take(&self, n: u64) -> Result<bool, SemaphoreError> {
+        let taken = self.update_word(|w| {
+            refusal(w, n).map_err(Some)?;
+            if w & QUEUED != 0 || in_use_of(w) + n > limit_of(w) {
+                return Err(None); // must wait
+            }
+            Ok(w + n)
+        });
+        match taken {
+            Ok(w) => {
+                self.counters.admitted(n);
+                self.note_in_use(in_use_of(w) + n);
+                Ok(true)
+            }
+            Err(None) => Ok(false),
+            Err(Some(e)) => Err(self.refuse(e)),
+        }
+    }
+
+    /// The one compare-and-swap loop on the permit word: `next` maps the word read to the word
+    /// to store, or declines (`Err`: nothing is written). Retried with the fresh word whenever
+    /// another thread changed it in between. Returns the word it replaced.
+    ///
+    /// AcqRel on success: a decision is ordered after every decision it observed, and the
+    /// permits it hands over are visible to whoever reads the word next.
+    #[inline(always)]
+    fn update_word<E>(&self, mut next: impl FnMut(u64) -> Result<u64, E>) -> Result<u64, E> {
         let mut w = self.word.load(Ordering::Acquire);
         loop {
-            if w & CLOSED != 0 {
-                return Err(self.refuse(SemaphoreError::Closed));
-            }
-            let limit = limit_of(w);
-            if n > limit {
-                return Err(self.refuse(SemaphoreError::Capacity { n, limit }));
-            }
-            let in_use = in_use_of(w) + n;
-            if w & QUEUED != 0 || in_use > limit {
-                return Ok(false);
-            }
+            let new = next(w)?;
             match self
                 .word
-                .compare_exchange_weak(w, w + n, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange_weak(w, new, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => {
-                    self.counters.admitted(n);
-                    self.note_in_use(in_use);
-                    return Ok(true);
-                }
+                Ok(_) => return Ok(w),
                 Err(actual) => w = actual,
             }
         }
@@ -330,45 +364,23 @@ impl<W> Semaphore<W> {
     /// Returns the wakers of the waiters that were granted permits; wake each of them.
     #[inline]
     pub fn release(&self, n: u64) -> Result<Wakers<W>, SemaphoreError> {
-        let mut w = self.word.load(Ordering::Acquire);
-        loop {
-            if in_use_of(w) < n {
-                return Err(SemaphoreError::OverRelease {
-                    n,
-                    in_use: in_use_of(w),
-                });
-            }
+        let released = self.update_word(|w| {
+            over_release(w, n).map_err(Some)?;
             if w & QUEUED != 0 {
-                return self.release_to_queue(n);
+                return Err(None); // the queue's head gets them: under its lock
             }
-            match self
-                .word
-                .compare_exchange_weak(w, w - n, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return Ok(Wakers::new()),
-                Err(actual) => w = actual,
-            }
+            Ok(w - n)
+        });
+        match released {
+            Ok(_) => Ok(Wakers::new()),
+            Err(None) => self.release_to_queue(n),
+            Err(Some(e)) => Err(e),
         }
     }
 
     fn release_to_queue(&self, n: u64) -> Result<Wakers<W>, SemaphoreError> {
         let mut queue = self.lock();
-        let mut w = self.word.load(Ordering::Acquire);
-        loop {
-            if in_use_of(w) < n {
-                return Err(SemaphoreError::OverRelease {
-                    n,
-                    in_use: in_use_of(w),
-                });
-            }
-            match self
-                .word
-                .compare_exchange_weak(w, w - n, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => break,
-                Err(actual) => w = actual,
-            }
-        }
+        self.update_word(|w| over_release(w, n).map(|()| w - n))?;
         Ok(self.grant(&mut queue))
     }
 
@@ -387,35 +399,20 @@ impl<W> Semaphore<W> {
         spare: Option<Arc<Ticket>>,
     ) -> Result<Enqueued, SemaphoreError> {
         let mut queue = self.lock();
-        let mut w = self.word.load(Ordering::Acquire);
-        loop {
-            if w & CLOSED != 0 {
-                return Err(self.refuse(SemaphoreError::Closed));
-            }
-            let limit = limit_of(w);
-            if n > limit {
-                return Err(self.refuse(SemaphoreError::Capacity { n, limit }));
-            }
-            let in_use = in_use_of(w) + n;
-            let (next, admit) = if queue.is_empty() && in_use <= limit {
-                (w + n, true)
-            } else {
+        let mut admit = false;
+        let w = self
+            .update_word(|w| {
+                refusal(w, n)?;
+                admit = queue.is_empty() && in_use_of(w) + n <= limit_of(w);
                 // Setting QUEUED with a CAS on the same word as the permits means a release
                 // that slipped in since our load makes this fail and re-check: no lost wake-up.
-                (w | QUEUED, false)
-            };
-            match self
-                .word
-                .compare_exchange_weak(w, next, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) if admit => {
-                    self.counters.admitted(n);
-                    self.note_in_use(in_use);
-                    return Ok(Enqueued::Acquired);
-                }
-                Ok(_) => break,
-                Err(actual) => w = actual,
-            }
+                Ok(if admit { w + n } else { w | QUEUED })
+            })
+            .map_err(|e| self.refuse(e))?;
+        if admit {
+            self.counters.admitted(n);
+            self.note_in_use(in_use_of(w) + n);
+            return Ok(Enqueued::Acquired);
         }
         let fresh = Ticket {
             n,
@@ -482,8 +479,7 @@ impl<W> Semaphore<W> {
     /// [`Semaphore::commit`] from the ticket's figures (for a waiter that kept them, not the
     /// ticket).
     pub fn commit_grant(&self, n: u64, waited_ns: u64) {
-        self.waits
-            .observe_admission(waited_ns, || self.counters.admitted(n));
+        self.counters.commit(n, Some(waited_ns));
     }
 
     /// Ends a granted ticket whose waiter gave up before taking the permits (cancelled,
@@ -503,17 +499,10 @@ impl<W> Semaphore<W> {
             return Err(SemaphoreError::BadLimit { limit });
         }
         let mut queue = self.lock();
-        let mut w = self.word.load(Ordering::Acquire);
-        loop {
-            let next = (w & !(LIMIT_MASK << LIMIT_SHIFT)) | (limit << LIMIT_SHIFT);
-            match self
-                .word
-                .compare_exchange_weak(w, next, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => break,
-                Err(actual) => w = actual,
-            }
-        }
+        // Never declines: only the limit's bits change.
+        self.update_word::<SemaphoreError>(|w| {
+            Ok((w & !(LIMIT_MASK << LIMIT_SHIFT)) | (limit << LIMIT_SHIFT))
+        })?;
         let mut woken = Wakers::new();
         for entry in queue.extract_if(|e| e.ticket.n > limit) {
             entry.ticket.settle(Outcome::TooLarge);
@@ -574,21 +563,14 @@ impl<W> Semaphore<W> {
         let mut now = None;
         while let Some(head) = queue.front() {
             let n = head.ticket.n;
-            let mut w = self.word.load(Ordering::Acquire);
-            let granted = loop {
-                let in_use = in_use_of(w) + n;
-                if w & CLOSED != 0 || in_use > limit_of(w) {
-                    break None;
+            let granted = self.update_word(|w| {
+                if w & CLOSED != 0 || in_use_of(w) + n > limit_of(w) {
+                    return Err(());
                 }
-                match self
-                    .word
-                    .compare_exchange_weak(w, w + n, Ordering::AcqRel, Ordering::Acquire)
-                {
-                    Ok(_) => break Some(in_use),
-                    Err(actual) => w = actual,
-                }
-            };
-            let Some(in_use) = granted else { break };
+                Ok(w + n)
+            });
+            let Ok(w) = granted else { break };
+            let in_use = in_use_of(w) + n;
             if let Some(entry) = queue.pop_front() {
                 let now = *now.get_or_insert_with(self.clock);
                 let waited = now.saturating_sub(entry.ticket.enqueued_ns);

@@ -128,9 +128,10 @@ pub(crate) trait Ledger {
     fn due_after(&mut self, now: u64, ahead: u64, cost: u64) -> (u64, bool);
     /// Admits `cost` at `now` (it fits); returns what `give_back` needs to undo it.
     fn admit(&mut self, now: u64, cost: u64, still_queued: bool) -> u64;
-    /// Gives back, at `now`, an admission of `cost` made at `admitted_at` and noted as
-    /// `record`: all of it if that is exact, else never more than no later admission could
-    /// have been refused for (the limiter runs below its rate for the rest, never above).
+    /// Gives back, at `now`, an admission of `cost` noted as `record` at `admitted_at`: all of
+    /// it if that is exact, else never more than no later admission could have been refused
+    /// for (the limiter runs below its rate for the rest, never above). The arguments of
+    /// `RateLimit::untake`, in its order.
     fn give_back(&mut self, now: u64, cost: u64, record: u64, admitted_at: u64);
     /// Tells the immediate paths whether anyone waits (they refuse while someone does).
     fn set_queued(&mut self, queued: bool);

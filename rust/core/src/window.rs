@@ -24,12 +24,13 @@
 use std::collections::VecDeque;
 
 use crate::error::{seconds_to_ns, AcquireError, ConfigError};
-use crate::gcra::{Decision, MAX_TIME_NS};
-use crate::histogram::{HistogramSnapshot, WaitHistogram};
+use crate::histogram::HistogramSnapshot;
+use crate::rate::{Decision, RateLimit};
 use crate::stats::{Counters, Refusal};
 use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::waitq::{Entered, Ledger, RateTicket, Status, WaitQueue, Withdrawal};
 use crate::wakers::Wakers;
+use crate::MAX_TIME_NS;
 
 /// The capacity, in entries, below which the log never gives memory back (1 KiB).
 pub const MIN_CAPACITY: usize = 64;
@@ -186,8 +187,6 @@ pub struct SlidingWindow<W = ()> {
     limit: u64,
     window_ns: u64,
     counters: Counters,
-    /// Waits of the requests that queued; never touched by an immediate admission.
-    waits: WaitHistogram,
     waiting: AtomicU64,
 }
 
@@ -214,7 +213,6 @@ impl<W: Clone> SlidingWindow<W> {
             limit,
             window_ns,
             counters: Counters::default(),
-            waits: WaitHistogram::new(),
             waiting: AtomicU64::new(0),
         })
     }
@@ -225,15 +223,6 @@ impl<W: Clone> SlidingWindow<W> {
 
     pub fn window_ns(&self) -> u64 {
         self.window_ns
-    }
-
-    pub fn counters(&self) -> &Counters {
-        &self.counters
-    }
-
-    /// Requests waiting in the queue right now.
-    pub fn waiting(&self) -> u64 {
-        self.waiting.load(Ordering::Relaxed)
     }
 
     #[inline(always)]
@@ -301,8 +290,29 @@ impl<W: Clone> SlidingWindow<W> {
         true
     }
 
+    /// Entries currently held: the memory cost is 16 bytes each.
+    pub fn log_len(&self) -> usize {
+        self.lock().log.entries.len()
+    }
+
+    /// Entries the log has room for without reallocating (what its memory holds).
+    pub fn log_capacity(&self) -> usize {
+        self.lock().log.entries.capacity()
+    }
+}
+
+impl<W: Clone + Send + Sync> RateLimit<W> for SlidingWindow<W> {
+    fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Requests waiting in the queue right now.
+    fn waiting(&self) -> u64 {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
     /// Admits `cost` now if it fits in the window and nobody waits. Counts the outcome.
-    pub fn try_acquire(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
+    fn try_acquire(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
         let admitted = self.take_counted(now, cost)?;
         if !admitted {
             self.counters.rejected();
@@ -312,19 +322,19 @@ impl<W: Clone> SlidingWindow<W> {
 
     /// Like [`SlidingWindow::try_acquire`], but a refusal is not counted (the caller queues
     /// next, and the request is counted by its real outcome).
-    pub fn try_take(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
+    fn try_take(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
         self.take_counted(now, cost)
     }
 
     /// Admits `cost` now if it fits and nobody waits, counting nothing; returns what
     /// [`SlidingWindow::untake`] needs to undo it (the admission's timestamp).
-    pub fn take(&self, now: u64, cost: u64) -> Result<Option<u64>, AcquireError> {
+    fn take(&self, now: u64, cost: u64) -> Result<Option<u64>, AcquireError> {
         self.check(now, cost)?;
         Ok(self.admit_now(now, cost).then_some(now))
     }
 
     /// Undoes a [`SlidingWindow::take`] exactly; returns the wakers of waiters that can go.
-    pub fn untake(&self, _taken_at: u64, now: u64, cost: u64, record: u64) -> Wakers<W> {
+    fn untake(&self, now: u64, cost: u64, record: u64, _taken_at: u64) -> Wakers<W> {
         self.with_queue(|queue, ledger| {
             ledger.log.remove(record, cost);
             queue.retell(); // the head may be due sooner now
@@ -333,17 +343,12 @@ impl<W: Clone> SlidingWindow<W> {
     }
 
     /// Counts an admission made with [`SlidingWindow::take`], and its wait if it waited.
-    pub fn commit(&self, cost: u64, waited_ns: Option<u64>) {
-        match waited_ns {
-            None => self.counters.admitted(cost),
-            Some(w) => self
-                .waits
-                .observe_admission(w, || self.counters.admitted(cost)),
-        }
+    fn commit(&self, cost: u64, waited_ns: Option<u64>) {
+        self.counters.commit(cost, waited_ns);
     }
 
     /// What `try_acquire(cost)` would decide now; admits nothing and counts nothing.
-    pub fn peek(&self, now: u64, cost: u64) -> Result<Decision, AcquireError> {
+    fn peek(&self, now: u64, cost: u64) -> Result<Decision, AcquireError> {
         self.check(now, cost)?;
         let mut state = self.lock();
         let State { log, queue } = &mut *state;
@@ -398,7 +403,7 @@ impl<W: Clone> SlidingWindow<W> {
     /// at once with the time it would need (counted as timed out); with more than a window's
     /// worth queued ahead that time is a lower bound, and a request that fits under it waits
     /// and times out at its deadline if the queue is slower.
-    pub fn enqueue(
+    fn enqueue(
         &self,
         now: u64,
         cost: u64,
@@ -428,17 +433,17 @@ impl<W: Clone> SlidingWindow<W> {
     }
 
     /// Grants the waiters at the head whose turn has come; returns the wakers to call.
-    pub fn poll(&self, now: u64) -> Wakers<W> {
+    fn poll(&self, now: u64) -> Wakers<W> {
         self.with_queue(|queue, ledger| queue.grant_due(ledger, now))
     }
 
     /// What a waiter should do next.
-    pub fn status(&self, ticket: &RateTicket, now: u64) -> Status {
+    fn status(&self, ticket: &RateTicket, now: u64) -> Status {
         self.with_queue(|queue, ledger| queue.status(ledger, ticket, now))
     }
 
     /// Takes a granted request, counting it admitted after waiting `waited_ns`.
-    pub fn consume(&self, ticket: &RateTicket, waited_ns: u64) -> bool {
+    fn consume(&self, ticket: &RateTicket, waited_ns: u64) -> bool {
         let taken = self.lock().queue.consume(ticket);
         if taken {
             self.commit(ticket.cost(), Some(waited_ns));
@@ -448,7 +453,7 @@ impl<W: Clone> SlidingWindow<W> {
 
     /// Withdraws a request whose waiter gave up (counted as `how`); an unused grant is taken
     /// out of the log again. Returns what happened and the wakers to call.
-    pub fn withdraw(&self, ticket: &RateTicket, now: u64, how: Refusal) -> (Withdrawal, Wakers<W>) {
+    fn withdraw(&self, ticket: &RateTicket, now: u64, how: Refusal) -> (Withdrawal, Wakers<W>) {
         let (what, woken) = self.with_queue(|queue, ledger| queue.withdraw(ledger, ticket, now));
         if !matches!(what, Withdrawal::AlreadyEnded(_)) {
             self.counters.refused(how);
@@ -457,42 +462,30 @@ impl<W: Clone> SlidingWindow<W> {
     }
 
     /// How long every admitted request waited (immediate admissions as zero waits).
-    pub fn wait_histogram(&self) -> HistogramSnapshot {
-        self.waits.snapshot(|| self.counters.snapshot().admitted)
+    fn wait_histogram(&self) -> HistogramSnapshot {
+        self.counters.wait_histogram()
     }
 
     /// Removes every waiter without waking it, counting each cancelled.
-    pub fn abandon_waiters(&self) -> Wakers<W> {
+    fn abandon_waiters(&self) -> Wakers<W> {
         let (n, wakers) = self.with_queue(|queue, ledger| queue.abandon(ledger));
-        for _ in 0..n {
-            self.counters.cancelled();
-        }
+        self.counters.cancelled_many(n);
         wakers
     }
 
     /// Calls `f` on every queued waker if the lock is free right now.
-    pub fn visit_waiters(&self, f: impl FnMut(&W)) {
+    fn visit_waiters(&self, f: &mut dyn FnMut(&W)) {
         if let Ok(state) = self.state.try_lock() {
             state.queue.visit(f);
         }
     }
 
     /// How long the head of the queue has waited so far (0: nobody waits).
-    pub fn oldest_wait_ns(&self, now: u64) -> u64 {
+    fn oldest_wait_ns(&self, now: u64) -> u64 {
         self.lock()
             .queue
             .oldest_enqueued_ns()
             .map_or(0, |t| now.saturating_sub(t))
-    }
-
-    /// Entries currently held: the memory cost is 16 bytes each.
-    pub fn log_len(&self) -> usize {
-        self.lock().log.entries.len()
-    }
-
-    /// Entries the log has room for without reallocating (what its memory holds).
-    pub fn log_capacity(&self) -> usize {
-        self.lock().log.entries.capacity()
     }
 }
 
@@ -696,10 +689,17 @@ mod tests {
         }
         assert!(w.log_capacity() >= 10_000);
         for (i, r) in records.into_iter().enumerate().rev() {
-            let _ = w.untake(i as u64, 10_000, 1, r);
+            let _ = w.untake(10_000, 1, r, i as u64);
         }
         assert_eq!(w.log_len(), 0);
         assert!(w.log_capacity() <= MIN_CAPACITY, "{}", w.log_capacity());
+    }
+
+    #[test]
+    fn a_huge_window_gives_a_short_message() {
+        // Issue 12 (13): huge arguments printed hundreds of digits.
+        let e = W::new(5, 1e300).unwrap_err();
+        assert_eq!(e.message, "window is too long: 1e+300 s");
     }
 
     #[test]

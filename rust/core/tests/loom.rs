@@ -11,7 +11,8 @@
 
 use admission_core::breaker::{Breaker, BreakerConfig, CallOutcome, Mode, Refused, WindowKind};
 use admission_core::{
-    Enqueued, Entered, Gcra, Outcome, Refusal, Semaphore, Ticket, Withdrawal, NANOS_PER_SEC,
+    Enqueued, Entered, Gcra, Outcome, RateLimit, Refusal, Semaphore, Ticket, Withdrawal,
+    NANOS_PER_SEC,
 };
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;

@@ -18,11 +18,13 @@
 //!   imported and no asyncio loop runs here.
 //!
 //! # Entry point for a limiter
-//! Add a variant to [`Owner`] with its two arms in [`Owner::try_now`] and [`Owner::wait`],
-//! then return [`acquire`]`(py, Owner::Yours(slf), n, timeout)` from the limiter's
-//! `acquire` method, and [`enter`] (the same decision, made at once) from `__aenter__`.
+//! Implement [`Limiter`] for the limiter's class, then return
+//! [`acquire`]`(py, Owner::new(slf, costs), n, timeout)` from its `acquire` method, and
+//! [`enter`] (the same decision, made at once) from `__aenter__`. This module names no
+//! limiter: the limiters depend on it, not the other way round.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use pyo3::exceptions::{PyBaseException, PyRuntimeError, PyStopIteration, PyTypeError};
@@ -31,44 +33,120 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
+use pyo3::PyClass;
 
-use crate::allof::AllOf;
-use crate::bucket::TokenBucket;
-use crate::errors;
-use crate::gilcell::GilCell;
-use crate::ready::{acquire_slow, ready};
-use crate::running::running_loop;
-use crate::semaphore::Semaphore;
-use crate::waiter::Waiter;
-use crate::window::SlidingWindow;
+use crate::asyncio::{running_loop, Waiter};
+use crate::critical::{with_state, CriticalCell, Guarded};
+use crate::ready::ready;
 
-/// The limiter an acquisition is for.
-pub(crate) enum Owner {
-    Semaphore(Py<Semaphore>),
-    TokenBucket(Py<TokenBucket>),
-    SlidingWindow(Py<SlidingWindow>),
-    /// Several rate limiters together, with a cost for each (the request's `n` is unused).
-    AllOf(Py<AllOf>, Vec<u64>),
+/// A limiter an `acquire()` can be for: its class implements this next to its `acquire`.
+pub(crate) trait Limiter:
+    PyClass<Frozen = pyo3::pyclass::boolean_struct::True> + Sync
+{
+    /// The `acquire` method's qualified name, for reprs (asyncio's Task shows its
+    /// coroutine's).
+    const QUALNAME: &'static str;
+
+    /// Admits `n` (or `costs`, one per limiter of an `all_of`) now if the limiter can without
+    /// waiting (counted as admitted); `false` if the request must wait. An error refuses it
+    /// (and is counted by the limiter).
+    fn try_now(&self, py: Python<'_>, n: u64, costs: &[u64]) -> PyResult<bool>;
+
+    /// The awaitable that waits for it on `event_loop` (asyncio), or on trio (`None`).
+    fn wait(
+        slf: &Bound<'_, Self>,
+        n: u64,
+        costs: &[u64],
+        timeout: Option<f64>,
+        event_loop: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>>;
+}
+
+/// The limiter an acquisition is for, whatever its class (see [`Limiter`]).
+pub(crate) struct Owner {
+    limiter: Py<PyAny>,
+    /// `Limiter` of the class `limiter` was made from ([`Owner::new`], the one constructor).
+    kind: &'static Kind,
+    /// An `all_of`'s cost for each of its limiters (empty for a single limiter).
+    costs: Vec<u64>,
+}
+
+/// A [`Limiter`]'s methods for an object known to be of its class.
+struct Kind {
+    qualname: &'static str,
+    /// # Safety
+    /// The object is of the class this `Kind` was made for.
+    try_now: unsafe fn(&Bound<'_, PyAny>, u64, &[u64]) -> PyResult<bool>,
+    /// # Safety
+    /// As for `try_now`.
+    #[allow(clippy::type_complexity)]
+    wait: unsafe fn(
+        &Bound<'_, PyAny>,
+        u64,
+        &[u64],
+        Option<f64>,
+        Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>>,
+}
+
+struct KindOf<L>(PhantomData<L>);
+
+impl<L: Limiter> KindOf<L> {
+    const KIND: Kind = Kind {
+        qualname: L::QUALNAME,
+        try_now: try_now_of::<L>,
+        wait: wait_of::<L>,
+    };
+}
+
+/// # Safety
+/// `limiter` is an `L`.
+#[inline(always)]
+unsafe fn try_now_of<L: Limiter>(
+    limiter: &Bound<'_, PyAny>,
+    n: u64,
+    costs: &[u64],
+) -> PyResult<bool> {
+    debug_assert!(limiter.is_instance_of::<L>());
+    // SAFETY: the caller's contract.
+    let limiter = unsafe { limiter.cast_unchecked::<L>() };
+    limiter.get().try_now(limiter.py(), n, costs)
+}
+
+/// # Safety
+/// `limiter` is an `L`.
+unsafe fn wait_of<L: Limiter>(
+    limiter: &Bound<'_, PyAny>,
+    n: u64,
+    costs: &[u64],
+    timeout: Option<f64>,
+    event_loop: Option<Bound<'_, PyAny>>,
+) -> PyResult<Py<PyAny>> {
+    debug_assert!(limiter.is_instance_of::<L>());
+    // SAFETY: the caller's contract.
+    let limiter = unsafe { limiter.cast_unchecked::<L>() };
+    L::wait(limiter, n, costs, timeout, event_loop)
 }
 
 impl Owner {
-    /// Admits `n` now if the limiter can without waiting (counted as admitted); `false` if
-    /// the request must wait. An error refuses it (and is counted by the limiter).
-    #[inline(always)]
-    fn try_now(&self, py: Python<'_>, n: u64) -> PyResult<bool> {
-        match self {
-            Owner::Semaphore(s) => s
-                .get()
-                .core
-                .try_take(n)
-                .map_err(|e| errors::semaphore(py, e)),
-            Owner::TokenBucket(b) => b.get().state.try_take(py, n),
-            Owner::SlidingWindow(w) => w.get().state.try_take(py, n),
-            Owner::AllOf(a, costs) => a.get().try_take(py, costs),
+    /// An acquisition for `limiter`; `costs` are an `all_of`'s (else empty).
+    pub(crate) fn new<L: Limiter>(limiter: Py<L>, costs: Vec<u64>) -> Self {
+        Self {
+            limiter: limiter.into_any(),
+            kind: &KindOf::<L>::KIND,
+            costs,
         }
     }
 
-    /// The awaitable that waits for `n` on `event_loop` (asyncio), or on trio (`None`).
+    /// See [`Limiter::try_now`].
+    #[inline(always)]
+    fn try_now(&self, py: Python<'_>, n: u64) -> PyResult<bool> {
+        // SAFETY: `kind` was made for the class of `limiter` (`Owner::new`; the fields are
+        // private to this module, which never changes them).
+        unsafe { (self.kind.try_now)(self.limiter.bind(py), n, &self.costs) }
+    }
+
+    /// See [`Limiter::wait`].
     fn wait(
         &self,
         py: Python<'_>,
@@ -76,42 +154,31 @@ impl Owner {
         timeout: Option<f64>,
         event_loop: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        match self {
-            Owner::Semaphore(s) => match event_loop {
-                Some(event_loop) => Waiter::create(s.bind(py), n, timeout, event_loop),
-                None => acquire_slow(s.bind(py).as_any(), n, timeout),
-            },
-            // Rate limiters wait in Python on every framework (`admission._rate_wait`).
-            Owner::TokenBucket(b) => acquire_slow(b.bind(py).as_any(), n, timeout),
-            Owner::SlidingWindow(w) => acquire_slow(w.bind(py).as_any(), n, timeout),
-            Owner::AllOf(a, costs) => Ok(a
-                .bind(py)
-                .call_method1(
-                    intern!(py, "_acquire_slow"),
-                    (pyo3::types::PyTuple::new(py, costs)?, timeout),
-                )?
-                .unbind()),
-        }
+        // SAFETY: as in `try_now`.
+        unsafe { (self.kind.wait)(self.limiter.bind(py), n, &self.costs, timeout, event_loop) }
     }
 
-    /// The method's qualified name, for reprs (asyncio's Task shows its coroutine's).
     fn qualname(&self) -> &'static str {
-        match self {
-            Owner::Semaphore(_) => "Semaphore.acquire",
-            Owner::TokenBucket(_) => "TokenBucket.acquire",
-            Owner::SlidingWindow(_) => "SlidingWindow.acquire",
-            Owner::AllOf(..) => "AllOf.acquire",
-        }
+        self.kind.qualname
     }
 
     fn visit(&self, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
-        match self {
-            Owner::Semaphore(s) => visit.call(s),
-            Owner::TokenBucket(b) => visit.call(b),
-            Owner::SlidingWindow(w) => visit.call(w),
-            Owner::AllOf(a, _) => visit.call(a),
-        }
+        visit.call(&self.limiter)
     }
+}
+
+/// The waiting path of an awaitable acquisition that could not be admitted at once, where
+/// it is written in Python: the coroutine `limiter._acquire_slow(n, timeout)`.
+#[cold]
+pub(crate) fn acquire_slow<'py>(
+    limiter: &Bound<'py, PyAny>,
+    n: impl IntoPyObject<'py>,
+    timeout: Option<f64>,
+) -> PyResult<Py<PyAny>> {
+    let py = limiter.py();
+    Ok(limiter
+        .call_method1(intern!(py, "_acquire_slow"), (n, timeout))?
+        .unbind())
 }
 
 /// What the first step decided.
@@ -264,17 +331,18 @@ pub(crate) fn acquire(
     timeout: Option<f64>,
 ) -> PyResult<Py<PyAny>> {
     let request = Request { owner, n, timeout };
-    let spare = SPARE.with(py, |spare| {
+    let spare = SPARE.with(|spare| {
         spare
+            .borrow()
             .as_ref()
-            // SAFETY: reading the reference count of a live object, with the GIL held.
+            // SAFETY: reading the reference count of a live object, with the thread attached.
             .filter(|obj| unsafe { ffi::Py_REFCNT(obj.as_ptr()) } == 1)
             .map(|obj| obj.clone_ref(py))
     });
     if let Some(obj) = spare {
         // Replaced outside the guard: what it held (an acquisition dropped unstarted keeps
         // its owner until now) may run Python code when dropped.
-        let previous = obj.get().inner.with(py, |i| {
+        let previous = with_state(obj.bind(py), |i| {
             i.qualname = request.owner.qualname();
             i.n = request.n;
             std::mem::replace(&mut i.state, State::Fresh(request))
@@ -285,23 +353,23 @@ pub(crate) fn acquire(
     let obj = Py::new(
         py,
         Acquire {
-            inner: GilCell::new(Inner {
+            inner: CriticalCell::new(Inner {
                 qualname: request.owner.qualname(),
                 n: request.n,
                 state: State::Fresh(request),
             }),
         },
     )?;
-    SPARE.with(py, |spare| {
-        if spare.is_none() {
-            *spare = Some(obj.clone_ref(py));
-        }
+    SPARE.with(|spare| {
+        spare.borrow_mut().get_or_insert_with(|| obj.clone_ref(py));
     });
     Ok(obj.into_any())
 }
 
-/// The `Acquire` kept for reuse (see [`acquire`]).
-static SPARE: GilCell<Option<Py<Acquire>>> = GilCell::new(None);
+thread_local! {
+    /// The `Acquire` kept for reuse by this thread's acquisitions (see [`acquire`]).
+    static SPARE: RefCell<Option<Py<Acquire>>> = const { RefCell::new(None) };
+}
 
 /// What `__aenter__` returns: the same decision, made now (`async with` awaits at once, so
 /// nothing can come between the call and the first step). Shared `Ready` when admitted.
@@ -334,7 +402,7 @@ enum State {
     Done,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     state: State,
     /// For reprs: the method's qualified name and the request's size.
     qualname: &'static str,
@@ -345,39 +413,43 @@ struct Inner {
 /// from Python.
 #[pyclass(frozen, module = "admission._native")]
 pub struct Acquire {
-    inner: GilCell<Inner>,
+    inner: CriticalCell<Inner>,
+}
+
+impl Guarded for Acquire {
+    type State = Inner;
+    fn cell(&self) -> &CriticalCell<Inner> {
+        &self.inner
+    }
 }
 
 impl Acquire {
     /// Takes the state out, leaving `Done`; returns the request if it had not started.
-    fn start(&self, py: Python<'_>) -> PyResult<Request> {
-        match self.take(py) {
+    fn start(slf: &Bound<'_, Self>) -> PyResult<Request> {
+        match Self::take(slf) {
             State::Fresh(request) => Ok(request),
             other => {
                 let restore = matches!(other, State::Delegating(_));
                 if restore {
-                    self.set(py, other);
+                    Self::set(slf, other);
                 }
                 Err(Self::reused())
             }
         }
     }
 
-    fn take(&self, py: Python<'_>) -> State {
-        self.inner
-            .with(py, |i| std::mem::replace(&mut i.state, State::Done))
+    fn take(slf: &Bound<'_, Self>) -> State {
+        with_state(slf, |i| std::mem::replace(&mut i.state, State::Done))
     }
 
-    fn set(&self, py: Python<'_>, state: State) {
-        let previous = self
-            .inner
-            .with(py, |i| std::mem::replace(&mut i.state, state));
+    fn set(slf: &Bound<'_, Self>, state: State) {
+        let previous = with_state(slf, |i| std::mem::replace(&mut i.state, state));
         drop(previous); // outside the guard: dropping may run Python code
     }
 
-    fn delegate(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.inner.with(py, |i| match &i.state {
-            State::Delegating(inner) => Some(inner.clone_ref(py)),
+    fn delegate(slf: &Bound<'_, Self>) -> Option<Py<PyAny>> {
+        with_state(slf, |i| match &i.state {
+            State::Delegating(inner) => Some(inner.clone_ref(slf.py())),
             State::Fresh(_) | State::Done => None,
         })
     }
@@ -389,22 +461,21 @@ impl Acquire {
     /// One step as a coroutine: `Some(yielded)`, or `None` when finished (admitted).
     fn step(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
         let py = slf.py();
-        let this = slf.get();
-        let inner = match this.delegate(py) {
+        let inner = match Self::delegate(slf) {
             Some(inner) => inner,
             None => {
-                if !value.is_none() && matches!(this.peek(py), Peek::Fresh) {
+                if !value.is_none() && matches!(Self::peek(slf), Peek::Fresh) {
                     return Err(PyTypeError::new_err(
                         "can't send non-None value to a just-started coroutine",
                     ));
                 }
-                let request = this.start(py)?;
+                let request = Self::start(slf)?;
                 match first_step(py, &request.owner, request.n, request.timeout)? {
                     First::Admitted => return Ok(None),
                     First::Wait(awaitable) => {
                         // A coroutine (trio's path) is sent to directly; the Waiter is its
                         // own iterator.
-                        this.set(py, State::Delegating(awaitable.clone_ref(py)));
+                        Self::set(slf, State::Delegating(awaitable.clone_ref(py)));
                         awaitable
                     }
                 }
@@ -422,18 +493,18 @@ impl Acquire {
             ffi::PySendResult::PYGEN_RETURN => {
                 // SAFETY: as above; the return value (None) is dropped.
                 drop(unsafe { Bound::from_owned_ptr(py, result) });
-                this.set(py, State::Done);
+                Self::set(slf, State::Done);
                 Ok(None)
             }
             ffi::PySendResult::PYGEN_ERROR => {
-                this.set(py, State::Done);
+                Self::set(slf, State::Done);
                 Err(PyErr::fetch(py))
             }
         }
     }
 
-    fn peek(&self, py: Python<'_>) -> Peek {
-        self.inner.with(py, |i| match &i.state {
+    fn peek(slf: &Bound<'_, Self>) -> Peek {
+        with_state(slf, |i| match &i.state {
             State::Fresh(_) => Peek::Fresh,
             State::Delegating(_) => Peek::Waiting,
             State::Done => Peek::Done,
@@ -463,7 +534,7 @@ impl Acquire {
     /// directly).
     fn __await__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let request = slf.get().start(py)?;
+        let request = Self::start(slf)?;
         match first_step(py, &request.owner, request.n, request.timeout)? {
             First::Admitted => ready(py),
             First::Wait(awaitable) => {
@@ -499,9 +570,8 @@ impl Acquire {
         tb: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let this = slf.get();
-        let Some(inner) = this.delegate(py) else {
-            this.set(py, State::Done);
+        let Some(inner) = Self::delegate(slf) else {
+            Self::set(slf, State::Done);
             return Err(thrown(typ, val)?);
         };
         let inner = inner.bind(py);
@@ -514,7 +584,7 @@ impl Acquire {
         match result {
             Ok(yielded) => Ok(yielded.unbind()),
             Err(e) => {
-                this.set(py, State::Done);
+                Self::set(slf, State::Done);
                 Err(e)
             }
         }
@@ -524,15 +594,15 @@ impl Acquire {
     /// one is withdrawn (permits granted to it are passed on).
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        if let State::Delegating(inner) = slf.get().take(py) {
+        if let State::Delegating(inner) = Self::take(slf) {
             inner.call_method0(py, intern!(py, "close"))?;
         }
         Ok(())
     }
 
     #[getter]
-    fn __qualname__(&self, py: Python<'_>) -> &'static str {
-        self.inner.with(py, |i| i.qualname)
+    fn __qualname__(slf: &Bound<'_, Self>) -> &'static str {
+        with_state(slf, |i| i.qualname)
     }
 
     #[getter]
@@ -540,8 +610,8 @@ impl Acquire {
         "acquire"
     }
 
-    fn __repr__(&self, py: Python<'_>) -> String {
-        let (state, n) = self.inner.with(py, |i| {
+    fn __repr__(slf: &Bound<'_, Self>) -> String {
+        let (state, n) = with_state(slf, |i| {
             let state = match &i.state {
                 State::Fresh(_) => "not started",
                 State::Delegating(_) => "waiting",
@@ -553,8 +623,7 @@ impl Acquire {
     }
 
     fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
-        // SAFETY: the collector calls this with the GIL held and runs no Python code while
-        // traversing.
+        // SAFETY: the collector's traversal (see `peek_for_gc`).
         match unsafe { self.inner.peek_for_gc() }.map(|i| &i.state) {
             Some(State::Fresh(request)) => request.owner.visit(&visit),
             Some(State::Delegating(inner)) => visit.call(inner),
@@ -562,8 +631,8 @@ impl Acquire {
         }
     }
 
-    fn __clear__(&self, py: Python<'_>) {
-        self.set(py, State::Done);
+    fn __clear__(slf: &Bound<'_, Self>) {
+        Self::set(slf, State::Done);
     }
 }
 

@@ -9,7 +9,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use crate::acquire::{self, Owner};
+use crate::acquire::{self, acquire_slow, Limiter, Owner};
 use crate::args::{count, timeout};
 use crate::bucket::TokenBucket;
 use crate::errors;
@@ -116,6 +116,26 @@ impl AllOf {
     }
 }
 
+impl Limiter for AllOf {
+    const QUALNAME: &'static str = "AllOf.acquire";
+
+    #[inline(always)]
+    fn try_now(&self, py: Python<'_>, _n: u64, costs: &[u64]) -> PyResult<bool> {
+        self.try_take(py, costs)
+    }
+
+    /// The Python path `_acquire_slow(costs, timeout)` on every framework.
+    fn wait(
+        slf: &Bound<'_, Self>,
+        _n: u64,
+        costs: &[u64],
+        timeout: Option<f64>,
+        _event_loop: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        acquire_slow(slf.as_any(), PyTuple::new(slf.py(), costs)?, timeout)
+    }
+}
+
 #[pymethods]
 impl AllOf {
     #[new]
@@ -185,17 +205,12 @@ impl AllOf {
     ) -> PyResult<Py<PyAny>> {
         let parsed = slf.get().costs(costs)?;
         let limit = self::timeout(timeout)?;
-        acquire::acquire(
-            slf.py(),
-            Owner::AllOf(slf.clone().unbind(), parsed),
-            0,
-            limit,
-        )
+        acquire::acquire(slf.py(), Owner::new(slf.clone().unbind(), parsed), 0, limit)
     }
 
     /// `async with`: the acquisition's decision made at once (it is awaited at once).
     fn __aenter__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let costs = vec![1; slf.get().members.len()];
-        acquire::enter(slf.py(), Owner::AllOf(slf.clone().unbind(), costs), 0, None)
+        acquire::enter(slf.py(), Owner::new(slf.clone().unbind(), costs), 0, None)
     }
 }

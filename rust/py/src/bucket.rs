@@ -18,67 +18,62 @@ pub struct TokenBucket {
     per: f64,
 }
 
-rate_limiter_pymethods!(
-    TokenBucket,
-    "token_bucket",
-    crate::acquire::Owner::TokenBucket,
-    {
-        #[new]
-        #[pyo3(
+rate_limiter_pymethods!(TokenBucket, "token_bucket", {
+    #[new]
+    #[pyo3(
         signature = (rate, per=None, burst=None, *, clock=None, name=None),
         text_signature = "(rate, per=1.0, burst=None, *, clock=None, name=None)"
     )]
-        fn new(
-            rate: &Bound<'_, PyAny>,
-            per: Option<&Bound<'_, PyAny>>,
-            burst: Option<&Bound<'_, PyAny>>,
-            clock: Option<ClockArg<'_>>,
-            name: Option<&Bound<'_, PyAny>>,
-        ) -> PyResult<Self> {
-            let name = label("name", name)?;
-            let rate = real("rate", rate)?;
-            let per = per.map_or(Ok(1.0), |p| real("per", p))?;
-            // Default burst: one period's worth (at least 1), the usual "N per period" reading.
-            let default_burst = if rate.is_finite() && rate >= 1.0 {
-                rate.floor() as u64
-            } else {
-                1
-            };
-            let burst = count("burst", burst, default_burst)?;
-            let core = Gcra::new(rate, per, burst).map_err(errors::config)?;
-            Ok(Self {
-                state: RateState::new(core, clock.as_ref(), name),
-                rate,
-                per,
-            })
-        }
-
-        #[getter]
-        fn rate(&self) -> f64 {
-            self.rate
-        }
-
-        #[getter]
-        fn per(&self) -> f64 {
-            self.per
-        }
-
-        #[getter]
-        fn burst(&self) -> u64 {
-            self.state.core.burst()
-        }
-
-        /// Charges `cost` tokens as used, beyond the burst if need be, counting nothing: a
-        /// replacement bucket inheriting its predecessor's use (and queue).
-        fn _charge(&self, py: Python<'_>, cost: u64) -> PyResult<()> {
-            self.state.core.charge(self.state.now(py)?, cost);
-            Ok(())
-        }
-
-        /// Seconds per token, as used internally (rounded up to whole nanoseconds).
-        #[getter]
-        fn emission_interval(&self) -> f64 {
-            ns_to_s(self.state.core.emission_ns())
-        }
+    fn new(
+        rate: &Bound<'_, PyAny>,
+        per: Option<&Bound<'_, PyAny>>,
+        burst: Option<&Bound<'_, PyAny>>,
+        clock: Option<ClockArg<'_>>,
+        name: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let name = label("name", name)?;
+        let rate = real("rate", rate)?;
+        let per = per.map_or(Ok(1.0), |p| real("per", p))?;
+        // Default burst: one period's worth (at least 1), the usual "N per period" reading.
+        let default_burst = if rate.is_finite() && rate >= 1.0 {
+            rate.floor() as u64
+        } else {
+            1
+        };
+        let burst = count("burst", burst, default_burst)?;
+        let core = Gcra::new(rate, per, burst).map_err(errors::config)?;
+        Ok(Self {
+            state: RateState::new(core, clock.as_ref(), name),
+            rate,
+            per,
+        })
     }
-);
+
+    #[getter]
+    fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    #[getter]
+    fn per(&self) -> f64 {
+        self.per
+    }
+
+    #[getter]
+    fn burst(&self) -> u64 {
+        self.state.core.burst()
+    }
+
+    /// Charges `cost` tokens as used, beyond the burst if need be, counting nothing: a
+    /// replacement bucket inheriting its predecessor's use (and queue).
+    fn _charge(&self, py: Python<'_>, cost: u64) -> PyResult<()> {
+        self.state.core.charge(self.state.now(py)?, cost);
+        Ok(())
+    }
+
+    /// Seconds per token, as used internally (rounded up to whole nanoseconds).
+    #[getter]
+    fn emission_interval(&self) -> f64 {
+        ns_to_s(self.state.core.emission_ns())
+    }
+});

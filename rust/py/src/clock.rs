@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
 use crate::args::{ns_to_s, real};
-use crate::running::running_loop;
+use crate::asyncio::running_loop;
 
 /// Where a limiter gets `now` from. An enum, not a trait object: the default arm is inlined
 /// into the hot path.

@@ -1,12 +1,17 @@
 //! Python bindings of the admission core: argument checks, clock choice, error mapping.
 //! No decisions are made here; each method is one call into `admission_core`.
+//!
+//! Two parts: the bindings of the primitives (`semaphore`, `bucket` and `window` with what
+//! they share in `rate`, `allof`, the awaitable `acquire`, `clock`, ...), and `asyncio`, the
+//! runtime their asyncio waiters run on (see its module documentation). The bindings use the
+//! runtime; the runtime uses no binding.
 
 use pyo3::prelude::*;
 
-// `GilCell` (the asyncio waiters' state) is guarded by the GIL, and the waiter's `tp_getattr`
-// slot is written through the full `PyTypeObject`: neither exists on these builds.
-#[cfg(Py_GIL_DISABLED)]
-compile_error!("admission's bindings need a GIL: free-threaded CPython builds are not supported");
+// The waiter's `tp_getattr` slot is written through the full `PyTypeObject`, and a frozen
+// class's state is guarded by its object's critical section (`critical.rs`): both need the
+// full C API of CPython. Free-threaded builds compile (`make lint` checks it); see
+// DEVELOPERS.md for what is left before the module declares `gil_used = false`.
 #[cfg(Py_LIMITED_API)]
 compile_error!("admission's bindings use the full C API: they cannot be built for abi3");
 #[cfg(any(PyPy, GraalPy))]
@@ -15,26 +20,24 @@ compile_error!("admission's bindings are for CPython");
 mod acquire;
 mod allof;
 mod args;
-mod batch;
+mod asyncio;
 mod breaker;
 mod bucket;
 mod clock;
 mod contextvar;
-mod deadlines;
+mod critical;
 mod decision;
 mod errors;
-mod gilcell;
 mod metrics;
 mod rate;
 mod ready;
-mod running;
 mod semaphore;
-mod waiter;
 mod window;
 
 /// Native half of `admission`. Import `admission`, not this module.
 // `gil_used = true` until a free-threaded CPython test run proves the bindings (the core's
-// thread safety is proven by its own tests and loom models).
+// thread safety is proven by its own tests and loom models): DEVELOPERS.md, "Free-threaded
+// CPython".
 #[pymodule(gil_used = true)]
 mod _native {
     #[pymodule_export]
@@ -42,15 +45,15 @@ mod _native {
     #[pymodule_export]
     use crate::allof::AllOf;
     #[pymodule_export]
-    use crate::batch::WakeBatch;
+    use crate::asyncio::{
+        _count_result_lookups, _forget_running_loop, Deadlines, Waiter, WakeBatch,
+    };
     #[pymodule_export]
     use crate::breaker::{BreakerCall, CircuitBreaker};
     #[pymodule_export]
     use crate::bucket::TokenBucket;
     #[pymodule_export]
     use crate::clock::{LoopClock, ManualClock};
-    #[pymodule_export]
-    use crate::deadlines::Deadlines;
     #[pymodule_export]
     use crate::decision::Decision;
     #[pymodule_export]
@@ -60,11 +63,7 @@ mod _native {
     #[pymodule_export]
     use crate::ready::Ready;
     #[pymodule_export]
-    use crate::running::_forget_running_loop;
-    #[pymodule_export]
     use crate::semaphore::{Semaphore, Ticket};
-    #[pymodule_export]
-    use crate::waiter::Waiter;
     #[pymodule_export]
     use crate::window::SlidingWindow;
 
@@ -82,8 +81,7 @@ mod _native {
         m.add("MAX_PERMITS", admission_core::MAX_PERMITS)?;
         let bounds = crate::rate::wait_bounds_s();
         m.add("WAIT_BOUNDS", pyo3::types::PyTuple::new(m.py(), bounds)?)?;
-        crate::waiter::install_getattr_string(m.py());
         crate::acquire::register_coroutine(m.py())?;
-        crate::running::register_fork_hook(m)
+        crate::asyncio::init(m)
     }
 }

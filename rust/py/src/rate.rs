@@ -205,7 +205,7 @@ impl<L: RateLimit<PyWaker>> RateState<L> {
     pub fn untake(&self, py: Python<'_>, cost: u64, record: u64, taken_at: u64) -> PyResult<()> {
         let wakers = self
             .core
-            .untake(taken_at, self.clock.now(py)?, cost, record);
+            .untake(self.clock.now(py)?, cost, record, taken_at);
         wake_all(py, wakers)
     }
 
@@ -306,9 +306,30 @@ impl<L: RateLimit<PyWaker>> RateState<L> {
 /// The `#[pymethods]` block of a rate-limiter class: the methods every rate limiter shares,
 /// delegating to its `state: RateState<_>`, followed by the class's own `$extra` items
 /// (constructor, specific getters). PyO3 allows one `#[pymethods]` block per class, hence
-/// one macro rather than a trait. Also retires the limiter's counters on drop, as `$kind`.
+/// one macro rather than a trait. Also implements `acquire::Limiter` for the class (waiting is
+/// in Python on every framework: `admission._rate_wait`), and retires the limiter's counters
+/// on drop, as `$kind`.
 macro_rules! rate_limiter_pymethods {
-    ($ty:ident, $kind:literal, $owner:path, { $($extra:tt)* }) => {
+    ($ty:ident, $kind:literal, { $($extra:tt)* }) => {
+        impl crate::acquire::Limiter for $ty {
+            const QUALNAME: &'static str = concat!(stringify!($ty), ".acquire");
+
+            #[inline(always)]
+            fn try_now(&self, py: Python<'_>, n: u64, _costs: &[u64]) -> PyResult<bool> {
+                self.state.try_take(py, n)
+            }
+
+            fn wait(
+                slf: &Bound<'_, Self>,
+                n: u64,
+                _costs: &[u64],
+                timeout: Option<f64>,
+                _event_loop: Option<Bound<'_, PyAny>>,
+            ) -> PyResult<Py<PyAny>> {
+                crate::acquire::acquire_slow(slf.as_any(), n, timeout)
+            }
+        }
+
         #[pyo3::pymethods]
         impl $ty {
             $($extra)*
@@ -339,12 +360,22 @@ macro_rules! rate_limiter_pymethods {
             ) -> PyResult<Py<PyAny>> {
                 let cost = crate::args::count_arg("cost", cost, 1)?;
                 let limit = crate::args::timeout(timeout)?;
-                crate::acquire::acquire(slf.py(), $owner(slf.clone().unbind()), cost, limit)
+                crate::acquire::acquire(
+                    slf.py(),
+                    crate::acquire::Owner::new(slf.clone().unbind(), Vec::new()),
+                    cost,
+                    limit,
+                )
             }
 
             /// `async with`: the acquisition's decision made at once (it is awaited at once).
             fn __aenter__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-                crate::acquire::enter(slf.py(), $owner(slf.clone().unbind()), 1, None)
+                crate::acquire::enter(
+                    slf.py(),
+                    crate::acquire::Owner::new(slf.clone().unbind(), Vec::new()),
+                    1,
+                    None,
+                )
             }
 
             /// `with limiter:` (threads): admits natively when it fits and nobody waits;

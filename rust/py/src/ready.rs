@@ -6,7 +6,6 @@
 //! frame is created and the awaiting task never suspends. One shared instance serves every
 //! call, so the fast path allocates nothing.
 
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
@@ -46,14 +45,4 @@ static READY: PyOnceLock<Py<Ready>> = PyOnceLock::new();
 pub fn ready(py: Python<'_>) -> PyResult<Py<PyAny>> {
     let obj = READY.get_or_try_init(py, || Py::new(py, Ready))?;
     Ok(obj.clone_ref(py).into_any())
-}
-
-/// The waiting path of an awaitable acquisition that could not be admitted at once: the
-/// coroutine `slf._acquire_slow(n, timeout)` (written in Python, shared by every primitive).
-#[cold]
-pub fn acquire_slow(slf: &Bound<'_, PyAny>, n: u64, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
-    let py = slf.py();
-    Ok(slf
-        .call_method1(intern!(py, "_acquire_slow"), (n, timeout))?
-        .unbind())
 }

@@ -1,28 +1,27 @@
 //! `Semaphore` binding over the core permit accounting and FIFO queue.
 //!
-//! Waiters are queued with a Python callable as their waker (a `threading.Event.set`, or a
-//! function that resolves an asyncio future). The core returns the wakers it granted; they are
-//! called here, after the core's lock is released.
+//! Waiters are queued with their waker: a native asyncio `Waiter`, or a Python callable (a
+//! `threading.Event.set`, trio's wake-up). The core returns the wakers it granted; they are
+//! woken here (`asyncio::wake_all`), after the core's lock is released.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use admission_core::semaphore::{
     Enqueued, Outcome, Semaphore as CoreSemaphore, Ticket as CoreTicket,
 };
-use admission_core::{Refusal, Wakers};
+use admission_core::Refusal;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 use pyo3::{PyTraverseError, PyVisit};
 
-use crate::acquire::{self, Owner};
+use crate::acquire::{self, acquire_slow, Limiter, Owner};
 use crate::args::{count, count_arg, label, ns_to_s, timeout, Arg};
-use crate::deadlines::Deadlines;
+use crate::asyncio::{self, wake_all, Permits};
 use crate::errors;
 use crate::metrics::retire;
 use crate::rate::{counters_tuple, histogram_tuple};
 use crate::ready::ready;
-use crate::waiter::Waiter;
 
 /// The outcome's name, as a Python string made once per name and then shared.
 fn outcome_str(py: Python<'_>, outcome: Outcome) -> Bound<'_, PyString> {
@@ -34,23 +33,6 @@ fn outcome_str(py: Python<'_>, outcome: Outcome) -> Bound<'_, PyString> {
         Outcome::TooLarge => intern!(py, "too_large"),
     }
     .clone()
-}
-
-/// Calls every waker; a failing waker does not stop the others. Raises the first failure.
-pub(crate) fn wake_all(py: Python<'_>, wakers: Wakers<Py<PyAny>>) -> PyResult<()> {
-    let mut first_error = None;
-    for waker in wakers {
-        let waker = waker.into_bound(py);
-        // asyncio waiters are native: woken without a Python call.
-        let woken = match waker.cast::<Waiter>() {
-            Ok(waiter) => Waiter::wake(waiter),
-            Err(_) => waker.call0().map(drop),
-        };
-        if let Err(e) = woken {
-            first_error.get_or_insert(e);
-        }
-    }
-    first_error.map_or(Ok(()), Err)
 }
 
 /// A queued request for permits. Its `outcome` is final once it is not `"waiting"`.
@@ -77,80 +59,63 @@ impl Ticket {
 /// Native semaphore. The public class is `admission.Semaphore`.
 #[pyclass(frozen, subclass, weakref, module = "admission._native")]
 pub struct Semaphore {
-    pub(crate) core: CoreSemaphore<Py<PyAny>>,
+    /// Shared with its asyncio waiters.
+    permits: Arc<Permits>,
     name: Option<String>,
-    /// The shared timeout timer of this semaphore's asyncio waiters, one per event loop.
-    deadlines: Mutex<Vec<(Py<PyAny>, Py<Deadlines>)>>,
 }
 
 impl Semaphore {
-    /// The deadline queue of this semaphore's waiters on `event_loop` (made on first use).
-    pub(crate) fn deadlines<'py>(
-        &self,
-        event_loop: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, Deadlines>> {
-        let py = event_loop.py();
-        let found = self
-            .lock_deadlines()
-            .iter()
-            .find(|(lp, _)| lp.bind(py).is(event_loop))
-            .map(|(_, d)| d.clone_ref(py));
-        if let Some(found) = found {
-            return Ok(found.into_bound(py));
-        }
-        // Made outside the lock: an allocation can run the garbage collector, whose
-        // traversal of this semaphore takes the lock.
-        let fresh = Bound::new(py, Deadlines::new(event_loop.clone().unbind()))?;
-        // A new loop is the moment to forget the loops closed since (one per `asyncio.run`
-        // for a long-lived semaphore): asked outside the lock, as that is Python code.
-        let known: Vec<Py<PyAny>> = self
-            .lock_deadlines()
-            .iter()
-            .map(|(lp, _)| lp.clone_ref(py))
-            .collect();
-        let mut closed = Vec::new();
-        for lp in known {
-            if lp
-                .call_method0(py, intern!(py, "is_closed"))?
-                .is_truthy(py)?
-            {
-                closed.push(lp);
-            }
-        }
-        let forgotten: Vec<_> = {
-            let mut all = self.lock_deadlines();
-            let (gone, kept) = std::mem::take(&mut *all)
-                .into_iter()
-                .partition(|(lp, _)| closed.iter().any(|c| c.is(lp)));
-            *all = kept;
-            all.push((event_loop.clone().unbind(), fresh.clone().unbind()));
-            gone
-        };
-        drop(forgotten); // after the lock: dropping them can run Python code
-        Ok(fresh)
-    }
-
-    fn lock_deadlines(&self) -> std::sync::MutexGuard<'_, Vec<(Py<PyAny>, Py<Deadlines>)>> {
-        self.deadlines.lock().unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn core(&self) -> &CoreSemaphore<Py<PyAny>> {
+        &self.permits.core
     }
 
     /// Passes on `n` permits granted to a waiter that gave up before taking them (counted as
     /// `how`, not admitted), waking whoever they go to.
-    pub(crate) fn pass_on_n(&self, py: Python<'_>, n: u64, how: Refusal) -> PyResult<()> {
+    fn pass_on_n(&self, py: Python<'_>, n: u64, how: Refusal) -> PyResult<()> {
         let wakers = self
-            .core
+            .core()
             .pass_on(n, how)
             .map_err(|e| errors::semaphore(py, e))?;
         wake_all(py, wakers)
     }
 
     #[inline(always)]
-    pub(crate) fn release_n(&self, py: Python<'_>, n: u64) -> PyResult<()> {
-        let wakers = self.core.release(n).map_err(|e| errors::semaphore(py, e))?;
+    fn release_n(&self, py: Python<'_>, n: u64) -> PyResult<()> {
+        let wakers = self
+            .core()
+            .release(n)
+            .map_err(|e| errors::semaphore(py, e))?;
         if wakers.is_empty() {
             return Ok(());
         }
         wake_all(py, wakers)
+    }
+}
+
+impl Limiter for Semaphore {
+    const QUALNAME: &'static str = "Semaphore.acquire";
+
+    #[inline(always)]
+    fn try_now(&self, py: Python<'_>, n: u64, _costs: &[u64]) -> PyResult<bool> {
+        self.core()
+            .try_take(n)
+            .map_err(|e| errors::semaphore(py, e))
+    }
+
+    /// A native `Waiter` on asyncio; the Python path `_acquire_slow` on trio.
+    fn wait(
+        slf: &Bound<'_, Self>,
+        n: u64,
+        _costs: &[u64],
+        timeout: Option<f64>,
+        event_loop: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        match event_loop {
+            Some(event_loop) => {
+                asyncio::wait(slf.as_any(), &slf.get().permits, n, timeout, event_loop)
+            }
+            None => acquire_slow(slf.as_any(), n, timeout),
+        }
     }
 }
 
@@ -167,9 +132,8 @@ impl Semaphore {
         let name = label("name", name)?;
         let core = CoreSemaphore::new(limit).map_err(|e| errors::semaphore(py, e))?;
         Ok(Self {
-            core,
+            permits: Arc::new(Permits::new(core)),
             name,
-            deadlines: Mutex::new(Vec::new()),
         })
     }
 
@@ -178,7 +142,7 @@ impl Semaphore {
     #[inline]
     fn try_acquire(&self, py: Python<'_>, n: Arg<'_, '_>) -> PyResult<bool> {
         let n = count_arg("n", n, 1)?;
-        self.core
+        self.core()
             .try_acquire(n)
             .map_err(|e| errors::semaphore(py, e))
     }
@@ -187,18 +151,20 @@ impl Semaphore {
     /// request is then counted once, by its real outcome.
     fn _try_take(&self, py: Python<'_>, n: &Bound<'_, PyAny>) -> PyResult<bool> {
         let n = count("n", Some(n), 1)?;
-        self.core.try_take(n).map_err(|e| errors::semaphore(py, e))
+        self.core()
+            .try_take(n)
+            .map_err(|e| errors::semaphore(py, e))
     }
 
     /// Counts a request refused without an outcome of the core's (it may not wait here).
     fn _reject(&self) {
-        self.core.counters().rejected();
+        self.core().counters().rejected();
     }
 
     /// True when an acquisition of one permit would have to wait: no permit is free, or
     /// someone is queued (newcomers never pass a waiter).
     fn locked(&self) -> bool {
-        self.core.locked()
+        self.core().locked()
     }
 
     /// `with semaphore:` takes a free permit natively; only when it must wait does it call
@@ -207,7 +173,7 @@ impl Semaphore {
         let py = slf.py();
         let taken = slf
             .get()
-            .core
+            .core()
             .try_take(1)
             .map_err(|e| errors::semaphore(py, e))?;
         if !taken {
@@ -249,12 +215,22 @@ impl Semaphore {
     ) -> PyResult<Py<PyAny>> {
         let n = count_arg("n", n, 1)?;
         let limit = self::timeout(timeout)?;
-        acquire::acquire(slf.py(), Owner::Semaphore(slf.clone().unbind()), n, limit)
+        acquire::acquire(
+            slf.py(),
+            Owner::new(slf.clone().unbind(), Vec::new()),
+            n,
+            limit,
+        )
     }
 
     /// `async with`: the acquisition's decision made at once (it is awaited at once).
     fn __aenter__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        acquire::enter(slf.py(), Owner::Semaphore(slf.clone().unbind()), 1, None)
+        acquire::enter(
+            slf.py(),
+            Owner::new(slf.clone().unbind(), Vec::new()),
+            1,
+            None,
+        )
     }
 
     /// `acquire(n, timeout)` decided now, for an `__aenter__` built on it (awaited at once):
@@ -267,7 +243,12 @@ impl Semaphore {
     ) -> PyResult<Py<PyAny>> {
         let n = count("n", Some(n), 1)?;
         let limit = self::timeout(timeout)?;
-        acquire::enter(slf.py(), Owner::Semaphore(slf.clone().unbind()), n, limit)
+        acquire::enter(
+            slf.py(),
+            Owner::new(slf.clone().unbind(), Vec::new()),
+            n,
+            limit,
+        )
     }
 
     // Three optional positionals, not `*args`: no tuple is built per call.
@@ -293,7 +274,7 @@ impl Semaphore {
         waker: Py<PyAny>,
     ) -> PyResult<Option<Ticket>> {
         let n = count("n", Some(n), 1)?;
-        match self.core.enqueue(n, waker) {
+        match self.core().enqueue(n, waker) {
             Ok(Enqueued::Acquired) => Ok(None),
             Ok(Enqueued::Queued(inner)) => Ok(Some(Ticket { inner })),
             Err(e) => Err(errors::semaphore(py, e)),
@@ -309,14 +290,14 @@ impl Semaphore {
         ticket: &Bound<'_, Ticket>,
         timed_out: bool,
     ) -> PyResult<Bound<'py, PyString>> {
-        let (outcome, wakers) = self.core.cancel(&ticket.get().inner, timed_out);
+        let (outcome, wakers) = self.core().cancel(&ticket.get().inner, timed_out);
         wake_all(py, wakers)?;
         Ok(outcome_str(py, outcome))
     }
 
     /// Ends a granted ticket whose waiter takes the permits: counts the admission and its wait.
     fn _commit(&self, ticket: &Bound<'_, Ticket>) {
-        self.core.commit(&ticket.get().inner);
+        self.core().commit(&ticket.get().inner);
     }
 
     /// Ends a granted ticket whose waiter gave up before taking the permits: counts it as
@@ -338,24 +319,24 @@ impl Semaphore {
 
     /// Refuses new requests and wakes every waiter with `Closed`; held permits stay valid.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        wake_all(py, self.core.close())
+        wake_all(py, self.core().close())
     }
 
     #[getter]
     fn closed(&self) -> bool {
-        self.core.is_closed()
+        self.core().is_closed()
     }
 
     #[getter]
     fn limit(&self) -> u64 {
-        self.core.limit()
+        self.core().limit()
     }
 
     #[setter]
     fn set_limit(&self, py: Python<'_>, limit: &Bound<'_, PyAny>) -> PyResult<()> {
         let limit = count("limit", Some(limit), 0)?;
         let wakers = self
-            .core
+            .core()
             .set_limit(limit)
             .map_err(|e| errors::semaphore(py, e))?;
         wake_all(py, wakers)
@@ -363,22 +344,22 @@ impl Semaphore {
 
     #[getter]
     fn in_use(&self) -> u64 {
-        self.core.in_use()
+        self.core().in_use()
     }
 
     #[getter]
     fn available(&self) -> u64 {
-        self.core.available()
+        self.core().available()
     }
 
     #[getter]
     fn waiting(&self) -> u64 {
-        self.core.waiting()
+        self.core().waiting()
     }
 
     #[getter]
     fn high_water(&self) -> u64 {
-        self.core.high_water()
+        self.core().high_water()
     }
 
     #[getter]
@@ -387,43 +368,26 @@ impl Semaphore {
     }
 
     fn _counters(&self) -> (u64, u64, u64, u64, u64) {
-        counters_tuple(&self.core.counters().snapshot())
+        counters_tuple(&self.core().counters().snapshot())
     }
 
     /// `(upper bounds in seconds, per-bucket counts with +Inf last, sum of waits in seconds)`:
     /// waits from queueing to being granted; admissions that never waited count as zero waits.
     fn _wait_histogram(&self) -> (Vec<f64>, Vec<u64>, f64) {
-        histogram_tuple(&self.core.wait_histogram())
+        histogram_tuple(&self.core().wait_histogram())
     }
 
     /// Seconds the head of the queue has waited so far (0.0 when nobody waits).
     fn _oldest_wait(&self) -> f64 {
-        ns_to_s(self.core.oldest_wait_ns())
+        ns_to_s(self.core().oldest_wait_ns())
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        let mut result = Ok(());
-        self.core.visit_waiters(|w| {
-            if result.is_ok() {
-                result = visit.call(w);
-            }
-        });
-        result?;
-        // Never blocks: a traversal can start while this thread holds the lock.
-        if let Ok(all) = self.deadlines.try_lock() {
-            for (event_loop, deadlines) in all.iter() {
-                visit.call(event_loop)?;
-                visit.call(deadlines)?;
-            }
-        }
-        Ok(())
+        self.permits.traverse(&visit)
     }
 
     fn __clear__(&self) {
-        drop(self.core.abandon_waiters());
-        // Dropped after the lock is released: dropping them can run Python code.
-        let deadlines = std::mem::take(&mut *self.lock_deadlines());
-        drop(deadlines);
+        self.permits.clear();
     }
 }
 
@@ -432,8 +396,8 @@ impl Drop for Semaphore {
         retire(
             "semaphore",
             self.name.as_deref(),
-            self.core.counters(),
-            || self.core.wait_histogram(),
+            self.core().counters(),
+            || self.core().wait_histogram(),
         );
     }
 }

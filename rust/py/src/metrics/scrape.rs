@@ -87,7 +87,7 @@ impl Figures {
     }
 
     fn of_semaphore(s: &Semaphore) -> Self {
-        let core = &s.core;
+        let core = s.core();
         Figures {
             primitives: 1,
             waiters: core.waiting(),

@@ -24,6 +24,8 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyWeakrefMethods, PyWeakrefReference};
 
+use crate::critical::{with_state, CriticalCell, Guarded};
+
 /// A done-callback, its context and the future it is called with.
 pub(crate) struct Callback {
     pub func: Py<PyAny>,
@@ -39,11 +41,21 @@ pub(crate) type Callbacks = Wakers<Callback>;
 /// rarely grows.
 const BATCH_CAPACITY: usize = 16;
 
+/// Callbacks, each with the future it is called with.
+pub(crate) type Entries = Vec<(Callback, Py<PyAny>)>;
+
 /// Callbacks to run in the next turn of one event loop (scheduled there by `call_soon`).
-#[pyclass(weakref, module = "admission._native")]
+#[pyclass(frozen, weakref, module = "admission._native")]
 pub struct WakeBatch {
     event_loop: Py<PyAny>,
-    entries: Vec<(Callback, Py<PyAny>)>,
+    entries: CriticalCell<Entries>,
+}
+
+impl Guarded for WakeBatch {
+    type State = Entries;
+    fn cell(&self) -> &CriticalCell<Entries> {
+        &self.entries
+    }
 }
 
 thread_local! {
@@ -67,9 +79,8 @@ pub(crate) fn schedule(
         .map(|cb| (cb, future.clone().unbind()));
     // No borrow of OPEN is held while Python code runs (`call_soon` is Python).
     if let Some(batch) = open_batch(py)? {
-        let mut batch = batch.borrow_mut();
-        if batch.event_loop.bind(py).is(event_loop) {
-            batch.entries.extend(entries);
+        if batch.get().event_loop.bind(py).is(event_loop) {
+            with_state(&batch, |batch| batch.extend(entries));
             return Ok(());
         }
     }
@@ -88,16 +99,13 @@ pub(crate) fn schedule(
 
 /// A new batch of `entries`, scheduled with `event_loop.call_soon` (which raises
 /// `RuntimeError` if the loop is closed).
-fn post(
-    event_loop: &Bound<'_, PyAny>,
-    entries: Vec<(Callback, Py<PyAny>)>,
-) -> PyResult<Py<WakeBatch>> {
+fn post(event_loop: &Bound<'_, PyAny>, entries: Entries) -> PyResult<Py<WakeBatch>> {
     let py = event_loop.py();
     let batch = Py::new(
         py,
         WakeBatch {
             event_loop: event_loop.clone().unbind(),
-            entries,
+            entries: CriticalCell::new(entries),
         },
     )?;
     event_loop.call_method1(intern!(py, "call_soon"), (batch.clone_ref(py),))?;
@@ -120,14 +128,8 @@ impl WakeBatch {
         if open_batch(py)?.is_some_and(|b| b.is(slf)) {
             OPEN.with(|o| *o.borrow_mut() = None);
         }
-        let (event_loop, entries) = {
-            let mut this = slf.borrow_mut();
-            (
-                this.event_loop.clone_ref(py),
-                std::mem::take(&mut this.entries),
-            )
-        };
-        let event_loop = event_loop.bind(py);
+        let entries = with_state(slf, std::mem::take);
+        let event_loop = slf.get().event_loop.bind(py);
         let mut entries = entries.into_iter();
         while let Some((cb, future)) = entries.next() {
             let Err(err) = run_in_context(py, &cb, &future) else {
@@ -149,13 +151,15 @@ impl WakeBatch {
         Ok(())
     }
 
-    fn __repr__(&self) -> String {
-        format!("<admission wake batch of {} callbacks>", self.entries.len())
+    fn __repr__(slf: &Bound<'_, Self>) -> String {
+        let n = with_state(slf, |entries| entries.len());
+        format!("<admission wake batch of {n} callbacks>")
     }
 
     fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
         visit.call(&self.event_loop)?;
-        for (cb, future) in &self.entries {
+        // SAFETY: the collector's traversal (see `peek_for_gc`).
+        for (cb, future) in unsafe { self.entries.peek_for_gc() }.into_iter().flatten() {
             visit.call(&cb.func)?;
             visit.call(&cb.context)?;
             visit.call(future)?;
@@ -163,8 +167,9 @@ impl WakeBatch {
         Ok(())
     }
 
-    fn __clear__(&mut self) {
-        self.entries.clear();
+    fn __clear__(slf: &Bound<'_, Self>) {
+        let entries = with_state(slf, std::mem::take);
+        drop(entries); // outside the guard: dropping may run finalizers
     }
 }
 

@@ -1,14 +1,14 @@
 //! `Waiter`: the asyncio waiting path of `Semaphore.acquire()` in one native object.
 //!
 //! When permits are not free at the first step of `acquire()` (see `acquire.rs`), the
-//! awaiting coroutine is handed a `Waiter` instead of a coroutine. It is
+//! awaiting coroutine is handed a `Waiter` (made by [`super::wait`]) instead of a coroutine. It is
 //! the awaitable, the queued ticket, the waker and the future the task blocks on, all at
 //! once: an asyncio `Task` accepts any object that follows the future protocol
 //! (`_asyncio_future_blocking`, `_loop`, `add_done_callback`, `cancel`, `result`), so no
 //! coroutine frame, `asyncio.Future` or Python-level waker exists per waiter, and the
 //! task's wake-up goes through a shared `WakeBatch` instead of one `Handle` per task. The
 //! Task's C code reads `result` by C string on every wake-up; the type answers that lookup
-//! without making a string or a bound method (`getattr_string`).
+//! without making a string or a bound method (`result_lookup`).
 //!
 //! Life of a waiter, all on its loop's thread (wakes from other threads hop there first):
 //! 1. The first `__next__` (the task's first step) queues the request, or is admitted at
@@ -26,23 +26,24 @@
 //! counted as cancelled.
 
 use std::cell::RefCell;
-use std::ffi::{c_char, CStr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use admission_core::semaphore::{Enqueued, Outcome, SemaphoreError, Ticket as CoreTicket};
-use admission_core::Wakers;
+use admission_core::{Refusal, Wakers};
 use pyo3::exceptions::{PyBaseException, PyRuntimeError, PyStopIteration, PyTypeError};
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
+use pyo3::types::PyString;
 
-use crate::batch::{self, Callback, Callbacks};
-use crate::deadlines::Deadlines;
+use super::batch::{self, Callback, Callbacks};
+use super::deadlines::{Deadlines, Expiry};
+use super::permits::Permits;
+use super::result_lookup;
+use crate::critical::{try_with_state, with_state, CriticalCell, Guarded};
 use crate::errors;
-use crate::gilcell::GilCell;
-use crate::semaphore::{wake_all, Semaphore};
 
 /// How a waiter's wait ended.
 enum End {
@@ -64,8 +65,9 @@ enum Phase {
     Settled(End),
 }
 
-/// What changes during a waiter's life (guarded by the GIL: see `GilCell`).
-struct State {
+/// What changes during a waiter's life (guarded by the waiter's critical section: see
+/// `CriticalCell`).
+pub(crate) struct State {
     phase: Phase,
     /// `_asyncio_future_blocking`: `None` until yielded to a task, so that before it is
     /// awaited `asyncio.isfuture` says no and `ensure_future` wraps it like any awaitable.
@@ -78,7 +80,11 @@ struct State {
 /// A queued asyncio acquisition of semaphore permits (see the module documentation).
 #[pyclass(frozen, module = "admission._native")]
 pub struct Waiter {
-    semaphore: Py<Semaphore>,
+    /// The semaphore's Python object: kept alive while this waits (and visited by the garbage
+    /// collector, which breaks the cycle through the semaphore's queue).
+    owner: Py<PyAny>,
+    /// What it waits on: the semaphore's permits and deadline timers.
+    permits: Arc<Permits>,
     n: u64,
     /// Seconds; `None` (or infinite) waits as long as it takes.
     timeout: Option<f64>,
@@ -88,7 +94,14 @@ pub struct Waiter {
     event_loop: Py<PyAny>,
     /// The loop's thread (`this_thread()` when made).
     thread: u64,
-    state: GilCell<State>,
+    state: CriticalCell<State>,
+}
+
+impl Guarded for Waiter {
+    type State = State;
+    fn cell(&self) -> &CriticalCell<State> {
+        &self.state
+    }
 }
 
 static COPY_CONTEXT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -129,33 +142,62 @@ fn spare_ticket() -> Option<Arc<CoreTicket>> {
     SPARE_TICKETS.with(|spare| spare.borrow_mut().pop())
 }
 
+/// Calls every waker of a semaphore: a native waiter is woken without a Python call, any
+/// other waker (the thread and trio paths' callables) is called. A failing waker does not
+/// stop the others; the first failure is raised.
+pub(crate) fn wake_all(py: Python<'_>, wakers: Wakers<Py<PyAny>>) -> PyResult<()> {
+    let mut first_error = None;
+    for waker in wakers {
+        let waker = waker.into_bound(py);
+        let woken = match waker.cast::<Waiter>() {
+            Ok(waiter) => Waiter::wake(waiter),
+            Err(_) => waker.call0().map(drop),
+        };
+        if let Err(e) = woken {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// How a semaphore's [`Deadlines`] see its waiters.
+static EXPIRY: Expiry = Expiry {
+    waiting: |entry| entry.cast::<Waiter>().is_ok_and(Waiter::is_queued),
+    expire: |entry| match entry.cast::<Waiter>() {
+        Ok(waiter) => Waiter::expire(waiter),
+        Err(_) => Ok(()),
+    },
+};
+
 impl Waiter {
-    /// The waiting acquisition of `n` permits of `semaphore`, on `event_loop` (running in
-    /// this thread).
+    /// The waiting acquisition of `n` permits of `permits` (whose Python object is `owner`),
+    /// on `event_loop` (running in this thread).
     pub(crate) fn create(
-        semaphore: &Bound<'_, Semaphore>,
+        owner: &Bound<'_, PyAny>,
+        permits: &Arc<Permits>,
         n: u64,
         timeout: Option<f64>,
         event_loop: Bound<'_, PyAny>,
     ) -> PyResult<Py<PyAny>> {
         let waiter = Self {
-            semaphore: semaphore.clone().unbind(),
+            owner: owner.clone().unbind(),
+            permits: Arc::clone(permits),
             n,
             timeout,
             event_loop: event_loop.unbind(),
             thread: this_thread(),
-            state: GilCell::new(State {
+            state: CriticalCell::new(State {
                 phase: Phase::Idle,
                 blocking: None,
                 consumed: false,
                 callbacks: Callbacks::default(),
             }),
         };
-        Ok(Py::new(semaphore.py(), waiter)?.into_any())
+        Ok(Py::new(owner.py(), waiter)?.into_any())
     }
 
     /// Called by the semaphore when a release, close or resize settled the ticket.
-    pub(crate) fn wake(slf: &Bound<'_, Self>) -> PyResult<()> {
+    fn wake(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         if this_thread() != this.thread {
@@ -169,7 +211,7 @@ impl Waiter {
                 other => other.map(drop),
             };
         }
-        let (outcome, waited_ns) = this.state.with(py, |s| match &s.phase {
+        let (outcome, waited_ns) = with_state(slf, |s| match &s.phase {
             Phase::Queued(ticket) => (Some(ticket.outcome()), ticket.waited_ns()),
             Phase::Idle | Phase::Settled(_) => (None, 0), // settled already (cancelled, timed out)
         });
@@ -187,7 +229,7 @@ impl Waiter {
     fn settle(slf: &Bound<'_, Self>, end: End) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let (previous, callbacks) = this.state.with(py, |s| {
+        let (previous, callbacks) = with_state(slf, |s| {
             let previous = std::mem::replace(&mut s.phase, Phase::Settled(end));
             (previous, std::mem::take(&mut s.callbacks))
         });
@@ -198,23 +240,21 @@ impl Waiter {
     }
 
     /// Still in the semaphore's queue (or being settled right now).
-    pub(crate) fn is_queued(&self, py: Python<'_>) -> bool {
-        self.state
-            .try_with(py, |s| matches!(s.phase, Phase::Queued(_)))
-            .unwrap_or(true)
+    fn is_queued(slf: &Bound<'_, Self>) -> bool {
+        try_with_state(slf, |s| matches!(s.phase, Phase::Queued(_))).unwrap_or(true)
     }
 
     /// The queued ticket, if it is queued.
-    fn ticket(&self, py: Python<'_>) -> Option<Arc<CoreTicket>> {
-        self.state.with(py, |s| match &s.phase {
+    fn ticket(slf: &Bound<'_, Self>) -> Option<Arc<CoreTicket>> {
+        with_state(slf, |s| match &s.phase {
             Phase::Queued(ticket) => Some(Arc::clone(ticket)),
             Phase::Idle | Phase::Settled(_) => None,
         })
     }
 
     /// The deadline came: leave the queue, unless the permits were granted first.
-    pub(crate) fn expire(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let Some(ticket) = slf.get().ticket(slf.py()) else {
+    fn expire(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let Some(ticket) = Self::ticket(slf) else {
             return Ok(());
         };
         let (outcome, wakers) = slf.get().withdraw(&ticket, true);
@@ -234,22 +274,25 @@ impl Waiter {
     /// handed over first and are held) and the wakers of the waiters its leaving let in:
     /// wake them after settling this waiter, so that it is scheduled first.
     fn withdraw(&self, ticket: &Arc<CoreTicket>, timed_out: bool) -> (Outcome, Wakers<Py<PyAny>>) {
-        self.semaphore.get().core.cancel(ticket, timed_out)
+        self.permits.core.cancel(ticket, timed_out)
     }
 
     /// Passes the permits granted to this waiter on (to the next waiter, if any), counted as
     /// cancelled: the awaiting coroutine never took them.
     fn pass_on(&self, py: Python<'_>) -> PyResult<()> {
-        self.semaphore
-            .get()
-            .pass_on_n(py, self.n, admission_core::Refusal::Cancelled)
+        let wakers = self
+            .permits
+            .core
+            .pass_on(self.n, Refusal::Cancelled)
+            .map_err(|e| errors::semaphore(py, e))?;
+        wake_all(py, wakers)
     }
 
     /// The awaiting coroutine will not see the end: withdraw, or pass granted permits on.
     fn abandon(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let taken = this.state.with(py, |s| {
+        let taken = with_state(slf, |s| {
             if s.consumed {
                 return None;
             }
@@ -275,8 +318,9 @@ impl Waiter {
     }
 
     /// The end as the awaiting coroutine sees it: `Ok` (permits held) or the exception.
-    fn outcome(&self, py: Python<'_>) -> PyResult<()> {
-        let end = self.state.with(py, |s| match &s.phase {
+    fn outcome(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let end = with_state(slf, |s| match &s.phase {
             Phase::Settled(End::Granted(_)) => Ok(None),
             Phase::Settled(End::Closed) => Ok(Some(Failure::Closed)),
             Phase::Settled(End::TooLarge) => Ok(Some(Failure::TooLarge)),
@@ -288,7 +332,7 @@ impl Waiter {
         });
         match end {
             Ok(None) => Ok(()),
-            Ok(Some(failure)) => Err(self.error(py, failure)),
+            Ok(Some(failure)) => Err(slf.get().error(py, failure)),
             Err(()) => Err(errors::invalid_state(py, "Result is not set.")),
         }
     }
@@ -301,7 +345,7 @@ impl Waiter {
                 py,
                 SemaphoreError::Capacity {
                     n: self.n,
-                    limit: self.semaphore.get().core.limit(),
+                    limit: self.permits.core.limit(),
                 },
             ),
             Failure::TimedOut => errors::acquire_timeout(py, self.timeout.unwrap_or(0.0)),
@@ -315,15 +359,15 @@ impl Waiter {
         let this = slf.get();
         let event_loop = this.event_loop.bind(py);
         let now: f64 = event_loop.call_method0(intern!(py, "time"))?.extract()?;
-        let deadlines = this.semaphore.get().deadlines(event_loop)?;
-        Deadlines::add(&deadlines, now + timeout, slf)
+        let deadlines = this.permits.deadlines.on(event_loop, &EXPIRY)?;
+        Deadlines::add(&deadlines, now + timeout, slf.as_any())
     }
 
     /// One step of the awaiting coroutine: `Some(self)` to wait, `None` when admitted.
     fn step(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
         let py = slf.py();
         let this = slf.get();
-        let next = this.state.with(py, |s| {
+        let next = with_state(slf, |s| {
             if s.consumed {
                 return Step::Reused;
             }
@@ -350,15 +394,15 @@ impl Waiter {
                 ))
             }
             Step::Wait => return Ok(Some(slf.clone().into_any().unbind())),
-            Step::Done => return this.outcome(py).map(|()| None),
+            Step::Done => return Self::outcome(slf).map(|()| None),
             Step::Taken(waited_ns) => {
                 // The coroutine takes its grant: now it is an admission.
-                this.semaphore.get().core.commit_grant(this.n, waited_ns);
+                this.permits.core.commit_grant(this.n, waited_ns);
                 return Ok(None);
             }
             Step::Enqueue => {}
         }
-        let enqueued = this.semaphore.get().core.enqueue_reusing(
+        let enqueued = this.permits.core.enqueue_reusing(
             this.n,
             slf.clone().into_any().unbind(),
             spare_ticket(),
@@ -366,14 +410,14 @@ impl Waiter {
         match enqueued {
             Ok(Enqueued::Acquired) => {
                 // Permits were freed between the call and the first step.
-                this.state.with(py, |s| {
+                with_state(slf, |s| {
                     s.phase = Phase::Settled(End::Granted(0));
                     s.consumed = true;
                 });
                 Ok(None)
             }
             Ok(Enqueued::Queued(ticket)) => {
-                this.state.with(py, |s| {
+                with_state(slf, |s| {
                     s.phase = Phase::Queued(ticket);
                     s.blocking = Some(true);
                 });
@@ -386,7 +430,7 @@ impl Waiter {
                 Ok(Some(slf.clone().into_any().unbind()))
             }
             Err(e) => {
-                this.state.with(py, |s| s.consumed = true);
+                with_state(slf, |s| s.consumed = true);
                 Err(errors::semaphore(py, e))
             }
         }
@@ -462,13 +506,13 @@ impl Waiter {
     // (The loop is the `_loop` member; see the struct.)
 
     #[getter(_asyncio_future_blocking)]
-    fn get_blocking(&self, py: Python<'_>) -> Option<bool> {
-        self.state.with(py, |s| s.blocking)
+    fn get_blocking(slf: &Bound<'_, Self>) -> Option<bool> {
+        with_state(slf, |s| s.blocking)
     }
 
     #[setter(_asyncio_future_blocking)]
-    fn set_blocking(&self, py: Python<'_>, value: bool) {
-        self.state.with(py, |s| s.blocking = Some(value));
+    fn set_blocking(slf: &Bound<'_, Self>, value: bool) {
+        with_state(slf, |s| s.blocking = Some(value));
     }
 
     #[pyo3(signature = (func, *, context=None))]
@@ -494,7 +538,7 @@ impl Waiter {
         };
         let this = slf.get();
         let callback = Callback { func, context };
-        let callback = this.state.with(py, |s| {
+        let callback = with_state(slf, |s| {
             if matches!(s.phase, Phase::Settled(_)) {
                 return Some(callback);
             }
@@ -513,10 +557,11 @@ impl Waiter {
     }
 
     /// Removes every registration of `func`; returns how many there were.
-    fn remove_done_callback(&self, py: Python<'_>, func: &Bound<'_, PyAny>) -> PyResult<usize> {
+    fn remove_done_callback(slf: &Bound<'_, Self>, func: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let py = slf.py();
         // Compared outside the guard (`==` may run Python code); callbacks added meanwhile
         // are kept after the survivors.
-        let mut callbacks = self.state.with(py, |s| std::mem::take(&mut s.callbacks));
+        let mut callbacks = with_state(slf, |s| std::mem::take(&mut s.callbacks));
         let before = callbacks.len();
         let mut error = None;
         callbacks.retain(|cb| match cb.func.bind(py).eq(func) {
@@ -527,7 +572,7 @@ impl Waiter {
             }
         });
         let removed = before - callbacks.len();
-        self.state.with(py, |s| {
+        with_state(slf, |s| {
             let added = std::mem::replace(&mut s.callbacks, callbacks);
             for cb in added {
                 s.callbacks.push(cb);
@@ -545,7 +590,7 @@ impl Waiter {
     fn cancel(slf: &Bound<'_, Self>, msg: Option<Py<PyAny>>) -> PyResult<bool> {
         let py = slf.py();
         let this = slf.get();
-        let phase = this.state.with(py, |s| match &s.phase {
+        let phase = with_state(slf, |s| match &s.phase {
             Phase::Settled(_) => None,
             Phase::Idle => Some(None),
             Phase::Queued(ticket) => Some(Some(Arc::clone(ticket))),
@@ -567,22 +612,23 @@ impl Waiter {
         Ok(true)
     }
 
-    fn cancelled(&self, py: Python<'_>) -> bool {
-        self.state
-            .with(py, |s| matches!(s.phase, Phase::Settled(End::Cancelled(_))))
+    fn cancelled(slf: &Bound<'_, Self>) -> bool {
+        with_state(slf, |s| {
+            matches!(s.phase, Phase::Settled(End::Cancelled(_)))
+        })
     }
 
-    fn done(&self, py: Python<'_>) -> bool {
-        self.state
-            .with(py, |s| matches!(s.phase, Phase::Settled(_)))
+    fn done(slf: &Bound<'_, Self>) -> bool {
+        with_state(slf, |s| matches!(s.phase, Phase::Settled(_)))
     }
 
-    fn result(&self, py: Python<'_>) -> PyResult<()> {
-        self.outcome(py)
+    fn result(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::outcome(slf)
     }
 
-    fn exception(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        let (settled, cancelled) = self.state.with(py, |s| match &s.phase {
+    fn exception(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        let py = slf.py();
+        let (settled, cancelled) = with_state(slf, |s| match &s.phase {
             Phase::Idle | Phase::Queued(_) => (false, None),
             Phase::Settled(End::Cancelled(msg)) => {
                 (true, Some(msg.as_ref().map(|m| m.clone_ref(py))))
@@ -595,7 +641,9 @@ impl Waiter {
         if let Some(msg) = cancelled {
             return Err(errors::cancelled(py, msg.as_ref()));
         }
-        Ok(self.outcome(py).err().map(|e| e.into_value(py).into_any()))
+        Ok(Self::outcome(slf)
+            .err()
+            .map(|e| e.into_value(py).into_any()))
     }
 
     /// Settles the waiter from its ticket's outcome (a wake-up from another thread, run on
@@ -605,13 +653,13 @@ impl Waiter {
     }
 
     /// Same as `result()`: what `PyObject_GetAttrString(waiter, "result")` returns (see
-    /// `getattr_string`).
-    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
-        self.outcome(py)
+    /// `result_lookup`).
+    fn __call__(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::outcome(slf)
     }
 
-    fn __repr__(&self, py: Python<'_>) -> String {
-        let state = self.state.with(py, |s| match &s.phase {
+    fn __repr__(slf: &Bound<'_, Self>) -> String {
+        let state = with_state(slf, |s| match &s.phase {
             Phase::Idle => "not awaited",
             Phase::Queued(_) => "waiting",
             Phase::Settled(End::Granted(_)) => "granted",
@@ -620,14 +668,13 @@ impl Waiter {
             Phase::Settled(End::TimedOut) => "timed out",
             Phase::Settled(End::Cancelled(_)) => "cancelled",
         });
-        format!("<admission semaphore waiter n={} {state}>", self.n)
+        format!("<admission semaphore waiter n={} {state}>", slf.get().n)
     }
 
     fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
-        visit.call(&self.semaphore)?;
+        visit.call(&self.owner)?;
         visit.call(&self.event_loop)?;
-        // SAFETY: the collector calls this with the GIL held and runs no Python code while
-        // traversing.
+        // SAFETY: the collector's traversal (see `peek_for_gc`).
         let Some(state) = (unsafe { self.state.peek_for_gc() }) else {
             return Ok(());
         };
@@ -641,52 +688,24 @@ impl Waiter {
         Ok(())
     }
 
-    fn __clear__(&self, py: Python<'_>) {
-        let callbacks = self.state.with(py, |s| std::mem::take(&mut s.callbacks));
+    fn __clear__(slf: &Bound<'_, Self>) {
+        let callbacks = with_state(slf, |s| std::mem::take(&mut s.callbacks));
         drop(callbacks); // outside the guard: dropping may run finalizers
     }
 }
 
-/// The `tp_getattr` slot: the lookup by C string of `PyObject_GetAttrString`, which asyncio's
-/// Task uses for the one call it makes on every wake-up, `PyObject_CallMethod(fut, "result",
-/// NULL)`. By the generic path that call makes a new `str`, hashes it, misses the type's
-/// attribute cache (it is keyed by the string's address), walks the MRO, binds a method
-/// object and frees both: about a thousand instructions per wait. Here `"result"` is the
-/// waiter itself, whose call is `result()`; every other name goes the generic way.
-/// Lookups by `str` (`getattr`, `waiter.result` in Python) use `tp_getattro` and are unchanged.
-unsafe extern "C" fn getattr_string(
-    obj: *mut ffi::PyObject,
-    name: *mut c_char,
-) -> *mut ffi::PyObject {
-    // SAFETY: CPython calls the slot with the GIL held, a live object of this type and a
-    // NUL-terminated name; the new reference returned is the caller's.
-    unsafe {
-        if CStr::from_ptr(name).to_bytes() == b"result" {
-            ffi::Py_INCREF(obj);
-            return obj;
-        }
-        let name = ffi::PyUnicode_FromString(name);
-        if name.is_null() {
-            return std::ptr::null_mut();
-        }
-        let attr = ffi::PyObject_GetAttr(obj, name); // by `tp_getattro`: the generic lookup
-        ffi::Py_DECREF(name);
-        attr
-    }
+/// Gives the `Waiter` type the `result` shortcut (see `result_lookup`); called once, from
+/// the module's init, before any waiter exists.
+pub(super) fn install_result_shortcut(py: Python<'_>) {
+    result_lookup::install(&py.get_type::<Waiter>());
 }
 
-/// Installs `getattr_string` on the `Waiter` type; called once, from the module's init.
-pub(crate) fn install_getattr_string(py: Python<'_>) {
-    let ty = py.get_type::<Waiter>();
-    // SAFETY: the type is a heap type this module just made (PyO3 makes it on first use, here
-    // at init), and no instance exists yet; we hold the GIL, so nothing reads the slot while it
-    // is written. `tp_getattro` stays `PyObject_GenericGetAttr`, so it takes precedence for
-    // every lookup by `str`; `tp_getattr` is only read by lookups by C string. The function has
-    // the slot's signature and cannot unwind.
-    unsafe {
-        (*ty.as_type_ptr()).tp_getattr = Some(getattr_string);
-        ffi::PyType_Modified(ty.as_type_ptr());
-    }
+/// Counts asyncio's lookups of `result` by C string on waiters from now on (`True`), or stops
+/// counting (`False`); returns the lookups counted since counting started. For the test that
+/// checks the Task still looks `result` up that way (`result_lookup`); single-threaded use only.
+#[pyfunction]
+pub(crate) fn _count_result_lookups(py: Python<'_>, counting: bool) -> u64 {
+    result_lookup::count_lookups(&py.get_type::<Waiter>(), counting)
 }
 
 impl Drop for Waiter {
@@ -696,8 +715,17 @@ impl Drop for Waiter {
         let state = self.state.get_mut();
         if !state.consumed && matches!(state.phase, Phase::Settled(End::Granted(_))) {
             Python::attach(|py| {
-                let _ = self.pass_on(py);
+                if let Err(e) = self.pass_on(py) {
+                    // Nobody to raise to: reported as `sys.unraisablehook` reports it, with
+                    // what failed in place of the object (this one is being destroyed).
+                    let context = PyString::new(py, DROPPED_GRANT);
+                    e.write_unraisable(py, Some(context.as_any()));
+                }
             });
         }
     }
 }
+
+/// What `Drop for Waiter` reports a failure of.
+const DROPPED_GRANT: &str =
+    "admission: passing on the permits of a semaphore waiter dropped before it took them";
