@@ -2,8 +2,9 @@
 
 This module owns the arithmetic only: no clock, no sleeping, no decision to retry (that is
 `admission.retry`). The cap is applied *before* the jitter, so a capped wait is still spread
-over ``[0, cap)``: clients that failed together do not retry together (stamina and tenacity
-add their jitter after capping, so from the 7th attempt on every wait is the cap itself).
+over ``[0, cap)``: clients that failed together do not retry together (stamina, through
+tenacity's ``wait_exponential_jitter``, adds its jitter after capping, so from the 7th attempt
+on every wait is the cap itself).
 
 >>> import random
 >>> b = Backoff(base=0.1, cap=10.0, jitter="none", random=random.Random(0).random)

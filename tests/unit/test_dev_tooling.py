@@ -25,7 +25,10 @@ def _make_recipe(target: str) -> list[str]:
     assert found, f"no {target} target in the Makefile"
     lines = [line.strip() for line in found.group(1).splitlines()]
     return [
-        line.replace("$(VPY)", ".venv/bin/python").replace("$(VENV)", ".venv") for line in lines
+        line.replace("$(VPY)", ".venv/bin/python")
+        .replace("$(VENV)", ".venv")
+        .replace("$(MAKE)", "make")
+        for line in lines
     ]
 
 

@@ -994,3 +994,27 @@ def test_breaker_seam_in_iteration(h: Harness) -> None:
     # backoff is 0.1 * 2 ** 2.
     assert run.starts == [6.0, pytest.approx(6.4)]
     assert [ok for ok, _ in breaker.records] == [False, True]
+
+
+@pytest.mark.anyio
+async def test_on_every_async_backend_uvloop_included(anyio_backend: Any) -> None:
+    # The real loops of the suite's anyio backends (asyncio, uvloop, trio): the loop's clock is
+    # read for the deadline on the first attempt, waits on a ManualClock advance it.
+    clock = adm.testing.ManualClock()
+    retry = adm.Retry(base=2, jitter="none", clock=clock)
+    plain = adm.Retry()
+    calls: list[float] = []
+
+    async def flaky() -> str:
+        calls.append(clock.now())
+        if len(calls) < 3:
+            raise ConnectionError
+        return "ok"
+
+    async def ok() -> str:
+        return "fine"
+
+    assert await plain.call(ok) == "fine"
+    assert await retry.call(flaky) == "ok"
+    assert calls == [0.0, 2.0, 6.0]
+    assert plain.stats().succeeded == 1
