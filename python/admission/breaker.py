@@ -32,6 +32,7 @@ from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar, cast, final, overload
 
 from admission import _backend, _native, _registry, durations
+from admission.errors import CircuitOpen
 
 __all__ = ["BreakerStats", "CircuitBreaker"]
 
@@ -227,6 +228,11 @@ class CircuitBreaker(_native.CircuitBreaker):
         self._listeners_lock = threading.Lock()
         _registry.register(self)
         return self
+
+    def refusal(self) -> CircuitOpen:
+        """The `CircuitOpen` a refused call gets now (what `Retry(breaker=...)` raises or waits
+        out when ``try_acquire()`` says no)."""
+        return CircuitOpen(self.retry_after, self.name, self.state)
 
     def on_transition(self, listener: Listener) -> Listener:
         """Calls ``listener(breaker, old_state, new_state)`` on every change of state (after

@@ -514,3 +514,30 @@ def test_record_checks_its_arguments() -> None:
         b.record(True, -1)
     with pytest.raises(ValueError, match="duration"):
         b.record(True, float("nan"))
+
+
+def test_retry_never_calls_through_an_open_breaker() -> None:
+    clock = ManualClock()
+    b = breaker(clock, window=4, min_calls=2, open_for=60, open_for_max=60)
+    retry = adm.Retry(
+        attempts=10,
+        deadline="30s",
+        base="100ms",
+        cap="1s",
+        retry_on=(ConnectionError,),
+        breaker=b,
+        clock=clock,
+    )
+    calls = 0
+
+    def flaky() -> None:
+        nonlocal calls
+        calls += 1
+        raise ConnectionError("down")
+
+    with pytest.raises((ConnectionError, adm.CircuitOpen)):
+        retry.call_blocking(flaky)
+    # Two failures opened it; its 60 s are past the 30 s deadline: given up at once.
+    assert calls == 2
+    assert b.state == "open"
+    assert clock.now() < 30
