@@ -17,9 +17,10 @@ Each round scrapes twice: once alone, once while an application thread runs
 ``try_acquire(); release()`` on a semaphore in a loop. The longest gap between two of its
 iterations is the stall it saw; the same thread is then watched for as long with no scrape
 (10 s at most), which gives the host's own noise. Times are wall clock, the median of
-``--rounds``; stalls the longest over the rounds. Last, where the exporter renders natively,
-the longest call of each native method during one exposition, in thread CPU time: how long
-one call can hold the GIL (``Scrape.sort`` releases it).
+``--rounds``; stalls the longest over the rounds. Where the exporter renders natively, the
+longest call of each native method during one exposition, in thread CPU time: how long one
+call can hold the GIL (``Scrape.sort`` releases it). Last, the floor: the longest stall while
+another thread merely runs Python for a second (the GIL is shared however little it does).
 
     .venv/bin/python benches/scrape_cost.py [N ...] [--rounds R] [--paths serve,collector,reference]
 """
@@ -247,6 +248,22 @@ def longest_native_calls() -> dict[str, float]:
     return worst
 
 
+def python_thread_floor(app: AppThread) -> float:
+    """The longest stall the application thread sees while another thread runs plain Python
+    for a second: what sharing the GIL costs, whatever that thread does."""
+
+    def spin() -> None:
+        end = time.perf_counter() + 1.0
+        while time.perf_counter() < end:
+            pass
+
+    with app.watch() as worst:
+        other = threading.Thread(target=spin)
+        other.start()
+        other.join()
+    return worst[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("sizes", nargs="*", type=int, default=[10_000, 100_000])
@@ -303,8 +320,14 @@ def main() -> None:
         adm.metrics.unregister(registry)
         del keep, runs
         gc.collect()
+    floor = python_thread_floor(app)
     app.stop()
     print()
+    print(
+        f"Floor: another thread running plain Python for 1 s stalls the application thread "
+        f"for up to {floor * 1e3:.1f} ms (the GIL's switch interval is "
+        f"{sys.getswitchinterval() * 1e3:g} ms)."
+    )
     print(f"Median of {args.rounds} round(s); stalls: the longest over the rounds.")
     print()
     print(

@@ -4,7 +4,7 @@
 The collector hands prometheus_client one object per sample, which its exposition then
 formats one by one: fine for hundreds of series. `serve` renders admission's families
 itself (natively, in chunks, see `admission.metrics.exposition`) and asks prometheus_client
-only for the registry's other metrics, so a scrape of 10,000 series takes milliseconds.
+only for the registry's other metrics: a scrape of 10,000 series takes tens of milliseconds.
 """
 
 from __future__ import annotations

@@ -283,6 +283,17 @@ impl Scrape {
     }
 }
 
+impl Drop for Scrape {
+    fn drop(&mut self) {
+        // Freeing 100,000 series takes milliseconds: not while holding the GIL (this object
+        // is unreachable now, nothing else can touch it).
+        let state = std::mem::take(self.state.get_mut().unwrap_or_else(|p| p.into_inner()));
+        if state.series.len() >= 10_000 {
+            Python::attach(|py| py.detach(move || drop(state)));
+        }
+    }
+}
+
 #[pymethods]
 impl Scrape {
     /// `unnamed`: the `limiter` label of the series of a kind's unnamed primitives;
