@@ -20,7 +20,7 @@
 //! # Entry point for a limiter
 //! Implement [`Limiter`] for the limiter's class, then return
 //! [`acquire`]`(py, Owner::new(slf, costs), n, timeout)` from its `acquire` method, and
-//! [`enter`] (the same decision, made at once) from `__aenter__`. This module names no
+//! [`enter`]`(slf, n, costs, timeout)` (the same decision, made at once) from `__aenter__`. This module names no
 //! limiter: the limiters depend on it, not the other way round.
 
 use std::cell::{Cell, RefCell};
@@ -294,19 +294,74 @@ fn trio_running_slow(py: Python<'_>, id: i64) -> PyResult<bool> {
     locals.contains(intern!(py, "task"))
 }
 
+/// The limiter a first step decides for: an [`Owner`] (the class known at run time), or the
+/// limiter itself (known at compile time: `__aenter__`, whose fast path is then inlined).
+trait Decider {
+    fn try_now(&self, py: Python<'_>, n: u64) -> PyResult<bool>;
+    fn wait(
+        &self,
+        py: Python<'_>,
+        n: u64,
+        timeout: Option<f64>,
+        event_loop: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>>;
+}
+
+impl Decider for Owner {
+    #[inline(always)]
+    fn try_now(&self, py: Python<'_>, n: u64) -> PyResult<bool> {
+        Owner::try_now(self, py, n)
+    }
+
+    fn wait(
+        &self,
+        py: Python<'_>,
+        n: u64,
+        timeout: Option<f64>,
+        event_loop: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        Owner::wait(self, py, n, timeout, event_loop)
+    }
+}
+
+/// A limiter of a known class, with an `all_of`'s costs.
+struct Known<'a, 'py, L>(&'a Bound<'py, L>, &'a [u64]);
+
+impl<L: Limiter> Decider for Known<'_, '_, L> {
+    #[inline(always)]
+    fn try_now(&self, py: Python<'_>, n: u64) -> PyResult<bool> {
+        self.0.get().try_now(py, n, self.1)
+    }
+
+    fn wait(
+        &self,
+        _py: Python<'_>,
+        n: u64,
+        timeout: Option<f64>,
+        event_loop: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        L::wait(self.0, n, self.1, timeout, event_loop)
+    }
+}
+
 /// The first step: decide by the framework running in this thread (see the module docs).
 /// The running asyncio loop is looked up only when the request must wait.
 #[inline(always)]
-fn first_step(py: Python<'_>, owner: &Owner, n: u64, timeout: Option<f64>) -> PyResult<First> {
+fn first_step(
+    py: Python<'_>,
+    limiter: &impl Decider,
+    n: u64,
+    timeout: Option<f64>,
+) -> PyResult<First> {
     if trio_imported(py) && trio_running(py)? {
         // trio: the Python path, a checkpoint whether or not it must wait.
-        return owner.wait(py, n, timeout, None).map(First::Wait);
+        return limiter.wait(py, n, timeout, None).map(First::Wait);
     }
     // asyncio, or no framework (a coroutine driven by hand): the native fast path.
-    if owner.try_now(py, n)? {
+    if limiter.try_now(py, n)? {
         return Ok(First::Admitted);
     }
-    owner
+    limiter
         .wait(py, n, timeout, running_loop(py)?)
         .map(First::Wait)
 }
@@ -367,14 +422,16 @@ thread_local! {
 
 /// What `__aenter__` returns: the same decision, made now (`async with` awaits at once, so
 /// nothing can come between the call and the first step). Shared `Ready` when admitted.
+/// `costs` are an `all_of`'s (else empty).
 #[inline(always)]
-pub(crate) fn enter(
-    py: Python<'_>,
-    owner: Owner,
+pub(crate) fn enter<L: Limiter>(
+    limiter: &Bound<'_, L>,
     n: u64,
+    costs: &[u64],
     timeout: Option<f64>,
 ) -> PyResult<Py<PyAny>> {
-    match first_step(py, &owner, n, timeout)? {
+    let py = limiter.py();
+    match first_step(py, &Known(limiter, costs), n, timeout)? {
         First::Admitted => ready(py),
         First::Wait(awaitable) => Ok(awaitable),
     }
