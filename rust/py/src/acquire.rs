@@ -23,7 +23,7 @@
 //! [`enter`]`(slf, n, costs, timeout)` (the same decision, made at once) from `__aenter__`. This module names no
 //! limiter: the limiters depend on it, not the other way round.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -380,9 +380,8 @@ pub(crate) fn acquire(
     timeout: Option<f64>,
 ) -> PyResult<Py<PyAny>> {
     let request = Request { owner, n, timeout };
-    let spare = SPARE.with(|spare| {
+    let spare = spare::with(py, |spare| {
         spare
-            .borrow()
             .as_ref()
             // SAFETY: reading the reference count of a live object, with the thread attached.
             .filter(|obj| unsafe { ffi::Py_REFCNT(obj.as_ptr()) } == 1)
@@ -409,15 +408,53 @@ pub(crate) fn acquire(
             }),
         },
     )?;
-    SPARE.with(|spare| {
-        spare.borrow_mut().get_or_insert_with(|| obj.clone_ref(py));
+    spare::with(py, |spare| {
+        spare.get_or_insert_with(|| obj.clone_ref(py));
     });
     Ok(obj.into_any())
 }
 
-thread_local! {
-    /// The `Acquire` kept for reuse by this thread's acquisitions (see [`acquire`]).
-    static SPARE: RefCell<Option<Py<Acquire>>> = const { RefCell::new(None) };
+/// The `Acquire` kept for reuse (see [`acquire`]): with the GIL, one for the interpreter, in a
+/// static the GIL guards (a thread-local costs a call to `__tls_get_addr` in an extension
+/// module, a tenth of an `await bucket.acquire()`); without the GIL, one per thread.
+mod spare {
+    use pyo3::prelude::*;
+
+    use super::Acquire;
+
+    #[cfg(not(Py_GIL_DISABLED))]
+    struct Slot(std::cell::UnsafeCell<Option<Py<Acquire>>>);
+
+    // SAFETY: the slot is reached only through `with`, which needs a `Python` token: on a build
+    // with the GIL, the calling thread holds the GIL, which serialises every access. `with`'s
+    // callers only read, clone or store a reference in it (no Python code runs, the GIL is
+    // not released), so one access ends before the next begins.
+    #[cfg(not(Py_GIL_DISABLED))]
+    unsafe impl Sync for Slot {}
+
+    #[cfg(not(Py_GIL_DISABLED))]
+    static SLOT: Slot = Slot(std::cell::UnsafeCell::new(None));
+
+    /// Runs `f` on the slot. `f` must not run Python code.
+    #[cfg(not(Py_GIL_DISABLED))]
+    #[inline(always)]
+    pub(super) fn with<R>(_py: Python<'_>, f: impl FnOnce(&mut Option<Py<Acquire>>) -> R) -> R {
+        // SAFETY: see the `Sync` proof: the GIL is held and no other access is running.
+        f(unsafe { &mut *SLOT.0.get() })
+    }
+
+    #[cfg(Py_GIL_DISABLED)]
+    thread_local! {
+        static SLOT: std::cell::RefCell<Option<Py<Acquire>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    /// Runs `f` on this thread's slot. `f` must not run Python code.
+    #[cfg(Py_GIL_DISABLED)]
+    #[inline(always)]
+    pub(super) fn with<R>(_py: Python<'_>, f: impl FnOnce(&mut Option<Py<Acquire>>) -> R) -> R {
+        SLOT.with(|slot| f(&mut slot.borrow_mut()))
+    }
 }
 
 /// What `__aenter__` returns: the same decision, made now (`async with` awaits at once, so
