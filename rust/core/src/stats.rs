@@ -95,6 +95,7 @@ impl Counters {
 
     /// Counts an admission of `cost` that waited `waited_ns` (`None`: admitted at once), with
     /// its wait: a concurrent [`Counters::wait_histogram`] sees both or neither.
+    #[inline]
     pub fn commit(&self, cost: u64, waited_ns: Option<u64>) {
         match waited_ns {
             None => self.admitted(cost),

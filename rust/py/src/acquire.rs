@@ -20,10 +20,10 @@
 //! # Entry point for a limiter
 //! Implement [`Limiter`] for the limiter's class, then return
 //! [`acquire`]`(py, Owner::new(slf, costs), n, timeout)` from its `acquire` method, and
-//! [`enter`] (the same decision, made at once) from `__aenter__`. This module names no
+//! [`enter`]`(slf, n, costs, timeout)` (the same decision, made at once) from `__aenter__`. This module names no
 //! limiter: the limiters depend on it, not the other way round.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -300,19 +300,74 @@ pub(crate) fn on_trio(py: Python<'_>) -> PyResult<bool> {
     Ok(trio_imported(py) && trio_running(py)?)
 }
 
+/// The limiter a first step decides for: an [`Owner`] (the class known at run time), or the
+/// limiter itself (known at compile time: `__aenter__`, whose fast path is then inlined).
+trait Decider {
+    fn try_now(&self, py: Python<'_>, n: u64) -> PyResult<bool>;
+    fn wait(
+        &self,
+        py: Python<'_>,
+        n: u64,
+        timeout: Option<f64>,
+        event_loop: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>>;
+}
+
+impl Decider for Owner {
+    #[inline(always)]
+    fn try_now(&self, py: Python<'_>, n: u64) -> PyResult<bool> {
+        Owner::try_now(self, py, n)
+    }
+
+    fn wait(
+        &self,
+        py: Python<'_>,
+        n: u64,
+        timeout: Option<f64>,
+        event_loop: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        Owner::wait(self, py, n, timeout, event_loop)
+    }
+}
+
+/// A limiter of a known class, with an `all_of`'s costs.
+struct Known<'a, 'py, L>(&'a Bound<'py, L>, &'a [u64]);
+
+impl<L: Limiter> Decider for Known<'_, '_, L> {
+    #[inline(always)]
+    fn try_now(&self, py: Python<'_>, n: u64) -> PyResult<bool> {
+        self.0.get().try_now(py, n, self.1)
+    }
+
+    fn wait(
+        &self,
+        _py: Python<'_>,
+        n: u64,
+        timeout: Option<f64>,
+        event_loop: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        L::wait(self.0, n, self.1, timeout, event_loop)
+    }
+}
+
 /// The first step: decide by the framework running in this thread (see the module docs).
 /// The running asyncio loop is looked up only when the request must wait.
 #[inline(always)]
-fn first_step(py: Python<'_>, owner: &Owner, n: u64, timeout: Option<f64>) -> PyResult<First> {
+fn first_step(
+    py: Python<'_>,
+    limiter: &impl Decider,
+    n: u64,
+    timeout: Option<f64>,
+) -> PyResult<First> {
     if on_trio(py)? {
         // trio: the Python path, a checkpoint whether or not it must wait.
-        return owner.wait(py, n, timeout, None).map(First::Wait);
+        return limiter.wait(py, n, timeout, None).map(First::Wait);
     }
     // asyncio, or no framework (a coroutine driven by hand): the native fast path.
-    if owner.try_now(py, n)? {
+    if limiter.try_now(py, n)? {
         return Ok(First::Admitted);
     }
-    owner
+    limiter
         .wait(py, n, timeout, running_loop(py)?)
         .map(First::Wait)
 }
@@ -331,9 +386,8 @@ pub(crate) fn acquire(
     timeout: Option<f64>,
 ) -> PyResult<Py<PyAny>> {
     let request = Request { owner, n, timeout };
-    let spare = SPARE.with(|spare| {
+    let spare = spare::with(py, |spare| {
         spare
-            .borrow()
             .as_ref()
             // SAFETY: reading the reference count of a live object, with the thread attached.
             .filter(|obj| unsafe { ffi::Py_REFCNT(obj.as_ptr()) } == 1)
@@ -360,27 +414,67 @@ pub(crate) fn acquire(
             }),
         },
     )?;
-    SPARE.with(|spare| {
-        spare.borrow_mut().get_or_insert_with(|| obj.clone_ref(py));
+    spare::with(py, |spare| {
+        spare.get_or_insert_with(|| obj.clone_ref(py));
     });
     Ok(obj.into_any())
 }
 
-thread_local! {
-    /// The `Acquire` kept for reuse by this thread's acquisitions (see [`acquire`]).
-    static SPARE: RefCell<Option<Py<Acquire>>> = const { RefCell::new(None) };
+/// The `Acquire` kept for reuse (see [`acquire`]): with the GIL, one for the interpreter, in a
+/// static the GIL guards (a thread-local costs a call to `__tls_get_addr` in an extension
+/// module, a tenth of an `await bucket.acquire()`); without the GIL, one per thread.
+mod spare {
+    use pyo3::prelude::*;
+
+    use super::Acquire;
+
+    #[cfg(not(Py_GIL_DISABLED))]
+    struct Slot(std::cell::UnsafeCell<Option<Py<Acquire>>>);
+
+    // SAFETY: the slot is reached only through `with`, which needs a `Python` token: on a build
+    // with the GIL, the calling thread holds the GIL, which serialises every access. `with`'s
+    // callers only read, clone or store a reference in it (no Python code runs, the GIL is
+    // not released), so one access ends before the next begins.
+    #[cfg(not(Py_GIL_DISABLED))]
+    unsafe impl Sync for Slot {}
+
+    #[cfg(not(Py_GIL_DISABLED))]
+    static SLOT: Slot = Slot(std::cell::UnsafeCell::new(None));
+
+    /// Runs `f` on the slot. `f` must not run Python code.
+    #[cfg(not(Py_GIL_DISABLED))]
+    #[inline(always)]
+    pub(super) fn with<R>(_py: Python<'_>, f: impl FnOnce(&mut Option<Py<Acquire>>) -> R) -> R {
+        // SAFETY: see the `Sync` proof: the GIL is held and no other access is running.
+        f(unsafe { &mut *SLOT.0.get() })
+    }
+
+    #[cfg(Py_GIL_DISABLED)]
+    thread_local! {
+        static SLOT: std::cell::RefCell<Option<Py<Acquire>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    /// Runs `f` on this thread's slot. `f` must not run Python code.
+    #[cfg(Py_GIL_DISABLED)]
+    #[inline(always)]
+    pub(super) fn with<R>(_py: Python<'_>, f: impl FnOnce(&mut Option<Py<Acquire>>) -> R) -> R {
+        SLOT.with(|slot| f(&mut slot.borrow_mut()))
+    }
 }
 
 /// What `__aenter__` returns: the same decision, made now (`async with` awaits at once, so
 /// nothing can come between the call and the first step). Shared `Ready` when admitted.
+/// `costs` are an `all_of`'s (else empty).
 #[inline(always)]
-pub(crate) fn enter(
-    py: Python<'_>,
-    owner: Owner,
+pub(crate) fn enter<L: Limiter>(
+    limiter: &Bound<'_, L>,
     n: u64,
+    costs: &[u64],
     timeout: Option<f64>,
 ) -> PyResult<Py<PyAny>> {
-    match first_step(py, &owner, n, timeout)? {
+    let py = limiter.py();
+    match first_step(py, &Known(limiter, costs), n, timeout)? {
         First::Admitted => ready(py),
         First::Wait(awaitable) => Ok(awaitable),
     }

@@ -211,6 +211,6 @@ impl AllOf {
     /// `async with`: the acquisition's decision made at once (it is awaited at once).
     fn __aenter__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let costs = vec![1; slf.get().members.len()];
-        acquire::enter(slf.py(), Owner::new(slf.clone().unbind(), costs), 0, None)
+        acquire::enter(slf, 0, &costs, None)
     }
 }

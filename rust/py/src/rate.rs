@@ -370,12 +370,7 @@ macro_rules! rate_limiter_pymethods {
 
             /// `async with`: the acquisition's decision made at once (it is awaited at once).
             fn __aenter__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-                crate::acquire::enter(
-                    slf.py(),
-                    crate::acquire::Owner::new(slf.clone().unbind(), Vec::new()),
-                    1,
-                    None,
-                )
+                crate::acquire::enter(slf, 1, &[], None)
             }
 
             /// `with limiter:` (threads): admits natively when it fits and nobody waits;

@@ -225,12 +225,7 @@ impl Semaphore {
 
     /// `async with`: the acquisition's decision made at once (it is awaited at once).
     fn __aenter__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        acquire::enter(
-            slf.py(),
-            Owner::new(slf.clone().unbind(), Vec::new()),
-            1,
-            None,
-        )
+        acquire::enter(slf, 1, &[], None)
     }
 
     /// `acquire(n, timeout)` decided now, for an `__aenter__` built on it (awaited at once):
@@ -243,12 +238,7 @@ impl Semaphore {
     ) -> PyResult<Py<PyAny>> {
         let n = count("n", Some(n), 1)?;
         let limit = self::timeout(timeout)?;
-        acquire::enter(
-            slf.py(),
-            Owner::new(slf.clone().unbind(), Vec::new()),
-            n,
-            limit,
-        )
+        acquire::enter(slf, n, &[], limit)
     }
 
     // Three optional positionals, not `*args`: no tuple is built per call.
