@@ -69,3 +69,14 @@ async def mapping() -> None:
     async for item in adm.map(awidened, [1, 2], limit=2):
         print(item + 1.0)
     adm.map(widen, [1, 2], limit=2)  # error
+
+
+async def configured(manager: adm.ConcurrencyManager) -> None:
+    # [breakers.NAME] and [retries.NAME] (issue 14).
+    breaker: adm.CircuitBreaker = manager.breaker("openai")
+    retry: adm.Retry = manager.retry("openai")
+    answer: float = await retry.call(awidened, 2)
+    print(breaker.state, answer)
+    manager.breaker(1)  # error
+    r: adm.RetryBudget = manager.retry("openai")  # error
+    print(r)
