@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import pytest
 from retry_harness import APIS, KINDS, Harness
+from support import unique
 
 import admission as adm
 from admission import retry as retry_module
@@ -903,6 +904,54 @@ def test_breaker_refusal_past_the_deadline_gives_up_at_once(h: Harness) -> None:
     assert run.starts == []
     assert run.end == 0.0
     assert retry.stats().gave_up["deadline"] == 1
+
+
+def _real_breaker(h: Harness, **kwargs: Any) -> tuple[adm.CircuitBreaker, dict[str, Any]]:
+    """A real `CircuitBreaker` (opens after 2 calls at half failures, 5 s open, 1 probe) on
+    the harness's time, and the ``clock=`` its retry needs: the loop's virtual clock on
+    asyncio and trio, one `ManualClock` on uvloop and in threads."""
+    if h.kind in ("asyncio", "trio"):
+        clock: Any = adm.LoopClock()
+        retry_clock: dict[str, Any] = {}
+    else:
+        clock = adm.testing.ManualClock()
+        retry_clock = {"clock": clock}
+    settings: dict[str, Any] = {
+        "window": 10,
+        "min_calls": 2,
+        "open_for": 5,
+        "half_open_calls": 1,
+        "clock": clock,
+    }
+    settings.update(kwargs)
+    return adm.CircuitBreaker(unique("retry-breaker"), **settings), retry_clock
+
+
+def test_a_real_breaker_is_waited_out_never_called_through(h: Harness, api: str) -> None:
+    breaker, clock = _real_breaker(h)
+    retry = h.retry(base=1, jitter="none", breaker=breaker, **clock)
+    run = h.run(retry, [ConnectionError, ConnectionError, "ok"], api=api)
+    assert run.result == "ok"
+    # 0 fails, 1 fails: the breaker opens until 6. At 3 it refuses (no call): the wait is
+    # max(its 3 s, the backoff 4 s); at 7 the one probe goes through and closes it.
+    assert run.starts == [0.0, 1.0, 7.0]
+    # (Counts read without the clock: a LoopClock breaker is read here outside its loop.)
+    _, success, failure, _, rejected, _, opened = breaker._counts()
+    assert (breaker.state, failure, success, rejected, opened) == ("closed", 2, 1, 1, 1)
+    s = retry.stats()
+    assert (s.attempts, s.retries) == (3, 3)  # calls of the function; waits before each
+
+
+def test_a_real_breaker_open_past_the_deadline_gives_up_at_once(h: Harness, api: str) -> None:
+    breaker, clock = _real_breaker(h)
+    retry = h.retry(base=1, jitter="none", deadline=4, breaker=breaker, **clock)
+    run = h.run(retry, [ConnectionError, ConnectionError, "never called"], api=api)
+    assert isinstance(run.error, adm.CircuitOpen)
+    assert run.error.retry_after == pytest.approx(3.0)
+    assert run.starts == [0.0, 1.0]
+    assert run.end == 3.0  # refused at 3, open until 6 >= the deadline: no wait
+    assert retry.stats().gave_up["deadline"] == 1
+    assert breaker._counts()[4] == 1  # rejected
 
 
 # --- bad input -----------------------------------------------------------------------------------
