@@ -348,8 +348,8 @@ async def test_half_open_admits_exactly_the_probes_to_concurrent_tasks(
     async with anyio.create_task_group() as tg:
         for _ in range(50):
             tg.start_soon(caller)
-        for _ in range(200):  # let every task try (no time passes)
-            if len(outcomes) == 47:
+        for _ in range(1000):  # let every task try (no time passes)
+            if len(outcomes) == 47 and inside == 3:  # (on trio a probe enters a step later)
                 break
             await anyio.lowlevel.checkpoint()
         assert (most, b.stats().probes_in_flight) == (3, 3)

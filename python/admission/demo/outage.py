@@ -147,7 +147,8 @@ def _naive() -> Call:
             except (httpx.HTTPStatusError, httpx.TransportError):
                 if attempt == NAIVE_ATTEMPTS - 1:
                     return False
-                await asyncio.sleep(1.0)  # fixed, no jitter, Retry-After ignored
+                # The anti-pattern this demo shows: fixed, no jitter, Retry-After ignored.
+                await asyncio.sleep(1.0)  # noqa: ADM401
         return False  # pragma: no cover - the loop returns
 
     return call
