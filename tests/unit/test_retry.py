@@ -547,6 +547,41 @@ def test_cancel_during_the_backoff_propagates_at_once(kind: str, api: str) -> No
     assert (s.cancelled, s.retries, s.attempts, s.in_flight) == (1, 1, 1, 0)
 
 
+@pytest.mark.parametrize("api", APIS)
+def test_cancel_during_the_backoff_propagates_at_once_on_uvloop(api: str) -> None:
+    # uvloop's clock is real: the backoff is 100 real seconds, the caller is cancelled as
+    # soon as the first attempt has failed, and the call must end long before (bounded).
+    pytest.importorskip("uvloop")
+    retry = adm.Retry(attempts=5, base=100, cap=100, jitter="none", deadline=None)
+    failed = asyncio.Event()
+
+    async def failing() -> None:
+        failed.set()
+        raise ConnectionError
+
+    async def call() -> None:
+        if api == "decorator":
+            await retry(failing)()
+        elif api == "call":
+            await retry.call(failing)
+        else:
+            async for attempt in retry:
+                with attempt:
+                    await failing()
+
+    async def main() -> None:
+        task = asyncio.ensure_future(call())
+        await failed.wait()
+        await asyncio.sleep(0)  # into the backoff
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=30)
+
+    Harness("uvloop").run_async(main)
+    s = retry.stats()
+    assert (s.cancelled, s.retries, s.attempts, s.in_flight) == (1, 1, 1, 0)
+
+
 def test_asyncio_wait_for_during_the_backoff() -> None:
     retry = adm.Retry(attempts=5, base=100, cap=100, jitter="none", deadline=None)
 
