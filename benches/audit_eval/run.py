@@ -277,7 +277,10 @@ def main() -> int:
         print(text, end="\n\n")
         if unlabelled:
             failed = not args.allow_unlabelled
-            print(f"{len(unlabelled)} findings have no label in {CORPORA[corpus][1]}:", file=sys.stderr)
+            print(
+                f"{len(unlabelled)} findings have no label in {CORPORA[corpus][1]}:",
+                file=sys.stderr,
+            )
             print("\n".join(f"  {key}" for key in unlabelled), file=sys.stderr)
         elif args.write_results:
             write_results(args.block or corpus, text)
