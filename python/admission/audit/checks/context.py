@@ -30,7 +30,7 @@ from admission.audit.walk import (
     Site,
 )
 
-__all__ = ["Context"]
+__all__ = ["Context", "own_nodes"]
 
 # Loops over ranges up to this many items count as bounded (`for i in range(8)`).
 SMALL_RANGE = 100
@@ -639,6 +639,17 @@ class Context:
 def _owned_target(target: ast.expr) -> bool:
     """A loop variable that names one of the program's resources (``for broker_id in ...``)."""
     return any(owned(n.id) for n in ast.walk(target) if isinstance(n, ast.Name))
+
+
+def own_nodes(statements: list[ast.stmt]) -> Iterator[ast.AST]:
+    """The nodes of a statement list in source order, not descending into nested functions,
+    lambdas and classes (their code runs elsewhere)."""
+    stack: list[ast.AST] = list(reversed(statements))
+    while stack:
+        node = stack.pop()
+        yield node
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
+            stack.extend(reversed(list(ast.iter_child_nodes(node))))
 
 
 def _owned_annotation(annotation: ast.expr | None) -> bool:

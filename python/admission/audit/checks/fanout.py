@@ -10,9 +10,8 @@ for that site: the limiter is there, in the wrong place). Each finding names the
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
 
-from admission.audit.checks.context import Context
+from admission.audit.checks.context import Context, own_nodes
 from admission.audit.names import dotted, last_name
 from admission.audit.walk import LOOP, Site
 
@@ -246,16 +245,6 @@ def _awaited_in_loop(ctx: Context, call: ast.Call, site: Site) -> bool:
     return target is not None and target in site.scope.awaited_names
 
 
-def _loop_nodes(loop: ast.AST) -> Iterator[ast.AST]:
-    """The nodes of a loop's body, not descending into nested functions and classes."""
-    stack: list[ast.AST] = list(getattr(loop, "body", []))
-    while stack:
-        node = stack.pop()
-        yield node
-        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
-            stack.extend(ast.iter_child_nodes(node))
-
-
 def _waited_for_in_loop(ctx: Context, loop: ast.AST, call: ast.Call) -> bool:
     """The task is awaited in the same iteration, itself or through what it is put in
     (`close = wait_for(shield(task), t)`, `await close`; `await asyncio.wait((task, stop))`):
@@ -264,7 +253,9 @@ def _waited_for_in_loop(ctx: Context, loop: ast.AST, call: ast.Call) -> bool:
     if target is None:
         return False
     names = {target}
-    assigns = [n for n in _loop_nodes(loop) if isinstance(n, ast.Assign | ast.AnnAssign)]
+    assigns = [
+        n for n in own_nodes(getattr(loop, "body", [])) if isinstance(n, ast.Assign | ast.AnnAssign)
+    ]
     grew = True
     while grew:
         grew = False
@@ -279,7 +270,10 @@ def _waited_for_in_loop(ctx: Context, loop: ast.AST, call: ast.Call) -> bool:
                     if isinstance(name, ast.Name) and name.id not in names:
                         names.add(name.id)
                         grew = True
-    return any(isinstance(n, ast.Await) and _mentions(n.value, names) for n in _loop_nodes(loop))
+    return any(
+        isinstance(n, ast.Await) and _mentions(n.value, names)
+        for n in own_nodes(getattr(loop, "body", []))
+    )
 
 
 def _mentions(node: ast.AST, names: set[str]) -> bool:
@@ -295,7 +289,7 @@ def _restarts_after_ending(loop: ast.AST, call: ast.Call) -> bool:
     runner = dotted(work.func.value)
     if runner is None:
         return False
-    for node in _loop_nodes(loop):
+    for node in own_nodes(getattr(loop, "body", [])):
         if isinstance(node, ast.Await) and node.lineno < call.lineno:
             ended = _lifecycle_call(node.value)
             if ended is not None and isinstance(node.value, ast.Call):

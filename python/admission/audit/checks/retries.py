@@ -10,9 +10,8 @@ A delay computed by a helper of the same file is read through one call level.
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
 
-from admission.audit.checks.context import Context, words
+from admission.audit.checks.context import Context, own_nodes, words
 from admission.audit.names import dotted, last_name
 from admission.audit.walk import HANDLER, LOOP, TRY, WITH, Scope, Site
 
@@ -167,11 +166,19 @@ def _random_call(ctx: Context, node: ast.AST) -> bool:
 def _exits(statements: list[ast.stmt]) -> bool:
     """Whether a statement list leaves the loop on some path (``break``/``return``),
     not counting nested loops and functions."""
+    return bool(_exit_statements(statements))
+
+
+def _exit_statements(statements: list[ast.stmt]) -> list[ast.Break | ast.Return]:
+    """The ``break``/``return`` statements that leave the loop, not those of nested loops
+    and functions."""
+    found: list[ast.Break | ast.Return] = []
     stack: list[ast.AST] = list(statements)
     while stack:
         node = stack.pop()
         if isinstance(node, ast.Break | ast.Return):
-            return True
+            found.append(node)
+            continue
         if isinstance(
             node,
             ast.For
@@ -185,7 +192,7 @@ def _exits(statements: list[ast.stmt]) -> bool:
             continue
         if isinstance(node, ast.stmt):
             stack.extend(ast.iter_child_nodes(node))
-    return False
+    return found
 
 
 def _tries(statements: list[ast.stmt]) -> list[ast.Try]:
@@ -224,37 +231,22 @@ def _retry_loop(loop: ast.AST) -> bool:
     return False
 
 
-def _own_nodes(statements: list[ast.stmt]) -> Iterator[ast.AST]:
-    """The nodes of a statement list, not descending into nested functions and classes."""
-    stack: list[ast.AST] = list(reversed(statements))
-    while stack:
-        node = stack.pop()
-        yield node
-        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
-            stack.extend(reversed(list(ast.iter_child_nodes(node))))
-
-
 def _exits_after_work(statements: list[ast.stmt]) -> bool:
     """Whether the attempt leaves the loop after doing its work: an exit that comes before
     every call of the attempt (`if stopped: break` ahead of the read) is the owner's stop
     signal, not the attempt's success, and a loop whose work never ends it is not a retry."""
-    if not _exits(statements):
-        return False
+    exits = _exit_statements(statements)
     first_call = min(
-        ((n.lineno, n.col_offset) for n in _own_nodes(statements) if isinstance(n, ast.Call)),
+        ((n.lineno, n.col_offset) for n in own_nodes(statements) if isinstance(n, ast.Call)),
         default=None,
     )
-    if first_call is None:
-        return True
-    for node in _own_nodes(statements):
-        if isinstance(node, ast.For | ast.AsyncFor | ast.While):
-            continue
-        if isinstance(node, ast.Break | ast.Return) and (
-            (node.lineno, node.col_offset) > first_call
-            or (isinstance(node, ast.Return) and node.value is not None)
-        ):
-            return True
-    return False
+    if not exits or first_call is None:
+        return bool(exits)
+    return any(
+        (node.lineno, node.col_offset) > first_call
+        or (isinstance(node, ast.Return) and node.value is not None)
+        for node in exits
+    )
 
 
 # Methods that wait for an object that already exists (a future, an event, a thread):
@@ -268,7 +260,7 @@ def _rewaits(loop: ast.AST, attempt: ast.Try) -> bool:
     (`while True: try: future.result(10); break except TimeoutError: log(...)`)."""
     made_in_loop = {
         target.id
-        for node in _own_nodes(getattr(loop, "body", []))
+        for node in own_nodes(getattr(loop, "body", []))
         if isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign | ast.NamedExpr)
         for assigned in (node.targets if isinstance(node, ast.Assign) else [node.target])
         for target in ast.walk(assigned)
@@ -279,7 +271,7 @@ def _rewaits(loop: ast.AST, attempt: ast.Try) -> bool:
         return isinstance(node, ast.Name) and node.id not in made_in_loop
 
     waits = 0
-    for node in _own_nodes(attempt.body):
+    for node in own_nodes(attempt.body):
         if isinstance(node, ast.Await) and existing(node.value):
             waits += 1
         elif isinstance(node, ast.Call):
@@ -404,7 +396,7 @@ def _ends_loop(loop: ast.AST, handler: ast.ExceptHandler) -> bool:
     if not isinstance(loop, ast.While):
         return False
     condition = {dotted(n) for n in ast.walk(loop.test) if isinstance(n, ast.Name | ast.Attribute)}
-    for node in _own_nodes(handler.body):
+    for node in own_nodes(handler.body):
         if (
             isinstance(node, ast.Assign)
             and isinstance(node.value, ast.Constant)
@@ -421,7 +413,7 @@ def _step_of_attempt(site: Site, loop_index: int, sleep: ast.Call) -> bool:
     for kind, node in site.blocks[loop_index + 1 :]:
         if kind == TRY and isinstance(node, ast.Try):
             end = sleep.end_lineno or sleep.lineno
-            return any(isinstance(n, ast.Call) and n.lineno > end for n in _own_nodes(node.body))
+            return any(isinstance(n, ast.Call) and n.lineno > end for n in own_nodes(node.body))
     return False
 
 
