@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import admission as adm
 import httpx
 import pytest
 from test_shared_memory_workers import (
@@ -28,6 +27,8 @@ from test_shared_memory_workers import (
     hold_three,
     wait_for_one,
 )
+
+import admission as adm
 
 SPAWN = multiprocessing.get_context("spawn")
 
@@ -60,7 +61,8 @@ def test_eight_processes_share_one_token_bucket_exactly(store: adm.stores.Shared
     for p in procs:
         p.start()
     for conn, _ in pipes:  # every worker has started and opened the bucket
-        assert conn.poll(BOUND) and conn.recv() == "ready"
+        assert conn.poll(BOUND)
+        assert conn.recv() == "ready"
     start = time.monotonic() + 0.2
     end = start + 2.0
     for conn, _ in pipes:
@@ -85,13 +87,13 @@ def test_a_shared_semaphore_never_lets_more_than_its_limit_hold(
     holding = SPAWN.Value("i", 0)
     pipes = [SPAWN.Pipe() for _ in range(8)]
     procs = [
-        SPAWN.Process(target=hammer_semaphore, args=(store, holding, child))
-        for _, child in pipes
+        SPAWN.Process(target=hammer_semaphore, args=(store, holding, child)) for _, child in pipes
     ]
     for p in procs:
         p.start()
     for conn, _ in pipes:
-        assert conn.poll(BOUND) and conn.recv() == "ready"
+        assert conn.poll(BOUND)
+        assert conn.recv() == "ready"
     end = time.monotonic() + 2.0
     for conn, _ in pipes:
         conn.send(end)
@@ -128,7 +130,8 @@ def test_permits_of_a_killed_process_come_back_to_a_waiter_in_another(
     out_r, out_w = SPAWN.Pipe(duplex=False)
     waiter = SPAWN.Process(target=wait_for_one, args=(store, out_w, asynchronous))
     waiter.start()
-    assert out_r.poll(BOUND) and out_r.recv() == "waiting"
+    assert out_r.poll(BOUND)
+    assert out_r.recv() == "waiting"
     time.sleep(0.3)  # the waiter is asleep now (it has nothing to wake it but the kill)
     assert holder.pid is not None
     killed_at = time.monotonic()

@@ -85,6 +85,9 @@ class SharedMemory(_native.SharedSegment):
     """
 
     __slots__ = ("_directory", "_mode", "_name")
+    _directory: str
+    _mode: int
+    _name: str
 
     def __new__(
         cls,
@@ -127,7 +130,8 @@ class SharedMemory(_native.SharedSegment):
         out = []
         for kind, name, fields, counts, in_use in self._limiters():
             keys = ("rate", "per", "burst") if kind == "TokenBucket" else ("limit",)
-            out.append(SharedLimiter(kind, name, dict(zip(keys, fields)), *counts, in_use))
+            config = dict(zip(keys, fields, strict=True))
+            out.append(SharedLimiter(kind, name, config, *counts, in_use))
         return out
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -255,9 +259,7 @@ class SharedTokenBucket(_Waiting, _native.SharedTokenBucket):
     def stats(self) -> LimiterStats:
         """Host-wide counters: every process's admissions and refusals (no wait histogram)."""
         admitted, admitted_cost, rejected, timed_out, cancelled = self._counters()
-        return LimiterStats(
-            self.name, admitted, admitted_cost, rejected, timed_out, cancelled, 0
-        )
+        return LimiterStats(self.name, admitted, admitted_cost, rejected, timed_out, cancelled, 0)
 
     def __repr__(self) -> str:
         return (
@@ -344,4 +346,7 @@ class SharedSemaphore(_Waiting, _native.SharedSemaphore):
         )
 
     def __repr__(self) -> str:
-        return f"Semaphore({self.limit}, name={self.name!r}, in_use={self.in_use}, store=shared memory)"
+        return (
+            f"Semaphore({self.limit}, name={self.name!r}, in_use={self.in_use}, "
+            "store=shared memory)"
+        )
