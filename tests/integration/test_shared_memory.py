@@ -79,6 +79,26 @@ def test_eight_processes_share_one_token_bucket_exactly(store: adm.stores.Shared
     assert all(c > 0 for c in counts), counts  # every process took part
     shared = adm.TokenBucket(rate=1000, per=1, burst=100, name="api", store=store).stats()
     assert shared.admitted == total  # host-wide counters, every process's admissions
+    # One exporter reports the host: the shared counters, once, under their own families.
+    remove = store.export_metrics()
+    try:
+        families = {f.name: f for f in adm.metrics.collect()}
+    finally:
+        remove()
+    reported = [
+        (s.labels, s.value)
+        for s in families["admission_shared_acquisitions"].samples
+        if s.labels["limiter"] == "api"
+    ]
+    assert {(lab["outcome"], v) for lab, v in reported} == {
+        ("admitted", total),
+        ("rejected", shared.rejected),
+        ("timeout", 0),
+        ("cancelled", 0),
+    }
+    assert all(lab["store"] == store.name for lab, _ in reported)
+    own = families.get("admission_acquisitions")
+    assert own is None or all(s.labels["limiter"] != "api" for s in own.samples)
 
 
 def test_a_shared_semaphore_never_lets_more_than_its_limit_hold(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, final
 
@@ -22,6 +23,9 @@ from admission import _backend, _native
 from admission._validate import timeout_seconds
 from admission.errors import AcquireTimeout
 from admission.stats import LimiterStats, SemaphoreStats, WaitHistogram
+
+if TYPE_CHECKING:
+    from admission.metrics import Family
 
 __all__ = ["SharedLimiter", "SharedMemory", "SharedSemaphore", "SharedTokenBucket"]
 
@@ -133,6 +137,70 @@ class SharedMemory(_native.SharedSegment):
             config = dict(zip(keys, fields, strict=True))
             out.append(SharedLimiter(kind, name, config, *counts, in_use))
         return out
+
+    def export_metrics(self) -> Callable[[], None]:
+        """Adds this segment's limiters to every metrics exporter of this process (see
+        `admission.metrics.add_source`); returns the function that removes them.
+
+        The figures are host-wide (read from the shared words), so call this in **one**
+        process per host (the server's master, or a sidecar serving ``adm.metrics.serve``):
+        then one exporter reports the whole host, and nothing is counted twice. Limiters in
+        a store are never part of a process's own series (``admission_acquisitions`` and
+        the rest), so the workers' exporters, if any, do not report them again.
+
+        Families (labels ``store``, ``kind``, ``limiter``): ``admission_shared_acquisitions``
+        (counter, label ``outcome``), ``admission_shared_admitted_cost`` (counter),
+        ``admission_shared_permits_in_use`` and ``admission_shared_limit`` (gauges).
+        """
+        from admission import metrics
+
+        return metrics.add_source(self._families)
+
+    def _families(self) -> list[Family]:
+        from admission.metrics import Family, Sample
+
+        limiters = self.limiters()
+
+        def labels(s: SharedLimiter, **extra: str) -> dict[str, str]:
+            kind = "token_bucket" if s.kind == "TokenBucket" else "semaphore"
+            return {"store": self._name, "kind": kind, "limiter": s.name, **extra}
+
+        outcomes = ("admitted", "rejected", "timeout", "cancelled")
+        return [
+            Family(
+                "admission_shared_acquisitions",
+                "counter",
+                "Requests to limiters in shared memory, every process of the host, by outcome.",
+                tuple(
+                    Sample(labels(s, outcome=o), float(v))
+                    for s in limiters
+                    for o, v in zip(
+                        outcomes, (s.admitted, s.rejected, s.timed_out, s.cancelled), strict=True
+                    )
+                ),
+            ),
+            Family(
+                "admission_shared_admitted_cost",
+                "counter",
+                "Sum of the admitted costs of limiters in shared memory, every process.",
+                tuple(Sample(labels(s), float(s.admitted_cost)) for s in limiters),
+            ),
+            Family(
+                "admission_shared_permits_in_use",
+                "gauge",
+                "Permits of shared semaphores held now, by every process of the host.",
+                tuple(Sample(labels(s), float(s.in_use)) for s in limiters if "limit" in s.config),
+            ),
+            Family(
+                "admission_shared_limit",
+                "gauge",
+                "A shared semaphore's limit, or a shared token bucket's burst.",
+                tuple(
+                    Sample(labels(s), s.config.get("limit", s.config.get("burst", 0.0)))
+                    for s in limiters
+                ),
+            ),
+        ]
 
     def __reduce__(self) -> tuple[Any, ...]:
         options = {"capacity": self.capacity, "mode": self._mode, "directory": self._directory}
