@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,18 @@ from admission.stats import LimiterStats, SemaphoreStats, WaitHistogram
 
 if TYPE_CHECKING:
     from admission.metrics import Family
+
+if sys.platform == "linux":
+    _Segment = _native.SharedSegment
+    _Bucket = _native.SharedTokenBucket
+    _Semaphore = _native.SharedSemaphore
+else:  # pragma: no cover - the extension has the store on Linux only
+
+    class _Unsupported:
+        def __new__(cls, *args: object, **kwargs: object) -> Any:
+            raise OSError("admission's shared-memory store needs Linux (/dev/shm, futex, /proc)")
+
+    _Segment = _Bucket = _Semaphore = _Unsupported  # type: ignore[misc, assignment]
 
 __all__ = ["SharedLimiter", "SharedMemory", "SharedSemaphore", "SharedTokenBucket"]
 
@@ -57,7 +70,7 @@ class SharedLimiter:
     in_use: int = 0
 
 
-class SharedMemory(_native.SharedSegment):
+class SharedMemory(_Segment):
     """A named shared-memory segment holding limiters shared by the processes of this host.
 
     >>> import admission as adm, uuid
@@ -278,7 +291,7 @@ class _Waiting:
 
 
 @final
-class SharedTokenBucket(_Waiting, _native.SharedTokenBucket):
+class SharedTokenBucket(_Waiting, _Bucket):
     """A `TokenBucket` whose GCRA word lives in a `SharedMemory` segment: one limit for every
     process of the host. Made by ``adm.TokenBucket(..., name=..., store=store)``.
 
@@ -337,7 +350,7 @@ class SharedTokenBucket(_Waiting, _native.SharedTokenBucket):
 
 
 @final
-class SharedSemaphore(_Waiting, _native.SharedSemaphore):
+class SharedSemaphore(_Waiting, _Semaphore):
     """A `Semaphore` whose permits are leases in a `SharedMemory` segment: one limit for every
     process of the host. Made by ``adm.Semaphore(limit, name=..., store=store)``.
 
