@@ -82,13 +82,12 @@ class Semaphore(_native.Semaphore):
             from admission.stores import SharedSemaphore
 
             return SharedSemaphore(store, name, limit)
-        return super().__new__(cls, limit, name=name)
-
-    def __init__(self, limit: int, *, name: str | None = None, store: None = None) -> None:
-        # The native __new__ has parsed and checked the arguments; this makes the semaphore
-        # visible to metrics and alerts (a weak reference: it never keeps it alive). The
-        # signature is __new__'s, so that type checkers check calls against it.
-        _registry.register(self)
+        semaphore = super().__new__(cls, limit, name=name)
+        # Visible to metrics and alerts (a weak reference: it never keeps it alive). A
+        # semaphore in a store is not: its figures are the host's, reported once per host
+        # (`SharedMemory.export_metrics`).
+        _registry.register(semaphore)
+        return semaphore
 
     def acquire_blocking(self, n: int = 1, timeout: float | str | None = None) -> None:
         """Waits in this thread until ``n`` permits are held (FIFO).

@@ -8,9 +8,10 @@ import pickle
 import uuid
 from collections.abc import Iterator
 
-import admission as adm
 import pytest
 import trio
+
+import admission as adm
 
 
 @pytest.fixture
