@@ -7,6 +7,11 @@ a multiprocessing pool): pass it as ``store=`` to `admission.TokenBucket` or
 
 from __future__ import annotations
 
-from admission.stores.shared_memory import SharedMemory, SharedSemaphore, SharedTokenBucket
+from admission.stores.shared_memory import (
+    SharedLimiter,
+    SharedMemory,
+    SharedSemaphore,
+    SharedTokenBucket,
+)
 
-__all__ = ["SharedMemory", "SharedSemaphore", "SharedTokenBucket"]
+__all__ = ["SharedLimiter", "SharedMemory", "SharedSemaphore", "SharedTokenBucket"]
