@@ -50,6 +50,28 @@ pub struct BucketWords {
     pub _reserved: [AtomicU64; 2],
 }
 
+impl BucketWords {
+    /// Zeroed words (a fresh bucket: full), for tests and models; in a segment, the mapped
+    /// file's zeroes are the same.
+    pub fn new() -> Self {
+        Self {
+            tat: AtomicU64::new(0),
+            admitted: AtomicU64::new(0),
+            admitted_cost: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            timed_out: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+            _reserved: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Default for BucketWords {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Host-wide counters of a shared limiter: `(admitted, admitted_cost, rejected, timed_out,
 /// cancelled)`.
 pub type SharedCounts = (u64, u64, u64, u64, u64);
@@ -195,6 +217,46 @@ pub struct SemaphoreWords {
     pub cancelled: AtomicU64,
     pub _reserved: [AtomicU64; 7],
     pub holders: [Holder; HOLDERS],
+}
+
+impl SemaphoreWords {
+    /// Zeroed words (nothing held, no holder), for tests and models; in a segment, the
+    /// mapped file's zeroes are the same.
+    pub fn new() -> Self {
+        let zero = || AtomicU64::new(0);
+        Self {
+            word: zero(),
+            wake: zero(),
+            sleepers: zero(),
+            high_water: zero(),
+            admitted: zero(),
+            admitted_cost: zero(),
+            rejected: zero(),
+            timed_out: zero(),
+            cancelled: zero(),
+            _reserved: std::array::from_fn(|_| zero()),
+            holders: std::array::from_fn(|_| Holder {
+                owner: zero(),
+                held: zero(),
+            }),
+        }
+    }
+
+    /// The permit word as a process killed in the middle of a change leaves it: `in_use`
+    /// already changed, slot `slot` not yet at `count` (its version `version`). For models.
+    pub fn interrupted(in_use: u64, slot: usize, count: u64, version: u64) -> u64 {
+        in_use
+            | PENDING
+            | (slot as u64) << SLOT_SHIFT
+            | count << COUNT_SHIFT
+            | (version & VERSION_MASK) << VERSION_SHIFT
+    }
+}
+
+impl Default for SemaphoreWords {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 // The permit word: in_use | PENDING | slot | new count | new version (low 16 bits).
@@ -445,42 +507,12 @@ mod tests {
 
     const S: u64 = crate::NANOS_PER_SEC;
 
-    fn zeroed<const N: usize>() -> [AtomicU64; N] {
-        std::array::from_fn(|_| AtomicU64::new(0))
-    }
-
     fn bucket_words() -> BucketWords {
-        let [tat, admitted, admitted_cost, rejected, timed_out, cancelled] = zeroed();
-        BucketWords {
-            tat,
-            admitted,
-            admitted_cost,
-            rejected,
-            timed_out,
-            cancelled,
-            _reserved: zeroed(),
-        }
+        BucketWords::new()
     }
 
     fn semaphore_words() -> SemaphoreWords {
-        let [word, wake, sleepers, high_water, admitted, admitted_cost, rejected, timed_out, cancelled] =
-            zeroed();
-        SemaphoreWords {
-            word,
-            wake,
-            sleepers,
-            high_water,
-            admitted,
-            admitted_cost,
-            rejected,
-            timed_out,
-            cancelled,
-            _reserved: zeroed(),
-            holders: std::array::from_fn(|_| Holder {
-                owner: AtomicU64::new(0),
-                held: AtomicU64::new(0),
-            }),
-        }
+        SemaphoreWords::new()
     }
 
     #[test]
@@ -551,10 +583,8 @@ mod tests {
         let b = SharedSemaphore::claim(&w, 2).unwrap();
         // Process 1 took 2 permits and died between the two steps: the word says so, its
         // slot does not yet.
-        w.word.store(
-            2 | PENDING | (a as u64) << SLOT_SHIFT | 2 << COUNT_SHIFT | 1 << VERSION_SHIFT,
-            Ordering::Release,
-        );
+        w.word
+            .store(SemaphoreWords::interrupted(2, a, 2, 1), Ordering::Release);
         assert_eq!(SharedSemaphore::held(&w, a), 0);
         assert_eq!(s.try_acquire(&w, b, 2, true), Ok(true));
         assert_eq!(SharedSemaphore::held(&w, a), 2);
