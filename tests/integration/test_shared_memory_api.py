@@ -46,11 +46,11 @@ def test_a_cancelled_wait_is_counted_and_takes_nothing(store: adm.stores.SharedM
 
     async def cancelled() -> None:
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(sem.acquire(), 0.05)
+            await asyncio.wait_for(sem.acquire(n=1), 0.05)
 
     asyncio.run(cancelled())
     with pytest.raises(adm.AcquireTimeout):
-        sem.acquire_blocking(timeout=0.02)
+        sem.acquire_blocking(n=1, timeout=0.02)
     sem.release()
     assert sem.in_use == 0
     stats = sem.stats()

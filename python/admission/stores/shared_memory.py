@@ -83,6 +83,7 @@ class SharedMemory(_Segment):
     ...     db.in_use
     1
     >>> store.unlink()
+    True
 
     Every process that opens the same store name and limiter name shares one limit. The
     segment is created on first use (file ``/dev/shm/admission.<name>``, permissions
@@ -248,9 +249,7 @@ class _Waiting:
             """Seconds to sleep before the next try; raises `AcquireTimeout` if the deadline
             will pass first."""
 
-    def acquire_blocking(self, cost: int = 1, timeout: float | str | None = None) -> None:
-        """Waits in this thread until ``cost`` is admitted. Waiters in different processes
-        are not served in order: each takes room as it finds it."""
+    def _acquire_blocking(self, cost: int, timeout: float | str | None) -> None:
         seconds = timeout_seconds(timeout)
         if self._try_take(cost):
             return
@@ -268,9 +267,7 @@ class _Waiting:
         while not self._try_take(cost):
             time.sleep(self._next_try(cost, deadline, timeout))
 
-    async def acquire(self, cost: int = 1, timeout: float | str | None = None) -> None:
-        """Waits in this task until ``cost`` is admitted (asyncio or trio), polling the
-        shared state at most every ``POLL_MAX`` seconds."""
+    async def _acquire(self, cost: int, timeout: float | str | None) -> None:
         seconds = timeout_seconds(timeout)
         backend = _backend.current()
         if self._try_take(cost):
@@ -324,6 +321,16 @@ class SharedTokenBucket(_Waiting, _Bucket):
     def waiting(self) -> int:
         """Always 0: a shared bucket keeps no queue."""
         return 0
+
+    def acquire_blocking(self, cost: int = 1, timeout: float | str | None = None) -> None:
+        """Waits in this thread until ``cost`` is admitted; raises `AcquireTimeout` at once
+        if that would take longer than ``timeout``."""
+        self._acquire_blocking(cost, timeout)
+
+    async def acquire(self, cost: int = 1, timeout: float | str | None = None) -> None:
+        """Waits in this task (asyncio or trio) until ``cost`` is admitted; raises
+        `AcquireTimeout` at once if that would take longer than ``timeout``."""
+        await self._acquire(cost, timeout)
 
     def __enter__(self) -> None:
         self.acquire_blocking()
@@ -390,6 +397,16 @@ class SharedSemaphore(_Waiting, _Semaphore):
     def waiting(self) -> int:
         """Always 0: waiters in other processes are not counted."""
         return 0
+
+    def acquire_blocking(self, n: int = 1, timeout: float | str | None = None) -> None:
+        """Waits in this thread (asleep on the futex, without the GIL) until ``n`` permits
+        are held; `AcquireTimeout` after ``timeout`` seconds."""
+        self._acquire_blocking(n, timeout)
+
+    async def acquire(self, n: int = 1, timeout: float | str | None = None) -> None:
+        """Waits in this task (asyncio or trio) until ``n`` permits are held, polling at
+        most every ``POLL_MAX`` seconds; `AcquireTimeout` after ``timeout`` seconds."""
+        await self._acquire(n, timeout)
 
     def locked(self) -> bool:
         """Whether one more permit would have to wait."""
