@@ -28,7 +28,7 @@ else:
     _NATIVE_ERROR = None
 
 if TYPE_CHECKING or _NATIVE_ERROR is None:
-    from admission import alerts, metrics, policies, testing
+    from admission import alerts, metrics, policies, stores, testing
     from admission._native import MAX_PERMITS, Decision, LoopClock
     from admission.breaker import BreakerStats, CircuitBreaker
     from admission.combine import AllOf, all_of
@@ -149,6 +149,7 @@ __all__ = [
     "parse_duration",
     "parse_rate",
     "policies",
+    "stores",
     "testing",
     "to_thread",
 ]

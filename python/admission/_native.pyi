@@ -22,6 +22,9 @@ __all__ = [
     "Ready",
     "Scrape",
     "Semaphore",
+    "SharedSegment",
+    "SharedSemaphore",
+    "SharedTokenBucket",
     "SlidingWindow",
     "Ticket",
     "TokenBucket",
@@ -533,3 +536,75 @@ class Semaphore:
     def _counters(self) -> tuple[int, int, int, int, int]: ...
     def _wait_histogram(self) -> _WaitHistogram: ...
     def _oldest_wait(self) -> float: ...
+
+@disjoint_base
+class SharedSegment:
+    def __new__(cls, path: str, capacity: int, mode: int) -> Self: ...
+    @property
+    def path(self) -> str:
+        """The segment's file."""
+    @property
+    def capacity(self) -> int:
+        """How many limiters the segment can hold (fixed when it was created)."""
+    def _limiters(
+        self,
+    ) -> list[tuple[str, str, list[float], tuple[int, int, int, int, int], int]]: ...
+
+@disjoint_base
+class SharedTokenBucket:
+    def __new__(
+        cls,
+        store: SharedSegment,
+        name: str,
+        rate: float,
+        per: float,
+        burst: int | None = None,
+    ) -> Self: ...
+    def try_acquire(self, cost: int = 1) -> bool:
+        """Admits ``cost`` now if it fits (in every process sharing the bucket); never waits."""
+    def peek(self, cost: int = 1) -> Decision:
+        """What ``try_acquire(cost)`` would decide now, without consuming anything."""
+    def _try_take(self, cost: int) -> bool: ...
+    def _gave_up(self, timed_out: bool) -> None: ...
+    def _counters(self) -> tuple[int, int, int, int, int]: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def rate(self) -> float: ...
+    @property
+    def per(self) -> float: ...
+    @property
+    def burst(self) -> int: ...
+    @property
+    def emission_interval(self) -> float:
+        """Seconds per token, as used internally (rounded up to whole nanoseconds)."""
+
+@disjoint_base
+class SharedSemaphore:
+    def __new__(cls, store: SharedSegment, name: str, limit: int) -> Self: ...
+    def try_acquire(self, n: int = 1) -> bool:
+        """Takes ``n`` permits now if they are free (in every process sharing it)."""
+    def release(self, n: int = 1) -> None:
+        """Gives back ``n`` permits held by this process, waking waiters in every process."""
+    def _try_take(self, n: int) -> bool: ...
+    def _wait(self, n: int, timeout: float | None) -> bool: ...
+    def _reclaim(self) -> int: ...
+    def _gave_up(self, timed_out: bool) -> None: ...
+    def _counters(self) -> tuple[int, int, int, int, int]: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def limit(self) -> int:
+        """The limit, fixed when the semaphore was created in the segment."""
+    @property
+    def in_use(self) -> int:
+        """Permits held now, by every process."""
+    @property
+    def available(self) -> int:
+        """Permits free now."""
+    @property
+    def held(self) -> int:
+        """Permits held now by this process."""
+    @property
+    def high_water(self) -> int:
+        """The most permits ever held at once, by every process."""

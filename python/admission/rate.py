@@ -18,12 +18,15 @@ The decisions are native (Rust); this module adds the waiting and the Python con
 
 from __future__ import annotations
 
-from typing import cast, final
+from typing import TYPE_CHECKING, cast, final, overload
 
 from admission import _backend, _native, _rate_wait, _registry, durations
 from admission._rate_wait import RateLimiter
 from admission._validate import timeout_seconds
 from admission.stats import LimiterStats, WaitHistogram
+
+if TYPE_CHECKING:
+    from admission.stores import SharedMemory, SharedTokenBucket
 
 __all__ = ["SlidingWindow", "TokenBucket"]
 
@@ -130,6 +133,9 @@ class TokenBucket(_RateLimiter, _native.TokenBucket):
         burst: the capacity: the most tokens a single burst can take (integer >= 1).
         clock: a `admission.testing.ManualClock` for deterministic tests; default monotonic.
         name: a label for stats and metrics.
+        store: an `admission.stores.SharedMemory`: the bucket (found by ``name``, which is
+            then required) is shared by every process of the host that opens the same store;
+            returns an `admission.stores.SharedTokenBucket` (same surface).
 
     Raises:
         ValueError: a non-positive, NaN or infinite ``rate``/``per``, or ``burst < 1``.
@@ -138,6 +144,7 @@ class TokenBucket(_RateLimiter, _native.TokenBucket):
 
     __slots__ = ()
 
+    @overload
     def __new__(
         cls,
         rate: float | str,
@@ -146,7 +153,30 @@ class TokenBucket(_RateLimiter, _native.TokenBucket):
         *,
         clock: _native.ManualClock | _native.LoopClock | None = None,
         name: str | None = None,
-    ) -> TokenBucket:
+        store: None = None,
+    ) -> TokenBucket: ...
+
+    @overload
+    def __new__(  # type: ignore[misc]  # a store's bucket is another class, same surface
+        cls,
+        rate: float | str,
+        per: float | str | None = None,
+        burst: int | None = None,
+        *,
+        name: str,
+        store: SharedMemory,
+    ) -> SharedTokenBucket: ...
+
+    def __new__(  # type: ignore[misc]  # see the overloads
+        cls,
+        rate: float | str,
+        per: float | str | None = None,
+        burst: int | None = None,
+        *,
+        clock: _native.ManualClock | _native.LoopClock | None = None,
+        name: str | None = None,
+        store: SharedMemory | None = None,
+    ) -> TokenBucket | SharedTokenBucket:
         # Rate and duration strings ("60/min", per="1m") are accepted here as everywhere;
         # both are checked by the library's one check of a rate and of a duration, then
         # the native constructor checks them together (at most 1e9 per second, ...).
@@ -156,11 +186,23 @@ class TokenBucket(_RateLimiter, _native.TokenBucket):
         if isinstance(rate, str):
             rate, per = parsed.count, parsed.per
         per = 1.0 if per is None else durations.seconds(per, "per", positive=True)
+        if store is not None:
+            return _in_store(store, rate, per, burst, clock, name)
         return super().__new__(cls, rate, per, burst, clock=clock, name=name)
 
     def __repr__(self) -> str:
         name = f", name={self.name!r}" if self.name is not None else ""
         return f"TokenBucket(rate={self.rate!r}, per={self.per!r}, burst={self.burst}{name})"
+
+
+def _in_store(
+    store: SharedMemory, rate: float, per: float, burst: int | None, clock: object, name: str | None
+) -> SharedTokenBucket:
+    from admission.stores import SharedTokenBucket
+
+    if clock is not None:
+        raise ValueError("a bucket in a store uses the host's monotonic clock: do not pass clock=")
+    return SharedTokenBucket(store, name, rate, per, burst)
 
 
 @final
@@ -179,6 +221,9 @@ class SlidingWindow(_RateLimiter, _native.SlidingWindow):
     >>> w.try_acquire(), w.try_acquire(), w.try_acquire()
     (True, True, False)
 
+    ``store=`` is refused (`TypeError`): the log does not fit a fixed-size slot of shared
+    memory; a `TokenBucket` with ``burst=limit`` is the shared alternative.
+
     Raises:
         ValueError: ``limit < 1``, or a non-positive, NaN or infinite ``window``.
     """
@@ -192,7 +237,14 @@ class SlidingWindow(_RateLimiter, _native.SlidingWindow):
         *,
         clock: _native.ManualClock | _native.LoopClock | None = None,
         name: str | None = None,
+        store: None = None,
     ) -> SlidingWindow:
+        if store is not None:
+            raise TypeError(
+                "a SlidingWindow cannot live in a store: its state is a log of up to `limit` "
+                "admissions, which does not fit a fixed-size slot of shared memory; use "
+                f"TokenBucket(rate={limit}, per={window!r}, burst={limit}, store=...) instead"
+            )
         window = durations.seconds(window, "window", positive=True)  # also "1m", "30s"
         return super().__new__(cls, limit, window, clock=clock, name=name)
 

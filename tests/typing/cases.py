@@ -38,6 +38,24 @@ def constructors() -> None:
     adm.SlidingWindow(limit=60)  # error
 
 
+def shared_memory_store() -> None:
+    store = adm.stores.SharedMemory("myapp", capacity=64)
+    bucket: adm.stores.SharedTokenBucket = adm.TokenBucket(rate=60, per=60, name="a", store=store)
+    sem: adm.stores.SharedSemaphore = adm.Semaphore(5, name="db", store=store)
+    held: int = sem.held
+    taken: bool = bucket.try_acquire(2)
+    limiters: list[adm.stores.SharedLimiter] = store.limiters()
+    remove = store.export_metrics()
+    remove()
+    print(held, taken, limiters, store.unlink())
+    adm.TokenBucket(rate=60, store=store)  # error
+    adm.Semaphore(5, store=store)  # error
+    adm.Semaphore(5, name="db", store="local")  # error
+    adm.stores.SharedMemory("myapp", capacity="64")  # error
+    local: adm.TokenBucket = adm.TokenBucket(rate=60, name="b", store=store)  # error
+    print(local)
+
+
 def widen(x: int) -> float:
     return x * 1.5
 

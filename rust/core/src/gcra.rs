@@ -147,29 +147,7 @@ impl Ledger for BucketLedger<'_> {
 impl<W: Clone> Gcra<W> {
     /// `rate` units of cost per `per_s` seconds, bursts of up to `burst`.
     pub fn new(rate: f64, per_s: f64, burst: u64) -> Result<Self, ConfigError> {
-        let rate = positive_finite("rate", rate)?;
-        let per_s = positive_finite("per", per_s)?;
-        if burst < 1 {
-            return Err(ConfigError::new(
-                "burst",
-                format!("burst must be >= 1, got {burst}"),
-            ));
-        }
-        let emission_ns = emission_interval_ns(rate, per_s)?;
-        let capacity_ns = emission_ns
-            .checked_mul(burst)
-            .filter(|&c| c < MAX_SPAN_NS)
-            .ok_or_else(|| {
-                ConfigError::new(
-                    "burst",
-                    format!(
-                        "burst {burst} at {} per {} s takes too long to refill \
-                         (over 70 years)",
-                        Num(rate),
-                        Num(per_s)
-                    ),
-                )
-            })?;
+        let (emission_ns, capacity_ns) = intervals(rate, per_s, burst)?;
         Ok(Self {
             tat: CachePadded::new(AtomicU64::new(0)),
             emission_ns,
@@ -218,29 +196,10 @@ impl<W: Clone> Gcra<W> {
         }
     }
 
-    /// The one CAS loop of immediate admission: pushes `tat` by `increment` from
-    /// `max(tat, now)` if that stays within the burst, returning the new `tat` (what `untake`
-    /// needs). A refusal writes nothing. While anyone
-    /// waits, the `QUEUED` bit makes the word exceed every limit: refused, no barging.
+    /// [`advance`] on this bucket's word.
     #[inline(always)]
     fn advance(&self, now: u64, increment: u64) -> Option<u64> {
-        let limit = now + self.capacity_ns;
-        let mut tat = self.tat.load(Ordering::Relaxed);
-        loop {
-            // No overflow: `tat` (with the bit) < 2^63 + 2^62 and increment < 2^61.
-            let new_tat = tat.max(now) + increment;
-            if new_tat > limit {
-                return None;
-            }
-            // AcqRel: a successful CAS orders this admission after every admission it observed.
-            match self
-                .tat
-                .compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(_) => return Some(new_tat),
-                Err(actual) => tat = actual,
-            }
-        }
+        advance(&self.tat, now, increment, self.capacity_ns)
     }
 
     fn lock(&self) -> MutexGuard<'_, WaitQueue<W>> {
@@ -356,24 +315,14 @@ impl<W: Clone + Send + Sync> RateLimit<W> for Gcra<W> {
         } else {
             None
         };
-        let tat = (word & !QUEUED).max(now);
-        let limit = now + self.capacity_ns;
-        let new_tat = tat + ahead + increment;
-        if ahead == 0 && new_tat <= limit {
-            Ok(Decision {
-                allowed: true,
-                remaining: (limit - new_tat) / self.emission_ns,
-                retry_after_ns: 0,
-                reset_after_ns: new_tat - now,
-            })
-        } else {
-            Ok(Decision {
-                allowed: false,
-                remaining: limit.saturating_sub(tat + ahead) / self.emission_ns,
-                retry_after_ns: new_tat.saturating_sub(limit),
-                reset_after_ns: tat + ahead - now,
-            })
-        }
+        Ok(decision(
+            word & !QUEUED,
+            ahead,
+            now,
+            increment,
+            self.capacity_ns,
+            self.emission_ns,
+        ))
     }
 
     /// Admits `cost` at once if nobody waits and it fits (unless `admit_now` is false: then it
@@ -475,6 +424,93 @@ impl<W: Clone + Send + Sync> RateLimit<W> for Gcra<W> {
             .oldest_enqueued_ns()
             .map_or(0, |t| now.saturating_sub(t))
     }
+}
+
+/// The one CAS loop of immediate admission, on any GCRA word (a bucket's own, or one in
+/// shared memory: `crate::shared`): pushes `tat` by `increment` from `max(tat, now)` if that
+/// stays within the burst, returning the new `tat` (what `untake` needs). A refusal writes
+/// nothing. While anyone waits, the `QUEUED` bit makes the word exceed every limit: refused,
+/// no barging.
+#[inline(always)]
+pub(crate) fn advance(
+    tat_word: &AtomicU64,
+    now: u64,
+    increment: u64,
+    capacity_ns: u64,
+) -> Option<u64> {
+    let limit = now + capacity_ns;
+    let mut tat = tat_word.load(Ordering::Relaxed);
+    loop {
+        // No overflow: `tat` (with the bit) < 2^63 + 2^62 and increment < 2^61.
+        let new_tat = tat.max(now) + increment;
+        if new_tat > limit {
+            return None;
+        }
+        // AcqRel: a successful CAS orders this admission after every admission it observed.
+        match tat_word.compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => return Some(new_tat),
+            Err(actual) => tat = actual,
+        }
+    }
+}
+
+/// What a request of `increment` ns would get at `now` from a GCRA word at `tat` (without its
+/// `QUEUED` bit), behind `ahead` ns of queued requests: `peek`'s arithmetic, for any word.
+pub(crate) fn decision(
+    tat: u64,
+    ahead: u64,
+    now: u64,
+    increment: u64,
+    capacity_ns: u64,
+    emission_ns: u64,
+) -> Decision {
+    let tat = tat.max(now);
+    let limit = now + capacity_ns;
+    let new_tat = tat + ahead + increment;
+    if ahead == 0 && new_tat <= limit {
+        Decision {
+            allowed: true,
+            remaining: (limit - new_tat) / emission_ns,
+            retry_after_ns: 0,
+            reset_after_ns: new_tat - now,
+        }
+    } else {
+        Decision {
+            allowed: false,
+            remaining: limit.saturating_sub(tat + ahead) / emission_ns,
+            retry_after_ns: new_tat.saturating_sub(limit),
+            reset_after_ns: tat + ahead - now,
+        }
+    }
+}
+
+/// `(T, burst · T)` in nanoseconds for `rate` per `per_s` seconds and `burst`, checked: the
+/// configuration of every GCRA word, in this process or in shared memory.
+pub(crate) fn intervals(rate: f64, per_s: f64, burst: u64) -> Result<(u64, u64), ConfigError> {
+    let rate = positive_finite("rate", rate)?;
+    let per_s = positive_finite("per", per_s)?;
+    if burst < 1 {
+        return Err(ConfigError::new(
+            "burst",
+            format!("burst must be >= 1, got {burst}"),
+        ));
+    }
+    let emission_ns = emission_interval_ns(rate, per_s)?;
+    let capacity_ns = emission_ns
+        .checked_mul(burst)
+        .filter(|&c| c < MAX_SPAN_NS)
+        .ok_or_else(|| {
+            ConfigError::new(
+                "burst",
+                format!(
+                    "burst {burst} at {} per {} s takes too long to refill \
+                     (over 70 years)",
+                    Num(rate),
+                    Num(per_s)
+                ),
+            )
+        })?;
+    Ok((emission_ns, capacity_ns))
 }
 
 /// `per / rate` in whole nanoseconds, rounded up (never faster than asked).
