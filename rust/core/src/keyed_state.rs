@@ -232,7 +232,7 @@ impl WindowKey {
                 .filter(|&&(ts, _)| ts.saturating_add(config.window_ns) > now)
         };
         let total: u64 = live().map(|&(_, c)| c).sum();
-        let newest = live().last().map(|&(ts, _)| ts);
+        let newest = live().next_back().map(|&(ts, _)| ts);
         if total + cost <= config.limit {
             let last = if cost > 0 { Some(now) } else { newest };
             return Ok(Decision {
