@@ -46,6 +46,13 @@ if TYPE_CHECKING or _NATIVE_ERROR is None:
         UnknownLimit,
     )
     from admission.gather import gather
+    from admission.keyed import (
+        KeyedSemaphore,
+        KeyedSlidingWindow,
+        KeyedStats,
+        KeyedTokenBucket,
+        TooManyKeys,
+    )
 
     # `adm.map`, but not in __all__: `from admission import *` must not shadow the builtin.
     from admission.gather import map as map
@@ -113,6 +120,10 @@ __all__ = [
     "Config",
     "ConfigError",
     "Decision",
+    "KeyedSemaphore",
+    "KeyedSlidingWindow",
+    "KeyedStats",
+    "KeyedTokenBucket",
     "LimitStats",
     "LimiterStats",
     "LoopClock",
@@ -139,6 +150,7 @@ __all__ = [
     "SlidingWindow",
     "TaskPool",
     "TokenBucket",
+    "TooManyKeys",
     "UnknownLimit",
     "UnknownPool",
     "WaitHistogram",

@@ -69,6 +69,10 @@ pub struct KeyedCounts {
     pub admitted: u64,
     pub admitted_cost: u64,
     pub rejected: u64,
+    /// Waits of lent keys that timed out or were cancelled (counted by the unkeyed limiter
+    /// that served them, added here when the key's state comes back).
+    pub timed_out: u64,
+    pub cancelled: u64,
     /// Keys removed after `idle_ns` at rest.
     pub expired: u64,
     /// Keys removed to make room beyond `max_keys`.
@@ -82,6 +86,8 @@ impl KeyedCounts {
         self.admitted += other.admitted;
         self.admitted_cost += other.admitted_cost;
         self.rejected += other.rejected;
+        self.timed_out += other.timed_out;
+        self.cancelled += other.cancelled;
         self.expired += other.expired;
         self.evicted += other.evicted;
         self.refused_full += other.refused_full;
@@ -430,7 +436,7 @@ impl<S: KeyState> Keyed<S> {
         now: u64,
         f: impl FnOnce(&mut S, &S::Config, &mut KeyedCounts) -> R,
     ) -> Result<Access<R>, Full> {
-        self.access(id, now, |entry, config, counts| {
+        self.access(id, now, true, |entry, config, counts| {
             if entry.last_ns & LENT != 0 {
                 Access::Lent
             } else {
@@ -439,12 +445,14 @@ impl<S: KeyState> Keyed<S> {
         })
     }
 
-    /// Runs `f` on the entry of `id`, inserting it if need be, then marks the use.
+    /// Runs `f` on the entry of `id`, inserting it if need be, then marks the use. A key
+    /// refused for want of room counts in `refused_full` if `count_full`.
     #[inline]
     fn access<R>(
         &self,
         id: [u64; 2],
         now: u64,
+        count_full: bool,
         f: impl FnOnce(&mut Entry<S>, &S::Config, &mut KeyedCounts) -> R,
     ) -> Result<R, Full> {
         let shard_no = self.shard_of(id);
@@ -465,7 +473,9 @@ impl<S: KeyState> Keyed<S> {
                     if !evicted
                         || shard.find(id).is_none() && self.make_room(&mut shard, now).is_err()
                     {
-                        shard.counts.refused_full += 1;
+                        if count_full {
+                            shard.counts.refused_full += 1;
+                        }
                         return Err(Full);
                     }
                 }
@@ -554,9 +564,10 @@ impl<S: KeyState> Keyed<S> {
 
     /// Lends the state of `id` out (to an unkeyed limiter that serves its waiters): takes
     /// it, leaving a fresh one, and marks the key lent, which keeps it from eviction until
-    /// [`Keyed::give_back`]. `Ok(None)` if it is already lent.
+    /// [`Keyed::give_back`]. `Ok(None)` if it is already lent. A refusal for want of room
+    /// is not counted: the caller's attempt was counted when it was first refused.
     pub fn lend(&self, id: [u64; 2], now: u64) -> Result<Option<S>, Full> {
-        self.access(id, now, |entry, _, _| {
+        self.access(id, now, false, |entry, _, _| {
             if entry.last_ns & LENT != 0 {
                 return None;
             }
