@@ -193,6 +193,7 @@ class _Keyed(Generic[L]):
                 return loan.lender
             state = self._native()._lend(key)
             if state == _NO_ROOM:
+                self._native()._absorb(0, 0, 1, 0, 0)  # the attempt ends here: rejected
                 raise TooManyKeys(
                     f"{type(self).__name__} {self._native().name or ''} holds max_keys="
                     f"{self._native().max_keys} keys and none is at rest: key {key!r} refused"
