@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final, Generic, TypeVar, Union, final
 
@@ -285,6 +285,14 @@ class _Keyed(Generic[L]):
         return 0 if lender is None else lender.waiting
 
 
+async def _first_step(take: Callable[[], bool]) -> bool:
+    """Tries ``take`` at once; on trio as a checkpoint (`_backend.Backend.first_step`)."""
+    backend = _backend.current()  # (a clear error outside any event loop)
+    if _backend.on_trio():
+        return await backend.first_step(take)
+    return take()  # asyncio: admission without waiting never suspends
+
+
 def _idle_ttl(idle_ttl: float | str) -> float:
     return durations.seconds(idle_ttl, "idle_ttl", infinite=True, positive=True)
 
@@ -304,7 +312,7 @@ class _KeyedRate(_Keyed[L]):
         """
         seconds = timeout_seconds(timeout)
         native = self._native()
-        if await _backend.current().first_step(lambda: native._try_take(key, cost)):
+        if await _first_step(lambda: native._try_take(key, cost)):
             return
         lender = self._borrow(key, acquiring=True)
         try:
@@ -513,7 +521,7 @@ class KeyedSemaphore(_Keyed[Semaphore], _native.KeyedSemaphore):
         key finds no room.
         """
         seconds = timeout_seconds(timeout)
-        if await _backend.current().first_step(lambda: self._try_take(key, n)):
+        if await _first_step(lambda: self._try_take(key, n)):
             return
         lender = self._borrow(key, acquiring=True)
         try:
