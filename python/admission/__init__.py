@@ -46,6 +46,9 @@ if TYPE_CHECKING or _NATIVE_ERROR is None:
         UnknownLimit,
     )
     from admission.gather import gather
+
+    # `adm.map`, but not in __all__: `from admission import *` must not shadow the builtin.
+    from admission.gather import map as map
     from admission.keyed import (
         KeyedSemaphore,
         KeyedSlidingWindow,
@@ -53,9 +56,6 @@ if TYPE_CHECKING or _NATIVE_ERROR is None:
         KeyedTokenBucket,
         TooManyKeys,
     )
-
-    # `adm.map`, but not in __all__: `from admission import *` must not shadow the builtin.
-    from admission.gather import map as map
     from admission.manager import ConcurrencyManager, LimitStats
     from admission.policies import Policy
     from admission.pools import (

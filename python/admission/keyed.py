@@ -28,7 +28,7 @@ import dataclasses
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, Final, Generic, TypeVar, Union, final
+from typing import Any, Final, Generic, TypeVar, final
 
 from admission import _backend, _native, _registry, durations
 from admission._validate import timeout_seconds
@@ -44,7 +44,7 @@ __all__ = [
     "TooManyKeys",
 ]
 
-Key = Union[str, bytes, int]
+Key = str | bytes | int
 """What a key may be: ``str``, ``bytes``, or ``int`` (keyed by its decimal digits)."""
 
 _ALREADY_LENT: Final = -1
@@ -101,7 +101,8 @@ def _clock_arg(limiter: Any) -> Any:
     return limiter.clock
 
 
-L = TypeVar("L", TokenBucket, SlidingWindow, Semaphore)
+L = TypeVar("L", bound="TokenBucket | SlidingWindow | Semaphore")
+RateL = TypeVar("RateL", bound="TokenBucket | SlidingWindow")
 
 
 class _Lending(Generic[L]):
@@ -129,7 +130,7 @@ class _Loan(Generic[L]):
     __slots__ = ("baseline", "borrowers", "lender")
 
     def __init__(self, lender: L) -> None:
-        self.lender = lender
+        self.lender: L = lender
         # Moving the state in may count (a semaphore's permits are taken as an admission),
         # and that is no new attempt: only what happens after counts.
         self.baseline = _counts(lender)
@@ -297,7 +298,7 @@ def _idle_ttl(idle_ttl: float | str) -> float:
     return durations.seconds(idle_ttl, "idle_ttl", infinite=True, positive=True)
 
 
-class _KeyedRate(_Keyed[L]):
+class _KeyedRate(_Keyed[RateL]):
     """`KeyedTokenBucket` and `KeyedSlidingWindow`: the waiting half."""
 
     def _lent_peek(self, key: Key, cost: int) -> _native.Decision:

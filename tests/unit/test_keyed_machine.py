@@ -195,7 +195,8 @@ class SemaphoreMachine(KeyedMachine):
             return
         m = self.keys[key]
         if not m.waiters and m.held + n <= LIMIT:
-            assert task.done() and task.result() is None
+            assert task.done()
+            assert task.result() is None
             m.held += n
             self.admitted += 1
         else:
@@ -208,7 +209,7 @@ class SemaphoreMachine(KeyedMachine):
         self.sweep()
         m = self.keys.get(key)
         if m is None or m.held < n:
-            with pytest.raises(ValueError, match="release|held"):
+            with pytest.raises(ValueError, match=r"release|held"):
                 self.lim.release(key, n)
             if m is not None:
                 self.use(key)
@@ -293,7 +294,8 @@ class BucketMachine(KeyedMachine):
             m = self.keys.get(key)
             got = self.lim.peek(key, 1)
             if m is None:
-                assert got.allowed and got.remaining == 2
+                assert got.allowed
+                assert got.remaining == 2
                 continue
             assert m.bucket is not None
             want = m.bucket.peek(self.now, 1)

@@ -11,8 +11,8 @@ use admission_core::keyed_state::{
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::IntoPyObjectExt;
 use pyo3::types::{PyBool, PyBytes, PyInt, PyString};
+use pyo3::IntoPyObjectExt;
 
 use crate::args::{count, label, real};
 use crate::clock::{Clock, ClockArg, ManualClock};
@@ -60,11 +60,13 @@ fn seconds_to_ns(arg: &str, seconds: f64) -> PyResult<u64> {
             "{arg} must be a number of seconds > 0, got {seconds}"
         )));
     }
-    Ok(if seconds.is_infinite() || seconds * 1e9 >= u64::MAX as f64 {
-        u64::MAX
-    } else {
-        (seconds * 1e9).round().max(1.0) as u64
-    })
+    Ok(
+        if seconds.is_infinite() || seconds * 1e9 >= u64::MAX as f64 {
+            u64::MAX
+        } else {
+            (seconds * 1e9).round().max(1.0) as u64
+        },
+    )
 }
 
 impl<S: KeyState> KeyedState<S> {
@@ -77,13 +79,8 @@ impl<S: KeyState> KeyedState<S> {
         name: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let idle_ns = seconds_to_ns("idle_ttl", real("idle_ttl", idle_ttl)?)?;
-        let map = Keyed::new(
-            config,
-            max_keys,
-            idle_ns,
-            shards.unwrap_or(DEFAULT_SHARDS),
-        )
-        .map_err(errors::config)?;
+        let map = Keyed::new(config, max_keys, idle_ns, shards.unwrap_or(DEFAULT_SHARDS))
+            .map_err(errors::config)?;
         Ok(Self {
             map,
             clock: Clock::from_arg(clock),
@@ -338,7 +335,7 @@ keyed_pymethods!(KeyedTokenBucket, "keyed_token_bucket", {
     }
 
     /// Admits `cost` for `key` now, or refuses now; never waits.
-    #[pyo3(signature = (key, cost=None))]
+    #[pyo3(signature = (key, cost=None), text_signature = "($self, key, cost=1)")]
     fn try_acquire(
         slf: &Bound<'_, Self>,
         key: &Bound<'_, PyAny>,
@@ -373,7 +370,7 @@ keyed_pymethods!(KeyedTokenBucket, "keyed_token_bucket", {
     }
 
     /// What `try_acquire(key, cost)` would decide now; consumes nothing.
-    #[pyo3(signature = (key, cost=None))]
+    #[pyo3(signature = (key, cost=None), text_signature = "($self, key, cost=1)")]
     fn peek(
         slf: &Bound<'_, Self>,
         key: &Bound<'_, PyAny>,
@@ -457,7 +454,7 @@ keyed_pymethods!(KeyedSlidingWindow, "keyed_sliding_window", {
     }
 
     /// Admits `cost` for `key` now, or refuses now; never waits.
-    #[pyo3(signature = (key, cost=None))]
+    #[pyo3(signature = (key, cost=None), text_signature = "($self, key, cost=1)")]
     fn try_acquire(
         slf: &Bound<'_, Self>,
         key: &Bound<'_, PyAny>,
@@ -491,7 +488,7 @@ keyed_pymethods!(KeyedSlidingWindow, "keyed_sliding_window", {
     }
 
     /// What `try_acquire(key, cost)` would decide now; consumes nothing.
-    #[pyo3(signature = (key, cost=None))]
+    #[pyo3(signature = (key, cost=None), text_signature = "($self, key, cost=1)")]
     fn peek(
         slf: &Bound<'_, Self>,
         key: &Bound<'_, PyAny>,
@@ -517,7 +514,10 @@ keyed_pymethods!(KeyedSlidingWindow, "keyed_sliding_window", {
     /// or -1 (already lent) or -2 (no room for a new key).
     fn _lend(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<i64> {
         self.state.lend(py, key, |s, c, now| {
-            s.admissions(c, now).iter().map(|&(_, cost)| cost).sum::<u64>() as i64
+            s.admissions(c, now)
+                .iter()
+                .map(|&(_, cost)| cost)
+                .sum::<u64>() as i64
         })
     }
 
@@ -569,7 +569,7 @@ keyed_pymethods!(KeyedSemaphore, "keyed_semaphore", {
     }
 
     /// Takes `n` of `key`'s permits now if they are free (and nobody waits for them).
-    #[pyo3(signature = (key, n=None))]
+    #[pyo3(signature = (key, n=None), text_signature = "($self, key, n=1)")]
     fn try_acquire(
         slf: &Bound<'_, Self>,
         key: &Bound<'_, PyAny>,
@@ -604,7 +604,7 @@ keyed_pymethods!(KeyedSemaphore, "keyed_semaphore", {
 
     /// Gives back `n` of `key`'s permits. Giving back more than the key holds is a
     /// `ValueError`.
-    #[pyo3(signature = (key, n=None))]
+    #[pyo3(signature = (key, n=None), text_signature = "($self, key, n=1)")]
     fn release(
         slf: &Bound<'_, Self>,
         key: &Bound<'_, PyAny>,
@@ -636,7 +636,9 @@ keyed_pymethods!(KeyedSemaphore, "keyed_semaphore", {
             .read(state.id(key)?, |s, _| s.map_or(0, |s| s.held))
         {
             Access::Here(held) => Ok(held),
-            Access::Lent => slf.call_method1(intern!(py, "_lent_in_use"), (key,))?.extract(),
+            Access::Lent => slf
+                .call_method1(intern!(py, "_lent_in_use"), (key,))?
+                .extract(),
         }
     }
 
