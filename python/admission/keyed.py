@@ -164,9 +164,11 @@ class _Keyed(Generic[L]):
     _lending: _Lending[L]
 
     def __init__(self, *args: object, **kwargs: object) -> None:
-        # The native __new__ has parsed and checked the arguments.
+        # The native __new__ has parsed and checked the arguments. Registered (weakly) for
+        # the metrics: `_metric_families` reads the keyed limiters from the registry.
         self._lending = _Lending()
         _registry.register(self)
+        _add_metrics_source()
 
     def _native(self) -> Any:
         return self
@@ -561,6 +563,84 @@ class KeyedSemaphore(_Keyed[Semaphore], _native.KeyedSemaphore):
         """``async with limiter(key):`` / ``with limiter(key):`` hold ``n`` permits of
         ``key`` for the block."""
         return _Hold(self, key, n)
+
+
+_KEYED_KINDS: Final = {
+    "KeyedTokenBucket": "keyed_token_bucket",
+    "KeyedSlidingWindow": "keyed_sliding_window",
+    "KeyedSemaphore": "keyed_semaphore",
+}
+_metrics_source_added = False
+_metrics_lock = threading.Lock()
+
+
+def _add_metrics_source() -> None:
+    """Adds `_metric_families` to every exporter, once (on the first keyed limiter, so that
+    ``import admission`` imports no metrics module)."""
+    global _metrics_source_added
+    with _metrics_lock:
+        if _metrics_source_added:
+            return
+        from admission.metrics import families
+
+        families.add_source(_metric_families)
+        _metrics_source_added = True
+
+
+def _metric_families() -> list[Any]:
+    """One series per ``(kind, limiter)`` over the live keyed limiters, never one per key:
+    keys held and allowed, waiters, acquisitions by outcome, keys removed by reason."""
+    from admission.metrics.families import PREFIX, UNNAMED, Family, Sample
+
+    totals: dict[tuple[str, str], list[int]] = {}
+    for obj in _registry.live():
+        if not isinstance(obj, _Keyed):
+            continue
+        s = obj.stats()
+        kind = _KEYED_KINDS[type(obj).__name__]
+        row = totals.setdefault((kind, s.name or UNNAMED), [0] * 10)
+        figures = (
+            1,
+            s.keys,
+            s.max_keys,
+            s.waiting,
+            s.admitted,
+            s.rejected,
+            s.timed_out,
+            s.cancelled,
+            s.expired,
+            s.evicted,
+        )
+        for i, v in enumerate(figures):
+            row[i] += v
+
+    def samples(column: int, **extra: str) -> tuple[Sample, ...]:
+        return tuple(
+            Sample({"kind": kind, "limiter": name, **extra}, float(row[column]))
+            for (kind, name), row in sorted(totals.items())
+        )
+
+    outcomes = ("admitted", "rejected", "timeout", "cancelled")
+    return [
+        Family(
+            PREFIX + "keyed_limiters", "gauge", "Live keyed limiters in the series.", samples(0)
+        ),
+        Family(PREFIX + "keyed_keys", "gauge", "Keys held now.", samples(1)),
+        Family(PREFIX + "keyed_max_keys", "gauge", "Keys allowed (max_keys).", samples(2)),
+        Family(PREFIX + "keyed_waiters", "gauge", "Requests waiting now, all keys.", samples(3)),
+        Family(
+            PREFIX + "keyed_acquisitions",
+            "counter",
+            "Acquisitions of keyed limiters by outcome, all keys.",
+            tuple(x for i, o in enumerate(outcomes) for x in samples(4 + i, outcome=o)),
+        ),
+        Family(
+            PREFIX + "keyed_evictions",
+            "counter",
+            "Keys removed: idle (unused for idle_ttl, at rest) or max_keys (to make room).",
+            samples(8, reason="idle") + samples(9, reason="max_keys"),
+        ),
+    ]
 
 
 class _Hold:

@@ -462,3 +462,40 @@ def test_counts_add_up_under_threads() -> None:
     assert s.rejected == results.count(False)
     assert s.keys <= 50
     assert s.admitted <= 5 * (s.keys + s.evicted + s.expired)
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics: one series per keyed limiter, never one per key
+
+
+def _keyed_samples(name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    families = {f.name: f for f in adm.metrics.collect()}
+    return {
+        tuple(sorted(s.labels.items())): s.value  # type: ignore[union-attr]
+        for s in families[name].samples
+        if s.labels.get("limiter") == "keyed-metrics-test"
+    }
+
+
+def test_metrics_report_totals_keys_and_evictions_per_limiter() -> None:
+    clock = adm.testing.ManualClock()
+    b = adm.KeyedTokenBucket(
+        rate=1, burst=1, max_keys=10, idle_ttl=5, clock=clock, name="keyed-metrics-test"
+    )
+    for i in range(25):
+        b.try_acquire(f"k{i}")
+        clock.advance(1.0)
+    assert b.try_acquire("x")
+    assert not b.try_acquire("x")
+    base = (("kind", "keyed_token_bucket"), ("limiter", "keyed-metrics-test"))
+    assert _keyed_samples("admission_keyed_keys") == {base: float(len(b))}
+    acquisitions = _keyed_samples("admission_keyed_acquisitions")
+    assert acquisitions[(*base, ("outcome", "admitted"))] == 26
+    assert acquisitions[(*base, ("outcome", "rejected"))] == 1
+    assert len(acquisitions) == 4, "one series per outcome, none per key"
+    evictions = _keyed_samples("admission_keyed_evictions")
+    s = b.stats()
+    assert evictions[(*base, ("reason", "idle"))] == s.expired
+    assert evictions[(*base, ("reason", "max_keys"))] == s.evicted
+    assert s.expired + s.evicted + s.keys == 26
+    assert s.evicted + s.expired > 0
