@@ -365,8 +365,8 @@ class KeyedTokenBucket(_KeyedRate[TokenBucket], _native.KeyedTokenBucket):
 
     def __new__(
         cls,
-        rate: float,
-        per: float = 1.0,
+        rate: float | str,
+        per: float | str | None = None,
         burst: int | None = None,
         *,
         max_keys: int = 1_000_000,
@@ -375,10 +375,16 @@ class KeyedTokenBucket(_KeyedRate[TokenBucket], _native.KeyedTokenBucket):
         clock: _native.ManualClock | _native.LoopClock | None = None,
         name: str | None = None,
     ) -> KeyedTokenBucket:
+        # Rate and duration strings ("10/s", per="1m") as `TokenBucket` takes them.
+        if isinstance(rate, str) and per is not None:
+            raise ValueError(f"rate {rate!r} already says its period: do not also give per={per!r}")
+        parsed = durations.rate(rate, "rate")
+        if isinstance(rate, str):
+            rate, per = parsed.count, parsed.per
         return super().__new__(
             cls,
             rate,
-            per,
+            1.0 if per is None else durations.seconds(per, "per", positive=True),
             burst,
             max_keys=max_keys,
             idle_ttl=_idle_ttl(idle_ttl),
