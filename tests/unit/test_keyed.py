@@ -116,7 +116,8 @@ def test_other_keys_are_a_type_error(key: Any) -> None:
     [
         ({"rate": 0}, ValueError, "rate"),
         ({"rate": float("nan")}, ValueError, "rate"),
-        ({"rate": "10"}, TypeError, "rate"),
+        ({"rate": [10]}, TypeError, "rate"),
+        ({"rate": "ten per second"}, ValueError, "rate"),
         ({"burst": 0}, ValueError, "burst"),
         ({"max_keys": 0}, ValueError, "max_keys"),
         ({"idle_ttl": 0}, ValueError, "idle_ttl"),
