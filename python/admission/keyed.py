@@ -197,9 +197,11 @@ class _Keyed(Generic[L]):
             state = self._native()._lend(key)
             if state == _NO_ROOM:
                 self._native()._absorb(0, 0, 1, 0, 0)  # the attempt ends here: rejected
+                name = self._native().name
                 raise TooManyKeys(
-                    f"{type(self).__name__} {self._native().name or ''} holds max_keys="
-                    f"{self._native().max_keys} keys and none is at rest: key {key!r} refused"
+                    f"{type(self).__name__}{'' if name is None else f' {name!r}'} holds "
+                    f"max_keys={self._native().max_keys} keys and none is at rest: "
+                    f"key {key!r} refused"
                 )
             # A lent key is in `lent` under this lock, so `_lend` cannot find it lent.
             assert state != _ALREADY_LENT, "a lent key has its lender"
@@ -220,11 +222,17 @@ class _Keyed(Generic[L]):
                 return
             loan.borrowers -= acquired
             lender = loan.lender
-            if loan.borrowers or lender.waiting or not self._at_rest(lender):
+            if loan.borrowers or lender.waiting or not self._resting(lender):
                 return
             del lending._lent[canonical]
             self._native()._absorb(*_since(lender, loan.baseline))
             self._return(key, lender)
+
+    def _resting(self, lender: L) -> bool:
+        try:
+            return self._at_rest(lender)
+        except RuntimeError:  # a LoopClock read outside a running loop: keep the loan
+            return False
 
     def _settle_all(self) -> None:
         for canonical in list(self._lending._lent):  # keys as bytes: the same identity
@@ -232,19 +240,24 @@ class _Keyed(Generic[L]):
 
     # -- what the native half asks about lent keys ------------------------------------------
 
-    def _lender(self, key: Key) -> L:
-        lender = self._lending.get(key)
-        if lender is None:  # given back between the native look-up and this call
-            return self._borrow(key)
-        return lender
+    def _lender(self, key: Key) -> L | None:
+        # None: given back by another thread between the native look-up and this call; the
+        # caller then asks the native half again.
+        return self._lending.get(key)
 
     def _lent_try_acquire(self, key: Key, cost: int) -> bool:
-        admitted = self._lender(key).try_acquire(cost)
+        lender = self._lender(key)
+        if lender is None:
+            return bool(self._native().try_acquire(key, cost))
+        admitted = lender.try_acquire(cost)
         self._settle(key)
         return admitted
 
     def _lent_try_take(self, key: Key, cost: int) -> bool:
-        admitted = self._lender(key)._try_take(cost)
+        lender = self._lender(key)
+        if lender is None:
+            return bool(self._native()._try_take(key, cost))
+        admitted = lender._try_take(cost)
         self._settle(key)
         return admitted
 
@@ -304,7 +317,10 @@ class _KeyedRate(_Keyed[RateL]):
     """`KeyedTokenBucket` and `KeyedSlidingWindow`: the waiting half."""
 
     def _lent_peek(self, key: Key, cost: int) -> _native.Decision:
-        return self._lender(key).peek(cost)
+        lender = self._lender(key)
+        if lender is None:
+            return self._native().peek(key, cost)  # type: ignore[no-any-return]
+        return lender.peek(cost)
 
     async def acquire(self, key: Key, cost: int = 1, timeout: float | str | None = None) -> None:
         """Waits until ``cost`` is admitted for ``key`` (FIFO among that key's callers).
@@ -508,11 +524,16 @@ class KeyedSemaphore(_Keyed[Semaphore], _native.KeyedSemaphore):
         self._give_back(key, lender.in_use)
 
     def _lent_release(self, key: Key, n: int) -> None:
-        self._lender(key).release(n)
+        lender = self._lender(key)
+        if lender is None:
+            self.release(key, n)
+            return
+        lender.release(n)
         self._settle(key)
 
     def _lent_in_use(self, key: Key) -> int:
-        return self._lender(key).in_use
+        lender = self._lender(key)
+        return self.in_use(key) if lender is None else lender.in_use
 
     def available(self, key: Key) -> int:
         """Permits ``key`` could take now (its waiters come first)."""

@@ -500,3 +500,22 @@ def test_metrics_report_totals_keys_and_evictions_per_limiter() -> None:
     assert evictions[(*base, ("reason", "max_keys"))] == s.evicted
     assert s.expired + s.evicted + s.keys == 26
     assert s.evicted + s.expired > 0
+
+
+def test_stats_and_len_of_a_loop_clock_limiter_outside_a_loop(virtual: Any) -> None:
+    limiters: list[adm.KeyedTokenBucket] = []
+
+    async def main() -> None:
+        b = adm.KeyedTokenBucket(rate=1, per=10.0, burst=1, clock=adm.LoopClock())
+        limiters.append(b)
+        assert b.try_acquire("k")
+        with anyio.move_on_after(1):
+            await b.acquire("k")  # its state is lent, and still refilling when this ends
+
+    virtual.run(main)
+    (b,) = limiters
+    # No running loop: the clock cannot be read, the loan is kept, nothing fails.
+    assert len(b) == 1
+    s = b.stats()
+    assert (s.keys, s.admitted, s.cancelled) == (1, 1, 1)
+    assert any(f.name == "admission_keyed_keys" for f in adm.metrics.collect())

@@ -221,10 +221,14 @@ macro_rules! keyed_pymethods {
         impl $cls {
             $($extra)*
 
-            /// Keys held now (keys past `idle_ttl` are removed first).
-            fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
-                self.state.map.sweep(self.state.now(py)?);
-                Ok(self.state.map.len() as usize)
+            /// Keys held now (keys past `idle_ttl` are removed first, when the clock can
+            /// be read: a `LoopClock` outside a running loop cannot, and the keys are then
+            /// counted as they are).
+            fn __len__(&self, py: Python<'_>) -> usize {
+                if let Ok(now) = self.state.now(py) {
+                    self.state.map.sweep(now);
+                }
+                self.state.map.len() as usize
             }
 
             /// Removes the keys unused for `idle_ttl` whose state is at rest; returns how
