@@ -49,6 +49,13 @@ if TYPE_CHECKING or _NATIVE_ERROR is None:
 
     # `adm.map`, but not in __all__: `from admission import *` must not shadow the builtin.
     from admission.gather import map as map
+    from admission.keyed import (
+        KeyedSemaphore,
+        KeyedSlidingWindow,
+        KeyedStats,
+        KeyedTokenBucket,
+        TooManyKeys,
+    )
     from admission.manager import ConcurrencyManager, LimitStats
     from admission.policies import Policy
     from admission.pools import (
@@ -113,6 +120,10 @@ __all__ = [
     "Config",
     "ConfigError",
     "Decision",
+    "KeyedSemaphore",
+    "KeyedSlidingWindow",
+    "KeyedStats",
+    "KeyedTokenBucket",
     "LimitStats",
     "LimiterStats",
     "LoopClock",
@@ -139,6 +150,7 @@ __all__ = [
     "SlidingWindow",
     "TaskPool",
     "TokenBucket",
+    "TooManyKeys",
     "UnknownLimit",
     "UnknownPool",
     "WaitHistogram",

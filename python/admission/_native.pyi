@@ -16,6 +16,9 @@ __all__ = [
     "CircuitBreaker",
     "Deadlines",
     "Decision",
+    "KeyedSemaphore",
+    "KeyedSlidingWindow",
+    "KeyedTokenBucket",
     "LoopClock",
     "ManualClock",
     "RateTicket",
@@ -608,3 +611,152 @@ class SharedSemaphore:
     @property
     def high_water(self) -> int:
         """The most permits ever held at once, by every process."""
+
+
+# The keyed limiters (rust/py/src/keyed.rs): the methods all three share come from one macro
+# of pymethods; each class lists them in full (see the note above TokenBucket).
+
+_KeyedCounts = tuple[int, int, int, int, int, int, int, int]
+
+@disjoint_base
+class KeyedTokenBucket:
+    def __new__(
+        cls,
+        rate: float,
+        per: float = 1.0,
+        burst: int | None = None,
+        *,
+        max_keys: int = 1000000,
+        idle_ttl: float = 600.0,
+        shards: int | None = None,
+        clock: ManualClock | LoopClock | None = None,
+        name: str | None = None,
+    ) -> Self: ...
+    def try_acquire(self, key: str | bytes | int, cost: int = 1) -> bool:
+        """Admits ``cost`` for ``key`` now, or refuses now; never waits."""
+    def _try_take(self, key: str | bytes | int, cost: int) -> bool: ...
+    def peek(self, key: str | bytes | int, cost: int = 1) -> Decision:
+        """What ``try_acquire(key, cost)`` would decide now; consumes nothing."""
+    def _lend(self, key: str | bytes | int) -> int: ...
+    def _give_back(self, key: str | bytes | int) -> None: ...
+    @property
+    def rate(self) -> float: ...
+    @property
+    def per(self) -> float: ...
+    @property
+    def burst(self) -> int: ...
+    def __len__(self) -> int:
+        """Keys held now (keys past ``idle_ttl`` are removed first)."""
+    def sweep(self) -> int:
+        """Removes the keys unused for ``idle_ttl`` whose state is at rest; returns how many."""
+    @property
+    def max_keys(self) -> int: ...
+    @property
+    def idle_ttl(self) -> float: ...
+    @property
+    def shards(self) -> int: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def clock(self) -> ManualClock | None: ...
+    @property
+    def _clock_kind(self) -> Literal["monotonic", "manual", "loop"]: ...
+    def _counts(self) -> _KeyedCounts: ...
+    def _absorb(
+        self, admitted: int, admitted_cost: int, rejected: int, timed_out: int, cancelled: int
+    ) -> None: ...
+    @property
+    def _kind(self) -> str: ...
+
+@disjoint_base
+class KeyedSlidingWindow:
+    def __new__(
+        cls,
+        limit: int,
+        window: float,
+        *,
+        max_keys: int = 1000000,
+        idle_ttl: float = 600.0,
+        shards: int | None = None,
+        clock: ManualClock | LoopClock | None = None,
+        name: str | None = None,
+    ) -> Self: ...
+    def try_acquire(self, key: str | bytes | int, cost: int = 1) -> bool:
+        """Admits ``cost`` for ``key`` now, or refuses now; never waits."""
+    def _try_take(self, key: str | bytes | int, cost: int) -> bool: ...
+    def peek(self, key: str | bytes | int, cost: int = 1) -> Decision:
+        """What ``try_acquire(key, cost)`` would decide now; consumes nothing."""
+    def _lend(self, key: str | bytes | int) -> int: ...
+    def _give_back(self, key: str | bytes | int) -> None: ...
+    @property
+    def limit(self) -> int: ...
+    @property
+    def window(self) -> float: ...
+    def __len__(self) -> int:
+        """Keys held now (keys past ``idle_ttl`` are removed first)."""
+    def sweep(self) -> int:
+        """Removes the keys unused for ``idle_ttl`` whose state is at rest; returns how many."""
+    @property
+    def max_keys(self) -> int: ...
+    @property
+    def idle_ttl(self) -> float: ...
+    @property
+    def shards(self) -> int: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def clock(self) -> ManualClock | None: ...
+    @property
+    def _clock_kind(self) -> Literal["monotonic", "manual", "loop"]: ...
+    def _counts(self) -> _KeyedCounts: ...
+    def _absorb(
+        self, admitted: int, admitted_cost: int, rejected: int, timed_out: int, cancelled: int
+    ) -> None: ...
+    @property
+    def _kind(self) -> str: ...
+
+@disjoint_base
+class KeyedSemaphore:
+    def __new__(
+        cls,
+        limit: int,
+        *,
+        max_keys: int = 1000000,
+        idle_ttl: float = 600.0,
+        shards: int | None = None,
+        clock: ManualClock | LoopClock | None = None,
+        name: str | None = None,
+    ) -> Self: ...
+    def try_acquire(self, key: str | bytes | int, n: int = 1) -> bool:
+        """Takes ``n`` of ``key``'s permits now if they are free (and nobody waits for them)."""
+    def _try_take(self, key: str | bytes | int, n: int) -> bool: ...
+    def release(self, key: str | bytes | int, n: int = 1) -> None:
+        """Gives back ``n`` of ``key``'s permits; more than it holds is a ``ValueError``."""
+    def in_use(self, key: str | bytes | int) -> int:
+        """Permits ``key`` holds now."""
+    def _lend(self, key: str | bytes | int) -> int: ...
+    def _give_back(self, key: str | bytes | int, held: int) -> None: ...
+    @property
+    def limit(self) -> int: ...
+    def __len__(self) -> int:
+        """Keys held now (keys past ``idle_ttl`` are removed first)."""
+    def sweep(self) -> int:
+        """Removes the keys unused for ``idle_ttl`` whose state is at rest; returns how many."""
+    @property
+    def max_keys(self) -> int: ...
+    @property
+    def idle_ttl(self) -> float: ...
+    @property
+    def shards(self) -> int: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def clock(self) -> ManualClock | None: ...
+    @property
+    def _clock_kind(self) -> Literal["monotonic", "manual", "loop"]: ...
+    def _counts(self) -> _KeyedCounts: ...
+    def _absorb(
+        self, admitted: int, admitted_cost: int, rejected: int, timed_out: int, cancelled: int
+    ) -> None: ...
+    @property
+    def _kind(self) -> str: ...

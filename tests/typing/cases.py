@@ -98,3 +98,26 @@ async def configured(manager: adm.ConcurrencyManager) -> None:
     manager.breaker(1)  # error
     r: adm.RetryBudget = manager.retry("openai")  # error
     print(r)
+
+
+async def keyed(b: adm.KeyedTokenBucket, s: adm.KeyedSemaphore) -> None:
+    adm.KeyedTokenBucket(rate=10, per=1.0, burst=20, max_keys=1_000_000, idle_ttl="10m")
+    adm.KeyedTokenBucket("10/s", name="users")
+    adm.KeyedSlidingWindow(60, "1m", max_keys=10)
+    adm.KeyedSemaphore(5, idle_ttl=30.0)
+    ok: bool = b.try_acquire("user:1", cost=2) and b.try_acquire(b"user:1") and b.try_acquire(42)
+    await b.acquire("user:1", timeout="1s")
+    async with b("user:1"):
+        pass
+    with s("tenant"):
+        pass
+    d: adm.Decision = b.peek("user:1")
+    n: int = len(b) + s.in_use("tenant") + s.available("tenant")
+    stats: adm.KeyedStats = s.stats()
+    s.release("tenant")
+    print(ok, d, n, stats)
+    b.try_acquire(1.5)  # error
+    b.try_acquire(("a", "b"))  # error
+    adm.KeyedTokenBucket(rate=10, max_keys="many")  # error
+    adm.KeyedSemaphore(5, bogus=1)  # error
+    s.release()  # error

@@ -28,6 +28,7 @@ mod contextvar;
 mod critical;
 mod decision;
 mod errors;
+mod keyed;
 mod metrics;
 mod rate;
 mod ready;
@@ -58,6 +59,8 @@ mod _native {
     use crate::clock::{LoopClock, ManualClock};
     #[pymodule_export]
     use crate::decision::Decision;
+    #[pymodule_export]
+    use crate::keyed::{KeyedSemaphore, KeyedSlidingWindow, KeyedTokenBucket};
     #[pymodule_export]
     use crate::metrics::{_drain_retired, _track_retired, Scrape};
     #[pymodule_export]
