@@ -612,7 +612,6 @@ class SharedSemaphore:
     def high_water(self) -> int:
         """The most permits ever held at once, by every process."""
 
-
 # The keyed limiters (rust/py/src/keyed.rs): the methods all three share come from one macro
 # of pymethods; each class lists them in full (see the note above TokenBucket).
 
