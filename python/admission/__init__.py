@@ -66,6 +66,7 @@ if TYPE_CHECKING or _NATIVE_ERROR is None:
         UnknownPool,
     )
     from admission.rate import SlidingWindow, TokenBucket
+    from admission.reserve import Reservation, Reserve
     from admission.retry import Attempt, Retry, RetryStats
     from admission.retry_budget import RetryBudget, RetryBudgetStats
     from admission.stats import LimiterStats, SemaphoreStats, WaitHistogram
@@ -130,6 +131,8 @@ __all__ = [
     "PoolUnavailable",
     "PortInUseError",
     "Rate",
+    "Reservation",
+    "Reserve",
     "Retry",
     "RetryBudget",
     "RetryBudgetStats",
