@@ -28,7 +28,7 @@ else:
     _NATIVE_ERROR = None
 
 if TYPE_CHECKING or _NATIVE_ERROR is None:
-    from admission import alerts, metrics, policies, testing
+    from admission import alerts, metrics, policies, presets, testing
     from admission._native import MAX_PERMITS, Decision, LoopClock
     from admission.breaker import BreakerStats, CircuitBreaker
     from admission.combine import AllOf, all_of
@@ -81,6 +81,9 @@ else:
 
     def __getattr__(name: str) -> str:
         # Read on first use: importing importlib.metadata would add a fifth to `import admission`.
+        if name == "httpx" and _NATIVE_ERROR is None:
+            # The transports need httpx, an optional dependency: imported on first use.
+            return _importlib.import_module("admission.httpx")
         if name == "__version__":
             from importlib.metadata import PackageNotFoundError, version
 
@@ -152,6 +155,7 @@ __all__ = [
     "parse_duration",
     "parse_rate",
     "policies",
+    "presets",
     "testing",
     "to_thread",
 ]
