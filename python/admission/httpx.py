@@ -211,10 +211,16 @@ class _Host:
         for bucket in self.limiters:
             bucket.pause(seconds)
 
-    def sync(self, headers: Mapping[str, str]) -> None:
+    def sync(self, headers: httpx.Headers) -> None:
         if self.limits.headers is None:
             return
-        for quota in self.limits.quotas(headers):
+        # Only the rate-limit headers, read once (httpx looks each name up by a scan).
+        mine = {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in headers.raw
+            if name[:1] in b"xXaA"
+        }
+        for quota in self.limits.quotas(mine):
             bucket = self.requests_bucket if quota.kind == "requests" else self.tokens_bucket
             if bucket is None:
                 continue

@@ -37,8 +37,8 @@ __all__ = ["HostLimits", "Quota", "anthropic", "host", "openai", "parse_reset", 
 
 Vendor = Literal["openai", "anthropic"]
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+# A Go duration as OpenAI writes its resets: "6m0s", "1.5s", "20ms", "1h2m3s".
+_GO_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+(?:\.\d+)?)ms)?")
 # Request-body keys holding the most tokens the answer may take, in order of preference.
 _MAX_TOKENS_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 # Keys whose strings are prompt text (a chat's messages, a system prompt, an input).
@@ -186,15 +186,19 @@ def parse_reset(value: str, wall: float | None = None) -> float | None:
     True
     """
     value = value.strip()
+    # OpenAI's form first (every response carries two): one match, no exception raised.
+    go = _GO_DURATION.fullmatch(value)
+    if go is not None and any(go.groups()):
+        h, m, s, ms = go.groups()
+        return (
+            float(h or 0) * 3600.0 + float(m or 0) * 60.0 + float(s or 0) + float(ms or 0) / 1e3
+        )
     try:
         seconds = float(value)
     except ValueError:
         pass
     else:
         return seconds if math.isfinite(seconds) and seconds >= 0 else None
-    parts = _DURATION_PART.findall(value)
-    if parts and "".join(n + u for n, u in parts) == value:
-        return sum(float(n) * _UNITS[u] for n, u in parts)
     try:
         when = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
