@@ -74,6 +74,9 @@ if TYPE_CHECKING or _NATIVE_ERROR is None:
     from admission.threads import to_thread
 
 if TYPE_CHECKING:
+    # Imported on first use at run time (it needs httpx, an optional dependency).
+    from admission import httpx as httpx
+
     __version__: str
     """The installed version (``"0.1.0"``), from the package metadata: maturin writes it from
     ``Cargo.toml``, the one place the version is kept."""

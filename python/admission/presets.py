@@ -190,9 +190,7 @@ def parse_reset(value: str, wall: float | None = None) -> float | None:
     go = _GO_DURATION.fullmatch(value)
     if go is not None and any(go.groups()):
         h, m, s, ms = go.groups()
-        return (
-            float(h or 0) * 3600.0 + float(m or 0) * 60.0 + float(s or 0) + float(ms or 0) / 1e3
-        )
+        return float(h or 0) * 3600.0 + float(m or 0) * 60.0 + float(s or 0) + float(ms or 0) / 1e3
     try:
         seconds = float(value)
     except ValueError:
