@@ -87,14 +87,14 @@ class Row(NamedTuple):
 ROWS = [
     Row(
         "transport host preset",
-        "admission AsyncTransport, default preset",
+        "admission transport, default preset",
         "admission",
         True,
         _host,
     ),
     Row(
         "transport openai preset",
-        "admission AsyncTransport, presets.openai",
+        "admission transport, presets.openai",
         "admission",
         False,
         _openai,
