@@ -91,11 +91,13 @@ class HostStats:
     """What a transport did for one host."""
 
     host: str
+    """The host, or ``host:port`` (never a URL)."""
     requests: int
     """Requests sent (every attempt)."""
     rate_limited: int
     """429 responses seen."""
     retries: int
+    """Attempts after the first of each request."""
     pauses: int
     """Pauses a 429 started (or lengthened)."""
     tokens_reserved: int

@@ -2,7 +2,7 @@
 
 An httpx ``MockTransport`` stands for the network: each test scripts the provider's answers.
 The loopback tests against a real rate-limited server are in
-``tests/integration/test_client_transport.py``. Async tests run on asyncio, uvloop and trio.
+``tests/integration/test_client_loopback.py``. Async tests run on asyncio, uvloop and trio.
 """
 
 from __future__ import annotations
