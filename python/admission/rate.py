@@ -12,17 +12,23 @@ Both share one surface:
   gives up (timeout, cancellation of any kind) leaves, and the ones behind it move up.
 - ``stats() -> LimiterStats``: exact counters, the requests waiting now, and a histogram of
   how long admitted requests waited (recorded by waiters only: immediate admission is free).
+- ``reserve(estimate)``: admitted like ``acquire``, settled afterwards at the real cost
+  (`admission.reserve`); ``pause(seconds)`` / ``pause_until(deadline)`` and
+  ``sync(remaining=..., reset_after=...)``: what a provider said (a 429, its rate-limit
+  headers), never admitting anything nor letting anyone past the waiters.
 
 The decisions are native (Rust); this module adds the waiting and the Python conveniences.
 """
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, cast, final, overload
 
 from admission import _backend, _native, _rate_wait, _registry, durations
 from admission._rate_wait import RateLimiter
 from admission._validate import timeout_seconds
+from admission.reserve import OnError, Reserve
 from admission.stats import LimiterStats, WaitHistogram
 
 if TYPE_CHECKING:
@@ -106,6 +112,63 @@ class _RateLimiter:
     def stats(self) -> LimiterStats:
         """Exact counters: admitted, rejected, timed out, cancelled; and the wait histogram."""
         return _stats(self._limiter())
+
+    def reserve(
+        self, estimate: int = 1, *, timeout: float | str | None = None, on_error: OnError = "keep"
+    ) -> Reserve:
+        """Admits ``estimate`` like `acquire` (FIFO, within ``timeout``), to be settled at the
+        real cost: ``async with tpm.reserve(est) as r: ...; r.settle(actual)`` (``with`` in
+        threads). Unused cost goes back (waiters first), an overage is charged as a debt;
+        unsettled, the estimate stands; on an exception, ``on_error`` ("keep" or "refund").
+        See `admission.reserve`.
+
+        Raises:
+            CapacityError: ``estimate`` larger than the capacity (at once).
+        """
+        return Reserve((self._limiter(),), (estimate,), timeout, on_error)
+
+    def pause(self, seconds: float | str) -> None:
+        """Admits nothing for ``seconds`` (a number or ``"30s"``): a provider's 429 with
+        ``Retry-After`` for the whole account. Waiters keep their order and are admitted
+        after it; a pause shorter than the limiter's own wait changes nothing.
+
+        A `TokenBucket` is empty at the end of the pause and refills at its rate from there
+        (a full burst at that instant would earn the next 429); a `SlidingWindow` admits by
+        its window from then.
+        """
+        self._limiter()._pause(durations.seconds(seconds, "seconds"))
+
+    def pause_until(self, deadline: float) -> None:
+        """`pause` until ``deadline`` on the limiter's clock: ``time.monotonic()`` by default,
+        the manual clock's ``now()``, or the running loop's time under `LoopClock`."""
+        limiter = self._limiter()
+        clock = limiter.clock
+        if clock is not None:
+            now = clock.now()
+        elif limiter._clock_kind == "loop":
+            now = _backend.current().time()
+        else:
+            now = time.monotonic()
+        limiter._pause(max(0.0, durations.seconds(deadline, "deadline") - now))
+
+    def sync(self, remaining: int, reset_after: float | str | None = None) -> None:
+        """What the provider says is left: the limiter never believes it has more than
+        ``remaining`` now (it only ever takes capacity away: it adds nothing the provider did
+        not grant). With ``reset_after`` (seconds until the provider's quota is full again),
+        a `TokenBucket` read as the provider's own (its burst = the provider's limit) is not
+        full again before then; a `SlidingWindow` holds the difference until then.
+
+        Raises:
+            TypeError / ValueError: ``remaining`` not an int >= 0, or a bad duration.
+        """
+        if isinstance(remaining, bool) or not isinstance(remaining, int):
+            raise TypeError(
+                f"remaining must be an int, got {type(remaining).__name__} {remaining!r}"
+            )
+        if remaining < 0:
+            raise ValueError(f"remaining must be >= 0, got {remaining}")
+        reset = None if reset_after is None else durations.seconds(reset_after, "reset_after")
+        self._limiter()._sync(remaining, reset)
 
 
 @final

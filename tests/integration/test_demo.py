@@ -106,6 +106,20 @@ def test_report_has_every_row(result: llm.DemoResult) -> None:
         assert row in table
 
 
+def test_the_transport_run_gets_every_call_through(result: llm.DemoResult) -> None:
+    """Issue 15: the same naive gather through adm.httpx.AsyncTransport: every call
+    succeeds (429s it saw were retried), nothing charged beyond the responses' usage."""
+    t = result.transport
+    assert t is not None
+    assert (t.ok, t.errors) == (t.calls, 0)
+    assert t.retries >= t.rejected  # every 429 seen was retried
+    assert t.tokens_wasted == 0
+    assert t.peak_in_flight_server <= SMALL.server_concurrency
+    table = llm.report(result)
+    assert "admission transport" in table
+    assert "tokens wasted (over-estimates)" in table
+
+
 def test_cli_exit_code_and_table(capsys: pytest.CaptureFixture[str]) -> None:
     code = cli.main(
         [

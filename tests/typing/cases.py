@@ -121,3 +121,26 @@ async def keyed(b: adm.KeyedTokenBucket, s: adm.KeyedSemaphore) -> None:
     adm.KeyedTokenBucket(rate=10, max_keys="many")  # error
     adm.KeyedSemaphore(5, bogus=1)  # error
     s.release()  # error
+async def client_layer(tpm: adm.TokenBucket, rpm: adm.TokenBucket) -> None:
+    async with tpm.reserve(800, timeout="10s", on_error="refund") as r:
+        r.settle(300)
+    with adm.all_of(rpm, tpm).reserve(costs=(1, 800)) as both:
+        both.settle(costs=(1, 650))
+    reservation: adm.Reservation = await tpm.reserve(5).acquire()
+    reservation.refund()
+    tpm.pause("2s")
+    tpm.pause_until(1.5)
+    tpm.sync(remaining=10, reset_after="1s")
+    tpm.reserve(5, on_error="drop")  # error
+    tpm.sync(remaining="ten")  # error
+    r.settle("300")  # error
+    transport = adm.httpx.AsyncTransport(
+        limits={"api.openai.com": adm.presets.openai(rpm=500, tpm=200_000, concurrency=50)},
+        default=adm.presets.host(concurrency=20),
+        retry=adm.Retry(attempts=6),
+        breaker="per-host",
+        retry_post=True,
+    )
+    print(transport.stats()["api.openai.com"].rate_limited)
+    adm.httpx.AsyncTransport(limits={"x": 3})  # error
+    adm.httpx.Transport(breaker="sometimes")  # error

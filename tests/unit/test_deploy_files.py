@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import prometheus_client
 import pytest
 import yaml
@@ -122,6 +123,10 @@ def exported_names(registry: prometheus_client.CollectorRegistry) -> set[str]:
     with pytest.raises(adm.CircuitOpen):
         retry.call_blocking(breaker.call_blocking, lambda: None)
     pools = adm.PoolManager({"deploy-test": adm.PoolConfig("postgresql://app:pw@db/test")})
+    # An httpx transport that served one host (issue 15): its per-host families.
+    transport = adm.httpx.Transport(httpx.MockTransport(lambda request: httpx.Response(200)))
+    with httpx.Client(transport=transport) as client:
+        client.get("https://deploy-test/")
     remove_pools = adm.metrics.add_source(lambda: pool_families([pools.stats("deploy-test")]))
     try:
         text = prometheus_client.generate_latest(registry).decode()

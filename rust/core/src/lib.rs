@@ -31,7 +31,7 @@ pub mod window;
 pub use error::{AcquireError, ConfigError};
 pub use gcra::Gcra;
 pub use histogram::{HistogramSnapshot, WaitHistogram, WAIT_BOUNDS_NS, WAIT_BUCKETS};
-pub use rate::{take_all, untake_all, Decision, Part, RateLimit};
+pub use rate::{take_all, untake_all, Adjust, Decision, Part, RateLimit};
 pub use semaphore::{Enqueued, Outcome, Semaphore, SemaphoreError, Ticket, MAX_PERMITS};
 pub use shared::{SharedBucket, SharedSemaphore};
 pub use stats::{Counters, CountersSnapshot, Refusal};

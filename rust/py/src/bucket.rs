@@ -68,13 +68,6 @@ rate_limiter_pymethods!(TokenBucket, "token_bucket", {
         self.state.core.burst()
     }
 
-    /// Charges `cost` tokens as used, beyond the burst if need be, counting nothing: a
-    /// replacement bucket inheriting its predecessor's use (and queue).
-    fn _charge(&self, py: Python<'_>, cost: u64) -> PyResult<()> {
-        self.state.core.charge(self.state.now(py)?, cost);
-        Ok(())
-    }
-
     /// Seconds per token, as used internally (rounded up to whole nanoseconds).
     #[getter]
     fn emission_interval(&self) -> f64 {
