@@ -121,6 +121,8 @@ async def keyed(b: adm.KeyedTokenBucket, s: adm.KeyedSemaphore) -> None:
     adm.KeyedTokenBucket(rate=10, max_keys="many")  # error
     adm.KeyedSemaphore(5, bogus=1)  # error
     s.release()  # error
+
+
 async def client_layer(tpm: adm.TokenBucket, rpm: adm.TokenBucket) -> None:
     async with tpm.reserve(800, timeout="10s", on_error="refund") as r:
         r.settle(300)
