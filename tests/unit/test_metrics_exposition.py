@@ -188,3 +188,17 @@ def test_a_scrape_is_read_once_then_only_rendered() -> None:
         other.add_retired("semaphore", "x", (0, 0, 0, 0, 0), [1, 2], 0)
     with pytest.raises(ValueError, match="unknown kind"):
         other.add_retired("queue", "x", (0, 0, 0, 0, 0), [0] * 27, 0)
+
+
+def test_a_large_source_family_is_cut_into_bounded_chunks_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Breakers are a Python metrics source (not the native scrape): 400 named ones make one
+    # family of 1,600 series, which once went out as a single chunk of the whole family.
+    keep = [adm.CircuitBreaker(name=unique("chunk-breaker")) for _ in range(400)]
+    whole = text()
+    monkeypatch.setattr(exposition, "CHUNK_BYTES", 4096)
+    parts = list(exposition.chunks())
+    assert max(len(p) for p in parts) < 4096 + 8192
+    assert parsed(b"".join(parts).decode()) == parsed(whole)
+    del keep

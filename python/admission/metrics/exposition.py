@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 
 from admission import _native
 from admission._native import WAIT_BOUNDS
-from admission.metrics.families import _OUTCOMES, Family, HistogramSample, le_label
+from admission.metrics.families import _OUTCOMES, Family, HistogramSample, Sample, le_label
 from admission.metrics.limiters import FAMILIES, _merge, _scrape, _source_families, _Spec
 
 __all__ = ["CHUNK_BYTES", "CONTENT_TYPE", "chunks"]
@@ -59,8 +59,19 @@ def _family_parts(scrape: _native.Scrape, family: Family) -> Iterator[bytes]:
     spec = _SPECS.get(family.name)
     if spec is not None:
         yield from _native_parts(scrape, spec, name)
-    if family.samples:
-        yield "".join(_lines(family, name)).encode()
+    # A source's family can hold many series too (a breaker, a keyed limiter, a pool each):
+    # parts of whole series, each about CHUNK_BYTES, as the native families are cut.
+    part: list[str] = []
+    size = 0
+    for sample in family.samples:
+        for line in _lines(sample, name):
+            part.append(line)
+            size += len(line)
+        if size >= CHUNK_BYTES:
+            yield "".join(part).encode()
+            part, size = [], 0
+    if part:
+        yield "".join(part).encode()
 
 
 def _native_parts(scrape: _native.Scrape, spec: _Spec, name: str) -> Iterator[bytes]:
@@ -75,15 +86,15 @@ def _native_parts(scrape: _native.Scrape, spec: _Spec, name: str) -> Iterator[by
         yield part
 
 
-def _lines(family: Family, name: str) -> Iterable[str]:
-    for s in family.samples:
-        if isinstance(s, HistogramSample):
-            for le, count in s.buckets:
-                yield f"{name}_bucket{{{_labels(s.labels, le=le_label(le))}}} {count}\n"
-            yield f"{name}_count{{{_labels(s.labels)}}} {s.count}\n"
-            yield f"{name}_sum{{{_labels(s.labels)}}} {_value(s.sum)}\n"
-        else:
-            yield f"{name}{{{_labels(s.labels)}}} {_value(s.value)}\n"
+def _lines(s: Sample | HistogramSample, name: str) -> Iterable[str]:
+    """The text lines of one series (a histogram's buckets, count and sum together)."""
+    if isinstance(s, HistogramSample):
+        for le, count in s.buckets:
+            yield f"{name}_bucket{{{_labels(s.labels, le=le_label(le))}}} {count}\n"
+        yield f"{name}_count{{{_labels(s.labels)}}} {s.count}\n"
+        yield f"{name}_sum{{{_labels(s.labels)}}} {_value(s.sum)}\n"
+    else:
+        yield f"{name}{{{_labels(s.labels)}}} {_value(s.value)}\n"
 
 
 def _labels(labels: Mapping[str, str], **extra: str) -> str:
