@@ -27,6 +27,7 @@ mod clock;
 mod contextvar;
 mod critical;
 mod decision;
+mod decorated;
 mod errors;
 mod metrics;
 mod rate;
@@ -57,6 +58,8 @@ mod _native {
     #[pymodule_export]
     use crate::decision::Decision;
     #[pymodule_export]
+    use crate::decorated::{BreakerAwaitable, BreakerFunction};
+    #[pymodule_export]
     use crate::metrics::{_drain_retired, _track_retired, Scrape};
     #[pymodule_export]
     use crate::rate::RateTicket;
@@ -82,6 +85,7 @@ mod _native {
         let bounds = crate::rate::wait_bounds_s();
         m.add("WAIT_BOUNDS", pyo3::types::PyTuple::new(m.py(), bounds)?)?;
         crate::acquire::register_coroutine(m.py())?;
+        crate::decorated::register_coroutine(m.py())?;
         crate::asyncio::init(m)
     }
 }
