@@ -73,7 +73,16 @@ fn enable_vectorcall(obj: &Bound<'_, BreakerFunction>) {
         // (`__call__`), which the type also has. No Python code runs here.
         unsafe {
             (*tp).tp_vectorcall_offset = offset as ffi::Py_ssize_t;
-            (*tp).tp_flags |= ffi::Py_TPFLAGS_HAVE_VECTORCALL;
+            #[cfg(not(Py_GIL_DISABLED))]
+            {
+                (*tp).tp_flags |= ffi::Py_TPFLAGS_HAVE_VECTORCALL;
+            }
+            // Free-threaded builds keep the flags in an atomic (other threads read them).
+            #[cfg(Py_GIL_DISABLED)]
+            (*tp).tp_flags.fetch_or(
+                ffi::Py_TPFLAGS_HAVE_VECTORCALL,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             ffi::PyType_Modified(tp);
         }
     });
