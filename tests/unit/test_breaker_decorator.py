@@ -497,3 +497,21 @@ def test_a_module_level_wrapper_pickles_by_reference_as_functions_do() -> None:
 
     assert pickle.loads(pickle.dumps(pickled_by_reference)) is pickled_by_reference
     assert copy.deepcopy(pickled_by_reference) is pickled_by_reference
+
+
+def test_retry_over_a_decorated_coroutine_function_retries_each_call() -> None:
+    """`Retry` picks its async wrapper by `inspect.iscoroutinefunction`: the native wrapper must
+    pass it (on 3.10/3.11 too), or each call would be one attempt."""
+    b = breaker(window=100, min_calls=100)
+    attempts = []
+
+    @adm.Retry(attempts=3, retry_on=(ConnectionError,), clock=ManualClock())
+    @b
+    async def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionError
+        return "ok"
+
+    assert asyncio.run(flaky()) == "ok"
+    assert counts(b) == (3, 1, 2, 0, 0)
