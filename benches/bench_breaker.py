@@ -10,8 +10,9 @@ cost: a permission and an outcome):
 - async: ``async with breaker:`` inside a coroutine, admission against ``asyncio.Semaphore``
   (the issue's yardstick: at most half its cost), a decorated coroutine function, aiobreaker
   ``call_async`` and purgatory's ``async with await factory.get_breaker(name):``; floor:
-  ``await fn()`` of the same no-op coroutine function (what any wrapper costs at least). No operation suspends, so each coroutine
-  is driven by hand without an event loop (conftest's ``is_async``): the same for every row.
+  ``await fn()`` of the same no-op coroutine function (what any wrapper costs at least). No
+  operation suspends, so each coroutine is driven by hand without an event loop (conftest's
+  ``is_async``): the same for every row.
 """
 
 from __future__ import annotations

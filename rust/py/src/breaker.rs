@@ -109,7 +109,8 @@ impl CircuitBreaker {
     /// read once per call, at its end, where the window needs it): the start is then 0,
     /// which no one reads. Should the breaker open between the look at its mode and the
     /// permit, the refusal is measured from 0 (the instant the open time ends), and the time
-    /// left is recomputed from the clock.
+    /// left is recomputed from the clock (a call refused there with 0 s left could have been a
+    /// probe only if the whole open time, at least 1 ns, passed within that race).
     pub(crate) fn permit(slf: &Bound<'_, Self>, py: Python<'_>) -> PyResult<(Permit, u64)> {
         let this = slf.get();
         let untimed = !this.times_calls() && this.core.mode() == Mode::Closed;
