@@ -8,9 +8,11 @@ cost: a permission and an outcome):
   ``with factory.get_breaker(name):``; floor: a plain Python call of the same no-op function
   (what any decorator costs at least);
 - async: ``async with breaker:`` inside a coroutine, admission against ``asyncio.Semaphore``
-  (the issue's yardstick: at most half its cost), aiobreaker ``call_async`` and purgatory's
-  ``async with await factory.get_breaker(name):``. No operation suspends, so each coroutine
-  is driven by hand without an event loop (conftest's ``is_async``): the same for every row.
+  (the issue's yardstick: at most half its cost), a decorated coroutine function, aiobreaker
+  ``call_async`` and purgatory's ``async with await factory.get_breaker(name):``; floor:
+  ``await fn()`` of the same no-op coroutine function (what any wrapper costs at least). No
+  operation suspends, so each coroutine is driven by hand without an event loop (conftest's
+  ``is_async``): the same for every row.
 """
 
 from __future__ import annotations
@@ -183,6 +185,18 @@ def test_admission_async_decorated(measure: Any) -> None:
         is_async=True,
     )
     assert b.stats().success == measured.total_calls
+
+
+@pytest.mark.benchmark(group=ASYNC)
+def test_floor_await(measure: Any) -> None:
+    measure(
+        key="floor.await",
+        impl="floor: await fn() (the coroutine made and run, no breaker)",
+        role="floor",
+        stmt="await call()",
+        env={"call": anoop},
+        is_async=True,
+    )
 
 
 @pytest.mark.benchmark(group=ASYNC)

@@ -12,7 +12,9 @@ __all__ = [
     "WAIT_BOUNDS",
     "Acquire",
     "AllOf",
+    "BreakerAwaitable",
     "BreakerCall",
+    "BreakerFunction",
     "CircuitBreaker",
     "Deadlines",
     "Decision",
@@ -405,6 +407,41 @@ class BreakerCall:
     def release(self) -> None: ...
     @property
     def probe(self) -> bool: ...
+
+@final
+class BreakerFunction:
+    """A function decorated with a `CircuitBreaker` (what ``@breaker`` returns): each call
+    goes through the breaker. Called through CPython's vectorcall protocol; binds as a
+    method; ``is_async``: each call returns a `BreakerAwaitable`. ``vectorcall=False`` (a test
+    hook) leaves calls to ``__call__``."""
+
+    def __new__(
+        cls,
+        breaker: CircuitBreaker,
+        func: Callable[..., Any],
+        failure_if: Callable[[Any], object] | None,
+        is_async: bool,
+        *,
+        vectorcall: bool = True,
+    ) -> BreakerFunction: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+    def __reduce__(self) -> str: ...
+    def __get__(self, instance: object, owner: type | None = None, /) -> Any: ...
+    @property
+    def breaker(self) -> CircuitBreaker: ...
+    __dict__: dict[str, Any]
+
+@final
+class BreakerAwaitable:
+    """One call of a decorated coroutine function: takes the permit at its first step, then
+    calls the function and forwards ``send``, ``throw`` and ``close`` to its awaitable.
+    Registered as a ``collections.abc.Coroutine``. Not constructible from Python."""
+
+    def __await__(self) -> Generator[Any, Any, Any]: ...
+    def __next__(self) -> Any: ...
+    def send(self, value: object) -> Any: ...
+    def throw(self, typ: object, val: object = None, tb: object = None) -> Any: ...
+    def close(self) -> None: ...
 
 @final
 class RateTicket:

@@ -22,10 +22,12 @@ Cancellation (`asyncio.CancelledError`, trio's ``Cancelled``), `KeyboardInterrup
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import functools
 import inspect
 import logging
+import sys
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
@@ -297,47 +299,22 @@ class CircuitBreaker(_native.CircuitBreaker):
     @overload
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorates a function (sync or async): each call goes through the breaker."""
+        """Decorates a function (sync or async): each call goes through the breaker.
+
+        The wrapper is native (`admission._native.BreakerFunction`) and carries ``fn``'s
+        ``__name__``, ``__qualname__``, ``__doc__``, ``__module__``, ``__dict__`` and
+        ``__wrapped__`` as `functools.wraps` would; it binds as a method. A coroutine
+        function's wrapper returns an awaitable that takes the permit at its first step and
+        only then calls ``fn``; `inspect.iscoroutinefunction` is true for it.
+        """
         if not callable(fn):
             raise TypeError(f"CircuitBreaker decorates a function, got {fn!r}")
-        # The wrappers are written out (not shared helpers): each Python frame saved is a
-        # sizeable part of the cost of a call through a closed breaker.
-        permit = self._call
-        failure_if = self._failure_if
-        if inspect.iscoroutinefunction(fn):
-            async_fn = cast(Callable[P, Awaitable[Any]], fn)
-
-            @functools.wraps(fn)
-            async def guarded_async(*args: P.args, **kwargs: P.kwargs) -> Any:
-                call = permit()
-                try:
-                    result = await async_fn(*args, **kwargs)
-                except BaseException as exc:
-                    call.end(exc)
-                    raise
-                if failure_if is not None and failure_if(result):
-                    call.fail()
-                else:
-                    call.end()
-                return result
-
-            return guarded_async
-
-        @functools.wraps(fn)
-        def guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
-            call = permit()
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                call.end(exc)
-                raise
-            if failure_if is not None and failure_if(result):
-                call.fail()
-            else:
-                call.end()
-            return result
-
-        return guarded
+        is_async = inspect.iscoroutinefunction(fn)
+        wrapper = _native.BreakerFunction(self, fn, self._failure_if, is_async)
+        functools.update_wrapper(wrapper, fn)
+        if is_async:
+            _mark_coroutine_function(wrapper, fn)
+        return cast(Callable[P, Any], wrapper)
 
     async def call(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """``await fn(*args, **kwargs)`` through the breaker (`CircuitOpen` if refused)."""
@@ -396,6 +373,25 @@ class CircuitBreaker(_native.CircuitBreaker):
             f"CircuitBreaker({name}state={self.state!r}, failure_rate={self.failure_rate!r}, "
             f"window={self.window!r}, open_for={self.open_for!r})"
         )
+
+
+def _mark_coroutine_function(wrapper: _native.BreakerFunction, fn: Callable[..., Any]) -> None:
+    """Makes `inspect.iscoroutinefunction` (and asyncio's) true for a native wrapper."""
+    if sys.version_info >= (3, 12):
+        inspect.markcoroutinefunction(wrapper)
+        return
+    # 3.10/3.11 have no marker: asyncio reads `_is_coroutine`; inspect reads the code flags
+    # of anything that looks like a function (the duck typing it has for Cython's).
+    wrapper._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
+    function = inspect.unwrap(fn)
+    while isinstance(function, functools.partial):
+        function = inspect.unwrap(function.func)
+    if inspect.isfunction(function):
+        if not hasattr(wrapper, "__name__"):  # a partial has none
+            wrapper.__name__ = function.__name__  # type: ignore[attr-defined]
+        wrapper.__code__ = function.__code__  # type: ignore[attr-defined]
+        wrapper.__defaults__ = function.__defaults__  # type: ignore[attr-defined]
+        wrapper.__kwdefaults__ = function.__kwdefaults__  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -613,7 +613,7 @@ enum Peek {
 }
 
 /// The exception `throw(typ, val, tb)` raises (the generator protocol's forms).
-fn thrown(typ: &Bound<'_, PyAny>, val: Option<&Bound<'_, PyAny>>) -> PyResult<PyErr> {
+pub(crate) fn thrown(typ: &Bound<'_, PyAny>, val: Option<&Bound<'_, PyAny>>) -> PyResult<PyErr> {
     Ok(match val {
         Some(v) if v.is_instance_of::<PyBaseException>() => PyErr::from_value(v.clone()),
         Some(v) if !v.is_none() => PyErr::from_value(typ.call1((v,))?),

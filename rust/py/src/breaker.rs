@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use admission_core::breaker::{
-    Breaker, BreakerConfig, CallOutcome, Permit, Refused, Transition, WindowKind,
+    Breaker, BreakerConfig, CallOutcome, Mode, Permit, Refused, Transition, WindowKind,
 };
 use admission_core::MAX_SPAN_NS;
 use pyo3::exceptions::{PyBaseException, PyException, PyRuntimeError, PyTypeError, PyValueError};
@@ -78,7 +78,7 @@ impl CircuitBreaker {
     /// Reports a transition to `self._transitioned(from, to, open_for)` (the Python class
     /// logs it and tells listeners). Its errors cannot be the caller's: they are reported as
     /// unraisable.
-    fn report(slf: &Bound<'_, Self>, transition: Option<Transition>) {
+    pub(crate) fn report(slf: &Bound<'_, Self>, transition: Option<Transition>) {
         let Some(t) = transition else { return };
         let py = slf.py();
         let args = (t.from.as_str(), t.to.as_str(), ns_to_s(t.open_ns));
@@ -103,14 +103,27 @@ impl CircuitBreaker {
         }
     }
 
-    /// A permit for one call now, or `CircuitOpen`.
-    fn permit(slf: &Bound<'_, Self>, py: Python<'_>) -> PyResult<(Permit, u64)> {
+    /// A permit for one call now and its start time, or `CircuitOpen`.
+    ///
+    /// A closed breaker whose calls are not timed admits without the time (the clock is
+    /// read once per call, at its end, where the window needs it): the start is then 0,
+    /// which no one reads. Should the breaker open between the look at its mode and the
+    /// permit, the refusal is measured from 0 (the instant the open time ends), and the time
+    /// left is recomputed from the clock (a call refused there with 0 s left could have been a
+    /// probe only if the whole open time, at least 1 ns, passed within that race).
+    pub(crate) fn permit(slf: &Bound<'_, Self>, py: Python<'_>) -> PyResult<(Permit, u64)> {
         let this = slf.get();
-        let now = this.clock.now(py)?;
+        let untimed = !this.times_calls() && this.core.mode() == Mode::Closed;
+        let now = if untimed { 0 } else { this.clock.now(py)? };
         match this.core.try_acquire(now) {
             Ok((permit, transition)) => {
                 Self::report(slf, transition);
                 Ok((permit, now))
+            }
+            Err(Refused::Open { retry_after_ns }) if untimed => {
+                let until = retry_after_ns;
+                let retry_after_ns = until.saturating_sub(this.clock.now(py)?);
+                Err(Self::refused(slf, Refused::Open { retry_after_ns }))
             }
             Err(refused) => Err(Self::refused(slf, refused)),
         }
@@ -142,7 +155,9 @@ impl CircuitBreaker {
         Ok(Some(CallOutcome::Success))
     }
 
-    fn finish(
+    /// Ends a permitted call: `exc` is `None` (or Python's `None`) on success, else the
+    /// exception it raised.
+    pub(crate) fn finish(
         slf: &Bound<'_, Self>,
         permit: Permit,
         start: u64,
@@ -216,6 +231,23 @@ impl CircuitBreaker {
             .map_or_else(|| py.None(), |o| o.clone_ref(py));
         contextvar::set(calls, outer.bind(py))?;
         call.end(py, Some(exc))
+    }
+
+    /// Ends a permitted call as failed, whatever it returned (`failure_if` said so).
+    pub(crate) fn fail(slf: &Bound<'_, Self>, permit: Permit, start: u64) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let now = this.clock.now(py)?;
+        let transition =
+            this.core
+                .record(permit, CallOutcome::Failure, now.saturating_sub(start), now);
+        Self::report(slf, transition);
+        Ok(())
+    }
+
+    /// Gives back a permit whose call never came to a verdict.
+    pub(crate) fn give_back(&self, permit: Permit) {
+        self.core.release(permit);
     }
 
     /// Whether calls are timed (a slow-call duration is set).
@@ -564,17 +596,7 @@ impl BreakerCall {
         if self.done.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let breaker = self.breaker.bind(py);
-        let this = breaker.get();
-        let now = this.clock.now(py)?;
-        let transition = this.core.record(
-            self.permit,
-            CallOutcome::Failure,
-            now.saturating_sub(self.start),
-            now,
-        );
-        CircuitBreaker::report(breaker, transition);
-        Ok(())
+        CircuitBreaker::fail(self.breaker.bind(py), self.permit, self.start)
     }
 
     /// Gives the permit back unused (the call never ran). A second call does nothing.

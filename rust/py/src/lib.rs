@@ -27,6 +27,7 @@ mod clock;
 mod contextvar;
 mod critical;
 mod decision;
+mod decorated;
 mod errors;
 mod keyed;
 mod metrics;
@@ -60,6 +61,8 @@ mod _native {
     #[pymodule_export]
     use crate::decision::Decision;
     #[pymodule_export]
+    use crate::decorated::{BreakerAwaitable, BreakerFunction};
+    #[pymodule_export]
     use crate::keyed::{KeyedSemaphore, KeyedSlidingWindow, KeyedTokenBucket};
     #[pymodule_export]
     use crate::metrics::{_drain_retired, _track_retired, Scrape};
@@ -92,6 +95,7 @@ mod _native {
         crate::acquire::register_coroutine(m.py())?;
         #[cfg(target_os = "linux")]
         crate::shm::init();
+        crate::decorated::register_coroutine(m.py())?;
         crate::asyncio::init(m)
     }
 }
