@@ -28,7 +28,7 @@ else:
     _NATIVE_ERROR = None
 
 if TYPE_CHECKING or _NATIVE_ERROR is None:
-    from admission import alerts, metrics, policies, testing
+    from admission import alerts, metrics, policies, presets, stores, testing
     from admission._native import MAX_PERMITS, Decision, LoopClock
     from admission.breaker import BreakerStats, CircuitBreaker
     from admission.combine import AllOf, all_of
@@ -49,6 +49,13 @@ if TYPE_CHECKING or _NATIVE_ERROR is None:
 
     # `adm.map`, but not in __all__: `from admission import *` must not shadow the builtin.
     from admission.gather import map as map
+    from admission.keyed import (
+        KeyedSemaphore,
+        KeyedSlidingWindow,
+        KeyedStats,
+        KeyedTokenBucket,
+        TooManyKeys,
+    )
     from admission.manager import ConcurrencyManager, LimitStats
     from admission.policies import Policy
     from admission.pools import (
@@ -66,6 +73,7 @@ if TYPE_CHECKING or _NATIVE_ERROR is None:
         UnknownPool,
     )
     from admission.rate import SlidingWindow, TokenBucket
+    from admission.reserve import Reservation, Reserve
     from admission.retry import Attempt, Retry, RetryStats
     from admission.retry_budget import RetryBudget, RetryBudgetStats
     from admission.stats import LimiterStats, SemaphoreStats, WaitHistogram
@@ -73,6 +81,9 @@ if TYPE_CHECKING or _NATIVE_ERROR is None:
     from admission.threads import to_thread
 
 if TYPE_CHECKING:
+    # Imported on first use at run time (it needs httpx, an optional dependency).
+    from admission import httpx as httpx
+
     __version__: str
     """The installed version (``"0.1.0"``), from the package metadata: maturin writes it from
     ``Cargo.toml``, the one place the version is kept."""
@@ -80,6 +91,9 @@ else:
 
     def __getattr__(name: str) -> str:
         # Read on first use: importing importlib.metadata would add a fifth to `import admission`.
+        if name == "httpx" and _NATIVE_ERROR is None:
+            # The transports need httpx, an optional dependency: imported on first use.
+            return _importlib.import_module("admission.httpx")
         if name == "__version__":
             from importlib.metadata import PackageNotFoundError, version
 
@@ -113,6 +127,10 @@ __all__ = [
     "Config",
     "ConfigError",
     "Decision",
+    "KeyedSemaphore",
+    "KeyedSlidingWindow",
+    "KeyedStats",
+    "KeyedTokenBucket",
     "LimitStats",
     "LimiterStats",
     "LoopClock",
@@ -130,6 +148,8 @@ __all__ = [
     "PoolUnavailable",
     "PortInUseError",
     "Rate",
+    "Reservation",
+    "Reserve",
     "Retry",
     "RetryBudget",
     "RetryBudgetStats",
@@ -139,6 +159,7 @@ __all__ = [
     "SlidingWindow",
     "TaskPool",
     "TokenBucket",
+    "TooManyKeys",
     "UnknownLimit",
     "UnknownPool",
     "WaitHistogram",
@@ -149,6 +170,8 @@ __all__ = [
     "parse_duration",
     "parse_rate",
     "policies",
+    "presets",
+    "stores",
     "testing",
     "to_thread",
 ]

@@ -27,6 +27,7 @@ __all__ = [
     "Taken",
     "Waits",
     "consume",
+    "enqueue_all",
     "give_up",
     "refuse_blocking_in_a_loop",
     "wait_async",
@@ -130,6 +131,39 @@ def _poll(waits: Waits) -> None:
     for limiter, ticket in waits:
         if limiter._status(ticket)[0] != "granted":
             limiter._poll()
+
+
+def enqueue_all(
+    limiters: Sequence[RateLimiter], costs: Sequence[int], timeout: float | None, wake: Waker
+) -> tuple[
+    list[tuple[RateLimiter, _native.RateTicket]], list[tuple[RateLimiter, int, tuple[int, int]]]
+]:
+    """Takes what is free now and queues in the other limiters (FIFO in each): the tickets
+    to wait for and the admissions held meanwhile. Raises `AcquireTimeout` at once, holding
+    nothing, if one of them cannot make the deadline."""
+    for limiter, cost in zip(limiters, costs, strict=True):
+        limiter.peek(cost)  # CapacityError before anything is taken
+    waits: list[tuple[RateLimiter, _native.RateTicket]] = []
+    taken: list[tuple[RateLimiter, int, tuple[int, int]]] = []
+    try:
+        for limiter, cost in zip(limiters, costs, strict=True):
+            got = limiter._take(cost)
+            if got is not None:
+                taken.append((limiter, cost, got))
+                continue
+            # Always queued (never admitted here): an admission is only counted once every
+            # limiter has admitted, and a queued ticket can be given back.
+            ticket = limiter._enqueue(cost, timeout, wake, False)
+            assert ticket is not None
+            waits.append((limiter, ticket))
+    except AcquireTimeout:
+        # That limiter counted it; the others are given back and counted the same.
+        give_up(waits, taken, timed_out=True)
+        raise
+    except BaseException:
+        give_up(waits, taken, timed_out=False)
+        raise
+    return waits, taken
 
 
 def consume(waits: Waits) -> None:

@@ -1,5 +1,6 @@
 """The tables of a configuration beyond its limits, and what a `ConcurrencyManager` keeps for
-each: the one module that knows them by name (``[pools.NAME]`` today: a `PoolManager`).
+each: the one module that knows them by name (``[pools.NAME]``: a `PoolManager`;
+``[breakers.NAME]``: a `CircuitBreaker` each; ``[retries.NAME]``: a `Retry` each).
 
 `admission.config` parses each table with its section's parser (`PARSERS`; the settings land
 in `Config.sections`). `admission.manager` gets one `Section` of each kind per manager
@@ -13,25 +14,275 @@ in `Config.sections`). `admission.manager` gets one `Section` of each kind per m
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import re
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from types import MappingProxyType
-from typing import Any, Protocol, final
+from typing import Any, Protocol, TypeVar, final
 
-from admission.errors import ConfigError
-from admission.policies import PolicySet
+from admission._backoff import JITTERS
+from admission._native import LoopClock, ManualClock
+from admission.breaker import CircuitBreaker
+from admission.durations import seconds
+from admission.errors import ConfigError, UnknownLimit
+from admission.policies import (
+    BREAKER_DEFAULTS,
+    RETRY_DEFAULTS,
+    BreakerPolicy,
+    BudgetPolicy,
+    PolicySet,
+    RetryPolicy,
+    _count,
+    _threshold,
+    hint,
+    is_none,
+    nearest,
+)
 from admission.pools.config import PoolConfig
 from admission.pools.errors import UnknownPool
 from admission.pools.manager import PoolManager, _ConnectionBlock
 from admission.pools.settings import pool_configs
+from admission.retry import Retry
+from admission.retry_budget import RetryBudget
 
-__all__ = ["PARSERS", "ConnectionBlock", "Section", "connection", "pool_manager", "sections"]
+__all__ = [
+    "PARSERS",
+    "ConnectionBlock",
+    "Section",
+    "breaker",
+    "breaker_policies",
+    "connection",
+    "pool_manager",
+    "retry",
+    "retry_policies",
+    "sections",
+]
 
 Parser = Callable[[Mapping[str, Any], PolicySet, Mapping[str, str]], Mapping[str, Any]]
 """Settings from a section's table, given the policies in force and the environment (for
 variables the table names); raises `ConfigError` naming the key."""
 
-PARSERS: Mapping[str, Parser] = MappingProxyType({"pools": pool_configs})
-"""The parser of each section, by the table's name at the top of the file."""
+_Clock = ManualClock | LoopClock | None
+_P = TypeVar("_P", RetryPolicy, BreakerPolicy)
+
+
+# ---------------------------------------------------------------------------------------------
+# [breakers.NAME] and [retries.NAME]: parsing
+# ---------------------------------------------------------------------------------------------
+
+
+def _positive_duration(value: object, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ConfigError(f'expected a duration such as "10s", got {value!r}', key=key)
+    return seconds(value, key, positive=True, config=True)
+
+
+def _optional_duration(value: object, key: str) -> float | None:
+    return None if is_none(value) else _positive_duration(value, key)
+
+
+def _window(value: object, key: str) -> int | float:
+    if isinstance(value, str):
+        return _positive_duration(value, key)  # a time window
+    if isinstance(value, float):
+        raise ConfigError(
+            f'expected a number of calls (an integer) or a duration such as "60s", got '
+            f"{value!r}: ambiguous",
+            key=key,
+        )
+    return _count(value, key, top=2**20, optional=False)  # type: ignore[return-value]
+
+
+def _counter(top: int, optional: bool = False) -> Callable[[object, str], object]:
+    return lambda value, key: _count(value, key, top=top, optional=optional)
+
+
+def _jitter(value: object, key: str) -> str:
+    if value not in JITTERS:
+        raise ConfigError(f"expected one of: {', '.join(JITTERS)}, got {value!r}", key=key)
+    return str(value)
+
+
+def _nonnegative(value: object, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e18:
+        raise ConfigError(f"expected a finite number >= 0, got {value!r}", key=key)
+    return float(value)
+
+
+_BUDGET: dict[str, Callable[[object, str], object]] = {
+    "ratio": _nonnegative,
+    "min_per_second": _nonnegative,
+    "window": _positive_duration,
+}
+
+
+def _budget(value: object, key: str, inherited: BudgetPolicy | None) -> BudgetPolicy | None:
+    if is_none(value) or value is False:
+        return None
+    if value is True:
+        return inherited or BudgetPolicy()
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            'expected a table (ratio, min_per_second, window), true, false or "none", '
+            f"got {value!r}",
+            key=key,
+        )
+    own = _coerce(value, _BUDGET, f"{key}.")
+    return dataclasses.replace(inherited or BudgetPolicy(), **own)
+
+
+def _name(value: object, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"expected the name of a [breakers.NAME] table, got {value!r}", key=key)
+    return value
+
+
+_BREAKER: dict[str, Callable[[object, str], object]] = {
+    "failure_rate": _threshold,
+    "window": _window,
+    "min_calls": _counter(2**32 - 1),
+    "slow_call_duration": _optional_duration,
+    "slow_call_rate": _threshold,
+    "open_for": _positive_duration,
+    "open_for_max": _positive_duration,
+    "half_open_calls": _counter(0xFFFF),
+}
+_RETRY: dict[str, Callable[[object, str], object]] = {
+    "attempts": _counter(2**31 - 1, optional=True),
+    "deadline": _optional_duration,
+    "base": _positive_duration,
+    "cap": _positive_duration,
+    "jitter": _jitter,
+    "breaker": _name,
+    # "budget": see _budget (it inherits field by field)
+}
+
+
+def _coerce(
+    fields: Mapping[str, object],
+    coercers: Mapping[str, Callable[[object, str], object]],
+    prefix: str,
+    also: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Checked ``fields``; ``also``: the other keys the table may hold (named in errors)."""
+    out: dict[str, Any] = {}
+    for key, value in fields.items():
+        coerce = coercers.get(key)
+        if coerce is None:
+            known = (*also, *coercers)
+            raise ConfigError(
+                f"unknown key{hint(str(key), known)}; expected one of: {', '.join(known)}",
+                key=f"{prefix}{key}",
+            )
+        out[key] = coerce(value, f"{prefix}{key}")
+    return out
+
+
+def _tables(
+    section: str,
+    tables: Mapping[str, Any],
+    policies: PolicySet,
+    defaults: Mapping[str, _P],
+    coercers: Mapping[str, Callable[[object, str], object]],
+) -> dict[str, tuple[str, _P, dict[str, Any]]]:
+    """Each table's key prefix, the defaults of its policy, and the fields it sets, checked."""
+    out: dict[str, tuple[str, _P, dict[str, Any]]] = {}
+    for name, table in tables.items():
+        prefix = f"{section}.{name}."
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"expected a table, got {table!r}", key=prefix[:-1])
+        fields = dict(table)
+        policy = fields.pop("policy", "default")
+        if not isinstance(policy, str) or policy not in policies:
+            suggestion = hint(policy, policies) if isinstance(policy, str) else ""
+            raise ConfigError(
+                f"expected one of the policies: {', '.join(policies)}, got {policy!r}{suggestion}",
+                key=f"{prefix}policy",
+            )
+        budget = fields.pop("budget", _UNSET)
+        also = ("policy", "budget") if defaults is RETRY_DEFAULTS else ("policy",)
+        if budget is not _UNSET and defaults is not RETRY_DEFAULTS:
+            fields["budget"] = budget  # not a breaker's key: refused, naming it
+        own = _coerce(fields, coercers, prefix, also)
+        base = defaults[nearest(policy, policies, defaults)]
+        if budget is not _UNSET:
+            assert isinstance(base, RetryPolicy)
+            own["budget"] = _budget(budget, f"{prefix}budget", base.budget)
+        out[name] = (prefix, dataclasses.replace(base, policy=policy), own)
+    return out
+
+
+_UNSET: Any = object()
+# The argument a constructor's message names first ("window must be ...", "cap (...) must").
+_ARGUMENT = re.compile(r"^([a-z_]+)\b")
+
+
+def _checked(make: Callable[[], object], prefix: str, known: Mapping[str, object]) -> None:
+    """Builds the object once, unnamed, to apply the constructor's own checks (the ones that
+    tie fields together: ``cap`` at least ``base``, ``open_for_max`` at least ``open_for``)."""
+    try:
+        make()
+    except (TypeError, ValueError) as exc:
+        found = _ARGUMENT.match(str(exc))
+        field = found.group(1) if found and found.group(1) in known else None
+        raise ConfigError(str(exc), key=prefix + field if field else prefix[:-1]) from None
+
+
+def breaker_policies(
+    tables: Mapping[str, Any], policies: PolicySet, environ: Mapping[str, str]
+) -> dict[str, BreakerPolicy]:
+    """The ``[breakers.NAME]`` tables, each resolved over its policy's `BreakerPolicy`.
+
+    >>> from admission.policies import DEFAULT
+    >>> b = breaker_policies({"openai": {"window": "60s", "open_for": "1m"}}, DEFAULT, {})
+    >>> b["openai"].window, b["openai"].open_for, b["openai"].min_calls
+    (60.0, 60.0, 20)
+    >>> breaker_policies({"x": {"open_for": "1m", "open_for_max": "30s"}}, DEFAULT, {})
+    Traceback (most recent call last):
+    admission.errors.ConfigError: breakers.x.open_for_max: open_for_max must be at least ...
+    """
+    out: dict[str, BreakerPolicy] = {}
+    for name, (prefix, base, own) in _tables(
+        "breakers", tables, policies, BREAKER_DEFAULTS, _BREAKER
+    ).items():
+        if "open_for" in own and "open_for_max" not in own:
+            own["open_for_max"] = max(own["open_for"], base.open_for_max)
+        settings = dataclasses.replace(base, **own)
+        _checked(functools.partial(_new_breaker, None, settings, None), prefix, _BREAKER)
+        out[name] = settings
+    return out
+
+
+def retry_policies(
+    tables: Mapping[str, Any], policies: PolicySet, environ: Mapping[str, str]
+) -> dict[str, RetryPolicy]:
+    """The ``[retries.NAME]`` tables, each resolved over its policy's `RetryPolicy`.
+
+    >>> from admission.policies import DEFAULT
+    >>> r = retry_policies({"openai": {"policy": "openai", "attempts": 4}}, DEFAULT, {})
+    >>> r["openai"].attempts, r["openai"].cap, r["openai"].budget.ratio
+    (4, 30.0, 0.2)
+    >>> retry_policies({"x": {"base": "2s", "cap": "1s"}}, DEFAULT, {})
+    Traceback (most recent call last):
+    admission.errors.ConfigError: retries.x.cap: cap (1.0) must be at least base (2.0)
+    """
+    out: dict[str, RetryPolicy] = {}
+    for name, (prefix, base, own) in _tables(
+        "retries", tables, policies, RETRY_DEFAULTS, _RETRY
+    ).items():
+        settings = dataclasses.replace(base, **own)
+        _checked(functools.partial(_new_retry, None, settings, None, None, None), prefix, _RETRY)
+        out[name] = settings
+    return out
+
+
+PARSERS: Mapping[str, Parser] = MappingProxyType(
+    {"pools": pool_configs, "breakers": breaker_policies, "retries": retry_policies}
+)
+"""The parser of each section, by the table's name at the top of the file (``breakers``
+before ``retries``: a retry names its breaker)."""
 
 ConnectionBlock = _ConnectionBlock
 """What ``manager.connection(name)`` returns: ``async with`` it for a connection."""
@@ -47,9 +298,12 @@ class Section(Protocol):
     async def aclose(self) -> None: ...
 
 
-def sections() -> dict[str, Section]:
-    """A new manager's sections, one of each kind, by the table's name."""
-    return {"pools": _Pools()}
+def sections(clock: _Clock = None) -> dict[str, Section]:
+    """A new manager's sections, one of each kind, by the table's name, in the order they
+    are prepared (``breakers`` before ``retries``, which use them). ``clock``: the manager's,
+    given to every breaker, retry and retry budget."""
+    breakers = _Breakers(clock)
+    return {"pools": _Pools(), "breakers": breakers, "retries": _Retries(breakers, clock)}
 
 
 def _nothing() -> None:
@@ -131,3 +385,166 @@ def connection(of: Mapping[str, Section], name: str, source: str) -> ConnectionB
             f"to {source})",
         )
     return manager.connection(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# [breakers.NAME] and [retries.NAME]: the objects, and what a reload does to them
+# ---------------------------------------------------------------------------------------------
+
+
+def _new_breaker(name: str | None, s: BreakerPolicy, clock: _Clock) -> CircuitBreaker:
+    return CircuitBreaker(
+        name,
+        failure_rate=s.failure_rate,
+        window=s.window if isinstance(s.window, int) else timedelta(seconds=s.window),
+        min_calls=s.min_calls,
+        slow_call_duration=s.slow_call_duration,
+        slow_call_rate=s.slow_call_rate,
+        open_for=s.open_for,
+        open_for_max=s.open_for_max,
+        half_open_calls=s.half_open_calls,
+        clock=clock,
+    )
+
+
+def _new_budget(b: BudgetPolicy, clock: _Clock) -> RetryBudget:
+    return RetryBudget(b.ratio, b.min_per_second, b.window, clock=clock)
+
+
+def _new_retry(
+    name: str | None,
+    s: RetryPolicy,
+    budget: RetryBudget | None,
+    breaker: CircuitBreaker | None,
+    clock: _Clock,
+) -> Retry:
+    if budget is None and s.budget is not None:
+        budget = _new_budget(s.budget, clock)
+    return Retry(
+        s.attempts,
+        deadline=s.deadline,
+        base=s.base,
+        cap=s.cap,
+        jitter=s.jitter,  # type: ignore[arg-type]  # checked by the parser
+        budget=budget,
+        name=name,
+        breaker=breaker,
+        clock=clock,
+    )
+
+
+@final
+class _Breakers:
+    """The ``[breakers]`` tables: a `CircuitBreaker` per table, named after it.
+
+    A reload keeps a breaker whose settings did not change (its state, window and counts go
+    on); one whose settings changed is replaced by a new breaker, closed with an empty window
+    (the old verdict was reached under the old thresholds); one whose table is gone is
+    dropped. The replaced and dropped breakers keep working for code that kept them."""
+
+    __slots__ = ("clock", "in_force", "pending")
+
+    def __init__(self, clock: _Clock) -> None:
+        self.clock = clock
+        self.in_force: Mapping[str, tuple[BreakerPolicy, CircuitBreaker]] = {}
+        self.pending = self.in_force
+        """What the reload being prepared puts in force (the retries' sections read it)."""
+
+    def prepare(
+        self, settings: Mapping[str, BreakerPolicy], source: str, first: bool
+    ) -> Callable[[], None]:
+        new: dict[str, tuple[BreakerPolicy, CircuitBreaker]] = {}
+        for name, s in settings.items():
+            kept = self.in_force.get(name)
+            new[name] = kept if kept and kept[0] == s else (s, _new_breaker(name, s, self.clock))
+        self.pending = new
+
+        def put_in_force() -> None:
+            self.in_force = new
+
+        return put_in_force
+
+    async def open(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+@final
+class _Retries:
+    """The ``[retries]`` tables: a `Retry` per table, named after it, with its own
+    `RetryBudget` and the breaker its table names.
+
+    A `Retry` keeps no state between calls but its counters, so a reload replaces one whose
+    settings (or breaker) changed; its `RetryBudget` is kept when its settings did not change
+    (the calls and retries of its window count on)."""
+
+    __slots__ = ("breakers", "clock", "in_force")
+
+    def __init__(self, breakers: _Breakers, clock: _Clock) -> None:
+        self.breakers = breakers
+        self.clock = clock
+        self.in_force: Mapping[str, tuple[RetryPolicy, Retry]] = {}
+
+    def prepare(
+        self, settings: Mapping[str, RetryPolicy], source: str, first: bool
+    ) -> Callable[[], None]:
+        breakers = self.breakers.pending
+        new: dict[str, tuple[RetryPolicy, Retry]] = {}
+        for name, s in settings.items():
+            breaker = None
+            if s.breaker is not None:
+                found = breakers.get(s.breaker)
+                if found is None:
+                    known = ", ".join(breakers) or "none"
+                    raise ConfigError(
+                        f"no [breakers.{s.breaker}] table{hint(s.breaker, breakers)}; "
+                        f"known: {known}",
+                        key=f"retries.{name}.breaker",
+                        source=source,
+                    )
+                breaker = found[1]
+            kept = self.in_force.get(name)
+            if kept and kept[0] == s and kept[1].breaker is breaker:
+                new[name] = kept
+                continue
+            budget = kept[1].budget if kept and kept[0].budget == s.budget else None
+            new[name] = (s, _new_retry(name, s, budget, breaker, self.clock))
+
+        def put_in_force() -> None:
+            self.in_force = new
+
+        return put_in_force
+
+    async def open(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+def _unknown(kind: str, name: str, known: Mapping[str, object], source: str) -> UnknownLimit:
+    listed = ", ".join(sorted(known)) or f"none ({source} has no [{kind}.<name>] table)"
+    singular = kind[:-1] if kind == "breakers" else "retry"
+    return UnknownLimit(name, f"no {singular} named {name!r}{hint(name, known)}; known: {listed}")
+
+
+def breaker(of: Mapping[str, Section], name: str, source: str) -> CircuitBreaker:
+    """The breaker of the ``[breakers.NAME]`` table ``name``; `UnknownLimit` if none."""
+    section = of["breakers"]
+    assert isinstance(section, _Breakers)
+    found = section.in_force.get(name)
+    if found is None:
+        raise _unknown("breakers", name, section.in_force, source)
+    return found[1]
+
+
+def retry(of: Mapping[str, Section], name: str, source: str) -> Retry:
+    """The retry of the ``[retries.NAME]`` table ``name``; `UnknownLimit` if none."""
+    section = of["retries"]
+    assert isinstance(section, _Retries)
+    found = section.in_force.get(name)
+    if found is None:
+        raise _unknown("retries", name, section.in_force, source)
+    return found[1]

@@ -22,17 +22,20 @@ Cancellation (`asyncio.CancelledError`, trio's ``Cancelled``), `KeyboardInterrup
 
 from __future__ import annotations
 
+import collections
 import functools
 import inspect
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar, cast, final, overload
 
 from admission import _backend, _native, _registry, durations
 from admission.errors import CircuitOpen
+from admission.metrics.families import Family, Sample, add_source
 
 __all__ = ["BreakerStats", "CircuitBreaker"]
 
@@ -227,7 +230,16 @@ class CircuitBreaker(_native.CircuitBreaker):
         self._listeners = ()
         self._listeners_lock = threading.Lock()
         _registry.register(self)
+        if name is not None:
+            _track(self)
         return self
+
+    def __del__(self) -> None:
+        # A named breaker's counters stay in its metrics series after it is dropped (a
+        # counter that goes down reads as a reset). Runs inside whatever allocation triggered
+        # the collection, maybe with `_live_lock` held: so no lock, one atomic append.
+        if self.name is not None:
+            _dropped.append((self.name, _calls(self._counts())))
 
     def refusal(self) -> CircuitOpen:
         """The `CircuitOpen` a refused call gets now (what `Retry(breaker=...)` raises or waits
@@ -384,3 +396,77 @@ class CircuitBreaker(_native.CircuitBreaker):
             f"CircuitBreaker({name}state={self.state!r}, failure_rate={self.failure_rate!r}, "
             f"window={self.window!r}, open_for={self.open_for!r})"
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics: admission_circuit_state{breaker}, admission_circuit_calls_total{breaker, outcome}
+# ---------------------------------------------------------------------------------------------
+# Named breakers only: an unnamed one has no series. Breakers of one name share a series: the
+# counters are summed (a dropped breaker's included) and the state is the worst of the live
+# ones (open > half-open > closed).
+
+STATE_CODES = {"closed": 0, "half_open": 1, "open": 2}
+"""The value of ``admission_circuit_state`` for each state."""
+CALL_OUTCOMES = ("success", "failure", "slow", "rejected")
+"""The ``outcome`` label values of ``admission_circuit_calls_total``."""
+
+_live_lock = threading.Lock()
+_live: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
+# Counters of dropped breakers until a scrape adds them to `_retired` (see `__del__`).
+_dropped: collections.deque[tuple[str, tuple[int, ...]]] = collections.deque()
+_retired: dict[str, tuple[int, ...]] = {}
+
+
+def _track(breaker: CircuitBreaker) -> None:
+    with _live_lock:
+        _live.add(breaker)
+
+
+def _calls(counts: tuple[int, ...]) -> tuple[int, ...]:
+    """``CALL_OUTCOMES``' counts out of the native ``_counts()``."""
+    _, success, failure, slow, rejected, _, _ = counts
+    return (success, failure, slow, rejected)
+
+
+def _add(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(x + y for x, y in zip(a, b, strict=True))
+
+
+def _families() -> Iterator[Family]:
+    """The breakers' families (a source of `admission.metrics.add_source`): reported even
+    with no breaker, so that OpenTelemetry creates their instruments up front."""
+    with _live_lock:
+        live = list(_live)  # strong references: none of these is dropped while we read
+        while _dropped:  # every breaker not in `live` is dropped, and already in `_dropped`
+            name, calls = _dropped.popleft()
+            _retired[name] = _add(_retired.get(name, (0,) * len(CALL_OUTCOMES)), calls)
+        totals = dict(_retired)
+    states: dict[str, int] = {}
+    for breaker in live:
+        label = breaker.name
+        assert label is not None  # only named breakers are tracked
+        # `state` and `_counts()` read no clock: a LoopClock breaker reads outside its loop.
+        calls = _calls(breaker._counts())
+        totals[label] = _add(totals.get(label, (0,) * len(CALL_OUTCOMES)), calls)
+        states[label] = max(states.get(label, 0), STATE_CODES[breaker.state])
+    yield Family(
+        "admission_circuit_state",
+        "gauge",
+        "Circuit breaker state: 0 closed, 1 half-open, 2 open (the worst of the live "
+        "breakers of the name).",
+        tuple(Sample({"breaker": name}, float(code)) for name, code in sorted(states.items())),
+    )
+    yield Family(
+        "admission_circuit_calls",
+        "counter",
+        "Calls through a circuit breaker by outcome: success, failure, slow (succeeded but "
+        "took slow_call_duration or longer), rejected (refused while open or half-open).",
+        tuple(
+            Sample({"breaker": name, "outcome": outcome}, float(n))
+            for name, counts in sorted(totals.items())
+            for outcome, n in zip(CALL_OUTCOMES, counts, strict=True)
+        ),
+    )
+
+
+add_source(_families)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 from typing import final
 
@@ -11,7 +11,7 @@ from admission import _backend, _native, _rate_wait
 from admission._native import Decision
 from admission._rate_wait import RateLimiter
 from admission._validate import timeout_seconds
-from admission.errors import AcquireTimeout
+from admission.reserve import OnError, Reserve
 
 __all__ = ["AllOf", "all_of"]
 
@@ -66,34 +66,17 @@ class AllOf(_native.AllOf):
             max(d.reset_after for d in ds),
         )
 
-    def _enqueue_all(
-        self, costs: tuple[int, ...], timeout: float | None, wake: Callable[[], None]
-    ) -> tuple[list[tuple[RateLimiter, _native.RateTicket]], list[_Held]]:
-        """Takes what is free now and queues in the other limiters (FIFO in each). Raises
-        `AcquireTimeout` at once, holding nothing, if one of them cannot make the deadline."""
-        for lim, cost in zip(self.limiters, costs, strict=True):
-            lim.peek(cost)  # CapacityError before anything is taken
-        waits: list[tuple[RateLimiter, _native.RateTicket]] = []
-        taken: list[_Held] = []
-        try:
-            for lim, cost in zip(self.limiters, costs, strict=True):
-                got = lim._take(cost)
-                if got is not None:
-                    taken.append((lim, cost, got))
-                    continue
-                # Always queued (never admitted here): an admission is only counted once
-                # every limiter has admitted, and a queued ticket can be given back.
-                ticket = lim._enqueue(cost, timeout, wake, False)
-                assert ticket is not None
-                waits.append((lim, ticket))
-        except AcquireTimeout:
-            # That limiter counted it; the others are given back and counted the same.
-            _rate_wait.give_up(waits, taken, timed_out=True)
-            raise
-        except BaseException:
-            _rate_wait.give_up(waits, taken, timed_out=False)
-            raise
-        return waits, taken
+    def reserve(
+        self,
+        costs: Sequence[int] | None = None,
+        *,
+        timeout: float | str | None = None,
+        on_error: OnError = "keep",
+    ) -> Reserve:
+        """Admits ``costs`` (one estimate per limiter) like `acquire`, to be settled at the
+        real costs: ``async with both.reserve(costs=(1, est)) as r: ...;
+        r.settle(costs=(1, actual))``. See `admission.reserve`."""
+        return Reserve(self.limiters, self._costs(costs), timeout, on_error, primary=None)
 
     @staticmethod
     def _admitted(waits: _rate_wait.Waits, taken: list[_Held], start: float) -> None:
@@ -111,7 +94,7 @@ class AllOf(_native.AllOf):
         if await backend.first_step(lambda: self._try_take(costs)):
             return
         wake = backend.waker()
-        waits, taken = self._enqueue_all(costs, timeout, wake)
+        waits, taken = _rate_wait.enqueue_all(self.limiters, costs, timeout, wake)
         await _rate_wait.wait_async(waits, taken, timeout, backend, wake)
         self._admitted(waits, taken, start)
 
@@ -126,7 +109,7 @@ class AllOf(_native.AllOf):
         _rate_wait.refuse_blocking_in_a_loop(self.limiters)
         start = time.monotonic()
         wake = _backend.ThreadWaker()
-        waits, taken = self._enqueue_all(costs_, timeout, wake)
+        waits, taken = _rate_wait.enqueue_all(self.limiters, costs_, timeout, wake)
         _rate_wait.wait_blocking(waits, taken, timeout, wake)
         self._admitted(waits, taken, start)
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import final
+from typing import TYPE_CHECKING, final, overload
 
 from admission import _backend, _native, _registry
 from admission._validate import blocking_timeout, timeout_seconds
 from admission.errors import AcquireTimeout, CapacityError, Closed
 from admission.stats import SemaphoreStats, WaitHistogram
+
+if TYPE_CHECKING:
+    from admission.stores import SharedMemory, SharedSemaphore
 
 __all__ = ["Semaphore"]
 
@@ -54,17 +57,37 @@ class Semaphore(_native.Semaphore):
     cancelled. ``with s:`` (or ``acquire_blocking``) that would have to wait in the thread of a
     running event loop raises `RuntimeError` rather than block the loop.
 
+    ``store=adm.stores.SharedMemory(...)`` (with a ``name``) shares the semaphore with every
+    process of the host that opens the same store: it returns an
+    `admission.stores.SharedSemaphore` (same surface; permits are leases of their process).
+
     Raises:
         ValueError: ``limit`` outside ``1..MAX_PERMITS``.
     """
 
     __slots__ = ()
 
-    def __init__(self, limit: int, *, name: str | None = None) -> None:
-        # The native __new__ has parsed and checked the arguments; this makes the semaphore
-        # visible to metrics and alerts (a weak reference: it never keeps it alive). The
-        # signature is __new__'s, so that type checkers check calls against it.
-        _registry.register(self)
+    @overload
+    def __new__(cls, limit: int, *, name: str | None = None, store: None = None) -> Semaphore: ...
+
+    @overload
+    def __new__(  # type: ignore[misc]  # a store's semaphore is another class, same surface
+        cls, limit: int, *, name: str, store: SharedMemory
+    ) -> SharedSemaphore: ...
+
+    def __new__(  # type: ignore[misc]  # see the overloads
+        cls, limit: int, *, name: str | None = None, store: SharedMemory | None = None
+    ) -> Semaphore | SharedSemaphore:
+        if store is not None:
+            from admission.stores import SharedSemaphore
+
+            return SharedSemaphore(store, name, limit)
+        semaphore = super().__new__(cls, limit, name=name)
+        # Visible to metrics and alerts (a weak reference: it never keeps it alive). A
+        # semaphore in a store is not: its figures are the host's, reported once per host
+        # (`SharedMemory.export_metrics`).
+        _registry.register(semaphore)
+        return semaphore
 
     def acquire_blocking(self, n: int = 1, timeout: float | str | None = None) -> None:
         """Waits in this thread until ``n`` permits are held (FIFO).

@@ -24,6 +24,17 @@ The schema (every table optional; strings for durations and rates everywhere)::
     policy = "database"     # default; its timeout is the pool's acquire_timeout unless set
     max_size = 20
 
+    [breakers.openai]       # a CircuitBreaker: manager.breaker("openai")
+    policy = "llm"          # its defaults (admission.policies.BREAKER_DEFAULTS); any field:
+    window = "60s"          # failure_rate, window, min_calls, slow_call_duration,
+    open_for = "30s"        # slow_call_rate, open_for, open_for_max, half_open_calls
+
+    [retries.openai]        # a Retry: manager.retry("openai")
+    policy = "llm"          # its defaults (admission.policies.RETRY_DEFAULTS); any field:
+    attempts = 5            # attempts, deadline, base, cap, jitter, budget, breaker
+    breaker = "openai"      # never calls through that open breaker
+    budget = { ratio = 0.2, min_per_second = 10, window = "10s" }   # or "none"
+
 Environment variables ``ADMISSION_<NAME>_<FIELD>`` override a field of a configured limit,
 e.g. ``ADMISSION_OPENAI_RATE=30/min`` or ``ADMISSION_RAG_CONCURRENCY=4``; the name is the
 limit's name upper-cased with every character other than letters and digits turned into ``_``.
@@ -59,6 +70,7 @@ from admission.errors import ConfigError
 from admission.policies import DEFAULT, FIELDS, Policy, PolicySet, coerce_fields, hint
 
 if TYPE_CHECKING:
+    from admission.policies import BreakerPolicy, RetryPolicy
     from admission.pools.config import PoolConfig
 
 if sys.version_info >= (3, 11):
@@ -116,6 +128,16 @@ class Config:
         """The ``[pools.NAME]`` tables, checked (their ``dsn_env`` read from the mapping given
         as ``env``, else ``os.environ``). DSNs are shown redacted."""
         return self.sections.get("pools", MappingProxyType({}))
+
+    @property
+    def breakers(self) -> Mapping[str, BreakerPolicy]:
+        """The ``[breakers.NAME]`` tables, each resolved over its policy's defaults."""
+        return self.sections.get("breakers", MappingProxyType({}))
+
+    @property
+    def retries(self) -> Mapping[str, RetryPolicy]:
+        """The ``[retries.NAME]`` tables, each resolved over its policy's defaults."""
+        return self.sections.get("retries", MappingProxyType({}))
 
     @classmethod
     def from_dict(

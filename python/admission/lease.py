@@ -13,6 +13,7 @@ from admission.combine import AllOf
 from admission.concurrency import Semaphore
 from admission.policies import Policy
 from admission.rate import TokenBucket
+from admission.reserve import Reservation, Reserve
 
 __all__ = ["Lease"]
 
@@ -35,6 +36,11 @@ class Lease:
     raises `AcquireTimeout` past it; leaving gives the permit back. A lease holds no state of
     its own: it can be entered any number of times, by any number of tasks and threads.
 
+    With ``tokens=`` on a limit that has a tokens limit, the tokens are a reservation: the
+    block gets the `Reservation`, whose ``settle(actual)`` charges the real count afterwards
+    (the unused part goes back, an overage is a debt; unsettled, the estimate stands).
+    Otherwise ``as`` binds None.
+
     >>> from admission import ConcurrencyManager
     >>> m = ConcurrencyManager.from_dict({"limits": {"db": {"concurrency": 1}}})
     >>> lease = m.limit("db", timeout="50ms")
@@ -55,7 +61,7 @@ class Lease:
         self._tokens = tokens
         self._timeout = timeout
 
-    def __aenter__(self) -> Awaitable[None]:
+    def __aenter__(self) -> Awaitable[Reservation | None]:
         # Not a coroutine: when everything admits at once this returns the native `Ready`
         # (no coroutine, no Task), which makes ``async with manager.limit(...)`` about as
         # cheap as ``async with semaphore``. ``as`` therefore binds None.
@@ -64,7 +70,9 @@ class Lease:
         waiting = entry.semaphore._acquire_now(1, self._timeout)
         if entry.rate is None and not (entry.tokens is not None and self._tokens):
             return waiting  # a semaphore only: its awaitable is the whole admission
-        if type(waiting) is not Ready or (entry.both is not None and self._tokens):
+        if entry.tokens is not None and self._tokens:
+            return self._enter_reserved(waiting)
+        if type(waiting) is not Ready:
             return self._enter_slow(waiting)
         # The permit is held; now the rate limit, giving the permit back if that fails.
         try:
@@ -93,6 +101,27 @@ class Lease:
             self._entry.semaphore.release(1)
             raise
 
+    def _reserve(self, timeout: float | None) -> Reserve:
+        """The rate limits' reservation: the tokens, with the request cost if it has one."""
+        entry = self._entry
+        assert entry.tokens is not None
+        if entry.both is not None:
+            limits, costs = entry.both.limiters, (self._cost, self._tokens)
+            return Reserve(limits, costs, timeout, "keep", primary=1)
+        return entry.tokens.reserve(self._tokens, timeout=timeout)
+
+    async def _enter_reserved(self, waiting: Awaitable[None]) -> Reservation:
+        start = time.monotonic()
+        await waiting
+        timeout = self._timeout
+        if timeout is not None:
+            timeout = max(0.0, timeout - (time.monotonic() - start))
+        try:
+            return await self._reserve(timeout).acquire()
+        except BaseException:
+            self._entry.semaphore.release(1)
+            raise
+
     async def _await_rate(self, rated: Awaitable[None]) -> None:
         try:
             await rated
@@ -102,13 +131,10 @@ class Lease:
 
     def _rate(self, timeout: float | None) -> Awaitable[None] | None:
         """The rate limits' admission (None: nothing to take)."""
+        # (Tokens are a reservation: `_enter_reserved`.)
         entry = self._entry
-        if entry.both is not None and self._tokens:
-            return entry.both.acquire(costs=(self._cost, self._tokens), timeout=timeout)
         if entry.rate is not None:
             return entry.rate.acquire(self._cost, timeout)
-        if entry.tokens is not None and self._tokens:
-            return entry.tokens.acquire(self._tokens, timeout)
         return None
 
     def __aexit__(
@@ -119,27 +145,25 @@ class Lease:
     ) -> Awaitable[None]:
         return self._entry.semaphore.__aexit__(exc_type, exc, tb)  # releases; returns Ready
 
-    def __enter__(self) -> Lease:
+    def __enter__(self) -> Reservation | None:
         entry = self._entry
         timeout = self._timeout
         if entry.rate is None and not (entry.tokens is not None and self._tokens):
             entry.semaphore.acquire_blocking(1, timeout)  # a semaphore only: nothing to time
-            return self
+            return None
         start = time.monotonic()
         entry.semaphore.acquire_blocking(1, timeout)
         try:
             if timeout is not None:
                 timeout = max(0.0, timeout - (time.monotonic() - start))
-            if entry.both is not None and self._tokens:
-                entry.both.acquire_blocking(costs=(self._cost, self._tokens), timeout=timeout)
-            elif entry.rate is not None:
+            if entry.tokens is not None and self._tokens:
+                return self._reserve(timeout).acquire_blocking()
+            if entry.rate is not None:
                 entry.rate.acquire_blocking(self._cost, timeout)
-            elif entry.tokens is not None and self._tokens:
-                entry.tokens.acquire_blocking(self._tokens, timeout)
         except BaseException:
             entry.semaphore.release(1)
             raise
-        return self
+        return None
 
     def __exit__(
         self,

@@ -58,6 +58,21 @@ pools is refused with a `ConfigError` (restart to apply), so a reload never drop
 >>> m.pools.stats("rag").max_size, m.pools.stats("rag").state
 (10, 'new')
 
+Circuit breakers and retries: each ``[breakers.NAME]`` table is a `CircuitBreaker` and each
+``[retries.NAME]`` table a `Retry` (with its own `RetryBudget`, and the breaker its table
+names), both named ``NAME``: ``manager.breaker(name)``, ``manager.retry(name)``. A reload keeps
+those whose settings did not change (a breaker with its state: an open one stays open).
+A breaker whose settings change is replaced by a new one, closed with an empty window (its
+verdict was reached under the old thresholds); a retry whose settings or breaker change is
+replaced too, keeping its budget unless the budget's settings changed.
+
+>>> m = adm.ConcurrencyManager.from_dict({
+...     "breakers": {"openai": {"window": "60s"}},
+...     "retries": {"openai": {"policy": "openai", "breaker": "openai"}},
+... })
+>>> m.retry("openai").breaker is m.breaker("openai"), m.retry("openai").attempts
+(True, 5)
+
 Other resources hook in with `ConcurrencyManager.attach`.
 """
 
@@ -86,9 +101,11 @@ from admission.stats import LimiterStats, SemaphoreStats
 from admission.watcher import ConfigWatcher
 
 if TYPE_CHECKING:
+    from admission.breaker import CircuitBreaker
     from admission.durations import Rate
     from admission.pools import PoolManager
     from admission.rate import TokenBucket
+    from admission.retry import Retry
 
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
     from exceptiongroup import ExceptionGroup
@@ -192,7 +209,8 @@ class ConcurrencyManager:
         self._followers: list[_Follower] = []  # attached resources
         self._generation = 0  # of the configuration in force: one more on each reload
         self._watchers: list[ConfigWatcher] = []
-        self._sections = _sections.sections()  # what the other tables ([pools]) configure
+        # What the other tables ([pools], [breakers], [retries]) configure.
+        self._sections = _sections.sections(clock)
         self._started = False  # the first reload (from here) may create what they hold
         self.reload(config if config is not None else self._config)
         self._started = True
@@ -274,6 +292,26 @@ class ConcurrencyManager:
         if entry.tokens is None:
             raise UnknownLimit(name, f"the limit {name!r} has no tokens limit (its tokens is none)")
         return entry.tokens
+
+    def breaker(self, name: str) -> CircuitBreaker:
+        """The circuit breaker of the ``[breakers.NAME]`` table ``name``: ``async with
+        manager.breaker("openai"):``. A reload that changes its settings replaces it (see the
+        module documentation), so ask for it each time rather than keeping it.
+
+        Raises:
+            UnknownLimit: no such table.
+        """
+        return _sections.breaker(self._sections, name, self._config.source)
+
+    def retry(self, name: str) -> Retry:
+        """The `Retry` of the ``[retries.NAME]`` table ``name`` (with its `RetryBudget`, and
+        the breaker its table names): ``await manager.retry("openai").call(fn)``. A reload
+        that changes its settings replaces it, so ask for it each time.
+
+        Raises:
+            UnknownLimit: no such table.
+        """
+        return _sections.retry(self._sections, name, self._config.source)
 
     @property
     def pools(self) -> PoolManager:

@@ -24,6 +24,25 @@ named limit in the configuration inherits a policy the same way and can override
   to a limit to bound tokens per minute as well (both are then taken together, all or nothing).
 - ``database``: 10 s timeout. ``stress``: stress tests, 5 in flight.
 
+Policies also give the defaults of the ``[retries.NAME]`` and ``[breakers.NAME]`` tables
+(`RetryPolicy`, `BreakerPolicy`): a table takes those of its policy, or of the nearest
+ancestor that has some (``openai`` and ``anthropic`` take ``llm``'s), and overrides any field.
+
+>>> print(adm.policies.retry_table())
+| policy | attempts | deadline | base | cap | jitter | budget |
+| --- | --- | --- | --- | --- | --- | --- |
+| default | 3 | 30s | 100ms | 10s | full | 0.2 + 10/s over 10s |
+| llm | 5 | 120s | 1s | 30s | full | 0.2 + 10/s over 10s |
+| database | 3 | 10s | 50ms | 2s | full | 0.2 + 10/s over 10s |
+
+Every one retries what `admission.retry.transient` retries: connection errors, timeouts,
+every ``httpx.TransportError`` but the client's own mistakes, HTTP 408, 425, 429, 500, 502,
+503, 504 and anything with a ``retry_after`` (waiting at least as long as the server said),
+with full jitter (the cap applied before it), within a `admission.RetryBudget` of 20 % of
+the calls (plus 10 a second). Breakers have one built-in policy, ``default`` (the
+`admission.CircuitBreaker` defaults: 50 % of the last 100 calls, after 20, open 30 s then
+doubling up to 5 minutes, 5 probes), which every policy inherits.
+
 >>> openai = adm.policies.DEFAULT["openai"]
 >>> openai.concurrency, str(openai.rate), openai.timeout
 (20, '60/min', 60.0)
@@ -46,7 +65,18 @@ from admission._native import MAX_PERMITS
 from admission.durations import Rate, parse_duration, parse_rate
 from admission.errors import ConfigError
 
-__all__ = ["DEFAULT", "FIELDS", "Policy", "PolicySet"]
+__all__ = [
+    "BREAKER_DEFAULTS",
+    "DEFAULT",
+    "FIELDS",
+    "RETRY_DEFAULTS",
+    "BreakerPolicy",
+    "BudgetPolicy",
+    "Policy",
+    "PolicySet",
+    "RetryPolicy",
+    "retry_table",
+]
 
 FIELDS = (
     "concurrency",
@@ -338,3 +368,98 @@ DEFAULT = PolicySet(
     }
 )
 """The built-in policies (see the module documentation for the table)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The defaults of the [retries.NAME] and [breakers.NAME] tables
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetPolicy:
+    """The settings of a `admission.RetryBudget` (seconds for ``window``)."""
+
+    ratio: float = 0.2
+    min_per_second: float = 10.0
+    window: float = 10.0
+
+    def __str__(self) -> str:
+        return f"{self.ratio:g} + {self.min_per_second:g}/s over {self.window:g}s"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """The settings of a `admission.Retry` made by a ``[retries.NAME]`` table (seconds for
+    the durations; ``breaker``: the name of a ``[breakers.NAME]`` table)."""
+
+    policy: str = "default"
+    """The policy these settings came from (the table's ``policy``)."""
+    attempts: int | None = 3
+    deadline: float | None = 30.0
+    base: float = 0.1
+    cap: float = 10.0
+    jitter: str = "full"
+    budget: BudgetPolicy | None = BudgetPolicy()
+    """Each table gets its own `admission.RetryBudget`; None: no budget."""
+    breaker: str | None = None
+
+    def row(self) -> str:
+        """This policy as a row of `retry_table`."""
+
+        def show(value: float | None) -> str:
+            if value is None:
+                return "none"
+            return f"{value:g}s" if value >= 1 else f"{value * 1000:g}ms"
+
+        return (
+            f"| {self.policy} | {self.attempts or 'none'} | {show(self.deadline)} "
+            f"| {show(self.base)} | {show(self.cap)} | {self.jitter} | {self.budget or 'none'} |"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerPolicy:
+    """The settings of a `admission.CircuitBreaker` made by a ``[breakers.NAME]`` table:
+    ``window`` an int is a number of calls, a float a span of seconds; durations in seconds."""
+
+    policy: str = "default"
+    """The policy these settings came from (the table's ``policy``)."""
+    failure_rate: float = 0.5
+    window: int | float = 100
+    min_calls: int = 20
+    slow_call_duration: float | None = None
+    slow_call_rate: float = 1.0
+    open_for: float = 30.0
+    open_for_max: float = 300.0
+    half_open_calls: int = 5
+
+
+RETRY_DEFAULTS: Mapping[str, RetryPolicy] = MappingProxyType(
+    {
+        "default": RetryPolicy(),
+        # LLM APIs: 429s and 5xx that last seconds, answers that take tens of seconds.
+        "llm": RetryPolicy(policy="llm", attempts=5, deadline=120.0, base=1.0, cap=30.0),
+        # A database: transient errors clear fast, and the pool's timeout is 10 s.
+        "database": RetryPolicy(policy="database", deadline=10.0, base=0.05, cap=2.0),
+    }
+)
+"""The built-in retry policies, by policy name (a policy without one takes its parent's)."""
+
+BREAKER_DEFAULTS: Mapping[str, BreakerPolicy] = MappingProxyType({"default": BreakerPolicy()})
+"""The built-in breaker policies, by policy name (a policy without one takes its parent's)."""
+
+
+def nearest(name: str, policies: PolicySet, defaults: Mapping[str, Any]) -> str:
+    """The nearest policy on ``name``'s parent chain (itself first) with an entry in
+    ``defaults`` (``default`` always has one)."""
+    current: str | None = name
+    while current is not None and current not in defaults:
+        current = policies[current].parent
+    return "default" if current is None else current
+
+
+def retry_table() -> str:
+    """A Markdown table of the built-in retry policies (as in this module's documentation)."""
+    head = "| policy | attempts | deadline | base | cap | jitter | budget |\n"
+    head += "| --- | --- | --- | --- | --- | --- | --- |\n"
+    return head + "\n".join(p.row() for p in RETRY_DEFAULTS.values())

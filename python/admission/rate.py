@@ -12,18 +12,27 @@ Both share one surface:
   gives up (timeout, cancellation of any kind) leaves, and the ones behind it move up.
 - ``stats() -> LimiterStats``: exact counters, the requests waiting now, and a histogram of
   how long admitted requests waited (recorded by waiters only: immediate admission is free).
+- ``reserve(estimate)``: admitted like ``acquire``, settled afterwards at the real cost
+  (`admission.reserve`); ``pause(seconds)`` / ``pause_until(deadline)`` and
+  ``sync(remaining=..., reset_after=...)``: what a provider said (a 429, its rate-limit
+  headers), never admitting anything nor letting anyone past the waiters.
 
 The decisions are native (Rust); this module adds the waiting and the Python conveniences.
 """
 
 from __future__ import annotations
 
-from typing import cast, final
+import time
+from typing import TYPE_CHECKING, cast, final, overload
 
 from admission import _backend, _native, _rate_wait, _registry, durations
 from admission._rate_wait import RateLimiter
 from admission._validate import timeout_seconds
+from admission.reserve import OnError, Reserve
 from admission.stats import LimiterStats, WaitHistogram
+
+if TYPE_CHECKING:
+    from admission.stores import SharedMemory, SharedTokenBucket
 
 __all__ = ["SlidingWindow", "TokenBucket"]
 
@@ -104,6 +113,63 @@ class _RateLimiter:
         """Exact counters: admitted, rejected, timed out, cancelled; and the wait histogram."""
         return _stats(self._limiter())
 
+    def reserve(
+        self, estimate: int = 1, *, timeout: float | str | None = None, on_error: OnError = "keep"
+    ) -> Reserve:
+        """Admits ``estimate`` like `acquire` (FIFO, within ``timeout``), to be settled at the
+        real cost: ``async with tpm.reserve(est) as r: ...; r.settle(actual)`` (``with`` in
+        threads). Unused cost goes back (waiters first), an overage is charged as a debt;
+        unsettled, the estimate stands; on an exception, ``on_error`` ("keep" or "refund").
+        See `admission.reserve`.
+
+        Raises:
+            CapacityError: ``estimate`` larger than the capacity (at once).
+        """
+        return Reserve((self._limiter(),), (estimate,), timeout, on_error)
+
+    def pause(self, seconds: float | str) -> None:
+        """Admits nothing for ``seconds`` (a number or ``"30s"``): a provider's 429 with
+        ``Retry-After`` for the whole account. Waiters keep their order and are admitted
+        after it; a pause shorter than the limiter's own wait changes nothing.
+
+        A `TokenBucket` is empty at the end of the pause and refills at its rate from there
+        (a full burst at that instant would earn the next 429); a `SlidingWindow` admits by
+        its window from then.
+        """
+        self._limiter()._pause(durations.seconds(seconds, "seconds"))
+
+    def pause_until(self, deadline: float) -> None:
+        """`pause` until ``deadline`` on the limiter's clock: ``time.monotonic()`` by default,
+        the manual clock's ``now()``, or the running loop's time under `LoopClock`."""
+        limiter = self._limiter()
+        clock = limiter.clock
+        if clock is not None:
+            now = clock.now()
+        elif limiter._clock_kind == "loop":
+            now = _backend.current().time()
+        else:
+            now = time.monotonic()
+        limiter._pause(max(0.0, durations.seconds(deadline, "deadline") - now))
+
+    def sync(self, remaining: int, reset_after: float | str | None = None) -> None:
+        """What the provider says is left: the limiter never believes it has more than
+        ``remaining`` now (it only ever takes capacity away: it adds nothing the provider did
+        not grant). With ``reset_after`` (seconds until the provider's quota is full again),
+        a `TokenBucket` read as the provider's own (its burst = the provider's limit) is not
+        full again before then; a `SlidingWindow` holds the difference until then.
+
+        Raises:
+            TypeError / ValueError: ``remaining`` not an int >= 0, or a bad duration.
+        """
+        if isinstance(remaining, bool) or not isinstance(remaining, int):
+            raise TypeError(
+                f"remaining must be an int, got {type(remaining).__name__} {remaining!r}"
+            )
+        if remaining < 0:
+            raise ValueError(f"remaining must be >= 0, got {remaining}")
+        reset = None if reset_after is None else durations.seconds(reset_after, "reset_after")
+        self._limiter()._sync(remaining, reset)
+
 
 @final
 class TokenBucket(_RateLimiter, _native.TokenBucket):
@@ -130,6 +196,9 @@ class TokenBucket(_RateLimiter, _native.TokenBucket):
         burst: the capacity: the most tokens a single burst can take (integer >= 1).
         clock: a `admission.testing.ManualClock` for deterministic tests; default monotonic.
         name: a label for stats and metrics.
+        store: an `admission.stores.SharedMemory`: the bucket (found by ``name``, which is
+            then required) is shared by every process of the host that opens the same store;
+            returns an `admission.stores.SharedTokenBucket` (same surface).
 
     Raises:
         ValueError: a non-positive, NaN or infinite ``rate``/``per``, or ``burst < 1``.
@@ -138,6 +207,7 @@ class TokenBucket(_RateLimiter, _native.TokenBucket):
 
     __slots__ = ()
 
+    @overload
     def __new__(
         cls,
         rate: float | str,
@@ -146,7 +216,30 @@ class TokenBucket(_RateLimiter, _native.TokenBucket):
         *,
         clock: _native.ManualClock | _native.LoopClock | None = None,
         name: str | None = None,
-    ) -> TokenBucket:
+        store: None = None,
+    ) -> TokenBucket: ...
+
+    @overload
+    def __new__(  # type: ignore[misc]  # a store's bucket is another class, same surface
+        cls,
+        rate: float | str,
+        per: float | str | None = None,
+        burst: int | None = None,
+        *,
+        name: str,
+        store: SharedMemory,
+    ) -> SharedTokenBucket: ...
+
+    def __new__(  # type: ignore[misc]  # see the overloads
+        cls,
+        rate: float | str,
+        per: float | str | None = None,
+        burst: int | None = None,
+        *,
+        clock: _native.ManualClock | _native.LoopClock | None = None,
+        name: str | None = None,
+        store: SharedMemory | None = None,
+    ) -> TokenBucket | SharedTokenBucket:
         # Rate and duration strings ("60/min", per="1m") are accepted here as everywhere;
         # both are checked by the library's one check of a rate and of a duration, then
         # the native constructor checks them together (at most 1e9 per second, ...).
@@ -156,11 +249,23 @@ class TokenBucket(_RateLimiter, _native.TokenBucket):
         if isinstance(rate, str):
             rate, per = parsed.count, parsed.per
         per = 1.0 if per is None else durations.seconds(per, "per", positive=True)
+        if store is not None:
+            return _in_store(store, rate, per, burst, clock, name)
         return super().__new__(cls, rate, per, burst, clock=clock, name=name)
 
     def __repr__(self) -> str:
         name = f", name={self.name!r}" if self.name is not None else ""
         return f"TokenBucket(rate={self.rate!r}, per={self.per!r}, burst={self.burst}{name})"
+
+
+def _in_store(
+    store: SharedMemory, rate: float, per: float, burst: int | None, clock: object, name: str | None
+) -> SharedTokenBucket:
+    from admission.stores import SharedTokenBucket
+
+    if clock is not None:
+        raise ValueError("a bucket in a store uses the host's monotonic clock: do not pass clock=")
+    return SharedTokenBucket(store, name, rate, per, burst)
 
 
 @final
@@ -179,6 +284,9 @@ class SlidingWindow(_RateLimiter, _native.SlidingWindow):
     >>> w.try_acquire(), w.try_acquire(), w.try_acquire()
     (True, True, False)
 
+    ``store=`` is refused (`TypeError`): the log does not fit a fixed-size slot of shared
+    memory; a `TokenBucket` with ``burst=limit`` is the shared alternative.
+
     Raises:
         ValueError: ``limit < 1``, or a non-positive, NaN or infinite ``window``.
     """
@@ -192,7 +300,14 @@ class SlidingWindow(_RateLimiter, _native.SlidingWindow):
         *,
         clock: _native.ManualClock | _native.LoopClock | None = None,
         name: str | None = None,
+        store: None = None,
     ) -> SlidingWindow:
+        if store is not None:
+            raise TypeError(
+                "a SlidingWindow cannot live in a store: its state is a log of up to `limit` "
+                "admissions, which does not fit a fixed-size slot of shared memory; use "
+                f"TokenBucket(rate={limit}, per={window!r}, burst={limit}, store=...) instead"
+            )
         window = durations.seconds(window, "window", positive=True)  # also "1m", "30s"
         return super().__new__(cls, limit, window, clock=clock, name=name)
 

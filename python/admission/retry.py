@@ -63,7 +63,7 @@ from admission._backoff import JITTERS, Backoff, Jitter
 from admission._hints import retry_after
 from admission._native import LoopClock, ManualClock
 from admission._validate import duration_seconds
-from admission.metrics.families import UNNAMED, Family, Sample
+from admission.metrics.families import UNNAMED, Family, Sample, add_source
 from admission.retry_budget import RetryBudget
 
 __all__ = [
@@ -461,7 +461,8 @@ class Retry:
         self._counts = _Counts()
         self._fast_async = self._fast_path(self._now_async())
         self._fast_blocking = self._fast_path(self._now_blocking())
-        _track(self)
+        if name is not None:
+            _track(self)
 
     # --- configuration, read-only ----------------------------------------------------------
 
@@ -1029,9 +1030,8 @@ class _Attempts:
 # ---------------------------------------------------------------------------------------------
 # Metrics: admission_retries_total{retry, outcome}, admission_retry_calls_total{retry, outcome}
 # ---------------------------------------------------------------------------------------------
-# `_families` is a source for `admission.metrics.add_source`, not added yet: every exported
-# family must have a panel on the Grafana dashboard (tests/unit/test_deploy_files.py), which
-# comes with the circuit breaker's. Adding it then is one line.
+# Named retries only (`Retry.__init__` tracks those): an unnamed one has no series. Retries
+# of one name share a series, a dropped retry's counts included.
 
 _live_lock = threading.Lock()
 _live: weakref.WeakSet[Retry] = weakref.WeakSet()
@@ -1067,7 +1067,8 @@ _retired: dict[str, _Totals] = {}
 def _track(retry: Retry) -> None:
     with _live_lock:
         _live.add(retry)
-    weakref.finalize(retry, _retire, retry.name or UNNAMED, retry._counts)
+    assert retry.name is not None  # only named retries have a series
+    weakref.finalize(retry, _retire, retry.name, retry._counts)
 
 
 def _retire(name: str, counts: _Counts) -> None:
@@ -1076,6 +1077,8 @@ def _retire(name: str, counts: _Counts) -> None:
 
 
 def _families() -> Iterable[Family]:
+    """The retries' families (a source of `admission.metrics.add_source`): reported even
+    with no retry, so that OpenTelemetry creates their instruments up front."""
     with _live_lock:
         live = list(_live)  # strong references: none of these retires while we read
         while _dropped:  # every retry not in `live` is dropped, and already in `_dropped`
@@ -1085,9 +1088,8 @@ def _families() -> Iterable[Family]:
             name: _Totals(t.retried, dict(t.calls), dict(t.gave_up)) for name, t in _retired.items()
         }
     for retry in live:
-        totals.setdefault(retry.name or UNNAMED, _Totals()).add(retry.stats())
-    if not totals:
-        return
+        assert retry.name is not None
+        totals.setdefault(retry.name, _Totals()).add(retry.stats())
     retries: list[Sample] = []
     calls: list[Sample] = []
     for name, t in sorted(totals.items()):
@@ -1109,3 +1111,6 @@ def _families() -> Iterable[Family]:
         "Calls through a Retry, by how they ended.",
         tuple(calls),
     )
+
+
+add_source(_families)

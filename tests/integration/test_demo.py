@@ -23,7 +23,7 @@ except ImportError:  # pragma: no cover - the Makefile installs it
     )
 
 from admission import cli
-from admission.demo import llm
+from admission.demo import llm, outage
 from admission.demo.server import ProviderLimits, ProviderServer
 
 # 10 at once with 40-80 ms each: the unbounded calls overrun the provider even when this
@@ -42,6 +42,8 @@ OPTIONS = (
     "--client-burst",
     "--seed",
     "--no-progress",
+    "--outage-seconds",
+    "--no-outage",
 )
 
 
@@ -104,9 +106,26 @@ def test_report_has_every_row(result: llm.DemoResult) -> None:
         assert row in table
 
 
+def test_the_transport_run_gets_every_call_through(result: llm.DemoResult) -> None:
+    """Issue 15: the same naive gather through adm.httpx.AsyncTransport: every call
+    succeeds (429s it saw were retried), nothing charged beyond the responses' usage."""
+    t = result.transport
+    assert t is not None
+    assert (t.ok, t.errors) == (t.calls, 0)
+    assert t.retries >= t.rejected  # every 429 seen was retried
+    assert t.tokens_wasted == 0
+    assert t.peak_in_flight_server <= SMALL.server_concurrency
+    table = llm.report(result)
+    assert "admission transport" in table
+    assert "tokens wasted (over-estimates)" in table
+
+
 def test_cli_exit_code_and_table(capsys: pytest.CaptureFixture[str]) -> None:
     code = cli.main(
-        ["demo", "--calls", "60", "--server-rate", "600", "--latency-ms", "5-15", "--no-progress"]
+        [
+            *("demo", "--calls", "60", "--server-rate", "600", "--latency-ms", "5-15"),
+            *("--no-progress", "--no-outage"),
+        ]
     )
     out = capsys.readouterr().out
     assert code == 0, out
@@ -190,3 +209,102 @@ def test_provider_answers_like_an_llm_api_and_429s_beyond_its_limits() -> None:
             assert stats.bad_requests == 3
 
     asyncio.run(scenario())
+
+
+# --- the retry scenario (issue 14) -----------------------------------------------------------
+
+SHORT = outage.OutageConfig(duration=4.0, outage_seconds=1.5)
+
+
+@pytest.fixture(scope="module")
+def outage_result() -> outage.OutageResult:
+    out = io.StringIO()
+    res = asyncio.run(outage.run_outage(SHORT, out=out))
+    text = out.getvalue()
+    for row in (
+        "naive retries",
+        "adm.Retry + breaker + budget",
+        "requests sent to the provider",
+        "  succeeded",
+        "retry amplification",
+        "requests sent to the provider per second",
+    ):
+        assert row in text
+    return res
+
+
+def test_outage_runs_count_every_call_and_request(outage_result: outage.OutageResult) -> None:
+    assert [r.name for r in outage_result.runs] == [s.name for s in outage.STRATEGIES]
+    for run in outage_result.runs:
+        assert run.calls == SHORT.calls == sum(run.arrivals)
+        assert run.succeeded + run.failed == run.calls
+        assert run.requests == sum(run.per_second) == sum(run.statuses.values())
+        # What the client sent is what the provider saw, 503s included.
+        assert run.server.requests == run.requests
+        assert run.server.ok == run.statuses.get("200", 0) == run.succeeded
+        assert run.server.unavailable == run.statuses.get("503", 0)
+        assert run.server.rejected == run.statuses.get("429", 0)
+        assert run.calls <= run.requests <= outage.NAIVE_ATTEMPTS * run.calls
+        assert run.amplification == run.requests / run.calls
+
+
+def test_the_outage_happened_and_was_retried(outage_result: outage.OutageResult) -> None:
+    naive, admission = outage_result.runs
+    for run in (naive, admission):
+        assert run.statuses.get("503", 0) > 0
+        assert run.requests > run.calls
+    # Naive retries resend every failure (503, 429, connection error) but a call's fifth.
+    failures = naive.requests - naive.statuses.get("200", 0)
+    assert naive.requests - naive.calls == failures - naive.failed
+
+
+def test_the_budget_bounds_the_retries(outage_result: outage.OutageResult) -> None:
+    admission = outage_result.runs[1]
+    retries = admission.requests - admission.calls
+    # RetryBudget(ratio=0.2, min_per_second=2, window="5s"): at most 20 % of the calls,
+    # plus 2/s over the windows the run spans.
+    windows = admission.wall / 5.0 + 1
+    assert retries <= 0.2 * admission.calls + 2 * 5 * windows
+
+
+def test_the_provider_fails_requests_during_an_outage_only() -> None:
+    async def scenario() -> None:
+        limits = ProviderLimits(concurrency=50, rate=1000.0, burst=1000, latency=(0.001, 0.001))
+        async with ProviderServer(limits) as server, httpx.AsyncClient(trust_env=False) as client:
+            body = {"messages": [{"role": "user", "content": "hi"}]}
+
+            async def statuses(n: int) -> list[int]:
+                answers = [await client.post(server.url, json=body) for _ in range(n)]
+                return [r.status_code for r in answers]
+
+            assert set(await statuses(5)) == {200}
+            await server.outage(1.0, 60.0)
+            failed = await client.post(server.url, json=body)
+            assert failed.status_code == 503
+            assert "retry-after" not in failed.headers
+            assert set(await statuses(4)) == {503}
+            stats = await server.stats(reset=True)  # ends the outage
+            assert (stats.ok, stats.unavailable) == (5, 5)
+            assert set(await statuses(5)) == {200}
+            await server.outage(0.3, 60.0)
+            some = await statuses(60)
+            assert 0 < some.count(503) < 60
+            assert set(some) == {200, 503}
+            with pytest.raises(ValueError, match="fraction"):
+                await server.outage(1.5, 1.0)
+
+    asyncio.run(scenario())
+
+
+def test_cli_runs_the_retry_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(
+        [
+            *("demo", "--calls", "40", "--server-rate", "600", "--latency-ms", "5-15"),
+            *("--no-progress", "--outage-seconds", "1"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "Retries during an outage" in out
+    assert "retry amplification" in out
+    assert "adm.Retry + breaker + budget" in out

@@ -38,6 +38,24 @@ def constructors() -> None:
     adm.SlidingWindow(limit=60)  # error
 
 
+def shared_memory_store() -> None:
+    store = adm.stores.SharedMemory("myapp", capacity=64)
+    bucket: adm.stores.SharedTokenBucket = adm.TokenBucket(rate=60, per=60, name="a", store=store)
+    sem: adm.stores.SharedSemaphore = adm.Semaphore(5, name="db", store=store)
+    held: int = sem.held
+    taken: bool = bucket.try_acquire(2)
+    limiters: list[adm.stores.SharedLimiter] = store.limiters()
+    remove = store.export_metrics()
+    remove()
+    print(held, taken, limiters, store.unlink())
+    adm.TokenBucket(rate=60, store=store)  # error
+    adm.Semaphore(5, store=store)  # error
+    adm.Semaphore(5, name="db", store="local")  # error
+    adm.stores.SharedMemory("myapp", capacity="64")  # error
+    local: adm.TokenBucket = adm.TokenBucket(rate=60, name="b", store=store)  # error
+    print(local)
+
+
 def widen(x: int) -> float:
     return x * 1.5
 
@@ -69,3 +87,60 @@ async def mapping() -> None:
     async for item in adm.map(awidened, [1, 2], limit=2):
         print(item + 1.0)
     adm.map(widen, [1, 2], limit=2)  # error
+
+
+async def configured(manager: adm.ConcurrencyManager) -> None:
+    # [breakers.NAME] and [retries.NAME] (issue 14).
+    breaker: adm.CircuitBreaker = manager.breaker("openai")
+    retry: adm.Retry = manager.retry("openai")
+    answer: float = await retry.call(awidened, 2)
+    print(breaker.state, answer)
+    manager.breaker(1)  # error
+    r: adm.RetryBudget = manager.retry("openai")  # error
+    print(r)
+
+
+async def keyed(b: adm.KeyedTokenBucket, s: adm.KeyedSemaphore) -> None:
+    adm.KeyedTokenBucket(rate=10, per=1.0, burst=20, max_keys=1_000_000, idle_ttl="10m")
+    adm.KeyedTokenBucket("10/s", name="users")
+    adm.KeyedSlidingWindow(60, "1m", max_keys=10)
+    adm.KeyedSemaphore(5, idle_ttl=30.0)
+    ok: bool = b.try_acquire("user:1", cost=2) and b.try_acquire(b"user:1") and b.try_acquire(42)
+    await b.acquire("user:1", timeout="1s")
+    async with b("user:1"):
+        pass
+    with s("tenant"):
+        pass
+    d: adm.Decision = b.peek("user:1")
+    n: int = len(b) + s.in_use("tenant") + s.available("tenant")
+    stats: adm.KeyedStats = s.stats()
+    s.release("tenant")
+    print(ok, d, n, stats)
+    b.try_acquire(1.5)  # error
+    b.try_acquire(("a", "b"))  # error
+    adm.KeyedTokenBucket(rate=10, max_keys="many")  # error
+    adm.KeyedSemaphore(5, bogus=1)  # error
+    s.release()  # error
+async def client_layer(tpm: adm.TokenBucket, rpm: adm.TokenBucket) -> None:
+    async with tpm.reserve(800, timeout="10s", on_error="refund") as r:
+        r.settle(300)
+    with adm.all_of(rpm, tpm).reserve(costs=(1, 800)) as both:
+        both.settle(costs=(1, 650))
+    reservation: adm.Reservation = await tpm.reserve(5).acquire()
+    reservation.refund()
+    tpm.pause("2s")
+    tpm.pause_until(1.5)
+    tpm.sync(remaining=10, reset_after="1s")
+    tpm.reserve(5, on_error="drop")  # error
+    tpm.sync(remaining="ten")  # error
+    r.settle("300")  # error
+    transport = adm.httpx.AsyncTransport(
+        limits={"api.openai.com": adm.presets.openai(rpm=500, tpm=200_000, concurrency=50)},
+        default=adm.presets.host(concurrency=20),
+        retry=adm.Retry(attempts=6),
+        breaker="per-host",
+        retry_post=True,
+    )
+    print(transport.stats()["api.openai.com"].rate_limited)
+    adm.httpx.AsyncTransport(limits={"x": 3})  # error
+    adm.httpx.Transport(breaker="sometimes")  # error

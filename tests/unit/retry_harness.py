@@ -7,6 +7,9 @@ and records the virtual time at which each attempt started and the call ended:
 
 - ``asyncio``, ``trio``: an autojumping virtual clock (``VirtualRunner``); the retry reads the
   loop's clock and sleeps on the loop, as in production;
+- ``uvloop``: asyncio on uvloop's loop, whose clock cannot be made virtual (it is C): the
+  retry gets a `admission.testing.ManualClock` (``clock=``), whose waits advance it instead
+  of sleeping, as in threads; the async APIs run on the real uvloop loop;
 - ``threads``: the retry gets a `admission.testing.ManualClock` (``clock=``), whose waits
   advance it instead of sleeping; the call runs in a worker thread.
 
@@ -15,6 +18,8 @@ Nothing sleeps for real, and every figure is exact.
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import itertools
 import threading
 from collections.abc import Iterable
@@ -26,7 +31,13 @@ from support import VirtualRunner
 
 import admission as adm
 
-KINDS = ("asyncio", "trio", "threads")
+KINDS = (
+    "asyncio",
+    "trio",
+    *(("uvloop",) if importlib.util.find_spec("uvloop") is not None else ()),
+    "threads",
+)
+_MANUAL = ("uvloop", "threads")  # the kinds whose retries run on a ManualClock
 APIS = ("decorator", "call", "iterate")
 
 
@@ -59,7 +70,7 @@ class Harness:
 
     def retry(self, **kwargs: Any) -> adm.Retry:
         """An `adm.Retry`; in threads on a fresh `ManualClock` (unless ``clock=`` is given)."""
-        if self.kind == "threads" and "clock" not in kwargs:
+        if self.kind in _MANUAL and "clock" not in kwargs:
             self.clock = adm.testing.ManualClock()
             kwargs["clock"] = self.clock
         return adm.Retry(**kwargs)
@@ -99,6 +110,27 @@ class Harness:
             worker.join(timeout=30)
             assert not worker.is_alive(), "the call did not end within 30 s"
             return run
+        if self.kind == "uvloop":
+            manual = retry.clock if isinstance(retry.clock, adm.testing.ManualClock) else None
+            assert manual is not None, "a uvloop retry needs a ManualClock (use Harness.retry)"
+            start = manual.now()
+
+            async def attempt_manual() -> Any:
+                run.starts.append(manual.now() - start)
+                manual.advance(duration)
+                await asyncio.sleep(0)
+                return _play(outcomes)
+
+            async def on_uvloop() -> None:
+                assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+                try:
+                    run.result = await _async(retry, attempt_manual, api)
+                except BaseException as exc:
+                    run.error = exc
+                run.end = manual.now() - start
+
+            self.run_async(on_uvloop)
+            return run
 
         async def attempt_async() -> Any:
             run.starts.append(anyio.current_time() - origin)
@@ -120,8 +152,17 @@ class Harness:
         return run
 
     def run_async(self, main: Any) -> Any:
-        """Runs ``main()`` on this harness's loop (virtual time); not for ``threads``."""
+        """Runs ``main()`` on this harness's loop (virtual time but on uvloop); not for
+        ``threads``."""
         assert self.kind != "threads"
+        if self.kind == "uvloop":
+            import uvloop
+
+            loop = uvloop.new_event_loop()
+            try:
+                return loop.run_until_complete(asyncio.wait_for(main(), timeout=30))
+            finally:
+                loop.close()
         return VirtualRunner(self.kind).run(main)
 
 

@@ -296,6 +296,87 @@ async def test_cancelled_probe_gives_its_place_back(anyio_backend: str) -> None:
     assert b.state == "closed"
 
 
+@pytest.mark.anyio
+async def test_open_refuses_every_task_at_once_and_runs_no_body(anyio_backend: str) -> None:
+    clock = ManualClock()
+    b = breaker(clock)
+    trip(b)
+    clock.advance(4)
+    ran: list[int] = []
+    refused: list[adm.CircuitOpen] = []
+
+    async def caller() -> None:
+        try:
+            async with b:
+                ran.append(1)
+        except adm.CircuitOpen as exc:
+            refused.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(caller)
+    assert ran == []
+    assert [e.retry_after for e in refused] == [pytest.approx(6.0)] * 20
+    assert b.stats().rejected == 20
+
+
+@pytest.mark.anyio
+async def test_half_open_admits_exactly_the_probes_to_concurrent_tasks(
+    anyio_backend: str,
+) -> None:
+    clock = ManualClock()
+    b = breaker(clock, half_open_calls=3)
+    trip(b)
+    clock.advance(10)
+    inside = 0
+    most = 0
+    release = anyio.Event()
+    outcomes: list[str] = []
+
+    async def caller() -> None:
+        nonlocal inside, most
+        try:
+            async with b:
+                inside += 1
+                most = max(most, inside)
+                await release.wait()  # every probe stays in flight until all have tried
+                inside -= 1
+                outcomes.append("probe")
+        except adm.CircuitOpen:
+            outcomes.append("refused")
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(50):
+            tg.start_soon(caller)
+        for _ in range(1000):  # let every task try (no time passes)
+            if len(outcomes) == 47 and inside == 3:  # (on trio a probe enters a step later)
+                break
+            await anyio.lowlevel.checkpoint()
+        assert (most, b.stats().probes_in_flight) == (3, 3)
+        release.set()
+    assert sorted(outcomes) == ["probe"] * 3 + ["refused"] * 47
+    assert b.state == "closed"
+
+
+def test_loop_clock_opens_and_probes_on_virtual_time(virtual: Any) -> None:
+    # Under trio's MockClock(autojump) and a virtual asyncio loop, the breaker's open time
+    # passes with the loop's clock: no real waiting.
+    b = breaker(adm.LoopClock())
+
+    async def main() -> tuple[str, float, str]:
+        for _ in range(4):
+            with pytest.raises(ConnectionError):
+                async with b:
+                    raise ConnectionError
+        state, retry_after = b.state, b.retry_after
+        await anyio.sleep(retry_after)
+        async with b:  # the first probe
+            pass
+        return state, retry_after, b.state
+
+    assert virtual.run(main) == ("open", 10.0, "half_open")
+
+
 def test_wait_for_timeout_of_a_probe_gives_its_place_back() -> None:
     clock = ManualClock()
     b = breaker(clock, half_open_calls=1)

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import prometheus_client
 import pytest
 import yaml
@@ -105,9 +106,9 @@ def test_dashboard_covers_the_issue_panels() -> None:
 @pytest.fixture
 def exported_names(registry: prometheus_client.CollectorRegistry) -> set[str]:
     """Every sample and family name the exporter reports, with one primitive of each kind
-    (in every state the dashboard looks at), and a PoolManager's pool (its figures, as an
-    open pool reports them: tests/integration/test_pool_metrics.py checks those against a
-    real server)."""
+    (in every state the dashboard looks at), a named circuit breaker and retry, and a
+    PoolManager's pool (its figures, as an open pool reports them:
+    tests/integration/test_pool_metrics.py checks those against a real server)."""
     clock = adm.testing.ManualClock()
     sem = adm.Semaphore(2, name="deploy-test")
     bucket = adm.TokenBucket(rate=1, burst=1, clock=clock, name="deploy-test")
@@ -115,7 +116,17 @@ def exported_names(registry: prometheus_client.CollectorRegistry) -> set[str]:
     assert sem.try_acquire()
     assert bucket.try_acquire()
     assert window.try_acquire()
+    breaker = adm.CircuitBreaker("deploy-test", min_calls=1, clock=clock)
+    with pytest.raises(ConnectionError), breaker:
+        raise ConnectionError("down")
+    retry = adm.Retry(attempts=2, base=1, clock=clock, name="deploy-test")
+    with pytest.raises(adm.CircuitOpen):
+        retry.call_blocking(breaker.call_blocking, lambda: None)
     pools = adm.PoolManager({"deploy-test": adm.PoolConfig("postgresql://app:pw@db/test")})
+    # An httpx transport that served one host (issue 15): its per-host families.
+    transport = adm.httpx.Transport(httpx.MockTransport(lambda request: httpx.Response(200)))
+    with httpx.Client(transport=transport) as client:
+        client.get("https://deploy-test/")
     remove_pools = adm.metrics.add_source(lambda: pool_families([pools.stats("deploy-test")]))
     try:
         text = prometheus_client.generate_latest(registry).decode()

@@ -60,8 +60,11 @@ async def test_limit_takes_permit_request_and_tokens() -> None:
     lease = m.limit("openai", tokens=850)
     assert repr(lease) == "<Lease 'openai' timeout=60.0>"
     async with lease as bound:
-        assert bound is None
+        # Issue 15: the tokens are a reservation, settled at the real count.
+        assert isinstance(bound, adm.Reservation)
+        assert bound.reserved == (1, 850)
         assert m.semaphore("openai").in_use == 1
+        bound.settle(600)
     assert m.semaphore("openai").in_use == 0
     stats = m.stats()["openai"]
     assert stats.rate is not None
@@ -69,13 +72,18 @@ async def test_limit_takes_permit_request_and_tokens() -> None:
     assert (stats.concurrency.admitted, stats.rate.admitted, stats.tokens.admitted_cost) == (
         1,
         1,
-        850,
+        600,
     )
+    assert stats.rate.admitted_cost == 1, "settle(actual) settles the tokens only"
+    with m.limit("openai", tokens=100) as reservation:
+        assert reservation is not None
+        reservation.settle(150)
+    assert m.stats()["openai"].tokens.admitted_cost == 750  # type: ignore[union-attr]
     # Without tokens only the request rate is charged.
     async with m.limit("openai"):
         pass
-    assert m.stats()["openai"].tokens.admitted == 1  # type: ignore[union-attr]
-    assert m.rate("openai").stats().admitted == 2
+    assert m.stats()["openai"].tokens.admitted == 2  # type: ignore[union-attr]
+    assert m.rate("openai").stats().admitted == 3
 
 
 async def test_limit_bounds_concurrency() -> None:

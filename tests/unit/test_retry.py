@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import pytest
 from retry_harness import APIS, KINDS, Harness
+from support import unique
 
 import admission as adm
 from admission import retry as retry_module
@@ -546,6 +547,41 @@ def test_cancel_during_the_backoff_propagates_at_once(kind: str, api: str) -> No
     assert (s.cancelled, s.retries, s.attempts, s.in_flight) == (1, 1, 1, 0)
 
 
+@pytest.mark.parametrize("api", APIS)
+def test_cancel_during_the_backoff_propagates_at_once_on_uvloop(api: str) -> None:
+    # uvloop's clock is real: the backoff is 100 real seconds, the caller is cancelled as
+    # soon as the first attempt has failed, and the call must end long before (bounded).
+    pytest.importorskip("uvloop")
+    retry = adm.Retry(attempts=5, base=100, cap=100, jitter="none", deadline=None)
+    failed = asyncio.Event()
+
+    async def failing() -> None:
+        failed.set()
+        raise ConnectionError
+
+    async def call() -> None:
+        if api == "decorator":
+            await retry(failing)()
+        elif api == "call":
+            await retry.call(failing)
+        else:
+            async for attempt in retry:
+                with attempt:
+                    await failing()
+
+    async def main() -> None:
+        task = asyncio.ensure_future(call())
+        await failed.wait()
+        await asyncio.sleep(0)  # into the backoff
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=30)
+
+    Harness("uvloop").run_async(main)
+    s = retry.stats()
+    assert (s.cancelled, s.retries, s.attempts, s.in_flight) == (1, 1, 1, 0)
+
+
 def test_asyncio_wait_for_during_the_backoff() -> None:
     retry = adm.Retry(attempts=5, base=100, cap=100, jitter="none", deadline=None)
 
@@ -816,7 +852,6 @@ def test_prometheus_exposition() -> None:
     retry = adm.Retry(name="doc-prom", clock=adm.testing.ManualClock(), base=1)
     with pytest.raises(KeyError):
         retry.call_blocking(_raise(KeyError))
-    remove = adm.metrics.add_source(retry_module._families)  # the wiring to come
     adm.metrics.register(registry)
     try:
         value = registry.get_sample_value(
@@ -831,7 +866,6 @@ def test_prometheus_exposition() -> None:
         )
     finally:
         adm.metrics.unregister(registry)
-        remove()
 
 
 def _raise(kind: type[BaseException]) -> Any:
@@ -905,6 +939,54 @@ def test_breaker_refusal_past_the_deadline_gives_up_at_once(h: Harness) -> None:
     assert run.starts == []
     assert run.end == 0.0
     assert retry.stats().gave_up["deadline"] == 1
+
+
+def _real_breaker(h: Harness, **kwargs: Any) -> tuple[adm.CircuitBreaker, dict[str, Any]]:
+    """A real `CircuitBreaker` (opens after 2 calls at half failures, 5 s open, 1 probe) on
+    the harness's time, and the ``clock=`` its retry needs: the loop's virtual clock on
+    asyncio and trio, one `ManualClock` on uvloop and in threads."""
+    if h.kind in ("asyncio", "trio"):
+        clock: Any = adm.LoopClock()
+        retry_clock: dict[str, Any] = {}
+    else:
+        clock = adm.testing.ManualClock()
+        retry_clock = {"clock": clock}
+    settings: dict[str, Any] = {
+        "window": 10,
+        "min_calls": 2,
+        "open_for": 5,
+        "half_open_calls": 1,
+        "clock": clock,
+    }
+    settings.update(kwargs)
+    return adm.CircuitBreaker(unique("retry-breaker"), **settings), retry_clock
+
+
+def test_a_real_breaker_is_waited_out_never_called_through(h: Harness, api: str) -> None:
+    breaker, clock = _real_breaker(h)
+    retry = h.retry(base=1, jitter="none", breaker=breaker, **clock)
+    run = h.run(retry, [ConnectionError, ConnectionError, "ok"], api=api)
+    assert run.result == "ok"
+    # 0 fails, 1 fails: the breaker opens until 6. At 3 it refuses (no call): the wait is
+    # max(its 3 s, the backoff 4 s); at 7 the one probe goes through and closes it.
+    assert run.starts == [0.0, 1.0, 7.0]
+    # (Counts read without the clock: a LoopClock breaker is read here outside its loop.)
+    _, success, failure, _, rejected, _, opened = breaker._counts()
+    assert (breaker.state, failure, success, rejected, opened) == ("closed", 2, 1, 1, 1)
+    s = retry.stats()
+    assert (s.attempts, s.retries) == (3, 3)  # calls of the function; waits before each
+
+
+def test_a_real_breaker_open_past_the_deadline_gives_up_at_once(h: Harness, api: str) -> None:
+    breaker, clock = _real_breaker(h)
+    retry = h.retry(base=1, jitter="none", deadline=4, breaker=breaker, **clock)
+    run = h.run(retry, [ConnectionError, ConnectionError, "never called"], api=api)
+    assert isinstance(run.error, adm.CircuitOpen)
+    assert run.error.retry_after == pytest.approx(3.0)
+    assert run.starts == [0.0, 1.0]
+    assert run.end == 3.0  # refused at 3, open until 6 >= the deadline: no wait
+    assert retry.stats().gave_up["deadline"] == 1
+    assert breaker._counts()[4] == 1  # rejected
 
 
 # --- bad input -----------------------------------------------------------------------------------

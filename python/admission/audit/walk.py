@@ -73,6 +73,7 @@ class Scope:
         "kind",
         "name",
         "node",
+        "nonlocals",
         "params",
         "parent",
         "returned",
@@ -123,6 +124,8 @@ class Scope:
         self.returned: set[str] = set()
         # names declared `global`: module state, set once for the process
         self.globals: set[str] = set()
+        # names declared `nonlocal`: the enclosing function's variables
+        self.nonlocals: set[str] = set()
         # receivers made daemons by assignment (`t.daemon = True`)
         self.daemons: set[str] = set()
 
@@ -432,6 +435,9 @@ class _Walker:
     def _global(self, node: ast.Global) -> None:
         self.scope.globals.update(node.names)
 
+    def _nonlocal(self, node: ast.Nonlocal) -> None:
+        self.scope.nonlocals.update(node.names)
+
     def _import(self, node: ast.Import | ast.ImportFrom) -> None:
         if self.scope.kind != MODULE:
             self.facts.imports.add(node)
@@ -558,6 +564,7 @@ _HANDLERS: dict[type, Callable[[_Walker, Any], None]] = {
     ast.AugAssign: _Walker._augassign,
     ast.AnnAssign: _Walker._annassign,
     ast.Global: _Walker._global,
+    ast.Nonlocal: _Walker._nonlocal,
     ast.Import: _Walker._import,
     ast.ImportFrom: _Walker._import,
     **{try_type: _Walker._try for try_type in _TRY_TYPES},

@@ -8,6 +8,9 @@ A local server (`admission.demo.server`) plays the provider: at most 20 requests
    the connection pool is generous, nothing is retried.
 2. **admission** — ``adm.gather(*calls, limit=20)`` (at most the provider's concurrency in
    flight) and an ``adm.TokenBucket`` at the provider's rate with a small burst.
+3. **admission transport** — ``asyncio.gather(*calls)`` again, through
+   ``adm.httpx.AsyncTransport`` with ``adm.presets.openai(...)`` at the provider's limits:
+   the client code stays naive; the transport paces, retries and settles tokens.
 
 Progress is shown live; the end is a table of what each run did (calls, 429s, errors, peak
 in-flight requests at the client and at the server, peak open sockets, wall time, latency).
@@ -121,6 +124,8 @@ class RunResult:
     p50: float | None  # seconds from sending a request to its answer (200 or 429)
     p99: float | None
     server: ServerStats
+    retries: int = 0  # the transport's retries (the other runs retry nothing)
+    tokens_wasted: int | None = None  # tokens charged beyond the responses' usage
 
     @property
     def goodput(self) -> float:
@@ -134,6 +139,7 @@ class DemoResult:
     unbounded: RunResult
     bounded: RunResult
     notes: tuple[str, ...] = ()
+    transport: RunResult | None = None
 
     @property
     def ok(self) -> bool:
@@ -211,6 +217,11 @@ def _describe(name: str, config: DemoConfig, cap: int | None) -> str:
         if cap is not None:
             return f"asyncio.gather(*calls): {cap} calls at once (the open-file limit)"
         return "asyncio.gather(*calls): every call at once"
+    if name == "transport":
+        return (
+            f"asyncio.gather(*calls) through adm.httpx.AsyncTransport("
+            f"presets.openai(rpm={config.rate:g}/s, concurrency={config.limit}))"
+        )
     return (
         f"adm.gather(*calls, limit={config.limit}) + "
         f"TokenBucket(rate={config.rate:g}/s, burst={config.burst})"
@@ -233,6 +244,25 @@ async def _unbounded(
             await _call(client, url, i, tally)
 
     await asyncio.gather(*(call(i) for i in range(calls)))
+
+
+def _transport_client(config: DemoConfig, port: int) -> tuple[httpx.AsyncClient, Any]:
+    """The third run's client: its transport holds the limits (and a tokens limit large
+    enough never to bind: it shows the estimate settled at the usage)."""
+    preset = adm.presets.openai(
+        rpm=config.rate,
+        tpm=config.rate * 1000,
+        concurrency=config.limit,
+        period=1.0,
+        default_max_tokens=16,
+    )
+    transport = adm.httpx.AsyncTransport(
+        httpx.AsyncHTTPTransport(limits=httpx.Limits(max_keepalive_connections=config.limit)),
+        limits={f"127.0.0.1:{port}": preset},
+        retry_post=True,
+    )
+    client = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(60.0), trust_env=False)
+    return client, transport
 
 
 async def _bounded(client: httpx.AsyncClient, url: str, config: DemoConfig, tally: _Tally) -> None:
@@ -338,15 +368,27 @@ async def _run_once(
     out.write(f"  {name:<10} {_describe(name, config, cap)}\n")
     out.flush()
     tally = _Tally()
-    async with _client(config.limit) as client:
+    transport = None
+    if name == "transport":
+        client, transport = _transport_client(config, server.port)
+    else:
+        client = _client(config.limit)
+    async with client:
         start, cpu = time.perf_counter(), time.process_time()
         async with _Progress(progress, name, config.calls, tally).shown(server):
-            if name == "unbounded":
-                await _unbounded(client, server.url, config.calls, tally, cap)
-            else:
+            if name == "admission":
                 await _bounded(client, server.url, config, tally)
+            else:  # the unbounded fan-out (the transport run's too: it bounds itself)
+                await _unbounded(client, server.url, config.calls, tally, cap)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     stats = await server.stats()
+    retries, wasted = 0, None
+    if transport is not None:
+        (host,) = transport.stats().values()
+        tally.rejected = host.rate_limited  # 429s seen (retried), not calls that failed
+        retries = host.retries
+        tokens = transport._config.hosts.get(httpx.URL(server.url)).tokens_bucket
+        wasted = tokens.stats().admitted_cost - host.tokens_settled
     latencies = sorted(tally.latencies)
     return RunResult(
         name=name,
@@ -365,6 +407,8 @@ async def _run_once(
         p50=_percentile(latencies, 0.50),
         p99=_percentile(latencies, 0.99),
         server=stats,
+        retries=retries,
+        tokens_wasted=wasted,
     )
 
 
@@ -440,14 +484,16 @@ async def run_demo(
                 f"A local LLM provider on {server.url}\n"
                 f"  allows {limits.concurrency} requests at once and {limits.rate:g} requests/s "
                 f"(burst {limits.burst}); answers 429 beyond that; takes {low:g}-{high:g} ms\n"
-                f"{config.calls} calls with httpx.AsyncClient, twice, retrying nothing:\n"
+                f"{config.calls} calls with httpx.AsyncClient, three times (the first two "
+                "retrying nothing):\n"
             )
             for note in notes:
                 sink.write(f"  note: {note}\n")
             sink.flush()
             unbounded = await _run_once("unbounded", config, server, cap, show, sink)
             bounded = await _run_once("admission", config, server, None, show, sink)
-    result = DemoResult(config, unbounded, bounded, tuple(notes))
+            transport = await _run_once("transport", config, server, cap, show, sink)
+    result = DemoResult(config, unbounded, bounded, tuple(notes), transport)
     sink.write("\n" + report(result))
     sink.flush()
     return result
@@ -461,12 +507,20 @@ def report(result: DemoResult) -> str:
     """The final table: one column per run, and the provider's limit where there is one."""
     config = result.config
     limits = config.provider()
-    runs = (result.unbounded, result.bounded)
+    runs: tuple[RunResult, ...] = (result.unbounded, result.bounded)
+    if result.transport is not None:
+        runs += (result.transport,)
     rows: list[tuple[str, list[str], str]] = [
         ("calls", [f"{r.calls:,}" for r in runs], ""),
         ("  succeeded (200)", [f"{r.ok:,}" for r in runs], ""),
         ("  rejected (429)", [f"{r.rejected:,}" for r in runs], ""),
         ("  errors", [f"{r.errors:,}" for r in runs], ""),
+        ("  retries", [f"{r.retries:,}" for r in runs], ""),
+        (
+            "tokens wasted (over-estimates)",
+            ["-" if r.tokens_wasted is None else f"{r.tokens_wasted:,}" for r in runs],
+            "",
+        ),
         ("peak in flight, client", [f"{r.peak_in_flight_client:,}" for r in runs], ""),
         (
             "peak in flight, server",
@@ -480,24 +534,25 @@ def report(result: DemoResult) -> str:
         ("latency p50", [_ms(r.p50) for r in runs], ""),
         ("latency p99", [_ms(r.p99) for r in runs], ""),
     ]
-    head = ("", "unbounded gather", "with admission", "provider limit")
-    widths = [
-        max(len(head[0]), *(len(label) for label, _, _ in rows)),
-        max(len(head[1]), *(len(cells[0]) for _, cells, _ in rows)),
-        max(len(head[2]), *(len(cells[1]) for _, cells, _ in rows)),
-        len(head[3]),
+    head = ("", "unbounded gather", "with admission", "admission transport")[: 1 + len(runs)]
+    head += ("provider limit",)
+    widths = [max(len(head[0]), *(len(label) for label, _, _ in rows))]
+    widths += [
+        max(len(head[1 + i]), *(len(cells[i]) for _, cells, _ in rows)) for i in range(len(runs))
     ]
+    widths.append(len(head[-1]))
 
-    def line(a: str, b: str, c: str, d: str) -> str:
-        return (
-            f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:>{widths[2]}}  {d:>{widths[3]}}".rstrip()
-            + "\n"
+    def line(*cells: str) -> str:
+        first, *rest = cells
+        text = f"{first:<{widths[0]}}" + "".join(
+            f"  {c:>{w}}" for c, w in zip(rest, widths[1:], strict=True)
         )
+        return text.rstrip() + "\n"
 
     text = line(*head)
     text += line(*("-" * w for w in widths))
     for label, cells, limit in rows:
-        text += line(label, cells[0], cells[1], limit)
+        text += line(label, *cells, limit)
     for r in runs:
         if r.error_kinds:
             kinds = ", ".join(f"{k} x{v}" for k, v in sorted(r.error_kinds.items()))

@@ -14,7 +14,10 @@ The provider enforces, like a real one:
 - beyond either, ``429 Too Many Requests`` with ``Retry-After``, after a few milliseconds
   (a gateway takes a moment to check a quota and say no);
 - admitted requests take a seeded random latency, then answer ``200`` with a
-  chat-completion-like JSON body.
+  chat-completion-like JSON body;
+- during an outage (the ``outage FRACTION SECONDS`` command, from then for that long) it
+  fails that fraction of the requests, chosen at random (seeded), with ``503 Service
+  Unavailable`` and no ``Retry-After``, as a struggling backend does.
 
 It counts what it sees: requests in flight (received, not yet answered, 429s included),
 requests in service, and open connections, each with its peak.
@@ -53,6 +56,7 @@ _REASONS = {
     405: "Method Not Allowed",
     413: "Content Too Large",
     429: "Too Many Requests",
+    503: "Service Unavailable",
     431: "Request Header Fields Too Large",
 }
 
@@ -85,6 +89,7 @@ class ServerStats:
     open_connections: int
     peak_connections: int
     connections: int
+    unavailable: int = 0  # 503s answered during an outage
 
 
 class _Bucket:
@@ -125,6 +130,7 @@ class _Counters:
         self.open_connections = 0
         self.peak_connections = 0
         self.connections = 0
+        self.unavailable = 0
 
     def snapshot(self) -> ServerStats:
         return ServerStats(
@@ -141,12 +147,13 @@ class _Counters:
             open_connections=self.open_connections,
             peak_connections=self.peak_connections,
             connections=self.connections,
+            unavailable=self.unavailable,
         )
 
     def reset(self) -> None:
         """Zeroes the counters; peaks restart from the current gauges."""
         self.requests = self.ok = self.bad_requests = self.connections = 0
-        self.rejected_concurrency = self.rejected_rate = 0
+        self.rejected_concurrency = self.rejected_rate = self.unavailable = 0
         self.peak_in_flight = self.in_flight
         self.peak_in_service = self.in_service
         self.peak_connections = self.open_connections
@@ -162,6 +169,14 @@ class _Provider:
         self._rng = random.Random(limits.seed)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._outage_until = 0.0  # time.monotonic() at which the outage ends
+        self._outage_fraction = 0.0
+        self._outage_rng = random.Random(limits.seed)
+
+    def outage(self, fraction: float, seconds: float) -> None:
+        """From now on for ``seconds``, fails ``fraction`` of the requests with 503."""
+        self._outage_fraction = fraction
+        self._outage_until = time.monotonic() + seconds
 
     def reset(self) -> ServerStats:
         """A snapshot, then a new count: a full bucket, the latency sequence from the seed."""
@@ -169,6 +184,8 @@ class _Provider:
         self.counters.reset()
         self._bucket.refill()
         self._rng.seed(self.limits.seed)
+        self._outage_rng.seed(self.limits.seed)
+        self._outage_until = 0.0
         return stats
 
     async def serve(self, ready: asyncio.Future[int], stop: asyncio.Event, backlog: int) -> None:
@@ -274,6 +291,15 @@ class _Provider:
                 c.rejected_rate += 1
                 return await self._reject(f"at most {limits.rate:g} requests/s", wait, "rate")
 
+            # Past the gateway's quota (the request counts against the rate), the backend
+            # may be failing.
+            if (
+                time.monotonic() < self._outage_until
+                and self._outage_rng.random() < self._outage_fraction
+            ):
+                c.unavailable += 1
+                await asyncio.sleep(min(_REJECT_LATENCY, limits.latency[0]))
+                return 503, {"error": {"type": "overloaded", "message": "Service Unavailable"}}, {}
             c.in_service += 1
             c.peak_in_service = max(c.peak_in_service, c.in_service)
             try:
@@ -371,6 +397,10 @@ async def _child(limits: ProviderLimits, backlog: int) -> None:
                     _reply(dataclasses.asdict(provider.counters.snapshot()))
                 elif command == "reset":
                     _reply(dataclasses.asdict(provider.reset()))
+                elif command.startswith("outage "):
+                    fraction, seconds = map(float, command.split()[1:3])
+                    provider.outage(fraction, seconds)
+                    _reply({"outage": [fraction, seconds]})
                 else:
                     _reply({"error": f"unknown command {command!r}"})
         finally:
@@ -497,6 +527,22 @@ class ProviderServer:
             process.stdin.write(b"reset\n" if reset else b"stats\n")
             await process.stdin.drain()
             return ServerStats(**await self._read())
+
+    async def outage(self, fraction: float, seconds: float) -> None:
+        """From now on for ``seconds``, the provider fails ``fraction`` of the requests with
+        ``503 Service Unavailable`` (chosen at random, from the seed). `stats` with ``reset``
+        ends an outage."""
+        if not (0.0 <= fraction <= 1.0 and 0.0 <= seconds < float("inf")):
+            raise ValueError(
+                f"expected a fraction in [0, 1] and seconds >= 0, got {fraction!r}, {seconds!r}"
+            )
+        process = self._process
+        if process is None or process.stdin is None:
+            raise RuntimeError("the server is not running")
+        async with self._lock:
+            process.stdin.write(f"outage {fraction!r} {seconds!r}\n".encode())
+            await process.stdin.drain()
+            await self._read()
 
     async def _read(self) -> Any:
         process = self._process

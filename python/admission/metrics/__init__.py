@@ -44,7 +44,14 @@ The metrics (see the README's "Metrics" section for the full table):
 ``admission_acquisitions_total``       counter    requests by ``outcome``
 ``admission_admitted_cost_total``      counter    sum of admitted costs (tokens, permits)
 ``admission_wait_seconds``             histogram  how long admitted requests waited
+``admission_circuit_state``            gauge      a named circuit breaker's state (0, 1, 2)
+``admission_circuit_calls_total``      counter    calls through a named breaker by ``outcome``
+``admission_retries_total``            counter    a named retry's decisions by ``outcome``
+``admission_retry_calls_total``        counter    calls through a named retry by ``outcome``
 =====================================  =========  ==================================================
+
+The last four are the sources of `admission.breaker` and `admission.retry` (label ``breaker``
+or ``retry``: the name; unnamed ones have no series).
 
 Other parts of the library (and applications) add their own families with `add_source`.
 """

@@ -17,7 +17,7 @@
 use crate::error::{positive_finite, AcquireError, ConfigError, Num};
 use crate::histogram::HistogramSnapshot;
 use crate::padded::CachePadded;
-use crate::rate::{Decision, RateLimit};
+use crate::rate::{Adjust, Decision, RateLimit};
 use crate::stats::{Counters, Refusal};
 use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::waitq::{Entered, Ledger, RateTicket, Status, WaitQueue, Withdrawal};
@@ -147,29 +147,7 @@ impl Ledger for BucketLedger<'_> {
 impl<W: Clone> Gcra<W> {
     /// `rate` units of cost per `per_s` seconds, bursts of up to `burst`.
     pub fn new(rate: f64, per_s: f64, burst: u64) -> Result<Self, ConfigError> {
-        let rate = positive_finite("rate", rate)?;
-        let per_s = positive_finite("per", per_s)?;
-        if burst < 1 {
-            return Err(ConfigError::new(
-                "burst",
-                format!("burst must be >= 1, got {burst}"),
-            ));
-        }
-        let emission_ns = emission_interval_ns(rate, per_s)?;
-        let capacity_ns = emission_ns
-            .checked_mul(burst)
-            .filter(|&c| c < MAX_SPAN_NS)
-            .ok_or_else(|| {
-                ConfigError::new(
-                    "burst",
-                    format!(
-                        "burst {burst} at {} per {} s takes too long to refill \
-                         (over 70 years)",
-                        Num(rate),
-                        Num(per_s)
-                    ),
-                )
-            })?;
+        let (emission_ns, capacity_ns) = intervals(rate, per_s, burst)?;
         Ok(Self {
             tat: CachePadded::new(AtomicU64::new(0)),
             emission_ns,
@@ -218,29 +196,10 @@ impl<W: Clone> Gcra<W> {
         }
     }
 
-    /// The one CAS loop of immediate admission: pushes `tat` by `increment` from
-    /// `max(tat, now)` if that stays within the burst, returning the new `tat` (what `untake`
-    /// needs). A refusal writes nothing. While anyone
-    /// waits, the `QUEUED` bit makes the word exceed every limit: refused, no barging.
+    /// [`advance`] on this bucket's word.
     #[inline(always)]
     fn advance(&self, now: u64, increment: u64) -> Option<u64> {
-        let limit = now + self.capacity_ns;
-        let mut tat = self.tat.load(Ordering::Relaxed);
-        loop {
-            // No overflow: `tat` (with the bit) < 2^63 + 2^62 and increment < 2^61.
-            let new_tat = tat.max(now) + increment;
-            if new_tat > limit {
-                return None;
-            }
-            // AcqRel: a successful CAS orders this admission after every admission it observed.
-            match self
-                .tat
-                .compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(_) => return Some(new_tat),
-                Err(actual) => tat = actual,
-            }
-        }
+        advance(&self.tat, now, increment, self.capacity_ns)
     }
 
     fn lock(&self) -> MutexGuard<'_, WaitQueue<W>> {
@@ -356,24 +315,14 @@ impl<W: Clone + Send + Sync> RateLimit<W> for Gcra<W> {
         } else {
             None
         };
-        let tat = (word & !QUEUED).max(now);
-        let limit = now + self.capacity_ns;
-        let new_tat = tat + ahead + increment;
-        if ahead == 0 && new_tat <= limit {
-            Ok(Decision {
-                allowed: true,
-                remaining: (limit - new_tat) / self.emission_ns,
-                retry_after_ns: 0,
-                reset_after_ns: new_tat - now,
-            })
-        } else {
-            Ok(Decision {
-                allowed: false,
-                remaining: limit.saturating_sub(tat + ahead) / self.emission_ns,
-                retry_after_ns: new_tat.saturating_sub(limit),
-                reset_after_ns: tat + ahead - now,
-            })
-        }
+        Ok(decision(
+            word & !QUEUED,
+            ahead,
+            now,
+            increment,
+            self.capacity_ns,
+            self.emission_ns,
+        ))
     }
 
     /// Admits `cost` at once if nobody waits and it fits (unless `admit_now` is false: then it
@@ -477,6 +426,132 @@ impl<W: Clone + Send + Sync> RateLimit<W> for Gcra<W> {
     }
 }
 
+/// The one CAS loop of immediate admission, on any GCRA word (a bucket's own, or one in
+/// shared memory: `crate::shared`): pushes `tat` by `increment` from `max(tat, now)` if that
+/// stays within the burst, returning the new `tat` (what `untake` needs). A refusal writes
+/// nothing. While anyone waits, the `QUEUED` bit makes the word exceed every limit: refused,
+/// no barging.
+#[inline(always)]
+pub(crate) fn advance(
+    tat_word: &AtomicU64,
+    now: u64,
+    increment: u64,
+    capacity_ns: u64,
+) -> Option<u64> {
+    let limit = now + capacity_ns;
+    let mut tat = tat_word.load(Ordering::Relaxed);
+    loop {
+        // No overflow: `tat` (with the bit) < 2^63 + 2^62 and increment < 2^61.
+        let new_tat = tat.max(now) + increment;
+        if new_tat > limit {
+            return None;
+        }
+        // AcqRel: a successful CAS orders this admission after every admission it observed.
+        match tat_word.compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => return Some(new_tat),
+            Err(actual) => tat = actual,
+        }
+    }
+}
+
+/// What a request of `increment` ns would get at `now` from a GCRA word at `tat` (without its
+/// `QUEUED` bit), behind `ahead` ns of queued requests: `peek`'s arithmetic, for any word.
+pub(crate) fn decision(
+    tat: u64,
+    ahead: u64,
+    now: u64,
+    increment: u64,
+    capacity_ns: u64,
+    emission_ns: u64,
+) -> Decision {
+    let tat = tat.max(now);
+    let limit = now + capacity_ns;
+    let new_tat = tat + ahead + increment;
+    if ahead == 0 && new_tat <= limit {
+        Decision {
+            allowed: true,
+            remaining: (limit - new_tat) / emission_ns,
+            retry_after_ns: 0,
+            reset_after_ns: new_tat - now,
+        }
+    } else {
+        Decision {
+            allowed: false,
+            remaining: limit.saturating_sub(tat + ahead) / emission_ns,
+            retry_after_ns: new_tat.saturating_sub(limit),
+            reset_after_ns: tat + ahead - now,
+        }
+    }
+}
+
+/// `(T, burst · T)` in nanoseconds for `rate` per `per_s` seconds and `burst`, checked: the
+/// configuration of every GCRA word, in this process or in shared memory.
+pub(crate) fn intervals(rate: f64, per_s: f64, burst: u64) -> Result<(u64, u64), ConfigError> {
+    let rate = positive_finite("rate", rate)?;
+    let per_s = positive_finite("per", per_s)?;
+    if burst < 1 {
+        return Err(ConfigError::new(
+            "burst",
+            format!("burst must be >= 1, got {burst}"),
+        ));
+    }
+    let emission_ns = emission_interval_ns(rate, per_s)?;
+    let capacity_ns = emission_ns
+        .checked_mul(burst)
+        .filter(|&c| c < MAX_SPAN_NS)
+        .ok_or_else(|| {
+            ConfigError::new(
+                "burst",
+                format!(
+                    "burst {burst} at {} per {} s takes too long to refill \
+                     (over 70 years)",
+                    Num(rate),
+                    Num(per_s)
+                ),
+            )
+        })?;
+    Ok((emission_ns, capacity_ns))
+}
+
+impl<W: Clone> Gcra<W> {
+    /// Raises `tat` to at least `floor` (never lowers it: no capacity is ever added). Under
+    /// the queue's lock, keeping its bit: the waiters keep their order and their turns only
+    /// move later (each head re-times its turn when it polls).
+    fn raise_tat(&self, floor: u64) {
+        let queue = self.lock();
+        let floor = floor.min(MAX_TIME_NS + MAX_SPAN_NS);
+        self.ledger()
+            .update(|tat| tat.max(floor), !queue.is_empty());
+    }
+}
+
+impl<W: Clone + Send + Sync> Adjust for Gcra<W> {
+    /// A debt: see [`Gcra::charge`].
+    fn charge(&self, now: u64, cost: u64) {
+        Gcra::charge(self, now, cost);
+    }
+
+    /// Empties the bucket until `until`: the first token is due then, and it refills at its
+    /// rate from there (not with a burst at `until`, which would earn the next refusal).
+    fn pause_until(&self, now: u64, until: u64) {
+        if until > now {
+            self.raise_tat(until.min(MAX_TIME_NS) + self.capacity_ns - self.emission_ns);
+        }
+    }
+
+    /// At most `remaining` tokens now (`tat >= now + burst·T - remaining·T`), and, reading
+    /// the bucket as the provider's own (`burst` = its limit), not full again before the
+    /// provider is (`tat >= now + reset_after`): then at no time up to the reset does the
+    /// bucket hold more than the provider's count refilling linearly to full.
+    fn sync(&self, now: u64, remaining: u64, reset_after_ns: Option<u64>) {
+        let now = now.min(MAX_TIME_NS);
+        let from_remaining =
+            (now + self.capacity_ns).saturating_sub(remaining.saturating_mul(self.emission_ns));
+        let from_reset = reset_after_ns.map_or(0, |r| now + r.min(MAX_SPAN_NS));
+        self.raise_tat(from_remaining.max(from_reset));
+    }
+}
+
 /// `per / rate` in whole nanoseconds, rounded up (never faster than asked).
 fn emission_interval_ns(rate: f64, per_s: f64) -> Result<u64, ConfigError> {
     let per_ns = per_s * NANOS_PER_SEC as f64;
@@ -539,6 +614,113 @@ mod tests {
         let b = B::new(1.0, 1.0, 1).unwrap();
         assert_eq!(b.try_acquire(0, 1), Ok(true));
         b
+    }
+
+    // The client layer (issue 15): reservations settled afterwards, and the provider's word.
+
+    #[test]
+    fn a_reservation_settled_low_gives_the_rest_back_exactly_when_nobody_came_after() {
+        let b = B::new(1.0, 1.0, 10).unwrap();
+        let record = b.take(0, 8).unwrap().unwrap();
+        b.commit(8, None);
+        // The call used 3: 5 go back, as if 3 had been reserved.
+        drop(b.untake(S / 2, 5, record, 0));
+        b.counters().resettle(8, 3);
+        assert!(b.peek(S / 2, 7).unwrap().allowed);
+        assert!(!b.peek(S / 2, 8).unwrap().allowed);
+        assert_eq!(b.counters().snapshot().admitted_cost, 3);
+    }
+
+    #[test]
+    fn a_refund_goes_to_the_waiters_first_never_to_a_newcomer() {
+        let b = B::new(1.0, 1.0, 4).unwrap();
+        let record = b.take(0, 4).unwrap().unwrap();
+        b.commit(4, None);
+        let (w, due) = queued(b.enqueue(0, 2, u64::MAX, 7, true));
+        assert_eq!(due, Some(2 * S));
+        // The reservation used 1: 3 go back, and the waiter (cost 2) is granted at once.
+        assert_eq!(woken(b.untake(0, 3, record, 0)), vec![7]);
+        assert_eq!(b.status(&w, 0), Status::Granted);
+        assert!(b.consume(&w, 0));
+        // One token is left for the next comer, not three.
+        assert_eq!(b.try_acquire(0, 2), Ok(false));
+        assert_eq!(b.try_acquire(0, 1), Ok(true));
+    }
+
+    #[test]
+    fn a_refund_of_a_queued_grant_uses_its_record() {
+        let b = drained();
+        let (w, _) = queued(b.enqueue(0, 1, u64::MAX, 1, true));
+        assert_eq!(w.grant(), None);
+        b.poll(S);
+        assert!(b.consume(&w, S));
+        let (record, at) = w.grant().unwrap();
+        assert_eq!(at, S);
+        drop(b.untake(S, 1, record, at));
+        assert_eq!(b.try_acquire(S, 1), Ok(true));
+    }
+
+    #[test]
+    fn an_overage_is_a_debt_that_delays_the_waiters_in_order() {
+        let b = B::new(1.0, 1.0, 2).unwrap();
+        assert_eq!(b.try_acquire(0, 2), Ok(true));
+        let (x, due) = queued(b.enqueue(0, 1, u64::MAX, 1, true));
+        assert_eq!(due, Some(S));
+        let (y, _) = queued(b.enqueue(0, 1, u64::MAX, 2, true));
+        // A reservation of 2 really used 5: 3 more, never refused, even beyond the burst.
+        Adjust::charge(&b, 0, 3);
+        assert!(woken(b.poll(S)).is_empty());
+        assert_eq!(b.status(&x, S), Status::Head { due_ns: 4 * S });
+        b.poll(4 * S);
+        assert_eq!(b.status(&x, 4 * S), Status::Granted);
+        assert_eq!(b.status(&y, 4 * S), Status::Head { due_ns: 5 * S });
+    }
+
+    #[test]
+    fn a_pause_admits_nothing_before_its_end_then_the_rate() {
+        let b = B::new(1.0, 1.0, 5).unwrap();
+        b.pause_until(0, 10 * S);
+        assert_eq!(b.try_acquire(10 * S - 1, 1), Ok(false));
+        assert_eq!(b.peek(0, 1).unwrap().retry_after_ns, 10 * S);
+        assert_eq!(b.try_acquire(10 * S, 1), Ok(true));
+        assert_eq!(b.try_acquire(10 * S, 1), Ok(false));
+        assert_eq!(b.try_acquire(11 * S, 1), Ok(true));
+        // A pause that is over, or shorter than the bucket's own wait, changes nothing.
+        let before = b.tat.load(Ordering::Relaxed);
+        b.pause_until(11 * S, 11 * S);
+        b.pause_until(11 * S, 11 * S + 1);
+        assert_eq!(b.tat.load(Ordering::Relaxed), before);
+    }
+
+    #[test]
+    fn a_pause_keeps_the_waiters_in_order() {
+        let b = drained();
+        let (x, _) = queued(b.enqueue(0, 1, u64::MAX, 1, true));
+        let (y, _) = queued(b.enqueue(0, 1, u64::MAX, 2, true));
+        b.pause_until(0, 30 * S);
+        assert!(woken(b.poll(S)).is_empty());
+        assert_eq!(b.status(&x, S), Status::Head { due_ns: 30 * S });
+        assert_eq!(woken(b.poll(30 * S)), vec![1, 2]);
+        assert_eq!(b.status(&x, 30 * S), Status::Granted);
+        assert_eq!(b.status(&y, 30 * S), Status::Head { due_ns: 31 * S });
+        assert_eq!(b.try_acquire(31 * S, 1), Ok(false), "no barging past y");
+    }
+
+    #[test]
+    fn sync_never_adds_and_caps_at_what_the_provider_says() {
+        let b = B::new(10.0, 1.0, 10).unwrap();
+        b.sync(0, 4, None);
+        assert_eq!(b.peek(0, 1).unwrap().remaining, 3);
+        assert_eq!(b.try_acquire(0, 5), Ok(false));
+        // The provider says more than the bucket believes: nothing is added.
+        b.sync(0, 10, None);
+        assert_eq!(b.peek(0, 1).unwrap().remaining, 3);
+        // Nothing left, full again in 5 s (the bucket alone would be in 1 s): the bucket is
+        // empty for the first 4 s and then refills, full at 5 s as the provider is.
+        b.sync(0, 0, Some(5 * S));
+        assert_eq!(b.peek(0, 1).unwrap().retry_after_ns, 4 * S + S / 10);
+        assert_eq!(b.peek(0, 1).unwrap().reset_after_ns, 5 * S);
+        assert_eq!(b.counters().snapshot().admitted, 0);
     }
 
     #[test]

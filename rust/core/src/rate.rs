@@ -1,6 +1,8 @@
 //! The surface every rate limiter shares, so bindings and combinators treat them alike:
 //! [`RateLimit`], which `Gcra` and `SlidingWindow` each implement, what it answers
-//! ([`Decision`]), and the all-or-nothing acquisition of several limits ([`take_all`]).
+//! ([`Decision`]), and the all-or-nothing acquisition of several limits ([`take_all`]);
+//! and [`Adjust`], what a client tells a limiter after the fact (a reservation's overage, a
+//! provider's pause or remaining quota).
 //!
 //! This module names no limiter: the limiters depend on it, never the other way round.
 
@@ -66,6 +68,22 @@ pub trait RateLimit<W>: Send + Sync {
     fn abandon_waiters(&self) -> Wakers<W>;
     /// Visits the queued wakers if the lock is free (a garbage collector's traversal).
     fn visit_waiters(&self, f: &mut dyn FnMut(&W));
+}
+
+/// What a client learns after admission and tells the limiter: a reservation's overage (a
+/// debt, never refused: the tokens were spent), a pause the provider asked for, and how much
+/// the provider says is left. None of them admits anything or lets anyone barge: waiters keep
+/// their order, and their turns can only move later. (A reservation's unused part goes back
+/// through [`RateLimit::untake`], by the rule a cancelled grant follows.)
+pub trait Adjust {
+    /// Charges `cost` as used at `now`, beyond the capacity if need be; counts nothing.
+    fn charge(&self, now: u64, cost: u64);
+    /// Admits nothing before `until` (a no-op when `until <= now`).
+    fn pause_until(&self, now: u64, until: u64);
+    /// The provider says `remaining` is left now, and that its quota is full again after
+    /// `reset_after_ns`: the limiter never believes it has more than that (it only ever
+    /// takes capacity away).
+    fn sync(&self, now: u64, remaining: u64, reset_after_ns: Option<u64>);
 }
 
 /// One limit of an all-or-nothing acquisition: the limiter, `now` on its clock, the cost.

@@ -93,6 +93,19 @@ impl Counters {
         self.outcomes.cancelled.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// An admission of `reserved` cost settled at `actual` (a reservation whose real cost was
+    /// known afterwards): the admitted cost becomes what was really used; the admission
+    /// count and its wait are unchanged.
+    #[inline]
+    pub fn resettle(&self, reserved: u64, actual: u64) {
+        let cost = &self.outcomes.admitted_cost;
+        if actual >= reserved {
+            cost.fetch_add(actual - reserved, Ordering::Relaxed);
+        } else {
+            cost.fetch_sub(reserved - actual, Ordering::Relaxed);
+        }
+    }
+
     /// Counts an admission of `cost` that waited `waited_ns` (`None`: admitted at once), with
     /// its wait: a concurrent [`Counters::wait_histogram`] sees both or neither.
     #[inline]
@@ -140,5 +153,17 @@ mod tests {
         assert_eq!(h.count(), s.admitted);
         assert_eq!((h.counts[0], h.counts[bucket_of(5_000_000)]), (2, 1));
         assert_eq!(h.sum_ns, 5_000_000);
+    }
+
+    #[test]
+    fn a_settled_admission_counts_its_real_cost() {
+        let c = Counters::default();
+        c.commit(10, None);
+        c.resettle(10, 4);
+        c.commit(5, Some(1_000));
+        c.resettle(5, 9);
+        let s = c.snapshot();
+        assert_eq!((s.admitted, s.admitted_cost), (2, 13));
+        assert_eq!(c.wait_histogram().count(), 2);
     }
 }

@@ -73,6 +73,18 @@ impl RateTicket {
         self.enqueued_ns
     }
 
+    /// `(record, granted_at)` of its grant, once granted (what `RateLimit::untake` needs to
+    /// give part of it back: a reservation settled below its estimate); None before.
+    pub fn grant(&self) -> Option<(u64, u64)> {
+        match self.stand() {
+            Stand::Granted | Stand::Consumed => Some((
+                self.record.load(Ordering::Relaxed),
+                self.granted_at.load(Ordering::Relaxed),
+            )),
+            Stand::Waiting | Stand::Withdrawn => None,
+        }
+    }
+
     /// Settled under the limiter's lock; readable without it.
     pub fn stand(&self) -> Stand {
         Stand::from_u8(self.stand.load(Ordering::Acquire))

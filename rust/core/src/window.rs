@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 
 use crate::error::{seconds_to_ns, AcquireError, ConfigError};
 use crate::histogram::HistogramSnapshot;
-use crate::rate::{Decision, RateLimit};
+use crate::rate::{Adjust, Decision, RateLimit};
 use crate::stats::{Counters, Refusal};
 use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::waitq::{Entered, Ledger, RateTicket, Status, WaitQueue, Withdrawal};
@@ -39,6 +39,8 @@ pub const MIN_CAPACITY: usize = 64;
 struct Log {
     entries: VecDeque<(u64, u64)>,
     total: u64,
+    /// Nothing is admitted before this time (a pause: [`Adjust::pause_until`]).
+    not_before: u64,
 }
 
 impl Log {
@@ -80,12 +82,31 @@ impl Log {
         }
     }
 
+    /// Adds `cost` at `ts`, which may be older than the newest entry (the log stays in time
+    /// order): capacity the provider says is used, or a debt.
+    fn insert(&mut self, ts: u64, cost: u64) {
+        if cost == 0 {
+            return;
+        }
+        let at = self.entries.partition_point(|&(t, _)| t <= ts);
+        if at > 0 && self.entries[at - 1].0 == ts {
+            self.entries[at - 1].1 += cost;
+            self.total += cost;
+        } else if at == self.entries.len() {
+            self.push(ts, cost);
+        } else {
+            self.entries.insert(at, (ts, cost));
+            self.total += cost;
+        }
+    }
+
     fn newest(&self) -> Option<u64> {
         self.entries.back().map(|e| e.0)
     }
 
     /// Earliest time `>= floor` at which `cost` more fits into the window.
     fn earliest_fit(&self, floor: u64, cost: u64, limit: u64, window_ns: u64) -> u64 {
+        let floor = floor.max(self.not_before);
         let excess = (self.total + cost).saturating_sub(limit);
         if excess == 0 {
             return floor;
@@ -283,7 +304,10 @@ impl<W: Clone> SlidingWindow<W> {
         let mut state = self.lock();
         state.log.evict(now, self.window_ns);
         // Someone waits: no barging past them.
-        if !state.queue.is_empty() || state.log.total + cost > self.limit {
+        if !state.queue.is_empty()
+            || state.log.total + cost > self.limit
+            || now < state.log.not_before
+        {
             return false;
         }
         state.log.push(now, cost);
@@ -489,6 +513,40 @@ impl<W: Clone + Send + Sync> RateLimit<W> for SlidingWindow<W> {
     }
 }
 
+impl<W: Clone + Send + Sync> Adjust for SlidingWindow<W> {
+    /// A debt: `cost` written into the log at `now`, beyond the limit if need be (later
+    /// requests wait until it leaves the window). Waiters keep their order.
+    fn charge(&self, now: u64, cost: u64) {
+        self.lock().log.insert(now, cost);
+    }
+
+    /// Nothing fits before `until`; from then, the window's own rule.
+    fn pause_until(&self, now: u64, until: u64) {
+        if until > now {
+            let mut state = self.lock();
+            state.log.not_before = state.log.not_before.max(until.min(MAX_TIME_NS));
+        }
+    }
+
+    /// Fills the window so that at most `remaining` fits now: the provider's used part that
+    /// the log does not hold is written as admitted `window - reset_after` ago (so it leaves
+    /// when the provider's quota is full again; now, without `reset_after`). Never removes
+    /// anything from the log.
+    fn sync(&self, now: u64, remaining: u64, reset_after_ns: Option<u64>) {
+        let mut state = self.lock();
+        state.log.evict(now, self.window_ns);
+        let believed = self.limit.saturating_sub(state.log.total);
+        let unseen = believed.saturating_sub(remaining);
+        if unseen > 0 {
+            let leaves_in = reset_after_ns.map_or(self.window_ns, |r| r.min(self.window_ns));
+            // Before the clock's start it would need a negative time: then it stays a little
+            // longer than the provider said (never shorter).
+            let ts = (now + leaves_in).saturating_sub(self.window_ns);
+            state.log.insert(ts.min(now), unseen);
+        }
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
@@ -503,6 +561,71 @@ mod tests {
             Ok(Entered::Admitted) => panic!("admitted at once"),
             Err(e) => panic!("refused: {e}"),
         }
+    }
+
+    // The client layer (issue 15): reservations settled afterwards, and the provider's word.
+
+    #[test]
+    fn a_refund_is_exact_and_goes_to_the_waiters_first() {
+        let w = W::new(4, 10.0).unwrap();
+        let record = w.take(0, 4).unwrap().unwrap();
+        let (x, _) = queued(w.enqueue(S, 2, u64::MAX, 7, true));
+        // The reservation of 4 used 1: 3 go back; the waiter gets 2, a newcomer the last 1.
+        assert_eq!(
+            w.untake(S, 3, record, 0).into_iter().collect::<Vec<_>>(),
+            vec![7]
+        );
+        assert!(w.consume(&x, S));
+        assert_eq!(w.try_acquire(S, 2), Ok(false));
+        assert_eq!(w.try_acquire(S, 1), Ok(true));
+    }
+
+    #[test]
+    fn an_overage_is_a_debt_beyond_the_limit() {
+        let w = W::new(2, 10.0).unwrap();
+        assert_eq!(w.try_acquire(0, 2), Ok(true));
+        Adjust::charge(&w, S, 3);
+        assert_eq!(
+            w.try_acquire(10 * S, 1),
+            Ok(false),
+            "the debt is still in the window"
+        );
+        assert_eq!(w.peek(10 * S, 1).unwrap().retry_after_ns, S);
+        assert_eq!(w.try_acquire(11 * S, 2), Ok(true));
+        assert_eq!(
+            w.counters().snapshot().admitted_cost,
+            4,
+            "a debt is not an admission"
+        );
+    }
+
+    #[test]
+    fn a_pause_admits_nothing_before_its_end_and_keeps_the_order() {
+        let w = W::new(3, 1.0).unwrap();
+        w.pause_until(0, 5 * S);
+        assert_eq!(w.try_acquire(5 * S - 1, 1), Ok(false));
+        let (x, due) = queued(w.enqueue(0, 1, u64::MAX, 1, true));
+        assert_eq!(due, Some(5 * S));
+        let (y, _) = queued(w.enqueue(0, 3, u64::MAX, 2, true));
+        w.poll(5 * S);
+        assert_eq!(w.status(&x, 5 * S), Status::Granted);
+        assert_eq!(w.status(&y, 5 * S), Status::Head { due_ns: 6 * S });
+        assert_eq!(w.try_acquire(5 * S, 1), Ok(false), "no barging past y");
+    }
+
+    #[test]
+    fn sync_takes_away_what_the_provider_says_is_used_until_its_reset() {
+        let w = W::new(10, 60.0).unwrap();
+        assert_eq!(w.try_acquire(100 * S, 2), Ok(true));
+        // The provider has 3 left (other clients used some), full again in 20 s.
+        w.sync(100 * S, 3, Some(20 * S));
+        assert_eq!(w.peek(100 * S, 1).unwrap().remaining, 2);
+        assert_eq!(w.try_acquire(100 * S, 4), Ok(false));
+        assert_eq!(w.try_acquire(120 * S, 8), Ok(true));
+        // Saying more than the window believes adds nothing.
+        w.sync(120 * S, 10, None);
+        assert_eq!(w.try_acquire(120 * S, 1), Ok(false));
+        assert_eq!(w.counters().snapshot().admitted_cost, 10);
     }
 
     #[test]

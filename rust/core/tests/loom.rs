@@ -649,3 +649,107 @@ fn breaker_failed_probe_reopens_under_a_racing_ask() {
         assert_eq!(b.retry_after_ns(NOW), NANOS_PER_SEC);
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// (d) The shared semaphore's leases (`shared.rs`): processes modelled as threads
+// ---------------------------------------------------------------------------------------------
+
+use admission_core::shared::{SemaphoreWords, SharedSemaphore};
+
+/// The sum of the holders' counts: what `in_use` must equal once no change is in flight.
+fn leased(w: &SemaphoreWords) -> u64 {
+    (0..4).map(|slot| SharedSemaphore::held(w, slot)).sum()
+}
+
+/// One holder takes and gives back while another takes (each change two CASes apart, with
+/// helping in between): `in_use` never exceeds the limit, and stays the sum of the leases.
+/// Bounded to two preemptions: the counters and the lease words make the full space large.
+#[test]
+fn shared_leases_racing_take_and_give_back_stay_consistent() {
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(2);
+    model.check(|| {
+        let s = SharedSemaphore::new(1).unwrap();
+        let w = Arc::new(SemaphoreWords::new());
+        let cycler = {
+            let w = Arc::clone(&w);
+            thread::spawn(move || {
+                if s.try_acquire(&w, 0, 1, true).unwrap() {
+                    assert!(SharedSemaphore::in_use(&w) <= 1);
+                    s.release(&w, 0, 1).unwrap();
+                }
+            })
+        };
+        let taker = {
+            let w = Arc::clone(&w);
+            thread::spawn(move || s.try_acquire(&w, 1, 1, true).unwrap())
+        };
+        cycler.join().unwrap();
+        let took = taker.join().unwrap();
+        assert_eq!(SharedSemaphore::held(&w, 0), 0);
+        assert_eq!(SharedSemaphore::in_use(&w), u64::from(took));
+        assert_eq!(leased(&w), SharedSemaphore::in_use(&w));
+    });
+}
+
+/// A process died between the two steps of a take (the permit word says slot 0 holds 1, the
+/// slot does not yet): two others race to take, each finishing the dead one's change first.
+/// It is applied exactly once, and `in_use` stays the sum of the leases. (Two preemptions, as
+/// above.)
+#[test]
+fn shared_leases_a_dead_change_is_finished_exactly_once() {
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(2);
+    model.check(|| {
+        let s = SharedSemaphore::new(2).unwrap();
+        let w = Arc::new(SemaphoreWords::new());
+        w.word.store(
+            SemaphoreWords::interrupted(1, 0, 1, 1),
+            loom::sync::atomic::Ordering::Release,
+        );
+        let threads: Vec<_> = (1..3)
+            .map(|slot| {
+                let w = Arc::clone(&w);
+                thread::spawn(move || s.try_acquire(&w, slot, 1, true).unwrap())
+            })
+            .collect();
+        let taken = threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|&t| t)
+            .count();
+        assert_eq!(taken, 1, "one permit was left");
+        assert_eq!(SharedSemaphore::held(&w, 0), 1);
+        assert_eq!(SharedSemaphore::in_use(&w), 2);
+        assert_eq!(leased(&w), 2);
+    });
+}
+
+/// A dead holder's permits are reclaimed while a live holder takes: the live one never
+/// goes beyond the limit, and the dead one's lease ends at 0. (Two preemptions, as above.)
+#[test]
+fn shared_leases_reclaim_racing_a_take() {
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(2);
+    model.check(|| {
+        let s = SharedSemaphore::new(2).unwrap();
+        let w = Arc::new(SemaphoreWords::new());
+        w.holders[0]
+            .owner
+            .store(7, loom::sync::atomic::Ordering::Release);
+        assert_eq!(s.try_acquire(&w, 0, 2, true), Ok(true));
+        let reclaimer = {
+            let w = Arc::clone(&w);
+            thread::spawn(move || s.reclaim(&w, |tag| tag != 7).0)
+        };
+        let taker = {
+            let w = Arc::clone(&w);
+            thread::spawn(move || s.try_acquire(&w, 1, 2, true).unwrap())
+        };
+        assert_eq!(reclaimer.join().unwrap(), 2);
+        let took = taker.join().unwrap();
+        assert_eq!(SharedSemaphore::held(&w, 0), 0);
+        assert_eq!(SharedSemaphore::in_use(&w), if took { 2 } else { 0 });
+        assert_eq!(leased(&w), SharedSemaphore::in_use(&w));
+    });
+}

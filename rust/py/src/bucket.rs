@@ -10,6 +10,16 @@ use crate::errors;
 use crate::rate::{rate_limiter_pymethods, PyWaker, RateState};
 use crate::ready::ready;
 
+/// The burst when none is given: one period's worth (at least 1), the usual "N per period"
+/// reading.
+pub(crate) fn default_burst(rate: f64) -> u64 {
+    if rate.is_finite() && rate >= 1.0 {
+        rate.floor() as u64
+    } else {
+        1
+    }
+}
+
 /// Native token bucket (GCRA). The public class is `admission.TokenBucket`.
 #[pyclass(frozen, subclass, weakref, module = "admission._native")]
 pub struct TokenBucket {
@@ -34,13 +44,7 @@ rate_limiter_pymethods!(TokenBucket, "token_bucket", {
         let name = label("name", name)?;
         let rate = real("rate", rate)?;
         let per = per.map_or(Ok(1.0), |p| real("per", p))?;
-        // Default burst: one period's worth (at least 1), the usual "N per period" reading.
-        let default_burst = if rate.is_finite() && rate >= 1.0 {
-            rate.floor() as u64
-        } else {
-            1
-        };
-        let burst = count("burst", burst, default_burst)?;
+        let burst = count("burst", burst, default_burst(rate))?;
         let core = Gcra::new(rate, per, burst).map_err(errors::config)?;
         Ok(Self {
             state: RateState::new(core, clock.as_ref(), name),
@@ -62,13 +66,6 @@ rate_limiter_pymethods!(TokenBucket, "token_bucket", {
     #[getter]
     fn burst(&self) -> u64 {
         self.state.core.burst()
-    }
-
-    /// Charges `cost` tokens as used, beyond the burst if need be, counting nothing: a
-    /// replacement bucket inheriting its predecessor's use (and queue).
-    fn _charge(&self, py: Python<'_>, cost: u64) -> PyResult<()> {
-        self.state.core.charge(self.state.now(py)?, cost);
-        Ok(())
     }
 
     /// Seconds per token, as used internally (rounded up to whole nanoseconds).

@@ -28,10 +28,13 @@ mod contextvar;
 mod critical;
 mod decision;
 mod errors;
+mod keyed;
 mod metrics;
 mod rate;
 mod ready;
 mod semaphore;
+#[cfg(target_os = "linux")]
+mod shm;
 mod window;
 
 /// Native half of `admission`. Import `admission`, not this module.
@@ -57,6 +60,8 @@ mod _native {
     #[pymodule_export]
     use crate::decision::Decision;
     #[pymodule_export]
+    use crate::keyed::{KeyedSemaphore, KeyedSlidingWindow, KeyedTokenBucket};
+    #[pymodule_export]
     use crate::metrics::{_drain_retired, _track_retired, Scrape};
     #[pymodule_export]
     use crate::rate::RateTicket;
@@ -64,6 +69,9 @@ mod _native {
     use crate::ready::Ready;
     #[pymodule_export]
     use crate::semaphore::{Semaphore, Ticket};
+    #[cfg(target_os = "linux")]
+    #[pymodule_export]
+    use crate::shm::{SharedSegment, SharedSemaphore, SharedTokenBucket};
     #[pymodule_export]
     use crate::window::SlidingWindow;
 
@@ -82,6 +90,8 @@ mod _native {
         let bounds = crate::rate::wait_bounds_s();
         m.add("WAIT_BOUNDS", pyo3::types::PyTuple::new(m.py(), bounds)?)?;
         crate::acquire::register_coroutine(m.py())?;
+        #[cfg(target_os = "linux")]
+        crate::shm::init();
         crate::asyncio::init(m)
     }
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use admission_core::{
-    AcquireError, CountersSnapshot, Decision as CoreDecision, Entered, HistogramSnapshot,
+    AcquireError, Adjust, CountersSnapshot, Decision as CoreDecision, Entered, HistogramSnapshot,
     RateLimit, RateTicket as CoreTicket, Refusal, Status, Wakers, Withdrawal, WAIT_BOUNDS_NS,
 };
 use pyo3::exceptions::PyValueError;
@@ -54,6 +54,13 @@ impl RateTicket {
     #[getter]
     fn cost(&self) -> u64 {
         self.inner.cost()
+    }
+
+    /// `(record, time)` of its grant, for `_untake` (None before it is granted): what gives
+    /// back the unused part of a reservation that waited.
+    #[getter]
+    fn _grant(&self) -> Option<(u64, u64)> {
+        self.inner.grant()
     }
 }
 
@@ -303,6 +310,36 @@ impl<L: RateLimit<PyWaker>> RateState<L> {
     }
 }
 
+impl<L: RateLimit<PyWaker> + Adjust> RateState<L> {
+    /// Charges `cost` as used now, beyond the capacity if need be; counts nothing.
+    pub fn charge(&self, py: Python<'_>, cost: u64) -> PyResult<()> {
+        self.core.charge(self.clock.now(py)?, cost);
+        Ok(())
+    }
+
+    /// A reservation of `reserved` settled at `actual`: the admitted cost counted follows.
+    pub fn resettle(&self, reserved: u64, actual: u64) {
+        self.core.counters().resettle(reserved, actual);
+    }
+
+    /// Admits nothing for `seconds` from now.
+    pub fn pause(&self, py: Python<'_>, seconds: f64) -> PyResult<()> {
+        let span = max_wait_ns("seconds", Some(seconds))?;
+        let now = self.clock.now(py)?;
+        self.core.pause_until(now, now.saturating_add(span));
+        Ok(())
+    }
+
+    /// The provider says `remaining` is left, full again after `reset_after` seconds.
+    pub fn sync(&self, py: Python<'_>, remaining: u64, reset_after: Option<f64>) -> PyResult<()> {
+        let reset = reset_after
+            .map(|r| max_wait_ns("reset_after", Some(r)))
+            .transpose()?;
+        self.core.sync(self.clock.now(py)?, remaining, reset);
+        Ok(())
+    }
+}
+
 /// The `#[pymethods]` block of a rate-limiter class: the methods every rate limiter shares,
 /// delegating to its `state: RateState<_>`, followed by the class's own `$extra` items
 /// (constructor, specific getters). PyO3 allows one `#[pymethods]` block per class, hence
@@ -442,6 +479,28 @@ macro_rules! rate_limiter_pymethods {
             #[pyo3(signature = (cost, waited=None))]
             fn _commit(&self, cost: u64, waited: Option<f64>) -> PyResult<()> {
                 self.state.commit(cost, waited)
+            }
+
+            /// Charges `cost` as used now, beyond the capacity if need be, counting nothing:
+            /// a reservation's overage, or a replacement inheriting its predecessor's use.
+            fn _charge(&self, py: Python<'_>, cost: u64) -> PyResult<()> {
+                self.state.charge(py, cost)
+            }
+
+            /// Counts a reservation of `reserved` as having cost `actual` (admitted cost).
+            fn _resettle(&self, reserved: u64, actual: u64) {
+                self.state.resettle(reserved, actual)
+            }
+
+            /// Admits nothing for `seconds` from now; waiters keep their order.
+            fn _pause(&self, py: Python<'_>, seconds: f64) -> PyResult<()> {
+                self.state.pause(py, seconds)
+            }
+
+            /// The provider says `remaining` is left now, full again after `reset_after` s.
+            #[pyo3(signature = (remaining, reset_after=None))]
+            fn _sync(&self, py: Python<'_>, remaining: u64, reset_after: Option<f64>) -> PyResult<()> {
+                self.state.sync(py, remaining, reset_after)
             }
 
             /// Grants the waiters whose turn has come and wakes them.

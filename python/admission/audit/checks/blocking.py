@@ -155,6 +155,10 @@ def check_blocking_method(ctx: Context, site: Site) -> None:
     call = site.node
     assert isinstance(call, ast.Call)
     assert isinstance(call.func, ast.Attribute)
+    if id(call) in ctx.facts.awaited_calls:
+        # a synchronous method's result cannot be awaited: whatever the annotation says
+        # (`r: redis.Redis` given an asyncio client), this receiver is asynchronous
+        return
     receiver = call.func.value
     method = call.func.attr
     if method in CLIENT_METHODS:

@@ -30,7 +30,7 @@ from admission.audit.walk import (
     Site,
 )
 
-__all__ = ["Context"]
+__all__ = ["Context", "own_nodes"]
 
 # Loops over ranges up to this many items count as bounded (`for i in range(8)`).
 SMALL_RANGE = 100
@@ -106,6 +106,19 @@ _BATCHERS = frozenset(
     }
 )
 _BATCH_WORDS = frozenset({"batch", "batches", "chunk", "chunks", "page", "pages", "window"})
+# Keywords that cap how many items a call returns (`fetch(batch=100)`, `query(limit=50)`).
+_SIZE_KEYWORDS = frozenset(
+    {
+        "batch",
+        "batch_size",
+        "limit",
+        "max_records",
+        "max_messages",
+        "max_count",
+        "max_results",
+        "page_size",
+    }
+)
 # Collections of the program's own resources: sized by its configuration, not by the data
 # (`for pool in self._pools.values()`, `for handler in self.handlers`, `for broker_id in
 # brokers`). Matched against the words of the iterable's name and of the loop variable, in
@@ -125,6 +138,7 @@ _OWNED_ROOTS = frozenset(
         "consumer",
         "coordinator",
         "cron",
+        "database",
         "deployment",
         "endpoint",
         "engine",
@@ -137,6 +151,7 @@ _OWNED_ROOTS = frozenset(
         "host",
         "limiter",
         "listener",
+        "logger",
         "loop",
         "middleware",
         "node",
@@ -498,7 +513,16 @@ class Context:
         if isinstance(node, ast.Subscript):
             if isinstance(node.slice, ast.Slice):
                 return node.slice.upper is not None
-            return False
+            # one entry of a registry of the program's own (`self._listeners[channel]`)
+            owner = last_name(node.value)
+            return owner is not None and owned(owner, collection=True)
+        if isinstance(node, ast.Await):
+            node = node.value
+            if isinstance(node, ast.Call) and last_name(node.func) == "gather":
+                # the results of `await gather(a(), b(), c())`: as many as it was given
+                return not any(isinstance(a, ast.Starred) for a in node.args)
+        if isinstance(node, ast.Call) and any(k.arg in _SIZE_KEYWORDS for k in node.keywords):
+            return True  # `fetch(batch=100)`, `query(limit=50)`: at most that many
         if isinstance(node, ast.Call):
             name = last_name(node.func)
             if isinstance(node.func, ast.Name) and name == "range":
@@ -527,8 +551,9 @@ class Context:
                 if values:
                     return all(self.iterable_bounded(v, current, seen + 1) for v in values)
                 if node.id in current.params:
-                    # `*args`: the items the caller wrote out
-                    return node.id == current.vararg
+                    # `*args`: the items the caller wrote out; `nodes: dict[str, Node]`: the
+                    # program's own resources, as the annotation says
+                    return node.id == current.vararg or _owned_annotation(current.params[node.id])
                 current = current.parent
             return False
         return False
@@ -614,6 +639,39 @@ class Context:
 def _owned_target(target: ast.expr) -> bool:
     """A loop variable that names one of the program's resources (``for broker_id in ...``)."""
     return any(owned(n.id) for n in ast.walk(target) if isinstance(n, ast.Name))
+
+
+def own_nodes(statements: list[ast.stmt]) -> Iterator[ast.AST]:
+    """The nodes of a statement list in source order, not descending into nested functions,
+    lambdas and classes (their code runs elsewhere)."""
+    stack: list[ast.AST] = list(reversed(statements))
+    while stack:
+        node = stack.pop()
+        yield node
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
+            stack.extend(reversed(list(ast.iter_child_nodes(node))))
+
+
+def _owned_annotation(annotation: ast.expr | None) -> bool:
+    """Whether a parameter's annotation names a collection of the program's resources
+    (``Dict[str, "ClusterNode"]``, ``list[Listener]``)."""
+    if annotation is None:
+        return False
+    if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
+        try:
+            annotation = ast.parse(annotation.value, mode="eval").body
+        except SyntaxError:
+            return False
+    for node in ast.walk(annotation):
+        if isinstance(node, ast.Constant):
+            name = node.value
+        elif isinstance(node, ast.Name | ast.Attribute):
+            name = last_name(node)
+        else:
+            continue
+        if isinstance(name, str) and name.isidentifier() and owned(name):
+            return True
+    return False
 
 
 def _compares_len(test: ast.expr) -> bool:

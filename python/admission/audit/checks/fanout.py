@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 
-from admission.audit.checks.context import Context
+from admission.audit.checks.context import Context, own_nodes
 from admission.audit.names import dotted, last_name
 from admission.audit.walk import LOOP, Site
 
@@ -87,17 +87,33 @@ _LIFECYCLE = frozenset(
 )
 
 
-def _lifecycle(node: ast.ListComp | ast.SetComp | ast.GeneratorExp) -> bool:
-    element = node.elt
+def _ends_or_waits(element: ast.expr) -> bool:
+    """A method call that ends or waits for an existing object (``c.close()``,
+    ``holder.wait_until_released()``): it starts no new work."""
     if not isinstance(element, ast.Call) or not isinstance(element.func, ast.Attribute):
         return False
+    method = element.func.attr
+    # `wait_*` waits for what exists; other prefixes (`cancel_order`) may well send requests
+    return method in _LIFECYCLE or method.startswith("wait_")
+
+
+def _lifecycle_call(element: ast.expr) -> ast.Name | None:
+    """The root name of the object a call ends or waits for (``c.close()``,
+    ``db.client.aclose()``), else None."""
+    if not _ends_or_waits(element):
+        return None
+    assert isinstance(element, ast.Call)
+    assert isinstance(element.func, ast.Attribute)
     receiver = element.func.value
+    while isinstance(receiver, ast.Attribute):
+        receiver = receiver.value
+    return receiver if isinstance(receiver, ast.Name) else None
+
+
+def _lifecycle(node: ast.ListComp | ast.SetComp | ast.GeneratorExp) -> bool:
+    receiver = _lifecycle_call(node.elt)
     targets = {t.id for g in node.generators for t in ast.walk(g.target) if isinstance(t, ast.Name)}
-    return (
-        isinstance(receiver, ast.Name)
-        and receiver.id in targets
-        and element.func.attr in _LIFECYCLE
-    )
+    return receiver is not None and receiver.id in targets
 
 
 def _collection(
@@ -171,8 +187,8 @@ def _filled_in_loop(ctx: Context, name: str, site: Site) -> list[ast.expr] | Non
             if not calls:
                 continue  # an existing object, not new work
             value = calls[0]
-        if not isinstance(value, ast.Call):
-            continue
+        if not isinstance(value, ast.Call) or _ends_or_waits(value):
+            continue  # `waiters.append(state.wait_for_position())`: waits, starts nothing
         if _is_spawn(ctx, value):
             return None
         work.append(value)
@@ -227,6 +243,60 @@ def _awaited_in_loop(ctx: Context, call: ast.Call, site: Site) -> bool:
         return True
     target = ctx.facts.bound_to.get(id(call))
     return target is not None and target in site.scope.awaited_names
+
+
+def _waited_for_in_loop(ctx: Context, loop: ast.AST, call: ast.Call) -> bool:
+    """The task is awaited in the same iteration, itself or through what it is put in
+    (`close = wait_for(shield(task), t)`, `await close`; `await asyncio.wait((task, stop))`):
+    the next spawn comes after this one is waited for."""
+    target = ctx.facts.bound_to.get(id(call))
+    if target is None:
+        return False
+    names = {target}
+    assigns = [
+        n for n in own_nodes(getattr(loop, "body", [])) if isinstance(n, ast.Assign | ast.AnnAssign)
+    ]
+    grew = True
+    while grew:
+        grew = False
+        for assign in assigns:
+            if assign.value is None or not _mentions(assign.value, names):
+                continue
+            targets = assign.targets if isinstance(assign, ast.Assign) else [assign.target]
+            for bound in targets:
+                # plain names only: `self.running[key] = task` stores it, it waits for nothing
+                elements = bound.elts if isinstance(bound, ast.Tuple | ast.List) else [bound]
+                for name in elements:
+                    if isinstance(name, ast.Name) and name.id not in names:
+                        names.add(name.id)
+                        grew = True
+    return any(
+        isinstance(n, ast.Await) and _mentions(n.value, names)
+        for n in own_nodes(getattr(loop, "body", []))
+    )
+
+
+def _mentions(node: ast.AST, names: set[str]) -> bool:
+    return any(isinstance(n, ast.Name) and n.id in names for n in ast.walk(node))
+
+
+def _restarts_after_ending(loop: ast.AST, call: ast.Call) -> bool:
+    """The spawned coroutine runs an object that the loop ends first (`await
+    worker.close()`, then `create_task(worker.run())`): one run at a time, a restart."""
+    work = call.args[0] if call.args else None
+    if not isinstance(work, ast.Call) or not isinstance(work.func, ast.Attribute):
+        return False
+    runner = dotted(work.func.value)
+    if runner is None:
+        return False
+    for node in own_nodes(getattr(loop, "body", [])):
+        if isinstance(node, ast.Await) and node.lineno < call.lineno:
+            ended = _lifecycle_call(node.value)
+            if ended is not None and isinstance(node.value, ast.Call):
+                func = node.value.func
+                if isinstance(func, ast.Attribute) and dotted(func.value) == runner:
+                    return True
+    return False
 
 
 def _loop_has_bound(loop: ast.AST) -> bool:
@@ -314,6 +384,8 @@ def check_spawn(ctx: Context, site: Site) -> None:
         if consumer is not None and ctx.resolve(consumer.func) in _FAN_OUT:
             return
     if ctx.loop_bounded(loop, site.scope) or _loop_has_bound(loop) or _then_leaves(loop, call):
+        return
+    if _waited_for_in_loop(ctx, loop, call) or _restarts_after_ending(loop, call):
         return
     if call.args and ctx.work_bounded(call, site.scope):
         return

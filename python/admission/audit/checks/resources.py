@@ -249,6 +249,12 @@ def _owners(ctx: Context, target: str, scope: Scope) -> list[Scope]:
         cls = function.cls if function is not None else None
         if cls is not None:
             return list(ctx.facts.methods.get(cls.name, {}).values())
+    if target in scope.nonlocals:
+        # `nonlocal worker` in a callback: the enclosing function may join it
+        outer = scope.parent
+        while outer is not None and target not in outer.assigns:
+            outer = outer.parent
+        return [scope] if outer is None else [scope, outer]
     return [scope]
 
 
@@ -256,6 +262,8 @@ def _joined(ctx: Context, target: str, site: Site) -> bool:
     """Whether the object bound to ``target`` is joined/shut down or handed to the caller:
     directly, through a list it was appended to, or (for ``self.x``) in any method."""
     scope = site.scope
+    if _stored_on_another_object(target):
+        return True
     for current in _owners(ctx, target, scope):
         if target in current.joined or target in current.returned:
             return True
@@ -273,6 +281,13 @@ def _joined(ctx: Context, target: str, site: Site) -> bool:
         if any(dotted(value) == target for value, _ in items)
     ]
     return any(_container_joined(ctx, c, scope) for c in containers)
+
+
+def _stored_on_another_object(target: str) -> bool:
+    """Bound to an attribute of an object other than ``self`` (``state.pool = ...``,
+    ``pubsub._executor = ...``): handed over to that object, whose own code shuts it down."""
+    root, dot, _ = target.partition(".")
+    return bool(dot) and root not in ("self", "cls")
 
 
 def _handed_over(scope: Scope, target: str) -> bool:
@@ -395,6 +410,9 @@ def check_executor(ctx: Context, site: Site) -> None:
         return
     if _created_once(ctx, site):
         return
+    target = ctx.facts.bound_to.get(id(call))
+    if target is not None and _stored_on_another_object(target):
+        return
     reason = None
     if function.kind == "async def":
         reason = "in a coroutine"
@@ -402,10 +420,10 @@ def check_executor(ctx: Context, site: Site) -> None:
         reason = "in a loop"
     elif is_handler(ctx, function):
         reason = f"in request handler `{function.name}`"
-    elif id(call) not in ctx.facts.with_items:
-        target = ctx.facts.bound_to.get(id(call))
-        if target is None or not _joined(ctx, target, site):
-            reason = "and never shut down"
+    elif id(call) not in ctx.facts.with_items and (
+        target is None or not _joined(ctx, target, site)
+    ):
+        reason = "and never shut down"
     if reason is None:
         return
     ctx.report(

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import ast
 
-from admission.audit.checks.context import Context, words
-from admission.audit.names import last_name
-from admission.audit.walk import HANDLER, LOOP, WITH, Scope, Site
+from admission.audit.checks.context import Context, own_nodes, words
+from admission.audit.names import dotted, last_name
+from admission.audit.walk import HANDLER, LOOP, TRY, WITH, Scope, Site
 
 __all__ = ["check_backoff_policy", "check_forever_loop", "check_sleep"]
 
@@ -166,11 +166,19 @@ def _random_call(ctx: Context, node: ast.AST) -> bool:
 def _exits(statements: list[ast.stmt]) -> bool:
     """Whether a statement list leaves the loop on some path (``break``/``return``),
     not counting nested loops and functions."""
+    return bool(_exit_statements(statements))
+
+
+def _exit_statements(statements: list[ast.stmt]) -> list[ast.Break | ast.Return]:
+    """The ``break``/``return`` statements that leave the loop, not those of nested loops
+    and functions."""
+    found: list[ast.Break | ast.Return] = []
     stack: list[ast.AST] = list(statements)
     while stack:
         node = stack.pop()
         if isinstance(node, ast.Break | ast.Return):
-            return True
+            found.append(node)
+            continue
         if isinstance(
             node,
             ast.For
@@ -184,7 +192,7 @@ def _exits(statements: list[ast.stmt]) -> bool:
             continue
         if isinstance(node, ast.stmt):
             stack.extend(ast.iter_child_nodes(node))
-    return False
+    return found
 
 
 def _tries(statements: list[ast.stmt]) -> list[ast.Try]:
@@ -210,14 +218,89 @@ def _retry_loop(loop: ast.AST) -> bool:
     again when it fails."""
     body = getattr(loop, "body", [])
     for attempt in _tries(body):
-        succeeds = _exits(attempt.body) or _exits(attempt.orelse)
+        succeeds = _exits_after_work(attempt.body) or _exits(attempt.orelse)
         if not succeeds and attempt in body:
             # `try: ... except: continue` then `break` after it
             succeeds = _exits(body[body.index(attempt) + 1 :])
-        retries = any(not _always_leaves(h.body) and not _interruption(h) for h in attempt.handlers)
-        if succeeds and retries:
+        retries = any(
+            not _always_leaves(h.body) and not _interruption(h) and not _bad_item(h)
+            for h in attempt.handlers
+        )
+        if succeeds and retries and not _rewaits(loop, attempt):
             return True
     return False
+
+
+def _exits_after_work(statements: list[ast.stmt]) -> bool:
+    """Whether the attempt leaves the loop after doing its work: an exit that comes before
+    every call of the attempt (`if stopped: break` ahead of the read) is the owner's stop
+    signal, not the attempt's success, and a loop whose work never ends it is not a retry."""
+    exits = _exit_statements(statements)
+    first_call = min(
+        ((n.lineno, n.col_offset) for n in own_nodes(statements) if isinstance(n, ast.Call)),
+        default=None,
+    )
+    if not exits or first_call is None:
+        return bool(exits)
+    return any(
+        (node.lineno, node.col_offset) > first_call
+        or (isinstance(node, ast.Return) and node.value is not None)
+        for node in exits
+    )
+
+
+# Methods that wait for an object that already exists (a future, an event, a thread):
+# trying them again waits longer for the same outcome, it makes no new attempt.
+_WAITS = frozenset({"result", "exception", "wait", "join"})
+_WAIT_FUNCTIONS = frozenset({"wait_for", "shield", "wait"})
+
+
+def _rewaits(loop: ast.AST, attempt: ast.Try) -> bool:
+    """Whether the attempt only waits again for something made before the loop
+    (`while True: try: future.result(10); break except TimeoutError: log(...)`)."""
+    made_in_loop = {
+        target.id
+        for node in own_nodes(getattr(loop, "body", []))
+        if isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign | ast.NamedExpr)
+        for assigned in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        for target in ast.walk(assigned)
+        if isinstance(target, ast.Name)
+    }
+
+    def existing(node: ast.expr) -> bool:
+        return isinstance(node, ast.Name) and node.id not in made_in_loop
+
+    waits = 0
+    for node in own_nodes(attempt.body):
+        if isinstance(node, ast.Await) and existing(node.value):
+            waits += 1
+        elif isinstance(node, ast.Call):
+            func = node.func
+            method_wait = (
+                isinstance(func, ast.Attribute) and func.attr in _WAITS and existing(func.value)
+            )
+            function_wait = (
+                last_name(func) in _WAIT_FUNCTIONS and bool(node.args) and existing(node.args[0])
+            )
+            if not (method_wait or function_wait):
+                return False  # a new call: an attempt
+            waits += 1
+    return waits > 0
+
+
+# Errors about the item at hand, not about the dependency: going round after one moves on to
+# the next item (`except RecordTooLargeError: log(...)` in a consumer's iterator), trying the
+# same item again would fail the same way.
+_BAD_ITEM_WORDS = frozenset(
+    {"large", "oversized", "malformed", "corrupt", "corrupted", "decode", "parse", "validation"}
+)
+
+
+def _bad_item(handler: ast.ExceptHandler) -> bool:
+    if handler.type is None:
+        return False
+    types = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return all(any(w in _BAD_ITEM_WORDS for w in words(last_name(t) or "")) for t in types)
 
 
 # Exceptions that interrupt an operation without saying the dependency failed: going round
@@ -292,7 +375,9 @@ def check_sleep(ctx: Context, site: Site) -> None:
     ]
     if not handlers and not _retry_loop(loop):
         return
-    if handlers and _periodic(ctx, loop, call):
+    if handlers and (_periodic(ctx, loop, call) or _ends_loop(loop, handlers[-1])):
+        return
+    if not handlers and _step_of_attempt(site, loop_index, call):
         return
     if _server_directed(delay, handlers) or _is_random(ctx, delay, site.scope):
         return
@@ -303,6 +388,33 @@ def check_sleep(ctx: Context, site: Site) -> None:
         "together: add jitter (`adm.Retry(jitter='full')`, or `delay * random.uniform(0.5, "
         "1.5)`)",
     )
+
+
+def _ends_loop(loop: ast.AST, handler: ast.ExceptHandler) -> bool:
+    """The handler clears the loop's condition (`self.keep_alive = False` under `while
+    self.keep_alive`): the wait comes before leaving, not before another attempt."""
+    if not isinstance(loop, ast.While):
+        return False
+    condition = {dotted(n) for n in ast.walk(loop.test) if isinstance(n, ast.Name | ast.Attribute)}
+    for node in own_nodes(handler.body):
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Constant)
+            and node.value.value in (False, None)
+            and any(dotted(target) in condition for target in node.targets)
+        ):
+            return True
+    return False
+
+
+def _step_of_attempt(site: Site, loop_index: int, sleep: ast.Call) -> bool:
+    """The sleep is in the attempt's ``try`` body with more of the attempt after it (`get();
+    sleep(1); get()` to test a timeout): a step of the attempt, not the wait between two."""
+    for kind, node in site.blocks[loop_index + 1 :]:
+        if kind == TRY and isinstance(node, ast.Try):
+            end = sleep.end_lineno or sleep.lineno
+            return any(isinstance(n, ast.Call) and n.lineno > end for n in own_nodes(node.body))
+    return False
 
 
 def _periodic(ctx: Context, loop: ast.AST, sleep: ast.Call) -> bool:

@@ -1,0 +1,124 @@
+"""``try_acquire(key)`` of a keyed token bucket holding 1,000,000 keys, against its peers.
+
+Every implementation is first given the same 1,000,000 keys (``"user:<n>"``, in a shuffled
+order), then timed on calls, every one admitted (rate and burst far above one call per key
+per run), in two workloads, each its own pytest-benchmark group:
+
+- **uniform**: the calls cycle through all the keys, so each call finds its key's entry in
+  a random place of a map far larger than the caches (the worst case: every call pays the
+  memory latency of the map's index and entry). The key strings are visited in the order
+  they were allocated, as a server's fresh key strings would be in cache;
+- **zipf**: 1,000,000 calls drawn from a Zipf law (exponent 1.1) over the keys, the shape of
+  per-user traffic, where popular keys stay in cache.
+
+``benches/report.py --no-targets`` prints the per-call table with ratios.
+
+- admission: ``KeyedTokenBucket.try_acquire(key)``; and the unkeyed ``TokenBucket`` with one
+  key, for the price of the key;
+- limits: ``FixedWindowRateLimiter(MemoryStorage()).hit(item, key)`` (its cheapest strategy);
+- throttled-py: ``Throttled(using="token_bucket", store=MemoryStore())``'s
+  ``limiter.limit(key)``. Its memory store keeps at most 1,024 keys (it drops the others
+  and starts them afresh), so its figure is for a map that does not hold the keys;
+- floor: ``next(keys)``, the cost of producing the key in the timed loop.
+
+``KEYED_BENCH_KEYS`` (default 1,000,000) changes the key count.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+from collections.abc import Callable
+from typing import Any
+
+import limits
+import pytest
+import throttled
+from limits.storage import MemoryStorage
+from limits.strategies import FixedWindowRateLimiter
+
+import admission as adm
+
+N = int(os.environ.get("KEYED_BENCH_KEYS", "1000000"))
+KEYS = [f"user:{i}" for i in range(N)]
+
+
+def _fill_order() -> list[str]:
+    order = KEYS[:]
+    random.Random(16).shuffle(order)
+    return order
+
+
+def _zipf_calls() -> list[str]:
+    rng = random.Random(1)
+    cum = list(itertools.accumulate(1 / (i + 1) ** 1.1 for i in range(N)))
+    ranks = _fill_order()  # which key is the most popular is unrelated to its name
+    return [ranks[i] for i in rng.choices(range(N), cum_weights=cum, k=1_000_000)]
+
+
+WORKLOADS: dict[str, Callable[[], list[str]]] = {
+    "uniform": lambda: KEYS,
+    "zipf": _zipf_calls,
+}
+
+
+def _admission() -> tuple[str, dict[str, Any]]:
+    limiter = adm.KeyedTokenBucket(rate=1e6, burst=10**6, max_keys=N)
+    for key in _fill_order():
+        assert limiter.try_acquire(key)
+    assert len(limiter) == N
+    return "acquire(next(keys))", {"acquire": limiter.try_acquire}
+
+
+def _unkeyed() -> tuple[str, dict[str, Any]]:
+    bucket = adm.TokenBucket(rate=1e9, burst=10**9)
+    return "next(keys); acquire()", {"acquire": bucket.try_acquire}
+
+
+def _limits() -> tuple[str, dict[str, Any]]:
+    limiter = FixedWindowRateLimiter(MemoryStorage())
+    item = limits.RateLimitItemPerHour(10**9)
+    for key in _fill_order():
+        assert limiter.hit(item, key)
+    return "hit(item, next(keys))", {"hit": limiter.hit, "item": item}
+
+
+def _throttled() -> tuple[str, dict[str, Any]]:
+    throttle = throttled.Throttled(
+        using="token_bucket",
+        quota=throttled.per_sec(10**9, burst=10**9),
+        store=throttled.MemoryStore(),
+        timeout=-1,
+    )
+    return "limit(next(keys))", {"limit": throttle.limiter.limit}
+
+
+def _floor() -> tuple[str, dict[str, Any]]:
+    return "next(keys)", {}
+
+
+CASES: list[tuple[str, str, str, Callable[[], tuple[str, dict[str, Any]]]]] = [
+    ("admission.KeyedTokenBucket", "admission KeyedTokenBucket", "admission", _admission),
+    ("admission.TokenBucket", "admission TokenBucket, one key", "reference", _unkeyed),
+    ("limits.fixed", "limits FixedWindowRateLimiter", "peer", _limits),
+    ("throttled.token_bucket", "throttled-py token bucket (1,024 keys kept)", "peer", _throttled),
+    ("floor.next", "next(keys) (floor)", "floor", _floor),
+]
+
+
+@pytest.mark.parametrize("workload", list(WORKLOADS))
+@pytest.mark.parametrize(("key", "label", "role", "build"), CASES, ids=[c[0] for c in CASES])
+def test_keyed_try_acquire(
+    benchmark: Any,
+    measure: Any,
+    workload: str,
+    key: str,
+    label: str,
+    role: str,
+    build: Callable[[], tuple[str, dict[str, Any]]],
+) -> None:
+    benchmark.group = f"keyed try_acquire, {N:,} keys held, {workload}"
+    stmt, env = build()
+    env["keys"] = itertools.cycle(WORKLOADS[workload]())
+    measure(key=key, impl=label, role=role, stmt=stmt, env=env, baseline=role == "admission")

@@ -1,0 +1,671 @@
+"""httpx transports that keep a client within its providers' limits: `AsyncTransport` (for
+``httpx.AsyncClient``) and `Transport` (for ``httpx.Client``).
+
+::
+
+    import admission as adm, httpx
+
+    transport = adm.httpx.AsyncTransport(
+        limits={"api.openai.com": adm.presets.openai(rpm=500, tpm=200_000, concurrency=50)},
+        retry=adm.Retry(attempts=6, deadline="2m"),
+    )
+    client = httpx.AsyncClient(transport=transport)
+    # openai.AsyncOpenAI(http_client=client, max_retries=0): the SDK's own retries (2 by
+    # default) would stack on top of these.
+
+Per request, to the request's host (``limits`` by host name, or ``host:port``; other hosts
+get ``default``, kept for the ``max_hosts`` most recently used ones: bounded memory):
+
+1. **Pause**: nothing is sent to a host before the end of a pause a 429 asked for (with
+   ``Retry-After``, ``retry-after-ms`` or an HTTP date): one caller's 429 holds back every
+   caller of that host, and its rate limiters too (waiters keep their order).
+2. **Admission**: a permit of the host's concurrency (held until the response body is
+   closed: a streamed answer is in flight until then), then one request and the request's
+   estimated tokens (`admission.presets`), all or nothing, FIFO; then the host's circuit
+   breaker (``breaker="per-host"``, one `CircuitBreaker` per host; or one breaker for all, or
+   None).
+3. **The provider's word**: after every response, the presets' headers (OpenAI's
+   ``x-ratelimit-*``, Anthropic's ``anthropic-ratelimit-*``) sync the host's buckets: they
+   never believe they hold more than the provider says.
+4. **Retries** (``retry``, a `Retry`; its own backoff, deadline, budget): 429, 502, 503, 504
+   and transport errors, on idempotent methods. A POST is retried on a 429 and on errors
+   before anything was sent (connect errors, pool timeouts), which the provider never saw;
+   with ``retry_post=True`` like an idempotent request (LLM APIs: a completion is safe to
+   ask again). When the retries give up on a status, its last response is returned, as
+   httpx would have.
+5. **Tokens settled**: the estimate is reserved, then settled at the ``usage`` the response
+   states (a JSON body, or a stream of server-sent events: when the stream is closed); a
+   refusal (429, 5xx, a transport error) settles at zero tokens.
+
+`stats` gives per-host counts; the same figures are exported as metrics with a ``host``
+label (the host, never a URL): ``admission_http_requests_total``,
+``admission_http_rate_limited_total`` (429s seen), ``admission_http_retries_total``,
+``admission_http_pauses_total``, ``admission_http_tokens_total`` (settled).
+
+httpx is an optional dependency: ``pip install 'admission[httpx]'``.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Literal, final
+
+from admission._extras import require
+
+require("httpx", "httpx", "admission.httpx")
+
+import httpx  # noqa: E402 - after the check that names the extra
+
+from admission import _backend  # noqa: E402
+from admission._hints import retry_after  # noqa: E402
+from admission.breaker import CircuitBreaker  # noqa: E402
+from admission.concurrency import Semaphore  # noqa: E402
+from admission.metrics.families import Family, Sample, add_source  # noqa: E402
+from admission.presets import HostLimits, usage_tokens  # noqa: E402
+from admission.presets import host as _host_preset  # noqa: E402
+from admission.rate import TokenBucket  # noqa: E402
+from admission.reserve import Reservation, Reserve, take_now  # noqa: E402
+from admission.retry import Retry  # noqa: E402
+
+__all__ = ["AsyncTransport", "HostStats", "Transport"]
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+"""Statuses retried: too many requests, and the gateway's word that nothing was served."""
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+# Failures before the request left: the server never saw it, any method may go again.
+_UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# The most of a response body kept to read its usage (an LLM answer is far smaller).
+_MAX_USAGE_BODY = 4 * 1024 * 1024
+
+BreakerArg = Literal["per-host"] | CircuitBreaker | None
+
+
+@dataclass(frozen=True, slots=True)
+class HostStats:
+    """What a transport did for one host."""
+
+    host: str
+    """The host, or ``host:port`` (never a URL)."""
+    requests: int
+    """Requests sent (every attempt)."""
+    rate_limited: int
+    """429 responses seen."""
+    retries: int
+    """Attempts after the first of each request."""
+    pauses: int
+    """Pauses a 429 started (or lengthened)."""
+    tokens_reserved: int
+    """Tokens reserved at the estimates."""
+    tokens_settled: int
+    """Tokens settled at the responses' usage (what the provider counted)."""
+
+
+class _Retryable(Exception):
+    """A response with a retryable status: the `Retry` sees a failure with its hint."""
+
+    def __init__(self, response: httpx.Response, host: str, hint: float | None) -> None:
+        super().__init__(f"{response.status_code} from {host}")
+        self.response = response
+        self.retry_after = hint
+
+
+class _Final(Exception):
+    """A failure that must not be retried (a POST the server may have seen): carried through
+    the `Retry` unretried, then raised as it was."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.error = error
+
+
+_CALLS, _ATTEMPTS, _REQUESTS, _RATE_LIMITED, _PAUSES = range(5)
+_TOKENS_RESERVED, _TOKENS_SETTLED = range(2)
+
+
+def _value(count: itertools.count[int]) -> int:
+    """How many times ``next`` was called on ``count``: its repr is "count(N)", its next
+    value, read without taking it."""
+    return int(repr(count)[6:-1])
+
+
+class _Host:
+    """One host's limits, breaker, pause and counts."""
+
+    __slots__ = (
+        "breaker",
+        "counts",
+        "key",
+        "limiters",
+        "limits",
+        "lock",
+        "not_before",
+        "requests_bucket",
+        "semaphore",
+        "tokens",
+        "tokens_bucket",
+    )
+
+    def __init__(self, key: str, limits: HostLimits, breaker: CircuitBreaker | None) -> None:
+        self.key = key
+        self.limits = limits
+        self.semaphore = Semaphore(limits.concurrency) if limits.concurrency else None
+        period = limits.period
+        self.requests_bucket = TokenBucket(limits.rpm, period) if limits.rpm else None
+        self.tokens_bucket = TokenBucket(limits.tpm, period) if limits.tpm else None
+        self.limiters = tuple(b for b in (self.requests_bucket, self.tokens_bucket) if b)
+        self.breaker = breaker
+        self.not_before = 0.0
+        # calls, attempts, requests, rate_limited, pauses: `next()` on a count is atomic
+        # (the sync transport counts from many threads) and cheaper than a lock.
+        self.counts = tuple(itertools.count() for _ in range(5))
+        # Tokens reserved and settled: added under the lock (a count cannot add n).
+        self.tokens = [0, 0]
+        self.lock = threading.Lock()
+
+    def count(self, what: int) -> None:
+        next(self.counts[what])
+
+    def add_tokens(self, what: int, n: int) -> None:
+        with self.lock:
+            self.tokens[what] += n
+
+    def estimate(self, request: httpx.Request) -> int:
+        bucket = self.tokens_bucket
+        if bucket is None:
+            return 0
+        try:
+            body = request.content
+        except httpx.RequestNotRead:
+            body = b""  # a streamed upload: no estimate but the default
+        # Never more than the bucket holds: the provider would refuse it anyway.
+        return min(self.limits.estimate_tokens(body), bucket.burst)
+
+    def costs(self, tokens: int) -> tuple[int, ...]:
+        return tuple(1 if b is self.requests_bucket else tokens for b in self.limiters)
+
+    def settle(self, reservation: Reservation | None, tokens: int | None) -> None:
+        """Settles the tokens at ``tokens`` (None: the estimate stands)."""
+        if reservation is None or self.tokens_bucket is None:
+            return
+        reserved = reservation.reserved
+        if tokens is None:
+            self.add_tokens(_TOKENS_SETTLED, reserved[-1])
+            return
+        reservation.settle(costs=(*reserved[:-1], tokens))
+        self.add_tokens(_TOKENS_SETTLED, tokens)
+
+    def reserved(self, reservation: Reservation | None) -> None:
+        if reservation is not None and self.tokens_bucket is not None:
+            self.add_tokens(_TOKENS_RESERVED, reservation.reserved[-1])
+
+    def pause(self, seconds: float) -> None:
+        until = time.monotonic() + seconds
+        if until <= self.not_before:
+            return
+        self.not_before = until
+        self.count(_PAUSES)
+        for bucket in self.limiters:
+            bucket.pause(seconds)
+
+    def sync(self, headers: httpx.Headers) -> None:
+        if self.limits.headers is None:
+            return
+        # Only the rate-limit headers, read once (httpx looks each name up by a scan).
+        mine = {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in headers.raw
+            if name[:1] in b"xXaA"
+        }
+        for quota in self.limits.quotas(mine):
+            bucket = self.requests_bucket if quota.kind == "requests" else self.tokens_bucket
+            if bucket is None:
+                continue
+            # The reset says when the provider's own quota is full: it times this bucket's
+            # refill only when the bucket mirrors that quota (no larger than it).
+            mirror = quota.limit is not None and quota.limit <= bucket.burst
+            bucket.sync(quota.remaining, quota.reset_after if mirror else None)
+
+    def stats(self) -> HostStats:
+        calls, attempts, requests, limited, pauses = map(_value, self.counts)
+        with self.lock:
+            reserved, settled = self.tokens
+        return HostStats(self.key, requests, limited, attempts - calls, pauses, reserved, settled)
+
+
+class _Hosts:
+    """The hosts of one transport: those configured (kept), the others (the most recent
+    ``max_hosts``, each with the default limits)."""
+
+    def __init__(
+        self,
+        limits: Mapping[str, HostLimits] | None,
+        default: HostLimits | None,
+        breaker: BreakerArg,
+        max_hosts: int,
+    ) -> None:
+        if (
+            breaker is not None
+            and breaker != "per-host"
+            and not isinstance(breaker, CircuitBreaker)
+        ):
+            raise TypeError(
+                f"breaker must be 'per-host', an admission.CircuitBreaker or None, got {breaker!r}"
+            )
+        if isinstance(max_hosts, bool) or not isinstance(max_hosts, int) or max_hosts < 1:
+            raise ValueError(f"max_hosts must be an int >= 1, got {max_hosts!r}")
+        for key, value in (limits or {}).items():
+            if not isinstance(value, HostLimits):
+                raise TypeError(
+                    f"limits[{key!r}] must be an admission.presets preset "
+                    f"(adm.presets.openai(...), ...), got {value!r}"
+                )
+        self._breaker = breaker
+        self._configured = {key: self._make(key, value) for key, value in (limits or {}).items()}
+        # The configured hosts by the requests' netloc, as they come (one lookup each).
+        self._by_netloc: dict[bytes, _Host] = {}
+        self._default = _host_preset() if default is None else default
+        self._others: collections.OrderedDict[str, _Host] = collections.OrderedDict()
+        self._max = max_hosts
+        self._lock = threading.Lock()
+
+    def _make(self, key: str, limits: HostLimits) -> _Host:
+        breaker = self._breaker
+        if breaker == "per-host":
+            breaker = CircuitBreaker(name=key)
+        return _Host(key, limits, breaker)
+
+    def get(self, url: httpx.URL) -> _Host:
+        netloc = url.netloc
+        found = self._by_netloc.get(netloc)
+        if found is not None:
+            return found
+        name = url.host
+        key = f"{name}:{url.port}" if url.port is not None else name
+        found = self._configured.get(key) or self._configured.get(name)
+        if found is not None:
+            if len(self._by_netloc) < 4 * len(self._configured):  # (bounded)
+                self._by_netloc[netloc] = found
+            return found
+        with self._lock:
+            found = self._others.get(key)
+            if found is None:
+                found = self._others[key] = self._make(key, self._default)
+                if len(self._others) > self._max:
+                    self._others.popitem(last=False)
+            else:
+                self._others.move_to_end(key)
+            return found
+
+    def all(self) -> list[_Host]:
+        with self._lock:
+            return [*self._configured.values(), *self._others.values()]
+
+
+class _Config:
+    """What both transports share: the hosts, the retry, which requests may be retried."""
+
+    def __init__(
+        self,
+        limits: Mapping[str, HostLimits] | None,
+        default: HostLimits | None,
+        retry: Retry | None,
+        breaker: BreakerArg,
+        retry_post: bool,
+        max_hosts: int,
+    ) -> None:
+        if retry is not None and not isinstance(retry, Retry):
+            raise TypeError(f"retry must be an admission.Retry or None, got {retry!r}")
+        self.hosts = _Hosts(limits, default, breaker, max_hosts)
+        self.retry = Retry(attempts=5, deadline="60s", name="httpx") if retry is None else retry
+        self.retry_post = bool(retry_post)
+
+    def retried(self, request: httpx.Request) -> bool:
+        return self.retry_post or request.method in IDEMPOTENT
+
+    def outcome(
+        self, host: _Host, response: httpx.Response, retried: bool
+    ) -> tuple[bool, float | None]:
+        """After a response: syncs the host; a 429 pauses it. Returns (retry it?, hint)."""
+        host.sync(response.headers)
+        status = response.status_code
+        if status not in RETRY_STATUSES:
+            return False, None
+        hint = retry_after(response)
+        if status == 429:
+            host.count(_RATE_LIMITED)
+            if hint is not None and hint > 0:
+                host.pause(hint)
+        return retried or status == 429, hint
+
+    def failed(self, error: Exception, retried: bool) -> Exception:
+        """What a transport error raises into the retry: itself, or kept from retrying."""
+        if retried or isinstance(error, _UNSENT):
+            return error
+        return _Final(error)
+
+
+def _breaker_ok(status: int) -> bool:
+    # A 429 says the caller is too fast, not that the host is unwell.
+    return status < 500
+
+
+class _Settle:
+    """Runs once when a response's body is closed: settles its tokens, releases its permit."""
+
+    __slots__ = ("body", "done", "host", "permit", "reservation", "size")
+
+    def __init__(self, host: _Host, reservation: Reservation | None, permit: Semaphore | None):
+        self.host = host
+        self.reservation = reservation
+        self.permit = permit
+        self.body: list[bytes] | None = [] if host.tokens_bucket is not None else None
+        self.size = 0
+        self.done = False
+
+    def keep(self, chunk: bytes) -> None:
+        body = self.body
+        if body is not None:
+            self.size += len(chunk)
+            if self.size > _MAX_USAGE_BODY:
+                self.body = None  # too large to read: the estimate stands
+            else:
+                body.append(chunk)
+
+    def close(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            if self.body is not None:
+                self.host.settle(self.reservation, usage_tokens(b"".join(self.body)))
+        finally:
+            if self.permit is not None:
+                self.permit.release()
+
+
+class _AsyncBody(httpx.AsyncByteStream):
+    def __init__(self, stream: httpx.AsyncByteStream, settle: _Settle) -> None:
+        self._stream = stream
+        self._settle = settle
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            self._settle.keep(chunk)
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            self._settle.close()
+
+
+class _SyncBody(httpx.SyncByteStream):
+    def __init__(self, stream: httpx.SyncByteStream, settle: _Settle) -> None:
+        self._stream = stream
+        self._settle = settle
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._stream:
+            self._settle.keep(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            self._settle.close()
+
+
+def _unwrap(error: Exception) -> httpx.Response:
+    """The end of a request the retry gave up on: the last response, or the error raised."""
+    if isinstance(error, _Retryable):
+        return error.response
+    if isinstance(error, _Final):
+        raise error.error
+    raise error
+
+
+@final
+class AsyncTransport(httpx.AsyncBaseTransport):
+    """An ``httpx.AsyncClient`` transport within the hosts' limits (see the module docstring).
+
+    Args:
+        inner: the transport that sends (default ``httpx.AsyncHTTPTransport()``).
+        limits: host (or ``host:port``) -> `admission.presets` preset.
+        default: the preset of every other host (default ``presets.host(concurrency=20)``).
+        retry: the `Retry` of each request (default ``Retry(attempts=5, deadline="60s")``).
+        breaker: ``"per-host"`` (default), one `CircuitBreaker` for all hosts, or None.
+        retry_post: retry POSTs (and other non-idempotent methods) like idempotent ones.
+        max_hosts: how many hosts with the default preset are kept (least recently used
+            ones are dropped beyond).
+    """
+
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport | None = None,
+        *,
+        limits: Mapping[str, HostLimits] | None = None,
+        default: HostLimits | None = None,
+        retry: Retry | None = None,
+        breaker: BreakerArg = "per-host",
+        retry_post: bool = False,
+        max_hosts: int = 256,
+    ) -> None:
+        self._inner = httpx.AsyncHTTPTransport() if inner is None else inner
+        self._config = _Config(limits, default, retry, breaker, retry_post, max_hosts)
+        self._send = self._config.retry(self._attempt)  # wrapped once, not per request
+        _track(self)
+
+    def stats(self) -> dict[str, HostStats]:
+        """Per host (the configured ones, and the others still kept)."""
+        return {h.key: h.stats() for h in self._config.hosts.all()}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        host = self._config.hosts.get(request.url)
+        host.count(_CALLS)
+        tokens = host.estimate(request)
+        try:
+            return await self._send(request, host, tokens)
+        except (_Retryable, _Final) as gave_up:
+            return _unwrap(gave_up)
+
+    async def _attempt(self, request: httpx.Request, host: _Host, tokens: int) -> httpx.Response:
+        config = self._config
+        host.count(_ATTEMPTS)
+        wait = host.not_before - time.monotonic()
+        if wait > 0:
+            await _backend.current().sleep(wait)
+        permit = host.semaphore
+        if permit is not None:
+            await permit.acquire()
+        settle: _Settle | None = None
+        try:
+            reservation = None
+            if host.limiters:
+                costs = host.costs(tokens)
+                reservation = take_now(host.limiters, costs)
+                if reservation is None:
+                    reservation = await Reserve(host.limiters, costs, None, "keep", None).acquire()
+                host.reserved(reservation)
+            breaker = host.breaker
+            if breaker is not None and not breaker.try_acquire():
+                host.settle(reservation, 0)
+                raise breaker.refusal()
+            host.count(_REQUESTS)
+            start = time.monotonic()
+            retried = config.retried(request)
+            try:
+                response = await self._inner.handle_async_request(request)
+            except Exception as error:
+                if breaker is not None:
+                    breaker.record(False, time.monotonic() - start)
+                host.settle(reservation, 0)
+                raise config.failed(error, retried) from None
+            except BaseException:
+                if breaker is not None:
+                    breaker.release()
+                raise
+            if breaker is not None:
+                breaker.record(_breaker_ok(response.status_code), time.monotonic() - start)
+            again, hint = config.outcome(host, response, retried)
+            if again:
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
+                host.settle(reservation, 0)
+                raise _Retryable(response, host.key, hint)
+            settle = _Settle(host, reservation, permit)
+            if response.is_closed:  # read already (a body given whole): settled now
+                settle.keep(response.content)
+                settle.close()
+            else:
+                assert isinstance(response.stream, httpx.AsyncByteStream)
+                response.stream = _AsyncBody(response.stream, settle)
+            return response
+        finally:
+            if settle is None and permit is not None:
+                permit.release()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+@final
+class Transport(httpx.BaseTransport):
+    """`AsyncTransport` for ``httpx.Client`` (threads): the same arguments, waits in the
+    calling thread."""
+
+    def __init__(
+        self,
+        inner: httpx.BaseTransport | None = None,
+        *,
+        limits: Mapping[str, HostLimits] | None = None,
+        default: HostLimits | None = None,
+        retry: Retry | None = None,
+        breaker: BreakerArg = "per-host",
+        retry_post: bool = False,
+        max_hosts: int = 256,
+    ) -> None:
+        self._inner = httpx.HTTPTransport() if inner is None else inner
+        self._config = _Config(limits, default, retry, breaker, retry_post, max_hosts)
+        self._send = self._config.retry(self._attempt)  # wrapped once, not per request
+        _track(self)
+
+    def stats(self) -> dict[str, HostStats]:
+        """Per host (the configured ones, and the others still kept)."""
+        return {h.key: h.stats() for h in self._config.hosts.all()}
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        host = self._config.hosts.get(request.url)
+        host.count(_CALLS)
+        tokens = host.estimate(request)
+        try:
+            return self._send(request, host, tokens)
+        except (_Retryable, _Final) as gave_up:
+            return _unwrap(gave_up)
+
+    def _attempt(self, request: httpx.Request, host: _Host, tokens: int) -> httpx.Response:
+        config = self._config
+        host.count(_ATTEMPTS)
+        wait = host.not_before - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        permit = host.semaphore
+        if permit is not None:
+            permit.acquire_blocking()
+        settle: _Settle | None = None
+        try:
+            reservation = None
+            if host.limiters:
+                costs = host.costs(tokens)
+                reservation = Reserve(host.limiters, costs, None, "keep", None).acquire_blocking()
+                host.reserved(reservation)
+            breaker = host.breaker
+            if breaker is not None and not breaker.try_acquire():
+                host.settle(reservation, 0)
+                raise breaker.refusal()
+            host.count(_REQUESTS)
+            start = time.monotonic()
+            retried = config.retried(request)
+            try:
+                response = self._inner.handle_request(request)
+            except Exception as error:
+                if breaker is not None:
+                    breaker.record(False, time.monotonic() - start)
+                host.settle(reservation, 0)
+                raise config.failed(error, retried) from None
+            except BaseException:
+                if breaker is not None:
+                    breaker.release()
+                raise
+            if breaker is not None:
+                breaker.record(_breaker_ok(response.status_code), time.monotonic() - start)
+            again, hint = config.outcome(host, response, retried)
+            if again:
+                try:
+                    response.read()
+                finally:
+                    response.close()
+                host.settle(reservation, 0)
+                raise _Retryable(response, host.key, hint)
+            settle = _Settle(host, reservation, permit)
+            if response.is_closed:  # read already (a body given whole): settled now
+                settle.keep(response.content)
+                settle.close()
+            else:
+                assert isinstance(response.stream, httpx.SyncByteStream)
+                response.stream = _SyncBody(response.stream, settle)
+            return response
+        finally:
+            if settle is None and permit is not None:
+                permit.release()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+# -- metrics --------------------------------------------------------------------------------
+
+_live: weakref.WeakSet[AsyncTransport | Transport] = weakref.WeakSet()
+_live_lock = threading.Lock()
+
+
+def _track(transport: AsyncTransport | Transport) -> None:
+    with _live_lock:
+        _live.add(transport)
+
+
+def _families() -> Iterable[Family]:
+    with _live_lock:
+        transports = list(_live)
+    totals: dict[str, list[int]] = {}
+    for transport in transports:
+        for key, s in transport.stats().items():
+            row = totals.setdefault(key, [0, 0, 0, 0, 0])
+            for i, n in enumerate(
+                (s.requests, s.rate_limited, s.retries, s.pauses, s.tokens_settled)
+            ):
+                row[i] += n
+    if not totals:
+        return
+    described = (
+        ("admission_http_requests", "Requests the httpx transports sent, by host (every attempt)."),
+        ("admission_http_rate_limited", "429 responses the httpx transports saw, by host."),
+        ("admission_http_retries", "Retries the httpx transports made, by host."),
+        ("admission_http_pauses", "Pauses a 429 started on a host."),
+        ("admission_http_tokens", "Tokens settled at the responses' usage, by host."),
+    )
+    for i, (name, text) in enumerate(described):
+        samples = tuple(Sample({"host": key}, float(row[i])) for key, row in sorted(totals.items()))
+        yield Family(name, "counter", text, samples)
+
+
+add_source(_families)

@@ -1,0 +1,325 @@
+"""`admission.httpx` transports and `admission.presets`, in memory (issue 15).
+
+An httpx ``MockTransport`` stands for the network: each test scripts the provider's answers.
+The loopback tests against a real rate-limited server are in
+``tests/integration/test_client_loopback.py``. Async tests run on asyncio, uvloop and trio.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+import admission as adm
+from admission import presets
+
+FAST = {"attempts": 4, "deadline": "30s", "base": "1ms", "cap": "2ms"}
+
+
+def script(*answers: Any) -> tuple[httpx.MockTransport, list[httpx.Request]]:
+    """A mock network answering with ``answers`` in turn (a response, an exception to raise,
+    or a function of the request), the last one repeated; and the requests it received."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        answer = answers[min(len(seen), len(answers) - 1)]
+        seen.append(request)
+        if isinstance(answer, BaseException):
+            raise answer
+        if callable(answer):
+            answer = answer(request)
+        assert isinstance(answer, httpx.Response)
+        return answer
+
+    return httpx.MockTransport(handler), seen
+
+
+def ok(tokens: int = 10, **headers: str) -> httpx.Response:
+    return httpx.Response(200, json={"usage": {"total_tokens": tokens}}, headers=headers)
+
+
+def chat(max_tokens: int = 100, text: str = "x" * 40) -> dict[str, Any]:
+    return {"max_tokens": max_tokens, "messages": [{"role": "user", "content": text}]}
+
+
+# -- presets ---------------------------------------------------------------------------------
+
+
+def test_the_estimate_is_max_tokens_plus_a_quarter_of_the_prompt() -> None:
+    openai = presets.openai(rpm=10, tpm=1000, default_max_tokens=500)
+    body = json.dumps(chat(100, "y" * 40)).encode()
+    assert openai.estimate_tokens(body) == 100 + (4 + 40) // 4  # the role's "user" counts too
+    no_max = json.dumps({"messages": [{"content": "abcd"}]}).encode()
+    assert openai.estimate_tokens(no_max) == 500 + 1
+    assert openai.estimate_tokens(b"not json") == 0
+    own = presets.openai(tpm=1000, estimate=lambda request: len(request["messages"]) * 7)
+    assert own.estimate_tokens(body) == 7
+
+
+def test_presets_refuse_bad_limits() -> None:
+    with pytest.raises(ValueError, match="concurrency"):
+        presets.host(concurrency=0)
+    with pytest.raises(ValueError, match="rpm"):
+        presets.openai(rpm=-1)
+    with pytest.raises(TypeError, match="tpm"):
+        presets.openai(tpm="lots")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="period"):
+        presets.openai(rpm=1, period=0)
+
+
+def test_openai_headers_are_read() -> None:
+    headers = {
+        "x-ratelimit-limit-requests": "500",
+        "x-ratelimit-remaining-requests": "499",
+        "x-ratelimit-reset-requests": "120ms",
+        "x-ratelimit-limit-tokens": "200000",
+        "x-ratelimit-remaining-tokens": "150000",
+        "x-ratelimit-reset-tokens": "6m0s",
+    }
+    assert presets.openai(rpm=500).quotas(headers) == [
+        presets.Quota("requests", 499, 500, 0.12),
+        presets.Quota("tokens", 150000, 200000, 360.0),
+    ]
+    assert presets.host().quotas(headers) == []
+
+
+def test_anthropic_headers_are_read() -> None:
+    wall = datetime.datetime(2030, 3, 17, 17, 46, 40, tzinfo=datetime.timezone.utc).timestamp()
+    headers = {
+        "anthropic-ratelimit-requests-limit": "50",
+        "anthropic-ratelimit-requests-remaining": "10",
+        "anthropic-ratelimit-requests-reset": "2030-03-17T17:46:50Z",
+        "anthropic-ratelimit-input-tokens-remaining": "3000",
+        "anthropic-ratelimit-output-tokens-remaining": "800",
+    }
+    reset = 10.0
+    quotas = presets.anthropic(rpm=50).quotas({**headers}, wall=wall)
+    assert quotas[0].kind == "requests"
+    assert quotas[0].remaining == 10
+    assert quotas[0].limit == 50
+    assert quotas[0].reset_after == pytest.approx(reset)
+    # No combined tokens headers: the tighter of input and output bounds a call.
+    assert quotas[1] == presets.Quota("tokens", 800, None, None)
+
+
+@pytest.mark.parametrize(
+    ("body", "tokens"),
+    [
+        (b'{"usage": {"total_tokens": 42}}', 42),
+        (b'{"usage": {"input_tokens": 30, "output_tokens": 12}}', 42),
+        (
+            b'data: {"type": "message_start", "message": {"usage": {"input_tokens": 30, '
+            b'"output_tokens": 1}}}\n\ndata: {"type": "message_delta", "usage": '
+            b'{"output_tokens": 12}}\n\n',
+            42,
+        ),
+        (b'data: {"choices": []}\n\ndata: {"usage": {"total_tokens": 42}}\n\ndata: [DONE]\n\n', 42),
+        (b'{"choices": []}', None),
+        (b"garbage", None),
+    ],
+)
+def test_usage_is_read_from_json_and_event_streams(body: bytes, tokens: int | None) -> None:
+    assert presets.usage_tokens(body) == tokens
+
+
+# -- the transport ---------------------------------------------------------------------------
+
+
+def transport(inner: httpx.MockTransport, **kwargs: Any) -> adm.httpx.AsyncTransport:
+    kwargs.setdefault("retry", adm.Retry(**FAST))  # type: ignore[arg-type]
+    return adm.httpx.AsyncTransport(inner, **kwargs)
+
+
+@pytest.mark.anyio
+async def test_tokens_are_reserved_at_the_estimate_and_settled_at_the_usage() -> None:
+    inner, _seen = script(ok(tokens=30))
+    t = transport(inner, limits={"api.x": presets.openai(rpm=60, tpm=1000, concurrency=2)})
+    async with httpx.AsyncClient(transport=t) as client:
+        response = await client.post("https://api.x/v1/chat", json=chat(100))
+    assert response.json()["usage"]["total_tokens"] == 30
+    host = t.stats()["api.x"]
+    assert (host.tokens_reserved, host.tokens_settled) == (111, 30)
+    bucket = t._config.hosts.get(httpx.URL("https://api.x/"))
+    assert bucket.tokens_bucket is not None
+    assert bucket.tokens_bucket.stats().admitted_cost == 30
+    assert bucket.semaphore is not None
+    assert bucket.semaphore.in_use == 0
+
+
+@pytest.mark.anyio
+async def test_a_429_pauses_the_host_for_everyone_and_is_retried() -> None:
+    limited = httpx.Response(429, headers={"retry-after-ms": "5"}, json={"error": {}})
+    inner, seen = script(limited, ok())
+    t = transport(inner, limits={"api.x": presets.openai(rpm=600, concurrency=4)})
+    async with httpx.AsyncClient(transport=t) as client:
+        response = await client.post("https://api.x/v1/chat", json=chat())
+    assert response.status_code == 200
+    assert len(seen) == 2
+    host = t.stats()["api.x"]
+    assert (host.requests, host.rate_limited, host.retries, host.pauses) == (2, 1, 1, 1)
+    state = t._config.hosts.get(httpx.URL("https://api.x/"))
+    assert state.not_before > 0  # everyone waits for it, not only the caller that saw it
+    assert state.requests_bucket is not None
+    assert state.requests_bucket.stats().admitted == 2
+
+
+@pytest.mark.parametrize("form", ["seconds", "milliseconds", "http-date"])
+def test_every_retry_after_form_pauses_the_host(form: str) -> None:
+    header = {
+        "seconds": {"retry-after": "7"},
+        "milliseconds": {"retry-after-ms": "7000"},
+        # (made now: a date made at collection would be in the past when the test runs)
+        "http-date": {"retry-after": email.utils.formatdate(time.time() + 7, usegmt=True)},
+    }[form]
+    inner, _ = script(httpx.Response(429, headers=header))
+    t = adm.httpx.Transport(
+        inner, limits={"api.x": presets.host(rpm=600)}, retry=adm.Retry(attempts=1)
+    )
+    with httpx.Client(transport=t) as client:
+        response = client.get("https://api.x/")
+    assert response.status_code == 429  # the retries gave up: the last response
+    state = t._config.hosts.get(httpx.URL("https://api.x/"))
+    # (an HTTP date has whole seconds: 6 to 7 s; less what this test took so far)
+    assert 3.0 < state.not_before - time.monotonic() <= 7.0
+    assert state.requests_bucket is not None
+    assert state.requests_bucket.peek().retry_after > 3.0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("status", [502, 503, 504])
+async def test_gateway_failures_are_retried_on_idempotent_methods_only(status: int) -> None:
+    inner, seen = script(httpx.Response(status), ok())
+    t = transport(inner)
+    async with httpx.AsyncClient(transport=t) as client:
+        assert (await client.get("https://api.x/")).status_code == 200
+        assert len(seen) == 2
+        # A POST the server may have served is not sent twice...
+        assert (await client.post("https://api.x/", json={})).status_code == 200
+        seen.clear()
+    inner, seen = script(httpx.Response(status), ok())
+    async with httpx.AsyncClient(transport=transport(inner)) as client:
+        assert (await client.post("https://api.x/", json={})).status_code == status
+    assert len(seen) == 1
+    # ...unless asked (LLM APIs: a completion is safe to ask again).
+    inner, seen = script(httpx.Response(status), ok())
+    async with httpx.AsyncClient(transport=transport(inner, retry_post=True)) as client:
+        assert (await client.post("https://api.x/", json={})).status_code == 200
+    assert len(seen) == 2
+
+
+@pytest.mark.anyio
+async def test_a_post_is_retried_after_errors_the_server_never_saw() -> None:
+    inner, seen = script(httpx.ConnectError("refused"), ok())
+    async with httpx.AsyncClient(transport=transport(inner)) as client:
+        assert (await client.post("https://api.x/", json={})).status_code == 200
+    assert len(seen) == 2
+    inner, seen = script(httpx.ReadError("reset"), ok())
+    async with httpx.AsyncClient(transport=transport(inner)) as client:
+        with pytest.raises(httpx.ReadError):
+            await client.post("https://api.x/", json={})
+    assert len(seen) == 1
+    inner, seen = script(httpx.ReadError("reset"), ok())
+    async with httpx.AsyncClient(transport=transport(inner)) as client:
+        assert (await client.get("https://api.x/")).status_code == 200
+    assert len(seen) == 2
+
+
+@pytest.mark.anyio
+async def test_headers_sync_the_buckets_down_never_up() -> None:
+    low = {
+        "x-ratelimit-limit-requests": "100",
+        "x-ratelimit-remaining-requests": "3",
+        "x-ratelimit-reset-requests": "1s",
+    }
+    inner, _ = script(ok(**low))
+    t = transport(inner, limits={"api.x": presets.openai(rpm=100)})
+    async with httpx.AsyncClient(transport=t) as client:
+        await client.get("https://api.x/")
+    bucket = t._config.hosts.get(httpx.URL("https://api.x/")).requests_bucket
+    assert bucket is not None
+    assert bucket.peek(3).allowed
+    assert not bucket.peek(4).allowed
+
+
+@pytest.mark.anyio
+async def test_the_permit_is_held_until_the_streamed_body_closes() -> None:
+    inner, _ = script(
+        httpx.Response(200, stream=httpx.ByteStream(b'{"usage": {"total_tokens": 5}}'))
+    )
+    t = transport(inner, limits={"api.x": presets.openai(tpm=1000, concurrency=1)})
+    state = t._config.hosts.get(httpx.URL("https://api.x/"))
+    assert state.semaphore is not None
+    async with httpx.AsyncClient(transport=t) as client:
+        async with client.stream("POST", "https://api.x/", json=chat(50)) as response:
+            assert state.semaphore.in_use == 1
+            await response.aread()
+        assert state.semaphore.in_use == 0
+    assert t.stats()["api.x"].tokens_settled == 5
+
+
+@pytest.mark.anyio
+async def test_a_failed_request_gives_its_permit_and_tokens_back() -> None:
+    inner, _ = script(httpx.ReadError("reset"))
+    t = transport(inner, limits={"api.x": presets.openai(tpm=1000, concurrency=1)})
+    async with httpx.AsyncClient(transport=t) as client:
+        with pytest.raises(httpx.ReadError):
+            await client.post("https://api.x/", json=chat(50))
+    state = t._config.hosts.get(httpx.URL("https://api.x/"))
+    assert state.semaphore is not None
+    assert state.semaphore.in_use == 0
+    assert state.tokens_bucket is not None
+    assert state.tokens_bucket.stats().admitted_cost == 0
+
+
+@pytest.mark.anyio
+async def test_the_breaker_is_per_host() -> None:
+    inner, seen = script(lambda r: httpx.Response(503 if r.url.host == "down" else 200))
+    t = transport(inner, retry=adm.Retry(attempts=1))
+    async with httpx.AsyncClient(transport=t) as client:
+        # The breaker's defaults: open once 20 calls are half failures (here: all).
+        for _ in range(20):
+            assert (await client.get("https://down/")).status_code == 503
+        with pytest.raises(adm.CircuitOpen):
+            await client.get("https://down/")
+        assert (await client.get("https://up/")).status_code == 200
+    assert len(seen) == 21
+
+
+def test_other_hosts_are_kept_for_the_most_recent_ones_only() -> None:
+    inner, _ = script(ok())
+    t = adm.httpx.Transport(inner, max_hosts=3, limits={"pinned": presets.host(concurrency=1)})
+    with httpx.Client(transport=t) as client:
+        for i in range(10):
+            client.get(f"https://h{i}.example/")
+        client.get("https://pinned/")
+        client.get("https://other:8443/")
+    assert sorted(t.stats()) == ["h8.example", "h9.example", "other:8443", "pinned"]
+
+
+def test_metrics_are_per_host_never_per_url() -> None:
+    inner, _ = script(ok())
+    t = adm.httpx.Transport(inner)
+    with httpx.Client(transport=t) as client:
+        client.get("https://metrics.example/v1/secret?key=1")
+    families = {f.name: f for f in adm.metrics.collect()}
+    samples = [s for s in families["admission_http_requests"].samples]
+    assert {"host": "metrics.example"} in [dict(s.labels) for s in samples]
+    assert not any("secret" in str(s.labels) for f in families.values() for s in f.samples)
+    del t
+
+
+def test_bad_arguments_are_clear_errors() -> None:
+    with pytest.raises(TypeError, match="breaker"):
+        adm.httpx.AsyncTransport(breaker="always")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="retry"):
+        adm.httpx.AsyncTransport(retry=3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="presets"):
+        adm.httpx.AsyncTransport(limits={"x": {"rpm": 1}})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="max_hosts"):
+        adm.httpx.AsyncTransport(max_hosts=0)
