@@ -71,6 +71,31 @@ GROUPS: dict[str, Group] = {
     "retry success path (async)": Group(
         "a retried call whose first attempt succeeds, in a task, against tenacity and stamina"
     ),
+    "keyed try_acquire, keys held, uniform": Group(
+        "`try_acquire(key)` with 1,000,000 keys held (KEYED_BENCH_KEYS), cycling through all of "
+        "them (every call a cache miss), against limits and throttled-py"
+    ),
+    "keyed try_acquire, keys held, zipf": Group(
+        "`try_acquire(key)` with 1,000,000 keys held, keys drawn from a Zipf law (popular keys "
+        "stay in cache), against limits and throttled-py"
+    ),
+    "shared try_acquire admitted": Group(
+        "`try_acquire()` of a bucket in the shared-memory store (one limit for every process), "
+        "against the in-process bucket, a multiprocessing.Lock bucket and limits"
+    ),
+    "shared try_acquire rejected": Group("the same, refused (the shared bucket is spent)"),
+    "shared with semaphore": Group(
+        "`with semaphore: pass` of a semaphore in the shared-memory store (a lease per holder), "
+        "against the in-process one"
+    ),
+    "client transport per request (async)": Group(
+        "one request through admission.httpx.AsyncTransport (default preset, then the openai "
+        "preset: reserve, headers, settle), against the bare transport it wraps",
+        unit="request",
+    ),
+    "client transport per request (sync)": Group(
+        "the same through admission.httpx.Transport in a thread", unit="request"
+    ),
     "metrics: TokenBucket.try_acquire admitted": Group(
         "`try_acquire()` of a named bucket with metrics on and off (what exporting costs)"
     ),
