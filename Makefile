@@ -83,9 +83,20 @@ test-versions: $(VENV)/.dev-stamp
 stress: develop
 	$(VPY) -m pytest tests -q -m stress
 
+# The per-call report of every group, and the chart; pytest-benchmark's own tables (per round,
+# not per call) go to .bench/pytest.txt. A full run also rewrites the chart and the generated
+# block of RESULTS.md (commit them together); BENCH=TEXT runs the groups whose name or file
+# name contains TEXT, and leaves both alone (its chart: .bench/chart.png).
+BENCH ?=
 bench: develop services $(VENV)/.bench-stamp
-	$(VPY) -m pytest benches -q --benchmark-only --benchmark-sort=mean \
-	  --benchmark-columns=min,median,mean,stddev,rounds
+	@mkdir -p .bench
+	@echo "benchmarks running (a few minutes); raw pytest-benchmark output: .bench/pytest.txt"
+	@$(VPY) -m pytest benches -q --benchmark-only --benchmark-json=.bench/latest.json \
+	  $(if $(BENCH),--bench-group='$(BENCH)') > .bench/pytest.txt 2>&1 \
+	  || { tail -n 40 .bench/pytest.txt; exit 1; }
+	@tail -n 1 .bench/pytest.txt
+	@$(VPY) benches/report.py .bench/latest.json \
+	  $(if $(BENCH),--chart .bench/chart.png,--chart benches/chart.png --results benches/RESULTS.md)
 
 $(VENV)/.audit-eval-stamp: requirements/audit-eval.txt $(VENV)/.dev-stamp
 	$(VPY) -m pip install -q -r requirements/audit-eval.txt

@@ -2,7 +2,7 @@
 
 Every implementation is first given the same 1,000,000 keys (``"user:<n>"``, in a shuffled
 order), then timed on calls, every one admitted (rate and burst far above one call per key
-per run), in two workloads, each its own pytest-benchmark group:
+per run), in two workloads, each its own pytest-benchmark group (``UNIFORM``, ``ZIPF``):
 
 - **uniform**: the calls cycle through all the keys, so each call finds its key's entry in
   a random place of a map far larger than the caches (the worst case: every call pays the
@@ -107,10 +107,20 @@ CASES: list[tuple[str, str, str, Callable[[], tuple[str, dict[str, Any]]]]] = [
 ]
 
 
-@pytest.mark.parametrize("workload", list(WORKLOADS))
+#: One pytest-benchmark group per workload (described in groups.py).
+UNIFORM = "keyed try_acquire, keys held, uniform"
+ZIPF = "keyed try_acquire, keys held, zipf"
+
+
+@pytest.mark.parametrize(
+    "workload",
+    [
+        pytest.param("uniform", marks=pytest.mark.benchmark(group=UNIFORM), id="uniform"),
+        pytest.param("zipf", marks=pytest.mark.benchmark(group=ZIPF), id="zipf"),
+    ],
+)
 @pytest.mark.parametrize(("key", "label", "role", "build"), CASES, ids=[c[0] for c in CASES])
 def test_keyed_try_acquire(
-    benchmark: Any,
     measure: Any,
     workload: str,
     key: str,
@@ -118,7 +128,6 @@ def test_keyed_try_acquire(
     role: str,
     build: Callable[[], tuple[str, dict[str, Any]]],
 ) -> None:
-    benchmark.group = f"keyed try_acquire, {N:,} keys held, {workload}"
     stmt, env = build()
     env["keys"] = itertools.cycle(WORKLOADS[workload]())
     measure(key=key, impl=label, role=role, stmt=stmt, env=env, baseline=role == "admission")

@@ -18,7 +18,9 @@ Each benchmark records, in ``extra_info``:
 - ``calls``: operations per round, so ``stats.median / calls`` is the time per operation.
 
 pytest-benchmark's own table shows time per *round*; ``benches/report.py`` turns a
-``--benchmark-json`` file into the per-call markdown table.
+``--benchmark-json`` file into the per-call table and chart (``make bench`` does both). Every
+group is described in ``groups.py`` (collection fails otherwise); ``--bench-group TEXT`` (``make
+bench BENCH=TEXT``) keeps the groups whose name or file name contains TEXT.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from typing import Any
 
 import pytest
 
+from groups import GROUPS
+
 #: Operations per timed round (at most: see ROUND_SECONDS).
 CALLS = 1_000
 #: Slow operations get fewer calls per round, so that a round takes about this long.
@@ -43,6 +47,43 @@ UNROLL = 10
 TARGET_SECONDS = float(os.environ.get("BENCH_SECONDS", "0.8"))
 MIN_ROUNDS = 15
 MAX_ROUNDS = 10_000
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--bench-group",
+        default="",
+        help="run the benchmark groups whose name or file name contains this (case-insensitive)",
+    )
+
+
+def _group(item: pytest.Item) -> str | None:
+    marker = item.get_closest_marker("benchmark")
+    group = marker.kwargs.get("group") if marker is not None else None
+    return group if isinstance(group, str) else None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuses undescribed groups; keeps only the ``--bench-group`` ones if given."""
+    undescribed = sorted({g for item in items if (g := _group(item)) and g not in GROUPS})
+    if undescribed:
+        raise pytest.UsageError(
+            "benchmark groups missing from benches/groups.py: " + ", ".join(map(repr, undescribed))
+        )
+    wanted = str(config.getoption("--bench-group")).casefold()
+    if not wanted:
+        return
+    keep, drop = [], []
+    for item in items:
+        group = _group(item) or ""
+        hit = wanted in group.casefold() or wanted in item.path.name.casefold()
+        (keep if hit else drop).append(item)
+    if not keep:
+        raise pytest.UsageError(
+            f"no benchmark group matches {wanted!r}; the groups: " + "; ".join(GROUPS)
+        )
+    config.hook.pytest_deselected(items=drop)
+    items[:] = keep
 
 
 def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Module | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import re
 import subprocess
 import sys
@@ -47,7 +48,8 @@ def workload(which: str, rounds: int) -> None:
     loop.close()
 
 
-def count(which: str, rounds: int) -> int:
+def count(which: str, rounds: int, script: str = __file__) -> int:
+    """Instructions callgrind counts for ``script --workload which rounds`` (hash seed fixed)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         run = subprocess.run(
@@ -56,7 +58,7 @@ def count(which: str, rounds: int) -> int:
                 "--tool=callgrind",
                 f"--callgrind-out-file={out}",
                 sys.executable,
-                __file__,
+                script,
                 "--workload",
                 which,
                 str(rounds),
@@ -64,6 +66,8 @@ def count(which: str, rounds: int) -> int:
             capture_output=True,
             text=True,
             check=True,
+            # str hashes change dict layouts and so the instructions a run takes: fix them.
+            env={**os.environ, "PYTHONHASHSEED": "0"},
         )
     found = re.search(r"Collected : (\d+)", run.stderr)
     if found is None:

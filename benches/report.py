@@ -1,25 +1,31 @@
-"""Markdown table (and the issue-2 target check) from a pytest-benchmark JSON file.
+"""Per-call tables, a chart and the issue-2 target check from a pytest-benchmark JSON file.
 
     .venv/bin/python -m pytest benches -q --benchmark-only --benchmark-json=/tmp/b.json
-    .venv/bin/python benches/report.py /tmp/b.json
+    .venv/bin/python benches/report.py /tmp/b.json [--chart chart.png] [--results RESULTS.md]
 
-Columns: operation (the benchmark group), implementation, ns per call (the median round
-divided by the calls per round; then the fastest round, less sensitive to a noisy neighbour),
-the ratio of the medians to admission's row in the same group, and to the group's floor.
-Ratios > 1 mean slower. Only ratios within one run mean anything.
+``make bench`` runs both (the raw pytest-benchmark output goes to ``.bench/pytest.txt``).
+
+One table per group (what it measures and its unit come from ``groups.py``): implementation,
+ns per call or per task, query, ... (the median round divided by the operations per round; then
+the best round, less sensitive to a noisy neighbour), the ratio of the medians to admission's
+row in the same group, and to the group's floor. Ratios > 1 mean slower. Only ratios within
+one run mean anything. ``--results`` rewrites the block between the markers ``BEGIN`` and
+``END`` of a RESULTS.md with the same tables, so no figure there is copied by hand.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-GROUP_ORDER = ["try_acquire admitted", "try_acquire rejected", "semaphore try_acquire+release"]
+from groups import GROUPS
 
 
 @dataclass(frozen=True)
@@ -56,10 +62,11 @@ def load(path: Path) -> tuple[dict[str, Any], list[Row]]:
 
 
 def by_group(rows: list[Row]) -> dict[str, list[Row]]:
+    """Rows per group, in `groups.GROUPS`' order (unknown groups last), fastest first."""
     groups: dict[str, list[Row]] = {}
     for row in rows:
         groups.setdefault(row.group, []).append(row)
-    order = {name: i for i, name in enumerate(GROUP_ORDER)}
+    order = {name: i for i, name in enumerate(GROUPS)}
     return {
         name: sorted(groups[name], key=lambda r: r.ns)
         for name in sorted(groups, key=lambda g: (order.get(g, len(order)), g))
@@ -73,6 +80,12 @@ def _pick(rows: list[Row], *, role: str, baseline: bool = False) -> Row | None:
     return None
 
 
+def references(members: list[Row]) -> tuple[Row | None, Row | None]:
+    """The group's admission row the others are compared with, and its floor (if any)."""
+    base = _pick(members, role="admission", baseline=True) or _pick(members, role="admission")
+    return base, _pick(members, role="floor")
+
+
 def _x(r: float) -> str:
     return f"{r:.2f}x" if r < 10 else f"{r:.0f}x"
 
@@ -81,21 +94,33 @@ def ratio(value: float, reference: Row | None) -> str:
     return "-" if reference is None else _x(value / reference.ns)
 
 
+def _unit(group: str) -> str:
+    return GROUPS[group].unit if group in GROUPS else "call"
+
+
 def table(rows: list[Row]) -> str:
-    lines = [
-        "| operation | implementation | ns per call (median) | (min) | vs admission | vs floor |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
-    ]
+    """One markdown table per group, headed by what the group measures."""
+    parts = []
     for group, members in by_group(rows).items():
-        base = _pick(members, role="admission", baseline=True) or _pick(members, role="admission")
-        floor = _pick(members, role="floor")
+        what = GROUPS[group].what if group in GROUPS else "(not described in groups.py)"
+        unit = _unit(group)
+        base, floor = references(members)
+        lines = [
+            f"**{group}**: {what}.",
+            "",
+            f"| implementation | ns per {unit} (median) | (best) | vs admission | vs floor |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
         for row in members:
             name = f"**{row.impl}**" if row.role == "admission" else row.impl
+            if row.role == "floor" and "floor" not in name:
+                name += " (floor)"
             lines.append(
-                f"| {group} | {name} | {row.ns:,.0f} | {row.min_ns:,.0f} | {ratio(row.ns, base)} | "
+                f"| {name} | {row.ns:,.0f} | {row.min_ns:,.0f} | {ratio(row.ns, base)} | "
                 f"{ratio(row.ns, floor)} |"
             )
-    return "\n".join(lines)
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
 
 
 def _find(rows: list[Row], group: str, key: str) -> Row | None:
@@ -208,10 +233,107 @@ def header(data: dict[str, Any]) -> str:
     )
 
 
+#: Bar colours by role: admission stands out, floors are grey.
+COLOURS = {"admission": "#d95f02", "peer": "#1f78b4", "floor": "#8c8c8c", "reference": "#a6cee3"}
+#: The markers around the block of RESULTS.md that `--results` rewrites.
+BEGIN, END = "<!-- report.py: begin -->", "<!-- report.py: end -->"
+
+
+def _wrap(text: str, width: int) -> str:
+    return textwrap.fill(text, width, break_long_words=False)
+
+
+def chart(rows: list[Row], data: dict[str, Any], path: Path) -> None:
+    """One panel per group: ns per unit on a log scale, admission in orange, floors grey."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: a file is all we write
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    groups = list(by_group(rows).items())
+    cols = min(2, len(groups))
+    grid = [groups[i : i + cols] for i in range(0, len(groups), cols)]
+    heights = [max(len(members) for _, members in line) + 2.2 for line in grid]
+    fig, axes = plt.subplots(
+        len(grid),
+        cols,
+        figsize=(8 * cols, 0.32 * sum(heights) + 1),
+        gridspec_kw={"height_ratios": heights},
+        squeeze=False,
+    )
+    for r, line in enumerate(grid):
+        for c in range(cols):
+            ax = axes[r][c]
+            if c >= len(line):
+                ax.set_visible(False)
+                continue
+            group, members = line[c]
+            base, _ = references(members)
+            members = members[::-1]  # fastest at the top
+            ns = [m.ns for m in members]
+            ax.barh(range(len(members)), ns, color=[COLOURS[m.role] for m in members])
+            ax.set_yticks(range(len(members)))
+            ax.set_yticklabels(
+                [
+                    (m.impl if len(m.impl) <= 48 else m.impl[:47] + "…")
+                    + (" (floor)" if m.role == "floor" and "floor" not in m.impl else "")
+                    for m in members
+                ],
+                fontsize=7,
+            )
+            for tick, m in zip(ax.get_yticklabels(), members, strict=True):
+                if m.role == "admission":
+                    tick.set_fontweight("bold")
+            ax.set_xscale("log")
+            ax.set_xlim(min(ns) / 2, max(ns) * 8)
+            for y, m in enumerate(members):
+                label = f" {m.ns:,.0f}" + (f" ({ratio(m.ns, base)})" if base else "")
+                ax.text(m.ns, y, label, va="center", fontsize=6.5)
+            ax.set_title(_wrap(group, 60), fontsize=8.5, loc="left")
+            ax.set_xlabel(f"ns per {_unit(group)} (median; log scale)", fontsize=7)
+            plain = FuncFormatter(lambda v, _: f"{v:,.0f}")
+            ax.xaxis.set_major_formatter(plain)
+            low, high = ax.get_xlim()
+            if math.floor(math.log10(high)) < math.ceil(math.log10(low)):
+                # No power of ten in view, so no major tick to read: label 2x and 5x instead.
+                ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+                ax.xaxis.set_minor_formatter(plain)
+            else:
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.tick_params(axis="x", which="both", labelsize=6.5)
+    fig.suptitle(_wrap(header(data), 140), fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.985))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def results_block(data: dict[str, Any], rows: list[Row], command: str) -> str:
+    """The generated part of RESULTS.md: how it was run, on what, and the tables."""
+    return "\n\n".join([BEGIN, f"Command: `{command}`", header(data), table(rows), END])
+
+
+def update_results(path: Path, block: str) -> None:
+    """Replaces the text between the markers in ``path`` (which must hold them once)."""
+    text = path.read_text()
+    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
+        raise SystemExit(f"{path}: expected one {BEGIN} ... {END} block to replace")
+    head, rest = text.split(BEGIN)
+    _, tail = rest.split(END)
+    path.write_text(head + block + tail)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", type=Path, help="a pytest-benchmark --benchmark-json file")
     parser.add_argument("--no-targets", action="store_true", help="omit the target check")
+    parser.add_argument("--chart", type=Path, help="also draw the chart (PNG) to this path")
+    parser.add_argument(
+        "--results", type=Path, help="also rewrite the generated block of this RESULTS.md"
+    )
+    parser.add_argument(
+        "--command", default="make bench", help="the command named in the RESULTS.md block"
+    )
     args = parser.parse_args(argv)
     data, rows = load(args.json)
     if not rows:
@@ -220,11 +342,17 @@ def main(argv: list[str] | None = None) -> int:
     print(header(data))
     print()
     print(table(rows))
-    if not args.no_targets:
+    if not args.no_targets and (found := targets(rows)):
         print()
         print("Targets (issue 2):")
         print()
-        print(targets(rows))
+        print(found)
+    if args.chart:
+        chart(rows, data, args.chart)
+        print(f"\nchart: {args.chart}")
+    if args.results:
+        update_results(args.results, results_block(data, rows, args.command))
+        print(f"tables: {args.results}")
     return 0
 
 

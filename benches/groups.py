@@ -1,0 +1,124 @@
+"""What each benchmark group measures, in one line, and the unit its rows are divided into.
+
+Every ``@pytest.mark.benchmark(group=...)`` in ``benches/`` must have an entry here:
+``conftest.py`` refuses to collect a benchmark whose group is missing, so the report never
+shows a group that nobody has explained. The order of this table is the order of the report
+and of the chart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Group:
+    #: One line: what one operation of this group is, and what the rows compare.
+    what: str
+    #: What the figures are per: "call", "task", "query", ...
+    unit: str = "call"
+
+
+GROUPS: dict[str, Group] = {
+    "try_acquire admitted": Group(
+        "`bucket.try_acquire()` that admits, against the clock read it needs and the peers' "
+        "in-memory limiters"
+    ),
+    "try_acquire rejected": Group(
+        "`bucket.try_acquire()` that refuses (the limit is spent), against the same peers"
+    ),
+    "semaphore try_acquire+release": Group(
+        "take and give back one permit without waiting, against threading and asyncio "
+        "semaphores and a C lock"
+    ),
+    "semaphore with (thread)": Group("`with semaphore: pass` in a thread, against threading's"),
+    "semaphore cancel, 50,000 queued": Group(
+        "withdrawing one of 50,000 queued waiters (newest or oldest first)", unit="waiter"
+    ),
+    "rate limiter `with` in a thread": Group(
+        "`with bucket: pass` in a thread (waits if it must), against a bare `try_acquire()`"
+    ),
+    "all_of(rpm, tpm) uncontended": Group(
+        "one request charged to two buckets at once (1 request, 850 tokens)"
+    ),
+    "async with, uncontended": Group(
+        "`async with limiter: pass` in a task when nothing waits, against asyncio, aiolimiter, "
+        "anyio"
+    ),
+    "1,000 tasks through a limit of 10, sleep(0) body": Group(
+        "1,000 tasks contending for 10 permits, each yielding once while it holds one",
+        unit="task",
+    ),
+    "1,000 tasks through a limit of 10, 30 s acquire timeout": Group(
+        "the same 1,000 tasks, each waiting with a 30 s timeout (asyncio needs wait_for or "
+        "timeout())",
+        unit="task",
+    ),
+    "gather 10,000 trivial coroutines, 10 at once": Group(
+        "bounded gather: 10,000 coroutines, at most 10 running, against a semaphore + gather "
+        "and aiometer",
+        unit="coroutine",
+    ),
+    "breaker closed path: one call (sync)": Group(
+        "a call through a closed circuit breaker in a thread, against pybreaker and purgatory"
+    ),
+    "breaker closed path: one call (async)": Group(
+        "a call through a closed circuit breaker in a task, against aiobreaker and purgatory"
+    ),
+    "retry success path (sync)": Group(
+        "a retried call whose first attempt succeeds, in a thread, against tenacity and stamina"
+    ),
+    "retry success path (async)": Group(
+        "a retried call whose first attempt succeeds, in a task, against tenacity and stamina"
+    ),
+    "keyed try_acquire, keys held, uniform": Group(
+        "`try_acquire(key)` with 1,000,000 keys held (KEYED_BENCH_KEYS), cycling through all of "
+        "them (every call a cache miss), against limits and throttled-py"
+    ),
+    "keyed try_acquire, keys held, zipf": Group(
+        "`try_acquire(key)` with 1,000,000 keys held, keys drawn from a Zipf law (popular keys "
+        "stay in cache), against limits and throttled-py"
+    ),
+    "shared try_acquire admitted": Group(
+        "`try_acquire()` of a bucket in the shared-memory store (one limit for every process), "
+        "against the in-process bucket, a multiprocessing.Lock bucket and limits"
+    ),
+    "shared try_acquire rejected": Group("the same, refused (the shared bucket is spent)"),
+    "shared with semaphore": Group(
+        "`with semaphore: pass` of a semaphore in the shared-memory store (a lease per holder), "
+        "against the in-process one"
+    ),
+    "client transport per request (async)": Group(
+        "one request through admission.httpx.AsyncTransport (default preset, then the openai "
+        "preset: reserve, headers, settle), against the bare transport it wraps",
+        unit="request",
+    ),
+    "client transport per request (sync)": Group(
+        "the same through admission.httpx.Transport in a thread", unit="request"
+    ),
+    "metrics: TokenBucket.try_acquire admitted": Group(
+        "`try_acquire()` of a named bucket with metrics on and off (what exporting costs)"
+    ),
+    "metrics: Semaphore try_acquire+release": Group(
+        "a named semaphore's take and give back, metrics on and off"
+    ),
+    "metrics: await Semaphore.acquire()+release": Group(
+        "a named semaphore's awaited acquisition, metrics on and off"
+    ),
+    "metrics: one scrape (200 primitives, 12 series)": Group(
+        "rendering one Prometheus scrape of 200 named primitives", unit="scrape"
+    ),
+    "postgres select 1, concurrency 50": Group(
+        "`select 1` from 50 workers through the PoolManager, against a raw asyncpg pool and "
+        "a connection per query (a real local PostgreSQL)",
+        unit="query",
+    ),
+}
+
+
+def describe(group: str) -> Group:
+    """The entry for ``group``; `KeyError` names this module if it has none."""
+    try:
+        return GROUPS[group]
+    except KeyError:
+        raise KeyError(f"benchmark group {group!r} is not described in benches/groups.py") from None
