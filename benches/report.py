@@ -115,12 +115,28 @@ def table(rows: list[Row]) -> str:
             name = f"**{row.impl}**" if row.role == "admission" else row.impl
             if row.role == "floor" and "floor" not in name:
                 name += " (floor)"
+            median = f"{row.ns:,.0f}" + (" †" if disturbed(row) else "")
             lines.append(
-                f"| {name} | {row.ns:,.0f} | {row.min_ns:,.0f} | {ratio(row.ns, base)} | "
+                f"| {name} | {median} | {row.min_ns:,.0f} | {ratio(row.ns, base)} | "
                 f"{ratio(row.ns, floor)} |"
             )
+        if any(disturbed(row) for row in members):
+            lines += ["", DISTURBED_NOTE]
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
+
+
+#: A median this many times its best round was disturbed (a noisy neighbour for part of the
+#: benchmark's rounds): its ratios mislead, its best round does not.
+DISTURBED = 1.5
+DISTURBED_NOTE = (
+    f"† median over {DISTURBED} x the best round: disturbed by something else on the machine "
+    "during this benchmark; compare its best round."
+)
+
+
+def disturbed(row: Row) -> bool:
+    return row.ns > DISTURBED * row.min_ns
 
 
 def _find(rows: list[Row], group: str, key: str) -> Row | None:

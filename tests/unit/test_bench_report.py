@@ -221,3 +221,22 @@ def test_makefile_bench_prints_the_report_and_files_the_raw_tables() -> None:
     assert "--results benches/RESULTS.md" in recipe
     results = (BENCHES / "RESULTS.md").read_text()
     assert results.count("<!-- report.py: begin -->") == 1
+
+
+def test_a_disturbed_median_is_marked(report: ModuleType, tmp_path: Path) -> None:
+    # A median twice the best round: a noisy neighbour for part of the rounds.
+    data = {
+        "benchmarks": [
+            _bench(
+                "try_acquire admitted", "admission.TokenBucket", "admission", 58e-6, 57e-6, 1000
+            ),
+            _bench("try_acquire admitted", "limits.moving", "peer", 8e-3, 4e-3, 1000),
+        ]
+    }
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(data))
+    _, rows = report.load(path)
+    text = report.table(rows)
+    assert "| limits.moving | 8,000 † | 4,000 |" in text
+    assert "| **admission.TokenBucket** | 58 | 57 |" in text
+    assert text.count(report.DISTURBED_NOTE) == 1
