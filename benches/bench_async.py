@@ -150,7 +150,7 @@ def _tasks_round(limiter: Any | None) -> Callable[[], Awaitable[None]]:
 
 
 CONTENDED = [
-    ("no limit", "no limit (baseline)", "reference", False, lambda: None),
+    ("no limit", "no limit (floor)", "floor", False, lambda: None),
     (
         "admission.Semaphore",
         "admission Semaphore(10)",
