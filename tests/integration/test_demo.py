@@ -244,15 +244,18 @@ def test_outage_runs_count_every_call_and_request(outage_result: outage.OutageRe
         assert run.server.ok == run.statuses.get("200", 0) == run.succeeded
         assert run.server.unavailable == run.statuses.get("503", 0)
         assert run.server.rejected == run.statuses.get("429", 0)
-        assert run.calls <= run.requests <= outage.NAIVE_ATTEMPTS * run.calls
+        # A call sends at least one request unless the open breaker refused it at once.
+        assert 0 <= run.unsent <= run.failed
+        assert run.calls - run.unsent <= run.requests <= outage.NAIVE_ATTEMPTS * run.calls
         assert run.amplification == run.requests / run.calls
 
 
 def test_the_outage_happened_and_was_retried(outage_result: outage.OutageResult) -> None:
     naive, admission = outage_result.runs
+    assert naive.unsent == 0  # no breaker: every call sends
     for run in (naive, admission):
         assert run.statuses.get("503", 0) > 0
-        assert run.requests > run.calls
+        assert run.requests > run.calls - run.unsent  # some call was retried
     # Naive retries resend every failure (503, 429, connection error) but a call's fifth.
     failures = naive.requests - naive.statuses.get("200", 0)
     assert naive.requests - naive.calls == failures - naive.failed
@@ -260,7 +263,7 @@ def test_the_outage_happened_and_was_retried(outage_result: outage.OutageResult)
 
 def test_the_budget_bounds_the_retries(outage_result: outage.OutageResult) -> None:
     admission = outage_result.runs[1]
-    retries = admission.requests - admission.calls
+    retries = admission.requests - (admission.calls - admission.unsent)
     # RetryBudget(ratio=0.2, min_per_second=2, window="5s"): at most 20 % of the calls,
     # plus 2/s over the windows the run spans.
     windows = admission.wall / 5.0 + 1

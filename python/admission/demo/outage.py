@@ -216,6 +216,8 @@ class OutageRun:
     calls: int
     succeeded: int
     failed: int
+    unsent: int
+    """Calls that failed without sending any request (refused by an open breaker)."""
     requests: int
     """Requests sent to the provider."""
     statuses: dict[str, int]
@@ -291,10 +293,17 @@ async def _run_once(
             await asyncio.sleep(config.outage_start)
             await server.outage(config.failure_rate, config.outage_seconds)
 
-        async def arrive(i: int) -> bool:
+        async def arrive(i: int) -> tuple[bool, int]:
             # Open loop: each call arrives at its time, whatever happened to the others.
             await asyncio.sleep(max(0.0, begin + config.arrival(i) - loop.time()))
-            return await call(send)
+            attempts = 0
+
+            async def counted() -> httpx.Response:
+                nonlocal attempts
+                attempts += 1
+                return await send()
+
+            return await call(counted), attempts
 
         outcomes, _ = await asyncio.gather(
             asyncio.gather(*(arrive(i) for i in range(config.calls))), outage()
@@ -306,8 +315,9 @@ async def _run_once(
     return OutageRun(
         name=strategy.name,
         calls=config.calls,
-        succeeded=sum(outcomes),
-        failed=config.calls - sum(outcomes),
+        succeeded=sum(ok for ok, _ in outcomes),
+        failed=sum(not ok for ok, _ in outcomes),
+        unsent=sum(attempts == 0 for _, attempts in outcomes),
         requests=sum(sent.per_second.values()),
         statuses=dict(sent.statuses),
         per_second=tuple(sent.per_second[s] for s in range(seconds)),
@@ -364,6 +374,7 @@ def report(result: OutageResult) -> str:
         ("calls", [f"{r.calls:,}" for r in runs]),
         ("  succeeded", [f"{r.succeeded:,}" for r in runs]),
         ("  failed (gave up)", [f"{r.failed:,}" for r in runs]),
+        ("    at once, nothing sent", [f"{r.unsent:,}" for r in runs]),
         ("requests sent to the provider", [f"{r.requests:,}" for r in runs]),
         ("  answered 200", [f"{statuses(r, '200'):,}" for r in runs]),
         ("  503 (the outage)", [f"{statuses(r, '503'):,}" for r in runs]),
