@@ -14,14 +14,12 @@ Needs valgrind and requirements/bench.txt; about half a minute per workload.
 from __future__ import annotations
 
 import gc
-import os
-import re
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Any
+
+# The counter every *_instructions.py script shares (callgrind.py is next to this file).
+from callgrind import print_table
 
 CALLS = 100_000
 #: Rounds of CALLS at the two sizes counted.
@@ -109,39 +107,8 @@ def workloads() -> dict[str, Callable[[], None]]:
     }
 
 
-def count(which: str, rounds: int) -> int:
-    """Instructions callgrind counts for this script's ``--workload which rounds``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "callgrind.out"
-        run = subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={out}",
-                sys.executable,
-                __file__,
-                "--workload",
-                which,
-                str(rounds),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            # str hashes change dict layouts and so the instructions a run takes: fix them.
-            env={**os.environ, "PYTHONHASHSEED": "0"},
-        )
-    found = re.search(r"Collected : (\d+)", run.stderr)
-    if found is None:
-        raise RuntimeError(f"no instruction count in valgrind's output:\n{run.stderr}")
-    return int(found.group(1))
-
-
 def main(names: list[str]) -> None:
-    print("| workload | instructions per call |")
-    print("| --- | ---: |")
-    for which in names or list(workloads()):
-        per_call = (count(which, MORE) - count(which, FEW)) / ((MORE - FEW) * CALLS)
-        print(f"| {which} | {per_call:,.0f} |", flush=True)
+    print_table(__file__, names or list(workloads()), CALLS, FEW, MORE)
 
 
 if __name__ == "__main__":

@@ -15,15 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
-import re
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 # The timed benchmark's own round (bench_async.py is next to this file, on sys.path).
 from bench_async import CONTENDED, TASKS, _make_in_loop, _tasks_round
+from callgrind import per_call
 
 LIMIT = 10
 
@@ -48,39 +44,9 @@ def workload(which: str, rounds: int) -> None:
     loop.close()
 
 
-def count(which: str, rounds: int, script: str = __file__) -> int:
-    """Instructions callgrind counts for ``script --workload which rounds`` (hash seed fixed)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "callgrind.out"
-        run = subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={out}",
-                sys.executable,
-                script,
-                "--workload",
-                which,
-                str(rounds),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            # str hashes change dict layouts and so the instructions a run takes: fix them.
-            env={**os.environ, "PYTHONHASHSEED": "0"},
-        )
-    found = re.search(r"Collected : (\d+)", run.stderr)
-    if found is None:
-        raise RuntimeError(f"no instruction count in valgrind's output:\n{run.stderr}")
-    return int(found.group(1))
-
-
 def main() -> None:
     few, more = (int(a) for a in sys.argv[1:3]) if len(sys.argv) >= 3 else (10, 30)
-    per_task = {
-        which: (count(which, more) - count(which, few)) / ((more - few) * TASKS)
-        for which in IMPLEMENTATIONS
-    }
+    per_task = {which: per_call(__file__, which, TASKS, few, more) for which in IMPLEMENTATIONS}
     base = per_task["none"]
     print(f"instructions per task, {TASKS} tasks through a limit of {LIMIT}, sleep(0) body")
     print(f"(callgrind, rounds {few} and {more}; the difference per task)\n")

@@ -19,8 +19,8 @@ from typing import Any
 
 import admission as adm
 
-# The contended workload's counter (contended_instructions.py is next to this file).
-from contended_instructions import count
+# The counter every *_instructions.py script shares (callgrind.py is next to this file).
+from callgrind import print_table
 
 CALLS = 200_000
 #: Rounds of CALLS at the two sizes counted.
@@ -111,13 +111,7 @@ def run(which: str, rounds: int) -> None:
 
 
 def main(names: list[str]) -> None:
-    print("| workload | instructions per call |")
-    print("| --- | ---: |")
-    for which in names or list(workloads()):
-        per_call = (count(which, MORE, __file__) - count(which, FEW, __file__)) / (
-            (MORE - FEW) * CALLS
-        )
-        print(f"| {which} | {per_call:,.0f} |", flush=True)
+    print_table(__file__, names or list(workloads()), CALLS, FEW, MORE)
 
 
 if __name__ == "__main__":
