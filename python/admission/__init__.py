@@ -43,6 +43,7 @@ if TYPE_CHECKING or _NATIVE_ERROR is None:
         Closed,
         ConfigError,
         PortInUseError,
+        StoreUnavailable,
         UnknownLimit,
     )
     from admission.gather import gather
@@ -157,6 +158,7 @@ __all__ = [
     "Semaphore",
     "SemaphoreStats",
     "SlidingWindow",
+    "StoreUnavailable",
     "TaskPool",
     "TokenBucket",
     "TooManyKeys",

@@ -12,6 +12,7 @@ __all__ = [
     "Closed",
     "ConfigError",
     "PortInUseError",
+    "StoreUnavailable",
     "UnknownLimit",
 ]
 
@@ -194,3 +195,25 @@ class UnknownLimit(AdmissionError, KeyError):
 
     def __reduce__(self) -> tuple[type[UnknownLimit], tuple[str, str]]:
         return (type(self), (self.name, self.message))
+
+
+class StoreUnavailable(AdmissionError, ConnectionError):
+    """A network store (``admission.stores.Postgres``, ``Redis``) did not answer in time, or
+    answered with an error; ``store`` says which (without credentials).
+
+    Raised to the caller by a limiter whose ``on_store_error`` is ``"closed"``; the other
+    modes admit (``"open"``) or fall back to an in-process limiter (``"local"``) instead.
+    ``__cause__`` holds the driver's error when there is one.
+
+    >>> e = StoreUnavailable("redis://127.0.0.1:6379/0", "timed out after 0.1 s")
+    >>> str(e), isinstance(e, ConnectionError)
+    ('store redis://127.0.0.1:6379/0 unavailable: timed out after 0.1 s', True)
+    """
+
+    def __init__(self, store: str, reason: str) -> None:
+        super().__init__(f"store {store} unavailable: {reason}")
+        self.store = store
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[StoreUnavailable], tuple[str, str]]:
+        return (type(self), (self.store, self.reason))

@@ -7,6 +7,7 @@ a multiprocessing pool): pass it as ``store=`` to `admission.TokenBucket` or
 
 from __future__ import annotations
 
+from admission.stores.network import NetworkStore, RateReply, SemaphoreReply
 from admission.stores.shared_memory import (
     SharedLimiter,
     SharedMemory,
@@ -14,4 +15,12 @@ from admission.stores.shared_memory import (
     SharedTokenBucket,
 )
 
-__all__ = ["SharedLimiter", "SharedMemory", "SharedSemaphore", "SharedTokenBucket"]
+__all__ = [
+    "NetworkStore",
+    "RateReply",
+    "SemaphoreReply",
+    "SharedLimiter",
+    "SharedMemory",
+    "SharedSemaphore",
+    "SharedTokenBucket",
+]

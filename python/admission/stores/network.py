@@ -1,0 +1,137 @@
+"""The contract between admission's network stores (PostgreSQL, Redis) and the limiters in them.
+
+A network store decides on the **server**: each decision is one round trip that runs the
+whole decision there (one SQL statement, one Redis script) on the server's clock, so clients
+whose clocks disagree still agree on the limit. `NetworkStore` is what a store implements;
+the limiters built on it (`admission.stores.remote`) own everything else: waiting, giving
+back on cancellation, leases' heartbeats, the policy when the store fails, metrics.
+
+Units on the wire are integers: times are microseconds since the Unix epoch on the server's
+clock (exact in a Redis script's doubles until the year 2255), durations microseconds. A
+bucket's emission interval is rounded **up** to a whole microsecond, so rounding never
+admits more than the configured rate.
+
+The GCRA every store runs, for a bucket of emission interval ``T`` and capacity ``burst``
+(``TAT`` is the bucket's theoretical arrival time, absent = in the past)::
+
+    tat = max(TAT, now);  new = tat + cost * T;  allow_at = new - burst * T
+    allow_at <= now                  -> admitted now:        TAT = new, wait 0
+    allow_at - now <= max_wait       -> admitted at allow_at: TAT = new, wait = allow_at - now
+    otherwise                        -> refused: TAT unchanged, wait = allow_at - now
+
+(``max_wait`` < 0 means no bound.) The state expires once ``TAT <= now`` (the bucket is full
+again): Redis keys get that TTL, PostgreSQL rows are swept.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+__all__ = ["NetworkStore", "RateReply", "SemaphoreReply"]
+
+
+class RateReply(NamedTuple):
+    """A store's answer to one GCRA decision (`NetworkStore.rate`)."""
+
+    admitted: bool
+    """True: ``cost`` is charged, usable ``wait_us`` after the server's now."""
+    wait_us: int
+    """Admitted: µs until the charge is due (0 = now). Refused: µs until it would fit."""
+    tat_us: int
+    """Admitted: the bucket's TAT after this charge, the reservation's identity for
+    `NetworkStore.rate_give_back`. Refused: the TAT as it stands (unchanged)."""
+    now_us: int
+    """The server's clock when it decided (µs since the epoch)."""
+
+
+class SemaphoreReply(NamedTuple):
+    """A store's answer to a semaphore request (`NetworkStore.semaphore_acquire`)."""
+
+    granted: bool
+    """True: ``holder`` holds a lease until the server's now + ``lease_us``."""
+    fence: int
+    """Granted: the fencing token, strictly greater than every token this semaphore granted
+    before (across all clients and restarts of the clients). Not granted: 0."""
+    in_use: int
+    """Valid leases after this decision (this one included when granted)."""
+    ahead: int
+    """Not granted: waiters queued before ``holder`` (0 when granted or not queued)."""
+
+
+class NetworkStore(ABC):
+    """A store whose limiters live on a server (PostgreSQL, Redis), shared by every process
+    of every host that opens a limiter of the same name in it.
+
+    Every method is one round trip, must return or raise within ``timeout`` seconds, and
+    raises `admission.errors.StoreUnavailable` for anything that is the store's fault
+    (connection refused or lost, timeout, server error), never the driver's own exception.
+    A reply lost to cancellation may have been applied by the server: callers that must not
+    lose a charge shield the call (the limiters do).
+
+    ``name`` and ``key`` identify a limiter's state: ``name`` its limiter's name (text),
+    ``key`` a keyed limiter's key (canonical bytes, see `admission.keyed`) or None.
+    """
+
+    timeout: float
+    """Seconds a round trip may take before it counts as a failure of the store."""
+
+    @property
+    @abstractmethod
+    def label(self) -> str:
+        """What metrics and errors call this store: a URL or DSN without credentials."""
+
+    @abstractmethod
+    async def register(self, kind: str, name: str, config: Mapping[str, float]) -> None:
+        """Records limiter ``name`` of ``kind`` ("TokenBucket", "KeyedTokenBucket",
+        "Semaphore") with ``config`` at its first use; idempotent. Raises `ValueError` naming
+        both configurations if the store already holds another under that kind and name."""
+
+    @abstractmethod
+    async def rate(
+        self,
+        name: str,
+        key: bytes | None,
+        interval_us: int,
+        burst: int,
+        cost: int,
+        max_wait_us: int,
+    ) -> RateReply:
+        """One GCRA decision (module docstring) on the server's clock; ``1 <= cost <= burst``."""
+
+    @abstractmethod
+    async def rate_give_back(
+        self, name: str, key: bytes | None, interval_us: int, cost: int, tat_us: int
+    ) -> bool:
+        """Undoes an admitted charge whose reply said ``tat_us``, if no charge was made after
+        it (the stored TAT still equals ``tat_us``): TAT -= cost * interval. Returns whether it
+        did. A later charge keeps its place, so nothing is ever promised twice."""
+
+    @abstractmethod
+    async def semaphore_acquire(
+        self, name: str, limit: int, holder: str, lease_us: int, queue: bool
+    ) -> SemaphoreReply:
+        """Grants ``holder`` a lease if fewer than ``limit`` leases are valid and no waiter
+        queued before it is still waiting (FIFO per semaphore). Otherwise, with ``queue``,
+        puts ``holder`` in the queue (or keeps its place, renewing it for ``lease_us``: a
+        waiter that stops asking drops out) and says how many are ahead. Expired leases and
+        queue entries are dropped by the same round trip. Asking again for a holder that
+        already holds a lease renews it and returns its fence."""
+
+    @abstractmethod
+    async def semaphore_renew(self, name: str, holders: Sequence[str], lease_us: int) -> list[bool]:
+        """Extends each holder's lease to the server's now + ``lease_us``; False for a holder
+        whose lease had already expired (it is not granted again)."""
+
+    @abstractmethod
+    async def semaphore_release(self, name: str, holder: str) -> bool:
+        """Ends ``holder``'s lease, or its place in the queue; False if it had neither."""
+
+    @abstractmethod
+    async def semaphore_state(self, name: str) -> tuple[int, int]:
+        """(valid leases, queued waiters) of semaphore ``name`` now."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Closes the store's connections (if it made them); idempotent."""
