@@ -1,4 +1,5 @@
-"""Fixtures of the integration tests: ``pg``, one PostgreSQL server per test module.
+"""Fixtures of the integration tests: ``pg``, one PostgreSQL server per test module, and
+``redis_server``, one Redis server per test module.
 
 A module that needs a differently set up server (test_pool_ssl.py) defines its own ``pg``.
 """
@@ -9,9 +10,16 @@ from collections.abc import Iterator
 
 import pytest
 from postgres import PostgresServer
+from redis_server import RedisServer
 
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[PostgresServer]:
     with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
         yield server

@@ -54,6 +54,7 @@ FEATURES: dict[str, tuple[str, str, Callable[[Path], object]]] = {
     ),
     "yaml": ("yaml", "pyyaml", _read_yaml),
     "postgres": ("asyncpg", "asyncpg", lambda _: _driver.driver()),
+    "redis": ("redis", "redis", lambda _: adm.stores.Redis()),
 }
 
 

@@ -1,0 +1,497 @@
+"""The Redis store: limiters shared by every host that reaches one Redis (or Valkey) server.
+
+`Redis` implements `admission.stores.NetworkStore` on redis-py's asyncio client: each method
+is **one** call of a Lua script (``EVALSHA``; on exactly a ``NOSCRIPT`` error, after a
+``SCRIPT FLUSH``, a restart or a failover, the script is sent again with ``EVAL``, which
+loads and runs it in one command; nothing else is retried). Every script reads the server's
+clock (``TIME``), never the client's, and touches keys of one hash slot only, so it runs on
+Redis Cluster.
+
+What lives in Redis, under ``prefix`` (``admission`` by default); the part in braces is the
+hash tag, the only part Redis Cluster hashes:
+
+- ``<prefix>:{b:<name>}``: a `TokenBucket`'s TAT (µs, a decimal string), with a TTL of the
+  time until the bucket is full again (a full bucket has no key);
+- ``<prefix>:{k:<len(name)>:<name>:<key>}``: a keyed bucket's TAT for one key; the key is
+  inside the hash tag, so a keyed limiter's keys spread over a cluster's slots;
+- ``<prefix>:{c:<name>}``: a hash of the configurations `register` recorded for ``name``,
+  one field per kind (``TokenBucket``, ``KeyedTokenBucket``, ``Semaphore``), the value a
+  canonical JSON object; it never expires;
+- a semaphore's keys, ``<prefix>:{s:<name>}:`` followed by one letter:
+
+  - ``h``: the holders, a sorted set scored by lease expiry (µs on the server's clock); a
+    lease is valid while its expiry is after now;
+  - ``f``: a hash holder -> the fencing token its grant carried (asking again returns it);
+  - ``q``: the queue, a sorted set scored by arrival (the semaphore's sequence, below);
+  - ``e``: the queue entries' expiries, a sorted set scored like ``h``: a waiter that stops
+    asking drops out ``lease_us`` after it last asked;
+  - ``n``: the semaphore's sequence, the last number handed out as a fencing token or a
+    place in the queue. Each new number is ``max(last + 1, now in µs)``: strictly
+    increasing while the key lives, and still increasing if the key is ever lost (an
+    evicting ``maxmemory-policy``, a restart without persistence, a failover to a replica
+    that missed the last write), as long as the server's clock does not step back. It has
+    no TTL; the other four expire (``PEXPIRE``) once every member in them has expired.
+
+  The semaphore is FIFO: a holder is granted a lease only if fewer than ``limit`` leases
+  are valid **and** no waiter queued before it is still waiting (``ahead == 0``); a caller
+  that is not in the queue has every queued waiter ahead of it, so a newcomer never passes a
+  live waiter. Expired leases and queue entries are dropped by every `semaphore_acquire`.
+
+Run the server with ``maxmemory-policy noeviction`` (Redis's default) or with no
+``maxmemory``: an evicting policy may drop a bucket's TAT or a semaphore's holders, and the
+limiters then admit more than their limits (fencing tokens stay increasing, see ``n``).
+
+The client is redis-py's asyncio client, so the store runs on asyncio (and uvloop), not on
+trio. A client made from ``url`` retries nothing and gives up on a socket after ``timeout``;
+every call, on any client, is also bounded by ``timeout`` as a whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, final
+
+from admission._extras import require
+from admission.errors import StoreUnavailable
+from admission.pools.dsn import redact_dsn, scrub
+from admission.stores.network import NetworkStore, RateReply, SemaphoreReply
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+__all__ = ["Redis"]
+
+DEFAULT_URL: Final = "redis://127.0.0.1:6379/0"
+#: Connections of a client made from a URL (``?max_connections=N`` in the URL overrides it).
+DEFAULT_MAX_CONNECTIONS: Final = 100
+
+# The server's clock in µs, and the one way the scripts write a number: Lua's tostring()
+# would write a µs timestamp as "1.7e+15", losing its last digits.
+_PRELUDE = """
+local t = redis.call('TIME')
+local now = t[1] * 1000000 + t[2]
+local function int(x) return string.format('%d', x) end
+local function ms(us) return int(math.ceil(us / 1000)) end
+"""
+
+# Removes ``members`` from ``key`` with ``cmd`` in chunks (unpack() of thousands of values
+# would overflow Lua's stack).
+_REMOVE = """
+local function remove(cmd, key, members)
+  for i = 1, #members, 1000 do
+    redis.call(cmd, key, unpack(members, i, math.min(i + 999, #members)))
+  end
+end
+"""
+
+# The GCRA of admission.stores.network. KEYS: the TAT. ARGV: interval, burst, cost, max_wait.
+_RATE = """
+local interval = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new = tat + ARGV[3] * interval
+local wait = new - ARGV[2] * interval - now
+local max_wait = tonumber(ARGV[4])
+if wait > 0 and max_wait >= 0 and wait > max_wait then
+  return {0, wait, tat, now}
+end
+if wait < 0 then wait = 0 end
+redis.call('SET', KEYS[1], int(new), 'PX', ms(new - now))
+return {1, wait, new, now}
+"""
+
+# Compare-and-set on the TAT. KEYS: the TAT. ARGV: interval, cost, the TAT the charge left.
+_GIVE_BACK = """
+local stored = redis.call('GET', KEYS[1])
+if not stored or tonumber(stored) ~= tonumber(ARGV[3]) then return 0 end
+local back = stored - ARGV[2] * ARGV[1]
+if back <= now then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], int(back), 'PX', ms(back - now))
+end
+return 1
+"""
+
+# KEYS: the configurations of a name. ARGV: kind, canonical config. Nil, or the other one.
+_REGISTER = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then return false end
+local stored = redis.call('HGET', KEYS[1], ARGV[1])
+if stored == ARGV[2] then return false end
+return stored
+"""
+
+# Keeps ``key`` alive at least ``us`` more µs (never shortens it).
+_KEEP = """
+local function keep(key, us)
+  local ttl = redis.call('PTTL', key)
+  if ttl >= 0 and ttl * 1000 >= us then return end
+  redis.call('PEXPIRE', key, ms(us))
+end
+"""
+
+# The next number of a semaphore's sequence (module docstring, ``n``).
+_NEXT = """
+local function next_number(key)
+  local n = (tonumber(redis.call('GET', key)) or 0) + 1
+  if n < now then n = now end
+  redis.call('SET', key, int(n))
+  return n
+end
+"""
+
+# KEYS: h, f, q, e, n. ARGV: limit, holder, lease, queue (1/0).
+_ACQUIRE = """
+local h, f, q, e, n = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local limit, holder, lease = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local expiry = int(now + lease)
+local gone = redis.call('ZRANGEBYSCORE', h, '-inf', int(now))
+if #gone > 0 then
+  redis.call('ZREMRANGEBYSCORE', h, '-inf', int(now))
+  remove('HDEL', f, gone)
+end
+gone = redis.call('ZRANGEBYSCORE', e, '-inf', int(now))
+if #gone > 0 then
+  redis.call('ZREMRANGEBYSCORE', e, '-inf', int(now))
+  remove('ZREM', q, gone)
+end
+local in_use = redis.call('ZCARD', h)
+if redis.call('ZSCORE', h, holder) then
+  redis.call('ZADD', h, expiry, holder)
+  keep(h, lease)
+  keep(f, lease)
+  return {1, tonumber(redis.call('HGET', f, holder)), in_use, 0}
+end
+local rank = redis.call('ZRANK', q, holder)
+local ahead = rank or redis.call('ZCARD', q)
+if in_use < limit and ahead == 0 then
+  local fence = next_number(n)
+  redis.call('ZADD', h, expiry, holder)
+  redis.call('HSET', f, holder, int(fence))
+  keep(h, lease)
+  keep(f, lease)
+  if rank then
+    redis.call('ZREM', q, holder)
+    redis.call('ZREM', e, holder)
+  end
+  return {1, fence, in_use + 1, 0}
+end
+if ARGV[4] == '1' then
+  if not rank then redis.call('ZADD', q, next_number(n), holder) end
+  redis.call('ZADD', e, expiry, holder)
+  keep(q, lease)
+  keep(e, lease)
+  return {0, 0, in_use, ahead}
+end
+if rank then return {0, 0, in_use, ahead} end
+return {0, 0, in_use, 0}
+"""
+
+# KEYS: h, f. ARGV: lease, holders...
+_RENEW = """
+local h, f, lease = KEYS[1], KEYS[2], tonumber(ARGV[1])
+local expiry = int(now + lease)
+local renewed = {}
+for i = 2, #ARGV do
+  local score = redis.call('ZSCORE', h, ARGV[i])
+  if score and tonumber(score) > now then
+    redis.call('ZADD', h, expiry, ARGV[i])
+    renewed[i - 1] = 1
+  else
+    if score then
+      redis.call('ZREM', h, ARGV[i])
+      redis.call('HDEL', f, ARGV[i])
+    end
+    renewed[i - 1] = 0
+  end
+end
+if redis.call('EXISTS', h) == 1 then
+  keep(h, lease)
+  keep(f, lease)
+end
+return renewed
+"""
+
+# KEYS: h, f, q, e. ARGV: holder.
+_RELEASE = """
+local h, f, q, e, holder = KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1]
+local score = redis.call('ZSCORE', h, holder)
+if score then
+  redis.call('ZREM', h, holder)
+  redis.call('HDEL', f, holder)
+  if tonumber(score) > now then return 1 end
+  return 0
+end
+score = redis.call('ZSCORE', e, holder)
+if score then
+  redis.call('ZREM', q, holder)
+  redis.call('ZREM', e, holder)
+  if tonumber(score) > now then return 1 end
+end
+return 0
+"""
+
+# KEYS: h, e.
+_STATE = """
+local after = '(' .. int(now)
+return {redis.call('ZCOUNT', KEYS[1], after, '+inf'), redis.call('ZCOUNT', KEYS[2], after, '+inf')}
+"""
+
+
+@final
+class _Script:
+    """One Lua script: its source and the SHA1 that ``EVALSHA`` names it by."""
+
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str, *parts: str) -> None:
+        self.name = name
+        self.source = "".join(parts)
+        self.sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
+
+
+RATE: Final = _Script("rate", _PRELUDE, _RATE)
+GIVE_BACK: Final = _Script("rate_give_back", _PRELUDE, _GIVE_BACK)
+REGISTER: Final = _Script("register", _REGISTER)
+ACQUIRE: Final = _Script("semaphore_acquire", _PRELUDE, _REMOVE, _KEEP, _NEXT, _ACQUIRE)
+RENEW: Final = _Script("semaphore_renew", _PRELUDE, _KEEP, _RENEW)
+RELEASE: Final = _Script("semaphore_release", _PRELUDE, _RELEASE)
+STATE: Final = _Script("semaphore_state", _PRELUDE, _STATE)
+SCRIPTS: Final = (RATE, GIVE_BACK, REGISTER, ACQUIRE, RENEW, RELEASE, STATE)
+
+
+def _client_label(client: Any) -> str:
+    """A URL naming where a given client connects, without its credentials."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+    if isinstance(kwargs, dict):
+        if "path" in kwargs:
+            return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
+        if "host" in kwargs:
+            return f"redis://{kwargs['host']}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+    nodes = getattr(client, "startup_nodes", None)  # a RedisCluster
+    if isinstance(nodes, list) and nodes:
+        node = nodes[0]
+        return f"redis-cluster://{getattr(node, 'host', '?')}:{getattr(node, 'port', '?')}"
+    return f"redis ({type(client).__name__})"
+
+
+def _positive(what: str, value: int) -> None:
+    if not (isinstance(value, int) and value >= 1):
+        raise ValueError(f"{what} must be an int >= 1, got {value!r}")
+
+
+class Redis(NetworkStore):
+    """Limiters on a Redis or Valkey server, shared by every process of every host using it.
+
+    ``url`` is redis-py's (``redis://[[user]:password@]host[:port][/db]``, ``rediss://``
+    for TLS, ``unix://path?db=0``); or pass ``client=``, a ``redis.asyncio.Redis`` (or
+    ``RedisCluster``) of your own: it is used as it is (its retries, its pool) and
+    `aclose` leaves it open. A client made from ``url`` retries nothing and holds at most
+    100 connections (``?max_connections=N`` in the URL): a call finding them all busy waits
+    for one, within its ``timeout``. ``timeout`` bounds every call (seconds, default 0.1): a call
+    that has not returned by then raises `admission.errors.StoreUnavailable`.
+    ``prefix`` starts every key this store writes (module docstring).
+
+    Needs the ``redis`` extra (``pip install 'admission[redis]'``, and ``hiredis`` for a
+    faster reply parser). Asyncio only.
+
+    >>> import admission as adm
+    >>> store = adm.stores.Redis("redis://app:s3cret@10.0.0.7:6379/0")
+    >>> store.label
+    'redis://app:***@10.0.0.7:6379/0'
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        client: redis.asyncio.Redis | redis.asyncio.RedisCluster | None = None,
+        timeout: float = 0.1,
+        prefix: str = "admission",
+    ) -> None:
+        require("redis", "redis", "admission.stores.Redis")
+        import redis.asyncio
+        import redis.exceptions
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        if not isinstance(prefix, str) or not prefix:
+            raise ValueError(f"prefix must be a non-empty str, got {prefix!r}")
+        self.timeout = float(timeout)
+        self.prefix = prefix
+        self._prefix = prefix.encode()
+        self._noscript: type[Exception] = redis.exceptions.NoScriptError
+        self._driver_errors: tuple[type[Exception], ...] = (redis.exceptions.RedisError, OSError)
+        if client is not None:
+            self._client: Any = client
+            self._owned = False
+            self._label = _client_label(client)
+            self._secrets: tuple[str, ...] = ()
+            return
+        if not isinstance(url, str):
+            raise TypeError(f"url must be a str, got {type(url).__name__}")
+        self._label = redact_dsn(url)
+        from urllib.parse import unquote, urlsplit
+
+        try:
+            password = urlsplit(url).password
+        except ValueError:
+            password = None
+        self._secrets = (password, unquote(password)) if password else ()
+        try:
+            # A call waits (within its timeout) for one of the pool's connections, rather
+            # than failing as redis-py's default pool does when all are in use.
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                url,
+                max_connections=DEFAULT_MAX_CONNECTIONS,
+                timeout=self.timeout,
+                socket_timeout=self.timeout,
+                socket_connect_timeout=self.timeout,
+                retry=Retry(NoBackoff(), 0),
+            )
+            self._client = redis.asyncio.Redis.from_pool(pool)
+        except ValueError as exc:
+            # redis-py's message may quote the URL: say what is wrong without it.
+            raise ValueError(
+                f"url {self._label!r} cannot be used: {scrub(str(exc), self._secrets)}"
+            ) from None
+        self._owned = True
+
+    @property
+    def label(self) -> str:
+        """The URL without its password (``redis://user:***@host:6379/0``)."""
+        return self._label
+
+    def __repr__(self) -> str:
+        return f"Redis({self._label!r}, timeout={self.timeout}, prefix={self.prefix!r})"
+
+    # ------------------------------------------------------------------- keys
+
+    def _bucket_key(self, name: str, key: bytes | None) -> bytes:
+        if key is None:
+            return b"%s:{b:%s}" % (self._prefix, name.encode())
+        encoded = name.encode()
+        return b"%s:{k:%d:%s:%s}" % (self._prefix, len(encoded), encoded, key)
+
+    def _semaphore_keys(self, name: str, which: str) -> list[bytes]:
+        base = b"%s:{s:%s}:" % (self._prefix, name.encode())
+        return [base + letter.encode() for letter in which]
+
+    # ---------------------------------------------------------------- calling
+
+    async def _eval(self, script: _Script, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
+        """One script call within ``timeout``: EVALSHA, and on NOSCRIPT the load and again."""
+        try:
+            if sys.version_info >= (3, 11):
+                async with asyncio.timeout(self.timeout):
+                    return await self._evalsha(script, keys, args)
+            else:  # pragma: no cover - 3.10 has no asyncio.timeout
+                return await asyncio.wait_for(self._evalsha(script, keys, args), self.timeout)
+        except (TimeoutError, asyncio.TimeoutError) as exc:  # the two differ on 3.10 only
+            raise StoreUnavailable(
+                self._label, f"{script.name}: no answer within {self.timeout} s"
+            ) from exc
+        except self._driver_errors as exc:
+            reason = scrub(f"{type(exc).__name__}: {exc}", self._secrets)
+            raise StoreUnavailable(self._label, f"{script.name}: {reason}") from exc
+
+    async def _evalsha(self, script: _Script, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
+        client = self._client
+        try:
+            return await client.evalsha(script.sha, len(keys), *keys, *args)
+        except self._noscript:
+            # The server lost its scripts (SCRIPT FLUSH, a restart, a failover), and so did
+            # not run this one: EVAL sends it, runs it and caches it for the next EVALSHA in
+            # one command (a SCRIPT LOAD then EVALSHA could lose it to a flush in between).
+            return await client.eval(script.source, len(keys), *keys, *args)
+
+    # ---------------------------------------------------------- NetworkStore
+
+    async def register(self, kind: str, name: str, config: Mapping[str, float]) -> None:
+        """Records ``name``'s configuration for ``kind`` at first use (see `NetworkStore`)."""
+        if not kind.isidentifier():
+            raise ValueError(f"kind must be an identifier, got {kind!r}")
+        wanted = {field: float(value) for field, value in config.items()}
+        canonical = json.dumps(wanted, sort_keys=True, separators=(",", ":"))
+        key = b"%s:{c:%s}" % (self._prefix, name.encode())
+        stored = await self._eval(REGISTER, (key,), (kind, canonical))
+        if stored is not None:
+            other = stored.decode() if isinstance(stored, bytes) else str(stored)
+            raise ValueError(
+                f"{kind} {name!r} is configured as {other} in store {self._label}, "
+                f"not as {canonical}: use another name, or the same configuration"
+            )
+
+    async def rate(
+        self,
+        name: str,
+        key: bytes | None,
+        interval_us: int,
+        burst: int,
+        cost: int,
+        max_wait_us: int,
+    ) -> RateReply:
+        """One GCRA decision on the server's clock (see `NetworkStore.rate`)."""
+        if not 1 <= cost <= burst:
+            raise ValueError(f"cost must be between 1 and burst ({burst}), got {cost!r}")
+        _positive("interval_us", interval_us)
+        admitted, wait_us, tat_us, now_us = await self._eval(
+            RATE, (self._bucket_key(name, key),), (interval_us, burst, cost, max_wait_us)
+        )
+        return RateReply(admitted == 1, wait_us, tat_us, now_us)
+
+    async def rate_give_back(
+        self, name: str, key: bytes | None, interval_us: int, cost: int, tat_us: int
+    ) -> bool:
+        """Undoes the charge that left the TAT at ``tat_us``, if it is still the last one."""
+        _positive("interval_us", interval_us)
+        _positive("cost", cost)
+        done = await self._eval(
+            GIVE_BACK, (self._bucket_key(name, key),), (interval_us, cost, tat_us)
+        )
+        return bool(done == 1)
+
+    async def semaphore_acquire(
+        self, name: str, limit: int, holder: str, lease_us: int, queue: bool
+    ) -> SemaphoreReply:
+        """A lease for ``holder``, FIFO (see `NetworkStore.semaphore_acquire`)."""
+        _positive("limit", limit)
+        _positive("lease_us", lease_us)
+        if not holder:
+            raise ValueError("holder must be a non-empty str")
+        granted, fence, in_use, ahead = await self._eval(
+            ACQUIRE,
+            self._semaphore_keys(name, "hfqen"),
+            (limit, holder, lease_us, 1 if queue else 0),
+        )
+        return SemaphoreReply(granted == 1, fence, in_use, ahead)
+
+    async def semaphore_renew(self, name: str, holders: Sequence[str], lease_us: int) -> list[bool]:
+        """Extends each valid lease to now + ``lease_us``; False for one that had expired."""
+        _positive("lease_us", lease_us)
+        if not holders:
+            return []
+        renewed = await self._eval(RENEW, self._semaphore_keys(name, "hf"), (lease_us, *holders))
+        return [flag == 1 for flag in renewed]
+
+    async def semaphore_release(self, name: str, holder: str) -> bool:
+        """Ends ``holder``'s lease or its place in the queue; False if it had neither."""
+        done = await self._eval(RELEASE, self._semaphore_keys(name, "hfqe"), (holder,))
+        return bool(done == 1)
+
+    async def semaphore_state(self, name: str) -> tuple[int, int]:
+        """(valid leases, live queued waiters) of semaphore ``name`` now."""
+        in_use, queued = await self._eval(STATE, self._semaphore_keys(name, "he"), ())
+        return int(in_use), int(queued)
+
+    async def aclose(self) -> None:
+        """Closes the client this store made from ``url`` (never a given one); idempotent."""
+        if self._owned:
+            self._owned = False
+            await self._client.aclose()

@@ -1,0 +1,537 @@
+"""The Redis store's methods against a real redis-server (one per module, `redis_server`).
+
+Each `NetworkStore` method's semantics (stores/network.py), checked exactly: the GCRA's
+arithmetic on the server's clock (the reply's ``now_us`` and the stored TAT), refusals that
+change nothing, TTL = time until full, the give-back's compare-and-set, FIFO semaphores with
+expiring leases and queue entries, fencing tokens that never go back; ``register``'s
+mismatch; and the scripts' reload on exactly ``NOSCRIPT``. Outages, cluster slots and
+credentials are in test_redis_store_failures.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import pytest
+import redis.asyncio
+from postgres import run, wait_until
+from redis_server import RedisServer
+
+import admission as adm
+from admission.stores.redis import SCRIPTS, Redis
+
+T = TypeVar("T")
+SECOND = 1_000_000
+
+
+@asynccontextmanager
+async def opened(server: RedisServer, **kwargs: Any) -> AsyncIterator[Redis]:
+    store = adm.stores.Redis(server.url(), **kwargs)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+def with_store(server: RedisServer, body: Callable[[Redis], Coroutine[Any, Any, T]]) -> T:
+    async def scenario() -> T:
+        async with opened(server, timeout=5.0) as store:
+            return await body(store)
+
+    return run(scenario())
+
+
+def unique(what: str) -> str:
+    return f"{what}-{uuid.uuid4().hex[:12]}"
+
+
+def server_now(server: RedisServer) -> int:
+    seconds, micros = server.command("TIME")  # type: ignore[misc]
+    return int(seconds) * SECOND + int(micros)
+
+
+def stored_tat(server: RedisServer, key: bytes) -> int | None:
+    value = server.command("GET", key)
+    return None if value is None else int(value)  # type: ignore[call-overload]
+
+
+# --------------------------------------------------------------------------- rate
+
+
+def test_gcra_on_the_servers_clock_exactly(redis_server: RedisServer) -> None:
+    name, T, burst = unique("gcra"), SECOND, 3  # 1/s, burst 3
+
+    async def body(store: Redis) -> None:
+        before = server_now(redis_server)
+        replies = [await store.rate(name, None, T, burst, 1, 0) for _ in range(burst)]
+        after = server_now(redis_server)
+        tat = None
+        for reply in replies:
+            assert reply.admitted
+            assert reply.wait_us == 0
+            assert before <= reply.now_us <= after  # the server's clock, not the client's
+            start = reply.now_us if tat is None else max(tat, reply.now_us)
+            assert reply.tat_us == start + T
+            tat = reply.tat_us
+        # Spent: refused, with the exact wait, and the TAT left as it was.
+        key = store._bucket_key(name, None)
+        refused = await store.rate(name, None, T, burst, 2, 0)
+        assert not refused.admitted
+        assert refused.tat_us == tat == stored_tat(redis_server, key)
+        assert refused.wait_us == tat + 2 * T - burst * T - refused.now_us > 0
+        # Admitted later: with a bound that allows the wait, or with no bound (-1).
+        waited = await store.rate(name, None, T, burst, 1, 5 * SECOND)
+        assert waited.admitted
+        assert waited.tat_us == tat + T
+        assert waited.wait_us == waited.tat_us - burst * T - waited.now_us > 0
+        unbounded = await store.rate(name, None, T, burst, burst, -1)
+        assert unbounded.admitted
+        assert unbounded.tat_us == waited.tat_us + burst * T
+        assert stored_tat(redis_server, key) == unbounded.tat_us
+        # A wait over the bound is refused (about 5 s against 2 s).
+        over = await store.rate(name, None, T, burst, 1, 2 * SECOND)
+        assert not over.admitted
+        assert over.wait_us > 2 * SECOND
+        assert stored_tat(redis_server, key) == unbounded.tat_us
+
+    with_store(redis_server, body)
+
+
+def test_refusals_change_nothing(redis_server: RedisServer) -> None:
+    name = unique("refused")
+
+    async def body(store: Redis) -> None:
+        key = store._bucket_key(name, None)
+        first = await store.rate(name, None, 60 * SECOND, 1, 1, 0)
+        ttl = redis_server.command("PTTL", key)
+        for _ in range(20):
+            reply = await store.rate(name, None, 60 * SECOND, 1, 1, 0)
+            assert not reply.admitted
+            assert reply.tat_us == first.tat_us
+        assert stored_tat(redis_server, key) == first.tat_us
+        assert redis_server.command("PTTL", key) <= ttl  # type: ignore[operator]
+
+    with_store(redis_server, body)
+
+
+def test_the_state_expires_once_the_bucket_is_full(redis_server: RedisServer) -> None:
+    name = unique("ttl")
+
+    async def body(store: Redis) -> None:
+        key = store._bucket_key(name, None)
+        reply = await store.rate(name, None, 37_777, 5, 4, 0)  # not a whole ms on purpose
+        ttl = redis_server.command("PTTL", key)
+        assert isinstance(ttl, int)
+        # TTL = time until full, rounded up: never gone while the bucket is still short.
+        assert 0 < ttl <= math.ceil((reply.tat_us - reply.now_us) / 1000)
+        await wait_until(lambda: redis_server.command("EXISTS", key) == 0, "the key to expire")
+        again = await store.rate(name, None, 37_777, 5, 5, 0)
+        assert again.admitted
+        assert again.tat_us == again.now_us + 5 * 37_777
+
+    with_store(redis_server, body)
+
+
+def test_keys_and_names_never_collide(redis_server: RedisServer) -> None:
+    async def body(store: Redis) -> None:
+        T = 60 * SECOND
+        name = unique("keyed")
+        pairs: list[tuple[str, bytes | None]] = [
+            (name, None),
+            (name, b""),
+            (name, b"a"),
+            (name, b"A"),
+            (name, b"}x{"),
+            (name, b"\xff\x00:"),
+            (name + ":a", b"b"),
+            (name, b"a:b"),
+            (name + ":a:b", None),
+        ]
+        keys = {store._bucket_key(n, k) for n, k in pairs}
+        assert len(keys) == len(pairs)
+        for n, k in pairs:  # each its own full bucket of 1
+            assert (await store.rate(n, k, T, 1, 1, 0)).admitted, (n, k)
+        for n, k in pairs:
+            assert not (await store.rate(n, k, T, 1, 1, 0)).admitted, (n, k)
+
+    with_store(redis_server, body)
+
+
+def test_bad_arguments_are_refused_before_any_round_trip(redis_server: RedisServer) -> None:
+    async def body(store: Redis) -> None:
+        name = unique("bad")
+        with pytest.raises(ValueError, match="cost must be between 1 and burst"):
+            await store.rate(name, None, 1000, 3, 4, 0)
+        with pytest.raises(ValueError, match="cost must be between 1 and burst"):
+            await store.rate(name, None, 1000, 3, 0, 0)
+        with pytest.raises(ValueError, match="interval_us must be an int >= 1"):
+            await store.rate(name, None, 0, 3, 1, 0)
+        with pytest.raises(ValueError, match="limit must be an int >= 1"):
+            await store.semaphore_acquire(name, 0, "h", SECOND, True)
+        with pytest.raises(ValueError, match="lease_us must be an int >= 1"):
+            await store.semaphore_acquire(name, 1, "h", 0, True)
+        with pytest.raises(ValueError, match="holder must be a non-empty str"):
+            await store.semaphore_acquire(name, 1, "", SECOND, True)
+        assert redis_server.command("EXISTS", store._bucket_key(name, None)) == 0
+
+    with_store(redis_server, body)
+
+
+# ---------------------------------------------------------------- rate_give_back
+
+
+def test_give_back_undoes_only_the_last_charge(redis_server: RedisServer) -> None:
+    name, T = unique("give"), SECOND
+
+    async def body(store: Redis) -> None:
+        key = store._bucket_key(name, b"user")
+        first = await store.rate(name, b"user", T, 10, 2, 0)
+        second = await store.rate(name, b"user", T, 10, 3, 0)
+        assert second.tat_us == first.tat_us + 3 * T
+        # Not the last charge: refused, nothing changes.
+        assert await store.rate_give_back(name, b"user", T, 2, first.tat_us) is False
+        assert stored_tat(redis_server, key) == second.tat_us
+        # The last one: undone exactly, once.
+        assert await store.rate_give_back(name, b"user", T, 3, second.tat_us) is True
+        assert stored_tat(redis_server, key) == first.tat_us
+        assert await store.rate_give_back(name, b"user", T, 3, second.tat_us) is False
+        assert stored_tat(redis_server, key) == first.tat_us
+        # Now the first is the last: undoing it leaves a full bucket, which has no key.
+        assert await store.rate_give_back(name, b"user", T, 2, first.tat_us) is True
+        assert redis_server.command("EXISTS", key) == 0
+        assert await store.rate_give_back(name, b"user", T, 2, first.tat_us) is False
+        # Another key's state is not touched.
+        other = await store.rate(name, b"other", T, 10, 1, 0)
+        assert await store.rate_give_back(name, b"user", T, 1, other.tat_us) is False
+        assert stored_tat(redis_server, store._bucket_key(name, b"other")) == other.tat_us
+
+    with_store(redis_server, body)
+
+
+def test_give_back_keeps_the_ttl_right(redis_server: RedisServer) -> None:
+    name, T = unique("give-ttl"), 10 * SECOND
+
+    async def body(store: Redis) -> None:
+        key = store._bucket_key(name, None)
+        await store.rate(name, None, T, 10, 1, 0)
+        last = await store.rate(name, None, T, 10, 5, 0)
+        assert await store.rate_give_back(name, None, T, 5, last.tat_us)
+        ttl = redis_server.command("PTTL", key)
+        assert isinstance(ttl, int)
+        assert 0 < ttl <= math.ceil((last.tat_us - 5 * T - last.now_us) / 1000)
+
+    with_store(redis_server, body)
+
+
+# ---------------------------------------------------------------------- register
+
+
+def test_register_is_idempotent_and_refuses_another_config(redis_server: RedisServer) -> None:
+    name = unique("reg")
+
+    async def body(store: Redis) -> None:
+        await store.register("TokenBucket", name, {"rate": 10, "per": 60, "burst": 5})
+        await store.register("TokenBucket", name, {"burst": 5.0, "per": 60.0, "rate": 10.0})
+        # Another kind under the same name is another limiter.
+        await store.register("Semaphore", name, {"limit": 3})
+        with pytest.raises(ValueError, match="is configured as") as info:
+            await store.register("TokenBucket", name, {"rate": 11, "per": 60, "burst": 5})
+        message = str(info.value)
+        assert f"TokenBucket {name!r}" in message
+        assert '"rate":10.0' in message
+        assert '"rate":11.0' in message
+        with pytest.raises(ValueError, match=re.escape('"limit":3.0')):
+            await store.register("Semaphore", name, {"limit": 4})
+        with pytest.raises(ValueError, match="kind must be an identifier"):
+            await store.register("Token:Bucket", name, {})
+
+    with_store(redis_server, body)
+
+
+def test_register_with_a_client_decoding_replies(redis_server: RedisServer) -> None:
+    async def scenario() -> None:
+        client = redis.asyncio.Redis(port=redis_server.port, decode_responses=True)
+        store = adm.stores.Redis(client=client, timeout=5.0)
+        name = unique("decoded")
+        await store.register("Semaphore", name, {"limit": 3})
+        with pytest.raises(ValueError, match=re.escape('configured as {"limit":3.0}')):
+            await store.register("Semaphore", name, {"limit": 4})
+        assert (await store.rate(name, b"k", SECOND, 1, 1, 0)).admitted
+        await store.aclose()
+        assert await client.ping()  # a given client is left open
+        await client.aclose()
+
+    run(scenario())
+
+
+# -------------------------------------------------------------------- semaphore
+
+
+def test_leases_up_to_the_limit_fences_increase(redis_server: RedisServer) -> None:
+    name = unique("sem")
+
+    async def body(store: Redis) -> None:
+        fences = []
+        for i in range(3):
+            reply = await store.semaphore_acquire(name, 3, f"h{i}", 60 * SECOND, False)
+            assert reply.granted
+            assert reply.in_use == i + 1
+            assert reply.ahead == 0
+            fences.append(reply.fence)
+        assert fences == sorted(set(fences))
+        refused = await store.semaphore_acquire(name, 3, "h3", 60 * SECOND, False)
+        assert refused == adm.stores.SemaphoreReply(False, 0, 3, 0)
+        # Asking again renews and returns the same fence.
+        again = await store.semaphore_acquire(name, 3, "h1", 60 * SECOND, False)
+        assert again == adm.stores.SemaphoreReply(True, fences[1], 3, 0)
+        assert await store.semaphore_state(name) == (3, 0)
+        assert await store.semaphore_release(name, "h1") is True
+        assert await store.semaphore_release(name, "h1") is False
+        granted = await store.semaphore_acquire(name, 3, "h3", 60 * SECOND, False)
+        assert granted.granted
+        assert granted.fence > fences[-1]
+        assert granted.in_use == 3
+        # Its keys live at least as long as its leases.
+        h = store._semaphore_keys(name, "h")[0]
+        assert 59_000 < redis_server.command("PTTL", h) <= 60_000  # type: ignore[operator]
+
+    with_store(redis_server, body)
+
+
+def test_fifo_a_newcomer_never_passes_a_live_waiter(redis_server: RedisServer) -> None:
+    name, lease = unique("fifo"), 60 * SECOND
+
+    async def body(store: Redis) -> None:
+        assert (await store.semaphore_acquire(name, 1, "a", lease, True)).granted
+        assert await store.semaphore_acquire(name, 1, "b", lease, True) == (False, 0, 1, 0)
+        assert await store.semaphore_acquire(name, 1, "c", lease, True) == (False, 0, 1, 1)
+        assert await store.semaphore_acquire(name, 1, "c", lease, True) == (False, 0, 1, 1)
+        assert await store.semaphore_state(name) == (1, 2)
+        assert await store.semaphore_release(name, "a")
+        # Room, but b and c wait: a newcomer is refused, queued or not, and told who is ahead.
+        assert await store.semaphore_acquire(name, 1, "d", lease, False) == (False, 0, 0, 0)
+        assert await store.semaphore_acquire(name, 1, "d", lease, True) == (False, 0, 0, 2)
+        assert await store.semaphore_acquire(name, 1, "c", lease, True) == (False, 0, 0, 1)
+        b = await store.semaphore_acquire(name, 1, "b", lease, True)
+        assert b.granted
+        assert b.in_use == 1
+        assert await store.semaphore_state(name) == (1, 2)
+        assert await store.semaphore_acquire(name, 1, "d", lease, True) == (False, 0, 1, 1)
+        # A queued waiter that gives up (release) lets the ones behind move up.
+        assert await store.semaphore_release(name, "c") is True
+        assert await store.semaphore_acquire(name, 1, "d", lease, True) == (False, 0, 1, 0)
+        assert await store.semaphore_release(name, "b")
+        d = await store.semaphore_acquire(name, 1, "d", lease, False)  # queued: no need to say
+        assert d.granted
+        assert d.fence > b.fence
+        assert await store.semaphore_state(name) == (1, 0)
+
+    with_store(redis_server, body)
+
+
+def test_expired_leases_and_waiters_drop_out(redis_server: RedisServer) -> None:
+    name, short, long = unique("expiry"), 50_000, 60 * SECOND
+
+    async def body(store: Redis) -> None:
+        h, q = store._semaphore_keys(name, "hq")
+        assert (await store.semaphore_acquire(name, 2, "other", long, True)).granted
+        dead = await store.semaphore_acquire(name, 2, "dead-holder", short, True)
+        assert dead.granted
+        assert dead.in_use == 2
+        assert await store.semaphore_acquire(name, 2, "dead-waiter", short, True) == (
+            False, 0, 2, 0,
+        )  # fmt: skip
+        assert await store.semaphore_acquire(name, 2, "live", long, True) == (False, 0, 2, 1)
+
+        async def only_live_left() -> bool:
+            return await store.semaphore_state(name) == (1, 1)
+
+        # Neither dead one asks again: after ``short`` both are gone, without a sweeper.
+        await wait_until(only_live_left, "the dead lease and waiter to expire")
+        assert redis_server.command("ZCARD", h) == 2  # still stored: nobody dropped them yet
+        assert redis_server.command("ZCARD", q) == 2
+        live = await store.semaphore_acquire(name, 2, "live", long, True)
+        assert live.granted
+        assert live.in_use == 2
+        assert live.fence > dead.fence
+        # The same round trip dropped both.
+        assert sorted(redis_server.command("ZRANGE", h, 0, -1)) == [b"live", b"other"]  # type: ignore[type-var]
+        assert redis_server.command("ZCARD", q) == 0
+        # An expired lease is not renewed, nor released, nor granted back by a renewal.
+        assert await store.semaphore_release(name, "dead-holder") is False
+        assert await store.semaphore_renew(name, ["dead-holder", "live"], long) == [False, True]
+        assert await store.semaphore_state(name) == (2, 0)
+
+    with_store(redis_server, body)
+
+
+def test_a_semaphore_whose_members_all_expired_leaves_no_keys(redis_server: RedisServer) -> None:
+    name = unique("gone")
+
+    async def body(store: Redis) -> None:
+        assert (await store.semaphore_acquire(name, 1, "a", 30_000, True)).granted
+        assert not (await store.semaphore_acquire(name, 1, "b", 30_000, True)).granted
+        h, f, q, e, n = store._semaphore_keys(name, "hfqen")
+
+        def left() -> bool:
+            return all(redis_server.command("EXISTS", key) == 0 for key in (h, f, q, e))
+
+        await wait_until(left, "the semaphore's keys to expire")
+        assert redis_server.command("EXISTS", n) == 1  # the sequence stays
+
+    with_store(redis_server, body)
+
+
+def test_renew_extends_and_reports_each(redis_server: RedisServer) -> None:
+    name = unique("renew")
+
+    async def body(store: Redis) -> None:
+        h = store._semaphore_keys(name, "h")[0]
+        assert (await store.semaphore_acquire(name, 2, "a", 1 * SECOND, False)).granted
+        assert (await store.semaphore_acquire(name, 2, "b", 1 * SECOND, False)).granted
+        before = float(redis_server.command("ZSCORE", h, "a"))  # type: ignore[arg-type]
+        assert await store.semaphore_renew(name, ["a", "nobody"], 90 * SECOND) == [True, False]
+        after = float(redis_server.command("ZSCORE", h, "a"))  # type: ignore[arg-type]
+        assert after >= before + 89 * SECOND
+        assert 89_000 < redis_server.command("PTTL", h) <= 90_000  # type: ignore[operator]
+        assert await store.semaphore_renew(name, [], SECOND) == []
+        # Renewal does not grant: "nobody" holds nothing.
+        assert await store.semaphore_state(name) == (2, 0)
+
+    with_store(redis_server, body)
+
+
+def test_fences_keep_increasing_when_the_counter_is_lost(redis_server: RedisServer) -> None:
+    name = unique("fence")
+
+    async def body(store: Redis) -> None:
+        n = store._semaphore_keys(name, "n")[0]
+        fences = []
+        for i in range(5):
+            fences.append((await store.semaphore_acquire(name, 10, f"h{i}", SECOND, False)).fence)
+            if i == 2:
+                redis_server.command("DEL", n)  # as an evicting maxmemory-policy would
+        assert fences == sorted(set(fences))
+        assert redis_server.command("TTL", n) == -1  # the counter never expires
+
+    with_store(redis_server, body)
+
+
+def test_fences_survive_a_server_restart() -> None:
+    name = "fence-restart"
+
+    async def scenario(server: RedisServer) -> None:
+        async with opened(server, timeout=5.0) as store:
+            first = await store.semaphore_acquire(name, 1, "a", SECOND, False)
+            await asyncio.to_thread(server.stop)
+            await asyncio.to_thread(server.start)  # no persistence: everything is gone
+            assert await store.semaphore_state(name) == (0, 0)
+            second = await store.semaphore_acquire(name, 1, "a", SECOND, False)
+            assert second.granted
+            assert second.fence > first.fence
+
+    with RedisServer() as server:
+        run(scenario(server))
+
+
+# ----------------------------------------------------------------------- NOSCRIPT
+
+
+def _script_loads(server: RedisServer) -> int:
+    """How many scripts the server was sent whole (EVAL: the reload after NOSCRIPT)."""
+    info = bytes(server.command("INFO", "commandstats"))  # type: ignore[arg-type]
+    for line in info.decode().splitlines():
+        if line.startswith("cmdstat_eval:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+def test_script_flush_between_calls(redis_server: RedisServer) -> None:
+    async def body(store: Redis) -> None:
+        name = unique("flush")
+        calls: list[Callable[[], Coroutine[Any, Any, object]]] = [
+            lambda: store.register("TokenBucket", name, {"rate": 1}),
+            lambda: store.rate(name, None, SECOND, 100, 1, 0),
+            lambda: store.rate_give_back(name, None, SECOND, 1, 0),
+            lambda: store.semaphore_acquire(name, 1, "a", SECOND, True),
+            lambda: store.semaphore_renew(name, ["a"], SECOND),
+            lambda: store.semaphore_state(name),
+            lambda: store.semaphore_release(name, "a"),
+        ]
+        assert len(calls) == len(SCRIPTS)
+        for call in calls:
+            redis_server.command("SCRIPT", "FLUSH")
+            loads = _script_loads(redis_server)
+            await call()
+            assert _script_loads(redis_server) == loads + 1  # the NOSCRIPT path really ran
+            await call()  # and the script stays loaded
+            assert _script_loads(redis_server) == loads + 1
+
+    with_store(redis_server, body)
+
+
+def test_script_flush_mid_load_loses_and_doubles_nothing(redis_server: RedisServer) -> None:
+    """16 tasks charge one bucket while the scripts are flushed again and again: no error
+    reaches a caller, and the TAT moved by exactly one interval per admitted charge (a
+    NOSCRIPT reply means the script did not run, so the retry never charges twice)."""
+    name, T, tasks, per_task = unique("flush-load"), SECOND, 16, 60
+
+    async def body(store: Redis) -> None:
+        first = await store.rate(name, None, T, 10**9, 1, 0)
+        loads = _script_loads(redis_server)
+        done = 0
+
+        async def charge() -> None:
+            nonlocal done
+            for _ in range(per_task):
+                assert (await store.rate(name, None, T, 10**9, 1, 0)).admitted
+                done += 1
+
+        async def flush() -> None:
+            while done < tasks * per_task:
+                await asyncio.to_thread(redis_server.command, "SCRIPT", "FLUSH")
+                await asyncio.sleep(0.002)  # noqa: ADM401 - a test's pacing, not a retry
+
+        await asyncio.gather(flush(), *(charge() for _ in range(tasks)))
+        assert _script_loads(redis_server) > loads
+        assert stored_tat(redis_server, store._bucket_key(name, None)) == (
+            first.tat_us + tasks * per_task * T
+        )
+
+    with_store(redis_server, body)
+
+
+def test_other_server_errors_are_not_retried(redis_server: RedisServer) -> None:
+    async def body(store: Redis) -> None:
+        name = unique("wrongtype")
+        key = store._bucket_key(name, None)
+        redis_server.command("LPUSH", key, "x")
+        loads = _script_loads(redis_server)
+        with pytest.raises(adm.StoreUnavailable, match="WRONGTYPE") as info:
+            await store.rate(name, None, SECOND, 1, 1, 0)
+        assert isinstance(info.value.__cause__, redis.ResponseError)
+        assert _script_loads(redis_server) == loads
+
+    with_store(redis_server, body)
+
+
+def test_many_concurrent_callers_share_one_limit(redis_server: RedisServer) -> None:
+    """200 concurrent try-style charges on a bucket of 50: exactly 50 admitted."""
+    name = unique("concurrent")
+
+    async def body(store: Redis) -> None:
+        replies = await asyncio.gather(
+            *(store.rate(name, b"k", 3600 * SECOND, 50, 1, 0) for _ in range(200))
+        )
+        assert sum(r.admitted for r in replies) == 50
+        tats = sorted(r.tat_us for r in replies if r.admitted)
+        assert all(b - a == 3600 * SECOND for a, b in itertools.pairwise(tats))
+
+    with_store(redis_server, body)
