@@ -513,6 +513,7 @@ def test_other_server_errors_are_not_retried(redis_server: RedisServer) -> None:
         name = unique("wrongtype")
         key = store._bucket_key(name, None)
         redis_server.command("LPUSH", key, "x")
+        await store.rate(unique("loaded"), None, SECOND, 1, 1, 0)  # the script is loaded
         loads = _script_loads(redis_server)
         with pytest.raises(adm.StoreUnavailable, match="WRONGTYPE") as info:
             await store.rate(name, None, SECOND, 1, 1, 0)
