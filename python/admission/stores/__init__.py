@@ -1,16 +1,25 @@
 """Stores: where a limiter's state lives when it must be shared beyond one process.
 
 ``SharedMemory`` shares limiters between the processes of one host (workers of a web server,
-a multiprocessing pool): pass it as ``store=`` to `admission.TokenBucket` or
-`admission.Semaphore`. ``Redis`` (`admission.stores.redis`) shares them between hosts through
-a Redis or Valkey server; it is imported on first use (it needs the ``redis`` extra).
+a multiprocessing pool); a network store (`NetworkStore`: PostgreSQL, Redis) between every
+process of every host. Pass one as ``store=`` to `admission.TokenBucket`,
+`admission.Semaphore` or (network stores) `admission.KeyedTokenBucket`. `MemoryStore` is the
+network-store contract in this process's memory, for tests. ``Redis``
+(`admission.stores.redis`) is imported on first use (it needs the ``redis`` extra).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from admission.stores.memory import MemoryStore
 from admission.stores.network import NetworkStore, RateReply, SemaphoreReply
+from admission.stores.remote import (
+    Lease,
+    RemoteKeyedTokenBucket,
+    RemoteSemaphore,
+    RemoteTokenBucket,
+)
 from admission.stores.shared_memory import (
     SharedLimiter,
     SharedMemory,
@@ -32,9 +41,14 @@ else:
 
 
 __all__ = [
+    "Lease",
+    "MemoryStore",
     "NetworkStore",
     "RateReply",
     "Redis",
+    "RemoteKeyedTokenBucket",
+    "RemoteSemaphore",
+    "RemoteTokenBucket",
     "SemaphoreReply",
     "SharedLimiter",
     "SharedMemory",
