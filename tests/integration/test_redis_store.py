@@ -309,29 +309,40 @@ def test_fifo_a_newcomer_never_passes_a_live_waiter(redis_server: RedisServer) -
     name, lease = unique("fifo"), 60 * SECOND
 
     async def body(store: Redis) -> None:
-        assert (await store.semaphore_acquire(name, 1, "a", lease, True)).granted
-        assert await store.semaphore_acquire(name, 1, "b", lease, True) == (False, 0, 1, 0)
-        assert await store.semaphore_acquire(name, 1, "c", lease, True) == (False, 0, 1, 1)
-        assert await store.semaphore_acquire(name, 1, "c", lease, True) == (False, 0, 1, 1)
-        assert await store.semaphore_state(name) == (1, 2)
+        assert (await store.semaphore_acquire(name, 2, "a", lease, True)).granted
+        assert (await store.semaphore_acquire(name, 2, "a2", lease, True)).granted
+        assert await store.semaphore_acquire(name, 2, "b", lease, True) == (False, 0, 2, 0)
+        assert await store.semaphore_acquire(name, 2, "c", lease, True) == (False, 0, 2, 1)
+        assert await store.semaphore_acquire(name, 2, "c", lease, True) == (False, 0, 2, 1)
+        assert await store.semaphore_state(name) == (2, 2)
         assert await store.semaphore_release(name, "a")
-        # Room, but b and c wait: a newcomer is refused, queued or not, and told who is ahead.
-        assert await store.semaphore_acquire(name, 1, "d", lease, False) == (False, 0, 0, 0)
-        assert await store.semaphore_acquire(name, 1, "d", lease, True) == (False, 0, 0, 2)
-        assert await store.semaphore_acquire(name, 1, "c", lease, True) == (False, 0, 0, 1)
-        b = await store.semaphore_acquire(name, 1, "b", lease, True)
+        # One lease free, b is owed it: c (behind b) and a newcomer are refused, queued or
+        # not, and told who is ahead when queued.
+        assert await store.semaphore_acquire(name, 2, "c", lease, True) == (False, 0, 1, 1)
+        assert await store.semaphore_acquire(name, 2, "d", lease, False) == (False, 0, 1, 0)
+        assert await store.semaphore_acquire(name, 2, "d", lease, True) == (False, 0, 1, 2)
+        # Two free, two ahead of d: c (one ahead) may take the second while b has not asked.
+        assert await store.semaphore_release(name, "a2")
+        c = await store.semaphore_acquire(name, 2, "c", lease, True)
+        assert c.granted
+        assert c.in_use == 1
+        assert await store.semaphore_acquire(name, 2, "d", lease, True) == (False, 0, 1, 1)
+        b = await store.semaphore_acquire(name, 2, "b", lease, False)  # queued: no need to say
         assert b.granted
-        assert b.in_use == 1
-        assert await store.semaphore_state(name) == (1, 2)
-        assert await store.semaphore_acquire(name, 1, "d", lease, True) == (False, 0, 1, 1)
+        assert b.fence > c.fence
+        assert await store.semaphore_state(name) == (2, 1)
+        # A queued holder asking without queue keeps its place, is told nothing is ahead.
+        assert await store.semaphore_acquire(name, 2, "d", lease, False) == (False, 0, 2, 0)
+        assert await store.semaphore_state(name) == (2, 1)
         # A queued waiter that gives up (release) lets the ones behind move up.
-        assert await store.semaphore_release(name, "c") is True
-        assert await store.semaphore_acquire(name, 1, "d", lease, True) == (False, 0, 1, 0)
+        assert await store.semaphore_acquire(name, 2, "e", lease, True) == (False, 0, 2, 1)
+        assert await store.semaphore_release(name, "d") is True
+        assert await store.semaphore_acquire(name, 2, "e", lease, True) == (False, 0, 2, 0)
         assert await store.semaphore_release(name, "b")
-        d = await store.semaphore_acquire(name, 1, "d", lease, False)  # queued: no need to say
-        assert d.granted
-        assert d.fence > b.fence
-        assert await store.semaphore_state(name) == (1, 0)
+        e = await store.semaphore_acquire(name, 2, "e", lease, True)
+        assert e.granted
+        assert e.fence > b.fence
+        assert await store.semaphore_state(name) == (2, 0)
 
     with_store(redis_server, body)
 
@@ -534,5 +545,46 @@ def test_many_concurrent_callers_share_one_limit(redis_server: RedisServer) -> N
         assert sum(r.admitted for r in replies) == 50
         tats = sorted(r.tat_us for r in replies if r.admitted)
         assert all(b - a == 3600 * SECOND for a, b in itertools.pairwise(tats))
+
+    with_store(redis_server, body)
+
+
+def test_semaphores_answer_as_the_contracts_reference_does(redis_server: RedisServer) -> None:
+    """2,000 seeded random requests on a semaphore of 2 (leases too long to expire here):
+    every reply is MemoryStore's (the contract's reference), fences aside, which only
+    have to increase."""
+    import random
+
+    rng = random.Random(17)
+    holders = [f"h{i}" for i in range(6)]
+    name, lease = unique("reference"), 3600 * SECOND
+
+    async def body(store: Redis) -> None:
+        reference = adm.stores.MemoryStore()
+        last_fence, fences = 0, {}  # fences: the holders' now, each its grant's
+        ops = ("acquire", "acquire", "release", "renew", "state")
+        for _ in range(2000):
+            op, holder = rng.choice(ops), rng.choice(holders)
+            if op == "acquire":
+                queue = rng.random() < 0.7
+                got = await store.semaphore_acquire(name, 2, holder, lease, queue)
+                want = await reference.semaphore_acquire(name, 2, holder, lease, queue)
+                assert got._replace(fence=0) == want._replace(fence=0), (holder, queue)
+                if got.granted and holder in fences:  # asked again: its own fence
+                    assert got.fence == fences[holder]
+                elif got.granted:
+                    assert got.fence > last_fence
+                    fences[holder] = last_fence = got.fence
+            elif op == "release":
+                assert await store.semaphore_release(name, holder) == (
+                    await reference.semaphore_release(name, holder)
+                )
+                fences.pop(holder, None)
+            elif op == "renew":
+                assert await store.semaphore_renew(name, [holder], lease) == (
+                    await reference.semaphore_renew(name, [holder], lease)
+                )
+            else:
+                assert await store.semaphore_state(name) == await reference.semaphore_state(name)
 
     with_store(redis_server, body)

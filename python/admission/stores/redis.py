@@ -32,10 +32,12 @@ hash tag, the only part Redis Cluster hashes:
     that missed the last write), as long as the server's clock does not step back. It has
     no TTL; the other four expire (``PEXPIRE``) once every member in them has expired.
 
-  The semaphore is FIFO: a holder is granted a lease only if fewer than ``limit`` leases
-  are valid **and** no waiter queued before it is still waiting (``ahead == 0``); a caller
-  that is not in the queue has every queued waiter ahead of it, so a newcomer never passes a
-  live waiter. Expired leases and queue entries are dropped by every `semaphore_acquire`.
+  The semaphore is FIFO: a holder is granted a lease only if the free leases outnumber the
+  live waiters queued before it (``ahead < limit - in_use``: each of them still finds one),
+  as in `admission.stores.MemoryStore`; a caller that is not in the queue has every queued
+  waiter ahead of it, so a newcomer never takes a lease a live waiter is owed. Expired
+  leases and queue entries are dropped by every `semaphore_acquire`. A queued holder asking
+  without ``queue`` keeps its entry as it is (not renewed) and is told ``ahead == 0``.
 
 Run the server with ``maxmemory-policy noeviction`` (Redis's default) or with no
 ``maxmemory``: an evicting policy may drop a bucket's TAT or a semaphore's holders, and the
@@ -168,7 +170,7 @@ if redis.call('ZSCORE', h, holder) then
 end
 local rank = redis.call('ZRANK', q, holder)
 local ahead = rank or redis.call('ZCARD', q)
-if in_use < limit and ahead == 0 then
+if ahead < limit - in_use then
   local fence = next_number(n)
   redis.call('ZADD', h, expiry, holder)
   redis.call('HSET', f, holder, int(fence))
@@ -187,7 +189,6 @@ if ARGV[4] == '1' then
   keep(e, lease)
   return {0, 0, in_use, ahead}
 end
-if rank then return {0, 0, in_use, ahead} end
 return {0, 0, in_use, 0}
 """
 
