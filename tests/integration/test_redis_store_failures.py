@@ -1,0 +1,277 @@
+"""The Redis store when things go wrong, against real redis-server processes: a stopped
+server and a paused one (SIGSTOP: connections stay up, nothing answers) make every method
+raise `StoreUnavailable` within the store's timeout, with the driver's error as its cause;
+a one-node Redis Cluster runs every script (none is CROSSSLOT, where a multi-slot script
+really fails); credentials never show in labels, reprs or errors."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+import redis.asyncio
+import redis.exceptions
+from postgres import run
+from redis_server import RedisServer
+
+import admission as adm
+from admission.stores.redis import Redis
+
+SECOND = 1_000_000
+#: The bound a failing call must stay under: its timeout plus room for a busy machine (a
+#: call that was not bounded would hang until the test's own guard fires).
+SLACK = 2.0
+
+Call = Callable[[Redis], Coroutine[Any, Any, object]]
+METHODS: dict[str, Call] = {
+    "register": lambda s: s.register("TokenBucket", "b", {"rate": 1.0}),
+    "rate": lambda s: s.rate("b", None, SECOND, 10, 1, 0),
+    "rate keyed": lambda s: s.rate("b", b"user:{42}", SECOND, 10, 1, 0),
+    "rate_give_back": lambda s: s.rate_give_back("b", None, SECOND, 1, 1),
+    "semaphore_acquire": lambda s: s.semaphore_acquire("s", 2, "h", SECOND, True),
+    "semaphore_renew": lambda s: s.semaphore_renew("s", ["h", "x"], SECOND),
+    "semaphore_release": lambda s: s.semaphore_release("s", "h"),
+    "semaphore_state": lambda s: s.semaphore_state("s"),
+}
+
+
+async def _all_fail_within(store: Redis, cause: type[BaseException] | None) -> None:
+    for method, call in METHODS.items():
+        start = time.monotonic()
+        with pytest.raises(adm.StoreUnavailable) as info:
+            await call(store)
+        elapsed = time.monotonic() - start
+        assert elapsed < store.timeout + SLACK, (method, elapsed)
+        assert info.value.store == store.label
+        assert info.value.__cause__ is not None, method
+        if cause is not None:
+            assert isinstance(info.value.__cause__, cause), (method, info.value.__cause__)
+
+
+async def _all_answer(store: Redis) -> None:
+    for call in METHODS.values():
+        await call(store)
+
+
+def test_a_stopped_server_fails_every_method_at_once_then_comes_back() -> None:
+    async def scenario(server: RedisServer) -> None:
+        store = adm.stores.Redis(server.url(), timeout=0.2)
+        try:
+            await _all_answer(store)
+            await asyncio.to_thread(server.stop)
+            await _all_fail_within(store, redis.exceptions.ConnectionError)
+            await asyncio.to_thread(server.start)
+            await _all_answer(store)  # reconnects by itself; scripts reloaded on NOSCRIPT
+        finally:
+            await store.aclose()
+
+    with RedisServer() as server:
+        run(scenario(server))
+
+
+def test_a_server_that_never_ran_is_unavailable() -> None:
+    async def scenario() -> None:
+        server = RedisServer()  # a free port, nothing started on it
+        store = adm.stores.Redis(server.url(), timeout=0.2)
+        try:
+            await _all_fail_within(store, redis.exceptions.ConnectionError)
+        finally:
+            await store.aclose()
+            server.cleanup()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("given", [False, True], ids=["own client", "given client"])
+def test_a_paused_server_fails_every_method_within_the_timeout(given: bool) -> None:
+    """SIGSTOP: TCP connections stay up and new ones are accepted by the kernel, but nothing
+    answers. A given client with no socket timeout and redis-py's default retries is still
+    bounded: the store's timeout covers the whole call."""
+
+    async def scenario(server: RedisServer) -> None:
+        client = redis.asyncio.Redis(port=server.port) if given else None
+        store = adm.stores.Redis(server.url(), client=client, timeout=0.2)
+        try:
+            await _all_answer(store)
+            server.pause()
+            try:
+                await _all_fail_within(store, None)
+            finally:
+                server.resume()
+            await _all_answer(store)
+        finally:
+            await store.aclose()
+            if client is not None:
+                await client.aclose()
+
+    with RedisServer() as server:
+        run(scenario(server))
+
+
+def test_pool_exhaustion_waits_for_a_connection_within_the_timeout(
+    redis_server: RedisServer,
+) -> None:
+    """More concurrent calls than connections: they queue for one (none fails)."""
+
+    async def scenario() -> None:
+        store = adm.stores.Redis(redis_server.url() + "?max_connections=4", timeout=5.0)
+        try:
+            replies = await asyncio.gather(
+                *(store.rate("pool", b"k", SECOND, 1000, 1, 0) for _ in range(64))
+            )
+            assert all(r.admitted for r in replies)
+        finally:
+            await store.aclose()
+
+    run(scenario())
+
+
+# ------------------------------------------------------------------------ cluster
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Any:
+    with RedisServer(cluster=True) as server:
+        yield server
+
+
+def test_a_multi_slot_script_really_fails_on_the_cluster(cluster: RedisServer) -> None:
+    """The control: the one-node cluster does check slots."""
+    with pytest.raises(RuntimeError, match="CROSSSLOT"):
+        cluster.command("EVAL", "return 1", 2, "{a}x", "{b}x")
+
+
+NAMES = ["plain", "with:colons", "br{ace", "br}ace", "{tag}", "}{", "ünïcode"]
+KEYS: list[bytes | None] = [None, b"", b"user:42", b"{user}", b"}", b"\xff\x00{x}"]
+
+
+@pytest.mark.parametrize("kind", ["redis.asyncio.Redis", "redis.asyncio.RedisCluster"])
+def test_every_script_runs_on_a_cluster(cluster: RedisServer, kind: str) -> None:
+    async def scenario() -> None:
+        client: Any
+        if kind == "redis.asyncio.Redis":
+            client = redis.asyncio.Redis(port=cluster.port)
+        else:
+            client = redis.asyncio.RedisCluster(host=cluster.host, port=cluster.port)
+        store = adm.stores.Redis(client=client, timeout=5.0)
+        try:
+            cluster.command("SCRIPT", "FLUSH")  # the NOSCRIPT path too
+            for name in NAMES:
+                await store.register("TokenBucket", name, {"rate": 1.0})
+                for key in KEYS:
+                    reply = await store.rate(name, key, SECOND, 5, 1, 0)
+                    assert reply.admitted
+                    assert await store.rate_give_back(name, key, SECOND, 1, reply.tat_us)
+                granted = await store.semaphore_acquire(name, 1, "a", SECOND, True)
+                assert granted.granted
+                assert (await store.semaphore_acquire(name, 1, "b", SECOND, True)).ahead == 0
+                assert await store.semaphore_renew(name, ["a", "b"], SECOND) == [True, False]
+                assert await store.semaphore_state(name) == (1, 1)
+                assert await store.semaphore_release(name, "a")
+                assert await store.semaphore_release(name, "b")
+        finally:
+            await client.aclose()
+
+    run(scenario())
+
+
+def test_a_keyed_limiters_keys_spread_over_the_slots(cluster: RedisServer) -> None:
+    store = adm.stores.Redis(cluster.url())
+    slots = {
+        cluster.command("CLUSTER", "KEYSLOT", store._bucket_key("users", b"user:%d" % i))
+        for i in range(200)
+    }
+    assert len(slots) > 150  # the user key is inside the hash tag
+    semaphore = {
+        cluster.command("CLUSTER", "KEYSLOT", key) for key in store._semaphore_keys("db}{", "hfqen")
+    }
+    assert len(semaphore) == 1
+    run(store.aclose())
+
+
+# -------------------------------------------------------------------- credentials
+
+SECRET = "s3cr3t-Pw"
+
+
+@pytest.fixture(scope="module")
+def with_user(redis_server: RedisServer) -> RedisServer:
+    redis_server.command("ACL", "SETUSER", "app", "on", f">{SECRET}", "~*", "&*", "+@all")
+    return redis_server
+
+
+def test_credentials_never_show(with_user: RedisServer) -> None:
+    port = with_user.port
+
+    async def scenario() -> None:
+        good = adm.stores.Redis(f"redis://app:{SECRET}@127.0.0.1:{port}/0", timeout=2.0)
+        try:
+            assert (await good.rate("creds", None, SECOND, 1, 1, 0)).admitted
+            assert SECRET not in good.label
+            assert SECRET not in repr(good)
+            assert good.label == f"redis://app:***@127.0.0.1:{port}/0"
+        finally:
+            await good.aclose()
+        wrong = "wr0ng-" + SECRET
+        bad = adm.stores.Redis(f"redis://app:{wrong}@127.0.0.1:{port}/0", timeout=2.0)
+        try:
+            with pytest.raises(adm.StoreUnavailable) as info:
+                await bad.rate("creds", None, SECOND, 1, 1, 0)
+            assert isinstance(info.value.__cause__, redis.exceptions.AuthenticationError)
+            for text in (str(info.value), repr(info.value), info.value.store, bad.label):
+                assert wrong not in text
+                assert SECRET not in text
+        finally:
+            await bad.aclose()
+        # A password in the query, and one that is percent-encoded.
+        encoded = SECRET.replace("-", "%2D")
+        for url in (
+            f"redis://127.0.0.1:{port}/0?username=app&password={SECRET}",
+            f"redis://app:{encoded}@127.0.0.1:{port}/0",
+        ):
+            store = adm.stores.Redis(url, timeout=2.0)
+            try:
+                assert (await store.rate("creds2", None, SECOND, 5, 1, 0)).admitted
+                assert SECRET not in store.label
+                assert encoded not in store.label
+                assert "***" in store.label
+            finally:
+                await store.aclose()
+
+    run(scenario())
+
+
+def test_a_bad_url_is_a_clear_error_without_its_password() -> None:
+    with pytest.raises(ValueError, match=r"url 'http://app:\*\*\*@host/0' cannot be used") as info:
+        adm.stores.Redis(f"http://app:{SECRET}@host/0")
+    assert SECRET not in str(info.value)
+    assert info.value.__cause__ is None
+    assert info.value.__context__ is None or SECRET not in str(info.value.__context__)
+
+
+def test_the_label_of_a_given_client(redis_server: RedisServer) -> None:
+    async def scenario() -> None:
+        client = redis.asyncio.Redis(port=redis_server.port, db=3, password="hidden-pw")
+        store = adm.stores.Redis(client=client)
+        assert store.label == f"redis://localhost:{redis_server.port}/3"
+        assert "hidden-pw" not in repr(store)
+        await store.aclose()
+        await client.aclose()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"timeout": 0}, "timeout must be a number of seconds > 0"),
+        ({"timeout": True}, "timeout must be a number of seconds > 0"),
+        ({"prefix": ""}, "prefix must be a non-empty str"),
+    ],
+)
+def test_bad_options_are_clear_errors(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        adm.stores.Redis(**kwargs)
