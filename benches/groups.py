@@ -108,6 +108,15 @@ GROUPS: dict[str, Group] = {
     "metrics: one scrape (200 primitives, 12 series)": Group(
         "rendering one Prometheus scrape of 200 named primitives", unit="scrape"
     ),
+    "redis store decision, c=1": Group(
+        "one admitted decision through the Redis store (`Redis.rate`, and a `TokenBucket` in it) "
+        "from one task, against raw PING and SET through the same client, limits and "
+        "throttled-py on the same local redis-server",
+        unit="decision",
+    ),
+    "redis store decision, c=16": Group(
+        "the same from 16 tasks at once (a connection each)", unit="decision"
+    ),
     "postgres select 1, concurrency 50": Group(
         "`select 1` from 50 workers through the PoolManager, against a raw asyncpg pool and "
         "a connection per query (a real local PostgreSQL)",

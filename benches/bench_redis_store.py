@@ -1,0 +1,217 @@
+"""Decisions per second through the Redis store (issue 17), against the raw commands it is
+built on and the peers' Redis limiters, at the same concurrency, in one run, on one
+throwaway redis-server on loopback (tests/integration/redis_server.py).
+
+Rows, each a decision that admits (the limits are far above what the run takes):
+
+- ``Redis.rate``: the store's GCRA, one EVALSHA (the round trip every limiter decision is);
+- ``TokenBucket(store=Redis)``: ``await bucket.acquire(timeout=0)`` of admission's limiter in
+  that store (the round trip plus the limiter's breaker, shielding and counters);
+- raw ``PING`` and ``SET`` through the same client (the floors: one round trip doing nothing,
+  one writing a key);
+- limits (``limits.aio``, its Redis storage on redis-py): moving window and fixed window
+  ``hit``;
+- throttled-py (``throttled.asyncio``, its Redis store): token bucket ``limit``.
+
+c=1: one task, one decision after the other; c=16: 16 tasks at once (each client's pool
+opens a connection per task). Target: the store >= 0.5 x raw PING/SET, ahead of both peers.
+Run::
+
+    .venv/bin/python -m pytest benches/bench_redis_store.py -q --benchmark-only \\
+        --benchmark-json=/tmp/redis.json
+    .venv/bin/python benches/report.py /tmp/redis.json --no-targets
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+
+import admission as adm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
+from redis_server import RedisServer
+
+ROUNDS = 30
+CALLS = {1: 200, 16: 400}  # decisions per round, at each concurrency
+SECOND = 1_000_000
+
+Decide = Callable[[], Awaitable[object]]
+
+
+class Row(NamedTuple):
+    key: str
+    impl: str
+    role: str
+    baseline: bool
+    make: Callable[[str], Awaitable[tuple[Decide, Callable[[], Awaitable[None]]]]]
+
+
+async def _store_rate(url: str) -> tuple[Decide, Callable[[], Awaitable[None]]]:
+    store = adm.stores.Redis(url, timeout=5.0)
+    rate = store.rate
+
+    def decide() -> Awaitable[object]:
+        return rate("bench", None, 1, 10**9, 1, 0)
+
+    return decide, store.aclose
+
+
+async def _token_bucket(url: str) -> tuple[Decide, Callable[[], Awaitable[None]]]:
+    store = adm.stores.Redis(url, timeout=5.0)
+    bucket = adm.TokenBucket(rate=1e6, per=1, burst=10**6, name="bench-bucket", store=store)
+    acquire = bucket.acquire
+
+    def decide() -> Awaitable[object]:
+        return acquire(1, 0)
+
+    return decide, store.aclose
+
+
+def _raw(command: str) -> Callable[[str], Awaitable[tuple[Decide, Callable[[], Awaitable[None]]]]]:
+    async def make(url: str) -> tuple[Decide, Callable[[], Awaitable[None]]]:
+        # The store's own client: the same pool and options as the rows above.
+        store = adm.stores.Redis(url, timeout=5.0)
+        client = store._client
+        if command == "PING":
+            return client.ping, store.aclose
+
+        def decide() -> Awaitable[object]:
+            return client.set("bench-set", "1")
+
+        return decide, store.aclose
+
+    return make
+
+
+def _limits(
+    strategy: str,
+) -> Callable[[str], Awaitable[tuple[Decide, Callable[[], Awaitable[None]]]]]:
+    async def make(url: str) -> tuple[Decide, Callable[[], Awaitable[None]]]:
+        import limits
+        from limits.aio import storage, strategies
+
+        backend = storage.RedisStorage(
+            "async+" + url, implementation="redispy", key_prefix="bench-limits"
+        )
+        limiter_class = (
+            strategies.MovingWindowRateLimiter
+            if strategy == "moving"
+            else strategies.FixedWindowRateLimiter
+        )
+        limiter = limiter_class(backend)
+        item = limits.RateLimitItemPerHour(10**9)
+        hit = limiter.hit
+
+        def decide() -> Awaitable[object]:
+            return hit(item, f"bench-{strategy}")
+
+        async def close() -> None:
+            await backend.bridge.storage.aclose()
+
+        return decide, close
+
+    return make
+
+
+async def _throttled(url: str) -> tuple[Decide, Callable[[], Awaitable[None]]]:
+    import throttled.asyncio as throttled
+
+    store = throttled.RedisStore(server=url)
+    throttle = throttled.Throttled(
+        key="bench",
+        using="token_bucket",
+        quota=throttled.per_sec(10**9, burst=10**9),
+        store=store,
+    )
+    limit = throttle.limit
+
+    def decide() -> Awaitable[object]:
+        return limit()
+
+    async def close() -> None:
+        await store._backend.get_client().aclose()
+
+    return decide, close
+
+
+ROWS = [
+    Row("redis.Redis.rate", "admission Redis.rate (one EVALSHA)", "admission", True, _store_rate),
+    Row(
+        "redis.TokenBucket",
+        "admission TokenBucket(store=Redis).acquire(timeout=0)",
+        "admission",
+        False,
+        _token_bucket,
+    ),
+    Row("redis.PING", "raw PING, same client (floor)", "floor", False, _raw("PING")),
+    Row("redis.SET", "raw SET, same client", "reference", False, _raw("SET")),
+    Row("limits.moving", "limits moving window (aio, redis-py)", "peer", False, _limits("moving")),
+    Row("limits.fixed", "limits fixed window (aio, redis-py)", "peer", False, _limits("fixed")),
+    Row("throttled.token_bucket", "throttled-py token bucket (asyncio)", "peer", False, _throttled),
+]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    with RedisServer() as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    lp = asyncio.new_event_loop()
+    yield lp
+    lp.close()
+
+
+def _bench(
+    benchmark: Any, loop: asyncio.AbstractEventLoop, server: RedisServer, row: Row, tasks: int
+) -> None:
+    decide, close = loop.run_until_complete(row.make(server.url()))
+    calls = CALLS[tasks]
+    per_task = calls // tasks
+
+    async def worker() -> None:
+        for _ in range(per_task):
+            await decide()
+
+    async def one_round() -> None:
+        if tasks == 1:
+            await worker()
+        else:
+            await asyncio.gather(*(worker() for _ in range(tasks)))
+
+    benchmark.extra_info.update(
+        key=row.key, impl=row.impl, role=row.role, baseline=row.baseline, calls=calls
+    )
+    try:
+        benchmark.pedantic(
+            lambda: loop.run_until_complete(one_round()),
+            rounds=ROUNDS,
+            iterations=1,
+            warmup_rounds=2,
+        )
+    finally:
+        loop.run_until_complete(close())
+
+
+@pytest.mark.benchmark(group="redis store decision, c=1")
+@pytest.mark.parametrize("row", ROWS, ids=[r.key for r in ROWS])
+def test_redis_decision_c1(
+    benchmark: Any, loop: asyncio.AbstractEventLoop, server: RedisServer, row: Row
+) -> None:
+    _bench(benchmark, loop, server, row, 1)
+
+
+@pytest.mark.benchmark(group="redis store decision, c=16")
+@pytest.mark.parametrize("row", ROWS, ids=[r.key for r in ROWS])
+def test_redis_decision_c16(
+    benchmark: Any, loop: asyncio.AbstractEventLoop, server: RedisServer, row: Row
+) -> None:
+    _bench(benchmark, loop, server, row, 16)
