@@ -176,39 +176,46 @@ def test_a_restart_mid_load(mode: str) -> None:
             while not stop:
                 attempts += 1
                 try:
-                    # The bound is the test's guard against a hang, not a timing assertion.
-                    await asyncio.wait_for(bucket.acquire(timeout=0.05), BOUND)
+                    # Bounded by the store's timeout and the acquisition's.
+                    await bucket.acquire(timeout=0.05)
+                    admitted += 1
+                    admitted_in[phase] += 1
                 except adm.StoreUnavailable:
                     unavailable += 1
-                    await asyncio.sleep(0.001)  # noqa: ADM401 - the test's pacing
-                    continue
                 except adm.AcquireTimeout:
                     timed_out += 1
-                    continue
-                admitted += 1
-                admitted_in[phase] += 1
+                # A decision made without the store (an open breaker) does not yield to the
+                # loop: the test's pacing lets the rest of the test run.
+                await asyncio.sleep(0.001)  # noqa: ADM401 - the test's pacing, not a retry
+
+        async def load_through_a_restart() -> None:
+            nonlocal phase
+            await wait_until(lambda: admitted_in["before"] >= 200, "admissions before")
+            errors_before = bucket._counts.store_errors
+            await asyncio.to_thread(server.stop)
+            phase = "down"
+            await wait_until(
+                lambda: bucket._counts.store_errors >= errors_before + 5, "the store's failures"
+            )
+            await asyncio.sleep(0.3)
+            await asyncio.to_thread(server.start)
+            phase = "after"
+            # The breaker lets a probe through after its open time (1 s, doubling): then the
+            # store decides again, and the fallbacks stop.
+            breaker = store_breaker(store)
+            await wait_until(lambda: breaker.state == "closed", "the store's breaker to close")
+            fallbacks, after = bucket._counts.fallbacks, admitted_in["after"]
+            await wait_until(lambda: admitted_in["after"] >= after + 200, "admissions after")
+            assert bucket._counts.fallbacks == fallbacks
 
         tasks = [asyncio.ensure_future(task()) for _ in range(20)]
-        await wait_until(lambda: admitted_in["before"] >= 200, "admissions before the stop")
-        errors_before = bucket._counts.store_errors
-        await asyncio.to_thread(server.stop)
-        phase = "down"
-        await wait_until(
-            lambda: bucket._counts.store_errors >= errors_before + 5, "the store's failures"
-        )
-        await asyncio.sleep(0.3)
-        await asyncio.to_thread(server.start)
-        phase = "after"
-        # The breaker lets a probe through after its open time (1 s, doubling): then the
-        # store decides again, and the fallbacks stop.
-        breaker = store_breaker(store)
-        await wait_until(lambda: breaker.state == "closed", "the store's breaker to close")
-        fallbacks, after = bucket._counts.fallbacks, admitted_in["after"]
-        await wait_until(lambda: admitted_in["after"] >= after + 200, "admissions after")
-        assert bucket._counts.fallbacks == fallbacks
-        stop = True
-        await asyncio.gather(*tasks)
-        await store.aclose()
+        try:
+            await load_through_a_restart()
+        finally:
+            # Whatever failed: the tasks end (they read this flag), so nothing is left running.
+            stop = True
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await store.aclose()
 
         assert attempts == admitted + unavailable + timed_out
         stats = bucket.stats()
@@ -217,7 +224,6 @@ def test_a_restart_mid_load(mode: str) -> None:
         assert bucket._counts.store_errors > 0
         if mode == "closed":
             assert unavailable > 0
-            assert admitted_in["down"] == 0 or bucket._counts.fallbacks == 0
             assert bucket._counts.fallbacks == 0
         else:
             assert unavailable == 0
