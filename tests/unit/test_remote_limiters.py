@@ -507,3 +507,71 @@ def test_metrics_report_store_errors_per_store_and_limiter() -> None:
 
 def test_the_poll_bound_is_documented_in_seconds() -> None:
     assert 0 < POLL_MAX <= 0.1
+
+
+# -- the round trip a cancellation does not lose (remote._Guarded) ---------------------------
+
+
+@pytest.mark.parametrize("loop_factory", ["asyncio", "uvloop"])
+def test_a_call_cancelled_at_any_await_runs_on_and_hands_over_its_reply(loop_factory: str) -> None:
+    from admission.stores.remote import _Guarded
+
+    if loop_factory == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        runner = uvloop.run
+    else:
+        runner = asyncio.run
+    steps: list[str] = []
+
+    async def call(result: int) -> int:
+        steps.append("start")
+        await asyncio.sleep(0)  # a bare yield
+        steps.append("yielded")
+        await asyncio.sleep(0.03)  # a future
+        steps.append("slept")
+        inner: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(0.01, inner.set_result, result)
+        return await inner
+
+    async def main() -> None:
+        assert await _Guarded(call(1), steps.append) == 1  # no cancellation: the reply
+        for cancel_after in (0, 0.01, 0.035):  # at the bare yield, in the sleep, in the future
+            steps.clear()
+            late: list[int] = []
+            caller = asyncio.ensure_future(_Guarded(call(2), late.append))
+            await asyncio.sleep(cancel_after)
+            caller.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await caller
+            assert late == []
+            await asyncio.sleep(0.1)
+            assert steps == ["start", "yielded", "slept"], cancel_after
+            assert late == [2], cancel_after
+
+    runner(main())
+
+
+def test_a_call_that_fails_raises_to_its_caller_and_a_late_failure_hands_over_nothing() -> None:
+    from admission.stores.remote import _Guarded
+
+    async def fail_after(seconds: float) -> int:
+        await asyncio.sleep(seconds)
+        raise adm.StoreUnavailable("memory", "lost")
+
+    async def driver_timeout() -> int:
+        # A driver's own timeout cancels the future it waits on: it sees that cancellation.
+        return await asyncio.wait_for(asyncio.sleep(1, result=3), 0.01)
+
+    async def main() -> None:
+        with pytest.raises(adm.StoreUnavailable):
+            await _Guarded(fail_after(0.01), pytest.fail)
+        with pytest.raises(asyncio.TimeoutError):
+            await _Guarded(driver_timeout(), pytest.fail)
+        caller = asyncio.ensure_future(_Guarded(fail_after(0.03), pytest.fail))
+        await asyncio.sleep(0.01)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        await asyncio.sleep(0.05)  # the late failure is swallowed; pytest.fail never called
+
+    asyncio.run(main())

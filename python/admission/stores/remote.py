@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import socket
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, final
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast, final
 
 from admission import _backend, _native, durations
 from admission._validate import timeout_seconds
@@ -146,21 +147,94 @@ def _refusal(store: NetworkStore, breaker: CircuitBreaker) -> StoreUnavailable:
 # -- round trips that a cancellation does not lose -------------------------------------------
 
 
-async def _round_trip(call: Awaitable[T], on_late_reply: Callable[[T], object]) -> T:
-    """Awaits ``call`` in a task of its own. If the caller is cancelled first, the call runs
-    on and ``on_late_reply`` gets its reply (the server may have applied it: the caller
-    gives back what it granted); the cancellation propagates at once."""
-    task = asyncio.ensure_future(call)
+@final
+class _Guarded(Generic[T]):
+    """Awaits a store call (a coroutine) so that a cancellation of the caller never reaches
+    it: the cancellation propagates at once, the call runs on in a task of its own, and
+    ``on_late_reply`` gets its reply (the server may have applied it: the caller gives back
+    what it granted).
+
+    `asyncio.shield` would do the same with a task per call; this drives the call in the
+    caller's own task instead, handing the task a future of its own to wait on for each
+    future the call waits on (completed by it), so a cancellation cancels that one and not
+    the driver's. Measured against asyncpg on loopback: about a third of the client CPU a
+    task and a shield add per round trip.
+    """
+
+    __slots__ = ("_call", "_on_late_reply", "_pending", "_protect")
+
+    def __init__(
+        self,
+        call: Coroutine[Any, Any, T],
+        on_late_reply: Callable[[T], object],
+        pending: asyncio.Future[Any] | None = None,
+        protect: bool = True,
+    ) -> None:
+        self._call = call
+        self._on_late_reply = on_late_reply
+        self._pending = pending  # a future the call already waits on (a call taken over)
+        self._protect = protect
+
+    def __await__(self) -> Generator[Any, None, T]:
+        call, pending = self._call, self._pending
+        error: BaseException | None = None
+        while True:
+            if pending is None or pending.done():
+                try:
+                    pending = call.send(None) if error is None else call.throw(error)
+                except StopIteration as stop:
+                    return cast(T, stop.value)
+                error = None
+                if pending is None:  # a bare yield (a `sleep(0)`): the task runs it
+                    try:
+                        yield None
+                    except asyncio.CancelledError:
+                        if not self._protect:
+                            raise
+                        self._take_over(None)
+                        raise
+                    except BaseException as e:
+                        error = e
+                    continue
+                # As a task does with a future it is handed (else awaiting it again fails).
+                pending._asyncio_future_blocking = False
+            wait_on = pending
+            if self._protect:
+                wait_on = pending.get_loop().create_future()
+                pending.add_done_callback(functools.partial(_wake, wait_on))
+            wait_on._asyncio_future_blocking = True
+            try:
+                yield wait_on
+            except asyncio.CancelledError:
+                if not self._protect:
+                    raise
+                self._take_over(pending)
+                raise
+            except BaseException as e:
+                if not pending.done():
+                    error = e
+
+    def _take_over(self, pending: asyncio.Future[Any] | None) -> None:
+        _keep(
+            _finish(_Guarded(self._call, self._on_late_reply, pending, False), self._on_late_reply)
+        )
+
+
+def _ignore(reply: object) -> None:
+    """The late reply of a call that granted nothing (a state read, a renewal, a release)."""
+
+
+def _wake(waiter: asyncio.Future[None], _: object) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+async def _finish(call: _Guarded[Any], on_late_reply: Callable[[Any], object]) -> None:
     try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        task.add_done_callback(lambda t: _late(t, on_late_reply))
-        raise
-
-
-def _late(task: asyncio.Future[T], on_late_reply: Callable[[T], object]) -> None:
-    if not task.cancelled() and task.exception() is None:
-        on_late_reply(task.result())
+        reply = await call
+    except Exception:  # the call failed: it granted nothing
+        return
+    on_late_reply(reply)
 
 
 _background: set[asyncio.Task[Any]] = set()
@@ -169,7 +243,12 @@ _background: set[asyncio.Task[Any]] = set()
 def _in_background(call: Awaitable[Any]) -> None:
     """Runs a give-back round trip to its end whatever happens to the caller; a failure is
     ignored (a charge not given back only admits less; a lease not released expires)."""
-    task = asyncio.ensure_future(_quietly(call))
+    _keep(_quietly(call))
+
+
+def _keep(call: Coroutine[Any, Any, None]) -> None:
+    """Runs ``call`` in a task referenced until it ends (the loop keeps only weak ones)."""
+    task = asyncio.ensure_future(call)
     _background.add(task)
     task.add_done_callback(_background.discard)
 
@@ -310,7 +389,7 @@ class _Remote:
         raise NotImplementedError
 
     async def _call(
-        self, call: Callable[[], Awaitable[T]], on_late_reply: Callable[[T], object]
+        self, call: Callable[[], Coroutine[Any, Any, T]], on_late_reply: Callable[[T], object]
     ) -> T:
         """One round trip through the store's breaker (registering the limiter first, once);
         `StoreUnavailable` when it fails or the breaker refuses it."""
@@ -322,7 +401,7 @@ class _Remote:
             if not self._registered:
                 await self.store.register(type(self)._kind, self.name, self._config())
                 self._registered = True
-            reply = await _round_trip(call(), on_late_reply)
+            reply = await _Guarded(call(), on_late_reply)
         except StoreUnavailable:
             breaker.record(False, 0.0)
             self._counts.store_errors += 1
@@ -734,7 +813,7 @@ class RemoteSemaphore(_Remote):
     async def state(self) -> tuple[int, int]:
         """(permits held, waiters queued) across every client, as the store says now."""
         _require_asyncio("Semaphore")
-        return await self._call(lambda: self.store.semaphore_state(self.name), lambda _: None)
+        return await self._call(lambda: self.store.semaphore_state(self.name), _ignore)
 
     def _let_go(self, holder: str) -> Callable[[SemaphoreReply], None]:
         def release_late(reply: SemaphoreReply) -> None:
@@ -848,7 +927,7 @@ class RemoteSemaphore(_Remote):
                     lambda holders=holders: self.store.semaphore_renew(  # type: ignore[misc]
                         self.name, holders, self._lease_us
                     ),
-                    lambda _: None,
+                    _ignore,
                 )
             except StoreUnavailable:
                 continue
@@ -877,9 +956,7 @@ class RemoteSemaphore(_Remote):
         target = self._forget(lease)
         if not target.holder:
             return True
-        return await _round_trip(
-            self.store.semaphore_release(self.name, target.holder), lambda _: None
-        )
+        return await _Guarded(self.store.semaphore_release(self.name, target.holder), _ignore)
 
     def _forget(self, lease: Lease | None) -> Lease:
         """Takes ``lease`` off this object's books (and the task's) before it is released."""
