@@ -48,10 +48,15 @@ The metrics (see the README's "Metrics" section for the full table):
 ``admission_circuit_calls_total``      counter    calls through a named breaker by ``outcome``
 ``admission_retries_total``            counter    a named retry's decisions by ``outcome``
 ``admission_retry_calls_total``        counter    calls through a named retry by ``outcome``
+``admission_store_errors_total``       counter    failed round trips to a network store
+``admission_store_fallbacks_total``    counter    requests decided without their store, by ``mode``
+``admission_store_acquisitions_total`` counter    requests to limiters in network stores, by ``outcome``
 =====================================  =========  ==================================================
 
-The last four are the sources of `admission.breaker` and `admission.retry` (label ``breaker``
-or ``retry``: the name; unnamed ones have no series).
+Four of the last seven are the sources of `admission.breaker` and `admission.retry` (label
+``breaker`` or ``retry``: the name; unnamed ones have no series); the last three,
+`admission.stores.remote`'s (labels ``store``, the store's label without credentials, and
+``limiter``: this process's requests to limiters in PostgreSQL or Redis).
 
 Other parts of the library (and applications) add their own families with `add_source`.
 """
