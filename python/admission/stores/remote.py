@@ -39,6 +39,7 @@ import os
 import socket
 import uuid
 import weakref
+from asyncio.events import _get_running_loop
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast, final
 
@@ -732,7 +733,7 @@ class Lease:
     ``fence`` 0 and ``holder`` ``""``.
     """
 
-    __slots__ = ("_local", "_released", "fence", "holder", "lost")
+    __slots__ = ("_local", "_loop", "_released", "fence", "holder", "lost")
 
     def __init__(self, holder: str, fence: int, local: Any = None) -> None:
         self.holder = holder
@@ -740,6 +741,7 @@ class Lease:
         self.lost = False
         self._local = local
         self._released = False
+        self._loop = asyncio.get_running_loop()  # where its release round trip runs
 
     def __repr__(self) -> str:
         lost = ", lost" if self.lost else ""
@@ -943,13 +945,24 @@ class RemoteSemaphore(_Remote):
         the store's answer comes in the background (``await release_and_wait(lease)`` waits
         for it).
 
+        Callable from any thread, in the loop or not: the round trip runs on the loop that
+        acquired the lease (if that loop is gone, the lease expires after ``lease``).
+
         Raises:
             RuntimeError: ``lease`` is not held here (already released, or another
                 semaphore's), or none given and this task holds none.
         """
         target = self._forget(lease)
-        if target.holder:
+        if not target.holder:
+            return
+        loop = target._loop
+        if _get_running_loop() is loop:
             _in_background(self.store.semaphore_release(self.name, target.holder))
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(self._release_in_loop, target.holder)
+
+    def _release_in_loop(self, holder: str) -> None:
+        _in_background(self.store.semaphore_release(self.name, holder))
 
     async def release_and_wait(self, lease: Lease | None = None) -> bool:
         """`release`, waiting for the store: False if the lease had already expired there."""
@@ -960,7 +973,7 @@ class RemoteSemaphore(_Remote):
 
     def _forget(self, lease: Lease | None) -> Lease:
         """Takes ``lease`` off this object's books (and the task's) before it is released."""
-        task = asyncio.current_task()
+        task = asyncio.current_task() if _get_running_loop() is not None else None
         mine = self._by_task.get(task) if task is not None else None
         if lease is None:
             if not mine:
