@@ -575,3 +575,17 @@ def test_a_call_that_fails_raises_to_its_caller_and_a_late_failure_hands_over_no
         await asyncio.sleep(0.05)  # the late failure is swallowed; pytest.fail never called
 
     asyncio.run(main())
+
+
+def test_a_lease_released_from_another_thread_is_released_on_its_loop() -> None:
+    store = MemoryStore()
+    db = adm.Semaphore(1, name="db", store=store)
+
+    async def main() -> None:
+        lease = await db.acquire()
+        await asyncio.to_thread(db.release, lease)  # a worker thread, no loop of its own
+        await asyncio.sleep(0.01)
+        assert await db.state() == (0, 0)
+        assert (await db.acquire(timeout=0)).fence == 2
+
+    run(main())
