@@ -424,6 +424,7 @@ class _RemoteRate(_Remote):
 
     __slots__ = (
         "_batch",
+        "_batch_after",
         "_burst",
         "_interval_us",
         "_local",
@@ -462,6 +463,7 @@ class _RemoteRate(_Remote):
                 f"batch must be an int from 1 to the burst {self._burst}, got {batch!r}"
             )
         self._batch = batch or 1
+        self._batch_after = 0.0
         self._local_tokens = 0
         self._make_local = local
         self._local: Any = None
@@ -507,7 +509,12 @@ class _RemoteRate(_Remote):
             counts.admitted_cost += cost
             return
         # A batch charges `batch` at once when that fits now; the rest is spent locally.
-        take = self._batch if self._batch > cost else cost
+        # While the bucket is too low for one (the last try said until when), only `cost`
+        # is asked for: one round trip per request, as without batching.
+        loop = asyncio.get_running_loop()
+        take = cost
+        if self._batch > cost and loop.time() >= self._batch_after:
+            take = self._batch
         max_wait = -1 if seconds is None else int(seconds * 1_000_000)
         try:
             reply = await self._call(
@@ -522,6 +529,7 @@ class _RemoteRate(_Remote):
                 lambda late: self._give_back(key, take, late),
             )
             if not reply.admitted and take > cost:
+                self._batch_after = loop.time() + reply.wait_us / 1_000_000
                 take = cost
                 reply = await self._call(
                     lambda: self.store.rate(
