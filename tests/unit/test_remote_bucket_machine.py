@@ -57,8 +57,8 @@ class RemoteBucketMachine(RuleBasedStateMachine):
         self.counts = {"admitted": 0, "admitted_cost": 0, "timed_out": 0, "cancelled": 0}
 
     def teardown(self) -> None:
-        for w in self.pending:
-            w.task.cancel()
+        for task in asyncio.all_tasks(self.loop):  # waiters, heartbeats, give-backs
+            task.cancel()
         self.settle()
         self.loop.close()
 

@@ -62,8 +62,8 @@ class RemoteSemaphoreMachine(RuleBasedStateMachine):
         self.counts = {"admitted": 0, "timed_out": 0, "cancelled": 0}
 
     def teardown(self) -> None:
-        for w in self.queue:
-            w.task.cancel()
+        for task in asyncio.all_tasks(self.loop):  # waiters, heartbeats, give-backs
+            task.cancel()
         self.settle()
         self.loop.close()
 

@@ -777,6 +777,7 @@ class RemoteSemaphore(_Remote):
         "_by_task",
         "_heartbeat",
         "_held",
+        "_high_water",
         "_lease_us",
         "_local",
         "_make_local",
@@ -809,16 +810,23 @@ class RemoteSemaphore(_Remote):
         """Each task's leases, last acquired last: what ``release()`` without a lease and
         ``async with``'s exit give back."""
         self._heartbeat: asyncio.Task[None] | None = None
+        self._high_water = 0
         self._make_local = local
         self._local: Any = None
 
     def _config(self) -> dict[str, float]:
-        return {"limit": float(self.limit), "lease": self.lease}
+        # The lease is each client's own choice (how long it may stall): not compared.
+        return {"limit": float(self.limit)}
 
     @property
     def in_use(self) -> int:
         """Permits this process holds now (`state` asks the store for everyone's)."""
         return len(self._held)
+
+    @property
+    def waiting(self) -> int:
+        """This process's requests waiting for a permit now."""
+        return self._counts.waiting
 
     async def state(self) -> tuple[int, int]:
         """(permits held, waiters queued) across every client, as the store says now."""
@@ -875,7 +883,8 @@ class RemoteSemaphore(_Remote):
         except StoreUnavailable as error:
             if queued:
                 _in_background(self.store.semaphore_release(self.name, holder))
-            return await self._store_failed(error, timeout)
+            left = None if deadline is None else max(deadline - loop.time(), 0.0)
+            return await self._store_failed(error, left)
         except asyncio.CancelledError:
             counts.cancelled += 1
             if queued:
@@ -887,13 +896,14 @@ class RemoteSemaphore(_Remote):
             raise
         lease = self._granted(Lease(holder, reply.fence))
         self._held[holder] = lease
+        self._high_water = max(self._high_water, len(self._held))
         counts.admitted += 1
         counts.admitted_cost += 1
         if self._heartbeat is None or self._heartbeat.done():
             self._heartbeat = loop.create_task(self._renew_while_held())
         return lease
 
-    async def _store_failed(self, error: StoreUnavailable, timeout: float | str | None) -> Lease:
+    async def _store_failed(self, error: StoreUnavailable, timeout: float | None) -> Lease:
         counts = self._counts
         if self.on_store_error == "closed":
             counts.rejected += 1
@@ -1032,7 +1042,7 @@ class RemoteSemaphore(_Remote):
             in_use=in_use,
             available=max(self.limit - in_use, 0),
             waiting=c.waiting,
-            high_water=in_use,
+            high_water=self._high_water,
             admitted=c.admitted,
             admitted_cost=c.admitted_cost,
             rejected=c.rejected,
