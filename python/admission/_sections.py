@@ -520,7 +520,7 @@ def store_configs(
             raise ConfigError(f"expected a table, got {table!r}", key=prefix[:-1])
         fields = dict(table)
         kind = fields.pop("kind", None)
-        if kind not in STORE_KINDS:
+        if not isinstance(kind, str) or kind not in STORE_KINDS:
             suggestion = hint(kind.replace("-", "_"), STORE_KINDS) if isinstance(kind, str) else ""
             found = "nothing" if kind is None else repr(kind)
             raise ConfigError(

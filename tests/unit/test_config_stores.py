@@ -206,6 +206,8 @@ def test_url_and_dsn_from_the_environment_never_shown() -> None:
             r"^<dict>: stores\.x\.create: expected true or false, got 'yes'$",
         ),
         ({"x": "redis"}, r"^<dict>: stores\.x: expected a table, got 'redis'$"),
+        ({"x": {"kind": ["redis"]}}, r"^<dict>: stores\.x\.kind: .*got \['redis'\]$"),
+        ({"x": {"kind": "memory", "timeout": [1]}}, r"^<dict>: stores\.x\.timeout: expected a "),
     ],
 )
 def test_store_table_errors(stores: dict[str, Any], message: str) -> None:
