@@ -98,6 +98,12 @@ async def configured(manager: adm.ConcurrencyManager) -> None:
     manager.breaker(1)  # error
     r: adm.RetryBudget = manager.retry("openai")  # error
     print(r)
+    # [stores.NAME]: a limit's limiters may be a store's (same surface, other classes).
+    store: adm.stores.SharedMemory | adm.stores.NetworkStore = manager.store("local")
+    in_use: int = manager.semaphore("openai").in_use
+    print(store, in_use, manager.rate("openai").stats().admitted)
+    own: adm.Semaphore = manager.semaphore("openai")  # error
+    print(own)
 
 
 async def keyed(b: adm.KeyedTokenBucket, s: adm.KeyedSemaphore) -> None:
