@@ -9,13 +9,23 @@ import dataclasses
 import math
 import threading
 import weakref
+from typing import Protocol
 
 from admission._native import LoopClock, ManualClock
 from admission.durations import Rate
 from admission.rate import TokenBucket
 from admission.stats import LimiterStats
 
-__all__ = ["Buckets"]
+__all__ = ["Buckets", "Counted"]
+
+
+class Counted(Protocol):
+    """A rate limiter as `Buckets` counts it: an in-process `TokenBucket`, or one in a store
+    (a limit in a store has the same names and counters)."""
+
+    @property
+    def name(self) -> str | None: ...
+    def stats(self) -> LimiterStats: ...
 
 
 class Buckets:
@@ -49,13 +59,13 @@ class Buckets:
             _carry_over(previous, bucket)
         return bucket
 
-    def retire(self, old: TokenBucket | None, new: TokenBucket | None) -> None:
+    def retire(self, old: Counted | None, new: Counted | None) -> None:
         """Notes that ``new`` took the place of ``old`` (None: the limit is gone)."""
         if old is not None and old is not new:
             # Its counters (and those of waiters it admits later) stay in stats().
             self._retired.setdefault(old.name or "", _Retired()).add(old)
 
-    def stats(self, bucket: TokenBucket | None) -> LimiterStats | None:
+    def stats(self, bucket: Counted | None) -> LimiterStats | None:
         """``bucket``'s stats plus those of every bucket it replaced (so they never drop)."""
         if bucket is None:
             return None
@@ -82,10 +92,10 @@ class _Replaced:
 
     __slots__ = ("held", "last", "ref")
 
-    def __init__(self, bucket: TokenBucket) -> None:
+    def __init__(self, bucket: Counted) -> None:
         self.ref = weakref.ref(bucket)
         self.last = bucket.stats()
-        self.held: TokenBucket | None = bucket if self.last.waiting else None
+        self.held: Counted | None = bucket if self.last.waiting else None
 
     def read(self) -> LimiterStats | None:
         """Its stats now, or None once it is gone (then `last` are its final ones: it was
@@ -112,7 +122,7 @@ class _Retired:
         self._frozen: LimiterStats | None = None
         self._replaced: list[_Replaced] = []
 
-    def add(self, bucket: TokenBucket) -> None:
+    def add(self, bucket: Counted) -> None:
         with self._lock:
             self._replaced.append(_Replaced(bucket))
             self._read()  # folds the ones that are gone: memory stays bounded

@@ -29,6 +29,15 @@ The schema (every table optional; strings for durations and rates everywhere)::
     window = "60s"          # failure_rate, window, min_calls, slow_call_duration,
     open_for = "30s"        # slow_call_rate, open_for, open_for_max, half_open_calls
 
+    [stores.local]          # where limits that name it keep their state (see admission.manager)
+    kind = "shared_memory"  # or "memory" (this process; for tests), "redis", "postgres"
+    capacity = 256          # shared_memory: name (default: the table's), capacity, mode;
+                            # redis: url or url_env, timeout, prefix; postgres: dsn or
+                            # dsn_env, schema, timeout, create; memory: timeout, latency
+
+    [limits.openai]         # ...
+    store = "local"         # its semaphore and buckets live in that store (also in a policy)
+
     [retries.openai]        # a Retry: manager.retry("openai")
     policy = "llm"          # its defaults (admission.policies.RETRY_DEFAULTS); any field:
     attempts = 5            # attempts, deadline, base, cap, jitter, budget, breaker
@@ -65,11 +74,20 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from admission._sections import PARSERS
+from admission._sections import NETWORK_KINDS, PARSERS
 from admission.errors import ConfigError
-from admission.policies import DEFAULT, FIELDS, Policy, PolicySet, coerce_fields, hint
+from admission.policies import (
+    DEFAULT,
+    FIELDS,
+    STORE_FIELDS,
+    Policy,
+    PolicySet,
+    coerce_fields,
+    hint,
+)
 
 if TYPE_CHECKING:
+    from admission._sections import StoreConfig
     from admission.policies import BreakerPolicy, RetryPolicy
     from admission.pools.config import PoolConfig
 
@@ -128,6 +146,12 @@ class Config:
         """The ``[pools.NAME]`` tables, checked (their ``dsn_env`` read from the mapping given
         as ``env``, else ``os.environ``). DSNs are shown redacted."""
         return self.sections.get("pools", MappingProxyType({}))
+
+    @property
+    def stores(self) -> Mapping[str, StoreConfig]:
+        """The ``[stores.NAME]`` tables, checked (their ``url_env``/``dsn_env`` read as
+        ``pools`` reads ``dsn_env``). URLs and DSNs are shown redacted."""
+        return self.sections.get("stores", MappingProxyType({}))
 
     @property
     def breakers(self) -> Mapping[str, BreakerPolicy]:
@@ -282,6 +306,7 @@ def _validate(
         overrides["default"] = {**defaults, **overrides.get("default", {})}
     policies = DEFAULT.with_overrides(overrides) if overrides else DEFAULT
     limits: dict[str, Policy] = {}
+    own_fields: dict[str, set[str]] = {}
     for name, table in _table(top.get("limits", {}), "limits").items():
         fields = dict(_table(table, f"limits.{name}"))
         parent = fields.pop("policy", "default")
@@ -293,12 +318,60 @@ def _validate(
             )
         own = coerce_fields(fields, f"limits.{name}.")
         limits[name] = dataclasses.replace(policies[parent], name=name, parent=parent, **own)
+        own_fields[name] = set(own)
     environ = env if isinstance(env, Mapping) else os.environ
     sections = {
         name: MappingProxyType(dict(parse(_table(top.get(name, {}), name), policies, environ)))
         for name, parse in PARSERS.items()
     }
+    stores = sections["stores"]
+    for name, policy_table in overrides.items():
+        if "store" in policy_table:  # a policy that inherits it is checked where it is set
+            where = "defaults" if name == "default" and "store" in defaults else f"policies.{name}"
+            _check_store(policies[name], True, where, stores)
+    for name, limit in limits.items():
+        _check_store(limit, "store" in own_fields[name], f"limits.{name}", stores)
+        _check_store_fields(limit, own_fields[name], stores)
     return Config(MappingProxyType(limits), policies, source, path, env, MappingProxyType(sections))
+
+
+def _check_store(policy: Policy, own: bool, where: str, stores: Mapping[str, StoreConfig]) -> None:
+    """That the store ``policy`` names (itself, if ``own``, else by inheritance) has a table."""
+    if policy.store is None or policy.store in stores:
+        return
+    inherited = "" if own else f" (inherited from the policy {policy.parent!r})"
+    known = ", ".join(stores) or "none"
+    raise ConfigError(
+        f"no [stores.{policy.store}] table{hint(policy.store, stores)}{inherited}; known: {known}",
+        key=f"{where}.store",
+    )
+
+
+def _check_store_fields(limit: Policy, own: set[str], stores: Mapping[str, StoreConfig]) -> None:
+    """The network stores' fields make sense for the limit: those it sets itself need a
+    network store (inherited ones are ignored elsewhere), and ``on_store_error = "local"``
+    needs ``instances``."""
+    settings = None if limit.store is None else stores[limit.store]
+    if settings is not None and settings.network:
+        if limit.on_store_error == "local" and limit.instances is None:
+            raise ConfigError(
+                'on_store_error = "local" needs instances: the number of processes sharing '
+                "the limit, by which each one's in-process fallback divides it",
+                key=f"limits.{limit.name}.instances",
+            )
+        return
+    for field_name in STORE_FIELDS:
+        if field_name in own:
+            where = (
+                "the limit is in no store"
+                if settings is None
+                else f"its store {limit.store!r} is {settings.kind}"
+            )
+            raise ConfigError(
+                f"only a limit in a network store ({', '.join(NETWORK_KINDS)}) has "
+                f"{field_name}, and {where}",
+                key=f"limits.{limit.name}.{field_name}",
+            )
 
 
 def env_name(name: str) -> str:

@@ -73,6 +73,27 @@ replaced too, keeping its budget unless the budget's settings changed.
 >>> m.retry("openai").breaker is m.breaker("openai"), m.retry("openai").attempts
 (True, 5)
 
+Stores: a limit with ``store = "NAME"`` keeps its semaphore and buckets in the store of the
+``[stores.NAME]`` table (one per table: ``manager.store(name)``), under the limit's names,
+so that every process loading the same configuration shares them. The limits of a network
+store are async only (``with manager.limit(name)`` raises a `TypeError` naming the limit and
+the store). A reload keeps a store whose table did not change and the limiters whose
+settings did not; one that changes what a kept store holds of a limit (its concurrency,
+rate, burst, tokens, token burst or lease) is refused with a `ConfigError`, because the
+store refuses another configuration under the same name; a limit's limiters move into, out
+of and between stores together or not at all.
+`await manager.aclose()` closes the network stores, those reloads replaced included.
+
+>>> m = adm.ConcurrencyManager.from_dict({
+...     "stores": {"test": {"kind": "memory"}},          # or "shared_memory", "redis", "postgres"
+...     "limits": {"api": {"store": "test", "concurrency": 2, "rate": "10/s"}},
+... })
+>>> async def call() -> None:
+...     async with m.limit("api"):                       # a lease and a decision in the store
+...         pass
+>>> type(m.semaphore("api")).__name__, m.rate("api").name
+('RemoteSemaphore', 'api.rate')
+
 Other resources hook in with `ConcurrencyManager.attach`.
 """
 
@@ -90,6 +111,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from admission import _sections
 from admission._native import MAX_PERMITS, LoopClock, ManualClock
 from admission._replaced import Buckets
+from admission._stored import StoredEntry, StoredLease, build_stored
 from admission._validate import timeout_seconds
 from admission.combine import AllOf
 from admission.concurrency import Semaphore
@@ -101,11 +123,18 @@ from admission.stats import LimiterStats, SemaphoreStats
 from admission.watcher import ConfigWatcher
 
 if TYPE_CHECKING:
+    from admission._sections import Store
     from admission.breaker import CircuitBreaker
     from admission.durations import Rate
     from admission.pools import PoolManager
     from admission.rate import TokenBucket
     from admission.retry import Retry
+    from admission.stores import (
+        RemoteSemaphore,
+        RemoteTokenBucket,
+        SharedSemaphore,
+        SharedTokenBucket,
+    )
 
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
     from exceptiongroup import ExceptionGroup
@@ -201,7 +230,7 @@ class ConcurrencyManager:
 
     def __init__(self, config: Config | Mapping[str, Any] | None = None, *, clock: _Clock = None):
         self._lock = threading.Lock()  # one reload at a time; readers never take it
-        self._entries: Mapping[str, _Entry] = MappingProxyType({})
+        self._entries: Mapping[str, _Entry | StoredEntry] = MappingProxyType({})
         self._leases: Mapping[str, Lease] = {}  # limit(name) with the defaults, by name
         self._config = Config(MappingProxyType({}))
         self._semaphores: dict[str, Semaphore] = {}
@@ -271,22 +300,26 @@ class ConcurrencyManager:
             if lease is not None:
                 return lease
         entry = self._entry(name)
+        if isinstance(entry, StoredEntry):
+            seconds = entry.policy.timeout if isinstance(timeout, _Unset) else timeout
+            return StoredLease(entry, cost, tokens, timeout_seconds(seconds))
         if isinstance(timeout, _Unset):
             return Lease(entry, cost, tokens, entry.policy.timeout)
         return Lease(entry, cost, tokens, timeout_seconds(timeout))
 
-    def semaphore(self, name: str) -> Semaphore:
-        """The semaphore of the limit ``name`` (the same object across reloads)."""
+    def semaphore(self, name: str) -> Semaphore | SharedSemaphore | RemoteSemaphore:
+        """The semaphore of the limit ``name`` (the same object across reloads; for a limit
+        in a store, the store's, until a reload moves the limit or changes the store)."""
         return self._entry(name).semaphore
 
-    def rate(self, name: str) -> TokenBucket:
+    def rate(self, name: str) -> TokenBucket | SharedTokenBucket | RemoteTokenBucket:
         """The requests rate limiter of ``name``; a reload may replace it, so do not keep it."""
         entry = self._entry(name)
         if entry.rate is None:
             raise UnknownLimit(name, f"the limit {name!r} has no rate limit (its rate is none)")
         return entry.rate
 
-    def tokens(self, name: str) -> TokenBucket:
+    def tokens(self, name: str) -> TokenBucket | SharedTokenBucket | RemoteTokenBucket:
         """The tokens rate limiter of ``name``; a reload may replace it, so do not keep it."""
         entry = self._entry(name)
         if entry.tokens is None:
@@ -312,6 +345,16 @@ class ConcurrencyManager:
             UnknownLimit: no such table.
         """
         return _sections.retry(self._sections, name, self._config.source)
+
+    def store(self, name: str) -> Store:
+        """The store of the ``[stores.NAME]`` table ``name`` (the same object until a reload
+        changes its table): ``manager.store("local").export_metrics()`` in one process of the
+        host, ``manager.store("test").fail()`` for a ``memory`` store in tests.
+
+        Raises:
+            UnknownLimit: no such table.
+        """
+        return _sections.store(self._sections, name, self._config.source)
 
     @property
     def pools(self) -> PoolManager:
@@ -339,7 +382,8 @@ class ConcurrencyManager:
             await section.open()
 
     async def aclose(self) -> None:
-        """Closes the pools gracefully (see `PoolManager.close`) and stops the file watchers."""
+        """Closes the pools gracefully (see `PoolManager.close`) and the network stores (those
+        reloads replaced too), and stops the file watchers."""
         self.close()
         for section in self._sections.values():
             await section.aclose()
@@ -376,7 +420,7 @@ class ConcurrencyManager:
     def __iter__(self) -> Iterator[str]:
         return iter(self.names)
 
-    def _entry(self, name: str) -> _Entry:
+    def _entry(self, name: str) -> _Entry | StoredEntry:
         entry = self._entries.get(name)
         if entry is None:
             known = ", ".join(sorted(self._entries)) or "none (no limit is configured)"
@@ -417,28 +461,36 @@ class ConcurrencyManager:
         new = self._load(config)
         with self._lock:
             old = self._entries
-            built = {
-                name: self._build(name, p, old.get(name), new) for name, p in new.limits.items()
-            }
+            # The sections first: the limits in a store are built in the stores they prepare.
             put_in_force = [
                 section.prepare(new.sections.get(name, {}), new.source, not self._started)
                 for name, section in self._sections.items()
             ]
+            built = {
+                name: self._build(name, p, old.get(name), new) for name, p in new.limits.items()
+            }
             # From here on nothing can fail: the manager is never left half reloaded.
             for name, entry in built.items():
-                self._semaphores[name] = entry.semaphore
-                entry.semaphore.limit = entry.policy.concurrency or MAX_PERMITS
+                if isinstance(entry.semaphore, Semaphore):  # this process's: resized in place
+                    self._semaphores[name] = entry.semaphore
+                    entry.semaphore.limit = entry.policy.concurrency or MAX_PERMITS
                 previous = old.get(name)
                 if previous is not None:
                     self._buckets.retire(previous.rate, entry.rate)
                     self._buckets.retire(previous.tokens, entry.tokens)
             for name, entry in old.items():
                 if name not in built:
-                    entry.semaphore.limit = MAX_PERMITS  # no longer a limit: let its waiters in
+                    if isinstance(entry.semaphore, Semaphore):  # (a store's is other processes')
+                        entry.semaphore.limit = MAX_PERMITS  # no longer a limit: let them in
                     self._buckets.retire(entry.rate, None)
                     self._buckets.retire(entry.tokens, None)
             self._entries = MappingProxyType(built)
-            self._leases = {n: Lease(e, 1, 0, e.policy.timeout) for n, e in built.items()}
+            self._leases = {
+                n: StoredLease(e, 1, 0, e.policy.timeout)
+                if isinstance(e, StoredEntry)
+                else Lease(e, 1, 0, e.policy.timeout)
+                for n, e in built.items()
+            }
             self._config = new
             for section_in_force in put_in_force:
                 section_in_force()
@@ -489,17 +541,29 @@ class ConcurrencyManager:
             return Config.from_file(config, env=env)
         return Config.from_dict(config)
 
-    def _build(self, name: str, policy: Policy, old: _Entry | None, config: Config) -> _Entry:
+    def _build(
+        self, name: str, policy: Policy, old: _Entry | StoredEntry | None, config: Config
+    ) -> _Entry | StoredEntry:
         """The objects of one limit, reusing the old ones where the policy did not change them.
 
         Creates objects but changes none that is in use.
         """
-        semaphore = self._semaphores.get(name)
-        if semaphore is None:
-            semaphore = Semaphore(policy.concurrency or MAX_PERMITS, name=name)
+
+        def own_semaphore() -> Semaphore:
+            semaphore = self._semaphores.get(name)
+            if semaphore is None:
+                semaphore = Semaphore(policy.concurrency or MAX_PERMITS, name=name)
+            return semaphore
+
+        if policy.store is not None:
+            store = _sections.pending_store(self._sections, policy.store)
+            return build_stored(
+                name, policy, old, policy.store, store, own_semaphore, config.source
+            )
+        semaphore = own_semaphore()
         # (bucket, rate, burst) of the requests and the tokens limits in force.
         was: tuple[_Previous, _Previous] = ((None, None, None), (None, None, None))
-        if old is not None:
+        if isinstance(old, _Entry):  # (a limit moving out of a store starts anew here)
             was = (
                 (old.rate, old.policy.rate, old.policy.burst),
                 (old.tokens, old.policy.tokens, old.policy.token_burst),
@@ -513,7 +577,7 @@ class ConcurrencyManager:
             if isinstance(exc, ConfigError):
                 raise
             raise ConfigError(str(exc), key=f"limits.{name}", source=config.source) from None
-        if old is not None and old.rate is rate and old.tokens is tokens:
+        if isinstance(old, _Entry) and old.rate is rate and old.tokens is tokens:
             both = old.both
         else:
             both = AllOf(rate, tokens) if rate is not None and tokens is not None else None

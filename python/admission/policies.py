@@ -62,14 +62,16 @@ from types import MappingProxyType
 from typing import Any
 
 from admission._native import MAX_PERMITS
-from admission.durations import Rate, parse_duration, parse_rate
+from admission.durations import Rate, parse_duration, parse_rate, seconds
 from admission.errors import ConfigError
 
 __all__ = [
     "BREAKER_DEFAULTS",
     "DEFAULT",
     "FIELDS",
+    "ON_STORE_ERROR",
     "RETRY_DEFAULTS",
+    "STORE_FIELDS",
     "BreakerPolicy",
     "BudgetPolicy",
     "Policy",
@@ -86,8 +88,20 @@ FIELDS = (
     "token_burst",
     "timeout",
     "alert_threshold",
+    "store",
+    "on_store_error",
+    "instances",
+    "lease",
 )
 """The fields a policy, a ``[defaults]`` table or a named limit can set."""
+
+STORE_FIELDS = ("on_store_error", "instances", "lease")
+"""The fields that apply only to a limit in a network store (``memory``, ``redis``,
+``postgres``: see `admission.stores.remote`)."""
+
+ON_STORE_ERROR = ("closed", "open", "local")
+"""What a limit in a network store does when the store fails: raise `StoreUnavailable`,
+admit, or limit in-process to its share (``instances``)."""
 
 
 def hint(word: str, known: Iterable[str]) -> str:
@@ -102,6 +116,8 @@ def is_none(value: object) -> bool:
     return value is None or (isinstance(value, str) and value.strip().lower() == "none")
 
 
+# The names config.py allows for a table ([stores.NAME]).
+_STORE_NAME = re.compile(r"[A-Za-z0-9_.:-]+")
 # ASCII digits only ("²".isdigit() is true), and few enough that int() never refuses them.
 _DIGITS = re.compile(r"[0-9]{1,30}")
 
@@ -124,6 +140,31 @@ def _rate(value: object, key: str) -> Rate | None:
 
 def _timeout(value: object, key: str) -> float | None:
     return None if is_none(value) else parse_duration(value, key)  # type: ignore[arg-type]
+
+
+def _store(value: object, key: str) -> str | None:
+    if is_none(value):
+        return None
+    if not isinstance(value, str) or not _STORE_NAME.fullmatch(value):
+        raise ConfigError(
+            f'expected the name of a [stores.NAME] table, or "none", got {value!r}', key=key
+        )
+    return value
+
+
+def _on_store_error(value: object, key: str) -> str:
+    if value not in ON_STORE_ERROR:
+        suggestion = hint(value, ON_STORE_ERROR) if isinstance(value, str) else ""
+        raise ConfigError(
+            f"expected one of: {', '.join(ON_STORE_ERROR)}, got {value!r}{suggestion}", key=key
+        )
+    return str(value)
+
+
+def _lease(value: object, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ConfigError(f'expected a duration such as "30s", got {value!r}', key=key)
+    return seconds(value, key, positive=True, config=True)
 
 
 def _threshold(value: object, key: str) -> float:
@@ -149,6 +190,10 @@ _COERCE: dict[str, Callable[[object, str], object]] = {
     "token_burst": lambda v, k: _count(v, k, top=2**53, optional=True),
     "timeout": _timeout,
     "alert_threshold": _threshold,
+    "store": _store,
+    "on_store_error": _on_store_error,
+    "instances": lambda v, k: _count(v, k, top=2**31 - 1, optional=True),
+    "lease": _lease,
 }
 
 
@@ -202,6 +247,17 @@ class Policy:
     """Seconds to wait for admission before `AcquireTimeout`; ``None``: wait as long as needed."""
     alert_threshold: float = 0.8
     """Utilization (in use / limit) above which alerts fire."""
+    store: str | None = None
+    """The ``[stores.NAME]`` table whose store holds the limit's semaphore and buckets (see
+    `admission.manager`); ``None``: this process's memory."""
+    on_store_error: str = "closed"
+    """In a network store: what the limit does when the store fails (`ON_STORE_ERROR`)."""
+    instances: int | None = None
+    """In a network store: the processes sharing the limit, by which ``on_store_error =
+    "local"`` divides it (required by that mode)."""
+    lease: float = 30.0
+    """In a network store: seconds a permit's lease lasts unless renewed (a crashed holder's
+    permit comes back after it)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:

@@ -161,7 +161,7 @@ def test_policies_default_and_defaults_merge() -> None:
         (
             {"limit": {}},
             r"^<dict>: limit: unknown key \(did you mean 'limits'\?\); expected one "
-            r"of: defaults, policies, limits, pools, breakers, retries$",
+            r"of: defaults, policies, limits, stores, pools, breakers, retries$",
         ),
         ({"limits": []}, r"^<dict>: limits: expected a table, got \[\]$"),
         ({"limits": {"a": 3}}, r"^<dict>: limits\.a: expected a table, got 3$"),

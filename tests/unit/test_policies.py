@@ -56,6 +56,10 @@ def test_derive_overrides_any_field_and_parses_strings() -> None:
         token_burst="1000",
         timeout="1m30s",
         alert_threshold="90%",
+        store="local",
+        on_store_error="local",
+        instances="4",
+        lease="10s",
     )
     assert p.fields() == {
         "concurrency": 7,
@@ -65,6 +69,10 @@ def test_derive_overrides_any_field_and_parses_strings() -> None:
         "token_burst": 1000,
         "timeout": 90.0,
         "alert_threshold": 0.9,
+        "store": "local",
+        "on_store_error": "local",
+        "instances": 4,
+        "lease": 10.0,
     }
     assert (p.name, p.parent) == ("mine", "openai")
     assert set(p.fields()) == set(FIELDS)
