@@ -44,6 +44,7 @@ __all__ = [
     "current",
     "in_event_loop_thread",
     "on_trio",
+    "running_asyncio_loop",
 ]
 
 T = TypeVar("T")
@@ -69,6 +70,11 @@ def on_trio() -> bool:
         except RuntimeError:
             return False
         return True
+
+
+def running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    """The asyncio loop running in this thread, or None (never raises, unlike asyncio's)."""
+    return _get_running_loop()
 
 
 def in_event_loop_thread() -> bool:

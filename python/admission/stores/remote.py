@@ -39,7 +39,6 @@ import os
 import socket
 import uuid
 import weakref
-from asyncio.events import _get_running_loop
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast, final
 
@@ -974,7 +973,7 @@ class RemoteSemaphore(_Remote):
         if not target.holder:
             return
         loop = target._loop
-        if _get_running_loop() is loop:
+        if _backend.running_asyncio_loop() is loop:
             _in_background(self.store.semaphore_release(self.name, target.holder))
         elif not loop.is_closed():
             loop.call_soon_threadsafe(self._release_in_loop, target.holder)
@@ -991,7 +990,7 @@ class RemoteSemaphore(_Remote):
 
     def _forget(self, lease: Lease | None) -> Lease:
         """Takes ``lease`` off this object's books (and the task's) before it is released."""
-        task = asyncio.current_task() if _get_running_loop() is not None else None
+        task = asyncio.current_task() if _backend.running_asyncio_loop() is not None else None
         mine = self._by_task.get(task) if task is not None else None
         if lease is None:
             if not mine:
