@@ -639,3 +639,51 @@ def test_batching_saves_round_trips_while_the_limit_does_not_bind() -> None:
 
     run(main())
     assert store.calls["rate"] == 50
+
+
+def test_a_store_slower_than_its_timeout_fails_the_call_and_its_late_reply_is_given_back() -> None:
+    clock = ServerClock()
+    store = MemoryStore(clock=clock, latency=0.2, timeout=0.05)
+    bucket = adm.TokenBucket(rate=1, per=1, burst=1, name="api", store=store)
+
+    async def main() -> None:
+        await store.register("TokenBucket", "api", {"rate": 1.0, "per": 1.0, "burst": 1.0})
+        bucket._registered = True
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(adm.StoreUnavailable, match=r"no answer within 0\.05 s"):
+            await bucket.acquire()
+        assert loop.time() - start < 0.15  # the deadline, not the reply
+        assert store.tat_us("api") is None  # the server has not applied it yet
+        await asyncio.sleep(0.4)  # it does, then the late reply is given back
+        assert store.tat_us("api") == int(clock.now * 1e6)
+        assert store.calls["rate_give_back"] == 1
+
+    run(main())
+    assert bucket._counts.store_errors == 1
+
+
+def test_a_deadline_that_passes_between_two_awaits_of_the_call_still_fails_it() -> None:
+    from admission.stores.remote import _Guarded
+
+    late: list[int] = []
+
+    async def two_steps() -> int:
+        await asyncio.sleep(0.03)
+        await asyncio.sleep(0.03)
+        await asyncio.sleep(0.03)
+        return 5
+
+    async def main() -> None:
+        with pytest.raises(adm.StoreUnavailable):
+            await _Guarded(
+                two_steps(),
+                late.append,
+                timeout=0.045,
+                expired=lambda: adm.StoreUnavailable("memory", "late"),
+            )
+        await asyncio.sleep(0.15)
+        assert late == [5]
+        assert await _Guarded(two_steps(), pytest.fail, timeout=1.0, expired=pytest.fail) == 5
+
+    run(main())

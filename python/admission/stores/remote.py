@@ -152,16 +152,29 @@ class _Guarded(Generic[T]):
     """Awaits a store call (a coroutine) so that a cancellation of the caller never reaches
     it: the cancellation propagates at once, the call runs on in a task of its own, and
     ``on_late_reply`` gets its reply (the server may have applied it: the caller gives back
-    what it granted).
+    what it granted). With ``timeout``, the caller gets ``expired()`` (a
+    `StoreUnavailable`) once that many seconds have passed, and the call runs on the same
+    way: a reply that comes late is given back, not lost, and the driver is not interrupted
+    mid-reply (which would cost it the connection).
 
-    `asyncio.shield` would do the same with a task per call; this drives the call in the
-    caller's own task instead, handing the task a future of its own to wait on for each
-    future the call waits on (completed by it), so a cancellation cancels that one and not
-    the driver's. Measured against asyncpg on loopback: about a third of the client CPU a
-    task and a shield add per round trip.
+    `asyncio.shield` would do the same with a task per call, and `asyncio.timeout` the
+    deadline with a context manager and a cancellation; this drives the call in the caller's
+    own task instead, handing the task a future of its own to wait on for each future the
+    call waits on (completed by it, or by the deadline's timer), so a cancellation cancels
+    that one and not the driver's. Measured against asyncpg on loopback: about a third of
+    the client CPU a task and a shield add per round trip.
     """
 
-    __slots__ = ("_call", "_on_late_reply", "_pending", "_protect")
+    __slots__ = (
+        "_call",
+        "_expired",
+        "_on_late_reply",
+        "_pending",
+        "_protect",
+        "_timed_out",
+        "_timeout",
+        "_waiting",
+    )
 
     def __init__(
         self,
@@ -169,50 +182,77 @@ class _Guarded(Generic[T]):
         on_late_reply: Callable[[T], object],
         pending: asyncio.Future[Any] | None = None,
         protect: bool = True,
+        timeout: float | None = None,
+        expired: Callable[[], BaseException] | None = None,
     ) -> None:
         self._call = call
         self._on_late_reply = on_late_reply
         self._pending = pending  # a future the call already waits on (a call taken over)
         self._protect = protect
+        self._timeout = timeout
+        self._expired = expired
+        self._timed_out = False
+        self._waiting: asyncio.Future[None] | None = None  # what the caller's task waits on
 
     def __await__(self) -> Generator[Any, None, T]:
         call, pending = self._call, self._pending
         error: BaseException | None = None
-        while True:
-            if pending is None or pending.done():
-                try:
-                    pending = call.send(None) if error is None else call.throw(error)
-                except StopIteration as stop:
-                    return cast(T, stop.value)
-                error = None
-                if pending is None:  # a bare yield (a `sleep(0)`): the task runs it
+        timer: asyncio.TimerHandle | None = None
+        try:
+            while True:
+                if pending is None or pending.done():
                     try:
-                        yield None
-                    except asyncio.CancelledError:
-                        if not self._protect:
+                        pending = call.send(None) if error is None else call.throw(error)
+                    except StopIteration as stop:
+                        return cast(T, stop.value)
+                    error = None
+                    if pending is None:  # a bare yield (a `sleep(0)`): the task runs it
+                        try:
+                            yield None
+                        except asyncio.CancelledError:
+                            if not self._protect:
+                                raise
+                            self._take_over(None)
                             raise
-                        self._take_over(None)
+                        except BaseException as e:
+                            error = e
+                        continue
+                    # As a task does with a future it is handed (else awaiting it again fails).
+                    pending._asyncio_future_blocking = False
+                if self._timed_out:  # the deadline passed while the call went on
+                    self._take_over(pending)
+                    assert self._expired is not None
+                    raise self._expired()
+                wait_on = pending
+                if self._protect:
+                    loop = pending.get_loop()
+                    wait_on = self._waiting = loop.create_future()
+                    pending.add_done_callback(functools.partial(_wake, wait_on))
+                    if timer is None and self._timeout is not None:
+                        timer = loop.call_later(self._timeout, self._expire)
+                wait_on._asyncio_future_blocking = True
+                try:
+                    yield wait_on
+                except asyncio.CancelledError:
+                    if not self._protect:
                         raise
-                    except BaseException as e:
-                        error = e
-                    continue
-                # As a task does with a future it is handed (else awaiting it again fails).
-                pending._asyncio_future_blocking = False
-            wait_on = pending
-            if self._protect:
-                wait_on = pending.get_loop().create_future()
-                pending.add_done_callback(functools.partial(_wake, wait_on))
-            wait_on._asyncio_future_blocking = True
-            try:
-                yield wait_on
-            except asyncio.CancelledError:
-                if not self._protect:
+                    self._take_over(pending)
                     raise
-                self._take_over(pending)
-                raise
-            except BaseException as e:
-                if not pending.done():
-                    error = e
+                except BaseException as e:
+                    if not pending.done():
+                        error = e
+                if self._timed_out and not pending.done():
+                    self._take_over(pending)
+                    assert self._expired is not None
+                    raise self._expired()
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _expire(self) -> None:
+        self._timed_out = True
+        if self._waiting is not None:
+            _wake(self._waiting, None)
 
     def _take_over(self, pending: asyncio.Future[Any] | None) -> None:
         _keep(
@@ -401,7 +441,9 @@ class _Remote:
             if not self._registered:
                 await self.store.register(type(self)._kind, self.name, self._config())
                 self._registered = True
-            reply = await _Guarded(call(), on_late_reply)
+            reply = await _Guarded(
+                call(), on_late_reply, timeout=self.store.timeout, expired=self._no_answer
+            )
         except StoreUnavailable:
             breaker.record(False, 0.0)
             self._counts.store_errors += 1
@@ -411,6 +453,9 @@ class _Remote:
             raise
         breaker.record(True, 0.0)
         return reply
+
+    def _no_answer(self) -> StoreUnavailable:
+        return StoreUnavailable(self.store.label, f"no answer within {self.store.timeout} s")
 
     _kind: str
 
