@@ -2,12 +2,15 @@
 
 ``SharedMemory`` shares limiters between the processes of one host (workers of a web server,
 a multiprocessing pool): pass it as ``store=`` to `admission.TokenBucket` or
-`admission.Semaphore`.
+`admission.Semaphore`. ``Postgres`` shares them between hosts through a PostgreSQL database
+(a `NetworkStore`: one round trip per decision, the server's clock; needs asyncpg, the
+``postgres`` extra, only when one is made).
 """
 
 from __future__ import annotations
 
 from admission.stores.network import NetworkStore, RateReply, SemaphoreReply
+from admission.stores.postgres import Postgres
 from admission.stores.shared_memory import (
     SharedLimiter,
     SharedMemory,
@@ -17,6 +20,7 @@ from admission.stores.shared_memory import (
 
 __all__ = [
     "NetworkStore",
+    "Postgres",
     "RateReply",
     "SemaphoreReply",
     "SharedLimiter",
