@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, final, overload
+from typing import TYPE_CHECKING, Any, final, overload
 
 from admission import _backend, _native, _registry
 from admission._validate import blocking_timeout, timeout_seconds
@@ -10,7 +10,8 @@ from admission.errors import AcquireTimeout, CapacityError, Closed
 from admission.stats import SemaphoreStats, WaitHistogram
 
 if TYPE_CHECKING:
-    from admission.stores import SharedMemory, SharedSemaphore
+    from admission.stores import NetworkStore, SharedMemory, SharedSemaphore
+    from admission.stores.remote import OnStoreError, RemoteSemaphore
 
 __all__ = ["Semaphore"]
 
@@ -60,6 +61,10 @@ class Semaphore(_native.Semaphore):
     ``store=adm.stores.SharedMemory(...)`` (with a ``name``) shares the semaphore with every
     process of the host that opens the same store: it returns an
     `admission.stores.SharedSemaphore` (same surface; permits are leases of their process).
+    A network store (``adm.stores.Postgres``, ``adm.stores.Redis``) shares it with every
+    process of every host: it returns an `admission.stores.RemoteSemaphore` (async only),
+    whose permits are leases of ``lease`` (default "30s") renewed while held, with fencing
+    tokens; ``on_store_error`` and ``instances`` as for `TokenBucket`.
 
     Raises:
         ValueError: ``limit`` outside ``1..MAX_PERMITS``.
@@ -75,13 +80,37 @@ class Semaphore(_native.Semaphore):
         cls, limit: int, *, name: str, store: SharedMemory
     ) -> SharedSemaphore: ...
 
-    def __new__(  # type: ignore[misc]  # see the overloads
-        cls, limit: int, *, name: str | None = None, store: SharedMemory | None = None
-    ) -> Semaphore | SharedSemaphore:
-        if store is not None:
-            from admission.stores import SharedSemaphore
+    @overload
+    def __new__(  # type: ignore[misc]  # a store's semaphore is another class, same surface
+        cls,
+        limit: int,
+        *,
+        name: str,
+        store: NetworkStore,
+        lease: float | str = 30.0,
+        on_store_error: OnStoreError = "closed",
+        instances: int | None = None,
+    ) -> RemoteSemaphore: ...
 
-            return SharedSemaphore(store, name, limit)
+    def __new__(  # type: ignore[misc]  # see the overloads
+        cls,
+        limit: int,
+        *,
+        name: str | None = None,
+        store: SharedMemory | NetworkStore | None = None,
+        **network: Any,
+    ) -> Semaphore | SharedSemaphore | RemoteSemaphore:
+        if store is not None or network:
+            from admission.stores import NetworkStore, SharedSemaphore
+            from admission.stores.remote import RemoteSemaphore, network_options
+
+            if isinstance(store, NetworkStore):
+                options = network_options(
+                    "Semaphore", network, "lease", "on_store_error", "instances"
+                )
+                return RemoteSemaphore(store, name, limit, local=Semaphore, **options)
+            network_options("Semaphore", network)  # none allowed without a network store
+            return SharedSemaphore(store, name, limit)  # type: ignore[arg-type]
         semaphore = super().__new__(cls, limit, name=name)
         # Visible to metrics and alerts (a weak reference: it never keeps it alive). A
         # semaphore in a store is not: its figures are the host's, reported once per host

@@ -28,13 +28,17 @@ import dataclasses
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, Final, Generic, TypeVar, final
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final
 
 from admission import _backend, _native, _registry, durations
 from admission._validate import timeout_seconds
 from admission.concurrency import Semaphore
 from admission.errors import AdmissionError
 from admission.rate import SlidingWindow, TokenBucket
+
+if TYPE_CHECKING:
+    from admission.stores import NetworkStore
+    from admission.stores.remote import RemoteKeyedTokenBucket
 
 __all__ = [
     "KeyedSemaphore",
@@ -92,6 +96,34 @@ def _canonical(key: Key) -> bytes:
     if isinstance(key, bytes):
         return key
     return str(int(key)).encode()
+
+
+def _in_network_store(
+    store: object,
+    rate: float,
+    per: float | str | None,
+    burst: int | None,
+    clock: object,
+    name: str | None,
+    network: dict[str, Any],
+) -> RemoteKeyedTokenBucket:
+    from admission.stores import NetworkStore
+    from admission.stores.remote import RemoteKeyedTokenBucket, network_options
+
+    if not isinstance(store, NetworkStore):
+        raise TypeError(
+            f"a KeyedTokenBucket's store= is a network store (adm.stores.Postgres, Redis), "
+            f"got {store!r}"
+        )
+    if clock is not None:
+        raise ValueError("a bucket in a store uses the store's clock: do not pass clock=")
+    options = network_options("KeyedTokenBucket", network, "on_store_error", "instances")
+    seconds = 1.0 if per is None else durations.seconds(per, "per", positive=True)
+    return RemoteKeyedTokenBucket(store, name, rate, seconds, burst, local=_local_keyed, **options)
+
+
+def _local_keyed(rate: float, per: float, burst: int) -> KeyedTokenBucket:
+    return KeyedTokenBucket(rate, per, burst)
 
 
 def _clock_arg(limiter: Any) -> Any:
@@ -390,6 +422,8 @@ class KeyedTokenBucket(_KeyedRate[TokenBucket], _native.KeyedTokenBucket):
         shards: int | None = None,
         clock: _native.ManualClock | _native.LoopClock | None = None,
         name: str | None = None,
+        store: NetworkStore | None = None,
+        **network: Any,
     ) -> KeyedTokenBucket:
         # Rate and duration strings ("10/s", per="1m") as `TokenBucket` takes them.
         if isinstance(rate, str) and per is not None:
@@ -397,6 +431,8 @@ class KeyedTokenBucket(_KeyedRate[TokenBucket], _native.KeyedTokenBucket):
         parsed = durations.rate(rate, "rate")
         if isinstance(rate, str):
             rate, per = parsed.count, parsed.per
+        if store is not None or network:
+            return _in_network_store(store, rate, per, burst, clock, name, network)  # type: ignore[return-value]
         return super().__new__(
             cls,
             rate,

@@ -23,7 +23,7 @@ The decisions are native (Rust); this module adds the waiting and the Python con
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, cast, final, overload
+from typing import TYPE_CHECKING, Any, cast, final, overload
 
 from admission import _backend, _native, _rate_wait, _registry, durations
 from admission._rate_wait import RateLimiter
@@ -32,7 +32,8 @@ from admission.reserve import OnError, Reserve
 from admission.stats import LimiterStats, WaitHistogram
 
 if TYPE_CHECKING:
-    from admission.stores import SharedMemory, SharedTokenBucket
+    from admission.stores import NetworkStore, SharedMemory, SharedTokenBucket
+    from admission.stores.remote import OnStoreError, RemoteTokenBucket
 
 __all__ = ["SlidingWindow", "TokenBucket"]
 
@@ -198,7 +199,15 @@ class TokenBucket(_RateLimiter, _native.TokenBucket):
         name: a label for stats and metrics.
         store: an `admission.stores.SharedMemory`: the bucket (found by ``name``, which is
             then required) is shared by every process of the host that opens the same store;
-            returns an `admission.stores.SharedTokenBucket` (same surface).
+            returns an `admission.stores.SharedTokenBucket` (same surface). A network store
+            (``adm.stores.Postgres``, ``adm.stores.Redis``): shared by every process of every
+            host; returns an `admission.stores.RemoteTokenBucket` (async only).
+        on_store_error: a network store's bucket, when the store fails: ``"closed"``
+            (default: raise `StoreUnavailable`), ``"open"`` (admit) or ``"local"`` (an
+            in-process bucket of ``rate / instances``).
+        instances: the processes sharing the limit (required by ``"local"``).
+        batch: a network store's bucket takes this many tokens per round trip and spends
+            them locally (see `admission.stores.RemoteTokenBucket`).
 
     Raises:
         ValueError: a non-positive, NaN or infinite ``rate``/``per``, or ``burst < 1``.
@@ -230,6 +239,20 @@ class TokenBucket(_RateLimiter, _native.TokenBucket):
         store: SharedMemory,
     ) -> SharedTokenBucket: ...
 
+    @overload
+    def __new__(  # type: ignore[misc]  # a store's bucket is another class, same surface
+        cls,
+        rate: float | str,
+        per: float | str | None = None,
+        burst: int | None = None,
+        *,
+        name: str,
+        store: NetworkStore,
+        on_store_error: OnStoreError = "closed",
+        instances: int | None = None,
+        batch: int | None = None,
+    ) -> RemoteTokenBucket: ...
+
     def __new__(  # type: ignore[misc]  # see the overloads
         cls,
         rate: float | str,
@@ -238,8 +261,9 @@ class TokenBucket(_RateLimiter, _native.TokenBucket):
         *,
         clock: _native.ManualClock | _native.LoopClock | None = None,
         name: str | None = None,
-        store: SharedMemory | None = None,
-    ) -> TokenBucket | SharedTokenBucket:
+        store: SharedMemory | NetworkStore | None = None,
+        **network: Any,
+    ) -> TokenBucket | SharedTokenBucket | RemoteTokenBucket:
         # Rate and duration strings ("60/min", per="1m") are accepted here as everywhere;
         # both are checked by the library's one check of a rate and of a duration, then
         # the native constructor checks them together (at most 1e9 per second, ...).
@@ -249,8 +273,8 @@ class TokenBucket(_RateLimiter, _native.TokenBucket):
         if isinstance(rate, str):
             rate, per = parsed.count, parsed.per
         per = 1.0 if per is None else durations.seconds(per, "per", positive=True)
-        if store is not None:
-            return _in_store(store, rate, per, burst, clock, name)
+        if store is not None or network:
+            return _in_store(store, rate, per, burst, clock, name, network)
         return super().__new__(cls, rate, per, burst, clock=clock, name=name)
 
     def __repr__(self) -> str:
@@ -259,13 +283,28 @@ class TokenBucket(_RateLimiter, _native.TokenBucket):
 
 
 def _in_store(
-    store: SharedMemory, rate: float, per: float, burst: int | None, clock: object, name: str | None
-) -> SharedTokenBucket:
-    from admission.stores import SharedTokenBucket
+    store: object,
+    rate: float,
+    per: float,
+    burst: int | None,
+    clock: object,
+    name: str | None,
+    network: dict[str, Any],
+) -> SharedTokenBucket | RemoteTokenBucket:
+    from admission.stores import NetworkStore, SharedTokenBucket
+    from admission.stores.remote import RemoteTokenBucket, network_options
 
     if clock is not None:
-        raise ValueError("a bucket in a store uses the host's monotonic clock: do not pass clock=")
-    return SharedTokenBucket(store, name, rate, per, burst)
+        raise ValueError("a bucket in a store uses the store's clock: do not pass clock=")
+    if isinstance(store, NetworkStore):
+        options = network_options("TokenBucket", network, "on_store_error", "instances", "batch")
+        return RemoteTokenBucket(store, name, rate, per, burst, local=_local_bucket, **options)
+    network_options("TokenBucket", network)  # none allowed without a network store
+    return SharedTokenBucket(store, name, rate, per, burst)  # type: ignore[arg-type]
+
+
+def _local_bucket(rate: float, per: float, burst: int) -> TokenBucket:
+    return TokenBucket(rate, per, burst)
 
 
 @final

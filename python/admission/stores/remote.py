@@ -1,0 +1,950 @@
+"""Limiters whose state lives in a network store (`admission.stores.network`): every process
+of every host that opens a limiter of the same name in the same store shares one limit.
+
+``adm.TokenBucket(..., name=, store=)``, ``adm.KeyedTokenBucket(..., name=, store=)`` and
+``adm.Semaphore(limit, name=, store=, lease=)`` return the classes of this module when
+``store`` is a network store. The store decides (one round trip, the server's clock); this
+module owns the rest:
+
+- Waiting. A request that must wait is charged in the same round trip that finds it must
+  wait (the reply says when its turn comes), then sleeps locally: rate limiters never poll.
+  A semaphore waiter keeps its place in the store's FIFO queue by asking again (at most
+  every ``POLL_MAX`` seconds, sooner at first), which also bounds how late it notices room.
+- Cancellation. A round trip runs in a task of its own that a cancellation does not stop:
+  the caller's cancellation propagates at once, and when the late reply arrives, whatever it
+  granted is given back (a charge whose TAT is still the bucket's is undone; a lease or a
+  place in the queue is released). A waiter cancelled while sleeping gives back the same
+  way. Nothing is double-booked: a charge made after the cancelled one keeps its place.
+- Failure. Each round trip returns or raises within the store's ``timeout``. A breaker per
+  store (`admission.CircuitBreaker`, named ``store <label>``) opens after repeated failures,
+  so a dead store costs microseconds, not a timeout per call; then each limiter does what
+  its ``on_store_error`` says: ``"closed"`` raises `StoreUnavailable`, ``"open"`` admits,
+  ``"local"`` falls back to an in-process limiter of the rate (or limit) divided by
+  ``instances``. Counted in ``admission_store_errors_total{store,limiter}``.
+
+Network stores' drivers (asyncpg, redis-py) are asyncio-only: so are these limiters (uvloop
+included); on trio, ``acquire`` raises `RuntimeError`. Their synchronous methods
+(``try_acquire``, ``acquire_blocking``, ``with``) raise `TypeError`: a network round trip
+must not block a thread that may be an event loop's, and a ``try_acquire`` that returned a
+coroutine would always be true.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import socket
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, final
+
+from admission import _backend, _native, durations
+from admission._validate import timeout_seconds
+from admission.breaker import CircuitBreaker
+from admission.errors import AcquireTimeout, CapacityError, StoreUnavailable
+from admission.stats import LimiterStats, SemaphoreStats, WaitHistogram
+from admission.stores.network import NetworkStore, RateReply, SemaphoreReply
+
+if TYPE_CHECKING:
+    from admission.metrics import Family
+
+#: A key of a keyed limiter: as `admission.keyed.Key` (not imported: the limiter modules
+#: import this one, never the reverse).
+Key = str | bytes | int
+
+#: Makes the in-process limiter a limiter falls back to under ``on_store_error="local"``
+#: (rate, per, burst -> bucket; limit -> semaphore): given by the module of the in-process
+#: class, which imports this one (never the reverse).
+LocalFactory = Callable[..., Any]
+
+__all__ = [
+    "POLL_MAX",
+    "Lease",
+    "OnStoreError",
+    "RemoteKeyedTokenBucket",
+    "RemoteSemaphore",
+    "RemoteTokenBucket",
+]
+
+T = TypeVar("T")
+
+OnStoreError = Literal["closed", "open", "local"]
+"""What a limiter does when its store fails: raise, admit, or limit in-process."""
+
+#: A semaphore waiter's longest wait between two requests to the store: the bound on how
+#: late it notices a released permit (it starts at 2 ms and doubles up to this).
+POLL_MAX = 0.05
+_POLL_MIN = 0.002
+
+_HOST = socket.gethostname()
+
+
+def _require_asyncio(what: str) -> None:
+    if _backend.on_trio():
+        raise RuntimeError(
+            f"{what} is in a network store, whose drivers (asyncpg, redis-py) run on asyncio "
+            "only: use it from asyncio or uvloop (or anyio on its asyncio backend)"
+        )
+
+
+def _sync_refused(what: str) -> TypeError:
+    return TypeError(
+        f"{what} is in a network store: every decision is a network round trip, so it has "
+        "no synchronous methods; use `await limiter.acquire(timeout=0)` for an immediate "
+        "answer (AcquireTimeout when refused), and `async with`"
+    )
+
+
+def network_options(kind: str, given: dict[str, Any], *allowed: str) -> dict[str, Any]:
+    """``given`` (a constructor's options for network stores) if they are all ``allowed``;
+    `TypeError` naming the first that is not (or that needs a network store)."""
+    for option in given:
+        if option not in allowed:
+            hint = (
+                " (an option of limiters in a network store: adm.stores.Postgres, Redis)"
+                if option in ("on_store_error", "instances", "batch", "lease")
+                else ""
+            )
+            raise TypeError(f"{kind}.__new__() got an unexpected keyword argument {option!r}{hint}")
+    return given
+
+
+# -- the store's breaker, shared by its limiters ---------------------------------------------
+
+_breakers: weakref.WeakKeyDictionary[NetworkStore, CircuitBreaker] = weakref.WeakKeyDictionary()
+
+
+def store_breaker(store: NetworkStore) -> CircuitBreaker:
+    """The breaker of ``store``'s round trips (made at first use, shared by its limiters):
+    half of the last 20 round trips failed (at least 5 of them), and it opens for 1 s,
+    doubling up to 30 s while the store stays down; one probe at a time when half-open."""
+    breaker = _breakers.get(store)
+    if breaker is None:
+        breaker = CircuitBreaker(
+            f"store {store.label}",
+            failure_rate=0.5,
+            window=20,
+            min_calls=5,
+            open_for=1.0,
+            open_for_max=30.0,
+            half_open_calls=1,
+        )
+        _breakers[store] = breaker
+    return breaker
+
+
+def _refusal(store: NetworkStore, breaker: CircuitBreaker) -> StoreUnavailable:
+    return StoreUnavailable(
+        store.label,
+        f"its breaker is open after repeated failures (next try in {breaker.retry_after:.3f} s)",
+    )
+
+
+# -- round trips that a cancellation does not lose -------------------------------------------
+
+
+async def _round_trip(call: Awaitable[T], on_late_reply: Callable[[T], object]) -> T:
+    """Awaits ``call`` in a task of its own. If the caller is cancelled first, the call runs
+    on and ``on_late_reply`` gets its reply (the server may have applied it: the caller
+    gives back what it granted); the cancellation propagates at once."""
+    task = asyncio.ensure_future(call)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(lambda t: _late(t, on_late_reply))
+        raise
+
+
+def _late(task: asyncio.Future[T], on_late_reply: Callable[[T], object]) -> None:
+    if not task.cancelled() and task.exception() is None:
+        on_late_reply(task.result())
+
+
+_background: set[asyncio.Task[Any]] = set()
+
+
+def _in_background(call: Awaitable[Any]) -> None:
+    """Runs a give-back round trip to its end whatever happens to the caller; a failure is
+    ignored (a charge not given back only admits less; a lease not released expires)."""
+    task = asyncio.ensure_future(_quietly(call))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def _quietly(call: Awaitable[Any]) -> None:
+    with contextlib.suppress(Exception):  # see _in_background: a failure just expires
+        await call
+
+
+# -- counters and metrics ------------------------------------------------------------------
+
+
+class _Counts:
+    """This process's counters of a limiter in a network store (the store keeps none)."""
+
+    __slots__ = (
+        "admitted",
+        "admitted_cost",
+        "cancelled",
+        "fallbacks",
+        "rejected",
+        "store_errors",
+        "timed_out",
+        "waiting",
+    )
+
+    def __init__(self) -> None:
+        self.admitted = self.admitted_cost = self.rejected = self.timed_out = 0
+        self.cancelled = self.waiting = self.store_errors = self.fallbacks = 0
+
+
+_limiters: weakref.WeakSet[_Remote] = weakref.WeakSet()
+_remove_source: Callable[[], None] | None = None
+
+
+def _track(limiter: _Remote) -> None:
+    global _remove_source
+    _limiters.add(limiter)
+    if _remove_source is None:
+        from admission import metrics
+
+        _remove_source = metrics.add_source(_families)
+
+
+def _families() -> Iterator[Family]:
+    from admission.metrics import Family, Sample
+
+    limiters = list(_limiters)
+
+    def labels(limiter: _Remote, **extra: str) -> dict[str, str]:
+        return {"store": limiter.store.label, "limiter": limiter.name, **extra}
+
+    outcomes = (
+        ("admitted", "admitted"),
+        ("rejected", "rejected"),
+        ("timeout", "timed_out"),
+        ("cancelled", "cancelled"),
+    )
+    yield Family(
+        "admission_store_errors",
+        "counter",
+        "Round trips to a network store that failed or were refused by its open breaker.",
+        tuple(Sample(labels(s), float(s._counts.store_errors)) for s in limiters),
+    )
+    yield Family(
+        "admission_store_fallbacks",
+        "counter",
+        "Requests decided without the store (on_store_error 'open' or 'local'), by mode.",
+        tuple(
+            Sample(labels(s, mode=s.on_store_error), float(s._counts.fallbacks))
+            for s in limiters
+            if s.on_store_error != "closed"
+        ),
+    )
+    yield Family(
+        "admission_store_acquisitions",
+        "counter",
+        "Requests to limiters in network stores made by this process, by outcome.",
+        tuple(
+            Sample(labels(s, outcome=outcome), float(getattr(s._counts, field)))
+            for s in limiters
+            for outcome, field in outcomes
+        ),
+    )
+
+
+class _Remote:
+    """What every limiter in a network store has: its store, name, policy and counters."""
+
+    __slots__ = (
+        "__weakref__",
+        "_breaker",
+        "_counts",
+        "_registered",
+        "instances",
+        "name",
+        "on_store_error",
+        "store",
+    )
+
+    def __init__(
+        self,
+        store: NetworkStore,
+        kind: str,
+        name: str | None,
+        on_store_error: str,
+        instances: int | None,
+    ) -> None:
+        if not isinstance(store, NetworkStore):
+            raise TypeError(f"store must be an admission.stores store, got {store!r}")
+        if name is None:
+            raise ValueError(f"a {kind} in a network store needs a name=: clients share it by name")
+        if not isinstance(name, str) or not name or len(name) > 200:
+            raise ValueError(f"name must be a non-empty str of at most 200 characters: {name!r}")
+        if on_store_error not in ("closed", "open", "local"):
+            raise ValueError(
+                f"on_store_error must be 'closed', 'open' or 'local', got {on_store_error!r}"
+            )
+        if instances is not None and (
+            isinstance(instances, bool) or not isinstance(instances, int) or instances < 1
+        ):
+            raise ValueError(f"instances must be an int >= 1, got {instances!r}")
+        if on_store_error == "local" and instances is None:
+            raise ValueError(
+                "on_store_error='local' needs instances=: the number of processes sharing the "
+                "limit, by which the in-process fallback divides it"
+            )
+        self.store = store
+        self.name = name
+        self.on_store_error: OnStoreError = on_store_error  # type: ignore[assignment]
+        self.instances = instances or 1
+        self._breaker = store_breaker(store)
+        self._counts = _Counts()
+        self._registered = False
+        _track(self)
+
+    def _config(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    async def _call(
+        self, call: Callable[[], Awaitable[T]], on_late_reply: Callable[[T], object]
+    ) -> T:
+        """One round trip through the store's breaker (registering the limiter first, once);
+        `StoreUnavailable` when it fails or the breaker refuses it."""
+        breaker = self._breaker
+        if not breaker.try_acquire():
+            self._counts.store_errors += 1
+            raise _refusal(self.store, breaker)
+        try:
+            if not self._registered:
+                await self.store.register(type(self)._kind, self.name, self._config())
+                self._registered = True
+            reply = await _round_trip(call(), on_late_reply)
+        except StoreUnavailable:
+            breaker.record(False, 0.0)
+            self._counts.store_errors += 1
+            raise
+        except BaseException:
+            breaker.release()  # cancelled, or a configuration mismatch: no verdict on the store
+            raise
+        breaker.record(True, 0.0)
+        return reply
+
+    _kind: str
+
+
+# -- rate limits -----------------------------------------------------------------------------
+
+
+class _RemoteRate(_Remote):
+    """A GCRA bucket (or a keyed family of them) in a network store."""
+
+    __slots__ = (
+        "_batch",
+        "_burst",
+        "_interval_us",
+        "_local",
+        "_local_tokens",
+        "_make_local",
+        "per",
+        "rate",
+    )
+
+    def __init__(
+        self,
+        store: NetworkStore,
+        name: str | None,
+        rate: float,
+        per: float,
+        burst: int | None,
+        *,
+        on_store_error: str = "closed",
+        instances: int | None = None,
+        batch: int | None = None,
+        local: LocalFactory,
+    ) -> None:
+        # The native bucket checks the arguments (one message per mistake) and defaults the
+        # burst exactly as the in-process one does.
+        checked = _native.TokenBucket(rate, per, burst)
+        super().__init__(store, self._kind, name, on_store_error, instances)
+        self.rate = checked.rate
+        self.per = checked.per
+        self._burst = checked.burst
+        # Rounded up: rounding never admits more than the rate.
+        self._interval_us = max(math.ceil(self.per * 1_000_000 / self.rate), 1)
+        if batch is not None and (
+            isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= self._burst
+        ):
+            raise ValueError(
+                f"batch must be an int from 1 to the burst {self._burst}, got {batch!r}"
+            )
+        self._batch = batch or 1
+        self._local_tokens = 0
+        self._make_local = local
+        self._local: Any = None
+
+    @property
+    def burst(self) -> int:
+        """The capacity: the most cost one request (or one burst) can take."""
+        return self._burst
+
+    @property
+    def waiting(self) -> int:
+        """This process's requests sleeping until their charged turn."""
+        return self._counts.waiting
+
+    def _config(self) -> dict[str, float]:
+        return {"rate": self.rate, "per": self.per, "burst": float(self._burst)}
+
+    def _check_cost(self, cost: int) -> None:
+        if isinstance(cost, bool) or not isinstance(cost, int):
+            raise TypeError(f"cost must be an int, got {type(cost).__name__} {cost!r}")
+        if cost < 1:
+            raise ValueError(f"cost must be >= 1, got {cost}")
+        if cost > self._burst:
+            self._counts.rejected += 1
+            raise CapacityError(cost, self._burst)
+
+    def _give_back(self, key: bytes | None, cost: int, reply: RateReply) -> None:
+        if reply.admitted:
+            _in_background(
+                self.store.rate_give_back(self.name, key, self._interval_us, cost, reply.tat_us)
+            )
+
+    async def _acquire(self, key: bytes | None, cost: int, timeout: float | str | None) -> None:
+        _require_asyncio(type(self).__name__)
+        self._check_cost(cost)
+        seconds = timeout_seconds(timeout)
+        if seconds is not None and math.isinf(seconds):
+            seconds = None
+        counts = self._counts
+        if self._local_tokens >= cost:
+            self._local_tokens -= cost
+            counts.admitted += 1
+            counts.admitted_cost += cost
+            return
+        # A batch charges `batch` at once when that fits now; the rest is spent locally.
+        take = self._batch if self._batch > cost else cost
+        max_wait = -1 if seconds is None else int(seconds * 1_000_000)
+        try:
+            reply = await self._call(
+                lambda: self.store.rate(
+                    self.name,
+                    key,
+                    self._interval_us,
+                    self._burst,
+                    take,
+                    0 if take > cost else max_wait,
+                ),
+                lambda late: self._give_back(key, take, late),
+            )
+            if not reply.admitted and take > cost:
+                take = cost
+                reply = await self._call(
+                    lambda: self.store.rate(
+                        self.name, key, self._interval_us, self._burst, cost, max_wait
+                    ),
+                    lambda late: self._give_back(key, cost, late),
+                )
+        except StoreUnavailable as error:
+            await self._store_failed(key, cost, timeout, error)
+            return
+        except asyncio.CancelledError:
+            counts.cancelled += 1
+            raise
+        if not reply.admitted:
+            counts.timed_out += 1
+            raise AcquireTimeout(seconds if seconds is not None else 0.0, reply.wait_us / 1e6)
+        if reply.wait_us > 0:
+            counts.waiting += 1
+            try:
+                await asyncio.sleep(reply.wait_us / 1_000_000)
+            except asyncio.CancelledError:
+                counts.cancelled += 1
+                self._give_back(key, take, reply)
+                raise
+            finally:
+                counts.waiting -= 1
+        self._local_tokens += take - cost
+        counts.admitted += 1
+        counts.admitted_cost += cost
+
+    async def _store_failed(
+        self, key: bytes | None, cost: int, timeout: float | str | None, error: StoreUnavailable
+    ) -> None:
+        counts = self._counts
+        if self.on_store_error == "closed":
+            counts.rejected += 1
+            raise error
+        counts.fallbacks += 1
+        if self.on_store_error == "local":
+            try:
+                await self._local_acquire(key, cost, timeout)
+            except AcquireTimeout:
+                counts.timed_out += 1
+                raise
+            except asyncio.CancelledError:
+                counts.cancelled += 1
+                raise
+        counts.admitted += 1
+        counts.admitted_cost += cost
+
+    async def _local_acquire(
+        self, key: bytes | None, cost: int, timeout: float | str | None
+    ) -> None:
+        if self._local is None:
+            # This process's share of the limit, in-process.
+            share = max(math.ceil(self._burst / self.instances), 1)
+            self._local = self._make_local(self.rate / self.instances, self.per, share)
+        # A request above the share's burst takes the whole share: refusing it would fail a
+        # request the shared limit allows.
+        local = self._local
+        cost = min(cost, local.burst)
+        await (local.acquire(cost, timeout) if key is None else local.acquire(key, cost, timeout))
+
+    def try_acquire(self, *args: object, **kwargs: object) -> bool:
+        """Refused: see the module docstring (`await acquire(timeout=0)` instead)."""
+        raise _sync_refused(type(self).__name__)
+
+    def acquire_blocking(self, *args: object, **kwargs: object) -> None:
+        """Refused: see the module docstring (``await acquire()`` instead)."""
+        raise _sync_refused(type(self).__name__)
+
+    def _stats(self) -> LimiterStats:
+        c = self._counts
+        return LimiterStats(
+            self.name, c.admitted, c.admitted_cost, c.rejected, c.timed_out, c.cancelled, c.waiting
+        )
+
+
+@final
+class RemoteTokenBucket(_RemoteRate):
+    """A `TokenBucket` in a network store: one limit for every process of every host that opens
+    it. Made by ``adm.TokenBucket(rate, per, burst, name=..., store=store)``.
+
+    ``await bucket.acquire(cost, timeout=...)`` is one round trip: admitted now, or charged
+    for its turn and asleep until then (``timeout=0``: now or `AcquireTimeout`), or refused at
+    once with `AcquireTimeout` when its turn is past the timeout. ``async with bucket:`` takes
+    one. Waiters are served in the order the store charged them.
+
+    ``batch=N`` charges N tokens per round trip when they fit and spends them locally: N
+    times fewer round trips, at the price of admitting up to ``N - 1`` tokens per process
+    later than the store granted them (over any interval, at most ``(N - 1) x processes``
+    more than the limit). Not for a limit that must hold to the token.
+
+    `stats` counts this process's requests; the store keeps no counters.
+    """
+
+    __slots__ = ()
+    _kind = "TokenBucket"
+
+    async def acquire(self, cost: int = 1, timeout: float | str | None = None) -> None:
+        """Waits until ``cost`` is admitted (see the class docstring).
+
+        Raises:
+            AcquireTimeout: refused now (``timeout=0``) or its turn is past ``timeout``.
+            StoreUnavailable: the store failed and ``on_store_error`` is ``"closed"``.
+            CapacityError: ``cost`` exceeds the burst.
+        """
+        await self._acquire(None, cost, timeout)
+
+    async def __aenter__(self) -> None:
+        await self._acquire(None, 1, None)
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+    def __enter__(self) -> None:
+        raise _sync_refused("TokenBucket")
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def stats(self) -> LimiterStats:
+        """This process's counters (``waiting``: its requests asleep until their turn)."""
+        return self._stats()
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenBucket(rate={self.rate!r}, per={self.per!r}, burst={self._burst}, "
+            f"name={self.name!r}, store={self.store.label})"
+        )
+
+
+@final
+class RemoteKeyedTokenBucket(_RemoteRate):
+    """A `KeyedTokenBucket` in a network store: one bucket per key, every bucket shared by
+    every process that opens the limiter. Made by ``adm.KeyedTokenBucket(..., name=...,
+    store=store)``. The store holds a key's state only while its bucket is not full (a Redis
+    TTL, a PostgreSQL row swept afterwards), so idle keys cost nothing.
+
+    ``await per_user.acquire(key, cost, timeout=...)`` and ``async with per_user(key):``
+    behave as `RemoteTokenBucket`'s, per key. Keys are ``str``, ``bytes`` or ``int``, as for
+    the in-process `KeyedTokenBucket`.
+    """
+
+    __slots__ = ()
+    _kind = "KeyedTokenBucket"
+
+    async def acquire(self, key: Key, cost: int = 1, timeout: float | str | None = None) -> None:
+        """Waits until ``cost`` is admitted for ``key`` (see `RemoteTokenBucket.acquire`)."""
+        await self._acquire(_canonical_key(key), cost, timeout)
+
+    def __call__(self, key: Key, cost: int = 1) -> _KeyHold:
+        """``async with per_user(key, cost):`` takes ``cost`` for ``key``."""
+        return _KeyHold(self, _canonical_key(key), cost)
+
+    def stats(self) -> LimiterStats:
+        """This process's counters, all keys together."""
+        return self._stats()
+
+    def __repr__(self) -> str:
+        return (
+            f"KeyedTokenBucket(rate={self.rate!r}, per={self.per!r}, burst={self._burst}, "
+            f"name={self.name!r}, store={self.store.label})"
+        )
+
+
+def _canonical_key(key: Key) -> bytes:
+    """The key as the store holds it: the bytes an in-process keyed limiter hashes (UTF-8 of
+    a ``str``, a ``bytes`` as it is, an ``int``'s decimal digits)."""
+    if isinstance(key, str):
+        return key.encode()
+    if isinstance(key, bytes):
+        return key
+    if isinstance(key, int) and not isinstance(key, bool):
+        return str(key).encode()
+    raise TypeError(f"a key is a str, bytes or int, got {type(key).__name__} {key!r}")
+
+
+@final
+class _KeyHold:
+    __slots__ = ("_cost", "_key", "_limiter")
+
+    def __init__(self, limiter: RemoteKeyedTokenBucket, key: bytes, cost: int) -> None:
+        self._limiter = limiter
+        self._key = key
+        self._cost = cost
+
+    async def __aenter__(self) -> None:
+        await self._limiter._acquire(self._key, self._cost, None)
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+
+# -- the distributed semaphore ---------------------------------------------------------------
+
+
+@final
+class Lease:
+    """A permit of a `RemoteSemaphore`: what ``await semaphore.acquire()`` returns and
+    ``async with semaphore as lease:`` binds.
+
+    ``fence`` is the grant's fencing token: strictly greater than every token the semaphore
+    granted before, across all clients. Pass it to the resource you protect and have it
+    refuse a token smaller than one it has seen: a holder that stalled past its lease (a
+    long pause, a partition) is then refused instead of writing beside the next holder.
+    ``lost`` turns true when a heartbeat finds the lease already expired in the store.
+    A permit granted without the store (``on_store_error`` ``"open"`` or ``"local"``) has
+    ``fence`` 0 and ``holder`` ``""``.
+    """
+
+    __slots__ = ("_local", "_released", "fence", "holder", "lost")
+
+    def __init__(self, holder: str, fence: int, local: Any = None) -> None:
+        self.holder = holder
+        self.fence = fence
+        self.lost = False
+        self._local = local
+        self._released = False
+
+    def __repr__(self) -> str:
+        lost = ", lost" if self.lost else ""
+        return f"Lease(fence={self.fence}, holder={self.holder!r}{lost})"
+
+
+@final
+class RemoteSemaphore(_Remote):
+    """A `Semaphore` in a network store: at most ``limit`` permits held at once by every
+    process of every host. Made by ``adm.Semaphore(limit, name=..., store=store,
+    lease="30s")``.
+
+    A permit is a lease with an expiry on the server's clock, renewed by a heartbeat every
+    third of ``lease`` while held: a holder that crashes or is cut off gives its permit back
+    when its lease runs out, without anyone's help. Each grant carries a fencing token
+    (`Lease.fence`). Waiters queue in the store, first come first served across all clients
+    (a waiter that stops asking, because its process died, drops out after ``lease``); a
+    waiter notices a free permit within ``POLL_MAX`` seconds.
+
+    ``async with semaphore as lease:`` / ``lease = await semaphore.acquire(timeout=...)`` and
+    ``semaphore.release(lease)``. One permit per acquisition.
+    """
+
+    __slots__ = (
+        "_by_task",
+        "_heartbeat",
+        "_held",
+        "_lease_us",
+        "_local",
+        "_make_local",
+        "lease",
+        "limit",
+    )
+    _kind = "Semaphore"
+
+    def __init__(
+        self,
+        store: NetworkStore,
+        name: str | None,
+        limit: int,
+        *,
+        lease: float | str = 30.0,
+        on_store_error: str = "closed",
+        instances: int | None = None,
+        local: LocalFactory,
+    ) -> None:
+        _native.Semaphore(limit)  # the in-process check of a limit, one message per mistake
+        super().__init__(store, "Semaphore", name, on_store_error, instances)
+        self.limit = limit
+        self.lease = durations.seconds(lease, "lease", positive=True)
+        self._lease_us = math.ceil(self.lease * 1_000_000)
+        self._held: dict[str, Lease] = {}
+        """The leases held in the store, by holder: what the heartbeat renews."""
+        self._by_task: weakref.WeakKeyDictionary[asyncio.Task[Any], list[Lease]] = (
+            weakref.WeakKeyDictionary()
+        )
+        """Each task's leases, last acquired last: what ``release()`` without a lease and
+        ``async with``'s exit give back."""
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._make_local = local
+        self._local: Any = None
+
+    def _config(self) -> dict[str, float]:
+        return {"limit": float(self.limit), "lease": self.lease}
+
+    @property
+    def in_use(self) -> int:
+        """Permits this process holds now (`state` asks the store for everyone's)."""
+        return len(self._held)
+
+    async def state(self) -> tuple[int, int]:
+        """(permits held, waiters queued) across every client, as the store says now."""
+        _require_asyncio("Semaphore")
+        return await self._call(lambda: self.store.semaphore_state(self.name), lambda _: None)
+
+    def _let_go(self, holder: str) -> Callable[[SemaphoreReply], None]:
+        def release_late(reply: SemaphoreReply) -> None:
+            _in_background(self.store.semaphore_release(self.name, holder))
+
+        return release_late
+
+    async def acquire(self, n: int = 1, timeout: float | str | None = None) -> Lease:
+        """Waits until a permit is granted and returns its `Lease`.
+
+        Raises:
+            AcquireTimeout: no permit within ``timeout`` (``0``: none free now).
+            StoreUnavailable: the store failed and ``on_store_error`` is ``"closed"``.
+        """
+        _require_asyncio("Semaphore")
+        if n != 1:
+            raise ValueError(f"a semaphore in a network store grants one permit at a time, not {n}")
+        seconds = timeout_seconds(timeout)
+        if seconds is not None and math.isinf(seconds):
+            seconds = None
+        counts = self._counts
+        holder = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex}"
+        loop = asyncio.get_running_loop()
+        deadline = None if seconds is None else loop.time() + seconds
+        delay = _POLL_MIN
+        queued = False
+        try:
+            while True:
+                reply = await self._call(
+                    lambda: self.store.semaphore_acquire(
+                        self.name, self.limit, holder, self._lease_us, seconds != 0
+                    ),
+                    self._let_go(holder),
+                )
+                if reply.granted:
+                    break
+                queued = seconds != 0
+                left = None if deadline is None else deadline - loop.time()
+                if left is not None and left <= 0:
+                    counts.timed_out += 1
+                    raise AcquireTimeout(seconds if seconds is not None else 0.0)
+                counts.waiting += 1
+                try:
+                    pause = min(delay, self.lease / 3)
+                    await asyncio.sleep(pause if left is None else min(pause, left))
+                finally:
+                    counts.waiting -= 1
+                delay = min(delay * 2, POLL_MAX)
+        except StoreUnavailable as error:
+            if queued:
+                _in_background(self.store.semaphore_release(self.name, holder))
+            return await self._store_failed(error, timeout)
+        except asyncio.CancelledError:
+            counts.cancelled += 1
+            if queued:
+                _in_background(self.store.semaphore_release(self.name, holder))
+            raise
+        except AcquireTimeout:
+            if queued:
+                _in_background(self.store.semaphore_release(self.name, holder))
+            raise
+        lease = self._granted(Lease(holder, reply.fence))
+        self._held[holder] = lease
+        counts.admitted += 1
+        counts.admitted_cost += 1
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = loop.create_task(self._renew_while_held())
+        return lease
+
+    async def _store_failed(self, error: StoreUnavailable, timeout: float | str | None) -> Lease:
+        counts = self._counts
+        if self.on_store_error == "closed":
+            counts.rejected += 1
+            raise error
+        counts.fallbacks += 1
+        local = None
+        if self.on_store_error == "local":
+            if self._local is None:
+                self._local = self._make_local(max(self.limit // self.instances, 1))
+            local = self._local
+            try:
+                await local.acquire(1, timeout)
+            except AcquireTimeout:
+                counts.timed_out += 1
+                raise
+            except asyncio.CancelledError:
+                counts.cancelled += 1
+                raise
+        counts.admitted += 1
+        counts.admitted_cost += 1
+        return self._granted(Lease("", 0, local))
+
+    def _granted(self, lease: Lease) -> Lease:
+        task = asyncio.current_task()
+        if task is not None:
+            self._by_task.setdefault(task, []).append(lease)
+        return lease
+
+    async def _renew_while_held(self) -> None:
+        """The heartbeat: renews every lease this object holds each third of ``lease``, in
+        one round trip; marks `Lease.lost` those the store says expired. Ends when none is
+        held. A failed renewal is retried at the next beat (the lease survives a store
+        failure shorter than two thirds of ``lease``)."""
+        while self._held:
+            await asyncio.sleep(self.lease / 3)
+            holders = list(self._held)
+            if not holders:
+                break
+            try:
+                renewed = await self._call(
+                    lambda holders=holders: self.store.semaphore_renew(  # type: ignore[misc]
+                        self.name, holders, self._lease_us
+                    ),
+                    lambda _: None,
+                )
+            except StoreUnavailable:
+                continue
+            for holder, ok in zip(holders, renewed, strict=True):
+                if not ok and holder in self._held:
+                    # Expired in the store: another client may hold the permit now. The
+                    # lease stays on its task's books until released (release is a no-op
+                    # in the store then), but is no longer renewed.
+                    self._held.pop(holder).lost = True
+
+    def release(self, lease: Lease | None = None) -> None:
+        """Gives back ``lease`` (default: the last one this task acquired and still holds);
+        the store's answer comes in the background (``await release_and_wait(lease)`` waits
+        for it).
+
+        Raises:
+            RuntimeError: ``lease`` is not held here (already released, or another
+                semaphore's), or none given and this task holds none.
+        """
+        target = self._forget(lease)
+        if target.holder:
+            _in_background(self.store.semaphore_release(self.name, target.holder))
+
+    async def release_and_wait(self, lease: Lease | None = None) -> bool:
+        """`release`, waiting for the store: False if the lease had already expired there."""
+        target = self._forget(lease)
+        if not target.holder:
+            return True
+        return await _round_trip(
+            self.store.semaphore_release(self.name, target.holder), lambda _: None
+        )
+
+    def _forget(self, lease: Lease | None) -> Lease:
+        """Takes ``lease`` off this object's books (and the task's) before it is released."""
+        task = asyncio.current_task()
+        mine = self._by_task.get(task) if task is not None else None
+        if lease is None:
+            if not mine:
+                raise RuntimeError(
+                    f"release() of semaphore {self.name!r}: this task holds no permit of it "
+                    "(pass the Lease that acquire() returned)"
+                )
+            lease = mine[-1]
+        if lease._released:
+            raise RuntimeError(f"{lease!r} of semaphore {self.name!r} was already released")
+        lease._released = True
+        if mine and lease in mine:
+            mine.remove(lease)
+        else:
+            for leases in self._by_task.values():
+                if lease in leases:
+                    leases.remove(lease)
+                    break
+        self._held.pop(lease.holder, None)
+        if lease._local is not None:
+            lease._local.release()
+        return lease
+
+    async def __aenter__(self) -> Lease:
+        return await self.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        with contextlib.suppress(StoreUnavailable):  # the lease then expires after `lease`
+            await self.release_and_wait()
+
+    def __enter__(self) -> None:
+        raise _sync_refused("Semaphore")
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def acquire_blocking(self, *args: object, **kwargs: object) -> None:
+        """Refused: see the module docstring (``await acquire()`` instead)."""
+        raise _sync_refused("Semaphore")
+
+    def stats(self) -> SemaphoreStats:
+        """This process's counters; ``in_use``: the permits it holds (`state` for all)."""
+        c = self._counts
+        in_use = len(self._held)
+        return SemaphoreStats(
+            name=self.name,
+            limit=self.limit,
+            in_use=in_use,
+            available=max(self.limit - in_use, 0),
+            waiting=c.waiting,
+            high_water=in_use,
+            admitted=c.admitted,
+            admitted_cost=c.admitted_cost,
+            rejected=c.rejected,
+            timed_out=c.timed_out,
+            cancelled=c.cancelled,
+            wait=WaitHistogram.empty(),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Semaphore({self.limit}, name={self.name!r}, lease={self.lease!r}, "
+            f"store={self.store.label})"
+        )

@@ -1,0 +1,509 @@
+"""Limiters in a network store (admission.stores.remote) on the contract's reference store,
+`MemoryStore`: waiting, giving back on cancellation, leases, failure modes, options.
+
+The PostgreSQL and Redis stores run the same limiters against real servers in
+tests/integration; here the store is in memory so each behaviour is isolated and exact."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+import admission as adm
+from admission.stores import MemoryStore
+from admission.stores.remote import POLL_MAX, store_breaker
+
+
+class ServerClock:
+    """A server clock moved by hand (seconds)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run(coro: object) -> object:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+# -- the token bucket ------------------------------------------------------------------------
+
+
+def test_a_bucket_admits_its_burst_then_refuses_now_on_the_servers_clock() -> None:
+    clock = ServerClock()
+    store = MemoryStore(clock=clock)
+    bucket = adm.TokenBucket(rate=2, per=1, burst=3, name="api", store=store)
+
+    async def main() -> None:
+        for _ in range(3):
+            await bucket.acquire(timeout=0)
+        with pytest.raises(adm.AcquireTimeout) as refused:
+            await bucket.acquire(timeout=0)
+        assert refused.value.needed == pytest.approx(0.5)
+        clock.now += 0.5  # the server's clock, not ours, says one more fits
+        await bucket.acquire(timeout=0)
+
+    run(main())
+    stats = bucket.stats()
+    assert (stats.admitted, stats.admitted_cost, stats.timed_out, stats.rejected) == (4, 4, 1, 0)
+    assert isinstance(bucket, adm.stores.RemoteTokenBucket)
+
+
+def test_a_waiter_is_charged_in_the_round_trip_and_sleeps_locally_without_polling() -> None:
+    store = MemoryStore()
+    bucket = adm.TokenBucket(rate=20, per=1, burst=1, name="api", store=store)
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        await bucket.acquire()
+        start = loop.time()
+        await bucket.acquire(timeout=1)  # its turn is 50 ms away
+        return loop.time() - start
+
+    waited = run(main())
+    assert 0.04 <= waited < 1  # type: ignore[operator]
+    assert store.calls["rate"] == 2  # one round trip each: the second slept, it did not poll
+
+
+def test_the_emission_interval_is_rounded_up_so_rounding_never_admits_more() -> None:
+    store = MemoryStore(clock=ServerClock())
+    bucket = adm.TokenBucket(rate=3, per=1, burst=1, name="thirds", store=store)
+    run(bucket.acquire())
+    tat = store.tat_us("thirds")
+    assert tat is not None
+    assert tat - int(store._clock() * 1e6) == math.ceil(1e6 / 3)
+
+
+def test_a_waiter_cancelled_while_asleep_gives_its_charge_back() -> None:
+    clock = ServerClock()
+    store = MemoryStore(clock=clock)
+    bucket = adm.TokenBucket(rate=1, per=1, burst=1, name="api", store=store)
+
+    async def main() -> None:
+        await bucket.acquire()
+        before = store.tat_us("api")
+        waiter = asyncio.ensure_future(bucket.acquire())
+        await asyncio.sleep(0.01)
+        assert bucket.waiting == 1
+        assert store.tat_us("api") == before + 1_000_000
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        for _ in range(10):  # the give-back is a round trip of its own
+            await asyncio.sleep(0)
+        assert store.tat_us("api") == before
+
+    run(main())
+    assert bucket.stats().cancelled == 1
+    assert bucket.waiting == 0
+
+
+def test_a_reply_lost_to_cancellation_is_given_back_when_it_arrives() -> None:
+    clock = ServerClock()
+    store = MemoryStore(clock=clock, latency=0.05)
+    bucket = adm.TokenBucket(rate=1, per=1, burst=1, name="api", store=store)
+
+    async def main() -> None:
+        await bucket.acquire()  # registered; then full again
+        clock.now += 10
+        before = store.tat_us("api")
+        caller = asyncio.ensure_future(bucket.acquire())
+        await asyncio.sleep(0.01)  # the round trip is under way
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller  # at once: not after the reply
+        assert store.tat_us("api") == before  # the server has not answered yet
+        await asyncio.sleep(0.2)  # the reply (applied) arrives, then the give-back
+        assert store.tat_us("api") == int(clock.now * 1e6)  # full again (TAT = now)
+
+    run(main())
+    assert store.calls == {"register": 1, "rate": 2, "rate_give_back": 1}
+
+
+def test_a_give_back_never_takes_a_turn_already_given_to_a_later_charge() -> None:
+    clock = ServerClock()
+    store = MemoryStore(clock=clock)
+    bucket = adm.TokenBucket(rate=1, per=1, burst=1, name="api", store=store)
+
+    async def main() -> None:
+        await bucket.acquire()
+        first = asyncio.ensure_future(bucket.acquire())  # turn at +1 s
+        await asyncio.sleep(0.01)
+        second = asyncio.ensure_future(bucket.acquire())  # turn at +2 s
+        await asyncio.sleep(0.01)
+        after_both = store.tat_us("api")
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await asyncio.sleep(0.01)
+        # The first's turn cannot be undone without moving the second's: it is kept.
+        assert store.tat_us("api") == after_both
+        second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        await asyncio.sleep(0.01)
+        assert store.tat_us("api") == after_both - 1_000_000  # type: ignore[operator]
+
+    run(main())
+
+
+def test_a_cost_above_the_burst_is_refused_at_once_without_a_round_trip() -> None:
+    store = MemoryStore()
+    bucket = adm.TokenBucket(rate=5, burst=5, name="api", store=store)
+    with pytest.raises(adm.CapacityError):
+        run(bucket.acquire(6))
+    with pytest.raises(ValueError, match="cost must be >= 1"):
+        run(bucket.acquire(0))
+    assert "rate" not in store.calls
+
+
+def test_a_batch_charges_several_tokens_per_round_trip_and_spends_them_locally() -> None:
+    store = MemoryStore(clock=ServerClock())
+    bucket = adm.TokenBucket(rate=100, per=1, burst=10, name="api", store=store, batch=5)
+
+    async def main() -> None:
+        for _ in range(10):
+            await bucket.acquire(timeout=0)
+        with pytest.raises(adm.AcquireTimeout):
+            await bucket.acquire(timeout=0)
+
+    run(main())
+    # Two batches of 5; the refused 11th asked for 5 then for 1.
+    assert store.calls["rate"] == 4
+    assert bucket.stats().admitted == 10
+
+
+def test_a_configuration_mismatch_is_a_clear_error() -> None:
+    store = MemoryStore()
+    run(adm.TokenBucket(rate=5, name="api", store=store).acquire())
+    other = adm.TokenBucket(rate=6, name="api", store=store)
+    with pytest.raises(ValueError, match=r"TokenBucket 'api' is in store memory with .*5\.0"):
+        run(other.acquire())
+
+
+# -- the keyed bucket ------------------------------------------------------------------------
+
+
+def test_a_keyed_bucket_limits_each_key_alone_and_str_bytes_int_keys_agree() -> None:
+    store = MemoryStore(clock=ServerClock())
+    per_user = adm.KeyedTokenBucket(rate=1, per=60, burst=1, name="users", store=store)
+    assert isinstance(per_user, adm.stores.RemoteKeyedTokenBucket)
+
+    async def main() -> None:
+        await per_user.acquire("42", timeout=0)
+        await per_user.acquire("7", timeout=0)
+        for same in ("42", b"42", 42):
+            with pytest.raises(adm.AcquireTimeout):
+                await per_user.acquire(same, timeout=0)
+        async with per_user("8"):
+            pass
+        with pytest.raises(TypeError, match="a key is a str, bytes or int"):
+            await per_user.acquire(4.2, timeout=0)  # type: ignore[arg-type]
+
+    run(main())
+    assert store.tat_us("users", b"42") is not None
+    assert store.tat_us("users") is None
+
+
+# -- when the store fails ----------------------------------------------------------------------
+
+
+def test_closed_raises_store_unavailable_and_counts_it() -> None:
+    store = MemoryStore()
+    bucket = adm.TokenBucket(rate=5, name="api", store=store)
+    store.fail()
+    with pytest.raises(adm.StoreUnavailable, match="store memory unavailable"):
+        run(bucket.acquire())
+    assert bucket.stats().rejected == 1
+    assert bucket._counts.store_errors == 1
+
+
+def test_open_admits_without_the_store_and_counts_the_fallback() -> None:
+    store = MemoryStore()
+    bucket = adm.TokenBucket(rate=1, burst=1, name="api", store=store, on_store_error="open")
+    store.fail()
+
+    async def main() -> None:
+        for _ in range(5):
+            await bucket.acquire(timeout=0)
+
+    run(main())
+    assert bucket.stats().admitted == 5
+    assert bucket._counts.fallbacks == 5
+
+
+def test_local_limits_in_process_to_the_share_of_the_instances() -> None:
+    store = MemoryStore()
+    bucket = adm.TokenBucket(
+        rate=40, per=1, burst=8, name="api", store=store, on_store_error="local", instances=4
+    )
+    store.fail()
+
+    async def main() -> int:
+        admitted = 0
+        for _ in range(10):
+            try:
+                await bucket.acquire(timeout=0)
+                admitted += 1
+            except adm.AcquireTimeout:
+                pass
+        return admitted
+
+    assert run(main()) == 2  # burst 8 / 4 instances
+    with pytest.raises(ValueError, match="needs instances="):
+        adm.TokenBucket(rate=1, name="x", store=store, on_store_error="local")
+
+
+def test_the_store_breaker_stops_calling_a_dead_store_then_probes_it() -> None:
+    store = MemoryStore()
+    bucket = adm.TokenBucket(rate=1000, name="api", store=store, on_store_error="open")
+    breaker = store_breaker(store)
+
+    async def main() -> None:
+        await bucket.acquire()
+        store.fail()
+        for _ in range(50):
+            await bucket.acquire()
+
+    run(main())
+    assert breaker.state == "open"
+    # Five round trips (min_calls), four of them failed: it opens, and the other 46 cost no
+    # round trip.
+    assert store.calls["rate"] == 1 + 4
+    assert bucket._counts.store_errors == 50
+    assert bucket._counts.fallbacks == 50
+    store.recover()
+    breaker.reset()
+    run(bucket.acquire())
+    assert store.calls["rate"] == 6
+
+
+def test_options_of_network_stores_are_refused_elsewhere_with_a_hint() -> None:
+    with pytest.raises(TypeError, match="an option of limiters in a network store"):
+        adm.TokenBucket(rate=5, on_store_error="open")  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'lease'"):
+        adm.TokenBucket(rate=5, name="x", store=MemoryStore(), lease="1s")  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match="needs a name="):
+        adm.TokenBucket(rate=5, store=MemoryStore())  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match="on_store_error must be"):
+        adm.Semaphore(2, name="x", store=MemoryStore(), on_store_error="maybe")  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match="batch must be"):
+        adm.TokenBucket(rate=5, burst=5, name="x", store=MemoryStore(), batch=6)
+
+
+def test_synchronous_use_is_refused_with_the_async_alternative() -> None:
+    store = MemoryStore()
+    bucket = adm.TokenBucket(rate=5, name="api", store=store)
+    with pytest.raises(TypeError, match=r"await limiter.acquire\(timeout=0\)"):
+        bucket.try_acquire()
+    with pytest.raises(TypeError), bucket:
+        pass
+    semaphore = adm.Semaphore(1, name="db", store=store)
+    with pytest.raises(TypeError), semaphore:
+        pass
+
+
+def test_on_trio_a_clear_error_not_a_hang() -> None:
+    trio = pytest.importorskip("trio")
+    bucket = adm.TokenBucket(rate=5, name="api", store=MemoryStore())
+    with pytest.raises(RuntimeError, match="asyncio only"):
+        trio.run(bucket.acquire)
+
+
+# -- the semaphore ---------------------------------------------------------------------------
+
+
+def test_permits_are_leases_with_strictly_increasing_fences() -> None:
+    store = MemoryStore()
+    db = adm.Semaphore(2, name="db", store=store, lease="10s")
+    assert isinstance(db, adm.stores.RemoteSemaphore)
+
+    async def main() -> list[int]:
+        fences = []
+        for _ in range(3):
+            async with db as lease:
+                fences.append(lease.fence)
+                assert await db.state() == (1, 0)
+                assert db.in_use == 1
+        a = await db.acquire()
+        b = await db.acquire()
+        with pytest.raises(adm.AcquireTimeout):
+            await db.acquire(timeout=0)
+        db.release(a)
+        assert await db.release_and_wait(b)
+        return [*fences, a.fence, b.fence]
+
+    assert run(main()) == [1, 2, 3, 4, 5]
+
+
+def test_waiters_are_served_first_come_first_served() -> None:
+    store = MemoryStore()
+    db = adm.Semaphore(1, name="db", store=store)
+    order: list[int] = []
+
+    async def worker(i: int) -> None:
+        async with db:
+            order.append(i)
+            await asyncio.sleep(0.01)
+
+    async def main() -> None:
+        holder = await db.acquire()
+        tasks = []
+        for i in range(5):
+            tasks.append(asyncio.ensure_future(worker(i)))
+            await asyncio.sleep(0.005)  # each queued before the next arrives
+        assert (await db.state())[1] == 5
+        db.release(holder)
+        await asyncio.wait_for(asyncio.gather(*tasks), 5)
+
+    run(main())
+    assert order == [0, 1, 2, 3, 4]
+
+
+def test_concurrent_tasks_each_release_their_own_lease() -> None:
+    store = MemoryStore()
+    db = adm.Semaphore(2, name="db", store=store)
+    seen: dict[str, int] = {}
+
+    async def hold(name: str, seconds: float) -> None:
+        async with db as lease:
+            seen[name] = lease.fence
+            await asyncio.sleep(seconds)
+            assert lease.holder in db._held  # the other task's exit did not take mine
+
+    async def main() -> None:
+        await asyncio.gather(hold("long", 0.05), hold("short", 0.01))
+        assert await db.state() == (0, 0)
+
+    run(main())
+    assert sorted(seen.values()) == [1, 2]
+
+
+def test_a_waiter_given_up_leaves_the_queue_and_a_timeout_too() -> None:
+    store = MemoryStore()
+    db = adm.Semaphore(1, name="db", store=store)
+
+    async def main() -> None:
+        held = await db.acquire()
+        waiter = asyncio.ensure_future(db.acquire())
+        await asyncio.sleep(0.01)
+        assert await db.state() == (1, 1)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        await asyncio.sleep(0.01)
+        assert await db.state() == (1, 0)
+        with pytest.raises(adm.AcquireTimeout):
+            await asyncio.wait_for(db.acquire(timeout=0.02), 5)
+        await asyncio.sleep(0.01)
+        assert await db.state() == (1, 0)
+        # wait_for's own timeout is a cancellation: the same.
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(db.acquire(), 0.02)
+        await asyncio.sleep(0.01)
+        assert await db.state() == (1, 0)
+        db.release(held)
+
+    run(main())
+    stats = db.stats()
+    assert (stats.admitted, stats.cancelled, stats.timed_out) == (1, 2, 1)
+
+
+def test_a_grant_lost_to_cancellation_is_released_when_it_arrives() -> None:
+    store = MemoryStore(latency=0.05)
+    db = adm.Semaphore(1, name="db", store=store)
+
+    async def main() -> None:
+        await db.state()  # registered
+        caller = asyncio.ensure_future(db.acquire())
+        await asyncio.sleep(0.01)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        await asyncio.sleep(0.2)
+        assert await db.state() == (0, 0)
+
+    run(main())
+
+
+def test_the_heartbeat_keeps_a_lease_and_a_lease_not_renewed_expires() -> None:
+    clock = ServerClock()
+    store = MemoryStore(clock=clock)
+    db = adm.Semaphore(1, name="db", store=store, lease=0.06)
+
+    async def main() -> None:
+        lease = await db.acquire()
+        for _ in range(3):  # 3 x 0.06 s of server time, renewed every 0.02 s of ours
+            await asyncio.sleep(0.06)
+            clock.now += 0.03
+        assert not lease.lost
+        assert await db.state() == (1, 0)
+        assert store.calls["semaphore_renew"] >= 3
+        clock.now += 1  # a stall past the lease (a partition, a pause): it expires
+        await asyncio.sleep(0.05)
+        assert lease.lost
+        assert await db.state() == (0, 0)
+        other = await db.acquire(timeout=0)  # someone else gets it, with a larger fence
+        assert other.fence > lease.fence
+        db.release(lease)  # releasing a lost lease is allowed (and does nothing)
+        db.release(other)
+
+    run(main())
+
+
+def test_release_errors_name_the_mistake() -> None:
+    store = MemoryStore()
+    db = adm.Semaphore(1, name="db", store=store)
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match="this task holds no permit"):
+            db.release()
+        lease = await db.acquire()
+        db.release(lease)
+        with pytest.raises(RuntimeError, match="already released"):
+            db.release(lease)
+        with pytest.raises(ValueError, match="one permit at a time"):
+            await db.acquire(2)
+
+    run(main())
+
+
+def test_a_semaphore_falls_back_to_its_local_share_when_the_store_fails() -> None:
+    store = MemoryStore()
+    db = adm.Semaphore(8, name="db", store=store, on_store_error="local", instances=4)
+    store.fail()
+
+    async def main() -> None:
+        a = await db.acquire(timeout=0)
+        b = await db.acquire(timeout=0)
+        assert (a.fence, a.holder) == (0, "")
+        with pytest.raises(adm.AcquireTimeout):
+            await db.acquire(timeout=0)
+        db.release(a)
+        c = await db.acquire(timeout=0)
+        db.release(b)
+        db.release(c)
+
+    run(main())
+
+
+def test_metrics_report_store_errors_per_store_and_limiter() -> None:
+    store = MemoryStore()
+    bucket = adm.TokenBucket(rate=5, name="metered", store=store, on_store_error="open")
+    store.fail()
+    run(bucket.acquire())
+    families = {f.name: f for f in adm.metrics.collect()}
+    errors = families["admission_store_errors"].samples
+    assert any(
+        s.labels == {"store": "memory", "limiter": "metered"} and s.value == 1 for s in errors
+    )
+    fallbacks = families["admission_store_fallbacks"].samples
+    assert any(s.labels["limiter"] == "metered" and s.labels["mode"] == "open" for s in fallbacks)
+
+
+def test_the_poll_bound_is_documented_in_seconds() -> None:
+    assert 0 < POLL_MAX <= 0.1
