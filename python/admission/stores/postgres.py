@@ -83,6 +83,7 @@ class Postgres(NetworkStore):
 
     __slots__ = (
         "_acquire",
+        "_clean_failures",
         "_closed",
         "_create",
         "_dsn",
@@ -110,6 +111,11 @@ class Postgres(NetworkStore):
         sweep_interval: float | str | None = 60.0,
     ) -> None:
         require("asyncpg", "postgres", "admission.stores.Postgres")
+        import asyncpg.exceptions._base as driver  # type: ignore[import-untyped]
+
+        # Errors after which a connection is still usable: the server's reply to the
+        # statement, an argument the driver refused to encode.
+        self._clean_failures = (driver.PostgresError, driver.DataError)
         if (dsn is None) == (pool is None):
             raise TypeError("Postgres needs exactly one of dsn= and pool=")
         if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema):
@@ -147,7 +153,7 @@ class Postgres(NetworkStore):
     @staticmethod
     def _given_pool(pool: Any) -> tuple[Any, str]:
         """How to take a connection from ``pool``, and the store's label for it."""
-        import asyncpg  # type: ignore[import-untyped]
+        import asyncpg
 
         # A PoolManager, known by its public surface (importing the class would close an
         # import cycle: the pools are built on the limiters, which import the stores).
@@ -189,10 +195,11 @@ class Postgres(NetworkStore):
 
     @staticmethod
     def _is_store_failure(exc: BaseException) -> bool:
-        """Whether ``exc`` is the store's fault: connection, timeout, server error."""
-        import asyncpg
+        """Whether ``exc`` is the store's fault: connection, timeout, server or driver error
+        (not arguments the driver cannot encode: those are the caller's `ValueError`)."""
+        import asyncpg.exceptions._base as driver
 
-        if isinstance(exc, asyncpg.DataError):  # arguments the driver cannot encode: ours
+        if isinstance(exc, driver.DataError):
             return False
         return isinstance(
             exc,
@@ -200,8 +207,9 @@ class Postgres(NetworkStore):
                 TimeoutError,
                 asyncio.TimeoutError,
                 OSError,
-                asyncpg.PostgresError,
-                asyncpg.InterfaceError,
+                driver.PostgresMessage,
+                driver.InterfaceMessage,
+                driver.InternalClientError,
                 PoolError,
             ),
         )
@@ -217,10 +225,12 @@ class Postgres(NetworkStore):
         async with self._acquire() as conn:
             try:
                 return await getattr(conn, method)(sql, *args)
-            except asyncio.CancelledError:
-                # Cut short (a timeout, a caller giving up): the connection is dropped, not
-                # cancelled. Cancelling would wait for the server, which may be the one not
-                # answering; the pool opens a new connection instead.
+            except self._clean_failures:
+                raise  # the server refused the statement: the connection is as it was
+            except BaseException:
+                # Cut short (a timeout, a caller giving up) or broken: the connection is
+                # dropped, not cancelled. Cancelling would wait for the server, which may be
+                # the one not answering; the pool opens a new connection instead.
                 conn.terminate()
                 raise
 
