@@ -106,6 +106,7 @@ class Contenders:
         self.bucket: Any = None
         self.executor = ThreadPoolExecutor(POOL_SIZE)
         self.pyrate: Any = None
+        self.pyrate_admitted = self.pyrate_refused = 0
         self.psycopg_pool: Any = None
 
     async def open(self) -> None:
@@ -183,7 +184,10 @@ class Contenders:
 
     async def pyrate_limiter(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.executor, self.pyrate.try_acquire, "x", 1, False)
+        if await loop.run_in_executor(self.executor, self.pyrate.try_acquire, "x", 1, False):
+            self.pyrate_admitted += 1
+        else:  # its table lock is taken NOWAIT: a concurrent call is refused, not queued
+            self.pyrate_refused += 1
 
     def table(self) -> list[tuple[str, str, str, Op, float]]:
         """(key, label, role, operation, share of the round's operations)."""
@@ -257,9 +261,13 @@ def test_decisions(benchmark: Any, server: PostgresServer, key: str, concurrency
 # ------------------------------------------------------------------ standalone: the table
 
 
-async def interleaved(dsn: str, rounds: int, scale: float) -> dict[tuple[str, int], list[float]]:
-    """Decisions per second of each round of each row at each concurrency."""
+async def interleaved(
+    dsn: str, rounds: int, scale: float
+) -> tuple[dict[tuple[str, int], list[float]], dict[int, float]]:
+    """Decisions per second of each round of each row at each concurrency, and the share of
+    pyrate-limiter's decisions that admitted at each concurrency."""
     contenders = Contenders(dsn)
+    admitted_share: dict[int, float] = {}
     await contenders.open()
     rates: dict[tuple[str, int], list[float]] = {}
     try:
@@ -272,16 +280,22 @@ async def interleaved(dsn: str, rounds: int, scale: float) -> dict[tuple[str, in
                     n = _ops(concurrency, share, scale)
                     seconds = await run_round(op, n, concurrency)
                     rates.setdefault((key, concurrency), []).append(n / seconds)
+        for concurrency in CONCURRENCY:  # pyrate's refusals, per concurrency, in a round alone
+            contenders.pyrate_admitted = contenders.pyrate_refused = 0
+            await run_round(contenders.pyrate_limiter, _ops(concurrency, 0.1, scale), concurrency)
+            admitted_share[concurrency] = contenders.pyrate_admitted / (
+                contenders.pyrate_admitted + contenders.pyrate_refused
+            )
     finally:
         await contenders.close()
-    return rates
+    return rates, admitted_share
 
 
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 7
     scale = float(sys.argv[2]) if len(sys.argv) > 2 else 1.0
     with PostgresServer() as pg:
-        rates = asyncio.run(interleaved(pg.app_dsn(), rounds, scale))
+        rates, admitted_share = asyncio.run(interleaved(pg.app_dsn(), rounds, scale))
     rows = Contenders("").table()
     medians = {k: statistics.median(v) for k, v in rates.items()}
     print(f"{rounds} interleaved rounds, pools of {POOL_SIZE}; decisions/s (median of rounds)\n")
@@ -296,6 +310,8 @@ def main() -> None:
             store = medians[("store", c)]
             cells.append(f"{value:,.0f} | {value / floor:.2f} | {store / value:.2f}")
         print(f"| {label} | {' | '.join(cells)} |")
+    shares = ", ".join(f"c={c}: {share:.0%}" for c, share in admitted_share.items())
+    print(f"\npyrate-limiter's decisions that admitted (the rest: refused by its lock): {shares}")
 
 
 if __name__ == "__main__":
