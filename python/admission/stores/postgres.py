@@ -272,6 +272,8 @@ class Postgres(NetworkStore):
             if self._is_store_failure(exc):
                 raise self._unavailable(exc, SETUP_TIMEOUT) from exc
             raise
+        if self._closed:  # closed while connecting: no sweeper left behind
+            raise StoreUnavailable(self._label, "the store was closed (aclose)")
         self._ready = True
         if self._sweep_interval is not None and self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().create_task(
