@@ -28,7 +28,7 @@ import dataclasses
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final, overload
 
 from admission import _backend, _native, _registry, durations
 from admission._validate import timeout_seconds
@@ -38,7 +38,7 @@ from admission.rate import SlidingWindow, TokenBucket
 
 if TYPE_CHECKING:
     from admission.stores import NetworkStore
-    from admission.stores.remote import RemoteKeyedTokenBucket
+    from admission.stores.remote import OnStoreError, RemoteKeyedTokenBucket
 
 __all__ = [
     "KeyedSemaphore",
@@ -411,7 +411,35 @@ class KeyedTokenBucket(_KeyedRate[TokenBucket], _native.KeyedTokenBucket):
     (2, 3)
     """
 
+    @overload
     def __new__(
+        cls,
+        rate: float | str,
+        per: float | str | None = None,
+        burst: int | None = None,
+        *,
+        max_keys: int = 1_000_000,
+        idle_ttl: float | str = 600.0,
+        shards: int | None = None,
+        clock: _native.ManualClock | _native.LoopClock | None = None,
+        name: str | None = None,
+        store: None = None,
+    ) -> KeyedTokenBucket: ...
+
+    @overload
+    def __new__(  # type: ignore[misc]  # a store's keyed bucket is another class
+        cls,
+        rate: float | str,
+        per: float | str | None = None,
+        burst: int | None = None,
+        *,
+        name: str,
+        store: NetworkStore,
+        on_store_error: OnStoreError = "closed",
+        instances: int | None = None,
+    ) -> RemoteKeyedTokenBucket: ...
+
+    def __new__(  # type: ignore[misc]  # see the overloads
         cls,
         rate: float | str,
         per: float | str | None = None,
@@ -424,7 +452,7 @@ class KeyedTokenBucket(_KeyedRate[TokenBucket], _native.KeyedTokenBucket):
         name: str | None = None,
         store: NetworkStore | None = None,
         **network: Any,
-    ) -> KeyedTokenBucket:
+    ) -> KeyedTokenBucket | RemoteKeyedTokenBucket:
         # Rate and duration strings ("10/s", per="1m") as `TokenBucket` takes them.
         if isinstance(rate, str) and per is not None:
             raise ValueError(f"rate {rate!r} already says its period: do not also give per={per!r}")
@@ -432,7 +460,7 @@ class KeyedTokenBucket(_KeyedRate[TokenBucket], _native.KeyedTokenBucket):
         if isinstance(rate, str):
             rate, per = parsed.count, parsed.per
         if store is not None or network:
-            return _in_network_store(store, rate, per, burst, clock, name, network)  # type: ignore[return-value]
+            return _in_network_store(store, rate, per, burst, clock, name, network)
         return super().__new__(
             cls,
             rate,

@@ -157,3 +157,28 @@ async def client_layer(tpm: adm.TokenBucket, rpm: adm.TokenBucket) -> None:
     print(transport.stats()["api.openai.com"].rate_limited)
     adm.httpx.AsyncTransport(limits={"x": 3})  # error
     adm.httpx.Transport(breaker="sometimes")  # error
+
+
+async def network_store() -> None:
+    store = adm.stores.MemoryStore()
+    bucket: adm.stores.RemoteTokenBucket = adm.TokenBucket(
+        rate=500, per=60, name="openai", store=store, on_store_error="local", instances=4
+    )
+    await bucket.acquire(3, timeout=0)
+    per_user: adm.stores.RemoteKeyedTokenBucket = adm.KeyedTokenBucket(
+        rate=10, name="users", store=store
+    )
+    await per_user.acquire("user:42", timeout="1s")
+    db: adm.stores.RemoteSemaphore = adm.Semaphore(20, name="db", store=store, lease="30s")
+    lease: adm.stores.Lease = await db.acquire(timeout=1)
+    fence: int = lease.fence
+    db.release(lease)
+    async with db as held:
+        print(held.fence, fence)
+    adm.TokenBucket(rate=5, name="x", store=store, on_store_error="maybe")  # error
+    adm.TokenBucket(rate=5, name="x", store=store, lease="1s")  # error
+    adm.TokenBucket(rate=5, on_store_error="open")  # error
+    adm.KeyedTokenBucket(rate=5, store=store)  # error
+    adm.Semaphore(5, name="db", store=store, batch=2)  # error
+    plain: adm.KeyedTokenBucket = adm.KeyedTokenBucket(rate=5, name="k", store=store)  # error
+    print(plain)

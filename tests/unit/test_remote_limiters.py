@@ -507,3 +507,135 @@ def test_metrics_report_store_errors_per_store_and_limiter() -> None:
 
 def test_the_poll_bound_is_documented_in_seconds() -> None:
     assert 0 < POLL_MAX <= 0.1
+
+
+# -- the round trip a cancellation does not lose (remote._Guarded) ---------------------------
+
+
+@pytest.mark.parametrize("loop_factory", ["asyncio", "uvloop"])
+def test_a_call_cancelled_at_any_await_runs_on_and_hands_over_its_reply(loop_factory: str) -> None:
+    from admission.stores.remote import _Guarded
+
+    if loop_factory == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        runner = uvloop.run
+    else:
+        runner = asyncio.run
+    steps: list[str] = []
+
+    async def call(result: int) -> int:
+        steps.append("start")
+        await asyncio.sleep(0)  # a bare yield
+        steps.append("yielded")
+        await asyncio.sleep(0.05)  # a future
+        steps.append("slept")
+        inner: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(0.1, inner.set_result, result)
+        return await inner
+
+    async def main() -> None:
+        assert await _Guarded(call(1), steps.append) == 1  # no cancellation: the reply
+        for cancel_after in (0, 0.02, 0.1):  # at the bare yield, in the sleep, in the future
+            steps.clear()
+            late: list[int] = []
+            caller = asyncio.ensure_future(_Guarded(call(2), late.append))
+            await asyncio.sleep(cancel_after)
+            caller.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await caller
+            # (The reply may already be handed over if the machine is slow enough for the
+            # call to finish between the cancel and this line: only the end is certain.)
+            await asyncio.sleep(0.3)
+            assert steps == ["start", "yielded", "slept"], cancel_after
+            assert late == [2], cancel_after
+
+    runner(main())
+
+
+def test_a_call_that_fails_raises_to_its_caller_and_a_late_failure_hands_over_nothing() -> None:
+    from admission.stores.remote import _Guarded
+
+    async def fail_after(seconds: float) -> int:
+        await asyncio.sleep(seconds)
+        raise adm.StoreUnavailable("memory", "lost")
+
+    async def driver_timeout() -> int:
+        # A driver's own timeout cancels the future it waits on: it sees that cancellation.
+        return await asyncio.wait_for(asyncio.sleep(1, result=3), 0.01)
+
+    async def main() -> None:
+        with pytest.raises(adm.StoreUnavailable):
+            await _Guarded(fail_after(0.01), pytest.fail)
+        with pytest.raises(asyncio.TimeoutError):
+            await _Guarded(driver_timeout(), pytest.fail)
+        caller = asyncio.ensure_future(_Guarded(fail_after(0.03), pytest.fail))
+        await asyncio.sleep(0.01)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        await asyncio.sleep(0.05)  # the late failure is swallowed; pytest.fail never called
+
+    asyncio.run(main())
+
+
+def test_a_lease_released_from_another_thread_is_released_on_its_loop() -> None:
+    store = MemoryStore()
+    db = adm.Semaphore(1, name="db", store=store)
+
+    async def main() -> None:
+        lease = await db.acquire()
+        await asyncio.to_thread(db.release, lease)  # a worker thread, no loop of its own
+        await asyncio.sleep(0.01)
+        assert await db.state() == (0, 0)
+        assert (await db.acquire(timeout=0)).fence == 2
+
+    run(main())
+
+
+def test_batching_over_admits_at_most_batch_minus_one_per_process() -> None:
+    """Four "processes" (limiters on one store) take batches of 5 from one bucket of
+    100/s, burst 10, as fast as they can for 2 s of server time: over the run, and over any
+    window, admitted <= burst + rate x t + (5 - 1) x 4."""
+    from support import VirtualTimeLoop  # type: ignore[import-not-found]
+
+    loop = VirtualTimeLoop()
+    store = MemoryStore(clock=loop.time)
+    processes = [
+        adm.TokenBucket(rate=100, per=1, burst=10, name="api", store=store, batch=5)
+        for _ in range(4)
+    ]
+    admitted: list[float] = []
+
+    async def hammer(bucket: adm.stores.RemoteTokenBucket) -> None:
+        while loop.time() < 2.0:
+            await bucket.acquire(timeout=0.05)
+            admitted.append(loop.time())
+
+    async def main() -> None:
+        await asyncio.gather(*(hammer(b) for b in processes))
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    bound = 10 + 100 * 2.0 + (5 - 1) * 4
+    assert len(admitted) <= bound
+    assert len(admitted) >= 10 + 100 * 2.0 * 0.98  # and the limit is used, not starved
+    for start in (t / 10 for t in range(20)):  # any 0.5 s window
+        inside = sum(1 for t in admitted if start <= t < start + 0.5)
+        assert inside <= 10 + 100 * 0.5 + (5 - 1) * 4
+    # Saturated, a batch rarely fits; a process that found it did not waits until the
+    # store said it would before trying again, so it is not two round trips a request.
+    assert store.calls["rate"] < len(admitted) * 1.6
+
+
+def test_batching_saves_round_trips_while_the_limit_does_not_bind() -> None:
+    store = MemoryStore()
+    bucket = adm.TokenBucket(rate=10_000, per=1, burst=1_000, name="api", store=store, batch=10)
+
+    async def main() -> None:
+        for _ in range(500):
+            await bucket.acquire(timeout=0)
+
+    run(main())
+    assert store.calls["rate"] == 50

@@ -32,26 +32,31 @@ Series and labels:
 
 The metrics (see the README's "Metrics" section for the full table):
 
-=====================================  =========  ==================================================
-``admission_limiters``                 gauge      live primitives in the series
-``admission_permits_in_use``           gauge      semaphore permits held
-``admission_permits_limit``            gauge      semaphore limits
-``admission_high_water``               gauge      most permits ever held at once
-``admission_waiters``                  gauge      requests waiting now
-``admission_oldest_wait_seconds``      gauge      how long the longest current waiter has waited
-``admission_tokens_available``         gauge      cost ``try_acquire`` would admit now (rate limits)
-``admission_tokens_capacity``          gauge      burst (token bucket) / limit (sliding window)
-``admission_acquisitions_total``       counter    requests by ``outcome``
-``admission_admitted_cost_total``      counter    sum of admitted costs (tokens, permits)
-``admission_wait_seconds``             histogram  how long admitted requests waited
-``admission_circuit_state``            gauge      a named circuit breaker's state (0, 1, 2)
-``admission_circuit_calls_total``      counter    calls through a named breaker by ``outcome``
-``admission_retries_total``            counter    a named retry's decisions by ``outcome``
-``admission_retry_calls_total``        counter    calls through a named retry by ``outcome``
-=====================================  =========  ==================================================
+========================================  =========  ===============================================
+``admission_limiters``                    gauge      live primitives in the series
+``admission_permits_in_use``              gauge      semaphore permits held
+``admission_permits_limit``               gauge      semaphore limits
+``admission_high_water``                  gauge      most permits ever held at once
+``admission_waiters``                     gauge      requests waiting now
+``admission_oldest_wait_seconds``         gauge      how long the longest current waiter has waited
+``admission_tokens_available``            gauge      cost ``try_acquire`` admits now (rate limits)
+``admission_tokens_capacity``             gauge      burst (token bucket) / limit (sliding window)
+``admission_acquisitions_total``          counter    requests by ``outcome``
+``admission_admitted_cost_total``         counter    sum of admitted costs (tokens, permits)
+``admission_wait_seconds``                histogram  how long admitted requests waited
+``admission_circuit_state``               gauge      a named circuit breaker's state (0, 1, 2)
+``admission_circuit_calls_total``         counter    calls through a named breaker by ``outcome``
+``admission_retries_total``               counter    a named retry's decisions by ``outcome``
+``admission_retry_calls_total``           counter    calls through a named retry by ``outcome``
+``admission_store_errors_total``          counter    failed round trips to a network store
+``admission_store_fallbacks_total``       counter    requests decided without the store, by ``mode``
+``admission_store_acquisitions_total``    counter    network-store limiters' requests by ``outcome``
+========================================  =========  ===============================================
 
-The last four are the sources of `admission.breaker` and `admission.retry` (label ``breaker``
-or ``retry``: the name; unnamed ones have no series).
+Four of the last seven are the sources of `admission.breaker` and `admission.retry` (label
+``breaker`` or ``retry``: the name; unnamed ones have no series); the last three,
+`admission.stores.remote`'s (labels ``store``, the store's label without credentials, and
+``limiter``: this process's requests to limiters in PostgreSQL or Redis).
 
 Other parts of the library (and applications) add their own families with `add_source`.
 """
