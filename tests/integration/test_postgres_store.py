@@ -582,6 +582,7 @@ def test_given_pools_are_used_and_left_open(pg: PostgresServer, schema: str) -> 
         pool = await asyncpg.create_pool(pg.app_dsn(), min_size=1, max_size=2)
         store = Postgres(pool=pool, schema=schema)
         assert store.label == f"postgresql://app:***@127.0.0.1:{pg.port}/test"
+        assert store._secrets  # its DSN's password is scrubbed from driver messages too
         assert (await store.rate("p", None, LONG, 1, 1, 0)).admitted
         await store.aclose()
         assert await pool.fetchval("SELECT 1") == 1  # not closed by the store

@@ -143,7 +143,7 @@ class Postgres(NetworkStore):
             self._secrets = parse_dsn(dsn).secrets  # ValueError, redacted, if unusable
             self._label = redact_dsn(dsn)
         else:
-            self._acquire, self._label = self._given_pool(pool)
+            self._acquire, self._label, self._secrets = self._given_pool(pool)
             self._pool = pool
         self._setup: asyncio.Future[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -151,8 +151,9 @@ class Postgres(NetworkStore):
         self._closed = False
 
     @staticmethod
-    def _given_pool(pool: Any) -> tuple[Any, str]:
-        """How to take a connection from ``pool``, and the store's label for it."""
+    def _given_pool(pool: Any) -> tuple[Any, str, tuple[str, ...]]:
+        """How to take a connection from ``pool``, the store's label for it, and the secrets
+        of its DSN (scrubbed from every message)."""
         import asyncpg
 
         # A PoolManager, known by its public surface (importing the class would close an
@@ -162,11 +163,17 @@ class Postgres(NetworkStore):
             if name not in manager.names:
                 known = ", ".join(repr(n) for n in manager.names)
                 raise ValueError(f"the PoolManager has no pool {name!r} (it has {known})")
-            return (lambda: manager.connection(name)), f"PoolManager pool {name!r}"
+            return (lambda: manager.connection(name)), f"PoolManager pool {name!r}", ()
         if isinstance(pool, asyncpg.Pool):
             args = getattr(pool, "_connect_args", ())
             dsn = args[0] if args and isinstance(args[0], str) else None
-            return pool.acquire, redact_dsn(dsn) if dsn else "postgresql (an asyncpg pool)"
+            if dsn is None:
+                return pool.acquire, "postgresql (an asyncpg pool)", ()
+            try:
+                secrets = parse_dsn(dsn).secrets
+            except ValueError:
+                secrets = ()  # asyncpg took it: shown redacted all the same
+            return pool.acquire, redact_dsn(dsn), secrets
         raise TypeError(
             f"pool must be an asyncpg pool or (PoolManager, pool name), got {type(pool).__name__}"
         )
