@@ -122,6 +122,16 @@ GROUPS: dict[str, Group] = {
         "a connection per query (a real local PostgreSQL)",
         unit="query",
     ),
+    "postgres store decision, c=1": Group(
+        "one GCRA decision through `stores.Postgres` (and the TokenBucket on it) by 1 worker, "
+        "against raw asyncpg `select 1`, a PL/pgSQL function, a SELECT FOR UPDATE transaction "
+        "and pyrate-limiter's PostgresBucket (a real local PostgreSQL)",
+        unit="decision",
+    ),
+    "postgres store decision, c=16": Group(
+        "the same by 16 workers on one shared bucket, pools of 16 connections",
+        unit="decision",
+    ),
 }
 
 

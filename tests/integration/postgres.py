@@ -11,6 +11,7 @@ really fails. Nothing is skipped: if the server cannot start, `start` raises wit
     with PostgresServer() as pg:          # initdb + start + the app role + database "test"
         dsn = pg.dsn()                     # superuser DSN
         pg.stop(); pg.start()              # a restart on the same port
+        pg.pause(); pg.resume()            # SIGSTOP / SIGCONT: up, but not answering
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import inspect
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -85,6 +87,7 @@ class PostgresServer:
         self.log = self.root / "server.log"
         self._as_postgres = os.geteuid() == 0
         self._initialized = False
+        self._paused = False
 
     # ------------------------------------------------------------------ processes
 
@@ -184,6 +187,34 @@ class PostgresServer:
         """``pg_ctl stop -m <mode>``: ``fast`` disconnects clients, aborting their work."""
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
 
+    def _server_pids(self) -> list[int]:
+        """The postmaster (first line of ``postmaster.pid``) and its children."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        pids = [postmaster]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[1]) == postmaster:  # the parent pid
+                pids.append(int(stat.parent.name))
+        return pids
+
+    def pause(self) -> None:
+        """SIGSTOPs the postmaster and its children: connections stay up, nothing answers
+        (a hung server, as a partition would look). `resume` undoes it."""
+        self._paused = True
+        for pid in self._server_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONTs what `pause` stopped (and any child forked since: none can be)."""
+        self._paused = False
+        for pid in self._server_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
     def is_running(self) -> bool:
         result = self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "status", check=False)
         return result.returncode == 0
@@ -218,6 +249,8 @@ class PostgresServer:
 
     def cleanup(self) -> None:
         """Stops the server if it runs (immediately: nothing here is worth a checkpoint)."""
+        if self._paused:
+            self.resume()  # a stopped postmaster would not hear the stop
         if self._initialized and self.is_running():
             self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)

@@ -56,6 +56,17 @@ def shared_memory_store() -> None:
     print(local)
 
 
+async def postgres_store() -> None:
+    store = adm.stores.Postgres("postgresql://app@db/app", schema="admission", timeout="50ms")
+    reply: adm.stores.RateReply = await store.rate("api", None, 1000, 10, 1, 0)
+    removed: int = await store.sweep(batch=100)
+    await store.migrate()
+    await store.aclose()
+    print(reply, removed, store.label)
+    adm.stores.Postgres("postgresql://app@db/app", "admission")  # error
+    adm.stores.Postgres(dsn="postgresql://app@db/app", create="yes")  # error
+
+
 def widen(x: int) -> float:
     return x * 1.5
 

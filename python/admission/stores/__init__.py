@@ -5,7 +5,8 @@ a multiprocessing pool); a network store (`NetworkStore`: PostgreSQL, Redis) bet
 process of every host. Pass one as ``store=`` to `admission.TokenBucket`,
 `admission.Semaphore` or (network stores) `admission.KeyedTokenBucket`. `MemoryStore` is the
 network-store contract in this process's memory, for tests. ``Redis``
-(`admission.stores.redis`) is imported on first use (it needs the ``redis`` extra).
+(`admission.stores.redis`) is imported on first use (it needs the ``redis`` extra);
+``Postgres`` needs asyncpg (the ``postgres`` extra) only when one is made.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from admission.stores.memory import MemoryStore
 from admission.stores.network import NetworkStore, RateReply, SemaphoreReply
+from admission.stores.postgres import Postgres
 from admission.stores.remote import (
     Lease,
     RemoteKeyedTokenBucket,
@@ -44,6 +46,7 @@ __all__ = [
     "Lease",
     "MemoryStore",
     "NetworkStore",
+    "Postgres",
     "RateReply",
     "Redis",
     "RemoteKeyedTokenBucket",

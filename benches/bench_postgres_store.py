@@ -1,0 +1,322 @@
+"""Decisions per second through the PostgreSQL store (`admission.stores.Postgres`) at
+concurrency 1 and 16, against raw asyncpg ``select 1`` on a pool of the same size and
+pyrate-limiter's ``PostgresBucket``, in the same run, on one throwaway local server.
+
+Rows (every decision admitted: the bucket's rate is far above what any row reaches, and every
+worker decides on the ONE shared bucket, the contended case a shared limit is):
+
+- ``asyncpg select 1``: ``pool.fetchval("select 1")`` on an asyncpg pool as created by default,
+  whose release sends asyncpg's reset query (a second round trip).
+- ``asyncpg select 1, no reset``: the same on a pool made as the store makes its own (release
+  sends nothing): the floor a one-statement decision is held to (the issue's >= 0.8 x).
+- ``Postgres.rate``: one GCRA decision, the store's statement (``INSERT ... ON CONFLICT DO
+  UPDATE ... RETURNING``), on that pool.
+- ``TokenBucket(store=Postgres)``: ``await bucket.acquire(timeout=0)``, the limiter on top.
+- ``PL/pgSQL function``: the same decision as a function called by one SELECT (``SELECT ...
+  FOR UPDATE`` then ``UPDATE`` inside the server): the alternative the store did not keep.
+- ``SELECT FOR UPDATE + UPDATE transaction``: Bucket4j's way: BEGIN, read the row locked,
+  decide in the client, UPDATE, COMMIT (four round trips, the row locked across them).
+- ``pyrate-limiter PostgresBucket``: ``Limiter(PostgresBucket(...)).try_acquire(blocking=False)``
+  on a psycopg pool of the same size, from threads (it is synchronous; its limiter takes a
+  lock around each call, and it reads the server's clock in a round trip of its own).
+
+Rounds are interleaved (a noisy neighbour hits every row alike), medians reported.
+
+    .venv/bin/python benches/bench_postgres_store.py [ROUNDS=7] [SCALE=1.0]   # RESULTS.md
+    .venv/bin/python -m pytest benches/bench_postgres_store.py --benchmark-only
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+import pytest
+
+import admission as adm
+from admission.stores.postgres import Postgres
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
+from postgres import PostgresServer
+
+GROUP_1 = "postgres store decision, c=1"
+GROUP_16 = "postgres store decision, c=16"
+CONCURRENCY = (1, 16)
+POOL_SIZE = 16
+OPS = {1: 1_500, 16: 3_000}  # per round; pyrate-limiter's rows a tenth of it
+INTERVAL_US = 1  # a bucket of a million per second: every decision in the bench admitted
+BURST = 1_000_000
+
+Op = Callable[[], Awaitable[Any]]
+
+_FUNCTION = """
+CREATE SCHEMA IF NOT EXISTS bench;
+CREATE UNLOGGED TABLE IF NOT EXISTS bench.buckets (
+    name text PRIMARY KEY, tat bigint NOT NULL
+);
+CREATE OR REPLACE FUNCTION bench.rate(
+    p_name text, p_interval bigint, p_burst bigint, p_cost bigint, p_max_wait bigint,
+    OUT admitted boolean, OUT tat bigint, OUT now bigint
+) LANGUAGE plpgsql AS $$
+DECLARE old bigint; new bigint;
+BEGIN
+    LOOP
+        SELECT b.tat INTO old FROM bench.buckets b WHERE b.name = p_name FOR UPDATE;
+        now := (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
+        IF NOT FOUND THEN
+            INSERT INTO bench.buckets (name, tat) VALUES (p_name, now + p_cost * p_interval)
+                ON CONFLICT DO NOTHING;
+            IF FOUND THEN admitted := true; tat := now + p_cost * p_interval; RETURN; END IF;
+            CONTINUE;
+        END IF;
+        new := greatest(old, now) + p_cost * p_interval;
+        admitted := p_max_wait < 0 OR new - p_burst * p_interval - now <= p_max_wait;
+        IF admitted THEN
+            UPDATE bench.buckets b SET tat = new WHERE b.name = p_name;
+            tat := new;
+        ELSE
+            tat := old;
+        END IF;
+        RETURN;
+    END LOOP;
+END
+$$;
+"""
+_NOW = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
+
+
+async def _no_reset(conn: Any) -> None:
+    pass
+
+
+class Contenders:
+    """Every row's operation against one server, on one event loop (pyrate's in threads)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.pool: Any = None
+        self.bare: Any = None
+        self.store: Postgres | None = None
+        self.bucket: Any = None
+        self.executor = ThreadPoolExecutor(POOL_SIZE)
+        self.pyrate: Any = None
+        self.pyrate_admitted = self.pyrate_refused = 0
+        self.psycopg_pool: Any = None
+
+    async def open(self) -> None:
+        size = {"min_size": POOL_SIZE, "max_size": POOL_SIZE}
+        self.pool = await asyncpg.create_pool(self.dsn, **size)
+        self.bare = await asyncpg.create_pool(self.dsn, reset=_no_reset, **size)
+        self.store = Postgres(pool=self.bare, timeout=30, sweep_interval=None)
+        await self.store.migrate()
+        self.bucket = adm.TokenBucket(
+            rate=1_000_000, per=1, burst=BURST, name="bench-limiter", store=self.store
+        )
+        await self.bare.execute(_FUNCTION)
+        await asyncio.get_running_loop().run_in_executor(self.executor, self._open_pyrate)
+
+    def _open_pyrate(self) -> None:
+        from psycopg_pool import ConnectionPool  # type: ignore[import-not-found]
+        from pyrate_limiter import Duration, Limiter, PostgresBucket, Rate
+
+        self.psycopg_pool = ConnectionPool(
+            self.dsn, min_size=POOL_SIZE, max_size=POOL_SIZE, open=True
+        )
+        bucket = PostgresBucket(self.psycopg_pool, "bench", [Rate(1_000_000, Duration.SECOND)])
+        self.pyrate = Limiter(bucket)
+
+    async def close(self) -> None:
+        assert self.store is not None
+        await self.store.aclose()
+        await self.pool.close()
+        await self.bare.close()
+        if self.pyrate is not None:
+            self.pyrate.close()
+        if self.psycopg_pool is not None:
+            self.psycopg_pool.close()
+        self.executor.shutdown()
+
+    async def select_1(self) -> None:
+        await self.pool.fetchval("select 1")
+
+    async def select_1_no_reset(self) -> None:
+        await self.bare.fetchval("select 1")
+
+    async def store_rate(self) -> None:
+        assert self.store is not None
+        reply = await self.store.rate("bench", None, INTERVAL_US, BURST, 1, 0)
+        assert reply.admitted
+
+    async def limiter(self) -> None:
+        await self.bucket.acquire(timeout=0)
+
+    async def function(self) -> None:
+        row = await self.bare.fetchrow(
+            "SELECT admitted, tat, now FROM bench.rate($1, $2, $3, $4, $5)",
+            "fn",
+            INTERVAL_US,
+            BURST,
+            1,
+            0,
+        )
+        assert row[0]
+
+    async def transaction(self) -> None:
+        async with self.bare.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"SELECT tat, {_NOW} FROM bench.buckets WHERE name = $1 FOR UPDATE", "tx"
+            )
+            if row is None:  # the first decision: the INSERT ON CONFLICT of the row
+                await conn.execute(
+                    f"INSERT INTO bench.buckets VALUES ($1, {_NOW}) ON CONFLICT DO NOTHING", "tx"
+                )
+                return
+            tat, now = row
+            new = max(tat, now) + INTERVAL_US
+            assert new - BURST * INTERVAL_US <= now
+            await conn.execute("UPDATE bench.buckets SET tat = $2 WHERE name = $1", "tx", new)
+
+    async def pyrate_limiter(self) -> None:
+        loop = asyncio.get_running_loop()
+        if await loop.run_in_executor(self.executor, self.pyrate.try_acquire, "x", 1, False):
+            self.pyrate_admitted += 1
+        else:  # its table lock is taken NOWAIT: a concurrent call is refused, not queued
+            self.pyrate_refused += 1
+
+    def table(self) -> list[tuple[str, str, str, Op, float]]:
+        """(key, label, role, operation, share of the round's operations)."""
+        return [
+            ("select1", "asyncpg select 1", "reference", self.select_1, 1.0),
+            ("select1-bare", "asyncpg select 1, no reset", "floor", self.select_1_no_reset, 1.0),
+            ("store", "Postgres.rate", "admission", self.store_rate, 1.0),
+            ("limiter", "TokenBucket(store=Postgres)", "admission", self.limiter, 1.0),
+            ("function", "PL/pgSQL function", "reference", self.function, 1.0),
+            ("transaction", "SELECT FOR UPDATE + UPDATE transaction", "reference",
+             self.transaction, 0.5),
+            ("pyrate", "pyrate-limiter PostgresBucket", "peer", self.pyrate_limiter, 0.1),
+        ]  # fmt: skip
+
+
+async def run_round(op: Op, ops: int, concurrency: int) -> float:
+    """Seconds for ``ops`` calls of ``op`` by ``concurrency`` workers."""
+    per_worker, extra = divmod(ops, concurrency)
+
+    async def worker(n: int) -> None:
+        for _ in range(n):
+            await op()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(per_worker + (i < extra)) for i in range(concurrency)))
+    return time.perf_counter() - start
+
+
+def _ops(concurrency: int, share: float, scale: float) -> int:
+    return max(concurrency, int(OPS[concurrency] * share * scale))
+
+
+# --------------------------------------------------------------------- pytest-benchmark
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[PostgresServer]:
+    with PostgresServer() as pg:
+        yield pg
+
+
+KEYS = [row[0] for row in Contenders("").table()]
+
+
+@pytest.mark.parametrize(
+    "concurrency",
+    [
+        pytest.param(1, marks=pytest.mark.benchmark(group=GROUP_1)),
+        pytest.param(16, marks=pytest.mark.benchmark(group=GROUP_16)),
+    ],
+)
+@pytest.mark.parametrize("key", KEYS)
+def test_decisions(benchmark: Any, server: PostgresServer, key: str, concurrency: int) -> None:
+    loop = asyncio.new_event_loop()
+    contenders = Contenders(server.app_dsn())
+    try:
+        loop.run_until_complete(contenders.open())
+        _, label, role, op, share = next(r for r in contenders.table() if r[0] == key)
+        ops = _ops(concurrency, share, 0.5)
+        loop.run_until_complete(run_round(op, ops // 4, concurrency))  # warm-up
+        benchmark.extra_info.update(
+            key=key, impl=label, role=role, baseline=key == "store", calls=ops
+        )
+        benchmark.pedantic(
+            lambda: loop.run_until_complete(run_round(op, ops, concurrency)),
+            rounds=3,
+            iterations=1,
+        )
+    finally:
+        loop.run_until_complete(contenders.close())
+        loop.close()
+
+
+# ------------------------------------------------------------------ standalone: the table
+
+
+async def interleaved(
+    dsn: str, rounds: int, scale: float
+) -> tuple[dict[tuple[str, int], list[float]], dict[int, float]]:
+    """Decisions per second of each round of each row at each concurrency, and the share of
+    pyrate-limiter's decisions that admitted at each concurrency."""
+    contenders = Contenders(dsn)
+    admitted_share: dict[int, float] = {}
+    await contenders.open()
+    rates: dict[tuple[str, int], list[float]] = {}
+    try:
+        for concurrency in CONCURRENCY:
+            for _, _, _, op, share in contenders.table():  # warm-up: statements, caches
+                await run_round(op, _ops(concurrency, share, scale) // 4, concurrency)
+        for _ in range(rounds):
+            for concurrency in CONCURRENCY:
+                for key, _, _, op, share in contenders.table():
+                    n = _ops(concurrency, share, scale)
+                    seconds = await run_round(op, n, concurrency)
+                    rates.setdefault((key, concurrency), []).append(n / seconds)
+        for concurrency in CONCURRENCY:  # pyrate's refusals, per concurrency, in a round alone
+            contenders.pyrate_admitted = contenders.pyrate_refused = 0
+            await run_round(contenders.pyrate_limiter, _ops(concurrency, 0.1, scale), concurrency)
+            admitted_share[concurrency] = contenders.pyrate_admitted / (
+                contenders.pyrate_admitted + contenders.pyrate_refused
+            )
+    finally:
+        await contenders.close()
+    return rates, admitted_share
+
+
+def main() -> None:
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 7
+    scale = float(sys.argv[2]) if len(sys.argv) > 2 else 1.0
+    with PostgresServer() as pg:
+        rates, admitted_share = asyncio.run(interleaved(pg.app_dsn(), rounds, scale))
+    rows = Contenders("").table()
+    medians = {k: statistics.median(v) for k, v in rates.items()}
+    print(f"{rounds} interleaved rounds, pools of {POOL_SIZE}; decisions/s (median of rounds)\n")
+    head = " | ".join(f"c={c} | vs floor | store vs it" for c in CONCURRENCY)
+    print(f"| row | {head} |")
+    print("| --- |" + " ---: | ---: | ---: |" * len(CONCURRENCY))
+    for key, label, *_ in rows:
+        cells = []
+        for c in CONCURRENCY:
+            value = medians[(key, c)]
+            floor = medians[("select1-bare", c)]
+            store = medians[("store", c)]
+            cells.append(f"{value:,.0f} | {value / floor:.2f} | {store / value:.2f}")
+        print(f"| {label} | {' | '.join(cells)} |")
+    shares = ", ".join(f"c={c}: {share:.0%}" for c, share in admitted_share.items())
+    print(f"\npyrate-limiter's decisions that admitted (the rest: refused by its lock): {shares}")
+
+
+if __name__ == "__main__":
+    main()

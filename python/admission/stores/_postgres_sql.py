@@ -1,0 +1,218 @@
+"""The PostgreSQL store's SQL: its schema and the one statement of each decision.
+
+Every text here is a template with ``{s}``, the store's schema (a checked identifier, quoted by
+`statements`). Each decision is ONE statement on the server's clock (``clock_timestamp()``,
+read once per statement), run as its own transaction by the client's autocommit: nothing is
+locked across statements, nothing lives in the session (no ``SET``, no temporary tables, no
+advisory locks), and every name is schema-qualified (no reliance on ``search_path``), so the
+statements work through PgBouncer's transaction pooling.
+
+Tables (see `SCHEMA`):
+
+- ``buckets``: one row per token bucket (and per key of a keyed one), **UNLOGGED**: no WAL, so
+  a decision commits without a WAL flush, but a server crash (not a clean restart) empties it,
+  and standbys never see it. An empty table means every bucket is full: after a crash each
+  limit admits one extra burst, never more. ``tat`` is the GCRA's theoretical arrival time,
+  ``at`` the server's clock of the row's last decision, ``admitted`` that decision's outcome
+  (what ``RETURNING`` reports: it cannot see the row before the update).
+- ``semaphores``: one row per semaphore, never deleted: its lock serialises the semaphore's
+  acquisitions, ``fence`` is the last fencing token granted (it never goes back, even when
+  every lease expired), ``seq`` the last queue ticket.
+- ``leases`` and ``waiters``: a row per holder and per queued waiter, with its expiry on the
+  server's clock. Logged tables: a lease never vanishes silently (a crash keeps it until it
+  expires, like a holder that stopped renewing).
+- ``limiters``: each limiter's kind, name and configuration (`register`).
+- ``meta``: the schema's version.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SCHEMA", "VERSION", "statements"]
+
+VERSION = 1
+"""The schema's version, in ``meta``; `SCHEMA` brings an older schema up to it."""
+
+# Microseconds since the Unix epoch on the server's clock (extract() is exact numeric on
+# PostgreSQL 14+, a double before it: exact to the microsecond until 2255).
+_NOW = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
+
+# A bucket's key column: '' for a limiter without keys, 0x01 || key for a keyed one, so that
+# the empty key b"" and no key are different buckets.
+_KEY = "coalesce('\\x01'::bytea || $2::bytea, '\\x'::bytea)"
+
+SCHEMA = f"""
+CREATE SCHEMA IF NOT EXISTS {{s}};
+CREATE TABLE IF NOT EXISTS {{s}}.meta (
+    id boolean PRIMARY KEY DEFAULT true CHECK (id),
+    version integer NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {{s}}.limiters (
+    kind text NOT NULL,
+    name text NOT NULL,
+    config jsonb NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+CREATE UNLOGGED TABLE IF NOT EXISTS {{s}}.buckets (
+    name text NOT NULL,
+    key bytea NOT NULL,
+    tat bigint NOT NULL,
+    at bigint NOT NULL,
+    admitted boolean NOT NULL,
+    PRIMARY KEY (name, key)
+) WITH (fillfactor = 70);
+CREATE TABLE IF NOT EXISTS {{s}}.semaphores (
+    name text PRIMARY KEY,
+    fence bigint NOT NULL DEFAULT 0,
+    seq bigint NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS {{s}}.leases (
+    name text NOT NULL,
+    holder text NOT NULL,
+    expires bigint NOT NULL,
+    fence bigint NOT NULL,
+    PRIMARY KEY (name, holder)
+);
+CREATE TABLE IF NOT EXISTS {{s}}.waiters (
+    name text NOT NULL,
+    holder text NOT NULL,
+    seq bigint NOT NULL,
+    expires bigint NOT NULL,
+    PRIMARY KEY (name, holder)
+);
+CREATE INDEX IF NOT EXISTS waiters_by_seq ON {{s}}.waiters (name, seq);
+
+-- One semaphore request. The semaphore's row is locked first (FOR UPDATE, created if
+-- missing), so the requests of one semaphore run one after another; each later statement of
+-- a PL/pgSQL function takes a fresh snapshot under READ COMMITTED, so it sees every lease
+-- committed before the lock was granted. The lock ends with the caller's statement.
+CREATE OR REPLACE FUNCTION {{s}}.semaphore_acquire(
+    p_name text, p_limit bigint, p_holder text, p_lease bigint, p_queue boolean,
+    OUT granted boolean, OUT fence bigint, OUT in_use bigint, OUT ahead bigint
+) LANGUAGE plpgsql AS $$
+DECLARE
+    now bigint;
+    my_seq bigint;
+BEGIN
+    PERFORM 1 FROM {{s}}.semaphores s WHERE s.name = p_name FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO {{s}}.semaphores AS s (name) VALUES (p_name) ON CONFLICT (name) DO NOTHING;
+        PERFORM 1 FROM {{s}}.semaphores s WHERE s.name = p_name FOR UPDATE;
+    END IF;
+    now := {_NOW};
+    DELETE FROM {{s}}.leases l WHERE l.name = p_name AND l.expires <= now;
+    DELETE FROM {{s}}.waiters w WHERE w.name = p_name AND w.expires <= now;
+    UPDATE {{s}}.leases l SET expires = now + p_lease
+        WHERE l.name = p_name AND l.holder = p_holder RETURNING l.fence INTO fence;
+    SELECT count(*) INTO in_use FROM {{s}}.leases l WHERE l.name = p_name;
+    IF fence IS NOT NULL THEN  -- holds a lease already: renewed
+        granted := true; ahead := 0;
+        RETURN;
+    END IF;
+    SELECT w.seq INTO my_seq FROM {{s}}.waiters w WHERE w.name = p_name AND w.holder = p_holder;
+    SELECT count(*) INTO ahead FROM {{s}}.waiters w
+        WHERE w.name = p_name AND (my_seq IS NULL OR w.seq < my_seq);
+    IF in_use < p_limit AND ahead = 0 THEN
+        UPDATE {{s}}.semaphores s SET fence = s.fence + 1
+            WHERE s.name = p_name RETURNING s.fence INTO fence;
+        INSERT INTO {{s}}.leases (name, holder, expires, fence)
+            VALUES (p_name, p_holder, now + p_lease, fence);
+        IF my_seq IS NOT NULL THEN
+            DELETE FROM {{s}}.waiters w WHERE w.name = p_name AND w.holder = p_holder;
+        END IF;
+        granted := true; in_use := in_use + 1;
+        RETURN;
+    END IF;
+    granted := false; fence := 0;
+    IF my_seq IS NOT NULL AND p_queue THEN
+        UPDATE {{s}}.waiters w SET expires = now + p_lease
+            WHERE w.name = p_name AND w.holder = p_holder;
+    ELSIF p_queue THEN
+        UPDATE {{s}}.semaphores s SET seq = s.seq + 1
+            WHERE s.name = p_name RETURNING s.seq INTO my_seq;
+        INSERT INTO {{s}}.waiters (name, holder, seq, expires)
+            VALUES (p_name, p_holder, my_seq, now + p_lease);
+    ELSIF my_seq IS NULL THEN
+        ahead := 0;  -- not queued
+    END IF;
+END
+$$;
+
+INSERT INTO {{s}}.meta (id, version) VALUES (true, {VERSION})
+    ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version;
+"""
+"""Creates the schema, or brings it up to `VERSION`; idempotent (one simple-query string:
+PostgreSQL runs it as one transaction)."""
+
+_STATEMENTS = {
+    "version": "SELECT version FROM {s}.meta",
+    # Always writes the row (a refusal rewrites the same TAT), so RETURNING reports the
+    # decision made on the newest version of the row, the one the conflict locked. The
+    # server's now travels in the proposed row (EXCLUDED.at): read once per statement.
+    "rate": f"""
+INSERT INTO {{s}}.buckets AS b (name, key, tat, at, admitted)
+SELECT $1, {_KEY}, c.now + $5::bigint * $3::bigint, c.now, true
+FROM (SELECT {_NOW} AS now) c
+ON CONFLICT (name, key) DO UPDATE SET
+    tat = CASE WHEN $6::bigint < 0 OR greatest(b.tat, EXCLUDED.at)
+                    + ($5::bigint - $4::bigint) * $3::bigint - EXCLUDED.at <= $6::bigint
+               THEN greatest(b.tat, EXCLUDED.at) + $5::bigint * $3::bigint
+               ELSE b.tat END,
+    admitted = $6::bigint < 0 OR greatest(b.tat, EXCLUDED.at)
+                    + ($5::bigint - $4::bigint) * $3::bigint - EXCLUDED.at <= $6::bigint,
+    at = EXCLUDED.at
+RETURNING b.admitted, b.tat, b.at""",
+    "rate_give_back": f"""
+UPDATE {{s}}.buckets b SET tat = b.tat - $4::bigint * $3::bigint
+WHERE b.name = $1 AND b.key = {_KEY} AND b.tat = $5::bigint""",
+    "register": """
+INSERT INTO {s}.limiters AS l (kind, name, config) VALUES ($1, $2, $3::jsonb)
+ON CONFLICT (kind, name) DO UPDATE SET kind = l.kind
+RETURNING l.config::text""",
+    "semaphore_acquire": (
+        "SELECT granted, fence, in_use, ahead FROM {s}.semaphore_acquire($1, $2, $3, $4, $5)"
+    ),
+    "semaphore_renew": f"""
+WITH c AS MATERIALIZED (SELECT {_NOW} AS now)
+UPDATE {{s}}.leases l SET expires = c.now + $3::bigint FROM c
+WHERE l.name = $1 AND l.holder = ANY($2::text[]) AND l.expires > c.now
+RETURNING l.holder""",
+    "semaphore_release": f"""
+WITH c AS MATERIALIZED (SELECT {_NOW} AS now),
+lease AS (DELETE FROM {{s}}.leases l USING c WHERE l.name = $1 AND l.holder = $2
+          RETURNING l.expires > c.now AS valid),
+queued AS (DELETE FROM {{s}}.waiters w USING c WHERE w.name = $1 AND w.holder = $2
+           RETURNING w.expires > c.now AS valid)
+SELECT coalesce(bool_or(valid), false) FROM (TABLE lease UNION ALL TABLE queued) v""",
+    "semaphore_state": f"""
+WITH c AS MATERIALIZED (SELECT {_NOW} AS now)
+SELECT (SELECT count(*) FROM {{s}}.leases l WHERE l.name = $1 AND l.expires > c.now),
+       (SELECT count(*) FROM {{s}}.waiters w WHERE w.name = $1 AND w.expires > c.now)
+FROM c""",
+    # One batch of each table: rows locked by a decision in flight are skipped, never
+    # waited for (SKIP LOCKED); a decision that meets a row of the batch waits for this one
+    # statement only. A row whose newer version the batch locked is left for the next sweep.
+    "sweep": f"""
+WITH c AS MATERIALIZED (SELECT {_NOW} AS now),
+b AS (DELETE FROM {{s}}.buckets x USING c
+      WHERE x.ctid = ANY(ARRAY(SELECT y.ctid FROM {{s}}.buckets y, c
+                               WHERE y.tat <= c.now LIMIT $1 FOR UPDATE OF y SKIP LOCKED))
+        AND x.tat <= c.now RETURNING 1),
+l AS (DELETE FROM {{s}}.leases x USING c
+      WHERE x.ctid = ANY(ARRAY(SELECT y.ctid FROM {{s}}.leases y, c
+                               WHERE y.expires <= c.now LIMIT $1 FOR UPDATE OF y SKIP LOCKED))
+        AND x.expires <= c.now RETURNING 1),
+w AS (DELETE FROM {{s}}.waiters x USING c
+      WHERE x.ctid = ANY(ARRAY(SELECT y.ctid FROM {{s}}.waiters y, c
+                               WHERE y.expires <= c.now LIMIT $1 FOR UPDATE OF y SKIP LOCKED))
+        AND x.expires <= c.now RETURNING 1)
+SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM l), (SELECT count(*) FROM w)""",
+}
+
+
+def statements(schema: str) -> dict[str, str]:
+    """Every statement (and ``"schema"``: `SCHEMA`) for ``schema``, an identifier the caller
+    has checked (it is quoted here, so any case survives)."""
+    quoted = '"' + schema + '"'
+    texts = {name: text.format(s=quoted) for name, text in _STATEMENTS.items()}
+    texts["schema"] = SCHEMA.format(s=quoted)
+    return texts

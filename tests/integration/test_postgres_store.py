@@ -1,0 +1,677 @@
+"""`admission.stores.Postgres` against a real PostgreSQL server: every `NetworkStore` method's
+semantics (network.py's docstrings), concurrency on the server, failures within the timeout,
+the schema's creation, sweeping, and credentials never shown.
+
+Times come from the server's clock; the tests use intervals and leases far longer than a test
+step (nothing refills or expires by accident) or poll with bounded waits for what must expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import multiprocessing
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+from postgres import APP_PASSWORD, PostgresServer, run, wait_until
+
+import admission as adm
+from admission.errors import ConfigError, StoreUnavailable
+from admission.stores import _postgres_sql
+from admission.stores.postgres import Postgres
+
+SECOND = 1_000_000  # µs
+LONG = 3600 * SECOND  # an interval or lease nothing in a test outlives
+_schemas = itertools.count()
+
+
+def fresh_schema() -> str:
+    return f"t{next(_schemas)}_{int(time.time() * 1000) % 10**8}"
+
+
+@pytest.fixture
+def schema() -> str:
+    return fresh_schema()
+
+
+async def rows(pg: PostgresServer, sql: str, *args: Any) -> list[Any]:
+    conn = await asyncpg.connect(pg.dsn())
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
+# ---------------------------------------------------------------------------- rate
+
+
+def test_rate_is_the_gcra_on_the_servers_clock(pg: PostgresServer, schema: str) -> None:
+    async def main() -> None:
+        store = Postgres(pg.app_dsn(), schema=schema)
+        try:
+            conn = await asyncpg.connect(pg.dsn())
+            before = await conn.fetchval(_server_now)
+            first = await store.rate("api", None, LONG, 3, 1, 0)
+            after = await conn.fetchval(_server_now)
+            await conn.close()
+            assert first.admitted
+            assert first.wait_us == 0
+            assert before <= first.now_us <= after  # the server's clock, not ours
+            assert first.tat_us == first.now_us + LONG  # a new bucket is full
+
+            second = await store.rate("api", None, LONG, 3, 2, 0)
+            assert second.admitted
+            assert second.wait_us == 0
+            assert second.tat_us == first.tat_us + 2 * LONG
+
+            refused = await store.rate("api", None, LONG, 3, 1, 0)
+            assert not refused.admitted
+            assert refused.tat_us == second.tat_us  # as it stands
+            # µs until one more fits: allow_at - now
+            assert refused.wait_us == second.tat_us + LONG - 3 * LONG - refused.now_us
+            assert 0 < refused.wait_us <= LONG
+
+            # A refusal changed nothing: the next charge lands right after the second one.
+            later = await store.rate("api", None, LONG, 3, 1, 2 * LONG)
+            assert later.admitted
+            assert later.tat_us == second.tat_us + LONG
+            assert later.wait_us == later.tat_us - 3 * LONG - later.now_us > 0
+
+            # max_wait < 0: no bound.
+            unbounded = await store.rate("api", None, LONG, 3, 3, -1)
+            assert unbounded.admitted
+            assert unbounded.tat_us == later.tat_us + 3 * LONG
+            # Beyond max_wait: refused, TAT unchanged.
+            bounded = await store.rate("api", None, LONG, 3, 1, LONG)
+            assert not bounded.admitted
+            assert bounded.tat_us == unbounded.tat_us
+        finally:
+            await store.aclose()
+
+    run(main())
+
+
+_server_now = "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
+
+
+def test_rate_keys_are_separate_buckets(pg: PostgresServer, schema: str) -> None:
+    async def main() -> None:
+        store = Postgres(pg.app_dsn(), schema=schema)
+        try:
+            for key in (None, b"", b"a", b"\x01"):
+                assert (await store.rate("k", key, LONG, 1, 1, 0)).admitted, key
+                assert not (await store.rate("k", key, LONG, 1, 1, 0)).admitted, key
+            assert (await store.rate("other", None, LONG, 1, 1, 0)).admitted
+        finally:
+            await store.aclose()
+
+    run(main())
+
+
+def test_rate_refuses_a_cost_outside_1_to_burst(pg: PostgresServer, schema: str) -> None:
+    async def main() -> None:
+        store = Postgres(pg.app_dsn(), schema=schema)
+        try:
+            for cost in (0, 4):
+                with pytest.raises(ValueError, match="cost must be between 1 and burst"):
+                    await store.rate("c", None, LONG, 3, cost, 0)
+        finally:
+            await store.aclose()
+
+    run(main())
+
+
+def test_rate_give_back_is_a_compare_and_set(pg: PostgresServer, schema: str) -> None:
+    async def main() -> None:
+        store = Postgres(pg.app_dsn(), schema=schema)
+        try:
+            a = await store.rate("g", b"u", LONG, 5, 1, 0)
+            b = await store.rate("g", b"u", LONG, 5, 2, 0)
+            assert not await store.rate_give_back("g", b"u", LONG, 1, a.tat_us)  # not the last
+            assert await store.rate_give_back("g", b"u", LONG, 2, b.tat_us)
+            assert not await store.rate_give_back("g", b"u", LONG, 2, b.tat_us)  # only once
+            assert await store.rate_give_back("g", b"u", LONG, 1, a.tat_us)  # now the last
+            again = await store.rate("g", b"u", LONG, 5, 1, 0)
+            assert again.tat_us == max(a.tat_us - LONG, again.now_us) + LONG
+            assert not await store.rate_give_back("g", None, LONG, 1, again.tat_us)  # other
+            assert not await store.rate_give_back("nobody", None, LONG, 1, again.tat_us)
+        finally:
+            await store.aclose()
+
+    run(main())
+
+
+def test_concurrent_deciders_admit_exactly_the_burst(pg: PostgresServer, schema: str) -> None:
+    async def main() -> None:
+        pool = await asyncpg.create_pool(pg.app_dsn(), min_size=16, max_size=16)
+        store = Postgres(pool=pool, schema=schema, timeout=30)
+        try:
+            replies = await asyncio.gather(
+                *(store.rate("burst", None, LONG, 10, 1, 0) for _ in range(64))
+            )
+            admitted = sorted(r.tat_us for r in replies if r.admitted)
+            assert len(admitted) == 10
+            # Each admitted charge moved the TAT by one interval: no charge was lost.
+            assert [t - admitted[0] for t in admitted] == [i * LONG for i in range(10)]
+        finally:
+            await store.aclose()
+            await pool.close()
+
+    run(main())
+
+
+# ---------------------------------------------------------------------------- register
+
+
+def test_register_is_idempotent_and_refuses_another_config(pg: PostgresServer, schema: str) -> None:
+    async def main() -> None:
+        store = Postgres(pg.app_dsn(), schema=schema)
+        try:
+            await store.register("TokenBucket", "openai", {"rate": 500, "per": 60.0, "burst": 10})
+            await store.register("TokenBucket", "openai", {"burst": 10, "per": 60, "rate": 500.0})
+            await store.register("Semaphore", "openai", {"limit": 5})  # another kind
+            with pytest.raises(ValueError, match="is registered in") as refused:
+                await store.register("TokenBucket", "openai", {"rate": 50, "per": 60, "burst": 10})
+            message = str(refused.value)
+            assert "'rate': 500" in message
+            assert "'rate': 50}" not in message
+            assert "'rate': 50" in message.split("not ")[-1]
+        finally:
+            await store.aclose()
+
+    run(main())
+
+
+# ---------------------------------------------------------------------------- semaphore
+
+
+def test_semaphore_fifo_queue_fences_and_renewal(pg: PostgresServer, schema: str) -> None:
+    async def main() -> None:
+        store = Postgres(pg.app_dsn(), schema=schema)
+        try:
+            a = await store.semaphore_acquire("db", 1, "a", LONG, True)
+            assert a == (True, a.fence, 1, 0)
+            assert a.fence >= 1
+            b = await store.semaphore_acquire("db", 1, "b", LONG, True)
+            c = await store.semaphore_acquire("db", 1, "c", LONG, True)
+            assert (b.granted, b.fence, b.in_use, b.ahead) == (False, 0, 1, 0)
+            assert (c.granted, c.ahead) == (False, 1)
+            # Not queueing: refused, not queued (ahead 0), even though room will come.
+            d = await store.semaphore_acquire("db", 1, "d", LONG, False)
+            assert (d.granted, d.ahead) == (False, 0)
+            assert await store.semaphore_state("db") == (1, 2)
+            # Asking again renews and keeps the fence.
+            assert await store.semaphore_acquire("db", 1, "a", LONG, True) == a
+            assert await store.semaphore_release("db", "a")
+            # c asked before b asked again, but b is ahead: c waits.
+            c = await store.semaphore_acquire("db", 1, "c", LONG, True)
+            assert (c.granted, c.in_use, c.ahead) == (False, 0, 1)
+            newcomer = await store.semaphore_acquire("db", 1, "e", LONG, False)
+            assert not newcomer.granted  # never passes a live queued waiter
+            b = await store.semaphore_acquire("db", 1, "b", LONG, True)
+            assert b.granted
+            assert b.fence > a.fence
+            assert b.ahead == 0
+            assert await store.semaphore_state("db") == (1, 1)
+            assert await store.semaphore_release("db", "b")
+            c = await store.semaphore_acquire("db", 1, "c", LONG, True)
+            assert c.granted
+            assert c.fence > b.fence
+            assert await store.semaphore_state("db") == (1, 0)
+            # Release: a lease, a place in the queue, or nothing.
+            f = await store.semaphore_acquire("db", 1, "f", LONG, True)
+            assert not f.granted
+            assert await store.semaphore_release("db", "f")
+            assert not await store.semaphore_release("db", "f")
+            assert not await store.semaphore_release("db", "nobody")
+            assert await store.semaphore_renew("db", ["c", "f", "a"], LONG) == [True, False, False]
+        finally:
+            await store.aclose()
+
+    run(main())
+
+
+def test_semaphore_expiry_drops_leases_and_waiters_not_the_fence(
+    pg: PostgresServer, schema: str
+) -> None:
+    short = 200_000  # 0.2 s
+
+    async def main() -> None:
+        store = Postgres(pg.app_dsn(), schema=schema, timeout=5)
+        try:
+            held = await store.semaphore_acquire("x", 1, "dies", short, True)
+            queued = await store.semaphore_acquire("x", 1, "gives-up", short, True)
+            assert held.granted
+            assert not queued.granted
+            # Neither renews: the lease expires, then the waiter drops out of the queue.
+            await wait_until(
+                lambda: _state_is(store, "x", (0, 0)), "the lease and the queue entry expire"
+            )
+            assert await store.semaphore_renew("x", ["dies"], LONG) == [False]
+            late = await store.semaphore_acquire("x", 1, "late", LONG, True)
+            assert late.granted
+            assert late.ahead == 0
+            assert late.fence > held.fence
+            # The expired holder asking again is a new holder: queued behind nobody, refused.
+            again = await store.semaphore_acquire("x", 1, "dies", LONG, False)
+            assert not again.granted
+            assert await store.sweep() >= 0
+            assert await store.semaphore_release("x", "late")
+            # The fence survives every lease expiring and a sweep.
+            after = await store.semaphore_acquire("x", 1, "next", LONG, True)
+            assert after.fence > late.fence
+        finally:
+            await store.aclose()
+
+    run(main())
+
+
+async def _state_is(store: Postgres, name: str, want: tuple[int, int]) -> bool:
+    return await store.semaphore_state(name) == want
+
+
+def test_concurrent_acquirers_never_exceed_the_limit(pg: PostgresServer, schema: str) -> None:
+    limit = 5
+    acquirers = 24
+
+    async def main() -> None:
+        pool = await asyncpg.create_pool(pg.app_dsn(), min_size=acquirers, max_size=acquirers)
+        store = Postgres(pool=pool, schema=schema, timeout=30)
+        holding = 0
+        most = 0
+        fences: list[int] = []
+
+        async def acquirer(i: int) -> None:
+            nonlocal holding, most
+            for round_ in range(15):
+                holder = f"h{i}-{round_}"
+                reply = await store.semaphore_acquire("lim", limit, holder, LONG, False)
+                assert reply.in_use <= limit
+                if reply.granted:
+                    fences.append(reply.fence)
+                    holding += 1  # after the grant, before the release: never above truth
+                    most = max(most, holding)
+                    await asyncio.sleep(0)
+                    holding -= 1
+                    assert await store.semaphore_release("lim", holder)
+
+        async def monitor(stop: asyncio.Event) -> int:
+            conn = await asyncpg.connect(pg.dsn())
+            seen = 0
+            while not stop.is_set():
+                count = await conn.fetchval(
+                    f'SELECT count(*) FROM "{schema}".leases WHERE name = $1', "lim"
+                )
+                seen = max(seen, count)
+            await conn.close()
+            return seen
+
+        try:
+            await store.migrate()  # the monitor reads its table from the start
+            stop = asyncio.Event()
+            watching = asyncio.ensure_future(monitor(stop))
+            await asyncio.gather(*(acquirer(i) for i in range(acquirers)))
+            stop.set()
+            assert await watching <= limit
+            assert 0 < most <= limit
+            assert len(fences) == len(set(fences))  # never the same token twice
+            assert await store.semaphore_state("lim") == (0, 0)
+        finally:
+            await store.aclose()
+            await pool.close()
+
+    run(main())
+
+
+# ---------------------------------------------------------------------------- failures
+
+
+@pytest.fixture
+def own_server() -> Iterator[PostgresServer]:
+    """A server of the test's own, to stop or pause."""
+    with PostgresServer() as server:
+        yield server
+
+
+async def _bounded_failure(store: Postgres, bound: float) -> list[StoreUnavailable]:
+    """Every method fails with StoreUnavailable, each within ``bound`` seconds (a hang
+    guard: the store's timeout is far shorter)."""
+    calls = [
+        lambda: store.rate("r", None, LONG, 1, 1, 0),
+        lambda: store.rate_give_back("r", None, LONG, 1, 0),
+        lambda: store.register("TokenBucket", "r", {"rate": 1}),
+        lambda: store.semaphore_acquire("s", 1, "h", LONG, True),
+        lambda: store.semaphore_renew("s", ["h"], LONG),
+        lambda: store.semaphore_release("s", "h"),
+        lambda: store.semaphore_state("s"),
+    ]
+    errors = []
+    for call in calls:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable) as failed:
+            await asyncio.wait_for(call(), bound)
+        assert time.monotonic() - started < bound
+        errors.append(failed.value)
+    return errors
+
+
+def test_a_stopped_server_is_unavailable_within_the_timeout(own_server: PostgresServer) -> None:
+    async def main() -> None:
+        store = Postgres(own_server.app_dsn(), timeout=0.2)
+        try:
+            assert (await store.rate("r", None, LONG, 5, 1, 0)).admitted  # connected
+            own_server.stop()
+            errors = await _bounded_failure(store, bound=5.0)
+            for error in errors:
+                assert error.__cause__ is not None  # the driver's error
+                assert APP_PASSWORD not in str(error)
+            own_server.start()
+            await wait_until(
+                lambda: _works(store), "the store to work again after the restart", every=0.05
+            )
+        finally:
+            await store.aclose()
+
+    run(main())
+
+
+async def _works(store: Postgres) -> bool:
+    try:
+        await store.semaphore_state("s")
+    except StoreUnavailable:
+        return False
+    return True
+
+
+def test_a_paused_server_is_unavailable_within_the_timeout(own_server: PostgresServer) -> None:
+    async def main() -> None:
+        store = Postgres(own_server.app_dsn(), timeout=0.2)
+        try:
+            assert (await store.rate("r", None, LONG, 5, 1, 0)).admitted
+            own_server.pause()
+            try:
+                errors = await _bounded_failure(store, bound=5.0)
+            finally:
+                own_server.resume()
+            assert all("no answer within 0.2 s" in e.reason for e in errors)
+            assert all(isinstance(e.__cause__, TimeoutError) for e in errors)
+            await wait_until(lambda: _works(store), "the store to answer after SIGCONT", every=0.05)
+        finally:
+            await store.aclose()
+
+    run(main())
+
+
+def test_first_use_of_a_stopped_server_and_a_wrong_password(own_server: PostgresServer) -> None:
+    async def main() -> None:
+        wrong = Postgres(own_server.app_dsn(password="not-it-" + APP_PASSWORD), timeout=2)
+        with pytest.raises(StoreUnavailable) as failed:
+            await wrong.rate("r", None, LONG, 5, 1, 0)
+        assert "password authentication failed" in str(failed.value)
+        assert APP_PASSWORD not in str(failed.value)
+        assert APP_PASSWORD not in repr(wrong)
+        await wrong.aclose()
+        own_server.stop()
+        store = Postgres(own_server.app_dsn(), timeout=2)
+        with pytest.raises(StoreUnavailable):
+            await store.rate("r", None, LONG, 5, 1, 0)
+        own_server.start()
+        assert (await store.rate("r", None, LONG, 5, 1, 0)).admitted  # connects this time
+        await store.aclose()
+        await store.aclose()  # idempotent
+        with pytest.raises(StoreUnavailable, match="closed"):
+            await store.rate("r", None, LONG, 5, 1, 0)
+
+    run(main())
+
+
+def test_credentials_are_never_shown(pg: PostgresServer) -> None:
+    dsn = pg.app_dsn()
+    store = Postgres(dsn)
+    assert APP_PASSWORD not in repr(store)
+    assert APP_PASSWORD not in store.label
+    encoded = dsn.split("//")[1].split("@")[0].split(":")[1]
+    assert encoded not in repr(store)
+    assert encoded not in store.label
+    assert store.label == f"postgresql://app:***@127.0.0.1:{pg.port}/test"
+    query = Postgres(f"postgresql://app@127.0.0.1:{pg.port}/test?password=hunter2")
+    assert "hunter2" not in query.label
+    assert "hunter2" not in repr(query)
+
+
+# ---------------------------------------------------------------------------- schema
+
+
+def test_create_false_says_to_migrate_then_works(pg: PostgresServer, schema: str) -> None:
+    async def main() -> None:
+        store = Postgres(pg.app_dsn(), schema=schema, create=False)
+        try:
+            with pytest.raises(ConfigError, match=r"run `await store.migrate\(\)`"):
+                await store.rate("m", None, LONG, 1, 1, 0)
+            await store.migrate()
+            await store.migrate()  # idempotent
+            assert (await store.rate("m", None, LONG, 1, 1, 0)).admitted
+        finally:
+            await store.aclose()
+        version = await rows(pg, f'SELECT version FROM "{schema}".meta')
+        assert [r[0] for r in version] == [_postgres_sql.VERSION]
+
+    run(main())
+
+
+def _first_use(dsn: str, schema: str, start: Any, results: Any) -> None:
+    async def main() -> bool:
+        store = Postgres(dsn, schema=schema, timeout=30)
+        try:
+            start.wait(30)
+            reply = await store.rate("first", None, LONG, 100, 1, 0)
+            return bool(reply.admitted)
+        finally:
+            await store.aclose()
+
+    try:
+        results.put(("ok", asyncio.run(main())))
+    except BaseException as exc:
+        results.put(("error", repr(exc)))
+
+
+def test_concurrent_first_uses_from_processes_all_succeed(pg: PostgresServer, schema: str) -> None:
+    spawn = multiprocessing.get_context("spawn")
+    start = spawn.Barrier(6)
+    results = spawn.Queue()
+    procs = [
+        spawn.Process(target=_first_use, args=(pg.app_dsn(), schema, start, results))
+        for _ in range(6)
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        outcomes = [results.get(timeout=60) for _ in procs]
+    finally:
+        for proc in procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+    assert outcomes == [("ok", True)] * 6
+
+
+# ---------------------------------------------------------------------------- sweeping
+
+
+def test_sweep_removes_expired_rows_only(pg: PostgresServer, schema: str) -> None:
+    async def main() -> None:
+        store = Postgres(pg.app_dsn(), schema=schema, timeout=5)
+        try:
+            for i in range(25):
+                await store.rate("short", str(i).encode(), 1, 1, 1, 0)  # full after 1 µs
+            await store.rate("long", None, LONG, 1, 1, 0)
+            await store.semaphore_acquire("s1", 1, "gone", 1, True)  # expires after 1 µs
+            await store.semaphore_acquire("s2", 1, "kept", LONG, True)
+            await asyncio.sleep(0.01)
+            assert await store.sweep(batch=10) == 26  # three batches of buckets
+            left = await rows(pg, f'SELECT name FROM "{schema}".buckets')
+            assert [r[0] for r in left] == ["long"]
+            leases = await rows(pg, f'SELECT holder FROM "{schema}".leases')
+            assert [r[0] for r in leases] == ["kept"]
+            assert await store.sweep() == 0
+            with pytest.raises(ValueError, match="batch"):
+                await store.sweep(batch=0)
+        finally:
+            await store.aclose()
+
+    run(main())
+
+
+def test_sweep_blocks_no_decider_and_waits_for_none(pg: PostgresServer, schema: str) -> None:
+    async def main() -> None:
+        store = Postgres(pg.app_dsn(), schema=schema, timeout=5)
+        blocker = await asyncpg.connect(pg.dsn())
+        try:
+            for i in range(20):
+                await store.rate("e", str(i).encode(), 1, 1, 1, 0)
+            await asyncio.sleep(0.01)
+            # A decision in flight: its row locked by an open transaction.
+            tx = blocker.transaction()
+            await tx.start()
+            await blocker.execute(
+                f'SELECT 1 FROM "{schema}".buckets WHERE key = $1 FOR UPDATE', b"\x01" + b"7"
+            )
+            # The sweep skips that row instead of waiting for it (bounded: a wait would hang).
+            assert await asyncio.wait_for(store.sweep(batch=3), 10) == 19
+            await tx.rollback()
+            assert await store.sweep() == 1
+
+            # Deciders and sweeps at once: every decision is made, none fails.
+            async def decide() -> int:
+                admitted = 0
+                for i in range(40):
+                    admitted += (await store.rate("e", str(i % 8).encode(), 1, 1, 1, 0)).admitted
+                return admitted
+
+            async def sweep_loop(stop: asyncio.Event) -> int:
+                sweeps = 0
+                while not stop.is_set():
+                    await store.sweep(batch=2)
+                    sweeps += 1
+                return sweeps
+
+            stop = asyncio.Event()
+            sweeping = asyncio.ensure_future(sweep_loop(stop))
+            counts = await asyncio.wait_for(asyncio.gather(*(decide() for _ in range(4))), 60)
+            stop.set()
+            assert await sweeping > 0
+            assert all(0 < c <= 40 for c in counts)
+        finally:
+            await blocker.close()
+            await store.aclose()
+
+    run(main())
+
+
+# ---------------------------------------------------------------------------- pools
+
+
+def test_given_pools_are_used_and_left_open(pg: PostgresServer, schema: str) -> None:
+    async def main() -> None:
+        pool = await asyncpg.create_pool(pg.app_dsn(), min_size=1, max_size=2)
+        store = Postgres(pool=pool, schema=schema)
+        assert store.label == f"postgresql://app:***@127.0.0.1:{pg.port}/test"
+        assert store._secrets  # its DSN's password is scrubbed from driver messages too
+        assert (await store.rate("p", None, LONG, 1, 1, 0)).admitted
+        await store.aclose()
+        assert await pool.fetchval("SELECT 1") == 1  # not closed by the store
+        await pool.close()
+
+        manager = adm.PoolManager({"rag": adm.PoolConfig(pg.app_dsn(), min_size=1, max_size=2)})
+        async with manager:
+            store = Postgres(pool=(manager, "rag"), schema=schema)
+            assert store.label == "PoolManager pool 'rag'"
+            assert not (await store.rate("p", None, LONG, 1, 1, 0)).admitted  # same bucket
+            await store.aclose()
+            async with manager.connection("rag") as conn:
+                assert await conn.fetchval("SELECT 1") == 1
+
+    run(main())
+
+
+def test_bad_arguments_are_refused_at_once(pg: PostgresServer) -> None:
+    with pytest.raises(TypeError, match="exactly one of dsn= and pool="):
+        Postgres()
+    with pytest.raises(TypeError, match="exactly one of dsn= and pool="):
+        Postgres(pg.dsn(), pool=object())
+    with pytest.raises(TypeError, match="asyncpg pool or \\(PoolManager, pool name\\)"):
+        Postgres(pool=object())
+    manager = adm.PoolManager({"rag": adm.PoolConfig(pg.app_dsn())})
+    with pytest.raises(ValueError, match="no pool 'other'"):
+        Postgres(pool=(manager, "other"))
+    with pytest.raises(ValueError, match="schema must be an identifier"):
+        Postgres(pg.dsn(), schema='x"; drop table y; --')
+    with pytest.raises(ValueError, match="timeout"):
+        Postgres(pg.dsn(), timeout=0)
+    with pytest.raises(ValueError, match="cannot be used") as bad:
+        Postgres("postgresql://app:pa#ss@db/x")
+    assert "pa#ss" not in str(bad.value)
+
+
+# ---------------------------------------------------------------------------- PgBouncer
+
+
+def test_no_session_state_is_relied_on(pg: PostgresServer, schema: str) -> None:
+    """What PgBouncer's transaction pooling needs: every statement complete by itself. The
+    pool here wipes the session (DISCARD ALL: prepared statements too) and asyncpg prepares
+    nothing by name (statement_cache_size=0), as through PgBouncer before 1.21."""
+    texts = " ".join(_postgres_sql.statements(schema).values()).lower()
+    for session_thing in ("advisory", "temp ", "temporary", "listen", "set local", "set session"):
+        assert session_thing not in texts
+
+    async def wipe(conn: Any) -> None:
+        await conn.execute("DISCARD ALL")
+
+    async def main() -> None:
+        pool = await asyncpg.create_pool(
+            pg.app_dsn(), min_size=2, max_size=2, reset=wipe, statement_cache_size=0
+        )
+        store = Postgres(pool=pool, schema=schema)
+        try:
+            await store.register("Semaphore", "pb", {"limit": 1})
+            reply = await store.rate("pb", b"k", LONG, 2, 1, 0)
+            assert reply.admitted
+            assert await store.rate_give_back("pb", b"k", LONG, 1, reply.tat_us)
+            granted = await store.semaphore_acquire("pb", 1, "a", LONG, True)
+            assert granted.granted
+            assert not (await store.semaphore_acquire("pb", 1, "b", LONG, True)).granted
+            assert await store.semaphore_renew("pb", ["a"], LONG) == [True]
+            assert await store.semaphore_state("pb") == (1, 1)
+            assert await store.semaphore_release("pb", "a")
+            assert await store.sweep() == 1  # the bucket, full again after the give-back
+        finally:
+            await store.aclose()
+            await pool.close()
+
+    run(main())
+
+
+# ---------------------------------------------------------------------------- the driver
+
+
+def test_import_works_without_asyncpg_and_the_store_says_what_to_install() -> None:
+    code = (
+        "import sys; sys.modules['asyncpg'] = None\n"
+        "import admission, admission.stores\n"
+        "try:\n"
+        "    admission.stores.Postgres('postgresql://h/db')\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == (
+        "admission.stores.Postgres needs asyncpg: pip install 'admission[postgres]'"
+    )
