@@ -111,7 +111,7 @@ BEGIN
     SELECT w.seq INTO my_seq FROM {{s}}.waiters w WHERE w.name = p_name AND w.holder = p_holder;
     SELECT count(*) INTO ahead FROM {{s}}.waiters w
         WHERE w.name = p_name AND (my_seq IS NULL OR w.seq < my_seq);
-    IF in_use < p_limit AND ahead = 0 THEN
+    IF ahead < p_limit - in_use THEN  -- FIFO: the free leases go to the earliest waiters
         UPDATE {{s}}.semaphores s SET fence = s.fence + 1
             WHERE s.name = p_name RETURNING s.fence INTO fence;
         INSERT INTO {{s}}.leases (name, holder, expires, fence)
@@ -119,7 +119,7 @@ BEGIN
         IF my_seq IS NOT NULL THEN
             DELETE FROM {{s}}.waiters w WHERE w.name = p_name AND w.holder = p_holder;
         END IF;
-        granted := true; in_use := in_use + 1;
+        granted := true; in_use := in_use + 1; ahead := 0;
         RETURN;
     END IF;
     granted := false; fence := 0;
@@ -131,8 +131,8 @@ BEGIN
             WHERE s.name = p_name RETURNING s.seq INTO my_seq;
         INSERT INTO {{s}}.waiters (name, holder, seq, expires)
             VALUES (p_name, p_holder, my_seq, now + p_lease);
-    ELSIF my_seq IS NULL THEN
-        ahead := 0;  -- not queued
+    ELSE
+        ahead := 0;  -- not asking to queue: told nothing of the queue (a queued entry stays)
     END IF;
 END
 $$;

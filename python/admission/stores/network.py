@@ -64,11 +64,13 @@ class NetworkStore(ABC):
     """A store whose limiters live on a server (PostgreSQL, Redis), shared by every process
     of every host that opens a limiter of the same name in it.
 
-    Every method is one round trip, must return or raise within ``timeout`` seconds, and
-    raises `admission.errors.StoreUnavailable` for anything that is the store's fault
-    (connection refused or lost, timeout, server error), never the driver's own exception.
-    A reply lost to cancellation may have been applied by the server: callers that must not
-    lose a charge shield the call (the limiters do).
+    Every method is one round trip, must end within a small multiple of ``timeout`` seconds
+    (each of its waits bounded by ``timeout``: for a connection, for the reply), and raises
+    `admission.errors.StoreUnavailable` for anything that is the store's fault (connection
+    refused or lost, timeout, server error), never the driver's own exception. The limiters
+    bound each call at exactly ``timeout`` themselves and let one that outlives it (or whose
+    caller is cancelled) finish in the background: a reply may have been applied by the
+    server, so whatever it granted is given back when it comes.
 
     ``name`` and ``key`` identify a limiter's state: ``name`` its limiter's name (text),
     ``key`` a keyed limiter's key (canonical bytes, see `admission.keyed`) or None.
@@ -112,8 +114,10 @@ class NetworkStore(ABC):
     async def semaphore_acquire(
         self, name: str, limit: int, holder: str, lease_us: int, queue: bool
     ) -> SemaphoreReply:
-        """Grants ``holder`` a lease if fewer than ``limit`` leases are valid and no waiter
-        queued before it is still waiting (FIFO per semaphore). Otherwise, with ``queue``,
+        """Grants ``holder`` a lease if the free leases (``limit`` minus the valid ones)
+        outnumber the waiters still queued before it: first come, first served per semaphore
+        (a newcomer never takes a permit a waiter before it could have), and several waiters
+        at the head may be granted at once. Otherwise, with ``queue``,
         puts ``holder`` in the queue (or keeps its place, renewing it for ``lease_us``: a
         waiter that stops asking drops out) and says how many are ahead. Expired leases and
         queue entries are dropped by the same round trip. Asking again for a holder that

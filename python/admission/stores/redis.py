@@ -44,8 +44,10 @@ Run the server with ``maxmemory-policy noeviction`` (Redis's default) or with no
 limiters then admit more than their limits (fencing tokens stay increasing, see ``n``).
 
 The client is redis-py's asyncio client, so the store runs on asyncio (and uvloop), not on
-trio. A client made from ``url`` retries nothing and gives up on a socket after ``timeout``;
-every call, on any client, is also bounded by ``timeout`` as a whole.
+trio. A client made from ``url`` retries nothing, and its pool wait, connect and each read
+end after ``timeout`` (redis-py's own timers); a client you pass gets one timer around each
+whole call instead. The limiters bound every call at ``timeout`` themselves, and let a call
+that outlives it finish in the background so that what it granted is given back.
 """
 
 from __future__ import annotations
@@ -389,6 +391,12 @@ class Redis(NetworkStore):
     async def _eval(self, script: _Script, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
         """One script call within ``timeout``: EVALSHA, and on NOSCRIPT the load and again."""
         try:
+            if self._owned:
+                # Its own client's pool wait, connect and reads each end at `timeout` (the
+                # driver's own timers); the limiters bound the whole call at `timeout` and
+                # let it finish in the background (a late reply is given back): a second
+                # timer here would only cost every call its price.
+                return await self._evalsha(script, keys, args)
             if sys.version_info >= (3, 11):
                 async with asyncio.timeout(self.timeout):
                     return await self._evalsha(script, keys, args)

@@ -219,10 +219,8 @@ class _Guarded(Generic[T]):
                         continue
                     # As a task does with a future it is handed (else awaiting it again fails).
                     pending._asyncio_future_blocking = False
-                if self._timed_out:  # the deadline passed while the call went on
-                    self._take_over(pending)
-                    assert self._expired is not None
-                    raise self._expired()
+                if self._past_deadline(pending):  # it passed while the call went on
+                    raise self._give_up(pending)
                 wait_on = pending
                 if self._protect:
                     loop = pending.get_loop()
@@ -241,13 +239,21 @@ class _Guarded(Generic[T]):
                 except BaseException as e:
                     if not pending.done():
                         error = e
-                if self._timed_out and not pending.done():
-                    self._take_over(pending)
-                    assert self._expired is not None
-                    raise self._expired()
+                if self._past_deadline(pending):
+                    raise self._give_up(pending)
         finally:
             if timer is not None:
                 timer.cancel()
+
+    def _past_deadline(self, pending: asyncio.Future[Any]) -> bool:
+        # A method: the timer sets the flag between two reads (type checkers would narrow it).
+        return self._timed_out and not pending.done()
+
+    def _give_up(self, pending: asyncio.Future[Any]) -> BaseException:
+        """The call goes on without the caller, who gets the deadline's error."""
+        self._take_over(pending)
+        assert self._expired is not None
+        return self._expired()
 
     def _expire(self) -> None:
         self._timed_out = True
