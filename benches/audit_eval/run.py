@@ -1,13 +1,16 @@
 """`make audit-eval`: the audit's precision on real code, beside ruff's and flake8-async's
 ASYNC rules on the same code.
 
-Two corpora, each a list of source distributions pinned by name, version and sha256,
+Three corpora, each a list of source distributions pinned by name, version and sha256,
 downloaded with pip from the package index into ``.venv/audit-eval/`` (never committed):
 
 - ``seen`` (``corpus.txt``, labels in ``labels.csv``): read while the rules were written;
 - ``holdout`` (``holdout.txt``, labels in ``holdout_labels.csv``): chosen and pinned before
   any of its findings was read; its first run, with the rules as they were then, is the
-  figure for unseen code (RESULTS.md keeps it in its own block, ``holdout-unseen``).
+  figure for unseen code (RESULTS.md keeps it in its own block, ``holdout-unseen``);
+- ``holdout2`` (``holdout2.txt``, labels in ``holdout2_labels.csv``): a second held-out
+  corpus, pinned before the audit ran on it, once the first had been read for fixes; its
+  first run is in the block ``holdout2-unseen``.
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
@@ -23,7 +26,7 @@ tables into benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
 ``<!-- /audit-eval:NAME -->`` (NAME the corpus, or ``--block``): the figures there are this
 script's output, never copied by hand.
 
-    .venv/bin/python benches/audit_eval/run.py [--corpus seen holdout] [--no-flake8]
+    .venv/bin/python benches/audit_eval/run.py [--corpus seen holdout holdout2] [--no-flake8]
         [--allow-unlabelled] [--write-results] [--block NAME]
 """
 
@@ -53,6 +56,7 @@ RULES = "python/admission/audit"
 CORPORA = {
     "seen": ("corpus.txt", "labels.csv"),
     "holdout": ("holdout.txt", "holdout_labels.csv"),
+    "holdout2": ("holdout2.txt", "holdout2_labels.csv"),
 }
 
 LabelKey = tuple[str, str, int, str]  # project, path, line, code

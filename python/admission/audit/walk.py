@@ -118,7 +118,8 @@ class Scope:
         self.withs: list[ast.With | ast.AsyncWith] = []
         # whether the body calls some `.acquire()` (a semaphore, a pool, a lock)
         self.acquires = False
-        # receivers of `.join()` / `.shutdown()` calls ("t", "self._thread", "pool")
+        # receivers of `.join()` / `.shutdown()` calls ("t", "self._thread", "pool"), also of
+        # such a method handed to a call to run later (`stack.callback(t.join)`)
         self.joined: set[str] = set()
         # names returned (`return t`): the caller owns them
         self.returned: set[str] = set()
@@ -470,6 +471,14 @@ class _Walker:
             self.scope.assigns.setdefault(node.target.id, []).append(node.value)
         self.visit(node.target)
 
+    def _joined_later(self, method: ast.Attribute) -> None:
+        """A join handed to a call to run it later (`stack.callback(thread.join)`,
+        `to_thread.run_sync(self._thread.join, 10)`, `atexit.register(pool.shutdown)`): the
+        receiver is joined as surely as by a direct call."""
+        text = dotted(method.value)
+        if text is not None:
+            self.scope.joined.add(text)
+
     def _return(self, node: ast.Return) -> None:
         if node.value is not None:
             text = dotted(node.value)
@@ -538,9 +547,13 @@ class _Walker:
                 arg = arg.value
             if isinstance(arg, _CALL_OR_COMPREHENSION):
                 argument_of[id(arg)] = node
+            elif type(arg) is ast.Attribute and arg.attr in _JOINS:
+                self._joined_later(arg)
         for keyword in node.keywords:
             if isinstance(keyword.value, _CALL_OR_COMPREHENSION):
                 argument_of[id(keyword.value)] = node
+            elif type(keyword.value) is ast.Attribute and keyword.value.attr in _JOINS:
+                self._joined_later(keyword.value)
         self.children(node)
 
 

@@ -4,16 +4,18 @@ ADM101: ``gather``/``wait``/``as_completed`` over a collection built from data o
 size, or a task group spawning in a loop over such data. ADM102: ``create_task`` /
 ``ensure_future`` / ``start_soon`` in such a loop, outside a task group of the same function.
 ADM103: either one under a limiter entered once around the whole fan-out (the one finding
-for that site: the limiter is there, in the wrong place). Each finding names the fix.
+for that site: the limiter is there, in the wrong place), unless it is a lock whose block does
+more than the fan-out (an exclusive operation: the fan-out is judged as if it were not there).
+Each finding names the fix.
 """
 
 from __future__ import annotations
 
 import ast
 
-from admission.audit.checks.context import Context, own_nodes
+from admission.audit.checks.context import Context, own_nodes, words
 from admission.audit.names import dotted, last_name
-from admission.audit.walk import LOOP, Site
+from admission.audit.walk import LOOP, WITH, Scope, Site
 
 __all__ = ["check_fan_out", "check_spawn"]
 
@@ -48,10 +50,56 @@ _TASK_GROUPS = frozenset(
 )
 
 
+_LOCK_TYPES = frozenset(
+    {
+        "asyncio.Lock",
+        "asyncio.Condition",
+        "trio.Lock",
+        "trio.StrictFIFOLock",
+        "anyio.Lock",
+        "threading.Lock",
+        "threading.RLock",
+    }
+)
+_LOCK_WORDS = frozenset({"lock", "locks", "mutex", "rlock"})
+
+
+def _is_lock(ctx: Context, limiter: ast.expr, scope: Scope) -> bool:
+    """A mutual-exclusion lock (``asyncio.Lock()``, ``self._state_lock``, a keyed
+    ``self._lock(key)``), not a limiter with room for several."""
+    node = limiter.value if isinstance(limiter, ast.Await) else limiter
+    if isinstance(node, ast.Call):
+        if ctx.resolve(node.func) in _LOCK_TYPES:
+            return True
+        node = node.func
+    if any(resolved in _LOCK_TYPES for resolved in ctx.constructed(node, scope)):
+        return True
+    name_words = words(last_name(node) or "")
+    return bool(_LOCK_WORDS.intersection(name_words)) and not any(
+        w.startswith(("sem", "limit", "capacit", "concurren", "permit", "slot")) for w in name_words
+    )
+
+
+def _guards_critical_section(ctx: Context, site: Site, limiter: ast.expr) -> bool:
+    """A lock whose block does more than the fan-out (`async with self._lock:` around reading
+    and updating state, with a fan-out among the steps): it makes the whole operation
+    exclusive, it was not put there to bound the fan-out's tasks."""
+    if not _is_lock(ctx, limiter, site.scope):
+        return False
+    for kind, node in reversed(site.blocks):
+        if (
+            kind == WITH
+            and isinstance(node, ast.With | ast.AsyncWith)
+            and any(item.context_expr is limiter for item in node.items)
+        ):
+            return len(node.body) > 1
+    return False
+
+
 def _report_misplaced_limiter(ctx: Context, site: Site, what: str) -> bool:
     """ADM103 if a limiter is entered around the fan-out; True if so (nothing else to say)."""
     limiter = ctx.enclosing_limiter(site)
-    if limiter is None:
+    if limiter is None or _guards_critical_section(ctx, site, limiter):
         return False
     name = dotted(limiter.func if isinstance(limiter, ast.Call) else limiter) or "the limiter"
     ctx.report(
@@ -110,6 +158,11 @@ def _lifecycle_call(element: ast.expr) -> ast.Name | None:
     return receiver if isinstance(receiver, ast.Name) else None
 
 
+# Calls that wrap a future that already exists (a `concurrent.futures` future another thread
+# runs): waiting for them starts no new work.
+_WRAPS_EXISTING = frozenset({"asyncio.wrap_future", "asyncio.futures.wrap_future"})
+
+
 def _lifecycle(node: ast.ListComp | ast.SetComp | ast.GeneratorExp) -> bool:
     receiver = _lifecycle_call(node.elt)
     targets = {t.id for g in node.generators for t in ast.walk(g.target) if isinstance(t, ast.Name)}
@@ -135,7 +188,7 @@ def _collection(
         if not direct and _is_spawn(ctx, element):
             # tasks spawned in a comprehension and gathered later: ADM102 reports the spawn
             return None
-        if _lifecycle(node):
+        if _lifecycle(node) or ctx.resolve(element.func) in _WRAPS_EXISTING:
             return None
         return [element]
     if isinstance(node, ast.Call):
@@ -299,8 +352,9 @@ def _restarts_after_ending(loop: ast.AST, call: ast.Call) -> bool:
     return False
 
 
-def _loop_has_bound(loop: ast.AST) -> bool:
-    """A bound inside the loop: ``await sem.acquire()`` before spawning, or a wait while
+def _loop_has_bound(ctx: Context, loop: ast.AST, scope: Scope) -> bool:
+    """A bound inside the loop: ``await sem.acquire()`` before spawning (or a helper of
+    this file that acquires one, ``await self._acquire_token(item)``), or a wait while
     ``len(pending) >= N``."""
     body = getattr(loop, "body", [])
     for statement in body:
@@ -311,9 +365,42 @@ def _loop_has_bound(loop: ast.AST) -> bool:
                 and node.func.attr == "acquire"
             ):
                 return True
+            if isinstance(node, ast.Await) and _acquires(ctx, node.value, scope, depth=1):
+                return True
             if isinstance(node, ast.If | ast.While) and _waits_on_len(node):
                 return True
     return False
+
+
+def _acquires(ctx: Context, call: ast.expr, scope: Scope, depth: int) -> bool:
+    """Whether an awaited call acquires a limiter (``limiter.acquire_on_behalf_of(t)``),
+    itself or in a function of this file it calls (``depth`` levels down)."""
+    if not isinstance(call, ast.Call):
+        return False
+    func = call.func
+    if (
+        isinstance(func, ast.Attribute)
+        and func.attr.startswith("acquire")
+        and ctx.is_limiter(func.value, scope)
+    ):
+        return True
+    if depth == 0:
+        return False
+    for callee in ctx.callees(func, scope):
+        body = getattr(callee.node, "body", [])
+        for node in own_nodes(body if isinstance(body, list) else []):
+            if isinstance(node, ast.Await) and _acquires(ctx, node.value, callee, depth - 1):
+                return True
+    return False
+
+
+def _ends_existing(work: ast.expr | None) -> bool:
+    """A spawned coroutine that ends or waits for an existing object (`create_task(
+    w.close())`, `start_soon(self.processes.kill, run_id)`): it tears down what the program
+    holds, one task per thing already there."""
+    if isinstance(work, ast.Attribute):
+        return work.attr in _LIFECYCLE
+    return work is not None and _ends_or_waits(work)
 
 
 def _then_leaves(loop: ast.AST, call: ast.Call) -> bool:
@@ -383,7 +470,9 @@ def check_spawn(ctx: Context, site: Site) -> None:
         consumer = ctx.facts.argument_of.get(id(loop))
         if consumer is not None and ctx.resolve(consumer.func) in _FAN_OUT:
             return
-    if ctx.loop_bounded(loop, site.scope) or _loop_has_bound(loop) or _then_leaves(loop, call):
+    if ctx.loop_bounded(loop, site.scope) or _loop_has_bound(ctx, loop, site.scope):
+        return
+    if _then_leaves(loop, call) or _ends_existing(call.args[0] if call.args else None):
         return
     if _waited_for_in_loop(ctx, loop, call) or _restarts_after_ending(loop, call):
         return

@@ -4,14 +4,15 @@ ADM501: inside a coroutine, where ``asyncio.get_running_loop()`` is what is mean
 that rewrites ``asyncio.get_event_loop()`` to it). ADM502: at module level or in synchronous
 code, where it raises RuntimeError since Python 3.14 when no loop runs. Neither fires in a
 version-guarded shim: under a ``sys.version_info`` / ``hasattr`` test, in a ``try`` that
-catches the RuntimeError, or in the fallback of a ``get_running_loop()`` that failed.
+catches the RuntimeError, or in the fallback of a ``get_running_loop()`` that failed; nor
+does ADM502 after ``asyncio.set_event_loop(...)`` in the same function.
 """
 
 from __future__ import annotations
 
 import ast
 
-from admission.audit.checks.context import Context, words
+from admission.audit.checks.context import Context, own_nodes, words
 from admission.audit.findings import Edit, Fix
 from admission.audit.names import dotted, last_name
 from admission.audit.walk import ELSE, IF, TRY, Site
@@ -85,6 +86,22 @@ def _shim(ctx: Context, site: Site) -> bool:
     return False
 
 
+_SET_EVENT_LOOP = frozenset({"asyncio.set_event_loop", "asyncio.events.set_event_loop"})
+
+
+def _loop_set_before(ctx: Context, site: Site, call: ast.Call) -> bool:
+    """``asyncio.set_event_loop(loop)`` earlier in the same function: ``get_event_loop()``
+    then returns that loop, it cannot raise."""
+    function = site.scope.function()
+    body = getattr(function.node, "body", []) if function is not None else []
+    return any(
+        isinstance(node, ast.Call)
+        and node.lineno < call.lineno
+        and ctx.resolve(node.func) in _SET_EVENT_LOOP
+        for node in own_nodes(body if isinstance(body, list) else [])
+    )
+
+
 def check_get_event_loop(ctx: Context, site: Site) -> None:
     """ADM501 in a coroutine, ADM502 elsewhere."""
     call = site.node
@@ -115,6 +132,8 @@ def check_get_event_loop(ctx: Context, site: Site) -> None:
             "which always returns the loop running this coroutine",
             fix=fix,
         )
+        return
+    if _loop_set_before(ctx, site, call):
         return
     ctx.report(
         call,

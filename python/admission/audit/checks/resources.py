@@ -167,6 +167,20 @@ def _set_up(ctx: Context, function: Scope) -> bool:
     return False
 
 
+def _kept_by_init_helper(ctx: Context, site: Site, function: Scope) -> bool:
+    """Stored on the object (``self._watcher = Thread(...)``) by a private method that only
+    ``__init__`` calls (``_start_threads``): one per object, kept by it, as if ``__init__``
+    had built it."""
+    target = ctx.facts.bound_to.get(id(site.node))
+    if target is None or not target.startswith("self."):
+        return False
+    if function.cls is None or not function.name.startswith("_") or function.name[:2] == "__":
+        return False
+    called = "." + function.name
+    callers = [f for f in ctx.facts.functions if called in f.calls]
+    return bool(callers) and all(f.name == "__init__" and f.cls is function.cls for f in callers)
+
+
 def _created_once(ctx: Context, site: Site) -> bool:
     """Under ``if x is None:`` / ``if not x:`` (a lazily created, shared object), or bound
     to a ``global`` (module state: `_EXECUTOR = ThreadPoolExecutor()` after a fork)."""
@@ -361,7 +375,7 @@ def check_thread(ctx: Context, site: Site) -> None:
     function = site.scope.function()
     if function is None or ctx.in_main_block(site) or function.name in ("__init__", "main"):
         return
-    if _created_once(ctx, site):
+    if _kept_by_init_helper(ctx, site, function) or _created_once(ctx, site):
         return
     target = ctx.facts.bound_to.get(id(call))
     if target is not None and _joined(ctx, target, site):
@@ -408,7 +422,7 @@ def check_executor(ctx: Context, site: Site) -> None:
     function = site.scope.function()
     if function is None or ctx.in_main_block(site) or _set_up(ctx, function):
         return
-    if _created_once(ctx, site):
+    if _kept_by_init_helper(ctx, site, function) or _created_once(ctx, site):
         return
     target = ctx.facts.bound_to.get(id(call))
     if target is not None and _stored_on_another_object(target):

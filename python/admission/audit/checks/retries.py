@@ -152,7 +152,22 @@ def _is_random(ctx: Context, node: ast.expr, scope: Scope, depth: int = 0) -> bo
                 for value in scope.assigns.get(inner.id, ()):
                     if value is not node and _is_random(ctx, value, scope, depth + 1):
                         return True
+                if _randomised_in_place(ctx, inner.id, scope, depth):
+                    return True
     return False
+
+
+def _randomised_in_place(ctx: Context, name: str, scope: Scope, depth: int) -> bool:
+    """``delay *= 1 + random.random() * f`` somewhere in the function (under an ``if
+    jitter:`` too): the delay is jittered whenever that branch runs."""
+    body = getattr(scope.node, "body", [])
+    return any(
+        isinstance(node, ast.AugAssign)
+        and isinstance(node.target, ast.Name)
+        and node.target.id == name
+        and _is_random(ctx, node.value, scope, depth + 1)
+        for node in own_nodes(body if isinstance(body, list) else [])
+    )
 
 
 def _random_call(ctx: Context, node: ast.AST) -> bool:
@@ -331,11 +346,17 @@ _INTERRUPTIONS = frozenset(
 )
 
 
+# A local queue with nothing in it yet, or no room yet (`queue.Empty`, `asyncio.QueueFull`,
+# ...): going round again polls for data or room, as `await queue.get()` would wait for it;
+# no dependency failed.
+_NOT_YET = frozenset({"Empty", "Full", "QueueEmpty", "QueueFull"})
+
+
 def _interruption(handler: ast.ExceptHandler) -> bool:
     if handler.type is None:
         return False
     types = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
-    return all(last_name(t) in _INTERRUPTIONS for t in types)
+    return all(last_name(t) in _INTERRUPTIONS or last_name(t) in _NOT_YET for t in types)
 
 
 def _always_leaves(statements: list[ast.stmt]) -> bool:
