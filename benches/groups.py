@@ -108,6 +108,11 @@ GROUPS: dict[str, Group] = {
     "metrics: one scrape (200 primitives, 12 series)": Group(
         "rendering one Prometheus scrape of 200 named primitives", unit="scrape"
     ),
+    "network-store limiter, no network": Group(
+        "`await bucket.acquire(timeout=0)` of a bucket in a network store, the store in memory "
+        "(the limiter's own work per decision), against the bare decision and the in-process "
+        "bucket"
+    ),
     "redis store decision, c=1": Group(
         "one admitted decision through the Redis store (`Redis.rate`, and a `TokenBucket` in it) "
         "from one task, against raw PING and SET through the same client, limits and "

@@ -4,6 +4,7 @@ and every metric the dashboard queries is one the exporter really reports."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -106,7 +107,8 @@ def test_dashboard_covers_the_issue_panels() -> None:
 @pytest.fixture
 def exported_names(registry: prometheus_client.CollectorRegistry) -> set[str]:
     """Every sample and family name the exporter reports, with one primitive of each kind
-    (in every state the dashboard looks at), a named circuit breaker and retry, and a
+    (in every state the dashboard looks at), a named circuit breaker and retry, a bucket in
+    a network store, and a
     PoolManager's pool (its figures, as an open pool reports them:
     tests/integration/test_pool_metrics.py checks those against a real server)."""
     clock = adm.testing.ManualClock()
@@ -127,6 +129,11 @@ def exported_names(registry: prometheus_client.CollectorRegistry) -> set[str]:
     transport = adm.httpx.Transport(httpx.MockTransport(lambda request: httpx.Response(200)))
     with httpx.Client(transport=transport) as client:
         client.get("https://deploy-test/")
+    # A bucket in a network store (issue 17) whose store failed once ("open": admitted).
+    store = adm.stores.MemoryStore()
+    remote = adm.TokenBucket(rate=1, name="deploy-test", store=store, on_store_error="open")
+    store.fail()
+    asyncio.run(remote.acquire())
     remove_pools = adm.metrics.add_source(lambda: pool_families([pools.stats("deploy-test")]))
     try:
         text = prometheus_client.generate_latest(registry).decode()
