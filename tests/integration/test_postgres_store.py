@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 from postgres import APP_PASSWORD, PostgresServer, run, wait_until
+from store_contract import semaphores_answer_as_the_reference
 
 import admission as adm
 from admission.errors import ConfigError, StoreUnavailable
@@ -678,46 +679,13 @@ def test_import_works_without_asyncpg_and_the_store_says_what_to_install() -> No
 
 
 def test_semaphores_answer_as_the_contracts_reference_does(pg: PostgresServer, schema: str) -> None:
-    """2,000 seeded random requests on a semaphore of 2 (leases too long to expire here):
-    every reply is MemoryStore's (the contract's reference), fences aside, which only have
-    to increase. (The same test as the Redis store's: several free leases go to as many
-    waiters at the head of the queue at once.)"""
-    import random
-
-    rng = random.Random(17)
-    holders = [f"h{i}" for i in range(6)]
+    """The Redis store's check too (store_contract.py): several free leases go to as many
+    waiters at the head of the queue at once, as MemoryStore decides."""
 
     async def main() -> None:
         store = Postgres(pg.app_dsn(), schema=schema)
-        reference = adm.stores.MemoryStore()
-        last_fence, fences = 0, {}
-        ops = ("acquire", "acquire", "release", "renew", "state")
         try:
-            for _ in range(2000):
-                op, holder = rng.choice(ops), rng.choice(holders)
-                if op == "acquire":
-                    queue = rng.random() < 0.7
-                    got = await store.semaphore_acquire("ref", 2, holder, LONG, queue)
-                    want = await reference.semaphore_acquire("ref", 2, holder, LONG, queue)
-                    assert got._replace(fence=0) == want._replace(fence=0), (holder, queue)
-                    if got.granted and holder in fences:  # asked again: its own fence
-                        assert got.fence == fences[holder]
-                    elif got.granted:
-                        assert got.fence > last_fence
-                        fences[holder] = last_fence = got.fence
-                elif op == "release":
-                    assert await store.semaphore_release("ref", holder) == (
-                        await reference.semaphore_release("ref", holder)
-                    )
-                    fences.pop(holder, None)
-                elif op == "renew":
-                    assert await store.semaphore_renew("ref", [holder], LONG) == (
-                        await reference.semaphore_renew("ref", [holder], LONG)
-                    )
-                else:
-                    assert await store.semaphore_state("ref") == (
-                        await reference.semaphore_state("ref")
-                    )
+            await semaphores_answer_as_the_reference(store, "ref", LONG)
         finally:
             await store.aclose()
 

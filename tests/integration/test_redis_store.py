@@ -23,6 +23,7 @@ import pytest
 import redis.asyncio
 from postgres import run, wait_until
 from redis_server import RedisServer
+from store_contract import semaphores_answer_as_the_reference
 
 import admission as adm
 from admission.stores.redis import SCRIPTS, Redis
@@ -550,41 +551,9 @@ def test_many_concurrent_callers_share_one_limit(redis_server: RedisServer) -> N
 
 
 def test_semaphores_answer_as_the_contracts_reference_does(redis_server: RedisServer) -> None:
-    """2,000 seeded random requests on a semaphore of 2 (leases too long to expire here):
-    every reply is MemoryStore's (the contract's reference), fences aside, which only
-    have to increase."""
-    import random
-
-    rng = random.Random(17)
-    holders = [f"h{i}" for i in range(6)]
-    name, lease = unique("reference"), 3600 * SECOND
+    """2,000 seeded random requests answered as MemoryStore answers (store_contract.py)."""
 
     async def body(store: Redis) -> None:
-        reference = adm.stores.MemoryStore()
-        last_fence, fences = 0, {}  # fences: the holders' now, each its grant's
-        ops = ("acquire", "acquire", "release", "renew", "state")
-        for _ in range(2000):
-            op, holder = rng.choice(ops), rng.choice(holders)
-            if op == "acquire":
-                queue = rng.random() < 0.7
-                got = await store.semaphore_acquire(name, 2, holder, lease, queue)
-                want = await reference.semaphore_acquire(name, 2, holder, lease, queue)
-                assert got._replace(fence=0) == want._replace(fence=0), (holder, queue)
-                if got.granted and holder in fences:  # asked again: its own fence
-                    assert got.fence == fences[holder]
-                elif got.granted:
-                    assert got.fence > last_fence
-                    fences[holder] = last_fence = got.fence
-            elif op == "release":
-                assert await store.semaphore_release(name, holder) == (
-                    await reference.semaphore_release(name, holder)
-                )
-                fences.pop(holder, None)
-            elif op == "renew":
-                assert await store.semaphore_renew(name, [holder], lease) == (
-                    await reference.semaphore_renew(name, [holder], lease)
-                )
-            else:
-                assert await store.semaphore_state(name) == await reference.semaphore_state(name)
+        await semaphores_answer_as_the_reference(store, unique("reference"), 3600 * SECOND)
 
     with_store(redis_server, body)

@@ -96,6 +96,30 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+class ManualTimeLoop(asyncio.SelectorEventLoop):
+    """An asyncio loop whose clock (``now``, seconds) moves only when the test says so."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        super().__init__()
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+    def settle(self, turns: int = 5) -> None:
+        """Runs the loop's ready callbacks for a few turns (no time passes)."""
+        for _ in range(turns):
+            self.run_until_complete(asyncio.sleep(0))
+
+    def close_cancelling(self) -> None:
+        """Cancels every task still on the loop (waiters, heartbeats, give-backs), lets them
+        end, and closes it."""
+        for task in asyncio.all_tasks(self):
+            task.cancel()
+        self.settle()
+        self.close()
+
+
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
     """An asyncio loop on virtual time: whenever it would block waiting for a timer, its clock
     jumps to that timer instead (what trio's ``MockClock(autojump_threshold=0)`` does).

@@ -31,19 +31,9 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+from support import ManualTimeLoop
 
 import admission as adm
-
-
-class ManualTimeLoop(asyncio.SelectorEventLoop):
-    """An asyncio loop whose clock moves only when the test says so."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.now = 0.0
-
-    def time(self) -> float:
-        return self.now
 
 
 @dataclass(eq=False)

@@ -15,23 +15,13 @@ from dataclasses import dataclass
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
+from support import ManualTimeLoop
 
 import admission as adm
 from admission.stores import MemoryStore
 
 INTERVAL_US = 100_000  # rate 10/s
 BURST = 3
-
-
-class ManualTimeLoop(asyncio.SelectorEventLoop):
-    """An asyncio loop whose clock moves only when the test says so."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.now_us = 1_000_000_000
-
-    def time(self) -> float:
-        return self.now_us / 1_000_000
 
 
 @dataclass(eq=False)
@@ -48,7 +38,8 @@ class RemoteBucketMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.loop = ManualTimeLoop()
+        self.now_us = 1_000_000_000  # integers: the model's arithmetic is exact
+        self.loop = ManualTimeLoop(now=self.now_us / 1_000_000)
         self.store = MemoryStore(clock=self.loop.time)
         self.bucket = adm.TokenBucket(rate=10, per=1, burst=BURST, name="m", store=self.store)
         # The model.
@@ -57,18 +48,14 @@ class RemoteBucketMachine(RuleBasedStateMachine):
         self.counts = {"admitted": 0, "admitted_cost": 0, "timed_out": 0, "cancelled": 0}
 
     def teardown(self) -> None:
-        for task in asyncio.all_tasks(self.loop):  # waiters, heartbeats, give-backs
-            task.cancel()
-        self.settle()
-        self.loop.close()
+        self.loop.close_cancelling()
 
     def settle(self) -> None:
-        for _ in range(5):
-            self.loop.run_until_complete(asyncio.sleep(0))
+        self.loop.settle()
 
     def decide(self, cost: int, max_wait_us: int) -> tuple[bool, int]:
         """The model's GCRA: (charged, wait in µs)."""
-        now = self.loop.now_us
+        now = self.now_us
         tat = max(self.tat_us if self.tat_us is not None else now, now)
         new = tat + cost * INTERVAL_US
         wait = new - BURST * INTERVAL_US - now
@@ -113,7 +100,7 @@ class RemoteBucketMachine(RuleBasedStateMachine):
             return None
         assert not task.done()
         assert self.tat_us is not None
-        waiter = Waiter(cost, self.tat_us, self.loop.now_us + wait, task)
+        waiter = Waiter(cost, self.tat_us, self.now_us + wait, task)
         self.pending.append(waiter)
         return waiter
 
@@ -132,10 +119,11 @@ class RemoteBucketMachine(RuleBasedStateMachine):
 
     @rule(ms=st.sampled_from([1, 50, 100, 250, 1000]))
     def advance(self, ms: int) -> None:
-        self.loop.now_us += ms * 1000
+        self.now_us += ms * 1000
+        self.loop.now = self.now_us / 1_000_000
         self.settle()
         for w in list(self.pending):
-            if w.due_us <= self.loop.now_us:
+            if w.due_us <= self.now_us:
                 assert w.task.done()
                 assert w.task.exception() is None
                 w.state = "admitted"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
+from support import ManualTimeLoop
 
 import admission as adm
 from admission.stores import Lease, MemoryStore
@@ -25,17 +26,6 @@ from admission.stores.remote import POLL_MAX
 
 LIMIT = 2
 STEP = POLL_MAX + 0.01
-
-
-class ManualTimeLoop(asyncio.SelectorEventLoop):
-    """An asyncio loop whose clock moves only when the test says so."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.now = 1_000.0
-
-    def time(self) -> float:
-        return self.now
 
 
 @dataclass(eq=False)
@@ -51,7 +41,7 @@ class RemoteSemaphoreMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.loop = ManualTimeLoop()
+        self.loop = ManualTimeLoop(now=1_000.0)
         self.store = MemoryStore(clock=lambda: self.loop.now)
         self.semaphore = adm.Semaphore(LIMIT, name="m", store=self.store, lease="30s")
         self.ids = itertools.count()
@@ -62,14 +52,10 @@ class RemoteSemaphoreMachine(RuleBasedStateMachine):
         self.counts = {"admitted": 0, "timed_out": 0, "cancelled": 0}
 
     def teardown(self) -> None:
-        for task in asyncio.all_tasks(self.loop):  # waiters, heartbeats, give-backs
-            task.cancel()
-        self.settle()
-        self.loop.close()
+        self.loop.close_cancelling()
 
     def settle(self) -> None:
-        for _ in range(8):
-            self.loop.run_until_complete(asyncio.sleep(0))
+        self.loop.settle(8)
 
     def take_finished(self) -> None:
         """Moves the waiters whose task finished: granted ones to the holders (their fences

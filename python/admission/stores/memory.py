@@ -85,7 +85,7 @@ class MemoryStore(NetworkStore):
             await asyncio.sleep(self._latency)
         if self._failing:
             raise StoreUnavailable(self.label, "failing on purpose (fail())")
-        return int(self._clock() * 1_000_000)
+        return round(self._clock() * 1_000_000)
 
     async def register(self, kind: str, name: str, config: Mapping[str, float]) -> None:
         await self._round_trip("register")

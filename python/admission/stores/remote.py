@@ -651,10 +651,18 @@ class _RemoteRate(_Remote):
         """Refused: see the module docstring (``await acquire()`` instead)."""
         raise _sync_refused(type(self).__name__)
 
-    def _stats(self) -> LimiterStats:
+    def stats(self) -> LimiterStats:
+        """This process's counters (all keys together; ``waiting``: its requests asleep
+        until their turn). The store keeps none."""
         c = self._counts
         return LimiterStats(
             self.name, c.admitted, c.admitted_cost, c.rejected, c.timed_out, c.cancelled, c.waiting
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{self._kind}(rate={self.rate!r}, per={self.per!r}, burst={self._burst}, "
+            f"name={self.name!r}, store={self.store.label})"
         )
 
 
@@ -701,16 +709,6 @@ class RemoteTokenBucket(_RemoteRate):
     def __exit__(self, *exc: object) -> None:
         pass
 
-    def stats(self) -> LimiterStats:
-        """This process's counters (``waiting``: its requests asleep until their turn)."""
-        return self._stats()
-
-    def __repr__(self) -> str:
-        return (
-            f"TokenBucket(rate={self.rate!r}, per={self.per!r}, burst={self._burst}, "
-            f"name={self.name!r}, store={self.store.label})"
-        )
-
 
 @final
 class RemoteKeyedTokenBucket(_RemoteRate):
@@ -734,16 +732,6 @@ class RemoteKeyedTokenBucket(_RemoteRate):
     def __call__(self, key: Key, cost: int = 1) -> _KeyHold:
         """``async with per_user(key, cost):`` takes ``cost`` for ``key``."""
         return _KeyHold(self, _canonical_key(key), cost)
-
-    def stats(self) -> LimiterStats:
-        """This process's counters, all keys together."""
-        return self._stats()
-
-    def __repr__(self) -> str:
-        return (
-            f"KeyedTokenBucket(rate={self.rate!r}, per={self.per!r}, burst={self._burst}, "
-            f"name={self.name!r}, store={self.store.label})"
-        )
 
 
 def _canonical_key(key: Key) -> bytes:
