@@ -90,12 +90,17 @@ GROUPS: dict[str, Group] = {
     ),
     "client transport per request (async)": Group(
         "one request through admission.httpx.AsyncTransport (default preset, then the openai "
-        "preset: reserve, headers, settle), against the bare transport it wraps",
+        "and anthropic presets: reserve, headers, settle), against the bare transport it wraps",
         unit="request",
     ),
     "client transport per request (sync)": Group(
         "the same through admission.httpx.Transport in a thread", unit="request"
     ),
+    "reserve and settle (async)": Group(
+        "`async with manager.limit(name, tokens=est) as r: r.settle(n)` (a permit, a request "
+        "and the tokens) against `tpm.reserve(est)` on the token bucket alone"
+    ),
+    "reserve and settle (sync)": Group("the same with `with`, in a thread"),
     "metrics: TokenBucket.try_acquire admitted": Group(
         "`try_acquire()` of a named bucket with metrics on and off (what exporting costs)"
     ),

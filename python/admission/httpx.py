@@ -82,6 +82,9 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # The most of a response body kept to read its usage (an LLM answer is far smaller).
 _MAX_USAGE_BODY = 4 * 1024 * 1024
+# A provider's remaining count from which a sync takes nothing from any bucket (over every
+# capacity): the most the native `_sync` takes.
+_NO_LESS = (1 << 64) - 1
 
 BreakerArg = Literal["per-host"] | CircuitBreaker | None
 
@@ -145,8 +148,10 @@ class _Host:
         "limits",
         "lock",
         "not_before",
+        "primary",
         "requests_bucket",
         "semaphore",
+        "synced",
         "tokens",
         "tokens_bucket",
     )
@@ -159,6 +164,10 @@ class _Host:
         self.requests_bucket = TokenBucket(limits.rpm, period) if limits.rpm else None
         self.tokens_bucket = TokenBucket(limits.tpm, period) if limits.tpm else None
         self.limiters = tuple(b for b in (self.requests_bucket, self.tokens_bucket) if b)
+        # The tokens bucket (the last limiter) is what a reservation's `settle(n)` settles.
+        self.primary = len(self.limiters) - 1 if self.tokens_bucket is not None else None
+        # Whether a response's headers say anything to these buckets.
+        self.synced = limits.headers is not None and bool(self.limiters)
         self.breaker = breaker
         self.not_before = 0.0
         # calls, attempts, requests, rate_limited, pauses: `next()` on a count is atomic
@@ -187,22 +196,23 @@ class _Host:
         return min(self.limits.estimate_tokens(body), bucket.burst)
 
     def costs(self, tokens: int) -> tuple[int, ...]:
-        return tuple(1 if b is self.requests_bucket else tokens for b in self.limiters)
+        if self.requests_bucket is None:
+            return (tokens,)
+        return (1,) if self.tokens_bucket is None else (1, tokens)
 
     def settle(self, reservation: Reservation | None, tokens: int | None) -> None:
         """Settles the tokens at ``tokens`` (None: the estimate stands)."""
         if reservation is None or self.tokens_bucket is None:
             return
-        reserved = reservation.reserved
         if tokens is None:
-            self.add_tokens(_TOKENS_SETTLED, reserved[-1])
+            self.add_tokens(_TOKENS_SETTLED, reservation.reserved[-1])
             return
-        reservation.settle(costs=(*reserved[:-1], tokens))
+        reservation.settle(tokens)  # (the tokens bucket is the reservation's primary)
         self.add_tokens(_TOKENS_SETTLED, tokens)
 
-    def reserved(self, reservation: Reservation | None) -> None:
-        if reservation is not None and self.tokens_bucket is not None:
-            self.add_tokens(_TOKENS_RESERVED, reservation.reserved[-1])
+    def reserved(self, tokens: int) -> None:
+        if self.tokens_bucket is not None:
+            self.add_tokens(_TOKENS_RESERVED, tokens)
 
     def pause(self, seconds: float) -> None:
         until = time.monotonic() + seconds
@@ -214,22 +224,20 @@ class _Host:
             bucket.pause(seconds)
 
     def sync(self, headers: httpx.Headers) -> None:
-        if self.limits.headers is None:
+        if not self.synced:
             return
-        # Only the rate-limit headers, read once (httpx looks each name up by a scan).
-        mine = {
-            name.decode("latin-1").lower(): value.decode("latin-1")
-            for name, value in headers.raw
-            if name[:1] in b"xXaA"
-        }
-        for quota in self.limits.quotas(mine):
-            bucket = self.requests_bucket if quota.kind == "requests" else self.tokens_bucket
+        # The raw pairs, read in one pass (httpx looks each name up by a scan of them all).
+        for tokens, remaining, limit, reset in self.limits.read_headers(headers.raw):
+            bucket = self.tokens_bucket if tokens else self.requests_bucket
             if bucket is None:
                 continue
             # The reset says when the provider's own quota is full: it times this bucket's
             # refill only when the bucket mirrors that quota (no larger than it).
-            mirror = quota.limit is not None and quota.limit <= bucket.burst
-            bucket.sync(quota.remaining, quota.reset_after if mirror else None)
+            mirror = limit is not None and limit <= bucket.burst
+            if remaining > _NO_LESS:
+                remaining = _NO_LESS  # (no less than any capacity: it takes nothing)
+            # (read_headers gives an int >= 0 and a finite reset >= 0: what `sync` checks.)
+            bucket._sync(remaining, reset if mirror else None)
 
     def stats(self) -> HostStats:
         calls, attempts, requests, limited, pauses = map(_value, self.counts)
@@ -490,10 +498,11 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             reservation = None
             if host.limiters:
                 costs = host.costs(tokens)
-                reservation = take_now(host.limiters, costs)
+                reservation = take_now(host.limiters, costs, host.primary)
                 if reservation is None:
-                    reservation = await Reserve(host.limiters, costs, None, "keep", None).acquire()
-                host.reserved(reservation)
+                    reserve = Reserve(host.limiters, costs, None, "keep", host.primary)
+                    reservation = await reserve.acquire()
+                host.reserved(tokens)
             breaker = host.breaker
             if breaker is not None and not breaker.try_acquire():
                 host.settle(reservation, 0)
@@ -586,8 +595,11 @@ class Transport(httpx.BaseTransport):
             reservation = None
             if host.limiters:
                 costs = host.costs(tokens)
-                reservation = Reserve(host.limiters, costs, None, "keep", None).acquire_blocking()
-                host.reserved(reservation)
+                reservation = take_now(host.limiters, costs, host.primary)
+                if reservation is None:
+                    reserve = Reserve(host.limiters, costs, None, "keep", host.primary)
+                    reservation = reserve.acquire_blocking()
+                host.reserved(tokens)
             breaker = host.breaker
             if breaker is not None and not breaker.try_acquire():
                 host.settle(reservation, 0)

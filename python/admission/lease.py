@@ -13,7 +13,7 @@ from admission.combine import AllOf
 from admission.concurrency import Semaphore
 from admission.policies import Policy
 from admission.rate import TokenBucket
-from admission.reserve import Reservation, Reserve
+from admission.reserve import Reservation, Reserve, take_now
 
 __all__ = ["Lease"]
 
@@ -101,6 +101,24 @@ class Lease:
             self._entry.semaphore.release(1)
             raise
 
+    def _reserve_now(self) -> Reservation | None:
+        """The reservation if the rate limits admit it at once (nobody waits, it fits), else
+        None: `_reserve`'s immediate path without its checks, for plain costs that fit (any
+        other goes to `_reserve`, which raises what it must)."""
+        entry = self._entry
+        tokens = entry.tokens
+        assert tokens is not None
+        cost, count = self._cost, self._tokens
+        if type(count) is not int or not 0 <= count <= tokens.burst:
+            return None
+        if entry.both is None:
+            return take_now((tokens,), (count,), 0)
+        rate = entry.rate
+        assert rate is not None
+        if type(cost) is not int or not 0 <= cost <= rate.burst:
+            return None
+        return take_now(entry.both.limiters, (cost, count), 1)
+
     def _reserve(self, timeout: float | None) -> Reserve:
         """The rate limits' reservation: the tokens, with the request cost if it has one."""
         entry = self._entry
@@ -117,6 +135,9 @@ class Lease:
         if timeout is not None:
             timeout = max(0.0, timeout - (time.monotonic() - start))
         try:
+            reservation = self._reserve_now()
+            if reservation is not None:
+                return reservation
             return await self._reserve(timeout).acquire()
         except BaseException:
             self._entry.semaphore.release(1)
@@ -157,6 +178,9 @@ class Lease:
             if timeout is not None:
                 timeout = max(0.0, timeout - (time.monotonic() - start))
             if entry.tokens is not None and self._tokens:
+                reservation = self._reserve_now()
+                if reservation is not None:
+                    return reservation
                 return self._reserve(timeout).acquire_blocking()
             if entry.rate is not None:
                 entry.rate.acquire_blocking(self._cost, timeout)

@@ -29,7 +29,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -54,6 +54,10 @@ class Quota:
     remaining: int
     limit: int | None = None
     reset_after: float | None = None
+
+
+QuotaValues = tuple[bool, int, int | None, float | None]
+"""A `Quota` as a tuple, for the transports: (tokens?, remaining, limit, reset_after)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,27 +105,62 @@ class HostLimits:
     def estimate_tokens(self, body: bytes) -> int:
         """The tokens a request with this JSON ``body`` may use (0 if it is not JSON)."""
         try:
-            request = json.loads(body) if body else None
+            request = _loads(body) if body else None
         except ValueError:
             return 0
         if self.estimate is not None:
             return int(self.estimate(request))
         if not isinstance(request, dict):
             return 0
-        most = next(
-            (request[k] for k in _MAX_TOKENS_KEYS if isinstance(request.get(k), int)),
-            self.default_max_tokens,
-        )
-        chars = sum(len(s) for k in _PROMPT_KEYS if k in request for s in _strings(request[k]))
-        return int(most) + math.ceil(chars / 4)
+        most: Any = self.default_max_tokens
+        for key in _MAX_TOKENS_KEYS:
+            value = request.get(key)
+            if isinstance(value, int):
+                most = value
+                break
+        chars = 0
+        for key in _PROMPT_KEYS:
+            if key in request:
+                chars += _text_length(request[key])
+        return int(most) + -(-chars // 4)  # (chars / 4, rounded up)
 
     def quotas(self, headers: Mapping[str, str], wall: float | None = None) -> list[Quota]:
-        """The quotas the response's ``headers`` state (none for `host`)."""
-        if self.headers == "openai":
-            return _openai_quotas(headers)
-        if self.headers == "anthropic":
-            return _anthropic_quotas(headers, time.time() if wall is None else wall)
-        return []
+        """The quotas the response's ``headers`` state (none for `host`). Header names are
+        case-insensitive; ``wall`` is the wall clock an RFC 3339 reset is counted from."""
+        layout = _LAYOUTS.get(self.headers) if self.headers is not None else None
+        if layout is None:
+            return []
+        values: list[str | bytes | None] = [None] * layout.size
+        for name, value in headers.items():
+            slot = layout.text_names.get(name.lower())
+            if slot is not None:
+                values[slot] = value
+        return [
+            Quota("tokens" if tokens else "requests", remaining, limit, reset)
+            for tokens, remaining, limit, reset in _quotas(layout, values, wall)
+        ]
+
+    def read_headers(
+        self, raw: Iterable[tuple[bytes, bytes]], wall: float | None = None
+    ) -> list[QuotaValues]:
+        """`quotas` from httpx's ``headers.raw`` (name and value bytes), as plain tuples
+        ``(tokens?, remaining, limit, reset_after)``: the transports' path, one pass over
+        the headers after every response."""
+        layout = _LAYOUTS.get(self.headers) if self.headers is not None else None
+        if layout is None:
+            return []
+        names, initials = layout.names, layout.initials
+        values: list[str | bytes | None] = [None] * layout.size
+        found = False
+        for name, value in raw:
+            if name[:1] in initials:  # (most headers are not the vendor's: no lower())
+                slot = names.get(name)
+                if slot is None:
+                    slot = names.get(name.lower())
+                if slot is not None:
+                    values[slot] = value  # (a repeated header: the last one, as a dict keeps)
+                    found = True
+        return _quotas(layout, values, wall) if found else []
 
 
 def host(
@@ -162,16 +201,40 @@ def anthropic(
     return HostLimits(concurrency, rpm, tpm, "anthropic", default_max_tokens, estimate, period)
 
 
-def _strings(value: object) -> Iterator[str]:
-    """Every string inside ``value`` (nested lists and dicts)."""
+def _text_length(value: object) -> int:
+    """The characters of every string inside ``value`` (nested lists and dicts' values)."""
     if isinstance(value, str):
-        yield value
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
+        return len(value)
+    total = 0
+    pending = [value]  # (a stack, not recursion: no frame per message)
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, list):
+            pending += item
+        elif isinstance(item, dict):
+            pending += item.values()
+    return total
+
+
+# The scanner of json.loads' own decoder (what its raw_decode calls), and JSON's whitespace.
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+_JSON_SPACE = " \t\n\r"
+
+
+def _loads(data: bytes) -> Any:
+    """``json.loads(data)``, faster on the usual case (UTF-8, no BOM): it skips the encoding
+    detection and the whitespace regex. Anything unusual goes to ``json.loads`` itself, so
+    the result (or the ValueError) is always its."""
+    try:
+        text = data.decode().strip(_JSON_SPACE)
+        value, end = _SCAN(text, 0)
+    except (ValueError, StopIteration):  # (UnicodeDecodeError too) a BOM, UTF-16, not JSON
+        return json.loads(data)
+    if end != len(text):
+        return json.loads(data)  # extra data: json.loads says what
+    return value
 
 
 def parse_reset(value: str, wall: float | None = None) -> float | None:
@@ -185,82 +248,157 @@ def parse_reset(value: str, wall: float | None = None) -> float | None:
     >>> parse_reset("soon") is None
     True
     """
+    return _until(_read_reset(value), wall)
+
+
+# Every response states its resets: the same texts again and again (Anthropic's times for a
+# whole minute, OpenAI's "1s" or "6m0s"), read once each. Value -> (seconds, None) for a
+# duration, (None, the time) for an RFC 3339 time, (None, None) for unreadable.
+_RESETS: dict[bytes, tuple[float | None, float | None]] = {}
+_MAX_RESETS, _MAX_RESET_LEN = 1024, 64
+
+
+def _read_reset(value: str) -> tuple[float | None, float | None]:
+    """`parse_reset` without the memo: a duration, or a point in (wall clock) time."""
     value = value.strip()
     # OpenAI's form first (every response carries two): one match, no exception raised.
     go = _GO_DURATION.fullmatch(value)
     if go is not None and any(go.groups()):
         h, m, s, ms = go.groups()
-        return float(h or 0) * 3600.0 + float(m or 0) * 60.0 + float(s or 0) + float(ms or 0) / 1e3
+        seconds = (
+            float(h or 0) * 3600.0 + float(m or 0) * 60.0 + float(s or 0) + float(ms or 0) / 1e3
+        )
+        return _finite(seconds), None
     try:
         seconds = float(value)
     except ValueError:
         pass
     else:
-        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+        return _finite(seconds), None
     try:
         when = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        return None
+        return None, None
     if when.tzinfo is None:
-        return None
-    now = time.time() if wall is None else wall
-    return max(0.0, when.timestamp() - now)
+        return None, None
+    return None, when.timestamp()
 
 
-def _int(headers: Mapping[str, str], name: str) -> int | None:
-    value = headers.get(name)
-    if value is None:
-        return None
-    try:
-        number = int(value.strip())
-    except ValueError:
-        return None
-    return number if number >= 0 else None
+def _finite(seconds: float) -> float | None:
+    """``seconds`` if it can be a wait (a finite number >= 0), else None: unreadable."""
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
-def _quota(
-    kind: Literal["requests", "tokens"],
-    remaining: int | None,
-    limit: int | None,
-    reset: str | None,
-    wall: float | None,
-) -> list[Quota]:
-    if remaining is None:
-        return []
-    return [Quota(kind, remaining, limit, None if reset is None else parse_reset(reset, wall))]
+@dataclass(frozen=True)
+class _Layout:
+    """Where one vendor's rate-limit headers go: three slots a quota (its remaining, limit
+    and reset), the quotas in order (OpenAI: requests, tokens; Anthropic: requests, tokens,
+    and instead of tokens on some tiers, input and output tokens)."""
+
+    text_names: dict[str, int]
+    """Each header's name, lowercased -> its slot."""
+    names: dict[bytes, int]
+    """The same as bytes (httpx's raw headers)."""
+    initials: frozenset[bytes]
+    """The names' first bytes in both cases: most headers are ruled out by theirs."""
+    size: int
+    split_tokens: bool
+    """Input and output tokens as separate quotas (the third and fourth)."""
+
+    @classmethod
+    def of(cls, *quotas: str) -> _Layout:
+        """The layout of quotas named by patterns such as ``x-ratelimit-{}-tokens``."""
+        text = {
+            pattern.format(field): 3 * i + j
+            for i, pattern in enumerate(quotas)
+            for j, field in enumerate(("remaining", "limit", "reset"))
+        }
+        names = {name.encode(): slot for name, slot in text.items()}
+        initials = frozenset(c.encode() for name in text for c in (name[0], name[0].upper()))
+        return cls(text, names, initials, len(text), len(quotas) > 2)
 
 
-def _openai_quotas(headers: Mapping[str, str]) -> list[Quota]:
-    quotas: list[Quota] = []
-    for kind in ("requests", "tokens"):
-        quotas += _quota(
-            kind,
-            _int(headers, f"x-ratelimit-remaining-{kind}"),
-            _int(headers, f"x-ratelimit-limit-{kind}"),
-            headers.get(f"x-ratelimit-reset-{kind}"),
-            None,
+_LAYOUTS: dict[str, _Layout] = {
+    "openai": _Layout.of("x-ratelimit-{}-requests", "x-ratelimit-{}-tokens"),
+    "anthropic": _Layout.of(
+        *(
+            f"anthropic-ratelimit-{quota}-{{}}"
+            for quota in ("requests", "tokens", "input-tokens", "output-tokens")
         )
+    ),
+}
+
+
+def _quotas(
+    layout: _Layout, values: Sequence[str | bytes | None], wall: float | None
+) -> list[QuotaValues]:
+    """The quotas of the header values in ``layout``'s slots: each one with a readable
+    remaining count, and without a tokens quota, the tighter of input and output tokens."""
+    read = [_quota(values, first, wall) for first in range(0, layout.size, 3)]
+    quotas = [quota for quota in read[:2] if quota is not None]
+    if layout.split_tokens and read[1] is None:
+        split = [quota for quota in read[2:] if quota is not None]
+        if split:  # (the first of the tightest: input tokens on a tie)
+            quotas.append(min(split, key=lambda quota: quota[1]))
     return quotas
 
 
-def _anthropic_quotas(headers: Mapping[str, str], wall: float) -> list[Quota]:
-    def read(name: str, kind: Literal["requests", "tokens"]) -> list[Quota]:
-        prefix = f"anthropic-ratelimit-{name}"
-        return _quota(
-            kind,
-            _int(headers, f"{prefix}-remaining"),
-            _int(headers, f"{prefix}-limit"),
-            headers.get(f"{prefix}-reset"),
-            wall,
-        )
+def _quota(
+    values: Sequence[str | bytes | None], first: int, wall: float | None
+) -> QuotaValues | None:
+    """The quota whose values start at slot ``first`` (None without a remaining count)."""
+    remaining = values[first]
+    if remaining is None:
+        return None
+    count = int(remaining) if remaining.isdigit() and remaining.isascii() else _count(remaining)
+    if count is None:
+        return None
+    limit, reset = values[first + 1], values[first + 2]
+    return (
+        first > 0,  # (every quota after the first, requests, is one of tokens)
+        count,
+        None if limit is None else _count(limit),
+        None if reset is None else _reset(reset, wall),
+    )
 
-    quotas = read("requests", "requests")
-    tokens = read("tokens", "tokens")
-    if not tokens:
-        # Separate input and output limits: the tighter one bounds what a call may use.
-        split = read("input-tokens", "tokens") + read("output-tokens", "tokens")
-        tokens = sorted(split, key=lambda q: q.remaining)[:1]
-    return quotas + tokens
+
+def _reset(value: str | bytes, wall: float | None) -> float | None:
+    """`parse_reset` of a header's value; as bytes (the transports'), remembered."""
+    if not isinstance(value, bytes):
+        return parse_reset(value, wall)
+    read = _RESETS.get(value)
+    if read is None:
+        read = _read_reset(value.decode("latin-1"))
+        if len(value) <= _MAX_RESET_LEN:
+            if len(_RESETS) >= _MAX_RESETS:
+                _RESETS.clear()  # (a bound, not an LRU: values seen again are read again)
+            _RESETS[value] = read
+    return _until(read, wall)
+
+
+def _until(read: tuple[float | None, float | None], wall: float | None) -> float | None:
+    """The seconds of a read reset: its duration, or the time left until its time."""
+    seconds, at = read
+    if at is None:
+        return seconds
+    now = time.time() if wall is None else wall
+    return max(0.0, at - now)
+
+
+def _count(value: str | bytes) -> int | None:
+    """A header's count, or None if it is not an int >= 0."""
+    if value.isdigit() and value.isascii():
+        return int(value)  # (the usual: plain digits)
+    try:
+        number = int(value)
+    except ValueError:
+        if not isinstance(value, bytes):
+            return None
+        try:  # (whitespace beyond ASCII's, which only the str form strips)
+            number = int(value.decode("latin-1"))
+        except ValueError:
+            return None
+    return number if number >= 0 else None
 
 
 def usage_tokens(body: bytes) -> int | None:
@@ -278,15 +416,19 @@ def usage_tokens(body: bytes) -> int | None:
     True
     """
     stripped = body.lstrip()
-    if stripped.startswith(b"{"):
+    if stripped[:1] == b"{":
         documents: list[bytes] = [stripped]
     else:
         documents = [line[5:].strip() for line in body.splitlines() if line.startswith(b"data:")]
     total: int | None = None
     counts: dict[str, int] = {}
     for document in documents:
+        # A key "usage" is spelled so, or with a \u escape: any other document has none,
+        # and is not parsed (a stream has one event per token, a few with usage).
+        if b'"usage"' not in document and b"\\u" not in document:
+            continue
         try:
-            event = json.loads(document)
+            event = _loads(document)
         except ValueError:
             continue
         usage = _usage_of(event)

@@ -20,6 +20,7 @@ This module owns the reservation's life; the waiting is `admission._rate_wait`'s
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Generator, Sequence
 from types import TracebackType
@@ -35,6 +36,7 @@ OnError = Literal["keep", "refund"]
 
 # (limiter, reserved cost, (record, time)) of each limit held: what `_untake` needs.
 _Part = tuple[RateLimiter, int, tuple[int, int]]
+_COST = operator.itemgetter(1)
 
 
 def _count(name: str, value: object) -> int:
@@ -57,10 +59,11 @@ class Reservation:
     (300, True)
     """
 
-    __slots__ = ("_parts", "_primary", "_settled")
+    __slots__ = ("_parts", "_primary", "_reserved", "_settled")
 
     def __init__(self, parts: Sequence[_Part], primary: int | None) -> None:
         self._parts = tuple(parts)
+        self._reserved = tuple(map(_COST, self._parts))
         # The part `settle(actual)` settles (the others keep their cost); None: an all_of,
         # settled with costs=(...).
         self._primary = primary
@@ -69,7 +72,7 @@ class Reservation:
     @property
     def reserved(self) -> tuple[int, ...]:
         """The costs admitted, one per limiter."""
-        return tuple(cost for _, cost, _ in self._parts)
+        return self._reserved
 
     @property
     def settled(self) -> tuple[int, ...] | None:
@@ -94,18 +97,21 @@ class Reservation:
             )
         self._settled = new
         # Every part is settled even if one raises (a LoopClock read outside its loop).
-        errors: list[BaseException] = []
-        for (limiter, reserved, (record, at)), cost in zip(self._parts, new, strict=True):
+        error: BaseException | None = None
+        for (limiter, reserved, grant), cost in zip(self._parts, new, strict=True):
+            if cost == reserved:
+                continue  # (the usual part of an all_of: a request is one request)
             try:
                 if cost < reserved:
-                    limiter._untake(reserved - cost, record, at)
-                elif cost > reserved:
+                    limiter._untake(reserved - cost, *grant)
+                else:
                     limiter._charge(cost - reserved)
                 limiter._resettle(reserved, cost)
             except Exception as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+                if error is None:
+                    error = exc
+        if error is not None:
+            raise error
 
     def refund(self) -> None:
         """Settles at zero: everything goes back (the call never used the limits)."""
@@ -118,17 +124,23 @@ class Reservation:
                 "settle() takes the actual cost, or costs=(...) for all_of: one of them"
             )
         if actual is not None:
-            if self._primary is None:
+            primary = self._primary
+            if primary is None:
                 raise TypeError(
                     f"this reservation holds {n} limits: settle(costs=(...)) with one cost each"
                 )
-            settled = list(self.reserved)
-            settled[self._primary] = _count("actual", actual)
-            return tuple(settled)
+            if type(actual) is not int or actual < 0:  # (plain ints: checked here, at once)
+                actual = _count("actual", actual)
+            reserved = self._reserved
+            return (*reserved[:primary], actual, *reserved[primary + 1 :])
         assert costs is not None
         if isinstance(costs, (str, bytes)) or len(costs) != n:
             raise ValueError(f"costs must have one entry per limiter ({n}), got {costs!r}")
-        return tuple(_count("costs", c) for c in costs)
+        checked = tuple(costs)
+        for cost in checked:
+            if type(cost) is not int or cost < 0:  # (plain ints: checked here, at once)
+                return tuple([_count("costs", c) for c in checked])
+        return checked
 
     def __repr__(self) -> str:
         return f"<Reservation reserved={self.reserved} settled={self._settled}>"
@@ -148,13 +160,16 @@ def _take_all(limiters: Sequence[RateLimiter], costs: Sequence[int]) -> list[_Pa
     return parts
 
 
-def take_now(limiters: Sequence[RateLimiter], costs: Sequence[int]) -> Reservation | None:
+def take_now(
+    limiters: Sequence[RateLimiter], costs: Sequence[int], primary: int | None = None
+) -> Reservation | None:
     """The reservation of ``costs`` if every limiter admits it now (nobody waits, it fits),
     else None with nothing taken: the immediate path of `Reserve`, without its checks (the
-    caller knows each cost fits the capacity), for callers on a hot path. An all_of's
-    reservation (settled with ``costs=``)."""
+    caller knows each cost fits the capacity), for callers on a hot path. ``primary``: the
+    limiter ``settle(actual)`` settles, as in `Reserve`; None (default): an all_of's
+    reservation, settled with ``costs=``."""
     parts = _take_all(limiters, costs)
-    return None if parts is None else Reservation(parts, None)
+    return None if parts is None else Reservation(parts, primary)
 
 
 def _granted(

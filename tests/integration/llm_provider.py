@@ -12,7 +12,8 @@ It enforces what a real provider does, and says so in the real providers' header
   ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` (resets as ``1.5s``, ``6m0s``)
   or, with ``--vendor anthropic``, ``anthropic-ratelimit-*`` (RFC 3339 resets);
 - a seeded ``fail_rate`` of admitted requests answers 503 (no tokens charged);
-- ``"stream": true`` answers server-sent events, usage in the last event.
+- ``"stream": true`` answers server-sent events, usage in the last event (``--no-usage``:
+  no usage anywhere, as a provider that does not say).
 
 It counts what it received and answers ``stats`` (one JSON line) on stdin; end of input
 stops it. Standard library only: it runs as ``python -I llm_provider.py``.
@@ -177,11 +178,13 @@ class Provider:
             "completion_tokens": completion,
             "total_tokens": used,
         }
+        if self.args.no_usage:
+            usage = {}  # (a provider that does not say: the client's estimate stands)
         if request.get("stream"):
             c["streams"] += 1
             chunks = [
                 {"choices": [{"index": 0, "delta": {"content": "word "}}]} for _ in range(3)
-            ] + [{"choices": [], "usage": usage}]
+            ] + [{"choices": [], **({"usage": usage} if usage else {})}]
             return 200, chunks, self.headers()
         answer = {
             "id": f"chatcmpl-{c['received']}",
@@ -197,6 +200,8 @@ class Provider:
             ],
             "usage": usage,
         }
+        if not usage:
+            del answer["usage"]
         return 200, answer, self.headers()
 
     async def connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -272,6 +277,8 @@ def main() -> None:
     parser.add_argument("--vendor", choices=("openai", "anthropic"), default="openai")
     # Retry-After in whole seconds only (no retry-after-ms): a pause of the whole account.
     parser.add_argument("--whole-seconds", action="store_true")
+    # Answers without ``usage`` (the tokens are charged all the same).
+    parser.add_argument("--no-usage", action="store_true")
     asyncio.run(_main(parser.parse_args()))
 
 

@@ -6,7 +6,8 @@ The provider (`llm_provider.py`, a child process) enforces requests and tokens p
 admitted requests with 503. Through `admission.httpx.AsyncTransport` configured with the
 same limits, 2,000 calls get through with no failure, at most 1 % of requests see a 429,
 and the throughput is at least 95 % of what the provider allows over the run (its burst
-plus its rate times the wall time).
+plus its rate times the wall time). When tokens per second bind instead, settling each
+reservation at the response's usage is what gives the provider its whole token rate.
 """
 
 from __future__ import annotations
@@ -162,6 +163,76 @@ def test_2000_calls_no_failure_few_429s_full_throughput(provider: Provider) -> N
     # Tokens: settled at what the provider counted, nothing lost to the estimates.
     assert host.tokens_settled == stats["tokens_used"], (host, stats)
     assert host.tokens_reserved > host.tokens_settled
+
+
+# The token-bound run: the provider allows 1,000 requests/s and 50 in service (neither
+# binds) but 10,000 tokens/s; each request asks for up to 256 tokens with a ~400-character
+# prompt (an estimate of 256 + 101 = 357) and uses 101 + 20..120 (about 170): half its
+# estimate, so only the refunds of settling let the client use the provider's token rate.
+TOKEN_TPS = 10_000
+TOKEN_CALLS = 800
+
+
+def token_body(i: int) -> dict[str, Any]:
+    prompt = f"question {i:05d}: " + "please summarise this paragraph of text. " * 10
+    return {"model": "test-1", "max_tokens": 256, "messages": [{"role": "user", "content": prompt}]}
+
+
+def token_run(provider: Provider, calls: int) -> tuple[list[int], dict[str, Any], Any, float]:
+    """``calls`` token-heavy calls through the openai preset at the provider's limits: the
+    statuses, the provider's stats, the host's stats, and the token throughput (tokens the
+    provider served over what it allowed from the first call served to the last)."""
+    transport = transport_for(provider)
+
+    async def main() -> list[int]:
+        async with httpx.AsyncClient(transport=transport, timeout=30) as client:
+            url = f"{provider.base}/v1/chat/completions"
+
+            async def one(i: int) -> int:
+                return (await client.post(url, json=token_body(i))).status_code
+
+            return await asyncio.gather(*(one(i) for i in range(calls)))
+
+    statuses = asyncio.run(main())
+    stats = provider.stats()
+    host = transport.stats()[f"127.0.0.1:{provider.port}"]
+    span = stats["last_ok"] - stats["first_ok"]
+    throughput = stats["tokens_used"] / (provider.tps + provider.tps * span)
+    return statuses, stats, host, throughput
+
+
+def test_when_tokens_bind_settling_gives_the_provider_its_token_rate() -> None:
+    """Tokens per second are the binding limit: through the transport, no failure, at most
+    1 % of requests see a 429, and the provider serves at least 95 % of its token rate,
+    because each response's usage settles the reservation (about half of each estimate
+    comes back). Against the same provider answering without usage (the estimates stand:
+    what a client that never settles gets), the token throughput is far lower."""
+    completion = "--completion=20-120"
+    p = start_provider(completion, "--concurrency=50", rps=1_000, tps=TOKEN_TPS)
+    try:
+        statuses, stats, host, throughput = token_run(p, TOKEN_CALLS)
+    finally:
+        stop_provider(p)
+    assert statuses.count(200) == TOKEN_CALLS, {s: statuses.count(s) for s in set(statuses)}
+    assert stats["ok"] == TOKEN_CALLS
+    assert stats["rate_limited"] <= 0.01 * stats["received"], stats
+    # Neither the request rate nor the concurrency bound: the tokens did.
+    span = stats["last_ok"] - stats["first_ok"]
+    assert stats["received"] / span < 0.2 * 1_000, stats
+    assert stats["peak_in_service"] < 50, stats
+    assert stats["limited_by"]["requests"] == stats["limited_by"]["concurrency"] == 0, stats
+    assert host.tokens_settled == stats["tokens_used"]
+    assert host.tokens_reserved > 1.8 * host.tokens_settled, host  # (refunds were large)
+    assert throughput >= 0.95, (throughput, span, stats)
+
+    p = start_provider(completion, "--concurrency=50", "--no-usage", rps=1_000, tps=TOKEN_TPS)
+    try:
+        statuses, stats, host, kept = token_run(p, TOKEN_CALLS // 4)
+    finally:
+        stop_provider(p)
+    assert statuses.count(200) == TOKEN_CALLS // 4
+    assert host.tokens_settled == host.tokens_reserved  # (no usage: the estimates stood)
+    assert kept < 0.75 * throughput, (kept, throughput)
 
 
 def test_a_429_pauses_every_caller_of_the_host() -> None:

@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import admission as adm
 from admission import presets
@@ -126,6 +128,161 @@ def test_anthropic_headers_are_read() -> None:
 )
 def test_usage_is_read_from_json_and_event_streams(body: bytes, tokens: int | None) -> None:
     assert presets.usage_tokens(body) == tokens
+
+
+_NAMES = [
+    f"x-ratelimit-{field}-{kind}"
+    for kind in ("requests", "tokens")
+    for field in ("remaining", "limit", "reset")
+] + [
+    f"anthropic-ratelimit-{kind}-{field}"
+    for kind in ("requests", "tokens", "input-tokens", "output-tokens")
+    for field in ("remaining", "limit", "reset")
+]
+_VALUES = st.sampled_from(
+    [
+        "0",
+        "12",
+        " 7 ",
+        "-3",
+        "1_000",
+        "x",
+        "",
+        "99999999999999999999999",
+        "1ms",
+        "6m0s",
+        "1.5s",
+        "1e400",
+        "9" * 400 + "s",
+        "2030-01-01T00:00:10Z",
+        "2030-01-01T00:00:10",
+        "7",
+    ]
+)
+
+
+def _reference_quotas(vendor: str, headers: dict[str, str], wall: float) -> list[presets.Quota]:
+    """The quotas as the headers state them, read the plain way: each name looked up in a
+    lowercased dict (the last of a repeated header), each value parsed alone."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+
+    def count(name: str) -> int | None:
+        try:
+            n = int(lowered[name].strip())
+        except (KeyError, ValueError):
+            return None
+        return n if n >= 0 else None
+
+    def quota(kind: Any, prefix: str, suffix: str) -> list[presets.Quota]:
+        remaining = count(f"{prefix}remaining{suffix}")
+        if remaining is None:
+            return []
+        reset = lowered.get(f"{prefix}reset{suffix}")
+        return [
+            presets.Quota(
+                kind,
+                remaining,
+                count(f"{prefix}limit{suffix}"),
+                None if reset is None else presets.parse_reset(reset, wall),
+            )
+        ]
+
+    if vendor == "openai":
+        return quota("requests", "x-ratelimit-", "-requests") + quota(
+            "tokens", "x-ratelimit-", "-tokens"
+        )
+    read = [
+        quota("requests" if k == "requests" else "tokens", f"anthropic-ratelimit-{k}-", "")
+        for k in ("requests", "tokens", "input-tokens", "output-tokens")
+    ]
+    tokens = read[1] or sorted(read[2] + read[3], key=lambda q: q.remaining)[:1]
+    return read[0] + tokens
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    vendor=st.sampled_from(["openai", "anthropic"]),
+    headers=st.lists(
+        st.tuples(
+            st.sampled_from([*_NAMES, "content-type", "x-request-id", "anthropic-version"]),
+            st.sampled_from(["lower", "upper", "title"]),
+            _VALUES,
+        ),
+        max_size=16,
+    ),
+)
+def test_the_transports_header_reader_reads_what_quotas_reads(
+    vendor: str, headers: list[tuple[str, str, str]]
+) -> None:
+    """`read_headers` (raw bytes, one pass: the transports') states the same quotas as the
+    plain reading of the same headers, whatever their case, order and repetition."""
+    wall = 1893456000.0
+    raw = [(getattr(name, case)().encode(), value.encode()) for name, case, value in headers]
+    plain: dict[str, str] = {}
+    for name, value in raw:
+        plain[name.decode().lower()] = value.decode()
+    preset = presets.openai(rpm=1) if vendor == "openai" else presets.anthropic(rpm=1)
+    want = _reference_quotas(vendor, plain, wall)
+    got = [
+        presets.Quota("tokens" if tokens else "requests", remaining, limit, reset)
+        for tokens, remaining, limit, reset in preset.read_headers(raw, wall)
+    ]
+    assert got == want
+    assert preset.read_headers(raw, wall) == preset.read_headers(raw, wall)  # (remembered)
+    assert preset.quotas(plain, wall) == want
+
+
+def test_unreadable_resets_and_huge_counts_are_no_error() -> None:
+    """A reset too large to be a float is unreadable (None), not infinity; a remaining
+    count beyond any capacity syncs nothing and raises nothing (it used to overflow)."""
+    assert presets.parse_reset("9" * 400 + "s") is None
+    assert presets.parse_reset("1e400") is None
+    huge = {
+        "x-ratelimit-limit-tokens": "1000",
+        "x-ratelimit-remaining-tokens": "9" * 30,
+        "x-ratelimit-reset-tokens": "9" * 400 + "s",
+    }
+    inner, _ = script(ok(**huge))
+    t = adm.httpx.Transport(inner, limits={"api.x": presets.openai(tpm=1000)})
+    with httpx.Client(transport=t) as client:
+        assert client.post("https://api.x/", json=chat(10)).status_code == 200
+    bucket = t._config.hosts.get(httpx.URL("https://api.x/")).tokens_bucket
+    assert bucket is not None
+    assert bucket.peek(1000 - 10).allowed  # only the usage (10) was taken
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=40),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+            lambda inner: (
+                st.lists(inner, max_size=4)
+                | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+            ),
+            max_leaves=12,
+        ).map(lambda v: json.dumps(v).encode()),
+    ),
+    st.sampled_from([b"", b" ", b"\n\t", b"\xef\xbb\xbf", b"\x00"]),
+    st.sampled_from([b"", b" \r\n", b"x", b"\x0b"]),
+)
+def test_the_fast_json_reading_is_json_loads(body: bytes, before: bytes, after: bytes) -> None:
+    """`presets._loads` (estimates and usage) gives what ``json.loads`` gives, or raises
+    the ValueError it raises."""
+    data = before + body + after
+    try:
+        want: Any = ("ok", json.loads(data))
+    except ValueError as error:
+        want = ("error", str(error))
+    try:
+        got: Any = ("ok", presets._loads(data))
+    except ValueError as error:
+        got = ("error", str(error))
+    if want[0] == "ok" and want != got:  # (NaN: equal only as text)
+        assert repr(want) == repr(got)
+    else:
+        assert got == want
 
 
 # -- the transport ---------------------------------------------------------------------------

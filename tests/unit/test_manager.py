@@ -156,6 +156,15 @@ async def test_capacity_errors_give_the_permit_back() -> None:
             pass
     assert m.semaphore("openai").in_use == 0
     assert m.stats()["openai"].rate.admitted == 0  # type: ignore[union-attr]  # all or nothing
+    # Bad token counts: the reservation's own errors, the permit back, async or in a thread.
+    for tokens, error in [(-1, ValueError), (True, TypeError), ("5", TypeError), (1.5, TypeError)]:
+        with pytest.raises(error, match="cost"):
+            async with m.limit("openai", tokens=tokens):  # type: ignore[arg-type]
+                pass
+        with pytest.raises(error, match="cost"), m.limit("openai", tokens=tokens):  # type: ignore[arg-type]
+            pass
+    assert m.semaphore("openai").in_use == 0
+    assert m.stats()["openai"].rate.admitted == 0  # type: ignore[union-attr]
 
 
 async def test_semaphore_timeout() -> None:

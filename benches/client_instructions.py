@@ -1,0 +1,69 @@
+"""Instructions per request through the httpx transports, counted by callgrind (noise-free),
+beside the bare transport they wrap: the workloads of ``bench_client.py`` (the same inner
+transport, request, headers and bodies), in threads (``Transport``, ``handle_request``).
+
+Each workload is one request in a loop (send, read the body, close it), run under
+``valgrind --tool=callgrind`` at two sizes; the difference per request cancels start-up and
+imports. To compare two builds, run it once as is and once with ``PYTHONPATH`` pointing at
+a directory holding the other build's ``admission/``.
+
+Usage: .venv/bin/python benches/client_instructions.py [WORKLOAD ...]
+Needs valgrind and requirements/bench.txt; about half a minute per workload.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+from collections.abc import Callable
+
+# The counter every *_instructions.py script shares (callgrind.py is next to this file).
+from callgrind import print_table
+
+CALLS = 5_000
+#: Rounds of CALLS at the two sizes counted.
+FEW, MORE = 1, 3
+
+
+def workloads() -> dict[str, Callable[[], None]]:
+    """Name -> one round of CALLS requests."""
+    import admission as adm
+    import bench_client as bc
+
+    def through(transport: bc.Inner | adm.httpx.Transport) -> Callable[[], None]:
+        request = bc.chat_request()
+        calls = range(CALLS)
+
+        def one_round() -> None:
+            for _ in calls:
+                response = transport.handle_request(request)
+                response.read()
+                response.close()
+
+        return one_round
+
+    def transport(row: bc.Row) -> adm.httpx.Transport:
+        return adm.httpx.Transport(bc.inner_for(row), **row.config())
+
+    rows = {row.key: row for row in bc.ROWS}
+    return {
+        "bare": through(bc.Inner()),
+        "host preset": through(transport(rows["transport host preset"])),
+        "openai preset": through(transport(rows["transport openai preset"])),
+        "anthropic preset": through(transport(rows["transport anthropic preset"])),
+    }
+
+
+def main(names: list[str]) -> None:
+    print_table(__file__, names or list(workloads()), CALLS, FEW, MORE)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--workload":
+        work = workloads()[sys.argv[2]]
+        gc.collect()
+        gc.disable()  # a collection is a rare, discrete event: keep it out of the difference
+        for _ in range(int(sys.argv[3])):
+            work()
+    else:
+        main(sys.argv[1:])
