@@ -13,13 +13,11 @@ Needs valgrind and requirements/bench.txt; about half a minute per workload.
 
 from __future__ import annotations
 
-import gc
-import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 # The counter every *_instructions.py script shares (callgrind.py is next to this file).
-from callgrind import print_table
+from callgrind import script_main
 
 CALLS = 100_000
 #: Rounds of CALLS at the two sizes counted.
@@ -107,16 +105,5 @@ def workloads() -> dict[str, Callable[[], None]]:
     }
 
 
-def main(names: list[str]) -> None:
-    print_table(__file__, names or list(workloads()), CALLS, FEW, MORE)
-
-
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--workload":
-        work = workloads()[sys.argv[2]]
-        gc.collect()
-        gc.disable()  # a collection is a rare, discrete event: keep it out of the difference
-        for _ in range(int(sys.argv[3])):
-            work()
-    else:
-        main(sys.argv[1:])
+    script_main(__file__, workloads, CALLS, FEW, MORE)

@@ -6,11 +6,13 @@ sizes; the difference per call cancels start-up and imports.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -52,3 +54,23 @@ def print_table(script: str, names: list[str], calls: int, few: int, more: int) 
     print("| --- | ---: |")
     for which in names:
         print(f"| {which} | {per_call(script, which, calls, few, more):,.0f} |", flush=True)
+
+
+def script_main(
+    script: str,
+    workloads: Callable[[], dict[str, Callable[[], object]]],
+    calls: int,
+    few: int,
+    more: int,
+) -> None:
+    """What a ``*_instructions.py`` script does when run: ``--workload NAME ROUNDS`` runs that
+    workload (under callgrind, called by `count`); otherwise prints the table of the
+    workloads named on the command line (all of them by default)."""
+    if len(sys.argv) == 4 and sys.argv[1] == "--workload":
+        work = workloads()[sys.argv[2]]
+        gc.collect()
+        gc.disable()  # a collection is a rare, discrete event: keep it out of the difference
+        for _ in range(int(sys.argv[3])):
+            work()
+    else:
+        print_table(script, sys.argv[1:] or list(workloads()), calls, few, more)

@@ -687,3 +687,45 @@ def test_a_deadline_that_passes_between_two_awaits_of_the_call_still_fails_it() 
         assert await _Guarded(two_steps(), pytest.fail, timeout=1.0, expired=pytest.fail) == 5
 
     run(main())
+
+
+@pytest.mark.parametrize(
+    "give_up", ["wait_for", "asyncio.timeout", "cancelled before it starts", "never awaited"]
+)
+def test_every_way_a_caller_gives_up_leaves_the_store_as_it_was(give_up: str) -> None:
+    """A bucket waiter and a semaphore waiter given up each way the callers of this project
+    give up: the bucket's TAT and the semaphore's leases and queue are as before."""
+    clock = ServerClock()
+    store = MemoryStore(clock=clock)
+    bucket = adm.TokenBucket(rate=1, per=1, burst=1, name="api", store=store)
+    db = adm.Semaphore(1, name="db", store=store)
+
+    async def give_up_on(make: object) -> None:
+        call = make()  # type: ignore[operator]
+        if give_up == "wait_for":
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(call, 0.05)
+        elif give_up == "asyncio.timeout":
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await call
+        elif give_up == "cancelled before it starts":
+            task = asyncio.ensure_future(call)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        else:
+            call.close()  # a coroutine never awaited: nothing of it ran
+        await asyncio.sleep(0.02)  # give-backs are round trips of their own
+
+    async def main() -> None:
+        await bucket.acquire()  # the next one must wait a second
+        held = await db.acquire()  # the next one must queue
+        tat, state = store.tat_us("api"), await db.state()
+        await give_up_on(bucket.acquire)
+        await give_up_on(db.acquire)
+        assert store.tat_us("api") == tat
+        assert await db.state() == state == (1, 0)
+        db.release(held)
+
+    run(main())
