@@ -63,7 +63,8 @@ def test_the_text_says_what_the_model_says() -> None:
     with bucket:  # waits one virtual second: a bucket above 0
         pass
     assert not bucket.try_acquire()
-    window = adm.SlidingWindow(limit=5, window=1.0, name=name)
+    # On the manual clock: a real one could expire the entry between the two reads.
+    window = adm.SlidingWindow(limit=5, window=1.0, name=name, clock=clock)
     assert window.try_acquire(4)
     loop_clocked = adm.TokenBucket(rate=3, clock=adm.LoopClock(), name=unique("expo-loop"))
     unnamed = adm.Semaphore(2)
