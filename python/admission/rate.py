@@ -135,7 +135,8 @@ class _RateLimiter:
 
         A `TokenBucket` is empty at the end of the pause and refills at its rate from there
         (a full burst at that instant would earn the next 429); a `SlidingWindow` admits by
-        its window from then.
+        its window from then. Nothing given back during the pause (a refund, a cancelled
+        grant) and no request of cost 0 is admitted before its end.
         """
         self._limiter()._pause(durations.seconds(seconds, "seconds"))
 

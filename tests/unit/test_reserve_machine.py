@@ -17,8 +17,10 @@ And the provider's signals, while others wait and reservations are open:
 
 - ``pause(seconds)`` / ``pause_until(deadline)``: a token bucket is empty until then and
   refills at its rate from there (``tat >= until + burst·T - T``); a sliding window admits
-  nothing before then. The model admits nobody before a pause's end (it asserts so), and
-  the waiters keep their places (only the head is granted, in order);
+  nothing before then. The model admits nobody before a pause's end (it asserts so), not
+  even a request of no cost, nor after a grant given back during the pause (a bucket's
+  give-back stops at the pause's floor), and the waiters keep their places (only the head
+  is granted, in order);
 - ``sync(remaining, reset_after)``: the bucket never holds more than ``remaining``, nor is
   it full before the reset (``tat >= now + burst·T - remaining·T``, ``>= now + reset``);
   the window holds the provider's used part it did not know of until the reset. A sync
@@ -71,29 +73,27 @@ class PausedQueue(QueueModel):
     ``paused_until`` (every pause's end so far)."""
 
     paused_until = 0
-    # A bucket's grant given back during its pause (a refund, a cancelled grant) lowers its
-    # tat below the pause's floor: a known bug (test_reserve.py,
-    # test_a_refund_during_a_pause_admits_nobody_before_its_end). The model follows the
-    # limiter there; the pause's rule is asserted until that happens.
-    gave_back_in_a_pause = False
 
     def fits(self, now: int, cost: int) -> bool:
-        lim = self.lim
-        if isinstance(lim, PausedWindow) and now < lim.not_before:
-            return False
-        return super().fits(now, cost)
+        # Nothing fits before the pause's end, whatever its cost (a bucket's tat alone would
+        # let a request of no cost through a pause's last emission interval).
+        return now >= self.paused_until and super().fits(now, cost)
+
+    def due_after(self, now: int, cost: int) -> int:
+        return max(super().due_after(now, cost), self.paused_until)
 
     def admit(self, now: int, cost: int) -> int:
-        # (A zero cost takes nothing: a bucket lets it through a pause shorter than one
-        # emission interval, a window refuses it. Both as the models say.)
-        if cost and not self.gave_back_in_a_pause:
-            assert now >= self.paused_until, "admitted before the end of a pause"
+        assert now >= self.paused_until, "admitted before the end of a pause"
         return super().admit(now, cost)
 
     def give_back(self, now: int, cost: int, record: int, at: int) -> None:
-        if self.is_bucket and now < self.paused_until:
-            self.gave_back_in_a_pause = True
+        lim = self.lim
+        before = lim.tat if isinstance(lim, GcraModel) else 0
         super().give_back(now, cost, record, at)
+        if isinstance(lim, GcraModel) and self.paused_until:
+            # Never below the pause's floor: what comes back during a pause waits for its end.
+            floor = self.paused_until + lim.capacity_ns - lim.T
+            lim.tat = max(lim.tat, min(floor, before))
 
 
 class ReserveMachine(RateQueueMachine):

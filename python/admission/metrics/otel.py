@@ -26,6 +26,12 @@ labels. OpenTelemetry has no asynchronous histogram, so ``admission_wait_seconds
 as three observable counters in the Prometheus layout: ``admission_wait_seconds_bucket``
 (cumulative, attribute ``le``: the bucket's upper bound, ``"+Inf"`` last),
 ``admission_wait_seconds_count`` and ``admission_wait_seconds_sum`` (unit ``s``).
+
+The SDK keeps at most 2,000 attribute sets per instrument by default (its cardinality limit)
+and folds the rest into one overflow series; the wait histogram has 27 per limiter (its
+buckets), so with more than about 70 named limiters raise the limit with a view:
+``MeterProvider(..., views=[View(instrument_name="admission_*",
+aggregation_cardinality_limit=100_000)])``.
 """
 
 from __future__ import annotations

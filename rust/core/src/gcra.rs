@@ -40,6 +40,10 @@ pub struct Gcra<W = ()> {
     /// The waiting requests. Slow path only: the immediate paths never take this lock.
     queue: Mutex<WaitQueue<W>>,
     waiting: AtomicU64,
+    /// Nothing is admitted before this time (ns; 0: never paused): the latest
+    /// [`Adjust::pause_until`]. The pause itself lives in `tat`; this remembers it so that a
+    /// give-back cannot undo it, and so that a request of no cost is refused during it.
+    not_before: AtomicU64,
 }
 
 impl<W> std::fmt::Debug for Gcra<W> {
@@ -57,6 +61,8 @@ struct BucketLedger<'a> {
     tat: &'a AtomicU64,
     emission_ns: u64,
     capacity_ns: u64,
+    /// The pause in force (`Gcra::not_before`), read under the queue's lock.
+    not_before: u64,
 }
 
 impl BucketLedger<'_> {
@@ -86,10 +92,12 @@ impl BucketLedger<'_> {
 
 impl Ledger for BucketLedger<'_> {
     fn due(&mut self, now: u64, cost: u64) -> u64 {
-        // cost <= burst was checked on the way in, so this is at most `tat`.
+        // cost <= burst was checked on the way in, so this is at most `tat`. A pause holds
+        // `tat` at its floor, which keeps a request of any cost but 0 waiting until its end.
         (self.tat().max(now) + cost * self.emission_ns)
             .saturating_sub(self.capacity_ns)
             .max(now)
+            .max(self.not_before)
     }
 
     fn due_after(&mut self, now: u64, ahead: u64, cost: u64) -> (u64, bool) {
@@ -100,7 +108,8 @@ impl Ledger for BucketLedger<'_> {
             .max(now)
             .saturating_add(span)
             .saturating_sub(self.capacity_ns)
-            .max(now);
+            .max(now)
+            .max(self.not_before);
         (at, true)
     }
 
@@ -114,8 +123,11 @@ impl Ledger for BucketLedger<'_> {
         // when the bucket owed more than the time that has passed since (no admission in
         // between could have found it full without this one). Otherwise the time since is
         // kept as spent: never more is given back than this admission could have cost anyone.
+        // Nor does a give-back go below a pause's floor: the pause was asked for after or
+        // regardless of this admission, and holds whatever comes back.
         let increment = cost * self.emission_ns;
         let before = record - increment;
+        let floor = pause_floor(self.not_before, self.capacity_ns, self.emission_ns);
         let mut word = self.tat.load(Ordering::Acquire);
         loop {
             let tat = word & !QUEUED;
@@ -124,7 +136,7 @@ impl Ledger for BucketLedger<'_> {
             } else {
                 increment.saturating_sub(now.saturating_sub(admitted_at))
             };
-            let next = (tat - back.min(tat)) | (word & QUEUED);
+            let next = (tat - back.min(tat)).max(floor.min(tat)) | (word & QUEUED);
             match self
                 .tat
                 .compare_exchange_weak(word, next, Ordering::AcqRel, Ordering::Acquire)
@@ -156,6 +168,7 @@ impl<W: Clone> Gcra<W> {
             counters: Counters::default(),
             queue: Mutex::new(WaitQueue::default()),
             waiting: AtomicU64::new(0),
+            not_before: AtomicU64::new(0),
         })
     }
 
@@ -207,12 +220,24 @@ impl<W: Clone> Gcra<W> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Called with the queue's lock held (the pause is written under it).
     fn ledger(&self) -> BucketLedger<'_> {
         BucketLedger {
             tat: &self.tat,
             emission_ns: self.emission_ns,
             capacity_ns: self.capacity_ns,
+            not_before: self.not_before.load(Ordering::Relaxed),
         }
+    }
+
+    /// [`Gcra::advance`] for a request costing `increment` ns: a request of no cost cannot
+    /// move `tat`, so a pause's floor alone does not refuse it before the pause's end.
+    #[inline(always)]
+    fn admit_now(&self, now: u64, increment: u64) -> Option<u64> {
+        if increment == 0 && now < self.not_before.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.advance(now, increment)
     }
 
     fn note_waiting(&self, queue: &WaitQueue<W>) {
@@ -251,7 +276,7 @@ impl<W: Clone + Send + Sync> RateLimit<W> for Gcra<W> {
     #[inline]
     fn try_acquire(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
         let increment = self.check_counted(now, cost)?;
-        let admitted = self.advance(now, increment).is_some();
+        let admitted = self.admit_now(now, increment).is_some();
         if admitted {
             self.counters.admitted(cost);
         } else {
@@ -265,7 +290,7 @@ impl<W: Clone + Send + Sync> RateLimit<W> for Gcra<W> {
     #[inline]
     fn try_take(&self, now: u64, cost: u64) -> Result<bool, AcquireError> {
         let increment = self.check_counted(now, cost)?;
-        let admitted = self.advance(now, increment).is_some();
+        let admitted = self.admit_now(now, increment).is_some();
         if admitted {
             self.counters.admitted(cost);
         }
@@ -277,7 +302,7 @@ impl<W: Clone + Send + Sync> RateLimit<W> for Gcra<W> {
     /// counts the request once it knows its outcome.
     fn take(&self, now: u64, cost: u64) -> Result<Option<u64>, AcquireError> {
         let increment = self.check(now, cost)?;
-        Ok(self.advance(now, increment))
+        Ok(self.admit_now(now, increment))
     }
 
     /// Undoes, at `now`, a [`Gcra::take`] of `cost` that left `record` at `taken_at` (as
@@ -315,14 +340,21 @@ impl<W: Clone + Send + Sync> RateLimit<W> for Gcra<W> {
         } else {
             None
         };
-        Ok(decision(
+        let mut decided = decision(
             word & !QUEUED,
             ahead,
             now,
             increment,
             self.capacity_ns,
             self.emission_ns,
-        ))
+        );
+        let not_before = self.not_before.load(Ordering::Relaxed);
+        if increment == 0 && decided.allowed && now < not_before {
+            // As `admit_now` refuses it: a request of no cost waits for the pause's end.
+            decided.allowed = false;
+            decided.retry_after_ns = not_before - now;
+        }
+        Ok(decided)
     }
 
     /// Admits `cost` at once if nobody waits and it fits (unless `admit_now` is false: then it
@@ -340,7 +372,7 @@ impl<W: Clone + Send + Sync> RateLimit<W> for Gcra<W> {
     ) -> Result<Entered, AcquireError> {
         let increment = self.check_counted(now, cost)?;
         let mut queue = self.lock();
-        if admit_now && queue.is_empty() && self.advance(now, increment).is_some() {
+        if admit_now && queue.is_empty() && self.admit_now(now, increment).is_some() {
             self.counters.admitted(cost);
             return Ok(Entered::Admitted);
         }
@@ -484,6 +516,16 @@ pub(crate) fn decision(
     }
 }
 
+/// The least `tat` of a bucket paused until `not_before` (0: never paused): empty then, its
+/// first token due at `not_before`.
+fn pause_floor(not_before: u64, capacity_ns: u64, emission_ns: u64) -> u64 {
+    if not_before == 0 {
+        0
+    } else {
+        not_before + capacity_ns - emission_ns
+    }
+}
+
 /// `(T, burst · T)` in nanoseconds for `rate` per `per_s` seconds and `burst`, checked: the
 /// configuration of every GCRA word, in this process or in shared memory.
 pub(crate) fn intervals(rate: f64, per_s: f64, burst: u64) -> Result<(u64, u64), ConfigError> {
@@ -535,7 +577,15 @@ impl<W: Clone + Send + Sync> Adjust for Gcra<W> {
     /// rate from there (not with a burst at `until`, which would earn the next refusal).
     fn pause_until(&self, now: u64, until: u64) {
         if until > now {
-            self.raise_tat(until.min(MAX_TIME_NS) + self.capacity_ns - self.emission_ns);
+            let until = until.min(MAX_TIME_NS);
+            let queue = self.lock();
+            let until = self
+                .not_before
+                .fetch_max(until, Ordering::Relaxed)
+                .max(until);
+            let floor = pause_floor(until, self.capacity_ns, self.emission_ns);
+            self.ledger()
+                .update(|tat| tat.max(floor), !queue.is_empty());
         }
     }
 
@@ -690,6 +740,67 @@ mod tests {
         b.pause_until(11 * S, 11 * S);
         b.pause_until(11 * S, 11 * S + 1);
         assert_eq!(b.tat.load(Ordering::Relaxed), before);
+    }
+
+    #[test]
+    fn a_give_back_during_a_pause_admits_nobody_before_its_end() {
+        let b = B::new(1.0, 1.0, 1).unwrap();
+        let record = b.take(0, 1).unwrap().unwrap();
+        b.pause_until(0, S / 2); // shorter than the bucket's own wait: `tat` is unchanged
+        drop(b.untake(S / 4, 1, record, 0)); // the token comes back...
+        assert_eq!(
+            b.try_acquire(S / 2 - 1, 1),
+            Ok(false),
+            "...but not before the pause's end"
+        );
+        assert_eq!(b.peek(S / 4, 1).unwrap().retry_after_ns, S / 4);
+        assert_eq!(b.try_acquire(S / 2, 1), Ok(true));
+    }
+
+    #[test]
+    fn a_withdrawn_grant_during_a_pause_admits_nobody_before_its_end() {
+        let b = B::new(1.0, 1.0, 2).unwrap();
+        assert_eq!(b.try_acquire(0, 2), Ok(true));
+        let (x, _) = queued(b.enqueue(0, 1, u64::MAX, 1, true));
+        assert_eq!(woken(b.poll(S)), vec![1]);
+        b.pause_until(S, 3 * S);
+        let (what, _) = b.withdraw(&x, S, Refusal::Cancelled);
+        assert_eq!(what, Withdrawal::GaveBack);
+        assert_eq!(b.try_acquire(3 * S - 1, 1), Ok(false));
+        assert_eq!(b.try_acquire(3 * S, 1), Ok(true));
+        assert_eq!(
+            b.try_acquire(3 * S, 1),
+            Ok(false),
+            "refills at its rate from the end"
+        );
+    }
+
+    #[test]
+    fn a_give_back_after_a_pause_is_whole() {
+        let b = B::new(1.0, 1.0, 3).unwrap();
+        b.pause_until(0, S);
+        // Full again by 3 s: an admission and its give-back leave it full.
+        let record = b.take(3 * S, 3).unwrap().unwrap();
+        drop(b.untake(3 * S, 3, record, 3 * S));
+        assert_eq!(b.try_acquire(3 * S, 3), Ok(true));
+    }
+
+    #[test]
+    fn a_request_of_no_cost_waits_for_a_pause_to_end() {
+        let b = B::new(1.0, 1.0, 5).unwrap();
+        b.pause_until(0, 10 * S);
+        // Within the pause's last emission interval `tat` alone would let it through.
+        assert_eq!(b.try_acquire(10 * S - S / 2, 0), Ok(false));
+        assert_eq!(b.take(10 * S - S / 2, 0), Ok(None));
+        let d = b.peek(10 * S - S / 2, 0).unwrap();
+        assert!(!d.allowed);
+        assert_eq!(d.retry_after_ns, S / 2);
+        let (x, head_due) = queued(b.enqueue(10 * S - S / 2, 0, u64::MAX, 1, true));
+        assert_eq!(head_due, Some(10 * S));
+        assert_eq!(b.status(&x, 10 * S - 1), Status::Head { due_ns: 10 * S });
+        assert_eq!(woken(b.poll(10 * S)), vec![1]);
+        assert!(b.consume(&x, S / 2));
+        assert_eq!(b.try_acquire(10 * S, 0), Ok(true));
     }
 
     #[test]
