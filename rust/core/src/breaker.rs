@@ -1147,6 +1147,109 @@ mod tests {
     }
 
     #[test]
+    fn a_lock_free_window_decides_as_the_locked_ring() {
+        // The same outcomes into a lock-free window and into the ring the lock keeps: the same
+        // window after each call, and the same trips.
+        let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+        for n in [1, 2, 3, 10, MAX_LOCK_FREE_CALLS] {
+            let mut c = config();
+            c.window = WindowKind::Calls(n);
+            c.min_calls = 3;
+            let b = Breaker::new(c).unwrap();
+            assert!(b.slots.is_some());
+            let mut ring = Window::new(WindowKind::Calls(n));
+            for i in 0..3 * n + 20 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                // Mostly successes, so that it trips now and then.
+                let failed = seed % 5 == 0;
+                let slow = seed % 7 == 0;
+                let (permit, _) = b.try_acquire(u64::from(i) * MS).unwrap_or_else(|_| {
+                    b.reset();
+                    ring.clear();
+                    b.try_acquire(0).unwrap()
+                });
+                let flags = if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 };
+                ring.push(0, flags);
+                let outcome = if failed {
+                    CallOutcome::Failure
+                } else {
+                    CallOutcome::Success
+                };
+                let duration = if slow { 100 * MS } else { MS };
+                let tripped = b.record(permit, outcome, duration, u64::from(i) * MS);
+                assert_eq!(tripped.is_some(), b.trips(&ring.totals, b.min_calls()));
+                if tripped.is_some() {
+                    ring.clear();
+                }
+                assert_eq!(b.window(0), ring.totals, "n={n} call {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn larger_and_time_windows_keep_the_lock() {
+        let mut c = config();
+        c.window = WindowKind::Calls(MAX_LOCK_FREE_CALLS + 1);
+        assert!(Breaker::new(c.clone()).unwrap().slots.is_none());
+        c.window = WindowKind::Time { span_ns: 10 * MS };
+        assert!(Breaker::new(c).unwrap().slots.is_none());
+    }
+
+    #[test]
+    fn a_lock_free_window_reads_the_time_only_to_trip() {
+        let b = Breaker::new(config()).unwrap();
+        let reads = std::cell::Cell::new(0);
+        let now = || {
+            reads.set(reads.get() + 1);
+            5_000 * MS
+        };
+        for _ in 0..3 {
+            let (p, _) = b.try_acquire(0).unwrap();
+            assert_eq!(b.record_with(p, CallOutcome::Failure, 0, now), None);
+        }
+        assert_eq!(reads.get(), 0);
+        let (p, _) = b.try_acquire(0).unwrap();
+        let t = b.record_with(p, CallOutcome::Failure, 0, now).unwrap();
+        assert_eq!(reads.get(), 1);
+        // The open time starts when the trip read it.
+        assert_eq!(t.open_ns, 1_000 * MS);
+        assert_eq!(b.retry_after_ns(5_000 * MS), 1_000 * MS);
+        // A probe's outcome takes the lock and the time.
+        let (p, _) = b.try_acquire(6_000 * MS).unwrap();
+        b.record_with(p, CallOutcome::Success, 0, now);
+        assert_eq!(reads.get(), 2);
+    }
+
+    #[test]
+    fn a_closed_outcome_from_before_a_reset_does_not_count() {
+        let b = Breaker::new(config()).unwrap();
+        let (stale, _) = b.try_acquire(0).unwrap();
+        trip(&b, 0);
+        b.reset();
+        // Closed again, in a later generation: the old call's failure is not in this window.
+        assert_eq!(b.record(stale, CallOutcome::Failure, MS, 0), None);
+        assert_eq!(b.window(0), WindowSnapshot::default());
+        assert_eq!(b.counts().failure, 5);
+        for _ in 0..3 {
+            call(&b, 0, CallOutcome::Failure);
+        }
+        assert_eq!(b.mode(), Mode::Closed, "the stale failure counted");
+    }
+
+    #[test]
+    fn the_window_reads_empty_while_open_or_half_open() {
+        let b = Breaker::new(config()).unwrap();
+        trip(&b, 0);
+        assert_eq!(b.window(0), WindowSnapshot::default());
+        let (_probe, _) = b.try_acquire(1_000 * MS).unwrap();
+        // The state word's probe fields are not a tally.
+        assert_eq!(b.probes(), (1, 0));
+        assert_eq!(b.window(0), WindowSnapshot::default());
+    }
+
+    #[test]
     fn reset_closes_and_clears() {
         let b = Breaker::new(config()).unwrap();
         trip(&b, 0);
