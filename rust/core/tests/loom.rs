@@ -654,6 +654,11 @@ fn breaker_failed_probe_reopens_under_a_racing_ask() {
 // (d) Circuit breaker: a closed window's outcomes without the lock (`closed_window.rs`)
 // ---------------------------------------------------------------------------------------------
 
+// Checked against broken cores: a late write of a place that skips the generation check fails
+// `breaker_a_stale_closed_record_is_ignored` (the next window's call waits forever), and a call
+// that takes any written place for the previous lap's fails
+// `breaker_racing_closed_records_count_exactly`.
+
 /// A model bounded to `preemptions` preemptions per execution: a call waiting for its place
 /// in the ring spins (yielding), which makes the unbounded space large.
 fn bounded(preemptions: usize) -> loom::model::Builder {
