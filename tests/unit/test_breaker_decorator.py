@@ -188,6 +188,35 @@ def test_sync_outcomes_are_classified_as_with_blocks() -> None:
     assert counts(b) == (5, 2, 1, 2, 0)
 
 
+@pytest.mark.parametrize(
+    ("window", "slow_call_duration"),
+    [(10, None), (10, 60.0), (2_000, None), ("60s", None)],
+    ids=["lock-free window", "timed calls", "larger window", "time window"],
+)
+def test_the_open_time_starts_when_the_tripping_call_ends(
+    window: int | str, slow_call_duration: float | None
+) -> None:
+    # An untimed call into a small count window reads the clock only if it trips the breaker;
+    # every kind of window must start the open time at the end of that call all the same.
+    b = breaker(window=window, slow_call_duration=slow_call_duration)
+    clock = b.clock
+    assert clock is not None
+
+    @b
+    def call(seconds: float) -> None:
+        clock.advance(seconds)
+        raise ConnectionError
+
+    for seconds in (0, 1, 2, 3):
+        with pytest.raises(ConnectionError):
+            call(seconds)
+    assert (b.state, b.retry_after) == ("open", 10.0)
+    clock.advance(9.5)
+    with pytest.raises(adm.CircuitOpen) as refused:
+        call(0)
+    assert refused.value.retry_after == pytest.approx(0.5)
+
+
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
 def test_failure_if_judges_results_and_its_errors_give_the_permit_back(is_async: bool) -> None:
     def judge(status: int) -> bool:

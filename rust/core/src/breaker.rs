@@ -11,14 +11,21 @@
 //!   if too many of them were slow). A probe given back unused frees its place.
 //!
 //! The permit path is lock-free: one load in the closed state, one compare-and-swap for a
-//! probe. Outcomes take a mutex (the window is a few counters and a ring). Every transition is
-//! a compare-and-swap on one word that holds the mode, the probes' places and a generation, so
-//! an outcome or a give-back that belongs to an earlier generation can never count in a later
-//! one.
+//! probe. Every transition is a compare-and-swap on one word that holds the mode, a generation
+//! and, while half-open, the probes' places, so an outcome or a give-back that belongs to an
+//! earlier generation can never count in a later one. While closed with a count-based window of
+//! at most [`MAX_LOCK_FREE_CALLS`] calls, the same word holds the window's totals and an
+//! outcome is recorded without a lock (`closed_window.rs`): one compare-and-swap of the word,
+//! then one of its place in the ring. The outcomes that trip the breaker, the probes' outcomes,
+//! and every outcome of a time-based or larger window take a mutex (the window is then a few
+//! counters and a ring behind it); so does every write of the open time.
 
+use crate::closed_window::{wait_for_writer, Evicts, Slots, Tally, FAILED, SLOW};
 use crate::error::ConfigError;
 use crate::sync::{AtomicU64, Mutex, Ordering};
 use crate::MAX_SPAN_NS;
+
+pub use crate::closed_window::MAX_LOCK_FREE_CALLS;
 
 /// Largest `half_open_calls`: the probes' places are 16-bit fields of the state word.
 pub const MAX_HALF_OPEN_CALLS: u32 = 0xFFFF;
@@ -141,6 +148,7 @@ impl Mode {
 }
 
 // The state word: mode (2 bits) | probes out (16) | probes succeeded (16) | generation (30).
+// Closed with a lock-free window, the 32 bits of the probes' fields hold its `Tally` instead.
 const MODE_BITS: u64 = 0b11;
 const CLOSED: u64 = 0;
 const OPEN: u64 = 1;
@@ -150,6 +158,7 @@ const DONE_SHIFT: u32 = 18;
 const FIELD: u64 = 0xFFFF;
 const GEN_SHIFT: u32 = 34;
 const GEN_MASK: u64 = (1 << 30) - 1;
+const TALLY_MASK: u64 = 0xFFFF_FFFF;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Word(u64);
@@ -175,6 +184,12 @@ impl Word {
     }
     fn with_done(self, done: u64) -> Self {
         Self((self.0 & !(FIELD << DONE_SHIFT)) | (done << DONE_SHIFT))
+    }
+    fn tally(self) -> Tally {
+        Tally(((self.0 >> OUT_SHIFT) & TALLY_MASK) as u32)
+    }
+    fn with_tally(self, tally: Tally) -> Self {
+        Self((self.0 & !(TALLY_MASK << OUT_SHIFT)) | (u64::from(tally.0) << OUT_SHIFT))
     }
     /// The first word of the next state: a new generation, no probes.
     fn next(self, mode: u64) -> Self {
@@ -288,9 +303,6 @@ struct Window {
     totals: WindowSnapshot,
 }
 
-const FAILED: u8 = 1;
-const SLOW: u8 = 2;
-
 impl Window {
     fn new(kind: WindowKind) -> Self {
         let ring = match kind {
@@ -386,15 +398,24 @@ impl Window {
     }
 }
 
+/// What a lock-free window of `n` calls holds at `tally`.
+fn tally_window(tally: Tally, n: u32) -> WindowSnapshot {
+    WindowSnapshot {
+        calls: tally.calls(n),
+        failures: tally.failures(),
+        slow: tally.slow(),
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
+    /// The window of a breaker whose outcomes take the lock (see `Breaker::slots`).
     window: Window,
     /// Consecutive failed probations (doubles the open time).
     reopened: u32,
     /// Slow probes of the half-open generation `probes_gen`.
     slow_probes: u64,
     probes_gen: u64,
-    counts: BreakerCounts,
 }
 
 /// A circuit breaker. Thread-safe; time is passed in (`now`, monotonic nanoseconds).
@@ -404,17 +425,33 @@ pub struct Breaker {
     state: AtomicU64,
     /// When the current open state ends; written before the state word that publishes it.
     open_until: AtomicU64,
-    // Counted outside the mutex: the permit path takes no lock.
+    // The totals, counted outside the mutex: neither the permit path nor a closed, lock-free
+    // outcome takes the lock.
     permitted: AtomicU64,
     rejected: AtomicU64,
     released: AtomicU64,
+    success: AtomicU64,
+    failure: AtomicU64,
+    slow: AtomicU64,
+    opened: AtomicU64,
+    /// The ring of a lock-free closed window (a count-based window of at most
+    /// `MAX_LOCK_FREE_CALLS` calls; its totals are in the state word), else `None` and the
+    /// window is `Inner::window`.
+    slots: Option<Slots>,
     inner: Mutex<Inner>,
 }
 
 impl Breaker {
     pub fn new(config: BreakerConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        let window = Window::new(config.window);
+        let slots = match config.window {
+            WindowKind::Calls(n) if n <= MAX_LOCK_FREE_CALLS => Some(Slots::new(n)),
+            _ => None,
+        };
+        let window = Window::new(match slots {
+            Some(_) => WindowKind::Calls(0), // unused: no room kept
+            None => config.window,
+        });
         Ok(Self {
             config,
             state: AtomicU64::new(Word::new(CLOSED, 0).0),
@@ -422,12 +459,16 @@ impl Breaker {
             permitted: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             released: AtomicU64::new(0),
+            success: AtomicU64::new(0),
+            failure: AtomicU64::new(0),
+            slow: AtomicU64::new(0),
+            opened: AtomicU64::new(0),
+            slots,
             inner: Mutex::new(Inner {
                 window,
                 reopened: 0,
                 slow_probes: 0,
                 probes_gen: u64::MAX,
-                counts: BreakerCounts::default(),
             }),
         })
     }
@@ -566,14 +607,120 @@ impl Breaker {
         duration_ns: u64,
         now: u64,
     ) -> Option<Transition> {
+        self.record_with(permit, outcome, duration_ns, || now)
+    }
+
+    /// [`Breaker::record`] with the time read only when it is needed: not for a closed call of
+    /// a lock-free window that does not trip the breaker (its window counts calls, not time;
+    /// the open time starts at a trip).
+    #[inline]
+    pub fn record_with(
+        &self,
+        permit: Permit,
+        outcome: CallOutcome,
+        duration_ns: u64,
+        now: impl FnOnce() -> u64,
+    ) -> Option<Transition> {
         let failed = outcome == CallOutcome::Failure;
         let slow = duration_ns >= self.config.slow_call_ns;
-        let mut inner = self.lock();
-        match (failed, slow) {
-            (true, _) => inner.counts.failure += 1,
-            (false, true) => inner.counts.slow += 1,
-            (false, false) => inner.counts.success += 1,
+        let total = match (failed, slow) {
+            (true, _) => &self.failure,
+            (false, true) => &self.slow,
+            (false, false) => &self.success,
+        };
+        total.fetch_add(1, Ordering::Relaxed);
+        let flags = if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 };
+        match &self.slots {
+            Some(slots) if !permit.probe => self.record_closed(slots, permit.gen, flags, now),
+            _ => self.record_locked(permit, failed, slow, flags, now()),
         }
+    }
+
+    /// A closed call's outcome into a lock-free window (see `closed_window.rs`): one
+    /// compare-and-swap of the state word from the tally it was decided on, which also checks
+    /// that the call's generation is still the current, closed one. An outcome that trips the
+    /// breaker is decided again under the lock, where the open time is written before the
+    /// swap that publishes it; so is any trip, so exactly one call trips each closed period.
+    fn record_closed(
+        &self,
+        slots: &Slots,
+        gen: u64,
+        flags: u8,
+        now: impl FnOnce() -> u64,
+    ) -> Option<Transition> {
+        let n = slots.calls();
+        let min_calls = self.min_calls();
+        let mut now = Some(now);
+        let mut until = None;
+        let mut guard = None;
+        let mut word = self.load();
+        loop {
+            if word.mode() != CLOSED || word.gen() != gen {
+                // Tripped, or reset and tripped, since the call was permitted.
+                return None;
+            }
+            let tally = word.tally();
+            let evicted = match slots.evicts(gen, tally) {
+                Evicts::Flags(evicted) => evicted,
+                Evicts::NotYetWritten => {
+                    wait_for_writer();
+                    word = self.load();
+                    continue;
+                }
+            };
+            let next = tally.push(n, evicted, flags);
+            if !self.trips(&tally_window(next, n), min_calls) {
+                match self.cas(word, word.with_tally(next)) {
+                    Ok(()) => {
+                        slots.write(gen, tally, flags, || {
+                            let now = self.load();
+                            now.mode() == CLOSED && now.gen() == gen
+                        });
+                        return None;
+                    }
+                    Err(actual) => word = actual,
+                }
+                continue;
+            }
+            let Some(inner) = &guard else {
+                guard = Some(self.lock());
+                word = self.load();
+                continue;
+            };
+            // Under the lock, the only writer of the open time. Written before the swap that
+            // publishes it (release; read after, acquire); a swap that fails leaves it unread:
+            // the breaker is still closed.
+            let open_ns = self.config.open_for(inner.reopened);
+            let until = *until.get_or_insert_with(|| {
+                let now = now.take().expect("read once")();
+                now.saturating_add(open_ns)
+            });
+            self.open_until.store(until, Ordering::Release);
+            match self.cas(word, word.next(OPEN)) {
+                Ok(()) => {
+                    self.opened.fetch_add(1, Ordering::Relaxed);
+                    return Some(Transition {
+                        from: Mode::Closed,
+                        to: Mode::Open,
+                        open_ns,
+                    });
+                }
+                Err(actual) => word = actual,
+            }
+        }
+    }
+
+    /// An outcome under the lock: a probe's, or a closed call's into a time-based or large
+    /// window.
+    fn record_locked(
+        &self,
+        permit: Permit,
+        failed: bool,
+        slow: bool,
+        flags: u8,
+        now: u64,
+    ) -> Option<Transition> {
+        let mut inner = self.lock();
         let mut word = self.load();
         loop {
             if word.gen() != permit.gen {
@@ -581,7 +728,6 @@ impl Breaker {
             }
             let next = match word.mode() {
                 CLOSED if !permit.probe => {
-                    let flags = if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 };
                     inner.window.expire(now);
                     inner.window.push(now, flags);
                     if !self.trips(&inner.window.totals, self.min_calls()) {
@@ -637,7 +783,12 @@ impl Breaker {
         }
     }
 
+    #[inline]
     fn trips(&self, w: &WindowSnapshot, min_calls: u32) -> bool {
+        if w.failures == 0 && w.slow == 0 {
+            // Neither rate can be reached (both are above 0), as computed below.
+            return false;
+        }
         let calls = w.calls as f64;
         w.calls >= u64::from(min_calls)
             && (w.failures as f64 >= self.config.failure_rate * calls
@@ -668,7 +819,7 @@ impl Breaker {
             }
         }
         inner.window.clear();
-        inner.counts.opened += 1;
+        self.opened.fetch_add(1, Ordering::Relaxed);
         Some(Transition {
             from,
             to: Mode::Open,
@@ -732,17 +883,28 @@ impl Breaker {
     }
 
     pub fn counts(&self) -> BreakerCounts {
-        let inner = self.lock();
+        let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
         BreakerCounts {
-            permitted: self.permitted.load(Ordering::Relaxed),
-            rejected: self.rejected.load(Ordering::Relaxed),
-            released: self.released.load(Ordering::Relaxed),
-            ..inner.counts
+            permitted: count(&self.permitted),
+            success: count(&self.success),
+            failure: count(&self.failure),
+            slow: count(&self.slow),
+            rejected: count(&self.rejected),
+            released: count(&self.released),
+            opened: count(&self.opened),
         }
     }
 
     /// The window's totals at `now` (expired buckets removed).
     pub fn window(&self, now: u64) -> WindowSnapshot {
+        if let Some(slots) = &self.slots {
+            // Emptied on every change of state: only a closed word holds a tally.
+            let word = self.load();
+            if word.mode() != CLOSED {
+                return WindowSnapshot::default();
+            }
+            return tally_window(word.tally(), slots.calls());
+        }
         let mut inner = self.lock();
         inner.window.expire(now);
         inner.window.totals
@@ -982,6 +1144,109 @@ mod tests {
             call(&b, 100_000 * MS, CallOutcome::Failure);
         }
         assert_eq!(b.mode(), Mode::Open);
+    }
+
+    #[test]
+    fn a_lock_free_window_decides_as_the_locked_ring() {
+        // The same outcomes into a lock-free window and into the ring the lock keeps: the same
+        // window after each call, and the same trips.
+        let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+        for n in [1, 2, 3, 10, MAX_LOCK_FREE_CALLS] {
+            let mut c = config();
+            c.window = WindowKind::Calls(n);
+            c.min_calls = 3;
+            let b = Breaker::new(c).unwrap();
+            assert!(b.slots.is_some());
+            let mut ring = Window::new(WindowKind::Calls(n));
+            for i in 0..3 * n + 20 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                // Mostly successes, so that it trips now and then.
+                let failed = seed % 5 == 0;
+                let slow = seed % 7 == 0;
+                let (permit, _) = b.try_acquire(u64::from(i) * MS).unwrap_or_else(|_| {
+                    b.reset();
+                    ring.clear();
+                    b.try_acquire(0).unwrap()
+                });
+                let flags = if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 };
+                ring.push(0, flags);
+                let outcome = if failed {
+                    CallOutcome::Failure
+                } else {
+                    CallOutcome::Success
+                };
+                let duration = if slow { 100 * MS } else { MS };
+                let tripped = b.record(permit, outcome, duration, u64::from(i) * MS);
+                assert_eq!(tripped.is_some(), b.trips(&ring.totals, b.min_calls()));
+                if tripped.is_some() {
+                    ring.clear();
+                }
+                assert_eq!(b.window(0), ring.totals, "n={n} call {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn larger_and_time_windows_keep_the_lock() {
+        let mut c = config();
+        c.window = WindowKind::Calls(MAX_LOCK_FREE_CALLS + 1);
+        assert!(Breaker::new(c.clone()).unwrap().slots.is_none());
+        c.window = WindowKind::Time { span_ns: 10 * MS };
+        assert!(Breaker::new(c).unwrap().slots.is_none());
+    }
+
+    #[test]
+    fn a_lock_free_window_reads_the_time_only_to_trip() {
+        let b = Breaker::new(config()).unwrap();
+        let reads = std::cell::Cell::new(0);
+        let now = || {
+            reads.set(reads.get() + 1);
+            5_000 * MS
+        };
+        for _ in 0..3 {
+            let (p, _) = b.try_acquire(0).unwrap();
+            assert_eq!(b.record_with(p, CallOutcome::Failure, 0, now), None);
+        }
+        assert_eq!(reads.get(), 0);
+        let (p, _) = b.try_acquire(0).unwrap();
+        let t = b.record_with(p, CallOutcome::Failure, 0, now).unwrap();
+        assert_eq!(reads.get(), 1);
+        // The open time starts when the trip read it.
+        assert_eq!(t.open_ns, 1_000 * MS);
+        assert_eq!(b.retry_after_ns(5_000 * MS), 1_000 * MS);
+        // A probe's outcome takes the lock and the time.
+        let (p, _) = b.try_acquire(6_000 * MS).unwrap();
+        b.record_with(p, CallOutcome::Success, 0, now);
+        assert_eq!(reads.get(), 2);
+    }
+
+    #[test]
+    fn a_closed_outcome_from_before_a_reset_does_not_count() {
+        let b = Breaker::new(config()).unwrap();
+        let (stale, _) = b.try_acquire(0).unwrap();
+        trip(&b, 0);
+        b.reset();
+        // Closed again, in a later generation: the old call's failure is not in this window.
+        assert_eq!(b.record(stale, CallOutcome::Failure, MS, 0), None);
+        assert_eq!(b.window(0), WindowSnapshot::default());
+        assert_eq!(b.counts().failure, 5);
+        for _ in 0..3 {
+            call(&b, 0, CallOutcome::Failure);
+        }
+        assert_eq!(b.mode(), Mode::Closed, "the stale failure counted");
+    }
+
+    #[test]
+    fn the_window_reads_empty_while_open_or_half_open() {
+        let b = Breaker::new(config()).unwrap();
+        trip(&b, 0);
+        assert_eq!(b.window(0), WindowSnapshot::default());
+        let (_probe, _) = b.try_acquire(1_000 * MS).unwrap();
+        // The state word's probe fields are not a tally.
+        assert_eq!(b.probes(), (1, 0));
+        assert_eq!(b.window(0), WindowSnapshot::default());
     }
 
     #[test]

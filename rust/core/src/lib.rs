@@ -11,6 +11,7 @@
 
 pub mod breaker;
 pub mod clock;
+mod closed_window;
 pub mod error;
 pub mod gcra;
 pub mod histogram;

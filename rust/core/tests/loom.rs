@@ -651,6 +651,139 @@ fn breaker_failed_probe_reopens_under_a_racing_ask() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// (d) Circuit breaker: a closed window's outcomes without the lock (`closed_window.rs`)
+// ---------------------------------------------------------------------------------------------
+
+// Checked against broken cores: a late write of a place that skips the generation check fails
+// `breaker_a_stale_closed_record_is_ignored` (the next window's call waits forever), and a call
+// that takes any written place for the previous lap's fails
+// `breaker_racing_closed_records_count_exactly`.
+
+/// A model bounded to `preemptions` preemptions per execution: a call waiting for its place
+/// in the ring spins (yielding), which makes the unbounded space large.
+fn bounded(preemptions: usize) -> loom::model::Builder {
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(preemptions);
+    model
+}
+
+/// A closed breaker with a lock-free window of `calls` calls (no call is slow).
+fn closed_breaker(calls: u32, min_calls: u32, failure_rate: f64) -> Arc<Breaker> {
+    Arc::new(
+        Breaker::new(BreakerConfig {
+            failure_rate,
+            slow_call_rate: 1.0,
+            slow_call_ns: u64::MAX,
+            window: WindowKind::Calls(calls),
+            min_calls,
+            open_ns: NANOS_PER_SEC,
+            open_max_ns: NANOS_PER_SEC,
+            half_open_calls: 1,
+        })
+        .unwrap(),
+    )
+}
+
+/// Each thread takes a permit now and records `outcome` at `NOW` on its own thread; the
+/// transitions they report, once all are joined (main records `main` meanwhile).
+fn race_records(b: &Arc<Breaker>, threads: &[CallOutcome], main: CallOutcome) -> usize {
+    let handles: Vec<_> = threads
+        .iter()
+        .map(|&outcome| {
+            let b = b.clone();
+            let (permit, _) = b.try_acquire(NOW).unwrap();
+            thread::spawn(move || b.record(permit, outcome, 0, NOW).is_some())
+        })
+        .collect();
+    let (permit, _) = b.try_acquire(NOW).unwrap();
+    let mut transitions = usize::from(b.record(permit, main, 0, NOW).is_some());
+    for h in handles {
+        transitions += usize::from(h.join().unwrap());
+    }
+    transitions
+}
+
+fn record_now(b: &Breaker, outcome: CallOutcome) -> Option<admission_core::breaker::Transition> {
+    let (permit, _) = b.try_acquire(NOW).unwrap();
+    b.record(permit, outcome, 0, NOW)
+}
+
+/// Three outcomes race into a full window of two: each replaces the call a lap ahead of it,
+/// and the third may find its place not yet written by the first (and waits; the place then
+/// still holds the previous lap's call, which it must not take for the first's). The totals are
+/// exact once all are joined, and the ring holds what the tally counts (two more successes
+/// leave a window with no failure in it).
+#[test]
+fn breaker_racing_closed_records_count_exactly() {
+    bounded(3).check(|| {
+        // Trips only on two failures in two calls: never here.
+        let b = closed_breaker(2, 2, 1.0);
+        assert!(record_now(&b, CallOutcome::Failure).is_none());
+        assert!(record_now(&b, CallOutcome::Success).is_none());
+        let transitions = race_records(
+            &b,
+            &[CallOutcome::Success, CallOutcome::Success],
+            CallOutcome::Failure,
+        );
+        assert_eq!(transitions, 0);
+        let c = b.counts();
+        assert_eq!((c.permitted, c.success, c.failure, c.opened), (5, 3, 2, 0));
+        let w = b.window(NOW);
+        assert_eq!(w.calls, 2);
+        assert!(w.failures <= 1, "{w:?}");
+        assert!(record_now(&b, CallOutcome::Success).is_none());
+        assert!(record_now(&b, CallOutcome::Success).is_none());
+        assert_eq!((b.window(NOW).calls, b.window(NOW).failures), (2, 0));
+    });
+}
+
+/// Two failures and a success race into a window of two that trips at half failed: the
+/// second outcome in trips it, exactly once, and the third (now of an earlier generation) does
+/// not count in any window.
+#[test]
+fn breaker_closed_records_trip_exactly_once() {
+    bounded(3).check(|| {
+        let b = closed_breaker(2, 2, 0.5);
+        let transitions = race_records(
+            &b,
+            &[CallOutcome::Failure, CallOutcome::Failure],
+            CallOutcome::Success,
+        );
+        assert_eq!(transitions, 1);
+        assert_eq!(b.mode(), Mode::Open);
+        assert_eq!(b.retry_after_ns(NOW), NANOS_PER_SEC);
+        let c = b.counts();
+        assert_eq!((c.success, c.failure, c.opened), (1, 2, 1));
+        assert_eq!(b.window(NOW).calls, 0);
+    });
+}
+
+/// A closed call's success races with another call that trips the breaker, a reset and the
+/// next window's calls: the late outcome is ignored or counted in its own (ended) window, and
+/// its place in the ring, if written late, never overwrites the next window's (whose third
+/// call would then wait forever for the place it reads).
+#[test]
+fn breaker_a_stale_closed_record_is_ignored() {
+    bounded(3).check(|| {
+        let b = closed_breaker(2, 1, 0.5);
+        let (late, _) = b.try_acquire(NOW).unwrap();
+        let b2 = b.clone();
+        let stale = thread::spawn(move || b2.record(late, CallOutcome::Success, 0, NOW));
+        // Half of one or two calls failed: this call trips it, whatever the other did.
+        let t = record_now(&b, CallOutcome::Failure).unwrap();
+        assert_eq!(t.to, Mode::Open);
+        assert_eq!(b.reset().unwrap().to, Mode::Closed);
+        assert!(record_now(&b, CallOutcome::Success).is_none());
+        assert!(record_now(&b, CallOutcome::Success).is_none());
+        assert_eq!(stale.join().unwrap(), None);
+        assert_eq!((b.window(NOW).calls, b.window(NOW).failures), (2, 0));
+        // The next call replaces the first of this window: its place was written right.
+        assert!(record_now(&b, CallOutcome::Failure).is_some());
+        assert_eq!(b.counts().opened, 2);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
 // (d) The shared semaphore's leases (`shared.rs`): processes modelled as threads
 // ---------------------------------------------------------------------------------------------
 

@@ -167,15 +167,42 @@ impl CircuitBreaker {
         let this = slf.get();
         match this.classify(py, exc)? {
             None => this.core.release(permit),
-            Some(outcome) => {
-                let now = this.clock.now(py)?;
-                let transition = this
-                    .core
-                    .record(permit, outcome, now.saturating_sub(start), now);
-                Self::report(slf, transition);
-            }
+            Some(outcome) => Self::record_outcome(slf, permit, outcome, start)?,
         }
         Ok(())
+    }
+
+    /// Records the outcome of a call that started at `start`. The clock is read only when the
+    /// core asks for the time if nothing depends on reading it: the call is not timed (no
+    /// slow-call duration, so its duration is never compared) and the clock is the monotonic
+    /// or a manual one, which cannot fail (the loop clock raises outside a loop: read first,
+    /// so that the error does not depend on the window). A closed count-based window then
+    /// reads it only on a trip.
+    fn record_outcome(
+        slf: &Bound<'_, Self>,
+        permit: Permit,
+        outcome: CallOutcome,
+        start: u64,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let transition = if this.times_calls() || matches!(this.clock, Clock::Loop(_)) {
+            let now = this.clock.now(py)?;
+            this.core
+                .record(permit, outcome, now.saturating_sub(start), now)
+        } else {
+            this.core
+                .record_with(permit, outcome, 0, || this.infallible_now(py))
+        };
+        Self::report(slf, transition);
+        Ok(())
+    }
+
+    /// The time on a clock that cannot fail (not the loop clock).
+    fn infallible_now(&self, py: Python<'_>) -> u64 {
+        debug_assert!(!matches!(self.clock, Clock::Loop(_)));
+        // The monotonic and manual arms of `Clock::now` are `Ok` by construction.
+        self.clock.now(py).unwrap_or_default()
     }
 
     /// `with`/`async with`: takes a permit, and remembers it in this context's variable
@@ -235,14 +262,7 @@ impl CircuitBreaker {
 
     /// Ends a permitted call as failed, whatever it returned (`failure_if` said so).
     pub(crate) fn fail(slf: &Bound<'_, Self>, permit: Permit, start: u64) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let now = this.clock.now(py)?;
-        let transition =
-            this.core
-                .record(permit, CallOutcome::Failure, now.saturating_sub(start), now);
-        Self::report(slf, transition);
-        Ok(())
+        Self::record_outcome(slf, permit, CallOutcome::Failure, start)
     }
 
     /// Gives back a permit whose call never came to a verdict.
