@@ -87,7 +87,7 @@ def main() -> None:
         workload(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
         return
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
-    print(f"| workload ({n:,} keys) | instructions | D1 misses | LL misses |  (per call)")
+    print(f"| workload ({n:,} keys), per call | instructions | D1 misses | LL misses |")
     print("| --- | ---: | ---: | ---: |")
     for name in ("uniform", "zipf"):
         few, more = count(name, n, FEW), count(name, n, MORE)

@@ -1,7 +1,8 @@
 //! The keyed limiters' map (`admission_core::keyed`): lookups, expiry, eviction, loans.
 
 use admission_core::keyed::{Access, Full, Keyed};
-use admission_core::keyed_state::{BucketConfig, BucketKey, PermitConfig, PermitKey};
+use admission_core::keyed_state::{BucketConfig, BucketKey, PermitConfig, PermitKey, WindowKey};
+use admission_core::keyed_table::Slot;
 
 const S: u64 = admission_core::NANOS_PER_SEC;
 
@@ -243,4 +244,12 @@ fn eviction_in_a_large_shard_never_takes_a_key_that_is_not_at_rest() {
         (0..500).all(refused),
         "every refilling key is still held (a fresh key would admit)"
     );
+}
+
+#[test]
+fn every_keyed_state_fits_a_32_byte_slot() {
+    // Two entries per cache line, never one across two: the layout the speed depends on.
+    assert_eq!(std::mem::size_of::<Slot<BucketKey>>(), 32);
+    assert_eq!(std::mem::size_of::<Slot<PermitKey>>(), 32);
+    assert_eq!(std::mem::size_of::<Slot<WindowKey>>(), 32);
 }
