@@ -19,7 +19,10 @@ per run), in two workloads, each its own pytest-benchmark group (``UNIFORM``, ``
 - throttled-py: ``Throttled(using="token_bucket", store=MemoryStore())``'s
   ``limiter.limit(key)``. Its memory store keeps at most 1,024 keys (it drops the others
   and starts them afresh), so its figure is for a map that does not hold the keys;
-- floor: ``next(keys)``, the cost of producing the key in the timed loop.
+- floor: ``next(keys)``, the cost of producing the key in the timed loop;
+- memory: ``data[next(offsets)]``, one byte read at a random place of 64 MB (larger than the
+  caches, as the map of a million keys is): what one cache miss costs from Python on this
+  host, the least a call that must find its key in such a map can cost.
 
 ``KEYED_BENCH_KEYS`` (default 1,000,000) changes the key count.
 """
@@ -98,12 +101,21 @@ def _floor() -> tuple[str, dict[str, Any]]:
     return "next(keys)", {}
 
 
+def _memory() -> tuple[str, dict[str, Any]]:
+    size = 64 << 20
+    data = bytes(range(256)) * (size // 256)  # written, so every page is a real one
+    rng = random.Random(7)
+    offsets = [rng.randrange(size) for _ in range(1_000_000)]
+    return "data[next(offsets)]", {"data": data, "offsets": itertools.cycle(offsets)}
+
+
 CASES: list[tuple[str, str, str, Callable[[], tuple[str, dict[str, Any]]]]] = [
     ("admission.KeyedTokenBucket", "admission KeyedTokenBucket", "admission", _admission),
     ("admission.TokenBucket", "admission TokenBucket, one key", "reference", _unkeyed),
     ("limits.fixed", "limits FixedWindowRateLimiter", "peer", _limits),
     ("throttled.token_bucket", "throttled-py token bucket (1,024 keys kept)", "peer", _throttled),
     ("floor.next", "next(keys) (floor)", "floor", _floor),
+    ("memory.random_read", "one read at a random place of 64 MB", "reference", _memory),
 ]
 
 

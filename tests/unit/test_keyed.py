@@ -220,6 +220,26 @@ def test_keys_holding_permits_are_never_evicted_by_time_or_count() -> None:
     assert (st.keys, st.evicted, st.refused_full) == (2, 1, 1)
 
 
+def test_in_a_large_shard_a_refilling_bucket_is_never_evicted_however_old() -> None:
+    """Beyond 16 keys a shard evicts the least recently used full bucket of a sample (the
+    next 16 keys in hash order, rust/core/src/keyed_table.rs tests the choice): never a
+    bucket still refilling, even when it is the least recently used key of all."""
+    clock, b = bucket(rate=1, per=1000.0, burst=2, max_keys=300, shards=1, idle_ttl="1h")
+    for i in range(100):  # the oldest keys: refilling for 2000 s
+        assert b.try_acquire(f"refilling{i}", 2)
+        clock.advance(1.0)
+    for i in range(200):  # full buckets (a cost of 0 takes nothing)
+        assert b.try_acquire(f"full{i}", 0)
+        clock.advance(1.0)
+    for i in range(150):  # each new key evicts one full bucket
+        assert b.try_acquire(f"new{i}", 0)
+        clock.advance(1.0)
+    s = b.stats()
+    assert (s.keys, s.evicted, s.expired, s.refused_full) == (300, 150, 0, 0)
+    assert not any(b.try_acquire(f"refilling{i}", 2) for i in range(100)), "all still held"
+    assert b.stats().evicted == 150, "asking the refilling keys added none"
+
+
 def test_max_keys_holds_across_shards() -> None:
     clock, b = bucket(max_keys=100, shards=8)
     for i in range(1000):

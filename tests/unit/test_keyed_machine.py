@@ -11,7 +11,10 @@ least recently used key is chosen within a shard, which the unit tests cover):
 - a key unused for ``TTL`` and at rest expires (the machine sweeps before every step, so
   expiry is as eager as the model's);
 - a new key beyond ``max_keys`` evicts the least recently used key at rest, or is refused
-  (``try_acquire`` answers False; ``acquire`` raises `TooManyKeys`) when there is none;
+  (``try_acquire`` answers False; ``acquire`` raises `TooManyKeys`) when there is none. The
+  limiter orders uses by the clock's reading (two uses at one reading are in no particular
+  order), so every step starts 1 µs after the previous one; and a shard of at most 16 keys
+  compares them all (a larger one compares a sample: rust/core/src/keyed_table.rs);
 - counts add up: admitted + rejected + timed out + cancelled = attempts; keys expired +
   evicted + held = keys ever added.
 
@@ -75,7 +78,9 @@ class KeyedMachine(RuleBasedStateMachine):
         return KeyModel()
 
     def sweep(self) -> None:
-        """Expiry, in the model and (``sweep()``) in the limiter."""
+        """A step's start: 1 µs later than the last one; expiry, in the model and
+        (``sweep()``) in the limiter."""
+        self.clock.advance(1e-6)
         for key in sorted(self.keys, key=lambda k: self.keys[k].seq):
             m = self.keys[key]
             if self.now - m.last_used >= TTL * NS and self.at_rest(key):

@@ -2,66 +2,42 @@
 //!
 //! A key is known by its 128-bit keyed hash ([`SipKey`], secret and random per map), so an
 //! entry costs the same however long the key is and callers cannot aim keys at one shard or
-//! one probe chain. Each shard is a mutex over a slab of entries, an open-addressing index
-//! into the slab, and an LRU list through the slab; a call locks the one shard of its key,
-//! never a lock shared by every key.
+//! one probe chain. Each shard is a mutex over a [`Table`]: the entries inline in one
+//! open-addressing array, so that a call on a key held among a million touches one cache line
+//! of the map; a call locks the one shard of its key, never a lock shared by every key.
 //!
 //! Eviction only ever removes a key whose state is *at rest* (equal to a fresh key's: bucket
 //! full, window empty, no permit held), so it never changes an answer:
-//! - a key unused for `idle_ns` whose state is at rest expires (checked from the LRU end of
-//!   the shard on inserts, every [`EXPIRE_EVERY`] calls, and by [`Keyed::sweep`]);
-//! - a new key beyond `max_keys` evicts the least recently used key at rest of its shard
-//!   (then of the other shards); if none is at rest within [`MAX_WALK`] entries of each LRU
-//!   end, the new key is refused ([`Full`]).
+//! - a key unused for `idle_ns` whose state is at rest expires: a hand walking each shard's
+//!   table finds it (a few slots on each new key and every [`EXPIRE_EVERY`] calls), and
+//!   [`Keyed::sweep`] finds every one;
+//! - a new key beyond `max_keys` evicts, in its shard (then in the others), the least recently
+//!   used key at rest among the next [`EVICTION_SAMPLE`] keys from the hand: exactly the
+//!   shard's least recently used key at rest while it holds at most that many keys, otherwise
+//!   one of the least recently used (the sample is in hash order, random with respect to use;
+//!   the hand moves past it, so the next eviction compares other keys). "Recently" is by the
+//!   clock's reading at each key's last use: keys last used at one reading are in no
+//!   particular order. If none of the sample is at rest, up to [`MAX_WALK`] keys are looked
+//!   at; if no shard finds a key at rest that way, the new key is refused ([`Full`]).
 //!
 //! A key that holds something (semaphore permits) or whose state is lent out (its waiters are
-//! served by an unkeyed limiter, see [`Keyed::lend`]) is taken off the LRU list: eviction
-//! cannot see it.
+//! served by an unkeyed limiter, see [`Keyed::lend`]) is never removed.
 
+pub use crate::keyed_table::{KeyState, EVICTION_SAMPLE, MAX_WALK};
+use crate::keyed_table::{Removed, Slot, Table};
 use crate::padded::CachePadded;
 use crate::siphash::SipKey;
 use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::ConfigError;
 
-/// The state of one key.
-pub trait KeyState: Default {
-    type Config: Send + Sync;
-    /// True when the state answers exactly as a fresh key's would at `now`.
-    fn at_rest(&self, config: &Self::Config, now: u64) -> bool;
-    /// True while the key holds something (permits): it then stays off the LRU list.
-    fn holds(&self) -> bool {
-        false
-    }
-}
-
-/// Calls between two checks of a shard's LRU end for expired keys.
-pub const EXPIRE_EVERY: u32 = 64;
-/// Entries looked at from an LRU end for one eviction before giving up on that shard.
-pub const MAX_WALK: u32 = 64;
-/// Expired keys removed by one check on the call path (the rest by later calls or `sweep`).
-const EXPIRE_PER_CALL: u32 = 4;
-
-/// End of the LRU list.
-const NIL: u32 = u32::MAX;
-/// `prev` of an entry that is not on the LRU list (holding, or lent out).
-const UNLINKED: u32 = u32::MAX - 1;
-/// `prev` of a free slab slot (its `next` is the next free slot).
-const FREE: u32 = u32::MAX - 2;
-/// Bit of `last_ns`: the key's state is lent to an unkeyed limiter.
-const LENT: u64 = 1 << 63;
+/// Calls between two steps of a shard's hand looking for expired keys.
+pub const EXPIRE_EVERY: u32 = 256;
+/// Slots one step of the hand looks at (on a new key, and every [`EXPIRE_EVERY`] calls).
+const EXPIRE_SLOTS: usize = 8;
 
 /// No room for a new key: `max_keys` keys are held and none is at rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Full;
-
-struct Entry<S> {
-    id: [u64; 2],
-    /// Last use (ns), with the `LENT` bit.
-    last_ns: u64,
-    prev: u32,
-    next: u32,
-    state: S,
-}
 
 /// Counts kept per shard, under its lock (no shared atomic on the call path).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -95,16 +71,7 @@ impl KeyedCounts {
 }
 
 struct Shard<S> {
-    slab: Vec<Entry<S>>,
-    free: u32,
-    /// Open addressing, linear probing: `(low 32 bits of id[0]) << 32 | (slab index + 1)`,
-    /// 0 when empty. A power of two long, at most 3/4 full.
-    index: Vec<u64>,
-    len: u32,
-    /// Most recently used end of the LRU list.
-    head: u32,
-    /// Least recently used end.
-    tail: u32,
+    table: Table<S>,
     calls: u32,
     counts: KeyedCounts,
 }
@@ -112,207 +79,27 @@ struct Shard<S> {
 impl<S: KeyState> Shard<S> {
     fn new() -> Self {
         Self {
-            slab: Vec::new(),
-            free: NIL,
-            index: vec![0; 16],
-            len: 0,
-            head: NIL,
-            tail: NIL,
+            table: Table::new(),
             calls: 0,
             counts: KeyedCounts::default(),
         }
     }
 
-    fn mask(&self) -> usize {
-        self.index.len() - 1
-    }
-
-    /// The index position holding `id`, if present.
-    #[inline]
-    fn find(&self, id: [u64; 2]) -> Option<(usize, u32)> {
-        let tag = id[0] as u32;
-        let mask = self.mask();
-        let mut pos = tag as usize & mask;
-        loop {
-            let slot = self.index[pos];
-            if slot == 0 {
-                return None;
-            }
-            if (slot >> 32) as u32 == tag {
-                let at = (slot as u32) - 1;
-                if self.slab[at as usize].id == id {
-                    return Some((pos, at));
-                }
-            }
-            pos = (pos + 1) & mask;
-        }
-    }
-
-    fn place(index: &mut [u64], tag: u32, at: u32) {
-        let mask = index.len() - 1;
-        let mut pos = tag as usize & mask;
-        while index[pos] != 0 {
-            pos = (pos + 1) & mask;
-        }
-        index[pos] = (u64::from(tag) << 32) | u64::from(at + 1);
-    }
-
-    /// Adds a fresh entry for `id` (the caller made room) and returns its slab index.
-    fn insert(&mut self, id: [u64; 2], now: u64) -> u32 {
-        if (self.len as usize + 1) * 4 > self.index.len() * 3 {
-            let mut bigger = vec![0; self.index.len() * 2];
-            for &slot in self.index.iter().filter(|&&s| s != 0) {
-                Self::place(&mut bigger, (slot >> 32) as u32, (slot as u32) - 1);
-            }
-            self.index = bigger;
-        }
-        let entry = Entry {
-            id,
-            last_ns: now,
-            prev: UNLINKED,
-            next: NIL,
-            state: S::default(),
-        };
-        let at = if self.free != NIL {
-            let at = self.free;
-            self.free = self.slab[at as usize].next;
-            self.slab[at as usize] = entry;
-            at
-        } else {
-            if self.slab.len() == self.slab.capacity() {
-                // Grow by half, not double: the slab is most of a key's memory.
-                self.slab.reserve_exact(self.slab.len() / 2 + 16);
-            }
-            self.slab.push(entry);
-            (self.slab.len() - 1) as u32
-        };
-        Self::place(&mut self.index, id[0] as u32, at);
-        self.len += 1;
-        at
-    }
-
-    /// Removes the entry at slab index `at` (which must be unlinked first).
-    fn remove(&mut self, at: u32) {
-        let id = self.slab[at as usize].id;
-        let (mut hole, _) = self.find(id).expect("a stored entry is indexed");
-        // Backward-shift deletion: pull later members of the probe run into the hole, so
-        // lookups never need tombstones.
-        let mask = self.mask();
-        let mut pos = hole;
-        loop {
-            pos = (pos + 1) & mask;
-            let slot = self.index[pos];
-            if slot == 0 {
-                break;
-            }
-            let home = (slot >> 32) as usize & mask;
-            if pos.wrapping_sub(home) & mask >= pos.wrapping_sub(hole) & mask {
-                self.index[hole] = slot;
-                hole = pos;
-            }
-        }
-        self.index[hole] = 0;
-        let entry = &mut self.slab[at as usize];
-        entry.state = S::default(); // frees what the state owned (a window's log)
-        entry.prev = FREE;
-        entry.next = self.free;
-        self.free = at;
-        self.len -= 1;
-    }
-
-    fn unlink(&mut self, at: u32) {
-        let (prev, next) = {
-            let e = &self.slab[at as usize];
-            (e.prev, e.next)
-        };
-        if prev == UNLINKED {
-            return;
-        }
-        if prev == NIL {
-            self.head = next;
-        } else {
-            self.slab[prev as usize].next = next;
-        }
-        if next == NIL {
-            self.tail = prev;
-        } else {
-            self.slab[next as usize].prev = prev;
-        }
-        let e = &mut self.slab[at as usize];
-        e.prev = UNLINKED;
-        e.next = NIL;
-    }
-
-    fn push_head(&mut self, at: u32) {
-        let old = self.head;
-        {
-            let e = &mut self.slab[at as usize];
-            e.prev = NIL;
-            e.next = old;
-        }
-        if old == NIL {
-            self.tail = at;
-        } else {
-            self.slab[old as usize].prev = at;
-        }
-        self.head = at;
-    }
-
-    /// Marks a use at `now`: the entry goes to the MRU end if it may be evicted, else off
-    /// the list.
-    #[inline]
-    fn touch(&mut self, at: u32, now: u64) {
-        let e = &mut self.slab[at as usize];
-        e.last_ns = now.max(e.last_ns & !LENT) | (e.last_ns & LENT);
-        let evictable = e.last_ns & LENT == 0 && !e.state.holds();
-        if !evictable {
-            self.unlink(at);
-        } else if self.head != at {
-            self.unlink(at);
-            self.push_head(at);
-        }
-    }
-
-    /// Removes up to `budget` keys unused for `idle_ns` and at rest, from the LRU end.
-    fn expire(&mut self, config: &S::Config, now: u64, idle_ns: u64, budget: u32) -> u64 {
-        let mut removed = 0;
-        let mut at = self.tail;
-        let mut steps = 0;
-        while at != NIL && steps < budget.max(MAX_WALK) && removed < u64::from(budget) {
-            let e = &self.slab[at as usize];
-            if e.last_ns.saturating_add(idle_ns) > now {
-                break; // every entry nearer the head was used more recently
-            }
-            let prev = e.prev;
-            if e.state.at_rest(config, now) {
-                self.unlink(at);
-                self.remove(at);
-                removed += 1;
-            }
-            at = prev;
-            steps += 1;
-        }
+    /// One step of the hand: removes the expired keys among the next `slots` slots.
+    fn expire(&mut self, config: &S::Config, now: u64, idle_ns: u64, slots: usize) -> u64 {
+        let removed = self.table.expire(config, now, idle_ns, slots);
         self.counts.expired += removed;
         removed
     }
 
-    /// Removes the least recently used key at rest (looking at most `MAX_WALK` entries).
-    fn evict_one(&mut self, config: &S::Config, now: u64) -> bool {
-        let mut at = self.tail;
-        for _ in 0..MAX_WALK {
-            if at == NIL {
-                return false;
-            }
-            let e = &self.slab[at as usize];
-            if e.state.at_rest(config, now) {
-                self.unlink(at);
-                self.remove(at);
-                self.counts.evicted += 1;
-                return true;
-            }
-            at = e.prev;
+    /// Removes one key at rest to make room (see the module's documentation).
+    fn evict_one(&mut self, config: &S::Config, now: u64, idle_ns: u64) -> bool {
+        match self.table.evict(config, now, idle_ns) {
+            Some(Removed::Expired) => self.counts.expired += 1,
+            Some(Removed::Evicted) => self.counts.evicted += 1,
+            None => return false,
         }
-        false
+        true
     }
 }
 
@@ -428,8 +215,8 @@ impl<S: KeyState> Keyed<S> {
     }
 
     /// Runs `f` on the state of `id` (a fresh state if the key is new), marking the use.
-    /// `f` also gets the shard's counts. A new key may evict the least recently used key at
-    /// rest; `Full` when there is none to evict.
+    /// `f` also gets the shard's counts. A new key may evict a key at rest (see the module's
+    /// documentation); `Full` when there is none to evict.
     #[inline]
     pub fn update<R>(
         &self,
@@ -437,11 +224,11 @@ impl<S: KeyState> Keyed<S> {
         now: u64,
         f: impl FnOnce(&mut S, &S::Config, &mut KeyedCounts) -> R,
     ) -> Result<Access<R>, Full> {
-        self.access(id, now, true, |entry, config, counts| {
-            if entry.last_ns & LENT != 0 {
+        self.access(id, now, true, |slot, config, counts| {
+            if slot.lent() {
                 Access::Lent
             } else {
-                Access::Here(f(&mut entry.state, config, counts))
+                Access::Here(f(&mut slot.state, config, counts))
             }
         })
     }
@@ -454,16 +241,16 @@ impl<S: KeyState> Keyed<S> {
         id: [u64; 2],
         now: u64,
         count_full: bool,
-        f: impl FnOnce(&mut Entry<S>, &S::Config, &mut KeyedCounts) -> R,
+        f: impl FnOnce(&mut Slot<S>, &S::Config, &mut KeyedCounts) -> R,
     ) -> Result<R, Full> {
         let shard_no = self.shard_of(id);
         let mut shard = self.lock(shard_no);
         shard.calls = shard.calls.wrapping_add(1);
         if shard.calls % EXPIRE_EVERY == 0 {
-            self.expire(&mut shard, now, EXPIRE_PER_CALL);
+            self.expire(&mut shard, now);
         }
-        let at = match shard.find(id) {
-            Some((_, at)) => at,
+        let pos = match shard.table.find(id) {
+            Some(pos) => pos,
             None => {
                 if self.make_room(&mut shard, now).is_err() {
                     drop(shard);
@@ -472,7 +259,8 @@ impl<S: KeyState> Keyed<S> {
                     let evicted = self.evict_elsewhere(shard_no, now);
                     shard = self.lock(shard_no);
                     if !evicted
-                        || shard.find(id).is_none() && self.make_room(&mut shard, now).is_err()
+                        || shard.table.find(id).is_none()
+                            && self.make_room(&mut shard, now).is_err()
                     {
                         if count_full {
                             shard.counts.refused_full += 1;
@@ -480,40 +268,37 @@ impl<S: KeyState> Keyed<S> {
                         return Err(Full);
                     }
                 }
-                match shard.find(id) {
-                    Some((_, at)) => at,
-                    None => shard.insert(id, now),
+                // Found again if it came while the lock was let go; the removals of
+                // `make_room` may have moved it.
+                match shard.table.find(id) {
+                    Some(pos) => pos,
+                    None => shard.table.insert(id, now),
                 }
             }
         };
         let shard = &mut *shard;
-        let result = f(
-            &mut shard.slab[at as usize],
-            &self.config,
-            &mut shard.counts,
-        );
-        shard.touch(at, now);
+        let result = f(shard.table.slot_mut(pos), &self.config, &mut shard.counts);
+        shard.table.touch(pos, now);
         Ok(result)
     }
 
-    /// Expires up to `budget` keys of `shard`, keeping the key count.
-    fn expire(&self, shard: &mut Shard<S>, now: u64, budget: u32) -> u64 {
-        let removed = shard.expire(&self.config, now, self.idle_ns, budget);
+    /// One step of `shard`'s hand, keeping the key count.
+    fn expire(&self, shard: &mut Shard<S>, now: u64) {
+        let removed = shard.expire(&self.config, now, self.idle_ns, EXPIRE_SLOTS);
         if removed > 0 {
             self.keys.fetch_sub(removed, Ordering::Relaxed);
         }
-        removed
     }
 
     /// Counts a key into `keys`, first expiring and evicting in this shard if need be.
     fn make_room(&self, shard: &mut Shard<S>, now: u64) -> Result<(), Full> {
-        self.expire(shard, now, EXPIRE_PER_CALL);
+        self.expire(shard, now);
         if self.keys.fetch_add(1, Ordering::Relaxed) < self.max_keys {
             return Ok(());
         }
         // Over the bound: this key takes the place of one evicted here, or none at all.
         self.keys.fetch_sub(1, Ordering::Relaxed);
-        if shard.evict_one(&self.config, now) {
+        if shard.evict_one(&self.config, now, self.idle_ns) {
             return Ok(());
         }
         Err(Full)
@@ -523,7 +308,7 @@ impl<S: KeyState> Keyed<S> {
     fn evict_elsewhere(&self, except: usize, now: u64) -> bool {
         (1..self.shards.len()).any(|step| {
             let mut shard = self.lock((except + step) % self.shards.len());
-            let evicted = shard.evict_one(&self.config, now);
+            let evicted = shard.evict_one(&self.config, now, self.idle_ns);
             if evicted {
                 self.keys.fetch_sub(1, Ordering::Relaxed);
             }
@@ -534,9 +319,9 @@ impl<S: KeyState> Keyed<S> {
     /// Runs `f` on the state of `id` if the key is held and not lent; no use is marked.
     pub fn read<R>(&self, id: [u64; 2], f: impl FnOnce(Option<&S>, &S::Config) -> R) -> Access<R> {
         let shard = self.lock(self.shard_of(id));
-        match shard.find(id) {
-            Some((_, at)) if shard.slab[at as usize].last_ns & LENT != 0 => Access::Lent,
-            Some((_, at)) => Access::Here(f(Some(&shard.slab[at as usize].state), &self.config)),
+        match shard.table.find(id).map(|pos| shard.table.slot(pos)) {
+            Some(slot) if slot.lent() => Access::Lent,
+            Some(slot) => Access::Here(f(Some(&slot.state), &self.config)),
             None => Access::Here(f(None, &self.config)),
         }
     }
@@ -549,17 +334,17 @@ impl<S: KeyState> Keyed<S> {
         f: impl FnOnce(&mut S, &S::Config, &mut KeyedCounts) -> R,
     ) -> Option<Access<R>> {
         let mut shard = self.lock(self.shard_of(id));
-        let (_, at) = shard.find(id)?;
-        if shard.slab[at as usize].last_ns & LENT != 0 {
+        let pos = shard.table.find(id)?;
+        if shard.table.slot(pos).lent() {
             return Some(Access::Lent);
         }
         let shard = &mut *shard;
         let result = f(
-            &mut shard.slab[at as usize].state,
+            &mut shard.table.slot_mut(pos).state,
             &self.config,
             &mut shard.counts,
         );
-        shard.touch(at, now);
+        shard.table.touch(pos, now);
         Some(Access::Here(result))
     }
 
@@ -568,24 +353,23 @@ impl<S: KeyState> Keyed<S> {
     /// [`Keyed::give_back`]. `Ok(None)` if it is already lent. A refusal for want of room
     /// is not counted: the caller's attempt was counted when it was first refused.
     pub fn lend(&self, id: [u64; 2], now: u64) -> Result<Option<S>, Full> {
-        self.access(id, now, false, |entry, _, _| {
-            if entry.last_ns & LENT != 0 {
+        self.access(id, now, false, |slot, _, _| {
+            if slot.lent() {
                 return None;
             }
-            // The LENT bit takes the key off the LRU list when `access` marks the use.
-            entry.last_ns |= LENT;
-            Some(std::mem::take(&mut entry.state))
+            slot.set_lent(true);
+            Some(std::mem::take(&mut slot.state))
         })
     }
 
     /// Ends a loan: the key's state becomes `state`, and the key may be evicted again.
     pub fn give_back(&self, id: [u64; 2], now: u64, state: S) {
         let mut shard = self.lock(self.shard_of(id));
-        if let Some((_, at)) = shard.find(id) {
-            let e = &mut shard.slab[at as usize];
-            e.last_ns &= !LENT;
-            e.state = state;
-            shard.touch(at, now);
+        if let Some(pos) = shard.table.find(id) {
+            let slot = shard.table.slot_mut(pos);
+            slot.set_lent(false);
+            slot.state = state;
+            shard.table.touch(pos, now);
         }
     }
 
@@ -599,13 +383,12 @@ impl<S: KeyState> Keyed<S> {
         let mut removed = 0;
         for shard_no in 0..self.shards.len() {
             let mut shard = self.lock(shard_no);
-            loop {
-                let n = self.expire(&mut shard, now, MAX_WALK);
-                removed += n;
-                if n < u64::from(MAX_WALK) {
-                    break;
-                }
+            let n = shard.table.sweep(&self.config, now, self.idle_ns);
+            shard.counts.expired += n;
+            if n > 0 {
+                self.keys.fetch_sub(n, Ordering::Relaxed);
             }
+            removed += n;
         }
         removed
     }
@@ -628,19 +411,19 @@ impl<S: KeyState> Keyed<S> {
         total
     }
 
-    /// Keys on the LRU lists, least recently used first, per shard (tests and debugging).
+    /// The keys neither lent nor holding anything, least recently used first, per shard
+    /// (tests and debugging).
     pub fn lru_order(&self) -> Vec<Vec<[u64; 2]>> {
         (0..self.shards.len())
-            .map(|shard_no| {
-                let shard = self.lock(shard_no);
-                let mut order = Vec::new();
-                let mut at = shard.tail;
-                while at != NIL {
-                    order.push(shard.slab[at as usize].id);
-                    at = shard.slab[at as usize].prev;
-                }
-                order
-            })
+            .map(|shard_no| self.lock(shard_no).table.by_last_use())
             .collect()
+    }
+
+    /// Slots of every shard's table, used or not (the map's memory is this times 32 bytes
+    /// for the limiters' states).
+    pub fn capacity(&self) -> usize {
+        (0..self.shards.len())
+            .map(|shard_no| self.lock(shard_no).table.capacity())
+            .sum()
     }
 }

@@ -17,6 +17,7 @@ pub mod gcra;
 pub mod histogram;
 pub mod keyed;
 pub mod keyed_state;
+pub mod keyed_table;
 pub mod padded;
 mod queue;
 pub mod rate;
