@@ -27,6 +27,7 @@ __all__ = [
     "Ready",
     "Scrape",
     "Semaphore",
+    "SharedKeyedTokenBucket",
     "SharedSegment",
     "SharedSemaphore",
     "SharedTokenBucket",

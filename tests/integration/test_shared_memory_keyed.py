@@ -170,7 +170,8 @@ class KeyedTableMachine(RuleBasedStateMachine):
         full = self.ref.tat.get(name, 0) < self.now  # the key needs a slot (or has one)
         if got == -2:
             # Refused for want of room: only a key without a slot, when 16 others hold theirs.
-            assert full and self.ref.holding(self.now) >= 16
+            assert full
+            assert self.ref.holding(self.now) >= 16
             self.no_room += 1
             return
         expected = self.ref.take(name, cost, self.now)
@@ -206,16 +207,17 @@ TestKeyedTableMachine = KeyedTableMachine.TestCase
 
 def test_the_surface_is_the_in_process_keyed_buckets(store: adm.stores.SharedMemory) -> None:
     # A token a minute: nothing refills while the test runs.
-    shared = adm.KeyedTokenBucket(
-        rate=1, per=60, burst=2, name="users", store=store, max_keys=1000
-    )
+    shared = adm.KeyedTokenBucket(rate=1, per=60, burst=2, name="users", store=store, max_keys=1000)
     own = adm.KeyedTokenBucket(rate=1, per=60, burst=2)
     assert isinstance(shared, adm.stores.SharedKeyedTokenBucket)
     for limiter in (shared, own):
-        assert limiter.try_acquire("user:42") and limiter.try_acquire(b"user:42")
+        assert limiter.try_acquire("user:42")
+        assert limiter.try_acquire(b"user:42")
         assert not limiter.try_acquire("user:42")
-        assert limiter.try_acquire(7, cost=2) and not limiter.try_acquire("7")
-        assert not limiter.peek("user:42").allowed and limiter.peek("other").allowed
+        assert limiter.try_acquire(7, cost=2)
+        assert not limiter.try_acquire("7")
+        assert not limiter.peek("user:42").allowed
+        assert limiter.peek("other").allowed
         with pytest.raises(adm.CapacityError):
             limiter.try_acquire("x", cost=3)
         with pytest.raises(TypeError, match="key must be str, bytes or int"):
@@ -226,9 +228,8 @@ def test_the_surface_is_the_in_process_keyed_buckets(store: adm.stores.SharedMem
     # Its keys are those whose bucket is not full (the in-process one also counts keys kept
     # until idle_ttl).
     assert len(shared) == shared.stats().keys == 2
-    assert repr(shared).startswith("KeyedTokenBucket(rate=1.0") and "shared memory" in repr(
-        shared
-    )
+    assert repr(shared).startswith("KeyedTokenBucket(rate=1.0")
+    assert "shared memory" in repr(shared)
 
 
 def test_waiting_for_a_key(store: adm.stores.SharedMemory) -> None:
@@ -255,9 +256,7 @@ def test_waiting_for_a_key(store: adm.stores.SharedMemory) -> None:
 def test_a_full_table_refuses_new_keys_clearly(store: adm.stores.SharedMemory) -> None:
     """``max_keys=8``: 16 slots. Once they hold 16 keys whose buckets are not full, a new key
     is refused (``try_acquire`` False, ``acquire`` TooManyKeys); known keys still decide."""
-    limiter = adm.KeyedTokenBucket(
-        rate=1, per=3600, burst=1, name="small", store=store, max_keys=8
-    )
+    limiter = adm.KeyedTokenBucket(rate=1, per=3600, burst=1, name="small", store=store, max_keys=8)
     assert all(limiter.try_acquire(f"k{i}") for i in range(16))
     assert not limiter.try_acquire("k16")
     with pytest.raises(adm.TooManyKeys, match="max_keys=8"):
@@ -284,7 +283,10 @@ def test_mismatches_and_bad_arguments_are_clear_errors(tmp_path: Path) -> None:
         adm.KeyedTokenBucket(rate=5, name="k", store=store, idle_ttl=5)  # type: ignore[call-overload]
     with pytest.raises(ValueError, match="store's clock"):
         adm.KeyedTokenBucket(
-            rate=5, name="k", store=store, clock=adm.testing.ManualClock()  # type: ignore[call-overload]
+            rate=5,
+            name="k",
+            store=store,
+            clock=adm.testing.ManualClock(),  # type: ignore[call-overload]
         )
     with pytest.raises(TypeError):
         adm.KeyedTokenBucket(rate=5, name="k", store=store, instances=2)  # type: ignore[call-overload]

@@ -4,15 +4,18 @@
 the same atomic words an in-process limiter keeps in its own memory (the GCRA word of a
 `TokenBucket`; a semaphore's permit word, with its permits recorded as leases of the
 processes holding them). A `KeyedTokenBucket`'s table of per-key GCRA words is a file of
-its own next to the segment's (``admission.<name>.keys-*``), removed with it. Every decision is one native call on those words, lock-free: no
-lock is ever held, so a process killed at any point leaves nothing locked. Linux only.
+its own next to the segment's (``admission.<name>.keys-*``), removed with it. Every
+decision is one native call on those words, lock-free: no lock is ever held, so a process
+killed at any point leaves nothing locked. Linux only.
 
 This module owns the Python half of the store (naming, lifecycle, waiting, stats); it never
-decides anything itself: the decisions are ``admission_core::shared``'s.
+decides anything itself: the decisions are ``admission_core::shared``'s and
+``admission_core::shared_keyed``'s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -164,10 +167,8 @@ class SharedMemory(_Segment):
         was already gone). Limiters open in any process keep working on the old segment; the
         next open creates a new one."""
         for table in self._table_paths():
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(table)
-            except FileNotFoundError:
-                pass
         try:
             os.unlink(self.path)
         except FileNotFoundError:
@@ -295,7 +296,9 @@ def _require(kind: str, store: object, name: str | None) -> str:
     return name
 
 
-def _next_rate_try(decision: _native.Decision, deadline: float | None, timeout: float | None) -> float:
+def _next_rate_try(
+    decision: _native.Decision, deadline: float | None, timeout: float | None
+) -> float:
     """A waiting rate limiter's sleep before its next try, from what its word says now;
     raises `AcquireTimeout` if the deadline will pass first."""
     needed = decision.retry_after
