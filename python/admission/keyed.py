@@ -24,7 +24,6 @@ This module never decides: the decisions are the native map's and the unkeyed li
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -33,8 +32,9 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final, overload
 from admission import _backend, _native, _registry, durations
 from admission._validate import timeout_seconds
 from admission.concurrency import Semaphore
-from admission.errors import AdmissionError
+from admission.errors import TooManyKeys
 from admission.rate import SlidingWindow, TokenBucket
+from admission.stats import KeyedStats
 
 if TYPE_CHECKING:
     from admission.stores import NetworkStore, SharedKeyedTokenBucket, SharedMemory
@@ -54,40 +54,6 @@ Key = str | bytes | int
 _ALREADY_LENT: Final = -1
 _NO_ROOM: Final = -2
 _DEFAULT_IDLE_TTL: Final = 600.0
-
-
-class TooManyKeys(AdmissionError):
-    """A new key could not be admitted: ``max_keys`` keys are held and none is at rest
-    (every one holds permits, has waiters, or has used its bucket or window recently).
-
-    ``try_acquire`` answers ``False`` instead; ``acquire`` raises this rather than wait for
-    room that nothing promises.
-    """
-
-
-@final
-@dataclasses.dataclass(frozen=True)
-class KeyedStats:
-    """Totals over every key of a keyed limiter (never one figure per key).
-
-    ``admitted + rejected + timed_out + cancelled`` counts every attempt. ``expired`` keys were
-    removed after ``idle_ttl`` at rest, ``evicted`` ones to make room beyond ``max_keys``;
-    ``refused_full`` attempts found no room (counted in ``rejected`` too, or raised
-    `TooManyKeys`).
-    """
-
-    name: str | None
-    keys: int
-    max_keys: int
-    admitted: int
-    admitted_cost: int
-    rejected: int
-    timed_out: int
-    cancelled: int
-    waiting: int
-    expired: int
-    evicted: int
-    refused_full: int
 
 
 def _canonical(key: Key) -> bytes:

@@ -26,9 +26,8 @@ from typing import TYPE_CHECKING, Any, final
 
 from admission import _backend, _native
 from admission._validate import timeout_seconds
-from admission.errors import AcquireTimeout
-from admission.keyed import KeyedStats, TooManyKeys
-from admission.stats import LimiterStats, SemaphoreStats, WaitHistogram
+from admission.errors import AcquireTimeout, TooManyKeys
+from admission.stats import KeyedStats, LimiterStats, SemaphoreStats, WaitHistogram
 
 if TYPE_CHECKING:
     from admission.metrics import Family
