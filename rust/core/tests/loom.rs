@@ -759,7 +759,7 @@ fn shared_leases_reclaim_racing_a_take() {
 // ---------------------------------------------------------------------------------------------
 
 use admission_core::shared_keyed::{
-    Admission, KeySlot, KeyTable, KeyedBucket, KeyedCounters, WAYS,
+    Admission, Claimer, KeySlot, KeyTable, KeyedBucket, KeyedCounters, WAYS,
 };
 
 struct KeyMemory {
