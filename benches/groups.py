@@ -84,6 +84,13 @@ GROUPS: dict[str, Group] = {
         "against the in-process bucket, a multiprocessing.Lock bucket and limits"
     ),
     "shared try_acquire rejected": Group("the same, refused (the shared bucket is spent)"),
+    "shared keyed try_acquire, keys held, uniform": Group(
+        "`try_acquire(key)` of a KeyedTokenBucket in the shared-memory store holding 100,000 "
+        "keys (SHARED_KEYED_BENCH_KEYS), cycling through them, against the in-process one"
+    ),
+    "shared keyed try_acquire, one key": Group(
+        "the same, one key every call (the table's cost without the memory latency)"
+    ),
     "shared with semaphore": Group(
         "`with semaphore: pass` of a semaphore in the shared-memory store (a lease per holder), "
         "against the in-process one"

@@ -27,6 +27,7 @@ __all__ = [
     "Ready",
     "Scrape",
     "Semaphore",
+    "SharedKeyedTokenBucket",
     "SharedSegment",
     "SharedSemaphore",
     "SharedTokenBucket",
@@ -597,7 +598,10 @@ class SharedSegment:
         """How many limiters the segment can hold (fixed when it was created)."""
     def _limiters(
         self,
-    ) -> list[tuple[str, str, list[float], tuple[int, int, int, int, int], int]]: ...
+    ) -> list[
+        tuple[str, str, list[float], tuple[int, int, int, int, int], int, tuple[int, int]]
+    ]: ...
+    def _table_paths(self) -> list[str]: ...
 
 @disjoint_base
 class SharedTokenBucket:
@@ -657,6 +661,48 @@ class SharedSemaphore:
     @property
     def high_water(self) -> int:
         """The most permits ever held at once, by every process."""
+
+@disjoint_base
+class SharedKeyedTokenBucket:
+    def __new__(
+        cls,
+        store: SharedSegment,
+        name: str,
+        rate: float,
+        per: float,
+        burst: int | None = None,
+        max_keys: int = 1000000,
+    ) -> Self: ...
+    def try_acquire(self, key: str | bytes | int, cost: int = 1) -> bool:
+        """Admits ``cost`` for ``key`` now if it fits (in every process sharing the bucket);
+        never waits. A new key that finds no room is refused."""
+    def peek(self, key: str | bytes | int, cost: int = 1) -> Decision:
+        """What ``try_acquire(key, cost)`` would decide now, without consuming anything."""
+    def _try_take(self, key: str | bytes | int, cost: int) -> int: ...
+    def _try_acquire_at(self, key: str | bytes | int, cost: int, now_ns: int) -> int: ...
+    def _peek_at(self, key: str | bytes | int, cost: int, now_ns: int) -> Decision: ...
+    def _len_at(self, now_ns: int) -> int: ...
+    def _gave_up(self, timed_out: bool) -> None: ...
+    def _counters(self) -> tuple[int, int, int, int, int, int, int]: ...
+    def __len__(self) -> int:
+        """Keys whose bucket is not full now, in every process (a scan of the whole table)."""
+    @property
+    def name(self) -> str: ...
+    @property
+    def rate(self) -> float: ...
+    @property
+    def per(self) -> float: ...
+    @property
+    def burst(self) -> int: ...
+    @property
+    def max_keys(self) -> int:
+        """Keys whose buckets are not full that the table holds (fixed when it was created)."""
+    @property
+    def capacity(self) -> int:
+        """Slots of the table (twice ``max_keys``, a power of two; 32 bytes each)."""
+    @property
+    def emission_interval(self) -> float:
+        """Seconds per token, as used internally (rounded up to whole nanoseconds)."""
 
 # The keyed limiters (rust/py/src/keyed.rs): the methods all three share come from one macro
 # of pymethods; each class lists them in full (see the note above TokenBucket).

@@ -217,3 +217,12 @@ class StoreUnavailable(AdmissionError, ConnectionError):
 
     def __reduce__(self) -> tuple[type[StoreUnavailable], tuple[str, str]]:
         return (type(self), (self.store, self.reason))
+
+
+class TooManyKeys(AdmissionError):
+    """A new key could not be admitted: ``max_keys`` keys are held and none is at rest
+    (every one holds permits, has waiters, or has used its bucket or window recently).
+
+    ``try_acquire`` answers ``False`` instead; ``acquire`` raises this rather than wait for
+    room that nothing promises.
+    """

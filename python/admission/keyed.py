@@ -24,7 +24,6 @@ This module never decides: the decisions are the native map's and the unkeyed li
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -33,11 +32,12 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final, overload
 from admission import _backend, _native, _registry, durations
 from admission._validate import timeout_seconds
 from admission.concurrency import Semaphore
-from admission.errors import AdmissionError
+from admission.errors import TooManyKeys
 from admission.rate import SlidingWindow, TokenBucket
+from admission.stats import KeyedStats
 
 if TYPE_CHECKING:
-    from admission.stores import NetworkStore
+    from admission.stores import NetworkStore, SharedKeyedTokenBucket, SharedMemory
     from admission.stores.remote import OnStoreError, RemoteKeyedTokenBucket
 
 __all__ = [
@@ -53,40 +53,7 @@ Key = str | bytes | int
 
 _ALREADY_LENT: Final = -1
 _NO_ROOM: Final = -2
-
-
-class TooManyKeys(AdmissionError):
-    """A new key could not be admitted: ``max_keys`` keys are held and none is at rest
-    (every one holds permits, has waiters, or has used its bucket or window recently).
-
-    ``try_acquire`` answers ``False`` instead; ``acquire`` raises this rather than wait for
-    room that nothing promises.
-    """
-
-
-@final
-@dataclasses.dataclass(frozen=True)
-class KeyedStats:
-    """Totals over every key of a keyed limiter (never one figure per key).
-
-    ``admitted + rejected + timed_out + cancelled`` counts every attempt. ``expired`` keys were
-    removed after ``idle_ttl`` at rest, ``evicted`` ones to make room beyond ``max_keys``;
-    ``refused_full`` attempts found no room (counted in ``rejected`` too, or raised
-    `TooManyKeys`).
-    """
-
-    name: str | None
-    keys: int
-    max_keys: int
-    admitted: int
-    admitted_cost: int
-    rejected: int
-    timed_out: int
-    cancelled: int
-    waiting: int
-    expired: int
-    evicted: int
-    refused_full: int
+_DEFAULT_IDLE_TTL: Final = 600.0
 
 
 def _canonical(key: Key) -> bytes:
@@ -98,7 +65,7 @@ def _canonical(key: Key) -> bytes:
     return str(int(key)).encode()
 
 
-def _in_network_store(
+def _in_store(
     store: object,
     rate: float,
     per: float | str | None,
@@ -106,19 +73,29 @@ def _in_network_store(
     clock: object,
     name: str | None,
     network: dict[str, Any],
-) -> RemoteKeyedTokenBucket:
-    from admission.stores import NetworkStore
+    local: dict[str, Any],
+) -> RemoteKeyedTokenBucket | SharedKeyedTokenBucket:
+    from admission.stores import NetworkStore, SharedKeyedTokenBucket, SharedMemory
     from admission.stores.remote import RemoteKeyedTokenBucket, network_options
 
-    if not isinstance(store, NetworkStore):
+    if not isinstance(store, (NetworkStore, SharedMemory)):
         raise TypeError(
-            f"a KeyedTokenBucket's store= is a network store (adm.stores.Postgres, Redis), "
-            f"got {store!r}"
+            f"a KeyedTokenBucket's store= is adm.stores.SharedMemory or a network store "
+            f"(adm.stores.Postgres, Redis), got {store!r}"
         )
     if clock is not None:
         raise ValueError("a bucket in a store uses the store's clock: do not pass clock=")
-    options = network_options("KeyedTokenBucket", network, "on_store_error", "instances")
     seconds = 1.0 if per is None else durations.seconds(per, "per", positive=True)
+    if isinstance(store, SharedMemory):
+        network_options("KeyedTokenBucket", network)  # none allowed without a network store
+        # A full bucket's slot is reused at once (it holds nothing), and the table is one.
+        if local["idle_ttl"] != _DEFAULT_IDLE_TTL or local["shards"] is not None:
+            raise ValueError(
+                "a KeyedTokenBucket in shared memory has no idle_ttl= or shards=: a key's slot "
+                "is reused as soon as its bucket is full again"
+            )
+        return SharedKeyedTokenBucket(store, name, rate, seconds, burst, local["max_keys"])
+    options = network_options("KeyedTokenBucket", network, "on_store_error", "instances")
     return RemoteKeyedTokenBucket(store, name, rate, seconds, burst, local=_local_keyed, **options)
 
 
@@ -433,6 +410,18 @@ class KeyedTokenBucket(_KeyedRate[TokenBucket], _native.KeyedTokenBucket):
         per: float | str | None = None,
         burst: int | None = None,
         *,
+        max_keys: int = 1_000_000,
+        name: str,
+        store: SharedMemory,
+    ) -> SharedKeyedTokenBucket: ...
+
+    @overload
+    def __new__(  # type: ignore[misc]  # a store's keyed bucket is another class
+        cls,
+        rate: float | str,
+        per: float | str | None = None,
+        burst: int | None = None,
+        *,
         name: str,
         store: NetworkStore,
         on_store_error: OnStoreError = "closed",
@@ -446,13 +435,13 @@ class KeyedTokenBucket(_KeyedRate[TokenBucket], _native.KeyedTokenBucket):
         burst: int | None = None,
         *,
         max_keys: int = 1_000_000,
-        idle_ttl: float | str = 600.0,
+        idle_ttl: float | str = _DEFAULT_IDLE_TTL,
         shards: int | None = None,
         clock: _native.ManualClock | _native.LoopClock | None = None,
         name: str | None = None,
-        store: NetworkStore | None = None,
+        store: SharedMemory | NetworkStore | None = None,
         **network: Any,
-    ) -> KeyedTokenBucket | RemoteKeyedTokenBucket:
+    ) -> KeyedTokenBucket | RemoteKeyedTokenBucket | SharedKeyedTokenBucket:
         # Rate and duration strings ("10/s", per="1m") as `TokenBucket` takes them.
         if isinstance(rate, str) and per is not None:
             raise ValueError(f"rate {rate!r} already says its period: do not also give per={per!r}")
@@ -460,7 +449,8 @@ class KeyedTokenBucket(_KeyedRate[TokenBucket], _native.KeyedTokenBucket):
         if isinstance(rate, str):
             rate, per = parsed.count, parsed.per
         if store is not None or network:
-            return _in_network_store(store, rate, per, burst, clock, name, network)
+            local = {"max_keys": max_keys, "idle_ttl": idle_ttl, "shards": shards}
+            return _in_store(store, rate, per, burst, clock, name, network, local)
         return super().__new__(
             cls,
             rate,

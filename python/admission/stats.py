@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import final
 
 from admission._native import WAIT_BOUNDS
 
@@ -166,3 +167,28 @@ class SemaphoreStats:
     def attempts(self) -> int:
         """All requests: the sum of the four outcomes."""
         return self.admitted + self.rejected + self.timed_out + self.cancelled
+
+
+@final
+@dataclass(frozen=True)
+class KeyedStats:
+    """Totals over every key of a keyed limiter (never one figure per key).
+
+    ``admitted + rejected + timed_out + cancelled`` counts every attempt. ``expired`` keys were
+    removed after ``idle_ttl`` at rest, ``evicted`` ones to make room beyond ``max_keys``;
+    ``refused_full`` attempts found no room (counted in ``rejected`` too, or raised
+    `TooManyKeys`).
+    """
+
+    name: str | None
+    keys: int
+    max_keys: int
+    admitted: int
+    admitted_cost: int
+    rejected: int
+    timed_out: int
+    cancelled: int
+    waiting: int
+    expired: int
+    evicted: int
+    refused_full: int

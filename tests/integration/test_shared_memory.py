@@ -196,7 +196,7 @@ def test_configuration_mismatch_and_bad_segments_are_clear_errors(tmp_path: Path
     # Another layout version: refused, with what to do.
     other = tmp_path / "admission.old"
     other.write_bytes(b"ADMSHM01" + (99).to_bytes(8, "little") + bytes(4096 - 16))
-    with pytest.raises(RuntimeError, match="layout 99, this one reads layout 1"):
+    with pytest.raises(RuntimeError, match="layout 99, this one reads layout 2"):
         adm.stores.SharedMemory("old", directory=str(tmp_path))
     (tmp_path / "admission.junk").write_bytes(b"not a segment" + bytes(5000))
     with pytest.raises(RuntimeError, match="not an admission shared-memory segment"):

@@ -56,6 +56,22 @@ def shared_memory_store() -> None:
     print(local)
 
 
+async def shared_keyed_bucket() -> None:
+    store = adm.stores.SharedMemory("myapp")
+    per_user: adm.stores.SharedKeyedTokenBucket = adm.KeyedTokenBucket(
+        rate=10, name="users", store=store, max_keys=100_000
+    )
+    admitted: bool = per_user.try_acquire("user:42", cost=2)
+    await per_user.acquire(b"user:42", timeout=1.0)
+    per_user.acquire_blocking(42)
+    with per_user("user:7"):
+        pass
+    stats: adm.KeyedStats = per_user.stats()
+    print(admitted, stats, len(per_user), per_user.peek("user:42").retry_after)
+    per_user.try_acquire(4.2)  # error
+    adm.KeyedTokenBucket(rate=10, store=store)  # error
+
+
 async def postgres_store() -> None:
     store = adm.stores.Postgres("postgresql://app@db/app", schema="admission", timeout="50ms")
     reply: adm.stores.RateReply = await store.rate("api", None, 1000, 10, 1, 0)

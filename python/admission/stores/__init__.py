@@ -3,7 +3,7 @@
 ``SharedMemory`` shares limiters between the processes of one host (workers of a web server,
 a multiprocessing pool); a network store (`NetworkStore`: PostgreSQL, Redis) between every
 process of every host. Pass one as ``store=`` to `admission.TokenBucket`,
-`admission.Semaphore` or (network stores) `admission.KeyedTokenBucket`. `MemoryStore` is the
+`admission.Semaphore` or `admission.KeyedTokenBucket`. `MemoryStore` is the
 network-store contract in this process's memory, for tests. ``Redis``
 (`admission.stores.redis`) is imported on first use (it needs the ``redis`` extra);
 ``Postgres`` needs asyncpg (the ``postgres`` extra) only when one is made.
@@ -23,6 +23,7 @@ from admission.stores.remote import (
     RemoteTokenBucket,
 )
 from admission.stores.shared_memory import (
+    SharedKeyedTokenBucket,
     SharedLimiter,
     SharedMemory,
     SharedSemaphore,
@@ -53,6 +54,7 @@ __all__ = [
     "RemoteSemaphore",
     "RemoteTokenBucket",
     "SemaphoreReply",
+    "SharedKeyedTokenBucket",
     "SharedLimiter",
     "SharedMemory",
     "SharedSemaphore",

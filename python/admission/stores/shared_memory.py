@@ -3,15 +3,19 @@
 `SharedMemory` names a segment, a file in ``/dev/shm``; each limiter in it is a slot holding
 the same atomic words an in-process limiter keeps in its own memory (the GCRA word of a
 `TokenBucket`; a semaphore's permit word, with its permits recorded as leases of the
-processes holding them). Every decision is one native call on those words, lock-free: no
-lock is ever held, so a process killed at any point leaves nothing locked. Linux only.
+processes holding them). A `KeyedTokenBucket`'s table of per-key GCRA words is a file of
+its own next to the segment's (``admission.<name>.keys-*``), removed with it. Every
+decision is one native call on those words, lock-free: no lock is ever held, so a process
+killed at any point leaves nothing locked. Linux only.
 
 This module owns the Python half of the store (naming, lifecycle, waiting, stats); it never
-decides anything itself: the decisions are ``admission_core::shared``'s.
+decides anything itself: the decisions are ``admission_core::shared``'s and
+``admission_core::shared_keyed``'s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -22,8 +26,8 @@ from typing import TYPE_CHECKING, Any, final
 
 from admission import _backend, _native
 from admission._validate import timeout_seconds
-from admission.errors import AcquireTimeout
-from admission.stats import LimiterStats, SemaphoreStats, WaitHistogram
+from admission.errors import AcquireTimeout, TooManyKeys
+from admission.stats import KeyedStats, LimiterStats, SemaphoreStats, WaitHistogram
 
 if TYPE_CHECKING:
     from admission.metrics import Family
@@ -32,15 +36,22 @@ if sys.platform == "linux":
     _Segment = _native.SharedSegment
     _Bucket = _native.SharedTokenBucket
     _Semaphore = _native.SharedSemaphore
+    _KeyedBucket = _native.SharedKeyedTokenBucket
 else:  # pragma: no cover - the extension has the store on Linux only
 
     class _Unsupported:
         def __new__(cls, *args: object, **kwargs: object) -> Any:
             raise OSError("admission's shared-memory store needs Linux (/dev/shm, futex, /proc)")
 
-    _Segment = _Bucket = _Semaphore = _Unsupported  # type: ignore[misc, assignment]
+    _Segment = _Bucket = _Semaphore = _KeyedBucket = _Unsupported  # type: ignore[misc, assignment]
 
-__all__ = ["SharedLimiter", "SharedMemory", "SharedSemaphore", "SharedTokenBucket"]
+__all__ = [
+    "SharedKeyedTokenBucket",
+    "SharedLimiter",
+    "SharedMemory",
+    "SharedSemaphore",
+    "SharedTokenBucket",
+]
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 
@@ -55,8 +66,11 @@ _POLL_MIN = 0.0005
 class SharedLimiter:
     """One limiter of a segment, as every process sees it (host-wide counters).
 
-    ``kind`` is ``"TokenBucket"`` (``config``: ``rate``, ``per``, ``burst``) or
-    ``"Semaphore"`` (``config``: ``limit``); ``in_use`` is a semaphore's permits held now.
+    ``kind`` is ``"TokenBucket"`` (``config``: ``rate``, ``per``, ``burst``),
+    ``"Semaphore"`` (``config``: ``limit``) or ``"KeyedTokenBucket"`` (``config``: ``rate``,
+    ``per``, ``burst``, ``max_keys``); ``in_use`` is a semaphore's permits held now, or a
+    keyed bucket's keys whose bucket is not full; ``expired`` and ``refused_full`` are a
+    keyed bucket's (see `admission.KeyedStats`).
     """
 
     kind: str
@@ -68,6 +82,20 @@ class SharedLimiter:
     timed_out: int
     cancelled: int
     in_use: int = 0
+    expired: int = 0
+    refused_full: int = 0
+
+
+_FIELDS = {
+    "TokenBucket": ("rate", "per", "burst"),
+    "Semaphore": ("limit",),
+    "KeyedTokenBucket": ("rate", "per", "burst", "max_keys"),
+}
+_KINDS = {
+    "TokenBucket": "token_bucket",
+    "Semaphore": "semaphore",
+    "KeyedTokenBucket": "keyed_token_bucket",
+}
 
 
 class SharedMemory(_Segment):
@@ -134,8 +162,12 @@ class SharedMemory(_Segment):
         return self._name
 
     def unlink(self) -> bool:
-        """Removes the segment's file (False if it was already gone). Limiters open in any
-        process keep working on the old segment; the next open creates a new one."""
+        """Removes the segment's file and its keyed limiters' tables (False if the segment
+        was already gone). Limiters open in any process keep working on the old segment; the
+        next open creates a new one."""
+        for table in self._table_paths():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(table)
         try:
             os.unlink(self.path)
         except FileNotFoundError:
@@ -146,10 +178,9 @@ class SharedMemory(_Segment):
         """Every limiter in the segment with its host-wide counters: what one exporter per
         host reports (see `admission.metrics`), whichever process it runs in."""
         out = []
-        for kind, name, fields, counts, in_use in self._limiters():
-            keys = ("rate", "per", "burst") if kind == "TokenBucket" else ("limit",)
-            config = dict(zip(keys, fields, strict=True))
-            out.append(SharedLimiter(kind, name, config, *counts, in_use))
+        for kind, name, fields, counts, in_use, (expired, full) in self._limiters():
+            config = dict(zip(_FIELDS[kind], fields, strict=True))
+            out.append(SharedLimiter(kind, name, config, *counts, in_use, expired, full))
         return out
 
     def export_metrics(self) -> Callable[[], None]:
@@ -164,7 +195,11 @@ class SharedMemory(_Segment):
 
         Families (labels ``store``, ``kind``, ``limiter``): ``admission_shared_acquisitions``
         (counter, label ``outcome``), ``admission_shared_admitted_cost`` (counter),
-        ``admission_shared_permits_in_use`` and ``admission_shared_limit`` (gauges).
+        ``admission_shared_permits_in_use`` and ``admission_shared_limit`` (gauges); for keyed
+        buckets (one series per limiter, never per key) ``admission_shared_keys`` and
+        ``admission_shared_max_keys`` (gauges) and ``admission_shared_keys_removed`` (counter,
+        label ``reason``: ``expired``, a full bucket's slot reused; ``refused_full``, a new
+        key refused for want of room).
         """
         from admission import metrics
 
@@ -176,8 +211,9 @@ class SharedMemory(_Segment):
         limiters = self.limiters()
 
         def labels(s: SharedLimiter, **extra: str) -> dict[str, str]:
-            kind = "token_bucket" if s.kind == "TokenBucket" else "semaphore"
-            return {"store": self._name, "kind": kind, "limiter": s.name, **extra}
+            return {"store": self._name, "kind": _KINDS[s.kind], "limiter": s.name, **extra}
+
+        keyed = [s for s in limiters if s.kind == "KeyedTokenBucket"]
 
         outcomes = ("admitted", "rejected", "timeout", "cancelled")
         return [
@@ -204,6 +240,29 @@ class SharedMemory(_Segment):
                 "gauge",
                 "Permits of shared semaphores held now, by every process of the host.",
                 tuple(Sample(labels(s), float(s.in_use)) for s in limiters if "limit" in s.config),
+            ),
+            Family(
+                "admission_shared_keys",
+                "gauge",
+                "Keys of shared keyed buckets whose bucket is not full now, every process.",
+                tuple(Sample(labels(s), float(s.in_use)) for s in keyed),
+            ),
+            Family(
+                "admission_shared_max_keys",
+                "gauge",
+                "Keys a shared keyed bucket's table holds (max_keys, fixed at creation).",
+                tuple(Sample(labels(s), s.config["max_keys"]) for s in keyed),
+            ),
+            Family(
+                "admission_shared_keys_removed",
+                "counter",
+                "Shared keyed buckets: slots of full buckets reused (expired), new keys refused "
+                "for want of room (refused_full).",
+                tuple(
+                    Sample(labels(s, reason=r), float(v))
+                    for s in keyed
+                    for r, v in (("expired", s.expired), ("refused_full", s.refused_full))
+                ),
             ),
             Family(
                 "admission_shared_limit",
@@ -234,6 +293,17 @@ def _require(kind: str, store: object, name: str | None) -> str:
     if name is None:
         raise ValueError(f"a {kind} in shared memory needs a name=: processes share it by name")
     return name
+
+
+def _next_rate_try(
+    decision: _native.Decision, deadline: float | None, timeout: float | None
+) -> float:
+    """A waiting rate limiter's sleep before its next try, from what its word says now;
+    raises `AcquireTimeout` if the deadline will pass first."""
+    needed = decision.retry_after
+    if deadline is not None and time.monotonic() + needed > deadline:
+        raise AcquireTimeout(timeout if timeout is not None else 0.0, needed)
+    return min(max(needed, _POLL_MIN), POLL_MAX) if needed <= 0 else needed
 
 
 class _Waiting:
@@ -312,10 +382,7 @@ class SharedTokenBucket(_Waiting, _Bucket):
         return super().__new__(cls, store, _require("TokenBucket", store, name), rate, per, burst)
 
     def _next_try(self, cost: int, deadline: float | None, timeout: float | None) -> float:
-        needed = self.peek(cost).retry_after
-        if deadline is not None and time.monotonic() + needed > deadline:
-            raise AcquireTimeout(timeout if timeout is not None else 0.0, needed)
-        return min(max(needed, _POLL_MIN), POLL_MAX) if needed <= 0 else needed
+        return _next_rate_try(self.peek(cost), deadline, timeout)
 
     @property
     def waiting(self) -> int:
@@ -448,3 +515,153 @@ class SharedSemaphore(_Waiting, _Semaphore):
             f"Semaphore({self.limit}, name={self.name!r}, in_use={self.in_use}, "
             "store=shared memory)"
         )
+
+
+class _OneKey(_Waiting):
+    """The waiting of one key of a `SharedKeyedTokenBucket` (the shared waiting, keyed)."""
+
+    __slots__ = ("_key", "_limiter", "_no_room")
+
+    def __init__(self, limiter: SharedKeyedTokenBucket, key: str | bytes | int) -> None:
+        self._limiter = limiter
+        self._key = key
+        self._no_room = False
+
+    def _try_take(self, cost: int) -> bool:
+        taken = self._limiter._try_take(self._key, cost)
+        if taken < 0:
+            # Counted natively (a refusal); the wait, if any, ends without counting again.
+            self._no_room = True
+            limiter = self._limiter
+            raise TooManyKeys(
+                f"shared KeyedTokenBucket {limiter.name!r} holds max_keys={limiter.max_keys} "
+                f"keys whose buckets are not full (both of this key's sets are full): key "
+                f"{self._key!r} refused"
+            )
+        return bool(taken)
+
+    def _gave_up(self, timed_out: bool) -> None:
+        if not self._no_room:
+            self._limiter._gave_up(timed_out)
+
+    def _next_try(self, cost: int, deadline: float | None, timeout: float | None) -> float:
+        return _next_rate_try(self._limiter.peek(self._key, cost), deadline, timeout)
+
+
+@final
+class SharedKeyedTokenBucket(_KeyedBucket):
+    """A `KeyedTokenBucket` whose table of per-key GCRA words lives in shared memory: one
+    limit per key for every process of the host. Made by
+    ``adm.KeyedTokenBucket(..., name=..., store=store, max_keys=...)``.
+
+    >>> import admission as adm, uuid
+    >>> store = adm.stores.SharedMemory(f"doc-{uuid.uuid4().hex}")
+    >>> per_user = adm.KeyedTokenBucket(rate=10, burst=2, name="users", store=store,
+    ...                                 max_keys=1000)
+    >>> per_user.try_acquire("user:42"), per_user.try_acquire("user:42", 2)
+    (True, False)
+    >>> len(per_user), per_user.stats().admitted
+    (1, 1)
+    >>> store.unlink()
+    True
+
+    Each key behaves as its own `TokenBucket` (starting full), exactly, whichever process
+    asks: a key's GCRA word is one slot of a table whose size is fixed when the limiter is
+    created in the segment (64 bytes per ``max_keys``). A key whose bucket is full again is
+    no different from a key never seen, so its slot goes to the next new key that needs it
+    (``expired`` in `stats`): ``idle_ttl`` does not apply. A new key is refused only when
+    the table holds no room for it: both of the two sets of 8 slots it may use hold keys
+    whose buckets are not full (with ``max_keys`` such keys that is very rare; with more,
+    more frequent). Then ``try_acquire`` answers ``False`` and ``acquire`` raises
+    `admission.TooManyKeys` (counted in ``refused_full``); a bucket that is not full is
+    never evicted, so no key is ever admitted beyond its limit.
+
+    Waiting (``acquire``, ``with limiter(key):``) sleeps until the key's bucket says the
+    request fits, then tries again, as `SharedTokenBucket` does: no queue across processes.
+    ``stats()`` gives host-wide totals over every key (never one figure per key).
+    """
+
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        store: SharedMemory,
+        name: str | None,
+        rate: float,
+        per: float,
+        burst: int | None = None,
+        max_keys: int = 1_000_000,
+    ) -> SharedKeyedTokenBucket:
+        name = _require("KeyedTokenBucket", store, name)
+        return super().__new__(cls, store, name, rate, per, burst, max_keys)
+
+    def waiting(self, key: str | bytes | int) -> int:
+        """Always 0: waiters in other processes are not counted, nor kept in a queue."""
+        return 0
+
+    def acquire_blocking(
+        self, key: str | bytes | int, cost: int = 1, timeout: float | str | None = None
+    ) -> None:
+        """Waits in this thread until ``cost`` is admitted for ``key``; raises `AcquireTimeout`
+        at once if that would take longer than ``timeout``, `admission.TooManyKeys` if a new
+        key finds no room."""
+        _OneKey(self, key)._acquire_blocking(cost, timeout)
+
+    async def acquire(
+        self, key: str | bytes | int, cost: int = 1, timeout: float | str | None = None
+    ) -> None:
+        """Waits in this task (asyncio or trio) until ``cost`` is admitted for ``key``; see
+        `acquire_blocking`."""
+        await _OneKey(self, key)._acquire(cost, timeout)
+
+    def __call__(self, key: str | bytes | int, cost: int = 1) -> _KeyHold:
+        """``async with limiter(key):`` / ``with limiter(key):`` acquire ``cost`` for ``key``."""
+        return _KeyHold(self, key, cost)
+
+    def stats(self) -> KeyedStats:
+        """Host-wide totals over every key, every process; see `admission.KeyedStats`
+        (``expired``: slots of full buckets given to new keys; ``evicted`` is always 0)."""
+        admitted, admitted_cost, rejected, timed_out, cancelled, expired, full = self._counters()
+        return KeyedStats(
+            name=self.name,
+            keys=len(self),
+            max_keys=self.max_keys,
+            admitted=admitted,
+            admitted_cost=admitted_cost,
+            rejected=rejected,
+            timed_out=timed_out,
+            cancelled=cancelled,
+            waiting=0,
+            expired=expired,
+            evicted=0,
+            refused_full=full,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"KeyedTokenBucket(rate={self.rate!r}, per={self.per!r}, burst={self.burst}, "
+            f"max_keys={self.max_keys}, name={self.name!r}, store=shared memory)"
+        )
+
+
+class _KeyHold:
+    """``limiter(key)``: a context manager (sync and async) acquiring for one key."""
+
+    __slots__ = ("_cost", "_key", "_limiter")
+
+    def __init__(self, limiter: SharedKeyedTokenBucket, key: str | bytes | int, cost: int) -> None:
+        self._limiter = limiter
+        self._key = key
+        self._cost = cost
+
+    def __enter__(self) -> None:
+        self._limiter.acquire_blocking(self._key, self._cost)
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    async def __aenter__(self) -> None:
+        await self._limiter.acquire(self._key, self._cost)
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass

@@ -23,6 +23,7 @@ mod queue;
 pub mod rate;
 pub mod semaphore;
 pub mod shared;
+pub mod shared_keyed;
 pub mod siphash;
 pub mod stats;
 mod sync;

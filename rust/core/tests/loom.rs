@@ -886,3 +886,109 @@ fn shared_leases_reclaim_racing_a_take() {
         assert_eq!(leased(&w), SharedSemaphore::in_use(&w));
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// (e) The shared keyed table (`shared_keyed.rs`): processes modelled as threads
+// ---------------------------------------------------------------------------------------------
+
+use admission_core::shared_keyed::{
+    Admission, Claimer, KeySlot, KeyTable, KeyedBucket, KeyedCounters, WAYS,
+};
+
+struct KeyMemory {
+    slots: Vec<KeySlot>,
+    stripes: Vec<KeyedCounters>,
+}
+
+/// The smallest table: two sets, so every key's two sets are the whole table.
+fn key_memory() -> Arc<KeyMemory> {
+    Arc::new(KeyMemory {
+        slots: (0..2 * WAYS).map(|_| KeySlot::new()).collect(),
+        stripes: vec![KeyedCounters::new()],
+    })
+}
+
+fn key_take(m: &KeyMemory, key: [u64; 2], tag: u64) -> Admission {
+    let table = KeyTable::new(&m.slots, &m.stripes);
+    let bucket = KeyedBucket::new(1.0, 1.0, 1).unwrap();
+    let claimer = Claimer {
+        tag,
+        is_alive: &|_| true,
+    };
+    bucket
+        .try_acquire(&table, key, NOW, 1, true, claimer)
+        .unwrap()
+}
+
+/// Slots holding `key` in a published state (the table's `PLAIN` words have no state bits).
+fn published(m: &KeyMemory, key: [u64; 2]) -> usize {
+    m.slots
+        .iter()
+        .filter(|s| {
+            s.word.load(Ordering::SeqCst) >> 62 == 0
+                && s.word.load(Ordering::SeqCst) != 0
+                && s.id[0].load(Ordering::SeqCst) == key[0]
+                && s.id[1].load(Ordering::SeqCst) == key[1]
+        })
+        .count()
+}
+
+/// Two processes insert the same new key at once (a bucket of one token): one is admitted,
+/// and the key ends in exactly one slot (the other claim is given up, whichever of the two
+/// sees the other). Two preemptions: each call scans sixteen slots.
+#[test]
+fn shared_keyed_racing_claims_of_one_key_end_in_one_slot() {
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(2);
+    model.max_branches = 100_000;
+    model.check(|| {
+        let m = key_memory();
+        let key = [3, 0];
+        let other = {
+            let m = Arc::clone(&m);
+            thread::spawn(move || key_take(&m, key, 2))
+        };
+        let mine = key_take(&m, key, 1);
+        let theirs = other.join().unwrap();
+        let admitted = [mine, theirs]
+            .iter()
+            .filter(|&&a| a == Admission::Admitted)
+            .count();
+        let dump: Vec<_> = m
+            .slots
+            .iter()
+            .map(|s| {
+                (
+                    s.word.load(Ordering::SeqCst),
+                    s.id[0].load(Ordering::SeqCst),
+                )
+            })
+            .filter(|w| w.0 != 0)
+            .collect();
+        assert_eq!(admitted, 1, "{mine:?} {theirs:?} {dump:?}");
+        assert_eq!(published(&m, key), 1);
+        assert_eq!(key_take(&m, key, 1), Admission::Refused);
+    });
+}
+
+/// Two processes insert two different keys at once: both are admitted (no update lost to
+/// the other's claim), each in its own slot.
+#[test]
+fn shared_keyed_racing_claims_of_two_keys_lose_nothing() {
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(2);
+    model.max_branches = 100_000;
+    model.check(|| {
+        let m = key_memory();
+        let (a, b) = ([4, 0], [5, 0]);
+        let other = {
+            let m = Arc::clone(&m);
+            thread::spawn(move || key_take(&m, b, 2))
+        };
+        assert_eq!(key_take(&m, a, 1), Admission::Admitted);
+        assert_eq!(other.join().unwrap(), Admission::Admitted);
+        assert_eq!((published(&m, a), published(&m, b)), (1, 1));
+        assert_eq!(key_take(&m, a, 1), Admission::Refused);
+        assert_eq!(key_take(&m, b, 1), Admission::Refused);
+    });
+}

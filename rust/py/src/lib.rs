@@ -74,7 +74,7 @@ mod _native {
     use crate::semaphore::{Semaphore, Ticket};
     #[cfg(target_os = "linux")]
     #[pymodule_export]
-    use crate::shm::{SharedSegment, SharedSemaphore, SharedTokenBucket};
+    use crate::shm::{SharedKeyedTokenBucket, SharedSegment, SharedSemaphore, SharedTokenBucket};
     #[pymodule_export]
     use crate::window::SlidingWindow;
 

@@ -1,19 +1,23 @@
 //! The shared-memory store's native half: a segment mapped by every process of the host
-//! (`segment`), the OS calls it needs (`os`), and the two limiters whose state lives in it.
+//! (`segment`), the OS calls it needs (`os`), and the three limiters whose state lives in it
+//! (a keyed bucket's table in a file of its own, `keyed`).
 //! Every decision is `admission_core::shared`'s; this module maps memory and converts
 //! arguments. Linux only (`/dev/shm`, `/proc`, futex).
 
+mod keyed;
 mod os;
 mod segment;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use admission_core::shared::{
     BucketWords, GaveUp, SemaphoreWords, SharedBucket, SharedCounts, SharedSemaphore as Lease,
 };
+use admission_core::shared_keyed::KeyTable;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
@@ -23,6 +27,7 @@ use crate::decision::Decision;
 use crate::errors;
 use segment::{Config, Kind, Segment};
 
+pub use keyed::SharedKeyedTokenBucket;
 pub use os::init;
 
 /// How long a sleeping waiter goes without looking for holders that died: the bound on how
@@ -38,6 +43,13 @@ fn describe(kind: Kind, config: &Config) -> String {
             config[1]
         ),
         Kind::Semaphore => format!("Semaphore({})", config[0]),
+        Kind::KeyedTokenBucket => format!(
+            "KeyedTokenBucket(rate={}, per={}, burst={}, max_keys={})",
+            f64::from_bits(config[2]),
+            f64::from_bits(config[3]),
+            config[1],
+            config[4]
+        ),
     }
 }
 
@@ -54,6 +66,25 @@ fn gave_up(timed_out: bool) -> GaveUp {
 #[pyclass(frozen, subclass, module = "admission._native")]
 pub struct SharedSegment {
     segment: Arc<Segment>,
+    mode: u32,
+    /// The keyed limiters' tables this process mapped, by slot: one mapping each.
+    tables: Mutex<HashMap<usize, Arc<Segment>>>,
+}
+
+impl SharedSegment {
+    /// The table of the keyed limiter in `slot` (`max_keys` from its configuration), mapped
+    /// once per process, created if it does not exist yet.
+    fn table(&self, py: Python<'_>, slot: usize, max_keys: u64) -> PyResult<Arc<Segment>> {
+        let slots = KeyTable::slots_for(max_keys).map_err(errors::config)?;
+        let mut tables = self.tables.lock().expect("no panic while mapping");
+        if let Some(table) = tables.get(&slot) {
+            return Ok(Arc::clone(table));
+        }
+        let table = py.detach(|| self.segment.open_table(slot, slots, self.mode))?;
+        let table = Arc::new(table);
+        tables.insert(slot, Arc::clone(&table));
+        Ok(table)
+    }
 }
 
 #[pymethods]
@@ -69,6 +100,8 @@ impl SharedSegment {
         let segment = py.detach(|| Segment::open(path, capacity, mode))?;
         Ok(Self {
             segment: Arc::new(segment),
+            mode,
+            tables: Mutex::new(HashMap::new()),
         })
     }
 
@@ -84,29 +117,76 @@ impl SharedSegment {
         self.segment.capacity()
     }
 
-    /// `(kind, name, limit fields, counters, in_use)` of every limiter in the segment, read
-    /// from the shared words: the whole host's figures.
-    fn _limiters(&self) -> Vec<(&'static str, String, Vec<f64>, SharedCounts, u64)> {
+    /// `(kind, name, limit fields, counters, in_use, (expired, refused_full))` of every
+    /// limiter in the segment, read from the shared words: the whole host's figures. A keyed
+    /// bucket's `in_use` is its keys whose bucket is not full (a scan of its table).
+    #[allow(clippy::type_complexity)]
+    fn _limiters(
+        &self,
+        py: Python<'_>,
+    ) -> PyResult<
+        Vec<(
+            &'static str,
+            String,
+            Vec<f64>,
+            SharedCounts,
+            u64,
+            (u64, u64),
+        )>,
+    > {
+        let rate = |config: &Config| {
+            vec![
+                f64::from_bits(config[2]),
+                f64::from_bits(config[3]),
+                config[1] as f64,
+            ]
+        };
         self.segment
             .slots()
             .into_iter()
-            .map(|(slot, kind, name, config)| match kind {
-                Kind::TokenBucket => {
-                    let words = self.segment.words::<BucketWords>(slot);
-                    let fields = vec![
-                        f64::from_bits(config[2]),
-                        f64::from_bits(config[3]),
-                        config[1] as f64,
-                    ];
-                    (kind.name(), name, fields, SharedBucket::counts(words), 0)
-                }
-                Kind::Semaphore => {
-                    let words = self.segment.words::<SemaphoreWords>(slot);
-                    let fields = vec![config[0] as f64];
-                    let in_use = Lease::in_use(words);
-                    (kind.name(), name, fields, Lease::counts(words), in_use)
-                }
+            .map(|(slot, kind, name, config)| {
+                Ok(match kind {
+                    Kind::TokenBucket => {
+                        let words = self.segment.words::<BucketWords>(slot);
+                        let counts = SharedBucket::counts(words);
+                        (kind.name(), name, rate(&config), counts, 0, (0, 0))
+                    }
+                    Kind::Semaphore => {
+                        let words = self.segment.words::<SemaphoreWords>(slot);
+                        let fields = vec![config[0] as f64];
+                        let in_use = Lease::in_use(words);
+                        (
+                            kind.name(),
+                            name,
+                            fields,
+                            Lease::counts(words),
+                            in_use,
+                            (0, 0),
+                        )
+                    }
+                    Kind::KeyedTokenBucket => {
+                        let table = self.table(py, slot, config[4])?;
+                        let (slots, stripes) = table.table();
+                        let table = KeyTable::new(slots, stripes);
+                        let t = table.totals();
+                        let mut fields = rate(&config);
+                        fields.push(config[4] as f64);
+                        let keys = table.len(os::host_now_ns()) as u64;
+                        let counts = (t.0, t.1, t.2, t.3, t.4);
+                        (kind.name(), name, fields, counts, keys, (t.5, t.6))
+                    }
+                })
             })
+            .collect()
+    }
+
+    /// The files of this segment's keyed limiters' tables (removed with the segment).
+    fn _table_paths(&self) -> Vec<PathBuf> {
+        self.segment
+            .slots()
+            .into_iter()
+            .filter(|(_, kind, ..)| *kind == Kind::KeyedTokenBucket)
+            .map(|(slot, ..)| self.segment.table_path(slot))
             .collect()
     }
 }
@@ -161,7 +241,7 @@ impl SharedTokenBucket {
         let per = real("per", per)?;
         let burst = count("burst", burst, default_burst(rate))?;
         let core = SharedBucket::new(rate, per, burst).map_err(errors::config)?;
-        let config = [core.emission_ns(), burst, rate.to_bits(), per.to_bits()];
+        let config = [core.emission_ns(), burst, rate.to_bits(), per.to_bits(), 0];
         let slot = store
             .get()
             .segment
@@ -338,10 +418,11 @@ impl SharedSemaphore {
         limit: u64,
     ) -> PyResult<Self> {
         let core = Lease::new(limit).map_err(|e| errors::semaphore(py, e))?;
-        let slot = store
-            .get()
-            .segment
-            .slot(&name, Kind::Semaphore, [limit, 0, 0, 0], describe)?;
+        let slot =
+            store
+                .get()
+                .segment
+                .slot(&name, Kind::Semaphore, [limit, 0, 0, 0, 0], describe)?;
         let words = store.get().segment.words::<SemaphoreWords>(slot) as *const SemaphoreWords;
         Ok(Self {
             core,

@@ -67,14 +67,42 @@ pub fn own_tag() -> u64 {
     tag
 }
 
+/// Whether process `pid` runs, is not a zombie (killed but not yet reaped by its parent),
+/// and `same` says its tag is the one recorded.
+fn runs(pid: u64, same: impl Fn(u64) -> bool) -> bool {
+    matches!(stat(pid as u32), Some((state, start))
+        if same(tag_of(pid as u32, start)) && state != b'Z' && state != b'X')
+}
+
 /// Whether the process that took the lease tagged `tag` still runs: same pid, same start
-/// time, and not a zombie (a process killed but not yet reaped by its parent).
+/// time (a pid reused later is another process), and not a zombie.
 pub fn is_alive(tag: u64) -> bool {
-    let pid = (tag >> START_BITS) as u32;
-    match stat(pid) {
-        Some((state, start)) => tag_of(pid, start) == tag && state != b'Z' && state != b'X',
-        None => false,
-    }
+    runs(tag >> START_BITS, |t| t == tag)
+}
+
+/// This process's tag in 62 bits (two fewer bits of start time), for a keyed table's claims
+/// (`admission_core::shared_keyed::MAX_TAG`).
+pub fn own_claim_tag() -> u64 {
+    own_tag() >> 2
+}
+
+/// [`is_alive`] for a tag of [`own_claim_tag`].
+pub fn claim_is_alive(tag: u64) -> bool {
+    runs(tag >> (START_BITS - 2), |t| t >> 2 == tag)
+}
+
+/// 64 random bits from the kernel (the hash key of a keyed table, a segment's instance).
+pub fn random_word() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: writes at most `bytes.len()` bytes into the buffer, which is valid for them.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    assert_eq!(
+        n,
+        8,
+        "getrandom failed: {}",
+        std::io::Error::last_os_error()
+    );
+    u64::from_le_bytes(bytes)
 }
 
 /// The 32-bit futex word inside a 64-bit one: its low half.

@@ -2,11 +2,17 @@
 //! a header and a fixed number of limiter slots.
 //!
 //! Layout (version [`LAYOUT_VERSION`]; every field a little-endian `u64` at a fixed offset):
-//! the header (`MAGIC`, the layout version, the slot count, the slot size) in the first 4 KiB,
-//! then `capacity` slots of [`SLOT_SIZE`] bytes. A slot: its state (free, being written,
+//! the header (`MAGIC`, the layout version, the slot count, the slot size, a random instance
+//! number) in the first 4 KiB, then `capacity` slots of [`SLOT_SIZE`] bytes. A slot: its state (free, being written,
 //! ready), its kind, its configuration, its name, and at offset [`WORDS_AT`] the limiter's
 //! words (`admission_core::shared`). Slots are taken in order and never given back: the
 //! segment's capacity is fixed when it is created, and `unlink` starts over.
+//!
+//! A keyed limiter's table does not fit a slot: it is a file of its own, next to the
+//! segment's and named after the segment's instance number and the slot
+//! (`admission.NAME.keys-INSTANCE-SLOT`), mapped the same way: a header (`TABLE_MAGIC`, the
+//! layout version, the slot count, the random hash key of its keys), the counter stripes in
+//! the next 4 KiB, then the key slots (`admission_core::shared_keyed`).
 //!
 //! Creation is race-free without a lock: the file is created with `O_EXCL`, sized, and its
 //! header written; `MAGIC` is stored last, so an opener that finds it has a whole header. A
@@ -21,14 +27,26 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use admission_core::shared_keyed::{KeySlot, KeyedCounters, STRIPES};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
+use super::os;
+
 /// "ADMSHM01" as a little-endian word.
 const MAGIC: u64 = u64::from_le_bytes(*b"ADMSHM01");
-/// Changes whenever the layout does: a segment of another version is refused.
-pub const LAYOUT_VERSION: u64 = 1;
+/// "ADMKEY01": the file of one keyed limiter's table.
+const TABLE_MAGIC: u64 = u64::from_le_bytes(*b"ADMKEY01");
+/// Changes whenever the layout does: a segment of another version is refused. 2: keyed
+/// token buckets (their kind, `max_keys` in the configuration, the instance number).
+pub const LAYOUT_VERSION: u64 = 2;
 const HEADER_SIZE: usize = 4096;
+/// Where a file's header words after the version start.
+const HEADER_AT: usize = 16;
+/// Where a table's key slots start (its counter stripes fill the page before).
+const TABLE_SLOTS_AT: usize = 2 * HEADER_SIZE;
+const MAX_CAPACITY: usize = 65_536;
+const MAX_TABLE_SLOTS: usize = 1 << 31;
 pub const SLOT_SIZE: usize = 2048;
 /// Where a slot's limiter words start (aligned to a cache line pair).
 pub const WORDS_AT: usize = 256;
@@ -46,6 +64,7 @@ const READY: u64 = 2;
 pub enum Kind {
     TokenBucket = 1,
     Semaphore = 2,
+    KeyedTokenBucket = 3,
 }
 
 impl Kind {
@@ -53,6 +72,7 @@ impl Kind {
         match self {
             Self::TokenBucket => "TokenBucket",
             Self::Semaphore => "Semaphore",
+            Self::KeyedTokenBucket => "KeyedTokenBucket",
         }
     }
 
@@ -60,13 +80,14 @@ impl Kind {
         match word {
             1 => Some(Self::TokenBucket),
             2 => Some(Self::Semaphore),
+            3 => Some(Self::KeyedTokenBucket),
             _ => None,
         }
     }
 }
 
 /// A limiter's configuration as stored in its slot: compared word for word at open.
-pub type Config = [u64; 4];
+pub type Config = [u64; 5];
 
 /// One mapping of the segment; unmapped when the last limiter using it is gone.
 pub struct Segment {
@@ -96,9 +117,85 @@ fn os_error(what: &str, path: &std::path::Path, e: std::io::Error) -> PyErr {
 
 impl Segment {
     /// Opens the segment at `path`, creating it with `capacity` slots and permissions `mode`
-    /// if it does not exist.
+    /// if it does not exist (with a random instance number: its keyed limiters' files say it).
     pub fn open(path: PathBuf, capacity: usize, mode: u32) -> PyResult<Self> {
-        let len = HEADER_SIZE + capacity * SLOT_SIZE;
+        let header = [capacity as u64, SLOT_SIZE as u64, os::random_word()];
+        Self::open_file(path, mode, MAGIC, header, |h| {
+            let capacity = h[0] as usize;
+            (h[1] == SLOT_SIZE as u64 && capacity <= MAX_CAPACITY)
+                .then_some((HEADER_SIZE + capacity * SLOT_SIZE, capacity))
+        })
+    }
+
+    /// Opens the table of keyed limiter `slot` (its file is named after the segment's
+    /// instance), creating it with `slots` key slots and a random hash key if it does not
+    /// exist; its slot count must be `slots`.
+    pub fn open_table(&self, slot: usize, slots: usize, mode: u32) -> PyResult<Self> {
+        let path = self.table_path(slot);
+        let header = [slots as u64, os::random_word(), os::random_word()];
+        let table = Self::open_file(path, mode, TABLE_MAGIC, header, |h| {
+            let n = h[0] as usize;
+            (n.is_power_of_two() && n <= MAX_TABLE_SLOTS)
+                .then_some((TABLE_SLOTS_AT + n * std::mem::size_of::<KeySlot>(), n))
+        })?;
+        if table.capacity != slots {
+            return Err(PyRuntimeError::new_err(format!(
+                "{} has {} key slots, its limiter needs {slots}: remove the store \
+                 (SharedMemory.unlink())",
+                table.path.display(),
+                table.capacity
+            )));
+        }
+        Ok(table)
+    }
+
+    /// The file of the table of keyed limiter `slot` of this segment.
+    pub fn table_path(&self, slot: usize) -> PathBuf {
+        let instance = self.word(HEADER_AT + 16).load(Ordering::Relaxed);
+        let mut name = self.path.clone().into_os_string();
+        name.push(format!(".keys-{instance:016x}-{slot}"));
+        PathBuf::from(name)
+    }
+
+    /// A table's hash key: random per table, the same in every process.
+    pub fn table_key(&self) -> [u64; 2] {
+        [8, 16].map(|at| self.word(HEADER_AT + at).load(Ordering::Relaxed))
+    }
+
+    /// A table's key slots and counter stripes.
+    pub fn table(&self) -> (&[KeySlot], &[KeyedCounters]) {
+        assert!(
+            TABLE_SLOTS_AT + self.capacity * std::mem::size_of::<KeySlot>() <= self.len,
+            "not a table"
+        );
+        // SAFETY: in bounds (checked above) and aligned (page-aligned mapping, offsets
+        // multiples of 64); both types are `#[repr(C)]` atomics only, valid for any bytes
+        // (zeroes at creation); they live as long as `self`; access is atomic only, as in
+        // `word`.
+        unsafe {
+            let base = self.base.as_ptr();
+            (
+                std::slice::from_raw_parts(
+                    base.add(TABLE_SLOTS_AT).cast::<KeySlot>(),
+                    self.capacity,
+                ),
+                std::slice::from_raw_parts(base.add(HEADER_SIZE).cast::<KeyedCounters>(), STRIPES),
+            )
+        }
+    }
+
+    /// Creates the file at `path` (a header of `magic`, the layout version and `header`,
+    /// `magic` stored last) or maps the existing one once its creator has written the
+    /// header. `size` gives the file's length and capacity from a header, `None` if the
+    /// header makes no sense.
+    fn open_file(
+        path: PathBuf,
+        mode: u32,
+        magic: u64,
+        header: [u64; 3],
+        size: impl Fn(&[u64; 3]) -> Option<(usize, usize)>,
+    ) -> PyResult<Self> {
+        let (len, capacity) = size(&header).expect("the creator's header is valid");
         match OpenOptions::new()
             .read(true)
             .write(true)
@@ -111,18 +208,25 @@ impl Segment {
                     .map_err(|e| os_error("cannot size", &path, e))?;
                 let segment = Self::map(&file, len, capacity, path)?;
                 segment.word(8).store(LAYOUT_VERSION, Ordering::Relaxed);
-                segment.word(16).store(capacity as u64, Ordering::Relaxed);
-                segment.word(24).store(SLOT_SIZE as u64, Ordering::Relaxed);
-                segment.word(0).store(MAGIC, Ordering::Release);
+                for (i, w) in header.iter().enumerate() {
+                    segment.word(HEADER_AT + 8 * i).store(*w, Ordering::Relaxed);
+                }
+                segment.word(0).store(magic, Ordering::Release);
                 Ok(segment)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::attach(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Self::attach(path, magic, size)
+            }
             Err(e) => Err(os_error("cannot create", &path, e)),
         }
     }
 
-    /// Maps an existing segment, once its creator has written the header.
-    fn attach(path: PathBuf) -> PyResult<Self> {
+    /// Maps an existing file, once its creator has written the header.
+    fn attach(
+        path: PathBuf,
+        magic_wanted: u64,
+        size_of: impl Fn(&[u64; 3]) -> Option<(usize, usize)>,
+    ) -> PyResult<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -137,7 +241,7 @@ impl Segment {
             if size >= HEADER_SIZE {
                 let header = Self::map(&file, HEADER_SIZE, 0, path.clone())?;
                 let magic = header.word(0).load(Ordering::Acquire);
-                if magic == MAGIC {
+                if magic == magic_wanted {
                     let version = header.word(8).load(Ordering::Relaxed);
                     if version != LAYOUT_VERSION {
                         return Err(PyRuntimeError::new_err(format!(
@@ -147,17 +251,19 @@ impl Segment {
                             path.display()
                         )));
                     }
-                    let capacity = header.word(16).load(Ordering::Relaxed) as usize;
-                    let slot_size = header.word(24).load(Ordering::Relaxed) as usize;
-                    let len = HEADER_SIZE + capacity * SLOT_SIZE;
-                    if slot_size != SLOT_SIZE || size < len {
-                        return Err(PyRuntimeError::new_err(format!(
-                            "{} is damaged (size {size}, {capacity} slots of {slot_size} \
-                             bytes): remove it (SharedMemory.unlink())",
+                    let words: [u64; 3] = std::array::from_fn(|i| {
+                        header.word(HEADER_AT + 8 * i).load(Ordering::Relaxed)
+                    });
+                    return match size_of(&words) {
+                        Some((len, capacity)) if size >= len => {
+                            Self::map(&file, len, capacity, path)
+                        }
+                        _ => Err(PyRuntimeError::new_err(format!(
+                            "{} is damaged (size {size}, header {words:?}): remove it \
+                             (SharedMemory.unlink())",
                             path.display()
-                        )));
-                    }
-                    return Self::map(&file, len, capacity, path);
+                        ))),
+                    };
                 }
                 if magic != 0 {
                     return Err(PyRuntimeError::new_err(format!(
