@@ -47,7 +47,7 @@ from admission._validate import timeout_seconds
 from admission.breaker import CircuitBreaker
 from admission.errors import AcquireTimeout, CapacityError, StoreUnavailable
 from admission.stats import LimiterStats, SemaphoreStats, WaitHistogram
-from admission.stores.network import NetworkStore, RateReply, SemaphoreReply
+from admission.stores.network import NetworkStore, RateReply, SemaphoreReply, caller_bounds
 
 if TYPE_CHECKING:
     from admission.metrics import Family
@@ -208,6 +208,9 @@ class _Guarded(Generic[T]):
         call, pending = self._call, self._pending
         error: BaseException | None = None
         watched: list[Any] | None = None  # its entry in the loop's `_Deadlines`
+        # The store learns in the call's first step that this guard bounds it.
+        bounds = self._timeout is not None and self._protect and pending is None
+        token = caller_bounds.set(True) if bounds else None
         try:
             while True:
                 if pending is None or pending.done():
@@ -215,6 +218,10 @@ class _Guarded(Generic[T]):
                         pending = call.send(None) if error is None else call.throw(error)
                     except StopIteration as stop:
                         return cast(T, stop.value)
+                    finally:
+                        if token is not None:
+                            caller_bounds.reset(token)
+                            token = None
                     error = None
                     if pending is None:  # a bare yield (a `sleep(0)`): the task runs it
                         try:
@@ -464,10 +471,16 @@ class _Waiter:
         return None
 
 
+#: Seconds a call taken over in the background (its caller gone, or past its deadline) may
+#: still take before it is cancelled: its late reply is given back until then. The stores'
+#: own clients end it sooner (their drivers bound each wait); this bounds a given one.
+LATE_REPLY_WITHIN = 10.0
+
+
 async def _finish(call: _Guarded[Any], on_late_reply: Callable[[Any], object]) -> None:
     try:
-        reply = await call
-    except Exception:  # the call failed: it granted nothing
+        reply = await asyncio.wait_for(call, LATE_REPLY_WITHIN)
+    except Exception:  # failed: it granted nothing (or no answer: a charge stays, admits less)
         return
     on_late_reply(reply)
 
