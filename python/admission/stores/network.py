@@ -74,7 +74,7 @@ class NetworkStore(ABC):
     of every host that opens a limiter of the same name in it.
 
     Every method is one round trip, must end within a small multiple of ``timeout`` seconds
-    (each of its waits bounded by ``timeout``: for a connection, for the reply), and raises
+    when called directly (a limiter's call is bounded by the limiter: `caller_bounds`), and raises
     `admission.errors.StoreUnavailable` for anything that is the store's fault (connection
     refused or lost, timeout, server error), never the driver's own exception. The limiters
     bound each call at exactly ``timeout`` themselves and let one that outlives it (or whose

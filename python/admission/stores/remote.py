@@ -347,7 +347,8 @@ def _deadlines(loop: asyncio.AbstractEventLoop, timeout: float) -> _Deadlines:
         return last
     found = _deadlines_by_loop.get((loop, timeout))
     if found is None:
-        for key in [key for key in _deadlines_by_loop if key[0].is_closed()]:
+        # (A copy of the keys first: another thread's loop may add one meanwhile.)
+        for key in [key for key in list(_deadlines_by_loop) if key[0].is_closed()]:
             _deadlines_by_loop.pop(key, None)  # its loop is gone, and its calls with it
         found = _deadlines_by_loop[(loop, timeout)] = _Deadlines(loop, timeout)
     _last_deadlines = found
