@@ -7,6 +7,7 @@ No wall-clock assertions: turns of the loop and timers are counted."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -104,7 +105,8 @@ def test_a_cancelled_caller_gets_its_message_and_the_call_hands_over_its_reply(k
         assert caller.cancel("given up")
         with pytest.raises(asyncio.CancelledError) as raised:
             await caller
-        assert raised.value.args == ("given up",)
+        if sys.version_info >= (3, 11):  # 3.10's task drops a waiter's message
+            assert raised.value.args == ("given up",)
         assert not reply.done()  # the driver's future was not cancelled
         reply.set_result(3)
         for _ in range(5):
