@@ -300,13 +300,14 @@ class _Deadlines:
     about as long as the calls in flight).
     """
 
-    __slots__ = ("_entries", "_timer", "loop", "timeout")
+    __slots__ = ("_entries", "_timer", "_timer_at", "loop", "timeout")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
         self.loop = loop
         self.timeout = timeout
         self._entries: collections.deque[list[Any]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     def watch(self, call: _Guarded[Any]) -> list[Any]:
         """Calls ``call._expire()`` once the timeout has passed, unless the entry returned
@@ -318,17 +319,22 @@ class _Deadlines:
         entry: list[Any] = [deadline, call]
         entries.append(entry)
         if self._timer is None:
-            self._timer = self.loop.call_at(deadline, self._fire)
+            self._schedule(deadline)
         return entry
+
+    def _schedule(self, deadline: float) -> None:
+        self._timer = self.loop.call_at(deadline, self._fire)
+        self._timer_at = deadline
 
     def _fire(self) -> None:
         self._timer = None
         entries = self._entries
-        now = self.loop.time()
+        # The loop runs a timer up to its clock's resolution early: what was due then is due.
+        now = max(self.loop.time(), self._timer_at)
         while entries:
             deadline, call = entries[0]
             if call is not None and deadline > now:
-                self._timer = self.loop.call_at(deadline, self._fire)
+                self._schedule(deadline)
                 return
             entries.popleft()
             if call is not None:
