@@ -24,6 +24,12 @@ Rounds are interleaved (a noisy neighbour hits every row alike), medians reporte
 
     .venv/bin/python benches/bench_postgres_store.py [ROUNDS=7] [SCALE=1.0]   # RESULTS.md
     .venv/bin/python -m pytest benches/bench_postgres_store.py --benchmark-only
+
+Where a decision's time goes (CPU, not wall time, so a loaded machine blurs it less): the
+client's CPU and the server backend's (``/proc/<pid>/stat``) per statement, on one
+connection, for ``select 1``, the decision's statement and the least a write can be::
+
+    .venv/bin/python benches/bench_postgres_store.py cpu [STATEMENTS=3000] [ROUNDS=5]
 """
 
 from __future__ import annotations
@@ -318,5 +324,81 @@ def main() -> None:
     print(f"\npyrate-limiter's decisions that admitted (the rest: refused by its lock): {shares}")
 
 
+_CPU_ROWS = {
+    "select 1": ("select 1", ()),
+    "six parameters in, three columns out, no table": (
+        "select $1::text is null, $3::bigint + $4::bigint,"
+        " $5::bigint + $6::bigint + coalesce(length($2::bytea), 0)",
+        ("cpu", None, INTERVAL_US, BURST, 1, 0),
+    ),
+    "UPDATE of the row, tat = tat + 1 (the least write)": (
+        "UPDATE admission.buckets SET tat = tat + 1 WHERE name = 'cpu' AND key = '\\x'::bytea",
+        (),
+    ),
+    "the decision (Postgres.rate's statement)": (
+        "",
+        ("cpu", None, INTERVAL_US, BURST, 1, 0),
+    ),
+}
+
+
+def _backend_cpu(pid: int) -> float:
+    """Seconds of CPU the server process ``pid`` has used (user + system)."""
+    import os
+
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def cpu_per_statement(dsn: str, statements: int, rounds: int) -> None:
+    store = Postgres(dsn, timeout=30, sweep_interval=None)
+    await store.migrate()
+    await store.rate("cpu", None, INTERVAL_US, BURST, 1, 0)  # the row exists
+    conn = await asyncpg.connect(dsn)
+    try:
+        pid = await conn.fetchval("select pg_backend_pid()")
+        rows = {k: (sql or store._sql["rate"], args) for k, (sql, args) in _CPU_ROWS.items()}
+        spent: dict[str, tuple[list[float], list[float], list[float]]] = {
+            k: ([], [], []) for k in rows
+        }
+        for sql, args in rows.values():  # prepared, planned (generic plans after 5)
+            for _ in range(100):
+                await conn.fetchrow(sql, *args)
+        for _ in range(rounds):
+            for key, (sql, args) in rows.items():
+                server, client, wall = _backend_cpu(pid), time.process_time(), time.perf_counter()
+                for _ in range(statements):
+                    await conn.fetchrow(sql, *args)
+                for values, used in zip(
+                    spent[key],
+                    (
+                        time.perf_counter() - wall,
+                        time.process_time() - client,
+                        _backend_cpu(pid) - server,
+                    ),
+                    strict=True,
+                ):
+                    values.append(used / statements * 1e6)
+    finally:
+        await conn.close()
+        await store.aclose()
+    print(f"one connection, {rounds} interleaved rounds of {statements}; µs per statement\n")
+    print("| statement | wall | client CPU | server CPU | CPU, both |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for key, (wall, client, server) in spent.items():
+        both = statistics.median(client) + statistics.median(server)
+        print(
+            f"| {key} | {statistics.median(wall):.0f} | {statistics.median(client):.0f} "
+            f"| {statistics.median(server):.0f} | {both:.0f} |"
+        )
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["cpu"]:
+        count = int(sys.argv[2]) if len(sys.argv) > 2 else 3000
+        repeat = int(sys.argv[3]) if len(sys.argv) > 3 else 5
+        with PostgresServer() as pg_server:
+            asyncio.run(cpu_per_statement(pg_server.app_dsn(), count, repeat))
+    else:
+        main()

@@ -20,12 +20,19 @@ Run::
     .venv/bin/python -m pytest benches/bench_redis_store.py -q --benchmark-only \\
         --benchmark-json=/tmp/redis.json
     .venv/bin/python benches/report.py /tmp/redis.json --no-targets
+
+or, on a shared machine, with every row's rounds interleaved (a neighbour's load hits every
+row alike; medians of the rounds, µs per decision)::
+
+    .venv/bin/python benches/bench_redis_store.py [ROUNDS=15]
 """
 
 from __future__ import annotations
 
 import asyncio
+import statistics
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -215,3 +222,55 @@ def test_redis_decision_c16(
     benchmark: Any, loop: asyncio.AbstractEventLoop, server: RedisServer, row: Row
 ) -> None:
     _bench(benchmark, loop, server, row, 16)
+
+
+# ------------------------------------------------------------------ standalone: interleaved
+
+
+async def _interleaved(url: str, rounds: int) -> dict[tuple[str, int], list[float]]:
+    """µs per decision of each round of each row at each concurrency."""
+    opened = [(row, await row.make(url)) for row in ROWS]
+    times: dict[tuple[str, int], list[float]] = {}
+    try:
+        for tasks, calls in CALLS.items():
+
+            async def one_round(decide: Decide, tasks: int = tasks, calls: int = calls) -> float:
+                async def worker() -> None:
+                    for _ in range(calls // tasks):
+                        await decide()
+
+                start = time.perf_counter()
+                await asyncio.gather(*(worker() for _ in range(tasks)))
+                return (time.perf_counter() - start) / calls * SECOND
+
+            for _, (decide, _) in opened:  # warm-up: connections, scripts, registrations
+                await one_round(decide)
+            for _ in range(rounds):
+                for row, (decide, _) in opened:
+                    times.setdefault((row.key, tasks), []).append(await one_round(decide))
+    finally:
+        for _, (_, close) in opened:
+            await close()
+    return times
+
+
+def main() -> None:
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 15
+    with RedisServer() as server:
+        times = asyncio.run(_interleaved(server.url(), rounds))
+    medians = {key: statistics.median(values) for key, values in times.items()}
+    print(f"{rounds} interleaved rounds; µs per decision (median of rounds)\n")
+    head = " | ".join(f"c={c} | vs PING | vs Redis.rate" for c in CALLS)
+    print(f"| row | {head} |")
+    print("| --- |" + " ---: | ---: | ---: |" * len(CALLS))
+    for row in ROWS:
+        cells = []
+        for c in CALLS:
+            value = medians[(row.key, c)]
+            ping, store = medians[("redis.PING", c)], medians[("redis.Redis.rate", c)]
+            cells.append(f"{value:.1f} | {value / ping:.2f} | {value / store:.2f}")
+        print(f"| {row.impl} | {' | '.join(cells)} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -389,3 +389,52 @@ def test_clients_with_skewed_clocks_agree_on_the_servers(pg: PostgresServer) -> 
     # Both read the same (server) clock: seconds apart at most, not two hours.
     assert abs(outcomes[0][1] - outcomes[1][1]) < 60 * 1_000_000
     assert abs(outcomes[0][1] / 1e6 - time.time()) < 60
+
+
+# ------------------------------------------------------------------ a reply after the timeout
+
+
+def test_a_decision_answered_after_the_timeout_is_given_back(own_server: PostgresServer) -> None:
+    """The server hangs (SIGSTOP) past the store's timeout: the limiter's call fails at its
+    deadline (StoreUnavailable; nothing cancels the caller's task) while its statement waits
+    in the server; when the server answers, the charge it made is given back. (A timer of
+    the store's own around the statement would cancel the caller's task, which began it,
+    and cut the connection: the server still runs the statement it had received, and that
+    charge would stay.)"""
+
+    async def main() -> None:
+        store = Postgres(own_server.app_dsn(), timeout=0.3, sweep_interval=None)
+        bucket = adm.TokenBucket(rate=1, per=3600, burst=5, name="late", store=store)
+        monitor = await asyncpg.connect(own_server.app_dsn())
+
+        async def row() -> tuple[int, int]:
+            tat, at = await monitor.fetchrow(
+                "SELECT tat, at FROM admission.buckets WHERE name = 'late'"
+            )
+            return tat, at
+
+        try:
+            await bucket.acquire(timeout=0)  # connected, registered, one token taken
+            tat_before, at_before = await row()
+            own_server.pause()
+            try:
+                with pytest.raises(adm.StoreUnavailable, match=r"no answer within 0\.3 s"):
+                    await bucket.acquire(timeout=0)
+                await asyncio.sleep(0.5)  # past any timer the call may have started
+            finally:
+                own_server.resume()
+            me = asyncio.current_task()
+            assert me is not None
+            assert me.cancelling() == 0  # nothing cancelled the caller's task
+
+            async def decided_then_given_back() -> bool:
+                tat, at = await row()
+                return at != at_before and tat == tat_before  # `at`: its decision ran
+
+            await wait_until(decided_then_given_back, "the late charge to be given back", 10.0)
+            assert bucket._counts.store_errors == 1
+        finally:
+            await monitor.close()
+            await store.aclose()
+
+    run(main())

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis.asyncio
 import redis.exceptions
-from postgres import run
+from postgres import run, wait_until
 from redis_server import RedisServer
 
 import admission as adm
@@ -275,3 +275,60 @@ def test_the_label_of_a_given_client(redis_server: RedisServer) -> None:
 def test_bad_options_are_clear_errors(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         adm.stores.Redis(**kwargs)
+
+
+@pytest.mark.parametrize("given", [False, True], ids=["own client", "given client"])
+def test_a_decision_answered_after_the_timeout_is_given_back(given: bool) -> None:
+    """The server paused past the store's timeout: the limiter's call fails at its deadline
+    (StoreUnavailable, and nothing cancels the caller's task then or later), the script runs
+    when the server resumes, and its charge is given back. (A timer around the call, the
+    store's or redis-py's, would cancel the caller's task, which began it, and cut the
+    connection: the server still runs the script it had received, and that charge stays.)"""
+
+    async def scenario(server: RedisServer) -> None:
+        client = redis.asyncio.Redis(port=server.port) if given else None
+        store = adm.stores.Redis(server.url(), client=client, timeout=0.3)
+        bucket = adm.TokenBucket(rate=1, per=3600, burst=5, name="late", store=store)
+        me = asyncio.current_task()
+        assert me is not None
+
+        def scripts_run() -> int:
+            stats = server.command("INFO", "commandstats")
+            assert isinstance(stats, bytes)
+            return sum(
+                int(line.split(b"calls=")[1].split(b",")[0])
+                for line in stats.splitlines()
+                if line.startswith((b"cmdstat_evalsha:", b"cmdstat_eval:"))
+            )
+
+        try:
+            await bucket.acquire(timeout=0)  # connected, registered, one token taken
+            tat_before = server.command("GET", "admission:{b:late}")
+            run_before = scripts_run()
+            server.pause()
+            try:
+                with pytest.raises(adm.StoreUnavailable, match=r"no answer within 0\.3 s"):
+                    await bucket.acquire(timeout=0)
+                await asyncio.sleep(0.5)  # past any timer the call may have started
+            finally:
+                server.resume()
+            assert me.cancelling() == 0
+            # The late charge ran, then its give-back (at least two scripts: the give-back's
+            # first EVALSHA meets NOSCRIPT, then its EVAL), and the TAT is as it was.
+            await wait_until(
+                lambda: (
+                    scripts_run() >= run_before + 2
+                    and server.command("GET", "admission:{b:late}") == tat_before
+                ),
+                "the late charge to be given back",
+                10.0,
+            )
+            await asyncio.sleep(0.5)
+            assert me.cancelling() == 0
+        finally:
+            await store.aclose()
+            if client is not None:
+                await client.aclose()
+
+    with RedisServer() as server:
+        run(scenario(server))

@@ -27,9 +27,18 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from typing import NamedTuple
 
-__all__ = ["NetworkStore", "RateReply", "SemaphoreReply"]
+__all__ = ["NetworkStore", "RateReply", "SemaphoreReply", "caller_bounds"]
+
+caller_bounds: ContextVar[bool] = ContextVar("admission_store_caller_bounds", default=False)
+"""True while a limiter starts a call of a store method (`admission.stores.remote`: read it
+before the method's first ``await``, it is set for that first step only). The limiter then
+bounds the call at ``timeout`` itself and lets it finish in the background, giving back what
+a late reply granted: a store must not also end the call at ``timeout`` (a timer around the
+whole call would cancel it just after the limiter's deadline and lose that reply). Its
+driver's own bounds on each wait, if it has them, stay."""
 
 
 class RateReply(NamedTuple):
@@ -65,12 +74,12 @@ class NetworkStore(ABC):
     of every host that opens a limiter of the same name in it.
 
     Every method is one round trip, must end within a small multiple of ``timeout`` seconds
-    (each of its waits bounded by ``timeout``: for a connection, for the reply), and raises
+    when called directly (a limiter's call is bounded by the limiter: `caller_bounds`), and raises
     `admission.errors.StoreUnavailable` for anything that is the store's fault (connection
     refused or lost, timeout, server error), never the driver's own exception. The limiters
     bound each call at exactly ``timeout`` themselves and let one that outlives it (or whose
     caller is cancelled) finish in the background: a reply may have been applied by the
-    server, so whatever it granted is given back when it comes.
+    server, so whatever it granted is given back when it comes (see `caller_bounds`).
 
     ``name`` and ``key`` identify a limiter's state: ``name`` its limiter's name (text),
     ``key`` a keyed limiter's key (canonical bytes, see `admission.keyed`) or None.

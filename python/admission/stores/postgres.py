@@ -25,7 +25,7 @@ from admission.errors import ConfigError, StoreUnavailable
 from admission.pools.dsn import parse_dsn, redact_dsn, scrub
 from admission.pools.errors import PoolError
 from admission.stores import _postgres_sql
-from admission.stores.network import NetworkStore, RateReply, SemaphoreReply
+from admission.stores.network import NetworkStore, RateReply, SemaphoreReply, caller_bounds
 
 __all__ = ["Postgres"]
 
@@ -55,7 +55,10 @@ class Postgres(NetworkStore):
     `admission.PoolManager`: a pool given is used as it is and never closed by `aclose`.
     ``schema`` holds the store's tables and function (created by `migrate`, or by the first
     use if ``create``); ``timeout`` (seconds or a duration string, default 100 ms) bounds every
-    call, which otherwise raises `admission.errors.StoreUnavailable`.
+    call, which otherwise raises `admission.errors.StoreUnavailable`: a timer around a call
+    made directly; for a limiter's call, the limiter's own deadline, after which the
+    statement runs on and what a late reply granted is given back (no timer of the store's
+    then: `admission.stores.network.caller_bounds`).
 
     >>> import admission as adm
     >>> store = adm.stores.Postgres("postgresql://app:s3cret@db.internal/rag", timeout="50ms")
@@ -242,11 +245,15 @@ class Postgres(NetworkStore):
                 raise
 
     async def _call(self, method: str, statement: str, *args: Any) -> Any:
-        """One statement: ``conn.<method>(sql, *args)`` within ``timeout``."""
+        """One statement: ``conn.<method>(sql, *args)`` within ``timeout`` (bounded by the
+        limiter calling it, if one is: see `admission.stores.network.caller_bounds`)."""
+        bounded = caller_bounds.get()  # before the first await: set for that step only
         if not self._ready:
-            await self._wait_ready()
+            await self._wait_ready(bounded)
         timeout = self.timeout
         try:
+            if bounded:
+                return await self._query(method, self._sql[statement], args)
             if sys.version_info >= (3, 11):
                 async with asyncio.timeout(timeout):
                     return await self._query(method, self._sql[statement], args)
@@ -256,15 +263,20 @@ class Postgres(NetworkStore):
                 raise self._unavailable(exc, timeout) from exc
             raise
 
-    async def _wait_ready(self) -> None:
+    async def _wait_ready(self, bounded: bool = False) -> None:
         if self._closed:
             raise StoreUnavailable(self._label, "the store was closed (aclose)")
         setup = self._setup
         if setup is None or (setup.done() and setup.exception() is not None):
             setup = self._setup = asyncio.ensure_future(self._set_up())
         try:
-            # Shielded: a caller that gives up leaves the connecting to the next one.
-            await asyncio.wait_for(asyncio.shield(setup), self.timeout)
+            # Shielded: a caller that gives up leaves the connecting to the next one. Under
+            # a limiter's bound, no timer of its own (asyncio's would cancel the task that
+            # set it, which is the caller's only until the limiter's deadline).
+            if bounded:
+                await asyncio.shield(setup)
+            else:
+                await asyncio.wait_for(asyncio.shield(setup), self.timeout)
         except (TimeoutError, asyncio.TimeoutError) as exc:
             raise StoreUnavailable(
                 self._label, f"not connected within {self.timeout:g} s (still trying)"

@@ -44,10 +44,14 @@ Run the server with ``maxmemory-policy noeviction`` (Redis's default) or with no
 limiters then admit more than their limits (fencing tokens stay increasing, see ``n``).
 
 The client is redis-py's asyncio client, so the store runs on asyncio (and uvloop), not on
-trio. A client made from ``url`` retries nothing, and its pool wait, connect and each read
-end after ``timeout`` (redis-py's own timers); a client you pass gets one timer around each
-whole call instead. The limiters bound every call at ``timeout`` themselves, and let a call
-that outlives it finish in the background so that what it granted is given back.
+trio. A client made from ``url`` retries nothing and has no timeouts of redis-py's (its
+timeouts cancel the task that began a wait, which need not be the caller's any more: see
+below); a method called directly ends at ``timeout`` (one timer around the whole call). The
+limiters bound every call at ``timeout`` themselves (no timer of the store's then, see
+`admission.stores.network.caller_bounds`), and let a call that outlives it finish in a task
+of its own (for at most `admission.stores.remote.LATE_REPLY_WITHIN` seconds more) so that
+what it granted is given back. A client you pass should have no ``socket_timeout`` (nor
+``socket_connect_timeout``, nor a blocking pool's ``timeout``) for the same reason.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 from admission._extras import require
 from admission.errors import StoreUnavailable
 from admission.pools.dsn import redact_dsn, scrub
-from admission.stores.network import NetworkStore, RateReply, SemaphoreReply
+from admission.stores.network import NetworkStore, RateReply, SemaphoreReply, caller_bounds
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -349,13 +353,16 @@ class Redis(NetworkStore):
         self._secrets = (password, unquote(password)) if password else ()
         try:
             # A call waits (within its timeout) for one of the pool's connections, rather
-            # than failing as redis-py's default pool does when all are in use.
+            # than failing as redis-py's default pool does when all are in use. No timeouts
+            # of redis-py's own: it bounds a wait with asyncio.timeout, which cancels the
+            # task that began the wait, and a limiter's call goes on in a task of its own
+            # after its deadline: the caller's task would be cancelled later, at random.
             pool = redis.asyncio.BlockingConnectionPool.from_url(
                 url,
                 max_connections=DEFAULT_MAX_CONNECTIONS,
-                timeout=self.timeout,
-                socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
+                timeout=None,
+                socket_timeout=None,
+                socket_connect_timeout=None,
                 retry=Retry(NoBackoff(), 0),
             )
             self._client = redis.asyncio.Redis.from_pool(pool)
@@ -391,11 +398,10 @@ class Redis(NetworkStore):
     async def _eval(self, script: _Script, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
         """One script call within ``timeout``: EVALSHA, and on NOSCRIPT the load and again."""
         try:
-            if self._owned:
-                # Its own client's pool wait, connect and reads each end at `timeout` (the
-                # driver's own timers); the limiters bound the whole call at `timeout` and
-                # let it finish in the background (a late reply is given back): a second
-                # timer here would only cost every call its price.
+            if caller_bounds.get():
+                # A limiter bounds the whole call at `timeout` and lets it finish in the
+                # background (a late reply is given back): a timer here would cancel it
+                # just after and lose that reply.
                 return await self._evalsha(script, keys, args)
             if sys.version_info >= (3, 11):
                 async with asyncio.timeout(self.timeout):

@@ -32,8 +32,8 @@ coroutine would always be true.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-import functools
 import math
 import os
 import socket
@@ -47,7 +47,7 @@ from admission._validate import timeout_seconds
 from admission.breaker import CircuitBreaker
 from admission.errors import AcquireTimeout, CapacityError, StoreUnavailable
 from admission.stats import LimiterStats, SemaphoreStats, WaitHistogram
-from admission.stores.network import NetworkStore, RateReply, SemaphoreReply
+from admission.stores.network import NetworkStore, RateReply, SemaphoreReply, caller_bounds
 
 if TYPE_CHECKING:
     from admission.metrics import Family
@@ -89,6 +89,16 @@ def _require_asyncio(what: str) -> None:
             f"{what} is in a network store, whose drivers (asyncpg, redis-py) run on asyncio "
             "only: use it from asyncio or uvloop (or anyio on its asyncio backend)"
         )
+
+
+def _timeout(timeout: float | str | None) -> float | None:
+    """``timeout`` in seconds, None for no limit (None or infinity): `timeout_seconds`, with
+    a plain number taken as it is (the common case, checked in a third of the time)."""
+    kind = type(timeout)
+    if (kind is float or kind is int) and 0 <= timeout <= 1e15:  # type: ignore[operator]
+        return float(timeout)  # type: ignore[arg-type]
+    seconds = timeout_seconds(timeout)
+    return None if seconds is None or math.isinf(seconds) else seconds
 
 
 def _sync_refused(what: str) -> TypeError:
@@ -159,10 +169,10 @@ class _Guarded(Generic[T]):
 
     `asyncio.shield` would do the same with a task per call, and `asyncio.timeout` the
     deadline with a context manager and a cancellation; this drives the call in the caller's
-    own task instead, handing the task a future of its own to wait on for each future the
-    call waits on (completed by it, or by the deadline's timer), so a cancellation cancels
-    that one and not the driver's. Measured against asyncpg on loopback: about a third of
-    the client CPU a task and a shield add per round trip.
+    own task instead, handing the task a `_Waiter` of its own to wait on for each future the
+    call waits on (woken by it, or by the deadline's timer), so a cancellation cancels that
+    one and not the driver's. Measured against asyncpg on loopback: about a third of the
+    client CPU a task and a shield add per round trip.
     """
 
     __slots__ = (
@@ -192,12 +202,15 @@ class _Guarded(Generic[T]):
         self._timeout = timeout
         self._expired = expired
         self._timed_out = False
-        self._waiting: asyncio.Future[None] | None = None  # what the caller's task waits on
+        self._waiting: _Waiter | None = None  # what the caller's task waits on
 
     def __await__(self) -> Generator[Any, None, T]:
         call, pending = self._call, self._pending
         error: BaseException | None = None
-        timer: asyncio.TimerHandle | None = None
+        watched: list[Any] | None = None  # its entry in the loop's `_Deadlines`
+        # The store learns in the call's first step that this guard bounds it.
+        bounds = self._timeout is not None and self._protect and pending is None
+        token = caller_bounds.set(True) if bounds else None
         try:
             while True:
                 if pending is None or pending.done():
@@ -205,6 +218,10 @@ class _Guarded(Generic[T]):
                         pending = call.send(None) if error is None else call.throw(error)
                     except StopIteration as stop:
                         return cast(T, stop.value)
+                    finally:
+                        if token is not None:
+                            caller_bounds.reset(token)
+                            token = None
                     error = None
                     if pending is None:  # a bare yield (a `sleep(0)`): the task runs it
                         try:
@@ -221,13 +238,13 @@ class _Guarded(Generic[T]):
                     pending._asyncio_future_blocking = False
                 if self._past_deadline(pending):  # it passed while the call went on
                     raise self._give_up(pending)
-                wait_on = pending
+                wait_on: asyncio.Future[Any] | _Waiter = pending
                 if self._protect:
                     loop = pending.get_loop()
-                    wait_on = self._waiting = loop.create_future()
-                    pending.add_done_callback(functools.partial(_wake, wait_on))
-                    if timer is None and self._timeout is not None:
-                        timer = loop.call_later(self._timeout, self._expire)
+                    wait_on = self._waiting = _Waiter(loop)
+                    pending.add_done_callback(wait_on.wake)
+                    if watched is None and self._timeout is not None:
+                        watched = _deadlines(loop, self._timeout).watch(self)
                 wait_on._asyncio_future_blocking = True
                 try:
                     yield wait_on
@@ -242,11 +259,11 @@ class _Guarded(Generic[T]):
                 if self._past_deadline(pending):
                     raise self._give_up(pending)
         finally:
-            if timer is not None:
-                timer.cancel()
+            if watched is not None:
+                watched[1] = None  # ended: its deadline no longer concerns it
 
     def _past_deadline(self, pending: asyncio.Future[Any]) -> bool:
-        # A method: the timer sets the flag between two reads (type checkers would narrow it).
+        # A method: `_expire` sets the flag between two reads (type checkers would narrow it).
         return self._timed_out and not pending.done()
 
     def _give_up(self, pending: asyncio.Future[Any]) -> BaseException:
@@ -256,9 +273,10 @@ class _Guarded(Generic[T]):
         return self._expired()
 
     def _expire(self) -> None:
+        """Its deadline passed (called by `_Deadlines`)."""
         self._timed_out = True
         if self._waiting is not None:
-            _wake(self._waiting, None)
+            self._waiting.wake(None)
 
     def _take_over(self, pending: asyncio.Future[Any] | None) -> None:
         _keep(
@@ -270,15 +288,206 @@ def _ignore(reply: object) -> None:
     """The late reply of a call that granted nothing (a state read, a renewal, a release)."""
 
 
-def _wake(waiter: asyncio.Future[None], _: object) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+@final
+class _Deadlines:
+    """The deadlines of the `_Guarded` calls of one loop that share one timeout, under one
+    timer: a call's deadline is its start plus that timeout, so the calls' deadlines come
+    in the order the calls start, and a queue in that order with a timer at its head's
+    deadline watches them all. A call costs an append and, when it ends, the clearing of
+    its entry, where a timer of its own (`loop.call_later`, then its `cancel`) cost three
+    times as much; the timer fires about once per timeout while calls go on, and drops the
+    entries of ended calls (a call's start drops those at the head too, so the queue stays
+    about as long as the calls in flight).
+    """
+
+    __slots__ = ("_entries", "_timer", "_timer_at", "loop", "timeout")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self.loop = loop
+        self.timeout = timeout
+        self._entries: collections.deque[list[Any]] = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+
+    def watch(self, call: _Guarded[Any]) -> list[Any]:
+        """Calls ``call._expire()`` once the timeout has passed, unless the entry returned
+        (``[deadline, call]``) has had its call cleared first."""
+        entries = self._entries
+        while entries and entries[0][1] is None:
+            entries.popleft()
+        deadline = self.loop.time() + self.timeout
+        entry: list[Any] = [deadline, call]
+        entries.append(entry)
+        if self._timer is None:
+            self._schedule(deadline)
+        return entry
+
+    def _schedule(self, deadline: float) -> None:
+        self._timer = self.loop.call_at(deadline, self._fire)
+        self._timer_at = deadline
+
+    def _fire(self) -> None:
+        self._timer = None
+        entries = self._entries
+        # The loop runs a timer up to its clock's resolution early: what was due then is due.
+        now = max(self.loop.time(), self._timer_at)
+        while entries:
+            deadline, call = entries[0]
+            if call is not None and deadline > now:
+                self._schedule(deadline)
+                return
+            entries.popleft()
+            if call is not None:
+                call._expire()
+
+
+_deadlines_by_loop: dict[tuple[asyncio.AbstractEventLoop, float], _Deadlines] = {}
+_last_deadlines: _Deadlines | None = None
+
+
+def _deadlines(loop: asyncio.AbstractEventLoop, timeout: float) -> _Deadlines:
+    """The `_Deadlines` of ``loop`` for ``timeout`` (the last one used is found first)."""
+    global _last_deadlines
+    last = _last_deadlines
+    if last is not None and last.loop is loop and last.timeout == timeout:
+        return last
+    found = _deadlines_by_loop.get((loop, timeout))
+    if found is None:
+        # (A copy of the keys first: another thread's loop may add one meanwhile.)
+        for key in [key for key in list(_deadlines_by_loop) if key[0].is_closed()]:
+            _deadlines_by_loop.pop(key, None)  # its loop is gone, and its calls with it
+        found = _deadlines_by_loop[(loop, timeout)] = _Deadlines(loop, timeout)
+    _last_deadlines = found
+    return found
+
+
+@final
+class _Waiter:
+    """What a `_Guarded` call hands the caller's task to wait on in place of a future the
+    driver awaits: a cancellation of the task cancels this one, never the driver's.
+
+    It speaks the protocol a task has with a future it is handed (the ``Task.__step`` /
+    ``task_step_impl`` of CPython, which uvloop's loops run too): the task reads
+    ``_asyncio_future_blocking`` and `get_loop`, registers its wake-up with
+    `add_done_callback` (in its own context), and on waking calls `result`, which raises
+    into it if the waiter was cancelled. Unlike an `asyncio.Future`, whose callbacks run in
+    a later turn of the loop (``call_soon``), `wake` calls them at once: it runs from the
+    driver's future's own callback (or the deadline's timer), in a turn of the loop that
+    no task is running, so the caller's task resumes in that same turn rather than the
+    next. A `cancel` schedules them (``call_soon``), as a future's does: it is called from
+    inside a running task or callback, where resuming another task is not allowed.
+    """
+
+    __slots__ = (
+        "_asyncio_future_blocking",
+        "_cancel_message",
+        "_context",
+        "_fn",
+        "_loop",
+        "_more",
+        "_state",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._asyncio_future_blocking = False
+        self._state = 0  # 0 waiting, 1 woken, 2 cancelled
+        # The callback (the task's wake-up: the only one a task adds) and its context; any
+        # others in `_more`.
+        self._fn: Callable[[_Waiter], object] | None = None
+        self._context: Any = None
+        self._more: list[tuple[Callable[[_Waiter], object], Any]] | None = None
+        self._cancel_message: object = None
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop it belongs to (the driver's future's)."""
+        return self._loop
+
+    def wake(self, _: object) -> None:
+        """Done: the driver's future completed (its argument) or the deadline passed; runs
+        the callbacks now, each in the context it was added with."""
+        if self._state:
+            return
+        self._state = 1
+        fn, context, more = self._fn, self._context, self._more
+        self._fn = self._context = self._more = None  # no cycle through the task
+        if fn is not None:
+            if context is None:
+                fn(self)
+            else:
+                context.run(fn, self)
+        for fn, context in more or ():
+            if context is None:
+                fn(self)
+            else:
+                context.run(fn, self)
+
+    def cancel(self, msg: object = None) -> bool:
+        """Cancels the wait (never the driver's future); False if already done."""
+        if self._state:
+            return False
+        self._state = 2
+        self._cancel_message = msg
+        callbacks = [(self._fn, self._context), *(self._more or ())]
+        self._fn = self._context = self._more = None
+        for fn, context in callbacks:
+            if fn is not None:
+                self._loop.call_soon(fn, self, context=context)
+        return True
+
+    def add_done_callback(self, fn: Callable[[_Waiter], object], *, context: Any = None) -> None:
+        """Calls ``fn(self)`` once done (soon, if it already is)."""
+        if self._state:
+            self._loop.call_soon(fn, self, context=context)
+        elif self._fn is None and self._more is None:
+            self._fn, self._context = fn, context
+        else:
+            self._more = [*(self._more or ()), (fn, context)]
+
+    def remove_done_callback(self, fn: Callable[[_Waiter], object]) -> int:
+        """Forgets every registration of ``fn``; how many there were."""
+        removed = 0
+        if self._fn is not None and self._fn == fn:
+            self._fn = self._context = None
+            removed = 1
+        if self._more:
+            kept = [entry for entry in self._more if entry[0] != fn]
+            removed += len(self._more) - len(kept)
+            self._more = kept
+        return removed
+
+    def cancelled(self) -> bool:
+        """Whether `cancel` ended it."""
+        return self._state == 2
+
+    def done(self) -> bool:
+        """Whether it was woken or cancelled."""
+        return self._state != 0
+
+    def result(self) -> None:
+        """None once woken; raises `asyncio.CancelledError` if cancelled."""
+        if self._state == 2:
+            message = self._cancel_message
+            raise asyncio.CancelledError() if message is None else asyncio.CancelledError(message)
+        if self._state == 0:
+            raise asyncio.InvalidStateError("the wait is not over")
+
+    def exception(self) -> BaseException | None:
+        """None once woken; raises as `result` does otherwise."""
+        self.result()
+        return None
+
+
+#: Seconds a call taken over in the background (its caller gone, or past its deadline) may
+#: still take before it is cancelled: its late reply is given back until then. The stores'
+#: own clients end it sooner (their drivers bound each wait); this bounds a given one.
+LATE_REPLY_WITHIN = 10.0
 
 
 async def _finish(call: _Guarded[Any], on_late_reply: Callable[[Any], object]) -> None:
     try:
-        reply = await call
-    except Exception:  # the call failed: it granted nothing
+        reply = await asyncio.wait_for(call, LATE_REPLY_WITHIN)
+    except Exception:  # failed: it granted nothing (or no answer: a charge stays, admits less)
         return
     on_late_reply(reply)
 
@@ -448,7 +657,7 @@ class _Remote:
                 await self.store.register(type(self)._kind, self.name, self._config())
                 self._registered = True
             reply = await _Guarded(
-                call(), on_late_reply, timeout=self.store.timeout, expired=self._no_answer
+                call(), on_late_reply, None, True, self.store.timeout, self._no_answer
             )
         except StoreUnavailable:
             breaker.record(False, 0.0)
@@ -549,9 +758,7 @@ class _RemoteRate(_Remote):
     async def _acquire(self, key: bytes | None, cost: int, timeout: float | str | None) -> None:
         _require_asyncio(type(self).__name__)
         self._check_cost(cost)
-        seconds = timeout_seconds(timeout)
-        if seconds is not None and math.isinf(seconds):
-            seconds = None
+        seconds = _timeout(timeout)
         counts = self._counts
         if self._local_tokens >= cost:
             self._local_tokens -= cost
@@ -887,9 +1094,7 @@ class RemoteSemaphore(_Remote):
         _require_asyncio("Semaphore")
         if n != 1:
             raise ValueError(f"a semaphore in a network store grants one permit at a time, not {n}")
-        seconds = timeout_seconds(timeout)
-        if seconds is not None and math.isinf(seconds):
-            seconds = None
+        seconds = _timeout(timeout)
         counts = self._counts
         holder = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex}"
         loop = asyncio.get_running_loop()

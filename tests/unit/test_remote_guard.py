@@ -1,0 +1,176 @@
+"""The guard around each round trip of a limiter in a network store (`remote._Guarded`): what
+the caller's task waits on (`remote._Waiter`) and the deadlines (`remote._Deadlines`), on
+each kind of task a loop runs (asyncio's C task, its pure-Python task, uvloop's loop).
+
+No wall-clock assertions: turns of the loop and timers are counted."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+import admission as adm
+from admission.stores.remote import _Guarded
+
+TASK_KINDS = ["C task", "Python task", "uvloop"]
+
+
+def run_on(kind: str, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Runs ``main()`` as a task of ``kind``."""
+    if kind == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        uvloop.run(main())
+        return
+
+    async def spawn() -> None:
+        loop = asyncio.get_running_loop()
+        if kind == "Python task":
+            py_task: Any = asyncio.tasks._PyTask  # type: ignore[attr-defined]
+            loop.set_task_factory(lambda loop, coro, **kw: py_task(coro, loop=loop, **kw))
+        task = loop.create_task(main())
+        assert (type(task) is asyncio.tasks._CTask) == (kind == "C task")  # type: ignore[attr-defined]
+        await task
+
+    asyncio.run(spawn())
+
+
+class Turns:
+    """Counts the loop's turns: a callback that runs once per turn and schedules itself."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._loop = asyncio.get_running_loop()
+        self._loop.call_soon(self._tick)
+        self._stopped = False
+
+    def _tick(self) -> None:
+        self.count += 1
+        if not self._stopped:
+            self._loop.call_soon(self._tick)
+
+    def stop(self) -> None:
+        self._stopped = True
+
+
+@pytest.mark.parametrize("kind", TASK_KINDS)
+def test_the_caller_resumes_in_the_turn_the_drivers_future_completes(kind: str) -> None:
+    """No turn of the loop between the driver's reply and the caller: the guard costs the
+    round trip no extra turn (an asyncio.Future in between would cost one)."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        turns = Turns()
+        reply: asyncio.Future[int] = loop.create_future()
+        completed_in: list[int] = []
+        # Runs in the turn the reply's callbacks run, just before the guard's own.
+        reply.add_done_callback(lambda _: completed_in.append(turns.count))
+        loop.call_later(0.01, reply.set_result, 7)
+
+        async def driver() -> int:
+            return await reply
+
+        for _ in range(2):  # with a deadline and without
+            assert await _Guarded(driver(), pytest.fail, timeout=5.0, expired=pytest.fail) == 7
+            assert completed_in == [turns.count]
+            reply = loop.create_future()
+            completed_in.clear()
+            reply.add_done_callback(lambda _: completed_in.append(turns.count))
+            loop.call_later(0.01, reply.set_result, 7)
+            assert await _Guarded(driver(), pytest.fail) == 7
+            assert completed_in == [turns.count]
+        turns.stop()
+
+    run_on(kind, main)
+
+
+@pytest.mark.parametrize("kind", TASK_KINDS)
+def test_a_cancelled_caller_gets_its_message_and_the_call_hands_over_its_reply(kind: str) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[int] = loop.create_future()
+        late: list[int] = []
+
+        async def driver() -> int:
+            return await reply
+
+        async def call() -> int:
+            return await _Guarded(driver(), late.append)
+
+        caller = loop.create_task(call())
+        await asyncio.sleep(0)  # waiting on the guard's waiter now
+        assert caller.cancel("given up")
+        with pytest.raises(asyncio.CancelledError) as raised:
+            await caller
+        if sys.version_info >= (3, 11):  # 3.10's task drops a waiter's message
+            assert raised.value.args == ("given up",)
+        assert not reply.done()  # the driver's future was not cancelled
+        reply.set_result(3)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert late == [3]
+
+    run_on(kind, main)
+
+
+class CountingLoop(asyncio.SelectorEventLoop):
+    """Counts the timers scheduled on it."""
+
+    timers = 0
+
+    def call_at(self, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        self.timers += 1
+        return super().call_at(*args, **kwargs)
+
+
+def test_calls_sharing_a_timeout_share_one_timer_and_each_expires_at_its_own_deadline() -> None:
+    loop = CountingLoop()
+    late: list[int] = []
+
+    def expired() -> BaseException:
+        return adm.StoreUnavailable("memory", "late")
+
+    async def main() -> None:
+        # 200 quick calls: each waits on a future completed in the next turn.
+        async def quick(n: int) -> int:
+            reply = loop.create_future()
+            loop.call_soon(reply.set_result, n)
+            return await reply
+
+        before = loop.timers
+        for n in range(200):
+            assert await _Guarded(quick(n), pytest.fail, timeout=30.0, expired=expired) == n
+        assert loop.timers - before == 1  # one timer for all of them, not one each
+
+        # Three slow calls started one after the other, the second answered at once: the
+        # first and the third fail at their deadlines and hand their replies over later.
+        replies = [loop.create_future() for _ in range(3)]
+
+        async def slow(i: int) -> int:
+            return await replies[i]
+
+        async def call(i: int) -> int:
+            return await _Guarded(slow(i), late.append, timeout=0.05, expired=expired)
+
+        calls = []
+        for i in range(3):
+            calls.append(loop.create_task(call(i)))
+            await asyncio.sleep(0.01)
+        replies[1].set_result(1)
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert results[1] == 1
+        assert isinstance(results[0], adm.StoreUnavailable)
+        assert isinstance(results[2], adm.StoreUnavailable)
+        replies[0].set_result(0)
+        replies[2].set_result(2)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert sorted(late) == [0, 2]
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
