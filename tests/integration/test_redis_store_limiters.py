@@ -201,12 +201,16 @@ def test_a_restart_mid_load(mode: str) -> None:
             await asyncio.to_thread(server.start)
             phase = "after"
             # The breaker lets a probe through after its open time (1 s, doubling): then the
-            # store decides again, and the fallbacks stop.
+            # store decides again. (Not "no fallback at all from then": on a loaded machine a
+            # round trip may still pass the 0.1 s timeout now and then, and fall back.)
             breaker = store_breaker(store)
             await wait_until(lambda: breaker.state == "closed", "the store's breaker to close")
             fallbacks, after = bucket._counts.fallbacks, admitted_in["after"]
-            await wait_until(lambda: admitted_in["after"] >= after + 200, "admissions after")
-            assert bucket._counts.fallbacks == fallbacks
+
+            def decided_by_the_store() -> int:
+                return admitted_in["after"] - after - (bucket._counts.fallbacks - fallbacks)
+
+            await wait_until(lambda: decided_by_the_store() >= 200, "the store's admissions")
 
         tasks = [asyncio.ensure_future(task()) for _ in range(20)]
         try:
