@@ -29,8 +29,8 @@ tables into benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
 ``<!-- /audit-eval:NAME -->`` (NAME the corpus, or ``--block``): the figures there are this
 script's output, never copied by hand.
 
-    .venv/bin/python benches/audit_eval/run.py [--corpus seen holdout holdout2 holdout3] [--no-flake8]
-        [--allow-unlabelled] [--write-results] [--block NAME]
+    .venv/bin/python benches/audit_eval/run.py [--corpus seen holdout holdout2 holdout3]
+        [--no-flake8] [--allow-unlabelled] [--write-results] [--block NAME]
 """
 
 from __future__ import annotations
