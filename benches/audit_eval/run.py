@@ -1,7 +1,7 @@
 """`make audit-eval`: the audit's precision on real code, beside ruff's and flake8-async's
 ASYNC rules on the same code.
 
-Three corpora, each a list of source distributions pinned by name, version and sha256,
+Four corpora, each a list of source distributions pinned by name, version and sha256,
 downloaded with pip from the package index into ``.venv/audit-eval/`` (never committed):
 
 - ``seen`` (``corpus.txt``, labels in ``labels.csv``): read while the rules were written;
@@ -10,7 +10,10 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   figure for unseen code (RESULTS.md keeps it in its own block, ``holdout-unseen``);
 - ``holdout2`` (``holdout2.txt``, labels in ``holdout2_labels.csv``): a second held-out
   corpus, pinned before the audit ran on it, once the first had been read for fixes; its
-  first run is in the block ``holdout2-unseen``.
+  first run is in the block ``holdout2-unseen``;
+- ``holdout3`` (``holdout3.txt``, labels in ``holdout3_labels.csv``): a third, pinned before
+  the audit ran on it, once the second had been read for fixes; its first run is in the
+  block ``holdout3-unseen``.
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
@@ -26,8 +29,8 @@ tables into benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
 ``<!-- /audit-eval:NAME -->`` (NAME the corpus, or ``--block``): the figures there are this
 script's output, never copied by hand.
 
-    .venv/bin/python benches/audit_eval/run.py [--corpus seen holdout holdout2] [--no-flake8]
-        [--allow-unlabelled] [--write-results] [--block NAME]
+    .venv/bin/python benches/audit_eval/run.py [--corpus seen holdout holdout2 holdout3]
+        [--no-flake8] [--allow-unlabelled] [--write-results] [--block NAME]
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ CORPORA = {
     "seen": ("corpus.txt", "labels.csv"),
     "holdout": ("holdout.txt", "holdout_labels.csv"),
     "holdout2": ("holdout2.txt", "holdout2_labels.csv"),
+    "holdout3": ("holdout3.txt", "holdout3_labels.csv"),
 }
 
 LabelKey = tuple[str, str, int, str]  # project, path, line, code

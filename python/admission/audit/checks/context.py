@@ -35,6 +35,11 @@ __all__ = ["Context", "own_nodes"]
 # Loops over ranges up to this many items count as bounded (`for i in range(8)`).
 SMALL_RANGE = 100
 
+# Calls that yield as many items as the iterable they are given.
+_SAME_SIZE = frozenset(
+    {"enumerate", "reversed", "sorted", "list", "tuple", "set", "iter", "as_completed"}
+)
+
 _WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 
 # Words in a name that say "this bounds concurrency" (semaphores, limiters, locks, ...).
@@ -527,7 +532,8 @@ class Context:
             name = last_name(node.func)
             if isinstance(node.func, ast.Name) and name == "range":
                 return self._range_bounded(node)
-            if name in ("enumerate", "reversed", "sorted", "list", "tuple", "set", "iter") or (
+            # as many items as they are given (`as_completed(aws)` yields one per awaitable)
+            if name in _SAME_SIZE or (
                 name in ("items", "keys", "values") and isinstance(node.func, ast.Attribute)
             ):
                 inner = node.args[0] if node.args else None
@@ -590,12 +596,29 @@ class Context:
         if isinstance(loop, ast.For | ast.AsyncFor):
             return _owned_target(loop.target) or self.iterable_bounded(loop.iter, scope)
         if isinstance(loop, ast.While):
-            return _compares_len(loop.test)
+            return _compares_len(loop.test) or self._test_compares_len(loop.test, scope)
         if isinstance(loop, ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp):
             return all(
                 _owned_target(g.target) or self.iterable_bounded(g.iter, scope)
                 for g in loop.generators
             )
+        return False
+
+    def _test_compares_len(self, test: ast.expr, scope: Scope) -> bool:
+        """A loop condition that is a predicate of this file comparing a ``len(...)``
+        (``while self._can_spawn():`` returning ``len(self._running) < self._limit``), read
+        one call level down: the bound is in the loop's condition, under another name."""
+        calls = [n for n in ast.walk(test) if isinstance(n, ast.Call)]
+        for call in calls:
+            for callee in self.callees(call.func, scope):
+                body = getattr(callee.node, "body", [])
+                for node in own_nodes(body if isinstance(body, list) else []):
+                    if (
+                        isinstance(node, ast.Return)
+                        and node.value is not None
+                        and _compares_len(node.value)
+                    ):
+                        return True
         return False
 
     # -- where ---------------------------------------------------------------------------

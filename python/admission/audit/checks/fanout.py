@@ -29,6 +29,7 @@ _FAN_OUT = frozenset(
         "asyncio.tasks.as_completed",
     }
 )
+_WAITS = frozenset({"asyncio.wait", "asyncio.tasks.wait"})
 _SPAWN_FUNCTIONS = frozenset(
     {
         "asyncio.create_task",
@@ -403,6 +404,32 @@ def _ends_existing(work: ast.expr | None) -> bool:
     return work is not None and _ends_or_waits(work)
 
 
+def _replaces_finished(ctx: Context, loop: ast.AST, scope: Scope) -> bool:
+    """The loop runs over the tasks ``asyncio.wait`` returned done (``done, pending = await
+    asyncio.wait(pending, return_when=FIRST_COMPLETED)``) and spawns once per round: each
+    new task replaces a finished one, so the number running never grows past the first
+    set's (the sliding window of tasks)."""
+    if not isinstance(loop, ast.For | ast.AsyncFor) or not isinstance(loop.iter, ast.Name):
+        return False
+    spawns = [
+        node for node in own_nodes(loop.body) if isinstance(node, ast.Call) and _is_spawn(ctx, node)
+    ]
+    function = scope.function()
+    if len(spawns) != 1 or function is None:
+        return False
+    for node in own_nodes(getattr(function.node, "body", [])):
+        if not (isinstance(node, ast.Assign) and isinstance(node.value, ast.Await)):
+            continue
+        waited = node.value.value
+        if not (isinstance(waited, ast.Call) and ctx.resolve(waited.func) in _WAITS):
+            continue
+        for target in node.targets:
+            first = target.elts[0] if isinstance(target, ast.Tuple) and target.elts else None
+            if isinstance(first, ast.Name) and first.id == loop.iter.id:
+                return True
+    return False
+
+
 def _then_leaves(loop: ast.AST, call: ast.Call) -> bool:
     """The spawn is followed by ``break`` or ``return`` (in its block or a block around it,
     inside the loop): it happens once."""
@@ -475,6 +502,8 @@ def check_spawn(ctx: Context, site: Site) -> None:
     if _then_leaves(loop, call) or _ends_existing(call.args[0] if call.args else None):
         return
     if _waited_for_in_loop(ctx, loop, call) or _restarts_after_ending(loop, call):
+        return
+    if _replaces_finished(ctx, loop, site.scope):
         return
     if call.args and ctx.work_bounded(call, site.scope):
         return
