@@ -29,6 +29,9 @@ from admission.stores.postgres import Postgres
 
 SECOND = 1_000_000  # µs
 LONG = 3600 * SECOND  # an interval or lease nothing in a test outlives
+# The store's timeout where a test is not about timeouts: the default 0.1 s is shorter than
+# a statement can take on a loaded 2-core machine (the first one also connects).
+LOADED = 30.0
 _schemas = itertools.count()
 
 
@@ -54,7 +57,7 @@ async def rows(pg: PostgresServer, sql: str, *args: Any) -> list[Any]:
 
 def test_rate_is_the_gcra_on_the_servers_clock(pg: PostgresServer, schema: str) -> None:
     async def main() -> None:
-        store = Postgres(pg.app_dsn(), schema=schema)
+        store = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
         try:
             conn = await asyncpg.connect(pg.dsn())
             before = await conn.fetchval(_server_now)
@@ -103,7 +106,7 @@ _server_now = "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
 
 def test_rate_keys_are_separate_buckets(pg: PostgresServer, schema: str) -> None:
     async def main() -> None:
-        store = Postgres(pg.app_dsn(), schema=schema)
+        store = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
         try:
             for key in (None, b"", b"a", b"\x01"):
                 assert (await store.rate("k", key, LONG, 1, 1, 0)).admitted, key
@@ -117,7 +120,7 @@ def test_rate_keys_are_separate_buckets(pg: PostgresServer, schema: str) -> None
 
 def test_rate_refuses_a_cost_outside_1_to_burst(pg: PostgresServer, schema: str) -> None:
     async def main() -> None:
-        store = Postgres(pg.app_dsn(), schema=schema)
+        store = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
         try:
             for cost in (0, 4):
                 with pytest.raises(ValueError, match="cost must be between 1 and burst"):
@@ -130,7 +133,7 @@ def test_rate_refuses_a_cost_outside_1_to_burst(pg: PostgresServer, schema: str)
 
 def test_rate_give_back_is_a_compare_and_set(pg: PostgresServer, schema: str) -> None:
     async def main() -> None:
-        store = Postgres(pg.app_dsn(), schema=schema)
+        store = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
         try:
             a = await store.rate("g", b"u", LONG, 5, 1, 0)
             b = await store.rate("g", b"u", LONG, 5, 2, 0)
@@ -172,7 +175,7 @@ def test_concurrent_deciders_admit_exactly_the_burst(pg: PostgresServer, schema:
 
 def test_register_is_idempotent_and_refuses_another_config(pg: PostgresServer, schema: str) -> None:
     async def main() -> None:
-        store = Postgres(pg.app_dsn(), schema=schema)
+        store = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
         try:
             await store.register("TokenBucket", "openai", {"rate": 500, "per": 60.0, "burst": 10})
             await store.register("TokenBucket", "openai", {"burst": 10, "per": 60, "rate": 500.0})
@@ -194,7 +197,7 @@ def test_register_is_idempotent_and_refuses_another_config(pg: PostgresServer, s
 
 def test_semaphore_fifo_queue_fences_and_renewal(pg: PostgresServer, schema: str) -> None:
     async def main() -> None:
-        store = Postgres(pg.app_dsn(), schema=schema)
+        store = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
         try:
             a = await store.semaphore_acquire("db", 1, "a", LONG, True)
             assert a == (True, a.fence, 1, 0)
@@ -451,7 +454,7 @@ def test_credentials_are_never_shown(pg: PostgresServer) -> None:
 
 def test_create_false_says_to_migrate_then_works(pg: PostgresServer, schema: str) -> None:
     async def main() -> None:
-        store = Postgres(pg.app_dsn(), schema=schema, create=False)
+        store = Postgres(pg.app_dsn(), schema=schema, create=False, timeout=LOADED)
         try:
             with pytest.raises(ConfigError, match=r"run `await store.migrate\(\)`"):
                 await store.rate("m", None, LONG, 1, 1, 0)
@@ -581,7 +584,7 @@ def test_sweep_blocks_no_decider_and_waits_for_none(pg: PostgresServer, schema: 
 def test_given_pools_are_used_and_left_open(pg: PostgresServer, schema: str) -> None:
     async def main() -> None:
         pool = await asyncpg.create_pool(pg.app_dsn(), min_size=1, max_size=2)
-        store = Postgres(pool=pool, schema=schema)
+        store = Postgres(pool=pool, schema=schema, timeout=LOADED)
         assert store.label == f"postgresql://app:***@127.0.0.1:{pg.port}/test"
         assert store._secrets  # its DSN's password is scrubbed from driver messages too
         assert (await store.rate("p", None, LONG, 1, 1, 0)).admitted
@@ -638,7 +641,7 @@ def test_no_session_state_is_relied_on(pg: PostgresServer, schema: str) -> None:
         pool = await asyncpg.create_pool(
             pg.app_dsn(), min_size=2, max_size=2, reset=wipe, statement_cache_size=0
         )
-        store = Postgres(pool=pool, schema=schema)
+        store = Postgres(pool=pool, schema=schema, timeout=LOADED)
         try:
             await store.register("Semaphore", "pb", {"limit": 1})
             reply = await store.rate("pb", b"k", LONG, 2, 1, 0)
@@ -683,7 +686,7 @@ def test_semaphores_answer_as_the_contracts_reference_does(pg: PostgresServer, s
     waiters at the head of the queue at once, as MemoryStore decides."""
 
     async def main() -> None:
-        store = Postgres(pg.app_dsn(), schema=schema)
+        store = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
         try:
             await semaphores_answer_as_the_reference(store, "ref", LONG)
         finally:
