@@ -9,8 +9,10 @@ The keys live in a sharded native map (see ``rust/core/src/keyed.rs``): a call l
 its key's shard, a key is known by a secret-keyed 128-bit hash (attacker-chosen keys cannot
 collide or pile up), and the state of a key is the few bytes its unkeyed limiter's decision
 needs. A key unused for ``idle_ttl`` whose state is at rest (bucket full, window empty, no
-permit held) is removed; beyond ``max_keys`` the least recently used key at rest makes room.
-A key holding permits, or with callers waiting, is never removed.
+permit held) is removed; beyond ``max_keys`` a key at rest makes room: the least recently
+used of a sample of 16 in the new key's shard (exact LRU while a shard holds at most 16 keys;
+README, "Keyed limiters"). Removing a key at rest changes no answer. A key holding permits,
+or with callers waiting, is never removed.
 
 Waiting: when a caller must wait, the key's state moves into an unkeyed limiter of the same
 configuration, which serves that key until nobody waits and its state is at rest again; the
