@@ -1,6 +1,6 @@
 """Type stubs of the native extension. Import `admission`, not this module."""
 
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
 from contextvars import Context
 from types import TracebackType
 from typing import Any, Literal, final
@@ -805,3 +805,19 @@ class KeyedSemaphore:
     ) -> None: ...
     @property
     def _kind(self) -> str: ...
+
+# -- the client layer's reading (admission.presets) ------------------------------------------
+
+def read_quotas(
+    pairs: Iterable[tuple[bytes | str, bytes | str]],
+    vendor: str,
+    wall: float | None = None,
+) -> list[tuple[bool, int, int | None, float | None]]:
+    """The rate-limit quotas (name, value) ``pairs`` state: ``(tokens?, remaining, limit,
+    reset_after)`` each (see `admission.presets.HostLimits.read_headers`)."""
+
+def estimate_tokens(body: bytes, default_max_tokens: int) -> int | None:
+    """A request's estimated tokens from its JSON ``body``, or None: not sure (ask Python)."""
+
+def usage_tokens(body: bytes) -> tuple[bool, int | None]:
+    """``(True, tokens or None)`` an answer's ``body`` states, or ``(False, None)``: not sure."""

@@ -62,7 +62,7 @@ require("httpx", "httpx", "admission.httpx")
 
 import httpx  # noqa: E402 - after the check that names the extra
 
-from admission import _backend  # noqa: E402
+from admission import _backend, _native  # noqa: E402
 from admission._hints import retry_after  # noqa: E402
 from admission.breaker import CircuitBreaker  # noqa: E402
 from admission.concurrency import Semaphore  # noqa: E402
@@ -154,6 +154,7 @@ class _Host:
         "synced",
         "tokens",
         "tokens_bucket",
+        "vendor",
     )
 
     def __init__(self, key: str, limits: HostLimits, breaker: CircuitBreaker | None) -> None:
@@ -168,6 +169,7 @@ class _Host:
         self.primary = len(self.limiters) - 1 if self.tokens_bucket is not None else None
         # Whether a response's headers say anything to these buckets.
         self.synced = limits.headers is not None and bool(self.limiters)
+        self.vendor = limits.headers or ""  # ("": read only when synced)
         self.breaker = breaker
         self.not_before = 0.0
         # calls, attempts, requests, rate_limited, pauses: `next()` on a count is atomic
@@ -226,8 +228,9 @@ class _Host:
     def sync(self, headers: httpx.Headers) -> None:
         if not self.synced:
             return
-        # The raw pairs, read in one pass (httpx looks each name up by a scan of them all).
-        for tokens, remaining, limit, reset in self.limits.read_headers(headers.raw):
+        # The raw pairs, read in one native pass (httpx looks each name up by a scan of them
+        # all): `presets.HostLimits.read_headers`.
+        for tokens, remaining, limit, reset in _native.read_quotas(headers.raw, self.vendor):
             bucket = self.tokens_bucket if tokens else self.requests_bucket
             if bucket is None:
                 continue
