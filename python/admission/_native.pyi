@@ -821,3 +821,24 @@ def estimate_tokens(body: bytes, default_max_tokens: int) -> int | None:
 
 def usage_tokens(body: bytes) -> tuple[bool, int | None]:
     """``(True, tokens or None)`` an answer's ``body`` states, or ``(False, None)``: not sure."""
+
+def sync_quotas(
+    pairs: Iterable[tuple[bytes | str, bytes | str]],
+    vendor: str,
+    requests: TokenBucket | None,
+    tokens: TokenBucket | None,
+) -> None:
+    """Syncs a host's buckets with the quotas (name, value) ``pairs`` state
+    (`admission.httpx`)."""
+
+@final
+class TokenTally:
+    """A transport host's tokens reserved and settled: atomic sums."""
+
+    def __new__(cls) -> Self: ...
+    def reserve(self, n: int) -> None:
+        """Adds ``n`` tokens reserved."""
+    def settle(self, n: int) -> None:
+        """Adds ``n`` tokens settled."""
+    def read(self) -> tuple[int, int]:
+        """``(reserved, settled)``."""

@@ -6,6 +6,7 @@
 //! count that is not plain digits, a reset in another form, JSON it does not read) it hands
 //! to that module's Python functions, so the two can never disagree. No state, no I/O.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pyo3::exceptions::PyValueError;
@@ -147,21 +148,13 @@ struct Quota<'py> {
     reset: Option<f64>,
 }
 
-/// The rate-limit quotas ``pairs`` of (name, value) state (httpx's ``headers.raw``, or a
-/// mapping's items; bytes or str): a list of ``(tokens?, remaining, limit, reset_after)``,
-/// one per quota with a readable remaining count, requests first. ``vendor``: "openai" or
-/// "anthropic" (without a tokens quota: the tighter of input and output tokens, the first
-/// on a tie). ``wall``: the wall clock RFC 3339 resets count from (default: now). A
-/// repeated header: its last value.
-#[pyfunction]
-#[pyo3(signature = (pairs, vendor, wall=None))]
-pub fn read_quotas<'py>(
+/// The quotas ``pairs`` state, in `Layout`'s order (see `read_quotas`).
+fn quotas<'py>(
     pairs: &Bound<'py, PyAny>,
-    vendor: &str,
+    layout: &Layout,
     wall: Option<f64>,
-) -> PyResult<Bound<'py, PyList>> {
+) -> PyResult<Vec<Quota<'py>>> {
     let py = pairs.py();
-    let layout = Layout::of(vendor)?;
     let mut values: [Option<Bound<'py, PyAny>>; MOST_SLOTS] = Default::default();
     let mut found = false;
     let mut keep = |pair: Bound<'py, PyAny>| -> PyResult<()> {
@@ -196,9 +189,8 @@ pub fn read_quotas<'py>(
             keep(pair?)?;
         }
     }
-    let quotas = PyList::empty(py);
     if !found {
-        return Ok(quotas);
+        return Ok(Vec::new());
     }
     let none = py.None().into_bound(py);
     let mut read: Vec<Option<Quota<'py>>> = Vec::with_capacity(4);
@@ -248,11 +240,60 @@ pub fn read_quotas<'py>(
         }
         None => {}
     }
-    for quota in chosen {
+    Ok(chosen)
+}
+
+/// The rate-limit quotas ``pairs`` of (name, value) state (httpx's ``headers.raw``, or a
+/// mapping's items; bytes or str): a list of ``(tokens?, remaining, limit, reset_after)``,
+/// one per quota with a readable remaining count, requests first. ``vendor``: "openai" or
+/// "anthropic" (without a tokens quota: the tighter of input and output tokens, the first
+/// on a tie). ``wall``: the wall clock RFC 3339 resets count from (default: now). A
+/// repeated header: its last value.
+#[pyfunction]
+#[pyo3(signature = (pairs, vendor, wall=None))]
+pub fn read_quotas<'py>(
+    pairs: &Bound<'py, PyAny>,
+    vendor: &str,
+    wall: Option<f64>,
+) -> PyResult<Bound<'py, PyList>> {
+    let py = pairs.py();
+    let list = PyList::empty(py);
+    for quota in quotas(pairs, Layout::of(vendor)?, wall)? {
         let item = (quota.tokens, quota.remaining, quota.limit, quota.reset);
-        quotas.append(item.into_pyobject(py)?)?;
+        list.append(item.into_pyobject(py)?)?;
     }
-    Ok(quotas)
+    Ok(list)
+}
+
+/// Syncs a host's buckets (`admission.httpx`) with the quotas a response's headers
+/// ``pairs`` state: ``bucket._sync(remaining, reset)``, the requests quota to ``requests``,
+/// the tokens one to ``tokens`` (None: no such bucket). The reset times a bucket's refill
+/// only when the bucket mirrors the provider's quota (its limit is no larger than the
+/// bucket's burst); a remaining count beyond any capacity takes nothing.
+#[pyfunction]
+pub fn sync_quotas(
+    pairs: &Bound<'_, PyAny>,
+    vendor: &str,
+    requests: Option<&Bound<'_, PyAny>>,
+    tokens: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    let py = pairs.py();
+    for quota in quotas(pairs, Layout::of(vendor)?, None)? {
+        let Some(bucket) = (if quota.tokens { tokens } else { requests }) else {
+            continue;
+        };
+        let reset = match quota.reset {
+            Some(reset) if !quota.limit.is_none() => {
+                let burst = bucket.getattr(pyo3::intern!(py, "burst"))?;
+                quota.limit.le(burst)?.then_some(reset)
+            }
+            _ => None,
+        };
+        // (an int >= 0: beyond u64, more than any capacity holds)
+        let remaining: u64 = quota.remaining.extract().unwrap_or(u64::MAX);
+        bucket.call_method1(pyo3::intern!(py, "_sync"), (remaining, reset))?;
+    }
+    Ok(())
 }
 
 /// A request's estimated tokens from its JSON ``body`` (see `presets.HostLimits`), or None
@@ -271,4 +312,46 @@ pub fn usage_tokens(body: &[u8]) -> (bool, Option<i64>) {
         Ok(tokens) => (true, tokens),
         Err(client_json::Unsure) => (false, None),
     }
+}
+
+/// A transport host's token counts (`admission.httpx`): tokens reserved at the estimates and
+/// settled at the usage, added from any thread without a lock (a sum, saturating at 2^64-1).
+#[pyclass(frozen, module = "admission._native")]
+#[derive(Default)]
+pub struct TokenTally {
+    reserved: AtomicU64,
+    settled: AtomicU64,
+}
+
+#[pymethods]
+impl TokenTally {
+    #[new]
+    fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds ``n`` tokens reserved.
+    fn reserve(&self, n: u64) {
+        add(&self.reserved, n);
+    }
+
+    /// Adds ``n`` tokens settled.
+    fn settle(&self, n: u64) {
+        add(&self.settled, n);
+    }
+
+    /// ``(reserved, settled)``.
+    fn read(&self) -> (u64, u64) {
+        (
+            self.reserved.load(Ordering::Relaxed),
+            self.settled.load(Ordering::Relaxed),
+        )
+    }
+}
+
+fn add(sum: &AtomicU64, n: u64) {
+    // (relaxed: a count read by `stats`, ordering nothing else)
+    let _ = sum.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+        Some(s.saturating_add(n))
+    });
 }

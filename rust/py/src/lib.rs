@@ -60,7 +60,7 @@ mod _native {
     #[pymodule_export]
     use crate::bucket::TokenBucket;
     #[pymodule_export]
-    use crate::client::{estimate_tokens, read_quotas, usage_tokens};
+    use crate::client::{estimate_tokens, read_quotas, sync_quotas, usage_tokens, TokenTally};
     #[pymodule_export]
     use crate::clock::{LoopClock, ManualClock};
     #[pymodule_export]
