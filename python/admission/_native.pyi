@@ -33,13 +33,18 @@ __all__ = [
     "SlidingWindow",
     "Ticket",
     "TokenBucket",
+    "TokenTally",
     "Waiter",
     "WakeBatch",
     "_count_result_lookups",
     "_drain_retired",
     "_forget_running_loop",
     "_track_retired",
+    "estimate_tokens",
     "monotonic_ns",
+    "read_quotas",
+    "sync_quotas",
+    "usage_tokens",
 ]
 
 MAX_PERMITS: int
