@@ -46,6 +46,7 @@ def workloads() -> dict[str, Callable[[], None]]:
     rows = {row.key: row for row in bc.ROWS}
     return {
         "bare": through(bc.Inner()),
+        "bare, anthropic answer": through(bc.Inner(bc.ANTHROPIC_HEADERS, bc.ANTHROPIC_BODY)),
         "host preset": through(transport(rows["transport host preset"])),
         "openai preset": through(transport(rows["transport openai preset"])),
         "anthropic preset": through(transport(rows["transport anthropic preset"])),

@@ -1,6 +1,6 @@
 """Type stubs of the native extension. Import `admission`, not this module."""
 
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
 from contextvars import Context
 from types import TracebackType
 from typing import Any, Literal, final
@@ -34,13 +34,18 @@ __all__ = [
     "SlidingWindow",
     "Ticket",
     "TokenBucket",
+    "TokenTally",
     "Waiter",
     "WakeBatch",
     "_count_result_lookups",
     "_drain_retired",
     "_forget_running_loop",
     "_track_retired",
+    "estimate_tokens",
     "monotonic_ns",
+    "read_quotas",
+    "sync_quotas",
+    "usage_tokens",
 ]
 
 MAX_PERMITS: int
@@ -851,3 +856,40 @@ class KeyedSemaphore:
     ) -> None: ...
     @property
     def _kind(self) -> str: ...
+
+# -- the client layer's reading (admission.presets) ------------------------------------------
+
+def read_quotas(
+    pairs: Iterable[tuple[bytes | str, bytes | str]],
+    vendor: str,
+    wall: float | None = None,
+) -> list[tuple[bool, int, int | None, float | None]]:
+    """The rate-limit quotas (name, value) ``pairs`` state: ``(tokens?, remaining, limit,
+    reset_after)`` each (see `admission.presets.HostLimits.read_headers`)."""
+
+def estimate_tokens(body: bytes, default_max_tokens: int) -> int | None:
+    """A request's estimated tokens from its JSON ``body``, or None: not sure (ask Python)."""
+
+def usage_tokens(body: bytes) -> tuple[bool, int | None]:
+    """``(True, tokens or None)`` an answer's ``body`` states, or ``(False, None)``: not sure."""
+
+def sync_quotas(
+    pairs: Iterable[tuple[bytes | str, bytes | str]],
+    vendor: str,
+    requests: TokenBucket | None,
+    tokens: TokenBucket | None,
+) -> None:
+    """Syncs a host's buckets with the quotas (name, value) ``pairs`` state
+    (`admission.httpx`)."""
+
+@final
+class TokenTally:
+    """A transport host's tokens reserved and settled: atomic sums."""
+
+    def __new__(cls) -> Self: ...
+    def reserve(self, n: int) -> None:
+        """Adds ``n`` tokens reserved."""
+    def settle(self, n: int) -> None:
+        """Adds ``n`` tokens settled."""
+    def read(self) -> tuple[int, int]:
+        """``(reserved, settled)``."""

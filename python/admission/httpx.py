@@ -62,7 +62,7 @@ require("httpx", "httpx", "admission.httpx")
 
 import httpx  # noqa: E402 - after the check that names the extra
 
-from admission import _backend  # noqa: E402
+from admission import _backend, _native  # noqa: E402
 from admission._hints import retry_after  # noqa: E402
 from admission.breaker import CircuitBreaker  # noqa: E402
 from admission.concurrency import Semaphore  # noqa: E402
@@ -82,9 +82,6 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # The most of a response body kept to read its usage (an LLM answer is far smaller).
 _MAX_USAGE_BODY = 4 * 1024 * 1024
-# A provider's remaining count from which a sync takes nothing from any bucket (over every
-# capacity): the most the native `_sync` takes.
-_NO_LESS = (1 << 64) - 1
 
 BreakerArg = Literal["per-host"] | CircuitBreaker | None
 
@@ -128,7 +125,6 @@ class _Final(Exception):
 
 
 _CALLS, _ATTEMPTS, _REQUESTS, _RATE_LIMITED, _PAUSES = range(5)
-_TOKENS_RESERVED, _TOKENS_SETTLED = range(2)
 
 
 def _value(count: itertools.count[int]) -> int:
@@ -146,7 +142,6 @@ class _Host:
         "key",
         "limiters",
         "limits",
-        "lock",
         "not_before",
         "primary",
         "requests_bucket",
@@ -154,6 +149,7 @@ class _Host:
         "synced",
         "tokens",
         "tokens_bucket",
+        "vendor",
     )
 
     def __init__(self, key: str, limits: HostLimits, breaker: CircuitBreaker | None) -> None:
@@ -168,21 +164,17 @@ class _Host:
         self.primary = len(self.limiters) - 1 if self.tokens_bucket is not None else None
         # Whether a response's headers say anything to these buckets.
         self.synced = limits.headers is not None and bool(self.limiters)
+        self.vendor = limits.headers or ""  # ("": read only when synced)
         self.breaker = breaker
         self.not_before = 0.0
         # calls, attempts, requests, rate_limited, pauses: `next()` on a count is atomic
         # (the sync transport counts from many threads) and cheaper than a lock.
         self.counts = tuple(itertools.count() for _ in range(5))
-        # Tokens reserved and settled: added under the lock (a count cannot add n).
-        self.tokens = [0, 0]
-        self.lock = threading.Lock()
+        # Tokens reserved and settled (atomic sums: no lock).
+        self.tokens = _native.TokenTally()
 
     def count(self, what: int) -> None:
         next(self.counts[what])
-
-    def add_tokens(self, what: int, n: int) -> None:
-        with self.lock:
-            self.tokens[what] += n
 
     def estimate(self, request: httpx.Request) -> int:
         bucket = self.tokens_bucket
@@ -205,14 +197,14 @@ class _Host:
         if reservation is None or self.tokens_bucket is None:
             return
         if tokens is None:
-            self.add_tokens(_TOKENS_SETTLED, reservation.reserved[-1])
+            self.tokens.settle(reservation.reserved[-1])
             return
         reservation.settle(tokens)  # (the tokens bucket is the reservation's primary)
-        self.add_tokens(_TOKENS_SETTLED, tokens)
+        self.tokens.settle(tokens)
 
     def reserved(self, tokens: int) -> None:
         if self.tokens_bucket is not None:
-            self.add_tokens(_TOKENS_RESERVED, tokens)
+            self.tokens.reserve(tokens)
 
     def pause(self, seconds: float) -> None:
         until = time.monotonic() + seconds
@@ -226,23 +218,14 @@ class _Host:
     def sync(self, headers: httpx.Headers) -> None:
         if not self.synced:
             return
-        # The raw pairs, read in one pass (httpx looks each name up by a scan of them all).
-        for tokens, remaining, limit, reset in self.limits.read_headers(headers.raw):
-            bucket = self.tokens_bucket if tokens else self.requests_bucket
-            if bucket is None:
-                continue
-            # The reset says when the provider's own quota is full: it times this bucket's
-            # refill only when the bucket mirrors that quota (no larger than it).
-            mirror = limit is not None and limit <= bucket.burst
-            if remaining > _NO_LESS:
-                remaining = _NO_LESS  # (no less than any capacity: it takes nothing)
-            # (read_headers gives an int >= 0 and a finite reset >= 0: what `sync` checks.)
-            bucket._sync(remaining, reset if mirror else None)
+        # The raw pairs, read in one native pass (httpx looks each name up by a scan of them
+        # all); the reset times a bucket's refill only when the bucket mirrors the provider's
+        # quota (no larger than it).
+        _native.sync_quotas(headers.raw, self.vendor, self.requests_bucket, self.tokens_bucket)
 
     def stats(self) -> HostStats:
         calls, attempts, requests, limited, pauses = map(_value, self.counts)
-        with self.lock:
-            reserved, settled = self.tokens
+        reserved, settled = self.tokens.read()
         return HostStats(self.key, requests, limited, attempts - calls, pauses, reserved, settled)
 
 

@@ -19,7 +19,10 @@ when it sets none, as the provider would allow) plus ``len(text) / 4`` over ever
 its messages, system prompt and input (``estimate=`` takes a function of the request's JSON
 for a real tokenizer). The real count is read afterwards from the response's ``usage``.
 
-This module reads headers and bodies; it never sends anything and holds no state.
+This module reads headers and bodies; it never sends anything and holds no state. The
+reading is native (``_native.read_quotas``, ``estimate_tokens``, ``usage_tokens``: one pass
+over the bytes); what the native reading is not sure of (other encodings, other forms of a
+count or a reset) it hands to the Python readers here, which are the reference.
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
+
+from admission import _native
 
 __all__ = ["HostLimits", "Quota", "anthropic", "host", "openai", "parse_reset", "usage_tokens"]
 
@@ -97,70 +102,50 @@ class HostLimits:
             raise TypeError(f"period must be a number of seconds, got {self.period!r}")
         if not (math.isfinite(self.period) and self.period > 0):
             raise ValueError(f"period must be a finite number of seconds > 0, got {self.period!r}")
+        if type(self.default_max_tokens) is not int or not 0 <= self.default_max_tokens < 1 << 63:
+            raise ValueError(
+                f"default_max_tokens must be an int >= 0, got {self.default_max_tokens!r}"
+            )
         if self.estimate is not None and not callable(self.estimate):
             raise TypeError(
                 f"estimate must be a function of the request's JSON, got {self.estimate!r}"
             )
 
     def estimate_tokens(self, body: bytes) -> int:
-        """The tokens a request with this JSON ``body`` may use (0 if it is not JSON)."""
-        try:
-            request = _loads(body) if body else None
-        except ValueError:
-            return 0
+        """The tokens a request with this JSON ``body`` may use (0 if it is not JSON).
+
+        Raises:
+            TypeError / ValueError: ``estimate`` returned something that is not a number of
+                tokens (an int from 0 to 2**64 - 1; not a bool, not a float).
+        """
         if self.estimate is not None:
-            return int(self.estimate(request))
-        if not isinstance(request, dict):
+            try:
+                request = _loads(body) if body else None
+            except ValueError:
+                return 0
+            return _estimated(self.estimate(request))
+        if not body:
             return 0
-        most: Any = self.default_max_tokens
-        for key in _MAX_TOKENS_KEYS:
-            value = request.get(key)
-            if isinstance(value, int):
-                most = value
-                break
-        chars = 0
-        for key in _PROMPT_KEYS:
-            if key in request:
-                chars += _text_length(request[key])
-        return int(most) + -(-chars // 4)  # (chars / 4, rounded up)
+        tokens = _native.estimate_tokens(body, self.default_max_tokens)
+        return _estimate_slow(body, self.default_max_tokens) if tokens is None else tokens
 
     def quotas(self, headers: Mapping[str, str], wall: float | None = None) -> list[Quota]:
         """The quotas the response's ``headers`` state (none for `host`). Header names are
         case-insensitive; ``wall`` is the wall clock an RFC 3339 reset is counted from."""
-        layout = _LAYOUTS.get(self.headers) if self.headers is not None else None
-        if layout is None:
-            return []
-        values: list[str | bytes | None] = [None] * layout.size
-        for name, value in headers.items():
-            slot = layout.text_names.get(name.lower())
-            if slot is not None:
-                values[slot] = value
         return [
             Quota("tokens" if tokens else "requests", remaining, limit, reset)
-            for tokens, remaining, limit, reset in _quotas(layout, values, wall)
+            for tokens, remaining, limit, reset in self.read_headers(headers.items(), wall)
         ]
 
     def read_headers(
-        self, raw: Iterable[tuple[bytes, bytes]], wall: float | None = None
+        self, raw: Iterable[tuple[bytes | str, bytes | str]], wall: float | None = None
     ) -> list[QuotaValues]:
         """`quotas` from httpx's ``headers.raw`` (name and value bytes), as plain tuples
-        ``(tokens?, remaining, limit, reset_after)``: the transports' path, one pass over
-        the headers after every response."""
-        layout = _LAYOUTS.get(self.headers) if self.headers is not None else None
-        if layout is None:
+        ``(tokens?, remaining, limit, reset_after)``: the transports' path, one native pass
+        over the headers after every response."""
+        if self.headers is None:
             return []
-        names, initials = layout.names, layout.initials
-        values: list[str | bytes | None] = [None] * layout.size
-        found = False
-        for name, value in raw:
-            if name[:1] in initials:  # (most headers are not the vendor's: no lower())
-                slot = names.get(name)
-                if slot is None:
-                    slot = names.get(name.lower())
-                if slot is not None:
-                    values[slot] = value  # (a repeated header: the last one, as a dict keeps)
-                    found = True
-        return _quotas(layout, values, wall) if found else []
+        return _native.read_quotas(raw, self.headers, wall)
 
 
 def host(
@@ -199,6 +184,47 @@ def anthropic(
     ``anthropic-ratelimit-*`` after every response (the tokens limit from
     ``anthropic-ratelimit-tokens-*``, else the tighter of the input and output ones)."""
     return HostLimits(concurrency, rpm, tpm, "anthropic", default_max_tokens, estimate, period)
+
+
+def _estimated(tokens: object) -> int:
+    """A user ``estimate``'s answer, checked: a number of tokens."""
+    if type(tokens) is not int:
+        if isinstance(tokens, bool) or not isinstance(tokens, int):
+            raise TypeError(
+                "estimate must return a number of tokens (an int), "
+                f"got {type(tokens).__name__} {tokens!r}"
+            )
+        tokens = int(tokens)
+    if not 0 <= tokens <= _MAX_ESTIMATE:
+        raise ValueError(
+            f"estimate must return a number of tokens from 0 to 2**64 - 1, got {tokens}"
+        )
+    return tokens
+
+
+_MAX_ESTIMATE = (1 << 64) - 1
+
+
+def _estimate_slow(body: bytes, default_max_tokens: int) -> int:
+    """`HostLimits.estimate_tokens` by `json.loads`: what the native reading is not sure
+    of (the JSON it does not read: other encodings, huge integers, malformed bodies)."""
+    try:
+        request = _loads(body)
+    except ValueError:
+        return 0
+    if not isinstance(request, dict):
+        return 0
+    most = default_max_tokens
+    for key in _MAX_TOKENS_KEYS:
+        value = request.get(key)
+        if _is_count(value):
+            most = value
+            break
+    chars = 0
+    for key in _PROMPT_KEYS:
+        if key in request:
+            chars += _text_length(request[key])
+    return most + -(-chars // 4)  # (chars / 4, rounded up)
 
 
 def _text_length(value: object) -> int:
@@ -289,79 +315,6 @@ def _finite(seconds: float) -> float | None:
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
-@dataclass(frozen=True)
-class _Layout:
-    """Where one vendor's rate-limit headers go: three slots a quota (its remaining, limit
-    and reset), the quotas in order (OpenAI: requests, tokens; Anthropic: requests, tokens,
-    and instead of tokens on some tiers, input and output tokens)."""
-
-    text_names: dict[str, int]
-    """Each header's name, lowercased -> its slot."""
-    names: dict[bytes, int]
-    """The same as bytes (httpx's raw headers)."""
-    initials: frozenset[bytes]
-    """The names' first bytes in both cases: most headers are ruled out by theirs."""
-    size: int
-    split_tokens: bool
-    """Input and output tokens as separate quotas (the third and fourth)."""
-
-    @classmethod
-    def of(cls, *quotas: str) -> _Layout:
-        """The layout of quotas named by patterns such as ``x-ratelimit-{}-tokens``."""
-        text = {
-            pattern.format(field): 3 * i + j
-            for i, pattern in enumerate(quotas)
-            for j, field in enumerate(("remaining", "limit", "reset"))
-        }
-        names = {name.encode(): slot for name, slot in text.items()}
-        initials = frozenset(c.encode() for name in text for c in (name[0], name[0].upper()))
-        return cls(text, names, initials, len(text), len(quotas) > 2)
-
-
-_LAYOUTS: dict[str, _Layout] = {
-    "openai": _Layout.of("x-ratelimit-{}-requests", "x-ratelimit-{}-tokens"),
-    "anthropic": _Layout.of(
-        *(
-            f"anthropic-ratelimit-{quota}-{{}}"
-            for quota in ("requests", "tokens", "input-tokens", "output-tokens")
-        )
-    ),
-}
-
-
-def _quotas(
-    layout: _Layout, values: Sequence[str | bytes | None], wall: float | None
-) -> list[QuotaValues]:
-    """The quotas of the header values in ``layout``'s slots: each one with a readable
-    remaining count, and without a tokens quota, the tighter of input and output tokens."""
-    read = [_quota(values, first, wall) for first in range(0, layout.size, 3)]
-    quotas = [quota for quota in read[:2] if quota is not None]
-    if layout.split_tokens and read[1] is None:
-        split = [quota for quota in read[2:] if quota is not None]
-        if split:  # (the first of the tightest: input tokens on a tie)
-            quotas.append(min(split, key=lambda quota: quota[1]))
-    return quotas
-
-
-def _quota(
-    values: Sequence[str | bytes | None], first: int, wall: float | None
-) -> QuotaValues | None:
-    """The quota whose values start at slot ``first`` (None without a remaining count)."""
-    remaining = values[first]
-    if remaining is None:
-        return None
-    count = int(remaining) if remaining.isdigit() and remaining.isascii() else _count(remaining)
-    if count is None:
-        return None
-    limit, reset = values[first + 1], values[first + 2]
-    return (
-        first > 0,  # (every quota after the first, requests, is one of tokens)
-        count,
-        None if limit is None else _count(limit),
-        None if reset is None else _reset(reset, wall),
-    )
-
-
 def _reset(value: str | bytes, wall: float | None) -> float | None:
     """`parse_reset` of a header's value; as bytes (the transports'), remembered."""
     if not isinstance(value, bytes):
@@ -404,8 +357,8 @@ def _count(value: str | bytes) -> int | None:
 def usage_tokens(body: bytes) -> int | None:
     """The tokens a response's body says were used: ``usage.total_tokens`` (OpenAI), or
     ``input_tokens + output_tokens`` (Anthropic); in a JSON body or in a stream of
-    server-sent events (the last figures win; Anthropic's input count comes first). None
-    when the body states no usage.
+    server-sent events (the last figures win; Anthropic's input count comes first). Only
+    counts are read (ints >= 0: not a bool, not a float). None when the body states no usage.
 
     >>> usage_tokens(b'{"usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}}')
     12
@@ -415,6 +368,18 @@ def usage_tokens(body: bytes) -> int | None:
     >>> usage_tokens(b'{"error": {}}') is None
     True
     """
+    sure, tokens = _native.usage_tokens(body)
+    return tokens if sure else _usage_slow(body)
+
+
+def _is_count(value: object) -> TypeGuard[int]:
+    """A number of tokens in JSON: an int >= 0 (json gives bools as such: not counts)."""
+    return type(value) is int and value >= 0
+
+
+def _usage_slow(body: bytes) -> int | None:
+    """`usage_tokens` by `json.loads`: what the native reading is not sure of (the JSON
+    it does not read: other encodings, huge integers, malformed events)."""
     stripped = body.lstrip()
     if stripped[:1] == b"{":
         documents: list[bytes] = [stripped]
@@ -423,10 +388,6 @@ def usage_tokens(body: bytes) -> int | None:
     total: int | None = None
     counts: dict[str, int] = {}
     for document in documents:
-        # A key "usage" is spelled so, or with a \u escape: any other document has none,
-        # and is not parsed (a stream has one event per token, a few with usage).
-        if b'"usage"' not in document and b"\\u" not in document:
-            continue
         try:
             event = _loads(document)
         except ValueError:
@@ -434,10 +395,10 @@ def usage_tokens(body: bytes) -> int | None:
         usage = _usage_of(event)
         if usage is None:
             continue
-        if isinstance(usage.get("total_tokens"), int):
+        if _is_count(usage.get("total_tokens")):
             total = usage["total_tokens"]
         for key in ("input_tokens", "output_tokens"):
-            if isinstance(usage.get(key), int):
+            if _is_count(usage.get(key)):
                 counts[key] = usage[key]
     if total is not None:
         return total

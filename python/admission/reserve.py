@@ -39,11 +39,16 @@ _Part = tuple[RateLimiter, int, tuple[int, int]]
 _COST = operator.itemgetter(1)
 
 
+_MAX_COST = (1 << 64) - 1
+
+
 def _count(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if value < 0:
         raise ValueError(f"{name} must be >= 0, got {value}")
+    if value > _MAX_COST:  # (beyond any capacity, and beyond what a limiter counts)
+        raise ValueError(f"{name} must be at most 2**64 - 1, got {value}")
     return value
 
 
@@ -217,7 +222,10 @@ class Reserve:
         if on_error not in ("keep", "refund"):
             raise ValueError(f"on_error must be 'keep' or 'refund', got {on_error!r}")
         self._limiters = tuple(limiters)
-        self._costs = tuple(_count("cost", c) for c in costs)
+        # Named as the caller named them: `limiter.reserve(estimate)`, `all_of(...).reserve(
+        # costs=(...))`.
+        name = "estimate" if len(costs) == 1 else "costs"
+        self._costs = tuple(_count(name, c) for c in costs)
         for limiter, cost in zip(self._limiters, self._costs, strict=True):
             limiter.peek(cost)  # CapacityError now, before anything is taken
         self._timeout = timeout_seconds(timeout)

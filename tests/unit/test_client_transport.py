@@ -480,3 +480,69 @@ def test_bad_arguments_are_clear_errors() -> None:
         adm.httpx.AsyncTransport(limits={"x": {"rpm": 1}})  # type: ignore[dict-item]
     with pytest.raises(ValueError, match="max_hosts"):
         adm.httpx.AsyncTransport(max_hosts=0)
+
+
+BAD_ESTIMATES = pytest.mark.parametrize(
+    ("estimate", "error"),
+    [
+        (-5, ValueError),
+        (float("nan"), TypeError),
+        (2.5, TypeError),
+        (True, TypeError),
+        (1 << 64, ValueError),
+    ],
+    ids=["negative", "nan", "float", "bool", "huge"],
+)
+
+
+@BAD_ESTIMATES
+@pytest.mark.parametrize("path", ["immediate", "waiting"])
+@pytest.mark.anyio
+async def test_a_bad_estimate_is_a_clear_error_and_takes_nothing(
+    estimate: Any, error: type[Exception], path: str
+) -> None:
+    """A user ``estimate`` that is not a number of tokens raises an error naming it, before
+    anything is taken, whether the request would be admitted at once or wait (it used to be
+    an unclear error, or sent: a bool as 1 token, a float truncated)."""
+    answers = iter([100, estimate])  # (the first, on the waiting path, empties the bucket)
+    preset = presets.openai(tpm=100, concurrency=2, estimate=lambda request: next(answers))
+    inner, seen = script(httpx.Response(200, json={}))  # (no usage: the estimate stands)
+    t = transport(inner, limits={"api.x": preset})
+    state = t._config.hosts.get(httpx.URL("https://api.x/"))
+    assert state.tokens_bucket is not None
+    assert state.semaphore is not None
+    async with httpx.AsyncClient(transport=t) as client:
+        if path == "waiting":
+            await client.post("https://api.x/", json=chat())
+        else:
+            next(answers)
+        assert state.tokens_bucket.peek(1).allowed == (path == "immediate")
+        with pytest.raises(error, match="estimate must return a number of tokens"):
+            await client.post("https://api.x/", json=chat())
+    assert len(seen) == (1 if path == "waiting" else 0)
+    assert state.semaphore.in_use == 0
+    assert state.tokens_bucket.stats().admitted_cost == (100 if path == "waiting" else 0)
+
+
+@BAD_ESTIMATES
+def test_a_bad_estimate_is_a_clear_error_in_threads(estimate: Any, error: type[Exception]) -> None:
+    preset = presets.openai(tpm=100, estimate=lambda request: estimate)
+    inner, seen = script(ok())
+    t = adm.httpx.Transport(inner, limits={"api.x": preset})
+    with (
+        httpx.Client(transport=t) as client,
+        pytest.raises(error, match="estimate must return a number of tokens"),
+    ):
+        client.post("https://api.x/", json=chat())
+    assert seen == []
+
+
+def test_an_estimate_above_the_bucket_is_the_bucket() -> None:
+    """A valid estimate larger than the tokens bucket reserves all of it (the provider would
+    refuse more anyway), as before."""
+    preset = presets.openai(tpm=100, estimate=lambda request: (1 << 64) - 1)
+    inner, _ = script(httpx.Response(200, json={}))
+    t = adm.httpx.Transport(inner, limits={"api.x": preset})
+    with httpx.Client(transport=t) as client:
+        assert client.post("https://api.x/", json=chat()).status_code == 200
+    assert t.stats()["api.x"].tokens_reserved == 100

@@ -132,9 +132,39 @@ def test_bad_settlements_are_clear_errors() -> None:
         b.reserve(11)
     with pytest.raises(ValueError, match="on_error"):
         b.reserve(1, on_error="drop")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="cost must be >= 0"):
+    with pytest.raises(ValueError, match="estimate must be >= 0"):
         b.reserve(-1)
     assert b.stats().admitted == 1
+
+
+@KINDS
+@pytest.mark.parametrize(
+    ("estimate", "error", "words"),
+    [
+        (-5, ValueError, "estimate must be >= 0"),
+        (float("nan"), TypeError, "estimate must be an int"),
+        (True, TypeError, "estimate must be an int"),
+        (10**30, ValueError, "estimate must be at most 2[*][*]64 - 1"),
+    ],
+    ids=["negative", "nan", "bool", "huge"],
+)
+@pytest.mark.parametrize("path", ["immediate", "waiting"])
+@pytest.mark.anyio
+async def test_a_bad_estimate_is_a_clear_error_and_takes_nothing(
+    kind: str, estimate: Any, error: type[Exception], words: str, path: str
+) -> None:
+    """`reserve(estimate)` names the estimate, at once, whether it would be admitted at once
+    or wait (a huge one was "cost is out of range"; the others named a "cost")."""
+    tpm = limiter(kind, 10)
+    if path == "waiting":
+        tpm.try_acquire(10)
+    with pytest.raises(error, match=words):
+        async with tpm.reserve(estimate):
+            pass
+    with pytest.raises(error, match=words), tpm.reserve(estimate):
+        pass
+    assert tpm.stats().admitted == (1 if path == "waiting" else 0)
+    assert tpm.peek(10).allowed == (path == "immediate")
 
 
 # -- settling while others wait ------------------------------------------------------------

@@ -23,6 +23,9 @@ mod args;
 mod asyncio;
 mod breaker;
 mod bucket;
+mod client;
+mod client_json;
+mod client_reset;
 mod clock;
 mod contextvar;
 mod critical;
@@ -56,6 +59,8 @@ mod _native {
     use crate::breaker::{BreakerCall, CircuitBreaker};
     #[pymodule_export]
     use crate::bucket::TokenBucket;
+    #[pymodule_export]
+    use crate::client::{estimate_tokens, read_quotas, sync_quotas, usage_tokens, TokenTally};
     #[pymodule_export]
     use crate::clock::{LoopClock, ManualClock};
     #[pymodule_export]
