@@ -38,7 +38,7 @@ pub struct KeyedState<S: KeyState> {
 /// The bytes that identify `key`: a str's UTF-8, bytes as they are, an int's decimal digits
 /// (so `42` and `"42"` are the same key). Anything else is a `TypeError`.
 #[inline]
-fn with_key_bytes<R>(key: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResult<R> {
+pub(crate) fn with_key_bytes<R>(key: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResult<R> {
     if let Ok(s) = key.cast::<PyString>() {
         return Ok(f(s.to_str()?.as_bytes()));
     }

@@ -6,9 +6,7 @@ use std::sync::Arc;
 
 use admission_core::shared_keyed::{Admission, Claimer, KeyTable, KeyedBucket, KeyedTotals};
 use admission_core::siphash::SipKey;
-use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyInt, PyString};
 
 use super::segment::{Kind, Segment};
 use super::{describe, gave_up, os, SharedSegment};
@@ -16,27 +14,16 @@ use crate::args::{count, count_arg, ns_to_s, real, Arg};
 use crate::bucket::default_burst;
 use crate::decision::Decision;
 use crate::errors;
+use crate::keyed::with_key_bytes;
 
 /// `_try_take`'s answer for a new key that found no room.
 const NO_ROOM: i64 = -2;
 
-/// The key's hash under `sip`: of a str's UTF-8, of bytes as they are, of an int's decimal
-/// digits (the in-process keyed limiters' identity of a key: `42` and `"42"` are one key).
+/// The key's hash under `sip`, with the in-process keyed limiters' identity of a key (`42`
+/// and `"42"` are one key).
 #[inline]
 fn key_id(sip: &SipKey, key: &Bound<'_, PyAny>) -> PyResult<[u64; 2]> {
-    if let Ok(s) = key.cast::<PyString>() {
-        return Ok(sip.hash128(s.to_str()?.as_bytes()));
-    }
-    if let Ok(b) = key.cast::<PyBytes>() {
-        return Ok(sip.hash128(b.as_bytes()));
-    }
-    if key.is_instance_of::<PyInt>() && !key.is_instance_of::<PyBool>() {
-        return Ok(sip.hash128(key.str()?.to_str()?.as_bytes()));
-    }
-    Err(PyTypeError::new_err(format!(
-        "key must be str, bytes or int, got {}",
-        key.get_type().name()?
-    )))
+    with_key_bytes(key, |bytes| sip.hash128(bytes))
 }
 
 /// A token bucket per key whose table is in shared memory. The public class is
