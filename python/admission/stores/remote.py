@@ -895,7 +895,9 @@ class RemoteTokenBucket(_RemoteRate):
     _kind = "TokenBucket"
 
     async def acquire(self, cost: int = 1, timeout: float | str | None = None) -> None:
-        """Waits until ``cost`` is admitted (see the class docstring).
+        """Waits until ``cost`` is admitted (see the class docstring). The store counts a
+        turn from its decision and this sleeps it from the reply's arrival, so a call that
+        waits returns within ``timeout`` plus one round trip (never before its turn).
 
         Raises:
             AcquireTimeout: refused now (``timeout=0``) or its turn is past ``timeout``.
