@@ -546,3 +546,24 @@ def test_an_estimate_above_the_bucket_is_the_bucket() -> None:
     with httpx.Client(transport=t) as client:
         assert client.post("https://api.x/", json=chat()).status_code == 200
     assert t.stats()["api.x"].tokens_reserved == 100
+
+
+@pytest.mark.parametrize(("limit", "mirrors"), [("100", True), ("1000", False), (None, False)])
+def test_a_reset_times_the_refill_only_of_a_bucket_that_mirrors_the_quota(
+    limit: str | None, mirrors: bool
+) -> None:
+    """The provider's reset says when its own quota is full: it holds back a bucket no
+    larger than that quota until then; a larger quota (or an unstated one) says nothing of
+    this bucket's refill, which keeps its own rate."""
+    headers = {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "6m0s"}
+    if limit is not None:
+        headers["x-ratelimit-limit-tokens"] = limit
+    inner, _ = script(httpx.Response(200, json={}, headers=headers))
+    t = adm.httpx.Transport(inner, limits={"api.x": presets.openai(tpm=100)})
+    with httpx.Client(transport=t) as client:
+        assert client.post("https://api.x/", json=chat(10)).status_code == 200
+    bucket = t._config.hosts.get(httpx.URL("https://api.x/")).tokens_bucket
+    assert bucket is not None
+    wait = bucket.peek(100).retry_after
+    # (synced empty: full after the provider's 6 minutes, or after the bucket's own minute)
+    assert (300.0 < wait <= 360.0) if mirrors else (30.0 < wait <= 60.0)
