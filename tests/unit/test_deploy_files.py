@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,21 @@ def exported_names(registry: prometheus_client.CollectorRegistry) -> set[str]:
     transport = adm.httpx.Transport(httpx.MockTransport(lambda request: httpx.Response(200)))
     with httpx.Client(transport=transport) as client:
         client.get("https://deploy-test/")
+    # A keyed limiter (issue 16): its families are per limiter, never per key.
+    keyed = adm.KeyedTokenBucket(rate=1, name="deploy-test")
+    assert keyed.try_acquire("user:1")
+    # A shared-memory store (issue 16) exported by this process: its host-wide families.
+    shared = adm.stores.SharedMemory(f"deploy-test-{os.getpid()}")
+    try:
+        shared_limiters = [
+            adm.Semaphore(2, name="deploy-test", store=shared),
+            adm.KeyedTokenBucket(rate=1, name="deploy-test-keyed", store=shared, max_keys=16),
+        ]
+        assert shared_limiters[1].try_acquire("user:1")
+    except BaseException:
+        shared.unlink()
+        raise
+    remove_shared = shared.export_metrics()
     # A bucket in a network store (issue 17) whose store failed once ("open": admitted).
     store = adm.stores.MemoryStore()
     remote = adm.TokenBucket(rate=1, name="deploy-test", store=store, on_store_error="open")
@@ -139,7 +155,10 @@ def exported_names(registry: prometheus_client.CollectorRegistry) -> set[str]:
         text = prometheus_client.generate_latest(registry).decode()
     finally:
         remove_pools()
+        remove_shared()
+        shared.unlink()
         sem.release()
+    del keyed, shared_limiters  # (alive until the scrape above)
     names = set()
     for family in text_string_to_metric_families(text):
         names.add(family.name)
