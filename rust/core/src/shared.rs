@@ -121,8 +121,15 @@ impl SharedBucket {
         self.burst
     }
 
+    /// `burst · T`: how far a word's `tat` may run ahead of `now`.
+    pub(crate) fn capacity_ns(&self) -> u64 {
+        self.capacity_ns
+    }
+
+    /// The time `cost` takes from the bucket at `now`, checked (a cost above the burst, a
+    /// clock out of range).
     #[inline(always)]
-    fn increment(&self, now: u64, cost: u64) -> Result<u64, AcquireError> {
+    pub(crate) fn increment(&self, now: u64, cost: u64) -> Result<u64, AcquireError> {
         if cost > self.burst {
             return Err(AcquireError::Capacity {
                 cost,
@@ -160,8 +167,12 @@ impl SharedBucket {
 
     /// What `try_acquire(cost)` would decide at `now`; changes and counts nothing.
     pub fn peek(&self, words: &BucketWords, now: u64, cost: u64) -> Result<Decision, AcquireError> {
+        self.peek_tat(words.tat.load(Ordering::Acquire), now, cost)
+    }
+
+    /// What a word at `tat` would decide for `cost` at `now` (this bucket's or a key's).
+    pub(crate) fn peek_tat(&self, tat: u64, now: u64, cost: u64) -> Result<Decision, AcquireError> {
         let increment = self.increment(now, cost)?;
-        let tat = words.tat.load(Ordering::Acquire);
         Ok(decision(
             tat,
             0,

@@ -41,11 +41,9 @@
 //!   start time) is made `VACANT` by the next process that needs room. Nothing waits.
 
 use crate::error::{AcquireError, ConfigError};
-use crate::gcra::{decision, intervals};
 use crate::rate::Decision;
-use crate::shared::{GaveUp, SharedCounts};
+use crate::shared::{GaveUp, SharedBucket, SharedCounts};
 use crate::sync::{fence, AtomicU64, Ordering};
-use crate::MAX_TIME_NS;
 
 /// Slots per set (a key may live in any slot of its two sets).
 pub const WAYS: usize = 8;
@@ -427,46 +425,28 @@ impl<'a> KeyTable<'a> {
     }
 }
 
-/// A token bucket per key, its configuration applied to a [`KeyTable`] that lives elsewhere.
+/// A token bucket per key, its configuration applied to a [`KeyTable`] that lives elsewhere:
+/// each key's word decides as a [`SharedBucket`] of that configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyedBucket {
-    emission_ns: u64,
-    capacity_ns: u64,
-    burst: u64,
+    bucket: SharedBucket,
 }
 
 impl KeyedBucket {
     /// `rate` per `per_s` seconds, bursts of up to `burst`, for every key: the checks of
     /// [`crate::Gcra::new`].
     pub fn new(rate: f64, per_s: f64, burst: u64) -> Result<Self, ConfigError> {
-        let (emission_ns, capacity_ns) = intervals(rate, per_s, burst)?;
         Ok(Self {
-            emission_ns,
-            capacity_ns,
-            burst,
+            bucket: SharedBucket::new(rate, per_s, burst)?,
         })
     }
 
     pub fn emission_ns(&self) -> u64 {
-        self.emission_ns
+        self.bucket.emission_ns()
     }
 
     pub fn burst(&self) -> u64 {
-        self.burst
-    }
-
-    #[inline(always)]
-    fn increment(&self, now: u64, cost: u64) -> Result<u64, AcquireError> {
-        if cost > self.burst {
-            return Err(AcquireError::Capacity {
-                cost,
-                capacity: self.burst,
-            });
-        }
-        if now >= MAX_TIME_NS {
-            return Err(AcquireError::ClockOutOfRange { now_ns: now });
-        }
-        Ok(cost * self.emission_ns)
+        self.bucket.burst()
     }
 
     /// Admits `cost` for the key `id` at `now` if it fits, inserting the key if the table
@@ -486,6 +466,7 @@ impl KeyedBucket {
     ) -> Result<Admission, AcquireError> {
         let counters = table.stripe(id);
         let increment = self
+            .bucket
             .increment(now, cost)
             .inspect_err(|_| _ = counters.rejected.fetch_add(1, Ordering::Relaxed))?;
         let outcome = loop {
@@ -499,7 +480,7 @@ impl KeyedBucket {
                 return Ok(Admission::NoRoom);
             };
             let tat = value(word).max(now) + increment;
-            if tat > now + self.capacity_ns {
+            if tat > now + self.bucket.capacity_ns() {
                 break Admission::Refused;
             }
             // Expects the word read with the key's hash: fails if the slot changed since.
@@ -530,15 +511,7 @@ impl KeyedBucket {
         now: u64,
         cost: u64,
     ) -> Result<Decision, AcquireError> {
-        let increment = self.increment(now, cost)?;
-        Ok(decision(
-            table.tat(id),
-            0,
-            now,
-            increment,
-            self.capacity_ns,
-            self.emission_ns,
-        ))
+        self.bucket.peek_tat(table.tat(id), now, cost)
     }
 
     /// Counts a waiting request that ended without admission.
