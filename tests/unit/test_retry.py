@@ -619,6 +619,10 @@ def test_keyboard_interrupt_during_a_blocking_backoff_propagates() -> None:
                 return
             time.sleep(0.005)
 
+    # Python's own SIGINT handler (raise KeyboardInterrupt), whatever an earlier test of the
+    # process left installed: a handler that does not raise lets the sleep run on, and the
+    # retry end by its attempts (failed so on a fresh clone's random order).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     sender = threading.Thread(target=interrupt)
     sender.start()
     try:
@@ -626,6 +630,7 @@ def test_keyboard_interrupt_during_a_blocking_backoff_propagates() -> None:
             retry.call_blocking(failing)
     finally:
         sender.join(timeout=15)
+        signal.signal(signal.SIGINT, previous)
     assert attempts == 1
     assert retry.stats().cancelled == 1
 
