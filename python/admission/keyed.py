@@ -56,6 +56,7 @@ Key = str | bytes | int
 _ALREADY_LENT: Final = -1
 _NO_ROOM: Final = -2
 _DEFAULT_IDLE_TTL: Final = 600.0
+_DEFAULT_MAX_KEYS: Final = 1_000_000
 
 
 def _canonical(key: Key) -> bytes:
@@ -91,12 +92,20 @@ def _in_store(
     if isinstance(store, SharedMemory):
         network_options("KeyedTokenBucket", network)  # none allowed without a network store
         # A full bucket's slot is reused at once (it holds nothing), and the table is one.
-        if local["idle_ttl"] != _DEFAULT_IDLE_TTL or local["shards"] is not None:
+        if local["idle_ttl"] is not None or local["shards"] is not None:
             raise ValueError(
                 "a KeyedTokenBucket in shared memory has no idle_ttl= or shards=: a key's slot "
                 "is reused as soon as its bucket is full again"
             )
-        return SharedKeyedTokenBucket(store, name, rate, seconds, burst, local["max_keys"])
+        max_keys = _DEFAULT_MAX_KEYS if local["max_keys"] is None else local["max_keys"]
+        return SharedKeyedTokenBucket(store, name, rate, seconds, burst, max_keys)
+    # The server holds the keys, each until its bucket is full again: nothing here to bound.
+    given = [option for option, value in local.items() if value is not None]
+    if given:
+        raise ValueError(
+            f"a KeyedTokenBucket in a network store has no {'=, '.join(given)}=: the server "
+            "keeps each key until its bucket is full again"
+        )
     options = network_options("KeyedTokenBucket", network, "on_store_error", "instances")
     return RemoteKeyedTokenBucket(store, name, rate, seconds, burst, local=_local_keyed, **options)
 
@@ -436,8 +445,9 @@ class KeyedTokenBucket(_KeyedRate[TokenBucket], _native.KeyedTokenBucket):
         per: float | str | None = None,
         burst: int | None = None,
         *,
-        max_keys: int = 1_000_000,
-        idle_ttl: float | str = _DEFAULT_IDLE_TTL,
+        # None: not given (a store refuses what it has no use for), else the defaults.
+        max_keys: int | None = None,
+        idle_ttl: float | str | None = None,
         shards: int | None = None,
         clock: _native.ManualClock | _native.LoopClock | None = None,
         name: str | None = None,
@@ -458,8 +468,8 @@ class KeyedTokenBucket(_KeyedRate[TokenBucket], _native.KeyedTokenBucket):
             rate,
             1.0 if per is None else durations.seconds(per, "per", positive=True),
             burst,
-            max_keys=max_keys,
-            idle_ttl=_idle_ttl(idle_ttl),
+            max_keys=_DEFAULT_MAX_KEYS if max_keys is None else max_keys,
+            idle_ttl=_idle_ttl(_DEFAULT_IDLE_TTL if idle_ttl is None else idle_ttl),
             shards=shards,
             clock=clock,
             name=name,

@@ -281,6 +281,9 @@ def test_mismatches_and_bad_arguments_are_clear_errors(tmp_path: Path) -> None:
         adm.KeyedTokenBucket(rate=5, store=store)  # type: ignore[call-overload]
     with pytest.raises(ValueError, match="no idle_ttl= or shards="):
         adm.KeyedTokenBucket(rate=5, name="k", store=store, idle_ttl=5)  # type: ignore[call-overload]
+    # The default's own value, given explicitly, is refused as well (it is not silently kept).
+    with pytest.raises(ValueError, match="no idle_ttl= or shards="):
+        adm.KeyedTokenBucket(rate=5, name="k", store=store, idle_ttl=600.0)  # type: ignore[call-overload]
     with pytest.raises(ValueError, match="store's clock"):
         adm.KeyedTokenBucket(
             rate=5,

@@ -143,6 +143,23 @@ def test_configuration_is_readable() -> None:
     assert adm.KeyedTokenBucket(rate=1, idle_ttl=float("inf")).idle_ttl > 1e9
 
 
+def test_the_defaults_apply_when_not_given() -> None:
+    b = adm.KeyedTokenBucket(rate=10)
+    assert (b.max_keys, b.idle_ttl) == (1_000_000, 600.0)
+
+
+@pytest.mark.parametrize(
+    "option", [{"max_keys": 5}, {"idle_ttl": 1}, {"idle_ttl": 600.0}, {"shards": 4}]
+)
+def test_a_network_store_refuses_the_in_process_bounds_it_would_ignore(
+    option: dict[str, Any],
+) -> None:
+    # The server keeps each key until its bucket is full again: a bound given here would be
+    # silently ignored, the default's own value included.
+    with pytest.raises(ValueError, match=f"no {next(iter(option))}="):
+        adm.KeyedTokenBucket(rate=10, name="users", store=adm.stores.MemoryStore(), **option)
+
+
 def test_cost_beyond_the_burst_is_a_capacity_error() -> None:
     _, b = bucket()
     with pytest.raises(adm.CapacityError):
