@@ -1,7 +1,7 @@
 """`make audit-eval`: the audit's precision on real code, beside ruff's and flake8-async's
 ASYNC rules on the same code.
 
-Four corpora, each a list of source distributions pinned by name, version and sha256,
+Five corpora, each a list of source distributions pinned by name, version and sha256,
 downloaded with pip from the package index into ``.venv/audit-eval/`` (never committed):
 
 - ``seen`` (``corpus.txt``, labels in ``labels.csv``): read while the rules were written;
@@ -13,7 +13,10 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   first run is in the block ``holdout2-unseen``;
 - ``holdout3`` (``holdout3.txt``, labels in ``holdout3_labels.csv``): a third, pinned before
   the audit ran on it, once the second had been read for fixes; its first run is in the
-  block ``holdout3-unseen``.
+  block ``holdout3-unseen``;
+- ``holdout4`` (``holdout4.txt``, labels in ``holdout4_labels.csv``): a fourth, pinned with
+  the rules made stricter on the four labelled corpora above (used as a training set) and
+  before the audit ran on it; its first run is in the block ``holdout4-unseen``.
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
@@ -29,7 +32,7 @@ tables into benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
 ``<!-- /audit-eval:NAME -->`` (NAME the corpus, or ``--block``): the figures there are this
 script's output, never copied by hand.
 
-    .venv/bin/python benches/audit_eval/run.py [--corpus seen holdout holdout2 holdout3]
+    .venv/bin/python benches/audit_eval/run.py [--corpus seen holdout holdout2 holdout3 holdout4]
         [--no-flake8] [--allow-unlabelled] [--write-results] [--block NAME]
 """
 
@@ -61,6 +64,7 @@ CORPORA = {
     "holdout": ("holdout.txt", "holdout_labels.csv"),
     "holdout2": ("holdout2.txt", "holdout2_labels.csv"),
     "holdout3": ("holdout3.txt", "holdout3_labels.csv"),
+    "holdout4": ("holdout4.txt", "holdout4_labels.csv"),
 }
 
 LabelKey = tuple[str, str, int, str]  # project, path, line, code

@@ -40,6 +40,35 @@ _SAME_SIZE = frozenset(
     {"enumerate", "reversed", "sorted", "list", "tuple", "set", "iter", "as_completed"}
 )
 
+# Calls that yield the items of the iterables they are given (their size follows them).
+_ITERATING = frozenset({"map", "filter", "zip", "chain", "islice"})
+# Views of a mapping or a copy of a collection: the same items as the object they are called on.
+_VIEWS = frozenset({"items", "keys", "values", "copy"})
+# Calls that take the next item of a queue, socket, stream or collection: a ``while`` loop
+# around one runs once per item received.
+_RECEIVES = frozenset(
+    [
+        "get",
+        "get_nowait",
+        "recv",
+        "receive",
+        "receive_nowait",
+        "accept",
+        "sock_accept",
+        "read",
+        "readline",
+        "readuntil",
+        "readexactly",
+        "pop",
+        "popleft",
+        "popitem",
+        "fetch",
+        "fetchone",
+        "fetchmany",
+        "getmany",
+    ]
+)
+
 _WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 
 # Words in a name that say "this bounds concurrency" (semaphores, limiters, locks, ...).
@@ -604,6 +633,106 @@ class Context:
             )
         return False
 
+    def loop_over_data(self, loop: ast.AST, scope: Scope) -> bool:
+        """Evidence that a loop runs once per item of data (what the fan-out rules ask for
+        before they report, beside `loop_bounded`'s no): an ``async for`` over a stream; a
+        ``for`` over what the function was handed, computed or received (see
+        `_data_iterable`); a ``while`` that takes its next item from a queue, socket or
+        collection (``await queue.get()``, ``sock_accept``, ``popleft()``). A loop over the
+        object's own collections (``self._handlers``, ``self.connectors.values()``) or over
+        module constants is over what the program registered or configured: no evidence."""
+        if isinstance(loop, ast.AsyncFor):
+            return True
+        if isinstance(loop, ast.For):
+            return self.iterable_over_data(loop.iter, scope)
+        if isinstance(loop, ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp):
+            return any(
+                bool(g.is_async) or self.iterable_over_data(g.iter, scope) for g in loop.generators
+            )
+        if isinstance(loop, ast.While):
+            return any(
+                isinstance(node, ast.Call) and last_name(node.func) in _RECEIVES
+                for node in own_nodes(loop.body)
+            )
+        return False
+
+    def iterable_over_data(self, node: ast.expr, scope: Scope, seen: int = 0) -> bool:
+        """Whether an iterable is data: a parameter (or an attribute of one, ``data.ids``),
+        a call's or an ``await``'s result, a local computed from those; not ``self.x`` /
+        ``cls.x`` (the object's own registry), not a module constant, not a test function's
+        parameter (a fixture or a parametrized value, sized by the test)."""
+        if seen > 6:
+            return False
+        again = seen + 1
+        if isinstance(node, ast.Await):
+            return True
+        if isinstance(node, ast.Call):
+            name = last_name(node.func)
+            if isinstance(node.func, ast.Attribute) and name in _VIEWS:
+                return self.iterable_over_data(node.func.value, scope, again)
+            if isinstance(node.func, ast.Name) and name in _SAME_SIZE | _ITERATING:
+                items = node.args[1:] if name in ("map", "filter") else node.args
+                return bool(items) and all(self.iterable_over_data(a, scope, again) for a in items)
+            return True  # what a call returns: a query's rows, a listing, a parse
+        if isinstance(node, ast.Attribute | ast.Subscript):
+            root: ast.expr = node
+            while isinstance(root, ast.Attribute | ast.Subscript):
+                root = root.value
+            if isinstance(root, ast.Name) and root.id in ("self", "cls"):
+                return False
+            return self.iterable_over_data(root, scope, again)
+        if isinstance(node, ast.BinOp):
+            return self.iterable_over_data(node.left, scope, again) or self.iterable_over_data(
+                node.right, scope, again
+            )
+        if isinstance(node, ast.BoolOp):
+            return any(self.iterable_over_data(v, scope, again) for v in node.values)
+        if isinstance(node, ast.IfExp):
+            return self.iterable_over_data(node.body, scope, again) or self.iterable_over_data(
+                node.orelse, scope, again
+            )
+        if isinstance(node, ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp):
+            return any(
+                bool(g.is_async) or self.iterable_over_data(g.iter, scope, again)
+                for g in node.generators
+            )
+        if isinstance(node, ast.List | ast.Tuple | ast.Set):
+            return any(
+                self.iterable_over_data(e.value, scope, again)
+                for e in node.elts
+                if isinstance(e, ast.Starred)
+            )
+        if not isinstance(node, ast.Name):
+            return False
+        current: Scope | None = scope
+        while current is not None:
+            iterables = current.for_targets.get(node.id)
+            if iterables:
+                return any(self.iterable_over_data(i, current, again) for i in iterables)
+            values = current.assigns.get(node.id)
+            if values:
+                return any(
+                    self._filled(v) or self.iterable_over_data(v, current, again) for v in values
+                )
+            if node.id in current.params:
+                function = current.function()
+                return not (function is not None and function.name.startswith("test"))
+            if current.is_function and _unpacked(node.id, current):
+                return True  # `done, pending = await asyncio.wait(...)`: a result
+            current = current.parent
+        return False
+
+    def _filled(self, value: ast.expr) -> bool:
+        """An empty collection the function fills (``rows = []`` then appends): its size is
+        what the filling loop gives, which the fan-out rules judge at that loop."""
+        if isinstance(value, ast.List | ast.Set | ast.Dict):
+            return not (value.elts if isinstance(value, ast.List | ast.Set) else value.keys)
+        return (
+            isinstance(value, ast.Call)
+            and not value.args
+            and last_name(value.func) in ("list", "set", "dict", "deque", "defaultdict")
+        )
+
     def _test_compares_len(self, test: ast.expr, scope: Scope) -> bool:
         """A loop condition that is a predicate of this file comparing a ``len(...)``
         (``while self._can_spawn():`` returning ``len(self._running) < self._limit``), read
@@ -657,6 +786,21 @@ class Context:
             if kind == LOOP:
                 return node
         return None
+
+
+def _unpacked(name: str, scope: Scope) -> bool:
+    """Whether a function binds ``name`` by unpacking (``a, b = ...``), which `Scope.assigns`
+    does not record."""
+    body = getattr(scope.node, "body", [])
+    return any(
+        isinstance(node, ast.Assign)
+        and any(
+            isinstance(t, ast.Tuple | ast.List)
+            and any(isinstance(e, ast.Name) and e.id == name for e in ast.walk(t))
+            for t in node.targets
+        )
+        for node in own_nodes(body if isinstance(body, list) else [])
+    )
 
 
 def _owned_target(target: ast.expr) -> bool:

@@ -3,6 +3,8 @@
 ADM101: ``gather``/``wait``/``as_completed`` over a collection built from data of unbounded
 size, or a task group spawning in a loop over such data. ADM102: ``create_task`` /
 ``ensure_future`` / ``start_soon`` in such a loop, outside a task group of the same function.
+Both ask for evidence that the loop runs per item of data (`Context.loop_over_data`), not
+per registered or configured resource.
 ADM103: either one under a limiter entered once around the whole fan-out (the one finding
 for that site: the limiter is there, in the wrong place), unless it is a lock whose block does
 more than the fan-out (an exclusive operation: the fan-out is judged as if it were not there).
@@ -181,7 +183,7 @@ def _collection(
     """
     scope = site.scope
     if isinstance(node, ast.ListComp | ast.SetComp | ast.GeneratorExp):
-        if ctx.loop_bounded(node, scope):
+        if ctx.loop_bounded(node, scope) or not ctx.loop_over_data(node, scope):
             return None
         element = node.elt.value if isinstance(node.elt, ast.Await) else node.elt
         if not isinstance(element, ast.Call):
@@ -196,7 +198,9 @@ def _collection(
         name = last_name(node.func)
         if isinstance(node.func, ast.Name) and not ctx.facts.imports.is_imported(name or ""):
             if name == "map" and len(node.args) >= 2:
-                if all(ctx.iterable_bounded(a, scope) for a in node.args[1:]):
+                if all(ctx.iterable_bounded(a, scope) for a in node.args[1:]) or not any(
+                    ctx.iterable_over_data(a, scope) for a in node.args[1:]
+                ):
                     return None
                 return [node.args[0]]
             if name in ("list", "tuple", "set") and len(node.args) == 1:
@@ -233,7 +237,9 @@ def _filled_in_loop(ctx: Context, name: str, site: Site) -> list[ast.expr] | Non
     work: list[ast.expr] = []
     for value, blocks in scope.appends.get(name, ()):
         loops = [node for kind, node in blocks if kind == LOOP]
-        if not loops or all(ctx.loop_bounded(loop, scope) for loop in loops):
+        if not any(
+            not ctx.loop_bounded(loop, scope) and ctx.loop_over_data(loop, scope) for loop in loops
+        ):
             continue
         if isinstance(value, ast.Name):
             # `task = create_task(...)` / `coro = fetch(u)` then `tasks.append(task)`
@@ -499,6 +505,8 @@ def check_spawn(ctx: Context, site: Site) -> None:
             return
     if ctx.loop_bounded(loop, site.scope) or _loop_has_bound(ctx, loop, site.scope):
         return
+    if not ctx.loop_over_data(loop, site.scope):
+        return  # over what the program registered or configured, or no sign of data
     if _then_leaves(loop, call) or _ends_existing(call.args[0] if call.args else None):
         return
     if _waited_for_in_loop(ctx, loop, call) or _restarts_after_ending(loop, call):

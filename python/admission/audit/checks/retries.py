@@ -4,6 +4,9 @@ ADM401: a retry loop (a loop around ``try``/``except`` that sleeps before trying
 delay has no randomness, tenacity's ``wait_exponential``/``wait_fixed``/... with no random
 wait added, backoff's ``jitter=None``, redis-py's ``ConstantBackoff``/``ExponentialBackoff``.
 ADM402: a ``while True`` retry loop with neither an attempt count nor a deadline.
+Both ask for a retry's evidence: ADM401 (in a handler) a loop that ends when the attempt
+works; ADM402 also an attempt that reaches a dependency and a loop that ends whenever it
+works.
 A delay computed by a helper of the same file is read through one call level.
 """
 
@@ -228,20 +231,195 @@ def _tries(statements: list[ast.stmt]) -> list[ast.Try]:
     return found
 
 
-def _retry_loop(loop: ast.AST) -> bool:
-    """A loop whose body tries something, leaves the loop when it works and goes round
-    again when it fails."""
+def _exits_when_done(loop: ast.AST, attempt: ast.Try) -> bool:
+    """An exit after the attempt's work in the ``try``, in its ``else``, or after it in the
+    loop body (`try: ... except: continue` then `break`)."""
     body = getattr(loop, "body", [])
-    for attempt in _tries(body):
-        succeeds = _exits_after_work(attempt.body) or _exits(attempt.orelse)
-        if not succeeds and attempt in body:
-            # `try: ... except: continue` then `break` after it
-            succeeds = _exits(body[body.index(attempt) + 1 :])
+    if _exits_after_work(attempt.body) or _exits(attempt.orelse):
+        return True
+    return attempt in body and _exits(body[body.index(attempt) + 1 :])
+
+
+def _succeeds(loop: ast.AST, attempt: ast.Try) -> bool:
+    """Whether the loop ends once the attempt works: an exit after its work in the ``try``,
+    in its ``else``, after it in the loop body (`try: ... except: continue` then `break`), or
+    a ``while`` condition the attempt clears (`while not done:` ... `done = True`)."""
+    if _exits_when_done(loop, attempt):
+        return True
+    if isinstance(loop, ast.While):
+        condition = {
+            dotted(n) for n in ast.walk(loop.test) if isinstance(n, ast.Name | ast.Attribute)
+        }
+        return any(
+            isinstance(node, ast.Assign) and any(dotted(t) in condition for t in node.targets)
+            for node in own_nodes([*attempt.body, *attempt.orelse])
+        )
+    return False
+
+
+# Words of an exception type that say a dependency failed: the transport, a timeout, the
+# remote side's refusal or overload.
+_REMOTE_ERROR_WORDS = frozenset(
+    {
+        "connection",
+        "connect",
+        "conn",
+        "comm",
+        "timeout",
+        "timed",
+        "network",
+        "transport",
+        "unavailable",
+        "remote",
+        "http",
+        "request",
+        "response",
+        "server",
+        "service",
+        "socket",
+        "os",
+        "io",
+        "broken",
+        "refused",
+        "reset",
+        "closed",
+        "disconnect",
+        "disconnected",
+        "throttled",
+        "throttling",
+        "rate",
+        "busy",
+        "retry",
+        "retryable",
+        "transient",
+        "temporary",
+        "overloaded",
+        "conflict",
+        "operational",
+        "operation",
+        "failure",
+        "api",
+        "client",
+        "rpc",
+        "channel",
+        "broker",
+        "lock",
+        "locked",
+        "deadlock",
+        "not",
+        "leader",
+        "coordinator",
+        "unreachable",
+        "database",
+        "db",
+    }
+)
+_CATCH_ALL = frozenset({"Exception", "BaseException"})
+# Calls in the attempt that reach a dependency (beside anything awaited).
+_REMOTE_CALL_WORDS = frozenset(
+    {
+        "connect",
+        "send",
+        "sendall",
+        "request",
+        "execute",
+        "commit",
+        "query",
+        "fetch",
+        "publish",
+        "post",
+        "put",
+        "get",
+        "call",
+        "invoke",
+        "urlopen",
+        "recv",
+        "receive",
+        "open",
+        "login",
+        "ping",
+        "lock",
+        "acquire",
+        "create",
+        "delete",
+        "update",
+        "insert",
+        "upload",
+        "download",
+        "subscribe",
+        "watch",
+    }
+)
+
+
+def _reaches_dependency(attempt: ast.Try) -> bool:
+    """Evidence that the attempt retries a dependency: a handler of a transport, timeout or
+    remote error (or of any ``Exception``), or an attempt that awaits something or calls
+    what reaches a service (``send``, ``execute``, ``connect``, ...). A loop going round
+    after ``ValueError`` from ``full.index(...)``, or after a device's or a TLS object's
+    own error from a plain call, is stepping through something local."""
+    for handler in attempt.handlers:
+        if handler.type is None:
+            return True
+        types = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+        for kind in types:
+            name = last_name(kind) or ""
+            if name in _CATCH_ALL or any(w in _REMOTE_ERROR_WORDS for w in words(name)):
+                return True
+    for node in own_nodes(attempt.body):
+        if isinstance(node, ast.Await):
+            return True
+        if isinstance(node, ast.Call):
+            name = last_name(node.func) or ""
+            if any(w in _REMOTE_CALL_WORDS for w in words(name)):
+                return True
+    return False
+
+
+def _ends_with_exit(statements: list[ast.stmt]) -> bool:
+    """Whether a statement list ends by leaving the loop (``break``/``return`` as its last
+    statement, also as the last of a ``with`` block it ends with)."""
+    while statements:
+        last = statements[-1]
+        if isinstance(last, ast.Break | ast.Return):
+            return True
+        if not isinstance(last, ast.With | ast.AsyncWith):
+            return False
+        statements = last.body
+    return False
+
+
+def _leaves_when_done(loop: ast.AST, attempt: ast.Try) -> bool:
+    """Whether the loop ends whenever the attempt works: the ``try`` body (or its ``else``)
+    ends with ``break``/``return``, or the loop body does right after the ``try``. A loop
+    that only leaves on some rounds (`if not message: break`) reads on after a success."""
+    body = getattr(loop, "body", [])
+    if _ends_with_exit(attempt.body) or _ends_with_exit(attempt.orelse):
+        return True
+    if attempt in body:
+        return _ends_with_exit(body[body.index(attempt) + 1 :])
+    return False
+
+
+def _stops_on_success(loop: ast.AST) -> bool:
+    """Whether some attempt of the loop ends it when it works (a retry); a loop that goes
+    round after a success too (a reader, a consumer, a service loop) only pauses after its
+    failures."""
+    return any(_succeeds(loop, attempt) for attempt in _tries(getattr(loop, "body", [])))
+
+
+def _retry_loop(loop: ast.AST, *, dependency: bool = False) -> bool:
+    """A loop whose body tries something, leaves the loop when it works and goes round
+    again when it fails (``dependency``: and the attempt shows it reaches a dependency, see
+    `_reaches_dependency`, and the loop ends whenever it works, see `_leaves_when_done`)."""
+    for attempt in _tries(getattr(loop, "body", [])):
         retries = any(
             not _always_leaves(h.body) and not _interruption(h) and not _bad_item(h)
             for h in attempt.handlers
         )
-        if succeeds and retries and not _rewaits(loop, attempt):
+        if not (retries and _exits_when_done(loop, attempt)) or _rewaits(loop, attempt):
+            continue
+        if not dependency or (_reaches_dependency(attempt) and _leaves_when_done(loop, attempt)):
             return True
     return False
 
@@ -398,6 +576,8 @@ def check_sleep(ctx: Context, site: Site) -> None:
         return
     if handlers and (_periodic(ctx, loop, call) or _ends_loop(loop, handlers[-1])):
         return
+    if handlers and not _stops_on_success(loop):
+        return  # a reader or service loop pausing after a failed round, not a retry
     if not handlers and _step_of_attempt(site, loop_index, call):
         return
     if _server_directed(delay, handlers) or _is_random(ctx, delay, site.scope):
@@ -590,7 +770,7 @@ def check_forever_loop(ctx: Context, site: Site) -> None:
     """ADM402 at a ``while True`` retry loop that never gives up."""
     loop = site.node
     assert isinstance(loop, ast.While)
-    if not _retry_loop(loop) or _bounded_forever(ctx, loop, site):
+    if not _retry_loop(loop, dependency=True) or _bounded_forever(ctx, loop, site):
         return
     ctx.report(
         loop,
