@@ -14,8 +14,11 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
+use crate::allof::Member;
+use crate::bucket::TokenBucket;
 use crate::client_json;
 use crate::client_reset::{self, Reset};
+use crate::reservation::{self, Reservation};
 
 /// One vendor's rate-limit headers: each quota's remaining, limit and reset, in order.
 struct Layout {
@@ -338,6 +341,47 @@ impl TokenTally {
     /// Adds ``n`` tokens settled.
     fn settle(&self, n: u64) {
         add(&self.settled, n);
+    }
+
+    /// A transport host's reservation taken at once (`reservation::take_now`): one request
+    /// in ``requests`` and ``tokens`` in ``tokens_bucket`` (each if the host has it; the
+    /// tokens are the primary part), or None with nothing taken. Adds the tokens reserved
+    /// when taken in a tokens bucket.
+    fn reserve_now(
+        &self,
+        py: Python<'_>,
+        requests: Option<Py<TokenBucket>>,
+        tokens_bucket: Option<Py<TokenBucket>>,
+        tokens: u64,
+    ) -> PyResult<Option<Reservation>> {
+        let mut members = Vec::with_capacity(2);
+        let mut costs = Vec::with_capacity(2);
+        if let Some(requests) = requests {
+            members.push(Member::Bucket(requests));
+            costs.push(1);
+        }
+        let primary = tokens_bucket.map(|bucket| {
+            members.push(Member::Bucket(bucket));
+            costs.push(tokens);
+            members.len() - 1
+        });
+        let taken = reservation::take(py, members, &costs, primary)?;
+        if taken.is_some() && primary.is_some() {
+            add(&self.reserved, tokens);
+        }
+        Ok(taken)
+    }
+
+    /// Settles the primary part of ``reservation`` (its tokens) at ``tokens``, or (None) at
+    /// its estimate, which then stands; adds the tokens settled. One call per response.
+    fn settle_reservation(
+        &self,
+        py: Python<'_>,
+        reservation: &Reservation,
+        tokens: Option<u64>,
+    ) -> PyResult<()> {
+        add(&self.settled, reservation.settle_primary(py, tokens)?);
+        Ok(())
     }
 
     /// ``(reserved, settled)``.
