@@ -332,12 +332,9 @@ class _Config:
     def outcome(
         self, host: _Host, response: httpx.Response, retried: bool
     ) -> tuple[bool, float | None]:
-        """After a response: syncs the host; a 429 pauses it. Returns (retry it?, hint)."""
-        if host.synced:
-            host.sync(response.headers)
+        """After a response of a status in `RETRY_STATUSES` (the host synced already): a
+        429 pauses the host. Returns (retry it?, hint)."""
         status = response.status_code
-        if status not in RETRY_STATUSES:
-            return False, None
         hint = retry_after(response)
         if status == 429:
             host.tick[_RATE_LIMITED]()
@@ -353,11 +350,19 @@ class _Config:
 
 
 class _Settle:
-    """Runs once when a response's body is closed: settles its tokens, releases its permit."""
+    """Runs once when a response's body is closed (`finish`): settles its tokens, releases
+    its permit. The body wrappers below are one (one object per response, not two)."""
 
-    __slots__ = ("body", "done", "host", "permit", "reservation", "size")
+    __slots__ = ("_stream", "body", "done", "host", "permit", "reservation", "size")
 
-    def __init__(self, host: _Host, reservation: Reservation | None, permit: Semaphore | None):
+    def __init__(
+        self,
+        host: _Host,
+        reservation: Reservation | None,
+        permit: Semaphore | None,
+        stream: object = None,
+    ) -> None:
+        self._stream = stream  # (the wrapped body's stream)
         self.host = host
         self.reservation = reservation
         self.permit = permit
@@ -374,7 +379,7 @@ class _Settle:
             else:
                 body.append(chunk)
 
-    def close(self) -> None:
+    def finish(self) -> None:
         if self.done:
             return
         self.done = True
@@ -391,38 +396,34 @@ class _Settle:
                 self.permit.release()
 
 
-class _AsyncBody(httpx.AsyncByteStream):
-    def __init__(self, stream: httpx.AsyncByteStream, settle: _Settle) -> None:
-        self._stream = stream
-        self._settle = settle
+class _AsyncBody(_Settle, httpx.AsyncByteStream):
+    _stream: httpx.AsyncByteStream
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         async for chunk in self._stream:
-            self._settle.keep(chunk)
+            self.keep(chunk)
             yield chunk
 
     async def aclose(self) -> None:
         try:
             await self._stream.aclose()
         finally:
-            self._settle.close()
+            self.finish()
 
 
-class _SyncBody(httpx.SyncByteStream):
-    def __init__(self, stream: httpx.SyncByteStream, settle: _Settle) -> None:
-        self._stream = stream
-        self._settle = settle
+class _SyncBody(_Settle, httpx.SyncByteStream):
+    _stream: httpx.SyncByteStream
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self._stream:
-            self._settle.keep(chunk)
+            self.keep(chunk)
             yield chunk
 
     def close(self) -> None:
         try:
             self._stream.close()
         finally:
-            self._settle.close()
+            self.finish()
 
 
 def _unwrap(error: Exception) -> httpx.Response:
@@ -516,21 +517,25 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             if breaker is not None:
                 # (a 429 says the caller is too fast, not that the host is unwell)
                 breaker.record(response.status_code < 500, time.monotonic() - start)
-            again, hint = config.outcome(host, response, retried)
-            if again:
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
-                host.settle(reservation, 0)
-                raise _Retryable(response, host.key, hint)
-            settle = _Settle(host, reservation, permit)
+            if host.synced:
+                host.sync(response.headers)
+            if response.status_code in RETRY_STATUSES:
+                again, hint = config.outcome(host, response, retried)
+                if again:
+                    try:
+                        await response.aread()
+                    finally:
+                        await response.aclose()
+                    host.settle(reservation, 0)
+                    raise _Retryable(response, host.key, hint)
             if response.is_closed:  # read already (a body given whole): settled now
+                settle = _Settle(host, reservation, permit)
                 settle.keep(response.content)
-                settle.close()
+                settle.finish()
             else:
-                assert isinstance(response.stream, httpx.AsyncByteStream)
-                response.stream = _AsyncBody(response.stream, settle)
+                stream = response.stream
+                assert isinstance(stream, httpx.AsyncByteStream)
+                response.stream = settle = _AsyncBody(host, reservation, permit, stream)
             return response
         finally:
             if settle is None and permit is not None:
@@ -612,21 +617,25 @@ class Transport(httpx.BaseTransport):
             if breaker is not None:
                 # (a 429 says the caller is too fast, not that the host is unwell)
                 breaker.record(response.status_code < 500, time.monotonic() - start)
-            again, hint = config.outcome(host, response, retried)
-            if again:
-                try:
-                    response.read()
-                finally:
-                    response.close()
-                host.settle(reservation, 0)
-                raise _Retryable(response, host.key, hint)
-            settle = _Settle(host, reservation, permit)
+            if host.synced:
+                host.sync(response.headers)
+            if response.status_code in RETRY_STATUSES:
+                again, hint = config.outcome(host, response, retried)
+                if again:
+                    try:
+                        response.read()
+                    finally:
+                        response.close()
+                    host.settle(reservation, 0)
+                    raise _Retryable(response, host.key, hint)
             if response.is_closed:  # read already (a body given whole): settled now
+                settle = _Settle(host, reservation, permit)
                 settle.keep(response.content)
-                settle.close()
+                settle.finish()
             else:
-                assert isinstance(response.stream, httpx.SyncByteStream)
-                response.stream = _SyncBody(response.stream, settle)
+                stream = response.stream
+                assert isinstance(stream, httpx.SyncByteStream)
+                response.stream = settle = _SyncBody(host, reservation, permit, stream)
             return response
         finally:
             if settle is None and permit is not None:
