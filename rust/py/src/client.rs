@@ -277,24 +277,28 @@ pub fn read_quotas<'py>(
 pub fn sync_quotas(
     pairs: &Bound<'_, PyAny>,
     vendor: &str,
-    requests: Option<&Bound<'_, PyAny>>,
-    tokens: Option<&Bound<'_, PyAny>>,
+    requests: Option<&Bound<'_, TokenBucket>>,
+    tokens: Option<&Bound<'_, TokenBucket>>,
 ) -> PyResult<()> {
     let py = pairs.py();
     for quota in quotas(pairs, Layout::of(vendor)?, None)? {
         let Some(bucket) = (if quota.tokens { tokens } else { requests }) else {
             continue;
         };
+        // (the bucket's own `_sync`, called directly: no Python method lookup per quota)
+        let state = &bucket.get().state;
         let reset = match quota.reset {
-            Some(reset) if !quota.limit.is_none() => {
-                let burst = bucket.getattr(pyo3::intern!(py, "burst"))?;
-                quota.limit.le(burst)?.then_some(reset)
-            }
+            // (a limit is an int >= 0: beyond u64, larger than any burst)
+            Some(reset) if !quota.limit.is_none() => quota
+                .limit
+                .extract::<u64>()
+                .is_ok_and(|limit| limit <= state.core.burst())
+                .then_some(reset),
             _ => None,
         };
         // (an int >= 0: beyond u64, more than any capacity holds)
         let remaining: u64 = quota.remaining.extract().unwrap_or(u64::MAX);
-        bucket.call_method1(pyo3::intern!(py, "_sync"), (remaining, reset))?;
+        state.sync(py, remaining, reset)?;
     }
     Ok(())
 }
