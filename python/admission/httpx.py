@@ -208,13 +208,9 @@ class _Host:
             # (one native call: the tokens bucket is the reservation's primary)
             self.tokens.settle_reservation(reservation, tokens)
 
-    def reserve_now(self, tokens: int) -> Reservation | None:
-        """One request and ``tokens`` reserved at once (the buckets the host has), counted
-        as reserved; None if they would wait."""
-        return self.tokens.reserve_now(self.requests_bucket, self.tokens_bucket, tokens)
-
     def reserve(self, tokens: int) -> Reserve:
-        """`reserve_now`'s waiting path: count the tokens with `reserved` once admitted."""
+        """The reservation's waiting path (``tokens.reserve_now`` is its immediate one):
+        count the tokens with `reserved` once admitted."""
         return Reserve(self.limiters, self.costs(tokens), None, "keep", self.primary)
 
     def reserved(self, tokens: int) -> None:
@@ -492,7 +488,10 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         try:
             reservation = None
             if host.limiters:
-                reservation = host.reserve_now(tokens)
+                # (one native call: the request and the tokens, counted as reserved)
+                reservation = host.tokens.reserve_now(
+                    host.requests_bucket, host.tokens_bucket, tokens
+                )
                 if reservation is None:
                     reservation = await host.reserve(tokens).acquire()
                     host.reserved(tokens)
@@ -592,7 +591,10 @@ class Transport(httpx.BaseTransport):
         try:
             reservation = None
             if host.limiters:
-                reservation = host.reserve_now(tokens)
+                # (one native call: the request and the tokens, counted as reserved)
+                reservation = host.tokens.reserve_now(
+                    host.requests_bucket, host.tokens_bucket, tokens
+                )
                 if reservation is None:
                     reservation = host.reserve(tokens).acquire_blocking()
                     host.reserved(tokens)
