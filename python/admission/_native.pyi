@@ -25,6 +25,7 @@ __all__ = [
     "ManualClock",
     "RateTicket",
     "Ready",
+    "Reservation",
     "Scrape",
     "Semaphore",
     "SharedKeyedTokenBucket",
@@ -45,6 +46,7 @@ __all__ = [
     "monotonic_ns",
     "read_quotas",
     "sync_quotas",
+    "take_now",
     "usage_tokens",
 ]
 
@@ -457,6 +459,45 @@ class RateTicket:
     def cost(self) -> int: ...
     @property
     def _grant(self) -> tuple[int, int] | None: ...
+
+@final
+class Reservation:
+    """Costs admitted at an estimate; `settle` them at what was really used (the public
+    class is `admission.Reservation`: see `admission.reserve`)."""
+
+    def __new__(
+        cls,
+        parts: Iterable[tuple[TokenBucket | SlidingWindow, int, tuple[int, int]]],
+        primary: int | None = None,
+    ) -> Self: ...
+    @property
+    def reserved(self) -> tuple[int, ...]:
+        """The costs admitted, one per limiter."""
+    @property
+    def settled(self) -> tuple[int, ...] | None:
+        """The costs it was settled at, or None if it has not been."""
+    def settle(self, actual: int | None = None, *, costs: Sequence[int] | None = None) -> None:
+        """Settles at the real cost: ``settle(actual)`` for one limiter (and for
+        ``manager.limit(name, tokens=n)``: its tokens), ``settle(costs=(...))`` with one cost
+        per limiter for an `all_of`. The unused part goes back (waiters first); an overage
+        is charged as a debt. Once only: a second call raises `RuntimeError`.
+
+        Raises:
+            TypeError / ValueError: a cost that is not an int >= 0, or the wrong number of
+                costs.
+            RuntimeError: settled already.
+        """
+    def refund(self) -> None:
+        """Settles at zero: everything goes back (the call never used the limits)."""
+
+def take_now(
+    limiters: Iterable[TokenBucket | SlidingWindow],
+    costs: Iterable[int],
+    primary: int | None = None,
+) -> Reservation | None:
+    """The reservation of ``costs`` if every limiter admits its cost now (nobody waits, it
+    fits), else None with nothing taken nor counted. ``primary``: the limiter
+    ``settle(actual)`` settles (None: settled with ``costs=``)."""
 
 _Outcome = Literal["waiting", "granted", "closed", "cancelled", "too_large"]
 
@@ -891,5 +932,15 @@ class TokenTally:
         """Adds ``n`` tokens reserved."""
     def settle(self, n: int) -> None:
         """Adds ``n`` tokens settled."""
+    def reserve_now(
+        self, requests: TokenBucket | None, tokens_bucket: TokenBucket | None, tokens: int
+    ) -> Reservation | None:
+        """A transport host's reservation taken at once: one request in ``requests`` and
+        ``tokens`` in ``tokens_bucket`` (each if the host has it; the tokens are the primary
+        part), or None with nothing taken. Adds the tokens reserved when taken in a tokens
+        bucket."""
+    def settle_reservation(self, reservation: Reservation, tokens: int | None) -> None:
+        """Settles the primary part of ``reservation`` (its tokens) at ``tokens``, or (None)
+        at its estimate, which then stands; adds the tokens settled."""
     def read(self) -> tuple[int, int]:
         """``(reserved, settled)``."""

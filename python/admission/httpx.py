@@ -70,7 +70,7 @@ from admission.metrics.families import Family, Sample, add_source  # noqa: E402
 from admission.presets import HostLimits, usage_tokens  # noqa: E402
 from admission.presets import host as _host_preset  # noqa: E402
 from admission.rate import TokenBucket  # noqa: E402
-from admission.reserve import Reservation, Reserve, take_now  # noqa: E402
+from admission.reserve import Reservation, Reserve  # noqa: E402
 from admission.retry import Retry  # noqa: E402
 
 __all__ = ["AsyncTransport", "HostStats", "Transport"]
@@ -139,14 +139,17 @@ class _Host:
     __slots__ = (
         "breaker",
         "counts",
+        "estimate_with",
         "key",
         "limiters",
         "limits",
+        "max_tokens",
         "not_before",
         "primary",
         "requests_bucket",
         "semaphore",
         "synced",
+        "tick",
         "tokens",
         "tokens_bucket",
         "vendor",
@@ -160,6 +163,10 @@ class _Host:
         self.requests_bucket = TokenBucket(limits.rpm, period) if limits.rpm else None
         self.tokens_bucket = TokenBucket(limits.tpm, period) if limits.tpm else None
         self.limiters = tuple(b for b in (self.requests_bucket, self.tokens_bucket) if b)
+        # Never more than the bucket holds: the provider would refuse it anyway.
+        self.max_tokens = self.tokens_bucket.burst if self.tokens_bucket is not None else 0
+        # The default estimate's most tokens an answer may take (None: a user's `estimate`).
+        self.estimate_with = limits.default_max_tokens if limits.estimate is None else None
         # The tokens bucket (the last limiter) is what a reservation's `settle(n)` settles.
         self.primary = len(self.limiters) - 1 if self.tokens_bucket is not None else None
         # Whether a response's headers say anything to these buckets.
@@ -170,22 +177,25 @@ class _Host:
         # calls, attempts, requests, rate_limited, pauses: `next()` on a count is atomic
         # (the sync transport counts from many threads) and cheaper than a lock.
         self.counts = tuple(itertools.count() for _ in range(5))
+        # Their `__next__`, bound: ``host.tick[_CALLS]()`` counts with no Python frame.
+        self.tick = tuple(count.__next__ for count in self.counts)
         # Tokens reserved and settled (atomic sums: no lock).
         self.tokens = _native.TokenTally()
 
-    def count(self, what: int) -> None:
-        next(self.counts[what])
-
     def estimate(self, request: httpx.Request) -> int:
-        bucket = self.tokens_bucket
-        if bucket is None:
+        if self.tokens_bucket is None:
             return 0
         try:
             body = request.content
         except httpx.RequestNotRead:
             body = b""  # a streamed upload: no estimate but the default
-        # Never more than the bucket holds: the provider would refuse it anyway.
-        return min(self.limits.estimate_tokens(body), bucket.burst)
+        most = self.estimate_with
+        tokens = None
+        if most is not None and body:  # (the usual: read natively, no method around it)
+            tokens = _native.estimate_tokens(body, most)
+        if tokens is None:
+            tokens = self.limits.estimate_tokens(body)
+        return min(tokens, self.max_tokens)
 
     def costs(self, tokens: int) -> tuple[int, ...]:
         if self.requests_bucket is None:
@@ -194,13 +204,14 @@ class _Host:
 
     def settle(self, reservation: Reservation | None, tokens: int | None) -> None:
         """Settles the tokens at ``tokens`` (None: the estimate stands)."""
-        if reservation is None or self.tokens_bucket is None:
-            return
-        if tokens is None:
-            self.tokens.settle(reservation.reserved[-1])
-            return
-        reservation.settle(tokens)  # (the tokens bucket is the reservation's primary)
-        self.tokens.settle(tokens)
+        if reservation is not None and self.tokens_bucket is not None:
+            # (one native call: the tokens bucket is the reservation's primary)
+            self.tokens.settle_reservation(reservation, tokens)
+
+    def reserve(self, tokens: int) -> Reserve:
+        """The reservation's waiting path (``tokens.reserve_now`` is its immediate one):
+        count the tokens with `reserved` once admitted."""
+        return Reserve(self.limiters, self.costs(tokens), None, "keep", self.primary)
 
     def reserved(self, tokens: int) -> None:
         if self.tokens_bucket is not None:
@@ -211,13 +222,11 @@ class _Host:
         if until <= self.not_before:
             return
         self.not_before = until
-        self.count(_PAUSES)
+        self.tick[_PAUSES]()
         for bucket in self.limiters:
             bucket.pause(seconds)
 
     def sync(self, headers: httpx.Headers) -> None:
-        if not self.synced:
-            return
         # The raw pairs, read in one native pass (httpx looks each name up by a scan of them
         # all); the reset times a bucket's refill only when the bucket mirrors the provider's
         # quota (no larger than it).
@@ -316,20 +325,15 @@ class _Config:
         self.retry = Retry(attempts=5, deadline="60s", name="httpx") if retry is None else retry
         self.retry_post = bool(retry_post)
 
-    def retried(self, request: httpx.Request) -> bool:
-        return self.retry_post or request.method in IDEMPOTENT
-
     def outcome(
         self, host: _Host, response: httpx.Response, retried: bool
     ) -> tuple[bool, float | None]:
-        """After a response: syncs the host; a 429 pauses it. Returns (retry it?, hint)."""
-        host.sync(response.headers)
+        """After a response of a status in `RETRY_STATUSES` (the host synced already): a
+        429 pauses the host. Returns (retry it?, hint)."""
         status = response.status_code
-        if status not in RETRY_STATUSES:
-            return False, None
         hint = retry_after(response)
         if status == 429:
-            host.count(_RATE_LIMITED)
+            host.tick[_RATE_LIMITED]()
             if hint is not None and hint > 0:
                 host.pause(hint)
         return retried or status == 429, hint
@@ -341,17 +345,20 @@ class _Config:
         return _Final(error)
 
 
-def _breaker_ok(status: int) -> bool:
-    # A 429 says the caller is too fast, not that the host is unwell.
-    return status < 500
-
-
 class _Settle:
-    """Runs once when a response's body is closed: settles its tokens, releases its permit."""
+    """Runs once when a response's body is closed (`finish`): settles its tokens, releases
+    its permit. The body wrappers below are one (one object per response, not two)."""
 
-    __slots__ = ("body", "done", "host", "permit", "reservation", "size")
+    __slots__ = ("_stream", "body", "done", "host", "permit", "reservation", "size")
 
-    def __init__(self, host: _Host, reservation: Reservation | None, permit: Semaphore | None):
+    def __init__(
+        self,
+        host: _Host,
+        reservation: Reservation | None,
+        permit: Semaphore | None,
+        stream: object = None,
+    ) -> None:
+        self._stream = stream  # (the wrapped body's stream)
         self.host = host
         self.reservation = reservation
         self.permit = permit
@@ -368,50 +375,51 @@ class _Settle:
             else:
                 body.append(chunk)
 
-    def close(self) -> None:
+    def finish(self) -> None:
         if self.done:
             return
         self.done = True
         try:
-            if self.body is not None:
-                self.host.settle(self.reservation, usage_tokens(b"".join(self.body)))
+            body, reservation = self.body, self.reservation
+            if body is not None and reservation is not None:
+                data = b"".join(body)
+                sure, tokens = _native.usage_tokens(data)  # (no Python function around it)
+                if not sure:
+                    tokens = usage_tokens(data)  # what the native reading is not sure of
+                self.host.tokens.settle_reservation(reservation, tokens)
         finally:
             if self.permit is not None:
                 self.permit.release()
 
 
-class _AsyncBody(httpx.AsyncByteStream):
-    def __init__(self, stream: httpx.AsyncByteStream, settle: _Settle) -> None:
-        self._stream = stream
-        self._settle = settle
+class _AsyncBody(_Settle, httpx.AsyncByteStream):
+    _stream: httpx.AsyncByteStream
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         async for chunk in self._stream:
-            self._settle.keep(chunk)
+            self.keep(chunk)
             yield chunk
 
     async def aclose(self) -> None:
         try:
             await self._stream.aclose()
         finally:
-            self._settle.close()
+            self.finish()
 
 
-class _SyncBody(httpx.SyncByteStream):
-    def __init__(self, stream: httpx.SyncByteStream, settle: _Settle) -> None:
-        self._stream = stream
-        self._settle = settle
+class _SyncBody(_Settle, httpx.SyncByteStream):
+    _stream: httpx.SyncByteStream
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self._stream:
-            self._settle.keep(chunk)
+            self.keep(chunk)
             yield chunk
 
     def close(self) -> None:
         try:
             self._stream.close()
         finally:
-            self._settle.close()
+            self.finish()
 
 
 def _unwrap(error: Exception) -> httpx.Response:
@@ -460,7 +468,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         host = self._config.hosts.get(request.url)
-        host.count(_CALLS)
+        host.tick[_CALLS]()
         tokens = host.estimate(request)
         try:
             return await self._send(request, host, tokens)
@@ -469,7 +477,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
 
     async def _attempt(self, request: httpx.Request, host: _Host, tokens: int) -> httpx.Response:
         config = self._config
-        host.count(_ATTEMPTS)
+        host.tick[_ATTEMPTS]()
         wait = host.not_before - time.monotonic()
         if wait > 0:
             await _backend.current().sleep(wait)
@@ -480,19 +488,20 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         try:
             reservation = None
             if host.limiters:
-                costs = host.costs(tokens)
-                reservation = take_now(host.limiters, costs, host.primary)
+                # (one native call: the request and the tokens, counted as reserved)
+                reservation = host.tokens.reserve_now(
+                    host.requests_bucket, host.tokens_bucket, tokens
+                )
                 if reservation is None:
-                    reserve = Reserve(host.limiters, costs, None, "keep", host.primary)
-                    reservation = await reserve.acquire()
-                host.reserved(tokens)
+                    reservation = await host.reserve(tokens).acquire()
+                    host.reserved(tokens)
             breaker = host.breaker
             if breaker is not None and not breaker.try_acquire():
                 host.settle(reservation, 0)
                 raise breaker.refusal()
-            host.count(_REQUESTS)
+            host.tick[_REQUESTS]()
             start = time.monotonic()
-            retried = config.retried(request)
+            retried = config.retry_post or request.method in IDEMPOTENT
             try:
                 response = await self._inner.handle_async_request(request)
             except Exception as error:
@@ -505,22 +514,27 @@ class AsyncTransport(httpx.AsyncBaseTransport):
                     breaker.release()
                 raise
             if breaker is not None:
-                breaker.record(_breaker_ok(response.status_code), time.monotonic() - start)
-            again, hint = config.outcome(host, response, retried)
-            if again:
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
-                host.settle(reservation, 0)
-                raise _Retryable(response, host.key, hint)
-            settle = _Settle(host, reservation, permit)
+                # (a 429 says the caller is too fast, not that the host is unwell)
+                breaker.record(response.status_code < 500, time.monotonic() - start)
+            if host.synced:
+                host.sync(response.headers)
+            if response.status_code in RETRY_STATUSES:
+                again, hint = config.outcome(host, response, retried)
+                if again:
+                    try:
+                        await response.aread()
+                    finally:
+                        await response.aclose()
+                    host.settle(reservation, 0)
+                    raise _Retryable(response, host.key, hint)
             if response.is_closed:  # read already (a body given whole): settled now
+                settle = _Settle(host, reservation, permit)
                 settle.keep(response.content)
-                settle.close()
+                settle.finish()
             else:
-                assert isinstance(response.stream, httpx.AsyncByteStream)
-                response.stream = _AsyncBody(response.stream, settle)
+                stream = response.stream
+                assert isinstance(stream, httpx.AsyncByteStream)
+                response.stream = settle = _AsyncBody(host, reservation, permit, stream)
             return response
         finally:
             if settle is None and permit is not None:
@@ -557,7 +571,7 @@ class Transport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         host = self._config.hosts.get(request.url)
-        host.count(_CALLS)
+        host.tick[_CALLS]()
         tokens = host.estimate(request)
         try:
             return self._send(request, host, tokens)
@@ -566,7 +580,7 @@ class Transport(httpx.BaseTransport):
 
     def _attempt(self, request: httpx.Request, host: _Host, tokens: int) -> httpx.Response:
         config = self._config
-        host.count(_ATTEMPTS)
+        host.tick[_ATTEMPTS]()
         wait = host.not_before - time.monotonic()
         if wait > 0:
             time.sleep(wait)
@@ -577,19 +591,20 @@ class Transport(httpx.BaseTransport):
         try:
             reservation = None
             if host.limiters:
-                costs = host.costs(tokens)
-                reservation = take_now(host.limiters, costs, host.primary)
+                # (one native call: the request and the tokens, counted as reserved)
+                reservation = host.tokens.reserve_now(
+                    host.requests_bucket, host.tokens_bucket, tokens
+                )
                 if reservation is None:
-                    reserve = Reserve(host.limiters, costs, None, "keep", host.primary)
-                    reservation = reserve.acquire_blocking()
-                host.reserved(tokens)
+                    reservation = host.reserve(tokens).acquire_blocking()
+                    host.reserved(tokens)
             breaker = host.breaker
             if breaker is not None and not breaker.try_acquire():
                 host.settle(reservation, 0)
                 raise breaker.refusal()
-            host.count(_REQUESTS)
+            host.tick[_REQUESTS]()
             start = time.monotonic()
-            retried = config.retried(request)
+            retried = config.retry_post or request.method in IDEMPOTENT
             try:
                 response = self._inner.handle_request(request)
             except Exception as error:
@@ -602,22 +617,27 @@ class Transport(httpx.BaseTransport):
                     breaker.release()
                 raise
             if breaker is not None:
-                breaker.record(_breaker_ok(response.status_code), time.monotonic() - start)
-            again, hint = config.outcome(host, response, retried)
-            if again:
-                try:
-                    response.read()
-                finally:
-                    response.close()
-                host.settle(reservation, 0)
-                raise _Retryable(response, host.key, hint)
-            settle = _Settle(host, reservation, permit)
+                # (a 429 says the caller is too fast, not that the host is unwell)
+                breaker.record(response.status_code < 500, time.monotonic() - start)
+            if host.synced:
+                host.sync(response.headers)
+            if response.status_code in RETRY_STATUSES:
+                again, hint = config.outcome(host, response, retried)
+                if again:
+                    try:
+                        response.read()
+                    finally:
+                        response.close()
+                    host.settle(reservation, 0)
+                    raise _Retryable(response, host.key, hint)
             if response.is_closed:  # read already (a body given whole): settled now
+                settle = _Settle(host, reservation, permit)
                 settle.keep(response.content)
-                settle.close()
+                settle.finish()
             else:
-                assert isinstance(response.stream, httpx.SyncByteStream)
-                response.stream = _SyncBody(response.stream, settle)
+                stream = response.stream
+                assert isinstance(stream, httpx.SyncByteStream)
+                response.stream = settle = _SyncBody(host, reservation, permit, stream)
             return response
         finally:
             if settle is None and permit is not None:

@@ -16,27 +16,39 @@ use crate::errors;
 use crate::rate::{wake_all, PyWaker};
 use crate::window::SlidingWindow;
 
-enum Member {
+/// One rate limiter of a combination (here, and a reservation's: `crate::reservation`).
+pub(crate) enum Member {
     Bucket(Py<TokenBucket>),
     Window(Py<SlidingWindow>),
 }
 
 impl Member {
-    fn limit(&self) -> &dyn RateLimit<PyWaker> {
+    /// The limiter `obj` is, or None when it is not a rate limiter.
+    pub(crate) fn of(obj: &Bound<'_, PyAny>) -> Option<Self> {
+        if let Ok(b) = obj.cast::<TokenBucket>() {
+            Some(Self::Bucket(b.clone().unbind()))
+        } else if let Ok(w) = obj.cast::<SlidingWindow>() {
+            Some(Self::Window(w.clone().unbind()))
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn limit(&self) -> &dyn RateLimit<PyWaker> {
         match self {
             Self::Bucket(b) => &b.get().state.core,
             Self::Window(w) => &w.get().state.core,
         }
     }
 
-    fn now(&self, py: Python<'_>) -> PyResult<u64> {
+    pub(crate) fn now(&self, py: Python<'_>) -> PyResult<u64> {
         match self {
             Self::Bucket(b) => b.get().state.now(py),
             Self::Window(w) => w.get().state.now(py),
         }
     }
 
-    fn object(&self, py: Python<'_>) -> Py<PyAny> {
+    pub(crate) fn object(&self, py: Python<'_>) -> Py<PyAny> {
         match self {
             Self::Bucket(b) => b.clone_ref(py).into_any(),
             Self::Window(w) => w.clone_ref(py).into_any(),
@@ -148,17 +160,12 @@ impl AllOf {
         }
         let members = limiters
             .iter()
-            .map(|lim| {
-                if let Ok(b) = lim.cast::<TokenBucket>() {
-                    Ok(Member::Bucket(b.clone().unbind()))
-                } else if let Ok(w) = lim.cast::<SlidingWindow>() {
-                    Ok(Member::Window(w.clone().unbind()))
-                } else {
-                    Err(PyTypeError::new_err(format!(
-                        "all_of() takes TokenBucket or SlidingWindow objects, got {}",
-                        lim.repr()?
-                    )))
-                }
+            .map(|lim| match Member::of(&lim) {
+                Some(member) => Ok(member),
+                None => Err(PyTypeError::new_err(format!(
+                    "all_of() takes TokenBucket or SlidingWindow objects, got {}",
+                    lim.repr()?
+                ))),
             })
             .collect::<PyResult<_>>()?;
         Ok(Self { members })

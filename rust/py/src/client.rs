@@ -14,8 +14,11 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
+use crate::allof::Member;
+use crate::bucket::TokenBucket;
 use crate::client_json;
 use crate::client_reset::{self, Reset};
+use crate::reservation::{self, Reservation};
 
 /// One vendor's rate-limit headers: each quota's remaining, limit and reset, in order.
 struct Layout {
@@ -274,24 +277,28 @@ pub fn read_quotas<'py>(
 pub fn sync_quotas(
     pairs: &Bound<'_, PyAny>,
     vendor: &str,
-    requests: Option<&Bound<'_, PyAny>>,
-    tokens: Option<&Bound<'_, PyAny>>,
+    requests: Option<&Bound<'_, TokenBucket>>,
+    tokens: Option<&Bound<'_, TokenBucket>>,
 ) -> PyResult<()> {
     let py = pairs.py();
     for quota in quotas(pairs, Layout::of(vendor)?, None)? {
         let Some(bucket) = (if quota.tokens { tokens } else { requests }) else {
             continue;
         };
+        // (the bucket's own `_sync`, called directly: no Python method lookup per quota)
+        let state = &bucket.get().state;
         let reset = match quota.reset {
-            Some(reset) if !quota.limit.is_none() => {
-                let burst = bucket.getattr(pyo3::intern!(py, "burst"))?;
-                quota.limit.le(burst)?.then_some(reset)
-            }
+            // (a limit is an int >= 0: beyond u64, larger than any burst)
+            Some(reset) if !quota.limit.is_none() => quota
+                .limit
+                .extract::<u64>()
+                .is_ok_and(|limit| limit <= state.core.burst())
+                .then_some(reset),
             _ => None,
         };
         // (an int >= 0: beyond u64, more than any capacity holds)
         let remaining: u64 = quota.remaining.extract().unwrap_or(u64::MAX);
-        bucket.call_method1(pyo3::intern!(py, "_sync"), (remaining, reset))?;
+        state.sync(py, remaining, reset)?;
     }
     Ok(())
 }
@@ -338,6 +345,47 @@ impl TokenTally {
     /// Adds ``n`` tokens settled.
     fn settle(&self, n: u64) {
         add(&self.settled, n);
+    }
+
+    /// A transport host's reservation taken at once (`reservation::take_now`): one request
+    /// in ``requests`` and ``tokens`` in ``tokens_bucket`` (each if the host has it; the
+    /// tokens are the primary part), or None with nothing taken. Adds the tokens reserved
+    /// when taken in a tokens bucket.
+    fn reserve_now(
+        &self,
+        py: Python<'_>,
+        requests: Option<Py<TokenBucket>>,
+        tokens_bucket: Option<Py<TokenBucket>>,
+        tokens: u64,
+    ) -> PyResult<Option<Reservation>> {
+        let mut members = Vec::with_capacity(2);
+        let mut costs = Vec::with_capacity(2);
+        if let Some(requests) = requests {
+            members.push(Member::Bucket(requests));
+            costs.push(1);
+        }
+        let primary = tokens_bucket.map(|bucket| {
+            members.push(Member::Bucket(bucket));
+            costs.push(tokens);
+            members.len() - 1
+        });
+        let taken = reservation::take(py, members, &costs, primary)?;
+        if taken.is_some() && primary.is_some() {
+            add(&self.reserved, tokens);
+        }
+        Ok(taken)
+    }
+
+    /// Settles the primary part of ``reservation`` (its tokens) at ``tokens``, or (None) at
+    /// its estimate, which then stands; adds the tokens settled. One call per response.
+    fn settle_reservation(
+        &self,
+        py: Python<'_>,
+        reservation: &Reservation,
+        tokens: Option<u64>,
+    ) -> PyResult<()> {
+        add(&self.settled, reservation.settle_primary(py, tokens)?);
+        Ok(())
     }
 
     /// ``(reserved, settled)``.

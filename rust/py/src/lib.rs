@@ -36,6 +36,7 @@ mod keyed;
 mod metrics;
 mod rate;
 mod ready;
+mod reservation;
 mod semaphore;
 #[cfg(target_os = "linux")]
 mod shm;
@@ -75,6 +76,8 @@ mod _native {
     use crate::rate::RateTicket;
     #[pymodule_export]
     use crate::ready::Ready;
+    #[pymodule_export]
+    use crate::reservation::{take_now, Reservation};
     #[pymodule_export]
     use crate::semaphore::{Semaphore, Ticket};
     #[cfg(target_os = "linux")]
