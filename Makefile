@@ -48,13 +48,15 @@ loom:
 	RUSTFLAGS="--cfg loom" cargo test -p admission-core --release --test loom --quiet \
 	  --target-dir target/loom
 
-# Servers the integration tests start themselves (never skipped): PostgreSQL, Redis.
+# Servers the integration tests start themselves (never skipped): PostgreSQL, Redis, PgBouncer.
 # Installed from the distribution's packages when missing.
 services:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; fi
 	@if ! command -v redis-server >/dev/null 2>&1; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; fi
+	@if ! command -v pgbouncer >/dev/null 2>&1 && ! test -x /usr/sbin/pgbouncer; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer; fi
 
 test-python: develop services
 	$(VPY) -m pytest -q -m "not stress"
