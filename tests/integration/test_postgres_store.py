@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 from postgres import APP_PASSWORD, PostgresServer, run, wait_until
-from store_contract import semaphores_answer_as_the_reference
+from store_contract import rates_answer_as_the_reference, semaphores_answer_as_the_reference
 
 import admission as adm
 from admission.errors import ConfigError, StoreUnavailable
@@ -689,6 +689,23 @@ def test_semaphores_answer_as_the_contracts_reference_does(pg: PostgresServer, s
         store = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
         try:
             await semaphores_answer_as_the_reference(store, "ref", LONG)
+        finally:
+            await store.aclose()
+
+    asyncio.run(main())
+
+
+def test_rates_coalesced_or_not_answer_as_the_contracts_reference_does(
+    pg: PostgresServer, schema: str
+) -> None:
+    """`rate_many` (one statement: the schema's function) answers as MemoryStore's
+    one-after-the-other `rate` calls at the same server now, interleaved with single `rate`
+    statements and give-backs (store_contract.py), for a bucket and a keyed bucket's key."""
+
+    async def main() -> None:
+        store = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
+        try:
+            await rates_answer_as_the_reference(store, "ref")
         finally:
             await store.aclose()
 

@@ -23,7 +23,7 @@ import pytest
 import redis.asyncio
 from postgres import run, wait_until
 from redis_server import RedisServer
-from store_contract import semaphores_answer_as_the_reference
+from store_contract import rates_answer_as_the_reference, semaphores_answer_as_the_reference
 
 import admission as adm
 from admission.stores.redis import SCRIPTS, Redis
@@ -557,3 +557,43 @@ def test_semaphores_answer_as_the_contracts_reference_does(redis_server: RedisSe
         await semaphores_answer_as_the_reference(store, unique("reference"), 3600 * SECOND)
 
     with_store(redis_server, body)
+
+
+def test_rates_coalesced_or_not_answer_as_the_contracts_reference_does(
+    redis_server: RedisServer,
+) -> None:
+    """`rate_many` (one script call) answers as MemoryStore's one-after-the-other `rate`
+    calls at the same server now, interleaved with single `rate` calls and give-backs
+    (store_contract.py), for a bucket and a keyed bucket's key."""
+
+    async def body(store: Redis) -> None:
+        await rates_answer_as_the_reference(store, unique("rates"))
+
+    with_store(redis_server, body)
+
+
+def test_rate_many_is_one_script_call_and_reloads_on_noscript(redis_server: RedisServer) -> None:
+    name = unique("many")
+
+    async def body(store: Redis) -> None:
+        redis_server.command("SCRIPT", "FLUSH")
+        before = redis_server.command("INFO", "commandstats")
+        replies = await store.rate_many(name, None, SECOND, 3, [(1, 0), (2, 0), (1, 0)])
+        after = redis_server.command("INFO", "commandstats")
+        assert [r.admitted for r in replies] == [True, True, False]
+        assert replies[1].tat_us == replies[0].now_us + 3 * SECOND  # the last charge's TAT
+        assert stored_tat(redis_server, b"admission:{b:%s}" % name.encode()) == replies[1].tat_us
+        assert calls(after, "eval") == calls(before, "eval") + 1  # reloaded once, on NOSCRIPT
+        with pytest.raises(ValueError, match="cost must be an int between 1 and burst"):
+            await store.rate_many(name, None, SECOND, 3, [(4, 0)])
+        with pytest.raises(ValueError, match="1 to 64 requests"):
+            await store.rate_many(name, None, SECOND, 3, [])
+
+    with_store(redis_server, body)
+
+
+def calls(info: Any, command: str) -> int:
+    """Calls of ``command`` in an ``INFO commandstats`` reply (0 if never called)."""
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    found = re.search(rf"cmdstat_{command}:calls=(\d+)", text)
+    return int(found.group(1)) if found else 0

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 __all__ = ["SCHEMA", "VERSION", "statements"]
 
-VERSION = 1
+VERSION = 2
 """The schema's version, in ``meta``; `SCHEMA` brings an older schema up to it."""
 
 # Microseconds since the Unix epoch on the server's clock (extract() is exact numeric on
@@ -137,6 +137,47 @@ BEGIN
 END
 $$;
 
+-- Several decisions on one bucket (rate_many): the row is locked first (created if missing,
+-- at the TAT of a full bucket), then the requests are decided in their order on one reading
+-- of the clock, and the TAT the last admitted one left is written once.
+CREATE OR REPLACE FUNCTION {{s}}.rate_many(
+    p_name text, p_key bytea, p_interval bigint, p_burst bigint,
+    p_costs bigint[], p_max_waits bigint[],
+    OUT admitted boolean[], OUT waits bigint[], OUT tats bigint[], OUT now bigint
+) LANGUAGE plpgsql AS $$
+DECLARE
+    k bytea := coalesce('\\x01'::bytea || p_key, '\\x'::bytea);
+    v_tat bigint;
+    v_new bigint;
+    v_wait bigint;
+    charged boolean := false;
+BEGIN
+    now := {_NOW};
+    INSERT INTO {{s}}.buckets AS b (name, key, tat, at, admitted)
+        VALUES (p_name, k, now, now, false)
+        ON CONFLICT (name, key) DO UPDATE SET at = EXCLUDED.at
+        RETURNING b.tat INTO v_tat;
+    now := {_NOW};  -- read again under the row's lock: no earlier than the last decision's
+    v_tat := greatest(v_tat, now);
+    admitted := ARRAY[]::boolean[]; waits := ARRAY[]::bigint[]; tats := ARRAY[]::bigint[];
+    FOR i IN 1 .. coalesce(array_length(p_costs, 1), 0) LOOP
+        v_new := v_tat + p_costs[i] * p_interval;
+        v_wait := v_new - p_burst * p_interval - now;
+        IF v_wait > 0 AND p_max_waits[i] >= 0 AND v_wait > p_max_waits[i] THEN
+            admitted := admitted || false; waits := waits || v_wait; tats := tats || v_tat;
+        ELSE
+            v_tat := v_new; charged := true;
+            admitted := admitted || true; waits := waits || greatest(v_wait, 0);
+            tats := tats || v_new;
+        END IF;
+    END LOOP;
+    IF charged THEN
+        UPDATE {{s}}.buckets b SET tat = v_tat, at = now, admitted = true
+            WHERE b.name = p_name AND b.key = k;
+    END IF;
+END
+$$;
+
 INSERT INTO {{s}}.meta (id, version) VALUES (true, {VERSION})
     ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version;
 """
@@ -161,6 +202,7 @@ ON CONFLICT (name, key) DO UPDATE SET
                     + ($5::bigint - $4::bigint) * $3::bigint - EXCLUDED.at <= $6::bigint,
     at = EXCLUDED.at
 RETURNING b.admitted, b.tat, b.at""",
+    "rate_many": ("SELECT admitted, waits, tats, now FROM {s}.rate_many($1, $2, $3, $4, $5, $6)"),
     "rate_give_back": f"""
 UPDATE {{s}}.buckets b SET tat = b.tat - $4::bigint * $3::bigint
 WHERE b.name = $1 AND b.key = {_KEY} AND b.tat = $5::bigint""",

@@ -25,7 +25,13 @@ from admission.errors import ConfigError, StoreUnavailable
 from admission.pools.dsn import parse_dsn, redact_dsn, scrub
 from admission.pools.errors import PoolError
 from admission.stores import _postgres_sql
-from admission.stores.network import NetworkStore, RateReply, SemaphoreReply, caller_bounds
+from admission.stores.network import (
+    NetworkStore,
+    RateReply,
+    SemaphoreReply,
+    caller_bounds,
+    check_requests,
+)
 
 __all__ = ["Postgres"]
 
@@ -416,6 +422,30 @@ class Postgres(NetworkStore):
             due = tat - burst * interval_us - now
             return RateReply(True, due if due > 0 else 0, tat, now)
         return RateReply(False, max(tat, now) + (cost - burst) * interval_us - now, tat, now)
+
+    async def rate_many(
+        self,
+        name: str,
+        key: bytes | None,
+        interval_us: int,
+        burst: int,
+        requests: Sequence[tuple[int, int]],
+    ) -> list[RateReply]:
+        """Several GCRA decisions on one bucket in one statement (the schema's ``rate_many``
+        function: the row locked, the requests decided in order, one write); see
+        `NetworkStore.rate_many`."""
+        check_requests(requests, burst)
+        admitted, waits, tats, now = await self._call(
+            "fetchrow",
+            "rate_many",
+            name,
+            key,
+            interval_us,
+            burst,
+            [cost for cost, _ in requests],
+            [max_wait for _, max_wait in requests],
+        )
+        return [RateReply(*reply, now) for reply in zip(admitted, waits, tats, strict=True)]
 
     async def rate_give_back(
         self, name: str, key: bytes | None, interval_us: int, cost: int, tat_us: int

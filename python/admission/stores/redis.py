@@ -66,7 +66,13 @@ from typing import TYPE_CHECKING, Any, Final, final
 from admission._extras import require
 from admission.errors import StoreUnavailable
 from admission.pools.dsn import redact_dsn, scrub
-from admission.stores.network import NetworkStore, RateReply, SemaphoreReply, caller_bounds
+from admission.stores.network import (
+    NetworkStore,
+    RateReply,
+    SemaphoreReply,
+    caller_bounds,
+    check_requests,
+)
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -110,6 +116,34 @@ end
 if wait < 0 then wait = 0 end
 redis.call('SET', KEYS[1], int(new), 'PX', ms(new - now))
 return {1, wait, new, now}
+"""
+
+# The GCRA for several requests, one after the other on one reading of the clock; one SET
+# at the end (none if nothing was admitted). KEYS: the TAT. ARGV: interval, burst, then a
+# cost and a max_wait per request. Returns now, then admitted, wait, tat per request.
+_RATE_MANY = """
+local interval = tonumber(ARGV[1])
+local room = tonumber(ARGV[2]) * interval
+local stored = tonumber(redis.call('GET', KEYS[1]) or now)
+local tat = stored
+if tat < now then tat = now end
+local last = nil
+local out = {now}
+for i = 3, #ARGV, 2 do
+  local new = tat + ARGV[i] * interval
+  local wait = new - room - now
+  local max_wait = tonumber(ARGV[i + 1])
+  local n = #out
+  if wait > 0 and max_wait >= 0 and wait > max_wait then
+    out[n + 1], out[n + 2], out[n + 3] = 0, wait, tat
+  else
+    if wait < 0 then wait = 0 end
+    tat, last = new, new
+    out[n + 1], out[n + 2], out[n + 3] = 1, wait, new
+  end
+end
+if last then redis.call('SET', KEYS[1], int(last), 'PX', ms(last - now)) end
+return out
 """
 
 # Compare-and-set on the TAT. KEYS: the TAT. ARGV: interval, cost, the TAT the charge left.
@@ -262,13 +296,14 @@ class _Script:
 
 
 RATE: Final = _Script("rate", _PRELUDE, _RATE)
+RATE_MANY: Final = _Script("rate_many", _PRELUDE, _RATE_MANY)
 GIVE_BACK: Final = _Script("rate_give_back", _PRELUDE, _GIVE_BACK)
 REGISTER: Final = _Script("register", _REGISTER)
 ACQUIRE: Final = _Script("semaphore_acquire", _PRELUDE, _REMOVE, _KEEP, _NEXT, _ACQUIRE)
 RENEW: Final = _Script("semaphore_renew", _PRELUDE, _KEEP, _RENEW)
 RELEASE: Final = _Script("semaphore_release", _PRELUDE, _RELEASE)
 STATE: Final = _Script("semaphore_state", _PRELUDE, _STATE)
-SCRIPTS: Final = (RATE, GIVE_BACK, REGISTER, ACQUIRE, RENEW, RELEASE, STATE)
+SCRIPTS: Final = (RATE, RATE_MANY, GIVE_BACK, REGISTER, ACQUIRE, RENEW, RELEASE, STATE)
 
 
 def _client_label(client: Any) -> str:
@@ -460,6 +495,24 @@ class Redis(NetworkStore):
             RATE, (self._bucket_key(name, key),), (interval_us, burst, cost, max_wait_us)
         )
         return RateReply(admitted == 1, wait_us, tat_us, now_us)
+
+    async def rate_many(
+        self,
+        name: str,
+        key: bytes | None,
+        interval_us: int,
+        burst: int,
+        requests: Sequence[tuple[int, int]],
+    ) -> list[RateReply]:
+        """Several GCRA decisions on one bucket in one script call (`NetworkStore.rate_many`)."""
+        check_requests(requests, burst)
+        _positive("interval_us", interval_us)
+        args: list[int] = [interval_us, burst]
+        for cost, max_wait_us in requests:
+            args += (cost, max_wait_us)
+        out = await self._eval(RATE_MANY, (self._bucket_key(name, key),), args)
+        now = out[0]
+        return [RateReply(out[i] == 1, out[i + 1], out[i + 2], now) for i in range(1, len(out), 3)]
 
     async def rate_give_back(
         self, name: str, key: bytes | None, interval_us: int, cost: int, tat_us: int
