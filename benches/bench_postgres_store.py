@@ -11,7 +11,10 @@ worker decides on the ONE shared bucket, the contended case a shared limit is):
   sends nothing): the floor a one-statement decision is held to (the issue's >= 0.8 x).
 - ``Postgres.rate``: one GCRA decision, the store's statement (``INSERT ... ON CONFLICT DO
   UPDATE ... RETURNING``), on that pool.
-- ``TokenBucket(store=Postgres)``: ``await bucket.acquire(timeout=0)``, the limiter on top.
+- ``TokenBucket(store=Postgres)``: ``await bucket.acquire(timeout=0)``, the limiter on top (at
+  c=16 the decisions asked for while one is in flight go as one ``rate_many`` statement);
+- the same limiter deciding one statement per decision, as before coalescing (the "before"
+  row of the same run: `bench_remote_layer.OneByOne`).
 - ``PL/pgSQL function``: the same decision as a function called by one SELECT (``SELECT ...
   FOR UPDATE`` then ``UPDATE`` inside the server): the alternative the store did not keep.
 - ``SELECT FOR UPDATE + UPDATE transaction``: Bucket4j's way: BEGIN, read the row locked,
@@ -50,7 +53,10 @@ import admission as adm
 from admission.stores.postgres import Postgres
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from postgres import PostgresServer
+
+from bench_remote_layer import one_by_one
 
 GROUP_1 = "postgres store decision, c=1"
 GROUP_16 = "postgres store decision, c=16"
@@ -125,6 +131,9 @@ class Contenders:
         self.bucket = adm.TokenBucket(
             rate=1_000_000, per=1, burst=BURST, name="bench-limiter", store=self.store
         )
+        self.one_by_one = one_by_one(
+            adm.TokenBucket(rate=1_000_000, per=1, burst=BURST, name="bench-1by1", store=self.store)
+        )
         await self.bare.execute(_FUNCTION)
         await asyncio.get_running_loop().run_in_executor(self.executor, self._open_pyrate)
 
@@ -162,6 +171,9 @@ class Contenders:
 
     async def limiter(self) -> None:
         await self.bucket.acquire(timeout=0)
+
+    async def limiter_one_by_one(self) -> None:
+        await self.one_by_one.acquire(timeout=0)
 
     async def function(self) -> None:
         row = await self.bare.fetchrow(
@@ -203,6 +215,8 @@ class Contenders:
             ("select1-bare", "asyncpg select 1, no reset", "floor", self.select_1_no_reset, 1.0),
             ("store", "Postgres.rate", "admission", self.store_rate, 1.0),
             ("limiter", "TokenBucket(store=Postgres)", "admission", self.limiter, 1.0),
+            ("limiter-1by1", "TokenBucket(store=Postgres), a statement per decision (before)",
+             "reference", self.limiter_one_by_one, 1.0),
             ("function", "PL/pgSQL function", "reference", self.function, 1.0),
             ("transaction", "SELECT FOR UPDATE + UPDATE transaction", "reference",
              self.transaction, 0.5),

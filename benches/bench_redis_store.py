@@ -6,7 +6,10 @@ Rows, each a decision that admits (the limits are far above what the run takes):
 
 - ``Redis.rate``: the store's GCRA, one EVALSHA (the round trip every limiter decision is);
 - ``TokenBucket(store=Redis)``: ``await bucket.acquire(timeout=0)`` of admission's limiter in
-  that store (the round trip plus the limiter's breaker, shielding and counters);
+  that store (the round trip plus the limiter's breaker, shielding and counters; at c=16 the
+  decisions asked for while one is in flight go together as one ``rate_many`` script call);
+- the same limiter deciding one round trip per decision, as before coalescing (the "before"
+  row of the same run: `bench_remote_layer.OneByOne`);
 - raw ``PING`` and ``SET`` through the same client (the floors: one round trip doing nothing,
   one writing a key);
 - limits (``limits.aio``, its Redis storage on redis-py): moving window and fixed window
@@ -42,7 +45,10 @@ import pytest
 import admission as adm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from redis_server import RedisServer
+
+from bench_remote_layer import one_by_one
 
 ROUNDS = 30
 CALLS = {1: 200, 16: 400}  # decisions per round, at each concurrency
@@ -69,15 +75,20 @@ async def _store_rate(url: str) -> tuple[Decide, Callable[[], Awaitable[None]]]:
     return decide, store.aclose
 
 
-async def _token_bucket(url: str) -> tuple[Decide, Callable[[], Awaitable[None]]]:
-    store = adm.stores.Redis(url, timeout=5.0)
-    bucket = adm.TokenBucket(rate=1e6, per=1, burst=10**6, name="bench-bucket", store=store)
-    acquire = bucket.acquire
+def _token_bucket(
+    coalesce: bool,
+) -> Callable[[str], Awaitable[tuple[Decide, Callable[[], Awaitable[None]]]]]:
+    async def make(url: str) -> tuple[Decide, Callable[[], Awaitable[None]]]:
+        store = adm.stores.Redis(url, timeout=5.0)
+        bucket = adm.TokenBucket(rate=1e6, per=1, burst=10**6, name="bench-bucket", store=store)
+        acquire = (bucket if coalesce else one_by_one(bucket)).acquire
 
-    def decide() -> Awaitable[object]:
-        return acquire(1, 0)
+        def decide() -> Awaitable[object]:
+            return acquire(1, 0)
 
-    return decide, store.aclose
+        return decide, store.aclose
+
+    return make
 
 
 def _raw(command: str) -> Callable[[str], Awaitable[tuple[Decide, Callable[[], Awaitable[None]]]]]:
@@ -154,7 +165,14 @@ ROWS = [
         "admission TokenBucket(store=Redis).acquire(timeout=0)",
         "admission",
         False,
-        _token_bucket,
+        _token_bucket(True),
+    ),
+    Row(
+        "redis.TokenBucket.one_by_one",
+        "admission TokenBucket(store=Redis), a round trip per decision (before coalescing)",
+        "reference",
+        False,
+        _token_bucket(False),
     ),
     Row("redis.PING", "raw PING, same client (floor)", "floor", False, _raw("PING")),
     Row("redis.SET", "raw SET, same client", "reference", False, _raw("SET")),

@@ -114,15 +114,50 @@ def test_a_paused_server_fails_every_method_within_the_timeout(given: bool) -> N
 def test_pool_exhaustion_waits_for_a_connection_within_the_timeout(
     redis_server: RedisServer,
 ) -> None:
-    """More concurrent calls than connections: they queue for one (none fails)."""
+    """More concurrent calls than connections: they queue for one (none fails), and the
+    store never opens more than its limit."""
+
+    def connected() -> int:
+        info = redis_server.command("INFO", "clients")
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        return int(text.split("connected_clients:")[1].split()[0]) - 1  # not INFO's own
 
     async def scenario() -> None:
+        before = connected()
         store = adm.stores.Redis(redis_server.url() + "?max_connections=4", timeout=5.0)
         try:
             replies = await asyncio.gather(
                 *(store.rate("pool", b"k", SECOND, 1000, 1, 0) for _ in range(64))
             )
             assert all(r.admitted for r in replies)
+            assert connected() - before == 4
+        finally:
+            await store.aclose()
+        await wait_until(lambda: connected() == before, "the store's connections closed")
+
+    run(scenario())
+
+
+def test_connections_the_server_closed_while_idle_are_replaced_without_an_error(
+    redis_server: RedisServer,
+) -> None:
+    """CLIENT KILL (as a server's idle timeout or a restart does) ends the store's idle
+    connections: the next calls open new ones instead of failing on the dead ones."""
+
+    async def scenario() -> None:
+        store = adm.stores.Redis(redis_server.url(), timeout=5.0)
+        try:
+            await asyncio.gather(*(store.rate("idle", b"k", SECOND, 1000, 1, 0) for _ in range(3)))
+            assert store._direct is not None
+            idle = list(store._direct._idle)
+            assert len(idle) == 3
+            redis_server.command("CLIENT", "KILL", "TYPE", "normal")
+            await wait_until(lambda: all(store._direct._stale(c) for c in idle), "EOF seen")
+            replies = await asyncio.gather(
+                *(store.rate("idle", b"k", SECOND, 1000, 1, 0) for _ in range(3))
+            )
+            assert all(r.admitted for r in replies)
+            assert not set(store._direct._idle) & set(idle)  # all replaced
         finally:
             await store.aclose()
 
