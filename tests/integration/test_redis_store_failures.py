@@ -18,7 +18,7 @@ from postgres import run, wait_until
 from redis_server import RedisServer
 
 import admission as adm
-from admission.stores.redis import Redis
+from admission.stores.redis import Redis, _usable
 
 SECOND = 1_000_000
 #: The bound a failing call must stay under: its timeout plus room for a busy machine (a
@@ -149,15 +149,16 @@ def test_connections_the_server_closed_while_idle_are_replaced_without_an_error(
         try:
             await asyncio.gather(*(store.rate("idle", b"k", SECOND, 1000, 1, 0) for _ in range(3)))
             assert store._direct is not None
-            idle = list(store._direct._idle)
+            idle = store._direct.idle
             assert len(idle) == 3
             redis_server.command("CLIENT", "KILL", "TYPE", "normal")
-            await wait_until(lambda: all(store._direct._stale(c) for c in idle), "EOF seen")
+            await wait_until(lambda: not any(map(_usable, idle)), "the EOF seen by the store")
             replies = await asyncio.gather(
                 *(store.rate("idle", b"k", SECOND, 1000, 1, 0) for _ in range(3))
             )
             assert all(r.admitted for r in replies)
-            assert not set(store._direct._idle) & set(idle)  # all replaced
+            assert not set(store._direct.idle) & set(idle)  # all replaced
+            assert store._direct.open == 3
         finally:
             await store.aclose()
 

@@ -45,8 +45,9 @@ limiters then admit more than their limits (fencing tokens stay increasing, see 
 
 The client is redis-py's asyncio client, so the store runs on asyncio (and uvloop), not on
 trio. With a client made from ``url``, the store uses redis-py's connections directly
-(`_Connections`: its own idle list, the command packed once, no pool lock nor health check
-per call): a third less client CPU per decision than through the client's layers. It
+(`admission.stores._connections`: its own idle list, the command packed once, no pool lock
+nor health check per call): a third less client CPU per decision than through the
+client's layers. It
 retries nothing and has no timeouts of redis-py's (its
 timeouts cancel the task that began a wait, which need not be the caller's any more: see
 below); a method called directly ends at ``timeout`` (one timer around the whole call). The
@@ -60,7 +61,6 @@ what it granted is given back. A client you pass should have no ``socket_timeout
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import hashlib
 import json
@@ -71,6 +71,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 from admission._extras import require
 from admission.errors import StoreUnavailable
 from admission.pools.dsn import redact_dsn, scrub
+from admission.stores._connections import Connections
 from admission.stores.network import (
     NetworkStore,
     RateReply,
@@ -330,109 +331,11 @@ def pack(*items: bytes | str | int) -> bytes:
     return b"*%d\r\n%s" % (len(items), b"".join(map(_bulk, items)))
 
 
-@final
-class _Connections:
-    """The connections of a store made from a URL, used directly: a call takes an idle one
-    (or opens one, up to ``limit``, or waits for one), sends its command, reads the reply
-    and gives the connection back. What redis-py's client does per command, without its
-    layers (the pool's lock and health check, the retry wrapper, the packing), which cost
-    a third of the client's CPU per decision and more of its wall time on loopback.
-
-    An idle connection the server has closed (a restart, an idle timeout) is noticed at no
-    cost when it is taken (its reader has seen the end of the stream) and replaced; one
-    left with unread bytes is never reused. A call that fails any other way than with an
-    error reply (which leaves the connection in step) closes its connection.
-    """
-
-    __slots__ = ("_closed", "_idle", "_limit", "_make", "_open", "_waiters")
-
-    def __init__(self, make: Callable[[], Any], limit: int) -> None:
-        self._make = make
-        self._limit = limit
-        self._idle: list[Any] = []
-        self._open = 0
-        self._waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
-        self._closed = False
-
-    @staticmethod
-    def _stale(conn: Any) -> bool:
-        reader = getattr(conn, "_reader", None)
-        return reader is None or reader.at_eof() or bool(getattr(reader, "_buffer", b""))
-
-    async def _take(self) -> Any:
-        idle = self._idle
-        while idle:
-            conn = idle.pop()
-            if not self._stale(conn):
-                return conn
-            self._open -= 1
-            await conn.disconnect(nowait=True)
-        if self._open >= self._limit:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                conn = await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
-                    self._give(waiter.result(), True)  # handed over as it was cancelled
-                raise
-            if conn is not None:
-                return conn
-            # Handed the place of a connection closed (counted open by `_give`).
-        else:
-            self._open += 1
-        conn = self._make()
-        try:
-            await conn.connect()
-        except BaseException:
-            self._give(conn, False)
-            raise
-        return conn
-
-    def _give(self, conn: Any, healthy: bool) -> None:
-        """Gives back ``conn`` (None: the place of one) to the first waiter, or the idle."""
-        if conn is not None and (not healthy or self._closed):
-            _close_soon(conn)
-            conn = None  # a waiter may open one in its place
-        if conn is None:
-            self._open -= 1
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                if conn is None:
-                    self._open += 1
-                waiter.set_result(conn)
-                return
-        if conn is not None:
-            self._idle.append(conn)
-
-    async def call(self, command: bytes) -> Any:
-        """Sends ``command`` (packed) on a connection and returns the reply; an error reply
-        raises redis-py's exception for it (`redis.exceptions.ResponseError`)."""
-        conn = await self._take()
-        healthy = False
-        try:
-            await conn.send_packed_command(command, check_health=False)
-            try:
-                reply = await conn.read_response()
-            except self._in_step:
-                healthy = True
-                raise
-            healthy = True
-            return reply
-        finally:
-            self._give(conn, healthy)
-
-    _in_step: tuple[type[Exception], ...] = ()
-
-    async def aclose(self) -> None:
-        """Closes the idle connections, and the others as they are given back."""
-        self._closed = True
-        idle, self._idle = self._idle, []
-        self._open -= len(idle)
-        for conn in idle:
-            await conn.disconnect(nowait=True)
+def _usable(conn: Any) -> bool:
+    """An idle connection the server has not closed and that holds no unread bytes (its
+    reader has seen neither: known without a system call)."""
+    reader = getattr(conn, "_reader", None)
+    return reader is not None and not reader.at_eof() and not getattr(reader, "_buffer", b"")
 
 
 def _close_soon(conn: Any) -> None:
@@ -511,10 +414,10 @@ class Redis(NetworkStore):
         self._prefix = prefix.encode()
         self._noscript: type[Exception] = redis.exceptions.NoScriptError
         self._driver_errors: tuple[type[Exception], ...] = (redis.exceptions.RedisError, OSError)
-        _Connections._in_step = (redis.exceptions.ResponseError,)
+        self._in_step: type[Exception] = redis.exceptions.ResponseError
         if client is not None:
             self._client: Any = client
-            self._direct: _Connections | None = None
+            self._direct: Connections[Any] | None = None
             self._owned = False
             self._label = _client_label(client)
             self._secrets: tuple[str, ...] = ()
@@ -544,7 +447,15 @@ class Redis(NetworkStore):
                 retry=Retry(NoBackoff(), 0),
             )
             self._client = redis.asyncio.Redis.from_pool(pool)
-            self._direct = _Connections(pool.make_connection, pool.max_connections)
+            make: Callable[[], Any] = pool.make_connection
+
+            async def connect() -> Any:
+                conn = make()
+                await conn.connect()
+                return conn
+
+            # The store's calls use redis-py's connections directly (module docstring).
+            self._direct = Connections(connect, _close_soon, _usable, pool.max_connections)
         except ValueError as exc:
             # redis-py's message may quote the URL: say what is wrong without it.
             raise ValueError(
@@ -595,12 +506,29 @@ class Redis(NetworkStore):
             reason = scrub(f"{type(exc).__name__}: {exc}", self._secrets)
             raise StoreUnavailable(self._label, f"{script.name}: {reason}") from exc
 
+    async def _send(self, direct: Connections[Any], command: bytes) -> Any:
+        """``command`` (packed) on a connection of the store's own, and its reply; an error
+        reply raises redis-py's exception for it and leaves the connection in step."""
+        conn = await direct.take()
+        healthy = False
+        try:
+            await conn.send_packed_command(command, check_health=False)
+            try:
+                reply = await conn.read_response()
+            except self._in_step:
+                healthy = True
+                raise
+            healthy = True
+            return reply
+        finally:
+            direct.give(conn, healthy)
+
     async def _evalsha(self, script: _Script, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
         direct = self._direct
         try:
             if direct is not None:
-                return await direct.call(
-                    pack(b"EVALSHA", script.sha_bytes, len(keys), *keys, *args)
+                return await self._send(
+                    direct, pack(b"EVALSHA", script.sha_bytes, len(keys), *keys, *args)
                 )
             return await self._client.evalsha(script.sha, len(keys), *keys, *args)
         except self._noscript:
@@ -608,7 +536,9 @@ class Redis(NetworkStore):
             # not run this one: EVAL sends it, runs it and caches it for the next EVALSHA in
             # one command (a SCRIPT LOAD then EVALSHA could lose it to a flush in between).
             if direct is not None:
-                return await direct.call(pack(b"EVAL", script.source, len(keys), *keys, *args))
+                return await self._send(
+                    direct, pack(b"EVAL", script.source, len(keys), *keys, *args)
+                )
             return await self._client.eval(script.source, len(keys), *keys, *args)
 
     # ---------------------------------------------------------- NetworkStore
@@ -713,5 +643,5 @@ class Redis(NetworkStore):
         if self._owned:
             self._owned = False
             if self._direct is not None:
-                await self._direct.aclose()
+                await self._direct.aclose(lambda conn: conn.disconnect())
             await self._client.aclose()
