@@ -10,7 +10,8 @@ worker decides on the ONE shared bucket, the contended case a shared limit is):
 - ``asyncpg select 1, no reset``: the same on a pool made as the store makes its own (release
   sends nothing): the floor a one-statement decision is held to (the issue's >= 0.8 x).
 - ``Postgres.rate``: one GCRA decision, the store's statement (``INSERT ... ON CONFLICT DO
-  UPDATE ... RETURNING``), on that pool.
+  UPDATE ... RETURNING``), on a store made from the DSN (its own connections, used directly);
+  and the same on a store given the pool without reset (asyncpg's pool per statement).
 - ``TokenBucket(store=Postgres)``: ``await bucket.acquire(timeout=0)``, the limiter on top (at
   c=16 the decisions asked for while one is in flight go as one ``rate_many`` statement);
 - the same limiter deciding one statement per decision, as before coalescing (the "before"
@@ -116,6 +117,7 @@ class Contenders:
         self.pool: Any = None
         self.bare: Any = None
         self.store: Postgres | None = None
+        self.store_on_pool: Postgres | None = None
         self.bucket: Any = None
         self.executor = ThreadPoolExecutor(POOL_SIZE)
         self.pyrate: Any = None
@@ -126,8 +128,10 @@ class Contenders:
         size = {"min_size": POOL_SIZE, "max_size": POOL_SIZE}
         self.pool = await asyncpg.create_pool(self.dsn, **size)
         self.bare = await asyncpg.create_pool(self.dsn, reset=_no_reset, **size)
-        self.store = Postgres(pool=self.bare, timeout=30, sweep_interval=None)
+        # The store as made from a DSN: its own connections, used directly.
+        self.store = Postgres(self.dsn, timeout=30, sweep_interval=None)
         await self.store.migrate()
+        self.store_on_pool = Postgres(pool=self.bare, timeout=30, sweep_interval=None)
         self.bucket = adm.TokenBucket(
             rate=1_000_000, per=1, burst=BURST, name="bench-limiter", store=self.store
         )
@@ -149,7 +153,9 @@ class Contenders:
 
     async def close(self) -> None:
         assert self.store is not None
+        assert self.store_on_pool is not None
         await self.store.aclose()
+        await self.store_on_pool.aclose()
         await self.pool.close()
         await self.bare.close()
         if self.pyrate is not None:
@@ -167,6 +173,11 @@ class Contenders:
     async def store_rate(self) -> None:
         assert self.store is not None
         reply = await self.store.rate("bench", None, INTERVAL_US, BURST, 1, 0)
+        assert reply.admitted
+
+    async def store_rate_on_pool(self) -> None:
+        assert self.store_on_pool is not None
+        reply = await self.store_on_pool.rate("bench-pool", None, INTERVAL_US, BURST, 1, 0)
         assert reply.admitted
 
     async def limiter(self) -> None:
@@ -214,6 +225,8 @@ class Contenders:
             ("select1", "asyncpg select 1", "reference", self.select_1, 1.0),
             ("select1-bare", "asyncpg select 1, no reset", "floor", self.select_1_no_reset, 1.0),
             ("store", "Postgres.rate", "admission", self.store_rate, 1.0),
+            ("store-pool", "Postgres.rate on a given asyncpg pool (no reset)", "reference",
+             self.store_rate_on_pool, 1.0),
             ("limiter", "TokenBucket(store=Postgres)", "admission", self.limiter, 1.0),
             ("limiter-1by1", "TokenBucket(store=Postgres), a statement per decision (before)",
              "reference", self.limiter_one_by_one, 1.0),

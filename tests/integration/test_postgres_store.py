@@ -710,3 +710,39 @@ def test_rates_coalesced_or_not_answer_as_the_contracts_reference_does(
             await store.aclose()
 
     asyncio.run(main())
+
+
+def test_own_connections_are_bounded_and_replaced_once_the_server_ends_them(
+    pg: PostgresServer, schema: str
+) -> None:
+    """A store made from a DSN holds at most OWN_POOL_SIZE connections of its own however
+    many calls are in flight; connections the server ended while idle (an idle timeout, a
+    restart: here pg_terminate_backend) are replaced by the next calls, not failed on."""
+    from admission.stores.postgres import OWN_POOL_SIZE
+
+    async def main() -> None:
+        store = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
+        try:
+            replies = await asyncio.gather(
+                *(store.rate("own", b"%d" % i, LONG, 1, 1, 0) for i in range(64))
+            )
+            assert all(r.admitted for r in replies)
+            own = store._own
+            assert own is not None
+            assert own.open == len(own.idle) == OWN_POOL_SIZE
+            pids = [conn.get_server_pid() for conn in own.idle]
+            ended = await rows(pg, "SELECT pg_terminate_backend(p) FROM unnest($1::int[]) p", pids)
+            assert all(r[0] for r in ended)
+            idle = own.idle
+            await wait_until(lambda: all(c.is_closed() for c in idle), "the ends seen")
+            replies = await asyncio.gather(
+                *(store.rate("own", b"x%d" % i, LONG, 1, 1, 0) for i in range(3))
+            )
+            assert all(r.admitted for r in replies)
+            assert not set(own.idle) & set(idle)  # replaced
+            assert own.open == len(own.idle) == 3  # the dead ones are no longer counted
+        finally:
+            await store.aclose()
+        assert store._own.open == 0
+
+    asyncio.run(main())

@@ -15,11 +15,12 @@ import asyncio
 import collections
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar, final
+from typing import Any, Generic, TypeVar, final
 
 __all__ = ["Connections"]
 
 C = TypeVar("C")
+T = TypeVar("T")
 
 
 @final
@@ -111,6 +112,24 @@ class Connections(Generic[C]):
         except BaseException:
             self.give(None, False)
             raise
+
+    async def call(
+        self, use: Callable[[C], Awaitable[T]], in_step: type[BaseException] | tuple[Any, ...]
+    ) -> T:
+        """``await use(conn)`` on a connection taken for it, given back after: healthy if
+        ``use`` returned or raised ``in_step`` (the server refused the command: the
+        connection is as it was), closed otherwise (broken, or cut short mid-reply)."""
+        conn = await self.take()
+        healthy = False
+        try:
+            result = await use(conn)
+            healthy = True
+            return result
+        except in_step:
+            healthy = True
+            raise
+        finally:
+            self.give(conn, healthy)
 
     def give(self, conn: C | None, healthy: bool) -> None:
         """Gives back ``conn`` (None: only its place, it failed to open) to the first caller

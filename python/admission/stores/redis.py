@@ -509,19 +509,12 @@ class Redis(NetworkStore):
     async def _send(self, direct: Connections[Any], command: bytes) -> Any:
         """``command`` (packed) on a connection of the store's own, and its reply; an error
         reply raises redis-py's exception for it and leaves the connection in step."""
-        conn = await direct.take()
-        healthy = False
-        try:
+
+        async def exchange(conn: Any) -> Any:
             await conn.send_packed_command(command, check_health=False)
-            try:
-                reply = await conn.read_response()
-            except self._in_step:
-                healthy = True
-                raise
-            healthy = True
-            return reply
-        finally:
-            direct.give(conn, healthy)
+            return await conn.read_response()
+
+        return await direct.call(exchange, self._in_step)
 
     async def _evalsha(self, script: _Script, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
         direct = self._direct
