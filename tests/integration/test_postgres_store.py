@@ -746,3 +746,38 @@ def test_own_connections_are_bounded_and_replaced_once_the_server_ends_them(
         assert store._own.open == 0
 
     asyncio.run(main())
+
+
+def test_a_schema_at_version_1_is_brought_up_to_rate_many(pg: PostgresServer, schema: str) -> None:
+    """Version 2 added the rate_many function: a schema left at 1 is refused without
+    create (saying to migrate), and brought up by the first use with it."""
+
+    async def main() -> None:
+        first = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
+        try:
+            await first.migrate()
+        finally:
+            await first.aclose()
+        conn = await asyncpg.connect(pg.dsn())
+        try:
+            await conn.execute(
+                f'DROP FUNCTION "{schema}".rate_many; UPDATE "{schema}".meta SET version = 1'
+            )
+        finally:
+            await conn.close()
+        strict = Postgres(pg.app_dsn(), schema=schema, create=False, timeout=LOADED)
+        try:
+            with pytest.raises(ConfigError, match=r"is at 1 \(this version needs 2\)"):
+                await strict.rate_many("v", None, LONG, 2, [(1, 0)])
+        finally:
+            await strict.aclose()
+        store = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
+        try:
+            replies = await store.rate_many("v", None, LONG, 2, [(1, 0), (1, 0), (1, 0)])
+            assert [r.admitted for r in replies] == [True, True, False]
+        finally:
+            await store.aclose()
+        version = await rows(pg, f'SELECT version FROM "{schema}".meta')
+        assert [r[0] for r in version] == [2]
+
+    asyncio.run(main())
