@@ -889,8 +889,12 @@ class _RemoteRate(_Remote):
             _keep(self._send_queued(key, lane))
         else:
             lane.busy = False
-            if key is not None:
-                self._lanes.pop(key, None)
+            self._forget(key, lane)
+
+    def _forget(self, key: bytes | None, lane: _Lane) -> None:
+        """Drops an idle key's lane (the limiter's own, key None, stays)."""
+        if key is not None and self._lanes.get(key) is lane:
+            del self._lanes[key]
 
     async def _queue(self, lane: _Lane, cost: int, max_wait_us: int) -> RateReply:
         loop = asyncio.get_running_loop()
@@ -957,8 +961,8 @@ class _RemoteRate(_Remote):
             raise
         finally:
             lane.busy = False
-            if key is not None and not queued:
-                self._lanes.pop(key, None)
+            if not queued:
+                self._forget(key, lane)
 
     def _give_back_all(
         self, key: bytes | None, costs: Sequence[int], replies: Sequence[RateReply]
