@@ -208,34 +208,134 @@ def test_a_failed_batch_fails_each_caller_as_its_on_store_error_says() -> None:
         assert stats.rejected == (3 if mode == "closed" else 0)
 
 
-def test_a_queued_caller_past_its_deadline_fails_and_is_never_sent() -> None:
-    """The store's timeout bounds a queued caller from the moment it asks (the wait for the
-    round trip in flight counts): past it, StoreUnavailable; its request is dropped."""
+def test_a_queued_caller_is_bounded_from_when_its_batch_is_sent_never_unbounded() -> None:
+    """The round trip in flight never answers: past the store's timeout its caller fails and
+    the queue goes at once (not dropped: alone, it would have been sent); the batch never
+    answers either: past the timeout from its sending, each queued caller fails with a
+    `StoreUnavailable` of its own, caused by the batch's. Late replies are given back."""
     store = GatedStore(timeout=0.01)
     bucket = adm.TokenBucket(rate=1, per=1, burst=10, name="api", store=store)
 
-    async def main() -> None:
+    async def main() -> list[BaseException]:
         await store.register("TokenBucket", "api", {"rate": 1.0, "per": 1.0, "burst": 10.0})
         bucket._registered = True
         first = asyncio.ensure_future(bucket.acquire(timeout=0))
         await until(lambda: len(store.held) == 1)
-        queued = asyncio.ensure_future(bucket.acquire(2, timeout=0))
-        with pytest.raises(adm.StoreUnavailable, match=r"no answer within 0\.01 s"):
-            await asyncio.wait_for(queued, 5)
+        queued = [asyncio.ensure_future(bucket.acquire(2, timeout=0)) for _ in range(2)]
         with pytest.raises(adm.StoreUnavailable):
-            await asyncio.wait_for(first, 5)  # the first one's deadline passed as well
-        store.open()  # its late reply is given back
+            await asyncio.wait_for(first, 5)
+        errors = []
+        for call in queued:
+            with pytest.raises(adm.StoreUnavailable, match=r"no answer within 0\.01 s") as info:
+                await asyncio.wait_for(call, 5)
+            errors.append(info.value)
+        # The first's round trip and the batch's, both unanswered. Their late replies are
+        # given back, the batch's first (the last charge first), so each is the last.
+        rate_gate, batch_gate = store.held
+        store.held = []
+        batch_gate.set_result(None)
+        for given in (1, 2):
+            await until(lambda: len(store.held) == 1)
+            store.open()
+            await until(lambda given=given: store.calls.get("rate_give_back") == given)
+        rate_gate.set_result(None)
         await until(lambda: len(store.held) == 1)
         store.open()
-        await until(lambda: store.calls.get("rate_give_back") == 1)
+        await until(lambda: store.calls.get("rate_give_back") == 3)
+        return errors
 
-    asyncio.run(main())
-    assert store.batches == []
+    errors = asyncio.run(main())
+    assert store.batches == [[(2, 0), (2, 0)]]
     assert store.tat_us("api") == int(NOW * 1e6)
-    assert bucket._counts.store_errors == 2
+    assert bucket._counts.store_errors == 3
+    # Each caller its own error (raised in its own task), caused by the round trip's.
+    assert errors[0] is not errors[1]
+    assert errors[0].__cause__ is errors[1].__cause__
+    assert isinstance(errors[0].__cause__, adm.StoreUnavailable)
 
 
-def test_a_batch_is_at_most_rate_many_max_requests_the_rest_go_in_the_next() -> None:
+def test_a_queued_caller_never_fails_where_its_round_trip_alone_would_have_succeeded() -> None:
+    """Timeout 0.5 s. The round trip in flight takes 0.3 s, the batch behind it 0.3 s: each
+    within the timeout, so each caller succeeds, as it would have alone (the queued one's
+    deadline runs from its batch's sending, not from its queueing: 0.6 s > 0.5 s)."""
+    store = GatedStore(timeout=0.5)
+    bucket = adm.TokenBucket(rate=1, per=1, burst=10, name="api", store=store)
+
+    async def main() -> list[str]:
+        await store.register("TokenBucket", "api", {"rate": 1.0, "per": 1.0, "burst": 10.0})
+        bucket._registered = True
+        first = asyncio.ensure_future(bucket.acquire(timeout=0))
+        await until(lambda: len(store.held) == 1)
+        queued = [asyncio.ensure_future(bucket.acquire(timeout=0)) for _ in range(3)]
+        await until(lambda: len(bucket._lanes[None].queued) == 3)
+        await asyncio.sleep(0.3)
+        store.open()
+        await until(lambda: len(store.held) == 1)  # the batch, in flight
+        await asyncio.sleep(0.3)
+        store.open()
+        return [await outcome(call) for call in (first, *queued)]
+
+    assert asyncio.run(main()) == ["admitted"] * 4
+    assert store.batches == [[(1, 0)] * 3]
+    assert bucket._counts.store_errors == 0
+
+
+class CancelAtDelivery(GatedStore):
+    """Cancels ``victim`` in the loop turn its round trip's reply is delivered, before its
+    task resumes."""
+
+    victim: asyncio.Future[None] | None = None
+
+    async def _round_trip(self, method: str) -> int:
+        served = await super()._round_trip(method)
+        victim = self.victim
+        if victim is not None and method in ("rate", "rate_many"):
+            asyncio.get_running_loop().call_soon(victim.cancel)
+        return served
+
+
+@pytest.mark.parametrize("victim", ["in flight", "queued"])
+def test_a_caller_cancelled_as_its_reply_is_delivered_gives_its_charge_back(victim: str) -> None:
+    """The one whose round trip is in flight, or one of a batch, cancelled in the very turn
+    its admitted reply reaches it: either it returns (admitted, charged) or it raises
+    CancelledError and its charge is given back: never cancelled and still charged."""
+    store = CancelAtDelivery()
+    bucket = adm.TokenBucket(rate=1, per=1, burst=10, name="api", store=store)
+
+    async def main() -> list[object]:
+        first = asyncio.ensure_future(bucket.acquire(timeout=0))
+        await until(lambda: len(store.held) == 1)
+        second = asyncio.ensure_future(bucket.acquire(2, timeout=0))
+        await until(lambda: len(bucket._lanes[None].queued) == 1)
+        store.victim = first if victim == "in flight" else None
+        store.open()
+        await until(lambda: first.done())
+        await until(lambda: len(store.held) == 1)  # the batch
+        store.victim = second if victim == "queued" else None
+        store.open()
+        results = await asyncio.gather(first, second, return_exceptions=True)
+        for _ in range(100):  # the give-back, if any
+            store.open()
+            await asyncio.sleep(0)
+        return results
+
+    results = asyncio.run(main())
+    charged = {"first": 1, "second": 2}
+    kept = sum(
+        charged[name]
+        for name, result in zip(charged, results, strict=True)
+        if not isinstance(result, BaseException)
+    )
+    if victim == "queued":  # (in flight, the caller resumes in the same turn: admitted)
+        assert isinstance(results[1], asyncio.CancelledError)
+    assert store.tat_us("api") == int(NOW * 1e6) + kept * 1_000_000
+
+
+def test_more_than_rate_many_max_queued_go_side_by_side_each_one_round_trip_after_the_first() -> (
+    None
+):
+    """RATE_MANY_MAX + 10 queued: two batches sent at once (not one after the other), so
+    each decision waits for the round trip in flight and then one of its own."""
     store = GatedStore()
     bucket = adm.TokenBucket(rate=1, per=1, burst=1000, name="api", store=store)
     asked = RATE_MANY_MAX + 10
@@ -245,14 +345,16 @@ def test_a_batch_is_at_most_rate_many_max_requests_the_rest_go_in_the_next() -> 
         await until(lambda: len(store.held) == 1)
         calls = [asyncio.ensure_future(bucket.acquire(timeout=0)) for _ in range(asked)]
         await until(lambda: len(bucket._lanes[None].queued) == asked)
-        for _ in range(3):  # the first, then two batches, one after the other
-            store.open()
-            await until(lambda: len(store.held) == 1 or all(c.done() for c in calls))
-        await asyncio.gather(first, *calls)
+        store.open()
+        await first
+        await until(lambda: len(store.held) == 2)  # both batches in flight together
+        store.open()
+        await asyncio.gather(*calls)
 
     asyncio.run(main())
-    assert [len(b) for b in store.batches] == [RATE_MANY_MAX, 10]
+    assert sorted(len(b) for b in store.batches) == [10, RATE_MANY_MAX]
     assert bucket.stats().admitted == asked + 1
+    assert store.tat_us("api") == int(NOW * 1e6) + (asked + 1) * 1_000_000
     assert not bucket._lanes[None].busy
 
 

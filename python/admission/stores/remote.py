@@ -17,12 +17,18 @@ module owns the rest:
   way. Nothing is double-booked: a charge made after the cancelled one keeps its place.
 - Coalescing. While a decision of a rate limiter (and key) is in flight, the decisions its
   other callers in this process ask for queue up and go together, in their order, as ONE
-  round trip (`NetworkStore.rate_many`, at most `RATE_MANY_MAX` a time) sent when the reply
-  in flight arrives: under concurrency, one round trip decides many requests; alone, a
-  request goes at once, as before (no timer, no added latency). Each reply is the one the
-  request would have had made right after the ones before it. Order: first come, first
-  charged within a process; across processes, round trips are decided in the order they
-  reach the server (a batch's requests one after the other), as without coalescing.
+  round trip (`NetworkStore.rate_many`) sent when the reply in flight arrives: under
+  concurrency, one round trip decides many requests; alone, a request goes at once, as
+  before (no timer, no added latency). Each reply is the one the request would have had
+  made right after the ones before it. Order: first come, first charged within a process
+  (more than `RATE_MANY_MAX` queued at once go as that many a round trip, side by side:
+  in order within each, in no set order between them); across processes, round trips are
+  decided in the order they reach the server (a batch's requests one after the other), as
+  without coalescing. Time: a queued decision waits for at most the round trip in flight
+  (bounded by the store's ``timeout``: past it, the queue goes at once) and then one round
+  trip of its own, bounded by the ``timeout`` from when it is sent: at most twice the
+  ``timeout`` in all, and it never fails where the same round trip alone would have
+  succeeded. A caller cancelled in the turn its reply is delivered gives its charge back.
 - Failure. Each round trip returns or raises within the store's ``timeout``. A breaker per
   store (`admission.CircuitBreaker`, named ``store <label>``) opens after repeated failures,
   so a dead store costs microseconds, not a timeout per call; then each limiter does what
@@ -42,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import copy
 import math
 import os
 import socket
@@ -323,7 +330,7 @@ class _Deadlines:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
 
-    def watch(self, call: _Guarded[Any] | _Request) -> list[Any]:
+    def watch(self, call: _Guarded[Any]) -> list[Any]:
         """Calls ``call._expire()`` once the timeout has passed, unless the entry returned
         (``[deadline, call]``) has had its call cleared first."""
         entries = self._entries
@@ -534,26 +541,26 @@ async def _quietly(call: Awaitable[Any]) -> None:
 class _Request:
     """A decision queued behind the one in flight (its caller awaits ``future``)."""
 
-    __slots__ = ("cost", "expired", "future", "max_wait_us")
+    __slots__ = ("cost", "future", "max_wait_us")
 
-    def __init__(
-        self,
-        cost: int,
-        max_wait_us: int,
-        future: asyncio.Future[RateReply],
-        expired: Callable[[], BaseException],
-    ) -> None:
+    def __init__(self, cost: int, max_wait_us: int, future: asyncio.Future[RateReply]) -> None:
         self.cost = cost
         self.max_wait_us = max_wait_us
         self.future = future
-        self.expired = expired
 
-    def _expire(self) -> None:
-        """Its deadline passed (called by `_Deadlines`): the caller gets ``expired()``; if
-        the request is still queued it is never sent, if it is in flight its charge is
-        given back when the reply comes."""
-        if not self.future.done():
-            self.future.set_exception(self.expired())
+
+def _own_error(error: Exception) -> Exception:
+    """The error a caller of a failed batch gets: one of its own (each is raised in its own
+    task, with its own traceback), caused by the round trip's."""
+    if isinstance(error, StoreUnavailable):
+        own: Exception = StoreUnavailable(error.store, error.reason)
+    else:
+        try:
+            own = copy.copy(error)
+        except Exception:
+            return error  # cannot be copied: shared, as it is
+    own.__cause__ = error
+    return own
 
 
 @final
@@ -871,7 +878,7 @@ class _RemoteRate(_Remote):
         if lane is None:
             lane = self._lanes[key] = _Lane()
         if lane.busy:
-            return await self._queue(lane, cost, max_wait_us)
+            return await self._queue(key, lane, cost, max_wait_us)
         lane.busy = True
         try:
             return await self._call(
@@ -896,66 +903,57 @@ class _RemoteRate(_Remote):
         if key is not None and self._lanes.get(key) is lane:
             del self._lanes[key]
 
-    async def _queue(self, lane: _Lane, cost: int, max_wait_us: int) -> RateReply:
-        loop = asyncio.get_running_loop()
-        request = _Request(cost, max_wait_us, loop.create_future(), self._no_answer)
+    async def _queue(
+        self, key: bytes | None, lane: _Lane, cost: int, max_wait_us: int
+    ) -> RateReply:
+        # No deadline of its own while queued: the round trip in flight is bounded by the
+        # store's timeout (past it, the queue goes at once), and its batch by the same
+        # timeout from when it is sent (module docstring, "Coalescing").
+        request = _Request(cost, max_wait_us, asyncio.get_running_loop().create_future())
         lane.queued.append(request)
-        # Bounded from now: the wait for the round trip in flight counts.
-        watched = _deadlines(loop, self.store.timeout).watch(request)
         try:
             return await request.future
         except StoreUnavailable:
             self._counts.store_errors += 1
             raise
-        finally:
-            watched[1] = None
+        except asyncio.CancelledError:
+            # Cancelled in the turn its reply was delivered (before this task resumed): the
+            # reply is this caller's, so is its charge, given back as a late reply's is.
+            future = request.future
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self._give_back(key, cost, future.result())
+            raise
 
     async def _send_queued(self, key: bytes | None, lane: _Lane) -> None:
-        """Sends the queued decisions of ``lane``, up to `RATE_MANY_MAX` per round trip, one
-        round trip after the other until none is left; each caller gets its reply, or the
-        round trip's failure. A caller gone (cancelled, or past its deadline) before its
-        request went is dropped; after, its charge is given back when the reply comes."""
+        """Sends the queued decisions of ``lane``: all of them at once, in round trips of
+        up to `RATE_MANY_MAX` each (more than that go side by side, not one after the
+        other), then those queued meanwhile, until none is left. A caller gone (cancelled)
+        before its request went is dropped; after, its charge is given back when the reply
+        comes."""
         queued = lane.queued
-        batch: list[_Request] = []
+        batches: list[list[_Request]] = []
         try:
             while True:
-                batch = []
-                while queued and len(batch) < RATE_MANY_MAX:
+                batches = []
+                batch: list[_Request] = []
+                while queued:
                     request = queued.popleft()
                     if not request.future.done():
                         batch.append(request)
-                if not batch:
+                        if len(batch) == RATE_MANY_MAX:
+                            batches.append(batch)
+                            batch = []
+                if batch:
+                    batches.append(batch)
+                if not batches:
                     return
-                requests = [(r.cost, r.max_wait_us) for r in batch]
-                costs = [r.cost for r in batch]
-                try:
-                    replies = await self._call(
-                        lambda requests=requests: self.store.rate_many(  # type: ignore[misc]
-                            self.name, key, self._interval_us, self._burst, requests
-                        ),
-                        lambda late, costs=costs: self._give_back_all(  # type: ignore[misc]
-                            key, costs, late
-                        ),
-                        0,
-                    )
-                except Exception as error:
-                    for request in batch:
-                        if not request.future.done():
-                            request.future.set_exception(error)
-                    continue
-                gone_costs: list[int] = []
-                gone: list[RateReply] = []
-                for request, reply in zip(batch, replies, strict=True):
-                    if request.future.done():
-                        gone_costs.append(request.cost)
-                        gone.append(reply)
-                    else:
-                        request.future.set_result(reply)
-                if gone:
-                    self._give_back_all(key, gone_costs, gone)
+                if len(batches) == 1:
+                    await self._send_batch(key, batches[0])
+                else:
+                    await asyncio.gather(*(self._send_batch(key, batch) for batch in batches))
         except BaseException:
-            # Cancelled with its loop: the waiting callers are told, not left to time out.
-            for request in (*batch, *queued):
+            # Cancelled with its loop: the waiting callers are told, not left to wait.
+            for request in (*(r for batch in batches for r in batch), *queued):
                 request.future.cancel()
             queued.clear()
             raise
@@ -963,6 +961,36 @@ class _RemoteRate(_Remote):
             lane.busy = False
             if not queued:
                 self._forget(key, lane)
+
+    async def _send_batch(self, key: bytes | None, batch: list[_Request]) -> None:
+        """One `rate_many` round trip for ``batch``, bounded by the store's timeout from
+        now; each caller gets its reply, or an error of its own (caused by the round
+        trip's)."""
+        requests = [(r.cost, r.max_wait_us) for r in batch]
+        costs = [r.cost for r in batch]
+        try:
+            replies = await self._call(
+                lambda: self.store.rate_many(
+                    self.name, key, self._interval_us, self._burst, requests
+                ),
+                lambda late: self._give_back_all(key, costs, late),
+                0,
+            )
+        except Exception as error:
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(_own_error(error))
+            return
+        gone_costs: list[int] = []
+        gone: list[RateReply] = []
+        for request, reply in zip(batch, replies, strict=True):
+            if request.future.done():
+                gone_costs.append(request.cost)
+                gone.append(reply)
+            else:
+                request.future.set_result(reply)
+        if gone:
+            self._give_back_all(key, gone_costs, gone)
 
     def _give_back_all(
         self, key: bytes | None, costs: Sequence[int], replies: Sequence[RateReply]
