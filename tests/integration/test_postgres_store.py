@@ -781,3 +781,59 @@ def test_a_schema_at_version_1_is_brought_up_to_rate_many(pg: PostgresServer, sc
         assert [r[0] for r in version] == [2]
 
     asyncio.run(main())
+
+
+def test_a_schema_is_never_lowered_and_a_later_or_written_back_one_is_used(
+    pg: PostgresServer, schema: str
+) -> None:
+    """Rolling upgrades: a process of the previous release, made with create=True, wrote
+    its version (1) over the schema's unconditionally; this release then still uses a
+    schema that has its objects (create=False included) and, with create, marks it 2
+    again. A schema at a later version (3) is used as it is: this release's creation and
+    `migrate` never lower it."""
+
+    async def version() -> int:
+        return int((await rows(pg, f'SELECT version FROM "{schema}".meta'))[0][0])
+
+    async def decides(create: bool) -> None:
+        store = Postgres(pg.app_dsn(), schema=schema, create=create, timeout=LOADED)
+        try:
+            assert (await store.rate("r", None, LONG, 2, 1, 0)).tat_us > 0
+            assert len(await store.rate_many("m", None, LONG, 2, [(1, 0)])) == 1
+        finally:
+            await store.aclose()
+
+    async def main() -> None:
+        first = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
+        try:
+            await first.migrate()
+        finally:
+            await first.aclose()
+        conn = await asyncpg.connect(pg.dsn())
+        try:
+            # The previous release's creation ends with this statement (verbatim).
+            await conn.execute(
+                f'INSERT INTO "{schema}".meta (id, version) VALUES (true, 1)'
+                " ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version"
+            )
+            assert await version() == 1
+            await decides(create=False)
+            assert await version() == 1
+            await decides(create=True)
+            assert await version() == 2
+            await conn.execute(f'UPDATE "{schema}".meta SET version = 3')
+            await decides(create=False)
+            await decides(create=True)
+            later = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
+            try:
+                await later.migrate()
+            finally:
+                await later.aclose()
+            assert await version() == 3
+            # This release's creation text itself never lowers it either.
+            await conn.execute(_postgres_sql.statements(schema)["schema"])
+            assert await version() == 3
+        finally:
+            await conn.close()
+
+    asyncio.run(main())

@@ -30,7 +30,8 @@ from __future__ import annotations
 __all__ = ["SCHEMA", "VERSION", "statements"]
 
 VERSION = 2
-"""The schema's version, in ``meta``; `SCHEMA` brings an older schema up to it."""
+"""The schema's version, in ``meta``; `SCHEMA` brings an older schema up to it. A version
+only adds objects: a schema at a later version has every object of an earlier one."""
 
 # Microseconds since the Unix epoch on the server's clock (extract() is exact numeric on
 # PostgreSQL 14+, a double before it: exact to the microsecond until 2255).
@@ -178,14 +179,20 @@ BEGIN
 END
 $$;
 
-INSERT INTO {{s}}.meta (id, version) VALUES (true, {VERSION})
-    ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version;
+-- Never lowers the version: a later release's schema stays marked as such.
+INSERT INTO {{s}}.meta AS m (id, version) VALUES (true, {VERSION})
+    ON CONFLICT (id) DO UPDATE SET version = greatest(m.version, EXCLUDED.version);
 """
 """Creates the schema, or brings it up to `VERSION`; idempotent (one simple-query string:
 PostgreSQL runs it as one transaction)."""
 
+# The object `VERSION` added: its presence tells a schema of this version whose version
+# number an earlier release's creation wrote back (releases before this one set it as is).
+_ADDED = "'{s}.rate_many(text, bytea, bigint, bigint, bigint[], bigint[])'"
+
 _STATEMENTS = {
-    "version": "SELECT version FROM {s}.meta",
+    # The schema's version, and whether it has the objects of `VERSION` (see `_ADDED`).
+    "version": f"SELECT m.version, to_regprocedure({_ADDED}) IS NOT NULL FROM {{s}}.meta m",
     # Always writes the row (a refusal rewrites the same TAT), so RETURNING reports the
     # decision made on the newest version of the row, the one the conflict locked. The
     # server's now travels in the proposed row (EXCLUDED.at): read once per statement.

@@ -354,25 +354,38 @@ class Postgres(NetworkStore):
             self._acquire = contextlib.asynccontextmanager(self._own_connection)
 
     async def _connect_and_check(self) -> None:
-        import asyncpg
 
         if self._owns_pool:
             await self._open_own_pool()
         async with self._connection() as conn:
-            try:
-                version = await conn.fetchval(self._sql["version"])
-            except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
-                version = None
-            if version == _postgres_sql.VERSION:
+            version, complete = await self._version_on(conn)
+            needed = _postgres_sql.VERSION
+            # A later version keeps every object of this one: used as it is, never brought
+            # "up" to this one (which would put this release's functions over its own).
+            if version is not None and version >= needed:
                 return
             if not self._create:
+                if complete:  # at `needed`, its number written back by an earlier release
+                    return
                 found = "has no admission tables" if version is None else f"is at {version}"
                 raise ConfigError(
                     f"schema {self._schema!r} of {self._label} {found} (this version needs "
-                    f"{_postgres_sql.VERSION}): run `await store.migrate()` first, or make "
-                    "the store with create=True"
+                    f"{needed}): run `await store.migrate()` with this version first (then "
+                    "roll the processes; see README, Across hosts), or make the store with "
+                    "create=True"
                 )
             await self._migrate_on(conn)
+
+    async def _version_on(self, conn: Any) -> tuple[int | None, bool]:
+        """The schema's version (None: no admission tables) and whether it has the objects
+        of this version."""
+        import asyncpg
+
+        try:
+            row = await conn.fetchrow(self._sql["version"])
+        except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+            return None, False
+        return (None, False) if row is None else (row[0], row[1])
 
     async def _migrate_on(self, conn: Any) -> None:
         import asyncpg
@@ -401,8 +414,9 @@ class Postgres(NetworkStore):
     async def migrate(self) -> None:
         """Creates the store's schema, tables and function, or brings them up to this version.
 
-        Idempotent, and safe when several processes run it at once. Needs the right to
-        create a schema in the database (or an existing schema owned by the role).
+        Idempotent, and safe when several processes run it at once; a schema a later
+        release brought to a later version is left as it is (never lowered). Needs the
+        right to create a schema in the database (or an existing schema owned by the role).
         Raises `admission.errors.StoreUnavailable` if the database cannot be reached within
         `SETUP_TIMEOUT` seconds.
         """
@@ -412,7 +426,9 @@ class Postgres(NetworkStore):
 
             async def run() -> None:
                 async with self._connection() as conn:
-                    await self._migrate_on(conn)
+                    version, _ = await self._version_on(conn)
+                    if version is None or version <= _postgres_sql.VERSION:
+                        await self._migrate_on(conn)
 
             await asyncio.wait_for(run(), SETUP_TIMEOUT)
         except Exception as exc:
