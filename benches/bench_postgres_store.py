@@ -3,15 +3,26 @@ concurrency 1 and 16, against raw asyncpg ``select 1`` on a pool of the same siz
 pyrate-limiter's ``PostgresBucket``, in the same run, on one throwaway local server.
 
 Rows (every decision admitted: the bucket's rate is far above what any row reaches, and every
-worker decides on the ONE shared bucket, the contended case a shared limit is):
+worker decides on the ONE shared bucket, the contended case a shared limit is, except the
+row over 1,000 keys):
 
 - ``asyncpg select 1``: ``pool.fetchval("select 1")`` on an asyncpg pool as created by default,
   whose release sends asyncpg's reset query (a second round trip).
-- ``asyncpg select 1, no reset``: the same on a pool made as the store makes its own (release
-  sends nothing): the floor a one-statement decision is held to (the issue's >= 0.8 x).
+- ``asyncpg select 1, no reset``: the same on a pool that sends nothing on release: the pool
+  floor a one-statement decision is held to (the issue's >= 0.8 x).
+- ``select 1, raw connections``: ``conn.fetchval("select 1")`` on asyncpg connections used
+  directly, one per worker from an idle list (the kind of connection a store made from a DSN
+  uses): the floor without any pool's cost.
 - ``Postgres.rate``: one GCRA decision, the store's statement (``INSERT ... ON CONFLICT DO
-  UPDATE ... RETURNING``), on that pool.
-- ``TokenBucket(store=Postgres)``: ``await bucket.acquire(timeout=0)``, the limiter on top.
+  UPDATE ... RETURNING``), on a store made from the DSN (its own connections, used directly);
+  and the same on a store given the pool without reset (asyncpg's pool per statement).
+- ``TokenBucket(store=Postgres)``: ``await bucket.acquire(timeout=0)``, the limiter on top (at
+  c=16 the decisions asked for while one is in flight go as one ``rate_many`` statement);
+- the same limiter deciding one statement per decision, as before coalescing (the "before"
+  row of the same run: `bench_remote_layer.OneByOne`).
+- ``KeyedTokenBucket(store=Postgres), 1,000 keys``: the workers' decisions spread over 1,000
+  keys in turn (at c=16, 16 different keys at a time: next to nothing to coalesce), where the
+  rows above all decide on one hot bucket (the best case for coalescing).
 - ``PL/pgSQL function``: the same decision as a function called by one SELECT (``SELECT ...
   FOR UPDATE`` then ``UPDATE`` inside the server): the alternative the store did not keep.
 - ``SELECT FOR UPDATE + UPDATE transaction``: Bucket4j's way: BEGIN, read the row locked,
@@ -50,7 +61,10 @@ import admission as adm
 from admission.stores.postgres import Postgres
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from postgres import PostgresServer
+
+from bench_remote_layer import one_by_one
 
 GROUP_1 = "postgres store decision, c=1"
 GROUP_16 = "postgres store decision, c=16"
@@ -59,6 +73,7 @@ POOL_SIZE = 16
 OPS = {1: 1_500, 16: 3_000}  # per round; pyrate-limiter's rows a tenth of it
 INTERVAL_US = 1  # a bucket of a million per second: every decision in the bench admitted
 BURST = 1_000_000
+KEYS_SPREAD = 1_000  # the keys the keyed row's decisions go round
 
 Op = Callable[[], Awaitable[Any]]
 
@@ -109,7 +124,9 @@ class Contenders:
         self.dsn = dsn
         self.pool: Any = None
         self.bare: Any = None
+        self.raw: list[Any] = []  # idle raw connections
         self.store: Postgres | None = None
+        self.store_on_pool: Postgres | None = None
         self.bucket: Any = None
         self.executor = ThreadPoolExecutor(POOL_SIZE)
         self.pyrate: Any = None
@@ -120,10 +137,20 @@ class Contenders:
         size = {"min_size": POOL_SIZE, "max_size": POOL_SIZE}
         self.pool = await asyncpg.create_pool(self.dsn, **size)
         self.bare = await asyncpg.create_pool(self.dsn, reset=_no_reset, **size)
-        self.store = Postgres(pool=self.bare, timeout=30, sweep_interval=None)
+        self.raw = [await asyncpg.connect(self.dsn) for _ in range(POOL_SIZE)]
+        # The store as made from a DSN: its own connections, used directly.
+        self.store = Postgres(self.dsn, timeout=30, sweep_interval=None)
         await self.store.migrate()
+        self.store_on_pool = Postgres(pool=self.bare, timeout=30, sweep_interval=None)
         self.bucket = adm.TokenBucket(
             rate=1_000_000, per=1, burst=BURST, name="bench-limiter", store=self.store
+        )
+        self.keyed = adm.KeyedTokenBucket(
+            rate=1_000_000, per=1, burst=BURST, name="bench-keyed", store=self.store
+        )
+        self.next_key = 0
+        self.one_by_one = one_by_one(
+            adm.TokenBucket(rate=1_000_000, per=1, burst=BURST, name="bench-1by1", store=self.store)
         )
         await self.bare.execute(_FUNCTION)
         await asyncio.get_running_loop().run_in_executor(self.executor, self._open_pyrate)
@@ -140,9 +167,13 @@ class Contenders:
 
     async def close(self) -> None:
         assert self.store is not None
+        assert self.store_on_pool is not None
         await self.store.aclose()
+        await self.store_on_pool.aclose()
         await self.pool.close()
         await self.bare.close()
+        for conn in self.raw:
+            await conn.close()
         if self.pyrate is not None:
             self.pyrate.close()
         if self.psycopg_pool is not None:
@@ -155,13 +186,32 @@ class Contenders:
     async def select_1_no_reset(self) -> None:
         await self.bare.fetchval("select 1")
 
+    async def select_1_raw(self) -> None:
+        conn = self.raw.pop()
+        try:
+            await conn.fetchval("select 1")
+        finally:
+            self.raw.append(conn)
+
     async def store_rate(self) -> None:
         assert self.store is not None
         reply = await self.store.rate("bench", None, INTERVAL_US, BURST, 1, 0)
         assert reply.admitted
 
+    async def store_rate_on_pool(self) -> None:
+        assert self.store_on_pool is not None
+        reply = await self.store_on_pool.rate("bench-pool", None, INTERVAL_US, BURST, 1, 0)
+        assert reply.admitted
+
     async def limiter(self) -> None:
         await self.bucket.acquire(timeout=0)
+
+    async def limiter_keys(self) -> None:
+        self.next_key = key = (self.next_key + 1) % KEYS_SPREAD
+        await self.keyed.acquire(key, timeout=0)
+
+    async def limiter_one_by_one(self) -> None:
+        await self.one_by_one.acquire(timeout=0)
 
     async def function(self) -> None:
         row = await self.bare.fetchrow(
@@ -201,8 +251,16 @@ class Contenders:
         return [
             ("select1", "asyncpg select 1", "reference", self.select_1, 1.0),
             ("select1-bare", "asyncpg select 1, no reset", "floor", self.select_1_no_reset, 1.0),
+            ("select1-raw", "select 1, raw connections (the kind the store uses)", "floor",
+             self.select_1_raw, 1.0),
             ("store", "Postgres.rate", "admission", self.store_rate, 1.0),
+            ("store-pool", "Postgres.rate on a given asyncpg pool (no reset)", "reference",
+             self.store_rate_on_pool, 1.0),
             ("limiter", "TokenBucket(store=Postgres)", "admission", self.limiter, 1.0),
+            ("limiter-1by1", "TokenBucket(store=Postgres), a statement per decision (before)",
+             "reference", self.limiter_one_by_one, 1.0),
+            ("limiter-keys", "KeyedTokenBucket(store=Postgres), 1,000 keys", "admission",
+             self.limiter_keys, 1.0),
             ("function", "PL/pgSQL function", "reference", self.function, 1.0),
             ("transaction", "SELECT FOR UPDATE + UPDATE transaction", "reference",
              self.transaction, 0.5),
@@ -309,16 +367,16 @@ def main() -> None:
     rows = Contenders("").table()
     medians = {k: statistics.median(v) for k, v in rates.items()}
     print(f"{rounds} interleaved rounds, pools of {POOL_SIZE}; decisions/s (median of rounds)\n")
-    head = " | ".join(f"c={c} | vs floor | store vs it" for c in CONCURRENCY)
+    head = " | ".join(f"c={c} | vs raw | vs pool floor" for c in CONCURRENCY)
     print(f"| row | {head} |")
     print("| --- |" + " ---: | ---: | ---: |" * len(CONCURRENCY))
     for key, label, *_ in rows:
         cells = []
         for c in CONCURRENCY:
             value = medians[(key, c)]
+            raw = medians[("select1-raw", c)]
             floor = medians[("select1-bare", c)]
-            store = medians[("store", c)]
-            cells.append(f"{value:,.0f} | {value / floor:.2f} | {store / value:.2f}")
+            cells.append(f"{value:,.0f} | {value / raw:.2f} | {value / floor:.2f}")
         print(f"| {label} | {' | '.join(cells)} |")
     shares = ", ".join(f"c={c}: {share:.0%}" for c, share in admitted_share.items())
     print(f"\npyrate-limiter's decisions that admitted (the rest: refused by its lock): {shares}")

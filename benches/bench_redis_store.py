@@ -6,9 +6,17 @@ Rows, each a decision that admits (the limits are far above what the run takes):
 
 - ``Redis.rate``: the store's GCRA, one EVALSHA (the round trip every limiter decision is);
 - ``TokenBucket(store=Redis)``: ``await bucket.acquire(timeout=0)`` of admission's limiter in
-  that store (the round trip plus the limiter's breaker, shielding and counters);
+  that store (the round trip plus the limiter's breaker, shielding and counters; at c=16 the
+  decisions asked for while one is in flight go together as one ``rate_many`` script call);
+- the same limiter deciding one round trip per decision, as before coalescing (the "before"
+  row of the same run: `bench_remote_layer.OneByOne`);
+- ``KeyedTokenBucket(store=Redis), 1,000 keys``: the decisions spread over 1,000 keys in
+  turn (at c=16, 16 different keys at a time: next to nothing to coalesce), where the rows
+  above all decide on one hot bucket (the best case for coalescing);
 - raw ``PING`` and ``SET`` through the same client (the floors: one round trip doing nothing,
   one writing a key);
+- raw ``PING`` on redis-py connections used directly, one per task from an idle list (the
+  kind of connection a store made from a URL uses: no client layers, no pool lock);
 - limits (``limits.aio``, its Redis storage on redis-py): moving window and fixed window
   ``hit``;
 - throttled-py (``throttled.asyncio``, its Redis store): token bucket ``limit``.
@@ -42,11 +50,15 @@ import pytest
 import admission as adm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from redis_server import RedisServer
+
+from bench_remote_layer import one_by_one
 
 ROUNDS = 30
 CALLS = {1: 200, 16: 400}  # decisions per round, at each concurrency
 SECOND = 1_000_000
+KEYS_SPREAD = 1_000  # the keys the keyed row's decisions go round
 
 Decide = Callable[[], Awaitable[object]]
 
@@ -69,15 +81,58 @@ async def _store_rate(url: str) -> tuple[Decide, Callable[[], Awaitable[None]]]:
     return decide, store.aclose
 
 
-async def _token_bucket(url: str) -> tuple[Decide, Callable[[], Awaitable[None]]]:
+def _token_bucket(
+    coalesce: bool,
+) -> Callable[[str], Awaitable[tuple[Decide, Callable[[], Awaitable[None]]]]]:
+    async def make(url: str) -> tuple[Decide, Callable[[], Awaitable[None]]]:
+        store = adm.stores.Redis(url, timeout=5.0)
+        bucket = adm.TokenBucket(rate=1e6, per=1, burst=10**6, name="bench-bucket", store=store)
+        acquire = (bucket if coalesce else one_by_one(bucket)).acquire
+
+        def decide() -> Awaitable[object]:
+            return acquire(1, 0)
+
+        return decide, store.aclose
+
+    return make
+
+
+async def _keyed(url: str) -> tuple[Decide, Callable[[], Awaitable[None]]]:
     store = adm.stores.Redis(url, timeout=5.0)
-    bucket = adm.TokenBucket(rate=1e6, per=1, burst=10**6, name="bench-bucket", store=store)
-    acquire = bucket.acquire
+    keyed = adm.KeyedTokenBucket(rate=1e6, per=1, burst=10**6, name="bench-keyed", store=store)
+    turn = [0]
 
     def decide() -> Awaitable[object]:
-        return acquire(1, 0)
+        turn[0] = key = (turn[0] + 1) % KEYS_SPREAD
+        return keyed.acquire(key, 1, 0)
 
     return decide, store.aclose
+
+
+async def _raw_direct(url: str) -> tuple[Decide, Callable[[], Awaitable[None]]]:
+    import redis.asyncio
+
+    pool = redis.asyncio.ConnectionPool.from_url(url)
+    idle = []
+    for _ in range(max(CALLS)):
+        conn = pool.make_connection()
+        await conn.connect()
+        idle.append(conn)
+    ping = b"*1\r\n$4\r\nPING\r\n"
+
+    async def decide() -> object:
+        conn = idle.pop()
+        try:
+            await conn.send_packed_command(ping, check_health=False)
+            return await conn.read_response()
+        finally:
+            idle.append(conn)
+
+    async def close() -> None:
+        for conn in idle:
+            await conn.disconnect()
+
+    return decide, close
 
 
 def _raw(command: str) -> Callable[[str], Awaitable[tuple[Decide, Callable[[], Awaitable[None]]]]]:
@@ -154,9 +209,30 @@ ROWS = [
         "admission TokenBucket(store=Redis).acquire(timeout=0)",
         "admission",
         False,
-        _token_bucket,
+        _token_bucket(True),
+    ),
+    Row(
+        "redis.TokenBucket.one_by_one",
+        "admission TokenBucket(store=Redis), a round trip per decision (before coalescing)",
+        "reference",
+        False,
+        _token_bucket(False),
+    ),
+    Row(
+        "redis.Keyed",
+        "admission KeyedTokenBucket(store=Redis), 1,000 keys",
+        "admission",
+        False,
+        _keyed,
     ),
     Row("redis.PING", "raw PING, same client (floor)", "floor", False, _raw("PING")),
+    Row(
+        "redis.PING.direct",
+        "raw PING, a connection used directly (the kind the store uses)",
+        "floor",
+        False,
+        _raw_direct,
+    ),
     Row("redis.SET", "raw SET, same client", "reference", False, _raw("SET")),
     Row("limits.moving", "limits moving window (aio, redis-py)", "peer", False, _limits("moving")),
     Row("limits.fixed", "limits fixed window (aio, redis-py)", "peer", False, _limits("fixed")),
@@ -260,15 +336,18 @@ def main() -> None:
         times = asyncio.run(_interleaved(server.url(), rounds))
     medians = {key: statistics.median(values) for key, values in times.items()}
     print(f"{rounds} interleaved rounds; µs per decision (median of rounds)\n")
-    head = " | ".join(f"c={c} | vs PING | vs Redis.rate" for c in CALLS)
+    head = " | ".join(f"c={c} | vs PING | vs direct PING | vs limits fixed" for c in CALLS)
     print(f"| row | {head} |")
-    print("| --- |" + " ---: | ---: | ---: |" * len(CALLS))
+    print("| --- |" + " ---: | ---: | ---: | ---: |" * len(CALLS))
     for row in ROWS:
         cells = []
         for c in CALLS:
             value = medians[(row.key, c)]
-            ping, store = medians[("redis.PING", c)], medians[("redis.Redis.rate", c)]
-            cells.append(f"{value:.1f} | {value / ping:.2f} | {value / store:.2f}")
+            ping, direct = medians[("redis.PING", c)], medians[("redis.PING.direct", c)]
+            fixed = medians[("limits.fixed", c)]
+            cells.append(
+                f"{value:.1f} | {value / ping:.2f} | {value / direct:.2f} | {value / fixed:.2f}"
+            )
         print(f"| {row.impl} | {' | '.join(cells)} |")
 
 

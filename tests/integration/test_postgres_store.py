@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 from postgres import APP_PASSWORD, PostgresServer, run, wait_until
-from store_contract import semaphores_answer_as_the_reference
+from store_contract import rates_answer_as_the_reference, semaphores_answer_as_the_reference
 
 import admission as adm
 from admission.errors import ConfigError, StoreUnavailable
@@ -691,5 +691,149 @@ def test_semaphores_answer_as_the_contracts_reference_does(pg: PostgresServer, s
             await semaphores_answer_as_the_reference(store, "ref", LONG)
         finally:
             await store.aclose()
+
+    asyncio.run(main())
+
+
+def test_rates_coalesced_or_not_answer_as_the_contracts_reference_does(
+    pg: PostgresServer, schema: str
+) -> None:
+    """`rate_many` (one statement: the schema's function) answers as MemoryStore's
+    one-after-the-other `rate` calls at the same server now, interleaved with single `rate`
+    statements and give-backs (store_contract.py), for a bucket and a keyed bucket's key."""
+
+    async def main() -> None:
+        store = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
+        try:
+            await rates_answer_as_the_reference(store, "ref")
+        finally:
+            await store.aclose()
+
+    asyncio.run(main())
+
+
+def test_own_connections_are_bounded_and_replaced_once_the_server_ends_them(
+    pg: PostgresServer, schema: str
+) -> None:
+    """A store made from a DSN holds at most OWN_POOL_SIZE connections of its own however
+    many calls are in flight; connections the server ended while idle (an idle timeout, a
+    restart: here pg_terminate_backend) are replaced by the next calls, not failed on."""
+    from admission.stores.postgres import OWN_POOL_SIZE
+
+    async def main() -> None:
+        store = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
+        try:
+            replies = await asyncio.gather(
+                *(store.rate("own", b"%d" % i, LONG, 1, 1, 0) for i in range(64))
+            )
+            assert all(r.admitted for r in replies)
+            own = store._own
+            assert own is not None
+            assert own.open == len(own.idle) == OWN_POOL_SIZE
+            pids = [conn.get_server_pid() for conn in own.idle]
+            ended = await rows(pg, "SELECT pg_terminate_backend(p) FROM unnest($1::int[]) p", pids)
+            assert all(r[0] for r in ended)
+            idle = own.idle
+            await wait_until(lambda: all(c.is_closed() for c in idle), "the ends seen")
+            replies = await asyncio.gather(
+                *(store.rate("own", b"x%d" % i, LONG, 1, 1, 0) for i in range(3))
+            )
+            assert all(r.admitted for r in replies)
+            assert not set(own.idle) & set(idle)  # replaced
+            assert own.open == len(own.idle) == 3  # the dead ones are no longer counted
+        finally:
+            await store.aclose()
+        assert store._own.open == 0
+
+    asyncio.run(main())
+
+
+def test_a_schema_at_version_1_is_brought_up_to_rate_many(pg: PostgresServer, schema: str) -> None:
+    """Version 2 added the rate_many function: a schema left at 1 is refused without
+    create (saying to migrate), and brought up by the first use with it."""
+
+    async def main() -> None:
+        first = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
+        try:
+            await first.migrate()
+        finally:
+            await first.aclose()
+        conn = await asyncpg.connect(pg.dsn())
+        try:
+            await conn.execute(
+                f'DROP FUNCTION "{schema}".rate_many; UPDATE "{schema}".meta SET version = 1'
+            )
+        finally:
+            await conn.close()
+        strict = Postgres(pg.app_dsn(), schema=schema, create=False, timeout=LOADED)
+        try:
+            with pytest.raises(ConfigError, match=r"is at 1 \(this version needs 2\)"):
+                await strict.rate_many("v", None, LONG, 2, [(1, 0)])
+        finally:
+            await strict.aclose()
+        store = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
+        try:
+            replies = await store.rate_many("v", None, LONG, 2, [(1, 0), (1, 0), (1, 0)])
+            assert [r.admitted for r in replies] == [True, True, False]
+        finally:
+            await store.aclose()
+        version = await rows(pg, f'SELECT version FROM "{schema}".meta')
+        assert [r[0] for r in version] == [2]
+
+    asyncio.run(main())
+
+
+def test_a_schema_is_never_lowered_and_a_later_or_written_back_one_is_used(
+    pg: PostgresServer, schema: str
+) -> None:
+    """Rolling upgrades: a process of the previous release, made with create=True, wrote
+    its version (1) over the schema's unconditionally; this release then still uses a
+    schema that has its objects (create=False included) and, with create, marks it 2
+    again. A schema at a later version (3) is used as it is: this release's creation and
+    `migrate` never lower it."""
+
+    async def version() -> int:
+        return int((await rows(pg, f'SELECT version FROM "{schema}".meta'))[0][0])
+
+    async def decides(create: bool) -> None:
+        store = Postgres(pg.app_dsn(), schema=schema, create=create, timeout=LOADED)
+        try:
+            assert (await store.rate("r", None, LONG, 2, 1, 0)).tat_us > 0
+            assert len(await store.rate_many("m", None, LONG, 2, [(1, 0)])) == 1
+        finally:
+            await store.aclose()
+
+    async def main() -> None:
+        first = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
+        try:
+            await first.migrate()
+        finally:
+            await first.aclose()
+        conn = await asyncpg.connect(pg.dsn())
+        try:
+            # The previous release's creation ends with this statement (verbatim).
+            await conn.execute(
+                f'INSERT INTO "{schema}".meta (id, version) VALUES (true, 1)'
+                " ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version"
+            )
+            assert await version() == 1
+            await decides(create=False)
+            assert await version() == 1
+            await decides(create=True)
+            assert await version() == 2
+            await conn.execute(f'UPDATE "{schema}".meta SET version = 3')
+            await decides(create=False)
+            await decides(create=True)
+            later = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
+            try:
+                await later.migrate()
+            finally:
+                await later.aclose()
+            assert await version() == 3
+            # This release's creation text itself never lowers it either.
+            await conn.execute(_postgres_sql.statements(schema)["schema"])
+            assert await version() == 3
+        finally:
+            await conn.close()
 
     asyncio.run(main())

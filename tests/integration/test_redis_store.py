@@ -23,7 +23,7 @@ import pytest
 import redis.asyncio
 from postgres import run, wait_until
 from redis_server import RedisServer
-from store_contract import semaphores_answer_as_the_reference
+from store_contract import rates_answer_as_the_reference, semaphores_answer_as_the_reference
 
 import admission as adm
 from admission.stores.redis import SCRIPTS, Redis
@@ -471,6 +471,7 @@ def test_script_flush_between_calls(redis_server: RedisServer) -> None:
         calls: list[Callable[[], Coroutine[Any, Any, object]]] = [
             lambda: store.register("TokenBucket", name, {"rate": 1}),
             lambda: store.rate(name, None, SECOND, 100, 1, 0),
+            lambda: store.rate_many(name, None, SECOND, 100, [(1, 0), (1, -1)]),
             lambda: store.rate_give_back(name, None, SECOND, 1, 0),
             lambda: store.semaphore_acquire(name, 1, "a", SECOND, True),
             lambda: store.semaphore_renew(name, ["a"], SECOND),
@@ -555,5 +556,35 @@ def test_semaphores_answer_as_the_contracts_reference_does(redis_server: RedisSe
 
     async def body(store: Redis) -> None:
         await semaphores_answer_as_the_reference(store, unique("reference"), 3600 * SECOND)
+
+    with_store(redis_server, body)
+
+
+def test_rates_coalesced_or_not_answer_as_the_contracts_reference_does(
+    redis_server: RedisServer,
+) -> None:
+    """`rate_many` (one script call) answers as MemoryStore's one-after-the-other `rate`
+    calls at the same server now, interleaved with single `rate` calls and give-backs
+    (store_contract.py), for a bucket and a keyed bucket's key."""
+
+    async def body(store: Redis) -> None:
+        await rates_answer_as_the_reference(store, unique("rates"))
+
+    with_store(redis_server, body)
+
+
+def test_rate_many_decides_in_order_and_writes_the_last_charge(redis_server: RedisServer) -> None:
+    name = unique("many")
+
+    async def body(store: Redis) -> None:
+        replies = await store.rate_many(name, None, SECOND, 3, [(1, 0), (2, 0), (1, 0)])
+        assert [r.admitted for r in replies] == [True, True, False]
+        assert replies[1].tat_us == replies[0].now_us + 3 * SECOND  # the last charge's TAT
+        assert replies[2].wait_us == SECOND  # refused: 1 s until it fits
+        assert stored_tat(redis_server, b"admission:{b:%s}" % name.encode()) == replies[1].tat_us
+        with pytest.raises(ValueError, match="cost must be an int between 1 and burst"):
+            await store.rate_many(name, None, SECOND, 3, [(4, 0)])
+        with pytest.raises(ValueError, match="1 to 64 requests"):
+            await store.rate_many(name, None, SECOND, 3, [])
 
     with_store(redis_server, body)

@@ -18,7 +18,7 @@ from postgres import run, wait_until
 from redis_server import RedisServer
 
 import admission as adm
-from admission.stores.redis import Redis
+from admission.stores.redis import Redis, _usable
 
 SECOND = 1_000_000
 #: The bound a failing call must stay under: its timeout plus room for a busy machine (a
@@ -114,15 +114,51 @@ def test_a_paused_server_fails_every_method_within_the_timeout(given: bool) -> N
 def test_pool_exhaustion_waits_for_a_connection_within_the_timeout(
     redis_server: RedisServer,
 ) -> None:
-    """More concurrent calls than connections: they queue for one (none fails)."""
+    """More concurrent calls than connections: they queue for one (none fails), and the
+    store never opens more than its limit."""
+
+    def connected() -> int:
+        info = redis_server.command("INFO", "clients")
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        return int(text.split("connected_clients:")[1].split()[0]) - 1  # not INFO's own
 
     async def scenario() -> None:
+        before = connected()
         store = adm.stores.Redis(redis_server.url() + "?max_connections=4", timeout=5.0)
         try:
             replies = await asyncio.gather(
                 *(store.rate("pool", b"k", SECOND, 1000, 1, 0) for _ in range(64))
             )
             assert all(r.admitted for r in replies)
+            assert connected() - before == 4
+        finally:
+            await store.aclose()
+        await wait_until(lambda: connected() == before, "the store's connections closed")
+
+    run(scenario())
+
+
+def test_connections_the_server_closed_while_idle_are_replaced_without_an_error(
+    redis_server: RedisServer,
+) -> None:
+    """CLIENT KILL (as a server's idle timeout or a restart does) ends the store's idle
+    connections: the next calls open new ones instead of failing on the dead ones."""
+
+    async def scenario() -> None:
+        store = adm.stores.Redis(redis_server.url(), timeout=5.0)
+        try:
+            await asyncio.gather(*(store.rate("idle", b"k", SECOND, 1000, 1, 0) for _ in range(3)))
+            assert store._direct is not None
+            idle = store._direct.idle
+            assert len(idle) == 3
+            redis_server.command("CLIENT", "KILL", "TYPE", "normal")
+            await wait_until(lambda: not any(map(_usable, idle)), "the EOF seen by the store")
+            replies = await asyncio.gather(
+                *(store.rate("idle", b"k", SECOND, 1000, 1, 0) for _ in range(3))
+            )
+            assert all(r.admitted for r in replies)
+            assert not set(store._direct.idle) & set(idle)  # all replaced
+            assert store._direct.open == 3
         finally:
             await store.aclose()
 

@@ -29,8 +29,9 @@ from __future__ import annotations
 
 __all__ = ["SCHEMA", "VERSION", "statements"]
 
-VERSION = 1
-"""The schema's version, in ``meta``; `SCHEMA` brings an older schema up to it."""
+VERSION = 2
+"""The schema's version, in ``meta``; `SCHEMA` brings an older schema up to it. A version
+only adds objects: a schema at a later version has every object of an earlier one."""
 
 # Microseconds since the Unix epoch on the server's clock (extract() is exact numeric on
 # PostgreSQL 14+, a double before it: exact to the microsecond until 2255).
@@ -137,14 +138,61 @@ BEGIN
 END
 $$;
 
-INSERT INTO {{s}}.meta (id, version) VALUES (true, {VERSION})
-    ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version;
+-- Several decisions on one bucket (rate_many): the row is locked first (created if missing,
+-- at the TAT of a full bucket), then the requests are decided in their order on one reading
+-- of the clock, and the TAT the last admitted one left is written once.
+CREATE OR REPLACE FUNCTION {{s}}.rate_many(
+    p_name text, p_key bytea, p_interval bigint, p_burst bigint,
+    p_costs bigint[], p_max_waits bigint[],
+    OUT admitted boolean[], OUT waits bigint[], OUT tats bigint[], OUT now bigint
+) LANGUAGE plpgsql AS $$
+DECLARE
+    k bytea := coalesce('\\x01'::bytea || p_key, '\\x'::bytea);
+    v_tat bigint;
+    v_new bigint;
+    v_wait bigint;
+    charged boolean := false;
+BEGIN
+    now := {_NOW};
+    INSERT INTO {{s}}.buckets AS b (name, key, tat, at, admitted)
+        VALUES (p_name, k, now, now, false)
+        ON CONFLICT (name, key) DO UPDATE SET at = EXCLUDED.at
+        RETURNING b.tat INTO v_tat;
+    now := {_NOW};  -- read again under the row's lock: no earlier than the last decision's
+    v_tat := greatest(v_tat, now);
+    admitted := ARRAY[]::boolean[]; waits := ARRAY[]::bigint[]; tats := ARRAY[]::bigint[];
+    FOR i IN 1 .. coalesce(array_length(p_costs, 1), 0) LOOP
+        v_new := v_tat + p_costs[i] * p_interval;
+        v_wait := v_new - p_burst * p_interval - now;
+        IF v_wait > 0 AND p_max_waits[i] >= 0 AND v_wait > p_max_waits[i] THEN
+            admitted := admitted || false; waits := waits || v_wait; tats := tats || v_tat;
+        ELSE
+            v_tat := v_new; charged := true;
+            admitted := admitted || true; waits := waits || greatest(v_wait, 0);
+            tats := tats || v_new;
+        END IF;
+    END LOOP;
+    IF charged THEN
+        UPDATE {{s}}.buckets b SET tat = v_tat, at = now, admitted = true
+            WHERE b.name = p_name AND b.key = k;
+    END IF;
+END
+$$;
+
+-- Never lowers the version: a later release's schema stays marked as such.
+INSERT INTO {{s}}.meta AS m (id, version) VALUES (true, {VERSION})
+    ON CONFLICT (id) DO UPDATE SET version = greatest(m.version, EXCLUDED.version);
 """
 """Creates the schema, or brings it up to `VERSION`; idempotent (one simple-query string:
 PostgreSQL runs it as one transaction)."""
 
+# The object `VERSION` added: its presence tells a schema of this version whose version
+# number an earlier release's creation wrote back (releases before this one set it as is).
+_ADDED = "'{s}.rate_many(text, bytea, bigint, bigint, bigint[], bigint[])'"
+
 _STATEMENTS = {
-    "version": "SELECT version FROM {s}.meta",
+    # The schema's version, and whether it has the objects of `VERSION` (see `_ADDED`).
+    "version": f"SELECT m.version, to_regprocedure({_ADDED}) IS NOT NULL FROM {{s}}.meta m",
     # Always writes the row (a refusal rewrites the same TAT), so RETURNING reports the
     # decision made on the newest version of the row, the one the conflict locked. The
     # server's now travels in the proposed row (EXCLUDED.at): read once per statement.
@@ -161,6 +209,7 @@ ON CONFLICT (name, key) DO UPDATE SET
                     + ($5::bigint - $4::bigint) * $3::bigint - EXCLUDED.at <= $6::bigint,
     at = EXCLUDED.at
 RETURNING b.admitted, b.tat, b.at""",
+    "rate_many": ("SELECT admitted, waits, tats, now FROM {s}.rate_many($1, $2, $3, $4, $5, $6)"),
     "rate_give_back": f"""
 UPDATE {{s}}.buckets b SET tat = b.tat - $4::bigint * $3::bigint
 WHERE b.name = $1 AND b.key = {_KEY} AND b.tat = $5::bigint""",

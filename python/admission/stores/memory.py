@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from admission.errors import StoreUnavailable
-from admission.stores.network import NetworkStore, RateReply, SemaphoreReply
+from admission.stores.network import NetworkStore, RateReply, SemaphoreReply, check_requests
 
 __all__ = ["MemoryStore"]
 
@@ -105,6 +105,30 @@ class MemoryStore(NetworkStore):
         max_wait_us: int,
     ) -> RateReply:
         now = await self._round_trip("rate")
+        return self._decide(name, key, interval_us, burst, cost, max_wait_us, now)
+
+    async def rate_many(
+        self,
+        name: str,
+        key: bytes | None,
+        interval_us: int,
+        burst: int,
+        requests: Sequence[tuple[int, int]],
+    ) -> list[RateReply]:
+        check_requests(requests, burst)
+        now = await self._round_trip("rate_many")
+        return [self._decide(name, key, interval_us, burst, c, w, now) for c, w in requests]
+
+    def _decide(
+        self,
+        name: str,
+        key: bytes | None,
+        interval_us: int,
+        burst: int,
+        cost: int,
+        max_wait_us: int,
+        now: int,
+    ) -> RateReply:
         stored = self._tats.get((name, key))
         tat = now if stored is None or stored < now else stored
         new = tat + cost * interval_us

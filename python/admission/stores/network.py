@@ -19,7 +19,10 @@ The GCRA every store runs, for a bucket of emission interval ``T`` and capacity 
     allow_at - now <= max_wait       -> admitted at allow_at: TAT = new, wait = allow_at - now
     otherwise                        -> refused: TAT unchanged, wait = allow_at - now
 
-(``max_wait`` < 0 means no bound.) The state expires once ``TAT <= now`` (the bucket is full
+(``max_wait`` < 0 means no bound.) `NetworkStore.rate_many` decides a list of such requests
+on one bucket in one round trip, one after the other on one reading of the server's clock:
+each reply is what `NetworkStore.rate` would have answered for that request made right after
+the ones before it. The state expires once ``TAT <= now`` (the bucket is full
 again): Redis keys get that TTL, PostgreSQL rows are swept.
 """
 
@@ -30,7 +33,31 @@ from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from typing import NamedTuple
 
-__all__ = ["NetworkStore", "RateReply", "SemaphoreReply", "caller_bounds"]
+__all__ = [
+    "RATE_MANY_MAX",
+    "NetworkStore",
+    "RateReply",
+    "SemaphoreReply",
+    "caller_bounds",
+    "check_requests",
+]
+
+RATE_MANY_MAX = 64
+"""The most requests one `NetworkStore.rate_many` call decides (the limiters send at most
+this many per round trip, the rest in the next)."""
+
+
+def check_requests(requests: Sequence[tuple[int, int]], burst: int) -> None:
+    """`ValueError` unless ``requests`` is 1 to `RATE_MANY_MAX` ``(cost, max_wait_us)`` pairs
+    of ints with ``1 <= cost <= burst`` (what `NetworkStore.rate_many` accepts)."""
+    if not 1 <= len(requests) <= RATE_MANY_MAX:
+        raise ValueError(f"rate_many takes 1 to {RATE_MANY_MAX} requests, got {len(requests)}")
+    for cost, max_wait_us in requests:
+        if type(cost) is not int or not 1 <= cost <= burst:
+            raise ValueError(f"cost must be an int between 1 and burst ({burst}), got {cost!r}")
+        if type(max_wait_us) is not int:
+            raise ValueError(f"max_wait_us must be an int, got {max_wait_us!r}")
+
 
 caller_bounds: ContextVar[bool] = ContextVar("admission_store_caller_bounds", default=False)
 """True while a limiter starts a call of a store method (`admission.stores.remote`: read it
@@ -110,6 +137,26 @@ class NetworkStore(ABC):
         max_wait_us: int,
     ) -> RateReply:
         """One GCRA decision (module docstring) on the server's clock; ``1 <= cost <= burst``."""
+
+    async def rate_many(
+        self,
+        name: str,
+        key: bytes | None,
+        interval_us: int,
+        burst: int,
+        requests: Sequence[tuple[int, int]],
+    ) -> list[RateReply]:
+        """Decides ``requests`` (``(cost, max_wait_us)`` each, ``1 <= cost <= burst``, at
+        most `RATE_MANY_MAX`) on one bucket in their order, on one reading of the server's
+        clock: reply ``i`` is `rate`'s for request ``i`` made just after requests ``0..i-1``
+        (an admitted one's ``tat_us`` is that charge's own, for `rate_give_back`).
+
+        The limiters call it to send, as one round trip, the decisions of one bucket that
+        their callers asked for while another was in flight (`admission.stores.remote`).
+        This default makes one `rate` call per request, one after the other (each on its
+        own reading of the clock): a store overrides it to make it one round trip."""
+        check_requests(requests, burst)
+        return [await self.rate(name, key, interval_us, burst, c, w) for c, w in requests]
 
     @abstractmethod
     async def rate_give_back(

@@ -15,6 +15,20 @@ module owns the rest:
   granted is given back (a charge whose TAT is still the bucket's is undone; a lease or a
   place in the queue is released). A waiter cancelled while sleeping gives back the same
   way. Nothing is double-booked: a charge made after the cancelled one keeps its place.
+- Coalescing. While a decision of a rate limiter (and key) is in flight, the decisions its
+  other callers in this process ask for queue up and go together, in their order, as ONE
+  round trip (`NetworkStore.rate_many`) sent when the reply in flight arrives: under
+  concurrency, one round trip decides many requests; alone, a request goes at once, as
+  before (no timer, no added latency). Each reply is the one the request would have had
+  made right after the ones before it. Order: first come, first charged within a process
+  (more than `RATE_MANY_MAX` queued at once go as that many a round trip, side by side:
+  in order within each, in no set order between them); across processes, round trips are
+  decided in the order they reach the server (a batch's requests one after the other), as
+  without coalescing. Time: a queued decision waits for at most the round trip in flight
+  (bounded by the store's ``timeout``: past it, the queue goes at once) and then one round
+  trip of its own, bounded by the ``timeout`` from when it is sent: at most twice the
+  ``timeout`` in all, and it never fails where the same round trip alone would have
+  succeeded. A caller cancelled in the turn its reply is delivered gives its charge back.
 - Failure. Each round trip returns or raises within the store's ``timeout``. A breaker per
   store (`admission.CircuitBreaker`, named ``store <label>``) opens after repeated failures,
   so a dead store costs microseconds, not a timeout per call; then each limiter does what
@@ -34,12 +48,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import copy
 import math
 import os
 import socket
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast, final
 
 from admission import _backend, _native, durations
@@ -47,7 +62,13 @@ from admission._validate import timeout_seconds
 from admission.breaker import CircuitBreaker
 from admission.errors import AcquireTimeout, CapacityError, StoreUnavailable
 from admission.stats import LimiterStats, SemaphoreStats, WaitHistogram
-from admission.stores.network import NetworkStore, RateReply, SemaphoreReply, caller_bounds
+from admission.stores.network import (
+    RATE_MANY_MAX,
+    NetworkStore,
+    RateReply,
+    SemaphoreReply,
+    caller_bounds,
+)
 
 if TYPE_CHECKING:
     from admission.metrics import Family
@@ -513,6 +534,47 @@ async def _quietly(call: Awaitable[Any]) -> None:
         await call
 
 
+# -- coalescing: the decisions asked for while one is in flight go as one round trip --------
+
+
+@final
+class _Request:
+    """A decision queued behind the one in flight (its caller awaits ``future``)."""
+
+    __slots__ = ("cost", "future", "max_wait_us")
+
+    def __init__(self, cost: int, max_wait_us: int, future: asyncio.Future[RateReply]) -> None:
+        self.cost = cost
+        self.max_wait_us = max_wait_us
+        self.future = future
+
+
+def _own_error(error: Exception) -> Exception:
+    """The error a caller of a failed batch gets: one of its own (each is raised in its own
+    task, with its own traceback), caused by the round trip's."""
+    if isinstance(error, StoreUnavailable):
+        own: Exception = StoreUnavailable(error.store, error.reason)
+    else:
+        try:
+            own = copy.copy(error)
+        except Exception:
+            return error  # cannot be copied: shared, as it is
+    own.__cause__ = error
+    return own
+
+
+@final
+class _Lane:
+    """One bucket's (a limiter's, or one key's) decisions in this process: whether one is
+    in flight, and those waiting to go together in the next round trip."""
+
+    __slots__ = ("busy", "queued")
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.queued: collections.deque[_Request] = collections.deque()
+
+
 # -- counters and metrics ------------------------------------------------------------------
 
 
@@ -644,13 +706,17 @@ class _Remote:
         raise NotImplementedError
 
     async def _call(
-        self, call: Callable[[], Coroutine[Any, Any, T]], on_late_reply: Callable[[T], object]
+        self,
+        call: Callable[[], Coroutine[Any, Any, T]],
+        on_late_reply: Callable[[T], object],
+        count: int = 1,
     ) -> T:
         """One round trip through the store's breaker (registering the limiter first, once);
-        `StoreUnavailable` when it fails or the breaker refuses it."""
+        `StoreUnavailable` when it fails or the breaker refuses it, counted as ``count``
+        store errors (0: its callers count their own)."""
         breaker = self._breaker
         if not breaker.try_acquire():
-            self._counts.store_errors += 1
+            self._counts.store_errors += count
             raise _refusal(self.store, breaker)
         try:
             if not self._registered:
@@ -661,7 +727,7 @@ class _Remote:
             )
         except StoreUnavailable:
             breaker.record(False, 0.0)
-            self._counts.store_errors += 1
+            self._counts.store_errors += count
             raise
         except BaseException:
             breaker.release()  # cancelled, or a configuration mismatch: no verdict on the store
@@ -686,6 +752,7 @@ class _RemoteRate(_Remote):
         "_batch_after",
         "_burst",
         "_interval_us",
+        "_lanes",
         "_local",
         "_local_tokens",
         "_make_local",
@@ -723,6 +790,8 @@ class _RemoteRate(_Remote):
             )
         self._batch = batch or 1
         self._batch_after = 0.0
+        self._lanes: dict[bytes | None, _Lane] = {}
+        """The buckets with a decision in flight (the limiter's own stays)."""
         self._local_tokens = 0
         self._make_local = local
         self._local: Any = None
@@ -774,26 +843,11 @@ class _RemoteRate(_Remote):
             take = self._batch
         max_wait = -1 if seconds is None else int(seconds * 1_000_000)
         try:
-            reply = await self._call(
-                lambda: self.store.rate(
-                    self.name,
-                    key,
-                    self._interval_us,
-                    self._burst,
-                    take,
-                    0 if take > cost else max_wait,
-                ),
-                lambda late: self._give_back(key, take, late),
-            )
+            reply = await self._decide(key, take, 0 if take > cost else max_wait)
             if not reply.admitted and take > cost:
                 self._batch_after = loop.time() + reply.wait_us / 1_000_000
                 take = cost
-                reply = await self._call(
-                    lambda: self.store.rate(
-                        self.name, key, self._interval_us, self._burst, cost, max_wait
-                    ),
-                    lambda late: self._give_back(key, cost, late),
-                )
+                reply = await self._decide(key, cost, max_wait)
         except StoreUnavailable as error:
             await self._store_failed(key, cost, timeout, error)
             return
@@ -816,6 +870,148 @@ class _RemoteRate(_Remote):
         self._local_tokens += take - cost
         counts.admitted += 1
         counts.admitted_cost += cost
+
+    async def _decide(self, key: bytes | None, cost: int, max_wait_us: int) -> RateReply:
+        """One decision: a round trip of its own when none of this bucket's is in flight,
+        else queued for the next one (module docstring, "Coalescing")."""
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane()
+        if lane.busy:
+            return await self._queue(key, lane, cost, max_wait_us)
+        lane.busy = True
+        try:
+            return await self._call(
+                lambda: self.store.rate(
+                    self.name, key, self._interval_us, self._burst, cost, max_wait_us
+                ),
+                lambda late: self._give_back(key, cost, late),
+            )
+        finally:
+            self._next_round_trip(key, lane)
+
+    def _next_round_trip(self, key: bytes | None, lane: _Lane) -> None:
+        """The round trip in flight ended: the queued decisions go now, in one."""
+        if lane.queued:
+            _keep(self._send_queued(key, lane))
+        else:
+            lane.busy = False
+            self._forget(key, lane)
+
+    def _forget(self, key: bytes | None, lane: _Lane) -> None:
+        """Drops an idle key's lane (the limiter's own, key None, stays)."""
+        if key is not None and self._lanes.get(key) is lane:
+            del self._lanes[key]
+
+    async def _queue(
+        self, key: bytes | None, lane: _Lane, cost: int, max_wait_us: int
+    ) -> RateReply:
+        # No deadline of its own while queued: the round trip in flight is bounded by the
+        # store's timeout (past it, the queue goes at once), and its batch by the same
+        # timeout from when it is sent (module docstring, "Coalescing").
+        request = _Request(cost, max_wait_us, asyncio.get_running_loop().create_future())
+        lane.queued.append(request)
+        try:
+            return await request.future
+        except StoreUnavailable:
+            self._counts.store_errors += 1
+            raise
+        except asyncio.CancelledError:
+            # Cancelled in the turn its reply was delivered (before this task resumed): the
+            # reply is this caller's, so is its charge, given back as a late reply's is.
+            future = request.future
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self._give_back(key, cost, future.result())
+            raise
+
+    async def _send_queued(self, key: bytes | None, lane: _Lane) -> None:
+        """Sends the queued decisions of ``lane``: all of them at once, in round trips of
+        up to `RATE_MANY_MAX` each (more than that go side by side, not one after the
+        other), then those queued meanwhile, until none is left. A caller gone (cancelled)
+        before its request went is dropped; after, its charge is given back when the reply
+        comes."""
+        queued = lane.queued
+        batches: list[list[_Request]] = []
+        try:
+            while True:
+                batches = []
+                batch: list[_Request] = []
+                while queued:
+                    request = queued.popleft()
+                    if not request.future.done():
+                        batch.append(request)
+                        if len(batch) == RATE_MANY_MAX:
+                            batches.append(batch)
+                            batch = []
+                if batch:
+                    batches.append(batch)
+                if not batches:
+                    return
+                if len(batches) == 1:
+                    await self._send_batch(key, batches[0])
+                else:
+                    await asyncio.gather(*(self._send_batch(key, batch) for batch in batches))
+        except BaseException:
+            # Cancelled with its loop: the waiting callers are told, not left to wait.
+            for request in (*(r for batch in batches for r in batch), *queued):
+                request.future.cancel()
+            queued.clear()
+            raise
+        finally:
+            lane.busy = False
+            if not queued:
+                self._forget(key, lane)
+
+    async def _send_batch(self, key: bytes | None, batch: list[_Request]) -> None:
+        """One `rate_many` round trip for ``batch``, bounded by the store's timeout from
+        now; each caller gets its reply, or an error of its own (caused by the round
+        trip's)."""
+        requests = [(r.cost, r.max_wait_us) for r in batch]
+        costs = [r.cost for r in batch]
+        try:
+            replies = await self._call(
+                lambda: self.store.rate_many(
+                    self.name, key, self._interval_us, self._burst, requests
+                ),
+                lambda late: self._give_back_all(key, costs, late),
+                0,
+            )
+        except Exception as error:
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(_own_error(error))
+            return
+        gone_costs: list[int] = []
+        gone: list[RateReply] = []
+        for request, reply in zip(batch, replies, strict=True):
+            if request.future.done():
+                gone_costs.append(request.cost)
+                gone.append(reply)
+            else:
+                request.future.set_result(reply)
+        if gone:
+            self._give_back_all(key, gone_costs, gone)
+
+    def _give_back_all(
+        self, key: bytes | None, costs: Sequence[int], replies: Sequence[RateReply]
+    ) -> None:
+        """Gives back the admitted charges among ``replies`` (of requests of ``costs``), the
+        last first: each one undone makes the one before it the bucket's last again."""
+        charges = [
+            (cost, reply) for cost, reply in zip(costs, replies, strict=True) if reply.admitted
+        ]
+        if charges:
+            _in_background(self._give_back_in_turn(key, charges))
+
+    async def _give_back_in_turn(
+        self, key: bytes | None, charges: list[tuple[int, RateReply]]
+    ) -> None:
+        for cost, reply in reversed(charges):
+            done = await self.store.rate_give_back(
+                self.name, key, self._interval_us, cost, reply.tat_us
+            )
+            if not done:
+                return  # a later charge keeps its place, and so the ones before it
 
     async def _store_failed(
         self, key: bytes | None, cost: int, timeout: float | str | None, error: StoreUnavailable

@@ -1,0 +1,161 @@
+"""The connections a network store opens itself, used directly rather than through its
+driver's pool (`admission.stores.redis`, `admission.stores.postgres`).
+
+A driver's pool does, per call, what a store's one-command calls do not need: asyncpg's
+release shields a task of its own (one more turn of the loop, about a third of a decision's
+client CPU on loopback), redis-py's takes a lock and checks the connection's health with a
+read. `Connections` is a list of idle connections, a count of the open ones and a queue of
+callers waiting for one: taking an idle connection and giving it back cost a list's pop and
+append when no one waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar, final
+
+__all__ = ["Connections"]
+
+C = TypeVar("C")
+T = TypeVar("T")
+
+
+@final
+class Connections(Generic[C]):
+    """Up to ``limit`` connections made by ``connect()``: `take` one (an idle one if there
+    is one ``usable`` still, a new one while fewer than ``limit`` are open, else the first
+    one given back), and `give` it back saying whether it is still in step with its server.
+
+    A connection given back not healthy (a call that failed other than by the server's
+    refusal of the command, or was cut short) is closed by ``discard`` (it must not block:
+    it may run with no loop), and its place goes to the first caller waiting, which opens a
+    new one. ``usable`` is checked when an idle connection is taken: one that the server
+    closed meanwhile (a restart, an idle timeout) is discarded and the next one tried, so
+    a call is not failed by a connection that died while no one used it.
+    """
+
+    __slots__ = (
+        "_closed",
+        "_connect",
+        "_discard",
+        "_idle",
+        "_limit",
+        "_open",
+        "_usable",
+        "_waiters",
+    )
+
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[C]],
+        discard: Callable[[C], object],
+        usable: Callable[[C], bool],
+        limit: int,
+    ) -> None:
+        self._connect = connect
+        self._discard = discard
+        self._usable = usable
+        self._limit = limit
+        self._idle: list[C] = []
+        self._open = 0
+        self._waiters: collections.deque[asyncio.Future[C | None]] = collections.deque()
+        self._closed = False
+
+    @property
+    def open(self) -> int:
+        """Connections open now (idle or in use)."""
+        return self._open
+
+    @property
+    def closed(self) -> bool:
+        """Whether `aclose` was called."""
+        return self._closed
+
+    @property
+    def idle(self) -> list[C]:
+        """The idle connections (a copy), for tests."""
+        return list(self._idle)
+
+    async def take(self) -> C:
+        """A connection for one call; give it back with `give` whatever happens."""
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if self._usable(conn):
+                return conn
+            self._open -= 1
+            self._discard(conn)
+        if self._closed:
+            raise ConnectionError("the store was closed (aclose)")
+        if self._open >= self._limit:
+            waiter: asyncio.Future[C | None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                handed = await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self.give(waiter.result(), True)  # handed over just as it was cancelled
+                raise
+            if handed is not None:
+                return handed
+            # Handed the place of a connection closed (already counted open by `give`).
+            if self.closed:
+                self._open -= 1
+                raise ConnectionError("the store was closed (aclose)")
+        else:
+            self._open += 1
+        try:
+            return await self._connect()
+        except BaseException:
+            self.give(None, False)
+            raise
+
+    async def call(
+        self, use: Callable[[C], Awaitable[T]], in_step: type[BaseException] | tuple[Any, ...]
+    ) -> T:
+        """``await use(conn)`` on a connection taken for it, given back after: healthy if
+        ``use`` returned or raised ``in_step`` (the server refused the command: the
+        connection is as it was), closed otherwise (broken, or cut short mid-reply)."""
+        conn = await self.take()
+        healthy = False
+        try:
+            result = await use(conn)
+            healthy = True
+            return result
+        except in_step:
+            healthy = True
+            raise
+        finally:
+            self.give(conn, healthy)
+
+    def give(self, conn: C | None, healthy: bool) -> None:
+        """Gives back ``conn`` (None: only its place, it failed to open) to the first caller
+        waiting, or to the idle list; closes it unless ``healthy``."""
+        if conn is not None and (not healthy or self._closed):
+            self._discard(conn)
+            conn = None
+        if conn is None:
+            self._open -= 1
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                if conn is None:
+                    self._open += 1
+                waiter.set_result(conn)
+                return
+        if conn is not None:
+            self._idle.append(conn)
+
+    async def aclose(self, close: Callable[[C], Awaitable[object]]) -> None:
+        """Closes the idle connections with ``close`` (the others are discarded as they are
+        given back) and makes `take` fail from now on; idempotent."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        self._open -= len(idle)
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                await close(conn)

@@ -1,0 +1,379 @@
+"""Coalescing (admission.stores.remote): the decisions of one bucket asked for while one of
+its round trips is in flight go together as ONE `rate_many` round trip when it returns.
+
+The store is `MemoryStore` with a gate: each round trip waits until the test opens it, so
+what is in flight and what is queued is exact, without timing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+import pytest
+
+import admission as adm
+from admission.stores import MemoryStore, RateReply
+from admission.stores.network import RATE_MANY_MAX
+
+NOW = 1_000_000.0  # the server's clock (seconds), fixed: every decision is exact
+
+
+class GatedStore(MemoryStore):
+    """A `MemoryStore` whose round trips (after the first ``free``) wait for `open`; it
+    records the requests of each `rate_many`."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(clock=lambda: NOW, **kwargs)  # type: ignore[arg-type]
+        self.held: list[asyncio.Future[None]] = []
+        self.batches: list[list[tuple[int, int]]] = []
+
+    async def _round_trip(self, method: str) -> int:
+        if method != "register":
+            gate = asyncio.get_running_loop().create_future()
+            self.held.append(gate)
+            await gate
+        return await super()._round_trip(method)
+
+    def open(self) -> int:
+        """Lets every round trip waiting now go on; how many there were."""
+        held, self.held = self.held, []
+        for gate in held:
+            if not gate.done():
+                gate.set_result(None)
+        return len(held)
+
+    async def rate_many(
+        self,
+        name: str,
+        key: bytes | None,
+        interval_us: int,
+        burst: int,
+        requests: Sequence[tuple[int, int]],
+    ) -> list[RateReply]:
+        self.batches.append(list(requests))
+        return await super().rate_many(name, key, interval_us, burst, requests)
+
+
+async def until(condition: Callable[[], bool], turns: int = 1000) -> None:
+    """Lets the loop run until ``condition`` holds (a bounded number of turns)."""
+    for _ in range(turns):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition not reached")
+
+
+async def outcome(call: asyncio.Future[None]) -> str:
+    try:
+        await call
+    except adm.AcquireTimeout:
+        return "refused"
+    except adm.StoreUnavailable:
+        return "unavailable"
+    return "admitted"
+
+
+def test_alone_a_decision_goes_at_once_in_a_round_trip_of_its_own() -> None:
+    store = MemoryStore(clock=lambda: NOW)
+    bucket = adm.TokenBucket(rate=100, per=1, burst=1000, name="api", store=store)
+
+    async def main() -> None:
+        for _ in range(20):
+            await bucket.acquire(timeout=0)
+
+    asyncio.run(main())
+    assert store.calls == {"register": 1, "rate": 20}  # never a batch, never a wait
+
+
+def test_decisions_asked_during_a_round_trip_go_as_one_in_order_as_if_one_after_another() -> None:
+    """A burst of 5 at 1/s: the first call is in flight, then 6 callers with various costs
+    and timeouts queue; one rate_many decides them in their order, each as the sequential
+    reference (MemoryStore, one `rate` after the other at the same now) does."""
+    store = GatedStore()
+    bucket = adm.TokenBucket(rate=1, per=1, burst=5, name="api", store=store)
+    asks = [(1, 0), (2, 0), (3, 0), (1, 0), (1, 1.5), (2, None)]
+
+    async def main() -> list[str]:
+        first = asyncio.ensure_future(bucket.acquire(1, timeout=0))
+        await until(lambda: len(store.held) == 1)
+        queued = [asyncio.ensure_future(bucket.acquire(c, timeout=t)) for c, t in asks]
+        await until(lambda: len(bucket._lanes[None].queued) == len(asks))
+        assert store.open() == 1  # the first one's round trip only
+        await first
+        await until(lambda: len(store.held) == 1)  # the batch's
+        assert store.open() == 1
+        results = [await outcome(call) for call in queued[:4]]
+        # The last two were charged for later turns (1 s and 3 s): not waited for here.
+        for call in queued[4:]:
+            call.cancel()
+        await asyncio.gather(*queued[4:], return_exceptions=True)
+        return results
+
+    results = asyncio.run(main())
+    assert store.calls["rate"] == 1
+    assert store.calls["rate_many"] == 1
+    assert store.batches == [[(1, 0), (2, 0), (3, 0), (1, 0), (1, 1_500_000), (2, -1)]]
+    # The reference, one after the other: 1 + 1 + 2 = 4 of 5 taken, 3 does not fit now, 1
+    # does (5), then the bucket is empty: 1 waits 1 s (within 1.5 s), 2 waits 3 s (no bound).
+    assert results == ["admitted", "admitted", "refused", "admitted"]
+    stats = bucket.stats()
+    assert (stats.admitted, stats.timed_out, stats.cancelled) == (4, 1, 2)
+
+
+def test_a_caller_cancelled_while_queued_is_never_sent() -> None:
+    store = GatedStore()
+    bucket = adm.TokenBucket(rate=1, per=1, burst=10, name="api", store=store)
+
+    async def main() -> None:
+        first = asyncio.ensure_future(bucket.acquire(timeout=0))
+        await until(lambda: len(store.held) == 1)
+        gone = asyncio.ensure_future(bucket.acquire(3, timeout=0))
+        stays = asyncio.ensure_future(bucket.acquire(2, timeout=0))
+        await until(lambda: len(bucket._lanes[None].queued) == 2)
+        gone.cancel()
+        store.open()
+        await first
+        await until(lambda: len(store.held) == 1)
+        store.open()
+        await stays
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+
+    asyncio.run(main())
+    assert store.batches == [[(2, 0)]]
+    assert store.tat_us("api") == int(NOW * 1e6) + 3 * 1_000_000  # 1 + 2 charged, not 3
+    assert bucket.stats().cancelled == 1
+
+
+def test_callers_cancelled_while_their_batch_is_in_flight_get_their_charges_back() -> None:
+    """The last two of a batch are cancelled while it is in flight: both charges are given
+    back (the last first, so each is the bucket's last when its turn comes); a cancelled
+    one before a kept one stays charged (a later charge keeps its place)."""
+    store = GatedStore()
+    bucket = adm.TokenBucket(rate=1, per=1, burst=10, name="api", store=store)
+
+    async def main() -> None:
+        first = asyncio.ensure_future(bucket.acquire(timeout=0))
+        await until(lambda: len(store.held) == 1)
+        calls = [asyncio.ensure_future(bucket.acquire(c, timeout=0)) for c in (1, 2, 1, 3)]
+        await until(lambda: len(bucket._lanes[None].queued) == 4)
+        store.open()
+        await first
+        await until(lambda: len(store.held) == 1)  # the batch is in flight
+        for i in (0, 2, 3):
+            calls[i].cancel()
+        store.open()
+        await calls[1]
+        await until(lambda: len(store.held) == 1)  # the give-back of the last (3)
+        store.open()
+        await until(lambda: len(store.held) == 1)  # then of the one before it (1)
+        store.open()
+        await until(lambda: store.calls.get("rate_give_back") == 2)
+        await asyncio.gather(*calls, return_exceptions=True)
+
+    asyncio.run(main())
+    assert store.batches == [[(1, 0), (2, 0), (1, 0), (3, 0)]]
+    # Charged: the first (1), the cancelled 1 before the kept 2 (stays), the kept 2.
+    assert store.tat_us("api") == int(NOW * 1e6) + (1 + 1 + 2) * 1_000_000
+    assert store.calls["rate_give_back"] == 2
+    assert bucket.stats().cancelled == 3
+
+
+def test_a_failed_batch_fails_each_caller_as_its_on_store_error_says() -> None:
+    for mode, expected in (("closed", "unavailable"), ("open", "admitted")):
+        store = GatedStore()
+        bucket = adm.TokenBucket(
+            rate=1, per=1, burst=10, name="api", store=store, on_store_error=mode
+        )
+
+        async def main(store: GatedStore = store, bucket: object = bucket) -> list[str]:
+            first = asyncio.ensure_future(bucket.acquire(timeout=0))  # type: ignore[attr-defined]
+            await until(lambda: len(store.held) == 1)
+            calls = [
+                asyncio.ensure_future(bucket.acquire(timeout=0))  # type: ignore[attr-defined]
+                for _ in range(3)
+            ]
+            await until(lambda: len(bucket._lanes[None].queued) == 3)  # type: ignore[attr-defined]
+            store.open()
+            await first
+            await until(lambda: len(store.held) == 1)
+            store.fail()  # the batch's round trip fails
+            store.open()
+            return [await outcome(call) for call in calls]
+
+        assert asyncio.run(main()) == [expected] * 3
+        stats = bucket.stats()
+        assert bucket._counts.store_errors == 3  # one per caller, as without coalescing
+        assert stats.admitted == (1 if mode == "closed" else 4)
+        assert stats.rejected == (3 if mode == "closed" else 0)
+
+
+def test_a_queued_caller_is_bounded_from_when_its_batch_is_sent_never_unbounded() -> None:
+    """The round trip in flight never answers: past the store's timeout its caller fails and
+    the queue goes at once (not dropped: alone, it would have been sent); the batch never
+    answers either: past the timeout from its sending, each queued caller fails with a
+    `StoreUnavailable` of its own, caused by the batch's. Late replies are given back."""
+    store = GatedStore(timeout=0.01)
+    bucket = adm.TokenBucket(rate=1, per=1, burst=10, name="api", store=store)
+
+    async def main() -> list[BaseException]:
+        await store.register("TokenBucket", "api", {"rate": 1.0, "per": 1.0, "burst": 10.0})
+        bucket._registered = True
+        first = asyncio.ensure_future(bucket.acquire(timeout=0))
+        await until(lambda: len(store.held) == 1)
+        queued = [asyncio.ensure_future(bucket.acquire(2, timeout=0)) for _ in range(2)]
+        with pytest.raises(adm.StoreUnavailable):
+            await asyncio.wait_for(first, 5)
+        errors = []
+        for call in queued:
+            with pytest.raises(adm.StoreUnavailable, match=r"no answer within 0\.01 s") as info:
+                await asyncio.wait_for(call, 5)
+            errors.append(info.value)
+        # The first's round trip and the batch's, both unanswered. Their late replies are
+        # given back, the batch's first (the last charge first), so each is the last.
+        rate_gate, batch_gate = store.held
+        store.held = []
+        batch_gate.set_result(None)
+        for given in (1, 2):
+            await until(lambda: len(store.held) == 1)
+            store.open()
+            await until(lambda given=given: store.calls.get("rate_give_back") == given)
+        rate_gate.set_result(None)
+        await until(lambda: len(store.held) == 1)
+        store.open()
+        await until(lambda: store.calls.get("rate_give_back") == 3)
+        return errors
+
+    errors = asyncio.run(main())
+    assert store.batches == [[(2, 0), (2, 0)]]
+    assert store.tat_us("api") == int(NOW * 1e6)
+    assert bucket._counts.store_errors == 3
+    # Each caller its own error (raised in its own task), caused by the round trip's.
+    assert errors[0] is not errors[1]
+    assert errors[0].__cause__ is errors[1].__cause__
+    assert isinstance(errors[0].__cause__, adm.StoreUnavailable)
+
+
+def test_a_queued_caller_never_fails_where_its_round_trip_alone_would_have_succeeded() -> None:
+    """Timeout 0.5 s. The round trip in flight takes 0.3 s, the batch behind it 0.3 s: each
+    within the timeout, so each caller succeeds, as it would have alone (the queued one's
+    deadline runs from its batch's sending, not from its queueing: 0.6 s > 0.5 s)."""
+    store = GatedStore(timeout=0.5)
+    bucket = adm.TokenBucket(rate=1, per=1, burst=10, name="api", store=store)
+
+    async def main() -> list[str]:
+        await store.register("TokenBucket", "api", {"rate": 1.0, "per": 1.0, "burst": 10.0})
+        bucket._registered = True
+        first = asyncio.ensure_future(bucket.acquire(timeout=0))
+        await until(lambda: len(store.held) == 1)
+        queued = [asyncio.ensure_future(bucket.acquire(timeout=0)) for _ in range(3)]
+        await until(lambda: len(bucket._lanes[None].queued) == 3)
+        await asyncio.sleep(0.3)
+        store.open()
+        await until(lambda: len(store.held) == 1)  # the batch, in flight
+        await asyncio.sleep(0.3)
+        store.open()
+        return [await outcome(call) for call in (first, *queued)]
+
+    assert asyncio.run(main()) == ["admitted"] * 4
+    assert store.batches == [[(1, 0)] * 3]
+    assert bucket._counts.store_errors == 0
+
+
+class CancelAtDelivery(GatedStore):
+    """Cancels ``victim`` in the loop turn its round trip's reply is delivered, before its
+    task resumes."""
+
+    victim: asyncio.Future[None] | None = None
+
+    async def _round_trip(self, method: str) -> int:
+        served = await super()._round_trip(method)
+        victim = self.victim
+        if victim is not None and method in ("rate", "rate_many"):
+            asyncio.get_running_loop().call_soon(victim.cancel)
+        return served
+
+
+@pytest.mark.parametrize("victim", ["in flight", "queued"])
+def test_a_caller_cancelled_as_its_reply_is_delivered_gives_its_charge_back(victim: str) -> None:
+    """The one whose round trip is in flight, or one of a batch, cancelled in the very turn
+    its admitted reply reaches it: either it returns (admitted, charged) or it raises
+    CancelledError and its charge is given back: never cancelled and still charged."""
+    store = CancelAtDelivery()
+    bucket = adm.TokenBucket(rate=1, per=1, burst=10, name="api", store=store)
+
+    async def main() -> list[object]:
+        first = asyncio.ensure_future(bucket.acquire(timeout=0))
+        await until(lambda: len(store.held) == 1)
+        second = asyncio.ensure_future(bucket.acquire(2, timeout=0))
+        await until(lambda: len(bucket._lanes[None].queued) == 1)
+        store.victim = first if victim == "in flight" else None
+        store.open()
+        await until(lambda: first.done())
+        await until(lambda: len(store.held) == 1)  # the batch
+        store.victim = second if victim == "queued" else None
+        store.open()
+        results = await asyncio.gather(first, second, return_exceptions=True)
+        for _ in range(100):  # the give-back, if any
+            store.open()
+            await asyncio.sleep(0)
+        return results
+
+    results = asyncio.run(main())
+    charged = {"first": 1, "second": 2}
+    kept = sum(
+        charged[name]
+        for name, result in zip(charged, results, strict=True)
+        if not isinstance(result, BaseException)
+    )
+    if victim == "queued":  # (in flight, the caller resumes in the same turn: admitted)
+        assert isinstance(results[1], asyncio.CancelledError)
+    assert store.tat_us("api") == int(NOW * 1e6) + kept * 1_000_000
+
+
+def test_more_than_rate_many_max_queued_go_side_by_side_each_one_round_trip_after_the_first() -> (
+    None
+):
+    """RATE_MANY_MAX + 10 queued: two batches sent at once (not one after the other), so
+    each decision waits for the round trip in flight and then one of its own."""
+    store = GatedStore()
+    bucket = adm.TokenBucket(rate=1, per=1, burst=1000, name="api", store=store)
+    asked = RATE_MANY_MAX + 10
+
+    async def main() -> None:
+        first = asyncio.ensure_future(bucket.acquire(timeout=0))
+        await until(lambda: len(store.held) == 1)
+        calls = [asyncio.ensure_future(bucket.acquire(timeout=0)) for _ in range(asked)]
+        await until(lambda: len(bucket._lanes[None].queued) == asked)
+        store.open()
+        await first
+        await until(lambda: len(store.held) == 2)  # both batches in flight together
+        store.open()
+        await asyncio.gather(*calls)
+
+    asyncio.run(main())
+    assert sorted(len(b) for b in store.batches) == [10, RATE_MANY_MAX]
+    assert bucket.stats().admitted == asked + 1
+    assert store.tat_us("api") == int(NOW * 1e6) + (asked + 1) * 1_000_000
+    assert not bucket._lanes[None].busy
+
+
+def test_keys_coalesce_each_on_its_own_and_leave_nothing_behind() -> None:
+    store = GatedStore()
+    per_user = adm.KeyedTokenBucket(rate=1, per=1, burst=10, name="users", store=store)
+
+    async def main() -> None:
+        firsts = [asyncio.ensure_future(per_user.acquire(k, timeout=0)) for k in ("a", "b")]
+        await until(lambda: len(store.held) == 2)
+        calls = [asyncio.ensure_future(per_user.acquire(k, timeout=0)) for k in "abab"]
+        await until(lambda: sum(len(lane.queued) for lane in per_user._lanes.values()) == 4)
+        store.open()
+        await asyncio.gather(*firsts)
+        await until(lambda: len(store.held) == 2)  # one batch per key
+        store.open()
+        await asyncio.gather(*calls)
+
+    asyncio.run(main())
+    assert store.batches == [[(1, 0), (1, 0)], [(1, 0), (1, 0)]]
+    assert store.tat_us("users", b"a") == store.tat_us("users", b"b") == int(NOW * 1e6) + 3_000_000
+    assert per_user._lanes == {}  # a key's lane goes once idle
