@@ -495,6 +495,9 @@ def check_spawn(ctx: Context, site: Site) -> None:
     outer = ctx.facts.argument_of.get(id(call))
     if outer is not None and ctx.resolve(outer.func) in _FAN_OUT:
         return
+    if outer is not None and _is_spawn(ctx, outer):
+        # `ensure_future(create_task(...))`: one task, one site, judged at the outer call
+        return
     loop = ctx.inner_loop(site)
     if loop is None:
         return
