@@ -251,10 +251,32 @@ def _succeeds(loop: ast.AST, attempt: ast.Try) -> bool:
             dotted(n) for n in ast.walk(loop.test) if isinstance(n, ast.Name | ast.Attribute)
         }
         return any(
-            isinstance(node, ast.Assign) and any(dotted(t) in condition for t in node.targets)
+            text in condition
             for node in own_nodes([*attempt.body, *attempt.orelse])
+            for text in _assigned(node)
         )
     return False
+
+
+def _assigned(node: ast.AST) -> list[str | None]:
+    """What an assignment binds, also through unpacking (`transport, _ = await connect()`)
+    and annotations (`done: bool = True`)."""
+    if isinstance(node, ast.Assign):
+        targets = list(node.targets)
+    elif isinstance(node, ast.AnnAssign | ast.NamedExpr):
+        targets = [node.target]
+    else:
+        return []
+    texts: list[str | None] = []
+    while targets:
+        target = targets.pop()
+        if isinstance(target, ast.Tuple | ast.List):
+            targets.extend(target.elts)
+        elif isinstance(target, ast.Starred):
+            targets.append(target.value)
+        else:
+            texts.append(dotted(target))
+    return texts
 
 
 # Words of an exception type that say a dependency failed: the transport, a timeout, the
