@@ -112,8 +112,7 @@ def _generator_coroutine(site: Site) -> bool:
     if scope.kind != SYNC:
         return False
     if not any(
-        last_name(d.func if isinstance(d, ast.Call) else d) == "coroutine"
-        for d in scope.decorators
+        last_name(d.func if isinstance(d, ast.Call) else d) == "coroutine" for d in scope.decorators
     ):
         return False
     body = getattr(scope.node, "body", [])
