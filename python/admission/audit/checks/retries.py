@@ -436,7 +436,7 @@ def _retry_loop(loop: ast.AST, *, dependency: bool = False) -> bool:
     `_reaches_dependency`, and the loop ends whenever it works, see `_leaves_when_done`)."""
     for attempt in _tries(getattr(loop, "body", [])):
         retries = any(
-            not _always_leaves(h.body) and not _interruption(h) and not _bad_item(h)
+            _goes_round(loop, attempt, h) and not _interruption(h) and not _bad_item(h)
             for h in attempt.handlers
         )
         if not (retries and _exits_when_done(loop, attempt)) or _rewaits(loop, attempt):
@@ -561,6 +561,38 @@ def _interruption(handler: ast.ExceptHandler) -> bool:
 
 def _always_leaves(statements: list[ast.stmt]) -> bool:
     return bool(statements) and isinstance(statements[-1], ast.Raise | ast.Return | ast.Break)
+
+
+def _goes_round(loop: ast.AST, attempt: ast.Try, handler: ast.ExceptHandler) -> bool:
+    """Whether a failure ``handler`` catches can reach the loop's next round: the handler
+    does not always leave, and it either continues or falls through to a rest of the loop
+    body that does not always leave. A loop that ends on its first failure (`except: log`
+    then `await on_failure(); return` after the ``try``) is a periodic task, not a retry."""
+    if _always_leaves(handler.body):
+        return False
+    body = getattr(loop, "body", [])
+    if attempt not in body or not _always_leaves(body[body.index(attempt) + 1 :]):
+        return True
+    stack: list[ast.AST] = list(handler.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Continue):
+            return True
+        if not isinstance(node, _OWN_LOOP_ENDS):
+            stack.extend(ast.iter_child_nodes(node))
+    return False
+
+
+# statements whose `continue`s are not the loop's own
+_OWN_LOOP_ENDS = (
+    ast.For,
+    ast.AsyncFor,
+    ast.While,
+    ast.FunctionDef,
+    ast.AsyncFunctionDef,
+    ast.ClassDef,
+    ast.Lambda,
+)
 
 
 def check_sleep(ctx: Context, site: Site) -> None:
