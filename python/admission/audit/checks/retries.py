@@ -436,7 +436,10 @@ def _retry_loop(loop: ast.AST, *, dependency: bool = False) -> bool:
     `_reaches_dependency`, and the loop ends whenever it works, see `_leaves_when_done`)."""
     for attempt in _tries(getattr(loop, "body", [])):
         retries = any(
-            _goes_round(loop, attempt, h) and not _interruption(h) and not _bad_item(h)
+            _goes_round(loop, attempt, h)
+            and not _interruption(h)
+            and not _bad_item(h)
+            and not _waits_for_signal(h)
             for h in attempt.handlers
         )
         if not (retries and _exits_when_done(loop, attempt)) or _rewaits(loop, attempt):
@@ -557,6 +560,28 @@ def _interruption(handler: ast.ExceptHandler) -> bool:
         return False
     types = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
     return all(last_name(t) in _INTERRUPTIONS or last_name(t) in _NOT_YET for t in types)
+
+
+def _waits_for_signal(handler: ast.ExceptHandler) -> bool:
+    """The handler waits for another task's signal (``await self.slot_freed.wait()``, an
+    event or condition) and never for a timer: the loop goes round when told there is room,
+    as after `asyncio.QueueFull`, not again and again against a dependency that is down."""
+    signal = sleeps = False
+    for node in own_nodes(handler.body):
+        if not isinstance(node, ast.Await) or not isinstance(node.value, ast.Call):
+            continue
+        call = node.value
+        if (
+            isinstance(call.func, ast.Attribute)
+            and call.func.attr == "wait"
+            and not call.args
+            and not call.keywords
+            and last_name(call.func.value) != "asyncio"
+        ):
+            signal = True
+        elif last_name(call.func) in ("sleep", "wait_for"):
+            sleeps = True
+    return signal and not sleeps
 
 
 def _always_leaves(statements: list[ast.stmt]) -> bool:
