@@ -13,10 +13,12 @@ import gc
 import hashlib
 import io
 import os
+import sys
+import threading
 import tokenize
 import traceback
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -82,14 +84,30 @@ def audit_source(
     except (UnicodeError, LookupError, SyntaxError) as exc:
         return [], [ParseFailure(path, 1, 1, f"cannot decode the file: {exc}")]
     try:
+        return _audit_text(text, path, settings, relative_path)
+    except RecursionError:
+        # Valid code nested deeper than the interpreter's recursion limit (a function of
+        # thousands of `elif`s, a sum of 50,000 terms): parsed and checked again on a
+        # thread whose stack and limit are made for it.
+        return _deep(lambda: _audit_text(text, path, settings, relative_path), path)
+
+
+def _audit_text(
+    text: str, path: str, settings: Settings, relative_path: str | None
+) -> tuple[list[Finding], list[ParseFailure]]:
+    try:
         tree = ast.parse(text, path)
     except SyntaxError as exc:
         line = exc.lineno or 1
         column = exc.offset or 1
         return [], [ParseFailure(path, line, column, f"syntax error: {exc.msg}")]
-    except (ValueError, RecursionError, MemoryError) as exc:
-        # null bytes (ValueError), nesting deeper than the parser allows
-        return [], [ParseFailure(path, 1, 1, f"cannot parse: {exc or type(exc).__name__}")]
+    except ValueError as exc:  # null bytes
+        return [], [ParseFailure(path, 1, 1, f"cannot parse: {exc}")]
+    except MemoryError as exc:
+        # CPython's parser stops at a fixed depth of nested rules (about 6,000 `elif`s):
+        # Python itself cannot compile the file either
+        why = str(exc) or "the file is nested deeper than this Python's parser allows"
+        return [], [ParseFailure(path, 1, 1, f"cannot parse: {why}")]
     lines = text.splitlines()
     imports = Imports(_module_name(path))
     facts = walk(tree, imports, interesting_names(settings.guarded_calls))
@@ -107,6 +125,64 @@ def audit_source(
         ]
     findings.sort()
     return _fingerprinted(findings, relative_path or path, lines), []
+
+
+# The deep route's thread stack and recursion limit. The limit counts Python frames (the walk
+# takes about two per level of nesting) and, on 3.11, bounds the C recursion that turns the
+# parse into `ast` objects (three levels per unit, under 100 bytes each); the stack is sized
+# so that neither can overflow it before the limit is reached. Only the touched part of the
+# stack is ever allocated.
+_DEEP_STACK = 512 * 1024 * 1024
+_DEEP_LIMIT = 250_000
+# sys.setrecursionlimit is the interpreter's: one deep file at a time raises and restores it
+_deep_lock = threading.Lock()
+
+_Outcome = tuple[list[Finding], list[ParseFailure]]
+
+
+def _deep(audit: Callable[[], _Outcome], path: str) -> _Outcome:
+    """Run ``audit`` on a thread with a large stack and a raised recursion limit.
+
+    Where the interpreter fixes the limit of `ast` construction in C (3.12 and 3.13: about
+    3,000 and 10,000 levels of nesting), or beyond ``_DEEP_LIMIT``, the file is reported as
+    ADM000, as before.
+    """
+    outcome: list[_Outcome] = []
+    # what went wrong, as text: an exception kept whole would hold the frames of the walk,
+    # and through them the tree, whose release takes the C stack in proportion to its depth
+    # (`ast` nodes have no trashcan): it must be released on this thread, not the caller's
+    failure: list[str] = []
+    too_deep: list[str] = []
+
+    def run() -> None:
+        try:
+            outcome.append(audit())
+        except RecursionError as exc:
+            too_deep.append(str(exc))
+        except Exception:  # a bug of the audit: the caller reports it with this traceback
+            failure.append(traceback.format_exc())
+
+    with _deep_lock:
+        limit = sys.getrecursionlimit()
+        size = threading.stack_size()
+        sys.setrecursionlimit(max(limit, _DEEP_LIMIT))
+        try:
+            # the size applies to threads started while it is set
+            threading.stack_size(_DEEP_STACK)
+            try:
+                worker = threading.Thread(target=run, name="admission-audit-deep")
+                worker.start()
+            finally:
+                threading.stack_size(size)
+            worker.join()
+        finally:
+            sys.setrecursionlimit(limit)
+    if too_deep:
+        why = f"nested too deeply for this Python's ast module ({too_deep[0]})"
+        return [], [ParseFailure(path, 1, 1, f"cannot parse: {why}")]
+    if failure:
+        raise RuntimeError(f"auditing a deeply nested file failed:\n{failure[0]}")
+    return outcome[0]
 
 
 def _fingerprinted(findings: list[Finding], path: str, lines: list[str]) -> list[Finding]:

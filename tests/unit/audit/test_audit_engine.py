@@ -75,6 +75,55 @@ def test_syntax_error_position_is_reported() -> None:
     assert (failures[0].line, failures[0].message.startswith("syntax error")) == (2, True)
 
 
+def _elifs(count: int) -> str:
+    """An async function of ``count`` branches, the last of which sleeps."""
+    branches = "".join(f"    elif x == {i}:\n        return {i}\n" for i in range(1, count - 1))
+    return (
+        "import time\n\nasync def f(x):\n    if x == 0:\n        return 0\n"
+        f"{branches}    else:\n        time.sleep(1)\n"
+    )
+
+
+# Valid code nested deeper than the interpreter's recursion limit (1,000 frames): each builds
+# an `ast` deeper than `ast.parse` and the walk allow by default. (line, code) expected.
+DEEP = {
+    "3,000 elifs": (_elifs(3000), (3 + 2 * 3000, "ADM201")),
+    "a sum of 50,000 terms": (
+        SLEEPY + "a = " + " + ".join(["b"] * 50_000) + "\n",
+        (4, "ADM201"),
+    ),
+}
+
+
+@pytest.mark.skipif(
+    (3, 12) <= sys.version_info < (3, 14),
+    reason="3.12 and 3.13 fix the depth of ast construction in C (about 3,000 and 10,000)",
+)
+@pytest.mark.parametrize(("source", "expected"), DEEP.values(), ids=DEEP.keys())
+def test_code_nested_deeper_than_the_recursion_limit_is_parsed_and_checked(
+    source: str, expected: tuple[int, str], tmp_path: Path
+) -> None:
+    limit = sys.getrecursionlimit()
+    findings, failures = audit_source(source, "deep.py")
+    assert failures == []
+    assert [(f.line, f.code) for f in findings] == [expected]
+    # the same through a run over files (the cycle collector is off there)
+    (tmp_path / "deep.py").write_text(source)
+    result = audit_paths([tmp_path], Settings(root=tmp_path))
+    assert result.parse_failures == []
+    assert result.internal_errors == []
+    assert [(f.line, f.code) for f in result.findings] == [expected]
+    assert sys.getrecursionlimit() == limit
+
+
+def test_more_elifs_than_the_parser_allows_are_one_adm000() -> None:
+    # CPython's parser stops at a fixed depth of rules (about 6,000 nested `elif`s); Python
+    # cannot compile such a file either
+    findings, failures = audit_source(_elifs(7000), "deep.py")
+    assert findings == []
+    assert [(f.line, f.message.startswith("cannot parse")) for f in failures] == [(1, True)]
+
+
 def test_the_run_goes_on_after_a_file_that_does_not_parse(tmp_path: Path) -> None:
     (tmp_path / "a_broken.py").write_text("def f(:\n")
     (tmp_path / "b_sleepy.py").write_text(SLEEPY)

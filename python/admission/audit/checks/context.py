@@ -37,7 +37,18 @@ SMALL_RANGE = 100
 
 # Calls that yield as many items as the iterable they are given.
 _SAME_SIZE = frozenset(
-    {"enumerate", "reversed", "sorted", "list", "tuple", "set", "iter", "as_completed"}
+    {
+        "enumerate",
+        "reversed",
+        "sorted",
+        "list",
+        "tuple",
+        "set",
+        "frozenset",
+        "dict",
+        "iter",
+        "as_completed",
+    }
 )
 
 # Calls that yield the items of the iterables they are given (their size follows them).

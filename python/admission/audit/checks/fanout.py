@@ -374,9 +374,53 @@ def _loop_has_bound(ctx: Context, loop: ast.AST, scope: Scope) -> bool:
                 return True
             if isinstance(node, ast.Await) and _acquires(ctx, node.value, scope, depth=1):
                 return True
-            if isinstance(node, ast.If | ast.While) and _waits_on_len(node):
+            if isinstance(node, ast.If | ast.While) and (
+                _waits_on_len(node) or _evicts_on_len(ctx, node, scope)
+            ):
                 return True
     return False
+
+
+_REMOVES = frozenset({"pop", "popleft", "popitem", "remove", "discard"})
+
+
+def _cancels(ctx: Context, call: ast.Call, scope: Scope) -> bool:
+    """``task.cancel()``, or a call of a function of this file that cancels something."""
+    if last_name(call.func) == "cancel":
+        return True
+    for callee in ctx.callees(call.func, scope):
+        body = getattr(callee.node, "body", [])
+        for node in own_nodes(body if isinstance(body, list) else []):
+            if isinstance(node, ast.Call) and last_name(node.func) == "cancel":
+                return True
+    return False
+
+
+def _evicts_on_len(ctx: Context, node: ast.If | ast.While, scope: Scope) -> bool:
+    """``if len(pending) >= N:`` whose body takes a task out of ``pending`` and cancels one
+    (directly or in a function of this file it calls): each spawn above the bound replaces
+    a task it stopped, so no more than N run. Only forgetting a task leaves it running."""
+    held = {
+        dotted(side.args[0])
+        for inner in ast.walk(node.test)
+        if isinstance(inner, ast.Compare)
+        for side in (inner.left, *inner.comparators)
+        if isinstance(side, ast.Call) and last_name(side.func) == "len" and side.args
+    } - {None}
+    if not held:
+        return False
+    removes = cancels = False
+    for inner in own_nodes(node.body):
+        if isinstance(inner, ast.Delete):
+            removes |= any(
+                isinstance(t, ast.Subscript) and dotted(t.value) in held for t in inner.targets
+            )
+        elif isinstance(inner, ast.Call):
+            func = inner.func
+            if isinstance(func, ast.Attribute) and func.attr in _REMOVES:
+                removes |= dotted(func.value) in held
+            cancels = cancels or _cancels(ctx, inner, scope)
+    return removes and cancels
 
 
 def _acquires(ctx: Context, call: ast.expr, scope: Scope, depth: int) -> bool:
@@ -494,6 +538,9 @@ def check_spawn(ctx: Context, site: Site) -> None:
         return
     outer = ctx.facts.argument_of.get(id(call))
     if outer is not None and ctx.resolve(outer.func) in _FAN_OUT:
+        return
+    if outer is not None and _is_spawn(ctx, outer):
+        # `ensure_future(create_task(...))`: one task, one site, judged at the outer call
         return
     loop = ctx.inner_loop(site)
     if loop is None:

@@ -5,7 +5,9 @@ that rewrites ``asyncio.get_event_loop()`` to it). ADM502: at module level or in
 code, where it raises RuntimeError since Python 3.14 when no loop runs. Neither fires in a
 version-guarded shim: under a ``sys.version_info`` / ``hasattr`` test, in a ``try`` that
 catches the RuntimeError, or in the fallback of a ``get_running_loop()`` that failed; nor
-does ADM502 after ``asyncio.set_event_loop(...)`` in the same function.
+does ADM502 after ``asyncio.set_event_loop(...)`` in the same function. A generator decorated
+as a coroutine (``@types.coroutine``, ``@asyncio.coroutine``, tornado's ``@gen.coroutine``) is
+a coroutine: ADM501.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import ast
 from admission.audit.checks.context import Context, own_nodes, words
 from admission.audit.findings import Edit, Fix
 from admission.audit.names import dotted, last_name
-from admission.audit.walk import ELSE, IF, TRY, Site
+from admission.audit.walk import ELSE, IF, SYNC, TRY, Site
 
 __all__ = ["check_get_event_loop"]
 
@@ -102,13 +104,31 @@ def _loop_set_before(ctx: Context, site: Site, call: ast.Call) -> bool:
     )
 
 
+def _generator_coroutine(site: Site) -> bool:
+    """Directly inside a generator decorated as a coroutine (``@types.coroutine``,
+    ``@asyncio.coroutine``, ``@gen.coroutine``): the loop drives it as it drives ``async def``
+    (a plain function under such a decorator is called as it stands: sync code)."""
+    scope = site.scope
+    if scope.kind != SYNC:
+        return False
+    if not any(
+        last_name(d.func if isinstance(d, ast.Call) else d) == "coroutine" for d in scope.decorators
+    ):
+        return False
+    body = getattr(scope.node, "body", [])
+    return any(
+        isinstance(node, ast.Yield | ast.YieldFrom)
+        for node in own_nodes(body if isinstance(body, list) else [])
+    )
+
+
 def check_get_event_loop(ctx: Context, site: Site) -> None:
     """ADM501 in a coroutine, ADM502 elsewhere."""
     call = site.node
     assert isinstance(call, ast.Call)
     if ctx.resolve(call.func) not in _GET_EVENT_LOOP or _shim(ctx, site):
         return
-    if ctx.in_async(site):
+    if ctx.in_async(site) or _generator_coroutine(site):
         fix = None
         func = call.func
         if (

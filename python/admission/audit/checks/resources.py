@@ -357,10 +357,15 @@ def _container_joined(ctx: Context, container: str, scope: Scope) -> bool:
 
 
 def _element_of(ctx: Context, call: ast.Call, site: Site) -> str | None:
-    """The list a comprehension of threads is bound to (``ts = [Thread(...) for ...]``)."""
+    """The list a comprehension or a display of threads is bound to (``ts = [Thread(...)
+    for ...]``, ``ts = [Thread(...), Thread(...)]``)."""
     for name, values in site.scope.assigns.items():
         for value in values:
             if isinstance(value, ast.ListComp | ast.SetComp) and value.elt is call:
+                return name
+            if isinstance(value, ast.List | ast.Tuple | ast.Set) and any(
+                element is call for element in value.elts
+            ):
                 return name
     return None
 

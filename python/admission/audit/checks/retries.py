@@ -251,10 +251,32 @@ def _succeeds(loop: ast.AST, attempt: ast.Try) -> bool:
             dotted(n) for n in ast.walk(loop.test) if isinstance(n, ast.Name | ast.Attribute)
         }
         return any(
-            isinstance(node, ast.Assign) and any(dotted(t) in condition for t in node.targets)
+            text in condition
             for node in own_nodes([*attempt.body, *attempt.orelse])
+            for text in _assigned(node)
         )
     return False
+
+
+def _assigned(node: ast.AST) -> list[str | None]:
+    """What an assignment binds, also through unpacking (`transport, _ = await connect()`)
+    and annotations (`done: bool = True`)."""
+    if isinstance(node, ast.Assign):
+        targets = list(node.targets)
+    elif isinstance(node, ast.AnnAssign | ast.NamedExpr):
+        targets = [node.target]
+    else:
+        return []
+    texts: list[str | None] = []
+    while targets:
+        target = targets.pop()
+        if isinstance(target, ast.Tuple | ast.List):
+            targets.extend(target.elts)
+        elif isinstance(target, ast.Starred):
+            targets.append(target.value)
+        else:
+            texts.append(dotted(target))
+    return texts
 
 
 # Words of an exception type that say a dependency failed: the transport, a timeout, the
@@ -414,7 +436,10 @@ def _retry_loop(loop: ast.AST, *, dependency: bool = False) -> bool:
     `_reaches_dependency`, and the loop ends whenever it works, see `_leaves_when_done`)."""
     for attempt in _tries(getattr(loop, "body", [])):
         retries = any(
-            not _always_leaves(h.body) and not _interruption(h) and not _bad_item(h)
+            _goes_round(loop, attempt, h)
+            and not _interruption(h)
+            and not _bad_item(h)
+            and not _waits_for_signal(h)
             for h in attempt.handlers
         )
         if not (retries and _exits_when_done(loop, attempt)) or _rewaits(loop, attempt):
@@ -537,8 +562,62 @@ def _interruption(handler: ast.ExceptHandler) -> bool:
     return all(last_name(t) in _INTERRUPTIONS or last_name(t) in _NOT_YET for t in types)
 
 
+def _waits_for_signal(handler: ast.ExceptHandler) -> bool:
+    """The handler waits for another task's signal (``await self.slot_freed.wait()``, an
+    event or condition) and never for a timer: the loop goes round when told there is room,
+    as after `asyncio.QueueFull`, not again and again against a dependency that is down."""
+    signal = sleeps = False
+    for node in own_nodes(handler.body):
+        if not isinstance(node, ast.Await) or not isinstance(node.value, ast.Call):
+            continue
+        call = node.value
+        if (
+            isinstance(call.func, ast.Attribute)
+            and call.func.attr == "wait"
+            and not call.args
+            and not call.keywords
+            and last_name(call.func.value) != "asyncio"
+        ):
+            signal = True
+        elif last_name(call.func) in ("sleep", "wait_for"):
+            sleeps = True
+    return signal and not sleeps
+
+
 def _always_leaves(statements: list[ast.stmt]) -> bool:
     return bool(statements) and isinstance(statements[-1], ast.Raise | ast.Return | ast.Break)
+
+
+def _goes_round(loop: ast.AST, attempt: ast.Try, handler: ast.ExceptHandler) -> bool:
+    """Whether a failure ``handler`` catches can reach the loop's next round: the handler
+    does not always leave, and it either continues or falls through to a rest of the loop
+    body that does not always leave. A loop that ends on its first failure (`except: log`
+    then `await on_failure(); return` after the ``try``) is a periodic task, not a retry."""
+    if _always_leaves(handler.body):
+        return False
+    body = getattr(loop, "body", [])
+    if attempt not in body or not _always_leaves(body[body.index(attempt) + 1 :]):
+        return True
+    stack: list[ast.AST] = list(handler.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Continue):
+            return True
+        if not isinstance(node, _OWN_LOOP_ENDS):
+            stack.extend(ast.iter_child_nodes(node))
+    return False
+
+
+# statements whose `continue`s are not the loop's own
+_OWN_LOOP_ENDS = (
+    ast.For,
+    ast.AsyncFor,
+    ast.While,
+    ast.FunctionDef,
+    ast.AsyncFunctionDef,
+    ast.ClassDef,
+    ast.Lambda,
+)
 
 
 def check_sleep(ctx: Context, site: Site) -> None:
