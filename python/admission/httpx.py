@@ -395,16 +395,37 @@ class _Settle:
 class _AsyncBody(_Settle, httpx.AsyncByteStream):
     _stream: httpx.AsyncByteStream
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            self.keep(chunk)
-            yield chunk
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        chunks = self._stream.__aiter__()
+        if self.body is None:  # nothing to read the usage from: the stream's own chunks
+            return chunks
+        return _Kept(self, chunks)
 
     async def aclose(self) -> None:
         try:
             await self._stream.aclose()
         finally:
             self.finish()
+
+
+@final
+class _Kept:
+    """A body's chunks, each kept (`_Settle.keep`) as it passes: an iterator, not an async
+    generator (cheaper to make and to step, and nothing of its own to finalize)."""
+
+    __slots__ = ("_chunks", "_settle")
+
+    def __init__(self, settle: _Settle, chunks: AsyncIterator[bytes]) -> None:
+        self._settle = settle
+        self._chunks = chunks
+
+    def __aiter__(self) -> _Kept:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self._chunks.__anext__()
+        self._settle.keep(chunk)
+        return chunk
 
 
 class _SyncBody(_Settle, httpx.SyncByteStream):
@@ -460,6 +481,9 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         self._inner = httpx.AsyncHTTPTransport() if inner is None else inner
         self._config = _Config(limits, default, retry, breaker, retry_post, max_hosts)
         self._send = self._config.retry(self._attempt)  # wrapped once, not per request
+        # The retry's fast path, run inline: the first attempt is awaited with no retry
+        # coroutine around it (None: a retry with a breaker, every request by `_send`).
+        self._first = self._config.retry._first_async()
         _track(self)
 
     def stats(self) -> dict[str, HostStats]:
@@ -470,8 +494,28 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         host = self._config.hosts.get(request.url)
         host.tick[_CALLS]()
         tokens = host.estimate(request)
+        first = self._first
         try:
-            return await self._send(request, host, tokens)
+            if first is None:
+                return await self._send(request, host, tokens)
+            # What the retry's wrapper does (`Retry._async`), with the attempt awaited here.
+            started, first_ok, now, retry_if, deposit = first
+            start = now()
+            started()
+            if deposit is not None:
+                deposit()
+            response: httpx.Response | None = None
+            try:
+                response = await self._attempt(request, host, tokens)
+            except BaseException as exc:
+                failure: BaseException | None = exc
+            else:
+                if retry_if is None or not retry_if(response):
+                    first_ok()
+                    return response
+                failure = None
+            retry, args = self._config.retry, (request, host, tokens)
+            return await retry._after_first_async(start, failure, response, self._attempt, args)
         except (_Retryable, _Final) as gave_up:
             return _unwrap(gave_up)
 

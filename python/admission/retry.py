@@ -640,6 +640,29 @@ class Retry:
 
         return retrying
 
+    def _first_async(self) -> _FastPath | None:
+        """The fast path's pieces, for a caller that runs the first attempt itself as
+        ``_async``'s wrapper runs it (the httpx transport: one coroutine less per request),
+        then `_after_first_async` if it failed; None with a breaker (every attempt, the first
+        included, goes through the plan)."""
+        return None if self._breaker is not None else self._fast_async
+
+    async def _after_first_async(
+        self,
+        start: float,
+        failure: BaseException | None,
+        result: R | None,
+        fn: Callable[..., Awaitable[R]],
+        args: tuple[Any, ...],
+    ) -> R:
+        """The rest of a call whose first attempt (begun at ``start``, by the fast path's
+        clock) raised ``failure`` or (None) returned ``result``, which ``retry_if`` refused:
+        what ``_async``'s wrapper runs after it. Called out of the except block that caught
+        ``failure``: what the plan raises later is not chained to it."""
+        steps = self._plan(start, failure, result if failure is None else None, False)
+        done: R = await self._drive_async(steps, fn, args, {})
+        return done
+
     def _blocking(self, fn: Callable[..., R]) -> Callable[..., R]:
         """``fn`` retried in the calling thread."""
         started, first_ok, now, retry_if, deposit = self._fast_blocking

@@ -11,8 +11,10 @@ import datetime
 import email.utils
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from hypothesis import given, settings
@@ -432,6 +434,123 @@ async def test_a_failed_request_gives_its_permit_and_tokens_back() -> None:
     assert state.semaphore.in_use == 0
     assert state.tokens_bucket is not None
     assert state.tokens_bucket.stats().admitted_cost == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("breaker", [False, True], ids=["retry", "retry with a breaker"])
+async def test_the_retry_counts_first_attempts_and_retries(breaker: bool) -> None:
+    # The first attempt runs inline (no retry coroutine around it), and through the retry's
+    # plan when the retry has a breaker: both count as the retry's own wrapper does.
+    limited = httpx.Response(429, headers={"retry-after-ms": "1"}, json={"error": {}})
+    inner, seen = script(limited, ok(), ok())
+    retry = adm.Retry(**FAST, breaker=adm.CircuitBreaker() if breaker else None)  # type: ignore[arg-type]
+    t = transport(inner, retry=retry)
+    async with httpx.AsyncClient(transport=t) as client:
+        assert (await client.post("https://api.x/", json=chat())).status_code == 200
+        assert (await client.post("https://api.x/", json=chat())).status_code == 200
+    assert len(seen) == 3
+    stats = retry.stats()
+    assert (stats.calls, stats.attempts, stats.retries, stats.succeeded) == (2, 3, 1, 2)
+    assert stats.in_flight == 0
+    assert t.stats()["api.x"].retries == 1
+
+
+@pytest.mark.anyio
+async def test_a_retry_that_gives_up_returns_the_last_response_and_counts_it() -> None:
+    inner, seen = script(httpx.Response(503))
+    retry = adm.Retry(**{**FAST, "attempts": 2})  # type: ignore[arg-type]
+    t = transport(inner, retry=retry)
+    async with httpx.AsyncClient(transport=t) as client:
+        assert (await client.get("https://api.x/")).status_code == 503
+    assert len(seen) == 2
+    assert retry.stats().gave_up["attempts"] == 1
+
+
+class _Hangs(httpx.AsyncBaseTransport):
+    """Never answers: sets ``entered`` and waits until cancelled."""
+
+    def __init__(self) -> None:
+        self.entered = anyio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.entered.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_request_gives_its_permit_back() -> None:
+    inner = _Hangs()
+    retry = adm.Retry(**FAST)  # type: ignore[arg-type]
+    t = adm.httpx.AsyncTransport(
+        inner, limits={"api.x": presets.openai(tpm=1000, concurrency=1)}, retry=retry
+    )
+    state = t._config.hosts.get(httpx.URL("https://api.x/"))
+    assert state.semaphore is not None
+    assert state.tokens_bucket is not None
+    with anyio.fail_after(10):  # (bounded: the request is cancelled long before)
+        async with anyio.create_task_group() as tasks:
+
+            async def send() -> None:
+                await t.handle_async_request(httpx.Request("POST", "https://api.x/", json=chat(50)))
+
+            tasks.start_soon(send)
+            await inner.entered.wait()
+            assert state.semaphore.in_use == 1
+            tasks.cancel_scope.cancel()
+    assert state.semaphore.in_use == 0
+    # The request may have reached the provider: its estimate stands (as before the first
+    # attempt ran inline).
+    assert state.tokens_bucket.stats().admitted_cost == 61
+    assert retry.stats().cancelled == 1
+
+
+class _Chunks(httpx.AsyncByteStream):
+    """A body given in pieces; ``closed`` once closed."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        self.chunks = chunks
+        self.closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("preset", ["host", "openai"])
+async def test_a_body_in_pieces_is_settled_at_its_usage_or_its_estimate_if_closed_early(
+    preset: str,
+) -> None:
+    body = b'{"id": "x", "usage": {"total_tokens": 7}}'
+    pieces = [body[:10], body[10:25], body[25:]]
+    streams: list[_Chunks] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        streams.append(_Chunks(*pieces))
+        return httpx.Response(200, stream=streams[-1])
+
+    inner, _ = script(answer)
+    limits = (
+        presets.host(concurrency=1) if preset == "host" else presets.openai(tpm=1000, concurrency=1)
+    )
+    t = transport(inner, limits={"api.x": limits})
+    state = t._config.hosts.get(httpx.URL("https://api.x/"))
+    assert state.semaphore is not None
+    async with httpx.AsyncClient(transport=t) as client:
+        async with client.stream("POST", "https://api.x/", json=chat(50)) as response:
+            assert b"".join([piece async for piece in response.aiter_raw()]) == body
+        assert state.semaphore.in_use == 0
+        async with client.stream("POST", "https://api.x/", json=chat(50)) as response:
+            assert not response.is_closed  # closed unread: the usage never came
+        assert state.semaphore.in_use == 0
+    assert [stream.closed for stream in streams] == [True, True]
+    if preset == "openai":
+        host = t.stats()["api.x"]
+        assert (host.tokens_reserved, host.tokens_settled) == (2 * 61, 7 + 61)
 
 
 @pytest.mark.anyio
