@@ -635,8 +635,8 @@ class Retry:
                     return result
                 failure = None
             # Out of the except block: what the plan raises later is not chained to this.
-            steps = retry._plan(start, failure, result if failure is None else None, False)
-            return await retry._drive_async(steps, fn, args, kwargs)
+            done = result if failure is None else None  # (unbound when the attempt raised)
+            return await retry._after_first_async(start, failure, done, fn, args, kwargs)
 
         return retrying
 
@@ -654,13 +654,14 @@ class Retry:
         result: R | None,
         fn: Callable[..., Awaitable[R]],
         args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None = None,
     ) -> R:
         """The rest of a call whose first attempt (begun at ``start``, by the fast path's
         clock) raised ``failure`` or (None) returned ``result``, which ``retry_if`` refused:
         what ``_async``'s wrapper runs after it. Called out of the except block that caught
         ``failure``: what the plan raises later is not chained to it."""
         steps = self._plan(start, failure, result if failure is None else None, False)
-        done: R = await self._drive_async(steps, fn, args, {})
+        done: R = await self._drive_async(steps, fn, args, kwargs or {})
         return done
 
     def _blocking(self, fn: Callable[..., R]) -> Callable[..., R]:

@@ -748,16 +748,21 @@ def test_own_connections_are_bounded_and_replaced_once_the_server_ends_them(
     asyncio.run(main())
 
 
+async def migrate(pg: PostgresServer, schema: str) -> None:
+    """`Postgres.migrate` of ``schema`` by a store of its own, closed after."""
+    store = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
+    try:
+        await store.migrate()
+    finally:
+        await store.aclose()
+
+
 def test_a_schema_at_version_1_is_brought_up_to_rate_many(pg: PostgresServer, schema: str) -> None:
     """Version 2 added the rate_many function: a schema left at 1 is refused without
     create (saying to migrate), and brought up by the first use with it."""
 
     async def main() -> None:
-        first = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
-        try:
-            await first.migrate()
-        finally:
-            await first.aclose()
+        await migrate(pg, schema)
         conn = await asyncpg.connect(pg.dsn())
         try:
             await conn.execute(
@@ -804,11 +809,7 @@ def test_a_schema_is_never_lowered_and_a_later_or_written_back_one_is_used(
             await store.aclose()
 
     async def main() -> None:
-        first = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
-        try:
-            await first.migrate()
-        finally:
-            await first.aclose()
+        await migrate(pg, schema)
         conn = await asyncpg.connect(pg.dsn())
         try:
             # The previous release's creation ends with this statement (verbatim).
@@ -824,11 +825,7 @@ def test_a_schema_is_never_lowered_and_a_later_or_written_back_one_is_used(
             await conn.execute(f'UPDATE "{schema}".meta SET version = 3')
             await decides(create=False)
             await decides(create=True)
-            later = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
-            try:
-                await later.migrate()
-            finally:
-                await later.aclose()
+            await migrate(pg, schema)
             assert await version() == 3
             # This release's creation text itself never lowers it either.
             await conn.execute(_postgres_sql.statements(schema)["schema"])

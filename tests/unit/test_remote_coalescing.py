@@ -377,3 +377,90 @@ def test_keys_coalesce_each_on_its_own_and_leave_nothing_behind() -> None:
     assert store.batches == [[(1, 0), (1, 0)], [(1, 0), (1, 0)]]
     assert store.tat_us("users", b"a") == store.tat_us("users", b"b") == int(NOW * 1e6) + 3_000_000
     assert per_user._lanes == {}  # a key's lane goes once idle
+
+
+async def _given_up(style: str, call: Callable[[], object]) -> asyncio.Future[object]:
+    """Runs ``call()`` (a bucket's acquire) as a task that gives up in ``style``: by
+    `asyncio.wait_for` or `asyncio.timeout` expiring, or by `Task.cancel` (``cancel``)."""
+
+    async def wait_for() -> object:
+        return await asyncio.wait_for(call(), 0.05)  # type: ignore[arg-type]
+
+    async def timeout() -> object:
+        async with asyncio.timeout(0.05):
+            return await call()  # type: ignore[misc]
+
+    runner = {"wait_for": wait_for, "timeout": timeout, "cancel": call}[style]
+    return asyncio.ensure_future(runner())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("phase", ["queued", "in flight"])
+@pytest.mark.parametrize("style", ["wait_for", "timeout", "cancel"])
+def test_every_way_of_giving_up_leaves_the_bucket_exact(style: str, phase: str) -> None:
+    """A caller that gives up (wait_for, asyncio.timeout, cancel) while its request waits in
+    the queue or rides in a batch in flight takes nothing: the bucket (burst 6, no refill
+    within the test) afterwards admits exactly what the others left. (Its charge is the
+    batch's last: a give-back is a compare-and-set that never undoes a charge followed by a
+    later one, as `test_a_give_back_never_takes_a_turn_already_given_to_a_later_charge`
+    says for single calls.)"""
+    store = GatedStore()
+    bucket = adm.TokenBucket(rate=1, per=3600, burst=6, name="api", store=store)
+
+    async def main() -> int:
+        first = asyncio.ensure_future(bucket.acquire(1, timeout=0))
+        await until(lambda: len(store.held) == 1)
+        survivor = asyncio.ensure_future(bucket.acquire(1, timeout=0))
+        await asyncio.sleep(0)  # queued first: the victim's charge is the batch's last
+        victim = await _given_up(style, lambda: bucket.acquire(3))
+        await until(lambda: len(bucket._lanes[None].queued) == 2)
+        if phase == "in flight":
+            store.open()  # the first's reply: the batch of two is sent, and held
+            await first
+            await until(lambda: len(store.held) == 1)
+        if style == "cancel":
+            victim.cancel()
+        with pytest.raises((asyncio.CancelledError, TimeoutError)):
+            await asyncio.wait_for(victim, 5)
+        store.open()
+        if phase == "queued":
+            await first
+            await until(lambda: len(store.held) == 1)
+            store.open()
+        await survivor
+        for _ in range(100):  # a give-back is a round trip of its own: let them all land
+            store.open()
+            await asyncio.sleep(0)
+        left = 0
+        while True:
+            probe = asyncio.ensure_future(bucket.acquire(1, timeout=0))
+            await until(lambda probe=probe: bool(store.held) or probe.done())
+            store.open()
+            if await outcome(probe) != "admitted":
+                return left
+            left += 1
+
+    assert asyncio.run(main()) == 6 - 1 - 1  # the first's and the survivor's tokens only
+
+
+@pytest.mark.parametrize("how", ["cancelled before it starts", "never awaited"])
+def test_a_call_that_never_runs_queues_nothing_and_takes_nothing(how: str) -> None:
+    store = GatedStore()
+    bucket = adm.TokenBucket(rate=1, per=3600, burst=6, name="api", store=store)
+
+    async def main() -> None:
+        first = asyncio.ensure_future(bucket.acquire(1, timeout=0))
+        await until(lambda: len(store.held) == 1)
+        if how == "never awaited":
+            bucket.acquire(3).close()  # type: ignore[attr-defined]
+        else:
+            task = asyncio.ensure_future(bucket.acquire(3))
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert not bucket._lanes[None].queued
+        store.open()
+        await first
+
+    asyncio.run(main())
+    assert store.calls.get("rate_many", 0) == 0
+    assert bucket.stats().admitted == 1
