@@ -9,6 +9,7 @@ anyio on asyncio, uvloop and trio. The exact LRU and expiry order against a mode
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -557,3 +558,41 @@ def test_stats_and_len_of_a_loop_clock_limiter_outside_a_loop(virtual: Any) -> N
     s = b.stats()
     assert (s.keys, s.admitted, s.cancelled) == (1, 1, 1)
     assert any(f.name == "admission_keyed_keys" for f in adm.metrics.collect())
+
+
+# ---------------------------------------------------------------------------------------------
+# The map's large tables on huge pages (rust/py/src/huge_pages.rs)
+
+
+def _advised_mappings() -> list[tuple[int, int]]:
+    """This process's mappings that asked the kernel for huge pages (``hg`` in VmFlags)."""
+    advised = []
+    span: tuple[int, int] | None = None
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            head = line.split(maxsplit=1)[0]
+            if "-" in head and not head.endswith(":"):
+                start, end = head.split("-")
+                span = (int(start, 16), int(end, 16))
+            elif head == "VmFlags:" and " hg" in f" {line.split(':', 1)[1]}" and span:
+                advised.append(span)
+    return advised
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/sys/kernel/mm/transparent_hugepage/enabled"),
+    reason="no transparent huge pages (not Linux, or a kernel built without them)",
+)
+def test_a_table_of_2_mib_or_more_is_advised_as_huge_pages_and_a_smaller_one_is_not() -> None:
+    before = _advised_mappings()
+    small = adm.KeyedTokenBucket(rate=1e6, burst=10**6, shards=1)
+    for n in range(10_000):  # 16,384 slots of 32 bytes: 512 KiB
+        small.try_acquire(n)
+    assert [span for span in _advised_mappings() if span not in before] == []
+    large = adm.KeyedTokenBucket(rate=1e6, burst=10**6, shards=1)
+    for n in range(40_000):  # 65,536 slots: 2 MiB
+        large.try_acquire(n)
+    advised = [span for span in _advised_mappings() if span not in before]
+    assert advised, "the 2 MiB table was not advised as huge pages"
+    assert all(start % (2 << 20) == 0 and end - start >= 2 << 20 for start, end in advised)
+    assert (len(small), len(large)) == (10_000, 40_000)

@@ -206,6 +206,16 @@ impl<S: KeyState> Keyed<S> {
         }
     }
 
+    /// Calls `hint` with the address of the slot where the search for `id` starts, so that a
+    /// caller can ask the processor to fetch that memory while it does other work (reads
+    /// the clock) before [`Keyed::update`]: with a million keys that slot is far from the
+    /// caches. The address is never dereferenced here and is only a hint: the table may be
+    /// rebuilt elsewhere before the update (then the hint is wasted, never wrong).
+    #[inline]
+    pub fn prefetch(&self, id: [u64; 2], hint: impl FnOnce(*const u8)) {
+        hint(self.lock(self.shard_of(id)).table.home(id));
+    }
+
     fn lock(&self, shard: usize) -> MutexGuard<'_, Shard<S>> {
         // Every mutation of a shard completes before its lock is released, so a panic in
         // another thread (a bug) leaves it consistent: keep serving.

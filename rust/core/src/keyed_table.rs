@@ -152,15 +152,23 @@ impl<S: KeyState> Table<S> {
     /// Where `id` starts its probe run: the identity's low bits, so a shard chosen by its
     /// high bits still spreads over the whole table.
     #[inline]
-    fn home(id: [u64; 2], mask: usize) -> usize {
+    fn home_pos(id: [u64; 2], mask: usize) -> usize {
         id[0] as usize & mask
+    }
+
+    /// The address of the slot where the search for `id` starts (see [`Keyed::prefetch`]).
+    ///
+    /// [`Keyed::prefetch`]: crate::keyed::Keyed::prefetch
+    #[inline]
+    pub fn home(&self, id: [u64; 2]) -> *const u8 {
+        std::ptr::from_ref(&self.slots[Self::home_pos(id, self.mask())]).cast()
     }
 
     /// The slot holding `id`, if present.
     #[inline]
     pub fn find(&self, id: [u64; 2]) -> Option<usize> {
         let mask = self.mask();
-        let mut pos = Self::home(id, mask);
+        let mut pos = Self::home_pos(id, mask);
         loop {
             let slot = &self.slots[pos];
             if !slot.used() {
@@ -210,7 +218,7 @@ impl<S: KeyState> Table<S> {
     /// The first empty slot of `id`'s probe run.
     fn free_slot_for(&self, id: [u64; 2]) -> usize {
         let mask = self.mask();
-        let mut pos = Self::home(id, mask);
+        let mut pos = Self::home_pos(id, mask);
         while self.slots[pos].used() {
             pos = (pos + 1) & mask;
         }
@@ -238,7 +246,7 @@ impl<S: KeyState> Table<S> {
             if !self.slots[next].used() {
                 break;
             }
-            let home = Self::home(self.slots[next].id, mask);
+            let home = Self::home_pos(self.slots[next].id, mask);
             // `next` may fill the hole if its home is not strictly between the hole and it.
             if next.wrapping_sub(home) & mask >= next.wrapping_sub(hole) & mask {
                 self.slots.swap(hole, next);
@@ -354,6 +362,18 @@ mod tests {
         assert_eq!(std::mem::align_of::<Slot<Busy>>(), 32);
         let table: Table<Busy> = Table::new();
         assert_eq!(table.slots.as_ptr() as usize % 32, 0);
+    }
+
+    #[test]
+    fn the_prefetch_address_is_where_the_search_starts() {
+        let mut table: Table<Busy> = Table::new();
+        let id = [7, 0]; // home: slot 7 of 16
+        assert_eq!(
+            table.home(id) as usize,
+            table.slots.as_ptr() as usize + 7 * 32
+        );
+        let pos = table.insert(id, 1);
+        assert_eq!(std::ptr::from_ref(table.slot(pos)).cast(), table.home(id));
     }
 
     #[test]

@@ -19,8 +19,10 @@ use crate::clock::{Clock, ClockArg, ManualClock};
 use crate::decision::Decision;
 use crate::errors;
 
-/// Shards of a map unless told otherwise: enough that threads rarely meet on one lock.
-const DEFAULT_SHARDS: usize = 64;
+/// Shards of a map unless told otherwise: enough that threads rarely meet on one lock, few
+/// enough that at scale each shard's table spans whole huge pages (at a million keys, 16
+/// tables of 4 MiB: see `huge_pages`; 64 tables of 1 MiB would get none).
+const DEFAULT_SHARDS: usize = 16;
 
 /// `_lend`'s answers besides a state: the key is lent already, or no key is at rest to make
 /// room for it.
@@ -52,6 +54,23 @@ pub(crate) fn with_key_bytes<R>(key: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) ->
         "key must be str, bytes or int, got {}",
         key.get_type().name()?
     )))
+}
+
+/// Asks the processor to fetch the slot where `id`'s search starts, so that with a million
+/// keys (a map far larger than the caches) the trip to memory overlaps the clock's read that
+/// comes before the update instead of following it: about a tenth of such a call.
+#[inline]
+fn prefetch<S: KeyState>(map: &Keyed<S>, id: [u64; 2]) {
+    #[cfg(target_arch = "x86_64")]
+    map.prefetch(id, |address| {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: a prefetch is a hint with no architectural effect: it reads nothing into
+        // the program, writes nothing and never faults, whatever the address (here that of a
+        // slot of a live table). SSE, which it needs, is part of x86-64's baseline.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(address.cast()) }
+    });
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (map, id);
 }
 
 fn seconds_to_ns(arg: &str, seconds: f64) -> PyResult<u64> {
@@ -116,6 +135,7 @@ impl<S: KeyState> KeyedState<S> {
         error: impl FnOnce(Python<'_>, E) -> PyErr,
     ) -> PyResult<Option<bool>> {
         let id = self.id(key)?;
+        prefetch(&self.map, id);
         let now = self.now(py)?;
         let result = self.map.update(id, now, |state, config, counts| {
             let decided = decide(state, config, now);

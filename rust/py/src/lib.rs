@@ -32,6 +32,8 @@ mod critical;
 mod decision;
 mod decorated;
 mod errors;
+#[cfg(target_os = "linux")]
+mod huge_pages;
 mod keyed;
 mod metrics;
 mod rate;
@@ -41,6 +43,11 @@ mod semaphore;
 #[cfg(target_os = "linux")]
 mod shm;
 mod window;
+
+/// Large blocks (a keyed limiter's tables at scale) on huge pages: see `huge_pages`.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: huge_pages::HugePageAlloc = huge_pages::HugePageAlloc;
 
 /// Native half of `admission`. Import `admission`, not this module.
 // `gil_used = true` until a free-threaded CPython test run proves the bindings (the core's
