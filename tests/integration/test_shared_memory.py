@@ -5,6 +5,7 @@ limit."""
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import signal
@@ -25,6 +26,7 @@ from test_shared_memory_workers import (
     hammer_bucket,
     hammer_semaphore,
     hold_three,
+    take_every_token,
     wait_for_one,
 )
 
@@ -176,6 +178,36 @@ def test_permits_of_a_killed_process_come_back_to_a_waiter_in_another(
     assert sem.in_use == 0
     assert sem.try_acquire(3)
     sem.release(3)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["thread", "asyncio"])
+def test_a_large_cost_is_not_starved_by_another_process_taking_every_token(
+    store: adm.stores.SharedMemory, asynchronous: bool
+) -> None:
+    """Another process takes each token as soon as it comes back; a waiter of the whole
+    burst still gets its turn (its charge is taken at once and the other is refused until
+    the turn has come), where a waiter that only looked again would never see 5 tokens."""
+    bucket = adm.TokenBucket(rate=20, per=1, burst=5, name="turns", store=store)
+    ours, theirs = SPAWN.Pipe()
+    proc = SPAWN.Process(target=take_every_token, args=(store, theirs))
+    proc.start()
+    try:
+        assert ours.poll(BOUND)
+        assert ours.recv() == "hammering"
+        if asynchronous:
+            asyncio.run(bucket.acquire(cost=5, timeout=5.0))
+        else:
+            bucket.acquire_blocking(cost=5, timeout=5.0)
+    finally:
+        ours.send("stop")
+        assert ours.poll(BOUND)
+        taken = ours.recv()
+        _join_all([proc])
+    stats = bucket.stats()
+    assert stats.timed_out == 0
+    # Every admission counted once: the other's burst and tokens, and our five.
+    assert stats.admitted_cost - stats.admitted == 4
+    assert stats.admitted >= 1 + 5 + taken
 
 
 def test_configuration_mismatch_and_bad_segments_are_clear_errors(tmp_path: Path) -> None:

@@ -58,6 +58,89 @@ def test_a_cancelled_wait_is_counted_and_takes_nothing(store: adm.stores.SharedM
     assert stats.attempts == 3
 
 
+@pytest.mark.parametrize("runner", ["asyncio", "trio", "thread"])
+def test_a_waiter_that_gives_up_takes_its_turn_back_when_it_is_the_last(
+    store: adm.stores.SharedMemory, runner: str
+) -> None:
+    bucket = adm.TokenBucket(rate=1, per=1, burst=1, name=f"gb-{runner}", store=store)
+    assert bucket.try_acquire()  # the next token is a second away
+    before = bucket.peek().retry_after
+    if runner == "asyncio":
+
+        async def gives_up() -> None:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(bucket.acquire(timeout=10), 0.05)
+
+        asyncio.run(gives_up())
+    elif runner == "trio":
+
+        async def cancelled() -> None:
+            with trio.move_on_after(0.05):
+                await bucket.acquire(timeout=10)
+
+        trio.run(cancelled)
+    else:
+        import signal
+        import threading
+
+        # The main thread is interrupted in its sleep (KeyboardInterrupt) as Ctrl-C would.
+        timer = threading.Timer(0.05, signal.raise_signal, (signal.SIGINT,))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            bucket.acquire_blocking(timeout=10)
+        timer.join()
+    # Its charge is back: the next turn is as far as before the waiter came, not a second later.
+    assert bucket.peek().retry_after <= before
+    stats = bucket.stats()
+    assert (stats.admitted, stats.cancelled, stats.timed_out) == (1, 1, 0)
+
+
+def test_turns_are_kept_in_order_and_a_turn_given_up_behind_another_stays_charged(
+    store: adm.stores.SharedMemory,
+) -> None:
+    bucket = adm.TokenBucket(rate=20, per=1, burst=1, name="order", store=store)
+    assert bucket.try_acquire()
+    done: list[int] = []
+
+    async def main() -> None:
+        async def waiter(n: int, cost: int) -> None:
+            await bucket.acquire(cost=cost, timeout=5)
+            done.append(n)
+
+        first = asyncio.ensure_future(waiter(1, 1))  # 50 ms
+        await asyncio.sleep(0)
+        second = asyncio.ensure_future(waiter(2, 1))  # 100 ms, behind the first
+        await asyncio.sleep(0)
+        third = asyncio.ensure_future(waiter(3, 1))  # 150 ms
+        await asyncio.sleep(0)
+        second.cancel()  # not the last turn: its charge stays, the third's turn keeps its place
+        await asyncio.gather(first, third, return_exceptions=True)
+        assert bucket.try_acquire() is False  # no barging after the last turn either
+
+    asyncio.run(main())
+    assert done == [1, 3]
+    stats = bucket.stats()
+    assert (stats.admitted, stats.cancelled) == (3, 1)
+    # No turn is pending any more and the tokens refill from the third's turn.
+    assert bucket.peek().retry_after <= 0.05
+
+
+def test_a_turn_beyond_the_timeout_fails_at_once_and_charges_nothing(
+    store: adm.stores.SharedMemory,
+) -> None:
+    bucket = adm.TokenBucket(rate=1, per=1, burst=2, name="late", store=store)
+    assert bucket.try_acquire(cost=2)
+    before = bucket.peek(cost=2).retry_after
+    with pytest.raises(adm.AcquireTimeout) as failed:
+        bucket.acquire_blocking(cost=2, timeout=0.5)
+    assert failed.value.needed is not None
+    assert failed.value.needed > 0.5
+    assert bucket.peek(cost=2).retry_after <= before
+    with pytest.raises(adm.CapacityError):
+        bucket.acquire_blocking(cost=3)
+    assert bucket.stats().timed_out == 1
+
+
 def test_semaphore_errors(store: adm.stores.SharedMemory) -> None:
     sem = adm.Semaphore(3, name="e", store=store)
     with pytest.raises(adm.CapacityError):

@@ -64,3 +64,17 @@ def wait_for_one(store: adm.stores.SharedMemory, out: Connection, asynchronous: 
         sem.acquire_blocking(timeout=BOUND)
     out.send(time.monotonic())
     sem.release()
+
+
+def take_every_token(store: adm.stores.SharedMemory, out: Connection) -> None:
+    """Takes a token of the "turns" bucket whenever one comes back, until told to stop."""
+    bucket = adm.TokenBucket(rate=20, per=1, burst=5, name="turns", store=store)
+    while bucket.try_acquire():
+        pass  # the burst, spent
+    out.send("hammering")
+    taken = 0
+    while not out.poll():
+        if bucket.try_acquire():
+            taken += 1
+    out.recv()
+    out.send(taken)

@@ -358,15 +358,18 @@ class _Waiting:
 
 
 @final
-class SharedTokenBucket(_Waiting, _Bucket):
+class SharedTokenBucket(_Bucket):
     """A `TokenBucket` whose GCRA word lives in a `SharedMemory` segment: one limit for every
     process of the host. Made by ``adm.TokenBucket(..., name=..., store=store)``.
 
-    ``try_acquire`` and ``peek`` are the in-process bucket's, on the shared word. Waiting
-    (``acquire``, ``with``) sleeps until the bucket says the request fits, then tries again:
-    there is no queue across processes, so waiters are not served in order and a request of
-    a large cost may be passed by smaller ones. ``stats()`` gives the host-wide counters
-    (no wait histogram).
+    ``try_acquire`` and ``peek`` are the in-process bucket's, on the shared word. A waiter
+    (``acquire``, ``with``) takes its turn: its cost is charged at once, in the shared word,
+    and it sleeps until the turn comes. Turns are served in the order they were taken, by
+    every process (a large cost is never passed by smaller ones), and ``try_acquire`` refuses
+    while a turn is pending (no barging). A waiter that gives up (cancelled, interrupted)
+    takes its charge back if nobody took a turn after it; otherwise its turn passes unused,
+    which admits less, never more; a process killed while waiting leaves the same.
+    ``stats()`` gives the host-wide counters (no wait histogram).
     """
 
     __slots__ = ()
@@ -381,23 +384,52 @@ class SharedTokenBucket(_Waiting, _Bucket):
     ) -> SharedTokenBucket:
         return super().__new__(cls, store, _require("TokenBucket", store, name), rate, per, burst)
 
-    def _next_try(self, cost: int, deadline: float | None, timeout: float | None) -> float:
-        return _next_rate_try(self.peek(cost), deadline, timeout)
-
     @property
     def waiting(self) -> int:
-        """Always 0: a shared bucket keeps no queue."""
+        """Always 0: a waiter's turn is a charge in the shared word, not a place in a queue."""
         return 0
 
+    def _turn(self, cost: int, seconds: float | None) -> tuple[float, int]:
+        """Charges ``cost`` for its turn: ``(seconds until it comes, its tat)``; raises
+        `AcquireTimeout` at once, charging nothing, if it would come after ``seconds``."""
+        turn = self._reserve(cost, seconds)
+        if turn is None:
+            self._gave_up(True)
+            raise AcquireTimeout(seconds or 0.0, self.peek(cost).retry_after)
+        return turn
+
     def acquire_blocking(self, cost: int = 1, timeout: float | str | None = None) -> None:
-        """Waits in this thread until ``cost`` is admitted; raises `AcquireTimeout` at once
-        if that would take longer than ``timeout``."""
-        self._acquire_blocking(cost, timeout)
+        """Waits in this thread for ``cost``'s turn; raises `AcquireTimeout` at once if that
+        would take longer than ``timeout``."""
+        wait, tat = self._turn(cost, timeout_seconds(timeout))
+        if wait > 0:
+            try:
+                time.sleep(wait)
+            except BaseException:
+                self._gave_back(tat, cost)
+                raise
+            self._commit(cost)
 
     async def acquire(self, cost: int = 1, timeout: float | str | None = None) -> None:
-        """Waits in this task (asyncio or trio) until ``cost`` is admitted; raises
-        `AcquireTimeout` at once if that would take longer than ``timeout``."""
-        await self._acquire(cost, timeout)
+        """Waits in this task (asyncio or trio) for ``cost``'s turn; raises `AcquireTimeout`
+        at once if that would take longer than ``timeout``."""
+        seconds = timeout_seconds(timeout)
+        backend = _backend.current()
+        wait, tat = self._turn(cost, seconds)
+        if wait == 0:
+            await backend.admitted()
+            return
+        try:
+            await backend.sleep(wait)
+        except BaseException:
+            self._gave_back(tat, cost)
+            raise
+        self._commit(cost)
+
+    def _gave_back(self, tat: int, cost: int) -> None:
+        """A waiter that gave up: its charge back if nobody took a turn after it, counted."""
+        self._untake(tat, cost)
+        self._gave_up(False)
 
     def __enter__(self) -> None:
         self.acquire_blocking()

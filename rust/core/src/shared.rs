@@ -5,7 +5,14 @@
 //!
 //! - [`SharedBucket`]: the GCRA of [`crate::Gcra`] on a borrowed word, with the same
 //!   `advance` and `decision`. There is no wait queue across processes: nothing sets the
-//!   `QUEUED` bit, so a process killed while waiting leaves nothing behind.
+//!   `QUEUED` bit, so a process killed while waiting leaves nothing behind. A waiter takes its
+//!   turn instead ([`SharedBucket::reserve`]): its cost is charged at once, pushing `tat` past
+//!   the burst by at most the wait it accepts, and it sleeps until its turn; the turns of every
+//!   process are in the order of their charges (first come, first served, large costs
+//!   included), and a newcomer is refused while any turn is pending (no barging). A waiter
+//!   that gives up takes its charge back if nobody charged after it
+//!   ([`SharedBucket::untake`]); otherwise the charge stays, which admits less, never more.
+//!   A process killed while it sleeps leaves its charge, a turn that passes unused.
 //! - [`SharedSemaphore`]: permits held as leases. Every permit in use belongs to one holder
 //!   slot (a process: its pid and start time, the `tag`), so the permits of a process that
 //!   died are found and given back ([`SharedSemaphore::reclaim`]).
@@ -27,7 +34,7 @@ use crate::gcra::{advance, decision, intervals};
 use crate::rate::Decision;
 use crate::semaphore::SemaphoreError;
 use crate::sync::{AtomicU64, Ordering};
-use crate::MAX_TIME_NS;
+use crate::{MAX_SPAN_NS, MAX_TIME_NS};
 
 /// Holder slots per shared semaphore: how many processes may hold its permits at once (dead
 /// holders' slots are reclaimed when they are needed).
@@ -70,6 +77,15 @@ impl Default for BucketWords {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// A turn taken by [`SharedBucket::reserve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Turn {
+    /// Nanoseconds from the reservation until the turn comes (0: admitted at once).
+    pub wait_ns: u64,
+    /// The bucket's `tat` the charge set: what [`SharedBucket::untake`] compares.
+    pub tat: u64,
 }
 
 /// Host-wide counters of a shared limiter: `(admitted, admitted_cost, rejected, timed_out,
@@ -163,6 +179,51 @@ impl SharedBucket {
             words.rejected.fetch_add(1, Ordering::Relaxed);
         }
         Ok(admitted)
+    }
+
+    /// Charges `cost` at `now` for a turn at most `max_wait_ns` away: `Ok(Some(turn))` with
+    /// the wait until it comes (0: admitted at once, counted) and the `tat` it set, which
+    /// [`SharedBucket::untake`] needs; `Ok(None)` when the turn would come later (nothing
+    /// charged, nothing counted: the caller counts its timeout). A turn that is not
+    /// immediate is counted by [`SharedBucket::commit`] when the caller has waited for it.
+    #[inline]
+    pub fn reserve(
+        &self,
+        words: &BucketWords,
+        now: u64,
+        cost: u64,
+        max_wait_ns: u64,
+    ) -> Result<Option<Turn>, AcquireError> {
+        let increment = self
+            .increment(now, cost)
+            .inspect_err(|_| _ = words.rejected.fetch_add(1, Ordering::Relaxed))?;
+        let horizon = self.capacity_ns + max_wait_ns.min(MAX_SPAN_NS);
+        let Some(tat) = advance(&words.tat, now, increment, horizon) else {
+            return Ok(None);
+        };
+        let wait_ns = tat.saturating_sub(now + self.capacity_ns);
+        if wait_ns == 0 {
+            self.commit(words, cost);
+        }
+        Ok(Some(Turn { wait_ns, tat }))
+    }
+
+    /// Counts a turn waited for as admitted.
+    pub fn commit(&self, words: &BucketWords, cost: u64) {
+        words.admitted.fetch_add(1, Ordering::Relaxed);
+        words.admitted_cost.fetch_add(cost, Ordering::Relaxed);
+    }
+
+    /// Gives back the charge of a turn that set `tat`, if the word is still that (nobody
+    /// charged after it: their turns were computed behind this one, so undoing it under them
+    /// would move no turn, only admit them sooner than promised, which the check forbids).
+    /// True when given back.
+    pub fn untake(&self, words: &BucketWords, tat: u64, cost: u64) -> bool {
+        let before = tat - cost * self.emission_ns;
+        words
+            .tat
+            .compare_exchange(tat, before, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
     }
 
     /// What `try_acquire(cost)` would decide at `now`; changes and counts nothing.
@@ -524,6 +585,55 @@ mod tests {
 
     fn semaphore_words() -> SemaphoreWords {
         SemaphoreWords::new()
+    }
+
+    #[test]
+    fn turns_are_served_in_the_order_of_their_charges_and_newcomers_wait_behind_them() {
+        let b = SharedBucket::new(1.0, 1.0, 2).unwrap(); // a token a second, bursts of 2
+        let w = bucket_words();
+        let now = 10 * S;
+        assert!(b.try_acquire(&w, now, 2, true).unwrap()); // the burst, spent
+        let big = b.reserve(&w, now, 2, 60 * S).unwrap().unwrap();
+        assert_eq!(big.wait_ns, 2 * S);
+        let small = b.reserve(&w, now, 1, 60 * S).unwrap().unwrap();
+        assert_eq!(small.wait_ns, 3 * S); // behind the large one, not before it
+                                          // A newcomer is refused until every turn has come, even when a token is back.
+        assert!(!b.try_acquire(&w, now + 2 * S, 1, true).unwrap());
+        assert!(b.try_acquire(&w, now + 4 * S, 1, true).unwrap());
+        // The waits are not admissions until they are committed.
+        assert_eq!(SharedBucket::counts(&w), (2, 3, 1, 0, 0));
+        b.commit(&w, 2);
+        b.commit(&w, 1);
+        assert_eq!(SharedBucket::counts(&w), (4, 6, 1, 0, 0));
+    }
+
+    #[test]
+    fn a_turn_beyond_the_accepted_wait_charges_nothing() {
+        let b = SharedBucket::new(1.0, 1.0, 1).unwrap();
+        let w = bucket_words();
+        assert_eq!(b.reserve(&w, S, 1, 0).unwrap().unwrap().wait_ns, 0); // at once: counted
+        let tat = w.tat.load(Ordering::Relaxed);
+        assert_eq!(b.reserve(&w, S, 1, S - 1).unwrap(), None);
+        assert_eq!(w.tat.load(Ordering::Relaxed), tat);
+        assert_eq!(b.reserve(&w, S, 1, S).unwrap().unwrap().wait_ns, S);
+        assert!(b.reserve(&w, S, 2, u64::MAX).is_err()); // above the burst: never
+        assert_eq!(SharedBucket::counts(&w), (1, 1, 1, 0, 0));
+    }
+
+    #[test]
+    fn a_charge_is_given_back_only_while_nobody_charged_after_it() {
+        let b = SharedBucket::new(1.0, 1.0, 1).unwrap();
+        let w = bucket_words();
+        assert!(b.try_acquire(&w, S, 1, true).unwrap());
+        let first = b.reserve(&w, S, 1, 10 * S).unwrap().unwrap();
+        let second = b.reserve(&w, S, 1, 10 * S).unwrap().unwrap();
+        assert!(!b.untake(&w, first.tat, 1)); // the second's turn was computed behind it
+        assert!(b.untake(&w, second.tat, 1));
+        assert_eq!(w.tat.load(Ordering::Relaxed), first.tat);
+        assert!(!b.untake(&w, second.tat, 1)); // once
+        assert!(b.untake(&w, first.tat, 1)); // now the last: back to the burst spent at S
+        assert!(!b.try_acquire(&w, S, 1, true).unwrap());
+        assert!(b.try_acquire(&w, 2 * S, 1, true).unwrap());
     }
 
     #[test]

@@ -784,6 +784,40 @@ fn breaker_a_stale_closed_record_is_ignored() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// (c2) The shared bucket's turns (`shared.rs`): processes modelled as threads
+// ---------------------------------------------------------------------------------------------
+
+use admission_core::shared::{BucketWords, SharedBucket};
+
+/// A waiter takes a turn and gives it back while another process takes a turn and a third
+/// tries at a later instant: no charge is lost or counted twice (the word ends one interval
+/// per charge still standing past the spent burst), and a charge is kept only when another
+/// came after it.
+#[test]
+fn shared_turns_racing_a_give_back_and_a_newcomer_keep_every_charge() {
+    loom::model(|| {
+        let b = SharedBucket::new(1.0, 1.0, 1).unwrap();
+        let w = Arc::new(BucketWords::new());
+        assert!(b.try_acquire(&w, NOW, 1, true).unwrap()); // burst spent: tat = NOW + T
+        let (w1, w2) = (w.clone(), w.clone());
+        let giver = thread::spawn(move || {
+            let turn = b.reserve(&w1, NOW, 1, 10 * T).unwrap().unwrap();
+            (turn, b.untake(&w1, turn.tat, 1))
+        });
+        let other = thread::spawn(move || b.reserve(&w2, NOW, 1, 10 * T).unwrap().unwrap());
+        let newcomer = b.try_acquire(&w, NOW + T, 1, true).unwrap();
+        let (mine, given_back) = giver.join().unwrap();
+        let theirs = other.join().unwrap();
+        let standing = 2 - u64::from(given_back) + u64::from(newcomer);
+        let tat = w.tat.load(loom::sync::atomic::Ordering::Relaxed);
+        assert_eq!(tat, NOW + T * (1 + standing));
+        // Kept only when another charge came after it (the word moved past it).
+        assert!(given_back || tat > mine.tat);
+        assert!([T, 2 * T, 3 * T].contains(&theirs.wait_ns));
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
 // (d) The shared semaphore's leases (`shared.rs`): processes modelled as threads
 // ---------------------------------------------------------------------------------------------
 

@@ -268,6 +268,34 @@ impl SharedTokenBucket {
         self.take(py, cost, false)
     }
 
+    /// A waiting caller's turn: charges `cost` now for a turn at most `max_wait` seconds away
+    /// (None: however far), returning `(seconds until the turn, the tat it set)`, 0.0 when
+    /// admitted at once (counted); None when the turn would come later (nothing charged).
+    fn _reserve(
+        &self,
+        py: Python<'_>,
+        cost: u64,
+        max_wait: Option<f64>,
+    ) -> PyResult<Option<(f64, u64)>> {
+        // A float to integer `as` saturates: a wait too large to count is "however far".
+        let max_wait_ns = max_wait.map_or(u64::MAX, |s| (s * 1e9) as u64);
+        let turn = self
+            .core
+            .reserve(self.words(), os::host_now_ns(), cost, max_wait_ns)
+            .map_err(|e| errors::acquire(py, e))?;
+        Ok(turn.map(|t| (ns_to_s(t.wait_ns), t.tat)))
+    }
+
+    /// Counts a turn waited for as admitted.
+    fn _commit(&self, cost: u64) {
+        self.core.commit(self.words(), cost);
+    }
+
+    /// Gives back a turn's charge if nobody charged after it; true when given back.
+    fn _untake(&self, tat: u64, cost: u64) -> bool {
+        self.core.untake(self.words(), tat, cost)
+    }
+
     /// What `try_acquire(cost)` would decide now, without consuming anything.
     #[pyo3(signature = (cost=Arg::OMITTED), text_signature = "($self, cost=1)")]
     fn peek(&self, py: Python<'_>, cost: Arg<'_, '_>) -> PyResult<Decision> {
