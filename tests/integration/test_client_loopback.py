@@ -219,9 +219,8 @@ def test_when_tokens_bind_settling_gives_the_provider_its_token_rate() -> None:
     # Neither the request rate nor the concurrency bound: the tokens did.
     span = stats["last_ok"] - stats["first_ok"]
     assert stats["received"] / span < 0.2 * 1_000, stats
-    # How many are in service at once depends on how fast the host answers (a busy machine
-    # reached the provider's 50 once): what matters is that none was refused for it.
-    assert stats["peak_in_service"] <= 50, stats
+    # (How many are in service at once depends on how fast the host answers, and the
+    # transport's own concurrency=50 caps it: what matters is that none was refused for it.)
     assert stats["limited_by"]["requests"] == stats["limited_by"]["concurrency"] == 0, stats
     assert host.tokens_settled == stats["tokens_used"]
     assert host.tokens_reserved > 1.8 * host.tokens_settled, host  # (refunds were large)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 import trio
+import trio.testing
 
 import admission as adm
 
@@ -84,7 +86,9 @@ def test_a_waiter_that_gives_up_takes_its_turn_back_when_it_is_the_last(
         import threading
 
         # The main thread is interrupted in its sleep (KeyboardInterrupt) as Ctrl-C would.
-        timer = threading.Timer(0.05, signal.raise_signal, (signal.SIGINT,))
+        main = threading.main_thread().ident
+        assert main is not None
+        timer = threading.Timer(0.05, signal.pthread_kill, (main, signal.SIGINT))
         timer.start()
         with pytest.raises(KeyboardInterrupt):
             bucket.acquire_blocking(timeout=10)
@@ -123,6 +127,24 @@ def test_turns_are_kept_in_order_and_a_turn_given_up_behind_another_stays_charge
     assert (stats.admitted, stats.cancelled) == (3, 1)
     # No turn is pending any more and the tokens refill from the third's turn.
     assert bucket.peek().retry_after <= 0.05
+
+
+def test_a_turn_is_not_taken_before_the_host_says_it_has_come_under_a_virtual_clock(
+    store: adm.stores.SharedMemory,
+) -> None:
+    """trio's MockClock jumps its own time: a waiter must still wait for the host's."""
+    bucket = adm.TokenBucket(rate=20, per=1, burst=1, name="mock", store=store)
+    assert bucket.try_acquire()
+    start = time.monotonic()
+
+    async def three() -> None:
+        for _ in range(3):
+            await bucket.acquire(timeout=5)
+
+    trio.run(three, clock=trio.testing.MockClock(autojump_threshold=0))
+    # Three turns of 50 ms each after the spent burst: at least 150 ms of the host's time.
+    assert time.monotonic() - start >= 0.15 - 0.005
+    assert bucket.stats().admitted == 4
 
 
 def test_a_turn_beyond_the_timeout_fails_at_once_and_charges_nothing(

@@ -123,6 +123,7 @@ def test_deeply_nested_files_name_the_file(tmp_path: Path, suffix: str) -> None:
     with pytest.raises(adm.ConfigError) as info:
         Config.from_file(path, env=False)
     assert str(info.value).startswith(f"{path}: ")
+    assert "nested too deeply" in str(info.value)
 
 
 def test_policy_parent_chain_5000_deep(tmp_path: Path) -> None:

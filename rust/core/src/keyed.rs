@@ -70,6 +70,36 @@ impl KeyedCounts {
     }
 }
 
+/// A shard behind its lock, and where its table is, for [`Keyed::prefetch`] without the lock.
+struct ShardCell<S> {
+    shard: Mutex<Shard<S>>,
+    /// The table's `Table::placement`, stored under the lock whenever the table may have
+    /// moved (a new key: it may grow; it never shrinks). Read without the lock, the two may
+    /// come from two tables during a grow: the address is then a wasted hint, never a fault
+    /// (a prefetch reads nothing into the program).
+    table_base: AtomicU64,
+    table_mask: AtomicU64,
+}
+
+impl<S: KeyState> ShardCell<S> {
+    fn new() -> Self {
+        let shard = Shard::new();
+        let (base, mask) = shard.table.placement();
+        Self {
+            shard: Mutex::new(shard),
+            table_base: AtomicU64::new(base as u64),
+            table_mask: AtomicU64::new(mask as u64),
+        }
+    }
+
+    /// Records where `table` (this shard's, under its lock) is now.
+    fn placed(&self, table: &Table<S>) {
+        let (base, mask) = table.placement();
+        self.table_base.store(base as u64, Ordering::Relaxed);
+        self.table_mask.store(mask as u64, Ordering::Relaxed);
+    }
+}
+
 struct Shard<S> {
     table: Table<S>,
     calls: u32,
@@ -114,7 +144,7 @@ pub enum Access<R> {
 
 /// The sharded map of one keyed limiter.
 pub struct Keyed<S: KeyState> {
-    shards: Box<[CachePadded<Mutex<Shard<S>>>]>,
+    shards: Box<[CachePadded<ShardCell<S>>]>,
     shard_bits: u32,
     sip: SipKey,
     max_keys: u64,
@@ -162,7 +192,7 @@ impl<S: KeyState> Keyed<S> {
         }
         Ok(Self {
             shards: (0..shards)
-                .map(|_| CachePadded::new(Mutex::new(Shard::new())))
+                .map(|_| CachePadded::new(ShardCell::new()))
                 .collect(),
             shard_bits: shards.trailing_zeros(),
             sip: SipKey::random(),
@@ -209,17 +239,24 @@ impl<S: KeyState> Keyed<S> {
     /// Calls `hint` with the address of the slot where the search for `id` starts, so that a
     /// caller can ask the processor to fetch that memory while it does other work (reads
     /// the clock) before [`Keyed::update`]: with a million keys that slot is far from the
-    /// caches. The address is never dereferenced here and is only a hint: the table may be
-    /// rebuilt elsewhere before the update (then the hint is wasted, never wrong).
+    /// caches. Takes no lock (the shard's table's placement is kept in atomics beside its
+    /// lock); the address is never dereferenced here and is only a hint: the table may be
+    /// moving (then the hint is wasted, never wrong).
     #[inline]
     pub fn prefetch(&self, id: [u64; 2], hint: impl FnOnce(*const u8)) {
-        hint(self.lock(self.shard_of(id)).table.home(id));
+        let cell = &self.shards[self.shard_of(id)];
+        let placement = (
+            cell.table_base.load(Ordering::Relaxed) as usize,
+            cell.table_mask.load(Ordering::Relaxed) as usize,
+        );
+        hint(std::ptr::null::<u8>().wrapping_add(Table::<S>::home_address(placement, id)));
     }
 
     fn lock(&self, shard: usize) -> MutexGuard<'_, Shard<S>> {
         // Every mutation of a shard completes before its lock is released, so a panic in
         // another thread (a bug) leaves it consistent: keep serving.
         self.shards[shard]
+            .shard
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -282,7 +319,11 @@ impl<S: KeyState> Keyed<S> {
                 // `make_room` may have moved it.
                 match shard.table.find(id) {
                     Some(pos) => pos,
-                    None => shard.table.insert(id, now),
+                    None => {
+                        let pos = shard.table.insert(id, now);
+                        self.shards[shard_no].placed(&shard.table);
+                        pos
+                    }
                 }
             }
         };
@@ -435,5 +476,43 @@ impl<S: KeyState> Keyed<S> {
         (0..self.shards.len())
             .map(|shard_no| self.lock(shard_no).table.capacity())
             .sum()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// A state always at rest.
+    #[derive(Debug, Default)]
+    struct Plain;
+
+    impl KeyState for Plain {
+        type Config = ();
+        fn at_rest(&self, _: &(), _: u64) -> bool {
+            true
+        }
+    }
+
+    /// The address `prefetch` hints at, read without the lock.
+    fn hinted(map: &Keyed<Plain>, id: [u64; 2]) -> usize {
+        let mut at = 0;
+        map.prefetch(id, |address| at = address as usize);
+        at
+    }
+
+    #[test]
+    fn the_prefetch_hint_follows_each_shard_table_as_it_grows() {
+        let map: Keyed<Plain> = Keyed::new((), 100_000, u64::MAX, 2).unwrap();
+        for n in 0u32..5_000 {
+            let id = map.id(&n.to_le_bytes());
+            map.update(id, 1, |_, _, _| ()).unwrap();
+            let shard = map.lock(map.shard_of(id));
+            // Where this key's search starts in its table as it is now (grown by this very
+            // insertion, sometimes).
+            let home = Table::<Plain>::home_address(shard.table.placement(), id);
+            assert_eq!(hinted(&map, id), home);
+        }
+        assert!(map.lock(0).table.capacity() >= 2_048);
     }
 }

@@ -156,12 +156,17 @@ impl<S: KeyState> Table<S> {
         id[0] as usize & mask
     }
 
-    /// The address of the slot where the search for `id` starts (see [`Keyed::prefetch`]).
-    ///
-    /// [`Keyed::prefetch`]: crate::keyed::Keyed::prefetch
+    /// Where the table's slots are, and its mask: what [`Table::home_address`] needs.
     #[inline]
-    pub fn home(&self, id: [u64; 2]) -> *const u8 {
-        std::ptr::from_ref(&self.slots[Self::home_pos(id, self.mask())]).cast()
+    pub fn placement(&self) -> (usize, usize) {
+        (self.slots.as_ptr() as usize, self.mask())
+    }
+
+    /// The address of the slot where the search for `id` starts, in a table at `placement`
+    /// (see `Keyed::prefetch`, which reads the placement without the shard's lock).
+    #[inline]
+    pub fn home_address((base, mask): (usize, usize), id: [u64; 2]) -> usize {
+        base.wrapping_add(Self::home_pos(id, mask).wrapping_mul(std::mem::size_of::<Slot<S>>()))
     }
 
     /// The slot holding `id`, if present.
@@ -365,15 +370,13 @@ mod tests {
     }
 
     #[test]
-    fn the_prefetch_address_is_where_the_search_starts() {
+    fn the_home_address_is_where_the_search_starts() {
         let mut table: Table<Busy> = Table::new();
         let id = [7, 0]; // home: slot 7 of 16
-        assert_eq!(
-            table.home(id) as usize,
-            table.slots.as_ptr() as usize + 7 * 32
-        );
+        let home = Table::<Busy>::home_address(table.placement(), id);
+        assert_eq!(home, table.slots.as_ptr() as usize + 7 * 32);
         let pos = table.insert(id, 1);
-        assert_eq!(std::ptr::from_ref(table.slot(pos)).cast(), table.home(id));
+        assert_eq!(std::ptr::from_ref(table.slot(pos)) as usize, home);
     }
 
     #[test]

@@ -137,8 +137,9 @@ impl SharedBucket {
         self.burst
     }
 
-    /// `burst · T`: how far a word's `tat` may run ahead of `now`.
-    pub(crate) fn capacity_ns(&self) -> u64 {
+    /// `burst · T`: how far a word's `tat` may run ahead of `now` (a turn set at `tat` comes
+    /// at `tat - capacity_ns`).
+    pub fn capacity_ns(&self) -> u64 {
         self.capacity_ns
     }
 

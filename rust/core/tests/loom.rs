@@ -811,8 +811,10 @@ fn shared_turns_racing_a_give_back_and_a_newcomer_keep_every_charge() {
         let standing = 2 - u64::from(given_back) + u64::from(newcomer);
         let tat = w.tat.load(loom::sync::atomic::Ordering::Relaxed);
         assert_eq!(tat, NOW + T * (1 + standing));
-        // Kept only when another charge came after it (the word moved past it).
+        // Kept only when another charge came after it (the word moved past it), and a turn
+        // still standing is never moved earlier by a give-back.
         assert!(given_back || tat > mine.tat);
+        assert!(tat >= theirs.tat);
         assert!([T, 2 * T, 3 * T].contains(&theirs.wait_ns));
     });
 }

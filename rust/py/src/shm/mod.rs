@@ -286,6 +286,14 @@ impl SharedTokenBucket {
         Ok(turn.map(|t| (ns_to_s(t.wait_ns), t.tat)))
     }
 
+    /// Seconds from now until the turn of a charge that set `tat` comes, on the host's clock
+    /// (0.0: it has come). A waiter sleeps on its framework's clock, which may be virtual
+    /// (trio's `MockClock`): it looks at this before going ahead.
+    fn _until(&self, tat: u64) -> f64 {
+        let due = tat.saturating_sub(self.core.capacity_ns());
+        ns_to_s(due.saturating_sub(os::host_now_ns()))
+    }
+
     /// Counts a turn waited for as admitted.
     fn _commit(&self, cost: u64) {
         self.core.commit(self.words(), cost);
