@@ -16,7 +16,10 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   block ``holdout3-unseen``;
 - ``holdout4`` (``holdout4.txt``, labels in ``holdout4_labels.csv``): a fourth, pinned with
   the rules made stricter on the four labelled corpora above (used as a training set) and
-  before the audit ran on it; its first run is in the block ``holdout4-unseen``.
+  before the audit ran on it; its first run is in the block ``holdout4-unseen``;
+- ``holdout5`` (``holdout5.txt``, labels in ``holdout5_labels.csv``): a fifth, pinned
+  (committed) before the audit ran on it, once the fourth had been read for fixes; its first
+  run is in the block ``holdout5-unseen``.
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
@@ -32,7 +35,7 @@ tables into benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
 ``<!-- /audit-eval:NAME -->`` (NAME the corpus, or ``--block``): the figures there are this
 script's output, never copied by hand.
 
-    .venv/bin/python benches/audit_eval/run.py [--corpus seen holdout holdout2 holdout3 holdout4]
+    .venv/bin/python benches/audit_eval/run.py [--corpus seen holdout holdout2 holdout3 holdout4 holdout5]
         [--no-flake8] [--allow-unlabelled] [--write-results] [--block NAME]
 """
 
@@ -65,6 +68,7 @@ CORPORA = {
     "holdout2": ("holdout2.txt", "holdout2_labels.csv"),
     "holdout3": ("holdout3.txt", "holdout3_labels.csv"),
     "holdout4": ("holdout4.txt", "holdout4_labels.csv"),
+    "holdout5": ("holdout5.txt", "holdout5_labels.csv"),
 }
 
 LabelKey = tuple[str, str, int, str]  # project, path, line, code
