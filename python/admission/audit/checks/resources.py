@@ -269,7 +269,23 @@ def _owners(ctx: Context, target: str, scope: Scope) -> list[Scope]:
         while outer is not None and target not in outer.assigns:
             outer = outer.parent
         return [scope] if outer is None else [scope, outer]
-    return [scope]
+    return [scope, *_closures(ctx, target, scope)]
+
+
+def _closures(ctx: Context, name: str, scope: Scope) -> list[Scope]:
+    """The functions nested in ``scope`` where ``name`` is still its local (neither they nor
+    any function between binds it): a cleanup coroutine defined in the function that started
+    the thread joins that very thread."""
+    found = []
+    for function in ctx.facts.functions:
+        outer: Scope | None = function
+        while outer is not None and outer is not scope:
+            if name in outer.assigns or name in outer.params:
+                break
+            outer = outer.parent
+        if outer is scope and function is not scope:
+            found.append(function)
+    return found
 
 
 def _joined(ctx: Context, target: str, site: Site) -> bool:
