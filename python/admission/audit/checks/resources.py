@@ -14,7 +14,7 @@ import ast
 from admission.audit.checks.blocking import HTTP_VERBS
 from admission.audit.checks.context import Context, matches
 from admission.audit.names import dotted, last_name
-from admission.audit.walk import IF, LOOP, MODULE, TRY, Scope, Site
+from admission.audit.walk import IF, LOOP, MODULE, TRY, WITH, Scope, Site
 
 __all__ = ["check_client", "check_executor", "check_thread"]
 
@@ -207,6 +207,44 @@ def _created_once(ctx: Context, site: Site) -> bool:
     return False
 
 
+def _started_once(site: Site, function: Scope) -> bool:
+    """Behind a guard that returns when the previous one is still there: in the body around
+    the thread (the function's, or a ``with``'s: a lock), an earlier ``if ...: return`` whose
+    test reads a name or attribute that the body then binds (``if self._loop is not None and
+    self._loop.is_running(): return`` ... ``self._loop = new_event_loop()``; ``if _started:
+    return`` ... ``_started = True``): a start that runs only when nothing runs, one at a
+    time. A guard on anything else (``if request is None: return``) says nothing."""
+    bodies: list[list[ast.stmt]] = [getattr(function.node, "body", [])]
+    bodies += [node.body for kind, node in site.blocks if kind == WITH]  # type: ignore[attr-defined]
+    line = getattr(site.node, "lineno", 0)
+    for body in bodies:
+        for index, guard in enumerate(body):
+            if guard.lineno >= line:
+                break
+            if not (
+                isinstance(guard, ast.If)
+                and not guard.orelse
+                and isinstance(guard.body[-1], ast.Return)
+            ):
+                continue
+            read = {dotted(node) for node in ast.walk(guard.test) if isinstance(node, ast.expr)}
+            if read & _bound_in(body[index + 1 :]):
+                return True
+    return False
+
+
+def _bound_in(statements: list[ast.stmt]) -> set[str]:
+    """The names and attributes assigned anywhere in ``statements``."""
+    bound: set[str] = set()
+    for statement in statements:
+        for node in ast.walk(statement):
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            if isinstance(node, ast.AnnAssign):
+                targets = [node.target]
+            bound.update(text for target in targets if (text := dotted(target)) is not None)
+    return bound
+
+
 def _per_operation(ctx: Context, site: Site) -> str | None:
     """Why a construction runs per operation ("in a loop", "in a request handler"), if it
     does; None at module level, in set-up code and in bounded or reconnect loops."""
@@ -329,10 +367,19 @@ def _handed_over(scope: Scope, target: str) -> bool:
             if not isinstance(node, ast.Call):
                 continue
             for arg in [*node.args, *(k.value for k in node.keywords)]:
-                items = arg.elts if isinstance(arg, ast.List | ast.Tuple | ast.Set) else [arg]
-                if any(dotted(item) == target for item in items):
+                if any(dotted(item) == target for item in _displayed(arg)):
                     return True
     return False
+
+
+def _displayed(value: ast.expr) -> list[ast.expr]:
+    """What an argument holds as it is written: the items of a list, tuple or set display,
+    the values of a dict display (``merge(info, {"thread": t})``), else the value itself."""
+    if isinstance(value, ast.List | ast.Tuple | ast.Set):
+        return list(value.elts)
+    if isinstance(value, ast.Dict):
+        return [v for v in value.values if v is not None]
+    return [value]
 
 
 def _iterated(iterable: ast.expr) -> str | None:
@@ -397,6 +444,8 @@ def check_thread(ctx: Context, site: Site) -> None:
     if function is None or ctx.in_main_block(site) or function.name in ("__init__", "main"):
         return
     if _kept_by_init_helper(ctx, site, function) or _created_once(ctx, site):
+        return
+    if _started_once(site, function):
         return
     target = ctx.facts.bound_to.get(id(call))
     if target is not None and _joined(ctx, target, site):
