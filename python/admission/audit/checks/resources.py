@@ -14,7 +14,7 @@ import ast
 from admission.audit.checks.blocking import HTTP_VERBS
 from admission.audit.checks.context import Context, matches
 from admission.audit.names import dotted, last_name
-from admission.audit.walk import IF, LOOP, MODULE, TRY, WITH, Scope, Site
+from admission.audit.walk import IF, LOOP, MODULE, TRY, Scope, Site
 
 __all__ = ["check_client", "check_executor", "check_thread"]
 
@@ -213,10 +213,16 @@ def _started_once(site: Site, function: Scope) -> bool:
     test reads a name or attribute that the body then binds (``if self._loop is not None and
     self._loop.is_running(): return`` ... ``self._loop = new_event_loop()``; ``if _started:
     return`` ... ``_started = True``): a start that runs only when nothing runs, one at a
-    time. A guard on anything else (``if request is None: return``) says nothing."""
+    time. Only the state of the object (``self.x``) or of the module (a ``global``) counts: a
+    guard on anything else (``if request is None: return``, a local rebound after ``if not
+    items: return``) says nothing."""
     bodies: list[list[ast.stmt]] = [getattr(function.node, "body", [])]
-    bodies += [node.body for kind, node in site.blocks if kind == WITH]  # type: ignore[attr-defined]
+    bodies += [node.body for _, node in site.blocks if isinstance(node, ast.With | ast.AsyncWith)]
     line = getattr(site.node, "lineno", 0)
+
+    def state(text: str | None) -> bool:
+        return text is not None and (text.startswith("self.") or text in function.globals)
+
     for body in bodies:
         for index, guard in enumerate(body):
             if guard.lineno >= line:
@@ -228,7 +234,7 @@ def _started_once(site: Site, function: Scope) -> bool:
             ):
                 continue
             read = {dotted(node) for node in ast.walk(guard.test) if isinstance(node, ast.expr)}
-            if read & _bound_in(body[index + 1 :]):
+            if {text for text in read if state(text)} & _bound_in(body[index + 1 :]):
                 return True
     return False
 
