@@ -105,13 +105,12 @@ $(VENV)/.audit-eval-stamp: requirements/audit-eval.txt $(VENV)/.dev-stamp
 	touch $@
 
 # The audit's precision on real code (opt-in, needs the package index): pinned sdists from
-# benches/audit_eval/corpus.txt (labels.csv), holdout.txt (holdout_labels.csv), holdout2.txt
-# (holdout2_labels.csv), holdout3.txt (holdout3_labels.csv) and holdout4.txt
-# (holdout4_labels.csv), beside ruff and flake8-async; writes each corpus's tables into
-# benches/RESULTS.md. AUDIT_EVAL_CORPUS selects (seen, holdout, holdout2, holdout3,
-# holdout4), AUDIT_EVAL_ARGS adds options (--no-flake8: flake8-async takes about an hour per
-# corpus).
-AUDIT_EVAL_CORPUS ?= seen holdout holdout2 holdout3 holdout4
+# benches/audit_eval/corpus.txt (labels.csv) and holdout.txt ... holdout5.txt
+# (holdout_labels.csv ... holdout5_labels.csv), beside ruff (its findings labelled in
+# *_ruff_labels.csv) and flake8-async; writes each corpus's tables into benches/RESULTS.md.
+# AUDIT_EVAL_CORPUS selects (seen, holdout, holdout2 ... holdout5), AUDIT_EVAL_ARGS adds
+# options (--no-flake8: flake8-async takes about an hour per corpus).
+AUDIT_EVAL_CORPUS ?= seen holdout holdout2 holdout3 holdout4 holdout5
 AUDIT_EVAL_ARGS ?=
 audit-eval: develop $(VENV)/.audit-eval-stamp
 	$(VPY) benches/audit_eval/run.py --corpus $(AUDIT_EVAL_CORPUS) --write-results $(AUDIT_EVAL_ARGS)

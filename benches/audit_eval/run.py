@@ -16,7 +16,10 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   block ``holdout3-unseen``;
 - ``holdout4`` (``holdout4.txt``, labels in ``holdout4_labels.csv``): a fourth, pinned with
   the rules made stricter on the four labelled corpora above (used as a training set) and
-  before the audit ran on it; its first run is in the block ``holdout4-unseen``.
+  before the audit ran on it; its first run is in the block ``holdout4-unseen``;
+- ``holdout5`` (``holdout5.txt``, labels in ``holdout5_labels.csv``): a fifth, pinned
+  (committed) before the audit ran on it, once the fourth had been read for fixes; its first
+  run is in the block ``holdout5-unseen``.
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
@@ -26,14 +29,22 @@ data, the thread is never joined, the retry waits a fixed delay, ...), whatever 
 
 Printed (markdown), per corpus: per project, the three tools' findings and times; per rule,
 findings, TP, FP, precision with its 95 % Wilson interval; overall; false positives per kLOC;
-ruff's and flake8-async's ASYNC findings per kLOC (their findings are not labelled: they
-match names, so by the same rule nearly all are TP). ``--write-results`` puts each corpus's
-tables into benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
+ruff's and flake8-async's ASYNC findings per kLOC. Where ruff's findings on a corpus are
+labelled (``NAME_ruff_labels.csv``, same columns, ``code`` being ruff's), by the same rule
+applied to ruff's own message (TP: the code does what the message says is wrong; FP: the
+rule misreads the code, e.g. a name matched where the thing named is not what the rule is
+about; the reading unfavourable to us, i.e. TP, when in doubt), ruff's precision per rule and
+both tools' false positives per kLOC side by side, with the verdict on "ours no higher than
+ruff's"; a ruff finding without a label fails the run as ours do. Over two or more such
+corpora, the same comparison over all of them (block ``ruff-labelled``). flake8-async's
+findings are not labelled. ``--write-results`` puts each corpus's tables into
+benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
 ``<!-- /audit-eval:NAME -->`` (NAME the corpus, or ``--block``): the figures there are this
 script's output, never copied by hand.
 
-    .venv/bin/python benches/audit_eval/run.py [--corpus seen holdout holdout2 holdout3 holdout4]
-        [--no-flake8] [--allow-unlabelled] [--write-results] [--block NAME]
+    .venv/bin/python benches/audit_eval/run.py
+        [--corpus seen holdout holdout2 holdout3 holdout4 holdout5] [--no-flake8]
+        [--allow-unlabelled] [--write-results] [--block NAME]
 """
 
 from __future__ import annotations
@@ -65,6 +76,7 @@ CORPORA = {
     "holdout2": ("holdout2.txt", "holdout2_labels.csv"),
     "holdout3": ("holdout3.txt", "holdout3_labels.csv"),
     "holdout4": ("holdout4.txt", "holdout4_labels.csv"),
+    "holdout5": ("holdout5.txt", "holdout5_labels.csv"),
 }
 
 LabelKey = tuple[str, str, int, str]  # project, path, line, code
@@ -126,18 +138,30 @@ def fetch(corpus: str) -> list[Project]:
     return projects
 
 
-def ours(project: Project, config: Path) -> tuple[list[dict[str, object]], float]:
+def ours(project: Project, config: Path) -> tuple[list[LabelKey], float]:
     command = [sys.executable, "-m", "admission", "audit", "--format", "json", "--exit-zero"]
     out, elapsed = _run([*command, "--config", str(config), "."], project.root)
-    findings: list[dict[str, object]] = json.loads(out)["findings"]
-    return findings, elapsed
+    keys = [
+        (project.name, str(found["path"]), int(found["line"]), str(found["code"]))
+        for found in json.loads(out)["findings"]
+    ]
+    return keys, elapsed
 
 
-def ruff_async(project: Project) -> tuple[int, float]:
+def ruff_async(project: Project) -> tuple[list[LabelKey], float]:
     ruff = str(BIN / "ruff") if (BIN / "ruff").exists() else "ruff"
     command = [ruff, "check", "--isolated", "--select", "ASYNC", "--output-format", "json"]
     out, elapsed = _run([*command, "--exit-zero", "."], project.root)
-    return len(json.loads(out)), elapsed
+    keys = [
+        (
+            project.name,
+            Path(found["filename"]).relative_to(project.root).as_posix(),
+            int(found["location"]["row"]),
+            str(found["code"]),
+        )
+        for found in json.loads(out)
+    ]
+    return keys, elapsed
 
 
 def flake8_async(project: Project) -> tuple[int, float]:
@@ -157,12 +181,17 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def read_labels(corpus: str) -> dict[LabelKey, dict[str, str]]:
+def read_labels(path: Path) -> dict[LabelKey, dict[str, str]]:
     labels = {}
-    with (HERE / CORPORA[corpus][1]).open(newline="") as file:
+    with path.open(newline="") as file:
         for row in csv.DictReader(file):
             labels[(row["project"], row["path"], int(row["line"]), row["code"])] = row
     return labels
+
+
+def ruff_labels_file(corpus: str) -> Path:
+    """Where ruff's ASYNC findings on ``corpus`` are labelled (the file may not exist)."""
+    return HERE / f"{corpus}_ruff_labels.csv"
 
 
 def rules_version() -> str:
@@ -179,32 +208,104 @@ def rules_version() -> str:
     return f"`{RULES}` at {head}{dirty} (last changed in {changed})"
 
 
-def evaluate(corpus: str, *, no_flake8: bool) -> tuple[str, list[str]]:
-    """One corpus's tables (markdown) and its unlabelled findings."""
+@dataclass
+class Tally:
+    """One tool's findings on a corpus, looked up in its labels: TP and FP per rule."""
+
+    per_rule: dict[str, Counter[str]]
+    unlabelled: list[str]  # "project:path:line:code" of the findings without a label
+    matched: set[LabelKey]  # the labels that some finding matched
+
+    @classmethod
+    def of(cls, found: list[LabelKey], labels: dict[LabelKey, dict[str, str]]) -> Tally:
+        tally = cls({}, [], set())
+        for key in found:
+            label = labels.get(key)
+            if label is None:
+                tally.unlabelled.append(":".join(map(str, key)))
+                continue
+            tally.matched.add(key)
+            tally.per_rule.setdefault(key[3], Counter())[label["label"]] += 1
+        return tally
+
+    def count(self, label: str) -> int:
+        return sum(counts[label] for counts in self.per_rule.values())
+
+
+@dataclass
+class Comparison:
+    """Ours and ruff's labelled findings on one corpus (``ruff`` None: not labelled there)."""
+
+    corpus: str
+    kloc: float
+    ours: Tally
+    ruff: Tally | None
+
+
+def precision_row(name: str, tp: int, fp: int, kloc: float | None = None) -> str:
+    low, high = wilson(tp, tp + fp)
+    row = (
+        f"| {name} | {tp + fp} | {tp} | {fp} | {tp / max(tp + fp, 1):.0%} | {low:.0%}-{high:.0%} |"
+    )
+    return row if kloc is None else f"{row} {fp / kloc:.3f} |"
+
+
+def rule_table(tally: Tally) -> list[str]:
+    out = [
+        "| rule | findings | TP | FP | precision | 95 % interval |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for code in sorted(tally.per_rule):
+        out.append(precision_row(code, tally.per_rule[code]["TP"], tally.per_rule[code]["FP"]))
+    out.append(precision_row("all", tally.count("TP"), tally.count("FP")))
+    return out
+
+
+def side_by_side(comparisons: list[Comparison]) -> list[str]:
+    """Both tools' precision and false positives per kLOC on the same code (the corpora whose
+    ruff findings are labelled), and the verdict on "ours no higher than ruff's"."""
+    labelled = [(each.kloc, each.ours, each.ruff) for each in comparisons if each.ruff]
+    kloc = sum(each[0] for each in labelled)
+    ours_tp, ours_fp = (
+        sum(tally.count(label) for _, tally, _ in labelled) for label in ("TP", "FP")
+    )
+    ruff_tp, ruff_fp = (sum(ruff.count(label) for _, _, ruff in labelled) for label in ("TP", "FP"))
+    ours_per_kloc, ruff_per_kloc = ours_fp / kloc, ruff_fp / kloc
+    holds = "holds" if ours_per_kloc <= ruff_per_kloc else "does not hold"
+    return [
+        "| tool | findings | TP | FP | precision | 95 % interval | FP per kLOC |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: |",
+        precision_row("admission audit", ours_tp, ours_fp, kloc),
+        precision_row("ruff ASYNC", ruff_tp, ruff_fp, kloc),
+        "",
+        f"Our false positives per kLOC no higher than ruff's: {holds} ({ours_per_kloc:.3f} "
+        f"against {ruff_per_kloc:.3f}, {kloc:.1f} kLOC).",
+    ]
+
+
+def evaluate(corpus: str, *, no_flake8: bool) -> tuple[str, Comparison]:
+    """One corpus's tables (markdown), and both tools' findings looked up in their labels."""
     projects = fetch(corpus)
     config = CACHE / "audit-eval.toml"
     config.write_text("[tool.admission.audit]\n")  # the defaults, whatever surrounds the corpus
-    labels = read_labels(corpus)
+    labels = read_labels(HERE / CORPORA[corpus][1])
+    ruff_file = ruff_labels_file(corpus)
+    ruff_labels = read_labels(ruff_file) if ruff_file.exists() else None
 
-    per_rule: dict[str, Counter[str]] = {}
-    unlabelled: list[str] = []
-    seen: set[LabelKey] = set()
+    our_found: list[LabelKey] = []
+    ruff_found: list[LabelKey] = []
     runs = []
     for project in projects:
-        findings, our_time = ours(project, config)
-        ruff_count, ruff_time = ruff_async(project)
+        found, our_time = ours(project, config)
+        ruff_keys, ruff_time = ruff_async(project)
         flake8_count, flake8_time = (None, 0.0) if no_flake8 else flake8_async(project)
-        for finding in findings:
-            key = (project.name, str(finding["path"]), int(finding["line"]), str(finding["code"]))
-            seen.add(key)
-            label = labels.get(key)
-            if label is None:
-                unlabelled.append(":".join(map(str, key)))
-                continue
-            per_rule.setdefault(key[3], Counter())[label["label"]] += 1
+        our_found += found
+        ruff_found += ruff_keys
         runs.append(
-            Run(project, len(findings), our_time, ruff_count, ruff_time, flake8_count, flake8_time)
+            Run(project, len(found), our_time, len(ruff_keys), ruff_time, flake8_count, flake8_time)
         )
+    tally = Tally.of(our_found, labels)
+    ruff_tally = None if ruff_labels is None else Tally.of(ruff_found, ruff_labels)
 
     kloc = sum(run.project.lines for run in runs) / 1000
     out = [
@@ -220,25 +321,8 @@ def evaluate(corpus: str, *, no_flake8: bool) -> tuple[str, list[str]]:
             f"| {run.project.name} | {run.project.lines / 1000:.1f} | {run.ours} | "
             f"{run.ours_s:.1f} | {run.ruff} | {run.ruff_s:.1f} | {flake8} |"
         )
-    out += [
-        "",
-        "| rule | findings | TP | FP | precision | 95 % interval |",
-        "| --- | ---: | ---: | ---: | ---: | --- |",
-    ]
-    tp_all = fp_all = 0
-    for code in sorted(per_rule):
-        tp, fp = per_rule[code]["TP"], per_rule[code]["FP"]
-        tp_all, fp_all = tp_all + tp, fp_all + fp
-        low, high = wilson(tp, tp + fp)
-        out.append(
-            f"| {code} | {tp + fp} | {tp} | {fp} | {tp / (tp + fp):.0%} | {low:.0%}-{high:.0%} |"
-        )
-    n_all = tp_all + fp_all
-    low, high = wilson(tp_all, n_all)
-    out.append(
-        f"| all | {n_all} | {tp_all} | {fp_all} | {tp_all / max(n_all, 1):.0%} "
-        f"| {low:.0%}-{high:.0%} |"
-    )
+    out += ["", *rule_table(tally)]
+    n_all = tally.count("TP") + tally.count("FP")
     peers = f"{sum(run.ruff for run in runs) / kloc:.3f} (ruff ASYNC)"
     if not no_flake8:
         peers += f", {sum(run.flake8 or 0 for run in runs) / kloc:.3f} (flake8-async)"
@@ -246,20 +330,40 @@ def evaluate(corpus: str, *, no_flake8: bool) -> tuple[str, list[str]]:
         peers += "; flake8-async not run (`--no-flake8`)"
     out += [
         "",
-        f"False positives per kLOC: {fp_all / kloc:.3f} (admission audit). Findings per kLOC: "
-        f"{n_all / kloc:.3f} (admission audit), {peers}.",
+        f"False positives per kLOC: {tally.count('FP') / kloc:.3f} (admission audit). Findings "
+        f"per kLOC: {n_all / kloc:.3f} (admission audit), {peers}.",
     ]
-    gone = sorted(":".join(map(str, key)) for key in set(labels) - seen)
-    if gone:
-        out += ["", f"{len(gone)} labels match no finding of these rules:"]
-        out += [f"- `{key}` ({labels_row(labels, key)})" for key in gone]
-    return "\n".join(out), unlabelled
+    comparison = Comparison(corpus, kloc, tally, ruff_tally)
+    if ruff_labels is not None and ruff_tally is not None:
+        out += [
+            "",
+            f"ruff's ASYNC findings, labelled by the same rule in {ruff_file.name}:",
+            "",
+            *rule_table(ruff_tally),
+            "",
+            *side_by_side([comparison]),
+        ]
+    out += gone_labels(labels, tally.matched, "these rules")
+    if ruff_labels is not None and ruff_tally is not None:
+        out += gone_labels(ruff_labels, ruff_tally.matched, "ruff")
+    return "\n".join(out), comparison
 
 
-def labels_row(labels: dict[LabelKey, dict[str, str]], joined: str) -> str:
-    project, path, line, code = joined.split(":")
-    row = labels[(project, path, int(line), code)]
-    return f"was {row['label']}: {row['note']}"
+def gone_labels(
+    labels: dict[LabelKey, dict[str, str]], matched: set[LabelKey], whose: str
+) -> list[str]:
+    """The labels that no finding matched (what a tool no longer reports), with their notes."""
+    gone = sorted(set(labels) - matched)
+    if not gone:
+        return []
+    return [
+        "",
+        f"{len(gone)} labels match no finding of {whose}:",
+        *(
+            f"- `{':'.join(map(str, key))}` (was {labels[key]['label']}: {labels[key]['note']})"
+            for key in gone
+        ),
+    ]
 
 
 def write_results(block: str, text: str) -> None:
@@ -284,18 +388,34 @@ def main() -> int:
         parser.error("--block names the block of one corpus")
 
     failed = False
+    comparisons = []
     for corpus in args.corpus:
-        text, unlabelled = evaluate(corpus, no_flake8=args.no_flake8)
+        text, comparison = evaluate(corpus, no_flake8=args.no_flake8)
+        comparisons.append(comparison)
         print(text, end="\n\n")
-        if unlabelled:
-            failed = not args.allow_unlabelled
-            print(
-                f"{len(unlabelled)} findings have no label in {CORPORA[corpus][1]}:",
-                file=sys.stderr,
-            )
-            print("\n".join(f"  {key}" for key in unlabelled), file=sys.stderr)
-        elif args.write_results:
+        unlabelled = [(CORPORA[corpus][1], comparison.ours.unlabelled)]
+        if comparison.ruff is not None:
+            unlabelled.append((ruff_labels_file(corpus).name, comparison.ruff.unlabelled))
+        complete = True
+        for file, keys in unlabelled:
+            if keys:
+                complete = False
+                print(f"{len(keys)} findings have no label in {file}:", file=sys.stderr)
+                print("\n".join(f"  {key}" for key in keys), file=sys.stderr)
+        failed = failed or (not complete and not args.allow_unlabelled)
+        if complete and args.write_results:
             write_results(args.block or corpus, text)
+    labelled = [each for each in comparisons if each.ruff is not None]
+    if len(labelled) > 1:
+        names = ", ".join(f"`{each.corpus}`" for each in labelled)
+        lines = [f"Over the corpora whose ruff findings are labelled ({names}):", ""]
+        text = "\n".join([*lines, *side_by_side(labelled)])
+        print(text)
+        complete = not any(
+            each.ours.unlabelled or (each.ruff and each.ruff.unlabelled) for each in labelled
+        )
+        if complete and args.write_results and not args.block:
+            write_results("ruff-labelled", text)
     return 1 if failed else 0
 
 

@@ -119,7 +119,8 @@ class Scope:
         # whether the body calls some `.acquire()` (a semaphore, a pool, a lock)
         self.acquires = False
         # receivers of `.join()` / `.shutdown()` calls ("t", "self._thread", "pool"), also of
-        # such a method handed to a call to run later (`stack.callback(t.join)`)
+        # such a method handed to a call to run later (`stack.callback(t.join)`), and of a
+        # `with` entered on them (`with executor as pool:`)
         self.joined: set[str] = set()
         # names returned (`return t`): the caller owns them
         self.returned: set[str] = set()
@@ -400,6 +401,12 @@ class _Walker:
         for item in node.items:
             if isinstance(item.context_expr, ast.Call):
                 self.facts.with_items.add(id(item.context_expr))
+            else:
+                # `with executor as pool:` on an object built earlier (in an if/else): its
+                # exit shuts it down as surely as `executor.shutdown()`
+                entered = dotted(item.context_expr)
+                if entered is not None:
+                    self.scope.joined.add(entered)
             self.visit(item.context_expr)
             if item.optional_vars is not None:
                 self._bind_target(item.optional_vars, item.context_expr)

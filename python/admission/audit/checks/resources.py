@@ -207,6 +207,50 @@ def _created_once(ctx: Context, site: Site) -> bool:
     return False
 
 
+def _started_once(site: Site, function: Scope) -> bool:
+    """Behind a guard that returns when the previous one is still there: in the body around
+    the thread (the function's, or a ``with``'s: a lock), an earlier ``if ...: return`` whose
+    test reads a name or attribute that the body then binds (``if self._loop is not None and
+    self._loop.is_running(): return`` ... ``self._loop = new_event_loop()``; ``if _started:
+    return`` ... ``_started = True``): a start that runs only when nothing runs, one at a
+    time. Only the state of the object (``self.x``) or of the module (a ``global``) counts: a
+    guard on anything else (``if request is None: return``, a local rebound after ``if not
+    items: return``) says nothing."""
+    bodies: list[list[ast.stmt]] = [getattr(function.node, "body", [])]
+    bodies += [node.body for _, node in site.blocks if isinstance(node, ast.With | ast.AsyncWith)]
+    line = getattr(site.node, "lineno", 0)
+
+    def state(text: str | None) -> bool:
+        return text is not None and (text.startswith("self.") or text in function.globals)
+
+    for body in bodies:
+        for index, guard in enumerate(body):
+            if guard.lineno >= line:
+                break
+            if not (
+                isinstance(guard, ast.If)
+                and not guard.orelse
+                and isinstance(guard.body[-1], ast.Return)
+            ):
+                continue
+            read = {dotted(node) for node in ast.walk(guard.test) if isinstance(node, ast.expr)}
+            if {text for text in read if state(text)} & _bound_in(body[index + 1 :]):
+                return True
+    return False
+
+
+def _bound_in(statements: list[ast.stmt]) -> set[str]:
+    """The names and attributes assigned anywhere in ``statements``."""
+    bound: set[str] = set()
+    for statement in statements:
+        for node in ast.walk(statement):
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            if isinstance(node, ast.AnnAssign):
+                targets = [node.target]
+            bound.update(text for target in targets if (text := dotted(target)) is not None)
+    return bound
+
+
 def _per_operation(ctx: Context, site: Site) -> str | None:
     """Why a construction runs per operation ("in a loop", "in a request handler"), if it
     does; None at module level, in set-up code and in bounded or reconnect loops."""
@@ -269,7 +313,23 @@ def _owners(ctx: Context, target: str, scope: Scope) -> list[Scope]:
         while outer is not None and target not in outer.assigns:
             outer = outer.parent
         return [scope] if outer is None else [scope, outer]
-    return [scope]
+    return [scope, *_closures(ctx, target, scope)]
+
+
+def _closures(ctx: Context, name: str, scope: Scope) -> list[Scope]:
+    """The functions nested in ``scope`` where ``name`` is still its local (neither they nor
+    any function between binds it): a cleanup coroutine defined in the function that started
+    the thread joins that very thread."""
+    found = []
+    for function in ctx.facts.functions:
+        outer: Scope | None = function
+        while outer is not None and outer is not scope:
+            if name in outer.assigns or name in outer.params:
+                break
+            outer = outer.parent
+        if outer is scope and function is not scope:
+            found.append(function)
+    return found
 
 
 def _joined(ctx: Context, target: str, site: Site) -> bool:
@@ -313,10 +373,19 @@ def _handed_over(scope: Scope, target: str) -> bool:
             if not isinstance(node, ast.Call):
                 continue
             for arg in [*node.args, *(k.value for k in node.keywords)]:
-                items = arg.elts if isinstance(arg, ast.List | ast.Tuple | ast.Set) else [arg]
-                if any(dotted(item) == target for item in items):
+                if any(dotted(item) == target for item in _displayed(arg)):
                     return True
     return False
+
+
+def _displayed(value: ast.expr) -> list[ast.expr]:
+    """What an argument holds as it is written: the items of a list, tuple or set display,
+    the values of a dict display (``merge(info, {"thread": t})``), else the value itself."""
+    if isinstance(value, ast.List | ast.Tuple | ast.Set):
+        return list(value.elts)
+    if isinstance(value, ast.Dict):
+        return [v for v in value.values if v is not None]
+    return [value]
 
 
 def _iterated(iterable: ast.expr) -> str | None:
@@ -381,6 +450,8 @@ def check_thread(ctx: Context, site: Site) -> None:
     if function is None or ctx.in_main_block(site) or function.name in ("__init__", "main"):
         return
     if _kept_by_init_helper(ctx, site, function) or _created_once(ctx, site):
+        return
+    if _started_once(site, function):
         return
     target = ctx.facts.bound_to.get(id(call))
     if target is not None and _joined(ctx, target, site):

@@ -439,7 +439,7 @@ def _retry_loop(loop: ast.AST, *, dependency: bool = False) -> bool:
             _goes_round(loop, attempt, h)
             and not _interruption(h)
             and not _bad_item(h)
-            and not _waits_for_signal(h)
+            and not _waits_for_signal(loop, h)
             for h in attempt.handlers
         )
         if not (retries and _exits_when_done(loop, attempt)) or _rewaits(loop, attempt):
@@ -562,12 +562,38 @@ def _interruption(handler: ast.ExceptHandler) -> bool:
     return all(last_name(t) in _INTERRUPTIONS or last_name(t) in _NOT_YET for t in types)
 
 
-def _waits_for_signal(handler: ast.ExceptHandler) -> bool:
+def _waits_for_signal(loop: ast.AST, handler: ast.ExceptHandler) -> bool:
     """The handler waits for another task's signal (``await self.slot_freed.wait()``, an
     event or condition) and never for a timer: the loop goes round when told there is room,
-    as after `asyncio.QueueFull`, not again and again against a dependency that is down."""
+    as after `asyncio.QueueFull`, not again and again against a dependency that is down.
+    Also when the handler falls through to a round that ends with that wait (``except
+    ConnectionClosed: self.deactivate(session)`` ... ``await changed.wait()`` as the loop's
+    last statement): the next attempt waits for a new session."""
+    signal, sleeps = _signal_and_timer(handler.body)
+    if signal or sleeps or _continues(handler):
+        return signal and not sleeps
+    tail = getattr(loop, "body", [])[-1:]
+    signal, sleeps = _signal_and_timer(tail)
+    return signal and not sleeps
+
+
+def _continues(handler: ast.ExceptHandler) -> bool:
+    """Whether the handler can go to the next round without the rest of the loop body."""
+    stack: list[ast.AST] = list(handler.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Continue):
+            return True
+        if not isinstance(node, _OWN_LOOP_ENDS):
+            stack.extend(ast.iter_child_nodes(node))
+    return False
+
+
+def _signal_and_timer(statements: list[ast.stmt]) -> tuple[bool, bool]:
+    """Whether ``statements`` await another task's signal (``x.wait()`` with no timeout),
+    and whether they sleep or wait with a timer."""
     signal = sleeps = False
-    for node in own_nodes(handler.body):
+    for node in own_nodes(statements):
         if not isinstance(node, ast.Await) or not isinstance(node.value, ast.Call):
             continue
         call = node.value
@@ -581,7 +607,7 @@ def _waits_for_signal(handler: ast.ExceptHandler) -> bool:
             signal = True
         elif last_name(call.func) in ("sleep", "wait_for"):
             sleeps = True
-    return signal and not sleeps
+    return signal, sleeps
 
 
 def _always_leaves(statements: list[ast.stmt]) -> bool:
@@ -598,14 +624,7 @@ def _goes_round(loop: ast.AST, attempt: ast.Try, handler: ast.ExceptHandler) -> 
     body = getattr(loop, "body", [])
     if attempt not in body or not _always_leaves(body[body.index(attempt) + 1 :]):
         return True
-    stack: list[ast.AST] = list(handler.body)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.Continue):
-            return True
-        if not isinstance(node, _OWN_LOOP_ENDS):
-            stack.extend(ast.iter_child_nodes(node))
-    return False
+    return _continues(handler)
 
 
 # statements whose `continue`s are not the loop's own
@@ -845,11 +864,28 @@ def _bounded_forever(ctx: Context, loop: ast.While, site: Site) -> bool:
     return False
 
 
+# calls that ask the person at the terminal (`input`, `getpass`, click's / typer's / rich's
+# `prompt` and `Prompt.ask`)
+_ASKS_THE_USER = frozenset({"input", "getpass", "prompt", "ask"})
+
+
+def _asks_the_user(loop: ast.While) -> bool:
+    """Each round asks the person at the terminal again (``name = prompt(...)``): the next
+    attempt is a new request with new input, paced by someone typing, not the same call
+    against a dependency that stays down."""
+    return any(
+        isinstance(node, ast.Call) and last_name(node.func) in _ASKS_THE_USER
+        for node in own_nodes(loop.body)
+    )
+
+
 def check_forever_loop(ctx: Context, site: Site) -> None:
     """ADM402 at a ``while True`` retry loop that never gives up."""
     loop = site.node
     assert isinstance(loop, ast.While)
     if not _retry_loop(loop, dependency=True) or _bounded_forever(ctx, loop, site):
+        return
+    if _asks_the_user(loop):
         return
     ctx.report(
         loop,
