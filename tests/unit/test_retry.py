@@ -122,6 +122,40 @@ def test_retry_if_result_then_returns_the_last_result(h: Harness) -> None:
     assert h.run(retry, ["busy", "done"]).result == "done"
 
 
+@pytest.mark.parametrize("api", ["decorator", "call"])
+def test_retry_if_is_asked_once_per_result(h: Harness, api: str) -> None:
+    """Two results, the first retried: two questions (the first result was asked twice: once
+    on the fast path, again by the plan)."""
+    asked: list[str] = []
+
+    def retry_if(result: str) -> bool:
+        asked.append(result)
+        return result == "busy"
+
+    retry = h.retry(attempts=3, base=1, jitter="none", retry_if=retry_if)
+    assert h.run(retry, ["busy", "done"], api=api).result == "done"
+    assert asked == ["busy", "done"]
+
+
+@pytest.mark.parametrize("api", ["decorator", "call"])
+@pytest.mark.parametrize("retried", [0, 1], ids=["first result", "a later one"])
+def test_a_retry_if_that_raises_ends_the_call_as_failed(h: Harness, api: str, retried: int) -> None:
+    """Its exception goes up unchanged, and the call is counted as failed (not in flight
+    for ever), on the fast path too."""
+    error = LookupError("the predicate's own bug")
+
+    def retry_if(result: str) -> bool:
+        if result == "odd":
+            raise error
+        return result == "busy"
+
+    retry = h.retry(attempts=3, base=1, jitter="none", retry_if=retry_if)
+    run = h.run(retry, ["busy"] * retried + ["odd"], api=api)
+    assert run.error is error
+    s = retry.stats()
+    assert (s.calls, s.attempts, s.failed, s.in_flight) == (1, retried + 1, 1, 0)
+
+
 def test_async_decorator_keeps_function_identity() -> None:
     retry = adm.Retry()
 
