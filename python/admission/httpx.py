@@ -52,12 +52,14 @@ import contextlib
 import itertools
 import os
 import queue
+import sys
 import threading
 import time
 import warnings
 import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Literal, final
 
 from admission._extras import require
@@ -402,9 +404,10 @@ class _Settle:
         where = "" if url is None else f" from {url.scheme}://{url.netloc.decode()}{url.path}"
         # Last: a filter may make it an exception, which a finalizer can only print.
         warnings.warn(
-            f"admission.httpx: a response{where} was never closed; its concurrency permit "
-            "is given back only now that it is collected (close it: `async with "
-            "client.stream(...)`, `with client.stream(...)`, or `response.aclose()`)",
+            f"admission.httpx: a response{where} was never closed; what it held (its host's "
+            "concurrency permit, its tokens at the estimate) is given back only now that it "
+            "is collected (close it: `async with client.stream(...)`, `with "
+            "client.stream(...)`, or `response.aclose()`)",
             ResourceWarning,
             source=self,
             stacklevel=1,
@@ -523,8 +526,10 @@ class _Reaper:
     def _run(self, bodies: queue.SimpleQueue[_Settle]) -> None:
         while True:
             settle = bodies.get()
-            with contextlib.suppress(Exception):  # (nobody to raise to: the next one)
+            try:
                 settle.finish()
+            except Exception as error:  # (nobody to raise to: told as a finalizer's error)
+                sys.unraisablehook(_Unraisable(error, settle))
             del settle  # (not kept alive while waiting for the next)
 
     def forked(self) -> None:
@@ -535,6 +540,18 @@ class _Reaper:
         running, self._thread = self._thread is not None, None
         if running:
             self.start()
+
+
+@final
+class _Unraisable:
+    """What `sys.unraisablehook` reads: an error the reaper had nobody to raise to."""
+
+    def __init__(self, error: BaseException, settle: object) -> None:
+        self.exc_type: type[BaseException] = type(error)
+        self.exc_value: BaseException | None = error
+        self.exc_traceback: TracebackType | None = error.__traceback__
+        self.err_msg: str | None = "admission.httpx: finishing a body collected unclosed failed"
+        self.object: object = settle
 
 
 _reaper = _Reaper()

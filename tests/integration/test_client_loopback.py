@@ -580,26 +580,36 @@ async def test_a_retry_if_that_raises_closes_the_response(quiet: Provider, path:
     assert transport._config.retry.stats().in_flight == 0
 
 
+def post_in_a_thread(transport: Any, p: Provider) -> httpx.Response:
+    """One POST through the sync ``transport``, in a thread joined within `BOUND` (a retry
+    waiting for its own response's permit would never end; a daemon: it does not keep the
+    run alive); its response, or what it raised."""
+    outcome: list[Any] = []
+
+    def call() -> None:
+        with httpx.Client(transport=transport, timeout=BOUND) as client:
+            try:
+                outcome.append(client.post(f"{p.base}/v1/chat/completions", json=body(0)))
+            except BaseException as error:  # (raised again in the test's thread)
+                outcome.append(error)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(BOUND)
+    assert not thread.is_alive(), "the retry waited for the permit of its own response"
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]  # type: ignore[no-any-return]
+
+
 @pytest.mark.parametrize("path", PATHS)
 def test_a_retry_if_that_raises_closes_the_response_in_threads(quiet: Provider, path: str) -> None:
     judge = Judge(PATHS[path][0], fail=True)
     transport = judged_transport(adm.httpx.Transport, quiet, judge, path)
     host = host_of(transport, quiet)
-    raised: list[BaseException] = []
-
-    def call() -> None:
-        with httpx.Client(transport=transport, timeout=BOUND) as client:
-            try:
-                client.post(f"{quiet.base}/v1/chat/completions", json=body(0))
-            except Refusal as error:
-                raised.append(error)
-
-    # A retry waiting on itself: bounded here (a daemon: not keeping the run alive).
-    thread = threading.Thread(target=call, daemon=True)
-    thread.start()
-    thread.join(BOUND)
-    assert not thread.is_alive(), "the retry waited for the permit of its own response"
-    assert raised == [judge.error]
+    with pytest.raises(Refusal) as raised:
+        post_in_a_thread(transport, quiet)
+    assert raised.value is judge.error
     assert judge.calls == PATHS[path][0] + 1
     assert host.semaphore.in_use == 0
     stats = transport.stats()[f"127.0.0.1:{quiet.port}"]
@@ -610,7 +620,9 @@ def test_a_retry_if_that_raises_closes_the_response_in_threads(quiet: Provider, 
 
 @pytest.mark.anyio
 async def test_retry_if_is_asked_once_per_response(quiet: Provider) -> None:
-    """Two responses, the first retried: two questions (the first was asked twice)."""
+    """Two responses, the first retried: two questions (the first was asked twice). With
+    ``concurrency=1``, the retried one is closed before the retry: else the second attempt
+    would wait for its permit for good."""
     judge = Judge(1, fail=False)
     transport = judged_transport(adm.httpx.AsyncTransport, quiet, judge, "first")
     async with httpx.AsyncClient(transport=transport, timeout=BOUND) as client:
@@ -627,8 +639,7 @@ async def test_retry_if_is_asked_once_per_response(quiet: Provider) -> None:
 def test_retry_if_is_asked_once_per_response_in_threads(quiet: Provider) -> None:
     judge = Judge(1, fail=False)
     transport = judged_transport(adm.httpx.Transport, quiet, judge, "first")
-    with httpx.Client(transport=transport, timeout=BOUND) as client:
-        response = client.post(f"{quiet.base}/v1/chat/completions", json=body(0))
+    response = post_in_a_thread(transport, quiet)
     assert response.status_code == 200
     assert judge.calls == 2
     # (Asked twice, the first answer was retried, then taken at the second question.)

@@ -330,7 +330,8 @@ impl Reservation {
         PyTuple::new(py, self.reserved_costs())
     }
 
-    /// The costs it was settled at, or None if it has not been.
+    /// The costs it was settled at, or None if it has not been. (A part whose clock could
+    /// not be read keeps its reserved cost: what it stands at.)
     #[getter]
     fn settled<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
         self.settled
