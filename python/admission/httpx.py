@@ -379,6 +379,8 @@ class _Settle:
         self.body: list[bytes] | None = [] if host.tokens_bucket is not None else None
         self.size = 0
         self.done = False
+        if _reaper.idle:  # (a safe point for starting the thread: see `_Reaper`)
+            _reaper.start()
 
     def keep(self, chunk: bytes) -> None:
         body = self.body
@@ -509,27 +511,33 @@ class _Reaper:
         self._queue: queue.SimpleQueue[_Settle] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        #: No thread yet in this process: the next body wrapped starts it (one check a body).
+        self.idle = True
 
     def put(self, settle: _Settle) -> None:
         self._queue.put(settle)
 
     def start(self) -> None:
-        """Starts the thread if it is not running (at a transport's making: a safe point)."""
+        """Starts the thread if it is not running (when a body is first wrapped: a safe
+        point; a process that never streams a response, a pre-fork master that only makes
+        its transports, has no thread)."""
         with self._lock:
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, args=(self._queue,), name="admission.httpx reaper"
                 )
                 self._thread.daemon = True
                 self._thread.start()
+            self.idle = False
 
     def _run(self, bodies: queue.SimpleQueue[_Settle]) -> None:
         while True:
             settle = bodies.get()
             try:
                 settle.finish()
-            except Exception as error:  # (nobody to raise to: told as a finalizer's error)
-                sys.unraisablehook(_Unraisable(error, settle))
+            except BaseException as error:  # (nobody to raise to: told as a finalizer's error)
+                with contextlib.suppress(BaseException):  # (a raising hook: this thread goes on)
+                    sys.unraisablehook(_Unraisable(error, settle))
             del settle  # (not kept alive while waiting for the next)
 
     def forked(self) -> None:
@@ -537,9 +545,7 @@ class _Reaper:
         the state another thread left it: both anew."""
         self._queue = queue.SimpleQueue()
         self._lock = threading.Lock()
-        running, self._thread = self._thread is not None, None
-        if running:
-            self.start()
+        self._thread, self.idle = None, True  # (started again by the child's next body)
 
 
 @final
@@ -846,7 +852,6 @@ _live_lock = threading.Lock()
 def _track(transport: AsyncTransport | Transport) -> None:
     with _live_lock:
         _live.add(transport)
-    _reaper.start()
 
 
 def _families() -> Iterable[Family]:

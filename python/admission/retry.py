@@ -862,7 +862,15 @@ class Retry:
                 if judged:
                     reason, judged = None, False
                 else:
-                    reason = self._verdict(exc, result, refused, retry_if)
+                    try:
+                        reason = self._verdict(exc, result, refused, retry_if)
+                    except BaseException:
+                        # A ``retry_if`` that raised: the attempt says nothing about the
+                        # dependency, and its breaker slot must not stay taken (a half-open
+                        # breaker would wait for its probe's outcome for good).
+                        if began is not None:
+                            self._report("cancelled", 0.0)
+                        raise
                 if began is not None:
                     self._report(reason, now() - began)
                 if reason == "succeeded":

@@ -156,6 +156,40 @@ def test_a_retry_if_that_raises_ends_the_call_as_failed(h: Harness, api: str, re
     assert (s.calls, s.attempts, s.failed, s.in_flight) == (1, retried + 1, 1, 0)
 
 
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["thread", "asyncio"])
+def test_a_retry_if_that_raises_gives_its_breaker_slot_back(asynchronous: bool) -> None:
+    """A half-open breaker's one probe judged by a raising ``retry_if``: the probe's slot
+    comes back (the attempt says nothing about the dependency), so the breaker is not left
+    waiting for that probe's outcome for good."""
+    clock = adm.testing.ManualClock()
+    breaker = adm.CircuitBreaker(
+        "probe", window=10, min_calls=2, open_for="30s", half_open_calls=1, clock=clock
+    )
+    for _ in range(2):
+        with pytest.raises(ConnectionError), breaker:
+            raise ConnectionError("down")
+    clock.advance(31)
+    error = LookupError("the predicate's own bug")
+
+    def judge(result: str) -> bool:
+        raise error
+
+    retry = adm.Retry(3, breaker=breaker, retry_if=judge, clock=clock)
+
+    async def probe() -> str:
+        return "ok"
+
+    def call() -> object:
+        return asyncio.run(retry(probe)()) if asynchronous else retry(lambda: "ok")()
+
+    with pytest.raises(LookupError) as raised:
+        call()
+    assert raised.value is error
+    assert breaker.try_acquire()  # the probe's slot is free again
+    breaker.release()
+    assert retry.stats().failed == 1
+
+
 def test_async_decorator_keeps_function_identity() -> None:
     retry = adm.Retry()
 
