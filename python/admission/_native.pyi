@@ -475,7 +475,8 @@ class Reservation:
         """The costs admitted, one per limiter."""
     @property
     def settled(self) -> tuple[int, ...] | None:
-        """The costs it was settled at, or None if it has not been."""
+        """The costs it was settled at, or None if it has not been. (A part whose clock
+        could not be read keeps its reserved cost: what it stands at.)"""
     def settle(self, actual: int | None = None, *, costs: Sequence[int] | None = None) -> None:
         """Settles at the real cost: ``settle(actual)`` for one limiter (and for
         ``manager.limit(name, tokens=n)``: its tokens), ``settle(costs=(...))`` with one cost

@@ -48,12 +48,18 @@ httpx is an optional dependency: ``pip install 'admission[httpx]'``.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
+import os
+import queue
+import sys
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Literal, final
 
 from admission._extras import require
@@ -347,9 +353,15 @@ class _Config:
 
 class _Settle:
     """Runs once when a response's body is closed (`finish`): settles its tokens, releases
-    its permit. The body wrappers below are one (one object per response, not two)."""
+    its permit. The body wrappers below are one (one object per response, not two).
 
-    __slots__ = ("_stream", "body", "done", "host", "permit", "reservation", "size")
+    A body collected unclosed (its response dropped by a caller that never closed it) is
+    finished by `_reaper`, at the estimate (what was read of it is not a whole answer), with
+    a ``ResourceWarning`` naming its URL, as CPython warns of an unclosed file: otherwise its
+    permit would be held for good, and ``concurrency`` such responses would stop the host.
+    """
+
+    __slots__ = ("_stream", "body", "done", "host", "permit", "reservation", "size", "url")
 
     def __init__(
         self,
@@ -357,14 +369,18 @@ class _Settle:
         reservation: Reservation | None,
         permit: Semaphore | None,
         stream: object = None,
+        url: httpx.URL | None = None,
     ) -> None:
         self._stream = stream  # (the wrapped body's stream)
+        self.url = url  # (for the warning if it is collected unclosed)
         self.host = host
         self.reservation = reservation
         self.permit = permit
         self.body: list[bytes] | None = [] if host.tokens_bucket is not None else None
         self.size = 0
         self.done = False
+        if _reaper.idle:  # (a safe point for starting the thread: see `_Reaper`)
+            _reaper.start()
 
     def keep(self, chunk: bytes) -> None:
         body = self.body
@@ -374,6 +390,30 @@ class _Settle:
                 self.body = None  # too large to read: the estimate stands
             else:
                 body.append(chunk)
+
+    def __del__(self) -> None:
+        # (Every body passes here when it is freed: a closed one returns at once.)
+        if self.done:
+            return
+        # Collected unclosed: finished by the reaper (`_Reaper` says why not here), at the
+        # estimate (what was read of a stream may state a partial usage: Anthropic's first
+        # event does). The stream is let go here, where it would have been freed anyway.
+        del self._stream
+        if self.body is not None:
+            self.body = []
+        _reaper.put(self)
+        url = self.url
+        where = "" if url is None else f" from {url.scheme}://{url.netloc.decode()}{url.path}"
+        # Last: a filter may make it an exception, which a finalizer can only print.
+        warnings.warn(
+            f"admission.httpx: a response{where} was never closed; what it held (its host's "
+            "concurrency permit, its tokens at the estimate) is given back only now that it "
+            "is collected (close it: `async with client.stream(...)`, `with "
+            "client.stream(...)`, or `response.aclose()`)",
+            ResourceWarning,
+            source=self,
+            stacklevel=1,
+        )
 
     def finish(self) -> None:
         if self.done:
@@ -443,6 +483,102 @@ class _SyncBody(_Settle, httpx.SyncByteStream):
             self.finish()
 
 
+@final
+class _Reaper:
+    """Finishes the bodies collected unclosed (`_Settle.__del__` puts them here), in a daemon
+    thread of its own, started with the first transport.
+
+    Why not in the finalizer itself: a finalizer runs wherever the garbage collector (or the
+    last reference dropped) happens to run, in any thread, in the middle of any code,
+    including the code of the very limiter it would release into. Two such places exist:
+    the native semaphore's ``cancel`` drops the withdrawn waiter's waker (a Python object)
+    while it holds the queue's lock (rust/core/src/semaphore.rs), and a thread waiter's waker
+    is a `threading.Event`, whose ``set`` allocates while it holds its condition's lock (a
+    plain, non-reentrant one). A finalizer running there and releasing a permit would take the
+    queue's lock, or call that ``set``, again in the thread that holds it: a deadlock.
+
+    Why this is sound: the finalizer only calls `queue.SimpleQueue.put`, documented as
+    reentrant (safe in ``__del__`` and weakref callbacks), and ``warnings.warn``, as CPython's
+    own finalizers do. `finish` then runs in this thread's loop, at its top level, where it
+    holds no lock but the GIL, so every lock its release and settle take is free or held by
+    another thread (which will let it go); the wakers it calls are those any other thread
+    calls (`Event.set`, ``call_soon_threadsafe``, trio's ``run_sync_soon``), so waiters on any
+    loop or in any thread are woken. A thread, not the owning event loop: the sync
+    transport's waiters have no loop, and the loop may have ended.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[_Settle] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        #: No thread yet in this process: the next body wrapped starts it (one check a body).
+        self.idle = True
+
+    def put(self, settle: _Settle) -> None:
+        self._queue.put(settle)
+
+    def start(self) -> None:
+        """Starts the thread if it is not running (when a body is first wrapped: a safe
+        point; a process that never streams a response, a pre-fork master that only makes
+        its transports, has no thread)."""
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, args=(self._queue,), name="admission.httpx reaper"
+                )
+                self._thread.daemon = True
+                self._thread.start()
+            self.idle = False
+
+    def _run(self, bodies: queue.SimpleQueue[_Settle]) -> None:
+        while True:
+            settle = bodies.get()
+            try:
+                settle.finish()
+            except BaseException as error:  # (nobody to raise to: told as a finalizer's error)
+                with contextlib.suppress(BaseException):  # (a raising hook: this thread goes on)
+                    sys.unraisablehook(_Unraisable(error, settle))
+            del settle  # (not kept alive while waiting for the next)
+
+    def forked(self) -> None:
+        """In a child process: the thread did not come along, and the queue's lock may be in
+        the state another thread left it: both anew."""
+        self._queue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread, self.idle = None, True  # (started again by the child's next body)
+
+
+@final
+class _Unraisable:
+    """What `sys.unraisablehook` reads: an error the reaper had nobody to raise to."""
+
+    def __init__(self, error: BaseException, settle: object) -> None:
+        self.exc_type: type[BaseException] = type(error)
+        self.exc_value: BaseException | None = error
+        self.exc_traceback: TracebackType | None = error.__traceback__
+        self.err_msg: str | None = "admission.httpx: finishing a body collected unclosed failed"
+        self.object: object = settle
+
+
+_reaper = _Reaper()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reaper.forked)
+
+
+async def _abandon_async(response: httpx.Response) -> None:
+    """Closes a response the caller will not get (retried, or judged by a ``retry_if`` that
+    raised): its permit goes back, its tokens are settled at the estimate (it is not read).
+    A failure to close it is not raised: the caller's own exception (or the retry) goes on."""
+    with contextlib.suppress(Exception):
+        await response.aclose()
+
+
+def _abandon(response: httpx.Response) -> None:
+    """`_abandon_async` in threads."""
+    with contextlib.suppress(Exception):
+        response.close()
+
+
 def _unwrap(error: Exception) -> httpx.Response:
     """The end of a request the retry gave up on: the last response, or the error raised."""
     if isinstance(error, _Retryable):
@@ -480,7 +616,8 @@ class AsyncTransport(httpx.AsyncBaseTransport):
     ) -> None:
         self._inner = httpx.AsyncHTTPTransport() if inner is None else inner
         self._config = _Config(limits, default, retry, breaker, retry_post, max_hosts)
-        self._send = self._config.retry(self._attempt)  # wrapped once, not per request
+        # Wrapped once, not per request; a response the retry drops is closed.
+        self._send = self._config.retry._async(self._attempt, _abandon_async)
         # The retry's fast path, run inline: the first attempt is awaited with no retry
         # coroutine around it (None: a retry with a breaker, every request by `_send`).
         self._first = self._config.retry._first_async()
@@ -505,17 +642,29 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             if deposit is not None:
                 deposit()
             response: httpx.Response | None = None
+            retry = self._config.retry
             try:
                 response = await self._attempt(request, host, tokens)
             except BaseException as exc:
                 failure: BaseException | None = exc
             else:
-                if retry_if is None or not retry_if(response):
+                if retry_if is None:
+                    first_ok()
+                    return response
+                try:
+                    again = retry_if(response)
+                except BaseException as error:
+                    retry._misjudged(error)
+                    await _abandon_async(response)  # (the caller never gets it)
+                    raise
+                if not again:
                     first_ok()
                     return response
                 failure = None
-            retry, args = self._config.retry, (request, host, tokens)
-            return await retry._after_first_async(start, failure, response, self._attempt, args)
+            args = (request, host, tokens)
+            return await retry._after_first_async(
+                start, failure, response, self._attempt, args, None, _abandon_async
+            )
         except (_Retryable, _Final) as gave_up:
             return _unwrap(gave_up)
 
@@ -578,7 +727,9 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             else:
                 stream = response.stream
                 assert isinstance(stream, httpx.AsyncByteStream)
-                response.stream = settle = _AsyncBody(host, reservation, permit, stream)
+                response.stream = settle = _AsyncBody(
+                    host, reservation, permit, stream, request.url
+                )
             return response
         finally:
             if settle is None and permit is not None:
@@ -606,7 +757,8 @@ class Transport(httpx.BaseTransport):
     ) -> None:
         self._inner = httpx.HTTPTransport() if inner is None else inner
         self._config = _Config(limits, default, retry, breaker, retry_post, max_hosts)
-        self._send = self._config.retry(self._attempt)  # wrapped once, not per request
+        # Wrapped once, not per request; a response the retry drops is closed.
+        self._send = self._config.retry._blocking(self._attempt, _abandon)
         _track(self)
 
     def stats(self) -> dict[str, HostStats]:
@@ -681,7 +833,7 @@ class Transport(httpx.BaseTransport):
             else:
                 stream = response.stream
                 assert isinstance(stream, httpx.SyncByteStream)
-                response.stream = settle = _SyncBody(host, reservation, permit, stream)
+                response.stream = settle = _SyncBody(host, reservation, permit, stream, request.url)
             return response
         finally:
             if settle is None and permit is not None:

@@ -293,6 +293,8 @@ def _refuse_loop_clock() -> float:
 
 _PENDING: Any = object()  # the outcome of an attempt not made yet
 
+# What frees a result a call will not return (`Retry._drive_async`).
+_AsyncDiscard = Callable[[Any], Awaitable[object]]
 # (exception, result) of an attempt: exception None means it returned result.
 _Outcome = tuple[BaseException | None, Any]
 # What a plan yields: None, make an attempt (send back its _Outcome); a float, wait that long
@@ -604,8 +606,10 @@ class Retry:
     # clock the plan will use (the loop's, or the manual clock) so that a deadline counts
     # the first attempt's (virtual) time too.
 
-    def _async(self, fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
-        """``fn`` retried on the running event loop."""
+    def _async(
+        self, fn: Callable[..., Awaitable[R]], discard: _AsyncDiscard | None = None
+    ) -> Callable[..., Awaitable[R]]:
+        """``fn`` retried on the running event loop; ``discard``: see `_drive_async`."""
         started, first_ok, now, retry_if, deposit = self._fast_async
         retry = self
         if self._breaker is not None:
@@ -616,7 +620,7 @@ class Retry:
                 if deposit is not None:
                     deposit()
                 steps = retry._plan(start, _PENDING, _PENDING, False)
-                return await retry._drive_async(steps, fn, args, kwargs)
+                return await retry._drive_async(steps, fn, args, kwargs, discard)
 
             return through_the_breaker
 
@@ -630,13 +634,23 @@ class Retry:
             except BaseException as exc:
                 failure: BaseException | None = exc
             else:
-                if retry_if is None or not retry_if(result):
+                if retry_if is None:
+                    first_ok()
+                    return result
+                try:
+                    again = retry_if(result)
+                except BaseException as error:
+                    retry._misjudged(error)
+                    if discard is not None:
+                        await discard(result)
+                    raise
+                if not again:
                     first_ok()
                     return result
                 failure = None
             # Out of the except block: what the plan raises later is not chained to this.
             done = result if failure is None else None  # (unbound when the attempt raised)
-            return await retry._after_first_async(start, failure, done, fn, args, kwargs)
+            return await retry._after_first_async(start, failure, done, fn, args, kwargs, discard)
 
         return retrying
 
@@ -655,17 +669,29 @@ class Retry:
         fn: Callable[..., Awaitable[R]],
         args: tuple[Any, ...],
         kwargs: dict[str, Any] | None = None,
+        discard: _AsyncDiscard | None = None,
     ) -> R:
         """The rest of a call whose first attempt (begun at ``start``, by the fast path's
         clock) raised ``failure`` or (None) returned ``result``, which ``retry_if`` refused:
         what ``_async``'s wrapper runs after it. Called out of the except block that caught
-        ``failure``: what the plan raises later is not chained to it."""
-        steps = self._plan(start, failure, result if failure is None else None, False)
-        done: R = await self._drive_async(steps, fn, args, kwargs or {})
+        ``failure``: what the plan raises later is not chained to it. ``discard``: see
+        `_drive_async`."""
+        held = result if failure is None else _PENDING
+        steps = self._plan(start, failure, None if held is _PENDING else held, False)
+        done: R = await self._drive_async(steps, fn, args, kwargs or {}, discard, held)
         return done
 
-    def _blocking(self, fn: Callable[..., R]) -> Callable[..., R]:
-        """``fn`` retried in the calling thread."""
+    def _misjudged(self, error: BaseException) -> None:
+        """Counts a call ended by its first result's ``retry_if`` raising ``error`` (on a
+        fast path: as the plan counts a later one's), with that attempt."""
+        with self._counts.lock:
+            self._counts.attempts += 1
+        self._end("failed" if isinstance(error, Exception) else "cancelled")
+
+    def _blocking(
+        self, fn: Callable[..., R], discard: Callable[[Any], object] | None = None
+    ) -> Callable[..., R]:
+        """``fn`` retried in the calling thread; ``discard``: see `_drive_blocking`."""
         started, first_ok, now, retry_if, deposit = self._fast_blocking
         retry = self
         if self._breaker is not None:
@@ -676,7 +702,7 @@ class Retry:
                 if deposit is not None:
                     deposit()
                 steps = retry._plan(start, _PENDING, _PENDING, True)
-                return retry._drive_blocking(steps, fn, args, kwargs)
+                return retry._drive_blocking(steps, fn, args, kwargs, discard)
 
             return through_the_breaker
 
@@ -690,12 +716,23 @@ class Retry:
             except BaseException as exc:
                 failure: BaseException | None = exc
             else:
-                if retry_if is None or not retry_if(result):
+                if retry_if is None:
+                    first_ok()
+                    return result
+                try:
+                    again = retry_if(result)
+                except BaseException as error:
+                    retry._misjudged(error)
+                    if discard is not None:
+                        discard(result)
+                    raise
+                if not again:
                     first_ok()
                     return result
                 failure = None
-            steps = retry._plan(start, failure, result if failure is None else None, True)
-            return retry._drive_blocking(steps, fn, args, kwargs)
+            held = result if failure is None else _PENDING
+            steps = retry._plan(start, failure, None if held is _PENDING else held, True)
+            return retry._drive_blocking(steps, fn, args, kwargs, discard, held)
 
         return retrying
 
@@ -708,18 +745,34 @@ class Retry:
         return counts.started.__next__, counts.first_ok.__next__, now, self._retry_if, deposit
 
     async def _drive_async(
-        self, plan: _Plan, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any
+        self,
+        plan: _Plan,
+        fn: Callable[..., Awaitable[Any]],
+        args: Any,
+        kwargs: Any,
+        discard: _AsyncDiscard | None = None,
+        held: Any = _PENDING,
     ) -> Any:
-        """Runs ``plan``'s steps on the running loop until it returns (or raises)."""
+        """Runs ``plan``'s steps on the running loop until it returns (or raises).
+
+        ``discard``: awaited once with each result of ``fn`` the call will not return (one
+        retried, before the wait; the last one when the call raises instead, e.g. from a
+        ``retry_if`` that raised), so that what it holds is freed (the httpx transport closes
+        the response); it must not raise. ``held``: the first attempt's result, which the
+        plan was made with (`_PENDING`: none)."""
         try:
             step = next(plan)
             while True:
                 if step is None:
                     try:
-                        outcome: _Outcome | None = (None, await fn(*args, **kwargs))
+                        held = await fn(*args, **kwargs)
+                        outcome: _Outcome | None = (None, held)
                     except BaseException as exc:
                         outcome = (exc, None)
                 else:
+                    if held is not _PENDING and discard is not None:
+                        result, held = held, _PENDING
+                        await discard(result)  # retried: freed before the wait
                     try:
                         await self._sleep_async(step)
                     except BaseException as exc:
@@ -727,21 +780,38 @@ class Retry:
                     outcome = None
                 step = plan.send(outcome)
         except StopIteration as done:
-            return done.value
+            return done.value  # (the last result: never discarded)
+        except BaseException:
+            if held is not _PENDING and discard is not None:
+                await discard(held)
+            raise
         finally:
             plan.close()
 
-    def _drive_blocking(self, plan: _Plan, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-        """Runs ``plan``'s steps in this thread until it returns (or raises)."""
+    def _drive_blocking(
+        self,
+        plan: _Plan,
+        fn: Callable[..., Any],
+        args: Any,
+        kwargs: Any,
+        discard: Callable[[Any], object] | None = None,
+        held: Any = _PENDING,
+    ) -> Any:
+        """Runs ``plan``'s steps in this thread until it returns (or raises); ``discard`` and
+        ``held`` as `_drive_async`'s (``discard`` called, not awaited)."""
         try:
             step = next(plan)
             while True:
                 if step is None:
                     try:
-                        outcome: _Outcome | None = (None, fn(*args, **kwargs))
+                        held = fn(*args, **kwargs)
+                        outcome: _Outcome | None = (None, held)
                     except BaseException as exc:
                         outcome = (exc, None)
                 else:
+                    if held is not _PENDING and discard is not None:
+                        result, held = held, _PENDING
+                        discard(result)  # retried: freed before the wait
                     try:
                         self._sleep_blocking(step)
                     except BaseException as exc:
@@ -749,7 +819,11 @@ class Retry:
                     outcome = None
                 step = plan.send(outcome)
         except StopIteration as done:
-            return done.value
+            return done.value  # (the last result: never discarded)
+        except BaseException:
+            if held is not _PENDING and discard is not None:
+                discard(held)
+            raise
         finally:
             plan.close()
 
@@ -775,6 +849,8 @@ class Retry:
         attempt = 1
         previous = self._backoff.base  # the last backoff (decorrelated jitter grows from it)
         ended = False
+        # A first result given is one ``retry_if`` refused already: not asked again.
+        judged = exc is None
         if exc is not _PENDING:
             with counts.lock:
                 counts.attempts += 1
@@ -783,7 +859,18 @@ class Retry:
                 refused, began = False, None
                 if exc is _PENDING:
                     exc, result, refused, began = yield from self._attempt(now)
-                reason = self._verdict(exc, result, refused, retry_if)
+                if judged:
+                    reason, judged = None, False
+                else:
+                    try:
+                        reason = self._verdict(exc, result, refused, retry_if)
+                    except BaseException:
+                        # A ``retry_if`` that raised: the attempt says nothing about the
+                        # dependency, and its breaker slot must not stay taken (a half-open
+                        # breaker would wait for its probe's outcome for good).
+                        if began is not None:
+                            self._report("cancelled", 0.0)
+                        raise
                 if began is not None:
                     self._report(reason, now() - began)
                 if reason == "succeeded":

@@ -13,6 +13,8 @@ reservation at the response's usage is what gives the provider its whole token r
 from __future__ import annotations
 
 import asyncio
+import gc
+import importlib.util
 import json
 import os
 import subprocess
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -362,3 +365,285 @@ def test_the_sync_transport_in_threads(provider: Provider) -> None:
     assert stats["rate_limited"] <= 0.01 * stats["received"] + 1, stats
     host = transport.stats()[f"127.0.0.1:{provider.port}"]
     assert host.tokens_settled == stats["tokens_used"]
+
+
+# -- what a caller drops: unclosed responses, a retry_if that raises -------------------------
+#
+# A response holds its host's concurrency permit and its token reservation until its body is
+# closed. These tests drop responses (never closed, or judged by a `retry_if` that raises) on
+# a host with a small concurrency, against the provider on loopback (no 503s: every retry
+# here is the `retry_if`'s), and check that the permits come back and the tokens are settled.
+
+QUIET_RPS = 1_000  # neither limit binds: only the host's concurrency holds anyone back
+BOUND = 20.0  # seconds: the most any wait below may take
+
+
+@pytest.fixture(scope="module")
+def quiet() -> Iterator[Provider]:
+    p = start_provider(rps=QUIET_RPS, tps=1_000_000)
+    try:
+        yield p
+    finally:
+        stop_provider(p)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("asyncio", id="asyncio"),
+        pytest.param(
+            ("asyncio", {"use_uvloop": True}),
+            id="uvloop",
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed"
+            ),
+        ),
+        pytest.param("trio", id="trio"),
+    ]
+)
+def anyio_backend(request: pytest.FixtureRequest) -> Any:
+    return request.param
+
+
+def small_host(p: Provider, concurrency: int) -> dict[str, Any]:
+    """The transports' arguments: the provider's host at ``concurrency``, its tokens
+    reserved and settled (limits far above the run)."""
+    preset = adm.presets.openai(rpm=QUIET_RPS, tpm=1_000_000, concurrency=concurrency, period=1.0)
+    return {"limits": {f"127.0.0.1:{p.port}": preset}, "retry_post": True}
+
+
+def host_of(transport: adm.httpx.AsyncTransport | adm.httpx.Transport, p: Provider) -> Any:
+    """The transport's host of the provider (its semaphore: who holds and waits)."""
+    return transport._config.hosts.get(httpx.URL(p.base))
+
+
+def wait_until(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + BOUND
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {BOUND} s: {what}"
+        time.sleep(0.005)
+
+
+async def wait_until_async(condition: Any, what: str) -> None:
+    with anyio.fail_after(BOUND):
+        while not condition():  # noqa: ASYNC110 - native counters: no event to wait on
+            await anyio.sleep(0.005)
+
+
+def drop(responses: list[httpx.Response]) -> None:
+    """Drops the only references to ``responses`` (never closed), and collects."""
+    responses.clear()
+    gc.collect()
+
+
+N = 2
+
+
+def check_settled_at_the_estimates(transport: Any, p: Provider, dropped: int, used: int) -> None:
+    """Every request had the same estimate; the ``dropped`` ones stand at it, the one read
+    to its end at its ``used`` tokens."""
+    stats = transport.stats()[f"127.0.0.1:{p.port}"]
+    estimate, rest = divmod(stats.tokens_reserved, dropped + 1)
+    assert rest == 0
+    assert estimate > used > 0
+    assert stats.tokens_settled == dropped * estimate + used
+
+
+@pytest.mark.anyio
+async def test_unclosed_streamed_responses_give_their_permits_back_when_collected(
+    quiet: Provider,
+) -> None:
+    """``concurrency=N``: N streamed responses never closed, then one more request, which
+    waits for a permit; the N are dropped and collected: it goes through, their tokens are
+    settled at the estimate, and a ResourceWarning names their URL (it was blocked for good:
+    their permits were never given back)."""
+    transport = adm.httpx.AsyncTransport(**small_host(quiet, N))
+    host = host_of(transport, quiet)
+    url = f"{quiet.base}/v1/chat/completions"
+    async with httpx.AsyncClient(transport=transport, timeout=BOUND) as client:
+        dropped = [
+            await client.send(client.build_request("POST", url, json=body(i)), stream=True)
+            for i in range(N)
+        ]
+        assert host.semaphore.in_use == N
+        used: list[int] = []
+
+        async def one_more() -> None:
+            response = await client.post(url, json=body(N))
+            used.append(response.json()["usage"]["total_tokens"])
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(one_more)
+            await wait_until_async(lambda: host.semaphore.waiting == 1, "the next one waits")
+            with pytest.warns(ResourceWarning, match=r"127\.0\.0\.1:\d+/v1/chat/completions"):
+                drop(dropped)
+            await wait_until_async(lambda: len(used) == 1, "the next one goes through")
+    assert host.semaphore.in_use == 0
+    check_settled_at_the_estimates(transport, quiet, N, used[0])
+
+
+def test_unclosed_streamed_responses_give_their_permits_back_when_collected_in_threads(
+    quiet: Provider,
+) -> None:
+    """The same with `admission.httpx.Transport`: the next request waits in its thread."""
+    transport = adm.httpx.Transport(**small_host(quiet, N))
+    host = host_of(transport, quiet)
+    url = f"{quiet.base}/v1/chat/completions"
+    with httpx.Client(transport=transport, timeout=BOUND) as client:
+        dropped = [
+            client.send(client.build_request("POST", url, json=body(i)), stream=True)
+            for i in range(N)
+        ]
+        assert host.semaphore.in_use == N
+        used: list[int] = []
+        thread = threading.Thread(
+            target=lambda: used.append(
+                client.post(url, json=body(N)).json()["usage"]["total_tokens"]
+            ),
+            daemon=True,  # (one blocked for good must not keep the test run alive)
+        )
+        thread.start()
+        try:
+            wait_until(lambda: host.semaphore.waiting == 1, "the next one waits")
+            with pytest.warns(ResourceWarning, match=r"127\.0\.0\.1:\d+/v1/chat/completions"):
+                drop(dropped)
+        finally:
+            thread.join(BOUND)
+        assert not thread.is_alive(), "the next one never went through"
+    assert len(used) == 1
+    assert host.semaphore.in_use == 0
+    check_settled_at_the_estimates(transport, quiet, N, used[0])
+
+
+class Refusal(Exception):
+    """What the tests' ``retry_if`` raises."""
+
+
+class Judge:
+    """A ``retry_if`` that retries the first ``retry`` responses, then raises (``fail``) or
+    accepts; counts its calls."""
+
+    def __init__(self, retry: int, fail: bool) -> None:
+        self.retry, self.fail = retry, fail
+        self.calls = 0
+        self.error = Refusal("the caller's retry_if raised")
+
+    def __call__(self, response: httpx.Response) -> bool:
+        self.calls += 1
+        assert response.status_code == 200
+        if self.calls <= self.retry:
+            return True
+        if self.fail:
+            raise self.error
+        return False
+
+
+# How each path meets the retry_if: the first response judged inline (the async transport's
+# own first attempt; the sync one's is the retry wrapper's), a later one by the retry's plan,
+# and every one by the plan when the Retry has a breaker.
+PATHS = {
+    "first": (0, None),
+    "retried": (1, None),
+    "breaker": (0, "breaker"),
+}
+
+
+def judged_transport(
+    cls: Any, p: Provider, judge: Judge, path: str
+) -> adm.httpx.AsyncTransport | adm.httpx.Transport:
+    retry = adm.Retry(
+        attempts=3,
+        base="1ms",
+        cap="2ms",
+        retry_if=judge,
+        breaker=adm.CircuitBreaker() if PATHS[path][1] else None,
+    )
+    return cls(**small_host(p, 1), retry=retry)  # type: ignore[no-any-return]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("path", PATHS)
+async def test_a_retry_if_that_raises_closes_the_response(quiet: Provider, path: str) -> None:
+    """The caller's exception goes up unchanged; the response it was judging is closed: its
+    permit back (``concurrency=1``: a retried response's too, or the retry would wait on
+    itself), its tokens settled at the estimate."""
+    judge = Judge(PATHS[path][0], fail=True)
+    transport = judged_transport(adm.httpx.AsyncTransport, quiet, judge, path)
+    host = host_of(transport, quiet)
+    async with httpx.AsyncClient(transport=transport, timeout=BOUND) as client:
+        with anyio.fail_after(BOUND), pytest.raises(Refusal) as raised:
+            await client.post(f"{quiet.base}/v1/chat/completions", json=body(0))
+    assert raised.value is judge.error
+    assert judge.calls == PATHS[path][0] + 1
+    assert host.semaphore.in_use == 0
+    stats = transport.stats()[f"127.0.0.1:{quiet.port}"]
+    assert stats.requests == PATHS[path][0] + 1
+    assert stats.tokens_settled == stats.tokens_reserved  # (every one at its estimate)
+    assert transport._config.retry.stats().in_flight == 0
+
+
+def post_in_a_thread(transport: Any, p: Provider) -> httpx.Response:
+    """One POST through the sync ``transport``, in a thread joined within `BOUND` (a retry
+    waiting for its own response's permit would never end; a daemon: it does not keep the
+    run alive); its response, or what it raised."""
+    outcome: list[Any] = []
+
+    def call() -> None:
+        with httpx.Client(transport=transport, timeout=BOUND) as client:
+            try:
+                outcome.append(client.post(f"{p.base}/v1/chat/completions", json=body(0)))
+            except BaseException as error:  # (raised again in the test's thread)
+                outcome.append(error)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(BOUND)
+    assert not thread.is_alive(), "the retry waited for the permit of its own response"
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_retry_if_that_raises_closes_the_response_in_threads(quiet: Provider, path: str) -> None:
+    judge = Judge(PATHS[path][0], fail=True)
+    transport = judged_transport(adm.httpx.Transport, quiet, judge, path)
+    host = host_of(transport, quiet)
+    with pytest.raises(Refusal) as raised:
+        post_in_a_thread(transport, quiet)
+    assert raised.value is judge.error
+    assert judge.calls == PATHS[path][0] + 1
+    assert host.semaphore.in_use == 0
+    stats = transport.stats()[f"127.0.0.1:{quiet.port}"]
+    assert stats.requests == PATHS[path][0] + 1
+    assert stats.tokens_settled == stats.tokens_reserved
+    assert transport._config.retry.stats().in_flight == 0
+
+
+@pytest.mark.anyio
+async def test_retry_if_is_asked_once_per_response(quiet: Provider) -> None:
+    """Two responses, the first retried: two questions (the first was asked twice). With
+    ``concurrency=1``, the retried one is closed before the retry: else the second attempt
+    would wait for its permit for good."""
+    judge = Judge(1, fail=False)
+    transport = judged_transport(adm.httpx.AsyncTransport, quiet, judge, "first")
+    async with httpx.AsyncClient(transport=transport, timeout=BOUND) as client:
+        with anyio.fail_after(BOUND):
+            response = await client.post(f"{quiet.base}/v1/chat/completions", json=body(0))
+    assert response.status_code == 200
+    assert judge.calls == 2
+    # (Asked twice, the first answer was retried, then taken at the second question.)
+    stats = transport.stats()[f"127.0.0.1:{quiet.port}"]
+    assert (stats.requests, stats.retries) == (2, 1)
+    assert host_of(transport, quiet).semaphore.in_use == 0
+
+
+def test_retry_if_is_asked_once_per_response_in_threads(quiet: Provider) -> None:
+    judge = Judge(1, fail=False)
+    transport = judged_transport(adm.httpx.Transport, quiet, judge, "first")
+    response = post_in_a_thread(transport, quiet)
+    assert response.status_code == 200
+    assert judge.calls == 2
+    # (Asked twice, the first answer was retried, then taken at the second question.)
+    stats = transport.stats()[f"127.0.0.1:{quiet.port}"]
+    assert (stats.requests, stats.retries) == (2, 1)
+    assert host_of(transport, quiet).semaphore.in_use == 0

@@ -10,6 +10,9 @@ from __future__ import annotations
 import datetime
 import email.utils
 import json
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -686,3 +689,56 @@ def test_a_reset_times_the_refill_only_of_a_bucket_that_mirrors_the_quota(
     wait = bucket.peek(100).retry_after
     # (synced empty: full after the provider's 6 minutes, or after the bucket's own minute)
     assert (300.0 < wait <= 360.0) if mirrors else (30.0 < wait <= 60.0)
+
+
+def _in_a_fresh_interpreter(code: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_reaper_thread_starts_with_the_first_body_not_with_a_transport() -> None:
+    """A process that only makes transports (a pre-fork master) has no thread of ours."""
+    _in_a_fresh_interpreter(
+        """
+        import threading
+        import admission.httpx as h
+        h.AsyncTransport(); h.Transport()
+        names = [t.name for t in threading.enumerate()]
+        assert "admission.httpx reaper" not in names, names
+        assert h._reaper.idle
+        """
+    )
+
+
+def test_the_reaper_survives_a_failing_finish_and_a_raising_unraisablehook() -> None:
+    _in_a_fresh_interpreter(
+        """
+        import sys, threading
+        import admission.httpx as h
+
+        def hook(unraisable):
+            raise RuntimeError("a hook that raises")
+
+        sys.unraisablehook = hook
+        finished = threading.Event()
+
+        class Fails:
+            def finish(self):
+                raise KeyboardInterrupt  # even a BaseException
+
+        class Works:
+            def finish(self):
+                finished.set()
+
+        h._reaper.start()
+        h._reaper.put(Fails())
+        h._reaper.put(Works())
+        assert finished.wait(30), "the reaper stopped after a failing finish"
+        """
+    )

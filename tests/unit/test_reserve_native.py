@@ -8,6 +8,9 @@ counts they keep.
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
 import admission as adm
@@ -142,3 +145,72 @@ def test_a_hosts_tally_takes_and_settles_its_reservation() -> None:
     assert tally.read() == (130, 80)
     with pytest.raises(TypeError, match="costs="):
         tally.settle_reservation(requests_only, 5)
+
+
+class _FailingTimeLoop(asyncio.SelectorEventLoop):
+    """An asyncio loop whose clock fails from its ``ok``-th reading on: what a LoopClock
+    reads. Each failure names its reading."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ok: int | None = None
+        self.reads = 0
+
+    def time(self) -> float:
+        if self.ok is not None:
+            self.reads += 1
+            if self.reads > self.ok:
+                raise OSError(f"clock read {self.reads} failed")
+        return super().time()
+
+
+def _on_failing_loop(main: Any) -> Any:
+    loop = _FailingTimeLoop()
+    try:
+        return loop.run_until_complete(main(loop))
+    finally:
+        loop.close()
+
+
+def test_a_failed_take_raises_its_own_error_when_the_give_back_fails_too() -> None:
+    """The second limit's clock fails (the take's error), then the first's while giving its
+    part back: the take's error is raised, the give-back's noted on it (the give-back's used
+    to replace it)."""
+    first = adm.TokenBucket(rate=10, per=60.0, clock=adm.LoopClock())
+    second = adm.TokenBucket(rate=10, per=60.0, clock=adm.LoopClock())
+
+    async def main(loop: _FailingTimeLoop) -> None:
+        loop.ok = 1  # the first take reads once; then every reading fails
+        with pytest.raises(OSError, match="clock read 2 failed") as raised:
+            take_now((first, second), (1, 1))
+        loop.ok = None  # (the loop reads it too)
+        assert loop.reads == 3
+        assert "giving back" in str(getattr(raised.value, "__notes__", ""))
+        assert "clock read 3 failed" in str(raised.value.__notes__)
+
+    _on_failing_loop(main)
+
+
+def test_a_settle_whose_clock_fails_says_what_stands() -> None:
+    """Two limits settled; the second's clock fails: the first is settled, the second keeps
+    its estimate, in the limiter and in ``settled`` (which said (2, 3) though the second
+    limit still held 8)."""
+    clock = adm.testing.ManualClock()
+    requests = adm.TokenBucket(rate=10, per=60.0, clock=clock)
+    tokens = adm.TokenBucket(rate=100, per=60.0, clock=adm.LoopClock())
+
+    async def main(loop: _FailingTimeLoop) -> Reservation:
+        got = take_now((requests, tokens), (3, 8))
+        assert got is not None
+        loop.ok = 0
+        with pytest.raises(OSError, match="clock read 1 failed"):
+            got.settle(costs=(2, 3))
+        loop.ok = None  # (the loop reads it too)
+        return got
+
+    reservation = _on_failing_loop(main)
+    assert reservation.settled == (2, 8)
+    assert counts(requests) == (1, 2, 0)
+    assert counts(tokens) == (1, 8, 0)
+    with pytest.raises(RuntimeError, match=r"settled already at \(2, 8\)"):
+        reservation.settle(costs=(1, 1))

@@ -122,6 +122,74 @@ def test_retry_if_result_then_returns_the_last_result(h: Harness) -> None:
     assert h.run(retry, ["busy", "done"]).result == "done"
 
 
+@pytest.mark.parametrize("api", ["decorator", "call"])
+def test_retry_if_is_asked_once_per_result(h: Harness, api: str) -> None:
+    """Two results, the first retried: two questions (the first result was asked twice: once
+    on the fast path, again by the plan)."""
+    asked: list[str] = []
+
+    def retry_if(result: str) -> bool:
+        asked.append(result)
+        return result == "busy"
+
+    retry = h.retry(attempts=3, base=1, jitter="none", retry_if=retry_if)
+    assert h.run(retry, ["busy", "done"], api=api).result == "done"
+    assert asked == ["busy", "done"]
+
+
+@pytest.mark.parametrize("api", ["decorator", "call"])
+@pytest.mark.parametrize("retried", [0, 1], ids=["first result", "a later one"])
+def test_a_retry_if_that_raises_ends_the_call_as_failed(h: Harness, api: str, retried: int) -> None:
+    """Its exception goes up unchanged, and the call is counted as failed (not in flight
+    for ever), on the fast path too."""
+    error = LookupError("the predicate's own bug")
+
+    def retry_if(result: str) -> bool:
+        if result == "odd":
+            raise error
+        return result == "busy"
+
+    retry = h.retry(attempts=3, base=1, jitter="none", retry_if=retry_if)
+    run = h.run(retry, ["busy"] * retried + ["odd"], api=api)
+    assert run.error is error
+    s = retry.stats()
+    assert (s.calls, s.attempts, s.failed, s.in_flight) == (1, retried + 1, 1, 0)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["thread", "asyncio"])
+def test_a_retry_if_that_raises_gives_its_breaker_slot_back(asynchronous: bool) -> None:
+    """A half-open breaker's one probe judged by a raising ``retry_if``: the probe's slot
+    comes back (the attempt says nothing about the dependency), so the breaker is not left
+    waiting for that probe's outcome for good."""
+    clock = adm.testing.ManualClock()
+    breaker = adm.CircuitBreaker(
+        "probe", window=10, min_calls=2, open_for="30s", half_open_calls=1, clock=clock
+    )
+    for _ in range(2):
+        with pytest.raises(ConnectionError), breaker:
+            raise ConnectionError("down")
+    clock.advance(31)
+    error = LookupError("the predicate's own bug")
+
+    def judge(result: str) -> bool:
+        raise error
+
+    retry = adm.Retry(3, breaker=breaker, retry_if=judge, clock=clock)
+
+    async def probe() -> str:
+        return "ok"
+
+    def call() -> object:
+        return asyncio.run(retry(probe)()) if asynchronous else retry(lambda: "ok")()
+
+    with pytest.raises(LookupError) as raised:
+        call()
+    assert raised.value is error
+    assert breaker.try_acquire()  # the probe's slot is free again
+    breaker.release()
+    assert retry.stats().failed == 1
+
+
 def test_async_decorator_keeps_function_identity() -> None:
     retry = adm.Retry()
 

@@ -9,9 +9,10 @@
 //! floor), higher is charged as a debt by `Adjust::charge`, and the admitted cost counted
 //! follows the settled one.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
-use admission_core::{Adjust, RateLimit};
+use admission_core::{Adjust, RateLimit, Wakers};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyInt, PyString, PyTuple};
@@ -33,27 +34,41 @@ struct Held {
 
 impl Held {
     /// Settles this part at `cost` (not its reserved cost): the unused part back, or the
-    /// overage charged; then the admitted cost counted follows.
-    fn settle(&self, py: Python<'_>, cost: u64) -> PyResult<()> {
-        match &self.member {
+    /// overage charged; then the admitted cost counted follows. All or nothing: the clock
+    /// is read first, the one step that can fail before the limiter changes; then the
+    /// change and its count, which cannot fail. Returns the cost the part now stands at
+    /// (`cost`, or its reserved cost if its clock could not be read), and the error.
+    fn settle(&self, py: Python<'_>, cost: u64) -> (u64, Option<PyErr>) {
+        let woken = match &self.member {
             Member::Bucket(b) => self.settle_in(py, &b.get().state, cost),
             Member::Window(w) => self.settle_in(py, &w.get().state, cost),
+        };
+        match woken {
+            // Applied: a waker that fails is raised, the part stays settled.
+            Ok(woken) => (cost, wake_all(py, woken).err()),
+            Err(e) => (self.cost, Some(e)),
         }
     }
 
+    /// The change itself: the waiters the unused part lets through, or the clock's error
+    /// with nothing changed.
     fn settle_in<L: RateLimit<PyWaker> + Adjust>(
         &self,
         py: Python<'_>,
         state: &RateState<L>,
         cost: u64,
-    ) -> PyResult<()> {
-        if cost < self.cost {
-            state.untake(py, self.cost - cost, self.record, self.taken_at)?;
+    ) -> PyResult<Wakers<PyWaker>> {
+        let now = state.now(py)?;
+        let woken = if cost < self.cost {
+            state
+                .core
+                .untake(now, self.cost - cost, self.record, self.taken_at)
         } else {
-            state.charge(py, cost - self.cost)?;
-        }
+            state.core.charge(now, cost - self.cost);
+            Wakers::new()
+        };
         state.resettle(self.cost, cost);
-        Ok(())
+        Ok(woken)
     }
 }
 
@@ -78,6 +93,29 @@ fn untake_held(py: Python<'_>, held: &[Held]) -> PyResult<()> {
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// `error` with a note that giving back the parts taken before it failed too (`also`): the
+/// error the caller should see is the first one, which made the give-back necessary.
+fn noting_also(py: Python<'_>, error: PyErr, also: &PyErr) -> PyErr {
+    let note = format!(
+        "admission: giving back the limits taken before this error failed too: {}",
+        also.value(py)
+            .repr()
+            .map_or_else(|_| "?".to_owned(), |r| r.to_string())
+    );
+    let value = error.value(py);
+    // `add_note` from Python 3.11; before it, `__notes__` is the same list (PEP 678).
+    let noted = if value.hasattr("add_note").unwrap_or(false) {
+        value.call_method1("add_note", (note,)).map(drop)
+    } else {
+        match value.getattr("__notes__") {
+            Ok(notes) => notes.call_method1("append", (note,)).map(drop),
+            Err(_) => value.setattr("__notes__", vec![note]),
+        }
+    };
+    drop(noted); // (a note that cannot be added: the error itself still goes up)
+    error
 }
 
 /// `primary` checked against a reservation of `n` limits.
@@ -142,7 +180,10 @@ pub struct Reservation {
     /// The part `settle(actual)` settles (the others keep their cost); None: an all_of's,
     /// settled with `costs=(...)`.
     primary: Option<usize>,
-    /// The costs it was settled at: set once, by the first `settle`.
+    /// A settle has begun: set once, by the first `settle` (a second one is refused).
+    settling: AtomicBool,
+    /// The costs it stands at once settled: what was applied to each part (a part whose
+    /// clock failed keeps its reserved cost). Set when the first `settle` ends.
     settled: OnceLock<Box<[u64]>>,
 }
 
@@ -217,24 +258,32 @@ impl Reservation {
     }
 
     /// Settles every part at `new` (once only). Every part is settled even if one raises (a
-    /// LoopClock read outside its loop): the first error is raised at the end.
+    /// LoopClock read outside its loop): the first error is raised at the end, and
+    /// `settled` says what each part stands at.
     fn settle_at(&self, py: Python<'_>, new: Box<[u64]>) -> PyResult<()> {
-        if self.settled.set(new).is_err() {
-            let before = self.settled.get().map_or(String::new(), |s| tuple_repr(s));
+        if self.settling.swap(true, Ordering::AcqRel) {
+            let before = self
+                .settled
+                .get()
+                .map_or("(being settled)".to_owned(), |s| tuple_repr(s));
             return Err(PyRuntimeError::new_err(format!(
                 "admission: this reservation was settled already at {before}"
             )));
         }
-        let new = self.settled.get().expect("set just above");
+        let mut applied = new;
         let mut first_error = None;
-        for (part, &cost) in self.parts.iter().zip(new.iter()) {
-            if cost == part.cost {
+        for (part, cost) in self.parts.iter().zip(applied.iter_mut()) {
+            if *cost == part.cost {
                 continue; // (the usual part of an all_of: a request is one request)
             }
-            if let Err(e) = part.settle(py, cost) {
+            let (stands_at, error) = part.settle(py, *cost);
+            *cost = stands_at;
+            if let Some(e) = error {
                 first_error.get_or_insert(e);
             }
         }
+        // (only this call, which set `settling`, sets it)
+        let _ = self.settled.set(applied);
         first_error.map_or(Ok(()), Err)
     }
 }
@@ -270,6 +319,7 @@ impl Reservation {
         Ok(Self {
             parts,
             primary,
+            settling: AtomicBool::new(false),
             settled: OnceLock::new(),
         })
     }
@@ -280,7 +330,8 @@ impl Reservation {
         PyTuple::new(py, self.reserved_costs())
     }
 
-    /// The costs it was settled at, or None if it has not been.
+    /// The costs it was settled at, or None if it has not been. (A part whose clock could
+    /// not be read keeps its reserved cost: what it stands at.)
     #[getter]
     fn settled<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
         self.settled
@@ -389,9 +440,12 @@ pub(crate) fn take(
             }),
             // Refused (or failed): what was taken goes back, and nothing is counted.
             Ok(None) => return untake_held(py, &parts).map(|()| None),
+            // The take's own error is raised, even if the give-back fails too (noted).
             Err(e) => {
-                untake_held(py, &parts)?;
-                return Err(e);
+                return Err(match untake_held(py, &parts) {
+                    Ok(()) => e,
+                    Err(also) => noting_also(py, e, &also),
+                });
             }
         }
     }
@@ -401,6 +455,7 @@ pub(crate) fn take(
     Ok(Some(Reservation {
         parts,
         primary,
+        settling: AtomicBool::new(false),
         settled: OnceLock::new(),
     }))
 }
