@@ -26,6 +26,7 @@ from redis_server import RedisServer
 from store_contract import rates_answer_as_the_reference, semaphores_answer_as_the_reference
 
 import admission as adm
+from admission.stores import RateReply
 from admission.stores.redis import SCRIPTS, Redis
 
 T = TypeVar("T")
@@ -472,6 +473,7 @@ def test_script_flush_between_calls(redis_server: RedisServer) -> None:
             lambda: store.register("TokenBucket", name, {"rate": 1}),
             lambda: store.rate(name, None, SECOND, 100, 1, 0),
             lambda: store.rate_many(name, None, SECOND, 100, [(1, 0), (1, -1)]),
+            lambda: store.rate_batch(name, SECOND, 100, [(b"a", 1, 0), (None, 1, 0)]),
             lambda: store.rate_give_back(name, None, SECOND, 1, 0),
             lambda: store.semaphore_acquire(name, 1, "a", SECOND, True),
             lambda: store.semaphore_renew(name, ["a"], SECOND),
@@ -517,6 +519,57 @@ def test_script_flush_mid_load_loses_and_doubles_nothing(redis_server: RedisServ
         assert stored_tat(redis_server, store._bucket_key(name, None)) == (
             first.tat_us + tasks * per_task * T
         )
+
+    with_store(redis_server, body)
+
+
+def test_script_flush_mid_load_with_batches_over_many_keys(redis_server: RedisServer) -> None:
+    """16 tasks charge a keyed limiter's 40 keys (each task its own order of them) while the
+    scripts are flushed again and again: the limiter sends what its callers ask for while a
+    round trip is in flight as `rate_batch` calls mixing keys (and repeating some), no error
+    reaches a caller, and each key's TAT moved by exactly one interval per admitted charge
+    on it."""
+    name, tasks, per_task, keys = unique("flush-keys"), 16, 60, 40
+
+    async def body(store: Redis) -> None:
+        batches: list[int] = []
+        rate_batch = store.rate_batch
+
+        async def counted(*args: Any) -> list[RateReply]:
+            batches.append(len({key for key, _, _ in args[3]}))
+            return await rate_batch(*args)
+
+        store.rate_batch = counted  # type: ignore[method-assign]
+        per_key = adm.KeyedTokenBucket(rate=1, per=60, burst=10**4, name=name, store=store)
+        await per_key.acquire("warm", timeout=0)
+        loads = _script_loads(redis_server)
+        done = 0
+
+        async def charge(task: int) -> None:
+            nonlocal done
+            for i in range(per_task):
+                await per_key.acquire(b"k%d" % ((task * 7 + i) % keys), timeout=0)
+                done += 1
+
+        async def flush() -> None:
+            while done < tasks * per_task:
+                await asyncio.to_thread(redis_server.command, "SCRIPT", "FLUSH")
+                await asyncio.sleep(0.002)  # noqa: ADM401 - a test's pacing, not a retry
+
+        start = server_now(redis_server)
+        await asyncio.gather(flush(), *(charge(task) for task in range(tasks)))
+        end = server_now(redis_server)
+        assert _script_loads(redis_server) > loads
+        assert max(batches) > 1  # batches mixing keys went
+        charged: dict[bytes, int] = {}
+        for task in range(tasks):
+            for i in range(per_task):
+                key = b"k%d" % ((task * 7 + i) % keys)
+                charged[key] = charged.get(key, 0) + 1
+        for key, count in charged.items():
+            tat = stored_tat(redis_server, store._bucket_key(name, key))
+            assert tat is not None
+            assert start <= tat - count * 60 * SECOND <= end, key  # its first charge's now
 
     with_store(redis_server, body)
 

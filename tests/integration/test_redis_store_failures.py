@@ -201,6 +201,13 @@ def test_every_script_runs_on_a_cluster(cluster: RedisServer, kind: str) -> None
                     reply = await store.rate(name, key, SECOND, 5, 1, 0)
                     assert reply.admitted
                     assert await store.rate_give_back(name, key, SECOND, 1, reply.tat_us)
+                # Keys of many slots: one script on a server, one per key on a cluster (a
+                # node refuses a script over several slots, CROSSSLOT, before running it).
+                batch = [(key, 1, 0) for key in KEYS] + [(KEYS[1], 2, 0)]
+                replies = await store.rate_batch(name, SECOND, 100, batch)
+                assert [r.admitted for r in replies] == [True] * len(batch), (name, replies)
+                assert replies[-1].tat_us == replies[1].tat_us + 2 * SECOND
+                assert store._one_slot
                 granted = await store.semaphore_acquire(name, 1, "a", SECOND, True)
                 assert granted.granted
                 assert (await store.semaphore_acquire(name, 1, "b", SECOND, True)).ahead == 0

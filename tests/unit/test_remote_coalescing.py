@@ -1,5 +1,6 @@
-"""Coalescing (admission.stores.remote): the decisions of one bucket asked for while one of
-its round trips is in flight go together as ONE `rate_many` round trip when it returns.
+"""Coalescing (admission.stores.remote): the decisions of a limiter asked for while one of
+its round trips is in flight go together as ONE round trip when it returns: `rate_many` when
+they are on one bucket, `rate_batch` when they are on several keys.
 
 The store is `MemoryStore` with a gate: each round trip waits until the test opens it, so
 what is in flight and what is queued is exact, without timing."""
@@ -20,12 +21,13 @@ NOW = 1_000_000.0  # the server's clock (seconds), fixed: every decision is exac
 
 class GatedStore(MemoryStore):
     """A `MemoryStore` whose round trips (after the first ``free``) wait for `open`; it
-    records the requests of each `rate_many`."""
+    records the requests of each `rate_many` and `rate_batch`."""
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(clock=lambda: NOW, **kwargs)  # type: ignore[arg-type]
         self.held: list[asyncio.Future[None]] = []
         self.batches: list[list[tuple[int, int]]] = []
+        self.keyed_batches: list[list[tuple[bytes | None, int, int]]] = []
 
     async def _round_trip(self, method: str) -> int:
         if method != "register":
@@ -52,6 +54,16 @@ class GatedStore(MemoryStore):
     ) -> list[RateReply]:
         self.batches.append(list(requests))
         return await super().rate_many(name, key, interval_us, burst, requests)
+
+    async def rate_batch(
+        self,
+        name: str,
+        interval_us: int,
+        burst: int,
+        requests: Sequence[tuple[bytes | None, int, int]],
+    ) -> list[RateReply]:
+        self.keyed_batches.append(list(requests))
+        return await super().rate_batch(name, interval_us, burst, requests)
 
 
 async def until(condition: Callable[[], bool], turns: int = 1000) -> None:
@@ -97,7 +109,7 @@ def test_decisions_asked_during_a_round_trip_go_as_one_in_order_as_if_one_after_
         first = asyncio.ensure_future(bucket.acquire(1, timeout=0))
         await until(lambda: len(store.held) == 1)
         queued = [asyncio.ensure_future(bucket.acquire(c, timeout=t)) for c, t in asks]
-        await until(lambda: len(bucket._lanes[None].queued) == len(asks))
+        await until(lambda: len(bucket._lane.queued) == len(asks))
         assert store.open() == 1  # the first one's round trip only
         await first
         await until(lambda: len(store.held) == 1)  # the batch's
@@ -129,7 +141,7 @@ def test_a_caller_cancelled_while_queued_is_never_sent() -> None:
         await until(lambda: len(store.held) == 1)
         gone = asyncio.ensure_future(bucket.acquire(3, timeout=0))
         stays = asyncio.ensure_future(bucket.acquire(2, timeout=0))
-        await until(lambda: len(bucket._lanes[None].queued) == 2)
+        await until(lambda: len(bucket._lane.queued) == 2)
         gone.cancel()
         store.open()
         await first
@@ -156,7 +168,7 @@ def test_callers_cancelled_while_their_batch_is_in_flight_get_their_charges_back
         first = asyncio.ensure_future(bucket.acquire(timeout=0))
         await until(lambda: len(store.held) == 1)
         calls = [asyncio.ensure_future(bucket.acquire(c, timeout=0)) for c in (1, 2, 1, 3)]
-        await until(lambda: len(bucket._lanes[None].queued) == 4)
+        await until(lambda: len(bucket._lane.queued) == 4)
         store.open()
         await first
         await until(lambda: len(store.held) == 1)  # the batch is in flight
@@ -193,7 +205,7 @@ def test_a_failed_batch_fails_each_caller_as_its_on_store_error_says() -> None:
                 asyncio.ensure_future(bucket.acquire(timeout=0))  # type: ignore[attr-defined]
                 for _ in range(3)
             ]
-            await until(lambda: len(bucket._lanes[None].queued) == 3)  # type: ignore[attr-defined]
+            await until(lambda: len(bucket._lane.queued) == 3)  # type: ignore[attr-defined]
             store.open()
             await first
             await until(lambda: len(store.held) == 1)
@@ -267,7 +279,7 @@ def test_a_queued_caller_never_fails_where_its_round_trip_alone_would_have_succe
         first = asyncio.ensure_future(bucket.acquire(timeout=0))
         await until(lambda: len(store.held) == 1)
         queued = [asyncio.ensure_future(bucket.acquire(timeout=0)) for _ in range(3)]
-        await until(lambda: len(bucket._lanes[None].queued) == 3)
+        await until(lambda: len(bucket._lane.queued) == 3)
         await asyncio.sleep(0.3)
         store.open()
         await until(lambda: len(store.held) == 1)  # the batch, in flight
@@ -306,7 +318,7 @@ def test_a_caller_cancelled_as_its_reply_is_delivered_gives_its_charge_back(vict
         first = asyncio.ensure_future(bucket.acquire(timeout=0))
         await until(lambda: len(store.held) == 1)
         second = asyncio.ensure_future(bucket.acquire(2, timeout=0))
-        await until(lambda: len(bucket._lanes[None].queued) == 1)
+        await until(lambda: len(bucket._lane.queued) == 1)
         store.victim = first if victim == "in flight" else None
         store.open()
         await until(lambda: first.done())
@@ -344,7 +356,7 @@ def test_more_than_rate_many_max_queued_go_side_by_side_each_one_round_trip_afte
         first = asyncio.ensure_future(bucket.acquire(timeout=0))
         await until(lambda: len(store.held) == 1)
         calls = [asyncio.ensure_future(bucket.acquire(timeout=0)) for _ in range(asked)]
-        await until(lambda: len(bucket._lanes[None].queued) == asked)
+        await until(lambda: len(bucket._lane.queued) == asked)
         store.open()
         await first
         await until(lambda: len(store.held) == 2)  # both batches in flight together
@@ -355,28 +367,86 @@ def test_more_than_rate_many_max_queued_go_side_by_side_each_one_round_trip_afte
     assert sorted(len(b) for b in store.batches) == [10, RATE_MANY_MAX]
     assert bucket.stats().admitted == asked + 1
     assert store.tat_us("api") == int(NOW * 1e6) + (asked + 1) * 1_000_000
-    assert not bucket._lanes[None].busy
+    assert not bucket._lane.busy
 
 
-def test_keys_coalesce_each_on_its_own_and_leave_nothing_behind() -> None:
+def test_keys_coalesce_into_one_round_trip_each_key_in_its_order() -> None:
+    """While one key's decision is in flight, the decisions asked for on every key queue and
+    go as ONE `rate_batch`: each key's decided in their order, as one after the other would
+    (burst 2: a key's third request is refused), the keys independent of each other."""
     store = GatedStore()
-    per_user = adm.KeyedTokenBucket(rate=1, per=1, burst=10, name="users", store=store)
+    per_user = adm.KeyedTokenBucket(rate=1, per=3600, burst=2, name="users", store=store)
+
+    async def main() -> list[str]:
+        first = asyncio.ensure_future(per_user.acquire("a", timeout=0))
+        await until(lambda: len(store.held) == 1)
+        calls = [asyncio.ensure_future(per_user.acquire(k, timeout=0)) for k in "bababc"]
+        await until(lambda: len(per_user._lane.queued) == 6)
+        assert store.open() == 1  # the first one's round trip only: the keys wait behind it
+        await first
+        await until(lambda: len(store.held) == 1)  # the batch's
+        assert store.open() == 1
+        return [await outcome(call) for call in calls]
+
+    results = asyncio.run(main())
+    assert results == ["admitted", "admitted", "admitted", "refused", "refused", "admitted"]
+    assert store.calls == {"register": 1, "rate": 1, "rate_batch": 1}
+    assert store.keyed_batches == [[(key.encode(), 1, 0) for key in "bababc"]]
+    start = int(NOW * 1e6)
+    assert store.tat_us("users", b"a") == store.tat_us("users", b"b") == start + 2 * 3600 * 10**6
+    assert store.tat_us("users", b"c") == start + 3600 * 10**6
+    assert not per_user._lane.busy
+    assert not per_user._lane.queued
+
+
+def test_a_batch_on_one_key_of_a_keyed_limiter_is_a_rate_many() -> None:
+    store = GatedStore()
+    per_user = adm.KeyedTokenBucket(rate=1, per=3600, burst=5, name="users", store=store)
 
     async def main() -> None:
-        firsts = [asyncio.ensure_future(per_user.acquire(k, timeout=0)) for k in ("a", "b")]
-        await until(lambda: len(store.held) == 2)
-        calls = [asyncio.ensure_future(per_user.acquire(k, timeout=0)) for k in "abab"]
-        await until(lambda: sum(len(lane.queued) for lane in per_user._lanes.values()) == 4)
+        first = asyncio.ensure_future(per_user.acquire("a", timeout=0))
+        await until(lambda: len(store.held) == 1)
+        calls = [asyncio.ensure_future(per_user.acquire("b", 2, timeout=0)) for _ in range(2)]
+        await until(lambda: len(per_user._lane.queued) == 2)
         store.open()
-        await asyncio.gather(*firsts)
-        await until(lambda: len(store.held) == 2)  # one batch per key
+        await first
+        await until(lambda: len(store.held) == 1)
         store.open()
         await asyncio.gather(*calls)
 
     asyncio.run(main())
-    assert store.batches == [[(1, 0), (1, 0)], [(1, 0), (1, 0)]]
-    assert store.tat_us("users", b"a") == store.tat_us("users", b"b") == int(NOW * 1e6) + 3_000_000
-    assert per_user._lanes == {}  # a key's lane goes once idle
+    assert store.batches == [[(2, 0), (2, 0)]]
+    assert store.keyed_batches == []
+    assert store.tat_us("users", b"b") == int(NOW * 1e6) + 4 * 3600 * 10**6
+
+
+def test_callers_cancelled_in_a_keyed_batch_in_flight_give_back_each_key_its_own() -> None:
+    """Three keys in one batch in flight, the callers on two of them cancelled: each of those
+    keys gets its charges back (the last first), the third key keeps its own."""
+    store = GatedStore()
+    per_user = adm.KeyedTokenBucket(rate=1, per=3600, burst=6, name="users", store=store)
+
+    async def main() -> None:
+        first = asyncio.ensure_future(per_user.acquire("z", timeout=0))
+        await until(lambda: len(store.held) == 1)
+        calls = [asyncio.ensure_future(per_user.acquire(k, timeout=0)) for k in "ababc"]
+        await until(lambda: len(per_user._lane.queued) == 5)
+        store.open()
+        await first
+        await until(lambda: len(store.held) == 1)  # the batch, in flight
+        for call in calls[:4]:
+            call.cancel()
+        store.open()
+        assert await outcome(calls[4]) == "admitted"
+        for _ in range(100):  # the give-backs are round trips of their own
+            store.open()
+            await asyncio.sleep(0)
+        await asyncio.gather(*calls[:4], return_exceptions=True)
+
+    asyncio.run(main())
+    assert store.tat_us("users", b"a") == store.tat_us("users", b"b") == int(NOW * 1e6)
+    assert store.tat_us("users", b"c") == int(NOW * 1e6) + 3600 * 10**6
+    assert per_user.stats().cancelled == 4
 
 
 async def _given_up(style: str, call: Callable[[], object]) -> asyncio.Future[object]:
@@ -412,7 +482,7 @@ def test_every_way_of_giving_up_leaves_the_bucket_exact(style: str, phase: str) 
         survivor = asyncio.ensure_future(bucket.acquire(1, timeout=0))
         await asyncio.sleep(0)  # queued first: the victim's charge is the batch's last
         victim = await _given_up(style, lambda: bucket.acquire(3))
-        await until(lambda: len(bucket._lanes[None].queued) == 2)
+        await until(lambda: len(bucket._lane.queued) == 2)
         if phase == "in flight":
             store.open()  # the first's reply: the batch of two is sent, and held
             await first
@@ -457,7 +527,7 @@ def test_a_call_that_never_runs_queues_nothing_and_takes_nothing(how: str) -> No
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-        assert not bucket._lanes[None].queued
+        assert not bucket._lane.queued
         store.open()
         await first
 

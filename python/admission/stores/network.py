@@ -22,8 +22,10 @@ The GCRA every store runs, for a bucket of emission interval ``T`` and capacity 
 (``max_wait`` < 0 means no bound.) `NetworkStore.rate_many` decides a list of such requests
 on one bucket in one round trip, one after the other on one reading of the server's clock:
 each reply is what `NetworkStore.rate` would have answered for that request made right after
-the ones before it. The state expires once ``TAT <= now`` (the bucket is full
-again): Redis keys get that TTL, PostgreSQL rows are swept.
+the ones before it. `NetworkStore.rate_batch` does the same for the buckets of one limiter
+(its keys) together: one round trip deciding each bucket's requests in their order. The
+state expires once ``TAT <= now`` (the bucket is full again): Redis keys get that TTL,
+PostgreSQL rows are swept.
 """
 
 from __future__ import annotations
@@ -31,14 +33,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 __all__ = [
     "RATE_MANY_MAX",
     "NetworkStore",
     "RateReply",
     "SemaphoreReply",
+    "by_bucket",
     "caller_bounds",
+    "check_batch",
     "check_requests",
 ]
 
@@ -57,6 +61,26 @@ def check_requests(requests: Sequence[tuple[int, int]], burst: int) -> None:
             raise ValueError(f"cost must be an int between 1 and burst ({burst}), got {cost!r}")
         if type(max_wait_us) is not int:
             raise ValueError(f"max_wait_us must be an int, got {max_wait_us!r}")
+
+
+def check_batch(requests: Sequence[tuple[bytes | None, int, int]], burst: int) -> None:
+    """`ValueError` unless ``requests`` is 1 to `RATE_MANY_MAX` ``(key, cost, max_wait_us)``
+    triples (``key`` bytes or None) with ``(cost, max_wait_us)`` as `check_requests` wants
+    (what `NetworkStore.rate_batch` accepts)."""
+    if not 1 <= len(requests) <= RATE_MANY_MAX:
+        raise ValueError(f"rate_batch takes 1 to {RATE_MANY_MAX} requests, got {len(requests)}")
+    for key, _, _ in requests:
+        if key is not None and type(key) is not bytes:
+            raise ValueError(f"a key must be bytes or None, got {key!r}")
+    check_requests([(cost, max_wait_us) for _, cost, max_wait_us in requests], burst)
+
+
+def by_bucket(requests: Sequence[tuple[bytes | None, int, int]]) -> list[bytes | None]:
+    """The buckets (keys) of ``requests``, each once, in the one order every store locks or
+    reads them in (None, then the keys by their bytes): two batches over overlapping keys
+    then never wait for each other in a cycle."""
+    keys = {key for key, _, _ in requests}
+    return sorted(keys, key=lambda key: (key is not None, key or b""))
 
 
 caller_bounds: ContextVar[bool] = ContextVar("admission_store_caller_bounds", default=False)
@@ -157,6 +181,33 @@ class NetworkStore(ABC):
         own reading of the clock): a store overrides it to make it one round trip."""
         check_requests(requests, burst)
         return [await self.rate(name, key, interval_us, burst, c, w) for c, w in requests]
+
+    async def rate_batch(
+        self,
+        name: str,
+        interval_us: int,
+        burst: int,
+        requests: Sequence[tuple[bytes | None, int, int]],
+    ) -> list[RateReply]:
+        """Decides ``requests`` (``(key, cost, max_wait_us)`` each, at most `RATE_MANY_MAX`)
+        on the buckets of limiter ``name`` (``key`` None: the limiter's own bucket, else a
+        key's), buckets that share ``interval_us`` and ``burst``: the requests of each bucket
+        in their order, as `rate_many` decides them, each bucket on one reading of the
+        server's clock (a store reads it once for all). Reply ``i`` is for request ``i``.
+
+        The limiters call it to send, as one round trip, the decisions of several keys
+        that their callers asked for while another round trip was in flight. This default
+        makes one `rate_many` call per bucket, one after the other (a round trip each): a
+        store overrides it to make it one round trip."""
+        check_batch(requests, burst)
+        replies: list[RateReply | None] = [None] * len(requests)
+        for key in by_bucket(requests):
+            mine = [i for i, request in enumerate(requests) if request[0] == key]
+            asked = [(requests[i][1], requests[i][2]) for i in mine]
+            answer = await self.rate_many(name, key, interval_us, burst, asked)
+            for i, reply in zip(mine, answer, strict=True):
+                replies[i] = reply
+        return cast("list[RateReply]", replies)
 
     @abstractmethod
     async def rate_give_back(

@@ -30,7 +30,9 @@ from admission.stores.network import (
     NetworkStore,
     RateReply,
     SemaphoreReply,
+    by_bucket,
     caller_bounds,
+    check_batch,
     check_requests,
 )
 
@@ -492,6 +494,33 @@ class Postgres(NetworkStore):
             burst,
             [cost for cost, _ in requests],
             [max_wait for _, max_wait in requests],
+        )
+        return [RateReply(*reply, now) for reply in zip(admitted, waits, tats, strict=True)]
+
+    async def rate_batch(
+        self,
+        name: str,
+        interval_us: int,
+        burst: int,
+        requests: Sequence[tuple[bytes | None, int, int]],
+    ) -> list[RateReply]:
+        """Decisions on several buckets of limiter ``name`` in one statement (the schema's
+        ``rate_batch`` function: the rows locked in one order, `by_bucket`'s, then the
+        requests decided in order, one write per bucket charged); see
+        `NetworkStore.rate_batch`."""
+        check_batch(requests, burst)
+        buckets = by_bucket(requests)
+        index = {key: i for i, key in enumerate(buckets, 1)}
+        admitted, waits, tats, now = await self._call(
+            "fetchrow",
+            "rate_batch",
+            name,
+            interval_us,
+            burst,
+            buckets,
+            [index[key] for key, _, _ in requests],
+            [cost for _, cost, _ in requests],
+            [max_wait for _, _, max_wait in requests],
         )
         return [RateReply(*reply, now) for reply in zip(admitted, waits, tats, strict=True)]
 
