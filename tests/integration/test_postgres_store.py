@@ -710,6 +710,15 @@ def test_bad_arguments_are_refused_at_once(pg: PostgresServer) -> None:
     with pytest.raises(ValueError, match="cannot be used") as bad:
         Postgres("postgresql://app:pa#ss@db/x")
     assert "pa#ss" not in str(bad.value)
+    # Refused before any round trip (the store was never connected).
+    store = Postgres(pg.app_dsn(), timeout=LOADED)
+    with pytest.raises(ValueError, match="1 to 64 requests"):
+        run(store.rate_batch("x", LONG, 2, []))
+    with pytest.raises(ValueError, match="between 1 and burst"):
+        run(store.rate_batch("x", LONG, 2, [(b"a", 3, 0)]))
+    with pytest.raises(ValueError, match="a key must be bytes or None"):
+        run(store.rate_batch("x", LONG, 2, [(7, 1, 0)]))  # type: ignore[list-item]
+    assert store._own is None
 
 
 # ---------------------------------------------------------------------------- PgBouncer

@@ -641,3 +641,29 @@ def test_rate_many_decides_in_order_and_writes_the_last_charge(redis_server: Red
             await store.rate_many(name, None, SECOND, 3, [])
 
     with_store(redis_server, body)
+
+
+def test_rate_batch_writes_each_charged_key_once_with_its_ttl(redis_server: RedisServer) -> None:
+    """Each key charged by a batch holds its last charge's TAT (a refusal after it changes
+    nothing), with the TTL of the time until its bucket is full again."""
+    name = unique("batch")
+
+    async def body(store: Redis) -> None:
+        batch = [(b"a", 1, 0), (b"b", 3, 0), (b"a", 2, 0), (b"b", 1, 0), (b"c", 1, 0)]
+        replies = await store.rate_batch(name, SECOND, 3, batch)
+        assert [r.admitted for r in replies] == [True, True, True, False, True]
+        now = replies[0].now_us
+        assert {r.now_us for r in replies} == {now}  # one reading of the clock
+        for key, tat in ((b"a", now + 3 * SECOND), (b"b", now + 3 * SECOND), (b"c", now + SECOND)):
+            bucket = store._bucket_key(name, key)
+            assert stored_tat(redis_server, bucket) == tat
+            ttl = int(redis_server.command("PTTL", bucket))  # type: ignore[call-overload]
+            assert 0 < ttl <= (tat - now) // 1000
+        with pytest.raises(ValueError, match="cost must be an int between 1 and burst"):
+            await store.rate_batch(name, SECOND, 3, [(b"a", 4, 0)])
+        with pytest.raises(ValueError, match="1 to 64 requests"):
+            await store.rate_batch(name, SECOND, 3, [])
+        with pytest.raises(ValueError, match="a key must be bytes or None"):
+            await store.rate_batch(name, SECOND, 3, [("a", 1, 0)])  # type: ignore[list-item]
+
+    with_store(redis_server, body)

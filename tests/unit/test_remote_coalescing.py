@@ -534,3 +534,29 @@ def test_a_call_that_never_runs_queues_nothing_and_takes_nothing(how: str) -> No
     asyncio.run(main())
     assert store.calls.get("rate_many", 0) == 0
     assert bucket.stats().admitted == 1
+
+
+def test_the_default_rate_batch_is_one_rate_many_per_bucket_in_one_order() -> None:
+    """A store that does not override `rate_batch` gets `NetworkStore`'s: one `rate_many`
+    per bucket (the limiter's own first, then the keys by their bytes), each with that
+    bucket's requests in their order; the replies in the requests' order."""
+    from admission.stores import NetworkStore
+
+    class PerBucket(GatedStore):
+        rate_batch = NetworkStore.rate_batch  # type: ignore[assignment]
+
+    store = PerBucket()
+    batch = [(b"b", 1, 0), (None, 2, 0), (b"a", 3, 0), (b"b", 2, 0), (b"b", 1, 0)]
+
+    async def main() -> list[RateReply]:
+        call = asyncio.ensure_future(store.rate_batch("n", 1_000_000, 3, batch))
+        for _ in range(3):  # the round trips go one after the other
+            await until(lambda: len(store.held) == 1)
+            store.open()
+        return await call
+
+    replies = asyncio.run(main())
+    assert store.batches == [[(2, 0)], [(3, 0)], [(1, 0), (2, 0), (1, 0)]]
+    assert [r.admitted for r in replies] == [True, True, True, True, False]
+    with pytest.raises(ValueError, match="1 to 64 requests"):
+        asyncio.run(store.rate_batch("n", 1_000_000, 3, [(b"a", 1, 0)] * (RATE_MANY_MAX + 1)))

@@ -47,8 +47,8 @@ __all__ = [
 ]
 
 RATE_MANY_MAX = 64
-"""The most requests one `NetworkStore.rate_many` call decides (the limiters send at most
-this many per round trip, the rest in the next)."""
+"""The most requests one `NetworkStore.rate_many` or `NetworkStore.rate_batch` call decides
+(the limiters send at most this many per round trip, the rest in another beside it)."""
 
 
 def check_requests(requests: Sequence[tuple[int, int]], burst: int) -> None:
@@ -198,7 +198,9 @@ class NetworkStore(ABC):
         The limiters call it to send, as one round trip, the decisions of several keys
         that their callers asked for while another round trip was in flight. This default
         makes one `rate_many` call per bucket, one after the other (a round trip each): a
-        store overrides it to make it one round trip."""
+        store overrides it to make it one round trip. A call made of several round trips
+        that fails part way may have charged the buckets decided before: the limiters do
+        not give those back, which only admits less."""
         check_batch(requests, burst)
         replies: list[RateReply | None] = [None] * len(requests)
         for key in by_bucket(requests):
