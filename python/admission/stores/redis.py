@@ -683,7 +683,7 @@ class Redis(NetworkStore):
         """`rate_batch` as one `rate_many` per bucket, side by side (a cluster's way). The
         calls start now, in this context (`caller_bounds`: their tasks copy it)."""
         mine = {key: [i for i, r in enumerate(requests) if r[0] == key] for key in buckets}
-        calls = asyncio.gather(
+        calls = asyncio.gather(  # noqa: ADM101 - at most RATE_MANY_MAX buckets (check_batch)
             *(
                 self.rate_many(
                     name, key, interval_us, burst, [r[1:] for r in requests if r[0] == key]
