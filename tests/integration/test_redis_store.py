@@ -667,3 +667,26 @@ def test_rate_batch_writes_each_charged_key_once_with_its_ttl(redis_server: Redi
             await store.rate_batch(name, SECOND, 3, [("a", 1, 0)])  # type: ignore[list-item]
 
     with_store(redis_server, body)
+
+
+def test_rate_batch_over_a_key_of_another_type_fails_as_rate_many_does(
+    redis_server: RedisServer,
+) -> None:
+    """A key holding another type (a hash) fails the batch with WRONGTYPE, as `rate_many`
+    does on it, before anything is written: never read as empty and overwritten."""
+    name = unique("wrongtype-batch")
+
+    async def body(store: Redis) -> None:
+        hashed = store._bucket_key(name, b"h")
+        redis_server.command("HSET", hashed, "f", "v")
+        for call in (
+            store.rate_many(name, b"h", SECOND, 10, [(1, 0)]),
+            store.rate_batch(name, SECOND, 10, [(b"z", 1, 0), (b"h", 1, 0), (b"y", 1, 0)]),
+        ):
+            with pytest.raises(adm.StoreUnavailable, match="WRONGTYPE"):
+                await call
+        assert redis_server.command("TYPE", hashed) in ("hash", b"hash")
+        for key in (b"z", b"y"):
+            assert redis_server.command("EXISTS", store._bucket_key(name, key)) == 0
+
+    with_store(redis_server, body)

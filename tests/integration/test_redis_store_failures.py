@@ -221,6 +221,54 @@ def test_every_script_runs_on_a_cluster(cluster: RedisServer, kind: str) -> None
     run(scenario())
 
 
+@pytest.mark.parametrize("kind", ["redis.asyncio.Redis", "redis.asyncio.RedisCluster"])
+def test_on_a_cluster_one_keys_failure_fails_only_its_own_callers(
+    cluster: RedisServer, kind: str
+) -> None:
+    """A keyed limiter on a cluster: its keys' decisions go each in round trips of their
+    own, so one key's failing (a key of another type: WRONGTYPE, a stand-in for its node
+    failing over) fails only that key's callers; the others' are decided and charged. A
+    plain client learns it talks to a cluster from a first CROSSSLOT."""
+
+    async def scenario() -> list[str]:
+        client: Any
+        if kind == "redis.asyncio.Redis":
+            client = redis.asyncio.Redis(port=cluster.port)
+        else:
+            client = redis.asyncio.RedisCluster(host=cluster.host, port=cluster.port)
+        store = adm.stores.Redis(client=client, timeout=5.0)
+        try:
+            if kind == "redis.asyncio.Redis":
+                await store.rate_batch("learn", SECOND, 10, [(b"p", 1, 0), (b"q", 1, 0)])
+            assert store._one_slot
+            per_user = adm.KeyedTokenBucket(
+                rate=1, per=3600, burst=10, name=name, store=store, on_store_error="closed"
+            )
+            await per_user.acquire("warm", timeout=0)
+            cluster.command("HSET", store._bucket_key(name, b"bad"), "f", "v")
+
+            async def outcome(key: str) -> str:
+                try:
+                    await per_user.acquire(key, timeout=0)
+                except adm.StoreUnavailable:
+                    return "unavailable"
+                return "admitted"
+
+            first = asyncio.ensure_future(outcome("x"))
+            await asyncio.sleep(0)  # x's round trip in flight: the others asked meanwhile
+            rest = [asyncio.ensure_future(outcome(key)) for key in ("a", "bad", "z")]
+            return [await first] + [await call for call in rest]
+        finally:
+            await client.aclose()
+
+    name = f"one-fails-{kind}"
+    assert run(scenario()) == ["admitted", "admitted", "unavailable", "admitted"]
+    store = adm.stores.Redis(cluster.url())
+    for key in (b"a", b"z"):
+        assert cluster.command("EXISTS", store._bucket_key(name, key)) == 1, key
+    run(store.aclose())
+
+
 def test_a_keyed_limiters_keys_spread_over_the_slots(cluster: RedisServer) -> None:
     store = adm.stores.Redis(cluster.url())
     slots = {

@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 import pytest
 
 import admission as adm
-from admission.stores import MemoryStore, RateReply
+from admission.errors import StoreUnavailable
+from admission.stores import MemoryStore, NetworkStore, RateReply
 from admission.stores.network import RATE_MANY_MAX
 
 NOW = 1_000_000.0  # the server's clock (seconds), fixed: every decision is exact
@@ -109,7 +110,7 @@ def test_decisions_asked_during_a_round_trip_go_as_one_in_order_as_if_one_after_
         first = asyncio.ensure_future(bucket.acquire(1, timeout=0))
         await until(lambda: len(store.held) == 1)
         queued = [asyncio.ensure_future(bucket.acquire(c, timeout=t)) for c, t in asks]
-        await until(lambda: len(bucket._lane.queued) == len(asks))
+        await until(lambda: len(bucket._lanes[None].queued) == len(asks))
         assert store.open() == 1  # the first one's round trip only
         await first
         await until(lambda: len(store.held) == 1)  # the batch's
@@ -141,7 +142,7 @@ def test_a_caller_cancelled_while_queued_is_never_sent() -> None:
         await until(lambda: len(store.held) == 1)
         gone = asyncio.ensure_future(bucket.acquire(3, timeout=0))
         stays = asyncio.ensure_future(bucket.acquire(2, timeout=0))
-        await until(lambda: len(bucket._lane.queued) == 2)
+        await until(lambda: len(bucket._lanes[None].queued) == 2)
         gone.cancel()
         store.open()
         await first
@@ -168,7 +169,7 @@ def test_callers_cancelled_while_their_batch_is_in_flight_get_their_charges_back
         first = asyncio.ensure_future(bucket.acquire(timeout=0))
         await until(lambda: len(store.held) == 1)
         calls = [asyncio.ensure_future(bucket.acquire(c, timeout=0)) for c in (1, 2, 1, 3)]
-        await until(lambda: len(bucket._lane.queued) == 4)
+        await until(lambda: len(bucket._lanes[None].queued) == 4)
         store.open()
         await first
         await until(lambda: len(store.held) == 1)  # the batch is in flight
@@ -205,7 +206,7 @@ def test_a_failed_batch_fails_each_caller_as_its_on_store_error_says() -> None:
                 asyncio.ensure_future(bucket.acquire(timeout=0))  # type: ignore[attr-defined]
                 for _ in range(3)
             ]
-            await until(lambda: len(bucket._lane.queued) == 3)  # type: ignore[attr-defined]
+            await until(lambda: len(bucket._lanes[None].queued) == 3)  # type: ignore[attr-defined]
             store.open()
             await first
             await until(lambda: len(store.held) == 1)
@@ -279,7 +280,7 @@ def test_a_queued_caller_never_fails_where_its_round_trip_alone_would_have_succe
         first = asyncio.ensure_future(bucket.acquire(timeout=0))
         await until(lambda: len(store.held) == 1)
         queued = [asyncio.ensure_future(bucket.acquire(timeout=0)) for _ in range(3)]
-        await until(lambda: len(bucket._lane.queued) == 3)
+        await until(lambda: len(bucket._lanes[None].queued) == 3)
         await asyncio.sleep(0.3)
         store.open()
         await until(lambda: len(store.held) == 1)  # the batch, in flight
@@ -318,7 +319,7 @@ def test_a_caller_cancelled_as_its_reply_is_delivered_gives_its_charge_back(vict
         first = asyncio.ensure_future(bucket.acquire(timeout=0))
         await until(lambda: len(store.held) == 1)
         second = asyncio.ensure_future(bucket.acquire(2, timeout=0))
-        await until(lambda: len(bucket._lane.queued) == 1)
+        await until(lambda: len(bucket._lanes[None].queued) == 1)
         store.victim = first if victim == "in flight" else None
         store.open()
         await until(lambda: first.done())
@@ -356,7 +357,7 @@ def test_more_than_rate_many_max_queued_go_side_by_side_each_one_round_trip_afte
         first = asyncio.ensure_future(bucket.acquire(timeout=0))
         await until(lambda: len(store.held) == 1)
         calls = [asyncio.ensure_future(bucket.acquire(timeout=0)) for _ in range(asked)]
-        await until(lambda: len(bucket._lane.queued) == asked)
+        await until(lambda: len(bucket._lanes[None].queued) == asked)
         store.open()
         await first
         await until(lambda: len(store.held) == 2)  # both batches in flight together
@@ -367,7 +368,7 @@ def test_more_than_rate_many_max_queued_go_side_by_side_each_one_round_trip_afte
     assert sorted(len(b) for b in store.batches) == [10, RATE_MANY_MAX]
     assert bucket.stats().admitted == asked + 1
     assert store.tat_us("api") == int(NOW * 1e6) + (asked + 1) * 1_000_000
-    assert not bucket._lane.busy
+    assert not bucket._lanes[None].busy
 
 
 def test_keys_coalesce_into_one_round_trip_each_key_in_its_order() -> None:
@@ -381,7 +382,7 @@ def test_keys_coalesce_into_one_round_trip_each_key_in_its_order() -> None:
         first = asyncio.ensure_future(per_user.acquire("a", timeout=0))
         await until(lambda: len(store.held) == 1)
         calls = [asyncio.ensure_future(per_user.acquire(k, timeout=0)) for k in "bababc"]
-        await until(lambda: len(per_user._lane.queued) == 6)
+        await until(lambda: len(per_user._lanes[None].queued) == 6)
         assert store.open() == 1  # the first one's round trip only: the keys wait behind it
         await first
         await until(lambda: len(store.held) == 1)  # the batch's
@@ -395,8 +396,8 @@ def test_keys_coalesce_into_one_round_trip_each_key_in_its_order() -> None:
     start = int(NOW * 1e6)
     assert store.tat_us("users", b"a") == store.tat_us("users", b"b") == start + 2 * 3600 * 10**6
     assert store.tat_us("users", b"c") == start + 3600 * 10**6
-    assert not per_user._lane.busy
-    assert not per_user._lane.queued
+    assert not per_user._lanes[None].busy
+    assert not per_user._lanes[None].queued
 
 
 def test_a_batch_on_one_key_of_a_keyed_limiter_is_a_rate_many() -> None:
@@ -407,7 +408,7 @@ def test_a_batch_on_one_key_of_a_keyed_limiter_is_a_rate_many() -> None:
         first = asyncio.ensure_future(per_user.acquire("a", timeout=0))
         await until(lambda: len(store.held) == 1)
         calls = [asyncio.ensure_future(per_user.acquire("b", 2, timeout=0)) for _ in range(2)]
-        await until(lambda: len(per_user._lane.queued) == 2)
+        await until(lambda: len(per_user._lanes[None].queued) == 2)
         store.open()
         await first
         await until(lambda: len(store.held) == 1)
@@ -430,7 +431,7 @@ def test_callers_cancelled_in_a_keyed_batch_in_flight_give_back_each_key_its_own
         first = asyncio.ensure_future(per_user.acquire("z", timeout=0))
         await until(lambda: len(store.held) == 1)
         calls = [asyncio.ensure_future(per_user.acquire(k, timeout=0)) for k in "ababc"]
-        await until(lambda: len(per_user._lane.queued) == 5)
+        await until(lambda: len(per_user._lanes[None].queued) == 5)
         store.open()
         await first
         await until(lambda: len(store.held) == 1)  # the batch, in flight
@@ -482,7 +483,7 @@ def test_every_way_of_giving_up_leaves_the_bucket_exact(style: str, phase: str) 
         survivor = asyncio.ensure_future(bucket.acquire(1, timeout=0))
         await asyncio.sleep(0)  # queued first: the victim's charge is the batch's last
         victim = await _given_up(style, lambda: bucket.acquire(3))
-        await until(lambda: len(bucket._lane.queued) == 2)
+        await until(lambda: len(bucket._lanes[None].queued) == 2)
         if phase == "in flight":
             store.open()  # the first's reply: the batch of two is sent, and held
             await first
@@ -527,7 +528,7 @@ def test_a_call_that_never_runs_queues_nothing_and_takes_nothing(how: str) -> No
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-        assert not bucket._lane.queued
+        assert not bucket._lanes[None].queued
         store.open()
         await first
 
@@ -536,23 +537,23 @@ def test_a_call_that_never_runs_queues_nothing_and_takes_nothing(how: str) -> No
     assert bucket.stats().admitted == 1
 
 
-def test_the_default_rate_batch_is_one_rate_many_per_bucket_in_one_order() -> None:
+def test_the_default_rate_batch_is_one_rate_many_per_bucket_side_by_side() -> None:
     """A store that does not override `rate_batch` gets `NetworkStore`'s: one `rate_many`
-    per bucket (the limiter's own first, then the keys by their bytes), each with that
-    bucket's requests in their order; the replies in the requests' order."""
-    from admission.stores import NetworkStore
+    per bucket (the limiter's own first, then the keys by their bytes), all in flight at
+    once, each with that bucket's requests in their order; the replies in the requests'
+    order. It says it is not one round trip, so the limiters never send it a batch."""
 
     class PerBucket(GatedStore):
         rate_batch = NetworkStore.rate_batch  # type: ignore[assignment]
 
     store = PerBucket()
+    assert not NetworkStore.rate_batch_is_one_round_trip.fget(store)  # type: ignore[attr-defined]
     batch = [(b"b", 1, 0), (None, 2, 0), (b"a", 3, 0), (b"b", 2, 0), (b"b", 1, 0)]
 
     async def main() -> list[RateReply]:
         call = asyncio.ensure_future(store.rate_batch("n", 1_000_000, 3, batch))
-        for _ in range(3):  # the round trips go one after the other
-            await until(lambda: len(store.held) == 1)
-            store.open()
+        await until(lambda: len(store.held) == 3)  # side by side, not one after the other
+        store.open()
         return await call
 
     replies = asyncio.run(main())
@@ -560,3 +561,93 @@ def test_the_default_rate_batch_is_one_rate_many_per_bucket_in_one_order() -> No
     assert [r.admitted for r in replies] == [True, True, True, True, False]
     with pytest.raises(ValueError, match="1 to 64 requests"):
         asyncio.run(store.rate_batch("n", 1_000_000, 3, [(b"a", 1, 0)] * (RATE_MANY_MAX + 1)))
+
+
+class ThirdParty(GatedStore):
+    """A store written against the public ABC before `rate_batch`: it overrides `rate`
+    and `rate_many` only (`NetworkStore`'s `rate_batch` and its answer, not one round
+    trip); `rate` and `rate_many` on key ``bad`` fail."""
+
+    rate_batch = NetworkStore.rate_batch  # type: ignore[assignment]
+
+    @property
+    def rate_batch_is_one_round_trip(self) -> bool:
+        return False  # NetworkStore's
+
+    async def rate(
+        self,
+        name: str,
+        key: bytes | None,
+        interval_us: int,
+        burst: int,
+        cost: int,
+        max_wait_us: int,
+    ) -> RateReply:
+        if key == b"bad":
+            await self._round_trip("rate")
+            raise StoreUnavailable(self.label, "the node of key bad is down")
+        return await super().rate(name, key, interval_us, burst, cost, max_wait_us)
+
+    async def rate_many(
+        self,
+        name: str,
+        key: bytes | None,
+        interval_us: int,
+        burst: int,
+        requests: Sequence[tuple[int, int]],
+    ) -> list[RateReply]:
+        if key == b"bad":
+            self.batches.append(list(requests))
+            await self._round_trip("rate_many")
+            raise StoreUnavailable(self.label, "the node of key bad is down")
+        return await super().rate_many(name, key, interval_us, burst, requests)
+
+
+def test_keys_on_a_store_without_one_round_trip_batches_go_each_on_its_own() -> None:
+    """On such a store each key's decisions have their own round trip in flight and their
+    own queue (as before coalescing across keys): a key never waits for another's round
+    trip, nor goes in a call that decides other keys under one timeout."""
+    store = ThirdParty()
+    per_user = adm.KeyedTokenBucket(rate=1, per=3600, burst=10, name="u", store=store)
+
+    async def main() -> None:
+        first = [asyncio.ensure_future(per_user.acquire(k, timeout=0)) for k in ("a", "b", "c")]
+        await until(lambda: len(store.held) == 3)  # all three in flight at once
+        queued = [asyncio.ensure_future(per_user.acquire(k, timeout=0)) for k in "aabc"]
+        await until(lambda: sum(len(lane.queued) for lane in per_user._lanes.values()) == 4)
+        store.open()
+        await asyncio.gather(*first)
+        await until(lambda: len(store.held) == 3)  # a's two as one rate_many, b's, c's
+        store.open()
+        await asyncio.gather(*queued)
+
+    asyncio.run(main())
+    assert store.calls == {"register": 1, "rate": 3, "rate_many": 3}
+    assert sorted(store.batches) == [[(1, 0)], [(1, 0)], [(1, 0), (1, 0)]]
+    assert store.keyed_batches == []
+
+
+def test_one_keys_failure_fails_only_its_own_callers_on_such_a_store() -> None:
+    """One key's round trip failing (its node down) fails that key's callers only: the
+    other keys' callers queued at the same time are decided and keep their charges."""
+    store = ThirdParty()
+    per_user = adm.KeyedTokenBucket(
+        rate=1, per=3600, burst=10, name="u", store=store, on_store_error="closed"
+    )
+
+    async def main() -> list[str]:
+        first = asyncio.ensure_future(per_user.acquire("a", timeout=0))
+        await until(lambda: len(store.held) == 1)
+        rest = [asyncio.ensure_future(per_user.acquire(k, timeout=0)) for k in ("a", "bad", "z")]
+        for _ in range(1000):  # every round trip answered as it comes, until all are done
+            if first.done() and all(call.done() for call in rest):
+                break
+            store.open()
+            await asyncio.sleep(0)
+        await first
+        return [await outcome(call) for call in rest]
+
+    assert asyncio.run(main()) == ["admitted", "unavailable", "admitted"]
+    assert store.tat_us("u", b"a") is not None
+    assert store.tat_us("u", b"z") is not None
+    assert store.tat_us("u", b"bad") is None

@@ -125,6 +125,11 @@ class MemoryStore(NetworkStore):
         now = await self._round_trip("rate_many")
         return [self._decide(name, key, interval_us, burst, c, w, now) for c, w in requests]
 
+    @property
+    def rate_batch_is_one_round_trip(self) -> bool:
+        """True: `rate_batch` is one (simulated) round trip, all or nothing."""
+        return True
+
     async def rate_batch(
         self,
         name: str,

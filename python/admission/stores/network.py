@@ -30,6 +30,7 @@ PostgreSQL rows are swept.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
@@ -182,6 +183,15 @@ class NetworkStore(ABC):
         check_requests(requests, burst)
         return [await self.rate(name, key, interval_us, burst, c, w) for c, w in requests]
 
+    @property
+    def rate_batch_is_one_round_trip(self) -> bool:
+        """True when `rate_batch` decides requests on several buckets as one round trip, all
+        or nothing (one script, one statement). The limiters send such a batch as one call
+        only then; otherwise one `rate_many` per bucket, side by side, each a call of its
+        own with its own timeout, so that one bucket's slow or failed round trip fails only
+        its own callers. False here (the default `rate_batch` is one call per bucket)."""
+        return False
+
     async def rate_batch(
         self,
         name: str,
@@ -195,18 +205,26 @@ class NetworkStore(ABC):
         in their order, as `rate_many` decides them, each bucket on one reading of the
         server's clock (a store reads it once for all). Reply ``i`` is for request ``i``.
 
-        The limiters call it to send, as one round trip, the decisions of several keys
-        that their callers asked for while another round trip was in flight. This default
-        makes one `rate_many` call per bucket, one after the other (a round trip each): a
-        store overrides it to make it one round trip. A call made of several round trips
-        that fails part way may have charged the buckets decided before: the limiters do
-        not give those back, which only admits less."""
+        The limiters call it, on a store whose `rate_batch_is_one_round_trip` is True, to
+        send as one round trip the decisions of several keys that their callers asked for
+        while another round trip was in flight. This default makes one `rate_many` call per
+        bucket, side by side, and raises the first failure once every call has ended: the
+        buckets whose calls succeeded keep their charges (a caller of this default that
+        gets an error may give them back with `rate_give_back`; the limiters never call it)."""
         check_batch(requests, burst)
+        buckets = by_bucket(requests)
+        calls = [
+            self.rate_many(name, key, interval_us, burst, [r[1:] for r in requests if r[0] == key])
+            for key in buckets
+        ]
+        # Tasks now, before the first await: each copies this context (`caller_bounds`).
+        # At most RATE_MANY_MAX buckets (check_batch).
+        answers = await asyncio.gather(*calls, return_exceptions=True)  # noqa: ADM101
         replies: list[RateReply | None] = [None] * len(requests)
-        for key in by_bucket(requests):
-            mine = [i for i, request in enumerate(requests) if request[0] == key]
-            asked = [(requests[i][1], requests[i][2]) for i in mine]
-            answer = await self.rate_many(name, key, interval_us, burst, asked)
+        for key, answer in zip(buckets, answers, strict=True):
+            if isinstance(answer, BaseException):
+                raise answer
+            mine = (i for i, request in enumerate(requests) if request[0] == key)
             for i, reply in zip(mine, answer, strict=True):
                 replies[i] = reply
         return cast("list[RateReply]", replies)

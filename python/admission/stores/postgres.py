@@ -497,6 +497,11 @@ class Postgres(NetworkStore):
         )
         return [RateReply(*reply, now) for reply in zip(admitted, waits, tats, strict=True)]
 
+    @property
+    def rate_batch_is_one_round_trip(self) -> bool:
+        """True: `rate_batch` is one statement, one transaction."""
+        return True
+
     async def rate_batch(
         self,
         name: str,

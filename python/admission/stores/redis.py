@@ -65,7 +65,7 @@ import contextlib
 import hashlib
 import json
 import sys
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, final
 
 from admission._extras import require
@@ -160,10 +160,10 @@ return out
 _RATE_BATCH = """
 local interval = tonumber(ARGV[1])
 local room = tonumber(ARGV[2]) * interval
-local stored = redis.call('MGET', unpack(KEYS))
 local tats, charged = {}, {}
 for j = 1, #KEYS do
-  local tat = tonumber(stored[j] or now)
+  -- GET each (not MGET, which reads a key of another type as nil): WRONGTYPE, as rate_many
+  local tat = tonumber(redis.call('GET', KEYS[j]) or now)
   if tat < now then tat = now end
   tats[j] = tat
 end
@@ -629,6 +629,12 @@ class Redis(NetworkStore):
         now = out[0]
         return [RateReply(out[i] == 1, out[i + 1], out[i + 2], now) for i in range(1, len(out), 3)]
 
+    @property
+    def rate_batch_is_one_round_trip(self) -> bool:
+        """True until this store knows it talks to a cluster (a ``RedisCluster`` client, or
+        a node that answered ``CROSSSLOT``): then `rate_batch` is one call per bucket."""
+        return not self._one_slot
+
     async def rate_batch(
         self,
         name: str,
@@ -639,67 +645,35 @@ class Redis(NetworkStore):
         """Decisions on several buckets of limiter ``name`` (`NetworkStore.rate_batch`): one
         script call over all of them on one server. On a cluster (a ``RedisCluster``
         client, or a node that refuses a script over several slots with ``CROSSSLOT``,
-        which it checks before running anything) one `rate_many` per bucket instead, side
-        by side: a keyed limiter's keys are each their own hash slot on purpose."""
+        which it checks before running anything) `NetworkStore.rate_batch`'s one
+        `rate_many` per bucket instead, side by side: a keyed limiter's keys are each their
+        own hash slot on purpose."""
         bounded = caller_bounds.get()  # before the first await: set for that step only
         check_batch(requests, burst)
         _positive("interval_us", interval_us)
+        if self._one_slot:
+            return await super().rate_batch(name, interval_us, burst, requests)
         buckets = list(dict.fromkeys(key for key, _, _ in requests))
-        if not self._one_slot:
-            index = {key: i for i, key in enumerate(buckets, 1)}
-            args: list[int] = [interval_us, burst]
-            for key, cost, max_wait_us in requests:
-                args += (index[key], cost, max_wait_us)
-            keys = [self._bucket_key(name, key) for key in buckets]
+        index = {key: i for i, key in enumerate(buckets, 1)}
+        args: list[int] = [interval_us, burst]
+        for key, cost, max_wait_us in requests:
+            args += (index[key], cost, max_wait_us)
+        keys = [self._bucket_key(name, key) for key in buckets]
+        try:
+            out = await self._eval(RATE_BATCH, keys, args)
+        except StoreUnavailable as exc:
+            if not isinstance(exc.__cause__, self._cross_slot):
+                raise
+            self._one_slot = True  # a cluster's node: never again, per bucket from now
+            # (It ran nothing.) Each bucket's call is bounded as this one is: the calls
+            # start in the first step of the one below, in this context.
+            token = caller_bounds.set(bounded)
             try:
-                out = await self._eval(RATE_BATCH, keys, args)
-            except StoreUnavailable as exc:
-                if not isinstance(exc.__cause__, self._cross_slot):
-                    raise
-                self._one_slot = True  # a cluster's node: never again, per bucket from now
-                # (It ran nothing.) Each bucket's call is bounded as this one is.
-                token = caller_bounds.set(bounded)
-                try:
-                    retried = self._rate_by_bucket(name, interval_us, burst, requests, buckets)
-                finally:
-                    caller_bounds.reset(token)
-                return await retried
-            else:
-                now = out[0]
-                return [
-                    RateReply(out[i] == 1, out[i + 1], out[i + 2], now)
-                    for i in range(1, len(out), 3)
-                ]
-        return await self._rate_by_bucket(name, interval_us, burst, requests, buckets)
-
-    def _rate_by_bucket(
-        self,
-        name: str,
-        interval_us: int,
-        burst: int,
-        requests: Sequence[tuple[bytes | None, int, int]],
-        buckets: list[bytes | None],
-    ) -> Coroutine[Any, Any, list[RateReply]]:
-        """`rate_batch` as one `rate_many` per bucket, side by side (a cluster's way). The
-        calls start now, in this context (`caller_bounds`: their tasks copy it)."""
-        mine = {key: [i for i, r in enumerate(requests) if r[0] == key] for key in buckets}
-        calls = asyncio.gather(  # noqa: ADM101 - at most RATE_MANY_MAX buckets (check_batch)
-            *(
-                self.rate_many(
-                    name, key, interval_us, burst, [r[1:] for r in requests if r[0] == key]
-                )
-                for key in buckets
-            )
-        )
-
-        async def merged() -> list[RateReply]:
-            replies: list[RateReply] = [None] * len(requests)  # type: ignore[list-item]
-            for key, answer in zip(buckets, await calls, strict=True):
-                for i, reply in zip(mine[key], answer, strict=True):
-                    replies[i] = reply
-            return replies
-
-        return merged()
+                return await super().rate_batch(name, interval_us, burst, requests)
+            finally:
+                caller_bounds.reset(token)
+        now = out[0]
+        return [RateReply(out[i] == 1, out[i + 1], out[i + 2], now) for i in range(1, len(out), 3)]
 
     async def rate_give_back(
         self, name: str, key: bytes | None, interval_us: int, cost: int, tat_us: int

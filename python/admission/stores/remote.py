@@ -760,7 +760,7 @@ class _RemoteRate(_Remote):
         "_batch_after",
         "_burst",
         "_interval_us",
-        "_lane",
+        "_lanes",
         "_local",
         "_local_tokens",
         "_make_local",
@@ -798,7 +798,10 @@ class _RemoteRate(_Remote):
             )
         self._batch = batch or 1
         self._batch_after = 0.0
-        self._lane = _Lane()
+        self._lanes: dict[bytes | None, _Lane] = {}
+        """The lanes with a round trip in flight: the limiter's own (None, which stays),
+        every key's too when its store decides a batch over keys in one round trip, else
+        one per key (`_lane_key`)."""
         self._local_tokens = 0
         self._make_local = local
         self._local: Any = None
@@ -881,7 +884,10 @@ class _RemoteRate(_Remote):
     async def _decide(self, key: bytes | None, cost: int, max_wait_us: int) -> RateReply:
         """One decision: a round trip of its own when none of this limiter's is in flight,
         else queued for the next one (module docstring, "Coalescing")."""
-        lane = self._lane
+        lane_key = None if self.store.rate_batch_is_one_round_trip else key
+        lane = self._lanes.get(lane_key)
+        if lane is None:
+            lane = self._lanes[lane_key] = _Lane()
         if lane.busy:
             return await self._queue(key, lane, cost, max_wait_us)
         lane.busy = True
@@ -893,14 +899,20 @@ class _RemoteRate(_Remote):
                 lambda late: self._give_back(key, cost, late),
             )
         finally:
-            self._next_round_trip(lane)
+            self._next_round_trip(lane_key, lane)
 
-    def _next_round_trip(self, lane: _Lane) -> None:
+    def _next_round_trip(self, lane_key: bytes | None, lane: _Lane) -> None:
         """The round trip in flight ended: the queued decisions go now, in one."""
         if lane.queued:
-            _keep(self._send_queued(lane))
+            _keep(self._send_queued(lane_key, lane))
         else:
             lane.busy = False
+            self._forget(lane_key, lane)
+
+    def _forget(self, lane_key: bytes | None, lane: _Lane) -> None:
+        """Drops an idle key's lane (the limiter's own, None, stays)."""
+        if lane_key is not None and self._lanes.get(lane_key) is lane:
+            del self._lanes[lane_key]
 
     async def _queue(
         self, key: bytes | None, lane: _Lane, cost: int, max_wait_us: int
@@ -923,27 +935,29 @@ class _RemoteRate(_Remote):
                 self._give_back(key, cost, future.result())
             raise
 
-    async def _send_queued(self, lane: _Lane) -> None:
+    async def _send_queued(self, lane_key: bytes | None, lane: _Lane) -> None:
         """Sends the queued decisions of ``lane``: all of them at once, in round trips of
         up to `RATE_MANY_MAX` each (more than that go side by side, not one after the
         other), then those queued meanwhile, until none is left. A caller gone (cancelled)
         before its request went is dropped; after, its charge is given back when the reply
-        comes."""
+        comes. Requests on several keys go as one round trip only to a store that decides
+        them in one (`NetworkStore.rate_batch_is_one_round_trip`, read now: a Redis store
+        learns it talks to a cluster); else each key's go as round trips of their own."""
         queued = lane.queued
         batches: list[list[_Request]] = []
         try:
             while True:
-                batches = []
-                batch: list[_Request] = []
+                one = self.store.rate_batch_is_one_round_trip
+                groups: dict[bytes | None, list[_Request]] = {}
                 while queued:
                     request = queued.popleft()
                     if not request.future.done():
-                        batch.append(request)
-                        if len(batch) == RATE_MANY_MAX:
-                            batches.append(batch)
-                            batch = []
-                if batch:
-                    batches.append(batch)
+                        groups.setdefault(None if one else request.key, []).append(request)
+                batches = [
+                    group[i : i + RATE_MANY_MAX]
+                    for group in groups.values()
+                    for i in range(0, len(group), RATE_MANY_MAX)
+                ]
                 if not batches:
                     return
                 if len(batches) == 1:
@@ -958,11 +972,14 @@ class _RemoteRate(_Remote):
             raise
         finally:
             lane.busy = False
+            if not queued:
+                self._forget(lane_key, lane)
 
     def _batch_call(self, batch: list[_Request]) -> Coroutine[Any, Any, list[RateReply]]:
         """The store call deciding ``batch``: `NetworkStore.rate_many` when its requests are
         all on one bucket (the cheaper call: one bucket to read and write), else
-        `NetworkStore.rate_batch`."""
+        `NetworkStore.rate_batch` (`_send_queued` makes such a batch for a store that
+        decides it in one round trip only)."""
         key = batch[0].key
         if all(request.key == key for request in batch):
             requests = [(r.cost, r.max_wait_us) for r in batch]
