@@ -719,6 +719,7 @@ def test_bad_arguments_are_refused_at_once(pg: PostgresServer) -> None:
     with pytest.raises(ValueError, match="a key must be bytes or None"):
         run(store.rate_batch("x", LONG, 2, [(7, 1, 0)]))  # type: ignore[list-item]
     assert store._own is None
+    assert store.rate_batch_is_one_round_trip  # one statement: the limiters batch keys
 
 
 # ---------------------------------------------------------------------------- PgBouncer

@@ -650,6 +650,7 @@ def test_rate_batch_writes_each_charged_key_once_with_its_ttl(redis_server: Redi
 
     async def body(store: Redis) -> None:
         batch = [(b"a", 1, 0), (b"b", 3, 0), (b"a", 2, 0), (b"b", 1, 0), (b"c", 1, 0)]
+        assert store.rate_batch_is_one_round_trip  # one server: the limiters batch keys
         replies = await store.rate_batch(name, SECOND, 3, batch)
         assert [r.admitted for r in replies] == [True, True, True, False, True]
         now = replies[0].now_us

@@ -208,6 +208,7 @@ def test_every_script_runs_on_a_cluster(cluster: RedisServer, kind: str) -> None
                 assert [r.admitted for r in replies] == [True] * len(batch), (name, replies)
                 assert replies[-1].tat_us == replies[1].tat_us + 2 * SECOND
                 assert store._one_slot
+                assert not store.rate_batch_is_one_round_trip  # the limiters: per key
                 granted = await store.semaphore_acquire(name, 1, "a", SECOND, True)
                 assert granted.granted
                 assert (await store.semaphore_acquire(name, 1, "b", SECOND, True)).ahead == 0

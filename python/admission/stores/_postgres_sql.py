@@ -185,6 +185,7 @@ $$;
 -- batches over overlapping keys then lock them in one order, never waiting for each other
 -- in a cycle (no deadlock). Then the requests are decided in their order on one reading of
 -- the clock, each bucket's as rate_many decides them, and each charged bucket written once.
+-- One transaction: a row locked by another session holds up every bucket of the batch.
 CREATE OR REPLACE FUNCTION {{s}}.rate_batch(
     p_name text, p_interval bigint, p_burst bigint, p_keys bytea[], p_which integer[],
     p_costs bigint[], p_max_waits bigint[],

@@ -512,7 +512,9 @@ class Postgres(NetworkStore):
         """Decisions on several buckets of limiter ``name`` in one statement (the schema's
         ``rate_batch`` function: the rows locked in one order, `by_bucket`'s, then the
         requests decided in order, one write per bucket charged); see
-        `NetworkStore.rate_batch`."""
+        `NetworkStore.rate_batch`. One transaction: a row another session holds locked
+        (a slow or stuck transaction on ``buckets``) holds up every bucket of the batch,
+        until that lock goes or the call's ``timeout`` passes."""
         check_batch(requests, burst)
         buckets = by_bucket(requests)
         index = {key: i for i, key in enumerate(buckets, 1)}

@@ -18,22 +18,27 @@ module owns the rest:
 - Coalescing. While a round trip of a rate limiter is in flight (of any of its keys, for a
   keyed one), the decisions its other callers in this process ask for queue up and go
   together, in their order, as ONE round trip sent when the reply in flight arrives
-  (`NetworkStore.rate_many` when they are all on one bucket, `NetworkStore.rate_batch`
-  when they are on several keys): under concurrency, one round trip decides many
-  requests, on one bucket or on many; alone, a request goes at once, as before (no timer,
-  no added latency). Each reply is the one the request would have had made right after
-  the ones before it on its bucket. Order: first come, first charged within a process
-  (more than `RATE_MANY_MAX` queued at once go as that many a round trip, side by side:
-  in order within each, in no set order between them); across processes, round trips are
-  decided in the order they reach the server (a batch's requests one after the other), as
-  without coalescing. One round trip of a limiter is in flight at a time (its queue goes
-  when it returns): on this 2-core host, two at a time were no faster (benches/RESULTS.md,
-  store17d), and one keeps a bucket's decisions in the order they were asked for. Time: a
-  queued decision waits for at most the round trip in flight (bounded by the store's
-  ``timeout``: past it, the queue goes at once) and then one round trip of its own,
-  bounded by the ``timeout`` from when it is sent: at most twice the ``timeout`` in all,
-  and it never fails where the same round trip alone would have succeeded. A caller
-  cancelled in the turn its reply is delivered gives its charge back.
+  (`NetworkStore.rate_many` when they are all on one bucket, `NetworkStore.rate_batch` when
+  they are on several keys): under concurrency, one round trip decides many requests, on one
+  bucket or on many. Across keys only on a store that decides such a batch in one round
+  trip, all or nothing (`NetworkStore.rate_batch_is_one_round_trip`: PostgreSQL, Redis on
+  one server); on any other (a Redis Cluster, a store that keeps `NetworkStore`'s
+  `rate_batch`) each key has its own round trip in flight and its own queue, so that one
+  key's slow or failed round trip fails only its own callers. Alone, a request goes at once,
+  as before (no timer, no added latency). Each reply is the one the request would have had
+  made right after the ones before it on its bucket. Order: first come, first charged within
+  a process (more than `RATE_MANY_MAX` queued at once go as that many a round trip, side by
+  side: in order within each, in no set order between them); across processes, round trips
+  are decided in the order they reach the server (a batch's requests one after the other),
+  as without coalescing. One round trip of a limiter (of a key, on such another store) is in
+  flight at a time (its queue goes when it returns): on this 2-core host, two or three at a
+  time were not reliably faster (benches/RESULTS.md, store17d), and one keeps a bucket's
+  decisions in the order they were asked for. Time: a queued decision waits for at most the
+  round trip in flight (bounded by the store's ``timeout``: past it, the queue goes at once)
+  and then one round trip of its own, bounded by the ``timeout`` from when it is sent: at
+  most twice the ``timeout`` in all, and it never fails where the same round trip alone
+  would have succeeded. A caller cancelled in the turn its reply is delivered gives its
+  charge back.
 - Failure. Each round trip returns or raises within the store's ``timeout``. A breaker per
   store (`admission.CircuitBreaker`, named ``store <label>``) opens after repeated failures,
   so a dead store costs microseconds, not a timeout per call; then each limiter does what
