@@ -943,3 +943,44 @@ def test_a_schema_is_never_lowered_and_a_later_or_written_back_one_is_used(
             await conn.close()
 
     asyncio.run(main())
+
+
+def test_a_row_locked_by_another_session_holds_up_only_its_own_keys(
+    pg: PostgresServer, schema: str
+) -> None:
+    """Another session holds key ``hot``'s row locked (a slow or stuck transaction). The
+    keys queued with it in one batch wait for it at most a quarter of the timeout, then are
+    decided each on its own (`BatchContended`): ``a`` and ``b`` are admitted while the lock
+    is still held; ``hot`` when it goes."""
+
+    async def main() -> None:
+        store = Postgres(pg.app_dsn(), schema=schema, timeout=8.0)  # rows waited for 2 s
+        holder = await asyncpg.connect(pg.dsn())
+        try:
+            per_user = adm.KeyedTokenBucket(
+                rate=1, per=3600, burst=100, name="h", store=store, on_store_error="closed"
+            )
+            await per_user.acquire("hot", timeout=0)  # its row exists
+            transaction = holder.transaction()
+            await transaction.start()
+            await holder.execute(
+                f"SELECT 1 FROM {schema}.buckets WHERE name = 'h' AND key = $1 FOR UPDATE",
+                b"\x01hot",
+            )
+            first = asyncio.ensure_future(per_user.acquire("x", timeout=0))
+            await asyncio.sleep(0)  # x's round trip in flight: the others queue behind it
+            hot, a, b = (
+                asyncio.ensure_future(per_user.acquire(key, timeout=0)) for key in ("hot", "a", "b")
+            )
+            await first
+            await asyncio.gather(a, b)  # admitted (each raises otherwise), the lock still held
+            assert not hot.done()
+            await transaction.rollback()
+            await hot
+            stats = per_user.stats()
+            assert (stats.admitted, stats.rejected) == (5, 0)
+        finally:
+            await holder.close()
+            await store.aclose()
+
+    run(main())

@@ -15,7 +15,7 @@ import pytest
 import admission as adm
 from admission.errors import StoreUnavailable
 from admission.stores import MemoryStore, NetworkStore, RateReply
-from admission.stores.network import RATE_MANY_MAX
+from admission.stores.network import RATE_MANY_MAX, BatchContended
 
 NOW = 1_000_000.0  # the server's clock (seconds), fixed: every decision is exact
 
@@ -651,3 +651,43 @@ def test_one_keys_failure_fails_only_its_own_callers_on_such_a_store() -> None:
     assert store.tat_us("u", b"a") is not None
     assert store.tat_us("u", b"z") is not None
     assert store.tat_us("u", b"bad") is None
+
+
+def test_a_contended_batch_goes_again_each_key_on_its_own_and_is_no_store_error() -> None:
+    """A store's `rate_batch` that decided nothing (`BatchContended`: a key held by another
+    client): each key's requests go again as a `rate_many` of their own, every caller is
+    answered, and the limiter counts no store error."""
+
+    class Contended(GatedStore):
+        async def rate_batch(
+            self,
+            name: str,
+            interval_us: int,
+            burst: int,
+            requests: Sequence[tuple[bytes | None, int, int]],
+        ) -> list[RateReply]:
+            self.keyed_batches.append(list(requests))
+            await self._round_trip("rate_batch")
+            raise BatchContended("key b held")
+
+    store = Contended()
+    per_user = adm.KeyedTokenBucket(rate=1, per=3600, burst=10, name="u", store=store)
+
+    async def main() -> None:
+        first = asyncio.ensure_future(per_user.acquire("a", timeout=0))
+        await until(lambda: len(store.held) == 1)
+        queued = [asyncio.ensure_future(per_user.acquire(k, timeout=0)) for k in "abab"]
+        await until(lambda: len(per_user._lanes[None].queued) == 4)
+        store.open()
+        await first
+        await until(lambda: len(store.held) == 1)  # the batch
+        store.open()
+        await until(lambda: len(store.held) == 2)  # then a's and b's, side by side
+        store.open()
+        await asyncio.gather(*queued)
+
+    asyncio.run(main())
+    assert store.keyed_batches == [[(b"a", 1, 0), (b"b", 1, 0), (b"a", 1, 0), (b"b", 1, 0)]]
+    assert sorted(store.batches) == [[(1, 0), (1, 0)], [(1, 0), (1, 0)]]
+    assert per_user.stats().admitted == 5
+    assert per_user._counts.store_errors == 0

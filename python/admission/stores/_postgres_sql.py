@@ -185,10 +185,13 @@ $$;
 -- batches over overlapping keys then lock them in one order, never waiting for each other
 -- in a cycle (no deadlock). Then the requests are decided in their order on one reading of
 -- the clock, each bucket's as rate_many decides them, and each charged bucket written once.
--- One transaction: a row locked by another session holds up every bucket of the batch.
+-- One transaction: a row locked by another session would hold up every bucket of the
+-- batch, so the rows are waited for p_lock_ms at most (lock_timeout, this transaction
+-- only): past it, lock_not_available, nothing written, and the client decides the buckets
+-- one at a time (only the locked one's requests then wait for it).
 CREATE OR REPLACE FUNCTION {{s}}.rate_batch(
     p_name text, p_interval bigint, p_burst bigint, p_keys bytea[], p_which integer[],
-    p_costs bigint[], p_max_waits bigint[],
+    p_costs bigint[], p_max_waits bigint[], p_lock_ms integer,
     OUT admitted boolean[], OUT waits bigint[], OUT tats bigint[], OUT now bigint
 ) LANGUAGE plpgsql AS $$
 DECLARE
@@ -201,6 +204,7 @@ DECLARE
     j integer;
     n integer := coalesce(array_length(p_which, 1), 0);
 BEGIN
+    PERFORM set_config('lock_timeout', p_lock_ms || 'ms', true);
     now := {_NOW};
     SELECT array_agg(coalesce('\\x01'::bytea || k, '\\x'::bytea) ORDER BY i) INTO v_keys
         FROM unnest(p_keys) WITH ORDINALITY AS u(k, i);
@@ -244,7 +248,7 @@ PostgreSQL runs it as one transaction)."""
 
 # The object `VERSION` added: its presence tells a schema of this version whose version
 # number an earlier release's creation wrote back (releases before this one set it as is).
-_ADDED = "'{s}.rate_batch(text, bigint, bigint, bytea[], integer[], bigint[], bigint[])'"
+_ADDED = "'{s}.rate_batch(text, bigint, bigint, bytea[], integer[], bigint[], bigint[], integer)'"
 
 _STATEMENTS = {
     # The schema's version, and whether it has the objects of `VERSION` (see `_ADDED`).
@@ -267,7 +271,7 @@ ON CONFLICT (name, key) DO UPDATE SET
 RETURNING b.admitted, b.tat, b.at""",
     "rate_many": ("SELECT admitted, waits, tats, now FROM {s}.rate_many($1, $2, $3, $4, $5, $6)"),
     "rate_batch": (
-        "SELECT admitted, waits, tats, now FROM {s}.rate_batch($1, $2, $3, $4, $5, $6, $7)"
+        "SELECT admitted, waits, tats, now FROM {s}.rate_batch($1, $2, $3, $4, $5, $6, $7, $8)"
     ),
     "rate_give_back": f"""
 UPDATE {{s}}.buckets b SET tat = b.tat - $4::bigint * $3::bigint

@@ -38,6 +38,7 @@ from typing import NamedTuple, cast
 
 __all__ = [
     "RATE_MANY_MAX",
+    "BatchContended",
     "NetworkStore",
     "RateReply",
     "SemaphoreReply",
@@ -82,6 +83,14 @@ def by_bucket(requests: Sequence[tuple[bytes | None, int, int]]) -> list[bytes |
     then never wait for each other in a cycle."""
     keys = {key for key, _, _ in requests}
     return sorted(keys, key=lambda key: (key is not None, key or b""))
+
+
+class BatchContended(Exception):
+    """`NetworkStore.rate_batch` decided nothing: one of its buckets was held by another
+    client past a short wait (on PostgreSQL, a row locked by another session for longer
+    than a quarter of the store's ``timeout``). Decide the buckets one at a time instead:
+    the limiters then send each key's requests as a `NetworkStore.rate_many` call of its
+    own, so that only the held bucket's callers wait for it."""
 
 
 caller_bounds: ContextVar[bool] = ContextVar("admission_store_caller_bounds", default=False)
@@ -210,7 +219,8 @@ class NetworkStore(ABC):
         while another round trip was in flight. This default makes one `rate_many` call per
         bucket, side by side, and raises the first failure once every call has ended: the
         buckets whose calls succeeded keep their charges (a caller of this default that
-        gets an error may give them back with `rate_give_back`; the limiters never call it)."""
+        gets an error may give them back with `rate_give_back`; the limiters never call it).
+        A store's own may raise `BatchContended` (it decided nothing)."""
         check_batch(requests, burst)
         buckets = by_bucket(requests)
         calls = [

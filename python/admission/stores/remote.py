@@ -36,9 +36,10 @@ module owns the rest:
   decisions in the order they were asked for. Time: a queued decision waits for at most the
   round trip in flight (bounded by the store's ``timeout``: past it, the queue goes at once)
   and then one round trip of its own, bounded by the ``timeout`` from when it is sent: at
-  most twice the ``timeout`` in all, and it never fails where the same round trip alone
-  would have succeeded. A caller cancelled in the turn its reply is delivered gives its
-  charge back.
+  most twice the ``timeout`` in all (2.25 times where a batch over keys ends early in
+  `BatchContended` and its keys go again each on its own), and it never fails where the same
+  round trip alone would have succeeded. A caller cancelled in the turn its reply is
+  delivered gives its charge back.
 - Failure. Each round trip returns or raises within the store's ``timeout``. A breaker per
   store (`admission.CircuitBreaker`, named ``store <label>``) opens after repeated failures,
   so a dead store costs microseconds, not a timeout per call; then each limiter does what
@@ -74,6 +75,7 @@ from admission.errors import AcquireTimeout, CapacityError, StoreUnavailable
 from admission.stats import LimiterStats, SemaphoreStats, WaitHistogram
 from admission.stores.network import (
     RATE_MANY_MAX,
+    BatchContended,
     NetworkStore,
     RateReply,
     SemaphoreReply,
@@ -1002,6 +1004,15 @@ class _RemoteRate(_Remote):
                 lambda late: self._give_back_all(charges, late),
                 0,
             )
+        except BatchContended:
+            # It decided nothing (a key held by another client): each key's requests
+            # again, each under a call of its own, so only the held key's wait for it.
+            by_key: dict[bytes | None, list[_Request]] = {}
+            for request in batch:
+                by_key.setdefault(request.key, []).append(request)
+            # At most RATE_MANY_MAX keys (one batch).
+            await asyncio.gather(*(self._send_batch(mine) for mine in by_key.values()))  # noqa: ADM101
+            return
         except Exception as error:
             for request in batch:
                 if not request.future.done():
