@@ -21,8 +21,10 @@ row over 1,000 keys):
 - the same limiter deciding one statement per decision, as before coalescing (the "before"
   row of the same run: `bench_remote_layer.OneByOne`).
 - ``KeyedTokenBucket(store=Postgres), 1,000 keys``: the workers' decisions spread over 1,000
-  keys in turn (at c=16, 16 different keys at a time: next to nothing to coalesce), where the
-  rows above all decide on one hot bucket (the best case for coalescing).
+  keys in turn (at c=16, 16 different keys at a time), where the rows above all decide on one
+  hot bucket (the best case for coalescing): the decisions asked for while one is in flight
+  go as one ``rate_batch`` statement over their keys; and the same limiter deciding one
+  statement per decision (`bench_remote_layer.OneByOneKeyed`).
 - ``PL/pgSQL function``: the same decision as a function called by one SELECT (``SELECT ...
   FOR UPDATE`` then ``UPDATE`` inside the server): the alternative the store did not keep.
 - ``SELECT FOR UPDATE + UPDATE transaction``: Bucket4j's way: BEGIN, read the row locked,
@@ -149,6 +151,12 @@ class Contenders:
             rate=1_000_000, per=1, burst=BURST, name="bench-keyed", store=self.store
         )
         self.next_key = 0
+        self.keyed_one_by_one = one_by_one(
+            adm.KeyedTokenBucket(
+                rate=1_000_000, per=1, burst=BURST, name="bench-keyed-1by1", store=self.store
+            )
+        )
+        self.next_key_one_by_one = 0
         self.one_by_one = one_by_one(
             adm.TokenBucket(rate=1_000_000, per=1, burst=BURST, name="bench-1by1", store=self.store)
         )
@@ -210,6 +218,10 @@ class Contenders:
         self.next_key = key = (self.next_key + 1) % KEYS_SPREAD
         await self.keyed.acquire(key, timeout=0)
 
+    async def limiter_keys_one_by_one(self) -> None:
+        self.next_key_one_by_one = key = (self.next_key_one_by_one + 1) % KEYS_SPREAD
+        await self.keyed_one_by_one.acquire(key, timeout=0)
+
     async def limiter_one_by_one(self) -> None:
         await self.one_by_one.acquire(timeout=0)
 
@@ -261,6 +273,8 @@ class Contenders:
              "reference", self.limiter_one_by_one, 1.0),
             ("limiter-keys", "KeyedTokenBucket(store=Postgres), 1,000 keys", "admission",
              self.limiter_keys, 1.0),
+            ("limiter-keys-1by1", "the same, a statement per decision", "reference",
+             self.limiter_keys_one_by_one, 1.0),
             ("function", "PL/pgSQL function", "reference", self.function, 1.0),
             ("transaction", "SELECT FOR UPDATE + UPDATE transaction", "reference",
              self.transaction, 0.5),

@@ -11,8 +11,10 @@ Rows, each a decision that admits (the limits are far above what the run takes):
 - the same limiter deciding one round trip per decision, as before coalescing (the "before"
   row of the same run: `bench_remote_layer.OneByOne`);
 - ``KeyedTokenBucket(store=Redis), 1,000 keys``: the decisions spread over 1,000 keys in
-  turn (at c=16, 16 different keys at a time: next to nothing to coalesce), where the rows
-  above all decide on one hot bucket (the best case for coalescing);
+  turn (at c=16, 16 different keys at a time), where the rows above all decide on one hot
+  bucket (the best case for coalescing): the decisions asked for while one is in flight go
+  as one ``rate_batch`` script call over their keys; and the same limiter deciding one round
+  trip per decision (`bench_remote_layer.OneByOneKeyed`);
 - raw ``PING`` and ``SET`` through the same client (the floors: one round trip doing nothing,
   one writing a key);
 - raw ``PING`` on redis-py connections used directly, one per task from an idle list (the
@@ -97,16 +99,23 @@ def _token_bucket(
     return make
 
 
-async def _keyed(url: str) -> tuple[Decide, Callable[[], Awaitable[None]]]:
-    store = adm.stores.Redis(url, timeout=5.0)
-    keyed = adm.KeyedTokenBucket(rate=1e6, per=1, burst=10**6, name="bench-keyed", store=store)
-    turn = [0]
+def _keyed(
+    coalesce: bool,
+) -> Callable[[str], Awaitable[tuple[Decide, Callable[[], Awaitable[None]]]]]:
+    async def make(url: str) -> tuple[Decide, Callable[[], Awaitable[None]]]:
+        store = adm.stores.Redis(url, timeout=5.0)
+        name = "bench-keyed" if coalesce else "bench-keyed-1by1"
+        keyed = adm.KeyedTokenBucket(rate=1e6, per=1, burst=10**6, name=name, store=store)
+        acquire = (keyed if coalesce else one_by_one(keyed)).acquire
+        turn = [0]
 
-    def decide() -> Awaitable[object]:
-        turn[0] = key = (turn[0] + 1) % KEYS_SPREAD
-        return keyed.acquire(key, 1, 0)
+        def decide() -> Awaitable[object]:
+            turn[0] = key = (turn[0] + 1) % KEYS_SPREAD
+            return acquire(key, 1, 0)
 
-    return decide, store.aclose
+        return decide, store.aclose
+
+    return make
 
 
 async def _raw_direct(url: str) -> tuple[Decide, Callable[[], Awaitable[None]]]:
@@ -223,7 +232,14 @@ ROWS = [
         "admission KeyedTokenBucket(store=Redis), 1,000 keys",
         "admission",
         False,
-        _keyed,
+        _keyed(True),
+    ),
+    Row(
+        "redis.Keyed.one_by_one",
+        "admission KeyedTokenBucket(store=Redis), 1,000 keys, a round trip per decision",
+        "reference",
+        False,
+        _keyed(False),
     ),
     Row("redis.PING", "raw PING, same client (floor)", "floor", False, _raw("PING")),
     Row(

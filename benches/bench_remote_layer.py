@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import pytest
 
 import admission as adm
-from admission.stores import RateReply, RemoteTokenBucket
+from admission.stores import RateReply, RemoteKeyedTokenBucket, RemoteTokenBucket
 
 GROUP = "network-store limiter, no network"
 CALLS = 10_000
@@ -39,10 +39,19 @@ class OneByOne(RemoteTokenBucket):  # type: ignore[misc]
         )
 
 
-def one_by_one(bucket: RemoteTokenBucket) -> OneByOne:
-    """``bucket``, made to decide one round trip per decision (`OneByOne`)."""
-    bucket.__class__ = OneByOne
-    return bucket  # type: ignore[return-value]
+class OneByOneKeyed(RemoteKeyedTokenBucket):  # type: ignore[misc]
+    """`OneByOne` for a keyed limiter: every decision a round trip of its own."""
+
+    __slots__ = ()
+
+    _decide = OneByOne._decide
+
+
+def one_by_one(bucket: RemoteTokenBucket | RemoteKeyedTokenBucket) -> Any:
+    """``bucket``, made to decide one round trip per decision (`OneByOne`, `OneByOneKeyed`)."""
+    keyed = isinstance(bucket, RemoteKeyedTokenBucket)
+    bucket.__class__ = OneByOneKeyed if keyed else OneByOne
+    return bucket
 
 
 class Row(NamedTuple):

@@ -48,38 +48,42 @@ async def semaphores_answer_as_the_reference(
 async def rates_answer_as_the_reference(
     store: NetworkStore, name: str, rounds: int = 300, seed: int = 17
 ) -> None:
-    """``rounds`` seeded random steps on one bucket and one key of a keyed bucket (100 µs
-    interval, burst 5): a `rate_many` of 1 to 8 requests (random costs and max waits:
-    none, 0, or up to 600 µs), a single `rate`, or a `rate_give_back` of the last admitted
-    charge. Every reply equals `MemoryStore`'s (the contract's reference) for the same
-    requests made **one after the other** at the server's now the reply reports: the
-    coalesced decision is the sequential one, and the two kinds of call share one state."""
+    """``rounds`` seeded random steps on one bucket and a few keys of a keyed bucket (100 µs
+    interval, burst 5): a `rate_many` of 1 to 8 requests on one bucket (random costs and max
+    waits: none, 0, or up to 600 µs), a `rate_batch` of 1 to 12 requests on buckets drawn
+    from five (so some repeat, in any order), a single `rate`, or a `rate_give_back` of a
+    bucket's last admitted charge. Every reply equals `MemoryStore`'s (the contract's
+    reference) for the same requests made **one after the other** at the server's now the
+    reply reports: the coalesced decision is the sequential one, and the three kinds of call
+    share one state."""
     rng = random.Random(seed)
     now_us = [0]
     # Exact: MemoryStore reads round(clock() * 10**6), which a float of seconds may miss.
     reference = adm.stores.MemoryStore(clock=lambda: Fraction(now_us[0], 1_000_000))
     interval, burst = 100, 5
+    buckets: tuple[bytes | None, ...] = (None, b"user:7", b"user:8", b"", b"\xff{x}")
     last: dict[bytes | None, tuple[int, int]] = {}  # key -> (cost, tat) of its last charge
+
+    def request() -> tuple[int, int]:
+        return rng.randint(1, burst), rng.choice((-1, 0, 0, 0, rng.randint(0, 6 * interval)))
+
     for _ in range(rounds):
-        key = rng.choice((None, b"user:7"))
         step = rng.random()
-        if step < 0.6:
-            requests = [
-                (rng.randint(1, burst), rng.choice((-1, 0, 0, 0, rng.randint(0, 6 * interval))))
-                for _ in range(rng.randint(1, 8))
-            ]
-            got = await store.rate_many(name, key, interval, burst, requests)
-            assert len(got) == len(requests)
-            assert len({reply.now_us for reply in got}) == 1  # one reading of the clock
-            now_us[0] = got[0].now_us
-            want = [await reference.rate(name, key, interval, burst, c, w) for c, w in requests]
+        if step < 0.35:
+            key = rng.choice(buckets[:2])
+            asked = [request() for _ in range(rng.randint(1, 8))]
+            got = await store.rate_many(name, key, interval, burst, asked)
+            requests = [(key, cost, max_wait) for cost, max_wait in asked]
+        elif step < 0.6:
+            requests = [(rng.choice(buckets), *request()) for _ in range(rng.randint(1, 12))]
+            got = await store.rate_batch(name, interval, burst, requests)
         elif step < 0.85:
+            key = rng.choice(buckets)
             cost, max_wait = rng.randint(1, burst), rng.choice((-1, 0, 3 * interval))
             got = [await store.rate(name, key, interval, burst, cost, max_wait)]
-            now_us[0] = got[0].now_us
-            want = [await reference.rate(name, key, interval, burst, cost, max_wait)]
-            requests = [(cost, max_wait)]
+            requests = [(key, cost, max_wait)]
         else:
+            key = rng.choice(buckets)
             if key in last:
                 cost, tat = last.pop(key)
                 given = await store.rate_give_back(name, key, interval, cost, tat)
@@ -90,7 +94,14 @@ async def rates_answer_as_the_reference(
                     assert not given, (key, cost, tat)
                     assert tat <= clock.now_us, (key, cost, tat)
             continue
-        assert got == want, (key, requests)
-        for (cost, _), reply in zip(requests, got, strict=True):
+        assert len(got) == len(requests)
+        for key in {key for key, _, _ in requests}:  # each bucket on one reading of the clock
+            assert len({r.now_us for r, q in zip(got, requests, strict=True) if q[0] == key}) == 1
+        want = []
+        for (key, cost, max_wait), reply in zip(requests, got, strict=True):
+            now_us[0] = reply.now_us
+            want.append(await reference.rate(name, key, interval, burst, cost, max_wait))
+        assert got == want, requests
+        for (key, cost, _), reply in zip(requests, got, strict=True):
             if reply.admitted:
                 last[key] = (cost, reply.tat_us)

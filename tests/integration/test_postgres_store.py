@@ -505,6 +505,95 @@ def test_concurrent_first_uses_from_processes_all_succeed(pg: PostgresServer, sc
     assert outcomes == [("ok", True)] * 6
 
 
+def _overlapping_batches(
+    dsn: str, schema: str, seed: int, rounds: int, start: Any, results: Any
+) -> None:
+    """8 tasks, each sending ``rounds`` `rate_batch` calls of 4 to 12 requests on keys drawn
+    (in random order, some repeated) from 12 that every process shares."""
+
+    async def main() -> tuple[dict[bytes, int], list[str]]:
+        import random
+
+        rng = random.Random(seed)
+        store = Postgres(dsn, schema=schema, timeout=LOADED)
+        charged: dict[bytes, int] = {}  # key -> admitted cost
+        errors: list[str] = []
+
+        async def task() -> None:
+            for _ in range(rounds):
+                batch = [
+                    (b"k%d" % rng.randrange(12), rng.randint(1, 3), 0)
+                    for _ in range(rng.randint(4, 12))
+                ]
+                try:
+                    replies = await store.rate_batch("overlap", LONG, 10**6, batch)
+                except StoreUnavailable as exc:
+                    errors.append(exc.reason)
+                    continue
+                for (key, cost, _), reply in zip(batch, replies, strict=True):
+                    assert reply.admitted
+                    charged[key] = charged.get(key, 0) + cost
+
+        try:
+            await store.rate("warm", None, LONG, 1, 1, 0)  # connected before the start
+            start.wait(30)
+            await asyncio.gather(*(task() for _ in range(8)))
+        finally:
+            await store.aclose()
+        return charged, errors
+
+    try:
+        results.put(("ok", asyncio.run(main())))
+    except BaseException as exc:
+        results.put(("error", repr(exc)))
+
+
+def test_batches_over_overlapping_keys_from_processes_never_deadlock(
+    pg: PostgresServer, schema: str
+) -> None:
+    """4 processes x 8 tasks send `rate_batch` calls over overlapping random key sets (12
+    keys, 4-12 requests each, in random order): every call decides, none fails with
+    PostgreSQL's "deadlock detected" (each call locks its rows in one order: by_bucket's),
+    and each bucket holds exactly the charges made on it (its TAT is the clock of its first
+    charge, within the run, plus an interval per token charged: nothing lost, nothing
+    applied twice)."""
+    spawn = multiprocessing.get_context("spawn")
+    start = spawn.Barrier(4)
+    results = spawn.Queue()
+    rounds = 30
+    procs = [
+        spawn.Process(
+            target=_overlapping_batches,
+            args=(pg.app_dsn(), schema, seed, rounds, start, results),
+        )
+        for seed in range(4)
+    ]
+    clock = f"SELECT {_postgres_sql._NOW}"
+    began = run(rows(pg, clock))[0][0]
+    for proc in procs:
+        proc.start()
+    try:
+        outcomes = [results.get(timeout=180) for _ in procs]
+    finally:
+        for proc in procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+    assert [kind for kind, _ in outcomes] == ["ok"] * 4, outcomes
+    errors = [error for _, (_, errs) in outcomes for error in errs]
+    assert errors == []
+    ended = run(rows(pg, clock))[0][0]
+    charged: dict[bytes, int] = {}
+    for _, (counts, _) in outcomes:
+        for key, cost in counts.items():
+            charged[key] = charged.get(key, 0) + cost
+    tats = run(rows(pg, f'SELECT key, tat FROM "{schema}".buckets WHERE name = $1', "overlap"))
+    assert len(tats) == len(charged) == 12
+    for stored_key, tat in tats:
+        first_charge = tat - charged[bytes(stored_key)[1:]] * LONG
+        assert began <= first_charge <= ended, stored_key
+
+
 # ---------------------------------------------------------------------------- sweeping
 
 
@@ -621,6 +710,16 @@ def test_bad_arguments_are_refused_at_once(pg: PostgresServer) -> None:
     with pytest.raises(ValueError, match="cannot be used") as bad:
         Postgres("postgresql://app:pa#ss@db/x")
     assert "pa#ss" not in str(bad.value)
+    # Refused before any round trip (the store was never connected).
+    store = Postgres(pg.app_dsn(), timeout=LOADED)
+    with pytest.raises(ValueError, match="1 to 64 requests"):
+        run(store.rate_batch("x", LONG, 2, []))
+    with pytest.raises(ValueError, match="between 1 and burst"):
+        run(store.rate_batch("x", LONG, 2, [(b"a", 3, 0)]))
+    with pytest.raises(ValueError, match="a key must be bytes or None"):
+        run(store.rate_batch("x", LONG, 2, [(7, 1, 0)]))  # type: ignore[list-item]
+    assert store._own is None
+    assert store.rate_batch_is_one_round_trip  # one statement: the limiters batch keys
 
 
 # ---------------------------------------------------------------------------- PgBouncer
@@ -757,33 +856,42 @@ async def migrate(pg: PostgresServer, schema: str) -> None:
         await store.aclose()
 
 
-def test_a_schema_at_version_1_is_brought_up_to_rate_many(pg: PostgresServer, schema: str) -> None:
-    """Version 2 added the rate_many function: a schema left at 1 is refused without
-    create (saying to migrate), and brought up by the first use with it."""
+@pytest.mark.parametrize("older", [1, 2])
+def test_an_older_schema_is_brought_up_to_rate_batch(
+    pg: PostgresServer, schema: str, older: int
+) -> None:
+    """Version 2 added the rate_many function, 3 the rate_batch one: a schema left at 1 or
+    2 is refused without create (saying to migrate), and brought up by the first use with
+    it, after which both functions decide."""
 
     async def main() -> None:
         await migrate(pg, schema)
         conn = await asyncpg.connect(pg.dsn())
         try:
+            functions = ["rate_batch"] if older == 2 else ["rate_batch", "rate_many"]
+            dropped = ", ".join(f'"{schema}".{function}' for function in functions)
             await conn.execute(
-                f'DROP FUNCTION "{schema}".rate_many; UPDATE "{schema}".meta SET version = 1'
+                f'DROP FUNCTION {dropped}; UPDATE "{schema}".meta SET version = {older}'
             )
         finally:
             await conn.close()
         strict = Postgres(pg.app_dsn(), schema=schema, create=False, timeout=LOADED)
         try:
-            with pytest.raises(ConfigError, match=r"is at 1 \(this version needs 2\)"):
-                await strict.rate_many("v", None, LONG, 2, [(1, 0)])
+            with pytest.raises(ConfigError, match=rf"is at {older} \(this version needs 3\)"):
+                await strict.rate_batch("v", LONG, 2, [(b"a", 1, 0)])
         finally:
             await strict.aclose()
         store = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
         try:
             replies = await store.rate_many("v", None, LONG, 2, [(1, 0), (1, 0), (1, 0)])
             assert [r.admitted for r in replies] == [True, True, False]
+            batch = [(b"a", 1, 0), (b"b", 2, 0), (b"a", 2, 0), (None, 1, 0)]
+            replies = await store.rate_batch("v", LONG, 2, batch)
+            assert [r.admitted for r in replies] == [True, True, False, False]
         finally:
             await store.aclose()
         version = await rows(pg, f'SELECT version FROM "{schema}".meta')
-        assert [r[0] for r in version] == [2]
+        assert [r[0] for r in version] == [3]
 
     asyncio.run(main())
 
@@ -793,8 +901,8 @@ def test_a_schema_is_never_lowered_and_a_later_or_written_back_one_is_used(
 ) -> None:
     """Rolling upgrades: a process of the previous release, made with create=True, wrote
     its version (1) over the schema's unconditionally; this release then still uses a
-    schema that has its objects (create=False included) and, with create, marks it 2
-    again. A schema at a later version (3) is used as it is: this release's creation and
+    schema that has its objects (create=False included) and, with create, marks it 3
+    again. A schema at a later version (4) is used as it is: this release's creation and
     `migrate` never lower it."""
 
     async def version() -> int:
@@ -805,6 +913,7 @@ def test_a_schema_is_never_lowered_and_a_later_or_written_back_one_is_used(
         try:
             assert (await store.rate("r", None, LONG, 2, 1, 0)).tat_us > 0
             assert len(await store.rate_many("m", None, LONG, 2, [(1, 0)])) == 1
+            assert len(await store.rate_batch("m", LONG, 2, [(b"x", 1, 0), (b"y", 1, 0)])) == 2
         finally:
             await store.aclose()
 
@@ -821,16 +930,57 @@ def test_a_schema_is_never_lowered_and_a_later_or_written_back_one_is_used(
             await decides(create=False)
             assert await version() == 1
             await decides(create=True)
-            assert await version() == 2
-            await conn.execute(f'UPDATE "{schema}".meta SET version = 3')
+            assert await version() == 3
+            await conn.execute(f'UPDATE "{schema}".meta SET version = 4')
             await decides(create=False)
             await decides(create=True)
             await migrate(pg, schema)
-            assert await version() == 3
+            assert await version() == 4
             # This release's creation text itself never lowers it either.
             await conn.execute(_postgres_sql.statements(schema)["schema"])
-            assert await version() == 3
+            assert await version() == 4
         finally:
             await conn.close()
 
     asyncio.run(main())
+
+
+def test_a_row_locked_by_another_session_holds_up_only_its_own_keys(
+    pg: PostgresServer, schema: str
+) -> None:
+    """Another session holds key ``hot``'s row locked (a slow or stuck transaction). The
+    keys queued with it in one batch wait for it at most a quarter of the timeout, then are
+    decided each on its own (`BatchContended`): ``a`` and ``b`` are admitted while the lock
+    is still held; ``hot`` when it goes."""
+
+    async def main() -> None:
+        store = Postgres(pg.app_dsn(), schema=schema, timeout=8.0)  # rows waited for 2 s
+        holder = await asyncpg.connect(pg.dsn())
+        try:
+            per_user = adm.KeyedTokenBucket(
+                rate=1, per=3600, burst=100, name="h", store=store, on_store_error="closed"
+            )
+            await per_user.acquire("hot", timeout=0)  # its row exists
+            transaction = holder.transaction()
+            await transaction.start()
+            await holder.execute(
+                f"SELECT 1 FROM {schema}.buckets WHERE name = 'h' AND key = $1 FOR UPDATE",
+                b"\x01hot",
+            )
+            first = asyncio.ensure_future(per_user.acquire("x", timeout=0))
+            await asyncio.sleep(0)  # x's round trip in flight: the others queue behind it
+            hot, a, b = (
+                asyncio.ensure_future(per_user.acquire(key, timeout=0)) for key in ("hot", "a", "b")
+            )
+            await first
+            await asyncio.gather(a, b)  # admitted (each raises otherwise), the lock still held
+            assert not hot.done()
+            await transaction.rollback()
+            await hot
+            stats = per_user.stats()
+            assert (stats.admitted, stats.rejected) == (5, 0)
+        finally:
+            await holder.close()
+            await store.aclose()
+
+    run(main())

@@ -26,6 +26,7 @@ from redis_server import RedisServer
 from store_contract import rates_answer_as_the_reference, semaphores_answer_as_the_reference
 
 import admission as adm
+from admission.stores import RateReply
 from admission.stores.redis import SCRIPTS, Redis
 
 T = TypeVar("T")
@@ -472,6 +473,7 @@ def test_script_flush_between_calls(redis_server: RedisServer) -> None:
             lambda: store.register("TokenBucket", name, {"rate": 1}),
             lambda: store.rate(name, None, SECOND, 100, 1, 0),
             lambda: store.rate_many(name, None, SECOND, 100, [(1, 0), (1, -1)]),
+            lambda: store.rate_batch(name, SECOND, 100, [(b"a", 1, 0), (None, 1, 0)]),
             lambda: store.rate_give_back(name, None, SECOND, 1, 0),
             lambda: store.semaphore_acquire(name, 1, "a", SECOND, True),
             lambda: store.semaphore_renew(name, ["a"], SECOND),
@@ -517,6 +519,57 @@ def test_script_flush_mid_load_loses_and_doubles_nothing(redis_server: RedisServ
         assert stored_tat(redis_server, store._bucket_key(name, None)) == (
             first.tat_us + tasks * per_task * T
         )
+
+    with_store(redis_server, body)
+
+
+def test_script_flush_mid_load_with_batches_over_many_keys(redis_server: RedisServer) -> None:
+    """16 tasks charge a keyed limiter's 40 keys (each task its own order of them) while the
+    scripts are flushed again and again: the limiter sends what its callers ask for while a
+    round trip is in flight as `rate_batch` calls mixing keys (and repeating some), no error
+    reaches a caller, and each key's TAT moved by exactly one interval per admitted charge
+    on it."""
+    name, tasks, per_task, keys = unique("flush-keys"), 16, 60, 40
+
+    async def body(store: Redis) -> None:
+        batches: list[int] = []
+        rate_batch = store.rate_batch
+
+        async def counted(*args: Any) -> list[RateReply]:
+            batches.append(len({key for key, _, _ in args[3]}))
+            return await rate_batch(*args)
+
+        store.rate_batch = counted  # type: ignore[method-assign]
+        per_key = adm.KeyedTokenBucket(rate=1, per=60, burst=10**4, name=name, store=store)
+        await per_key.acquire("warm", timeout=0)
+        loads = _script_loads(redis_server)
+        done = 0
+
+        async def charge(task: int) -> None:
+            nonlocal done
+            for i in range(per_task):
+                await per_key.acquire(b"k%d" % ((task * 7 + i) % keys), timeout=0)
+                done += 1
+
+        async def flush() -> None:
+            while done < tasks * per_task:
+                await asyncio.to_thread(redis_server.command, "SCRIPT", "FLUSH")
+                await asyncio.sleep(0.002)  # noqa: ADM401 - a test's pacing, not a retry
+
+        start = server_now(redis_server)
+        await asyncio.gather(flush(), *(charge(task) for task in range(tasks)))
+        end = server_now(redis_server)
+        assert _script_loads(redis_server) > loads
+        assert max(batches) > 1  # batches mixing keys went
+        charged: dict[bytes, int] = {}
+        for task in range(tasks):
+            for i in range(per_task):
+                key = b"k%d" % ((task * 7 + i) % keys)
+                charged[key] = charged.get(key, 0) + 1
+        for key, count in charged.items():
+            tat = stored_tat(redis_server, store._bucket_key(name, key))
+            assert tat is not None
+            assert start <= tat - count * 60 * SECOND <= end, key  # its first charge's now
 
     with_store(redis_server, body)
 
@@ -586,5 +639,55 @@ def test_rate_many_decides_in_order_and_writes_the_last_charge(redis_server: Red
             await store.rate_many(name, None, SECOND, 3, [(4, 0)])
         with pytest.raises(ValueError, match="1 to 64 requests"):
             await store.rate_many(name, None, SECOND, 3, [])
+
+    with_store(redis_server, body)
+
+
+def test_rate_batch_writes_each_charged_key_once_with_its_ttl(redis_server: RedisServer) -> None:
+    """Each key charged by a batch holds its last charge's TAT (a refusal after it changes
+    nothing), with the TTL of the time until its bucket is full again."""
+    name = unique("batch")
+
+    async def body(store: Redis) -> None:
+        batch = [(b"a", 1, 0), (b"b", 3, 0), (b"a", 2, 0), (b"b", 1, 0), (b"c", 1, 0)]
+        assert store.rate_batch_is_one_round_trip  # one server: the limiters batch keys
+        replies = await store.rate_batch(name, SECOND, 3, batch)
+        assert [r.admitted for r in replies] == [True, True, True, False, True]
+        now = replies[0].now_us
+        assert {r.now_us for r in replies} == {now}  # one reading of the clock
+        for key, tat in ((b"a", now + 3 * SECOND), (b"b", now + 3 * SECOND), (b"c", now + SECOND)):
+            bucket = store._bucket_key(name, key)
+            assert stored_tat(redis_server, bucket) == tat
+            ttl = int(redis_server.command("PTTL", bucket))  # type: ignore[call-overload]
+            assert 0 < ttl <= (tat - now) // 1000
+        with pytest.raises(ValueError, match="cost must be an int between 1 and burst"):
+            await store.rate_batch(name, SECOND, 3, [(b"a", 4, 0)])
+        with pytest.raises(ValueError, match="1 to 64 requests"):
+            await store.rate_batch(name, SECOND, 3, [])
+        with pytest.raises(ValueError, match="a key must be bytes or None"):
+            await store.rate_batch(name, SECOND, 3, [("a", 1, 0)])  # type: ignore[list-item]
+
+    with_store(redis_server, body)
+
+
+def test_rate_batch_over_a_key_of_another_type_fails_as_rate_many_does(
+    redis_server: RedisServer,
+) -> None:
+    """A key holding another type (a hash) fails the batch with WRONGTYPE, as `rate_many`
+    does on it, before anything is written: never read as empty and overwritten."""
+    name = unique("wrongtype-batch")
+
+    async def body(store: Redis) -> None:
+        hashed = store._bucket_key(name, b"h")
+        redis_server.command("HSET", hashed, "f", "v")
+        for call in (
+            store.rate_many(name, b"h", SECOND, 10, [(1, 0)]),
+            store.rate_batch(name, SECOND, 10, [(b"z", 1, 0), (b"h", 1, 0), (b"y", 1, 0)]),
+        ):
+            with pytest.raises(adm.StoreUnavailable, match="WRONGTYPE"):
+                await call
+        assert redis_server.command("TYPE", hashed) in ("hash", b"hash")
+        for key in (b"z", b"y"):
+            assert redis_server.command("EXISTS", store._bucket_key(name, key)) == 0
 
     with_store(redis_server, body)

@@ -201,6 +201,14 @@ def test_every_script_runs_on_a_cluster(cluster: RedisServer, kind: str) -> None
                     reply = await store.rate(name, key, SECOND, 5, 1, 0)
                     assert reply.admitted
                     assert await store.rate_give_back(name, key, SECOND, 1, reply.tat_us)
+                # Keys of many slots: one script on a server, one per key on a cluster (a
+                # node refuses a script over several slots, CROSSSLOT, before running it).
+                batch = [(key, 1, 0) for key in KEYS] + [(KEYS[1], 2, 0)]
+                replies = await store.rate_batch(name, SECOND, 100, batch)
+                assert [r.admitted for r in replies] == [True] * len(batch), (name, replies)
+                assert replies[-1].tat_us == replies[1].tat_us + 2 * SECOND
+                assert store._one_slot
+                assert not store.rate_batch_is_one_round_trip  # the limiters: per key
                 granted = await store.semaphore_acquire(name, 1, "a", SECOND, True)
                 assert granted.granted
                 assert (await store.semaphore_acquire(name, 1, "b", SECOND, True)).ahead == 0
@@ -212,6 +220,54 @@ def test_every_script_runs_on_a_cluster(cluster: RedisServer, kind: str) -> None
             await client.aclose()
 
     run(scenario())
+
+
+@pytest.mark.parametrize("kind", ["redis.asyncio.Redis", "redis.asyncio.RedisCluster"])
+def test_on_a_cluster_one_keys_failure_fails_only_its_own_callers(
+    cluster: RedisServer, kind: str
+) -> None:
+    """A keyed limiter on a cluster: its keys' decisions go each in round trips of their
+    own, so one key's failing (a key of another type: WRONGTYPE, a stand-in for its node
+    failing over) fails only that key's callers; the others' are decided and charged. A
+    plain client learns it talks to a cluster from a first CROSSSLOT."""
+
+    async def scenario() -> list[str]:
+        client: Any
+        if kind == "redis.asyncio.Redis":
+            client = redis.asyncio.Redis(port=cluster.port)
+        else:
+            client = redis.asyncio.RedisCluster(host=cluster.host, port=cluster.port)
+        store = adm.stores.Redis(client=client, timeout=5.0)
+        try:
+            if kind == "redis.asyncio.Redis":
+                await store.rate_batch("learn", SECOND, 10, [(b"p", 1, 0), (b"q", 1, 0)])
+            assert store._one_slot
+            per_user = adm.KeyedTokenBucket(
+                rate=1, per=3600, burst=10, name=name, store=store, on_store_error="closed"
+            )
+            await per_user.acquire("warm", timeout=0)
+            cluster.command("HSET", store._bucket_key(name, b"bad"), "f", "v")
+
+            async def outcome(key: str) -> str:
+                try:
+                    await per_user.acquire(key, timeout=0)
+                except adm.StoreUnavailable:
+                    return "unavailable"
+                return "admitted"
+
+            first = asyncio.ensure_future(outcome("x"))
+            await asyncio.sleep(0)  # x's round trip in flight: the others asked meanwhile
+            rest = [asyncio.ensure_future(outcome(key)) for key in ("a", "bad", "z")]
+            return [await first] + [await call for call in rest]
+        finally:
+            await client.aclose()
+
+    name = f"one-fails-{kind}"
+    assert run(scenario()) == ["admitted", "admitted", "unavailable", "admitted"]
+    store = adm.stores.Redis(cluster.url())
+    for key in (b"a", b"z"):
+        assert cluster.command("EXISTS", store._bucket_key(name, key)) == 1, key
+    run(store.aclose())
 
 
 def test_a_keyed_limiters_keys_spread_over_the_slots(cluster: RedisServer) -> None:

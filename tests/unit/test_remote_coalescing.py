@@ -1,5 +1,6 @@
-"""Coalescing (admission.stores.remote): the decisions of one bucket asked for while one of
-its round trips is in flight go together as ONE `rate_many` round trip when it returns.
+"""Coalescing (admission.stores.remote): the decisions of a limiter asked for while one of
+its round trips is in flight go together as ONE round trip when it returns: `rate_many` when
+they are on one bucket, `rate_batch` when they are on several keys.
 
 The store is `MemoryStore` with a gate: each round trip waits until the test opens it, so
 what is in flight and what is queued is exact, without timing."""
@@ -12,20 +13,22 @@ from collections.abc import Callable, Sequence
 import pytest
 
 import admission as adm
-from admission.stores import MemoryStore, RateReply
-from admission.stores.network import RATE_MANY_MAX
+from admission.errors import StoreUnavailable
+from admission.stores import MemoryStore, NetworkStore, RateReply
+from admission.stores.network import RATE_MANY_MAX, BatchContended
 
 NOW = 1_000_000.0  # the server's clock (seconds), fixed: every decision is exact
 
 
 class GatedStore(MemoryStore):
     """A `MemoryStore` whose round trips (after the first ``free``) wait for `open`; it
-    records the requests of each `rate_many`."""
+    records the requests of each `rate_many` and `rate_batch`."""
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(clock=lambda: NOW, **kwargs)  # type: ignore[arg-type]
         self.held: list[asyncio.Future[None]] = []
         self.batches: list[list[tuple[int, int]]] = []
+        self.keyed_batches: list[list[tuple[bytes | None, int, int]]] = []
 
     async def _round_trip(self, method: str) -> int:
         if method != "register":
@@ -52,6 +55,16 @@ class GatedStore(MemoryStore):
     ) -> list[RateReply]:
         self.batches.append(list(requests))
         return await super().rate_many(name, key, interval_us, burst, requests)
+
+    async def rate_batch(
+        self,
+        name: str,
+        interval_us: int,
+        burst: int,
+        requests: Sequence[tuple[bytes | None, int, int]],
+    ) -> list[RateReply]:
+        self.keyed_batches.append(list(requests))
+        return await super().rate_batch(name, interval_us, burst, requests)
 
 
 async def until(condition: Callable[[], bool], turns: int = 1000) -> None:
@@ -358,25 +371,83 @@ def test_more_than_rate_many_max_queued_go_side_by_side_each_one_round_trip_afte
     assert not bucket._lanes[None].busy
 
 
-def test_keys_coalesce_each_on_its_own_and_leave_nothing_behind() -> None:
+def test_keys_coalesce_into_one_round_trip_each_key_in_its_order() -> None:
+    """While one key's decision is in flight, the decisions asked for on every key queue and
+    go as ONE `rate_batch`: each key's decided in their order, as one after the other would
+    (burst 2: a key's third request is refused), the keys independent of each other."""
     store = GatedStore()
-    per_user = adm.KeyedTokenBucket(rate=1, per=1, burst=10, name="users", store=store)
+    per_user = adm.KeyedTokenBucket(rate=1, per=3600, burst=2, name="users", store=store)
+
+    async def main() -> list[str]:
+        first = asyncio.ensure_future(per_user.acquire("a", timeout=0))
+        await until(lambda: len(store.held) == 1)
+        calls = [asyncio.ensure_future(per_user.acquire(k, timeout=0)) for k in "bababc"]
+        await until(lambda: len(per_user._lanes[None].queued) == 6)
+        assert store.open() == 1  # the first one's round trip only: the keys wait behind it
+        await first
+        await until(lambda: len(store.held) == 1)  # the batch's
+        assert store.open() == 1
+        return [await outcome(call) for call in calls]
+
+    results = asyncio.run(main())
+    assert results == ["admitted", "admitted", "admitted", "refused", "refused", "admitted"]
+    assert store.calls == {"register": 1, "rate": 1, "rate_batch": 1}
+    assert store.keyed_batches == [[(key.encode(), 1, 0) for key in "bababc"]]
+    start = int(NOW * 1e6)
+    assert store.tat_us("users", b"a") == store.tat_us("users", b"b") == start + 2 * 3600 * 10**6
+    assert store.tat_us("users", b"c") == start + 3600 * 10**6
+    assert not per_user._lanes[None].busy
+    assert not per_user._lanes[None].queued
+
+
+def test_a_batch_on_one_key_of_a_keyed_limiter_is_a_rate_many() -> None:
+    store = GatedStore()
+    per_user = adm.KeyedTokenBucket(rate=1, per=3600, burst=5, name="users", store=store)
 
     async def main() -> None:
-        firsts = [asyncio.ensure_future(per_user.acquire(k, timeout=0)) for k in ("a", "b")]
-        await until(lambda: len(store.held) == 2)
-        calls = [asyncio.ensure_future(per_user.acquire(k, timeout=0)) for k in "abab"]
-        await until(lambda: sum(len(lane.queued) for lane in per_user._lanes.values()) == 4)
+        first = asyncio.ensure_future(per_user.acquire("a", timeout=0))
+        await until(lambda: len(store.held) == 1)
+        calls = [asyncio.ensure_future(per_user.acquire("b", 2, timeout=0)) for _ in range(2)]
+        await until(lambda: len(per_user._lanes[None].queued) == 2)
         store.open()
-        await asyncio.gather(*firsts)
-        await until(lambda: len(store.held) == 2)  # one batch per key
+        await first
+        await until(lambda: len(store.held) == 1)
         store.open()
         await asyncio.gather(*calls)
 
     asyncio.run(main())
-    assert store.batches == [[(1, 0), (1, 0)], [(1, 0), (1, 0)]]
-    assert store.tat_us("users", b"a") == store.tat_us("users", b"b") == int(NOW * 1e6) + 3_000_000
-    assert per_user._lanes == {}  # a key's lane goes once idle
+    assert store.batches == [[(2, 0), (2, 0)]]
+    assert store.keyed_batches == []
+    assert store.tat_us("users", b"b") == int(NOW * 1e6) + 4 * 3600 * 10**6
+
+
+def test_callers_cancelled_in_a_keyed_batch_in_flight_give_back_each_key_its_own() -> None:
+    """Three keys in one batch in flight, the callers on two of them cancelled: each of those
+    keys gets its charges back (the last first), the third key keeps its own."""
+    store = GatedStore()
+    per_user = adm.KeyedTokenBucket(rate=1, per=3600, burst=6, name="users", store=store)
+
+    async def main() -> None:
+        first = asyncio.ensure_future(per_user.acquire("z", timeout=0))
+        await until(lambda: len(store.held) == 1)
+        calls = [asyncio.ensure_future(per_user.acquire(k, timeout=0)) for k in "ababc"]
+        await until(lambda: len(per_user._lanes[None].queued) == 5)
+        store.open()
+        await first
+        await until(lambda: len(store.held) == 1)  # the batch, in flight
+        for call in calls[:4]:
+            call.cancel()
+        store.open()
+        assert await outcome(calls[4]) == "admitted"
+        for _ in range(100):  # the give-backs are round trips of their own
+            store.open()
+            await asyncio.sleep(0)
+        await asyncio.gather(*calls[:4], return_exceptions=True)
+
+    asyncio.run(main())
+    assert store.tat_us("users", b"a") == store.tat_us("users", b"b") == int(NOW * 1e6)
+    assert store.tat_us("users", b"c") == int(NOW * 1e6) + 3600 * 10**6
+    assert per_user.stats().cancelled == 4
 
 
 async def _given_up(style: str, call: Callable[[], object]) -> asyncio.Future[object]:
@@ -464,3 +535,159 @@ def test_a_call_that_never_runs_queues_nothing_and_takes_nothing(how: str) -> No
     asyncio.run(main())
     assert store.calls.get("rate_many", 0) == 0
     assert bucket.stats().admitted == 1
+
+
+def test_the_default_rate_batch_is_one_rate_many_per_bucket_side_by_side() -> None:
+    """A store that does not override `rate_batch` gets `NetworkStore`'s: one `rate_many`
+    per bucket (the limiter's own first, then the keys by their bytes), all in flight at
+    once, each with that bucket's requests in their order; the replies in the requests'
+    order. It says it is not one round trip, so the limiters never send it a batch."""
+
+    class PerBucket(GatedStore):
+        rate_batch = NetworkStore.rate_batch  # type: ignore[assignment]
+
+    store = PerBucket()
+    assert not NetworkStore.rate_batch_is_one_round_trip.fget(store)  # type: ignore[attr-defined]
+    batch = [(b"b", 1, 0), (None, 2, 0), (b"a", 3, 0), (b"b", 2, 0), (b"b", 1, 0)]
+
+    async def main() -> list[RateReply]:
+        call = asyncio.ensure_future(store.rate_batch("n", 1_000_000, 3, batch))
+        await until(lambda: len(store.held) == 3)  # side by side, not one after the other
+        store.open()
+        return await call
+
+    replies = asyncio.run(main())
+    assert store.batches == [[(2, 0)], [(3, 0)], [(1, 0), (2, 0), (1, 0)]]
+    assert [r.admitted for r in replies] == [True, True, True, True, False]
+    with pytest.raises(ValueError, match="1 to 64 requests"):
+        asyncio.run(store.rate_batch("n", 1_000_000, 3, [(b"a", 1, 0)] * (RATE_MANY_MAX + 1)))
+
+
+class ThirdParty(GatedStore):
+    """A store written against the public ABC before `rate_batch`: it overrides `rate`
+    and `rate_many` only (`NetworkStore`'s `rate_batch` and its answer, not one round
+    trip); `rate` and `rate_many` on key ``bad`` fail."""
+
+    rate_batch = NetworkStore.rate_batch  # type: ignore[assignment]
+
+    @property
+    def rate_batch_is_one_round_trip(self) -> bool:
+        return False  # NetworkStore's
+
+    async def rate(
+        self,
+        name: str,
+        key: bytes | None,
+        interval_us: int,
+        burst: int,
+        cost: int,
+        max_wait_us: int,
+    ) -> RateReply:
+        if key == b"bad":
+            await self._round_trip("rate")
+            raise StoreUnavailable(self.label, "the node of key bad is down")
+        return await super().rate(name, key, interval_us, burst, cost, max_wait_us)
+
+    async def rate_many(
+        self,
+        name: str,
+        key: bytes | None,
+        interval_us: int,
+        burst: int,
+        requests: Sequence[tuple[int, int]],
+    ) -> list[RateReply]:
+        if key == b"bad":
+            self.batches.append(list(requests))
+            await self._round_trip("rate_many")
+            raise StoreUnavailable(self.label, "the node of key bad is down")
+        return await super().rate_many(name, key, interval_us, burst, requests)
+
+
+def test_keys_on_a_store_without_one_round_trip_batches_go_each_on_its_own() -> None:
+    """On such a store each key's decisions have their own round trip in flight and their
+    own queue (as before coalescing across keys): a key never waits for another's round
+    trip, nor goes in a call that decides other keys under one timeout."""
+    store = ThirdParty()
+    per_user = adm.KeyedTokenBucket(rate=1, per=3600, burst=10, name="u", store=store)
+
+    async def main() -> None:
+        first = [asyncio.ensure_future(per_user.acquire(k, timeout=0)) for k in ("a", "b", "c")]
+        await until(lambda: len(store.held) == 3)  # all three in flight at once
+        queued = [asyncio.ensure_future(per_user.acquire(k, timeout=0)) for k in "aabc"]
+        await until(lambda: sum(len(lane.queued) for lane in per_user._lanes.values()) == 4)
+        store.open()
+        await asyncio.gather(*first)
+        await until(lambda: len(store.held) == 3)  # a's two as one rate_many, b's, c's
+        store.open()
+        await asyncio.gather(*queued)
+
+    asyncio.run(main())
+    assert store.calls == {"register": 1, "rate": 3, "rate_many": 3}
+    assert sorted(store.batches) == [[(1, 0)], [(1, 0)], [(1, 0), (1, 0)]]
+    assert store.keyed_batches == []
+
+
+def test_one_keys_failure_fails_only_its_own_callers_on_such_a_store() -> None:
+    """One key's round trip failing (its node down) fails that key's callers only: the
+    other keys' callers queued at the same time are decided and keep their charges."""
+    store = ThirdParty()
+    per_user = adm.KeyedTokenBucket(
+        rate=1, per=3600, burst=10, name="u", store=store, on_store_error="closed"
+    )
+
+    async def main() -> list[str]:
+        first = asyncio.ensure_future(per_user.acquire("a", timeout=0))
+        await until(lambda: len(store.held) == 1)
+        rest = [asyncio.ensure_future(per_user.acquire(k, timeout=0)) for k in ("a", "bad", "z")]
+        for _ in range(1000):  # every round trip answered as it comes, until all are done
+            if first.done() and all(call.done() for call in rest):
+                break
+            store.open()
+            await asyncio.sleep(0)
+        await first
+        return [await outcome(call) for call in rest]
+
+    assert asyncio.run(main()) == ["admitted", "unavailable", "admitted"]
+    assert store.tat_us("u", b"a") is not None
+    assert store.tat_us("u", b"z") is not None
+    assert store.tat_us("u", b"bad") is None
+
+
+def test_a_contended_batch_goes_again_each_key_on_its_own_and_is_no_store_error() -> None:
+    """A store's `rate_batch` that decided nothing (`BatchContended`: a key held by another
+    client): each key's requests go again as a `rate_many` of their own, every caller is
+    answered, and the limiter counts no store error."""
+
+    class Contended(GatedStore):
+        async def rate_batch(
+            self,
+            name: str,
+            interval_us: int,
+            burst: int,
+            requests: Sequence[tuple[bytes | None, int, int]],
+        ) -> list[RateReply]:
+            self.keyed_batches.append(list(requests))
+            await self._round_trip("rate_batch")
+            raise BatchContended("key b held")
+
+    store = Contended()
+    per_user = adm.KeyedTokenBucket(rate=1, per=3600, burst=10, name="u", store=store)
+
+    async def main() -> None:
+        first = asyncio.ensure_future(per_user.acquire("a", timeout=0))
+        await until(lambda: len(store.held) == 1)
+        queued = [asyncio.ensure_future(per_user.acquire(k, timeout=0)) for k in "abab"]
+        await until(lambda: len(per_user._lanes[None].queued) == 4)
+        store.open()
+        await first
+        await until(lambda: len(store.held) == 1)  # the batch
+        store.open()
+        await until(lambda: len(store.held) == 2)  # then a's and b's, side by side
+        store.open()
+        await asyncio.gather(*queued)
+
+    asyncio.run(main())
+    assert store.keyed_batches == [[(b"a", 1, 0), (b"b", 1, 0), (b"a", 1, 0), (b"b", 1, 0)]]
+    assert sorted(store.batches) == [[(1, 0), (1, 0)], [(1, 0), (1, 0)]]
+    assert per_user.stats().admitted == 5
+    assert per_user._counts.store_errors == 0

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 __all__ = ["SCHEMA", "VERSION", "statements"]
 
-VERSION = 2
+VERSION = 3
 """The schema's version, in ``meta``; `SCHEMA` brings an older schema up to it. A version
 only adds objects: a schema at a later version has every object of an earlier one."""
 
@@ -179,6 +179,66 @@ BEGIN
 END
 $$;
 
+-- Decisions on several buckets of one limiter (rate_batch): p_keys are the buckets, each
+-- once (NULL: the limiter's own), p_which the index in p_keys of each request's bucket. The
+-- rows are locked in the order of p_keys (created if missing), which the client sorts: two
+-- batches over overlapping keys then lock them in one order, never waiting for each other
+-- in a cycle (no deadlock). Then the requests are decided in their order on one reading of
+-- the clock, each bucket's as rate_many decides them, and each charged bucket written once.
+-- One transaction: a row locked by another session would hold up every bucket of the
+-- batch, so the rows are waited for p_lock_ms at most (lock_timeout, this transaction
+-- only): past it, lock_not_available, nothing written, and the client decides the buckets
+-- one at a time (only the locked one's requests then wait for it).
+CREATE OR REPLACE FUNCTION {{s}}.rate_batch(
+    p_name text, p_interval bigint, p_burst bigint, p_keys bytea[], p_which integer[],
+    p_costs bigint[], p_max_waits bigint[], p_lock_ms integer,
+    OUT admitted boolean[], OUT waits bigint[], OUT tats bigint[], OUT now bigint
+) LANGUAGE plpgsql AS $$
+DECLARE
+    v_keys bytea[];
+    v_tats bigint[];
+    v_charged boolean[];
+    v_tat bigint;
+    v_new bigint;
+    v_wait bigint;
+    j integer;
+    n integer := coalesce(array_length(p_which, 1), 0);
+BEGIN
+    PERFORM set_config('lock_timeout', p_lock_ms || 'ms', true);
+    now := {_NOW};
+    SELECT array_agg(coalesce('\\x01'::bytea || k, '\\x'::bytea) ORDER BY i) INTO v_keys
+        FROM unnest(p_keys) WITH ORDINALITY AS u(k, i);
+    WITH locked AS (
+        INSERT INTO {{s}}.buckets AS b (name, key, tat, at, admitted)
+            SELECT p_name, u.k, now, now, false
+            FROM unnest(v_keys) WITH ORDINALITY AS u(k, i) ORDER BY u.i
+            ON CONFLICT (name, key) DO UPDATE SET at = EXCLUDED.at
+            RETURNING b.key, b.tat)
+    SELECT array_agg(l.tat ORDER BY u.i) INTO v_tats
+        FROM unnest(v_keys) WITH ORDINALITY AS u(k, i) JOIN locked l ON l.key = u.k;
+    now := {_NOW};  -- read again under the rows' locks: no earlier than their last decisions
+    v_charged := array_fill(false, ARRAY[array_length(v_keys, 1)]);
+    admitted := array_fill(false, ARRAY[n]);
+    waits := array_fill(0::bigint, ARRAY[n]);
+    tats := array_fill(0::bigint, ARRAY[n]);
+    FOR i IN 1 .. n LOOP
+        j := p_which[i];
+        v_tat := greatest(v_tats[j], now);
+        v_new := v_tat + p_costs[i] * p_interval;
+        v_wait := v_new - p_burst * p_interval - now;
+        IF v_wait > 0 AND p_max_waits[i] >= 0 AND v_wait > p_max_waits[i] THEN
+            waits[i] := v_wait; tats[i] := v_tat;
+        ELSE
+            v_tats[j] := v_new; v_charged[j] := true;
+            admitted[i] := true; waits[i] := greatest(v_wait, 0); tats[i] := v_new;
+        END IF;
+    END LOOP;
+    UPDATE {{s}}.buckets b SET tat = u.t, at = now, admitted = true
+        FROM unnest(v_keys, v_tats, v_charged) AS u(k, t, c)
+        WHERE u.c AND b.name = p_name AND b.key = u.k;
+END
+$$;
+
 -- Never lowers the version: a later release's schema stays marked as such.
 INSERT INTO {{s}}.meta AS m (id, version) VALUES (true, {VERSION})
     ON CONFLICT (id) DO UPDATE SET version = greatest(m.version, EXCLUDED.version);
@@ -188,7 +248,7 @@ PostgreSQL runs it as one transaction)."""
 
 # The object `VERSION` added: its presence tells a schema of this version whose version
 # number an earlier release's creation wrote back (releases before this one set it as is).
-_ADDED = "'{s}.rate_many(text, bytea, bigint, bigint, bigint[], bigint[])'"
+_ADDED = "'{s}.rate_batch(text, bigint, bigint, bytea[], integer[], bigint[], bigint[], integer)'"
 
 _STATEMENTS = {
     # The schema's version, and whether it has the objects of `VERSION` (see `_ADDED`).
@@ -210,6 +270,9 @@ ON CONFLICT (name, key) DO UPDATE SET
     at = EXCLUDED.at
 RETURNING b.admitted, b.tat, b.at""",
     "rate_many": ("SELECT admitted, waits, tats, now FROM {s}.rate_many($1, $2, $3, $4, $5, $6)"),
+    "rate_batch": (
+        "SELECT admitted, waits, tats, now FROM {s}.rate_batch($1, $2, $3, $4, $5, $6, $7, $8)"
+    ),
     "rate_give_back": f"""
 UPDATE {{s}}.buckets b SET tat = b.tat - $4::bigint * $3::bigint
 WHERE b.name = $1 AND b.key = {_KEY} AND b.tat = $5::bigint""",

@@ -15,7 +15,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from admission.errors import StoreUnavailable
-from admission.stores.network import NetworkStore, RateReply, SemaphoreReply, check_requests
+from admission.stores.network import (
+    NetworkStore,
+    RateReply,
+    SemaphoreReply,
+    check_batch,
+    check_requests,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -118,6 +124,22 @@ class MemoryStore(NetworkStore):
         check_requests(requests, burst)
         now = await self._round_trip("rate_many")
         return [self._decide(name, key, interval_us, burst, c, w, now) for c, w in requests]
+
+    @property
+    def rate_batch_is_one_round_trip(self) -> bool:
+        """True: `rate_batch` is one (simulated) round trip, all or nothing."""
+        return True
+
+    async def rate_batch(
+        self,
+        name: str,
+        interval_us: int,
+        burst: int,
+        requests: Sequence[tuple[bytes | None, int, int]],
+    ) -> list[RateReply]:
+        check_batch(requests, burst)
+        now = await self._round_trip("rate_batch")
+        return [self._decide(name, k, interval_us, burst, c, w, now) for k, c, w in requests]
 
     def _decide(
         self,

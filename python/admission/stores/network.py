@@ -22,29 +22,35 @@ The GCRA every store runs, for a bucket of emission interval ``T`` and capacity 
 (``max_wait`` < 0 means no bound.) `NetworkStore.rate_many` decides a list of such requests
 on one bucket in one round trip, one after the other on one reading of the server's clock:
 each reply is what `NetworkStore.rate` would have answered for that request made right after
-the ones before it. The state expires once ``TAT <= now`` (the bucket is full
-again): Redis keys get that TTL, PostgreSQL rows are swept.
+the ones before it. `NetworkStore.rate_batch` does the same for the buckets of one limiter
+(its keys) together: one round trip deciding each bucket's requests in their order. The
+state expires once ``TAT <= now`` (the bucket is full again): Redis keys get that TTL,
+PostgreSQL rows are swept.
 """
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 __all__ = [
     "RATE_MANY_MAX",
+    "BatchContended",
     "NetworkStore",
     "RateReply",
     "SemaphoreReply",
+    "by_bucket",
     "caller_bounds",
+    "check_batch",
     "check_requests",
 ]
 
 RATE_MANY_MAX = 64
-"""The most requests one `NetworkStore.rate_many` call decides (the limiters send at most
-this many per round trip, the rest in the next)."""
+"""The most requests one `NetworkStore.rate_many` or `NetworkStore.rate_batch` call decides
+(the limiters send at most this many per round trip, the rest in another beside it)."""
 
 
 def check_requests(requests: Sequence[tuple[int, int]], burst: int) -> None:
@@ -57,6 +63,34 @@ def check_requests(requests: Sequence[tuple[int, int]], burst: int) -> None:
             raise ValueError(f"cost must be an int between 1 and burst ({burst}), got {cost!r}")
         if type(max_wait_us) is not int:
             raise ValueError(f"max_wait_us must be an int, got {max_wait_us!r}")
+
+
+def check_batch(requests: Sequence[tuple[bytes | None, int, int]], burst: int) -> None:
+    """`ValueError` unless ``requests`` is 1 to `RATE_MANY_MAX` ``(key, cost, max_wait_us)``
+    triples (``key`` bytes or None) with ``(cost, max_wait_us)`` as `check_requests` wants
+    (what `NetworkStore.rate_batch` accepts)."""
+    if not 1 <= len(requests) <= RATE_MANY_MAX:
+        raise ValueError(f"rate_batch takes 1 to {RATE_MANY_MAX} requests, got {len(requests)}")
+    for key, _, _ in requests:
+        if key is not None and type(key) is not bytes:
+            raise ValueError(f"a key must be bytes or None, got {key!r}")
+    check_requests([(cost, max_wait_us) for _, cost, max_wait_us in requests], burst)
+
+
+def by_bucket(requests: Sequence[tuple[bytes | None, int, int]]) -> list[bytes | None]:
+    """The buckets (keys) of ``requests``, each once, in the one order every store locks or
+    reads them in (None, then the keys by their bytes): two batches over overlapping keys
+    then never wait for each other in a cycle."""
+    keys = {key for key, _, _ in requests}
+    return sorted(keys, key=lambda key: (key is not None, key or b""))
+
+
+class BatchContended(Exception):
+    """`NetworkStore.rate_batch` decided nothing: one of its buckets was held by another
+    client past a short wait (on PostgreSQL, a row locked by another session for longer
+    than a quarter of the store's ``timeout``). Decide the buckets one at a time instead:
+    the limiters then send each key's requests as a `NetworkStore.rate_many` call of its
+    own, so that only the held bucket's callers wait for it."""
 
 
 caller_bounds: ContextVar[bool] = ContextVar("admission_store_caller_bounds", default=False)
@@ -157,6 +191,53 @@ class NetworkStore(ABC):
         own reading of the clock): a store overrides it to make it one round trip."""
         check_requests(requests, burst)
         return [await self.rate(name, key, interval_us, burst, c, w) for c, w in requests]
+
+    @property
+    def rate_batch_is_one_round_trip(self) -> bool:
+        """True when `rate_batch` decides requests on several buckets as one round trip, all
+        or nothing (one script, one statement). The limiters send such a batch as one call
+        only then; otherwise one `rate_many` per bucket, side by side, each a call of its
+        own with its own timeout, so that one bucket's slow or failed round trip fails only
+        its own callers. False here (the default `rate_batch` is one call per bucket)."""
+        return False
+
+    async def rate_batch(
+        self,
+        name: str,
+        interval_us: int,
+        burst: int,
+        requests: Sequence[tuple[bytes | None, int, int]],
+    ) -> list[RateReply]:
+        """Decides ``requests`` (``(key, cost, max_wait_us)`` each, at most `RATE_MANY_MAX`)
+        on the buckets of limiter ``name`` (``key`` None: the limiter's own bucket, else a
+        key's), buckets that share ``interval_us`` and ``burst``: the requests of each bucket
+        in their order, as `rate_many` decides them, each bucket on one reading of the
+        server's clock (a store reads it once for all). Reply ``i`` is for request ``i``.
+
+        The limiters call it, on a store whose `rate_batch_is_one_round_trip` is True, to
+        send as one round trip the decisions of several keys that their callers asked for
+        while another round trip was in flight. This default makes one `rate_many` call per
+        bucket, side by side, and raises the first failure once every call has ended: the
+        buckets whose calls succeeded keep their charges (a caller of this default that
+        gets an error may give them back with `rate_give_back`; the limiters never call it).
+        A store's own may raise `BatchContended` (it decided nothing)."""
+        check_batch(requests, burst)
+        buckets = by_bucket(requests)
+        calls = [
+            self.rate_many(name, key, interval_us, burst, [r[1:] for r in requests if r[0] == key])
+            for key in buckets
+        ]
+        # Tasks now, before the first await: each copies this context (`caller_bounds`).
+        # At most RATE_MANY_MAX buckets (check_batch).
+        answers = await asyncio.gather(*calls, return_exceptions=True)  # noqa: ADM101
+        replies: list[RateReply | None] = [None] * len(requests)
+        for key, answer in zip(buckets, answers, strict=True):
+            if isinstance(answer, BaseException):
+                raise answer
+            mine = (i for i, request in enumerate(requests) if request[0] == key)
+            for i, reply in zip(mine, answer, strict=True):
+                replies[i] = reply
+        return cast("list[RateReply]", replies)
 
     @abstractmethod
     async def rate_give_back(

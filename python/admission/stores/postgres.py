@@ -27,10 +27,13 @@ from admission.pools.errors import PoolError
 from admission.stores import _postgres_sql
 from admission.stores._connections import Connections
 from admission.stores.network import (
+    BatchContended,
     NetworkStore,
     RateReply,
     SemaphoreReply,
+    by_bucket,
     caller_bounds,
+    check_batch,
     check_requests,
 )
 
@@ -46,6 +49,7 @@ waits for them (the work goes on in the background and the next call finds it do
 
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _MIGRATE_ATTEMPTS = 20
+_LOCK_NOT_AVAILABLE = "55P03"  # a lock_timeout passed (the schema's rate_batch)
 
 
 async def _close_or_drop(connection: Any) -> None:
@@ -493,6 +497,47 @@ class Postgres(NetworkStore):
             [cost for cost, _ in requests],
             [max_wait for _, max_wait in requests],
         )
+        return [RateReply(*reply, now) for reply in zip(admitted, waits, tats, strict=True)]
+
+    @property
+    def rate_batch_is_one_round_trip(self) -> bool:
+        """True: `rate_batch` is one statement, one transaction."""
+        return True
+
+    async def rate_batch(
+        self,
+        name: str,
+        interval_us: int,
+        burst: int,
+        requests: Sequence[tuple[bytes | None, int, int]],
+    ) -> list[RateReply]:
+        """Decisions on several buckets of limiter ``name`` in one statement (the schema's
+        ``rate_batch`` function: the rows locked in one order, `by_bucket`'s, then the
+        requests decided in order, one write per bucket charged); see
+        `NetworkStore.rate_batch`. One transaction: a row another session holds locked
+        (a slow or stuck transaction on ``buckets``) would hold up every bucket of the
+        batch, so the rows are waited for a quarter of ``timeout`` at most; past it,
+        `BatchContended` (nothing written): the limiters then decide each key on its own."""
+        check_batch(requests, burst)
+        buckets = by_bucket(requests)
+        index = {key: i for i, key in enumerate(buckets, 1)}
+        try:
+            admitted, waits, tats, now = await self._call(
+                "fetchrow",
+                "rate_batch",
+                name,
+                interval_us,
+                burst,
+                buckets,
+                [index[key] for key, _, _ in requests],
+                [cost for _, cost, _ in requests],
+                [max_wait for _, _, max_wait in requests],
+                max(int(self.timeout * 250), 1),  # ms: a quarter of the timeout
+            )
+        except StoreUnavailable as exc:
+            if getattr(exc.__cause__, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+                raise
+            raise BatchContended(f"a row of {name!r} stayed locked: {exc.__cause__}") from exc
         return [RateReply(*reply, now) for reply in zip(admitted, waits, tats, strict=True)]
 
     async def rate_give_back(

@@ -77,6 +77,7 @@ from admission.stores.network import (
     RateReply,
     SemaphoreReply,
     caller_bounds,
+    check_batch,
     check_requests,
 )
 
@@ -149,6 +150,42 @@ for i = 3, #ARGV, 2 do
   end
 end
 if last then redis.call('SET', KEYS[1], int(last), 'PX', ms(last - now)) end
+return out
+"""
+
+# The GCRA for requests on several buckets (a limiter's keys): each bucket's in their order,
+# on one reading of the clock; one SET per bucket charged at the end. KEYS: the TATs, each
+# once. ARGV: interval, burst, then per request the index of its key in KEYS, its cost and
+# its max_wait. Returns now, then admitted, wait, tat per request (as _RATE_MANY).
+_RATE_BATCH = """
+local interval = tonumber(ARGV[1])
+local room = tonumber(ARGV[2]) * interval
+local tats, charged = {}, {}
+for j = 1, #KEYS do
+  -- GET each (not MGET, which reads a key of another type as nil): WRONGTYPE, as rate_many
+  local tat = tonumber(redis.call('GET', KEYS[j]) or now)
+  if tat < now then tat = now end
+  tats[j] = tat
+end
+local out = {now}
+for i = 3, #ARGV, 3 do
+  local j = tonumber(ARGV[i])
+  local tat = tats[j]
+  local new = tat + ARGV[i + 1] * interval
+  local wait = new - room - now
+  local max_wait = tonumber(ARGV[i + 2])
+  local n = #out
+  if wait > 0 and max_wait >= 0 and wait > max_wait then
+    out[n + 1], out[n + 2], out[n + 3] = 0, wait, tat
+  else
+    if wait < 0 then wait = 0 end
+    tats[j], charged[j] = new, true
+    out[n + 1], out[n + 2], out[n + 3] = 1, wait, new
+  end
+end
+for j = 1, #KEYS do
+  if charged[j] then redis.call('SET', KEYS[j], int(tats[j]), 'PX', ms(tats[j] - now)) end
+end
 return out
 """
 
@@ -304,13 +341,14 @@ class _Script:
 
 RATE: Final = _Script("rate", _PRELUDE, _RATE)
 RATE_MANY: Final = _Script("rate_many", _PRELUDE, _RATE_MANY)
+RATE_BATCH: Final = _Script("rate_batch", _PRELUDE, _RATE_BATCH)
 GIVE_BACK: Final = _Script("rate_give_back", _PRELUDE, _GIVE_BACK)
 REGISTER: Final = _Script("register", _REGISTER)
 ACQUIRE: Final = _Script("semaphore_acquire", _PRELUDE, _REMOVE, _KEEP, _NEXT, _ACQUIRE)
 RENEW: Final = _Script("semaphore_renew", _PRELUDE, _KEEP, _RENEW)
 RELEASE: Final = _Script("semaphore_release", _PRELUDE, _RELEASE)
 STATE: Final = _Script("semaphore_state", _PRELUDE, _STATE)
-SCRIPTS: Final = (RATE, RATE_MANY, GIVE_BACK, REGISTER, ACQUIRE, RENEW, RELEASE, STATE)
+SCRIPTS: Final = (RATE, RATE_MANY, RATE_BATCH, GIVE_BACK, REGISTER, ACQUIRE, RENEW, RELEASE, STATE)
 
 
 def _bulk(item: bytes | str | int) -> bytes:
@@ -415,6 +453,10 @@ class Redis(NetworkStore):
         self._noscript: type[Exception] = redis.exceptions.NoScriptError
         self._driver_errors: tuple[type[Exception], ...] = (redis.exceptions.RedisError, OSError)
         self._in_step: type[Exception] = redis.exceptions.ResponseError
+        self._cross_slot: type[Exception] = redis.exceptions.ClusterCrossSlotError
+        # Whether a script may touch keys of several hash slots: not on a cluster (known
+        # from the client, or from the first CROSSSLOT a node answers: see `rate_batch`).
+        self._one_slot = isinstance(client, redis.asyncio.RedisCluster)
         if client is not None:
             self._client: Any = client
             self._direct: Connections[Any] | None = None
@@ -584,6 +626,52 @@ class Redis(NetworkStore):
         for cost, max_wait_us in requests:
             args += (cost, max_wait_us)
         out = await self._eval(RATE_MANY, (self._bucket_key(name, key),), args)
+        now = out[0]
+        return [RateReply(out[i] == 1, out[i + 1], out[i + 2], now) for i in range(1, len(out), 3)]
+
+    @property
+    def rate_batch_is_one_round_trip(self) -> bool:
+        """True until this store knows it talks to a cluster (a ``RedisCluster`` client, or
+        a node that answered ``CROSSSLOT``): then `rate_batch` is one call per bucket."""
+        return not self._one_slot
+
+    async def rate_batch(
+        self,
+        name: str,
+        interval_us: int,
+        burst: int,
+        requests: Sequence[tuple[bytes | None, int, int]],
+    ) -> list[RateReply]:
+        """Decisions on several buckets of limiter ``name`` (`NetworkStore.rate_batch`): one
+        script call over all of them on one server. On a cluster (a ``RedisCluster``
+        client, or a node that refuses a script over several slots with ``CROSSSLOT``,
+        which it checks before running anything) `NetworkStore.rate_batch`'s one
+        `rate_many` per bucket instead, side by side: a keyed limiter's keys are each their
+        own hash slot on purpose."""
+        bounded = caller_bounds.get()  # before the first await: set for that step only
+        check_batch(requests, burst)
+        _positive("interval_us", interval_us)
+        if self._one_slot:
+            return await super().rate_batch(name, interval_us, burst, requests)
+        buckets = list(dict.fromkeys(key for key, _, _ in requests))
+        index = {key: i for i, key in enumerate(buckets, 1)}
+        args: list[int] = [interval_us, burst]
+        for key, cost, max_wait_us in requests:
+            args += (index[key], cost, max_wait_us)
+        keys = [self._bucket_key(name, key) for key in buckets]
+        try:
+            out = await self._eval(RATE_BATCH, keys, args)
+        except StoreUnavailable as exc:
+            if not isinstance(exc.__cause__, self._cross_slot):
+                raise
+            self._one_slot = True  # a cluster's node: never again, per bucket from now
+            # (It ran nothing.) Each bucket's call is bounded as this one is: the calls
+            # start in the first step of the one below, in this context.
+            token = caller_bounds.set(bounded)
+            try:
+                return await super().rate_batch(name, interval_us, burst, requests)
+            finally:
+                caller_bounds.reset(token)
         now = out[0]
         return [RateReply(out[i] == 1, out[i + 1], out[i + 2], now) for i in range(1, len(out), 3)]
 

@@ -15,20 +15,31 @@ module owns the rest:
   granted is given back (a charge whose TAT is still the bucket's is undone; a lease or a
   place in the queue is released). A waiter cancelled while sleeping gives back the same
   way. Nothing is double-booked: a charge made after the cancelled one keeps its place.
-- Coalescing. While a decision of a rate limiter (and key) is in flight, the decisions its
-  other callers in this process ask for queue up and go together, in their order, as ONE
-  round trip (`NetworkStore.rate_many`) sent when the reply in flight arrives: under
-  concurrency, one round trip decides many requests; alone, a request goes at once, as
-  before (no timer, no added latency). Each reply is the one the request would have had
-  made right after the ones before it. Order: first come, first charged within a process
-  (more than `RATE_MANY_MAX` queued at once go as that many a round trip, side by side:
-  in order within each, in no set order between them); across processes, round trips are
-  decided in the order they reach the server (a batch's requests one after the other), as
-  without coalescing. Time: a queued decision waits for at most the round trip in flight
-  (bounded by the store's ``timeout``: past it, the queue goes at once) and then one round
-  trip of its own, bounded by the ``timeout`` from when it is sent: at most twice the
-  ``timeout`` in all, and it never fails where the same round trip alone would have
-  succeeded. A caller cancelled in the turn its reply is delivered gives its charge back.
+- Coalescing. While a round trip of a rate limiter is in flight (of any of its keys, for a
+  keyed one), the decisions its other callers in this process ask for queue up and go
+  together, in their order, as ONE round trip sent when the reply in flight arrives
+  (`NetworkStore.rate_many` when they are all on one bucket, `NetworkStore.rate_batch` when
+  they are on several keys): under concurrency, one round trip decides many requests, on one
+  bucket or on many. Across keys only on a store that decides such a batch in one round
+  trip, all or nothing (`NetworkStore.rate_batch_is_one_round_trip`: PostgreSQL, Redis on
+  one server); on any other (a Redis Cluster, a store that keeps `NetworkStore`'s
+  `rate_batch`) each key has its own round trip in flight and its own queue, so that one
+  key's slow or failed round trip fails only its own callers. Alone, a request goes at once,
+  as before (no timer, no added latency). Each reply is the one the request would have had
+  made right after the ones before it on its bucket. Order: first come, first charged within
+  a process (more than `RATE_MANY_MAX` queued at once go as that many a round trip, side by
+  side: in order within each, in no set order between them); across processes, round trips
+  are decided in the order they reach the server (a batch's requests one after the other),
+  as without coalescing. One round trip of a limiter (of a key, on such another store) is in
+  flight at a time (its queue goes when it returns): on this 2-core host, two or three at a
+  time were not reliably faster (benches/RESULTS.md, store17d), and one keeps a bucket's
+  decisions in the order they were asked for. Time: a queued decision waits for at most the
+  round trip in flight (bounded by the store's ``timeout``: past it, the queue goes at once)
+  and then one round trip of its own, bounded by the ``timeout`` from when it is sent: at
+  most twice the ``timeout`` in all (2.25 times where a batch over keys ends early in
+  `BatchContended` and its keys go again each on its own), and it never fails where the same
+  round trip alone would have succeeded. A caller cancelled in the turn its reply is
+  delivered gives its charge back.
 - Failure. Each round trip returns or raises within the store's ``timeout``. A breaker per
   store (`admission.CircuitBreaker`, named ``store <label>``) opens after repeated failures,
   so a dead store costs microseconds, not a timeout per call; then each limiter does what
@@ -64,6 +75,7 @@ from admission.errors import AcquireTimeout, CapacityError, StoreUnavailable
 from admission.stats import LimiterStats, SemaphoreStats, WaitHistogram
 from admission.stores.network import (
     RATE_MANY_MAX,
+    BatchContended,
     NetworkStore,
     RateReply,
     SemaphoreReply,
@@ -541,9 +553,12 @@ async def _quietly(call: Awaitable[Any]) -> None:
 class _Request:
     """A decision queued behind the one in flight (its caller awaits ``future``)."""
 
-    __slots__ = ("cost", "future", "max_wait_us")
+    __slots__ = ("cost", "future", "key", "max_wait_us")
 
-    def __init__(self, cost: int, max_wait_us: int, future: asyncio.Future[RateReply]) -> None:
+    def __init__(
+        self, key: bytes | None, cost: int, max_wait_us: int, future: asyncio.Future[RateReply]
+    ) -> None:
+        self.key = key
         self.cost = cost
         self.max_wait_us = max_wait_us
         self.future = future
@@ -565,8 +580,8 @@ def _own_error(error: Exception) -> Exception:
 
 @final
 class _Lane:
-    """One bucket's (a limiter's, or one key's) decisions in this process: whether one is
-    in flight, and those waiting to go together in the next round trip."""
+    """A limiter's decisions in this process (every key's): whether one of its round trips
+    is in flight, and the decisions waiting to go together in the next one."""
 
     __slots__ = ("busy", "queued")
 
@@ -791,7 +806,9 @@ class _RemoteRate(_Remote):
         self._batch = batch or 1
         self._batch_after = 0.0
         self._lanes: dict[bytes | None, _Lane] = {}
-        """The buckets with a decision in flight (the limiter's own stays)."""
+        """The lanes with a round trip in flight: the limiter's own (None, which stays),
+        every key's too when its store decides a batch over keys in one round trip, else
+        one per key (`_lane_key`)."""
         self._local_tokens = 0
         self._make_local = local
         self._local: Any = None
@@ -872,11 +889,12 @@ class _RemoteRate(_Remote):
         counts.admitted_cost += cost
 
     async def _decide(self, key: bytes | None, cost: int, max_wait_us: int) -> RateReply:
-        """One decision: a round trip of its own when none of this bucket's is in flight,
+        """One decision: a round trip of its own when none of this limiter's is in flight,
         else queued for the next one (module docstring, "Coalescing")."""
-        lane = self._lanes.get(key)
+        lane_key = None if self.store.rate_batch_is_one_round_trip else key
+        lane = self._lanes.get(lane_key)
         if lane is None:
-            lane = self._lanes[key] = _Lane()
+            lane = self._lanes[lane_key] = _Lane()
         if lane.busy:
             return await self._queue(key, lane, cost, max_wait_us)
         lane.busy = True
@@ -888,20 +906,20 @@ class _RemoteRate(_Remote):
                 lambda late: self._give_back(key, cost, late),
             )
         finally:
-            self._next_round_trip(key, lane)
+            self._next_round_trip(lane_key, lane)
 
-    def _next_round_trip(self, key: bytes | None, lane: _Lane) -> None:
+    def _next_round_trip(self, lane_key: bytes | None, lane: _Lane) -> None:
         """The round trip in flight ended: the queued decisions go now, in one."""
         if lane.queued:
-            _keep(self._send_queued(key, lane))
+            _keep(self._send_queued(lane_key, lane))
         else:
             lane.busy = False
-            self._forget(key, lane)
+            self._forget(lane_key, lane)
 
-    def _forget(self, key: bytes | None, lane: _Lane) -> None:
-        """Drops an idle key's lane (the limiter's own, key None, stays)."""
-        if key is not None and self._lanes.get(key) is lane:
-            del self._lanes[key]
+    def _forget(self, lane_key: bytes | None, lane: _Lane) -> None:
+        """Drops an idle key's lane (the limiter's own, None, stays)."""
+        if lane_key is not None and self._lanes.get(lane_key) is lane:
+            del self._lanes[lane_key]
 
     async def _queue(
         self, key: bytes | None, lane: _Lane, cost: int, max_wait_us: int
@@ -909,7 +927,7 @@ class _RemoteRate(_Remote):
         # No deadline of its own while queued: the round trip in flight is bounded by the
         # store's timeout (past it, the queue goes at once), and its batch by the same
         # timeout from when it is sent (module docstring, "Coalescing").
-        request = _Request(cost, max_wait_us, asyncio.get_running_loop().create_future())
+        request = _Request(key, cost, max_wait_us, asyncio.get_running_loop().create_future())
         lane.queued.append(request)
         try:
             return await request.future
@@ -924,33 +942,35 @@ class _RemoteRate(_Remote):
                 self._give_back(key, cost, future.result())
             raise
 
-    async def _send_queued(self, key: bytes | None, lane: _Lane) -> None:
+    async def _send_queued(self, lane_key: bytes | None, lane: _Lane) -> None:
         """Sends the queued decisions of ``lane``: all of them at once, in round trips of
         up to `RATE_MANY_MAX` each (more than that go side by side, not one after the
         other), then those queued meanwhile, until none is left. A caller gone (cancelled)
         before its request went is dropped; after, its charge is given back when the reply
-        comes."""
+        comes. Requests on several keys go as one round trip only to a store that decides
+        them in one (`NetworkStore.rate_batch_is_one_round_trip`, read now: a Redis store
+        learns it talks to a cluster); else each key's go as round trips of their own."""
         queued = lane.queued
         batches: list[list[_Request]] = []
         try:
             while True:
-                batches = []
-                batch: list[_Request] = []
+                one = self.store.rate_batch_is_one_round_trip
+                groups: dict[bytes | None, list[_Request]] = {}
                 while queued:
                     request = queued.popleft()
                     if not request.future.done():
-                        batch.append(request)
-                        if len(batch) == RATE_MANY_MAX:
-                            batches.append(batch)
-                            batch = []
-                if batch:
-                    batches.append(batch)
+                        groups.setdefault(None if one else request.key, []).append(request)
+                batches = [
+                    group[i : i + RATE_MANY_MAX]
+                    for group in groups.values()
+                    for i in range(0, len(group), RATE_MANY_MAX)
+                ]
                 if not batches:
                     return
                 if len(batches) == 1:
-                    await self._send_batch(key, batches[0])
+                    await self._send_batch(batches[0])
                 else:
-                    await asyncio.gather(*(self._send_batch(key, batch) for batch in batches))
+                    await asyncio.gather(*(self._send_batch(batch) for batch in batches))
         except BaseException:
             # Cancelled with its loop: the waiting callers are told, not left to wait.
             for request in (*(r for batch in batches for r in batch), *queued):
@@ -960,48 +980,67 @@ class _RemoteRate(_Remote):
         finally:
             lane.busy = False
             if not queued:
-                self._forget(key, lane)
+                self._forget(lane_key, lane)
 
-    async def _send_batch(self, key: bytes | None, batch: list[_Request]) -> None:
-        """One `rate_many` round trip for ``batch``, bounded by the store's timeout from
-        now; each caller gets its reply, or an error of its own (caused by the round
-        trip's)."""
-        requests = [(r.cost, r.max_wait_us) for r in batch]
-        costs = [r.cost for r in batch]
+    def _batch_call(self, batch: list[_Request]) -> Coroutine[Any, Any, list[RateReply]]:
+        """The store call deciding ``batch``: `NetworkStore.rate_many` when its requests are
+        all on one bucket (the cheaper call: one bucket to read and write), else
+        `NetworkStore.rate_batch` (`_send_queued` makes such a batch for a store that
+        decides it in one round trip only)."""
+        key = batch[0].key
+        if all(request.key == key for request in batch):
+            requests = [(r.cost, r.max_wait_us) for r in batch]
+            return self.store.rate_many(self.name, key, self._interval_us, self._burst, requests)
+        keyed = [(r.key, r.cost, r.max_wait_us) for r in batch]
+        return self.store.rate_batch(self.name, self._interval_us, self._burst, keyed)
+
+    async def _send_batch(self, batch: list[_Request]) -> None:
+        """One round trip for ``batch``, bounded by the store's timeout from now; each
+        caller gets its reply, or an error of its own (caused by the round trip's)."""
+        charges = [(r.key, r.cost) for r in batch]
         try:
             replies = await self._call(
-                lambda: self.store.rate_many(
-                    self.name, key, self._interval_us, self._burst, requests
-                ),
-                lambda late: self._give_back_all(key, costs, late),
+                lambda: self._batch_call(batch),
+                lambda late: self._give_back_all(charges, late),
                 0,
             )
+        except BatchContended:
+            # It decided nothing (a key held by another client): each key's requests
+            # again, each under a call of its own, so only the held key's wait for it.
+            by_key: dict[bytes | None, list[_Request]] = {}
+            for request in batch:
+                by_key.setdefault(request.key, []).append(request)
+            # At most RATE_MANY_MAX keys (one batch).
+            await asyncio.gather(*(self._send_batch(mine) for mine in by_key.values()))  # noqa: ADM101
+            return
         except Exception as error:
             for request in batch:
                 if not request.future.done():
                     request.future.set_exception(_own_error(error))
             return
-        gone_costs: list[int] = []
-        gone: list[RateReply] = []
+        gone: list[tuple[bytes | None, int]] = []
+        gone_replies: list[RateReply] = []
         for request, reply in zip(batch, replies, strict=True):
             if request.future.done():
-                gone_costs.append(request.cost)
-                gone.append(reply)
+                gone.append((request.key, request.cost))
+                gone_replies.append(reply)
             else:
                 request.future.set_result(reply)
         if gone:
-            self._give_back_all(key, gone_costs, gone)
+            self._give_back_all(gone, gone_replies)
 
     def _give_back_all(
-        self, key: bytes | None, costs: Sequence[int], replies: Sequence[RateReply]
+        self, charges: Sequence[tuple[bytes | None, int]], replies: Sequence[RateReply]
     ) -> None:
-        """Gives back the admitted charges among ``replies`` (of requests of ``costs``), the
-        last first: each one undone makes the one before it the bucket's last again."""
-        charges = [
-            (cost, reply) for cost, reply in zip(costs, replies, strict=True) if reply.admitted
-        ]
-        if charges:
-            _in_background(self._give_back_in_turn(key, charges))
+        """Gives back the admitted charges among ``replies`` (of requests of ``charges``:
+        key and cost), each bucket's the last first: each one undone makes the one before
+        it the bucket's last again."""
+        by_key: dict[bytes | None, list[tuple[int, RateReply]]] = {}
+        for (key, cost), reply in zip(charges, replies, strict=True):
+            if reply.admitted:
+                by_key.setdefault(key, []).append((cost, reply))
+        for key, admitted in by_key.items():
+            _in_background(self._give_back_in_turn(key, admitted))
 
     async def _give_back_in_turn(
         self, key: bytes | None, charges: list[tuple[int, RateReply]]
