@@ -409,6 +409,33 @@ def test_a_granted_waiter_whose_loop_closed_gives_its_permit_back() -> None:
     assert held(s) == (0, 0)
 
 
+@pytest.mark.parametrize("releaser", ["same thread", "another thread"])
+def test_a_waiter_whose_loop_is_closed_passes_a_grant_on_at_once(releaser: str) -> None:
+    """Its loop closed without cancelling it, and its task still referenced (so never
+    freed): a release must not hand the permit to a coroutine that will never resume."""
+    s = full()
+    loop = asyncio.new_event_loop()
+
+    async def wait() -> None:
+        await s.acquire()
+
+    task = loop.create_task(wait())
+    loop.run_until_complete(asyncio.sleep(0))
+    assert held(s) == (1, 1)
+    loop.close()
+    if releaser == "same thread":
+        s.release()
+    else:
+        thread = threading.Thread(target=s.release)
+        thread.start()
+        thread.join()
+    assert held(s) == (0, 0)
+    assert s.try_acquire()
+    assert s.stats().cancelled == 1
+    s.release()
+    assert not task.done()  # (kept alive on purpose)
+
+
 def test_timed_waits_on_many_loops_do_not_keep_the_closed_loops_alive() -> None:
     # A semaphore keeps one deadline timer per loop its timed waiters used; a long-lived
     # semaphore used by one `asyncio.run` after another must not keep every closed loop.

@@ -64,15 +64,16 @@ thread_local! {
 }
 
 /// Schedules `callbacks`, each to be called with `future`, on `event_loop`, which runs in
-/// this thread. A closed loop has nothing left to wake: they are dropped.
+/// this thread. A closed loop has nothing left to wake: they are dropped, and the answer is
+/// false (the caller gives back what the callbacks would have been told of).
 pub(crate) fn schedule(
     py: Python<'_>,
     event_loop: &Bound<'_, PyAny>,
     future: &Bound<'_, PyAny>,
     callbacks: Callbacks,
-) -> PyResult<()> {
+) -> PyResult<bool> {
     if callbacks.is_empty() {
-        return Ok(());
+        return Ok(true);
     }
     let entries = callbacks
         .into_iter()
@@ -81,7 +82,7 @@ pub(crate) fn schedule(
     if let Some(batch) = open_batch(py)? {
         if batch.get().event_loop.bind(py).is(event_loop) {
             with_state(&batch, |batch| batch.extend(entries));
-            return Ok(());
+            return Ok(true);
         }
     }
     let mut batch_entries = Vec::with_capacity(BATCH_CAPACITY);
@@ -90,9 +91,9 @@ pub(crate) fn schedule(
         Ok(batch) => {
             let weak = PyWeakrefReference::new(batch.bind(py))?.unbind();
             OPEN.with(|o| *o.borrow_mut() = Some(weak));
-            Ok(())
+            Ok(true)
         }
-        Err(e) if e.is_instance_of::<pyo3::exceptions::PyRuntimeError>(py) => Ok(()),
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyRuntimeError>(py) => Ok(false),
         Err(e) => Err(e),
     }
 }

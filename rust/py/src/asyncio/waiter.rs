@@ -201,13 +201,13 @@ impl Waiter {
         let py = slf.py();
         let this = slf.get();
         if this_thread() != this.thread {
-            // Released from another thread: continue on the loop's thread. A closed loop has
-            // no tasks left to wake.
+            // Released from another thread: continue on the loop's thread. A closed loop
+            // will never resume the awaiting coroutine: what it was granted goes back.
             return match this.event_loop.bind(py).call_method1(
                 intern!(py, "call_soon_threadsafe"),
                 (slf.getattr(intern!(py, "_wake"))?,),
             ) {
-                Err(e) if e.is_instance_of::<PyRuntimeError>(py) => Ok(()),
+                Err(e) if e.is_instance_of::<PyRuntimeError>(py) => Self::abandon(slf),
                 other => other.map(drop),
             };
         }
@@ -236,7 +236,12 @@ impl Waiter {
         if let Phase::Queued(ticket) = previous {
             recycle(ticket);
         }
-        batch::schedule(py, this.event_loop.bind(py), slf.as_any(), callbacks)
+        if batch::schedule(py, this.event_loop.bind(py), slf.as_any(), callbacks)? {
+            return Ok(());
+        }
+        // Its loop is closed: the awaiting coroutine will never see this end, so permits
+        // granted to it go back (to the next waiter) now, not when this object is freed.
+        Self::abandon(slf)
     }
 
     /// Still in the semaphore's queue (or being settled right now).
@@ -552,7 +557,8 @@ impl Waiter {
                 this.event_loop.bind(py),
                 slf.as_any(),
                 Callbacks::from_iter([callback]),
-            ),
+            )
+            .map(drop),
         }
     }
 
