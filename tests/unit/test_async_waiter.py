@@ -391,8 +391,8 @@ async def test_release_from_another_thread_wakes_the_waiter() -> None:
     s.release()
 
 
-def test_a_granted_waiter_whose_loop_closed_gives_its_permit_back() -> None:
-    s = full()
+def queued_on_a_new_loop(s: adm.Semaphore) -> tuple[asyncio.AbstractEventLoop, asyncio.Task[None]]:
+    """A task of a new loop queued on the full ``s``; the loop is left stopped."""
     loop = asyncio.new_event_loop()
 
     async def wait() -> None:
@@ -401,6 +401,12 @@ def test_a_granted_waiter_whose_loop_closed_gives_its_permit_back() -> None:
     task = loop.create_task(wait())
     loop.run_until_complete(asyncio.sleep(0))
     assert held(s) == (1, 1)
+    return loop, task
+
+
+def test_a_granted_waiter_whose_loop_closed_gives_its_permit_back() -> None:
+    s = full()
+    loop, task = queued_on_a_new_loop(s)
     s.release()  # granted; the task's wake-up is scheduled on a loop that will never run it
     assert held(s) == (1, 0)
     loop.close()
@@ -414,14 +420,7 @@ def test_a_waiter_whose_loop_is_closed_passes_a_grant_on_at_once(releaser: str) 
     """Its loop closed without cancelling it, and its task still referenced (so never
     freed): a release must not hand the permit to a coroutine that will never resume."""
     s = full()
-    loop = asyncio.new_event_loop()
-
-    async def wait() -> None:
-        await s.acquire()
-
-    task = loop.create_task(wait())
-    loop.run_until_complete(asyncio.sleep(0))
-    assert held(s) == (1, 1)
+    loop, task = queued_on_a_new_loop(s)
     loop.close()
     if releaser == "same thread":
         s.release()
