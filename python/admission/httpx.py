@@ -648,11 +648,8 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             except BaseException as exc:
                 failure: BaseException | None = exc
             else:
-                if retry_if is None:
-                    first_ok()
-                    return response
                 try:
-                    again = retry_if(response)
+                    again = retry_if is not None and retry_if(response)
                 except BaseException as error:
                     retry._misjudged(error)
                     await _abandon_async(response)  # (the caller never gets it)

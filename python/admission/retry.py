@@ -634,11 +634,8 @@ class Retry:
             except BaseException as exc:
                 failure: BaseException | None = exc
             else:
-                if retry_if is None:
-                    first_ok()
-                    return result
                 try:
-                    again = retry_if(result)
+                    again = retry_if is not None and retry_if(result)
                 except BaseException as error:
                     retry._misjudged(error)
                     if discard is not None:
@@ -716,11 +713,8 @@ class Retry:
             except BaseException as exc:
                 failure: BaseException | None = exc
             else:
-                if retry_if is None:
-                    first_ok()
-                    return result
                 try:
-                    again = retry_if(result)
+                    again = retry_if is not None and retry_if(result)
                 except BaseException as error:
                     retry._misjudged(error)
                     if discard is not None:
