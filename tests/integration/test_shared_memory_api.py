@@ -99,6 +99,32 @@ def test_a_waiter_that_gives_up_takes_its_turn_back_when_it_is_the_last(
     assert (stats.admitted, stats.cancelled, stats.timed_out) == (1, 1, 0)
 
 
+@pytest.mark.parametrize("how", ["never awaited", "cancelled before it starts", "asyncio.timeout"])
+def test_a_turn_never_taken_or_given_up_leaves_the_bucket_as_it_was(
+    store: adm.stores.SharedMemory, how: str
+) -> None:
+    bucket = adm.TokenBucket(rate=1, per=1, burst=1, name=f"nt-{how[:5]}", store=store)
+    assert bucket.try_acquire()  # the next token is a second away
+    before = bucket.peek().retry_after
+
+    async def main() -> None:
+        if how == "never awaited":
+            bucket.acquire(timeout=10).close()
+        elif how == "cancelled before it starts":
+            task = asyncio.ensure_future(bucket.acquire(timeout=10))
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        else:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await bucket.acquire(timeout=10)
+
+    asyncio.run(main())
+    assert bucket.peek().retry_after <= before
+    assert bucket.stats().admitted == 1
+
+
 def test_turns_are_kept_in_order_and_a_turn_given_up_behind_another_stays_charged(
     store: adm.stores.SharedMemory,
 ) -> None:
