@@ -51,7 +51,9 @@ async def rates_answer_as_the_reference(
     """``rounds`` seeded random steps on one bucket and a few keys of a keyed bucket (100 µs
     interval, burst 5): a `rate_many` of 1 to 8 requests on one bucket (random costs and max
     waits: none, 0, or up to 600 µs), a `rate_batch` of 1 to 12 requests on buckets drawn
-    from five (so some repeat, in any order), a single `rate`, or a `rate_give_back` of a
+    from five (so some repeat, in any order) or of one request on each of 2 to 5 of them
+    with one max wait (the batch a keyed limiter's callers on many keys make: PostgreSQL
+    decides it with a statement of its own), a single `rate`, or a `rate_give_back` of a
     bucket's last admitted charge. Every reply equals `MemoryStore`'s (the contract's
     reference) for the same requests made **one after the other** at the server's now the
     reply reports: the coalesced decision is the sequential one, and the three kinds of call
@@ -69,13 +71,18 @@ async def rates_answer_as_the_reference(
 
     for _ in range(rounds):
         step = rng.random()
-        if step < 0.35:
+        if step < 0.3:
             key = rng.choice(buckets[:2])
             asked = [request() for _ in range(rng.randint(1, 8))]
             got = await store.rate_many(name, key, interval, burst, asked)
             requests = [(key, cost, max_wait) for cost, max_wait in asked]
-        elif step < 0.6:
+        elif step < 0.5:
             requests = [(rng.choice(buckets), *request()) for _ in range(rng.randint(1, 12))]
+            got = await store.rate_batch(name, interval, burst, requests)
+        elif step < 0.65:  # the common batch: each bucket once, one max wait for all
+            _, max_wait = request()
+            drawn = rng.sample(buckets, rng.randint(2, len(buckets)))
+            requests = [(key, rng.randint(1, burst), max_wait) for key in drawn]
             got = await store.rate_batch(name, interval, burst, requests)
         elif step < 0.85:
             key = rng.choice(buckets)

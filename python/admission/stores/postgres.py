@@ -52,6 +52,25 @@ _MIGRATE_ATTEMPTS = 20
 _LOCK_NOT_AVAILABLE = "55P03"  # a lock_timeout passed (the schema's rate_batch)
 
 
+def _rate_reply(
+    admitted: bool, tat: int, now: int, interval_us: int, burst: int, cost: int
+) -> RateReply:
+    """The reply to one decision of the ``rate`` (or ``rate_each``) statement, from the row
+    it wrote: its TAT and the server's now."""
+    if admitted:
+        due = tat - burst * interval_us - now
+        return RateReply(True, due if due > 0 else 0, tat, now)
+    return RateReply(False, max(tat, now) + (cost - burst) * interval_us - now, tat, now)
+
+
+def _contended(name: str, error: StoreUnavailable) -> BatchContended | None:
+    """`BatchContended` when a batch failed because its rows stayed locked past its
+    ``lock_timeout`` (nothing written), else None (the failure is ``error`` itself)."""
+    if getattr(error.__cause__, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+        return None
+    return BatchContended(f"a row of {name!r} stayed locked: {error.__cause__}")
+
+
 async def _close_or_drop(connection: Any) -> None:
     try:
         await asyncio.wait_for(connection.close(), SETUP_TIMEOUT)
@@ -470,10 +489,7 @@ class Postgres(NetworkStore):
         admitted, tat, now = await self._call(
             "fetchrow", "rate", name, key, interval_us, burst, cost, max_wait_us
         )
-        if admitted:
-            due = tat - burst * interval_us - now
-            return RateReply(True, due if due > 0 else 0, tat, now)
-        return RateReply(False, max(tat, now) + (cost - burst) * interval_us - now, tat, now)
+        return _rate_reply(admitted, tat, now, interval_us, burst, cost)
 
     async def rate_many(
         self,
@@ -517,9 +533,14 @@ class Postgres(NetworkStore):
         `NetworkStore.rate_batch`. One transaction: a row another session holds locked
         (a slow or stuck transaction on ``buckets``) would hold up every bucket of the
         batch, so the rows are waited for a quarter of ``timeout`` at most; past it,
-        `BatchContended` (nothing written): the limiters then decide each key on its own."""
+        `BatchContended` (nothing written): the limiters then decide each key on its own.
+        A batch of one request per bucket, all with one max wait (the common case: callers
+        on many keys, one timeout), goes as one plain statement instead (`_rate_each`)."""
         check_batch(requests, burst)
         buckets = by_bucket(requests)
+        lock_ms = max(int(self.timeout * 250), 1)  # a quarter of the timeout
+        if len(buckets) == len(requests) and len({wait for _, _, wait in requests}) == 1:
+            return await self._rate_each(name, interval_us, burst, requests, buckets, lock_ms)
         index = {key: i for i, key in enumerate(buckets, 1)}
         try:
             admitted, waits, tats, now = await self._call(
@@ -532,13 +553,49 @@ class Postgres(NetworkStore):
                 [index[key] for key, _, _ in requests],
                 [cost for _, cost, _ in requests],
                 [max_wait for _, _, max_wait in requests],
-                max(int(self.timeout * 250), 1),  # ms: a quarter of the timeout
+                lock_ms,
             )
         except StoreUnavailable as exc:
-            if getattr(exc.__cause__, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+            if (contended := _contended(name, exc)) is None:
                 raise
-            raise BatchContended(f"a row of {name!r} stayed locked: {exc.__cause__}") from exc
+            raise contended from exc
         return [RateReply(*reply, now) for reply in zip(admitted, waits, tats, strict=True)]
+
+    async def _rate_each(
+        self,
+        name: str,
+        interval_us: int,
+        burst: int,
+        requests: Sequence[tuple[bytes | None, int, int]],
+        buckets: list[bytes | None],
+        lock_ms: int,
+    ) -> list[RateReply]:
+        """`rate_batch` of one request per bucket, all with one max wait: each bucket's
+        decision as `rate` makes it, all in one statement (``rate_each``: one write per
+        row, where the ``rate_batch`` function writes each row twice)."""
+        cost_of = {key: cost for key, cost, _ in requests}
+        try:
+            rows = await self._call(
+                "fetch",
+                "rate_each",
+                name,
+                interval_us,
+                burst,
+                buckets,
+                [cost_of[key] for key in buckets],
+                requests[0][2],
+                f"{lock_ms}ms",
+            )
+        except StoreUnavailable as exc:
+            if (contended := _contended(name, exc)) is None:
+                raise
+            raise contended from exc
+        decided = {stored: (admitted, tat, now) for stored, admitted, tat, now in rows}
+        replies = []
+        for key, cost, _ in requests:
+            admitted, tat, now = decided[b"" if key is None else b"\x01" + key]
+            replies.append(_rate_reply(admitted, tat, now, interval_us, burst, cost))
+        return replies
 
     async def rate_give_back(
         self, name: str, key: bytes | None, interval_us: int, cost: int, tat_us: int
