@@ -31,6 +31,13 @@ def test_every_public_name_exists_and_is_documented() -> None:
         assert obj.__doc__, f"{name} has no docstring"
 
 
+def test_every_public_name_of_the_stores_exists_and_is_documented() -> None:
+    for name in adm.stores.__all__:
+        assert getattr(adm.stores, name).__doc__, f"admission.stores.{name} has no docstring"
+    # What a store of one's own raises from `NetworkStore.rate_batch` (its docstring names it).
+    assert issubclass(adm.stores.BatchContended, Exception)
+
+
 def test_bucket_surface_from_the_issue() -> None:
     clock = adm.testing.ManualClock()
     b = adm.TokenBucket(rate=50, per=60.0, burst=10, clock=clock)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from admission.stores.memory import MemoryStore
-from admission.stores.network import NetworkStore, RateReply, SemaphoreReply
+from admission.stores.network import BatchContended, NetworkStore, RateReply, SemaphoreReply
 from admission.stores.postgres import Postgres
 from admission.stores.remote import (
     Lease,
@@ -44,6 +44,7 @@ else:
 
 
 __all__ = [
+    "BatchContended",
     "Lease",
     "MemoryStore",
     "NetworkStore",
