@@ -272,7 +272,7 @@ RETURNING b.admitted, b.tat, b.at""",
     "rate_many": ("SELECT admitted, waits, tats, now FROM {s}.rate_many($1, $2, $3, $4, $5, $6)"),
     # A batch of one request per bucket, all with one max wait ($6): `rate`'s decision on
     # each row, in one statement (one transaction, one write per row; the rate_batch
-    # function writes each row twice and runs five statements: 2.5 x this one's server CPU
+    # function writes each row twice and runs five statements: 2.3 x this one's server CPU
     # for 8 keys). The rows are locked in the order of $4 (sorted by the client, as for
     # rate_batch), and waited for $7 at most: lock_timeout is set, for this transaction
     # only, by the materialized CTE that every row of the INSERT joins, so before any lock
