@@ -509,7 +509,9 @@ def _overlapping_batches(
     dsn: str, schema: str, seed: int, rounds: int, start: Any, results: Any
 ) -> None:
     """8 tasks, each sending ``rounds`` `rate_batch` calls of 4 to 12 requests on keys drawn
-    (in random order, some repeated) from 12 that every process shares."""
+    in random order from 12 that every process shares: half of them each key once (decided
+    by the plain ``rate_each`` statement), half with keys repeated (the ``rate_batch``
+    function), so that the two race each other too."""
 
     async def main() -> tuple[dict[bytes, int], list[str]]:
         import random
@@ -521,10 +523,12 @@ def _overlapping_batches(
 
         async def task() -> None:
             for _ in range(rounds):
-                batch = [
-                    (b"k%d" % rng.randrange(12), rng.randint(1, 3), 0)
-                    for _ in range(rng.randint(4, 12))
-                ]
+                size = rng.randint(4, 12)
+                if rng.random() < 0.5:  # each key once: the plain statement (rate_each)
+                    keys = rng.sample(range(12), size)
+                else:  # some keys repeated: the rate_batch function
+                    keys = [rng.randrange(12) for _ in range(size)]
+                batch = [(b"k%d" % key, rng.randint(1, 3), 0) for key in keys]
                 try:
                     replies = await store.rate_batch("overlap", LONG, 10**6, batch)
                 except StoreUnavailable as exc:
