@@ -272,18 +272,29 @@ def test_dropped_primitives_keep_their_counts(
 def test_labels_are_only_kind_limiter_outcome_and_le(
     registry: prometheus_client.CollectorRegistry,
 ) -> None:
-    # The limiters' families; the breakers' and retries' have their own label (issue 14).
+    # The limiters' families; the breakers' and retries' have their own label (issue 14),
+    # the network stores' limiters theirs: the store and the fallback mode (issue 17).
     s = adm.Semaphore(1, name=unique("lbl"))
     b = adm.CircuitBreaker(unique("lbl"))
     r = adm.Retry(name=unique("lbl"))
+    remote = adm.TokenBucket(
+        rate=1, name=unique("lbl"), store=adm.stores.MemoryStore(), on_store_error="open"
+    )
     m = Scrape(registry)
-    own = {"admission_circuit": "breaker", "admission_retr": "retry"}
+    own = {
+        "admission_circuit": {"breaker"},
+        "admission_retr": {"retry"},
+        "admission_store_": {"store", "limiter", "mode"},
+    }
+    seen = set()
     for sample in m.samples:
         if sample.name.startswith("admission_"):
-            label = next((v for k, v in own.items() if sample.name.startswith(k)), "limiter")
-            kind = set() if label != "limiter" else {"kind"}
-            assert set(sample.labels) <= {*kind, label, "outcome", "le"}, sample
-    del s, b, r
+            prefix = next((k for k in own if sample.name.startswith(k)), None)
+            allowed = own[prefix] if prefix is not None else {"kind", "limiter"}
+            assert set(sample.labels) <= {*allowed, "outcome", "le"}, sample
+            seen.add(prefix)
+    assert seen == {*own, None}  # each kind of family was checked
+    del s, b, r, remote
 
 
 # ---------------------------------------------------------------------------------------------
