@@ -51,7 +51,7 @@ async def rates_answer_as_the_reference(
     """``rounds`` seeded random steps on one bucket and a few keys of a keyed bucket (100 µs
     interval, burst 5): a `rate_many` of 1 to 8 requests on one bucket (random costs and max
     waits: none, 0, or up to 600 µs), a `rate_batch` of 1 to 12 requests on buckets drawn
-    from five (so some repeat, in any order) or of one request on each of 2 to 5 of them
+    from seven (so some repeat, in any order) or of one request on each of 2 to 7 of them
     with one max wait (the batch a keyed limiter's callers on many keys make: PostgreSQL
     decides it with a statement of its own), a single `rate`, or a `rate_give_back` of a
     bucket's last admitted charge. Every reply equals `MemoryStore`'s (the contract's
@@ -63,7 +63,16 @@ async def rates_answer_as_the_reference(
     # Exact: MemoryStore reads round(clock() * 10**6), which a float of seconds may miss.
     reference = adm.stores.MemoryStore(clock=lambda: Fraction(now_us[0], 1_000_000))
     interval, burst = 100, 5
-    buckets: tuple[bytes | None, ...] = (None, b"user:7", b"user:8", b"", b"\xff{x}")
+    # A key and its prefix, the empty key and no key, bytes of either end of the range.
+    buckets: tuple[bytes | None, ...] = (
+        None,
+        b"user:7",
+        b"user:8",
+        b"",
+        b"\xff{x}",
+        b"user",
+        b"\x00",
+    )
     last: dict[bytes | None, tuple[int, int]] = {}  # key -> (cost, tat) of its last charge
 
     def request() -> tuple[int, int]:

@@ -949,13 +949,18 @@ def test_a_schema_is_never_lowered_and_a_later_or_written_back_one_is_used(
     asyncio.run(main())
 
 
+@pytest.mark.parametrize(
+    "queued",
+    [("hot", "a", "b"), ("hot", "a", "a")],
+    ids=["each key once: the rate_each statement", "a key twice: the rate_batch function"],
+)
 def test_a_row_locked_by_another_session_holds_up_only_its_own_keys(
-    pg: PostgresServer, schema: str
+    pg: PostgresServer, schema: str, queued: tuple[str, str, str]
 ) -> None:
     """Another session holds key ``hot``'s row locked (a slow or stuck transaction). The
     keys queued with it in one batch wait for it at most a quarter of the timeout, then are
-    decided each on its own (`BatchContended`): ``a`` and ``b`` are admitted while the lock
-    is still held; ``hot`` when it goes."""
+    decided each on its own (`BatchContended`): the others are admitted while the lock is
+    still held; ``hot`` when it goes. Both ways a batch is decided bound the wait."""
 
     async def main() -> None:
         store = Postgres(pg.app_dsn(), schema=schema, timeout=8.0)  # rows waited for 2 s
@@ -973,9 +978,7 @@ def test_a_row_locked_by_another_session_holds_up_only_its_own_keys(
             )
             first = asyncio.ensure_future(per_user.acquire("x", timeout=0))
             await asyncio.sleep(0)  # x's round trip in flight: the others queue behind it
-            hot, a, b = (
-                asyncio.ensure_future(per_user.acquire(key, timeout=0)) for key in ("hot", "a", "b")
-            )
+            hot, a, b = (asyncio.ensure_future(per_user.acquire(key, timeout=0)) for key in queued)
             await first
             await asyncio.gather(a, b)  # admitted (each raises otherwise), the lock still held
             assert not hot.done()
@@ -985,6 +988,72 @@ def test_a_row_locked_by_another_session_holds_up_only_its_own_keys(
             assert (stats.admitted, stats.rejected) == (5, 0)
         finally:
             await holder.close()
+            await store.aclose()
+
+    run(main())
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["rate", "rate_each"])
+def test_a_decision_that_waited_for_its_row_is_charged_on_the_clock_after_the_wait(
+    pg: PostgresServer, schema: str, batch: bool
+) -> None:
+    """A full bucket (10 ms interval, burst 5) whose row another session holds for 300 ms
+    without changing it: a decision of the whole burst waits for the row, then is charged
+    on the server's clock read after the wait, so a second one right after is refused. On
+    the clock read before the wait (as the statements did), the bucket handed out the 300
+    ms it waited as refill: the burst twice within a millisecond."""
+    interval, burst = 10_000, 5
+
+    async def main() -> None:
+        store = Postgres(pg.app_dsn(), schema=schema, timeout=4.0, sweep_interval=None)
+        holder = await asyncpg.connect(pg.dsn())
+        try:
+            await store.rate("stale", b"k", interval, burst, 1, 0)  # its row exists
+            await asyncio.sleep(0.1)  # and the bucket is full again
+            transaction = holder.transaction()
+            await transaction.start()
+            await holder.execute(
+                f"SELECT 1 FROM {schema}.buckets WHERE name = 'stale' AND key = $1 FOR UPDATE",
+                b"\x01k",
+            )
+            if batch:  # each key once, one max wait: the plain statement
+                requests = [(b"k", burst, 0), (b"other", 1, 0)]
+                decided = asyncio.ensure_future(
+                    store.rate_batch("stale", interval, burst, requests)
+                )
+            else:
+                decided = asyncio.ensure_future(
+                    asyncio.gather(store.rate("stale", b"k", interval, burst, burst, 0))
+                )
+            await asyncio.sleep(0.3)
+            assert not decided.done()  # waiting for the row
+            await transaction.rollback()
+            first = (await decided)[0]
+            again = await store.rate("stale", b"k", interval, burst, burst, 0)
+            assert first.admitted
+            assert not again.admitted, (first, again)
+            assert again.wait_us > burst * interval - 100_000  # nearly the whole burst's time
+        finally:
+            await holder.close()
+            await store.aclose()
+
+    run(main())
+
+
+def test_a_batch_on_a_store_with_a_timeout_of_months_is_decided(
+    pg: PostgresServer, schema: str
+) -> None:
+    """A batch's wait for its rows is a quarter of the store's timeout, within the server's
+    range for ``lock_timeout`` (2**31 - 1 ms, about 25 days): a timeout of 116 days is not
+    refused by the server, by either way a batch is decided."""
+
+    async def main() -> None:
+        store = Postgres(pg.app_dsn(), schema=schema, timeout=1e7, sweep_interval=None)
+        try:
+            for requests in ([(b"a", 1, 0), (b"b", 1, 0)], [(b"a", 1, 0), (b"a", 1, 0)]):
+                replies = await store.rate_batch("months", SECOND, 10, requests)
+                assert [reply.admitted for reply in replies] == [True, True]
+        finally:
             await store.aclose()
 
     run(main())

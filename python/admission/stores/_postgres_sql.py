@@ -250,47 +250,65 @@ PostgreSQL runs it as one transaction)."""
 # number an earlier release's creation wrote back (releases before this one set it as is).
 _ADDED = "'{s}.rate_batch(text, bigint, bigint, bytea[], integer[], bigint[], bigint[], integer)'"
 
+# The DO UPDATE of a decision on an existing row, whose lock is held when it runs: the
+# server's clock read now (once per row: a volatile sub-select of a correlated one, run
+# again for each row), the GCRA's decision of ``cost`` µs against a burst of ``burst`` µs
+# within a max wait of ``wait`` µs (negative: any wait), and the row's new TAT, outcome
+# and clock.
+_DECIDE_LOCKED = (
+    """(tat, admitted, at) = (
+    SELECT CASE WHEN d.ok THEN t.tat + {cost} ELSE b.tat END, d.ok, n.now
+    FROM (SELECT """
+    + _NOW
+    + """ AS now) n,
+         LATERAL (SELECT greatest(b.tat, n.now) AS tat) t,
+         LATERAL (SELECT {wait} < 0
+                         OR t.tat + {cost} - {burst} - n.now <= {wait}
+                  AS ok) d)"""
+)
+
 _STATEMENTS = {
     # The schema's version, and whether it has the objects of `VERSION` (see `_ADDED`).
     "version": f"SELECT m.version, to_regprocedure({_ADDED}) IS NOT NULL FROM {{s}}.meta m",
     # Always writes the row (a refusal rewrites the same TAT), so RETURNING reports the
-    # decision made on the newest version of the row, the one the conflict locked. The
-    # server's now travels in the proposed row (EXCLUDED.at): read once per statement.
+    # decision made on the newest version of the row, the one the conflict locked. A new
+    # row is decided on the clock read for the proposed row (EXCLUDED.at); an existing one
+    # on the clock read again once its lock is held (`_DECIDE_LOCKED`), so that a decision
+    # that waited for the row (another decision, a slow transaction) is not charged as of
+    # before the wait, which would hand out the time it waited as extra tokens. (A row the
+    # sweep deleted while the statement waited for it is inserted as proposed, on the
+    # clock read before the wait: the sweep deletes only full buckets, in statements of a
+    # few ms, and such a new row's charge starts that much early.)
     "rate": f"""
 INSERT INTO {{s}}.buckets AS b (name, key, tat, at, admitted)
 SELECT $1, {_KEY}, c.now + $5::bigint * $3::bigint, c.now, true
 FROM (SELECT {_NOW} AS now) c
-ON CONFLICT (name, key) DO UPDATE SET
-    tat = CASE WHEN $6::bigint < 0 OR greatest(b.tat, EXCLUDED.at)
-                    + ($5::bigint - $4::bigint) * $3::bigint - EXCLUDED.at <= $6::bigint
-               THEN greatest(b.tat, EXCLUDED.at) + $5::bigint * $3::bigint
-               ELSE b.tat END,
-    admitted = $6::bigint < 0 OR greatest(b.tat, EXCLUDED.at)
-                    + ($5::bigint - $4::bigint) * $3::bigint - EXCLUDED.at <= $6::bigint,
-    at = EXCLUDED.at
+ON CONFLICT (name, key) DO UPDATE SET {
+        _DECIDE_LOCKED.format(
+            cost="$5::bigint * $3::bigint", burst="$4::bigint * $3::bigint", wait="$6::bigint"
+        )
+    }
 RETURNING b.admitted, b.tat, b.at""",
     "rate_many": ("SELECT admitted, waits, tats, now FROM {s}.rate_many($1, $2, $3, $4, $5, $6)"),
     # A batch of one request per bucket, all with one max wait ($6): `rate`'s decision on
     # each row, in one statement (one transaction, one write per row; the rate_batch
     # function writes each row twice and runs five statements: 2.3 x this one's server CPU
     # for 8 keys). The rows are locked in the order of $4 (sorted by the client, as for
-    # rate_batch), and waited for $7 at most: lock_timeout is set, for this transaction
-    # only, by the materialized CTE that every row of the INSERT joins, so before any lock
-    # is taken. EXCLUDED.tat - EXCLUDED.at is the row's cost in microseconds.
+    # rate_batch), and each row lock is waited for $7 at most: lock_timeout is set, for
+    # this transaction only, by the materialized CTE that every row of the INSERT joins, so
+    # before any row lock (the table's own lock, taken when the plan starts, is not bounded
+    # by it: only DDL holds that one). EXCLUDED.tat - EXCLUDED.at is the row's cost in µs.
     "rate_each": f"""
 WITH c AS MATERIALIZED (SELECT set_config('lock_timeout', $7, true), {_NOW} AS now)
 INSERT INTO {{s}}.buckets AS b (name, key, tat, at, admitted)
 SELECT $1, coalesce('\\x01'::bytea || u.k, '\\x'::bytea), c.now + u.cost * $2::bigint, c.now, true
 FROM c, unnest($4::bytea[], $5::bigint[]) WITH ORDINALITY AS u(k, cost, i)
 ORDER BY u.i
-ON CONFLICT (name, key) DO UPDATE SET
-    tat = CASE WHEN $6::bigint < 0 OR greatest(b.tat, EXCLUDED.at) + EXCLUDED.tat
-                    - $3::bigint * $2::bigint - 2 * EXCLUDED.at <= $6::bigint
-               THEN greatest(b.tat, EXCLUDED.at) + EXCLUDED.tat - EXCLUDED.at
-               ELSE b.tat END,
-    admitted = $6::bigint < 0 OR greatest(b.tat, EXCLUDED.at) + EXCLUDED.tat
-                    - $3::bigint * $2::bigint - 2 * EXCLUDED.at <= $6::bigint,
-    at = EXCLUDED.at
+ON CONFLICT (name, key) DO UPDATE SET {
+        _DECIDE_LOCKED.format(
+            cost="EXCLUDED.tat - EXCLUDED.at", burst="$3::bigint * $2::bigint", wait="$6::bigint"
+        )
+    }
 RETURNING b.key, b.admitted, b.tat, b.at""",
     "rate_batch": (
         "SELECT admitted, waits, tats, now FROM {s}.rate_batch($1, $2, $3, $4, $5, $6, $7, $8)"

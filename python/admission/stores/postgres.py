@@ -538,7 +538,9 @@ class Postgres(NetworkStore):
         on many keys, one timeout), goes as one plain statement instead (`_rate_each`)."""
         check_batch(requests, burst)
         buckets = by_bucket(requests)
-        lock_ms = max(int(self.timeout * 250), 1)  # a quarter of the timeout
+        # A quarter of the timeout, within lock_timeout's range (a timeout of 99 days or
+        # more would be refused by the server).
+        lock_ms = min(max(int(self.timeout * 250), 1), 2**31 - 1)
         if len(buckets) == len(requests) and len({wait for _, _, wait in requests}) == 1:
             return await self._rate_each(name, interval_us, burst, requests, buckets, lock_ms)
         index = {key: i for i, key in enumerate(buckets, 1)}
