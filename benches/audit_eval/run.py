@@ -1,7 +1,7 @@
 """`make audit-eval`: the audit's precision on real code, beside ruff's and flake8-async's
 ASYNC rules on the same code.
 
-Five corpora, each a list of source distributions pinned by name, version and sha256,
+Seven corpora, each a list of source distributions pinned by name, version and sha256,
 downloaded with pip from the package index into ``.venv/audit-eval/`` (never committed):
 
 - ``seen`` (``corpus.txt``, labels in ``labels.csv``): read while the rules were written;
@@ -19,7 +19,11 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   before the audit ran on it; its first run is in the block ``holdout4-unseen``;
 - ``holdout5`` (``holdout5.txt``, labels in ``holdout5_labels.csv``): a fifth, pinned
   (committed) before the audit ran on it, once the fourth had been read for fixes; its first
-  run is in the block ``holdout5-unseen``.
+  run is in the block ``holdout5-unseen``;
+- ``holdout6`` (``holdout6.txt``, labels in ``holdout6_labels.csv``): a sixth, chosen for
+  threads, retry loops and tasks spawned in loops (the rules ADM102, ADM302 and ADM402, which
+  the fifth hardly exercised), pinned (committed) before the audit ran on it; its first run
+  is in the block ``holdout6-unseen``.
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
@@ -43,7 +47,7 @@ benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
 script's output, never copied by hand.
 
     .venv/bin/python benches/audit_eval/run.py
-        [--corpus seen holdout holdout2 holdout3 holdout4 holdout5] [--no-flake8]
+        [--corpus seen holdout holdout2 ... holdout6] [--no-flake8]
         [--allow-unlabelled] [--write-results] [--block NAME]
 """
 
@@ -77,6 +81,7 @@ CORPORA = {
     "holdout3": ("holdout3.txt", "holdout3_labels.csv"),
     "holdout4": ("holdout4.txt", "holdout4_labels.csv"),
     "holdout5": ("holdout5.txt", "holdout5_labels.csv"),
+    "holdout6": ("holdout6.txt", "holdout6_labels.csv"),
 }
 
 LabelKey = tuple[str, str, int, str]  # project, path, line, code

@@ -280,6 +280,7 @@ class Context:
         # ids of nodes already reported per code (one finding per node and rule)
         self._reported: set[tuple[int, str]] = set()
         self._enters: dict[int, bool] = {}
+        self._call_sites: dict[str, list[ast.Call]] | None = None
 
     # -- reporting -----------------------------------------------------------------------
 
@@ -382,15 +383,8 @@ class Context:
         current: Scope | None = scope
         while current is not None:
             if node.id in current.params:
-                annotation = current.params[node.id]
-                if annotation is None:
-                    return None
-                if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
-                    try:
-                        annotation = ast.parse(annotation.value, mode="eval").body
-                    except SyntaxError:
-                        return None
-                return self.resolve(annotation)
+                annotation = parsed_annotation(current.params[node.id])
+                return None if annotation is None else self.resolve(annotation)
             if node.id in current.assigns:
                 return None
             current = current.parent
@@ -536,6 +530,28 @@ class Context:
             return True
         return self.function_bounded(func, scope)
 
+    def receiver_limited(self, work: ast.expr, scope: Scope) -> bool:
+        """One element is a method call on an object this function built with a limiter
+        handed to it (``bot = Bot(rate_limiter=AIORateLimiter(...))``, then
+        ``bot.send(...)``): each call passes through that limiter inside the object."""
+        if isinstance(work, ast.Await):
+            work = work.value
+        if not isinstance(work, ast.Call) or not isinstance(work.func, ast.Attribute):
+            return False
+        receiver = work.func.value
+        if not isinstance(receiver, ast.Name):
+            return False
+        values = scope.assigns.get(receiver.id)
+        if not values or receiver.id in scope.params:
+            return False
+        for value in values:
+            if not isinstance(value, ast.Call):
+                return False
+            given = [*value.args, *(k.value for k in value.keywords)]
+            if not any(self.is_limiter(a, scope) for a in given):
+                return False
+        return True
+
     # -- sizes ---------------------------------------------------------------------------
 
     def iterable_bounded(self, node: ast.expr, scope: Scope, seen: int = 0) -> bool:
@@ -598,11 +614,72 @@ class Context:
                     return all(self.iterable_bounded(v, current, seen + 1) for v in values)
                 if node.id in current.params:
                     # `*args`: the items the caller wrote out; `nodes: dict[str, Node]`: the
-                    # program's own resources, as the annotation says
-                    return node.id == current.vararg or _owned_annotation(current.params[node.id])
+                    # program's own resources, as the annotation says; a private function's
+                    # parameter that every caller in the file writes out (`self._render([a, b])`)
+                    return (
+                        node.id == current.vararg
+                        or _owned_annotation(current.params[node.id])
+                        or self._literal_at_every_call(current, node.id)
+                    )
                 current = current.parent
             return False
         return False
+
+    def _calls_by_name(self) -> dict[str, list[ast.Call]]:
+        """The file's calls of a plain name or of a method (on any object), by that name; a
+        name also used other than called (passed as a callback) maps to no list."""
+        if self._call_sites is None:
+            sites: dict[str, list[ast.Call]] = {}
+            called: set[int] = set()
+            used: set[str] = set()
+            for node in ast.walk(self.facts.tree):
+                if isinstance(node, ast.Call):
+                    func = node.func
+                    if isinstance(func, ast.Attribute):
+                        sites.setdefault(func.attr, []).append(node)
+                    elif isinstance(func, ast.Name):
+                        sites.setdefault(func.id, []).append(node)
+                    called.add(id(func))
+                elif isinstance(node, ast.Name | ast.Attribute) and id(node) not in called:
+                    used.add(node.id if isinstance(node, ast.Name) else node.attr)
+            # `ast.walk` is breadth-first: a call is met before its `func`, so `called` is
+            # complete when the `func` node comes
+            self._call_sites = {name: calls for name, calls in sites.items() if name not in used}
+        return self._call_sites
+
+    def _literal_at_every_call(self, function: Scope, param: str) -> bool:
+        """A private function (``_render``), called in this file, where every call passes a
+        list, tuple or set display for ``param``: its size is what the callers wrote. A
+        public one may be called from elsewhere with anything."""
+        node = function.node
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            return False
+        if not node.name.startswith("_") or node.name.startswith("__"):
+            return False
+        calls = self._calls_by_name().get(node.name)
+        if not calls:
+            return False
+        positional = [a.arg for a in (*node.args.posonlyargs, *node.args.args)]
+        if function.cls is not None and positional and positional[0] in ("self", "cls"):
+            positional = positional[1:]
+        index = positional.index(param) if param in positional else None
+        for call in calls:
+            given: ast.expr | None = None
+            if index is not None and index < len(call.args):
+                if any(isinstance(a, ast.Starred) for a in call.args[: index + 1]):
+                    return False
+                given = call.args[index]
+            for keyword in call.keywords:
+                if keyword.arg == param:
+                    given = keyword.value
+                elif keyword.arg is None:
+                    return False  # `**kwargs`: cannot tell
+            if not (
+                isinstance(given, ast.List | ast.Tuple | ast.Set)
+                and not any(isinstance(e, ast.Starred) for e in given.elts)
+            ):
+                return False
+        return True
 
     def _yields_batches(self, iterable: ast.expr) -> bool:
         if isinstance(iterable, ast.Call):
@@ -691,6 +768,8 @@ class Context:
                 root = root.value
             if isinstance(root, ast.Name) and root.id in ("self", "cls"):
                 return False
+            if isinstance(root, ast.Name) and self._built_from_constants(root, scope):
+                return False  # `held = Held("a", "b")`, `held.started`: the object's own
             return self.iterable_over_data(root, scope, again)
         if isinstance(node, ast.BinOp):
             return self.iterable_over_data(node.left, scope, again) or self.iterable_over_data(
@@ -727,10 +806,49 @@ class Context:
                 )
             if node.id in current.params:
                 function = current.function()
+                if self._services_annotation(current.params[node.id]):
+                    return False  # `checks: list[HealthCheck]`: the program's I/O objects
                 return not (function is not None and function.name.startswith("test"))
             if current.is_function and _unpacked(node.id, current):
                 return True  # `done, pending = await asyncio.wait(...)`: a result
             current = current.parent
+        return False
+
+    def _built_from_constants(self, name: ast.Name, scope: Scope) -> bool:
+        """A local bound only to instances of a class (a capitalised callee) built from
+        literal arguments: its collections are its own, sized by those literals and its
+        code, not data the function received."""
+        if name.id in scope.params:
+            return False
+        values = scope.assigns.get(name.id)
+        if not values:
+            return False
+        for value in values:
+            if not isinstance(value, ast.Call):
+                return False
+            callee = (last_name(value.func) or "").lstrip("_")
+            if not callee[:1].isupper():
+                return False
+            given = [*value.args, *(k.value for k in value.keywords)]
+            if not all(isinstance(a, ast.Constant) for a in given):
+                return False
+        return True
+
+    def _services_annotation(self, annotation: ast.expr | None) -> bool:
+        """A parameter annotated as a collection of a class defined in this file that has
+        ``async def`` methods (``checks: List[HealthCheck]``): objects that do the program's
+        I/O (checks, clients, connections), which the program built and configured, not
+        records of data (those carry no coroutines)."""
+        annotation = parsed_annotation(annotation)
+        if not isinstance(annotation, ast.Subscript):
+            return False
+        for inner in ast.walk(annotation.slice):
+            name = last_name(inner) if isinstance(inner, ast.Name | ast.Attribute) else None
+            if isinstance(inner, ast.Constant) and isinstance(inner.value, str):
+                name = inner.value
+            methods = self.facts.methods.get(name or "")
+            if methods and any(method.kind == ASYNC for method in methods.values()):
+                return True
         return False
 
     def _filled(self, value: ast.expr) -> bool:
@@ -830,16 +948,23 @@ def own_nodes(statements: list[ast.stmt]) -> Iterator[ast.AST]:
             stack.extend(reversed(list(ast.iter_child_nodes(node))))
 
 
+def parsed_annotation(annotation: ast.expr | None) -> ast.expr | None:
+    """An annotation as an expression: a string one (``"ClusterNode"``) parsed, None when
+    there is none or it does not parse."""
+    if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
+        try:
+            return ast.parse(annotation.value, mode="eval").body
+        except SyntaxError:
+            return None
+    return annotation
+
+
 def _owned_annotation(annotation: ast.expr | None) -> bool:
     """Whether a parameter's annotation names a collection of the program's resources
     (``Dict[str, "ClusterNode"]``, ``list[Listener]``)."""
+    annotation = parsed_annotation(annotation)
     if annotation is None:
         return False
-    if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
-        try:
-            annotation = ast.parse(annotation.value, mode="eval").body
-        except SyntaxError:
-            return False
     for node in ast.walk(annotation):
         if isinstance(node, ast.Constant):
             name = node.value

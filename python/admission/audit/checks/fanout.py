@@ -17,7 +17,7 @@ import ast
 
 from admission.audit.checks.context import Context, own_nodes, words
 from admission.audit.names import dotted, last_name
-from admission.audit.walk import LOOP, WITH, Scope, Site
+from admission.audit.walk import LOOP, SYNC, WITH, Scope, Site
 
 __all__ = ["check_fan_out", "check_spawn"]
 
@@ -193,6 +193,8 @@ def _collection(
             return None
         if _lifecycle(node) or ctx.resolve(element.func) in _WRAPS_EXISTING:
             return None
+        if _fanned_out_before(ctx, node, site):
+            return None
         return [element]
     if isinstance(node, ast.Call):
         name = last_name(node.func)
@@ -229,6 +231,62 @@ def _collection(
                     work.extend(found)
         return work or None
     return None
+
+
+def _fanned_out_before(
+    ctx: Context, node: ast.ListComp | ast.SetComp | ast.GeneratorExp, site: Site
+) -> bool:
+    """The comprehension runs over a collection that this function already handed to a
+    fan-out (``await gather(*nannies)``, then ``gather(*(n.finished() for n in
+    nannies))``): it is no wider than that one, which is judged where it is."""
+    if len(node.generators) != 1 or not isinstance(node.generators[0].iter, ast.Name):
+        return False
+    name = node.generators[0].iter.id
+    function = site.scope.function()
+    body = getattr(function.node, "body", []) if function is not None else []
+    for inner in own_nodes(body if isinstance(body, list) else []):
+        if not (
+            isinstance(inner, ast.Call)
+            and inner.lineno < node.lineno
+            and ctx.resolve(inner.func) in _FAN_OUT
+        ):
+            continue
+        for arg in inner.args:
+            given = arg.value if isinstance(arg, ast.Starred) else arg
+            if isinstance(given, ast.Name) and given.id == name:
+                return True
+    return False
+
+
+def _makes_future_only(ctx: Context, work: ast.expr, scope: Scope) -> bool:
+    """One element's call is a synchronous function of this file that only returns a future
+    it made with ``create_future()`` (or found already made): a batching loader's
+    ``load(key)`` queues the key, and one batch call elsewhere resolves every future. It
+    starts no work per item."""
+    func = work.func if isinstance(work, ast.Call) else work
+    if not isinstance(func, ast.Name | ast.Attribute):
+        return False
+    callees = ctx.callees(func, scope)
+    if not callees:
+        return False
+    for callee in callees:
+        body = getattr(callee.node, "body", [])
+        if callee.kind != SYNC or not isinstance(body, list):
+            return False
+        returns = [n for n in own_nodes(body) if isinstance(n, ast.Return)]
+        if not returns:
+            return False
+        for returned in returns:
+            if not isinstance(returned.value, ast.Name):
+                return False
+            values = callee.assigns.get(returned.value.id, [])
+            if not any(
+                isinstance(v, ast.Call) and last_name(v.func) == "create_future" for v in values
+            ):
+                return False
+        if any(isinstance(n, ast.Call) and _is_spawn(ctx, n) for n in own_nodes(body)):
+            return False
+    return True
 
 
 def _filled_in_loop(ctx: Context, name: str, site: Site) -> list[ast.expr] | None:
@@ -284,7 +342,10 @@ def check_fan_out(ctx: Context, site: Site) -> None:
     if short == "wait":
         # asyncio.wait() takes tasks, it starts nothing: only tasks spawned for it here count
         work = [w for w in work if isinstance(w, ast.Call) and _is_spawn(ctx, w)]
-    if not work or all(ctx.work_bounded(w, site.scope) for w in work):
+    work = [w for w in work if not _makes_future_only(ctx, w, site.scope)]
+    if not work or all(
+        ctx.work_bounded(w, site.scope) or ctx.receiver_limited(w, site.scope) for w in work
+    ):
         return
     if _report_misplaced_limiter(ctx, site, f"`asyncio.{short}`"):
         return
@@ -480,6 +541,18 @@ def _replaces_finished(ctx: Context, loop: ast.AST, scope: Scope) -> bool:
     return False
 
 
+def _spawns_item_handed_over(loop: ast.AST, call: ast.Call) -> bool:
+    """The spawn runs the loop's own item (``async for aw in awaitables:
+    create_task(aw)``): awaitables the caller made, as many as it made, as ``gather(*aws)``
+    over awaitables handed in is for ADM101; no work is made here per item of data."""
+    if not isinstance(loop, ast.For | ast.AsyncFor) or not call.args:
+        return False
+    work = call.args[0]
+    return isinstance(work, ast.Name) and any(
+        isinstance(target, ast.Name) and target.id == work.id for target in ast.walk(loop.target)
+    )
+
+
 def _then_leaves(loop: ast.AST, call: ast.Call) -> bool:
     """The spawn is followed by ``break`` or ``return`` (in its block or a block around it,
     inside the loop): it happens once."""
@@ -559,6 +632,8 @@ def check_spawn(ctx: Context, site: Site) -> None:
     if _waited_for_in_loop(ctx, loop, call) or _restarts_after_ending(loop, call):
         return
     if _replaces_finished(ctx, loop, site.scope):
+        return
+    if _spawns_item_handed_over(loop, call):
         return
     if call.args and ctx.work_bounded(call, site.scope):
         return

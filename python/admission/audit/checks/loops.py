@@ -7,7 +7,8 @@ version-guarded shim: under a ``sys.version_info`` / ``hasattr`` test, in a ``tr
 catches the RuntimeError, or in the fallback of a ``get_running_loop()`` that failed; nor
 does ADM502 after ``asyncio.set_event_loop(...)`` in the same function. A generator decorated
 as a coroutine (``@types.coroutine``, ``@asyncio.coroutine``, tornado's ``@gen.coroutine``) is
-a coroutine: ADM501.
+a coroutine: ADM501, and so is a generator under any decorator that yields asyncio's futures
+(``x = yield asyncio.ensure_future(...)``: a framework's coroutine or test decorator drives it).
 """
 
 from __future__ import annotations
@@ -88,6 +89,21 @@ def _shim(ctx: Context, site: Site) -> bool:
     return False
 
 
+# asyncio's calls that return a future or task (what a generator-based coroutine yields)
+_FUTURES = frozenset(
+    {
+        "asyncio.ensure_future",
+        "asyncio.create_task",
+        "asyncio.wrap_future",
+        "asyncio.gather",
+        "asyncio.shield",
+        "asyncio.wait_for",
+        "asyncio.sleep",
+        "asyncio.tasks.ensure_future",
+        "asyncio.tasks.create_task",
+        "asyncio.tasks.gather",
+    }
+)
 _SET_EVENT_LOOP = frozenset({"asyncio.set_event_loop", "asyncio.events.set_event_loop"})
 
 
@@ -104,21 +120,29 @@ def _loop_set_before(ctx: Context, site: Site, call: ast.Call) -> bool:
     )
 
 
-def _generator_coroutine(site: Site) -> bool:
+def _generator_coroutine(ctx: Context, site: Site) -> bool:
     """Directly inside a generator decorated as a coroutine (``@types.coroutine``,
-    ``@asyncio.coroutine``, ``@gen.coroutine``): the loop drives it as it drives ``async def``
-    (a plain function under such a decorator is called as it stands: sync code)."""
+    ``@asyncio.coroutine``, ``@gen.coroutine``), or decorated by anything and yielding
+    asyncio's futures (``x = yield asyncio.ensure_future(...)``: a framework's test or
+    coroutine decorator drives it, a ``@contextmanager`` generator yields no future): the
+    loop drives it as it drives ``async def`` (a plain function under such a decorator is
+    called as it stands: sync code)."""
     scope = site.scope
-    if scope.kind != SYNC:
-        return False
-    if not any(
-        last_name(d.func if isinstance(d, ast.Call) else d) == "coroutine" for d in scope.decorators
-    ):
+    if scope.kind != SYNC or not scope.decorators:
         return False
     body = getattr(scope.node, "body", [])
-    return any(
-        isinstance(node, ast.Yield | ast.YieldFrom)
+    yields = [
+        node
         for node in own_nodes(body if isinstance(body, list) else [])
+        if isinstance(node, ast.Yield | ast.YieldFrom)
+    ]
+    if any(
+        last_name(d.func if isinstance(d, ast.Call) else d) == "coroutine" for d in scope.decorators
+    ):
+        return bool(yields)
+    return any(
+        isinstance(node.value, ast.Call) and ctx.resolve(node.value.func) in _FUTURES
+        for node in yields
     )
 
 
@@ -128,7 +152,7 @@ def check_get_event_loop(ctx: Context, site: Site) -> None:
     assert isinstance(call, ast.Call)
     if ctx.resolve(call.func) not in _GET_EVENT_LOOP or _shim(ctx, site):
         return
-    if ctx.in_async(site) or _generator_coroutine(site):
+    if ctx.in_async(site) or _generator_coroutine(ctx, site):
         fix = None
         func = call.func
         if (

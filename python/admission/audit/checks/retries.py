@@ -453,7 +453,17 @@ def _exits_after_work(statements: list[ast.stmt]) -> bool:
     """Whether the attempt leaves the loop after doing its work: an exit that comes before
     every call of the attempt (`if stopped: break` ahead of the read) is the owner's stop
     signal, not the attempt's success, and a loop whose work never ends it is not a retry."""
-    exits = _exit_statements(statements)
+    # `return False` hands back a failure (`if failures > allowed: return False`): a give-up,
+    # not the attempt's success
+    exits = [
+        node
+        for node in _exit_statements(statements)
+        if not (
+            isinstance(node, ast.Return)
+            and isinstance(node.value, ast.Constant)
+            and node.value.value is False
+        )
+    ]
     first_call = min(
         ((n.lineno, n.col_offset) for n in own_nodes(statements) if isinstance(n, ast.Call)),
         default=None,
@@ -680,6 +690,8 @@ def check_sleep(ctx: Context, site: Site) -> None:
         return
     if _server_directed(delay, handlers) or _is_random(ctx, delay, site.scope):
         return
+    if handlers and _jittered_wait_follows(ctx, site, handlers[-1], call):
+        return
     ctx.report(
         call,
         "ADM401",
@@ -687,6 +699,27 @@ def check_sleep(ctx: Context, site: Site) -> None:
         "together: add jitter (`adm.Retry(jitter='full')`, or `delay * random.uniform(0.5, "
         "1.5)`)",
     )
+
+
+def _jittered_wait_follows(
+    ctx: Context, site: Site, handler: ast.ExceptHandler, sleep: ast.Call
+) -> bool:
+    """The handler sleeps again after this sleep, for a delay with randomness (or one this
+    file cannot see into): ``await sleep(0.25)`` to let a cluster recover, then ``await
+    sleep(policy.compute(failures))``. The wait before the next attempt is the sum of the
+    two, jittered by the second: clients that failed together do not retry together."""
+    end = sleep.end_lineno or sleep.lineno
+    for node in own_nodes(handler.body):
+        if (
+            isinstance(node, ast.Call)
+            and node is not sleep
+            and node.lineno > end
+            and ctx.resolve(node.func) in SLEEPS
+            and node.args
+            and _is_random(ctx, node.args[0], site.scope)
+        ):
+            return True
+    return False
 
 
 def _ends_loop(loop: ast.AST, handler: ast.ExceptHandler) -> bool:
