@@ -18,7 +18,10 @@ Rows, each a decision that admits (the limits are far above what the run takes):
 - raw ``PING`` and ``SET`` through the same client (the floors: one round trip doing nothing,
   one writing a key);
 - raw ``PING`` on redis-py connections used directly, one per task from an idle list (the
-  kind of connection a store made from a URL uses: no client layers, no pool lock);
+  kind of connection a store made from a URL uses: no client layers, no pool lock), sent and
+  read by the connection's ``send_packed_command`` and ``read_response``; and the same
+  written and read on the connection's stream directly (as the store has done since
+  store17h: no redis-py code per call);
 - limits (``limits.aio``, its Redis storage on redis-py): moving window and fixed window
   ``hit``;
 - throttled-py (``throttled.asyncio``, its Redis store): token bucket ``limit``.
@@ -118,7 +121,14 @@ def _keyed(
     return make
 
 
-async def _raw_direct(url: str) -> tuple[Decide, Callable[[], Awaitable[None]]]:
+PING = b"*1\r\n$4\r\nPING\r\n"
+
+
+async def _ping_on_idle_connections(
+    url: str, exchange: Callable[[Any], Awaitable[object]]
+) -> tuple[Decide, Callable[[], Awaitable[None]]]:
+    """A PING per decision by ``exchange(conn)`` on a redis-py connection taken from an idle
+    list (one per task) and given back."""
     import redis.asyncio
 
     pool = redis.asyncio.ConnectionPool.from_url(url)
@@ -127,13 +137,11 @@ async def _raw_direct(url: str) -> tuple[Decide, Callable[[], Awaitable[None]]]:
         conn = pool.make_connection()
         await conn.connect()
         idle.append(conn)
-    ping = b"*1\r\n$4\r\nPING\r\n"
 
     async def decide() -> object:
         conn = idle.pop()
         try:
-            await conn.send_packed_command(ping, check_health=False)
-            return await conn.read_response()
+            return await exchange(conn)
         finally:
             idle.append(conn)
 
@@ -142,6 +150,22 @@ async def _raw_direct(url: str) -> tuple[Decide, Callable[[], Awaitable[None]]]:
             await conn.disconnect()
 
     return decide, close
+
+
+async def _raw_direct(url: str) -> tuple[Decide, Callable[[], Awaitable[None]]]:
+    async def exchange(conn: Any) -> object:
+        await conn.send_packed_command(PING, check_health=False)
+        return await conn.read_response()
+
+    return await _ping_on_idle_connections(url, exchange)
+
+
+async def _raw_stream(url: str) -> tuple[Decide, Callable[[], Awaitable[None]]]:
+    async def exchange(conn: Any) -> object:
+        conn._writer.write(PING)
+        return await conn._reader.readuntil(b"\r\n")
+
+    return await _ping_on_idle_connections(url, exchange)
 
 
 def _raw(command: str) -> Callable[[str], Awaitable[tuple[Decide, Callable[[], Awaitable[None]]]]]:
@@ -248,6 +272,13 @@ ROWS = [
         "floor",
         False,
         _raw_direct,
+    ),
+    Row(
+        "redis.PING.stream",
+        "raw PING, written and read on a connection's stream (as the store does)",
+        "floor",
+        False,
+        _raw_stream,
     ),
     Row("redis.SET", "raw SET, same client", "reference", False, _raw("SET")),
     Row("limits.moving", "limits moving window (aio, redis-py)", "peer", False, _limits("moving")),

@@ -92,7 +92,7 @@ def workloads() -> dict[str, Callable[[], None]]:
         await store.rate("bench", None, 1, 10**9, 1, 0)  # loads the script
         script = store_module.RATE
         key = b"admission:{b:bench}"
-        return await direct(store_module.pack(b"EVALSHA", script.sha_bytes, 1, key, 1, 10**9, 1, 0))
+        return await direct(store_module.pack(b"EVALSHA", script.sha, 1, key, 1, 10**9, 1, 0))
 
     async def evalsha_own_reader() -> Callable[[], Awaitable[object]]:
         import redis.asyncio
@@ -104,7 +104,7 @@ def workloads() -> dict[str, Callable[[], None]]:
         await store.rate("bench", None, 1, 10**9, 1, 0)  # loads the script
         script = store_module.RATE
         key = b"admission:{b:bench}"
-        command = store_module.pack(b"EVALSHA", script.sha_bytes, 1, key, 1, 10**9, 1, 0)
+        command = store_module.pack(b"EVALSHA", script.sha, 1, key, 1, 10**9, 1, 0)
         conn = redis.asyncio.ConnectionPool.from_url(url()).make_connection()
         await conn.connect()
 

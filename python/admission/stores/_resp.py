@@ -35,7 +35,14 @@ async def read_reply(reader: asyncio.StreamReader, error: ErrorReply) -> Any:
     does). `asyncio.IncompleteReadError` if the stream ends first; `ProtocolError` if what
     comes is not RESP."""
     try:
-        reply = await _read(reader, error)
+        line = await reader.readuntil(b"\r\n")
+        kind = line[0]
+        # The replies of the store's scripts, read here with no coroutine of `_read`'s.
+        if kind == 43:  # "+" simple string
+            return line[1:-2]
+        if kind == 58:  # ":" integer (int() ignores the trailing b"\r\n")
+            return int(line[1:])
+        reply = await _read(reader, error, line)
     except (ValueError, asyncio.LimitOverrunError) as exc:  # a length or number that is not
         raise ProtocolError(f"not a RESP reply: {exc}") from exc
     if isinstance(reply, _Failed):
@@ -52,9 +59,11 @@ class _Failed:
         self.exception = exception
 
 
-async def _read(reader: asyncio.StreamReader, error: ErrorReply) -> Any:
+async def _read(reader: asyncio.StreamReader, error: ErrorReply, line: bytes = b"") -> Any:
+    """The next reply (its first ``line`` if already read); an error reply as `_Failed`."""
     while True:
-        line = await reader.readuntil(b"\r\n")
+        if not line:
+            line = await reader.readuntil(b"\r\n")
         kind = line[0]
         # int() ignores the trailing b"\r\n": no slice for the most common replies.
         if kind == 58:  # ":" integer
@@ -91,6 +100,7 @@ async def _read(reader: asyncio.StreamReader, error: ErrorReply) -> Any:
         if kind == 62 or kind == 124:  # ">" push, "|" attribute: not a reply, skipped
             for _ in range(int(line[1:]) * (2 if kind == 124 else 1)):
                 await _read(reader, error)
+            line = b""
             continue
         raise ProtocolError(f"not a RESP reply: {line[:40]!r}")
 

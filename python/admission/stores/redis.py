@@ -67,7 +67,7 @@ import contextlib
 import hashlib
 import json
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, final
 
 from admission._extras import require
@@ -329,17 +329,40 @@ return {redis.call('ZCOUNT', KEYS[1], after, '+inf'), redis.call('ZCOUNT', KEYS[
 """
 
 
+def _arguments(items: Iterable[bytes | str | int]) -> bytes:
+    """Arguments of a command in RESP, each ``$<length>\\r\\n<bytes>\\r\\n``: what redis-py's
+    ``pack_command`` makes of them (for the ints, bytes and text the scripts take) in a
+    fraction of its time."""
+    out = []
+    for item in items:
+        if type(item) is int:
+            data = b"%d" % item
+        elif type(item) is bytes:
+            data = item
+        else:
+            data = str(item).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def pack(*items: bytes | str | int) -> bytes:
+    """A command as the bytes sent (RESP)."""
+    return b"*%d\r\n%s" % (len(items), _arguments(items))
+
+
 @final
 class _Script:
     """One Lua script: its source and the SHA1 that ``EVALSHA`` names it by."""
 
-    __slots__ = ("name", "sha", "sha_bytes", "source")
+    __slots__ = ("eval_head", "evalsha_head", "name", "sha", "source")
 
     def __init__(self, name: str, *parts: str) -> None:
         self.name = name
         self.source = "".join(parts)
         self.sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
-        self.sha_bytes = self.sha.encode()
+        # The first two arguments of its EVALSHA and of its EVAL, packed once.
+        self.evalsha_head = _arguments((b"EVALSHA", self.sha))
+        self.eval_head = _arguments((b"EVAL", self.source))
 
 
 RATE: Final = _Script("rate", _PRELUDE, _RATE)
@@ -352,24 +375,6 @@ RENEW: Final = _Script("semaphore_renew", _PRELUDE, _KEEP, _RENEW)
 RELEASE: Final = _Script("semaphore_release", _PRELUDE, _RELEASE)
 STATE: Final = _Script("semaphore_state", _PRELUDE, _STATE)
 SCRIPTS: Final = (RATE, RATE_MANY, RATE_BATCH, GIVE_BACK, REGISTER, ACQUIRE, RENEW, RELEASE, STATE)
-
-
-def _bulk(item: bytes | str | int) -> bytes:
-    """One argument of a command in RESP: ``$<length>\\r\\n<bytes>\\r\\n``."""
-    if type(item) is int:
-        data = b"%d" % item
-    elif type(item) is bytes:
-        data = item
-    else:
-        data = str(item).encode()
-    return b"$%d\r\n%s\r\n" % (len(data), data)
-
-
-def pack(*items: bytes | str | int) -> bytes:
-    """A command as the bytes sent (RESP), built directly: what redis-py's
-    ``pack_command`` makes (for the ints, bytes and text the scripts take) in a third of
-    its time."""
-    return b"*%d\r\n%s" % (len(items), b"".join(map(_bulk, items)))
 
 
 def _usable(conn: Any) -> bool:
@@ -571,12 +576,6 @@ class Redis(NetworkStore):
             reason = scrub(f"{type(exc).__name__}: {exc}", self._secrets)
             raise StoreUnavailable(self._label, f"{script.name}: {reason}") from exc
 
-    async def _send(self, direct: Connections[Any], command: bytes) -> Any:
-        """``command`` (packed) on a connection of the store's own, and its reply; an error
-        reply raises redis-py's exception for it and leaves the connection in step."""
-        exchange = self._exchange
-        return await direct.call(lambda conn: exchange(conn, command), self._in_step)
-
     async def _exchange(self, conn: Any, command: bytes) -> Any:
         """Writes ``command`` on redis-py connection ``conn`` and reads the reply from its
         stream itself (`admission.stores._resp`: redis-py's ``send_packed_command`` and
@@ -593,21 +592,25 @@ class Redis(NetworkStore):
 
     async def _evalsha(self, script: _Script, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
         direct = self._direct
+        if direct is None:
+            try:
+                return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+            except self._noscript:
+                return await self._client.eval(script.source, len(keys), *keys, *args)
+        # On a connection of the store's own; an error reply raises redis-py's exception for
+        # it and leaves the connection in step.
+        exchange = self._exchange
+        count = 3 + len(keys) + len(args)
+        arguments = _arguments((len(keys), *keys, *args))
+        command = b"*%d\r\n%s%s" % (count, script.evalsha_head, arguments)
         try:
-            if direct is not None:
-                return await self._send(
-                    direct, pack(b"EVALSHA", script.sha_bytes, len(keys), *keys, *args)
-                )
-            return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+            return await direct.call(lambda conn: exchange(conn, command), self._in_step)
         except self._noscript:
             # The server lost its scripts (SCRIPT FLUSH, a restart, a failover), and so did
             # not run this one: EVAL sends it, runs it and caches it for the next EVALSHA in
             # one command (a SCRIPT LOAD then EVALSHA could lose it to a flush in between).
-            if direct is not None:
-                return await self._send(
-                    direct, pack(b"EVAL", script.source, len(keys), *keys, *args)
-                )
-            return await self._client.eval(script.source, len(keys), *keys, *args)
+            command = b"*%d\r\n%s%s" % (count, script.eval_head, arguments)
+            return await direct.call(lambda conn: exchange(conn, command), self._in_step)
 
     # ---------------------------------------------------------- NetworkStore
 
