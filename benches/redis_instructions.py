@@ -7,7 +7,9 @@ The client's CPU is half of what a c=1 decision costs on a host where client and
 the cores (the server's own is in ``INFO commandstats``), and the half that the time of an
 interleaved run (``bench_redis_store.py``) is too noisy to split. Workloads:
 
-- ``PING direct``: a ``PING`` on a redis-py connection used directly (the fair floor);
+- ``PING direct``: a ``PING`` on a redis-py connection used directly, by its
+  ``send_packed_command`` and ``read_response`` (``bench_redis_store.py``'s "direct" floor,
+  with redis-py's default socket timeouts of 5 s: a timer per read);
 - ``EVALSHA direct, redis-py``: the store's rate script sent and read by that connection's own
   ``send_packed_command`` and ``read_response`` (what the store did before it read its
   replies itself);
@@ -31,6 +33,7 @@ import atexit
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from callgrind import script_main
 
@@ -75,10 +78,10 @@ def workloads() -> dict[str, Callable[[], None]]:
 
         return lambda: loop.run_until_complete(one_round())
 
-    async def direct(command: bytes) -> Callable[[], Awaitable[object]]:
+    async def direct(command: bytes, **options: Any) -> Callable[[], Awaitable[object]]:
         import redis.asyncio
 
-        conn = redis.asyncio.ConnectionPool.from_url(url()).make_connection()
+        conn = redis.asyncio.ConnectionPool.from_url(url(), **options).make_connection()
         await conn.connect()
 
         async def decide() -> object:
@@ -92,7 +95,9 @@ def workloads() -> dict[str, Callable[[], None]]:
         await store.rate("bench", None, 1, 10**9, 1, 0)  # loads the script
         script = store_module.RATE
         key = b"admission:{b:bench}"
-        return await direct(store_module.pack(b"EVALSHA", script.sha, 1, key, 1, 10**9, 1, 0))
+        command = store_module.pack(b"EVALSHA", script.sha, 1, key, 1, 10**9, 1, 0)
+        # No socket timeouts, as the store's own connections (redis-py's default is 5 s).
+        return await direct(command, socket_timeout=None, socket_connect_timeout=None)
 
     async def evalsha_own_reader() -> Callable[[], Awaitable[object]]:
         import redis.asyncio

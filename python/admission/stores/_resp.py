@@ -2,10 +2,10 @@
 its own connections (`admission.stores.redis`) in place of redis-py's reply parser.
 
 redis-py's pure-Python parser awaits a coroutine of its own per element of a reply, behind a
-`read_response` that sets up timeouts and error handling per call: for the four integers a
-rate decision returns, about half of the client CPU of the round trip (benches/RESULTS.md,
-"store17h"). Here a reply is read line by line straight from the connection's
-`asyncio.StreamReader`, which holds the whole of a short reply after its first line arrives.
+`read_response` that handles timeouts and errors per call: a raw script call read here costs
+the client a third fewer instructions (benches/RESULTS.md, "store17h"). A reply is read line
+by line straight from the connection's `asyncio.StreamReader`, which holds the whole of a
+short reply once its first line has arrived.
 
 Every RESP2 type, and the RESP3 types a script's reply can take on a connection that asked
 for RESP3 (``?protocol=3`` in the URL): null, boolean, double, big number, verbatim string,

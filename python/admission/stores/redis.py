@@ -46,10 +46,11 @@ limiters then admit more than their limits (fencing tokens stay increasing, see 
 The client is redis-py's asyncio client, so the store runs on asyncio (and uvloop), not on
 trio. With a client made from ``url``, the store uses redis-py's connections directly
 (`admission.stores._connections`: its own idle list, the command packed once, no pool lock
-nor health check per call) and reads their replies itself (`admission.stores._resp`): a
-rate decision's client CPU is under half of what it is through the client's layers. The
-rate scripts answer in one status line of numbers, which costs both sides less than an
-array of as many integers. It
+nor health check per call) and reads their replies itself (`admission.stores._resp`);
+the rate scripts answer in one status line of numbers, which a client reads and converts
+in a fraction of what an array of as many integers costs (the server's cost is the same):
+together, half the client instructions per rate decision of the store's call before
+(benches/RESULTS.md, store17h). It
 retries nothing and has no timeouts of redis-py's (its
 timeouts cancel the task that began a wait, which need not be the caller's any more: see
 below); a method called directly ends at ``timeout`` (one timer around the whole call). The
@@ -414,7 +415,7 @@ def _client_label(client: Any) -> str:
 def _numbers(reply: bytes | str) -> list[int]:
     """The numbers of a rate script's status reply (bytes; str from a given client that
     decodes replies). One line of digits is read and split in a fraction of what an array
-    of as many integers costs to parse, on either side of the connection."""
+    of as many integers costs a client to parse."""
     return list(map(int, reply.split()))
 
 
@@ -578,8 +579,8 @@ class Redis(NetworkStore):
 
     async def _exchange(self, conn: Any, command: bytes) -> Any:
         """Writes ``command`` on redis-py connection ``conn`` and reads the reply from its
-        stream itself (`admission.stores._resp`: redis-py's ``send_packed_command`` and
-        ``read_response`` cost more client CPU than the rest of the round trip)."""
+        stream itself (`admission.stores._resp`: a third less client CPU per raw call than
+        redis-py's ``send_packed_command`` and ``read_response``)."""
         writer = conn._writer
         if writer is None or writer.transport.is_closing():
             raise self._connection_error("Connection closed before the command was written")
