@@ -279,12 +279,16 @@ def test_register_with_a_client_decoding_replies(redis_server: RedisServer) -> N
     run(scenario())
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 @pytest.mark.parametrize("protocol", [2, 3])
-def test_every_method_in_either_protocol(redis_server: RedisServer, protocol: int) -> None:
+def test_every_method_in_either_protocol(
+    redis_server: RedisServer, protocol: int, loop: str
+) -> None:
     """The store reads its own connections' replies, in the protocol they speak: RESP2 or
     RESP3 (``?protocol=``; redis-py's default is 3 since its version 8, 2 before): a null
     (register), status lines (the rate scripts), arrays (the semaphore's), a bulk string
-    (another configuration), integers, and the NOSCRIPT error."""
+    (another configuration), integers, and the NOSCRIPT error; on asyncio's loop and on
+    uvloop's (its transports under the same streams)."""
 
     async def scenario() -> None:
         store = adm.stores.Redis(redis_server.url() + f"?protocol={protocol}", timeout=5.0)
@@ -314,7 +318,11 @@ def test_every_method_in_either_protocol(redis_server: RedisServer, protocol: in
         finally:
             await store.aclose()
 
-    run(scenario())
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        uvloop.run(asyncio.wait_for(scenario(), 60.0))
+    else:
+        run(scenario())
 
 
 # -------------------------------------------------------------------- semaphore
