@@ -15,10 +15,17 @@ Rows, each a decision that admits (the limits are far above what the run takes):
   bucket (the best case for coalescing): the decisions asked for while one is in flight go
   as one ``rate_batch`` script call over their keys; and the same limiter deciding one round
   trip per decision (`bench_remote_layer.OneByOneKeyed`);
+- the keyed row on a one-node Redis Cluster (``RedisServer(cluster=True)``), where each key
+  is its own hash slot and so its own round trips (decisions coalesce per key, not across
+  keys): through redis-py's ``RedisCluster`` client (what a cluster of several nodes needs),
+  and through the store's own connections to the node's URL;
 - raw ``PING`` and ``SET`` through the same client (the floors: one round trip doing nothing,
   one writing a key);
 - raw ``PING`` on redis-py connections used directly, one per task from an idle list (the
-  kind of connection a store made from a URL uses: no client layers, no pool lock);
+  kind of connection a store made from a URL uses: no client layers, no pool lock), sent and
+  read by the connection's ``send_packed_command`` and ``read_response``; and the same
+  written and read on the connection's stream directly (as the store has done since
+  store17h: no redis-py code per call);
 - limits (``limits.aio``, its Redis storage on redis-py): moving window and fixed window
   ``hit``;
 - throttled-py (``throttled.asyncio``, its Redis store): token bucket ``limit``.
@@ -71,6 +78,7 @@ class Row(NamedTuple):
     role: str
     baseline: bool
     make: Callable[[str], Awaitable[tuple[Decide, Callable[[], Awaitable[None]]]]]
+    on_cluster: bool = False  # made with the URL of the one-node cluster, not the server's
 
 
 async def _store_rate(url: str) -> tuple[Decide, Callable[[], Awaitable[None]]]:
@@ -118,7 +126,14 @@ def _keyed(
     return make
 
 
-async def _raw_direct(url: str) -> tuple[Decide, Callable[[], Awaitable[None]]]:
+PING = b"*1\r\n$4\r\nPING\r\n"
+
+
+async def _ping_on_idle_connections(
+    url: str, exchange: Callable[[Any], Awaitable[object]]
+) -> tuple[Decide, Callable[[], Awaitable[None]]]:
+    """A PING per decision by ``exchange(conn)`` on a redis-py connection taken from an idle
+    list (one per task) and given back."""
     import redis.asyncio
 
     pool = redis.asyncio.ConnectionPool.from_url(url)
@@ -127,13 +142,11 @@ async def _raw_direct(url: str) -> tuple[Decide, Callable[[], Awaitable[None]]]:
         conn = pool.make_connection()
         await conn.connect()
         idle.append(conn)
-    ping = b"*1\r\n$4\r\nPING\r\n"
 
     async def decide() -> object:
         conn = idle.pop()
         try:
-            await conn.send_packed_command(ping, check_health=False)
-            return await conn.read_response()
+            return await exchange(conn)
         finally:
             idle.append(conn)
 
@@ -142,6 +155,54 @@ async def _raw_direct(url: str) -> tuple[Decide, Callable[[], Awaitable[None]]]:
             await conn.disconnect()
 
     return decide, close
+
+
+def _keyed_on_cluster(
+    cluster_client: bool,
+) -> Callable[[str], Awaitable[tuple[Decide, Callable[[], Awaitable[None]]]]]:
+    """The keyed row on a Redis Cluster, where each key is its own hash slot: the limiter
+    decides each key in round trips of its own (its decisions coalesce per key, not across
+    keys). Through redis-py's ``RedisCluster`` client (what a cluster of several nodes
+    needs), or the store's own connections to the node's URL (the store learns from the
+    first batch's CROSSSLOT)."""
+
+    async def make(url: str) -> tuple[Decide, Callable[[], Awaitable[None]]]:
+        import redis.asyncio
+
+        client = redis.asyncio.RedisCluster.from_url(url) if cluster_client else None
+        store = adm.stores.Redis(url, client=client, timeout=5.0)
+        name = "bench-keyed-cluster-client" if cluster_client else "bench-keyed-cluster-url"
+        keyed = adm.KeyedTokenBucket(rate=1e6, per=1, burst=10**6, name=name, store=store)
+        turn = [0]
+
+        def decide() -> Awaitable[object]:
+            turn[0] = key = (turn[0] + 1) % KEYS_SPREAD
+            return keyed.acquire(key, 1, 0)
+
+        async def close() -> None:
+            await store.aclose()
+            if client is not None:
+                await client.aclose()
+
+        return decide, close
+
+    return make
+
+
+async def _raw_direct(url: str) -> tuple[Decide, Callable[[], Awaitable[None]]]:
+    async def exchange(conn: Any) -> object:
+        await conn.send_packed_command(PING, check_health=False)
+        return await conn.read_response()
+
+    return await _ping_on_idle_connections(url, exchange)
+
+
+async def _raw_stream(url: str) -> tuple[Decide, Callable[[], Awaitable[None]]]:
+    async def exchange(conn: Any) -> object:
+        conn._writer.write(PING)
+        return await conn._reader.readuntil(b"\r\n")
+
+    return await _ping_on_idle_connections(url, exchange)
 
 
 def _raw(command: str) -> Callable[[str], Awaitable[tuple[Decide, Callable[[], Awaitable[None]]]]]:
@@ -241,6 +302,24 @@ ROWS = [
         False,
         _keyed(False),
     ),
+    Row(
+        "redis.Keyed.cluster_client",
+        "admission KeyedTokenBucket(store=Redis), 1,000 keys, one-node Redis Cluster, "
+        "RedisCluster client (a round trip per key)",
+        "admission",
+        False,
+        _keyed_on_cluster(True),
+        True,
+    ),
+    Row(
+        "redis.Keyed.cluster_url",
+        "admission KeyedTokenBucket(store=Redis), 1,000 keys, one-node Redis Cluster, "
+        "the node's URL (a round trip per key)",
+        "admission",
+        False,
+        _keyed_on_cluster(False),
+        True,
+    ),
     Row("redis.PING", "raw PING, same client (floor)", "floor", False, _raw("PING")),
     Row(
         "redis.PING.direct",
@@ -248,6 +327,13 @@ ROWS = [
         "floor",
         False,
         _raw_direct,
+    ),
+    Row(
+        "redis.PING.stream",
+        "raw PING, written and read on a connection's stream (as the store does)",
+        "floor",
+        False,
+        _raw_stream,
     ),
     Row("redis.SET", "raw SET, same client", "reference", False, _raw("SET")),
     Row("limits.moving", "limits moving window (aio, redis-py)", "peer", False, _limits("moving")),
@@ -263,6 +349,12 @@ def server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisServer]:
+    with RedisServer(cluster=True) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
 def loop() -> Iterator[asyncio.AbstractEventLoop]:
     lp = asyncio.new_event_loop()
     yield lp
@@ -270,9 +362,15 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 
 def _bench(
-    benchmark: Any, loop: asyncio.AbstractEventLoop, server: RedisServer, row: Row, tasks: int
+    benchmark: Any,
+    loop: asyncio.AbstractEventLoop,
+    servers: tuple[RedisServer, RedisServer],
+    row: Row,
+    tasks: int,
 ) -> None:
-    decide, close = loop.run_until_complete(row.make(server.url()))
+    server, cluster = servers
+    url = cluster.url() if row.on_cluster else server.url()
+    decide, close = loop.run_until_complete(row.make(url))
     calls = CALLS[tasks]
     per_task = calls // tasks
 
@@ -303,25 +401,35 @@ def _bench(
 @pytest.mark.benchmark(group="redis store decision, c=1")
 @pytest.mark.parametrize("row", ROWS, ids=[r.key for r in ROWS])
 def test_redis_decision_c1(
-    benchmark: Any, loop: asyncio.AbstractEventLoop, server: RedisServer, row: Row
+    benchmark: Any,
+    loop: asyncio.AbstractEventLoop,
+    server: RedisServer,
+    cluster: RedisServer,
+    row: Row,
 ) -> None:
-    _bench(benchmark, loop, server, row, 1)
+    _bench(benchmark, loop, (server, cluster), row, 1)
 
 
 @pytest.mark.benchmark(group="redis store decision, c=16")
 @pytest.mark.parametrize("row", ROWS, ids=[r.key for r in ROWS])
 def test_redis_decision_c16(
-    benchmark: Any, loop: asyncio.AbstractEventLoop, server: RedisServer, row: Row
+    benchmark: Any,
+    loop: asyncio.AbstractEventLoop,
+    server: RedisServer,
+    cluster: RedisServer,
+    row: Row,
 ) -> None:
-    _bench(benchmark, loop, server, row, 16)
+    _bench(benchmark, loop, (server, cluster), row, 16)
 
 
 # ------------------------------------------------------------------ standalone: interleaved
 
 
-async def _interleaved(url: str, rounds: int) -> dict[tuple[str, int], list[float]]:
+async def _interleaved(
+    url: str, cluster_url: str, rounds: int
+) -> dict[tuple[str, int], list[float]]:
     """µs per decision of each round of each row at each concurrency."""
-    opened = [(row, await row.make(url)) for row in ROWS]
+    opened = [(row, await row.make(cluster_url if row.on_cluster else url)) for row in ROWS]
     times: dict[tuple[str, int], list[float]] = {}
     try:
         for tasks, calls in CALLS.items():
@@ -348,8 +456,8 @@ async def _interleaved(url: str, rounds: int) -> dict[tuple[str, int], list[floa
 
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 15
-    with RedisServer() as server:
-        times = asyncio.run(_interleaved(server.url(), rounds))
+    with RedisServer() as server, RedisServer(cluster=True) as cluster:
+        times = asyncio.run(_interleaved(server.url(), cluster.url(), rounds))
     medians = {key: statistics.median(values) for key, values in times.items()}
     print(f"{rounds} interleaved rounds; µs per decision (median of rounds)\n")
     head = " | ".join(f"c={c} | vs PING | vs direct PING | vs limits fixed" for c in CALLS)

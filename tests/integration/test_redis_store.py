@@ -266,11 +266,63 @@ def test_register_with_a_client_decoding_replies(redis_server: RedisServer) -> N
         with pytest.raises(ValueError, match=re.escape('configured as {"limit":3.0}')):
             await store.register("Semaphore", name, {"limit": 4})
         assert (await store.rate(name, b"k", SECOND, 1, 1, 0)).admitted
+        # The rate scripts' status replies come as str from such a client, and still parse.
+        many = await store.rate_many(name, b"m", SECOND, 2, [(1, 0), (1, 0), (1, 0)])
+        assert [r.admitted for r in many] == [True, True, False]
+        batch = await store.rate_batch(name, SECOND, 2, [(b"a", 2, 0), (b"b", 1, 0)])
+        assert [r.admitted for r in batch] == [True, True]
+        assert batch[0].tat_us == batch[0].now_us + 2 * SECOND
         await store.aclose()
         assert await client.ping()  # a given client is left open
         await client.aclose()
 
     run(scenario())
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_every_method_in_either_protocol(
+    redis_server: RedisServer, protocol: int, loop: str
+) -> None:
+    """The store reads its own connections' replies, in the protocol they speak: RESP2 or
+    RESP3 (``?protocol=``; redis-py's default is 3 since its version 8, 2 before): a null
+    (register), status lines (the rate scripts), arrays (the semaphore's), a bulk string
+    (another configuration), integers, and the NOSCRIPT error; on asyncio's loop and on
+    uvloop's (its transports under the same streams)."""
+
+    async def scenario() -> None:
+        store = adm.stores.Redis(redis_server.url() + f"?protocol={protocol}", timeout=5.0)
+        name = unique(f"resp{protocol}")
+        try:
+            redis_server.command("SCRIPT", "FLUSH")  # each script's first call: NOSCRIPT, EVAL
+            await store.register("TokenBucket", name, {"rate": 1})
+            await store.register("TokenBucket", name, {"rate": 1})
+            with pytest.raises(ValueError, match=re.escape('configured as {"rate":1.0}')):
+                await store.register("TokenBucket", name, {"rate": 2})
+            first = await store.rate(name, None, SECOND, 2, 1, 0)
+            assert first.admitted
+            assert first.tat_us == first.now_us + SECOND
+            many = await store.rate_many(name, None, SECOND, 2, [(1, 0), (1, 0)])
+            assert [r.admitted for r in many] == [True, False]
+            assert many[1].wait_us == SECOND + (many[1].tat_us - many[1].now_us - 2 * SECOND)
+            batch = await store.rate_batch(name, SECOND, 2, [(b"a", 1, 0), (b"b", 2, 0)])
+            assert [r.admitted for r in batch] == [True, True]
+            assert await store.rate_give_back(name, b"b", SECOND, 2, batch[1].tat_us)
+            granted = await store.semaphore_acquire(name, 1, "a", SECOND, True)
+            assert granted.granted
+            queued = await store.semaphore_acquire(name, 1, "b", SECOND, True)
+            assert (queued.granted, queued.ahead) == (False, 0)
+            assert await store.semaphore_renew(name, ["a", "x"], SECOND) == [True, False]
+            assert await store.semaphore_state(name) == (1, 1)
+            assert await store.semaphore_release(name, "a")
+        finally:
+            await store.aclose()
+
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        uvloop.run(asyncio.wait_for(scenario(), 60.0))
+    else:
+        run(scenario())
 
 
 # -------------------------------------------------------------------- semaphore

@@ -165,6 +165,55 @@ def test_connections_the_server_closed_while_idle_are_replaced_without_an_error(
     run(scenario())
 
 
+async def _serve_until_a_script(reader: asyncio.StreamReader, writer: Any, answer: bytes) -> None:
+    """A server that goes through redis-py's handshake (HELLO: RESP3; OK to the rest) and
+    answers the first script with ``answer``, then closes the connection."""
+    try:
+        while line := await reader.readline():
+            args = []
+            for _ in range(int(line[1:])):
+                size = int((await reader.readline())[1:])
+                args.append((await reader.readexactly(size + 2))[:-2])
+            if args[0].upper() in (b"EVALSHA", b"EVAL"):
+                writer.write(answer)
+                return
+            hello = args[0].upper() == b"HELLO"
+            writer.write(b"%1\r\n$5\r\nproto\r\n:3\r\n" if hello else b"+OK\r\n")
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"", b"+1 0 17", b"*4\r\n:1\r\n", b"$10\r\nabc", b"?what\r\n", b"HTTP/1.1 400\r\n"],
+    ids=["nothing", "half a line", "half an array", "half a bulk string", "not RESP", "HTTP"],
+)
+def test_a_reply_cut_short_or_not_resp_fails_the_call_and_its_connection(answer: bytes) -> None:
+    """The store reads its connections' replies itself: a connection that ends mid-reply,
+    or answers what is not RESP, fails the call as any broken connection does
+    (`StoreUnavailable` caused by redis-py's ConnectionError), and is closed, not reused."""
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(
+            lambda r, w: _serve_until_a_script(r, w, answer), "127.0.0.1", 0
+        )
+        port = server.sockets[0].getsockname()[1]
+        store = adm.stores.Redis(f"redis://127.0.0.1:{port}/0", timeout=5.0)
+        try:
+            with pytest.raises(adm.StoreUnavailable) as info:
+                await store.rate("cut", None, SECOND, 10, 1, 0)
+            assert isinstance(info.value.__cause__, redis.exceptions.ConnectionError)
+            assert store._direct is not None
+            assert store._direct.open == 0
+            assert store._direct.idle == []
+        finally:
+            await store.aclose()
+            server.close()
+            await server.wait_closed()
+
+    run(scenario())
+
+
 # ------------------------------------------------------------------------ cluster
 
 

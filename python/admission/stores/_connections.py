@@ -79,8 +79,8 @@ class Connections(Generic[C]):
         """The idle connections (a copy), for tests."""
         return list(self._idle)
 
-    async def take(self) -> C:
-        """A connection for one call; give it back with `give` whatever happens."""
+    def _take_idle(self) -> C | None:
+        """An idle connection still usable, or None (the stale ones met are discarded)."""
         idle = self._idle
         while idle:
             conn = idle.pop()
@@ -88,6 +88,13 @@ class Connections(Generic[C]):
                 return conn
             self._open -= 1
             self._discard(conn)
+        return None
+
+    async def take(self) -> C:
+        """A connection for one call; give it back with `give` whatever happens."""
+        conn = self._take_idle()
+        if conn is not None:
+            return conn
         if self._closed:
             raise ConnectionError("the store was closed (aclose)")
         if self._open >= self._limit:
@@ -119,7 +126,9 @@ class Connections(Generic[C]):
         """``await use(conn)`` on a connection taken for it, given back after: healthy if
         ``use`` returned or raised ``in_step`` (the server refused the command: the
         connection is as it was), closed otherwise (broken, or cut short mid-reply)."""
-        conn = await self.take()
+        conn = self._take_idle()  # without a coroutine of `take`'s, when one is idle
+        if conn is None:
+            conn = await self.take()
         healthy = False
         try:
             result = await use(conn)

@@ -46,8 +46,11 @@ limiters then admit more than their limits (fencing tokens stay increasing, see 
 The client is redis-py's asyncio client, so the store runs on asyncio (and uvloop), not on
 trio. With a client made from ``url``, the store uses redis-py's connections directly
 (`admission.stores._connections`: its own idle list, the command packed once, no pool lock
-nor health check per call): a third less client CPU per decision than through the
-client's layers. It
+nor health check per call) and reads their replies itself (`admission.stores._resp`);
+the rate scripts answer in one status line of numbers, which a client reads and converts
+in a fraction of what an array of as many integers costs (the server's cost is the same):
+together, half the client instructions per rate decision of the store's call before
+(benches/RESULTS.md, store17h). It
 retries nothing and has no timeouts of redis-py's (its
 timeouts cancel the task that began a wait, which need not be the caller's any more: see
 below); a method called directly ends at ``timeout`` (one timer around the whole call). The
@@ -65,13 +68,14 @@ import contextlib
 import hashlib
 import json
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, final
 
 from admission._extras import require
 from admission.errors import StoreUnavailable
 from admission.pools.dsn import redact_dsn, scrub
 from admission.stores._connections import Connections
+from admission.stores._resp import ProtocolError, read_reply
 from admission.stores.network import (
     NetworkStore,
     RateReply,
@@ -110,6 +114,7 @@ end
 """
 
 # The GCRA of admission.stores.network. KEYS: the TAT. ARGV: interval, burst, cost, max_wait.
+# Returns "admitted wait tat now" as a status reply (`_numbers`).
 _RATE = """
 local interval = tonumber(ARGV[1])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
@@ -118,16 +123,17 @@ local new = tat + ARGV[3] * interval
 local wait = new - ARGV[2] * interval - now
 local max_wait = tonumber(ARGV[4])
 if wait > 0 and max_wait >= 0 and wait > max_wait then
-  return {0, wait, tat, now}
+  return {ok = string.format('0 %d %d %d', wait, tat, now)}
 end
 if wait < 0 then wait = 0 end
 redis.call('SET', KEYS[1], int(new), 'PX', ms(new - now))
-return {1, wait, new, now}
+return {ok = string.format('1 %d %d %d', wait, new, now)}
 """
 
 # The GCRA for several requests, one after the other on one reading of the clock; one SET
 # at the end (none if nothing was admitted). KEYS: the TAT. ARGV: interval, burst, then a
-# cost and a max_wait per request. Returns now, then admitted, wait, tat per request.
+# cost and a max_wait per request. Returns now, then admitted, wait, tat per request, as a
+# status reply of numbers (`_numbers`).
 _RATE_MANY = """
 local interval = tonumber(ARGV[1])
 local room = tonumber(ARGV[2]) * interval
@@ -135,22 +141,21 @@ local stored = tonumber(redis.call('GET', KEYS[1]) or now)
 local tat = stored
 if tat < now then tat = now end
 local last = nil
-local out = {now}
+local out = {int(now)}
 for i = 3, #ARGV, 2 do
   local new = tat + ARGV[i] * interval
   local wait = new - room - now
   local max_wait = tonumber(ARGV[i + 1])
-  local n = #out
   if wait > 0 and max_wait >= 0 and wait > max_wait then
-    out[n + 1], out[n + 2], out[n + 3] = 0, wait, tat
+    out[#out + 1] = string.format('0 %d %d', wait, tat)
   else
     if wait < 0 then wait = 0 end
     tat, last = new, new
-    out[n + 1], out[n + 2], out[n + 3] = 1, wait, new
+    out[#out + 1] = string.format('1 %d %d', wait, new)
   end
 end
 if last then redis.call('SET', KEYS[1], int(last), 'PX', ms(last - now)) end
-return out
+return {ok = table.concat(out, ' ')}
 """
 
 # The GCRA for requests on several buckets (a limiter's keys): each bucket's in their order,
@@ -167,26 +172,25 @@ for j = 1, #KEYS do
   if tat < now then tat = now end
   tats[j] = tat
 end
-local out = {now}
+local out = {int(now)}
 for i = 3, #ARGV, 3 do
   local j = tonumber(ARGV[i])
   local tat = tats[j]
   local new = tat + ARGV[i + 1] * interval
   local wait = new - room - now
   local max_wait = tonumber(ARGV[i + 2])
-  local n = #out
   if wait > 0 and max_wait >= 0 and wait > max_wait then
-    out[n + 1], out[n + 2], out[n + 3] = 0, wait, tat
+    out[#out + 1] = string.format('0 %d %d', wait, tat)
   else
     if wait < 0 then wait = 0 end
     tats[j], charged[j] = new, true
-    out[n + 1], out[n + 2], out[n + 3] = 1, wait, new
+    out[#out + 1] = string.format('1 %d %d', wait, new)
   end
 end
 for j = 1, #KEYS do
   if charged[j] then redis.call('SET', KEYS[j], int(tats[j]), 'PX', ms(tats[j] - now)) end
 end
-return out
+return {ok = table.concat(out, ' ')}
 """
 
 # Compare-and-set on the TAT. KEYS: the TAT. ARGV: interval, cost, the TAT the charge left.
@@ -326,17 +330,40 @@ return {redis.call('ZCOUNT', KEYS[1], after, '+inf'), redis.call('ZCOUNT', KEYS[
 """
 
 
+def _arguments(items: Iterable[bytes | str | int]) -> bytes:
+    """Arguments of a command in RESP, each ``$<length>\\r\\n<bytes>\\r\\n``: what redis-py's
+    ``pack_command`` makes of them (for the ints, bytes and text the scripts take) in a
+    fraction of its time."""
+    out = []
+    for item in items:
+        if type(item) is int:
+            data = b"%d" % item
+        elif type(item) is bytes:
+            data = item
+        else:
+            data = str(item).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def pack(*items: bytes | str | int) -> bytes:
+    """A command as the bytes sent (RESP)."""
+    return b"*%d\r\n%s" % (len(items), _arguments(items))
+
+
 @final
 class _Script:
     """One Lua script: its source and the SHA1 that ``EVALSHA`` names it by."""
 
-    __slots__ = ("name", "sha", "sha_bytes", "source")
+    __slots__ = ("eval_head", "evalsha_head", "name", "sha", "source")
 
     def __init__(self, name: str, *parts: str) -> None:
         self.name = name
         self.source = "".join(parts)
         self.sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
-        self.sha_bytes = self.sha.encode()
+        # The first two arguments of its EVALSHA and of its EVAL, packed once.
+        self.evalsha_head = _arguments((b"EVALSHA", self.sha))
+        self.eval_head = _arguments((b"EVAL", self.source))
 
 
 RATE: Final = _Script("rate", _PRELUDE, _RATE)
@@ -349,24 +376,6 @@ RENEW: Final = _Script("semaphore_renew", _PRELUDE, _KEEP, _RENEW)
 RELEASE: Final = _Script("semaphore_release", _PRELUDE, _RELEASE)
 STATE: Final = _Script("semaphore_state", _PRELUDE, _STATE)
 SCRIPTS: Final = (RATE, RATE_MANY, RATE_BATCH, GIVE_BACK, REGISTER, ACQUIRE, RENEW, RELEASE, STATE)
-
-
-def _bulk(item: bytes | str | int) -> bytes:
-    """One argument of a command in RESP: ``$<length>\\r\\n<bytes>\\r\\n``."""
-    if type(item) is int:
-        data = b"%d" % item
-    elif type(item) is bytes:
-        data = item
-    else:
-        data = str(item).encode()
-    return b"$%d\r\n%s\r\n" % (len(data), data)
-
-
-def pack(*items: bytes | str | int) -> bytes:
-    """A command as the bytes sent (RESP), built directly: what redis-py's
-    ``pack_command`` makes (for the ints, bytes and text the scripts take) in a third of
-    its time."""
-    return b"*%d\r\n%s" % (len(items), b"".join(map(_bulk, items)))
 
 
 def _usable(conn: Any) -> bool:
@@ -401,6 +410,21 @@ def _client_label(client: Any) -> str:
         node = nodes[0]
         return f"redis-cluster://{getattr(node, 'host', '?')}:{getattr(node, 'port', '?')}"
     return f"redis ({type(client).__name__})"
+
+
+def _numbers(reply: bytes | str) -> list[int]:
+    """The numbers of a rate script's status reply (bytes; str from a given client that
+    decodes replies). One line of digits is read and split in a fraction of what an array
+    of as many integers costs a client to parse."""
+    return list(map(int, reply.split()))
+
+
+def _replies(reply: bytes | str) -> list[RateReply]:
+    """`RateReply`s from a `RATE_MANY` or `RATE_BATCH` reply: now, then admitted, wait and
+    tat per request."""
+    out = _numbers(reply)
+    now = out[0]
+    return [RateReply(out[i] == 1, out[i + 1], out[i + 2], now) for i in range(1, len(out), 3)]
 
 
 def _positive(what: str, value: int) -> None:
@@ -440,6 +464,7 @@ class Redis(NetworkStore):
         require("redis", "redis", "admission.stores.Redis")
         import redis.asyncio
         import redis.exceptions
+        from redis._parsers import BaseParser
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
@@ -454,6 +479,10 @@ class Redis(NetworkStore):
         self._driver_errors: tuple[type[Exception], ...] = (redis.exceptions.RedisError, OSError)
         self._in_step: type[Exception] = redis.exceptions.ResponseError
         self._cross_slot: type[Exception] = redis.exceptions.ClusterCrossSlotError
+        self._connection_error: type[Exception] = redis.exceptions.ConnectionError
+        # The exception redis-py raises for an error reply, by its code (NOSCRIPT, CROSSSLOT,
+        # ...): the store's own reader raises the same ones (`_exchange`).
+        self._error_reply: Callable[[str], Exception] = BaseParser.parse_error
         # Whether a script may touch keys of several hash slots: not on a cluster (known
         # from the client, or from the first CROSSSLOT a node answers: see `rate_batch`).
         self._one_slot = isinstance(client, redis.asyncio.RedisCluster)
@@ -548,33 +577,41 @@ class Redis(NetworkStore):
             reason = scrub(f"{type(exc).__name__}: {exc}", self._secrets)
             raise StoreUnavailable(self._label, f"{script.name}: {reason}") from exc
 
-    async def _send(self, direct: Connections[Any], command: bytes) -> Any:
-        """``command`` (packed) on a connection of the store's own, and its reply; an error
-        reply raises redis-py's exception for it and leaves the connection in step."""
-
-        async def exchange(conn: Any) -> Any:
-            await conn.send_packed_command(command, check_health=False)
-            return await conn.read_response()
-
-        return await direct.call(exchange, self._in_step)
+    async def _exchange(self, conn: Any, command: bytes) -> Any:
+        """Writes ``command`` on redis-py connection ``conn`` and reads the reply from its
+        stream itself (`admission.stores._resp`: a third less client CPU per raw call than
+        redis-py's ``send_packed_command`` and ``read_response``)."""
+        writer = conn._writer
+        if writer is None or writer.transport.is_closing():
+            raise self._connection_error("Connection closed before the command was written")
+        # No drain: one command at a time per connection, so the transport never holds more.
+        writer.write(command)
+        try:
+            return await read_reply(conn._reader, self._error_reply)
+        except (asyncio.IncompleteReadError, ProtocolError) as exc:
+            raise self._connection_error(f"Connection lost while reading the reply: {exc}") from exc
 
     async def _evalsha(self, script: _Script, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
         direct = self._direct
+        if direct is None:
+            try:
+                return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+            except self._noscript:
+                return await self._client.eval(script.source, len(keys), *keys, *args)
+        # On a connection of the store's own; an error reply raises redis-py's exception for
+        # it and leaves the connection in step.
+        exchange = self._exchange
+        count = 3 + len(keys) + len(args)
+        arguments = _arguments((len(keys), *keys, *args))
+        command = b"*%d\r\n%s%s" % (count, script.evalsha_head, arguments)
         try:
-            if direct is not None:
-                return await self._send(
-                    direct, pack(b"EVALSHA", script.sha_bytes, len(keys), *keys, *args)
-                )
-            return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+            return await direct.call(lambda conn: exchange(conn, command), self._in_step)
         except self._noscript:
             # The server lost its scripts (SCRIPT FLUSH, a restart, a failover), and so did
             # not run this one: EVAL sends it, runs it and caches it for the next EVALSHA in
             # one command (a SCRIPT LOAD then EVALSHA could lose it to a flush in between).
-            if direct is not None:
-                return await self._send(
-                    direct, pack(b"EVAL", script.source, len(keys), *keys, *args)
-                )
-            return await self._client.eval(script.source, len(keys), *keys, *args)
+            command = b"*%d\r\n%s%s" % (count, script.eval_head, arguments)
+            return await direct.call(lambda conn: exchange(conn, command), self._in_step)
 
     # ---------------------------------------------------------- NetworkStore
 
@@ -606,8 +643,10 @@ class Redis(NetworkStore):
         if not 1 <= cost <= burst:
             raise ValueError(f"cost must be between 1 and burst ({burst}), got {cost!r}")
         _positive("interval_us", interval_us)
-        admitted, wait_us, tat_us, now_us = await self._eval(
-            RATE, (self._bucket_key(name, key),), (interval_us, burst, cost, max_wait_us)
+        admitted, wait_us, tat_us, now_us = _numbers(
+            await self._eval(
+                RATE, (self._bucket_key(name, key),), (interval_us, burst, cost, max_wait_us)
+            )
         )
         return RateReply(admitted == 1, wait_us, tat_us, now_us)
 
@@ -625,9 +664,7 @@ class Redis(NetworkStore):
         args: list[int] = [interval_us, burst]
         for cost, max_wait_us in requests:
             args += (cost, max_wait_us)
-        out = await self._eval(RATE_MANY, (self._bucket_key(name, key),), args)
-        now = out[0]
-        return [RateReply(out[i] == 1, out[i + 1], out[i + 2], now) for i in range(1, len(out), 3)]
+        return _replies(await self._eval(RATE_MANY, (self._bucket_key(name, key),), args))
 
     @property
     def rate_batch_is_one_round_trip(self) -> bool:
@@ -672,8 +709,7 @@ class Redis(NetworkStore):
                 return await super().rate_batch(name, interval_us, burst, requests)
             finally:
                 caller_bounds.reset(token)
-        now = out[0]
-        return [RateReply(out[i] == 1, out[i + 1], out[i + 2], now) for i in range(1, len(out), 3)]
+        return _replies(out)
 
     async def rate_give_back(
         self, name: str, key: bytes | None, interval_us: int, cost: int, tat_us: int
