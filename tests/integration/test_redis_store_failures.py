@@ -7,6 +7,8 @@ really fails); credentials never show in labels, reprs or errors."""
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -206,6 +208,95 @@ def test_a_reply_cut_short_or_not_resp_fails_the_call_and_its_connection(answer:
             assert store._direct is not None
             assert store._direct.open == 0
             assert store._direct.idle == []
+        finally:
+            await store.aclose()
+            server.close()
+            await server.wait_closed()
+
+    run(scenario())
+
+
+class _ScriptedServer:
+    """A server that goes through redis-py's handshake and answers each script, on whichever
+    connection it comes, with the next of ``answers``: (seconds to wait first, the reply,
+    whether to reset the connection (RST) right after it)."""
+
+    def __init__(self, answers: list[tuple[float, bytes, bool]]) -> None:
+        self.answers = answers
+        self.connections = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: Any) -> None:
+        self.connections += 1
+        try:
+            while line := await reader.readline():
+                args = []
+                for _ in range(int(line[1:])):
+                    size = int((await reader.readline())[1:])
+                    args.append((await reader.readexactly(size + 2))[:-2])
+                if args[0].upper() not in (b"EVALSHA", b"EVAL"):
+                    hello = args[0].upper() == b"HELLO"
+                    writer.write(b"%1\r\n$5\r\nproto\r\n:3\r\n" if hello else b"+OK\r\n")
+                    continue
+                delay, reply, reset = self.answers.pop(0)
+                await asyncio.sleep(delay)
+                writer.write(reply)
+                await writer.drain()
+                if reset:
+                    sock = writer.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    writer.transport.abort()
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+async def _scripted_store(
+    answers: list[tuple[float, bytes, bool]], timeout: float
+) -> tuple[Redis, _ScriptedServer, asyncio.Server]:
+    scripted = _ScriptedServer(answers)
+    server = await asyncio.start_server(scripted.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return adm.stores.Redis(f"redis://127.0.0.1:{port}/0", timeout=timeout), scripted, server
+
+
+def test_a_call_that_gave_up_mid_read_never_lends_its_reply_to_the_next() -> None:
+    """A call ended by the timeout while its reply is still on the way: its connection is
+    not used again (the reply would be read by the next call, out of step). The next call,
+    made at once, gets its own reply."""
+
+    async def scenario() -> None:
+        late, own = b"+1 0 111 1000\r\n", b"+1 0 222 2000\r\n"
+        store, scripted, server = await _scripted_store([(0.3, late, False), (0, own, False)], 0.2)
+        try:
+            with pytest.raises(adm.StoreUnavailable):
+                await store.rate("late", None, SECOND, 10, 1, 0)
+            reply = await store.rate("late", None, SECOND, 10, 1, 0)
+            assert reply.tat_us == 222
+            assert scripted.connections == 2
+        finally:
+            await store.aclose()
+            server.close()
+            await server.wait_closed()
+
+    run(scenario())
+
+
+def test_a_connection_the_server_reset_while_idle_is_replaced_without_an_error() -> None:
+    """The server resets an idle connection (RST: its reader holds the error, not an EOF):
+    the next call opens a new connection instead of failing on the dead one."""
+
+    async def scenario() -> None:
+        first, second = b"+1 0 111 1000\r\n", b"+1 0 222 2000\r\n"
+        store, scripted, server = await _scripted_store([(0, first, True), (0, second, False)], 5)
+        try:
+            assert (await store.rate("rst", None, SECOND, 10, 1, 0)).tat_us == 111
+            assert store._direct is not None
+            idle = store._direct.idle
+            await wait_until(lambda: not any(map(_usable, idle)), "the reset seen by the store")
+            assert (await store.rate("rst", None, SECOND, 10, 1, 0)).tat_us == 222
+            assert scripted.connections == 2
         finally:
             await store.aclose()
             server.close()

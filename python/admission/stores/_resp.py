@@ -35,6 +35,8 @@ async def read_reply(reader: asyncio.StreamReader, error: ErrorReply) -> Any:
     does). `asyncio.IncompleteReadError` if the stream ends first; `ProtocolError` if what
     comes is not RESP."""
     try:
+        # A line longer than the reader's limit (64 KiB) is a ProtocolError: the longest
+        # the store reads is a rate_batch status line, 2.7 kB for RATE_MANY_MAX (64).
         line = await reader.readuntil(b"\r\n")
         kind = line[0]
         # The replies of the store's scripts, read here with no coroutine of `_read`'s.
@@ -63,6 +65,8 @@ async def _read(reader: asyncio.StreamReader, error: ErrorReply, line: bytes = b
     """The next reply (its first ``line`` if already read); an error reply as `_Failed`."""
     while True:
         if not line:
+            # A line longer than the reader's limit (64 KiB) is a ProtocolError: the longest
+            # the store reads is a rate_batch status line, 2.7 kB for RATE_MANY_MAX (64).
             line = await reader.readuntil(b"\r\n")
         kind = line[0]
         # int() ignores the trailing b"\r\n": no slice for the most common replies.
@@ -77,8 +81,10 @@ async def _read(reader: asyncio.StreamReader, error: ErrorReply, line: bytes = b
             size = int(line[1:])
             if size < 0:
                 return None
-            data = (await reader.readexactly(size + 2))[:-2]
-            return data[4:] if kind == 61 else data  # a verbatim string starts "txt:"
+            data = await reader.readexactly(size + 2)
+            if data[-2:] != b"\r\n":
+                raise ValueError(f"a bulk string of {size} bytes not ended by CRLF")
+            return data[4:-2] if kind == 61 else data[:-2]  # a verbatim string: "txt:..."
         if kind == 43:  # "+" simple string
             return line[1:-2]
         if kind == 45:  # "-" error

@@ -379,10 +379,19 @@ SCRIPTS: Final = (RATE, RATE_MANY, RATE_BATCH, GIVE_BACK, REGISTER, ACQUIRE, REN
 
 
 def _usable(conn: Any) -> bool:
-    """An idle connection the server has not closed and that holds no unread bytes (its
-    reader has seen neither: known without a system call)."""
+    """An idle connection the server has neither closed nor reset and that holds no unread
+    bytes (its reader has seen none of them, its transport is open: known without a system
+    call). A reset leaves the reader an error, not an end of file."""
     reader = getattr(conn, "_reader", None)
-    return reader is not None and not reader.at_eof() and not getattr(reader, "_buffer", b"")
+    writer = getattr(conn, "_writer", None)
+    return (
+        reader is not None
+        and writer is not None
+        and not reader.at_eof()
+        and reader.exception() is None
+        and not getattr(reader, "_buffer", b"")
+        and not writer.transport.is_closing()
+    )
 
 
 def _close_soon(conn: Any) -> None:
@@ -444,8 +453,12 @@ class Redis(NetworkStore):
     that has not returned by then raises `admission.errors.StoreUnavailable`.
     ``prefix`` starts every key this store writes (module docstring).
 
-    Needs the ``redis`` extra (``pip install 'admission[redis]'``, and ``hiredis`` for a
-    faster reply parser). Asyncio only.
+    Needs the ``redis`` extra (``pip install 'admission[redis]'``: redis-py 6 or later).
+    ``hiredis`` speeds up a given client's replies only: the store's own connections read
+    theirs themselves. Asyncio only. Push messages on the store's own connections (redis-py
+    8's maintenance notifications from Redis Cloud or Enterprise, RESP3) are not acted on:
+    one that comes between calls makes its connection be replaced by a new one, opened to
+    the URL's host.
 
     >>> import admission as adm
     >>> store = adm.stores.Redis("redis://app:s3cret@10.0.0.7:6379/0")
