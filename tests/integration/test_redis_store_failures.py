@@ -7,10 +7,11 @@ really fails); credentials never show in labels, reprs or errors."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -252,13 +253,21 @@ class _ScriptedServer:
             writer.close()
 
 
+@contextlib.asynccontextmanager
 async def _scripted_store(
     answers: list[tuple[float, bytes, bool]], timeout: float
-) -> tuple[Redis, _ScriptedServer, asyncio.Server]:
+) -> AsyncIterator[tuple[Redis, _ScriptedServer]]:
+    """A store on a `_ScriptedServer` of ``answers``, both closed after."""
     scripted = _ScriptedServer(answers)
     server = await asyncio.start_server(scripted.serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    return adm.stores.Redis(f"redis://127.0.0.1:{port}/0", timeout=timeout), scripted, server
+    store = adm.stores.Redis(f"redis://127.0.0.1:{port}/0", timeout=timeout)
+    try:
+        yield store, scripted
+    finally:
+        await store.aclose()
+        server.close()
+        await server.wait_closed()
 
 
 def test_a_call_that_gave_up_mid_read_never_lends_its_reply_to_the_next() -> None:
@@ -268,17 +277,13 @@ def test_a_call_that_gave_up_mid_read_never_lends_its_reply_to_the_next() -> Non
 
     async def scenario() -> None:
         late, own = b"+1 0 111 1000\r\n", b"+1 0 222 2000\r\n"
-        store, scripted, server = await _scripted_store([(0.3, late, False), (0, own, False)], 0.2)
-        try:
+        answers = [(0.3, late, False), (0.0, own, False)]
+        async with _scripted_store(answers, 0.2) as (store, scripted):
             with pytest.raises(adm.StoreUnavailable):
                 await store.rate("late", None, SECOND, 10, 1, 0)
             reply = await store.rate("late", None, SECOND, 10, 1, 0)
             assert reply.tat_us == 222
             assert scripted.connections == 2
-        finally:
-            await store.aclose()
-            server.close()
-            await server.wait_closed()
 
     run(scenario())
 
@@ -289,18 +294,14 @@ def test_a_connection_the_server_reset_while_idle_is_replaced_without_an_error()
 
     async def scenario() -> None:
         first, second = b"+1 0 111 1000\r\n", b"+1 0 222 2000\r\n"
-        store, scripted, server = await _scripted_store([(0, first, True), (0, second, False)], 5)
-        try:
+        answers = [(0.0, first, True), (0.0, second, False)]
+        async with _scripted_store(answers, 5.0) as (store, scripted):
             assert (await store.rate("rst", None, SECOND, 10, 1, 0)).tat_us == 111
             assert store._direct is not None
             idle = store._direct.idle
             await wait_until(lambda: not any(map(_usable, idle)), "the reset seen by the store")
             assert (await store.rate("rst", None, SECOND, 10, 1, 0)).tat_us == 222
             assert scripted.connections == 2
-        finally:
-            await store.aclose()
-            server.close()
-            await server.wait_closed()
 
     run(scenario())
 
