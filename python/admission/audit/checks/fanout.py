@@ -193,7 +193,7 @@ def _collection(
             return None
         if _lifecycle(node) or ctx.resolve(element.func) in _WRAPS_EXISTING:
             return None
-        if _fanned_out_before(ctx, node, site):
+        if _fanned_out_before(ctx, node, site) or _tears_down_own(node, scope):
             return None
         return [element]
     if isinstance(node, ast.Call):
@@ -231,6 +231,76 @@ def _collection(
                     work.extend(found)
         return work or None
     return None
+
+
+# Words of a method that ends what it is given (a kernel, a session, a worker).
+_TEARDOWN_WORDS = frozenset(
+    {"shutdown", "close", "stop", "kill", "terminate", "disconnect", "cancel", "teardown"}
+)
+
+
+def _tears_down_own(node: ast.ListComp | ast.SetComp | ast.GeneratorExp, scope: Scope) -> bool:
+    """Each element ends one of the object's own things (``self._shutdown_kernel(kid)``)
+    and the comprehension runs over what the object holds, as its attributes and its
+    argument-less methods list it (``self.list_kernel_ids()``, ``list(self._pending)``):
+    teardown of what exists, as wide as what is open, no new work per item of data."""
+    element = node.elt.value if isinstance(node.elt, ast.Await) else node.elt
+    if not isinstance(element, ast.Call) or not isinstance(element.func, ast.Attribute):
+        return False
+    receiver = element.func.value
+    if not (isinstance(receiver, ast.Name) and receiver.id in ("self", "cls")):
+        return False
+    if not any(w in _TEARDOWN_WORDS for w in words(element.func.attr)):
+        return False
+    targets = {t.id for g in node.generators for t in ast.walk(g.target) if isinstance(t, ast.Name)}
+    if not any(isinstance(a, ast.Name) and a.id in targets for a in element.args):
+        return False
+    return len(node.generators) == 1 and _held_by_object(node.generators[0].iter, scope)
+
+
+_COPIES = frozenset({"list", "set", "tuple", "frozenset", "sorted"})
+
+
+def _held_by_object(node: ast.expr, scope: Scope, depth: int = 0) -> bool:
+    """An iterable of the object's own state: ``self.x``, ``self.x.values()``, an
+    argument-less method of the object (``self.list_ids()``), copies and sums of those, a
+    local bound only to such."""
+    if depth > 4:
+        return False
+    again = depth + 1
+    if isinstance(node, ast.Call):
+        func = node.func
+        if isinstance(func, ast.Name) and func.id in _COPIES and len(node.args) == 1:
+            return _held_by_object(node.args[0], scope, again)
+        # `self.list_ids()`, `self._kernels.values()`: no argument picks what it lists
+        if node.args or node.keywords or not isinstance(func, ast.Attribute):
+            return False
+        return _held_by_object(func.value, scope, again)
+    if isinstance(node, ast.Attribute | ast.Subscript):
+        root: ast.expr = node
+        while isinstance(root, ast.Attribute | ast.Subscript):
+            root = root.value
+        return isinstance(root, ast.Name) and root.id in ("self", "cls")
+    if isinstance(node, ast.Name):
+        if node.id in ("self", "cls"):
+            return True
+        if node.id in scope.params:
+            return False
+        values = list(scope.assigns.get(node.id, ()))
+        body = getattr(scope.node, "body", [])
+        values += [
+            n.value
+            for n in own_nodes(body if isinstance(body, list) else [])
+            if isinstance(n, ast.AugAssign)
+            and isinstance(n.target, ast.Name)
+            and n.target.id == node.id
+        ]
+        return bool(values) and all(_held_by_object(v, scope, again) for v in values)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        return _held_by_object(node.left, scope, again) and _held_by_object(
+            node.right, scope, again
+        )
+    return False
 
 
 def _fanned_out_before(

@@ -167,10 +167,15 @@ def _set_up(ctx: Context, function: Scope) -> bool:
     return False
 
 
+# Methods that run once per object, as it is built: a dataclass's (or attrs') post-init hook
+# is part of its constructor.
+_CONSTRUCTORS = frozenset({"__init__", "__post_init__", "__attrs_post_init__"})
+
+
 def _kept_by_init_helper(ctx: Context, site: Site, function: Scope) -> bool:
     """Stored on the object (``self._watcher = Thread(...)``) by a private method that only
-    ``__init__`` calls (``_start_threads``): one per object, kept by it, as if ``__init__``
-    had built it."""
+    the constructor (``__init__``, a dataclass's ``__post_init__``) calls
+    (``_start_threads``): one per object, kept by it, as if ``__init__`` had built it."""
     target = ctx.facts.bound_to.get(id(site.node))
     if target is None or not target.startswith("self."):
         return False
@@ -178,7 +183,7 @@ def _kept_by_init_helper(ctx: Context, site: Site, function: Scope) -> bool:
         return False
     called = "." + function.name
     callers = [f for f in ctx.facts.functions if called in f.calls]
-    return bool(callers) and all(f.name == "__init__" and f.cls is function.cls for f in callers)
+    return bool(callers) and all(f.name in _CONSTRUCTORS and f.cls is function.cls for f in callers)
 
 
 def _created_once(ctx: Context, site: Site) -> bool:
@@ -447,7 +452,9 @@ def check_thread(ctx: Context, site: Site) -> None:
     if ctx.resolve(call.func) not in THREADS and not subclass:
         return
     function = site.scope.function()
-    if function is None or ctx.in_main_block(site) or function.name in ("__init__", "main"):
+    if function is None or ctx.in_main_block(site):
+        return
+    if function.name == "main" or function.name in _CONSTRUCTORS:
         return
     if _kept_by_init_helper(ctx, site, function) or _created_once(ctx, site):
         return

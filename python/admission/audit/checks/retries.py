@@ -157,7 +157,40 @@ def _is_random(ctx: Context, node: ast.expr, scope: Scope, depth: int = 0) -> bo
                         return True
                 if _randomised_in_place(ctx, inner.id, scope, depth):
                     return True
+                if any(
+                    value is not node and _is_random(ctx, value, scope, depth + 1)
+                    for value in _unpacked_values(inner.id, scope)
+                ):
+                    return True
     return False
+
+
+def _unpacked_values(name: str, scope: Scope) -> list[ast.expr]:
+    """What a tuple assignment of the function binds ``name`` to: the matching element of a
+    tuple display (``attempts, delay = 0, 1.0``), else the whole value, a call that computes
+    several things at once (``misses, delay = backoff_of(misses)``), read as the delay's
+    source (`Scope.assigns` does not record unpacking)."""
+    body = getattr(scope.node, "body", [])
+    found: list[ast.expr] = []
+    for node in own_nodes(body if isinstance(body, list) else []):
+        if not isinstance(node, ast.Assign):
+            continue
+        for target in node.targets:
+            if not isinstance(target, ast.Tuple | ast.List):
+                continue
+            names = [e.id if isinstance(e, ast.Name) else None for e in target.elts]
+            if name not in names:
+                continue
+            value = node.value
+            if (
+                isinstance(value, ast.Tuple | ast.List)
+                and len(value.elts) == len(names)
+                and not any(isinstance(e, ast.Starred) for e in [*value.elts, *target.elts])
+            ):
+                found.append(value.elts[names.index(name)])
+            else:
+                found.append(value)
+    return found
 
 
 def _randomised_in_place(ctx: Context, name: str, scope: Scope, depth: int) -> bool:
@@ -565,6 +598,44 @@ _INTERRUPTIONS = frozenset(
 _NOT_YET = frozenset({"Empty", "Full", "QueueEmpty", "QueueFull"})
 
 
+# A would-block: a non-blocking socket (or TLS object) has no data or room yet.
+_WOULD_BLOCK = frozenset(
+    {
+        "BlockingIOError",
+        "WouldBlock",
+        "SSLWantReadError",
+        "SSLWantWriteError",
+        "WantReadError",
+        "WantWriteError",
+    }
+)
+
+
+def _nothing_yet(ctx: Context, handler: ast.ExceptHandler, scope: Scope) -> bool:
+    """The handler catches only "nothing there yet" (a queue's `Empty`, a socket's
+    would-block), also through a tuple of the module that groups such types
+    (``WOULD_BLOCK = (BlockingIOError, *tls.WOULD_BLOCK)``: the elements it spells out are
+    all would-blocks, those it splices in from elsewhere are more of the same): the loop polls
+    for data, the pause is its period, no call failed."""
+    if handler.type is None:
+        return False
+    types = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return all(_not_yet_type(ctx, kind, scope) for kind in types)
+
+
+def _not_yet_type(ctx: Context, kind: ast.expr, scope: Scope) -> bool:
+    name = last_name(kind) or ""
+    if name in _NOT_YET or name in _WOULD_BLOCK:
+        return True
+    if not isinstance(kind, ast.Name):
+        return False
+    values = ctx.bindings(kind, scope)
+    if len(values) != 1 or not isinstance(values[0], ast.Tuple):
+        return False
+    spelled = [e for e in values[0].elts if not isinstance(e, ast.Starred)]
+    return bool(spelled) and all((last_name(e) or "") in _NOT_YET | _WOULD_BLOCK for e in spelled)
+
+
 def _interruption(handler: ast.ExceptHandler) -> bool:
     if handler.type is None:
         return False
@@ -580,11 +651,38 @@ def _waits_for_signal(loop: ast.AST, handler: ast.ExceptHandler) -> bool:
     ConnectionClosed: self.deactivate(session)`` ... ``await changed.wait()`` as the loop's
     last statement): the next attempt waits for a new session."""
     signal, sleeps = _signal_and_timer(handler.body)
-    if signal or sleeps or _continues(handler):
+    if signal or sleeps:
         return signal and not sleeps
+    if _round_starts_with_signal(loop):
+        return True
+    if _continues(handler):
+        return False
     tail = getattr(loop, "body", [])[-1:]
     signal, sleeps = _signal_and_timer(tail)
     return signal and not sleeps
+
+
+def _round_starts_with_signal(loop: ast.AST) -> bool:
+    """Every round waits for another task's signal before its attempt (``await
+    connected.wait()``, or a thread's ``connected.wait()``, as the loop body's first
+    statement): whatever way a failure comes round, the next attempt waits for that signal
+    (a new connection), not for a timer."""
+    body = getattr(loop, "body", [])
+    if not body or not isinstance(body[0], ast.Expr):
+        return False
+    call = body[0].value.value if isinstance(body[0].value, ast.Await) else body[0].value
+    return isinstance(call, ast.Call) and _signal_wait(call)
+
+
+def _signal_wait(call: ast.Call) -> bool:
+    """``x.wait()`` with no timeout (an event's or a condition's), not ``asyncio.wait``."""
+    return (
+        isinstance(call.func, ast.Attribute)
+        and call.func.attr == "wait"
+        and not call.args
+        and not call.keywords
+        and last_name(call.func.value) != "asyncio"
+    )
 
 
 def _continues(handler: ast.ExceptHandler) -> bool:
@@ -607,13 +705,7 @@ def _signal_and_timer(statements: list[ast.stmt]) -> tuple[bool, bool]:
         if not isinstance(node, ast.Await) or not isinstance(node.value, ast.Call):
             continue
         call = node.value
-        if (
-            isinstance(call.func, ast.Attribute)
-            and call.func.attr == "wait"
-            and not call.args
-            and not call.keywords
-            and last_name(call.func.value) != "asyncio"
-        ):
+        if _signal_wait(call):
             signal = True
         elif last_name(call.func) in ("sleep", "wait_for"):
             sleeps = True
@@ -686,6 +778,8 @@ def check_sleep(ctx: Context, site: Site) -> None:
         return
     if handlers and not _stops_on_success(loop):
         return  # a reader or service loop pausing after a failed round, not a retry
+    if handlers and _nothing_yet(ctx, handlers[-1], site.scope):
+        return  # a poll: the pause is its period, no call failed
     if not handlers and _step_of_attempt(site, loop_index, call):
         return
     if _server_directed(delay, handlers) or _is_random(ctx, delay, site.scope):
