@@ -1,7 +1,7 @@
 """`make audit-eval`: the audit's precision on real code, beside ruff's and flake8-async's
 ASYNC rules on the same code.
 
-Eight corpora, each a list of source distributions pinned by name, version and sha256,
+Nine corpora, each a list of source distributions pinned by name, version and sha256,
 downloaded with pip from the package index into ``.venv/audit-eval/`` (never committed):
 
 - ``seen`` (``corpus.txt``, labels in ``labels.csv``): read while the rules were written;
@@ -27,7 +27,10 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
 - ``holdout7`` (``holdout7.txt``, labels in ``holdout7_labels.csv``): a seventh, chosen for
   retry loops and threads in mostly synchronous clients and task queues, pinned (committed)
   before the audit ran on it, once the sixth had been read for fixes; its first run is in
-  the block ``holdout7-unseen``.
+  the block ``holdout7-unseen``;
+- ``holdout8`` (``holdout8.txt``, labels in ``holdout8_labels.csv``): an eighth, a mix of
+  async frameworks, clients and services, pinned (committed) before the audit ran on it, once
+  the seventh had been read for fixes; its first run is in the block ``holdout8-unseen``.
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
@@ -51,7 +54,7 @@ benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
 script's output, never copied by hand.
 
     .venv/bin/python benches/audit_eval/run.py
-        [--corpus seen holdout holdout2 ... holdout7] [--no-flake8]
+        [--corpus seen holdout holdout2 ... holdout8] [--no-flake8]
         [--allow-unlabelled] [--write-results] [--block NAME]
 """
 
@@ -87,6 +90,7 @@ CORPORA = {
     "holdout5": ("holdout5.txt", "holdout5_labels.csv"),
     "holdout6": ("holdout6.txt", "holdout6_labels.csv"),
     "holdout7": ("holdout7.txt", "holdout7_labels.csv"),
+    "holdout8": ("holdout8.txt", "holdout8_labels.csv"),
 }
 
 LabelKey = tuple[str, str, int, str]  # project, path, line, code

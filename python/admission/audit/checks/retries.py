@@ -463,7 +463,7 @@ def _stops_on_success(loop: ast.AST) -> bool:
     return any(_succeeds(loop, attempt) for attempt in _tries(getattr(loop, "body", [])))
 
 
-def _retry_loop(loop: ast.AST, *, dependency: bool = False) -> bool:
+def _retry_loop(ctx: Context, loop: ast.AST, scope: Scope, *, dependency: bool = False) -> bool:
     """A loop whose body tries something, leaves the loop when it works and goes round
     again when it fails (``dependency``: and the attempt shows it reaches a dependency, see
     `_reaches_dependency`, and the loop ends whenever it works, see `_leaves_when_done`)."""
@@ -473,6 +473,8 @@ def _retry_loop(loop: ast.AST, *, dependency: bool = False) -> bool:
             and not _interruption(h)
             and not _bad_item(h)
             and not _waits_for_signal(loop, h)
+            and not _resumes(ctx, h, scope)
+            and not _polls_for_one_code(loop, h)
             for h in attempt.handlers
         )
         if not (retries and _exits_when_done(loop, attempt)) or _rewaits(loop, attempt):
@@ -643,6 +645,113 @@ def _interruption(handler: ast.ExceptHandler) -> bool:
     return all(last_name(t) in _INTERRUPTIONS or last_name(t) in _NOT_YET for t in types)
 
 
+# errno codes of a call that a signal interrupted (EINTR) or that would block (EAGAIN,
+# EWOULDBLOCK), and the exception types that stand for them: calling again resumes the call
+# (PEP 475) or polls for data or room, no dependency failed.
+_RESUMABLE = frozenset({"EINTR", "EAGAIN", "EWOULDBLOCK", "InterruptedError", "BlockingIOError"})
+_TIME_CALLS = frozenset({"time", "monotonic", "perf_counter"})
+
+
+def _goes_round_only_if(handler: ast.ExceptHandler) -> tuple[ast.expr, bool] | None:
+    """The test under which the handler goes round, when every other way through it
+    raises: ``if T: continue`` / ``else: raise`` gives (T, True); ``if T: raise`` first,
+    then the rest of the handler, gives (T, False)."""
+    body = handler.body
+    if not body or not isinstance(body[0], ast.If):
+        return None
+    first = body[0]
+    if _raises(first.body):
+        return first.test, False
+    if _raises(first.orelse or body[1:]):
+        return first.test, True
+    return None
+
+
+def _raises(statements: list[ast.stmt]) -> bool:
+    return bool(statements) and isinstance(statements[-1], ast.Raise)
+
+
+def _resumes(ctx: Context, handler: ast.ExceptHandler, scope: Scope) -> bool:
+    """The handler goes round only when the caught error says the call was interrupted by
+    a signal or would block (``if error.errno == errno.EINTR: continue`` / ``else:
+    raise``, ``if e.errno not in (EAGAIN, EWOULDBLOCK): raise``, or a test of the file
+    that reads so: ``if _is_resumable(error): continue``), re-raising every other error:
+    an interrupted system call resumed, or a poll, not a retry of a failed call."""
+    found = _goes_round_only_if(handler)
+    if found is None:
+        return False
+    test, when_true = found
+    return _tests_resumable(ctx, test, scope, when_true)
+
+
+def _tests_resumable(ctx: Context, test: ast.expr, scope: Scope, when_true: bool) -> bool:
+    """Whether ``test`` is true (``when_true``), or false, exactly for a resumable error."""
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        return _tests_resumable(ctx, test.operand, scope, not when_true)
+    if isinstance(test, ast.Compare) and len(test.ops) == 1:
+        equal = isinstance(test.ops[0], ast.Eq | ast.In | ast.Is)
+        unequal = isinstance(test.ops[0], ast.NotEq | ast.NotIn | ast.IsNot)
+        return (equal if when_true else unequal) and _names_resumable(test)
+    if isinstance(test, ast.Call) and when_true:
+        # a test function of the file, also through a table of checks it reads
+        # (``{InterruptedError: lambda _: True, OSError: lambda e: e.errno == EINTR}``)
+        for function in ctx.callees(test.func, scope):
+            if _names_resumable(function.node):
+                return True
+            for node in ast.walk(function.node):
+                if isinstance(node, ast.Name) and any(
+                    _names_resumable(value) for value in ctx.bindings(node, function)
+                ):
+                    return True
+    return False
+
+
+def _names_resumable(node: ast.AST) -> bool:
+    return any(
+        isinstance(inner, ast.Name | ast.Attribute) and last_name(inner) in _RESUMABLE
+        for inner in ast.walk(node)
+    )
+
+
+def _polls_for_one_code(loop: ast.AST, handler: ast.ExceptHandler) -> bool:
+    """A device or library read polled for its "nothing yet" code: the handler re-raises
+    every error but one code (``if error.code != NO_MESSAGE: raise``) and the loop hands
+    back nothing at the caller's deadline (``if time.time() > end: return None``), as
+    ``queue.get(timeout=...)`` does: a poll whose pause is its period, no call failed."""
+    found = _goes_round_only_if(handler)
+    if found is None or found[1] or handler.name is None:
+        return False
+    test = found[0]
+    if not (
+        isinstance(test, ast.Compare)
+        and len(test.ops) == 1
+        and isinstance(test.ops[0], ast.NotEq)
+        and isinstance(test.left, ast.Attribute)
+        and isinstance(test.left.value, ast.Name)
+        and test.left.value.id == handler.name
+    ):
+        return False
+    return _hands_back_nothing_at_deadline(loop)
+
+
+def _hands_back_nothing_at_deadline(loop: ast.AST) -> bool:
+    """An ``if`` of the loop that compares a clock reading and returns ``None`` (or a tuple
+    whose first value is ``None``): the read's timeout, with nothing received."""
+    for node in own_nodes(getattr(loop, "body", [])):
+        if not isinstance(node, ast.If) or not any(
+            isinstance(inner, ast.Call) and last_name(inner.func) in _TIME_CALLS
+            for inner in ast.walk(node.test)
+        ):
+            continue
+        for statement in node.body:
+            value = statement.value if isinstance(statement, ast.Return) else None
+            if isinstance(value, ast.Tuple) and value.elts:
+                value = value.elts[0]
+            if isinstance(value, ast.Constant) and value.value is None:
+                return True
+    return False
+
+
 def _waits_for_signal(loop: ast.AST, handler: ast.ExceptHandler) -> bool:
     """The handler waits for another task's signal (``await self.slot_freed.wait()``, an
     event or condition) and never for a timer: the loop goes round when told there is room,
@@ -772,14 +881,18 @@ def check_sleep(ctx: Context, site: Site) -> None:
         for kind, node in site.blocks[loop_index + 1 :]
         if kind == HANDLER and isinstance(node, ast.ExceptHandler)
     ]
-    if not handlers and not _retry_loop(loop):
+    if not handlers and not _retry_loop(ctx, loop, site.scope):
         return
     if handlers and (_periodic(ctx, loop, call) or _ends_loop(loop, handlers[-1])):
         return
     if handlers and not _stops_on_success(loop):
         return  # a reader or service loop pausing after a failed round, not a retry
-    if handlers and _nothing_yet(ctx, handlers[-1], site.scope):
-        return  # a poll: the pause is its period, no call failed
+    if handlers and (
+        _nothing_yet(ctx, handlers[-1], site.scope)
+        or _resumes(ctx, handlers[-1], site.scope)
+        or _polls_for_one_code(loop, handlers[-1])
+    ):
+        return  # a poll, or a resumed call: the pause is its period, no call failed
     if not handlers and _step_of_attempt(site, loop_index, call):
         return
     if _server_directed(delay, handlers) or _is_random(ctx, delay, site.scope):
@@ -1010,7 +1123,7 @@ def check_forever_loop(ctx: Context, site: Site) -> None:
     """ADM402 at a ``while True`` retry loop that never gives up."""
     loop = site.node
     assert isinstance(loop, ast.While)
-    if not _retry_loop(loop, dependency=True) or _bounded_forever(ctx, loop, site):
+    if not _retry_loop(ctx, loop, site.scope, dependency=True) or _bounded_forever(ctx, loop, site):
         return
     if _asks_the_user(loop):
         return
