@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 
 from admission.audit.checks.blocking import HTTP_VERBS
-from admission.audit.checks.context import Context, matches
+from admission.audit.checks.context import Context, matches, own_nodes
 from admission.audit.names import dotted, last_name
 from admission.audit.walk import IF, LOOP, MODULE, TRY, Scope, Site
 
@@ -343,6 +343,8 @@ def _joined(ctx: Context, target: str, site: Site) -> bool:
     scope = site.scope
     if _stored_on_another_object(target):
         return True
+    if any(_joined(ctx, kept, site) for kept in _kept_on_self(scope, target)):
+        return True
     for current in _owners(ctx, target, scope):
         if target in current.joined or target in current.returned:
             return True
@@ -360,6 +362,25 @@ def _joined(ctx: Context, target: str, site: Site) -> bool:
         if any(dotted(value) == target for value, _ in items)
     ]
     return any(_container_joined(ctx, c, scope) for c in containers)
+
+
+def _kept_on_self(scope: Scope, target: str) -> list[str]:
+    """The attributes of ``self`` a local is stored in by its own function (``thread =
+    Thread(...); thread.start(); self._thread = thread``): the object's other methods see it
+    there, and may join it."""
+    if "." in target:
+        return []
+    function = scope.function()
+    body = getattr(function.node, "body", []) if function is not None else []
+    kept = []
+    for node in own_nodes(body if isinstance(body, list) else []):
+        if isinstance(node, ast.Assign) and dotted(node.value) == target:
+            kept += [
+                text
+                for text in map(dotted, node.targets)
+                if text is not None and text.startswith(("self.", "cls."))
+            ]
+    return kept
 
 
 def _stored_on_another_object(target: str) -> bool:
