@@ -244,6 +244,44 @@ def _started_once(site: Site, function: Scope) -> bool:
     return False
 
 
+def _called_only_when_none_runs(ctx: Context, target: str, function: Scope) -> bool:
+    """A method that binds the thread to ``self.x``, called by the class's other methods only
+    under a test that ``self.x`` is empty (``if not self._thread: self._start_thread()``, ``if
+    self._thread is None: ...``): a start that runs only when none runs, one at a time."""
+    cls = function.cls
+    if cls is None or not target.startswith("self."):
+        return False
+    callee = f"self.{function.name}"
+    calls = guarded = 0
+    for method in ctx.facts.methods.get(cls.name, {}).values():
+        body = getattr(method.node, "body", [])
+        for node in own_nodes(body if isinstance(body, list) else []):
+            if isinstance(node, ast.Call) and dotted(node.func) == callee:
+                calls += 1
+            elif isinstance(node, ast.If) and _tests_empty(node.test, target):
+                guarded += sum(
+                    isinstance(inner, ast.Call) and dotted(inner.func) == callee
+                    for inner in own_nodes(node.body)
+                )
+    return calls > 0 and guarded == calls
+
+
+def _tests_empty(test: ast.expr, target: str) -> bool:
+    """``not self.x``, ``self.x is None``, or either in an ``and``."""
+    if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
+        return any(_tests_empty(value, target) for value in test.values)
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        return dotted(test.operand) == target
+    return (
+        isinstance(test, ast.Compare)
+        and dotted(test.left) == target
+        and len(test.ops) == 1
+        and isinstance(test.ops[0], ast.Is)
+        and isinstance(test.comparators[0], ast.Constant)
+        and test.comparators[0].value is None
+    )
+
+
 def _bound_in(statements: list[ast.stmt]) -> set[str]:
     """The names and attributes assigned anywhere in ``statements``."""
     bound: set[str] = set()
@@ -483,6 +521,8 @@ def check_thread(ctx: Context, site: Site) -> None:
         return
     target = ctx.facts.bound_to.get(id(call))
     if target is not None and _joined(ctx, target, site):
+        return
+    if target is not None and _called_only_when_none_runs(ctx, target, function):
         return
     container = _element_of(ctx, call, site)
     if container is not None and _container_joined(ctx, container, site.scope):
