@@ -186,6 +186,39 @@ def _kept_by_init_helper(ctx: Context, site: Site, function: Scope) -> bool:
     return bool(callers) and all(f.name in _CONSTRUCTORS and f.cls is function.cls for f in callers)
 
 
+def _made_for_constructors(ctx: Context, site: Site, function: Scope) -> bool:
+    """Returned by a module-level factory (``def _make_pool(): return ThreadPoolExecutor(...)``)
+    that only constructors of the file call, each storing the result on the object
+    (``self._executor = _make_pool()``) that a method of its class shuts down: one per object,
+    kept and shut down by it, as if ``__init__`` had built it."""
+    parent = function.parent
+    if function.cls is not None or parent is None or parent.kind != MODULE:
+        return False
+    body = getattr(function.node, "body", [])
+    if not any(
+        isinstance(node, ast.Return) and node.value is site.node
+        for node in own_nodes(body if isinstance(body, list) else [])
+    ):
+        return False
+    callers = [f for f in ctx.facts.functions if function.name in f.calls]
+    return bool(callers) and all(_keeps_and_shuts_down(ctx, f, function.name) for f in callers)
+
+
+def _keeps_and_shuts_down(ctx: Context, caller: Scope, factory: str) -> bool:
+    if caller.name not in _CONSTRUCTORS or caller.cls is None:
+        return False
+    body = getattr(caller.node, "body", [])
+    for node in own_nodes(body if isinstance(body, list) else []):
+        if not isinstance(node, ast.Call) or dotted(node.func) != factory:
+            continue
+        target = ctx.facts.bound_to.get(id(node))
+        if target is None or not target.startswith("self."):
+            return False
+        if not _joined(ctx, target, Site(node, caller, ())):
+            return False
+    return True
+
+
 def _created_once(ctx: Context, site: Site) -> bool:
     """Under ``if x is None:`` / ``if not x:`` (a lazily created, shared object), or bound
     to a ``global`` (module state: `_EXECUTOR = ThreadPoolExecutor()` after a fork)."""
@@ -567,6 +600,8 @@ def check_executor(ctx: Context, site: Site) -> None:
     if function is None or ctx.in_main_block(site) or _set_up(ctx, function):
         return
     if _kept_by_init_helper(ctx, site, function) or _created_once(ctx, site):
+        return
+    if _made_for_constructors(ctx, site, function):
         return
     target = ctx.facts.bound_to.get(id(call))
     if target is not None and _stored_on_another_object(target):
