@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 
 from admission.audit.checks.blocking import HTTP_VERBS
-from admission.audit.checks.context import Context, matches
+from admission.audit.checks.context import Context, matches, own_nodes
 from admission.audit.names import dotted, last_name
 from admission.audit.walk import IF, LOOP, MODULE, TRY, Scope, Site
 
@@ -186,6 +186,39 @@ def _kept_by_init_helper(ctx: Context, site: Site, function: Scope) -> bool:
     return bool(callers) and all(f.name in _CONSTRUCTORS and f.cls is function.cls for f in callers)
 
 
+def _made_for_constructors(ctx: Context, site: Site, function: Scope) -> bool:
+    """Returned by a module-level factory (``def _make_pool(): return ThreadPoolExecutor(...)``)
+    that only constructors of the file call, each storing the result on the object
+    (``self._executor = _make_pool()``) that a method of its class shuts down: one per object,
+    kept and shut down by it, as if ``__init__`` had built it."""
+    parent = function.parent
+    if function.cls is not None or parent is None or parent.kind != MODULE:
+        return False
+    body = getattr(function.node, "body", [])
+    if not any(
+        isinstance(node, ast.Return) and node.value is site.node
+        for node in own_nodes(body if isinstance(body, list) else [])
+    ):
+        return False
+    callers = [f for f in ctx.facts.functions if function.name in f.calls]
+    return bool(callers) and all(_keeps_and_shuts_down(ctx, f, function.name) for f in callers)
+
+
+def _keeps_and_shuts_down(ctx: Context, caller: Scope, factory: str) -> bool:
+    if caller.name not in _CONSTRUCTORS or caller.cls is None:
+        return False
+    body = getattr(caller.node, "body", [])
+    for node in own_nodes(body if isinstance(body, list) else []):
+        if not isinstance(node, ast.Call) or dotted(node.func) != factory:
+            continue
+        target = ctx.facts.bound_to.get(id(node))
+        if target is None or not target.startswith("self."):
+            return False
+        if not _joined(ctx, target, Site(node, caller, ())):
+            return False
+    return True
+
+
 def _created_once(ctx: Context, site: Site) -> bool:
     """Under ``if x is None:`` / ``if not x:`` (a lazily created, shared object), or bound
     to a ``global`` (module state: `_EXECUTOR = ThreadPoolExecutor()` after a fork)."""
@@ -242,6 +275,44 @@ def _started_once(site: Site, function: Scope) -> bool:
             if {text for text in read if state(text)} & _bound_in(body[index + 1 :]):
                 return True
     return False
+
+
+def _called_only_when_none_runs(ctx: Context, target: str, function: Scope) -> bool:
+    """A method that binds the thread to ``self.x``, called by the class's other methods only
+    under a test that ``self.x`` is empty (``if not self._thread: self._start_thread()``, ``if
+    self._thread is None: ...``): a start that runs only when none runs, one at a time."""
+    cls = function.cls
+    if cls is None or not target.startswith("self."):
+        return False
+    callee = f"self.{function.name}"
+    calls = guarded = 0
+    for method in ctx.facts.methods.get(cls.name, {}).values():
+        body = getattr(method.node, "body", [])
+        for node in own_nodes(body if isinstance(body, list) else []):
+            if isinstance(node, ast.Call) and dotted(node.func) == callee:
+                calls += 1
+            elif isinstance(node, ast.If) and _tests_empty(node.test, target):
+                guarded += sum(
+                    isinstance(inner, ast.Call) and dotted(inner.func) == callee
+                    for inner in own_nodes(node.body)
+                )
+    return calls > 0 and guarded == calls
+
+
+def _tests_empty(test: ast.expr, target: str) -> bool:
+    """``not self.x``, ``self.x is None``, or either in an ``and``."""
+    if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
+        return any(_tests_empty(value, target) for value in test.values)
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        return dotted(test.operand) == target
+    return (
+        isinstance(test, ast.Compare)
+        and dotted(test.left) == target
+        and len(test.ops) == 1
+        and isinstance(test.ops[0], ast.Is)
+        and isinstance(test.comparators[0], ast.Constant)
+        and test.comparators[0].value is None
+    )
 
 
 def _bound_in(statements: list[ast.stmt]) -> set[str]:
@@ -343,6 +414,8 @@ def _joined(ctx: Context, target: str, site: Site) -> bool:
     scope = site.scope
     if _stored_on_another_object(target):
         return True
+    if any(_joined(ctx, kept, site) for kept in _kept_on_self(scope, target)):
+        return True
     for current in _owners(ctx, target, scope):
         if target in current.joined or target in current.returned:
             return True
@@ -360,6 +433,25 @@ def _joined(ctx: Context, target: str, site: Site) -> bool:
         if any(dotted(value) == target for value, _ in items)
     ]
     return any(_container_joined(ctx, c, scope) for c in containers)
+
+
+def _kept_on_self(scope: Scope, target: str) -> list[str]:
+    """The attributes of ``self`` a local is stored in by its own function (``thread =
+    Thread(...); thread.start(); self._thread = thread``): the object's other methods see it
+    there, and may join it."""
+    if "." in target:
+        return []
+    function = scope.function()
+    body = getattr(function.node, "body", []) if function is not None else []
+    kept = []
+    for node in own_nodes(body if isinstance(body, list) else []):
+        if isinstance(node, ast.Assign) and dotted(node.value) == target:
+            kept += [
+                text
+                for text in map(dotted, node.targets)
+                if text is not None and text.startswith(("self.", "cls."))
+            ]
+    return kept
 
 
 def _stored_on_another_object(target: str) -> bool:
@@ -463,6 +555,8 @@ def check_thread(ctx: Context, site: Site) -> None:
     target = ctx.facts.bound_to.get(id(call))
     if target is not None and _joined(ctx, target, site):
         return
+    if target is not None and _called_only_when_none_runs(ctx, target, function):
+        return
     container = _element_of(ctx, call, site)
     if container is not None and _container_joined(ctx, container, site.scope):
         return
@@ -506,6 +600,8 @@ def check_executor(ctx: Context, site: Site) -> None:
     if function is None or ctx.in_main_block(site) or _set_up(ctx, function):
         return
     if _kept_by_init_helper(ctx, site, function) or _created_once(ctx, site):
+        return
+    if _made_for_constructors(ctx, site, function):
         return
     target = ctx.facts.bound_to.get(id(call))
     if target is not None and _stored_on_another_object(target):

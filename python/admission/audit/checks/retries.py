@@ -475,6 +475,7 @@ def _retry_loop(ctx: Context, loop: ast.AST, scope: Scope, *, dependency: bool =
             and not _waits_for_signal(loop, h)
             and not _resumes(ctx, h, scope)
             and not _polls_for_one_code(loop, h)
+            and not _ends_in_no_return(ctx, h, scope)
             for h in attempt.handlers
         )
         if not (retries and _exits_when_done(loop, attempt)) or _rewaits(loop, attempt):
@@ -482,6 +483,38 @@ def _retry_loop(ctx: Context, loop: ast.AST, scope: Scope, *, dependency: bool =
         if not dependency or (_reaches_dependency(attempt) and _leaves_when_done(loop, attempt)):
             return True
     return False
+
+
+def _ends_in_no_return(ctx: Context, handler: ast.ExceptHandler, scope: Scope) -> bool:
+    """The handler ends by calling a function of this file annotated ``-> NoReturn`` (or
+    ``Never``): it always raises, so no failure goes round (``except OSError as exc:
+    self._convert_error(exc)``)."""
+    if not handler.body or not isinstance(handler.body[-1], ast.Expr):
+        return False
+    call = handler.body[-1].value
+    if isinstance(call, ast.Await):
+        call = call.value
+    if not isinstance(call, ast.Call):
+        return False
+    name = last_name(call.func) or ""
+    definitions: list[Scope] = []
+    if isinstance(call.func, ast.Attribute) and dotted(call.func.value) in ("self", "cls"):
+        function = scope.function()
+        cls = function.cls if function is not None else None
+        method = ctx.facts.methods.get(cls.name, {}).get(name) if cls is not None else None
+        # else inherited from a class of this file (a mixin's helper): every definition of
+        # that name must be one that never returns
+        definitions = [method] if method is not None else ctx.facts.methods_by_name.get(name, [])
+    elif isinstance(call.func, ast.Name):
+        definitions = ctx.facts.by_name.get(name, [])
+    return bool(definitions) and all(_never_returns(d.node) for d in definitions)
+
+
+def _never_returns(function: ast.AST) -> bool:
+    returns = getattr(function, "returns", None)
+    if isinstance(returns, ast.Constant) and isinstance(returns.value, str):
+        return returns.value.rsplit(".", 1)[-1] in ("NoReturn", "Never")
+    return returns is not None and last_name(returns) in ("NoReturn", "Never")
 
 
 def _exits_after_work(statements: list[ast.stmt]) -> bool:
@@ -1024,6 +1057,66 @@ def _tenacity_waits(ctx: Context, node: ast.expr, scope: Scope, depth: int = 0) 
     return found
 
 
+def _decorated(ctx: Context, call: ast.Call) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+    """The function a decorator call decorates, if it is one."""
+    for scope in ctx.facts.functions:
+        node = scope.node
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and any(
+            decorator is call for decorator in node.decorator_list
+        ):
+            return node
+    return None
+
+
+def _only_checks(statements: list[ast.stmt]) -> bool:
+    """Statements that read and assert, nothing else: assignments to local names, asserts,
+    returns, and ``if`` blocks of the same (a call is allowed only as a value read)."""
+    for statement in statements:
+        if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant):
+            continue  # a docstring
+        if isinstance(statement, ast.Assign):
+            if not all(isinstance(target, ast.Name) for target in statement.targets):
+                return False
+        elif isinstance(statement, ast.AnnAssign):
+            if not isinstance(statement.target, ast.Name):
+                return False
+        elif isinstance(statement, ast.If):
+            if not _only_checks(statement.body) or not _only_checks(statement.orelse):
+                return False
+        elif not isinstance(statement, ast.Assert | ast.Return | ast.Pass):
+            return False
+    return True
+
+
+def _retries_assertions(ctx: Context, call: ast.Call) -> bool:
+    """tenacity retries an ``AssertionError``: no ``retry=`` (every exception is retried) or
+    ``retry_if_exception_type(...)`` naming it."""
+    condition = _keyword(call, "retry")
+    if condition is None:
+        return True
+    if not isinstance(condition, ast.Call) or not (ctx.resolve(condition.func) or "").endswith(
+        ".retry_if_exception_type"
+    ):
+        return False
+    return any(
+        isinstance(node, ast.Name | ast.Attribute) and last_name(node) == "AssertionError"
+        for argument in condition.args
+        for node in ast.walk(argument)
+    )
+
+
+def _polls_assertion(ctx: Context, call: ast.Call) -> bool:
+    """A tenacity decorator on a function that only reads state and asserts on it, retried on
+    the ``AssertionError`` (``@retry(wait=wait_fixed(1)) def until_ready(): assert
+    client.status() == "ready"``): a poll for a condition, the wait its period; no failed call
+    is retried in lock-step."""
+    function = _decorated(ctx, call)
+    if function is None or not _retries_assertions(ctx, call):
+        return False
+    asserts = any(isinstance(node, ast.Assert) for node in own_nodes(function.body))
+    return asserts and _only_checks(function.body)
+
+
 def check_backoff_policy(ctx: Context, site: Site) -> None:
     """ADM401 at tenacity's fixed waits, backoff's ``jitter=None``, redis-py's fixed
     backoffs."""
@@ -1032,7 +1125,7 @@ def check_backoff_policy(ctx: Context, site: Site) -> None:
     resolved = ctx.resolve(call.func)
     if resolved in _TENACITY_ENTRIES:
         wait = _keyword(call, "wait")
-        if wait is None:
+        if wait is None or _polls_assertion(ctx, call):
             return
         waits = _tenacity_waits(ctx, wait, site.scope)
         if waits & _TENACITY_FIXED and not waits & _TENACITY_RANDOM and "?" not in waits:
@@ -1105,8 +1198,8 @@ def _bounded_forever(ctx: Context, loop: ast.While, site: Site) -> bool:
 
 
 # calls that ask the person at the terminal (`input`, `getpass`, click's / typer's / rich's
-# `prompt` and `Prompt.ask`)
-_ASKS_THE_USER = frozenset({"input", "getpass", "prompt", "ask"})
+# `prompt` and `Prompt.ask`, a curses window's reads of a key press)
+_ASKS_THE_USER = frozenset({"input", "getpass", "prompt", "ask", "getkey", "getch", "get_wch"})
 
 
 def _asks_the_user(loop: ast.While) -> bool:
