@@ -172,18 +172,30 @@ async def _serve_until_a_script(reader: asyncio.StreamReader, writer: Any, answe
     """A server that goes through redis-py's handshake (HELLO: RESP3; OK to the rest) and
     answers the first script with ``answer``, then closes the connection."""
     try:
-        while line := await reader.readline():
-            args = []
-            for _ in range(int(line[1:])):
-                size = int((await reader.readline())[1:])
-                args.append((await reader.readexactly(size + 2))[:-2])
-            if args[0].upper() in (b"EVALSHA", b"EVAL"):
+        while command := await _read_command(reader):
+            if command[0].upper() in (b"EVALSHA", b"EVAL"):
                 writer.write(answer)
                 return
-            hello = args[0].upper() == b"HELLO"
-            writer.write(b"%1\r\n$5\r\nproto\r\n:3\r\n" if hello else b"+OK\r\n")
+            writer.write(_handshake_reply(command))
     finally:
         writer.close()
+
+
+async def _read_command(reader: asyncio.StreamReader) -> list[bytes]:
+    """The next command a client sent (its arguments), or [] at the end of the stream."""
+    line = await reader.readline()
+    if not line:
+        return []
+    args = []
+    for _ in range(int(line[1:])):
+        size = int((await reader.readline())[1:])
+        args.append((await reader.readexactly(size + 2))[:-2])
+    return args
+
+
+def _handshake_reply(command: list[bytes]) -> bytes:
+    """What redis-py's handshake gets: HELLO's map (RESP3), OK to the rest."""
+    return b"%1\r\n$5\r\nproto\r\n:3\r\n" if command[0].upper() == b"HELLO" else b"+OK\r\n"
 
 
 @pytest.mark.parametrize(
@@ -229,14 +241,9 @@ class _ScriptedServer:
     async def serve(self, reader: asyncio.StreamReader, writer: Any) -> None:
         self.connections += 1
         try:
-            while line := await reader.readline():
-                args = []
-                for _ in range(int(line[1:])):
-                    size = int((await reader.readline())[1:])
-                    args.append((await reader.readexactly(size + 2))[:-2])
-                if args[0].upper() not in (b"EVALSHA", b"EVAL"):
-                    hello = args[0].upper() == b"HELLO"
-                    writer.write(b"%1\r\n$5\r\nproto\r\n:3\r\n" if hello else b"+OK\r\n")
+            while command := await _read_command(reader):
+                if command[0].upper() not in (b"EVALSHA", b"EVAL"):
+                    writer.write(_handshake_reply(command))
                     continue
                 delay, reply, reset = self.answers.pop(0)
                 await asyncio.sleep(delay)
