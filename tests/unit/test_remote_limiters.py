@@ -7,6 +7,7 @@ tests/integration; here the store is in memory so each behaviour is isolated and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 
 import pytest
@@ -627,6 +628,38 @@ def test_batching_over_admits_at_most_batch_minus_one_per_process() -> None:
     # Saturated, a batch rarely fits; a process that found it did not waits until the
     # store said it would before trying again, so it is not two round trips a request.
     assert store.calls["rate"] < len(admitted) * 1.6
+
+
+def test_concurrent_callers_of_one_process_never_hold_more_than_batch_minus_one() -> None:
+    """16 callers of one process at once on a full bucket (burst 100, batch 10): one
+    batch is taken at a time, so the process keeps at most 10 - 1 tokens for later.
+    Once the bucket is full again, an instant's burst admits at most burst + (10 - 1)
+    (each caller taking a batch of its own kept 16 x 9 for later: 190 admitted)."""
+    from support import VirtualTimeLoop  # type: ignore[import-not-found]
+
+    loop = VirtualTimeLoop()
+    store = MemoryStore(clock=loop.time, latency=0.001)
+    bucket = adm.TokenBucket(rate=100, per=1, burst=100, name="api", store=store, batch=10)
+    admitted: list[float] = []
+
+    async def one() -> None:
+        with contextlib.suppress(adm.AcquireTimeout):
+            await bucket.acquire(timeout=0)
+            admitted.append(loop.time())
+
+    async def main() -> None:
+        await asyncio.gather(*(one() for _ in range(16)))
+        await asyncio.sleep(5)  # the bucket is full again
+        admitted.clear()
+        for _ in range(300):
+            await one()
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    instant = sum(1 for t in admitted if t - admitted[0] < 0.01)
+    assert instant <= 100 + 100 * 0.01 + 10 - 1
 
 
 def test_batching_saves_round_trips_while_the_limit_does_not_bind() -> None:

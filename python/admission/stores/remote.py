@@ -765,6 +765,7 @@ class _RemoteRate(_Remote):
     __slots__ = (
         "_batch",
         "_batch_after",
+        "_batching",
         "_burst",
         "_interval_us",
         "_lanes",
@@ -805,6 +806,8 @@ class _RemoteRate(_Remote):
             )
         self._batch = batch or 1
         self._batch_after = 0.0
+        self._batching = False
+        """Whether a batch is being taken (one at a time: see `_acquire`)."""
         self._lanes: dict[bytes | None, _Lane] = {}
         """The lanes with a round trip in flight: the limiter's own (None, which stays),
         every key's too when its store decides a batch over keys in one round trip, else
@@ -853,17 +856,28 @@ class _RemoteRate(_Remote):
             return
         # A batch charges `batch` at once when that fits now; the rest is spent locally.
         # While the bucket is too low for one (the last try said until when), only `cost`
-        # is asked for: one round trip per request, as without batching.
+        # is asked for: one round trip per request, as without batching. One batch is
+        # taken at a time: the callers that find no tokens meanwhile ask for their own
+        # cost, so this process never holds more than `batch - 1` for later (each of
+        # them taking a batch would keep `batch - cost` apiece: the documented bound on
+        # over-admission, `(batch - 1) x processes`, would not hold).
         loop = asyncio.get_running_loop()
         take = cost
-        if self._batch > cost and loop.time() >= self._batch_after:
+        if self._batch > cost and not self._batching and loop.time() >= self._batch_after:
             take = self._batch
         max_wait = -1 if seconds is None else int(seconds * 1_000_000)
         try:
-            reply = await self._decide(key, take, 0 if take > cost else max_wait)
-            if not reply.admitted and take > cost:
-                self._batch_after = loop.time() + reply.wait_us / 1_000_000
-                take = cost
+            if take > cost:
+                self._batching = True
+                try:
+                    reply = await self._decide(key, take, 0)
+                finally:
+                    self._batching = False
+                if not reply.admitted:
+                    self._batch_after = loop.time() + reply.wait_us / 1_000_000
+                    take = cost
+                    reply = await self._decide(key, cost, max_wait)
+            else:
                 reply = await self._decide(key, cost, max_wait)
         except StoreUnavailable as error:
             await self._store_failed(key, cost, timeout, error)
@@ -1121,7 +1135,8 @@ class RemoteTokenBucket(_RemoteRate):
     ``batch=N`` charges N tokens per round trip when they fit and spends them locally: N
     times fewer round trips, at the price of admitting up to ``N - 1`` tokens per process
     later than the store granted them (over any interval, at most ``(N - 1) x processes``
-    more than the limit). Not for a limit that must hold to the token.
+    more than the limit). A process takes one batch at a time; its callers that find no
+    tokens meanwhile ask for their own cost. Not for a limit that must hold to the token.
 
     `stats` counts this process's requests; the store keeps no counters.
     """
