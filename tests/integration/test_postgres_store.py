@@ -131,6 +131,28 @@ def test_rate_refuses_a_cost_outside_1_to_burst(pg: PostgresServer, schema: str)
     run(main())
 
 
+def test_an_argument_the_server_refuses_as_data_is_the_callers_error(
+    pg: PostgresServer, schema: str
+) -> None:
+    """A value the driver cannot send (out of bigint's range) or the server refuses as data
+    (a NUL in a text) is the caller's mistake, raised as it is: never `StoreUnavailable`,
+    which would count against the store's breaker, shared by all its limiters."""
+
+    async def main() -> None:
+        store = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
+        try:
+            with pytest.raises(asyncpg.DataError, match="out of int64 range") as refused:
+                await store.rate("c", None, LONG, 3, 1, 2**63)
+            assert not isinstance(refused.value, StoreUnavailable)
+            with pytest.raises(asyncpg.DataError, match="0x00"):
+                await store.rate("c\x00d", None, LONG, 3, 1, 0)
+            assert (await store.rate("c", None, LONG, 3, 1, 0)).admitted  # the connection is fine
+        finally:
+            await store.aclose()
+
+    run(main())
+
+
 def test_rate_give_back_is_a_compare_and_set(pg: PostgresServer, schema: str) -> None:
     async def main() -> None:
         store = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from typing import Any
 
 import pytest
 
@@ -294,6 +295,36 @@ def test_options_of_network_stores_are_refused_elsewhere_with_a_hint() -> None:
         adm.Semaphore(2, name="x", store=MemoryStore(), on_store_error="maybe")  # type: ignore[call-overload]
     with pytest.raises(ValueError, match="batch must be"):
         adm.TokenBucket(rate=5, burst=5, name="x", store=MemoryStore(), batch=6)
+
+
+def test_names_and_leases_no_store_can_hold_are_refused_when_made() -> None:
+    """Refused when the limiter is made, not by the store at its first round trip (where
+    PostgreSQL refused a NUL, and bigint a lease of 10^13 s, as failures of the store)."""
+    store = MemoryStore()
+    for name in ("a\x00b", "\ud800"):
+        with pytest.raises(ValueError, match="name must be"):
+            adm.TokenBucket(rate=5, name=name, store=store)
+        with pytest.raises(ValueError, match="name must be"):
+            adm.Semaphore(2, name=name, store=store)
+    with pytest.raises(ValueError, match="lease must be at most"):
+        adm.Semaphore(2, name="db", store=store, lease=1e13)
+    adm.Semaphore(2, name="db", store=store, lease="1000d")  # long, and fine
+
+
+def test_a_timeout_beyond_any_stores_range_is_no_bound() -> None:
+    store = MemoryStore(clock=ServerClock())
+    bucket = adm.TokenBucket(rate=1, per=3600, burst=1, name="api", store=store)
+    seen: list[int] = []
+    rate = store.rate
+
+    async def recording(*args: Any) -> Any:
+        seen.append(args[-1])
+        return await rate(*args)
+
+    store.rate = recording  # type: ignore[method-assign]
+    run(bucket.acquire(1, timeout=1e20))
+    # No bound (-1), not 10^26 µs: PostgreSQL's bigint would refuse it.
+    assert seen == [-1]
 
 
 def test_synchronous_use_is_refused_with_the_async_alternative() -> None:

@@ -244,10 +244,15 @@ class Postgres(NetworkStore):
     @staticmethod
     def _is_store_failure(exc: BaseException) -> bool:
         """Whether ``exc`` is the store's fault: connection, timeout, server or driver error
-        (not arguments the driver cannot encode: those are the caller's `ValueError`)."""
+        (not arguments the driver cannot encode, nor values the server refuses as data, a
+        NUL in a text: those are the caller's, and must not count against the breaker that
+        every limiter of the store shares)."""
+        import asyncpg.exceptions
         import asyncpg.exceptions._base as driver
 
-        if isinstance(exc, driver.DataError):
+        # asyncpg raises an argument it cannot encode as `asyncpg.exceptions.DataError`, the
+        # server's class 22 ("data exception"), as the server's own refusals of a value.
+        if isinstance(exc, (driver.DataError, asyncpg.exceptions.DataError)):
             return False
         return isinstance(
             exc,

@@ -134,6 +134,21 @@ def _timeout(timeout: float | str | None) -> float | None:
     return None if seconds is None or math.isinf(seconds) else seconds
 
 
+def _storable(name: str) -> bool:
+    """Whether every store can hold ``name`` as text: UTF-8 (no lone surrogate) and no NUL,
+    which PostgreSQL's text refuses."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in name
+
+
+#: The longest wait or lease a store is given, in µs (about 146,000 years): the server's
+#: now plus it still fits PostgreSQL's bigint. A longer timeout is no bound at all.
+_LONGEST_US = 2**62
+
+
 def _sync_refused(what: str) -> TypeError:
     return TypeError(
         f"{what} is in a network store: every decision is a network round trip, so it has "
@@ -693,8 +708,11 @@ class _Remote:
             raise TypeError(f"store must be an admission.stores store, got {store!r}")
         if name is None:
             raise ValueError(f"a {kind} in a network store needs a name=: clients share it by name")
-        if not isinstance(name, str) or not name or len(name) > 200:
-            raise ValueError(f"name must be a non-empty str of at most 200 characters: {name!r}")
+        if not isinstance(name, str) or not name or len(name) > 200 or not _storable(name):
+            raise ValueError(
+                "name must be a non-empty str of at most 200 characters, encodable as UTF-8 "
+                f"and without NUL (every store must hold it as text): {name!r}"
+            )
         if on_store_error not in ("closed", "open", "local"):
             raise ValueError(
                 f"on_store_error must be 'closed', 'open' or 'local', got {on_store_error!r}"
@@ -865,7 +883,7 @@ class _RemoteRate(_Remote):
         take = cost
         if self._batch > cost and not self._batching and loop.time() >= self._batch_after:
             take = self._batch
-        max_wait = -1 if seconds is None else int(seconds * 1_000_000)
+        max_wait = -1 if seconds is None or seconds * 1e6 >= _LONGEST_US else int(seconds * 1e6)
         try:
             if take > cost:
                 self._batching = True
@@ -1299,6 +1317,11 @@ class RemoteSemaphore(_Remote):
         self.limit = limit
         self.lease = durations.seconds(lease, "lease", positive=True)
         self._lease_us = math.ceil(self.lease * 1_000_000)
+        if self._lease_us > _LONGEST_US:
+            raise ValueError(
+                f"lease must be at most {_LONGEST_US // 1_000_000} s (the stores' range), "
+                f"got {lease!r}"
+            )
         self._held: dict[str, Lease] = {}
         """The leases held in the store, by holder: what the heartbeat renews."""
         self._by_task: weakref.WeakKeyDictionary[asyncio.Task[Any], list[Lease]] = (
