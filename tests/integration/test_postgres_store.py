@@ -9,8 +9,10 @@ step (nothing refills or expires by accident) or poll with bounded waits for wha
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import multiprocessing
+import socket
 import subprocess
 import sys
 import time
@@ -455,6 +457,43 @@ def test_first_use_of_a_stopped_server_and_a_wrong_password(own_server: Postgres
             await store.rate("r", None, LONG, 5, 1, 0)
 
     run(main())
+
+
+def test_a_server_that_never_answers_leaves_no_error_unretrieved(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A listener that accepts and answers nothing (a server of another kind, a hung one):
+    every call fails within its timeout while the connecting goes on in the background
+    until `SETUP_TIMEOUT`. Its failure, which no caller waits for any more, is not left for
+    asyncio to log ("Task exception was never retrieved"), also after `aclose`."""
+    from admission.stores import postgres
+
+    monkeypatch.setattr(postgres, "SETUP_TIMEOUT", 0.3)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    logged: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: logged.append(context))
+        store = Postgres(f"postgresql://app:pw@127.0.0.1:{port}/test", timeout=0.05)
+        with pytest.raises(StoreUnavailable, match="not connected within 0.05 s"):
+            await store.rate("r", None, LONG, 5, 1, 0)
+        await asyncio.sleep(0.6)  # the connecting gave up
+        del store
+        gc.collect()
+        closing = Postgres(f"postgresql://app:pw@127.0.0.1:{port}/test", timeout=0.05)
+        with pytest.raises(StoreUnavailable):
+            await closing.rate("r", None, LONG, 5, 1, 0)
+        await closing.aclose()  # while connecting
+        await asyncio.sleep(0.6)
+        del closing
+        gc.collect()
+
+    try:
+        run(main())
+    finally:
+        listener.close()
+    assert logged == []
 
 
 def test_credentials_are_never_shown(pg: PostgresServer) -> None:

@@ -71,6 +71,11 @@ def _contended(name: str, error: StoreUnavailable) -> BatchContended | None:
     return BatchContended(f"a row of {name!r} stayed locked: {error.__cause__}")
 
 
+def _retrieved(setup: asyncio.Future[None]) -> None:
+    if not setup.cancelled():
+        setup.exception()
+
+
 async def _close_or_drop(connection: Any) -> None:
     try:
         await asyncio.wait_for(connection.close(), SETUP_TIMEOUT)
@@ -332,6 +337,9 @@ class Postgres(NetworkStore):
         setup = self._setup
         if setup is None or (setup.done() and setup.exception() is not None):
             setup = self._setup = asyncio.ensure_future(self._set_up())
+            # Its failure may come when no caller waits any more (each gave up at its
+            # timeout): the next call reads it, asyncio must not log it as never retrieved.
+            setup.add_done_callback(_retrieved)
         try:
             # Shielded: a caller that gives up leaves the connecting to the next one. Under
             # a limiter's bound, no timer of its own (asyncio's would cancel the task that
