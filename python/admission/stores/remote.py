@@ -1376,14 +1376,18 @@ class RemoteSemaphore(_Remote):
         deadline = None if seconds is None else loop.time() + seconds
         delay = _POLL_MIN
         queued = False
+        asked = False  # whether a request reached the store's driver (not refused before)
+
+        def ask() -> Coroutine[Any, Any, SemaphoreReply]:
+            nonlocal asked
+            asked = True
+            return self.store.semaphore_acquire(
+                self.name, self.limit, holder, self._lease_us, seconds != 0
+            )
+
         try:
             while True:
-                reply = await self._call(
-                    lambda: self.store.semaphore_acquire(
-                        self.name, self.limit, holder, self._lease_us, seconds != 0
-                    ),
-                    self._let_go(holder),
-                )
+                reply = await self._call(ask, self._let_go(holder))
                 if reply.granted:
                     break
                 queued = seconds != 0
@@ -1399,7 +1403,11 @@ class RemoteSemaphore(_Remote):
                     counts.waiting -= 1
                 delay = min(delay * 2, POLL_MAX)
         except StoreUnavailable as error:
-            if queued:
+            # A request that failed may have been granted all the same (the server ran it,
+            # then the connection was lost before its reply): released, not left to hold a
+            # permit until it expires. Not when the breaker refused every request: none
+            # went, and a dead store would be asked once more per caller.
+            if asked:
                 _in_background(self.store.semaphore_release(self.name, holder))
             left = None if deadline is None else max(deadline - loop.time(), 0.0)
             return await self._store_failed(error, left)
