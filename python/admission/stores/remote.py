@@ -274,9 +274,10 @@ class _Guarded(Generic[T]):
                     if pending is None:  # a bare yield (a `sleep(0)`): the task runs it
                         try:
                             yield None
-                        except asyncio.CancelledError:
+                        except asyncio.CancelledError as e:
                             if not self._protect:
-                                raise
+                                error = e  # the driver is cancelled, and cleans up now
+                                continue
                             self._take_over(None)
                             raise
                         except BaseException as e:
@@ -296,9 +297,13 @@ class _Guarded(Generic[T]):
                 wait_on._asyncio_future_blocking = True
                 try:
                     yield wait_on
-                except asyncio.CancelledError:
+                except asyncio.CancelledError as e:
                     if not self._protect:
-                        raise
+                        # The task cancelled `pending` too (it waits on it): the driver is
+                        # cancelled, and cleans up now, in the loop (else only when the
+                        # garbage collector closes it, maybe after the loop is gone).
+                        error = e
+                        continue
                     self._take_over(pending)
                     raise
                 except BaseException as e:
@@ -321,10 +326,17 @@ class _Guarded(Generic[T]):
         return self._expired()
 
     def _expire(self) -> None:
-        """Its deadline passed (called by `_Deadlines`)."""
+        """Its deadline passed (called by `_Deadlines`): the caller is woken by a callback
+        of its own, not now. The driver's future may have completed in this very turn, its
+        callbacks scheduled but not run: a caller resumed now would resume the driver
+        before them, which asyncio's own code does not expect (sock_connect's callback
+        then fails on the transport made meanwhile). And a caller resumed now may start
+        its next call inside `_Deadlines._fire`, whose timer it would then set beside the
+        one `_fire` sets: the spare one expired that call a timeout early."""
         self._timed_out = True
-        if self._waiting is not None:
-            self._waiting.wake(None)
+        waiting = self._waiting
+        if waiting is not None:
+            waiting.get_loop().call_soon(waiting.wake, None)
 
     def _take_over(self, pending: asyncio.Future[Any] | None) -> None:
         _keep(
@@ -386,7 +398,7 @@ class _Deadlines:
                 return
             entries.popleft()
             if call is not None:
-                call._expire()
+                call._expire()  # wakes its caller later: no call starts while this runs
 
 
 _deadlines_by_loop: dict[tuple[asyncio.AbstractEventLoop, float], _Deadlines] = {}
@@ -420,9 +432,9 @@ class _Waiter:
     `add_done_callback` (in its own context), and on waking calls `result`, which raises
     into it if the waiter was cancelled. Unlike an `asyncio.Future`, whose callbacks run in
     a later turn of the loop (``call_soon``), `wake` calls them at once: it runs from the
-    driver's future's own callback (or the deadline's timer), in a turn of the loop that
-    no task is running, so the caller's task resumes in that same turn rather than the
-    next. A `cancel` schedules them (``call_soon``), as a future's does: it is called from
+    driver's future's own callback (or a callback the deadline schedules), in a turn of the
+    loop that no task is running, so the caller's task resumes in that same turn rather
+    than the next. A `cancel` schedules them (``call_soon``), as a future's does: it is called from
     inside a running task or callback, where resuming another task is not allowed.
     """
 
