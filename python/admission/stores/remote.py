@@ -178,7 +178,7 @@ _breakers: weakref.WeakKeyDictionary[NetworkStore, CircuitBreaker] = weakref.Wea
 
 def store_breaker(store: NetworkStore) -> CircuitBreaker:
     """The breaker of ``store``'s round trips (made at first use, shared by its limiters):
-    half of the last 20 round trips failed (at least 5 of them), and it opens for 1 s,
+    half of the last 20 round trips failed (judged once 5 were made), and it opens for 1 s,
     doubling up to 30 s while the store stays down; one probe at a time when half-open."""
     breaker = _breakers.get(store)
     if breaker is None:
