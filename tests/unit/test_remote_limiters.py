@@ -504,6 +504,27 @@ def test_release_errors_name_the_mistake() -> None:
     run(main())
 
 
+def test_async_with_gives_back_the_lease_it_took_not_the_tasks_last() -> None:
+    """The exit of ``async with db as lease`` gives back ``lease``: not a lease the block
+    acquired and kept (which it gave back instead, leaving ``lease`` held and renewed by
+    the heartbeat for good), and nothing when the block gave ``lease`` back itself."""
+    store = MemoryStore()
+    db = adm.Semaphore(3, name="db", store=store)
+
+    async def main() -> None:
+        async with db as entered:
+            kept = await db.acquire()  # for later, past the block
+        assert entered._released and not kept._released
+        assert await db.state() == (1, 0)
+        await db.release_and_wait(kept)
+        async with db as entered:
+            await db.release_and_wait(entered)  # given back by hand: the exit does nothing
+        assert await db.state() == (0, 0)
+        assert db.in_use == 0
+
+    run(main())
+
+
 def test_a_semaphore_falls_back_to_its_local_share_when_the_store_fails() -> None:
     store = MemoryStore()
     db = adm.Semaphore(8, name="db", store=store, on_store_error="local", instances=4)

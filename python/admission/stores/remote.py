@@ -1302,6 +1302,7 @@ class RemoteSemaphore(_Remote):
 
     __slots__ = (
         "_by_task",
+        "_entered",
         "_heartbeat",
         "_held",
         "_high_water",
@@ -1339,8 +1340,13 @@ class RemoteSemaphore(_Remote):
         self._by_task: weakref.WeakKeyDictionary[asyncio.Task[Any], list[Lease]] = (
             weakref.WeakKeyDictionary()
         )
-        """Each task's leases, last acquired last: what ``release()`` without a lease and
-        ``async with``'s exit give back."""
+        """Each task's leases, last acquired last: what ``release()`` without a lease gives
+        back."""
+        self._entered: weakref.WeakKeyDictionary[asyncio.Task[Any], list[Lease]] = (
+            weakref.WeakKeyDictionary()
+        )
+        """The leases each task's ``async with`` blocks took, innermost last: what each
+        exit gives back (not the task's last lease: the block may have kept one)."""
         self._heartbeat: asyncio.Task[None] | None = None
         self._high_water = 0
         self._make_local = local
@@ -1554,11 +1560,22 @@ class RemoteSemaphore(_Remote):
         return lease
 
     async def __aenter__(self) -> Lease:
-        return await self.acquire()
+        lease = await self.acquire()
+        task = asyncio.current_task()
+        if task is not None:
+            self._entered.setdefault(task, []).append(lease)
+        return lease
 
     async def __aexit__(self, *exc: object) -> None:
+        task = asyncio.current_task()
+        entered = self._entered.get(task) if task is not None else None
+        if not entered:
+            return
+        lease = entered.pop()
+        if lease._released:  # the block gave it back itself
+            return
         with contextlib.suppress(StoreUnavailable):  # the lease then expires after `lease`
-            await self.release_and_wait()
+            await self.release_and_wait(lease)
 
     def __enter__(self) -> None:
         raise _sync_refused("Semaphore")
