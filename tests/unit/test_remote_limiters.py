@@ -514,7 +514,8 @@ def test_async_with_gives_back_the_lease_it_took_not_the_tasks_last() -> None:
     async def main() -> None:
         async with db as entered:
             kept = await db.acquire()  # for later, past the block
-        assert entered._released and not kept._released
+        assert entered._released
+        assert not kept._released
         assert await db.state() == (1, 0)
         await db.release_and_wait(kept)
         async with db as entered:
