@@ -770,6 +770,10 @@ def test_bad_arguments_are_refused_at_once(pg: PostgresServer) -> None:
         Postgres(pool=(manager, "other"))
     with pytest.raises(ValueError, match="schema must be an identifier"):
         Postgres(pg.dsn(), schema='x"; drop table y; --')
+    # PostgreSQL reserves the prefix for its own schemas: every call would fail, as if the
+    # store were down (StoreUnavailable, the breaker, on_store_error), and never recover.
+    with pytest.raises(ValueError, match="reserved"):
+        Postgres(pg.dsn(), schema="pg_admission")
     with pytest.raises(ValueError, match="timeout"):
         Postgres(pg.dsn(), timeout=0)
     with pytest.raises(ValueError, match="cannot be used") as bad:

@@ -164,6 +164,8 @@ class Postgres(NetworkStore):
             raise ValueError(
                 f"schema must be an identifier (letters, digits, _; at most 63), got {schema!r}"
             )
+        if schema.startswith("pg_"):  # the server refuses to create it: every call would fail
+            raise ValueError(f"schema {schema!r}: the prefix pg_ is reserved by PostgreSQL")
         if not isinstance(create, bool):
             raise TypeError(f"create must be a bool, got {create!r}")
         self.timeout = duration_seconds(timeout, "timeout", positive=True)
