@@ -119,7 +119,8 @@ class Postgres(NetworkStore):
     Raises:
         ImportError: asyncpg is not installed (``pip install 'admission[postgres]'``).
         TypeError, ValueError: not exactly one of ``dsn`` and ``pool``, a DSN asyncpg cannot
-            use, a schema that is not an identifier (or is pg_...), a bad ``timeout`` or ``sweep_interval``.
+            use, a schema that is not an identifier (or is pg_...), a bad ``timeout`` or
+            ``sweep_interval``.
     """
 
     __slots__ = (
