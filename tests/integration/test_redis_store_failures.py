@@ -642,3 +642,49 @@ def test_a_lease_granted_whose_reply_was_lost_is_released(redis_server: RedisSer
             await proxy.wait_closed()
 
     run(scenario())
+
+
+def test_a_server_slower_to_connect_to_than_the_timeout_is_still_used(
+    redis_server: RedisServer,
+) -> None:
+    """Opening a connection takes 0.3 s (a TLS handshake far away, say), the timeout is
+    0.1 s: the first calls fail within it, the connecting goes on, and the limiter then
+    works. (Each call cut its own connecting short at its timeout, the limiter's first
+    one, `register`, included: the store never reached the server.)"""
+
+    async def scenario() -> None:
+        async def slow(client_reader: asyncio.StreamReader, client: Any) -> None:
+            await asyncio.sleep(0.3)
+            server_reader, server = await asyncio.open_connection("127.0.0.1", redis_server.port)
+
+            async def pipe(reader: asyncio.StreamReader, writer: Any) -> None:
+                with contextlib.suppress(OSError):
+                    while data := await reader.read(65536):
+                        writer.write(data)
+                writer.close()
+
+            await asyncio.gather(pipe(client_reader, server), pipe(server_reader, client))
+
+        proxy = await asyncio.start_server(slow, "127.0.0.1", 0)
+        port = proxy.sockets[0].getsockname()[1]
+        store = adm.stores.Redis(f"redis://127.0.0.1:{port}/0", timeout=0.1)
+        bucket = adm.TokenBucket(rate=1000, name=f"slow-{time.time_ns()}", store=store)
+
+        async def admitted() -> bool:
+            try:
+                await bucket.acquire(timeout=0)
+            except adm.StoreUnavailable:
+                await asyncio.sleep(0.2)
+                return False
+            return True
+
+        try:
+            await wait_until(admitted, "a call to get through", 10.0)
+            for _ in range(20):  # and from then on, on the connection opened
+                await bucket.acquire(timeout=0)
+        finally:
+            await store.aclose()
+            proxy.close()
+            await proxy.wait_closed()
+
+    run(scenario())

@@ -17,7 +17,12 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar, final
 
-__all__ = ["Connections"]
+__all__ = ["CONNECT_WITHIN", "Connections"]
+
+CONNECT_WITHIN = 10.0
+"""Seconds a connection may take to open. It opens in a task of its own: a caller that
+gives up (its timeout, a cancellation) leaves it opening for the next caller, so that a
+server slower to connect to than the stores' timeout (TLS, far away) is still reached."""
 
 C = TypeVar("C")
 T = TypeVar("T")
@@ -32,7 +37,8 @@ class Connections(Generic[C]):
     A connection given back not healthy (a call that failed other than by the server's
     refusal of the command, or was cut short) is closed by ``discard`` (it must not block:
     it may run with no loop), and its place goes to the first caller waiting, which opens a
-    new one. ``usable`` is checked when an idle connection is taken: one that the server
+    new one. A connection opens in a task of its own, within `CONNECT_WITHIN`: a caller
+    that gives up meanwhile leaves it to the next caller. ``usable`` is checked when an idle connection is taken: one that the server
     closed meanwhile (a restart, an idle timeout) is discarded and the next one tried, so
     a call is not failed by a connection that died while no one used it.
     """
@@ -114,11 +120,25 @@ class Connections(Generic[C]):
                 raise ConnectionError("the store was closed (aclose)")
         else:
             self._open += 1
+        opening = asyncio.ensure_future(asyncio.wait_for(self._connect(), CONNECT_WITHIN))
         try:
-            return await self._connect()
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            if opening.done():  # opened (or failed) as the caller gave up: not used by it
+                self._opened(opening)
+            else:
+                opening.add_done_callback(self._opened)
+            raise
         except BaseException:
             self.give(None, False)
             raise
+
+    def _opened(self, opening: asyncio.Future[C]) -> None:
+        """A connection opened for a caller that gave up meanwhile: for the next one."""
+        if opening.cancelled() or opening.exception() is not None:
+            self.give(None, False)
+        else:
+            self.give(opening.result(), True)
 
     async def call(
         self, use: Callable[[C], Awaitable[T]], in_step: type[BaseException] | tuple[Any, ...]
