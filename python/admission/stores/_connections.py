@@ -38,9 +38,10 @@ class Connections(Generic[C]):
     refusal of the command, or was cut short) is closed by ``discard`` (it must not block:
     it may run with no loop), and its place goes to the first caller waiting, which opens a
     new one. A connection opens in a task of its own, within `CONNECT_WITHIN`: a caller
-    that gives up meanwhile leaves it to the next caller. ``usable`` is checked when an idle connection is taken: one that the server
-    closed meanwhile (a restart, an idle timeout) is discarded and the next one tried, so
-    a call is not failed by a connection that died while no one used it.
+    that gives up meanwhile leaves it to the next caller. ``usable`` is checked when an
+    idle connection is taken: one that the server closed meanwhile (a restart, an idle
+    timeout) is discarded and the next one tried, so a call is not failed by a connection
+    that died while no one used it.
     """
 
     __slots__ = (
