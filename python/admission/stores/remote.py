@@ -1569,11 +1569,13 @@ class RemoteSemaphore(_Remote):
     async def __aexit__(self, *exc: object) -> None:
         task = asyncio.current_task()
         entered = self._entered.get(task) if task is not None else None
-        if not entered:
-            return
-        lease = entered.pop()
-        if lease._released:  # the block gave it back itself
-            return
+        lease = None
+        if entered:
+            lease = entered.pop()
+            if lease._released:  # the block gave it back itself
+                return
+        # (Else not entered with `async with`: a caller that acquired and leaves through
+        # this, as the manager's limits in a store do, gives back the task's last lease.)
         with contextlib.suppress(StoreUnavailable):  # the lease then expires after `lease`
             await self.release_and_wait(lease)
 
