@@ -22,7 +22,11 @@ from typing import Any
 import asyncpg
 import pytest
 from postgres import APP_PASSWORD, PostgresServer, run, wait_until
-from store_contract import rates_answer_as_the_reference, semaphores_answer_as_the_reference
+from store_contract import (
+    one_event_loop_per_store,
+    rates_answer_as_the_reference,
+    semaphores_answer_as_the_reference,
+)
 
 import admission as adm
 from admission.errors import ConfigError, StoreUnavailable
@@ -494,6 +498,16 @@ def test_a_server_that_never_answers_leaves_no_error_unretrieved(
     finally:
         listener.close()
     assert logged == []
+
+
+def test_a_store_used_on_a_second_event_loop_says_so_at_once(pg: PostgresServer) -> None:
+    """A store (its connections) serves the event loop it was first used on: used from
+    another (a second ``asyncio.run``, a test framework's loop per test), it says so at
+    once. (Its call awaited a future of the first loop: the task threw, the guard held
+    the error and handed the task the same wait again, forever, at 100 % CPU.)"""
+
+    store = Postgres(pg.app_dsn(), timeout=1.0, sweep_interval=None)
+    run(one_event_loop_per_store(store, f"loops-{time.time_ns()}"))
 
 
 def test_credentials_are_never_shown(pg: PostgresServer) -> None:

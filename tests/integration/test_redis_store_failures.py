@@ -19,6 +19,7 @@ import redis.asyncio
 import redis.exceptions
 from postgres import run, wait_until
 from redis_server import RedisServer
+from store_contract import one_event_loop_per_store
 
 import admission as adm
 from admission.stores.redis import Redis, _usable
@@ -688,3 +689,13 @@ def test_a_server_slower_to_connect_to_than_the_timeout_is_still_used(
             await proxy.wait_closed()
 
     run(scenario())
+
+
+def test_a_store_used_on_a_second_event_loop_says_so_at_once(redis_server: RedisServer) -> None:
+    """A store (its connections) serves the event loop it was first used on: used from
+    another (a second ``asyncio.run``, a test framework's loop per test), it says so at
+    once. (Its call awaited a future of the first loop: the task threw, the guard held
+    the error and handed the task the same wait again, forever, at 100 % CPU.)"""
+
+    store = adm.stores.Redis(redis_server.url(), timeout=1.0)
+    run(one_event_loop_per_store(store, f"loops-{time.time_ns()}"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import sys
+import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -262,3 +263,31 @@ def test_a_call_taken_over_then_cancelled_is_cancelled_in_its_driver_while_the_l
     asyncio.run(main())
     gc.collect()
     assert cleaned_up == ["in the loop"]
+
+
+def test_an_error_the_task_throws_in_goes_to_the_driver_at_once() -> None:
+    """The driver awaits a future of another event loop (a store first used on another
+    loop): the task throws RuntimeError in place of waiting. The guard passes it to the
+    driver, which fails the call with it; held until the future completed (never), the
+    task was handed the same wait again and threw again: a busy loop, forever. (Run in a
+    thread of its own, so that a regression fails here rather than hangs.)"""
+    other = asyncio.new_event_loop()
+    outcome: list[BaseException] = []
+
+    async def driver() -> int:
+        return await other.create_future()  # type: ignore[no-any-return]
+
+    async def main() -> None:
+        try:
+            await _Guarded(driver(), pytest.fail, timeout=0.1, expired=_expired)
+        except BaseException as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    thread.join(10)
+    other.close()
+    assert not thread.is_alive()
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], RuntimeError)
+    assert "different loop" in str(outcome[0])

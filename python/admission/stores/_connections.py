@@ -50,6 +50,7 @@ class Connections(Generic[C]):
         "_discard",
         "_idle",
         "_limit",
+        "_loop",
         "_open",
         "_usable",
         "_waiters",
@@ -70,6 +71,8 @@ class Connections(Generic[C]):
         self._open = 0
         self._waiters: collections.deque[asyncio.Future[C | None]] = collections.deque()
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The event loop the connections belong to (the first that took one)."""
 
     @property
     def open(self) -> int:
@@ -87,7 +90,19 @@ class Connections(Generic[C]):
         return list(self._idle)
 
     def _take_idle(self) -> C | None:
-        """An idle connection still usable, or None (the stale ones met are discarded)."""
+        """An idle connection still usable, or None (the stale ones met are discarded).
+        `RuntimeError` on another event loop than the first one's: its connections (its
+        streams, its futures) are that loop's, which may be closed (a second
+        ``asyncio.run``, a test framework's loop per test)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            if self._loop is not None:
+                raise RuntimeError(
+                    "this store's connections belong to the event loop it was first used "
+                    "on, not this one: a store serves one event loop (make one per loop, "
+                    "e.g. where the loop starts)"
+                )
+            self._loop = loop
         idle = self._idle
         while idle:
             conn = idle.pop()

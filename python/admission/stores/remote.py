@@ -299,16 +299,21 @@ class _Guarded(Generic[T]):
                     yield wait_on
                 except asyncio.CancelledError as e:
                     if not self._protect:
-                        # The task cancelled `pending` too (it waits on it): the driver is
-                        # cancelled, and cleans up now, in the loop (else only when the
-                        # garbage collector closes it, maybe after the loop is gone).
-                        error = e
+                        # The driver is cancelled at once, and cleans up now, in the loop
+                        # (else only when the garbage collector closes it, maybe after the
+                        # loop is gone).
+                        pending, error = None, e
                         continue
                     self._take_over(pending)
                     raise
                 except BaseException as e:
                     if not pending.done():
-                        error = e
+                        # Not the driver's future's own error (that one the driver reads
+                        # from its future) but the task's (a future of another loop, say):
+                        # thrown into the driver now. Held until the future completes, the
+                        # task was handed the same wait again, and threw again, forever.
+                        pending, error = None, e
+                        continue
                 if self._past_deadline(pending):
                     raise self._give_up(pending)
         finally:
