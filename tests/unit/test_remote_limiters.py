@@ -487,6 +487,40 @@ def test_the_heartbeat_keeps_a_lease_and_a_lease_not_renewed_expires() -> None:
     run(main())
 
 
+def test_a_lease_the_heartbeat_could_not_renew_for_its_whole_term_is_lost() -> None:
+    """Cut off from the store (a partition, an outage): the store lets the lease go once
+    `lease` has passed since the last renewal, and another client may hold the permit by
+    then. `lease.lost` says so from that moment (by this process's clock, from when the
+    last renewal that succeeded was sent), not only once a heartbeat reaches the store
+    again, which a holder checking it before each write would have learned too late."""
+    from support import VirtualTimeLoop  # type: ignore[import-not-found]
+
+    loop = VirtualTimeLoop()
+    store = MemoryStore(clock=loop.time)
+    db = adm.Semaphore(1, name="db", store=store, lease=3.0)
+
+    async def main() -> None:
+        lease = await db.acquire()
+        await asyncio.sleep(10)  # renewed all along
+        assert not lease.lost
+        store.fail()  # at 10 s: the last renewal went at 9 or 10 s
+        await asyncio.sleep(1.5)
+        assert not lease.lost  # still held until 12 s at least
+        await asyncio.sleep(2.0)
+        assert lease.lost  # 13.5 s: more than 3 s since the last renewal, let go
+        store.recover()
+        other = await db.acquire(timeout=0)  # as another client would have
+        assert other.fence > lease.fence
+        db.release(lease)
+        db.release(other)
+        await asyncio.sleep(1.5)  # the heartbeat ends: nothing held
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
 def test_release_errors_name_the_mistake() -> None:
     store = MemoryStore()
     db = adm.Semaphore(1, name="db", store=store)

@@ -1268,20 +1268,30 @@ class Lease:
     granted before, across all clients. Pass it to the resource you protect and have it
     refuse a token smaller than one it has seen: a holder that stalled past its lease (a
     long pause, a partition) is then refused instead of writing beside the next holder.
-    ``lost`` turns true when a heartbeat finds the lease already expired in the store.
-    A permit granted without the store (``on_store_error`` ``"open"`` or ``"local"``) has
-    ``fence`` 0 and ``holder`` ``""``.
+    ``lost`` turns true when the lease may have expired in the store: a heartbeat found it
+    expired, or none renewed it for ``lease`` (a partition, an outage: by this process's
+    clock, from when the last request that granted or renewed it was sent, so never later
+    than the store lets it go). A permit granted without the store (``on_store_error``
+    ``"open"`` or ``"local"``) has ``fence`` 0 and ``holder`` ``""``, and is never lost.
     """
 
-    __slots__ = ("_local", "_loop", "_released", "fence", "holder", "lost")
+    __slots__ = ("_expired", "_local", "_loop", "_released", "_valid_until", "fence", "holder")
 
-    def __init__(self, holder: str, fence: int, local: Any = None) -> None:
+    def __init__(
+        self, holder: str, fence: int, local: Any = None, valid_until: float = math.inf
+    ) -> None:
         self.holder = holder
         self.fence = fence
-        self.lost = False
+        self._expired = False  # a heartbeat found it expired in the store
+        self._valid_until = valid_until  # the loop's time its term ends, unless renewed
         self._local = local
         self._released = False
         self._loop = asyncio.get_running_loop()  # where its release round trip runs
+
+    @property
+    def lost(self) -> bool:
+        """Whether the lease may have expired in the store (see the class docstring)."""
+        return self._expired or self._loop.time() >= self._valid_until
 
     def __repr__(self) -> str:
         lost = ", lost" if self.lost else ""
@@ -1401,9 +1411,11 @@ class RemoteSemaphore(_Remote):
         queued = False
         asked = False  # whether a request reached the store's driver (not refused before)
 
+        asked_at = 0.0  # when the last request went: the lease's term runs from then
+
         def ask() -> Coroutine[Any, Any, SemaphoreReply]:
-            nonlocal asked
-            asked = True
+            nonlocal asked, asked_at
+            asked, asked_at = True, loop.time()
             return self.store.semaphore_acquire(
                 self.name, self.limit, holder, self._lease_us, seconds != 0
             )
@@ -1443,7 +1455,7 @@ class RemoteSemaphore(_Remote):
             if queued:
                 _in_background(self.store.semaphore_release(self.name, holder))
             raise
-        lease = self._granted(Lease(holder, reply.fence))
+        lease = self._granted(Lease(holder, reply.fence, None, asked_at + self.lease))
         self._held[holder] = lease
         self._high_water = max(self._high_water, len(self._held))
         counts.admitted += 1
@@ -1483,7 +1495,8 @@ class RemoteSemaphore(_Remote):
 
     async def _renew_while_held(self) -> None:
         """The heartbeat: renews every lease this object holds each third of ``lease``, in
-        one round trip; marks `Lease.lost` those the store says expired. Ends when none is
+        one round trip; marks lost those the store says expired (a lease none renewed for
+        its term is lost by `Lease.lost`'s own reckoning). Ends when none is
         held. A failed renewal is retried at the next beat (the lease survives a store
         failure shorter than two thirds of ``lease``)."""
         while self._held:
@@ -1491,6 +1504,7 @@ class RemoteSemaphore(_Remote):
             holders = list(self._held)
             if not holders:
                 break
+            sent_at = asyncio.get_running_loop().time()
             try:
                 renewed = await self._call(
                     lambda holders=holders: self.store.semaphore_renew(  # type: ignore[misc]
@@ -1499,13 +1513,19 @@ class RemoteSemaphore(_Remote):
                     _ignore,
                 )
             except StoreUnavailable:
-                continue
+                continue  # (each lease's term runs on: `Lease.lost` once it has passed)
             for holder, ok in zip(holders, renewed, strict=True):
-                if not ok and holder in self._held:
+                lease = self._held.get(holder)
+                if lease is None:
+                    continue  # released meanwhile
+                if ok:
+                    lease._valid_until = sent_at + self.lease
+                else:
                     # Expired in the store: another client may hold the permit now. The
                     # lease stays on its task's books until released (release is a no-op
                     # in the store then), but is no longer renewed.
-                    self._held.pop(holder).lost = True
+                    del self._held[holder]
+                    lease._expired = True
 
     def release(self, lease: Lease | None = None) -> None:
         """Gives back ``lease`` (default: the last one this task acquired and still holds);
