@@ -510,6 +510,31 @@ def test_a_store_used_on_a_second_event_loop_says_so_at_once(pg: PostgresServer)
     run(one_event_loop_per_store(store, f"loops-{time.time_ns()}"))
 
 
+def test_a_dsn_option_the_driver_refuses_is_a_config_error_not_an_outage(
+    pg: PostgresServer,
+) -> None:
+    """``?sslmode=bogus`` is refused by asyncpg when it connects: a `ConfigError` saying
+    so, at every call, never `StoreUnavailable` (which counted against the breaker, and
+    which on_store_error='open' answered by admitting everything, for good)."""
+    from admission.stores.remote import store_breaker
+
+    async def main() -> None:
+        store = Postgres(pg.app_dsn() + "?sslmode=bogus", timeout=LOADED, sweep_interval=None)
+        bucket = adm.TokenBucket(rate=5, name="bogus", store=store, on_store_error="open")
+        try:
+            for _ in range(6):
+                with pytest.raises(ConfigError, match="sslmode") as refused:
+                    await bucket.acquire(timeout=0)
+                assert APP_PASSWORD not in str(refused.value)
+            with pytest.raises(ConfigError, match="sslmode"):
+                await store.migrate()
+            assert store_breaker(store).state == "closed"
+        finally:
+            await store.aclose()
+
+    run(main())
+
+
 def test_credentials_are_never_shown(pg: PostgresServer) -> None:
     dsn = pg.app_dsn()
     store = Postgres(dsn)

@@ -242,11 +242,18 @@ class Postgres(NetworkStore):
 
     # ------------------------------------------------------------------ failures
 
-    def _unavailable(self, exc: BaseException, timeout: float) -> StoreUnavailable:
+    def _failure(self, exc: BaseException, timeout: float) -> StoreUnavailable | ConfigError:
+        """What a failure to connect or to set up means to the caller: `StoreUnavailable`,
+        or `ConfigError` for a connection option the driver refuses (``?sslmode=bogus``),
+        which no retry mends (not an outage for the breaker, nor for on_store_error)."""
+        import asyncpg.exceptions._base as driver
+
         if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
             reason = f"no answer within {timeout:g} s"
         else:
             reason = f"{type(exc).__name__}: {scrub(str(exc), self._secrets)}"
+        if isinstance(exc, driver.ClientConfigurationError):
+            return ConfigError(f"{self._label} cannot be connected to: {reason}")
         return StoreUnavailable(self._label, reason)
 
     @staticmethod
@@ -262,6 +269,8 @@ class Postgres(NetworkStore):
         # server's class 22 ("data exception"), as the server's own refusals of a value.
         if isinstance(exc, (driver.DataError, asyncpg.exceptions.DataError)):
             return False
+        if isinstance(exc, driver.ClientConfigurationError):
+            return True  # raised as a ConfigError by `_failure`
         return isinstance(
             exc,
             (
@@ -331,7 +340,7 @@ class Postgres(NetworkStore):
             return await asyncio.wait_for(self._query(method, self._sql[statement], args), timeout)
         except Exception as exc:
             if self._is_store_failure(exc):
-                raise self._unavailable(exc, timeout) from exc
+                raise self._failure(exc, timeout) from exc
             raise
 
     async def _wait_ready(self, bounded: bool = False) -> None:
@@ -363,7 +372,7 @@ class Postgres(NetworkStore):
             raise
         except Exception as exc:
             if self._is_store_failure(exc):
-                raise self._unavailable(exc, SETUP_TIMEOUT) from exc
+                raise self._failure(exc, SETUP_TIMEOUT) from exc
             raise
         if self._closed:  # closed while connecting: no sweeper left behind
             raise StoreUnavailable(self._label, "the store was closed (aclose)")
@@ -472,7 +481,7 @@ class Postgres(NetworkStore):
             await asyncio.wait_for(run(), SETUP_TIMEOUT)
         except Exception as exc:
             if self._is_store_failure(exc):
-                raise self._unavailable(exc, SETUP_TIMEOUT) from exc
+                raise self._failure(exc, SETUP_TIMEOUT) from exc
             raise
 
     # ------------------------------------------------------------------ the contract
@@ -668,7 +677,7 @@ class Postgres(NetworkStore):
                 )
             except Exception as exc:
                 if self._is_store_failure(exc):
-                    raise self._unavailable(exc, SETUP_TIMEOUT) from exc
+                    raise self._failure(exc, SETUP_TIMEOUT) from exc
                 raise
             deleted += int(sum(row))
             if max(row) < batch:
