@@ -25,6 +25,9 @@ row over 1,000 keys):
   hot bucket (the best case for coalescing): the decisions asked for while one is in flight
   go as one ``rate_batch`` statement over their keys; and the same limiter deciding one
   statement per decision (`bench_remote_layer.OneByOneKeyed`).
+- ``KeyedTokenBucket(store=Postgres), Zipf keys``: the same limiter, the workers' keys drawn
+  from a Zipf distribution (s = 1) over 1,000 keys, a fixed seeded sequence: the hottest key
+  is about one decision in seven, so most batches at c=16 hold a key more than once.
 - ``PL/pgSQL function``: the same decision as a function called by one SELECT (``SELECT ...
   FOR UPDATE`` then ``UPDATE`` inside the server): the alternative the store did not keep.
 - ``SELECT FOR UPDATE + UPDATE transaction``: Bucket4j's way: BEGIN, read the row locked,
@@ -48,6 +51,9 @@ connection, for ``select 1``, the decision's statement and the least a write can
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
+import random
 import statistics
 import sys
 import time
@@ -76,6 +82,17 @@ OPS = {1: 1_500, 16: 3_000}  # per round; pyrate-limiter's rows a tenth of it
 INTERVAL_US = 1  # a bucket of a million per second: every decision in the bench admitted
 BURST = 1_000_000
 KEYS_SPREAD = 1_000  # the keys the keyed row's decisions go round
+
+
+def _zipf_keys(count: int, keys: int, seed: int = 1) -> list[int]:
+    """``count`` keys drawn from a Zipf distribution (s = 1) over ``keys``: key i (from 0)
+    with probability proportional to 1 / (i + 1)."""
+    weights = list(itertools.accumulate(1 / (i + 1) for i in range(keys)))
+    rng = random.Random(seed)
+    return [bisect.bisect(weights, rng.random() * weights[-1]) for _ in range(count)]
+
+
+ZIPF_KEYS = _zipf_keys(100_000, KEYS_SPREAD)
 
 Op = Callable[[], Awaitable[Any]]
 
@@ -151,6 +168,7 @@ class Contenders:
             rate=1_000_000, per=1, burst=BURST, name="bench-keyed", store=self.store
         )
         self.next_key = 0
+        self.next_zipf = 0
         self.keyed_one_by_one = one_by_one(
             adm.KeyedTokenBucket(
                 rate=1_000_000, per=1, burst=BURST, name="bench-keyed-1by1", store=self.store
@@ -218,6 +236,10 @@ class Contenders:
         self.next_key = key = (self.next_key + 1) % KEYS_SPREAD
         await self.keyed.acquire(key, timeout=0)
 
+    async def limiter_keys_zipf(self) -> None:
+        self.next_zipf = n = (self.next_zipf + 1) % len(ZIPF_KEYS)
+        await self.keyed.acquire(ZIPF_KEYS[n], timeout=0)
+
     async def limiter_keys_one_by_one(self) -> None:
         self.next_key_one_by_one = key = (self.next_key_one_by_one + 1) % KEYS_SPREAD
         await self.keyed_one_by_one.acquire(key, timeout=0)
@@ -273,6 +295,8 @@ class Contenders:
              "reference", self.limiter_one_by_one, 1.0),
             ("limiter-keys", "KeyedTokenBucket(store=Postgres), 1,000 keys", "admission",
              self.limiter_keys, 1.0),
+            ("limiter-keys-zipf", "KeyedTokenBucket(store=Postgres), Zipf keys", "admission",
+             self.limiter_keys_zipf, 1.0),
             ("limiter-keys-1by1", "the same, a statement per decision", "reference",
              self.limiter_keys_one_by_one, 1.0),
             ("function", "PL/pgSQL function", "reference", self.function, 1.0),
