@@ -46,6 +46,11 @@ client's CPU and the server backend's (``/proc/<pid>/stat``) per statement, on o
 connection, for ``select 1``, the decision's statement and the least a write can be::
 
     .venv/bin/python benches/bench_postgres_store.py cpu [STATEMENTS=3000] [ROUNDS=5]
+
+The same split per decision at c=16 (every client backend's CPU), for ``select 1`` on raw
+connections and the limiter rows (one hot bucket, 1,000 keys in turn, Zipf keys)::
+
+    .venv/bin/python benches/bench_postgres_store.py cpu16 [DECISIONS=3000] [ROUNDS=5]
 """
 
 from __future__ import annotations
@@ -490,11 +495,60 @@ async def cpu_per_statement(dsn: str, statements: int, rounds: int) -> None:
         )
 
 
+_CPU16_ROWS = ("select1-raw", "limiter", "limiter-keys", "limiter-keys-zipf")
+
+
+async def cpu_per_decision_at_16(dsn: str, decisions: int, rounds: int) -> None:
+    """Wall time, client CPU (``time.process_time``) and the server backends' CPU per
+    decision at c=16, for `_CPU16_ROWS`, rounds interleaved."""
+    contenders = Contenders(dsn)
+    await contenders.open()
+    monitor = await asyncpg.connect(dsn)
+    ops = {key: op for key, _, _, op, _ in contenders.table() if key in _CPU16_ROWS}
+    spent: dict[str, tuple[list[float], list[float], list[float]]] = {
+        key: ([], [], []) for key in ops
+    }
+    try:
+        backends = [
+            row[0]
+            for row in await monitor.fetch(
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            )
+        ]
+        for op in ops.values():
+            await run_round(op, decisions // 4, 16)
+        for _ in range(rounds):
+            for key, op in ops.items():
+                server = sum(_backend_cpu(pid) for pid in backends)
+                client, wall = time.process_time(), time.perf_counter()
+                await run_round(op, decisions, 16)
+                used = (
+                    time.perf_counter() - wall,
+                    time.process_time() - client,
+                    sum(_backend_cpu(pid) for pid in backends) - server,
+                )
+                for values, seconds in zip(spent[key], used, strict=True):
+                    values.append(seconds / decisions * 1e6)
+    finally:
+        await monitor.close()
+        await contenders.close()
+    print(f"c=16, {rounds} interleaved rounds of {decisions}; µs per decision (medians)\n")
+    print("| row | wall | decisions/s | client CPU | server CPU |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for key, (wall, client, server) in spent.items():
+        print(
+            f"| {key} | {statistics.median(wall):.1f} | {1e6 / statistics.median(wall):,.0f} "
+            f"| {statistics.median(client):.1f} | {statistics.median(server):.1f} |"
+        )
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["cpu"]:
+    if sys.argv[1:2] in (["cpu"], ["cpu16"]):
         count = int(sys.argv[2]) if len(sys.argv) > 2 else 3000
         repeat = int(sys.argv[3]) if len(sys.argv) > 3 else 5
+        measure = cpu_per_statement if sys.argv[1] == "cpu" else cpu_per_decision_at_16
         with PostgresServer() as pg_server:
-            asyncio.run(cpu_per_statement(pg_server.app_dsn(), count, repeat))
+            asyncio.run(measure(pg_server.app_dsn(), count, repeat))
     else:
         main()
