@@ -924,6 +924,7 @@ def check_sleep(ctx: Context, site: Site) -> None:
         _nothing_yet(ctx, handlers[-1], site.scope)
         or _resumes(ctx, handlers[-1], site.scope)
         or _polls_for_one_code(loop, handlers[-1])
+        or _interruption(handlers[-1])
     ):
         return  # a poll, or a resumed call: the pause is its period, no call failed
     if not handlers and _step_of_attempt(site, loop_index, call):
