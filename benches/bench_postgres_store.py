@@ -25,6 +25,9 @@ row over 1,000 keys):
   hot bucket (the best case for coalescing): the decisions asked for while one is in flight
   go as one ``rate_batch`` statement over their keys; and the same limiter deciding one
   statement per decision (`bench_remote_layer.OneByOneKeyed`).
+- ``KeyedTokenBucket(store=Postgres), Zipf keys``: the same limiter, the workers' keys drawn
+  from a Zipf distribution (s = 1) over 1,000 keys, a fixed seeded sequence: the hottest key
+  is about one decision in seven, so most batches at c=16 hold a key more than once.
 - ``PL/pgSQL function``: the same decision as a function called by one SELECT (``SELECT ...
   FOR UPDATE`` then ``UPDATE`` inside the server): the alternative the store did not keep.
 - ``SELECT FOR UPDATE + UPDATE transaction``: Bucket4j's way: BEGIN, read the row locked,
@@ -43,11 +46,19 @@ client's CPU and the server backend's (``/proc/<pid>/stat``) per statement, on o
 connection, for ``select 1``, the decision's statement and the least a write can be::
 
     .venv/bin/python benches/bench_postgres_store.py cpu [STATEMENTS=3000] [ROUNDS=5]
+
+The same split per decision at c=16 (every client backend's CPU), for ``select 1`` on raw
+connections and the limiter rows (one hot bucket, 1,000 keys in turn, Zipf keys)::
+
+    .venv/bin/python benches/bench_postgres_store.py cpu16 [DECISIONS=3000] [ROUNDS=5]
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
+import random
 import statistics
 import sys
 import time
@@ -76,6 +87,17 @@ OPS = {1: 1_500, 16: 3_000}  # per round; pyrate-limiter's rows a tenth of it
 INTERVAL_US = 1  # a bucket of a million per second: every decision in the bench admitted
 BURST = 1_000_000
 KEYS_SPREAD = 1_000  # the keys the keyed row's decisions go round
+
+
+def _zipf_keys(count: int, keys: int, seed: int = 1) -> list[int]:
+    """``count`` keys drawn from a Zipf distribution (s = 1) over ``keys``: key i (from 0)
+    with probability proportional to 1 / (i + 1)."""
+    weights = list(itertools.accumulate(1 / (i + 1) for i in range(keys)))
+    rng = random.Random(seed)
+    return [bisect.bisect(weights, rng.random() * weights[-1]) for _ in range(count)]
+
+
+ZIPF_KEYS = _zipf_keys(100_000, KEYS_SPREAD)
 
 Op = Callable[[], Awaitable[Any]]
 
@@ -151,6 +173,7 @@ class Contenders:
             rate=1_000_000, per=1, burst=BURST, name="bench-keyed", store=self.store
         )
         self.next_key = 0
+        self.next_zipf = 0
         self.keyed_one_by_one = one_by_one(
             adm.KeyedTokenBucket(
                 rate=1_000_000, per=1, burst=BURST, name="bench-keyed-1by1", store=self.store
@@ -218,6 +241,10 @@ class Contenders:
         self.next_key = key = (self.next_key + 1) % KEYS_SPREAD
         await self.keyed.acquire(key, timeout=0)
 
+    async def limiter_keys_zipf(self) -> None:
+        self.next_zipf = n = (self.next_zipf + 1) % len(ZIPF_KEYS)
+        await self.keyed.acquire(ZIPF_KEYS[n], timeout=0)
+
     async def limiter_keys_one_by_one(self) -> None:
         self.next_key_one_by_one = key = (self.next_key_one_by_one + 1) % KEYS_SPREAD
         await self.keyed_one_by_one.acquire(key, timeout=0)
@@ -273,6 +300,8 @@ class Contenders:
              "reference", self.limiter_one_by_one, 1.0),
             ("limiter-keys", "KeyedTokenBucket(store=Postgres), 1,000 keys", "admission",
              self.limiter_keys, 1.0),
+            ("limiter-keys-zipf", "KeyedTokenBucket(store=Postgres), Zipf keys", "admission",
+             self.limiter_keys_zipf, 1.0),
             ("limiter-keys-1by1", "the same, a statement per decision", "reference",
              self.limiter_keys_one_by_one, 1.0),
             ("function", "PL/pgSQL function", "reference", self.function, 1.0),
@@ -466,11 +495,60 @@ async def cpu_per_statement(dsn: str, statements: int, rounds: int) -> None:
         )
 
 
+_CPU16_ROWS = ("select1-raw", "limiter", "limiter-keys", "limiter-keys-zipf")
+
+
+async def cpu_per_decision_at_16(dsn: str, decisions: int, rounds: int) -> None:
+    """Wall time, client CPU (``time.process_time``) and the server backends' CPU per
+    decision at c=16, for `_CPU16_ROWS`, rounds interleaved."""
+    contenders = Contenders(dsn)
+    await contenders.open()
+    monitor = await asyncpg.connect(dsn)
+    ops = {key: op for key, _, _, op, _ in contenders.table() if key in _CPU16_ROWS}
+    spent: dict[str, tuple[list[float], list[float], list[float]]] = {
+        key: ([], [], []) for key in ops
+    }
+    try:
+        backends = [
+            row[0]
+            for row in await monitor.fetch(
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            )
+        ]
+        for op in ops.values():
+            await run_round(op, decisions // 4, 16)
+        for _ in range(rounds):
+            for key, op in ops.items():
+                server = sum(_backend_cpu(pid) for pid in backends)
+                client, wall = time.process_time(), time.perf_counter()
+                await run_round(op, decisions, 16)
+                used = (
+                    time.perf_counter() - wall,
+                    time.process_time() - client,
+                    sum(_backend_cpu(pid) for pid in backends) - server,
+                )
+                for values, seconds in zip(spent[key], used, strict=True):
+                    values.append(seconds / decisions * 1e6)
+    finally:
+        await monitor.close()
+        await contenders.close()
+    print(f"c=16, {rounds} interleaved rounds of {decisions}; µs per decision (medians)\n")
+    print("| row | wall | decisions/s | client CPU | server CPU |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for key, (wall, client, server) in spent.items():
+        print(
+            f"| {key} | {statistics.median(wall):.1f} | {1e6 / statistics.median(wall):,.0f} "
+            f"| {statistics.median(client):.1f} | {statistics.median(server):.1f} |"
+        )
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["cpu"]:
+    if sys.argv[1:2] in (["cpu"], ["cpu16"]):
         count = int(sys.argv[2]) if len(sys.argv) > 2 else 3000
         repeat = int(sys.argv[3]) if len(sys.argv) > 3 else 5
+        measure = cpu_per_statement if sys.argv[1] == "cpu" else cpu_per_decision_at_16
         with PostgresServer() as pg_server:
-            asyncio.run(cpu_per_statement(pg_server.app_dsn(), count, repeat))
+            asyncio.run(measure(pg_server.app_dsn(), count, repeat))
     else:
         main()

@@ -54,9 +54,11 @@ async def rates_answer_as_the_reference(
     """``rounds`` seeded random steps on one bucket and a few keys of a keyed bucket (100 µs
     interval, burst 5): a `rate_many` of 1 to 8 requests on one bucket (random costs and max
     waits: none, 0, or up to 600 µs), a `rate_batch` of 1 to 12 requests on buckets drawn
-    from seven (so some repeat, in any order) or of one request on each of 2 to 7 of them
+    from seven (so some repeat, in any order), of one request on each of 2 to 7 of them
     with one max wait (the batch a keyed limiter's callers on many keys make: PostgreSQL
-    decides it with a statement of its own), a single `rate`, or a `rate_give_back` of a
+    decides it with a statement of its own), or of 2 to 12 requests on 1 to 4 of them, each
+    bucket's at one cost, with one max wait (hot keys: PostgreSQL's statement decides
+    those too when a full bucket holds them), a single `rate`, or a `rate_give_back` of a
     bucket's last admitted charge. Every reply equals `MemoryStore`'s (the contract's
     reference) for the same requests made **one after the other** at the server's now the
     reply reports: the coalesced decision is the sequential one, and the three kinds of call
@@ -96,7 +98,13 @@ async def rates_answer_as_the_reference(
             drawn = rng.sample(buckets, rng.randint(2, len(buckets)))
             requests = [(key, rng.randint(1, burst), max_wait) for key in drawn]
             got = await store.rate_batch(name, interval, burst, requests)
-        elif step < 0.85:
+        elif step < 0.75:  # hot keys: buckets repeated, each at one cost, one max wait
+            _, max_wait = request()
+            cost_of = {key: rng.randint(1, 2) for key in rng.sample(buckets, rng.randint(1, 4))}
+            drawn = rng.choices(list(cost_of), k=rng.randint(2, 12))
+            requests = [(key, cost_of[key], max_wait) for key in drawn]
+            got = await store.rate_batch(name, interval, burst, requests)
+        elif step < 0.88:
             key = rng.choice(buckets)
             cost, max_wait = rng.randint(1, burst), rng.choice((-1, 0, 3 * interval))
             got = [await store.rate(name, key, interval, burst, cost, max_wait)]

@@ -9,6 +9,7 @@ step (nothing refills or expires by accident) or poll with bounded waits for wha
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 import itertools
 import multiprocessing
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from fractions import Fraction
 from typing import Any
 
 import asyncpg
@@ -585,7 +587,27 @@ def _first_use(dsn: str, schema: str, start: Any, results: Any) -> None:
         results.put(("error", repr(exc)))
 
 
-def test_concurrent_first_uses_from_processes_all_succeed(pg: PostgresServer, schema: str) -> None:
+async def _at_version_3(pg: PostgresServer, schema: str) -> None:
+    """``schema`` as the release of schema version 3 left it: without ``buckets.granted``."""
+    await migrate(pg, schema)
+    conn = await asyncpg.connect(pg.dsn())
+    try:
+        await conn.execute(
+            f'ALTER TABLE "{schema}".buckets DROP COLUMN granted;'
+            f' UPDATE "{schema}".meta SET version = 3'
+        )
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("older", [False, True], ids=["no schema", "schema version 3"])
+def test_concurrent_first_uses_from_processes_all_succeed(
+    pg: PostgresServer, schema: str, older: bool
+) -> None:
+    """6 processes' first uses create the schema, or bring it up to this version, at once:
+    every one decides (the losers of each race in the catalogs try again)."""
+    if older:
+        asyncio.run(_at_version_3(pg, schema))
     spawn = multiprocessing.get_context("spawn")
     start = spawn.Barrier(6)
     results = spawn.Queue()
@@ -610,8 +632,9 @@ def _overlapping_batches(
 ) -> None:
     """8 tasks, each sending ``rounds`` `rate_batch` calls of 4 to 12 requests on keys drawn
     in random order from 12 that every process shares: half of them each key once (decided
-    by the plain ``rate_each`` statement), half with keys repeated (the ``rate_batch``
-    function), so that the two race each other too."""
+    by the plain ``rate_each`` statement), half with keys repeated at random costs (mostly
+    the ``rate_batch`` function; the plain statement where each key's costs agree), so
+    that the two race each other too."""
 
     async def main() -> tuple[dict[bytes, int], list[str]]:
         import random
@@ -626,7 +649,7 @@ def _overlapping_batches(
                 size = rng.randint(4, 12)
                 if rng.random() < 0.5:  # each key once: the plain statement (rate_each)
                     keys = rng.sample(range(12), size)
-                else:  # some keys repeated: the rate_batch function
+                else:  # some keys repeated: mostly the rate_batch function
                     keys = [rng.randrange(12) for _ in range(size)]
                 batch = [(b"k%d" % key, rng.randint(1, 3), 0) for key in keys]
                 try:
@@ -905,16 +928,89 @@ def test_semaphores_answer_as_the_contracts_reference_does(pg: PostgresServer, s
 def test_rates_coalesced_or_not_answer_as_the_contracts_reference_does(
     pg: PostgresServer, schema: str
 ) -> None:
-    """`rate_many` (one statement: the schema's function) answers as MemoryStore's
-    one-after-the-other `rate` calls at the same server now, interleaved with single `rate`
-    statements and give-backs (store_contract.py), for a bucket and a keyed bucket's key."""
+    """`rate_many` and `rate_batch` (one statement each: the schema's functions, or the
+    plain ``rate_each`` statement) answer as MemoryStore's one-after-the-other `rate` calls
+    at the same server now, interleaved with single `rate` statements and give-backs
+    (store_contract.py), for a bucket and a keyed bucket's keys. Each statement is
+    exercised, the plain one also on batches with a bucket repeated."""
 
     async def main() -> None:
         store = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
+        used: collections.Counter[str] = collections.Counter()
+        call = store._call
+
+        async def counted(method: str, statement: str, *args: Any) -> Any:
+            used[statement] += 1
+            return await call(method, statement, *args)
+
+        store._call = counted  # type: ignore[method-assign]
         try:
             await rates_answer_as_the_reference(store, "ref")
         finally:
             await store.aclose()
+        for statement in ("rate", "rate_many", "rate_batch", "rate_each", "rate_each_counted"):
+            assert used[statement] >= 10, used
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("burst", "requests", "statement"),
+    [
+        (5, [(b"a", 2, 0), (b"b", 2, 0), (None, 1, 0)], "rate_each"),
+        (5, [(b"a", 1, 0), (b"b", 2, 0), (b"a", 1, 0), (None, 1, 0)], "rate_each_counted"),
+        (2, [(b"a", 1, 0), (b"a", 1, 0), (b"a", 1, 0)], "rate_batch"),  # 3 > a full bucket
+        (2, [(b"a", 1, -1), (b"a", 1, -1), (b"a", 1, -1)], "rate_each_counted"),  # any wait
+        (2, [(b"a", 1, 2 * LONG), (b"a", 1, 2 * LONG)] * 2, "rate_each_counted"),  # 2 waited
+        (5, [(b"a", 1, 0), (b"a", 2, 0)], "rate_batch"),  # a bucket at two costs
+        (5, [(b"a", 1, 0), (b"b", 1, 1)], "rate_batch"),  # two max waits
+    ],
+    ids=[
+        "each key once",
+        "hot key",
+        "more than a burst",
+        "any wait",
+        "within the wait",
+        "costs",
+        "waits",
+    ],
+)
+def test_a_batch_goes_as_the_plain_statement_where_it_decides_it(
+    pg: PostgresServer,
+    schema: str,
+    burst: int,
+    requests: list[tuple[bytes | None, int, int]],
+    statement: str,
+) -> None:
+    """A batch whose requests share one max wait, each bucket's at one cost, is one plain
+    statement (``rate_each``; ``rate_each_counted`` where a bucket repeats) when a full
+    bucket admits all of each bucket's requests within that wait (its new row is the
+    outcome); others go to the ``rate_batch`` function. Both answer as MemoryStore does,
+    on a new bucket and again on the same rows."""
+
+    async def main() -> None:
+        store = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED, sweep_interval=None)
+        used: list[str] = []
+        call = store._call
+
+        async def spied(method: str, name: str, *args: Any) -> Any:
+            used.append(name)
+            return await call(method, name, *args)
+
+        store._call = spied  # type: ignore[method-assign]
+        now = [0]
+        reference = adm.stores.MemoryStore(clock=lambda: Fraction(now[0], SECOND))
+        try:
+            for _ in range(2):
+                got = await store.rate_batch("plain", LONG, burst, requests)
+                want = []
+                for (key, cost, wait), reply in zip(requests, got, strict=True):
+                    now[0] = reply.now_us
+                    want.append(await reference.rate("plain", key, LONG, burst, cost, wait))
+                assert got == want
+        finally:
+            await store.aclose()
+        assert used == [statement, statement]
 
     asyncio.run(main())
 
@@ -964,28 +1060,67 @@ async def migrate(pg: PostgresServer, schema: str) -> None:
         await store.aclose()
 
 
-@pytest.mark.parametrize("older", [1, 2])
-def test_an_older_schema_is_brought_up_to_rate_batch(
+def test_the_upgrade_never_holds_up_the_tables_users_behind_a_lock_it_waits_for(
+    pg: PostgresServer, schema: str
+) -> None:
+    """Adding version 4's column takes the buckets table's exclusive lock. While another
+    session holds a lock on the table (an open transaction that read it), the upgrade's
+    request waits 50 ms at most each time, so the statements queued behind that request
+    (every decision) go on; `migrate` tries again, reports the lock if it is never free,
+    and succeeds once it is. Without the limit, the other statements here would wait as
+    long as the holder does."""
+
+    async def main() -> None:
+        await _at_version_3(pg, schema)
+        holder = await asyncpg.connect(pg.dsn())
+        reader = await asyncpg.connect(pg.dsn())
+        try:
+            transaction = holder.transaction()
+            await transaction.start()
+            await holder.execute(f'SELECT count(*) FROM "{schema}".buckets')
+            upgrade = asyncio.ensure_future(migrate(pg, schema))
+            for _ in range(10):  # each would wait for the holder behind the upgrade's request
+                await asyncio.wait_for(
+                    reader.fetchval(f'SELECT count(*) FROM "{schema}".buckets'), 10
+                )
+                await asyncio.sleep(0.02)
+            with pytest.raises(StoreUnavailable, match="lock timeout"):
+                await asyncio.wait_for(upgrade, 30)
+            await transaction.rollback()
+            await migrate(pg, schema)
+            assert await reader.fetchval(f'SELECT version FROM "{schema}".meta') == 4
+        finally:
+            await holder.close()
+            await reader.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("older", [1, 2, 3])
+def test_an_older_schema_is_brought_up_to_this_version(
     pg: PostgresServer, schema: str, older: int
 ) -> None:
-    """Version 2 added the rate_many function, 3 the rate_batch one: a schema left at 1 or
-    2 is refused without create (saying to migrate), and brought up by the first use with
-    it, after which both functions decide."""
+    """Version 2 added the rate_many function, 3 the rate_batch one, 4 the buckets' granted
+    column: a schema left at 1, 2 or 3 (with rows in its buckets) is refused without create
+    (saying to migrate), and brought up by the first use with it, after which every way of
+    deciding works on the old rows and new ones."""
 
     async def main() -> None:
         await migrate(pg, schema)
         conn = await asyncpg.connect(pg.dsn())
         try:
-            functions = ["rate_batch"] if older == 2 else ["rate_batch", "rate_many"]
-            dropped = ", ".join(f'"{schema}".{function}' for function in functions)
+            functions = {1: ["rate_batch", "rate_many"], 2: ["rate_batch"], 3: []}[older]
+            dropped = "".join(f'DROP FUNCTION "{schema}".{function};' for function in functions)
             await conn.execute(
-                f'DROP FUNCTION {dropped}; UPDATE "{schema}".meta SET version = {older}'
+                f'{dropped} ALTER TABLE "{schema}".buckets DROP COLUMN granted;'
+                f' UPDATE "{schema}".meta SET version = {older};'
+                f""" INSERT INTO "{schema}".buckets VALUES ('v', '\\x0161', 0, 0, true)"""
             )
         finally:
             await conn.close()
         strict = Postgres(pg.app_dsn(), schema=schema, create=False, timeout=LOADED)
         try:
-            with pytest.raises(ConfigError, match=rf"is at {older} \(this version needs 3\)"):
+            with pytest.raises(ConfigError, match=rf"is at {older} \(this version needs 4\)"):
                 await strict.rate_batch("v", LONG, 2, [(b"a", 1, 0)])
         finally:
             await strict.aclose()
@@ -996,10 +1131,13 @@ def test_an_older_schema_is_brought_up_to_rate_batch(
             batch = [(b"a", 1, 0), (b"b", 2, 0), (b"a", 2, 0), (None, 1, 0)]
             replies = await store.rate_batch("v", LONG, 2, batch)
             assert [r.admitted for r in replies] == [True, True, False, False]
+            batch = [(b"c", 1, 0), (b"a", 1, 0), (b"c", 1, 0), (b"a", 1, 0)]  # rate_each
+            replies = await store.rate_batch("v", LONG, 2, batch)
+            assert [r.admitted for r in replies] == [True, True, True, False]
         finally:
             await store.aclose()
         version = await rows(pg, f'SELECT version FROM "{schema}".meta')
-        assert [r[0] for r in version] == [3]
+        assert [r[0] for r in version] == [4]
 
     asyncio.run(main())
 
@@ -1009,8 +1147,8 @@ def test_a_schema_is_never_lowered_and_a_later_or_written_back_one_is_used(
 ) -> None:
     """Rolling upgrades: a process of the previous release, made with create=True, wrote
     its version (1) over the schema's unconditionally; this release then still uses a
-    schema that has its objects (create=False included) and, with create, marks it 3
-    again. A schema at a later version (4) is used as it is: this release's creation and
+    schema that has its objects (create=False included) and, with create, marks it 4
+    again. A schema at a later version (5) is used as it is: this release's creation and
     `migrate` never lower it."""
 
     async def version() -> int:
@@ -1038,15 +1176,15 @@ def test_a_schema_is_never_lowered_and_a_later_or_written_back_one_is_used(
             await decides(create=False)
             assert await version() == 1
             await decides(create=True)
-            assert await version() == 3
-            await conn.execute(f'UPDATE "{schema}".meta SET version = 4')
+            assert await version() == 4
+            await conn.execute(f'UPDATE "{schema}".meta SET version = 5')
             await decides(create=False)
             await decides(create=True)
             await migrate(pg, schema)
-            assert await version() == 4
+            assert await version() == 5
             # This release's creation text itself never lowers it either.
             await conn.execute(_postgres_sql.statements(schema)["schema"])
-            assert await version() == 4
+            assert await version() == 5
         finally:
             await conn.close()
 
@@ -1055,11 +1193,11 @@ def test_a_schema_is_never_lowered_and_a_later_or_written_back_one_is_used(
 
 @pytest.mark.parametrize(
     "queued",
-    [("hot", "a", "b"), ("hot", "a", "a")],
-    ids=["each key once: the rate_each statement", "a key twice: the rate_batch function"],
+    [(("hot", 1), ("a", 1), ("b", 1)), (("hot", 1), ("a", 1), ("a", 2))],
+    ids=["the rate_each statement", "a key at two costs: the rate_batch function"],
 )
 def test_a_row_locked_by_another_session_holds_up_only_its_own_keys(
-    pg: PostgresServer, schema: str, queued: tuple[str, str, str]
+    pg: PostgresServer, schema: str, queued: tuple[tuple[str, int], ...]
 ) -> None:
     """Another session holds key ``hot``'s row locked (a slow or stuck transaction). The
     keys queued with it in one batch wait for it at most a quarter of the timeout, then are
@@ -1082,7 +1220,10 @@ def test_a_row_locked_by_another_session_holds_up_only_its_own_keys(
             )
             first = asyncio.ensure_future(per_user.acquire("x", timeout=0))
             await asyncio.sleep(0)  # x's round trip in flight: the others queue behind it
-            hot, a, b = (asyncio.ensure_future(per_user.acquire(key, timeout=0)) for key in queued)
+            hot, a, b = (
+                asyncio.ensure_future(per_user.acquire(key, cost, timeout=0))
+                for key, cost in queued
+            )
             await first
             await asyncio.gather(a, b)  # admitted (each raises otherwise), the lock still held
             assert not hot.done()

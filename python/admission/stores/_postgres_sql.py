@@ -14,7 +14,8 @@ Tables (see `SCHEMA`):
   and standbys never see it. An empty table means every bucket is full: after a crash each
   limit admits one extra burst, never more. ``tat`` is the GCRA's theoretical arrival time,
   ``at`` the server's clock of the row's last decision, ``admitted`` that decision's outcome
-  (what ``RETURNING`` reports: it cannot see the row before the update).
+  and ``granted`` how many requests it admitted where one decision took several (what
+  ``RETURNING`` reports: it cannot see the row before the update).
 - ``semaphores``: one row per semaphore, never deleted: its lock serialises the semaphore's
   acquisitions, ``fence`` is the last fencing token granted (it never goes back, even when
   every lease expired), ``seq`` the last queue ticket.
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 __all__ = ["SCHEMA", "VERSION", "statements"]
 
-VERSION = 3
+VERSION = 4
 """The schema's version, in ``meta``; `SCHEMA` brings an older schema up to it. A version
 only adds objects: a schema at a later version has every object of an earlier one."""
 
@@ -59,8 +60,22 @@ CREATE UNLOGGED TABLE IF NOT EXISTS {{s}}.buckets (
     tat bigint NOT NULL,
     at bigint NOT NULL,
     admitted boolean NOT NULL,
+    granted integer NOT NULL DEFAULT 1,
     PRIMARY KEY (name, key)
 ) WITH (fillfactor = 70);
+-- Version 4's column, added to an older table only when missing: the ALTER takes the table's
+-- exclusive lock, which every decision would queue behind, so it waits 50 ms at most for it
+-- (the store's `migrate` tries again), and with its constant default it rewrites no row.
+-- (IF NOT EXISTS again: another process's creation may add it while this one waits.)
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = '{{s}}.buckets'::regclass
+                   AND a.attname = 'granted' AND NOT a.attisdropped) THEN
+        PERFORM set_config('lock_timeout', '50ms', true);
+        ALTER TABLE {{s}}.buckets ADD COLUMN IF NOT EXISTS granted integer NOT NULL DEFAULT 1;
+    END IF;
+END
+$$;
 CREATE TABLE IF NOT EXISTS {{s}}.semaphores (
     name text PRIMARY KEY,
     fence bigint NOT NULL DEFAULT 0,
@@ -246,9 +261,12 @@ INSERT INTO {{s}}.meta AS m (id, version) VALUES (true, {VERSION})
 """Creates the schema, or brings it up to `VERSION`; idempotent (one simple-query string:
 PostgreSQL runs it as one transaction)."""
 
-# The object `VERSION` added: its presence tells a schema of this version whose version
-# number an earlier release's creation wrote back (releases before this one set it as is).
-_ADDED = "'{s}.rate_batch(text, bigint, bigint, bytea[], integer[], bigint[], bigint[], integer)'"
+# The object `VERSION` added (``buckets.granted``): its presence tells a schema of this
+# version whose version number an earlier release's creation wrote back (releases before
+# version 3 set it as is).
+_ADDED = """EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = to_regclass('{s}.buckets')
+                AND a.attname = 'granted' AND NOT a.attisdropped)"""
+
 
 # The DO UPDATE of a decision on an existing row, whose lock is held when it runs: the
 # server's clock read now (once per row: a volatile sub-select of a correlated one, run
@@ -267,9 +285,63 @@ _DECIDE_LOCKED = (
                   AS ok) d)"""
 )
 
+# The same for ``EXCLUDED.granted`` requests of one cost on the row (a hot key's requests
+# in one batch), decided in order, each as if alone: the k-th is admitted if the TAT after
+# it is within the wait, so the admitted ones are the first k that fit, at most (now +
+# burst + wait - TAT) / cost of them; ``granted`` is set to k. (A form of its own: its
+# arithmetic costs the server about 1 µs a row more than `_DECIDE_LOCKED`'s.)
+_DECIDE_LOCKED_COUNTED = (
+    """(tat, admitted, at, granted) = (
+    SELECT CASE WHEN d.k > 0 THEN t.tat + d.k * t.cost ELSE b.tat END, d.k > 0, n.now, d.k
+    FROM (SELECT """
+    + _NOW
+    + """ AS now) n,
+         LATERAL (SELECT greatest(b.tat, n.now) AS tat,
+                         (EXCLUDED.tat - EXCLUDED.at) / EXCLUDED.granted AS cost) t,
+         LATERAL (SELECT (CASE WHEN {wait} < 0 THEN EXCLUDED.granted
+                          ELSE least(EXCLUDED.granted,
+                                     greatest(0, (n.now + {burst} + {wait} - t.tat) / t.cost))
+                          END)::integer AS k) d)"""
+)
+
+
+# The statement of a batch whose requests share one max wait ($6), each bucket's at one
+# cost: with each bucket once, `rate`'s decision on each row; with ``counted``, a bucket's
+# requests (the $8 of it, in their order) decided as `rate` decides them one after the
+# other. All in one statement (one transaction, one write per row; the rate_batch function
+# writes each row twice and runs five statements: 2.3 x this one's server CPU for 8 keys).
+# The rows are locked in the order of $4 (sorted by the client, as for rate_batch), and
+# each row lock is waited for $7 at most: lock_timeout is set, for this transaction only,
+# by the materialized CTE that every row of the INSERT joins, so before any row lock (the
+# table's own lock, taken when the plan starts, is not bounded by it: only DDL holds that
+# one). A new row admits all of its bucket's requests (the client sends only buckets whose
+# burst and max wait hold them all), so the proposed row is the outcome; the DO UPDATE
+# finds each request's cost in µs in EXCLUDED.tat - EXCLUDED.at (over EXCLUDED.granted,
+# the count, with ``counted``).
+def _rate_each(counted: bool) -> str:
+    count, per = (", u.n", "u.n * ") if counted else ("", "")
+    decide = (
+        _DECIDE_LOCKED_COUNTED
+        if counted
+        else _DECIDE_LOCKED.replace("{cost}", "EXCLUDED.tat - EXCLUDED.at")
+    )
+    return f"""
+WITH c AS MATERIALIZED (SELECT set_config('lock_timeout', $7, true), {_NOW} AS now)
+INSERT INTO {{s}}.buckets AS b (name, key, tat, at, admitted{", granted" if counted else ""})
+SELECT $1, coalesce('\\x01'::bytea || u.k, '\\x'::bytea), c.now + {per}u.cost * $2::bigint,
+       c.now, true{count}
+FROM c, unnest($4::bytea[], $5::bigint[]{", $8::integer[]" if counted else ""})
+     WITH ORDINALITY AS u(k, cost{", n" if counted else ""}, i)
+ORDER BY u.i
+ON CONFLICT (name, key) DO UPDATE SET {
+        decide.replace("{burst}", "$3::bigint * $2::bigint").replace("{wait}", "$6::bigint")
+    }
+RETURNING b.key, {"b.granted" if counted else "b.admitted::integer"}, b.tat, b.at"""
+
+
 _STATEMENTS = {
     # The schema's version, and whether it has the objects of `VERSION` (see `_ADDED`).
-    "version": f"SELECT m.version, to_regprocedure({_ADDED}) IS NOT NULL FROM {{s}}.meta m",
+    "version": f"SELECT m.version, {_ADDED} FROM {{s}}.meta m",
     # Always writes the row (a refusal rewrites the same TAT), so RETURNING reports the
     # decision made on the newest version of the row, the one the conflict locked. A new
     # row is decided on the clock read for the proposed row (EXCLUDED.at); an existing one
@@ -290,26 +362,8 @@ ON CONFLICT (name, key) DO UPDATE SET {
     }
 RETURNING b.admitted, b.tat, b.at""",
     "rate_many": ("SELECT admitted, waits, tats, now FROM {s}.rate_many($1, $2, $3, $4, $5, $6)"),
-    # A batch of one request per bucket, all with one max wait ($6): `rate`'s decision on
-    # each row, in one statement (one transaction, one write per row; the rate_batch
-    # function writes each row twice and runs five statements: 2.3 x this one's server CPU
-    # for 8 keys). The rows are locked in the order of $4 (sorted by the client, as for
-    # rate_batch), and each row lock is waited for $7 at most: lock_timeout is set, for
-    # this transaction only, by the materialized CTE that every row of the INSERT joins, so
-    # before any row lock (the table's own lock, taken when the plan starts, is not bounded
-    # by it: only DDL holds that one). EXCLUDED.tat - EXCLUDED.at is the row's cost in µs.
-    "rate_each": f"""
-WITH c AS MATERIALIZED (SELECT set_config('lock_timeout', $7, true), {_NOW} AS now)
-INSERT INTO {{s}}.buckets AS b (name, key, tat, at, admitted)
-SELECT $1, coalesce('\\x01'::bytea || u.k, '\\x'::bytea), c.now + u.cost * $2::bigint, c.now, true
-FROM c, unnest($4::bytea[], $5::bigint[]) WITH ORDINALITY AS u(k, cost, i)
-ORDER BY u.i
-ON CONFLICT (name, key) DO UPDATE SET {
-        _DECIDE_LOCKED.format(
-            cost="EXCLUDED.tat - EXCLUDED.at", burst="$3::bigint * $2::bigint", wait="$6::bigint"
-        )
-    }
-RETURNING b.key, b.admitted, b.tat, b.at""",
+    "rate_each": _rate_each(counted=False),
+    "rate_each_counted": _rate_each(counted=True),
     "rate_batch": (
         "SELECT admitted, waits, tats, now FROM {s}.rate_batch($1, $2, $3, $4, $5, $6, $7, $8)"
     ),

@@ -17,7 +17,7 @@ import ast
 
 from admission.audit.checks.context import Context, own_nodes, words
 from admission.audit.names import dotted, last_name
-from admission.audit.walk import LOOP, SYNC, WITH, Scope, Site
+from admission.audit.walk import IF, LOOP, SYNC, WITH, Scope, Site
 
 __all__ = ["check_fan_out", "check_spawn"]
 
@@ -648,6 +648,38 @@ def _then_leaves(loop: ast.AST, call: ast.Call) -> bool:
     return bool(leaves_after(getattr(loop, "body", [])))
 
 
+def _once_per_count(loop: ast.AST, site: Site) -> bool:
+    """The spawn is under an ``if`` of the loop that tests a counter the loop steps for
+    equality with a constant (``if count == 5:`` while ``count -= 1`` each round): the test
+    holds in one round at most, so the loop spawns once, not per item."""
+    stepped = {
+        node.target.id
+        for node in own_nodes(getattr(loop, "body", []))
+        if isinstance(node, ast.AugAssign)
+        and isinstance(node.op, ast.Add | ast.Sub)
+        and isinstance(node.target, ast.Name)
+        and isinstance(node.value, ast.Constant)
+    }
+    inside = False
+    for kind, node in site.blocks:
+        inside = inside or node is loop
+        if not (inside and kind == IF and isinstance(node, ast.If)):
+            continue
+        test = node.test
+        if (
+            isinstance(test, ast.Compare)
+            and len(test.ops) == 1
+            and isinstance(test.ops[0], ast.Eq)
+            and {type(test.left), type(test.comparators[0])} == {ast.Name, ast.Constant}
+            and any(
+                isinstance(side, ast.Name) and side.id in stepped
+                for side in (test.left, test.comparators[0])
+            )
+        ):
+            return True
+    return False
+
+
 def _waits_on_len(node: ast.If | ast.While) -> bool:
     compares_len = False
     for inner in ast.walk(node.test):
@@ -698,6 +730,8 @@ def check_spawn(ctx: Context, site: Site) -> None:
     if not ctx.loop_over_data(loop, site.scope):
         return  # over what the program registered or configured, or no sign of data
     if _then_leaves(loop, call) or _ends_existing(call.args[0] if call.args else None):
+        return
+    if _once_per_count(loop, site):
         return
     if _waited_for_in_loop(ctx, loop, call) or _restarts_after_ending(loop, call):
         return

@@ -170,6 +170,11 @@ def _set_up(ctx: Context, function: Scope) -> bool:
 # Methods that run once per object, as it is built: a dataclass's (or attrs') post-init hook
 # is part of its constructor.
 _CONSTRUCTORS = frozenset({"__init__", "__post_init__", "__attrs_post_init__"})
+# Methods that begin an object's life as a connection, a session or a service: called once
+# per life, matched by a close or stop (a thread they keep on the object is its one worker).
+_LIFECYCLE_STARTS = frozenset(
+    {"start", "connect", "open", "__enter__", "__aenter__", "setup", "initialize", "activate"}
+)
 
 
 def _kept_by_init_helper(ctx: Context, site: Site, function: Scope) -> bool:
@@ -275,6 +280,19 @@ def _started_once(site: Site, function: Scope) -> bool:
             if {text for text in read if state(text)} & _bound_in(body[index + 1 :]):
                 return True
     return False
+
+
+def _kept_by_lifecycle_start(site: Site, function: Scope, target: str) -> bool:
+    """Kept on the object (``self._thread = Thread(...)``, or through a local stored
+    there) by the method that starts its life (``connect``, ``start``, ``__enter__``, ...):
+    the object's one worker, ended by the matching ``close``/``stop``, whether that joins it
+    or waits for an event the thread sets. A start handed what to run (``start(self, job)``)
+    or a method called per request that does the same still fires."""
+    if function.cls is None or function.name not in _LIFECYCLE_STARTS:
+        return False
+    if set(function.params) - {"self", "cls"}:
+        return False
+    return target.startswith("self.") or bool(_kept_on_self(site.scope, target))
 
 
 def _called_only_when_none_runs(ctx: Context, target: str, function: Scope) -> bool:
@@ -554,6 +572,8 @@ def check_thread(ctx: Context, site: Site) -> None:
         return
     target = ctx.facts.bound_to.get(id(call))
     if target is not None and _joined(ctx, target, site):
+        return
+    if target is not None and _kept_by_lifecycle_start(site, function, target):
         return
     if target is not None and _called_only_when_none_runs(ctx, target, function):
         return

@@ -924,11 +924,12 @@ def check_sleep(ctx: Context, site: Site) -> None:
         _nothing_yet(ctx, handlers[-1], site.scope)
         or _resumes(ctx, handlers[-1], site.scope)
         or _polls_for_one_code(loop, handlers[-1])
+        or _interruption(handlers[-1])
     ):
         return  # a poll, or a resumed call: the pause is its period, no call failed
     if not handlers and _step_of_attempt(site, loop_index, call):
         return
-    if _server_directed(delay, handlers) or _is_random(ctx, delay, site.scope):
+    if _server_directed(delay, handlers, site.scope) or _is_random(ctx, delay, site.scope):
         return
     if handlers and _jittered_wait_follows(ctx, site, handlers[-1], call):
         return
@@ -1022,7 +1023,10 @@ def _periodic(ctx: Context, loop: ast.AST, sleep: ast.Call) -> bool:
 _DIRECTED_WORDS = frozenset({"after", "reset", "header", "headers"})
 
 
-def _server_directed(delay: ast.expr, handlers: list[ast.ExceptHandler]) -> bool:
+def _server_directed(delay: ast.expr, handlers: list[ast.ExceptHandler], scope: Scope) -> bool:
+    """The delay is the caught error's (``e.seconds``), a header's (``retry_after``), or a
+    local computed from the caught error (``seconds = self._rate_limit_wait(exception)``: a
+    helper reading "try again in 5 minutes" out of it): what the server said to wait."""
     caught = {h.name for h in handlers if h.name}
     for node in ast.walk(delay):
         if isinstance(node, ast.Name) and node.id in caught:
@@ -1030,7 +1034,15 @@ def _server_directed(delay: ast.expr, handlers: list[ast.ExceptHandler]) -> bool
         name = last_name(node) if isinstance(node, ast.Name | ast.Attribute) else None
         if name is not None and any(w in _DIRECTED_WORDS for w in words(name)):
             return True
+        if isinstance(node, ast.Name) and any(
+            _mentions_name(value, caught) for value in scope.assigns.get(node.id, ())
+        ):
+            return True
     return False
+
+
+def _mentions_name(node: ast.AST, names: set[str]) -> bool:
+    return any(isinstance(inner, ast.Name) and inner.id in names for inner in ast.walk(node))
 
 
 def _keyword(call: ast.Call, name: str) -> ast.expr | None:
@@ -1212,13 +1224,39 @@ def _asks_the_user(loop: ast.While) -> bool:
     )
 
 
+def _pauses_between_attempts(ctx: Context, loop: ast.While) -> bool:
+    """A timer between a failure and the next attempt: a sleep (or a wait with a timeout)
+    in the loop but outside the attempts' own ``try`` bodies (in a handler, after the
+    ``try``, at the top of the round). Without one, a loop whose failures go round is as
+    often a wait sliced by a timeout (``accept()`` until a client comes, a lock another
+    holds, a task just cancelled) or a walk over alternatives (the next server once the
+    failed one is dropped) as a retry of a dependency that is down: the rule stays silent."""
+    attempt_nodes = {id(node) for attempt in _tries(loop.body) for node in own_nodes(attempt.body)}
+    return any(
+        isinstance(node, ast.Call) and id(node) not in attempt_nodes and _timed_wait(ctx, node)
+        for node in own_nodes(loop.body)
+    )
+
+
+def _timed_wait(ctx: Context, call: ast.Call) -> bool:
+    """``sleep(...)`` (any module's, or a helper named for it: ``self._sleep(delay)``,
+    ``await backoff.sleep()``), or a wait given a timeout (``asyncio.wait_for(event.wait(),
+    1)``, ``event.wait(5)``)."""
+    if ctx.resolve(call.func) in SLEEPS or "sleep" in words(last_name(call.func) or ""):
+        return True
+    name = last_name(call.func)
+    if name == "wait_for":
+        return len(call.args) >= 2 or any(k.arg == "timeout" for k in call.keywords)
+    return name == "wait" and bool(call.args or call.keywords)
+
+
 def check_forever_loop(ctx: Context, site: Site) -> None:
     """ADM402 at a ``while True`` retry loop that never gives up."""
     loop = site.node
     assert isinstance(loop, ast.While)
     if not _retry_loop(ctx, loop, site.scope, dependency=True) or _bounded_forever(ctx, loop, site):
         return
-    if _asks_the_user(loop):
+    if _asks_the_user(loop) or not _pauses_between_attempts(ctx, loop):
         return
     ctx.report(
         loop,
