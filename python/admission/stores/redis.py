@@ -72,7 +72,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, final
 
 from admission._extras import require
-from admission.errors import StoreUnavailable
+from admission.errors import ConfigError, StoreUnavailable
 from admission.pools.dsn import redact_dsn, scrub
 from admission.stores._connections import Connections
 from admission.stores._resp import ProtocolError, read_reply
@@ -499,6 +499,12 @@ class Redis(NetworkStore):
         # Whether a script may touch keys of several hash slots: not on a cluster (known
         # from the client, or from the first CROSSSLOT a node answers: see `rate_batch`).
         self._one_slot = isinstance(client, redis.asyncio.RedisCluster)
+        # A node's redirection (MOVED, ASK: AskError is MovedError's base) reaching the
+        # store: a client of one node of a cluster of several, a misconfiguration
+        # (`_eval`). A RedisCluster client follows them itself.
+        self._redirected: tuple[type[Exception], ...] = (
+            () if self._one_slot else (redis.exceptions.AskError,)
+        )
         if client is not None:
             self._client: Any = client
             self._direct: Connections[Any] | None = None
@@ -585,6 +591,16 @@ class Redis(NetworkStore):
         except (TimeoutError, asyncio.TimeoutError) as exc:  # the two differ on 3.10 only
             raise StoreUnavailable(
                 self._label, f"{script.name}: no answer within {self.timeout} s"
+            ) from exc
+        except self._redirected as exc:
+            # Not StoreUnavailable: no outage, so no fallback (an "open" limiter would admit
+            # every such key) and no breaker's verdict; it would never work as it is.
+            raise ConfigError(
+                f"{script.name}: the key is on another node of a Redis Cluster "
+                f"({type(exc).__name__}: {exc}), and this store reaches one node: use "
+                "client=redis.asyncio.RedisCluster(...) (it follows the cluster's "
+                "redirections)",
+                source=f"store {self._label}",
             ) from exc
         except self._driver_errors as exc:
             reason = scrub(f"{type(exc).__name__}: {exc}", self._secrets)

@@ -1,0 +1,266 @@
+"""The Redis store on a real Redis Cluster of three masters (three redis-server processes on
+loopback, `redis_server.RedisCluster`), where a limiter's keys live on different nodes:
+
+- a keyed limiter over 1,000 keys spread over all three nodes (each node holds some, checked
+  on the nodes themselves): every key admits exactly its burst, also when its callers ask
+  at once (the coalescing path), and no CROSSSLOT or MOVED reaches a caller;
+- a `TokenBucket` within its GCRA bound, a distributed `Semaphore` (never more holders than
+  permits, fencing tokens strictly increasing);
+- ``SCRIPT FLUSH`` on every node mid-load: no error reaches a caller;
+- a node killed mid-load (SIGKILL): the other nodes' keys keep being decided by the store,
+  the dead node's do what ``on_store_error`` says, every call bounded, the counts add up;
+- a plain client (or URL) of one node: a key that another node serves raises a
+  `ConfigError` saying to use a ``RedisCluster`` client (never an answer of the wrong node,
+  never a fallback);
+- processes (spawn) sharing one keyed limiter over the cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import multiprocessing
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import redis.asyncio
+from postgres import run
+from redis_server import RedisCluster, RedisServer
+
+import admission as adm
+from admission.stores.redis import Redis
+
+SECOND = 1_000_000
+#: A bound on any one call past its timeout, for a busy machine (a hang guard).
+SLACK = 2.0
+SPAWN = multiprocessing.get_context("spawn")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisCluster]:
+    with RedisCluster(masters=3) as started:
+        yield started
+
+
+def _name(what: str) -> str:
+    return f"{what}-{uuid.uuid4().hex[:10]}"
+
+
+def _client(cluster: RedisCluster) -> redis.asyncio.RedisCluster:
+    return redis.asyncio.RedisCluster(host=cluster.host, port=cluster.port)
+
+
+@contextlib.asynccontextmanager
+async def _store(cluster: RedisCluster, timeout: float = 5.0) -> AsyncIterator[Redis]:
+    """A store on a ``RedisCluster`` client of ``cluster``, the client closed after."""
+    client = _client(cluster)
+    try:
+        yield adm.stores.Redis(client=client, timeout=timeout)
+    finally:
+        await client.aclose()
+
+
+def _keys_per_node(cluster: RedisCluster, pattern: bytes) -> dict[int, int]:
+    """How many keys matching ``pattern`` each node holds (SCAN on each node itself)."""
+    found = {}
+    for node in cluster.nodes:
+        cursor, count = b"0", 0
+        while True:
+            reply = node.command("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+            assert isinstance(reply, list)
+            cursor, keys = reply
+            count += len(keys)
+            if cursor == b"0":
+                break
+        found[node.port] = count
+    return found
+
+
+async def _take_all(limiter: Any, requests: list[str], tasks: int) -> collections.Counter[str]:
+    """``tasks`` callers take ``requests`` (keys) in their order without waiting, so that a
+    key's consecutive requests are in flight together; the admitted count per key."""
+    admitted: collections.Counter[str] = collections.Counter()
+    pending = iter(requests)
+
+    async def caller() -> None:
+        for key in pending:
+            try:
+                await limiter.acquire(key, timeout=0)
+                admitted[key] += 1
+            except adm.AcquireTimeout:
+                pass
+
+    await asyncio.gather(*(caller() for _ in range(tasks)))
+    return admitted
+
+
+def test_the_nodes_serve_a_third_of_the_slots_each(cluster: RedisCluster) -> None:
+    maps = [cluster.slot_map(node) for node in cluster.nodes]
+    assert all(m == maps[0] for m in maps)
+    assert [port for _, _, port in maps[0]] == [node.port for node in cluster.nodes]
+    with pytest.raises(RuntimeError, match="CROSSSLOT"):  # a script over slots really fails
+        cluster.nodes[0].command("EVAL", "return 1", 2, "{a}x", "{b}x")
+
+
+def test_a_keyed_limiter_over_a_thousand_keys_on_three_nodes(cluster: RedisCluster) -> None:
+    """Burst 3, 1 token an hour: each of 1,000 keys asked 5 times, by 64 callers whose
+    requests on one key are in flight together, admits exactly 3, wherever its node."""
+    name, keys = _name("keyed"), [f"user:{i}" for i in range(1000)]
+
+    async def scenario() -> collections.Counter[str]:
+        async with _store(cluster) as store:
+            per_user = adm.KeyedTokenBucket(rate=1, per=3600, burst=3, name=name, store=store)
+            await per_user.acquire("warm-up")  # registered: the callers start together
+            requests = [key for key in keys for _ in range(5)]
+            return await _take_all(per_user, requests, 64)
+
+    admitted = run(scenario())
+    assert admitted == dict.fromkeys(keys, 3)
+    on_nodes = _keys_per_node(cluster, f"admission:{{k:{len(name)}:{name}:user:*".encode())
+    assert sum(on_nodes.values()) == len(keys)
+    assert all(count > 200 for count in on_nodes.values()), on_nodes  # about 333 each
+
+
+def test_a_token_bucket_holds_its_bound_on_the_cluster(cluster: RedisCluster) -> None:
+    """20 tasks on one bucket of 100/s (burst 10) for 1.5 s: at most burst + rate x time."""
+    name = _name("bucket")
+
+    async def scenario() -> tuple[int, float]:
+        async with _store(cluster) as store:
+            bucket = adm.TokenBucket(rate=100, per=1, burst=10, name=name, store=store)
+            await bucket.acquire()
+            await asyncio.sleep(0.2)  # full again
+            admitted = 0
+            start = time.monotonic()
+            end = start + 1.5
+
+            async def task() -> None:
+                nonlocal admitted
+                while time.monotonic() < end:
+                    try:
+                        await bucket.acquire(timeout=0)
+                        admitted += 1
+                    except adm.AcquireTimeout:
+                        await asyncio.sleep(0.005)  # noqa: ADM401 - the test's pacing
+
+            await asyncio.gather(*(task() for _ in range(20)))
+            return admitted, time.monotonic() - start
+
+    admitted, elapsed = run(scenario())
+    assert 0 < admitted <= 10 + 100 * elapsed + 1
+    assert cluster.node_of(f"admission:{{b:{name}}}").command("EXISTS", f"admission:{{b:{name}}}")
+
+
+def test_semaphores_on_three_nodes(cluster: RedisCluster) -> None:
+    """Three semaphores of 3 whose keys are on three different nodes, 10 tasks each taking
+    a permit 10 times: never more than 3 holders of one, fences strictly increasing."""
+    store_keys = Redis.__new__(Redis)
+    store_keys._prefix = b"admission"
+    names: dict[int, str] = {}
+    while len(names) < 3:  # a name per node
+        name = _name("sem")
+        node = cluster.node_of(store_keys._semaphore_keys(name, "h")[0])
+        names.setdefault(node.port, name)
+
+    async def scenario() -> None:
+        async with _store(cluster) as store:
+            for name in names.values():
+                sem = adm.Semaphore(3, name=name, store=store, lease="2s")
+                holding = most = 0
+                fences: list[list[int]] = [[] for _ in range(10)]
+
+                async def task(mine: list[int], sem: Any = sem) -> None:
+                    nonlocal holding, most
+                    for _ in range(10):
+                        async with sem as lease:
+                            holding += 1
+                            most = max(most, holding)
+                            mine.append(lease.fence)
+                            await asyncio.sleep(0.002)
+                            holding -= 1
+
+                await asyncio.gather(*(task(mine) for mine in fences))
+                assert most == 3, name  # never more, and the permits were all used
+                every = [f for mine in fences for f in mine]
+                assert len(set(every)) == len(every) == 100
+                for mine in fences:
+                    assert all(a < b for a, b in itertools.pairwise(mine))
+                assert await store.semaphore_state(name) == (0, 0)
+
+    run(scenario())
+    assert len(set(names.values())) == 3
+
+
+def test_script_flush_on_every_node_mid_load(cluster: RedisCluster) -> None:
+    """Every node loses its scripts three times while 32 callers take tokens of 300 keys:
+    each call is sent again with EVAL on NOSCRIPT, no caller sees an error, and each key
+    still admits exactly its burst."""
+    name, keys = _name("flush"), [f"user:{i}" for i in range(300)]
+
+    async def scenario() -> collections.Counter[str]:
+        async with _store(cluster) as store:
+            per_user = adm.KeyedTokenBucket(rate=1, per=3600, burst=4, name=name, store=store)
+            await per_user.acquire("warm-up")
+            requests = [key for _ in range(6) for key in keys]
+            load = asyncio.ensure_future(_take_all(per_user, requests, 32))
+            for _ in range(3):
+                await asyncio.sleep(0.05)
+                for node in cluster.nodes:
+                    await asyncio.to_thread(node.command, "SCRIPT", "FLUSH")
+            return await load
+
+    assert run(scenario()) == dict.fromkeys(keys, 4)
+
+
+@pytest.mark.parametrize("given", [False, True], ids=["url", "given redis.asyncio.Redis"])
+@pytest.mark.parametrize("mode", ["closed", "open"])
+def test_a_plain_client_of_one_node_says_to_use_a_cluster_client(
+    cluster: RedisCluster, given: bool, mode: str
+) -> None:
+    """A key another node serves answers MOVED: the caller gets a `ConfigError` naming
+    ``RedisCluster``, whatever ``on_store_error`` says (a misconfiguration is no outage: no
+    fallback, no admission), and the breaker is not tripped. A key of the node reached is
+    decided by that node, as a cluster client would have it decided."""
+    node = cluster.nodes[0]
+    name = _name("plain")
+    while cluster.node_of(f"admission:{{c:{name}}}") is not node:  # registered on node 0
+        name = _name("plain")
+    key_here = next(k for k in map(str, itertools.count()) if _on(cluster, name, k) is node)
+    key_away = next(k for k in map(str, itertools.count()) if _on(cluster, name, k) is not node)
+
+    async def scenario() -> None:
+        client = redis.asyncio.Redis(port=node.port) if given else None
+        store = adm.stores.Redis(node.url(), client=client, timeout=2.0)
+        per_user = adm.KeyedTokenBucket(
+            rate=1, per=3600, burst=2, name=name, store=store, on_store_error=mode, instances=1
+        )
+        try:
+            for _ in range(2):
+                await per_user.acquire(key_here, timeout=0)
+            with pytest.raises(adm.AcquireTimeout):
+                await per_user.acquire(key_here, timeout=0)
+            for _ in range(8):  # more than the breaker's 5 failures
+                with pytest.raises(adm.ConfigError, match="RedisCluster") as info:
+                    await per_user.acquire(key_away, timeout=0)
+                assert "MovedError" in str(info.value)
+            stats = per_user.stats()
+            assert (stats.admitted, per_user._counts.fallbacks) == (2, 0)
+            assert per_user._breaker.state == "closed"
+            with pytest.raises(adm.ConfigError, match="RedisCluster"):  # the store's own call
+                await store.rate(name, key_away.encode(), SECOND, 2, 1, 0)
+        finally:
+            await store.aclose()
+            if client is not None:
+                await client.aclose()
+
+    run(scenario())
+
+
+def _on(cluster: RedisCluster, name: str, key: str) -> RedisServer:
+    """The node of ``key``'s bucket in keyed limiter ``name``."""
+    return cluster.node_of(f"admission:{{k:{len(name)}:{name}:{key}}}")
