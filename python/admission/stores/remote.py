@@ -331,16 +331,19 @@ class _Deadlines:
     times as much; the timer fires about once per timeout while calls go on, and drops the
     entries of ended calls (a call's start drops those at the head too, so the queue stays
     about as long as the calls in flight).
+
+    One timer at a time: an expired call's caller resumes inside the timer's callback (its
+    `_Waiter` wakes it at once) and may start its next call there, which must not schedule
+    a second one (each timer expires what is due at its own time, never at another's).
     """
 
-    __slots__ = ("_entries", "_timer", "_timer_at", "loop", "timeout")
+    __slots__ = ("_entries", "_timer", "loop", "timeout")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
         self.loop = loop
         self.timeout = timeout
         self._entries: collections.deque[list[Any]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
 
     def watch(self, call: _Guarded[Any]) -> list[Any]:
         """Calls ``call._expire()`` once the timeout has passed, unless the entry returned
@@ -356,22 +359,25 @@ class _Deadlines:
         return entry
 
     def _schedule(self, deadline: float) -> None:
-        self._timer = self.loop.call_at(deadline, self._fire)
-        self._timer_at = deadline
+        self._timer = self.loop.call_at(deadline, self._fire, deadline)
 
-    def _fire(self) -> None:
-        self._timer = None
+    def _fire(self, at: float) -> None:
         entries = self._entries
         # The loop runs a timer up to its clock's resolution early: what was due then is due.
-        now = max(self.loop.time(), self._timer_at)
-        while entries:
-            deadline, call = entries[0]
-            if call is not None and deadline > now:
-                self._schedule(deadline)
-                return
-            entries.popleft()
-            if call is not None:
-                call._expire()
+        now = max(self.loop.time(), at)
+        try:
+            while entries:
+                deadline, call = entries[0]
+                if call is not None and deadline > now:
+                    break
+                entries.popleft()
+                if call is not None:
+                    call._expire()  # its caller may resume here, and start a call: `watch`
+        finally:
+            # Set until now (a call watched meanwhile scheduled none): the next one.
+            self._timer = None
+            if entries:
+                self._schedule(entries[0][0])
 
 
 _deadlines_by_loop: dict[tuple[asyncio.AbstractEventLoop, float], _Deadlines] = {}
