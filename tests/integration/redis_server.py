@@ -153,6 +153,7 @@ class RedisServer(_Started):
         *,
         cluster: bool = False,
         slots: tuple[int, int] = (0, SLOTS - 1),
+        bus_port: int | None = None,
         options: Sequence[str] = (),
         binary: str | None = None,
     ) -> None:
@@ -164,7 +165,7 @@ class RedisServer(_Started):
         self.slots = slots
         self.options = tuple(options)  # more of redis-server's options (--name value ...)
         # The cluster bus port (by default port + 10000, which a high free port overflows).
-        self.bus_port = free_port() if cluster else 0
+        self.bus_port = (bus_port or free_port()) if cluster else 0
         self.root = Path(tempfile.mkdtemp(prefix="admission-redis-"))
         self.log = self.root / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -206,7 +207,10 @@ class RedisServer(_Started):
         deadline = time.monotonic() + START_WITHIN
         while True:
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
+                err = ""
+                if self.process.stderr is not None:
+                    err = self.process.stderr.read().decode()
+                    self.process.stderr.close()
                 self.process = None
                 raise RuntimeError(f"redis-server exited at start:\n{err}\n{self.server_log()}")
             with contextlib.suppress(OSError, RuntimeError):
@@ -262,9 +266,17 @@ class RedisServer(_Started):
     def command(self, *args: str | bytes | int, timeout: float = 5.0) -> object:
         """Sends one command on a new connection; returns the decoded reply (errors raise
         `RuntimeError` with the server's message)."""
+        return self.commands([args], timeout=timeout)[0]
+
+    def commands(
+        self, commands: Sequence[Sequence[str | bytes | int]], timeout: float = 5.0
+    ) -> list[object]:
+        """Sends ``commands`` on one new connection (a test asking many things makes one
+        connection, not one each); their replies, as `command`'s."""
         with socket.create_connection((self.host, self.port), timeout=timeout) as sock:
-            sock.sendall(_encode(*args))
-            return _read_reply(sock, bytearray())
+            sock.sendall(b"".join(_encode(*args) for args in commands))
+            buffer = bytearray()
+            return [_read_reply(sock, buffer) for _ in commands]
 
     # ----------------------------------------------------------------------- URLs
 
@@ -279,6 +291,16 @@ class RedisServer(_Started):
         with contextlib.suppress(Exception):
             self.kill()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports (held open together while they are picked: ports
+    picked one by one may repeat)."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
 
 
 def _wait_for(ready: Callable[[], bool], deadline: float, nodes: Sequence[RedisServer]) -> None:
@@ -316,12 +338,19 @@ class RedisCluster(_Started):
             "--cluster-require-full-coverage", "yes" if full_coverage else "no",
         )  # fmt: skip
         bounds = [SLOTS * i // masters for i in range(masters + 1)]
+        ports = _free_ports(2 * masters)
         self.nodes: list[RedisServer] = []
         try:
-            for first, end in itertools.pairwise(bounds):
-                slots = (first, end - 1)
+            for i, (first, end) in enumerate(itertools.pairwise(bounds)):
                 self.nodes.append(
-                    RedisServer(cluster=True, slots=slots, options=options, binary=binary)
+                    RedisServer(
+                        ports[2 * i],
+                        cluster=True,
+                        slots=(first, end - 1),
+                        bus_port=ports[2 * i + 1],
+                        options=options,
+                        binary=binary,
+                    )
                 )
         except BaseException:
             self.cleanup()
@@ -370,10 +399,13 @@ class RedisCluster(_Started):
 
     def node_of(self, key: bytes | str) -> RedisServer:
         """The node serving ``key``'s slot (CLUSTER KEYSLOT, asked of a running node)."""
+        return self.nodes_of([key])[0]
+
+    def nodes_of(self, keys: Sequence[bytes | str]) -> list[RedisServer]:
+        """The node serving each key's slot (CLUSTER KEYSLOT, on one connection)."""
         asker = next(node for node in self.nodes if node.process is not None)
-        slot = asker.command("CLUSTER", "KEYSLOT", key)
-        assert isinstance(slot, int)
-        return next(n for n in self.nodes if n.slots[0] <= slot <= n.slots[1])
+        slots = asker.commands([("CLUSTER", "KEYSLOT", key) for key in keys])
+        return [next(n for n in self.nodes if n.slots[0] <= s <= n.slots[1]) for s in slots]  # type: ignore[operator]
 
     def cleanup(self) -> None:
         """Kills every node (by pid) and removes their directories."""

@@ -11,8 +11,7 @@ loopback, `redis_server.RedisCluster`), where a limiter's keys live on different
   the dead node's do what ``on_store_error`` says, every call bounded, the counts add up;
 - a plain client (or URL) of one node: a key that another node serves raises a
   `ConfigError` saying to use a ``RedisCluster`` client (never an answer of the wrong node,
-  never a fallback);
-- processes (spawn) sharing one keyed limiter over the cluster.
+  never a fallback).
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ import asyncio
 import collections
 import contextlib
 import itertools
-import multiprocessing
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -29,16 +27,17 @@ from typing import Any
 
 import pytest
 import redis.asyncio
-from postgres import run
+from postgres import run, wait_until
 from redis_server import RedisCluster, RedisServer
+from redis_store_workers import BOUND
 
 import admission as adm
+from admission.stores import remote
 from admission.stores.redis import Redis
 
 SECOND = 1_000_000
 #: A bound on any one call past its timeout, for a busy machine (a hang guard).
 SLACK = 2.0
-SPAWN = multiprocessing.get_context("spawn")
 
 
 @pytest.fixture(scope="module")
@@ -263,4 +262,121 @@ def test_a_plain_client_of_one_node_says_to_use_a_cluster_client(
 
 def _on(cluster: RedisCluster, name: str, key: str) -> RedisServer:
     """The node of ``key``'s bucket in keyed limiter ``name``."""
-    return cluster.node_of(f"admission:{{k:{len(name)}:{name}:{key}}}")
+    return cluster.node_of(_bucket(name, key))
+
+
+def _are_on(cluster: RedisCluster, name: str, keys: list[str], node: RedisServer) -> list[bool]:
+    """Whether each key's bucket in keyed limiter ``name`` is on ``node``."""
+    return [on is node for on in cluster.nodes_of([_bucket(name, key) for key in keys])]
+
+
+def _bucket(name: str, key: str) -> str:
+    return f"admission:{{k:{len(name)}:{name}:{key}}}"
+
+
+MODES = ("closed", "open", "local")
+
+
+def test_a_node_killed_mid_load() -> None:
+    """Three keyed limiters, one per ``on_store_error``, 300 keys each, every key's burst
+    (2) used up; then a node is killed (SIGKILL) and 16 callers per limiter keep asking for
+    every key, before and after the others mark it failed. The other nodes' keys are still
+    decided by the store (refused: their buckets are empty; never a fallback, never an
+    error), the dead node's do what ``on_store_error`` says (raise, admit, or the
+    in-process share of 1 per key), every call returns within the store's timeout (plus
+    room for a busy machine), and the counts add up."""
+    keys = [f"user:{i}" for i in range(300)]
+    timeout = 1.0  # for a loaded machine (a dead node's calls take it: the client retries)
+    outcomes = {mode: collections.Counter[tuple[bool, str]]() for mode in MODES}
+    admitted_dead = {mode: collections.Counter[str]() for mode in MODES}
+    errors: list[str] = []  # of the live nodes' keys
+    longest = 0.0
+
+    async def ask(mode: str, limiter: Any, key: str, dead: bool) -> None:
+        nonlocal longest
+        start = time.monotonic()
+        try:
+            await limiter.acquire(key, timeout=0)
+            outcome = "admitted"
+            if dead:
+                admitted_dead[mode][key] += 1
+        except adm.AcquireTimeout:
+            outcome = "refused"
+        except adm.StoreUnavailable as error:
+            outcome = "unavailable"
+            if not dead:
+                errors.append(f"{mode}: {error} (cause: {error.__cause__!r})")
+        longest = max(longest, time.monotonic() - start)
+        outcomes[mode][dead, outcome] += 1
+
+    async def rounds(limiters: dict[str, Any], on_dead: dict[str, dict[str, bool]]) -> None:
+        async def caller(mode: str, pending: Iterator[str]) -> None:
+            for key in pending:
+                await ask(mode, limiters[mode], key, on_dead[mode][key])
+
+        callers = []
+        for mode in MODES:
+            pending = iter([key for _ in range(3) for key in keys])
+            callers += [caller(mode, pending) for _ in range(16)]
+        await asyncio.gather(*callers)
+
+    async def scenario(cluster: RedisCluster) -> None:
+        dead_node = cluster.nodes[2]
+        async with _store(cluster, timeout) as store:
+            limiters = {
+                mode: adm.KeyedTokenBucket(
+                    rate=1,
+                    per=3600,
+                    burst=2,
+                    name=_name(f"kill-{mode}"),
+                    store=store,
+                    on_store_error=mode,
+                    instances=2,
+                )
+                for mode in MODES
+            }
+            for limiter in limiters.values():
+                used = await _take_all(limiter, [k for k in keys for _ in range(2)], 16)
+                assert used == dict.fromkeys(keys, 2)
+            on_dead = {
+                mode: dict(
+                    zip(keys, _are_on(cluster, limiters[mode].name, keys, dead_node), strict=True)
+                )
+                for mode in MODES
+            }
+            await asyncio.to_thread(dead_node.kill)
+            await rounds(limiters, on_dead)
+            survivor = cluster.nodes[0]
+            await wait_until(
+                lambda: b"master,fail " in bytes(survivor.command("CLUSTER", "NODES")),  # type: ignore[arg-type]
+                "the dead node marked failed",
+                every=0.05,
+            )
+            await rounds(limiters, on_dead)
+            # The dead node's calls the limiters left to finish (the client retries them).
+            await wait_until(lambda: not remote._background, "the calls left", within=BOUND)
+
+        assert longest < timeout + SLACK
+        for mode, limiter in limiters.items():
+            seen = outcomes[mode]
+            dead_calls = 6 * sum(on_dead[mode].values())
+            live_calls = 6 * len(keys) - dead_calls
+            assert 0 < dead_calls < live_calls
+            assert seen[False, "refused"] == live_calls, (mode, seen, errors[:3])  # by the store
+            if mode == "closed":
+                assert seen[True, "unavailable"] == dead_calls, seen
+                assert limiter._counts.fallbacks == 0
+            else:
+                assert seen[True, "unavailable"] == 0, (mode, seen)
+                assert limiter._counts.fallbacks == dead_calls  # none for the live keys
+            if mode == "open":
+                assert seen[True, "admitted"] == dead_calls
+            if mode == "local":
+                # The in-process share: burst ceil(2 / 2) = 1 per key, refilling 1 in 2 h.
+                assert set(admitted_dead[mode].values()) == {1}
+                assert len(admitted_dead[mode]) == sum(on_dead[mode].values())
+            assert limiter.stats().admitted == 2 * len(keys) + seen[True, "admitted"]
+            assert limiter._counts.store_errors >= (dead_calls if mode == "closed" else 1)
+
+    with RedisCluster(masters=3, node_timeout_ms=1000, full_coverage=False) as cluster:
+        run(scenario(cluster), timeout=120)

@@ -5,7 +5,11 @@ is **one** call of a Lua script (``EVALSHA``; on exactly a ``NOSCRIPT`` error, a
 ``SCRIPT FLUSH``, a restart or a failover, the script is sent again with ``EVAL``, which
 loads and runs it in one command; nothing else is retried). Every script reads the server's
 clock (``TIME``), never the client's, and touches keys of one hash slot only, so it runs on
-Redis Cluster.
+Redis Cluster: through a ``RedisCluster`` client, which sends each call to the node serving
+its slot and follows the cluster's redirections; the limiters then keep a breaker per node
+(`Redis.server_of`). A client of one node (a URL, a plain ``Redis``) of a cluster of several
+nodes raises `admission.errors.ConfigError` for a key another node serves (``MOVED``,
+``ASK``): a misconfiguration, not an outage that ``on_store_error`` would answer.
 
 What lives in Redis, under ``prefix`` (``admission`` by default); the part in braces is the
 hash tag, the only part Redis Cluster hashes:
@@ -445,12 +449,13 @@ class Redis(NetworkStore):
     """Limiters on a Redis or Valkey server, shared by every process of every host using it.
 
     ``url`` is redis-py's (``redis://[[user]:password@]host[:port][/db]``, ``rediss://``
-    for TLS, ``unix://path?db=0``); or pass ``client=``, a ``redis.asyncio.Redis`` (or
-    ``RedisCluster``) of your own: it is used as it is (its retries, its pool) and
-    `aclose` leaves it open. A client made from ``url`` retries nothing and holds at most
-    100 connections (``?max_connections=N`` in the URL): a call finding them all busy waits
-    for one, within its ``timeout``. ``timeout`` bounds every call (seconds, default 0.1): a call
-    that has not returned by then raises `admission.errors.StoreUnavailable`.
+    for TLS, ``unix://path?db=0``): one server; or pass ``client=``, a
+    ``redis.asyncio.Redis`` (or ``RedisCluster``, the one way to a cluster of several nodes)
+    of your own: it is used as it is (its retries, its pool) and `aclose` leaves it open. A
+    client made from ``url`` retries nothing and holds at most 100 connections
+    (``?max_connections=N`` in the URL): a call finding them all busy waits for one, within
+    its ``timeout``. ``timeout`` bounds every call (seconds, default 0.1): a call that has
+    not returned by then raises `admission.errors.StoreUnavailable`.
     ``prefix`` starts every key this store writes (module docstring).
 
     Needs the ``redis`` extra (``pip install 'admission[redis]'``: redis-py 6 or later).
@@ -492,13 +497,15 @@ class Redis(NetworkStore):
         self._driver_errors: tuple[type[Exception], ...] = (redis.exceptions.RedisError, OSError)
         self._in_step: type[Exception] = redis.exceptions.ResponseError
         self._cross_slot: type[Exception] = redis.exceptions.ClusterCrossSlotError
+        self._slot_unknown: type[Exception] = redis.exceptions.SlotNotCoveredError
         self._connection_error: type[Exception] = redis.exceptions.ConnectionError
         # The exception redis-py raises for an error reply, by its code (NOSCRIPT, CROSSSLOT,
         # ...): the store's own reader raises the same ones (`_exchange`).
         self._error_reply: Callable[[str], Exception] = BaseParser.parse_error
         # Whether a script may touch keys of several hash slots: not on a cluster (known
         # from the client, or from the first CROSSSLOT a node answers: see `rate_batch`).
-        self._one_slot = isinstance(client, redis.asyncio.RedisCluster)
+        self._cluster = isinstance(client, redis.asyncio.RedisCluster)
+        self._one_slot = self._cluster
         # A node's redirection (MOVED, ASK: AskError is MovedError's base) reaching the
         # store: a client of one node of a cluster of several, a misconfiguration
         # (`_eval`). A RedisCluster client follows them itself.
@@ -694,6 +701,26 @@ class Redis(NetworkStore):
         for cost, max_wait_us in requests:
             args += (cost, max_wait_us)
         return _replies(await self._eval(RATE_MANY, (self._bucket_key(name, key),), args))
+
+    @property
+    def spread_over_servers(self) -> bool:
+        """True with a ``RedisCluster`` client: the limiters keep a breaker per node."""
+        return self._cluster
+
+    def server_of(self, kind: str, name: str, key: bytes | None) -> str | None:
+        """The node (``host:port``) serving the slot of that state, as the ``RedisCluster``
+        client knows it (None before its first call, or for a slot it finds no node of)."""
+        if not self._cluster:
+            return None
+        if kind == "Semaphore":
+            stored = self._semaphore_keys(name, "h")[0]  # all its keys share one slot
+        else:
+            stored = self._bucket_key(name, key)
+        try:
+            node = self._client.get_node_from_key(stored)
+        except self._slot_unknown:  # before the client's first call: no slots known yet
+            return None
+        return None if node is None else str(node.name)
 
     @property
     def rate_batch_is_one_round_trip(self) -> bool:
