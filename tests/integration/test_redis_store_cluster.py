@@ -11,7 +11,8 @@ loopback, `redis_server.RedisCluster`), where a limiter's keys live on different
   the dead node's do what ``on_store_error`` says, every call bounded, the counts add up;
 - a plain client (or URL) of one node: a key that another node serves raises a
   `ConfigError` saying to use a ``RedisCluster`` client (never an answer of the wrong node,
-  never a fallback).
+  never a fallback);
+- processes (spawn) sharing one keyed limiter over the cluster.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import asyncio
 import collections
 import contextlib
 import itertools
+import os
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -27,9 +30,11 @@ from typing import Any
 
 import pytest
 import redis.asyncio
+import redis_store_workers as workers
+import spawned
 from postgres import run, wait_until
 from redis_server import RedisCluster, RedisServer
-from redis_store_workers import BOUND
+from spawned import BOUND
 
 import admission as adm
 from admission.stores import remote
@@ -380,3 +385,29 @@ def test_a_node_killed_mid_load() -> None:
 
     with RedisCluster(masters=3, node_timeout_ms=1000, full_coverage=False) as cluster:
         run(scenario(cluster), timeout=120)
+
+
+def test_three_processes_share_a_keyed_limiter_over_the_cluster(cluster: RedisCluster) -> None:
+    """3 processes (spawn) each ask for every one of 1,000 keys twice, 50 callers each, on
+    one keyed limiter of burst 3 (1 token an hour): every key admits exactly 3 of its 6,
+    whichever processes and nodes."""
+    name, keys = _name("processes"), 1000
+    started = []
+    try:
+        for _ in range(3):
+            started.append(
+                spawned.start(workers.keyed_pass_on_cluster, cluster.host, cluster.port, name, keys)
+            )
+        for process, conn in started:
+            assert spawned.receive(conn, process) == "ready"
+        for _, conn in started:
+            conn.send("go")
+        admitted = collections.Counter(i for p, c in started for i in spawned.receive(c, p))
+        for process, _ in started:
+            spawned.join(process)
+    finally:
+        for process, _ in started:
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGKILL)
+                process.join(spawned.BOUND)
+    assert admitted == dict.fromkeys(range(keys), 3)
