@@ -402,10 +402,35 @@ class RedisCluster(_Started):
         return self.nodes_of([key])[0]
 
     def nodes_of(self, keys: Sequence[bytes | str]) -> list[RedisServer]:
-        """The node serving each key's slot (CLUSTER KEYSLOT, on one connection)."""
+        """The node serving each key's slot (CLUSTER KEYSLOT, on one connection), as a
+        running node sees the slots now (CLUSTER SLOTS)."""
         asker = next(node for node in self.nodes if node.process is not None)
         slots = asker.commands([("CLUSTER", "KEYSLOT", key) for key in keys])
-        return [next(n for n in self.nodes if n.slots[0] <= s <= n.slots[1]) for s in slots]  # type: ignore[operator]
+        by_port = {node.port: node for node in self.nodes}
+        ranges = self.slot_map(asker)
+        return [
+            next(by_port[port] for first, last, port in ranges if first <= slot <= last)  # type: ignore[operator]
+            for slot in slots
+        ]
+
+    def move_slot(self, slot: int, target: RedisServer, *, finish: bool = True) -> None:
+        """Moves ``slot`` and its keys to ``target`` as a resharding does: the slot marked
+        importing and migrating, its keys sent over (MIGRATE), then given to ``target`` on
+        every node. ``finish=False`` stops before that last step: the keys have moved, the
+        source still serves the slot and answers ``ASK`` for a key it lacks."""
+        asker = next(node for node in self.nodes if node.process is not None)
+        by_port = {node.port: node for node in self.nodes}
+        source = next(by_port[p] for a, b, p in self.slot_map(asker) if a <= slot <= b)
+        target_id, source_id = (n.command("CLUSTER", "MYID") for n in (target, source))
+        target.command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)  # type: ignore[arg-type]
+        source.command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)  # type: ignore[arg-type]
+        keys = source.command("CLUSTER", "GETKEYSINSLOT", slot, 10_000)
+        assert isinstance(keys, list)
+        if keys:
+            source.command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *keys)
+        if finish:
+            for node in self.nodes:
+                node.command("CLUSTER", "SETSLOT", slot, "NODE", target_id)  # type: ignore[arg-type]
 
     def cleanup(self) -> None:
         """Kills every node (by pid) and removes their directories."""

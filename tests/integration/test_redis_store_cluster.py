@@ -12,7 +12,8 @@ loopback, `redis_server.RedisCluster`), where a limiter's keys live on different
 - a plain client (or URL) of one node: a key that another node serves raises a
   `ConfigError` saying to use a ``RedisCluster`` client (never an answer of the wrong node,
   never a fallback);
-- processes (spawn) sharing one keyed limiter over the cluster.
+- processes (spawn) sharing one keyed limiter over the cluster;
+- a slot moved to another node mid-load (``ASK``, then ``MOVED``): never a wrong answer.
 """
 
 from __future__ import annotations
@@ -411,3 +412,62 @@ def test_three_processes_share_a_keyed_limiter_over_the_cluster(cluster: RedisCl
                 os.kill(process.pid, signal.SIGKILL)
                 process.join(spawned.BOUND)
     assert admitted == dict.fromkeys(range(keys), 3)
+
+
+def test_a_slot_moved_to_another_node_mid_load(cluster: RedisCluster) -> None:
+    """A key's slot moves to another node (as a resharding does), in two steps: its keys
+    sent over while the source still serves the slot (it answers ``ASK``), then the slot
+    given to the target (``MOVED``), while 16 callers use 300 other keys. Never a wrong
+    answer: a key used up stays used up, a new key of that slot admits exactly its burst
+    over the whole move. Once the slot has moved, the ``RedisCluster`` client follows
+    ``MOVED`` and no caller sees an error; while it is moving, a call on its keys may fail
+    (`StoreUnavailable`, "TTL exhausted": redis-py's asyncio cluster client sends ``ASKING``
+    and the command on two connections of the target when it holds several, and the
+    target then answers ``MOVED`` back to the source)."""
+    from redis.crc import key_slot
+
+    name = _name("moved")
+    used_up = "user:moved"
+    slot = key_slot(_bucket(name, used_up).encode())
+    fresh = next(
+        key
+        for key in (f"fresh:{i}" for i in itertools.count())
+        if key_slot(_bucket(name, key).encode()) == slot
+    )
+    source = _on(cluster, name, used_up)
+    target = next(node for node in cluster.nodes if node is not source)
+    others = [f"user:{i}" for i in range(300)]
+
+    async def outcome(per_user: Any, key: str) -> str:
+        try:
+            await per_user.acquire(key, timeout=0)
+        except adm.AcquireTimeout:
+            return "refused"
+        except adm.StoreUnavailable as error:
+            return "unavailable" if "TTL exhausted" in str(error) else f"failed: {error}"
+        return "admitted"
+
+    async def scenario() -> tuple[dict[str, list[str]], collections.Counter[str]]:
+        async with _store(cluster) as store:
+            per_user = adm.KeyedTokenBucket(rate=1, per=3600, burst=3, name=name, store=store)
+            assert await _take_all(per_user, [used_up] * 4, 1) == {used_up: 3}
+            requests = [key for _ in range(4) for key in others]
+            load = asyncio.ensure_future(_take_all(per_user, requests, 16))
+            seen: dict[str, list[str]] = {}
+            for step in ("moving", "moved"):
+                await asyncio.to_thread(cluster.move_slot, slot, target, finish=step == "moved")
+                seen[step] = [await outcome(per_user, key) for key in (used_up, fresh)]
+            seen["fresh after"] = [await outcome(per_user, fresh) for _ in range(4)]
+            return seen, await load
+
+    try:
+        seen, admitted = run(scenario())
+    finally:
+        cluster.move_slot(slot, source)  # as the other tests found it
+    assert seen["moving"][0] in ("refused", "unavailable"), seen
+    assert seen["moving"][1] in ("admitted", "unavailable"), seen
+    assert seen["moved"] == ["refused", "admitted"], seen
+    fresh_admitted = [seen["moving"][1], seen["moved"][1], *seen["fresh after"]]
+    assert fresh_admitted.count("admitted") == 3, seen  # exactly its burst
+    assert "unavailable" not in seen["fresh after"], seen
+    assert admitted == dict.fromkeys(others, 3)
