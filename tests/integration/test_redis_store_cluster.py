@@ -117,15 +117,27 @@ def test_a_keyed_limiter_over_a_thousand_keys_on_three_nodes(cluster: RedisClust
     requests on one key are in flight together, admits exactly 3, wherever its node."""
     name, keys = _name("keyed"), [f"user:{i}" for i in range(1000)]
 
+    coalesced = 0  # round trips deciding a key's requests asked for while one was in flight
+
     async def scenario() -> collections.Counter[str]:
+        nonlocal coalesced
         async with _store(cluster) as store:
             per_user = adm.KeyedTokenBucket(rate=1, per=3600, burst=3, name=name, store=store)
             await per_user.acquire("warm-up")  # registered: the callers start together
+            rate_many = store.rate_many
+
+            def counted(*args: Any) -> Any:
+                nonlocal coalesced
+                coalesced += 1
+                return rate_many(*args)
+
+            store.rate_many = counted  # type: ignore[method-assign]
             requests = [key for key in keys for _ in range(5)]
             return await _take_all(per_user, requests, 64)
 
     admitted = run(scenario())
     assert admitted == dict.fromkeys(keys, 3)
+    assert coalesced > 0
     on_nodes = _keys_per_node(cluster, f"admission:{{k:{len(name)}:{name}:user:*".encode())
     assert sum(on_nodes.values()) == len(keys)
     assert all(count > 200 for count in on_nodes.values()), on_nodes  # about 333 each
@@ -202,24 +214,35 @@ def test_semaphores_on_three_nodes(cluster: RedisCluster) -> None:
 
 
 def test_script_flush_on_every_node_mid_load(cluster: RedisCluster) -> None:
-    """Every node loses its scripts three times while 32 callers take tokens of 300 keys:
-    each call is sent again with EVAL on NOSCRIPT, no caller sees an error, and each key
-    still admits exactly its burst."""
+    """Every node loses its scripts again and again while 32 callers take tokens of 300
+    keys: a call that meets NOSCRIPT is sent again with EVAL, no caller sees an error, and
+    each key still admits exactly its burst."""
     name, keys = _name("flush"), [f"user:{i}" for i in range(300)]
+    reloaded = 0  # calls sent again with EVAL
 
     async def scenario() -> collections.Counter[str]:
+        nonlocal reloaded
         async with _store(cluster) as store:
             per_user = adm.KeyedTokenBucket(rate=1, per=3600, burst=4, name=name, store=store)
             await per_user.acquire("warm-up")
+            evaluate = store._client.eval
+
+            def counted(*args: Any) -> Any:
+                nonlocal reloaded
+                reloaded += 1
+                return evaluate(*args)
+
+            store._client.eval = counted
             requests = [key for _ in range(6) for key in keys]
             load = asyncio.ensure_future(_take_all(per_user, requests, 32))
-            for _ in range(3):
-                await asyncio.sleep(0.05)
+            while not load.done():
                 for node in cluster.nodes:
                     await asyncio.to_thread(node.command, "SCRIPT", "FLUSH")
+                await asyncio.sleep(0.02)
             return await load
 
     assert run(scenario()) == dict.fromkeys(keys, 4)
+    assert reloaded > 0
 
 
 @pytest.mark.parametrize("given", [False, True], ids=["url", "given redis.asyncio.Redis"])
