@@ -74,11 +74,11 @@ def keyed_pass_on_cluster(host: str, port: int, name: str, keys: int, out: Conne
 
     async def main() -> list[int]:
         client = redis.asyncio.RedisCluster(host=host, port=port)
+        store = adm.stores.Redis(client=client, timeout=5.0)
         try:
-            return await _keyed_pass(
-                adm.stores.Redis(client=client, timeout=5.0), name, keys, 2, out
-            )
+            return await _keyed_pass(store, name, keys, 2, out)
         finally:
+            await store.aclose()
             await client.aclose()
 
     out.send(asyncio.run(main()))
