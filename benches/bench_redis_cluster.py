@@ -9,7 +9,7 @@ that they go to all three nodes:
 
 - ``KeyedTokenBucket(store=Redis(client=RedisCluster))``: admission's keyed limiter, one
   EVALSHA per key's round trip (its decisions coalesce per key, never across keys: each key
-  is its own hash slot);
+  is its own hash slot), on the store's own connections to the key's node;
 - limits (``limits.aio``, ``async+redis+cluster://``, redis-py): fixed window and moving
   window ``hit`` of the same 1,000 keys;
 - raw ``GET`` of 1,000 keys through the same ``RedisCluster`` client (the floor: one round
@@ -73,7 +73,11 @@ async def _keyed(host: str, port: int) -> Opened:
     def decide() -> Awaitable[object]:
         return keyed.acquire(next_key(), 1, 0)
 
-    return decide, client.aclose
+    async def close() -> None:
+        await store.aclose()  # its own connections to the nodes
+        await client.aclose()
+
+    return decide, close
 
 
 def _limits(strategy: str) -> Callable[[str, int], Awaitable[Opened]]:
