@@ -797,10 +797,7 @@ class Redis(NetworkStore):
             stored = self._semaphore_keys(name, "h")[0]  # all its keys share one slot
         else:
             stored = self._bucket_key(name, key)
-        try:
-            node = self._client.get_node_from_key(stored)
-        except self._slot_unknown:  # before the client's first call: no slots known yet
-            return None
+        node = self._node(stored)
         return None if node is None else str(node.name)
 
     @property
