@@ -174,3 +174,42 @@ def test_calls_sharing_a_timeout_share_one_timer_and_each_expires_at_its_own_dea
         loop.run_until_complete(main())
     finally:
         loop.close()
+
+
+@pytest.mark.parametrize("kind", TASK_KINDS)
+def test_a_caller_that_calls_again_from_its_expiry_leaves_the_others_deadlines_alone(
+    kind: str,
+) -> None:
+    """A caller whose call expires resumes at once, inside the timer's callback, and may
+    start its next call there (watched by the same `_Deadlines`). Each of two callers
+    doing so, their calls a little apart: every call still expires at its own deadline,
+    never before (the timer scheduled from inside the callback once made a second one, and
+    the older one fired with the newer one's deadline, expiring calls just started)."""
+    timeout = 0.05
+
+    def expired() -> BaseException:
+        return adm.StoreUnavailable("memory", "late")
+
+    lasted: list[float] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        async def no_answer() -> None:
+            await loop.create_future()
+
+        async def caller() -> None:
+            for _ in range(6):
+                start = loop.time()
+                with pytest.raises(adm.StoreUnavailable):
+                    await _Guarded(no_answer(), pytest.fail, timeout=timeout, expired=expired)
+                lasted.append(loop.time() - start)
+
+        first = loop.create_task(caller())
+        await asyncio.sleep(timeout / 5)
+        await asyncio.gather(first, caller())
+
+    run_on(kind, main)
+    assert len(lasted) == 12
+    # Never early (a timer may run up to the clock's resolution early: far less than this).
+    assert min(lasted) > timeout * 0.9, lasted
