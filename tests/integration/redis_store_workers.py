@@ -1,6 +1,7 @@
-"""The child processes of test_redis_store_limiters.py (spawn start method: each imports this
-module by name and runs one function, talking to the test over a Pipe). Each opens its own
-`admission.stores.Redis` on the test's server and uses the limiters built on it."""
+"""The child processes of test_redis_store_limiters.py and test_redis_store_cluster.py (spawn
+start method: each imports this module by name and runs one function, talking to the test
+over a Pipe). Each opens its own `admission.stores.Redis` on the test's server (or cluster)
+and uses the limiters built on it."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import asyncio
 import time
 from multiprocessing.connection import Connection
 
-import admission as adm
+from spawned import BOUND
 
-BOUND = 30.0  # every wait of these tests ends within this many seconds
+import admission as adm
 
 
 def hammer_bucket(url: str, name: str, tasks: int, out: Connection) -> None:
@@ -58,26 +59,53 @@ def keyed_pass(url: str, name: str, keys: int, out: Connection) -> None:
 
     async def main() -> tuple[int, int]:
         store = adm.stores.Redis(url, timeout=5.0)
-        per_user = adm.KeyedTokenBucket(rate=1, per=3600, burst=2, name=name, store=store)
-        out.send("ready")
-        out.recv()
-        admitted = refused = 0
-        pending = iter(range(keys))
-
-        async def task() -> None:
-            nonlocal admitted, refused
-            for i in pending:
-                try:
-                    await per_user.acquire(f"user:{i}", timeout=0)
-                    admitted += 1
-                except adm.AcquireTimeout:
-                    refused += 1
-
-        await asyncio.gather(*(task() for _ in range(50)))
+        admitted = await _keyed_pass(store, name, keys, 1, out)
         await store.aclose()
-        return admitted, refused
+        return len(admitted), keys - len(admitted)
 
     out.send(asyncio.run(main()))
+
+
+def keyed_pass_on_cluster(host: str, port: int, name: str, keys: int, out: Connection) -> None:
+    """`keyed_pass` through a ``RedisCluster`` client of the cluster at ``host:port``,
+    asking for every key twice (burst 3); sends the keys admitted (their numbers, a key
+    once per admission)."""
+    import redis.asyncio
+
+    async def main() -> list[int]:
+        client = redis.asyncio.RedisCluster(host=host, port=port)
+        store = adm.stores.Redis(client=client, timeout=5.0)
+        try:
+            return await _keyed_pass(store, name, keys, 2, out)
+        finally:
+            await store.aclose()
+            await client.aclose()
+
+    out.send(asyncio.run(main()))
+
+
+async def _keyed_pass(
+    store: adm.stores.Redis, name: str, keys: int, times: int, out: Connection
+) -> list[int]:
+    """Once the test says go, 50 tasks ask for one token of each key ``times`` times (the
+    same key's asks one after the other in the list: together in flight) without waiting;
+    the keys admitted."""
+    per_user = adm.KeyedTokenBucket(rate=1, per=3600, burst=times + 1, name=name, store=store)
+    out.send("ready")
+    out.recv()
+    admitted: list[int] = []
+    pending = iter([i for i in range(keys) for _ in range(times)])
+
+    async def task() -> None:
+        for i in pending:
+            try:
+                await per_user.acquire(f"user:{i}", timeout=0)
+                admitted.append(i)
+            except adm.AcquireTimeout:
+                pass
+
+    await asyncio.gather(*(task() for _ in range(50)))
+    return admitted
 
 
 def semaphore_load(url: str, name: str, rounds: int, out: Connection) -> None:

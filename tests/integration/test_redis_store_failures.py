@@ -366,6 +366,7 @@ def test_every_script_runs_on_a_cluster(cluster: RedisServer, kind: str) -> None
                 assert await store.semaphore_release(name, "a")
                 assert await store.semaphore_release(name, "b")
         finally:
+            await store.aclose()
             await client.aclose()
 
     run(scenario())
@@ -409,6 +410,7 @@ def test_on_a_cluster_one_keys_failure_fails_only_its_own_callers(
             rest = [asyncio.ensure_future(outcome(key)) for key in ("a", "bad", "z")]
             return [await first] + [await call for call in rest]
         finally:
+            await store.aclose()
             await client.aclose()
 
     name = f"one-fails-{kind}"

@@ -13,48 +13,22 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import multiprocessing
 import os
 import signal
 import time
 import uuid
-from collections.abc import Callable
-from multiprocessing.connection import Connection
-from typing import Any
 
 import pytest
 import redis_store_workers as workers
 from postgres import run, wait_until
 from redis_server import RedisServer
-from redis_store_workers import BOUND
+from spawned import BOUND
+from spawned import join as _join
+from spawned import receive as _receive
+from spawned import start as _start
 
 import admission as adm
 from admission.stores.remote import POLL_MAX, store_breaker
-
-SPAWN = multiprocessing.get_context("spawn")
-
-
-def _start(target: Callable[..., None], *args: Any) -> tuple[Any, Connection]:
-    ours, theirs = SPAWN.Pipe()
-    process = SPAWN.Process(target=target, args=(*args, theirs))
-    process.start()
-    return process, ours
-
-
-def _receive(conn: Connection, process: Any) -> Any:
-    if not conn.poll(BOUND):
-        os.kill(process.pid, signal.SIGKILL)
-        pytest.fail(f"worker {process.pid} sent nothing within {BOUND} s")
-    return conn.recv()
-
-
-def _join(process: Any) -> None:
-    process.join(BOUND)
-    if process.is_alive():
-        os.kill(process.pid, signal.SIGKILL)
-        process.join(BOUND)
-        pytest.fail(f"worker {process.pid} did not finish within {BOUND} s")
-    assert process.exitcode == 0, f"worker {process.pid} failed: exit code {process.exitcode}"
 
 
 def _name(what: str) -> str:

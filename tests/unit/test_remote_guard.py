@@ -291,3 +291,42 @@ def test_an_error_the_task_throws_in_goes_to_the_driver_at_once() -> None:
     assert len(outcome) == 1
     assert isinstance(outcome[0], RuntimeError)
     assert "different loop" in str(outcome[0])
+
+
+@pytest.mark.parametrize("kind", TASK_KINDS)
+def test_a_caller_that_calls_again_from_its_expiry_leaves_the_others_deadlines_alone(
+    kind: str,
+) -> None:
+    """A caller whose call expires resumes at once, inside the timer's callback, and may
+    start its next call there (watched by the same `_Deadlines`). Each of two callers
+    doing so, their calls a little apart: every call still expires at its own deadline,
+    never before (the timer scheduled from inside the callback once made a second one, and
+    the older one fired with the newer one's deadline, expiring calls just started)."""
+    timeout = 0.05
+
+    def expired() -> BaseException:
+        return adm.StoreUnavailable("memory", "late")
+
+    lasted: list[float] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        async def no_answer() -> None:
+            await loop.create_future()
+
+        async def caller() -> None:
+            for _ in range(6):
+                start = loop.time()
+                with pytest.raises(adm.StoreUnavailable):
+                    await _Guarded(no_answer(), pytest.fail, timeout=timeout, expired=expired)
+                lasted.append(loop.time() - start)
+
+        first = loop.create_task(caller())
+        await asyncio.sleep(timeout / 5)
+        await asyncio.gather(first, caller())
+
+    run_on(kind, main)
+    assert len(lasted) == 12
+    # Never early (a timer may run up to the clock's resolution early: far less than this).
+    assert min(lasted) > timeout * 0.9, lasted

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import NamedTuple, cast
 
@@ -153,6 +153,21 @@ class NetworkStore(ABC):
     @abstractmethod
     def label(self) -> str:
         """What metrics and errors call this store: a URL or DSN without credentials."""
+
+    @property
+    def spread_over_servers(self) -> bool:
+        """True when the store keeps its limiters' state on several servers that fail apart
+        (a Redis Cluster's nodes): the limiters then ask `server_of` for each round trip
+        and keep a breaker per server, so that a dead server fails only the state it
+        holds. False (the default): one server, one breaker."""
+        return False
+
+    def server_of(self, kind: str, name: str, key: bytes | None) -> Hashable | None:
+        """The server holding the state of limiter ``name`` of ``kind`` ("TokenBucket",
+        "KeyedTokenBucket", "Semaphore"; ``key``: a keyed limiter's key), for a store
+        `spread_over_servers`; None where it is not known (yet). Called once per round
+        trip: it must not block."""
+        return None
 
     @abstractmethod
     async def register(self, kind: str, name: str, config: Mapping[str, float]) -> None:

@@ -41,7 +41,9 @@ module owns the rest:
   round trip alone would have succeeded. A caller cancelled in the turn its reply is
   delivered gives its charge back.
 - Failure. Each round trip returns or raises within the store's ``timeout``. A breaker per
-  store (`admission.CircuitBreaker`, named ``store <label>``) opens after repeated failures,
+  store (`admission.CircuitBreaker`, named ``store <label>``; per server of a store
+  `NetworkStore.spread_over_servers`, a Redis Cluster's node: ``store <label> <node>``, so
+  that a dead node fails only the state it holds) opens after repeated failures,
   so a dead store costs microseconds, not a timeout per call; then each limiter does what
   its ``on_store_error`` says: ``"closed"`` raises `StoreUnavailable`, ``"open"`` admits,
   ``"local"`` falls back to an in-process limiter of the rate (or limit) divided by
@@ -65,7 +67,15 @@ import os
 import socket
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Hashable,
+    Iterator,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast, final
 
 from admission import _backend, _native, durations
@@ -173,17 +183,24 @@ def network_options(kind: str, given: dict[str, Any], *allowed: str) -> dict[str
 
 # -- the store's breaker, shared by its limiters ---------------------------------------------
 
-_breakers: weakref.WeakKeyDictionary[NetworkStore, CircuitBreaker] = weakref.WeakKeyDictionary()
+_breakers: weakref.WeakKeyDictionary[NetworkStore, dict[Hashable | None, CircuitBreaker]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def store_breaker(store: NetworkStore) -> CircuitBreaker:
-    """The breaker of ``store``'s round trips (made at first use, shared by its limiters):
-    half of the last 20 round trips failed (judged once 5 were made), and it opens for 1 s,
-    doubling up to 30 s while the store stays down; one probe at a time when half-open."""
-    breaker = _breakers.get(store)
+def store_breaker(store: NetworkStore, server: Hashable | None = None) -> CircuitBreaker:
+    """The breaker of ``store``'s round trips (made at first use, shared by its limiters),
+    or of those to one of its ``server``s (`NetworkStore.server_of`): half of the last 20
+    round trips failed (judged once 5 were made), and it opens for 1 s, doubling up to 30 s
+    while the store stays down; one probe at a time when half-open."""
+    by_server = _breakers.get(store)
+    if by_server is None:
+        by_server = _breakers[store] = {}
+    breaker = by_server.get(server)
     if breaker is None:
+        label = f"store {store.label}" if server is None else f"store {store.label} {server}"
         breaker = CircuitBreaker(
-            f"store {store.label}",
+            label,
             failure_rate=0.5,
             window=20,
             min_calls=5,
@@ -191,14 +208,15 @@ def store_breaker(store: NetworkStore) -> CircuitBreaker:
             open_for_max=30.0,
             half_open_calls=1,
         )
-        _breakers[store] = breaker
+        by_server[server] = breaker
     return breaker
 
 
 def _refusal(store: NetworkStore, breaker: CircuitBreaker) -> StoreUnavailable:
     return StoreUnavailable(
         store.label,
-        f"its breaker is open after repeated failures (next try in {breaker.retry_after:.3f} s)",
+        f"the breaker {breaker.name!r} is open after repeated failures "
+        f"(next try in {breaker.retry_after:.3f} s)",
     )
 
 
@@ -335,9 +353,8 @@ class _Guarded(Generic[T]):
         of its own, not now. The driver's future may have completed in this very turn, its
         callbacks scheduled but not run: a caller resumed now would resume the driver
         before them, which asyncio's own code does not expect (sock_connect's callback
-        then fails on the transport made meanwhile). And a caller resumed now may start
-        its next call inside `_Deadlines._fire`, whose timer it would then set beside the
-        one `_fire` sets: the spare one expired that call a timeout early."""
+        then fails on the transport made meanwhile). Nor does a caller start its next call
+        inside `_Deadlines._fire` then (which keeps one timer all the same)."""
         self._timed_out = True
         waiting = self._waiting
         if waiting is not None:
@@ -363,16 +380,20 @@ class _Deadlines:
     times as much; the timer fires about once per timeout while calls go on, and drops the
     entries of ended calls (a call's start drops those at the head too, so the queue stays
     about as long as the calls in flight).
+
+    One timer at a time: a call watched while the timer's callback runs (its caller woken
+    there) must not schedule a second one (each timer expires what is due at its own time,
+    never at another's). `_Guarded._expire` wakes a caller in a callback of its own, after
+    this one, for that reason among others.
     """
 
-    __slots__ = ("_entries", "_timer", "_timer_at", "loop", "timeout")
+    __slots__ = ("_entries", "_timer", "loop", "timeout")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
         self.loop = loop
         self.timeout = timeout
         self._entries: collections.deque[list[Any]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
 
     def watch(self, call: _Guarded[Any]) -> list[Any]:
         """Calls ``call._expire()`` once the timeout has passed, unless the entry returned
@@ -388,22 +409,25 @@ class _Deadlines:
         return entry
 
     def _schedule(self, deadline: float) -> None:
-        self._timer = self.loop.call_at(deadline, self._fire)
-        self._timer_at = deadline
+        self._timer = self.loop.call_at(deadline, self._fire, deadline)
 
-    def _fire(self) -> None:
-        self._timer = None
+    def _fire(self, at: float) -> None:
         entries = self._entries
         # The loop runs a timer up to its clock's resolution early: what was due then is due.
-        now = max(self.loop.time(), self._timer_at)
-        while entries:
-            deadline, call = entries[0]
-            if call is not None and deadline > now:
-                self._schedule(deadline)
-                return
-            entries.popleft()
-            if call is not None:
-                call._expire()  # wakes its caller later: no call starts while this runs
+        now = max(self.loop.time(), at)
+        try:
+            while entries:
+                deadline, call = entries[0]
+                if call is not None and deadline > now:
+                    break
+                entries.popleft()
+                if call is not None:
+                    call._expire()  # (wakes its caller in a callback of its own)
+        finally:
+            # Set until now (a call watched meanwhile scheduled none): the next one.
+            self._timer = None
+            if entries:
+                self._schedule(entries[0][0])
 
 
 _deadlines_by_loop: dict[tuple[asyncio.AbstractEventLoop, float], _Deadlines] = {}
@@ -707,6 +731,7 @@ class _Remote:
         "_breaker",
         "_counts",
         "_registered",
+        "_spread",
         "instances",
         "name",
         "on_store_error",
@@ -748,6 +773,7 @@ class _Remote:
         self.on_store_error: OnStoreError = on_store_error  # type: ignore[assignment]
         self.instances = instances or 1
         self._breaker = store_breaker(store)
+        self._spread = store.spread_over_servers  # a breaker per server, then (`_call`)
         self._counts = _Counts()
         self._registered = False
         _track(self)
@@ -760,11 +786,17 @@ class _Remote:
         call: Callable[[], Coroutine[Any, Any, T]],
         on_late_reply: Callable[[T], object],
         count: int = 1,
+        key: bytes | None = None,
     ) -> T:
-        """One round trip through the store's breaker (registering the limiter first, once);
-        `StoreUnavailable` when it fails or the breaker refuses it, counted as ``count``
-        store errors (0: its callers count their own)."""
+        """One round trip (on ``key``'s state) through the store's breaker, or through the
+        breaker of the server holding that state on a store `spread_over_servers`
+        (registering the limiter first, once); `StoreUnavailable` when it fails or the
+        breaker refuses it, counted as ``count`` store errors (0: its callers count their
+        own)."""
         breaker = self._breaker
+        if self._spread:
+            server = self.store.server_of(self._kind, self.name, key)
+            breaker = store_breaker(self.store, server)
         if not breaker.try_acquire():
             self._counts.store_errors += count
             raise _refusal(self.store, breaker)
@@ -940,7 +972,7 @@ class _RemoteRate(_Remote):
     async def _decide(self, key: bytes | None, cost: int, max_wait_us: int) -> RateReply:
         """One decision: a round trip of its own when none of this limiter's is in flight,
         else queued for the next one (module docstring, "Coalescing")."""
-        lane_key = None if self.store.rate_batch_is_one_round_trip else key
+        lane_key = None if self.store.rate_batch_is_one_round_trip and not self._spread else key
         lane = self._lanes.get(lane_key)
         if lane is None:
             lane = self._lanes[lane_key] = _Lane()
@@ -953,6 +985,7 @@ class _RemoteRate(_Remote):
                     self.name, key, self._interval_us, self._burst, cost, max_wait_us
                 ),
                 lambda late: self._give_back(key, cost, late),
+                key=key,
             )
         finally:
             self._next_round_trip(lane_key, lane)
@@ -1003,7 +1036,8 @@ class _RemoteRate(_Remote):
         batches: list[list[_Request]] = []
         try:
             while True:
-                one = self.store.rate_batch_is_one_round_trip
+                # Never across keys on a store spread over servers: a key's server's breaker.
+                one = self.store.rate_batch_is_one_round_trip and not self._spread
                 groups: dict[bytes | None, list[_Request]] = {}
                 while queued:
                     request = queued.popleft()
@@ -1052,6 +1086,7 @@ class _RemoteRate(_Remote):
                 lambda: self._batch_call(batch),
                 lambda late: self._give_back_all(charges, late),
                 0,
+                key=batch[0].key,  # the batch's only key where a breaker is per server
             )
         except BatchContended:
             # It decided nothing (a key held by another client): each key's requests
