@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from fractions import Fraction
+
+import pytest
 
 import admission as adm
 from admission.stores import NetworkStore
@@ -129,3 +132,17 @@ async def rates_answer_as_the_reference(
         for (key, cost, _), reply in zip(requests, got, strict=True):
             if reply.admitted:
                 last[key] = (cost, reply.tat_us)
+
+
+async def one_event_loop_per_store(store: NetworkStore, name: str) -> None:
+    """A limiter on ``store`` works on this loop, and its call from another loop (a second
+    ``asyncio.run`` in a thread, bounded) raises the `RuntimeError` that says a store
+    serves the loop it was first used on. Closes the store."""
+    bucket = adm.TokenBucket(rate=1000, name=name, store=store)
+    try:
+        await bucket.acquire()
+        on_another_loop = asyncio.wait_for(bucket.acquire(), 5)
+        with pytest.raises(RuntimeError, match="event loop it was first used on"):
+            await asyncio.to_thread(asyncio.run, on_another_loop)
+    finally:
+        await store.aclose()

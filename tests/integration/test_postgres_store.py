@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import itertools
 import multiprocessing
+import socket
 import subprocess
 import sys
 import time
@@ -22,7 +24,11 @@ from typing import Any
 import asyncpg
 import pytest
 from postgres import APP_PASSWORD, PostgresServer, run, wait_until
-from store_contract import rates_answer_as_the_reference, semaphores_answer_as_the_reference
+from store_contract import (
+    one_event_loop_per_store,
+    rates_answer_as_the_reference,
+    semaphores_answer_as_the_reference,
+)
 
 import admission as adm
 from admission.errors import ConfigError, StoreUnavailable
@@ -127,6 +133,28 @@ def test_rate_refuses_a_cost_outside_1_to_burst(pg: PostgresServer, schema: str)
             for cost in (0, 4):
                 with pytest.raises(ValueError, match="cost must be between 1 and burst"):
                     await store.rate("c", None, LONG, 3, cost, 0)
+        finally:
+            await store.aclose()
+
+    run(main())
+
+
+def test_an_argument_the_server_refuses_as_data_is_the_callers_error(
+    pg: PostgresServer, schema: str
+) -> None:
+    """A value the driver cannot send (out of bigint's range) or the server refuses as data
+    (a NUL in a text) is the caller's mistake, raised as it is: never `StoreUnavailable`,
+    which would count against the store's breaker, shared by all its limiters."""
+
+    async def main() -> None:
+        store = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
+        try:
+            with pytest.raises(asyncpg.DataError, match="out of int64 range") as refused:
+                await store.rate("c", None, LONG, 3, 1, 2**63)
+            assert not isinstance(refused.value, StoreUnavailable)
+            with pytest.raises(asyncpg.DataError, match="0x00"):
+                await store.rate("c\x00d", None, LONG, 3, 1, 0)
+            assert (await store.rate("c", None, LONG, 3, 1, 0)).admitted  # the connection is fine
         finally:
             await store.aclose()
 
@@ -437,6 +465,78 @@ def test_first_use_of_a_stopped_server_and_a_wrong_password(own_server: Postgres
     run(main())
 
 
+def test_a_server_that_never_answers_leaves_no_error_unretrieved(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A listener that accepts and answers nothing (a server of another kind, a hung one):
+    every call fails within its timeout while the connecting goes on in the background
+    until `SETUP_TIMEOUT`. Its failure, which no caller waits for any more, is not left for
+    asyncio to log ("Task exception was never retrieved"), also after `aclose`."""
+    from admission.stores import postgres
+
+    monkeypatch.setattr(postgres, "SETUP_TIMEOUT", 0.3)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    logged: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: logged.append(context))
+        store = Postgres(f"postgresql://app:pw@127.0.0.1:{port}/test", timeout=0.05)
+        with pytest.raises(StoreUnavailable, match=r"not connected within 0\.05 s"):
+            await store.rate("r", None, LONG, 5, 1, 0)
+        await asyncio.sleep(0.6)  # the connecting gave up
+        del store
+        gc.collect()
+        closing = Postgres(f"postgresql://app:pw@127.0.0.1:{port}/test", timeout=0.05)
+        with pytest.raises(StoreUnavailable):
+            await closing.rate("r", None, LONG, 5, 1, 0)
+        await closing.aclose()  # while connecting
+        await asyncio.sleep(0.6)
+        del closing
+        gc.collect()
+
+    try:
+        run(main())
+    finally:
+        listener.close()
+    assert logged == []
+
+
+def test_a_store_used_on_a_second_event_loop_says_so_at_once(pg: PostgresServer) -> None:
+    """A store (its connections) serves the event loop it was first used on: used from
+    another (a second ``asyncio.run``, a test framework's loop per test), it says so at
+    once. (Its call awaited a future of the first loop: the task threw, the guard held
+    the error and handed the task the same wait again, forever, at 100 % CPU.)"""
+
+    store = Postgres(pg.app_dsn(), timeout=1.0, sweep_interval=None)
+    run(one_event_loop_per_store(store, f"loops-{time.time_ns()}"))
+
+
+def test_a_dsn_option_the_driver_refuses_is_a_config_error_not_an_outage(
+    pg: PostgresServer,
+) -> None:
+    """``?sslmode=bogus`` is refused by asyncpg when it connects: a `ConfigError` saying
+    so, at every call, never `StoreUnavailable` (which counted against the breaker, and
+    which on_store_error='open' answered by admitting everything, for good)."""
+    from admission.stores.remote import store_breaker
+
+    async def main() -> None:
+        store = Postgres(pg.app_dsn() + "?sslmode=bogus", timeout=LOADED, sweep_interval=None)
+        bucket = adm.TokenBucket(rate=5, name="bogus", store=store, on_store_error="open")
+        try:
+            for _ in range(6):
+                with pytest.raises(ConfigError, match="sslmode") as refused:
+                    await bucket.acquire(timeout=0)
+                assert APP_PASSWORD not in str(refused.value)
+            with pytest.raises(ConfigError, match="sslmode"):
+                await store.migrate()
+            assert store_breaker(store).state == "closed"
+        finally:
+            await store.aclose()
+
+    run(main())
+
+
 def test_credentials_are_never_shown(pg: PostgresServer) -> None:
     dsn = pg.app_dsn()
     store = Postgres(dsn)
@@ -732,6 +832,10 @@ def test_bad_arguments_are_refused_at_once(pg: PostgresServer) -> None:
         Postgres(pool=(manager, "other"))
     with pytest.raises(ValueError, match="schema must be an identifier"):
         Postgres(pg.dsn(), schema='x"; drop table y; --')
+    # PostgreSQL reserves the prefix for its own schemas: every call would fail, as if the
+    # store were down (StoreUnavailable, the breaker, on_store_error), and never recover.
+    with pytest.raises(ValueError, match="reserved"):
+        Postgres(pg.dsn(), schema="pg_admission")
     with pytest.raises(ValueError, match="timeout"):
         Postgres(pg.dsn(), timeout=0)
     with pytest.raises(ValueError, match="cannot be used") as bad:

@@ -438,3 +438,32 @@ def test_a_decision_answered_after_the_timeout_is_given_back(own_server: Postgre
             await store.aclose()
 
     run(main())
+
+
+# ------------------------------------------------------------------ a caller's mistakes
+
+
+def test_a_callers_mistakes_never_count_against_the_store(pg: PostgresServer) -> None:
+    """A timeout past bigint's range in µs, a key with any bytes, a name the server cannot
+    hold: each is admitted or refused as the caller's own error, and the store's breaker,
+    which all its limiters share, stays closed (five such calls used to open it: every
+    other limiter of the store then failed, or admitted all, for a second)."""
+    from admission.stores.remote import store_breaker
+
+    async def main() -> None:
+        store = Postgres(pg.app_dsn(), timeout=5, sweep_interval=None)
+        bucket = adm.TokenBucket(rate=100, name="mistakes", store=store)
+        per_user = adm.KeyedTokenBucket(rate=100, name="mistakes-keyed", store=store)
+        try:
+            for _ in range(6):
+                await bucket.acquire(1, timeout=1e20)  # as good as no timeout
+                await per_user.acquire(b"\x00\xff", 1, timeout=1e20)
+                with pytest.raises(ValueError, match="name must be"):
+                    adm.TokenBucket(rate=100, name="a\x00b", store=store)
+            assert store_breaker(store).state == "closed"
+            assert bucket.stats().admitted == per_user.stats().admitted == 6
+            assert bucket._counts.store_errors == per_user._counts.store_errors == 0
+        finally:
+            await store.aclose()
+
+    run(main())

@@ -19,6 +19,7 @@ import redis.asyncio
 import redis.exceptions
 from postgres import run, wait_until
 from redis_server import RedisServer
+from store_contract import one_event_loop_per_store
 
 import admission as adm
 from admission.stores.redis import Redis, _usable
@@ -574,3 +575,129 @@ def test_a_decision_answered_after_the_timeout_is_given_back(given: bool) -> Non
 
     with RedisServer() as server:
         run(scenario(server))
+
+
+async def _proxy_losing_a_reply(port: int, command: bytes) -> tuple[asyncio.Server, list[int]]:
+    """A proxy to the server on ``port`` that, the first time a client's bytes hold
+    ``command``, lets the server run it and resets the client's connection instead of
+    passing on the reply (what a connection lost mid-reply looks like: the server applied
+    the command, the client cannot know). The list counts the replies lost."""
+    lost: list[int] = []
+    armed = [True]
+
+    async def serve(client_reader: asyncio.StreamReader, client: Any) -> None:
+        server_reader, server = await asyncio.open_connection("127.0.0.1", port)
+        cut = asyncio.Event()
+
+        async def up() -> None:
+            with contextlib.suppress(OSError):
+                while data := await client_reader.read(65536):
+                    if armed[0] and command in data:
+                        armed[0] = False
+                        cut.set()
+                    server.write(data)
+            server.close()
+
+        async def down() -> None:
+            with contextlib.suppress(OSError):
+                while data := await server_reader.read(65536):
+                    if cut.is_set():
+                        lost.append(1)
+                        client.transport.abort()
+                        return
+                    client.write(data)
+            client.close()
+
+        await asyncio.gather(up(), down())
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0), lost
+
+
+def test_a_lease_granted_whose_reply_was_lost_is_released(redis_server: RedisServer) -> None:
+    """The server granted the lease but the connection was lost before its reply: the
+    caller gets `StoreUnavailable`, and the lease it may hold is released at once, not
+    left to take a permit from everyone until it expires (60 s here)."""
+    from admission.stores.redis import ACQUIRE
+
+    async def scenario() -> None:
+        proxy, lost = await _proxy_losing_a_reply(redis_server.port, ACQUIRE.sha.encode())
+        port = proxy.sockets[0].getsockname()[1]
+        store = adm.stores.Redis(f"redis://127.0.0.1:{port}/0", timeout=5.0)
+        direct = adm.stores.Redis(redis_server.url(), timeout=5.0)
+        name = f"lost-{time.time_ns()}"
+        semaphore = adm.Semaphore(2, name=name, store=store, lease="60s")
+        try:
+            await direct.semaphore_acquire("warm", 1, "h", SECOND, False)  # the script loaded
+            with pytest.raises(adm.StoreUnavailable, match="Connection lost"):
+                await semaphore.acquire(timeout=0)
+            assert lost == [1]
+
+            async def released() -> bool:
+                return await direct.semaphore_state(name) == (0, 0)
+
+            await wait_until(released, "the lease to be released", 10.0)
+            async with semaphore as lease:  # the store answers again: a permit, a fence
+                assert lease.fence > 0
+        finally:
+            await store.aclose()
+            await direct.aclose()
+            proxy.close()
+            await proxy.wait_closed()
+
+    run(scenario())
+
+
+def test_a_server_slower_to_connect_to_than_the_timeout_is_still_used(
+    redis_server: RedisServer,
+) -> None:
+    """Opening a connection takes 0.3 s (a TLS handshake far away, say), the timeout is
+    0.1 s: the first calls fail within it, the connecting goes on, and the limiter then
+    works. (Each call cut its own connecting short at its timeout, the limiter's first
+    one, `register`, included: the store never reached the server.)"""
+
+    async def scenario() -> None:
+        async def slow(client_reader: asyncio.StreamReader, client: Any) -> None:
+            await asyncio.sleep(0.3)
+            server_reader, server = await asyncio.open_connection("127.0.0.1", redis_server.port)
+
+            async def pipe(reader: asyncio.StreamReader, writer: Any) -> None:
+                with contextlib.suppress(OSError):
+                    while data := await reader.read(65536):
+                        writer.write(data)
+                writer.close()
+
+            await asyncio.gather(pipe(client_reader, server), pipe(server_reader, client))
+
+        proxy = await asyncio.start_server(slow, "127.0.0.1", 0)
+        port = proxy.sockets[0].getsockname()[1]
+        store = adm.stores.Redis(f"redis://127.0.0.1:{port}/0", timeout=0.1)
+        bucket = adm.TokenBucket(rate=1000, name=f"slow-{time.time_ns()}", store=store)
+
+        async def admitted() -> bool:
+            try:
+                await bucket.acquire(timeout=0)
+            except adm.StoreUnavailable:
+                await asyncio.sleep(0.2)
+                return False
+            return True
+
+        try:
+            await wait_until(admitted, "a call to get through", 10.0)
+            for _ in range(20):  # and from then on, on the connection opened
+                await bucket.acquire(timeout=0)
+        finally:
+            await store.aclose()
+            proxy.close()
+            await proxy.wait_closed()
+
+    run(scenario())
+
+
+def test_a_store_used_on_a_second_event_loop_says_so_at_once(redis_server: RedisServer) -> None:
+    """A store (its connections) serves the event loop it was first used on: used from
+    another (a second ``asyncio.run``, a test framework's loop per test), it says so at
+    once. (Its call awaited a future of the first loop: the task threw, the guard held
+    the error and handed the task the same wait again, forever, at 100 % CPU.)"""
+
+    store = adm.stores.Redis(redis_server.url(), timeout=1.0)
+    run(one_event_loop_per_store(store, f"loops-{time.time_ns()}"))

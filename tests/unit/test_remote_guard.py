@@ -7,14 +7,16 @@ No wall-clock assertions: turns of the loop and timers are counted."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
+import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
 
 import admission as adm
-from admission.stores.remote import _Guarded
+from admission.stores.remote import LATE_REPLY_WITHIN, _Guarded
 
 TASK_KINDS = ["C task", "Python task", "uvloop"]
 
@@ -174,6 +176,121 @@ def test_calls_sharing_a_timeout_share_one_timer_and_each_expires_at_its_own_dea
         loop.run_until_complete(main())
     finally:
         loop.close()
+
+
+def _expired() -> BaseException:
+    return adm.StoreUnavailable("memory", "late")
+
+
+def test_a_call_started_as_the_last_one_expired_gets_its_whole_timeout() -> None:
+    """A caller whose call expired starts the next at once, in the turn the deadline fired
+    (the deadline wakes it): each call still fails at its own deadline. (That new call's
+    timer and the firing one's made two; the spare fired a timeout early, taking the
+    next call's deadline for its own: the third call failed at once.)"""
+    from support import VirtualTimeLoop  # type: ignore[import-not-found]
+
+    loop = VirtualTimeLoop()
+    failed_after: list[float] = []
+
+    async def never() -> None:
+        await loop.create_future()
+
+    async def main() -> None:
+        for _ in range(5):
+            start = loop.time()
+            with pytest.raises(adm.StoreUnavailable):
+                await _Guarded(never(), pytest.fail, timeout=0.1, expired=_expired)
+            failed_after.append(loop.time() - start)
+        await asyncio.sleep(LATE_REPLY_WITHIN + 1)  # the calls taken over end
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert failed_after == pytest.approx([0.1] * 5)
+
+
+def test_a_deadline_never_resumes_the_driver_before_its_futures_other_callbacks() -> None:
+    """The driver's future completes in the turn its deadline fires: the driver resumes
+    after the future's other callbacks, as a task would have it (asyncio's sock_connect
+    relies on it: its callback after the connect must run before the transport is made,
+    or it fails, logged, on the transport's file descriptor)."""
+    from support import VirtualTimeLoop
+
+    loop = VirtualTimeLoop()
+    order: list[str] = []
+
+    async def driver() -> int:
+        reply = loop.create_future()
+        reply.add_done_callback(lambda _: order.append("the future's callback"))
+        loop.call_at(loop.time() + 0.1, reply.set_result, 1)  # the guard's deadline too
+        await reply
+        order.append("the driver")
+        return 1
+
+    async def main() -> None:
+        assert await _Guarded(driver(), pytest.fail, timeout=0.1, expired=_expired) == 1
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert order == ["the future's callback", "the driver"]
+
+
+def test_a_call_taken_over_then_cancelled_is_cancelled_in_its_driver_while_the_loop_runs() -> None:
+    """The loop ends (asyncio.run cancels what is left) while a call that outlived its
+    deadline goes on: its driver is cancelled then, and cleans up in the loop (redis-py's
+    disconnect needs one), not when the garbage collector closes it after the loop is gone
+    ("Exception ignored ... no running event loop")."""
+    cleaned_up: list[str] = []
+
+    async def driver() -> None:
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            try:
+                asyncio.get_running_loop()
+                cleaned_up.append("in the loop")
+            except RuntimeError:
+                cleaned_up.append("after the loop")
+
+    async def main() -> None:
+        with pytest.raises(adm.StoreUnavailable):
+            await _Guarded(driver(), pytest.fail, timeout=0.01, expired=_expired)
+        await asyncio.sleep(0.01)  # the call goes on in a task of its own
+
+    asyncio.run(main())
+    gc.collect()
+    assert cleaned_up == ["in the loop"]
+
+
+def test_an_error_the_task_throws_in_goes_to_the_driver_at_once() -> None:
+    """The driver awaits a future of another event loop (a store first used on another
+    loop): the task throws RuntimeError in place of waiting. The guard passes it to the
+    driver, which fails the call with it; held until the future completed (never), the
+    task was handed the same wait again and threw again: a busy loop, forever. (Run in a
+    thread of its own, so that a regression fails here rather than hangs.)"""
+    other = asyncio.new_event_loop()
+    outcome: list[BaseException] = []
+
+    async def driver() -> int:
+        return await other.create_future()  # type: ignore[no-any-return]
+
+    async def main() -> None:
+        try:
+            await _Guarded(driver(), pytest.fail, timeout=0.1, expired=_expired)
+        except BaseException as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    thread.join(10)
+    other.close()
+    assert not thread.is_alive()
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], RuntimeError)
+    assert "different loop" in str(outcome[0])
 
 
 @pytest.mark.parametrize("kind", TASK_KINDS)

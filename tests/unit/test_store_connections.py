@@ -138,3 +138,34 @@ def test_a_connection_given_back_after_closing_is_discarded() -> None:
         assert conns.open == 0
 
     asyncio.run(main())
+
+
+def test_a_connection_whose_caller_gave_up_opening_it_serves_the_next_caller() -> None:
+    """Opening a connection takes longer than the caller waits (its timeout): it goes on,
+    and the connection serves the next caller, rather than every caller cutting its own
+    short (a server slower to connect to than the timeout would never be reached)."""
+
+    async def main() -> None:
+        go = asyncio.Event()
+        made: list[Fake] = []
+
+        async def slow_connect() -> Fake:
+            await go.wait()
+            made.append(Fake())
+            return made[-1]
+
+        conns = Connections(slow_connect, lambda c: None, lambda c: c.alive, 1)
+        first = asyncio.ensure_future(conns.take())
+        await asyncio.sleep(0)
+        first.cancel()  # gave up while the connection opens
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        go.set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert conns.idle == made
+        assert conns.open == 1
+        assert await conns.take() is made[0]
+        assert len(made) == 1
+
+    asyncio.run(main())

@@ -17,7 +17,12 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar, final
 
-__all__ = ["Connections"]
+__all__ = ["CONNECT_WITHIN", "Connections"]
+
+CONNECT_WITHIN = 10.0
+"""Seconds a connection may take to open. It opens in a task of its own: a caller that
+gives up (its timeout, a cancellation) leaves it opening for the next caller, so that a
+server slower to connect to than the stores' timeout (TLS, far away) is still reached."""
 
 C = TypeVar("C")
 T = TypeVar("T")
@@ -32,9 +37,11 @@ class Connections(Generic[C]):
     A connection given back not healthy (a call that failed other than by the server's
     refusal of the command, or was cut short) is closed by ``discard`` (it must not block:
     it may run with no loop), and its place goes to the first caller waiting, which opens a
-    new one. ``usable`` is checked when an idle connection is taken: one that the server
-    closed meanwhile (a restart, an idle timeout) is discarded and the next one tried, so
-    a call is not failed by a connection that died while no one used it.
+    new one. A connection opens in a task of its own, within `CONNECT_WITHIN`: a caller
+    that gives up meanwhile leaves it to the next caller. ``usable`` is checked when an
+    idle connection is taken: one that the server closed meanwhile (a restart, an idle
+    timeout) is discarded and the next one tried, so a call is not failed by a connection
+    that died while no one used it.
     """
 
     __slots__ = (
@@ -43,6 +50,7 @@ class Connections(Generic[C]):
         "_discard",
         "_idle",
         "_limit",
+        "_loop",
         "_open",
         "_usable",
         "_waiters",
@@ -63,6 +71,8 @@ class Connections(Generic[C]):
         self._open = 0
         self._waiters: collections.deque[asyncio.Future[C | None]] = collections.deque()
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The event loop the connections belong to (the first that took one)."""
 
     @property
     def open(self) -> int:
@@ -80,7 +90,19 @@ class Connections(Generic[C]):
         return list(self._idle)
 
     def _take_idle(self) -> C | None:
-        """An idle connection still usable, or None (the stale ones met are discarded)."""
+        """An idle connection still usable, or None (the stale ones met are discarded).
+        `RuntimeError` on another event loop than the first one's: its connections (its
+        streams, its futures) are that loop's, which may be closed (a second
+        ``asyncio.run``, a test framework's loop per test)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            if self._loop is not None:
+                raise RuntimeError(
+                    "this store's connections belong to the event loop it was first used "
+                    "on, not this one: a store serves one event loop (make one per loop, "
+                    "e.g. where the loop starts)"
+                )
+            self._loop = loop
         idle = self._idle
         while idle:
             conn = idle.pop()
@@ -114,11 +136,25 @@ class Connections(Generic[C]):
                 raise ConnectionError("the store was closed (aclose)")
         else:
             self._open += 1
+        opening = asyncio.ensure_future(asyncio.wait_for(self._connect(), CONNECT_WITHIN))
         try:
-            return await self._connect()
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            if opening.done():  # opened (or failed) as the caller gave up: not used by it
+                self._opened(opening)
+            else:
+                opening.add_done_callback(self._opened)
+            raise
         except BaseException:
             self.give(None, False)
             raise
+
+    def _opened(self, opening: asyncio.Future[C]) -> None:
+        """A connection opened for a caller that gave up meanwhile: for the next one."""
+        if opening.cancelled() or opening.exception() is not None:
+            self.give(None, False)
+        else:
+            self.give(opening.result(), True)
 
     async def call(
         self, use: Callable[[C], Awaitable[T]], in_step: type[BaseException] | tuple[Any, ...]

@@ -99,6 +99,11 @@ def _contended(name: str, error: StoreUnavailable) -> BatchContended | None:
     return BatchContended(f"a row of {name!r} stayed locked: {error.__cause__}")
 
 
+def _retrieved(setup: asyncio.Future[None]) -> None:
+    if not setup.cancelled():
+        setup.exception()
+
+
 async def _close_or_drop(connection: Any) -> None:
     try:
         await asyncio.wait_for(connection.close(), SETUP_TIMEOUT)
@@ -142,7 +147,8 @@ class Postgres(NetworkStore):
     Raises:
         ImportError: asyncpg is not installed (``pip install 'admission[postgres]'``).
         TypeError, ValueError: not exactly one of ``dsn`` and ``pool``, a DSN asyncpg cannot
-            use, a schema that is not an identifier, a bad ``timeout`` or ``sweep_interval``.
+            use, a schema that is not an identifier (or is pg_...), a bad ``timeout`` or
+            ``sweep_interval``.
     """
 
     __slots__ = (
@@ -187,6 +193,8 @@ class Postgres(NetworkStore):
             raise ValueError(
                 f"schema must be an identifier (letters, digits, _; at most 63), got {schema!r}"
             )
+        if schema.startswith("pg_"):  # the server refuses to create it: every call would fail
+            raise ValueError(f"schema {schema!r}: the prefix pg_ is reserved by PostgreSQL")
         if not isinstance(create, bool):
             raise TypeError(f"create must be a bool, got {create!r}")
         self.timeout = duration_seconds(timeout, "timeout", positive=True)
@@ -262,21 +270,35 @@ class Postgres(NetworkStore):
 
     # ------------------------------------------------------------------ failures
 
-    def _unavailable(self, exc: BaseException, timeout: float) -> StoreUnavailable:
+    def _failure(self, exc: BaseException, timeout: float) -> StoreUnavailable | ConfigError:
+        """What a failure to connect or to set up means to the caller: `StoreUnavailable`,
+        or `ConfigError` for a connection option the driver refuses (``?sslmode=bogus``),
+        which no retry mends (not an outage for the breaker, nor for on_store_error)."""
+        import asyncpg.exceptions._base as driver
+
         if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
             reason = f"no answer within {timeout:g} s"
         else:
             reason = f"{type(exc).__name__}: {scrub(str(exc), self._secrets)}"
+        if isinstance(exc, driver.ClientConfigurationError):
+            return ConfigError(f"{self._label} cannot be connected to: {reason}")
         return StoreUnavailable(self._label, reason)
 
     @staticmethod
     def _is_store_failure(exc: BaseException) -> bool:
         """Whether ``exc`` is the store's fault: connection, timeout, server or driver error
-        (not arguments the driver cannot encode: those are the caller's `ValueError`)."""
+        (not arguments the driver cannot encode, nor values the server refuses as data, a
+        NUL in a text: those are the caller's, and must not count against the breaker that
+        every limiter of the store shares)."""
+        import asyncpg.exceptions
         import asyncpg.exceptions._base as driver
 
-        if isinstance(exc, driver.DataError):
+        # asyncpg raises an argument it cannot encode as `asyncpg.exceptions.DataError`, the
+        # server's class 22 ("data exception"), as the server's own refusals of a value.
+        if isinstance(exc, (driver.DataError, asyncpg.exceptions.DataError)):
             return False
+        if isinstance(exc, driver.ClientConfigurationError):
+            return True  # raised as a ConfigError by `_failure`
         return isinstance(
             exc,
             (
@@ -346,7 +368,7 @@ class Postgres(NetworkStore):
             return await asyncio.wait_for(self._query(method, self._sql[statement], args), timeout)
         except Exception as exc:
             if self._is_store_failure(exc):
-                raise self._unavailable(exc, timeout) from exc
+                raise self._failure(exc, timeout) from exc
             raise
 
     async def _wait_ready(self, bounded: bool = False) -> None:
@@ -355,6 +377,9 @@ class Postgres(NetworkStore):
         setup = self._setup
         if setup is None or (setup.done() and setup.exception() is not None):
             setup = self._setup = asyncio.ensure_future(self._set_up())
+            # Its failure may come when no caller waits any more (each gave up at its
+            # timeout): the next call reads it, asyncio must not log it as never retrieved.
+            setup.add_done_callback(_retrieved)
         try:
             # Shielded: a caller that gives up leaves the connecting to the next one. Under
             # a limiter's bound, no timer of its own (asyncio's would cancel the task that
@@ -375,7 +400,7 @@ class Postgres(NetworkStore):
             raise
         except Exception as exc:
             if self._is_store_failure(exc):
-                raise self._unavailable(exc, SETUP_TIMEOUT) from exc
+                raise self._failure(exc, SETUP_TIMEOUT) from exc
             raise
         if self._closed:  # closed while connecting: no sweeper left behind
             raise StoreUnavailable(self._label, "the store was closed (aclose)")
@@ -487,7 +512,7 @@ class Postgres(NetworkStore):
             await asyncio.wait_for(run(), SETUP_TIMEOUT)
         except Exception as exc:
             if self._is_store_failure(exc):
-                raise self._unavailable(exc, SETUP_TIMEOUT) from exc
+                raise self._failure(exc, SETUP_TIMEOUT) from exc
             raise
 
     # ------------------------------------------------------------------ the contract
@@ -697,7 +722,7 @@ class Postgres(NetworkStore):
                 )
             except Exception as exc:
                 if self._is_store_failure(exc):
-                    raise self._unavailable(exc, SETUP_TIMEOUT) from exc
+                    raise self._failure(exc, SETUP_TIMEOUT) from exc
                 raise
             deleted += int(sum(row))
             if max(row) < batch:

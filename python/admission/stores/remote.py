@@ -144,6 +144,21 @@ def _timeout(timeout: float | str | None) -> float | None:
     return None if seconds is None or math.isinf(seconds) else seconds
 
 
+def _storable(name: str) -> bool:
+    """Whether every store can hold ``name`` as text: UTF-8 (no lone surrogate) and no NUL,
+    which PostgreSQL's text refuses."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in name
+
+
+#: The longest wait or lease a store is given, in µs (about 146,000 years): the server's
+#: now plus it still fits PostgreSQL's bigint. A longer timeout is no bound at all.
+_LONGEST_US = 2**62
+
+
 def _sync_refused(what: str) -> TypeError:
     return TypeError(
         f"{what} is in a network store: every decision is a network round trip, so it has "
@@ -176,7 +191,7 @@ _breakers: weakref.WeakKeyDictionary[NetworkStore, dict[Hashable | None, Circuit
 def store_breaker(store: NetworkStore, server: Hashable | None = None) -> CircuitBreaker:
     """The breaker of ``store``'s round trips (made at first use, shared by its limiters),
     or of those to one of its ``server``s (`NetworkStore.server_of`): half of the last 20
-    round trips failed (at least 5 of them), and it opens for 1 s, doubling up to 30 s
+    round trips failed (judged once 5 were made), and it opens for 1 s, doubling up to 30 s
     while the store stays down; one probe at a time when half-open."""
     by_server = _breakers.get(store)
     if by_server is None:
@@ -277,9 +292,10 @@ class _Guarded(Generic[T]):
                     if pending is None:  # a bare yield (a `sleep(0)`): the task runs it
                         try:
                             yield None
-                        except asyncio.CancelledError:
+                        except asyncio.CancelledError as e:
                             if not self._protect:
-                                raise
+                                error = e  # the driver is cancelled, and cleans up now
+                                continue
                             self._take_over(None)
                             raise
                         except BaseException as e:
@@ -299,14 +315,23 @@ class _Guarded(Generic[T]):
                 wait_on._asyncio_future_blocking = True
                 try:
                     yield wait_on
-                except asyncio.CancelledError:
+                except asyncio.CancelledError as e:
                     if not self._protect:
-                        raise
+                        # The driver is cancelled at once, and cleans up now, in the loop
+                        # (else only when the garbage collector closes it, maybe after the
+                        # loop is gone).
+                        pending, error = None, e
+                        continue
                     self._take_over(pending)
                     raise
                 except BaseException as e:
                     if not pending.done():
-                        error = e
+                        # Not the driver's future's own error (that one the driver reads
+                        # from its future) but the task's (a future of another loop, say):
+                        # thrown into the driver now. Held until the future completes, the
+                        # task was handed the same wait again, and threw again, forever.
+                        pending, error = None, e
+                        continue
                 if self._past_deadline(pending):
                     raise self._give_up(pending)
         finally:
@@ -324,10 +349,16 @@ class _Guarded(Generic[T]):
         return self._expired()
 
     def _expire(self) -> None:
-        """Its deadline passed (called by `_Deadlines`)."""
+        """Its deadline passed (called by `_Deadlines`): the caller is woken by a callback
+        of its own, not now. The driver's future may have completed in this very turn, its
+        callbacks scheduled but not run: a caller resumed now would resume the driver
+        before them, which asyncio's own code does not expect (sock_connect's callback
+        then fails on the transport made meanwhile). Nor does a caller start its next call
+        inside `_Deadlines._fire` then (which keeps one timer all the same)."""
         self._timed_out = True
-        if self._waiting is not None:
-            self._waiting.wake(None)
+        waiting = self._waiting
+        if waiting is not None:
+            waiting.get_loop().call_soon(waiting.wake, None)
 
     def _take_over(self, pending: asyncio.Future[Any] | None) -> None:
         _keep(
@@ -350,9 +381,10 @@ class _Deadlines:
     entries of ended calls (a call's start drops those at the head too, so the queue stays
     about as long as the calls in flight).
 
-    One timer at a time: an expired call's caller resumes inside the timer's callback (its
-    `_Waiter` wakes it at once) and may start its next call there, which must not schedule
-    a second one (each timer expires what is due at its own time, never at another's).
+    One timer at a time: a call watched while the timer's callback runs (its caller woken
+    there) must not schedule a second one (each timer expires what is due at its own time,
+    never at another's). `_Guarded._expire` wakes a caller in a callback of its own, after
+    this one, for that reason among others.
     """
 
     __slots__ = ("_entries", "_timer", "loop", "timeout")
@@ -390,7 +422,7 @@ class _Deadlines:
                     break
                 entries.popleft()
                 if call is not None:
-                    call._expire()  # its caller may resume here, and start a call: `watch`
+                    call._expire()  # (wakes its caller in a callback of its own)
         finally:
             # Set until now (a call watched meanwhile scheduled none): the next one.
             self._timer = None
@@ -429,9 +461,9 @@ class _Waiter:
     `add_done_callback` (in its own context), and on waking calls `result`, which raises
     into it if the waiter was cancelled. Unlike an `asyncio.Future`, whose callbacks run in
     a later turn of the loop (``call_soon``), `wake` calls them at once: it runs from the
-    driver's future's own callback (or the deadline's timer), in a turn of the loop that
-    no task is running, so the caller's task resumes in that same turn rather than the
-    next. A `cancel` schedules them (``call_soon``), as a future's does: it is called from
+    driver's future's own callback (or a callback the deadline schedules), in a turn of the
+    loop that no task is running, so the caller's task resumes in that same turn rather
+    than the next. A `cancel` schedules them (``call_soon``), as a future's does: it is called from
     inside a running task or callback, where resuming another task is not allowed.
     """
 
@@ -718,8 +750,11 @@ class _Remote:
             raise TypeError(f"store must be an admission.stores store, got {store!r}")
         if name is None:
             raise ValueError(f"a {kind} in a network store needs a name=: clients share it by name")
-        if not isinstance(name, str) or not name or len(name) > 200:
-            raise ValueError(f"name must be a non-empty str of at most 200 characters: {name!r}")
+        if not isinstance(name, str) or not name or len(name) > 200 or not _storable(name):
+            raise ValueError(
+                "name must be a non-empty str of at most 200 characters, encodable as UTF-8 "
+                f"and without NUL (every store must hold it as text): {name!r}"
+            )
         if on_store_error not in ("closed", "open", "local"):
             raise ValueError(
                 f"on_store_error must be 'closed', 'open' or 'local', got {on_store_error!r}"
@@ -797,6 +832,7 @@ class _RemoteRate(_Remote):
     __slots__ = (
         "_batch",
         "_batch_after",
+        "_batching",
         "_burst",
         "_interval_us",
         "_lanes",
@@ -837,6 +873,8 @@ class _RemoteRate(_Remote):
             )
         self._batch = batch or 1
         self._batch_after = 0.0
+        self._batching = False
+        """Whether a batch is being taken (one at a time: see `_acquire`)."""
         self._lanes: dict[bytes | None, _Lane] = {}
         """The lanes with a round trip in flight: the limiter's own (None, which stays),
         every key's too when its store decides a batch over keys in one round trip, else
@@ -885,17 +923,28 @@ class _RemoteRate(_Remote):
             return
         # A batch charges `batch` at once when that fits now; the rest is spent locally.
         # While the bucket is too low for one (the last try said until when), only `cost`
-        # is asked for: one round trip per request, as without batching.
+        # is asked for: one round trip per request, as without batching. One batch is
+        # taken at a time: the callers that find no tokens meanwhile ask for their own
+        # cost, so this process never holds more than `batch - 1` for later (each of
+        # them taking a batch would keep `batch - cost` apiece: the documented bound on
+        # over-admission, `(batch - 1) x processes`, would not hold).
         loop = asyncio.get_running_loop()
         take = cost
-        if self._batch > cost and loop.time() >= self._batch_after:
+        if self._batch > cost and not self._batching and loop.time() >= self._batch_after:
             take = self._batch
-        max_wait = -1 if seconds is None else int(seconds * 1_000_000)
+        max_wait = -1 if seconds is None or seconds * 1e6 >= _LONGEST_US else int(seconds * 1e6)
         try:
-            reply = await self._decide(key, take, 0 if take > cost else max_wait)
-            if not reply.admitted and take > cost:
-                self._batch_after = loop.time() + reply.wait_us / 1_000_000
-                take = cost
+            if take > cost:
+                self._batching = True
+                try:
+                    reply = await self._decide(key, take, 0)
+                finally:
+                    self._batching = False
+                if not reply.admitted:
+                    self._batch_after = loop.time() + reply.wait_us / 1_000_000
+                    take = cost
+                    reply = await self._decide(key, cost, max_wait)
+            else:
                 reply = await self._decide(key, cost, max_wait)
         except StoreUnavailable as error:
             await self._store_failed(key, cost, timeout, error)
@@ -1156,7 +1205,8 @@ class RemoteTokenBucket(_RemoteRate):
     ``batch=N`` charges N tokens per round trip when they fit and spends them locally: N
     times fewer round trips, at the price of admitting up to ``N - 1`` tokens per process
     later than the store granted them (over any interval, at most ``(N - 1) x processes``
-    more than the limit). Not for a limit that must hold to the token.
+    more than the limit). A process takes one batch at a time; its callers that find no
+    tokens meanwhile ask for their own cost. Not for a limit that must hold to the token.
 
     `stats` counts this process's requests; the store keeps no counters.
     """
@@ -1253,20 +1303,30 @@ class Lease:
     granted before, across all clients. Pass it to the resource you protect and have it
     refuse a token smaller than one it has seen: a holder that stalled past its lease (a
     long pause, a partition) is then refused instead of writing beside the next holder.
-    ``lost`` turns true when a heartbeat finds the lease already expired in the store.
-    A permit granted without the store (``on_store_error`` ``"open"`` or ``"local"``) has
-    ``fence`` 0 and ``holder`` ``""``.
+    ``lost`` turns true when the lease may have expired in the store: a heartbeat found it
+    expired, or none renewed it for ``lease`` (a partition, an outage: by this process's
+    clock, from when the last request that granted or renewed it was sent, so never later
+    than the store lets it go). A permit granted without the store (``on_store_error``
+    ``"open"`` or ``"local"``) has ``fence`` 0 and ``holder`` ``""``, and is never lost.
     """
 
-    __slots__ = ("_local", "_loop", "_released", "fence", "holder", "lost")
+    __slots__ = ("_expired", "_local", "_loop", "_released", "_valid_until", "fence", "holder")
 
-    def __init__(self, holder: str, fence: int, local: Any = None) -> None:
+    def __init__(
+        self, holder: str, fence: int, local: Any = None, valid_until: float = math.inf
+    ) -> None:
         self.holder = holder
         self.fence = fence
-        self.lost = False
+        self._expired = False  # a heartbeat found it expired in the store
+        self._valid_until = valid_until  # the loop's time its term ends, unless renewed
         self._local = local
         self._released = False
         self._loop = asyncio.get_running_loop()  # where its release round trip runs
+
+    @property
+    def lost(self) -> bool:
+        """Whether the lease may have expired in the store (see the class docstring)."""
+        return self._expired or self._loop.time() >= self._valid_until
 
     def __repr__(self) -> str:
         lost = ", lost" if self.lost else ""
@@ -1292,6 +1352,7 @@ class RemoteSemaphore(_Remote):
 
     __slots__ = (
         "_by_task",
+        "_entered",
         "_heartbeat",
         "_held",
         "_high_water",
@@ -1319,13 +1380,23 @@ class RemoteSemaphore(_Remote):
         self.limit = limit
         self.lease = durations.seconds(lease, "lease", positive=True)
         self._lease_us = math.ceil(self.lease * 1_000_000)
+        if self._lease_us > _LONGEST_US:
+            raise ValueError(
+                f"lease must be at most {_LONGEST_US // 1_000_000} s (the stores' range), "
+                f"got {lease!r}"
+            )
         self._held: dict[str, Lease] = {}
         """The leases held in the store, by holder: what the heartbeat renews."""
         self._by_task: weakref.WeakKeyDictionary[asyncio.Task[Any], list[Lease]] = (
             weakref.WeakKeyDictionary()
         )
-        """Each task's leases, last acquired last: what ``release()`` without a lease and
-        ``async with``'s exit give back."""
+        """Each task's leases, last acquired last: what ``release()`` without a lease gives
+        back."""
+        self._entered: weakref.WeakKeyDictionary[asyncio.Task[Any], list[Lease]] = (
+            weakref.WeakKeyDictionary()
+        )
+        """The leases each task's ``async with`` blocks took, innermost last: what each
+        exit gives back (not the task's last lease: the block may have kept one)."""
         self._heartbeat: asyncio.Task[None] | None = None
         self._high_water = 0
         self._make_local = local
@@ -1373,14 +1444,20 @@ class RemoteSemaphore(_Remote):
         deadline = None if seconds is None else loop.time() + seconds
         delay = _POLL_MIN
         queued = False
+        asked = False  # whether a request reached the store's driver (not refused before)
+
+        asked_at = 0.0  # when the last request went: the lease's term runs from then
+
+        def ask() -> Coroutine[Any, Any, SemaphoreReply]:
+            nonlocal asked, asked_at
+            asked, asked_at = True, loop.time()
+            return self.store.semaphore_acquire(
+                self.name, self.limit, holder, self._lease_us, seconds != 0
+            )
+
         try:
             while True:
-                reply = await self._call(
-                    lambda: self.store.semaphore_acquire(
-                        self.name, self.limit, holder, self._lease_us, seconds != 0
-                    ),
-                    self._let_go(holder),
-                )
+                reply = await self._call(ask, self._let_go(holder))
                 if reply.granted:
                     break
                 queued = seconds != 0
@@ -1396,7 +1473,11 @@ class RemoteSemaphore(_Remote):
                     counts.waiting -= 1
                 delay = min(delay * 2, POLL_MAX)
         except StoreUnavailable as error:
-            if queued:
+            # A request that failed may have been granted all the same (the server ran it,
+            # then the connection was lost before its reply): released, not left to hold a
+            # permit until it expires. Not when the breaker refused every request: none
+            # went, and a dead store would be asked once more per caller.
+            if asked:
                 _in_background(self.store.semaphore_release(self.name, holder))
             left = None if deadline is None else max(deadline - loop.time(), 0.0)
             return await self._store_failed(error, left)
@@ -1409,7 +1490,7 @@ class RemoteSemaphore(_Remote):
             if queued:
                 _in_background(self.store.semaphore_release(self.name, holder))
             raise
-        lease = self._granted(Lease(holder, reply.fence))
+        lease = self._granted(Lease(holder, reply.fence, None, asked_at + self.lease))
         self._held[holder] = lease
         self._high_water = max(self._high_water, len(self._held))
         counts.admitted += 1
@@ -1449,7 +1530,8 @@ class RemoteSemaphore(_Remote):
 
     async def _renew_while_held(self) -> None:
         """The heartbeat: renews every lease this object holds each third of ``lease``, in
-        one round trip; marks `Lease.lost` those the store says expired. Ends when none is
+        one round trip; marks lost those the store says expired (a lease none renewed for
+        its term is lost by `Lease.lost`'s own reckoning). Ends when none is
         held. A failed renewal is retried at the next beat (the lease survives a store
         failure shorter than two thirds of ``lease``)."""
         while self._held:
@@ -1457,6 +1539,7 @@ class RemoteSemaphore(_Remote):
             holders = list(self._held)
             if not holders:
                 break
+            sent_at = asyncio.get_running_loop().time()
             try:
                 renewed = await self._call(
                     lambda holders=holders: self.store.semaphore_renew(  # type: ignore[misc]
@@ -1465,13 +1548,19 @@ class RemoteSemaphore(_Remote):
                     _ignore,
                 )
             except StoreUnavailable:
-                continue
+                continue  # (each lease's term runs on: `Lease.lost` once it has passed)
             for holder, ok in zip(holders, renewed, strict=True):
-                if not ok and holder in self._held:
+                lease = self._held.get(holder)
+                if lease is None:
+                    continue  # released meanwhile
+                if ok:
+                    lease._valid_until = sent_at + self.lease
+                else:
                     # Expired in the store: another client may hold the permit now. The
                     # lease stays on its task's books until released (release is a no-op
                     # in the store then), but is no longer renewed.
-                    self._held.pop(holder).lost = True
+                    del self._held[holder]
+                    lease._expired = True
 
     def release(self, lease: Lease | None = None) -> None:
         """Gives back ``lease`` (default: the last one this task acquired and still holds);
@@ -1531,11 +1620,24 @@ class RemoteSemaphore(_Remote):
         return lease
 
     async def __aenter__(self) -> Lease:
-        return await self.acquire()
+        lease = await self.acquire()
+        task = asyncio.current_task()
+        if task is not None:
+            self._entered.setdefault(task, []).append(lease)
+        return lease
 
     async def __aexit__(self, *exc: object) -> None:
+        task = asyncio.current_task()
+        entered = self._entered.get(task) if task is not None else None
+        lease = None
+        if entered:
+            lease = entered.pop()
+            if lease._released:  # the block gave it back itself
+                return
+        # (Else not entered with `async with`: a caller that acquired and leaves through
+        # this, as the manager's limits in a store do, gives back the task's last lease.)
         with contextlib.suppress(StoreUnavailable):  # the lease then expires after `lease`
-            await self.release_and_wait()
+            await self.release_and_wait(lease)
 
     def __enter__(self) -> None:
         raise _sync_refused("Semaphore")
