@@ -10,6 +10,7 @@ import pytest
 
 import admission as adm
 from admission.stores import NetworkStore
+from admission.stores.network import QUEUE_ENTRY_US
 
 
 async def semaphores_answer_as_the_reference(
@@ -46,6 +47,22 @@ async def semaphores_answer_as_the_reference(
             )
         else:
             assert await store.semaphore_state(name) == await reference.semaphore_state(name)
+
+
+async def a_dead_waiters_entry_expires_before_its_lease(store: NetworkStore, name: str) -> None:
+    """A waiter queued with a lease of an hour that never asks again (its process died)
+    drops out of the queue `QUEUE_ENTRY_US` after it last asked: the waiter behind it is
+    then granted the permit freed meanwhile, and the queue is empty."""
+    hour = 3600 * 1_000_000
+    assert (await store.semaphore_acquire(name, 1, "holder", hour, True)).granted
+    dead = await store.semaphore_acquire(name, 1, "dead", hour, True)
+    assert (dead.granted, dead.ahead) == (False, 0)
+    assert await store.semaphore_release(name, "holder")
+    live = await store.semaphore_acquire(name, 1, "live", hour, True)
+    assert (live.granted, live.ahead) == (False, 1)  # behind the dead one, a permit free
+    await asyncio.sleep(QUEUE_ENTRY_US / 1_000_000 + 0.2)
+    assert (await store.semaphore_acquire(name, 1, "live", hour, True)).granted
+    assert await store.semaphore_state(name) == (1, 0)
 
 
 async def rates_answer_as_the_reference(

@@ -25,6 +25,7 @@ import asyncpg
 import pytest
 from postgres import APP_PASSWORD, PostgresServer, run, wait_until
 from store_contract import (
+    a_dead_waiters_entry_expires_before_its_lease,
     one_event_loop_per_store,
     rates_answer_as_the_reference,
     semaphores_answer_as_the_reference,
@@ -909,6 +910,22 @@ def test_import_works_without_asyncpg_and_the_store_says_what_to_install() -> No
     assert out.stdout.strip() == (
         "admission.stores.Postgres needs asyncpg: pip install 'admission[postgres]'"
     )
+
+
+def test_a_dead_waiter_drops_out_of_the_queue_before_its_lease(
+    pg: PostgresServer, schema: str
+) -> None:
+    """store_contract.py's check: a queue entry outlives its waiter's last ask by
+    QUEUE_ENTRY_US at most, whatever the lease."""
+
+    async def main() -> None:
+        store = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
+        try:
+            await a_dead_waiters_entry_expires_before_its_lease(store, "dead")
+        finally:
+            await store.aclose()
+
+    asyncio.run(main())
 
 
 def test_semaphores_answer_as_the_contracts_reference_does(pg: PostgresServer, schema: str) -> None:

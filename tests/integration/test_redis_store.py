@@ -23,7 +23,11 @@ import pytest
 import redis.asyncio
 from postgres import run, wait_until
 from redis_server import RedisServer
-from store_contract import rates_answer_as_the_reference, semaphores_answer_as_the_reference
+from store_contract import (
+    a_dead_waiters_entry_expires_before_its_lease,
+    rates_answer_as_the_reference,
+    semaphores_answer_as_the_reference,
+)
 
 import admission as adm
 from admission.stores import RateReply
@@ -661,6 +665,16 @@ def test_semaphores_answer_as_the_contracts_reference_does(redis_server: RedisSe
 
     async def body(store: Redis) -> None:
         await semaphores_answer_as_the_reference(store, unique("reference"), 3600 * SECOND)
+
+    with_store(redis_server, body)
+
+
+def test_a_dead_waiter_drops_out_of_the_queue_before_its_lease(redis_server: RedisServer) -> None:
+    """store_contract.py's check: a queue entry outlives its waiter's last ask by
+    QUEUE_ENTRY_US at most, whatever the lease."""
+
+    async def body(store: Redis) -> None:
+        await a_dead_waiters_entry_expires_before_its_lease(store, unique("dead"))
 
     with_store(redis_server, body)
 

@@ -15,6 +15,7 @@ import pytest
 
 import admission as adm
 from admission.stores import MemoryStore
+from admission.stores.network import QUEUE_ENTRY_US
 from admission.stores.remote import POLL_MAX, store_breaker
 
 
@@ -521,14 +522,10 @@ def test_a_lease_the_heartbeat_could_not_renew_for_its_whole_term_is_lost() -> N
         loop.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a queue entry lives as long as a lease (`semaphore_acquire` takes one lease_us "
-    "for both), so a waiter whose process died holds up every later waiter for the whole "
-    "lease while permits are free; a shorter expiry for queue entries (waiters ask again "
-    "every POLL_MAX) needs the store contract to take one: not a local fix",
-)
-def test_a_waiter_whose_process_died_holds_up_the_queue_for_a_few_polls_only() -> None:
+def test_a_waiter_whose_process_died_holds_up_the_queue_for_a_queue_entrys_life_only() -> None:
+    """A waiter queued by a process that then died (it never asks again) holds up the
+    waiters behind it for `QUEUE_ENTRY_US` (2 s) at most, not for its 30 s lease: a permit
+    freed meanwhile goes to the next live waiter once the dead one's entry has expired."""
     from support import VirtualTimeLoop  # type: ignore[import-not-found]
 
     loop = VirtualTimeLoop()
@@ -539,11 +536,15 @@ def test_a_waiter_whose_process_died_holds_up_the_queue_for_a_few_polls_only() -
         held = await db.acquire()
         # What a waiter of another process sends before that process is killed.
         await store.semaphore_acquire("db", 1, "killed-waiter", 30_000_000, True)
+        assert await db.state() == (1, 1)
         await db.release_and_wait(held)
         # A permit is free; the dead waiter never asks again.
-        lease = await db.acquire(timeout=2)
+        start = loop.time()
+        lease = await db.acquire(timeout=QUEUE_ENTRY_US / 1e6 + 1)
+        assert loop.time() - start <= QUEUE_ENTRY_US / 1e6 + 0.1  # its entry, then one poll
         db.release(lease)
         await asyncio.sleep(11)  # the heartbeat ends: nothing held
+        assert await db.state() == (0, 0)
 
     try:
         loop.run_until_complete(main())

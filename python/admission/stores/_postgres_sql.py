@@ -28,6 +28,8 @@ Tables (see `SCHEMA`):
 
 from __future__ import annotations
 
+from admission.stores.network import QUEUE_ENTRY_US
+
 __all__ = ["SCHEMA", "VERSION", "statements"]
 
 VERSION = 4
@@ -140,13 +142,13 @@ BEGIN
     END IF;
     granted := false; fence := 0;
     IF my_seq IS NOT NULL AND p_queue THEN
-        UPDATE {{s}}.waiters w SET expires = now + p_lease
+        UPDATE {{s}}.waiters w SET expires = now + least(p_lease, {QUEUE_ENTRY_US})
             WHERE w.name = p_name AND w.holder = p_holder;
     ELSIF p_queue THEN
         UPDATE {{s}}.semaphores s SET seq = s.seq + 1
             WHERE s.name = p_name RETURNING s.seq INTO my_seq;
         INSERT INTO {{s}}.waiters (name, holder, seq, expires)
-            VALUES (p_name, p_holder, my_seq, now + p_lease);
+            VALUES (p_name, p_holder, my_seq, now + least(p_lease, {QUEUE_ENTRY_US}));
     ELSE
         ahead := 0;  -- not asking to queue: told nothing of the queue (a queued entry stays)
     END IF;

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from admission.errors import StoreUnavailable
 from admission.stores.network import (
+    QUEUE_ENTRY_US,
     NetworkStore,
     RateReply,
     SemaphoreReply,
@@ -192,7 +193,7 @@ class MemoryStore(NetworkStore):
             return SemaphoreReply(True, s.fence, len(s.leases), 0)
         if not queue:
             return SemaphoreReply(False, 0, len(s.leases), 0)
-        s.queue[holder] = now + lease_us
+        s.queue[holder] = now + min(lease_us, QUEUE_ENTRY_US)
         return SemaphoreReply(False, 0, len(s.leases), ahead)
 
     async def semaphore_renew(self, name: str, holders: Sequence[str], lease_us: int) -> list[bool]:

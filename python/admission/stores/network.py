@@ -37,6 +37,7 @@ from contextvars import ContextVar
 from typing import NamedTuple, cast
 
 __all__ = [
+    "QUEUE_ENTRY_US",
     "RATE_MANY_MAX",
     "BatchContended",
     "NetworkStore",
@@ -47,6 +48,12 @@ __all__ = [
     "check_batch",
     "check_requests",
 ]
+
+QUEUE_ENTRY_US = 2_000_000
+"""How long (µs) a semaphore's queue entry lasts after its waiter last asked, at most (the
+lease, if shorter): the limiters' waiters ask again every 50 ms at most, so only a waiter
+whose process died (or stalled for this long: it then queues again, at the back) drops out,
+and the waiters behind it are held up that long at most, not for a whole lease."""
 
 RATE_MANY_MAX = 64
 """The most requests one `NetworkStore.rate_many` or `NetworkStore.rate_batch` call decides
@@ -270,8 +277,9 @@ class NetworkStore(ABC):
         outnumber the waiters still queued before it: first come, first served per semaphore
         (a newcomer never takes a permit a waiter before it could have), and several waiters
         at the head may be granted at once. Otherwise, with ``queue``,
-        puts ``holder`` in the queue (or keeps its place, renewing it for ``lease_us``: a
-        waiter that stops asking drops out) and says how many are ahead. Expired leases and
+        puts ``holder`` in the queue (or keeps its place), to expire `QUEUE_ENTRY_US` from
+        now (``lease_us`` if shorter): a waiter that stops asking drops out, and says how
+        many are ahead. Expired leases and
         queue entries are dropped by the same round trip. Asking again for a holder that
         already holds a lease renews it and returns its fence."""
 

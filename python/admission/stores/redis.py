@@ -85,6 +85,7 @@ from admission.pools.dsn import redact_dsn, scrub
 from admission.stores._connections import Connections
 from admission.stores._resp import ProtocolError, read_reply
 from admission.stores.network import (
+    QUEUE_ENTRY_US,
     NetworkStore,
     RateReply,
     SemaphoreReply,
@@ -279,13 +280,13 @@ if ahead < limit - in_use then
 end
 if ARGV[4] == '1' then
   if not rank then redis.call('ZADD', q, next_number(n), holder) end
-  redis.call('ZADD', e, expiry, holder)
+  redis.call('ZADD', e, int(now + math.min(lease, QUEUE_ENTRY_US)), holder)
   keep(q, lease)
   keep(e, lease)
   return {0, 0, in_use, ahead}
 end
 return {0, 0, in_use, 0}
-"""
+""".replace("QUEUE_ENTRY_US", str(QUEUE_ENTRY_US))
 
 # KEYS: h, f. ARGV: lease, holders...
 _RENEW = """
