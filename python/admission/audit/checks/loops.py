@@ -5,7 +5,8 @@ that rewrites ``asyncio.get_event_loop()`` to it). ADM502: at module level or in
 code, where it raises RuntimeError since Python 3.14 when no loop runs. Neither fires in a
 version-guarded shim: under a ``sys.version_info`` / ``hasattr`` test, in a ``try`` that
 catches the RuntimeError, or in the fallback of a ``get_running_loop()`` that failed; nor
-does ADM502 after ``asyncio.set_event_loop(...)`` in the same function. A generator decorated
+does ADM502 after ``asyncio.set_event_loop(...)`` in the same function (at module level, after
+one at module level). A generator decorated
 as a coroutine (``@types.coroutine``, ``@asyncio.coroutine``, tornado's ``@gen.coroutine``) is
 a coroutine: ADM501, and so is a generator under any decorator that yields asyncio's futures
 (``x = yield asyncio.ensure_future(...)``: a framework's coroutine or test decorator drives it).
@@ -18,7 +19,7 @@ import ast
 from admission.audit.checks.context import Context, own_nodes, words
 from admission.audit.findings import Edit, Fix
 from admission.audit.names import dotted, last_name
-from admission.audit.walk import ELSE, IF, SYNC, TRY, Site
+from admission.audit.walk import ELSE, IF, MODULE, SYNC, TRY, Site
 
 __all__ = ["check_get_event_loop"]
 
@@ -108,10 +109,14 @@ _SET_EVENT_LOOP = frozenset({"asyncio.set_event_loop", "asyncio.events.set_event
 
 
 def _loop_set_before(ctx: Context, site: Site, call: ast.Call) -> bool:
-    """``asyncio.set_event_loop(loop)`` earlier in the same function: ``get_event_loop()``
-    then returns that loop, it cannot raise."""
+    """``asyncio.set_event_loop(loop)`` earlier in the same function, or earlier at module
+    level for a call at module level (a script setting its loop, then handing it on):
+    ``get_event_loop()`` then returns that loop, it cannot raise."""
     function = site.scope.function()
-    body = getattr(function.node, "body", []) if function is not None else []
+    if function is not None:
+        body = getattr(function.node, "body", [])
+    else:
+        body = ctx.facts.tree.body if site.scope.kind == MODULE else []
     return any(
         isinstance(node, ast.Call)
         and node.lineno < call.lineno
