@@ -38,7 +38,8 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
 - ``holdout10`` (``holdout10.txt``, labels in ``holdout10_labels.csv``): a tenth, crawlers,
   task queues, device and chat clients, pinned in the same commit as the ninth; run once,
   with the rules of round 12 (made on the ten corpora before it), its first run (block
-  ``holdout10-unseen``) was the estimate of precision on unseen code of those rules;
+  ``holdout10-unseen``) was the estimate of precision on unseen code of those rules (round
+  13 read its false positives for fixes);
 - ``holdout11`` (``holdout11.txt``, labels in ``holdout11_labels.csv``): an eleventh, a web
   framework's apps, a cloud SDK, a model hub client, database, queue, chat, voice and
   home-automation clients and a crawler, pinned (committed) before the audit ran on it, once
