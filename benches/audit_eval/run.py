@@ -1,7 +1,7 @@
 """`make audit-eval`: the audit's precision on real code, beside ruff's and flake8-async's
 ASYNC rules on the same code.
 
-Eleven corpora, each a list of source distributions pinned by name, version and sha256,
+Twelve corpora, each a list of source distributions pinned by name, version and sha256,
 downloaded with pip from the package index into ``.venv/audit-eval/`` (never committed):
 
 - ``seen`` (``corpus.txt``, labels in ``labels.csv``): read while the rules were written;
@@ -38,7 +38,13 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
 - ``holdout10`` (``holdout10.txt``, labels in ``holdout10_labels.csv``): a tenth, crawlers,
   task queues, device and chat clients, pinned in the same commit as the ninth; run once,
   with the rules of round 12 (made on the ten corpora before it), its first run (block
-  ``holdout10-unseen``) is the estimate of precision on unseen code.
+  ``holdout10-unseen``) was the estimate of precision on unseen code of those rules (round
+  13 read its false positives for fixes);
+- ``holdout11`` (``holdout11.txt``, labels in ``holdout11_labels.csv``): an eleventh, a web
+  framework's apps, a cloud SDK, a model hub client, database, queue, chat, voice and
+  home-automation clients and a crawler, pinned (committed) before the audit ran on it, once
+  the tenth had been run; its first run (block ``holdout11-unseen``) is the estimate of
+  precision on unseen code of round 13's rules.
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
@@ -65,7 +71,7 @@ benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
 script's output, never copied by hand.
 
     .venv/bin/python benches/audit_eval/run.py
-        [--corpus seen holdout holdout2 ... holdout10] [--no-flake8]
+        [--corpus seen holdout holdout2 ... holdout11] [--no-flake8]
         [--allow-unlabelled] [--write-results] [--block NAME]
 """
 
@@ -104,6 +110,7 @@ CORPORA = {
     "holdout8": ("holdout8.txt", "holdout8_labels.csv"),
     "holdout9": ("holdout9.txt", "holdout9_labels.csv"),
     "holdout10": ("holdout10.txt", "holdout10_labels.csv"),
+    "holdout11": ("holdout11.txt", "holdout11_labels.csv"),
 }
 
 LabelKey = tuple[str, str, int, str]  # project, path, line, code

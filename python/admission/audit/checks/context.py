@@ -207,6 +207,7 @@ _OWNED_ROOTS = frozenset(
         "pool",
         "producer",
         "provider",
+        "receiver",
         "region",
         "replica",
         "schedule",
@@ -230,6 +231,9 @@ _OWNED_ROOTS = frozenset(
 # Existing tasks and futures: gathering them starts nothing (plural names of collections only:
 # a loop variable `task` is as often a job to run).
 _OWNED_COLLECTIONS = frozenset({"tasks", "futures", "futs", "waiters"})
+
+# Calls that return their argument unchanged, only retyped for the type checker.
+_CASTS = frozenset({"typing.cast", "typing_extensions.cast"})
 
 
 def owned(name: str, *, collection: bool = False) -> bool:
@@ -756,6 +760,9 @@ class Context:
             return True
         if isinstance(node, ast.Call):
             name = last_name(node.func)
+            if self.resolve(node.func) in _CASTS and len(node.args) == 2:
+                # `cast(T, x)` hands back `x` itself: what it is decides
+                return self.iterable_over_data(node.args[1], scope, again)
             if isinstance(node.func, ast.Attribute) and name in _VIEWS:
                 return self.iterable_over_data(node.func.value, scope, again)
             if isinstance(node.func, ast.Name) and name in _SAME_SIZE | _ITERATING:

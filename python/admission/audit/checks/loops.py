@@ -5,7 +5,8 @@ that rewrites ``asyncio.get_event_loop()`` to it). ADM502: at module level or in
 code, where it raises RuntimeError since Python 3.14 when no loop runs. Neither fires in a
 version-guarded shim: under a ``sys.version_info`` / ``hasattr`` test, in a ``try`` that
 catches the RuntimeError, or in the fallback of a ``get_running_loop()`` that failed; nor
-does ADM502 after ``asyncio.set_event_loop(...)`` in the same function. A generator decorated
+does ADM502 after ``asyncio.set_event_loop(...)`` on every way to the call in the same
+function (at module level, after one at module level). A generator decorated
 as a coroutine (``@types.coroutine``, ``@asyncio.coroutine``, tornado's ``@gen.coroutine``) is
 a coroutine: ADM501, and so is a generator under any decorator that yields asyncio's futures
 (``x = yield asyncio.ensure_future(...)``: a framework's coroutine or test decorator drives it).
@@ -18,7 +19,7 @@ import ast
 from admission.audit.checks.context import Context, own_nodes, words
 from admission.audit.findings import Edit, Fix
 from admission.audit.names import dotted, last_name
-from admission.audit.walk import ELSE, IF, SYNC, TRY, Site
+from admission.audit.walk import ELSE, IF, MODULE, SYNC, TRY, Site
 
 __all__ = ["check_get_event_loop"]
 
@@ -108,16 +109,75 @@ _SET_EVENT_LOOP = frozenset({"asyncio.set_event_loop", "asyncio.events.set_event
 
 
 def _loop_set_before(ctx: Context, site: Site, call: ast.Call) -> bool:
-    """``asyncio.set_event_loop(loop)`` earlier in the same function: ``get_event_loop()``
-    then returns that loop, it cannot raise."""
+    """``asyncio.set_event_loop(loop)`` on every way to the call, earlier in the same
+    function, or earlier at module level for a call at module level (a script setting its
+    loop, then handing it on): ``get_event_loop()`` then returns that loop, it cannot raise.
+    A loop set under an ``if`` that the call is not in (``if sys.platform == "win32":
+    set_event_loop(proactor)``), unless both branches set one, leaves the other way open."""
     function = site.scope.function()
-    body = getattr(function.node, "body", []) if function is not None else []
+    if function is not None:
+        body = getattr(function.node, "body", [])
+    else:
+        body = ctx.facts.tree.body if site.scope.kind == MODULE else []
+    return isinstance(body, list) and _set_on_the_way(ctx, body, call)
+
+
+def _set_on_the_way(ctx: Context, statements: list[ast.stmt], call: ast.Call) -> bool:
+    """Whether ``statements`` set the loop on every way to ``call`` (which is in them or
+    after them)."""
+    for statement in statements:
+        if _holds(statement, call):
+            return any(
+                _set_on_the_way(ctx, branch, call)
+                for branch in _branches(statement)
+                if any(_holds(inner, call) for inner in branch)
+            )
+        if statement.lineno > call.lineno:
+            return False
+        if _sets_loop(ctx, statement):
+            return True
+    return False
+
+
+def _sets_loop(ctx: Context, statement: ast.stmt) -> bool:
+    """Whether ``statement`` sets the loop whichever way it goes (an ``if`` on both branches;
+    a ``with`` or ``try`` in its body; a loop's body may not run)."""
+    if isinstance(statement, ast.If):
+        return bool(statement.orelse) and all(
+            any(_sets_loop(ctx, inner) for inner in branch)
+            for branch in (statement.body, statement.orelse)
+        )
+    if isinstance(statement, ast.With | ast.AsyncWith | ast.Try):
+        return any(_sets_loop(ctx, inner) for inner in statement.body)
+    if isinstance(
+        statement,
+        ast.For | ast.AsyncFor | ast.While | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef,
+    ):
+        return False
     return any(
-        isinstance(node, ast.Call)
-        and node.lineno < call.lineno
-        and ctx.resolve(node.func) in _SET_EVENT_LOOP
-        for node in own_nodes(body if isinstance(body, list) else [])
+        isinstance(node, ast.Call) and ctx.resolve(node.func) in _SET_EVENT_LOOP
+        for node in own_nodes([statement])
     )
+
+
+def _holds(statement: ast.stmt, call: ast.Call) -> bool:
+    return statement.lineno <= call.lineno <= (statement.end_lineno or statement.lineno)
+
+
+def _branches(statement: ast.stmt) -> list[list[ast.stmt]]:
+    """The statement lists inside a compound statement (none for a simple one)."""
+    if isinstance(statement, ast.Try):
+        return [
+            statement.body,
+            *(handler.body for handler in statement.handlers),
+            statement.orelse,
+            statement.finalbody,
+        ]
+    return [
+        branch
+        for branch in (getattr(statement, "body", None), getattr(statement, "orelse", None))
+        if isinstance(branch, list)
+    ]
 
 
 def _generator_coroutine(ctx: Context, site: Site) -> bool:

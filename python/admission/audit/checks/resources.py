@@ -252,16 +252,24 @@ def _created_once(ctx: Context, site: Site) -> bool:
 
 def _started_once(site: Site, function: Scope) -> bool:
     """Behind a guard that returns when the previous one is still there: in the body around
-    the thread (the function's, or a ``with``'s: a lock), an earlier ``if ...: return`` whose
+    the thread (the function's, a ``with``'s around it or one ending before it: a lock), an
+    earlier ``if ...: return`` whose
     test reads a name or attribute that the body then binds (``if self._loop is not None and
     self._loop.is_running(): return`` ... ``self._loop = new_event_loop()``; ``if _started:
     return`` ... ``_started = True``): a start that runs only when nothing runs, one at a
     time. Only the state of the object (``self.x``) or of the module (a ``global``) counts: a
     guard on anything else (``if request is None: return``, a local rebound after ``if not
     items: return``) says nothing."""
+    line = getattr(site.node, "lineno", 0)
     bodies: list[list[ast.stmt]] = [getattr(function.node, "body", [])]
     bodies += [node.body for _, node in site.blocks if isinstance(node, ast.With | ast.AsyncWith)]
-    line = getattr(site.node, "lineno", 0)
+    # a `with` block of the function's body that ends before the thread (a debounce: `with
+    # lock: if self._busy: return; self._busy = True`, then the thread)
+    bodies += [
+        node.body
+        for node in bodies[0]
+        if isinstance(node, ast.With | ast.AsyncWith) and (node.end_lineno or line) < line
+    ]
 
     def state(text: str | None) -> bool:
         return text is not None and (text.startswith("self.") or text in function.globals)
@@ -443,6 +451,16 @@ def _joined(ctx: Context, target: str, site: Site) -> bool:
                 return True
         if _handed_over(current, target):
             return True
+        # joined in a loop over a display of it (`for t in (first, second): t.join()`)
+        for name, iterables in current.for_targets.items():
+            if name in current.joined and any(
+                isinstance(iterable, ast.List | ast.Tuple | ast.Set)
+                and any(dotted(item) == target for item in iterable.elts)
+                for iterable in iterables
+            ):
+                return True
+        if _waited_while_alive(current, target):
+            return True
     # appended to a list (`threads.append(t)`, `self.workers.append(t)`) that is joined
     # item by item (`for t in threads: t.join()`)
     containers = [
@@ -451,6 +469,20 @@ def _joined(ctx: Context, target: str, site: Site) -> bool:
         if any(dotted(value) == target for value, _ in items)
     ]
     return any(_container_joined(ctx, c, scope) for c in containers)
+
+
+def _waited_while_alive(scope: Scope, target: str) -> bool:
+    """A ``while`` that goes round as long as the thread runs (``while t.is_alive(): await
+    sleep(0.01)``): a join spelled as a poll, the function goes on only once it has ended."""
+    body = getattr(scope.node, "body", [])
+    return any(
+        isinstance(node, ast.While)
+        and isinstance(node.test, ast.Call)
+        and isinstance(node.test.func, ast.Attribute)
+        and node.test.func.attr == "is_alive"
+        and dotted(node.test.func.value) == target
+        for node in own_nodes(body if isinstance(body, list) else [])
+    )
 
 
 def _kept_on_self(scope: Scope, target: str) -> list[str]:

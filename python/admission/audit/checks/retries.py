@@ -16,7 +16,7 @@ import ast
 
 from admission.audit.checks.context import Context, own_nodes, words
 from admission.audit.names import dotted, last_name
-from admission.audit.walk import HANDLER, LOOP, TRY, WITH, Scope, Site
+from admission.audit.walk import ELSE, HANDLER, IF, LOOP, TRY, WITH, Scope, Site
 
 __all__ = ["check_backoff_policy", "check_forever_loop", "check_sleep"]
 
@@ -927,7 +927,11 @@ def check_sleep(ctx: Context, site: Site) -> None:
         or _interruption(handlers[-1])
     ):
         return  # a poll, or a resumed call: the pause is its period, no call failed
-    if not handlers and _step_of_attempt(site, loop_index, call):
+    if handlers and _paused_only_when_resumable(ctx, site, loop_index):
+        return  # the pause after an interrupted or would-block call, whatever else is done
+    if not handlers and (
+        _step_of_attempt(site, loop_index, call) or _opens_every_round(loop, site, call)
+    ):
         return
     if _server_directed(delay, handlers, site.scope) or _is_random(ctx, delay, site.scope):
         return
@@ -978,6 +982,43 @@ def _ends_loop(loop: ast.AST, handler: ast.ExceptHandler) -> bool:
         ):
             return True
     return False
+
+
+def _paused_only_when_resumable(ctx: Context, site: Site, loop_index: int) -> bool:
+    """The sleep is in the branch of an ``if`` in the handler taken exactly for an
+    interrupted or would-block call (``if error.errno == errno.EINTR: sleep(0.1)`` / ``else:
+    log(error)``): that pause resumes a call no dependency failed, whatever the other branch
+    does with the other errors."""
+    inside_handler = False
+    for kind, node in site.blocks[loop_index + 1 :]:
+        if kind == HANDLER:
+            inside_handler = True
+        elif (
+            inside_handler
+            and kind in (IF, ELSE)
+            and isinstance(node, ast.If)
+            and _tests_resumable(ctx, node.test, site.scope, kind == IF)
+        ):
+            return True
+    return False
+
+
+def _opens_every_round(loop: ast.AST, site: Site, sleep: ast.Call) -> bool:
+    """The sleep is the loop body's first statement and the loop reads on after an attempt
+    that worked (no attempt whose success always leaves the loop, see `_leaves_when_done`):
+    a poll of a state (``while True: await sleep(0.5); state = await get_state(); ... if
+    state.done: break``), the sleep its period. A loop that sleeps first and leaves as soon
+    as the attempt works is a retry, and still fires."""
+    body = getattr(loop, "body", [])
+    if not body or not isinstance(body[0], ast.Expr):
+        return False
+    first = body[0].value
+    if isinstance(first, ast.Await):
+        first = first.value
+    if first is not sleep or site.blocks[-1][1] is not loop:
+        return False
+    attempts = _tries(body)
+    return bool(attempts) and not any(_leaves_when_done(loop, attempt) for attempt in attempts)
 
 
 def _step_of_attempt(site: Site, loop_index: int, sleep: ast.Call) -> bool:
