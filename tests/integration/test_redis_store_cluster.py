@@ -500,3 +500,43 @@ def test_a_slot_moved_to_another_node_mid_load(cluster: RedisCluster) -> None:
     assert fresh_admitted.count("admitted") == 3, seen  # exactly its burst
     assert "unavailable" not in seen["fresh after"], seen
     assert admitted == dict.fromkeys(others, 3)
+
+
+def test_server_of_names_the_node_that_holds_the_state(cluster: RedisCluster) -> None:
+    """`Redis.server_of` (the breaker a call goes through) names the node where the call's
+    state is really written: keyed buckets whose keys hold braces (the hash tag ends at
+    the first ``}``), a bucket, a semaphore, and the registration record."""
+    name = _name("tags")
+    keys = [b"plain", b"a}b", b"{x}", b"}{", b"{"]
+
+    def holder(stored: bytes) -> list[str]:
+        """The nodes holding ``stored`` (another node answers MOVED)."""
+        found = []
+        for node in cluster.nodes:
+            with contextlib.suppress(RuntimeError):
+                if node.command("EXISTS", stored) == 1:
+                    found.append(f"{node.host}:{node.port}")
+        return found
+
+    async def scenario() -> list[tuple[list[str], list[str | None]]]:
+        async with _store(cluster) as store:
+            per_user = adm.KeyedTokenBucket(rate=1, per=3600, burst=2, name=name, store=store)
+            bucket = adm.TokenBucket(rate=1, per=3600, burst=2, name=name, store=store)
+            sem = adm.Semaphore(2, name=name, store=store, lease="5s")
+            for key in keys:
+                await per_user.acquire(key, timeout=0)
+            await bucket.acquire(timeout=0)
+            lease = await sem.acquire(timeout=0)
+            said = {
+                store._bucket_key(name, key): store.server_of("KeyedTokenBucket", name, key)
+                for key in keys
+            }
+            said[store._bucket_key(name, None)] = store.server_of("TokenBucket", name, None)
+            said[store._semaphore_keys(name, "h")[0]] = store.server_of("Semaphore", name, None)
+            said[store._config_key(name)] = store.server_of("register", name, None)
+            found = [(holder(stored), [server]) for stored, server in said.items()]
+            await sem.release_and_wait(lease)
+            return found
+
+    for held, said in run(scenario()):
+        assert held == said

@@ -612,6 +612,9 @@ class Redis(NetworkStore):
         encoded = name.encode()
         return b"%s:{k:%d:%s:%s}" % (self._prefix, len(encoded), encoded, key)
 
+    def _config_key(self, name: str) -> bytes:
+        return b"%s:{c:%s}" % (self._prefix, name.encode())
+
     def _semaphore_keys(self, name: str, which: str) -> list[bytes]:
         base = b"%s:{s:%s}:" % (self._prefix, name.encode())
         return [base + letter.encode() for letter in which]
@@ -738,8 +741,7 @@ class Redis(NetworkStore):
             raise ValueError(f"kind must be an identifier, got {kind!r}")
         wanted = {field: float(value) for field, value in config.items()}
         canonical = json.dumps(wanted, sort_keys=True, separators=(",", ":"))
-        key = b"%s:{c:%s}" % (self._prefix, name.encode())
-        stored = await self._eval(REGISTER, (key,), (kind, canonical))
+        stored = await self._eval(REGISTER, (self._config_key(name),), (kind, canonical))
         if stored is not None:
             other = stored.decode() if isinstance(stored, bytes) else str(stored)
             raise ValueError(
@@ -793,7 +795,9 @@ class Redis(NetworkStore):
         client knows it (None before its first call, or for a slot it finds no node of)."""
         if not self._cluster:
             return None
-        if kind == "Semaphore":
+        if kind == "register":
+            stored = self._config_key(name)
+        elif kind == "Semaphore":
             stored = self._semaphore_keys(name, "h")[0]  # all its keys share one slot
         else:
             stored = self._bucket_key(name, key)
