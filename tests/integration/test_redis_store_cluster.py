@@ -502,6 +502,31 @@ def test_a_slot_moved_to_another_node_mid_load(cluster: RedisCluster) -> None:
     assert admitted == dict.fromkeys(others, 3)
 
 
+def test_calls_after_aclose_open_no_connections_of_the_store(cluster: RedisCluster) -> None:
+    """After `aclose`, a call (a late give-back, a lease released in the background, a
+    limiter still used) goes through the given ``RedisCluster`` client, which `aclose`
+    leaves open: the store opens no connection of its own that nothing would close again
+    (they were reopened, one per node, and left open)."""
+    keys = [f"user:{i}" for i in range(30)]  # on every node
+
+    async def scenario() -> None:
+        client = _client(cluster)
+        store = adm.stores.Redis(client=client, timeout=5.0)
+        per_user = adm.KeyedTokenBucket(rate=1, per=3600, burst=2, name=_name("x"), store=store)
+        try:
+            for key in keys:
+                await per_user.acquire(key, timeout=0)
+            assert len(store._nodes) == 3
+            await store.aclose()
+            assert await _take_all(per_user, keys * 2, 4) == dict.fromkeys(keys, 1)
+            assert store._nodes == {}
+        finally:
+            await store.aclose()
+            await client.aclose()
+
+    run(scenario())
+
+
 def test_server_of_names_the_node_that_holds_the_state(cluster: RedisCluster) -> None:
     """`Redis.server_of` (the breaker a call goes through) names the node where the call's
     state is really written: keyed buckets whose keys hold braces (the hash tag ends at

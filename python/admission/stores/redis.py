@@ -548,6 +548,9 @@ class Redis(NetworkStore):
         )
         # A RedisCluster's nodes: the store's own connections to each, by node name.
         self._nodes: dict[str, Connections[Any]] = {}
+        # Whether the calls go on those (a RedisCluster client's) until `aclose`; after it,
+        # through the client, which it leaves open: none opened again that none would close.
+        self._on_own_nodes = self._cluster
         if client is not None:
             self._client: Any = client
             self._direct: Connections[Any] | None = None
@@ -669,7 +672,7 @@ class Redis(NetworkStore):
     async def _evalsha(self, script: _Script, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
         direct = self._direct
         if direct is None:
-            if self._cluster:
+            if self._on_own_nodes:
                 node = self._node(keys[0])
                 if node is not None:
                     return await self._on_node(node, script, keys, args)
@@ -895,7 +898,9 @@ class Redis(NetworkStore):
 
     async def aclose(self) -> None:
         """Closes the client this store made from ``url`` (never a given one) and the
-        store's own connections to a given RedisCluster's nodes; idempotent."""
+        store's own connections to a given RedisCluster's nodes (calls made after go
+        through that client); idempotent."""
+        self._on_own_nodes = False
         nodes, self._nodes = self._nodes, {}
         for connections in nodes.values():
             await connections.aclose(lambda conn: conn.disconnect())
