@@ -565,3 +565,39 @@ def test_server_of_names_the_node_that_holds_the_state(cluster: RedisCluster) ->
 
     for held, said in run(scenario()):
         assert held == said
+
+
+def test_a_call_past_its_deadline_never_cancels_its_caller_later(cluster: RedisCluster) -> None:
+    """A ``RedisCluster`` client with redis-py timeouts of its own (``socket_timeout``)
+    and a node that answers nothing (SIGSTOP) while the store opens a connection to it:
+    the caller gets `StoreUnavailable` at the store's timeout and goes on with its own
+    work, which is never cancelled (redis-py bounds a wait with ``asyncio.timeout``, which
+    cancels the task that began it: the caller's, which the call has left by then)."""
+    name = _name("cancel")
+    config_node = cluster.node_of(f"admission:{{c:{name}}}")
+    target = next(node for node in cluster.nodes if node is not config_node)
+    away = next(k for k in map(str, itertools.count()) if _on(cluster, name, k) is not target)
+    here = next(k for k in map(str, itertools.count()) if _on(cluster, name, k) is target)
+
+    async def scenario() -> None:
+        client = redis.asyncio.RedisCluster(
+            host=cluster.host, port=cluster.port, socket_timeout=0.3
+        )
+        store = adm.stores.Redis(client=client, timeout=0.1)
+        per_user = adm.KeyedTokenBucket(rate=1, per=3600, burst=9, name=name, store=store)
+        try:
+            await per_user.acquire(away)  # registered; no connection of the store's to target
+            assert f"{target.host}:{target.port}" not in store._nodes
+            target.pause()
+            try:
+                with pytest.raises(adm.StoreUnavailable, match="no answer"):
+                    await per_user.acquire(here, timeout=0)
+                await asyncio.sleep(1.0)  # noqa: ADM401 - the caller's own work, past 0.3 s
+            finally:
+                target.resume()
+            await wait_until(lambda: not remote._background, "the call left", within=BOUND)
+        finally:
+            await store.aclose()
+            await client.aclose()
+
+    run(scenario())

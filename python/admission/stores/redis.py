@@ -418,11 +418,12 @@ class _Unreachable(Exception):
     """The store could not open a connection to a cluster's node (nothing was sent)."""
 
 
-def _connect_to(node: Any) -> Callable[[], Awaitable[Any]]:
-    """Opens a connection to a RedisCluster's ``node`` with the client's settings for it."""
+def _connect_to(node: Any, overrides: Mapping[str, Any]) -> Callable[[], Awaitable[Any]]:
+    """Opens a connection to a RedisCluster's ``node`` with the client's settings for it,
+    but for ``overrides``."""
 
     async def connect() -> Any:
-        conn = node.connection_class(**node.connection_kwargs)
+        conn = node.connection_class(**{**node.connection_kwargs, **overrides})
         try:
             await conn.connect()
         except Exception as exc:
@@ -548,6 +549,14 @@ class Redis(NetworkStore):
         )
         # A RedisCluster's nodes: the store's own connections to each, by node name.
         self._nodes: dict[str, Connections[Any]] = {}
+        # Made with the client's settings for each node but no timeouts nor retries of
+        # redis-py's own, as from a URL (below): its timeouts cancel the task that began
+        # the wait, the caller's, which a call past its deadline has left by then.
+        self._node_settings: dict[str, Any] = {
+            "socket_timeout": None,
+            "socket_connect_timeout": None,
+            "retry": Retry(NoBackoff(), 0),
+        }
         # Whether the calls go on those (a RedisCluster client's) until `aclose`; after it,
         # through the client, which it leaves open: none opened again that none would close.
         self._on_own_nodes = self._cluster
@@ -707,7 +716,10 @@ class Redis(NetworkStore):
         connections = self._nodes.get(node.name)
         if connections is None:
             connections = self._nodes[node.name] = Connections(
-                _connect_to(node), _close_soon, _usable, DEFAULT_MAX_CONNECTIONS
+                _connect_to(node, self._node_settings),
+                _close_soon,
+                _usable,
+                DEFAULT_MAX_CONNECTIONS,
             )
         try:
             return await self._on(connections, script, keys, args)
