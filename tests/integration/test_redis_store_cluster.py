@@ -500,3 +500,104 @@ def test_a_slot_moved_to_another_node_mid_load(cluster: RedisCluster) -> None:
     assert fresh_admitted.count("admitted") == 3, seen  # exactly its burst
     assert "unavailable" not in seen["fresh after"], seen
     assert admitted == dict.fromkeys(others, 3)
+
+
+def test_calls_after_aclose_open_no_connections_of_the_store(cluster: RedisCluster) -> None:
+    """After `aclose`, a call (a late give-back, a lease released in the background, a
+    limiter still used) goes through the given ``RedisCluster`` client, which `aclose`
+    leaves open: the store opens no connection of its own that nothing would close again
+    (they were reopened, one per node, and left open)."""
+    keys = [f"user:{i}" for i in range(30)]  # on every node
+
+    async def scenario() -> None:
+        client = _client(cluster)
+        store = adm.stores.Redis(client=client, timeout=5.0)
+        per_user = adm.KeyedTokenBucket(rate=1, per=3600, burst=2, name=_name("x"), store=store)
+        try:
+            for key in keys:
+                await per_user.acquire(key, timeout=0)
+            assert len(store._nodes) == 3
+            await store.aclose()
+            assert await _take_all(per_user, keys * 2, 4) == dict.fromkeys(keys, 1)
+            assert store._nodes == {}
+        finally:
+            await store.aclose()
+            await client.aclose()
+
+    run(scenario())
+
+
+def test_server_of_names_the_node_that_holds_the_state(cluster: RedisCluster) -> None:
+    """`Redis.server_of` (the breaker a call goes through) names the node where the call's
+    state is really written: keyed buckets whose keys hold braces (the hash tag ends at
+    the first ``}``), a bucket, a semaphore, and the registration record."""
+    name = _name("tags")
+    keys = [b"plain", b"a}b", b"{x}", b"}{", b"{"]
+
+    def holder(stored: bytes) -> list[str]:
+        """The nodes holding ``stored`` (another node answers MOVED)."""
+        found = []
+        for node in cluster.nodes:
+            with contextlib.suppress(RuntimeError):
+                if node.command("EXISTS", stored) == 1:
+                    found.append(f"{node.host}:{node.port}")
+        return found
+
+    async def scenario() -> list[tuple[list[str], list[str | None]]]:
+        async with _store(cluster) as store:
+            per_user = adm.KeyedTokenBucket(rate=1, per=3600, burst=2, name=name, store=store)
+            bucket = adm.TokenBucket(rate=1, per=3600, burst=2, name=name, store=store)
+            sem = adm.Semaphore(2, name=name, store=store, lease="5s")
+            for key in keys:
+                await per_user.acquire(key, timeout=0)
+            await bucket.acquire(timeout=0)
+            lease = await sem.acquire(timeout=0)
+            said = {
+                store._bucket_key(name, key): store.server_of("KeyedTokenBucket", name, key)
+                for key in keys
+            }
+            said[store._bucket_key(name, None)] = store.server_of("TokenBucket", name, None)
+            said[store._semaphore_keys(name, "h")[0]] = store.server_of("Semaphore", name, None)
+            said[store._config_key(name)] = store.server_of("register", name, None)
+            found = [(holder(stored), [server]) for stored, server in said.items()]
+            await sem.release_and_wait(lease)
+            return found
+
+    for held, said in run(scenario()):
+        assert held == said
+
+
+def test_a_call_past_its_deadline_never_cancels_its_caller_later(cluster: RedisCluster) -> None:
+    """A ``RedisCluster`` client with redis-py timeouts of its own (``socket_timeout``)
+    and a node that answers nothing (SIGSTOP) while the store opens a connection to it:
+    the caller gets `StoreUnavailable` at the store's timeout and goes on with its own
+    work, which is never cancelled (redis-py bounds a wait with ``asyncio.timeout``, which
+    cancels the task that began it: the caller's, which the call has left by then)."""
+    name = _name("cancel")
+    config_node = cluster.node_of(f"admission:{{c:{name}}}")
+    target = next(node for node in cluster.nodes if node is not config_node)
+    away = next(k for k in map(str, itertools.count()) if _on(cluster, name, k) is not target)
+    here = next(k for k in map(str, itertools.count()) if _on(cluster, name, k) is target)
+
+    async def scenario() -> None:
+        client = redis.asyncio.RedisCluster(
+            host=cluster.host, port=cluster.port, socket_timeout=0.3
+        )
+        store = adm.stores.Redis(client=client, timeout=0.1)
+        per_user = adm.KeyedTokenBucket(rate=1, per=3600, burst=9, name=name, store=store)
+        try:
+            await per_user.acquire(away)  # registered; no connection of the store's to target
+            assert f"{target.host}:{target.port}" not in store._nodes
+            target.pause()
+            try:
+                with pytest.raises(adm.StoreUnavailable, match="no answer"):
+                    await per_user.acquire(here, timeout=0)
+                await asyncio.sleep(1.0)  # noqa: ADM401 - the caller's own work, past 0.3 s
+            finally:
+                target.resume()
+            await wait_until(lambda: not remote._background, "the call left", within=BOUND)
+        finally:
+            await store.aclose()
+            await client.aclose()
+
+    run(scenario())

@@ -171,7 +171,8 @@ class NetworkStore(ABC):
 
     def server_of(self, kind: str, name: str, key: bytes | None) -> Hashable | None:
         """The server holding the state of limiter ``name`` of ``kind`` ("TokenBucket",
-        "KeyedTokenBucket", "Semaphore"; ``key``: a keyed limiter's key), for a store
+        "KeyedTokenBucket", "Semaphore"; ``key``: a keyed limiter's key), or of its
+        registration record (``kind`` "register", ``key`` None: `register`), for a store
         `spread_over_servers`; None where it is not known (yet). Called once per round
         trip: it must not block."""
         return None

@@ -419,11 +419,12 @@ class _Unreachable(Exception):
     """The store could not open a connection to a cluster's node (nothing was sent)."""
 
 
-def _connect_to(node: Any) -> Callable[[], Awaitable[Any]]:
-    """Opens a connection to a RedisCluster's ``node`` with the client's settings for it."""
+def _connect_to(node: Any, overrides: Mapping[str, Any]) -> Callable[[], Awaitable[Any]]:
+    """Opens a connection to a RedisCluster's ``node`` with the client's settings for it,
+    but for ``overrides``."""
 
     async def connect() -> Any:
-        conn = node.connection_class(**node.connection_kwargs)
+        conn = node.connection_class(**{**node.connection_kwargs, **overrides})
         try:
             await conn.connect()
         except Exception as exc:
@@ -549,6 +550,17 @@ class Redis(NetworkStore):
         )
         # A RedisCluster's nodes: the store's own connections to each, by node name.
         self._nodes: dict[str, Connections[Any]] = {}
+        # Made with the client's settings for each node but no timeouts nor retries of
+        # redis-py's own, as from a URL (below): its timeouts cancel the task that began
+        # the wait, the caller's, which a call past its deadline has left by then.
+        self._node_settings: dict[str, Any] = {
+            "socket_timeout": None,
+            "socket_connect_timeout": None,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        # Whether the calls go on those (a RedisCluster client's) until `aclose`; after it,
+        # through the client, which it leaves open: none opened again that none would close.
+        self._on_own_nodes = self._cluster
         if client is not None:
             self._client: Any = client
             self._direct: Connections[Any] | None = None
@@ -613,6 +625,9 @@ class Redis(NetworkStore):
         encoded = name.encode()
         return b"%s:{k:%d:%s:%s}" % (self._prefix, len(encoded), encoded, key)
 
+    def _config_key(self, name: str) -> bytes:
+        return b"%s:{c:%s}" % (self._prefix, name.encode())
+
     def _semaphore_keys(self, name: str, which: str) -> list[bytes]:
         base = b"%s:{s:%s}:" % (self._prefix, name.encode())
         return [base + letter.encode() for letter in which]
@@ -667,7 +682,7 @@ class Redis(NetworkStore):
     async def _evalsha(self, script: _Script, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
         direct = self._direct
         if direct is None:
-            if self._cluster:
+            if self._on_own_nodes:
                 node = self._node(keys[0])
                 if node is not None:
                     return await self._on_node(node, script, keys, args)
@@ -702,7 +717,10 @@ class Redis(NetworkStore):
         connections = self._nodes.get(node.name)
         if connections is None:
             connections = self._nodes[node.name] = Connections(
-                _connect_to(node), _close_soon, _usable, DEFAULT_MAX_CONNECTIONS
+                _connect_to(node, self._node_settings),
+                _close_soon,
+                _usable,
+                DEFAULT_MAX_CONNECTIONS,
             )
         try:
             return await self._on(connections, script, keys, args)
@@ -739,8 +757,7 @@ class Redis(NetworkStore):
             raise ValueError(f"kind must be an identifier, got {kind!r}")
         wanted = {field: float(value) for field, value in config.items()}
         canonical = json.dumps(wanted, sort_keys=True, separators=(",", ":"))
-        key = b"%s:{c:%s}" % (self._prefix, name.encode())
-        stored = await self._eval(REGISTER, (key,), (kind, canonical))
+        stored = await self._eval(REGISTER, (self._config_key(name),), (kind, canonical))
         if stored is not None:
             other = stored.decode() if isinstance(stored, bytes) else str(stored)
             raise ValueError(
@@ -794,7 +811,9 @@ class Redis(NetworkStore):
         client knows it (None before its first call, or for a slot it finds no node of)."""
         if not self._cluster:
             return None
-        if kind == "Semaphore":
+        if kind == "register":
+            stored = self._config_key(name)
+        elif kind == "Semaphore":
             stored = self._semaphore_keys(name, "h")[0]  # all its keys share one slot
         else:
             stored = self._bucket_key(name, key)
@@ -892,7 +911,9 @@ class Redis(NetworkStore):
 
     async def aclose(self) -> None:
         """Closes the client this store made from ``url`` (never a given one) and the
-        store's own connections to a given RedisCluster's nodes; idempotent."""
+        store's own connections to a given RedisCluster's nodes (calls made after go
+        through that client); idempotent."""
+        self._on_own_nodes = False
         nodes, self._nodes = self._nodes, {}
         for connections in nodes.values():
             await connections.aclose(lambda conn: conn.disconnect())

@@ -795,6 +795,8 @@ class _Remote:
         own)."""
         breaker = self._breaker
         if self._spread:
+            if not self._registered:
+                await self._register_on_its_server(count)
             server = self.store.server_of(self._kind, self.name, key)
             breaker = store_breaker(self.store, server)
         if not breaker.try_acquire():
@@ -816,6 +818,27 @@ class _Remote:
             raise
         breaker.record(True, 0.0)
         return reply
+
+    async def _register_on_its_server(self, count: int) -> None:
+        """The registration on a store `spread_over_servers`, through the breaker of the
+        server holding it: a dead one must not fail the breaker of the server of the state
+        asked for, which the limiters registered before share (its failures would open it
+        and refuse their calls)."""
+        breaker = store_breaker(self.store, self.store.server_of("register", self.name, None))
+        if not breaker.try_acquire():
+            self._counts.store_errors += count
+            raise _refusal(self.store, breaker)
+        try:
+            await self.store.register(type(self)._kind, self.name, self._config())
+        except StoreUnavailable:
+            breaker.record(False, 0.0)
+            self._counts.store_errors += count
+            raise
+        except BaseException:
+            breaker.release()
+            raise
+        breaker.record(True, 0.0)
+        self._registered = True
 
     def _no_answer(self) -> StoreUnavailable:
         return StoreUnavailable(self.store.label, f"no answer within {self.store.timeout} s")
