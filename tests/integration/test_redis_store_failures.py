@@ -513,6 +513,8 @@ def test_the_label_of_a_given_client(redis_server: RedisServer) -> None:
         ({"timeout": 0}, "timeout must be a number of seconds > 0"),
         ({"timeout": True}, "timeout must be a number of seconds > 0"),
         ({"prefix": ""}, "prefix must be a non-empty str"),
+        ({"prefix": "app{}"}, "prefix must not contain braces"),  # would break the hash tags
+        ({"prefix": "{app}"}, "prefix must not contain braces"),
     ],
 )
 def test_bad_options_are_clear_errors(kwargs: dict[str, Any], message: str) -> None:

@@ -517,6 +517,11 @@ class Redis(NetworkStore):
             raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
         if not isinstance(prefix, str) or not prefix:
             raise ValueError(f"prefix must be a non-empty str, got {prefix!r}")
+        if "{" in prefix or "}" in prefix:
+            # The keys' hash tags follow it: a brace of its own would make Redis Cluster
+            # hash another part of the key ("{}": all of it, so a semaphore's keys would
+            # fall in different slots and its script fail with CROSSSLOT).
+            raise ValueError(f"prefix must not contain braces, got {prefix!r}")
         self.timeout = float(timeout)
         self.prefix = prefix
         self._prefix = prefix.encode()
