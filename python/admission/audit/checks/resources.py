@@ -363,8 +363,10 @@ def _final_signals(statements: list[ast.stmt]) -> set[str]:
 
 
 def _waits_for(scope: Scope, signal: str) -> bool:
-    """``signal`` is waited for in ``scope``: awaited, ``.wait()``/``.result()`` called on
-    it, or a loop that goes round until it is set (``while not done.is_set():``)."""
+    """``signal`` is waited for in ``scope`` until it comes: awaited, ``.wait()``/
+    ``.result()`` called on it with no timeout, or a loop that goes round until it is set
+    (``while not done.is_set():``). A wait with a timeout (``done.wait(5)``) gives up and
+    leaves the thread running: no join."""
     body = getattr(scope.node, "body", [])
     for node in own_nodes(body if isinstance(body, list) else []):
         if isinstance(node, ast.Await) and dotted(node.value) == signal:
@@ -373,6 +375,8 @@ def _waits_for(scope: Scope, signal: str) -> bool:
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Attribute)
             and node.func.attr in ("wait", "result")
+            and not node.args
+            and not node.keywords
             and dotted(node.func.value) == signal
         ):
             return True
@@ -404,12 +408,21 @@ def _signals_its_end(ctx: Context, call: ast.Call, site: Site) -> bool:
     if len(runs) != 1:
         return False
     body = getattr(runs[0].node, "body", [])
-    signals = _final_signals(body if isinstance(body, list) else [])
+    for signal in _final_signals(body if isinstance(body, list) else []):
+        owners = [o for o in _owners(ctx, signal, site.scope) if o is not runs[0]]
+        # set by other code too (a callback once the loop runs): it says that code ran, not
+        # that the thread ended
+        if any(_sets_signal(owner, signal) for owner in owners):
+            continue
+        if any(_waits_for(owner, signal) for owner in owners):
+            return True
+    return False
+
+
+def _sets_signal(scope: Scope, signal: str) -> bool:
+    body = getattr(scope.node, "body", [])
     return any(
-        _waits_for(owner, signal)
-        for signal in signals
-        for owner in _owners(ctx, signal, site.scope)
-        if owner is not runs[0]
+        signal in _signals_set(statement) for statement in (body if isinstance(body, list) else [])
     )
 
 
