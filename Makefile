@@ -115,7 +115,7 @@ $(VENV)/.audit-eval-stamp: requirements/audit-eval.txt $(VENV)/.dev-stamp
 # holdout12, pinned, stays out of the default until its false positives are read for fixes
 # (its unseen run: --corpus holdout12 --block holdout12-unseen).
 AUDIT_EVAL_CORPUS ?= seen holdout holdout2 holdout3 holdout4 holdout5 holdout6 holdout7 holdout8 \
-	holdout9 holdout10
+	holdout9 holdout10 holdout11
 AUDIT_EVAL_ARGS ?=
 audit-eval: develop $(VENV)/.audit-eval-stamp
 	$(VPY) benches/audit_eval/run.py --corpus $(AUDIT_EVAL_CORPUS) --write-results $(AUDIT_EVAL_ARGS)

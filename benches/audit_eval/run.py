@@ -47,9 +47,9 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   precision on unseen code of round 13's rules (round 14 read its false positives for fixes);
 - ``holdout12`` (``holdout12.txt``, labels in ``holdout12_labels.csv``): a twelfth, a terminal
   UI framework, a pre-fork server, a blockchain client, a notebook server, a WSGI/ASGI
-  framework, ZeroMQ's bindings and an SMTP server, pinned (committed) before the audit ran on it, once the
-  eleventh had been run; its first run (block ``holdout12-unseen``) is the estimate of
-  precision on unseen code of round 14's rules.
+  framework, ZeroMQ's bindings and an SMTP server, pinned (committed) before the audit ran
+  on it, once the eleventh had been run; its first run (block ``holdout12-unseen``) is the
+  estimate of precision on unseen code of round 14's rules.
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
