@@ -44,7 +44,12 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   framework's apps, a cloud SDK, a model hub client, database, queue, chat, voice and
   home-automation clients and a crawler, pinned (committed) before the audit ran on it, once
   the tenth had been run; its first run (block ``holdout11-unseen``) is the estimate of
-  precision on unseen code of round 13's rules.
+  precision on unseen code of round 13's rules (round 14 read its false positives for fixes);
+- ``holdout12`` (``holdout12.txt``, labels in ``holdout12_labels.csv``): a twelfth, a terminal
+  UI framework, a pre-fork server, a blockchain client, a notebook server, a WSGI/ASGI
+  framework, ZeroMQ's bindings and an SMTP server, pinned (committed) before the audit ran
+  on it, once the eleventh had been run; its first run (block ``holdout12-unseen``) is the
+  estimate of precision on unseen code of round 14's rules.
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
@@ -71,7 +76,7 @@ benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
 script's output, never copied by hand.
 
     .venv/bin/python benches/audit_eval/run.py
-        [--corpus seen holdout holdout2 ... holdout11] [--no-flake8]
+        [--corpus seen holdout holdout2 ... holdout12] [--no-flake8]
         [--allow-unlabelled] [--write-results] [--block NAME]
 """
 
@@ -111,6 +116,7 @@ CORPORA = {
     "holdout9": ("holdout9.txt", "holdout9_labels.csv"),
     "holdout10": ("holdout10.txt", "holdout10_labels.csv"),
     "holdout11": ("holdout11.txt", "holdout11_labels.csv"),
+    "holdout12": ("holdout12.txt", "holdout12_labels.csv"),
 }
 
 LabelKey = tuple[str, str, int, str]  # project, path, line, code

@@ -166,10 +166,45 @@ def _lifecycle_call(element: ast.expr) -> ast.Name | None:
 _WRAPS_EXISTING = frozenset({"asyncio.wrap_future", "asyncio.futures.wrap_future"})
 
 
+# Calls that protect an awaitable from cancellation: given one that already runs (a future,
+# a task), they start no new work.
+_SHIELDS = frozenset({"asyncio.shield", "asyncio.tasks.shield"})
+
+
+def _comprehension_targets(node: ast.ListComp | ast.SetComp | ast.GeneratorExp) -> set[str]:
+    return {t.id for g in node.generators for t in ast.walk(g.target) if isinstance(t, ast.Name)}
+
+
 def _lifecycle(node: ast.ListComp | ast.SetComp | ast.GeneratorExp) -> bool:
     receiver = _lifecycle_call(node.elt)
-    targets = {t.id for g in node.generators for t in ast.walk(g.target) if isinstance(t, ast.Name)}
-    return receiver is not None and receiver.id in targets
+    return receiver is not None and receiver.id in _comprehension_targets(node)
+
+
+def _shields_each_item(
+    ctx: Context, node: ast.ListComp | ast.SetComp | ast.GeneratorExp, element: ast.Call
+) -> bool:
+    """Each element shields an item of the collection as it is (``shield(fut) for fut in
+    aw``): futures or tasks that already run, protected from the gather's cancellation; a
+    shield of a new call (``shield(fetch(u))``) starts work and still counts."""
+    return (
+        ctx.resolve(element.func) in _SHIELDS
+        and len(element.args) == 1
+        and isinstance(element.args[0], ast.Name)
+        and element.args[0].id in _comprehension_targets(node)
+    )
+
+
+# Methods that take an item out of a container (`self.futures.pop()`): what they hand back
+# already exists, no new work.
+_TAKES_OUT = frozenset({"pop", "popleft", "popitem"})
+
+
+def _taken_out(value: ast.expr) -> bool:
+    return (
+        isinstance(value, ast.Call)
+        and isinstance(value.func, ast.Attribute)
+        and value.func.attr in _TAKES_OUT
+    )
 
 
 def _collection(
@@ -192,6 +227,8 @@ def _collection(
             # tasks spawned in a comprehension and gathered later: ADM102 reports the spawn
             return None
         if _lifecycle(node) or ctx.resolve(element.func) in _WRAPS_EXISTING:
+            return None
+        if _shields_each_item(ctx, node, element):
             return None
         if _fanned_out_before(ctx, node, site) or _tears_down_own(node, scope):
             return None
@@ -372,8 +409,9 @@ def _filled_in_loop(ctx: Context, name: str, site: Site) -> list[ast.expr] | Non
         if isinstance(value, ast.Name):
             # `task = create_task(...)` / `coro = fetch(u)` then `tasks.append(task)`
             calls = [v for v in scope.assigns.get(value.id, ()) if isinstance(v, ast.Call)]
-            if not calls:
-                continue  # an existing object, not new work
+            if not calls or all(_taken_out(call) for call in calls):
+                # an existing object (`future = self.futures.pop()`), not new work
+                continue
             value = calls[0]
         if not isinstance(value, ast.Call) or _ends_or_waits(value):
             continue  # `waiters.append(state.wait_for_position())`: waits, starts nothing

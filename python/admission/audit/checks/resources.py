@@ -290,17 +290,140 @@ def _started_once(site: Site, function: Scope) -> bool:
     return False
 
 
-def _kept_by_lifecycle_start(site: Site, function: Scope, target: str) -> bool:
+def _kept_by_lifecycle_start(ctx: Context, site: Site, function: Scope, target: str) -> bool:
     """Kept on the object (``self._thread = Thread(...)``, or through a local stored
-    there) by the method that starts its life (``connect``, ``start``, ``__enter__``, ...):
-    the object's one worker, ended by the matching ``close``/``stop``, whether that joins it
-    or waits for an event the thread sets. A start handed what to run (``start(self, job)``)
+    there) by the method that starts its life (``connect``, ``start``, ``__enter__``, ...),
+    or by a private method only such starts call (``start`` -> ``self._start()``): the
+    object's one worker, ended by the matching ``close``/``stop``, whether that joins it or
+    waits for an event the thread sets. A start handed what to run (``start(self, job)``)
     or a method called per request that does the same still fires."""
-    if function.cls is None or function.name not in _LIFECYCLE_STARTS:
-        return False
-    if set(function.params) - {"self", "cls"}:
-        return False
+    if not _lifecycle_start(function):
+        private = function.name.startswith("_") and not function.name.startswith("__")
+        called = "." + function.name
+        # the class's own calls (another class's `_start` is another method)
+        callers = [f for f in ctx.facts.functions if called in f.calls and f.cls is function.cls]
+        if not (
+            private
+            and not set(function.params) - {"self", "cls"}
+            and callers
+            and all(_lifecycle_start(f) for f in callers)
+        ):
+            return False
     return target.startswith("self.") or bool(_kept_on_self(site.scope, target))
+
+
+def _lifecycle_start(function: Scope) -> bool:
+    """A method that starts its object's life, handed nothing to run (``start(self)``)."""
+    return (
+        function.cls is not None
+        and function.name in _LIFECYCLE_STARTS
+        and not set(function.params) - {"self", "cls"}
+    )
+
+
+# Calls that raise a signal other code waits for: an event's `set`, a future's result.
+_SIGNALS = frozenset({"set", "set_result", "set_exception"})
+
+
+def _signals_set(statement: ast.stmt) -> set[str]:
+    """The events or futures a statement sets (``done.set()``, ``fut.set_result(None)``, also
+    handed to a call: ``loop.call_soon_threadsafe(self._join_fut.set_result, None)``)."""
+    found = set()
+    for node in own_nodes([statement]):
+        if isinstance(node, ast.Attribute) and node.attr in _SIGNALS:
+            text = dotted(node.value)
+            if text is not None:
+                found.add(text)
+    return found
+
+
+def _final_signals(statements: list[ast.stmt]) -> set[str]:
+    """The signals a function body sets as its last act: in its last statement (into the
+    ``try``/``with``/``if`` it ends with), or right before a ``break``/``return`` that ends
+    it (``done.set(); break`` in its loop)."""
+    found: set[str] = set()
+    if not statements:
+        return found
+    last = statements[-1]
+    if isinstance(last, ast.Try):
+        found |= _final_signals(last.body) | _final_signals(last.finalbody)
+    elif isinstance(last, ast.With | ast.If):
+        found |= _final_signals(last.body)
+    elif not isinstance(last, ast.While | ast.For):
+        found |= _signals_set(last)
+    for node in own_nodes(statements):
+        body = getattr(node, "body", None)
+        for block in (body, getattr(node, "orelse", None)):
+            if not isinstance(block, list):
+                continue
+            for index, statement in enumerate(block[1:], 1):
+                if isinstance(statement, ast.Break | ast.Return):
+                    found |= _signals_set(block[index - 1])
+    return found
+
+
+def _waits_for(scope: Scope, signal: str) -> bool:
+    """``signal`` is waited for in ``scope`` until it comes: awaited, ``.wait()``/
+    ``.result()`` called on it with no timeout, or a loop that goes round until it is set
+    (``while not done.is_set():``). A wait with a timeout (``done.wait(5)``) gives up and
+    leaves the thread running: no join."""
+    body = getattr(scope.node, "body", [])
+    for node in own_nodes(body if isinstance(body, list) else []):
+        if isinstance(node, ast.Await) and dotted(node.value) == signal:
+            return True
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("wait", "result")
+            and not node.args
+            and not node.keywords
+            and dotted(node.func.value) == signal
+        ):
+            return True
+        if isinstance(node, ast.While) and any(
+            isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Attribute)
+            and n.func.attr == "is_set"
+            and dotted(n.func.value) == signal
+            for n in ast.walk(node.test)
+        ):
+            return True
+    return False
+
+
+def _signals_its_end(ctx: Context, call: ast.Call, site: Site) -> bool:
+    """The thread runs a function of the same scope (a closure, ``target=run``) that sets an
+    event or resolves a future as its last act, and the thread's owner waits for that
+    signal (``await self._join_fut``, ``while not done.is_set():``): a join spelled as a
+    signal, the owner goes on only once the thread has (all but) ended. A signal set as the
+    thread starts (a ready handshake) is no join, and still fires."""
+    target = next((k.value for k in call.keywords if k.arg == "target"), None)
+    if not isinstance(target, ast.Name):
+        return False
+    runs = [
+        f
+        for f in ctx.facts.functions
+        if f.name == target.id and f.parent is site.scope and f.kind != MODULE
+    ]
+    if len(runs) != 1:
+        return False
+    body = getattr(runs[0].node, "body", [])
+    for signal in _final_signals(body if isinstance(body, list) else []):
+        owners = [o for o in _owners(ctx, signal, site.scope) if o is not runs[0]]
+        # set by other code too (a callback once the loop runs): it says that code ran, not
+        # that the thread ended
+        if any(_sets_signal(owner, signal) for owner in owners):
+            continue
+        if any(_waits_for(owner, signal) for owner in owners):
+            return True
+    return False
+
+
+def _sets_signal(scope: Scope, signal: str) -> bool:
+    body = getattr(scope.node, "body", [])
+    return any(
+        signal in _signals_set(statement) for statement in (body if isinstance(body, list) else [])
+    )
 
 
 def _called_only_when_none_runs(ctx: Context, target: str, function: Scope) -> bool:
@@ -487,15 +610,17 @@ def _waited_while_alive(scope: Scope, target: str) -> bool:
 
 def _kept_on_self(scope: Scope, target: str) -> list[str]:
     """The attributes of ``self`` a local is stored in by its own function (``thread =
-    Thread(...); thread.start(); self._thread = thread``): the object's other methods see it
-    there, and may join it."""
+    Thread(...); thread.start(); self._thread = thread``, or at once: ``self._thread = thread
+    = Thread(...)``): the object's other methods see it there, and may join it."""
     if "." in target:
         return []
     function = scope.function()
     body = getattr(function.node, "body", []) if function is not None else []
     kept = []
     for node in own_nodes(body if isinstance(body, list) else []):
-        if isinstance(node, ast.Assign) and dotted(node.value) == target:
+        if isinstance(node, ast.Assign) and (
+            dotted(node.value) == target or any(dotted(t) == target for t in node.targets)
+        ):
             kept += [
                 text
                 for text in map(dotted, node.targets)
@@ -605,7 +730,9 @@ def check_thread(ctx: Context, site: Site) -> None:
     target = ctx.facts.bound_to.get(id(call))
     if target is not None and _joined(ctx, target, site):
         return
-    if target is not None and _kept_by_lifecycle_start(site, function, target):
+    if target is not None and _kept_by_lifecycle_start(ctx, site, function, target):
+        return
+    if _signals_its_end(ctx, call, site):
         return
     if target is not None and _called_only_when_none_runs(ctx, target, function):
         return

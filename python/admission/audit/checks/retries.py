@@ -553,18 +553,31 @@ _WAIT_FUNCTIONS = frozenset({"wait_for", "shield", "wait"})
 
 def _rewaits(loop: ast.AST, attempt: ast.Try) -> bool:
     """Whether the attempt only waits again for something made before the loop
-    (`while True: try: future.result(10); break except TimeoutError: log(...)`)."""
+    (`while True: try: future.result(10); break except TimeoutError: log(...)`), also for
+    the object's own event (`wait_for(self._speaking.wait(), timeout=delay)`: a dwell whose
+    timeout is the expected way out, no call failed)."""
     made_in_loop = {
-        target.id
+        dotted(target)
         for node in own_nodes(getattr(loop, "body", []))
         if isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign | ast.NamedExpr)
         for assigned in (node.targets if isinstance(node, ast.Assign) else [node.target])
         for target in ast.walk(assigned)
-        if isinstance(target, ast.Name)
+        if isinstance(target, ast.Name | ast.Attribute)
     }
 
     def existing(node: ast.expr) -> bool:
+        if isinstance(node, ast.Attribute):
+            text = dotted(node)
+            return text is not None and text.startswith("self.") and text not in made_in_loop
         return isinstance(node, ast.Name) and node.id not in made_in_loop
+
+    def waits_on_existing(node: ast.expr) -> bool:
+        return (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in _WAITS
+            and existing(node.func.value)
+        )
 
     waits = 0
     for node in own_nodes(attempt.body):
@@ -572,11 +585,11 @@ def _rewaits(loop: ast.AST, attempt: ast.Try) -> bool:
             waits += 1
         elif isinstance(node, ast.Call):
             func = node.func
-            method_wait = (
-                isinstance(func, ast.Attribute) and func.attr in _WAITS and existing(func.value)
-            )
+            method_wait = waits_on_existing(node)
             function_wait = (
-                last_name(func) in _WAIT_FUNCTIONS and bool(node.args) and existing(node.args[0])
+                last_name(func) in _WAIT_FUNCTIONS
+                and bool(node.args)
+                and (existing(node.args[0]) or waits_on_existing(node.args[0]))
             )
             if not (method_wait or function_wait):
                 return False  # a new call: an attempt
@@ -1291,6 +1304,41 @@ def _timed_wait(ctx: Context, call: ast.Call) -> bool:
     return name == "wait" and bool(call.args or call.keywords)
 
 
+def _owner_stops_after_pause(ctx: Context, loop: ast.While) -> bool:
+    """A handler that asks the object whether to stop (``if self._is_closing(): return``)
+    again after its pause: the object ends the retries (it counts the failures, or a close
+    comes while the loop waits), and the loop reads that decision after every wait, not a
+    dependency retried until the process dies. A stop read only before the pause still
+    fires: that check is the loop's way out at close, not a limit on the attempts."""
+    for attempt in _tries(loop.body):
+        for handler in attempt.handlers:
+            paused = False
+            for statement in handler.body:
+                if paused and _asks_owner_to_stop(statement):
+                    return True
+                paused = paused or any(
+                    isinstance(node, ast.Call) and _timed_wait(ctx, node)
+                    for node in own_nodes([statement])
+                )
+    return False
+
+
+def _asks_owner_to_stop(statement: ast.stmt) -> bool:
+    """``if self.x: return`` / ``if self.x(): break`` (no argument: the object's own state)."""
+    if not (
+        isinstance(statement, ast.If)
+        and not statement.orelse
+        and len(statement.body) == 1
+        and isinstance(statement.body[0], ast.Return | ast.Break)
+    ):
+        return False
+    test = statement.test
+    if isinstance(test, ast.Call) and not test.args and not test.keywords:
+        test = test.func
+    text = dotted(test)
+    return text is not None and text.startswith("self.")
+
+
 def check_forever_loop(ctx: Context, site: Site) -> None:
     """ADM402 at a ``while True`` retry loop that never gives up."""
     loop = site.node
@@ -1298,6 +1346,8 @@ def check_forever_loop(ctx: Context, site: Site) -> None:
     if not _retry_loop(ctx, loop, site.scope, dependency=True) or _bounded_forever(ctx, loop, site):
         return
     if _asks_the_user(loop) or not _pauses_between_attempts(ctx, loop):
+        return
+    if _owner_stops_after_pause(ctx, loop):
         return
     ctx.report(
         loop,
