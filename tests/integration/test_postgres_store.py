@@ -34,6 +34,7 @@ from store_contract import (
 import admission as adm
 from admission.errors import ConfigError, StoreUnavailable
 from admission.stores import _postgres_sql
+from admission.stores.network import RATE_MANY_MAX
 from admission.stores.postgres import Postgres
 
 SECOND = 1_000_000  # µs
@@ -844,7 +845,7 @@ def test_bad_arguments_are_refused_at_once(pg: PostgresServer) -> None:
     assert "pa#ss" not in str(bad.value)
     # Refused before any round trip (the store was never connected).
     store = Postgres(pg.app_dsn(), timeout=LOADED)
-    with pytest.raises(ValueError, match="1 to 64 requests"):
+    with pytest.raises(ValueError, match=f"1 to {RATE_MANY_MAX} requests"):
         run(store.rate_batch("x", LONG, 2, []))
     with pytest.raises(ValueError, match="between 1 and burst"):
         run(store.rate_batch("x", LONG, 2, [(b"a", 3, 0)]))

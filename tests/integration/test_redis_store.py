@@ -31,6 +31,7 @@ from store_contract import (
 
 import admission as adm
 from admission.stores import RateReply
+from admission.stores.network import RATE_MANY_MAX
 from admission.stores.redis import SCRIPTS, Redis
 
 T = TypeVar("T")
@@ -703,7 +704,7 @@ def test_rate_many_decides_in_order_and_writes_the_last_charge(redis_server: Red
         assert stored_tat(redis_server, b"admission:{b:%s}" % name.encode()) == replies[1].tat_us
         with pytest.raises(ValueError, match="cost must be an int between 1 and burst"):
             await store.rate_many(name, None, SECOND, 3, [(4, 0)])
-        with pytest.raises(ValueError, match="1 to 64 requests"):
+        with pytest.raises(ValueError, match=f"1 to {RATE_MANY_MAX} requests"):
             await store.rate_many(name, None, SECOND, 3, [])
 
     with_store(redis_server, body)
@@ -728,10 +729,29 @@ def test_rate_batch_writes_each_charged_key_once_with_its_ttl(redis_server: Redi
             assert 0 < ttl <= (tat - now) // 1000
         with pytest.raises(ValueError, match="cost must be an int between 1 and burst"):
             await store.rate_batch(name, SECOND, 3, [(b"a", 4, 0)])
-        with pytest.raises(ValueError, match="1 to 64 requests"):
+        with pytest.raises(ValueError, match=f"1 to {RATE_MANY_MAX} requests"):
             await store.rate_batch(name, SECOND, 3, [])
         with pytest.raises(ValueError, match="a key must be bytes or None"):
             await store.rate_batch(name, SECOND, 3, [("a", 1, 0)])  # type: ignore[list-item]
+
+    with_store(redis_server, body)
+
+
+def test_the_largest_batches_are_decided_in_one_reply(redis_server: RedisServer) -> None:
+    """`RATE_MANY_MAX` requests of long figures (waits of centuries: 17 digits, any wait
+    allowed): the script's one status line stays within the reader's 64 KiB line limit,
+    for a `rate_batch` over as many keys and a `rate_many` on one bucket."""
+    name = unique("largest")
+    day = 24 * 3600 * SECOND
+
+    async def body(store: Redis) -> None:
+        batch = [(b"key-%d" % i, 1000, -1) for i in range(RATE_MANY_MAX)]
+        replies = await store.rate_batch(name, day, 1000, batch)
+        assert len(replies) == RATE_MANY_MAX and all(r.admitted for r in replies)
+        replies = await store.rate_batch(name, day, 1000, batch)  # a wait of 1,000 days
+        assert min(r.wait_us for r in replies) > 999 * day
+        many = await store.rate_many(name, None, day, 1000, [(1000, -1)] * RATE_MANY_MAX)
+        assert many[-1].wait_us > (RATE_MANY_MAX - 2) * 1000 * day  # 10**16 µs and more
 
     with_store(redis_server, body)
 

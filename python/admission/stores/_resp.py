@@ -36,7 +36,7 @@ async def read_reply(reader: asyncio.StreamReader, error: ErrorReply) -> Any:
     comes is not RESP."""
     try:
         # A line longer than the reader's limit (64 KiB) is a ProtocolError: the longest
-        # the store reads is a rate_batch status line, 2.7 kB for RATE_MANY_MAX (64).
+        # the store reads is a rate_batch status line, under 46 kB for RATE_MANY_MAX (1,024).
         line = await reader.readuntil(b"\r\n")
         kind = line[0]
         # The replies of the store's scripts, read here with no coroutine of `_read`'s.
@@ -66,7 +66,7 @@ async def _read(reader: asyncio.StreamReader, error: ErrorReply, line: bytes = b
     while True:
         if not line:
             # A line longer than the reader's limit (64 KiB) is a ProtocolError: the longest
-            # the store reads is a rate_batch status line, 2.7 kB for RATE_MANY_MAX (64).
+            # the store reads is a rate_batch status line, under 46 kB for RATE_MANY_MAX (1,024).
             line = await reader.readuntil(b"\r\n")
         kind = line[0]
         # int() ignores the trailing b"\r\n": no slice for the most common replies.
