@@ -747,7 +747,8 @@ def test_the_largest_batches_are_decided_in_one_reply(redis_server: RedisServer)
     async def body(store: Redis) -> None:
         batch = [(b"key-%d" % i, 1000, -1) for i in range(RATE_MANY_MAX)]
         replies = await store.rate_batch(name, day, 1000, batch)
-        assert len(replies) == RATE_MANY_MAX and all(r.admitted for r in replies)
+        assert len(replies) == RATE_MANY_MAX
+        assert all(r.admitted for r in replies)
         replies = await store.rate_batch(name, day, 1000, batch)  # a wait of 1,000 days
         assert min(r.wait_us for r in replies) > 999 * day
         many = await store.rate_many(name, None, day, 1000, [(1000, -1)] * RATE_MANY_MAX)
