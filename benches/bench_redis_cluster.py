@@ -27,7 +27,6 @@ import asyncio
 import os
 import statistics
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -35,13 +34,13 @@ from typing import NamedTuple
 import admission as adm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from redis_server import RedisCluster
 
-CALLS = {1: 200, 16: 400}  # decisions per round, at each concurrency
-SECOND = 1_000_000
+from bench_redis_store import CALLS, Decide, interleave
+
 KEYS_SPREAD = 1_000
 
-Decide = Callable[[], Awaitable[object]]
 Opened = tuple[Decide, Callable[[], Awaitable[None]]]
 
 
@@ -147,29 +146,13 @@ ROWS = [
 async def _interleaved(host: str, port: int, rounds: int) -> dict[tuple[str, int], list[float]]:
     """µs per decision of each round of each row at each concurrency."""
     opened = [(row, await row.make(host, port)) for row in ROWS]
-    times: dict[tuple[str, int], list[float]] = {}
     try:
-        for tasks, calls in CALLS.items():
-
-            async def one_round(decide: Decide, tasks: int = tasks, calls: int = calls) -> float:
-                async def worker() -> None:
-                    for _ in range(calls // tasks):
-                        await decide()
-
-                start = time.perf_counter()
-                await asyncio.gather(*(worker() for _ in range(tasks)))
-                return (time.perf_counter() - start) / calls * SECOND
-
-            for _, (decide, _) in opened:  # warm-up: connections, scripts, slot maps
-                for _ in range(3):
-                    await one_round(decide)
-            for _ in range(rounds):
-                for row, (decide, _) in opened:
-                    times.setdefault((row.key, tasks), []).append(await one_round(decide))
+        # Three warm-up rounds: connections, scripts and the clients' slot maps.
+        decides = [(row.key, decide) for row, (decide, _) in opened]
+        return await interleave(decides, rounds, warm_ups=3)
     finally:
         for _, (_, close) in opened:
             await close()
-    return times
 
 
 def main() -> None:

@@ -425,33 +425,42 @@ def test_redis_decision_c16(
 # ------------------------------------------------------------------ standalone: interleaved
 
 
+async def interleave(
+    decides: list[tuple[str, Decide]], rounds: int, warm_ups: int = 1
+) -> dict[tuple[str, int], list[float]]:
+    """µs per decision of each round of each ``(row key, decide)`` at each concurrency of
+    `CALLS`, rows interleaved within a round (after ``warm_ups`` rounds of each)."""
+    times: dict[tuple[str, int], list[float]] = {}
+    for tasks, calls in CALLS.items():
+
+        async def one_round(decide: Decide, tasks: int = tasks, calls: int = calls) -> float:
+            async def worker() -> None:
+                for _ in range(calls // tasks):
+                    await decide()
+
+            start = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(tasks)))
+            return (time.perf_counter() - start) / calls * SECOND
+
+        for _, decide in decides:  # warm-up: connections, scripts, registrations
+            for _ in range(warm_ups):
+                await one_round(decide)
+        for _ in range(rounds):
+            for key, decide in decides:
+                times.setdefault((key, tasks), []).append(await one_round(decide))
+    return times
+
+
 async def _interleaved(
     url: str, cluster_url: str, rounds: int
 ) -> dict[tuple[str, int], list[float]]:
     """µs per decision of each round of each row at each concurrency."""
     opened = [(row, await row.make(cluster_url if row.on_cluster else url)) for row in ROWS]
-    times: dict[tuple[str, int], list[float]] = {}
     try:
-        for tasks, calls in CALLS.items():
-
-            async def one_round(decide: Decide, tasks: int = tasks, calls: int = calls) -> float:
-                async def worker() -> None:
-                    for _ in range(calls // tasks):
-                        await decide()
-
-                start = time.perf_counter()
-                await asyncio.gather(*(worker() for _ in range(tasks)))
-                return (time.perf_counter() - start) / calls * SECOND
-
-            for _, (decide, _) in opened:  # warm-up: connections, scripts, registrations
-                await one_round(decide)
-            for _ in range(rounds):
-                for row, (decide, _) in opened:
-                    times.setdefault((row.key, tasks), []).append(await one_round(decide))
+        return await interleave([(row.key, decide) for row, (decide, _) in opened], rounds)
     finally:
         for _, (_, close) in opened:
             await close()
-    return times
 
 
 def main() -> None:
