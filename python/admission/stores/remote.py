@@ -40,7 +40,9 @@ module owns the rest:
   `BatchContended` and its keys go again each on its own), and it never fails where the same
   round trip alone would have succeeded. A caller cancelled in the turn its reply is
   delivered gives its charge back.
-- Failure. Each round trip returns or raises within the store's ``timeout``. A breaker per
+- Failure. Each round trip returns or raises within the store's ``timeout`` of waiting (the
+  loop thread's busy time meanwhile discounted, up to `BUSY_LOOP_GRACE` timeouts in all:
+  a busy loop cannot read a reply sent in time, see `_Deadlines`). A breaker per
   store (`admission.CircuitBreaker`, named ``store <label>``; per server of a store
   `NetworkStore.spread_over_servers`, a Redis Cluster's node: ``store <label> <node>``, so
   that a dead node fails only the state it holds) opens after repeated failures,
@@ -65,6 +67,7 @@ import copy
 import math
 import os
 import socket
+import time
 import uuid
 import weakref
 from collections.abc import (
@@ -105,6 +108,7 @@ Key = str | bytes | int
 LocalFactory = Callable[..., Any]
 
 __all__ = [
+    "BUSY_LOOP_GRACE",
     "POLL_MAX",
     "Lease",
     "OnStoreError",
@@ -370,6 +374,17 @@ def _ignore(reply: object) -> None:
     """The late reply of a call that granted nothing (a state read, a renewal, a release)."""
 
 
+#: A round trip's deadline counts only the time its loop's thread spent waiting: the thread's
+#: own work meanwhile (its CPU time: thousands of callers resumed at once, the replies of
+#: other round trips parsed) is time in which it could not have read the reply, however soon
+#: the store sent it, so the deadline moves on by that much. Never past this many times the
+#: timeout from the start: a loop kept busy for ever still fails a dead store's calls.
+BUSY_LOOP_GRACE = 10
+
+#: The loop thread's busy time, in seconds (tests on a virtual clock replace it).
+_busy_time: Callable[[], float] = time.thread_time
+
+
 @final
 class _Deadlines:
     """The deadlines of the `_Guarded` calls of one loop that share one timeout, under one
@@ -381,45 +396,73 @@ class _Deadlines:
     entries of ended calls (a call's start drops those at the head too, so the queue stays
     about as long as the calls in flight).
 
+    A call expires once it has waited ``timeout`` while its loop's thread was not busy
+    (`BUSY_LOOP_GRACE`): at its deadline, the thread's busy time since the call started
+    (read from a mark taken at most a sixteenth of the timeout before the start: a
+    syscall of half a microsecond, not one per call) moves it on by as much, and the timer
+    fires again then; at the latest ``BUSY_LOOP_GRACE`` timeouts after the start. Each is
+    exact to that sixteenth, and in the entries' order within it (a later start has a later
+    deadline, and at most as much busy time since), so the timer watches the head only.
+
     One timer at a time: a call watched while the timer's callback runs (its caller woken
     there) must not schedule a second one (each timer expires what is due at its own time,
     never at another's). `_Guarded._expire` wakes a caller in a callback of its own, after
     this one, for that reason among others.
     """
 
-    __slots__ = ("_entries", "_timer", "loop", "timeout")
+    __slots__ = ("_busy_at_mark", "_entries", "_next_mark", "_timer", "loop", "timeout")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
         self.loop = loop
         self.timeout = timeout
         self._entries: collections.deque[list[Any]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
+        self._busy_at_mark = 0.0  # the busy time read last
+        self._next_mark = -math.inf  # the loop time past which it is read again
 
     def watch(self, call: _Guarded[Any]) -> list[Any]:
         """Calls ``call._expire()`` once the timeout has passed, unless the entry returned
-        (``[deadline, call]``) has had its call cleared first."""
+        (``[deadline, call, busy time at its mark]``) has had its call cleared first."""
         entries = self._entries
         while entries and entries[0][1] is None:
             entries.popleft()
-        deadline = self.loop.time() + self.timeout
-        entry: list[Any] = [deadline, call]
+        now = self.loop.time()
+        if now > self._next_mark:
+            self._next_mark = now + self.timeout / 16
+            self._busy_at_mark = _busy_time()
+        deadline = now + self.timeout
+        entry: list[Any] = [deadline, call, self._busy_at_mark]
         entries.append(entry)
         if self._timer is None:
             self._schedule(deadline)
         return entry
 
-    def _schedule(self, deadline: float) -> None:
-        self._timer = self.loop.call_at(deadline, self._fire, deadline)
+    def _schedule(self, at: float) -> None:
+        self._timer = self.loop.call_at(at, self._fire, at)
 
     def _fire(self, at: float) -> None:
         entries = self._entries
         # The loop runs a timer up to its clock's resolution early: what was due then is due.
         now = max(self.loop.time(), at)
+        busy = self._busy_at_mark = _busy_time()
+        self._next_mark = now + self.timeout / 16
+        next_at = None
         try:
             while entries:
-                deadline, call = entries[0]
-                if call is not None and deadline > now:
-                    break
+                deadline, call, busy_then = entries[0]
+                if call is not None:
+                    if deadline > now:
+                        next_at = deadline
+                        break
+                    due = min(
+                        deadline + (busy - busy_then),
+                        deadline + (BUSY_LOOP_GRACE - 1) * self.timeout,
+                    )
+                    # Within the marks' sixteenth it is due: each firing moves on by at
+                    # least that, not by the sliver of busy time the last one took.
+                    if due > now + self.timeout / 16:
+                        next_at = due
+                        break
                 entries.popleft()
                 if call is not None:
                     call._expire()  # (wakes its caller in a callback of its own)
@@ -427,7 +470,7 @@ class _Deadlines:
             # Set until now (a call watched meanwhile scheduled none): the next one.
             self._timer = None
             if entries:
-                self._schedule(entries[0][0])
+                self._schedule(entries[0][0] if next_at is None else next_at)
 
 
 _deadlines_by_loop: dict[tuple[asyncio.AbstractEventLoop, float], _Deadlines] = {}
@@ -804,8 +847,7 @@ class _Remote:
             raise _refusal(self.store, breaker)
         try:
             if not self._registered:
-                await self.store.register(type(self)._kind, self.name, self._config())
-                self._registered = True
+                await self._register()
             reply = await _Guarded(
                 call(), on_late_reply, None, True, self.store.timeout, self._no_answer
             )
@@ -829,7 +871,7 @@ class _Remote:
             self._counts.store_errors += count
             raise _refusal(self.store, breaker)
         try:
-            await self.store.register(type(self)._kind, self.name, self._config())
+            await self._register()
         except StoreUnavailable:
             breaker.record(False, 0.0)
             self._counts.store_errors += count
@@ -838,6 +880,12 @@ class _Remote:
             breaker.release()
             raise
         breaker.record(True, 0.0)
+
+    async def _register(self) -> None:
+        """The limiter's configuration stored (or checked against the one stored), under
+        the same deadline as its round trips (the loop's busy time discounted)."""
+        registration = self.store.register(type(self)._kind, self.name, self._config())
+        await _Guarded(registration, _ignore, None, True, self.store.timeout, self._no_answer)
         self._registered = True
 
     def _no_answer(self) -> StoreUnavailable:
