@@ -373,13 +373,18 @@ def test_permits_are_leases_with_strictly_increasing_fences() -> None:
     assert run(main()) == [1, 2, 3, 4, 5]
 
 
-def test_waiters_are_served_first_come_first_served() -> None:
+@pytest.mark.parametrize("clients", ["one", "five"])
+def test_waiters_are_served_first_come_first_served(clients: str) -> None:
+    """Five clients (processes: a limiter object each) queue in the store, in order; five
+    callers of one client wait in its gate (no more than ``limit`` of a process's callers
+    hold or ask the store for a lease), in order, the store's queue empty."""
     store = MemoryStore()
     db = adm.Semaphore(1, name="db", store=store)
+    each = [db if clients == "one" else adm.Semaphore(1, name="db", store=store) for _ in range(5)]
     order: list[int] = []
 
     async def worker(i: int) -> None:
-        async with db:
+        async with each[i]:
             order.append(i)
             await asyncio.sleep(0.01)
 
@@ -389,7 +394,11 @@ def test_waiters_are_served_first_come_first_served() -> None:
         for i in range(5):
             tasks.append(asyncio.ensure_future(worker(i)))
             await asyncio.sleep(0.005)  # each queued before the next arrives
-        assert (await db.state())[1] == 5
+        if clients == "one":
+            assert db.waiting == 5
+            assert await db.state() == (1, 0)
+        else:
+            assert await db.state() == (1, 5)
         db.release(holder)
         await asyncio.wait_for(asyncio.gather(*tasks), 5)
 
@@ -416,34 +425,45 @@ def test_concurrent_tasks_each_release_their_own_lease() -> None:
     assert sorted(seen.values()) == [1, 2]
 
 
-def test_a_waiter_given_up_leaves_the_queue_and_a_timeout_too() -> None:
+@pytest.mark.parametrize("clients", ["one", "two"])
+def test_a_waiter_given_up_leaves_the_queue_and_a_timeout_too(clients: str) -> None:
+    """In the store's queue (the waiter another client's) and in a client's gate (the
+    waiter the holder's own client's): given up, cancelled or timed out, it leaves."""
     store = MemoryStore()
     db = adm.Semaphore(1, name="db", store=store)
+    other = db if clients == "one" else adm.Semaphore(1, name="db", store=store)
+    queued = (1, 0) if clients == "one" else (1, 1)
 
     async def main() -> None:
         held = await db.acquire()
-        waiter = asyncio.ensure_future(db.acquire())
+        waiter = asyncio.ensure_future(other.acquire())
         await asyncio.sleep(0.01)
-        assert await db.state() == (1, 1)
+        assert await db.state() == queued
+        assert other.waiting == 1
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiter
         await asyncio.sleep(0.01)
         assert await db.state() == (1, 0)
+        assert other.waiting == 0
         with pytest.raises(adm.AcquireTimeout):
-            await asyncio.wait_for(db.acquire(timeout=0.02), 5)
+            await asyncio.wait_for(other.acquire(timeout=0.02), 5)
         await asyncio.sleep(0.01)
         assert await db.state() == (1, 0)
         # wait_for's own timeout is a cancellation: the same.
         with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(db.acquire(), 0.02)
+            await asyncio.wait_for(other.acquire(), 0.02)
         await asyncio.sleep(0.01)
         assert await db.state() == (1, 0)
+        assert other.waiting == 0
         db.release(held)
+        async with other:  # the permit, for the next caller of either, as it was
+            assert await db.state() == (1, 0)
 
     run(main())
-    stats = db.stats()
-    assert (stats.admitted, stats.cancelled, stats.timed_out) == (1, 2, 1)
+    stats = other.stats()
+    admitted = 2 if clients == "one" else 1
+    assert (stats.admitted, stats.cancelled, stats.timed_out) == (admitted, 2, 1)
 
 
 def test_a_grant_lost_to_cancellation_is_released_when_it_arrives() -> None:
@@ -480,10 +500,15 @@ def test_the_heartbeat_keeps_a_lease_and_a_lease_not_renewed_expires() -> None:
         await asyncio.sleep(0.05)
         assert lease.lost
         assert await db.state() == (0, 0)
-        other = await db.acquire(timeout=0)  # someone else gets it, with a larger fence
+        # Someone else gets it, with a larger fence (not a caller of this client while
+        # the lost lease's holder runs on: its gate's place is the holder's until released).
+        with pytest.raises(adm.AcquireTimeout):
+            await db.acquire(timeout=0)
+        other_client = adm.Semaphore(1, name="db", store=store, lease=0.06)
+        other = await other_client.acquire(timeout=0)
         assert other.fence > lease.fence
         db.release(lease)  # releasing a lost lease is allowed (and does nothing)
-        db.release(other)
+        other_client.release(other)
 
     run(main())
 
@@ -510,10 +535,11 @@ def test_a_lease_the_heartbeat_could_not_renew_for_its_whole_term_is_lost() -> N
         await asyncio.sleep(2.0)
         assert lease.lost  # 13.5 s: more than 3 s since the last renewal, let go
         store.recover()
-        other = await db.acquire(timeout=0)  # as another client would have
+        other_client = adm.Semaphore(1, name="db", store=store, lease=3.0)
+        other = await other_client.acquire(timeout=0)  # as another client would have
         assert other.fence > lease.fence
         db.release(lease)
-        db.release(other)
+        other_client.release(other)
         await asyncio.sleep(1.5)  # the heartbeat ends: nothing held
 
     try:
@@ -709,6 +735,60 @@ def test_a_lease_released_from_another_thread_is_released_on_its_loop() -> None:
         assert (await db.acquire(timeout=0)).fence == 2
 
     run(main())
+
+
+def test_a_waiter_at_the_gate_is_let_in_by_a_release_from_another_thread() -> None:
+    store = MemoryStore()
+    db = adm.Semaphore(1, name="db", store=store)
+
+    async def main() -> None:
+        lease = await db.acquire()
+        waiter = asyncio.ensure_future(db.acquire(timeout=5))
+        await asyncio.sleep(0.01)
+        assert db.waiting == 1
+        await asyncio.to_thread(db.release, lease)
+        assert (await asyncio.wait_for(waiter, 5)).fence == 2
+
+    run(main())
+
+
+def test_a_clients_callers_past_the_limit_wait_at_its_gate_not_in_the_store() -> None:
+    """200 callers of one client for a semaphore of 3: at most 3 of them hold a lease or
+    ask the store for one at any time (more could never hold at once); the rest wait in
+    the client, first come first served, and ask nothing of the store. (Each asked the
+    store every 50 ms: 2,000 callers of a semaphore of 20 on Redis queued their round
+    trips for connections past the timeout, and all 2,000 failed.)"""
+    store = MemoryStore()
+    db = adm.Semaphore(3, name="db", store=store)
+    order: list[int] = []
+    in_store: list[int] = []
+
+    async def worker(i: int) -> None:
+        async with db:
+            order.append(i)
+            in_store.append(sum(await store.semaphore_state("db")))
+            await asyncio.sleep(0.001)
+
+    async def main() -> None:
+        held = [await db.acquire() for _ in range(3)]
+        workers = []
+        for i in range(200):
+            workers.append(asyncio.ensure_future(worker(i)))
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.1)
+        assert db.waiting == 200
+        assert await db.state() == (3, 0)  # the store has no waiter of this client's
+        asked = store.calls["semaphore_acquire"]
+        await asyncio.sleep(0.2)
+        assert store.calls["semaphore_acquire"] == asked  # nobody polls it meanwhile
+        for lease in held:
+            db.release(lease)
+        await asyncio.wait_for(asyncio.gather(*workers), 30)
+        assert await db.state() == (0, 0)
+
+    run(main())
+    assert order == list(range(200))
+    assert max(in_store) <= 3
 
 
 def test_batching_over_admits_at_most_batch_minus_one_per_process() -> None:

@@ -9,7 +9,9 @@ module owns the rest:
 - Waiting. A request that must wait is charged in the same round trip that finds it must
   wait (the reply says when its turn comes), then sleeps locally: rate limiters never poll.
   A semaphore waiter keeps its place in the store's FIFO queue by asking again (at most
-  every ``POLL_MAX`` seconds, sooner at first), which also bounds how late it notices room.
+  every ``POLL_MAX`` seconds, sooner at first), which also bounds how late it notices room;
+  at most ``limit`` of a process's callers hold or ask at a time, the rest wait in the
+  process (`RemoteSemaphore`).
 - Cancellation. A round trip runs in a task of its own that a cancellation does not stop:
   the caller's cancellation propagates at once, and when the late reply arrives, whatever it
   granted is given back (a charge whose TAT is still the bucket's is undone; a lease or a
@@ -774,6 +776,7 @@ class _Remote:
         "_breaker",
         "_counts",
         "_registered",
+        "_registration",
         "_spread",
         "instances",
         "name",
@@ -819,6 +822,7 @@ class _Remote:
         self._spread = store.spread_over_servers  # a breaker per server, then (`_call`)
         self._counts = _Counts()
         self._registered = False
+        self._registration: asyncio.Future[None] | None = None  # in flight
         _track(self)
 
     def _config(self) -> dict[str, float]:
@@ -883,10 +887,26 @@ class _Remote:
 
     async def _register(self) -> None:
         """The limiter's configuration stored (or checked against the one stored), under
-        the same deadline as its round trips (the loop's busy time discounted)."""
-        registration = self.store.register(type(self)._kind, self.name, self._config())
-        await _Guarded(registration, _ignore, None, True, self.store.timeout, self._no_answer)
-        self._registered = True
+        the same deadline as its round trips (the loop's busy time discounted), once: the
+        callers that come while it is in flight wait for that round trip (1,000 callers of
+        a new semaphore made 1,000 registrations at once, which queued for connections past
+        the timeout), each failing with an error of its own if it fails."""
+        flight = self._registration
+        if flight is None:
+            registration = self.store.register(type(self)._kind, self.name, self._config())
+            flight = self._registration = asyncio.ensure_future(
+                _Guarded(registration, _ignore, None, True, self.store.timeout, self._no_answer)
+            )
+            flight.add_done_callback(self._registered_or_not)
+        try:
+            await asyncio.shield(flight)  # a caller cancelled leaves it to the others
+        except Exception as error:
+            raise _own_error(error) from error.__cause__
+
+    def _registered_or_not(self, flight: asyncio.Future[None]) -> None:
+        self._registration = None
+        if not flight.cancelled() and flight.exception() is None:  # (else retrieved)
+            self._registered = True
 
     def _no_answer(self) -> StoreUnavailable:
         return StoreUnavailable(self.store.label, f"no answer within {self.store.timeout} s")
@@ -1415,7 +1435,10 @@ class RemoteSemaphore(_Remote):
     when its lease runs out, without anyone's help. Each grant carries a fencing token
     (`Lease.fence`). Waiters queue in the store, first come first served across all clients
     (a waiter that stops asking, because its process died, drops out after ``lease``); a
-    waiter notices a free permit within ``POLL_MAX`` seconds.
+    waiter notices a free permit within ``POLL_MAX`` seconds. At most ``limit`` of this
+    object's callers hold a lease or ask the store for one at a time (more could never
+    hold at once): the others wait here, first come first served, asking the store
+    nothing, each taking the place the one before it frees.
 
     ``async with semaphore as lease:`` / ``lease = await semaphore.acquire(timeout=...)`` and
     ``semaphore.release(lease)``. One permit per acquisition.
@@ -1424,6 +1447,7 @@ class RemoteSemaphore(_Remote):
     __slots__ = (
         "_by_task",
         "_entered",
+        "_gate",
         "_heartbeat",
         "_held",
         "_high_water",
@@ -1472,6 +1496,12 @@ class RemoteSemaphore(_Remote):
         self._high_water = 0
         self._make_local = local
         self._local: Any = None
+        self._gate = local(limit)
+        """This process's callers that hold a lease or ask the store for one: at most
+        ``limit`` (more could never hold at once); the others wait here, first come first
+        served, costing the store nothing (2,000 callers of a semaphore of 20, each asking
+        the store every 50 ms, failed all 2,000: their round trips queued for connections
+        past the timeout and opened the breaker)."""
 
     def _config(self) -> dict[str, float]:
         # The lease is each client's own choice (how long it may stall): not compared.
@@ -1510,9 +1540,12 @@ class RemoteSemaphore(_Remote):
             raise ValueError(f"a semaphore in a network store grants one permit at a time, not {n}")
         seconds = _timeout(timeout)
         counts = self._counts
-        holder = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex}"
         loop = asyncio.get_running_loop()
         deadline = None if seconds is None else loop.time() + seconds
+        gate = self._gate
+        if not gate.try_acquire():
+            await self._wait_at_gate(seconds)
+        holder = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex}"
         delay = _POLL_MIN
         queued = False
         asked = False  # whether a request reached the store's driver (not refused before)
@@ -1544,6 +1577,7 @@ class RemoteSemaphore(_Remote):
                     counts.waiting -= 1
                 delay = min(delay * 2, POLL_MAX)
         except StoreUnavailable as error:
+            gate.release()  # (the fallback's lease, if any, is not the store's)
             # A request that failed may have been granted all the same (the server ran it,
             # then the connection was lost before its reply): released, not left to hold a
             # permit until it expires. Not when the breaker refused every request: none
@@ -1553,13 +1587,18 @@ class RemoteSemaphore(_Remote):
             left = None if deadline is None else max(deadline - loop.time(), 0.0)
             return await self._store_failed(error, left)
         except asyncio.CancelledError:
+            gate.release()
             counts.cancelled += 1
             if queued:
                 _in_background(self.store.semaphore_release(self.name, holder))
             raise
         except AcquireTimeout:
+            gate.release()
             if queued:
                 _in_background(self.store.semaphore_release(self.name, holder))
+            raise
+        except BaseException:  # (a configuration mismatch, say)
+            gate.release()
             raise
         lease = self._granted(Lease(holder, reply.fence, None, asked_at + self.lease))
         self._held[holder] = lease
@@ -1569,6 +1608,22 @@ class RemoteSemaphore(_Remote):
         if self._heartbeat is None or self._heartbeat.done():
             self._heartbeat = loop.create_task(self._renew_while_held())
         return lease
+
+    async def _wait_at_gate(self, seconds: float | None) -> None:
+        """Waits for one of the ``limit`` places of this object's callers that may hold or
+        ask the store for a lease (`_gate`), first come first served, within ``seconds``."""
+        counts = self._counts
+        counts.waiting += 1
+        try:
+            await self._gate.acquire(1, seconds)
+        except AcquireTimeout:
+            counts.timed_out += 1
+            raise AcquireTimeout(seconds if seconds is not None else 0.0) from None
+        except asyncio.CancelledError:
+            counts.cancelled += 1
+            raise
+        finally:
+            counts.waiting -= 1
 
     async def _store_failed(self, error: StoreUnavailable, timeout: float | None) -> Lease:
         counts = self._counts
@@ -1658,11 +1713,19 @@ class RemoteSemaphore(_Remote):
         _in_background(self.store.semaphore_release(self.name, holder))
 
     async def release_and_wait(self, lease: Lease | None = None) -> bool:
-        """`release`, waiting for the store: False if the lease had already expired there."""
+        """`release`, waiting for the store: False if the lease had already expired there.
+
+        Raises:
+            StoreUnavailable: no answer within the store's ``timeout`` (the release goes on
+                in the background; if it is lost, the lease expires after ``lease``).
+        """
         target = self._forget(lease)
         if not target.holder:
             return True
-        return await _Guarded(self.store.semaphore_release(self.name, target.holder), _ignore)
+        # Bounded here, as every round trip of a limiter: the store's own timer would
+        # cancel this task, and the guard hand the caller that CancelledError.
+        release = self.store.semaphore_release(self.name, target.holder)
+        return await _Guarded(release, _ignore, None, True, self.store.timeout, self._no_answer)
 
     def _forget(self, lease: Lease | None) -> Lease:
         """Takes ``lease`` off this object's books (and the task's) before it is released."""
@@ -1686,6 +1749,8 @@ class RemoteSemaphore(_Remote):
                     leases.remove(lease)
                     break
         self._held.pop(lease.holder, None)
+        if lease.holder:
+            self._gate.release()
         if lease._local is not None:
             lease._local.release()
         return lease
