@@ -103,3 +103,36 @@ def test_two_thousand_callers_of_a_semaphore_of_twenty_all_get_a_permit(
     assert outcomes == {"held": 2_000}
     assert most == 20
     assert semaphore._counts.store_errors == 0
+
+
+@pytest.mark.parametrize("kind", ["redis", "postgres"])
+def test_two_thousand_waiters_cancelled_at_once_give_their_turns_back(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """2,000 callers of a 100/s bucket, each charged for its turn (up to 20 s ahead), all
+    cancelled after 0.3 s: the next caller is admitted within its 0.5 s timeout. (Given
+    back one by one, each only while it was the bucket's last, all but one charge stayed:
+    the next caller's turn was 19.5 s ahead, refused at once.)"""
+    store = _store(kind, request)
+    bucket = adm.TokenBucket(rate=100, per=1, burst=10, name=f"storm-{kind}", store=store)
+
+    async def main() -> None:
+        try:
+            await bucket.acquire(timeout=0)  # connected and registered
+            waiters = [asyncio.ensure_future(bucket.acquire(timeout=60)) for _ in range(2_000)]
+            await asyncio.sleep(0.3)
+            for waiter in waiters:
+                waiter.cancel()
+            outcomes = await asyncio.gather(*waiters, return_exceptions=True)
+            cancelled = sum(isinstance(o, asyncio.CancelledError) for o in outcomes)
+            assert cancelled > 1_900  # (those whose turn came in 0.3 s were admitted)
+            await asyncio.sleep(0.2)  # the give-backs' round trip
+            await bucket.acquire(timeout=0.5)
+            assert store_breaker(store).state == "closed"
+        finally:
+            await store.aclose()
+
+    run(main())
+    stats = bucket.stats()
+    assert stats.cancelled + stats.admitted == 2_002
+    assert bucket._counts.store_errors == 0

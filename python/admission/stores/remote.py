@@ -16,7 +16,9 @@ module owns the rest:
   the caller's cancellation propagates at once, and when the late reply arrives, whatever it
   granted is given back (a charge whose TAT is still the bucket's is undone; a lease or a
   place in the queue is released). A waiter cancelled while sleeping gives back the same
-  way. Nothing is double-booked: a charge made after the cancelled one keeps its place.
+  way. Nothing is double-booked: a charge made after the cancelled one keeps its place; a
+  charge it kept from being undone is kept here and given back with it, when it is
+  (`_GiveBacks`).
 - Coalescing. While a round trip of a rate limiter is in flight (of any of its keys, for a
   keyed one), the decisions its other callers in this process ask for queue up and go
   together, in their order, as ONE round trip sent when the reply in flight arrives
@@ -917,6 +919,97 @@ class _Remote:
 # -- rate limits -----------------------------------------------------------------------------
 
 
+@final
+class _GiveBacks:
+    """The charges a rate limiter gives back (its callers cancelled while they waited for
+    their turn, or gone before a late reply), per key, and the round trips that give them
+    back.
+
+    The store undoes a charge only while it is its bucket's last
+    (`NetworkStore.rate_give_back`): given back one by one in the order they were made, the
+    charges of callers cancelled together were undone in vain but the last (2,000 waiters
+    of a 100/s bucket cancelled at once: a fresh caller then waited 19.5 s, for their
+    turns). Kept here until given back, a key's charges that follow each other in the
+    bucket (each one's TAT is the one before it plus its cost) go back as one charge, in
+    one round trip, from the last one down; each given back makes the charge below it the
+    bucket's last, so the next one cancelled below joins the run. A charge that another
+    (a live waiter's, another process's) keeps from being the last stays until that one
+    is given back too, or until its TAT has passed: then the bucket is full again, and
+    giving it back would change nothing.
+    """
+
+    __slots__ = ("_changed", "_next_sweep", "_pending", "_sending", "interval_us", "limiter")
+
+    def __init__(self, limiter: _RemoteRate) -> None:
+        self.limiter = limiter
+        self.interval_us = limiter._interval_us
+        self._pending: dict[bytes | None, dict[int, tuple[int, float]]] = {}
+        """Per key, by the TAT each charge left: its cost, and the loop time when that TAT
+        passes."""
+        self._sending: set[bytes | None] = set()  # keys with a round trip of theirs on
+        self._changed: set[bytes | None] = set()  # keys charged back since their last one
+        self._next_sweep = 0.0
+
+    def add(self, key: bytes | None, cost: int, reply: RateReply) -> None:
+        """``reply``'s charge (of ``cost``) to give back; a round trip for ``key`` starts,
+        unless one is on (it sends this one next)."""
+        if not reply.admitted:
+            return
+        now = asyncio.get_running_loop().time()
+        if now >= self._next_sweep:  # the kept charges of keys no longer asked for
+            self._next_sweep = now + 1.0
+            for other in [k for k in self._pending if k not in self._sending]:
+                self._drop_passed(other, now)
+        passes = now + (reply.tat_us - reply.now_us) / 1e6
+        self._pending.setdefault(key, {})[reply.tat_us] = (cost, passes)
+        self._changed.add(key)
+        if key not in self._sending:
+            self._sending.add(key)
+            _keep(self._send(key))
+
+    async def _send(self, key: bytes | None) -> None:
+        try:
+            while key in self._changed:
+                self._changed.discard(key)
+                charges = self._drop_passed(key, asyncio.get_running_loop().time())
+                if not charges:
+                    break
+                # The last run: from the last charge down, while each one's start is the
+                # TAT of another.
+                last = tat = max(charges)
+                run, cost = [], 0
+                while tat in charges:
+                    run.append(tat)
+                    cost += charges[tat][0]
+                    tat -= charges[tat][0] * self.interval_us
+                limiter = self.limiter
+                try:
+                    done = await limiter.store.rate_give_back(
+                        limiter.name, key, self.interval_us, cost, last
+                    )
+                except Exception:  # failed: these stay, for the next try or their TAT
+                    continue
+                if done:
+                    for tat in run:
+                        del charges[tat]
+                    if not charges and self._pending.get(key) is charges:
+                        del self._pending[key]
+                    # A run below (after a charge that was not given back) is not sent
+                    # until another charge of its key comes back.
+        finally:
+            self._sending.discard(key)
+
+    def _drop_passed(self, key: bytes | None, now: float) -> dict[int, tuple[int, float]]:
+        """Drops ``key``'s charges whose TAT has passed (its bucket full again: nothing
+        to give back); what is left."""
+        charges = self._pending.get(key, {})
+        for tat in [tat for tat, (_, passes) in charges.items() if passes <= now]:
+            del charges[tat]
+        if not charges:
+            self._pending.pop(key, None)
+        return charges
+
+
 class _RemoteRate(_Remote):
     """A GCRA bucket (or a keyed family of them) in a network store."""
 
@@ -925,6 +1018,7 @@ class _RemoteRate(_Remote):
         "_batch_after",
         "_batching",
         "_burst",
+        "_give_backs",
         "_interval_us",
         "_lanes",
         "_local",
@@ -973,6 +1067,7 @@ class _RemoteRate(_Remote):
         self._local_tokens = 0
         self._make_local = local
         self._local: Any = None
+        self._give_backs = _GiveBacks(self)
 
     @property
     def burst(self) -> int:
@@ -997,10 +1092,7 @@ class _RemoteRate(_Remote):
             raise CapacityError(cost, self._burst)
 
     def _give_back(self, key: bytes | None, cost: int, reply: RateReply) -> None:
-        if reply.admitted:
-            _in_background(
-                self.store.rate_give_back(self.name, key, self._interval_us, cost, reply.tat_us)
-            )
+        self._give_backs.add(key, cost, reply)
 
     async def _acquire(self, key: bytes | None, cost: int, timeout: float | str | None) -> None:
         _require_asyncio(type(self).__name__)
@@ -1208,24 +1300,9 @@ class _RemoteRate(_Remote):
         self, charges: Sequence[tuple[bytes | None, int]], replies: Sequence[RateReply]
     ) -> None:
         """Gives back the admitted charges among ``replies`` (of requests of ``charges``:
-        key and cost), each bucket's the last first: each one undone makes the one before
-        it the bucket's last again."""
-        by_key: dict[bytes | None, list[tuple[int, RateReply]]] = {}
+        key and cost): each key's in one round trip (`_GiveBacks`)."""
         for (key, cost), reply in zip(charges, replies, strict=True):
-            if reply.admitted:
-                by_key.setdefault(key, []).append((cost, reply))
-        for key, admitted in by_key.items():
-            _in_background(self._give_back_in_turn(key, admitted))
-
-    async def _give_back_in_turn(
-        self, key: bytes | None, charges: list[tuple[int, RateReply]]
-    ) -> None:
-        for cost, reply in reversed(charges):
-            done = await self.store.rate_give_back(
-                self.name, key, self._interval_us, cost, reply.tat_us
-            )
-            if not done:
-                return  # a later charge keeps its place, and so the ones before it
+            self._give_backs.add(key, cost, reply)
 
     async def _store_failed(
         self, key: bytes | None, cost: int, timeout: float | str | None, error: StoreUnavailable
