@@ -287,6 +287,39 @@ def test_a_configuration_mismatch_is_a_clear_error() -> None:
         run(other.acquire())
 
 
+def test_a_new_limiters_first_callers_share_one_registration() -> None:
+    """100 callers of a new semaphore at once (each its own round trip: a semaphore does not
+    coalesce): one registration round trip, not 100 (1,000 callers of a new semaphore on
+    Redis made 1,000 at once, which queued for connections past the timeout and failed
+    them all). Failed (a mismatch, a store down), each caller gets an error of its own,
+    and the next call registers again."""
+    store = MemoryStore(latency=0.01)
+    run(adm.Semaphore(200, name="db", store=store).state())
+
+    async def callers(semaphore: adm.stores.RemoteSemaphore) -> list[object]:
+        return await asyncio.gather(
+            *(semaphore.acquire(timeout=0) for _ in range(100)), return_exceptions=True
+        )
+
+    before = store.calls["register"]
+    fine = adm.Semaphore(200, name="db", store=store)
+    assert all(isinstance(lease, adm.stores.Lease) for lease in run(callers(fine)))
+    assert store.calls["register"] == before + 1
+
+    mismatched = adm.Semaphore(300, name="db", store=store)
+    errors = run(callers(mismatched))
+    assert all(isinstance(e, ValueError) for e in errors)  # (ConfigError on the servers)
+    assert len({id(e) for e in errors}) == 100  # each its own (its own traceback)
+    assert store.calls["register"] == before + 2
+
+    down = adm.Semaphore(200, name="db-2", store=store)
+    store.fail()
+    errors = run(callers(down))
+    assert all(isinstance(e, adm.StoreUnavailable) for e in errors)
+    store.recover()
+    assert all(isinstance(lease, adm.stores.Lease) for lease in run(callers(down)))
+
+
 # -- the keyed bucket ------------------------------------------------------------------------
 
 

@@ -677,6 +677,15 @@ class _Request:
         self.future = future
 
 
+class _TheirFailure(Exception):
+    """A round trip shared with another caller (a limiter's registration) failed: its
+    sender counts the failure on the store's breaker, once; this caller raises ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
 def _own_error(error: Exception) -> Exception:
     """The error a caller of a failed batch gets: one of its own (each is raised in its own
     task, with its own traceback), caused by the round trip's."""
@@ -867,6 +876,10 @@ class _Remote:
             reply = await _Guarded(
                 call(), on_late_reply, None, True, self.store.timeout, self._no_answer
             )
+        except _TheirFailure as theirs:
+            breaker.release()  # one round trip failed: its sender's breaker verdict
+            self._counts.store_errors += count
+            raise theirs.error from None
         except StoreUnavailable:
             breaker.record(False, 0.0)
             self._counts.store_errors += count
@@ -888,6 +901,10 @@ class _Remote:
             raise _refusal(self.store, breaker)
         try:
             await self._register()
+        except _TheirFailure as theirs:
+            breaker.release()
+            self._counts.store_errors += count
+            raise theirs.error from None
         except StoreUnavailable:
             breaker.record(False, 0.0)
             self._counts.store_errors += count
@@ -904,6 +921,7 @@ class _Remote:
         a new semaphore made 1,000 registrations at once, which queued for connections past
         the timeout), each failing with an error of its own if it fails."""
         flight = self._registration
+        mine = flight is None
         if flight is None:
             registration = self.store.register(type(self)._kind, self.name, self._config())
             flight = self._registration = asyncio.ensure_future(
@@ -913,7 +931,10 @@ class _Remote:
         try:
             await asyncio.shield(flight)  # a caller cancelled leaves it to the others
         except Exception as error:
-            raise _own_error(error) from error.__cause__
+            own = _own_error(error)
+            if isinstance(error, StoreUnavailable) and not mine:
+                raise _TheirFailure(own) from error
+            raise own from error
 
     def _registered_or_not(self, flight: asyncio.Future[None]) -> None:
         self._registration = None
@@ -1236,11 +1257,11 @@ class _RemoteRate(_Remote):
         """Sends the queued decisions of ``lane``: all of them at once, in round trips of
         up to `RATE_MANY_MAX` each (more than that go side by side, not one after the
         other, `BATCHES_AT_ONCE` at most: the rest when those return), then those queued
-        meanwhile, until none is left. A caller gone (cancelled)
-        before its request went is dropped; after, its charge is given back when the reply
-        comes. Requests on several keys go as one round trip only to a store that decides
-        them in one (`NetworkStore.rate_batch_is_one_round_trip`, read now: a Redis store
-        learns it talks to a cluster); else each key's go as round trips of their own."""
+        meanwhile, until none is left. A caller gone (cancelled) before its request went is
+        dropped; after, its charge is given back when the reply comes. Requests on several
+        keys go as one round trip only to a store that decides them in one
+        (`NetworkStore.rate_batch_is_one_round_trip`, read now: a Redis store learns it
+        talks to a cluster); else each key's go as round trips of their own."""
         queued = lane.queued
         batches: list[list[_Request]] = []
         try:
