@@ -253,6 +253,59 @@ def test_another_clients_charge_keeps_the_ones_below_it() -> None:
     run(main())
 
 
+class _LosesAGiveBacksReply(MemoryStore):
+    """Applies its first give-back, then loses the reply (the connection dropped after the
+    server ran it): the client cannot tell it from one never applied."""
+
+    lost = False
+
+    async def rate_give_back(
+        self, name: str, key: bytes | None, interval_us: int, cost: int, tat_us: int
+    ) -> bool:
+        done = await super().rate_give_back(name, key, interval_us, cost, tat_us)
+        if not self.lost:
+            self.lost = True
+            raise adm.StoreUnavailable(self.label, "connection lost after the server ran it")
+        return done
+
+
+def test_a_give_back_whose_reply_was_lost_never_undoes_another_clients_charge() -> None:
+    """A give-back failed without an answer may have been applied: sent again (inside a
+    later run, summed), it undid the charge another client made since at the same TAT,
+    and that client's waiter and the next caller shared one turn. Its charge is dropped
+    instead (at worst the bucket admits less until its TAT passes, never more)."""
+    clock = ServerClock()
+    store = _LosesAGiveBacksReply(clock=clock)
+    bucket = adm.TokenBucket(rate=1, per=1, burst=1, name="api", store=store)
+    other = adm.TokenBucket(rate=1, per=1, burst=1, name="api", store=store)
+
+    async def main() -> None:
+        await bucket.acquire()
+        before = store.tat_us("api")
+        assert before is not None
+        first = asyncio.ensure_future(bucket.acquire(timeout=1_000))
+        await asyncio.sleep(0.01)
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        await asyncio.sleep(0.01)
+        assert store.lost
+        assert store.tat_us("api") == before  # applied; its reply never came
+        theirs = asyncio.ensure_future(other.acquire(timeout=1_000))
+        await asyncio.sleep(0.01)
+        assert store.tat_us("api") == before + 1_000_000  # the same TAT the first had
+        second = asyncio.ensure_future(bucket.acquire(timeout=1_000))
+        await asyncio.sleep(0.01)
+        second.cancel()
+        await asyncio.gather(second, return_exceptions=True)
+        await asyncio.sleep(0.01)
+        assert not theirs.done()
+        assert store.tat_us("api") == before + 1_000_000  # their turn is still theirs
+        theirs.cancel()
+        await asyncio.gather(theirs, return_exceptions=True)
+
+    run(main())
+
+
 def test_a_cost_above_the_burst_is_refused_at_once_without_a_round_trip() -> None:
     store = MemoryStore()
     bucket = adm.TokenBucket(rate=5, burst=5, name="api", store=store)

@@ -69,7 +69,6 @@ import asyncio
 import collections
 import contextlib
 import copy
-import functools
 import math
 import os
 import socket
@@ -1008,11 +1007,13 @@ class _GiveBacks:
                 # The last run: from the last charge down, while each one's start is the
                 # TAT of another.
                 last = tat = max(charges)
-                run, cost = [], 0
+                run: list[tuple[int, tuple[int, float]]] = []
+                cost = 0
                 while tat in charges:
-                    run.append(tat)
-                    cost += charges[tat][0]
-                    tat -= charges[tat][0] * self.interval_us
+                    charge = charges[tat]
+                    run.append((tat, charge))
+                    cost += charge[0]
+                    tat -= charge[0] * self.interval_us
                 limiter = self.limiter
                 give_back = limiter.store.rate_give_back(
                     limiter.name, key, self.interval_us, cost, last
@@ -1022,26 +1023,27 @@ class _GiveBacks:
                     # the store's own, most of 2,000 give-backs sent at once (waiters of
                     # as many keys cancelled together) failed, waiting for connections.
                     done = await _Guarded(
-                        give_back,
-                        functools.partial(self._given_back, key, run),
-                        None,
-                        True,
-                        limiter.store.timeout,
-                        limiter._no_answer,
+                        give_back, _ignore, None, True, limiter.store.timeout, limiter._no_answer
                     )
-                except Exception:  # failed: these stay, for the next try or their TAT
-                    continue
+                except Exception:
+                    # Failed, maybe applied (the reply lost or late): dropped, never sent
+                    # again. Undone already, a charge sent again in a later run undid the
+                    # one another client made since at the same TAT (two callers, one turn).
+                    done = True
                 # A run below (after a charge that was not given back) is not sent until
                 # another charge of its key comes back.
                 self._given_back(key, run, done)
         finally:
             self._sending.discard(key)
 
-    def _given_back(self, key: bytes | None, run: list[int], done: bool) -> None:
+    def _given_back(
+        self, key: bytes | None, run: list[tuple[int, tuple[int, float]]], done: bool
+    ) -> None:
         charges = self._pending.get(key)
         if done and charges is not None:
-            for tat in run:
-                charges.pop(tat, None)
+            for tat, charge in run:
+                if charges.get(tat) is charge:  # (not a charge made since at that TAT)
+                    del charges[tat]
             if not charges:
                 del self._pending[key]
 
