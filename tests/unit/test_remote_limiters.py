@@ -373,6 +373,30 @@ def test_a_new_limiters_first_callers_share_one_registration() -> None:
     assert all(isinstance(lease, adm.stores.Lease) for lease in run(callers(down)))
 
 
+def test_a_shared_registrations_failure_counts_once_when_its_sender_was_cancelled() -> None:
+    """The caller that sent a shared registration is cancelled; the others wait on for it
+    and the store is down: the failure still counts once on the breaker (it counted
+    nowhere: the sender gave no verdict, and each other caller left it to the sender)."""
+    store = MemoryStore(latency=0.01)
+    breaker = store_breaker(store)
+    db = adm.Semaphore(10, name="db", store=store)
+    store.fail()
+
+    async def main() -> list[object]:
+        sender = asyncio.ensure_future(db.acquire(timeout=0))
+        await asyncio.sleep(0)  # its registration is in flight
+        others = [asyncio.ensure_future(db.acquire(timeout=0)) for _ in range(4)]
+        await asyncio.sleep(0)
+        sender.cancel()
+        return await asyncio.gather(*others, return_exceptions=True)
+
+    errors = run(main())
+    assert all(isinstance(e, adm.StoreUnavailable) for e in errors)
+    assert store.calls["register"] == 1
+    stats = breaker.stats()
+    assert (stats.failure, stats.released) == (1, 4)
+
+
 # -- the keyed bucket ------------------------------------------------------------------------
 
 

@@ -677,8 +677,9 @@ class _Request:
 
 
 class _TheirFailure(Exception):
-    """A round trip shared with another caller (a limiter's registration) failed: its
-    sender counts the failure on the store's breaker, once; this caller raises ``error``."""
+    """A round trip shared with other callers (a limiter's registration) failed: the first
+    of them to learn it counts the failure on the store's breaker, once; this caller (one
+    of the others) raises ``error``."""
 
     def __init__(self, error: Exception) -> None:
         super().__init__(error)
@@ -797,6 +798,7 @@ class _Remote:
         "_counts",
         "_registered",
         "_registration",
+        "_registration_failure_counted",
         "_spread",
         "instances",
         "name",
@@ -843,6 +845,8 @@ class _Remote:
         self._counts = _Counts()
         self._registered = False
         self._registration: asyncio.Future[None] | None = None  # in flight
+        # The last failed one whose failure a caller counted on the breaker.
+        self._registration_failure_counted: asyncio.Future[None] | None = None
         _track(self)
 
     def _config(self) -> dict[str, float]:
@@ -920,7 +924,6 @@ class _Remote:
         a new semaphore made 1,000 registrations at once, which queued for connections past
         the timeout), each failing with an error of its own if it fails."""
         flight = self._registration
-        mine = flight is None
         if flight is None:
             registration = self.store.register(type(self)._kind, self.name, self._config())
             flight = self._registration = asyncio.ensure_future(
@@ -931,8 +934,12 @@ class _Remote:
             await asyncio.shield(flight)  # a caller cancelled leaves it to the others
         except Exception as error:
             own = _own_error(error)
-            if isinstance(error, StoreUnavailable) and not mine:
-                raise _TheirFailure(own) from error
+            if isinstance(error, StoreUnavailable):
+                # Counted once, by the first caller still there (not by the sender: it may
+                # have been cancelled, and then nobody counted it).
+                if self._registration_failure_counted is flight:
+                    raise _TheirFailure(own) from error
+                self._registration_failure_counted = flight
             raise own from error
 
     def _registered_or_not(self, flight: asyncio.Future[None]) -> None:
