@@ -946,6 +946,38 @@ def test_a_lease_released_from_another_thread_is_released_on_its_loop() -> None:
     run(main())
 
 
+@pytest.mark.parametrize("on_store_error", ["closed", "local"])
+def test_a_lease_released_through_another_semaphore_is_refused(on_store_error: str) -> None:
+    """``release`` says it raises for another semaphore's lease. It took it: the lease was
+    marked released (its own semaphore then refused it, so its permit stayed held and
+    renewed, and its gate's place lost for good) and this semaphore's gate gave back a
+    place its own holder had (whose release then failed with a ValueError)."""
+    store = MemoryStore()
+    options: dict[str, Any] = {"on_store_error": on_store_error}
+    if on_store_error == "local":
+        options["instances"] = 1
+    a = adm.Semaphore(1, name="a", store=store, **options)
+    b = adm.Semaphore(1, name="b", store=store, **options)
+
+    async def main() -> None:
+        mine = await a.acquire()
+        if on_store_error == "local":
+            store.fail()  # b's lease is its in-process fallback's
+        theirs = await b.acquire()
+        store.recover()
+        with pytest.raises(RuntimeError, match="semaphore 'b'"):
+            a.release(theirs)
+        with pytest.raises(RuntimeError, match="semaphore 'a'"):
+            await b.release_and_wait(mine)
+        await b.release_and_wait(theirs)
+        await a.release_and_wait(mine)
+        for semaphore in (a, b):  # each gate's place and the store's permit free again
+            await semaphore.release_and_wait(await semaphore.acquire(timeout=1))
+        assert await a.state() == await b.state() == (0, 0)
+
+    run(main())
+
+
 def test_a_waiter_at_the_gate_is_let_in_by_a_release_from_another_thread() -> None:
     store = MemoryStore()
     db = adm.Semaphore(1, name="db", store=store)

@@ -1538,7 +1538,16 @@ class Lease:
     ``"open"`` or ``"local"``) has ``fence`` 0 and ``holder`` ``""``, and is never lost.
     """
 
-    __slots__ = ("_expired", "_local", "_loop", "_released", "_valid_until", "fence", "holder")
+    __slots__ = (
+        "_expired",
+        "_local",
+        "_loop",
+        "_released",
+        "_semaphore",
+        "_valid_until",
+        "fence",
+        "holder",
+    )
 
     def __init__(
         self, holder: str, fence: int, local: Any = None, valid_until: float = math.inf
@@ -1550,6 +1559,7 @@ class Lease:
         self._local = local
         self._released = False
         self._loop = asyncio.get_running_loop()  # where its release round trip runs
+        self._semaphore: RemoteSemaphore | None = None  # the one that granted it
 
     @property
     def lost(self) -> bool:
@@ -1786,6 +1796,7 @@ class RemoteSemaphore(_Remote):
         return self._granted(Lease("", 0, local))
 
     def _granted(self, lease: Lease) -> Lease:
+        lease._semaphore = self
         task = asyncio.current_task()
         if task is not None:
             self._by_task.setdefault(task, []).append(lease)
@@ -1875,6 +1886,14 @@ class RemoteSemaphore(_Remote):
                     "(pass the Lease that acquire() returned)"
                 )
             lease = mine[-1]
+        granted_by = lease._semaphore
+        if granted_by is not self:
+            # Taken, it would free this semaphore's gate place of another holder and leave
+            # its own semaphore's taken for good (its permit held, renewed, and refused).
+            raise RuntimeError(
+                f"{lease!r} is a permit of semaphore "
+                f"{granted_by.name if granted_by is not None else None!r}, not of {self.name!r}"
+            )
         if lease._released:
             raise RuntimeError(f"{lease!r} of semaphore {self.name!r} was already released")
         lease._released = True
