@@ -416,3 +416,36 @@ def test_a_loop_busy_for_ever_still_fails_a_call_after_the_grace() -> None:
         loop.close()
     # Expired in the first turn past the grace (each turn takes 3 ms).
     assert BUSY_LOOP_GRACE * 0.1 <= lasted <= BUSY_LOOP_GRACE * 0.1 + 0.01
+
+
+@pytest.mark.parametrize("waits_on", ["a future", "a bare yield"])
+def test_a_guard_destroyed_with_its_task_closes_its_call_without_error(waits_on: str) -> None:
+    """A loop closed with a guarded call in flight (its task never cancelled): the collector
+    closes the guard and the store's call in either order. The call closed first, the
+    guard threw the GeneratorExit into it anyway ("cannot reuse already awaited
+    coroutine", an unraisable error at some later collection)."""
+    loop = asyncio.new_event_loop()
+    closed: list[str] = []
+
+    async def driver() -> None:
+        try:
+            if waits_on == "a future":
+                await loop.create_future()
+            else:
+                await asyncio.sleep(0)
+                await loop.create_future()
+        finally:
+            closed.append("driver")
+
+    async def main() -> None:
+        call = driver()
+        steps = _Guarded(call, pytest.fail, timeout=0.1, expired=_expired).__await__()
+        steps.send(None)  # (its task's first step, by hand: the call now waits)
+        call.close()  # the collector's first
+        assert closed == ["driver"]
+        steps.close()  # then its task's: no error
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()

@@ -373,6 +373,27 @@ def test_a_new_limiters_first_callers_share_one_registration() -> None:
     assert all(isinstance(lease, adm.stores.Lease) for lease in run(callers(down)))
 
 
+def test_a_registration_left_in_flight_on_a_closed_loop_does_not_stop_the_next_loop() -> None:
+    """A loop closed without cancelling its tasks (``run_until_complete`` then ``close``)
+    while a limiter's registration was in flight: the next loop registers again. (Every
+    later call awaited that registration, a future of the closed loop, and failed with
+    "attached to a different loop", for good.) A `MemoryStore` serves any loop; a
+    server's store serves the loop it was first used on."""
+    store = MemoryStore(latency=0.05, timeout=1.0)
+    db = adm.Semaphore(2, name="db", store=store)
+    first = asyncio.new_event_loop()
+    try:
+        with pytest.raises(asyncio.TimeoutError):
+            first.run_until_complete(asyncio.wait_for(db.acquire(), 0.01))
+    finally:
+        first.close()
+
+    async def again() -> adm.stores.Lease:
+        return await db.acquire(timeout=1)
+
+    assert isinstance(run(again()), adm.stores.Lease)
+
+
 def test_a_shared_registrations_failure_counts_once_when_its_sender_was_cancelled() -> None:
     """The caller that sent a shared registration is cancelled; the others wait on for it
     and the store is down: the failure still counts once on the breaker (it counted

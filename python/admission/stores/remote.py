@@ -308,6 +308,9 @@ class _Guarded(Generic[T]):
                                 continue
                             self._take_over(None)
                             raise
+                        except GeneratorExit:
+                            call.close()  # (see below)
+                            raise
                         except BaseException as e:
                             error = e
                         continue
@@ -333,6 +336,12 @@ class _Guarded(Generic[T]):
                         pending, error = None, e
                         continue
                     self._take_over(pending)
+                    raise
+                except GeneratorExit:
+                    # Destroyed with its task (a loop closed with it in flight): the driver
+                    # is closed with it, not thrown into (the collector may have closed it
+                    # first: "cannot reuse already awaited coroutine").
+                    call.close()
                     raise
                 except BaseException as e:
                     if not pending.done():
@@ -924,7 +933,8 @@ class _Remote:
         a new semaphore made 1,000 registrations at once, which queued for connections past
         the timeout), each failing with an error of its own if it fails."""
         flight = self._registration
-        if flight is None:
+        # (One of another loop is not this loop's to await: a loop closed with it, say.)
+        if flight is None or flight.get_loop() is not asyncio.get_running_loop():
             registration = self.store.register(type(self)._kind, self.name, self._config())
             flight = self._registration = asyncio.ensure_future(
                 _Guarded(registration, _ignore, None, True, self.store.timeout, self._no_answer)
@@ -943,7 +953,8 @@ class _Remote:
             raise own from error
 
     def _registered_or_not(self, flight: asyncio.Future[None]) -> None:
-        self._registration = None
+        if self._registration is flight:
+            self._registration = None
         if not flight.cancelled() and flight.exception() is None:  # (else retrieved)
             self._registered = True
 
