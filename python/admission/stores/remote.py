@@ -40,11 +40,12 @@ module owns the rest:
   decisions in the order they were asked for. Time: a queued decision waits for at most the
   round trip in flight (bounded by the store's ``timeout``: past it, the queue goes at once)
   and then one round trip of its own, bounded by the ``timeout`` from when it is sent: at
-  most twice the ``timeout`` in all (2.25 times where a batch over keys ends early in
-  `BatchContended` and its keys go again each on its own; more than `BATCHES_AT_ONCE` x
-  `RATE_MANY_MAX` queued at once also wait for the round trips sent before theirs), and it
-  never fails where the same round trip alone would have succeeded. A caller cancelled in
-  the turn its reply is delivered gives its charge back.
+  most twice the ``timeout`` of waiting in all (the loop's busy time discounted, see
+  "Failure": up to 20 times the ``timeout`` by the clock; 2.25 times where a batch over
+  keys ends early in `BatchContended` and its keys go again each on its own; more than
+  `BATCHES_AT_ONCE` x `RATE_MANY_MAX` queued at once also wait for the round trips sent
+  before theirs), and it never fails where the same round trip alone would have
+  succeeded. A caller cancelled in the turn its reply is delivered gives its charge back.
 - Failure. Each round trip returns or raises within the store's ``timeout`` of waiting (the
   loop thread's busy time meanwhile discounted, up to `BUSY_LOOP_GRACE` timeouts in all:
   a busy loop cannot read a reply sent in time, see `_Deadlines`). A breaker per
