@@ -108,7 +108,9 @@ class Semaphore(_native.Semaphore):
                 options = network_options(
                     "Semaphore", network, "lease", "on_store_error", "instances"
                 )
-                return RemoteSemaphore(store, name, limit, local=Semaphore, **options)
+                return RemoteSemaphore(
+                    store, name, limit, local=Semaphore, gate=Semaphore._unlisted, **options
+                )
             network_options("Semaphore", network)  # none allowed without a network store
             return SharedSemaphore(store, name, limit)  # type: ignore[arg-type]
         semaphore = super().__new__(cls, limit, name=name)
@@ -117,6 +119,12 @@ class Semaphore(_native.Semaphore):
         # (`SharedMemory.export_metrics`).
         _registry.register(semaphore)
         return semaphore
+
+    @classmethod
+    def _unlisted(cls, limit: int) -> Semaphore:
+        """One that metrics and alerts do not see: a network-store semaphore's gate, whose
+        figures are that limiter's own (`admission.stores.remote.RemoteSemaphore`)."""
+        return super().__new__(cls, limit)
 
     def acquire_blocking(self, n: int = 1, timeout: float | str | None = None) -> None:
         """Waits in this thread until ``n`` permits are held (FIFO).

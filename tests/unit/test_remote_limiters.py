@@ -1014,6 +1014,40 @@ def test_a_waiter_at_the_gate_is_let_in_by_a_release_from_another_thread() -> No
     run(main())
 
 
+def test_a_semaphores_gate_adds_nothing_to_the_in_process_semaphores_metrics() -> None:
+    """The gate is an in-process semaphore of the network-store semaphore's own: its figures
+    are the store limiter's (``admission_store_acquisitions_total``). Listed like any, each
+    gate was one more unnamed in-process semaphore: its admissions, limit and waiters added
+    to the series ``limiter="unnamed"`` of the user's own unnamed semaphores."""
+    import gc
+
+    prometheus_client = pytest.importorskip("prometheus_client")
+    registry = prometheus_client.CollectorRegistry()
+    adm.metrics.register(registry)
+
+    def unnamed(metric: str, **labels: str) -> float:
+        value = registry.get_sample_value(
+            metric, {"kind": "semaphore", "limiter": "unnamed", **labels}
+        )
+        return value or 0.0
+
+    try:
+        gc.collect()
+        limiters = unnamed("admission_limiters")
+        admitted = unnamed("admission_acquisitions_total", outcome="admitted")
+        db = adm.Semaphore(3, name="db", store=MemoryStore())
+
+        async def main() -> None:
+            async with db:
+                pass
+
+        run(main())
+        assert unnamed("admission_limiters") <= limiters
+        assert unnamed("admission_acquisitions_total", outcome="admitted") == admitted
+    finally:
+        adm.metrics.unregister(registry)
+
+
 def test_a_clients_callers_past_the_limit_wait_at_its_gate_not_in_the_store() -> None:
     """200 callers of one client for a semaphore of 3: at most 3 of them hold a lease or
     ask the store for one at any time (more could never hold at once); the rest wait in

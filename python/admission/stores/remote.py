@@ -109,7 +109,8 @@ if TYPE_CHECKING:
 Key = str | bytes | int
 
 #: Makes the in-process limiter a limiter falls back to under ``on_store_error="local"``
-#: (rate, per, burst -> bucket; limit -> semaphore): given by the module of the in-process
+#: (rate, per, burst -> bucket; limit -> semaphore), or a semaphore's gate (limit -> an
+#: in-process semaphore that metrics do not list): given by the module of the in-process
 #: class, which imports this one (never the reverse).
 LocalFactory = Callable[..., Any]
 
@@ -1628,6 +1629,7 @@ class RemoteSemaphore(_Remote):
         on_store_error: str = "closed",
         instances: int | None = None,
         local: LocalFactory,
+        gate: LocalFactory,
     ) -> None:
         _native.Semaphore(limit)  # the in-process check of a limit, one message per mistake
         super().__init__(store, "Semaphore", name, on_store_error, instances)
@@ -1655,7 +1657,7 @@ class RemoteSemaphore(_Remote):
         self._high_water = 0
         self._make_local = local
         self._local: Any = None
-        self._gate = local(limit)
+        self._gate = gate(limit)
         """This process's callers that hold a lease or ask the store for one: at most
         ``limit`` (more could never hold at once); the others wait here, first come first
         served, costing the store nothing (2,000 callers of a semaphore of 20, each asking
