@@ -105,15 +105,15 @@ $(VENV)/.audit-eval-stamp: requirements/audit-eval.txt $(VENV)/.dev-stamp
 	touch $@
 
 # The audit's precision on real code (opt-in, needs the package index): pinned sdists from
-# benches/audit_eval/corpus.txt (labels.csv) and holdout.txt ... holdout12.txt
-# (holdout_labels.csv ... holdout12_labels.csv), beside ruff (its findings labelled in
+# benches/audit_eval/corpus.txt (labels.csv) and holdout.txt ... holdout13.txt
+# (holdout_labels.csv ... holdout13_labels.csv), beside ruff (its findings labelled in
 # *_ruff_labels.csv) and flake8-async; writes each corpus's tables into benches/RESULTS.md.
-# AUDIT_EVAL_CORPUS selects (seen, holdout, holdout2 ... holdout12; by default the twelve
+# AUDIT_EVAL_CORPUS selects (seen, holdout, holdout2 ... holdout13; by default the twelve
 # whose false positives were read for fixes, over which the comparison with ruff is made; each
 # held-out corpus's unseen run stays in its own block, NAME-unseen, written with --block),
 # AUDIT_EVAL_ARGS adds options (--no-flake8: flake8-async takes about an hour per corpus).
-# holdout12, pinned, stays out of the default until its false positives are read for fixes
-# (its unseen run: --corpus holdout12 --block holdout12-unseen).
+# holdout12, labelled, and holdout13, pinned, stay out of the default until their false
+# positives are read for fixes (their unseen runs: --corpus holdoutN --block holdoutN-unseen).
 AUDIT_EVAL_CORPUS ?= seen holdout holdout2 holdout3 holdout4 holdout5 holdout6 holdout7 holdout8 \
 	holdout9 holdout10 holdout11
 AUDIT_EVAL_ARGS ?=
