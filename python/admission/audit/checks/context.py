@@ -572,6 +572,9 @@ class Context:
             return not any(isinstance(e, ast.Starred) for e in node.elts)
         if isinstance(node, ast.Dict | ast.Constant | ast.JoinedStr):
             return True
+        if isinstance(node, ast.BoolOp):
+            # `callbacks or ()`: one of the alternatives, bounded if each of them is
+            return all(self.iterable_bounded(value, scope, seen + 1) for value in node.values)
         if isinstance(node, ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp):
             # as many items as its loops give: `[watch() for _ in range(workers)]`
             return all(self.iterable_bounded(g.iter, scope, seen + 1) for g in node.generators)
