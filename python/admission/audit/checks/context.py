@@ -632,7 +632,7 @@ class Context:
             return False
         return False
 
-    def _calls_by_name(self) -> dict[str, list[ast.Call]]:
+    def calls_by_name(self) -> dict[str, list[ast.Call]]:
         """The file's calls of a plain name or of a method (on any object), by that name; a
         name also used other than called (passed as a callback) maps to no list."""
         if self._call_sites is None:
@@ -663,7 +663,7 @@ class Context:
             return False
         if not node.name.startswith("_") or node.name.startswith("__"):
             return False
-        calls = self._calls_by_name().get(node.name)
+        calls = self.calls_by_name().get(node.name)
         if not calls:
             return False
         positional = [a.arg for a in (*node.args.posonlyargs, *node.args.args)]

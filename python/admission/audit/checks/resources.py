@@ -385,10 +385,10 @@ def _runs_once(ctx: Context, function: Scope, depth: int = 0) -> bool:
             callers.append(module)
     else:
         return False
-    if _named_besides_calls(ctx, function, is_callee):
-        return False
     if not callers:
         return function.cls is None and function.name in _START_UP_HOOKS
+    if function.name not in ctx.calls_by_name():
+        return False  # also named other than called: handed on, as a callback
     if set(function.params) - {"self", "cls"}:
         return False  # handed what to do (`interactive_client(uri)`): a job, as often as asked
     for caller in callers:
@@ -419,18 +419,6 @@ def _calls_in(statements: list[ast.stmt], is_callee: Callable[[ast.expr], bool])
         inner = in_loop or isinstance(node, _LOOPS)
         stack.extend((child, inner) for child in ast.iter_child_nodes(node))
     return calls, looped
-
-
-def _named_besides_calls(
-    ctx: Context, function: Scope, is_callee: Callable[[ast.expr], bool]
-) -> bool:
-    """Whether the file names ``function`` other than to call it (``target=setup``,
-    ``callback=self.launch``): what it is handed to may run it any number of times."""
-    callees = {id(node.func) for node in ast.walk(ctx.facts.tree) if isinstance(node, ast.Call)}
-    return any(
-        isinstance(node, ast.Name | ast.Attribute) and is_callee(node) and id(node) not in callees
-        for node in ast.walk(ctx.facts.tree)
-    )
 
 
 def _lifecycle_start(function: Scope) -> bool:
