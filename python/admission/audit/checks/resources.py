@@ -947,7 +947,7 @@ def check_thread(ctx: Context, site: Site) -> None:
         return
     if _kept_by_init_helper(ctx, site, function) or _created_once(ctx, site):
         return
-    if _started_once(site, function) or _runs_once(ctx, function):
+    if _started_once(site, function):
         return
     target = ctx.facts.bound_to.get(id(call))
     if target is not None and _joined(ctx, target, site):
@@ -970,6 +970,8 @@ def check_thread(ctx: Context, site: Site) -> None:
                 ctx, name, site.scope
             ):
                 return
+    if _runs_once(ctx, function):
+        return  # last: it reads the callers, the rest only the function
     daemon = any(
         k.arg == "daemon" and isinstance(k.value, ast.Constant) and k.value.value is True
         for k in call.keywords
