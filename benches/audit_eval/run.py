@@ -56,7 +56,8 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   stream fetcher, a terminal UI toolkit, a task runner, a thread-pool HTTP server, an RPC
   library and a testing tool's gateway library, pinned (committed) before the audit ran on
   it, once the twelfth had been run; its first run (block ``holdout13-unseen``) is the
-  estimate of precision on unseen code of round 14's rules.
+  estimate of precision on unseen code of round 14's rules (round 15 read its false
+  positives for fixes, with the twelfth's).
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
