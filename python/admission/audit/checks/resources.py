@@ -377,8 +377,12 @@ def _runs_once(ctx: Context, function: Scope, depth: int = 0) -> bool:
         return _names_function(func, function)
 
     if function.cls is not None:
+        # any `x.name()` of the file may call it (a subclass's `self.name()`, another
+        # object's `app.name()`): each is read as a call of it
         called = "." + function.name
-        callers = [f for f in ctx.facts.functions if called in f.calls and f.cls is function.cls]
+        callers = [f for f in ctx.facts.functions if called in f.calls]
+        if called in module.calls:
+            callers.append(module)
     elif function.parent is module:
         callers = [f for f in ctx.facts.functions if function.name in f.calls]
         if function.name in module.calls:
@@ -787,8 +791,6 @@ def _joined_by_its_with_blocks(ctx: Context, target: str, function: Scope) -> bo
     position = positions.pop()
     uses = 0
     for scope in ctx.facts.functions:
-        if function.cls is not None and scope.cls is not function.cls:
-            continue  # another class's `self.run_job()` is another method
         for statement in scope.withs:
             for item in statement.items:
                 entered = item.context_expr
@@ -805,14 +807,11 @@ def _joined_by_its_with_blocks(ctx: Context, target: str, function: Scope) -> bo
 
 
 def _names_function(func: ast.expr, function: Scope) -> bool:
-    """Whether a callee is ``function``: ``self.name`` / ``cls.name`` for a method, ``name``
-    for a module-level function."""
+    """Whether a callee may be ``function``: any ``x.name`` for a method (``self.name``, a
+    subclass's, another object's: the file does not say which class it reaches, so each
+    counts), ``name`` for a module-level function."""
     if function.cls is not None:
-        return (
-            isinstance(func, ast.Attribute)
-            and func.attr == function.name
-            and dotted(func.value) in ("self", "cls")
-        )
+        return isinstance(func, ast.Attribute) and func.attr == function.name
     return isinstance(func, ast.Name) and func.id == function.name
 
 
