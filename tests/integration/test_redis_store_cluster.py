@@ -192,7 +192,7 @@ def test_semaphores_on_three_nodes(cluster: RedisCluster) -> None:
     async def scenario() -> None:
         async with _store(cluster) as store:
             for name in names.values():
-                sem = adm.Semaphore(3, name=name, store=store, lease="2s")
+                sem = adm.Semaphore(3, name=name, store=store, lease="30s")
                 holding = most = 0
                 fences: list[list[int]] = [[] for _ in range(10)]
 
@@ -547,7 +547,7 @@ def test_server_of_names_the_node_that_holds_the_state(cluster: RedisCluster) ->
         async with _store(cluster) as store:
             per_user = adm.KeyedTokenBucket(rate=1, per=3600, burst=2, name=name, store=store)
             bucket = adm.TokenBucket(rate=1, per=3600, burst=2, name=name, store=store)
-            sem = adm.Semaphore(2, name=name, store=store, lease="5s")
+            sem = adm.Semaphore(2, name=name, store=store, lease="30s")
             for key in keys:
                 await per_user.acquire(key, timeout=0)
             await bucket.acquire(timeout=0)

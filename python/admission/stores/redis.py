@@ -91,6 +91,9 @@ from admission.stores.network import (
     SemaphoreReply,
     caller_bounds,
     check_batch,
+    check_bucket,
+    check_lease,
+    check_rate,
     check_requests,
 )
 
@@ -780,9 +783,7 @@ class Redis(NetworkStore):
         max_wait_us: int,
     ) -> RateReply:
         """One GCRA decision on the server's clock (see `NetworkStore.rate`)."""
-        if not 1 <= cost <= burst:
-            raise ValueError(f"cost must be between 1 and burst ({burst}), got {cost!r}")
-        _positive("interval_us", interval_us)
+        max_wait_us = check_rate(interval_us, burst, cost, max_wait_us)
         admitted, wait_us, tat_us, now_us = _numbers(
             await self._eval(
                 RATE, (self._bucket_key(name, key),), (interval_us, burst, cost, max_wait_us)
@@ -799,8 +800,7 @@ class Redis(NetworkStore):
         requests: Sequence[tuple[int, int]],
     ) -> list[RateReply]:
         """Several GCRA decisions on one bucket in one script call (`NetworkStore.rate_many`)."""
-        check_requests(requests, burst)
-        _positive("interval_us", interval_us)
+        requests = check_requests(requests, interval_us, burst)
         args: list[int] = [interval_us, burst]
         for cost, max_wait_us in requests:
             args += (cost, max_wait_us)
@@ -845,8 +845,7 @@ class Redis(NetworkStore):
         `rate_many` per bucket instead, side by side: a keyed limiter's keys are each their
         own hash slot on purpose."""
         bounded = caller_bounds.get()  # before the first await: set for that step only
-        check_batch(requests, burst)
-        _positive("interval_us", interval_us)
+        requests = check_batch(requests, interval_us, burst)
         if self._one_slot:
             return await super().rate_batch(name, interval_us, burst, requests)
         buckets = list(dict.fromkeys(key for key, _, _ in requests))
@@ -874,8 +873,8 @@ class Redis(NetworkStore):
         self, name: str, key: bytes | None, interval_us: int, cost: int, tat_us: int
     ) -> bool:
         """Undoes the charge that left the TAT at ``tat_us``, if it is still the last one."""
-        _positive("interval_us", interval_us)
         _positive("cost", cost)
+        check_bucket(interval_us, cost)
         done = await self._eval(
             GIVE_BACK, (self._bucket_key(name, key),), (interval_us, cost, tat_us)
         )
@@ -886,7 +885,7 @@ class Redis(NetworkStore):
     ) -> SemaphoreReply:
         """A lease for ``holder``, FIFO (see `NetworkStore.semaphore_acquire`)."""
         _positive("limit", limit)
-        _positive("lease_us", lease_us)
+        check_lease(lease_us)
         if not holder:
             raise ValueError("holder must be a non-empty str")
         granted, fence, in_use, ahead = await self._eval(
@@ -898,7 +897,7 @@ class Redis(NetworkStore):
 
     async def semaphore_renew(self, name: str, holders: Sequence[str], lease_us: int) -> list[bool]:
         """Extends each valid lease to now + ``lease_us``; False for one that had expired."""
-        _positive("lease_us", lease_us)
+        check_lease(lease_us)
         if not holders:
             return []
         renewed = await self._eval(RENEW, self._semaphore_keys(name, "hf"), (lease_us, *holders))
