@@ -417,6 +417,42 @@ def test_a_node_killed_mid_load() -> None:
         run(scenario(cluster), timeout=120)
 
 
+def test_clusterdown_fails_at_once_with_full_coverage_required() -> None:
+    """With ``cluster-require-full-coverage yes`` (Redis's default), once a killed master is
+    marked failed every node answers ``CLUSTERDOWN``: a call on a live node's key fails with
+    that reason (`StoreUnavailable`, not "no answer within" its timeout, which the client's
+    sleeps and retries took before), counted by that node's breaker, which opens; nothing
+    is left running in the background."""
+    store_keys = adm.stores.Redis()
+
+    async def scenario(cluster: RedisCluster) -> None:
+        survivor, dead_node = cluster.nodes[0], cluster.nodes[2]
+        name = next(
+            name
+            for name in (_name("down") for _ in range(1000))
+            if cluster.node_of(store_keys._bucket_key(name, None)) is survivor
+        )
+        async with _store(cluster, timeout=1.0) as store:
+            bucket = adm.TokenBucket(rate=1000, name=name, store=store)
+            for _ in range(2):  # the second on the store's own connection to the survivor
+                await bucket.acquire(timeout=0)
+            await asyncio.to_thread(dead_node.kill)
+            await wait_until(
+                lambda: survivor.cluster_info()["cluster_state"] == "fail",
+                "the cluster down",
+                every=0.05,
+            )
+            for _ in range(3):
+                with pytest.raises(adm.StoreUnavailable, match="ClusterDownError"):
+                    await bucket.acquire(timeout=0)
+            breaker = remote.store_breaker(store, f"{survivor.host}:{survivor.port}")
+            assert breaker.state == "open"
+            assert not remote._background
+
+    with RedisCluster(masters=3, node_timeout_ms=500, full_coverage=True) as cluster:
+        run(scenario(cluster), timeout=120)
+
+
 def test_three_processes_share_a_keyed_limiter_over_the_cluster(cluster: RedisCluster) -> None:
     """3 processes (spawn) each ask for every one of 1,000 keys twice, 50 callers each, on
     one keyed limiter of burst 3 (1 token an hour): every key admits exactly 3 of its 6,

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import NamedTuple, cast
 
@@ -358,6 +358,12 @@ class NetworkStore(ABC):
     @abstractmethod
     async def semaphore_state(self, name: str) -> tuple[int, int]:
         """(valid leases, queued waiters) of semaphore ``name`` now."""
+
+    def when_server_gone(self, forget: Callable[[Hashable], object]) -> None:
+        """Has ``forget(server)`` called when a server of a store `spread_over_servers`
+        leaves it (a Redis Cluster's node that serves no slot any more): the limiters then
+        drop that server's breaker. The default does nothing: its servers never leave."""
+        del forget  # one server, which never leaves: nothing will be called
 
     @property
     def answers_within(self) -> float:

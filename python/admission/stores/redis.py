@@ -8,8 +8,11 @@ clock (``TIME``), never the client's, and touches keys of one hash slot only, so
 Redis Cluster: through a ``RedisCluster`` client, whose slot map says which node serves a
 call's slot; the store sends the call on connections of its own to that node (as with a
 URL, below), and through the client where the node ran nothing (it could not be reached, or
-answered ``MOVED``, ``ASK``, ``TRYAGAIN`` or ``CLUSTERDOWN``): the client follows the
-redirection and refreshes its map. The limiters keep a breaker per node (`Redis.server_of`).
+answered ``MOVED``, ``ASK`` or ``TRYAGAIN``): the client follows the redirection, retries
+and refreshes its map. A node answering ``CLUSTERDOWN`` fails the call at once
+(`admission.errors.StoreUnavailable`, which its node's breaker counts). The limiters keep a
+breaker per node (`Redis.server_of`); the connections to a node that serves no slot any
+more once the client's map is refreshed are closed, and its breaker dropped.
 A client of one node (a URL, a plain ``Redis``) of a cluster of several nodes raises
 `admission.errors.ConfigError` for a key another node serves (``MOVED``, ``ASK``): a
 misconfiguration, not an outage that ``on_store_error`` would answer.
@@ -548,16 +551,23 @@ class Redis(NetworkStore):
             () if self._one_slot else (redis.exceptions.AskError,)
         )
         # A call on a cluster's node that ran nothing, for the cluster client to make
-        # instead: the node unreachable, or its answer a redirection, TRYAGAIN (a slot
-        # mid-migration) or CLUSTERDOWN (`_on_node`).
+        # instead: the node unreachable, or its answer a redirection or TRYAGAIN (a slot
+        # mid-migration), which the client follows or retries (`_on_node`). Not CLUSTERDOWN:
+        # the node is reachable and says the cluster cannot serve; the client would sleep
+        # 0.25 s, refresh its map and try again, several times, past every caller's timeout
+        # and each call's, so the store raises it at once (`StoreUnavailable`, the breaker).
         self._not_run: tuple[type[Exception], ...] = (
             _Unreachable,
             redis.exceptions.AskError,
             redis.exceptions.TryAgainError,
-            redis.exceptions.ClusterDownError,
         )
         # A RedisCluster's nodes: the store's own connections to each, by node name.
         self._nodes: dict[str, Connections[Any]] = {}
+        # The client's slot map when the store last looked for departed nodes (by identity:
+        # `_drop_departed`).
+        self._slot_map: object = None
+        # Told of a node that left the cluster (`when_server_gone`): the limiters' breakers.
+        self._server_gone: list[Callable[[str], object]] = []
         # Made with the client's settings for each node but no timeouts nor retries of
         # redis-py's own, as from a URL (below): its timeouts cancel the task that began
         # the wait, the caller's, which a call past its deadline has left by then.
@@ -719,9 +729,11 @@ class Redis(NetworkStore):
     ) -> Any:
         """The call on the store's own connections to a RedisCluster's ``node`` (as with a
         URL: a third less client CPU than the client's own call). Where the node ran
-        nothing (it could not be reached, or it answered a redirection, TRYAGAIN or
-        CLUSTERDOWN), the call goes through the client, which follows the redirection
-        and refreshes its slot map; a call that may have run is never sent again."""
+        nothing (it could not be reached, or it answered a redirection or TRYAGAIN), the
+        call goes through the client, which follows the redirection (or retries) and
+        refreshes its slot map; a call that may have run is never sent again."""
+        if self._client.nodes_manager.slots_cache is not self._slot_map:
+            self._drop_departed()  # the client refreshed its map (its own call, or ours)
         connections = self._nodes.get(node.name)
         if connections is None:
             connections = self._nodes[node.name] = Connections(
@@ -733,7 +745,35 @@ class Redis(NetworkStore):
         try:
             return await self._on(connections, script, keys, args)
         except self._not_run:
-            return await self._through_client(script, keys, args)
+            try:
+                return await self._through_client(script, keys, args)
+            finally:
+                if self._client.nodes_manager.slots_cache is not self._slot_map:
+                    self._drop_departed()  # refreshed by that call
+
+    def _drop_departed(self) -> None:
+        """Closes the store's connections to the nodes that serve no slot any more as the
+        client's map says (gone from the cluster, or a primary turned replica) and drops
+        their breakers (`when_server_gone`): kept, they would stay open until `aclose`.
+        Called once per refresh of the map (a new ``slots_cache``: redis-py replaces it
+        whole on each refresh, and follows a redirection in place)."""
+        self._slot_map = self._client.nodes_manager.slots_cache
+        primaries = {node.name for node in self._client.get_primaries()}
+        for name in [name for name in self._nodes if name not in primaries]:
+            gone = self._nodes.pop(name)
+            # Its idle connections now, the others as their calls give them back.
+            closing = asyncio.get_running_loop().create_task(
+                gone.aclose(lambda conn: conn.disconnect(nowait=True))
+            )
+            _closing.add(closing)
+            closing.add_done_callback(_closing.discard)
+            for forget in self._server_gone:
+                forget(name)
+
+    def when_server_gone(self, forget: Callable[[str], object]) -> None:
+        """Has ``forget(node name)`` called when a node leaves the cluster's map (with a
+        ``RedisCluster`` client; see `NetworkStore.when_server_gone`)."""
+        self._server_gone.append(forget)
 
     async def _on(
         self,

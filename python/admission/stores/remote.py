@@ -205,6 +205,8 @@ def store_breaker(store: NetworkStore, server: Hashable | None = None) -> Circui
     by_server = _breakers.get(store)
     if by_server is None:
         by_server = _breakers[store] = {}
+        # A server that left the store (a cluster's node gone) takes its breaker along.
+        store.when_server_gone(lambda gone: by_server.pop(gone, None))
     breaker = by_server.get(server)
     if breaker is None:
         label = f"store {store.label}" if server is None else f"store {store.label} {server}"
