@@ -283,6 +283,13 @@ class _Guarded(Generic[T]):
 
     def __await__(self) -> Generator[Any, None, T]:
         call, pending = self._call, self._pending
+        # A call taken over waits for its future through this task first, even when it is
+        # done: it may have completed in this very turn, its callbacks scheduled but not
+        # run, and the driver must not resume before them (`_expire`): sock_connect's
+        # removes its writer in one; resumed first, the driver closed the socket, another
+        # took its descriptor, and that callback then removed the new socket's writer, so
+        # its connection (to a healthy server) never completed.
+        handed_over = pending is not None
         error: BaseException | None = None
         watched: list[Any] | None = None  # its entry in the loop's `_Deadlines`
         # The store learns in the call's first step that this guard bounds it.
@@ -290,7 +297,7 @@ class _Guarded(Generic[T]):
         token = caller_bounds.set(True) if bounds else None
         try:
             while True:
-                if pending is None or pending.done():
+                if pending is None or (pending.done() and not handed_over):
                     try:
                         pending = call.send(None) if error is None else call.throw(error)
                     except StopIteration as stop:
@@ -314,6 +321,7 @@ class _Guarded(Generic[T]):
                         continue
                     # As a task does with a future it is handed (else awaiting it again fails).
                     pending._asyncio_future_blocking = False
+                handed_over = False
                 if self._past_deadline(pending):  # it passed while the call went on
                     raise self._give_up(pending)
                 wait_on: asyncio.Future[Any] | _Waiter = pending
