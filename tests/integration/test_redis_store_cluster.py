@@ -453,6 +453,31 @@ def test_clusterdown_fails_at_once_with_full_coverage_required() -> None:
         run(scenario(cluster), timeout=120)
 
 
+def test_a_cluster_url_gives_the_store_a_cluster_client_of_its_own(cluster: RedisCluster) -> None:
+    """``redis+cluster://host:port,host:port`` (the scheme limits reads; two of the three
+    nodes named, the client finds the third): a keyed limiter's keys spread over all three
+    nodes, each admits exactly its burst, and `aclose` closes the client the store made."""
+    name = _name("url")
+    keys = [f"user:{i}" for i in range(90)]
+
+    async def scenario() -> Any:
+        nodes = ",".join(f"{node.host}:{node.port}" for node in cluster.nodes[:2])
+        store = adm.stores.Redis(f"redis+cluster://{nodes}", timeout=5.0)
+        assert store.label == f"redis+cluster://{nodes}"
+        assert store.spread_over_servers
+        per_user = adm.KeyedTokenBucket(rate=1, per=3600, burst=2, name=name, store=store)
+        try:
+            admitted = await _take_all(per_user, [key for key in keys for _ in range(3)], 16)
+            assert admitted == dict.fromkeys(keys, 2)
+        finally:
+            await store.aclose()
+        return store._client
+
+    client = run(scenario())
+    assert all(count > 0 for count in _keys_per_node(cluster, f"*{name}*".encode()).values())
+    assert not any(conn.is_connected for node in client.get_nodes() for conn in node._connections)
+
+
 def test_three_processes_share_a_keyed_limiter_over_the_cluster(cluster: RedisCluster) -> None:
     """3 processes (spawn) each ask for every one of 1,000 keys twice, 50 callers each, on
     one keyed limiter of burst 3 (1 token an hour): every key admits exactly 3 of its 6,

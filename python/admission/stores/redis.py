@@ -85,6 +85,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 from admission._extras import require
 from admission.errors import ConfigError, StoreUnavailable
 from admission.pools.dsn import redact_dsn, scrub
+from admission.stores._cluster_url import ClusterURL, is_cluster_url, parse_cluster_url
 from admission.stores._connections import Connections
 from admission.stores._resp import ProtocolError, read_reply
 from admission.stores.network import (
@@ -440,6 +441,21 @@ def _connect_to(node: Any, overrides: Mapping[str, Any]) -> Callable[[], Awaitab
     return connect
 
 
+def _cluster_client(url: ClusterURL) -> Any:
+    """A ``RedisCluster`` client of the nodes ``url`` names, with no timeouts of redis-py's
+    own (as a client made from a URL: module docstring); its retries are redis-py's."""
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in url.nodes],
+        username=url.username,
+        password=url.password,
+        ssl=url.tls,
+        socket_timeout=None,
+        socket_connect_timeout=None,
+    )
+
+
 def _client_label(client: Any) -> str:
     """A URL naming where a given client connects, without its credentials."""
     kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
@@ -479,7 +495,11 @@ class Redis(NetworkStore):
     """Limiters on a Redis or Valkey server, shared by every process of every host using it.
 
     ``url`` is redis-py's (``redis://[[user]:password@]host[:port][/db]``, ``rediss://``
-    for TLS, ``unix://path?db=0``): one server; or pass ``client=``, a
+    for TLS, ``unix://path?db=0``): one server; or
+    ``redis+cluster://[[user]:password@]host[:port][,host[:port]...]`` (``rediss+cluster://``
+    for TLS; the scheme the ``limits`` library reads): a Redis Cluster, through a
+    ``RedisCluster`` client the store makes of those nodes (redis-py's retries, no timeouts
+    of its own; options need a client of yours) and closes in `aclose`; or pass ``client=``, a
     ``redis.asyncio.Redis`` (or ``RedisCluster``, the one way to a cluster of several nodes)
     of your own: it is used as it is (its retries, its pool) and `aclose` leaves it open; of
     a ``RedisCluster``, the store takes the slot map and each node's settings, and makes the
@@ -531,6 +551,11 @@ class Redis(NetworkStore):
         self.timeout = float(timeout)
         self.prefix = prefix
         self._prefix = prefix.encode()
+        # A cluster URL: a RedisCluster client of the store's own (closed by `aclose`).
+        cluster_url = None
+        if client is None and isinstance(url, str) and is_cluster_url(url):
+            cluster_url = parse_cluster_url(url)
+            client = _cluster_client(cluster_url)
         self._noscript: type[Exception] = redis.exceptions.NoScriptError
         self._driver_errors: tuple[type[Exception], ...] = (redis.exceptions.RedisError, OSError)
         self._in_step: type[Exception] = redis.exceptions.ResponseError
@@ -582,9 +607,11 @@ class Redis(NetworkStore):
         if client is not None:
             self._client: Any = client
             self._direct: Connections[Any] | None = None
-            self._owned = False
-            self._label = _client_label(client)
+            self._owned = cluster_url is not None
+            self._label = _client_label(client) if cluster_url is None else cluster_url.label
             self._secrets: tuple[str, ...] = ()
+            if cluster_url is not None and cluster_url.password:
+                self._secrets = (cluster_url.password,)
             return
         if not isinstance(url, str):
             raise TypeError(f"url must be a str, got {type(url).__name__}")
