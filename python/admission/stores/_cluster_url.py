@@ -45,7 +45,7 @@ def parse_cluster_url(url: str) -> ClusterURL:
     if scheme not in SCHEMES:
         raise ValueError(f"a cluster URL starts with {' or '.join(SCHEMES)}://")
     rest, _, fragment = rest.partition("#")
-    rest, query_mark, query = rest.partition("?")
+    rest, query_mark, _ = rest.partition("?")
     if query_mark or fragment:
         raise ValueError(
             "a cluster URL takes no options (?...): pass client=redis.asyncio.RedisCluster(...)"
