@@ -6,15 +6,21 @@
   about waits of seconds or minutes run in no real time and assert on exact virtual times.
 - ``no_admission_variables``: no ``ADMISSION_*`` variable in the environment, for tests of
   configuration loading (request it with ``pytest.mark.usefixtures``).
+- ``virtual_busy_time`` (every test): on a `support.VirtualTimeLoop`, the network stores'
+  deadlines read the loop's virtual busy time, not the thread's real CPU time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from typing import Any, TypeVar
 
 import pytest
-from support import UVLOOP, VirtualRunner
+from support import UVLOOP, VirtualRunner, VirtualTimeLoop
+
+from admission.stores import remote
 
 T = TypeVar("T")
 
@@ -48,3 +54,16 @@ def no_admission_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("ADMISSION_"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def virtual_busy_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deadline discounts its loop thread's busy time (`remote.BUSY_LOOP_GRACE`): against
+    a virtual clock, the test's real CPU time would move it on (each firing by the CPU the
+    last took, up to the grace), so a virtual loop's own busy time is read instead."""
+
+    def busy_time() -> float:
+        loop = asyncio.get_running_loop()
+        return loop.busy if isinstance(loop, VirtualTimeLoop) else time.thread_time()
+
+    monkeypatch.setattr(remote, "_busy_time", busy_time)

@@ -126,11 +126,17 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
     I/O still works (a zero-timeout poll runs first), so wake-ups from other threads arrive;
     only the waiting for timers is skipped.
+
+    Its thread's busy time is virtual too (``busy``, advanced by `spend`): the network
+    stores' deadlines discount it (`admission.stores.remote.BUSY_LOOP_GRACE`), and the
+    real CPU time of a test against this clock would move them (the ``virtual_busy_time``
+    fixture makes them read this one).
     """
 
     def __init__(self) -> None:
         super().__init__(selectors.DefaultSelector())
         self._virtual_now = 0.0
+        self.busy = 0.0
         real_select = self._selector.select  # type: ignore[attr-defined]
 
         def select(timeout: float | None = None) -> list[Any]:
@@ -145,6 +151,12 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
     def time(self) -> float:
         return self._virtual_now
+
+    def spend(self, seconds: float) -> None:
+        """The thread busy for ``seconds`` (a turn of the loop that long): its clock and its
+        busy time move on together."""
+        self._virtual_now += seconds
+        self.busy += seconds
 
 
 class VirtualRunner:

@@ -33,6 +33,12 @@ def run(coro: object) -> object:
     return asyncio.run(coro)  # type: ignore[arg-type]
 
 
+def _one_a_second() -> tuple[MemoryStore, adm.stores.RemoteTokenBucket]:
+    """A bucket of 1/s, burst 1, on a `MemoryStore` whose clock stands still."""
+    store = MemoryStore(clock=ServerClock())
+    return store, adm.TokenBucket(rate=1, per=1, burst=1, name="api", store=store)
+
+
 # -- the token bucket ------------------------------------------------------------------------
 
 
@@ -82,9 +88,7 @@ def test_the_emission_interval_is_rounded_up_so_rounding_never_admits_more() -> 
 
 
 def test_a_waiter_cancelled_while_asleep_gives_its_charge_back() -> None:
-    clock = ServerClock()
-    store = MemoryStore(clock=clock)
-    bucket = adm.TokenBucket(rate=1, per=1, burst=1, name="api", store=store)
+    store, bucket = _one_a_second()
 
     async def main() -> None:
         await bucket.acquire()
@@ -128,9 +132,7 @@ def test_a_reply_lost_to_cancellation_is_given_back_when_it_arrives() -> None:
 
 
 def test_a_give_back_never_takes_a_turn_already_given_to_a_later_charge() -> None:
-    clock = ServerClock()
-    store = MemoryStore(clock=clock)
-    bucket = adm.TokenBucket(rate=1, per=1, burst=1, name="api", store=store)
+    store, bucket = _one_a_second()
 
     async def main() -> None:
         await bucket.acquire()
@@ -149,7 +151,104 @@ def test_a_give_back_never_takes_a_turn_already_given_to_a_later_charge() -> Non
         with pytest.raises(asyncio.CancelledError):
             await second
         await asyncio.sleep(0.01)
-        assert store.tat_us("api") == after_both - 1_000_000  # type: ignore[operator]
+        # The second's given back, the first's is the last again: given back with it (it
+        # was kept, not dropped: once, only the second's came back).
+        assert store.tat_us("api") == after_both - 2_000_000  # type: ignore[operator]
+
+    run(main())
+
+
+@pytest.mark.parametrize("order", ["first to last", "last to first", "shuffled"])
+def test_waiters_cancelled_together_give_every_charge_back(order: str) -> None:
+    """200 waiters of a 1/s bucket, each charged for its turn, all cancelled in one turn of
+    the loop in any order: the bucket is as it was before them, in a round trip or two,
+    not one each. (Given back one by one, each only while the bucket's last, all but the
+    last charge stayed: a fresh caller waited 200 s, and 2,000 waiters of a 100/s bucket
+    on Redis held up the next caller 19.5 s.)"""
+    import random
+
+    store, bucket = _one_a_second()
+
+    async def main() -> None:
+        await bucket.acquire()
+        before = store.tat_us("api")
+        waiters = [asyncio.ensure_future(bucket.acquire(timeout=1_000)) for _ in range(200)]
+        await asyncio.sleep(0.01)
+        assert bucket.waiting == 200
+        assert store.tat_us("api") == before + 200 * 1_000_000  # type: ignore[operator]
+        if order == "last to first":
+            waiters.reverse()
+        elif order == "shuffled":
+            random.Random(7).shuffle(waiters)
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert store.tat_us("api") == before
+        assert store.calls["rate_give_back"] <= 2
+
+    run(main())
+
+
+def test_a_live_waiter_keeps_the_charges_below_it_until_it_goes_too() -> None:
+    """Of five waiters, the middle one stays: those after it are given back at once, those
+    before it stay (their turns cannot move without its), until it is cancelled too."""
+    store, bucket = _one_a_second()
+
+    async def main() -> None:
+        await bucket.acquire()
+        before = store.tat_us("api")
+        assert before is not None
+        waiters = []
+        for _ in range(5):
+            waiters.append(asyncio.ensure_future(bucket.acquire(timeout=1_000)))
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.01)
+        for i in (0, 1, 3, 4):
+            waiters[i].cancel()
+        await asyncio.sleep(0.01)
+        assert store.tat_us("api") == before + 3 * 1_000_000  # the middle one's turn kept
+        assert bucket.waiting == 1
+        waiters[2].cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+        await asyncio.sleep(0.01)
+        assert store.tat_us("api") == before
+
+    run(main())
+
+
+def test_another_clients_charge_keeps_the_ones_below_it() -> None:
+    """Another client charged after this one's waiters: their charges stay (its turn is
+    never moved), and once its own waiter is cancelled, they come back with its charge."""
+    store, bucket = _one_a_second()
+    other = adm.TokenBucket(rate=1, per=1, burst=1, name="api", store=store)
+
+    async def main() -> None:
+        await bucket.acquire()
+        before = store.tat_us("api")
+        assert before is not None
+        mine = [asyncio.ensure_future(bucket.acquire(timeout=1_000)) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        theirs = asyncio.ensure_future(other.acquire(timeout=1_000))
+        await asyncio.sleep(0.01)
+        for waiter in mine:
+            waiter.cancel()
+        await asyncio.gather(*mine, return_exceptions=True)
+        await asyncio.sleep(0.01)
+        assert store.tat_us("api") == before + 4 * 1_000_000
+        theirs.cancel()
+        await asyncio.gather(theirs, return_exceptions=True)
+        await asyncio.sleep(0.01)
+        # Its own charge given back by the other client; this one's stay: it sends
+        # nothing until a charge of its own comes back (its next cancelled waiter's).
+        assert store.tat_us("api") == before + 3 * 1_000_000
+        late = asyncio.ensure_future(bucket.acquire(timeout=1_000))
+        await asyncio.sleep(0.01)
+        late.cancel()
+        await asyncio.gather(late, return_exceptions=True)
+        await asyncio.sleep(0.01)
+        assert store.tat_us("api") == before
 
     run(main())
 
@@ -186,6 +285,39 @@ def test_a_configuration_mismatch_is_a_clear_error() -> None:
     other = adm.TokenBucket(rate=6, name="api", store=store)
     with pytest.raises(ValueError, match=r"TokenBucket 'api' is in store memory with .*5\.0"):
         run(other.acquire())
+
+
+def test_a_new_limiters_first_callers_share_one_registration() -> None:
+    """100 callers of a new semaphore at once (each its own round trip: a semaphore does not
+    coalesce): one registration round trip, not 100 (1,000 callers of a new semaphore on
+    Redis made 1,000 at once, which queued for connections past the timeout and failed
+    them all). Failed (a mismatch, a store down), each caller gets an error of its own,
+    and the next call registers again."""
+    store = MemoryStore(latency=0.01)
+    run(adm.Semaphore(200, name="db", store=store).state())
+
+    async def callers(semaphore: adm.stores.RemoteSemaphore) -> list[object]:
+        return await asyncio.gather(
+            *(semaphore.acquire(timeout=0) for _ in range(100)), return_exceptions=True
+        )
+
+    before = store.calls["register"]
+    fine = adm.Semaphore(200, name="db", store=store)
+    assert all(isinstance(lease, adm.stores.Lease) for lease in run(callers(fine)))
+    assert store.calls["register"] == before + 1
+
+    mismatched = adm.Semaphore(300, name="db", store=store)
+    errors = run(callers(mismatched))
+    assert all(isinstance(e, ValueError) for e in errors)  # (ConfigError on the servers)
+    assert len({id(e) for e in errors}) == 100  # each its own (its own traceback)
+    assert store.calls["register"] == before + 2
+
+    down = adm.Semaphore(200, name="db-2", store=store)
+    store.fail()
+    errors = run(callers(down))
+    assert all(isinstance(e, adm.StoreUnavailable) for e in errors)
+    store.recover()
+    assert all(isinstance(lease, adm.stores.Lease) for lease in run(callers(down)))
 
 
 # -- the keyed bucket ------------------------------------------------------------------------
@@ -435,13 +567,18 @@ def test_permits_are_leases_with_strictly_increasing_fences() -> None:
     assert run(main()) == [1, 2, 3, 4, 5]
 
 
-def test_waiters_are_served_first_come_first_served() -> None:
+@pytest.mark.parametrize("clients", ["one", "five"])
+def test_waiters_are_served_first_come_first_served(clients: str) -> None:
+    """Five clients (processes: a limiter object each) queue in the store, in order; five
+    callers of one client wait in its gate (no more than ``limit`` of a process's callers
+    hold or ask the store for a lease), in order, the store's queue empty."""
     store = MemoryStore()
     db = adm.Semaphore(1, name="db", store=store)
+    each = [db if clients == "one" else adm.Semaphore(1, name="db", store=store) for _ in range(5)]
     order: list[int] = []
 
     async def worker(i: int) -> None:
-        async with db:
+        async with each[i]:
             order.append(i)
             await asyncio.sleep(0.01)
 
@@ -451,7 +588,11 @@ def test_waiters_are_served_first_come_first_served() -> None:
         for i in range(5):
             tasks.append(asyncio.ensure_future(worker(i)))
             await asyncio.sleep(0.005)  # each queued before the next arrives
-        assert (await db.state())[1] == 5
+        if clients == "one":
+            assert db.waiting == 5
+            assert await db.state() == (1, 0)
+        else:
+            assert await db.state() == (1, 5)
         db.release(holder)
         await asyncio.wait_for(asyncio.gather(*tasks), 5)
 
@@ -478,34 +619,45 @@ def test_concurrent_tasks_each_release_their_own_lease() -> None:
     assert sorted(seen.values()) == [1, 2]
 
 
-def test_a_waiter_given_up_leaves_the_queue_and_a_timeout_too() -> None:
+@pytest.mark.parametrize("clients", ["one", "two"])
+def test_a_waiter_given_up_leaves_the_queue_and_a_timeout_too(clients: str) -> None:
+    """In the store's queue (the waiter another client's) and in a client's gate (the
+    waiter the holder's own client's): given up, cancelled or timed out, it leaves."""
     store = MemoryStore()
     db = adm.Semaphore(1, name="db", store=store)
+    other = db if clients == "one" else adm.Semaphore(1, name="db", store=store)
+    queued = (1, 0) if clients == "one" else (1, 1)
 
     async def main() -> None:
         held = await db.acquire()
-        waiter = asyncio.ensure_future(db.acquire())
+        waiter = asyncio.ensure_future(other.acquire())
         await asyncio.sleep(0.01)
-        assert await db.state() == (1, 1)
+        assert await db.state() == queued
+        assert other.waiting == 1
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiter
         await asyncio.sleep(0.01)
         assert await db.state() == (1, 0)
+        assert other.waiting == 0
         with pytest.raises(adm.AcquireTimeout):
-            await asyncio.wait_for(db.acquire(timeout=0.02), 5)
+            await asyncio.wait_for(other.acquire(timeout=0.02), 5)
         await asyncio.sleep(0.01)
         assert await db.state() == (1, 0)
         # wait_for's own timeout is a cancellation: the same.
         with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(db.acquire(), 0.02)
+            await asyncio.wait_for(other.acquire(), 0.02)
         await asyncio.sleep(0.01)
         assert await db.state() == (1, 0)
+        assert other.waiting == 0
         db.release(held)
+        async with other:  # the permit, for the next caller of either, as it was
+            assert await db.state() == (1, 0)
 
     run(main())
-    stats = db.stats()
-    assert (stats.admitted, stats.cancelled, stats.timed_out) == (1, 2, 1)
+    stats = other.stats()
+    admitted = 2 if clients == "one" else 1
+    assert (stats.admitted, stats.cancelled, stats.timed_out) == (admitted, 2, 1)
 
 
 def test_a_grant_lost_to_cancellation_is_released_when_it_arrives() -> None:
@@ -542,10 +694,15 @@ def test_the_heartbeat_keeps_a_lease_and_a_lease_not_renewed_expires() -> None:
         await asyncio.sleep(0.05)
         assert lease.lost
         assert await db.state() == (0, 0)
-        other = await db.acquire(timeout=0)  # someone else gets it, with a larger fence
+        # Someone else gets it, with a larger fence (not a caller of this client while
+        # the lost lease's holder runs on: its gate's place is the holder's until released).
+        with pytest.raises(adm.AcquireTimeout):
+            await db.acquire(timeout=0)
+        other_client = adm.Semaphore(1, name="db", store=store, lease=0.06)
+        other = await other_client.acquire(timeout=0)
         assert other.fence > lease.fence
         db.release(lease)  # releasing a lost lease is allowed (and does nothing)
-        db.release(other)
+        other_client.release(other)
 
     run(main())
 
@@ -585,10 +742,11 @@ def test_a_lease_the_heartbeat_could_not_renew_for_its_whole_term_is_lost() -> N
         await asyncio.sleep(2.0)
         assert lease.lost  # 13.5 s: more than 3 s since the last renewal, let go
         store.recover()
-        other = await db.acquire(timeout=0)  # as another client would have
+        other_client = adm.Semaphore(1, name="db", store=store, lease=3.0)
+        other = await other_client.acquire(timeout=0)  # as another client would have
         assert other.fence > lease.fence
         db.release(lease)
-        db.release(other)
+        other_client.release(other)
         await asyncio.sleep(1.5)  # the heartbeat ends: nothing held
 
     try:
@@ -786,6 +944,60 @@ def test_a_lease_released_from_another_thread_is_released_on_its_loop() -> None:
     run(main())
 
 
+def test_a_waiter_at_the_gate_is_let_in_by_a_release_from_another_thread() -> None:
+    store = MemoryStore()
+    db = adm.Semaphore(1, name="db", store=store)
+
+    async def main() -> None:
+        lease = await db.acquire()
+        waiter = asyncio.ensure_future(db.acquire(timeout=5))
+        await asyncio.sleep(0.01)
+        assert db.waiting == 1
+        await asyncio.to_thread(db.release, lease)
+        assert (await asyncio.wait_for(waiter, 5)).fence == 2
+
+    run(main())
+
+
+def test_a_clients_callers_past_the_limit_wait_at_its_gate_not_in_the_store() -> None:
+    """200 callers of one client for a semaphore of 3: at most 3 of them hold a lease or
+    ask the store for one at any time (more could never hold at once); the rest wait in
+    the client, first come first served, and ask nothing of the store. (Each asked the
+    store every 50 ms: 2,000 callers of a semaphore of 20 on Redis queued their round
+    trips for connections past the timeout, and all 2,000 failed.)"""
+    store = MemoryStore()
+    db = adm.Semaphore(3, name="db", store=store)
+    order: list[int] = []
+    in_store: list[int] = []
+
+    async def worker(i: int) -> None:
+        async with db:
+            order.append(i)
+            in_store.append(sum(await store.semaphore_state("db")))
+            await asyncio.sleep(0.001)
+
+    async def main() -> None:
+        held = [await db.acquire() for _ in range(3)]
+        workers = []
+        for i in range(200):
+            workers.append(asyncio.ensure_future(worker(i)))
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.1)
+        assert db.waiting == 200
+        assert await db.state() == (3, 0)  # the store has no waiter of this client's
+        asked = store.calls["semaphore_acquire"]
+        await asyncio.sleep(0.2)
+        assert store.calls["semaphore_acquire"] == asked  # nobody polls it meanwhile
+        for lease in held:
+            db.release(lease)
+        await asyncio.wait_for(asyncio.gather(*workers), 30)
+        assert await db.state() == (0, 0)
+
+    run(main())
+    assert order == list(range(200))
+    assert max(in_store) <= 3
+
+
 def test_batching_over_admits_at_most_batch_minus_one_per_process() -> None:
     """Four "processes" (limiters on one store) take batches of 5 from one bucket of
     100/s, burst 10, as fast as they can for 2 s of server time: over the run, and over any
@@ -921,9 +1133,7 @@ def test_a_deadline_that_passes_between_two_awaits_of_the_call_still_fails_it() 
 def test_every_way_a_caller_gives_up_leaves_the_store_as_it_was(give_up: str) -> None:
     """A bucket waiter and a semaphore waiter given up each way the callers of this project
     give up: the bucket's TAT and the semaphore's leases and queue are as before."""
-    clock = ServerClock()
-    store = MemoryStore(clock=clock)
-    bucket = adm.TokenBucket(rate=1, per=1, burst=1, name="api", store=store)
+    store, bucket = _one_a_second()
     db = adm.Semaphore(1, name="db", store=store)
 
     async def give_up_on(make: object) -> None:

@@ -4,9 +4,11 @@
 timeout), are cancelled, time out, are granted; holders release. Time moves in steps longer
 than a waiter's longest pause between two requests to the store (`POLL_MAX`), until no room
 is left or nobody waits. Checked after every step: never more than ``limit`` held (in the
-store and here), no room left while someone waits (no lost wake-up), every fence greater
-than all before it, a waiter given up gone from the store's queue, and the limiter's
-counters are the model's. (First come, first served is checked exactly by the unit tests.)
+store and here), never more than ``limit`` of the client's callers holding or queued in the
+store (the rest wait at its gate), no room left while someone waits (no lost wake-up),
+every fence greater than all before it, a waiter given up gone from the store's queue, and
+the limiter's counters are the model's. (First come, first served is checked exactly by the
+unit tests.)
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ class RemoteSemaphoreMachine(RuleBasedStateMachine):
         self.settle()
         waiter.state = "released"
         self.holding.remove(waiter)
+        self.take_finished()  # the next at the client's gate may be granted at once
 
     @rule(waiter=waiters)
     def cancel(self, waiter: Waiter) -> None:
@@ -111,6 +114,7 @@ class RemoteSemaphoreMachine(RuleBasedStateMachine):
         waiter.state = "cancelled"
         self.queue.remove(waiter)
         self.counts["cancelled"] += 1
+        self.take_finished()  # its place at the gate goes to the next, maybe granted at once
 
     @rule()
     def step(self) -> None:
@@ -129,6 +133,8 @@ class RemoteSemaphoreMachine(RuleBasedStateMachine):
         in_use, queued = self.loop.run_until_complete(self.semaphore.state())
         assert in_use == len(self.holding)
         assert queued <= len(self.queue)  # a newcomer is in the store's queue once it asked
+        # The client's gate: no more of its callers hold or ask than the limit.
+        assert in_use + queued <= LIMIT
         stats = self.semaphore.stats()
         assert {k: getattr(stats, k) for k in self.counts} == self.counts
 

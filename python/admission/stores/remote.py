@@ -9,12 +9,16 @@ module owns the rest:
 - Waiting. A request that must wait is charged in the same round trip that finds it must
   wait (the reply says when its turn comes), then sleeps locally: rate limiters never poll.
   A semaphore waiter keeps its place in the store's FIFO queue by asking again (at most
-  every ``POLL_MAX`` seconds, sooner at first), which also bounds how late it notices room.
+  every ``POLL_MAX`` seconds, sooner at first), which also bounds how late it notices room;
+  at most ``limit`` of a process's callers hold or ask at a time, the rest wait in the
+  process (`RemoteSemaphore`).
 - Cancellation. A round trip runs in a task of its own that a cancellation does not stop:
   the caller's cancellation propagates at once, and when the late reply arrives, whatever it
   granted is given back (a charge whose TAT is still the bucket's is undone; a lease or a
   place in the queue is released). A waiter cancelled while sleeping gives back the same
-  way. Nothing is double-booked: a charge made after the cancelled one keeps its place.
+  way. Nothing is double-booked: a charge made after the cancelled one keeps its place; a
+  charge it kept from being undone is kept here and given back with it, when it is
+  (`_GiveBacks`).
 - Coalescing. While a round trip of a rate limiter is in flight (of any of its keys, for a
   keyed one), the decisions its other callers in this process ask for queue up and go
   together, in their order, as ONE round trip sent when the reply in flight arrives
@@ -37,10 +41,13 @@ module owns the rest:
   round trip in flight (bounded by the store's ``timeout``: past it, the queue goes at once)
   and then one round trip of its own, bounded by the ``timeout`` from when it is sent: at
   most twice the ``timeout`` in all (2.25 times where a batch over keys ends early in
-  `BatchContended` and its keys go again each on its own), and it never fails where the same
-  round trip alone would have succeeded. A caller cancelled in the turn its reply is
-  delivered gives its charge back.
-- Failure. Each round trip returns or raises within the store's ``timeout``. A breaker per
+  `BatchContended` and its keys go again each on its own; more than `BATCHES_AT_ONCE` x
+  `RATE_MANY_MAX` queued at once also wait for the round trips sent before theirs), and it
+  never fails where the same round trip alone would have succeeded. A caller cancelled in
+  the turn its reply is delivered gives its charge back.
+- Failure. Each round trip returns or raises within the store's ``timeout`` of waiting (the
+  loop thread's busy time meanwhile discounted, up to `BUSY_LOOP_GRACE` timeouts in all:
+  a busy loop cannot read a reply sent in time, see `_Deadlines`). A breaker per
   store (`admission.CircuitBreaker`, named ``store <label>``; per server of a store
   `NetworkStore.spread_over_servers`, a Redis Cluster's node: ``store <label> <node>``, so
   that a dead node fails only the state it holds) opens after repeated failures,
@@ -62,9 +69,11 @@ import asyncio
 import collections
 import contextlib
 import copy
+import functools
 import math
 import os
 import socket
+import time
 import uuid
 import weakref
 from collections.abc import (
@@ -106,6 +115,8 @@ Key = str | bytes | int
 LocalFactory = Callable[..., Any]
 
 __all__ = [
+    "BATCHES_AT_ONCE",
+    "BUSY_LOOP_GRACE",
     "LEASE_MIN_ROUND_TRIPS",
     "POLL_MAX",
     "Lease",
@@ -389,6 +400,24 @@ def _ignore(reply: object) -> None:
     """The late reply of a call that granted nothing (a state read, a renewal, a release)."""
 
 
+#: The most round trips of queued decisions one lane of a rate limiter (module docstring,
+#: "Coalescing") sends side by side: more queued than this many times `RATE_MANY_MAX` go
+#: when those return. A server decides them on its own cores, each round trip under the
+#: store's timeout: 20 batches of 1,024 new keys at once took PostgreSQL past it on this
+#: 2-core host (15,903 of 20,000 callers failed, the breaker opened), 4 at a time did not.
+BATCHES_AT_ONCE = 4
+
+#: A round trip's deadline counts only the time its loop's thread spent waiting: the thread's
+#: own work meanwhile (its CPU time: thousands of callers resumed at once, the replies of
+#: other round trips parsed) is time in which it could not have read the reply, however soon
+#: the store sent it, so the deadline moves on by that much. Never past this many times the
+#: timeout from the start: a loop kept busy for ever still fails a dead store's calls.
+BUSY_LOOP_GRACE = 10
+
+#: The loop thread's busy time, in seconds (tests on a virtual clock replace it).
+_busy_time: Callable[[], float] = time.thread_time
+
+
 @final
 class _Deadlines:
     """The deadlines of the `_Guarded` calls of one loop that share one timeout, under one
@@ -400,45 +429,73 @@ class _Deadlines:
     entries of ended calls (a call's start drops those at the head too, so the queue stays
     about as long as the calls in flight).
 
+    A call expires once it has waited ``timeout`` while its loop's thread was not busy
+    (`BUSY_LOOP_GRACE`): at its deadline, the thread's busy time since the call started
+    (read from a mark taken at most a sixteenth of the timeout before the start: a
+    syscall of half a microsecond, not one per call) moves it on by as much, and the timer
+    fires again then; at the latest ``BUSY_LOOP_GRACE`` timeouts after the start. Each is
+    exact to that sixteenth, and in the entries' order within it (a later start has a later
+    deadline, and at most as much busy time since), so the timer watches the head only.
+
     One timer at a time: a call watched while the timer's callback runs (its caller woken
     there) must not schedule a second one (each timer expires what is due at its own time,
     never at another's). `_Guarded._expire` wakes a caller in a callback of its own, after
     this one, for that reason among others.
     """
 
-    __slots__ = ("_entries", "_timer", "loop", "timeout")
+    __slots__ = ("_busy_at_mark", "_entries", "_next_mark", "_timer", "loop", "timeout")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
         self.loop = loop
         self.timeout = timeout
         self._entries: collections.deque[list[Any]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
+        self._busy_at_mark = 0.0  # the busy time read last
+        self._next_mark = -math.inf  # the loop time past which it is read again
 
     def watch(self, call: _Guarded[Any]) -> list[Any]:
         """Calls ``call._expire()`` once the timeout has passed, unless the entry returned
-        (``[deadline, call]``) has had its call cleared first."""
+        (``[deadline, call, busy time at its mark]``) has had its call cleared first."""
         entries = self._entries
         while entries and entries[0][1] is None:
             entries.popleft()
-        deadline = self.loop.time() + self.timeout
-        entry: list[Any] = [deadline, call]
+        now = self.loop.time()
+        if now > self._next_mark:
+            self._next_mark = now + self.timeout / 16
+            self._busy_at_mark = _busy_time()
+        deadline = now + self.timeout
+        entry: list[Any] = [deadline, call, self._busy_at_mark]
         entries.append(entry)
         if self._timer is None:
             self._schedule(deadline)
         return entry
 
-    def _schedule(self, deadline: float) -> None:
-        self._timer = self.loop.call_at(deadline, self._fire, deadline)
+    def _schedule(self, at: float) -> None:
+        self._timer = self.loop.call_at(at, self._fire, at)
 
     def _fire(self, at: float) -> None:
         entries = self._entries
         # The loop runs a timer up to its clock's resolution early: what was due then is due.
         now = max(self.loop.time(), at)
+        busy = self._busy_at_mark = _busy_time()
+        self._next_mark = now + self.timeout / 16
+        next_at = None
         try:
             while entries:
-                deadline, call = entries[0]
-                if call is not None and deadline > now:
-                    break
+                deadline, call, busy_then = entries[0]
+                if call is not None:
+                    if deadline > now:
+                        next_at = deadline
+                        break
+                    due = min(
+                        deadline + (busy - busy_then),
+                        deadline + (BUSY_LOOP_GRACE - 1) * self.timeout,
+                    )
+                    # Within the marks' sixteenth it is due: each firing moves on by at
+                    # least that, not by the sliver of busy time the last one took.
+                    if due > now + self.timeout / 16:
+                        next_at = due
+                        break
                 entries.popleft()
                 if call is not None:
                     call._expire()  # (wakes its caller in a callback of its own)
@@ -446,7 +503,7 @@ class _Deadlines:
             # Set until now (a call watched meanwhile scheduled none): the next one.
             self._timer = None
             if entries:
-                self._schedule(entries[0][0])
+                self._schedule(entries[0][0] if next_at is None else next_at)
 
 
 _deadlines_by_loop: dict[tuple[asyncio.AbstractEventLoop, float], _Deadlines] = {}
@@ -639,6 +696,15 @@ class _Request:
         self.future = future
 
 
+class _TheirFailure(Exception):
+    """A round trip shared with another caller (a limiter's registration) failed: its
+    sender counts the failure on the store's breaker, once; this caller raises ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
 def _own_error(error: Exception) -> Exception:
     """The error a caller of a failed batch gets: one of its own (each is raised in its own
     task, with its own traceback), caused by the round trip's."""
@@ -750,6 +816,7 @@ class _Remote:
         "_breaker",
         "_counts",
         "_registered",
+        "_registration",
         "_spread",
         "instances",
         "name",
@@ -795,6 +862,7 @@ class _Remote:
         self._spread = store.spread_over_servers  # a breaker per server, then (`_call`)
         self._counts = _Counts()
         self._registered = False
+        self._registration: asyncio.Future[None] | None = None  # in flight
         _track(self)
 
     def _config(self) -> dict[str, float]:
@@ -823,11 +891,14 @@ class _Remote:
             raise _refusal(self.store, breaker)
         try:
             if not self._registered:
-                await self.store.register(type(self)._kind, self.name, self._config())
-                self._registered = True
+                await self._register()
             reply = await _Guarded(
                 call(), on_late_reply, None, True, self.store.timeout, self._no_answer
             )
+        except _TheirFailure as theirs:
+            breaker.release()  # one round trip failed: its sender's breaker verdict
+            self._counts.store_errors += count
+            raise theirs.error from None
         except StoreUnavailable:
             breaker.record(False, 0.0)
             self._counts.store_errors += count
@@ -848,7 +919,11 @@ class _Remote:
             self._counts.store_errors += count
             raise _refusal(self.store, breaker)
         try:
-            await self.store.register(type(self)._kind, self.name, self._config())
+            await self._register()
+        except _TheirFailure as theirs:
+            breaker.release()
+            self._counts.store_errors += count
+            raise theirs.error from None
         except StoreUnavailable:
             breaker.record(False, 0.0)
             self._counts.store_errors += count
@@ -857,7 +932,33 @@ class _Remote:
             breaker.release()
             raise
         breaker.record(True, 0.0)
-        self._registered = True
+
+    async def _register(self) -> None:
+        """The limiter's configuration stored (or checked against the one stored), under
+        the same deadline as its round trips (the loop's busy time discounted), once: the
+        callers that come while it is in flight wait for that round trip (1,000 callers of
+        a new semaphore made 1,000 registrations at once, which queued for connections past
+        the timeout), each failing with an error of its own if it fails."""
+        flight = self._registration
+        mine = flight is None
+        if flight is None:
+            registration = self.store.register(type(self)._kind, self.name, self._config())
+            flight = self._registration = asyncio.ensure_future(
+                _Guarded(registration, _ignore, None, True, self.store.timeout, self._no_answer)
+            )
+            flight.add_done_callback(self._registered_or_not)
+        try:
+            await asyncio.shield(flight)  # a caller cancelled leaves it to the others
+        except Exception as error:
+            own = _own_error(error)
+            if isinstance(error, StoreUnavailable) and not mine:
+                raise _TheirFailure(own) from error
+            raise own from error
+
+    def _registered_or_not(self, flight: asyncio.Future[None]) -> None:
+        self._registration = None
+        if not flight.cancelled() and flight.exception() is None:  # (else retrieved)
+            self._registered = True
 
     def _no_answer(self) -> StoreUnavailable:
         return StoreUnavailable(self.store.label, f"no answer within {self.store.timeout} s")
@@ -868,6 +969,112 @@ class _Remote:
 # -- rate limits -----------------------------------------------------------------------------
 
 
+@final
+class _GiveBacks:
+    """The charges a rate limiter gives back (its callers cancelled while they waited for
+    their turn, or gone before a late reply), per key, and the round trips that give them
+    back.
+
+    The store undoes a charge only while it is its bucket's last
+    (`NetworkStore.rate_give_back`): given back one by one in the order they were made, the
+    charges of callers cancelled together were undone in vain but the last (2,000 waiters
+    of a 100/s bucket cancelled at once: a fresh caller then waited 19.5 s, for their
+    turns). Kept here until given back, a key's charges that follow each other in the
+    bucket (each one's TAT is the one before it plus its cost) go back as one charge, in
+    one round trip, from the last one down; each given back makes the charge below it the
+    bucket's last, so the next one cancelled below joins the run. A charge that another
+    (a live waiter's, another process's) keeps from being the last stays until that one
+    is given back too, or until its TAT has passed: then the bucket is full again, and
+    giving it back would change nothing.
+    """
+
+    __slots__ = ("_changed", "_next_sweep", "_pending", "_sending", "interval_us", "limiter")
+
+    def __init__(self, limiter: _RemoteRate) -> None:
+        self.limiter = limiter
+        self.interval_us = limiter._interval_us
+        self._pending: dict[bytes | None, dict[int, tuple[int, float]]] = {}
+        """Per key, by the TAT each charge left: its cost, and the loop time when that TAT
+        passes."""
+        self._sending: set[bytes | None] = set()  # keys with a round trip of theirs on
+        self._changed: set[bytes | None] = set()  # keys charged back since their last one
+        self._next_sweep = 0.0
+
+    def add(self, key: bytes | None, cost: int, reply: RateReply) -> None:
+        """``reply``'s charge (of ``cost``) to give back; a round trip for ``key`` starts,
+        unless one is on (it sends this one next)."""
+        if not reply.admitted:
+            return
+        now = asyncio.get_running_loop().time()
+        if now >= self._next_sweep:  # the kept charges of keys no longer asked for
+            self._next_sweep = now + 1.0
+            for other in [k for k in self._pending if k not in self._sending]:
+                self._drop_passed(other, now)
+        passes = now + (reply.tat_us - reply.now_us) / 1e6
+        self._pending.setdefault(key, {})[reply.tat_us] = (cost, passes)
+        self._changed.add(key)
+        if key not in self._sending:
+            self._sending.add(key)
+            _keep(self._send(key))
+
+    async def _send(self, key: bytes | None) -> None:
+        try:
+            while key in self._changed:
+                self._changed.discard(key)
+                charges = self._drop_passed(key, asyncio.get_running_loop().time())
+                if not charges:
+                    break
+                # The last run: from the last charge down, while each one's start is the
+                # TAT of another.
+                last = tat = max(charges)
+                run, cost = [], 0
+                while tat in charges:
+                    run.append(tat)
+                    cost += charges[tat][0]
+                    tat -= charges[tat][0] * self.interval_us
+                limiter = self.limiter
+                give_back = limiter.store.rate_give_back(
+                    limiter.name, key, self.interval_us, cost, last
+                )
+                try:
+                    # Under a limiter's deadline (the loop's busy time discounted): with
+                    # the store's own, most of 2,000 give-backs sent at once (waiters of
+                    # as many keys cancelled together) failed, waiting for connections.
+                    done = await _Guarded(
+                        give_back,
+                        functools.partial(self._given_back, key, run),
+                        None,
+                        True,
+                        limiter.store.timeout,
+                        limiter._no_answer,
+                    )
+                except Exception:  # failed: these stay, for the next try or their TAT
+                    continue
+                # A run below (after a charge that was not given back) is not sent until
+                # another charge of its key comes back.
+                self._given_back(key, run, done)
+        finally:
+            self._sending.discard(key)
+
+    def _given_back(self, key: bytes | None, run: list[int], done: bool) -> None:
+        charges = self._pending.get(key)
+        if done and charges is not None:
+            for tat in run:
+                charges.pop(tat, None)
+            if not charges:
+                del self._pending[key]
+
+    def _drop_passed(self, key: bytes | None, now: float) -> dict[int, tuple[int, float]]:
+        """Drops ``key``'s charges whose TAT has passed (its bucket full again: nothing
+        to give back); what is left."""
+        charges = self._pending.get(key, {})
+        for tat in [tat for tat, (_, passes) in charges.items() if passes <= now]:
+            del charges[tat]
+        if not charges:
+            self._pending.pop(key, None)
+        return charges
+
+
 class _RemoteRate(_Remote):
     """A GCRA bucket (or a keyed family of them) in a network store."""
 
@@ -876,6 +1083,7 @@ class _RemoteRate(_Remote):
         "_batch_after",
         "_batching",
         "_burst",
+        "_give_backs",
         "_interval_us",
         "_lanes",
         "_local",
@@ -931,6 +1139,7 @@ class _RemoteRate(_Remote):
         self._local_tokens = 0
         self._make_local = local
         self._local: Any = None
+        self._give_backs = _GiveBacks(self)
 
     @property
     def burst(self) -> int:
@@ -955,10 +1164,7 @@ class _RemoteRate(_Remote):
             raise CapacityError(cost, self._burst)
 
     def _give_back(self, key: bytes | None, cost: int, reply: RateReply) -> None:
-        if reply.admitted:
-            _in_background(
-                self.store.rate_give_back(self.name, key, self._interval_us, cost, reply.tat_us)
-            )
+        self._give_backs.add(key, cost, reply)
 
     async def _acquire(self, key: bytes | None, cost: int, timeout: float | str | None) -> None:
         _require_asyncio(type(self).__name__)
@@ -1079,11 +1285,12 @@ class _RemoteRate(_Remote):
     async def _send_queued(self, lane_key: bytes | None, lane: _Lane) -> None:
         """Sends the queued decisions of ``lane``: all of them at once, in round trips of
         up to `RATE_MANY_MAX` each (more than that go side by side, not one after the
-        other), then those queued meanwhile, until none is left. A caller gone (cancelled)
-        before its request went is dropped; after, its charge is given back when the reply
-        comes. Requests on several keys go as one round trip only to a store that decides
-        them in one (`NetworkStore.rate_batch_is_one_round_trip`, read now: a Redis store
-        learns it talks to a cluster); else each key's go as round trips of their own."""
+        other, `BATCHES_AT_ONCE` at most: the rest when those return), then those queued
+        meanwhile, until none is left. A caller gone (cancelled) before its request went is
+        dropped; after, its charge is given back when the reply comes. Requests on several
+        keys go as one round trip only to a store that decides them in one
+        (`NetworkStore.rate_batch_is_one_round_trip`, read now: a Redis store learns it
+        talks to a cluster); else each key's go as round trips of their own."""
         queued = lane.queued
         batches: list[list[_Request]] = []
         try:
@@ -1102,6 +1309,10 @@ class _RemoteRate(_Remote):
                 ]
                 if not batches:
                     return
+                # The rest go when these return, ahead of those queued meanwhile.
+                for later in reversed(batches[BATCHES_AT_ONCE:]):
+                    queued.extendleft(reversed(later))
+                del batches[BATCHES_AT_ONCE:]
                 if len(batches) == 1:
                     await self._send_batch(batches[0])
                 else:
@@ -1169,24 +1380,9 @@ class _RemoteRate(_Remote):
         self, charges: Sequence[tuple[bytes | None, int]], replies: Sequence[RateReply]
     ) -> None:
         """Gives back the admitted charges among ``replies`` (of requests of ``charges``:
-        key and cost), each bucket's the last first: each one undone makes the one before
-        it the bucket's last again."""
-        by_key: dict[bytes | None, list[tuple[int, RateReply]]] = {}
+        key and cost): each key's in one round trip (`_GiveBacks`)."""
         for (key, cost), reply in zip(charges, replies, strict=True):
-            if reply.admitted:
-                by_key.setdefault(key, []).append((cost, reply))
-        for key, admitted in by_key.items():
-            _in_background(self._give_back_in_turn(key, admitted))
-
-    async def _give_back_in_turn(
-        self, key: bytes | None, charges: list[tuple[int, RateReply]]
-    ) -> None:
-        for cost, reply in reversed(charges):
-            done = await self.store.rate_give_back(
-                self.name, key, self._interval_us, cost, reply.tat_us
-            )
-            if not done:
-                return  # a later charge keeps its place, and so the ones before it
+            self._give_backs.add(key, cost, reply)
 
     async def _store_failed(
         self, key: bytes | None, cost: int, timeout: float | str | None, error: StoreUnavailable
@@ -1399,7 +1595,9 @@ class RemoteSemaphore(_Remote):
     Each grant carries a fencing token (`Lease.fence`). Waiters queue in the store, first
     come first served across all clients (a waiter that stops asking, because its process
     died, drops out after ``lease``); a waiter notices a free permit within ``POLL_MAX``
-    seconds.
+    seconds. At most ``limit`` of this object's callers hold a lease or ask the store for
+    one at a time (more could never hold at once): the others wait here, first come first
+    served, asking the store nothing, each taking the place the one before it frees.
 
     ``async with semaphore as lease:`` / ``lease = await semaphore.acquire(timeout=...)`` and
     ``semaphore.release(lease)``. One permit per acquisition.
@@ -1408,6 +1606,7 @@ class RemoteSemaphore(_Remote):
     __slots__ = (
         "_by_task",
         "_entered",
+        "_gate",
         "_heartbeat",
         "_held",
         "_high_water",
@@ -1466,6 +1665,12 @@ class RemoteSemaphore(_Remote):
         self._high_water = 0
         self._make_local = local
         self._local: Any = None
+        self._gate = local(limit)
+        """This process's callers that hold a lease or ask the store for one: at most
+        ``limit`` (more could never hold at once); the others wait here, first come first
+        served, costing the store nothing (2,000 callers of a semaphore of 20, each asking
+        the store every 50 ms, failed all 2,000: their round trips queued for connections
+        past the timeout and opened the breaker)."""
 
     def _config(self) -> dict[str, float]:
         # The lease is each client's own choice (how long it may stall): not compared.
@@ -1504,9 +1709,12 @@ class RemoteSemaphore(_Remote):
             raise ValueError(f"a semaphore in a network store grants one permit at a time, not {n}")
         seconds = _timeout(timeout)
         counts = self._counts
-        holder = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex}"
         loop = asyncio.get_running_loop()
         deadline = None if seconds is None else loop.time() + seconds
+        gate = self._gate
+        if not gate.try_acquire():
+            await self._wait_at_gate(seconds)
+        holder = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex}"
         delay = _POLL_MIN
         queued = False
         asked = False  # whether a request reached the store's driver (not refused before)
@@ -1538,6 +1746,7 @@ class RemoteSemaphore(_Remote):
                     counts.waiting -= 1
                 delay = min(delay * 2, POLL_MAX)
         except StoreUnavailable as error:
+            gate.release()  # (the fallback's lease, if any, is not the store's)
             # A request that failed may have been granted all the same (the server ran it,
             # then the connection was lost before its reply): released, not left to hold a
             # permit until it expires. Not when the breaker refused every request: none
@@ -1547,13 +1756,18 @@ class RemoteSemaphore(_Remote):
             left = None if deadline is None else max(deadline - loop.time(), 0.0)
             return await self._store_failed(error, left)
         except asyncio.CancelledError:
+            gate.release()
             counts.cancelled += 1
             if queued:
                 _in_background(self.store.semaphore_release(self.name, holder))
             raise
         except AcquireTimeout:
+            gate.release()
             if queued:
                 _in_background(self.store.semaphore_release(self.name, holder))
+            raise
+        except BaseException:  # (a configuration mismatch, say)
+            gate.release()
             raise
         lease = self._granted(Lease(holder, reply.fence, None, asked_at + self.lease))
         self._held[holder] = lease
@@ -1563,6 +1777,22 @@ class RemoteSemaphore(_Remote):
         if self._heartbeat is None or self._heartbeat.done():
             self._heartbeat = loop.create_task(self._renew_while_held())
         return lease
+
+    async def _wait_at_gate(self, seconds: float | None) -> None:
+        """Waits for one of the ``limit`` places of this object's callers that may hold or
+        ask the store for a lease (`_gate`), first come first served, within ``seconds``."""
+        counts = self._counts
+        counts.waiting += 1
+        try:
+            await self._gate.acquire(1, seconds)
+        except AcquireTimeout:
+            counts.timed_out += 1
+            raise AcquireTimeout(seconds if seconds is not None else 0.0) from None
+        except asyncio.CancelledError:
+            counts.cancelled += 1
+            raise
+        finally:
+            counts.waiting -= 1
 
     async def _store_failed(self, error: StoreUnavailable, timeout: float | None) -> Lease:
         counts = self._counts
@@ -1652,11 +1882,19 @@ class RemoteSemaphore(_Remote):
         _in_background(self.store.semaphore_release(self.name, holder))
 
     async def release_and_wait(self, lease: Lease | None = None) -> bool:
-        """`release`, waiting for the store: False if the lease had already expired there."""
+        """`release`, waiting for the store: False if the lease had already expired there.
+
+        Raises:
+            StoreUnavailable: no answer within the store's ``timeout`` (the release goes on
+                in the background; if it is lost, the lease expires after ``lease``).
+        """
         target = self._forget(lease)
         if not target.holder:
             return True
-        return await _Guarded(self.store.semaphore_release(self.name, target.holder), _ignore)
+        # Bounded here, as every round trip of a limiter: the store's own timer would
+        # cancel this task, and the guard hand the caller that CancelledError.
+        release = self.store.semaphore_release(self.name, target.holder)
+        return await _Guarded(release, _ignore, None, True, self.store.timeout, self._no_answer)
 
     def _forget(self, lease: Lease | None) -> Lease:
         """Takes ``lease`` off this object's books (and the task's) before it is released."""
@@ -1680,6 +1918,8 @@ class RemoteSemaphore(_Remote):
                     leases.remove(lease)
                     break
         self._held.pop(lease.holder, None)
+        if lease.holder:
+            self._gate.release()
         if lease._local is not None:
             lease._local.release()
         return lease
