@@ -1,7 +1,7 @@
 """`make audit-eval`: the audit's precision on real code, beside ruff's and flake8-async's
 ASYNC rules on the same code.
 
-Twelve corpora, each a list of source distributions pinned by name, version and sha256,
+Fourteen corpora, each a list of source distributions pinned by name, version and sha256,
 downloaded with pip from the package index into ``.venv/audit-eval/`` (never committed):
 
 - ``seen`` (``corpus.txt``, labels in ``labels.csv``): read while the rules were written;
@@ -49,7 +49,15 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   UI framework, a pre-fork server, a blockchain client, a notebook server, a WSGI/ASGI
   framework, ZeroMQ's bindings and an SMTP server, pinned (committed) before the audit ran
   on it, once the eleventh had been run; its first run (block ``holdout12-unseen``) is the
-  estimate of precision on unseen code of round 14's rules.
+  estimate of precision on unseen code of round 14's rules (round 15 read its false
+  positives for fixes);
+- ``holdout13`` (``holdout13.txt``, labels in ``holdout13_labels.csv``): a thirteenth,
+  weighted towards threads and executors: a batch-job scheduler, S3's transfer manager, a
+  stream fetcher, a terminal UI toolkit, a task runner, a thread-pool HTTP server, an RPC
+  library and a testing tool's gateway library, pinned (committed) before the audit ran on
+  it, once the twelfth had been run; its first run (block ``holdout13-unseen``) is the
+  estimate of precision on unseen code of round 14's rules (round 15 read its false
+  positives for fixes, with the twelfth's).
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
@@ -76,7 +84,7 @@ benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
 script's output, never copied by hand.
 
     .venv/bin/python benches/audit_eval/run.py
-        [--corpus seen holdout holdout2 ... holdout12] [--no-flake8]
+        [--corpus seen holdout holdout2 ... holdout13] [--no-flake8]
         [--allow-unlabelled] [--write-results] [--block NAME]
 """
 
@@ -117,6 +125,7 @@ CORPORA = {
     "holdout10": ("holdout10.txt", "holdout10_labels.csv"),
     "holdout11": ("holdout11.txt", "holdout11_labels.csv"),
     "holdout12": ("holdout12.txt", "holdout12_labels.csv"),
+    "holdout13": ("holdout13.txt", "holdout13_labels.csv"),
 }
 
 LabelKey = tuple[str, str, int, str]  # project, path, line, code

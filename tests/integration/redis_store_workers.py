@@ -117,7 +117,7 @@ def semaphore_load(url: str, name: str, rounds: int, out: Connection) -> None:
         import redis.asyncio
 
         store = adm.stores.Redis(url, timeout=2.0)
-        sem = adm.Semaphore(5, name=name, store=store, lease="2s")
+        sem = adm.Semaphore(5, name=name, store=store, lease="12s")  # >= 6 timeouts
         counter = redis.asyncio.Redis.from_url(url)
         out.send("ready")
         out.recv()
@@ -142,12 +142,12 @@ def semaphore_load(url: str, name: str, rounds: int, out: Connection) -> None:
 
 
 def hold_and_die(url: str, name: str, out: Connection) -> None:
-    """Takes 3 permits of a semaphore of 3 (lease 1 s), sends their fences, then sleeps
+    """Takes 3 permits of a semaphore of 3 (lease 3 s), sends their fences, then sleeps
     until it is killed (its heartbeat keeps the leases while it lives)."""
 
     async def main() -> None:
-        store = adm.stores.Redis(url, timeout=2.0)
-        sem = adm.Semaphore(3, name=name, store=store, lease="1s")
+        store = adm.stores.Redis(url, timeout=0.5)
+        sem = adm.Semaphore(3, name=name, store=store, lease="3s")  # >= 6 timeouts
         leases = [await sem.acquire(timeout=BOUND) for _ in range(3)]
         out.send([lease.fence for lease in leases])
         await asyncio.sleep(BOUND)  # killed long before this
@@ -159,8 +159,8 @@ def wait_for_one(url: str, name: str, out: Connection) -> None:
     """Waits (queued) for a permit of the semaphore of 3; sends its fence."""
 
     async def main() -> int:
-        store = adm.stores.Redis(url, timeout=2.0)
-        sem = adm.Semaphore(3, name=name, store=store, lease="1s")
+        store = adm.stores.Redis(url, timeout=0.5)
+        sem = adm.Semaphore(3, name=name, store=store, lease="3s")  # >= 6 timeouts
         out.send("ready")
         lease = await sem.acquire(timeout=BOUND)
         await sem.release_and_wait(lease)

@@ -9,8 +9,8 @@ from fractions import Fraction
 import pytest
 
 import admission as adm
-from admission.stores import NetworkStore
-from admission.stores.network import QUEUE_ENTRY_US
+from admission.stores import NetworkStore, RateReply
+from admission.stores.network import MAX_SPAN_US, QUEUE_ENTRY_US, RATE_MANY_MAX
 
 
 async def semaphores_answer_as_the_reference(
@@ -149,6 +149,63 @@ async def rates_answer_as_the_reference(
         for (key, cost, _), reply in zip(requests, got, strict=True):
             if reply.admitted:
                 last[key] = (cost, reply.tat_us)
+
+
+async def absurd_waits_and_buckets_stay_exact(store: NetworkStore, name: str) -> None:
+    """The stores' range (`MAX_SPAN_US`). On the widest bucket a store takes (burst x
+    interval = `MAX_SPAN_US`), `RATE_MANY_MAX` requests of a whole burst each, with a
+    thousand-year max wait, then with no bound (-1), then through `rate_batch` and `rate`:
+    every reply is `MemoryStore`'s at the same server now (the reference's exact ints; a
+    Redis script's doubles rounded past 2**53 µs, and its ``%d`` wrote -2**63 past 2**63),
+    a wait past `MAX_SPAN_US` is refused whatever the bound asked, and no wait nor TAT is
+    negative or further ahead than three spans. A wider bucket, a longer lease or a cost
+    x interval past the range is a `ValueError` before any round trip (PostgreSQL's
+    bigint raised ``out of range`` there, which reached the caller as the driver's
+    exception)."""
+    thousand_years = 1000 * 365 * 86_400 * 1_000_000
+    interval, burst = MAX_SPAN_US // 1024, 1024
+    now_us = [0]
+    reference = adm.stores.MemoryStore(clock=lambda: Fraction(now_us[0], 1_000_000))
+
+    async def same_as_the_reference(
+        key: bytes | None, waits: list[int], got: list[RateReply]
+    ) -> None:
+        want = []
+        for wait, reply in zip(waits, got, strict=True):
+            now_us[0] = reply.now_us
+            want.append(await reference.rate(name, key, interval, burst, burst, wait))
+        assert got == want
+        for reply in got:
+            assert 0 <= reply.wait_us <= 3 * MAX_SPAN_US
+            assert reply.now_us <= reply.tat_us <= reply.now_us + 3 * MAX_SPAN_US
+
+    for key, wait in ((None, thousand_years), (b"u", -1)):
+        waits = [wait] * RATE_MANY_MAX
+        got = await store.rate_many(name, key, interval, burst, [(burst, w) for w in waits])
+        await same_as_the_reference(key, waits, got)
+        assert [r.admitted for r in got[:2]] == [True, True]  # a span at most ahead
+        assert not any(r.admitted for r in got[2:])
+        assert got[1].wait_us == MAX_SPAN_US
+    waits = [thousand_years, -1, 2**62]
+    got = await store.rate_batch(name, interval, burst, [(b"k", burst, w) for w in waits])
+    await same_as_the_reference(b"k", waits, got)
+    assert [r.admitted for r in got] == [True, True, False]
+    got = [await store.rate(name, b"k", interval, burst, burst, -1)]
+    await same_as_the_reference(b"k", [-1], got)
+    for refused in (
+        store.rate_many(name, None, interval + 1, burst, [(1, -1)]),
+        store.rate_many(name, None, 2**43, burst, [(burst, -1)] * RATE_MANY_MAX),
+        store.rate_batch(name, interval + 1, burst, [(None, 1, 0)]),
+        store.rate(name, None, interval + 1, burst, 1, 0),
+        store.rate_give_back(name, None, MAX_SPAN_US + 1, 1, 1),
+    ):
+        with pytest.raises(ValueError, match="burst x interval_us must be at most"):
+            await refused
+    for lease in (MAX_SPAN_US + 1, 2**62):
+        with pytest.raises(ValueError, match="lease_us must be an int from 1 to"):
+            await store.semaphore_acquire(name, 1, "h", lease, True)
+        with pytest.raises(ValueError, match="lease_us must be an int from 1 to"):
+            await store.semaphore_renew(name, ["h"], lease)
 
 
 async def one_event_loop_per_store(store: NetworkStore, name: str) -> None:

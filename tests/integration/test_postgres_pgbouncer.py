@@ -90,7 +90,7 @@ def test_a_semaphore_holds_its_limit_through_transaction_pooling(
     async def main() -> None:
         pool = await _pool(bouncer)
         store = Postgres(pool=pool, schema="bounced_sem", timeout=WAIT)
-        sem = adm.Semaphore(limit, name="db", store=store, lease="60s")
+        sem = adm.Semaphore(limit, name="db", store=store, lease="180s")  # >= 6 timeouts
         held = 0
         most = 0
         fences: list[int] = []

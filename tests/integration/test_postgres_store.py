@@ -26,6 +26,7 @@ import pytest
 from postgres import APP_PASSWORD, PostgresServer, run, wait_until
 from store_contract import (
     a_dead_waiters_entry_expires_before_its_lease,
+    absurd_waits_and_buckets_stay_exact,
     one_event_loop_per_store,
     rates_answer_as_the_reference,
     semaphores_answer_as_the_reference,
@@ -152,8 +153,10 @@ def test_an_argument_the_server_refuses_as_data_is_the_callers_error(
         store = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
         try:
             with pytest.raises(asyncpg.DataError, match="out of int64 range") as refused:
-                await store.rate("c", None, LONG, 3, 1, 2**63)
+                await store.rate_give_back("c", None, LONG, 1, 2**63)
             assert not isinstance(refused.value, StoreUnavailable)
+            # (A max wait past bigint is no bound, the longest a store grants: MAX_SPAN_US.)
+            assert (await store.rate("c", None, LONG, 3, 1, 2**63)).admitted
             with pytest.raises(asyncpg.DataError, match="0x00"):
                 await store.rate("c\x00d", None, LONG, 3, 1, 0)
             assert (await store.rate("c", None, LONG, 3, 1, 0)).admitted  # the connection is fine
@@ -655,7 +658,7 @@ def _overlapping_batches(
                     keys = [rng.randrange(12) for _ in range(size)]
                 batch = [(b"k%d" % key, rng.randint(1, 3), 0) for key in keys]
                 try:
-                    replies = await store.rate_batch("overlap", LONG, 10**6, batch)
+                    replies = await store.rate_batch("overlap", LONG, 10**5, batch)
                 except StoreUnavailable as exc:
                     errors.append(exc.reason)
                     continue
@@ -1320,3 +1323,21 @@ def test_a_batch_on_a_store_with_a_timeout_of_months_is_decided(
             await store.aclose()
 
     run(main())
+
+
+def test_absurd_waits_and_buckets_answer_exactly_or_are_refused(
+    pg: PostgresServer, schema: str
+) -> None:
+    """store_contract.py's check of the stores' range (MAX_SPAN_US): a batch of 1,024
+    requests with a thousand-year wait (or none) answers as MemoryStore does, and a bucket
+    or lease past the range is a ValueError before any statement (bigint arithmetic raised
+    "out of range" there, which reached the caller as asyncpg's exception)."""
+
+    async def main() -> None:
+        store = Postgres(pg.app_dsn(), schema=schema, timeout=LOADED)
+        try:
+            await absurd_waits_and_buckets_stay_exact(store, "absurd")
+        finally:
+            await store.aclose()
+
+    asyncio.run(main())

@@ -157,7 +157,7 @@ LIMIT = 5
 def _hold_permits(dsn: str, start: Any, results: Any, rounds: int) -> None:
     async def main() -> list[list[int]]:
         store = Postgres(dsn, timeout=5)
-        sem = adm.Semaphore(LIMIT, name="db", store=store, lease="5s")
+        sem = adm.Semaphore(LIMIT, name="db", store=store, lease="30s")  # >= 6 timeouts
         await store.migrate()
         start.wait(60)
 
@@ -182,8 +182,8 @@ def _hold_permits(dsn: str, start: Any, results: Any, rounds: int) -> None:
 
 def _hold_until_killed(dsn: str, results: Any) -> None:
     async def main() -> None:
-        store = Postgres(dsn, timeout=5)
-        sem = adm.Semaphore(LIMIT, name="kill", store=store, lease="1s")
+        store = Postgres(dsn, timeout=1)
+        sem = adm.Semaphore(LIMIT, name="kill", store=store, lease="6s")  # >= 6 timeouts
         lease = await sem.acquire(timeout=10)
         results.put(("holding", lease.fence))
         await asyncio.sleep(600)  # killed long before
@@ -246,8 +246,8 @@ def test_a_killed_holders_lease_comes_back_after_lease(pg: PostgresServer) -> No
         assert kind == "holding"
 
         async def main() -> None:
-            store = Postgres(pg.app_dsn(), timeout=5)
-            sem = adm.Semaphore(LIMIT, name="kill", store=store, lease="1s")
+            store = Postgres(pg.app_dsn(), timeout=1)
+            sem = adm.Semaphore(LIMIT, name="kill", store=store, lease="6s")
             try:
                 others = [await sem.acquire(timeout=5) for _ in range(LIMIT - 1)]
                 assert await sem.state() == (LIMIT, 0)
@@ -255,7 +255,7 @@ def test_a_killed_holders_lease_comes_back_after_lease(pg: PostgresServer) -> No
                     await sem.acquire(timeout=0)  # all five held, one by the victim
                 os.kill(victim.pid, signal.SIGKILL)
                 victim.join(10)
-                # Its lease runs out on the server's clock (1 s), nobody releases it.
+                # Its lease runs out on the server's clock (6 s), nobody releases it.
                 last = await sem.acquire(timeout=30)
                 assert last.fence > max(victim_fence, *(o.fence for o in others))
                 for lease in [*others, last]:

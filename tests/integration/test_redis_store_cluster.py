@@ -192,7 +192,7 @@ def test_semaphores_on_three_nodes(cluster: RedisCluster) -> None:
     async def scenario() -> None:
         async with _store(cluster) as store:
             for name in names.values():
-                sem = adm.Semaphore(3, name=name, store=store, lease="2s")
+                sem = adm.Semaphore(3, name=name, store=store, lease="30s")
                 holding = most = 0
                 fences: list[list[int]] = [[] for _ in range(10)]
 
@@ -417,6 +417,67 @@ def test_a_node_killed_mid_load() -> None:
         run(scenario(cluster), timeout=120)
 
 
+def test_clusterdown_fails_at_once_with_full_coverage_required() -> None:
+    """With ``cluster-require-full-coverage yes`` (Redis's default), once a killed master is
+    marked failed every node answers ``CLUSTERDOWN``: a call on a live node's key fails with
+    that reason (`StoreUnavailable`, not "no answer within" its timeout, which the client's
+    sleeps and retries took before), counted by that node's breaker, which opens; nothing
+    is left running in the background."""
+    store_keys = adm.stores.Redis()
+
+    async def scenario(cluster: RedisCluster) -> None:
+        survivor, dead_node = cluster.nodes[0], cluster.nodes[2]
+        name = next(
+            name
+            for name in (_name("down") for _ in range(1000))
+            if cluster.node_of(store_keys._bucket_key(name, None)) is survivor
+        )
+        async with _store(cluster, timeout=1.0) as store:
+            bucket = adm.TokenBucket(rate=1000, name=name, store=store)
+            for _ in range(2):  # the second on the store's own connection to the survivor
+                await bucket.acquire(timeout=0)
+            await asyncio.to_thread(dead_node.kill)
+            await wait_until(
+                lambda: survivor.cluster_info()["cluster_state"] == "fail",
+                "the cluster down",
+                every=0.05,
+            )
+            for _ in range(3):
+                with pytest.raises(adm.StoreUnavailable, match="ClusterDownError"):
+                    await bucket.acquire(timeout=0)
+            breaker = remote.store_breaker(store, f"{survivor.host}:{survivor.port}")
+            assert breaker.state == "open"
+            assert not remote._background
+
+    with RedisCluster(masters=3, node_timeout_ms=500, full_coverage=True) as cluster:
+        run(scenario(cluster), timeout=120)
+
+
+def test_a_cluster_url_gives_the_store_a_cluster_client_of_its_own(cluster: RedisCluster) -> None:
+    """``redis+cluster://host:port,host:port`` (the scheme limits reads; two of the three
+    nodes named, the client finds the third): a keyed limiter's keys spread over all three
+    nodes, each admits exactly its burst, and `aclose` closes the client the store made."""
+    name = _name("url")
+    keys = [f"user:{i}" for i in range(90)]
+
+    async def scenario() -> Any:
+        nodes = ",".join(f"{node.host}:{node.port}" for node in cluster.nodes[:2])
+        store = adm.stores.Redis(f"redis+cluster://{nodes}", timeout=5.0)
+        assert store.label == f"redis+cluster://{nodes}"
+        assert store.spread_over_servers
+        per_user = adm.KeyedTokenBucket(rate=1, per=3600, burst=2, name=name, store=store)
+        try:
+            admitted = await _take_all(per_user, [key for key in keys for _ in range(3)], 16)
+            assert admitted == dict.fromkeys(keys, 2)
+        finally:
+            await store.aclose()
+        return store._client
+
+    client = run(scenario())
+    assert all(count > 0 for count in _keys_per_node(cluster, f"*{name}*".encode()).values())
+    assert not any(conn.is_connected for node in client.get_nodes() for conn in node._connections)
+
+
 def test_three_processes_share_a_keyed_limiter_over_the_cluster(cluster: RedisCluster) -> None:
     """3 processes (spawn) each ask for every one of 1,000 keys twice, 50 callers each, on
     one keyed limiter of burst 3 (1 token an hour): every key admits exactly 3 of its 6,
@@ -547,7 +608,7 @@ def test_server_of_names_the_node_that_holds_the_state(cluster: RedisCluster) ->
         async with _store(cluster) as store:
             per_user = adm.KeyedTokenBucket(rate=1, per=3600, burst=2, name=name, store=store)
             bucket = adm.TokenBucket(rate=1, per=3600, burst=2, name=name, store=store)
-            sem = adm.Semaphore(2, name=name, store=store, lease="5s")
+            sem = adm.Semaphore(2, name=name, store=store, lease="30s")
             for key in keys:
                 await per_user.acquire(key, timeout=0)
             await bucket.acquire(timeout=0)

@@ -118,6 +118,54 @@ def test_a_cancelled_caller_gets_its_message_and_the_call_hands_over_its_reply(k
     run_on(kind, main)
 
 
+@pytest.mark.parametrize("later", [1, 2, 3], ids=lambda n: f"completed {n} callbacks later")
+@pytest.mark.parametrize("kind", TASK_KINDS)
+def test_a_call_taken_over_never_resumes_its_driver_before_its_futures_other_callbacks(
+    kind: str, later: int
+) -> None:
+    """The caller gives up (cancelled) and the driver's future completes a few callbacks
+    later, as a socket's readiness comes in the next turn's I/O, after what the turn before
+    scheduled: the task the call goes on in (one more on 3.11, whose `asyncio.wait_for`
+    runs the call in a task of its own) then resumed the driver in a step scheduled before
+    the future's other callbacks. asyncio's sock_connect removes its writer in such a
+    callback: the driver, resumed first, closed the refused socket, another socket took its
+    descriptor and registered it, and the late callback removed that registration, so the
+    other connection, to a healthy Redis Cluster node, never completed
+    (test_a_node_killed_mid_load, 5 failures in 12 runs under PYTHONASYNCIODEBUG=1)."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        order: list[object] = []
+        reply: asyncio.Future[int] = loop.create_future()
+        reply.add_done_callback(lambda _: order.append("the future's callback"))
+
+        async def driver() -> int:
+            await reply
+            order.append("the driver")
+            return 1
+
+        async def call() -> int:
+            return await _Guarded(driver(), order.append)
+
+        def complete(after: int) -> None:
+            if after:
+                loop.call_soon(complete, after - 1)
+            else:
+                reply.set_result(1)
+
+        caller = loop.create_task(call())
+        await asyncio.sleep(0)  # waiting on the guard's waiter now
+        caller.cancel()
+        loop.call_soon(complete, later - 1)
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        for _ in range(8):
+            await asyncio.sleep(0)
+        assert order == ["the future's callback", "the driver", 1]
+
+    run_on(kind, main)
+
+
 class CountingLoop(asyncio.SelectorEventLoop):
     """Counts the timers scheduled on it."""
 

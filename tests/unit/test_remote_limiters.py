@@ -15,7 +15,7 @@ import pytest
 
 import admission as adm
 from admission.stores import MemoryStore
-from admission.stores.network import QUEUE_ENTRY_US
+from admission.stores.network import MAX_SPAN_US, QUEUE_ENTRY_US, RATE_MANY_MAX
 from admission.stores.remote import POLL_MAX, store_breaker
 
 
@@ -558,6 +558,68 @@ def test_a_timeout_beyond_any_stores_range_is_no_bound() -> None:
     assert seen == [-1]
 
 
+def test_the_reference_grants_no_wait_past_the_stores_range() -> None:
+    """MemoryStore, the contract's reference, decides a max wait of a thousand years, or
+    none (-1), as MAX_SPAN_US: a batch of 1,024 such requests of a whole burst on the widest
+    bucket a store takes admits two (the second waiting exactly a span), and a bucket,
+    give-back or lease past the range is a ValueError (what the other stores follow:
+    store_contract.py's absurd_waits_and_buckets_stay_exact)."""
+    clock = ServerClock()
+    store = MemoryStore(clock=clock)
+    interval, burst = MAX_SPAN_US // 1024, 1024
+    thousand_years = 1000 * 365 * 86_400 * 1_000_000
+
+    async def main() -> None:
+        for key, wait in ((None, thousand_years), (b"u", -1)):
+            got = await store.rate_many(
+                "wide", key, interval, burst, [(burst, wait)] * RATE_MANY_MAX
+            )
+            assert [r.admitted for r in got].count(True) == 2
+            assert got[1].wait_us == MAX_SPAN_US
+            assert max(r.tat_us - r.now_us for r in got) == 2 * MAX_SPAN_US
+        with pytest.raises(ValueError, match="burst x interval_us must be at most"):
+            await store.rate("wide", None, interval + 1, burst, 1, -1)
+        with pytest.raises(ValueError, match="burst x interval_us must be at most"):
+            await store.rate_give_back("wide", None, MAX_SPAN_US + 1, 1, 0)
+        with pytest.raises(ValueError, match="lease_us must be an int from 1 to"):
+            await store.semaphore_acquire("db", 1, "h", MAX_SPAN_US + 1, True)
+
+    run(main())
+    assert "rate" not in store.calls  # refused before any round trip
+
+
+def test_a_bucket_no_store_can_hold_is_refused_when_made() -> None:
+    with pytest.raises(ValueError, match="must refill within 1125899906 s"):
+        adm.TokenBucket(rate=1, per=40 * 365 * 86_400, name="slow", store=MemoryStore())
+    with pytest.raises(ValueError, match="must refill within"):
+        adm.KeyedTokenBucket(rate=1, per=86_400, burst=20_000, name="k", store=MemoryStore())
+    adm.TokenBucket(rate=1, per=30 * 365 * 86_400, name="slow", store=MemoryStore())
+
+
+def test_no_bound_is_the_longest_wait_a_store_grants() -> None:
+    """An acquire with no timeout whose turn would come more than MAX_SPAN_US from now is
+    refused at once, saying so, rather than charged a TAT no store holds exactly."""
+    store = MemoryStore(clock=ServerClock())
+    year = 365 * 86_400
+    bucket = adm.TokenBucket(rate=1, per=20 * year, burst=1, name="api", store=store)
+
+    async def main() -> None:
+        await bucket.acquire()
+        task = asyncio.ensure_future(bucket.acquire())  # waits 20 years: admitted, sleeps
+        await asyncio.sleep(0.01)
+        assert bucket.waiting == 1
+        with pytest.raises(adm.AcquireTimeout) as refused:
+            await asyncio.wait_for(bucket.acquire(), 5)  # 40 years: not slept
+        assert refused.value.needed == pytest.approx(40 * year)
+        assert str(MAX_SPAN_US // 1_000_000) in str(refused.value)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.01)  # its charge given back
+
+    run(main())
+
+
 def test_synchronous_use_is_refused_with_the_async_alternative() -> None:
     store = MemoryStore()
     bucket = adm.TokenBucket(rate=5, name="api", store=store)
@@ -741,6 +803,19 @@ def test_the_heartbeat_keeps_a_lease_and_a_lease_not_renewed_expires() -> None:
         other_client.release(other)
 
     run(main())
+
+
+def test_a_lease_the_heartbeat_cannot_keep_is_refused_when_made() -> None:
+    """A lease must be at least LEASE_MIN_ROUND_TRIPS (6) of the store's round trips: its
+    timeout, or a MemoryStore's latency when shorter. A MemoryStore that answers at once
+    takes any lease (the test above: 0.06 s, on a server clock moved by hand)."""
+    slow = MemoryStore(latency=0.05)
+    with pytest.raises(ValueError, match=r"at least 6 x the store's timeout \(0.05 s\), 0.3 s"):
+        adm.Semaphore(2, name="db", store=slow, lease=0.29)
+    assert adm.Semaphore(2, name="db", store=slow, lease="300ms").lease == 0.3
+    with pytest.raises(ValueError, match=r"\(0.1 s\), 0.6 s, got '500ms'"):
+        adm.Semaphore(2, name="db", store=MemoryStore(latency=1.0), lease="500ms")
+    assert adm.Semaphore(2, name="db", store=MemoryStore(), lease=0.001).lease == 0.001
 
 
 def test_a_lease_the_heartbeat_could_not_renew_for_its_whole_term_is_lost() -> None:

@@ -21,6 +21,9 @@ from admission.stores.network import (
     RateReply,
     SemaphoreReply,
     check_batch,
+    check_bucket,
+    check_lease,
+    check_rate,
     check_requests,
 )
 
@@ -74,6 +77,12 @@ class MemoryStore(NetworkStore):
     def label(self) -> str:
         return "memory"
 
+    @property
+    def answers_within(self) -> float:
+        """Its ``latency``, when shorter than its ``timeout``: a round trip never takes longer
+        (so a lease shorter than a real store's minimum is safe here, for fast tests)."""
+        return min(self._latency, self.timeout)
+
     def fail(self) -> None:
         """Every call raises `StoreUnavailable` from now on, until `recover`."""
         self._failing = True
@@ -111,6 +120,7 @@ class MemoryStore(NetworkStore):
         cost: int,
         max_wait_us: int,
     ) -> RateReply:
+        max_wait_us = check_rate(interval_us, burst, cost, max_wait_us)
         now = await self._round_trip("rate")
         return self._decide(name, key, interval_us, burst, cost, max_wait_us, now)
 
@@ -122,7 +132,7 @@ class MemoryStore(NetworkStore):
         burst: int,
         requests: Sequence[tuple[int, int]],
     ) -> list[RateReply]:
-        check_requests(requests, burst)
+        requests = check_requests(requests, interval_us, burst)
         now = await self._round_trip("rate_many")
         return [self._decide(name, key, interval_us, burst, c, w, now) for c, w in requests]
 
@@ -138,7 +148,7 @@ class MemoryStore(NetworkStore):
         burst: int,
         requests: Sequence[tuple[bytes | None, int, int]],
     ) -> list[RateReply]:
-        check_batch(requests, burst)
+        requests = check_batch(requests, interval_us, burst)
         now = await self._round_trip("rate_batch")
         return [self._decide(name, k, interval_us, burst, c, w, now) for k, c, w in requests]
 
@@ -156,7 +166,7 @@ class MemoryStore(NetworkStore):
         tat = now if stored is None or stored < now else stored
         new = tat + cost * interval_us
         wait = new - burst * interval_us - now
-        if wait <= 0 or max_wait_us < 0 or wait <= max_wait_us:
+        if wait <= max_wait_us:  # (0 <= max_wait_us <= MAX_SPAN_US: `check_rate`)
             self._tats[(name, key)] = new
             return RateReply(True, max(wait, 0), new, now)
         return RateReply(False, wait, stored if stored is not None else now, now)
@@ -164,6 +174,7 @@ class MemoryStore(NetworkStore):
     async def rate_give_back(
         self, name: str, key: bytes | None, interval_us: int, cost: int, tat_us: int
     ) -> bool:
+        check_bucket(interval_us, cost)
         await self._round_trip("rate_give_back")
         if self._tats.get((name, key)) != tat_us:
             return False
@@ -179,6 +190,7 @@ class MemoryStore(NetworkStore):
     async def semaphore_acquire(
         self, name: str, limit: int, holder: str, lease_us: int, queue: bool
     ) -> SemaphoreReply:
+        check_lease(lease_us)
         now = await self._round_trip("semaphore_acquire")
         s = self._semaphore(name, now)
         if holder in s.leases:
@@ -197,6 +209,7 @@ class MemoryStore(NetworkStore):
         return SemaphoreReply(False, 0, len(s.leases), ahead)
 
     async def semaphore_renew(self, name: str, holders: Sequence[str], lease_us: int) -> list[bool]:
+        check_lease(lease_us)
         now = await self._round_trip("semaphore_renew")
         s = self._semaphore(name, now)
         renewed = []

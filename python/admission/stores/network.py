@@ -7,9 +7,10 @@ the limiters built on it (`admission.stores.remote`) own everything else: waitin
 back on cancellation, leases' heartbeats, the policy when the store fails, metrics.
 
 Units on the wire are integers: times are microseconds since the Unix epoch on the server's
-clock (exact in a Redis script's doubles until the year 2255), durations microseconds. A
-bucket's emission interval is rounded **up** to a whole microsecond, so rounding never
-admits more than the configured rate.
+clock, durations microseconds, none longer than `MAX_SPAN_US` (about 35 years), so that
+every time a store computes is exact in a Redis script's doubles and within PostgreSQL's
+bigint. A bucket's emission interval is rounded **up** to a whole microsecond, so rounding
+never admits more than the configured rate.
 
 The GCRA every store runs, for a bucket of emission interval ``T`` and capacity ``burst``
 (``TAT`` is the bucket's theoretical arrival time, absent = in the past)::
@@ -19,24 +20,27 @@ The GCRA every store runs, for a bucket of emission interval ``T`` and capacity 
     allow_at - now <= max_wait       -> admitted at allow_at: TAT = new, wait = allow_at - now
     otherwise                        -> refused: TAT unchanged, wait = allow_at - now
 
-(``max_wait`` < 0 means no bound.) `NetworkStore.rate_many` decides a list of such requests
-on one bucket in one round trip, one after the other on one reading of the server's clock:
-each reply is what `NetworkStore.rate` would have answered for that request made right after
-the ones before it. `NetworkStore.rate_batch` does the same for the buckets of one limiter
-(its keys) together: one round trip deciding each bucket's requests in their order. The
-state expires once ``TAT <= now`` (the bucket is full again): Redis keys get that TTL,
-PostgreSQL rows are swept.
+(``max_wait`` < 0, "no bound", and a ``max_wait`` over `MAX_SPAN_US` both mean
+`MAX_SPAN_US`: no store grants a longer wait, nor lets a TAT run further ahead.)
+`NetworkStore.rate_many` decides a list of such requests on one bucket in one round trip,
+one after the other on one reading of the server's clock: each reply is what
+`NetworkStore.rate` would have answered for that request made right after the ones before
+it. `NetworkStore.rate_batch` does the same for the buckets of one limiter (its keys)
+together: one round trip deciding each bucket's requests in their order. The state expires
+once ``TAT <= now`` (the bucket is full again): Redis keys get that TTL, PostgreSQL rows
+are swept.
 """
 
 from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import NamedTuple, cast
 
 __all__ = [
+    "MAX_SPAN_US",
     "QUEUE_ENTRY_US",
     "RATE_MANY_MAX",
     "BatchContended",
@@ -46,6 +50,9 @@ __all__ = [
     "by_bucket",
     "caller_bounds",
     "check_batch",
+    "check_bucket",
+    "check_lease",
+    "check_rate",
     "check_requests",
 ]
 
@@ -64,28 +71,79 @@ which queued for connections past the store's timeout and failed nearly all); sm
 that one round trip holds a Redis server for about a millisecond."""
 
 
-def check_requests(requests: Sequence[tuple[int, int]], burst: int) -> None:
-    """`ValueError` unless ``requests`` is 1 to `RATE_MANY_MAX` ``(cost, max_wait_us)`` pairs
-    of ints with ``1 <= cost <= burst`` (what `NetworkStore.rate_many` accepts)."""
+MAX_SPAN_US = 2**50
+"""The longest span of time (µs, about 35.7 years) a store takes or grants: a bucket's
+capacity in time (``burst * interval_us``, `check_bucket`), a wait (a longer ``max_wait_us``,
+or a negative one, "no bound", is decided as this one: `check_rate`), a lease
+(`check_lease`). Every time a store then computes is the server's now plus at most three
+such spans (a TAT at most a capacity and a wait ahead, plus one request's cost), below
+2**53 µs until the year 2148: exact in a Redis script's doubles (past 2**53 they round, and
+past 2**63 its ``%d`` wrote -2**63), and far within PostgreSQL's bigint (which would raise
+``bigint out of range``). A bucket slower than that is refused with `ValueError` where it is
+made; a wait that long is no bound in practice, so it is taken as the longest one instead."""
+
+
+def check_bucket(interval_us: int, burst: int) -> None:
+    """`ValueError` unless ``interval_us`` is an int >= 1 and the bucket's capacity in time,
+    ``burst * interval_us``, is at most `MAX_SPAN_US` (also for a give-back: ``burst`` its
+    cost)."""
+    if type(interval_us) is not int or interval_us < 1:
+        raise ValueError(f"interval_us must be an int >= 1, got {interval_us!r}")
+    if burst * interval_us > MAX_SPAN_US:
+        raise ValueError(
+            f"burst x interval_us must be at most {MAX_SPAN_US} µs (about 35 years: what every "
+            f"store represents exactly), got {burst} x {interval_us} µs"
+        )
+
+
+def check_rate(interval_us: int, burst: int, cost: int, max_wait_us: int) -> int:
+    """The max wait a store decides ``rate``'s request with (`MAX_SPAN_US` for a negative
+    one or a longer one); `ValueError` unless ``1 <= cost <= burst``, the bucket passes
+    `check_bucket` and ``max_wait_us`` is an int."""
+    check_bucket(interval_us, burst)
+    return _bounded_wait(burst, cost, max_wait_us)
+
+
+def _bounded_wait(burst: int, cost: int, max_wait_us: int) -> int:
+    if type(cost) is not int or not 1 <= cost <= burst:
+        raise ValueError(f"cost must be between 1 and burst ({burst}), got {cost!r}")
+    if type(max_wait_us) is not int:
+        raise ValueError(f"max_wait_us must be an int, got {max_wait_us!r}")
+    return MAX_SPAN_US if max_wait_us < 0 or max_wait_us > MAX_SPAN_US else max_wait_us
+
+
+def check_requests(
+    requests: Sequence[tuple[int, int]], interval_us: int, burst: int
+) -> list[tuple[int, int]]:
+    """``requests`` as a store decides them (each max wait as `check_rate` bounds it);
+    `ValueError` unless they are 1 to `RATE_MANY_MAX` ``(cost, max_wait_us)`` pairs that
+    `check_rate` accepts (what `NetworkStore.rate_many` accepts)."""
     if not 1 <= len(requests) <= RATE_MANY_MAX:
         raise ValueError(f"rate_many takes 1 to {RATE_MANY_MAX} requests, got {len(requests)}")
-    for cost, max_wait_us in requests:
-        if type(cost) is not int or not 1 <= cost <= burst:
-            raise ValueError(f"cost must be an int between 1 and burst ({burst}), got {cost!r}")
-        if type(max_wait_us) is not int:
-            raise ValueError(f"max_wait_us must be an int, got {max_wait_us!r}")
+    check_bucket(interval_us, burst)
+    return [(cost, _bounded_wait(burst, cost, wait)) for cost, wait in requests]
 
 
-def check_batch(requests: Sequence[tuple[bytes | None, int, int]], burst: int) -> None:
-    """`ValueError` unless ``requests`` is 1 to `RATE_MANY_MAX` ``(key, cost, max_wait_us)``
-    triples (``key`` bytes or None) with ``(cost, max_wait_us)`` as `check_requests` wants
-    (what `NetworkStore.rate_batch` accepts)."""
+def check_batch(
+    requests: Sequence[tuple[bytes | None, int, int]], interval_us: int, burst: int
+) -> list[tuple[bytes | None, int, int]]:
+    """``requests`` as a store decides them (each max wait as `check_rate` bounds it);
+    `ValueError` unless they are 1 to `RATE_MANY_MAX` ``(key, cost, max_wait_us)`` triples
+    (``key`` bytes or None) with ``(cost, max_wait_us)`` as `check_requests` wants (what
+    `NetworkStore.rate_batch` accepts)."""
     if not 1 <= len(requests) <= RATE_MANY_MAX:
         raise ValueError(f"rate_batch takes 1 to {RATE_MANY_MAX} requests, got {len(requests)}")
     for key, _, _ in requests:
         if key is not None and type(key) is not bytes:
             raise ValueError(f"a key must be bytes or None, got {key!r}")
-    check_requests([(cost, max_wait_us) for _, cost, max_wait_us in requests], burst)
+    check_bucket(interval_us, burst)
+    return [(key, cost, _bounded_wait(burst, cost, w)) for key, cost, w in requests]
+
+
+def check_lease(lease_us: int) -> None:
+    """`ValueError` unless ``lease_us`` is an int from 1 to `MAX_SPAN_US`."""
+    if type(lease_us) is not int or not 1 <= lease_us <= MAX_SPAN_US:
+        raise ValueError(f"lease_us must be an int from 1 to {MAX_SPAN_US}, got {lease_us!r}")
 
 
 def by_bucket(requests: Sequence[tuple[bytes | None, int, int]]) -> list[bytes | None]:
@@ -216,7 +274,7 @@ class NetworkStore(ABC):
         their callers asked for while another was in flight (`admission.stores.remote`).
         This default makes one `rate` call per request, one after the other (each on its
         own reading of the clock): a store overrides it to make it one round trip."""
-        check_requests(requests, burst)
+        requests = check_requests(requests, interval_us, burst)
         return [await self.rate(name, key, interval_us, burst, c, w) for c, w in requests]
 
     @property
@@ -248,7 +306,7 @@ class NetworkStore(ABC):
         buckets whose calls succeeded keep their charges (a caller of this default that
         gets an error may give them back with `rate_give_back`; the limiters never call it).
         A store's own may raise `BatchContended` (it decided nothing)."""
-        check_batch(requests, burst)
+        requests = check_batch(requests, interval_us, burst)
         buckets = by_bucket(requests)
         calls = [
             self.rate_many(name, key, interval_us, burst, [r[1:] for r in requests if r[0] == key])
@@ -300,6 +358,20 @@ class NetworkStore(ABC):
     @abstractmethod
     async def semaphore_state(self, name: str) -> tuple[int, int]:
         """(valid leases, queued waiters) of semaphore ``name`` now."""
+
+    def when_server_gone(self, forget: Callable[[Hashable], object]) -> None:
+        """Has ``forget(server)`` called when a server of a store `spread_over_servers`
+        leaves it (a Redis Cluster's node that serves no slot any more): the limiters then
+        drop that server's breaker. The default does nothing: its servers never leave."""
+        del forget  # one server, which never leaves: nothing will be called
+
+    @property
+    def answers_within(self) -> float:
+        """Seconds a round trip of this store takes at most as a limiter counts it: its
+        ``timeout`` (a slower one fails), or less for a store that knows it answers sooner.
+        A semaphore's lease must be a multiple of it (`admission.stores.remote.LEASE_MIN`):
+        its heartbeat's renewals are round trips."""
+        return self.timeout
 
     @abstractmethod
     async def aclose(self) -> None:

@@ -34,6 +34,9 @@ from admission.stores.network import (
     by_bucket,
     caller_bounds,
     check_batch,
+    check_bucket,
+    check_lease,
+    check_rate,
     check_requests,
 )
 
@@ -540,8 +543,7 @@ class Postgres(NetworkStore):
         max_wait_us: int,
     ) -> RateReply:
         """One GCRA decision on the server's clock; see `NetworkStore.rate`."""
-        if not 1 <= cost <= burst:
-            raise ValueError(f"cost must be between 1 and burst ({burst}), got {cost}")
+        max_wait_us = check_rate(interval_us, burst, cost, max_wait_us)
         admitted, tat, now = await self._call(
             "fetchrow", "rate", name, key, interval_us, burst, cost, max_wait_us
         )
@@ -558,7 +560,7 @@ class Postgres(NetworkStore):
         """Several GCRA decisions on one bucket in one statement (the schema's ``rate_many``
         function: the row locked, the requests decided in order, one write); see
         `NetworkStore.rate_many`."""
-        check_requests(requests, burst)
+        requests = check_requests(requests, interval_us, burst)
         admitted, waits, tats, now = await self._call(
             "fetchrow",
             "rate_many",
@@ -593,7 +595,7 @@ class Postgres(NetworkStore):
         A batch whose requests share one max wait, each bucket's at one cost (the common
         case: callers on many keys, one timeout), goes as one plain statement instead
         (`_rate_each`)."""
-        check_batch(requests, burst)
+        requests = check_batch(requests, interval_us, burst)
         buckets = by_bucket(requests)
         # A quarter of the timeout, within lock_timeout's range (a timeout of 99 days or
         # more would be refused by the server).
@@ -673,6 +675,7 @@ class Postgres(NetworkStore):
         self, name: str, key: bytes | None, interval_us: int, cost: int, tat_us: int
     ) -> bool:
         """Undoes the last charge if it is still the last; see `NetworkStore.rate_give_back`."""
+        check_bucket(interval_us, cost)
         status = await self._call("execute", "rate_give_back", name, key, interval_us, cost, tat_us)
         return bool(status == "UPDATE 1")
 
@@ -680,6 +683,7 @@ class Postgres(NetworkStore):
         self, name: str, limit: int, holder: str, lease_us: int, queue: bool
     ) -> SemaphoreReply:
         """A lease, or a place in the FIFO queue; see `NetworkStore.semaphore_acquire`."""
+        check_lease(lease_us)
         granted, fence, in_use, ahead = await self._call(
             "fetchrow", "semaphore_acquire", name, limit, holder, lease_us, queue
         )
@@ -687,6 +691,7 @@ class Postgres(NetworkStore):
 
     async def semaphore_renew(self, name: str, holders: Sequence[str], lease_us: int) -> list[bool]:
         """Extends the holders' valid leases; see `NetworkStore.semaphore_renew`."""
+        check_lease(lease_us)
         rows = await self._call("fetch", "semaphore_renew", name, list(holders), lease_us)
         renewed = {row[0] for row in rows}
         return [holder in renewed for holder in holders]

@@ -8,8 +8,11 @@ clock (``TIME``), never the client's, and touches keys of one hash slot only, so
 Redis Cluster: through a ``RedisCluster`` client, whose slot map says which node serves a
 call's slot; the store sends the call on connections of its own to that node (as with a
 URL, below), and through the client where the node ran nothing (it could not be reached, or
-answered ``MOVED``, ``ASK``, ``TRYAGAIN`` or ``CLUSTERDOWN``): the client follows the
-redirection and refreshes its map. The limiters keep a breaker per node (`Redis.server_of`).
+answered ``MOVED``, ``ASK`` or ``TRYAGAIN``): the client follows the redirection, retries
+and refreshes its map. A node answering ``CLUSTERDOWN`` fails the call at once
+(`admission.errors.StoreUnavailable`, which its node's breaker counts). The limiters keep a
+breaker per node (`Redis.server_of`); the connections to a node that serves no slot any
+more once the client's map is refreshed are closed, and its breaker dropped.
 A client of one node (a URL, a plain ``Redis``) of a cluster of several nodes raises
 `admission.errors.ConfigError` for a key another node serves (``MOVED``, ``ASK``): a
 misconfiguration, not an outage that ``on_store_error`` would answer.
@@ -82,6 +85,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 from admission._extras import require
 from admission.errors import ConfigError, StoreUnavailable
 from admission.pools.dsn import redact_dsn, scrub
+from admission.stores._cluster_url import ClusterURL, is_cluster_url, parse_cluster_url
 from admission.stores._connections import Connections
 from admission.stores._resp import ProtocolError, read_reply
 from admission.stores.network import (
@@ -91,6 +95,9 @@ from admission.stores.network import (
     SemaphoreReply,
     caller_bounds,
     check_batch,
+    check_bucket,
+    check_lease,
+    check_rate,
     check_requests,
 )
 
@@ -434,6 +441,21 @@ def _connect_to(node: Any, overrides: Mapping[str, Any]) -> Callable[[], Awaitab
     return connect
 
 
+def _cluster_client(url: ClusterURL) -> Any:
+    """A ``RedisCluster`` client of the nodes ``url`` names, with no timeouts of redis-py's
+    own (as a client made from a URL: module docstring); its retries are redis-py's."""
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in url.nodes],
+        username=url.username,
+        password=url.password,
+        ssl=url.tls,
+        socket_timeout=None,
+        socket_connect_timeout=None,
+    )
+
+
 def _client_label(client: Any) -> str:
     """A URL naming where a given client connects, without its credentials."""
     kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
@@ -473,7 +495,11 @@ class Redis(NetworkStore):
     """Limiters on a Redis or Valkey server, shared by every process of every host using it.
 
     ``url`` is redis-py's (``redis://[[user]:password@]host[:port][/db]``, ``rediss://``
-    for TLS, ``unix://path?db=0``): one server; or pass ``client=``, a
+    for TLS, ``unix://path?db=0``): one server; or
+    ``redis+cluster://[[user]:password@]host[:port][,host[:port]...]`` (``rediss+cluster://``
+    for TLS; the scheme the ``limits`` library reads): a Redis Cluster, through a
+    ``RedisCluster`` client the store makes of those nodes (redis-py's retries, no timeouts
+    of its own; options need a client of yours) and closes in `aclose`; or pass ``client=``, a
     ``redis.asyncio.Redis`` (or ``RedisCluster``, the one way to a cluster of several nodes)
     of your own: it is used as it is (its retries, its pool) and `aclose` leaves it open; of
     a ``RedisCluster``, the store takes the slot map and each node's settings, and makes the
@@ -525,6 +551,11 @@ class Redis(NetworkStore):
         self.timeout = float(timeout)
         self.prefix = prefix
         self._prefix = prefix.encode()
+        # A cluster URL: a RedisCluster client of the store's own (closed by `aclose`).
+        cluster_url = None
+        if client is None and isinstance(url, str) and is_cluster_url(url):
+            cluster_url = parse_cluster_url(url)
+            client = _cluster_client(cluster_url)
         self._noscript: type[Exception] = redis.exceptions.NoScriptError
         self._driver_errors: tuple[type[Exception], ...] = (redis.exceptions.RedisError, OSError)
         self._in_step: type[Exception] = redis.exceptions.ResponseError
@@ -545,16 +576,23 @@ class Redis(NetworkStore):
             () if self._one_slot else (redis.exceptions.AskError,)
         )
         # A call on a cluster's node that ran nothing, for the cluster client to make
-        # instead: the node unreachable, or its answer a redirection, TRYAGAIN (a slot
-        # mid-migration) or CLUSTERDOWN (`_on_node`).
+        # instead: the node unreachable, or its answer a redirection or TRYAGAIN (a slot
+        # mid-migration), which the client follows or retries (`_on_node`). Not CLUSTERDOWN:
+        # the node is reachable and says the cluster cannot serve; the client would sleep
+        # 0.25 s, refresh its map and try again, several times, past every caller's timeout
+        # and each call's, so the store raises it at once (`StoreUnavailable`, the breaker).
         self._not_run: tuple[type[Exception], ...] = (
             _Unreachable,
             redis.exceptions.AskError,
             redis.exceptions.TryAgainError,
-            redis.exceptions.ClusterDownError,
         )
         # A RedisCluster's nodes: the store's own connections to each, by node name.
         self._nodes: dict[str, Connections[Any]] = {}
+        # The client's slot map when the store last looked for departed nodes (by identity:
+        # `_drop_departed`).
+        self._slot_map: object = None
+        # Told of a node that left the cluster (`when_server_gone`): the limiters' breakers.
+        self._server_gone: list[Callable[[str], object]] = []
         # Made with the client's settings for each node but no timeouts nor retries of
         # redis-py's own, as from a URL (below): its timeouts cancel the task that began
         # the wait, the caller's, which a call past its deadline has left by then.
@@ -569,9 +607,11 @@ class Redis(NetworkStore):
         if client is not None:
             self._client: Any = client
             self._direct: Connections[Any] | None = None
-            self._owned = False
-            self._label = _client_label(client)
+            self._owned = cluster_url is not None
+            self._label = _client_label(client) if cluster_url is None else cluster_url.label
             self._secrets: tuple[str, ...] = ()
+            if cluster_url is not None and cluster_url.password:
+                self._secrets = (cluster_url.password,)
             return
         if not isinstance(url, str):
             raise TypeError(f"url must be a str, got {type(url).__name__}")
@@ -716,9 +756,11 @@ class Redis(NetworkStore):
     ) -> Any:
         """The call on the store's own connections to a RedisCluster's ``node`` (as with a
         URL: a third less client CPU than the client's own call). Where the node ran
-        nothing (it could not be reached, or it answered a redirection, TRYAGAIN or
-        CLUSTERDOWN), the call goes through the client, which follows the redirection
-        and refreshes its slot map; a call that may have run is never sent again."""
+        nothing (it could not be reached, or it answered a redirection or TRYAGAIN), the
+        call goes through the client, which follows the redirection (or retries) and
+        refreshes its slot map; a call that may have run is never sent again."""
+        if self._client.nodes_manager.slots_cache is not self._slot_map:
+            self._drop_departed()  # the client refreshed its map (its own call, or ours)
         connections = self._nodes.get(node.name)
         if connections is None:
             connections = self._nodes[node.name] = Connections(
@@ -730,7 +772,35 @@ class Redis(NetworkStore):
         try:
             return await self._on(connections, script, keys, args)
         except self._not_run:
-            return await self._through_client(script, keys, args)
+            try:
+                return await self._through_client(script, keys, args)
+            finally:
+                if self._client.nodes_manager.slots_cache is not self._slot_map:
+                    self._drop_departed()  # refreshed by that call
+
+    def _drop_departed(self) -> None:
+        """Closes the store's connections to the nodes that serve no slot any more as the
+        client's map says (gone from the cluster, or a primary turned replica) and drops
+        their breakers (`when_server_gone`): kept, they would stay open until `aclose`.
+        Called once per refresh of the map (a new ``slots_cache``: redis-py replaces it
+        whole on each refresh, and follows a redirection in place)."""
+        self._slot_map = self._client.nodes_manager.slots_cache
+        primaries = {node.name for node in self._client.get_primaries()}
+        for name in [name for name in self._nodes if name not in primaries]:
+            gone = self._nodes.pop(name)
+            # Its idle connections now, the others as their calls give them back.
+            closing = asyncio.get_running_loop().create_task(
+                gone.aclose(lambda conn: conn.disconnect(nowait=True))
+            )
+            _closing.add(closing)
+            closing.add_done_callback(_closing.discard)
+            for forget in self._server_gone:
+                forget(name)
+
+    def when_server_gone(self, forget: Callable[[str], object]) -> None:
+        """Has ``forget(node name)`` called when a node leaves the cluster's map (with a
+        ``RedisCluster`` client; see `NetworkStore.when_server_gone`)."""
+        self._server_gone.append(forget)
 
     async def _on(
         self,
@@ -780,9 +850,7 @@ class Redis(NetworkStore):
         max_wait_us: int,
     ) -> RateReply:
         """One GCRA decision on the server's clock (see `NetworkStore.rate`)."""
-        if not 1 <= cost <= burst:
-            raise ValueError(f"cost must be between 1 and burst ({burst}), got {cost!r}")
-        _positive("interval_us", interval_us)
+        max_wait_us = check_rate(interval_us, burst, cost, max_wait_us)
         admitted, wait_us, tat_us, now_us = _numbers(
             await self._eval(
                 RATE, (self._bucket_key(name, key),), (interval_us, burst, cost, max_wait_us)
@@ -799,8 +867,7 @@ class Redis(NetworkStore):
         requests: Sequence[tuple[int, int]],
     ) -> list[RateReply]:
         """Several GCRA decisions on one bucket in one script call (`NetworkStore.rate_many`)."""
-        check_requests(requests, burst)
-        _positive("interval_us", interval_us)
+        requests = check_requests(requests, interval_us, burst)
         args: list[int] = [interval_us, burst]
         for cost, max_wait_us in requests:
             args += (cost, max_wait_us)
@@ -845,8 +912,7 @@ class Redis(NetworkStore):
         `rate_many` per bucket instead, side by side: a keyed limiter's keys are each their
         own hash slot on purpose."""
         bounded = caller_bounds.get()  # before the first await: set for that step only
-        check_batch(requests, burst)
-        _positive("interval_us", interval_us)
+        requests = check_batch(requests, interval_us, burst)
         if self._one_slot:
             return await super().rate_batch(name, interval_us, burst, requests)
         buckets = list(dict.fromkeys(key for key, _, _ in requests))
@@ -874,8 +940,8 @@ class Redis(NetworkStore):
         self, name: str, key: bytes | None, interval_us: int, cost: int, tat_us: int
     ) -> bool:
         """Undoes the charge that left the TAT at ``tat_us``, if it is still the last one."""
-        _positive("interval_us", interval_us)
         _positive("cost", cost)
+        check_bucket(interval_us, cost)
         done = await self._eval(
             GIVE_BACK, (self._bucket_key(name, key),), (interval_us, cost, tat_us)
         )
@@ -886,7 +952,7 @@ class Redis(NetworkStore):
     ) -> SemaphoreReply:
         """A lease for ``holder``, FIFO (see `NetworkStore.semaphore_acquire`)."""
         _positive("limit", limit)
-        _positive("lease_us", lease_us)
+        check_lease(lease_us)
         if not holder:
             raise ValueError("holder must be a non-empty str")
         granted, fence, in_use, ahead = await self._eval(
@@ -898,7 +964,7 @@ class Redis(NetworkStore):
 
     async def semaphore_renew(self, name: str, holders: Sequence[str], lease_us: int) -> list[bool]:
         """Extends each valid lease to now + ``lease_us``; False for one that had expired."""
-        _positive("lease_us", lease_us)
+        check_lease(lease_us)
         if not holders:
             return []
         renewed = await self._eval(RENEW, self._semaphore_keys(name, "hf"), (lease_us, *holders))

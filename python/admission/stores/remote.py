@@ -93,6 +93,7 @@ from admission.breaker import CircuitBreaker
 from admission.errors import AcquireTimeout, CapacityError, StoreUnavailable
 from admission.stats import LimiterStats, SemaphoreStats, WaitHistogram
 from admission.stores.network import (
+    MAX_SPAN_US,
     RATE_MANY_MAX,
     BatchContended,
     NetworkStore,
@@ -117,6 +118,7 @@ LocalFactory = Callable[..., Any]
 __all__ = [
     "BATCHES_AT_ONCE",
     "BUSY_LOOP_GRACE",
+    "LEASE_MIN_ROUND_TRIPS",
     "POLL_MAX",
     "Lease",
     "OnStoreError",
@@ -134,6 +136,18 @@ OnStoreError = Literal["closed", "open", "local"]
 #: late it notices a released permit (it starts at 2 ms and doubles up to this).
 POLL_MAX = 0.05
 _POLL_MIN = 0.002
+
+LEASE_MIN_ROUND_TRIPS = 6
+"""A semaphore's ``lease`` must be at least this many of its store's round trips
+(`NetworkStore.answers_within`: the store's ``timeout``; a `MemoryStore`'s latency), or the
+heartbeat cannot keep it: it renews every third of the lease, and from one renewal reaching
+the store to the next there is that third plus two round trips (the heartbeat sleeps once
+the previous renewal's reply is in, then sends the next one), so a lease of 3 round trips
+or less expires while held, and another client takes the permit: more than ``limit``
+holders at once. At 6, each renewal lands at least a third of the lease (2 round trips)
+before expiry: the margin for the event loop's lag (a heartbeat that wakes late). A lease
+of 9 round trips or more also outlives one failed renewal (retried at the next beat) when
+the loop is not lagging; the default, 30 s, is 300 of the default 100 ms timeout."""
 
 _HOST = socket.gethostname()
 
@@ -164,11 +178,6 @@ def _storable(name: str) -> bool:
     except UnicodeEncodeError:
         return False
     return "\x00" not in name
-
-
-#: The longest wait or lease a store is given, in µs (about 146,000 years): the server's
-#: now plus it still fits PostgreSQL's bigint. A longer timeout is no bound at all.
-_LONGEST_US = 2**62
 
 
 def _sync_refused(what: str) -> TypeError:
@@ -208,6 +217,8 @@ def store_breaker(store: NetworkStore, server: Hashable | None = None) -> Circui
     by_server = _breakers.get(store)
     if by_server is None:
         by_server = _breakers[store] = {}
+        # A server that left the store (a cluster's node gone) takes its breaker along.
+        store.when_server_gone(lambda gone: by_server.pop(gone, None))
     breaker = by_server.get(server)
     if breaker is None:
         label = f"store {store.label}" if server is None else f"store {store.label} {server}"
@@ -284,6 +295,13 @@ class _Guarded(Generic[T]):
 
     def __await__(self) -> Generator[Any, None, T]:
         call, pending = self._call, self._pending
+        # A call taken over waits for its future through this task first, even when it is
+        # done: it may have completed in this very turn, its callbacks scheduled but not
+        # run, and the driver must not resume before them (`_expire`): sock_connect's
+        # removes its writer in one; resumed first, the driver closed the socket, another
+        # took its descriptor, and that callback then removed the new socket's writer, so
+        # its connection (to a healthy server) never completed.
+        handed_over = pending is not None
         error: BaseException | None = None
         watched: list[Any] | None = None  # its entry in the loop's `_Deadlines`
         # The store learns in the call's first step that this guard bounds it.
@@ -291,7 +309,7 @@ class _Guarded(Generic[T]):
         token = caller_bounds.set(True) if bounds else None
         try:
             while True:
-                if pending is None or pending.done():
+                if pending is None or (pending.done() and not handed_over):
                     try:
                         pending = call.send(None) if error is None else call.throw(error)
                     except StopIteration as stop:
@@ -318,6 +336,7 @@ class _Guarded(Generic[T]):
                         continue
                     # As a task does with a future it is handed (else awaiting it again fails).
                     pending._asyncio_future_blocking = False
+                handed_over = False
                 if self._past_deadline(pending):  # it passed while the call went on
                     raise self._give_up(pending)
                 wait_on: asyncio.Future[Any] | _Waiter = pending
@@ -1118,6 +1137,13 @@ class _RemoteRate(_Remote):
         self._burst = checked.burst
         # Rounded up: rounding never admits more than the rate.
         self._interval_us = max(math.ceil(self.per * 1_000_000 / self.rate), 1)
+        if self._burst * self._interval_us > MAX_SPAN_US:
+            # Its TAT would run further ahead than a store computes exactly (MAX_SPAN_US).
+            raise ValueError(
+                f"a bucket in a network store must refill within {MAX_SPAN_US // 1_000_000} s "
+                f"(about 35 years): burst {self._burst} x per {self.per:g} s / rate "
+                f"{self.rate:g} takes {self._burst * self._interval_us / 1e6:.6g} s"
+            )
         if batch is not None and (
             isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= self._burst
         ):
@@ -1183,7 +1209,8 @@ class _RemoteRate(_Remote):
         take = cost
         if self._batch > cost and not self._batching and loop.time() >= self._batch_after:
             take = self._batch
-        max_wait = -1 if seconds is None or seconds * 1e6 >= _LONGEST_US else int(seconds * 1e6)
+        # A timeout longer than any wait a store grants is no bound (-1: MAX_SPAN_US).
+        max_wait = -1 if seconds is None or seconds * 1e6 >= MAX_SPAN_US else int(seconds * 1e6)
         try:
             if take > cost:
                 self._batching = True
@@ -1205,7 +1232,9 @@ class _RemoteRate(_Remote):
             raise
         if not reply.admitted:
             counts.timed_out += 1
-            raise AcquireTimeout(seconds if seconds is not None else 0.0, reply.wait_us / 1e6)
+            # (No bound is the longest wait a store grants, MAX_SPAN_US.)
+            bound = MAX_SPAN_US / 1e6 if seconds is None or max_wait < 0 else seconds
+            raise AcquireTimeout(bound, reply.wait_us / 1e6)
         if reply.wait_us > 0:
             counts.waiting += 1
             try:
@@ -1592,13 +1621,15 @@ class RemoteSemaphore(_Remote):
 
     A permit is a lease with an expiry on the server's clock, renewed by a heartbeat every
     third of ``lease`` while held: a holder that crashes or is cut off gives its permit back
-    when its lease runs out, without anyone's help. Each grant carries a fencing token
-    (`Lease.fence`). Waiters queue in the store, first come first served across all clients
-    (a waiter that stops asking, because its process died, drops out after ``lease``); a
-    waiter notices a free permit within ``POLL_MAX`` seconds. At most ``limit`` of this
-    object's callers hold a lease or ask the store for one at a time (more could never
-    hold at once): the others wait here, first come first served, asking the store
-    nothing, each taking the place the one before it frees.
+    when its lease runs out, without anyone's help. ``lease`` must be at least
+    `LEASE_MIN_ROUND_TRIPS` (6) times the store's ``timeout`` (0.6 s at the default 100 ms;
+    `ValueError` otherwise): a shorter one could expire between two renewals while held.
+    Each grant carries a fencing token (`Lease.fence`). Waiters queue in the store, first
+    come first served across all clients (a waiter that stops asking, because its process
+    died, drops out after ``lease``); a waiter notices a free permit within ``POLL_MAX``
+    seconds. At most ``limit`` of this object's callers hold a lease or ask the store for
+    one at a time (more could never hold at once): the others wait here, first come first
+    served, asking the store nothing, each taking the place the one before it frees.
 
     ``async with semaphore as lease:`` / ``lease = await semaphore.acquire(timeout=...)`` and
     ``semaphore.release(lease)``. One permit per acquisition.
@@ -1636,10 +1667,20 @@ class RemoteSemaphore(_Remote):
         self.limit = limit
         self.lease = durations.seconds(lease, "lease", positive=True)
         self._lease_us = math.ceil(self.lease * 1_000_000)
-        if self._lease_us > _LONGEST_US:
+        if self._lease_us > MAX_SPAN_US:
             raise ValueError(
-                f"lease must be at most {_LONGEST_US // 1_000_000} s (the stores' range), "
-                f"got {lease!r}"
+                f"lease must be at most {MAX_SPAN_US // 1_000_000} s (about 35 years: the "
+                f"stores' range), got {lease!r}"
+            )
+        # In µs, rounded: 6 x 0.05 s is 0.30000000000000004 s in floats.
+        shortest_us = round(LEASE_MIN_ROUND_TRIPS * store.answers_within * 1_000_000)
+        if self._lease_us < shortest_us:
+            raise ValueError(
+                f"lease must be at least {LEASE_MIN_ROUND_TRIPS} x the store's timeout "
+                f"({store.answers_within:g} s), {shortest_us / 1e6:g} s, got {lease!r}: the "
+                "heartbeat renews a lease every third of it, each renewal a round trip that "
+                "may take the timeout, so a shorter lease can expire while held and let more "
+                f"than {limit} hold the semaphore at once"
             )
         self._held: dict[str, Lease] = {}
         """The leases held in the store, by holder: what the heartbeat renews."""

@@ -572,6 +572,9 @@ class Context:
             return not any(isinstance(e, ast.Starred) for e in node.elts)
         if isinstance(node, ast.Dict | ast.Constant | ast.JoinedStr):
             return True
+        if isinstance(node, ast.BoolOp):
+            # `callbacks or ()`: one of the alternatives, bounded if each of them is
+            return all(self.iterable_bounded(value, scope, seen + 1) for value in node.values)
         if isinstance(node, ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp):
             # as many items as its loops give: `[watch() for _ in range(workers)]`
             return all(self.iterable_bounded(g.iter, scope, seen + 1) for g in node.generators)
@@ -629,7 +632,7 @@ class Context:
             return False
         return False
 
-    def _calls_by_name(self) -> dict[str, list[ast.Call]]:
+    def calls_by_name(self) -> dict[str, list[ast.Call]]:
         """The file's calls of a plain name or of a method (on any object), by that name; a
         name also used other than called (passed as a callback) maps to no list."""
         if self._call_sites is None:
@@ -660,7 +663,7 @@ class Context:
             return False
         if not node.name.startswith("_") or node.name.startswith("__"):
             return False
-        calls = self._calls_by_name().get(node.name)
+        calls = self.calls_by_name().get(node.name)
         if not calls:
             return False
         positional = [a.arg for a in (*node.args.posonlyargs, *node.args.args)]

@@ -10,11 +10,12 @@ fixtures, ``main()`` or under ``if __name__ == "__main__":``.
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 
 from admission.audit.checks.blocking import HTTP_VERBS
-from admission.audit.checks.context import Context, matches, own_nodes
+from admission.audit.checks.context import Context, matches, own_nodes, words
 from admission.audit.names import dotted, last_name
-from admission.audit.walk import IF, LOOP, MODULE, TRY, Scope, Site
+from admission.audit.walk import IF, LAMBDA, LOOP, MODULE, TRY, Scope, Site
 
 __all__ = ["check_client", "check_executor", "check_thread"]
 
@@ -199,18 +200,46 @@ def _made_for_constructors(ctx: Context, site: Site, function: Scope) -> bool:
     parent = function.parent
     if function.cls is not None or parent is None or parent.kind != MODULE:
         return False
-    body = getattr(function.node, "body", [])
-    if not any(
-        isinstance(node, ast.Return) and node.value is site.node
-        for node in own_nodes(body if isinstance(body, list) else [])
-    ):
+    if not _returns(function, site.node):
         return False
     callers = [f for f in ctx.facts.functions if function.name in f.calls]
-    return bool(callers) and all(_keeps_and_shuts_down(ctx, f, function.name) for f in callers)
+    return bool(callers) and all(
+        f.name in _CONSTRUCTORS and _keeps_and_shuts_down(ctx, f, function.name) for f in callers
+    )
+
+
+def _made_for_set_up(ctx: Context, site: Site, function: Scope) -> bool:
+    """Returned by a factory method (``def get_thread_pool(self): return
+    ThreadPoolExecutor(...)``, there to be overridden) that only the class's set-up methods
+    call (a constructor, start-up, or an initialiser of the object's life, ``init_process``),
+    each storing the result on the object (``self.tpool = self.get_thread_pool()``) that a
+    method of the class shuts down: the object's one pool, as if set-up had built it. The
+    same factory called by a method run per request, or a pool kept and never shut down,
+    still fires."""
+    if function.cls is None or not _returns(function, site.node):
+        return False
+    called = "." + function.name
+    callers = [f for f in ctx.facts.functions if called in f.calls and f.cls is function.cls]
+    return bool(callers) and all(
+        (_set_up(ctx, f) or f.name.startswith("init_"))
+        and _keeps_and_shuts_down(ctx, f, f"self.{function.name}")
+        for f in callers
+    )
+
+
+def _returns(function: Scope, value: ast.AST) -> bool:
+    """Whether ``function`` hands ``value`` back as it is (``return ThreadPoolExecutor()``)."""
+    body = getattr(function.node, "body", [])
+    return any(
+        isinstance(node, ast.Return) and node.value is value
+        for node in own_nodes(body if isinstance(body, list) else [])
+    )
 
 
 def _keeps_and_shuts_down(ctx: Context, caller: Scope, factory: str) -> bool:
-    if caller.name not in _CONSTRUCTORS or caller.cls is None:
+    """Each call of ``factory`` in ``caller`` is stored on the object (``self.pool =
+    factory()``), which one of its class's methods shuts down."""
+    if caller.cls is None:
         return False
     body = getattr(caller.node, "body", [])
     for node in own_nodes(body if isinstance(body, list) else []):
@@ -312,6 +341,90 @@ def _kept_by_lifecycle_start(ctx: Context, site: Site, function: Scope, target: 
     return target.startswith("self.") or bool(_kept_on_self(site.scope, target))
 
 
+# Module-level hooks a server calls once, as it starts (gunicorn's `on_starting` and
+# `when_ready` in a config file, an app's `startup`): set-up, defined for the framework to call.
+_START_UP_HOOKS = frozenset({"on_starting", "when_ready", "startup", "on_startup", "start_up"})
+_LOOPS = (
+    ast.For,
+    ast.AsyncFor,
+    ast.While,
+    ast.ListComp,
+    ast.SetComp,
+    ast.GeneratorExp,
+    ast.DictComp,
+)
+_NESTED = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+
+
+def _runs_once(ctx: Context, function: Scope, depth: int = 0) -> bool:
+    """A function that runs once per process (or per life of its object) because every
+    call of it in the file is made, outside any loop, by code that runs once: module-level
+    statements (the ``__main__`` block too), ``main``, a lifecycle start (``start(self)``), or
+    (up to three calls deep) a function that is itself called only so (``start`` ->
+    ``self.start_app()`` -> ``self.launch_browser()``; ``main`` -> ``setup()``;
+    ``run(check())`` at module level), handed nothing (no parameter but ``self``: the same
+    set-up each time; a function handed what to do, ``interactive_client(uri)``, is a job
+    that other code may ask for as often as it likes). A module-level start-up hook no code
+    of the file calls (a config file's ``when_ready(server)``) is set-up too. A function also
+    named without being called (handed as a callback: ``signal.signal(SIGINT,
+    self._on_sigint)``) or called in a loop, per request or by anything else runs as often as
+    those, and still fires."""
+    if depth > 3 or function.kind == LAMBDA:
+        return False
+    module = ctx.facts.module
+
+    def is_callee(func: ast.expr) -> bool:
+        return _names_function(func, function)
+
+    if function.cls is not None:
+        # any `x.name()` of the file may call it (a subclass's `self.name()`, another
+        # object's `app.name()`): each is read as a call of it
+        called = "." + function.name
+        callers = [f for f in ctx.facts.functions if called in f.calls]
+        if called in module.calls:
+            callers.append(module)
+    elif function.parent is module:
+        callers = [f for f in ctx.facts.functions if function.name in f.calls]
+        if function.name in module.calls:
+            callers.append(module)
+    else:
+        return False
+    if not callers:
+        return function.cls is None and function.name in _START_UP_HOOKS
+    if function.name not in ctx.calls_by_name():
+        return False  # also named other than called: handed on, as a callback
+    if set(function.params) - {"self", "cls"}:
+        return False  # handed what to do (`interactive_client(uri)`): a job, as often as asked
+    for caller in callers:
+        body = getattr(caller.node, "body", [])
+        calls, looped = _calls_in(body if isinstance(body, list) else [], is_callee)
+        if looped or not calls:
+            return False
+        if caller is module or (caller.name == "main" and caller.parent is module):
+            continue
+        if _lifecycle_start(caller) or _runs_once(ctx, caller, depth + 1):
+            continue
+        return False
+    return True
+
+
+def _calls_in(statements: list[ast.stmt], is_callee: Callable[[ast.expr], bool]) -> tuple[int, int]:
+    """How many calls in ``statements`` (not in nested functions) have a callee that
+    ``is_callee`` accepts, and how many of those are in a loop (or a comprehension)."""
+    calls = looped = 0
+    stack: list[tuple[ast.AST, bool]] = [(statement, False) for statement in statements]
+    while stack:
+        node, in_loop = stack.pop()
+        if isinstance(node, ast.Call) and is_callee(node.func):
+            calls += 1
+            looped += in_loop
+        if isinstance(node, _NESTED):
+            continue
+        inner = in_loop or isinstance(node, _LOOPS)
+        stack.extend((child, inner) for child in ast.iter_child_nodes(node))
+    return calls, looped
+
+
 def _lifecycle_start(function: Scope) -> bool:
     """A method that starts its object's life, handed nothing to run (``start(self)``)."""
     return (
@@ -408,6 +521,8 @@ def _signals_its_end(ctx: Context, call: ast.Call, site: Site) -> bool:
     if len(runs) != 1:
         return False
     body = getattr(runs[0].node, "body", [])
+    if _waits_for_its_last_call(runs[0], site.scope, call):
+        return True
     for signal in _final_signals(body if isinstance(body, list) else []):
         owners = [o for o in _owners(ctx, signal, site.scope) if o is not runs[0]]
         # set by other code too (a callback once the loop runs): it says that code ran, not
@@ -417,6 +532,64 @@ def _signals_its_end(ctx: Context, call: ast.Call, site: Site) -> bool:
         if any(_waits_for(owner, signal) for owner in owners):
             return True
     return False
+
+
+# Words of a method that waits for an object's state (`wait_till_done`, `poll_for_result`,
+# `join`), as `.wait()` / `.result()` do for an event or a future.
+_WAIT_WORDS = frozenset({"wait", "result", "join"})
+
+
+def _waits_for_its_last_call(run: Scope, owner: Scope, thread: ast.Call) -> bool:
+    """The thread's target ends with a call on an object it shares with its owner
+    (``self.state.set_done()``, ``monitor.notify_done(tid)``), and the owner, after starting
+    it, waits on that same object with no timeout (``self.state.wait_till_done()``,
+    ``monitor.poll_for_result(tid)``): round 14's end signal, through the object's own
+    methods rather than an event. A wait given anything but what the last call reported
+    (a timeout), a wait on another object, or the owner making that last call itself (then
+    the call says nothing of the thread) still fires."""
+    body = getattr(run.node, "body", [])
+    statements = body if isinstance(body, list) else []
+    if not statements:
+        return False
+    last = statements[-1]
+    if not (
+        isinstance(last, ast.Expr)
+        and isinstance(last.value, ast.Call)
+        and isinstance(last.value.func, ast.Attribute)
+    ):
+        return False
+    receiver = dotted(last.value.func.value)
+    if receiver is None:
+        return False
+    root = receiver.partition(".")[0]
+    if root in run.assigns or root in run.params:
+        return False  # the thread's own object, which the owner cannot see
+    method = last.value.func.attr
+    if method in _SIGNALS:
+        return False  # an event's or a future's: `_final_signals` reads those
+    reported = {dotted(arg) for arg in last.value.args} - {None}
+    line = getattr(thread, "lineno", 0)
+    owner_body = getattr(owner.node, "body", [])
+    waited = False
+    for node in own_nodes(owner_body if isinstance(owner_body, list) else []):
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and dotted(node.func.value) == receiver
+        ):
+            continue
+        if node.func.attr == method:
+            return False
+        if (
+            node.lineno > line
+            and _WAIT_WORDS & set(words(node.func.attr))
+            and not node.keywords
+            # about what the thread reported (`poll_for_result(tid)` after
+            # `notify_done(tid)`), nothing more: another argument may be a timeout
+            and all(dotted(arg) in reported for arg in node.args)
+        ):
+            waited = True
+    return waited
 
 
 def _sets_signal(scope: Scope, signal: str) -> bool:
@@ -594,6 +767,54 @@ def _joined(ctx: Context, target: str, site: Site) -> bool:
     return any(_container_joined(ctx, c, scope) for c in containers)
 
 
+def _joined_by_its_with_blocks(ctx: Context, target: str, function: Scope) -> bool:
+    """A ``@contextmanager`` that yields the thread (``yield t``, or an item of a tuple:
+    ``yield job, t``) to ``with`` blocks of this file that all bind it and join it (``with
+    self.run_job() as (job, t): ... t.join(3)``): handed to its users, who join it. Yielded
+    to users that do not join it, or to none in the file (a fixture's ``yield``), it still
+    fires."""
+    if not any(
+        (dotted(d.func if isinstance(d, ast.Call) else d) or "").endswith("contextmanager")
+        for d in function.decorators
+    ):
+        return False
+    body = getattr(function.node, "body", [])
+    positions = set()
+    for node in own_nodes(body if isinstance(body, list) else []):
+        if not isinstance(node, ast.Yield) or node.value is None:
+            continue
+        items = node.value.elts if isinstance(node.value, ast.Tuple) else [node.value]
+        bare = not isinstance(node.value, ast.Tuple)
+        positions |= {None if bare else i for i, item in enumerate(items) if dotted(item) == target}
+    if len(positions) != 1:
+        return False
+    position = positions.pop()
+    uses = 0
+    for scope in ctx.facts.functions:
+        for statement in scope.withs:
+            for item in statement.items:
+                entered = item.context_expr
+                if not (isinstance(entered, ast.Call) and _names_function(entered.func, function)):
+                    continue
+                bound: ast.expr | None = item.optional_vars
+                if position is not None:
+                    elements = bound.elts if isinstance(bound, ast.Tuple | ast.List) else []
+                    bound = elements[position] if position < len(elements) else None
+                if not isinstance(bound, ast.Name) or bound.id not in scope.joined:
+                    return False
+                uses += 1
+    return uses > 0
+
+
+def _names_function(func: ast.expr, function: Scope) -> bool:
+    """Whether a callee may be ``function``: any ``x.name`` for a method (``self.name``, a
+    subclass's, another object's: the file does not say which class it reaches, so each
+    counts), ``name`` for a module-level function."""
+    if function.cls is not None:
+        return isinstance(func, ast.Attribute) and func.attr == function.name
+    return isinstance(func, ast.Name) and func.id == function.name
+
+
 def _waited_while_alive(scope: Scope, target: str) -> bool:
     """A ``while`` that goes round as long as the thread runs (``while t.is_alive(): await
     sleep(0.01)``): a join spelled as a poll, the function goes on only once it has ended."""
@@ -730,6 +951,8 @@ def check_thread(ctx: Context, site: Site) -> None:
     target = ctx.facts.bound_to.get(id(call))
     if target is not None and _joined(ctx, target, site):
         return
+    if target is not None and _joined_by_its_with_blocks(ctx, target, function):
+        return
     if target is not None and _kept_by_lifecycle_start(ctx, site, function, target):
         return
     if _signals_its_end(ctx, call, site):
@@ -746,6 +969,8 @@ def check_thread(ctx: Context, site: Site) -> None:
                 ctx, name, site.scope
             ):
                 return
+    if _runs_once(ctx, function):
+        return  # last: it reads the callers, the rest only the function
     daemon = any(
         k.arg == "daemon" and isinstance(k.value, ast.Constant) and k.value.value is True
         for k in call.keywords
@@ -780,7 +1005,7 @@ def check_executor(ctx: Context, site: Site) -> None:
         return
     if _kept_by_init_helper(ctx, site, function) or _created_once(ctx, site):
         return
-    if _made_for_constructors(ctx, site, function):
+    if _made_for_constructors(ctx, site, function) or _made_for_set_up(ctx, site, function):
         return
     target = ctx.facts.bound_to.get(id(call))
     if target is not None and _stored_on_another_object(target):

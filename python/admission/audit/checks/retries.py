@@ -13,10 +13,11 @@ A delay computed by a helper of the same file is read through one call level.
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 
 from admission.audit.checks.context import Context, own_nodes, words
 from admission.audit.names import dotted, last_name
-from admission.audit.walk import ELSE, HANDLER, IF, LOOP, TRY, WITH, Scope, Site
+from admission.audit.walk import ELSE, HANDLER, IF, LAMBDA, LOOP, TRY, WITH, Scope, Site
 
 __all__ = ["check_backoff_policy", "check_forever_loop", "check_sleep"]
 
@@ -1339,6 +1340,63 @@ def _asks_owner_to_stop(statement: ast.stmt) -> bool:
     return text is not None and text.startswith("self.")
 
 
+def _deadline_kept_by_caller(ctx: Context, site: Site) -> bool:
+    """The loop is in a local function that the function around it only ever runs under a
+    timeout (``await asyncio.wait_for(poll(), timeout=5)``, or inside ``async with
+    asyncio.timeout(5):``): its deadline is its one caller's, a line away. The same local
+    function also awaited bare, or handed on, still fires."""
+    function = site.scope.function()
+    outer = function.parent if function is not None else None
+    if function is None or function.kind == LAMBDA or outer is None or not outer.is_function:
+        return False
+    body = getattr(outer.node, "body", [])
+    statements = body if isinstance(body, list) else []
+    timed = {id(node) for node in _under_timeout_contexts(statements)}
+    named = 0
+    for node in own_nodes(statements):
+        if (
+            isinstance(node, ast.Call)
+            and last_name(node.func) == "wait_for"
+            and node.args
+            and _calls_function(node.args[0], function.name)
+            and _given_a_timeout(node)
+        ):
+            timed.add(id(node.args[0]))
+        if isinstance(node, ast.Name) and node.id == function.name:
+            named += 1
+    calls = [
+        node
+        for node in own_nodes(statements)
+        if isinstance(node, ast.Call) and _calls_function(node, function.name)
+    ]
+    # every mention of the function is a call of it, and each of those has a deadline
+    return bool(calls) and named == len(calls) and all(id(call) in timed for call in calls)
+
+
+def _given_a_timeout(wait_for: ast.Call) -> bool:
+    """``wait_for(aw, 5)`` / ``wait_for(aw, timeout=t)``, not ``wait_for(aw, None)``."""
+    given = [*wait_for.args[1:2], *(k.value for k in wait_for.keywords if k.arg == "timeout")]
+    return bool(given) and not any(
+        isinstance(value, ast.Constant) and value.value is None for value in given
+    )
+
+
+def _calls_function(node: ast.AST, name: str) -> bool:
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == name
+
+
+def _under_timeout_contexts(statements: list[ast.stmt]) -> Iterator[ast.AST]:
+    """The nodes inside ``with``/``async with`` blocks of a timeout (``asyncio.timeout``,
+    ``anyio.fail_after``, ...)."""
+    for node in own_nodes(statements):
+        if isinstance(node, ast.With | ast.AsyncWith) and any(
+            isinstance(item.context_expr, ast.Call)
+            and last_name(item.context_expr.func) in _TIMEOUT_CONTEXTS
+            for item in node.items
+        ):
+            yield from own_nodes(node.body)
+
+
 def check_forever_loop(ctx: Context, site: Site) -> None:
     """ADM402 at a ``while True`` retry loop that never gives up."""
     loop = site.node
@@ -1347,7 +1405,7 @@ def check_forever_loop(ctx: Context, site: Site) -> None:
         return
     if _asks_the_user(loop) or not _pauses_between_attempts(ctx, loop):
         return
-    if _owner_stops_after_pause(ctx, loop):
+    if _owner_stops_after_pause(ctx, loop) or _deadline_kept_by_caller(ctx, site):
         return
     ctx.report(
         loop,
