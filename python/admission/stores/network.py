@@ -100,8 +100,12 @@ def check_rate(interval_us: int, burst: int, cost: int, max_wait_us: int) -> int
     """The max wait a store decides ``rate``'s request with (`MAX_SPAN_US` for a negative
     one or a longer one); `ValueError` unless ``1 <= cost <= burst``, the bucket passes
     `check_bucket` and ``max_wait_us`` is an int."""
-    check_bucket(interval_us, burst)
-    return _bounded_wait(burst, cost, max_wait_us)
+    # The checks inline (every decision's path), the calls that raise only when one fails.
+    if type(interval_us) is not int or interval_us < 1 or burst * interval_us > MAX_SPAN_US:
+        check_bucket(interval_us, burst)
+    if type(cost) is not int or not 1 <= cost <= burst or type(max_wait_us) is not int:
+        _bounded_wait(burst, cost, max_wait_us)
+    return MAX_SPAN_US if max_wait_us < 0 or max_wait_us > MAX_SPAN_US else max_wait_us
 
 
 def _bounded_wait(burst: int, cost: int, max_wait_us: int) -> int:
