@@ -1629,7 +1629,9 @@ class RemoteSemaphore(_Remote):
     died, drops out after ``lease``); a waiter notices a free permit within ``POLL_MAX``
     seconds. At most ``limit`` of this object's callers hold a lease or ask the store for
     one at a time (more could never hold at once): the others wait here, first come first
-    served, asking the store nothing, each taking the place the one before it frees.
+    served, asking the store nothing, each taking the place the one before it frees. A lease
+    lost while held (`Lease.lost`) keeps its place here until it is released: its holder
+    may still be at work (``in_use`` counts only the leases still valid).
 
     ``async with semaphore as lease:`` / ``lease = await semaphore.acquire(timeout=...)`` and
     ``semaphore.release(lease)``. One permit per acquisition.
