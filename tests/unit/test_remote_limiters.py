@@ -1074,6 +1074,43 @@ def test_a_lease_released_through_another_semaphore_is_refused(on_store_error: s
     run(main())
 
 
+def test_an_exit_during_an_outage_costs_no_timeout_once_the_breaker_is_open() -> None:
+    """The store hangs (it answers after 1 s, past its 0.1 s timeout) while 30 leases are
+    held: the first exits (10: half the breaker's window) each wait the timeout and fail
+    (suppressed by ``async with``); once they have opened the store's breaker, each later
+    exit returns at once (no time passes), its release sent in the background, where every
+    exit used to wait the whole timeout. The releases all land once the store answers in
+    time again."""
+    from support import VirtualTimeLoop  # type: ignore[import-not-found]
+
+    from admission.stores.remote import store_breaker
+
+    loop = VirtualTimeLoop()
+    store = MemoryStore()
+    semaphore = adm.Semaphore(30, name="db", store=store, lease=60)
+
+    async def main() -> None:
+        leases = [await semaphore.acquire(timeout=0) for _ in range(30)]
+        store._latency = 1.0  # hung
+        took = []
+        for lease in leases:
+            start = loop.time()
+            with pytest.raises(adm.StoreUnavailable):
+                await semaphore.release_and_wait(lease)
+            took.append(loop.time() - start)
+        assert store_breaker(store).state == "open"
+        assert took[:10] == pytest.approx([0.1] * 10)
+        assert took[10:] == [0] * 20  # refused by the breaker: no round trip waited for
+        store._latency = 0.0
+        await asyncio.sleep(15)  # every release, late or in the background, has landed
+        assert await store.semaphore_state("db") == (0, 0)
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
 def test_a_waiter_at_the_gate_is_let_in_by_a_release_from_another_thread() -> None:
     store = MemoryStore()
     db = adm.Semaphore(1, name="db", store=store)

@@ -1922,15 +1922,29 @@ class RemoteSemaphore(_Remote):
 
         Raises:
             StoreUnavailable: no answer within the store's ``timeout`` (the release goes on
-                in the background; if it is lost, the lease expires after ``lease``).
+                in the background; if it is lost, the lease expires after ``lease``), or at
+                once while the store's breaker is open (the release is sent in the
+                background: an ``async with`` exit costs no timeout during an outage).
         """
         target = self._forget(lease)
         if not target.holder:
             return True
-        # Bounded here, as every round trip of a limiter: the store's own timer would
-        # cancel this task, and the guard hand the caller that CancelledError.
-        release = self.store.semaphore_release(self.name, target.holder)
-        return await _Guarded(release, _ignore, None, True, self.store.timeout, self._no_answer)
+        holder = target.holder
+        sent = False
+
+        def release() -> Coroutine[Any, Any, bool]:
+            nonlocal sent
+            sent = True
+            return self.store.semaphore_release(self.name, holder)
+
+        # A round trip of the limiter's (its breaker, its deadline): the store's own timer
+        # would cancel this task, and the guard hand the caller that CancelledError.
+        try:
+            return await self._call(release, _ignore, 0)
+        except StoreUnavailable:
+            if not sent:
+                _in_background(self.store.semaphore_release(self.name, holder))
+            raise
 
     def _forget(self, lease: Lease | None) -> Lease:
         """Takes ``lease`` off this object's books (and the task's) before it is released."""
