@@ -64,7 +64,7 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   server, a chat-bot framework, a headless-browser automation library and a job scheduler,
   pinned (committed) before the audit ran on it, once the thirteenth had been read; its
   first run (block ``holdout14-unseen``) is the estimate of precision on unseen code of
-  round 15's rules.
+  round 15's rules (round 16 read its false positives for fixes).
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
