@@ -442,18 +442,6 @@ def _reaches_dependency(attempt: ast.Try, *, in_coroutine: bool = False) -> bool
     return False
 
 
-def _local_step_in_coroutine(loop: ast.AST, handler: ast.ExceptHandler, scope: Scope) -> bool:
-    """The handler's ``try``, in a coroutine, awaits nothing and catches no transport,
-    timeout or remote error: it polls local state (a state machine's transition that
-    fails while another task tears the previous session down), not a dependency."""
-    if scope.kind != ASYNC:
-        return False
-    for attempt in _tries(getattr(loop, "body", [])):
-        if handler in attempt.handlers:
-            return not _reaches_dependency(attempt, in_coroutine=True)
-    return False
-
-
 def _ends_with_exit(statements: list[ast.stmt]) -> bool:
     """Whether a statement list ends by leaving the loop (``break``/``return`` as its last
     statement, also as the last of a ``with`` block it ends with)."""
@@ -958,8 +946,6 @@ def check_sleep(ctx: Context, site: Site) -> None:
         return
     if handlers and (_periodic(ctx, loop, call) or _ends_loop(loop, handlers[-1])):
         return
-    if handlers and _local_step_in_coroutine(loop, handlers[-1], site.scope):
-        return  # a poll of local state in a coroutine: nothing remote is retried
     if handlers and not _stops_on_success(loop):
         return  # a reader or service loop pausing after a failed round, not a retry
     if handlers and (
