@@ -1,7 +1,7 @@
 """`make audit-eval`: the audit's precision on real code, beside ruff's and flake8-async's
 ASYNC rules on the same code.
 
-Fourteen corpora, each a list of source distributions pinned by name, version and sha256,
+Fifteen corpora, each a list of source distributions pinned by name, version and sha256,
 downloaded with pip from the package index into ``.venv/audit-eval/`` (never committed):
 
 - ``seen`` (``corpus.txt``, labels in ``labels.csv``): read while the rules were written;
@@ -57,7 +57,14 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   library and a testing tool's gateway library, pinned (committed) before the audit ran on
   it, once the twelfth had been run; its first run (block ``holdout13-unseen``) is the
   estimate of precision on unseen code of round 14's rules (round 15 read its false
-  positives for fixes, with the twelfth's).
+  positives for fixes, with the twelfth's);
+- ``holdout14`` (``holdout14.txt``, labels in ``holdout14_labels.csv``): a fourteenth,
+  weighted towards asyncio: an MQTT broker and client, an OPC UA client and server, an FTP
+  client and server, an async PostgreSQL client, a cloud storage SDK, a HomeKit accessory
+  server, a chat-bot framework, a headless-browser automation library and a job scheduler,
+  pinned (committed) before the audit ran on it, once the thirteenth had been read; its
+  first run (block ``holdout14-unseen``) is the estimate of precision on unseen code of
+  round 15's rules (round 16 read its false positives for fixes).
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
@@ -84,7 +91,7 @@ benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
 script's output, never copied by hand.
 
     .venv/bin/python benches/audit_eval/run.py
-        [--corpus seen holdout holdout2 ... holdout13] [--no-flake8]
+        [--corpus seen holdout holdout2 ... holdout14] [--no-flake8]
         [--allow-unlabelled] [--write-results] [--block NAME]
 """
 
@@ -126,6 +133,7 @@ CORPORA = {
     "holdout11": ("holdout11.txt", "holdout11_labels.csv"),
     "holdout12": ("holdout12.txt", "holdout12_labels.csv"),
     "holdout13": ("holdout13.txt", "holdout13_labels.csv"),
+    "holdout14": ("holdout14.txt", "holdout14_labels.csv"),
 }
 
 LabelKey = tuple[str, str, int, str]  # project, path, line, code

@@ -87,6 +87,50 @@ SYNC_DATABASES = frozenset(
 )
 # methods of a connection that hand out another blocking object (cursor, pipeline, ...)
 _DERIVED = frozenset({"cursor", "pipeline", "getconn", "connect", "execute", "pubsub"})
+# drivers whose `connect(..., async_=True)` opens a non-blocking connection (polled by the
+# caller: aiopg's, psycopg2's own asynchronous mode)
+_ASYNC_MODE_DRIVERS = frozenset({"psycopg2.connect"})
+_ASYNC_MODE_KEYS = ("async_", "async")
+# psycopg2 connection methods that read libpq's state or build an object, whatever the mode:
+# no round trip to the server
+_LOCAL_STATE = frozenset(
+    {
+        "xid",
+        "get_backend_pid",
+        "get_parameter_status",
+        "get_transaction_status",
+        "get_dsn_parameters",
+        "get_native_connection",
+        "fileno",
+        "isexecuting",
+    }
+)
+
+
+def _async_mode(ctx: Context, call: ast.Call) -> bool:
+    """A ``psycopg2.connect`` that opens the connection in asynchronous mode: ``async_=``
+    (or ``async=``) given and not ``False``, also through ``**options`` when the file sets
+    ``options["async_"]``: its calls return at once and the caller polls the socket."""
+    for keyword in call.keywords:
+        if keyword.arg in _ASYNC_MODE_KEYS:
+            return not (isinstance(keyword.value, ast.Constant) and not keyword.value.value)
+    spread = {k.value.id for k in call.keywords if k.arg is None and isinstance(k.value, ast.Name)}
+    if not spread:
+        return False
+    for node in ast.walk(ctx.facts.tree):
+        if not isinstance(node, ast.Assign):
+            continue
+        for target in node.targets:
+            if (
+                isinstance(target, ast.Subscript)
+                and isinstance(target.value, ast.Name)
+                and target.value.id in spread
+                and isinstance(target.slice, ast.Constant)
+                and target.slice.value in _ASYNC_MODE_KEYS
+            ):
+                value = node.value
+                return not (isinstance(value, ast.Constant) and not value.value)
+    return False
 
 
 def _origin(
@@ -99,6 +143,8 @@ def _origin(
     if isinstance(receiver, ast.Call):
         resolved = ctx.resolve(receiver.func)
         if resolved in kinds:
+            if resolved in _ASYNC_MODE_DRIVERS and _async_mode(ctx, receiver):
+                return None  # a non-blocking connection, and what it hands out
             return resolved
         if isinstance(receiver.func, ast.Attribute) and receiver.func.attr in _DERIVED:
             return _origin(ctx, receiver.func.value, scope, kinds, depth + 1)
@@ -120,6 +166,11 @@ def check_blocking_call(ctx: Context, site: Site) -> None:
     call = site.node
     assert isinstance(call, ast.Call)
     resolved = ctx.resolve(call.func)
+    if resolved == "time.sleep" and id(call) in ctx.facts.awaited_calls:
+        # `await sleep(...)`: `time.sleep` returns None, which cannot be awaited, so the name
+        # is `asyncio.sleep` where this line runs (imported under a flag: `if REST: from time
+        # import sleep` / `else: from asyncio import sleep`)
+        return
     if resolved == "time.sleep":
         ctx.report(
             call,
@@ -133,7 +184,9 @@ def check_blocking_call(ctx: Context, site: Site) -> None:
             f"`{resolved}` in `async def` blocks the event loop until the response arrives: "
             "use `httpx.AsyncClient` or `aiohttp`, or `await asyncio.to_thread(...)`",
         )
-    elif resolved in SYNC_DATABASES:
+    elif resolved in SYNC_DATABASES and not (
+        resolved in _ASYNC_MODE_DRIVERS and _async_mode(ctx, call)
+    ):
         ctx.report(
             call,
             "ADM203",
@@ -172,6 +225,8 @@ def check_blocking_method(ctx: Context, site: Site) -> None:
             )
             return
     database = _origin(ctx, receiver, site.scope, SYNC_DATABASES)
+    if database is not None and database.startswith("psycopg2.") and method in _LOCAL_STATE:
+        return
     if database is not None and method not in ("cursor", "pipeline", "pubsub"):
         ctx.report(
             call,

@@ -811,6 +811,8 @@ class Context:
                 return any(self.iterable_over_data(i, current, again) for i in iterables)
             values = current.assigns.get(node.id)
             if values:
+                if current is not scope and self._module_registry(node.id, current, values):
+                    return False
                 return any(
                     self._filled(v) or self.iterable_over_data(v, current, again) for v in values
                 )
@@ -823,6 +825,38 @@ class Context:
                 return True  # `done, pending = await asyncio.wait(...)`: a result
             current = current.parent
         return False
+
+    def _module_registry(self, name: str, owner: Scope, values: list[ast.expr]) -> bool:
+        """A module-level collection created empty and filled only by the file's functions,
+        one item per call (``_hooks: set[Hook] = set()``, ``_hooks.add(hook)`` in the
+        decorator that registers a hook): the program's registrations, as ``self._listeners``
+        is the object's. A collection filled at import, in a loop or by ``extend``/``update``
+        (many items at once) is not read so."""
+        if owner is not self.facts.module or not all(self._filled(v) for v in values):
+            return False
+        fillers = [
+            blocks
+            for scope in self.facts.functions
+            for blocks in (b for _, b in scope.appends.get(name, ()))
+        ]
+        if not fillers or self.facts.module.appends.get(name):
+            return False
+        if any(kind == LOOP for blocks in fillers for kind, _ in blocks):
+            return False
+        for node in ast.walk(self.facts.tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("extend", "update", "__ior__")
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == name
+            ) or (
+                isinstance(node, ast.AugAssign)
+                and isinstance(node.target, ast.Name)
+                and node.target.id == name
+            ):
+                return False
+        return True
 
     def _built_from_constants(self, name: ast.Name, scope: Scope) -> bool:
         """A local bound only to instances of a class (a capitalised callee) built from

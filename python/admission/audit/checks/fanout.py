@@ -133,6 +133,7 @@ _LIFECYCLE = frozenset(
         "release",
         "flush",
         "cleanup",
+        "dispose",
         "__aexit__",
     }
 )

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from admission.audit.checks.context import Context, own_nodes, words
 from admission.audit.names import dotted, last_name
-from admission.audit.walk import ELSE, HANDLER, IF, LAMBDA, LOOP, TRY, WITH, Scope, Site
+from admission.audit.walk import ASYNC, ELSE, HANDLER, IF, LAMBDA, LOOP, TRY, WITH, Scope, Site
 
 __all__ = ["check_backoff_policy", "check_forever_loop", "check_sleep"]
 
@@ -408,12 +408,8 @@ _REMOTE_CALL_WORDS = frozenset(
 )
 
 
-def _reaches_dependency(attempt: ast.Try) -> bool:
-    """Evidence that the attempt retries a dependency: a handler of a transport, timeout or
-    remote error (or of any ``Exception``), or an attempt that awaits something or calls
-    what reaches a service (``send``, ``execute``, ``connect``, ...). A loop going round
-    after ``ValueError`` from ``full.index(...)``, or after a device's or a TLS object's
-    own error from a plain call, is stepping through something local."""
+def _catches_remote_error(attempt: ast.Try) -> bool:
+    """A handler of a transport, timeout or remote error, or of any ``Exception``."""
     for handler in attempt.handlers:
         if handler.type is None:
             return True
@@ -422,10 +418,24 @@ def _reaches_dependency(attempt: ast.Try) -> bool:
             name = last_name(kind) or ""
             if name in _CATCH_ALL or any(w in _REMOTE_ERROR_WORDS for w in words(name)):
                 return True
+    return False
+
+
+def _reaches_dependency(attempt: ast.Try, *, in_coroutine: bool = False) -> bool:
+    """Evidence that the attempt retries a dependency: a handler of a transport, timeout or
+    remote error (or of any ``Exception``), or an attempt that awaits something or calls
+    what reaches a service (``send``, ``execute``, ``connect``, ...). A loop going round
+    after ``ValueError`` from ``full.index(...)``, or after a device's or a TLS object's
+    own error from a plain call, is stepping through something local. In a coroutine
+    (``in_coroutine``) a call that reaches a service is awaited: an attempt that awaits
+    nothing is a local step whatever its method is called (``transitions.connect()`` of a
+    state machine)."""
+    if _catches_remote_error(attempt):
+        return True
     for node in own_nodes(attempt.body):
         if isinstance(node, ast.Await):
             return True
-        if isinstance(node, ast.Call):
+        if isinstance(node, ast.Call) and not in_coroutine:
             name = last_name(node.func) or ""
             if any(w in _REMOTE_CALL_WORDS for w in words(name)):
                 return True
@@ -481,7 +491,11 @@ def _retry_loop(ctx: Context, loop: ast.AST, scope: Scope, *, dependency: bool =
         )
         if not (retries and _exits_when_done(loop, attempt)) or _rewaits(loop, attempt):
             continue
-        if not dependency or (_reaches_dependency(attempt) and _leaves_when_done(loop, attempt)):
+        in_coroutine = scope.kind == ASYNC
+        if not dependency or (
+            _reaches_dependency(attempt, in_coroutine=in_coroutine)
+            and _leaves_when_done(loop, attempt)
+        ):
             return True
     return False
 
