@@ -266,6 +266,7 @@ class _Guarded(Generic[T]):
 
     __slots__ = (
         "_call",
+        "_cancels_the_call",
         "_expired",
         "_on_late_reply",
         "_pending",
@@ -283,11 +284,17 @@ class _Guarded(Generic[T]):
         protect: bool = True,
         timeout: float | None = None,
         expired: Callable[[], BaseException] | None = None,
+        *,
+        cancels_the_call: bool = False,
     ) -> None:
         self._call = call
         self._on_late_reply = on_late_reply
         self._pending = pending  # a future the call already waits on (a call taken over)
         self._protect = protect
+        # A task of the limiter's own (a give-back, a registration), not a caller's: its
+        # cancellation (its loop shutting down) cancels the call too, never hands it to a
+        # task made then, which the loop, closing, would leave pending for good.
+        self._cancels_the_call = cancels_the_call
         self._timeout = timeout
         self._expired = expired
         self._timed_out = False
@@ -323,7 +330,7 @@ class _Guarded(Generic[T]):
                         try:
                             yield None
                         except asyncio.CancelledError as e:
-                            if not self._protect:
+                            if not self._protect or self._cancels_the_call:
                                 error = e  # the driver is cancelled, and cleans up now
                                 continue
                             self._take_over(None)
@@ -350,7 +357,7 @@ class _Guarded(Generic[T]):
                 try:
                     yield wait_on
                 except asyncio.CancelledError as e:
-                    if not self._protect:
+                    if not self._protect or self._cancels_the_call:
                         # The driver is cancelled at once, and cleans up now, in the loop
                         # (else only when the garbage collector closes it, maybe after the
                         # loop is gone).
@@ -677,10 +684,20 @@ def _in_background(call: Awaitable[Any]) -> None:
 
 
 def _keep(call: Coroutine[Any, Any, None]) -> None:
-    """Runs ``call`` in a task referenced until it ends (the loop keeps only weak ones)."""
+    """Runs ``call`` in a task referenced until it ends (the loop keeps only weak ones).
+    The tasks of loops closed before they ended (they never will) are dropped whenever the
+    set has doubled since the last look: amortised, a constant per task."""
+    global _look_again_at
     task = asyncio.ensure_future(call)
+    if len(_background) >= _look_again_at:
+        for stale in [t for t in _background if t.get_loop().is_closed()]:
+            _background.discard(stale)
+        _look_again_at = 2 * len(_background) + 64
     _background.add(task)
     task.add_done_callback(_background.discard)
+
+
+_look_again_at = 64
 
 
 async def _quietly(call: Awaitable[Any]) -> None:
@@ -958,7 +975,15 @@ class _Remote:
         if flight is None or flight.get_loop() is not asyncio.get_running_loop():
             registration = self.store.register(type(self)._kind, self.name, self._config())
             flight = self._registration = asyncio.ensure_future(
-                _Guarded(registration, _ignore, None, True, self.store.timeout, self._no_answer)
+                _Guarded(
+                    registration,
+                    _ignore,
+                    None,
+                    True,
+                    self.store.timeout,
+                    self._no_answer,
+                    cancels_the_call=True,
+                )
             )
             flight.add_done_callback(self._registered_or_not)
         try:
@@ -1062,7 +1087,13 @@ class _GiveBacks:
                     # the store's own, most of 2,000 give-backs sent at once (waiters of
                     # as many keys cancelled together) failed, waiting for connections.
                     done = await _Guarded(
-                        give_back, _ignore, None, True, limiter.store.timeout, limiter._no_answer
+                        give_back,
+                        _ignore,
+                        None,
+                        True,
+                        limiter.store.timeout,
+                        limiter._no_answer,
+                        cancels_the_call=True,
                     )
                 except Exception:
                     # Failed, maybe applied (the reply lost or late): dropped, never sent
