@@ -667,10 +667,20 @@ LATE_REPLY_WITHIN = 10.0
 
 
 async def _finish(call: _Guarded[Any], on_late_reply: Callable[[Any], object]) -> None:
+    # Its own timer rather than `asyncio.wait_for`, which ran the call in a task of its own:
+    # two tasks per call taken over, both left pending by a loop that closes meanwhile.
+    task = asyncio.current_task()
+    assert task is not None
+    timer = asyncio.get_running_loop().call_later(LATE_REPLY_WITHIN, task.cancel)
     try:
-        reply = await asyncio.wait_for(call, LATE_REPLY_WITHIN)
-    except Exception:  # failed: it granted nothing (or no answer: a charge stays, admits less)
+        reply = await call
+    except (Exception, asyncio.CancelledError):
+        # Failed: it granted nothing (or no answer: a charge stays, admits less). Cancelled:
+        # past LATE_REPLY_WITHIN, or its loop shuts down; this task is the call's own, no
+        # caller waits on it to see the cancellation.
         return
+    finally:
+        timer.cancel()
     on_late_reply(reply)
 
 
@@ -689,6 +699,11 @@ def _keep(call: Coroutine[Any, Any, None]) -> None:
     set has doubled since the last look: amortised, a constant per task."""
     global _look_again_at
     task = asyncio.ensure_future(call)
+    # A loop that closes first leaves it pending (`asyncio.run` cancels only the tasks there
+    # were when it began to shut down, and a caller cancelled then hands its call over to a
+    # new one): the outcome these calls are made to accept, so no "Task was destroyed but
+    # it is pending!" error when it is collected (as `run_until_complete` does for its own).
+    task._log_destroy_pending = False  # type: ignore[attr-defined]
     if len(_background) >= _look_again_at:
         for stale in [t for t in _background if t.get_loop().is_closed()]:
             _background.discard(stale)
