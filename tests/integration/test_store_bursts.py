@@ -5,7 +5,10 @@ Such a burst keeps the event loop busy (tasks started, replies parsed, callers r
 longer than the store's timeout of 100 ms: replies the server sent in time then wait to be
 read. Before the deadlines discounted the loop thread's busy time
 (`admission.stores.remote.BUSY_LOOP_GRACE`), 20,000 callers on Redis failed 1,000 to 17,000
-of them (the breaker opened by the loop's own lag), 8,735 of 20,000 on PostgreSQL.
+of them (the breaker opened by the loop's own lag), 8,735 of 20,000 on PostgreSQL. A loop
+thread that other processes keep off the CPU reads them late too: its wait for a CPU counts
+as busy (with four CPU-bound processes on the 2 cores, 1,024 to 2,048 of 20,000 failed on
+PostgreSQL before it did, in 2 runs of 3).
 """
 
 from __future__ import annotations
@@ -96,9 +99,12 @@ def test_a_thread_kept_off_its_cpu_by_other_processes_counts_the_wait_as_busy() 
     assert busy >= 0.9 * clock, (busy, clock)
 
 
-def _twenty_thousand_callers(store: adm.stores.NetworkStore, name: str) -> None:
-    """20,000 callers at once of one bucket that admits them all: each is admitted."""
-    bucket = adm.TokenBucket(rate=10**6, per=1, burst=10**6, name=name, store=store)
+@pytest.mark.parametrize("kind", ["redis", "postgres"])
+def test_twenty_thousand_callers_at_once_are_all_decided(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    store = _store(kind, request)
+    bucket = adm.TokenBucket(rate=10**6, per=1, burst=10**6, name=f"burst-{kind}", store=store)
     outcomes: collections.Counter[str] = collections.Counter()
 
     async def caller() -> None:
@@ -108,39 +114,18 @@ def _twenty_thousand_callers(store: adm.stores.NetworkStore, name: str) -> None:
         except Exception as error:  # counted: the assertion names what failed them
             outcomes[type(error).__name__] += 1
 
-    async def main() -> str:
+    async def main() -> None:
         try:
             await asyncio.gather(*(caller() for _ in range(CALLERS)))
-            return store_breaker(store).state
+            assert store_breaker(store).state == "closed"
         finally:
             await store.aclose()
 
-    breaker = run(main())
+    run(main())
     assert outcomes == {"admitted": CALLERS}
-    assert breaker == "closed"
     stats = bucket.stats()
     assert stats.admitted == CALLERS
     assert bucket._counts.store_errors == 0
-
-
-@pytest.mark.parametrize("kind", ["redis", "postgres"])
-def test_twenty_thousand_callers_at_once_are_all_decided(
-    kind: str, request: pytest.FixtureRequest
-) -> None:
-    _twenty_thousand_callers(_store(kind, request), f"burst-{kind}")
-
-
-def test_twenty_thousand_callers_beside_cpu_bound_processes_are_all_decided(
-    request: pytest.FixtureRequest,
-) -> None:
-    """The same burst on PostgreSQL, the loop's thread on two CPUs (one where only one is
-    allowed) with two processes spinning there: the replies come in time, the thread is
-    kept off the CPU before it reads them. (Before the deadlines counted the thread's wait
-    for a CPU as busy, 4,096 of 20,000 failed "no answer within 0.1 s".)"""
-    store = _store("postgres", request)
-    cpus = set(sorted(os.sched_getaffinity(0))[:2])
-    with _cpu_bound_processes(2, cpus), _this_thread_on(cpus):
-        _twenty_thousand_callers(store, "burst-beside-spinning")
 
 
 @pytest.mark.parametrize("kind", ["redis", "postgres"])
