@@ -70,7 +70,8 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   frameworks' runtimes and agents, an async database layer, a FastAPI user-management
   library and an async scraper with its account pool, pinned (committed) before the audit
   ran on it, once the fourteenth had been read; its first run (block ``holdout15-unseen``)
-  is the estimate of precision on unseen code of round 16's rules.
+  is the estimate of precision on unseen code of round 16's rules (round 17 read its false
+  positive for fixes).
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
