@@ -17,7 +17,7 @@ import ast
 
 from admission.audit.checks.context import Context, own_nodes, words
 from admission.audit.names import dotted, last_name
-from admission.audit.walk import IF, LOOP, SYNC, WITH, Scope, Site
+from admission.audit.walk import IF, LOOP, SYNC, WITH, Block, Scope, Site
 
 __all__ = ["check_fan_out", "check_spawn"]
 
@@ -407,6 +407,8 @@ def _filled_in_loop(ctx: Context, name: str, site: Site) -> list[ast.expr] | Non
             not ctx.loop_bounded(loop, scope) and ctx.loop_over_data(loop, scope) for loop in loops
         ):
             continue
+        if _once_per_constant(blocks, scope):
+            continue
         if isinstance(value, ast.Name):
             # `task = create_task(...)` / `coro = fetch(u)` then `tasks.append(task)`
             calls = [v for v in scope.assigns.get(value.id, ()) if isinstance(v, ast.Call)]
@@ -420,6 +422,77 @@ def _filled_in_loop(ctx: Context, name: str, site: Site) -> list[ast.expr] | Non
             return None
         work.append(value)
     return work or None
+
+
+def _once_per_constant(blocks: tuple[Block, ...], scope: Scope) -> bool:
+    """The append sits, inside a ``for`` over distinct items (a set, ``list(set(a) - b)``,
+    a mapping's keys), under a test that the loop variable is one of a few constants (``if
+    kind in {"flow", "deployment"}``, with the set bound locally, or ``elif kind ==
+    "variables"``): it runs at most once per constant, however long the iterable."""
+    loop_index = max((i for i, (kind, _) in enumerate(blocks) if kind == LOOP), default=-1)
+    if loop_index < 0:
+        return False
+    loop = blocks[loop_index][1]
+    if not (isinstance(loop, ast.For) and isinstance(loop.target, ast.Name)):
+        return False
+    if not _distinct(loop.iter, scope):
+        return False
+    target = loop.target.id
+    return any(
+        kind == IF and isinstance(node, ast.If) and _is_one_of_constants(node.test, target, scope)
+        for kind, node in blocks[loop_index + 1 :]
+    )
+
+
+_SET_OPERATORS = (ast.Sub, ast.BitAnd, ast.BitOr, ast.BitXor)
+
+
+def _distinct(node: ast.expr, scope: Scope, depth: int = 0) -> bool:
+    """Whether iterating ``node`` never yields the same item twice."""
+    if depth > 4:
+        return False
+    again = depth + 1
+    if isinstance(node, ast.Set | ast.SetComp | ast.DictComp | ast.Dict):
+        return True
+    if isinstance(node, ast.BinOp) and isinstance(node.op, _SET_OPERATORS):
+        return _distinct(node.left, scope, again)
+    if isinstance(node, ast.Call):
+        name = last_name(node.func)
+        if isinstance(node.func, ast.Name) and name in ("set", "frozenset", "dict"):
+            return True
+        if isinstance(node.func, ast.Name) and name in ("list", "sorted", "tuple"):
+            return len(node.args) == 1 and _distinct(node.args[0], scope, again)
+        return isinstance(node.func, ast.Attribute) and name == "keys" and not node.args
+    if isinstance(node, ast.Name) and node.id not in scope.params:
+        values = scope.assigns.get(node.id)
+        if not values:
+            return False
+        return all(_distinct(v, scope, again) for v in values)
+    return False
+
+
+def _is_one_of_constants(test: ast.expr, target: str, scope: Scope) -> bool:
+    """``target in {"a", "b"}`` (or a local bound only to such a literal), ``target == "a"``."""
+    if not (
+        isinstance(test, ast.Compare)
+        and len(test.ops) == 1
+        and isinstance(test.left, ast.Name)
+        and test.left.id == target
+    ):
+        return False
+    operator, right = test.ops[0], test.comparators[0]
+    if isinstance(operator, ast.Eq):
+        return isinstance(right, ast.Constant)
+    if not isinstance(operator, ast.In):
+        return False
+    literals = [right]
+    if isinstance(right, ast.Name) and right.id not in scope.params:
+        literals = list(scope.assigns.get(right.id, ()))
+    return bool(literals) and all(
+        isinstance(each, ast.Set | ast.List | ast.Tuple)
+        and all(isinstance(e, ast.Constant) for e in each.elts)
+        for each in literals
+    )
 
 
 def _is_spawn(ctx: Context, call: ast.Call) -> bool:
