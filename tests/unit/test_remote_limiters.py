@@ -1076,8 +1076,14 @@ def test_a_call_that_fails_raises_to_its_caller_and_a_late_failure_hands_over_no
         raise adm.StoreUnavailable("memory", "lost")
 
     async def driver_timeout() -> int:
-        # A driver's own timeout cancels the future it waits on: it sees that cancellation.
-        return await asyncio.wait_for(asyncio.sleep(1, result=3), 0.01)
+        # A driver's own bound cancels the future it waits on (never its task: see
+        # `caller_bounds`; asyncio.wait_for did so before 3.12): it sees that cancellation.
+        reply = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(0.01, reply.cancel)
+        try:
+            return await reply  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            raise asyncio.TimeoutError from None
 
     async def main() -> None:
         with pytest.raises(adm.StoreUnavailable):
