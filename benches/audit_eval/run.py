@@ -78,7 +78,8 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   documents, an agents' memory layer, two crawlers, a download manager, a self-hosted bot
   server and a load generator, pinned (committed) before the audit ran on it, once the
   fifteenth had been read; its first run (block ``holdout16-unseen``) is the estimate of
-  precision on unseen code of round 17's rules.
+  precision on unseen code of round 17's rules (round 18 read its false positives for
+  fixes).
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
