@@ -17,7 +17,7 @@ import ast
 
 from admission.audit.checks.context import Context, own_nodes, words
 from admission.audit.names import dotted, last_name
-from admission.audit.walk import IF, LOOP, SYNC, WITH, Block, Scope, Site
+from admission.audit.walk import ELSE, IF, LOOP, SYNC, WITH, Block, Scope, Site
 
 __all__ = ["check_fan_out", "check_spawn"]
 
@@ -529,6 +529,8 @@ def check_fan_out(ctx: Context, site: Site) -> None:
         ctx.work_bounded(w, site.scope) or ctx.receiver_limited(w, site.scope) for w in work
     ):
         return
+    if _caller_opted_out(call, site):
+        return
     if _report_misplaced_limiter(ctx, site, f"`asyncio.{short}`"):
         return
     ctx.report(
@@ -537,6 +539,70 @@ def check_fan_out(ctx: Context, site: Site) -> None:
         f"`asyncio.{short}` over a collection of unbounded size starts every task at once: "
         "use `adm.gather(*aws, limit=N)`, or enter a semaphore inside each task",
     )
+
+
+# words of a parameter that sets how many run at once
+_LIMIT_WORDS = frozenset(
+    {"concurrency", "concurrent", "limit", "limiter", "semaphore", "workers", "parallelism"}
+)
+
+
+def _caller_opted_out(call: ast.Call, site: Site) -> bool:
+    """The fan-out is the branch taken only when a limit parameter of the function holds a
+    sentinel (``if concurrency is None``, ``if limit == 0``) that is not its default: the
+    default bounds it, and all at once is what a caller asked for by passing the sentinel
+    (``asyncio.gather(*aws) if concurrency is None else bounded(concurrency, aws)``, the
+    default 128). A sentinel that is the default (``max_workers=-1``, ``if max_workers ==
+    -1``) is the unbounded default, and still fires."""
+    function = site.scope.function()
+    if function is None or not isinstance(function.node, ast.FunctionDef | ast.AsyncFunctionDef):
+        return False
+    arguments = function.node.args
+    positional = [*arguments.posonlyargs, *arguments.args]
+    # the last positional parameters are those with defaults
+    with_defaults = positional[len(positional) - len(arguments.defaults) :]
+    defaults = {a.arg: d for a, d in zip(with_defaults, arguments.defaults, strict=True)}
+    defaults.update(
+        (a.arg, d)
+        for a, d in zip(arguments.kwonlyargs, arguments.kw_defaults, strict=True)
+        if d is not None
+    )
+    for test, taken_when_equal in _branch_tests(call, site, function.node):
+        if not (
+            isinstance(test, ast.Compare)
+            and len(test.ops) == 1
+            and isinstance(test.left, ast.Name)
+            and isinstance(test.comparators[0], ast.Constant)
+            and isinstance(test.ops[0], ast.Is | ast.Eq | ast.IsNot | ast.NotEq)
+        ):
+            continue
+        equal = isinstance(test.ops[0], ast.Is | ast.Eq)
+        default = defaults.get(test.left.id)
+        if (
+            equal == taken_when_equal
+            and any(w in _LIMIT_WORDS for w in words(test.left.id))
+            and isinstance(default, ast.Constant)
+            and default.value != test.comparators[0].value
+        ):
+            return True
+    return False
+
+
+def _branch_tests(call: ast.Call, site: Site, function: ast.AST) -> list[tuple[ast.expr, bool]]:
+    """The tests the call is under, in its function: each with True when the call is in
+    the branch taken when the test holds (``if``'s body, a conditional's first value)."""
+    tests = [
+        (node.test, kind == IF)
+        for kind, node in site.blocks
+        if kind in (IF, ELSE) and isinstance(node, ast.If)
+    ]
+    for node in ast.walk(function):
+        if isinstance(node, ast.IfExp):
+            if any(inner is call for inner in ast.walk(node.body)):
+                tests.append((node.test, True))
+            elif any(inner is call for inner in ast.walk(node.orelse)):
+                tests.append((node.test, False))
+    return tests
 
 
 def _awaited_in_loop(ctx: Context, call: ast.Call, site: Site) -> bool:
