@@ -64,6 +64,7 @@ test-python: develop services
 # The unit suite against a wheel built for each of these other CPythons (names on PATH or paths,
 # e.g. PYTHONS="$(pyenv root)/versions/3.1*/bin/python3.1?" from a shell), each in
 # a fresh venv (opt-in: `make test` covers the venv's own CPython). Missing ones are skipped.
+# (pyproject's --ignore-glob for conftest.py is relative to where pytest runs: given again.)
 PYTHONS ?= python3.10 python3.12 python3.13 python3.14
 # The test tools: the same list cibuildwheel installs to test each wheel.
 TEST_REQUIRES = $(VPY) -c 'import tomllib; \
@@ -79,7 +80,8 @@ test-versions: $(VENV)/.dev-stamp
 	    $(TEST_REQUIRES) > $$tmp/test-requires.txt; \
 	    $$tmp/venv/bin/python -m pip install -q $$tmp/dist/*.whl -r $$tmp/test-requires.txt; \
 	    cd $$tmp && venv/bin/python -m pytest $(CURDIR)/tests/unit -q -p no:cacheprovider \
-	      --rootdir=$(CURDIR) -c $(CURDIR)/pyproject.toml ); \
+	      --rootdir=$(CURDIR) -c $(CURDIR)/pyproject.toml \
+	      --ignore-glob='$(CURDIR)/**/conftest.py' ); \
 	done
 
 stress: develop
@@ -105,17 +107,17 @@ $(VENV)/.audit-eval-stamp: requirements/audit-eval.txt $(VENV)/.dev-stamp
 	touch $@
 
 # The audit's precision on real code (opt-in, needs the package index): pinned sdists from
-# benches/audit_eval/corpus.txt (labels.csv) and holdout.txt ... holdout14.txt
-# (holdout_labels.csv ... holdout14_labels.csv), beside ruff (its findings labelled in
+# benches/audit_eval/corpus.txt (labels.csv) and holdout.txt ... holdout16.txt
+# (holdout_labels.csv ... holdout16_labels.csv), beside ruff (its findings labelled in
 # *_ruff_labels.csv) and flake8-async; writes each corpus's tables into benches/RESULTS.md.
-# AUDIT_EVAL_CORPUS selects (seen, holdout, holdout2 ... holdout14; by default all fifteen,
+# AUDIT_EVAL_CORPUS selects (seen, holdout, holdout2 ... holdout16; by default all seventeen,
 # each read for fixes once its unseen run was written, over which the comparison with ruff is
 # made; each held-out corpus's unseen run stays in its own block, NAME-unseen, written with
 # --corpus NAME --block NAME-unseen), AUDIT_EVAL_ARGS adds options (--no-flake8:
 # flake8-async takes about an hour per corpus). A new held-out corpus stays out of the
 # default until its false positives are read for fixes.
 AUDIT_EVAL_CORPUS ?= seen holdout holdout2 holdout3 holdout4 holdout5 holdout6 holdout7 holdout8 \
-	holdout9 holdout10 holdout11 holdout12 holdout13 holdout14
+	holdout9 holdout10 holdout11 holdout12 holdout13 holdout14 holdout15 holdout16
 AUDIT_EVAL_ARGS ?=
 audit-eval: develop $(VENV)/.audit-eval-stamp
 	$(VPY) benches/audit_eval/run.py --corpus $(AUDIT_EVAL_CORPUS) --write-results $(AUDIT_EVAL_ARGS)

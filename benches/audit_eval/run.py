@@ -1,7 +1,7 @@
 """`make audit-eval`: the audit's precision on real code, beside ruff's and flake8-async's
 ASYNC rules on the same code.
 
-Fifteen corpora, each a list of source distributions pinned by name, version and sha256,
+Seventeen corpora, each a list of source distributions pinned by name, version and sha256,
 downloaded with pip from the package index into ``.venv/audit-eval/`` (never committed):
 
 - ``seen`` (``corpus.txt``, labels in ``labels.csv``): read while the rules were written;
@@ -64,7 +64,22 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   server, a chat-bot framework, a headless-browser automation library and a job scheduler,
   pinned (committed) before the audit ran on it, once the thirteenth had been read; its
   first run (block ``holdout14-unseen``) is the estimate of precision on unseen code of
-  round 15's rules (round 16 read its false positives for fixes).
+  round 15's rules (round 16 read its false positives for fixes);
+- ``holdout15`` (``holdout15.txt``, labels in ``holdout15_labels.csv``): a fifteenth,
+  weighted towards the code the audit's users write: four LLM APIs' clients, two agent
+  frameworks' runtimes and agents, an async database layer, a FastAPI user-management
+  library and an async scraper with its account pool, pinned (committed) before the audit
+  ran on it, once the fourteenth had been read; its first run (block ``holdout15-unseen``)
+  is the estimate of precision on unseen code of round 16's rules (round 17 read its false
+  positive for fixes);
+- ``holdout16`` (``holdout16.txt``, labels in ``holdout16_labels.csv``): a sixteenth,
+  chosen for hand-written async application code (fan-out, retries, clients per call,
+  threads): a browser-driving LLM agent, three LLM applications that fan calls out over
+  documents, an agents' memory layer, two crawlers, a download manager, a self-hosted bot
+  server and a load generator, pinned (committed) before the audit ran on it, once the
+  fifteenth had been read; its first run (block ``holdout16-unseen``) is the estimate of
+  precision on unseen code of round 17's rules (round 18 read its false positives for
+  fixes).
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
@@ -91,7 +106,7 @@ benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
 script's output, never copied by hand.
 
     .venv/bin/python benches/audit_eval/run.py
-        [--corpus seen holdout holdout2 ... holdout14] [--no-flake8]
+        [--corpus seen holdout holdout2 ... holdout16] [--no-flake8]
         [--allow-unlabelled] [--write-results] [--block NAME]
 """
 
@@ -134,6 +149,8 @@ CORPORA = {
     "holdout12": ("holdout12.txt", "holdout12_labels.csv"),
     "holdout13": ("holdout13.txt", "holdout13_labels.csv"),
     "holdout14": ("holdout14.txt", "holdout14_labels.csv"),
+    "holdout15": ("holdout15.txt", "holdout15_labels.csv"),
+    "holdout16": ("holdout16.txt", "holdout16_labels.csv"),
 }
 
 LabelKey = tuple[str, str, int, str]  # project, path, line, code

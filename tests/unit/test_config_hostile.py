@@ -130,8 +130,14 @@ def test_deeply_nested_files_name_the_file(tmp_path: Path, suffix: str) -> None:
             Config.from_file(path, env=False)
     finally:
         sys.setrecursionlimit(limit)
-    assert str(info.value).startswith(f"{path}: ")
-    assert "nested too deeply" in str(info.value)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ")
+    if suffix == ".json" and sys.version_info >= (3, 13):
+        # 3.13's json parser is bound by the C stack, not the recursion limit: 1,500 levels
+        # parse, and the value is refused for what it is.
+        assert "limits.x.concurrency: expected an integer" in message
+    else:
+        assert "nested too deeply" in message
 
 
 def test_policy_parent_chain_5000_deep(tmp_path: Path) -> None:

@@ -187,7 +187,8 @@ def test_the_reservation_protocol_is_declared_only_by_the_stub() -> None:
     # _native.pyi; Python code names it `_rate_wait.RateLimiter` and never re-declares it.
     declared = {
         path.name
-        for path in PACKAGE.rglob("*.py*")
+        for pattern in ("*.py", "*.pyi")  # (not "*.py*": an installed wheel has its .pyc)
+        for path in PACKAGE.rglob(pattern)
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
         if isinstance(node, ast.FunctionDef) and node.name in ("_enqueue", "_status", "_withdraw")
     }

@@ -187,16 +187,24 @@ def test_semaphore_with_blocks_never_exceed_the_limit() -> None:
     iterations = 500
 
     barrier = threading.Barrier(THREADS)
+    # The first holders keep their permits until three are held at once: the threads
+    # contend for certain (left to time.sleep(0), a loaded host saw at most two at once).
+    full = threading.Event()
 
     def work() -> None:
         barrier.wait(timeout=10)
-        for _ in range(iterations):
+        for i in range(iterations):
             with s:
                 inside.enter(1)
+                if s.in_use == 3:
+                    full.set()
+                if i == 0:
+                    full.wait(timeout=10)
                 time.sleep(0)  # let the others in while this permit is held
                 inside.leave(1)
 
     run_threads([work] * THREADS)
+    assert full.is_set()
     assert inside.peak <= 3
     assert s.high_water == 3, "the threads really did contend"
     assert (s.in_use, s.waiting) == (0, 0)

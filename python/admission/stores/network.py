@@ -172,7 +172,11 @@ before the method's first ``await``, it is set for that first step only). The li
 bounds the call at ``timeout`` itself and lets it finish in the background, giving back what
 a late reply granted: a store must not also end the call at ``timeout`` (a timer around the
 whole call would cancel it just after the limiter's deadline and lose that reply). Its
-driver's own bounds on each wait, if it has them, stay."""
+driver's own bounds on each wait, if it has them, stay, provided they end the wait, not the
+task: the call runs in its caller's task, so a bound that cancels the task (``asyncio.timeout``,
+and ``asyncio.wait_for`` from Python 3.12 on) is the caller's own cancellation as the limiter
+sees it (the call goes on in the background, the caller raises ``CancelledError``). Bound a
+wait by the socket's timeout, or by cancelling the future waited on."""
 
 
 class RateReply(NamedTuple):

@@ -722,7 +722,8 @@ def _keep(call: Coroutine[Any, Any, None]) -> None:
     # were when it began to shut down, and a caller cancelled then hands its call over to a
     # new one): the outcome these calls are made to accept, so no "Task was destroyed but
     # it is pending!" error when it is collected (as `run_until_complete` does for its own).
-    task._log_destroy_pending = False  # type: ignore[attr-defined]
+    with contextlib.suppress(AttributeError):  # (a task factory's own kind may lack it)
+        task._log_destroy_pending = False  # type: ignore[attr-defined]
     if len(_background) >= _look_again_at:
         for stale in [t for t in _background if t.get_loop().is_closed()]:
             _background.discard(stale)

@@ -164,6 +164,18 @@ _SIZE_KEYWORDS = frozenset(
         "page_size",
     }
 )
+# Words of a method that hands back the registrations an object keeps in memory
+# (`self._subscriptions.get_subscribed_recipients(topic)`, `self.listeners_for(event)`).
+_REGISTRATION_WORDS = frozenset(
+    {"callbacks", "handlers", "hooks", "listeners", "observers", "receivers", "registered"}
+    | {"subscribed", "subscribers", "subscriptions"}
+)
+# Words of an attribute that reaches a store or a remote service: what its methods hand back
+# was read from there (`self.db.get_subscribers(list_id)`: a mailing list's rows), data.
+_STORE_WORDS = frozenset(
+    {"api", "cache", "client", "collection", "conn", "connection", "cursor", "database"}
+    | {"db", "redis", "repo", "repository", "session", "storage", "store", "table"}
+)
 # Collections of the program's own resources: sized by its configuration, not by the data
 # (`for pool in self._pools.values()`, `for handler in self.handlers`, `for broker_id in
 # brokers`). Matched against the words of the iterable's name and of the loop variable, in
@@ -246,6 +258,29 @@ def owned(name: str, *, collection: bool = False) -> bool:
         if word.endswith("es") and word[:-2] in _OWNED_ROOTS:
             return True
     return False
+
+
+def registrations_query(node: ast.expr) -> bool:
+    """A call on the object itself or on one of its own attributes (``self.m(...)``,
+    ``self._manager.m(...)``) whose name says it hands back registrations (subscribers,
+    listeners, handlers, ...), or any call on the object's own registry
+    (``self.registry.get_service_infos()``): the program's registrations, as
+    ``self._listeners`` is. Not a call through an attribute that names a store or a client
+    (``self.db.get_subscribers()``), nor on anything but the object."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+        return False
+    says_registrations = any(word in _REGISTRATION_WORDS for word in words(node.func.attr))
+    receiver = node.func.value
+    while isinstance(receiver, ast.Attribute):
+        attribute = words(receiver.attr)
+        if any(word in _STORE_WORDS for word in attribute):
+            return False
+        says_registrations = says_registrations or any(
+            word in ("registry", "registrations") for word in attribute
+        )
+        receiver = receiver.value
+    in_object = isinstance(receiver, ast.Name) and receiver.id in ("self", "cls")
+    return in_object and says_registrations
 
 
 def words(name: str) -> list[str]:
@@ -760,8 +795,10 @@ class Context:
             return False
         again = seen + 1
         if isinstance(node, ast.Await):
-            return True
+            return not registrations_query(node.value)
         if isinstance(node, ast.Call):
+            if registrations_query(node):
+                return False
             name = last_name(node.func)
             if self.resolve(node.func) in _CASTS and len(node.args) == 2:
                 # `cast(T, x)` hands back `x` itself: what it is decides

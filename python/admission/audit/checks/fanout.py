@@ -17,7 +17,7 @@ import ast
 
 from admission.audit.checks.context import Context, own_nodes, words
 from admission.audit.names import dotted, last_name
-from admission.audit.walk import IF, LOOP, SYNC, WITH, Scope, Site
+from admission.audit.walk import ELSE, IF, LOOP, SYNC, WITH, Block, Scope, Site
 
 __all__ = ["check_fan_out", "check_spawn"]
 
@@ -407,6 +407,8 @@ def _filled_in_loop(ctx: Context, name: str, site: Site) -> list[ast.expr] | Non
             not ctx.loop_bounded(loop, scope) and ctx.loop_over_data(loop, scope) for loop in loops
         ):
             continue
+        if _once_per_constant(blocks, scope):
+            continue
         if isinstance(value, ast.Name):
             # `task = create_task(...)` / `coro = fetch(u)` then `tasks.append(task)`
             calls = [v for v in scope.assigns.get(value.id, ()) if isinstance(v, ast.Call)]
@@ -420,6 +422,77 @@ def _filled_in_loop(ctx: Context, name: str, site: Site) -> list[ast.expr] | Non
             return None
         work.append(value)
     return work or None
+
+
+def _once_per_constant(blocks: tuple[Block, ...], scope: Scope) -> bool:
+    """The append sits, inside a ``for`` over distinct items (a set, ``list(set(a) - b)``,
+    a mapping's keys), under a test that the loop variable is one of a few constants (``if
+    kind in {"flow", "deployment"}``, with the set bound locally, or ``elif kind ==
+    "variables"``): it runs at most once per constant, however long the iterable."""
+    loop_index = max((i for i, (kind, _) in enumerate(blocks) if kind == LOOP), default=-1)
+    if loop_index < 0:
+        return False
+    loop = blocks[loop_index][1]
+    if not (isinstance(loop, ast.For) and isinstance(loop.target, ast.Name)):
+        return False
+    if not _distinct(loop.iter, scope):
+        return False
+    target = loop.target.id
+    return any(
+        kind == IF and isinstance(node, ast.If) and _is_one_of_constants(node.test, target, scope)
+        for kind, node in blocks[loop_index + 1 :]
+    )
+
+
+_SET_OPERATORS = (ast.Sub, ast.BitAnd, ast.BitOr, ast.BitXor)
+
+
+def _distinct(node: ast.expr, scope: Scope, depth: int = 0) -> bool:
+    """Whether iterating ``node`` never yields the same item twice."""
+    if depth > 4:
+        return False
+    again = depth + 1
+    if isinstance(node, ast.Set | ast.SetComp | ast.DictComp | ast.Dict):
+        return True
+    if isinstance(node, ast.BinOp) and isinstance(node.op, _SET_OPERATORS):
+        return _distinct(node.left, scope, again)
+    if isinstance(node, ast.Call):
+        name = last_name(node.func)
+        if isinstance(node.func, ast.Name) and name in ("set", "frozenset", "dict"):
+            return True
+        if isinstance(node.func, ast.Name) and name in ("list", "sorted", "tuple"):
+            return len(node.args) == 1 and _distinct(node.args[0], scope, again)
+        return isinstance(node.func, ast.Attribute) and name == "keys" and not node.args
+    if isinstance(node, ast.Name) and node.id not in scope.params:
+        values = scope.assigns.get(node.id)
+        if not values:
+            return False
+        return all(_distinct(v, scope, again) for v in values)
+    return False
+
+
+def _is_one_of_constants(test: ast.expr, target: str, scope: Scope) -> bool:
+    """``target in {"a", "b"}`` (or a local bound only to such a literal), ``target == "a"``."""
+    if not (
+        isinstance(test, ast.Compare)
+        and len(test.ops) == 1
+        and isinstance(test.left, ast.Name)
+        and test.left.id == target
+    ):
+        return False
+    operator, right = test.ops[0], test.comparators[0]
+    if isinstance(operator, ast.Eq):
+        return isinstance(right, ast.Constant)
+    if not isinstance(operator, ast.In):
+        return False
+    literals = [right]
+    if isinstance(right, ast.Name) and right.id not in scope.params:
+        literals = list(scope.assigns.get(right.id, ()))
+    return bool(literals) and all(
+        isinstance(each, ast.Set | ast.List | ast.Tuple)
+        and all(isinstance(e, ast.Constant) for e in each.elts)
+        for each in literals
+    )
 
 
 def _is_spawn(ctx: Context, call: ast.Call) -> bool:
@@ -456,6 +529,8 @@ def check_fan_out(ctx: Context, site: Site) -> None:
         ctx.work_bounded(w, site.scope) or ctx.receiver_limited(w, site.scope) for w in work
     ):
         return
+    if _caller_opted_out(call, site):
+        return
     if _report_misplaced_limiter(ctx, site, f"`asyncio.{short}`"):
         return
     ctx.report(
@@ -464,6 +539,70 @@ def check_fan_out(ctx: Context, site: Site) -> None:
         f"`asyncio.{short}` over a collection of unbounded size starts every task at once: "
         "use `adm.gather(*aws, limit=N)`, or enter a semaphore inside each task",
     )
+
+
+# words of a parameter that sets how many run at once
+_LIMIT_WORDS = frozenset(
+    {"concurrency", "concurrent", "limit", "limiter", "semaphore", "workers", "parallelism"}
+)
+
+
+def _caller_opted_out(call: ast.Call, site: Site) -> bool:
+    """The fan-out is the branch taken only when a limit parameter of the function holds a
+    sentinel (``if concurrency is None``, ``if limit == 0``) that is not its default: the
+    default bounds it, and all at once is what a caller asked for by passing the sentinel
+    (``asyncio.gather(*aws) if concurrency is None else bounded(concurrency, aws)``, the
+    default 128). A sentinel that is the default (``max_workers=-1``, ``if max_workers ==
+    -1``) is the unbounded default, and still fires."""
+    function = site.scope.function()
+    if function is None or not isinstance(function.node, ast.FunctionDef | ast.AsyncFunctionDef):
+        return False
+    arguments = function.node.args
+    positional = [*arguments.posonlyargs, *arguments.args]
+    # the last positional parameters are those with defaults
+    with_defaults = positional[len(positional) - len(arguments.defaults) :]
+    defaults = {a.arg: d for a, d in zip(with_defaults, arguments.defaults, strict=True)}
+    defaults.update(
+        (a.arg, d)
+        for a, d in zip(arguments.kwonlyargs, arguments.kw_defaults, strict=True)
+        if d is not None
+    )
+    for test, taken_when_equal in _branch_tests(call, site, function.node):
+        if not (
+            isinstance(test, ast.Compare)
+            and len(test.ops) == 1
+            and isinstance(test.left, ast.Name)
+            and isinstance(test.comparators[0], ast.Constant)
+            and isinstance(test.ops[0], ast.Is | ast.Eq | ast.IsNot | ast.NotEq)
+        ):
+            continue
+        equal = isinstance(test.ops[0], ast.Is | ast.Eq)
+        default = defaults.get(test.left.id)
+        if (
+            equal == taken_when_equal
+            and any(w in _LIMIT_WORDS for w in words(test.left.id))
+            and isinstance(default, ast.Constant)
+            and default.value != test.comparators[0].value
+        ):
+            return True
+    return False
+
+
+def _branch_tests(call: ast.Call, site: Site, function: ast.AST) -> list[tuple[ast.expr, bool]]:
+    """The tests the call is under, in its function: each with True when the call is in
+    the branch taken when the test holds (``if``'s body, a conditional's first value)."""
+    tests = [
+        (node.test, kind == IF)
+        for kind, node in site.blocks
+        if kind in (IF, ELSE) and isinstance(node, ast.If)
+    ]
+    for node in ast.walk(function):
+        if isinstance(node, ast.IfExp):
+            if any(inner is call for inner in ast.walk(node.body)):
+                tests.append((node.test, True))
+            elif any(inner is call for inner in ast.walk(node.orelse)):
+                tests.append((node.test, False))
+    return tests
 
 
 def _awaited_in_loop(ctx: Context, call: ast.Call, site: Site) -> bool:

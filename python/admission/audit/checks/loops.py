@@ -56,16 +56,38 @@ def _catches_runtime_error(handlers: list[ast.ExceptHandler]) -> bool:
 
 def _returns_early_on_version(function: ast.AST) -> bool:
     """``if sys.version_info >= ...: return ...`` (or ``hasattr``) at the top of the
-    function: the code after it is the old versions' branch."""
+    function, whose branch leaves the function on every way through it (a ``try`` that
+    returns the running loop and, in its handler, a new one): the code after it is the old
+    versions' branch."""
     body = getattr(function, "body", [])
     for statement in body if isinstance(body, list) else []:
         if (
             isinstance(statement, ast.If)
             and _version_test(statement.test)
-            and statement.body
-            and isinstance(statement.body[-1], ast.Return | ast.Raise)
+            and _always_returns(statement.body)
         ):
             return True
+    return False
+
+
+def _always_returns(statements: list[ast.stmt]) -> bool:
+    """Whether every way through ``statements`` ends in a ``return`` or ``raise``."""
+    if not statements:
+        return False
+    last = statements[-1]
+    if isinstance(last, ast.Return | ast.Raise):
+        return True
+    if isinstance(last, ast.If):
+        return _always_returns(last.body) and _always_returns(last.orelse)
+    if isinstance(last, ast.With | ast.AsyncWith):
+        return _always_returns(last.body)
+    if isinstance(last, ast.Try) or type(last).__name__ == "TryStar":
+        if _always_returns(getattr(last, "finalbody", [])):
+            return True
+        body, orelse = getattr(last, "body", []), getattr(last, "orelse", [])
+        handlers: list[ast.ExceptHandler] = getattr(last, "handlers", [])
+        attempt = _always_returns(body) or _always_returns(orelse)
+        return attempt and all(_always_returns(handler.body) for handler in handlers)
     return False
 
 

@@ -426,11 +426,17 @@ def _calls_in(statements: list[ast.stmt], is_callee: Callable[[ast.expr], bool])
 
 
 def _lifecycle_start(function: Scope) -> bool:
-    """A method that starts its object's life, handed nothing to run (``start(self)``)."""
-    return (
-        function.cls is not None
-        and function.name in _LIFECYCLE_STARTS
-        and not set(function.params) - {"self", "cls"}
+    """A method that starts its object's life, handed nothing to run (``start(self)``), or
+    the ``run(self)`` of a thread's or a process's class (``class Scheduler(TailThread)``):
+    the body of its one thread, which ``start()`` runs once per object."""
+    if function.cls is None or set(function.params) - {"self", "cls"}:
+        return False
+    if function.name in _LIFECYCLE_STARTS:
+        return True
+    return function.name == "run" and any(
+        word in ("thread", "process")
+        for base in function.cls.bases
+        for word in words(last_name(base) or "")
     )
 
 

@@ -948,6 +948,8 @@ def check_sleep(ctx: Context, site: Site) -> None:
         return
     if handlers and not _stops_on_success(loop):
         return  # a reader or service loop pausing after a failed round, not a retry
+    if handlers and _asks_the_user(loop, functions_only=True):
+        return  # every round waits for the person typing: they pace it, not the pause
     if handlers and (
         _nothing_yet(ctx, handlers[-1], site.scope)
         or _resumes(ctx, handlers[-1], site.scope)
@@ -1283,12 +1285,18 @@ def _bounded_forever(ctx: Context, loop: ast.While, site: Site) -> bool:
 _ASKS_THE_USER = frozenset({"input", "getpass", "prompt", "ask", "getkey", "getch", "get_wch"})
 
 
-def _asks_the_user(loop: ast.While) -> bool:
+def _asks_the_user(
+    loop: ast.For | ast.AsyncFor | ast.While, *, functions_only: bool = False
+) -> bool:
     """Each round asks the person at the terminal again (``name = prompt(...)``): the next
     attempt is a new request with new input, paced by someone typing, not the same call
-    against a dependency that stays down."""
+    against a dependency that stays down. With ``functions_only``, only a plain function's
+    call counts (``input(...)``): a method named so (``agent.ask(...)``) may be the remote
+    call retried."""
     return any(
-        isinstance(node, ast.Call) and last_name(node.func) in _ASKS_THE_USER
+        isinstance(node, ast.Call)
+        and last_name(node.func) in _ASKS_THE_USER
+        and (isinstance(node.func, ast.Name) or not functions_only)
         for node in own_nodes(loop.body)
     )
 
