@@ -434,7 +434,6 @@ def test_calls_a_loop_leaves_in_flight_as_it_closes_are_dropped_without_an_error
     left = [task for task in remote._background if task.get_loop() is loops[0]]
     assert {task.get_coro().__qualname__ for task in left} == {"_finish", "_GiveBacks._send"}
     assert not any(task.done() for task in left)
-    gc.collect()  # (other tests' garbage first: only these tasks are collected below)
     with caplog.at_level(logging.ERROR, logger="asyncio"):
         for task in left:
             remote._background.discard(task)
