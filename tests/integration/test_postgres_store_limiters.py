@@ -319,6 +319,12 @@ def test_a_store_restart_under_load(own_server: PostgresServer, mode: str) -> No
             await asyncio.to_thread(own_server.stop)
             during = (admitted, unavailable)
             await asyncio.sleep(1.0)
+            # And until the mode's outcome was seen in the outage (a fixed 1 s assumed a task
+            # had one by then, however loaded the host).
+            await wait_until(
+                lambda: unavailable > during[1] if mode == "closed" else admitted > during[0],
+                "an outcome during the outage",
+            )
             during = (admitted - during[0], unavailable - during[1])
             await asyncio.to_thread(own_server.start)
             before = admitted

@@ -26,18 +26,20 @@ def store() -> Iterator[adm.stores.SharedMemory]:
 def test_a_bucket_waits_on_asyncio_and_trio_and_fails_at_once_past_the_timeout(
     store: adm.stores.SharedMemory,
 ) -> None:
-    bucket = adm.TokenBucket(rate=50, per=1, burst=1, name="b", store=store)
+    # A token every 200 ms: the refusal below must come within one (on a heavily loaded host,
+    # trio's run ended more than the 20 ms of a rate of 50/s after its last admission).
+    bucket = adm.TokenBucket(rate=5, per=1, burst=1, name="b", store=store)
 
     async def twice() -> None:
         await bucket.acquire()
-        await bucket.acquire(timeout=1.0)  # the next token is 20 ms away
+        await bucket.acquire(timeout=1.0)  # the next token is 200 ms away
 
     asyncio.run(twice())
     trio.run(twice)
     with pytest.raises(adm.AcquireTimeout) as failed:
         bucket.acquire_blocking(cost=1, timeout=0.0001)
     assert failed.value.needed is not None
-    assert 0 < failed.value.needed <= 0.02
+    assert 0 < failed.value.needed <= 0.2
     stats = bucket.stats()
     assert (stats.admitted, stats.timed_out, stats.rejected) == (4, 1, 0)
 
@@ -128,7 +130,9 @@ def test_a_turn_never_taken_or_given_up_leaves_the_bucket_as_it_was(
 def test_turns_are_kept_in_order_and_a_turn_given_up_behind_another_stays_charged(
     store: adm.stores.SharedMemory,
 ) -> None:
-    bucket = adm.TokenBucket(rate=20, per=1, burst=1, name="order", store=store)
+    # Turns 250 ms apart: the checks below must run within one of them (a heavily loaded
+    # host took more than the 50 ms of a rate of 20/s now and then).
+    bucket = adm.TokenBucket(rate=4, per=1, burst=1, name="order", store=store)
     assert bucket.try_acquire()
     done: list[int] = []
 
@@ -137,11 +141,11 @@ def test_turns_are_kept_in_order_and_a_turn_given_up_behind_another_stays_charge
             await bucket.acquire(cost=cost, timeout=5)
             done.append(n)
 
-        first = asyncio.ensure_future(waiter(1, 1))  # 50 ms
+        first = asyncio.ensure_future(waiter(1, 1))  # 250 ms
         await asyncio.sleep(0)
-        second = asyncio.ensure_future(waiter(2, 1))  # 100 ms, behind the first
+        second = asyncio.ensure_future(waiter(2, 1))  # 500 ms, behind the first
         await asyncio.sleep(0)
-        third = asyncio.ensure_future(waiter(3, 1))  # 150 ms
+        third = asyncio.ensure_future(waiter(3, 1))  # 750 ms
         await asyncio.sleep(0)
         second.cancel()  # not the last turn: its charge stays, the third's turn keeps its place
         await asyncio.gather(first, third, return_exceptions=True)
@@ -152,7 +156,7 @@ def test_turns_are_kept_in_order_and_a_turn_given_up_behind_another_stays_charge
     stats = bucket.stats()
     assert (stats.admitted, stats.cancelled) == (3, 1)
     # No turn is pending any more and the tokens refill from the third's turn.
-    assert bucket.peek().retry_after <= 0.05
+    assert bucket.peek().retry_after <= 0.25
 
 
 def test_a_turn_is_not_taken_before_the_host_says_it_has_come_under_a_virtual_clock(

@@ -5,18 +5,30 @@ Such a burst keeps the event loop busy (tasks started, replies parsed, callers r
 longer than the store's timeout of 100 ms: replies the server sent in time then wait to be
 read. Before the deadlines discounted the loop thread's busy time
 (`admission.stores.remote.BUSY_LOOP_GRACE`), 20,000 callers on Redis failed 1,000 to 17,000
-of them (the breaker opened by the loop's own lag), 8,735 of 20,000 on PostgreSQL.
+of them (the breaker opened by the loop's own lag), 8,735 of 20,000 on PostgreSQL. A loop
+thread that other processes keep off the CPU reads them late too: its wait for a CPU counts
+as busy (with four CPU-bound processes on the 2 cores, 1,024 to 2,048 of 20,000 failed on
+PostgreSQL before it did, in 2 runs of 3).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
 
 import pytest
 from postgres import run, wait_until
 
 import admission as adm
+from admission.stores import remote
 from admission.stores.remote import store_breaker
 
 CALLERS = 20_000
@@ -35,6 +47,56 @@ def _store(kind: str, request: pytest.FixtureRequest) -> adm.stores.NetworkStore
 
     run(migrate())
     return adm.stores.Postgres(dsn, sweep_interval=None)
+
+
+@contextlib.contextmanager
+def _cpu_bound_processes(count: int, cpus: set[int]) -> Iterator[None]:
+    """``count`` processes spinning on ``cpus`` (as other programs on a loaded host do),
+    killed by pid on the way out."""
+    spinning = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        for process in spinning:
+            os.sched_setaffinity(process.pid, cpus)
+        yield
+    finally:
+        for process in spinning:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+
+@contextlib.contextmanager
+def _this_thread_on(cpus: set[int]) -> Iterator[None]:
+    """The calling thread (only: Linux's affinity is per thread) kept to ``cpus``."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def test_a_thread_kept_off_its_cpu_by_other_processes_counts_the_wait_as_busy() -> None:
+    """A thread that always has work, on one CPU with a process spinning there: about half
+    the time it runs and half it waits for the CPU. The deadlines' busy time counts both
+    (it could not have read a reply in either), so it moves on with the clock. (The thread's
+    CPU time alone moved on by half the clock: a loop thread kept off the CPU failed round
+    trips answered in time.)"""
+    cpu = min(os.sched_getaffinity(0))
+    moved: list[float] = []
+
+    def busy_thread() -> None:
+        with _this_thread_on({cpu}):
+            start, busy_start = time.monotonic(), remote._busy_time()
+            while time.monotonic() - start < 0.5:  # always runnable: work, never a sleep
+                pass
+            moved.extend([time.monotonic() - start, remote._busy_time() - busy_start])
+
+    with _cpu_bound_processes(1, {cpu}):
+        thread = threading.Thread(target=busy_thread)
+        thread.start()
+        thread.join(30)
+    clock, busy = moved
+    assert busy >= 0.9 * clock, (busy, clock)
 
 
 @pytest.mark.parametrize("kind", ["redis", "postgres"])

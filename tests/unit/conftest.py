@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from typing import Any, TypeVar
 
 import pytest
@@ -62,11 +61,13 @@ def virtual_busy_time(monkeypatch: pytest.MonkeyPatch) -> None:
     a virtual clock, the test's real CPU time would move it on (each firing by the CPU the
     last took, up to the grace), so a virtual loop's own busy time is read instead."""
 
+    real_busy_time = remote._busy_time
+
     def busy_time() -> float:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop running (a test calling it directly): the real one
-            return time.thread_time()
-        return loop.busy if isinstance(loop, VirtualTimeLoop) else time.thread_time()
+            return real_busy_time()
+        return loop.busy if isinstance(loop, VirtualTimeLoop) else real_busy_time()
 
     monkeypatch.setattr(remote, "_busy_time", busy_time)
