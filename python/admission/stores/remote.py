@@ -436,22 +436,34 @@ BUSY_LOOP_GRACE = 10
 
 def _time_on_or_waiting_for_a_cpu() -> float:
     """The calling thread's time running on a CPU plus its time runnable in the run queue
-    waiting for one, in seconds (Linux's ``schedstat``; elsewhere its CPU time only). The
-    wait counts: with two CPU-bound processes beside them on 2 cores, 4,096 of 20,000
-    callers of a bucket on PostgreSQL failed "no answer within 0.1 s", their round trips'
-    time nearly all the loop thread's CPU time and run-queue wait (replies the server sent
-    in time, read late). A read of a /proc file, some microseconds: `_Deadlines` reads it
-    at most 16 times per timeout, not per call."""
+    waiting for one, in seconds (Linux's ``schedstat``). The wait counts: with two
+    CPU-bound processes beside them on 2 cores, 4,096 of 20,000 callers of a bucket on
+    PostgreSQL failed "no answer within 0.1 s", their round trips' time nearly all the loop
+    thread's CPU time and run-queue wait (replies the server sent in time, read late). A
+    read of a /proc file by bare system calls (6.3 µs here, against 10.4 through ``open()``
+    and 0.6 for ``time.thread_time``), at most 16 times per timeout by `_Deadlines`, not
+    per call: about 0.1 % of a loop thread that does nothing but decide (151 reads a second
+    at the default timeout)."""
+    fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
     try:
-        with open("/proc/thread-self/schedstat", "rb") as schedstat:
-            on_cpu_ns, run_queue_ns = schedstat.read().split()[:2]
-    except (OSError, ValueError):  # not Linux (or no such file): the CPU time alone
-        return time.thread_time()
+        on_cpu_ns, run_queue_ns = os.read(fd, 128).split()[:2]
+    finally:
+        os.close(fd)
     return (int(on_cpu_ns) + int(run_queue_ns)) / 1e9
 
 
+def _busy_time_reader() -> Callable[[], float]:
+    """`_time_on_or_waiting_for_a_cpu` where it can be read (Linux), else the thread's CPU
+    time: chosen once, as a deadline's two readings must come from the same clock."""
+    try:
+        _time_on_or_waiting_for_a_cpu()
+    except (OSError, ValueError):
+        return time.thread_time
+    return _time_on_or_waiting_for_a_cpu
+
+
 #: The loop thread's busy time, in seconds (tests on a virtual clock replace it).
-_busy_time: Callable[[], float] = _time_on_or_waiting_for_a_cpu
+_busy_time: Callable[[], float] = _busy_time_reader()
 
 
 @final
