@@ -1062,6 +1062,8 @@ def check_sleep(ctx: Context, site: Site) -> None:
         return  # a reader or service loop pausing after a failed round, not a retry
     if handlers and _asks_the_user(loop, functions_only=True):
         return  # every round waits for the person typing: they pace it, not the pause
+    if handlers and _binds_any_free_port(loop, handlers[-1]):
+        return  # no port that others wait for: nothing shared to retry in lock-step
     if handlers and (
         _nothing_yet(ctx, handlers[-1], site.scope)
         or _resumes(ctx, handlers[-1], site.scope)
@@ -1085,6 +1087,33 @@ def check_sleep(ctx: Context, site: Site) -> None:
         "this retry waits without randomness, so clients that failed together retry "
         "together: add jitter (`adm.Retry(jitter='full')`, or `delay * random.uniform(0.5, "
         "1.5)`)",
+    )
+
+
+def _binds_any_free_port(loop: ast.AST, handler: ast.ExceptHandler) -> bool:
+    """The attempt whose failure the handler catches only binds a listening socket to port 0
+    (``socketserver.TCPServer(("", 0), Handler)``, ``sock.bind(("127.0.0.1", 0))``): the
+    system picks any free port, so the attempt contends for no port and reaches nothing
+    outside the host; the clients that fail together share no dependency to retry against.
+    A bind to a given port (several servers waiting for the same one to free) still fires."""
+    for attempt in _tries(getattr(loop, "body", [])):
+        if handler not in attempt.handlers:
+            continue
+        calls = [node for node in own_nodes(attempt.body) if isinstance(node, ast.Call)]
+        return bool(calls) and all(_binds_port_zero(call) for call in calls)
+    return False
+
+
+def _binds_port_zero(call: ast.Call) -> bool:
+    """A call whose first argument is an address on port 0 (``(host, 0)``)."""
+    if not call.args or not isinstance(call.args[0], ast.Tuple):
+        return False
+    address = call.args[0].elts
+    return (
+        len(address) >= 2
+        and isinstance(address[1], ast.Constant)
+        and type(address[1].value) is int
+        and address[1].value == 0
     )
 
 
