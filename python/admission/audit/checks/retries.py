@@ -5,8 +5,9 @@ delay has no randomness, tenacity's ``wait_exponential``/``wait_fixed``/... with
 wait added, backoff's ``jitter=None``, redis-py's ``ConstantBackoff``/``ExponentialBackoff``.
 ADM402: a ``while True`` retry loop with neither an attempt count nor a deadline.
 Both ask for a retry's evidence: ADM401 (in a handler) a loop that ends when the attempt
-works; ADM402 also an attempt that reaches a dependency and a loop that ends whenever it
-works.
+works, (outside the handlers) one whose exit the attempt's outcome takes, not only its
+owner's switch or the clock; ADM402 also an attempt that reaches a dependency and a loop
+that ends whenever it works.
 A delay computed by a helper of the same file is read through one call level.
 """
 
@@ -215,10 +216,10 @@ def _random_call(ctx: Context, node: ast.AST) -> bool:
     return resolved.startswith(_RANDOM_MODULES) or any(w in _RANDOM_WORDS for w in words(name))
 
 
-def _exits(statements: list[ast.stmt]) -> bool:
+def _exits(statements: list[ast.stmt], ignored: frozenset[int] | set[int] = frozenset()) -> bool:
     """Whether a statement list leaves the loop on some path (``break``/``return``),
-    not counting nested loops and functions."""
-    return bool(_exit_statements(statements))
+    not counting nested loops and functions, nor the exits whose ids are ``ignored``."""
+    return any(id(node) not in ignored for node in _exit_statements(statements))
 
 
 def _exit_statements(statements: list[ast.stmt]) -> list[ast.Break | ast.Return]:
@@ -265,13 +266,116 @@ def _tries(statements: list[ast.stmt]) -> list[ast.Try]:
     return found
 
 
-def _exits_when_done(loop: ast.AST, attempt: ast.Try) -> bool:
+def _exits_when_done(loop: ast.AST, attempt: ast.Try, *, by_outcome: bool = False) -> bool:
     """An exit after the attempt's work in the ``try``, in its ``else``, or after it in the
-    loop body (`try: ... except: continue` then `break`)."""
+    loop body (`try: ... except: continue` then `break`); with ``by_outcome``, only one that
+    the attempt's outcome can take (not the owner's switch or the clock: `_owner_exits`)."""
     body = getattr(loop, "body", [])
-    if _exits_after_work(attempt.body) or _exits(attempt.orelse):
+    owner = _owner_exits(loop) if by_outcome else set()
+    if _exits_after_work(attempt.body, owner) or _exits(attempt.orelse, owner):
         return True
-    return attempt in body and _exits(body[body.index(attempt) + 1 :])
+    return attempt in body and _exits(body[body.index(attempt) + 1 :], owner)
+
+
+# clock readings: an exit under a test of them is a deadline, not the attempt's success
+_CLOCK_CALLS = frozenset(
+    {"time", "monotonic", "perf_counter", "time_ns", "monotonic_ns", "now", "utcnow"}
+)
+
+
+def _owner_exits(loop: ast.AST) -> set[int]:
+    """The ids of the loop's exits (``break``/``return``) that its owner's switches or the
+    clock take, not the attempt's outcome: an exit under tests of nothing a round changes
+    alone (``if not self._keep_alive: break``, ``if self._keep_alive: sleep(10) else:
+    break``, ``if time.time() - start > duration: break``), or in a branch of such a test
+    whose other branch goes round (``if self._keep_alive: ...; continue`` / ``else:
+    break``: whatever the round did, the switch decides whether the loop lives on). Such an
+    exit ends a worked round and a failed one alike: the loop's work is periodic, stopped by
+    its owner or its deadline, and a pause that a worked round takes too is the period, not
+    the wait before trying again. An exit under a test of what the round computed (``if
+    r.ok: return``, ``if done: break``), of a call's answer (``if await ready(): break``),
+    or under no test at all ends the loop on success: a retry, or a readiness poll."""
+    changed = _names_changed_in(loop)
+    owner: set[int] = set()
+    for node, guards in _guarded_exits(getattr(loop, "body", []), []):
+        fixed = [not _reads_the_round(test, changed) for test, _ in guards]
+        if (guards and all(fixed)) or any(
+            unchanged and _ends_with_continue(other)
+            for unchanged, (_, other) in zip(fixed, guards, strict=True)
+        ):
+            owner.add(id(node))
+    return owner
+
+
+def _ends_with_continue(statements: list[ast.stmt]) -> bool:
+    return bool(statements) and isinstance(statements[-1], ast.Continue)
+
+
+def _names_changed_in(loop: ast.AST) -> set[str]:
+    """What the loop binds: its targets (a ``for``'s too), ``with ... as``, ``except ... as``,
+    walrus and augmented assignments, as dotted text (``r``, ``self.done``; the container of
+    an item assigned)."""
+    changed: set[str] = set()
+    targets: list[ast.expr] = []
+    if isinstance(loop, ast.For | ast.AsyncFor):
+        targets.append(loop.target)
+    for node in own_nodes(getattr(loop, "body", [])):
+        if isinstance(node, ast.Assign):
+            targets.extend(node.targets)
+        elif isinstance(
+            node, ast.AnnAssign | ast.AugAssign | ast.NamedExpr | ast.For | ast.AsyncFor
+        ):
+            targets.append(node.target)
+        elif isinstance(node, ast.withitem) and node.optional_vars is not None:
+            targets.append(node.optional_vars)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            changed.add(node.name)
+    while targets:
+        target = targets.pop()
+        if isinstance(target, ast.Tuple | ast.List):
+            targets.extend(target.elts)
+        elif isinstance(target, ast.Starred | ast.Subscript):
+            targets.append(target.value)  # `self.errors[kind] = n` changes `self.errors`
+        else:
+            text = dotted(target)
+            if text is not None:
+                changed.add(text)
+    return changed
+
+
+def _reads_the_round(test: ast.expr, changed: set[str]) -> bool:
+    """Whether a test reads what a round produced: a call's answer (not a clock's) or a name
+    the loop binds."""
+    for node in ast.walk(test):
+        if isinstance(node, ast.Await):
+            return True
+        if isinstance(node, ast.Call) and last_name(node.func) not in _CLOCK_CALLS:
+            return True
+        if isinstance(node, ast.Name | ast.Attribute) and dotted(node) in changed:
+            return True
+    return False
+
+
+def _guarded_exits(
+    statements: list[ast.stmt], guards: list[tuple[ast.expr, list[ast.stmt]]]
+) -> Iterator[tuple[ast.Break | ast.Return, list[tuple[ast.expr, list[ast.stmt]]]]]:
+    """The loop's own exits (not those of nested loops and functions), each with the ``if``
+    tests it is under and, for each, the branch it is not in."""
+    for statement in statements:
+        if isinstance(statement, ast.Break | ast.Return):
+            yield statement, guards
+        elif isinstance(statement, ast.If):
+            test = statement.test
+            yield from _guarded_exits(statement.body, [*guards, (test, statement.orelse)])
+            yield from _guarded_exits(statement.orelse, [*guards, (test, statement.body)])
+        elif isinstance(statement, ast.Match):
+            for case in statement.cases:
+                yield from _guarded_exits(case.body, [*guards, (statement.subject, [])])
+        elif not isinstance(statement, _OWN_LOOP_ENDS):
+            for field in ("body", "orelse", "finalbody"):
+                yield from _guarded_exits(getattr(statement, field, []), guards)
+            for handler in getattr(statement, "handlers", []):
+                yield from _guarded_exits(handler.body, guards)
 
 
 def _succeeds(loop: ast.AST, attempt: ast.Try) -> bool:
@@ -474,10 +578,13 @@ def _stops_on_success(loop: ast.AST) -> bool:
     return any(_succeeds(loop, attempt) for attempt in _tries(getattr(loop, "body", [])))
 
 
-def _retry_loop(ctx: Context, loop: ast.AST, scope: Scope, *, dependency: bool = False) -> bool:
+def _retry_loop(
+    ctx: Context, loop: ast.AST, scope: Scope, *, dependency: bool = False, by_outcome: bool = False
+) -> bool:
     """A loop whose body tries something, leaves the loop when it works and goes round
     again when it fails (``dependency``: and the attempt shows it reaches a dependency, see
-    `_reaches_dependency`, and the loop ends whenever it works, see `_leaves_when_done`)."""
+    `_reaches_dependency`, and the loop ends whenever it works, see `_leaves_when_done`;
+    ``by_outcome``: and that exit is taken by the attempt's outcome, see `_owner_exits`)."""
     for attempt in _tries(getattr(loop, "body", [])):
         retries = any(
             _goes_round(loop, attempt, h)
@@ -489,7 +596,9 @@ def _retry_loop(ctx: Context, loop: ast.AST, scope: Scope, *, dependency: bool =
             and not _ends_in_no_return(ctx, h, scope)
             for h in attempt.handlers
         )
-        if not (retries and _exits_when_done(loop, attempt)) or _rewaits(loop, attempt):
+        if not (retries and _exits_when_done(loop, attempt, by_outcome=by_outcome)) or _rewaits(
+            loop, attempt
+        ):
             continue
         in_coroutine = scope.kind == ASYNC
         if not dependency or (
@@ -532,7 +641,9 @@ def _never_returns(function: ast.AST) -> bool:
     return returns is not None and last_name(returns) in ("NoReturn", "Never")
 
 
-def _exits_after_work(statements: list[ast.stmt]) -> bool:
+def _exits_after_work(
+    statements: list[ast.stmt], ignored: frozenset[int] | set[int] = frozenset()
+) -> bool:
     """Whether the attempt leaves the loop after doing its work: an exit that comes before
     every call of the attempt (`if stopped: break` ahead of the read) is the owner's stop
     signal, not the attempt's success, and a loop whose work never ends it is not a retry."""
@@ -541,7 +652,8 @@ def _exits_after_work(statements: list[ast.stmt]) -> bool:
     exits = [
         node
         for node in _exit_statements(statements)
-        if not (
+        if id(node) not in ignored
+        and not (
             isinstance(node, ast.Return)
             and isinstance(node.value, ast.Constant)
             and node.value.value is False
@@ -942,14 +1054,16 @@ def check_sleep(ctx: Context, site: Site) -> None:
         for kind, node in site.blocks[loop_index + 1 :]
         if kind == HANDLER and isinstance(node, ast.ExceptHandler)
     ]
-    if not handlers and not _retry_loop(ctx, loop, site.scope):
-        return
+    if not handlers and not _retry_loop(ctx, loop, site.scope, by_outcome=True):
+        return  # not a retry, or a pause that a worked round takes too (a periodic loop's)
     if handlers and (_periodic(ctx, loop, call) or _ends_loop(loop, handlers[-1])):
         return
     if handlers and not _stops_on_success(loop):
         return  # a reader or service loop pausing after a failed round, not a retry
     if handlers and _asks_the_user(loop, functions_only=True):
         return  # every round waits for the person typing: they pace it, not the pause
+    if handlers and _binds_any_free_port(loop, handlers[-1]):
+        return  # no port that others wait for: nothing shared to retry in lock-step
     if handlers and (
         _nothing_yet(ctx, handlers[-1], site.scope)
         or _resumes(ctx, handlers[-1], site.scope)
@@ -973,6 +1087,33 @@ def check_sleep(ctx: Context, site: Site) -> None:
         "this retry waits without randomness, so clients that failed together retry "
         "together: add jitter (`adm.Retry(jitter='full')`, or `delay * random.uniform(0.5, "
         "1.5)`)",
+    )
+
+
+def _binds_any_free_port(loop: ast.AST, handler: ast.ExceptHandler) -> bool:
+    """The attempt whose failure the handler catches only binds a listening socket to port 0
+    (``socketserver.TCPServer(("", 0), Handler)``, ``sock.bind(("127.0.0.1", 0))``): the
+    system picks any free port, so the attempt contends for no port and reaches nothing
+    outside the host; the clients that fail together share no dependency to retry against.
+    A bind to a given port (several servers waiting for the same one to free) still fires."""
+    for attempt in _tries(getattr(loop, "body", [])):
+        if handler not in attempt.handlers:
+            continue
+        calls = [node for node in own_nodes(attempt.body) if isinstance(node, ast.Call)]
+        return bool(calls) and all(_binds_port_zero(call) for call in calls)
+    return False
+
+
+def _binds_port_zero(call: ast.Call) -> bool:
+    """A call whose first argument is an address on port 0 (``(host, 0)``)."""
+    if not call.args or not isinstance(call.args[0], ast.Tuple):
+        return False
+    address = call.args[0].elts
+    return (
+        len(address) >= 2
+        and isinstance(address[1], ast.Constant)
+        and type(address[1].value) is int
+        and address[1].value == 0
     )
 
 
