@@ -296,9 +296,10 @@ def _owner_exits(loop: ast.AST) -> set[int]:
     r.ok: return``, ``if done: break``), of a call's answer (``if await ready(): break``),
     or under no test at all ends the loop on success: a retry, or a readiness poll."""
     changed = _names_changed_in(loop)
+    called = _objects_called_in(loop)
     owner: set[int] = set()
     for node, guards in _guarded_exits(getattr(loop, "body", []), []):
-        fixed = [not _reads_the_round(test, changed) for test, _ in guards]
+        fixed = [not _reads_the_round(test, changed, called) for test, _ in guards]
         if (guards and all(fixed)) or any(
             unchanged and _ends_with_continue(other)
             for unchanged, (_, other) in zip(fixed, guards, strict=True)
@@ -343,15 +344,43 @@ def _names_changed_in(loop: ast.AST) -> set[str]:
     return changed
 
 
-def _reads_the_round(test: ast.expr, changed: set[str]) -> bool:
-    """Whether a test reads what a round produced: a call's answer (not a clock's) or a name
-    the loop binds."""
+# words of an attribute that holds an attempt's outcome, which a method of its object sets
+# (`self.connect()` then `if self.connected: break`), unlike an owner's switch (`keep_alive`)
+_OUTCOME_WORDS = frozenset(
+    {"authenticated", "available", "complete", "completed", "connected", "done", "established"}
+    | {"finished", "healthy", "logged", "ok", "ready", "response", "result", "status"}
+    | {"succeeded", "success", "successful"}
+)
+
+
+def _objects_called_in(loop: ast.AST) -> set[str]:
+    """The objects whose methods the loop calls (``self`` for ``self.connect()``), as
+    dotted text: such a method may set the object's attributes."""
+    called: set[str] = set()
+    for node in own_nodes(getattr(loop, "body", [])):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            text = dotted(node.func.value)
+            if text is not None:
+                called.add(text)
+    return called
+
+
+def _reads_the_round(test: ast.expr, changed: set[str], called: set[str]) -> bool:
+    """Whether a test reads what a round produced: a call's answer (not a clock's), a name
+    the loop binds, or an outcome of an object whose method the loop calls (``if
+    self.connected`` after ``self.connect()``)."""
     for node in ast.walk(test):
         if isinstance(node, ast.Await):
             return True
         if isinstance(node, ast.Call) and last_name(node.func) not in _CLOCK_CALLS:
             return True
         if isinstance(node, ast.Name | ast.Attribute) and dotted(node) in changed:
+            return True
+        if (
+            isinstance(node, ast.Attribute)
+            and dotted(node.value) in called
+            and any(word in _OUTCOME_WORDS for word in words(node.attr))
+        ):
             return True
     return False
 
