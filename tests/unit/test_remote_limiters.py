@@ -12,6 +12,7 @@ import gc
 import logging
 import math
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -376,11 +377,13 @@ def test_a_new_limiters_first_callers_share_one_registration() -> None:
     assert all(isinstance(lease, adm.stores.Lease) for lease in run(callers(down)))
 
 
-def test_a_give_back_in_flight_when_its_loop_shuts_down_leaves_no_task_behind() -> None:
-    """`asyncio.run` ends while a give-back's round trip is in flight: its task is
-    cancelled with the loop's, and the call with it. (The guard handed the call to a new
-    task made during the shutdown, which the closed loop left pending for good in the
-    module's set of background tasks: later tests waiting for that set to empty failed.)"""
+def _left_by_a_loop_that_ends_during(
+    scenario: Callable[[Any], Awaitable[None]],
+) -> tuple[MemoryStore, list[asyncio.Task[Any]]]:
+    """Runs ``scenario(bucket)`` under `asyncio.run`, on a 1/s bucket of burst 1 whose token
+    is taken, in a store that answers after 50 ms; the loop then shuts down. The store, and
+    the limiters' background tasks of that loop left in their set (only that loop's:
+    another test's may wait there for the amortised purge)."""
     from admission.stores import remote
 
     store = MemoryStore(latency=0.05)
@@ -390,16 +393,28 @@ def test_a_give_back_in_flight_when_its_loop_shuts_down_leaves_no_task_behind() 
     async def main() -> None:
         loops.append(asyncio.get_running_loop())
         await bucket.acquire()
+        await scenario(bucket)
+
+    run(main())
+    return store, [task for task in remote._background if task.get_loop() is loops[0]]
+
+
+def test_a_give_back_in_flight_when_its_loop_shuts_down_leaves_no_task_behind() -> None:
+    """`asyncio.run` ends while a give-back's round trip is in flight: its task is
+    cancelled with the loop's, and the call with it. (The guard handed the call to a new
+    task made during the shutdown, which the closed loop left pending for good in the
+    module's set of background tasks: later tests waiting for that set to empty failed.)"""
+
+    async def cancel_a_waiter(bucket: Any) -> None:
         waiter = asyncio.ensure_future(bucket.acquire(timeout=100))
         await asyncio.sleep(0.2)  # charged, asleep until its turn
         waiter.cancel()
         await asyncio.gather(waiter, return_exceptions=True)
         await asyncio.sleep(0)  # its give-back in flight as the loop shuts down
 
-    run(main())
+    store, left = _left_by_a_loop_that_ends_during(cancel_a_waiter)
     assert store.calls["rate_give_back"] == 1
-    # (Only this loop's: another test's may wait, in the set, for the amortised purge.)
-    assert not [task for task in remote._background if task.get_loop() is loops[0]]
+    assert not left
 
 
 def test_calls_a_loop_leaves_in_flight_as_it_closes_are_dropped_without_an_error(
@@ -417,21 +432,15 @@ def test_calls_a_loop_leaves_in_flight_as_it_closes_are_dropped_without_an_error
     # in this test's records: those must be this test's own.
     gc.collect()
     caplog.clear()
-    store = MemoryStore(latency=0.05)
-    bucket = adm.TokenBucket(rate=1, per=1, burst=1, name="api", store=store)
-    loops: list[asyncio.AbstractEventLoop] = []
 
-    async def main() -> None:
-        loops.append(asyncio.get_running_loop())
-        await bucket.acquire()
+    async def leave_a_waiter_and_a_round_trip(bucket: Any) -> None:
         callers = [asyncio.ensure_future(bucket.acquire(timeout=100))]
         await asyncio.sleep(0.2)  # charged, asleep until its turn
         callers.append(asyncio.ensure_future(bucket.acquire(timeout=100)))
         await asyncio.sleep(0.01)  # its round trip in flight
         assert not any(caller.done() for caller in callers)  # (left to the shutdown)
 
-    run(main())
-    left = [task for task in remote._background if task.get_loop() is loops[0]]
+    _, left = _left_by_a_loop_that_ends_during(leave_a_waiter_and_a_round_trip)
     assert {task.get_coro().__qualname__ for task in left} == {"_finish", "_GiveBacks._send"}
     assert not any(task.done() for task in left)
     with caplog.at_level(logging.ERROR, logger="asyncio"):
