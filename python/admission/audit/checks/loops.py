@@ -6,7 +6,8 @@ code, where it raises RuntimeError since Python 3.14 when no loop runs. Neither 
 version-guarded shim: under a ``sys.version_info`` / ``hasattr`` test, in a ``try`` that
 catches the RuntimeError, or in the fallback of a ``get_running_loop()`` that failed; nor
 does ADM502 after ``asyncio.set_event_loop(...)`` on every way to the call in the same
-function (at module level, after one at module level). A generator decorated
+function (at module level, after one at module level), or under a test that the loop
+``get_running_loop()`` returned is there (a loop runs: it is returned). A generator decorated
 as a coroutine (``@types.coroutine``, ``@asyncio.coroutine``, tornado's ``@gen.coroutine``) is
 a coroutine: ADM501, and so is a generator under any decorator that yields asyncio's futures
 (``x = yield asyncio.ensure_future(...)``: a framework's coroutine or test decorator drives it).
@@ -228,6 +229,63 @@ def _generator_coroutine(ctx: Context, site: Site) -> bool:
     )
 
 
+_GET_RUNNING_LOOP = frozenset({"asyncio.get_running_loop", "asyncio.events.get_running_loop"})
+
+
+def _under_a_running_loop(ctx: Context, site: Site) -> bool:
+    """In the body of an ``if`` that holds only when ``get_running_loop()`` returned a loop:
+    its test reads, as present, a name the function binds only to that call's result or to
+    None (``try: loop = get_running_loop()`` / ``except RuntimeError: loop = None``, then
+    ``if loop and loop.is_running():`` or ``if loop is not None:``). A loop runs there, so
+    ``get_event_loop()`` returns it and cannot raise. A test of absence (``if loop is
+    None:``), or a name also bound to anything else, says nothing."""
+    function = site.scope.function()
+    if function is None:
+        return False
+    for kind, node in ctx.guarded_by(site):
+        if kind != IF:
+            continue
+        assert isinstance(node, ast.If)
+        for name in _present(node.test):
+            values = function.assigns.get(name, [])
+            running = [
+                v
+                for v in values
+                if isinstance(v, ast.Call) and ctx.resolve(v.func) in _GET_RUNNING_LOOP
+            ]
+            if running and all(
+                v in running or (isinstance(v, ast.Constant) and v.value is None) for v in values
+            ):
+                return True
+    return False
+
+
+def _present(test: ast.expr) -> list[str]:
+    """The names a test requires to be present: ``x``, ``x is not None``, ``x.is_running()``,
+    or any of them in an ``and``."""
+    if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
+        return [name for value in test.values for name in _present(value)]
+    if isinstance(test, ast.Name):
+        return [test.id]
+    if (
+        isinstance(test, ast.Compare)
+        and isinstance(test.left, ast.Name)
+        and len(test.ops) == 1
+        and isinstance(test.ops[0], ast.IsNot)
+        and isinstance(test.comparators[0], ast.Constant)
+        and test.comparators[0].value is None
+    ):
+        return [test.left.id]
+    if (
+        isinstance(test, ast.Call)
+        and isinstance(test.func, ast.Attribute)
+        and test.func.attr == "is_running"
+        and isinstance(test.func.value, ast.Name)
+    ):
+        return [test.func.value.id]
+    return []
+
+
 def check_get_event_loop(ctx: Context, site: Site) -> None:
     """ADM501 in a coroutine, ADM502 elsewhere."""
     call = site.node
@@ -259,7 +317,7 @@ def check_get_event_loop(ctx: Context, site: Site) -> None:
             fix=fix,
         )
         return
-    if _loop_set_before(ctx, site, call):
+    if _loop_set_before(ctx, site, call) or _under_a_running_loop(ctx, site):
         return
     ctx.report(
         call,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Callable
+from typing import TypeVar
 
 from admission.audit.checks.blocking import HTTP_VERBS
 from admission.audit.checks.context import Context, matches, own_nodes, words
@@ -286,7 +287,8 @@ def _started_once(site: Site, function: Scope) -> bool:
     test reads a name or attribute that the body then binds (``if self._loop is not None and
     self._loop.is_running(): return`` ... ``self._loop = new_event_loop()``; ``if _started:
     return`` ... ``_started = True``): a start that runs only when nothing runs, one at a
-    time. Only the state of the object (``self.x``) or of the module (a ``global``) counts: a
+    time. Only the state of the object (``self.x``), of the class in a classmethod
+    (``cls.x``) or of the module (a ``global``) counts: a
     guard on anything else (``if request is None: return``, a local rebound after ``if not
     items: return``) says nothing."""
     line = getattr(site.node, "lineno", 0)
@@ -300,8 +302,12 @@ def _started_once(site: Site, function: Scope) -> bool:
         if isinstance(node, ast.With | ast.AsyncWith) and (node.end_lineno or line) < line
     ]
 
+    # a classmethod's `cls.x` is the class's state, shared by every object: a start-once
+    # flag there is the process's
+    owners = ("self.", "cls.") if next(iter(function.params), None) == "cls" else ("self.",)
+
     def state(text: str | None) -> bool:
-        return text is not None and (text.startswith("self.") or text in function.globals)
+        return text is not None and (text.startswith(owners) or text in function.globals)
 
     for body in bodies:
         for index, guard in enumerate(body):
@@ -457,19 +463,27 @@ def _signals_set(statement: ast.stmt) -> set[str]:
 
 
 def _final_signals(statements: list[ast.stmt]) -> set[str]:
-    """The signals a function body sets as its last act: in its last statement (into the
-    ``try``/``with``/``if`` it ends with), or right before a ``break``/``return`` that ends
-    it (``done.set(); break`` in its loop)."""
-    found: set[str] = set()
+    """The signals a function body sets as its last act."""
+    return _final_acts(statements, _signals_set)
+
+
+_Act = TypeVar("_Act")
+
+
+def _final_acts(statements: list[ast.stmt], read: Callable[[ast.stmt], set[_Act]]) -> set[_Act]:
+    """What ``read`` finds in a function body's last act: its last statement (into the
+    ``try``/``with``/``if`` it ends with), or the statement right before a
+    ``break``/``return`` that ends it (``done.set(); break`` in its loop)."""
+    found: set[_Act] = set()
     if not statements:
         return found
     last = statements[-1]
     if isinstance(last, ast.Try):
-        found |= _final_signals(last.body) | _final_signals(last.finalbody)
-    elif isinstance(last, ast.With | ast.If):
-        found |= _final_signals(last.body)
-    elif not isinstance(last, ast.While | ast.For):
-        found |= _signals_set(last)
+        found |= _final_acts(last.body, read) | _final_acts(last.finalbody, read)
+    elif isinstance(last, ast.With | ast.AsyncWith | ast.If):
+        found |= _final_acts(last.body, read)
+    elif not isinstance(last, ast.While | ast.For | ast.AsyncFor):
+        found |= read(last)
     for node in own_nodes(statements):
         body = getattr(node, "body", None)
         for block in (body, getattr(node, "orelse", None)):
@@ -477,8 +491,113 @@ def _final_signals(statements: list[ast.stmt]) -> set[str]:
                 continue
             for index, statement in enumerate(block[1:], 1):
                 if isinstance(statement, ast.Break | ast.Return):
-                    found |= _signals_set(block[index - 1])
+                    found |= read(block[index - 1])
     return found
+
+
+# A queue's producer end (`q.put(item)`, `q.put_nowait(item)`) and its consumer end.
+_PUTS = frozenset({"put", "put_nowait"})
+
+
+def _puts(statements: list[ast.stmt]) -> set[tuple[str, str]]:
+    """The (queue, name) pairs that ``statements`` put a name into: ``q.put(DONE)``, or the
+    put handed to a call with its item (``loop.call_soon_threadsafe(q.put_nowait, DONE)``)."""
+    found = set()
+    for node in own_nodes(statements):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Attribute) and func.attr in _PUTS and node.args:
+            pairs = [(func.value, node.args[0])]
+        else:
+            pairs = [
+                (arg.value, item)
+                for arg, item in zip(node.args, node.args[1:], strict=False)
+                if isinstance(arg, ast.Attribute) and arg.attr in _PUTS
+            ]
+        for queue, item in pairs:
+            text = dotted(queue)
+            if text is not None and isinstance(item, ast.Name):
+                found.add((text, item.id))
+    return found
+
+
+def _final_puts(run: Scope) -> set[tuple[str, str]]:
+    """The sentinels a thread's target puts into a queue as its last act, also through a
+    function defined in it that its last act runs (``asyncio.run(drain())``, whose
+    ``finally`` puts it)."""
+    body = getattr(run.node, "body", [])
+    statements = body if isinstance(body, list) else []
+    nested = {
+        statement.name: statement.body
+        for statement in statements
+        if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+
+    def read(statement: ast.stmt) -> set[tuple[str, str]]:
+        found = _puts([statement])
+        for node in own_nodes([statement]):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                inner = nested.pop(node.func.id, None)  # popped: read once, no recursion
+                if inner is not None:
+                    found |= _final_acts(inner, read)
+        return found
+
+    return _final_acts(statements, read)
+
+
+def _reads_until(scope: Scope, queue: str, sentinel: str, after: int) -> bool:
+    """A loop of ``scope``, after line ``after``, that takes items from ``queue`` with no
+    timeout (``item = q.get()``, ``await q.get()``) and leaves when one is ``sentinel``
+    (``if item is DONE: break``, or ``if q.get() is DONE: break``)."""
+
+    def taken(value: ast.expr) -> bool:
+        value = value.value if isinstance(value, ast.Await) else value
+        return _bare_call_on(value, ("get", "get_nowait"), queue)
+
+    body = getattr(scope.node, "body", [])
+    for loop in own_nodes(body if isinstance(body, list) else []):
+        if not isinstance(loop, ast.While | ast.For | ast.AsyncFor) or loop.lineno <= after:
+            continue
+        nodes = list(own_nodes(loop.body))
+        items = {
+            node.targets[0].id
+            for node in nodes
+            if isinstance(node, ast.Assign)
+            and isinstance(node.targets[0], ast.Name)
+            and taken(node.value)
+        }
+        for node in nodes:
+            if not (
+                isinstance(node, ast.If)
+                and isinstance(node.body[-1], ast.Break | ast.Return)
+                and isinstance(node.test, ast.Compare)
+                and isinstance(node.test.ops[0], ast.Is)
+                and dotted(node.test.comparators[0]) == sentinel
+            ):
+                continue
+            left = node.test.left
+            if (isinstance(left, ast.Name) and left.id in items) or taken(left):
+                return True
+    return False
+
+
+def _hands_its_end_through_a_queue(ctx: Context, run: Scope, site: Site, line: int) -> bool:
+    """The thread's target puts a sentinel into a queue as its last act, and the function
+    that started it reads that queue, with no timeout, until the sentinel comes: a join
+    spelled as a queue handshake. A sentinel also put by other code of the function (a
+    callback), or put as the thread starts, says nothing of its end."""
+    others = [site.scope, *(f for f in ctx.facts.functions if f.parent is site.scope)]
+    for queue, sentinel in _final_puts(run):
+        if any(
+            (queue, sentinel) in _puts(getattr(other.node, "body", []))
+            for other in others
+            if other is not run
+        ):
+            continue
+        if _reads_until(site.scope, queue, sentinel, line):
+            return True
+    return False
 
 
 def _waits_for(scope: Scope, signal: str) -> bool:
@@ -490,14 +609,7 @@ def _waits_for(scope: Scope, signal: str) -> bool:
     for node in own_nodes(body if isinstance(body, list) else []):
         if isinstance(node, ast.Await) and dotted(node.value) == signal:
             return True
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr in ("wait", "result")
-            and not node.args
-            and not node.keywords
-            and dotted(node.func.value) == signal
-        ):
+        if _bare_call_on(node, ("wait", "result"), signal):
             return True
         if isinstance(node, ast.While) and any(
             isinstance(n, ast.Call)
@@ -510,12 +622,25 @@ def _waits_for(scope: Scope, signal: str) -> bool:
     return False
 
 
+def _bare_call_on(node: ast.AST, methods: tuple[str, ...], receiver: str) -> bool:
+    """A call of one of ``methods`` on ``receiver``, handed nothing (no timeout)."""
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in methods
+        and not node.args
+        and not node.keywords
+        and dotted(node.func.value) == receiver
+    )
+
+
 def _signals_its_end(ctx: Context, call: ast.Call, site: Site) -> bool:
     """The thread runs a function of the same scope (a closure, ``target=run``) that sets an
     event or resolves a future as its last act, and the thread's owner waits for that
-    signal (``await self._join_fut``, ``while not done.is_set():``): a join spelled as a
-    signal, the owner goes on only once the thread has (all but) ended. A signal set as the
-    thread starts (a ready handshake) is no join, and still fires."""
+    signal (``await self._join_fut``, ``while not done.is_set():``), or puts a sentinel
+    into a queue the owner reads until it comes: a join spelled as a signal, the owner goes
+    on only once the thread has (all but) ended. A signal set as the thread starts (a ready
+    handshake) is no join, and still fires."""
     target = next((k.value for k in call.keywords if k.arg == "target"), None)
     if not isinstance(target, ast.Name):
         return False
@@ -528,6 +653,8 @@ def _signals_its_end(ctx: Context, call: ast.Call, site: Site) -> bool:
         return False
     body = getattr(runs[0].node, "body", [])
     if _waits_for_its_last_call(runs[0], site.scope, call):
+        return True
+    if _hands_its_end_through_a_queue(ctx, runs[0], site, call.lineno):
         return True
     for signal in _final_signals(body if isinstance(body, list) else []):
         owners = [o for o in _owners(ctx, signal, site.scope) if o is not runs[0]]
@@ -1000,6 +1127,47 @@ def check_thread(ctx: Context, site: Site) -> None:
         )
 
 
+_ASYNCIO_RUN = frozenset({"asyncio.run", "asyncio.runners.run"})
+
+
+def _default_executor_of_its_own_loop(ctx: Context, site: Site, function: Scope) -> bool:
+    """Handed, as it is built, to the running loop as its default executor
+    (``asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(...))``) by a
+    coroutine that every call of the file hands straight to ``asyncio.run``: each run's
+    loop is its own, and ``asyncio.run`` shuts the loop's default executor down as the loop
+    ends, as a ``with`` block would (one pool per loop, kept by the object it serves). A
+    coroutine also awaited, or handed on, runs on a loop that outlives the call (and the
+    pool it leaves behind) and still fires."""
+    if function.kind != "async def" or function.name not in ctx.calls_by_name():
+        return False
+    body = getattr(function.node, "body", [])
+    handed = any(
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "set_default_executor"
+        and node.args[:1] == [site.node]
+        for node in own_nodes(body if isinstance(body, list) else [])
+    )
+    if not handed:
+        return False
+
+    def is_callee(func: ast.expr) -> bool:
+        return _names_function(func, function)
+
+    calls = runs = 0
+    for caller in [ctx.facts.module, *ctx.facts.functions]:
+        statements = getattr(caller.node, "body", [])
+        statements = statements if isinstance(statements, list) else []
+        calls += _calls_in(statements, is_callee)[0]
+        runs += sum(
+            isinstance(node, ast.Call)
+            and ctx.resolve(node.func) in _ASYNCIO_RUN
+            and any(isinstance(arg, ast.Call) and is_callee(arg.func) for arg in node.args[:1])
+            for node in own_nodes(statements)
+        )
+    return calls > 0 and runs == calls
+
+
 def check_executor(ctx: Context, site: Site) -> None:
     """ADM303 at ``ThreadPoolExecutor()`` built per call."""
     call = site.node
@@ -1015,6 +1183,8 @@ def check_executor(ctx: Context, site: Site) -> None:
         return
     target = ctx.facts.bound_to.get(id(call))
     if target is not None and _stored_on_another_object(target):
+        return
+    if _default_executor_of_its_own_loop(ctx, site, function):
         return
     reason = None
     if function.kind == "async def":
