@@ -754,6 +754,26 @@ def _called_only_when_none_runs(ctx: Context, target: str, function: Scope) -> b
     return calls > 0 and guarded == calls
 
 
+def _replaced_once_ended(site: Site, target: str) -> bool:
+    """Bound to the object's thread (``self._ka = Thread(...)``) in the body of an ``if``
+    that holds only when that thread has ended (``if not self._ka.is_alive():``): a new one
+    replaces the last only once it is gone, one at a time. A test of another thread, or of
+    a parameter, says nothing of this one."""
+    if not target.startswith("self."):
+        return False
+    return any(
+        kind == IF
+        and isinstance(node, ast.If)
+        and isinstance(node.test, ast.UnaryOp)
+        and isinstance(node.test.op, ast.Not)
+        and isinstance(node.test.operand, ast.Call)
+        and isinstance(node.test.operand.func, ast.Attribute)
+        and node.test.operand.func.attr == "is_alive"
+        and dotted(node.test.operand.func.value) == target
+        for kind, node in site.blocks
+    )
+
+
 def _tests_empty(test: ast.expr, target: str) -> bool:
     """``not self.x``, ``self.x is None``, or either in an ``and``."""
     if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
@@ -1091,6 +1111,8 @@ def check_thread(ctx: Context, site: Site) -> None:
     if _signals_its_end(ctx, call, site):
         return
     if target is not None and _called_only_when_none_runs(ctx, target, function):
+        return
+    if target is not None and _replaced_once_ended(site, target):
         return
     container = _element_of(ctx, call, site)
     if container is not None and _container_joined(ctx, container, site.scope):
