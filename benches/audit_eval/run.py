@@ -87,7 +87,7 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   service, a chat-application server for LLM apps and a coding agent at the terminal,
   pinned (committed) before the audit ran on it, once the sixteenth had been read; its
   first run (block ``holdout17-unseen``) is the estimate of precision on unseen code of
-  round 19's rules.
+  round 19's rules (round 20 read its false positives for fixes).
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
