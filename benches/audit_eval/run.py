@@ -1,7 +1,7 @@
 """`make audit-eval`: the audit's precision on real code, beside ruff's and flake8-async's
 ASYNC rules on the same code.
 
-Seventeen corpora, each a list of source distributions pinned by name, version and sha256,
+Eighteen corpora, each a list of source distributions pinned by name, version and sha256,
 downloaded with pip from the package index into ``.venv/audit-eval/`` (never committed):
 
 - ``seen`` (``corpus.txt``, labels in ``labels.csv``): read while the rules were written;
@@ -79,7 +79,14 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   server and a load generator, pinned (committed) before the audit ran on it, once the
   fifteenth had been read; its first run (block ``holdout16-unseen``) is the estimate of
   precision on unseen code of round 17's rules (round 18 read its false positives for
-  fixes).
+  fixes);
+- ``holdout18`` (``holdout18.txt``, labels in ``holdout18_labels.csv``): an eighteenth,
+  chosen for hand-written async application code outside LLMs: four chat bots and bot
+  frameworks (Discord, Telegram, VK), three task queues and workers' service layers and
+  three async database layers (an ORM, a MongoDB ODM, sqlite3 on a thread), pinned
+  (committed) before the audit ran on it, once the sixteenth had been read; its first run
+  (block ``holdout18-unseen``) is the estimate of precision on unseen code of round 19's
+  rules.
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
@@ -106,7 +113,7 @@ benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
 script's output, never copied by hand.
 
     .venv/bin/python benches/audit_eval/run.py
-        [--corpus seen holdout holdout2 ... holdout16] [--no-flake8]
+        [--corpus seen holdout holdout2 ... holdout18] [--no-flake8]
         [--allow-unlabelled] [--write-results] [--block NAME]
 """
 
@@ -151,6 +158,7 @@ CORPORA = {
     "holdout14": ("holdout14.txt", "holdout14_labels.csv"),
     "holdout15": ("holdout15.txt", "holdout15_labels.csv"),
     "holdout16": ("holdout16.txt", "holdout16_labels.csv"),
+    "holdout18": ("holdout18.txt", "holdout18_labels.csv"),
 }
 
 LabelKey = tuple[str, str, int, str]  # project, path, line, code
