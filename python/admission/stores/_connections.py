@@ -197,10 +197,24 @@ class Connections(Generic[C]):
 
     async def aclose(self, close: Callable[[C], Awaitable[object]]) -> None:
         """Closes the idle connections with ``close`` (the others are discarded as they are
-        given back) and makes `take` fail from now on; idempotent."""
+        given back) and makes `take` fail from now on; idempotent. Cancelled meanwhile, it
+        discards those it had not closed yet: off the list, they would stay open."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        self._open -= len(idle)
+        for done, conn in enumerate(idle):
+            try:
+                with contextlib.suppress(Exception):
+                    await close(conn)
+            except BaseException:
+                for left in idle[done:]:
+                    self._discard(left)
+                raise
+
+    def close(self) -> None:
+        """`aclose` at once: the idle connections closed by ``discard``."""
         self._closed = True
         idle, self._idle = self._idle, []
         self._open -= len(idle)
         for conn in idle:
-            with contextlib.suppress(Exception):
-                await close(conn)
+            self._discard(conn)
