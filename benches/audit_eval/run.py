@@ -1,7 +1,7 @@
 """`make audit-eval`: the audit's precision on real code, beside ruff's and flake8-async's
 ASYNC rules on the same code.
 
-Eighteen corpora, each a list of source distributions pinned by name, version and sha256,
+Nineteen corpora, each a list of source distributions pinned by name, version and sha256,
 downloaded with pip from the package index into ``.venv/audit-eval/`` (never committed):
 
 - ``seen`` (``corpus.txt``, labels in ``labels.csv``): read while the rules were written;
@@ -87,7 +87,14 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   service, a chat-application server for LLM apps and a coding agent at the terminal,
   pinned (committed) before the audit ran on it, once the sixteenth had been read; its
   first run (block ``holdout17-unseen``) is the estimate of precision on unseen code of
-  round 19's rules (round 20 read its false positives for fixes).
+  round 19's rules (round 20 read its false positives for fixes);
+- ``holdout18`` (``holdout18.txt``, labels in ``holdout18_labels.csv``): an eighteenth,
+  chosen for hand-written async application code outside LLMs: four chat bots and bot
+  frameworks (Discord, Telegram, VK), three task queues and workers' service layers and
+  three async database layers (an ORM, a MongoDB ODM, sqlite3 on a thread), pinned
+  (committed) before the audit ran on it, once the sixteenth had been read; its first run
+  (block ``holdout18-unseen``) is the estimate of precision on unseen code of round 19's
+  rules (round 20 read its false positives for fixes).
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
@@ -114,7 +121,7 @@ benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
 script's output, never copied by hand.
 
     .venv/bin/python benches/audit_eval/run.py
-        [--corpus seen holdout holdout2 ... holdout17] [--no-flake8]
+        [--corpus seen holdout holdout2 ... holdout18] [--no-flake8]
         [--allow-unlabelled] [--write-results] [--block NAME]
 """
 
@@ -160,6 +167,7 @@ CORPORA = {
     "holdout15": ("holdout15.txt", "holdout15_labels.csv"),
     "holdout16": ("holdout16.txt", "holdout16_labels.csv"),
     "holdout17": ("holdout17.txt", "holdout17_labels.csv"),
+    "holdout18": ("holdout18.txt", "holdout18_labels.csv"),
 }
 
 LabelKey = tuple[str, str, int, str]  # project, path, line, code

@@ -230,6 +230,32 @@ def test_a_reply_cut_short_or_not_resp_fails_the_call_and_its_connection(answer:
     run(scenario())
 
 
+def test_a_connection_given_back_just_before_its_loop_ends_is_closed(
+    redis_server: RedisServer,
+) -> None:
+    """A call that ends as ``asyncio.run`` begins to shut down (a release in the background
+    after the store closed, say) gives back a connection the store no longer keeps: it is
+    closed then, not in a task the shutdown cancelled before it ran (its socket stayed open
+    until collected: a ResourceWarning in a later test)."""
+    store = adm.stores.Redis(redis_server.url())
+    transports: list[asyncio.Transport] = []
+
+    async def main() -> None:
+        await store.rate("loop-end", None, SECOND, 10, 1, 0)  # a connection opened, idle
+        assert store._direct is not None
+        conn = await store._direct.take()
+        transports.append(conn._writer.transport)
+        await store.aclose()
+        # Given back in the loop's last turn: by a callback after the main coroutine's end,
+        # as a call in the background ends then.
+        asyncio.get_running_loop().call_soon(store._direct.give, conn, True)
+
+    asyncio.run(main())
+    (transport,) = transports
+    assert transport.is_closing()
+    assert transport.get_extra_info("socket").fileno() == -1
+
+
 class _ScriptedServer:
     """A server that goes through redis-py's handshake and answers each script, on whichever
     connection it comes, with the next of ``answers``: (seconds to wait first, the reply,

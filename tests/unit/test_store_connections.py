@@ -140,6 +140,52 @@ def test_a_connection_given_back_after_closing_is_discarded() -> None:
     asyncio.run(main())
 
 
+def test_closing_cancelled_midway_discards_the_connections_it_had_not_closed() -> None:
+    """Off the idle list when `aclose` began, they would stay open."""
+
+    async def main() -> None:
+        conns, _ = make(3)
+        held = [await conns.take() for _ in range(3)]
+        for conn in held:
+            conns.give(conn, True)
+        closed: list[Fake] = []
+        first_closing = asyncio.Event()
+
+        async def close(conn: Fake) -> None:
+            first_closing.set()
+            await asyncio.sleep(3600)  # a server that never answers the close
+            closed.append(conn)
+
+        closing = asyncio.ensure_future(conns.aclose(close))
+        await first_closing.wait()
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        assert closed == []
+        assert sorted(c.id for c in held if c.closed_by == "discard") == sorted(c.id for c in held)
+        assert conns.open == 0
+        with pytest.raises(ConnectionError, match="closed"):
+            await conns.take()
+
+    asyncio.run(main())
+
+
+def test_close_discards_the_idle_connections_at_once_and_the_others_as_given_back() -> None:
+    async def main() -> None:
+        conns, _ = make(2)
+        idle, busy = await conns.take(), await conns.take()
+        conns.give(idle, True)
+        conns.close()
+        assert idle.closed_by == "discard"
+        assert busy.closed_by is None
+        conns.give(busy, True)
+        assert busy.closed_by == "discard"
+        assert conns.open == 0
+        assert conns.closed
+
+    asyncio.run(main())
+
+
 def test_a_connection_whose_caller_gave_up_opening_it_serves_the_next_caller() -> None:
     """Opening a connection takes longer than the caller waits (its timeout): it goes on,
     and the connection serves the next caller, rather than every caller cutting its own

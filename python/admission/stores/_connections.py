@@ -197,10 +197,27 @@ class Connections(Generic[C]):
 
     async def aclose(self, close: Callable[[C], Awaitable[object]]) -> None:
         """Closes the idle connections with ``close`` (the others are discarded as they are
-        given back) and makes `take` fail from now on; idempotent."""
+        given back) and makes `take` fail from now on; idempotent. Cancelled meanwhile, it
+        discards those it had not closed yet: off the list, they would stay open."""
+        idle = self._end()
+        for done, conn in enumerate(idle):
+            try:
+                with contextlib.suppress(Exception):
+                    await close(conn)
+            except BaseException:
+                for left in idle[done:]:
+                    self._discard(left)
+                raise
+
+    def close(self) -> None:
+        """`aclose` at once: the idle connections closed by ``discard``."""
+        for conn in self._end():
+            self._discard(conn)
+
+    def _end(self) -> list[C]:
+        """Makes `take` fail from now on; the idle connections, taken off the list and the
+        count of those open, for the caller to close."""
         self._closed = True
         idle, self._idle = self._idle, []
         self._open -= len(idle)
-        for conn in idle:
-            with contextlib.suppress(Exception):
-                await close(conn)
+        return idle

@@ -410,16 +410,19 @@ def _usable(conn: Any) -> bool:
     )
 
 
-def _close_soon(conn: Any) -> None:
-    # redis-py closes a connection whose command failed itself; this is for the others
-    # (stale, or given back after the store closed). Its disconnect is a coroutine.
-    with contextlib.suppress(RuntimeError):  # no running loop: nothing left to close on
-        task = asyncio.get_running_loop().create_task(conn.disconnect(nowait=True))
-        _closing.add(task)
-        task.add_done_callback(_closing.discard)
-
-
-_closing: set[asyncio.Task[Any]] = set()
+def _close_now(conn: Any) -> None:
+    """Closes redis-py connection ``conn`` (broken, stale, or given back after the store
+    closed) at once: its transport now, not in a task running its ``disconnect`` coroutine,
+    which a loop shutting down cancels before it ran if it was made just before
+    (``asyncio.run`` cancels the tasks there are when it begins): the socket stayed open."""
+    writer = conn._writer
+    if writer is None:
+        return
+    conn._reader = conn._writer = None  # as redis-py's disconnect leaves it
+    # A closed loop (its last call given back as it is collected) cannot close it: the
+    # socket closes when collected.
+    with contextlib.suppress(RuntimeError):
+        writer.close()
 
 
 class _Unreachable(Exception):
@@ -646,7 +649,7 @@ class Redis(NetworkStore):
                 return conn
 
             # The store's calls use redis-py's connections directly (module docstring).
-            self._direct = Connections(connect, _close_soon, _usable, pool.max_connections)
+            self._direct = Connections(connect, _close_now, _usable, pool.max_connections)
         except ValueError as exc:
             # redis-py's message may quote the URL: say what is wrong without it.
             raise ValueError(
@@ -765,7 +768,7 @@ class Redis(NetworkStore):
         if connections is None:
             connections = self._nodes[node.name] = Connections(
                 _connect_to(node, self._node_settings),
-                _close_soon,
+                _close_now,
                 _usable,
                 DEFAULT_MAX_CONNECTIONS,
             )
@@ -788,12 +791,7 @@ class Redis(NetworkStore):
         primaries = {node.name for node in self._client.get_primaries()}
         for name in [name for name in self._nodes if name not in primaries]:
             gone = self._nodes.pop(name)
-            # Its idle connections now, the others as their calls give them back.
-            closing = asyncio.get_running_loop().create_task(
-                gone.aclose(lambda conn: conn.disconnect(nowait=True))
-            )
-            _closing.add(closing)
-            closing.add_done_callback(_closing.discard)
+            gone.close()  # its idle connections now, the others as their calls give them back
             for forget in self._server_gone:
                 forget(name)
 
