@@ -12,6 +12,7 @@ import fnmatch
 import re
 from collections.abc import Iterable, Iterator
 
+from admission.audit.checks.class_state import is_empty_collection, returns_class_state
 from admission.audit.config import Settings
 from admission.audit.findings import Finding, Fix
 from admission.audit.names import dotted, last_name
@@ -799,6 +800,10 @@ class Context:
         if isinstance(node, ast.Call):
             if registrations_query(node):
                 return False
+            function = scope.function()
+            owner = function.cls if function is not None else None
+            if owner is not None and returns_class_state(self.facts, node, owner):
+                return False  # `self.get_link_fields()`: the class's schema or its registry
             name = last_name(node.func)
             if self.resolve(node.func) in _CASTS and len(node.args) == 2:
                 # `cast(T, x)` hands back `x` itself: what it is decides
@@ -935,13 +940,7 @@ class Context:
     def _filled(self, value: ast.expr) -> bool:
         """An empty collection the function fills (``rows = []`` then appends): its size is
         what the filling loop gives, which the fan-out rules judge at that loop."""
-        if isinstance(value, ast.List | ast.Set | ast.Dict):
-            return not (value.elts if isinstance(value, ast.List | ast.Set) else value.keys)
-        return (
-            isinstance(value, ast.Call)
-            and not value.args
-            and last_name(value.func) in ("list", "set", "dict", "deque", "defaultdict")
-        )
+        return is_empty_collection(value)
 
     def _test_compares_len(self, test: ast.expr, scope: Scope) -> bool:
         """A loop condition that is a predicate of this file comparing a ``len(...)``
