@@ -25,14 +25,14 @@ _NESTED_BLOCKS = frozenset({"body", "orelse", "finalbody", "handlers", "cases"})
 
 
 def is_empty_collection(value: ast.expr) -> bool:
-    """``[]``, ``{}``, ``set()``, ``list()``, ``dict()``, ``deque()``, ``defaultdict()``."""
+    """``[]``, ``{}``, ``set()``, ``list()``, ``dict()``, ``deque()``, ``defaultdict()``, also
+    with the items' type written in (``list[Manager]()``: the same empty list)."""
     if isinstance(value, ast.List | ast.Set | ast.Dict):
         return not (value.elts if isinstance(value, ast.List | ast.Set) else value.keys)
-    return (
-        isinstance(value, ast.Call)
-        and not value.args
-        and last_name(value.func) in ("list", "set", "dict", "deque", "defaultdict")
-    )
+    if not isinstance(value, ast.Call) or value.args:
+        return False
+    func = value.func.value if isinstance(value.func, ast.Subscript) else value.func
+    return last_name(func) in ("list", "set", "dict", "deque", "defaultdict")
 
 
 def returns_class_state(facts: FileFacts, call: ast.Call, owner: ast.ClassDef) -> bool:

@@ -654,7 +654,12 @@ class Context:
                     return all(self._yields_batches(i) for i in iterables)
                 values = current.assigns.get(node.id)
                 if values:
-                    return all(self.iterable_bounded(v, current, seen + 1) for v in values)
+                    return all(
+                        self._filled_by_bounded_loops(node.id, current)
+                        if isinstance(v, ast.Call) and is_empty_collection(v)
+                        else self.iterable_bounded(v, current, seen + 1)
+                        for v in values
+                    )
                 if node.id in current.params:
                     # `*args`: the items the caller wrote out; `nodes: dict[str, Node]`: the
                     # program's own resources, as the annotation says; a private function's
@@ -667,6 +672,26 @@ class Context:
                 current = current.parent
             return False
         return False
+
+    def _filled_by_bounded_loops(self, name: str, scope: Scope) -> bool:
+        """A collection built empty by a call (``list()``, ``list[Manager]()``) holds what
+        the function puts in: bounded when it is filled, one item per ``append``/``add``, only
+        in bounded loops or outside any (``for _ in range(workers): managers.append(...)``).
+        Filled by ``extend``/``update`` or by another function (a callback): not read so."""
+        fills = scope.appends.get(name)
+        if not fills or ".extend" in scope.calls or ".update" in scope.calls:
+            return False
+        if any(
+            name in inner.appends and name not in inner.assigns and _nested_in(inner, scope)
+            for inner in self.facts.functions
+        ):
+            return False
+        return all(
+            self.loop_bounded(loop, scope)
+            for _, blocks in fills
+            for kind, loop in blocks
+            if kind == LOOP
+        )
 
     def calls_by_name(self) -> dict[str, list[ast.Call]]:
         """The file's calls of a plain name or of a method (on any object), by that name; a
@@ -995,6 +1020,16 @@ class Context:
             if kind == LOOP:
                 return node
         return None
+
+
+def _nested_in(inner: Scope, outer: Scope) -> bool:
+    """Whether ``inner`` is defined inside ``outer`` (at any depth)."""
+    parent = inner.parent
+    while parent is not None:
+        if parent is outer:
+            return True
+        parent = parent.parent
+    return False
 
 
 def _unpacked(name: str, scope: Scope) -> bool:
