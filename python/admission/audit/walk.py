@@ -4,7 +4,8 @@ Owns the traversal and the facts it collects: scopes (module, class, ``def``, ``
 ``lambda``), the blocks around each node inside its scope (loops, ``with``, ``try``, ``if``),
 assignments, appends, awaits, and the call sites a rule may care about. It decides nothing: the
 rules (``admission.audit.checks``) read these facts after the walk, when every function of the
-file is known.
+file is known. What follows a ``return``, ``raise``, ``break`` or ``continue`` in its own block
+never runs, and is not walked: no rule reports it, and nothing it would bind counts.
 """
 
 from __future__ import annotations
@@ -230,6 +231,8 @@ def _is_main_test(test: ast.expr) -> bool:
 _JOINS = frozenset({"join", "shutdown", "finish", "stop", "terminate", "kill", "result", "wait"})
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
 _CALL_OR_COMPREHENSION = (ast.Call, *_COMPREHENSIONS)
+# Statements after which the rest of their block is unreachable.
+_ENDS_BLOCK = frozenset({ast.Return, ast.Raise, ast.Break, ast.Continue})
 _TRY_TYPES: tuple[type, ...] = (
     (ast.Try, ast.TryStar) if hasattr(ast, "TryStar") else (ast.Try,)  # TryStar: 3.11+
 )
@@ -269,6 +272,9 @@ class _Walker:
         visit = self.visit
         for statement in statements:
             visit(statement)
+            if type(statement) in _ENDS_BLOCK:
+                # what follows in the same block never runs: no rule reads it
+                break
 
     def _push_scope(self, scope: Scope) -> tuple[Scope, list[Block]]:
         saved = (self.scope, self.blocks)

@@ -5,7 +5,8 @@ in a thread (``run_in_executor``, ``to_thread``), and a function passed by refer
 called here. ADM201/ADM202 report the sites ruff reports as ASYNC251 and ASYNC210/ASYNC212
 (plus ``requests.request``, ``http.client`` and ``requests.Session``); ADM203 the synchronous
 database drivers, their connections and cursors. A call written after a ``return`` (or
-``raise``, ``break``, ``continue``) of its own block never runs, and is not reported.
+``raise``, ``break``, ``continue``) of its own block never runs: the walk leaves it out
+(`admission.audit.walk`).
 """
 
 from __future__ import annotations
@@ -160,46 +161,8 @@ def _origin(
     return None
 
 
-_LEAVES = (ast.Return, ast.Raise, ast.Break, ast.Continue)
-_BLOCKING_NAMES = frozenset({"time.sleep"}) | BLOCKING_HTTP | SYNC_DATABASES
-
-
-def _unreachable(site: Site) -> bool:
-    """Written after a ``return``, ``raise``, ``break`` or ``continue`` of its own block
-    (``return await bar()`` then ``time.sleep(0.1)``): it never runs, so it blocks nothing.
-    A leave in another block (an ``if`` that returns early) leaves the call reachable."""
-    body = getattr(site.scope.node, "body", [])
-    statements: list[ast.stmt] = body if isinstance(body, list) else []
-    while statements:
-        holding = [
-            index
-            for index, statement in enumerate(statements)
-            if any(inner is site.node for inner in ast.walk(statement))
-        ]
-        if not holding:
-            return False
-        index = holding[0]
-        if any(isinstance(statement, _LEAVES) for statement in statements[:index]):
-            return True
-        statement = statements[index]
-        blocks = [getattr(statement, name, None) for name in ("body", "orelse", "finalbody")]
-        blocks += [handler.body for handler in getattr(statement, "handlers", [])]
-        blocks += [case.body for case in getattr(statement, "cases", [])]
-        statements = next(
-            (
-                block
-                for block in blocks
-                if isinstance(block, list)
-                and any(inner is site.node for s in block for inner in ast.walk(s))
-            ),
-            [],
-        )
-    return False
-
-
 def check_blocking_call(ctx: Context, site: Site) -> None:
-    """ADM201/ADM202/ADM203 at a call by qualified name inside ``async def``, unless it is
-    unreachable."""
+    """ADM201/ADM202/ADM203 at a call by qualified name inside ``async def``."""
     if not ctx.in_async(site):
         return
     call = site.node
@@ -209,8 +172,6 @@ def check_blocking_call(ctx: Context, site: Site) -> None:
         # `await sleep(...)`: `time.sleep` returns None, which cannot be awaited, so the name
         # is `asyncio.sleep` where this line runs (imported under a flag: `if REST: from time
         # import sleep` / `else: from asyncio import sleep`)
-        return
-    if resolved in _BLOCKING_NAMES and _unreachable(site):
         return
     if resolved == "time.sleep":
         ctx.report(
@@ -257,7 +218,7 @@ def check_blocking_method(ctx: Context, site: Site) -> None:
     method = call.func.attr
     if method in CLIENT_METHODS:
         client = _origin(ctx, receiver, site.scope, SYNC_HTTP_CLIENTS)
-        if client is not None and not _unreachable(site):
+        if client is not None:
             ctx.report(
                 call,
                 "ADM202",
@@ -268,11 +229,7 @@ def check_blocking_method(ctx: Context, site: Site) -> None:
     database = _origin(ctx, receiver, site.scope, SYNC_DATABASES)
     if database is not None and database.startswith("psycopg2.") and method in _LOCAL_STATE:
         return
-    if (
-        database is not None
-        and method not in ("cursor", "pipeline", "pubsub")
-        and not _unreachable(site)
-    ):
+    if database is not None and method not in ("cursor", "pipeline", "pubsub"):
         ctx.report(
             call,
             "ADM203",

@@ -756,21 +756,28 @@ def _called_only_when_none_runs(ctx: Context, target: str, function: Scope) -> b
 
 def _replaced_once_ended(site: Site, target: str) -> bool:
     """Bound to the object's thread (``self._ka = Thread(...)``) in the body of an ``if``
-    that holds only when that thread has ended (``if not self._ka.is_alive():``): a new one
-    replaces the last only once it is gone, one at a time. A test of another thread, or of
-    a parameter, says nothing of this one."""
+    that holds only when that thread has ended (``if not self._ka.is_alive():``, also in an
+    ``and``): a new one replaces the last only once it is gone, one at a time. A test of
+    another thread, or of a parameter, says nothing of this one."""
     if not target.startswith("self."):
         return False
     return any(
-        kind == IF
-        and isinstance(node, ast.If)
-        and isinstance(node.test, ast.UnaryOp)
-        and isinstance(node.test.op, ast.Not)
-        and isinstance(node.test.operand, ast.Call)
-        and isinstance(node.test.operand.func, ast.Attribute)
-        and node.test.operand.func.attr == "is_alive"
-        and dotted(node.test.operand.func.value) == target
+        kind == IF and isinstance(node, ast.If) and _tests_ended(node.test, target)
         for kind, node in site.blocks
+    )
+
+
+def _tests_ended(test: ast.expr, target: str) -> bool:
+    """``not self.x.is_alive()``, or it in an ``and``."""
+    if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
+        return any(_tests_ended(value, target) for value in test.values)
+    return (
+        isinstance(test, ast.UnaryOp)
+        and isinstance(test.op, ast.Not)
+        and isinstance(test.operand, ast.Call)
+        and isinstance(test.operand.func, ast.Attribute)
+        and test.operand.func.attr == "is_alive"
+        and dotted(test.operand.func.value) == target
     )
 
 
