@@ -1,7 +1,7 @@
 """`make audit-eval`: the audit's precision on real code, beside ruff's and flake8-async's
 ASYNC rules on the same code.
 
-Nineteen corpora, each a list of source distributions pinned by name, version and sha256,
+Twenty corpora, each a list of source distributions pinned by name, version and sha256,
 downloaded with pip from the package index into ``.venv/audit-eval/`` (never committed):
 
 - ``seen`` (``corpus.txt``, labels in ``labels.csv``): read while the rules were written;
@@ -94,7 +94,15 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   three async database layers (an ORM, a MongoDB ODM, sqlite3 on a thread), pinned
   (committed) before the audit ran on it, once the sixteenth had been read; its first run
   (block ``holdout18-unseen``) is the estimate of precision on unseen code of round 19's
-  rules (round 20 read its false positives for fixes).
+  rules (round 20 read its false positives for fixes);
+- ``holdout19`` (``holdout19.txt``, labels in ``holdout19_labels.csv``): a nineteenth,
+  chosen for the code the audit's users write around async web services, API back ends,
+  HTTP clients and LLM APIs: five web applications and app frameworks on FastAPI and
+  Starlette (full-stack and web-UI frameworks, two admin interfaces, CRUD endpoints), three
+  HTTP-client tools and two LLM API layers (an agent framework over many providers, an
+  LLM CLI and library), pinned (committed) before the audit ran on it, once round 20 was
+  merged; its first run (block ``holdout19-unseen``) is the estimate of precision on
+  unseen code of round 20's rules.
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
@@ -121,7 +129,7 @@ benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
 script's output, never copied by hand.
 
     .venv/bin/python benches/audit_eval/run.py
-        [--corpus seen holdout holdout2 ... holdout18] [--no-flake8]
+        [--corpus seen holdout holdout2 ... holdout19] [--no-flake8]
         [--allow-unlabelled] [--write-results] [--block NAME]
 """
 
@@ -168,6 +176,7 @@ CORPORA = {
     "holdout16": ("holdout16.txt", "holdout16_labels.csv"),
     "holdout17": ("holdout17.txt", "holdout17_labels.csv"),
     "holdout18": ("holdout18.txt", "holdout18_labels.csv"),
+    "holdout19": ("holdout19.txt", "holdout19_labels.csv"),
 }
 
 LabelKey = tuple[str, str, int, str]  # project, path, line, code
