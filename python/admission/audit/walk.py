@@ -11,7 +11,7 @@ never runs, and is not walked: no rule reports it, and nothing it would bind cou
 from __future__ import annotations
 
 import ast
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
 from admission.audit.names import Imports, dotted
@@ -33,6 +33,7 @@ __all__ = [
     "FileFacts",
     "Scope",
     "Site",
+    "own_nodes",
     "walk",
 ]
 
@@ -635,3 +636,14 @@ def walk(
     walker = _Walker(facts, interesting)
     walker.body(tree.body)
     return facts
+
+
+def own_nodes(statements: list[ast.stmt]) -> Iterator[ast.AST]:
+    """The nodes of a statement list in source order, not descending into nested functions,
+    lambdas and classes (their code runs elsewhere)."""
+    stack: list[ast.AST] = list(reversed(statements))
+    while stack:
+        node = stack.pop()
+        yield node
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
+            stack.extend(reversed(list(ast.iter_child_nodes(node))))

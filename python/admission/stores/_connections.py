@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar, final
 
@@ -202,8 +201,9 @@ class Connections(Generic[C]):
         idle = self._end()
         for done, conn in enumerate(idle):
             try:
-                with contextlib.suppress(Exception):
-                    await close(conn)
+                await close(conn)
+            except Exception:
+                pass  # a close that fails: the connection is gone all the same
             except BaseException:
                 for left in idle[done:]:
                     self._discard(left)

@@ -12,7 +12,7 @@ import ast
 from collections.abc import Iterator
 
 from admission.audit.names import last_name
-from admission.audit.walk import FileFacts
+from admission.audit.walk import FileFacts, own_nodes
 
 __all__ = ["is_empty_collection", "returns_class_state"]
 
@@ -50,7 +50,8 @@ def returns_class_state(facts: FileFacts, call: ast.Call, owner: ast.ClassDef) -
     method = facts.methods.get(owner.name, {}).get(func.attr)
     if method is None or method.cls is not owner:
         return False
-    returns = [node for node in _own_walk(method.node) if isinstance(node, ast.Return)]
+    body = getattr(method.node, "body", [])
+    returns = [node for node in own_nodes(body) if isinstance(node, ast.Return)]
     if not returns:
         return False
     for returned in returns:
@@ -65,16 +66,6 @@ def returns_class_state(facts: FileFacts, call: ast.Call, owner: ast.ClassDef) -
         ):
             return False
     return True
-
-
-def _own_walk(function: ast.AST) -> Iterator[ast.AST]:
-    """The nodes of a function's body, not those of functions or classes nested in it."""
-    stack = list(getattr(function, "body", []))
-    while stack:
-        node = stack.pop()
-        yield node
-        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
-            stack.extend(ast.iter_child_nodes(node))
 
 
 def _own_attribute(value: ast.expr, *, through_attributes: bool = False) -> str | None:

@@ -29,6 +29,7 @@ from admission.audit.walk import (
     FileFacts,
     Scope,
     Site,
+    own_nodes,
 )
 
 __all__ = ["Context", "own_nodes"]
@@ -880,8 +881,11 @@ class Context:
             if values:
                 if current is not scope and self._module_registry(node.id, current, values):
                     return False
+                # An empty collection the function fills (`rows = []` then appends): its size
+                # is what the filling loop gives, which the fan-out rules judge at that loop.
                 return any(
-                    self._filled(v) or self.iterable_over_data(v, current, again) for v in values
+                    is_empty_collection(v) or self.iterable_over_data(v, current, again)
+                    for v in values
                 )
             if node.id in current.params:
                 function = current.function()
@@ -899,7 +903,7 @@ class Context:
         decorator that registers a hook): the program's registrations, as ``self._listeners``
         is the object's. A collection filled at import, in a loop or by ``extend``/``update``
         (many items at once) is not read so."""
-        if owner is not self.facts.module or not all(self._filled(v) for v in values):
+        if owner is not self.facts.module or not all(is_empty_collection(v) for v in values):
             return False
         fillers = [
             blocks
@@ -961,11 +965,6 @@ class Context:
             if methods and any(method.kind == ASYNC for method in methods.values()):
                 return True
         return False
-
-    def _filled(self, value: ast.expr) -> bool:
-        """An empty collection the function fills (``rows = []`` then appends): its size is
-        what the filling loop gives, which the fan-out rules judge at that loop."""
-        return is_empty_collection(value)
 
     def _test_compares_len(self, test: ast.expr, scope: Scope) -> bool:
         """A loop condition that is a predicate of this file comparing a ``len(...)``
@@ -1050,17 +1049,6 @@ def _unpacked(name: str, scope: Scope) -> bool:
 def _owned_target(target: ast.expr) -> bool:
     """A loop variable that names one of the program's resources (``for broker_id in ...``)."""
     return any(owned(n.id) for n in ast.walk(target) if isinstance(n, ast.Name))
-
-
-def own_nodes(statements: list[ast.stmt]) -> Iterator[ast.AST]:
-    """The nodes of a statement list in source order, not descending into nested functions,
-    lambdas and classes (their code runs elsewhere)."""
-    stack: list[ast.AST] = list(reversed(statements))
-    while stack:
-        node = stack.pop()
-        yield node
-        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
-            stack.extend(reversed(list(ast.iter_child_nodes(node))))
 
 
 def parsed_annotation(annotation: ast.expr | None) -> ast.expr | None:
