@@ -1,7 +1,7 @@
 """`make audit-eval`: the audit's precision on real code, beside ruff's and flake8-async's
 ASYNC rules on the same code.
 
-Twenty corpora, each a list of source distributions pinned by name, version and sha256,
+Twenty-one corpora, each a list of source distributions pinned by name, version and sha256,
 downloaded with pip from the package index into ``.venv/audit-eval/`` (never committed):
 
 - ``seen`` (``corpus.txt``, labels in ``labels.csv``): read while the rules were written;
@@ -102,7 +102,17 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   HTTP-client tools and two LLM API layers (an agent framework over many providers, an
   LLM CLI and library), pinned (committed) before the audit ran on it, once round 20 was
   merged; its first run (block ``holdout19-unseen``) is the estimate of precision on
-  unseen code of round 20's rules.
+  unseen code of round 20's rules;
+- ``holdout20`` (``holdout20.txt``, labels in ``holdout20_labels.csv``): a twentieth,
+  chosen for threads, so that ADM302 and ADM303 get findings enough to measure: code that
+  runs threads and thread pools around services, as the audit's users' code does: seven
+  observability, error and metrics clients with background flush, sender and poller
+  threads (two LLM logging and observability SDKs, OpenTelemetry's SDK, an APM agent,
+  DogStatsD, an error reporter, Prometheus's client), two feature-flag SDKs with polling
+  and streaming threads, and three servers and service tools on threads (a web framework
+  and a WSGI server on thread pools, the Docker API client), pinned (committed) before the
+  audit ran on it, with round 20's rules on main; its first run (block
+  ``holdout20-unseen``) is the estimate of precision on unseen code of round 20's rules.
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
@@ -129,7 +139,7 @@ benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
 script's output, never copied by hand.
 
     .venv/bin/python benches/audit_eval/run.py
-        [--corpus seen holdout holdout2 ... holdout19] [--no-flake8]
+        [--corpus seen holdout holdout2 ... holdout20] [--no-flake8]
         [--allow-unlabelled] [--write-results] [--block NAME]
 """
 
@@ -177,6 +187,7 @@ CORPORA = {
     "holdout17": ("holdout17.txt", "holdout17_labels.csv"),
     "holdout18": ("holdout18.txt", "holdout18_labels.csv"),
     "holdout19": ("holdout19.txt", "holdout19_labels.csv"),
+    "holdout20": ("holdout20.txt", "holdout20_labels.csv"),
 }
 
 LabelKey = tuple[str, str, int, str]  # project, path, line, code
