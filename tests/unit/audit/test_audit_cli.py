@@ -294,7 +294,7 @@ def test_fingerprints_survive_moved_lines(project: Path, capsys: pytest.CaptureF
 def _sarif(project: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
     (project / "app" / "broken.py").write_text("x = (\n")
     (project / "app" / "daemon.py").write_text(
-        "import threading\n\ndef go(f):\n    threading.Thread(target=f, daemon=True).start()\n"
+        "import threading\n\ndef handle(f):\n    threading.Thread(target=f, daemon=True).start()\n"
     )
     status, out, _ = run(capsys, "app", "--format", "sarif")
     assert status == 1
