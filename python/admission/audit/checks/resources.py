@@ -1121,9 +1121,12 @@ def check_thread(ctx: Context, site: Site) -> None:
                 return
     if _runs_once(ctx, function):
         return  # last: it reads the callers, the rest only the function
-    if not is_test_path(ctx.path) and not runs_repeatedly(ctx, site, function):
-        # outside tests, only on evidence that it runs per call (see repetition.py)
-        return
+    if (
+        ctx.settings.thread_evidence == "repetition"
+        and not is_test_path(ctx.relative_path)
+        and not runs_repeatedly(ctx, site, function, is_handler)
+    ):
+        return  # outside tests, only where the file shows it runs per call (repetition.py)
     daemon = any(
         k.arg == "daemon" and isinstance(k.value, ast.Constant) and k.value.value is True
         for k in call.keywords
