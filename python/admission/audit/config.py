@@ -80,8 +80,16 @@ class Settings:
     handler_decorators: tuple[str, ...] = ()
     # calls that must sit inside a breaker or limiter (ADM601), e.g. `*.chat.completions.create`
     guarded_calls: tuple[str, ...] = ()
+    # what ADM302 needs before it reports a thread built outside tests: "repetition" (the
+    # file shows the function running again and again) or "none" (any function's thread)
+    thread_evidence: str = "repetition"
     # the directory that relative globs are read from (the pyproject.toml's; else the cwd)
     root: Path = field(default_factory=Path.cwd)
+
+    def __post_init__(self) -> None:
+        if self.thread_evidence not in THREAD_EVIDENCE:
+            choices = " or ".join(repr(v) for v in THREAD_EVIDENCE)
+            raise ValueError(f"thread_evidence: expected {choices}, got {self.thread_evidence!r}")
 
     def enabled(self, code: str) -> bool:
         """Whether a rule runs: selected, not ignored, and configured if it is opt-in."""
@@ -170,6 +178,9 @@ def _read_toml(path: Path) -> dict[str, object]:
         raise AuditConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
+# the values of `thread-evidence`, the default first
+THREAD_EVIDENCE = ("repetition", "none")
+
 _LIST_KEYS = {
     "select": "select",
     "ignore": "ignore",
@@ -196,6 +207,11 @@ def settings_from_table(table: Mapping[str, object], source: str, root: Path) ->
             if key in ("select", "ignore"):
                 strings = check_codes(strings, where)
             values[_LIST_KEYS[key]] = strings
+        elif key == "thread-evidence":
+            if value not in THREAD_EVIDENCE:
+                choices = " or ".join(repr(v) for v in THREAD_EVIDENCE)
+                raise AuditConfigError(f"{where}: expected {choices}, got {value!r}")
+            values["thread_evidence"] = value
         elif key == "per-file-ignores":
             if not isinstance(value, dict):
                 raise AuditConfigError(f"{where}: expected a table of glob = [codes]")
@@ -204,7 +220,7 @@ def settings_from_table(table: Mapping[str, object], source: str, root: Path) ->
                 for glob, codes in value.items()
             )
         else:
-            known = ", ".join(sorted([*_LIST_KEYS, "per-file-ignores"]))
+            known = ", ".join(sorted([*_LIST_KEYS, "per-file-ignores", "thread-evidence"]))
             raise AuditConfigError(
                 f"{source}: unknown key {key!r} in [tool.admission.audit] (known: {known})"
             )

@@ -111,7 +111,7 @@ def _audit_text(
     lines = text.splitlines()
     imports = Imports(_module_name(path))
     facts = walk(tree, imports, interesting_names(settings.guarded_calls))
-    ctx = Context(facts, settings, path, lines)
+    ctx = Context(facts, settings, path, lines, relative_path or path)
     run_checks(ctx)
     findings = ctx.findings
     if findings:

@@ -219,6 +219,7 @@ def test_settings_read_the_users_code(project: Path, capsys: pytest.CaptureFixtu
         ('per-file-ignores = ["x"]\n', "expected a table of glob = [codes]"),
         ("exclude = [1]\n", "exclude: expected a list of non-empty strings"),
         ("select = [\n", "not valid TOML"),
+        ('thread-evidence = "some"\n', "thread-evidence: expected 'repetition' or 'none'"),
     ],
 )
 def test_bad_configuration_exits_2_naming_file_and_key(
@@ -229,6 +230,19 @@ def test_bad_configuration_exits_2_naming_file_and_key(
     assert (status, out) == (2, "")
     assert str(project / "pyproject.toml") in err
     assert message in err
+
+
+def test_thread_evidence_none_reports_a_thread_per_call_of_any_function(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "app" / "worker.py").write_text(
+        "import threading\n\ndef launch(job):\n    threading.Thread(target=job).start()\n"
+    )
+    assert run(capsys, "app/worker.py")[0] == 0  # no sign that launch runs per call
+    _configure(project, 'thread-evidence = "none"\n')
+    status, out, _ = run(capsys, "app/worker.py")
+    assert status == 1
+    assert out.splitlines()[0].split()[1] == "ADM302"
 
 
 def test_explicit_config_file(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -294,7 +308,7 @@ def test_fingerprints_survive_moved_lines(project: Path, capsys: pytest.CaptureF
 def _sarif(project: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
     (project / "app" / "broken.py").write_text("x = (\n")
     (project / "app" / "daemon.py").write_text(
-        "import threading\n\ndef go(f):\n    threading.Thread(target=f, daemon=True).start()\n"
+        "import threading\n\ndef handle(f):\n    threading.Thread(target=f, daemon=True).start()\n"
     )
     status, out, _ = run(capsys, "app", "--format", "sarif")
     assert status == 1

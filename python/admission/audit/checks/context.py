@@ -312,10 +312,20 @@ def matches(patterns: Iterable[str], *texts: str | None) -> bool:
 class Context:
     """One file being checked: its facts, the settings, and the findings so far."""
 
-    def __init__(self, facts: FileFacts, settings: Settings, path: str, lines: list[str]):
+    def __init__(
+        self,
+        facts: FileFacts,
+        settings: Settings,
+        path: str,
+        lines: list[str],
+        relative_path: str | None = None,
+    ):
         self.facts = facts
         self.settings = settings
         self.path = path
+        # the path under the project's root (where settings' globs are read), for readings
+        # that depend on where a file sits (tests or library code)
+        self.relative_path = relative_path or path
         self.lines = lines
         self.findings: list[Finding] = []
         # ids of nodes already reported per code (one finding per node and rule)

@@ -15,6 +15,13 @@ from typing import TypeVar
 
 from admission.audit.checks.blocking import HTTP_VERBS
 from admission.audit.checks.context import Context, matches, own_nodes, words
+from admission.audit.checks.repetition import (
+    LOOPS,
+    NESTED,
+    is_test_path,
+    names_function,
+    runs_repeatedly,
+)
 from admission.audit.names import dotted, last_name
 from admission.audit.walk import IF, LAMBDA, LOOP, MODULE, TRY, Scope, Site
 
@@ -350,16 +357,6 @@ def _kept_by_lifecycle_start(ctx: Context, site: Site, function: Scope, target: 
 # Module-level hooks a server calls once, as it starts (gunicorn's `on_starting` and
 # `when_ready` in a config file, an app's `startup`): set-up, defined for the framework to call.
 _START_UP_HOOKS = frozenset({"on_starting", "when_ready", "startup", "on_startup", "start_up"})
-_LOOPS = (
-    ast.For,
-    ast.AsyncFor,
-    ast.While,
-    ast.ListComp,
-    ast.SetComp,
-    ast.GeneratorExp,
-    ast.DictComp,
-)
-_NESTED = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
 
 
 def _runs_once(ctx: Context, function: Scope, depth: int = 0) -> bool:
@@ -380,7 +377,7 @@ def _runs_once(ctx: Context, function: Scope, depth: int = 0) -> bool:
     module = ctx.facts.module
 
     def is_callee(func: ast.expr) -> bool:
-        return _names_function(func, function)
+        return names_function(func, function)
 
     if function.cls is not None:
         # any `x.name()` of the file may call it (a subclass's `self.name()`, another
@@ -424,9 +421,9 @@ def _calls_in(statements: list[ast.stmt], is_callee: Callable[[ast.expr], bool])
         if isinstance(node, ast.Call) and is_callee(node.func):
             calls += 1
             looped += in_loop
-        if isinstance(node, _NESTED):
+        if isinstance(node, NESTED):
             continue
-        inner = in_loop or isinstance(node, _LOOPS)
+        inner = in_loop or isinstance(node, LOOPS)
         stack.extend((child, inner) for child in ast.iter_child_nodes(node))
     return calls, looped
 
@@ -954,7 +951,7 @@ def _joined_by_its_with_blocks(ctx: Context, target: str, function: Scope) -> bo
         for statement in scope.withs:
             for item in statement.items:
                 entered = item.context_expr
-                if not (isinstance(entered, ast.Call) and _names_function(entered.func, function)):
+                if not (isinstance(entered, ast.Call) and names_function(entered.func, function)):
                     continue
                 bound: ast.expr | None = item.optional_vars
                 if position is not None:
@@ -964,15 +961,6 @@ def _joined_by_its_with_blocks(ctx: Context, target: str, function: Scope) -> bo
                     return False
                 uses += 1
     return uses > 0
-
-
-def _names_function(func: ast.expr, function: Scope) -> bool:
-    """Whether a callee may be ``function``: any ``x.name`` for a method (``self.name``, a
-    subclass's, another object's: the file does not say which class it reaches, so each
-    counts), ``name`` for a module-level function."""
-    if function.cls is not None:
-        return isinstance(func, ast.Attribute) and func.attr == function.name
-    return isinstance(func, ast.Name) and func.id == function.name
 
 
 def _waited_while_alive(scope: Scope, target: str) -> bool:
@@ -1133,6 +1121,12 @@ def check_thread(ctx: Context, site: Site) -> None:
                 return
     if _runs_once(ctx, function):
         return  # last: it reads the callers, the rest only the function
+    if (
+        ctx.settings.thread_evidence == "repetition"
+        and not is_test_path(ctx.relative_path)
+        and not runs_repeatedly(ctx, site, function, is_handler)
+    ):
+        return  # outside tests, only where the file shows it runs per call (repetition.py)
     daemon = any(
         k.arg == "daemon" and isinstance(k.value, ast.Constant) and k.value.value is True
         for k in call.keywords
@@ -1181,7 +1175,7 @@ def _default_executor_of_its_own_loop(ctx: Context, site: Site, function: Scope)
         return False
 
     def is_callee(func: ast.expr) -> bool:
-        return _names_function(func, function)
+        return names_function(func, function)
 
     calls = runs = 0
     for caller in [ctx.facts.module, *ctx.facts.functions]:

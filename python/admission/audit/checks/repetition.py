@@ -1,0 +1,200 @@
+"""Positive evidence that a function runs repeatedly, read from its own file.
+
+ADM302 in library and example code reports a thread only where the code shows that the
+function building it runs again and again: the thread is built in a loop; the function is a
+request or message handler (a route decorator, a ``handle``/``on_*`` callback, a
+``do_GET`` of an HTTP handler); or the file calls it from a loop, hands it on as a callback,
+or calls it from such a function. Without that evidence the thread may be one per process
+(a command's run, a server's start), which the file alone cannot tell from one per call.
+Tests keep the older reading: a test helper runs once per test, and tests are many. The
+setting ``thread-evidence = "none"`` gives the older reading everywhere.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import weakref
+from collections.abc import Callable
+
+from admission.audit.checks.context import Context
+from admission.audit.walk import CLASS, LOOP, MODULE, Scope, Site
+
+__all__ = ["LOOPS", "NESTED", "is_test_path", "names_function", "runs_repeatedly"]
+
+# a directory named for tests (`tests`, `test`, `testing`, `_testbase`, `test_utils`) or a
+# file that pytest or unittest would collect or load (`test_x.py`, `x_test.py`, `conftest.py`)
+_TEST_DIRECTORY = re.compile(r"(^|[_.])tests?(ing|base|utils?|case)?($|[_.])")
+_TEST_FILE = re.compile(r"^(test|conftest$)|_test$|^testing$|^testcase$")
+
+# start-up hooks spelled as callbacks: once per process, not per event
+_START_UP = frozenset({"on_starting", "on_startup", "on_start", "on_ready", "on_load"})
+# handlers, callbacks, and the methods Python calls per item or per call of an object
+_HANDLER_NAME = re.compile(
+    r"^(handle(_.*)?|.*_handler|on_.+|do_[A-Z]+|__next__|__anext__|__call__)$"
+)
+# nodes whose body runs repeatedly, and nodes whose body runs when called, not where written
+LOOPS = (
+    ast.For,
+    ast.AsyncFor,
+    ast.While,
+    ast.ListComp,
+    ast.SetComp,
+    ast.GeneratorExp,
+    ast.DictComp,
+)
+NESTED = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+_DEPTH = 3
+
+
+def is_test_path(path: str) -> bool:
+    """Whether ``path`` (relative, ``/``-separated) is test code."""
+    *directories, name = path.replace("\\", "/").split("/")
+    stem = name.removesuffix(".py")
+    return any(_TEST_DIRECTORY.search(d) for d in directories) or bool(_TEST_FILE.search(stem))
+
+
+def runs_repeatedly(
+    ctx: Context, site: Site, function: Scope, routed: Callable[[Context, Scope], bool]
+) -> bool:
+    """Whether the file shows that ``site`` runs more than once per process or object;
+    ``routed`` tells a request handler by its decorators (ADM301's reading, passed in so
+    that this module does not import the checks that use it)."""
+    if site.loops():
+        return True
+    scope: Scope | None = site.scope
+    while scope is not None and scope is not function.parent:
+        # a closure or comprehension defined in a loop of its enclosing function
+        if any(kind == LOOP for kind, _ in scope.def_blocks):
+            return True
+        scope = scope.parent
+    return _repeated(ctx, function, routed, 0)
+
+
+def _repeated(
+    ctx: Context, function: Scope, routed: Callable[[Context, Scope], bool], depth: int
+) -> bool:
+    if depth > _DEPTH:
+        return False
+    # asked again for the same function at the same depth by each thread and each caller
+    # path: read once (without it, callers of callers make the question grow as a power)
+    known = _uses(ctx).repeated
+    key = (id(function.node), depth)
+    if key not in known:
+        known[key] = _read_repeated(ctx, function, routed, depth)
+    return known[key]
+
+
+def _read_repeated(
+    ctx: Context, function: Scope, routed: Callable[[Context, Scope], bool], depth: int
+) -> bool:
+    if function.name not in _START_UP and (
+        _HANDLER_NAME.match(function.name) or routed(ctx, function)
+    ):
+        return True
+    if function.parent is not None and function.parent.kind not in (MODULE, CLASS):
+        # a nested function: repeated when its enclosing one is, or when it is handed on
+        if _handed_on(ctx, function) or _called_in_loop(ctx, function):
+            return True
+        enclosing = function.parent.function()
+        return enclosing is not None and _repeated(ctx, enclosing, routed, depth + 1)
+    if _handed_on(ctx, function) or _called_in_loop(ctx, function):
+        return True
+    return any(_repeated(ctx, caller, routed, depth + 1) for caller in _callers(ctx, function))
+
+
+def names_function(func: ast.expr, function: Scope) -> bool:
+    """Whether an expression may name ``function``: ``x.name`` for a method, ``name``
+    otherwise (the file does not say which class an attribute reaches: each counts)."""
+    if function.cls is not None:
+        return isinstance(func, ast.Attribute) and func.attr == function.name
+    return isinstance(func, ast.Name) and func.id == function.name
+
+
+def _callers(ctx: Context, function: Scope) -> list[Scope]:
+    key = "." + function.name if function.cls is not None else function.name
+    return [f for f in _uses(ctx).callers.get(key, ()) if f is not function]
+
+
+# A name as a callee or a value can spell it: (`x.name`: True, `name`: False, name)
+_Spelling = tuple[bool, str]
+
+
+class _Uses:
+    """Who calls what, the names the file calls in a loop and the names it hands on: read
+    once per file."""
+
+    def __init__(self, tree: ast.Module, functions: list[Scope]) -> None:
+        # the functions that call each name (`name`, or `.name` for any `x.name()`)
+        self.callers: dict[str, list[Scope]] = {}
+        for function in functions:
+            for called in function.calls:
+                self.callers.setdefault(called, []).append(function)
+        self.looped: set[_Spelling] = set()
+        self.handed: set[_Spelling] = set()
+        # `_repeated`'s answers by (function node's id, depth)
+        self.repeated: dict[tuple[int, int], bool] = {}
+        stack: list[tuple[ast.AST, bool]] = [(tree, False)]
+        while stack:
+            node, in_loop = stack.pop()
+            if isinstance(node, ast.Call):
+                if in_loop:
+                    self.looped.update(_spelled(node.func))
+                for value in [*node.args, *(k.value for k in node.keywords if k.arg != "target")]:
+                    self.handed.update(_named(value))
+            elif isinstance(node, ast.Assign) and not all(
+                isinstance(t, ast.Name) for t in node.targets
+            ):
+                self.handed.update(_named(node.value))
+            inner = (in_loop or isinstance(node, LOOPS)) and not isinstance(node, NESTED)
+            stack.extend((child, inner) for child in ast.iter_child_nodes(node))
+
+
+_USES: weakref.WeakKeyDictionary[Context, _Uses] = weakref.WeakKeyDictionary()
+
+
+def _uses(ctx: Context) -> _Uses:
+    uses = _USES.get(ctx)
+    if uses is None:
+        uses = _USES[ctx] = _Uses(ctx.facts.tree, ctx.facts.functions)
+    return uses
+
+
+def _spelling(function: Scope) -> _Spelling:
+    return (function.cls is not None, function.name)
+
+
+def _spelled(node: ast.expr) -> list[_Spelling]:
+    if isinstance(node, ast.Attribute):
+        return [(True, node.attr)]
+    if isinstance(node, ast.Name):
+        return [(False, node.id)]
+    return []
+
+
+def _called_in_loop(ctx: Context, function: Scope) -> bool:
+    """A call of ``function`` in a loop anywhere in the file (not counting loops of other
+    functions around a nested definition)."""
+    return _spelling(function) in _uses(ctx).looped
+
+
+def _handed_on(ctx: Context, function: Scope) -> bool:
+    """``function`` named, not called, as an argument of a call (``signal(SIG, self.on)``,
+    ``app.add_handler(handle)``, also inside a display or ``partial``) or stored on an
+    object or in a container (``client.on_message = self.receive``). The ``target`` of a
+    thread or a process is left out: it says where a thread runs, not how often."""
+    return _spelling(function) in _uses(ctx).handed
+
+
+def _named(value: ast.expr) -> list[_Spelling]:
+    """The names in ``value`` outside any call in it (a call's own arguments are read as
+    that call's)."""
+    names: list[_Spelling] = []
+    stack: list[ast.AST] = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.expr):
+            names.extend(_spelled(node))
+        if not isinstance(node, ast.Call | ast.Lambda):
+            stack.extend(ast.iter_child_nodes(node))
+    return names
