@@ -9,6 +9,7 @@ iterating the class's schema or registrations. Never decides whether a call is r
 from __future__ import annotations
 
 import ast
+import weakref
 from collections.abc import Iterator
 
 from admission.audit.names import last_name
@@ -104,7 +105,22 @@ def _class_var(owner: ast.ClassDef, attribute: str) -> bool:
     return False
 
 
+# each file's `_registry` answers by (class node's id, attribute): every fan-out over the
+# same class attribute asks again, and each answer reads all the class's methods and the file
+_REGISTRIES: weakref.WeakKeyDictionary[FileFacts, dict[tuple[int, str], bool]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _registry(facts: FileFacts, owner: ast.ClassDef, attribute: str) -> bool:
+    known = _REGISTRIES.setdefault(facts, {})
+    key = (id(owner), attribute)
+    if key not in known:
+        known[key] = _read_registry(facts, owner, attribute)
+    return known[key]
+
+
+def _read_registry(facts: FileFacts, owner: ast.ClassDef, attribute: str) -> bool:
     """Created empty in the class body (``_actions: dict[...] = {}``), never bound again
     through ``self``/``cls``, and filled only by the class's own methods, one item per call
     (``cls._actions[kind][event].append(hook)``, also in a loop that files the same item

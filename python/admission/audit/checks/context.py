@@ -285,6 +285,14 @@ def registrations_query(node: ast.expr) -> bool:
     return in_object and says_registrations
 
 
+def conjuncts(test: ast.expr) -> list[ast.expr]:
+    """The tests an ``and`` requires, nested ``and``s flattened (``a and (b and c)`` -> a, b,
+    c); any other test is its own one."""
+    if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
+        return [part for value in test.values for part in conjuncts(value)]
+    return [test]
+
+
 def words(name: str) -> list[str]:
     """The lower-case words of an identifier: ``maxRetries_count`` -> max, retries, count."""
     return [w.lower() for w in _WORD.findall(name)]

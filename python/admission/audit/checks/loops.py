@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ast
 
-from admission.audit.checks.context import Context, own_nodes, words
+from admission.audit.checks.context import Context, conjuncts, own_nodes, words
 from admission.audit.findings import Edit, Fix
 from admission.audit.names import dotted, last_name
 from admission.audit.walk import ELSE, IF, MODULE, SYNC, TRY, Site
@@ -263,8 +263,10 @@ def _under_a_running_loop(ctx: Context, site: Site) -> bool:
 def _present(test: ast.expr) -> list[str]:
     """The names a test requires to be present: ``x``, ``x is not None``, ``x.is_running()``,
     or any of them in an ``and``."""
-    if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
-        return [name for value in test.values for name in _present(value)]
+    return [name for part in conjuncts(test) for name in _present_one(part)]
+
+
+def _present_one(test: ast.expr) -> list[str]:
     if isinstance(test, ast.Name):
         return [test.id]
     if (

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from admission.audit.checks.blocking import HTTP_VERBS
-from admission.audit.checks.context import Context, matches, own_nodes, words
+from admission.audit.checks.context import Context, conjuncts, matches, own_nodes, words
 from admission.audit.checks.repetition import (
     LOOPS,
     NESTED,
@@ -766,22 +766,23 @@ def _replaced_once_ended(site: Site, target: str) -> bool:
 
 def _tests_ended(test: ast.expr, target: str) -> bool:
     """``not self.x.is_alive()``, or it in an ``and``."""
-    if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
-        return any(_tests_ended(value, target) for value in test.values)
-    return (
-        isinstance(test, ast.UnaryOp)
-        and isinstance(test.op, ast.Not)
-        and isinstance(test.operand, ast.Call)
-        and isinstance(test.operand.func, ast.Attribute)
-        and test.operand.func.attr == "is_alive"
-        and dotted(test.operand.func.value) == target
+    return any(
+        isinstance(part, ast.UnaryOp)
+        and isinstance(part.op, ast.Not)
+        and isinstance(part.operand, ast.Call)
+        and isinstance(part.operand.func, ast.Attribute)
+        and part.operand.func.attr == "is_alive"
+        and dotted(part.operand.func.value) == target
+        for part in conjuncts(test)
     )
 
 
 def _tests_empty(test: ast.expr, target: str) -> bool:
     """``not self.x``, ``self.x is None``, or either in an ``and``."""
-    if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
-        return any(_tests_empty(value, target) for value in test.values)
+    return any(_is_empty_test(part, target) for part in conjuncts(test))
+
+
+def _is_empty_test(test: ast.expr, target: str) -> bool:
     if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
         return dotted(test.operand) == target
     return (

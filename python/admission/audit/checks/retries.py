@@ -266,12 +266,13 @@ def _tries(statements: list[ast.stmt]) -> list[ast.Try]:
     return found
 
 
-def _exits_when_done(loop: ast.AST, attempt: ast.Try, *, by_outcome: bool = False) -> bool:
+def _exits_when_done(
+    loop: ast.AST, attempt: ast.Try, owner: set[int] | frozenset[int] = frozenset()
+) -> bool:
     """An exit after the attempt's work in the ``try``, in its ``else``, or after it in the
-    loop body (`try: ... except: continue` then `break`); with ``by_outcome``, only one that
-    the attempt's outcome can take (not the owner's switch or the clock: `_owner_exits`)."""
+    loop body (`try: ... except: continue` then `break`), other than the exits in ``owner``
+    (those the owner's switch or the clock take, not the attempt's outcome: `_owner_exits`)."""
     body = getattr(loop, "body", [])
-    owner = _owner_exits(loop) if by_outcome else set()
     if _exits_after_work(attempt.body, owner) or _exits(attempt.orelse, owner):
         return True
     return attempt in body and _exits(body[body.index(attempt) + 1 :], owner)
@@ -614,6 +615,7 @@ def _retry_loop(
     again when it fails (``dependency``: and the attempt shows it reaches a dependency, see
     `_reaches_dependency`, and the loop ends whenever it works, see `_leaves_when_done`;
     ``by_outcome``: and that exit is taken by the attempt's outcome, see `_owner_exits`)."""
+    owner: set[int] | frozenset[int] | None = None if by_outcome else frozenset()
     for attempt in _tries(getattr(loop, "body", [])):
         retries = any(
             _goes_round(loop, attempt, h)
@@ -625,9 +627,11 @@ def _retry_loop(
             and not _ends_in_no_return(ctx, h, scope)
             for h in attempt.handlers
         )
-        if not (retries and _exits_when_done(loop, attempt, by_outcome=by_outcome)) or _rewaits(
-            loop, attempt
-        ):
+        if not retries:
+            continue
+        if owner is None:
+            owner = _owner_exits(loop)  # once per loop, and only for a loop that retries
+        if not _exits_when_done(loop, attempt, owner) or _rewaits(loop, attempt):
             continue
         in_coroutine = scope.kind == ASYNC
         if not dependency or (
