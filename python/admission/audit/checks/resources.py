@@ -1069,16 +1069,25 @@ def _container_joined(ctx: Context, container: str, scope: Scope) -> bool:
 
 def _element_of(ctx: Context, call: ast.Call, site: Site) -> str | None:
     """The list a comprehension or a display of threads is bound to (``ts = [Thread(...)
-    for ...]``, ``ts = [Thread(...), Thread(...)]``)."""
+    for ...]``, ``ts = [Thread(...), Thread(...)]``, also one part of a concatenation:
+    ``ts = [Thread(...) for ...] + [Thread(...) for ...]``)."""
     for name, values in site.scope.assigns.items():
         for value in values:
-            if isinstance(value, ast.ListComp | ast.SetComp) and value.elt is call:
-                return name
-            if isinstance(value, ast.List | ast.Tuple | ast.Set) and any(
-                element is call for element in value.elts
-            ):
-                return name
+            for part in _summands(value):
+                if isinstance(part, ast.ListComp | ast.SetComp) and part.elt is call:
+                    return name
+                if isinstance(part, ast.List | ast.Tuple | ast.Set) and any(
+                    element is call for element in part.elts
+                ):
+                    return name
     return None
+
+
+def _summands(value: ast.expr) -> list[ast.expr]:
+    """The parts a ``+`` adds up (``a + b + c`` -> a, b, c), or the value itself."""
+    if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add):
+        return [*_summands(value.left), *_summands(value.right)]
+    return [value]
 
 
 def check_thread(ctx: Context, site: Site) -> None:
