@@ -3,8 +3,9 @@
 ADM302 in library and example code reports a thread only where the code shows that the
 function building it runs again and again: the thread is built in a loop; the function is a
 request or message handler (a route decorator, a ``handle``/``on_*`` callback, a
-``do_GET`` of an HTTP handler); or the file calls it from a loop, hands it on as a callback,
-or calls it from such a function. Without that evidence the thread may be one per process
+``do_GET`` of an HTTP handler, a method of a ``...Handler`` or ``...Connection`` class); or
+the file calls it from a loop, hands it on as a callback, or calls it from such a function.
+Without that evidence the thread may be one per process
 (a command's run, a server's start), which the file alone cannot tell from one per call.
 Tests keep the older reading: a test helper runs once per test, and tests are many. The
 setting ``thread-evidence = "none"`` gives the older reading everywhere.
@@ -17,7 +18,7 @@ import re
 import weakref
 from collections.abc import Callable
 
-from admission.audit.checks.context import Context
+from admission.audit.checks.context import Context, words
 from admission.audit.walk import CLASS, LOOP, MODULE, Scope, Site
 
 __all__ = ["LOOPS", "NESTED", "is_test_path", "names_function", "runs_repeatedly"]
@@ -30,6 +31,9 @@ _TEST_FILE = re.compile(r"^(test|conftest$)|_test$|^testing$|^testcase$")
 # start-up hooks spelled as callbacks: once per process, not per event
 _START_UP = frozenset({"on_starting", "on_startup", "on_start", "on_ready", "on_load"})
 # handlers, callbacks, and the methods Python calls per item or per call of an object
+# the last word of a class name whose objects are made per connection or whose methods run
+# per event
+_PER_EVENT_CLASS_WORDS = frozenset({"handler", "connection"})
 _HANDLER_NAME = re.compile(
     r"^(handle(_.*)?|.*_handler|on_.+|do_[A-Z]+|__next__|__anext__|__call__)$"
 )
@@ -89,7 +93,7 @@ def _read_repeated(
     ctx: Context, function: Scope, routed: Callable[[Context, Scope], bool], depth: int
 ) -> bool:
     if function.name not in _START_UP and (
-        _HANDLER_NAME.match(function.name) or routed(ctx, function)
+        _HANDLER_NAME.match(function.name) or routed(ctx, function) or _per_event_object(function)
     ):
         return True
     if function.parent is not None and function.parent.kind not in (MODULE, CLASS):
@@ -101,6 +105,16 @@ def _read_repeated(
     if _handed_on(ctx, function) or _called_in_loop(ctx, function):
         return True
     return any(_repeated(ctx, caller, routed, depth + 1) for caller in _callers(ctx, function))
+
+
+def _per_event_object(function: Scope) -> bool:
+    """A method of a class that its name says is made per connection, or whose methods run
+    per event (``class IRCConnection``, ``class LLMCachingHandler``, ``logging.Handler``'s
+    subclasses): its objects come and its methods run with the load."""
+    if function.cls is None:
+        return False
+    name = words(function.cls.name)
+    return bool(name) and name[-1] in _PER_EVENT_CLASS_WORDS
 
 
 def names_function(func: ast.expr, function: Scope) -> bool:
