@@ -113,7 +113,9 @@ RULES: tuple[Rule, ...] = (
         "A `threading.Thread` built per call grows the number of threads with the load; a "
         "daemon thread that is never joined is also killed mid-work at exit. Use one shared "
         "pool (`ThreadPoolExecutor` built once, or `adm.to_thread(..., limiter=...)`), or join "
-        "the threads you start.",
+        "the threads you start. Outside tests it reports only where the file shows the "
+        "function running again and again (a loop, a handler, a callback); "
+        '`thread-evidence = "none"` reports a thread per call of any function.',
     ),
     Rule(
         "ADM303",
