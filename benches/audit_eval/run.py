@@ -1,7 +1,7 @@
 """`make audit-eval`: the audit's precision on real code, beside ruff's and flake8-async's
 ASYNC rules on the same code.
 
-Twenty corpora, each a list of source distributions pinned by name, version and sha256,
+Twenty-one corpora, each a list of source distributions pinned by name, version and sha256,
 downloaded with pip from the package index into ``.venv/audit-eval/`` (never committed):
 
 - ``seen`` (``corpus.txt``, labels in ``labels.csv``): read while the rules were written;
@@ -102,7 +102,16 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   HTTP-client tools and two LLM API layers (an agent framework over many providers, an
   LLM CLI and library), pinned (committed) before the audit ran on it, once round 20 was
   merged; its first run (block ``holdout19-unseen``) is the estimate of precision on
-  unseen code of round 20's rules.
+  unseen code of round 20's rules;
+- ``holdout21`` (``holdout21.txt``, labels in ``holdout21_labels.csv``): a twenty-first
+  (the twentieth, holdout20, was pinned on another branch at the same time), chosen for the
+  code the audit's users write around async services and LLM APIs: three agent frameworks
+  and LLM app back ends (agent graphs, an LLM framework of agents and tools, the
+  Agent2Agent protocol's client and server), three vector-store clients with async APIs and
+  five async web frameworks and extensions (a web framework on a Rust runtime, pagination,
+  rate limiting, server-sent events, response caching), pinned (committed) before the audit
+  ran on it, with round 20's rules (main at fc42bc9); its first run (block
+  ``holdout21-unseen``) is the estimate of precision on unseen code of those rules.
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
@@ -129,7 +138,7 @@ benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
 script's output, never copied by hand.
 
     .venv/bin/python benches/audit_eval/run.py
-        [--corpus seen holdout holdout2 ... holdout19] [--no-flake8]
+        [--corpus seen holdout holdout2 ... holdout19 holdout21] [--no-flake8]
         [--allow-unlabelled] [--write-results] [--block NAME]
 """
 
@@ -177,6 +186,7 @@ CORPORA = {
     "holdout17": ("holdout17.txt", "holdout17_labels.csv"),
     "holdout18": ("holdout18.txt", "holdout18_labels.csv"),
     "holdout19": ("holdout19.txt", "holdout19_labels.csv"),
+    "holdout21": ("holdout21.txt", "holdout21_labels.csv"),
 }
 
 LabelKey = tuple[str, str, int, str]  # project, path, line, code
