@@ -1,7 +1,7 @@
 """`make audit-eval`: the audit's precision on real code, beside ruff's and flake8-async's
 ASYNC rules on the same code.
 
-Twenty-one corpora, each a list of source distributions pinned by name, version and sha256,
+Twenty-two corpora, each a list of source distributions pinned by name, version and sha256,
 downloaded with pip from the package index into ``.venv/audit-eval/`` (never committed):
 
 - ``seen`` (``corpus.txt``, labels in ``labels.csv``): read while the rules were written;
@@ -112,7 +112,16 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   and streaming threads, and three servers and service tools on threads (a web framework
   and a WSGI server on thread pools, the Docker API client), pinned (committed) before the
   audit ran on it, with round 20's rules on main; its first run (block
-  ``holdout20-unseen``) is the estimate of precision on unseen code of round 20's rules.
+  ``holdout20-unseen``) is the estimate of precision on unseen code of round 20's rules;
+- ``holdout21`` (``holdout21.txt``, labels in ``holdout21_labels.csv``): a twenty-first
+  (pinned at the same time as holdout20, on another branch), chosen for the
+  code the audit's users write around async services and LLM APIs: three agent frameworks
+  and LLM app back ends (agent graphs, an LLM framework of agents and tools, the
+  Agent2Agent protocol's client and server), three vector-store clients with async APIs and
+  five async web frameworks and extensions (a web framework on a Rust runtime, pagination,
+  rate limiting, server-sent events, response caching), pinned (committed) before the audit
+  ran on it, with round 20's rules (main at fc42bc9); its first run (block
+  ``holdout21-unseen``) is the estimate of precision on unseen code of those rules.
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
@@ -139,7 +148,7 @@ benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
 script's output, never copied by hand.
 
     .venv/bin/python benches/audit_eval/run.py
-        [--corpus seen holdout holdout2 ... holdout20] [--no-flake8]
+        [--corpus seen holdout holdout2 ... holdout21] [--no-flake8]
         [--allow-unlabelled] [--write-results] [--block NAME]
 """
 
@@ -188,6 +197,7 @@ CORPORA = {
     "holdout18": ("holdout18.txt", "holdout18_labels.csv"),
     "holdout19": ("holdout19.txt", "holdout19_labels.csv"),
     "holdout20": ("holdout20.txt", "holdout20_labels.csv"),
+    "holdout21": ("holdout21.txt", "holdout21_labels.csv"),
 }
 
 LabelKey = tuple[str, str, int, str]  # project, path, line, code
