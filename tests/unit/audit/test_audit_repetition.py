@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from admission.audit import audit_source
-from admission.audit.checks.repetition import is_test_path
+from admission.audit.checks.context import is_test_path
 
 _ONE_THREAD = """\
 import threading

@@ -32,7 +32,7 @@ from admission.audit.walk import (
     own_nodes,
 )
 
-__all__ = ["Context", "own_nodes"]
+__all__ = ["Context", "is_test_path", "own_nodes"]
 
 # Loops over ranges up to this many items count as bounded (`for i in range(8)`).
 SMALL_RANGE = 100
@@ -285,6 +285,19 @@ def registrations_query(node: ast.expr) -> bool:
     return in_object and says_registrations
 
 
+# a directory named for tests (`tests`, `test`, `testing`, `_testbase`, `test_utils`) or a
+# file that pytest or unittest would collect or load (`test_x.py`, `x_test.py`, `conftest.py`)
+_TEST_DIRECTORY = re.compile(r"(^|[_.])tests?(ing|base|utils?|case)?($|[_.])")
+_TEST_FILE = re.compile(r"^(test|conftest$)|_test$|^testing$|^testcase$")
+
+
+def is_test_path(path: str) -> bool:
+    """Whether ``path`` (relative, ``/``-separated) is test code."""
+    *directories, name = path.replace("\\", "/").split("/")
+    stem = name.removesuffix(".py")
+    return any(_TEST_DIRECTORY.search(d) for d in directories) or bool(_TEST_FILE.search(stem))
+
+
 def conjuncts(test: ast.expr) -> list[ast.expr]:
     """The tests an ``and`` requires, nested ``and``s flattened (``a and (b and c)`` -> a, b,
     c); any other test is its own one."""
@@ -334,6 +347,7 @@ class Context:
         # the path under the project's root (where settings' globs are read), for readings
         # that depend on where a file sits (tests or library code)
         self.relative_path = relative_path or path
+        self.in_tests = is_test_path(self.relative_path)
         self.lines = lines
         self.findings: list[Finding] = []
         # ids of nodes already reported per code (one finding per node and rule)

@@ -21,12 +21,7 @@ from collections.abc import Callable
 from admission.audit.checks.context import Context, words
 from admission.audit.walk import CLASS, LOOP, MODULE, Scope, Site
 
-__all__ = ["LOOPS", "NESTED", "is_test_path", "names_function", "runs_repeatedly"]
-
-# a directory named for tests (`tests`, `test`, `testing`, `_testbase`, `test_utils`) or a
-# file that pytest or unittest would collect or load (`test_x.py`, `x_test.py`, `conftest.py`)
-_TEST_DIRECTORY = re.compile(r"(^|[_.])tests?(ing|base|utils?|case)?($|[_.])")
-_TEST_FILE = re.compile(r"^(test|conftest$)|_test$|^testing$|^testcase$")
+__all__ = ["LOOPS", "NESTED", "names_function", "runs_repeatedly"]
 
 # start-up hooks spelled as callbacks: once per process, not per event
 _START_UP = frozenset({"on_starting", "on_startup", "on_start", "on_ready", "on_load"})
@@ -49,13 +44,6 @@ LOOPS = (
 )
 NESTED = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
 _DEPTH = 3
-
-
-def is_test_path(path: str) -> bool:
-    """Whether ``path`` (relative, ``/``-separated) is test code."""
-    *directories, name = path.replace("\\", "/").split("/")
-    stem = name.removesuffix(".py")
-    return any(_TEST_DIRECTORY.search(d) for d in directories) or bool(_TEST_FILE.search(stem))
 
 
 def runs_repeatedly(

@@ -18,7 +18,6 @@ from admission.audit.checks.context import Context, conjuncts, matches, own_node
 from admission.audit.checks.repetition import (
     LOOPS,
     NESTED,
-    is_test_path,
     names_function,
     runs_repeatedly,
 )
@@ -1133,7 +1132,7 @@ def check_thread(ctx: Context, site: Site) -> None:
         return  # last: it reads the callers, the rest only the function
     if (
         ctx.settings.thread_evidence == "repetition"
-        and not is_test_path(ctx.relative_path)
+        and not ctx.in_tests
         and not runs_repeatedly(ctx, site, function, is_handler)
     ):
         return  # outside tests, only where the file shows it runs per call (repetition.py)
