@@ -71,7 +71,8 @@ def audit_source(
     parse, the ADM000 failure instead.
 
     ``path`` is how the file is named in the results; ``relative_path`` (default: ``path``)
-    is its path from the settings' root, which ``per-file-ignores`` globs are matched to.
+    is its path from the settings' root, which ``per-file-ignores`` globs are matched to and
+    which tells test files from library code (ADM302's evidence reading).
 
     >>> code = "import time\\nasync def f():\\n    time.sleep(1)\\n"
     >>> findings, failures = audit_source(code, "app.py")
@@ -111,7 +112,7 @@ def _audit_text(
     lines = text.splitlines()
     imports = Imports(_module_name(path))
     facts = walk(tree, imports, interesting_names(settings.guarded_calls))
-    ctx = Context(facts, settings, path, lines, relative_path or path)
+    ctx = Context(facts, settings, path, lines, relative_path)
     run_checks(ctx)
     findings = ctx.findings
     if findings:

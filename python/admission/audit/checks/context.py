@@ -288,7 +288,7 @@ def registrations_query(node: ast.expr) -> bool:
 # a directory named for tests (`tests`, `test`, `testing`, `_testbase`, `test_utils`) or a
 # file that pytest or unittest would collect or load (`test_x.py`, `x_test.py`, `conftest.py`)
 _TEST_DIRECTORY = re.compile(r"(^|[_.])tests?(ing|base|utils?|case)?($|[_.])")
-_TEST_FILE = re.compile(r"^(test|conftest$)|_test$|^testing$|^testcase$")
+_TEST_FILE = re.compile(r"^(test_|tests?$|conftest$|testing$|testcase$)|_test$")
 
 
 def is_test_path(path: str) -> bool:

@@ -3,7 +3,8 @@
 ADM302 in library and example code reports a thread only where the code shows that the
 function building it runs again and again: the thread is built in a loop; the function is a
 request or message handler (a route decorator, a ``handle``/``on_*`` callback, a
-``do_GET`` of an HTTP handler, a method of a ``...Handler`` or ``...Connection`` class); or
+``do_GET`` of an HTTP handler, ``__next__``/``__anext__``/``__call__``, a method of a
+``...Handler`` or ``...Connection`` class); or
 the file calls it from a loop, hands it on as a callback, or calls it from such a function.
 Without that evidence the thread may be one per process
 (a command's run, a server's start), which the file alone cannot tell from one per call.
@@ -19,16 +20,27 @@ import weakref
 from collections.abc import Callable
 
 from admission.audit.checks.context import Context, words
-from admission.audit.walk import CLASS, LOOP, MODULE, Scope, Site
+from admission.audit.walk import CLASS, LOOP, MODULE, Scope, Site, own_nodes
 
-__all__ = ["LOOPS", "NESTED", "names_function", "runs_repeatedly"]
+__all__ = ["LOOPS", "NESTED", "children_in_loops", "names_function", "runs_repeatedly"]
 
-# start-up hooks spelled as callbacks: once per process, not per event
-_START_UP = frozenset({"on_starting", "on_startup", "on_start", "on_ready", "on_load"})
-# handlers, callbacks, and the methods Python calls per item or per call of an object
+# start-up and shutdown hooks spelled as callbacks: once per process, not per event
+_START_UP = frozenset(
+    {
+        "on_starting",
+        "on_startup",
+        "on_start",
+        "on_ready",
+        "on_load",
+        "on_shutdown",
+        "on_exit",
+        "on_stop",
+    }
+)
 # the last word of a class name whose objects are made per connection or whose methods run
 # per event
 _PER_EVENT_CLASS_WORDS = frozenset({"handler", "connection"})
+# handlers, callbacks, and the methods Python calls per item or per call of an object
 _HANDLER_NAME = re.compile(
     r"^(handle(_.*)?|.*_handler|on_.+|do_[A-Z]+|__next__|__anext__|__call__)$"
 )
@@ -126,30 +138,103 @@ class _Uses:
     """Who calls what, the names the file calls in a loop and the names it hands on: read
     once per file."""
 
-    def __init__(self, tree: ast.Module, functions: list[Scope]) -> None:
+    def __init__(self, ctx: Context) -> None:
         # the functions that call each name (`name`, or `.name` for any `x.name()`)
         self.callers: dict[str, list[Scope]] = {}
-        for function in functions:
+        for function in ctx.facts.functions:
             for called in function.calls:
                 self.callers.setdefault(called, []).append(function)
         self.looped: set[_Spelling] = set()
         self.handed: set[_Spelling] = set()
         # `_repeated`'s answers by (function node's id, depth)
         self.repeated: dict[tuple[int, int], bool] = {}
-        stack: list[tuple[ast.AST, bool]] = [(tree, False)]
+        scopes = {id(f.node): f for f in ctx.facts.functions}
+        # (node, in a loop, the names local to the function it is in, that function's scope)
+        stack: list[tuple[ast.AST, bool, frozenset[str], Scope]] = [
+            (ctx.facts.tree, False, frozenset(), ctx.facts.module)
+        ]
         while stack:
-            node, in_loop = stack.pop()
+            node, in_loop, local, scope = stack.pop()
             if isinstance(node, ast.Call):
-                if in_loop:
-                    self.looped.update(_spelled(node.func))
-                for value in [*node.args, *(k.value for k in node.keywords if k.arg != "target")]:
-                    self.handed.update(_named(value))
-            elif isinstance(node, ast.Assign) and not all(
-                isinstance(t, ast.Name) for t in node.targets
+                values = [*node.args, *(k.value for k in node.keywords if k.arg != "target")]
+                callees = [node.func]
+                if ctx.resolve(node.func) in _CALLS_LATER:
+                    # `threading.Timer(5, f)`, `atexit.register(f)`: f runs once per call of
+                    # this one, as a call of it made here would
+                    callees += values
+                    values = []
+                for callee in callees:
+                    spelled = _spelled(callee, local)
+                    if in_loop:
+                        self.looped.update(spelled)
+                    if callee is not node.func:
+                        for is_method, name in spelled:
+                            key = "." + name if is_method else name
+                            self.callers.setdefault(key, []).append(scope)
+                for value in values:
+                    self.handed.update(_named(value, local))
+            elif isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Attribute | ast.Subscript) for t in node.targets
             ):
-                self.handed.update(_named(node.value))
-            inner = (in_loop or isinstance(node, LOOPS)) and not isinstance(node, NESTED)
-            stack.extend((child, inner) for child in ast.iter_child_nodes(node))
+                # stored on an object or in a container: `client.on_message = self.receive`
+                self.handed.update(_named(node.value, local))
+            if isinstance(node, NESTED):
+                if not isinstance(node, ast.ClassDef):
+                    local = _locals(node)
+                    scope = scopes.get(id(node), scope)
+                stack.extend((child, False, local, scope) for child in ast.iter_child_nodes(node))
+            else:
+                stack.extend(
+                    (child, inner, local, scope)
+                    for child, inner in children_in_loops(node, in_loop)
+                )
+
+
+# calls that run what they are handed once, later, as often as they are called themselves
+_CALLS_LATER = frozenset({"atexit.register", "threading.Timer", "weakref.finalize"})
+
+
+def children_in_loops(node: ast.AST, in_loop: bool) -> list[tuple[ast.AST, bool]]:
+    """A node's children, each with whether it runs once per round of a loop: a ``for``'s
+    iterable and ``else`` run once, as does a comprehension's first iterable."""
+    if isinstance(node, ast.For | ast.AsyncFor):
+        once: list[ast.AST] = [node.iter, node.target, *node.orelse]
+        rounds: list[ast.AST] = list(node.body)
+    elif isinstance(node, ast.While):
+        once, rounds = list(node.orelse), [node.test, *node.body]
+    else:
+        once, rounds = [], []
+    if once or rounds:
+        return [(c, in_loop) for c in once] + [(c, True) for c in rounds]
+    if isinstance(node, ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp):
+        first = node.generators[0].iter
+        return [(c, in_loop if c is first else True) for c in _comprehension_parts(node)]
+    return [(c, in_loop) for c in ast.iter_child_nodes(node)]
+
+
+def _comprehension_parts(
+    node: ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp,
+) -> list[ast.AST]:
+    parts: list[ast.AST] = []
+    for generator in node.generators:
+        parts += [generator.iter, generator.target, *generator.ifs]
+    parts += [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]
+    return parts
+
+
+def _locals(function: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> frozenset[str]:
+    """The names a function binds itself (its parameters and assignments): a name there is
+    the function's own, not a module-level function of the same name."""
+    args = function.args
+    names = {a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]}
+    names |= {a.arg for a in (args.vararg, args.kwarg) if a is not None}
+    body: list[ast.stmt] = (
+        function.body if isinstance(function.body, list) else [ast.Expr(function.body)]
+    )
+    for node in own_nodes(body):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+    return frozenset(names)
 
 
 _USES: weakref.WeakKeyDictionary[Context, _Uses] = weakref.WeakKeyDictionary()
@@ -158,7 +243,7 @@ _USES: weakref.WeakKeyDictionary[Context, _Uses] = weakref.WeakKeyDictionary()
 def _uses(ctx: Context) -> _Uses:
     uses = _USES.get(ctx)
     if uses is None:
-        uses = _USES[ctx] = _Uses(ctx.facts.tree, ctx.facts.functions)
+        uses = _USES[ctx] = _Uses(ctx)
     return uses
 
 
@@ -166,10 +251,12 @@ def _spelling(function: Scope) -> _Spelling:
     return (function.cls is not None, function.name)
 
 
-def _spelled(node: ast.expr) -> list[_Spelling]:
+def _spelled(node: ast.expr, local: frozenset[str] = frozenset()) -> list[_Spelling]:
+    """How ``node`` may name a function: ``x.name`` a method, ``name`` a function (unless
+    ``name`` is one of the enclosing function's own, ``local``)."""
     if isinstance(node, ast.Attribute):
         return [(True, node.attr)]
-    if isinstance(node, ast.Name):
+    if isinstance(node, ast.Name) and node.id not in local:
         return [(False, node.id)]
     return []
 
@@ -188,15 +275,16 @@ def _handed_on(ctx: Context, function: Scope) -> bool:
     return _spelling(function) in _uses(ctx).handed
 
 
-def _named(value: ast.expr) -> list[_Spelling]:
-    """The names in ``value`` outside any call in it (a call's own arguments are read as
-    that call's)."""
+def _named(value: ast.expr, local: frozenset[str]) -> list[_Spelling]:
+    """The functions ``value`` may name outside any call in it (a call's own arguments are
+    read as that call's): names and attributes, not the receivers inside an attribute
+    (``self.worker.__name__`` names ``__name__``, not ``worker``)."""
     names: list[_Spelling] = []
     stack: list[ast.AST] = [value]
     while stack:
         node = stack.pop()
         if isinstance(node, ast.expr):
-            names.extend(_spelled(node))
-        if not isinstance(node, ast.Call | ast.Lambda):
+            names.extend(_spelled(node, local))
+        if not isinstance(node, ast.Call | ast.Lambda | ast.Attribute):
             stack.extend(ast.iter_child_nodes(node))
     return names

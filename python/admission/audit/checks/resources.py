@@ -16,8 +16,8 @@ from typing import TypeVar
 from admission.audit.checks.blocking import HTTP_VERBS
 from admission.audit.checks.context import Context, conjuncts, matches, own_nodes, words
 from admission.audit.checks.repetition import (
-    LOOPS,
     NESTED,
+    children_in_loops,
     names_function,
     runs_repeatedly,
 )
@@ -422,8 +422,7 @@ def _calls_in(statements: list[ast.stmt], is_callee: Callable[[ast.expr], bool])
             looped += in_loop
         if isinstance(node, NESTED):
             continue
-        inner = in_loop or isinstance(node, LOOPS)
-        stack.extend((child, inner) for child in ast.iter_child_nodes(node))
+        stack.extend(children_in_loops(node, in_loop))
     return calls, looped
 
 
@@ -1083,10 +1082,17 @@ def _element_of(ctx: Context, call: ast.Call, site: Site) -> str | None:
 
 
 def _summands(value: ast.expr) -> list[ast.expr]:
-    """The parts a ``+`` adds up (``a + b + c`` -> a, b, c), or the value itself."""
-    if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add):
-        return [*_summands(value.left), *_summands(value.right)]
-    return [value]
+    """The parts a ``+`` adds up (``a + b + c`` -> a, b, c), or the value itself (a loop, not
+    a recursion: a sum of thousands of terms is as deep as it is long)."""
+    parts: list[ast.expr] = []
+    stack = [value]
+    while stack:
+        part = stack.pop()
+        if isinstance(part, ast.BinOp) and isinstance(part.op, ast.Add):
+            stack += [part.right, part.left]
+        else:
+            parts.append(part)
+    return parts
 
 
 def check_thread(ctx: Context, site: Site) -> None:
