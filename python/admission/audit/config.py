@@ -87,9 +87,7 @@ class Settings:
     root: Path = field(default_factory=Path.cwd)
 
     def __post_init__(self) -> None:
-        if self.thread_evidence not in THREAD_EVIDENCE:
-            choices = " or ".join(repr(v) for v in THREAD_EVIDENCE)
-            raise ValueError(f"thread_evidence: expected {choices}, got {self.thread_evidence!r}")
+        _check_choice(self.thread_evidence, THREAD_EVIDENCE, "thread_evidence")
 
     def enabled(self, code: str) -> bool:
         """Whether a rule runs: selected, not ignored, and configured if it is opt-in."""
@@ -181,6 +179,15 @@ def _read_toml(path: Path) -> dict[str, object]:
 # the values of `thread-evidence`, the default first
 THREAD_EVIDENCE = ("repetition", "none")
 
+
+def _check_choice(value: object, choices: tuple[str, ...], where: str) -> str:
+    """``value`` if it is one of ``choices``; else an AuditConfigError naming ``where``."""
+    if value not in choices:
+        expected = " or ".join(repr(c) for c in choices)
+        raise AuditConfigError(f"{where}: expected {expected}, got {value!r}")
+    return str(value)
+
+
 _LIST_KEYS = {
     "select": "select",
     "ignore": "ignore",
@@ -208,10 +215,7 @@ def settings_from_table(table: Mapping[str, object], source: str, root: Path) ->
                 strings = check_codes(strings, where)
             values[_LIST_KEYS[key]] = strings
         elif key == "thread-evidence":
-            if value not in THREAD_EVIDENCE:
-                choices = " or ".join(repr(v) for v in THREAD_EVIDENCE)
-                raise AuditConfigError(f"{where}: expected {choices}, got {value!r}")
-            values["thread_evidence"] = value
+            values["thread_evidence"] = _check_choice(value, THREAD_EVIDENCE, where)
         elif key == "per-file-ignores":
             if not isinstance(value, dict):
                 raise AuditConfigError(f"{where}: expected a table of glob = [codes]")
