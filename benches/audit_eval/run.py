@@ -1,7 +1,7 @@
 """`make audit-eval`: the audit's precision on real code, beside ruff's and flake8-async's
 ASYNC rules on the same code.
 
-Twenty-two corpora, each a list of source distributions pinned by name, version and sha256,
+Twenty-three corpora, each a list of source distributions pinned by name, version and sha256,
 downloaded with pip from the package index into ``.venv/audit-eval/`` (never committed):
 
 - ``seen`` (``corpus.txt``, labels in ``labels.csv``): read while the rules were written;
@@ -121,7 +121,16 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   five async web frameworks and extensions (a web framework on a Rust runtime, pagination,
   rate limiting, server-sent events, response caching), pinned (committed) before the audit
   ran on it, with round 20's rules (main at fc42bc9); its first run (block
-  ``holdout21-unseen``) is the estimate of precision on unseen code of those rules.
+  ``holdout21-unseen``) is the estimate of precision on unseen code of those rules;
+- ``holdout22`` (``holdout22.txt``, labels in ``holdout22_labels.csv``): a twenty-second,
+  chosen for the code the audit's users write around async services, API clients, LLM APIs
+  and jobs: two async web frameworks and API back ends (an ASGI framework, a spec-first
+  API framework), five HTTP and API clients with sync and async sides (an HTTP client, an
+  HTTP cache, OAuth and OpenID, Keycloak's admin client, a SOAP client), three LLM API and
+  agent-tool clients and two task and job runners (durable workflows and queues,
+  event-driven functions and steps), pinned (committed) before the audit ran on it, with
+  round 21's rules (main at 4cf8bb2); its first run (block ``holdout22-unseen``) is the
+  estimate of precision on unseen code of those rules.
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
@@ -148,7 +157,7 @@ benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
 script's output, never copied by hand.
 
     .venv/bin/python benches/audit_eval/run.py
-        [--corpus seen holdout holdout2 ... holdout21] [--no-flake8]
+        [--corpus seen holdout holdout2 ... holdout22] [--no-flake8]
         [--allow-unlabelled] [--write-results] [--block NAME]
 """
 
@@ -198,6 +207,7 @@ CORPORA = {
     "holdout19": ("holdout19.txt", "holdout19_labels.csv"),
     "holdout20": ("holdout20.txt", "holdout20_labels.csv"),
     "holdout21": ("holdout21.txt", "holdout21_labels.csv"),
+    "holdout22": ("holdout22.txt", "holdout22_labels.csv"),
 }
 
 LabelKey = tuple[str, str, int, str]  # project, path, line, code
