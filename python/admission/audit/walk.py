@@ -495,9 +495,13 @@ class _Walker:
 
     def _return(self, node: ast.Return) -> None:
         if node.value is not None:
-            text = dotted(node.value)
-            if text is not None:
-                self.scope.returned.add(text)
+            # `return t`, also `return t, stop`: each item of a returned tuple or list is
+            # handed to the caller as it would be alone
+            items = node.value.elts if isinstance(node.value, ast.Tuple | ast.List) else [node.value]
+            for item in items:
+                text = dotted(item)
+                if text is not None:
+                    self.scope.returned.add(text)
             self.visit(node.value)
 
     def _annassign(self, node: ast.AnnAssign) -> None:
