@@ -497,7 +497,9 @@ class _Walker:
         if node.value is not None:
             # `return t`, also `return t, stop`: each item of a returned tuple or list is
             # handed to the caller as it would be alone
-            items = node.value.elts if isinstance(node.value, ast.Tuple | ast.List) else [node.value]
+            items = (
+                node.value.elts if isinstance(node.value, ast.Tuple | ast.List) else [node.value]
+            )
             for item in items:
                 text = dotted(item)
                 if text is not None:
