@@ -20,6 +20,7 @@ import weakref
 from collections.abc import Callable
 
 from admission.audit.checks.context import Context, words
+from admission.audit.names import last_name
 from admission.audit.walk import CLASS, LOOP, MODULE, Scope, Site, own_nodes
 
 __all__ = ["LOOPS", "NESTED", "children_in_loops", "names_function", "runs_repeatedly"]
@@ -158,7 +159,10 @@ class _Uses:
             if isinstance(node, ast.Call):
                 values = [*node.args, *(k.value for k in node.keywords if k.arg != "target")]
                 callees = [node.func]
-                if ctx.resolve(node.func) in _CALLS_LATER:
+                if (
+                    last_name(node.func) in _CALLS_LATER_NAMES
+                    and ctx.resolve(node.func) in _CALLS_LATER
+                ):
                     # `threading.Timer(5, f)`, `atexit.register(f)`: f runs once per call of
                     # this one, as a call of it made here would
                     callees += values
@@ -192,6 +196,7 @@ class _Uses:
 
 # calls that run what they are handed once, later, as often as they are called themselves
 _CALLS_LATER = frozenset({"atexit.register", "threading.Timer", "weakref.finalize"})
+_CALLS_LATER_NAMES = frozenset(name.rsplit(".", 1)[1] for name in _CALLS_LATER)
 
 
 def children_in_loops(node: ast.AST, in_loop: bool) -> list[tuple[ast.AST, bool]]:
