@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from admission.audit.checks.context import Context, words
 from admission.audit.names import last_name
-from admission.audit.walk import CLASS, LOOP, MODULE, Scope, Site, own_nodes
+from admission.audit.walk import CLASS, LOOP, MODULE, Scope, Site
 
 __all__ = ["LOOPS", "NESTED", "children_in_loops", "names_function", "runs_repeatedly"]
 
@@ -184,14 +184,16 @@ class _Uses:
                 self.handed.update(_named(node.value, local))
             if isinstance(node, NESTED):
                 if not isinstance(node, ast.ClassDef):
-                    local = _locals(node)
                     scope = scopes.get(id(node), scope)
+                    local = _locals(scope)
                 stack.extend((child, False, local, scope) for child in ast.iter_child_nodes(node))
-            else:
+            elif isinstance(node, LOOPS):
                 stack.extend(
                     (child, inner, local, scope)
                     for child, inner in children_in_loops(node, in_loop)
                 )
+            else:
+                stack.extend((child, in_loop, local, scope) for child in ast.iter_child_nodes(node))
 
 
 # calls that run what they are handed once, later, as often as they are called themselves
@@ -227,19 +229,12 @@ def _comprehension_parts(
     return parts
 
 
-def _locals(function: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> frozenset[str]:
-    """The names a function binds itself (its parameters and assignments): a name there is
-    the function's own, not a module-level function of the same name."""
-    args = function.args
-    names = {a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]}
-    names |= {a.arg for a in (args.vararg, args.kwarg) if a is not None}
-    body: list[ast.stmt] = (
-        function.body if isinstance(function.body, list) else [ast.Expr(function.body)]
+def _locals(function: Scope) -> frozenset[str]:
+    """The names a function binds itself (its parameters, assignments and loop variables): a
+    name there is the function's own, not a module-level function of the same name."""
+    return (
+        frozenset(function.params) | frozenset(function.assigns) | frozenset(function.for_targets)
     )
-    for node in own_nodes(body):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            names.add(node.id)
-    return frozenset(names)
 
 
 _USES: weakref.WeakKeyDictionary[Context, _Uses] = weakref.WeakKeyDictionary()
