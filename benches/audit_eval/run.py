@@ -1,7 +1,7 @@
 """`make audit-eval`: the audit's precision on real code, beside ruff's and flake8-async's
 ASYNC rules on the same code.
 
-Twenty-three corpora, each a list of source distributions pinned by name, version and sha256,
+Twenty-four corpora, each a list of source distributions pinned by name, version and sha256,
 downloaded with pip from the package index into ``.venv/audit-eval/`` (never committed):
 
 - ``seen`` (``corpus.txt``, labels in ``labels.csv``): read while the rules were written;
@@ -130,7 +130,17 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   agent-tool clients and two task and job runners (durable workflows and queues,
   event-driven functions and steps), pinned (committed) before the audit ran on it, with
   round 21's rules (main at 4cf8bb2); its first run (block ``holdout22-unseen``) is the
-  estimate of precision on unseen code of those rules.
+  estimate of precision on unseen code of those rules;
+- ``holdout23`` (``holdout23.txt``, labels in ``holdout23_labels.csv``): a twenty-third,
+  chosen for the code the audit's users write around async services, API clients, LLM APIs
+  and jobs: five async web services and API back ends (two async web frameworks, a
+  model-serving framework, a Django API framework, an admin back end on Starlette), three
+  HTTP and API clients with sync and async sides (a declarative HTTP client, a search
+  engine's client, an exchange's client), two LLM API glue and agent-tool libraries (LLM
+  output validation, an agent framework) and two task and job runners (Django's task queue,
+  a microservice and worker framework), pinned (committed) before the audit ran on it,
+  with round 21's final rules (main at 097bca9); its first run (block
+  ``holdout23-unseen``) is the estimate of precision on unseen code of those rules.
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
@@ -157,7 +167,7 @@ benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
 script's output, never copied by hand.
 
     .venv/bin/python benches/audit_eval/run.py
-        [--corpus seen holdout holdout2 ... holdout22] [--no-flake8]
+        [--corpus seen holdout holdout2 ... holdout23] [--no-flake8]
         [--allow-unlabelled] [--write-results] [--block NAME]
 """
 
@@ -208,6 +218,7 @@ CORPORA = {
     "holdout20": ("holdout20.txt", "holdout20_labels.csv"),
     "holdout21": ("holdout21.txt", "holdout21_labels.csv"),
     "holdout22": ("holdout22.txt", "holdout22_labels.csv"),
+    "holdout23": ("holdout23.txt", "holdout23_labels.csv"),
 }
 
 LabelKey = tuple[str, str, int, str]  # project, path, line, code
