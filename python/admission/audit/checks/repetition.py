@@ -23,7 +23,7 @@ from admission.audit.checks.context import Context, words
 from admission.audit.names import last_name
 from admission.audit.walk import CLASS, LOOP, MODULE, Scope, Site
 
-__all__ = ["LOOPS", "NESTED", "children_in_loops", "names_function", "runs_repeatedly"]
+__all__ = ["NESTED", "children_in_loops", "names_function", "runs_repeatedly"]
 
 # start-up and shutdown hooks spelled as callbacks: once per process, not per event
 _START_UP = frozenset(
@@ -127,8 +127,15 @@ def names_function(func: ast.expr, function: Scope) -> bool:
 
 
 def _callers(ctx: Context, function: Scope) -> list[Scope]:
-    key = "." + function.name if function.cls is not None else function.name
+    key = _call_key(_spelling(function))
     return [f for f in _uses(ctx).callers.get(key, ()) if f is not function]
+
+
+def _call_key(spelling: _Spelling) -> str:
+    """How the walk files a call in ``Scope.calls``: ``.name`` for any ``x.name()``, ``name``
+    for ``name()``."""
+    is_method, name = spelling
+    return "." + name if is_method else name
 
 
 # A name as a callee or a value can spell it: (`x.name`: True, `name`: False, name)
@@ -172,9 +179,8 @@ class _Uses:
                     if in_loop:
                         self.looped.update(spelled)
                     if callee is not node.func:
-                        for is_method, name in spelled:
-                            key = "." + name if is_method else name
-                            self.callers.setdefault(key, []).append(scope)
+                        for spelling in spelled:
+                            self.callers.setdefault(_call_key(spelling), []).append(scope)
                 for value in values:
                     self.handed.update(_named(value, local))
             elif isinstance(node, ast.Assign) and any(
