@@ -83,11 +83,15 @@ class Settings:
     # what ADM302 needs before it reports a thread built outside tests: "repetition" (the
     # file shows the function running again and again) or "none" (any function's thread)
     thread_evidence: str = "repetition"
+    # what ADM101/ADM102 need before they report a fan-out in a test file: "count" (a count
+    # written large, `range(1000)`) or "data" (any data, as outside tests)
+    test_fan_out_evidence: str = "count"
     # the directory that relative globs are read from (the pyproject.toml's; else the cwd)
     root: Path = field(default_factory=Path.cwd)
 
     def __post_init__(self) -> None:
         _check_choice(self.thread_evidence, THREAD_EVIDENCE, "thread_evidence")
+        _check_choice(self.test_fan_out_evidence, TEST_FAN_OUT_EVIDENCE, "test_fan_out_evidence")
 
     def enabled(self, code: str) -> bool:
         """Whether a rule runs: selected, not ignored, and configured if it is opt-in."""
@@ -178,6 +182,8 @@ def _read_toml(path: Path) -> dict[str, object]:
 
 # the values of `thread-evidence`, the default first
 THREAD_EVIDENCE = ("repetition", "none")
+# the values of `test-fan-out-evidence`, the default first
+TEST_FAN_OUT_EVIDENCE = ("count", "data")
 
 
 def _check_choice(value: object, choices: tuple[str, ...], where: str) -> str:
@@ -187,6 +193,12 @@ def _check_choice(value: object, choices: tuple[str, ...], where: str) -> str:
         raise AuditConfigError(f"{where}: expected {expected}, got {value!r}")
     return str(value)
 
+
+# keys that take one of a few strings: (Settings field, the choices)
+_CHOICE_KEYS = {
+    "thread-evidence": ("thread_evidence", THREAD_EVIDENCE),
+    "test-fan-out-evidence": ("test_fan_out_evidence", TEST_FAN_OUT_EVIDENCE),
+}
 
 _LIST_KEYS = {
     "select": "select",
@@ -214,8 +226,9 @@ def settings_from_table(table: Mapping[str, object], source: str, root: Path) ->
             if key in ("select", "ignore"):
                 strings = check_codes(strings, where)
             values[_LIST_KEYS[key]] = strings
-        elif key == "thread-evidence":
-            values["thread_evidence"] = _check_choice(value, THREAD_EVIDENCE, where)
+        elif key in _CHOICE_KEYS:
+            field_name, choices = _CHOICE_KEYS[key]
+            values[field_name] = _check_choice(value, choices, where)
         elif key == "per-file-ignores":
             if not isinstance(value, dict):
                 raise AuditConfigError(f"{where}: expected a table of glob = [codes]")
@@ -224,7 +237,7 @@ def settings_from_table(table: Mapping[str, object], source: str, root: Path) ->
                 for glob, codes in value.items()
             )
         else:
-            known = ", ".join(sorted([*_LIST_KEYS, "per-file-ignores", "thread-evidence"]))
+            known = ", ".join(sorted([*_LIST_KEYS, *_CHOICE_KEYS, "per-file-ignores"]))
             raise AuditConfigError(
                 f"{source}: unknown key {key!r} in [tool.admission.audit] (known: {known})"
             )

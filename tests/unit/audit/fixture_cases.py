@@ -8,6 +8,8 @@ A fixture file is Python that is read, never run. Markers:
 - a top-level ``def``/``async def``/``class`` named ``good_*``/``Good*`` (or a method named
   ``good_*``) is a negative case: nothing may be reported inside it.
 - ``# settings: {...}`` on one of the first lines: JSON of `Settings` fields for that file.
+- ``# path: tests/test_app.py`` on one of the first lines: the path the file is read at (from
+  the project's root: a test file's readings differ from library code's); default its name.
 - a file named ``admNNN_good_*.py`` is one negative case as a whole (module-level code).
 """
 
@@ -29,6 +31,7 @@ class FixtureFile:
     rule: str  # the rule the file is about (from its name)
     source: str
     settings: dict[str, object]
+    relative_path: str  # where the file is read as sitting in the project
     expected: set[tuple[int, str]]  # (line, code)
     good_ranges: list[tuple[str, int, int]]  # (name, first line, last line)
 
@@ -36,10 +39,13 @@ class FixtureFile:
 def load(path: Path) -> FixtureFile:
     source = path.read_text(encoding="utf-8")
     settings: dict[str, object] = {}
+    relative_path = path.name
     expected: set[tuple[int, str]] = set()
     for number, line in enumerate(source.splitlines(), 1):
         if line.startswith("# settings:"):
             settings = json.loads(line.partition(":")[2])
+        if line.startswith("# path:"):
+            relative_path = line.partition(":")[2].strip()
         match = _EXPECT.search(line)
         if match:
             for code in re.findall(r"ADM[0-9]{3}", match.group(1)):
@@ -54,7 +60,7 @@ def load(path: Path) -> FixtureFile:
         ):
             good.append((node.name, node.lineno, node.end_lineno or node.lineno))
     rule = "ADM" + path.stem[3:6]
-    return FixtureFile(path, rule, source, settings, expected, good)
+    return FixtureFile(path, rule, source, settings, relative_path, expected, good)
 
 
 def fixture_files() -> list[FixtureFile]:

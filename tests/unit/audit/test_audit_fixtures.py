@@ -20,7 +20,12 @@ def _settings(fixture: FixtureFile) -> Settings:
 
 @pytest.mark.parametrize("fixture", FILES, ids=[f.path.name for f in FILES])
 def test_fixture_findings_are_exactly_the_marked_lines(fixture: FixtureFile) -> None:
-    findings, failures = audit_source(fixture.source, fixture.path.name, _settings(fixture))
+    findings, failures = audit_source(
+        fixture.source,
+        fixture.path.name,
+        _settings(fixture),
+        relative_path=fixture.relative_path,
+    )
     assert failures == []
     found = {(f.line, f.code) for f in findings}
     missed = sorted(fixture.expected - found)
@@ -30,7 +35,12 @@ def test_fixture_findings_are_exactly_the_marked_lines(fixture: FixtureFile) -> 
 
 @pytest.mark.parametrize("fixture", FILES, ids=[f.path.name for f in FILES])
 def test_good_cases_have_no_finding(fixture: FixtureFile) -> None:
-    findings, _ = audit_source(fixture.source, fixture.path.name, _settings(fixture))
+    findings, _ = audit_source(
+        fixture.source,
+        fixture.path.name,
+        _settings(fixture),
+        relative_path=fixture.relative_path,
+    )
     for name, first, last in fixture.good_ranges:
         inside = [f"{f.line}: {f.code}" for f in findings if first <= f.line <= last]
         assert inside == [], f"{name} should have no finding"

@@ -32,7 +32,7 @@ from admission.audit.walk import (
     own_nodes,
 )
 
-__all__ = ["Context", "is_test_path", "own_nodes"]
+__all__ = ["Context", "is_test_path", "leaves_after", "own_nodes"]
 
 # Loops over ranges up to this many items count as bounded (`for i in range(8)`).
 SMALL_RANGE = 100
@@ -330,6 +330,105 @@ def matches(patterns: Iterable[str], *texts: str | None) -> bool:
     return False
 
 
+def _binding(name: str, scope: Scope) -> tuple[Scope, list[ast.expr], list[ast.expr]] | None:
+    """Where ``name`` is bound, from ``scope`` outwards: the nearest scope that iterates it
+    (its ``for`` iterables) or assigns it (the values); None for a parameter or no binding."""
+    current: Scope | None = scope
+    while current is not None:
+        iterables = current.for_targets.get(name, [])
+        values = current.assigns.get(name, [])
+        if iterables or values:
+            return current, list(iterables), list(values)
+        if name in current.params:
+            return None
+        current = current.parent
+    return None
+
+
+def _reaching(use: ast.Name, scope: Scope, values: list[ast.expr]) -> list[ast.expr]:
+    """The values of ``use``'s name that can reach it: only the scope's last assignment of
+    the name when it is a plain statement that comes before the statement holding the use
+    in the same block, and nothing adds to the name after it (``repos = fetch()``, ``repos
+    = repos[:10]``, then a fan-out over ``repos``); else all of them."""
+    if len(values) < 2:
+        return values
+    last = max(values, key=lambda v: (v.lineno, v.col_offset))
+    if last.lineno >= use.lineno:
+        return values
+    if any(value.lineno > last.lineno for value, _ in scope.appends.get(use.id, ())):
+        return values
+    block = _block_of_assignment(scope.node, last)
+    if block is None:
+        return values
+    index, statements = block
+    if not any(_holds(statement, use) for statement in statements[index + 1 :]):
+        return values
+    for node in ast.walk(scope.node):
+        if (
+            isinstance(node, ast.AugAssign)
+            and isinstance(node.target, ast.Name)
+            and node.target.id == use.id
+        ):
+            return values  # `repos += more`: added to after
+    return [last]
+
+
+def _block_of_assignment(root: ast.AST, value: ast.expr) -> tuple[int, list[ast.stmt]] | None:
+    """Where the plain assignment (``name = value``) of ``value`` sits: its index and block."""
+    for node in ast.walk(root):
+        for field in ("body", "orelse", "finalbody"):
+            statements = getattr(node, field, None)
+            if not isinstance(statements, list):
+                continue
+            for index, statement in enumerate(statements):
+                if (
+                    isinstance(statement, ast.Assign | ast.AnnAssign)
+                    and statement.value is value
+                    and all(isinstance(t, ast.Name) for t in _targets(statement))
+                ):
+                    return index, statements
+    return None
+
+
+def _targets(statement: ast.Assign | ast.AnnAssign) -> list[ast.expr]:
+    return statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+
+
+def _holds(statement: ast.stmt, node: ast.AST) -> bool:
+    return any(inner is node for inner in ast.walk(statement))
+
+
+def leaves_after(loop: ast.AST, call: ast.Call) -> bool:
+    """After the call, the loop's round leaves it (``break`` or ``return`` in its block or a
+    block around it, before any ``continue``): it happens once, as the loop's last step (a
+    spawn made once, a pause before leaving rather than before another round). A ``raise``
+    does not count: a retry around the loop may catch it."""
+
+    def outcome(statements: list[ast.stmt]) -> bool | None:
+        # True: leaves the loop; False: goes round; None: falls through to what follows
+        for index, statement in enumerate(statements):
+            if not _holds(statement, call):
+                continue
+            if isinstance(statement, ast.If | ast.With | ast.AsyncWith | ast.Try):
+                inner_lists = [
+                    getattr(statement, field, None) for field in ("body", "orelse", "finalbody")
+                ] + [h.body for h in getattr(statement, "handlers", [])]
+                for inner in inner_lists:
+                    if isinstance(inner, list) and any(_holds(s, call) for s in inner):
+                        found = outcome(inner)
+                        if found is not None:
+                            return found
+            for after in statements[index + 1 :]:
+                if isinstance(after, ast.Break | ast.Return):
+                    return True
+                if isinstance(after, ast.Continue):
+                    return False
+            return None
+        return None
+
+    return bool(outcome(getattr(loop, "body", [])))
+
+
 class Context:
     """One file being checked: its facts, the settings, and the findings so far."""
 
@@ -348,6 +447,9 @@ class Context:
         # that depend on where a file sits (tests or library code)
         self.relative_path = relative_path or path
         self.in_tests = is_test_path(self.relative_path)
+        # whether the fan-out rules ask a test file for a count written large (see
+        # `fan_out_over_data`)
+        self.asks_for_a_count = self.in_tests and settings.test_fan_out_evidence == "count"
         self.lines = lines
         self.findings: list[Finding] = []
         # ids of nodes already reported per code (one finding per node and rule)
@@ -663,7 +765,7 @@ class Context:
         if isinstance(node, ast.Call):
             name = last_name(node.func)
             if isinstance(node.func, ast.Name) and name == "range":
-                return self._range_bounded(node)
+                return self._range_bounded(node, scope)
             # as many items as they are given (`as_completed(aws)` yields one per awaitable)
             if name in _SAME_SIZE or (
                 name in ("items", "keys", "values") and isinstance(node.func, ast.Attribute)
@@ -687,6 +789,8 @@ class Context:
                     return all(self._yields_batches(i) for i in iterables)
                 values = current.assigns.get(node.id)
                 if values:
+                    if current is scope:
+                        values = _reaching(node, scope, values)
                     return all(
                         self._filled_by_bounded_loops(node.id, current)
                         if isinstance(v, ast.Call) and is_empty_collection(v)
@@ -793,7 +897,12 @@ class Context:
         name = last_name(iterable)
         return name is not None and any(w in _BATCH_WORDS for w in words(name))
 
-    def _range_bounded(self, call: ast.Call) -> bool:
+    def _range_bounded(self, call: ast.Call, scope: Scope) -> bool:
+        if self.asks_for_a_count:
+            # a test's count is written in the test (`range(REQUESTS)`, `REQUESTS = 1000`)
+            count = self._range_count(call, scope)
+            if count is not None:
+                return count <= SMALL_RANGE
         for arg in call.args:
             for node in ast.walk(arg):
                 if isinstance(node, ast.Call) and last_name(node.func) == "len":
@@ -831,12 +940,13 @@ class Context:
         object's own collections (``self._handlers``, ``self.connectors.values()``) or over
         module constants is over what the program registered or configured: no evidence."""
         if isinstance(loop, ast.AsyncFor):
-            return True
+            return not self.asks_for_a_count
         if isinstance(loop, ast.For):
-            return self.iterable_over_data(loop.iter, scope)
+            return self.fan_out_over_data(loop.iter, scope)
         if isinstance(loop, ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp):
             return any(
-                bool(g.is_async) or self.iterable_over_data(g.iter, scope) for g in loop.generators
+                (g.is_async and not self.asks_for_a_count) or self.fan_out_over_data(g.iter, scope)
+                for g in loop.generators
             )
         if isinstance(loop, ast.While):
             return any(
@@ -844,6 +954,115 @@ class Context:
                 for node in own_nodes(loop.body)
             )
         return False
+
+    def fan_out_over_data(self, node: ast.expr, scope: Scope) -> bool:
+        """The fan-out rules' evidence that iterating ``node`` runs once per item of data:
+        `iterable_over_data`, or in a test file only a count written large (`counted_large`).
+        A test's data is what the test made (two files written to a temporary directory, the
+        indexes its fixtures created, a parametrized pair): sized by the test, not by
+        production, unless it says otherwise (``for _ in range(1000)``)."""
+        if self.asks_for_a_count:
+            return self.counted_large(node, scope)
+        return self.iterable_over_data(node, scope)
+
+    def counted_large(self, node: ast.expr, scope: Scope, seen: int = 0) -> bool:
+        """Whether iterating ``node`` yields more than `SMALL_RANGE` items by a count the code
+        writes: ``range(1000)`` (also through a constant name, ``enumerate``, ``zip``, a
+        comprehension, the results of ``await gather(*[... for _ in range(1000)])``, or a list
+        filled in such a loop)."""
+        if seen > 6:
+            return False
+        again = seen + 1
+        if isinstance(node, ast.Await):
+            call = node.value
+            return (
+                isinstance(call, ast.Call)
+                and last_name(call.func) == "gather"
+                and any(
+                    self.counted_large(a.value, scope, again)
+                    for a in call.args
+                    if isinstance(a, ast.Starred)
+                )
+            )
+        if isinstance(node, ast.Call):
+            name = last_name(node.func)
+            if isinstance(node.func, ast.Attribute):
+                return name in _VIEWS and self.counted_large(node.func.value, scope, again)
+            if name == "range":
+                count = self._range_count(node, scope)
+                return count is not None and count > SMALL_RANGE
+            items = node.args[1:] if name in ("map", "filter") else node.args
+            if name == "zip":
+                return bool(items) and all(self.counted_large(a, scope, again) for a in items)
+            if name in _SAME_SIZE or name in ("map", "filter", "chain"):
+                return any(self.counted_large(a, scope, again) for a in items)
+            return False
+        if isinstance(node, ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp):
+            return any(self.counted_large(g.iter, scope, again) for g in node.generators)
+        if isinstance(node, ast.List | ast.Tuple | ast.Set):
+            return any(
+                self.counted_large(e.value, scope, again)
+                for e in node.elts
+                if isinstance(e, ast.Starred)
+            )
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            return self.counted_large(node.left, scope, again) or self.counted_large(
+                node.right, scope, again
+            )
+        if not isinstance(node, ast.Name):
+            return False
+        binding = _binding(node.id, scope)
+        if binding is None:
+            return False
+        owner, iterables, values = binding
+        return any(self.counted_large(i, owner, again) for i in iterables) or any(
+            self._filled_in_counted_loop(node.id, owner, again)
+            if is_empty_collection(v)
+            else self.counted_large(v, owner, again)
+            for v in values
+        )
+
+    def _filled_in_counted_loop(self, name: str, scope: Scope, seen: int) -> bool:
+        """``tasks = []`` then ``tasks.append(...)`` in ``for _ in range(1000)``."""
+        for _, blocks in scope.appends.get(name, ()):
+            for kind, loop in blocks:
+                if kind != LOOP:
+                    continue
+                if isinstance(loop, ast.For) and self.counted_large(loop.iter, scope, seen):
+                    return True
+                if isinstance(
+                    loop, ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp
+                ) and self.counted_large(loop, scope, seen):
+                    return True
+        return False
+
+    def _range_count(self, call: ast.Call, scope: Scope) -> int | None:
+        """How many items ``range(...)`` yields when its arguments are integers the code
+        writes (literals or names bound once to one), else None."""
+        numbers: list[int] = []
+        for arg in call.args:
+            value = self._int_constant(arg, scope)
+            if value is None:
+                return None
+            numbers.append(value)
+        if not 1 <= len(numbers) <= 3 or (len(numbers) == 3 and numbers[2] == 0):
+            return None
+        return len(range(*numbers))
+
+    def _int_constant(self, node: ast.expr, scope: Scope) -> int | None:
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            value = self._int_constant(node.operand, scope)
+            return None if value is None else -value
+        if isinstance(node, ast.Constant):
+            number = node.value
+            return number if isinstance(number, int) and not isinstance(number, bool) else None
+        binding = _binding(node.id, scope) if isinstance(node, ast.Name) else None
+        if binding is None:
+            return None
+        owner, iterables, values = binding
+        if iterables or len(values) != 1 or not isinstance(values[0], ast.Constant):
+            return None
+        return self._int_constant(values[0], owner)
 
     def iterable_over_data(self, node: ast.expr, scope: Scope, seen: int = 0) -> bool:
         """Whether an iterable is data: a parameter (or an attribute of one, ``data.ids``),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ast
 
-from admission.audit.checks.context import Context, own_nodes, words
+from admission.audit.checks.context import Context, leaves_after, own_nodes, words
 from admission.audit.names import dotted, last_name
 from admission.audit.walk import ELSE, IF, LOOP, SYNC, WITH, Block, Scope, Site
 
@@ -239,7 +239,7 @@ def _collection(
         if isinstance(node.func, ast.Name) and not ctx.facts.imports.is_imported(name or ""):
             if name == "map" and len(node.args) >= 2:
                 if all(ctx.iterable_bounded(a, scope) for a in node.args[1:]) or not any(
-                    ctx.iterable_over_data(a, scope) for a in node.args[1:]
+                    ctx.fan_out_over_data(a, scope) for a in node.args[1:]
                 ):
                     return None
                 return [node.args[0]]
@@ -801,31 +801,6 @@ def _spawns_item_handed_over(loop: ast.AST, call: ast.Call) -> bool:
     )
 
 
-def _then_leaves(loop: ast.AST, call: ast.Call) -> bool:
-    """The spawn is followed by ``break`` or ``return`` (in its block or a block around it,
-    inside the loop): it happens once."""
-
-    def contains(statement: ast.stmt) -> bool:
-        return any(node is call for node in ast.walk(statement))
-
-    def leaves_after(statements: list[ast.stmt]) -> bool | None:
-        for index, statement in enumerate(statements):
-            if not contains(statement):
-                continue
-            rest = statements[index + 1 :]
-            if isinstance(statement, ast.If | ast.With | ast.AsyncWith | ast.Try):
-                inner_lists = [
-                    getattr(statement, field, None) for field in ("body", "orelse", "finalbody")
-                ] + [h.body for h in getattr(statement, "handlers", [])]
-                for inner in inner_lists:
-                    if isinstance(inner, list) and leaves_after(inner):
-                        return True
-            return any(isinstance(s, ast.Break | ast.Return) for s in rest)
-        return None
-
-    return bool(leaves_after(getattr(loop, "body", [])))
-
-
 def _once_per_count(loop: ast.AST, site: Site) -> bool:
     """The spawn is under an ``if`` of the loop that tests a counter the loop steps for
     equality with a constant (``if count == 5:`` while ``count -= 1`` each round): the test
@@ -907,7 +882,7 @@ def check_spawn(ctx: Context, site: Site) -> None:
         return
     if not ctx.loop_over_data(loop, site.scope):
         return  # over what the program registered or configured, or no sign of data
-    if _then_leaves(loop, call) or _ends_existing(call.args[0] if call.args else None):
+    if leaves_after(loop, call) or _ends_existing(call.args[0] if call.args else None):
         return
     if _once_per_count(loop, site):
         return

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 
-from admission.audit.checks.context import Context, own_nodes, words
+from admission.audit.checks.context import Context, leaves_after, own_nodes, words
 from admission.audit.names import dotted, last_name
 from admission.audit.walk import ASYNC, ELSE, HANDLER, IF, LAMBDA, LOOP, TRY, WITH, Scope, Site
 
@@ -1091,6 +1091,8 @@ def check_sleep(ctx: Context, site: Site) -> None:
         return  # not a retry, or a pause that a worked round takes too (a periodic loop's)
     if handlers and (_periodic(ctx, loop, call) or _ends_loop(loop, handlers[-1])):
         return
+    if handlers and leaves_after(loop, call):
+        return  # the pause comes before leaving the loop, not before another attempt
     if handlers and not _stops_on_success(loop):
         return  # a reader or service loop pausing after a failed round, not a retry
     if handlers and _asks_the_user(loop, functions_only=True):
