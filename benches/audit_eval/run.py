@@ -1,7 +1,7 @@
 """`make audit-eval`: the audit's precision on real code, beside ruff's and flake8-async's
 ASYNC rules on the same code.
 
-Twenty-five corpora, each a list of source distributions pinned by name, version and sha256,
+Twenty-six corpora, each a list of source distributions pinned by name, version and sha256,
 downloaded with pip from the package index into ``.venv/audit-eval/`` (never committed):
 
 - ``seen`` (``corpus.txt``, labels in ``labels.csv``): read while the rules were written;
@@ -151,7 +151,16 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   Redis client, SQLAlchemy repositories and services, a message queue's client), pinned
   (committed) before the audit ran on it, with round 21's final rules (main at 706b31b);
   its first run (block ``holdout24-unseen``) is the estimate of precision on unseen code of
-  those rules.
+  those rules;
+- ``holdout25`` (``holdout25.txt``, labels in ``holdout25_labels.csv``): a twenty-fifth,
+  chosen for the same code: an API framework on Django, three HTTP and API clients with sync
+  and async sides (a serverless cloud's client, the LangGraph API's client, a search
+  engine's client), five LLM API glue and agent-tool libraries (agents and middleware, model
+  clients and code executors, agentic workflows, text to SQL, LLM scraping pipelines), a
+  periodic task scheduler and two cache and queue clients with async sides (an async cache,
+  a RabbitMQ Streams client), pinned (committed) with holdout24, before the audit ran on
+  either; sealed: fetched but not run until the next rules are final, whose estimate of
+  precision on unseen code its first run (block ``holdout25-unseen``) is then.
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
@@ -178,7 +187,7 @@ benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
 script's output, never copied by hand.
 
     .venv/bin/python benches/audit_eval/run.py
-        [--corpus seen holdout holdout2 ... holdout24] [--no-flake8]
+        [--corpus seen holdout holdout2 ... holdout25] [--no-flake8]
         [--allow-unlabelled] [--write-results] [--block NAME]
 """
 
@@ -231,6 +240,7 @@ CORPORA = {
     "holdout22": ("holdout22.txt", "holdout22_labels.csv"),
     "holdout23": ("holdout23.txt", "holdout23_labels.csv"),
     "holdout24": ("holdout24.txt", "holdout24_labels.csv"),
+    "holdout25": ("holdout25.txt", "holdout25_labels.csv"),
 }
 
 LabelKey = tuple[str, str, int, str]  # project, path, line, code
