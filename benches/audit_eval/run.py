@@ -1,7 +1,7 @@
 """`make audit-eval`: the audit's precision on real code, beside ruff's and flake8-async's
 ASYNC rules on the same code.
 
-Twenty-four corpora, each a list of source distributions pinned by name, version and sha256,
+Twenty-six corpora, each a list of source distributions pinned by name, version and sha256,
 downloaded with pip from the package index into ``.venv/audit-eval/`` (never committed):
 
 - ``seen`` (``corpus.txt``, labels in ``labels.csv``): read while the rules were written;
@@ -140,7 +140,27 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   output validation, an agent framework) and two task and job runners (Django's task queue,
   a microservice and worker framework), pinned (committed) before the audit ran on it,
   with round 21's final rules (main at 097bca9); its first run (block
-  ``holdout23-unseen``) is the estimate of precision on unseen code of those rules.
+  ``holdout23-unseen``) is the estimate of precision on unseen code of those rules;
+- ``holdout24`` (``holdout24.txt``, labels in ``holdout24_labels.csv``): a twenty-fourth,
+  chosen for the code the audit's users write around async services, API clients, LLM APIs,
+  jobs and databases: three async web services and API back ends (an ASGI framework, a
+  GraphQL server, Celery's monitoring service), three HTTP and API clients with sync and
+  async sides (a search API's client, a GPU cloud's client and serverless worker, an aiohttp
+  response cache), two LLM API glue and agent-tool libraries (LangChain's OpenAI models,
+  agents over MCP), a task queue and three database and queue clients with async sides (a
+  Redis client, SQLAlchemy repositories and services, a message queue's client), pinned
+  (committed) before the audit ran on it, with round 21's final rules (main at 706b31b);
+  its first run (block ``holdout24-unseen``) is the estimate of precision on unseen code of
+  those rules;
+- ``holdout25`` (``holdout25.txt``, labels in ``holdout25_labels.csv``): a twenty-fifth,
+  chosen for the same code: an API framework on Django, three HTTP and API clients with sync
+  and async sides (a serverless cloud's client, the LangGraph API's client, a search
+  engine's client), five LLM API glue and agent-tool libraries (agents and middleware, model
+  clients and code executors, agentic workflows, text to SQL, LLM scraping pipelines), a
+  periodic task scheduler and two cache and queue clients with async sides (an async cache,
+  a RabbitMQ Streams client), pinned (committed) with holdout24, before the audit ran on
+  either; sealed: fetched but not run until the next rules are final, whose estimate of
+  precision on unseen code its first run (block ``holdout25-unseen``) is then.
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
@@ -167,7 +187,7 @@ benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
 script's output, never copied by hand.
 
     .venv/bin/python benches/audit_eval/run.py
-        [--corpus seen holdout holdout2 ... holdout23] [--no-flake8]
+        [--corpus seen holdout holdout2 ... holdout25] [--no-flake8]
         [--allow-unlabelled] [--write-results] [--block NAME]
 """
 
@@ -219,6 +239,8 @@ CORPORA = {
     "holdout21": ("holdout21.txt", "holdout21_labels.csv"),
     "holdout22": ("holdout22.txt", "holdout22_labels.csv"),
     "holdout23": ("holdout23.txt", "holdout23_labels.csv"),
+    "holdout24": ("holdout24.txt", "holdout24_labels.csv"),
+    "holdout25": ("holdout25.txt", "holdout25_labels.csv"),
 }
 
 LabelKey = tuple[str, str, int, str]  # project, path, line, code
