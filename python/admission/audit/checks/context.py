@@ -32,7 +32,7 @@ from admission.audit.walk import (
     own_nodes,
 )
 
-__all__ = ["Context", "is_test_path", "leaves_after", "own_nodes"]
+__all__ = ["Context", "holds", "is_test_path", "leaves_after", "own_nodes"]
 
 # Loops over ranges up to this many items count as bounded (`for i in range(8)`).
 SMALL_RANGE = 100
@@ -361,7 +361,7 @@ def _reaching(use: ast.Name, scope: Scope, values: list[ast.expr]) -> list[ast.e
     if block is None:
         return values
     index, statements = block
-    if not any(_holds(statement, use) for statement in statements[index + 1 :]):
+    if not any(holds(statement, use) for statement in statements[index + 1 :]):
         return values
     for node in ast.walk(scope.node):
         if (
@@ -394,8 +394,9 @@ def _targets(statement: ast.Assign | ast.AnnAssign) -> list[ast.expr]:
     return statement.targets if isinstance(statement, ast.Assign) else [statement.target]
 
 
-def _holds(statement: ast.stmt, node: ast.AST) -> bool:
-    return any(inner is node for inner in ast.walk(statement))
+def holds(tree: ast.AST, node: ast.AST) -> bool:
+    """Whether ``node`` is ``tree`` or inside it."""
+    return any(inner is node for inner in ast.walk(tree))
 
 
 def leaves_after(loop: ast.AST, call: ast.Call) -> bool:
@@ -407,14 +408,14 @@ def leaves_after(loop: ast.AST, call: ast.Call) -> bool:
     def outcome(statements: list[ast.stmt]) -> bool | None:
         # True: leaves the loop; False: goes round; None: falls through to what follows
         for index, statement in enumerate(statements):
-            if not _holds(statement, call):
+            if not holds(statement, call):
                 continue
             if isinstance(statement, ast.If | ast.With | ast.AsyncWith | ast.Try):
                 inner_lists = [
                     getattr(statement, field, None) for field in ("body", "orelse", "finalbody")
                 ] + [h.body for h in getattr(statement, "handlers", [])]
                 for inner in inner_lists:
-                    if isinstance(inner, list) and any(_holds(s, call) for s in inner):
+                    if isinstance(inner, list) and any(holds(s, call) for s in inner):
                         found = outcome(inner)
                         if found is not None:
                             return found

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import ast
 
-from admission.audit.checks.context import Context, leaves_after, own_nodes, words
+from admission.audit.checks.class_state import is_empty_collection
+from admission.audit.checks.context import Context, holds, leaves_after, own_nodes, words
 from admission.audit.names import dotted, last_name
 from admission.audit.walk import ELSE, IF, LOOP, SYNC, WITH, Block, Scope, Site
 
@@ -401,8 +402,15 @@ def _filled_in_loop(ctx: Context, name: str, site: Site) -> list[ast.expr] | Non
     """The values appended to ``name`` inside a loop over data of unbounded size."""
     scope = site.scope
     work: list[ast.expr] = []
+    # a loop that binds the list empty again each round fills it only in that round
+    # (`while True: event = await queue.get(); tasks = []; for l in self.listeners: ...`)
+    resets = [v for v in scope.assigns.get(name, ()) if is_empty_collection(v)]
     for value, blocks in scope.appends.get(name, ()):
-        loops = [node for kind, node in blocks if kind == LOOP]
+        loops = [
+            node
+            for kind, node in blocks
+            if kind == LOOP and not any(holds(node, reset) for reset in resets)
+        ]
         if not any(
             not ctx.loop_bounded(loop, scope) and ctx.loop_over_data(loop, scope) for loop in loops
         ):
