@@ -629,6 +629,22 @@ def _bare_call_on(node: ast.AST, methods: tuple[str, ...], receiver: str) -> boo
     )
 
 
+# Methods that signal and return at once (an event's `set`, a lock's or semaphore's
+# `release`, a condition's `notify`): a thread that runs only one ends as it starts.
+_WAKE_UPS = frozenset({"set", "release", "notify", "notify_all"})
+
+
+def _only_signals(call: ast.Call) -> bool:
+    """The thread's whole work is one signal (``Thread(target=event.set).start()``, to wake
+    waiters from another thread): it ends at once, before threads could pile up."""
+    target = next((k.value for k in call.keywords if k.arg == "target"), None)
+    return (
+        isinstance(target, ast.Attribute)
+        and target.attr in _WAKE_UPS
+        and not any(k.arg in ("args", "kwargs") for k in call.keywords)
+    )
+
+
 def _signals_its_end(ctx: Context, call: ast.Call, site: Site) -> bool:
     """The thread runs a function of the same scope (a closure, ``target=run``) that sets an
     event or resolves a future as its last act, and the thread's owner waits for that
@@ -1066,17 +1082,22 @@ def _container_joined(ctx: Context, container: str, scope: Scope) -> bool:
 
 
 def _element_of(ctx: Context, call: ast.Call, site: Site) -> str | None:
-    """The list a comprehension or a display of threads is bound to (``ts = [Thread(...)
-    for ...]``, ``ts = [Thread(...), Thread(...)]``, also one part of a concatenation:
-    ``ts = [Thread(...) for ...] + [Thread(...) for ...]``)."""
+    """The collection a comprehension or a display of threads is bound to (``ts =
+    [Thread(...) for ...]``, ``ts = [Thread(...), Thread(...)]``, also one part of a
+    concatenation: ``ts = [Thread(...) for ...] + [Thread(...) for ...]``, and the values of
+    a mapping: ``ts = {"local": Thread(...), "peer": Thread(...)}``)."""
     for name, values in site.scope.assigns.items():
         for value in values:
             for part in _summands(value):
                 if isinstance(part, ast.ListComp | ast.SetComp) and part.elt is call:
                     return name
+                if isinstance(part, ast.DictComp) and part.value is call:
+                    return name
                 if isinstance(part, ast.List | ast.Tuple | ast.Set) and any(
                     element is call for element in part.elts
                 ):
+                    return name
+                if isinstance(part, ast.Dict) and any(v is call for v in part.values):
                     return name
     return None
 
@@ -1118,7 +1139,7 @@ def check_thread(ctx: Context, site: Site) -> None:
         return
     if target is not None and _kept_by_lifecycle_start(ctx, site, function, target):
         return
-    if _signals_its_end(ctx, call, site):
+    if _signals_its_end(ctx, call, site) or _only_signals(call):
         return
     if target is not None and _called_only_when_none_runs(ctx, target, function):
         return
