@@ -162,25 +162,73 @@ def _set_on_the_way(ctx: Context, statements: list[ast.stmt], call: ast.Call) ->
     return False
 
 
-def _sets_loop(ctx: Context, statement: ast.stmt) -> bool:
+def _sets_loop(ctx: Context, statement: ast.stmt, helpers: bool = True) -> bool:
     """Whether ``statement`` sets the loop whichever way it goes (an ``if`` on both branches;
-    a ``with`` or ``try`` in its body; a loop's body may not run)."""
+    a ``with`` or ``try`` in its body; a loop's body may not run), also by calling a function
+    of the same file that does so before it can return (``loop = initialize_event_loop()``:
+    one call level)."""
     if isinstance(statement, ast.If):
         return bool(statement.orelse) and all(
-            any(_sets_loop(ctx, inner) for inner in branch)
+            any(_sets_loop(ctx, inner, helpers) for inner in branch)
             for branch in (statement.body, statement.orelse)
         )
     if isinstance(statement, ast.With | ast.AsyncWith | ast.Try):
-        return any(_sets_loop(ctx, inner) for inner in statement.body)
+        return any(_sets_loop(ctx, inner, helpers) for inner in statement.body)
     if isinstance(
         statement,
         ast.For | ast.AsyncFor | ast.While | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef,
     ):
         return False
-    return any(
-        isinstance(node, ast.Call) and ctx.resolve(node.func) in _SET_EVENT_LOOP
-        for node in own_nodes([statement])
-    )
+    for node in own_nodes([statement]):
+        if not isinstance(node, ast.Call):
+            continue
+        if ctx.resolve(node.func) in _SET_EVENT_LOOP:
+            return True
+        if helpers and isinstance(node.func, ast.Name):
+            helper = _module_function(ctx, node.func.id)
+            if helper is not None and _sets_loop_before_returning(ctx, helper):
+                return True
+    return False
+
+
+def _module_function(ctx: Context, name: str) -> ast.FunctionDef | None:
+    """The file's one module-level ``def`` of that name (not a coroutine: calling one runs
+    nothing), if the name is bound by nothing else at module level."""
+    found = [
+        node
+        for node in ctx.facts.tree.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        and node.name == name
+    ]
+    if len(found) != 1 or not isinstance(found[0], ast.FunctionDef):
+        return None
+    if name in ctx.facts.module.assigns or ctx.facts.imports.is_imported(name):
+        return None
+    return found[0]
+
+
+def _sets_loop_before_returning(ctx: Context, function: ast.FunctionDef) -> bool:
+    return _way_through(ctx, function.body) == _SET
+
+
+# How the ways through a statement list end: every one set the loop; some returned before
+# setting it; or they reach the end with it not set on every way.
+_SET, _LEAKS, _OPEN = "set", "leaks", "open"
+
+
+def _way_through(ctx: Context, statements: list[ast.stmt]) -> str:
+    for statement in statements:
+        if _sets_loop(ctx, statement, helpers=False):
+            return _SET
+        if isinstance(statement, ast.If):
+            ways = (_way_through(ctx, statement.body), _way_through(ctx, statement.orelse))
+            if _LEAKS in ways:
+                return _LEAKS
+            if ways == (_SET, _SET):
+                return _SET
+        elif any(isinstance(node, ast.Return) for node in own_nodes([statement])):
+            return _LEAKS
+    return _OPEN
 
 
 def _holds(statement: ast.stmt, call: ast.Call) -> bool:
