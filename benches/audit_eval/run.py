@@ -159,8 +159,8 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   clients and code executors, agentic workflows, text to SQL, LLM scraping pipelines), a
   periodic task scheduler and two cache and queue clients with async sides (an async cache,
   a RabbitMQ Streams client), pinned (committed) with holdout24, before the audit ran on
-  either; sealed: fetched but not run until the next rules are final, whose estimate of
-  precision on unseen code its first run (block ``holdout25-unseen``) is then;
+  either, and sealed until round 22's final rules (main at a6d1681); its first run (block
+  ``holdout25-unseen``) is the estimate of precision on unseen code of those rules;
 - ``holdout26`` (``holdout26.txt``, labels in ``holdout26_labels.csv``): a twenty-sixth,
   chosen for the same code: two async web services and API back ends (an async web
   framework, Sanic's extensions), two HTTP and API clients with sync and async sides (a
