@@ -1,7 +1,7 @@
 """`make audit-eval`: the audit's precision on real code, beside ruff's and flake8-async's
 ASYNC rules on the same code.
 
-Twenty-six corpora, each a list of source distributions pinned by name, version and sha256,
+Twenty-seven corpora, each a list of source distributions pinned by name, version and sha256,
 downloaded with pip from the package index into ``.venv/audit-eval/`` (never committed):
 
 - ``seen`` (``corpus.txt``, labels in ``labels.csv``): read while the rules were written;
@@ -159,8 +159,19 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   clients and code executors, agentic workflows, text to SQL, LLM scraping pipelines), a
   periodic task scheduler and two cache and queue clients with async sides (an async cache,
   a RabbitMQ Streams client), pinned (committed) with holdout24, before the audit ran on
-  either; sealed: fetched but not run until the next rules are final, whose estimate of
-  precision on unseen code its first run (block ``holdout25-unseen``) is then.
+  either, and sealed until round 22's final rules (main at a6d1681); its first run (block
+  ``holdout25-unseen``) is the estimate of precision on unseen code of those rules;
+- ``holdout26`` (``holdout26.txt``, labels in ``holdout26_labels.csv``): a twenty-sixth,
+  chosen for the same code: two async web services and API back ends (an async web
+  framework, Sanic's extensions), two HTTP and API clients with sync and async sides (a
+  realtime messaging service's client, GitHub's API client), three LLM API glue and
+  agent-tool libraries (LangChain's Bedrock and Anthropic models, an LLM tool-calling
+  framework), two task and job runners (a PostgreSQL job queue, a workflow engine's job
+  worker) and three database and queue clients with async sides (a vector search client, an
+  object mapper and a rate limiter's storages, all over Redis and more), pinned (committed)
+  before the audit ran on it and before holdout25's first run; sealed: fetched but not run
+  until the next rules are final, whose estimate of precision on unseen code its first run
+  (block ``holdout26-unseen``) is then.
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
@@ -187,7 +198,7 @@ benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
 script's output, never copied by hand.
 
     .venv/bin/python benches/audit_eval/run.py
-        [--corpus seen holdout holdout2 ... holdout25] [--no-flake8]
+        [--corpus seen holdout holdout2 ... holdout26] [--no-flake8]
         [--allow-unlabelled] [--write-results] [--block NAME]
 """
 
@@ -241,6 +252,7 @@ CORPORA = {
     "holdout23": ("holdout23.txt", "holdout23_labels.csv"),
     "holdout24": ("holdout24.txt", "holdout24_labels.csv"),
     "holdout25": ("holdout25.txt", "holdout25_labels.csv"),
+    "holdout26": ("holdout26.txt", "holdout26_labels.csv"),
 }
 
 LabelKey = tuple[str, str, int, str]  # project, path, line, code
