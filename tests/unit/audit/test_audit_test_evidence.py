@@ -63,6 +63,9 @@ def test_the_bad_cases_but_a_named_count_fire_in_library_code_too() -> None:
         "for i, _ in enumerate(range(400))",
         "for _ in [*range(300)]",
         "for _ in list(range(300)) + [0]",
+        "for i in range(10 ** 3)",
+        "for i in range(2 * 60)",
+        "for i in range(10 ** 30)",  # larger than `len(range(...))` can count
     ],
 )
 def test_counts_above_the_small_range_limit_are_evidence(loop: str) -> None:
@@ -83,7 +86,7 @@ _NOT_A_COUNT = (
         "for i in range(0, 1000, 100)",
         "for i in range(N)",  # a count the test does not write
         "for i in range(LIMIT)",  # bound twice: not one count
-        "for i in range(1000)[:5]",
+        "for i in range(10 ** 2)",  # 100: not above the small-range limit
     ],
 )
 def test_small_or_unwritten_counts_are_not_evidence(loop: str) -> None:
@@ -109,3 +112,23 @@ def test_a_bad_setting_is_refused() -> None:
 def test_the_setting_is_read_from_the_table() -> None:
     table = {"test-fan-out-evidence": "data"}
     assert settings_from_table(table, "pyproject.toml", FIXTURES).test_fan_out_evidence == "data"
+
+
+def test_a_named_huge_count_does_not_crash() -> None:
+    source = (
+        "import asyncio\nN = 10**27\n"
+        "async def t(f):\n    await asyncio.gather(*[f(i) for i in range(N)])\n"
+    )
+    assert _fan_out_lines(source, "tests/test_load.py") == {4}
+
+
+def test_the_count_reading_leaves_other_rules_as_they_are() -> None:
+    # ADM301 reads a named count as a setting in tests too: the count reading is the fan-out
+    # rules' alone
+    source = (
+        "import httpx\nCLIENTS = 500\ndef test_many_clients():\n"
+        "    for i in range(CLIENTS):\n        client = httpx.Client()\n"
+    )
+    for path in ("tests/test_clients.py", "app/clients.py"):
+        findings, _ = audit_source(source, path, relative_path=path)
+        assert [f.code for f in findings] == [], path

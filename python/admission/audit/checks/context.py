@@ -19,6 +19,7 @@ from admission.audit.names import dotted, last_name
 from admission.audit.rules import rule
 from admission.audit.walk import (
     ASYNC,
+    CLASS,
     ELSE,
     IF,
     LOOP,
@@ -32,7 +33,15 @@ from admission.audit.walk import (
     own_nodes,
 )
 
-__all__ = ["Context", "holds", "is_test_path", "leaves_after", "own_nodes"]
+__all__ = [
+    "OWN_LOOP_ENDS",
+    "Context",
+    "continues",
+    "holds",
+    "is_test_path",
+    "leaves_after",
+    "own_nodes",
+]
 
 # Loops over ranges up to this many items count as bounded (`for i in range(8)`).
 SMALL_RANGE = 100
@@ -330,17 +339,50 @@ def matches(patterns: Iterable[str], *texts: str | None) -> bool:
     return False
 
 
+_ARITHMETIC_OPS = (ast.Add, ast.Sub, ast.Mult, ast.FloorDiv, ast.Pow)
+
+
+def _arithmetic(op: ast.operator, left: int, right: int) -> int | None:
+    if isinstance(op, ast.Add):
+        return left + right
+    if isinstance(op, ast.Sub):
+        return left - right
+    if isinstance(op, ast.Mult):
+        return left * right
+    if isinstance(op, ast.FloorDiv):
+        return left // right if right else None
+    # `**`: only what a count is written as (`10**6`), never a number too big to compute
+    return left**right if 0 <= right <= 64 and abs(left) <= 1 << 32 else None
+
+
+def _count_of_range(numbers: list[int]) -> int | None:
+    """How many items ``range(*numbers)`` yields (None for a call that raises), computed
+    without building it: ``range(10**30)`` has a length too large for ``len``."""
+    if not 1 <= len(numbers) <= 3:
+        return None
+    start, stop, step = (0, numbers[0], 1) if len(numbers) == 1 else (*numbers[:2], 1)
+    if len(numbers) == 3:
+        step = numbers[2]
+    if step == 0:
+        return None
+    if step > 0:
+        return max(0, (stop - start + step - 1) // step)
+    return max(0, (start - stop - step - 1) // -step)
+
+
 def _binding(name: str, scope: Scope) -> tuple[Scope, list[ast.expr], list[ast.expr]] | None:
     """Where ``name`` is bound, from ``scope`` outwards: the nearest scope that iterates it
     (its ``for`` iterables) or assigns it (the values); None for a parameter or no binding."""
     current: Scope | None = scope
     while current is not None:
-        iterables = current.for_targets.get(name, [])
-        values = current.assigns.get(name, [])
-        if iterables or values:
-            return current, list(iterables), list(values)
-        if name in current.params:
-            return None
+        # a class body's names are not seen from its methods
+        if current is scope or current.kind != CLASS:
+            iterables = current.for_targets.get(name, [])
+            values = current.assigns.get(name, [])
+            if iterables or values:
+                return current, list(iterables), list(values)
+            if name in current.params:
+                return None
         current = current.parent
     return None
 
@@ -348,8 +390,10 @@ def _binding(name: str, scope: Scope) -> tuple[Scope, list[ast.expr], list[ast.e
 def _reaching(use: ast.Name, scope: Scope, values: list[ast.expr]) -> list[ast.expr]:
     """The values of ``use``'s name that can reach it: only the scope's last assignment of
     the name when it is a plain statement that comes before the statement holding the use
-    in the same block, and nothing adds to the name after it (``repos = fetch()``, ``repos
-    = repos[:10]``, then a fan-out over ``repos``); else all of them."""
+    in the same block, and nothing else binds or adds to the name (``repos = fetch()``,
+    ``repos = repos[:10]``, then a fan-out over ``repos``); else all of them. Any other
+    binding (a tuple target, ``:=``, ``+=``, ``for``, ``with ... as``, a ``nonlocal`` or
+    ``global`` of it) keeps them all."""
     if len(values) < 2:
         return values
     last = max(values, key=lambda v: (v.lineno, v.col_offset))
@@ -363,13 +407,20 @@ def _reaching(use: ast.Name, scope: Scope, values: list[ast.expr]) -> list[ast.e
     index, statements = block
     if not any(holds(statement, use) for statement in statements[index + 1 :]):
         return values
+    plain = {
+        id(target)
+        for node in ast.walk(scope.node)
+        if isinstance(node, ast.Assign | ast.AnnAssign) and node.value in values
+        for target in _targets(node)
+    }
     for node in ast.walk(scope.node):
         if (
-            isinstance(node, ast.AugAssign)
-            and isinstance(node.target, ast.Name)
-            and node.target.id == use.id
-        ):
-            return values  # `repos += more`: added to after
+            isinstance(node, ast.Name)
+            and node.id == use.id
+            and isinstance(node.ctx, ast.Store)
+            and id(node) not in plain
+        ) or (isinstance(node, ast.Nonlocal | ast.Global) and use.id in node.names):
+            return values
     return [last]
 
 
@@ -394,9 +445,15 @@ def _targets(statement: ast.Assign | ast.AnnAssign) -> list[ast.expr]:
     return statement.targets if isinstance(statement, ast.Assign) else [statement.target]
 
 
-def holds(tree: ast.AST, node: ast.AST) -> bool:
-    """Whether ``node`` is ``tree`` or inside it."""
-    return any(inner is node for inner in ast.walk(tree))
+def holds(statement: ast.stmt, node: ast.expr | ast.stmt) -> bool:
+    """Whether ``node`` lies inside ``statement`` (by their positions in the source: no
+    walk of the statement)."""
+    start = (statement.lineno, statement.col_offset)
+    end = (statement.end_lineno or statement.lineno, statement.end_col_offset or 0)
+    return (
+        start <= (node.lineno, node.col_offset)
+        and (node.end_lineno or node.lineno, node.end_col_offset or 0) <= end
+    )
 
 
 def leaves_after(loop: ast.AST, call: ast.Call) -> bool:
@@ -422,12 +479,37 @@ def leaves_after(loop: ast.AST, call: ast.Call) -> bool:
             for after in statements[index + 1 :]:
                 if isinstance(after, ast.Break | ast.Return):
                     return True
-                if isinstance(after, ast.Continue):
-                    return False
+                if continues([after]):
+                    return False  # `continue`, also under an `if`: the round may go on
             return None
         return None
 
     return bool(outcome(getattr(loop, "body", [])))
+
+
+def continues(statements: list[ast.stmt]) -> bool:
+    """Whether ``statements`` hold a ``continue`` of the loop around them (not one of a loop
+    inside them): a way to the next round."""
+    stack: list[ast.AST] = list(statements)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Continue):
+            return True
+        if not isinstance(node, OWN_LOOP_ENDS):
+            stack.extend(ast.iter_child_nodes(node))
+    return False
+
+
+# statements whose `continue`s (and `break`s) are not the enclosing loop's
+OWN_LOOP_ENDS = (
+    ast.For,
+    ast.AsyncFor,
+    ast.While,
+    ast.FunctionDef,
+    ast.AsyncFunctionDef,
+    ast.ClassDef,
+    ast.Lambda,
+)
 
 
 class Context:
@@ -766,7 +848,7 @@ class Context:
         if isinstance(node, ast.Call):
             name = last_name(node.func)
             if isinstance(node.func, ast.Name) and name == "range":
-                return self._range_bounded(node, scope)
+                return self._range_bounded(node)
             # as many items as they are given (`as_completed(aws)` yields one per awaitable)
             if name in _SAME_SIZE or (
                 name in ("items", "keys", "values") and isinstance(node.func, ast.Attribute)
@@ -898,26 +980,27 @@ class Context:
         name = last_name(iterable)
         return name is not None and any(w in _BATCH_WORDS for w in words(name))
 
-    def _range_bounded(self, call: ast.Call, scope: Scope) -> bool:
-        if self.asks_for_a_count:
-            # a test's count is written in the test (`range(REQUESTS)`, `REQUESTS = 1000`)
-            count = self._range_count(call, scope)
-            if count is not None:
-                return count <= SMALL_RANGE
+    def _range_bounded(self, call: ast.Call) -> bool:
         for arg in call.args:
             for node in ast.walk(arg):
                 if isinstance(node, ast.Call) and last_name(node.func) == "len":
                     return False
         if call.args and all(isinstance(a, ast.Constant) for a in call.args):
             values = [a.value for a in call.args if isinstance(a, ast.Constant)]
-            numbers = [v for v in values if isinstance(v, int)]
-            if len(numbers) == len(values) and (len(numbers) < 3 or numbers[2]):
-                try:
-                    return len(range(*numbers)) <= SMALL_RANGE
-                except (TypeError, ValueError):
-                    return False
+            numbers = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+            count = _count_of_range(numbers) if len(numbers) == len(values) else None
+            if count is not None:
+                return count <= SMALL_RANGE
         # range(workers), range(self.concurrency): a setting, not the size of the data
         return True
+
+    def fan_out_loop_bounded(self, loop: ast.AST, scope: Scope) -> bool:
+        """`loop_bounded` for the fan-out rules: in a test file that asks for a count (see
+        `fan_out_over_data`), a ``for`` or a comprehension is bounded unless its count is
+        written large (``range(REQUESTS)`` with ``REQUESTS = 1000`` is not a setting there)."""
+        if self.asks_for_a_count and not isinstance(loop, ast.While):
+            return not self.loop_over_data(loop, scope)
+        return self.loop_bounded(loop, scope)
 
     def loop_bounded(self, loop: ast.AST, scope: Scope) -> bool:
         """Whether a loop runs a small, fixed number of times (see `iterable_bounded`)."""
@@ -1046,14 +1129,22 @@ class Context:
             if value is None:
                 return None
             numbers.append(value)
-        if not 1 <= len(numbers) <= 3 or (len(numbers) == 3 and numbers[2] == 0):
-            return None
-        return len(range(*numbers))
+        return _count_of_range(numbers)
 
-    def _int_constant(self, node: ast.expr, scope: Scope) -> int | None:
+    def _int_constant(self, node: ast.expr, scope: Scope, seen: int = 0) -> int | None:
+        """The integer ``node`` always is: a literal, a name bound once to one, or arithmetic
+        of those (``10**3``, ``2 * N``, ``-5``); else None."""
+        if seen > 6:
+            return None
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            value = self._int_constant(node.operand, scope)
+            value = self._int_constant(node.operand, scope, seen + 1)
             return None if value is None else -value
+        if isinstance(node, ast.BinOp) and isinstance(node.op, _ARITHMETIC_OPS):
+            left = self._int_constant(node.left, scope, seen + 1)
+            right = self._int_constant(node.right, scope, seen + 1)
+            if left is None or right is None:
+                return None
+            return _arithmetic(node.op, left, right)
         if isinstance(node, ast.Constant):
             number = node.value
             return number if isinstance(number, int) and not isinstance(number, bool) else None
@@ -1061,9 +1152,9 @@ class Context:
         if binding is None:
             return None
         owner, iterables, values = binding
-        if iterables or len(values) != 1 or not isinstance(values[0], ast.Constant):
+        if iterables or len(values) != 1:
             return None
-        return self._int_constant(values[0], owner)
+        return self._int_constant(values[0], owner, seen + 1)
 
     def iterable_over_data(self, node: ast.expr, scope: Scope, seen: int = 0) -> bool:
         """Whether an iterable is data: a parameter (or an attribute of one, ``data.ids``),

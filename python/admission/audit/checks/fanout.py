@@ -220,7 +220,7 @@ def _collection(
     """
     scope = site.scope
     if isinstance(node, ast.ListComp | ast.SetComp | ast.GeneratorExp):
-        if ctx.loop_bounded(node, scope) or not ctx.loop_over_data(node, scope):
+        if ctx.fan_out_loop_bounded(node, scope) or not ctx.loop_over_data(node, scope):
             return None
         element = node.elt.value if isinstance(node.elt, ast.Await) else node.elt
         if not isinstance(element, ast.Call):
@@ -402,17 +402,16 @@ def _filled_in_loop(ctx: Context, name: str, site: Site) -> list[ast.expr] | Non
     """The values appended to ``name`` inside a loop over data of unbounded size."""
     scope = site.scope
     work: list[ast.expr] = []
-    # a loop that binds the list empty again each round fills it only in that round
-    # (`while True: event = await queue.get(); tasks = []; for l in self.listeners: ...`)
     resets = [v for v in scope.assigns.get(name, ()) if is_empty_collection(v)]
     for value, blocks in scope.appends.get(name, ()):
         loops = [
             node
             for kind, node in blocks
-            if kind == LOOP and not any(holds(node, reset) for reset in resets)
+            if kind == LOOP and not _emptied_each_round(node, name, resets, value)
         ]
         if not any(
-            not ctx.loop_bounded(loop, scope) and ctx.loop_over_data(loop, scope) for loop in loops
+            not ctx.fan_out_loop_bounded(loop, scope) and ctx.loop_over_data(loop, scope)
+            for loop in loops
         ):
             continue
         if _once_per_constant(blocks, scope):
@@ -430,6 +429,39 @@ def _filled_in_loop(ctx: Context, name: str, site: Site) -> list[ast.expr] | Non
             return None
         work.append(value)
     return work or None
+
+
+def _emptied_each_round(loop: ast.AST, name: str, resets: list[ast.expr], item: ast.expr) -> bool:
+    """The loop binds the list empty again on its way to the statement that fills it, in
+    each round (``while True: event = await queue.get(); tasks = []`` and then one append
+    per registered listener; also inside a ``try`` or ``with`` of the loop's body): its
+    rounds do not add up in the list. A reset under an ``if``, in an inner loop, or after the
+    append (a flush) does not count."""
+    statements = getattr(loop, "body", None)
+    while isinstance(statements, list) and resets:
+        inner: list[ast.stmt] | None = None
+        for statement in statements:
+            if holds(statement, item):
+                if isinstance(statement, ast.Try):
+                    inner = next(
+                        (b for b in (statement.body, statement.finalbody) if _holds_any(b, item)),
+                        None,
+                    )
+                elif isinstance(statement, ast.With | ast.AsyncWith):
+                    inner = statement.body
+                break
+            if (
+                isinstance(statement, ast.Assign)
+                and any(statement.value is reset for reset in resets)
+                and any(isinstance(t, ast.Name) and t.id == name for t in statement.targets)
+            ):
+                return True
+        statements = inner
+    return False
+
+
+def _holds_any(statements: list[ast.stmt], node: ast.expr) -> bool:
+    return any(holds(statement, node) for statement in statements)
 
 
 def _once_per_constant(blocks: tuple[Block, ...], scope: Scope) -> bool:
@@ -886,7 +918,7 @@ def check_spawn(ctx: Context, site: Site) -> None:
         consumer = ctx.facts.argument_of.get(id(loop))
         if consumer is not None and ctx.resolve(consumer.func) in _FAN_OUT:
             return
-    if ctx.loop_bounded(loop, site.scope) or _loop_has_bound(ctx, loop, site.scope):
+    if ctx.fan_out_loop_bounded(loop, site.scope) or _loop_has_bound(ctx, loop, site.scope):
         return
     if not ctx.loop_over_data(loop, site.scope):
         return  # over what the program registered or configured, or no sign of data

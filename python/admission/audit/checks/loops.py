@@ -16,11 +16,12 @@ a coroutine: ADM501, and so is a generator under any decorator that yields async
 from __future__ import annotations
 
 import ast
+import weakref
 
-from admission.audit.checks.context import Context, conjuncts, own_nodes, words
+from admission.audit.checks.context import Context, conjuncts, holds, own_nodes, words
 from admission.audit.findings import Edit, Fix
 from admission.audit.names import dotted, last_name
-from admission.audit.walk import ELSE, IF, MODULE, SYNC, TRY, Site
+from admission.audit.walk import ELSE, IF, MODULE, SYNC, TRY, FileFacts, Site
 
 __all__ = ["check_get_event_loop"]
 
@@ -149,11 +150,11 @@ def _set_on_the_way(ctx: Context, statements: list[ast.stmt], call: ast.Call) ->
     """Whether ``statements`` set the loop on every way to ``call`` (which is in them or
     after them)."""
     for statement in statements:
-        if _holds(statement, call):
+        if holds(statement, call):
             return any(
                 _set_on_the_way(ctx, branch, call)
                 for branch in _branches(statement)
-                if any(_holds(inner, call) for inner in branch)
+                if any(holds(inner, call) for inner in branch)
             )
         if statement.lineno > call.lineno:
             return False
@@ -184,31 +185,42 @@ def _sets_loop(ctx: Context, statement: ast.stmt, helpers: bool = True) -> bool:
             continue
         if ctx.resolve(node.func) in _SET_EVENT_LOOP:
             return True
-        if helpers and isinstance(node.func, ast.Name):
-            helper = _module_function(ctx, node.func.id)
-            if helper is not None and _sets_loop_before_returning(ctx, helper):
-                return True
+        if (
+            helpers
+            and isinstance(node.func, ast.Name)
+            and _sets_loop_when_called(ctx, node.func.id)
+        ):
+            return True
     return False
 
 
-def _module_function(ctx: Context, name: str) -> ast.FunctionDef | None:
-    """The file's one module-level ``def`` of that name (not a coroutine: calling one runs
-    nothing), if the name is bound by nothing else at module level."""
-    found = [
-        node
-        for node in ctx.facts.tree.body
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
-        and node.name == name
-    ]
-    if len(found) != 1 or not isinstance(found[0], ast.FunctionDef):
-        return None
-    if name in ctx.facts.module.assigns or ctx.facts.imports.is_imported(name):
-        return None
-    return found[0]
+# per file: whether the module-level function of a name sets the loop before it returns
+_LOOP_SETTERS: weakref.WeakKeyDictionary[FileFacts, dict[str, bool]] = weakref.WeakKeyDictionary()
 
 
-def _sets_loop_before_returning(ctx: Context, function: ast.FunctionDef) -> bool:
-    return _way_through(ctx, function.body) == _SET
+def _sets_loop_when_called(ctx: Context, name: str) -> bool:
+    """Whether calling ``name`` runs the file's one module-level plain function of that
+    name (not a coroutine or a generator: calling one runs nothing; not a name bound by
+    anything else at module level) and it sets the loop on every way before it returns."""
+    known = _LOOP_SETTERS.setdefault(ctx.facts, {})
+    if name not in known:
+        found = [
+            node
+            for node in ctx.facts.tree.body
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+            and node.name == name
+        ]
+        function = found[0] if len(found) == 1 else None
+        known[name] = (
+            isinstance(function, ast.FunctionDef)
+            and name not in ctx.facts.module.assigns
+            and not ctx.facts.imports.is_imported(name)
+            and not any(
+                isinstance(node, ast.Yield | ast.YieldFrom) for node in own_nodes(function.body)
+            )
+            and _way_through(ctx, function.body) == _SET
+        )
+    return known[name]
 
 
 # How the ways through a statement list end: every one set the loop; some returned before
@@ -218,21 +230,29 @@ _SET, _LEAKS, _OPEN = "set", "leaks", "open"
 
 def _way_through(ctx: Context, statements: list[ast.stmt]) -> str:
     for statement in statements:
-        if _sets_loop(ctx, statement, helpers=False):
-            return _SET
         if isinstance(statement, ast.If):
             ways = (_way_through(ctx, statement.body), _way_through(ctx, statement.orelse))
             if _LEAKS in ways:
                 return _LEAKS
             if ways == (_SET, _SET):
                 return _SET
+        elif isinstance(statement, ast.With | ast.AsyncWith | ast.Try):
+            if isinstance(statement, ast.Try) and any(
+                isinstance(node, ast.Return)
+                for node in own_nodes(
+                    [*statement.orelse, *statement.finalbody]
+                    + [s for h in statement.handlers for s in h.body]
+                )
+            ):
+                return _LEAKS
+            way = _way_through(ctx, statement.body)
+            if way != _OPEN:
+                return way
+        elif _sets_loop(ctx, statement, helpers=False):
+            return _SET
         elif any(isinstance(node, ast.Return) for node in own_nodes([statement])):
             return _LEAKS
     return _OPEN
-
-
-def _holds(statement: ast.stmt, call: ast.Call) -> bool:
-    return statement.lineno <= call.lineno <= (statement.end_lineno or statement.lineno)
 
 
 def _branches(statement: ast.stmt) -> list[list[ast.stmt]]:

@@ -286,6 +286,37 @@ def _created_once(ctx: Context, site: Site) -> bool:
     return False
 
 
+def _started_under_a_count(site: Site) -> bool:
+    """Started in the body of an ``if``/``while`` whose test keeps a count of the object's
+    (or the class's) below a limit, and that body adds to the count (``if self.spawned <
+    self.max_threads: Thread(...).start(); self.spawned += 1``): a worker set grown lazily
+    up to its limit, as a pool built once. A local count starts over on each call, and
+    still fires."""
+    for kind, node in site.blocks:
+        if not (kind == IF and isinstance(node, ast.If)) and not (
+            kind == LOOP and isinstance(node, ast.While)
+        ):
+            continue
+        for part in conjuncts(node.test):
+            if not (
+                isinstance(part, ast.Compare)
+                and len(part.ops) == 1
+                and isinstance(part.ops[0], ast.Lt | ast.LtE)
+            ):
+                continue
+            count = dotted(part.left)
+            if count is None or not count.startswith(("self.", "cls.")):
+                continue
+            if any(
+                isinstance(statement, ast.AugAssign)
+                and isinstance(statement.op, ast.Add)
+                and dotted(statement.target) == count
+                for statement in own_nodes(node.body)
+            ):
+                return True
+    return False
+
+
 def _started_once(site: Site, function: Scope) -> bool:
     """Behind a guard that returns when the previous one is still there: in the body around
     the thread (the function's, a ``with``'s around it or one ending before it: a lock), an
@@ -634,15 +665,20 @@ def _bare_call_on(node: ast.AST, methods: tuple[str, ...], receiver: str) -> boo
 _WAKE_UPS = frozenset({"set", "release", "notify", "notify_all"})
 
 
-def _only_signals(call: ast.Call) -> bool:
+def _only_signals(ctx: Context, call: ast.Call) -> bool:
     """The thread's whole work is one signal (``Thread(target=event.set).start()``, to wake
-    waiters from another thread): it ends at once, before threads could pile up."""
+    waiters from another thread): it ends at once, before threads could pile up. Not a
+    method of the object's own (``target=self.release``) or of a class of this file (its
+    ``release`` may do anything), nor one handed arguments."""
     target = next((k.value for k in call.keywords if k.arg == "target"), None)
-    return (
-        isinstance(target, ast.Attribute)
-        and target.attr in _WAKE_UPS
-        and not any(k.arg in ("args", "kwargs") for k in call.keywords)
-    )
+    if not isinstance(target, ast.Attribute) or target.attr not in _WAKE_UPS:
+        return False
+    if call.args or any(k.arg in (None, "args", "kwargs") for k in call.keywords):
+        return False
+    receiver = dotted(target.value)
+    if receiver is None or receiver.split(".")[0] in ("self", "cls"):
+        return False
+    return not any(function.name == target.attr for function in ctx.facts.functions)
 
 
 def _signals_its_end(ctx: Context, call: ast.Call, site: Site) -> bool:
@@ -1130,7 +1166,7 @@ def check_thread(ctx: Context, site: Site) -> None:
         return
     if _kept_by_init_helper(ctx, site, function) or _created_once(ctx, site):
         return
-    if _started_once(site, function):
+    if _started_once(site, function) or _started_under_a_count(site):
         return
     target = ctx.facts.bound_to.get(id(call))
     if target is not None and _joined(ctx, target, site):
@@ -1139,7 +1175,7 @@ def check_thread(ctx: Context, site: Site) -> None:
         return
     if target is not None and _kept_by_lifecycle_start(ctx, site, function, target):
         return
-    if _signals_its_end(ctx, call, site) or _only_signals(call):
+    if _signals_its_end(ctx, call, site) or _only_signals(ctx, call):
         return
     if target is not None and _called_only_when_none_runs(ctx, target, function):
         return

@@ -16,7 +16,14 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 
-from admission.audit.checks.context import Context, leaves_after, own_nodes, words
+from admission.audit.checks.context import (
+    OWN_LOOP_ENDS,
+    Context,
+    continues,
+    leaves_after,
+    own_nodes,
+    words,
+)
 from admission.audit.names import dotted, last_name
 from admission.audit.walk import ASYNC, ELSE, HANDLER, IF, LAMBDA, LOOP, TRY, WITH, Scope, Site
 
@@ -401,7 +408,7 @@ def _guarded_exits(
         elif isinstance(statement, ast.Match):
             for case in statement.cases:
                 yield from _guarded_exits(case.body, [*guards, (statement.subject, [])])
-        elif not isinstance(statement, _OWN_LOOP_ENDS):
+        elif not isinstance(statement, OWN_LOOP_ENDS):
             for field in ("body", "orelse", "finalbody"):
                 yield from _guarded_exits(getattr(statement, field, []), guards)
             for handler in getattr(statement, "handlers", []):
@@ -970,7 +977,7 @@ def _waits_for_signal(loop: ast.AST, handler: ast.ExceptHandler) -> bool:
         return signal and not sleeps
     if _round_starts_with_signal(loop):
         return True
-    if _continues(handler):
+    if continues(handler.body):
         return False
     tail = getattr(loop, "body", [])[-1:]
     signal, sleeps = _signal_and_timer(tail)
@@ -998,18 +1005,6 @@ def _signal_wait(call: ast.Call) -> bool:
         and not call.keywords
         and last_name(call.func.value) != "asyncio"
     )
-
-
-def _continues(handler: ast.ExceptHandler) -> bool:
-    """Whether the handler can go to the next round without the rest of the loop body."""
-    stack: list[ast.AST] = list(handler.body)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.Continue):
-            return True
-        if not isinstance(node, _OWN_LOOP_ENDS):
-            stack.extend(ast.iter_child_nodes(node))
-    return False
 
 
 def _signal_and_timer(statements: list[ast.stmt]) -> tuple[bool, bool]:
@@ -1041,19 +1036,7 @@ def _goes_round(loop: ast.AST, attempt: ast.Try, handler: ast.ExceptHandler) -> 
     body = getattr(loop, "body", [])
     if attempt not in body or not _always_leaves(body[body.index(attempt) + 1 :]):
         return True
-    return _continues(handler)
-
-
-# statements whose `continue`s are not the loop's own
-_OWN_LOOP_ENDS = (
-    ast.For,
-    ast.AsyncFor,
-    ast.While,
-    ast.FunctionDef,
-    ast.AsyncFunctionDef,
-    ast.ClassDef,
-    ast.Lambda,
-)
+    return continues(handler.body)
 
 
 def check_sleep(ctx: Context, site: Site) -> None:
