@@ -169,9 +169,9 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   framework), two task and job runners (a PostgreSQL job queue, a workflow engine's job
   worker) and three database and queue clients with async sides (a vector search client, an
   object mapper and a rate limiter's storages, all over Redis and more), pinned (committed)
-  before the audit ran on it and before holdout25's first run; sealed: fetched but not run
-  until the next rules are final, whose estimate of precision on unseen code its first run
-  (block ``holdout26-unseen``) is then;
+  before the audit ran on it and before holdout25's first run, and sealed until round 22's
+  final rules (main at 717e3d3); its first run (block ``holdout26-unseen``) is the estimate
+  of precision on unseen code of those rules;
 - ``holdout27`` (``holdout27.txt``, labels in ``holdout27_labels.csv``): a twenty-seventh,
   chosen for the same code: two async web services and API back ends (a model-serving API
   server, Django Channels' ASGI server), two HTTP and API clients with sync and async sides
