@@ -169,9 +169,19 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   framework), two task and job runners (a PostgreSQL job queue, a workflow engine's job
   worker) and three database and queue clients with async sides (a vector search client, an
   object mapper and a rate limiter's storages, all over Redis and more), pinned (committed)
-  before the audit ran on it and before holdout25's first run; sealed: fetched but not run
-  until the next rules are final, whose estimate of precision on unseen code its first run
-  (block ``holdout26-unseen``) is then.
+  before the audit ran on it and before holdout25's first run, and sealed until round 22's
+  final rules (main at 717e3d3); its first run (block ``holdout26-unseen``) is the estimate
+  of precision on unseen code of those rules;
+- ``holdout27`` (``holdout27.txt``, labels in ``holdout27_labels.csv``): a twenty-seventh,
+  chosen for the same code: two async web services and API back ends (a model-serving API
+  server, Django Channels' ASGI server), two HTTP and API clients with sync and async sides
+  (a Kubernetes API client, Notion's API client), three LLM API glue libraries (structured
+  generation, LangChain's Gemini and Vertex AI models and tools), three task and job runners
+  (an async job queue over several brokers, a parallel task runner, an actor system) and two
+  database clients with async sides (an in-process Redis server and client, ArangoDB's async
+  client), pinned (committed) before the audit ran on it and before holdout26's first run;
+  sealed: fetched but not run until the next rules are final, whose estimate of precision on
+  unseen code its first run (block ``holdout27-unseen``) is then.
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
@@ -198,7 +208,7 @@ benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
 script's output, never copied by hand.
 
     .venv/bin/python benches/audit_eval/run.py
-        [--corpus seen holdout holdout2 ... holdout26] [--no-flake8]
+        [--corpus seen holdout holdout2 ... holdout27] [--no-flake8]
         [--allow-unlabelled] [--write-results] [--block NAME]
 """
 
@@ -253,6 +263,7 @@ CORPORA = {
     "holdout24": ("holdout24.txt", "holdout24_labels.csv"),
     "holdout25": ("holdout25.txt", "holdout25_labels.csv"),
     "holdout26": ("holdout26.txt", "holdout26_labels.csv"),
+    "holdout27": ("holdout27.txt", "holdout27_labels.csv"),
 }
 
 LabelKey = tuple[str, str, int, str]  # project, path, line, code
