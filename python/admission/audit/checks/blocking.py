@@ -12,10 +12,11 @@ database drivers, their connections and cursors. A call written after a ``return
 from __future__ import annotations
 
 import ast
+import weakref
 
 from admission.audit.checks.context import Context
 from admission.audit.names import dotted
-from admission.audit.walk import Scope, Site
+from admission.audit.walk import FileFacts, Scope, Site
 
 __all__ = [
     "BLOCKING_HTTP",
@@ -204,15 +205,36 @@ def check_blocking_call(ctx: Context, site: Site) -> None:
         check_blocking_method(ctx, site)
 
 
+# per file: the calls whose result is the receiver of an awaited method call
+_AWAITED_RECEIVERS: weakref.WeakKeyDictionary[FileFacts, set[int]] = weakref.WeakKeyDictionary()
+
+
+def _awaited_receivers(facts: FileFacts) -> set[int]:
+    """Ids of the calls in ``await a.b(x).c(y).d()``'s chain before the awaited one
+    (``a.b(x)``, ``a.b(x).c(y)``)."""
+    found = _AWAITED_RECEIVERS.get(facts)
+    if found is None:
+        found = set()
+        for node in ast.walk(facts.tree):
+            if isinstance(node, ast.Await) and isinstance(node.value, ast.Call):
+                func = node.value.func
+                while isinstance(func, ast.Attribute) and isinstance(func.value, ast.Call):
+                    found.add(id(func.value))
+                    func = func.value.func
+        _AWAITED_RECEIVERS[facts] = found
+    return found
+
+
 def check_blocking_method(ctx: Context, site: Site) -> None:
     """ADM202/ADM203 at ``client.get(...)`` / ``conn.execute(...)`` inside ``async def``,
     where the receiver is a synchronous client or connection built in this file."""
     call = site.node
     assert isinstance(call, ast.Call)
     assert isinstance(call.func, ast.Attribute)
-    if id(call) in ctx.facts.awaited_calls:
-        # a synchronous method's result cannot be awaited: whatever the annotation says
-        # (`r: redis.Redis` given an asyncio client), this receiver is asynchronous
+    if id(call) in ctx.facts.awaited_calls or id(call) in _awaited_receivers(ctx.facts):
+        # a synchronous method's result cannot be awaited, nor has it methods that can
+        # (`await conn.ft(name).info()`): whatever the annotation says (`r: redis.Redis`
+        # given an asyncio client), this receiver is asynchronous
         return
     receiver = call.func.value
     method = call.func.attr
