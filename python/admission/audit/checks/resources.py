@@ -505,7 +505,9 @@ def _final_acts(statements: list[ast.stmt], read: Callable[[ast.stmt], set[_Act]
         return found
     last = statements[-1]
     if isinstance(last, ast.Try):
-        found |= _final_acts(last.body, read) | _final_acts(last.finalbody, read)
+        # each way out of it: its body (or its `else`), a handler, its `finally`
+        for block in (last.body, last.orelse, last.finalbody, *(h.body for h in last.handlers)):
+            found |= _final_acts(block, read)
     elif isinstance(last, ast.With | ast.AsyncWith | ast.If):
         found |= _final_acts(last.body, read)
     elif not isinstance(last, ast.While | ast.For | ast.AsyncFor):
@@ -626,6 +628,10 @@ def _hands_its_end_through_a_queue(ctx: Context, run: Scope, site: Site, line: i
     return False
 
 
+# calls that hand back an awaitable of the future they are given
+_FUTURE_WRAPPERS = frozenset({"wrap_future", "shield"})
+
+
 def _waits_for(scope: Scope, signal: str) -> bool:
     """``signal`` is waited for in ``scope`` until it comes: awaited, ``.wait()``/
     ``.result()`` called on it with no timeout, or a loop that goes round until it is set
@@ -635,6 +641,15 @@ def _waits_for(scope: Scope, signal: str) -> bool:
     for node in own_nodes(body if isinstance(body, list) else []):
         if isinstance(node, ast.Await) and dotted(node.value) == signal:
             return True
+        if (
+            isinstance(node, ast.Await)
+            and isinstance(node.value, ast.Call)
+            and last_name(node.value.func) in _FUTURE_WRAPPERS
+            and node.value.args
+            and dotted(node.value.args[0]) == signal
+            and not any(k.arg == "timeout" for k in node.value.keywords)
+        ):
+            return True  # `await asyncio.wrap_future(future)`: awaits the future itself
         if _bare_call_on(node, ("wait", "result"), signal):
             return True
         if isinstance(node, ast.While) and any(
