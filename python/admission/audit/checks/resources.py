@@ -506,8 +506,8 @@ def _final_acts(statements: list[ast.stmt], read: Callable[[ast.stmt], set[_Act]
     last = statements[-1]
     if isinstance(last, ast.Try):
         # each way out of it: its body (or its `else`), a handler, its `finally`
-        for block in (last.body, last.orelse, last.finalbody, *(h.body for h in last.handlers)):
-            found |= _final_acts(block, read)
+        for way in (last.body, last.orelse, last.finalbody, *(h.body for h in last.handlers)):
+            found |= _final_acts(way, read)
     elif isinstance(last, ast.With | ast.AsyncWith | ast.If):
         found |= _final_acts(last.body, read)
     elif not isinstance(last, ast.While | ast.For | ast.AsyncFor):
