@@ -179,9 +179,10 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   generation, LangChain's Gemini and Vertex AI models and tools), three task and job runners
   (an async job queue over several brokers, a parallel task runner, an actor system) and two
   database clients with async sides (an in-process Redis server and client, ArangoDB's async
-  client), pinned (committed) before the audit ran on it and before holdout26's first run;
-  sealed: fetched but not run until the next rules are final, whose estimate of precision on
-  unseen code its first run (block ``holdout27-unseen``) is then;
+  client), pinned (committed) before the audit ran on it and before holdout26's first run,
+  and sealed until the rules of main at 075783f (round 22's final rules and two readings from
+  holdout26); its first run (block ``holdout27-unseen``) is the estimate of precision on
+  unseen code of those rules;
 - ``holdout28`` (``holdout28.txt``, labels in ``holdout28_labels.csv``): a twenty-eighth,
   chosen for the same code: four async web services and API back ends (a multi-user notebook
   server, an async reactive web framework, an HTTP proxy and web server, a dependency-injection
