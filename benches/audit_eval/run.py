@@ -1,7 +1,7 @@
 """`make audit-eval`: the audit's precision on real code, beside ruff's and flake8-async's
 ASYNC rules on the same code.
 
-Twenty-seven corpora, each a list of source distributions pinned by name, version and sha256,
+Twenty-eight corpora, each a list of source distributions pinned by name, version and sha256,
 downloaded with pip from the package index into ``.venv/audit-eval/`` (never committed):
 
 - ``seen`` (``corpus.txt``, labels in ``labels.csv``): read while the rules were written;
@@ -179,9 +179,20 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   generation, LangChain's Gemini and Vertex AI models and tools), three task and job runners
   (an async job queue over several brokers, a parallel task runner, an actor system) and two
   database clients with async sides (an in-process Redis server and client, ArangoDB's async
-  client), pinned (committed) before the audit ran on it and before holdout26's first run;
-  sealed: fetched but not run until the next rules are final, whose estimate of precision on
-  unseen code its first run (block ``holdout27-unseen``) is then.
+  client), pinned (committed) before the audit ran on it and before holdout26's first run,
+  and sealed until the rules of main at 075783f (round 22's final rules and two readings from
+  holdout26); its first run (block ``holdout27-unseen``) is the estimate of precision on
+  unseen code of those rules;
+- ``holdout28`` (``holdout28.txt``, labels in ``holdout28_labels.csv``): a twenty-eighth,
+  chosen for the same code: four async web services and API back ends (a multi-user notebook
+  server, an async reactive web framework, an HTTP proxy and web server, a dependency-injection
+  container for web frameworks), two HTTP and API clients with sync and async sides (SOCKS and
+  HTTP proxy clients, ClickHouse's HTTP client), three LLM API glue and agent-tool libraries
+  (NVIDIA's guardrails runtime, LangChain's PostgreSQL and MongoDB stores and tools), two task
+  and job runners (a process-pool executor, asyncio job schedulers) and a queue client with an
+  async side (Django Channels' Redis layers), pinned (committed) before the audit ran on it and
+  before holdout27's first run; sealed: fetched but not run until the next rules are final,
+  whose estimate of precision on unseen code its first run (block ``holdout28-unseen``) is then.
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
@@ -208,7 +219,7 @@ benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
 script's output, never copied by hand.
 
     .venv/bin/python benches/audit_eval/run.py
-        [--corpus seen holdout holdout2 ... holdout27] [--no-flake8]
+        [--corpus seen holdout holdout2 ... holdout28] [--no-flake8]
         [--allow-unlabelled] [--write-results] [--block NAME]
 """
 
@@ -264,6 +275,7 @@ CORPORA = {
     "holdout25": ("holdout25.txt", "holdout25_labels.csv"),
     "holdout26": ("holdout26.txt", "holdout26_labels.csv"),
     "holdout27": ("holdout27.txt", "holdout27_labels.csv"),
+    "holdout28": ("holdout28.txt", "holdout28_labels.csv"),
 }
 
 LabelKey = tuple[str, str, int, str]  # project, path, line, code
