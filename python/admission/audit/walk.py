@@ -541,6 +541,14 @@ class _Walker:
                     scope.appends.setdefault(text, []).append((node.args[0], tuple(self.blocks)))
             elif name in _JOINS:
                 text = dotted(receiver)
+                if (
+                    text is None
+                    and type(receiver) is ast.Subscript
+                    and any(kind == LOOP for kind, _ in self.blocks)
+                ):
+                    # `for i in range(n): threads[i].join()`: each item, by its index
+                    owner = dotted(receiver.value)
+                    text = None if owner is None else f"{owner}[]"
                 if text is not None:
                     scope.joined.add(text)
             if scope.kind == ASYNC and (

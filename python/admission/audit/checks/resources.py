@@ -1113,6 +1113,8 @@ def _container_joined(ctx: Context, container: str, scope: Scope) -> bool:
     for current in _owners(ctx, container, scope):
         if container in current.returned or _handed_over(current, container):
             return True
+        if f"{container}[]" in current.joined:
+            return True  # joined item by item through its index, in a loop
         # copies of the container (`threads = [t for t in list(self._threads.values())]`)
         names = {container} | {
             name

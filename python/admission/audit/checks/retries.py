@@ -1074,7 +1074,7 @@ def check_sleep(ctx: Context, site: Site) -> None:
         return  # not a retry, or a pause that a worked round takes too (a periodic loop's)
     if handlers and (_periodic(ctx, loop, call) or _ends_loop(loop, handlers[-1])):
         return
-    if handlers and leaves_after(loop, call):
+    if leaves_after(loop, call):
         return  # the pause comes before leaving the loop, not before another attempt
     if handlers and not _stops_on_success(loop):
         return  # a reader or service loop pausing after a failed round, not a retry
