@@ -360,9 +360,7 @@ def _count_of_range(numbers: list[int]) -> int | None:
     without building it: ``range(10**30)`` has a length too large for ``len``."""
     if not 1 <= len(numbers) <= 3:
         return None
-    start, stop, step = (0, numbers[0], 1) if len(numbers) == 1 else (*numbers[:2], 1)
-    if len(numbers) == 3:
-        step = numbers[2]
+    start, stop, step = [0, *numbers, 1][:3] if len(numbers) == 1 else [*numbers, 1][:3]
     if step == 0:
         return None
     if step > 0:
@@ -407,21 +405,16 @@ def _reaching(use: ast.Name, scope: Scope, values: list[ast.expr]) -> list[ast.e
     index, statements = block
     if not any(holds(statement, use) for statement in statements[index + 1 :]):
         return values
-    plain = {
-        id(target)
-        for node in ast.walk(scope.node)
-        if isinstance(node, ast.Assign | ast.AnnAssign) and node.value in values
-        for target in _targets(node)
-    }
+    plain: set[int] = set()  # the targets of the assignments `values` came from
+    stores: list[ast.Name] = []  # every binding of the name
     for node in ast.walk(scope.node):
-        if (
-            isinstance(node, ast.Name)
-            and node.id == use.id
-            and isinstance(node.ctx, ast.Store)
-            and id(node) not in plain
-        ) or (isinstance(node, ast.Nonlocal | ast.Global) and use.id in node.names):
+        if isinstance(node, ast.Assign | ast.AnnAssign) and node.value in values:
+            plain.update(id(target) for target in _targets(node))
+        elif isinstance(node, ast.Name) and node.id == use.id and isinstance(node.ctx, ast.Store):
+            stores.append(node)
+        elif isinstance(node, ast.Nonlocal | ast.Global) and use.id in node.names:
             return values
-    return [last]
+    return values if any(id(store) not in plain for store in stores) else [last]
 
 
 def _block_of_assignment(root: ast.AST, value: ast.expr) -> tuple[int, list[ast.stmt]] | None:
