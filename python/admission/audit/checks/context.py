@@ -257,6 +257,18 @@ _OWNED_COLLECTIONS = frozenset({"tasks", "futures", "futs", "waiters"})
 
 # Calls that return their argument unchanged, only retyped for the type checker.
 _CASTS = frozenset({"typing.cast", "typing_extensions.cast"})
+_ANNOTATED = frozenset({"typing.Annotated", "typing_extensions.Annotated"})
+# what declares a parameter of a command line (typer's defaults, click's decorators)
+_COMMAND_LINE_PARAMETERS = frozenset(
+    {"typer.Argument", "typer.Option", "typer.params.Argument", "typer.params.Option"}
+)
+_COMMAND_LINE_DECORATORS = frozenset(
+    {
+        f"{package}.{kind}"
+        for package in ("click", "asyncclick", "rich_click", "cloup")
+        for kind in ("argument", "option", "decorators.argument", "decorators.option")
+    }
+)
 
 
 def owned(name: str, *, collection: bool = False) -> bool:
@@ -1227,6 +1239,8 @@ class Context:
                 function = current.function()
                 if self._services_annotation(current.params[node.id]):
                     return False  # `checks: list[HealthCheck]`: the program's I/O objects
+                if self._command_line_parameter(node.id, current):
+                    return False  # `wait pod/a pod/b`: what a user typed, a handful
                 return not (function is not None and function.name.startswith("test"))
             if current.is_function and _unpacked(node.id, current):
                 return True  # `done, pending = await asyncio.wait(...)`: a result
@@ -1284,6 +1298,41 @@ class Context:
             if not all(isinstance(a, ast.Constant) for a in given):
                 return False
         return True
+
+    def _command_line_parameter(self, name: str, function: Scope) -> bool:
+        """A parameter of a command-line command (typer's ``resources: list[str] =
+        typer.Argument(...)``, also in ``Annotated``; a function under click's
+        ``@click.argument``/``@click.option``): the values a user types on one command line,
+        sized by a person at a prompt, not by data the program reads."""
+        if any(
+            isinstance(d, ast.Call) and self.resolve(d.func) in _COMMAND_LINE_DECORATORS
+            for d in function.decorators
+        ):
+            return True
+        node = function.node
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            return False
+        arguments = node.args
+        positional = [*arguments.posonlyargs, *arguments.args]
+        # defaults belong to the last positional parameters; keyword-only ones pair one to one
+        with_default = positional[len(positional) - len(arguments.defaults) :]
+        declared = list(zip(with_default, arguments.defaults, strict=True))
+        declared += [
+            (a, d) for a, d in zip(arguments.kwonlyargs, arguments.kw_defaults, strict=True) if d
+        ]
+        for argument, default in declared:
+            if argument.arg == name and self._declares_command_line(default):
+                return True
+        annotation = parsed_annotation(function.params.get(name))
+        return (
+            isinstance(annotation, ast.Subscript)
+            and self.resolve(annotation.value) in _ANNOTATED
+            and isinstance(annotation.slice, ast.Tuple)
+            and any(self._declares_command_line(e) for e in annotation.slice.elts[1:])
+        )
+
+    def _declares_command_line(self, node: ast.expr) -> bool:
+        return isinstance(node, ast.Call) and self.resolve(node.func) in _COMMAND_LINE_PARAMETERS
 
     def _services_annotation(self, annotation: ast.expr | None) -> bool:
         """A parameter annotated as a collection of a class defined in this file that has

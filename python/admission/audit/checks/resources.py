@@ -696,6 +696,31 @@ def _only_signals(ctx: Context, call: ast.Call) -> bool:
     return not any(function.name == target.attr for function in ctx.facts.functions)
 
 
+def _serves_until_shut_down(ctx: Context, call: ast.Call, site: Site) -> bool:
+    """The thread runs a server's ``serve_forever`` (``target=server.serve_forever``) and
+    the code that owns the server calls ``server.shutdown()``: socketserver's ``shutdown``
+    tells the loop to stop and waits until it has, so the thread has returned from its only
+    work when the call does: a join spelled as a stop. ``server_close()`` or a stop that
+    does not wait (a flag, ``stop()``) is no join, and still fires."""
+    target = next((k.value for k in call.keywords if k.arg == "target"), None)
+    if not (isinstance(target, ast.Attribute) and target.attr == "serve_forever"):
+        return False
+    server = dotted(target.value)
+    if server is None:
+        return False
+    for owner in _owners(ctx, server, site.scope):
+        body = getattr(owner.node, "body", [])
+        for node in own_nodes(body if isinstance(body, list) else []):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "shutdown"
+                and dotted(node.func.value) == server
+            ):
+                return True
+    return False
+
+
 def _signals_its_end(ctx: Context, call: ast.Call, site: Site) -> bool:
     """The thread runs a function of the same scope (a closure, ``target=run``) that sets an
     event or resolves a future as its last act, and the thread's owner waits for that
@@ -1194,6 +1219,8 @@ def check_thread(ctx: Context, site: Site) -> None:
         return
     if _signals_its_end(ctx, call, site) or _only_signals(ctx, call):
         return
+    if _serves_until_shut_down(ctx, call, site):
+        return
     if target is not None and _called_only_when_none_runs(ctx, target, function):
         return
     if target is not None and _replaced_once_ended(site, target):
@@ -1280,6 +1307,18 @@ def _default_executor_of_its_own_loop(ctx: Context, site: Site, function: Scope)
     return calls > 0 and runs == calls
 
 
+def _shut_down_by_its_test(ctx: Context, site: Site, function: Scope, target: str | None) -> bool:
+    """A test function's own pool, shut down before the test ends (its ``with`` block,
+    ``pool.shutdown()`` in the same function) and built once in it, not per round of a loop:
+    a test runs once, so nothing is left behind and nothing grows across calls. A pool built
+    in a test's loop, or by a helper that each test calls, still fires."""
+    if not (ctx.in_tests and function.name.startswith("test")) or ctx.inner_loop(site):
+        return False
+    if id(site.node) in ctx.facts.with_items:
+        return True
+    return target is not None and "." not in target and target in function.joined
+
+
 def check_executor(ctx: Context, site: Site) -> None:
     """ADM303 at ``ThreadPoolExecutor()`` built per call."""
     call = site.node
@@ -1297,6 +1336,8 @@ def check_executor(ctx: Context, site: Site) -> None:
     if target is not None and _stored_on_another_object(target):
         return
     if _default_executor_of_its_own_loop(ctx, site, function):
+        return
+    if _shut_down_by_its_test(ctx, site, function, target):
         return
     reason = None
     if function.kind == "async def":
