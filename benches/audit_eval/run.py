@@ -1,7 +1,7 @@
 """`make audit-eval`: the audit's precision on real code, beside ruff's and flake8-async's
 ASYNC rules on the same code.
 
-Twenty-eight corpora, each a list of source distributions pinned by name, version and sha256,
+Twenty-nine corpora, each a list of source distributions pinned by name, version and sha256,
 downloaded with pip from the package index into ``.venv/audit-eval/`` (never committed):
 
 - ``seen`` (``corpus.txt``, labels in ``labels.csv``): read while the rules were written;
@@ -192,7 +192,17 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   and job runners (a process-pool executor, asyncio job schedulers) and a queue client with an
   async side (Django Channels' Redis layers), pinned (committed) before the audit ran on it and
   before holdout27's first run; sealed: fetched but not run until the next rules are final,
-  whose estimate of precision on unseen code its first run (block ``holdout28-unseen``) is then.
+  whose estimate of precision on unseen code its first run (block ``holdout28-unseen``) is then;
+- ``holdout29`` (``holdout29.txt``, labels in ``holdout29_labels.csv``): a twenty-ninth,
+  chosen for the same code: three async web services and protocol servers (ASGI's sync/async
+  bridges, an asyncio CoAP client and server, an asyncio monitor), two HTTP and API clients
+  with sync and async sides (an HTTP client on Twisted, OpenSearch's client), two bots and
+  crawlers (a Discord bot library, a browser-automation library over the DevTools Protocol),
+  two LLM API glue and agent-tool libraries (LangChain's MCP adapters, LangGraph's PostgreSQL
+  checkpointer) and three task and job runners (an async notebook executor, streaming
+  pipelines on tornado, sync and async retrying), pinned (committed) before the audit ran on it
+  and before holdout28's first run; sealed: fetched but not run until the next rules are final,
+  whose estimate of precision on unseen code its first run (block ``holdout29-unseen``) is then.
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
@@ -219,7 +229,7 @@ benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
 script's output, never copied by hand.
 
     .venv/bin/python benches/audit_eval/run.py
-        [--corpus seen holdout holdout2 ... holdout28] [--no-flake8]
+        [--corpus seen holdout holdout2 ... holdout29] [--no-flake8]
         [--allow-unlabelled] [--write-results] [--block NAME]
 """
 
@@ -276,6 +286,7 @@ CORPORA = {
     "holdout26": ("holdout26.txt", "holdout26_labels.csv"),
     "holdout27": ("holdout27.txt", "holdout27_labels.csv"),
     "holdout28": ("holdout28.txt", "holdout28_labels.csv"),
+    "holdout29": ("holdout29.txt", "holdout29_labels.csv"),
 }
 
 LabelKey = tuple[str, str, int, str]  # project, path, line, code
