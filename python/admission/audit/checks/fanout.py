@@ -654,6 +654,18 @@ def _awaited_in_loop(ctx: Context, call: ast.Call, site: Site) -> bool:
     return target is not None and target in site.scope.awaited_names
 
 
+# what hands a task on to be kept, not waited for, when awaited (`await queue.put(task)`)
+_HANDS_ON = frozenset({"put", "send", "append", "add"})
+
+
+def _awaited_with(ctx: Context, outer: ast.Call) -> bool:
+    """The task is an argument of a call awaited where it is made (`await
+    token.link_future(ensure_future(poll()))`, `await wait_for(create_task(job()), 5)`):
+    handed straight to what the code waits on, one at a time. A call that only stores it
+    (`await queue.put(create_task(...))`) still fires."""
+    return id(outer) in ctx.facts.awaited_calls and last_name(outer.func) not in _HANDS_ON
+
+
 def _waited_for_in_loop(ctx: Context, loop: ast.AST, call: ast.Call) -> bool:
     """The task is awaited in the same iteration, itself or through what it is put in
     (`close = wait_for(shield(task), t)`, `await close`; `await asyncio.wait((task, stop))`):
@@ -909,6 +921,8 @@ def check_spawn(ctx: Context, site: Site) -> None:
         return
     if outer is not None and _is_spawn(ctx, outer):
         # `ensure_future(create_task(...))`: one task, one site, judged at the outer call
+        return
+    if outer is not None and _awaited_with(ctx, outer):
         return
     loop = ctx.inner_loop(site)
     if loop is None:
