@@ -191,8 +191,10 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   (NVIDIA's guardrails runtime, LangChain's PostgreSQL and MongoDB stores and tools), two task
   and job runners (a process-pool executor, asyncio job schedulers) and a queue client with an
   async side (Django Channels' Redis layers), pinned (committed) before the audit ran on it and
-  before holdout27's first run; sealed: fetched but not run until the next rules are final,
-  whose estimate of precision on unseen code its first run (block ``holdout28-unseen``) is then;
+  before holdout27's first run, and sealed until the rules of main at 2b5c722 (rounds 23 and 24
+  from holdout27's false positives, and a synchronous HTTP client's close() read as no blocking
+  call); its first run (block ``holdout28-unseen``) is the estimate of precision on unseen code
+  of those rules;
 - ``holdout29`` (``holdout29.txt``, labels in ``holdout29_labels.csv``): a twenty-ninth,
   chosen for the same code: three async web services and protocol servers (ASGI's sync/async
   bridges, an asyncio CoAP client and server, an asyncio monitor), two HTTP and API clients
