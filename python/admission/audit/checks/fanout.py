@@ -16,7 +16,14 @@ from __future__ import annotations
 import ast
 
 from admission.audit.checks.class_state import is_empty_collection
-from admission.audit.checks.context import Context, holds, leaves_after, own_nodes, words
+from admission.audit.checks.context import (
+    Context,
+    holds,
+    leaves_after,
+    own_nodes,
+    parsed_annotation,
+    words,
+)
 from admission.audit.names import dotted, last_name
 from admission.audit.walk import ELSE, IF, LOOP, SYNC, WITH, Block, Scope, Site
 
@@ -503,12 +510,23 @@ def _distinct(node: ast.expr, scope: Scope, depth: int = 0) -> bool:
         if isinstance(node.func, ast.Name) and name in ("list", "sorted", "tuple"):
             return len(node.args) == 1 and _distinct(node.args[0], scope, again)
         return isinstance(node.func, ast.Attribute) and name == "keys" and not node.args
-    if isinstance(node, ast.Name) and node.id not in scope.params:
+    if isinstance(node, ast.Name) and node.id in scope.params:
+        # `work_by_ids: Dict[int, ...]`: a mapping's (or a set's) keys never repeat
+        annotation = parsed_annotation(scope.params[node.id])
+        if isinstance(annotation, ast.Subscript):
+            annotation = annotation.value
+        return last_name(annotation) in _DISTINCT_TYPES if annotation is not None else False
+    if isinstance(node, ast.Name):
         values = scope.assigns.get(node.id)
         if not values:
             return False
         return all(_distinct(v, scope, again) for v in values)
     return False
+
+
+_DISTINCT_TYPES = frozenset(
+    {"dict", "Dict", "Mapping", "MutableMapping", "set", "Set", "frozenset", "FrozenSet"}
+)
 
 
 def _is_one_of_constants(test: ast.expr, target: str, scope: Scope) -> bool:
@@ -938,7 +956,7 @@ def check_spawn(ctx: Context, site: Site) -> None:
         return  # over what the program registered or configured, or no sign of data
     if leaves_after(loop, call) or _ends_existing(call.args[0] if call.args else None):
         return
-    if _once_per_count(loop, site):
+    if _once_per_count(loop, site) or _once_per_constant(site.blocks, site.scope):
         return
     if _waited_for_in_loop(ctx, loop, call) or _restarts_after_ending(loop, call):
         return

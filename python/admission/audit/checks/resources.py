@@ -234,6 +234,41 @@ def _made_for_set_up(ctx: Context, site: Site, function: Scope) -> bool:
     )
 
 
+def _trait_default(ctx: Context, site: Site, function: Scope) -> bool:
+    """Returned by a traitlets dynamic default (``@default("executor")``, or a method named
+    ``_executor_default`` in a class that declares ``executor = Any()``): traitlets calls it
+    once per object, the first time the trait is read, and keeps what it returns on the
+    object, as ``__init__`` would. A method of another name, or one whose trait the class does
+    not declare, still fires."""
+    cls = function.cls
+    if cls is None or not _returns(function, site.node):
+        return False
+    for decorator in function.decorators:
+        if (
+            isinstance(decorator, ast.Call)
+            and ctx.resolve(decorator.func) in _TRAIT_DEFAULTS
+            and decorator.args
+            and isinstance(decorator.args[0], ast.Constant)
+        ):
+            return True
+    trait = function.name.removeprefix("_").removesuffix("_default")
+    if not function.name.startswith("_") or not function.name.endswith("_default"):
+        return False
+    return any(
+        isinstance(statement, ast.Assign | ast.AnnAssign)
+        and any(
+            isinstance(t, ast.Name) and t.id == trait
+            for t in (
+                statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+            )
+        )
+        for statement in cls.body
+    )
+
+
+_TRAIT_DEFAULTS = frozenset({"traitlets.default", "traitlets.traitlets.default"})
+
+
 def _returns(function: Scope, value: ast.AST) -> bool:
     """Whether ``function`` hands ``value`` back as it is (``return ThreadPoolExecutor()``)."""
     body = getattr(function.node, "body", [])
@@ -473,7 +508,7 @@ def _lifecycle_start(function: Scope) -> bool:
 
 
 # Calls that raise a signal other code waits for: an event's `set`, a future's result.
-_SIGNALS = frozenset({"set", "set_result", "set_exception"})
+_SIGNALS = frozenset({"set", "set_result", "set_exception", "cancel"})
 
 
 def _signals_set(statement: ast.stmt) -> set[str]:
@@ -652,6 +687,14 @@ def _waits_for(scope: Scope, signal: str) -> bool:
             return True  # `await asyncio.wrap_future(future)`: awaits the future itself
         if _bare_call_on(node, ("wait", "result"), signal):
             return True
+        if _checked(node) and any(
+            isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Attribute)
+            and n.func.attr in ("wait", "result", "exception")
+            and dotted(n.func.value) == signal
+            for n in ast.walk(node)
+        ):
+            return True
         if isinstance(node, ast.While) and any(
             isinstance(n, ast.Call)
             and isinstance(n.func, ast.Attribute)
@@ -661,6 +704,18 @@ def _waits_for(scope: Scope, signal: str) -> bool:
         ):
             return True
     return False
+
+
+def _checked(node: ast.AST) -> bool:
+    """A statement whose wait the test checks: an ``assert`` (``assert done.wait(30)``,
+    ``assert f.result(timeout=5) == 42``) or a ``with pytest.raises(...)`` block. A timed
+    wait that gives up fails the test there, so the test goes on only once the signal came."""
+    if isinstance(node, ast.Assert):
+        return True
+    return isinstance(node, ast.With) and any(
+        isinstance(item.context_expr, ast.Call) and last_name(item.context_expr.func) == "raises"
+        for item in node.items
+    )
 
 
 def _bare_call_on(node: ast.AST, methods: tuple[str, ...], receiver: str) -> bool:
@@ -1331,6 +1386,8 @@ def check_executor(ctx: Context, site: Site) -> None:
     if _kept_by_init_helper(ctx, site, function) or _created_once(ctx, site):
         return
     if _made_for_constructors(ctx, site, function) or _made_for_set_up(ctx, site, function):
+        return
+    if _trait_default(ctx, site, function):
         return
     target = ctx.facts.bound_to.get(id(call))
     if target is not None and _stored_on_another_object(target):
