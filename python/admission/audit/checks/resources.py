@@ -709,11 +709,15 @@ def _waits_for(scope: Scope, signal: str) -> bool:
 def _checked(node: ast.AST) -> bool:
     """A statement whose wait the test checks: an ``assert`` (``assert done.wait(30)``,
     ``assert f.result(timeout=5) == 42``) or a ``with pytest.raises(...)`` block. A timed
-    wait that gives up fails the test there, so the test goes on only once the signal came."""
+    wait that gives up fails the test there, so the test goes on only once the signal came.
+    A check that the wait gives up (``assert not done.wait(0.1)``, ``pytest.raises(
+    TimeoutError)``) says the thread still runs: no join."""
     if isinstance(node, ast.Assert):
-        return True
+        return not (isinstance(node.test, ast.UnaryOp) and isinstance(node.test.op, ast.Not))
     return isinstance(node, ast.With) and any(
-        isinstance(item.context_expr, ast.Call) and last_name(item.context_expr.func) == "raises"
+        isinstance(item.context_expr, ast.Call)
+        and last_name(item.context_expr.func) == "raises"
+        and not any("Timeout" in (last_name(a) or "") for a in item.context_expr.args)
         for item in node.items
     )
 
