@@ -203,8 +203,9 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   two LLM API glue and agent-tool libraries (LangChain's MCP adapters, LangGraph's PostgreSQL
   checkpointer) and three task and job runners (an async notebook executor, streaming
   pipelines on tornado, sync and async retrying), pinned (committed) before the audit ran on it
-  and before holdout28's first run; sealed: fetched but not run until the next rules are final,
-  whose estimate of precision on unseen code its first run (block ``holdout29-unseen``) is then.
+  and before holdout28's first run, and sealed until the rules of main at ef5b362 (round 25,
+  from holdout28's false positives after its unseen run); its first run (block
+  ``holdout29-unseen``) is the estimate of precision on unseen code of those rules.
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
