@@ -1359,6 +1359,53 @@ def _polls_assertion(ctx: Context, call: ast.Call) -> bool:
     return asserts and _only_checks(function.body)
 
 
+def _never_retries(ctx: Context, call: ast.Call) -> bool:
+    """A tenacity retrier that makes one attempt and never waits: ``enabled=False`` (it
+    calls the function once) or ``stop=stop_after_attempt(1)`` (the first failure is the
+    last). A larger count, or one read from a variable, still fires."""
+    enabled = _keyword(call, "enabled")
+    if isinstance(enabled, ast.Constant) and enabled.value is False:
+        return True
+    stop = _keyword(call, "stop")
+    return (
+        isinstance(stop, ast.Call)
+        and (ctx.resolve(stop.func) or "").endswith("stop_after_attempt")
+        and len(stop.args) == 1
+        and isinstance(stop.args[0], ast.Constant)
+        and stop.args[0].value in (0, 1)
+    )
+
+
+# a tenacity retrier's policies and records, which reading runs nothing
+_RETRIER_PARTS = frozenset(
+    {"wait", "stop", "retry", "before", "after", "before_sleep", "statistics", "iter_state"}
+)
+
+
+def _only_its_policies_read(ctx: Context, call: ast.Call, site: Site) -> bool:
+    """A retrier bound to a local name that the function only reads parts of (``r =
+    Retrying(wait=wait_fixed(1))``, then ``r.wait(state)`` to compute a delay): it never runs
+    anything, so nothing is retried. Called, iterated, wrapped around a function, returned or
+    handed on, it still fires."""
+    target = ctx.facts.bound_to.get(id(call))
+    function = site.scope.function()
+    if target is None or "." in target or function is None:
+        return False
+    body = getattr(function.node, "body", [])
+    nodes = list(own_nodes(body if isinstance(body, list) else []))
+    uses = sum(
+        isinstance(n, ast.Name) and n.id == target and isinstance(n.ctx, ast.Load) for n in nodes
+    )
+    reads = sum(
+        isinstance(n, ast.Attribute)
+        and n.attr in _RETRIER_PARTS
+        and isinstance(n.value, ast.Name)
+        and n.value.id == target
+        for n in nodes
+    )
+    return uses > 0 and uses == reads
+
+
 def check_backoff_policy(ctx: Context, site: Site) -> None:
     """ADM401 at tenacity's fixed waits, backoff's ``jitter=None``, redis-py's fixed
     backoffs."""
@@ -1367,7 +1414,9 @@ def check_backoff_policy(ctx: Context, site: Site) -> None:
     resolved = ctx.resolve(call.func)
     if resolved in _TENACITY_ENTRIES:
         wait = _keyword(call, "wait")
-        if wait is None or _polls_assertion(ctx, call):
+        if wait is None or _polls_assertion(ctx, call) or _never_retries(ctx, call):
+            return
+        if _only_its_policies_read(ctx, call, site):
             return
         waits = _tenacity_waits(ctx, wait, site.scope)
         if waits & _TENACITY_FIXED and not waits & _TENACITY_RANDOM and "?" not in waits:
