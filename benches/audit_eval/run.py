@@ -1,7 +1,7 @@
 """`make audit-eval`: the audit's precision on real code, beside ruff's and flake8-async's
 ASYNC rules on the same code.
 
-Twenty-nine corpora, each a list of source distributions pinned by name, version and sha256,
+Thirty corpora, each a list of source distributions pinned by name, version and sha256,
 downloaded with pip from the package index into ``.venv/audit-eval/`` (never committed):
 
 - ``seen`` (``corpus.txt``, labels in ``labels.csv``): read while the rules were written;
@@ -205,7 +205,18 @@ downloaded with pip from the package index into ``.venv/audit-eval/`` (never com
   pipelines on tornado, sync and async retrying), pinned (committed) before the audit ran on it
   and before holdout28's first run, and sealed until the rules of main at ef5b362 (round 25,
   from holdout28's false positives after its unseen run); its first run (block
-  ``holdout29-unseen``) is the estimate of precision on unseen code of those rules.
+  ``holdout29-unseen``) is the estimate of precision on unseen code of those rules;
+- ``holdout30`` (``holdout30.txt``, labels in ``holdout30_labels.csv``): a thirtieth, chosen
+  for the same code: two async web services and protocol servers (a small async web framework,
+  an asyncio WebSocket server syncing CRDT documents), two DNS and API clients with sync and
+  async sides (AWS's clients on asyncio, a DNS toolkit with asyncio and trio resolvers), two
+  bots and crawlers (a Discord bot library, a browser-automation library over the DevTools
+  Protocol), three LLM API glue and agent-tool libraries (E2B's sandbox SDK, LlamaIndex's
+  workflow engine, LangGraph's SQLite checkpointer) and three database and queue clients with
+  async sides (Azure Event Hubs' client, an async MongoDB ODM, an asyncio MQTT client), pinned
+  (committed) before the audit ran on it, with the rules of main at cbcf710; sealed: fetched
+  but not run until the next rules are final, whose estimate of precision on unseen code its
+  first run (block ``holdout30-unseen``) is then.
 
 Every finding of ``admission audit`` is labelled (TP or FP, with the context and a note): a
 finding without a label fails the run, so the labels stay complete as the rules change. The
@@ -232,7 +243,7 @@ benches/RESULTS.md between ``<!-- audit-eval:NAME -->`` and
 script's output, never copied by hand.
 
     .venv/bin/python benches/audit_eval/run.py
-        [--corpus seen holdout holdout2 ... holdout29] [--no-flake8]
+        [--corpus seen holdout holdout2 ... holdout30] [--no-flake8]
         [--allow-unlabelled] [--write-results] [--block NAME]
 """
 
@@ -290,6 +301,7 @@ CORPORA = {
     "holdout27": ("holdout27.txt", "holdout27_labels.csv"),
     "holdout28": ("holdout28.txt", "holdout28_labels.csv"),
     "holdout29": ("holdout29.txt", "holdout29_labels.csv"),
+    "holdout30": ("holdout30.txt", "holdout30_labels.csv"),
 }
 
 LabelKey = tuple[str, str, int, str]  # project, path, line, code
