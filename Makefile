@@ -116,8 +116,8 @@ $(VENV)/.audit-eval-stamp: requirements/audit-eval.txt $(VENV)/.dev-stamp
 # written with --corpus NAME --block NAME-unseen), AUDIT_EVAL_ARGS adds options (--no-flake8:
 # flake8-async takes about an hour per corpus). A new held-out corpus stays out of the
 # default until its false positives are read for fixes (holdout29 and holdout30, pinned, are
-# out; holdout29 was run once unseen with the rules of ef5b362; holdout30 is sealed for the
-# next rules' unseen run).
+# out; holdout29 was run once unseen with the rules of ef5b362 and read in round 26, its
+# after-fix block still to come; holdout30 is sealed for the next rules' unseen run).
 AUDIT_EVAL_CORPUS ?= seen holdout holdout2 holdout3 holdout4 holdout5 holdout6 holdout7 holdout8 \
 	holdout9 holdout10 holdout11 holdout12 holdout13 holdout14 holdout15 holdout16 holdout17 \
 	holdout18 holdout19 holdout20 holdout21 holdout22 holdout23 holdout24 holdout25 holdout26 \
