@@ -251,9 +251,9 @@ def _trait_default(ctx: Context, site: Site, function: Scope) -> bool:
             and isinstance(decorator.args[0], ast.Constant)
         ):
             return True
-    trait = function.name.removeprefix("_").removesuffix("_default")
     if not function.name.startswith("_") or not function.name.endswith("_default"):
         return False
+    trait = function.name.removeprefix("_").removesuffix("_default")
     return any(
         isinstance(statement, ast.Assign | ast.AnnAssign)
         and any(
@@ -708,7 +708,8 @@ def _waits_for(scope: Scope, signal: str) -> bool:
 
 def _checked(node: ast.AST) -> bool:
     """A statement whose wait the test checks: an ``assert`` (``assert done.wait(30)``,
-    ``assert f.result(timeout=5) == 42``) or a ``with pytest.raises(...)`` block. A timed
+    ``assert f.result(timeout=5) == 42``) or a ``with pytest.raises(...)`` block (unittest's
+    ``assertRaises`` too). A timed
     wait that gives up fails the test there, so the test goes on only once the signal came.
     A check that the wait gives up (``assert not done.wait(0.1)``, ``pytest.raises(
     TimeoutError)``) says the thread still runs: no join."""
@@ -716,7 +717,7 @@ def _checked(node: ast.AST) -> bool:
         return not (isinstance(node.test, ast.UnaryOp) and isinstance(node.test.op, ast.Not))
     return isinstance(node, ast.With) and any(
         isinstance(item.context_expr, ast.Call)
-        and last_name(item.context_expr.func) == "raises"
+        and last_name(item.context_expr.func) in ("raises", "assertRaises")
         and not any("Timeout" in (last_name(a) or "") for a in item.context_expr.args)
         for item in node.items
     )

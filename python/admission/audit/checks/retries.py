@@ -1391,8 +1391,8 @@ def _only_its_policies_read(ctx: Context, call: ast.Call, site: Site) -> bool:
     function = site.scope.function()
     if target is None or "." in target or function is None:
         return False
-    body = getattr(function.node, "body", [])
-    nodes = list(own_nodes(body if isinstance(body, list) else []))
+    # nested functions included: a closure may run it (`def job(): return r(fetch)`)
+    nodes = list(ast.walk(function.node))
     uses = sum(
         isinstance(n, ast.Name) and n.id == target and isinstance(n.ctx, ast.Load) for n in nodes
     )
