@@ -111,17 +111,16 @@ $(VENV)/.audit-eval-stamp: requirements/audit-eval.txt $(VENV)/.dev-stamp
 # (holdout_labels.csv ... holdout30_labels.csv), beside ruff (its findings labelled in
 # *_ruff_labels.csv) and flake8-async; writes each corpus's tables into benches/RESULTS.md.
 # AUDIT_EVAL_CORPUS selects (seen, holdout, holdout2 ... holdout30; by default the first
-# twenty-nine, each read for fixes once its unseen run was written, over which the comparison
+# thirty, each read for fixes once its unseen run was written, over which the comparison
 # with ruff is made; each held-out corpus's unseen run stays in its own block, NAME-unseen,
 # written with --corpus NAME --block NAME-unseen), AUDIT_EVAL_ARGS adds options (--no-flake8:
 # flake8-async takes about an hour per corpus). A new held-out corpus stays out of the
-# default until its false positives are read for fixes (holdout29 and holdout30, pinned, are
-# out; holdout29 was run once unseen with the rules of ef5b362 and read in round 26, its
-# after-fix block still to come; holdout30 is sealed for the next rules' unseen run).
+# default until its false positives are read for fixes (holdout30, pinned, is out, sealed
+# for the next rules' unseen run).
 AUDIT_EVAL_CORPUS ?= seen holdout holdout2 holdout3 holdout4 holdout5 holdout6 holdout7 holdout8 \
 	holdout9 holdout10 holdout11 holdout12 holdout13 holdout14 holdout15 holdout16 holdout17 \
 	holdout18 holdout19 holdout20 holdout21 holdout22 holdout23 holdout24 holdout25 holdout26 \
-	holdout27 holdout28
+	holdout27 holdout28 holdout29
 AUDIT_EVAL_ARGS ?=
 audit-eval: develop $(VENV)/.audit-eval-stamp
 	$(VPY) benches/audit_eval/run.py --corpus $(AUDIT_EVAL_CORPUS) --write-results $(AUDIT_EVAL_ARGS)
