@@ -41,6 +41,8 @@ __all__ = [
     "is_test_path",
     "leaves_after",
     "own_nodes",
+    "parameter_defaults",
+    "parsed_annotation",
 ]
 
 # Loops over ranges up to this many items count as bounded (`for i in range(8)`).
@@ -1309,20 +1311,9 @@ class Context:
             for d in function.decorators
         ):
             return True
-        node = function.node
-        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            return False
-        arguments = node.args
-        positional = [*arguments.posonlyargs, *arguments.args]
-        # defaults belong to the last positional parameters; keyword-only ones pair one to one
-        with_default = positional[len(positional) - len(arguments.defaults) :]
-        declared = list(zip(with_default, arguments.defaults, strict=True))
-        declared += [
-            (a, d) for a, d in zip(arguments.kwonlyargs, arguments.kw_defaults, strict=True) if d
-        ]
-        for argument, default in declared:
-            if argument.arg == name and self._declares_command_line(default):
-                return True
+        default = parameter_defaults(function.node).get(name)
+        if default is not None and self._declares_command_line(default):
+            return True
         annotation = parsed_annotation(function.params.get(name))
         return (
             isinstance(annotation, ast.Subscript)
@@ -1434,6 +1425,23 @@ def _unpacked(name: str, scope: Scope) -> bool:
 def _owned_target(target: ast.expr) -> bool:
     """A loop variable that names one of the program's resources (``for broker_id in ...``)."""
     return any(owned(n.id) for n in ast.walk(target) if isinstance(n, ast.Name))
+
+
+def parameter_defaults(node: ast.AST) -> dict[str, ast.expr]:
+    """A function's parameters that have a default, by name (none for what is no function)."""
+    if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+        return {}
+    arguments = node.args
+    positional = [*arguments.posonlyargs, *arguments.args]
+    # the last positional parameters are those with defaults; keyword-only ones pair one to one
+    with_defaults = positional[len(positional) - len(arguments.defaults) :]
+    defaults = {a.arg: d for a, d in zip(with_defaults, arguments.defaults, strict=True)}
+    defaults.update(
+        (a.arg, d)
+        for a, d in zip(arguments.kwonlyargs, arguments.kw_defaults, strict=True)
+        if d is not None
+    )
+    return defaults
 
 
 def parsed_annotation(annotation: ast.expr | None) -> ast.expr | None:

@@ -21,6 +21,7 @@ from admission.audit.checks.context import (
     holds,
     leaves_after,
     own_nodes,
+    parameter_defaults,
     parsed_annotation,
     words,
 )
@@ -615,16 +616,7 @@ def _caller_opted_out(call: ast.Call, site: Site) -> bool:
     function = site.scope.function()
     if function is None or not isinstance(function.node, ast.FunctionDef | ast.AsyncFunctionDef):
         return False
-    arguments = function.node.args
-    positional = [*arguments.posonlyargs, *arguments.args]
-    # the last positional parameters are those with defaults
-    with_defaults = positional[len(positional) - len(arguments.defaults) :]
-    defaults = {a.arg: d for a, d in zip(with_defaults, arguments.defaults, strict=True)}
-    defaults.update(
-        (a.arg, d)
-        for a, d in zip(arguments.kwonlyargs, arguments.kw_defaults, strict=True)
-        if d is not None
-    )
+    defaults = parameter_defaults(function.node)
     for test, taken_when_equal in _branch_tests(call, site, function.node):
         if not (
             isinstance(test, ast.Compare)
